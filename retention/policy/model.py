@@ -1,0 +1,346 @@
+"""The rule-pack model: what a pack may say, checked field by field.
+
+The YAML reference lives in docs/rules.md; this module is its executable
+form. Models forbid unknown keys so that a typo is an error, not a silently
+ignored rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+import pendulum
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from retention.clock import Period, Schedule, YearEnd
+
+STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
+"""Lifecycle states in their only allowed order."""
+
+ClockType = Literal["timestamptz", "timestamp", "date", "epoch", "epoch_text"]
+State = Literal["inactive", "archived", "purged"]
+ActionName = Literal["deactivate", "archive", "anonymise", "delete", "drop_partition"]
+
+
+def _parse_period(value: Any) -> Period:
+    if isinstance(value, Period):
+        return value
+    return Period.parse(value)
+
+
+def _parse_year_end(value: Any) -> YearEnd:
+    if isinstance(value, YearEnd):
+        return value
+    return YearEnd.parse(value)
+
+
+PeriodField = Annotated[Period, BeforeValidator(_parse_period), PlainSerializer(str)]
+YearEndField = Annotated[
+    YearEnd,
+    BeforeValidator(_parse_year_end),
+    PlainSerializer(lambda y: f"{y.month:02d}-{y.day:02d}"),
+]
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        pendulum.timezone(value)
+    except Exception as exc:  # pendulum raises several types for bad names
+        raise ValueError(
+            f"unknown timezone {value!r}; use an IANA name such as Europe/Paris or UTC"
+        ) from exc
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Clock(_Strict):
+    """Where a retention period runs from: a column, or the max over a related table."""
+
+    column: str
+    type: ClockType = "timestamptz"
+    timezone: str | None = Field(
+        default=None, description="Timezone of a naive `timestamp` column (default UTC)."
+    )
+    aggregate: Literal["max"] | None = None
+    table: str | None = None
+    on: str | None = Field(default=None, description="Column of the related table naming the record.")
+    references: str | None = Field(
+        default=None, description="Column of the dataset the related table points at (default its key)."
+    )
+    where: dict[str, str | int] | None = None
+
+    _check_tz = field_validator("timezone")(
+        lambda v: None if v is None else _check_timezone(v)  # type: ignore[arg-type]
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Clock:
+        if self.timezone is not None and self.type != "timestamp":
+            raise ValueError(
+                f"timezone applies only to naive 'timestamp' clocks, not to {self.type!r}"
+            )
+        related = {"table": self.table, "on": self.on, "references": self.references, "where": self.where}
+        if self.aggregate is None:
+            extra = [k for k, v in related.items() if v is not None]
+            if extra:
+                raise ValueError(
+                    f"{', '.join(extra)} only apply to aggregate clocks; add aggregate: max"
+                )
+        elif self.table is None or self.on is None:
+            raise ValueError("an aggregate clock needs table and on (the related table's key column)")
+        return self
+
+    @property
+    def naive_timezone(self) -> str:
+        return self.timezone or "UTC"
+
+    def label(self) -> str:
+        if self.aggregate:
+            return f"{self.aggregate}({self.table}.{self.column})"
+        return self.column
+
+
+class Keep(_Strict):
+    """One justification for keeping a record: a clock and its period."""
+
+    clock: Clock
+    period: PeriodField
+    anchor: Literal["event", "financial_year_end"] = "event"
+    basis: str | None = None
+
+
+MASK_STRATEGIES: tuple[str, ...] = ("null", "fixed", "hash", "redact", "truncate_date", "generalise")
+
+
+class Mask(_Strict):
+    """How one column is masked (see retention.actions for the strategies)."""
+
+    strategy: Literal["null", "fixed", "hash", "redact", "truncate_date", "generalise"]
+    value: str | int | float | bool | None = None
+    keep: Literal["domain", "last4", "first"] | None = None
+    to: Literal["month", "year"] | None = None
+    chars: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if data is None:  # `email: null` in YAML names the null strategy
+            return {"strategy": "null"}
+        if isinstance(data, str):
+            return {"strategy": data}
+        return data
+
+    @model_validator(mode="after")
+    def _options(self) -> Mask:
+        needs = {"fixed": "value", "truncate_date": "to", "generalise": "chars", "redact": "keep"}
+        option = needs.get(self.strategy)
+        if option is not None and getattr(self, option) is None and self.strategy != "fixed":
+            raise ValueError(f"strategy {self.strategy!r} needs option {option!r}")
+        if self.strategy == "fixed" and "value" not in self.model_fields_set:
+            raise ValueError("strategy 'fixed' needs option 'value'")
+        return self
+
+
+_ALLOWED_ACTIONS: dict[str, tuple[str, ...]] = {
+    "inactive": ("deactivate",),
+    "archived": ("archive",),
+    "purged": ("delete", "anonymise", "drop_partition"),
+}
+
+
+class Step(_Strict):
+    """Entering one lifecycle state: when, and what happens to the data."""
+
+    to: State
+    after: PeriodField = Field(default_factory=Period)
+    action: ActionName | None = None
+    set: dict[str, str | int | float | bool | None] | None = None
+    columns: list[str] | None = None
+    then: Literal["delete", "anonymise"] | None = None
+    mask: dict[str, Mask] | None = None
+    basis: str | None = None
+
+    @model_validator(mode="after")
+    def _action_fits(self) -> Step:
+        action = self.action
+        if action is not None and action not in _ALLOWED_ACTIONS[self.to]:
+            valid = ", ".join(_ALLOWED_ACTIONS[self.to])
+            raise ValueError(f"action {action!r} cannot enter state {self.to!r}; valid: {valid}")
+        if action == "deactivate" and not self.set:
+            raise ValueError("action 'deactivate' needs 'set' with at least one column")
+        if action == "archive":
+            if not self.columns:
+                raise ValueError("action 'archive' needs 'columns', the minimised payload to keep")
+            if self.then is None:
+                raise ValueError("action 'archive' needs 'then': delete or anonymise the source row")
+            if self.then == "anonymise" and not self.mask:
+                raise ValueError("archive with 'then: anonymise' needs 'mask'")
+        if action == "anonymise" and not self.mask:
+            raise ValueError("action 'anonymise' needs 'mask' naming each column's strategy")
+        if self.set is not None and action != "deactivate":
+            raise ValueError("'set' applies only to action 'deactivate'")
+        if self.columns is not None and action != "archive":
+            raise ValueError("'columns' applies only to action 'archive'")
+        if self.then is not None and action != "archive":
+            raise ValueError("'then' applies only to action 'archive'")
+        if self.mask is not None and not (
+            action == "anonymise" or (action == "archive" and self.then == "anonymise")
+        ):
+            raise ValueError("'mask' applies only to 'anonymise' or to archive with 'then: anonymise'")
+        return self
+
+
+class Follow(_Strict):
+    """Move with the subject: when it enters a state, this dataset's rows follow."""
+
+    dataset: str
+    on: dict[State, State]
+
+
+class Guard(_Strict):
+    """Mass-deletion guard: refuse a transition moving more than this much."""
+
+    max_share: float = Field(default=0.2, gt=0, le=1)
+    max_count: int | None = Field(default=None, gt=0)
+
+
+class Dataset(_Strict):
+    """One table of records of one kind and its lifecycle."""
+
+    table: str
+    schema_: str | None = Field(default=None, alias="schema")
+    key: str
+    subject_key: str | None = None
+    description: str | None = None
+    basis: str | None = None
+    keep: list[Keep] = Field(default_factory=list)
+    lifecycle: list[Step] = Field(min_length=1)
+    follows: Follow | None = None
+    on_erasure: State | None = None
+    ledger: Literal["record", "summary"] = "record"
+    review: bool = False
+    guard: Guard | None = None
+    partitioned: bool = False
+    batch_size: int | None = Field(default=None, gt=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _lifecycle_order(self) -> Dataset:
+        order = [STATES.index(step.to) for step in self.lifecycle]
+        for i in range(1, len(order)):
+            if order[i] == order[i - 1]:
+                raise ValueError(f"state {self.lifecycle[i].to!r} appears twice in the lifecycle")
+            if order[i] < order[i - 1]:
+                raise ValueError(
+                    f"state {self.lifecycle[i].to!r} cannot come after "
+                    f"{self.lifecycle[i - 1].to!r}; states go active -> inactive -> archived -> purged"
+                )
+        states = [s.to for s in self.lifecycle]
+        if self.on_erasure is not None and self.on_erasure not in states:
+            raise ValueError(
+                f"on_erasure state {self.on_erasure!r} is not in this dataset's lifecycle "
+                f"({', '.join(states)})"
+            )
+        if not self.keep and self.follows is None:
+            raise ValueError("a dataset needs 'keep' (clocks and periods) or 'follows'")
+        for step in self.lifecycle:
+            if step.basis is None and self.basis is None:
+                raise ValueError(
+                    f"state {step.to!r} has no legal basis; add 'basis' to the step or the dataset"
+                )
+        for index, step in enumerate(self.lifecycle):
+            previous = self.lifecycle[index - 1].to if index else "active"
+            if step.action is None and not (step.to == "purged" and previous == "archived"):
+                valid = ", ".join(_ALLOWED_ACTIONS[step.to])
+                raise ValueError(f"state {step.to!r} needs an action; valid: {valid}")
+            if step.to == "purged" and previous == "archived" and step.action not in (None, "delete"):
+                raise ValueError("purging an archived record deletes its archive payload; omit 'action'")
+            if step.action == "drop_partition" and not self.partitioned:
+                raise ValueError("action 'drop_partition' needs 'partitioned: true' on the dataset")
+        return self
+
+    @property
+    def states(self) -> list[str]:
+        """Used states in order, starting with active."""
+        return ["active", *(s.to for s in self.lifecycle)]
+
+    def step_to(self, state: str) -> Step:
+        for step in self.lifecycle:
+            if step.to == state:
+                return step
+        raise KeyError(state)
+
+    def basis_for(self, state: str) -> str:
+        step = self.step_to(state)
+        return step.basis or self.basis or ""
+
+    def schedules(self, state: str, year_end: YearEnd) -> list[Schedule]:
+        """One schedule per keep rule, from the clock to entering ``state``."""
+        delays: list[Period] = []
+        for index, step in enumerate(self.lifecycle):
+            if index:
+                delays.append(step.after)
+            if step.to == state:
+                break
+        else:
+            raise KeyError(state)
+        # Entering the first state may itself wait after the retention ends.
+        delays.insert(0, self.lifecycle[0].after)
+        result = []
+        for rule in self.keep:
+            result.append(
+                Schedule(
+                    period=rule.period,
+                    delays=tuple(delays),
+                    year_end=year_end if rule.anchor == "financial_year_end" else None,
+                )
+            )
+        return result
+
+
+class Erasure(_Strict):
+    """How fast erasure requests must be answered (GDPR art. 12(3))."""
+
+    respond_within: PeriodField = Field(default_factory=lambda: Period(months=1))
+    extension: PeriodField = Field(default_factory=lambda: Period(months=2))
+    basis: str = "GDPR art. 12(3), 17"
+
+
+class Pack(_Strict):
+    """One version of a rule pack."""
+
+    pack: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    title: str | None = None
+    version: str
+    effective_from: dt.date
+    timezone: str = "UTC"
+    financial_year_end: YearEndField = Field(default_factory=YearEnd)
+    erasure: Erasure = Field(default_factory=Erasure)
+    guard: Guard = Field(default_factory=Guard)
+    batch_size: int = Field(default=1000, gt=0)
+    datasets: dict[str, Dataset] = Field(min_length=1)
+
+    _check_tz = field_validator("timezone")(_check_timezone)  # type: ignore[arg-type]
+
+    @field_validator("effective_from", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            raise ValueError("effective_from is a date (YYYY-MM-DD), not a timestamp")
+        return value
+
+    def guard_for(self, dataset: str) -> Guard:
+        return self.datasets[dataset].guard or self.guard
