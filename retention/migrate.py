@@ -1,0 +1,50 @@
+"""Applying the engine's Alembic migrations from the CLI or from Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from retention.errors import ConfigError
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Config:
+    """An Alembic config pointing at the shipped migrations."""
+    if not (MIGRATIONS / "env.py").exists():
+        raise ConfigError(
+            f"migrations not found at {MIGRATIONS}; install retention from a checkout (pip install -e .)"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    if url is not None:
+        config.attributes["database_url"] = url
+    return config
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the engine's tables to ``revision`` in one transaction where the database allows."""
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -1,0 +1,186 @@
+"""The engine's own tables, as SQLAlchemy Core metadata (Alembic's target).
+
+Design rule: nothing here grows with the number of purged records except the
+ledger. ``record_states`` holds only records that still exist somewhere (a
+deactivated or anonymised source row, or an archive payload); a record whose
+data is gone leaves only its ledger entries behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator
+
+PREFIX = "retention_"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An instant stored as naive UTC on every database, read back aware.
+
+    MySQL has no timezone-aware type and SQLite has no types at all; storing
+    naive UTC everywhere and attaching UTC on read keeps comparisons exact.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UTCDateTime needs an aware datetime")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite through a raw text() query
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+KEY = sa.String(191)  # 191 keeps MySQL utf8mb4 index keys within 767 bytes
+NAME = sa.String(100)
+HASH = sa.String(64)
+LONGTEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+policy_versions = sa.Table(
+    f"{PREFIX}policy_versions",
+    metadata,
+    sa.Column("digest", HASH, primary_key=True, comment="sha256 of the pack's RFC 8785 encoding"),
+    sa.Column("pack_id", NAME, nullable=False),
+    sa.Column("version", NAME, nullable=False),
+    sa.Column("effective_from", sa.Date, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("content", LONGTEXT, nullable=False, comment="the YAML text, for auditors"),
+)
+
+runs = sa.Table(
+    f"{PREFIX}runs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("mode", sa.String(10), nullable=False, comment="plan or run"),
+    sa.Column("pack_id", NAME, nullable=False),
+    sa.Column("pack_digest", HASH, nullable=False),
+    sa.Column("as_of", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("status", sa.String(20), nullable=False, comment="running, succeeded, failed, partial, guarded"),
+    sa.Column("counts", LONGTEXT, comment="JSON: dataset -> transition -> count"),
+    sa.Column("overrides", LONGTEXT, comment="JSON: guard overrides named by the operator"),
+    sa.Column("error", LONGTEXT),
+    sa.Index(None, "started_at"),
+)
+
+run_lock = sa.Table(
+    f"{PREFIX}run_lock",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False, comment="host:pid of the holder"),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+record_states = sa.Table(
+    f"{PREFIX}record_states",
+    metadata,
+    sa.Column("dataset", NAME, primary_key=True),
+    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("since", UTCDateTime, nullable=False, comment="the due instant that moved it here"),
+    sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Index(None, "dataset", "state", "since"),
+    sa.Index(None, "subject_key"),
+)
+
+archive = sa.Table(
+    f"{PREFIX}archive",
+    metadata,
+    sa.Column("dataset", NAME, primary_key=True),
+    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("payload", LONGTEXT, nullable=False, comment="JSON of the declared columns only"),
+    sa.Column("archived_at", UTCDateTime, nullable=False),
+    sa.Column("purge_due_at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Index(None, "dataset", "purge_due_at"),
+)
+
+holds = sa.Table(
+    f"{PREFIX}holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(10), nullable=False, comment="subject, dataset or record"),
+    sa.Column("dataset", NAME),
+    sa.Column("record_key", KEY),
+    sa.Column("subject_key", KEY),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("placed_by", NAME, nullable=False),
+    sa.Column("placed_at", UTCDateTime, nullable=False),
+    sa.Column("released_by", NAME),
+    sa.Column("released_at", UTCDateTime),
+    sa.Column("release_reason", sa.Text),
+    sa.Index(None, "scope", "released_at"),
+)
+
+erasure_requests = sa.Table(
+    f"{PREFIX}erasure_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subject_key", KEY, nullable=False),
+    sa.Column("received_on", sa.Date, nullable=False),
+    sa.Column("deadline", sa.Date, nullable=False),
+    sa.Column("extended_on", sa.Date),
+    sa.Column("extension_reason", sa.Text),
+    sa.Column("note", sa.Text),
+    sa.Column("status", sa.String(20), nullable=False, comment="open, processed, closed"),
+    sa.Column("processed_run_id", sa.String(36)),
+    sa.Column("closed_at", UTCDateTime),
+    sa.Index(None, "status"),
+)
+
+ledger = sa.Table(
+    f"{PREFIX}ledger",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.String(36)),
+    sa.Column("pack_id", NAME),
+    sa.Column("pack_digest", HASH),
+    sa.Column("dataset", NAME),
+    sa.Column("transition", sa.String(40), nullable=False, comment="from->to, or an event such as hold_placed"),
+    sa.Column("action", sa.String(30)),
+    sa.Column("basis", sa.Text),
+    sa.Column("due_at", UTCDateTime, comment="the instant that made the record due"),
+    sa.Column("record_pseudonym", HASH, comment="HMAC-SHA256 of dataset and record key"),
+    sa.Column("subject_pseudonym", HASH, comment="HMAC-SHA256 of the subject key"),
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("clock_min", UTCDateTime),
+    sa.Column("clock_max", UTCDateTime),
+    sa.Column("detail", sa.Text, comment="JSON without personal data: request id, override, partition"),
+    sa.Column("prev_hash", HASH, nullable=False),
+    sa.Column("hash", HASH, nullable=False),
+    sa.Index(None, "record_pseudonym"),
+    sa.Index(None, "subject_pseudonym"),
+    sa.Index(None, "run_id"),
+)
