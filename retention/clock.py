@@ -154,7 +154,9 @@ class Schedule:
         """
         lo = today.toordinal() - self.span_days() - 2
         hi = today.toordinal() - 1
-        if self.due_date(dt.date.fromordinal(lo)) > today:  # pragma: no cover - span is an upper bound
+        if (
+            self.due_date(dt.date.fromordinal(lo)) > today
+        ):  # pragma: no cover - span is an upper bound
             raise AssertionError("period search bound too small")
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -198,6 +200,12 @@ def as_aware(value: dt.datetime, assume_tz: str = "UTC") -> dt.datetime:
         return value
     utc = pendulum.instance(value, tz=assume_tz).in_timezone("UTC")
     return dt.datetime(
-        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond,
+        utc.year,
+        utc.month,
+        utc.day,
+        utc.hour,
+        utc.minute,
+        utc.second,
+        utc.microsecond,
         tzinfo=dt.UTC,
     )

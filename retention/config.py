@@ -30,7 +30,7 @@ def safe_url(url: str) -> str:
     """The URL with its password hidden, fit for logs and messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as a placeholder
+    except Exception:
         return "<unparsable database URL>"
 
 
@@ -52,7 +52,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine with the per-database session settings the engine relies on."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy raises ArgumentError and others
+    except Exception as exc:
         raise ConfigError(f"invalid database URL {safe_url(url)!r}: {exc}") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
@@ -65,7 +65,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
     try:
         engine = sa.create_engine(parsed, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - missing drivers surface as assorted errors
+    except Exception as exc:
         raise ConfigError(f"cannot use database URL {safe_url(url)!r}: {exc}") from None
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _on_sqlite_connect)

@@ -33,7 +33,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(sa.DateTime())
 
-    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -84,7 +86,12 @@ runs = sa.Table(
     sa.Column("as_of", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime),
-    sa.Column("status", sa.String(20), nullable=False, comment="running, succeeded, failed, partial, guarded"),
+    sa.Column(
+        "status",
+        sa.String(20),
+        nullable=False,
+        comment="running, succeeded, failed, partial, guarded",
+    ),
     sa.Column("counts", LONGTEXT, comment="JSON: dataset -> transition -> count"),
     sa.Column("overrides", LONGTEXT, comment="JSON: guard overrides named by the operator"),
     sa.Column("error", LONGTEXT),
@@ -108,7 +115,9 @@ record_states = sa.Table(
     sa.Column("record_key", KEY, primary_key=True),
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("since", UTCDateTime, nullable=False, comment="the due instant that moved it here"),
-    sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
+    sa.Column(
+        "subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"
+    ),
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Index(None, "dataset", "state", "since"),
     sa.Index(None, "subject_key"),
@@ -162,13 +171,23 @@ erasure_requests = sa.Table(
 ledger = sa.Table(
     f"{PREFIX}ledger",
     metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
     sa.Column("run_id", sa.String(36)),
     sa.Column("pack_id", NAME),
     sa.Column("pack_digest", HASH),
     sa.Column("dataset", NAME),
-    sa.Column("transition", sa.String(40), nullable=False, comment="from->to, or an event such as hold_placed"),
+    sa.Column(
+        "transition",
+        sa.String(40),
+        nullable=False,
+        comment="from->to, or an event such as hold_placed",
+    ),
     sa.Column("action", sa.String(30)),
     sa.Column("basis", sa.Text),
     sa.Column("due_at", UTCDateTime, comment="the instant that made the record due"),
@@ -177,7 +196,9 @@ ledger = sa.Table(
     sa.Column("count", sa.Integer, nullable=False, server_default="1"),
     sa.Column("clock_min", UTCDateTime),
     sa.Column("clock_max", UTCDateTime),
-    sa.Column("detail", sa.Text, comment="JSON without personal data: request id, override, partition"),
+    sa.Column(
+        "detail", sa.Text, comment="JSON without personal data: request id, override, partition"
+    ),
     sa.Column("prev_hash", HASH, nullable=False),
     sa.Column("hash", HASH, nullable=False),
     sa.Index(None, "record_pseudonym"),

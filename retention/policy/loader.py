@@ -64,7 +64,9 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]) -> None:
+def _walk(
+    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]
+) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -95,14 +97,18 @@ def _read_yaml(source: Path, text: str) -> _Located:
     lines: dict[PathKey, int] = {}
     dupes: list[tuple[PathKey, int]] = []
     _walk(node, (), lines, dupes)
-    located = _Located(yaml.load(text, Loader=_Loader), lines)  # noqa: S506 - SafeLoader subclass
+    located = _Located(yaml.load(text, Loader=_Loader), lines)
     for path, line in dupes:
         what = "dataset" if len(path) == 2 and path[0] == "datasets" else "key"
         located.problems.append(
-            PackProblem(name, line, f"duplicate {what} {path[-1]!r} in {_dotted(path[:-1]) or 'the pack'}")
+            PackProblem(
+                name, line, f"duplicate {what} {path[-1]!r} in {_dotted(path[:-1]) or 'the pack'}"
+            )
         )
     if not isinstance(located.data, dict):
-        located.problems.append(PackProblem(name, 1, "a rule pack must be a mapping with 'pack' and 'datasets'"))
+        located.problems.append(
+            PackProblem(name, 1, "a rule pack must be a mapping with 'pack' and 'datasets'")
+        )
     return located
 
 
@@ -194,7 +200,10 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
         where = ("datasets", ds_name)
         previous = tables.setdefault((ds.schema_, ds.table), ds_name)
         if previous != ds_name:
-            add((*where, "table"), f"table {ds.table!r} is already the table of dataset {previous!r}")
+            add(
+                (*where, "table"),
+                f"table {ds.table!r} is already the table of dataset {previous!r}",
+            )
         if ds.follows is not None:
             parent = pack.datasets.get(ds.follows.dataset)
             if parent is None:
@@ -215,7 +224,10 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                     "dataset directly",
                 )
             if ds.subject_key is None:
-                add((*where, "follows"), f"dataset {ds_name!r} follows a subject but has no subject_key")
+                add(
+                    (*where, "follows"),
+                    f"dataset {ds_name!r} follows a subject but has no subject_key",
+                )
             if parent.subject_key is None:
                 add(
                     (*where, "follows", "dataset"),
@@ -235,11 +247,15 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                         f"({', '.join(ds.states[1:])})",
                     )
         if ds.on_erasure is not None and ds.subject_key is None:
-            add((*where, "on_erasure"), "on_erasure needs a subject_key to find a subject's records")
+            add(
+                (*where, "on_erasure"), "on_erasure needs a subject_key to find a subject's records"
+            )
     return problems
 
 
-def validate_pack(data: Any, source: Path, text: str, lines: dict[PathKey, int] | None = None) -> LoadedPack:
+def validate_pack(
+    data: Any, source: Path, text: str, lines: dict[PathKey, int] | None = None
+) -> LoadedPack:
     """Validate parsed YAML into a pack or raise :class:`PackError`."""
     name = str(source)
     lines = lines or {}
@@ -307,7 +323,13 @@ class Catalog:
         if pack_id is None:
             if len(ids) > 1:
                 raise PackError(
-                    [PackProblem("--rules", None, f"several packs found ({', '.join(ids)}); choose one with --pack")]
+                    [
+                        PackProblem(
+                            "--rules",
+                            None,
+                            f"several packs found ({', '.join(ids)}); choose one with --pack",
+                        )
+                    ]
                 )
             pack_id = ids[0]
         if pack_id not in ids:
@@ -321,8 +343,13 @@ class Catalog:
         if not in_force:
             first = versions[0].pack.effective_from
             raise PackError(
-                [PackProblem(str(versions[0].source), None,
-                             f"pack {pack_id!r} is not in force on {as_of_date}; its first version starts {first}")]
+                [
+                    PackProblem(
+                        str(versions[0].source),
+                        None,
+                        f"pack {pack_id!r} is not in force on {as_of_date}; its first version starts {first}",
+                    )
+                ]
             )
         return in_force[-1]
 
@@ -342,7 +369,8 @@ def load_catalog(path: Path) -> Catalog:
         if key in seen:
             problems.append(
                 PackProblem(
-                    str(loaded.source), None,
+                    str(loaded.source),
+                    None,
                     f"pack {loaded.id!r} has two versions effective from {key[1]} "
                     f"(also {seen[key]})",
                 )

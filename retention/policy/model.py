@@ -75,9 +75,12 @@ class Clock(_Strict):
     )
     aggregate: Literal["max"] | None = None
     table: str | None = None
-    on: str | None = Field(default=None, description="Column of the related table naming the record.")
+    on: str | None = Field(
+        default=None, description="Column of the related table naming the record."
+    )
     references: str | None = Field(
-        default=None, description="Column of the dataset the related table points at (default its key)."
+        default=None,
+        description="Column of the dataset the related table points at (default its key).",
     )
     where: dict[str, str | int] | None = None
 
@@ -91,7 +94,12 @@ class Clock(_Strict):
             raise ValueError(
                 f"timezone applies only to naive 'timestamp' clocks, not to {self.type!r}"
             )
-        related = {"table": self.table, "on": self.on, "references": self.references, "where": self.where}
+        related = {
+            "table": self.table,
+            "on": self.on,
+            "references": self.references,
+            "where": self.where,
+        }
         if self.aggregate is None:
             extra = [k for k, v in related.items() if v is not None]
             if extra:
@@ -99,7 +107,9 @@ class Clock(_Strict):
                     f"{', '.join(extra)} only apply to aggregate clocks; add aggregate: max"
                 )
         elif self.table is None or self.on is None:
-            raise ValueError("an aggregate clock needs table and on (the related table's key column)")
+            raise ValueError(
+                "an aggregate clock needs table and on (the related table's key column)"
+            )
         return self
 
     @property
@@ -121,7 +131,14 @@ class Keep(_Strict):
     basis: str | None = None
 
 
-MASK_STRATEGIES: tuple[str, ...] = ("null", "fixed", "hash", "redact", "truncate_date", "generalise")
+MASK_STRATEGIES: tuple[str, ...] = (
+    "null",
+    "fixed",
+    "hash",
+    "redact",
+    "truncate_date",
+    "generalise",
+)
 
 
 class Mask(_Strict):
@@ -184,7 +201,9 @@ class Step(_Strict):
             if not self.columns:
                 raise ValueError("action 'archive' needs 'columns', the minimised payload to keep")
             if self.then is None:
-                raise ValueError("action 'archive' needs 'then': delete or anonymise the source row")
+                raise ValueError(
+                    "action 'archive' needs 'then': delete or anonymise the source row"
+                )
             if self.then == "anonymise" and not self.mask:
                 raise ValueError("archive with 'then: anonymise' needs 'mask'")
         if action == "anonymise" and not self.mask:
@@ -198,7 +217,9 @@ class Step(_Strict):
         if self.mask is not None and not (
             action == "anonymise" or (action == "archive" and self.then == "anonymise")
         ):
-            raise ValueError("'mask' applies only to 'anonymise' or to archive with 'then: anonymise'")
+            raise ValueError(
+                "'mask' applies only to 'anonymise' or to archive with 'then: anonymise'"
+            )
         return self
 
 
@@ -266,8 +287,14 @@ class Dataset(_Strict):
             if step.action is None and not (step.to == "purged" and previous == "archived"):
                 valid = ", ".join(_ALLOWED_ACTIONS[step.to])
                 raise ValueError(f"state {step.to!r} needs an action; valid: {valid}")
-            if step.to == "purged" and previous == "archived" and step.action not in (None, "delete"):
-                raise ValueError("purging an archived record deletes its archive payload; omit 'action'")
+            if (
+                step.to == "purged"
+                and previous == "archived"
+                and step.action not in (None, "delete")
+            ):
+                raise ValueError(
+                    "purging an archived record deletes its archive payload; omit 'action'"
+                )
             if step.action == "drop_partition" and not self.partitioned:
                 raise ValueError("action 'drop_partition' needs 'partitioned: true' on the dataset")
         return self
