@@ -1,0 +1,107 @@
+"""structlog configuration, done once at the CLI entry point.
+
+Logs go to stderr: JSON lines when stderr is not a terminal (cron, systemd,
+Kubernetes), a readable console format otherwise. A processor keeps only
+fields from an allowlist, so a careless ``log.info(..., email=row.email)``
+can never put personal data in a log: unknown fields are dropped and their
+names counted, never their values.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+SAFE_FIELDS = frozenset(
+    {
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "run_id",
+        "pack",
+        "pack_digest",
+        "version",
+        "dataset",
+        "transition",
+        "action",
+        "state",
+        "count",
+        "counts",
+        "batch",
+        "batches",
+        "seconds",
+        "status",
+        "exit_code",
+        "as_of",
+        "mode",
+        "error",
+        "error_type",
+        "database",
+        "revision",
+        "anomalies",
+        "share",
+        "limit",
+        "hold_id",
+        "request_id",
+        "override",
+        "partition",
+        "rows",
+        "entries",
+        "seq",
+        "first_bad_seq",
+        "job",
+        "next_run",
+        "review_id",
+        "path",
+        "dropped_fields",
+    }
+)
+
+
+def drop_unsafe_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Keep only allowlisted fields; name (never show) what was dropped."""
+    dropped = sorted(k for k in event_dict if k not in SAFE_FIELDS)
+    for key in dropped:
+        del event_dict[key]
+    if dropped:
+        event_dict["dropped_fields"] = dropped
+    return event_dict
+
+
+def configure(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog for this process; JSON unless writing to a terminal."""
+    out = stream or sys.stderr
+    use_json = (not out.isatty()) if json is None else json
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            drop_unsafe_fields,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> Any:
+    return structlog.get_logger("retention")

@@ -1,0 +1,204 @@
+"""Rule packs against the live schema: tables, columns, types, keys, indexes.
+
+``check`` prints every finding; ``plan`` and ``run`` refuse to start while
+any error remains, so a typo in a column name never reaches a DELETE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import ReflectedColumn
+
+from retention.policy.model import Clock, Dataset, Pack
+
+Level = Literal["error", "warning"]
+
+_TYPE_FAMILIES: dict[str, tuple[type[Any], ...]] = {
+    "timestamptz": (sa.DateTime,),
+    "timestamp": (sa.DateTime,),
+    "date": (sa.Date,),
+    "epoch": (sa.Integer, sa.Numeric),
+    "epoch_text": (sa.String,),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of a pack against the live schema, located by table and column."""
+
+    level: Level
+    dataset: str
+    table: str
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"{self.level}: {where}: {self.message} (dataset {self.dataset})"
+
+
+class _Inspector:
+    """Caches reflection so that a pack with many datasets reflects each table once."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.inspector = sa.inspect(conn)
+        self.dialect = conn.dialect.name
+        self._columns: dict[tuple[str | None, str], dict[str, ReflectedColumn] | None] = {}
+
+    def columns(self, table: str, schema: str | None) -> dict[str, ReflectedColumn] | None:
+        key = (schema, table)
+        if key not in self._columns:
+            if not self.inspector.has_table(table, schema=schema):
+                self._columns[key] = None
+            else:
+                cols = self.inspector.get_columns(table, schema=schema)
+                self._columns[key] = {c["name"]: c for c in cols}
+        return self._columns[key]
+
+    def primary_key(self, table: str, schema: str | None) -> list[str]:
+        return list(self.inspector.get_pk_constraint(table, schema=schema)["constrained_columns"])
+
+    def leading_index_columns(self, table: str, schema: str | None) -> list[list[str]]:
+        result = [list(i["column_names"]) for i in self.inspector.get_indexes(table, schema=schema)]
+        result.append(self.primary_key(table, schema))
+        uniques = self.inspector.get_unique_constraints(table, schema=schema)
+        result.extend(list(u["column_names"]) for u in uniques)
+        return [r for r in result if r and all(c is not None for c in r)]
+
+
+def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | None:
+    """None when the column can hold this clock kind, else why not."""
+    col_type = column["type"]
+    families = _TYPE_FAMILIES[clock_type]
+    # SQLite reflects DATETIME/DATE/INTEGER by declared name; TEXT means strings.
+    if isinstance(col_type, sa.Date) and clock_type in ("timestamp", "timestamptz"):
+        if not isinstance(col_type, sa.DateTime):
+            return f"is {col_type} but the clock is declared {clock_type}; declare it 'date'"
+    if not isinstance(col_type, families):
+        return f"is {col_type}, which cannot hold a {clock_type} clock"
+    if dialect == "postgresql" and isinstance(col_type, sa.DateTime):
+        aware = bool(getattr(col_type, "timezone", False))
+        if clock_type == "timestamptz" and not aware:
+            return "is TIMESTAMP WITHOUT TIME ZONE; declare the clock 'timestamp' with its timezone"
+        if clock_type == "timestamp" and aware:
+            return "is TIMESTAMP WITH TIME ZONE; declare the clock 'timestamptz'"
+    if clock_type == "date" and isinstance(col_type, sa.DateTime):
+        return (
+            f"is {col_type} but the clock is declared 'date'; declare it timestamp or timestamptz"
+        )
+    return None
+
+
+def _check_clock(
+    inspect: _Inspector, name: str, ds: Dataset, clock: Clock, findings: list[Finding]
+) -> None:
+    table = clock.table if clock.aggregate else ds.table
+    assert table is not None
+    columns = inspect.columns(table, ds.schema_)
+    if columns is None:
+        findings.append(
+            Finding("error", name, table, None, "table does not exist (aggregate clock)")
+        )
+        return
+    column = columns.get(clock.column)
+    if column is None:
+        findings.append(
+            Finding("error", name, table, clock.column, _missing(clock.column, columns, "clock"))
+        )
+        return
+    problem = _type_ok(clock.type, column, inspect.dialect)
+    if problem:
+        findings.append(Finding("error", name, table, clock.column, f"clock column {problem}"))
+    indexes = inspect.leading_index_columns(table, ds.schema_)
+    if clock.aggregate:
+        assert clock.on is not None
+        if clock.on not in columns:
+            findings.append(
+                Finding(
+                    "error", name, table, clock.on, _missing(clock.on, columns, "aggregate join")
+                )
+            )
+        elif not any(ix[0] == clock.on for ix in indexes):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    table,
+                    clock.on,
+                    f"no index starts with {clock.on}; the max() per record will scan; "
+                    f"create one on ({clock.on}, {clock.column})",
+                )
+            )
+        for col in clock.where or {}:
+            if col not in columns:
+                findings.append(
+                    Finding("error", name, table, col, _missing(col, columns, "aggregate filter"))
+                )
+    elif not any(ix[0] == clock.column for ix in indexes):
+        findings.append(
+            Finding(
+                "warning",
+                name,
+                table,
+                clock.column,
+                "clock column has no index; evaluation will scan the table",
+            )
+        )
+
+
+def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str:
+    return f"no such column ({role}); columns: {', '.join(columns)}"
+
+
+def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
+    """Every finding of ``pack`` against the database behind ``conn``."""
+    inspect = _Inspector(conn)
+    findings: list[Finding] = []
+    for name, ds in pack.datasets.items():
+        columns = inspect.columns(ds.table, ds.schema_)
+        if columns is None:
+            findings.append(Finding("error", name, ds.table, None, "table does not exist"))
+            continue
+        for role, column in (("key", ds.key), ("subject_key", ds.subject_key)):
+            if column is not None and column not in columns:
+                findings.append(
+                    Finding("error", name, ds.table, column, _missing(column, columns, role))
+                )
+        pk = inspect.primary_key(ds.table, ds.schema_)
+        if not pk:
+            findings.append(
+                Finding(
+                    "warning", name, ds.table, None, "table has no primary key; keys may repeat"
+                )
+            )
+        elif pk != [ds.key]:
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    ds.table,
+                    ds.key,
+                    f"key is not the primary key ({', '.join(pk)}); it must be unique",
+                )
+            )
+        for rule in ds.keep:
+            _check_clock(inspect, name, ds, rule.clock, findings)
+        for step in ds.lifecycle:
+            used = {
+                "deactivate column": list((step.set or {}).keys()),
+                "archive column": list(step.columns or []),
+                "mask column": list((step.mask or {}).keys()),
+            }
+            for role, names in used.items():
+                for column in names:
+                    if column not in columns:
+                        findings.append(
+                            Finding(
+                                "error", name, ds.table, column, _missing(column, columns, role)
+                            )
+                        )
+    return findings
