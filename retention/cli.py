@@ -173,6 +173,464 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
         sys.exit(EXIT_CONFIG)
 
 
+as_of_option = click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Evaluate at this instant: YYYY-MM-DD (00:00 in the pack's timezone) or ISO 8601. Default: now.",
+)
+pack_option = click.option(
+    "--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs."
+)
+
+
+def _plan_rows(summary: Any) -> list[dict[str, Any]]:
+    rows = []
+    for dataset, transitions in summary.transitions.items():
+        anomalies = summary.anomalies.get(dataset, {})
+        skipped = ", ".join(f"{k} {v}" for k, v in anomalies.items() if v)
+        if not transitions:
+            rows.append({"dataset": dataset, "transition": "-", "count": 0, "anomalies": skipped})
+        for transition, count in transitions.items():
+            low, high = summary.due_range[dataset][transition]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "transition": transition,
+                    "count": count,
+                    "due_from": low.isoformat(),
+                    "due_to": high.isoformat(),
+                    "sample_keys": " ".join(summary.samples[dataset][transition]),
+                    "anomalies": skipped,
+                }
+            )
+    return rows
+
+
+PLAN_COLUMNS = ["dataset", "transition", "count", "due_from", "due_to", "sample_keys", "anomalies"]
+
+
+@main.command()
+@rules_option()
+@db_option
+@as_of_option
+@pack_option
+@format_option
+@handled
+def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str) -> None:
+    """Dry run: list every transition `run` would perform, writing nothing.
+
+    For the same database state and --as-of, `run` performs exactly these
+    transitions. Anomalies (NULL, zero, invalid or future clocks) are counted,
+    never moved.
+    """
+    summary = commands.plan(rules, database_url(db), as_of, pack_id)
+    if fmt == "table":
+        console.print(
+            f"plan for pack {summary.pack_id} ({summary.pack_digest[:12]}) as of "
+            f"{summary.as_of.isoformat()}: {summary.total()} transitions",
+            highlight=False,
+        )
+    _print_rows(_plan_rows(summary), PLAN_COLUMNS, fmt, title=None)
+
+
+@main.command()
+@rules_option()
+@db_option
+@as_of_option
+@pack_option
+@click.option(
+    "--archive-db",
+    "archive_url",
+    envvar="RETENTION_ARCHIVE_DATABASE_URL",
+    default=None,
+    help="Separate database for the intermediate archive (default: the engine's tables).",
+)
+@click.option(
+    "--allow-mass",
+    "allow_mass",
+    multiple=True,
+    metavar="DATASET",
+    help="Override the mass-deletion guard of DATASET for this run ('*' for all); recorded in the ledger.",
+)
+@format_option
+@handled
+def run(
+    rules: Path,
+    db: str | None,
+    as_of: str | None,
+    pack_id: str | None,
+    archive_url: str | None,
+    allow_mass: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Apply every transition due, one transaction per batch, with ledger entries.
+
+    Needs the pseudonym key (RETENTION_PSEUDONYM_KEY or RETENTION_PSEUDONYM_KEY_FILE).
+    Exit 0 on success, 3 when some datasets failed (the others were applied),
+    5 when another run holds the lock.
+    """
+    result = commands.run(
+        rules, database_url(db), as_of, pack_id, archive_url, allow_mass=allow_mass
+    )
+    rows = [
+        {"dataset": d, "transition": t, "count": c}
+        for d, per in result.counts.items()
+        for t, c in per.items()
+    ]
+    rows += [
+        {"dataset": d, "transition": "FAILED", "count": 0, "error": e}
+        for d, e in result.failures.items()
+    ]
+    rows += [
+        {"dataset": d, "transition": "GUARDED", "count": 0, "error": e}
+        for d, e in result.guarded.items()
+    ]
+    if fmt == "table":
+        console.print(
+            f"run {result.run_id}: {result.status}, {result.batches} batches", highlight=False
+        )
+    _print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
+    for message in result.guarded.values():
+        err_console.print(message, highlight=False)
+    if result.failures:
+        sys.exit(EXIT_PARTIAL)
+    if result.guarded:
+        sys.exit(EXIT_GUARD)
+
+
+@main.command()
+@rules_option()
+@db_option
+@click.option("--dataset", required=True, help="Dataset name from the pack.")
+@click.option("--key", required=True, help="The record's key (primary key value).")
+@as_of_option
+@pack_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@handled
+def explain(
+    rules: Path,
+    db: str | None,
+    dataset: str,
+    key: str,
+    as_of: str | None,
+    pack_id: str | None,
+    fmt: str,
+) -> None:
+    """Explain one record: its clocks, due dates, state, holds and next transition."""
+    result = commands.explain(rules, database_url(db), dataset, key, as_of, pack_id)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    console.print(f"{dataset} {key} as of {result.as_of.isoformat()}", highlight=False)
+    if not result.exists:
+        console.print("  no such record in the source table, and no engine state for it")
+        return
+    since = f" since {result.since.isoformat()}" if result.since else ""
+    console.print(f"  state: {result.state}{since}", highlight=False)
+    for clock in result.clocks:
+        console.print(
+            f"  clock {clock['clock']} = {clock['value']} (local date {clock['local_date']}), "
+            f"kept {clock['period']}{' from the financial year end' if clock['anchor'] != 'event' else ''}"
+            f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''} — {clock['basis']}",
+            highlight=False,
+        )
+    if result.anomaly:
+        console.print(f"  skipped: {result.anomaly} clock; never moved by a run", highlight=False)
+    for state, when in result.due.items():
+        console.print(f"  due for {state}: {when.isoformat()}", highlight=False)
+    for hold in result.holds:
+        console.print(
+            f"  held by hold {hold['id']} ({hold['scope']}): {hold['reason']}", highlight=False
+        )
+    for step in result.due_now:
+        held = " (held: will not move)" if step["held"] else ""
+        console.print(
+            f"  due now: {step['transition']} (due {step['due_at'].isoformat()}){held} — {step['basis']}",
+            highlight=False,
+        )
+    if result.next_transition:
+        nxt = result.next_transition
+        console.print(
+            f"  next: {nxt['transition']} on {nxt['due_at'].isoformat()} ({nxt['action']}) — {nxt['basis']}",
+            highlight=False,
+        )
+    elif not result.due_now:
+        console.print("  no further transition")
+
+
+def _actor() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+@main.group()
+def hold() -> None:
+    """Legal holds: nothing they cover moves until released (ledger entries both ways)."""
+
+
+@hold.command("add")
+@db_option
+@rules_option(required=False)
+@click.option(
+    "--subject", "subject_key", default=None, help="Hold every record of this subject id."
+)
+@click.option("--dataset", default=None, help="Hold a whole dataset, or with --key one record.")
+@click.option("--key", "record_key", default=None, help="Hold one record of --dataset.")
+@click.option("--reason", required=True, help="Why (case number, authority request, ...).")
+@click.option("--by", "placed_by", default=None, help="Who places it (default: the OS user).")
+@handled
+def hold_add(
+    db: str | None,
+    rules: Path | None,
+    subject_key: str | None,
+    dataset: str | None,
+    record_key: str | None,
+    reason: str,
+    placed_by: str | None,
+) -> None:
+    """Place a hold on a subject, a dataset or one record."""
+    scope = "subject" if subject_key else ("record" if record_key else "dataset")
+    hold_id = commands.hold_add(
+        database_url(db),
+        scope=scope,
+        reason=reason,
+        placed_by=placed_by or _actor(),
+        dataset=dataset,
+        record_key=record_key,
+        subject_key=subject_key,
+        rules=rules,
+    )
+    console.print(f"hold {hold_id} placed ({scope})", highlight=False)
+
+
+@hold.command("release")
+@db_option
+@click.argument("hold_id", type=int)
+@click.option("--reason", required=True, help="Why the hold ends.")
+@click.option("--by", "released_by", default=None, help="Who releases it (default: the OS user).")
+@handled
+def hold_release(db: str | None, hold_id: int, reason: str, released_by: str | None) -> None:
+    """Release hold HOLD_ID; the next run moves what it held back if still due."""
+    commands.hold_release(
+        database_url(db), hold_id, reason=reason, released_by=released_by or _actor()
+    )
+    console.print(f"hold {hold_id} released", highlight=False)
+
+
+@hold.command("list")
+@db_option
+@click.option("--all", "include_released", is_flag=True, help="Include released holds.")
+@format_option
+@handled
+def hold_list(db: str | None, include_released: bool, fmt: str) -> None:
+    """List holds in place (or all with --all)."""
+    rows = commands.hold_list(database_url(db), include_released=include_released)
+    _print_rows(
+        rows,
+        [
+            "id",
+            "scope",
+            "dataset",
+            "record_key",
+            "subject_key",
+            "reason",
+            "placed_by",
+            "placed_at",
+            "released_at",
+        ],
+        fmt,
+    )
+
+
+@main.group()
+def erasure() -> None:
+    """Erasure requests (GDPR art. 17): applied at the next run, with response deadlines."""
+
+
+@erasure.command("add")
+@db_option
+@rules_option()
+@pack_option
+@click.option(
+    "--subject", "subject_key", required=True, help="The subject's id (e.g. customer id)."
+)
+@click.option("--received", required=True, help="Date the request was received (YYYY-MM-DD).")
+@click.option("--note", default=None, help="Free text for operators (no personal data, please).")
+@handled
+def erasure_add(
+    db: str | None,
+    rules: Path,
+    pack_id: str | None,
+    subject_key: str,
+    received: str,
+    note: str | None,
+) -> None:
+    """Record an erasure request; the next run moves the subject's records."""
+    request_id, deadline = commands.erasure_add(
+        database_url(db), rules, pack_id, subject_key=subject_key, received=received, note=note
+    )
+    console.print(
+        f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False
+    )
+
+
+@erasure.command("list")
+@db_option
+@click.option("--all", "include_closed", is_flag=True, help="Include closed requests.")
+@format_option
+@handled
+def erasure_list(db: str | None, include_closed: bool, fmt: str) -> None:
+    """List requests with their deadline; flags those due within 7 days and overdue."""
+    rows = commands.erasure_list(database_url(db), include_closed=include_closed)
+    _print_rows(
+        rows,
+        ["id", "subject_key", "received_on", "deadline", "flag", "status", "extended_on", "note"],
+        fmt,
+    )
+
+
+@erasure.command("extend")
+@db_option
+@rules_option()
+@pack_option
+@click.argument("request_id", type=int)
+@click.option("--reason", required=True, help="Why more time is needed (GDPR art. 12(3)).")
+@handled
+def erasure_extend(
+    db: str | None, rules: Path, pack_id: str | None, request_id: int, reason: str
+) -> None:
+    """Extend a request's deadline once, by 2 months."""
+    deadline = commands.erasure_extend(database_url(db), rules, pack_id, request_id, reason=reason)
+    console.print(
+        f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False
+    )
+
+
+@erasure.command("close")
+@db_option
+@click.argument("request_id", type=int)
+@handled
+def erasure_close(db: str | None, request_id: int) -> None:
+    """Close a request once it has been answered."""
+    commands.erasure_close(database_url(db), request_id)
+    console.print(f"erasure request {request_id} closed", highlight=False)
+
+
+@main.command()
+@click.option(
+    "--db",
+    "db",
+    default="sqlite:///retention-demo.sqlite",
+    show_default=True,
+    help="Where to build the sample shop (its tables are dropped and rebuilt).",
+)
+@click.option("--customers", default=2000, show_default=True, help="Number of synthetic customers.")
+@click.option(
+    "--seed", default=7, show_default=True, help="Random seed (the shop is reproducible)."
+)
+@click.option(
+    "--rules",
+    "rules",
+    default=Path("rules/marketplace.yaml"),
+    type=click.Path(path_type=Path),
+    show_default=True,
+    help="The pack to demonstrate.",
+)
+@handled
+def demo(db: str, customers: int, seed: int, rules: Path) -> None:
+    """Build a sample shop on SQLite and show check, plan, run and ledger verification.
+
+    The shop has years of synthetic customers, orders, invoices, browsing and
+    analytics events, review-widget access logs and payment tokens. A demo
+    pseudonym key is created in .retention-demo/ unless one is configured.
+    """
+    import os
+
+    if not os.environ.get("RETENTION_PSEUDONYM_KEY") and not os.environ.get(
+        "RETENTION_PSEUDONYM_KEY_FILE"
+    ):
+        key_file = commands.demo_key_file(Path(".retention-demo"))
+        os.environ["RETENTION_PSEUDONYM_KEY_FILE"] = str(key_file)
+        console.print(f"using a demo pseudonym key in {key_file} (mode 0600)", highlight=False)
+    console.rule("1. build the sample shop")
+    summary = commands.demo_build(db, customers=customers, seed=seed)
+    console.print(
+        ", ".join(f"{table} {count}" for table, count in summary.items())
+        + f" rows in {safe_url(db)}",
+        highlight=False,
+    )
+    console.rule("2. check the rule pack against the schema")
+    report = commands.check(rules, db)
+    for finding in report.findings:
+        console.print(str(finding), highlight=False)
+    console.print(
+        f"{rules}: {len(report.errors)} errors, {len(report.findings) - len(report.errors)} warnings"
+    )
+    console.rule("3. plan (dry run): what tonight's run will do")
+    plan_summary = commands.plan(rules, db)
+    _print_rows(_plan_rows(plan_summary), PLAN_COLUMNS, "table")
+    console.print(f"{plan_summary.total()} transitions planned", highlight=False)
+    console.rule(
+        "4. run (the first run clears years of backlog, so guards are overridden: see the ledger)"
+    )
+    result = commands.run(rules, db, allow_mass=("*",))
+    rows = [
+        {"dataset": d, "transition": t, "count": c}
+        for d, per in result.counts.items()
+        for t, c in per.items()
+    ]
+    _print_rows(rows, ["dataset", "transition", "count"], "table")
+    console.print(
+        f"run {result.run_id}: {result.status} in {result.batches} batches", highlight=False
+    )
+    console.rule("5. run again: nothing left to do")
+    again = commands.run(rules, db)
+    console.print(
+        f"run {again.run_id}: {again.status}, "
+        f"{sum(sum(v.values()) for v in again.counts.values())} transitions",
+        highlight=False,
+    )
+    console.rule("6. verify the ledger")
+    verdict = commands.ledger_verify(db)
+    console.print(
+        f"ledger: {verdict.entries} entries, chain {'verified' if verdict.ok else 'BROKEN: ' + verdict.reason}",
+        highlight=False,
+    )
+    console.rule("next")
+    console.print(
+        f"retention explain --db {db} --rules {rules} --dataset customers --key 1\n"
+        f"retention plan --db {db} --rules {rules} --as-of 2028-01-01\n"
+        f"retention ledger verify --db {db}",
+        highlight=False,
+    )
+    if not verdict.ok:
+        sys.exit(EXIT_LEDGER)
+    if result.failures:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.group("ledger")
+def ledger_group() -> None:
+    """The purge ledger: verify, show, export, look up, checkpoint."""
+
+
+@ledger_group.command("verify")
+@db_option
+@handled
+def ledger_verify(db: str | None) -> None:
+    """Recompute the hash chain; exit 6 naming the first broken entry."""
+    verdict = commands.ledger_verify(database_url(db))
+    if verdict.ok:
+        console.print(f"ledger verified: {verdict.entries} entries", highlight=False)
+        return
+    err_console.print(f"ledger verification failed: {verdict.reason}", highlight=False)
+    sys.exit(EXIT_LEDGER)
+
+
 def _print_rows(
     rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str | None = None
 ) -> None:

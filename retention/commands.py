@@ -6,15 +6,21 @@ prints and exits.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import sqlalchemy as sa
 
-from retention import migrate
+from retention import execute, ledger, migrate, store, subjects
+from retention.archive import SeparateArchive
+from retention.clock import start_of_day, utcnow
 from retention.config import create_engine
 from retention.errors import ConfigError
+from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.schema import Finding, check_schema
 
@@ -108,5 +114,438 @@ def db_downgrade(db_url: str, revision: str) -> None:
         migrate.downgrade(engine, revision)
     except sa.exc.OperationalError as exc:
         raise _connect_error(db_url, exc) from None
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------
+# plan, run, explain
+# --------------------------------------------------------------------------
+
+
+def parse_as_of(text: str | None, timezone: str = "UTC") -> dt.datetime:
+    """``--as-of``: now by default; a date means 00:00 that day in the pack's timezone."""
+    if text is None:
+        return utcnow()
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            return start_of_day(day, timezone)
+        parsed = pendulum.parse(text, tz=timezone)
+    except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:
+        raise ConfigError(
+            f"--as-of {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp: {exc}"
+        ) from None
+    if not isinstance(parsed, dt.datetime):
+        raise ConfigError(f"--as-of {text!r} is not a date or timestamp")
+    return parsed.astimezone(dt.UTC)
+
+
+def load_pack(
+    rules: Path, as_of_text: str | None, pack_id: str | None
+) -> tuple[LoadedPack, dt.datetime]:
+    """The pack version in force at the as-of instant, and that instant."""
+    catalog = load_catalog(rules)
+    probe = parse_as_of(as_of_text, "UTC")
+    loaded = catalog.in_force(probe.date(), pack_id)
+    as_of = parse_as_of(as_of_text, loaded.pack.timezone)
+    # A date near midnight may fall on another day in the pack's zone: re-select.
+    loaded = catalog.in_force(
+        as_of.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id
+    )
+    return loaded, as_of
+
+
+def _engine(db_url: str) -> sa.Engine:
+    engine = create_engine(db_url)
+    try:
+        current = migrate.current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        raise _connect_error(db_url, exc) from None
+    if current != migrate.head_revision():
+        engine.dispose()
+        raise ConfigError(
+            f"the engine's tables are at revision {current or 'none'}, not "
+            f"{migrate.head_revision()}; run: retention db upgrade"
+        )
+    return engine
+
+
+def plan(
+    rules: Path,
+    db_url: str,
+    as_of: str | None = None,
+    pack_id: str | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+) -> PlanSummary:
+    """Dry run: what ``run`` would do at ``as_of``."""
+    loaded, when = load_pack(rules, as_of, pack_id)
+    engine = _engine(db_url)
+    try:
+        return execute.plan(engine, loaded, when, on_batch=on_batch)
+    finally:
+        engine.dispose()
+
+
+def run(
+    rules: Path,
+    db_url: str,
+    as_of: str | None = None,
+    pack_id: str | None = None,
+    archive_url: str | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    allow_mass: tuple[str, ...] = (),
+) -> execute.RunResult:
+    """Apply every transition due at ``as_of``."""
+    loaded, when = load_pack(rules, as_of, pack_id)
+    secret = ledger.pseudonym_secret()
+    engine = _engine(db_url)
+    archive_engine = create_engine(archive_url) if archive_url else None
+    try:
+        store_ = SeparateArchive(archive_engine) if archive_engine else None
+        return execute.run(
+            engine,
+            loaded,
+            when,
+            secret=secret,
+            archive=store_,
+            on_batch=on_batch,
+            allow_mass=allow_mass,
+        )
+    finally:
+        engine.dispose()
+        if archive_engine is not None:
+            archive_engine.dispose()
+
+
+@dataclass
+class Explanation:
+    """One record: its clocks, due dates, state, holds, and what happens next."""
+
+    dataset: str
+    key: str
+    as_of: dt.datetime
+    exists: bool
+    state: str
+    since: dt.datetime | None
+    clocks: list[dict[str, Any]]
+    anomaly: str | None
+    due: dict[str, dt.datetime]
+    holds: list[dict[str, Any]]
+    next_transition: dict[str, Any] | None
+    due_now: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        def enc(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, dt.datetime | dt.date) else v
+
+        return {
+            "dataset": self.dataset,
+            "key": self.key,
+            "as_of": enc(self.as_of),
+            "exists": self.exists,
+            "state": self.state,
+            "since": enc(self.since),
+            "clocks": [{k: enc(v) for k, v in c.items()} for c in self.clocks],
+            "anomaly": self.anomaly,
+            "due": {k: enc(v) for k, v in self.due.items()},
+            "holds": [{k: enc(v) for k, v in h.items()} for h in self.holds],
+            "next_transition": (
+                {k: enc(v) for k, v in self.next_transition.items()}
+                if self.next_transition
+                else None
+            ),
+            "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
+        }
+
+
+def explain(
+    rules: Path,
+    db_url: str,
+    dataset: str,
+    key: str,
+    as_of: str | None = None,
+    pack_id: str | None = None,
+) -> Explanation:
+    """Evaluate one record in Python, the same way plan does for the whole table."""
+    from retention.evaluate import dataset_sql, evaluate_record
+    from retention.plan import key_to_native, steps_from_active, steps_from_state
+
+    loaded, when = load_pack(rules, as_of, pack_id)
+    pack = loaded.pack
+    if dataset not in pack.datasets:
+        raise ConfigError(
+            f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}"
+        )
+    ds = pack.datasets[dataset]
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rs = store.record_states
+            state_row = conn.execute(
+                sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)
+            ).first()
+            holds = _holds_covering(
+                conn, dataset, key, state_row.subject_key if state_row else None
+            )
+            clocks: list[dict[str, Any]] = []
+            due: dict[str, dt.datetime] = {}
+            anomaly = None
+            exists = True
+            steps: tuple[Any, ...] = ()
+            upcoming: tuple[Any, ...] = ()
+            far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+            if state_row is None and ds.keep:
+                sql = dataset_sql(conn, pack, dataset)
+                native = key_to_native(sql.key, key)
+                values = [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
+                subject_col = [sql.table.c[ds.subject_key].label("s")] if ds.subject_key else []
+                row = conn.execute(
+                    sa.select(*values, *subject_col).where(sql.key == native)
+                ).first()
+                if row is None:
+                    exists = False
+                else:
+                    if ds.subject_key:
+                        holds = _holds_covering(conn, dataset, key, str(row.s))
+                    raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
+                    evaluation = evaluate_record(pack, ds, raws, when)
+                    anomaly = evaluation.anomaly
+                    due = evaluation.due
+                    for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
+                        clocks.append(
+                            {
+                                "clock": reading.label,
+                                "value": None if reading.raw is None else str(reading.raw),
+                                "local_date": reading.day,
+                                "period": str(rule.period),
+                                "anchor": rule.anchor,
+                                "anomaly": reading.anomaly,
+                                "basis": rule.basis or ds.basis,
+                            }
+                        )
+                    if anomaly is None:
+                        steps = steps_from_active(ds, due, when)
+                        upcoming = steps_from_active(ds, due, far)
+            elif state_row is not None:
+                steps = steps_from_state(pack, ds, state_row.state, state_row.since, when)
+                upcoming = steps_from_state(pack, ds, state_row.state, state_row.since, far)
+                due = {s.to_state: s.due_at for s in upcoming}
+            else:
+                exists = False
+    finally:
+        engine.dispose()
+    held = bool(holds)
+    due_now = [
+        {
+            "transition": f"{s.from_state}->{s.to_state}",
+            "due_at": s.due_at,
+            "basis": ds.basis_for(s.to_state),
+            "held": held,
+        }
+        for s in steps
+    ]
+    later = [s for s in upcoming if s.due_at > when]
+    next_transition = (
+        {
+            "transition": f"{later[0].from_state}->{later[0].to_state}",
+            "due_at": later[0].due_at,
+            "action": ds.step_to(later[0].to_state).action or "purge archive payload",
+            "basis": ds.basis_for(later[0].to_state),
+        }
+        if later
+        else None
+    )
+    return Explanation(
+        dataset=dataset,
+        key=key,
+        as_of=when,
+        exists=exists,
+        state=state_row.state if state_row is not None else "active",
+        since=state_row.since if state_row is not None else None,
+        clocks=clocks,
+        anomaly=anomaly,
+        due=due,
+        holds=holds,
+        next_transition=next_transition,
+        due_now=due_now,
+    )
+
+
+def _holds_covering(
+    conn: sa.Connection, dataset: str, key: str, subject: str | None
+) -> list[dict[str, Any]]:
+    h = store.holds
+    covers = [
+        sa.and_(h.c.scope == "dataset", h.c.dataset == dataset),
+        sa.and_(h.c.scope == "record", h.c.dataset == dataset, h.c.record_key == key),
+    ]
+    if subject is not None:
+        covers.append(sa.and_(h.c.scope == "subject", h.c.subject_key == subject))
+    rows = conn.execute(
+        sa.select(h.c.id, h.c.scope, h.c.reason, h.c.placed_by, h.c.placed_at).where(
+            h.c.released_at.is_(None), sa.or_(*covers)
+        )
+    ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+# --------------------------------------------------------------------------
+# holds and erasure requests
+# --------------------------------------------------------------------------
+
+
+def hold_add(
+    db_url: str,
+    *,
+    scope: str,
+    reason: str,
+    placed_by: str,
+    dataset: str | None = None,
+    record_key: str | None = None,
+    subject_key: str | None = None,
+    rules: Path | None = None,
+) -> int:
+    """Place a legal hold (recorded in the ledger)."""
+    pack = load_catalog(rules).in_force(utcnow().date()).pack if rules else None
+    secret = ledger.pseudonym_secret()
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            return subjects.place_hold(
+                conn,
+                scope=scope,
+                reason=reason,
+                placed_by=placed_by,
+                secret=secret,  # type: ignore[arg-type]
+                dataset=dataset,
+                record_key=record_key,
+                subject_key=subject_key,
+                pack=pack,
+            )
+    finally:
+        engine.dispose()
+
+
+def hold_release(db_url: str, hold_id: int, *, reason: str, released_by: str) -> None:
+    secret = ledger.pseudonym_secret()
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            subjects.release_hold(
+                conn, hold_id, released_by=released_by, reason=reason, secret=secret
+            )
+    finally:
+        engine.dispose()
+
+
+def hold_list(db_url: str, *, include_released: bool = False) -> list[dict[str, Any]]:
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return subjects.list_holds(conn, include_released=include_released)
+    finally:
+        engine.dispose()
+
+
+def _parse_day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def erasure_add(
+    db_url: str,
+    rules: Path,
+    pack_id: str | None,
+    *,
+    subject_key: str,
+    received: str,
+    note: str | None,
+) -> tuple[int, dt.date]:
+    day = _parse_day(received, "--received")
+    pack = load_catalog(rules).in_force(day, pack_id).pack
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            request_id = subjects.add_request(
+                conn, subject_key=subject_key, received=day, pack=pack, note=note
+            )
+        return request_id, subjects.deadline_for(day, pack, extended=False)
+    finally:
+        engine.dispose()
+
+
+def erasure_list(db_url: str, *, include_closed: bool = False) -> list[dict[str, Any]]:
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return subjects.list_requests(conn, utcnow().date(), include_closed=include_closed)
+    finally:
+        engine.dispose()
+
+
+def erasure_extend(
+    db_url: str, rules: Path, pack_id: str | None, request_id: int, *, reason: str
+) -> dt.date:
+    pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            return subjects.extend_request(conn, request_id, reason=reason, pack=pack)
+    finally:
+        engine.dispose()
+
+
+def erasure_close(db_url: str, request_id: int) -> None:
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            subjects.close_request(conn, request_id)
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------
+# ledger and demo
+# --------------------------------------------------------------------------
+
+
+def ledger_verify(db_url: str) -> ledger.VerifyResult:
+    engine = _engine(db_url)
+    try:
+        return ledger.verify(engine)
+    finally:
+        engine.dispose()
+
+
+def demo_key_file(folder: Path) -> Path:
+    """A random pseudonym key for the demo, in a 0600 file (kept across demos)."""
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pseudonym.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
+
+
+def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
+    """Rebuild the sample shop and the engine's tables from scratch."""
+    from retention.demo import build_shop
+
+    url = sa.engine.make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        Path(url.database).unlink(missing_ok=True)
+    engine = create_engine(db_url)
+    try:
+        migrate.downgrade(engine, "base") if migrate.current_revision(engine) else None
+        migrate.upgrade(engine)
+        summary = build_shop(engine, seed=seed, customers=customers, end=utcnow().date())
+        return dict(summary.rows) if hasattr(summary, "rows") else dict(vars(summary))
     finally:
         engine.dispose()

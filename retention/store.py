@@ -130,7 +130,7 @@ archive = sa.Table(
     sa.Column("record_key", KEY, primary_key=True),
     sa.Column("payload", LONGTEXT, nullable=False, comment="JSON of the declared columns only"),
     sa.Column("archived_at", UTCDateTime, nullable=False),
-    sa.Column("purge_due_at", UTCDateTime, nullable=False),
+    sa.Column("purge_due_at", UTCDateTime, comment="when the payload's own period ends"),
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Index(None, "dataset", "purge_due_at"),
 )

@@ -34,7 +34,12 @@ def upgrade() -> None:
             comment="JSON of the declared columns only",
         ),
         sa.Column("archived_at", retention.store.UTCDateTime(), nullable=False),
-        sa.Column("purge_due_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column(
+            "purge_due_at",
+            retention.store.UTCDateTime(),
+            nullable=True,
+            comment="when the payload's own period ends",
+        ),
         sa.Column("run_id", sa.String(length=36), nullable=False),
         sa.PrimaryKeyConstraint("dataset", "record_key", name=op.f("pk_retention_archive")),
     )

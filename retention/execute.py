@@ -1,0 +1,713 @@
+"""Runs: the lock, batches, transactions and the run record.
+
+Each batch is one transaction on one connection: it selects the records due
+(so selection and change see one snapshot), changes the data, records the
+new states and appends the ledger entries. Killing the process at any moment
+therefore loses nothing and leaves nothing half done; the next run picks up
+what remains, and a second run for the same as-of finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from retention import ledger, store
+from retention.actions.masking import mask_rows
+from retention.archive import ArchiveStore, SameDatabaseArchive
+from retention.clock import utcnow
+from retention.errors import LockHeldError, SchemaError
+from retention.plan import (
+    Batch,
+    DatasetPlanner,
+    PlanContext,
+    PlanSummary,
+    build_planners,
+    steps_from_state,
+)
+from retention.policy import LoadedPack
+from retention.schema import check_schema
+
+log = structlog.get_logger("retention")
+
+LOCK_NAME = "run"
+STALE_AFTER = dt.timedelta(hours=6)
+
+
+# --------------------------------------------------------------------------
+# The lock: one run at a time per database
+# --------------------------------------------------------------------------
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine: trust the heartbeat only
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(engine: sa.Engine, run_id: str) -> Iterator[None]:
+    """Hold the database-wide run lock, or raise LockHeldError at once.
+
+    PostgreSQL and MariaDB use a session-level advisory lock on a dedicated
+    connection, released by the server if the process dies. SQLite has no
+    such lock, so a row in ``retention_run_lock`` names the holder; a holder
+    whose process is gone (same host) or silent for hours is stale.
+    """
+    dialect = engine.dialect.name
+    if dialect in ("postgresql", "mysql", "mariadb"):
+        if dialect == "postgresql":
+            name = "hashtext('retention:' || current_schema())"
+            take, give = (
+                f"SELECT pg_try_advisory_lock({name})",
+                f"SELECT pg_advisory_unlock({name})",
+            )
+        else:
+            name = "CONCAT('retention:', DATABASE())"
+            take, give = f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
+        conn = engine.connect()
+        got = False
+        try:
+            got = bool(conn.execute(sa.text(take)).scalar_one())
+            conn.commit()
+            if not got:
+                raise LockHeldError("another retention run holds the lock on this database")
+            yield
+        finally:
+            # A pooled connection outlives close(), so release explicitly; if the
+            # process dies instead, the server drops the session and its lock.
+            if got:
+                try:
+                    conn.execute(sa.text(give))
+                    conn.commit()
+                except sa.exc.DBAPIError:
+                    conn.invalidate()
+            conn.close()
+        return
+    table = store.run_lock
+    now = utcnow()
+    with engine.begin() as conn:
+        holder = conn.execute(sa.select(table).where(table.c.name == LOCK_NAME)).first()
+        if holder is not None:
+            stale = not _pid_alive(holder.owner) or now - holder.heartbeat_at > STALE_AFTER
+            if not stale:
+                raise LockHeldError(
+                    f"another retention run holds the lock on this database (run {holder.run_id}, "
+                    f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
+                )
+            conn.execute(table.delete().where(table.c.name == LOCK_NAME))
+        try:
+            conn.execute(
+                table.insert().values(
+                    name=LOCK_NAME, run_id=run_id, owner=_owner(), acquired_at=now, heartbeat_at=now
+                )
+            )
+        except sa.exc.IntegrityError:
+            raise LockHeldError("another retention run took the lock at the same moment") from None
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.name == LOCK_NAME, table.c.run_id == run_id))
+
+
+# --------------------------------------------------------------------------
+# Applying one batch
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """Everything a batch needs besides the connection."""
+
+    loaded: LoadedPack
+    run_id: str
+    as_of: dt.datetime
+    secret: bytes
+    archive: ArchiveStore
+    now: Callable[[], dt.datetime] = utcnow
+
+
+def _json_payload(values: dict[str, Any]) -> str:
+    """The archived payload: only the declared columns, as JSON."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, dt.datetime | dt.date):
+            return value.isoformat()
+        if isinstance(value, bytes):
+            return value.hex()
+        return str(value)
+
+    return json.dumps(values, default=encode, sort_keys=True, ensure_ascii=False)
+
+
+def _set_states(
+    conn: sa.Connection,
+    dataset: str,
+    moves: Sequence[Any],
+    state: str | None,
+    run_id: str,
+    to_state: str,
+) -> None:
+    """Replace the state rows of ``moves``; ``None`` removes them (the data is gone)."""
+    rs = store.record_states
+    keys = [m.record_key for m in moves]
+    conn.execute(rs.delete().where(rs.c.dataset == dataset, rs.c.record_key.in_(keys)))
+    if state is None:
+        return
+    rows = [
+        {
+            "dataset": dataset,
+            "record_key": m.record_key,
+            "state": state,
+            "since": next(s.due_at for s in m.steps if s.to_state == to_state),
+            "subject_key": m.subject_key,
+            "run_id": run_id,
+        }
+        for m in moves
+    ]
+    conn.execute(rs.insert(), rows)
+
+
+def apply_batch(
+    conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch
+) -> dict[str, dict[str, int]]:
+    """Carry out ``batch`` and its followers inside the caller's transaction.
+
+    Followers are the subject's records in other tables (children by foreign
+    key), so they change first. Returns counts per dataset and transition.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    by_name = {f.name: f for f in planner.followers}
+    for follower in batch.followers:
+        for name, per in apply_batch(conn, ctx, by_name[follower.dataset], follower).items():
+            mine = counts.setdefault(name, {})
+            for transition, n in per.items():
+                mine[transition] = mine.get(transition, 0) + n
+    counts.setdefault(batch.dataset, {})
+    for transition, n in _apply_own(conn, ctx, planner, batch).items():
+        counts[batch.dataset][transition] = counts[batch.dataset].get(transition, 0) + n
+    return counts
+
+
+def _apply_own(
+    conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch
+) -> dict[str, int]:
+    dataset = planner.dataset
+    table = planner.table
+    key = planner.key
+    drafts: list[ledger.EntryDraft] = []
+    counts: dict[str, int] = {}
+    for from_state, to_state, moves in batch.transitions():
+        step = dataset.step_to(to_state)
+        keys = [m.key for m in moves]
+        action = step.action or "purge_archive"
+        if action == "deactivate":
+            conn.execute(table.update().where(key.in_(keys)).values(**(step.set or {})))
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state)
+        elif action == "archive":
+            columns = [table.c[c] for c in step.columns or []]
+            rows = conn.execute(sa.select(key.label("_key"), *columns).where(key.in_(keys))).all()
+            payloads = {
+                str(r._key): _json_payload({c: r._mapping[c] for c in step.columns or []})
+                for r in rows
+            }
+            purge_due = _purge_due(ctx, dataset, moves, to_state)
+            ctx.archive.put(
+                conn,
+                [
+                    {
+                        "dataset": batch.dataset,
+                        "record_key": m.record_key,
+                        "payload": payloads.get(m.record_key, "{}"),
+                        "archived_at": ctx.now(),
+                        "purge_due_at": purge_due.get(m.record_key),
+                        "run_id": ctx.run_id,
+                    }
+                    for m in moves
+                ],
+            )
+            if step.then == "delete":
+                conn.execute(table.delete().where(key.in_(keys)))
+            else:
+                mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state)
+        elif action == "purge_archive":
+            ctx.archive.delete(conn, batch.dataset, [m.record_key for m in moves])
+            archived = dataset.step_to("archived")
+            source_kept = archived.then == "anonymise"
+            _set_states(
+                conn, batch.dataset, moves, "purged" if source_kept else None, ctx.run_id, to_state
+            )
+        elif action in ("delete", "drop_partition"):
+            conn.execute(table.delete().where(key.in_(keys)))
+            _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state)
+        elif action == "anonymise":
+            mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
+            _set_states(conn, batch.dataset, moves, "purged", ctx.run_id, to_state)
+        else:  # pragma: no cover - the model admits no other action
+            raise AssertionError(action)
+        name = f"{from_state}->{to_state}"
+        counts[name] = counts.get(name, 0) + len(moves)
+        drafts.extend(_ledger_drafts(ctx, batch.dataset, from_state, to_state, action, moves))
+    ledger.append(conn, drafts, ctx.now())
+    return counts
+
+
+def _purge_due(
+    ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: str
+) -> dict[str, dt.datetime | None]:
+    """When each archive payload's own period ends (None if the pack never purges it)."""
+    if "purged" not in dataset.states:
+        return {m.record_key: None for m in moves}
+    far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+    result: dict[str, dt.datetime | None] = {}
+    for m in moves:
+        since = next(s.due_at for s in m.steps if s.to_state == to_state)
+        steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far)
+        result[m.record_key] = steps[0].due_at if steps else None
+    return result
+
+
+def _ledger_drafts(
+    ctx: RunContext,
+    dataset_name: str,
+    from_state: str,
+    to_state: str,
+    action: str,
+    moves: Sequence[Any],
+) -> list[ledger.EntryDraft]:
+    pack = ctx.loaded.pack
+    dataset = pack.datasets[dataset_name]
+    basis = dataset.basis_for(to_state)
+    transition = f"{from_state}->{to_state}"
+    dues = [next(s.due_at for s in m.steps if s.to_state == to_state) for m in moves]
+    if dataset.ledger == "summary":
+        clocks = [m.clock_at for m in moves if m.clock_at is not None]
+        return [
+            ledger.EntryDraft(
+                run_id=ctx.run_id,
+                pack_id=pack.pack,
+                pack_digest=ctx.loaded.digest,
+                dataset=dataset_name,
+                transition=transition,
+                action=action,
+                basis=basis,
+                due_at=max(dues),
+                record_pseudonym=None,
+                subject_pseudonym=None,
+                count=len(moves),
+                clock_min=min(clocks) if clocks else None,
+                clock_max=max(clocks) if clocks else None,
+                detail=_detail(moves),
+            )
+        ]
+    return [
+        ledger.EntryDraft(
+            run_id=ctx.run_id,
+            pack_id=pack.pack,
+            pack_digest=ctx.loaded.digest,
+            dataset=dataset_name,
+            transition=transition,
+            action=action,
+            basis=basis,
+            due_at=due,
+            record_pseudonym=ledger.record_pseudonym(ctx.secret, dataset_name, m.record_key),
+            subject_pseudonym=(
+                ledger.subject_pseudonym(ctx.secret, m.subject_key) if m.subject_key else None
+            ),
+            detail=_detail([m]),
+        )
+        for m, due in zip(moves, dues, strict=True)
+    ]
+
+
+def _detail(moves: Sequence[Any]) -> dict[str, Any]:
+    """Non-personal context of an entry: the erasure requests that caused it."""
+    requests = sorted({m.request_id for m in moves if m.request_id is not None})
+    if not requests:
+        return {}
+    return (
+        {"erasure_request": requests[0]} if len(requests) == 1 else {"erasure_requests": requests}
+    )
+
+
+# --------------------------------------------------------------------------
+# Plan and run
+# --------------------------------------------------------------------------
+
+
+def _require_schema(conn: sa.Connection, loaded: LoadedPack) -> None:
+    errors = [f for f in check_schema(conn, loaded.pack) if f.level == "error"]
+    if errors:
+        raise SchemaError([str(f) for f in errors])
+
+
+def plan(
+    engine: sa.Engine,
+    loaded: LoadedPack,
+    as_of: dt.datetime,
+    *,
+    on_batch: Callable[[Batch], None] | None = None,
+    datasets: Sequence[str] | None = None,
+) -> PlanSummary:
+    """A dry run: every transition ``run`` would perform at ``as_of``. Writes nothing."""
+    ctx = PlanContext(loaded, as_of)
+    summary = PlanSummary(loaded.id, loaded.digest, as_of)
+    with engine.connect() as conn:
+        _require_schema(conn, loaded)
+        planners = build_planners(conn, ctx)
+        for name, planner in planners.items():
+            if datasets is not None and name not in datasets:
+                continue
+            summary.transitions.setdefault(name, {})
+            for origin in planner.origins():
+                for batch in planner.batches(conn, origin):
+                    summary.add(batch)
+                    if on_batch is not None:
+                        on_batch(batch)
+            summary.anomalies[name] = dict(planner.anomaly_counts(conn))
+        conn.rollback()
+    return summary
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, as recorded in ``retention_runs``."""
+
+    run_id: str
+    status: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    guarded: dict[str, str] = field(default_factory=dict)
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    batches: int = 0
+
+
+@dataclass(frozen=True)
+class GuardTrip:
+    """A transition that would move more than its guard allows."""
+
+    dataset: str
+    transition: str
+    count: int
+    rows: int
+    max_share: float
+    max_count: int | None
+
+    @property
+    def share(self) -> float:
+        return self.count / self.rows if self.rows else 1.0
+
+    def __str__(self) -> str:
+        limit = f"max {self.max_share:.0%}"
+        if self.max_count is not None:
+            limit += f" or {self.max_count} records"
+        return (
+            f"guard tripped for dataset {self.dataset}: {self.transition} would move {self.count} of "
+            f"{self.rows} records ({self.share:.1%}; {limit}); rerun with --allow-mass {self.dataset} "
+            "if this is intended"
+        )
+
+
+def guard_trips(
+    conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
+) -> list[GuardTrip]:
+    """Count what ``planner`` would move (followers included) and compare with its guards."""
+    counts: dict[str, dict[str, int]] = {}
+    summary = PlanSummary(loaded.id, loaded.digest, planner.ctx.as_of)
+    for origin in planner.origins():
+        for batch in planner.batches(conn, origin):
+            summary.add(batch, sample_size=0)
+    counts = summary.transitions
+    planners = {planner.name: planner, **{f.name: f for f in planner.followers}}
+    trips = []
+    for name, per in counts.items():
+        guard = loaded.pack.guard_for(name)
+        rows = planners[name].table_rows(conn) if name in planners else 0
+        for transition, count in per.items():
+            over_share = rows > 0 and count / rows > guard.max_share
+            over_count = guard.max_count is not None and count > guard.max_count
+            if over_share or over_count:
+                trips.append(
+                    GuardTrip(name, transition, count, rows, guard.max_share, guard.max_count)
+                )
+    return trips
+
+
+def _record_pack(conn: sa.Connection, loaded: LoadedPack, now: dt.datetime) -> None:
+    pv = store.policy_versions
+    exists = conn.execute(sa.select(pv.c.digest).where(pv.c.digest == loaded.digest)).first()
+    if exists is None:
+        conn.execute(
+            pv.insert().values(
+                digest=loaded.digest,
+                pack_id=loaded.id,
+                version=loaded.pack.version,
+                effective_from=loaded.pack.effective_from,
+                first_seen_at=now,
+                content=loaded.text,
+            )
+        )
+
+
+def run(
+    engine: sa.Engine,
+    loaded: LoadedPack,
+    as_of: dt.datetime,
+    *,
+    secret: bytes,
+    archive: ArchiveStore | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    datasets: Sequence[str] | None = None,
+    allow_mass: Sequence[str] = (),
+) -> RunResult:
+    """Apply every transition due at ``as_of``, one transaction per batch.
+
+    ``allow_mass`` names datasets (or ``*``) whose mass-deletion guards the
+    operator overrides for this run; each override is recorded in the run
+    and in the ledger.
+    """
+    run_id = str(uuid.uuid4())
+    bound = log.bind(run_id=run_id, pack=loaded.id)
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    store_ = archive or SameDatabaseArchive()
+    ctx = RunContext(loaded, run_id, as_of, secret, store_)
+    result = RunResult(run_id, "running")
+    try:
+        with run_lock(engine, run_id):
+            with engine.begin() as conn:
+                _require_schema(conn, loaded)
+                _record_pack(conn, loaded, ctx.now())
+                _close_abandoned_runs(conn)
+                conn.execute(
+                    store.runs.insert().values(
+                        id=run_id,
+                        mode="run",
+                        pack_id=loaded.id,
+                        pack_digest=loaded.digest,
+                        as_of=as_of,
+                        started_at=ctx.now(),
+                        status="running",
+                    )
+                )
+            bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+            store_.sweep(engine)
+            with engine.connect() as conn:
+                planners = build_planners(conn, PlanContext(loaded, as_of))
+                conn.rollback()
+            for name, planner in planners.items():
+                if datasets is not None and name not in datasets:
+                    continue
+                try:
+                    if not _guard_passes(engine, ctx, planner, result, allow_mass):
+                        continue
+                    _run_dataset(engine, ctx, planner, result, on_batch)
+                except sa.exc.DBAPIError as exc:
+                    if exc.connection_invalidated:
+                        raise
+                    result.failures[name] = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+                    bound.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__)
+            _settle_erasure_requests(engine, planners, run_id)
+            result.status = (
+                "partial" if result.failures else "guarded" if result.guarded else "succeeded"
+            )
+    except BaseException as exc:
+        if result.status == "running":
+            result.status = "failed"
+            _finish(engine, result, error=f"{type(exc).__name__}: {exc}", swallow=True)
+        raise
+    _finish(engine, result)
+    bound.info("run_finished", status=result.status, counts=result.counts, batches=result.batches)
+    structlog.contextvars.unbind_contextvars("run_id")
+    return result
+
+
+def _run_dataset(
+    engine: sa.Engine,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    result: RunResult,
+    on_batch: Callable[[Batch], None] | None,
+) -> None:
+    with engine.connect() as conn:
+        conn.rollback()
+        for origin in planner.origins():
+            after: Any = None
+            while True:
+                with conn.begin():
+                    batch, after = planner.next_batch(conn, origin, after)
+                    if batch is None:
+                        break
+                    counts = apply_batch(conn, ctx, planner, batch)
+                ctx.archive.after_commit()
+                result.batches += 1
+                for name, per in counts.items():
+                    totals = result.counts.setdefault(name, {})
+                    for transition, count in per.items():
+                        totals[transition] = totals.get(transition, 0) + count
+                log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
+                if on_batch is not None:
+                    on_batch(batch)
+                if len(batch.moves) < planner.batch_size:
+                    break
+
+
+def _guard_passes(
+    engine: sa.Engine,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    result: RunResult,
+    allow_mass: Sequence[str],
+) -> bool:
+    """False when a guard refuses this dataset; overrides are recorded and let it pass."""
+    with engine.connect() as conn:
+        trips = guard_trips(conn, ctx.loaded, planner)
+        conn.rollback()
+    if not trips:
+        return True
+    if "*" not in allow_mass and planner.name not in allow_mass:
+        result.guarded[planner.name] = "; ".join(str(t) for t in trips)
+        for trip in trips:
+            log.warning(
+                "guard_tripped",
+                dataset=trip.dataset,
+                transition=trip.transition,
+                count=trip.count,
+                share=round(trip.share, 4),
+                run_id=ctx.run_id,
+            )
+        return False
+    pack = ctx.loaded.pack
+    drafts = []
+    for trip in trips:
+        override = {
+            "dataset": trip.dataset,
+            "transition": trip.transition,
+            "count": trip.count,
+            "rows": trip.rows,
+            "share": round(trip.share, 6),
+            "max_share": trip.max_share,
+            "max_count": trip.max_count,
+        }
+        result.overrides.append(override)
+        drafts.append(
+            ledger.EntryDraft(
+                run_id=ctx.run_id,
+                pack_id=pack.pack,
+                pack_digest=ctx.loaded.digest,
+                dataset=trip.dataset,
+                transition="guard_overridden",
+                action=None,
+                basis=None,
+                due_at=None,
+                record_pseudonym=None,
+                subject_pseudonym=None,
+                count=trip.count,
+                detail=override,
+            )
+        )
+        log.warning(
+            "guard_overridden",
+            dataset=trip.dataset,
+            transition=trip.transition,
+            count=trip.count,
+            run_id=ctx.run_id,
+        )
+    with engine.begin() as conn:
+        ledger.append(conn, drafts, ctx.now())
+    return True
+
+
+def _settle_erasure_requests(
+    engine: sa.Engine, planners: dict[str, DatasetPlanner], run_id: str
+) -> None:
+    """Mark requests processed once none of the subject's records is left to move.
+
+    A request whose subject still has records under a legal hold stays open,
+    so that releasing the hold lets the next run finish the erasure.
+    """
+    er = store.erasure_requests
+    erasing = [p for p in planners.values() if p.dataset.on_erasure and p.subject is not None]
+    with engine.begin() as conn:
+        today = next(iter(planners.values())).today if planners else None
+        if today is None:
+            return
+        requests = conn.execute(
+            sa.select(er.c.id, er.c.subject_key).where(
+                er.c.status == "open", er.c.received_on <= today
+            )
+        ).all()
+        for request in requests:
+            left = any(
+                p._subject_rows(
+                    conn,
+                    [request.subject_key],
+                    p.dataset.on_erasure or "",
+                    limit=1,
+                    include_held=True,
+                )
+                for p in erasing
+            )
+            if not left:
+                conn.execute(
+                    er.update()
+                    .where(er.c.id == request.id)
+                    .values(status="processed", processed_run_id=run_id)
+                )
+
+
+def _close_abandoned_runs(conn: sa.Connection) -> None:
+    """Runs left 'running' by a killed process: we hold the lock, so they are over."""
+    conn.execute(
+        store.runs.update()
+        .where(store.runs.c.status == "running", store.runs.c.mode == "run")
+        .values(status="abandoned", error="the process ended without finishing (killed or lost)")
+    )
+
+
+def _finish(
+    engine: sa.Engine, result: RunResult, error: str | None = None, swallow: bool = False
+) -> None:
+    values: dict[str, Any] = {
+        "finished_at": utcnow(),
+        "status": result.status,
+        "counts": json.dumps(result.counts, sort_keys=True),
+        "error": error
+        or (
+            json.dumps({**result.failures, **result.guarded}, sort_keys=True)
+            if result.failures or result.guarded
+            else None
+        ),
+        "overrides": json.dumps(result.overrides, sort_keys=True) if result.overrides else None,
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                store.runs.update().where(store.runs.c.id == result.run_id).values(**values)
+            )
+    except sa.exc.DBAPIError:
+        if not swallow:
+            raise
+        log.error("run_record_failed", run_id=result.run_id)

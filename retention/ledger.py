@@ -1,0 +1,457 @@
+"""The purge ledger: append-only, hash-chained, pseudonymous (SPEC section 6).
+
+Each entry's hash is SHA-256 over the RFC 8785 canonical JSON of every column
+but the hash itself, the previous entry's hash included, so changing,
+removing, inserting or reordering any entry breaks the chain from there on.
+Record and subject keys appear only as HMAC-SHA256 pseudonyms under a secret
+the operator holds: an auditor given a customer id and the key can find its
+entries, while the ledger alone names no one. Ed25519-signed checkpoints of
+the head, kept elsewhere, expose even a chain rewritten consistently.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import hashlib
+import hmac
+import json
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import rfc8785
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from retention import store
+from retention.config import read_secret
+from retention.errors import ConfigError, LedgerError
+
+GENESIS = "0" * 64
+_ADVISORY_KEY = 0x7265746E  # "retn": serialises ledger appends on PostgreSQL
+
+COLUMNS = (
+    "seq",
+    "recorded_at",
+    "run_id",
+    "pack_id",
+    "pack_digest",
+    "dataset",
+    "transition",
+    "action",
+    "basis",
+    "due_at",
+    "record_pseudonym",
+    "subject_pseudonym",
+    "count",
+    "clock_min",
+    "clock_max",
+    "detail",
+    "prev_hash",
+)
+
+
+# --------------------------------------------------------------------------
+# Pseudonyms
+# --------------------------------------------------------------------------
+
+
+def pseudonym(secret: bytes, *parts: str) -> str:
+    """Hex HMAC-SHA256 of the parts; the same input and key always give the same pseudonym."""
+    return hmac.new(secret, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def record_pseudonym(secret: bytes, dataset: str, record_key: str) -> str:
+    return pseudonym(secret, "record", dataset, str(record_key))
+
+
+def subject_pseudonym(secret: bytes, subject_key: str) -> str:
+    return pseudonym(secret, "subject", str(subject_key))
+
+
+def pseudonym_secret() -> bytes:
+    """The operator's pseudonym key (environment or a 0600 file)."""
+    return read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
+
+
+# --------------------------------------------------------------------------
+# Entries and hashing
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """An entry before it takes its place in the chain."""
+
+    run_id: str | None
+    pack_id: str | None
+    pack_digest: str | None
+    dataset: str | None
+    transition: str
+    action: str | None
+    basis: str | None
+    due_at: dt.datetime | None
+    record_pseudonym: str | None
+    subject_pseudonym: str | None
+    count: int = 1
+    clock_min: dt.datetime | None = None
+    clock_max: dt.datetime | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _instant(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _canonical_detail(detail: dict[str, Any] | str | None) -> str | None:
+    if not detail:
+        return None
+    if isinstance(detail, str):
+        return detail
+    return rfc8785.dumps(detail).decode("utf-8")
+
+
+def entry_hash(row: dict[str, Any]) -> str:
+    """SHA-256 of the RFC 8785 encoding of every column except ``hash``."""
+    document = {name: row.get(name) for name in COLUMNS}
+    for name in ("recorded_at", "due_at", "clock_min", "clock_max"):
+        document[name] = _instant(document[name])
+    document["detail"] = _canonical_detail(document["detail"])
+    return hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+
+
+def _lock_head(conn: sa.Connection) -> tuple[int, str]:
+    """Serialise appenders and read the head (seq, hash) of the chain."""
+    dialect = conn.dialect.name
+    table = store.ledger
+    query = sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+    if dialect == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_KEY)))
+    elif dialect in ("mysql", "mariadb"):
+        query = query.with_for_update()
+    # SQLite: a second writer cannot commit the same seq (primary key), and its
+    # transaction is rolled back whole, so no two entries share a predecessor.
+    head = conn.execute(query).first()
+    return (int(head.seq), str(head.hash)) if head else (0, GENESIS)
+
+
+def append(conn: sa.Connection, drafts: Sequence[EntryDraft], now: dt.datetime) -> list[int]:
+    """Chain ``drafts`` after the head, in the caller's transaction.
+
+    The entries commit (or roll back) with the data change they describe.
+    """
+    if not drafts:
+        return []
+    seq, prev = _lock_head(conn)
+    rows = []
+    for draft in drafts:
+        seq += 1
+        row: dict[str, Any] = {
+            "seq": seq,
+            "recorded_at": now,
+            "run_id": draft.run_id,
+            "pack_id": draft.pack_id,
+            "pack_digest": draft.pack_digest,
+            "dataset": draft.dataset,
+            "transition": draft.transition,
+            "action": draft.action,
+            "basis": draft.basis,
+            "due_at": draft.due_at,
+            "record_pseudonym": draft.record_pseudonym,
+            "subject_pseudonym": draft.subject_pseudonym,
+            "count": draft.count,
+            "clock_min": draft.clock_min,
+            "clock_max": draft.clock_max,
+            "detail": _canonical_detail(draft.detail),
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = entry_hash(row)
+        rows.append(row)
+    conn.execute(store.ledger.insert(), rows)
+    return [r["seq"] for r in rows]
+
+
+# --------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict on the chain: ok, or the first entry that breaks it and why."""
+
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+    head_seq: int = 0
+    head_hash: str = GENESIS
+
+
+def _rows(connectable: sa.Engine | sa.Connection, batch_size: int) -> Iterator[dict[str, Any]]:
+    table = store.ledger
+    last = 0
+    while True:
+        query = sa.select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch_size)
+        if isinstance(connectable, sa.Engine):
+            with connectable.connect() as conn:
+                batch = [dict(r._mapping) for r in conn.execute(query)]
+        else:
+            batch = [dict(r._mapping) for r in connectable.execute(query)]
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1]["seq"]
+
+
+def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> VerifyResult:
+    """Recompute the whole chain, streaming it in seq order (memory stays flat)."""
+    expected_seq, prev, count = 1, GENESIS, 0
+    for row in _rows(connectable, batch_size):
+        seq = row["seq"]
+        if seq != expected_seq:
+            return VerifyResult(
+                False,
+                count,
+                expected_seq,
+                f"entry {expected_seq} is missing (the next entry is {seq}): entries were deleted",
+            )
+        if row["prev_hash"] != prev:
+            return VerifyResult(
+                False,
+                count,
+                seq,
+                f"entry {seq} does not follow entry {seq - 1} (previous hash differs): entries were "
+                "removed, inserted or reordered before it",
+            )
+        if entry_hash(row) != row["hash"]:
+            return VerifyResult(
+                False,
+                count,
+                seq,
+                f"entry {seq}: hash does not match its content (modified after it was written)",
+            )
+        prev = row["hash"]
+        expected_seq += 1
+        count += 1
+    return VerifyResult(True, count, None, "", expected_seq - 1, prev)
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+
+def _check_private(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"the signing key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+
+
+def generate_signing_key(path: Path) -> bytes:
+    """Write a new Ed25519 private key (PEM, mode 0600) and return its public key PEM."""
+    if path.exists():
+        raise ConfigError(f"{path} exists; refusing to overwrite a signing key")
+    key = Ed25519PrivateKey.generate()
+    path.touch(mode=0o600)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return public_pem(key.public_key())
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey:
+    """The checkpoint signing key, from ``path`` or RETENTION_SIGNING_KEY_FILE (mode 0600)."""
+    import os
+
+    name = path or (
+        Path(os.environ["RETENTION_SIGNING_KEY_FILE"])
+        if os.environ.get("RETENTION_SIGNING_KEY_FILE")
+        else None
+    )
+    if name is None:
+        raise ConfigError("no signing key; set RETENTION_SIGNING_KEY_FILE or pass --key")
+    try:
+        _check_private(name)
+        key = serialization.load_pem_private_key(name.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the signing key {name}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{name} is not an Ed25519 key")
+    return key
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise ConfigError(f"not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("the public key is not an Ed25519 key")
+    return key
+
+
+def _key_id(public: Ed25519PublicKey) -> str:
+    return hashlib.sha256(public_pem(public)).hexdigest()[:16]
+
+
+def _signed_part(checkpoint: dict[str, Any]) -> bytes:
+    return rfc8785.dumps({k: checkpoint[k] for k in ("seq", "hash", "signed_at")})
+
+
+def checkpoint(
+    connectable: sa.Engine | sa.Connection, key: Ed25519PrivateKey, now: dt.datetime
+) -> dict[str, Any]:
+    """Sign the current head after verifying the chain up to it."""
+    verdict = verify(connectable)
+    if not verdict.ok:
+        raise LedgerError(f"refusing to sign a broken ledger: {verdict.reason}")
+    document: dict[str, Any] = {
+        "seq": verdict.head_seq,
+        "hash": verdict.head_hash,
+        "signed_at": _instant(now),
+    }
+    document["signature"] = base64.b64encode(key.sign(_signed_part(document))).decode("ascii")
+    document["key_id"] = _key_id(key.public_key())
+    document["public_key"] = public_pem(key.public_key()).decode("ascii")
+    return document
+
+
+def verify_checkpoint(
+    connectable: sa.Engine | sa.Connection, checkpoint_doc: dict[str, Any], public: Ed25519PublicKey
+) -> VerifyResult:
+    """The chain verifies and still holds the signed head at the checkpoint's seq."""
+    name = (
+        f"checkpoint of entry {checkpoint_doc.get('seq')} signed {checkpoint_doc.get('signed_at')}"
+    )
+    try:
+        public.verify(base64.b64decode(checkpoint_doc["signature"]), _signed_part(checkpoint_doc))
+    except (InvalidSignature, KeyError, ValueError):
+        return VerifyResult(False, 0, None, f"{name}: the signature is not valid for this key")
+    verdict = verify(connectable)
+    if not verdict.ok:
+        return verdict
+    seq = int(checkpoint_doc["seq"])
+    if seq == 0:
+        return verdict
+    table = store.ledger
+    query = sa.select(table.c.hash).where(table.c.seq == seq)
+    if isinstance(connectable, sa.Engine):
+        with connectable.connect() as conn:
+            found = conn.execute(query).scalar()
+    else:
+        found = connectable.execute(query).scalar()
+    if found is None:
+        return VerifyResult(
+            False, verdict.entries, seq, f"ledger rewritten: entry {seq} of the {name} is gone"
+        )
+    if found != checkpoint_doc["hash"]:
+        return VerifyResult(
+            False,
+            verdict.entries,
+            seq,
+            f"ledger rewritten: entry {seq} no longer matches the {name}",
+        )
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# Reading for auditors
+# --------------------------------------------------------------------------
+
+
+def entries(
+    connectable: sa.Engine | sa.Connection,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    dataset: str | None = None,
+    transition: str | None = None,
+    run_id: str | None = None,
+    record_pseudonym: str | None = None,
+    subject_pseudonym: str | None = None,
+    batch_size: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Entries in seq order matching every filter given, streamed by keyset pages."""
+    table = store.ledger
+    conditions = []
+    if since is not None:
+        conditions.append(table.c.recorded_at >= since)
+    if until is not None:
+        conditions.append(table.c.recorded_at < until)
+    for column, value in (
+        (table.c.dataset, dataset),
+        (table.c.transition, transition),
+        (table.c.run_id, run_id),
+        (table.c.record_pseudonym, record_pseudonym),
+        (table.c.subject_pseudonym, subject_pseudonym),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    last = 0
+    while True:
+        query = (
+            sa.select(table)
+            .where(table.c.seq > last, *conditions)
+            .order_by(table.c.seq)
+            .limit(batch_size)
+        )
+        if isinstance(connectable, sa.Engine):
+            with connectable.connect() as conn:
+                batch = [dict(r._mapping) for r in conn.execute(query)]
+        else:
+            batch = [dict(r._mapping) for r in connectable.execute(query)]
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1]["seq"]
+
+
+EXPORT_FIELDS = [*COLUMNS, "hash"]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_instant(v) if isinstance(v, dt.datetime) else v) for k, v in row.items()}
+
+
+def export(connectable: sa.Engine | sa.Connection, fmt: str, out: TextIO, **filters: Any) -> int:
+    """Write matching entries as CSV or JSON lines; return how many."""
+    if fmt not in ("csv", "jsonl"):
+        raise ConfigError(f"unknown export format {fmt!r}; valid: csv, jsonl")
+    count = 0
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS) if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    for row in entries(connectable, **filters):
+        plain = _plain(row)
+        if writer is not None:
+            writer.writerow({k: plain.get(k) for k in EXPORT_FIELDS})
+        else:
+            out.write(json.dumps({k: plain.get(k) for k in EXPORT_FIELDS}, sort_keys=True) + "\n")
+        count += 1
+    return count

@@ -1,0 +1,619 @@
+"""The transitions due at an as-of instant, as data.
+
+``plan`` prints these batches; ``run`` hands the very same batches to the
+executor one transaction at a time. Because both walk the same generator,
+what plan lists is what run does (SPEC section 7), by construction.
+
+Each dataset is evaluated per *origin* state: active records from the
+source table (their clocks, compiled to index-friendly SQL by
+:mod:`retention.evaluate`), and records already in a later state from the
+engine's ``record_states`` table (their ``since``, the due instant that
+moved them there). A record moves as far along its lifecycle as the as-of
+instant allows, so one run catches up on everything that is due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from retention import store
+from retention.clock import Schedule, due_instant, local_date, start_of_day
+from retention.evaluate import (
+    ANOMALIES,
+    Anomaly,
+    dataset_sql,
+    evaluate_record,
+    reflect_table,
+)
+from retention.policy import LoadedPack
+from retention.policy.model import Dataset, Pack
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transition of one record."""
+
+    from_state: str
+    to_state: str
+    due_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Move:
+    """Everything one record goes through in this run, in order."""
+
+    key: Any  # the native key value of the source table
+    record_key: str  # the key as text, as the engine's tables store it
+    subject_key: str | None
+    steps: tuple[Step, ...]
+    clock_at: dt.datetime | None = None  # the governing clock instant, for summaries
+    request_id: int | None = None  # the erasure request that moved it
+
+
+@dataclass
+class Batch:
+    """Records of one dataset leaving one origin state: one transaction in ``run``."""
+
+    dataset: str
+    origin: str
+    moves: list[Move]
+    followers: list[Batch] = field(default_factory=list)
+
+    def transitions(self) -> Iterator[tuple[str, str, list[Move]]]:
+        """(from, to, moves) groups in lifecycle order, for execution and counting."""
+        order: dict[tuple[str, str], list[Move]] = {}
+        for move in self.moves:
+            for step in move.steps:
+                order.setdefault((step.from_state, step.to_state), []).append(move)
+        for (from_state, to_state), moves in order.items():
+            yield from_state, to_state, moves
+
+
+@dataclass
+class PlanContext:
+    """What evaluation needs besides the connection."""
+
+    loaded: LoadedPack
+    as_of: dt.datetime
+    batch_size: int = 1000
+
+    @property
+    def pack(self) -> Pack:
+        return self.loaded.pack
+
+
+def key_to_native(key: ColumnElement[Any], text: str) -> Any:
+    """Turn a stored record key back into the source column's type."""
+    try:
+        python_type = key.type.python_type
+    except NotImplementedError:
+        return text
+    return int(text) if python_type is int else text
+
+
+def _as_text(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    return sa.cast(column, sa.String(191))
+
+
+def _active_holds(
+    dataset: str, record_key: ColumnElement[Any], subject: ColumnElement[Any] | None
+) -> ColumnElement[bool]:
+    """Rows covered by a hold still in place (subject, dataset or record)."""
+    h = store.holds
+    covers = [
+        sa.and_(h.c.scope == "dataset", h.c.dataset == dataset),
+        sa.and_(h.c.scope == "record", h.c.dataset == dataset, h.c.record_key == record_key),
+    ]
+    if subject is not None:
+        covers.append(sa.and_(h.c.scope == "subject", h.c.subject_key == subject))
+    return sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
+
+
+def _next_states(dataset: Dataset, origin: str) -> list[str]:
+    states = dataset.states
+    return states[states.index(origin) + 1 :]
+
+
+def _delay_cutoff(pack: Pack, delay_schedule: Schedule, as_of: dt.datetime) -> dt.datetime:
+    """The ``since`` instant before which a record is due after ``delay_schedule``.
+
+    ``since`` is always the first instant of a local day D; the next state is
+    due on ``delay.add_to(D - 1) + 1``, which is the schedule's due date for
+    the event day D - 1.
+    """
+    today = local_date(as_of, pack.timezone)
+    last_event = delay_schedule.last_event_due_by(today)
+    return start_of_day(last_event + dt.timedelta(days=2), pack.timezone)
+
+
+def steps_from_state(
+    pack: Pack, dataset: Dataset, origin: str, since: dt.datetime, as_of: dt.datetime
+) -> tuple[Step, ...]:
+    """The chain of due transitions for a record that entered ``origin`` at ``since``."""
+    steps: list[Step] = []
+    current, entered = origin, since
+    for target in _next_states(dataset, current):
+        delay = dataset.step_to(target).after
+        event_day = local_date(entered, pack.timezone) - dt.timedelta(days=1)
+        due = due_instant(Schedule(delay).due_date(event_day), pack.timezone)
+        if due > as_of:
+            break
+        steps.append(Step(current, target, due))
+        current, entered = target, due
+    return tuple(steps)
+
+
+def steps_from_active(
+    dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.datetime
+) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    current = "active"
+    for target in _next_states(dataset, "active"):
+        when = due[target]
+        if when > as_of:
+            break
+        steps.append(Step(current, target, when))
+        current = target
+    return tuple(steps)
+
+
+class DatasetPlanner:
+    """Evaluates one dataset at one as-of instant, in keyset-paginated batches.
+
+    Passes, in execution order: ``erasure`` (records of subjects with an open
+    erasure request), then records already in a later state (latest first),
+    then ``active`` records by their clocks, then ``follow`` (records whose
+    subject already sits in a state this dataset follows). A record moved by
+    one pass has gone as far as it can, so no later pass picks it again.
+    """
+
+    def __init__(self, conn: sa.Connection, ctx: PlanContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.dataset = ctx.pack.datasets[name]
+        self.sql = dataset_sql(conn, ctx.pack, name) if self.dataset.keep else None
+        self.table: sa.Table = (
+            self.sql.table
+            if self.sql
+            else reflect_table(conn, self.dataset.table, self.dataset.schema_)
+        )
+        self.key = self.table.c[self.dataset.key]
+        self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
+        self.followers: list[DatasetPlanner] = []
+
+    @property
+    def batch_size(self) -> int:
+        return self.dataset.batch_size or self.ctx.pack.batch_size or self.ctx.batch_size
+
+    @property
+    def today(self) -> dt.date:
+        return local_date(self.ctx.as_of, self.ctx.pack.timezone)
+
+    def origins(self) -> list[str]:
+        """Passes in execution order (see the class docstring)."""
+        passes = ["erasure"] if self.dataset.on_erasure and self.subject is not None else []
+        passes += list(reversed(self.dataset.states[1:-1]))
+        passes.append("active")
+        if self.dataset.follows is not None:
+            passes += [f"follow:{target}" for target in self.follow_targets()]
+        return passes
+
+    # -- shared conditions ----------------------------------------------
+    def _not_held(
+        self, key_text: ColumnElement[Any], subject: ColumnElement[Any] | None
+    ) -> ColumnElement[bool]:
+        return ~_active_holds(self.name, key_text, subject)
+
+    def _no_open_erasure(self, subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
+        """Records under an open erasure request move in the erasure pass only."""
+        if not self.dataset.on_erasure or subject is None:
+            return sa.true()
+        er = store.erasure_requests
+        return ~sa.exists().where(
+            er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today
+        )
+
+    def _subject_text(self) -> ColumnElement[Any] | None:
+        return _as_text(self.subject) if self.subject is not None else None
+
+    # -- active records --------------------------------------------------
+    def _active_condition(self) -> ColumnElement[bool]:
+        assert self.sql is not None
+        rs = store.record_states
+        first = self.dataset.states[1]
+        key_text = _as_text(self.sql.key)
+        subject = self._subject_text()
+        return sa.and_(
+            self.sql.due(first, self.ctx.as_of),
+            ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text),
+            self._not_held(key_text, subject),
+            self._no_open_erasure(subject),
+        )
+
+    def _active_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Move], Any]:
+        assert self.sql is not None
+        sql = self.sql
+        columns: list[ColumnElement[Any]] = [sql.key.label("k")]
+        columns += [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
+        if self.subject is not None:
+            columns.append(self.subject.label("s"))
+        query = sa.select(*columns).where(self._active_condition())
+        if after is not None:
+            query = query.where(sql.key > after)
+        rows = conn.execute(query.order_by(sql.key).limit(self.batch_size)).all()
+        moves = []
+        for row in rows:
+            raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
+            evaluation = evaluate_record(self.ctx.pack, self.dataset, raws, self.ctx.as_of)
+            steps = (
+                steps_from_active(self.dataset, evaluation.due, self.ctx.as_of)
+                if evaluation.anomaly is None
+                else ()
+            )
+            if not steps:
+                raise AssertionError(
+                    f"dataset {self.name}: SQL found record {row.k!r} due but the evaluator "
+                    f"does not ({evaluation.anomaly or 'not due'}); please report this bug"
+                )
+            governing = evaluation.readings[evaluation.governing[steps[0].to_state]]
+            subject = row._mapping.get("s")
+            moves.append(
+                Move(
+                    key=row.k,
+                    record_key=str(row.k),
+                    subject_key=None if subject is None else str(subject),
+                    steps=steps,
+                    clock_at=governing.instant
+                    or (
+                        start_of_day(governing.day, self.ctx.pack.timezone)
+                        if governing.day
+                        else None
+                    ),
+                )
+            )
+        return moves, (rows[-1].k if rows else None)
+
+    # -- records in a later state ----------------------------------------
+    def _state_batch(
+        self, conn: sa.Connection, origin: str, after: str | None
+    ) -> tuple[list[Move], Any]:
+        rs = store.record_states
+        target = _next_states(self.dataset, origin)[0]
+        delay = Schedule(self.dataset.step_to(target).after)
+        cutoff = _delay_cutoff(self.ctx.pack, delay, self.ctx.as_of)
+        query = sa.select(rs.c.record_key, rs.c.since, rs.c.subject_key).where(
+            rs.c.dataset == self.name,
+            rs.c.state == origin,
+            rs.c.since < cutoff,
+            self._not_held(rs.c.record_key, rs.c.subject_key),
+            self._no_open_erasure(rs.c.subject_key),
+        )
+        if after is not None:
+            query = query.where(rs.c.record_key > after)
+        rows = conn.execute(query.order_by(rs.c.record_key).limit(self.batch_size)).all()
+        moves = []
+        for row in rows:
+            steps = steps_from_state(self.ctx.pack, self.dataset, origin, row.since, self.ctx.as_of)
+            if not steps:
+                raise AssertionError(
+                    f"dataset {self.name}: record in state {origin} selected as due but the "
+                    "evaluator finds nothing due; please report this bug"
+                )
+            native = key_to_native(self.key, row.record_key)
+            moves.append(Move(native, row.record_key, row.subject_key, steps, None))
+        return moves, (rows[-1].record_key if rows else None)
+
+    # -- moving to a fixed target: erasure and follows ----------------------
+    def _path(self, current: str, target: str, due: dt.datetime) -> tuple[Step, ...]:
+        """Every state from ``current`` up to ``target``, all due at ``due``."""
+        states = self.dataset.states
+        if states.index(current) >= states.index(target):
+            return ()
+        path = states[states.index(current) : states.index(target) + 1]
+        return tuple(Step(a, b, due) for a, b in zip(path, path[1:], strict=False))
+
+    def _before(self, target: str) -> list[str]:
+        states = self.dataset.states
+        return states[1 : states.index(target)]
+
+    def _subject_rows(
+        self,
+        conn: sa.Connection,
+        subjects: Sequence[str],
+        target: str,
+        after: Any = None,
+        limit: int | None = None,
+        include_held: bool = False,
+    ) -> list[Any]:
+        """Records of ``subjects`` (active or in a state before ``target``), not held."""
+        assert self.subject is not None
+        rs = store.record_states
+        key_text = _as_text(self.key)
+        subject = _as_text(self.subject)
+        joined = self.table.outerjoin(
+            rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == key_text)
+        )
+        query = (
+            sa.select(self.key.label("k"), subject.label("s"), rs.c.state)
+            .select_from(joined)
+            .where(
+                subject.in_(list(subjects)),
+                sa.or_(rs.c.state.is_(None), rs.c.state.in_(self._before(target))),
+                sa.true() if include_held else self._not_held(key_text, subject),
+            )
+        )
+        if after is not None:
+            query = query.where(self.key > after)
+        query = query.order_by(self.key)
+        if limit is not None:
+            query = query.limit(limit)
+        return list(conn.execute(query))
+
+    def _erasure_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Move], Any]:
+        """Records of subjects with an open erasure request received by the as-of date."""
+        assert self.subject is not None and self.dataset.on_erasure is not None
+        er = store.erasure_requests
+        target = self.dataset.on_erasure
+        requests = conn.execute(
+            sa.select(er.c.id, er.c.subject_key, er.c.received_on)
+            .where(er.c.status == "open", er.c.received_on <= self.today)
+            .order_by(er.c.id)
+        ).all()
+        first: dict[str, Any] = {}
+        for request in requests:
+            first.setdefault(request.subject_key, request)
+        if not first:
+            return [], None
+        rows = self._subject_rows(conn, list(first), target, after, self.batch_size)
+        moves = []
+        for row in rows:
+            request = first[row.s]
+            due = start_of_day(request.received_on, self.ctx.pack.timezone)
+            steps = self._path(row.state or "active", target, due)
+            moves.append(Move(row.k, str(row.k), row.s, steps, None, request.id))
+        return moves, (rows[-1].k if rows else None)
+
+    def follower_batch(self, conn: sa.Connection, parent: Batch) -> Batch | None:
+        """This dataset's records of subjects that ``parent`` moves into a followed state."""
+        follows = self.dataset.follows
+        assert follows is not None and self.subject is not None
+        targets: dict[str, tuple[str, dt.datetime]] = {}  # subject -> (own target, due)
+        requests: dict[str, int | None] = {}
+        states = self.dataset.states
+        for move in parent.moves:
+            if move.subject_key is None:
+                continue
+            requests[move.subject_key] = move.request_id
+            for step in move.steps:
+                own = follows.on.get(step.to_state)  # type: ignore[call-overload]
+                if own is None:
+                    continue
+                known = targets.get(move.subject_key)
+                if known is None or states.index(own) > states.index(known[0]):
+                    targets[move.subject_key] = (own, step.due_at)
+        moves: list[Move] = []
+        by_target: dict[str, list[str]] = {}
+        for subject, (own, _) in targets.items():
+            by_target.setdefault(own, []).append(subject)
+        for own, subjects in by_target.items():
+            for row in self._subject_rows(conn, subjects, own):
+                steps = self._path(row.state or "active", own, targets[row.s][1])
+                moves.append(Move(row.k, str(row.k), row.s, steps, None, requests.get(row.s)))
+        return Batch(self.name, "follow", moves) if moves else None
+
+    def follow_targets(self) -> dict[str, list[str]]:
+        """Own target state -> the parent states that lead to it (the furthest wins)."""
+        follows = self.dataset.follows
+        assert follows is not None
+        parent = self.ctx.pack.datasets[follows.dataset]
+        own_states = self.dataset.states
+        result: dict[str, list[str]] = {}
+        for parent_state in parent.states[1:]:
+            reached = parent.states[1 : parent.states.index(parent_state) + 1]
+            targets = [follows.on[p] for p in reached if p in follows.on]  # type: ignore[index]
+            if targets:
+                own = max(targets, key=own_states.index)
+                result.setdefault(own, []).append(parent_state)
+        return dict(sorted(result.items(), key=lambda item: -own_states.index(item[0])))
+
+    def _follow_batch(self, conn: sa.Connection, target: str, after: Any) -> tuple[list[Move], Any]:
+        """Catch-up: records whose subject already sat in a followed state before this run."""
+        follows = self.dataset.follows
+        assert follows is not None and self.subject is not None
+        rs = store.record_states
+        parent_rs = rs.alias("parent_state")
+        own_rs = rs.alias("own_state")
+        key_text = _as_text(self.key)
+        subject = _as_text(self.subject)
+        query = (
+            sa.select(self.key.label("k"), subject.label("s"), own_rs.c.state, parent_rs.c.since)
+            .select_from(
+                self.table.join(
+                    parent_rs,
+                    sa.and_(
+                        parent_rs.c.dataset == follows.dataset,
+                        parent_rs.c.record_key == subject,
+                        parent_rs.c.state.in_(self.follow_targets()[target]),
+                    ),
+                ).outerjoin(
+                    own_rs, sa.and_(own_rs.c.dataset == self.name, own_rs.c.record_key == key_text)
+                )
+            )
+            .where(
+                sa.or_(own_rs.c.state.is_(None), own_rs.c.state.in_(self._before(target))),
+                self._not_held(key_text, subject),
+                self._no_open_erasure(subject),
+            )
+        )
+        if after is not None:
+            query = query.where(self.key > after)
+        rows = list(conn.execute(query.order_by(self.key).limit(self.batch_size)))
+        moves = [
+            Move(
+                row.k, str(row.k), row.s, self._path(row.state or "active", target, row.since), None
+            )
+            for row in rows
+        ]
+        return moves, (rows[-1].k if rows else None)
+
+    # -- batches ------------------------------------------------------------
+    def next_batch(self, conn: sa.Connection, origin: str, after: Any) -> tuple[Batch | None, Any]:
+        """The next batch of ``origin`` after key ``after``, and the key to resume from.
+
+        ``run`` calls this inside the transaction that applies the batch, so
+        what is selected and what is changed are one consistent snapshot.
+        Followers' records of the subjects this batch moves join the batch.
+        """
+        if origin == "active":
+            if self.sql is None:
+                return None, None
+            moves, last = self._active_batch(conn, after)
+        elif origin == "erasure":
+            moves, last = self._erasure_batch(conn, after)
+        elif origin.startswith("follow:"):
+            moves, last = self._follow_batch(conn, origin.removeprefix("follow:"), after)
+        else:
+            moves, last = self._state_batch(conn, origin, after)
+        if not moves:
+            return None, None
+        batch = Batch(self.name, origin, moves)
+        for follower in self.followers:
+            follow = follower.follower_batch(conn, batch)
+            if follow is not None:
+                batch.followers.append(follow)
+        return batch, last
+
+    def batches(self, conn: sa.Connection, origin: str) -> Iterator[Batch]:
+        """Every batch of ``origin``, for a dry run that writes nothing."""
+        after: Any = None
+        while True:
+            batch, after = self.next_batch(conn, origin, after)
+            if batch is None:
+                return
+            yield batch
+            if len(batch.moves) < self.batch_size:
+                return
+
+    # -- counts for plan summaries -----------------------------------------
+    def anomaly_counts(self, conn: sa.Connection) -> dict[Anomaly, int]:
+        """Active records skipped because of their clocks, per category."""
+        if self.sql is None:
+            return {}
+        rs = store.record_states
+        not_moved = ~sa.exists().where(
+            rs.c.dataset == self.name, rs.c.record_key == _as_text(self.sql.key)
+        )
+        counts: dict[Anomaly, int] = {}
+        for category in ANOMALIES:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(self.sql.table)
+                .where(self.sql.anomaly(category, self.ctx.as_of), not_moved)
+            )
+            counts[category] = int(conn.execute(query).scalar_one())
+        return counts
+
+    def table_rows(self, conn: sa.Connection) -> int:
+        """The dataset's population: its source rows, plus archived records whose row is gone."""
+        total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
+        if "archived" in self.dataset.states and self.dataset.step_to("archived").then == "delete":
+            rs = store.record_states
+            total += int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        rs.c.dataset == self.name, rs.c.state == "archived"
+                    )
+                ).scalar_one()
+            )
+        return total
+
+
+def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
+    """Datasets in execution order.
+
+    Children before parents (a dataset whose table references another's by a
+    foreign key goes first), so deletes never trip a live constraint; then
+    followers, whose catch-up pass needs their subject's states of this run.
+    """
+    names = [n for n in pack.datasets if pack.datasets[n].follows is None]
+    tables = {pack.datasets[n].table: n for n in names}
+    inspector = sa.inspect(conn)
+    parents: dict[str, set[str]] = {}
+    for name in names:
+        ds = pack.datasets[name]
+        try:
+            fks = inspector.get_foreign_keys(ds.table, schema=ds.schema_)
+        except sa.exc.NoSuchTableError:
+            fks = []
+        parents[name] = {
+            tables[fk["referred_table"]]
+            for fk in fks
+            if fk["referred_table"] in tables and tables[fk["referred_table"]] != name
+        }
+    ordered: list[str] = []
+    remaining = list(names)
+    while remaining:
+        # A dataset is ready when no remaining dataset references it.
+        ready = [n for n in remaining if not any(n in parents[m] for m in remaining if m != n)]
+        if not ready:  # a cycle: keep pack order for the rest
+            ready = remaining[:1]
+        for n in ready:
+            ordered.append(n)
+            remaining.remove(n)
+    return ordered + [n for n in pack.datasets if pack.datasets[n].follows is not None]
+
+
+def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPlanner]:
+    """One planner per dataset, in execution order, followers attached to their subject."""
+    planners = {name: DatasetPlanner(conn, ctx, name) for name in dataset_order(conn, ctx.pack)}
+    for planner in planners.values():
+        follows = planner.dataset.follows
+        if follows is not None:
+            planners[follows.dataset].followers.append(planner)
+    return planners
+
+
+@dataclass
+class PlanSummary:
+    """Counts per dataset and transition, anomalies and samples: what plan prints."""
+
+    pack_id: str
+    pack_digest: str
+    as_of: dt.datetime
+    transitions: dict[str, dict[str, int]] = field(default_factory=dict)
+    anomalies: dict[str, dict[str, int]] = field(default_factory=dict)
+    samples: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    due_range: dict[str, dict[str, tuple[dt.datetime, dt.datetime]]] = field(default_factory=dict)
+
+    def add(self, batch: Batch, sample_size: int = 3) -> None:
+        for follower in batch.followers:
+            self.add(follower, sample_size)
+        per = self.transitions.setdefault(batch.dataset, {})
+        samples = self.samples.setdefault(batch.dataset, {})
+        ranges = self.due_range.setdefault(batch.dataset, {})
+        for from_state, to_state, moves in batch.transitions():
+            name = f"{from_state}->{to_state}"
+            per[name] = per.get(name, 0) + len(moves)
+            keys = samples.setdefault(name, [])
+            keys.extend(m.record_key for m in moves[: max(0, sample_size - len(keys))])
+            dues = [s.due_at for m in moves for s in m.steps if s.to_state == to_state]
+            low, high = min(dues), max(dues)
+            if name in ranges:
+                low, high = min(low, ranges[name][0]), max(high, ranges[name][1])
+            ranges[name] = (low, high)
+
+    def total(self) -> int:
+        return sum(sum(v.values()) for v in self.transitions.values())
+
+
+def iter_plan(conn: sa.Connection, ctx: PlanContext) -> Iterator[Batch]:
+    """Every batch the run would execute, without writing anything."""
+    for planner in build_planners(conn, ctx).values():
+        for origin in planner.origins():
+            yield from planner.batches(conn, origin)

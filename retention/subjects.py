@@ -1,0 +1,255 @@
+"""Events about subjects: legal holds and erasure requests (SPEC section 5).
+
+A hold stops every transition of what it covers (a subject, a dataset or one
+record) until released; placing and releasing are ledger entries. An
+erasure request moves the subject's records, at the next run, to the state
+each dataset declares for erasure; its response deadline follows GDPR art.
+12(3) with the working-day rule of Regulation 1182/71 art. 3(4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from retention import ledger, store
+from retention.clock import Period, action_deadline, utcnow
+from retention.errors import ConfigError
+from retention.policy.model import Pack
+
+Scope = Literal["subject", "dataset", "record"]
+
+DUE_SOON = dt.timedelta(days=7)
+
+
+# --------------------------------------------------------------------------
+# Holds
+# --------------------------------------------------------------------------
+
+
+def place_hold(
+    conn: sa.Connection,
+    *,
+    scope: Scope,
+    reason: str,
+    placed_by: str,
+    secret: bytes,
+    dataset: str | None = None,
+    record_key: str | None = None,
+    subject_key: str | None = None,
+    pack: Pack | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Place a hold and write its ledger entry, in the caller's transaction."""
+    when = now or utcnow()
+    if not reason.strip():
+        raise ConfigError("a hold needs a reason (e.g. the case or request it serves)")
+    if scope == "subject" and not subject_key:
+        raise ConfigError("a subject hold needs --subject")
+    if scope == "dataset" and not dataset:
+        raise ConfigError("a dataset hold needs --dataset")
+    if scope == "record" and not (dataset and record_key):
+        raise ConfigError("a record hold needs --dataset and --key")
+    if pack is not None and dataset is not None and dataset not in pack.datasets:
+        raise ConfigError(
+            f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}"
+        )
+    result = conn.execute(
+        store.holds.insert().values(
+            scope=scope,
+            dataset=dataset,
+            record_key=record_key if scope == "record" else None,
+            subject_key=subject_key if scope == "subject" else None,
+            reason=reason,
+            placed_by=placed_by,
+            placed_at=when,
+        )
+    )
+    hold_id = int(result.inserted_primary_key[0])
+    ledger.append(
+        conn,
+        [_hold_entry("hold_placed", hold_id, scope, dataset, record_key, subject_key, secret)],
+        when,
+    )
+    return hold_id
+
+
+def release_hold(
+    conn: sa.Connection,
+    hold_id: int,
+    *,
+    released_by: str,
+    reason: str,
+    secret: bytes,
+    now: dt.datetime | None = None,
+) -> None:
+    """Release a hold; the next run moves what it held back if still due."""
+    when = now or utcnow()
+    h = store.holds
+    row = conn.execute(sa.select(h).where(h.c.id == hold_id)).first()
+    if row is None:
+        raise ConfigError(f"no hold {hold_id}; list them with: retention hold list")
+    if row.released_at is not None:
+        raise ConfigError(f"hold {hold_id} was already released on {row.released_at:%Y-%m-%d}")
+    conn.execute(
+        h.update()
+        .where(h.c.id == hold_id)
+        .values(released_at=when, released_by=released_by, release_reason=reason)
+    )
+    ledger.append(
+        conn,
+        [
+            _hold_entry(
+                "hold_released",
+                hold_id,
+                row.scope,
+                row.dataset,
+                row.record_key,
+                row.subject_key,
+                secret,
+            )
+        ],
+        when,
+    )
+
+
+def _hold_entry(
+    event: str,
+    hold_id: int,
+    scope: str,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    secret: bytes,
+) -> ledger.EntryDraft:
+    return ledger.EntryDraft(
+        run_id=None,
+        pack_id=None,
+        pack_digest=None,
+        dataset=dataset,
+        transition=event,
+        action=scope,
+        basis=None,
+        due_at=None,
+        record_pseudonym=(
+            ledger.record_pseudonym(secret, dataset, record_key) if dataset and record_key else None
+        ),
+        subject_pseudonym=ledger.subject_pseudonym(secret, subject_key) if subject_key else None,
+        detail={"hold_id": hold_id},
+    )
+
+
+def list_holds(conn: sa.Connection, *, include_released: bool = False) -> list[dict[str, Any]]:
+    h = store.holds
+    query = sa.select(h).order_by(h.c.id)
+    if not include_released:
+        query = query.where(h.c.released_at.is_(None))
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+# --------------------------------------------------------------------------
+# Erasure requests
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The last day to answer a request, and how it compares with today."""
+
+    deadline: dt.date
+    flag: Literal["overdue", "due soon", ""]
+
+
+def deadline_for(received: dt.date, pack: Pack, extended: bool) -> dt.date:
+    """The last day to answer: 1 month from receipt; once extended, 2 more months.
+
+    The extension runs from the end of the first period (not from receipt),
+    and only the final day moves off a weekend (Reg. 1182/71 art. 3(4)).
+    """
+    last = pack.erasure.respond_within.add_to(received)
+    if extended:
+        last = pack.erasure.extension.add_to(last)
+    return action_deadline(last, Period())
+
+
+def flag_for(deadline: dt.date, today: dt.date, status: str) -> Literal["overdue", "due soon", ""]:
+    if status == "closed":
+        return ""
+    if today > deadline:
+        return "overdue"
+    if deadline - today <= DUE_SOON:
+        return "due soon"
+    return ""
+
+
+def add_request(
+    conn: sa.Connection, *, subject_key: str, received: dt.date, pack: Pack, note: str | None = None
+) -> int:
+    if received > utcnow().date() + dt.timedelta(days=1):
+        raise ConfigError(f"--received {received} is in the future")
+    result = conn.execute(
+        store.erasure_requests.insert().values(
+            subject_key=subject_key,
+            received_on=received,
+            deadline=deadline_for(received, pack, extended=False),
+            note=note,
+            status="open",
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def extend_request(conn: sa.Connection, request_id: int, *, reason: str, pack: Pack) -> dt.date:
+    """Extend once by the pack's extension (2 months by default), with a reason."""
+    er = store.erasure_requests
+    row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
+    if row is None:
+        raise ConfigError(
+            f"no erasure request {request_id}; list them with: retention erasure list"
+        )
+    if row.extended_on is not None:
+        raise ConfigError(
+            f"erasure request {request_id} was already extended on {row.extended_on}; "
+            "GDPR art. 12(3) allows one extension"
+        )
+    if not reason.strip():
+        raise ConfigError(
+            "an extension needs a reason (GDPR art. 12(3): complexity or number of requests)"
+        )
+    deadline = deadline_for(row.received_on, pack, extended=True)
+    conn.execute(
+        er.update()
+        .where(er.c.id == request_id)
+        .values(extended_on=utcnow().date(), extension_reason=reason, deadline=deadline)
+    )
+    return deadline
+
+
+def close_request(conn: sa.Connection, request_id: int) -> None:
+    er = store.erasure_requests
+    row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
+    if row is None:
+        raise ConfigError(
+            f"no erasure request {request_id}; list them with: retention erasure list"
+        )
+    conn.execute(
+        er.update().where(er.c.id == request_id).values(status="closed", closed_at=utcnow())
+    )
+
+
+def list_requests(
+    conn: sa.Connection, today: dt.date, *, include_closed: bool = False
+) -> list[dict[str, Any]]:
+    er = store.erasure_requests
+    query = sa.select(er).order_by(er.c.deadline, er.c.id)
+    if not include_closed:
+        query = query.where(er.c.status != "closed")
+    rows = []
+    for row in conn.execute(query):
+        item = dict(row._mapping)
+        item["flag"] = flag_for(row.deadline, today, row.status)
+        rows.append(item)
+    return rows
