@@ -32,8 +32,10 @@ EXIT_GUARD = 4
 EXIT_LOCKED = 5
 EXIT_LEDGER = 6
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# Off a terminal (cron, pipes, tests) tables keep their full width instead of
+# being squeezed to 80 columns.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 def db_option(func: F) -> F:
@@ -550,6 +552,8 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
     """
     import os
 
+    if click.get_current_context().find_root().params.get("log_level") == "info":
+        logs.configure(level="error")  # the demo prints its own story; keep errors only
     if not os.environ.get("RETENTION_PSEUDONYM_KEY") and not os.environ.get(
         "RETENTION_PSEUDONYM_KEY_FILE"
     ):

@@ -546,6 +546,6 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
         migrate.downgrade(engine, "base") if migrate.current_revision(engine) else None
         migrate.upgrade(engine)
         summary = build_shop(engine, seed=seed, customers=customers, end=utcnow().date())
-        return dict(summary.rows) if hasattr(summary, "rows") else dict(vars(summary))
+        return dict(summary.rows)
     finally:
         engine.dispose()
