@@ -1,0 +1,238 @@
+"""The ledger: chaining, tamper detection, checkpoints, pseudonyms, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from retention import ledger, store
+from retention.config import read_secret
+from retention.errors import ConfigError, LedgerError
+
+NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
+SECRET = b"k"
+
+
+def draft(n: int, dataset: str = "invoices") -> ledger.EntryDraft:
+    return ledger.EntryDraft(
+        run_id="run-1",
+        pack_id="marketplace",
+        pack_digest="d" * 64,
+        dataset=dataset,
+        transition="active->purged",
+        action="delete",
+        basis="Code de commerce L123-22",
+        due_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=n),
+        record_pseudonym=ledger.record_pseudonym(SECRET, dataset, str(n)),
+        subject_pseudonym=ledger.subject_pseudonym(SECRET, str(n % 3)),
+        detail={"n": n} if n % 2 else {},
+    )
+
+
+def fill(engine: sa.Engine, count: int = 12) -> None:
+    with engine.begin() as conn:
+        ledger.append(conn, [draft(n) for n in range(1, count // 2 + 1)], NOW)
+    with engine.begin() as conn:  # a second transaction continues the chain
+        ledger.append(conn, [draft(n) for n in range(count // 2 + 1, count + 1)], NOW)
+
+
+def drop_protection(engine: sa.Engine) -> None:
+    """What an attacker with DDL rights would do first."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("DROP TRIGGER retention_ledger_append_only ON retention_ledger"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER retention_ledger_no_update"))
+            conn.execute(sa.text("DROP TRIGGER retention_ledger_no_delete"))
+
+
+def rows(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(store.ledger).order_by(store.ledger.c.seq))]
+
+
+def test_hash_is_sha256_of_the_canonical_entry() -> None:
+    """An ASCII entry's hash equals SHA-256 of its sorted, compact JSON (RFC 8785 for such input)."""
+    row = {
+        "seq": 1, "recorded_at": NOW, "run_id": "r", "pack_id": "p", "pack_digest": None,
+        "dataset": "d", "transition": "active->purged", "action": "delete", "basis": "b",
+        "due_at": None, "record_pseudonym": None, "subject_pseudonym": None, "count": 1,
+        "clock_min": None, "clock_max": None, "detail": None, "prev_hash": "0" * 64,
+    }
+    expected_doc = {**row, "recorded_at": "2026-11-24T10:00:00.000000Z"}
+    expected = hashlib.sha256(
+        json.dumps(expected_doc, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert ledger.entry_hash(row) == expected
+
+
+def test_append_then_verify(migrated: sa.Engine) -> None:
+    """Entries appended over two transactions form one chain from seq 1."""
+    fill(migrated)
+    verdict = ledger.verify(migrated)
+    assert verdict.ok and verdict.entries == 12
+    chain = rows(migrated)
+    assert [r["seq"] for r in chain] == list(range(1, 13))
+    assert chain[0]["prev_hash"] == "0" * 64
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(chain, chain[1:], strict=False))
+
+
+def test_modified_entry_is_named(migrated: sa.Engine) -> None:
+    """Changing one field of entry 5 fails verification at 5."""
+    fill(migrated)
+    drop_protection(migrated)
+    with migrated.begin() as conn:
+        conn.execute(store.ledger.update().where(store.ledger.c.seq == 5).values(basis="rewritten"))
+    verdict = ledger.verify(migrated)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 5)
+    assert "entry 5" in verdict.reason and "modified" in verdict.reason
+
+
+def test_deleted_entry_is_named(migrated: sa.Engine) -> None:
+    """Removing entry 7 fails verification naming 7 as missing."""
+    fill(migrated)
+    drop_protection(migrated)
+    with migrated.begin() as conn:
+        conn.execute(store.ledger.delete().where(store.ledger.c.seq == 7))
+    verdict = ledger.verify(migrated)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 7)
+    assert "entry 7 is missing" in verdict.reason
+
+
+def test_deleted_tail_entry_is_detected_by_checkpoint(migrated: sa.Engine, tmp_path: Path) -> None:
+    """Dropping the newest entries keeps the chain consistent, but a checkpoint of the head catches it."""
+    fill(migrated)
+    key = tmp_path / "signing.pem"
+    public = ledger.load_public_key(ledger.generate_signing_key(key))
+    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+    drop_protection(migrated)
+    with migrated.begin() as conn:
+        conn.execute(store.ledger.delete().where(store.ledger.c.seq >= 11))
+    assert ledger.verify(migrated).ok
+    verdict = ledger.verify_checkpoint(migrated, point, public)
+    assert not verdict.ok and verdict.first_bad_seq == 12
+
+
+def test_inserted_entry_is_named(migrated: sa.Engine) -> None:
+    """Renumbering to slip an entry in at 4 fails verification at 4."""
+    fill(migrated)
+    drop_protection(migrated)
+    chain = rows(migrated)
+    forged = {**chain[3], "basis": "forged"}
+    with migrated.begin() as conn:
+        conn.execute(store.ledger.delete())
+        renumbered = chain[:3] + [forged] + chain[3:]
+        for seq, row in enumerate(renumbered, start=1):
+            conn.execute(store.ledger.insert().values({**row, "seq": seq}))
+    verdict = ledger.verify(migrated)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 4)
+
+
+def test_swapped_entries_are_named(migrated: sa.Engine) -> None:
+    """Swapping the contents of entries 3 and 4 fails verification at 3."""
+    fill(migrated)
+    drop_protection(migrated)
+    chain = rows(migrated)
+    with migrated.begin() as conn:
+        conn.execute(store.ledger.delete().where(store.ledger.c.seq.in_([3, 4])))
+        conn.execute(store.ledger.insert().values({**chain[3], "seq": 3}))
+        conn.execute(store.ledger.insert().values({**chain[2], "seq": 4}))
+    verdict = ledger.verify(migrated)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 3)
+
+
+def rewrite_chain_from(engine: sa.Engine, seq: int) -> None:
+    """Test helper: alter entry ``seq`` and recompute every hash after it (a consistent forgery)."""
+    chain = rows(engine)
+    with engine.begin() as conn:
+        conn.execute(store.ledger.delete().where(store.ledger.c.seq >= seq))
+        prev = chain[seq - 2]["hash"] if seq > 1 else ledger.GENESIS
+        for row in chain[seq - 1 :]:
+            new = {**row, "prev_hash": prev}
+            if row["seq"] == seq:
+                new["basis"] = "quietly rewritten"
+            new["hash"] = prev = ledger.entry_hash(new)
+            conn.execute(store.ledger.insert().values(new))
+
+
+def test_checkpoint_detects_a_consistent_rewrite(migrated: sa.Engine, tmp_path: Path) -> None:
+    """A chain rewritten from entry 4 verifies on its own but fails against the signed checkpoint."""
+    fill(migrated)
+    key = tmp_path / "signing.pem"
+    public = ledger.load_public_key(ledger.generate_signing_key(key))
+    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+    assert ledger.verify_checkpoint(migrated, point, public).ok
+    drop_protection(migrated)
+    rewrite_chain_from(migrated, 4)
+    assert ledger.verify(migrated).ok
+    verdict = ledger.verify_checkpoint(migrated, point, public)
+    assert not verdict.ok
+    assert "ledger rewritten: entry 12 no longer matches the checkpoint of entry 12" in verdict.reason
+
+
+def test_checkpoint_with_a_forged_signature_fails(migrated: sa.Engine, tmp_path: Path) -> None:
+    """A checkpoint whose head was edited no longer matches its signature."""
+    fill(migrated)
+    key = tmp_path / "signing.pem"
+    public = ledger.load_public_key(ledger.generate_signing_key(key))
+    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+    verdict = ledger.verify_checkpoint(migrated, {**point, "seq": 11}, public)
+    assert not verdict.ok and "signature is not valid" in verdict.reason
+
+
+def test_checkpoint_refuses_a_broken_chain(migrated: sa.Engine, tmp_path: Path) -> None:
+    """Nobody can sign a ledger that does not verify."""
+    fill(migrated)
+    drop_protection(migrated)
+    with migrated.begin() as conn:
+        conn.execute(store.ledger.update().where(store.ledger.c.seq == 2).values(count=99))
+    key = tmp_path / "signing.pem"
+    ledger.generate_signing_key(key)
+    with pytest.raises(LedgerError, match="entry 2"):
+        ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+
+
+def test_pseudonyms_are_keyed_and_never_the_key() -> None:
+    """Same input and key give the same pseudonym; datasets, keys and secrets separate them."""
+    a = ledger.record_pseudonym(b"secret", "customers", "42")
+    assert a == ledger.record_pseudonym(b"secret", "customers", "42")
+    assert a != ledger.record_pseudonym(b"secret", "invoices", "42")
+    assert a != ledger.record_pseudonym(b"other", "customers", "42")
+    assert ledger.subject_pseudonym(b"secret", "42") != a
+    assert all(c in "0123456789abcdef" for c in a) and len(a) == 64
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0644 pseudonym key file is refused with the chmod to run."""
+    path = tmp_path / "key"
+    path.write_text("s3cret")
+    os.chmod(path, 0o644)
+    monkeypatch.delenv("RETENTION_PSEUDONYM_KEY", raising=False)
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", str(path))
+    with pytest.raises(ConfigError, match=f"run: chmod 600 {path}"):
+        ledger.pseudonym_secret()
+    os.chmod(path, 0o600)
+    assert read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE") == b"s3cret"
+
+
+def test_export_csv_and_jsonl(migrated: sa.Engine) -> None:
+    """Exports hold every matching entry, filters apply, and rows round-trip."""
+    fill(migrated)
+    with migrated.begin() as conn:
+        ledger.append(conn, [draft(1, dataset="customers")], NOW)
+    out = io.StringIO()
+    assert ledger.export(migrated, "jsonl", out, dataset="invoices") == 12
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["seq"] for line in lines] == list(range(1, 13))
+    assert lines[0]["recorded_at"] == "2026-11-24T10:00:00.000000Z"
+    out = io.StringIO()
+    assert ledger.export(migrated, "csv", out) == 13
+    assert out.getvalue().splitlines()[0].startswith("seq,recorded_at,run_id")
