@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from retention import commands, logs
@@ -84,7 +85,7 @@ def handled(func: F) -> F:
         except RetentionError as exc:
             if ctx.find_root().params.get("traceback"):
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             ctx.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

@@ -154,6 +154,62 @@ def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str
     return f"no such column ({role}); columns: {', '.join(columns)}"
 
 
+def _deletes_rows(ds: Dataset) -> bool:
+    return any(
+        step.action in ("delete", "drop_partition")
+        or (step.action == "archive" and step.then == "delete")
+        for step in ds.lifecycle
+    )
+
+
+def _check_children(inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
+    """A dataset that deletes rows must not leave rows of another table pointing at them.
+
+    A referencing table is fine when the database cascades or nulls the
+    reference, or when a dataset of the pack removes its rows with the parent
+    (it follows the parent, or deletes on its own clock and runs first).
+    """
+    by_table = {ds.table: (name, ds) for name, ds in pack.datasets.items()}
+    for name, ds in pack.datasets.items():
+        if not _deletes_rows(ds):
+            continue
+        for child in inspect.inspector.get_table_names(schema=ds.schema_):
+            for fk in inspect.inspector.get_foreign_keys(child, schema=ds.schema_):
+                if fk["referred_table"] != ds.table or child == ds.table:
+                    continue
+                ondelete = str((fk.get("options") or {}).get("ondelete") or "").upper()
+                if ondelete in ("CASCADE", "SET NULL"):
+                    continue
+                handled = by_table.get(child)
+                columns = ", ".join(fk["constrained_columns"])
+                if handled is None:
+                    findings.append(
+                        Finding(
+                            "error",
+                            name,
+                            child,
+                            columns,
+                            f"references {ds.table}, whose rows this pack deletes, but no dataset "
+                            f"handles {child}: deleting a {ds.table} row would violate the foreign key "
+                            f"(add a dataset for {child}, or ON DELETE CASCADE)",
+                        )
+                    )
+                    continue
+                child_name, child_ds = handled
+                follows = child_ds.follows is not None and child_ds.follows.dataset == name
+                if not follows and not _deletes_rows(child_ds):
+                    findings.append(
+                        Finding(
+                            "error",
+                            name,
+                            child,
+                            columns,
+                            f"references {ds.table}, whose rows this pack deletes, but dataset "
+                            f"{child_name} never deletes its rows: make it follow {name} or purge them",
+                        )
+                    )
+
+
 def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
     """Every finding of ``pack`` against the database behind ``conn``."""
     inspect = _Inspector(conn)
@@ -201,4 +257,6 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
                                 "error", name, ds.table, column, _missing(column, columns, role)
                             )
                         )
+    if not any(f.level == "error" and f.column is None for f in findings):
+        _check_children(inspect, pack, findings)
     return findings

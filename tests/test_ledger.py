@@ -56,16 +56,32 @@ def drop_protection(engine: sa.Engine) -> None:
 
 def rows(engine: sa.Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(store.ledger).order_by(store.ledger.c.seq))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(sa.select(store.ledger).order_by(store.ledger.c.seq))
+        ]
 
 
 def test_hash_is_sha256_of_the_canonical_entry() -> None:
     """An ASCII entry's hash equals SHA-256 of its sorted, compact JSON (RFC 8785 for such input)."""
     row = {
-        "seq": 1, "recorded_at": NOW, "run_id": "r", "pack_id": "p", "pack_digest": None,
-        "dataset": "d", "transition": "active->purged", "action": "delete", "basis": "b",
-        "due_at": None, "record_pseudonym": None, "subject_pseudonym": None, "count": 1,
-        "clock_min": None, "clock_max": None, "detail": None, "prev_hash": "0" * 64,
+        "seq": 1,
+        "recorded_at": NOW,
+        "run_id": "r",
+        "pack_id": "p",
+        "pack_digest": None,
+        "dataset": "d",
+        "transition": "active->purged",
+        "action": "delete",
+        "basis": "b",
+        "due_at": None,
+        "record_pseudonym": None,
+        "subject_pseudonym": None,
+        "count": 1,
+        "clock_min": None,
+        "clock_max": None,
+        "detail": None,
+        "prev_hash": "0" * 64,
     }
     expected_doc = {**row, "recorded_at": "2026-11-24T10:00:00.000000Z"}
     expected = hashlib.sha256(
@@ -175,7 +191,9 @@ def test_checkpoint_detects_a_consistent_rewrite(migrated: sa.Engine, tmp_path: 
     assert ledger.verify(migrated).ok
     verdict = ledger.verify_checkpoint(migrated, point, public)
     assert not verdict.ok
-    assert "ledger rewritten: entry 12 no longer matches the checkpoint of entry 12" in verdict.reason
+    assert (
+        "ledger rewritten: entry 12 no longer matches the checkpoint of entry 12" in verdict.reason
+    )
 
 
 def test_checkpoint_with_a_forged_signature_fails(migrated: sa.Engine, tmp_path: Path) -> None:
@@ -210,7 +228,9 @@ def test_pseudonyms_are_keyed_and_never_the_key() -> None:
     assert all(c in "0123456789abcdef" for c in a) and len(a) == 64
 
 
-def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_readable_by_others_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 0644 pseudonym key file is refused with the chmod to run."""
     path = tmp_path / "key"
     path.write_text("s3cret")
@@ -220,7 +240,10 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ConfigError, match=f"run: chmod 600 {path}"):
         ledger.pseudonym_secret()
     os.chmod(path, 0o600)
-    assert read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE") == b"s3cret"
+    assert (
+        read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
+        == b"s3cret"
+    )
 
 
 def test_export_csv_and_jsonl(migrated: sa.Engine) -> None:

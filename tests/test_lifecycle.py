@@ -182,7 +182,9 @@ def test_twelve_years_of_a_shop(migrated: sa.Engine) -> None:
         for table, ids in expected_rows(shop, as_of).items():
             assert remaining(migrated, table) == ids, (table, as_of)
         # Browsing data follows the account: gone once the customer left 'active'.
-        browsing = {b["id"] for b in shop["browsing_events"] if expected[b["customer_id"]] == "active"}
+        browsing = {
+            b["id"] for b in shop["browsing_events"] if expected[b["customer_id"]] == "active"
+        }
         assert remaining(migrated, "browsing_events") == browsing, as_of
         # Deactivated accounts are flagged in place; archived ones are minimised.
         customers = shop_metadata().tables["customers"]
@@ -225,7 +227,13 @@ def test_no_personal_data_in_ledger_or_logs(migrated: sa.Engine) -> None:
     texts = []
     for entry in entries:
         for name, value in entry.items():
-            if name in ("hash", "prev_hash", "pack_digest", "record_pseudonym", "subject_pseudonym"):
+            if name in (
+                "hash",
+                "prev_hash",
+                "pack_digest",
+                "record_pseudonym",
+                "subject_pseudonym",
+            ):
                 assert value is None or hex64.fullmatch(value), (name, value)
             elif value is not None:
                 texts.append(str(value))

@@ -262,16 +262,41 @@ def validate_pack(
     try:
         pack = Pack.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            path = _strip_union_tags(error["loc"])
-            problems.append(PackProblem(name, _line_for(lines, path), _describe(error, path)))
-        raise PackError(_unique(problems)) from None
+        raise PackError(_unique(_problems(exc, name, lines))) from None
     problems = _cross_check(pack, name, lines)
     if problems:
         raise PackError(problems)
     digest = hashlib.sha256(rfc8785.dumps(pack.model_dump(mode="json", by_alias=True))).hexdigest()
     return LoadedPack(pack=pack, source=source, digest=digest, text=text)
+
+
+def _problems(exc: ValidationError, name: str, lines: dict[PathKey, int]) -> list[PackProblem]:
+    """Pydantic's errors as located sentences, typos with a suggestion instead of two errors."""
+    import difflib
+
+    errors = list(exc.errors())
+    suggested: set[PathKey] = set()
+    problems = []
+    for error in errors:
+        path = _strip_union_tags(error["loc"])
+        message = _describe(error, path)
+        if error["type"] == "value_error":
+            text = str(error.get("ctx", {}).get("error", error["msg"]))
+            if text.startswith("@"):
+                sub, _, text = text[1:].partition(": ")
+                path = path + tuple(int(p) if p.isdigit() else p for p in sub.split("."))
+                message = f"{_dotted(path)}: {text}"
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(path[:-1])
+            if parent is not None:
+                valid = [f.alias or n for n, f in parent.model_fields.items()]
+                close = difflib.get_close_matches(str(path[-1]), valid, n=1, cutoff=0.75)
+                if close:
+                    suggested.add(path[:-1] + (close[0],))
+                    place = _dotted(path[:-1]) or "the pack"
+                    message = f"unknown key {path[-1]!r} in {place}; did you mean {close[0]!r}?"
+        problems.append((path, error["type"], PackProblem(name, _line_for(lines, path), message)))
+    return [p for path, kind, p in problems if not (kind == "missing" and path in suggested)]
 
 
 def _unique(problems: list[PackProblem]) -> list[PackProblem]:

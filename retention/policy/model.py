@@ -260,43 +260,51 @@ class Dataset(_Strict):
 
     @model_validator(mode="after")
     def _lifecycle_order(self) -> Dataset:
+        # Messages starting "@path: " are located at that sub-path by the loader.
         order = [STATES.index(step.to) for step in self.lifecycle]
         for i in range(1, len(order)):
             if order[i] == order[i - 1]:
-                raise ValueError(f"state {self.lifecycle[i].to!r} appears twice in the lifecycle")
+                raise ValueError(
+                    f"@lifecycle.{i}.to: state {self.lifecycle[i].to!r} appears twice in the lifecycle"
+                )
             if order[i] < order[i - 1]:
                 raise ValueError(
-                    f"state {self.lifecycle[i].to!r} cannot come after "
+                    f"@lifecycle.{i}.to: state {self.lifecycle[i].to!r} cannot come after "
                     f"{self.lifecycle[i - 1].to!r}; states go active -> inactive -> archived -> purged"
                 )
         states = [s.to for s in self.lifecycle]
         if self.on_erasure is not None and self.on_erasure not in states:
             raise ValueError(
-                f"on_erasure state {self.on_erasure!r} is not in this dataset's lifecycle "
-                f"({', '.join(states)})"
+                f"@on_erasure: on_erasure state {self.on_erasure!r} is not in this dataset's "
+                f"lifecycle ({', '.join(states)})"
             )
         if not self.keep and self.follows is None:
             raise ValueError("a dataset needs 'keep' (clocks and periods) or 'follows'")
-        for step in self.lifecycle:
+        for index, step in enumerate(self.lifecycle):
             if step.basis is None and self.basis is None:
                 raise ValueError(
-                    f"state {step.to!r} has no legal basis; add 'basis' to the step or the dataset"
+                    f"@lifecycle.{index}: state {step.to!r} has no legal basis; add 'basis' to "
+                    "the step or the dataset"
                 )
         for index, step in enumerate(self.lifecycle):
             previous = self.lifecycle[index - 1].to if index else "active"
+            where = f"@lifecycle.{index}"
             if step.action is None and not (step.to == "purged" and previous == "archived"):
                 valid = ", ".join(_ALLOWED_ACTIONS[step.to])
-                raise ValueError(f"state {step.to!r} needs an action; valid: {valid}")
+                raise ValueError(f"{where}: state {step.to!r} needs an action; valid: {valid}")
             if (
                 step.to == "purged"
                 and previous == "archived"
                 and step.action not in (None, "delete")
             ):
                 raise ValueError(
-                    "purging an archived record deletes its archive payload; omit 'action'"
+                    f"{where}.action: purging an archived record deletes its archive payload; "
+                    "omit 'action'"
                 )
             if step.action == "drop_partition" and not self.partitioned:
-                raise ValueError("action 'drop_partition' needs 'partitioned: true' on the dataset")
+                raise ValueError(
+                    f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset"
+                )
         return self
 
     @property
@@ -367,6 +375,11 @@ class Pack(_Strict):
     def _date_only(cls, value: Any) -> Any:
         if isinstance(value, dt.datetime):
             raise ValueError("effective_from is a date (YYYY-MM-DD), not a timestamp")
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
         return value
 
     def guard_for(self, dataset: str) -> Guard:
