@@ -534,14 +534,8 @@ class DatasetPlanner:
         return total
 
 
-def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
-    """Datasets in execution order.
-
-    Children before parents (a dataset whose table references another's by a
-    foreign key goes first), so deletes never trip a live constraint; then
-    followers, whose catch-up pass needs their subject's states of this run.
-    """
-    names = [n for n in pack.datasets if pack.datasets[n].follows is None]
+def _children_first(conn: sa.Connection, pack: Pack, names: list[str]) -> list[str]:
+    """``names`` ordered so that a table referencing another by foreign key comes first."""
     tables = {pack.datasets[n].table: n for n in names}
     inspector = sa.inspect(conn)
     parents: dict[str, set[str]] = {}
@@ -559,14 +553,25 @@ def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
     ordered: list[str] = []
     remaining = list(names)
     while remaining:
-        # A dataset is ready when no remaining dataset references it.
+        # Ready: no other remaining dataset references it.
         ready = [n for n in remaining if not any(n in parents[m] for m in remaining if m != n)]
-        if not ready:  # a cycle: keep pack order for the rest
-            ready = remaining[:1]
-        for n in ready:
+        for n in ready or remaining[:1]:  # a cycle keeps pack order
             ordered.append(n)
             remaining.remove(n)
-    return ordered + [n for n in pack.datasets if pack.datasets[n].follows is not None]
+    return ordered
+
+
+def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
+    """Datasets in execution order.
+
+    Children before parents (a dataset whose table references another's by a
+    foreign key goes first), so deletes never trip a live constraint; then
+    followers, whose catch-up pass needs their subject's states of this run,
+    again children first (their in-batch moves run in this order too).
+    """
+    leaders = [n for n in pack.datasets if pack.datasets[n].follows is None]
+    followers = [n for n in pack.datasets if pack.datasets[n].follows is not None]
+    return _children_first(conn, pack, leaders) + _children_first(conn, pack, followers)
 
 
 def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPlanner]:
