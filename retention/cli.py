@@ -188,29 +188,22 @@ pack_option = click.option(
 
 
 def _plan_rows(summary: Any) -> list[dict[str, Any]]:
-    rows = []
-    for dataset, transitions in summary.transitions.items():
-        anomalies = summary.anomalies.get(dataset, {})
-        skipped = ", ".join(f"{k} {v}" for k, v in anomalies.items() if v)
-        if not transitions:
-            rows.append({"dataset": dataset, "transition": "-", "count": 0, "anomalies": skipped})
-        for transition, count in transitions.items():
-            low, high = summary.due_range[dataset][transition]
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "transition": transition,
-                    "count": count,
-                    "due_from": low.isoformat(),
-                    "due_to": high.isoformat(),
-                    "sample_keys": " ".join(summary.samples[dataset][transition]),
-                    "anomalies": skipped,
-                }
-            )
-    return rows
+    return list(summary.rows())
 
 
-PLAN_COLUMNS = ["dataset", "transition", "count", "due_from", "due_to", "sample_keys", "anomalies"]
+PLAN_COLUMNS = [
+    "dataset",
+    "transition",
+    "count",
+    "change",
+    "due_from",
+    "due_to",
+    "clock_from",
+    "clock_to",
+    "sample_keys",
+    "anomalies",
+    "held_back",
+]
 
 
 @main.command()
@@ -219,22 +212,42 @@ PLAN_COLUMNS = ["dataset", "transition", "count", "due_from", "due_to", "sample_
 @as_of_option
 @pack_option
 @format_option
+@click.option(
+    "--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison."
+)
 @handled
-def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str) -> None:
+def plan(
+    rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str, no_record: bool
+) -> None:
     """Dry run: list every transition `run` would perform, writing nothing.
 
     For the same database state and --as-of, `run` performs exactly these
     transitions. Anomalies (NULL, zero, invalid or future clocks) are counted,
     never moved.
     """
-    summary = commands.plan(rules, database_url(db), as_of, pack_id)
+    summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record)
+    if fmt == "json":
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+        return
     if fmt == "table":
+        since = (
+            f"; change since the plan of {summary.previous['as_of']:%Y-%m-%d %H:%M} UTC"
+            if summary.previous
+            else ""
+        )
         console.print(
             f"plan for pack {summary.pack_id} ({summary.pack_digest[:12]}) as of "
-            f"{summary.as_of.isoformat()}: {summary.total()} transitions",
+            f"{summary.as_of.isoformat()}: {summary.total()} transitions{since}",
             highlight=False,
         )
-    _print_rows(_plan_rows(summary), PLAN_COLUMNS, fmt, title=None)
+    _print_rows(_plan_rows(summary), PLAN_COLUMNS + (["previous"] if fmt == "csv" else []), fmt)
+    if fmt == "table":
+        for hold in summary.held_back:
+            console.print(
+                f"hold {hold['hold_id']} ({hold['scope']}: {hold['reason']}) holds back {hold['count']} "
+                f"due records of {hold['dataset']}",
+                highlight=False,
+            )
 
 
 @main.command()
@@ -256,6 +269,13 @@ def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fm
     metavar="DATASET",
     help="Override the mass-deletion guard of DATASET for this run ('*' for all); recorded in the ledger.",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path),
+    envvar="RETENTION_METRICS_FILE",
+    default=None,
+    help="Write Prometheus metrics here (a .prom file in node_exporter's textfile folder).",
+)
 @format_option
 @handled
 def run(
@@ -265,16 +285,23 @@ def run(
     pack_id: str | None,
     archive_url: str | None,
     allow_mass: tuple[str, ...],
+    metrics_file: Path | None,
     fmt: str,
 ) -> None:
     """Apply every transition due, one transaction per batch, with ledger entries.
 
     Needs the pseudonym key (RETENTION_PSEUDONYM_KEY or RETENTION_PSEUDONYM_KEY_FILE).
     Exit 0 on success, 3 when some datasets failed (the others were applied),
-    5 when another run holds the lock.
+    4 when a mass-deletion guard refused a dataset, 5 when another run holds the lock.
     """
     result = commands.run(
-        rules, database_url(db), as_of, pack_id, archive_url, allow_mass=allow_mass
+        rules,
+        database_url(db),
+        as_of,
+        pack_id,
+        archive_url,
+        allow_mass=allow_mass,
+        metrics_file=metrics_file,
     )
     rows = [
         {"dataset": d, "transition": t, "count": c}
@@ -625,15 +652,191 @@ def ledger_group() -> None:
 
 @ledger_group.command("verify")
 @db_option
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Also check against this signed checkpoint (JSON from `ledger checkpoint`).",
+)
+@click.option(
+    "--public-key",
+    "public_key",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="PEM public key of the checkpoint signer (default: the one inside the checkpoint).",
+)
 @handled
-def ledger_verify(db: str | None) -> None:
-    """Recompute the hash chain; exit 6 naming the first broken entry."""
-    verdict = commands.ledger_verify(database_url(db))
+def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path | None) -> None:
+    """Recompute the hash chain (and a checkpoint); exit 6 naming the first broken entry."""
+    verdict = commands.ledger_verify(database_url(db), checkpoint_file, public_key)
     if verdict.ok:
-        console.print(f"ledger verified: {verdict.entries} entries", highlight=False)
+        extra = f", checkpoint {checkpoint_file} holds" if checkpoint_file else ""
+        console.print(f"ledger verified: {verdict.entries} entries{extra}", highlight=False)
         return
     err_console.print(f"ledger verification failed: {verdict.reason}", highlight=False)
     sys.exit(EXIT_LEDGER)
+
+
+def ledger_filters(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--since", default=None, help="Entries recorded at or after this date/instant."
+            ),
+            click.option(
+                "--until", default=None, help="Entries recorded before this date/instant."
+            ),
+            click.option("--dataset", default=None, help="Only this dataset."),
+            click.option(
+                "--transition", default=None, help="Only this transition, e.g. active->purged."
+            ),
+            click.option("--run", "run_id", default=None, help="Only entries of this run id."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+LEDGER_COLUMNS = [
+    "seq",
+    "recorded_at",
+    "dataset",
+    "transition",
+    "action",
+    "count",
+    "due_at",
+    "basis",
+    "record_pseudonym",
+    "run_id",
+]
+
+
+@ledger_group.command("show")
+@db_option
+@ledger_filters
+@click.option("--limit", default=100, show_default=True, help="At most this many entries (0: all).")
+@format_option
+@handled
+def ledger_show(
+    db: str | None,
+    since: str | None,
+    until: str | None,
+    dataset: str | None,
+    transition: str | None,
+    run_id: str | None,
+    limit: int,
+    fmt: str,
+) -> None:
+    """Show ledger entries, oldest first, filtered by date range, dataset, transition or run."""
+    rows = commands.ledger_entries(
+        database_url(db),
+        since=since,
+        until=until,
+        dataset=dataset,
+        transition=transition,
+        run_id=run_id,
+        limit=limit,
+    )
+    _print_rows(rows, LEDGER_COLUMNS, fmt)
+
+
+@ledger_group.command("export")
+@db_option
+@ledger_filters
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="File to write (default stdout).",
+)
+@handled
+def ledger_export(
+    db: str | None,
+    since: str | None,
+    until: str | None,
+    dataset: str | None,
+    transition: str | None,
+    run_id: str | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Export entries (every column, hashes included) for auditors as CSV or JSON lines."""
+    count = commands.ledger_export(
+        database_url(db),
+        fmt,
+        output,
+        since=since,
+        until=until,
+        dataset=dataset,
+        transition=transition,
+        run_id=run_id,
+    )
+    if output is not None:
+        console.print(f"{count} entries written to {output}", highlight=False)
+
+
+@ledger_group.command("lookup")
+@db_option
+@click.option("--dataset", default=None, help="Dataset of the record (with --key).")
+@click.option("--key", "record_key", default=None, help="The record's key.")
+@click.option(
+    "--subject", "subject_key", default=None, help="A subject id: every entry about this person."
+)
+@format_option
+@handled
+def ledger_lookup(
+    db: str | None, dataset: str | None, record_key: str | None, subject_key: str | None, fmt: str
+) -> None:
+    """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
+    rows = commands.ledger_lookup(
+        database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key
+    )
+    _print_rows(rows, LEDGER_COLUMNS, fmt)
+
+
+@ledger_group.command("checkpoint")
+@db_option
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Ed25519 private key (PEM, mode 0600); default RETENTION_SIGNING_KEY_FILE.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the checkpoint JSON here (keep a copy outside this database).",
+)
+@handled
+def ledger_checkpoint(db: str | None, key_file: Path | None, output: Path | None) -> None:
+    """Sign the current head (sequence, hash, time) so a rewritten chain is detectable later."""
+    document = commands.ledger_checkpoint(database_url(db), key_file)
+    text = json.dumps(document, indent=2, sort_keys=True)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+        console.print(f"checkpoint of entry {document['seq']} written to {output}", highlight=False)
+    else:
+        click.echo(text)
+
+
+@ledger_group.command("keygen")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the new private key (created with mode 0600).",
+)
+@handled
+def ledger_keygen(key_file: Path) -> None:
+    """Create an Ed25519 signing key for checkpoints; prints the public key to give auditors."""
+    click.echo(commands.ledger_keygen(key_file).decode("ascii"), nl=False)
 
 
 def _print_rows(
@@ -641,7 +844,7 @@ def _print_rows(
 ) -> None:
     """Print rows as a rich table, JSON or CSV."""
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(rows, indent=2, default=_json_default))
         return
     if fmt == "csv":
         import csv
@@ -654,8 +857,27 @@ def _print_rows(
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        table.add_row(*(_cell(row.get(c)) for c in columns))
     console.print(table)
+
+
+def _json_default(value: Any) -> Any:
+    import datetime as dt
+
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    """Table cells for people: instants to the minute in UTC, nothing for None."""
+    import datetime as dt
+
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+    return str(value)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ from retention import execute, ledger, migrate, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import start_of_day, utcnow
 from retention.config import create_engine
-from retention.errors import ConfigError
+from retention.errors import ConfigError, RetentionError
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.schema import Finding, check_schema
@@ -123,6 +123,16 @@ def db_downgrade(db_url: str, revision: str) -> None:
 # --------------------------------------------------------------------------
 
 
+def _write_metrics(
+    path: Path, result: execute.RunResult, pack: str, started: dt.datetime, finished: dt.datetime
+) -> None:
+    from retention.metrics import write_run_metrics
+
+    write_run_metrics(
+        path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies
+    )
+
+
 def parse_as_of(text: str | None, timezone: str = "UTC") -> dt.datetime:
     """``--as-of``: now by default; a date means 00:00 that day in the pack's timezone."""
     if text is None:
@@ -178,12 +188,13 @@ def plan(
     as_of: str | None = None,
     pack_id: str | None = None,
     on_batch: Callable[[Batch], None] | None = None,
+    record: bool = True,
 ) -> PlanSummary:
-    """Dry run: what ``run`` would do at ``as_of``."""
+    """Dry run: what ``run`` would do at ``as_of``, compared with the previous plan."""
     loaded, when = load_pack(rules, as_of, pack_id)
     engine = _engine(db_url)
     try:
-        return execute.plan(engine, loaded, when, on_batch=on_batch)
+        return execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
     finally:
         engine.dispose()
 
@@ -196,27 +207,55 @@ def run(
     archive_url: str | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     allow_mass: tuple[str, ...] = (),
+    metrics_file: Path | None = None,
 ) -> execute.RunResult:
-    """Apply every transition due at ``as_of``."""
+    """Apply every transition due at ``as_of``; optionally write Prometheus metrics."""
     loaded, when = load_pack(rules, as_of, pack_id)
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url)
     archive_engine = create_engine(archive_url) if archive_url else None
+    started = utcnow()
     try:
         store_ = SeparateArchive(archive_engine) if archive_engine else None
-        return execute.run(
-            engine,
-            loaded,
-            when,
-            secret=secret,
-            archive=store_,
-            on_batch=on_batch,
-            allow_mass=allow_mass,
-        )
+        try:
+            result = execute.run(
+                engine,
+                loaded,
+                when,
+                secret=secret,
+                archive=store_,
+                on_batch=on_batch,
+                allow_mass=allow_mass,
+            )
+        except (RetentionError, sa.exc.SQLAlchemyError):
+            if metrics_file is not None:
+                _write_metrics(
+                    metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow()
+                )
+            raise
+        if metrics_file is not None:
+            _write_metrics(
+                metrics_file,
+                result,
+                loaded.id,
+                result.started_at or started,
+                result.finished_at or utcnow(),
+            )
+        return result
     finally:
         engine.dispose()
         if archive_engine is not None:
             archive_engine.dispose()
+
+
+def _write_metrics(
+    path: Path, result: execute.RunResult, pack: str, started: dt.datetime, finished: dt.datetime
+) -> None:
+    from retention.metrics import write_run_metrics
+
+    write_run_metrics(
+        path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies
+    )
 
 
 @dataclass
@@ -513,12 +552,122 @@ def erasure_close(db_url: str, request_id: int) -> None:
 # --------------------------------------------------------------------------
 
 
-def ledger_verify(db_url: str) -> ledger.VerifyResult:
+def ledger_verify(
+    db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
+) -> ledger.VerifyResult:
+    """Verify the chain, and with a checkpoint file that the signed head still stands."""
+    import json
+
     engine = _engine(db_url)
     try:
-        return ledger.verify(engine)
+        if checkpoint_file is None:
+            return ledger.verify(engine)
+        try:
+            document = json.loads(checkpoint_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {exc}") from None
+        if public_key is not None:
+            pem = public_key.read_bytes()
+        elif "public_key" in document:
+            pem = str(document["public_key"]).encode()
+        else:
+            raise ConfigError("the checkpoint names no public key; pass --public-key")
+        return ledger.verify_checkpoint(engine, document, ledger.load_public_key(pem))
     finally:
         engine.dispose()
+
+
+def _instant_option(text: str | None, name: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_as_of(text, "UTC")
+    except ConfigError:
+        raise ConfigError(
+            f"{name} {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp"
+        ) from None
+
+
+def ledger_entries(
+    db_url: str,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    dataset: str | None = None,
+    transition: str | None = None,
+    run_id: str | None = None,
+    limit: int = 0,
+    record_pseudonym: str | None = None,
+    subject_pseudonym: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries matching the filters, oldest first (at most ``limit``; 0 for all)."""
+    engine = _engine(db_url)
+    try:
+        result = []
+        for row in ledger.entries(
+            engine,
+            since=_instant_option(since, "--since"),
+            until=_instant_option(until, "--until"),
+            dataset=dataset,
+            transition=transition,
+            run_id=run_id,
+            record_pseudonym=record_pseudonym,
+            subject_pseudonym=subject_pseudonym,
+        ):
+            result.append(row)
+            if limit and len(result) >= limit:
+                break
+        return result
+    finally:
+        engine.dispose()
+
+
+def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
+    import sys
+
+    engine = _engine(db_url)
+    converted = {
+        "since": _instant_option(filters.pop("since", None), "--since"),
+        "until": _instant_option(filters.pop("until", None), "--until"),
+        **filters,
+    }
+    try:
+        if output is None:
+            return ledger.export(engine, fmt, sys.stdout, **converted)
+        with output.open("w", encoding="utf-8", newline="") as out:
+            return ledger.export(engine, fmt, out, **converted)
+    finally:
+        engine.dispose()
+
+
+def ledger_lookup(
+    db_url: str, *, dataset: str | None, record_key: str | None, subject_key: str | None
+) -> list[dict[str, Any]]:
+    """Entries of one record (dataset and key) or one subject, found by their pseudonym."""
+    if subject_key is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, or --dataset and --key")
+    secret = ledger.pseudonym_secret()
+    if subject_key is not None:
+        return ledger_entries(
+            db_url, subject_pseudonym=ledger.subject_pseudonym(secret, subject_key)
+        )
+    assert dataset is not None and record_key is not None
+    return ledger_entries(
+        db_url, record_pseudonym=ledger.record_pseudonym(secret, dataset, record_key)
+    )
+
+
+def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
+    key = ledger.load_signing_key(key_file)
+    engine = _engine(db_url)
+    try:
+        return ledger.checkpoint(engine, key, utcnow())
+    finally:
+        engine.dispose()
+
+
+def ledger_keygen(key_file: Path) -> bytes:
+    return ledger.generate_signing_key(key_file)
 
 
 def demo_key_file(folder: Path) -> Path:

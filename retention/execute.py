@@ -371,8 +371,13 @@ def plan(
     *,
     on_batch: Callable[[Batch], None] | None = None,
     datasets: Sequence[str] | None = None,
+    record: bool = False,
 ) -> PlanSummary:
-    """A dry run: every transition ``run`` would perform at ``as_of``. Writes nothing."""
+    """A dry run: every transition ``run`` would perform at ``as_of``.
+
+    It never writes to source tables. With ``record`` it keeps its counts in
+    the engine's runs table and compares them with the previous plan.
+    """
     ctx = PlanContext(loaded, as_of)
     summary = PlanSummary(loaded.id, loaded.digest, as_of)
     with engine.connect() as conn:
@@ -388,8 +393,43 @@ def plan(
                     if on_batch is not None:
                         on_batch(batch)
             summary.anomalies[name] = dict(planner.anomaly_counts(conn))
+            summary.held_back.extend(planner.held_back(conn))
         conn.rollback()
+    if record:
+        _record_plan(engine, summary)
     return summary
+
+
+def _record_plan(engine: sa.Engine, summary: PlanSummary) -> None:
+    """Keep this plan's counts so that the next plan can say what changed."""
+    runs = store.runs
+    now = utcnow()
+    with engine.begin() as conn:
+        previous = conn.execute(
+            sa.select(runs.c.id, runs.c.as_of, runs.c.counts)
+            .where(runs.c.mode == "plan", runs.c.pack_id == summary.pack_id)
+            .order_by(runs.c.started_at.desc())
+            .limit(1)
+        ).first()
+        if previous is not None:
+            summary.previous = {
+                "run_id": previous.id,
+                "as_of": previous.as_of,
+                "counts": json.loads(previous.counts or "{}"),
+            }
+        conn.execute(
+            runs.insert().values(
+                id=str(uuid.uuid4()),
+                mode="plan",
+                pack_id=summary.pack_id,
+                pack_digest=summary.pack_digest,
+                as_of=summary.as_of,
+                started_at=now,
+                finished_at=now,
+                status="planned",
+                counts=json.dumps(summary.transitions, sort_keys=True),
+            )
+        )
 
 
 @dataclass
@@ -402,7 +442,10 @@ class RunResult:
     failures: dict[str, str] = field(default_factory=dict)
     guarded: dict[str, str] = field(default_factory=dict)
     overrides: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: dict[str, dict[str, int]] = field(default_factory=dict)
     batches: int = 0
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -494,7 +537,7 @@ def run(
     structlog.contextvars.bind_contextvars(run_id=run_id)
     store_ = archive or SameDatabaseArchive()
     ctx = RunContext(loaded, run_id, as_of, secret, store_)
-    result = RunResult(run_id, "running")
+    result = RunResult(run_id, "running", started_at=ctx.now())
     try:
         with run_lock(engine, run_id):
             with engine.begin() as conn:
@@ -524,6 +567,12 @@ def run(
                     if not _guard_passes(engine, ctx, planner, result, allow_mass):
                         continue
                     _run_dataset(engine, ctx, planner, result, on_batch)
+                    with engine.connect() as conn:
+                        counts = planner.anomaly_counts(conn)
+                        conn.rollback()
+                    if any(counts.values()):
+                        result.anomalies[name] = dict(counts)
+                        bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
                 except sa.exc.DBAPIError as exc:
                     if exc.connection_invalidated:
                         raise

@@ -519,6 +519,63 @@ class DatasetPlanner:
             counts[category] = int(conn.execute(query).scalar_one())
         return counts
 
+    def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
+        """Per hold in place: how many of this dataset's due records it holds back."""
+        h = store.holds
+        holds = conn.execute(sa.select(h).where(h.c.released_at.is_(None)).order_by(h.c.id)).all()
+        result = []
+        rs = store.record_states
+        for hold in holds:
+            if hold.scope in ("dataset", "record") and hold.dataset != self.name:
+                continue
+            if hold.scope == "subject" and self.subject is None:
+                continue
+            count = 0
+            if self.sql is not None:
+                key_text = _as_text(self.key)
+                covered = {
+                    "dataset": sa.true(),
+                    "record": key_text == (hold.record_key or ""),
+                    "subject": _as_text(self.subject) == (hold.subject_key or "")
+                    if self.subject is not None
+                    else sa.false(),
+                }[hold.scope]
+                query = (
+                    sa.select(sa.func.count())
+                    .select_from(self.table)
+                    .where(
+                        self.sql.due(self.dataset.states[1], self.ctx.as_of),
+                        ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text),
+                        covered,
+                    )
+                )
+                count += int(conn.execute(query).scalar_one())
+            for origin in self.dataset.states[1:-1]:
+                target = _next_states(self.dataset, origin)[0]
+                cutoff = _delay_cutoff(
+                    self.ctx.pack, Schedule(self.dataset.step_to(target).after), self.ctx.as_of
+                )
+                covered_rs = {
+                    "dataset": sa.true(),
+                    "record": rs.c.record_key == (hold.record_key or ""),
+                    "subject": rs.c.subject_key == (hold.subject_key or ""),
+                }[hold.scope]
+                query = sa.select(sa.func.count()).where(
+                    rs.c.dataset == self.name, rs.c.state == origin, rs.c.since < cutoff, covered_rs
+                )
+                count += int(conn.execute(query).scalar_one())
+            if count:
+                result.append(
+                    {
+                        "hold_id": hold.id,
+                        "scope": hold.scope,
+                        "dataset": self.name,
+                        "count": count,
+                        "reason": hold.reason,
+                    }
+                )
+        return result
+
     def table_rows(self, conn: sa.Connection) -> int:
         """The dataset's population: its source rows, plus archived records whose row is gone."""
         total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
@@ -586,7 +643,8 @@ def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPl
 
 @dataclass
 class PlanSummary:
-    """Counts per dataset and transition, anomalies and samples: what plan prints."""
+    """What plan prints: per dataset and transition counts, due and clock ranges, samples;
+    anomalies; what holds hold back; and the change since the previous plan."""
 
     pack_id: str
     pack_digest: str
@@ -595,6 +653,9 @@ class PlanSummary:
     anomalies: dict[str, dict[str, int]] = field(default_factory=dict)
     samples: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     due_range: dict[str, dict[str, tuple[dt.datetime, dt.datetime]]] = field(default_factory=dict)
+    clock_range: dict[str, dict[str, tuple[dt.datetime, dt.datetime]]] = field(default_factory=dict)
+    held_back: list[dict[str, Any]] = field(default_factory=list)
+    previous: dict[str, Any] | None = None  # {"run_id", "as_of", "counts"} of the last plan
 
     def add(self, batch: Batch, sample_size: int = 3) -> None:
         for follower in batch.followers:
@@ -602,19 +663,117 @@ class PlanSummary:
         per = self.transitions.setdefault(batch.dataset, {})
         samples = self.samples.setdefault(batch.dataset, {})
         ranges = self.due_range.setdefault(batch.dataset, {})
+        clocks = self.clock_range.setdefault(batch.dataset, {})
         for from_state, to_state, moves in batch.transitions():
             name = f"{from_state}->{to_state}"
             per[name] = per.get(name, 0) + len(moves)
             keys = samples.setdefault(name, [])
             keys.extend(m.record_key for m in moves[: max(0, sample_size - len(keys))])
             dues = [s.due_at for m in moves for s in m.steps if s.to_state == to_state]
-            low, high = min(dues), max(dues)
-            if name in ranges:
-                low, high = min(low, ranges[name][0]), max(high, ranges[name][1])
-            ranges[name] = (low, high)
+            _widen(ranges, name, min(dues), max(dues))
+            seen = [m.clock_at for m in moves if m.clock_at is not None]
+            if seen:
+                _widen(clocks, name, min(seen), max(seen))
 
     def total(self) -> int:
         return sum(sum(v.values()) for v in self.transitions.values())
+
+    def delta(self, dataset: str, transition: str) -> tuple[int | None, int | None]:
+        """(count in the previous plan, change since then); None without a previous plan."""
+        if self.previous is None:
+            return None, None
+        before = self.previous["counts"].get(dataset, {}).get(transition, 0)
+        return before, self.transitions.get(dataset, {}).get(transition, 0) - before
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per dataset and transition (datasets with nothing due get one row)."""
+        result = []
+        names = list(self.transitions)
+        if self.previous:
+            names += [n for n in self.previous["counts"] if n not in names]
+        for dataset in names:
+            anomalies = self.anomalies.get(dataset, {})
+            held = sum(h["count"] for h in self.held_back if h["dataset"] == dataset)
+            base = {
+                "dataset": dataset,
+                "anomalies": ", ".join(f"{k} {v}" for k, v in anomalies.items() if v),
+                "held_back": held or None,
+            }
+            transitions = dict(self.transitions.get(dataset, {}))
+            for name in (self.previous or {}).get("counts", {}).get(dataset, {}):
+                transitions.setdefault(name, 0)
+            if not transitions:
+                result.append({**base, "transition": "-", "count": 0})
+            for name, count in transitions.items():
+                due = self.due_range.get(dataset, {}).get(name)
+                clock = self.clock_range.get(dataset, {}).get(name)
+                before, change = self.delta(dataset, name)
+                result.append(
+                    {
+                        **base,
+                        "transition": name,
+                        "count": count,
+                        "due_from": due[0] if due else None,
+                        "due_to": due[1] if due else None,
+                        "clock_from": clock[0] if clock else None,
+                        "clock_to": clock[1] if clock else None,
+                        "sample_keys": " ".join(self.samples.get(dataset, {}).get(name, [])),
+                        "previous": before,
+                        "change": change,
+                    }
+                )
+        return result
+
+    def as_dict(self) -> dict[str, Any]:
+        def enc(value: Any) -> Any:
+            return value.isoformat() if isinstance(value, dt.datetime) else value
+
+        datasets: dict[str, Any] = {}
+        for row in self.rows():
+            entry = datasets.setdefault(
+                row["dataset"],
+                {
+                    "transitions": {},
+                    "anomalies": self.anomalies.get(row["dataset"], {}),
+                    "held_back": [h for h in self.held_back if h["dataset"] == row["dataset"]],
+                },
+            )
+            if row["transition"] != "-":
+                entry["transitions"][row["transition"]] = {
+                    k: enc(row[k])
+                    for k in (
+                        "count",
+                        "due_from",
+                        "due_to",
+                        "clock_from",
+                        "clock_to",
+                        "previous",
+                        "change",
+                    )
+                } | {"samples": self.samples.get(row["dataset"], {}).get(row["transition"], [])}
+        return {
+            "pack": self.pack_id,
+            "pack_digest": self.pack_digest,
+            "as_of": self.as_of.isoformat(),
+            "total": self.total(),
+            "previous_plan": (
+                {"run_id": self.previous["run_id"], "as_of": enc(self.previous["as_of"])}
+                if self.previous
+                else None
+            ),
+            "datasets": datasets,
+        }
+
+
+def _widen(
+    ranges: dict[str, tuple[dt.datetime, dt.datetime]],
+    name: str,
+    low: dt.datetime,
+    high: dt.datetime,
+) -> None:
+    if name in ranges:
+        low, high = min(low, ranges[name][0]), max(high, ranges[name][1])
+    ranges[name] = (low, high)
 
 
 def iter_plan(conn: sa.Connection, ctx: PlanContext) -> Iterator[Batch]:
