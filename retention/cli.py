@@ -839,6 +839,39 @@ def ledger_keygen(key_file: Path) -> None:
     click.echo(commands.ledger_keygen(key_file).decode("ascii"), nl=False)
 
 
+@main.command()
+@rules_option()
+@db_option
+@as_of_option
+@pack_option
+@click.option(
+    "--horizon", default="P6M", show_default=True, help="How far the weekly forecast looks ahead."
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Write the self-contained HTML report here.",
+)
+@handled
+def report(
+    rules: Path,
+    db: str | None,
+    as_of: str | None,
+    pack_id: str | None,
+    horizon: str,
+    html_file: Path,
+) -> None:
+    """HTML report: what is due now and a chart of upcoming transitions per week."""
+    summary, forecast = commands.report(rules, database_url(db), as_of, horizon, html_file, pack_id)
+    total = sum(sum(v) for v in forecast.series.values())
+    console.print(
+        f"{html_file}: {summary.total()} transitions due now, {total} more over {len(forecast.starts)} weeks",
+        highlight=False,
+    )
+
+
 def _print_rows(
     rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str | None = None
 ) -> None:

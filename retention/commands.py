@@ -698,3 +698,36 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
         return dict(summary.rows)
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+
+
+def report(
+    rules: Path,
+    db_url: str,
+    as_of: str | None,
+    horizon: str,
+    html_file: Path,
+    pack_id: str | None = None,
+) -> tuple[PlanSummary, Any]:
+    """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
+    from retention import report as report_module
+    from retention.clock import Period, PeriodSyntaxError
+
+    try:
+        period = Period.parse(horizon)
+    except PeriodSyntaxError as exc:
+        raise ConfigError(f"--horizon: {exc}") from None
+    loaded, when = load_pack(rules, as_of, pack_id)
+    engine = _engine(db_url)
+    try:
+        summary = execute.plan(engine, loaded, when)
+        forecast = report_module.forecast(engine, loaded, when, period)
+    finally:
+        engine.dispose()
+    basis = {name: ds.basis or "" for name, ds in loaded.pack.datasets.items()}
+    html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
+    return summary, forecast
