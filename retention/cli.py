@@ -323,6 +323,11 @@ def run(
     _print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
     for message in result.guarded.values():
         err_console.print(message, highlight=False)
+    if result.status == "interrupted":
+        err_console.print(
+            "run interrupted after its current batch; the next run continues", highlight=False
+        )
+        sys.exit(EXIT_FAILURE)
     if result.failures:
         sys.exit(EXIT_PARTIAL)
     if result.guarded:
@@ -870,6 +875,53 @@ def report(
         f"{html_file}: {summary.total()} transitions due now, {total} more over {len(forecast.starts)} weeks",
         highlight=False,
     )
+
+
+@main.command()
+@rules_option()
+@db_option
+@pack_option
+@click.option(
+    "--cron",
+    envvar="RETENTION_SCHEDULE",
+    default="30 2 * * *",
+    show_default=True,
+    help="When to run: 5 crontab fields (or 6 with seconds first); or RETENTION_SCHEDULE.",
+)
+@click.option(
+    "--timezone",
+    "timezone",
+    envvar="RETENTION_SCHEDULE_TIMEZONE",
+    default="UTC",
+    show_default=True,
+    help="Timezone of the cron expression; or RETENTION_SCHEDULE_TIMEZONE.",
+)
+@click.option(
+    "--archive-db",
+    "archive_url",
+    envvar="RETENTION_ARCHIVE_DATABASE_URL",
+    default=None,
+    help="Separate database for the intermediate archive.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path),
+    envvar="RETENTION_METRICS_FILE",
+    default=None,
+    help="Prometheus textfile written after each run.",
+)
+@handled
+def scheduler(
+    rules: Path,
+    db: str | None,
+    pack_id: str | None,
+    cron: str,
+    timezone: str,
+    archive_url: str | None,
+    metrics_file: Path | None,
+) -> None:
+    """Run `retention run` on a cron schedule (no overlap, missed runs coalesced) until SIGTERM."""
+    commands.scheduler(rules, database_url(db), cron, timezone, pack_id, archive_url, metrics_file)
 
 
 def _print_rows(

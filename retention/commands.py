@@ -208,6 +208,7 @@ def run(
     on_batch: Callable[[Batch], None] | None = None,
     allow_mass: tuple[str, ...] = (),
     metrics_file: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics."""
     loaded, when = load_pack(rules, as_of, pack_id)
@@ -731,3 +732,41 @@ def report(
     basis = {name: ds.basis or "" for name, ds in loaded.pack.datasets.items()}
     html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
     return summary, forecast
+
+
+def scheduler(
+    rules: Path,
+    db_url: str,
+    cron: str,
+    timezone: str,
+    pack_id: str | None = None,
+    archive_url: str | None = None,
+    metrics_file: Path | None = None,
+) -> None:
+    """Run ``run`` on a cron schedule until SIGTERM (see retention.scheduler)."""
+    import threading
+
+    from retention import scheduler as scheduler_module
+    from retention.logs import get_logger
+
+    load_catalog(rules)  # a broken pack fails now, not at 2 am
+    ledger.pseudonym_secret()
+    _engine(db_url).dispose()
+    log = get_logger()
+
+    def job(stop: threading.Event) -> None:
+        try:
+            result = run(
+                rules,
+                db_url,
+                None,
+                pack_id,
+                archive_url,
+                metrics_file=metrics_file,
+                should_stop=stop.is_set,
+            )
+            log.info("scheduled_run_done", run_id=result.run_id, status=result.status)
+        except RetentionError as exc:
+            log.error("scheduled_run_failed", error_type=type(exc).__name__, error=str(exc)[:500])
+
+    scheduler_module.serve(job, cron, timezone)

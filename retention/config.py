@@ -38,6 +38,11 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # WAL lets plan and explain read while a run writes; with synchronous=NORMAL a
+    # commit no longer waits for fsync. A power cut may lose the last batches, but
+    # each batch's data change and ledger entries are lost or kept together.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 

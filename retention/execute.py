@@ -147,6 +147,11 @@ class RunContext:
     secret: bytes
     archive: ArchiveStore
     now: Callable[[], dt.datetime] = utcnow
+    should_stop: Callable[[], bool] | None = None
+
+
+class _Interrupted(Exception):
+    """Raised between batches when the operator asked the run to stop (SIGTERM)."""
 
 
 def _json_payload(values: dict[str, Any]) -> str:
@@ -525,6 +530,7 @@ def run(
     on_batch: Callable[[Batch], None] | None = None,
     datasets: Sequence[str] | None = None,
     allow_mass: Sequence[str] = (),
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Apply every transition due at ``as_of``, one transaction per batch.
 
@@ -536,7 +542,7 @@ def run(
     bound = log.bind(run_id=run_id, pack=loaded.id)
     structlog.contextvars.bind_contextvars(run_id=run_id)
     store_ = archive or SameDatabaseArchive()
-    ctx = RunContext(loaded, run_id, as_of, secret, store_)
+    ctx = RunContext(loaded, run_id, as_of, secret, store_, should_stop=should_stop)
     result = RunResult(run_id, "running", started_at=ctx.now())
     try:
         with run_lock(engine, run_id):
@@ -563,6 +569,8 @@ def run(
             for name, planner in planners.items():
                 if datasets is not None and name not in datasets:
                     continue
+                if should_stop is not None and should_stop():
+                    raise _Interrupted
                 try:
                     if not _guard_passes(engine, ctx, planner, result, allow_mass):
                         continue
@@ -582,6 +590,9 @@ def run(
             result.status = (
                 "partial" if result.failures else "guarded" if result.guarded else "succeeded"
             )
+    except _Interrupted:
+        result.status = "interrupted"
+        bound.warning("run_interrupted", batches=result.batches)
     except BaseException as exc:
         if result.status == "running":
             result.status = "failed"
@@ -619,6 +630,8 @@ def _run_dataset(
                 log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
                 if on_batch is not None:
                     on_batch(batch)
+                if ctx.should_stop is not None and ctx.should_stop():
+                    raise _Interrupted
                 if len(batch.moves) < planner.batch_size:
                     break
 

@@ -38,13 +38,19 @@ def small_batch_pack(tmp_path: Path, batch_size: int = 40) -> Path:
 
 
 def start_run(db_url: str, pack: Path) -> subprocess.Popen[bytes]:
+    """A `retention run` subprocess; its logs go to a file (a full pipe would stall it)."""
     env = {**os.environ, "RETENTION_PSEUDONYM_KEY": SECRET, "RETENTION_DATABASE_URL": db_url}
+    log = (pack.parent / "run.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "retention.cli", "run", "--rules", str(pack), "--as-of", AS_OF],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+
+
+def last_log(pack: Path) -> str:
+    return (pack.parent / "run.log").read_text(errors="replace")[-3000:]
 
 
 def planned_moves(engine: sa.Engine, pack_path: Path) -> Counter[tuple[str, str, str]]:
@@ -102,9 +108,16 @@ def test_sigkill_at_random_moments_loses_nothing(
             killed += 1
         process.wait(timeout=120)
     final = start_run(db_url, pack)
-    _, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err.decode()
+    final.wait(timeout=300)
+    assert final.returncode == 0, last_log(pack)
     assert killed >= 1, "no run was killed mid-way: make the dataset larger"
+    with migrated.connect() as conn:
+        abandoned = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(store.runs)
+            .where(store.runs.c.status == "abandoned")
+        ).scalar_one()
+    assert abandoned >= 1, "no killed run had started its work"
     assert recorded_moves(migrated) == expected
     assert planned_moves(migrated, pack) == Counter()  # nothing left to do
     verdict = ledger.verify(migrated)
@@ -130,8 +143,8 @@ def test_two_concurrent_runs_one_proceeds(migrated: sa.Engine, db_url: str, tmp_
         time.sleep(0.05)
     assert first.poll() is None, "the first run finished before the second could start"
     second = start_run(db_url, pack)
-    _, second_err = second.communicate(timeout=60)
-    _, first_err = first.communicate(timeout=300)
-    assert second.returncode == 5, second_err.decode()
-    assert "another retention run holds the lock" in second_err.decode()
-    assert first.returncode == 0, first_err.decode()
+    second.wait(timeout=60)
+    assert second.returncode == 5, last_log(pack)
+    assert "another retention run holds the lock" in last_log(pack)
+    first.wait(timeout=300)
+    assert first.returncode == 0, last_log(pack)
