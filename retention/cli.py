@@ -293,7 +293,13 @@ def run(
     Needs the pseudonym key (RETENTION_PSEUDONYM_KEY or RETENTION_PSEUDONYM_KEY_FILE).
     Exit 0 on success, 3 when some datasets failed (the others were applied),
     4 when a mass-deletion guard refused a dataset, 5 when another run holds the lock.
+    SIGTERM stops the run after its current batch (exit 1; the next run continues).
     """
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     result = commands.run(
         rules,
         database_url(db),
@@ -302,6 +308,7 @@ def run(
         archive_url,
         allow_mass=allow_mass,
         metrics_file=metrics_file,
+        should_stop=stop.is_set,
     )
     rows = [
         {"dataset": d, "transition": t, "count": c}

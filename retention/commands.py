@@ -227,6 +227,7 @@ def run(
                 archive=store_,
                 on_batch=on_batch,
                 allow_mass=allow_mass,
+                should_stop=should_stop,
             )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
