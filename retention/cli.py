@@ -931,6 +931,65 @@ def scheduler(
     commands.scheduler(rules, database_url(db), cron, timezone, pack_id, archive_url, metrics_file)
 
 
+@main.group()
+def review() -> None:
+    """Disposition review: approve or reject purges of datasets declared `review: true`."""
+
+
+@review.command("list")
+@db_option
+@click.option("--all", "include_done", is_flag=True, help="Include rejected and completed batches.")
+@format_option
+@handled
+def review_list(db: str | None, include_done: bool, fmt: str) -> None:
+    """List review batches awaiting a decision (or all with --all)."""
+    rows = commands.review_list(database_url(db), include_done=include_done)
+    _print_rows(
+        rows, ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"], fmt
+    )
+
+
+@review.command("show")
+@db_option
+@click.argument("batch_id", type=int)
+@format_option
+@handled
+def review_show(db: str | None, batch_id: int, fmt: str) -> None:
+    """Show the records of review batch BATCH_ID and when each became due."""
+    batch, items = commands.review_show(database_url(db), batch_id)
+    if fmt == "table":
+        console.print(
+            f"review batch {batch['id']} of {batch['dataset']}: {batch['status']}, {len(items)} records",
+            highlight=False,
+        )
+    _print_rows(items, ["record_key", "transition", "due_at"], fmt)
+
+
+def _decision(approve: bool) -> Callable[..., None]:
+    @db_option
+    @click.argument("batch_id", type=int)
+    @click.option("--by", "by", default=None, help="Who decides (default: the OS user).")
+    @click.option("--reason", required=True, help="Why; goes to the ledger.")
+    @handled
+    def decide(db: str | None, batch_id: int, by: str | None, reason: str) -> None:
+        commands.review_decide(
+            database_url(db), batch_id, approve=approve, by=by or _actor(), reason=reason
+        )
+        console.print(
+            f"review batch {batch_id} {'approved' if approve else 'rejected'}", highlight=False
+        )
+
+    return decide
+
+
+review.command(
+    "approve", help="Approve batch BATCH_ID: the next run purges what is still due and not held."
+)(_decision(True))
+review.command(
+    "reject", help="Reject batch BATCH_ID: its records are kept and not proposed again."
+)(_decision(False))
+
+
 def _print_rows(
     rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str | None = None
 ) -> None:

@@ -771,3 +771,41 @@ def scheduler(
             log.error("scheduled_run_failed", error_type=type(exc).__name__, error=str(exc)[:500])
 
     scheduler_module.serve(job, cron, timezone)
+
+
+# --------------------------------------------------------------------------
+# disposition review
+# --------------------------------------------------------------------------
+
+
+def review_list(db_url: str, *, include_done: bool = False) -> list[dict[str, Any]]:
+    from retention import review
+
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return review.list_batches(conn, include_done=include_done)
+    finally:
+        engine.dispose()
+
+
+def review_show(db_url: str, batch_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from retention import review
+
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return review.show_batch(conn, batch_id)
+    finally:
+        engine.dispose()
+
+
+def review_decide(db_url: str, batch_id: int, *, approve: bool, by: str, reason: str) -> None:
+    from retention import review
+
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            review.decide(conn, batch_id, approve=approve, by=by, reason=reason)
+    finally:
+        engine.dispose()

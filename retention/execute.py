@@ -148,6 +148,9 @@ class RunContext:
     archive: ArchiveStore
     now: Callable[[], dt.datetime] = utcnow
     should_stop: Callable[[], bool] | None = None
+    review_batches: dict[str, int] = field(
+        default_factory=dict
+    )  # dataset -> this run's review batch
 
 
 class _Interrupted(Exception):
@@ -211,9 +214,79 @@ def apply_batch(
             for transition, n in per.items():
                 mine[transition] = mine.get(transition, 0) + n
     counts.setdefault(batch.dataset, {})
+    if batch.review:
+        _request_review(conn, ctx, batch)
     for transition, n in _apply_own(conn, ctx, planner, batch).items():
         counts[batch.dataset][transition] = counts[batch.dataset].get(transition, 0) + n
     return counts
+
+
+def _request_review(conn: sa.Connection, ctx: RunContext, batch: Batch) -> None:
+    """Record due purges of a review dataset as items of this run's review batch."""
+    rb, ri = store.review_batches, store.review_items
+    batch_id = ctx.review_batches.get(batch.dataset)
+    if batch_id is None:
+        batch_id = int(
+            conn.execute(
+                rb.insert().values(
+                    dataset=batch.dataset, run_id=ctx.run_id, created_at=ctx.now(), status="pending"
+                )
+            ).inserted_primary_key[0]
+        )
+        ctx.review_batches[batch.dataset] = batch_id
+    conn.execute(
+        ri.insert(),
+        [
+            {
+                "batch_id": batch_id,
+                "dataset": batch.dataset,
+                "record_key": key,
+                "transition": f"{from_state}->purged",
+                "due_at": due,
+            }
+            for key, from_state, due in batch.review
+        ],
+    )
+    pack = ctx.loaded.pack
+    ledger.append(
+        conn,
+        [
+            ledger.EntryDraft(
+                run_id=ctx.run_id,
+                pack_id=pack.pack,
+                pack_digest=ctx.loaded.digest,
+                dataset=batch.dataset,
+                transition="review_requested",
+                action=None,
+                basis=pack.datasets[batch.dataset].basis_for("purged"),
+                due_at=max(due for _, _, due in batch.review),
+                record_pseudonym=None,
+                subject_pseudonym=None,
+                count=len(batch.review),
+                detail={"review_id": batch_id},
+            )
+        ],
+        ctx.now(),
+    )
+
+
+def _settle_reviewed(conn: sa.Connection, dataset: str, moves: Sequence[Any]) -> None:
+    """Approved items are done once purged; a batch with none left is completed."""
+    reviewed = [m for m in moves if m.review_id is not None]
+    if not reviewed:
+        return
+    rb, ri = store.review_batches, store.review_items
+    conn.execute(
+        ri.delete().where(
+            ri.c.dataset == dataset, ri.c.record_key.in_([m.record_key for m in reviewed])
+        )
+    )
+    for batch_id in {m.review_id for m in reviewed}:
+        left = conn.execute(
+            sa.select(sa.func.count()).where(ri.c.batch_id == batch_id)
+        ).scalar_one()
+        if not left:
+            conn.execute(rb.update().where(rb.c.id == batch_id).values(status="completed"))
 
 
 def _apply_own(
@@ -273,6 +346,8 @@ def _apply_own(
             _set_states(conn, batch.dataset, moves, "purged", ctx.run_id, to_state)
         else:  # pragma: no cover - the model admits no other action
             raise AssertionError(action)
+        if to_state == "purged":
+            _settle_reviewed(conn, batch.dataset, moves)
         name = f"{from_state}->{to_state}"
         counts[name] = counts.get(name, 0) + len(moves)
         drafts.extend(_ledger_drafts(ctx, batch.dataset, from_state, to_state, action, moves))
@@ -349,13 +424,19 @@ def _ledger_drafts(
 
 
 def _detail(moves: Sequence[Any]) -> dict[str, Any]:
-    """Non-personal context of an entry: the erasure requests that caused it."""
+    """Non-personal context of an entry: the erasure request or review behind it."""
+    detail: dict[str, Any] = {}
     requests = sorted({m.request_id for m in moves if m.request_id is not None})
-    if not requests:
-        return {}
-    return (
-        {"erasure_request": requests[0]} if len(requests) == 1 else {"erasure_requests": requests}
-    )
+    if requests:
+        detail.update(
+            {"erasure_request": requests[0]}
+            if len(requests) == 1
+            else {"erasure_requests": requests}
+        )
+    reviews = sorted({m.review_id for m in moves if m.review_id is not None})
+    if reviews:
+        detail.update({"review_id": reviews[0]} if len(reviews) == 1 else {"review_ids": reviews})
+    return detail
 
 
 # --------------------------------------------------------------------------
@@ -632,7 +713,7 @@ def _run_dataset(
                     on_batch(batch)
                 if ctx.should_stop is not None and ctx.should_stop():
                     raise _Interrupted
-                if len(batch.moves) < planner.batch_size:
+                if batch.scanned < planner.batch_size:
                     break
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,6 +54,7 @@ class Move:
     steps: tuple[Step, ...]
     clock_at: dt.datetime | None = None  # the governing clock instant, for summaries
     request_id: int | None = None  # the erasure request that moved it
+    review_id: int | None = None  # the approved review batch that lets it be purged
 
 
 @dataclass
@@ -64,6 +65,10 @@ class Batch:
     origin: str
     moves: list[Move]
     followers: list[Batch] = field(default_factory=list)
+    scanned: int = 0  # rows the query returned; fewer than the batch size ends the pass
+    review: list[tuple[str, str, dt.datetime]] = field(
+        default_factory=list
+    )  # purges awaiting approval
 
     def transitions(self) -> Iterator[tuple[str, str, list[Move]]]:
         """(from, to, moves) groups in lifecycle order, for execution and counting."""
@@ -405,7 +410,11 @@ class DatasetPlanner:
             for row in self._subject_rows(conn, subjects, own):
                 steps = self._path(row.state or "active", own, targets[row.s][1])
                 moves.append(Move(row.k, str(row.k), row.s, steps, None, requests.get(row.s)))
-        return Batch(self.name, "follow", moves) if moves else None
+        if not moves:
+            return None
+        scanned = len(moves)
+        moves, review = self._apply_review(conn, moves)
+        return Batch(self.name, "follow", moves, scanned=scanned, review=review)
 
     def follow_targets(self) -> dict[str, list[str]]:
         """Own target state -> the parent states that lead to it (the furthest wins)."""
@@ -482,12 +491,57 @@ class DatasetPlanner:
             moves, last = self._state_batch(conn, origin, after)
         if not moves:
             return None, None
-        batch = Batch(self.name, origin, moves)
+        scanned = len(moves)
+        moves, review = self._apply_review(conn, moves)
+        batch = Batch(self.name, origin, moves, scanned=scanned, review=review)
         for follower in self.followers:
             follow = follower.follower_batch(conn, batch)
             if follow is not None:
                 batch.followers.append(follow)
         return batch, last
+
+    def _apply_review(
+        self, conn: sa.Connection, moves: list[Move]
+    ) -> tuple[list[Move], list[tuple[str, str, dt.datetime]]]:
+        """Hold purges back until an operator approved them (datasets with ``review: true``).
+
+        A purge whose record sits in an approved review batch goes ahead; any
+        other purge is cut from the record's path and, unless already awaiting
+        a decision or rejected, becomes an item of a new review batch.
+        """
+        if not self.dataset.review:
+            return moves, []
+        purging = [m.record_key for m in moves if any(s.to_state == "purged" for s in m.steps)]
+        if not purging:
+            return moves, []
+        rb, ri = store.review_batches, store.review_items
+        decided: dict[str, tuple[str, int]] = {}
+        rows = conn.execute(
+            sa.select(ri.c.record_key, rb.c.status, rb.c.id)
+            .select_from(ri.join(rb, rb.c.id == ri.c.batch_id))
+            .where(ri.c.dataset == self.name, ri.c.record_key.in_(purging))
+        ).all()
+        for row in rows:
+            # An approval wins over an older pending or rejected item of the same record.
+            if row.record_key not in decided or row.status == "approved":
+                decided[row.record_key] = (row.status, row.id)
+        kept: list[Move] = []
+        review: list[tuple[str, str, dt.datetime]] = []
+        for move in moves:
+            purge = next((s for s in move.steps if s.to_state == "purged"), None)
+            if purge is None:
+                kept.append(move)
+                continue
+            status, batch_id = decided.get(move.record_key, ("", 0))
+            if status == "approved":
+                kept.append(replace(move, review_id=batch_id))
+                continue
+            if not status:
+                review.append((move.record_key, purge.from_state, purge.due_at))
+            steps = tuple(s for s in move.steps if s.to_state != "purged")
+            if steps:
+                kept.append(replace(move, steps=steps))
+        return kept, review
 
     def batches(self, conn: sa.Connection, origin: str) -> Iterator[Batch]:
         """Every batch of ``origin``, for a dry run that writes nothing."""
@@ -497,7 +551,7 @@ class DatasetPlanner:
             if batch is None:
                 return
             yield batch
-            if len(batch.moves) < self.batch_size:
+            if batch.scanned < self.batch_size:
                 return
 
     # -- counts for plan summaries -----------------------------------------
@@ -656,10 +710,15 @@ class PlanSummary:
     clock_range: dict[str, dict[str, tuple[dt.datetime, dt.datetime]]] = field(default_factory=dict)
     held_back: list[dict[str, Any]] = field(default_factory=list)
     previous: dict[str, Any] | None = None  # {"run_id", "as_of", "counts"} of the last plan
+    awaiting_review: dict[str, int] = field(default_factory=dict)
 
     def add(self, batch: Batch, sample_size: int = 3) -> None:
         for follower in batch.followers:
             self.add(follower, sample_size)
+        if batch.review:
+            self.awaiting_review[batch.dataset] = self.awaiting_review.get(batch.dataset, 0) + len(
+                batch.review
+            )
         per = self.transitions.setdefault(batch.dataset, {})
         samples = self.samples.setdefault(batch.dataset, {})
         ranges = self.due_range.setdefault(batch.dataset, {})
@@ -688,7 +747,9 @@ class PlanSummary:
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per dataset and transition (datasets with nothing due get one row)."""
         result = []
-        names = list(self.transitions)
+        names = list(self.transitions) + [
+            n for n in self.awaiting_review if n not in self.transitions
+        ]
         if self.previous:
             names += [n for n in self.previous["counts"] if n not in names]
         for dataset in names:
@@ -698,6 +759,7 @@ class PlanSummary:
                 "dataset": dataset,
                 "anomalies": ", ".join(f"{k} {v}" for k, v in anomalies.items() if v),
                 "held_back": held or None,
+                "awaiting_review": self.awaiting_review.get(dataset) or None,
             }
             transitions = dict(self.transitions.get(dataset, {}))
             for name in (self.previous or {}).get("counts", {}).get(dataset, {}):

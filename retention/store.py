@@ -205,3 +205,32 @@ ledger = sa.Table(
     sa.Index(None, "subject_pseudonym"),
     sa.Index(None, "run_id"),
 )
+
+review_batches = sa.Table(
+    f"{PREFIX}review_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", NAME, nullable=False),
+    sa.Column("run_id", sa.String(36), nullable=False, comment="the run that found the purges due"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column(
+        "status", sa.String(20), nullable=False, comment="pending, approved, rejected, completed"
+    ),
+    sa.Column("decided_by", NAME),
+    sa.Column("decided_at", UTCDateTime),
+    sa.Column("reason", sa.Text),
+    sa.Index(None, "dataset", "status"),
+)
+
+review_items = sa.Table(
+    f"{PREFIX}review_items",
+    metadata,
+    sa.Column(
+        "batch_id", sa.Integer, sa.ForeignKey(f"{PREFIX}review_batches.id"), primary_key=True
+    ),
+    sa.Column("dataset", NAME, primary_key=True),
+    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("transition", sa.String(40), nullable=False),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Index(None, "dataset", "record_key"),
+)
