@@ -79,9 +79,7 @@ class SeparateArchive:
         table = store.archive
         with self.engine.begin() as archive_conn:
             for dataset, keys in self._pending:
-                archive_conn.execute(
-                    table.delete().where(table.c.dataset == dataset, table.c.record_key.in_(keys))
-                )
+                archive_conn.execute(table.delete().where(table.c.dataset == dataset, table.c.record_key.in_(keys)))
         self._pending.clear()
 
     def sweep(self, engine: sa.Engine, batch_size: int = 1000) -> int:
@@ -90,9 +88,7 @@ class SeparateArchive:
         removed = 0
         after: tuple[str, str] | None = None
         while True:
-            query = sa.select(table.c.dataset, table.c.record_key).order_by(
-                table.c.dataset, table.c.record_key
-            )
+            query = sa.select(table.c.dataset, table.c.record_key).order_by(table.c.dataset, table.c.record_key)
             if after is not None:
                 query = query.where(sa.tuple_(table.c.dataset, table.c.record_key) > after)
             with self.engine.connect() as archive_conn:
@@ -106,20 +102,14 @@ class SeparateArchive:
                     for r in conn.execute(
                         sa.select(rs.c.dataset, rs.c.record_key).where(
                             rs.c.state == "archived",
-                            sa.tuple_(rs.c.dataset, rs.c.record_key).in_(
-                                [(r.dataset, r.record_key) for r in rows]
-                            ),
+                            sa.tuple_(rs.c.dataset, rs.c.record_key).in_([(r.dataset, r.record_key) for r in rows]),
                         )
                     )
                 }
-            orphans = [
-                (r.dataset, r.record_key) for r in rows if (r.dataset, r.record_key) not in live
-            ]
+            orphans = [(r.dataset, r.record_key) for r in rows if (r.dataset, r.record_key) not in live]
             if orphans:
                 with self.engine.begin() as archive_conn:
                     archive_conn.execute(
-                        table.delete().where(
-                            sa.tuple_(table.c.dataset, table.c.record_key).in_(orphans)
-                        )
+                        table.delete().where(sa.tuple_(table.c.dataset, table.c.record_key).in_(orphans))
                     )
                 removed += len(orphans)

@@ -182,9 +182,7 @@ as_of_option = click.option(
     default=None,
     help="Evaluate at this instant: YYYY-MM-DD (00:00 in the pack's timezone) or ISO 8601. Default: now.",
 )
-pack_option = click.option(
-    "--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs."
-)
+pack_option = click.option("--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs.")
 
 
 def _plan_rows(summary: Any) -> list[dict[str, Any]]:
@@ -212,13 +210,9 @@ PLAN_COLUMNS = [
 @as_of_option
 @pack_option
 @format_option
-@click.option(
-    "--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison."
-)
+@click.option("--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison.")
 @handled
-def plan(
-    rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str, no_record: bool
-) -> None:
+def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str, no_record: bool) -> None:
     """Dry run: list every transition `run` would perform, writing nothing.
 
     For the same database state and --as-of, `run` performs exactly these
@@ -230,11 +224,7 @@ def plan(
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
     if fmt == "table":
-        since = (
-            f"; change since the plan of {summary.previous['as_of']:%Y-%m-%d %H:%M} UTC"
-            if summary.previous
-            else ""
-        )
+        since = f"; change since the plan of {summary.previous['as_of']:%Y-%m-%d %H:%M} UTC" if summary.previous else ""
         console.print(
             f"plan for pack {summary.pack_id} ({summary.pack_digest[:12]}) as of "
             f"{summary.as_of.isoformat()}: {summary.total()} transitions{since}",
@@ -310,30 +300,16 @@ def run(
         metrics_file=metrics_file,
         should_stop=stop.is_set,
     )
-    rows = [
-        {"dataset": d, "transition": t, "count": c}
-        for d, per in result.counts.items()
-        for t, c in per.items()
-    ]
-    rows += [
-        {"dataset": d, "transition": "FAILED", "count": 0, "error": e}
-        for d, e in result.failures.items()
-    ]
-    rows += [
-        {"dataset": d, "transition": "GUARDED", "count": 0, "error": e}
-        for d, e in result.guarded.items()
-    ]
+    rows = [{"dataset": d, "transition": t, "count": c} for d, per in result.counts.items() for t, c in per.items()]
+    rows += [{"dataset": d, "transition": "FAILED", "count": 0, "error": e} for d, e in result.failures.items()]
+    rows += [{"dataset": d, "transition": "GUARDED", "count": 0, "error": e} for d, e in result.guarded.items()]
     if fmt == "table":
-        console.print(
-            f"run {result.run_id}: {result.status}, {result.batches} batches", highlight=False
-        )
+        console.print(f"run {result.run_id}: {result.status}, {result.batches} batches", highlight=False)
     _print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
     for message in result.guarded.values():
         err_console.print(message, highlight=False)
     if result.status == "interrupted":
-        err_console.print(
-            "run interrupted after its current batch; the next run continues", highlight=False
-        )
+        err_console.print("run interrupted after its current batch; the next run continues", highlight=False)
         sys.exit(EXIT_FAILURE)
     if result.failures:
         sys.exit(EXIT_PARTIAL)
@@ -348,9 +324,7 @@ def run(
 @click.option("--key", required=True, help="The record's key (primary key value).")
 @as_of_option
 @pack_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handled
 def explain(
     rules: Path,
@@ -384,9 +358,7 @@ def explain(
     for state, when in result.due.items():
         console.print(f"  due for {state}: {when.isoformat()}", highlight=False)
     for hold in result.holds:
-        console.print(
-            f"  held by hold {hold['id']} ({hold['scope']}): {hold['reason']}", highlight=False
-        )
+        console.print(f"  held by hold {hold['id']} ({hold['scope']}): {hold['reason']}", highlight=False)
     for step in result.due_now:
         held = " (held: will not move)" if step["held"] else ""
         console.print(
@@ -417,9 +389,7 @@ def hold() -> None:
 @hold.command("add")
 @db_option
 @rules_option(required=False)
-@click.option(
-    "--subject", "subject_key", default=None, help="Hold every record of this subject id."
-)
+@click.option("--subject", "subject_key", default=None, help="Hold every record of this subject id.")
 @click.option("--dataset", default=None, help="Hold a whole dataset, or with --key one record.")
 @click.option("--key", "record_key", default=None, help="Hold one record of --dataset.")
 @click.option("--reason", required=True, help="Why (case number, authority request, ...).")
@@ -457,9 +427,7 @@ def hold_add(
 @handled
 def hold_release(db: str | None, hold_id: int, reason: str, released_by: str | None) -> None:
     """Release hold HOLD_ID; the next run moves what it held back if still due."""
-    commands.hold_release(
-        database_url(db), hold_id, reason=reason, released_by=released_by or _actor()
-    )
+    commands.hold_release(database_url(db), hold_id, reason=reason, released_by=released_by or _actor())
     console.print(f"hold {hold_id} released", highlight=False)
 
 
@@ -497,9 +465,7 @@ def erasure() -> None:
 @db_option
 @rules_option()
 @pack_option
-@click.option(
-    "--subject", "subject_key", required=True, help="The subject's id (e.g. customer id)."
-)
+@click.option("--subject", "subject_key", required=True, help="The subject's id (e.g. customer id).")
 @click.option("--received", required=True, help="Date the request was received (YYYY-MM-DD).")
 @click.option("--note", default=None, help="Free text for operators (no personal data, please).")
 @handled
@@ -515,9 +481,7 @@ def erasure_add(
     request_id, deadline = commands.erasure_add(
         database_url(db), rules, pack_id, subject_key=subject_key, received=received, note=note
     )
-    console.print(
-        f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False
-    )
+    console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False)
 
 
 @erasure.command("list")
@@ -542,14 +506,10 @@ def erasure_list(db: str | None, include_closed: bool, fmt: str) -> None:
 @click.argument("request_id", type=int)
 @click.option("--reason", required=True, help="Why more time is needed (GDPR art. 12(3)).")
 @handled
-def erasure_extend(
-    db: str | None, rules: Path, pack_id: str | None, request_id: int, reason: str
-) -> None:
+def erasure_extend(db: str | None, rules: Path, pack_id: str | None, request_id: int, reason: str) -> None:
     """Extend a request's deadline once, by 2 months."""
     deadline = commands.erasure_extend(database_url(db), rules, pack_id, request_id, reason=reason)
-    console.print(
-        f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False
-    )
+    console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False)
 
 
 @erasure.command("close")
@@ -571,9 +531,7 @@ def erasure_close(db: str | None, request_id: int) -> None:
     help="Where to build the sample shop (its tables are dropped and rebuilt).",
 )
 @click.option("--customers", default=2000, show_default=True, help="Number of synthetic customers.")
-@click.option(
-    "--seed", default=7, show_default=True, help="Random seed (the shop is reproducible)."
-)
+@click.option("--seed", default=7, show_default=True, help="Random seed (the shop is reproducible).")
 @click.option(
     "--rules",
     "rules",
@@ -594,48 +552,34 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
 
     if click.get_current_context().find_root().params.get("log_level") == "info":
         logs.configure(level="error")  # the demo prints its own story; keep errors only
-    if not os.environ.get("RETENTION_PSEUDONYM_KEY") and not os.environ.get(
-        "RETENTION_PSEUDONYM_KEY_FILE"
-    ):
+    if not os.environ.get("RETENTION_PSEUDONYM_KEY") and not os.environ.get("RETENTION_PSEUDONYM_KEY_FILE"):
         key_file = commands.demo_key_file(Path(".retention-demo"))
         os.environ["RETENTION_PSEUDONYM_KEY_FILE"] = str(key_file)
         console.print(f"using a demo pseudonym key in {key_file} (mode 0600)", highlight=False)
     console.rule("1. build the sample shop")
     summary = commands.demo_build(db, customers=customers, seed=seed)
     console.print(
-        ", ".join(f"{table} {count}" for table, count in summary.items())
-        + f" rows in {safe_url(db)}",
+        ", ".join(f"{table} {count}" for table, count in summary.items()) + f" rows in {safe_url(db)}",
         highlight=False,
     )
     console.rule("2. check the rule pack against the schema")
     report = commands.check(rules, db)
     for finding in report.findings:
         console.print(str(finding), highlight=False)
-    console.print(
-        f"{rules}: {len(report.errors)} errors, {len(report.findings) - len(report.errors)} warnings"
-    )
+    console.print(f"{rules}: {len(report.errors)} errors, {len(report.findings) - len(report.errors)} warnings")
     console.rule("3. plan (dry run): what tonight's run will do")
     plan_summary = commands.plan(rules, db)
     _print_rows(_plan_rows(plan_summary), PLAN_COLUMNS, "table")
     console.print(f"{plan_summary.total()} transitions planned", highlight=False)
-    console.rule(
-        "4. run (the first run clears years of backlog, so guards are overridden: see the ledger)"
-    )
+    console.rule("4. run (the first run clears years of backlog, so guards are overridden: see the ledger)")
     result = commands.run(rules, db, allow_mass=("*",))
-    rows = [
-        {"dataset": d, "transition": t, "count": c}
-        for d, per in result.counts.items()
-        for t, c in per.items()
-    ]
+    rows = [{"dataset": d, "transition": t, "count": c} for d, per in result.counts.items() for t, c in per.items()]
     _print_rows(rows, ["dataset", "transition", "count"], "table")
-    console.print(
-        f"run {result.run_id}: {result.status} in {result.batches} batches", highlight=False
-    )
+    console.print(f"run {result.run_id}: {result.status} in {result.batches} batches", highlight=False)
     console.rule("5. run again: nothing left to do")
     again = commands.run(rules, db)
     console.print(
-        f"run {again.run_id}: {again.status}, "
-        f"{sum(sum(v.values()) for v in again.counts.values())} transitions",
+        f"run {again.run_id}: {again.status}, {sum(sum(v.values()) for v in again.counts.values())} transitions",
         highlight=False,
     )
     console.rule("6. verify the ledger")
@@ -693,16 +637,10 @@ def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path
 def ledger_filters(func: F) -> F:
     for option in reversed(
         [
-            click.option(
-                "--since", default=None, help="Entries recorded at or after this date/instant."
-            ),
-            click.option(
-                "--until", default=None, help="Entries recorded before this date/instant."
-            ),
+            click.option("--since", default=None, help="Entries recorded at or after this date/instant."),
+            click.option("--until", default=None, help="Entries recorded before this date/instant."),
             click.option("--dataset", default=None, help="Only this dataset."),
-            click.option(
-                "--transition", default=None, help="Only this transition, e.g. active->purged."
-            ),
+            click.option("--transition", default=None, help="Only this transition, e.g. active->purged."),
             click.option("--run", "run_id", default=None, help="Only entries of this run id."),
         ]
     ):
@@ -756,9 +694,7 @@ def ledger_show(
 @ledger_group.command("export")
 @db_option
 @ledger_filters
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
 @click.option(
     "--output",
     type=click.Path(path_type=Path),
@@ -795,18 +731,14 @@ def ledger_export(
 @db_option
 @click.option("--dataset", default=None, help="Dataset of the record (with --key).")
 @click.option("--key", "record_key", default=None, help="The record's key.")
-@click.option(
-    "--subject", "subject_key", default=None, help="A subject id: every entry about this person."
-)
+@click.option("--subject", "subject_key", default=None, help="A subject id: every entry about this person.")
 @format_option
 @handled
 def ledger_lookup(
     db: str | None, dataset: str | None, record_key: str | None, subject_key: str | None, fmt: str
 ) -> None:
     """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
-    rows = commands.ledger_lookup(
-        database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key
-    )
+    rows = commands.ledger_lookup(database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key)
     _print_rows(rows, LEDGER_COLUMNS, fmt)
 
 
@@ -856,9 +788,7 @@ def ledger_keygen(key_file: Path) -> None:
 @db_option
 @as_of_option
 @pack_option
-@click.option(
-    "--horizon", default="P6M", show_default=True, help="How far the weekly forecast looks ahead."
-)
+@click.option("--horizon", default="P6M", show_default=True, help="How far the weekly forecast looks ahead.")
 @click.option(
     "--html",
     "html_file",
@@ -944,9 +874,7 @@ def review() -> None:
 def review_list(db: str | None, include_done: bool, fmt: str) -> None:
     """List review batches awaiting a decision (or all with --all)."""
     rows = commands.review_list(database_url(db), include_done=include_done)
-    _print_rows(
-        rows, ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"], fmt
-    )
+    _print_rows(rows, ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"], fmt)
 
 
 @review.command("show")
@@ -972,27 +900,19 @@ def _decision(approve: bool) -> Callable[..., None]:
     @click.option("--reason", required=True, help="Why; goes to the ledger.")
     @handled
     def decide(db: str | None, batch_id: int, by: str | None, reason: str) -> None:
-        commands.review_decide(
-            database_url(db), batch_id, approve=approve, by=by or _actor(), reason=reason
-        )
-        console.print(
-            f"review batch {batch_id} {'approved' if approve else 'rejected'}", highlight=False
-        )
+        commands.review_decide(database_url(db), batch_id, approve=approve, by=by or _actor(), reason=reason)
+        console.print(f"review batch {batch_id} {'approved' if approve else 'rejected'}", highlight=False)
 
     return decide
 
 
-review.command(
-    "approve", help="Approve batch BATCH_ID: the next run purges what is still due and not held."
-)(_decision(True))
-review.command(
-    "reject", help="Reject batch BATCH_ID: its records are kept and not proposed again."
-)(_decision(False))
+review.command("approve", help="Approve batch BATCH_ID: the next run purges what is still due and not held.")(
+    _decision(True)
+)
+review.command("reject", help="Reject batch BATCH_ID: its records are kept and not proposed again.")(_decision(False))
 
 
-def _print_rows(
-    rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str | None = None
-) -> None:
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str | None = None) -> None:
     """Print rows as a rich table, JSON or CSV."""
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=_json_default))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import pendulum
 
-_DURATION = re.compile(
-    r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?$"
-)
+_DURATION = re.compile(r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?$")
 
 
 def utcnow() -> dt.datetime:
@@ -56,9 +56,7 @@ class Period:
                 hint = " (periods cannot be negative)"
             elif "T" in text.upper():
                 hint = " (time components are not allowed; use days)"
-            raise PeriodSyntaxError(
-                f"{text!r} is not an ISO 8601 duration such as P3Y, P13M or P8D{hint}"
-            )
+            raise PeriodSyntaxError(f"{text!r} is not an ISO 8601 duration such as P3Y, P13M or P8D{hint}")
         parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
         return cls(
             years=parts["years"],
@@ -75,6 +73,9 @@ class Period:
 
     def add_to(self, day: dt.date) -> dt.date:
         """The date that ends this period counted from ``day`` (art. 3(2)(c))."""
+        return _add_period(self, day)
+
+    def _add_uncached(self, day: dt.date) -> dt.date:
         moved = pendulum.date(day.year, day.month, day.day)
         if self.years or self.months:
             moved = moved.add(years=self.years, months=self.months)
@@ -154,9 +155,7 @@ class Schedule:
         """
         lo = today.toordinal() - self.span_days() - 2
         hi = today.toordinal() - 1
-        if (
-            self.due_date(dt.date.fromordinal(lo)) > today
-        ):  # pragma: no cover - span is an upper bound
+        if self.due_date(dt.date.fromordinal(lo)) > today:  # pragma: no cover - span is an upper bound
             raise AssertionError("period search bound too small")
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -167,18 +166,33 @@ class Schedule:
         return dt.date.fromordinal(lo)
 
 
+@lru_cache(maxsize=65536)
+def _add_period(period: Period, day: dt.date) -> dt.date:
+    # Records cluster on few dates, so caching makes per-record evaluation cheap.
+    return period._add_uncached(day)
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> ZoneInfo:
+    """A timezone by IANA name, loaded once."""
+    return ZoneInfo(name)
+
+
 def local_date(instant: dt.datetime, tz: str) -> dt.date:
     """The calendar date of an aware instant in ``tz``."""
     if instant.tzinfo is None:
         raise ValueError("local_date needs an aware datetime")
-    local = pendulum.instance(instant).in_timezone(tz)
-    return dt.date(local.year, local.month, local.day)
+    return instant.astimezone(zone(tz)).date()
 
 
+@lru_cache(maxsize=65536)
 def start_of_day(day: dt.date, tz: str) -> dt.datetime:
-    """The first instant of ``day`` in ``tz``, as an aware UTC datetime."""
-    local = pendulum.datetime(day.year, day.month, day.day, tz=tz)
-    return dt.datetime.fromtimestamp(local.timestamp(), dt.UTC)
+    """The first instant of ``day`` in ``tz``, as an aware UTC datetime.
+
+    A midnight that a DST change skips resolves to the first instant after
+    the gap (zoneinfo's fold=0 reading), as pendulum does.
+    """
+    return dt.datetime(day.year, day.month, day.day, tzinfo=zone(tz)).astimezone(dt.UTC)
 
 
 def due_instant(due_day: dt.date, tz: str) -> dt.datetime:
@@ -198,14 +212,7 @@ def as_aware(value: dt.datetime, assume_tz: str = "UTC") -> dt.datetime:
     """Attach ``assume_tz`` to a naive datetime; leave aware ones alone."""
     if value.tzinfo is not None:
         return value
-    utc = pendulum.instance(value, tz=assume_tz).in_timezone("UTC")
-    return dt.datetime(
-        utc.year,
-        utc.month,
-        utc.day,
-        utc.hour,
-        utc.minute,
-        utc.second,
-        utc.microsecond,
-        tzinfo=dt.UTC,
-    )
+    if assume_tz == "UTC":
+        return value.replace(tzinfo=dt.UTC)
+    # fold=0: an ambiguous wall time is its first occurrence, a skipped one moves forward.
+    return value.replace(tzinfo=zone(assume_tz)).astimezone(dt.UTC)

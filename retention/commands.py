@@ -128,9 +128,7 @@ def _write_metrics(
 ) -> None:
     from retention.metrics import write_run_metrics
 
-    write_run_metrics(
-        path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies
-    )
+    write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
 
 
 def parse_as_of(text: str | None, timezone: str = "UTC") -> dt.datetime:
@@ -143,26 +141,20 @@ def parse_as_of(text: str | None, timezone: str = "UTC") -> dt.datetime:
             return start_of_day(day, timezone)
         parsed = pendulum.parse(text, tz=timezone)
     except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:
-        raise ConfigError(
-            f"--as-of {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp: {exc}"
-        ) from None
+        raise ConfigError(f"--as-of {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp: {exc}") from None
     if not isinstance(parsed, dt.datetime):
         raise ConfigError(f"--as-of {text!r} is not a date or timestamp")
     return parsed.astimezone(dt.UTC)
 
 
-def load_pack(
-    rules: Path, as_of_text: str | None, pack_id: str | None
-) -> tuple[LoadedPack, dt.datetime]:
+def load_pack(rules: Path, as_of_text: str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
     """The pack version in force at the as-of instant, and that instant."""
     catalog = load_catalog(rules)
     probe = parse_as_of(as_of_text, "UTC")
     loaded = catalog.in_force(probe.date(), pack_id)
     as_of = parse_as_of(as_of_text, loaded.pack.timezone)
     # A date near midnight may fall on another day in the pack's zone: re-select.
-    loaded = catalog.in_force(
-        as_of.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id
-    )
+    loaded = catalog.in_force(as_of.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id)
     return loaded, as_of
 
 
@@ -231,9 +223,7 @@ def run(
             )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
-                _write_metrics(
-                    metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow()
-                )
+                _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
             raise
         if metrics_file is not None:
             _write_metrics(
@@ -255,9 +245,7 @@ def _write_metrics(
 ) -> None:
     from retention.metrics import write_run_metrics
 
-    write_run_metrics(
-        path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies
-    )
+    write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
 
 
 @dataclass
@@ -292,11 +280,7 @@ class Explanation:
             "anomaly": self.anomaly,
             "due": {k: enc(v) for k, v in self.due.items()},
             "holds": [{k: enc(v) for k, v in h.items()} for h in self.holds],
-            "next_transition": (
-                {k: enc(v) for k, v in self.next_transition.items()}
-                if self.next_transition
-                else None
-            ),
+            "next_transition": ({k: enc(v) for k, v in self.next_transition.items()} if self.next_transition else None),
             "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
         }
 
@@ -316,20 +300,14 @@ def explain(
     loaded, when = load_pack(rules, as_of, pack_id)
     pack = loaded.pack
     if dataset not in pack.datasets:
-        raise ConfigError(
-            f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}"
-        )
+        raise ConfigError(f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}")
     ds = pack.datasets[dataset]
     engine = _engine(db_url)
     try:
         with engine.connect() as conn:
             rs = store.record_states
-            state_row = conn.execute(
-                sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)
-            ).first()
-            holds = _holds_covering(
-                conn, dataset, key, state_row.subject_key if state_row else None
-            )
+            state_row = conn.execute(sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)).first()
+            holds = _holds_covering(conn, dataset, key, state_row.subject_key if state_row else None)
             clocks: list[dict[str, Any]] = []
             due: dict[str, dt.datetime] = {}
             anomaly = None
@@ -342,9 +320,7 @@ def explain(
                 native = key_to_native(sql.key, key)
                 values = [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
                 subject_col = [sql.table.c[ds.subject_key].label("s")] if ds.subject_key else []
-                row = conn.execute(
-                    sa.select(*values, *subject_col).where(sql.key == native)
-                ).first()
+                row = conn.execute(sa.select(*values, *subject_col).where(sql.key == native)).first()
                 if row is None:
                     exists = False
                 else:
@@ -414,9 +390,7 @@ def explain(
     )
 
 
-def _holds_covering(
-    conn: sa.Connection, dataset: str, key: str, subject: str | None
-) -> list[dict[str, Any]]:
+def _holds_covering(conn: sa.Connection, dataset: str, key: str, subject: str | None) -> list[dict[str, Any]]:
     h = store.holds
     covers = [
         sa.and_(h.c.scope == "dataset", h.c.dataset == dataset),
@@ -474,9 +448,7 @@ def hold_release(db_url: str, hold_id: int, *, reason: str, released_by: str) ->
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
-            subjects.release_hold(
-                conn, hold_id, released_by=released_by, reason=reason, secret=secret
-            )
+            subjects.release_hold(conn, hold_id, released_by=released_by, reason=reason, secret=secret)
     finally:
         engine.dispose()
 
@@ -511,9 +483,7 @@ def erasure_add(
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
-            request_id = subjects.add_request(
-                conn, subject_key=subject_key, received=day, pack=pack, note=note
-            )
+            request_id = subjects.add_request(conn, subject_key=subject_key, received=day, pack=pack, note=note)
         return request_id, subjects.deadline_for(day, pack, extended=False)
     finally:
         engine.dispose()
@@ -528,9 +498,7 @@ def erasure_list(db_url: str, *, include_closed: bool = False) -> list[dict[str,
         engine.dispose()
 
 
-def erasure_extend(
-    db_url: str, rules: Path, pack_id: str | None, request_id: int, *, reason: str
-) -> dt.date:
+def erasure_extend(db_url: str, rules: Path, pack_id: str | None, request_id: int, *, reason: str) -> dt.date:
     pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
     engine = _engine(db_url)
     try:
@@ -585,9 +553,7 @@ def _instant_option(text: str | None, name: str) -> dt.datetime | None:
     try:
         return parse_as_of(text, "UTC")
     except ConfigError:
-        raise ConfigError(
-            f"{name} {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp"
-        ) from None
+        raise ConfigError(f"{name} {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp") from None
 
 
 def ledger_entries(
@@ -650,13 +616,9 @@ def ledger_lookup(
         raise ConfigError("give --subject ID, or --dataset and --key")
     secret = ledger.pseudonym_secret()
     if subject_key is not None:
-        return ledger_entries(
-            db_url, subject_pseudonym=ledger.subject_pseudonym(secret, subject_key)
-        )
+        return ledger_entries(db_url, subject_pseudonym=ledger.subject_pseudonym(secret, subject_key))
     assert dataset is not None and record_key is not None
-    return ledger_entries(
-        db_url, record_pseudonym=ledger.record_pseudonym(secret, dataset, record_key)
-    )
+    return ledger_entries(db_url, record_pseudonym=ledger.record_pseudonym(secret, dataset, record_key))
 
 
 def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:

@@ -90,9 +90,7 @@ def read_secret(name: str, env_var: str, file_env_var: str) -> bytes:
         return value.encode()
     file_name = os.environ.get(file_env_var)
     if not file_name:
-        raise ConfigError(
-            f"the {name} is not configured; set {env_var} or point {file_env_var} at a 0600 file"
-        )
+        raise ConfigError(f"the {name} is not configured; set {env_var} or point {file_env_var} at a 0600 file")
     path = Path(file_name)
     try:
         mode = path.stat().st_mode
@@ -100,8 +98,7 @@ def read_secret(name: str, env_var: str, file_env_var: str) -> bytes:
         raise ConfigError(f"cannot read the {name} file {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"the {name} file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
-            f"run: chmod 600 {path}"
+            f"the {name} file {path} is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
         )
     data = path.read_bytes().strip()
     if not data:

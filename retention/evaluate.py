@@ -25,7 +25,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.clock import Schedule, as_aware, due_instant, local_date, start_of_day
+from retention.clock import Schedule, as_aware, due_instant, local_date, start_of_day, zone
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 
@@ -88,15 +88,15 @@ def read_clock(clock: Clock, raw: Any, as_of: dt.datetime, policy_tz: str) -> Cl
                 return ClockReading(label, raw, "future", None, instant)
             return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
         naive = value.replace(tzinfo=None) if value.tzinfo else value
-        zone = clock.naive_timezone
+        naive_zone = clock.naive_timezone
         if naive < FLOOR_NAIVE:
             return ClockReading(label, raw, "zero", None, None)
         # Wall-clock comparison in the column's own zone: a naive reading is in
         # the future when it is later than the as-of instant's reading there.
-        if naive > _naive_in(as_of, zone):
+        if naive > _naive_in(as_of, naive_zone):
             return ClockReading(label, raw, "future", None, None)
-        instant = as_aware(naive, zone)
-        day = naive.date() if zone == policy_tz else local_date(instant, policy_tz)
+        instant = as_aware(naive, naive_zone)
+        day = naive.date() if naive_zone == policy_tz else local_date(instant, policy_tz)
         return ClockReading(label, raw, None, day, instant)
     if kind == "date":
         if isinstance(raw, dt.datetime):
@@ -129,19 +129,9 @@ def read_clock(clock: Clock, raw: Any, as_of: dt.datetime, policy_tz: str) -> Cl
     return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
 
 
-def _naive_in(instant: dt.datetime, zone: str) -> dt.datetime:
-    import pendulum
-
-    local = pendulum.instance(instant).in_timezone(zone)
-    return dt.datetime(  # noqa: DTZ001 - a wall-clock reading, naive on purpose
-        local.year,
-        local.month,
-        local.day,
-        local.hour,
-        local.minute,
-        local.second,
-        local.microsecond,
-    )
+def _naive_in(instant: dt.datetime, zone_name: str) -> dt.datetime:
+    """The wall-clock reading of ``instant`` in ``zone_name``, naive on purpose."""
+    return instant.astimezone(zone(zone_name)).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -158,18 +148,14 @@ class RecordEvaluation:
         return [state for state, when in self.due.items() if when <= as_of]
 
 
-def evaluate_record(
-    pack: Pack, dataset: Dataset, raws: Sequence[Any], as_of: dt.datetime
-) -> RecordEvaluation:
+def evaluate_record(pack: Pack, dataset: Dataset, raws: Sequence[Any], as_of: dt.datetime) -> RecordEvaluation:
     """Evaluate an active record from its raw clock values (one per keep rule).
 
     The record is kept while any justification holds, so each state is due
     at the latest of the per-clock due instants; NULL clocks hold nothing.
     """
     tz = pack.timezone
-    readings = tuple(
-        read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(dataset.keep, raws, strict=True)
-    )
+    readings = tuple(read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(dataset.keep, raws, strict=True))
     blocking = [r.anomaly for r in readings if r.anomaly not in (None, "null")]
     if blocking:
         return RecordEvaluation(readings, blocking[0])
@@ -211,9 +197,7 @@ def column_of(table: sa.Table, name: str, role: str) -> sa.ColumnElement[Any]:
         return table.c[name]
     except KeyError:
         valid = ", ".join(table.c.keys())
-        raise SchemaError(
-            [f"table {table.name!r} has no column {name!r} ({role}); columns: {valid}"]
-        ) from None
+        raise SchemaError([f"table {table.name!r} has no column {name!r} ({role}); columns: {valid}"]) from None
 
 
 @dataclass
@@ -294,18 +278,14 @@ class ClockSQL:
         """Valid clock whose local date is on or before ``last_day``."""
         next_day = last_day + dt.timedelta(days=1)
         if self.kind == "date":
-            return sa.and_(
-                self.value >= self._date_bound(FLOOR_DATE), self.value < self._date_bound(next_day)
-            )
+            return sa.and_(self.value >= self._date_bound(FLOOR_DATE), self.value < self._date_bound(next_day))
         cutoff = start_of_day(next_day, self.policy_tz)
         if self.kind == "timestamp" and self.clock.naive_timezone == self.policy_tz:
             naive_cut = dt.datetime(next_day.year, next_day.month, next_day.day)  # noqa: DTZ001
             bound = self._naive_bound(naive_cut, upper=True)
             return sa.and_(self.value >= self._instant_floor(), self.value < bound)
         if self.kind in ("timestamp", "timestamptz"):
-            return sa.and_(
-                self.value >= self._instant_floor(), self.value < self._instant_bound(cutoff)
-            )
+            return sa.and_(self.value >= self._instant_floor(), self.value < self._instant_bound(cutoff))
         seconds = int(cutoff.timestamp())
         if self.kind == "epoch_text":
             return self._epoch_text_cmp(seconds, "<")
@@ -342,9 +322,7 @@ class ClockSQL:
         return v > self._instant_bound(as_of, upper=False)
 
 
-def clock_sql(
-    conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clock, policy_tz: str
-) -> ClockSQL:
+def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clock, policy_tz: str) -> ClockSQL:
     """Build the SQL value of ``clock`` for rows of ``table``."""
     dialect = conn.dialect.name
     if clock.aggregate is None:
@@ -362,9 +340,7 @@ def clock_sql(
     if clock.type == "epoch_text":
         probe = ClockSQL(clock, rel_col, "epoch_text", dialect, policy_tz)
         # MySQL casts to SIGNED, the others to BIGINT; SQLAlchemy renders both from BigInteger.
-        measured = sa.case(
-            (probe.epoch_text_valid(), sa.cast(rel_col, sa.BigInteger())), else_=None
-        )
+        measured = sa.case((probe.epoch_text_valid(), sa.cast(rel_col, sa.BigInteger())), else_=None)
     related_alias = related.alias(f"agg_{clock.table}")
     # Re-point the correlated columns at the alias so the same table can be used twice.
     adapt = sa.sql.util.ClauseAdapter(related_alias)
@@ -407,9 +383,7 @@ class DatasetSQL:
             # The Python side reports the first blocking clock in keep order;
             # a clock's categories exclude each other, so this is exact.
             clear_before = [
-                sa.not_(
-                    sa.and_(sa.not_(p.is_null()), sa.or_(*(p.anomaly(a, as_of) for a in blocking)))
-                )
+                sa.not_(sa.and_(sa.not_(p.is_null()), sa.or_(*(p.anomaly(a, as_of) for a in blocking))))
                 for p in self.clocks[:index]
             ]
             hits.append(sa.and_(*clear_before, c.anomaly(category, as_of)))

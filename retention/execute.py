@@ -119,9 +119,7 @@ def run_lock(engine: sa.Engine, run_id: str) -> Iterator[None]:
             conn.execute(table.delete().where(table.c.name == LOCK_NAME))
         try:
             conn.execute(
-                table.insert().values(
-                    name=LOCK_NAME, run_id=run_id, owner=_owner(), acquired_at=now, heartbeat_at=now
-                )
+                table.insert().values(name=LOCK_NAME, run_id=run_id, owner=_owner(), acquired_at=now, heartbeat_at=now)
             )
         except sa.exc.IntegrityError:
             raise LockHeldError("another retention run took the lock at the same moment") from None
@@ -148,9 +146,7 @@ class RunContext:
     archive: ArchiveStore
     now: Callable[[], dt.datetime] = utcnow
     should_stop: Callable[[], bool] | None = None
-    review_batches: dict[str, int] = field(
-        default_factory=dict
-    )  # dataset -> this run's review batch
+    review_batches: dict[str, int] = field(default_factory=dict)  # dataset -> this run's review batch
 
 
 class _Interrupted(Exception):
@@ -228,9 +224,7 @@ def _request_review(conn: sa.Connection, ctx: RunContext, batch: Batch) -> None:
     if batch_id is None:
         batch_id = int(
             conn.execute(
-                rb.insert().values(
-                    dataset=batch.dataset, run_id=ctx.run_id, created_at=ctx.now(), status="pending"
-                )
+                rb.insert().values(dataset=batch.dataset, run_id=ctx.run_id, created_at=ctx.now(), status="pending")
             ).inserted_primary_key[0]
         )
         ctx.review_batches[batch.dataset] = batch_id
@@ -276,22 +270,14 @@ def _settle_reviewed(conn: sa.Connection, dataset: str, moves: Sequence[Any]) ->
     if not reviewed:
         return
     rb, ri = store.review_batches, store.review_items
-    conn.execute(
-        ri.delete().where(
-            ri.c.dataset == dataset, ri.c.record_key.in_([m.record_key for m in reviewed])
-        )
-    )
+    conn.execute(ri.delete().where(ri.c.dataset == dataset, ri.c.record_key.in_([m.record_key for m in reviewed])))
     for batch_id in {m.review_id for m in reviewed}:
-        left = conn.execute(
-            sa.select(sa.func.count()).where(ri.c.batch_id == batch_id)
-        ).scalar_one()
+        left = conn.execute(sa.select(sa.func.count()).where(ri.c.batch_id == batch_id)).scalar_one()
         if not left:
             conn.execute(rb.update().where(rb.c.id == batch_id).values(status="completed"))
 
 
-def _apply_own(
-    conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch
-) -> dict[str, int]:
+def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch) -> dict[str, int]:
     dataset = planner.dataset
     table = planner.table
     key = planner.key
@@ -307,10 +293,7 @@ def _apply_own(
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]
             rows = conn.execute(sa.select(key.label("_key"), *columns).where(key.in_(keys))).all()
-            payloads = {
-                str(r._key): _json_payload({c: r._mapping[c] for c in step.columns or []})
-                for r in rows
-            }
+            payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in step.columns or []}) for r in rows}
             purge_due = _purge_due(ctx, dataset, moves, to_state)
             ctx.archive.put(
                 conn,
@@ -335,9 +318,7 @@ def _apply_own(
             ctx.archive.delete(conn, batch.dataset, [m.record_key for m in moves])
             archived = dataset.step_to("archived")
             source_kept = archived.then == "anonymise"
-            _set_states(
-                conn, batch.dataset, moves, "purged" if source_kept else None, ctx.run_id, to_state
-            )
+            _set_states(conn, batch.dataset, moves, "purged" if source_kept else None, ctx.run_id, to_state)
         elif action in ("delete", "drop_partition"):
             conn.execute(table.delete().where(key.in_(keys)))
             _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state)
@@ -355,9 +336,7 @@ def _apply_own(
     return counts
 
 
-def _purge_due(
-    ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: str
-) -> dict[str, dt.datetime | None]:
+def _purge_due(ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: str) -> dict[str, dt.datetime | None]:
     """When each archive payload's own period ends (None if the pack never purges it)."""
     if "purged" not in dataset.states:
         return {m.record_key: None for m in moves}
@@ -414,9 +393,7 @@ def _ledger_drafts(
             basis=basis,
             due_at=due,
             record_pseudonym=ledger.record_pseudonym(ctx.secret, dataset_name, m.record_key),
-            subject_pseudonym=(
-                ledger.subject_pseudonym(ctx.secret, m.subject_key) if m.subject_key else None
-            ),
+            subject_pseudonym=(ledger.subject_pseudonym(ctx.secret, m.subject_key) if m.subject_key else None),
             detail=_detail([m]),
         )
         for m, due in zip(moves, dues, strict=True)
@@ -428,11 +405,7 @@ def _detail(moves: Sequence[Any]) -> dict[str, Any]:
     detail: dict[str, Any] = {}
     requests = sorted({m.request_id for m in moves if m.request_id is not None})
     if requests:
-        detail.update(
-            {"erasure_request": requests[0]}
-            if len(requests) == 1
-            else {"erasure_requests": requests}
-        )
+        detail.update({"erasure_request": requests[0]} if len(requests) == 1 else {"erasure_requests": requests})
     reviews = sorted({m.review_id for m in moves if m.review_id is not None})
     if reviews:
         detail.update({"review_id": reviews[0]} if len(reviews) == 1 else {"review_ids": reviews})
@@ -560,9 +533,7 @@ class GuardTrip:
         )
 
 
-def guard_trips(
-    conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
-) -> list[GuardTrip]:
+def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner) -> list[GuardTrip]:
     """Count what ``planner`` would move (followers included) and compare with its guards."""
     counts: dict[str, dict[str, int]] = {}
     summary = PlanSummary(loaded.id, loaded.digest, planner.ctx.as_of)
@@ -579,9 +550,7 @@ def guard_trips(
             over_share = rows > 0 and count / rows > guard.max_share
             over_count = guard.max_count is not None and count > guard.max_count
             if over_share or over_count:
-                trips.append(
-                    GuardTrip(name, transition, count, rows, guard.max_share, guard.max_count)
-                )
+                trips.append(GuardTrip(name, transition, count, rows, guard.max_share, guard.max_count))
     return trips
 
 
@@ -668,9 +637,7 @@ def run(
                     result.failures[name] = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
                     bound.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__)
             _settle_erasure_requests(engine, planners, run_id)
-            result.status = (
-                "partial" if result.failures else "guarded" if result.guarded else "succeeded"
-            )
+            result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
     except _Interrupted:
         result.status = "interrupted"
         bound.warning("run_interrupted", batches=result.batches)
@@ -783,9 +750,7 @@ def _guard_passes(
     return True
 
 
-def _settle_erasure_requests(
-    engine: sa.Engine, planners: dict[str, DatasetPlanner], run_id: str
-) -> None:
+def _settle_erasure_requests(engine: sa.Engine, planners: dict[str, DatasetPlanner], run_id: str) -> None:
     """Mark requests processed once none of the subject's records is left to move.
 
     A request whose subject still has records under a legal hold stays open,
@@ -798,9 +763,7 @@ def _settle_erasure_requests(
         if today is None:
             return
         requests = conn.execute(
-            sa.select(er.c.id, er.c.subject_key).where(
-                er.c.status == "open", er.c.received_on <= today
-            )
+            sa.select(er.c.id, er.c.subject_key).where(er.c.status == "open", er.c.received_on <= today)
         ).all()
         for request in requests:
             left = any(
@@ -815,9 +778,7 @@ def _settle_erasure_requests(
             )
             if not left:
                 conn.execute(
-                    er.update()
-                    .where(er.c.id == request.id)
-                    .values(status="processed", processed_run_id=run_id)
+                    er.update().where(er.c.id == request.id).values(status="processed", processed_run_id=run_id)
                 )
 
 
@@ -830,9 +791,7 @@ def _close_abandoned_runs(conn: sa.Connection) -> None:
     )
 
 
-def _finish(
-    engine: sa.Engine, result: RunResult, error: str | None = None, swallow: bool = False
-) -> None:
+def _finish(engine: sa.Engine, result: RunResult, error: str | None = None, swallow: bool = False) -> None:
     values: dict[str, Any] = {
         "finished_at": utcnow(),
         "status": result.status,
@@ -847,9 +806,7 @@ def _finish(
     }
     try:
         with engine.begin() as conn:
-            conn.execute(
-                store.runs.update().where(store.runs.c.id == result.run_id).values(**values)
-            )
+            conn.execute(store.runs.update().where(store.runs.c.id == result.run_id).values(**values))
     except sa.exc.DBAPIError:
         if not swallow:
             raise

@@ -121,13 +121,27 @@ def _canonical_detail(detail: dict[str, Any] | str | None) -> str | None:
     return rfc8785.dumps(detail).decode("utf-8")
 
 
-def entry_hash(row: dict[str, Any]) -> str:
-    """SHA-256 of the RFC 8785 encoding of every column except ``hash``."""
+def canonical_entry(row: dict[str, Any]) -> bytes:
+    """RFC 8785 encoding of every column except ``hash``.
+
+    The document is flat, its keys ASCII and its values strings, integers or
+    null, for which sorted compact ``json.dumps`` without ASCII escaping is
+    exactly RFC 8785 (a property test holds the two together); it is many
+    times faster than the general encoder, which only ``detail`` needs.
+    """
     document = {name: row.get(name) for name in COLUMNS}
     for name in ("recorded_at", "due_at", "clock_min", "clock_max"):
         document[name] = _instant(document[name])
     document["detail"] = _canonical_detail(document["detail"])
-    return hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+    for name, value in document.items():
+        if not (value is None or isinstance(value, str | int)) or isinstance(value, bool):
+            raise TypeError(f"ledger column {name} holds a {type(value).__name__}")
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def entry_hash(row: dict[str, Any]) -> str:
+    """SHA-256 of the entry's canonical encoding (the previous hash included)."""
+    return hashlib.sha256(canonical_entry(row)).hexdigest()
 
 
 def _lock_head(conn: sa.Connection) -> tuple[int, str]:
@@ -256,8 +270,7 @@ def _check_private(path: Path) -> None:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"the signing key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
-            f"run: chmod 600 {path}"
+            f"the signing key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
         )
 
 
@@ -278,9 +291,7 @@ def generate_signing_key(path: Path) -> bytes:
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey:
@@ -288,9 +299,7 @@ def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey:
     import os
 
     name = path or (
-        Path(os.environ["RETENTION_SIGNING_KEY_FILE"])
-        if os.environ.get("RETENTION_SIGNING_KEY_FILE")
-        else None
+        Path(os.environ["RETENTION_SIGNING_KEY_FILE"]) if os.environ.get("RETENTION_SIGNING_KEY_FILE") else None
     )
     if name is None:
         raise ConfigError("no signing key; set RETENTION_SIGNING_KEY_FILE or pass --key")
@@ -324,9 +333,7 @@ def _signed_part(checkpoint: dict[str, Any]) -> bytes:
     return rfc8785.dumps({k: checkpoint[k] for k in ("seq", "hash", "signed_at")})
 
 
-def checkpoint(
-    connectable: sa.Engine | sa.Connection, key: Ed25519PrivateKey, now: dt.datetime
-) -> dict[str, Any]:
+def checkpoint(connectable: sa.Engine | sa.Connection, key: Ed25519PrivateKey, now: dt.datetime) -> dict[str, Any]:
     """Sign the current head after verifying the chain up to it."""
     verdict = verify(connectable)
     if not verdict.ok:
@@ -346,9 +353,7 @@ def verify_checkpoint(
     connectable: sa.Engine | sa.Connection, checkpoint_doc: dict[str, Any], public: Ed25519PublicKey
 ) -> VerifyResult:
     """The chain verifies and still holds the signed head at the checkpoint's seq."""
-    name = (
-        f"checkpoint of entry {checkpoint_doc.get('seq')} signed {checkpoint_doc.get('signed_at')}"
-    )
+    name = f"checkpoint of entry {checkpoint_doc.get('seq')} signed {checkpoint_doc.get('signed_at')}"
     try:
         public.verify(base64.b64decode(checkpoint_doc["signature"]), _signed_part(checkpoint_doc))
     except (InvalidSignature, KeyError, ValueError):
@@ -367,9 +372,7 @@ def verify_checkpoint(
     else:
         found = connectable.execute(query).scalar()
     if found is None:
-        return VerifyResult(
-            False, verdict.entries, seq, f"ledger rewritten: entry {seq} of the {name} is gone"
-        )
+        return VerifyResult(False, verdict.entries, seq, f"ledger rewritten: entry {seq} of the {name} is gone")
     if found != checkpoint_doc["hash"]:
         return VerifyResult(
             False,
@@ -415,12 +418,7 @@ def entries(
             conditions.append(column == value)
     last = 0
     while True:
-        query = (
-            sa.select(table)
-            .where(table.c.seq > last, *conditions)
-            .order_by(table.c.seq)
-            .limit(batch_size)
-        )
+        query = sa.select(table).where(table.c.seq > last, *conditions).order_by(table.c.seq).limit(batch_size)
         if isinstance(connectable, sa.Engine):
             with connectable.connect() as conn:
                 batch = [dict(r._mapping) for r in conn.execute(query)]

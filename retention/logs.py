@@ -63,9 +63,7 @@ SAFE_FIELDS = frozenset(
 )
 
 
-def drop_unsafe_fields(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def drop_unsafe_fields(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Keep only allowlisted fields; name (never show) what was dropped."""
     dropped = sorted(k for k in event_dict if k not in SAFE_FIELDS)
     for key in dropped:
@@ -75,16 +73,12 @@ def drop_unsafe_fields(
     return event_dict
 
 
-def configure(
-    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
-) -> None:
+def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for this process; JSON unless writing to a terminal."""
     out = stream or sys.stderr
     use_json = (not out.isatty()) if json is None else json
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -95,9 +89,7 @@ def configure(
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )

@@ -71,9 +71,9 @@ def write_run_metrics(
     )
     for dataset in result.failures:
         failures.labels(pack, dataset).set(1)
-    Gauge(
-        "retention_run_duration_seconds", "Wall time of the last run.", ["pack"], registry=registry
-    ).labels(pack).set((finished - started).total_seconds())
+    Gauge("retention_run_duration_seconds", "Wall time of the last run.", ["pack"], registry=registry).labels(pack).set(
+        (finished - started).total_seconds()
+    )
     status = Gauge(
         "retention_last_run_status",
         "1 for the status of the last run.",

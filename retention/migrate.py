@@ -18,9 +18,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Config:
     """An Alembic config pointing at the shipped migrations."""
     if not (MIGRATIONS / "env.py").exists():
-        raise ConfigError(
-            f"migrations not found at {MIGRATIONS}; install retention from a checkout (pip install -e .)"
-        )
+        raise ConfigError(f"migrations not found at {MIGRATIONS}; install retention from a checkout (pip install -e .)")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:

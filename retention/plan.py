@@ -15,6 +15,7 @@ instant allows, so one run catches up on everything that is due.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -66,9 +67,7 @@ class Batch:
     moves: list[Move]
     followers: list[Batch] = field(default_factory=list)
     scanned: int = 0  # rows the query returned; fewer than the batch size ends the pass
-    review: list[tuple[str, str, dt.datetime]] = field(
-        default_factory=list
-    )  # purges awaiting approval
+    review: list[tuple[str, str, dt.datetime]] = field(default_factory=list)  # purges awaiting approval
 
     def transitions(self) -> Iterator[tuple[str, str, list[Move]]]:
         """(from, to, moves) groups in lifecycle order, for execution and counting."""
@@ -154,9 +153,7 @@ def steps_from_state(
     return tuple(steps)
 
 
-def steps_from_active(
-    dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.datetime
-) -> tuple[Step, ...]:
+def steps_from_active(dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.datetime) -> tuple[Step, ...]:
     steps: list[Step] = []
     current = "active"
     for target in _next_states(dataset, "active"):
@@ -184,9 +181,7 @@ class DatasetPlanner:
         self.dataset = ctx.pack.datasets[name]
         self.sql = dataset_sql(conn, ctx.pack, name) if self.dataset.keep else None
         self.table: sa.Table = (
-            self.sql.table
-            if self.sql
-            else reflect_table(conn, self.dataset.table, self.dataset.schema_)
+            self.sql.table if self.sql else reflect_table(conn, self.dataset.table, self.dataset.schema_)
         )
         self.key = self.table.c[self.dataset.key]
         self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
@@ -210,19 +205,41 @@ class DatasetPlanner:
         return passes
 
     # -- shared conditions ----------------------------------------------
-    def _not_held(
-        self, key_text: ColumnElement[Any], subject: ColumnElement[Any] | None
-    ) -> ColumnElement[bool]:
+    def probe(self, conn: sa.Connection) -> None:
+        """Note which engine-side filters can match anything right now.
+
+        A filter that cannot match (no hold in place, no open erasure request,
+        no record of this dataset in a later state) is left out of the query:
+        the result is the same, and the database skips a correlated subquery
+        per row, which on a large table is most of the cost.
+        """
+        h, er, rs = store.holds, store.erasure_requests, store.record_states
+        covers = [h.c.dataset == self.name]
+        if self.subject is not None:
+            covers.append(h.c.scope == "subject")
+        self._holds = conn.execute(
+            sa.select(sa.literal(1)).where(h.c.released_at.is_(None), sa.or_(*covers)).limit(1)
+        ).first() is not None
+        self._erasures = bool(self.dataset.on_erasure) and conn.execute(
+            sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)
+        ).first() is not None
+        self._states = conn.execute(
+            sa.select(sa.literal(1)).where(rs.c.dataset == self.name).limit(1)
+        ).first() is not None
+
+    _holds = _erasures = _states = True  # until probed: every filter on
+
+    def _not_held(self, key_text: ColumnElement[Any], subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
+        if not self._holds:
+            return sa.true()
         return ~_active_holds(self.name, key_text, subject)
 
     def _no_open_erasure(self, subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
         """Records under an open erasure request move in the erasure pass only."""
-        if not self.dataset.on_erasure or subject is None:
+        if not self.dataset.on_erasure or subject is None or not self._erasures:
             return sa.true()
         er = store.erasure_requests
-        return ~sa.exists().where(
-            er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today
-        )
+        return ~sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
 
     def _subject_text(self) -> ColumnElement[Any] | None:
         return _as_text(self.subject) if self.subject is not None else None
@@ -236,7 +253,7 @@ class DatasetPlanner:
         subject = self._subject_text()
         return sa.and_(
             self.sql.due(first, self.ctx.as_of),
-            ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text),
+            ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text) if self._states else sa.true(),
             self._not_held(key_text, subject),
             self._no_open_erasure(subject),
         )
@@ -257,9 +274,7 @@ class DatasetPlanner:
             raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
             evaluation = evaluate_record(self.ctx.pack, self.dataset, raws, self.ctx.as_of)
             steps = (
-                steps_from_active(self.dataset, evaluation.due, self.ctx.as_of)
-                if evaluation.anomaly is None
-                else ()
+                steps_from_active(self.dataset, evaluation.due, self.ctx.as_of) if evaluation.anomaly is None else ()
             )
             if not steps:
                 raise AssertionError(
@@ -275,19 +290,13 @@ class DatasetPlanner:
                     subject_key=None if subject is None else str(subject),
                     steps=steps,
                     clock_at=governing.instant
-                    or (
-                        start_of_day(governing.day, self.ctx.pack.timezone)
-                        if governing.day
-                        else None
-                    ),
+                    or (start_of_day(governing.day, self.ctx.pack.timezone) if governing.day else None),
                 )
             )
         return moves, (rows[-1].k if rows else None)
 
     # -- records in a later state ----------------------------------------
-    def _state_batch(
-        self, conn: sa.Connection, origin: str, after: str | None
-    ) -> tuple[list[Move], Any]:
+    def _state_batch(self, conn: sa.Connection, origin: str, after: str | None) -> tuple[list[Move], Any]:
         rs = store.record_states
         target = _next_states(self.dataset, origin)[0]
         delay = Schedule(self.dataset.step_to(target).after)
@@ -321,7 +330,7 @@ class DatasetPlanner:
         if states.index(current) >= states.index(target):
             return ()
         path = states[states.index(current) : states.index(target) + 1]
-        return tuple(Step(a, b, due) for a, b in zip(path, path[1:], strict=False))
+        return tuple(Step(a, b, due) for a, b in itertools.pairwise(path))
 
     def _before(self, target: str) -> list[str]:
         states = self.dataset.states
@@ -341,9 +350,7 @@ class DatasetPlanner:
         rs = store.record_states
         key_text = _as_text(self.key)
         subject = _as_text(self.subject)
-        joined = self.table.outerjoin(
-            rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == key_text)
-        )
+        joined = self.table.outerjoin(rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == key_text))
         query = (
             sa.select(self.key.label("k"), subject.label("s"), rs.c.state)
             .select_from(joined)
@@ -388,6 +395,7 @@ class DatasetPlanner:
         """This dataset's records of subjects that ``parent`` moves into a followed state."""
         follows = self.dataset.follows
         assert follows is not None and self.subject is not None
+        self.probe(conn)
         targets: dict[str, tuple[str, dt.datetime]] = {}  # subject -> (own target, due)
         requests: dict[str, int | None] = {}
         states = self.dataset.states
@@ -450,9 +458,7 @@ class DatasetPlanner:
                         parent_rs.c.record_key == subject,
                         parent_rs.c.state.in_(self.follow_targets()[target]),
                     ),
-                ).outerjoin(
-                    own_rs, sa.and_(own_rs.c.dataset == self.name, own_rs.c.record_key == key_text)
-                )
+                ).outerjoin(own_rs, sa.and_(own_rs.c.dataset == self.name, own_rs.c.record_key == key_text))
             )
             .where(
                 sa.or_(own_rs.c.state.is_(None), own_rs.c.state.in_(self._before(target))),
@@ -464,10 +470,7 @@ class DatasetPlanner:
             query = query.where(self.key > after)
         rows = list(conn.execute(query.order_by(self.key).limit(self.batch_size)))
         moves = [
-            Move(
-                row.k, str(row.k), row.s, self._path(row.state or "active", target, row.since), None
-            )
-            for row in rows
+            Move(row.k, str(row.k), row.s, self._path(row.state or "active", target, row.since), None) for row in rows
         ]
         return moves, (rows[-1].k if rows else None)
 
@@ -479,6 +482,7 @@ class DatasetPlanner:
         what is selected and what is changed are one consistent snapshot.
         Followers' records of the subjects this batch moves join the batch.
         """
+        self.probe(conn)
         if origin == "active":
             if self.sql is None:
                 return None, None
@@ -560,9 +564,7 @@ class DatasetPlanner:
         if self.sql is None:
             return {}
         rs = store.record_states
-        not_moved = ~sa.exists().where(
-            rs.c.dataset == self.name, rs.c.record_key == _as_text(self.sql.key)
-        )
+        not_moved = ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == _as_text(self.sql.key))
         counts: dict[Anomaly, int] = {}
         for category in ANOMALIES:
             query = (
@@ -606,9 +608,7 @@ class DatasetPlanner:
                 count += int(conn.execute(query).scalar_one())
             for origin in self.dataset.states[1:-1]:
                 target = _next_states(self.dataset, origin)[0]
-                cutoff = _delay_cutoff(
-                    self.ctx.pack, Schedule(self.dataset.step_to(target).after), self.ctx.as_of
-                )
+                cutoff = _delay_cutoff(self.ctx.pack, Schedule(self.dataset.step_to(target).after), self.ctx.as_of)
                 covered_rs = {
                     "dataset": sa.true(),
                     "record": rs.c.record_key == (hold.record_key or ""),
@@ -637,9 +637,7 @@ class DatasetPlanner:
             rs = store.record_states
             total += int(
                 conn.execute(
-                    sa.select(sa.func.count()).where(
-                        rs.c.dataset == self.name, rs.c.state == "archived"
-                    )
+                    sa.select(sa.func.count()).where(rs.c.dataset == self.name, rs.c.state == "archived")
                 ).scalar_one()
             )
         return total
@@ -716,9 +714,7 @@ class PlanSummary:
         for follower in batch.followers:
             self.add(follower, sample_size)
         if batch.review:
-            self.awaiting_review[batch.dataset] = self.awaiting_review.get(batch.dataset, 0) + len(
-                batch.review
-            )
+            self.awaiting_review[batch.dataset] = self.awaiting_review.get(batch.dataset, 0) + len(batch.review)
         per = self.transitions.setdefault(batch.dataset, {})
         samples = self.samples.setdefault(batch.dataset, {})
         ranges = self.due_range.setdefault(batch.dataset, {})
@@ -747,9 +743,7 @@ class PlanSummary:
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per dataset and transition (datasets with nothing due get one row)."""
         result = []
-        names = list(self.transitions) + [
-            n for n in self.awaiting_review if n not in self.transitions
-        ]
+        names = list(self.transitions) + [n for n in self.awaiting_review if n not in self.transitions]
         if self.previous:
             names += [n for n in self.previous["counts"] if n not in names]
         for dataset in names:
@@ -819,9 +813,7 @@ class PlanSummary:
             "as_of": self.as_of.isoformat(),
             "total": self.total(),
             "previous_plan": (
-                {"run_id": self.previous["run_id"], "as_of": enc(self.previous["as_of"])}
-                if self.previous
-                else None
+                {"run_id": self.previous["run_id"], "as_of": enc(self.previous["as_of"])} if self.previous else None
             ),
             "datasets": datasets,
         }

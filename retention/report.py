@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -57,15 +58,13 @@ def week_starts(as_of: dt.datetime, horizon: Period) -> list[dt.datetime]:
     return starts
 
 
-def forecast(
-    engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period
-) -> Forecast:
+def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period) -> Forecast:
     """Plan at every week boundary and take differences."""
     boundaries = week_starts(as_of, horizon)
     plans = [execute.plan(engine, loaded, when) for when in boundaries]
     names = sorted({f"{d} {t}" for p in plans for d, per in p.transitions.items() for t in per})
     series: dict[str, list[int]] = {name: [] for name in names}
-    for before, after in zip(plans, plans[1:], strict=False):
+    for before, after in itertools.pairwise(plans):
         for name in names:
             dataset, transition = name.split(" ", 1)
             series[name].append(
@@ -79,7 +78,7 @@ def _svg(data: Forecast) -> str:
     """A stacked bar chart, one bar per week, one colour per dataset and transition."""
     weeks = len(data.starts)
     totals = [sum(s[i] for s in data.series.values()) for i in range(weeks)]
-    top = max(totals + [1])
+    top = max([*totals, 1])
     width, height, left, bottom = 900, 320, 50, 40
     bar = (width - left - 10) / max(weeks, 1)
     parts = [
@@ -90,9 +89,7 @@ def _svg(data: Forecast) -> str:
         value = top * tick / 4
         y = height - height * tick / 4
         parts.append(f'<line x1="{left}" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{value:.0f}</text>'
-        )
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{value:.0f}</text>')
     for i in range(weeks):
         y = height
         x = left + i * bar
@@ -118,8 +115,7 @@ def _svg(data: Forecast) -> str:
 def render(summary: PlanSummary, data: Forecast, horizon: Period, basis: dict[str, str]) -> str:
     """The whole page."""
     legend = "".join(
-        f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>'
-        f"{html.escape(name)}</li>"
+        f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>{html.escape(name)}</li>'
         for i, name in enumerate(data.series)
     )
     rows = []

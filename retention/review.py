@@ -21,9 +21,7 @@ from retention.errors import ConfigError
 
 def list_batches(conn: sa.Connection, *, include_done: bool = False) -> list[dict[str, Any]]:
     rb, ri = store.review_batches, store.review_items
-    items = (
-        sa.select(sa.func.count()).where(ri.c.batch_id == rb.c.id).scalar_subquery().label("items")
-    )
+    items = sa.select(sa.func.count()).where(ri.c.batch_id == rb.c.id).scalar_subquery().label("items")
     query = sa.select(rb, items).order_by(rb.c.id)
     if not include_done:
         query = query.where(rb.c.status.in_(["pending", "approved"]))
@@ -62,9 +60,7 @@ def decide(
     status = "approved" if approve else "rejected"
     rb = store.review_batches
     conn.execute(
-        rb.update()
-        .where(rb.c.id == batch_id)
-        .values(status=status, decided_by=by, decided_at=when, reason=reason)
+        rb.update().where(rb.c.id == batch_id).values(status=status, decided_by=by, decided_at=when, reason=reason)
     )
     ledger.append(
         conn,

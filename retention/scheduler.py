@@ -42,9 +42,7 @@ def trigger_for(cron: str, timezone: str) -> CronTrigger:
             )
     except (ValueError, LookupError) as exc:
         raise ConfigError(f"invalid schedule {cron!r} in timezone {timezone!r}: {exc}") from None
-    raise ConfigError(
-        f"invalid schedule {cron!r}: expected 5 crontab fields (or 6 with seconds first)"
-    )
+    raise ConfigError(f"invalid schedule {cron!r}: expected 5 crontab fields (or 6 with seconds first)")
 
 
 def serve(job: Callable[[threading.Event], Any], cron: str, timezone: str) -> None:

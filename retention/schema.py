@@ -75,9 +75,12 @@ def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | No
     col_type = column["type"]
     families = _TYPE_FAMILIES[clock_type]
     # SQLite reflects DATETIME/DATE/INTEGER by declared name; TEXT means strings.
-    if isinstance(col_type, sa.Date) and clock_type in ("timestamp", "timestamptz"):
-        if not isinstance(col_type, sa.DateTime):
-            return f"is {col_type} but the clock is declared {clock_type}; declare it 'date'"
+    if (
+        isinstance(col_type, sa.Date)
+        and clock_type in ("timestamp", "timestamptz")
+        and not isinstance(col_type, sa.DateTime)
+    ):
+        return f"is {col_type} but the clock is declared {clock_type}; declare it 'date'"
     if not isinstance(col_type, families):
         return f"is {col_type}, which cannot hold a {clock_type} clock"
     if dialect == "postgresql" and isinstance(col_type, sa.DateTime):
@@ -87,28 +90,20 @@ def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | No
         if clock_type == "timestamp" and aware:
             return "is TIMESTAMP WITH TIME ZONE; declare the clock 'timestamptz'"
     if clock_type == "date" and isinstance(col_type, sa.DateTime):
-        return (
-            f"is {col_type} but the clock is declared 'date'; declare it timestamp or timestamptz"
-        )
+        return f"is {col_type} but the clock is declared 'date'; declare it timestamp or timestamptz"
     return None
 
 
-def _check_clock(
-    inspect: _Inspector, name: str, ds: Dataset, clock: Clock, findings: list[Finding]
-) -> None:
+def _check_clock(inspect: _Inspector, name: str, ds: Dataset, clock: Clock, findings: list[Finding]) -> None:
     table = clock.table if clock.aggregate else ds.table
     assert table is not None
     columns = inspect.columns(table, ds.schema_)
     if columns is None:
-        findings.append(
-            Finding("error", name, table, None, "table does not exist (aggregate clock)")
-        )
+        findings.append(Finding("error", name, table, None, "table does not exist (aggregate clock)"))
         return
     column = columns.get(clock.column)
     if column is None:
-        findings.append(
-            Finding("error", name, table, clock.column, _missing(clock.column, columns, "clock"))
-        )
+        findings.append(Finding("error", name, table, clock.column, _missing(clock.column, columns, "clock")))
         return
     problem = _type_ok(clock.type, column, inspect.dialect)
     if problem:
@@ -117,11 +112,7 @@ def _check_clock(
     if clock.aggregate:
         assert clock.on is not None
         if clock.on not in columns:
-            findings.append(
-                Finding(
-                    "error", name, table, clock.on, _missing(clock.on, columns, "aggregate join")
-                )
-            )
+            findings.append(Finding("error", name, table, clock.on, _missing(clock.on, columns, "aggregate join")))
         elif not any(ix[0] == clock.on for ix in indexes):
             findings.append(
                 Finding(
@@ -135,9 +126,7 @@ def _check_clock(
             )
         for col in clock.where or {}:
             if col not in columns:
-                findings.append(
-                    Finding("error", name, table, col, _missing(col, columns, "aggregate filter"))
-                )
+                findings.append(Finding("error", name, table, col, _missing(col, columns, "aggregate filter")))
     elif not any(ix[0] == clock.column for ix in indexes):
         findings.append(
             Finding(
@@ -156,8 +145,7 @@ def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str
 
 def _deletes_rows(ds: Dataset) -> bool:
     return any(
-        step.action in ("delete", "drop_partition")
-        or (step.action == "archive" and step.then == "delete")
+        step.action in ("delete", "drop_partition") or (step.action == "archive" and step.then == "delete")
         for step in ds.lifecycle
     )
 
@@ -221,16 +209,10 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
             continue
         for role, column in (("key", ds.key), ("subject_key", ds.subject_key)):
             if column is not None and column not in columns:
-                findings.append(
-                    Finding("error", name, ds.table, column, _missing(column, columns, role))
-                )
+                findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
         pk = inspect.primary_key(ds.table, ds.schema_)
         if not pk:
-            findings.append(
-                Finding(
-                    "warning", name, ds.table, None, "table has no primary key; keys may repeat"
-                )
-            )
+            findings.append(Finding("warning", name, ds.table, None, "table has no primary key; keys may repeat"))
         elif pk != [ds.key]:
             findings.append(
                 Finding(
@@ -252,11 +234,7 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
             for role, names in used.items():
                 for column in names:
                     if column not in columns:
-                        findings.append(
-                            Finding(
-                                "error", name, ds.table, column, _missing(column, columns, role)
-                            )
-                        )
+                        findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
     if not any(f.level == "error" and f.column is None for f in findings):
         _check_children(inspect, pack, findings)
     return findings

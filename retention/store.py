@@ -33,9 +33,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(sa.DateTime())
 
-    def process_bind_param(
-        self, value: dt.datetime | None, dialect: sa.Dialect
-    ) -> dt.datetime | None:
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -115,9 +113,7 @@ record_states = sa.Table(
     sa.Column("record_key", KEY, primary_key=True),
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("since", UTCDateTime, nullable=False, comment="the due instant that moved it here"),
-    sa.Column(
-        "subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"
-    ),
+    sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Index(None, "dataset", "state", "since"),
     sa.Index(None, "subject_key"),
@@ -196,9 +192,7 @@ ledger = sa.Table(
     sa.Column("count", sa.Integer, nullable=False, server_default="1"),
     sa.Column("clock_min", UTCDateTime),
     sa.Column("clock_max", UTCDateTime),
-    sa.Column(
-        "detail", sa.Text, comment="JSON without personal data: request id, override, partition"
-    ),
+    sa.Column("detail", sa.Text, comment="JSON without personal data: request id, override, partition"),
     sa.Column("prev_hash", HASH, nullable=False),
     sa.Column("hash", HASH, nullable=False),
     sa.Index(None, "record_pseudonym"),
@@ -213,9 +207,7 @@ review_batches = sa.Table(
     sa.Column("dataset", NAME, nullable=False),
     sa.Column("run_id", sa.String(36), nullable=False, comment="the run that found the purges due"),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column(
-        "status", sa.String(20), nullable=False, comment="pending, approved, rejected, completed"
-    ),
+    sa.Column("status", sa.String(20), nullable=False, comment="pending, approved, rejected, completed"),
     sa.Column("decided_by", NAME),
     sa.Column("decided_at", UTCDateTime),
     sa.Column("reason", sa.Text),
@@ -225,9 +217,7 @@ review_batches = sa.Table(
 review_items = sa.Table(
     f"{PREFIX}review_items",
     metadata,
-    sa.Column(
-        "batch_id", sa.Integer, sa.ForeignKey(f"{PREFIX}review_batches.id"), primary_key=True
-    ),
+    sa.Column("batch_id", sa.Integer, sa.ForeignKey(f"{PREFIX}review_batches.id"), primary_key=True),
     sa.Column("dataset", NAME, primary_key=True),
     sa.Column("record_key", KEY, primary_key=True),
     sa.Column("transition", sa.String(40), nullable=False),

@@ -54,9 +54,7 @@ def place_hold(
     if scope == "record" and not (dataset and record_key):
         raise ConfigError("a record hold needs --dataset and --key")
     if pack is not None and dataset is not None and dataset not in pack.datasets:
-        raise ConfigError(
-            f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}"
-        )
+        raise ConfigError(f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}")
     result = conn.execute(
         store.holds.insert().values(
             scope=scope,
@@ -95,9 +93,7 @@ def release_hold(
     if row.released_at is not None:
         raise ConfigError(f"hold {hold_id} was already released on {row.released_at:%Y-%m-%d}")
     conn.execute(
-        h.update()
-        .where(h.c.id == hold_id)
-        .values(released_at=when, released_by=released_by, release_reason=reason)
+        h.update().where(h.c.id == hold_id).values(released_at=when, released_by=released_by, release_reason=reason)
     )
     ledger.append(
         conn,
@@ -134,9 +130,7 @@ def _hold_entry(
         action=scope,
         basis=None,
         due_at=None,
-        record_pseudonym=(
-            ledger.record_pseudonym(secret, dataset, record_key) if dataset and record_key else None
-        ),
+        record_pseudonym=(ledger.record_pseudonym(secret, dataset, record_key) if dataset and record_key else None),
         subject_pseudonym=ledger.subject_pseudonym(secret, subject_key) if subject_key else None,
         detail={"hold_id": hold_id},
     )
@@ -207,18 +201,14 @@ def extend_request(conn: sa.Connection, request_id: int, *, reason: str, pack: P
     er = store.erasure_requests
     row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
     if row is None:
-        raise ConfigError(
-            f"no erasure request {request_id}; list them with: retention erasure list"
-        )
+        raise ConfigError(f"no erasure request {request_id}; list them with: retention erasure list")
     if row.extended_on is not None:
         raise ConfigError(
             f"erasure request {request_id} was already extended on {row.extended_on}; "
             "GDPR art. 12(3) allows one extension"
         )
     if not reason.strip():
-        raise ConfigError(
-            "an extension needs a reason (GDPR art. 12(3): complexity or number of requests)"
-        )
+        raise ConfigError("an extension needs a reason (GDPR art. 12(3): complexity or number of requests)")
     deadline = deadline_for(row.received_on, pack, extended=True)
     conn.execute(
         er.update()
@@ -232,17 +222,11 @@ def close_request(conn: sa.Connection, request_id: int) -> None:
     er = store.erasure_requests
     row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
     if row is None:
-        raise ConfigError(
-            f"no erasure request {request_id}; list them with: retention erasure list"
-        )
-    conn.execute(
-        er.update().where(er.c.id == request_id).values(status="closed", closed_at=utcnow())
-    )
+        raise ConfigError(f"no erasure request {request_id}; list them with: retention erasure list")
+    conn.execute(er.update().where(er.c.id == request_id).values(status="closed", closed_at=utcnow()))
 
 
-def list_requests(
-    conn: sa.Connection, today: dt.date, *, include_closed: bool = False
-) -> list[dict[str, Any]]:
+def list_requests(conn: sa.Connection, today: dt.date, *, include_closed: bool = False) -> list[dict[str, Any]]:
     er = store.erasure_requests
     query = sa.select(er).order_by(er.c.deadline, er.c.id)
     if not include_closed:

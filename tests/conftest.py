@@ -22,12 +22,8 @@ from retention.config import create_engine
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
 SERVER_URLS = {
-    "postgresql": os.environ.get(
-        "RETENTION_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    ),
-    "mariadb": os.environ.get(
-        "RETENTION_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
-    ),
+    "postgresql": os.environ.get("RETENTION_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mariadb": os.environ.get("RETENTION_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:8]
@@ -83,9 +79,7 @@ def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             if dialect == "postgresql":
                 conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-                url = make_url(SERVER_URLS[dialect]).update_query_dict(
-                    {"options": f"-csearch_path={name}"}
-                )
+                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
             else:
                 conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
                 url = make_url(SERVER_URLS[dialect]).set(database=name)

@@ -30,9 +30,7 @@ def test_every_command_has_help_text() -> None:
 
 def test_every_command_is_in_the_readme() -> None:
     """Each top-level command and group is documented in README.md."""
-    undocumented = [
-        path for path, _ in _commands(main) if " " not in path and f"retention {path}" not in README
-    ]
+    undocumented = [path for path, _ in _commands(main) if " " not in path and f"retention {path}" not in README]
     assert undocumented == []
 
 

@@ -42,13 +42,9 @@ def pack_for(
     return validate_pack(data, Path("<test>"), "").pack
 
 
-def due(
-    clock: dict[str, Any], period: str, raw: Any, state: str = "purged", **kw: Any
-) -> dt.datetime:
+def due(clock: dict[str, Any], period: str, raw: Any, state: str = "purged", **kw: Any) -> dt.datetime:
     pack = pack_for(clock, period, **kw)
-    evaluation = evaluate_record(
-        pack, pack.datasets["d"], [raw], dt.datetime(2100, 1, 1, tzinfo=UTC)
-    )
+    evaluation = evaluate_record(pack, pack.datasets["d"], [raw], dt.datetime(2100, 1, 1, tzinfo=UTC))
     assert evaluation.anomaly is None
     return evaluation.due[state]
 
@@ -159,9 +155,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "clock", "period", "raw", "expected"), CASES, ids=[c[0][:40] for c in CASES]
-)
+@pytest.mark.parametrize(("text", "clock", "period", "raw", "expected"), CASES, ids=[c[0][:40] for c in CASES])
 def test_hand_computed_due_instants(
     text: str, clock: dict[str, Any], period: str, raw: Any, expected: dt.datetime
 ) -> None:
@@ -178,12 +172,12 @@ def test_invoice_anchored_at_the_financial_year_end() -> None:
 
 def test_financial_year_ending_in_june() -> None:
     """Year end 30 June: an invoice of 2016-08-01 closes on 30 Jun 2017, + P10Y due 1 Jul 2027 (CEST)."""
-    assert due(
-        DATE, "P10Y", dt.date(2016, 8, 1), anchor="financial_year_end", year_end="06-30"
-    ) == (dt.datetime(2027, 6, 30, 22, 0, tzinfo=UTC))
-    assert due(
-        DATE, "P10Y", dt.date(2016, 6, 30), anchor="financial_year_end", year_end="06-30"
-    ) == (dt.datetime(2026, 6, 30, 22, 0, tzinfo=UTC))
+    assert due(DATE, "P10Y", dt.date(2016, 8, 1), anchor="financial_year_end", year_end="06-30") == (
+        dt.datetime(2027, 6, 30, 22, 0, tzinfo=UTC)
+    )
+    assert due(DATE, "P10Y", dt.date(2016, 6, 30), anchor="financial_year_end", year_end="06-30") == (
+        dt.datetime(2026, 6, 30, 22, 0, tzinfo=UTC)
+    )
 
 
 def test_chained_delays() -> None:
@@ -202,15 +196,9 @@ def test_chained_delays() -> None:
     kw = {"lifecycle": lifecycle}
     # last kept 31 Jan 2021 -> inactive 1 Feb; archive month runs 31 Jan -> 28 Feb, due 1 Mar;
     # purge: 28 Feb 2021 + 5Y = 28 Feb 2026, due 1 Mar 2026.
-    assert due(DATE, "P1Y", dt.date(2020, 1, 31), "inactive", **kw) == dt.datetime(
-        2021, 1, 31, 23, tzinfo=UTC
-    )
-    assert due(DATE, "P1Y", dt.date(2020, 1, 31), "archived", **kw) == dt.datetime(
-        2021, 2, 28, 23, tzinfo=UTC
-    )
-    assert due(DATE, "P1Y", dt.date(2020, 1, 31), "purged", **kw) == dt.datetime(
-        2026, 2, 28, 23, tzinfo=UTC
-    )
+    assert due(DATE, "P1Y", dt.date(2020, 1, 31), "inactive", **kw) == dt.datetime(2021, 1, 31, 23, tzinfo=UTC)
+    assert due(DATE, "P1Y", dt.date(2020, 1, 31), "archived", **kw) == dt.datetime(2021, 2, 28, 23, tzinfo=UTC)
+    assert due(DATE, "P1Y", dt.date(2020, 1, 31), "purged", **kw) == dt.datetime(2026, 2, 28, 23, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("text", ["P3Y", "P13M", "P8D", "P2W", "P1Y6M", "P0D"])

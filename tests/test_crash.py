@@ -29,9 +29,7 @@ def small_batch_pack(tmp_path: Path, batch_size: int = 40) -> Path:
     text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
     assert "  max_share: 0.2\n" in text
     text = text.replace("  max_share: 0.2\n", "  max_share: 1.0\n")  # backlog: guards elsewhere
-    text = text.replace(
-        "timezone: Europe/Paris\n", f"timezone: Europe/Paris\nbatch_size: {batch_size}\n", 1
-    )
+    text = text.replace("timezone: Europe/Paris\n", f"timezone: Europe/Paris\nbatch_size: {batch_size}\n", 1)
     path = tmp_path / "pack.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -67,9 +65,7 @@ def planned_moves(engine: sa.Engine, pack_path: Path) -> Counter[tuple[str, str,
                 continue
             for from_state, to_state, group in inner.transitions():
                 for move in group:
-                    pseudonym = ledger.record_pseudonym(
-                        SECRET.encode(), inner.dataset, move.record_key
-                    )
+                    pseudonym = ledger.record_pseudonym(SECRET.encode(), inner.dataset, move.record_key)
                     moves[(inner.dataset, pseudonym, f"{from_state}->{to_state}")] += 1
 
     execute.plan(engine, loaded, as_of, on_batch=collect)
@@ -90,9 +86,7 @@ def recorded_moves(engine: sa.Engine) -> Counter[tuple[str, str, str]]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_sigkill_at_random_moments_loses_nothing(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """After kills and a final rerun, every due record moved exactly once and the chain verifies."""
     build_shop(migrated, seed=21, customers=1500)
     pack = small_batch_pack(tmp_path)
@@ -113,9 +107,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     assert killed >= 1, "no run was killed mid-way: make the dataset larger"
     with migrated.connect() as conn:
         abandoned = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(store.runs)
-            .where(store.runs.c.status == "abandoned")
+            sa.select(sa.func.count()).select_from(store.runs).where(store.runs.c.status == "abandoned")
         ).scalar_one()
     assert abandoned >= 1, "no killed run had started its work"
     assert recorded_moves(migrated) == expected
@@ -134,9 +126,7 @@ def test_two_concurrent_runs_one_proceeds(migrated: sa.Engine, db_url: str, tmp_
     while True:  # wait until the first run is really running (its run row exists)
         with migrated.connect() as conn:
             running = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(store.runs)
-                .where(store.runs.c.status == "running")
+                sa.select(sa.func.count()).select_from(store.runs).where(store.runs.c.status == "running")
             ).scalar_one()
         if running or first.poll() is not None or time.monotonic() > deadline:
             break

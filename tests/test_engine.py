@@ -119,9 +119,7 @@ def build(engine: sa.Engine, seed: int, n: int = 40) -> dict[str, list[dict[str,
             }
             for i in range(1, n + 1)
         ],
-        "visits": [
-            {"id": i, "account_id": rng.randint(1, n), "at": when()} for i in range(1, 3 * n)
-        ],
+        "visits": [{"id": i, "account_id": rng.randint(1, n), "at": when()} for i in range(1, 3 * n)],
         "logs": [{"id": i, "at": when()} for i in range(1, 2 * n)],
     }
     with engine.begin() as conn:
@@ -243,9 +241,7 @@ def test_archive_in_a_separate_sqlite_database(migrated: sa.Engine, tmp_path: Pa
     with migrated.connect() as conn:
         here = conn.execute(sa.select(sa.func.count()).select_from(store.archive)).scalar_one()
         archived = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(store.record_states)
-            .where(store.record_states.c.state == "archived")
+            sa.select(sa.func.count()).select_from(store.record_states).where(store.record_states.c.state == "archived")
         ).scalar_one()
     assert here == 0
     assert elsewhere == archived > 0
@@ -265,9 +261,7 @@ def test_archive_in_a_separate_sqlite_database(migrated: sa.Engine, tmp_path: Pa
 def test_summary_ledger_counts_batches(migrated: sa.Engine) -> None:
     """A `ledger: summary` dataset writes one entry per batch with count and clock range."""
     build(migrated, 8)
-    result = execute.run(
-        migrated, loaded_pack(), dt.datetime(2026, 1, 1, tzinfo=UTC), secret=SECRET
-    )
+    result = execute.run(migrated, loaded_pack(), dt.datetime(2026, 1, 1, tzinfo=UTC), secret=SECRET)
     entries = [r for r in ledger_rows(migrated, result.run_id) if r.dataset == "logs"]
     assert entries
     assert all(r.record_pseudonym is None and r.clock_min <= r.clock_max for r in entries)
@@ -280,9 +274,7 @@ def test_a_second_run_waits_for_none_it_exits_on_the_lock(migrated: sa.Engine) -
         execute.run(migrated, loaded_pack(), dt.datetime(2026, 1, 1, tzinfo=UTC), secret=SECRET)
     # Released afterwards: a run now proceeds.
     build(migrated, 9)
-    result = execute.run(
-        migrated, loaded_pack(), dt.datetime(2026, 1, 1, tzinfo=UTC), secret=SECRET
-    )
+    result = execute.run(migrated, loaded_pack(), dt.datetime(2026, 1, 1, tzinfo=UTC), secret=SECRET)
     assert result.status == "succeeded"
 
 

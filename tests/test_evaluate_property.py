@@ -109,9 +109,7 @@ def instants(draw: st.DrawFn) -> dt.datetime:
     seconds = draw(st.sampled_from([0, 0, 0, 1, 59]))
     micro = draw(st.sampled_from([0, 0, 0, 1, 999_999]))
     base = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone(dt.timedelta(hours=1)))
-    return (base + dt.timedelta(minutes=minutes, seconds=seconds, microseconds=micro)).astimezone(
-        UTC
-    )
+    return (base + dt.timedelta(minutes=minutes, seconds=seconds, microseconds=micro)).astimezone(UTC)
 
 
 @st.composite
@@ -122,11 +120,7 @@ def clock_values(draw: st.DrawFn, kind: str) -> Any:
         return None
     instant = draw(instants())
     if choice == "zero":
-        instant = (
-            dt.datetime(1899, 12, 31, 12, tzinfo=UTC)
-            if kind not in ("epoch", "epoch_text")
-            else None
-        )
+        instant = dt.datetime(1899, 12, 31, 12, tzinfo=UTC) if kind not in ("epoch", "epoch_text") else None
         if instant is None:
             return 0 if kind == "epoch" else draw(st.sampled_from(["0", "abc", "", "-5", "0123"]))
     if choice == "future":
@@ -167,9 +161,7 @@ def _store(dialect: str, kind: str, value: Any) -> Any:
     return value
 
 
-AS_OF_SHIFTS = [
-    dt.timedelta(days=d) for d in (0, 1, 31, 365, 366 + 31, 3 * 365 + 1, 397, 800, 1200)
-]
+AS_OF_SHIFTS = [dt.timedelta(days=d) for d in (0, 1, 31, 365, 366 + 31, 3 * 365 + 1, 397, 800, 1200)]
 
 
 @st.composite
@@ -178,14 +170,10 @@ def as_ofs(draw: st.DrawFn) -> dt.datetime:
     return base + draw(st.sampled_from(AS_OF_SHIFTS))
 
 
-def _compare(
-    conn: sa.Connection, pack: Pack, raws_by_key: dict[int, list[Any]], as_of: dt.datetime
-) -> None:
+def _compare(conn: sa.Connection, pack: Pack, raws_by_key: dict[int, list[Any]], as_of: dt.datetime) -> None:
     ds = dataset_sql(conn, pack, "records")
     dataset = pack.datasets["records"]
-    evaluations = {
-        k: evaluate_record(pack, dataset, raws, as_of) for k, raws in raws_by_key.items()
-    }
+    evaluations = {k: evaluate_record(pack, dataset, raws, as_of) for k, raws in raws_by_key.items()}
     for state in ("inactive", "archived", "purged"):
         sql_keys = set(conn.execute(sa.select(ds.key).where(ds.due(state, as_of))).scalars())
         py_keys = {k for k, e in evaluations.items() if e.anomaly is None and e.due[state] <= as_of}
@@ -217,9 +205,7 @@ SETTINGS = settings(
     ("period", "anchor"),
     [("P3Y", "event"), ("P13M", "event"), ("P8D", "event"), ("P10Y", "financial_year_end")],
 )
-def test_column_clock_sql_equals_python(
-    engine: sa.Engine, kind: str, period: str, anchor: str
-) -> None:
+def test_column_clock_sql_equals_python(engine: sa.Engine, kind: str, period: str, anchor: str) -> None:
     """For a single column clock of each storage kind, SQL and Python select the same keys."""
     col_type, clock = KINDS[kind]
     table = sa.Table(
@@ -238,10 +224,7 @@ def test_column_clock_sql_equals_python(
             conn.execute(table.delete())
             conn.execute(
                 table.insert(),
-                [
-                    {"id": i, "clock": _store(engine.dialect.name, kind, v)}
-                    for i, v in enumerate(values, start=1)
-                ],
+                [{"id": i, "clock": _store(engine.dialect.name, kind, v)} for i, v in enumerate(values, start=1)],
             )
             stored = _read_back(conn, table)
             _compare(conn, pack, {k: [v] for k, v in stored.items()}, as_of)
@@ -289,9 +272,7 @@ def test_latest_of_aggregate_and_column_agree(engine: sa.Engine, kind: str) -> N
     @given(
         parents=st.lists(clock_values("timestamp_utc"), min_size=1, max_size=12),
         children=st.lists(
-            st.tuples(
-                st.integers(1, 12), st.sampled_from(["visit", "visit", "other"]), clock_values(kind)
-            ),
+            st.tuples(st.integers(1, 12), st.sampled_from(["visit", "visit", "other"]), clock_values(kind)),
             max_size=30,
         ),
         as_of=as_ofs(),
@@ -300,9 +281,7 @@ def test_latest_of_aggregate_and_column_agree(engine: sa.Engine, kind: str) -> N
         with engine.begin() as conn:
             conn.execute(child.delete())
             conn.execute(parent.delete())
-            conn.execute(
-                parent.insert(), [{"id": i, "clock": v} for i, v in enumerate(parents, start=1)]
-            )
+            conn.execute(parent.insert(), [{"id": i, "clock": v} for i, v in enumerate(parents, start=1)])
             if children:
                 conn.execute(
                     child.insert(),
@@ -312,13 +291,8 @@ def test_latest_of_aggregate_and_column_agree(engine: sa.Engine, kind: str) -> N
                     ],
                 )
             own = _read_back(conn, parent)
-            related = conn.execute(
-                sa.select(child.c.record_id, child.c.at).where(child.c.kind == "visit")
-            ).all()
-            raws = {
-                k: [v, _python_max(kind, [at for rid, at in related if rid == k])]
-                for k, v in own.items()
-            }
+            related = conn.execute(sa.select(child.c.record_id, child.c.at).where(child.c.kind == "visit")).all()
+            raws = {k: [v, _python_max(kind, [at for rid, at in related if rid == k])] for k, v in own.items()}
             _compare(conn, pack, raws, as_of)
 
     check()

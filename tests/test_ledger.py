@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,7 @@ def drop_protection(engine: sa.Engine) -> None:
 
 def rows(engine: sa.Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [
-            dict(r._mapping)
-            for r in conn.execute(sa.select(store.ledger).order_by(store.ledger.c.seq))
-        ]
+        return [dict(r._mapping) for r in conn.execute(sa.select(store.ledger).order_by(store.ledger.c.seq))]
 
 
 def test_hash_is_sha256_of_the_canonical_entry() -> None:
@@ -84,9 +81,7 @@ def test_hash_is_sha256_of_the_canonical_entry() -> None:
         "prev_hash": "0" * 64,
     }
     expected_doc = {**row, "recorded_at": "2026-11-24T10:00:00.000000Z"}
-    expected = hashlib.sha256(
-        json.dumps(expected_doc, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    expected = hashlib.sha256(json.dumps(expected_doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert ledger.entry_hash(row) == expected
 
 
@@ -98,7 +93,7 @@ def test_append_then_verify(migrated: sa.Engine) -> None:
     chain = rows(migrated)
     assert [r["seq"] for r in chain] == list(range(1, 13))
     assert chain[0]["prev_hash"] == "0" * 64
-    assert all(b["prev_hash"] == a["hash"] for a, b in zip(chain, chain[1:], strict=False))
+    assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(chain))
 
 
 def test_modified_entry_is_named(migrated: sa.Engine) -> None:
@@ -145,7 +140,7 @@ def test_inserted_entry_is_named(migrated: sa.Engine) -> None:
     forged = {**chain[3], "basis": "forged"}
     with migrated.begin() as conn:
         conn.execute(store.ledger.delete())
-        renumbered = chain[:3] + [forged] + chain[3:]
+        renumbered = [*chain[:3], forged, *chain[3:]]
         for seq, row in enumerate(renumbered, start=1):
             conn.execute(store.ledger.insert().values({**row, "seq": seq}))
     verdict = ledger.verify(migrated)
@@ -191,9 +186,7 @@ def test_checkpoint_detects_a_consistent_rewrite(migrated: sa.Engine, tmp_path: 
     assert ledger.verify(migrated).ok
     verdict = ledger.verify_checkpoint(migrated, point, public)
     assert not verdict.ok
-    assert (
-        "ledger rewritten: entry 12 no longer matches the checkpoint of entry 12" in verdict.reason
-    )
+    assert "ledger rewritten: entry 12 no longer matches the checkpoint of entry 12" in verdict.reason
 
 
 def test_checkpoint_with_a_forged_signature_fails(migrated: sa.Engine, tmp_path: Path) -> None:
@@ -228,22 +221,17 @@ def test_pseudonyms_are_keyed_and_never_the_key() -> None:
     assert all(c in "0123456789abcdef" for c in a) and len(a) == 64
 
 
-def test_key_file_readable_by_others_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 0644 pseudonym key file is refused with the chmod to run."""
     path = tmp_path / "key"
     path.write_text("s3cret")
-    os.chmod(path, 0o644)
+    path.chmod(0o644)
     monkeypatch.delenv("RETENTION_PSEUDONYM_KEY", raising=False)
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", str(path))
     with pytest.raises(ConfigError, match=f"run: chmod 600 {path}"):
         ledger.pseudonym_secret()
-    os.chmod(path, 0o600)
-    assert (
-        read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
-        == b"s3cret"
-    )
+    path.chmod(0o600)
+    assert read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE") == b"s3cret"
 
 
 def test_export_csv_and_jsonl(migrated: sa.Engine) -> None:
@@ -259,3 +247,43 @@ def test_export_csv_and_jsonl(migrated: sa.Engine) -> None:
     out = io.StringIO()
     assert ledger.export(migrated, "csv", out) == 13
     assert out.getvalue().splitlines()[0].startswith("seq,recorded_at,run_id")
+
+
+import rfc8785  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=["Cs"]), max_size=30)
+
+
+@given(
+    basis=st.one_of(st.none(), _text),
+    dataset=st.one_of(st.none(), _text),
+    count=st.integers(-(2**53) + 1, 2**53 - 1),
+    detail=st.one_of(st.none(), st.dictionaries(_text, st.one_of(_text, st.integers(0, 10**9)), max_size=3)),
+)
+def test_fast_canonical_encoding_is_rfc8785(basis: Any, dataset: Any, count: int, detail: Any) -> None:
+    """The ledger's fast encoder produces exactly the RFC 8785 bytes, for any text."""
+    row = {
+        "seq": 7,
+        "recorded_at": NOW,
+        "run_id": "r",
+        "pack_id": None,
+        "pack_digest": None,
+        "dataset": dataset,
+        "transition": "active->purged",
+        "action": "delete",
+        "basis": basis,
+        "due_at": None,
+        "record_pseudonym": None,
+        "subject_pseudonym": None,
+        "count": count,
+        "clock_min": NOW,
+        "clock_max": None,
+        "detail": detail,
+        "prev_hash": "0" * 64,
+    }
+    reference = {k: row[k] for k in ledger.COLUMNS}
+    reference["recorded_at"] = reference["clock_min"] = "2026-11-24T10:00:00.000000Z"
+    reference["detail"] = rfc8785.dumps(detail).decode() if detail else None
+    assert ledger.canonical_entry(row) == rfc8785.dumps(reference)

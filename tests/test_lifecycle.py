@@ -98,9 +98,7 @@ def expected_customers(shop: dict[str, list[dict[str, Any]]], as_of: dt.datetime
         last_kept = max(ends)
         inactive = midnight(last_kept + dt.timedelta(days=1))
         purged = midnight(add_months(last_kept, 60) + dt.timedelta(days=1))
-        states[customer["id"]] = (
-            "purged" if purged <= as_of else "archived" if inactive <= as_of else "active"
-        )
+        states[customer["id"]] = "purged" if purged <= as_of else "archived" if inactive <= as_of else "active"
     return states
 
 
@@ -156,10 +154,7 @@ def actual_states(engine: sa.Engine) -> dict[int, str]:
     rs = store.record_states
     with engine.connect() as conn:
         ids = set(conn.execute(sa.text("SELECT id FROM customers")).scalars())
-        moved = {
-            int(r.record_key): r.state
-            for r in conn.execute(sa.select(rs).where(rs.c.dataset == "customers"))
-        }
+        moved = {int(r.record_key): r.state for r in conn.execute(sa.select(rs).where(rs.c.dataset == "customers"))}
     return {i: moved.get(i, "active") for i in ids}
 
 
@@ -182,9 +177,7 @@ def test_twelve_years_of_a_shop(migrated: sa.Engine) -> None:
         for table, ids in expected_rows(shop, as_of).items():
             assert remaining(migrated, table) == ids, (table, as_of)
         # Browsing data follows the account: gone once the customer left 'active'.
-        browsing = {
-            b["id"] for b in shop["browsing_events"] if expected[b["customer_id"]] == "active"
-        }
+        browsing = {b["id"] for b in shop["browsing_events"] if expected[b["customer_id"]] == "active"}
         assert remaining(migrated, "browsing_events") == browsing, as_of
         # Deactivated accounts are flagged in place; archived ones are minimised.
         customers = shop_metadata().tables["customers"]

@@ -130,9 +130,7 @@ def test_exit_2_on_a_bad_pack(tmp_path: Path) -> None:
     assert result.output.startswith(f"error: {bad}:1: the pack is missing required key 'version'")
 
 
-def test_wrong_clock_column_trips_the_guard(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_wrong_clock_column_trips_the_guard(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """A clock on the wrong column would purge 100 %: exit 4, nothing touched; --allow-mass proceeds."""
     build(migrated)
     pack = write_pack(tmp_path, clock="created")
@@ -146,49 +144,29 @@ def test_wrong_clock_column_trips_the_guard(
     with migrated.connect() as conn:
         run = conn.execute(sa.select(store.runs).where(store.runs.c.mode == "run")).one()
         assert run.status == "guarded"
-        assert (
-            conn.execute(
-                sa.text("SELECT count(*) FROM accounts WHERE active = :f"), {"f": False}
-            ).scalar_one()
-            == 5
-        )
+        assert conn.execute(sa.text("SELECT count(*) FROM accounts WHERE active = :f"), {"f": False}).scalar_one() == 5
 
-    result = invoke(
-        "run", "--rules", str(pack), "--db", db_url, "--as-of", AS_OF, "--allow-mass", "events"
-    )
+    result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", AS_OF, "--allow-mass", "events")
     assert result.exit_code == 0, result.output
     assert count(migrated, "events") == 0
     with migrated.connect() as conn:
-        override = conn.execute(
-            sa.select(store.ledger).where(store.ledger.c.transition == "guard_overridden")
-        ).one()
-        latest = conn.execute(
-            sa.select(store.runs.c.overrides).where(store.runs.c.status == "succeeded")
-        ).scalar_one()
+        override = conn.execute(sa.select(store.ledger).where(store.ledger.c.transition == "guard_overridden")).one()
+        latest = conn.execute(sa.select(store.runs.c.overrides).where(store.runs.c.status == "succeeded")).scalar_one()
     assert override.dataset == "events" and override.count == 100
     assert json.loads(override.detail)["share"] == 1.0
     assert json.loads(latest)[0]["dataset"] == "events"
 
 
-def test_exit_3_when_a_dataset_fails_and_others_go_on(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_exit_3_when_a_dataset_fails_and_others_go_on(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """A constraint failure rolls back that dataset's batch, is reported, and other datasets still run."""
     build(migrated)
-    pack = write_pack(
-        tmp_path, active="null"
-    )  # NOT NULL column set to NULL: refused by the database
+    pack = write_pack(tmp_path, active="null")  # NOT NULL column set to NULL: refused by the database
     result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", AS_OF)
     assert result.exit_code == 3, result.output
     assert "accounts" in result.output and "FAILED" in result.output
     assert count(migrated, "events") == 90  # the other dataset was applied
     with migrated.connect() as conn:
-        assert (
-            conn.execute(
-                sa.text("SELECT count(*) FROM accounts WHERE active = :t"), {"t": True}
-            ).scalar_one()
-            == 10
-        )
+        assert conn.execute(sa.text("SELECT count(*) FROM accounts WHERE active = :t"), {"t": True}).scalar_one() == 10
         assert (
             conn.execute(
                 sa.select(sa.func.count())
@@ -201,30 +179,19 @@ def test_exit_3_when_a_dataset_fails_and_others_go_on(
     assert run.status == "partial" and "accounts" in json.loads(run.error)
 
 
-def test_exit_5_when_another_run_holds_the_lock(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_exit_5_when_another_run_holds_the_lock(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """While the lock is held, `run` exits 5 at once."""
     build(migrated)
     with execute.run_lock(migrated, "someone-else"):
-        result = invoke(
-            "run", "--rules", str(write_pack(tmp_path)), "--db", db_url, "--as-of", AS_OF
-        )
+        result = invoke("run", "--rules", str(write_pack(tmp_path)), "--db", db_url, "--as-of", AS_OF)
     assert result.exit_code == 5
     assert result.output.startswith("error: another retention run holds the lock on this database")
 
 
-def test_exit_6_when_the_ledger_is_tampered_with(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_exit_6_when_the_ledger_is_tampered_with(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """`ledger verify` exits 6 naming the entry."""
     build(migrated)
-    assert (
-        invoke(
-            "run", "--rules", str(write_pack(tmp_path)), "--db", db_url, "--as-of", AS_OF
-        ).exit_code
-        == 0
-    )
+    assert invoke("run", "--rules", str(write_pack(tmp_path)), "--db", db_url, "--as-of", AS_OF).exit_code == 0
     assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
     with migrated.begin() as conn:
         if migrated.dialect.name == "postgresql":
@@ -275,9 +242,7 @@ def test_exit_1_and_clean_stop_on_sigterm(migrated: sa.Engine, db_url: str, tmp_
     assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
 
 
-def test_metrics_file_matches_the_run_record(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_metrics_file_matches_the_run_record(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """The textfile parses with prometheus_client and its counts equal the run record's."""
     build(migrated)
     metrics = tmp_path / "textfile" / "retention.prom"
@@ -310,9 +275,7 @@ def test_metrics_file_matches_the_run_record(
     assert families["retention_last_success_timestamp_seconds"].samples[0].value > 0
 
 
-def test_every_log_line_is_json_with_the_run_id(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_every_log_line_is_json_with_the_run_id(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """Off a terminal, each log line of a run is a JSON object carrying the run id."""
     build(migrated)
     result = subprocess.run(
@@ -338,9 +301,7 @@ def test_every_log_line_is_json_with_the_run_id(
     lines = result.stderr.splitlines()
     assert lines
     with migrated.connect() as conn:
-        run_id = conn.execute(
-            sa.select(store.runs.c.id).where(store.runs.c.mode == "run")
-        ).scalar_one()
+        run_id = conn.execute(sa.select(store.runs.c.id).where(store.runs.c.mode == "run")).scalar_one()
     for line in lines:
         event = json.loads(line)
         assert event["run_id"] == run_id, line

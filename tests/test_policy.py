@@ -31,15 +31,13 @@ MISTAKES = {
     "delete or anonymise the source row",
     "states_backwards.yaml": "16: datasets.customers.lifecycle[1].to: state 'inactive' cannot come "
     "after 'purged'; states go active -> inactive -> archived -> purged",
-    "duplicate_state.yaml": "17: datasets.customers.lifecycle[1].to: state 'inactive' appears twice "
-    "in the lifecycle",
+    "duplicate_state.yaml": "17: datasets.customers.lifecycle[1].to: state 'inactive' appears twice in the lifecycle",
     "follows_missing_dataset.yaml": "23: dataset 'browsing' follows 'clients', which is not a dataset "
     "of this pack; valid: customers",
     "duplicate_dataset.yaml": "16: duplicate dataset 'invoices' in datasets",
     "unknown_clock_type.yaml": "11: unknown value 'datetime' for datasets.invoices.keep[0].clock.type; "
     "valid: timestamptz, timestamp, date, epoch, epoch_text",
-    "bad_timezone.yaml": "4: timezone: unknown timezone 'Europe/Pariss'; use an IANA name such as "
-    "Europe/Paris or UTC",
+    "bad_timezone.yaml": "4: timezone: unknown timezone 'Europe/Pariss'; use an IANA name such as Europe/Paris or UTC",
     "missing_basis.yaml": "13: datasets.invoices.lifecycle[0]: state 'purged' has no legal basis; "
     "add 'basis' to the step or the dataset",
     "aggregate_without_table.yaml": "11: datasets.customers.keep[0].clock: an aggregate clock needs "
@@ -120,9 +118,7 @@ def test_digest_ignores_layout_but_not_content(tmp_path: Path) -> None:
     """Comments and whitespace leave the digest unchanged; a changed period changes it."""
     text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
     original = load_file(ROOT / "rules" / "marketplace.yaml").digest
-    (tmp_path / "a.yaml").write_text(
-        "# reformatted\n" + text.replace("key: id", "key:   id"), encoding="utf-8"
-    )
+    (tmp_path / "a.yaml").write_text("# reformatted\n" + text.replace("key: id", "key:   id"), encoding="utf-8")
     assert load_file(tmp_path / "a.yaml").digest == original
     (tmp_path / "b.yaml").write_text(text.replace("period: P13M", "period: P12M"), encoding="utf-8")
     assert load_file(tmp_path / "b.yaml").digest != original

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -24,9 +25,7 @@ AS_OF = dt.datetime(2026, 11, 3, 9, tzinfo=dt.UTC)
 
 
 def chart_data(page: str) -> dict[str, object]:
-    match = re.search(
-        r'<script type="application/json" id="forecast-data">(.*?)</script>', page, re.S
-    )
+    match = re.search(r'<script type="application/json" id="forecast-data">(.*?)</script>', page, re.S)
     assert match
     return json.loads(match.group(1).replace("<\\/", "</"))
 
@@ -43,7 +42,7 @@ def test_chart_data_equal_plans_at_each_week(migrated: sa.Engine, tmp_path: Path
     assert embedded["weeks"] == [w.isoformat() for w in weeks[:-1]]
     counts = [execute.plan(migrated, PACK, w).transitions for w in weeks]
     expected: dict[str, list[int]] = {}
-    for before, after in zip(counts, counts[1:], strict=False):
+    for before, after in itertools.pairwise(counts):
         for dataset in set(before) | set(after):
             for transition in set(before.get(dataset, {})) | set(after.get(dataset, {})):
                 expected.setdefault(f"{dataset} {transition}", [])
@@ -51,16 +50,14 @@ def test_chart_data_equal_plans_at_each_week(migrated: sa.Engine, tmp_path: Path
         dataset, transition = name.split(" ", 1)
         expected[name] = [
             after.get(dataset, {}).get(transition, 0) - before.get(dataset, {}).get(transition, 0)
-            for before, after in zip(counts, counts[1:], strict=False)
+            for before, after in itertools.pairwise(counts)
         ]
     assert embedded["series"] == expected
     assert sum(sum(v) for v in expected.values()) > 0
 
 
 @pytest.mark.only_on("sqlite")
-def test_report_opens_in_headless_chromium(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_report_opens_in_headless_chromium(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """The page loads in Chromium with its script run and no console error."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -71,9 +68,7 @@ def test_report_opens_in_headless_chromium(
     page = tmp_path / "report.html"
     summary = execute.plan(migrated, PACK, AS_OF)
     page.write_text(
-        report.render(
-            summary, report.forecast(migrated, PACK, AS_OF, Period(months=1)), Period(months=1), {}
-        ),
+        report.render(summary, report.forecast(migrated, PACK, AS_OF, Period(months=1)), Period(months=1), {}),
         encoding="utf-8",
     )
     result = subprocess.run(
@@ -99,10 +94,6 @@ def test_report_opens_in_headless_chromium(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(
-        r'id="forecast-total"[^>]*>\d+ transitions forecast over \d+ weeks\.<', result.stdout
-    )
-    console = [
-        line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line
-    ]
+    assert re.search(r'id="forecast-total"[^>]*>\d+ transitions forecast over \d+ weeks\.<', result.stdout)
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []

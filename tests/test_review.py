@@ -30,9 +30,7 @@ PACK = validate_pack(
                 "subject_key": "owner",
                 "basis": "contract files",
                 "review": True,
-                "keep": [
-                    {"clock": {"column": "closed_at", "type": "timestamptz"}, "period": "P1Y"}
-                ],
+                "keep": [{"clock": {"column": "closed_at", "type": "timestamptz"}, "period": "P1Y"}],
                 "lifecycle": [{"to": "purged", "action": "delete"}],
             }
         },
@@ -85,9 +83,7 @@ def test_review_flow(migrated: sa.Engine) -> None:
     assert ids(migrated) == set(range(1, 21))  # nothing purged
     with migrated.connect() as conn:
         batches = review.list_batches(conn)
-        assert [(b["dataset"], b["status"], b["items"]) for b in batches] == [
-            ("documents", "pending", 5)
-        ]
+        assert [(b["dataset"], b["status"], b["items"]) for b in batches] == [("documents", "pending", 5)]
         batch_id = batches[0]["id"]
         _, items = review.show_batch(conn, batch_id)
         assert [i["record_key"] for i in items] == ["1", "2", "3", "4", "5"]
@@ -96,9 +92,7 @@ def test_review_flow(migrated: sa.Engine) -> None:
     with migrated.connect() as conn:
         assert len(review.list_batches(conn)) == 1
     with migrated.begin() as conn:
-        review.decide(
-            conn, batch_id, approve=True, by="dpo@example.test", reason="retention period over"
-        )
+        review.decide(conn, batch_id, approve=True, by="dpo@example.test", reason="retention period over")
     with migrated.begin() as conn:  # placed after approval: still protects record 2
         subjects.place_hold(
             conn,
@@ -109,9 +103,7 @@ def test_review_flow(migrated: sa.Engine) -> None:
             placed_by="legal",
             secret=SECRET,
         )
-    later = dt.datetime(
-        2021, 9, 15, tzinfo=UTC
-    )  # 6..8 (closed by 11 Sep 2020) are due, not approved
+    later = dt.datetime(2021, 9, 15, tzinfo=UTC)  # 6..8 (closed by 11 Sep 2020) are due, not approved
     result = execute.run(migrated, PACK, later, secret=SECRET)
     assert result.counts["documents"] == {"active->purged": 4}
     assert ids(migrated) == {2} | set(range(6, 21))
@@ -121,9 +113,7 @@ def test_review_flow(migrated: sa.Engine) -> None:
             .where(store.ledger.c.run_id == result.run_id)
             .where(store.ledger.c.transition == "active->purged")
         ).all()
-        approvals = conn.execute(
-            sa.select(store.ledger).where(store.ledger.c.transition == "review_approved")
-        ).all()
+        approvals = conn.execute(sa.select(store.ledger).where(store.ledger.c.transition == "review_approved")).all()
         pending = review.list_batches(conn)
     assert {json.loads(e.detail)["review_id"] for e in entries} == {batch_id}
     assert {e.record_pseudonym for e in entries} == {

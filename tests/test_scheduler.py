@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -19,9 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_scheduler_runs_without_overlap_and_stops_cleanly(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_scheduler_runs_without_overlap_and_stops_cleanly(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """Every second a trigger fires; a long first run makes later triggers skip; SIGTERM ends it all."""
     build_shop(migrated, seed=41, customers=2500)
     text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
@@ -72,19 +71,15 @@ def test_scheduler_runs_without_overlap_and_stops_cleanly(
     assert process.returncode == 0, err[-3000:]
     with migrated.connect() as conn:
         runs = conn.execute(
-            sa.select(store.runs)
-            .where(store.runs.c.mode == "run")
-            .order_by(store.runs.c.started_at)
+            sa.select(store.runs).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at)
         ).all()
     assert len(runs) >= 2
     assert len(runs) <= elapsed + 1  # at most one run per trigger
     assert all(r.status in ("succeeded", "interrupted") and r.finished_at is not None for r in runs)
-    for before, after in zip(runs, runs[1:], strict=False):
+    for before, after in itertools.pairwise(runs):
         assert after.started_at >= before.finished_at  # never two at once
     skipped = [
-        line
-        for line in err.splitlines()
-        if "maximum number of running instances" in line or "was missed by" in line
+        line for line in err.splitlines() if "maximum number of running instances" in line or "was missed by" in line
     ]
     assert skipped, "the long first run should have made at least one trigger skip"
     assert '"event": "scheduler_stopped"' in err

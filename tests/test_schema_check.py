@@ -84,9 +84,7 @@ def test_missing_clock_column(engine: sa.Engine, db_url: str, tmp_path: Path) ->
     md.create_all(engine)
     code, lines = check(db_url, write_pack(tmp_path))
     assert code == 2
-    assert lines == [
-        "error: customers.last_seen: no such column (clock); columns: id, seen (dataset customers)"
-    ]
+    assert lines == ["error: customers.last_seen: no such column (clock); columns: id, seen (dataset customers)"]
 
 
 def test_missing_key_column(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
@@ -94,14 +92,9 @@ def test_missing_key_column(engine: sa.Engine, db_url: str, tmp_path: Path) -> N
     md = sa.MetaData()
     customers(md)
     md.create_all(engine)
-    code, lines = check(
-        db_url, write_pack(tmp_path, PACK.replace("key: id\n", "key: customer_no\n", 1))
-    )
+    code, lines = check(db_url, write_pack(tmp_path, PACK.replace("key: id\n", "key: customer_no\n", 1)))
     assert code == 2
-    assert (
-        "error: customers.customer_no: no such column (key); columns: id, last_seen (dataset customers)"
-        in lines
-    )
+    assert "error: customers.customer_no: no such column (key); columns: id, last_seen (dataset customers)" in lines
 
 
 def test_text_clock_column(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
@@ -116,34 +109,25 @@ def test_text_clock_column(engine: sa.Engine, db_url: str, tmp_path: Path) -> No
     assert lines[0].endswith("which cannot hold a timestamptz clock (dataset customers)")
 
 
-def test_unindexed_clock_column_is_a_warning(
-    engine: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_unindexed_clock_column_is_a_warning(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """No index on the clock column: a warning, exit 0."""
     md = sa.MetaData()
     customers(md, index=False)
     md.create_all(engine)
     assert check(db_url, write_pack(tmp_path)) == (
         0,
-        [
-            "warning: customers.last_seen: clock column has no index; evaluation will scan the table "
-            "(dataset customers)"
-        ],
+        ["warning: customers.last_seen: clock column has no index; evaluation will scan the table (dataset customers)"],
     )
 
 
-def test_table_without_primary_key_is_a_warning(
-    engine: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_table_without_primary_key_is_a_warning(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """A table without primary key is reported; keys may repeat."""
     md = sa.MetaData()
     customers(md, pk=False)
     md.create_all(engine)
     code, lines = check(db_url, write_pack(tmp_path))
     assert code == 0
-    assert lines == [
-        "warning: customers: table has no primary key; keys may repeat (dataset customers)"
-    ]
+    assert lines == ["warning: customers: table has no primary key; keys may repeat (dataset customers)"]
 
 
 @pytest.mark.only_on("postgresql")

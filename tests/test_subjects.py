@@ -32,9 +32,7 @@ UTC = dt.UTC
 
 def _count(conn: sa.Connection, table: str, customer: int) -> int:
     return int(
-        conn.execute(
-            sa.text(f"SELECT count(*) FROM {table} WHERE customer_id = :c"), {"c": customer}
-        ).scalar_one()
+        conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE customer_id = :c"), {"c": customer}).scalar_one()
     )
 
 
@@ -57,10 +55,7 @@ def test_erasure_request_moves_the_subject_at_the_next_run(migrated: sa.Engine) 
         chosen = next(
             c
             for c in candidates
-            if all(
-                _count(conn, t, c)
-                for t in ("analytics_events", "browsing_events", "payment_tokens", "invoices")
-            )
+            if all(_count(conn, t, c) for t in ("analytics_events", "browsing_events", "payment_tokens", "invoices"))
         )
         invoices_before = _count(conn, "invoices", chosen)
     with migrated.begin() as conn:
@@ -77,17 +72,13 @@ def test_erasure_request_moves_the_subject_at_the_next_run(migrated: sa.Engine) 
             )
         ).scalar_one()
         assert state == "archived"
-        row = conn.execute(
-            sa.select(tables["customers"]).where(tables["customers"].c.id == chosen)
-        ).one()
+        row = conn.execute(sa.select(tables["customers"]).where(tables["customers"].c.id == chosen)).one()
         assert row.is_active is False or row.is_active == 0
         assert row.name is None
         for table in ("analytics_events", "browsing_events", "payment_tokens"):
             assert _count(conn, table, chosen) == 0, table
         assert _count(conn, "invoices", chosen) == invoices_before
-        request = conn.execute(
-            sa.select(store.erasure_requests).where(store.erasure_requests.c.id == request_id)
-        ).one()
+        request = conn.execute(sa.select(store.erasure_requests).where(store.erasure_requests.c.id == request_id)).one()
         assert request.status == "processed" and request.processed_run_id == result.run_id
         entries = conn.execute(
             sa.select(store.ledger).where(
@@ -99,16 +90,8 @@ def test_erasure_request_moves_the_subject_at_the_next_run(migrated: sa.Engine) 
     assert ("customers", "inactive->archived") in by_transition
     assert ("analytics_events", "active->purged") in by_transition
     assert ("payment_tokens", "active->purged") in by_transition
-    assert all(
-        json.loads(e.detail)["erasure_request"] == request_id
-        for e in entries
-        if e.dataset != "browsing_events"
-    )
-    assert all(
-        e.due_at == dt.datetime(2026, 10, 29, 23, tzinfo=UTC)
-        for e in entries
-        if e.due_at is not None
-    )
+    assert all(json.loads(e.detail)["erasure_request"] == request_id for e in entries if e.dataset != "browsing_events")
+    assert all(e.due_at == dt.datetime(2026, 10, 29, 23, tzinfo=UTC) for e in entries if e.due_at is not None)
     # browsing_events keeps a summary ledger (no per-record pseudonyms), and it names the request too.
     with migrated.connect() as conn:
         summaries = (
@@ -148,22 +131,16 @@ def test_erasure_deadlines(received: dt.date, extended: bool, deadline: dt.date)
 def test_erasure_list_flags_and_single_extension(migrated: sa.Engine) -> None:
     """`list` flags overdue and due-soon requests; a second extension is refused."""
     with migrated.begin() as conn:
-        late = subjects.add_request(
-            conn, subject_key="1", received=dt.date(2026, 9, 1), pack=MARKETPLACE.pack
-        )
-        soon = subjects.add_request(
-            conn, subject_key="2", received=dt.date(2026, 11, 1), pack=MARKETPLACE.pack
-        )
-        calm = subjects.add_request(
-            conn, subject_key="3", received=dt.date(2026, 11, 20), pack=MARKETPLACE.pack
-        )
+        late = subjects.add_request(conn, subject_key="1", received=dt.date(2026, 9, 1), pack=MARKETPLACE.pack)
+        soon = subjects.add_request(conn, subject_key="2", received=dt.date(2026, 11, 1), pack=MARKETPLACE.pack)
+        calm = subjects.add_request(conn, subject_key="3", received=dt.date(2026, 11, 20), pack=MARKETPLACE.pack)
     with migrated.connect() as conn:
         flags = {r["id"]: r["flag"] for r in subjects.list_requests(conn, dt.date(2026, 11, 24))}
     assert flags == {late: "overdue", soon: "due soon", calm: ""}
     with migrated.begin() as conn:
-        assert subjects.extend_request(
-            conn, late, reason="many requests", pack=MARKETPLACE.pack
-        ) == dt.date(2026, 12, 1)
+        assert subjects.extend_request(conn, late, reason="many requests", pack=MARKETPLACE.pack) == dt.date(
+            2026, 12, 1
+        )
     with migrated.begin() as conn, pytest.raises(ConfigError, match="allows one extension"):
         subjects.extend_request(conn, late, reason="again", pack=MARKETPLACE.pack)
 
@@ -241,9 +218,7 @@ def build_small(engine: sa.Engine, seed: int) -> None:
         return value if engine.dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     with engine.begin() as conn:
-        conn.execute(
-            accounts.insert(), [{"id": i, "seen": when(), "active": True} for i in range(1, 16)]
-        )
+        conn.execute(accounts.insert(), [{"id": i, "seen": when(), "active": True} for i in range(1, 16)])
         conn.execute(
             events.insert(),
             [{"id": i, "account_id": rng.randint(1, 15), "at": when()} for i in range(1, 41)],
@@ -263,9 +238,7 @@ def snapshot(engine: sa.Engine) -> dict[str, Any]:
                     store.record_states.c.since,
                 ).order_by(store.record_states.c.dataset, store.record_states.c.record_key)
             ).all(),
-            "archive": conn.execute(
-                sa.select(store.archive.c.record_key).order_by(store.archive.c.record_key)
-            ).all(),
+            "archive": conn.execute(sa.select(store.archive.c.record_key).order_by(store.archive.c.record_key)).all(),
         }
 
 
@@ -334,9 +307,7 @@ def test_holds_stop_transitions_and_release_restores_the_plan(migrated: sa.Engin
             assert _state_of(before, dataset, key) == _state_of(after_hold, dataset, key)
         with migrated.begin() as conn:
             for hold_id in ids:
-                subjects.release_hold(
-                    conn, hold_id, released_by="test", reason="case closed", secret=SECRET
-                )
+                subjects.release_hold(conn, hold_id, released_by="test", reason="case closed", secret=SECRET)
         execute.run(migrated, HOLD_PACK, as_ofs[-1], secret=SECRET)
         assert snapshot(migrated) == without
 
@@ -517,47 +488,35 @@ def build_cascade_shop(engine: sa.Engine, seed: int, customers: int = 120) -> No
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), nullable=False),
-        sa.Column(
-            "customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True
-        ),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
         sa.Column("created_at", TS, nullable=False, index=True),
     )
     sa.Table(
         "addresses",
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column(
-            "customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True
-        ),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
     )
     sa.Table(
         "newsletter",
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column(
-            "customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True
-        ),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
     )
     md.create_all(engine)
     rng = random.Random(seed)
     start = dt.datetime(2014, 1, 1, tzinfo=UTC)
-    store_ts = (
-        (lambda v: v) if engine.dialect.name == "postgresql" else (lambda v: v.replace(tzinfo=None))
-    )
+    store_ts = (lambda v: v) if engine.dialect.name == "postgresql" else (lambda v: v.replace(tzinfo=None))
     rows: dict[str, list[dict[str, Any]]] = {
         t: [] for t in ("customers", "orders", "order_lines", "addresses", "newsletter")
     }
     for c in range(1, customers + 1):
         seen = start + dt.timedelta(days=rng.randint(0, 12 * 365))
-        rows["customers"].append(
-            {"id": c, "email": f"c{c}@x.test", "last_seen": store_ts(seen), "active": True}
-        )
+        rows["customers"].append({"id": c, "email": f"c{c}@x.test", "last_seen": store_ts(seen), "active": True})
         for _ in range(rng.randint(0, 3)):
             order_at = start + dt.timedelta(days=rng.randint(0, 12 * 365))
             order_id = len(rows["orders"]) + 1
-            rows["orders"].append(
-                {"id": order_id, "customer_id": c, "created_at": store_ts(order_at)}
-            )
+            rows["orders"].append({"id": order_id, "customer_id": c, "created_at": store_ts(order_at)})
             for _ in range(rng.randint(1, 3)):
                 rows["order_lines"].append(
                     {
@@ -578,9 +537,7 @@ def build_cascade_shop(engine: sa.Engine, seed: int, customers: int = 120) -> No
 
 
 @pytest.mark.slow
-def test_cascade_over_foreign_keys_for_twelve_years(
-    migrated: sa.Engine, db_url: str, tmp_path: Path
-) -> None:
+def test_cascade_over_foreign_keys_for_twelve_years(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """Yearly runs from 2015 to 2040 never hit an integrity error and end with no orphan."""
     build_cascade_shop(migrated, seed=13)
     as_of = dt.datetime(2015, 1, 1, tzinfo=UTC)

@@ -27,9 +27,7 @@ def upgrade() -> None:
         sa.Column("record_key", sa.String(length=191), nullable=False),
         sa.Column(
             "payload",
-            sa.Text()
-            .with_variant(mysql.LONGTEXT(), "mariadb")
-            .with_variant(mysql.LONGTEXT(), "mysql"),
+            sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=False,
             comment="JSON of the declared columns only",
         ),
@@ -58,9 +56,7 @@ def upgrade() -> None:
         sa.Column("extended_on", sa.Date(), nullable=True),
         sa.Column("extension_reason", sa.Text(), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
-        sa.Column(
-            "status", sa.String(length=20), nullable=False, comment="open, processed, closed"
-        ),
+        sa.Column("status", sa.String(length=20), nullable=False, comment="open, processed, closed"),
         sa.Column("processed_run_id", sa.String(length=36), nullable=True),
         sa.Column("closed_at", retention.store.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_erasure_requests")),
@@ -74,9 +70,7 @@ def upgrade() -> None:
     op.create_table(
         "retention_holds",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column(
-            "scope", sa.String(length=10), nullable=False, comment="subject, dataset or record"
-        ),
+        sa.Column("scope", sa.String(length=10), nullable=False, comment="subject, dataset or record"),
         sa.Column("dataset", sa.String(length=100), nullable=True),
         sa.Column("record_key", sa.String(length=191), nullable=True),
         sa.Column("subject_key", sa.String(length=191), nullable=True),
@@ -152,9 +146,7 @@ def upgrade() -> None:
         ["record_pseudonym"],
         unique=False,
     )
-    op.create_index(
-        op.f("ix_retention_ledger_run_id"), "retention_ledger", ["run_id"], unique=False
-    )
+    op.create_index(op.f("ix_retention_ledger_run_id"), "retention_ledger", ["run_id"], unique=False)
     op.create_index(
         op.f("ix_retention_ledger_subject_pseudonym"),
         "retention_ledger",
@@ -175,9 +167,7 @@ def upgrade() -> None:
         sa.Column("first_seen_at", retention.store.UTCDateTime(), nullable=False),
         sa.Column(
             "content",
-            sa.Text()
-            .with_variant(mysql.LONGTEXT(), "mariadb")
-            .with_variant(mysql.LONGTEXT(), "mysql"),
+            sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=False,
             comment="the YAML text, for auditors",
         ),
@@ -241,32 +231,24 @@ def upgrade() -> None:
         ),
         sa.Column(
             "counts",
-            sa.Text()
-            .with_variant(mysql.LONGTEXT(), "mariadb")
-            .with_variant(mysql.LONGTEXT(), "mysql"),
+            sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=True,
             comment="JSON: dataset -> transition -> count",
         ),
         sa.Column(
             "overrides",
-            sa.Text()
-            .with_variant(mysql.LONGTEXT(), "mariadb")
-            .with_variant(mysql.LONGTEXT(), "mysql"),
+            sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=True,
             comment="JSON: guard overrides named by the operator",
         ),
         sa.Column(
             "error",
-            sa.Text()
-            .with_variant(mysql.LONGTEXT(), "mariadb")
-            .with_variant(mysql.LONGTEXT(), "mysql"),
+            sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
             nullable=True,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_runs")),
     )
-    op.create_index(
-        op.f("ix_retention_runs_started_at"), "retention_runs", ["started_at"], unique=False
-    )
+    op.create_index(op.f("ix_retention_runs_started_at"), "retention_runs", ["started_at"], unique=False)
 
     protect_ledger()
 
@@ -276,12 +258,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_retention_runs_started_at"), table_name="retention_runs")
     op.drop_table("retention_runs")
     op.drop_table("retention_run_lock")
-    op.drop_index(
-        op.f("ix_retention_record_states_subject_key"), table_name="retention_record_states"
-    )
-    op.drop_index(
-        op.f("ix_retention_record_states_dataset_state_since"), table_name="retention_record_states"
-    )
+    op.drop_index(op.f("ix_retention_record_states_subject_key"), table_name="retention_record_states")
+    op.drop_index(op.f("ix_retention_record_states_dataset_state_since"), table_name="retention_record_states")
     op.drop_table("retention_record_states")
     op.drop_table("retention_policy_versions")
     op.drop_index(op.f("ix_retention_ledger_subject_pseudonym"), table_name="retention_ledger")
@@ -290,9 +268,7 @@ def downgrade() -> None:
     op.drop_table("retention_ledger")
     op.drop_index(op.f("ix_retention_holds_scope_released_at"), table_name="retention_holds")
     op.drop_table("retention_holds")
-    op.drop_index(
-        op.f("ix_retention_erasure_requests_status"), table_name="retention_erasure_requests"
-    )
+    op.drop_index(op.f("ix_retention_erasure_requests_status"), table_name="retention_erasure_requests")
     op.drop_table("retention_erasure_requests")
     op.drop_index(op.f("ix_retention_archive_dataset_purge_due_at"), table_name="retention_archive")
     op.drop_table("retention_archive")

@@ -59,9 +59,7 @@ def upgrade() -> None:
             ["retention_review_batches.id"],
             name=op.f("fk_retention_review_items_batch_id_retention_review_batches"),
         ),
-        sa.PrimaryKeyConstraint(
-            "batch_id", "dataset", "record_key", name=op.f("pk_retention_review_items")
-        ),
+        sa.PrimaryKeyConstraint("batch_id", "dataset", "record_key", name=op.f("pk_retention_review_items")),
     )
     op.create_index(
         op.f("ix_retention_review_items_dataset_record_key"),
@@ -72,11 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index(
-        op.f("ix_retention_review_items_dataset_record_key"), table_name="retention_review_items"
-    )
+    op.drop_index(op.f("ix_retention_review_items_dataset_record_key"), table_name="retention_review_items")
     op.drop_table("retention_review_items")
-    op.drop_index(
-        op.f("ix_retention_review_batches_dataset_status"), table_name="retention_review_batches"
-    )
+    op.drop_index(op.f("ix_retention_review_batches_dataset_status"), table_name="retention_review_batches")
     op.drop_table("retention_review_batches")

@@ -99,16 +99,10 @@ class TruncateDateStrategy:
             return None
         parsed = value
         if isinstance(value, str):
-            parsed = (
-                dt.datetime.fromisoformat(value)
-                if len(value) > 10
-                else dt.date.fromisoformat(value)
-            )
+            parsed = dt.datetime.fromisoformat(value) if len(value) > 10 else dt.date.fromisoformat(value)
         month = parsed.month if self.config.to == "month" else 1
         if isinstance(parsed, dt.datetime):
-            result: Any = parsed.replace(
-                month=month, day=1, hour=0, minute=0, second=0, microsecond=0
-            )
+            result: Any = parsed.replace(month=month, day=1, hour=0, minute=0, second=0, microsecond=0)
         else:
             result = parsed.replace(month=month, day=1)
         return (
@@ -149,9 +143,7 @@ def strategy_for(config: Mask) -> Strategy:
     try:
         factory = STRATEGIES[config.strategy]
     except KeyError:
-        raise ValueError(
-            f"unknown strategy {config.strategy!r}; valid: {', '.join(STRATEGIES)}"
-        ) from None
+        raise ValueError(f"unknown strategy {config.strategy!r}; valid: {', '.join(STRATEGIES)}") from None
     strategy: Strategy = factory(config)
     return strategy
 
@@ -170,40 +162,26 @@ def mask_rows(
     missing = [c for c in masks if c not in table.c]
     if missing:
         raise SchemaError(
-            [
-                f"table {table.name} has no column {c!r}; columns: {', '.join(table.c.keys())}"
-                for c in missing
-            ]
+            [f"table {table.name} has no column {c!r}; columns: {', '.join(table.c.keys())}" for c in missing]
         )
     key = table.c[key_column]
     strategies = {c: strategy_for(m) for c, m in masks.items()}
     constant = {
-        c: s.mask(None, secret=secret, column_type=table.c[c].type)
-        for c, s in strategies.items()
-        if not s.needs_value
+        c: s.mask(None, secret=secret, column_type=table.c[c].type) for c, s in strategies.items() if not s.needs_value
     }
     if constant:
         conn.execute(table.update().where(key.in_(list(keys))).values(**constant))
     per_row = [c for c, s in strategies.items() if s.needs_value]
     if not per_row:
         return len(keys)
-    rows = conn.execute(
-        sa.select(key, *(table.c[c] for c in per_row)).where(key.in_(list(keys)))
-    ).all()
+    rows = conn.execute(sa.select(key, *(table.c[c] for c in per_row)).where(key.in_(list(keys)))).all()
     params = []
     for row in rows:
         values = {
-            f"v_{c}": strategies[c].mask(
-                row._mapping[c], secret=secret, column_type=table.c[c].type
-            )
-            for c in per_row
+            f"v_{c}": strategies[c].mask(row._mapping[c], secret=secret, column_type=table.c[c].type) for c in per_row
         }
         params.append({"k_": row._mapping[key_column], **values})
     if params:
-        statement = (
-            table.update()
-            .where(key == sa.bindparam("k_"))
-            .values({c: sa.bindparam(f"v_{c}") for c in per_row})
-        )
+        statement = table.update().where(key == sa.bindparam("k_")).values({c: sa.bindparam(f"v_{c}") for c in per_row})
         conn.execute(statement, params)
     return len(keys)

@@ -93,9 +93,7 @@ def shop_metadata() -> sa.MetaData:
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id"), nullable=False),
-        sa.Column(
-            "customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True
-        ),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
         sa.Column("invoice_date", sa.Date, nullable=False, index=True),
         sa.Column("amount", sa.Numeric(10, 2), nullable=False),
         sa.Column("billing_name", sa.String(200)),
@@ -105,9 +103,7 @@ def shop_metadata() -> sa.MetaData:
         "browsing_events",
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column(
-            "customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True
-        ),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
         sa.Column("viewed_at", NAIVE, nullable=False),
         sa.Column("url", sa.String(300)),
     )
@@ -133,9 +129,7 @@ def shop_metadata() -> sa.MetaData:
         "payment_tokens",
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column(
-            "customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True
-        ),
+        sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False, index=True),
         sa.Column("token", sa.String(64), nullable=False),
         sa.Column("created_epoch", sa.BigInteger, nullable=False, index=True),
     )
@@ -168,9 +162,7 @@ class _Gen:
         """An instant near local midnight of an edge-case day (Paris, ±1 hour)."""
         day = self.rng.choice(EDGE_DAYS)
         midnight = dt.datetime(day.year, day.month, day.day, tzinfo=PARIS)
-        return (
-            midnight + dt.timedelta(minutes=self.rng.choice([-61, -1, 0, 1, 59, 61]))
-        ).astimezone(dt.UTC)
+        return (midnight + dt.timedelta(minutes=self.rng.choice([-61, -1, 0, 1, 59, 61]))).astimezone(dt.UTC)
 
 
 def _aware(instant: dt.datetime, dialect: str) -> dt.datetime:
@@ -244,9 +236,7 @@ def build_shop(
             }
         )
         active_until = min(last_activity or created, gen.end)
-        order_count = (
-            0 if (last_activity is None or gen.rng.random() < 0.25) else gen.rng.randint(1, 5)
-        )
+        order_count = 0 if (last_activity is None or gen.rng.random() < 0.25) else gen.rng.randint(1, 5)
         order_times = sorted(gen.between(created, active_until) for _ in range(order_count))
         if order_times and gen.rng.random() < 0.1:
             order_times[-1] = max(created, gen.edge())
@@ -292,24 +282,16 @@ def build_shop(
             )
         for _ in range(gen.rng.randint(0, 3)):
             when = gen.between(created, active_until)
-            rows["analytics_events"].append(
-                _analytics(gen, next_id("analytics_events"), n, when, dialect)
-            )
+            rows["analytics_events"].append(_analytics(gen, next_id("analytics_events"), n, when, dialect))
     for _ in range(customers):  # anonymous audience measurement
         when = gen.between(gen.start, gen.end) if gen.rng.random() < 0.7 else gen.edge()
-        rows["analytics_events"].append(
-            _analytics(gen, next_id("analytics_events"), None, when, dialect)
-        )
+        rows["analytics_events"].append(_analytics(gen, next_id("analytics_events"), None, when, dialect))
     rows["analytics_events"].append(
         _analytics(gen, next_id("analytics_events"), None, gen.end + dt.timedelta(days=30), dialect)
     )
     recent = gen.end - dt.timedelta(days=30)
     for _ in range(max(10, customers // 2)):
-        when = (
-            gen.between(recent, gen.end)
-            if gen.rng.random() < 0.8
-            else gen.between(gen.start, recent)
-        )
+        when = gen.between(recent, gen.end) if gen.rng.random() < 0.8 else gen.between(gen.start, recent)
         rows["review_access_logs"].append(
             {
                 "id": next_id("review_access_logs"),
@@ -327,9 +309,7 @@ def build_shop(
     return ShopSummary({name: len(rows[name]) for name in SHOP_TABLES})
 
 
-def _analytics(
-    gen: _Gen, row_id: int, customer: int | None, when: dt.datetime, dialect: str
-) -> dict[str, Any]:
+def _analytics(gen: _Gen, row_id: int, customer: int | None, when: dt.datetime, dialect: str) -> dict[str, Any]:
     return {
         "id": row_id,
         "customer_id": customer,

@@ -64,23 +64,21 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _walk(
-    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]
-) -> None:
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                dupes.append((path + (key,), key_node.start_mark.line + 1))
+                dupes.append(((*path, key), key_node.start_mark.line + 1))
             seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, path + (key,), lines, dupes)
-            lines[path + (key,)] = key_node.start_mark.line + 1
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _walk(value_node, (*path, key), lines, dupes)
+            lines[(*path, key)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, path + (index,), lines, dupes)
+            _walk(item, (*path, index), lines, dupes)
 
 
 def _read_yaml(source: Path, text: str) -> _Located:
@@ -101,14 +99,10 @@ def _read_yaml(source: Path, text: str) -> _Located:
     for path, line in dupes:
         what = "dataset" if len(path) == 2 and path[0] == "datasets" else "key"
         located.problems.append(
-            PackProblem(
-                name, line, f"duplicate {what} {path[-1]!r} in {_dotted(path[:-1]) or 'the pack'}"
-            )
+            PackProblem(name, line, f"duplicate {what} {path[-1]!r} in {_dotted(path[:-1]) or 'the pack'}")
         )
     if not isinstance(located.data, dict):
-        located.problems.append(
-            PackProblem(name, 1, "a rule pack must be a mapping with 'pack' and 'datasets'")
-        )
+        located.problems.append(PackProblem(name, 1, "a rule pack must be a mapping with 'pack' and 'datasets'"))
     return located
 
 
@@ -220,8 +214,7 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
             if parent.follows is not None:
                 add(
                     (*where, "follows", "dataset"),
-                    f"{ds.follows.dataset!r} follows another dataset itself; follow the subject "
-                    "dataset directly",
+                    f"{ds.follows.dataset!r} follows another dataset itself; follow the subject dataset directly",
                 )
             if ds.subject_key is None:
                 add(
@@ -243,19 +236,14 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                 if own_state not in ds.states:
                     add(
                         (*where, "follows", "on", parent_state),
-                        f"state {own_state!r} is not in the lifecycle of {ds_name!r} "
-                        f"({', '.join(ds.states[1:])})",
+                        f"state {own_state!r} is not in the lifecycle of {ds_name!r} ({', '.join(ds.states[1:])})",
                     )
         if ds.on_erasure is not None and ds.subject_key is None:
-            add(
-                (*where, "on_erasure"), "on_erasure needs a subject_key to find a subject's records"
-            )
+            add((*where, "on_erasure"), "on_erasure needs a subject_key to find a subject's records")
     return problems
 
 
-def validate_pack(
-    data: Any, source: Path, text: str, lines: dict[PathKey, int] | None = None
-) -> LoadedPack:
+def validate_pack(data: Any, source: Path, text: str, lines: dict[PathKey, int] | None = None) -> LoadedPack:
     """Validate parsed YAML into a pack or raise :class:`PackError`."""
     name = str(source)
     lines = lines or {}
@@ -292,7 +280,7 @@ def _problems(exc: ValidationError, name: str, lines: dict[PathKey, int]) -> lis
                 valid = [f.alias or n for n, f in parent.model_fields.items()]
                 close = difflib.get_close_matches(str(path[-1]), valid, n=1, cutoff=0.75)
                 if close:
-                    suggested.add(path[:-1] + (close[0],))
+                    suggested.add((*path[:-1], close[0]))
                     place = _dotted(path[:-1]) or "the pack"
                     message = f"unknown key {path[-1]!r} in {place}; did you mean {close[0]!r}?"
         problems.append((path, error["type"], PackProblem(name, _line_for(lines, path), message)))
@@ -358,12 +346,8 @@ class Catalog:
                 )
             pack_id = ids[0]
         if pack_id not in ids:
-            raise PackError(
-                [PackProblem("--pack", None, f"no pack {pack_id!r}; valid: {', '.join(ids)}")]
-            )
-        versions = sorted(
-            (p for p in self.packs if p.id == pack_id), key=lambda p: p.pack.effective_from
-        )
+            raise PackError([PackProblem("--pack", None, f"no pack {pack_id!r}; valid: {', '.join(ids)}")])
+        versions = sorted((p for p in self.packs if p.id == pack_id), key=lambda p: p.pack.effective_from)
         in_force = [p for p in versions if p.pack.effective_from <= as_of_date]
         if not in_force:
             first = versions[0].pack.effective_from
@@ -396,8 +380,7 @@ def load_catalog(path: Path) -> Catalog:
                 PackProblem(
                     str(loaded.source),
                     None,
-                    f"pack {loaded.id!r} has two versions effective from {key[1]} "
-                    f"(also {seen[key]})",
+                    f"pack {loaded.id!r} has two versions effective from {key[1]} (also {seen[key]})",
                 )
             )
         seen[key] = loaded.source

@@ -55,9 +55,7 @@ def _check_timezone(value: str) -> str:
     try:
         pendulum.timezone(value)
     except Exception as exc:  # pendulum raises several types for bad names
-        raise ValueError(
-            f"unknown timezone {value!r}; use an IANA name such as Europe/Paris or UTC"
-        ) from exc
+        raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Paris or UTC") from exc
     return value
 
 
@@ -70,14 +68,10 @@ class Clock(_Strict):
 
     column: str
     type: ClockType = "timestamptz"
-    timezone: str | None = Field(
-        default=None, description="Timezone of a naive `timestamp` column (default UTC)."
-    )
+    timezone: str | None = Field(default=None, description="Timezone of a naive `timestamp` column (default UTC).")
     aggregate: Literal["max"] | None = None
     table: str | None = None
-    on: str | None = Field(
-        default=None, description="Column of the related table naming the record."
-    )
+    on: str | None = Field(default=None, description="Column of the related table naming the record.")
     references: str | None = Field(
         default=None,
         description="Column of the dataset the related table points at (default its key).",
@@ -91,9 +85,7 @@ class Clock(_Strict):
     @model_validator(mode="after")
     def _coherent(self) -> Clock:
         if self.timezone is not None and self.type != "timestamp":
-            raise ValueError(
-                f"timezone applies only to naive 'timestamp' clocks, not to {self.type!r}"
-            )
+            raise ValueError(f"timezone applies only to naive 'timestamp' clocks, not to {self.type!r}")
         related = {
             "table": self.table,
             "on": self.on,
@@ -103,13 +95,9 @@ class Clock(_Strict):
         if self.aggregate is None:
             extra = [k for k, v in related.items() if v is not None]
             if extra:
-                raise ValueError(
-                    f"{', '.join(extra)} only apply to aggregate clocks; add aggregate: max"
-                )
+                raise ValueError(f"{', '.join(extra)} only apply to aggregate clocks; add aggregate: max")
         elif self.table is None or self.on is None:
-            raise ValueError(
-                "an aggregate clock needs table and on (the related table's key column)"
-            )
+            raise ValueError("an aggregate clock needs table and on (the related table's key column)")
         return self
 
     @property
@@ -201,9 +189,7 @@ class Step(_Strict):
             if not self.columns:
                 raise ValueError("action 'archive' needs 'columns', the minimised payload to keep")
             if self.then is None:
-                raise ValueError(
-                    "action 'archive' needs 'then': delete or anonymise the source row"
-                )
+                raise ValueError("action 'archive' needs 'then': delete or anonymise the source row")
             if self.then == "anonymise" and not self.mask:
                 raise ValueError("archive with 'then: anonymise' needs 'mask'")
         if action == "anonymise" and not self.mask:
@@ -214,12 +200,8 @@ class Step(_Strict):
             raise ValueError("'columns' applies only to action 'archive'")
         if self.then is not None and action != "archive":
             raise ValueError("'then' applies only to action 'archive'")
-        if self.mask is not None and not (
-            action == "anonymise" or (action == "archive" and self.then == "anonymise")
-        ):
-            raise ValueError(
-                "'mask' applies only to 'anonymise' or to archive with 'then: anonymise'"
-            )
+        if self.mask is not None and not (action == "anonymise" or (action == "archive" and self.then == "anonymise")):
+            raise ValueError("'mask' applies only to 'anonymise' or to archive with 'then: anonymise'")
         return self
 
 
@@ -264,9 +246,7 @@ class Dataset(_Strict):
         order = [STATES.index(step.to) for step in self.lifecycle]
         for i in range(1, len(order)):
             if order[i] == order[i - 1]:
-                raise ValueError(
-                    f"@lifecycle.{i}.to: state {self.lifecycle[i].to!r} appears twice in the lifecycle"
-                )
+                raise ValueError(f"@lifecycle.{i}.to: state {self.lifecycle[i].to!r} appears twice in the lifecycle")
             if order[i] < order[i - 1]:
                 raise ValueError(
                     f"@lifecycle.{i}.to: state {self.lifecycle[i].to!r} cannot come after "
@@ -283,8 +263,7 @@ class Dataset(_Strict):
         for index, step in enumerate(self.lifecycle):
             if step.basis is None and self.basis is None:
                 raise ValueError(
-                    f"@lifecycle.{index}: state {step.to!r} has no legal basis; add 'basis' to "
-                    "the step or the dataset"
+                    f"@lifecycle.{index}: state {step.to!r} has no legal basis; add 'basis' to the step or the dataset"
                 )
         for index, step in enumerate(self.lifecycle):
             previous = self.lifecycle[index - 1].to if index else "active"
@@ -292,19 +271,12 @@ class Dataset(_Strict):
             if step.action is None and not (step.to == "purged" and previous == "archived"):
                 valid = ", ".join(_ALLOWED_ACTIONS[step.to])
                 raise ValueError(f"{where}: state {step.to!r} needs an action; valid: {valid}")
-            if (
-                step.to == "purged"
-                and previous == "archived"
-                and step.action not in (None, "delete")
-            ):
+            if step.to == "purged" and previous == "archived" and step.action not in (None, "delete"):
                 raise ValueError(
-                    f"{where}.action: purging an archived record deletes its archive payload; "
-                    "omit 'action'"
+                    f"{where}.action: purging an archived record deletes its archive payload; omit 'action'"
                 )
             if step.action == "drop_partition" and not self.partitioned:
-                raise ValueError(
-                    f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset"
-                )
+                raise ValueError(f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset")
         return self
 
     @property

@@ -1,0 +1,362 @@
+"""Benchmark: the engine against the raw SQL a DBA would write, on the same data.
+
+    python bench/run.py --db sqlite --rows 1000000
+    python bench/run.py --db postgresql://postgres@127.0.0.1/test --rows 1000000
+
+Each measurement regenerates the table in the database (generation is not
+timed), then times one operation. Baselines run in the same process on the
+same data, so the ratios hold on a noisy shared machine even when the
+absolute times do not. Each figure is the median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from retention import execute, migrate  # noqa: E402
+from retention.config import create_engine  # noqa: E402
+from retention.policy import validate_pack  # noqa: E402
+
+AS_OF = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+CUTOFF = dt.datetime(2025, 9, 30, 22, tzinfo=dt.UTC)  # P13M before AS_OF, at Paris midnight
+SECRET = b"bench-key"
+
+
+def pack(action: str, batch_size: int) -> Any:
+    steps: list[dict[str, Any]] = [{"to": "purged", "action": "delete"}]
+    if action == "archive":
+        steps = [
+            {
+                "to": "archived",
+                "action": "archive",
+                "columns": ["id", "customer_id", "collected_at"],
+                "then": "delete",
+            },
+            {"to": "purged", "after": "P5Y"},
+        ]
+    return validate_pack(
+        {
+            "pack": "bench",
+            "version": "1",
+            "effective_from": dt.date(2000, 1, 1),
+            "timezone": "Europe/Paris",
+            "batch_size": batch_size,
+            "guard": {"max_share": 1.0},
+            "datasets": {
+                "events": {
+                    "table": "bench_events",
+                    "key": "id",
+                    "subject_key": "customer_id",
+                    "basis": "bench",
+                    "keep": [
+                        {
+                            "clock": {"column": "collected_at", "type": "timestamptz"},
+                            "period": "P13M",
+                        }
+                    ],
+                    "lifecycle": steps,
+                }
+            },
+        },
+        Path("<bench>"),
+        "",
+    )
+
+
+def generate(engine: sa.Engine, rows: int, seed: int) -> None:
+    """Rows spread over 4 years before AS_OF, ~70 % older than the cutoff; built inside the database."""
+    span = 4 * 365 * 86400
+    start = AS_OF - dt.timedelta(seconds=span)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_events"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE bench_events (id BIGINT PRIMARY KEY, customer_id INTEGER NOT NULL, "
+                    "collected_at TIMESTAMPTZ NOT NULL, payload VARCHAR(100))"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO bench_events SELECT g, (g * 7919) % 100000, "
+                    ":start + make_interval(secs => ((g * 2654435761 + :seed) % :span)), "
+                    "'payload-' || g FROM generate_series(1, :rows) AS g"
+                ),
+                {"start": start, "seed": seed, "span": span, "rows": rows},
+            )
+        else:
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE bench_events (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
+                    "collected_at DATETIME NOT NULL, payload VARCHAR(100))"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :rows) "
+                    "INSERT INTO bench_events SELECT n, (n * 7919) % 100000, "
+                    "strftime('%Y-%m-%d %H:%M:%S', :start, '+' || ((n * 2654435761 + :seed) % :span) || ' seconds'), "
+                    "'payload-' || n FROM g"
+                ),
+                {
+                    "start": start.strftime("%Y-%m-%d %H:%M:%S"),
+                    "seed": seed,
+                    "span": span,
+                    "rows": rows,
+                },
+            )
+        conn.execute(sa.text("CREATE INDEX ix_bench_collected ON bench_events (collected_at)"))
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("ANALYZE bench_events"))
+
+
+def reset_engine_tables(engine: sa.Engine) -> None:
+    migrate.downgrade(engine, "base")
+    migrate.upgrade(engine)
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    began = time.perf_counter()
+    result = action()
+    return time.perf_counter() - began, result
+
+
+def cutoff_param(engine: sa.Engine) -> Any:
+    return CUTOFF if engine.dialect.name == "postgresql" else CUTOFF.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def raw_count(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM bench_events WHERE collected_at < :c"),
+                {"c": cutoff_param(engine)},
+            ).scalar_one()
+        )
+
+
+def raw_delete(engine: sa.Engine) -> int:
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.text("DELETE FROM bench_events WHERE collected_at < :c"),
+                {"c": cutoff_param(engine)},
+            ).rowcount
+        )
+
+
+def raw_archive(engine: sa.Engine) -> int:
+    """INSERT ... SELECT into a plain archive table, then DELETE: the floor for archiving."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bench_archive"))
+        conn.execute(
+            sa.text("CREATE TABLE bench_archive (id BIGINT PRIMARY KEY, customer_id INTEGER, collected_at VARCHAR(40))")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO bench_archive SELECT id, customer_id, CAST(collected_at AS VARCHAR(40)) "
+                "FROM bench_events WHERE collected_at < :c"
+            ),
+            {"c": cutoff_param(engine)},
+        )
+        return int(
+            conn.execute(
+                sa.text("DELETE FROM bench_events WHERE collected_at < :c"),
+                {"c": cutoff_param(engine)},
+            ).rowcount
+        )
+
+
+class _Base(orm.DeclarativeBase):
+    pass
+
+
+class _Event(_Base):
+    __tablename__ = "bench_events"
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    customer_id: orm.Mapped[int]
+    collected_at: orm.Mapped[dt.datetime]
+    payload: orm.Mapped[str | None]
+
+
+class _Audit(_Base):
+    __tablename__ = "bench_audit"
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True, autoincrement=True)
+    record_id: orm.Mapped[int]
+    deleted_at: orm.Mapped[dt.datetime]
+
+
+def naive_orm(engine: sa.Engine, sample: int) -> int:
+    """What a hurried script does: load each due row, delete it, insert an audit row, commit."""
+    _Audit.__table__.drop(engine, checkfirst=True)
+    _Audit.__table__.create(engine)
+    done = 0
+    with orm.Session(engine) as session:
+        ids = session.scalars(
+            sa.select(_Event.id).where(_Event.collected_at < cutoff_param(engine)).limit(sample)
+        ).all()
+        for record_id in ids:
+            event = session.get(_Event, record_id)
+            session.delete(event)
+            session.add(_Audit(record_id=record_id, deleted_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+            session.commit()
+            done += 1
+    return done
+
+
+def engine_plan(engine: sa.Engine, batch_size: int) -> int:
+    return execute.plan(engine, pack("delete", batch_size), AS_OF).total()
+
+
+def engine_run(engine: sa.Engine, action: str, batch_size: int) -> int:
+    result = execute.run(engine, pack(action, batch_size), AS_OF, secret=SECRET)
+    return sum(sum(v.values()) for v in result.counts.values())
+
+
+def peak_rss(url: str, rows: int, seed: int, batch_size: int) -> float:
+    """Peak RSS (MiB) of a separate process that generates nothing and runs the purge."""
+    engine = create_engine(url)
+    generate(engine, rows, seed)
+    reset_engine_tables(engine)
+    engine.dispose()
+    code = (
+        f"import resource, sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = ['x'];"
+        "import bench.run as b; from retention.config import create_engine;"
+        f"e = create_engine({url!r}); b.engine_run(e, 'delete', {batch_size});"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="sqlite", help="'sqlite' (a temporary file) or a database URL")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--orm-sample", type=int, default=2000)
+    parser.add_argument("--rss-scales", default="", help="e.g. 1000000,10000000 (slow); empty to skip")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    args = parser.parse_args()
+    url = f"sqlite:///{ROOT / 'bench' / 'bench.sqlite'}" if args.db == "sqlite" else args.db
+    if args.db == "sqlite":
+        (ROOT / "bench" / "bench.sqlite").unlink(missing_ok=True)
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+
+    results: dict[str, dict[str, float]] = {}
+
+    def measure(name: str, action: Callable[[], Any], *, fresh: bool = True) -> None:
+        times, counts = [], []
+        for _ in range(args.repeat):
+            if fresh:
+                generate(engine, args.rows, args.seed)
+                reset_engine_tables(engine)
+            seconds, count = timed(action)
+            times.append(seconds)
+            counts.append(count)
+        results[name] = {"seconds": statistics.median(times), "rows": statistics.median(counts)}
+        print(
+            f"  {name}: {results[name]['seconds']:.3f} s for {results[name]['rows']:.0f} rows",
+            flush=True,
+        )
+
+    print(f"{args.rows} rows on {engine.dialect.name}, batch size {args.batch_size}, median of {args.repeat}")
+    generate(engine, args.rows, args.seed)
+    reset_engine_tables(engine)
+    measure("raw count(*)", lambda: raw_count(engine), fresh=False)
+    measure("engine plan", lambda: engine_plan(engine, args.batch_size), fresh=False)
+    measure("raw DELETE (no audit)", lambda: raw_delete(engine))
+    measure("engine run: purge + ledger", lambda: engine_run(engine, "delete", args.batch_size))
+    measure("raw INSERT..SELECT + DELETE", lambda: raw_archive(engine))
+    measure("engine run: archive + ledger", lambda: engine_run(engine, "archive", args.batch_size))
+    measure("naive ORM loop (sample)", lambda: naive_orm(engine, args.orm_sample))
+
+    def rate(name: str) -> float:
+        r = results[name]
+        return r["rows"] / r["seconds"] if r["seconds"] else float("inf")
+
+    rows_table = [
+        (
+            "plan vs raw count",
+            results["engine plan"]["seconds"] / results["raw count(*)"]["seconds"],
+            "time ratio",
+            "<= 2",
+        ),
+        (
+            "purge throughput vs raw DELETE",
+            rate("engine run: purge + ledger") / rate("raw DELETE (no audit)"),
+            "rows/s ratio",
+            ">= 0.2",
+        ),
+        (
+            "archive throughput vs raw INSERT+DELETE",
+            rate("engine run: archive + ledger") / rate("raw INSERT..SELECT + DELETE"),
+            "rows/s ratio",
+            "-",
+        ),
+        (
+            "purge throughput vs naive ORM (extrapolated)",
+            rate("engine run: purge + ledger") / rate("naive ORM loop (sample)"),
+            "rows/s ratio",
+            ">= 100",
+        ),
+    ]
+    print()
+    print("| measurement | seconds (median) | rows | rows/s |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['seconds']:.3f} | {r['rows']:.0f} | {rate(name):,.0f} |")
+    print()
+    print("| comparison | ratio | unit | target |")
+    print("|---|---:|---|---|")
+    for name, value, unit, target in rows_table:
+        print(f"| {name} | {value:.3f} | {unit} | {target} |")
+    rss: dict[str, float] = {}
+    if args.rss_scales:
+        for scale in [int(s) for s in args.rss_scales.split(",")]:
+            rss[str(scale)] = peak_rss(url, scale, args.seed, args.batch_size)
+        scales = list(rss)
+        print()
+        print("| rows | peak RSS (MiB) |")
+        print("|---:|---:|")
+        for scale, mib in rss.items():
+            print(f"| {int(scale):,} | {mib:.1f} |")
+        if len(scales) >= 2:
+            print(f"\nRSS ratio {scales[-1]} / {scales[0]}: {rss[scales[-1]] / rss[scales[0]]:.2f} (target <= 1.2)")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "ratios": rows_table, "rss": rss}, indent=2))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
