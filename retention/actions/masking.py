@@ -28,33 +28,31 @@ class Strategy(Protocol):
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any: ...
 
 
-class NullStrategy:
-    needs_value: ClassVar[bool] = False
+class _Configured:
+    """Keeps the strategy's options (the validated Mask) for ``mask``."""
 
     def __init__(self, config: Mask) -> None:
         self.config = config
+
+
+class NullStrategy(_Configured):
+    needs_value: ClassVar[bool] = False
 
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any:
         return None
 
 
-class FixedStrategy:
+class FixedStrategy(_Configured):
     needs_value: ClassVar[bool] = False
-
-    def __init__(self, config: Mask) -> None:
-        self.config = config
 
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any:
         return self.config.value
 
 
-class HashStrategy:
+class HashStrategy(_Configured):
     """Keyed hash: equal inputs stay joinable, the input cannot be recovered without the key."""
 
     needs_value: ClassVar[bool] = True
-
-    def __init__(self, config: Mask) -> None:
-        self.config = config
 
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any:
         if value is None:
@@ -64,13 +62,10 @@ class HashStrategy:
         return digest[: min(64, length)]
 
 
-class RedactStrategy:
+class RedactStrategy(_Configured):
     """Stars out a value but keeps a useful part: an email's domain, the last 4, the first N."""
 
     needs_value: ClassVar[bool] = True
-
-    def __init__(self, config: Mask) -> None:
-        self.config = config
 
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any:
         if value is None:
@@ -86,13 +81,10 @@ class RedactStrategy:
         return text[:chars] + "*" * max(len(text) - chars, 0)
 
 
-class TruncateDateStrategy:
+class TruncateDateStrategy(_Configured):
     """Keeps only the month or the year of a date (first day, midnight)."""
 
     needs_value: ClassVar[bool] = True
-
-    def __init__(self, config: Mask) -> None:
-        self.config = config
 
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any:
         if value is None:
@@ -112,13 +104,10 @@ class TruncateDateStrategy:
         )
 
 
-class GeneraliseStrategy:
+class GeneraliseStrategy(_Configured):
     """Keeps a prefix (a postcode's district) and stars the rest, same length."""
 
     needs_value: ClassVar[bool] = True
-
-    def __init__(self, config: Mask) -> None:
-        self.config = config
 
     def mask(self, value: Any, *, secret: bytes, column_type: sa.types.TypeEngine[Any]) -> Any:
         if value is None:
