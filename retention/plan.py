@@ -217,17 +217,20 @@ class DatasetPlanner:
         covers = [h.c.dataset == self.name]
         if self.subject is not None:
             covers.append(h.c.scope == "subject")
-        self._holds = conn.execute(
-            sa.select(sa.literal(1)).where(h.c.released_at.is_(None), sa.or_(*covers)).limit(1)
-        ).first() is not None
-        self._erasures = bool(self.dataset.on_erasure) and conn.execute(
-            sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)
-        ).first() is not None
-        self._states = conn.execute(
-            sa.select(sa.literal(1)).where(rs.c.dataset == self.name).limit(1)
-        ).first() is not None
+        self._holds = (
+            conn.execute(sa.select(sa.literal(1)).where(h.c.released_at.is_(None), sa.or_(*covers)).limit(1)).first()
+            is not None
+        )
+        self._erasures = (
+            bool(self.dataset.on_erasure)
+            and conn.execute(sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)).first() is not None
+        )
+        self._states = (
+            conn.execute(sa.select(sa.literal(1)).where(rs.c.dataset == self.name).limit(1)).first() is not None
+        )
 
     _holds = _erasures = _states = True  # until probed: every filter on
+    _scanned: int | None = None
 
     def _not_held(self, key_text: ColumnElement[Any], subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
         if not self._holds:
@@ -246,14 +249,17 @@ class DatasetPlanner:
 
     # -- active records --------------------------------------------------
     def _active_condition(self) -> ColumnElement[bool]:
+        """Due, not held, not under an open erasure request.
+
+        Records already in a later state are dropped after the query (see
+        ``_active_batch``): as a per-row anti-join, PostgreSQL hashes the
+        whole state table for every batch.
+        """
         assert self.sql is not None
-        rs = store.record_states
-        first = self.dataset.states[1]
         key_text = _as_text(self.sql.key)
         subject = self._subject_text()
         return sa.and_(
-            self.sql.due(first, self.ctx.as_of),
-            ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text) if self._states else sa.true(),
+            self.sql.due(self.dataset.states[1], self.ctx.as_of),
             self._not_held(key_text, subject),
             self._no_open_erasure(subject),
         )
@@ -269,8 +275,21 @@ class DatasetPlanner:
         if after is not None:
             query = query.where(sql.key > after)
         rows = conn.execute(query.order_by(sql.key).limit(self.batch_size)).all()
+        self._scanned = len(rows)
+        moved: set[str] = set()
+        if rows and self._states:
+            rs = store.record_states
+            moved = set(
+                conn.execute(
+                    sa.select(rs.c.record_key).where(
+                        rs.c.dataset == self.name, rs.c.record_key.in_([str(r.k) for r in rows])
+                    )
+                ).scalars()
+            )
         moves = []
         for row in rows:
+            if str(row.k) in moved:  # deactivated or anonymised earlier: its state decides
+                continue
             raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
             evaluation = evaluate_record(self.ctx.pack, self.dataset, raws, self.ctx.as_of)
             steps = (
@@ -483,6 +502,7 @@ class DatasetPlanner:
         Followers' records of the subjects this batch moves join the batch.
         """
         self.probe(conn)
+        self._scanned = None
         if origin == "active":
             if self.sql is None:
                 return None, None
@@ -493,9 +513,9 @@ class DatasetPlanner:
             moves, last = self._follow_batch(conn, origin.removeprefix("follow:"), after)
         else:
             moves, last = self._state_batch(conn, origin, after)
-        if not moves:
+        scanned = self._scanned if self._scanned is not None else len(moves)
+        if not scanned:
             return None, None
-        scanned = len(moves)
         moves, review = self._apply_review(conn, moves)
         batch = Batch(self.name, origin, moves, scanned=scanned, review=review)
         for follower in self.followers:
