@@ -112,6 +112,30 @@ def main(traceback: bool, log_format: str, log_level: str) -> None:
     logs.configure(json=None if log_format == "auto" else log_format == "json", level=log_level)
 
 
+@main.command()
+@db_option
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path),
+    default=Path("retention-keys"),
+    show_default=True,
+    help="Where to create the key files (mode 0600; keep this folder out of version control).",
+)
+@handled
+def init(db: str | None, folder: Path) -> None:
+    """Create the pseudonym key and checkpoint signing key, and the engine's tables."""
+    created = commands.init(database_url(db), folder)
+    for path in created:
+        console.print(f"created {path} (mode 0600)", highlight=False)
+    console.print(
+        f"export RETENTION_PSEUDONYM_KEY_FILE={folder / 'pseudonym.key'}\n"
+        f"export RETENTION_SIGNING_KEY_FILE={folder / 'signing.pem'}\n"
+        f"database {safe_url(database_url(db))} is ready; next: retention check --rules rules/ --db ...",
+        highlight=False,
+    )
+
+
 @main.group()
 def db() -> None:
     """The engine's own tables (Alembic migrations)."""

@@ -771,3 +771,18 @@ def review_decide(db_url: str, batch_id: int, *, approve: bool, by: str, reason:
             review.decide(conn, batch_id, approve=approve, by=by, reason=reason)
     finally:
         engine.dispose()
+
+
+def init(db_url: str, folder: Path) -> list[Path]:
+    """Key files for a new installation (never overwritten) and the engine's tables."""
+    created = []
+    key = folder / "pseudonym.key"
+    if not key.exists():
+        demo_key_file(folder)
+        created.append(key)
+    signing = folder / "signing.pem"
+    if not signing.exists():
+        ledger.generate_signing_key(signing)
+        created.append(signing)
+    db_upgrade(db_url)
+    return created
