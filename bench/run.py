@@ -30,7 +30,7 @@ from sqlalchemy import orm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from retention import execute, migrate  # noqa: E402
+from retention import execute, logs, migrate  # noqa: E402
 from retention.config import create_engine  # noqa: E402
 from retention.policy import validate_pack  # noqa: E402
 
@@ -97,7 +97,7 @@ def generate(engine: sa.Engine, rows: int, seed: int) -> None:
                 sa.text(
                     "INSERT INTO bench_events SELECT g, (g * 7919) % 100000, "
                     ":start + make_interval(secs => ((g * 2654435761 + :seed) % :span)), "
-                    "'payload-' || g FROM generate_series(1, :rows) AS g"
+                    "'payload-' || g FROM generate_series(1::bigint, :rows) AS g"
                 ),
                 {"start": start, "seed": seed, "span": span, "rows": rows},
             )
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--rss-scales", default="", help="e.g. 1000000,10000000 (slow); empty to skip")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
+    logs.configure(level="warning")  # the tables below are the output; batch logs would drown them
     url = f"sqlite:///{ROOT / 'bench' / 'bench.sqlite'}" if args.db == "sqlite" else args.db
     if args.db == "sqlite":
         (ROOT / "bench" / "bench.sqlite").unlink(missing_ok=True)

@@ -62,6 +62,10 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "postgresql+psycopg":
+        # No server-side prepared statements: their generic plans ignore the
+        # actual keys of each batch's IN list and fall back to scanning.
+        kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
     if backend in ("mysql", "mariadb") and "+" not in parsed.drivername:
         parsed = parsed.set(drivername=f"{backend}+pymysql")
     if backend == "sqlite":
