@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
@@ -429,7 +429,11 @@ def hold_add(
     placed_by: str | None,
 ) -> None:
     """Place a hold on a subject, a dataset or one record."""
-    scope = "subject" if subject_key else ("record" if record_key else "dataset")
+    scope: Literal["subject", "dataset", "record"] = (
+        "subject" if subject_key else ("record" if record_key else "dataset")
+    )
+    if scope == "dataset" and not dataset:
+        raise click.UsageError("give --subject, --dataset, or --dataset with --key")
     hold_id = commands.hold_add(
         database_url(db),
         scope=scope,

@@ -123,14 +123,6 @@ def db_downgrade(db_url: str, revision: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _write_metrics(
-    path: Path, result: execute.RunResult, pack: str, started: dt.datetime, finished: dt.datetime
-) -> None:
-    from retention.metrics import write_run_metrics
-
-    write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
-
-
 def parse_as_of(text: str | None, timezone: str = "UTC") -> dt.datetime:
     """``--as-of``: now by default; a date means 00:00 that day in the pack's timezone."""
     if text is None:
@@ -414,7 +406,7 @@ def _holds_covering(conn: sa.Connection, dataset: str, key: str, subject: str | 
 def hold_add(
     db_url: str,
     *,
-    scope: str,
+    scope: subjects.Scope,
     reason: str,
     placed_by: str,
     dataset: str | None = None,
@@ -433,7 +425,7 @@ def hold_add(
                 scope=scope,
                 reason=reason,
                 placed_by=placed_by,
-                secret=secret,  # type: ignore[arg-type]
+                secret=secret,
                 dataset=dataset,
                 record_key=record_key,
                 subject_key=subject_key,

@@ -222,11 +222,11 @@ def _request_review(conn: sa.Connection, ctx: RunContext, batch: Batch) -> None:
     rb, ri = store.review_batches, store.review_items
     batch_id = ctx.review_batches.get(batch.dataset)
     if batch_id is None:
-        batch_id = int(
-            conn.execute(
-                rb.insert().values(dataset=batch.dataset, run_id=ctx.run_id, created_at=ctx.now(), status="pending")
-            ).inserted_primary_key[0]
-        )
+        inserted = conn.execute(
+            rb.insert().values(dataset=batch.dataset, run_id=ctx.run_id, created_at=ctx.now(), status="pending")
+        ).inserted_primary_key
+        assert inserted is not None
+        batch_id = int(inserted[0])
         ctx.review_batches[batch.dataset] = batch_id
     conn.execute(
         ri.insert(),
@@ -451,7 +451,7 @@ def plan(
                     summary.add(batch)
                     if on_batch is not None:
                         on_batch(batch)
-            summary.anomalies[name] = dict(planner.anomaly_counts(conn))
+            summary.anomalies[name] = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()
     if record:
@@ -629,7 +629,7 @@ def run(
                         counts = planner.anomaly_counts(conn)
                         conn.rollback()
                     if any(counts.values()):
-                        result.anomalies[name] = dict(counts)
+                        result.anomalies[name] = {str(k): v for k, v in counts.items()}
                         bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
                 except sa.exc.DBAPIError as exc:
                     if exc.connection_invalidated:

@@ -452,7 +452,7 @@ class DatasetPlanner:
         result: dict[str, list[str]] = {}
         for parent_state in parent.states[1:]:
             reached = parent.states[1 : parent.states.index(parent_state) + 1]
-            targets = [follows.on[p] for p in reached if p in follows.on]  # type: ignore[index]
+            targets = [follows.on[p] for p in reached if p in follows.on]
             if targets:
                 own = max(targets, key=own_states.index)
                 result.setdefault(own, []).append(parent_state)

@@ -63,11 +63,14 @@ class _Inspector:
         return list(self.inspector.get_pk_constraint(table, schema=schema)["constrained_columns"])
 
     def leading_index_columns(self, table: str, schema: str | None) -> list[list[str]]:
-        result = [list(i["column_names"]) for i in self.inspector.get_indexes(table, schema=schema)]
-        result.append(self.primary_key(table, schema))
+        """Column lists of indexes, the primary key and unique constraints (expression parts dropped)."""
+        result: list[list[str | None]] = [
+            list(i["column_names"]) for i in self.inspector.get_indexes(table, schema=schema)
+        ]
+        result.append(list(self.primary_key(table, schema)))
         uniques = self.inspector.get_unique_constraints(table, schema=schema)
         result.extend(list(u["column_names"]) for u in uniques)
-        return [r for r in result if r and all(c is not None for c in r)]
+        return [[c for c in r if c is not None] for r in result if r and all(c is not None for c in r)]
 
 
 def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | None:

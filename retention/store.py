@@ -43,9 +43,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # SQLite through a raw text() query
-            value = dt.datetime.fromisoformat(value)
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        instant = dt.datetime.fromisoformat(value) if isinstance(value, str) else value  # SQLite via text()
+        if not isinstance(instant, dt.datetime):
+            raise TypeError(f"expected a datetime, got {type(instant).__name__}")
+        return instant.replace(tzinfo=dt.UTC) if instant.tzinfo is None else instant.astimezone(dt.UTC)
 
 
 KEY = sa.String(191)  # 191 keeps MySQL utf8mb4 index keys within 767 bytes

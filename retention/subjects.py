@@ -66,7 +66,7 @@ def place_hold(
             placed_at=when,
         )
     )
-    hold_id = int(result.inserted_primary_key[0])
+    hold_id = _new_id(result)
     ledger.append(
         conn,
         [_hold_entry("hold_placed", hold_id, scope, dataset, record_key, subject_key, secret)],
@@ -136,6 +136,13 @@ def _hold_entry(
     )
 
 
+def _new_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - every supported database returns it
+        raise RuntimeError("the database did not return the new row's id")
+    return int(key[0])
+
+
 def list_holds(conn: sa.Connection, *, include_released: bool = False) -> list[dict[str, Any]]:
     h = store.holds
     query = sa.select(h).order_by(h.c.id)
@@ -193,7 +200,7 @@ def add_request(
             status="open",
         )
     )
-    return int(result.inserted_primary_key[0])
+    return _new_id(result)
 
 
 def extend_request(conn: sa.Connection, request_id: int, *, reason: str, pack: Pack) -> dt.date:

@@ -45,7 +45,7 @@ class _Located:
     problems: list[PackProblem] = field(default_factory=list)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type information
     """SafeLoader with YAML 1.2 booleans: only true/false.
 
     YAML 1.1 reads ``on``, ``off``, ``yes`` and ``no`` as booleans, which

@@ -78,9 +78,7 @@ class Clock(_Strict):
     )
     where: dict[str, str | int] | None = None
 
-    _check_tz = field_validator("timezone")(
-        lambda v: None if v is None else _check_timezone(v)  # type: ignore[arg-type]
-    )
+    _check_tz = field_validator("timezone")(lambda v: None if v is None else _check_timezone(v))
 
     @model_validator(mode="after")
     def _coherent(self) -> Clock:
@@ -340,7 +338,7 @@ class Pack(_Strict):
     batch_size: int = Field(default=1000, gt=0)
     datasets: dict[str, Dataset] = Field(min_length=1)
 
-    _check_tz = field_validator("timezone")(_check_timezone)  # type: ignore[arg-type]
+    _check_tz = field_validator("timezone")(_check_timezone)
 
     @field_validator("effective_from", mode="before")
     @classmethod
