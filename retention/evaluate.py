@@ -148,11 +148,23 @@ class RecordEvaluation:
         return [state for state, when in self.due.items() if when <= as_of]
 
 
-def evaluate_record(pack: Pack, dataset: Dataset, raws: Sequence[Any], as_of: dt.datetime) -> RecordEvaluation:
+DueCache = dict[tuple[dt.date | None, ...], tuple[dict[str, dt.datetime], dict[str, int]]]
+
+
+def evaluate_record(
+    pack: Pack,
+    dataset: Dataset,
+    raws: Sequence[Any],
+    as_of: dt.datetime,
+    cache: DueCache | None = None,
+) -> RecordEvaluation:
     """Evaluate an active record from its raw clock values (one per keep rule).
 
     The record is kept while any justification holds, so each state is due
     at the latest of the per-clock due instants; NULL clocks hold nothing.
+    Due dates depend on the clocks' local dates only, and a batch's records
+    share few dates, so a caller evaluating many records of one dataset
+    passes a ``cache`` (keyed by those dates) that it keeps between calls.
     """
     tz = pack.timezone
     readings = tuple(read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(dataset.keep, raws, strict=True))
@@ -161,8 +173,12 @@ def evaluate_record(pack: Pack, dataset: Dataset, raws: Sequence[Any], as_of: dt
         return RecordEvaluation(readings, blocking[0])
     if all(r.anomaly == "null" for r in readings):
         return RecordEvaluation(readings, "null")
-    due: dict[str, dt.datetime] = {}
-    governing: dict[str, int] = {}
+    days = tuple(r.day for r in readings)
+    if cache is not None and days in cache:
+        due, governing = cache[days]
+        return RecordEvaluation(readings, None, due, governing)
+    due = {}
+    governing = {}
     for step in dataset.lifecycle:
         schedules = dataset.schedules(step.to, pack.financial_year_end)
         best: tuple[dt.date, int] | None = None
@@ -175,6 +191,8 @@ def evaluate_record(pack: Pack, dataset: Dataset, raws: Sequence[Any], as_of: dt
         assert best is not None
         due[step.to] = due_instant(best[0], tz)
         governing[step.to] = best[1]
+    if cache is not None and len(cache) < 100_000:
+        cache[days] = (due, governing)
     return RecordEvaluation(readings, None, due, governing)
 
 

@@ -173,11 +173,17 @@ def _set_states(
     state: str | None,
     run_id: str,
     to_state: str,
+    from_state: str,
 ) -> None:
-    """Replace the state rows of ``moves``; ``None`` removes them (the data is gone)."""
+    """Replace the state rows of ``moves``; ``None`` removes them (the data is gone).
+
+    An active record has no state row by definition, so moves out of
+    ``active`` skip the delete (most of a nightly purge's moves).
+    """
     rs = store.record_states
     keys = [m.record_key for m in moves]
-    conn.execute(rs.delete().where(rs.c.dataset == dataset, rs.c.record_key.in_(keys)))
+    if from_state != "active":
+        conn.execute(rs.delete().where(rs.c.dataset == dataset, rs.c.record_key.in_(keys)))
     if state is None:
         return
     rows = [
@@ -289,7 +295,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         action = step.action or "purge_archive"
         if action == "deactivate":
             conn.execute(table.update().where(key.in_(keys)).values(**(step.set or {})))
-            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state)
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]
             rows = conn.execute(sa.select(key.label("_key"), *columns).where(key.in_(keys))).all()
@@ -313,18 +319,18 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
                 conn.execute(table.delete().where(key.in_(keys)))
             else:
                 mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
-            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state)
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "purge_archive":
             ctx.archive.delete(conn, batch.dataset, [m.record_key for m in moves])
             archived = dataset.step_to("archived")
             source_kept = archived.then == "anonymise"
-            _set_states(conn, batch.dataset, moves, "purged" if source_kept else None, ctx.run_id, to_state)
+            _set_states(conn, batch.dataset, moves, "purged" if source_kept else None, ctx.run_id, to_state, from_state)
         elif action in ("delete", "drop_partition"):
             conn.execute(table.delete().where(key.in_(keys)))
-            _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state)
+            _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state, from_state)
         elif action == "anonymise":
             mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
-            _set_states(conn, batch.dataset, moves, "purged", ctx.run_id, to_state)
+            _set_states(conn, batch.dataset, moves, "purged", ctx.run_id, to_state, from_state)
         else:  # pragma: no cover - the model admits no other action
             raise AssertionError(action)
         if to_state == "purged":
@@ -445,12 +451,7 @@ def plan(
         for name, planner in planners.items():
             if datasets is not None and name not in datasets:
                 continue
-            summary.transitions.setdefault(name, {})
-            for origin in planner.origins():
-                for batch in planner.batches(conn, origin):
-                    summary.add(batch)
-                    if on_batch is not None:
-                        on_batch(batch)
+            planner.summarize(conn, summary, on_batch=on_batch)
             summary.anomalies[name] = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()
@@ -537,10 +538,8 @@ def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
     """Count what ``planner`` would move (followers included) and compare with its guards."""
     counts: dict[str, dict[str, int]] = {}
     summary = PlanSummary(loaded.id, loaded.digest, planner.ctx.as_of)
-    for origin in planner.origins():
-        for batch in planner.batches(conn, origin):
-            summary.add(batch, sample_size=0)
-    counts = summary.transitions
+    planner.summarize(conn, summary, sample_size=0)
+    counts = {name: per for name, per in summary.transitions.items() if per}
     planners = {planner.name: planner, **{f.name: f for f in planner.followers}}
     trips = []
     for name, per in counts.items():

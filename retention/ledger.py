@@ -20,6 +20,7 @@ import json
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,9 +63,18 @@ COLUMNS = (
 # --------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16)
+def _keyed(secret: bytes) -> Any:
+    # An HMAC with the key's pads already absorbed: copying it costs far less
+    # than keying a new one, and a purge takes two pseudonyms per record.
+    return hmac.new(secret, digestmod="sha256")
+
+
 def pseudonym(secret: bytes, *parts: str) -> str:
     """Hex HMAC-SHA256 of the parts; the same input and key always give the same pseudonym."""
-    return hmac.new(secret, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
+    mac = _keyed(secret).copy()
+    mac.update("\x1f".join(parts).encode("utf-8"))
+    return str(mac.hexdigest())
 
 
 def record_pseudonym(secret: bytes, dataset: str, record_key: str) -> str:
@@ -121,27 +131,109 @@ def _canonical_detail(detail: dict[str, Any] | str | None) -> str | None:
     return rfc8785.dumps(detail).decode("utf-8")
 
 
-def canonical_entry(row: dict[str, Any]) -> bytes:
+_SORTED_KEYS = tuple(sorted(COLUMNS))
+_KEY_PREFIXES = tuple(("{" if i == 0 else ",") + json.dumps(k) + ":" for i, k in enumerate(_SORTED_KEYS))
+_INSTANT_COLUMNS = frozenset({"recorded_at", "due_at", "clock_min", "clock_max"})
+
+
+class _Encoder:
+    """RFC 8785 values of one flat ledger document, memoised across entries.
+
+    A batch repeats most values (run, pack, transition, due instant) for
+    thousands of entries, so each distinct value is encoded once. Strings
+    of ASCII letters and digits (pseudonyms, hashes) need no escaping.
+    """
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+        self._instants: dict[dt.datetime, str] = {}
+        self._segments: dict[tuple[Any, ...], list[str]] = {}
+
+    def string(self, value: str) -> str:
+        if value.isascii() and value.isalnum():
+            return f'"{value}"'
+        encoded = self._strings.get(value)
+        if encoded is None:
+            encoded = json.dumps(value, ensure_ascii=False)
+            if len(self._strings) < 10_000:
+                self._strings[value] = encoded
+        return encoded
+
+    def instant(self, value: dt.datetime | None) -> str:
+        if value is None:
+            return "null"
+        encoded = self._instants.get(value)
+        if encoded is None:
+            encoded = self._instants[value] = f'"{_instant(value)}"'
+        return encoded
+
+    def value(self, name: str, value: Any) -> str:
+        if value is None:
+            return "null"
+        if name in _INSTANT_COLUMNS:
+            return self.instant(value)
+        if isinstance(value, str):
+            return self.string(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise TypeError(f"ledger column {name} holds a {type(value).__name__}")
+
+    def document(self, row: dict[str, Any]) -> bytes:
+        """The canonical bytes of ``row`` (every column but ``hash``).
+
+        The columns that change from entry to entry within a batch are
+        encoded each time; the text between them is encoded once per
+        distinct combination of the others and reused.
+        """
+        detail = row.get("detail")
+        if (detail is not None and not isinstance(detail, str)) or detail == "":
+            row = {**row, "detail": _canonical_detail(detail)}
+        fixed = tuple(row.get(name) for name in _FIXED_COLUMNS)
+        segments = self._segments.get(fixed)
+        if segments is None:
+            if len(self._segments) >= 1024:  # verify streams millions of entries: stay bounded
+                self._segments.clear()
+                self._instants.clear()
+            segments = self._segments[fixed] = self._encode_segments(row)
+        parts = [segments[0]]
+        for name, segment in zip(_VARYING_COLUMNS, segments[1:], strict=True):
+            parts.append(self.value(name, row.get(name)))
+            parts.append(segment)
+        return "".join(parts).encode("utf-8")
+
+    def _encode_segments(self, row: dict[str, Any]) -> list[str]:
+        segments = [""]
+        for prefix, name in zip(_KEY_PREFIXES, _SORTED_KEYS, strict=True):
+            segments[-1] += prefix
+            if name in _VARYING_COLUMNS:
+                segments.append("")
+            else:
+                segments[-1] += self.value(name, row.get(name))
+        segments[-1] += "}"
+        return segments
+
+
+# Columns that differ between the entries of one batch, in canonical order.
+_VARYING_COLUMNS = tuple(
+    n for n in _SORTED_KEYS if n in {"due_at", "prev_hash", "record_pseudonym", "seq", "subject_pseudonym"}
+)
+_FIXED_COLUMNS = tuple(n for n in _SORTED_KEYS if n not in _VARYING_COLUMNS)
+
+
+def canonical_entry(row: dict[str, Any], encoder: _Encoder | None = None) -> bytes:
     """RFC 8785 encoding of every column except ``hash``.
 
     The document is flat, its keys ASCII and its values strings, integers or
-    null, for which sorted compact ``json.dumps`` without ASCII escaping is
-    exactly RFC 8785 (a property test holds the two together); it is many
-    times faster than the general encoder, which only ``detail`` needs.
+    null, for which sorted compact JSON without ASCII escaping is exactly
+    RFC 8785 (a property test holds the two together); it is many times
+    faster than the general encoder, which only ``detail`` needs.
     """
-    document = {name: row.get(name) for name in COLUMNS}
-    for name in ("recorded_at", "due_at", "clock_min", "clock_max"):
-        document[name] = _instant(document[name])
-    document["detail"] = _canonical_detail(document["detail"])
-    for name, value in document.items():
-        if not (value is None or isinstance(value, str | int)) or isinstance(value, bool):
-            raise TypeError(f"ledger column {name} holds a {type(value).__name__}")
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return (encoder or _Encoder()).document(row)
 
 
-def entry_hash(row: dict[str, Any]) -> str:
+def entry_hash(row: dict[str, Any], encoder: _Encoder | None = None) -> str:
     """SHA-256 of the entry's canonical encoding (the previous hash included)."""
-    return hashlib.sha256(canonical_entry(row)).hexdigest()
+    return hashlib.sha256(canonical_entry(row, encoder)).hexdigest()
 
 
 def _lock_head(conn: sa.Connection) -> tuple[int, str]:
@@ -167,6 +259,8 @@ def append(conn: sa.Connection, drafts: Sequence[EntryDraft], now: dt.datetime) 
     if not drafts:
         return []
     seq, prev = _lock_head(conn)
+    encoder = _Encoder()
+    sha256 = hashlib.sha256
     rows = []
     for draft in drafts:
         seq += 1
@@ -189,10 +283,64 @@ def append(conn: sa.Connection, drafts: Sequence[EntryDraft], now: dt.datetime) 
             "detail": _canonical_detail(draft.detail),
             "prev_hash": prev,
         }
-        row["hash"] = prev = entry_hash(row)
+        row["hash"] = prev = sha256(encoder.document(row)).hexdigest()
         rows.append(row)
-    conn.execute(store.ledger.insert(), rows)
+    _bulk_insert(conn, rows)
     return [r["seq"] for r in rows]
+
+
+_INSERT_COLUMNS = (*COLUMNS, "hash")
+
+
+def _bulk_insert(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ledger rows through the driver's bulk path, in the caller's transaction.
+
+    A purge writes one entry per record, so this is the engine's hottest
+    insert: COPY on PostgreSQL, the driver's ``executemany`` elsewhere
+    (PyMySQL folds it into multi-row INSERTs). Values are converted by the
+    columns' own SQLAlchemy bind processors, so what lands is exactly what
+    an ordinary insert would have written.
+    """
+    dialect = conn.dialect
+    processors: dict[str, Any] = {}
+    for name in _INSTANT_COLUMNS:
+        process = store.ledger.c[name].type.bind_processor(dialect)
+        assert process is not None
+        memo: dict[Any, Any] = {None: None}
+
+        def convert(value: Any, process: Any = process, memo: dict[Any, Any] = memo) -> Any:
+            try:
+                return memo[value]
+            except KeyError:
+                memo[value] = converted = process(value)
+                return converted
+
+        processors[name] = convert
+    converters = [processors.get(name) for name in _INSERT_COLUMNS]
+    tuples = [
+        tuple(
+            row[name] if convert is None else convert(row[name])
+            for name, convert in zip(_INSERT_COLUMNS, converters, strict=True)
+        )
+        for row in rows
+    ]
+    preparer = dialect.identifier_preparer
+    table = preparer.format_table(store.ledger)
+    columns = ", ".join(preparer.quote(name) for name in _INSERT_COLUMNS)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        if dialect.name == "postgresql":
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for values in tuples:
+                    copy.write_row(values)
+        else:
+            marker = "?" if dialect.paramstyle == "qmark" else "%s"
+            placeholders = ", ".join([marker] * len(_INSERT_COLUMNS))
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", tuples)
+    finally:
+        cursor.close()
 
 
 # --------------------------------------------------------------------------
@@ -231,6 +379,7 @@ def _rows(connectable: sa.Engine | sa.Connection, batch_size: int) -> Iterator[d
 def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> VerifyResult:
     """Recompute the whole chain, streaming it in seq order (memory stays flat)."""
     expected_seq, prev, count = 1, GENESIS, 0
+    encoder = _Encoder()
     for row in _rows(connectable, batch_size):
         seq = row["seq"]
         if seq != expected_seq:
@@ -248,7 +397,7 @@ def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> 
                 f"entry {seq} does not follow entry {seq - 1} (previous hash differs): entries were "
                 "removed, inserted or reordered before it",
             )
-        if entry_hash(row) != row["hash"]:
+        if entry_hash(row, encoder) != row["hash"]:
             return VerifyResult(
                 False,
                 count,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from retention.clock import Schedule, due_instant, local_date, start_of_day
 from retention.evaluate import (
     ANOMALIES,
     Anomaly,
+    DueCache,
     dataset_sql,
     evaluate_record,
     reflect_table,
@@ -186,6 +187,7 @@ class DatasetPlanner:
         self.key = self.table.c[self.dataset.key]
         self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
         self.followers: list[DatasetPlanner] = []
+        self._due_cache: DueCache = {}
 
     @property
     def batch_size(self) -> int:
@@ -291,7 +293,7 @@ class DatasetPlanner:
             if str(row.k) in moved:  # deactivated or anonymised earlier: its state decides
                 continue
             raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
-            evaluation = evaluate_record(self.ctx.pack, self.dataset, raws, self.ctx.as_of)
+            evaluation = evaluate_record(self.ctx.pack, self.dataset, raws, self.ctx.as_of, self._due_cache)
             steps = (
                 steps_from_active(self.dataset, evaluation.due, self.ctx.as_of) if evaluation.anomaly is None else ()
             )
@@ -579,6 +581,104 @@ class DatasetPlanner:
                 return
 
     # -- counts for plan summaries -----------------------------------------
+    def can_aggregate(self) -> bool:
+        """Whether the active pass can be summarised by set-based aggregates alone.
+
+        It takes one clock (so the due dates are monotone in it and its
+        extremes give the due ranges), a clock SQL orders like time (not epoch
+        text), no review (cutting purges needs the record's decision) and no
+        followers (their moves depend on which subjects move).
+        """
+        return (
+            self.sql is not None
+            and len(self.sql.clocks) == 1
+            and self.sql.clocks[0].kind != "epoch_text"
+            and not self.dataset.review
+            and not self.followers
+        )
+
+    def aggregate_active(self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3) -> None:
+        """Add the active pass to ``summary`` from one aggregate query (and one per sample).
+
+        Counts what ``batches(conn, "active")`` would move, transition by
+        transition, without fetching the records: a record reaches the k-th
+        state when it is due for every state up to it. A test holds this to
+        the batch path's summary on every database.
+        """
+        assert self.sql is not None and self.can_aggregate()
+        self.probe(conn)
+        sql = self.sql
+        value = sql.clocks[0].value
+        where = self._active_condition()
+        if self._states:
+            rs = store.record_states
+            where = sa.and_(where, ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == _as_text(sql.key)))
+        targets = _next_states(self.dataset, "active")
+        reached: list[ColumnElement[bool]] = []
+        columns: list[ColumnElement[Any]] = []
+        for index, target in enumerate(targets):
+            if index:
+                reached.append(sql.due(target, self.ctx.as_of))
+            condition = sa.and_(*reached) if reached else None
+            if condition is None:
+                columns += [sa.func.count(), sa.func.min(value), sa.func.max(value)]
+            else:
+                columns += [
+                    sa.func.count(sa.case((condition, 1))),
+                    sa.func.min(sa.case((condition, value))),
+                    sa.func.max(sa.case((condition, value))),
+                ]
+        row = conn.execute(sa.select(*columns).select_from(sql.table).where(where)).one()
+        per = summary.transitions.setdefault(self.name, {})
+        current = "active"
+        for index, target in enumerate(targets):
+            count, low, high = row[3 * index : 3 * index + 3]
+            if not count:
+                break
+            name = f"{current}->{target}"
+            per[name] = per.get(name, 0) + int(count)
+            for raw in (low, high):
+                evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
+                reading = evaluation.readings[0]
+                clock_at = reading.instant or (
+                    start_of_day(reading.day, self.ctx.pack.timezone) if reading.day else None
+                )
+                _widen(
+                    summary.due_range.setdefault(self.name, {}), name, evaluation.due[target], evaluation.due[target]
+                )
+                if clock_at is not None:
+                    _widen(summary.clock_range.setdefault(self.name, {}), name, clock_at, clock_at)
+            samples = summary.samples.setdefault(self.name, {}).setdefault(name, [])
+            if sample_size > len(samples):
+                condition = sa.and_(where, *reached[:index])
+                query = sa.select(sql.key).where(condition).order_by(sql.key).limit(sample_size - len(samples))
+                samples.extend(str(k) for k in conn.execute(query).scalars())
+            current = target
+
+    def summarize(
+        self,
+        conn: sa.Connection,
+        summary: PlanSummary,
+        *,
+        on_batch: Callable[[Batch], None] | None = None,
+        sample_size: int = 3,
+    ) -> None:
+        """Add every pass of this dataset to ``summary``.
+
+        The active pass, usually nearly all of a large table's moves, is
+        counted by aggregates where it can be; a caller that wants each
+        batch (``on_batch``) gets the batch path throughout.
+        """
+        summary.transitions.setdefault(self.name, {})
+        for origin in self.origins():
+            if origin == "active" and on_batch is None and self.can_aggregate():
+                self.aggregate_active(conn, summary, sample_size)
+                continue
+            for batch in self.batches(conn, origin):
+                summary.add(batch, sample_size)
+                if on_batch is not None:
+                    on_batch(batch)
+
     def anomaly_counts(self, conn: sa.Connection) -> dict[Anomaly, int]:
         """Active records skipped because of their clocks, per category."""
         if self.sql is None:
