@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention import ledger, store
+from retention import ledger, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
@@ -287,7 +287,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
     dataset = planner.dataset
     table = planner.table
     key = planner.key
-    drafts: list[ledger.EntryDraft] = []
+    drafts: list[ledger.EntryDraft | ledger.RecordEntries] = []
     counts: dict[str, int] = {}
     for from_state, to_state, moves in batch.transitions():
         step = dataset.step_to(to_state)
@@ -326,6 +326,9 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
             source_kept = archived.then == "anonymise"
             _set_states(conn, batch.dataset, moves, "purged" if source_kept else None, ctx.run_id, to_state, from_state)
         elif action in ("delete", "drop_partition"):
+            # Rows outside whole droppable partitions are deleted one by one,
+            # and the ledger says so.
+            action = "delete"
             conn.execute(table.delete().where(key.in_(keys)))
             _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state, from_state)
         elif action == "anonymise":
@@ -362,7 +365,7 @@ def _ledger_drafts(
     to_state: str,
     action: str,
     moves: Sequence[Any],
-) -> list[ledger.EntryDraft]:
+) -> list[ledger.EntryDraft | ledger.RecordEntries]:
     pack = ctx.loaded.pack
     dataset = pack.datasets[dataset_name]
     basis = dataset.basis_for(to_state)
@@ -388,22 +391,51 @@ def _ledger_drafts(
                 detail=_detail(moves),
             )
         ]
-    return [
-        ledger.EntryDraft(
-            run_id=ctx.run_id,
-            pack_id=pack.pack,
-            pack_digest=ctx.loaded.digest,
-            dataset=dataset_name,
-            transition=transition,
-            action=action,
-            basis=basis,
-            due_at=due,
-            record_pseudonym=ledger.record_pseudonym(ctx.secret, dataset_name, m.record_key),
-            subject_pseudonym=(ledger.subject_pseudonym(ctx.secret, m.subject_key) if m.subject_key else None),
-            detail=_detail([m]),
+    drafts: list[ledger.EntryDraft | ledger.RecordEntries] = []
+    plain: list[tuple[dt.datetime, str, str | None]] = []
+
+    def flush() -> None:
+        if plain:
+            drafts.append(
+                ledger.RecordEntries(
+                    ctx.run_id,
+                    pack.pack,
+                    ctx.loaded.digest,
+                    dataset_name,
+                    transition,
+                    action,
+                    basis,
+                    ctx.secret,
+                    plain[:],
+                )
+            )
+            plain.clear()
+
+    for move, due in zip(moves, dues, strict=True):
+        detail = _detail([move])
+        if not detail:  # nearly every move: chained by the ledger's fast loop
+            plain.append((due, move.record_key, move.subject_key or None))
+            continue
+        flush()
+        drafts.append(
+            ledger.EntryDraft(
+                run_id=ctx.run_id,
+                pack_id=pack.pack,
+                pack_digest=ctx.loaded.digest,
+                dataset=dataset_name,
+                transition=transition,
+                action=action,
+                basis=basis,
+                due_at=due,
+                record_pseudonym=ledger.record_pseudonym(ctx.secret, dataset_name, move.record_key),
+                subject_pseudonym=(
+                    ledger.subject_pseudonym(ctx.secret, move.subject_key) if move.subject_key else None
+                ),
+                detail=detail,
+            )
         )
-        for m, due in zip(moves, dues, strict=True)
-    ]
+    flush()
+    return drafts
 
 
 def _detail(moves: Sequence[Any]) -> dict[str, Any]:
@@ -661,6 +693,13 @@ def _run_dataset(
     with engine.connect() as conn:
         conn.rollback()
         for origin in planner.origins():
+            if origin == "active" and partitions.eligible(planner, conn.dialect.name):
+                dropped = partitions.drop_due_partitions(
+                    conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
+                )
+                if dropped:
+                    totals = result.counts.setdefault(planner.name, {})
+                    totals["active->purged"] = totals.get("active->purged", 0) + dropped
             after: Any = None
             while True:
                 with conn.begin():

@@ -251,7 +251,28 @@ def _lock_head(conn: sa.Connection) -> tuple[int, str]:
     return (int(head.seq), str(head.hash)) if head else (0, GENESIS)
 
 
-def append(conn: sa.Connection, drafts: Sequence[EntryDraft], now: dt.datetime) -> list[int]:
+@dataclass(frozen=True)
+class RecordEntries:
+    """One entry per record for the records one batch moves through one transition.
+
+    The entries differ only in the record's due instant and pseudonyms, so
+    they are chained by a tight loop that reuses the encoding of everything
+    they share; the bytes hashed are exactly those of :func:`canonical_entry`
+    (``verify`` recomputes them the general way).
+    """
+
+    run_id: str | None
+    pack_id: str | None
+    pack_digest: str | None
+    dataset: str
+    transition: str
+    action: str | None
+    basis: str | None
+    secret: bytes
+    items: Sequence[tuple[dt.datetime, str, str | None]]  # (due_at, record key, subject key)
+
+
+def append(conn: sa.Connection, drafts: Sequence[EntryDraft | RecordEntries], now: dt.datetime) -> list[int]:
     """Chain ``drafts`` after the head, in the caller's transaction.
 
     The entries commit (or roll back) with the data change they describe.
@@ -259,10 +280,14 @@ def append(conn: sa.Connection, drafts: Sequence[EntryDraft], now: dt.datetime) 
     if not drafts:
         return []
     seq, prev = _lock_head(conn)
+    first = seq + 1
     encoder = _Encoder()
-    sha256 = hashlib.sha256
-    rows = []
+    convert = _Converters(conn.dialect)
+    rows: list[tuple[Any, ...]] = []
     for draft in drafts:
+        if isinstance(draft, RecordEntries):
+            seq, prev = _chain_records(draft, seq, prev, now, encoder, convert, rows)
+            continue
         seq += 1
         row: dict[str, Any] = {
             "seq": seq,
@@ -283,47 +308,98 @@ def append(conn: sa.Connection, drafts: Sequence[EntryDraft], now: dt.datetime) 
             "detail": _canonical_detail(draft.detail),
             "prev_hash": prev,
         }
-        row["hash"] = prev = sha256(encoder.document(row)).hexdigest()
-        rows.append(row)
+        row["hash"] = prev = hashlib.sha256(encoder.document(row)).hexdigest()
+        rows.append(tuple(convert(name, row[name]) for name in _INSERT_COLUMNS))
     _bulk_insert(conn, rows)
-    return [r["seq"] for r in rows]
+    return list(range(first, seq + 1))
+
+
+def _chain_records(
+    entries: RecordEntries,
+    seq: int,
+    prev: str,
+    now: dt.datetime,
+    encoder: _Encoder,
+    convert: _Converters,
+    rows: list[tuple[Any, ...]],
+) -> tuple[int, str]:
+    shared = {
+        "recorded_at": now,
+        "run_id": entries.run_id,
+        "pack_id": entries.pack_id,
+        "pack_digest": entries.pack_digest,
+        "dataset": entries.dataset,
+        "transition": entries.transition,
+        "action": entries.action,
+        "basis": entries.basis,
+        "count": 1,
+        "clock_min": None,
+        "clock_max": None,
+        "detail": None,
+    }
+    # The text around the varying columns (due_at, prev_hash, record_pseudonym,
+    # seq, subject_pseudonym, in canonical order).
+    s0, s1, s2, s3, s4, s5 = encoder._encode_segments(shared)
+    head = tuple(convert(name, shared[name]) for name in ("recorded_at", "run_id", "pack_id", "pack_digest"))
+    middle = tuple(convert(name, shared[name]) for name in ("dataset", "transition", "action", "basis"))
+    keyed = _keyed(entries.secret)
+    record_prefix = f"record\x1f{entries.dataset}\x1f".encode()
+    sha256 = hashlib.sha256
+    for due_at, record_key, subject_key in entries.items:
+        seq += 1
+        mac = keyed.copy()
+        mac.update(record_prefix + record_key.encode("utf-8"))
+        record = mac.hexdigest()
+        subject = None
+        subject_json = "null"
+        if subject_key is not None:
+            mac = keyed.copy()
+            mac.update(b"subject\x1f" + subject_key.encode("utf-8"))
+            subject = mac.hexdigest()
+            subject_json = f'"{subject}"'
+        document = f'{s0}{encoder.instant(due_at)}{s1}"{prev}"{s2}"{record}"{s3}{seq}{s4}{subject_json}{s5}'
+        digest = sha256(document.encode("utf-8")).hexdigest()
+        rows.append(
+            (seq, *head, *middle, convert("due_at", due_at), record, subject, 1, None, None, None, prev, digest)
+        )
+        prev = digest
+    return seq, prev
 
 
 _INSERT_COLUMNS = (*COLUMNS, "hash")
 
 
-def _bulk_insert(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert ledger rows through the driver's bulk path, in the caller's transaction.
+class _Converters:
+    """Python values to what the driver receives, by the columns' own bind processors.
+
+    Used for the bulk path, so that what lands is exactly what an ordinary
+    SQLAlchemy insert would have written; conversions are memoised because a
+    batch repeats the same few instants.
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self._processors = {name: store.ledger.c[name].type.bind_processor(dialect) for name in _INSTANT_COLUMNS}
+        self._memo: dict[tuple[str, Any], Any] = {}
+
+    def __call__(self, name: str, value: Any) -> Any:
+        process = self._processors.get(name)
+        if process is None or value is None:
+            return value
+        key = (name, value)
+        converted = self._memo.get(key)
+        if converted is None:
+            converted = self._memo[key] = process(value)
+        return converted
+
+
+def _bulk_insert(conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
+    """Insert ledger rows (in ``_INSERT_COLUMNS`` order) through the driver's bulk path.
 
     A purge writes one entry per record, so this is the engine's hottest
     insert: COPY on PostgreSQL, the driver's ``executemany`` elsewhere
-    (PyMySQL folds it into multi-row INSERTs). Values are converted by the
-    columns' own SQLAlchemy bind processors, so what lands is exactly what
-    an ordinary insert would have written.
+    (PyMySQL folds it into multi-row INSERTs), in the caller's transaction.
     """
     dialect = conn.dialect
-    processors: dict[str, Any] = {}
-    for name in _INSTANT_COLUMNS:
-        process = store.ledger.c[name].type.bind_processor(dialect)
-        assert process is not None
-        memo: dict[Any, Any] = {None: None}
-
-        def convert(value: Any, process: Any = process, memo: dict[Any, Any] = memo) -> Any:
-            try:
-                return memo[value]
-            except KeyError:
-                memo[value] = converted = process(value)
-                return converted
-
-        processors[name] = convert
-    converters = [processors.get(name) for name in _INSERT_COLUMNS]
-    tuples = [
-        tuple(
-            row[name] if convert is None else convert(row[name])
-            for name, convert in zip(_INSERT_COLUMNS, converters, strict=True)
-        )
-        for row in rows
-    ]
     preparer = dialect.identifier_preparer
     table = preparer.format_table(store.ledger)
     columns = ", ".join(preparer.quote(name) for name in _INSERT_COLUMNS)

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention import store
 from retention.clock import Schedule, due_instant, local_date, start_of_day
 from retention.evaluate import (
     ANOMALIES,
     Anomaly,
+    DatasetSQL,
     DueCache,
     dataset_sql,
     evaluate_record,
@@ -164,6 +166,19 @@ def steps_from_active(dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.d
         steps.append(Step(current, target, when))
         current = target
     return tuple(steps)
+
+
+def _without_clock_index(sql: DatasetSQL) -> DatasetSQL:
+    """The same conditions with the clocks wrapped in a no-op unary plus.
+
+    SQLite then cannot use an index on a clock for them, and walks the key
+    order instead (its documented way to steer the planner per term).
+    """
+    clocks = [
+        replace(c, value=UnaryExpression(c.value, operator=operators.custom_op("+"), type_=c.value.type))
+        for c in sql.clocks
+    ]
+    return replace(sql, clocks=clocks)
 
 
 class DatasetPlanner:
@@ -598,62 +613,66 @@ class DatasetPlanner:
         )
 
     def aggregate_active(self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3) -> None:
-        """Add the active pass to ``summary`` from one aggregate query (and one per sample).
+        """Add the active pass to ``summary`` from a few set-based queries, no record fetched.
 
         Counts what ``batches(conn, "active")`` would move, transition by
-        transition, without fetching the records: a record reaches the k-th
-        state when it is due for every state up to it. A test holds this to
-        the batch path's summary on every database.
+        transition: a record reaches the k-th state when it is due for every
+        state up to it. With one clock each condition is a range on the clock,
+        so count, min and max are each one index range scan or seek. A test
+        holds this to the batch path's summary on every database.
         """
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
         sql = self.sql
         value = sql.clocks[0].value
-        where = self._active_condition()
-        if self._states:
-            rs = store.record_states
-            where = sa.and_(where, ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == _as_text(sql.key)))
         targets = _next_states(self.dataset, "active")
-        reached: list[ColumnElement[bool]] = []
-        columns: list[ColumnElement[Any]] = []
-        for index, target in enumerate(targets):
-            if index:
-                reached.append(sql.due(target, self.ctx.as_of))
-            condition = sa.and_(*reached) if reached else None
-            if condition is None:
-                columns += [sa.func.count(), sa.func.min(value), sa.func.max(value)]
-            else:
-                columns += [
-                    sa.func.count(sa.case((condition, 1))),
-                    sa.func.min(sa.case((condition, value))),
-                    sa.func.max(sa.case((condition, value))),
-                ]
-        row = conn.execute(sa.select(*columns).select_from(sql.table).where(where)).one()
         per = summary.transitions.setdefault(self.name, {})
         current = "active"
         for index, target in enumerate(targets):
-            count, low, high = row[3 * index : 3 * index + 3]
+            condition = self._reaching(sql, targets[: index + 1])
+            count = int(conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one())
             if not count:
                 break
             name = f"{current}->{target}"
-            per[name] = per.get(name, 0) + int(count)
-            for raw in (low, high):
+            per[name] = per.get(name, 0) + count
+            for extreme in (sa.func.min, sa.func.max):
+                raw = conn.execute(sa.select(extreme(value)).where(condition)).scalar_one()
                 evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
                 reading = evaluation.readings[0]
+                due = evaluation.due[target]
+                _widen(summary.due_range.setdefault(self.name, {}), name, due, due)
                 clock_at = reading.instant or (
                     start_of_day(reading.day, self.ctx.pack.timezone) if reading.day else None
-                )
-                _widen(
-                    summary.due_range.setdefault(self.name, {}), name, evaluation.due[target], evaluation.due[target]
                 )
                 if clock_at is not None:
                     _widen(summary.clock_range.setdefault(self.name, {}), name, clock_at, clock_at)
             samples = summary.samples.setdefault(self.name, {}).setdefault(name, [])
             if sample_size > len(samples):
-                condition = sa.and_(where, *reached[:index])
-                query = sa.select(sql.key).where(condition).order_by(sql.key).limit(sample_size - len(samples))
+                # Many due: walking the key order finds the first few at once,
+                # where SQLite would sort every due record found by the clock
+                # index. Few due: that index is the right way in.
+                unindexed = count > 1000 and conn.dialect.name == "sqlite"
+                source = _without_clock_index(sql) if unindexed else sql
+                query = (
+                    sa.select(sql.key)
+                    .where(self._reaching(source, targets[: index + 1]))
+                    .order_by(sql.key)
+                    .limit(sample_size - len(samples))
+                )
                 samples.extend(str(k) for k in conn.execute(query).scalars())
             current = target
+
+    def _reaching(self, sql: DatasetSQL, states: list[str]) -> ColumnElement[bool]:
+        """Active records due for each of ``states``, not held, not erasing, not moved before."""
+        conditions = [
+            *(sql.due(state, self.ctx.as_of) for state in states),
+            self._not_held(_as_text(sql.key), self._subject_text()),
+            self._no_open_erasure(self._subject_text()),
+        ]
+        if self._states:
+            rs = store.record_states
+            conditions.append(~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == _as_text(sql.key)))
+        return sa.and_(*conditions)
 
     def summarize(
         self,

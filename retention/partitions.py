@@ -1,0 +1,243 @@
+"""Whole-partition purges on PostgreSQL (SPEC section 4, "drop partition").
+
+An append-only table range-partitioned by its clock (access logs,
+analytics) is purged by dropping each partition whose every row is due: its
+lower bound is a valid date and its exclusive upper bound is at or before
+the purge cutoff. Dropping a partition costs the same for a thousand rows or
+a hundred million, where deleting them costs per row. Each drop is one
+transaction holding the drop and its one ledger entry (row count, clock
+range, partition name). The partition that straddles the cutoff, and any
+partition holding a record that must stay (a hold, an erasure request still
+open, a record already in another state), go through the ordinary batches,
+row by row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from retention import ledger, store
+from retention.clock import as_aware, start_of_day
+from retention.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
+from retention.plan import DatasetPlanner, _as_text, _next_states
+
+log = structlog.get_logger("retention")
+
+_RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One range partition of a dataset's table, its bounds read as the clock's Python type."""
+
+    schema: str
+    name: str
+    lower: Any  # None for MINVALUE
+    upper: Any  # None for MAXVALUE; exclusive
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def eligible(planner: DatasetPlanner, dialect: str) -> bool:
+    """Whether ``planner``'s dataset may be purged by dropping partitions at all.
+
+    PostgreSQL, a dataset declared ``partitioned`` whose only transition is
+    ``drop_partition`` to purged, one plain clock, no review (each purge
+    needs a decision) and no followers (they move with each subject).
+    """
+    dataset = planner.dataset
+    sql = planner.sql
+    return (
+        dialect == "postgresql"
+        and dataset.partitioned
+        and _next_states(dataset, "active") == ["purged"]
+        and dataset.step_to("purged").action == "drop_partition"
+        and sql is not None
+        and len(sql.clocks) == 1
+        and sql.clocks[0].clock.aggregate is None
+        and sql.clocks[0].kind in ("timestamptz", "timestamp", "date")
+        and not dataset.review
+        and not planner.followers
+    )
+
+
+def _parse_bound(text: str, kind: str) -> Any:
+    text = text.strip()
+    if text in ("MINVALUE", "MAXVALUE"):
+        return None
+    if text.startswith("'") and text.endswith("'"):
+        text = text[1:-1].replace("''", "'")
+    if kind == "date":
+        return dt.date.fromisoformat(text[:10])
+    value = dt.datetime.fromisoformat(text)
+    if kind == "timestamptz":
+        return as_aware(value, "UTC")
+    return value.replace(tzinfo=None)
+
+
+def range_partitions(conn: sa.Connection, table: sa.Table, clock: ClockSQL) -> list[Partition]:
+    """The table's range partitions on the clock column, or none if it is not partitioned so."""
+    parent = conn.dialect.identifier_preparer.format_table(table)
+    key = conn.execute(
+        sa.text(
+            "SELECT pt.partstrat, pt.partnatts, a.attname FROM pg_partitioned_table pt "
+            "JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] "
+            "WHERE pt.partrelid = to_regclass(:parent)"
+        ),
+        {"parent": parent},
+    ).first()
+    if key is None or key.partstrat != "r" or key.partnatts != 1 or key.attname != clock.clock.column:
+        return []
+    rows = conn.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE i.inhparent = to_regclass(:parent) ORDER BY c.relname"
+        ),
+        {"parent": parent},
+    ).all()
+    partitions = []
+    for row in rows:
+        match = _RANGE.match(row.bound or "")
+        if match is None:  # DEFAULT partition: anything may be in it
+            continue
+        lower = _parse_bound(match["lower"], clock.kind)
+        upper = _parse_bound(match["upper"], clock.kind)
+        partitions.append(Partition(row.nspname, row.relname, lower, upper))
+    return partitions
+
+
+def _bounds(clock: ClockSQL, last_day: dt.date) -> tuple[Any, Any]:
+    """(floor, cutoff) in the column's Python type: rows in [floor, cutoff) are due.
+
+    The same bounds as :meth:`ClockSQL.before_day_after` uses in SQL.
+    """
+    next_day = last_day + dt.timedelta(days=1)
+    if clock.kind == "date":
+        return FLOOR_DATE, next_day
+    cutoff = start_of_day(next_day, clock.policy_tz)
+    if clock.kind == "timestamptz":
+        return FLOOR_INSTANT, cutoff
+    if clock.clock.naive_timezone == clock.policy_tz:
+        return FLOOR_NAIVE, dt.datetime(next_day.year, next_day.month, next_day.day)  # noqa: DTZ001
+    return FLOOR_NAIVE, _naive_in(cutoff, clock.clock.naive_timezone)
+
+
+def droppable(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
+    """Partitions whose every row is due and none must stay."""
+    sql = planner.sql
+    assert sql is not None
+    clock = sql.clocks[0]
+    schedule = planner.dataset.schedules("purged", planner.ctx.pack.financial_year_end)[0]
+    floor, cutoff = _bounds(clock, schedule.last_event_due_by(planner.today))
+    planner.probe(conn)
+    chosen = []
+    for partition in range_partitions(conn, sql.table, clock):
+        if partition.lower is None or partition.upper is None:
+            continue
+        if partition.lower < floor or partition.upper > cutoff:
+            continue
+        if _has_record_to_keep(conn, planner, partition):
+            log.info("partition_kept", dataset=planner.name, partition=partition.label)
+            continue
+        chosen.append(partition)
+    return chosen
+
+
+def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
+    """A held record, one under an open erasure request, or one already in another state."""
+    sql = planner.sql
+    assert sql is not None
+    value = sql.clocks[0].value
+    key_text = _as_text(sql.key)
+    subject = planner._subject_text()
+    rs = store.record_states
+    stays = [~planner._not_held(key_text, subject), ~planner._no_open_erasure(subject)]
+    if planner._states:
+        stays.append(sa.exists().where(rs.c.dataset == planner.name, rs.c.record_key == key_text))
+    query = (
+        sa.select(sa.literal(1))
+        .select_from(sql.table)
+        .where(value >= partition.lower, value < partition.upper, sa.or_(*stays))
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
+def drop_due_partitions(
+    conn: sa.Connection,
+    planner: DatasetPlanner,
+    *,
+    run_id: str,
+    pack_digest: str,
+    now: Callable[[], dt.datetime],
+) -> int:
+    """Drop every droppable partition, one transaction each; returns the rows purged.
+
+    The partition is locked by the drop itself (ACCESS EXCLUSIVE), and its
+    rows are counted inside the same transaction, so the count in the ledger
+    is exactly what was dropped.
+    """
+    assert planner.sql is not None
+    with conn.begin():
+        partitions = droppable(conn, planner)
+    pack = planner.ctx.pack
+    dataset = planner.dataset
+    column = conn.dialect.identifier_preparer.quote(planner.sql.clocks[0].clock.column)
+    parent = conn.dialect.identifier_preparer.format_table(planner.sql.table)
+    purged = 0
+    for partition in partitions:
+        qualified = conn.dialect.identifier_preparer.format_table(
+            sa.Table(partition.name, sa.MetaData(), schema=partition.schema)
+        )
+        with conn.begin():
+            # The drop needs the parent's strongest lock anyway; taking it first
+            # (parent before partition, as readers do) cannot deadlock them, and
+            # no row can arrive between the count and the drop.
+            conn.execute(sa.text(f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE"))
+            stats = sa.text(f"SELECT count(*), min({column}), max({column}) FROM {qualified}")
+            count, low, high = conn.execute(stats).one()
+            clock_min = clock_max = due = None
+            if count:
+                first = evaluate_record(pack, dataset, [low], planner.ctx.as_of).readings[0]
+                last = evaluate_record(pack, dataset, [high], planner.ctx.as_of)
+                due = last.due["purged"]
+                clock_min = first.instant or (start_of_day(first.day, pack.timezone) if first.day else None)
+                reading = last.readings[0]
+                clock_max = reading.instant or (start_of_day(reading.day, pack.timezone) if reading.day else None)
+            conn.execute(sa.text(f"DROP TABLE {qualified}"))
+            ledger.append(
+                conn,
+                [
+                    ledger.EntryDraft(
+                        run_id=run_id,
+                        pack_id=pack.pack,
+                        pack_digest=pack_digest,
+                        dataset=planner.name,
+                        transition="active->purged",
+                        action="drop_partition",
+                        basis=dataset.basis_for("purged"),
+                        due_at=due,
+                        record_pseudonym=None,
+                        subject_pseudonym=None,
+                        count=int(count),
+                        clock_min=clock_min,
+                        clock_max=clock_max,
+                        detail={"partition": partition.label},
+                    )
+                ],
+                now(),
+            )
+        log.info("partition_dropped", dataset=planner.name, partition=partition.label, count=int(count))
+        purged += int(count)
+    return purged

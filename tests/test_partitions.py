@@ -1,0 +1,188 @@
+"""drop_partition: whole partitions past the cutoff dropped on PostgreSQL, the rest row by row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from retention import execute, ledger, store, subjects
+from retention.policy import LoadedPack, validate_pack
+
+UTC = dt.UTC
+SECRET = b"partition-test-key"
+AS_OF = dt.datetime(2026, 11, 1, tzinfo=UTC)
+# P6M in Europe/Paris before 1 Nov 2026: collected before 1 May 2026 00:00 Paris.
+CUTOFF = dt.datetime(2026, 4, 30, 22, tzinfo=UTC)
+
+PACK: dict[str, Any] = {
+    "pack": "partition-test",
+    "version": "1",
+    "effective_from": dt.date(2000, 1, 1),
+    "timezone": "Europe/Paris",
+    "batch_size": 50,
+    "guard": {"max_share": 1.0},
+    "datasets": {
+        "access": {
+            "table": "access_log",
+            "key": "id",
+            "subject_key": "user_id",
+            "basis": "six months of access logs",
+            "partitioned": True,
+            "keep": [{"clock": {"column": "at", "type": "timestamptz"}, "period": "P6M"}],
+            "lifecycle": [{"to": "purged", "action": "drop_partition"}],
+        }
+    },
+}
+
+
+def loaded() -> LoadedPack:
+    return validate_pack(PACK, Path("<test>"), "test pack")
+
+
+def months() -> list[dt.datetime]:
+    """First instants (UTC) of January 2024 up to and including January 2027."""
+    result, day = [], dt.datetime(2024, 1, 1, tzinfo=UTC)
+    while day <= dt.datetime(2027, 1, 1, tzinfo=UTC):
+        result.append(day)
+        day = (day + dt.timedelta(days=32)).replace(day=1)
+    return result
+
+
+def build_partitioned(engine: sa.Engine, seed: int = 1, n: int = 900) -> list[tuple[int, int, dt.datetime]]:
+    """A monthly range-partitioned access log (UTC bounds); returns the rows (id, user, at)."""
+    rng = random.Random(seed)
+    bounds = months()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE access_log (id BIGINT NOT NULL, user_id INTEGER NOT NULL, "
+                "at TIMESTAMPTZ NOT NULL, path VARCHAR(200), PRIMARY KEY (id, at)) PARTITION BY RANGE (at)"
+            )
+        )
+        for low, high in itertools.pairwise(bounds):
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE access_log_{low:%Y_%m} PARTITION OF access_log "
+                    f"FOR VALUES FROM ('{low.isoformat()}') TO ('{high.isoformat()}')"
+                )
+            )
+        span = int((dt.datetime(2026, 10, 31, tzinfo=UTC) - bounds[0]).total_seconds())
+        rows = [(i, rng.randint(1, 40), bounds[0] + dt.timedelta(seconds=rng.randrange(span))) for i in range(1, n + 1)]
+        # A few rows right around the cutoff, inside the partition that straddles it.
+        rows += [
+            (n + 1, 7, CUTOFF - dt.timedelta(seconds=1)),
+            (n + 2, 7, CUTOFF),
+            (n + 3, 8, CUTOFF + dt.timedelta(hours=1)),
+        ]
+        conn.execute(
+            sa.text("INSERT INTO access_log (id, user_id, at, path) VALUES (:id, :u, :at, '/')"),
+            [{"id": i, "u": u, "at": at} for i, u, at in rows],
+        )
+    return rows
+
+
+def partition_names(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = to_regclass('access_log')"
+                )
+            ).scalars()
+        )
+
+
+def ledger_entries(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(store.ledger).where(store.ledger.c.dataset == "access")))
+
+
+@pytest.mark.only_on("postgresql")
+def test_whole_partitions_past_the_cutoff_are_dropped(migrated: sa.Engine) -> None:
+    rows = build_partitioned(migrated)
+    due = [r for r in rows if r[2] < CUTOFF]
+    whole = {
+        f"access_log_{low:%Y_%m}": (low, high)
+        for low, high in zip(months(), months()[1:], strict=False)
+        if high <= CUTOFF
+    }
+    in_whole = {name: sum(1 for r in rows if low <= r[2] < high) for name, (low, high) in whole.items()}
+    partial = [r for r in due if not any(low <= r[2] < high for low, high in whole.values())]
+    assert whole and partial  # the data exercises both paths
+
+    pack = loaded()
+    assert execute.plan(migrated, pack, AS_OF).transitions["access"] == {"active->purged": len(due)}
+    result = execute.run(migrated, pack, AS_OF, secret=SECRET)
+    assert result.status == "succeeded"
+    assert result.counts["access"] == {"active->purged": len(due)}
+
+    assert partition_names(migrated).isdisjoint(whole)  # dropped
+    assert "access_log_2026_04" in partition_names(migrated)  # straddles the cutoff: kept
+    with migrated.connect() as conn:
+        left = set(conn.execute(sa.text("SELECT id FROM access_log")).scalars())
+    assert left == {r[0] for r in rows if r[2] >= CUTOFF}
+
+    entries = ledger_entries(migrated)
+    drops = [e for e in entries if e.action == "drop_partition"]
+    assert {json.loads(e.detail)["partition"].rsplit(".", 1)[1]: e.count for e in drops} == in_whole
+    assert all(e.record_pseudonym is None for e in drops)
+    deletes = [e for e in entries if e.action == "delete"]
+    assert sorted(e.record_pseudonym for e in deletes) == sorted(
+        ledger.record_pseudonym(SECRET, "access", str(r[0])) for r in partial
+    )
+    assert all(e.count == 1 for e in deletes)
+    assert ledger.verify(migrated).ok
+
+
+@pytest.mark.only_on("postgresql")
+def test_a_partition_holding_a_held_record_is_purged_row_by_row(migrated: sa.Engine) -> None:
+    rows = build_partitioned(migrated, seed=2)
+    with migrated.begin() as conn:
+        subjects.place_hold(conn, scope="subject", subject_key="3", reason="case 7", placed_by="t", secret=SECRET)
+    held_months = {f"access_log_{r[2]:%Y_%m}" for r in rows if r[1] == 3 and r[2] < CUTOFF}
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    assert result.status == "succeeded"
+    assert held_months <= partition_names(migrated)  # not dropped
+    with migrated.connect() as conn:
+        left = set(conn.execute(sa.text("SELECT id FROM access_log")).scalars())
+    assert left == {r[0] for r in rows if r[2] >= CUTOFF or r[1] == 3}
+    dropped = {
+        json.loads(e.detail)["partition"].rsplit(".", 1)[1]
+        for e in ledger_entries(migrated)
+        if e.action == "drop_partition"
+    }
+    assert dropped and dropped.isdisjoint(held_months)
+    assert ledger.verify(migrated).ok
+
+
+def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine) -> None:
+    """Without partitions (SQLite, MariaDB, or an ordinary PostgreSQL table) every due row is deleted and ledgered."""
+    rng = random.Random(3)
+    md = sa.MetaData()
+    ts = sa.DateTime(timezone=True) if migrated.dialect.name == "postgresql" else sa.DateTime()
+    table = sa.Table(
+        "access_log",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.Integer, nullable=False),
+        sa.Column("at", ts, nullable=False, index=True),
+    )
+    md.create_all(migrated)
+    start = dt.datetime(2025, 1, 1, tzinfo=UTC)
+    rows = [(i, rng.randint(1, 9), start + dt.timedelta(hours=rng.randrange(15000))) for i in range(1, 200)]
+    fix = (lambda v: v) if migrated.dialect.name == "postgresql" else (lambda v: v.replace(tzinfo=None))
+    with migrated.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "user_id": u, "at": fix(at)} for i, u, at in rows])
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    due = [r for r in rows if r[2] < CUTOFF]
+    assert due and result.counts["access"] == {"active->purged": len(due)}
+    entries = ledger_entries(migrated)
+    assert {e.action for e in entries} == {"delete"} and len(entries) == len(due)
