@@ -183,7 +183,7 @@ def _set_states(
     rs = store.record_states
     keys = [m.record_key for m in moves]
     if from_state != "active":
-        conn.execute(rs.delete().where(rs.c.dataset == dataset, rs.c.record_key.in_(keys)))
+        conn.execute(rs.delete().where(rs.c.dataset == dataset, store.one_of(rs.c.record_key, keys)))
     if state is None:
         return
     rows = [
@@ -276,7 +276,9 @@ def _settle_reviewed(conn: sa.Connection, dataset: str, moves: Sequence[Any]) ->
     if not reviewed:
         return
     rb, ri = store.review_batches, store.review_items
-    conn.execute(ri.delete().where(ri.c.dataset == dataset, ri.c.record_key.in_([m.record_key for m in reviewed])))
+    conn.execute(
+        ri.delete().where(ri.c.dataset == dataset, store.one_of(ri.c.record_key, [m.record_key for m in reviewed]))
+    )
     for batch_id in {m.review_id for m in reviewed}:
         left = conn.execute(sa.select(sa.func.count()).where(ri.c.batch_id == batch_id)).scalar_one()
         if not left:
@@ -294,11 +296,11 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         keys = [m.key for m in moves]
         action = step.action or "purge_archive"
         if action == "deactivate":
-            conn.execute(table.update().where(key.in_(keys)).values(**(step.set or {})))
+            conn.execute(table.update().where(store.one_of(key, keys)).values(**(step.set or {})))
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]
-            rows = conn.execute(sa.select(key.label("_key"), *columns).where(key.in_(keys))).all()
+            rows = conn.execute(sa.select(key.label("_key"), *columns).where(store.one_of(key, keys))).all()
             payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in step.columns or []}) for r in rows}
             purge_due = _purge_due(ctx, dataset, moves, to_state)
             ctx.archive.put(
@@ -316,7 +318,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
                 ],
             )
             if step.then == "delete":
-                conn.execute(table.delete().where(key.in_(keys)))
+                conn.execute(table.delete().where(store.one_of(key, keys)))
             else:
                 mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
@@ -329,7 +331,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
             # Rows outside whole droppable partitions are deleted one by one,
             # and the ledger says so.
             action = "delete"
-            conn.execute(table.delete().where(key.in_(keys)))
+            conn.execute(table.delete().where(store.one_of(key, keys)))
             _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state, from_state)
         elif action == "anonymise":
             mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)

@@ -299,34 +299,45 @@ class DatasetPlanner:
             moved = set(
                 conn.execute(
                     sa.select(rs.c.record_key).where(
-                        rs.c.dataset == self.name, rs.c.record_key.in_([str(r.k) for r in rows])
+                        rs.c.dataset == self.name, store.one_of(rs.c.record_key, [str(r.k) for r in rows])
                     )
                 ).scalars()
             )
         moves = []
+        pack, dataset, as_of, cache = self.ctx.pack, self.dataset, self.ctx.as_of, self._due_cache
+        clocks = len(sql.clocks)
+        # Steps per due dict (one per distinct clock date, from the cache); the
+        # dict is kept alongside so its id cannot be reused while it is here.
+        steps_for: dict[int, tuple[dict[str, dt.datetime], tuple[Step, ...]]] = {}
         for row in rows:
-            if str(row.k) in moved:  # deactivated or anonymised earlier: its state decides
+            key = row[0]
+            record_key = str(key)
+            if record_key in moved:  # deactivated or anonymised earlier: its state decides
                 continue
-            raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
-            evaluation = evaluate_record(self.ctx.pack, self.dataset, raws, self.ctx.as_of, self._due_cache)
-            steps = (
-                steps_from_active(self.dataset, evaluation.due, self.ctx.as_of) if evaluation.anomaly is None else ()
-            )
+            evaluation = evaluate_record(pack, dataset, row[1 : 1 + clocks], as_of, cache)
+            steps: tuple[Step, ...] = ()
+            if evaluation.anomaly is None:
+                known = steps_for.get(id(evaluation.due))
+                if known is not None and known[0] is evaluation.due:
+                    steps = known[1]
+                else:
+                    steps = steps_from_active(dataset, evaluation.due, as_of)
+                    steps_for[id(evaluation.due)] = (evaluation.due, steps)
             if not steps:
                 raise AssertionError(
-                    f"dataset {self.name}: SQL found record {row.k!r} due but the evaluator "
+                    f"dataset {self.name}: SQL found record {key!r} due but the evaluator "
                     f"does not ({evaluation.anomaly or 'not due'}); please report this bug"
                 )
             governing = evaluation.readings[evaluation.governing[steps[0].to_state]]
-            subject = row._mapping.get("s")
+            subject = row[1 + clocks] if self.subject is not None else None
             moves.append(
                 Move(
-                    key=row.k,
-                    record_key=str(row.k),
+                    key=key,
+                    record_key=record_key,
                     subject_key=None if subject is None else str(subject),
                     steps=steps,
                     clock_at=governing.instant
-                    or (start_of_day(governing.day, self.ctx.pack.timezone) if governing.day else None),
+                    or (start_of_day(governing.day, pack.timezone) if governing.day else None),
                 )
             )
         return moves, (rows[-1].k if rows else None)
@@ -560,7 +571,7 @@ class DatasetPlanner:
         rows = conn.execute(
             sa.select(ri.c.record_key, rb.c.status, rb.c.id)
             .select_from(ri.join(rb, rb.c.id == ri.c.batch_id))
-            .where(ri.c.dataset == self.name, ri.c.record_key.in_(purging))
+            .where(ri.c.dataset == self.name, store.one_of(ri.c.record_key, purging))
         ).all()
         for row in rows:
             # An approval wins over an older pending or rejected item of the same record.
