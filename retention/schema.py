@@ -161,11 +161,17 @@ def _check_children(inspect: _Inspector, pack: Pack, findings: list[Finding]) ->
     (it follows the parent, or deletes on its own clock and runs first).
     """
     by_table = {ds.table: (name, ds) for name, ds in pack.datasets.items()}
+    # Every table's foreign keys, per schema, in one reflection query where the
+    # database allows it (PostgreSQL would otherwise take one per table).
+    foreign_keys: dict[str | None, dict[str, list[Any]]] = {}
     for name, ds in pack.datasets.items():
         if not _deletes_rows(ds):
             continue
-        for child in inspect.inspector.get_table_names(schema=ds.schema_):
-            for fk in inspect.inspector.get_foreign_keys(child, schema=ds.schema_):
+        if ds.schema_ not in foreign_keys:
+            multi = inspect.inspector.get_multi_foreign_keys(schema=ds.schema_)
+            foreign_keys[ds.schema_] = {table: fks for (_, table), fks in multi.items()}
+        for child, child_fks in sorted(foreign_keys[ds.schema_].items()):
+            for fk in child_fks:
                 if fk["referred_table"] != ds.table or child == ds.table:
                     continue
                 ondelete = str((fk.get("options") or {}).get("ondelete") or "").upper()
