@@ -43,7 +43,7 @@ _EPOCH_TEXT = re.compile(r"[1-9][0-9]*")
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClockReading:
     """One clock of one record, classified."""
 
@@ -134,7 +134,7 @@ def _naive_in(instant: dt.datetime, zone_name: str) -> dt.datetime:
     return instant.astimezone(zone(zone_name)).replace(tzinfo=None)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecordEvaluation:
     """Why and when one record becomes due for each state of its lifecycle."""
 
@@ -167,18 +167,29 @@ def evaluate_record(
     passes a ``cache`` (keyed by those dates) that it keeps between calls.
     """
     tz = pack.timezone
-    readings = tuple(read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(dataset.keep, raws, strict=True))
-    blocking = [r.anomaly for r in readings if r.anomaly not in (None, "null")]
-    if blocking:
-        return RecordEvaluation(readings, blocking[0])
-    if all(r.anomaly == "null" for r in readings):
-        return RecordEvaluation(readings, "null")
-    days = tuple(r.day for r in readings)
-    if cache is not None and days in cache:
-        due, governing = cache[days]
-        return RecordEvaluation(readings, None, due, governing)
-    due = {}
-    governing = {}
+    keep = dataset.keep
+    if len(keep) == 1:  # the common case, kept lean: a purge evaluates every record it moves
+        if len(raws) != 1:
+            raise ValueError(f"dataset has one clock, got {len(raws)} values")
+        reading = read_clock(keep[0].clock, raws[0], as_of, tz)
+        readings: tuple[ClockReading, ...] = (reading,)
+        if reading.anomaly is not None:
+            return RecordEvaluation(readings, reading.anomaly)
+        days: tuple[dt.date | None, ...] = (reading.day,)
+    else:
+        readings = tuple(read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(keep, raws, strict=True))
+        blocking = [r.anomaly for r in readings if r.anomaly not in (None, "null")]
+        if blocking:
+            return RecordEvaluation(readings, blocking[0])
+        if all(r.anomaly == "null" for r in readings):
+            return RecordEvaluation(readings, "null")
+        days = tuple(r.day for r in readings)
+    if cache is not None:
+        known = cache.get(days)
+        if known is not None:
+            return RecordEvaluation(readings, None, known[0], known[1])
+    due: dict[str, dt.datetime] = {}
+    governing: dict[str, int] = {}
     for step in dataset.lifecycle:
         schedules = dataset.schedules(step.to, pack.financial_year_end)
         best: tuple[dt.date, int] | None = None

@@ -287,3 +287,74 @@ def test_fast_canonical_encoding_is_rfc8785(basis: Any, dataset: Any, count: int
     reference["recorded_at"] = reference["clock_min"] = "2026-11-24T10:00:00.000000Z"
     reference["detail"] = rfc8785.dumps(detail).decode() if detail else None
     assert ledger.canonical_entry(row) == rfc8785.dumps(reference)
+
+
+@given(secret=st.binary(min_size=1, max_size=200), dataset=_text, key=_text)
+def test_pseudonym_is_hmac_sha256(secret: bytes, dataset: str, key: str) -> None:
+    """The pre-keyed HMAC equals the standard library's, for short and long (hashed) keys."""
+    import hmac
+
+    message = "\x1f".join(["record", dataset, key]).encode("utf-8")
+    assert ledger.record_pseudonym(secret, dataset, key) == hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+BASIS = 'b ä"\t\n\\N\\'  # quotes, COPY's separators and escapes, NULL's spelling
+
+
+def test_fast_record_entries_hash_like_the_general_path(migrated: sa.Engine) -> None:
+    """Entries chained by the per-record loop verify, and equal entries appended one by one."""
+    now = dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC)
+    items = [(now - dt.timedelta(days=i), f"k{i}", None if i % 3 else f"s{i}") for i in range(20)]
+    with migrated.begin() as conn:
+        ledger.append(
+            conn,
+            [ledger.RecordEntries("r", "p", "d" * 64, "events", "active->purged", "delete", BASIS, SECRET, items)],
+            now,
+        )
+    fast = rows(migrated)
+    assert ledger.verify(migrated).ok
+    drafts = [
+        ledger.EntryDraft(
+            "r",
+            "p",
+            "d" * 64,
+            "events",
+            "active->purged",
+            "delete",
+            BASIS,
+            due,
+            ledger.record_pseudonym(SECRET, "events", key),
+            ledger.subject_pseudonym(SECRET, subject) if subject else None,
+        )
+        for due, key, subject in items
+    ]
+    hashes = []
+    prev = ledger.GENESIS
+    for seq, (draft, row) in enumerate(zip(drafts, fast, strict=True), start=1):
+        expected = {
+            "seq": seq,
+            "recorded_at": now,
+            "run_id": "r",
+            "pack_id": "p",
+            "pack_digest": "d" * 64,
+            "dataset": "events",
+            "transition": "active->purged",
+            "action": "delete",
+            "basis": BASIS,
+            "due_at": draft.due_at,
+            "record_pseudonym": draft.record_pseudonym,
+            "subject_pseudonym": draft.subject_pseudonym,
+            "count": 1,
+            "clock_min": None,
+            "clock_max": None,
+            "detail": None,
+            "prev_hash": prev,
+        }
+        prev = hashlib.sha256(
+            rfc8785.dumps(
+                {**expected, **{k: ledger._instant(v) for k, v in expected.items() if k in ("recorded_at", "due_at")}}
+            )
+        ).hexdigest()
+        hashes.append(prev)
+        assert {k: row[k] for k in expected} == expected
+    assert [r["hash"] for r in fast] == hashes

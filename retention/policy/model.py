@@ -335,7 +335,7 @@ class Pack(_Strict):
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)
     guard: Guard = Field(default_factory=Guard)
-    batch_size: int = Field(default=1000, gt=0)
+    batch_size: int = Field(default=5000, gt=0)
     datasets: dict[str, Dataset] = Field(min_length=1)
 
     _check_tz = field_validator("timezone")(_check_timezone)
