@@ -256,6 +256,14 @@ def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fm
         )
     _print_rows(_plan_rows(summary), PLAN_COLUMNS + (["previous"] if fmt == "csv" else []), fmt)
     if fmt == "table":
+        for dataset, dropped in summary.partitions.items():
+            if dropped:
+                rows = sum(d["rows"] for d in dropped)
+                console.print(
+                    f"{dataset}: {len(dropped)} partitions ({rows} of the records above) will be dropped whole: "
+                    + ", ".join(d["partition"] for d in dropped),
+                    highlight=False,
+                )
         for hold in summary.held_back:
             console.print(
                 f"hold {hold['hold_id']} ({hold['scope']}: {hold['reason']}) holds back {hold['count']} "

@@ -486,6 +486,12 @@ def plan(
             if datasets is not None and name not in datasets:
                 continue
             planner.summarize(conn, summary, on_batch=on_batch)
+            if partitions.eligible(planner, conn.dialect.name):
+                # Counted above with the other records; this says how run will purge them.
+                summary.partitions[name] = [
+                    {"partition": part.label, "rows": partitions.row_count(conn, part)}
+                    for part in partitions.droppable(conn, planner)
+                ]
             summary.anomalies[name] = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()

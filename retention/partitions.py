@@ -154,6 +154,13 @@ def droppable(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
     return chosen
 
 
+def row_count(conn: sa.Connection, partition: Partition) -> int:
+    """Rows in ``partition`` now (for plan; run counts again under the drop's lock)."""
+    table = sa.Table(partition.name, sa.MetaData(), schema=partition.schema)
+    qualified = conn.dialect.identifier_preparer.format_table(table)
+    return int(conn.execute(sa.text(f"SELECT count(*) FROM {qualified}")).scalar_one())
+
+
 def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
     """A held record, one under an open erasure request, or one already in another state."""
     sql = planner.sql

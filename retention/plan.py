@@ -859,6 +859,7 @@ class PlanSummary:
     held_back: list[dict[str, Any]] = field(default_factory=list)
     previous: dict[str, Any] | None = None  # {"run_id", "as_of", "counts"} of the last plan
     awaiting_review: dict[str, int] = field(default_factory=dict)
+    partitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # dropped whole, per dataset
 
     def add(self, batch: Batch, sample_size: int = 3) -> None:
         for follower in batch.followers:
@@ -966,6 +967,7 @@ class PlanSummary:
                 {"run_id": self.previous["run_id"], "as_of": enc(self.previous["as_of"])} if self.previous else None
             ),
             "datasets": datasets,
+            "partitions_to_drop": self.partitions,
         }
 
 

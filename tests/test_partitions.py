@@ -119,7 +119,9 @@ def test_whole_partitions_past_the_cutoff_are_dropped(migrated: sa.Engine) -> No
     assert whole and partial  # the data exercises both paths
 
     pack = loaded()
-    assert execute.plan(migrated, pack, AS_OF).transitions["access"] == {"active->purged": len(due)}
+    planned = execute.plan(migrated, pack, AS_OF)
+    assert planned.transitions["access"] == {"active->purged": len(due)}
+    assert {d["partition"].rsplit(".", 1)[1]: d["rows"] for d in planned.partitions["access"]} == in_whole
     result = execute.run(migrated, pack, AS_OF, secret=SECRET)
     assert result.status == "succeeded"
     assert result.counts["access"] == {"active->purged": len(due)}
