@@ -84,7 +84,20 @@ def pack(action: str, batch_size: int, *, ledger: str = "record", table: str = "
     )
 
 
-def generate(engine: sa.Engine, rows: int, seed: int) -> None:
+def seconds_expr(var: str, layout: str) -> str:
+    """SQL for a row's offset in seconds from the start, by the row number ``var``.
+
+    ``time``: ids follow time within an hour, as in tables filled as events
+    happen (logs, orders, analytics). ``shuffled``: ids and times are
+    unrelated, the worst case for keyset batches, which then touch pages all
+    over the clock index in every batch.
+    """
+    if layout == "time":
+        return f"({var} * (:span - 3600) / :rows + ({var} * 2654435761 + :seed) % 3600)"
+    return f"(({var} * 2654435761 + :seed) % :span)"
+
+
+def generate(engine: sa.Engine, rows: int, seed: int, layout: str = "time") -> None:
     """Rows spread over 4 years before AS_OF, ~70 % older than the cutoff; built inside the database."""
     span = 4 * 365 * 86400
     start = AS_OF - dt.timedelta(seconds=span)
@@ -100,7 +113,7 @@ def generate(engine: sa.Engine, rows: int, seed: int) -> None:
             conn.execute(
                 sa.text(
                     "INSERT INTO bench_events SELECT g, (g * 7919) % 100000, "
-                    ":start + make_interval(secs => ((g * 2654435761 + :seed) % :span)), "
+                    f":start + make_interval(secs => {seconds_expr('g', layout)}), "
                     "'payload-' || g FROM generate_series(1::bigint, :rows) AS g"
                 ),
                 {"start": start, "seed": seed, "span": span, "rows": rows},
@@ -116,7 +129,7 @@ def generate(engine: sa.Engine, rows: int, seed: int) -> None:
                 sa.text(
                     "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :rows) "
                     "INSERT INTO bench_events SELECT n, (n * 7919) % 100000, "
-                    "strftime('%Y-%m-%d %H:%M:%S', :start, '+' || ((n * 2654435761 + :seed) % :span) || ' seconds'), "
+                    f"strftime('%Y-%m-%d %H:%M:%S', :start, '+' || {seconds_expr('n', layout)} || ' seconds'), "
                     "'payload-' || n FROM g"
                 ),
                 {
@@ -131,7 +144,7 @@ def generate(engine: sa.Engine, rows: int, seed: int) -> None:
             conn.execute(sa.text("ANALYZE bench_events"))
 
 
-def generate_partitioned(engine: sa.Engine, rows: int, seed: int) -> None:
+def generate_partitioned(engine: sa.Engine, rows: int, seed: int, layout: str = "time") -> None:
     """The same rows as ``generate``, in a PostgreSQL table range-partitioned by month.
 
     Month bounds are Paris midnights, as a DBA partitioning for a Paris
@@ -163,7 +176,7 @@ def generate_partitioned(engine: sa.Engine, rows: int, seed: int) -> None:
         conn.execute(
             sa.text(
                 "INSERT INTO bench_plog SELECT g, (g * 7919) % 100000, "
-                ":start + make_interval(secs => ((g * 2654435761 + :seed) % :span)), "
+                f":start + make_interval(secs => {seconds_expr('g', layout)}), "
                 "'payload-' || g FROM generate_series(1::bigint, :rows) AS g"
             ),
             {"start": start, "seed": seed, "span": span, "rows": rows},
@@ -289,10 +302,10 @@ def engine_run(engine: sa.Engine, action: str, batch_size: int, ledger: str = "r
     return sum(sum(v.values()) for v in result.counts.values())
 
 
-def peak_rss(url: str, rows: int, seed: int, batch_size: int) -> float:
+def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> float:
     """Peak RSS (MiB) of a separate process that generates nothing and runs the purge."""
     engine = create_engine(url)
-    generate(engine, rows, seed)
+    generate(engine, rows, seed, layout)
     reset_engine_tables(engine)
     engine.dispose()
     code = (
@@ -316,6 +329,12 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite", help="'sqlite' (a temporary file) or a database URL")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--layout",
+        choices=["time", "shuffled"],
+        default="time",
+        help="'time': ids follow time (logs, orders); 'shuffled': unrelated, the worst case for batches",
+    )
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--orm-sample", type=int, default=2000)
@@ -335,7 +354,7 @@ def main() -> None:
         times, counts = [], []
         for _ in range(args.repeat):
             if fresh:
-                generate(engine, args.rows, args.seed)
+                generate(engine, args.rows, args.seed, args.layout)
                 reset_engine_tables(engine)
             seconds, count = timed(action)
             times.append(seconds)
@@ -346,8 +365,11 @@ def main() -> None:
             flush=True,
         )
 
-    print(f"{args.rows} rows on {engine.dialect.name}, batch size {args.batch_size}, median of {args.repeat}")
-    generate(engine, args.rows, args.seed)
+    print(
+        f"{args.rows} rows on {engine.dialect.name}, layout {args.layout}, batch size {args.batch_size}, "
+        f"median of {args.repeat}"
+    )
+    generate(engine, args.rows, args.seed, args.layout)
     reset_engine_tables(engine)
     measure("raw count(*)", lambda: raw_count(engine), fresh=False)
     measure("engine plan", lambda: engine_plan(engine, args.batch_size), fresh=False)
@@ -366,7 +388,7 @@ def main() -> None:
         def measure_partitioned(name: str, action: Callable[[], int]) -> None:
             times, counts = [], []
             for _ in range(args.repeat):
-                generate_partitioned(engine, args.rows, args.seed)
+                generate_partitioned(engine, args.rows, args.seed, args.layout)
                 reset_engine_tables(engine)
                 seconds, count = timed(action)
                 times.append(seconds)
@@ -448,7 +470,7 @@ def main() -> None:
     rss: dict[str, float] = {}
     if args.rss_scales:
         for scale in [int(s) for s in args.rss_scales.split(",")]:
-            rss[str(scale)] = peak_rss(url, scale, args.seed, args.batch_size)
+            rss[str(scale)] = peak_rss(url, scale, args.seed, args.batch_size, args.layout)
         scales = list(rss)
         print()
         print("| rows | peak RSS (MiB) |")

@@ -38,7 +38,7 @@ def _replace(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     for row in rows:
         by_dataset.setdefault(row["dataset"], []).append(row["record_key"])
     for dataset, keys in by_dataset.items():
-        conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(table.c.record_key, keys)))
+        conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(conn, table.c.record_key, keys)))
     if rows:
         conn.execute(table.insert(), list(rows))
 
@@ -51,7 +51,7 @@ class SameDatabaseArchive:
 
     def delete(self, conn: sa.Connection, dataset: str, keys: Sequence[str]) -> None:
         table = store.archive
-        conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(table.c.record_key, keys)))
+        conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(conn, table.c.record_key, keys)))
 
     def after_commit(self) -> None:
         return None
@@ -80,7 +80,9 @@ class SeparateArchive:
         with self.engine.begin() as archive_conn:
             for dataset, keys in self._pending:
                 archive_conn.execute(
-                    table.delete().where(table.c.dataset == dataset, store.one_of(table.c.record_key, keys))
+                    table.delete().where(
+                        table.c.dataset == dataset, store.one_of(archive_conn, table.c.record_key, keys)
+                    )
                 )
         self._pending.clear()
 

@@ -183,7 +183,7 @@ def _set_states(
     rs = store.record_states
     keys = [m.record_key for m in moves]
     if from_state != "active":
-        conn.execute(rs.delete().where(rs.c.dataset == dataset, store.one_of(rs.c.record_key, keys)))
+        conn.execute(rs.delete().where(rs.c.dataset == dataset, store.one_of(conn, rs.c.record_key, keys)))
     if state is None:
         return
     rows = [
@@ -277,7 +277,9 @@ def _settle_reviewed(conn: sa.Connection, dataset: str, moves: Sequence[Any]) ->
         return
     rb, ri = store.review_batches, store.review_items
     conn.execute(
-        ri.delete().where(ri.c.dataset == dataset, store.one_of(ri.c.record_key, [m.record_key for m in reviewed]))
+        ri.delete().where(
+            ri.c.dataset == dataset, store.one_of(conn, ri.c.record_key, [m.record_key for m in reviewed])
+        )
     )
     for batch_id in {m.review_id for m in reviewed}:
         left = conn.execute(sa.select(sa.func.count()).where(ri.c.batch_id == batch_id)).scalar_one()
@@ -296,11 +298,11 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         keys = [m.key for m in moves]
         action = step.action or "purge_archive"
         if action == "deactivate":
-            conn.execute(table.update().where(store.one_of(key, keys)).values(**(step.set or {})))
+            conn.execute(table.update().where(store.one_of(conn, key, keys)).values(**(step.set or {})))
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]
-            rows = conn.execute(sa.select(key.label("_key"), *columns).where(store.one_of(key, keys))).all()
+            rows = conn.execute(sa.select(key.label("_key"), *columns).where(store.one_of(conn, key, keys))).all()
             payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in step.columns or []}) for r in rows}
             purge_due = _purge_due(ctx, dataset, moves, to_state)
             ctx.archive.put(
@@ -318,7 +320,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
                 ],
             )
             if step.then == "delete":
-                conn.execute(table.delete().where(store.one_of(key, keys)))
+                conn.execute(table.delete().where(store.one_of(conn, key, keys)))
             else:
                 mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
@@ -331,7 +333,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
             # Rows outside whole droppable partitions are deleted one by one,
             # and the ledger says so.
             action = "delete"
-            conn.execute(table.delete().where(store.one_of(key, keys)))
+            conn.execute(table.delete().where(store.one_of(conn, key, keys)))
             _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state, from_state)
         elif action == "anonymise":
             mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
@@ -414,10 +416,10 @@ def _ledger_drafts(
             plain.clear()
 
     for move, due in zip(moves, dues, strict=True):
-        detail = _detail([move])
-        if not detail:  # nearly every move: chained by the ledger's fast loop
+        if move.request_id is None and move.review_id is None:  # nearly every move: the fast loop
             plain.append((due, move.record_key, move.subject_key or None))
             continue
+        detail = _detail([move])
         flush()
         drafts.append(
             ledger.EntryDraft(

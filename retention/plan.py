@@ -299,7 +299,7 @@ class DatasetPlanner:
             moved = set(
                 conn.execute(
                     sa.select(rs.c.record_key).where(
-                        rs.c.dataset == self.name, store.one_of(rs.c.record_key, [str(r.k) for r in rows])
+                        rs.c.dataset == self.name, store.one_of(conn, rs.c.record_key, [str(r.k) for r in rows])
                     )
                 ).scalars()
             )
@@ -571,7 +571,7 @@ class DatasetPlanner:
         rows = conn.execute(
             sa.select(ri.c.record_key, rb.c.status, rb.c.id)
             .select_from(ri.join(rb, rb.c.id == ri.c.batch_id))
-            .where(ri.c.dataset == self.name, store.one_of(ri.c.record_key, purging))
+            .where(ri.c.dataset == self.name, store.one_of(conn, ri.c.record_key, purging))
         ).all()
         for row in rows:
             # An approval wins over an older pending or rejected item of the same record.

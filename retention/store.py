@@ -14,7 +14,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.types import TypeDecorator
 
 PREFIX = "retention_"
@@ -234,34 +233,14 @@ review_items = sa.Table(
 # --------------------------------------------------------------------------
 
 
-class _OneOf(sa.sql.expression.ColumnElement[bool]):
-    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``.
+def one_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """Rows whose ``column`` is one of ``values``: an IN list; on PostgreSQL ``= ANY(:array)``.
 
     A batch names thousands of keys. As an IN list that is thousands of
     parameters, which psycopg parses out of the SQL text on every execution
     (most of a batch's driver time); as one array it is a single parameter,
     and PostgreSQL still looks each key up in the index.
     """
-
-    inherit_cache = False
-    type = sa.Boolean()
-
-    def __init__(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> None:
-        self.column = column
-        self.values = list(values)
-
-
-@compiles(_OneOf)
-def _one_of_default(element: _OneOf, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.column.in_(element.values), **kw))
-
-
-@compiles(_OneOf, "postgresql")
-def _one_of_postgresql(element: _OneOf, compiler: Any, **kw: Any) -> str:
-    array = sa.bindparam(None, element.values, type_=postgresql.ARRAY(element.column.type))
-    return str(compiler.process(element.column == sa.any_(array), **kw))
-
-
-def one_of(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """Rows whose ``column`` is one of ``values`` (see :class:`_OneOf`)."""
-    return _OneOf(column, values)
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(list(values))

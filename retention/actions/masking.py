@@ -160,11 +160,11 @@ def mask_rows(
         c: s.mask(None, secret=secret, column_type=table.c[c].type) for c, s in strategies.items() if not s.needs_value
     }
     if constant:
-        conn.execute(table.update().where(store.one_of(key, list(keys))).values(**constant))
+        conn.execute(table.update().where(store.one_of(conn, key, list(keys))).values(**constant))
     per_row = [c for c, s in strategies.items() if s.needs_value]
     if not per_row:
         return len(keys)
-    rows = conn.execute(sa.select(key, *(table.c[c] for c in per_row)).where(store.one_of(key, list(keys)))).all()
+    rows = conn.execute(sa.select(key, *(table.c[c] for c in per_row)).where(store.one_of(conn, key, list(keys)))).all()
     params = []
     for row in rows:
         values = {
