@@ -49,6 +49,8 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # Checkpoint every ~40 MiB of WAL instead of every 4: pages that batch after
     # batch dirties (index leaves) are then copied back to the database once.
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
+    # ... and give the disk back once a checkpoint has emptied a WAL that grew.
+    cursor.execute("PRAGMA journal_size_limit=67108864")
     cursor.close()
 
 
