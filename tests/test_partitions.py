@@ -188,3 +188,52 @@ def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine)
     assert due and result.counts["access"] == {"active->purged": len(due)}
     entries = ledger_entries(migrated)
     assert {e.action for e in entries} == {"delete"} and len(entries) == len(due)
+
+
+@pytest.mark.only_on("postgresql")
+@pytest.mark.parametrize(
+    ("column_type", "clock"),
+    [
+        ("DATE", {"column": "at", "type": "date"}),
+        ("TIMESTAMP", {"column": "at", "type": "timestamp", "timezone": "Europe/Paris"}),
+    ],
+)
+def test_partition_bounds_of_naive_clocks(migrated: sa.Engine, column_type: str, clock: dict[str, Any]) -> None:
+    """DATE and naive (Paris) TIMESTAMP partitions: everything before 1 May 2026 is due, by hand."""
+    rng = random.Random(5)
+    first_kept = dt.datetime(2026, 5, 1)  # P6M before 1 Nov 2026, local wall time
+    starts = [dt.datetime(2024 + (m // 12), m % 12 + 1, 1) for m in range(0, 36)]
+    with migrated.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE access_log (id BIGINT NOT NULL, user_id INTEGER NOT NULL, at {column_type} NOT NULL, "
+                "PRIMARY KEY (id, at)) PARTITION BY RANGE (at)"
+            )
+        )
+        for low, high in itertools.pairwise(starts):
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE access_log_{low:%Y_%m} PARTITION OF access_log "
+                    f"FOR VALUES FROM ('{low:%Y-%m-%d}') TO ('{high:%Y-%m-%d}')"
+                )
+            )
+        values = [starts[0] + dt.timedelta(hours=rng.randrange(24 * 1000)) for _ in range(300)]
+        values += [first_kept - dt.timedelta(seconds=1), first_kept, first_kept + dt.timedelta(days=3)]
+        if column_type == "DATE":
+            values = [v.replace(hour=0, minute=0, second=0) for v in values]
+        conn.execute(
+            sa.text("INSERT INTO access_log (id, user_id, at) VALUES (:id, 1, :at)"),
+            [{"id": i, "at": v} for i, v in enumerate(values)],
+        )
+    data = {**PACK, "datasets": {"access": {**PACK["datasets"]["access"], "keep": [{"clock": clock, "period": "P6M"}]}}}
+    result = execute.run(migrated, validate_pack(data, Path("<test>"), ""), AS_OF, secret=SECRET)
+    due = [v for v in values if v < first_kept]
+    assert result.counts["access"] == {"active->purged": len(due)}
+    whole = {f"access_log_{low:%Y_%m}" for low, high in itertools.pairwise(starts) if high <= first_kept}
+    assert partition_names(migrated).isdisjoint(whole)
+    assert "access_log_2026_05" in partition_names(migrated)
+    entries = ledger_entries(migrated)
+    assert {e.action for e in entries} == {"drop_partition"}  # the cutoff falls on a bound: nothing row by row
+    assert sum(e.count for e in entries) == len(due)
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM access_log")).scalar_one() == len(values) - len(due)
