@@ -395,51 +395,20 @@ def _ledger_drafts(
                 detail=_detail(moves),
             )
         ]
-    drafts: list[ledger.EntryDraft | ledger.RecordEntries] = []
-    plain: list[tuple[dt.datetime, str, str | None]] = []
-
-    def flush() -> None:
-        if plain:
-            drafts.append(
-                ledger.RecordEntries(
-                    ctx.run_id,
-                    pack.pack,
-                    ctx.loaded.digest,
-                    dataset_name,
-                    transition,
-                    action,
-                    basis,
-                    ctx.secret,
-                    plain[:],
-                )
-            )
-            plain.clear()
-
-    for move, due in zip(moves, dues, strict=True):
-        if move.request_id is None and move.review_id is None:  # nearly every move: the fast loop
-            plain.append((due, move.record_key, move.subject_key or None))
-            continue
-        detail = _detail([move])
-        flush()
-        drafts.append(
-            ledger.EntryDraft(
-                run_id=ctx.run_id,
-                pack_id=pack.pack,
-                pack_digest=ctx.loaded.digest,
-                dataset=dataset_name,
-                transition=transition,
-                action=action,
-                basis=basis,
-                due_at=due,
-                record_pseudonym=ledger.record_pseudonym(ctx.secret, dataset_name, move.record_key),
-                subject_pseudonym=(
-                    ledger.subject_pseudonym(ctx.secret, move.subject_key) if move.subject_key else None
-                ),
-                detail=detail,
-            )
+    items = [
+        (due, move.record_key, move.subject_key or None, _detail([move]) if _has_detail(move) else None)
+        for move, due in zip(moves, dues, strict=True)
+    ]
+    return [
+        ledger.RecordEntries(
+            ctx.run_id, pack.pack, ctx.loaded.digest, dataset_name, transition, action, basis, ctx.secret, items
         )
-    flush()
-    return drafts
+    ]
+
+
+def _has_detail(move: Any) -> bool:
+    # Checked first because nearly no move has a detail, and a purge asks per record.
+    return move.request_id is not None or move.review_id is not None
 
 
 def _detail(moves: Sequence[Any]) -> dict[str, Any]:

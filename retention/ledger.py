@@ -232,7 +232,7 @@ class _Encoder:
 
 # Columns that differ between the entries of one batch, in canonical order.
 _VARYING_COLUMNS = tuple(
-    n for n in _SORTED_KEYS if n in {"due_at", "prev_hash", "record_pseudonym", "seq", "subject_pseudonym"}
+    n for n in _SORTED_KEYS if n in {"detail", "due_at", "prev_hash", "record_pseudonym", "seq", "subject_pseudonym"}
 )
 _FIXED_COLUMNS = tuple(n for n in _SORTED_KEYS if n not in _VARYING_COLUMNS)
 
@@ -272,8 +272,9 @@ def _lock_head(conn: sa.Connection) -> tuple[int, str]:
 class RecordEntries:
     """One entry per record for the records one batch moves through one transition.
 
-    The entries differ only in the record's due instant and pseudonyms, so
-    they are chained by a tight loop that reuses the encoding of everything
+    The entries differ only in the record's due instant, pseudonyms and
+    detail (the erasure request or review behind a move), so they are
+    chained by a tight loop that reuses the encoding of everything
     they share; the bytes hashed are exactly those of :func:`canonical_entry`
     (``verify`` recomputes them the general way).
     """
@@ -286,7 +287,8 @@ class RecordEntries:
     action: str | None
     basis: str | None
     secret: bytes
-    items: Sequence[tuple[dt.datetime, str, str | None]]  # (due_at, record key, subject key)
+    # (due_at, record key, subject key, detail: the erasure request or review, or None)
+    items: Sequence[tuple[dt.datetime, str, str | None, dict[str, Any] | None]]
 
 
 def append(conn: sa.Connection, drafts: Sequence[EntryDraft | RecordEntries], now: dt.datetime) -> list[int]:
@@ -352,28 +354,31 @@ def _chain_records(
         "count": 1,
         "clock_min": None,
         "clock_max": None,
-        "detail": None,
     }
-    # The text around the varying columns (due_at, prev_hash, record_pseudonym,
-    # seq, subject_pseudonym, in canonical order).
-    s0, s1, s2, s3, s4, s5 = encoder._encode_segments(shared)
+    # The text around the varying columns (detail, due_at, prev_hash,
+    # record_pseudonym, seq, subject_pseudonym, in canonical order).
+    s0, s1, s2, s3, s4, s5, s6 = encoder._encode_segments(shared)
     head = tuple(convert(name, shared[name]) for name in ("recorded_at", "run_id", "pack_id", "pack_digest"))
     middle = tuple(convert(name, shared[name]) for name in ("dataset", "transition", "action", "basis"))
     keyed = _keyed(entries.secret)
     record_prefix = f"record\x1f{entries.dataset}\x1f".encode()
     sha256 = hashlib.sha256
-    for due_at, record_key, subject_key in entries.items:
+    for due_at, record_key, subject_key, detail in entries.items:
         seq += 1
+        detail_text = _canonical_detail(detail)
+        detail_json = "null" if detail_text is None else encoder.string(detail_text)
         record = keyed.hexdigest(record_prefix + record_key.encode("utf-8"))
         subject = None
         subject_json = "null"
         if subject_key is not None:
             subject = keyed.hexdigest(b"subject\x1f" + subject_key.encode("utf-8"))
             subject_json = f'"{subject}"'
-        document = f'{s0}{encoder.instant(due_at)}{s1}"{prev}"{s2}"{record}"{s3}{seq}{s4}{subject_json}{s5}'
+        document = (
+            f'{s0}{detail_json}{s1}{encoder.instant(due_at)}{s2}"{prev}"{s3}"{record}"{s4}{seq}{s5}{subject_json}{s6}'
+        )
         digest = sha256(document.encode("utf-8")).hexdigest()
         rows.append(
-            (seq, *head, *middle, convert("due_at", due_at), record, subject, 1, None, None, None, prev, digest)
+            (seq, *head, *middle, convert("due_at", due_at), record, subject, 1, None, None, detail_text, prev, digest)
         )
         prev = digest
     return seq, prev

@@ -304,7 +304,10 @@ BASIS = 'b ä"\t\n\\N\\'  # quotes, COPY's separators and escapes, NULL's spelli
 def test_fast_record_entries_hash_like_the_general_path(migrated: sa.Engine) -> None:
     """Entries chained by the per-record loop verify, and equal entries appended one by one."""
     now = dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC)
-    items = [(now - dt.timedelta(days=i), f"k{i}", None if i % 3 else f"s{i}") for i in range(20)]
+    items = [
+        (now - dt.timedelta(days=i), f"k{i}", None if i % 3 else f"s{i}", None if i % 4 else {"erasure_request": i})
+        for i in range(20)
+    ]
     with migrated.begin() as conn:
         ledger.append(
             conn,
@@ -326,11 +329,11 @@ def test_fast_record_entries_hash_like_the_general_path(migrated: sa.Engine) -> 
             ledger.record_pseudonym(SECRET, "events", key),
             ledger.subject_pseudonym(SECRET, subject) if subject else None,
         )
-        for due, key, subject in items
+        for due, key, subject, _ in items
     ]
     hashes = []
     prev = ledger.GENESIS
-    for seq, (draft, row) in enumerate(zip(drafts, fast, strict=True), start=1):
+    for seq, (draft, item, row) in enumerate(zip(drafts, items, fast, strict=True), start=1):
         expected = {
             "seq": seq,
             "recorded_at": now,
@@ -347,7 +350,7 @@ def test_fast_record_entries_hash_like_the_general_path(migrated: sa.Engine) -> 
             "count": 1,
             "clock_min": None,
             "clock_max": None,
-            "detail": None,
+            "detail": rfc8785.dumps(item[3]).decode() if item[3] else None,
             "prev_hash": prev,
         }
         prev = hashlib.sha256(
