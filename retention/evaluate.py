@@ -53,6 +53,12 @@ class ClockReading:
     day: dt.date | None  # local date in the policy timezone
     instant: dt.datetime | None
 
+    def moment(self, policy_tz: str) -> dt.datetime | None:
+        """When the clock reads: its instant, or the start of its local day for a date."""
+        if self.instant is not None:
+            return self.instant
+        return start_of_day(self.day, policy_tz) if self.day is not None else None
+
 
 def _effective_type(clock: Clock) -> str:
     # max() over epoch strings is taken numerically, so the result is an epoch.

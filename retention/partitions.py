@@ -46,6 +46,10 @@ class Partition:
     def label(self) -> str:
         return f"{self.schema}.{self.name}"
 
+    def quoted(self, conn: sa.Connection) -> str:
+        """The schema-qualified name, quoted for SQL text."""
+        return conn.dialect.identifier_preparer.format_table(sa.Table(self.name, sa.MetaData(), schema=self.schema))
+
 
 def eligible(planner: DatasetPlanner, dialect: str) -> bool:
     """Whether ``planner``'s dataset may be purged by dropping partitions at all.
@@ -156,9 +160,7 @@ def droppable(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
 
 def row_count(conn: sa.Connection, partition: Partition) -> int:
     """Rows in ``partition`` now (for plan; run counts again under the drop's lock)."""
-    table = sa.Table(partition.name, sa.MetaData(), schema=partition.schema)
-    qualified = conn.dialect.identifier_preparer.format_table(table)
-    return int(conn.execute(sa.text(f"SELECT count(*) FROM {qualified}")).scalar_one())
+    return int(conn.execute(sa.text(f"SELECT count(*) FROM {partition.quoted(conn)}")).scalar_one())
 
 
 def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
@@ -204,9 +206,7 @@ def drop_due_partitions(
     parent = conn.dialect.identifier_preparer.format_table(planner.sql.table)
     purged = 0
     for partition in partitions:
-        qualified = conn.dialect.identifier_preparer.format_table(
-            sa.Table(partition.name, sa.MetaData(), schema=partition.schema)
-        )
+        qualified = partition.quoted(conn)
         with conn.begin():
             # The drop needs the parent's strongest lock anyway; taking it first
             # (parent before partition, as readers do) cannot deadlock them, and
@@ -216,12 +216,11 @@ def drop_due_partitions(
             count, low, high = conn.execute(stats).one()
             clock_min = clock_max = due = None
             if count:
-                first = evaluate_record(pack, dataset, [low], planner.ctx.as_of).readings[0]
+                first = evaluate_record(pack, dataset, [low], planner.ctx.as_of)
                 last = evaluate_record(pack, dataset, [high], planner.ctx.as_of)
                 due = last.due["purged"]
-                clock_min = first.instant or (start_of_day(first.day, pack.timezone) if first.day else None)
-                reading = last.readings[0]
-                clock_max = reading.instant or (start_of_day(reading.day, pack.timezone) if reading.day else None)
+                clock_min = first.readings[0].moment(pack.timezone)
+                clock_max = last.readings[0].moment(pack.timezone)
             conn.execute(sa.text(f"DROP TABLE {qualified}"))
             ledger.append(
                 conn,

@@ -203,6 +203,7 @@ class DatasetPlanner:
         self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
         self.followers: list[DatasetPlanner] = []
         self._due_cache: DueCache = {}
+        self._steps_cache: dict[tuple[dt.date | None, ...], tuple[Step, ...]] = {}
 
     @property
     def batch_size(self) -> int:
@@ -306,9 +307,6 @@ class DatasetPlanner:
         moves = []
         pack, dataset, as_of, cache = self.ctx.pack, self.dataset, self.ctx.as_of, self._due_cache
         clocks = len(sql.clocks)
-        # Steps per due dict (one per distinct clock date, from the cache); the
-        # dict is kept alongside so its id cannot be reused while it is here.
-        steps_for: dict[int, tuple[dict[str, dt.datetime], tuple[Step, ...]]] = {}
         for row in rows:
             key = row[0]
             record_key = str(key)
@@ -317,12 +315,13 @@ class DatasetPlanner:
             evaluation = evaluate_record(pack, dataset, row[1 : 1 + clocks], as_of, cache)
             steps: tuple[Step, ...] = ()
             if evaluation.anomaly is None:
-                known = steps_for.get(id(evaluation.due))
-                if known is not None and known[0] is evaluation.due:
-                    steps = known[1]
-                else:
+                # Steps depend on the clock dates only, like the due dates.
+                days = tuple(r.day for r in evaluation.readings)
+                steps = self._steps_cache.get(days, ())
+                if not steps:
                     steps = steps_from_active(dataset, evaluation.due, as_of)
-                    steps_for[id(evaluation.due)] = (evaluation.due, steps)
+                    if len(self._steps_cache) < 100_000:
+                        self._steps_cache[days] = steps
             if not steps:
                 raise AssertionError(
                     f"dataset {self.name}: SQL found record {key!r} due but the evaluator "
@@ -336,8 +335,7 @@ class DatasetPlanner:
                     record_key=record_key,
                     subject_key=None if subject is None else str(subject),
                     steps=steps,
-                    clock_at=governing.instant
-                    or (start_of_day(governing.day, pack.timezone) if governing.day else None),
+                    clock_at=governing.moment(pack.timezone),
                 )
             )
         return moves, (rows[-1].k if rows else None)
@@ -649,12 +647,9 @@ class DatasetPlanner:
             for extreme in (sa.func.min, sa.func.max):
                 raw = conn.execute(sa.select(extreme(value)).where(condition)).scalar_one()
                 evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
-                reading = evaluation.readings[0]
                 due = evaluation.due[target]
                 _widen(summary.due_range.setdefault(self.name, {}), name, due, due)
-                clock_at = reading.instant or (
-                    start_of_day(reading.day, self.ctx.pack.timezone) if reading.day else None
-                )
+                clock_at = evaluation.readings[0].moment(self.ctx.pack.timezone)
                 if clock_at is not None:
                     _widen(summary.clock_range.setdefault(self.name, {}), name, clock_at, clock_at)
             samples = summary.samples.setdefault(self.name, {}).setdefault(name, [])
