@@ -190,15 +190,6 @@ def raw_delete_partitioned(engine: sa.Engine) -> int:
         return int(conn.execute(sa.text("DELETE FROM bench_plog WHERE collected_at < :c"), {"c": CUTOFF}).rowcount)
 
 
-def engine_drop_partitions(engine: sa.Engine, batch_size: int) -> int:
-    return engine_run_on(engine, pack("drop_partition", batch_size, table="bench_plog"))
-
-
-def engine_run_on(engine: sa.Engine, loaded: Any) -> int:
-    result = execute.run(engine, loaded, AS_OF, secret=SECRET)
-    return sum(sum(v.values()) for v in result.counts.values())
-
-
 def reset_engine_tables(engine: sa.Engine) -> None:
     migrate.downgrade(engine, "base")
     migrate.upgrade(engine)
@@ -297,8 +288,10 @@ def engine_plan(engine: sa.Engine, batch_size: int) -> int:
     return execute.plan(engine, pack("delete", batch_size), AS_OF).total()
 
 
-def engine_run(engine: sa.Engine, action: str, batch_size: int, ledger: str = "record") -> int:
-    result = execute.run(engine, pack(action, batch_size, ledger=ledger), AS_OF, secret=SECRET)
+def engine_run(
+    engine: sa.Engine, action: str, batch_size: int, ledger: str = "record", table: str = "bench_events"
+) -> int:
+    result = execute.run(engine, pack(action, batch_size, ledger=ledger, table=table), AS_OF, secret=SECRET)
     return sum(sum(v.values()) for v in result.counts.values())
 
 
@@ -350,11 +343,13 @@ def main() -> None:
 
     results: dict[str, dict[str, float]] = {}
 
-    def measure(name: str, action: Callable[[], Any], *, fresh: bool = True) -> None:
+    def measure(name: str, action: Callable[[], Any], *, fresh: bool = True, partitioned: bool = False) -> None:
+        """Median of ``--repeat`` timings, each on freshly generated data unless ``fresh`` is off."""
+        make = generate_partitioned if partitioned else generate
         times, counts = [], []
         for _ in range(args.repeat):
             if fresh:
-                generate(engine, args.rows, args.seed, args.layout)
+                make(engine, args.rows, args.seed, args.layout)
                 reset_engine_tables(engine)
             seconds, count = timed(action)
             times.append(seconds)
@@ -384,25 +379,16 @@ def main() -> None:
     measure("naive ORM loop (sample)", lambda: naive_orm(engine, args.orm_sample))
     partitioned = engine.dialect.name == "postgresql"
     if partitioned:
-
-        def measure_partitioned(name: str, action: Callable[[], int]) -> None:
-            times, counts = [], []
-            for _ in range(args.repeat):
-                generate_partitioned(engine, args.rows, args.seed, args.layout)
-                reset_engine_tables(engine)
-                seconds, count = timed(action)
-                times.append(seconds)
-                counts.append(count)
-            results[name] = {"seconds": statistics.median(times), "rows": statistics.median(counts)}
-            print(f"  {name}: {results[name]['seconds']:.3f} s for {results[name]['rows']:.0f} rows", flush=True)
-
-        measure_partitioned("partitioned: raw DELETE", lambda: raw_delete_partitioned(engine))
-        measure_partitioned(
+        measure("partitioned: raw DELETE", lambda: raw_delete_partitioned(engine), partitioned=True)
+        measure(
             "partitioned: engine purge row by row",
-            lambda: engine_run_on(engine, pack("delete", args.batch_size, table="bench_plog")),
+            lambda: engine_run(engine, "delete", args.batch_size, table="bench_plog"),
+            partitioned=True,
         )
-        measure_partitioned(
-            "partitioned: engine partition drop", lambda: engine_drop_partitions(engine, args.batch_size)
+        measure(
+            "partitioned: engine partition drop",
+            lambda: engine_run(engine, "drop_partition", args.batch_size, table="bench_plog"),
+            partitioned=True,
         )
 
     def rate(name: str) -> float:
