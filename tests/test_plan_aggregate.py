@@ -79,3 +79,12 @@ def test_multi_clock_datasets_take_the_record_walk(migrated: sa.Engine) -> None:
     pack = loaded_pack(data)
     as_of = dt.datetime(2025, 6, 1, tzinfo=UTC)
     assert_same(*summaries(migrated, pack, as_of))
+
+
+def test_samples_of_a_large_transition(migrated: sa.Engine) -> None:
+    """Over 1000 due records (SQLite then finds samples by key order, not the clock index): same samples."""
+    build(migrated, 8, n=700)
+    pack = loaded_pack({**PACK, "batch_size": 500})
+    aggregated, walked = summaries(migrated, pack, dt.datetime(2026, 1, 1, tzinfo=UTC))
+    assert_same(aggregated, walked)
+    assert aggregated.transitions["visits"]["active->purged"] > 1000
