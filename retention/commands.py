@@ -285,9 +285,9 @@ def explain(
     as_of: str | None = None,
     pack_id: str | None = None,
 ) -> Explanation:
-    """Evaluate one record in Python, the same way plan does for the whole table."""
+    """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
     from retention.evaluate import dataset_sql, evaluate_record
-    from retention.plan import key_to_native, steps_from_active, steps_from_state
+    from retention.plan import PlanContext, build_planners, key_to_native, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
     pack = loaded.pack
@@ -295,29 +295,35 @@ def explain(
         raise ConfigError(f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}")
     ds = pack.datasets[dataset]
     engine = _engine(db_url)
+    far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+    clocks: list[dict[str, Any]] = []
+    due: dict[str, dt.datetime] = {}
+    anomaly = None
+    upcoming: tuple[Any, ...] = ()
     try:
         with engine.connect() as conn:
+            planners = build_planners(conn, PlanContext(loaded, when))
+            planner = planners[dataset]
+            native = key_to_native(planner.key, key)
+            if native is None:
+                raise ConfigError(f"--key {key!r} is not a value of {ds.table}.{ds.key} (an integer column)")
+            outcome = planner.outcomes(conn, [key]).get(key)
+            subject = None
+            if planner.subject is not None:
+                subject_value = conn.execute(
+                    sa.select(planner.subject).where(planner.key == native)
+                ).scalar_one_or_none()
+                subject = None if subject_value is None else str(subject_value)
             rs = store.record_states
             state_row = conn.execute(sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)).first()
-            holds = _holds_covering(conn, dataset, key, state_row.subject_key if state_row else None)
-            clocks: list[dict[str, Any]] = []
-            due: dict[str, dt.datetime] = {}
-            anomaly = None
-            exists = True
-            steps: tuple[Any, ...] = ()
-            upcoming: tuple[Any, ...] = ()
-            far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
-            if state_row is None and ds.keep:
+            if subject is None and state_row is not None:
+                subject = state_row.subject_key
+            holds = _holds_covering(conn, dataset, key, subject)
+            if outcome is not None and outcome.state == "active" and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
-                native = key_to_native(sql.key, key)
                 values = [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
-                subject_col = [sql.table.c[ds.subject_key].label("s")] if ds.subject_key else []
-                row = conn.execute(sa.select(*values, *subject_col).where(sql.key == native)).first()
-                if row is None:
-                    exists = False
-                else:
-                    if ds.subject_key:
-                        holds = _holds_covering(conn, dataset, key, str(row.s))
+                row = conn.execute(sa.select(*values).where(sql.key == native)).first()
+                if row is not None:
                     raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
                     evaluation = evaluate_record(pack, ds, raws, when)
                     anomaly = evaluation.anomaly
@@ -335,16 +341,14 @@ def explain(
                             }
                         )
                     if anomaly is None:
-                        steps = steps_from_active(ds, due, when)
                         upcoming = steps_from_active(ds, due, far)
-            elif state_row is not None:
-                steps = steps_from_state(pack, ds, state_row.state, state_row.since, when)
-                upcoming = steps_from_state(pack, ds, state_row.state, state_row.since, far)
+            elif outcome is not None and outcome.since is not None:
+                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far)
                 due = {s.to_state: s.due_at for s in upcoming}
-            else:
-                exists = False
+            conn.rollback()
     finally:
         engine.dispose()
+    steps = outcome.steps if outcome is not None else ()
     held = bool(holds)
     due_now = [
         {
@@ -370,9 +374,9 @@ def explain(
         dataset=dataset,
         key=key,
         as_of=when,
-        exists=exists,
-        state=state_row.state if state_row is not None else "active",
-        since=state_row.since if state_row is not None else None,
+        exists=outcome is not None,
+        state=outcome.state if outcome is not None else "active",
+        since=outcome.since if outcome is not None else None,
         clocks=clocks,
         anomaly=anomaly,
         due=due,

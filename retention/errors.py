@@ -71,3 +71,15 @@ class LedgerError(RetentionError):
     """The ledger failed verification."""
 
     exit_code = 6
+
+
+class LockLostError(RetentionError):
+    """The run no longer holds the database lock (taken over as stale, or its session ended)."""
+
+    exit_code = 1
+
+
+class ConcurrentChangeError(RetentionError):
+    """Rows changed under a batch in a way its plan did not expect; the batch was rolled back."""
+
+    exit_code = 3

@@ -16,7 +16,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,10 +26,11 @@ from retention import ledger, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
-from retention.errors import LockHeldError, SchemaError
+from retention.errors import ConcurrentChangeError, LockHeldError, LockLostError, SchemaError
 from retention.plan import (
     Batch,
     DatasetPlanner,
+    Move,
     PlanContext,
     PlanSummary,
     build_planners,
@@ -67,67 +68,126 @@ def _pid_alive(owner: str) -> bool:
 
 
 @contextmanager
-def run_lock(engine: sa.Engine, run_id: str) -> Iterator[None]:
-    """Hold the database-wide run lock, or raise LockHeldError at once.
-
-    PostgreSQL and MariaDB use a session-level advisory lock on a dedicated
-    connection, released by the server if the process dies. SQLite has no
-    such lock, so a row in ``retention_run_lock`` names the holder; a holder
-    whose process is gone (same host) or silent for hours is stale.
-    """
-    dialect = engine.dialect.name
-    if dialect in ("postgresql", "mysql", "mariadb"):
-        if dialect == "postgresql":
-            name = "hashtext('retention:' || current_schema())"
-            take, give = (
-                f"SELECT pg_try_advisory_lock({name})",
-                f"SELECT pg_advisory_unlock({name})",
-            )
-        else:
-            name = "CONCAT('retention:', DATABASE())"
-            take, give = f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
-        conn = engine.connect()
-        got = False
-        try:
-            got = bool(conn.execute(sa.text(take)).scalar_one())
-            conn.commit()
-            if not got:
-                raise LockHeldError("another retention run holds the lock on this database")
-            yield
-        finally:
-            # A pooled connection outlives close(), so release explicitly; if the
-            # process dies instead, the server drops the session and its lock.
-            if got:
-                try:
-                    conn.execute(sa.text(give))
-                    conn.commit()
-                except sa.exc.DBAPIError:
-                    conn.invalidate()
-            conn.close()
-        return
-    table = store.run_lock
-    now = utcnow()
-    with engine.begin() as conn:
-        holder = conn.execute(sa.select(table).where(table.c.name == LOCK_NAME)).first()
-        if holder is not None:
-            stale = not _pid_alive(holder.owner) or now - holder.heartbeat_at > STALE_AFTER
-            if not stale:
-                raise LockHeldError(
-                    f"another retention run holds the lock on this database (run {holder.run_id}, "
-                    f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
-                )
-            conn.execute(table.delete().where(table.c.name == LOCK_NAME))
-        try:
-            conn.execute(
-                table.insert().values(name=LOCK_NAME, run_id=run_id, owner=_owner(), acquired_at=now, heartbeat_at=now)
-            )
-        except sa.exc.IntegrityError:
-            raise LockHeldError("another retention run took the lock at the same moment") from None
+def reading(conn: sa.Connection) -> Iterator[None]:
+    """A transaction for reads only: always rolled back (it also ends any open one first)."""
+    if conn.in_transaction():
+        conn.rollback()
+    trans = conn.begin()
     try:
         yield
     finally:
-        with engine.begin() as conn:
-            conn.execute(table.delete().where(table.c.name == LOCK_NAME, table.c.run_id == run_id))
+        if trans.is_active:
+            trans.rollback()
+
+
+class RunLock:
+    """One run at a time per database, held on the run's own connection.
+
+    PostgreSQL and MariaDB: a session-level advisory lock taken on the very
+    connection that makes every change of the run. If that session ends
+    (killed process, ``pg_terminate_backend``, failover), the server releases
+    the lock, and the run's next statement fails on the dead connection, so
+    no batch of it can commit after another run took over.
+
+    SQLite has no such lock: a row in ``retention_run_lock`` names the
+    holder. Every batch transaction starts by refreshing that row's heartbeat
+    where it still names this run (:meth:`verify`); the write also takes
+    SQLite's single write lock, so a run whose row was taken over as stale
+    (its process looked dead, or its heartbeat was hours old) stops before
+    its next batch instead of working beside the new holder.
+    """
+
+    def __init__(self, conn: sa.Connection, run_id: str) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.dialect = conn.dialect.name
+        self.held = False
+
+    def _names(self) -> tuple[str, str]:
+        if self.dialect == "postgresql":
+            name = "hashtext('retention:' || current_schema())"
+            return f"SELECT pg_try_advisory_lock({name})", f"SELECT pg_advisory_unlock({name})"
+        name = "CONCAT('retention:', DATABASE())"
+        return f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
+
+    def acquire(self) -> None:
+        """Take the lock, or raise LockHeldError at once."""
+        conn = self.conn
+        if self.dialect in ("postgresql", "mysql", "mariadb"):
+            take, _ = self._names()
+            with conn.begin():
+                self.held = bool(conn.execute(sa.text(take)).scalar_one())
+            if not self.held:
+                raise LockHeldError("another retention run holds the lock on this database")
+            return
+        table = store.run_lock
+        now = utcnow()
+        with conn.begin():
+            holder = conn.execute(sa.select(table).where(table.c.name == LOCK_NAME)).first()
+            if holder is not None:
+                stale = not _pid_alive(holder.owner) or now - holder.heartbeat_at > STALE_AFTER
+                if not stale:
+                    raise LockHeldError(
+                        f"another retention run holds the lock on this database (run {holder.run_id}, "
+                        f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
+                    )
+                log.warning("stale_lock_taken_over", stale_run=holder.run_id)
+                conn.execute(table.delete().where(table.c.name == LOCK_NAME))
+            try:
+                conn.execute(
+                    table.insert().values(
+                        name=LOCK_NAME, run_id=self.run_id, owner=_owner(), acquired_at=now, heartbeat_at=now
+                    )
+                )
+            except sa.exc.IntegrityError:
+                raise LockHeldError("another retention run took the lock at the same moment") from None
+        self.held = True
+
+    def verify(self) -> None:
+        """First statement of every batch transaction: the lock is still this run's (see the class doc)."""
+        if self.dialect in ("postgresql", "mysql", "mariadb"):
+            return
+        table = store.run_lock
+        result = self.conn.execute(
+            table.update().where(table.c.name == LOCK_NAME, table.c.run_id == self.run_id).values(heartbeat_at=utcnow())
+        )
+        if result.rowcount != 1:
+            raise LockLostError(
+                "this run lost the database lock (another run took it over as stale); stopped before the next batch"
+            )
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        conn = self.conn
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            if self.dialect in ("postgresql", "mysql", "mariadb"):
+                _, give = self._names()
+                with conn.begin():
+                    conn.execute(sa.text(give))
+            else:
+                table = store.run_lock
+                with conn.begin():
+                    conn.execute(table.delete().where(table.c.name == LOCK_NAME, table.c.run_id == self.run_id))
+        except sa.exc.DBAPIError:
+            # A dead session has released its advisory lock already; a pooled
+            # connection that outlives close() must not keep one.
+            conn.invalidate()
+        self.held = False
+
+
+@contextmanager
+def run_lock(engine: sa.Engine, run_id: str) -> Iterator[sa.Connection]:
+    """Hold the run lock on a connection of its own and yield that connection."""
+    with engine.connect() as conn:
+        lock = RunLock(conn, run_id)
+        lock.acquire()
+        try:
+            yield conn
+        finally:
+            lock.release()
 
 
 # --------------------------------------------------------------------------
@@ -178,12 +238,24 @@ def _set_states(
     """Replace the state rows of ``moves``; ``None`` removes them (the data is gone).
 
     An active record has no state row by definition, so moves out of
-    ``active`` skip the delete (most of a nightly purge's moves).
+    ``active`` skip the delete (most of a nightly purge's moves). The rows
+    are the witnesses of the change: a state row removed must have been
+    there, and a new one is inserted under the table's primary key, so two
+    runs can never both record the same transition.
     """
     rs = store.record_states
     keys = [m.record_key for m in moves]
     if from_state != "active":
-        conn.execute(rs.delete().where(rs.c.dataset == dataset, store.one_of(conn, rs.c.record_key, keys)))
+        removed = conn.execute(
+            rs.delete().where(
+                rs.c.dataset == dataset, rs.c.state == from_state, store.one_of(conn, rs.c.record_key, keys)
+            )
+        ).rowcount
+        if removed != len(keys):
+            raise ConcurrentChangeError(
+                f"dataset {dataset}: {len(keys) - removed} of {len(keys)} records left state {from_state} "
+                "while the batch ran; rolled back"
+            )
     if state is None:
         return
     rows = [
@@ -193,6 +265,7 @@ def _set_states(
             "state": state,
             "since": next(s.due_at for s in m.steps if s.to_state == to_state),
             "subject_key": m.subject_key,
+            "leader_key": m.leader_key,
             "run_id": run_id,
         }
         for m in moves
@@ -200,13 +273,74 @@ def _set_states(
     conn.execute(rs.insert(), rows)
 
 
+def _for_update(conn: sa.Connection, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
+    """Lock the selected rows until commit where the database can (SQLite: the batch holds its write lock)."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update(of=table) if table is not None else query.with_for_update()
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return query.with_for_update()
+    return query
+
+
+def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch) -> Batch:
+    """The batch cut to the records still as planned, their rows locked until commit.
+
+    A record moved by its clocks alone must still be due by them (new
+    activity since the batch was selected wins); every record must still be
+    unheld and in the state it leaves. Follower moves whose leader record
+    dropped out drop out too: they would move for a reason that is gone.
+    """
+    as_of = ctx.as_of
+    kept: set[str] = set()
+    from_active = [m for m in batch.moves if m.steps and m.steps[0].from_state == "active"]
+    key_text = planner.text(conn, planner.key)
+    subject = planner.text(conn, planner.subject) if planner.subject is not None else None
+    for recheck in (False, True):
+        group = [m for m in from_active if m.recheck is recheck]
+        if not group:
+            continue
+        conditions = [
+            store.one_of(conn, planner.key, [m.key for m in group]),
+            planner.not_held(key_text, subject),
+            planner.not_moved(conn),
+        ]
+        if recheck and planner.sql is not None:
+            conditions.append(planner.sql.due(planner.dataset.states[1], as_of))
+        query = _for_update(conn, sa.select(planner.key).where(*conditions), planner.table)
+        kept |= {str(k) for k in conn.execute(query).scalars()}
+    rs = store.record_states
+    by_state: dict[str, list[Move]] = {}
+    for m in batch.moves:
+        if m.steps and m.steps[0].from_state != "active":
+            by_state.setdefault(m.steps[0].from_state, []).append(m)
+    for state, group in by_state.items():
+        query = sa.select(rs.c.record_key).where(
+            rs.c.dataset == planner.name,
+            rs.c.state == state,
+            store.one_of(conn, rs.c.record_key, [m.record_key for m in group]),
+            planner.not_held(rs.c.record_key, rs.c.subject_key),
+        )
+        kept |= set(conn.execute(_for_update(conn, query)).scalars())
+    moves = [m for m in batch.moves if m.record_key in kept]
+    dropped = {m.record_key for m in batch.moves} - kept
+    if dropped:
+        log.info("records_no_longer_due", dataset=planner.name, count=len(dropped), run_id=ctx.run_id)
+    followers = []
+    by_name = {f.name: f for f in planner.followers}
+    for follower in batch.followers:
+        if dropped:
+            follower = replace(follower, moves=[m for m in follower.moves if m.leader_key not in dropped])
+        followers.append(witness(conn, ctx, by_name[follower.dataset], follower))
+    return replace(batch, moves=moves, followers=followers)
+
+
 def apply_batch(
     conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch
 ) -> dict[str, dict[str, int]]:
     """Carry out ``batch`` and its followers inside the caller's transaction.
 
-    Followers are the subject's records in other tables (children by foreign
-    key), so they change first. Returns counts per dataset and transition.
+    Followers are the leader records' children, so they change first.
+    Returns counts per dataset and transition.
     """
     counts: dict[str, dict[str, int]] = {}
     by_name = {f.name: f for f in planner.followers}
@@ -287,16 +421,47 @@ def _settle_reviewed(conn: sa.Connection, dataset: str, moves: Sequence[Any]) ->
             conn.execute(rb.update().where(rb.c.id == batch_id).values(status="completed"))
 
 
+def _present(conn: sa.Connection, planner: DatasetPlanner, moves: list[Move]) -> tuple[list[Move], list[Move]]:
+    """(moves whose source row is there, locked; moves whose row is gone already)."""
+    query = _for_update(
+        conn, sa.select(planner.key).where(store.one_of(conn, planner.key, [m.key for m in moves])), planner.table
+    )
+    found = {str(k) for k in conn.execute(query).scalars()}
+    return [m for m in moves if m.record_key in found], [m for m in moves if m.record_key not in found]
+
+
+_NEEDS_ROW = frozenset({"deactivate", "archive", "delete", "drop_partition", "anonymise"})
+
+
 def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch) -> dict[str, int]:
+    """Change the data, the state rows and the ledger for the batch's own records.
+
+    Ledger entries are written only for what this transaction changed: a
+    record whose source row is already gone (deleted by the application)
+    loses its state row and gets no entry; a delete counts the rows it
+    really removed.
+    """
     dataset = planner.dataset
     table = planner.table
     key = planner.key
     drafts: list[ledger.EntryDraft | ledger.RecordEntries] = []
     counts: dict[str, int] = {}
-    for from_state, to_state, moves in batch.transitions():
+    gone: set[str] = set()
+    for from_state, to_state, planned in batch.transitions():
+        moves = [m for m in planned if m.record_key not in gone]
+        if not moves:
+            continue
         step = dataset.step_to(to_state)
-        keys = [m.key for m in moves]
         action = step.action or "purge_archive"
+        if action in _NEEDS_ROW and from_state != "active":
+            moves, missing = _present(conn, planner, moves)
+            if missing:
+                gone |= {m.record_key for m in missing}
+                _set_states(conn, batch.dataset, missing, None, ctx.run_id, to_state, from_state)
+                log.info("records_already_gone", dataset=batch.dataset, count=len(missing), run_id=ctx.run_id)
+            if not moves:
+                continue
+        keys = [m.key for m in moves]
         if action == "deactivate":
             conn.execute(table.update().where(store.one_of(conn, key, keys)).values(**(step.set or {})))
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
@@ -320,7 +485,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
                 ],
             )
             if step.then == "delete":
-                conn.execute(table.delete().where(store.one_of(conn, key, keys)))
+                _delete_rows(conn, batch.dataset, table, key, keys)
             else:
                 mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
@@ -333,7 +498,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
             # Rows outside whole droppable partitions are deleted one by one,
             # and the ledger says so.
             action = "delete"
-            conn.execute(table.delete().where(store.one_of(conn, key, keys)))
+            _delete_rows(conn, batch.dataset, table, key, keys)
             _set_states(conn, batch.dataset, moves, None, ctx.run_id, to_state, from_state)
         elif action == "anonymise":
             mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
@@ -347,6 +512,15 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         drafts.extend(_ledger_drafts(ctx, batch.dataset, from_state, to_state, action, moves))
     ledger.append(conn, drafts, ctx.now())
     return counts
+
+
+def _delete_rows(conn: sa.Connection, dataset: str, table: sa.Table, key: Any, keys: list[Any]) -> None:
+    """Delete the rows of ``keys``, every one of which this transaction has locked: all must go."""
+    removed = conn.execute(table.delete().where(store.one_of(conn, key, keys))).rowcount
+    if removed != len(keys):
+        raise ConcurrentChangeError(
+            f"dataset {dataset}: deleted {removed} rows where the batch locked {len(keys)}; rolled back"
+        )
 
 
 def _purge_due(ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: str) -> dict[str, dt.datetime | None]:
@@ -514,6 +688,7 @@ class RunResult:
     guarded: dict[str, str] = field(default_factory=dict)
     overrides: list[dict[str, Any]] = field(default_factory=list)
     anomalies: dict[str, dict[str, int]] = field(default_factory=dict)
+    erased: dict[int, int] = field(default_factory=dict)  # erasure request -> records it moved in this run
     batches: int = 0
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -605,49 +780,61 @@ def run(
     ctx = RunContext(loaded, run_id, as_of, secret, store_, should_stop=should_stop)
     result = RunResult(run_id, "running", started_at=ctx.now())
     try:
-        with run_lock(engine, run_id):
-            with engine.begin() as conn:
-                _require_schema(conn, loaded)
-                _record_pack(conn, loaded, ctx.now())
-                _close_abandoned_runs(conn)
-                conn.execute(
-                    store.runs.insert().values(
-                        id=run_id,
-                        mode="run",
-                        pack_id=loaded.id,
-                        pack_digest=loaded.digest,
-                        as_of=as_of,
-                        started_at=ctx.now(),
-                        status="running",
+        with engine.connect() as conn:
+            lock = RunLock(conn, run_id)
+            lock.acquire()
+            try:
+                with conn.begin():
+                    _require_schema(conn, loaded)
+                    _record_pack(conn, loaded, ctx.now())
+                    _close_abandoned_runs(conn)
+                    conn.execute(
+                        store.runs.insert().values(
+                            id=run_id,
+                            mode="run",
+                            pack_id=loaded.id,
+                            pack_digest=loaded.digest,
+                            as_of=as_of,
+                            started_at=ctx.now(),
+                            status="running",
+                        )
                     )
-                )
-            bound.info("run_started", as_of=as_of.isoformat(), mode="run")
-            store_.sweep(engine)
-            with engine.connect() as conn:
-                planners = build_planners(conn, PlanContext(loaded, as_of))
-                conn.rollback()
-            for name, planner in planners.items():
-                if datasets is not None and name not in datasets:
-                    continue
-                if should_stop is not None and should_stop():
-                    raise _Interrupted
-                try:
-                    if not _guard_passes(engine, ctx, planner, result, allow_mass):
+                bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+                store_.sweep(engine)
+                plan_ctx = PlanContext(loaded, as_of)
+                with reading(conn):
+                    planners = build_planners(conn, plan_ctx)
+                if datasets is not None:
+                    plan_ctx.skipped |= {n for n in planners if n not in datasets}
+                for name, planner in planners.items():
+                    if name in plan_ctx.skipped:
                         continue
-                    _run_dataset(engine, ctx, planner, result, on_batch)
-                    with engine.connect() as conn:
-                        counts = planner.anomaly_counts(conn)
-                        conn.rollback()
-                    if any(counts.values()):
-                        result.anomalies[name] = {str(k): v for k, v in counts.items()}
-                        bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
-                except sa.exc.DBAPIError as exc:
-                    if exc.connection_invalidated:
-                        raise
-                    result.failures[name] = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
-                    bound.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__)
-            _settle_erasure_requests(engine, planners, run_id)
-            result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
+                    if should_stop is not None and should_stop():
+                        raise _Interrupted
+                    try:
+                        if not _guard_passes(conn, ctx, planner, result, allow_mass):
+                            plan_ctx.skipped.add(name)
+                            continue
+                        _run_dataset(conn, lock, ctx, planner, result, on_batch)
+                        with reading(conn):
+                            counts = planner.anomaly_counts(conn)
+                        if any(counts.values()):
+                            result.anomalies[name] = {str(k): v for k, v in counts.items()}
+                            bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
+                    except sa.exc.DBAPIError as exc:
+                        if exc.connection_invalidated:
+                            raise
+                        plan_ctx.skipped.add(name)
+                        result.failures[name] = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+                        bound.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__)
+                    except ConcurrentChangeError as exc:
+                        plan_ctx.skipped.add(name)
+                        result.failures[name] = str(exc)
+                        bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
+                _settle_erasure_requests(conn, ctx, planners, result)
+                result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
+            finally:
+                lock.release()
     except _Interrupted:
         result.status = "interrupted"
         bound.warning("run_interrupted", batches=result.batches)
@@ -663,55 +850,65 @@ def run(
 
 
 def _run_dataset(
-    engine: sa.Engine,
+    conn: sa.Connection,
+    lock: RunLock,
     ctx: RunContext,
     planner: DatasetPlanner,
     result: RunResult,
     on_batch: Callable[[Batch], None] | None,
 ) -> None:
-    with engine.connect() as conn:
-        conn.rollback()
-        for origin in planner.origins():
-            if origin == "active" and partitions.eligible(planner, conn.dialect.name):
-                dropped = partitions.drop_due_partitions(
-                    conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
-                )
-                if dropped:
-                    totals = result.counts.setdefault(planner.name, {})
-                    totals["active->purged"] = totals.get("active->purged", 0) + dropped
-            after: Any = None
-            while True:
-                with conn.begin():
-                    batch, after = planner.next_batch(conn, origin, after)
-                    if batch is None:
-                        break
-                    counts = apply_batch(conn, ctx, planner, batch)
-                ctx.archive.after_commit()
-                result.batches += 1
-                for name, per in counts.items():
-                    totals = result.counts.setdefault(name, {})
-                    for transition, count in per.items():
-                        totals[transition] = totals.get(transition, 0) + count
-                log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
-                if on_batch is not None:
-                    on_batch(batch)
-                if ctx.should_stop is not None and ctx.should_stop():
-                    raise _Interrupted
-                if batch.scanned < planner.batch_size:
+    """Every pass of one dataset, one transaction per batch on the run's connection."""
+    for origin in planner.origins():
+        if origin == "active" and partitions.eligible(planner, conn.dialect.name):
+            dropped = partitions.drop_due_partitions(
+                conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
+            )
+            if dropped:
+                totals = result.counts.setdefault(planner.name, {})
+                totals["active->purged"] = totals.get("active->purged", 0) + dropped
+        after: Any = None
+        while True:
+            with conn.begin():
+                lock.verify()
+                batch, after = planner.next_batch(conn, origin, after)
+                if batch is None:
                     break
+                applied = witness(conn, ctx, planner, batch)
+                counts = apply_batch(conn, ctx, planner, applied)
+            ctx.archive.after_commit()
+            result.batches += 1
+            for name, per in counts.items():
+                totals = result.counts.setdefault(name, {})
+                for transition, count in per.items():
+                    totals[transition] = totals.get(transition, 0) + count
+            for move in _all_moves(applied):
+                if move.request_id is not None:
+                    result.erased[move.request_id] = result.erased.get(move.request_id, 0) + 1
+            log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
+            if on_batch is not None:
+                on_batch(applied)
+            if ctx.should_stop is not None and ctx.should_stop():
+                raise _Interrupted
+            if batch.scanned < planner.batch_size:
+                break
+
+
+def _all_moves(batch: Batch) -> Iterator[Move]:
+    yield from batch.moves
+    for follower in batch.followers:
+        yield from _all_moves(follower)
 
 
 def _guard_passes(
-    engine: sa.Engine,
+    conn: sa.Connection,
     ctx: RunContext,
     planner: DatasetPlanner,
     result: RunResult,
     allow_mass: Sequence[str],
 ) -> bool:
     """False when a guard refuses this dataset; overrides are recorded and let it pass."""
-    with engine.connect() as conn:
+    with reading(conn):
         trips = guard_trips(conn, ctx.loaded, planner)
-        conn.rollback()
     if not trips:
         return True
     if "*" not in allow_mass and planner.name not in allow_mass:
@@ -762,41 +959,66 @@ def _guard_passes(
             count=trip.count,
             run_id=ctx.run_id,
         )
-    with engine.begin() as conn:
+    with conn.begin():
         ledger.append(conn, drafts, ctx.now())
     return True
 
 
-def _settle_erasure_requests(engine: sa.Engine, planners: dict[str, DatasetPlanner], run_id: str) -> None:
+def _settle_erasure_requests(
+    conn: sa.Connection, ctx: RunContext, planners: dict[str, DatasetPlanner], result: RunResult
+) -> None:
     """Mark requests processed once none of the subject's records is left to move.
 
     A request whose subject still has records under a legal hold stays open,
-    so that releasing the hold lets the next run finish the erasure.
+    so that releasing the hold lets the next run finish the erasure. The
+    outcome says what the request did: ``erased`` (records moved in this
+    run), ``nothing to move`` (the subject's records were already where the
+    pack puts them), or ``no records found`` (no dataset knows the subject);
+    a ledger entry records it.
     """
     er = store.erasure_requests
     erasing = [p for p in planners.values() if p.dataset.on_erasure and p.subject is not None]
-    with engine.begin() as conn:
-        today = next(iter(planners.values())).today if planners else None
-        if today is None:
-            return
+    if not planners:
+        return
+    today = next(iter(planners.values())).today
+    pack = ctx.loaded.pack
+    with conn.begin():
         requests = conn.execute(
             sa.select(er.c.id, er.c.subject_key).where(er.c.status == "open", er.c.received_on <= today)
         ).all()
+        drafts = []
         for request in requests:
-            left = any(
-                p._subject_rows(
-                    conn,
-                    [request.subject_key],
-                    p.dataset.on_erasure or "",
-                    limit=1,
-                    include_held=True,
-                )
-                for p in erasing
+            if any(p.pending_for_subject(conn, request.subject_key) for p in erasing):
+                continue
+            moved = result.erased.get(request.id, 0)
+            if moved:
+                outcome = "erased"
+            elif any(p.knows_subject(conn, request.subject_key) for p in planners.values()):
+                outcome = "nothing to move"
+            else:
+                outcome = "no records found"
+            conn.execute(
+                er.update()
+                .where(er.c.id == request.id)
+                .values(status="processed", processed_run_id=ctx.run_id, outcome=outcome)
             )
-            if not left:
-                conn.execute(
-                    er.update().where(er.c.id == request.id).values(status="processed", processed_run_id=run_id)
+            drafts.append(
+                ledger.EntryDraft(
+                    run_id=ctx.run_id,
+                    pack_id=pack.pack,
+                    pack_digest=ctx.loaded.digest,
+                    dataset=None,
+                    transition="erasure_processed",
+                    action=None,
+                    basis=pack.erasure.basis,
+                    due_at=None,
+                    record_pseudonym=None,
+                    subject_pseudonym=ledger.subject_pseudonym(ctx.secret, request.subject_key),
+                    count=moved,
+                    detail={"erasure_request": request.id, "outcome": outcome},
                 )
+            )
+        ledger.append(conn, drafts, ctx.now())
 
 
 def _close_abandoned_runs(conn: sa.Connection) -> None:

@@ -26,7 +26,7 @@ import structlog
 from retention import ledger, store
 from retention.clock import as_aware, start_of_day
 from retention.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
-from retention.plan import DatasetPlanner, _as_text, _next_states
+from retention.plan import DatasetPlanner, _next_states
 
 log = structlog.get_logger("retention")
 
@@ -168,10 +168,10 @@ def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition:
     sql = planner.sql
     assert sql is not None
     value = sql.clocks[0].value
-    key_text = _as_text(sql.key)
-    subject = planner._subject_text()
+    key_text = planner.text(conn, sql.key)
+    subject = planner.text(conn, planner.subject) if planner.subject is not None else None
     rs = store.record_states
-    stays = [~planner._not_held(key_text, subject), ~planner._no_open_erasure(subject)]
+    stays = [~planner.not_held(key_text, subject), ~planner.no_open_erasure(subject)]
     if planner._states:
         stays.append(sa.exists().where(rs.c.dataset == planner.name, rs.c.record_key == key_text))
     query = (

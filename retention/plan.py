@@ -1,22 +1,37 @@
 """The transitions due at an as-of instant, as data.
 
 ``plan`` prints these batches; ``run`` hands the very same batches to the
-executor one transaction at a time. Because both walk the same generator,
-what plan lists is what run does (SPEC section 7), by construction.
+executor one transaction at a time. Both walk the same generator, so what
+plan lists is what run does (SPEC section 7), by construction.
 
-Each dataset is evaluated per *origin* state: active records from the
-source table (their clocks, compiled to index-friendly SQL by
-:mod:`retention.evaluate`), and records already in a later state from the
-engine's ``record_states`` table (their ``since``, the due instant that
-moved them there). A record moves as far along its lifecycle as the as-of
-instant allows, so one run catches up on everything that is due.
+How a record moves is defined once, in docs/rules.md ("How a run decides"):
+every reason it has (its own clocks, the delay after its current state, an
+erasure request, the leader it follows) gives a due instant per state, and
+:func:`advance` walks the lifecycle taking the earliest. The passes below only
+*find* records that may move; each record belongs to exactly one pass, so a
+dry run that applies nothing counts every record once:
+
+- ``erasure``: records of subjects with an open erasure request;
+- one pass per later state (``inactive``, ``archived``...): records in it
+  whose delay has run out, or whose leader already sits in a state they
+  follow;
+- ``active``: active records due by their own clocks (one index range on the
+  clock, the bulk of a nightly run);
+- ``catchup``: active records of a follower whose leader already sits in a
+  followed state, not due by their own clocks;
+- records whose leader moves in this run move *with* it, in the leader's
+  batch and transaction (children first), and every own pass leaves them out.
+
+For the active pass the SQL decides which records are due and how far
+(``reach``); Python only supplies the due instants, and a disagreement is a
+bug that stops the batch. The aggregate count of a simple dataset's active
+pass counts the very same predicate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,7 +40,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention import store
-from retention.clock import Schedule, due_instant, local_date, start_of_day
+from retention.clock import Period, Schedule, due_instant, local_date, start_of_day
 from retention.evaluate import (
     ANOMALIES,
     Anomaly,
@@ -35,6 +50,7 @@ from retention.evaluate import (
     evaluate_record,
     reflect_table,
 )
+from retention.order import dataset_order
 from retention.policy import LoadedPack
 from retention.policy.model import Dataset, Pack
 
@@ -59,11 +75,14 @@ class Move:
     clock_at: dt.datetime | None = None  # the governing clock instant, for summaries
     request_id: int | None = None  # the erasure request that moved it
     review_id: int | None = None  # the approved review batch that lets it be purged
+    leader_key: str | None = None  # a follower's leader record (kept in the state row)
+    since: dt.datetime | None = None  # when it entered its state before this run
+    recheck: bool = False  # moved by its own clocks alone: the change re-checks them
 
 
 @dataclass
 class Batch:
-    """Records of one dataset leaving one origin state: one transaction in ``run``."""
+    """Records of one dataset leaving one origin: one transaction in ``run``."""
 
     dataset: str
     origin: str
@@ -89,6 +108,7 @@ class PlanContext:
     loaded: LoadedPack
     as_of: dt.datetime
     batch_size: int = 1000
+    skipped: set[str] = field(default_factory=set)  # datasets that do not move in this run (guards, failures)
 
     @property
     def pack(self) -> Pack:
@@ -101,25 +121,26 @@ def key_to_native(key: ColumnElement[Any], text: str) -> Any:
         python_type = key.type.python_type
     except NotImplementedError:
         return text
-    return int(text) if python_type is int else text
+    if python_type is int:
+        try:
+            return int(text)
+        except ValueError:
+            return None
+    return text
 
 
-def _as_text(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    return sa.cast(column, sa.String(191))
+def as_text(conn: sa.Connection | None, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A source column as text comparable with the engine's key columns.
 
-
-def _active_holds(
-    dataset: str, record_key: ColumnElement[Any], subject: ColumnElement[Any] | None
-) -> ColumnElement[bool]:
-    """Rows covered by a hold still in place (subject, dataset or record)."""
-    h = store.holds
-    covers = [
-        sa.and_(h.c.scope == "dataset", h.c.dataset == dataset),
-        sa.and_(h.c.scope == "record", h.c.dataset == dataset, h.c.record_key == record_key),
-    ]
-    if subject is not None:
-        covers.append(sa.and_(h.c.scope == "subject", h.c.subject_key == subject))
-    return sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
+    On MariaDB/MySQL the cast takes an explicit binary collation: the
+    engine's columns and the application's may use different collations
+    (``utf8mb4_unicode_520_ci``, ``utf8mb4_0900_ai_ci``), and comparing two
+    implicit collations is an error there.
+    """
+    text = sa.cast(column, sa.String(191))
+    if conn is not None and conn.dialect.name in ("mysql", "mariadb"):
+        return text.collate("utf8mb4_bin")
+    return text
 
 
 def _next_states(dataset: Dataset, origin: str) -> list[str]:
@@ -127,36 +148,34 @@ def _next_states(dataset: Dataset, origin: str) -> list[str]:
     return states[states.index(origin) + 1 :]
 
 
-def _delay_cutoff(pack: Pack, delay_schedule: Schedule, as_of: dt.datetime) -> dt.datetime:
-    """The ``since`` instant before which a record is due after ``delay_schedule``.
+def delay_due(pack: Pack, dataset: Dataset, target: str, entered: dt.datetime) -> dt.datetime:
+    """When ``target`` is due after the previous state was entered at ``entered``."""
+    delay = dataset.step_to(target).after
+    event_day = local_date(entered, pack.timezone) - dt.timedelta(days=1)
+    return due_instant(Schedule(delay).due_date(event_day), pack.timezone)
 
-    ``since`` is always the first instant of a local day D; the next state is
-    due on ``delay.add_to(D - 1) + 1``, which is the schedule's due date for
-    the event day D - 1.
+
+def _delay_cutoff(pack: Pack, delays: Sequence[Period], as_of: dt.datetime) -> dt.datetime:
+    """The ``since`` instant before which the chain of ``delays`` has run out by ``as_of``.
+
+    ``since`` is always the first instant of a local day D; the last state of
+    the chain is due on the schedule's due date for the event day D - 1.
     """
     today = local_date(as_of, pack.timezone)
-    last_event = delay_schedule.last_event_due_by(today)
+    schedule = Schedule(delays[0], tuple(delays[1:]))
+    last_event = schedule.last_event_due_by(today)
     return start_of_day(last_event + dt.timedelta(days=2), pack.timezone)
 
 
 def steps_from_state(
     pack: Pack, dataset: Dataset, origin: str, since: dt.datetime, as_of: dt.datetime
 ) -> tuple[Step, ...]:
-    """The chain of due transitions for a record that entered ``origin`` at ``since``."""
-    steps: list[Step] = []
-    current, entered = origin, since
-    for target in _next_states(dataset, current):
-        delay = dataset.step_to(target).after
-        event_day = local_date(entered, pack.timezone) - dt.timedelta(days=1)
-        due = due_instant(Schedule(delay).due_date(event_day), pack.timezone)
-        if due > as_of:
-            break
-        steps.append(Step(current, target, due))
-        current, entered = target, due
-    return tuple(steps)
+    """The chain of transitions due by delays alone for a record that entered ``origin`` at ``since``."""
+    return advance(pack, dataset, origin, since, None, None, {}, as_of)
 
 
 def steps_from_active(dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.datetime) -> tuple[Step, ...]:
+    """The chain of transitions an active record's own clocks make due (``due`` per state)."""
     steps: list[Step] = []
     current = "active"
     for target in _next_states(dataset, "active"):
@@ -166,6 +185,53 @@ def steps_from_active(dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.d
         steps.append(Step(current, target, when))
         current = target
     return tuple(steps)
+
+
+def advance(
+    pack: Pack,
+    dataset: Dataset,
+    state: str,
+    since: dt.datetime | None,
+    own_first: dt.datetime | None,
+    erasure: tuple[str, dt.datetime] | None,
+    follow: dict[str, dt.datetime],
+    as_of: dt.datetime,
+) -> tuple[Step, ...]:
+    """Walk a record's lifecycle from ``state``, each state at its earliest due instant (docs/rules.md).
+
+    ``own_first``: the own clocks' due instant for the first state (active
+    records); ``erasure``: (target state, instant); ``follow``: follower
+    state -> earliest instant a leader state makes it due.
+    """
+    states = dataset.states
+    current, entered = state, since
+    steps: list[Step] = []
+    erasure_reach = states.index(erasure[0]) if erasure is not None else -1
+    for index in range(states.index(state) + 1, len(states)):
+        target = states[index]
+        dues: list[dt.datetime] = []
+        if current == "active":
+            if own_first is not None and index == 1:
+                dues.append(own_first)
+        elif entered is not None:
+            dues.append(delay_due(pack, dataset, target, entered))
+        if erasure is not None and index <= erasure_reach:
+            dues.append(erasure[1])
+        if target in follow:
+            dues.append(follow[target])
+        if not dues:
+            break
+        due = min(dues)
+        if due > as_of:
+            break
+        steps.append(Step(current, target, due))
+        current, entered = target, due
+    return tuple(steps)
+
+
+def is_false(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``condition`` is false or unknown (a NULL clock makes a comparison unknown, and NOT keeps it so)."""
+    return sa.case((condition, sa.literal(0)), else_=sa.literal(1)) == 1
 
 
 def _without_clock_index(sql: DatasetSQL) -> DatasetSQL:
@@ -181,15 +247,31 @@ def _without_clock_index(sql: DatasetSQL) -> DatasetSQL:
     return replace(sql, clocks=clocks)
 
 
-class DatasetPlanner:
-    """Evaluates one dataset at one as-of instant, in keyset-paginated batches.
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One record found by a pass, with what its reasons need."""
 
-    Passes, in execution order: ``erasure`` (records of subjects with an open
-    erasure request), then records already in a later state (latest first),
-    then ``active`` records by their clocks, then ``follow`` (records whose
-    subject already sits in a state this dataset follows). A record moved by
-    one pass has gone as far as it can, so no later pass picks it again.
-    """
+    key: Any
+    record_key: str
+    subject_key: str | None
+    leader_key: str | None
+    state: str
+    since: dt.datetime | None
+    reach: int  # states its own clocks make due (SQL), active records only
+    clocks: tuple[Any, ...]  # clock values, read only when reach > 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A record's state before this run and the steps this run takes it through."""
+
+    state: str
+    since: dt.datetime | None
+    steps: tuple[Step, ...]
+
+
+class DatasetPlanner:
+    """Evaluates one dataset at one as-of instant, in keyset-paginated batches (see the module doc)."""
 
     def __init__(self, conn: sa.Connection, ctx: PlanContext, name: str) -> None:
         self.ctx = ctx
@@ -201,9 +283,14 @@ class DatasetPlanner:
         )
         self.key = self.table.c[self.dataset.key]
         self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
+        follows = self.dataset.follows
+        self.leader_column: ColumnElement[Any] | None = None
+        if follows is not None:
+            self.leader_column = self.table.c[follows.via] if follows.via else self.subject
+        self.leader: DatasetPlanner | None = None
         self.followers: list[DatasetPlanner] = []
         self._due_cache: DueCache = {}
-        self._steps_cache: dict[tuple[dt.date | None, ...], tuple[Step, ...]] = {}
+        self._dialect = conn.dialect.name
 
     @property
     def batch_size(self) -> int:
@@ -214,13 +301,18 @@ class DatasetPlanner:
         return local_date(self.ctx.as_of, self.ctx.pack.timezone)
 
     def origins(self) -> list[str]:
-        """Passes in execution order (see the class docstring)."""
+        """Passes in execution order: erasure, later states (latest first), active, catch-up."""
         passes = ["erasure"] if self.dataset.on_erasure and self.subject is not None else []
         passes += list(reversed(self.dataset.states[1:-1]))
-        passes.append("active")
+        if self.sql is not None:
+            passes.append("active")
         if self.dataset.follows is not None:
-            passes += [f"follow:{target}" for target in self.follow_targets()]
+            passes.append("catchup")
         return passes
+
+    def is_simple(self) -> bool:
+        """No reason but its clocks can move an active record, and SQL alone says how far."""
+        return self.dataset.follows is None and not self.followers and not self.dataset.review
 
     # -- shared conditions ----------------------------------------------
     def probe(self, conn: sa.Connection) -> None:
@@ -241,6 +333,7 @@ class DatasetPlanner:
         )
         self._erasures = (
             bool(self.dataset.on_erasure)
+            and self.subject is not None
             and conn.execute(sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)).first() is not None
         )
         self._states = (
@@ -248,276 +341,420 @@ class DatasetPlanner:
         )
 
     _holds = _erasures = _states = True  # until probed: every filter on
-    _scanned: int | None = None
 
-    def _not_held(self, key_text: ColumnElement[Any], subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
+    def text(self, conn: sa.Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return as_text(conn, column)
+
+    def not_held(self, record_key: ColumnElement[Any], subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
+        """Not covered by a hold in place (subject, dataset or record)."""
         if not self._holds:
             return sa.true()
-        return ~_active_holds(self.name, key_text, subject)
+        h = store.holds
+        covers = [
+            sa.and_(h.c.scope == "dataset", h.c.dataset == self.name),
+            sa.and_(h.c.scope == "record", h.c.dataset == self.name, h.c.record_key == record_key),
+        ]
+        if subject is not None:
+            covers.append(sa.and_(h.c.scope == "subject", h.c.subject_key == subject))
+        return ~sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
 
-    def _no_open_erasure(self, subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
+    def no_open_erasure(self, subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
         """Records under an open erasure request move in the erasure pass only."""
-        if not self.dataset.on_erasure or subject is None or not self._erasures:
+        if not self._erasures or subject is None:
             return sa.true()
+        return ~self._open_erasure(subject)
+
+    def _open_erasure(self, subject: ColumnElement[Any]) -> ColumnElement[bool]:
         er = store.erasure_requests
-        return ~sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
+        return sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
 
-    def _subject_text(self) -> ColumnElement[Any] | None:
-        return _as_text(self.subject) if self.subject is not None else None
+    def not_moved(self, conn: sa.Connection) -> ColumnElement[bool]:
+        """Active: the engine has no state row for the record."""
+        if not self._states:
+            return sa.true()
+        rs = store.record_states
+        return ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
 
-    # -- active records --------------------------------------------------
-    def _active_condition(self) -> ColumnElement[bool]:
-        """Due, not held, not under an open erasure request.
+    def reaching(self, conn: sa.Connection, sql: DatasetSQL, count: int) -> ColumnElement[bool]:
+        """Active records whose own clocks make the first ``count`` states due, not held, not erasing.
 
-        Records already in a later state are dropped after the query (see
-        ``_active_batch``): as a per-row anti-join, PostgreSQL hashes the
-        whole state table for every batch.
+        The one predicate of the active pass: batches select with it and plan
+        counts with it.
         """
-        assert self.sql is not None
-        key_text = _as_text(self.sql.key)
-        subject = self._subject_text()
+        targets = _next_states(self.dataset, "active")[:count]
+        subject = self.text(conn, self.subject) if self.subject is not None else None
         return sa.and_(
-            self.sql.due(self.dataset.states[1], self.ctx.as_of),
-            self._not_held(key_text, subject),
-            self._no_open_erasure(subject),
+            *(sql.due(state, self.ctx.as_of) for state in targets),
+            self.not_held(self.text(conn, sql.key), subject),
+            self.no_open_erasure(subject),
+            self.not_moved(conn),
         )
 
-    def _active_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Move], Any]:
-        assert self.sql is not None
-        sql = self.sql
-        columns: list[ColumnElement[Any]] = [sql.key.label("k")]
-        columns += [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
-        if self.subject is not None:
-            columns.append(self.subject.label("s"))
-        query = sa.select(*columns).where(self._active_condition())
-        if after is not None:
-            query = query.where(sql.key > after)
-        rows = conn.execute(query.order_by(sql.key).limit(self.batch_size)).all()
-        self._scanned = len(rows)
-        moved: set[str] = set()
-        if rows and self._states:
-            rs = store.record_states
-            moved = set(
-                conn.execute(
-                    sa.select(rs.c.record_key).where(
-                        rs.c.dataset == self.name, store.one_of(conn, rs.c.record_key, [str(r.k) for r in rows])
-                    )
-                ).scalars()
-            )
-        moves = []
-        pack, dataset, as_of, cache = self.ctx.pack, self.dataset, self.ctx.as_of, self._due_cache
-        clocks = len(sql.clocks)
-        for row in rows:
-            key = row[0]
-            record_key = str(key)
-            if record_key in moved:  # deactivated or anonymised earlier: its state decides
-                continue
-            evaluation = evaluate_record(pack, dataset, row[1 : 1 + clocks], as_of, cache)
-            steps: tuple[Step, ...] = ()
-            if evaluation.anomaly is None:
-                # Steps depend on the clock dates only, like the due dates.
-                days = tuple(r.day for r in evaluation.readings)
-                steps = self._steps_cache.get(days, ())
-                if not steps:
-                    steps = steps_from_active(dataset, evaluation.due, as_of)
-                    if len(self._steps_cache) < 100_000:
-                        self._steps_cache[days] = steps
-            if not steps:
-                raise AssertionError(
-                    f"dataset {self.name}: SQL found record {key!r} due but the evaluator "
-                    f"does not ({evaluation.anomaly or 'not due'}); please report this bug"
-                )
-            governing = evaluation.readings[evaluation.governing[steps[0].to_state]]
-            subject = row[1 + clocks] if self.subject is not None else None
-            moves.append(
-                Move(
-                    key=key,
-                    record_key=record_key,
-                    subject_key=None if subject is None else str(subject),
-                    steps=steps,
-                    clock_at=governing.moment(pack.timezone),
-                )
-            )
-        return moves, (rows[-1].k if rows else None)
+    def _reach(self, conn: sa.Connection, sql: DatasetSQL) -> ColumnElement[Any]:
+        """How many states an active record's clocks make due (0 to the lifecycle's length)."""
+        targets = _next_states(self.dataset, "active")
+        whens = []
+        for count in range(len(targets), 0, -1):
+            condition = sa.and_(*(sql.due(state, self.ctx.as_of) for state in targets[:count]))
+            whens.append((condition, sa.literal(count)))
+        return sa.case(*whens, else_=sa.literal(0))
 
-    # -- records in a later state ----------------------------------------
-    def _state_batch(self, conn: sa.Connection, origin: str, after: str | None) -> tuple[list[Move], Any]:
-        rs = store.record_states
-        target = _next_states(self.dataset, origin)[0]
-        delay = Schedule(self.dataset.step_to(target).after)
-        cutoff = _delay_cutoff(self.ctx.pack, delay, self.ctx.as_of)
-        query = sa.select(rs.c.record_key, rs.c.since, rs.c.subject_key).where(
-            rs.c.dataset == self.name,
-            rs.c.state == origin,
-            rs.c.since < cutoff,
-            self._not_held(rs.c.record_key, rs.c.subject_key),
-            self._no_open_erasure(rs.c.subject_key),
+    def _catchup_condition(
+        self, conn: sa.Connection, leader_ref: ColumnElement[Any], state: str
+    ) -> ColumnElement[bool]:
+        """The leader already sits in a state whose follow target lies beyond ``state``."""
+        assert self.dataset.follows is not None
+        own = self.dataset.states
+        parents = [p for p, target in self.follow_reach().items() if own.index(target) > own.index(state)]
+        if not parents:
+            return sa.false()
+        lrs = store.record_states.alias("leader_state")
+        return sa.exists().where(
+            lrs.c.dataset == self.dataset.follows.dataset, lrs.c.record_key == leader_ref, lrs.c.state.in_(parents)
         )
-        if after is not None:
-            query = query.where(rs.c.record_key > after)
-        rows = conn.execute(query.order_by(rs.c.record_key).limit(self.batch_size)).all()
-        moves = []
-        for row in rows:
-            steps = steps_from_state(self.ctx.pack, self.dataset, origin, row.since, self.ctx.as_of)
-            if not steps:
-                raise AssertionError(
-                    f"dataset {self.name}: record in state {origin} selected as due but the "
-                    "evaluator finds nothing due; please report this bug"
-                )
-            native = key_to_native(self.key, row.record_key)
-            moves.append(Move(native, row.record_key, row.subject_key, steps, None))
-        return moves, (rows[-1].record_key if rows else None)
 
-    # -- moving to a fixed target: erasure and follows ----------------------
-    def _path(self, current: str, target: str, due: dt.datetime) -> tuple[Step, ...]:
-        """Every state from ``current`` up to ``target``, all due at ``due``."""
-        states = self.dataset.states
-        if states.index(current) >= states.index(target):
-            return ()
-        path = states[states.index(current) : states.index(target) + 1]
-        return tuple(Step(a, b, due) for a, b in itertools.pairwise(path))
-
-    def _before(self, target: str) -> list[str]:
-        states = self.dataset.states
-        return states[1 : states.index(target)]
-
-    def _subject_rows(
-        self,
-        conn: sa.Connection,
-        subjects: Sequence[str],
-        target: str,
-        after: Any = None,
-        limit: int | None = None,
-        include_held: bool = False,
-    ) -> list[Any]:
-        """Records of ``subjects`` (active or in a state before ``target``), not held."""
-        assert self.subject is not None
-        rs = store.record_states
-        key_text = _as_text(self.key)
-        subject = _as_text(self.subject)
-        joined = self.table.outerjoin(rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == key_text))
-        query = (
-            sa.select(self.key.label("k"), subject.label("s"), rs.c.state)
-            .select_from(joined)
-            .where(
-                subject.in_(list(subjects)),
-                sa.or_(rs.c.state.is_(None), rs.c.state.in_(self._before(target))),
-                sa.true() if include_held else self._not_held(key_text, subject),
-            )
-        )
-        if after is not None:
-            query = query.where(self.key > after)
-        query = query.order_by(self.key)
-        if limit is not None:
-            query = query.limit(limit)
-        return list(conn.execute(query))
-
-    def _erasure_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Move], Any]:
-        """Records of subjects with an open erasure request received by the as-of date."""
-        assert self.subject is not None and self.dataset.on_erasure is not None
-        er = store.erasure_requests
-        target = self.dataset.on_erasure
-        requests = conn.execute(
-            sa.select(er.c.id, er.c.subject_key, er.c.received_on)
-            .where(er.c.status == "open", er.c.received_on <= self.today)
-            .order_by(er.c.id)
-        ).all()
-        first: dict[str, Any] = {}
-        for request in requests:
-            first.setdefault(request.subject_key, request)
-        if not first:
-            return [], None
-        rows = self._subject_rows(conn, list(first), target, after, self.batch_size)
-        moves = []
-        for row in rows:
-            request = first[row.s]
-            due = start_of_day(request.received_on, self.ctx.pack.timezone)
-            steps = self._path(row.state or "active", target, due)
-            moves.append(Move(row.k, str(row.k), row.s, steps, None, request.id))
-        return moves, (rows[-1].k if rows else None)
-
-    def follower_batch(self, conn: sa.Connection, parent: Batch) -> Batch | None:
-        """This dataset's records of subjects that ``parent`` moves into a followed state."""
-        follows = self.dataset.follows
-        assert follows is not None and self.subject is not None
-        self.probe(conn)
-        targets: dict[str, tuple[str, dt.datetime]] = {}  # subject -> (own target, due)
-        requests: dict[str, int | None] = {}
-        states = self.dataset.states
-        for move in parent.moves:
-            if move.subject_key is None:
-                continue
-            requests[move.subject_key] = move.request_id
-            for step in move.steps:
-                own = follows.on.get(step.to_state)  # type: ignore[call-overload]
-                if own is None:
-                    continue
-                known = targets.get(move.subject_key)
-                if known is None or states.index(own) > states.index(known[0]):
-                    targets[move.subject_key] = (own, step.due_at)
-        moves: list[Move] = []
-        by_target: dict[str, list[str]] = {}
-        for subject, (own, _) in targets.items():
-            by_target.setdefault(own, []).append(subject)
-        for own, subjects in by_target.items():
-            for row in self._subject_rows(conn, subjects, own):
-                steps = self._path(row.state or "active", own, targets[row.s][1])
-                moves.append(Move(row.k, str(row.k), row.s, steps, None, requests.get(row.s)))
-        if not moves:
-            return None
-        scanned = len(moves)
-        moves, review = self._apply_review(conn, moves)
-        return Batch(self.name, "follow", moves, scanned=scanned, review=review)
-
-    def follow_targets(self) -> dict[str, list[str]]:
-        """Own target state -> the parent states that lead to it (the furthest wins)."""
+    def follow_reach(self) -> dict[str, str]:
+        """Leader state -> the furthest own state it makes due (states it passed through count too)."""
         follows = self.dataset.follows
         assert follows is not None
         parent = self.ctx.pack.datasets[follows.dataset]
-        own_states = self.dataset.states
-        result: dict[str, list[str]] = {}
-        for parent_state in parent.states[1:]:
-            reached = parent.states[1 : parent.states.index(parent_state) + 1]
-            targets = [follows.on[p] for p in reached if p in follows.on]
-            if targets:
-                own = max(targets, key=own_states.index)
-                result.setdefault(own, []).append(parent_state)
-        return dict(sorted(result.items(), key=lambda item: -own_states.index(item[0])))
+        own = self.dataset.states
+        result: dict[str, str] = {}
+        for index, parent_state in enumerate(parent.states[1:], start=1):
+            reached = [follows.on[p] for p in parent.states[1 : index + 1] if p in follows.on]
+            if reached:
+                result[parent_state] = max(reached, key=own.index)
+        return result
 
-    def _follow_batch(self, conn: sa.Connection, target: str, after: Any) -> tuple[list[Move], Any]:
-        """Catch-up: records whose subject already sat in a followed state before this run."""
-        follows = self.dataset.follows
-        assert follows is not None and self.subject is not None
+    # -- fetching candidates ---------------------------------------------
+    def _columns(
+        self, conn: sa.Connection, with_clocks: bool, reach: ColumnElement[Any] | None, joined: bool = True
+    ) -> list[Any]:
+        """Key, subject, leader key, state, since, reach and clock values of source rows.
+
+        ``joined``: the query joins the state rows (:meth:`_joined`); without
+        them every row is active.
+        """
         rs = store.record_states
-        parent_rs = rs.alias("parent_state")
-        own_rs = rs.alias("own_state")
-        key_text = _as_text(self.key)
-        subject = _as_text(self.subject)
+        columns: list[Any] = [
+            self.key.label("k"),
+            (self.text(conn, self.subject) if self.subject is not None else sa.null()).label("s"),
+            (self.text(conn, self.leader_column) if self.leader_column is not None else sa.null()).label("lk"),
+            (rs.c.state if joined else sa.null()).label("state"),
+            (rs.c.since if joined else sa.null()).label("since"),
+        ]
+        if self.sql is not None and with_clocks:
+            reach = reach if reach is not None else self._reach(conn, self.sql)
+            columns.append(reach.label("reach"))
+            for i, clock in enumerate(self.sql.clocks):
+                columns.append(sa.case((reach > 0, clock.value), else_=sa.null()).label(f"c{i}"))
+        else:
+            columns.append(sa.literal(0).label("reach"))
+        return columns
+
+    def _joined(self, conn: sa.Connection) -> Any:
+        rs = store.record_states
+        return self.table.outerjoin(
+            rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
+        )
+
+    def _candidates(self, rows: Iterable[Any]) -> list[Candidate]:
+        clocks = len(self.sql.clocks) if self.sql is not None else 0
+        result = []
+        for row in rows:
+            mapping = row._mapping
+            result.append(
+                Candidate(
+                    key=mapping["k"],
+                    record_key=str(mapping["k"]),
+                    subject_key=mapping["s"],
+                    leader_key=mapping["lk"],
+                    state=mapping["state"] or "active",
+                    since=mapping["since"],
+                    reach=int(mapping["reach"] or 0) if mapping["state"] is None else 0,
+                    clocks=tuple(mapping.get(f"c{i}") for i in range(clocks)),
+                )
+            )
+        return result
+
+    def _state_rows(self, conn: sa.Connection, *conditions: ColumnElement[bool]) -> sa.Select[Any]:
+        """State rows of this dataset as candidates (records whose source row may be gone)."""
+        rs = store.record_states
+        leader_ref = rs.c.leader_key if self.dataset.follows is not None else sa.null()
+        return sa.select(
+            rs.c.record_key.label("k"),
+            rs.c.subject_key.label("s"),
+            leader_ref.label("lk"),
+            rs.c.state.label("state"),
+            rs.c.since.label("since"),
+            sa.literal(0).label("reach"),
+        ).where(rs.c.dataset == self.name, *conditions)
+
+    def _native(self, candidates: list[Candidate]) -> list[Candidate]:
+        """State rows carry text keys; give them the source column's type."""
+        return [replace(c, key=key_to_native(self.key, c.record_key)) for c in candidates]
+
+    # -- reasons -----------------------------------------------------------
+    def _requests(self, conn: sa.Connection, subjects: Iterable[str | None]) -> dict[str, tuple[int, dt.date]]:
+        """The open erasure request (lowest id) per subject, received by today."""
+        wanted = sorted({s for s in subjects if s is not None})
+        if not wanted or not self.dataset.on_erasure:
+            return {}
+        er = store.erasure_requests
+        rows = conn.execute(
+            sa.select(er.c.id, er.c.subject_key, er.c.received_on)
+            .where(er.c.status == "open", er.c.received_on <= self.today, store.one_of(conn, er.c.subject_key, wanted))
+            .order_by(er.c.id)
+        ).all()
+        first: dict[str, tuple[int, dt.date]] = {}
+        for row in rows:
+            first.setdefault(row.subject_key, (row.id, row.received_on))
+        return first
+
+    def _leader_states(self, conn: sa.Connection, keys: Iterable[str | None]) -> dict[str, tuple[str, dt.datetime]]:
+        """The leader's state row (state, since) per leader key."""
+        follows = self.dataset.follows
+        wanted = sorted({k for k in keys if k is not None})
+        if follows is None or not wanted:
+            return {}
+        rs = store.record_states
+        rows = conn.execute(
+            sa.select(rs.c.record_key, rs.c.state, rs.c.since).where(
+                rs.c.dataset == follows.dataset, store.one_of(conn, rs.c.record_key, wanted)
+            )
+        ).all()
+        return {row.record_key: (row.state, row.since) for row in rows}
+
+    def follow_dues(self, outcome: Outcome | None) -> dict[str, dt.datetime]:
+        """Own state -> earliest instant at which the leader's states make it due."""
+        follows = self.dataset.follows
+        if follows is None or outcome is None:
+            return {}
+        parent = self.ctx.pack.datasets[follows.dataset]
+        own = self.dataset.states
+        entered: list[tuple[str, dt.datetime]] = []
+        if outcome.state != "active" and outcome.since is not None:
+            entered += [(p, outcome.since) for p in parent.states[1 : parent.states.index(outcome.state) + 1]]
+        entered += [(step.to_state, step.due_at) for step in outcome.steps]
+        dues: dict[str, dt.datetime] = {}
+        for parent_state, when in entered:
+            target = follows.on.get(parent_state)  # type: ignore[call-overload]
+            if target is None:
+                continue
+            for state in own[1 : own.index(target) + 1]:
+                if state not in dues or when < dues[state]:
+                    dues[state] = when
+        return dues
+
+    def moves_followers(self, follower: DatasetPlanner, outcome: Outcome) -> bool:
+        """Whether ``outcome`` of a leader record carries ``follower``'s records in the leader's batch."""
+        return bool(outcome.steps) and self.name not in self.ctx.skipped and bool(follower.follow_dues(outcome))
+
+    def _moves(
+        self,
+        conn: sa.Connection,
+        candidates: list[Candidate],
+        leaders: dict[str, Outcome] | None = None,
+        check_reach: bool = True,
+    ) -> list[Move]:
+        """Each candidate's steps from all its reasons (docs/rules.md), in one place.
+
+        ``leaders``: the outcome of each leader record moving in this batch;
+        without it a follower's leader is read from its state row (catch-up).
+        """
+        pack, dataset, as_of = self.ctx.pack, self.dataset, self.ctx.as_of
+        requests = self._requests(conn, (c.subject_key for c in candidates))
+        if leaders is None and self.dataset.follows is not None:
+            known = self._leader_states(conn, (c.leader_key for c in candidates))
+            leaders = {k: Outcome(state, since, ()) for k, (state, since) in known.items()}
+        moves: list[Move] = []
+        for cand in candidates:
+            own_first: dt.datetime | None = None
+            clock_at: dt.datetime | None = None
+            own_chain: tuple[Step, ...] = ()
+            if cand.reach and self.sql is not None:
+                evaluation = evaluate_record(pack, dataset, cand.clocks, as_of, self._due_cache)
+                if evaluation.anomaly is None:
+                    own_chain = steps_from_active(dataset, evaluation.due, as_of)
+                if check_reach and len(own_chain) != cand.reach:
+                    raise AssertionError(
+                        f"dataset {self.name}: SQL finds record {cand.record_key!r} due for {cand.reach} state(s), "
+                        f"the evaluator for {len(own_chain)} ({evaluation.anomaly or 'dates'}); please report this bug"
+                    )
+                if own_chain:
+                    own_first = own_chain[0].due_at
+                    governing = evaluation.readings[evaluation.governing[own_chain[0].to_state]]
+                    clock_at = governing.moment(pack.timezone)
+            request = requests.get(cand.subject_key) if cand.subject_key is not None else None
+            erasure = None
+            if request is not None and dataset.on_erasure is not None:
+                erasure = (dataset.on_erasure, start_of_day(request[1], pack.timezone))
+            follow: dict[str, dt.datetime] = {}
+            if leaders is not None and cand.leader_key is not None:
+                follow = self.follow_dues(leaders.get(cand.leader_key))
+            steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of)
+            if not steps:
+                continue
+            by_clock_alone = (
+                cand.state == "active"
+                and own_first is not None
+                and steps[0].due_at == own_first
+                and erasure is None
+                and steps[0].to_state not in follow
+            )
+            moves.append(
+                Move(
+                    key=cand.key,
+                    record_key=cand.record_key,
+                    subject_key=cand.subject_key,
+                    steps=steps,
+                    clock_at=clock_at,
+                    request_id=request[0] if erasure is not None and request is not None else None,
+                    leader_key=cand.leader_key,
+                    since=cand.since,
+                    recheck=by_clock_alone and steps == own_chain[: len(steps)],
+                )
+            )
+        return moves
+
+    def outcomes(self, conn: sa.Connection, keys: Sequence[str]) -> dict[str, Outcome]:
+        """What this run does to the records with these keys (leaders of a follower's batch).
+
+        Evaluated exactly as this dataset's own passes do (held records stay
+        put; a dataset skipped in this run moves nothing).
+        """
+        result: dict[str, Outcome] = {}
+        wanted = sorted(set(keys))
+        if not wanted:
+            return result
+        self.probe(conn)
+        rs = store.record_states
+        key_text = self.text(conn, self.key)
+        subject = self.text(conn, self.subject) if self.subject is not None else None
+        held = sa.case((self.not_held(key_text, subject), sa.literal(0)), else_=sa.literal(1))
         query = (
-            sa.select(self.key.label("k"), subject.label("s"), own_rs.c.state, parent_rs.c.since)
-            .select_from(
-                self.table.join(
-                    parent_rs,
-                    sa.and_(
-                        parent_rs.c.dataset == follows.dataset,
-                        parent_rs.c.record_key == subject,
-                        parent_rs.c.state.in_(self.follow_targets()[target]),
-                    ),
-                ).outerjoin(own_rs, sa.and_(own_rs.c.dataset == self.name, own_rs.c.record_key == key_text))
-            )
-            .where(
-                sa.or_(own_rs.c.state.is_(None), own_rs.c.state.in_(self._before(target))),
-                self._not_held(key_text, subject),
-                self._no_open_erasure(subject),
-            )
+            sa.select(*self._columns(conn, True, None), held.label("held"))
+            .select_from(self._joined(conn))
+            .where(store.one_of(conn, key_text, wanted))
+        )
+        rows = list(conn.execute(query).all())
+        found = {str(r.k) for r in rows}
+        orphans = [k for k in wanted if k not in found]
+        if orphans:
+            held_rs = sa.case((self.not_held(rs.c.record_key, rs.c.subject_key), sa.literal(0)), else_=sa.literal(1))
+            rows += conn.execute(
+                self._state_rows(conn, store.one_of(conn, rs.c.record_key, orphans)).add_columns(held_rs.label("held"))
+            ).all()
+        candidates = self._candidates(rows)
+        is_held = {str(r.k) for r in rows if r.held}
+        for cand in candidates:
+            result[cand.record_key] = Outcome(cand.state, cand.since, ())
+        movable = [c for c in candidates if c.record_key not in is_held and self.name not in self.ctx.skipped]
+        leaders = self._leader_outcomes(conn, movable)
+        for move in self._moves(conn, movable, leaders, check_reach=False):
+            moves = self._cut_for_review(conn, [move], record=False)[0]
+            steps = moves[0].steps if moves else ()
+            result[move.record_key] = Outcome(result[move.record_key].state, move.since, steps)
+        return result
+
+    def _leader_outcomes(self, conn: sa.Connection, candidates: list[Candidate]) -> dict[str, Outcome] | None:
+        """For a follower: what this run does to each candidate's leader (None for a non-follower)."""
+        if self.leader is None:
+            return None
+        return self.leader.outcomes(conn, [c.leader_key for c in candidates if c.leader_key is not None])
+
+    def _without_moving_leaders(self, conn: sa.Connection, candidates: list[Candidate]) -> list[Candidate]:
+        """Leave out records whose leader moves them in its own batch (they move there, once)."""
+        if self.leader is None or not candidates:
+            return candidates
+        outcomes = self.leader.outcomes(conn, [c.leader_key for c in candidates if c.leader_key is not None])
+        carried = {k for k, o in outcomes.items() if self.leader.moves_followers(self, o)}
+        return [c for c in candidates if c.leader_key not in carried]
+
+    # -- the passes ----------------------------------------------------------
+    def _active_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Candidate], int, Any]:
+        assert self.sql is not None
+        # Active records have no state row (``reaching`` says so), so no join.
+        reach = self._reach(conn, self.sql)
+        query = (
+            sa.select(*self._columns(conn, True, reach, joined=False))
+            .select_from(self.table)
+            .where(self.reaching(conn, self.sql, 1))
+        )
+        if after is not None:
+            query = query.where(self.sql.key > after)
+        rows = conn.execute(query.order_by(self.sql.key).limit(self.batch_size)).all()
+        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+
+    def _catchup_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Candidate], int, Any]:
+        """Active records whose leader already sits in a followed state (and not due by their clocks)."""
+        assert self.leader_column is not None
+        key_text = self.text(conn, self.key)
+        subject = self.text(conn, self.subject) if self.subject is not None else None
+        conditions = [
+            self._catchup_condition(conn, self.text(conn, self.leader_column), "active"),
+            self.not_held(key_text, subject),
+            self.no_open_erasure(subject),
+            self.not_moved(conn),
+        ]
+        if self.sql is not None:
+            conditions.append(is_false(self.sql.due(self.dataset.states[1], self.ctx.as_of)))
+        query = sa.select(*self._columns(conn, True, None, joined=False)).select_from(self.table).where(*conditions)
+        if after is not None:
+            query = query.where(self.key > after)
+        rows = conn.execute(query.order_by(self.key).limit(self.batch_size)).all()
+        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+
+    def _state_batch(self, conn: sa.Connection, origin: str, after: str | None) -> tuple[list[Candidate], int, Any]:
+        rs = store.record_states
+        target = _next_states(self.dataset, origin)[0]
+        cutoff = _delay_cutoff(self.ctx.pack, [self.dataset.step_to(target).after], self.ctx.as_of)
+        due = rs.c.since < cutoff
+        if self.dataset.follows is not None:
+            due = sa.or_(due, self._catchup_condition(conn, rs.c.leader_key, origin))
+        conditions = [
+            rs.c.state == origin,
+            due,
+            self.not_held(rs.c.record_key, rs.c.subject_key),
+            self.no_open_erasure(rs.c.subject_key),
+        ]
+        if after is not None:
+            conditions.append(rs.c.record_key > after)
+        rows = conn.execute(self._state_rows(conn, *conditions).order_by(rs.c.record_key).limit(self.batch_size)).all()
+        return self._native(self._candidates(rows)), len(rows), (rows[-1].k if rows else None)
+
+    def _erasure_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Candidate], int, Any]:
+        """Records (live or known only by their state row) of subjects with an open erasure request."""
+        assert self.subject is not None
+        subject = self.text(conn, self.subject)
+        key_text = self.text(conn, self.key)
+        query = (
+            sa.select(*self._columns(conn, True, None))
+            .select_from(self._joined(conn))
+            .where(self._open_erasure(subject), self.not_held(key_text, subject))
         )
         if after is not None:
             query = query.where(self.key > after)
-        rows = list(conn.execute(query.order_by(self.key).limit(self.batch_size)))
-        moves = [
-            Move(row.k, str(row.k), row.s, self._path(row.state or "active", target, row.since), None) for row in rows
-        ]
-        return moves, (rows[-1].k if rows else None)
+        rows = conn.execute(query.order_by(self.key).limit(self.batch_size)).all()
+        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+
+    def _erasure_orphans(self, conn: sa.Connection) -> list[Candidate]:
+        """Erasing subjects' records whose source row is gone (archived, then deleted)."""
+        if not self._keeps_orphans():
+            return []
+        rs = store.record_states
+        exists = sa.exists().where(self.text(conn, self.key) == rs.c.record_key)
+        query = self._state_rows(
+            conn,
+            self._open_erasure(rs.c.subject_key),
+            self.not_held(rs.c.record_key, rs.c.subject_key),
+            ~exists,
+        ).order_by(rs.c.record_key)
+        return self._native(self._candidates(conn.execute(query).all()))
+
+    def _keeps_orphans(self) -> bool:
+        """Whether a record of this dataset can outlive its source row (archive, then delete)."""
+        return "archived" in self.dataset.states and self.dataset.step_to("archived").then == "delete"
 
     # -- batches ------------------------------------------------------------
     def next_batch(self, conn: sa.Connection, origin: str, after: Any) -> tuple[Batch | None, Any]:
@@ -525,33 +762,83 @@ class DatasetPlanner:
 
         ``run`` calls this inside the transaction that applies the batch, so
         what is selected and what is changed are one consistent snapshot.
-        Followers' records of the subjects this batch moves join the batch.
+        Followers' records of the leader records this batch moves join it.
         """
         self.probe(conn)
-        self._scanned = None
         if origin == "active":
-            if self.sql is None:
-                return None, None
-            moves, last = self._active_batch(conn, after)
+            candidates, scanned, last = self._active_batch(conn, after)
         elif origin == "erasure":
-            moves, last = self._erasure_batch(conn, after)
-        elif origin.startswith("follow:"):
-            moves, last = self._follow_batch(conn, origin.removeprefix("follow:"), after)
+            candidates, scanned, last = self._erasure_batch(conn, after)
+            if scanned < self.batch_size and after != "orphans":
+                orphans = self._erasure_orphans(conn)
+                candidates += orphans
+        elif origin == "catchup":
+            candidates, scanned, last = self._catchup_batch(conn, after)
         else:
-            moves, last = self._state_batch(conn, origin, after)
-        scanned = self._scanned if self._scanned is not None else len(moves)
-        if not scanned:
+            candidates, scanned, last = self._state_batch(conn, origin, after)
+        if not scanned and not candidates:
             return None, None
-        moves, review = self._apply_review(conn, moves)
+        candidates = self._without_moving_leaders(conn, candidates)
+        moves = self._moves(conn, candidates)
+        moves, review = self._cut_for_review(conn, moves)
         batch = Batch(self.name, origin, moves, scanned=scanned, review=review)
-        for follower in self.followers:
-            follow = follower.follower_batch(conn, batch)
-            if follow is not None:
-                batch.followers.append(follow)
+        self._add_followers(conn, batch)
         return batch, last
 
-    def _apply_review(
-        self, conn: sa.Connection, moves: list[Move]
+    def _add_followers(self, conn: sa.Connection, batch: Batch) -> None:
+        """Attach, recursively, the follower records that move with this batch's records."""
+        if not self.followers or self.name in self.ctx.skipped:
+            return
+        outcomes = {m.record_key: Outcome(m.steps[0].from_state, m.since, m.steps) for m in batch.moves}
+        for follower in self.followers:
+            carried = {k: o for k, o in outcomes.items() if self.moves_followers(follower, o)}
+            if not carried:
+                continue
+            follow = follower.follower_batch(conn, carried)
+            if follow is not None:
+                batch.followers.append(follow)
+
+    def follower_batch(self, conn: sa.Connection, leaders: dict[str, Outcome]) -> Batch | None:
+        """This dataset's records whose leader records move with ``leaders`` (their outcomes)."""
+        assert self.leader_column is not None
+        self.probe(conn)
+        keys = sorted(leaders)
+        key_text = self.text(conn, self.key)
+        subject = self.text(conn, self.subject) if self.subject is not None else None
+        leader_ref = self.text(conn, self.leader_column)
+        query = (
+            sa.select(*self._columns(conn, True, None))
+            .select_from(self._joined(conn))
+            .where(store.one_of(conn, leader_ref, keys), self.not_held(key_text, subject))
+            .order_by(self.key)
+        )
+        candidates = self._candidates(conn.execute(query).all())
+        if self._keeps_orphans():
+            rs = store.record_states
+            exists = sa.exists().where(key_text == rs.c.record_key)
+            candidates += self._native(
+                self._candidates(
+                    conn.execute(
+                        self._state_rows(
+                            conn,
+                            store.one_of(conn, rs.c.leader_key, keys),
+                            self.not_held(rs.c.record_key, rs.c.subject_key),
+                            ~exists,
+                        ).order_by(rs.c.record_key)
+                    ).all()
+                )
+            )
+        if not candidates:
+            return None
+        moves = self._moves(conn, candidates, leaders, check_reach=False)
+        scanned = len(candidates)
+        moves, review = self._cut_for_review(conn, moves)
+        batch = Batch(self.name, "follow", moves, scanned=scanned, review=review)
+        self._add_followers(conn, batch)
+        return batch if batch.moves or batch.review or batch.followers else None
+
+    def _cut_for_review(
+        self, conn: sa.Connection, moves: list[Move], record: bool = True
     ) -> tuple[list[Move], list[tuple[str, str, dt.datetime]]]:
         """Hold purges back until an operator approved them (datasets with ``review: true``).
 
@@ -586,7 +873,7 @@ class DatasetPlanner:
             if status == "approved":
                 kept.append(replace(move, review_id=batch_id))
                 continue
-            if not status:
+            if not status and record:
                 review.append((move.record_key, purge.from_state, purge.due_at))
             steps = tuple(s for s in move.steps if s.to_state != "purged")
             if steps:
@@ -604,31 +891,58 @@ class DatasetPlanner:
             if batch.scanned < self.batch_size:
                 return
 
+    # -- one record, for explain ------------------------------------------
+    def explain_moves(self, conn: sa.Connection, record_key: str) -> tuple[Outcome | None, list[Move], bool]:
+        """(state before this run, the record's steps now, whether a hold covers it)."""
+        self.probe(conn)
+        outcome = self.outcomes(conn, [record_key]).get(record_key)
+        if outcome is None:
+            return None, [], False
+        rs = store.record_states
+        key_text = self.text(conn, self.key)
+        subject = self.text(conn, self.subject) if self.subject is not None else None
+        held = (
+            conn.execute(
+                sa.select(sa.literal(1))
+                .select_from(self.table)
+                .where(key_text == record_key, sa.not_(self.not_held(key_text, subject)))
+            ).first()
+            is not None
+            or conn.execute(
+                sa.select(sa.literal(1)).where(
+                    rs.c.dataset == self.name,
+                    rs.c.record_key == record_key,
+                    sa.not_(self.not_held(rs.c.record_key, rs.c.subject_key)),
+                )
+            ).first()
+            is not None
+        )
+        steps = outcome.steps
+        move = Move(key_to_native(self.key, record_key), record_key, None, steps) if steps else None
+        return outcome, [move] if move else [], held
+
     # -- counts for plan summaries -----------------------------------------
     def can_aggregate(self) -> bool:
         """Whether the active pass can be summarised by set-based aggregates alone.
 
-        It takes one clock (so the due dates are monotone in it and its
-        extremes give the due ranges), a clock SQL orders like time (not epoch
-        text), no review (cutting purges needs the record's decision) and no
-        followers (their moves depend on which subjects move).
+        Only its clocks can move an active record (no follows, no followers,
+        no review), and it has one clock that SQL orders like time, so the due
+        dates are monotone in it and its extremes give the due ranges.
         """
         return (
             self.sql is not None
+            and self.is_simple()
             and len(self.sql.clocks) == 1
             and self.sql.clocks[0].kind != "epoch_text"
-            and not self.dataset.review
-            and not self.followers
         )
 
     def aggregate_active(self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3) -> None:
         """Add the active pass to ``summary`` from a few set-based queries, no record fetched.
 
-        Counts what ``batches(conn, "active")`` would move, transition by
-        transition: a record reaches the k-th state when it is due for every
-        state up to it. With one clock each condition is a range on the clock,
-        so count, min and max are each one index range scan or seek. A test
-        holds this to the batch path's summary on every database.
+        Counts what ``batches(conn, "active")`` moves, transition by
+        transition, with the batches' own predicate (:meth:`reaching`): a
+        record reaches the k-th state when its clocks make every state up to
+        it due.
         """
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
@@ -638,15 +952,20 @@ class DatasetPlanner:
         per = summary.transitions.setdefault(self.name, {})
         current = "active"
         for index, target in enumerate(targets):
-            condition = self._reaching(sql, targets[: index + 1])
+            condition = self.reaching(conn, sql, index + 1)
             count = int(conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one())
             if not count:
                 break
             name = f"{current}->{target}"
             per[name] = per.get(name, 0) + count
             for extreme in (sa.func.min, sa.func.max):
-                raw = conn.execute(sa.select(extreme(value)).where(condition)).scalar_one()
+                raw = conn.execute(sa.select(extreme(value)).select_from(sql.table).where(condition)).scalar_one()
                 evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
+                if evaluation.anomaly is not None or target not in evaluation.due:
+                    raise AssertionError(
+                        f"dataset {self.name}: SQL counts records due for {target} but the evaluator finds "
+                        f"their clock extreme {evaluation.anomaly or 'not due'}; please report this bug"
+                    )
                 due = evaluation.due[target]
                 _widen(summary.due_range.setdefault(self.name, {}), name, due, due)
                 clock_at = evaluation.readings[0].moment(self.ctx.pack.timezone)
@@ -661,24 +980,12 @@ class DatasetPlanner:
                 source = _without_clock_index(sql) if unindexed else sql
                 query = (
                     sa.select(sql.key)
-                    .where(self._reaching(source, targets[: index + 1]))
+                    .where(self.reaching(conn, source, index + 1))
                     .order_by(sql.key)
                     .limit(sample_size - len(samples))
                 )
                 samples.extend(str(k) for k in conn.execute(query).scalars())
             current = target
-
-    def _reaching(self, sql: DatasetSQL, states: list[str]) -> ColumnElement[bool]:
-        """Active records due for each of ``states``, not held, not erasing, not moved before."""
-        conditions = [
-            *(sql.due(state, self.ctx.as_of) for state in states),
-            self._not_held(_as_text(sql.key), self._subject_text()),
-            self._no_open_erasure(self._subject_text()),
-        ]
-        if self._states:
-            rs = store.record_states
-            conditions.append(~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == _as_text(sql.key)))
-        return sa.and_(*conditions)
 
     def summarize(
         self,
@@ -690,8 +997,8 @@ class DatasetPlanner:
     ) -> None:
         """Add every pass of this dataset to ``summary``.
 
-        The active pass, usually nearly all of a large table's moves, is
-        counted by aggregates where it can be; a caller that wants each
+        The active pass of a simple dataset, usually nearly all of a large
+        table's moves, is counted by aggregates; a caller that wants each
         batch (``on_batch``) gets the batch path throughout.
         """
         summary.transitions.setdefault(self.name, {})
@@ -708,20 +1015,19 @@ class DatasetPlanner:
         """Active records skipped because of their clocks, per category."""
         if self.sql is None:
             return {}
-        rs = store.record_states
-        not_moved = ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == _as_text(self.sql.key))
+        self.probe(conn)
         counts: dict[Anomaly, int] = {}
         for category in ANOMALIES:
             query = (
                 sa.select(sa.func.count())
                 .select_from(self.sql.table)
-                .where(self.sql.anomaly(category, self.ctx.as_of), not_moved)
+                .where(self.sql.anomaly(category, self.ctx.as_of), self.not_moved(conn))
             )
             counts[category] = int(conn.execute(query).scalar_one())
         return counts
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
-        """Per hold in place: how many of this dataset's due records it holds back."""
+        """Per hold in place: how many of this dataset's due records it holds back (by their clocks and delays)."""
         h = store.holds
         holds = conn.execute(sa.select(h).where(h.c.released_at.is_(None)).order_by(h.c.id)).all()
         result = []
@@ -733,11 +1039,11 @@ class DatasetPlanner:
                 continue
             count = 0
             if self.sql is not None:
-                key_text = _as_text(self.key)
+                key_text = self.text(conn, self.key)
                 covered = {
                     "dataset": sa.true(),
                     "record": key_text == (hold.record_key or ""),
-                    "subject": _as_text(self.subject) == (hold.subject_key or "")
+                    "subject": self.text(conn, self.subject) == (hold.subject_key or "")
                     if self.subject is not None
                     else sa.false(),
                 }[hold.scope]
@@ -753,7 +1059,7 @@ class DatasetPlanner:
                 count += int(conn.execute(query).scalar_one())
             for origin in self.dataset.states[1:-1]:
                 target = _next_states(self.dataset, origin)[0]
-                cutoff = _delay_cutoff(self.ctx.pack, Schedule(self.dataset.step_to(target).after), self.ctx.as_of)
+                cutoff = _delay_cutoff(self.ctx.pack, [self.dataset.step_to(target).after], self.ctx.as_of)
                 covered_rs = {
                     "dataset": sa.true(),
                     "record": rs.c.record_key == (hold.record_key or ""),
@@ -778,7 +1084,7 @@ class DatasetPlanner:
     def table_rows(self, conn: sa.Connection) -> int:
         """The dataset's population: its source rows, plus archived records whose row is gone."""
         total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
-        if "archived" in self.dataset.states and self.dataset.step_to("archived").then == "delete":
+        if self._keeps_orphans():
             rs = store.record_states
             total += int(
                 conn.execute(
@@ -787,54 +1093,49 @@ class DatasetPlanner:
             )
         return total
 
+    def knows_subject(self, conn: sa.Connection, subject_key: str) -> bool:
+        """Whether any record of this dataset (live, or known by its state row) belongs to the subject."""
+        if self.subject is None:
+            return False
+        live = sa.select(sa.literal(1)).select_from(self.table).where(self.text(conn, self.subject) == subject_key)
+        if conn.execute(live.limit(1)).first() is not None:
+            return True
+        rs = store.record_states
+        known = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, rs.c.subject_key == subject_key)
+        return conn.execute(known.limit(1)).first() is not None
 
-def _children_first(conn: sa.Connection, pack: Pack, names: list[str]) -> list[str]:
-    """``names`` ordered so that a table referencing another by foreign key comes first."""
-    tables = {pack.datasets[n].table: n for n in names}
-    inspector = sa.inspect(conn)
-    parents: dict[str, set[str]] = {}
-    for name in names:
-        ds = pack.datasets[name]
-        try:
-            fks = inspector.get_foreign_keys(ds.table, schema=ds.schema_)
-        except sa.exc.NoSuchTableError:
-            fks = []
-        parents[name] = {
-            tables[fk["referred_table"]]
-            for fk in fks
-            if fk["referred_table"] in tables and tables[fk["referred_table"]] != name
-        }
-    ordered: list[str] = []
-    remaining = list(names)
-    while remaining:
-        # Ready: no other remaining dataset references it.
-        ready = [n for n in remaining if not any(n in parents[m] for m in remaining if m != n)]
-        for n in ready or remaining[:1]:  # a cycle keeps pack order
-            ordered.append(n)
-            remaining.remove(n)
-    return ordered
-
-
-def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
-    """Datasets in execution order.
-
-    Children before parents (a dataset whose table references another's by a
-    foreign key goes first), so deletes never trip a live constraint; then
-    followers, whose catch-up pass needs their subject's states of this run,
-    again children first (their in-batch moves run in this order too).
-    """
-    leaders = [n for n in pack.datasets if pack.datasets[n].follows is None]
-    followers = [n for n in pack.datasets if pack.datasets[n].follows is not None]
-    return _children_first(conn, pack, leaders) + _children_first(conn, pack, followers)
+    def pending_for_subject(self, conn: sa.Connection, subject_key: str, include_held: bool = True) -> bool:
+        """Whether a record of the subject still sits before this dataset's erasure state."""
+        target = self.dataset.on_erasure
+        if target is None or self.subject is None:
+            return False
+        rs = store.record_states
+        before = self.dataset.states[1 : self.dataset.states.index(target)]
+        subject = self.text(conn, self.subject)
+        key_text = self.text(conn, self.key)
+        conditions = [subject == subject_key, sa.or_(rs.c.state.is_(None), rs.c.state.in_(before))]
+        if not include_held:
+            conditions.append(self.not_held(key_text, subject))
+        query = sa.select(sa.literal(1)).select_from(self._joined(conn)).where(*conditions).limit(1)
+        if conn.execute(query).first() is not None:
+            return True
+        if self._keeps_orphans() and before:
+            orphan = sa.select(sa.literal(1)).where(
+                rs.c.dataset == self.name, rs.c.subject_key == subject_key, rs.c.state.in_(before)
+            )
+            return conn.execute(orphan.limit(1)).first() is not None
+        return False
 
 
 def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPlanner]:
-    """One planner per dataset, in execution order, followers attached to their subject."""
+    """One planner per dataset, in execution order, followers attached to their leader."""
     planners = {name: DatasetPlanner(conn, ctx, name) for name in dataset_order(conn, ctx.pack)}
     for planner in planners.values():
         follows = planner.dataset.follows
         if follows is not None:
-            planners[follows.dataset].followers.append(planner)
+            leader = planners[follows.dataset]
+            planner.leader = leader
+            leader.followers.append(planner)
     return planners
 
 
@@ -982,3 +1283,20 @@ def iter_plan(conn: sa.Connection, ctx: PlanContext) -> Iterator[Batch]:
     for planner in build_planners(conn, ctx).values():
         for origin in planner.origins():
             yield from planner.batches(conn, origin)
+
+
+__all__ = [
+    "Batch",
+    "DatasetPlanner",
+    "Move",
+    "PlanContext",
+    "PlanSummary",
+    "Step",
+    "advance",
+    "as_text",
+    "build_planners",
+    "iter_plan",
+    "key_to_native",
+    "steps_from_active",
+    "steps_from_state",
+]

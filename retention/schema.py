@@ -12,6 +12,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
+from retention.errors import SchemaError
+from retention.order import dataset_order, deletes_rows
 from retention.policy.model import Clock, Dataset, Pack
 
 Level = Literal["error", "warning"]
@@ -246,4 +248,77 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
                         findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
     if not any(f.level == "error" and f.column is None for f in findings):
         _check_children(inspect, pack, findings)
+        _check_follows(inspect, pack, findings)
+        _check_order(conn, inspect, pack, findings)
     return findings
+
+
+def _check_follows(inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
+    """``follows.via`` names a column that references the leader's table."""
+    for name, ds in pack.datasets.items():
+        follows = ds.follows
+        if follows is None or follows.via is None:
+            continue
+        columns = inspect.columns(ds.table, ds.schema_) or {}
+        if follows.via not in columns:
+            findings.append(
+                Finding("error", name, ds.table, follows.via, _missing(follows.via, columns, "follows.via"))
+            )
+            continue
+        leader = pack.datasets[follows.dataset]
+        fks = inspect.inspector.get_foreign_keys(ds.table, schema=ds.schema_)
+        if not any(
+            fk["referred_table"] == leader.table
+            and fk["constrained_columns"] == [follows.via]
+            and fk["referred_columns"] == [leader.key]
+            for fk in fks
+        ):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    ds.table,
+                    follows.via,
+                    f"no foreign key from {ds.table}.{follows.via} to {leader.table}.{leader.key}; "
+                    f"follows.via must hold the key of a {follows.dataset} record",
+                )
+            )
+
+
+def _check_order(conn: sa.Connection, inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
+    """The datasets can be ordered (retention.order), and a clock that another dataset purges away has a fallback."""
+    try:
+        dataset_order(conn, pack)
+    except SchemaError as exc:
+        first = next(iter(pack.datasets))
+        for problem in exc.problems:
+            findings.append(Finding("error", first, pack.datasets[first].table, None, problem))
+    deleters: dict[str, list[str]] = {}
+    for name, ds in pack.datasets.items():
+        if deletes_rows(ds):
+            deleters.setdefault(ds.table, []).append(name)
+    for name, ds in pack.datasets.items():
+        for rule in ds.keep:
+            clock = rule.clock
+            if clock.aggregate is None or clock.table not in deleters:
+                continue
+            others = [d for d in deleters[clock.table] if d != name]
+            if not others:
+                continue
+            plain = [r for r in ds.keep if r.clock.aggregate is None]
+            if plain:
+                continue
+            columns = inspect.columns(ds.table, ds.schema_) or {}
+            dated = [c for c, info in columns.items() if isinstance(info["type"], sa.Date | sa.DateTime)]
+            hint = f" such as {', '.join(dated[:3])}" if dated else " (the table has no date column: add one)"
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    clock.table or ds.table,
+                    clock.column,
+                    f"the clock {clock.label()} reads rows that dataset {', '.join(others)} deletes: once they are "
+                    f"purged the clock is NULL and {name} no longer moves by it; add a fallback clock on "
+                    f"{ds.table}{hint}",
+                )
+            )

@@ -117,8 +117,10 @@ record_states = sa.Table(
     sa.Column("since", UTCDateTime, nullable=False, comment="the due instant that moved it here"),
     sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
     sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("leader_key", KEY, comment="a follower's leader record (its subject or its via column)"),
     sa.Index(None, "dataset", "state", "since"),
     sa.Index(None, "subject_key"),
+    sa.Index(None, "dataset", "leader_key"),
 )
 
 archive = sa.Table(
@@ -163,6 +165,7 @@ erasure_requests = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, comment="open, processed, closed"),
     sa.Column("processed_run_id", sa.String(36)),
     sa.Column("closed_at", UTCDateTime),
+    sa.Column("outcome", sa.String(40), comment="erased, nothing to move, or no records found"),
     sa.Index(None, "status"),
 )
 

@@ -211,21 +211,29 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
             if ds.follows.dataset == ds_name:
                 add((*where, "follows", "dataset"), f"dataset {ds_name!r} cannot follow itself")
                 continue
-            if parent.follows is not None:
-                add(
-                    (*where, "follows", "dataset"),
-                    f"{ds.follows.dataset!r} follows another dataset itself; follow the subject dataset directly",
-                )
-            if ds.subject_key is None:
-                add(
-                    (*where, "follows"),
-                    f"dataset {ds_name!r} follows a subject but has no subject_key",
-                )
-            if parent.subject_key is None:
-                add(
-                    (*where, "follows", "dataset"),
-                    f"{ds.follows.dataset!r} has no subject_key, so it cannot be followed",
-                )
+            chain: list[str] = [ds_name]
+            cursor: Dataset | None = parent
+            while cursor is not None and cursor.follows is not None:
+                if cursor.follows.dataset in chain:
+                    add(
+                        (*where, "follows", "dataset"),
+                        f"datasets follow each other in a circle: {' -> '.join([*chain, cursor.follows.dataset])}",
+                    )
+                    break
+                chain.append(cursor.follows.dataset)
+                cursor = pack.datasets.get(cursor.follows.dataset)
+            if ds.follows.via is None:
+                if ds.subject_key is None:
+                    add(
+                        (*where, "follows"),
+                        f"dataset {ds_name!r} names its leader record by neither subject_key nor follows.via",
+                    )
+                elif parent.subject_key != parent.key:
+                    add(
+                        (*where, "follows", "dataset"),
+                        f"{ds.follows.dataset!r} is not a subject dataset (its subject_key is not its key), so "
+                        f"{ds_name!r} cannot follow it by subject; name the column holding its key with 'via'",
+                    )
             for parent_state, own_state in ds.follows.on.items():
                 if parent_state not in parent.states:
                     add(

@@ -204,10 +204,16 @@ class Step(_Strict):
 
 
 class Follow(_Strict):
-    """Move with the subject: when it enters a state, this dataset's rows follow."""
+    """Move with a leader record: when it enters a state, this dataset's rows follow.
+
+    The leader record is the followed dataset's record whose key equals this
+    row's ``via`` column, or, without ``via``, its subject key (the followed
+    dataset is then the subject dataset).
+    """
 
     dataset: str
-    on: dict[State, State]
+    via: str | None = Field(default=None, description="Column of this table holding the leader record's key.")
+    on: dict[State, State] = Field(min_length=1)
 
 
 class Guard(_Strict):

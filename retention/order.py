@@ -1,0 +1,164 @@
+"""The order datasets run in, and why (docs/rules.md, "Plan and run agree").
+
+``plan`` evaluates every dataset on the database as it is when it starts;
+``run`` changes data dataset by dataset. Two kinds of constraint keep the
+two in step and the database consistent: a dataset whose evaluation reads
+a table another dataset's batches change runs before it (it then reads
+what plan read), and whatever changes rows that reference, by a live
+foreign key, rows another dataset deletes runs before that dataset.
+``check`` reports a pack whose constraints form a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from retention.errors import SchemaError
+from retention.policy.model import Dataset, Pack
+
+
+def deletes_rows(dataset: Dataset) -> bool:
+    """Whether some step removes the dataset's source rows."""
+    for step in dataset.lifecycle:
+        if step.action in ("delete", "drop_partition"):
+            return True
+        if step.action == "archive" and step.then == "delete":
+            return True
+    return False
+
+
+def _carried(pack: Pack, name: str) -> list[str]:
+    """The dataset and every dataset moving in its batches (its followers, recursively)."""
+    result = [name]
+    for other_name, other in pack.datasets.items():
+        if other.follows is not None and other.follows.dataset == name and other_name not in result:
+            result += [n for n in _carried(pack, other_name) if n not in result]
+    return result
+
+
+def _leaders(pack: Pack, name: str) -> list[str]:
+    """The datasets ``name`` follows, nearest first."""
+    result: list[str] = []
+    follows = pack.datasets[name].follows
+    while follows is not None and follows.dataset in pack.datasets and follows.dataset not in result:
+        result.append(follows.dataset)
+        follows = pack.datasets[follows.dataset].follows
+    return result
+
+
+def reads(pack: Pack, name: str) -> set[str]:
+    """Tables a dataset's evaluation reads besides its own: aggregate clocks, and its leaders'."""
+    tables: set[str] = set()
+    for each in [name, *_leaders(pack, name)]:
+        dataset = pack.datasets[each]
+        tables |= {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
+        if each != name:
+            tables.add(dataset.table)
+    return tables
+
+
+def _same_chain(pack: Pack, a: str, b: str) -> bool:
+    """Whether one of the two moves in the other's batches (followers are evaluated with their leader)."""
+    return a in _carried(pack, b) or b in _carried(pack, a)
+
+
+@dataclass(frozen=True)
+class OrderEdge:
+    """``first`` must run before ``then``, and why."""
+
+    first: str
+    then: str
+    why: str
+
+
+def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
+    """Constraints on the order datasets run in (docs/rules.md, "Plan and run agree").
+
+    A dataset whose evaluation reads a table that another dataset's batches
+    change runs first, so it sees what plan saw. Where a table references
+    (by a live foreign key) a table whose rows some dataset deletes, the
+    datasets changing the referencing rows run first, so no delete trips
+    the constraint.
+    """
+    names = list(pack.datasets)
+    changes = {n: {pack.datasets[c].table for c in _carried(pack, n)} for n in names}
+    deletes = {n: {pack.datasets[c].table for c in _carried(pack, n) if deletes_rows(pack.datasets[c])} for n in names}
+    edges: list[OrderEdge] = []
+    for reader in names:
+        for table in sorted(reads(pack, reader) - {pack.datasets[reader].table}):
+            for writer in names:
+                if writer != reader and table in changes[writer] and not _same_chain(pack, reader, writer):
+                    edges.append(OrderEdge(reader, writer, f"{reader} reads {table}, which {writer} changes"))
+    inspector = sa.inspect(conn)
+    seen_tables: set[tuple[str | None, str]] = set()
+    for name in names:
+        ds = pack.datasets[name]
+        if (ds.schema_, ds.table) in seen_tables:
+            continue
+        seen_tables.add((ds.schema_, ds.table))
+        try:
+            fks = inspector.get_foreign_keys(ds.table, schema=ds.schema_)
+        except sa.exc.NoSuchTableError:
+            continue
+        for fk in fks:
+            parent_table = fk["referred_table"]
+            if parent_table == ds.table:
+                continue
+            for first in names:
+                if ds.table not in changes[first]:
+                    continue
+                for then in names:
+                    if then != first and parent_table in deletes[then] and not _same_chain(pack, first, then):
+                        edges.append(
+                            OrderEdge(first, then, f"{ds.table} references {parent_table}, whose rows {then} deletes")
+                        )
+    return edges
+
+
+def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
+    """Datasets in execution order: every constraint of :func:`order_edges` kept, pack order otherwise.
+
+    Raises SchemaError naming the cycle when the constraints cannot all hold.
+    """
+    names = list(pack.datasets)
+    edges = order_edges(conn, pack)
+    before: dict[str, set[str]] = {n: set() for n in names}
+    for edge in edges:
+        before[edge.then].add(edge.first)
+    ordered: list[str] = []
+    remaining = list(names)
+    while remaining:
+        ready = [n for n in remaining if not (before[n] & set(remaining))]
+        if not ready:
+            cycle = _find_cycle(edges, remaining)
+            raise SchemaError(
+                [
+                    "datasets cannot be ordered so that every one sees what plan saw and no delete trips a "
+                    "foreign key: " + "; ".join(f"{e.first} before {e.then} ({e.why})" for e in cycle)
+                ]
+            )
+        ordered.append(ready[0])
+        remaining.remove(ready[0])
+    return ordered
+
+
+def _find_cycle(edges: list[OrderEdge], names: list[str]) -> list[OrderEdge]:
+    """One cycle among ``names`` (each has a predecessor among them), as its edges."""
+    into: dict[str, OrderEdge] = {}
+    for edge in edges:
+        if edge.first in names and edge.then in names:
+            into.setdefault(edge.then, edge)
+    path: list[OrderEdge] = []
+    seen: dict[str, int] = {}
+    node = names[0]
+    while node not in seen and node in into:
+        seen[node] = len(path)
+        path.append(into[node])
+        node = into[node].first
+    cycle = path[seen.get(node, 0) :]
+    return list(reversed(cycle))
+
+
+__all__ = ["OrderEdge", "dataset_order", "deletes_rows", "order_edges", "reads"]
