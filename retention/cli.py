@@ -518,6 +518,12 @@ def erasure_add(
         database_url(db), rules, pack_id, subject_key=subject_key, received=received, note=note
     )
     console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False)
+    if not commands.subject_known(database_url(db), rules, pack_id, subject_key):
+        err_console.print(
+            f"warning: no dataset holds a record of this subject; request {request_id} will be processed "
+            "with the outcome 'no records found' (check the id)",
+            highlight=False,
+        )
 
 
 @erasure.command("list")
@@ -530,7 +536,7 @@ def erasure_list(db: str | None, include_closed: bool, fmt: str) -> None:
     rows = commands.erasure_list(database_url(db), include_closed=include_closed)
     _print_rows(
         rows,
-        ["id", "subject_key", "received_on", "deadline", "flag", "status", "extended_on", "note"],
+        ["id", "subject_key", "received_on", "deadline", "flag", "status", "outcome", "extended_on", "note"],
         fmt,
     )
 

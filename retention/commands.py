@@ -485,6 +485,21 @@ def erasure_add(
         engine.dispose()
 
 
+def subject_known(db_url: str, rules: Path, pack_id: str | None, subject_key: str) -> bool:
+    """Whether any dataset of the pack in force today holds a record of the subject (live or archived)."""
+    from retention.clock import utcnow
+    from retention.plan import PlanContext, build_planners
+
+    loaded = load_catalog(rules).in_force(utcnow().date(), pack_id)
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            planners = build_planners(conn, PlanContext(loaded, utcnow()))
+            return any(p.knows_subject(conn, subject_key) for p in planners.values())
+    finally:
+        engine.dispose()
+
+
 def erasure_list(db_url: str, *, include_closed: bool = False) -> list[dict[str, Any]]:
     engine = _engine(db_url)
     try:

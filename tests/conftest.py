@@ -25,6 +25,7 @@ SERVER_URLS = {
     "postgresql": os.environ.get("RETENTION_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("RETENTION_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
+MARIADB_COLLATION = os.environ.get("RETENTION_TEST_MARIADB_COLLATION", "utf8mb4_unicode_520_ci")
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:8]
 _reachable: dict[str, str | None] = {}
@@ -81,7 +82,9 @@ def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
                 conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
                 url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
             else:
-                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+                # Not the server's default collation: the engine's key columns and an
+                # application's tables often differ there, and mixing them must work.
+                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MARIADB_COLLATION}"))
                 url = make_url(SERVER_URLS[dialect]).set(database=name)
         yield url.render_as_string(hide_password=False)
     finally:
