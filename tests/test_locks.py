@@ -39,9 +39,7 @@ def _visits(engine: sa.Engine) -> set[int]:
 def _visit_entries(engine: sa.Engine) -> list[Any]:
     with engine.connect() as conn:
         return list(
-            conn.execute(
-                sa.select(store.ledger).where(store.ledger.c.dataset == "visits").order_by(store.ledger.c.seq)
-            )
+            conn.execute(sa.select(store.ledger).where(store.ledger.c.dataset == "visits").order_by(store.ledger.c.seq))
         )
 
 
