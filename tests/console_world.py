@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from retention import execute, ledger, subjects
 from retention.demo import PII_COLUMNS, build_shop
@@ -209,3 +212,31 @@ def build_world(engine: sa.Engine, db_url: str, tmp_path: Path, customers: int =
         pii=pii,
         signing_key=key_file,
     )
+
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def client(app: Starlette, address: str = "127.0.0.1") -> TestClient:
+    """A client over HTTPS (the cookies are Secure) that does not follow redirects."""
+    return TestClient(app, base_url="https://testserver", follow_redirects=False, client=(address, 50000))
+
+
+def csrf_of(test_client: TestClient) -> str:
+    """The CSRF token a page's forms carry for this client (fetched from the sign-in page)."""
+    page = test_client.get("/login")
+    match = CSRF_INPUT.search(page.text)
+    if match is None:  # signed in: the sign-in page redirects; any page's sign-out form carries it
+        match = CSRF_INPUT.search(test_client.get("/ledger").text)
+    assert match is not None
+    return match.group(1)
+
+
+def sign_in(app: Starlette, role: str) -> TestClient:
+    """A client signed in with the test account of ``role``."""
+    test_client = client(app)
+    token = csrf_of(test_client)
+    response = test_client.post("/login", data={"csrf_token": token, "name": USERS[role], "password": PASSWORD})
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/"
+    return test_client
