@@ -18,7 +18,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any, TextIO
 
 import sqlalchemy as sa
 
@@ -108,9 +108,7 @@ def page(
             entries[0]["seq"] if more_newer and entries else None,
         )
     bound = [table.c.seq < before] if before is not None else []
-    rows = conn.execute(
-        sa.select(table).where(*bound, *conditions).order_by(table.c.seq.desc()).limit(limit + 1)
-    ).all()
+    rows = conn.execute(sa.select(table).where(*bound, *conditions).order_by(table.c.seq.desc()).limit(limit + 1)).all()
     entries = [_decoded(r) for r in rows[:limit]]
     has_newer = before is not None and bool(entries) and _exists(conn, conditions, table.c.seq > entries[0]["seq"])
     return LedgerPage(
@@ -125,7 +123,7 @@ def _exists(conn: sa.Connection, conditions: list[sa.ColumnElement[bool]], bound
     return conn.execute(sa.select(table.c.seq).where(bound, *conditions).limit(1)).first() is not None
 
 
-def export(connectable: sa.Engine | sa.Connection, fmt: str, out: IO[str], filters: LedgerFilters) -> int:
+def export(connectable: sa.Engine | sa.Connection, fmt: str, out: TextIO, filters: LedgerFilters) -> int:
     """Write the filtered entries as CSV or JSON lines, exactly as ``retention ledger export`` does."""
     return ledger.export(connectable, fmt, out, **filters.as_kwargs())
 

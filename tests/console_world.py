@@ -23,8 +23,7 @@ from starlette.testclient import TestClient
 from retention import execute, ledger, subjects
 from retention.demo import PII_COLUMNS, build_shop
 from retention.policy import LoadedPack, load_file
-from retention.web import ConsoleSettings
-from retention.web import accounts
+from retention.web import ConsoleSettings, accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = b"console-test-pseudonym-key"

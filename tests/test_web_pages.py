@@ -301,9 +301,7 @@ def test_no_personal_data_on_any_page_log_or_access_log(world: World, migrated: 
         for key in (canary, str(world.customer_with_entries)):
             pages.append(c.post("/lookup", data={"csrf_token": token, "kind": "subject", "key": key}).text)
             pages.append(
-                c.post(
-                    "/lookup", data={"csrf_token": token, "kind": "record", "dataset": "customers", "key": key}
-                ).text
+                c.post("/lookup", data={"csrf_token": token, "kind": "record", "dataset": "customers", "key": key}).text
             )
         pages.append(
             c.post(

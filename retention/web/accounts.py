@@ -43,9 +43,7 @@ def allows(role: str | None, needed: str) -> bool:
 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(
-            "an account name is 1-100 letters, digits or . _ @ + - and starts with a letter or digit"
-        )
+        raise ConfigError("an account name is 1-100 letters, digits or . _ @ + - and starts with a letter or digit")
     return name
 
 
@@ -124,9 +122,7 @@ def disable_user(conn: sa.Connection, name: str, *, now: dt.datetime | None = No
 def active_role(conn: sa.Connection, name: str) -> str | None:
     """The role of an enabled account, else None."""
     users = store.console_users
-    row = conn.execute(
-        sa.select(users.c.role).where(users.c.name == name, users.c.disabled_at.is_(None))
-    ).first()
+    row = conn.execute(sa.select(users.c.role).where(users.c.name == name, users.c.disabled_at.is_(None))).first()
     return None if row is None else str(row.role)
 
 
@@ -173,7 +169,8 @@ def throttled_for(conn: sa.Connection, secret: bytes, name: str, now: dt.datetim
     ).all()
     if len(rows) < THROTTLE_FAILURES:
         return None
-    return rows[-1].failed_at + THROTTLE_WINDOW - when
+    oldest: dt.datetime = rows[-1].failed_at
+    return oldest + THROTTLE_WINDOW - when
 
 
 def record_failure(conn: sa.Connection, secret: bytes, name: str, now: dt.datetime | None = None) -> None:

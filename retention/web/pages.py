@@ -209,9 +209,10 @@ def ledger_export(console: Console, request: Request, viewer: Viewer, form: Form
     filters, _, error = _filters(request)
     if error:
         return Response(error + "\n", status_code=400, media_type="text/plain")
-    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")
+    # Closed by the response's generator once sent (a with-block would close it before streaming).
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
     with console.reader.connect() as conn:
-        count = ledger_query.export(conn, fmt, spool, filters)
+        count = ledger_query.export(conn, fmt, spool, filters)  # type: ignore[arg-type]
     console.log_access(viewer, "ledger_exported", f"{count} entries as {fmt}")
     spool.seek(0)
 
@@ -271,12 +272,12 @@ def lookup(console: Console, request: Request, viewer: Viewer, form: FormData | 
         return console.render(request, "lookup.html", status_code=503, error="nokey", **context)
     if kind not in ("subject", "record") or not key or (kind == "record" and not dataset):
         return console.render(request, "lookup.html", status_code=400, error="missing", **context)
+    # The key goes no further than the pseudonym: it is not echoed, logged or stored.
     with console.reader.connect() as conn:
         if kind == "subject":
             entries = ledger_query.lookup(conn, secret, subject_key=key)
         else:
             entries = ledger_query.lookup(conn, secret, dataset=dataset, record_key=key)
-    del key  # not kept, echoed, logged or stored
     console.log_access(viewer, f"lookup_{kind}", f"{len(entries)} entries")
     return console.render(request, "lookup.html", error=None, **{**context, "entries": entries})
 
@@ -577,7 +578,8 @@ def verify(console: Console, request: Request, viewer: Viewer, form: FormData | 
     else:
         verdict = ledger.verify(console.reader)
     outcome = (
-        f"ok: {verdict.entries} entries" + (f", checkpoint of entry {checkpoint['seq']} holds" if public and checkpoint else "")
+        f"ok: {verdict.entries} entries"
+        + (f", checkpoint of entry {checkpoint['seq']} holds" if public and checkpoint else "")
         if verdict.ok
         else f"broken at entry {verdict.first_bad_seq}"
     )
