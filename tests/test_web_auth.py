@@ -22,13 +22,25 @@ from console_world import (
     sign_in,
 )
 
-from retention import review, store
+from retention import migrate, review, store
 from retention.cli import main
 from retention.web import create_app
 from retention.web.app import Console, ConsoleSettings
 from retention.web.database import read_only_engine
 
 ROLES = ("anonymous", "auditor", "approver", "admin")
+
+
+def _pdf_status() -> int:
+    """200 where WeasyPrint renders here, else the 501 that names the extra to install."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError):
+        return 501
+    return 200
+
+
+PDF = _pdf_status()
 A = "/login"  # where anonymous visitors of a page are sent
 
 
@@ -59,6 +71,13 @@ def expected_matrix(w: World, other_review: int) -> list[tuple[str, str, str, di
         ("GET", "/runs", "/runs", {}, page),
         ("GET", "/runs/{run_id}", f"/runs/{w.run_id}", {}, page),
         ("GET", "/runs/{run_id}/certificate", f"/runs/{w.run_id}/certificate", {}, page),
+        (
+            "GET",
+            "/runs/{run_id}/certificate.pdf",
+            f"/runs/{w.run_id}/certificate.pdf",
+            {},
+            {**page, **{r: PDF for r in ("auditor", "approver", "admin")}},
+        ),
         ("GET", "/erasure", "/erasure", {}, page),
         ("GET", "/holds", "/holds", {}, page),
         ("GET", "/reviews", "/reviews", {}, page),
@@ -305,3 +324,19 @@ def test_access_log_names_kind_never_the_id(world: World, migrated: sa.Engine) -
     assert (USERS["approver"], "sign_in", "approver") in kinds
     assert all(isinstance(r["at"], dt.datetime) for r in rows)
     assert canary not in repr(rows)
+
+
+def test_serve_refuses_bad_settings_with_a_sentence(engine: sa.Engine, db_url: str) -> None:
+    """`retention serve` on a database without the engine's tables, or proxy mode without a proxy, exits 2."""
+    runner = CliRunner()
+    empty = runner.invoke(main, ["serve", "--db", db_url])
+    assert empty.exit_code == 2
+    assert empty.output.splitlines()[-1] == (
+        f"error: the engine's tables are at revision none, not {migrate.head_revision()}; run: retention db upgrade"
+    )
+    proxy = runner.invoke(main, ["serve", "--db", db_url, "--auth", "proxy"])
+    assert proxy.exit_code == 2
+    assert proxy.output.splitlines()[-1] == "error: --auth proxy needs at least one --trusted-proxy address or network"
+    bad = runner.invoke(main, ["serve", "--db", db_url, "--auth", "proxy", "--trusted-proxy", "10.0.0.300"])
+    assert bad.exit_code == 2
+    assert bad.output.splitlines()[-1].startswith("error: --trusted-proxy: ")

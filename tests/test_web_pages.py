@@ -230,6 +230,17 @@ def test_certificate_states_counts_range_and_checkpoint(world: World, migrated: 
     assert "matches the signed hash" in text
 
 
+def test_certificate_as_pdf(world: World) -> None:
+    """With WeasyPrint installed the certificate downloads as a PDF document."""
+    pytest.importorskip("weasyprint", exc_type=ImportError)
+    c = sign_in(create_app(world.settings), "auditor")
+    response = c.get(f"/runs/{world.run_id}/certificate.pdf")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF-")
+    assert len(response.content) > 5000
+
+
 def test_overview_shows_runs_requests_schedule_and_checkpoint(world: World) -> None:
     """The overview names the last run, the overdue request, the next scheduled run and the checkpoint."""
     c = sign_in(create_app(world.settings), "auditor")

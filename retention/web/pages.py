@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -374,6 +375,32 @@ def certificate(console: Console, request: Request, viewer: Viewer, form: FormDa
     )
 
 
+def certificate_pdf(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """The certificate as PDF, rendered by WeasyPrint when it is installed (``retention[pdf]``)."""
+    try:
+        import weasyprint
+    except (ImportError, OSError):  # OSError: WeasyPrint present but Pango missing
+        return Response(
+            "PDF needs WeasyPrint (pip install 'retention[pdf]'); or print the certificate page from the browser.\n",
+            status_code=501,
+            media_type="text/plain",
+        )
+    page = certificate(console, request, viewer, form)
+    if page.status_code != 200:
+        return page
+    # The stylesheet goes inline and the <link>s go, so WeasyPrint has nothing to fetch.
+    css = (Path(__file__).parent / "static" / "console.css").read_text(encoding="utf-8")
+    text = re.sub(r"<link [^>]*>", "", bytes(page.body).decode("utf-8"))
+    text = text.replace("</head>", f"<style>{css}</style></head>", 1)
+    pdf = weasyprint.HTML(string=text).write_pdf()
+    run_id = request.path_params["run_id"]
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"content-disposition": f'attachment; filename="certificate-{run_id[:36]}.pdf"'},
+    )
+
+
 # --------------------------------------------------------------------------
 # Checkpoints (files written by `retention ledger checkpoint`, kept elsewhere)
 # --------------------------------------------------------------------------
@@ -663,6 +690,7 @@ ROUTES: list[tuple[str, str, str | None, Page, str]] = [
     ("GET", "/runs", "auditor", runs_page, "runs"),
     ("GET", "/runs/{run_id}", "auditor", run_page, "run"),
     ("GET", "/runs/{run_id}/certificate", "auditor", certificate, "certificate"),
+    ("GET", "/runs/{run_id}/certificate.pdf", "auditor", certificate_pdf, "certificate_pdf"),
     ("GET", "/erasure", "auditor", erasure_page, "erasure"),
     ("GET", "/holds", "auditor", holds_page, "holds"),
     ("GET", "/reviews", "auditor", reviews_page, "reviews"),
