@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -251,13 +250,3 @@ def review_decisions(conn: sa.Connection, dataset: str, review_id: int, limit: i
         .limit(limit)
     ).all()
     return [e for e in (_decoded(r) for r in rows) if e["detail_fields"].get("review_id") == review_id]
-
-
-def iter_pages(conn: sa.Connection, filters: LedgerFilters, limit: int = PAGE_SIZE) -> Iterator[LedgerPage]:
-    """Every page from the newest, following the ``older`` cursor (for benchmarks and tests)."""
-    current = page(conn, filters, limit=limit)
-    while True:
-        yield current
-        if current.older is None:
-            return
-        current = page(conn, filters, before=current.older, limit=limit)
