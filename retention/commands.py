@@ -797,3 +797,79 @@ def init(db_url: str, folder: Path) -> list[Path]:
         created.append(signing)
     db_upgrade(db_url)
     return created
+
+
+# --------------------------------------------------------------------------
+# auditor console
+# --------------------------------------------------------------------------
+
+
+def user_add(db_url: str, name: str, role: str, password: str | None, *, created_by: str) -> None:
+    """Create a console account (``password`` None: signs in through the proxy only)."""
+    from retention.web import accounts
+
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            accounts.add_user(conn, name, role, password, created_by=created_by)
+            accounts.log_access(conn, created_by, "account_added", f"{name} ({role}) from the command line")
+    finally:
+        engine.dispose()
+
+
+def user_list(db_url: str) -> list[dict[str, Any]]:
+    from retention.web import accounts
+
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return accounts.list_users(conn)
+    finally:
+        engine.dispose()
+
+
+def user_disable(db_url: str, name: str, *, by: str) -> None:
+    """Disable a console account; its sessions stop working at their next request."""
+    from retention.web import accounts
+
+    engine = _engine(db_url)
+    try:
+        with engine.begin() as conn:
+            accounts.disable_user(conn, name)
+            accounts.log_access(conn, by, "account_disabled", f"{name} from the command line")
+    finally:
+        engine.dispose()
+
+
+def serve(settings: Any, host: str, port: int) -> None:
+    """Run the auditor console (``retention.web``) with uvicorn until interrupted."""
+    import uvicorn
+
+    from retention.logs import get_logger
+    from retention.web.app import Console, check_database, create_app
+
+    if settings.rules is not None:
+        load_catalog(settings.rules)  # a broken pack fails now, not on the forecast page
+    app = create_app(settings)
+    console: Console = app.state.console
+    try:
+        check_database(console)
+    except RetentionError:
+        console.dispose()
+        raise
+    get_logger().info("console_started", mode=settings.auth, path=f"http://{host}:{port}/")
+    try:
+        # proxy_headers=False: the peer address is the real one, which --auth proxy relies on;
+        # no access log: the console logs route templates, never raw paths or client addresses.
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            proxy_headers=False,
+            access_log=False,
+            server_header=False,
+            log_config=None,
+            log_level="warning",
+        )
+    finally:
+        console.dispose()

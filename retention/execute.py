@@ -1042,6 +1042,7 @@ def _finish(engine: sa.Engine, result: RunResult, error: str | None = None, swal
             else None
         ),
         "overrides": json.dumps(result.overrides, sort_keys=True) if result.overrides else None,
+        "anomalies": json.dumps(result.anomalies, sort_keys=True) if result.anomalies else None,
     }
     try:
         with engine.begin() as conn:

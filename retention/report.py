@@ -74,7 +74,7 @@ def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon:
     return Forecast(boundaries[:-1], series)
 
 
-def _svg(data: Forecast) -> str:
+def chart_svg(data: Forecast) -> str:
     """A stacked bar chart, one bar per week, one colour per dataset and transition."""
     weeks = len(data.starts)
     totals = [sum(s[i] for s in data.series.values()) for i in range(weeks)]
@@ -158,7 +158,7 @@ they are counted under anomalies.</p>
 <tbody>{"".join(rows)}</tbody></table>
 <h2>Coming up: transitions per week over {html.escape(_horizon_text(horizon))}</h2>
 <p>Each bar counts the records that become due during that week, if the data stays as it is now.</p>
-<figure>{_svg(data)}</figure>
+<figure>{chart_svg(data)}</figure>
 <ul class="legend">{legend}</ul>
 <p id="forecast-total" class="muted"></p>
 <script type="application/json" id="forecast-data">{payload}</script>

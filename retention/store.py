@@ -95,6 +95,7 @@ runs = sa.Table(
     sa.Column("counts", LONGTEXT, comment="JSON: dataset -> transition -> count"),
     sa.Column("overrides", LONGTEXT, comment="JSON: guard overrides named by the operator"),
     sa.Column("error", LONGTEXT),
+    sa.Column("anomalies", LONGTEXT, comment="JSON: dataset -> anomaly kind -> count"),
     sa.Index(None, "started_at"),
 )
 
@@ -228,6 +229,55 @@ review_items = sa.Table(
     sa.Column("transition", sa.String(40), nullable=False),
     sa.Column("due_at", UTCDateTime, nullable=False),
     sa.Index(None, "dataset", "record_key"),
+)
+
+# The auditor console's own tables (retention.web). The console writes only
+# these, and review decisions through retention.review.
+
+console_users = sa.Table(
+    f"{PREFIX}console_users",
+    metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("role", sa.String(20), nullable=False, comment="auditor, approver or admin"),
+    sa.Column(
+        "password_hash",
+        sa.String(255),
+        comment="argon2id; NULL for accounts that sign in through the proxy only",
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", NAME, nullable=False),
+    sa.Column("disabled_at", UTCDateTime),
+)
+
+console_access_log = sa.Table(
+    f"{PREFIX}console_access_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("user_name", NAME),
+    sa.Column(
+        "kind",
+        sa.String(40),
+        nullable=False,
+        comment="what was done: sign_in, lookup_subject, review_approved, ...",
+    ),
+    sa.Column("outcome", sa.String(200), comment="counts or a verdict; never a looked-up id"),
+    sa.Index(None, "at"),
+    sa.Index(None, "kind", "at"),
+)
+
+console_login_failures = sa.Table(
+    f"{PREFIX}console_login_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "name_hash",
+        HASH,
+        nullable=False,
+        comment="HMAC of the name typed, so a password typed as a name is not kept",
+    ),
+    sa.Column("failed_at", UTCDateTime, nullable=False),
+    sa.Index(None, "name_hash", "failed_at"),
 )
 
 

@@ -1,0 +1,331 @@
+"""The console's application factory: settings, engines, security plumbing.
+
+Every page handler is a plain function of the console, the request, the
+signed-in viewer and the submitted form, run in a worker thread; the
+wrapper around it settles, before the handler runs, who the viewer is
+(session cookie, or the user header of a trusted proxy), whether their role
+allows the route, and for a POST whether the CSRF token matches. Responses
+carry a strict Content-Security-Policy (no script at all), so even text
+that escaped escaping could not run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from retention.config import read_secret
+from retention.errors import ConfigError
+from retention.logs import get_logger
+from retention.web import accounts
+from retention.web.database import read_only_engine, writable_engine
+from retention.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    CookieSigner,
+    TrustedProxies,
+    cookie_options,
+    csrf_matches,
+)
+
+HERE = Path(__file__).resolve().parent
+log = get_logger()
+
+CSP = (
+    "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """How ``retention serve`` was started."""
+
+    db_url: str
+    rules: Path | None = None
+    auth: Literal["password", "proxy"] = "password"
+    proxy_header: str = "X-Forwarded-User"
+    trusted_proxies: tuple[str, ...] = ()
+    checkpoints: Path | None = None
+    public_key: Path | None = None
+    session_hours: float = 8.0
+    schedule: str | None = None
+    schedule_timezone: str = "UTC"
+    forecast_horizon: str = "P3M"
+    secret: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The person behind a request, once authenticated."""
+
+    name: str
+    role: str
+
+    def can(self, needed: str) -> bool:
+        return accounts.allows(self.role, needed)
+
+
+Handler = Callable[["Console", Request, Viewer, FormData | None], Response]
+
+
+def console_secret(settings: ConsoleSettings) -> bytes:
+    """The key signing session and CSRF cookies: configured, or random for this process."""
+    if settings.secret is not None:
+        return settings.secret
+    try:
+        return read_secret("console secret", "RETENTION_CONSOLE_SECRET", "RETENTION_CONSOLE_SECRET_FILE")
+    except ConfigError:
+        log.warning("console_secret_generated", status="sessions end when the server restarts")
+        return secrets.token_bytes(32)
+
+
+class Console:
+    """What every handler needs: settings, both engines, templates, the cookie signer."""
+
+    def __init__(self, settings: ConsoleSettings) -> None:
+        if settings.auth == "proxy" and not settings.trusted_proxies:
+            raise ConfigError("--auth proxy needs at least one --trusted-proxy address or network")
+        try:
+            self.proxies = TrustedProxies(settings.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"--trusted-proxy: {exc}") from None
+        self.settings = settings
+        self.secret = console_secret(settings)
+        self.signer = CookieSigner(self.secret, int(settings.session_hours * 3600))
+        self.reader = read_only_engine(settings.db_url)
+        self.writer = writable_engine(settings.db_url)
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        env.filters["instant"] = _instant
+        env.filters["day"] = _day
+        env.filters["short"] = lambda v: "" if v is None else str(v)[:12]
+        env.globals["csrf_field"] = CSRF_FIELD
+        env.globals["auth_mode"] = settings.auth
+        self.templates = Jinja2Templates(env=env)
+        self.caches: dict[str, tuple[float, Any]] = {}
+
+    def dispose(self) -> None:
+        self.reader.dispose()
+        self.writer.dispose()
+
+    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        context.setdefault("viewer", request.state.viewer if hasattr(request.state, "viewer") else None)
+        context["csrf"] = request.state.csrf
+        context["path"] = request.url.path
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def log_access(self, viewer: Viewer | None, kind: str, outcome: str | None = None) -> None:
+        with self.writer.begin() as conn:
+            accounts.log_access(conn, viewer.name if viewer else None, kind, outcome)
+
+    def cached(self, key: str, seconds: float, compute: Callable[[], Any]) -> Any:
+        """A value computed at most once per ``seconds`` (the forecast plans many dates)."""
+        hit = self.caches.get(key)
+        if hit is not None and time.monotonic() - hit[0] < seconds:
+            return hit[1]
+        value = compute()
+        self.caches[key] = (time.monotonic(), value)
+        return value
+
+    # -- who is asking ---------------------------------------------------
+
+    def identify(self, request: Request) -> Viewer | None:
+        """The viewer from the session cookie, or from the proxy header of a trusted proxy."""
+        if self.settings.auth == "proxy":
+            peer = request.client.host if request.client else None
+            name = request.headers.get(self.settings.proxy_header)
+            if not name or not self.proxies.trusts(peer):
+                return None
+        else:
+            session = self.signer.read_session(request.cookies.get(SESSION_COOKIE))
+            if session is None:
+                return None
+            name = session.user
+        with self.reader.connect() as conn:
+            role = accounts.active_role(conn, name)
+        return Viewer(name, role) if role else None
+
+
+def _instant(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _day(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+# --------------------------------------------------------------------------
+# Route wrapper
+# --------------------------------------------------------------------------
+
+
+def guarded(console: Console, needed: str | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Authenticate, authorise and check CSRF, then run ``handler`` in a worker thread.
+
+    ``needed`` None means a public route (sign-in, health); otherwise the
+    least role that may use it.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        token = console.signer.read_csrf(request.cookies.get(CSRF_COOKIE))
+        fresh_cookie = None
+        if token is None:
+            token, fresh_cookie = console.signer.new_csrf()
+        request.state.csrf = token
+        form: FormData | None = None
+        if request.method == "POST":
+            form = await request.form()
+            if fresh_cookie is not None or not csrf_matches(token, form.get(CSRF_FIELD)):
+                response = await run_in_threadpool(_refuse, console, request, 403, "csrf")
+                return _with_cookie(response, fresh_cookie, console)
+        viewer = await run_in_threadpool(console.identify, request)
+        request.state.viewer = viewer
+        if needed is not None:
+            if viewer is None:
+                if console.settings.auth == "proxy":
+                    response = await run_in_threadpool(_refuse, console, request, 401, "proxy")
+                elif request.method == "GET":
+                    response = RedirectResponse("/login", status_code=303)
+                else:
+                    response = await run_in_threadpool(_refuse, console, request, 401, "signin")
+                return _with_cookie(response, fresh_cookie, console)
+            if not viewer.can(needed):
+                response = await run_in_threadpool(_refuse, console, request, 403, "role", needed)
+                return _with_cookie(response, fresh_cookie, console)
+        response = await run_in_threadpool(handler, console, request, viewer, form)  # type: ignore[arg-type]
+        return _with_cookie(response, fresh_cookie, console)
+
+    return endpoint
+
+
+def _refuse(console: Console, request: Request, status: int, why: str, needed: str = "") -> Response:
+    return console.render(request, "refused.html", status_code=status, why=why, needed=needed)
+
+
+def _with_cookie(response: Response, cookie: str | None, console: Console) -> Response:
+    if cookie is not None:
+        response.set_cookie(CSRF_COOKIE, cookie, **cookie_options(console.signer.max_age))
+    return response
+
+
+# --------------------------------------------------------------------------
+# Middleware: security headers, request log, errors without details
+# --------------------------------------------------------------------------
+
+
+class Hardening:
+    """Adds security headers, logs each request (route and status only) and hides errors.
+
+    An unexpected exception becomes a plain 500 page; the log gets its type
+    only, never its message (which could quote a value) nor a traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = {"code": 500, "sent": False}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                headers = [h for h in message.get("headers", []) if h[0] not in dict(SECURITY_HEADERS)]
+                message["headers"] = headers + SECURITY_HEADERS
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:  # the one place a bug must not leak into a page or log
+            log.error("console_request_failed", error_type=type(exc).__name__, mode=scope.get("method"))
+            if not status["sent"]:
+                response = PlainTextResponse("Internal error; the server log names its type.", status_code=500)
+                await response(scope, receive, send_with_headers)
+            return
+        route = scope.get("route")
+        log.info(
+            "console_request",
+            mode=scope.get("method"),
+            path=getattr(route, "path", "?"),
+            status=status["code"],
+            seconds=round(time.monotonic() - started, 4),
+        )
+
+
+def create_app(settings: ConsoleSettings) -> Starlette:
+    """The console as an ASGI application (run by ``retention serve`` with uvicorn)."""
+    from retention.web import pages
+
+    console = Console(settings)
+    routes: list[Route | Mount] = [
+        Route(path, guarded(console, needed, handler), methods=[method], name=name)
+        for method, path, needed, handler, name in pages.ROUTES
+    ]
+    routes.append(Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return HTMLResponse("<!DOCTYPE html><title>Not found</title><p>Not found.</p>", status_code=404)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.console = console
+    app.add_middleware(Hardening)
+    return app
+
+
+def check_database(console: Console) -> None:
+    """Fail at start-up, with a sentence, when the engine's tables are missing or old."""
+    from retention import migrate
+
+    try:
+        current = migrate.current_revision(console.reader)
+    except sa.exc.OperationalError as exc:
+        raise ConfigError(f"cannot connect to the database: {str(exc.orig).strip()[:200]}") from None
+    if current != migrate.head_revision():
+        raise ConfigError(
+            f"the engine's tables are at revision {current or 'none'}, not {migrate.head_revision()}; "
+            "run: retention db upgrade"
+        )

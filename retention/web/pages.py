@@ -1,0 +1,706 @@
+"""The console's pages: one function per route, listed in :data:`ROUTES`.
+
+Handlers read the engine's tables through ``console.reader`` (read-only) and
+the ledger only through :mod:`retention.ledger_query`; they write only the
+console's own tables and, for review decisions, call
+:func:`retention.review.decide` as ``retention review approve`` does. A
+looked-up id is turned into its pseudonym and dropped: it is not echoed on
+the page, logged or stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from retention import ledger, ledger_query, review, store, subjects
+from retention.clock import utcnow
+from retention.errors import ConfigError, RetentionError
+from retention.web import accounts
+from retention.web.app import Console, Viewer
+from retention.web.security import SESSION_COOKIE, cookie_options
+
+KNOWN_TRANSITIONS = (
+    "active->inactive",
+    "active->archived",
+    "active->purged",
+    "inactive->archived",
+    "inactive->purged",
+    "archived->purged",
+    "hold_placed",
+    "hold_released",
+    "review_approved",
+    "review_rejected",
+    "guard_overridden",
+)
+
+
+def _text(form: FormData | None, name: str) -> str:
+    value = form.get(name) if form is not None else None
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _see_other(url: str) -> Response:
+    return RedirectResponse(url, status_code=303)
+
+
+def _pseudonym_secret() -> bytes | None:
+    try:
+        return ledger.pseudonym_secret()
+    except ConfigError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# Sign-in
+# --------------------------------------------------------------------------
+
+
+def login_form(console: Console, request: Request, viewer: Viewer | None, form: FormData | None) -> Response:
+    if viewer is not None:
+        return _see_other("/")
+    return console.render(request, "login.html", error=None)
+
+
+def login(console: Console, request: Request, viewer: Viewer | None, form: FormData | None) -> Response:
+    if console.settings.auth == "proxy":
+        return console.render(request, "login.html", status_code=400, error="proxy")
+    name, password = _text(form, "name"), (form.get("password") if form is not None else None)
+    if not name or not isinstance(password, str) or not password:
+        return console.render(request, "login.html", status_code=400, error="missing")
+    with console.writer.begin() as conn:
+        wait = accounts.throttled_for(conn, console.secret, name)
+        if wait is not None:
+            accounts.log_access(conn, None, "sign_in_throttled")
+            minutes = max(1, int(wait.total_seconds() // 60) + 1)
+            return console.render(request, "login.html", status_code=429, error="throttled", minutes=minutes)
+        role = accounts.authenticate(conn, name, password)
+        if role is None:
+            accounts.record_failure(conn, console.secret, name)
+            known = accounts.active_role(conn, name) is not None
+            accounts.log_access(conn, name if known else None, "sign_in_failed")
+            return console.render(request, "login.html", status_code=401, error="wrong")
+        accounts.clear_failures(conn, console.secret, name)
+        accounts.log_access(conn, name, "sign_in", role)
+    response = _see_other("/")
+    response.set_cookie(SESSION_COOKIE, console.signer.session_cookie(name), **cookie_options(console.signer.max_age))
+    return response
+
+
+def logout(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    console.log_access(viewer, "sign_out")
+    response = _see_other("/login")
+    options = cookie_options(None)
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite=options["samesite"])
+    return response
+
+
+def healthz(console: Console, request: Request, viewer: Viewer | None, form: FormData | None) -> Response:
+    with console.reader.connect() as conn:
+        conn.execute(sa.select(1))
+    return Response("ok\n", media_type="text/plain")
+
+
+# --------------------------------------------------------------------------
+# Overview
+# --------------------------------------------------------------------------
+
+
+def overview(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    now = utcnow()
+    with console.reader.connect() as conn:
+        runs = _runs(conn, limit=10)
+        head_seq, head_hash, head_at = ledger_query.head(conn)
+        requests = subjects.list_requests(conn, now.date())
+        pending_reviews = [b for b in review.list_batches(conn) if b["status"] == "pending"]
+    with console.writer.connect() as conn:
+        verified = accounts.last_access(conn, "ledger_verified")
+    checkpoint = _latest_checkpoint(console)
+    return console.render(
+        request,
+        "overview.html",
+        runs=runs,
+        head_seq=head_seq,
+        head_hash=head_hash,
+        head_at=head_at,
+        overdue=[r for r in requests if r["flag"] == "overdue"],
+        due_soon=[r for r in requests if r["flag"] == "due soon"],
+        pending_reviews=pending_reviews,
+        verified=verified,
+        checkpoint=checkpoint,
+        checkpoint_age=(now - checkpoint["signed"]) if checkpoint and checkpoint.get("signed") else None,
+        next_run=_next_run(console, now),
+        now=now,
+    )
+
+
+def _next_run(console: Console, now: dt.datetime) -> dt.datetime | None:
+    if not console.settings.schedule:
+        return None
+    from retention.scheduler import trigger_for
+
+    trigger = trigger_for(console.settings.schedule, console.settings.schedule_timezone)
+    fire = trigger.get_next_fire_time(None, now)
+    return fire.astimezone(dt.UTC) if fire is not None else None
+
+
+# --------------------------------------------------------------------------
+# Ledger
+# --------------------------------------------------------------------------
+
+
+def _filters(request: Request) -> tuple[ledger_query.LedgerFilters, dict[str, str], str | None]:
+    """The ledger filters from the query string, the raw values (for the form) and an error."""
+    from retention.commands import parse_as_of
+
+    raw = {k: request.query_params.get(k, "").strip() for k in ("since", "until", "dataset", "transition", "run")}
+    error = None
+    instants: dict[str, dt.datetime | None] = {"since": None, "until": None}
+    for name in ("since", "until"):
+        if raw[name]:
+            try:
+                instants[name] = parse_as_of(raw[name], "UTC")
+            except ConfigError:
+                error = f"“{name}” must be a date (YYYY-MM-DD) or an ISO 8601 instant"
+    filters = ledger_query.LedgerFilters(
+        since=instants["since"],
+        until=instants["until"],
+        dataset=raw["dataset"] or None,
+        transition=raw["transition"] or None,
+        run_id=raw["run"] or None,
+    )
+    return filters, raw, error
+
+
+def _cursor(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def ledger_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    filters, raw, error = _filters(request)
+    with console.reader.connect() as conn:
+        result = ledger_query.page(conn, filters, before=_cursor(request, "before"), after=_cursor(request, "after"))
+    return console.render(
+        request,
+        "ledger.html",
+        page=result,
+        raw=raw,
+        error=error,
+        query={k: v for k, v in raw.items() if v},
+        datasets=_pack_datasets(console),
+        transitions=KNOWN_TRANSITIONS,
+    )
+
+
+def ledger_export(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    fmt = request.query_params.get("format", "csv")
+    if fmt not in ("csv", "jsonl"):
+        return Response("format must be csv or jsonl\n", status_code=400, media_type="text/plain")
+    filters, _, error = _filters(request)
+    if error:
+        return Response(error + "\n", status_code=400, media_type="text/plain")
+    # Closed by the response's generator once sent (a with-block would close it before streaming).
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
+    with console.reader.connect() as conn:
+        count = ledger_query.export(conn, fmt, spool, filters)  # type: ignore[arg-type]
+    console.log_access(viewer, "ledger_exported", f"{count} entries as {fmt}")
+    spool.seek(0)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while block := spool.read(64 * 1024):
+                yield block.encode("utf-8")
+        finally:
+            spool.close()
+
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    media = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        chunks(),
+        media_type=f"{media}; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="retention-ledger-{stamp}.{fmt}"'},
+    )
+
+
+def _pack_datasets(console: Console) -> list[str]:
+    loaded = _loaded_pack(console)
+    return sorted(loaded.pack.datasets) if loaded is not None else []
+
+
+def _loaded_pack(console: Console) -> Any:
+    if console.settings.rules is None:
+        return None
+    from retention.policy import load_catalog
+
+    return load_catalog(console.settings.rules).in_force(utcnow().date())
+
+
+# --------------------------------------------------------------------------
+# Lookup
+# --------------------------------------------------------------------------
+
+
+def lookup_form(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    return console.render(
+        request,
+        "lookup.html",
+        entries=None,
+        kind="subject",
+        dataset="",
+        error=None if _pseudonym_secret() is not None else "nokey",
+        datasets=_pack_datasets(console),
+    )
+
+
+def lookup(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    kind = _text(form, "kind") or "subject"
+    dataset = _text(form, "dataset")
+    key = _text(form, "key")
+    context: dict[str, Any] = {"kind": kind, "dataset": dataset, "datasets": _pack_datasets(console), "entries": None}
+    secret = _pseudonym_secret()
+    if secret is None:
+        return console.render(request, "lookup.html", status_code=503, error="nokey", **context)
+    if kind not in ("subject", "record") or not key or (kind == "record" and not dataset):
+        return console.render(request, "lookup.html", status_code=400, error="missing", **context)
+    # The key goes no further than the pseudonym: it is not echoed, logged or stored.
+    with console.reader.connect() as conn:
+        if kind == "subject":
+            entries = ledger_query.lookup(conn, secret, subject_key=key)
+        else:
+            entries = ledger_query.lookup(conn, secret, dataset=dataset, record_key=key)
+    console.log_access(viewer, f"lookup_{kind}", f"{len(entries)} entries")
+    return console.render(request, "lookup.html", error=None, **{**context, "entries": entries})
+
+
+# --------------------------------------------------------------------------
+# Runs and certificates
+# --------------------------------------------------------------------------
+
+
+def _runs(conn: sa.Connection, limit: int) -> list[dict[str, Any]]:
+    runs = store.runs
+    rows = conn.execute(
+        sa.select(runs).where(runs.c.mode == "run").order_by(runs.c.started_at.desc()).limit(limit)
+    ).all()
+    return [_run_view(dict(r._mapping)) for r in rows]
+
+
+def _json(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _first_line(message: str) -> str:
+    """A database error's first line: the DETAIL that follows may quote key values."""
+    return message.split("\n", 1)[0].split("DETAIL:", 1)[0].strip()[:300]
+
+
+def _run_view(run: dict[str, Any]) -> dict[str, Any]:
+    counts = _json(run.get("counts")) or {}
+    problems = _json(run.get("error"))
+    run["counts_by_dataset"] = counts
+    run["moved"] = sum(sum(per.values()) for per in counts.values())
+    run["anomaly_counts"] = _json(run.get("anomalies")) or {}
+    run["override_list"] = _json(run.get("overrides")) or []
+    if isinstance(problems, dict):
+        run["problems"] = {str(k): _first_line(str(v)) for k, v in problems.items()}
+    elif run.get("error"):
+        run["problems"] = {"": _first_line(str(run["error"]))}
+    else:
+        run["problems"] = {}
+    started, finished = run.get("started_at"), run.get("finished_at")
+    run["duration"] = (finished - started).total_seconds() if started and finished else None
+    return run
+
+
+def runs_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.reader.connect() as conn:
+        runs = _runs(conn, limit=200)
+    return console.render(request, "runs.html", runs=runs)
+
+
+def _run(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
+    runs = store.runs
+    row = conn.execute(sa.select(runs).where(runs.c.id == run_id, runs.c.mode == "run")).first()
+    return None if row is None else _run_view(dict(row._mapping))
+
+
+def run_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.reader.connect() as conn:
+        run = _run(conn, request.path_params["run_id"])
+        if run is None:
+            return console.render(request, "missing.html", status_code=404, what="run")
+        summary = ledger_query.run_summary(conn, run["id"])
+    return console.render(request, "run.html", run=run, summary=summary)
+
+
+def certificate(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.reader.connect() as conn:
+        run = _run(conn, request.path_params["run_id"])
+        if run is None:
+            return console.render(request, "missing.html", status_code=404, what="run")
+        summary = ledger_query.run_summary(conn, run["id"])
+        pv = store.policy_versions
+        policy = conn.execute(
+            sa.select(pv.c.pack_id, pv.c.version, pv.c.effective_from).where(pv.c.digest == run["pack_digest"])
+        ).first()
+        cover = _covering_checkpoint(console, conn, summary.last_seq) if summary.last_seq else None
+    disposed = [line for line in summary.lines if "->" in (line["transition"] or "")]
+    console.log_access(viewer, "certificate_viewed", f"{summary.entries} entries")
+    return console.render(
+        request,
+        "certificate.html",
+        run=run,
+        summary=summary,
+        disposed=disposed,
+        events=[line for line in summary.lines if line not in disposed],
+        policy=dict(policy._mapping) if policy else None,
+        cover=cover,
+        issued=utcnow(),
+    )
+
+
+def certificate_pdf(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """The certificate as PDF, rendered by WeasyPrint when it is installed (``retention[pdf]``)."""
+    try:
+        import weasyprint
+    except (ImportError, OSError):  # OSError: WeasyPrint present but Pango missing
+        return Response(
+            "PDF needs WeasyPrint (pip install 'retention[pdf]'); or print the certificate page from the browser.\n",
+            status_code=501,
+            media_type="text/plain",
+        )
+    page = certificate(console, request, viewer, form)
+    if page.status_code != 200:
+        return page
+    # The stylesheet goes inline and the <link>s go, so WeasyPrint has nothing to fetch.
+    css = (Path(__file__).parent / "static" / "console.css").read_text(encoding="utf-8")
+    text = re.sub(r"<link [^>]*>", "", bytes(page.body).decode("utf-8"))
+    text = text.replace("</head>", f"<style>{css}</style></head>", 1)
+    pdf = weasyprint.HTML(string=text).write_pdf()
+    run_id = request.path_params["run_id"]
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"content-disposition": f'attachment; filename="certificate-{run_id[:36]}.pdf"'},
+    )
+
+
+# --------------------------------------------------------------------------
+# Checkpoints (files written by `retention ledger checkpoint`, kept elsewhere)
+# --------------------------------------------------------------------------
+
+
+def _checkpoint_files(console: Console) -> list[Path]:
+    where = console.settings.checkpoints
+    if where is None:
+        return []
+    if where.is_dir():
+        return sorted(p for p in where.iterdir() if p.suffix == ".json" and p.is_file())
+    return [where] if where.is_file() else []
+
+
+def _read_checkpoints(console: Console) -> list[dict[str, Any]]:
+    documents = []
+    for path in _checkpoint_files(console):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            seq = int(document["seq"])
+            signed = dt.datetime.fromisoformat(str(document["signed_at"]).replace("Z", "+00:00"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        documents.append({"document": document, "seq": seq, "signed": signed, "file": path.name})
+    return sorted(documents, key=lambda d: (d["seq"], d["signed"]))
+
+
+def _public_key(console: Console) -> Any:
+    if console.settings.public_key is None:
+        return None
+    try:
+        return ledger.load_public_key(console.settings.public_key.read_bytes())
+    except (OSError, ConfigError):
+        return None
+
+
+def _latest_checkpoint(console: Console) -> dict[str, Any] | None:
+    documents = _read_checkpoints(console)
+    if not documents:
+        return None
+    latest = documents[-1]
+    public = _public_key(console)
+    latest["trusted"] = public is not None and ledger.signature_valid(latest["document"], public)
+    return latest
+
+
+def _covering_checkpoint(console: Console, conn: sa.Connection, last_seq: int) -> dict[str, Any] | None:
+    """The first checkpoint at or after ``last_seq``: its signature covers the run's entries."""
+    for candidate in _read_checkpoints(console):
+        if candidate["seq"] >= last_seq:
+            public = _public_key(console)
+            candidate["key_configured"] = public is not None
+            candidate["signature_ok"] = public is not None and ledger.signature_valid(candidate["document"], public)
+            candidate["hash_matches"] = ledger_query.hash_at(conn, candidate["seq"]) == candidate["document"].get(
+                "hash"
+            )
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------
+# Registers: erasure requests, holds
+# --------------------------------------------------------------------------
+
+
+def erasure_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    secret = _pseudonym_secret()
+    with console.reader.connect() as conn:
+        requests = subjects.list_requests(conn, utcnow().date(), include_closed=True)
+    for item in requests:
+        subject = str(item.pop("subject_key"))
+        item["subject_pseudonym"] = ledger_query.pseudonym_of_subject(secret, subject) if secret else None
+    return console.render(request, "erasure.html", requests=requests, keyed=secret is not None)
+
+
+def holds_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    secret = _pseudonym_secret()
+    with console.reader.connect() as conn:
+        holds = subjects.list_holds(conn, include_released=True)
+    for hold in holds:
+        subject, record = hold.pop("subject_key"), hold.pop("record_key")
+        hold["pseudonym"] = None
+        if secret and subject is not None:
+            hold["pseudonym"] = ledger_query.pseudonym_of_subject(secret, str(subject))
+        elif secret and record is not None and hold["dataset"]:
+            hold["pseudonym"] = ledger_query.pseudonym_of_record(secret, hold["dataset"], str(record))
+    return console.render(request, "holds.html", holds=holds, keyed=secret is not None)
+
+
+# --------------------------------------------------------------------------
+# Disposition review
+# --------------------------------------------------------------------------
+
+
+def reviews_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.reader.connect() as conn:
+        batches = review.list_batches(conn, include_done=True)
+    batches.reverse()
+    return console.render(request, "reviews.html", batches=batches)
+
+
+def _review_context(console: Console, batch_id: int) -> dict[str, Any] | None:
+    secret = _pseudonym_secret()
+    with console.reader.connect() as conn:
+        try:
+            batch, items = review.show_batch(conn, batch_id)
+        except ConfigError:
+            return None
+        decisions = ledger_query.review_decisions(conn, batch["dataset"], batch_id)
+    transitions: dict[str, int] = {}
+    for item in items:
+        transitions[item["transition"]] = transitions.get(item["transition"], 0) + 1
+    shown = []
+    for item in items[:200]:
+        record = str(item.pop("record_key"))
+        item["pseudonym"] = ledger_query.pseudonym_of_record(secret, batch["dataset"], record) if secret else None
+        shown.append(item)
+    dues = [i["due_at"] for i in items]
+    return {
+        "batch": batch,
+        "items": shown,
+        "total": len(items),
+        "transitions": transitions,
+        "due_from": min(dues) if dues else None,
+        "due_to": max(dues) if dues else None,
+        "decisions": decisions,
+        "keyed": secret is not None,
+    }
+
+
+def review_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    context = _review_context(console, int(request.path_params["batch_id"]))
+    if context is None:
+        return console.render(request, "missing.html", status_code=404, what="review batch")
+    return console.render(request, "review.html", error=None, **context)
+
+
+def review_decision(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    batch_id = int(request.path_params["batch_id"])
+    decision, reason = _text(form, "decision"), _text(form, "reason")
+    context = _review_context(console, batch_id)
+    if context is None:
+        return console.render(request, "missing.html", status_code=404, what="review batch")
+    if decision not in ("approve", "reject") or not reason:
+        return console.render(request, "review.html", status_code=400, error="a decision and a reason", **context)
+    approve = decision == "approve"
+    try:
+        with console.writer.begin() as conn:
+            review.decide(conn, batch_id, approve=approve, by=viewer.name, reason=reason)
+            accounts.log_access(
+                conn, viewer.name, "review_approved" if approve else "review_rejected", f"batch {batch_id}"
+            )
+    except RetentionError as exc:
+        return console.render(request, "review.html", status_code=409, error=str(exc), **context)
+    return _see_other(f"/reviews/{batch_id}")
+
+
+# --------------------------------------------------------------------------
+# Forecast and verification
+# --------------------------------------------------------------------------
+
+
+def forecast_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    loaded = _loaded_pack(console)
+    if loaded is None:
+        return console.render(request, "forecast.html", forecast=None, chart="", legend=[], horizon="")
+    from retention import report
+    from retention.clock import Period
+
+    horizon = Period.parse(console.settings.forecast_horizon)
+
+    def compute() -> Any:
+        return report.forecast(console.reader, loaded, utcnow(), horizon)
+
+    data = console.cached(f"forecast:{loaded.digest}", 600, compute)
+    legend = [
+        {"name": name, "colour": report.PALETTE[i % len(report.PALETTE)], "total": sum(counts)}
+        for i, (name, counts) in enumerate(data.series.items())
+    ]
+    return console.render(
+        request,
+        "forecast.html",
+        forecast=data,
+        chart=report.chart_svg(data),
+        legend=legend,
+        horizon=console.settings.forecast_horizon,
+        pack=loaded,
+    )
+
+
+def verify_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.writer.connect() as conn:
+        last = accounts.last_access(conn, "ledger_verified")
+    return console.render(request, "verify.html", verdict=None, last=last, checkpoint=_latest_checkpoint(console))
+
+
+def verify(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    checkpoint = _latest_checkpoint(console)
+    public = _public_key(console)
+    if checkpoint is not None and public is not None:
+        verdict = ledger.verify_checkpoint(console.reader, checkpoint["document"], public)
+    else:
+        verdict = ledger.verify(console.reader)
+    outcome = (
+        f"ok: {verdict.entries} entries"
+        + (f", checkpoint of entry {checkpoint['seq']} holds" if public and checkpoint else "")
+        if verdict.ok
+        else f"broken at entry {verdict.first_bad_seq}"
+    )
+    console.log_access(viewer, "ledger_verified", outcome)
+    with console.writer.connect() as conn:
+        last = accounts.last_access(conn, "ledger_verified")
+    return console.render(
+        request,
+        "verify.html",
+        verdict=verdict,
+        last=last,
+        checkpoint=checkpoint,
+        used_checkpoint=checkpoint is not None and public is not None,
+    )
+
+
+# --------------------------------------------------------------------------
+# Accounts and the access log (admins)
+# --------------------------------------------------------------------------
+
+
+def users_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    return _users(console, request, None, 200)
+
+
+def _users(console: Console, request: Request, error: str | None, status: int) -> Response:
+    with console.writer.connect() as conn:
+        users = accounts.list_users(conn)
+    return console.render(request, "users.html", status_code=status, users=users, roles=accounts.ROLES, error=error)
+
+
+def user_add(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    name, role = _text(form, "name"), _text(form, "role")
+    password = form.get("password") if form is not None else None
+    try:
+        with console.writer.begin() as conn:
+            accounts.add_user(
+                conn,
+                name,
+                role,
+                password if isinstance(password, str) and password else None,
+                created_by=viewer.name,
+            )
+            accounts.log_access(conn, viewer.name, "account_added", f"{name} ({role})")
+    except ConfigError as exc:
+        return _users(console, request, str(exc), 400)
+    return _see_other("/users")
+
+
+def user_disable(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    name = request.path_params["name"]
+    try:
+        with console.writer.begin() as conn:
+            accounts.disable_user(conn, name)
+            accounts.log_access(conn, viewer.name, "account_disabled", name)
+    except ConfigError as exc:
+        return _users(console, request, str(exc), 400)
+    return _see_other("/users")
+
+
+def access_log_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.writer.connect() as conn:
+        lines = accounts.access_log(conn, before=_cursor(request, "before"))
+    return console.render(request, "access_log.html", lines=lines)
+
+
+Page = Callable[[Console, Request, Any, FormData | None], Response]
+
+# (method, path, least role or None for public, handler, name). The authorisation
+# matrix test holds this table to its own expectations.
+ROUTES: list[tuple[str, str, str | None, Page, str]] = [
+    ("GET", "/login", None, login_form, "login_form"),
+    ("POST", "/login", None, login, "login"),
+    ("POST", "/logout", "auditor", logout, "logout"),
+    ("GET", "/healthz", None, healthz, "healthz"),
+    ("GET", "/", "auditor", overview, "overview"),
+    ("GET", "/ledger", "auditor", ledger_page, "ledger"),
+    ("GET", "/ledger/export", "auditor", ledger_export, "ledger_export"),
+    ("GET", "/lookup", "auditor", lookup_form, "lookup_form"),
+    ("POST", "/lookup", "auditor", lookup, "lookup"),
+    ("GET", "/runs", "auditor", runs_page, "runs"),
+    ("GET", "/runs/{run_id}", "auditor", run_page, "run"),
+    ("GET", "/runs/{run_id}/certificate", "auditor", certificate, "certificate"),
+    ("GET", "/runs/{run_id}/certificate.pdf", "auditor", certificate_pdf, "certificate_pdf"),
+    ("GET", "/erasure", "auditor", erasure_page, "erasure"),
+    ("GET", "/holds", "auditor", holds_page, "holds"),
+    ("GET", "/reviews", "auditor", reviews_page, "reviews"),
+    ("GET", "/reviews/{batch_id:int}", "auditor", review_page, "review"),
+    ("POST", "/reviews/{batch_id:int}/decision", "approver", review_decision, "review_decision"),
+    ("GET", "/forecast", "auditor", forecast_page, "forecast"),
+    ("GET", "/verify", "auditor", verify_page, "verify_form"),
+    ("POST", "/verify", "auditor", verify, "verify"),
+    ("GET", "/users", "admin", users_page, "users"),
+    ("POST", "/users", "admin", user_add, "user_add"),
+    ("POST", "/users/{name}/disable", "admin", user_disable, "user_disable"),
+    ("GET", "/access-log", "admin", access_log_page, "access_log"),
+]
