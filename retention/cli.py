@@ -781,7 +781,7 @@ def ledger_lookup(
 ) -> None:
     """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
     rows = commands.ledger_lookup(database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key)
-    _print_rows(rows, LEDGER_COLUMNS, fmt)
+    _print_rows(rows, [*LEDGER_COLUMNS[:1], "item", *LEDGER_COLUMNS[1:]], fmt)
 
 
 @ledger_group.command("checkpoint")

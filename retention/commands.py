@@ -626,10 +626,14 @@ def ledger_lookup(
     if subject_key is None and (dataset is None or record_key is None):
         raise ConfigError("give --subject ID, or --dataset and --key")
     secret = ledger.pseudonym_secret()
-    if subject_key is not None:
-        return ledger_entries(db_url, subject_pseudonym=ledger.subject_pseudonym(secret, subject_key))
-    assert dataset is not None and record_key is not None
-    return ledger_entries(db_url, record_pseudonym=ledger.record_pseudonym(secret, dataset, record_key))
+    from retention import ledger_items
+
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return ledger_items.lookup(conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key)
+    finally:
+        engine.dispose()
 
 
 def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention import ledger, partitions, store
+from retention import ledger, ledger_items, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
@@ -444,7 +444,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
     dataset = planner.dataset
     table = planner.table
     key = planner.key
-    drafts: list[ledger.EntryDraft | ledger.RecordEntries] = []
+    drafts: list[ledger.EntryDraft | ledger_items.BatchItems] = []
     counts: dict[str, int] = {}
     gone: set[str] = set()
     for from_state, to_state, planned in batch.transitions():
@@ -543,7 +543,7 @@ def _ledger_drafts(
     to_state: str,
     action: str,
     moves: Sequence[Any],
-) -> list[ledger.EntryDraft | ledger.RecordEntries]:
+) -> list[ledger.EntryDraft | ledger_items.BatchItems]:
     pack = ctx.loaded.pack
     dataset = pack.datasets[dataset_name]
     basis = dataset.basis_for(to_state)
@@ -569,20 +569,22 @@ def _ledger_drafts(
                 detail=_detail(moves),
             )
         ]
-    items = [
-        (due, move.record_key, move.subject_key or None, _detail([move]) if _has_detail(move) else None)
-        for move, due in zip(moves, dues, strict=True)
-    ]
     return [
-        ledger.RecordEntries(
-            ctx.run_id, pack.pack, ctx.loaded.digest, dataset_name, transition, action, basis, ctx.secret, items
+        ledger_items.BatchItems(
+            ctx.run_id,
+            pack.pack,
+            ctx.loaded.digest,
+            dataset_name,
+            transition,
+            action,
+            basis,
+            ctx.secret,
+            [
+                (due, move.record_key, move.subject_key or None, move.request_id, move.review_id)
+                for move, due in zip(moves, dues, strict=True)
+            ],
         )
     ]
-
-
-def _has_detail(move: Any) -> bool:
-    # Checked first because nearly no move has a detail, and a purge asks per record.
-    return move.request_id is not None or move.review_id is not None
 
 
 def _detail(moves: Sequence[Any]) -> dict[str, Any]:
@@ -800,6 +802,8 @@ def run(
                         )
                     )
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+                with conn.begin():
+                    ledger_items.index_runs(conn)  # items of a run killed before its end
                 store_.sweep(engine)
                 plan_ctx = PlanContext(loaded, as_of)
                 with reading(conn):
@@ -832,6 +836,8 @@ def run(
                         result.failures[name] = str(exc)
                         bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
                 _settle_erasure_requests(conn, ctx, planners, result)
+                with conn.begin():
+                    ledger_items.index_runs(conn)
                 result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
             finally:
                 lock.release()

@@ -29,9 +29,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from retention import store
+from retention import ledger_items, merkle, store
 from retention.config import read_secret
 from retention.errors import ConfigError, LedgerError
+from retention.ledger_items import BatchItems
 
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x7265746E  # "retn": serialises ledger appends on PostgreSQL
@@ -291,10 +292,16 @@ class RecordEntries:
     items: Sequence[tuple[dt.datetime, str, str | None, dict[str, Any] | None]]
 
 
-def append(conn: sa.Connection, drafts: Sequence[EntryDraft | RecordEntries], now: dt.datetime) -> list[int]:
+def append(
+    conn: sa.Connection, drafts: Sequence[EntryDraft | RecordEntries | BatchItems], now: dt.datetime
+) -> list[int]:
     """Chain ``drafts`` after the head, in the caller's transaction.
 
     The entries commit (or roll back) with the data change they describe.
+    New entries are of format 2 (:func:`entry_hash_v2`); a ``BatchItems``
+    draft becomes one entry whose Merkle root commits to its items, written
+    in the same transaction. ``RecordEntries`` (one v1 entry per record) is
+    kept for databases and tests that still write the v1 form.
     """
     if not drafts:
         return []
@@ -308,29 +315,87 @@ def append(conn: sa.Connection, drafts: Sequence[EntryDraft | RecordEntries], no
             seq, prev = _chain_records(draft, seq, prev, now, encoder, convert, rows)
             continue
         seq += 1
-        row: dict[str, Any] = {
-            "seq": seq,
-            "recorded_at": now,
-            "run_id": draft.run_id,
-            "pack_id": draft.pack_id,
-            "pack_digest": draft.pack_digest,
-            "dataset": draft.dataset,
-            "transition": draft.transition,
-            "action": draft.action,
-            "basis": draft.basis,
-            "due_at": draft.due_at,
-            "record_pseudonym": draft.record_pseudonym,
-            "subject_pseudonym": draft.subject_pseudonym,
-            "count": draft.count,
-            "clock_min": draft.clock_min,
-            "clock_max": draft.clock_max,
-            "detail": _canonical_detail(draft.detail),
-            "prev_hash": prev,
-        }
-        row["hash"] = prev = hashlib.sha256(encoder.document(row)).hexdigest()
-        rows.append(tuple(convert(name, row[name]) for name in _INSERT_COLUMNS))
+        items: list[ledger_items.Item] = []
+        if isinstance(draft, BatchItems):
+            items = draft.items()
+            ledger_items.insert_items(conn, seq, items)
+            dues = [m[0] for m in draft.moves]
+            row = {
+                "seq": seq,
+                "recorded_at": now,
+                "run_id": draft.run_id,
+                "pack_id": draft.pack_id,
+                "pack_digest": draft.pack_digest,
+                "dataset": draft.dataset,
+                "transition": draft.transition,
+                "action": draft.action,
+                "basis": draft.basis,
+                "due_at": max(dues) if dues else None,
+                "record_pseudonym": None,
+                "subject_pseudonym": None,
+                "count": len(items),
+                "clock_min": None,
+                "clock_max": None,
+                "detail": None,
+                "prev_hash": prev,
+                "format": ledger_items.FORMAT,
+                "merkle_root": merkle.root(ledger_items.leaves(items)).hex(),
+                "items": len(items),
+            }
+        else:
+            row = {
+                "seq": seq,
+                "recorded_at": now,
+                "run_id": draft.run_id,
+                "pack_id": draft.pack_id,
+                "pack_digest": draft.pack_digest,
+                "dataset": draft.dataset,
+                "transition": draft.transition,
+                "action": draft.action,
+                "basis": draft.basis,
+                "due_at": draft.due_at,
+                "record_pseudonym": draft.record_pseudonym,
+                "subject_pseudonym": draft.subject_pseudonym,
+                "count": draft.count,
+                "clock_min": draft.clock_min,
+                "clock_max": draft.clock_max,
+                "detail": _canonical_detail(draft.detail),
+                "prev_hash": prev,
+                "format": ledger_items.FORMAT,
+                "merkle_root": None,
+                "items": None,
+            }
+        row["hash"] = prev = entry_hash_v2(row)
+        rows.append(tuple(convert(name, row[name]) for name in _INSERT_COLUMNS_V2))
     _bulk_insert(conn, rows)
     return list(range(first, seq + 1))
+
+
+V2_COLUMNS = (*COLUMNS, "format", "merkle_root", "items")
+
+
+def canonical_entry_v2(row: dict[str, Any]) -> bytes:
+    """RFC 8785 encoding of a format 2 entry: every v1 column and the format, root and item count."""
+    document: dict[str, Any] = {}
+    for name in V2_COLUMNS:
+        value = row.get(name)
+        if name in _INSTANT_COLUMNS:
+            value = _instant(value)
+        elif name == "detail":
+            value = _canonical_detail(value)
+        document[name] = value
+    return rfc8785.dumps(document)
+
+
+def entry_hash_v2(row: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_entry_v2(row)).hexdigest()
+
+
+def row_hash(row: dict[str, Any], encoder: _Encoder | None = None) -> str:
+    """The hash an entry must carry, by its format."""
+    if row.get("format") == ledger_items.FORMAT:
+        return entry_hash_v2(row)
+    return entry_hash(row, encoder)
 
 
 def _chain_records(
@@ -378,13 +443,30 @@ def _chain_records(
         )
         digest = sha256(document.encode("utf-8")).hexdigest()
         rows.append(
-            (seq, *head, *middle, convert("due_at", due_at), record, subject, 1, None, None, detail_text, prev, digest)
+            (
+                seq,
+                *head,
+                *middle,
+                convert("due_at", due_at),
+                record,
+                subject,
+                1,
+                None,
+                None,
+                detail_text,
+                prev,
+                digest,
+                None,
+                None,
+                None,
+            )
         )
         prev = digest
     return seq, prev
 
 
 _INSERT_COLUMNS = (*COLUMNS, "hash")
+_INSERT_COLUMNS_V2 = (*COLUMNS, "hash", "format", "merkle_root", "items")
 
 
 class _Converters:
@@ -454,7 +536,7 @@ def _bulk_insert(conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
     dialect = conn.dialect
     preparer = dialect.identifier_preparer
     table = preparer.format_table(store.ledger)
-    columns = ", ".join(preparer.quote(name) for name in _INSERT_COLUMNS)
+    columns = ", ".join(preparer.quote(name) for name in _INSERT_COLUMNS_V2)
     driver = conn.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
@@ -465,7 +547,7 @@ def _bulk_insert(conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
                     copy.write(chunk)
         else:
             marker = "?" if dialect.paramstyle == "qmark" else "%s"
-            placeholders = ", ".join([marker] * len(_INSERT_COLUMNS))
+            placeholders = ", ".join([marker] * len(_INSERT_COLUMNS_V2))
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", tuples)
     finally:
         cursor.close()
@@ -525,17 +607,38 @@ def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> 
                 f"entry {seq} does not follow entry {seq - 1} (previous hash differs): entries were "
                 "removed, inserted or reordered before it",
             )
-        if entry_hash(row, encoder) != row["hash"]:
+        if row_hash(row, encoder) != row["hash"]:
             return VerifyResult(
                 False,
                 count,
                 seq,
                 f"entry {seq}: hash does not match its content (modified after it was written)",
             )
+        if row.get("format") == ledger_items.FORMAT and (row.get("items") or _has_items(connectable, seq)):
+            problem = _check_entry_items(connectable, row)
+            if problem is not None:
+                return VerifyResult(False, count, seq, problem)
         prev = row["hash"]
         expected_seq += 1
         count += 1
     return VerifyResult(True, count, None, "", expected_seq - 1, prev)
+
+
+def _check_entry_items(connectable: sa.Engine | sa.Connection, row: dict[str, Any]) -> str | None:
+    if isinstance(connectable, sa.Engine):
+        with connectable.connect() as conn:
+            return ledger_items.check_items(conn, row)
+    return ledger_items.check_items(connectable, row)
+
+
+def _has_items(connectable: sa.Engine | sa.Connection, seq: int) -> bool:
+    """Items stored under an entry that says it has none (inserted afterwards)."""
+    t = store.ledger_items
+    query = sa.select(sa.literal(1)).where(t.c.entry_seq == seq).limit(1)
+    if isinstance(connectable, sa.Engine):
+        with connectable.connect() as conn:
+            return conn.execute(query).first() is not None
+    return connectable.execute(query).first() is not None
 
 
 # --------------------------------------------------------------------------

@@ -141,15 +141,18 @@ def lookup(
     The key itself is used only to compute the pseudonym here; it is never
     stored, logged or returned.
     """
-    if subject_key is not None:
-        found = ledger.entries(conn, subject_pseudonym=ledger.subject_pseudonym(secret, subject_key))
-    elif dataset is not None and record_key is not None:
-        found = ledger.entries(conn, record_pseudonym=ledger.record_pseudonym(secret, dataset, record_key))
-    else:
+    from retention import ledger_items
+
+    if subject_key is None and (dataset is None or record_key is None):
         raise ValueError("lookup needs a subject key, or a dataset and a record key")
+    found = ledger_items.lookup(conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key)
     result = []
     for entry in found:
-        result.append(_with_detail(entry))
+        detail = _with_detail(entry)
+        for name, key in (("request_id", "erasure_request"), ("review_id", "review_id")):
+            if entry.get(name) is not None:
+                detail["detail_fields"].setdefault(key, entry[name])
+        result.append(detail)
         if len(result) >= limit:
             break
     return result

@@ -201,9 +201,35 @@ ledger = sa.Table(
     sa.Column("detail", sa.Text, comment="JSON without personal data: request id, override, partition"),
     sa.Column("prev_hash", HASH, nullable=False),
     sa.Column("hash", HASH, nullable=False),
+    sa.Column("format", sa.SmallInteger, comment="2 for v2"),
+    sa.Column("merkle_root", HASH, comment="RFC 9162 root of the entry's items"),
+    sa.Column("items", sa.Integer, comment="number of items"),
     sa.Index(None, "record_pseudonym"),
     sa.Index(None, "subject_pseudonym"),
     sa.Index(None, "run_id"),
+)
+
+SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+ledger_items = sa.Table(
+    f"{PREFIX}ledger_items",
+    metadata,
+    sa.Column("entry_seq", SEQ, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("record_pseudonym", HASH, nullable=False, comment="HMAC under the run's key"),
+    sa.Column("subject_pseudonym", HASH, comment="HMAC under the run's key"),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("request_id", sa.Integer, comment="the erasure request behind the move"),
+    sa.Column("review_id", sa.Integer, comment="the approved review batch behind the purge"),
+)
+
+ledger_lookup = sa.Table(
+    f"{PREFIX}ledger_lookup",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("pseudonym", HASH, primary_key=True),
+    sa.Column("entry_seq", SEQ, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
 )
 
 review_batches = sa.Table(

@@ -57,6 +57,8 @@ def review_pack(tmp_path: Path) -> LoadedPack:
     """The marketplace pack with disposition review on payment tokens."""
     text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
     text = text.replace("  payment_tokens:\n", "  payment_tokens:\n    review: true\n", 1)
+    # Small batches: ledger v2 writes one entry per batch, and the ledger pages need many entries.
+    text = text.replace("timezone: Europe/Paris\n", "timezone: Europe/Paris\nbatch_size: 3\n", 1)
     path = tmp_path / "marketplace-review.yaml"
     path.write_text(text, encoding="utf-8")
     return load_file(path)
@@ -175,12 +177,14 @@ def build_world(engine: sa.Engine, db_url: str, tmp_path: Path, customers: int =
     with engine.connect() as conn:
         batches = {b["dataset"]: b["id"] for b in review.list_batches(conn)}
     assert set(batches) == {"payment_tokens", XSS_REVIEWED}, batches
+    from retention import ledger_items
+
     with engine.connect() as conn:
-        table = sa.table("retention_ledger", sa.column("subject_pseudonym"), sa.column("transition"))
-        pseudonyms = set(
-            conn.execute(sa.select(table.c.subject_pseudonym).where(table.c.transition.like("%->%"))).scalars()
+        customer = next(
+            c
+            for c in range(1, customers + 1)
+            if any("->" in r["transition"] for r in ledger_items.lookup(conn, SECRET, subject_key=str(c)))
         )
-    customer = next(c for c in range(1, customers + 1) if ledger.subject_pseudonym(SECRET, str(c)) in pseudonyms)
     key_file = tmp_path / "signing.pem"
     public = ledger.generate_signing_key(key_file)
     (tmp_path / "public.pem").write_bytes(public)

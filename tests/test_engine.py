@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from ledger_view import record_moves
 from sqlalchemy.dialects import mysql
 
 from retention import execute, ledger, store
@@ -129,7 +130,7 @@ def build(engine: sa.Engine, seed: int, n: int = 40) -> dict[str, list[dict[str,
 
 
 def planned(engine: sa.Engine, pack: LoadedPack, as_of: dt.datetime) -> list[tuple[Any, ...]]:
-    """Plan's transitions as (dataset, pseudonym or None, transition, due)."""
+    """Plan's transitions as (dataset, record key or "*" for a summary, transition, due or count)."""
     batches: list[Any] = []
     execute.plan(engine, pack, as_of, on_batch=batches.append)
     result = []
@@ -137,14 +138,14 @@ def planned(engine: sa.Engine, pack: LoadedPack, as_of: dt.datetime) -> list[tup
         summary = pack.pack.datasets[batch.dataset].ledger == "summary"
         for from_state, to_state, moves in batch.transitions():
             if summary:
-                result.append((batch.dataset, None, f"{from_state}->{to_state}", len(moves)))
+                result.append((batch.dataset, "*", f"{from_state}->{to_state}", len(moves)))
                 continue
             for move in moves:
                 due = next(s.due_at for s in move.steps if s.to_state == to_state)
                 result.append(
                     (
                         batch.dataset,
-                        ledger.record_pseudonym(SECRET, batch.dataset, move.record_key),
+                        move.record_key,
                         f"{from_state}->{to_state}",
                         due,
                     )
@@ -160,14 +161,10 @@ def ledger_rows(engine: sa.Engine, run_id: str | None = None) -> list[Any]:
         return list(conn.execute(query))
 
 
-def recorded(engine: sa.Engine, run_id: str) -> list[tuple[Any, ...]]:
-    result = []
-    for row in ledger_rows(engine, run_id):
-        if row.record_pseudonym is None:
-            result.append((row.dataset, None, row.transition, row.count))
-        else:
-            result.append((row.dataset, row.record_pseudonym, row.transition, row.due_at))
-    return sorted(result, key=repr)
+def recorded(engine: sa.Engine, run_id: str, keys: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """The run's per-record moves from the ledger (items mapped back to ``keys``, by default every key 1..999)."""
+    keys = keys or {name: range(1, 1000) for name in PACK["datasets"]}
+    return sorted(record_moves(engine, SECRET, keys, run_id), key=repr)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -170,7 +170,7 @@ def rewrite_chain_from(engine: sa.Engine, seq: int) -> None:
             new = {**row, "prev_hash": prev}
             if row["seq"] == seq:
                 new["basis"] = "quietly rewritten"
-            new["hash"] = prev = ledger.entry_hash(new)
+            new["hash"] = prev = ledger.row_hash(new)
             conn.execute(store.ledger.insert().values(new))
 
 

@@ -198,11 +198,11 @@ def test_exit_6_when_the_ledger_is_tampered_with(migrated: sa.Engine, db_url: st
             conn.execute(sa.text("DROP TRIGGER retention_ledger_append_only ON retention_ledger"))
         else:
             conn.execute(sa.text("DROP TRIGGER retention_ledger_no_update"))
-        conn.execute(sa.text("UPDATE retention_ledger SET basis = 'nothing to see' WHERE seq = 3"))
+        conn.execute(sa.text("UPDATE retention_ledger SET basis = 'nothing to see' WHERE seq = 2"))
     result = invoke("ledger", "verify", "--db", db_url)
     assert result.exit_code == 6
     assert result.output.strip() == (
-        "ledger verification failed: entry 3: hash does not match its content (modified after it was written)"
+        "ledger verification failed: entry 2: hash does not match its content (modified after it was written)"
     )
 
 

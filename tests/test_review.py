@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from retention import execute, ledger, review, store, subjects
+from retention import execute, ledger, ledger_items, review, store, subjects
 from retention.policy import validate_pack
 
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -115,10 +115,12 @@ def test_review_flow(migrated: sa.Engine) -> None:
         ).all()
         approvals = conn.execute(sa.select(store.ledger).where(store.ledger.c.transition == "review_approved")).all()
         pending = review.list_batches(conn)
-    assert {json.loads(e.detail)["review_id"] for e in entries} == {batch_id}
-    assert {e.record_pseudonym for e in entries} == {
-        ledger.record_pseudonym(SECRET, "documents", str(k)) for k in (1, 3, 4, 5)
-    }
+    assert entries and all(e.items for e in entries)
+    with migrated.connect() as conn:
+        found = {k: ledger_items.lookup(conn, SECRET, dataset="documents", record_key=str(k)) for k in range(1, 21)}
+    purged = {k for k, rows in found.items() if any(r["run_id"] == result.run_id for r in rows)}
+    assert purged == {1, 3, 4, 5}
+    assert {r["review_id"] for k in purged for r in found[k] if r["run_id"] == result.run_id} == {batch_id}
     assert len(approvals) == 1
     assert json.loads(approvals[0].detail) == {
         "by": "dpo@example.test",

@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
-import hashlib
-import hmac
 import os
 import shutil
 import socket
@@ -28,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 from console_world import PASSWORD, SECRET, USERS, XSS_BASIS, XSS_DATASET, XSS_REASON, XSS_REVIEWED, World, build_world
+from test_web_pages import _seqs_of
 
 from retention import migrate, review
 from retention.config import create_engine
@@ -213,13 +212,8 @@ def test_look_up_a_demo_customer(site: Site, browser: Any) -> None:
 
     sign_in(browser, site.base)
     customer = str(site.world.customer_with_entries)
-    pseudonym = hmac.new(SECRET, b"subject\x1f" + customer.encode(), hashlib.sha256).hexdigest()
     with site.engine.connect() as conn:
-        expected = list(
-            conn.execute(
-                sa.text("SELECT seq FROM retention_ledger WHERE subject_pseudonym = :p ORDER BY seq"), {"p": pseudonym}
-            ).scalars()
-        )
+        expected = _seqs_of(conn, b"subject\x1f" + customer.encode())
     browser.get(f"{site.base}/lookup")
     browser.find_element(By.NAME, "key").send_keys(customer)
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()

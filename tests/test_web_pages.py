@@ -19,6 +19,7 @@ from console_world import SECRET, USERS, XSS_BASIS, XSS_DATASET, World, build_wo
 
 from retention import logs, review, store
 from retention.cli import main
+from retention.ledger_query import PAGE_SIZE
 from retention.web import create_app
 
 SEQ_CELL = re.compile(r'<tr>\s*<td class="num">(\d+)</td>')
@@ -48,7 +49,7 @@ def test_ledger_pages_walk_every_filtered_entry_once(world: World, migrated: sa.
                 sa.text("SELECT seq FROM retention_ledger WHERE transition = 'active->purged' ORDER BY seq DESC")
             ).scalars()
         )
-    assert len(expected) > 100  # several pages
+    assert len(expected) > PAGE_SIZE  # more than one page
     url: str | None = "/ledger?transition=active-%3Epurged"
     pages: list[tuple[str, list[int]]] = []
     while url is not None:
@@ -116,18 +117,34 @@ def test_export_is_the_cli_export(world: World, tmp_path: Path) -> None:
     assert rows and {r["dataset"] for r in rows} == {"customers"}
 
 
+def _seqs_of(conn: sa.Connection, message: bytes) -> list[int]:
+    """Entry seqs naming ``message``, once per v1 entry and once per v2 item (HMAC under the key, or under each
+    run's key for items), computed here with hmac."""
+    found = list(
+        conn.execute(
+            sa.text("SELECT seq FROM retention_ledger WHERE subject_pseudonym = :p OR record_pseudonym = :p"),
+            {"p": hmac.new(SECRET, message, hashlib.sha256).hexdigest()},
+        ).scalars()
+    )
+    for run_id in conn.execute(sa.text("SELECT DISTINCT run_id FROM retention_ledger WHERE items > 0")).scalars():
+        run_key = hmac.new(SECRET, b"run\x1f" + run_id.encode(), hashlib.sha256).digest()
+        found += list(
+            conn.execute(
+                sa.text(
+                    "SELECT entry_seq FROM retention_ledger_items WHERE record_pseudonym = :p OR subject_pseudonym = :p"
+                ),
+                {"p": hmac.new(run_key, message, hashlib.sha256).hexdigest()},
+            ).scalars()
+        )
+    return sorted(found)
+
+
 def test_lookup_lists_the_subjects_entries(world: World, migrated: sa.Engine) -> None:
     """A customer id typed in finds exactly the entries under its HMAC pseudonym, and is not echoed."""
     c = sign_in(create_app(world.settings), "auditor")
     customer = str(world.customer_with_entries)
-    pseudonym = hmac.new(SECRET, b"subject\x1f" + customer.encode(), hashlib.sha256).hexdigest()
     with migrated.connect() as conn:
-        expected = list(
-            conn.execute(
-                sa.text("SELECT seq FROM retention_ledger WHERE subject_pseudonym = :p ORDER BY seq"),
-                {"p": pseudonym},
-            ).scalars()
-        )
+        expected = _seqs_of(conn, b"subject\x1f" + customer.encode())
     assert expected
     page = c.post("/lookup", data={"csrf_token": csrf_of(c), "kind": "subject", "key": customer}).text
     assert f"{len(expected)} ledger entries for the subject you typed" in page
@@ -137,14 +154,8 @@ def test_lookup_lists_the_subjects_entries(world: World, migrated: sa.Engine) ->
         "/lookup",
         data={"csrf_token": csrf_of(c), "kind": "record", "dataset": "customers", "key": customer},
     ).text
-    record_pseudonym = hmac.new(SECRET, f"record\x1fcustomers\x1f{customer}".encode(), hashlib.sha256).hexdigest()
     with migrated.connect() as conn:
-        by_record = list(
-            conn.execute(
-                sa.text("SELECT seq FROM retention_ledger WHERE record_pseudonym = :p ORDER BY seq"),
-                {"p": record_pseudonym},
-            ).scalars()
-        )
+        by_record = _seqs_of(conn, f"record\x1fcustomers\x1f{customer}".encode())
     assert seqs(record) == by_record
     missing = c.post("/lookup", data={"csrf_token": csrf_of(c), "kind": "record", "key": customer})
     assert missing.status_code == 400

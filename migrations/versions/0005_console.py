@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 import retention.store
 
 revision = "0005_console"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

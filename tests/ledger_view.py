@@ -1,0 +1,62 @@
+"""Test helper: the ledger's per-record moves, read back as (dataset, record key, transition, due).
+
+Items name records by pseudonyms under each run's key; a test knows the
+candidate keys, so it derives each run's pseudonyms of them and maps the
+items back. Summary entries (no items) count as (dataset, "*", transition).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from retention import ledger, ledger_items, store
+
+
+def record_moves(
+    engine: sa.Engine,
+    secret: bytes,
+    keys: dict[str, Iterable[Any]],
+    run_id: str | None = None,
+) -> list[tuple[str, str, str, dt.datetime | int]]:
+    """Every per-record move in the ledger (v1 entries and v2 items), as (dataset, key, transition, due)."""
+    result: list[tuple[str, str, str, dt.datetime | int]] = []
+    wanted = {d: [str(k) for k in ks] for d, ks in keys.items()}
+    entries, items = store.ledger, store.ledger_items
+    with engine.connect() as conn:
+        query = sa.select(entries).order_by(entries.c.seq)
+        if run_id is not None:
+            query = query.where(entries.c.run_id == run_id)
+        rows = list(conn.execute(query))
+        reverse: dict[tuple[str, str], dict[str, str]] = {}
+        for row in rows:
+            if row.run_id is None or row.dataset is None or row.transition in ("guard_overridden", "review_requested"):
+                continue
+            if row.format == ledger_items.FORMAT and row.items:
+                cache_key = (row.run_id, row.dataset)
+                if cache_key not in reverse:
+                    run_key = ledger_items.run_key(secret, row.run_id)
+                    reverse[cache_key] = {
+                        ledger_items.record_pseudonym(run_key, row.dataset, k): k for k in wanted.get(row.dataset, [])
+                    }
+                for item in conn.execute(sa.select(items).where(items.c.entry_seq == row.seq).order_by(items.c.idx)):
+                    key = reverse[cache_key].get(item.record_pseudonym, f"?{item.record_pseudonym}")
+                    result.append((row.dataset, key, row.transition, item.due_at))
+            elif row.record_pseudonym is not None:
+                v1 = {ledger.record_pseudonym(secret, row.dataset, k): k for k in wanted.get(row.dataset, [])}
+                result.append((row.dataset, v1.get(row.record_pseudonym, "?"), row.transition, row.due_at))
+            elif row.count and row.transition.count("->") == 1:
+                result.append((row.dataset, "*", row.transition, row.count))
+    return result
+
+
+def move_counter(moves: Iterable[tuple[str, str, str, Any]]) -> Counter[tuple[str, str, str]]:
+    """(dataset, key, transition) counts; summary rows add their counts under key "*"."""
+    counter: Counter[tuple[str, str, str]] = Counter()
+    for dataset, key, transition, due in moves:
+        counter[(dataset, key, transition)] += due if key == "*" and isinstance(due, int) else 1
+    return counter
