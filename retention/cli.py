@@ -169,6 +169,22 @@ def utc_option(func: F) -> F:
     )(func)
 
 
+def zone_options(func: F) -> F:
+    """``--rules``/``--pack`` only to show instants in the pack's timezone, and ``--utc``."""
+    func = utc_option(func)
+    func = click.option(
+        "--pack", "pack_id", default=None, help="Pack whose timezone to use, when --rules holds several."
+    )(func)
+    return click.option(
+        "--rules",
+        "rules",
+        envvar="RETENTION_RULES",
+        default=None,
+        type=click.Path(path_type=Path),
+        help="Rule pack (or RETENTION_RULES) whose timezone instants are shown in; default UTC.",
+    )(func)
+
+
 def handled(func: F) -> F:
     """Turn RetentionError into its message and exit code.
 
@@ -295,10 +311,13 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
 
     Errors (exit 2) name the file and line, or the table and column. Warnings
     (missing indexes on clock columns, tables without primary key) do not fail.
+    CSV has one row per finding (a header only when there is none).
     """
     report = commands.check(rules, db)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), indent=2))
+    elif fmt == "csv":
+        _print_rows(report.as_dict()["findings"], ["level", "dataset", "table", "column", "message"], fmt)
     else:
         for loaded in report.packs:
             console.print(
@@ -582,6 +601,9 @@ def _run_progress(rules: Path, url: str, as_of: str | None, pack_id: str | None,
     if not (bar and err_console.is_terminal):
         yield _NoProgress()
         return
+    from retention.ledger import pseudonym_secret
+
+    pseudonym_secret()  # a run without its key fails now, not after a plan
     with err_console.status("planning, to know how much each dataset has to move…"):
         summary = commands.plan(rules, url, as_of, pack_id, record=False)
     totals = totals_from_plan(summary.transitions)
@@ -621,6 +643,7 @@ def _exit_for(result: Any) -> None:
 @as_of_option
 @pack_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@utc_option
 @handled
 def explain(
     rules: Path,
@@ -630,17 +653,22 @@ def explain(
     as_of: str | None,
     pack_id: str | None,
     fmt: str,
+    utc: bool,
 ) -> None:
-    """Explain one record: its clocks, due dates, state, holds and next transition."""
+    """Explain one record: its clocks, due dates, state, holds and next transition.
+
+    Instants are shown in the pack's timezone (--utc for UTC); JSON has them in UTC.
+    """
     result = commands.explain(rules, database_url(db), dataset, key, as_of, pack_id)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    console.print(f"{dataset} {key} as of {result.as_of.isoformat()}", highlight=False)
+    zone = display_zone(rules, pack_id, utc)
+    console.print(f"{dataset} {key} as of {when(result.as_of, zone)}", highlight=False)
     if not result.exists:
         console.print("  no such record in the source table, and no engine state for it")
         return
-    since = f" since {result.since.isoformat()}" if result.since else ""
+    since = f" since {when(result.since, zone)}" if result.since else ""
     console.print(f"  state: {result.state}{since}", highlight=False)
     for clock in result.clocks:
         console.print(
@@ -651,20 +679,20 @@ def explain(
         )
     if result.anomaly:
         console.print(f"  skipped: {result.anomaly} clock; never moved by a run", highlight=False)
-    for state, when in result.due.items():
-        console.print(f"  due for {state}: {when.isoformat()}", highlight=False)
+    for state, due_at in result.due.items():
+        console.print(f"  due for {state}: {when(due_at, zone)}", highlight=False)
     for hold in result.holds:
         console.print(f"  held by hold {hold['id']} ({hold['scope']}): {hold['reason']}", highlight=False)
     for step in result.due_now:
         held = " (held: will not move)" if step["held"] else ""
         console.print(
-            f"  due now: {step['transition']} (due {step['due_at'].isoformat()}){held} — {step['basis']}",
+            f"  due now: {step['transition']} (due {when(step['due_at'], zone)}){held} — {step['basis']}",
             highlight=False,
         )
     if result.next_transition:
         nxt = result.next_transition
         console.print(
-            f"  next: {nxt['transition']} on {nxt['due_at'].isoformat()} ({nxt['action']}) — {nxt['basis']}",
+            f"  next: {nxt['transition']} on {when(nxt['due_at'], zone)} ({nxt['action']}) — {nxt['basis']}",
             highlight=False,
         )
     elif not result.due_now:
@@ -735,8 +763,11 @@ def hold_release(db: str | None, hold_id: int, reason: str, released_by: str | N
 @db_option
 @click.option("--all", "include_released", is_flag=True, help="Include released holds.")
 @format_option
+@zone_options
 @handled
-def hold_list(db: str | None, include_released: bool, fmt: str) -> None:
+def hold_list(
+    db: str | None, include_released: bool, fmt: str, rules: Path | None, pack_id: str | None, utc: bool
+) -> None:
     """List holds in place (or all with --all)."""
     rows = commands.hold_list(database_url(db), include_released=include_released)
     _print_rows(
@@ -753,6 +784,7 @@ def hold_list(db: str | None, include_released: bool, fmt: str) -> None:
             "released_at",
         ],
         fmt,
+        zone=display_zone(rules, pack_id, utc),
     )
 
 
@@ -982,6 +1014,7 @@ LEDGER_COLUMNS = [
 @ledger_filters
 @click.option("--limit", default=100, show_default=True, help="At most this many entries (0: all).")
 @format_option
+@zone_options
 @handled
 def ledger_show(
     db: str | None,
@@ -992,6 +1025,9 @@ def ledger_show(
     run_id: str | None,
     limit: int,
     fmt: str,
+    rules: Path | None,
+    pack_id: str | None,
+    utc: bool,
 ) -> None:
     """Show ledger entries, oldest first, filtered by date range, dataset, transition or run."""
     rows = commands.ledger_entries(
@@ -1003,7 +1039,7 @@ def ledger_show(
         run_id=run_id,
         limit=limit,
     )
-    _print_rows(rows, LEDGER_COLUMNS, fmt)
+    _print_rows(rows, LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @ledger_group.command("export")
@@ -1048,13 +1084,21 @@ def ledger_export(
 @click.option("--key", "record_key", default=None, help="The record's key.")
 @click.option("--subject", "subject_key", default=None, help="A subject id: every entry about this person.")
 @format_option
+@zone_options
 @handled
 def ledger_lookup(
-    db: str | None, dataset: str | None, record_key: str | None, subject_key: str | None, fmt: str
+    db: str | None,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    fmt: str,
+    rules: Path | None,
+    pack_id: str | None,
+    utc: bool,
 ) -> None:
     """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
     rows = commands.ledger_lookup(database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key)
-    _print_rows(rows, LEDGER_COLUMNS, fmt)
+    _print_rows(rows, LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @ledger_group.command("checkpoint")
@@ -1185,19 +1229,24 @@ def review() -> None:
 @db_option
 @click.option("--all", "include_done", is_flag=True, help="Include rejected and completed batches.")
 @format_option
+@zone_options
 @handled
-def review_list(db: str | None, include_done: bool, fmt: str) -> None:
+def review_list(
+    db: str | None, include_done: bool, fmt: str, rules: Path | None, pack_id: str | None, utc: bool
+) -> None:
     """List review batches awaiting a decision (or all with --all)."""
     rows = commands.review_list(database_url(db), include_done=include_done)
-    _print_rows(rows, ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"], fmt)
+    columns = ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"]
+    _print_rows(rows, columns, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @review.command("show")
 @db_option
 @click.argument("batch_id", type=int)
 @format_option
+@zone_options
 @handled
-def review_show(db: str | None, batch_id: int, fmt: str) -> None:
+def review_show(db: str | None, batch_id: int, fmt: str, rules: Path | None, pack_id: str | None, utc: bool) -> None:
     """Show the records of review batch BATCH_ID and when each became due."""
     batch, items = commands.review_show(database_url(db), batch_id)
     if fmt == "table":
@@ -1205,7 +1254,7 @@ def review_show(db: str | None, batch_id: int, fmt: str) -> None:
             f"review batch {batch['id']} of {batch['dataset']}: {batch['status']}, {len(items)} records",
             highlight=False,
         )
-    _print_rows(items, ["record_key", "transition", "due_at"], fmt)
+    _print_rows(items, ["record_key", "transition", "due_at"], fmt, zone=display_zone(rules, pack_id, utc))
 
 
 def _decision(approve: bool) -> Callable[..., None]:

@@ -55,10 +55,11 @@ def totals_from_plan(transitions: Mapping[str, Mapping[str, int]]) -> dict[str, 
 
 
 class _RateColumn(ProgressColumn):
-    """Transitions per second, as rich measures them over the last samples."""
+    """Transitions per second since the dataset's work began."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        elapsed = task.finished_time if task.finished else task.elapsed
+        speed = task.completed / elapsed if elapsed else None
         return Text("-/s" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
@@ -78,8 +79,8 @@ class BarProgress:
             expand=True,
         )
         self._tasks: dict[str, TaskID] = {}
-        width = max((len(name) for name in totals), default=8)
-        self._width = width
+        self._width = max((len(name) for name in totals), default=8)
+        self._last_batch_at: float | None = None
         for name, total in totals.items():
             self._task(name, total)
 
@@ -90,6 +91,7 @@ class BarProgress:
 
     def __enter__(self) -> BarProgress:
         self._progress.start()
+        self._last_batch_at = self._progress.get_time()
         return self
 
     def __exit__(
@@ -105,10 +107,16 @@ class BarProgress:
         return self._progress.console
 
     def on_batch(self, batch: Batch) -> None:
+        now = self._progress.get_time()
         for name, count in batch_counts(batch).items():
-            task = self._task(name, None)
-            self._progress.start_task(task)
-            self._progress.advance(task, count)
+            task_id = self._task(name, None)
+            task = self._progress.tasks[task_id]
+            if task.start_time is None:
+                self._progress.start_task(task_id)
+                # The dataset's work began when the previous batch ended, not when its first one did.
+                task.start_time = self._last_batch_at if self._last_batch_at is not None else now
+            self._progress.advance(task_id, count)
+        self._last_batch_at = now
 
     def finish(self, counts: Mapping[str, Mapping[str, int]]) -> None:
         """Show what the run actually did (partition drops come in no batch)."""
@@ -118,6 +126,8 @@ class BarProgress:
                 task = self._task(name, done)
                 total = self._progress.tasks[task].total
                 self._progress.update(task, completed=done, total=max(done, int(total or 0)))
+        for task_id in self._tasks.values():
+            self._progress.stop_task(task_id)
         self._progress.refresh()
 
 
