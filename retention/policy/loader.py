@@ -315,7 +315,15 @@ def pack_files(path: Path) -> list[Path]:
 
     path = resolve_rules(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+        # Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file
+        # twice, once under a hidden timestamped folder (..2026_11_26_...), once linked.
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix in {".yaml", ".yml"}
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise PackError([PackProblem(str(path), None, "no .yaml rule packs in this folder")])
         return files
