@@ -261,7 +261,8 @@ def init(db: str | None, folder: Path) -> None:
     console.print(
         f"export RETENTION_PSEUDONYM_KEY_FILE={folder / 'pseudonym.key'}\n"
         f"export RETENTION_SIGNING_KEY_FILE={folder / 'signing.pem'}\n"
-        f"database {safe_url(database_url(db))} is ready; next: retention check --rules rules/ --db ...",
+        f"database {safe_url(database_url(db))} is ready; next: retention check --rules PACK.yaml --db URL "
+        "(--rules builtin:marketplace tries a reference pack)",
         highlight=False,
     )
 
@@ -897,8 +898,9 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
     """
     import os
 
-    if click.get_current_context().find_root().params.get("log_level") == "info":
-        logs.configure(level="error")  # the demo prints its own story; keep errors only
+    if _log_settings()["level"] == "info":
+        _log_settings()["level"] = "error"  # the demo prints its own story; keep errors only
+        _configure_logs()
     if not os.environ.get("RETENTION_PSEUDONYM_KEY") and not os.environ.get("RETENTION_PSEUDONYM_KEY_FILE"):
         key_file = commands.demo_key_file(Path(".retention-demo"))
         os.environ["RETENTION_PSEUDONYM_KEY_FILE"] = str(key_file)

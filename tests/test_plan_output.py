@@ -105,3 +105,26 @@ def test_plan_json_and_csv(migrated: sa.Engine, db_url: str, tmp_path: Path) -> 
     )
     assert row["anomalies"] == "null 1, future 1"
     assert row["sample_keys"] == "1 2 4"
+
+
+def test_plan_table_fits_100_columns_in_the_packs_timezone(migrated: sa.Engine, db_url: str) -> None:
+    """Off a terminal the table is laid out for 100 columns; names stay whole; due dates are local dates."""
+    from retention.demo import build_shop
+
+    build_shop(migrated, seed=7, customers=120, end=dt.date(2026, 11, 1))
+    args = ["plan", "--rules", "builtin:marketplace", "--db", db_url, "--as-of", "2031-01-01", "--no-record"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("plan for pack marketplace (") and " as of 2031-01-01 00:00 CET: " in lines[0]
+    assert max(len(line) for line in lines) <= 100
+    assert "…" not in result.output
+    rows = {tuple(cell.strip() for cell in line.split("│")[1:3]) for line in lines if line.startswith("│")}
+    for pair in [("review_access_logs", "active->purged"), ("customers", "inactive->archived")]:
+        assert pair in rows, rows
+    assert "times in Europe/Paris" in lines
+    # Due instants are local midnights: shown as dates, never as 23:00 the day before.
+    assert "23:00" not in result.output
+    utc = CliRunner().invoke(main, [*args, "--utc"])
+    assert " as of 2030-12-31 23:00 UTC: " in utc.output.splitlines()[0]
+    assert "times in UTC" in utc.output
