@@ -997,6 +997,9 @@ def ledger_filters(func: F) -> F:
     return func
 
 
+# For people: what, when and how many; --format csv or json adds the basis,
+# pseudonyms, hashes and full run ids.
+LEDGER_TABLE = ["seq", "recorded_at", "dataset", "transition", "action", "count", "due_at", "run_id"]
 LEDGER_COLUMNS = [
     "seq",
     "recorded_at",
@@ -1041,7 +1044,7 @@ def ledger_show(
         run_id=run_id,
         limit=limit,
     )
-    _print_rows(rows, LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
+    _print_rows(rows, LEDGER_TABLE if fmt == "table" else LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @ledger_group.command("export")
@@ -1100,7 +1103,7 @@ def ledger_lookup(
 ) -> None:
     """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
     rows = commands.ledger_lookup(database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key)
-    _print_rows(rows, LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
+    _print_rows(rows, LEDGER_TABLE if fmt == "table" else LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @ledger_group.command("checkpoint")
@@ -1299,17 +1302,36 @@ WRAPPING_COLUMNS = frozenset(
     }
 )
 NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id"})
+# Shorter headers for people (JSON and CSV keep the field names).
+HEADERS = {
+    "decided_by": "by",
+    "extended_on": "extended",
+    "placed_at": "placed",
+    "placed_by": "by",
+    "received_on": "received",
+    "record_key": "record",
+    "released_at": "released",
+    "subject_key": "subject",
+}
+# Identifiers shown by their first characters in tables, as pack digests are.
+ABBREVIATED = {"run_id": 8, "record_pseudonym": 12}
 
 
-def _table(columns: list[str], zone: str | None = None, caption: bool = False) -> Table:
-    """A table that fits the console: names, dates and counts whole, free text wrapped, nothing cut."""
+def _table(
+    columns: list[str], zone: str | None = None, caption: bool = False, instants: frozenset[str] = frozenset()
+) -> Table:
+    """A table that fits the console: names, dates and counts whole, free text wrapped, nothing cut.
+
+    Columns of instants may break between the date and the time of day.
+    """
     table = Table(caption=f"times in {zone}" if caption and zone else None, caption_justify="left")
     for column in columns:
-        wraps = column in WRAPPING_COLUMNS
+        header = HEADERS.get(column, column)
+        wraps = column in WRAPPING_COLUMNS or column in instants
         table.add_column(
-            column,
+            header,
             no_wrap=not wraps,
-            min_width=min(len(column), 12) if wraps else None,
+            min_width=(10 if column in instants else min(len(header), 12)) if wraps else None,
             overflow="fold",
             justify="right" if column in NUMBER_COLUMNS else "left",
         )
@@ -1334,11 +1356,15 @@ def _print_rows(
         writer.writeheader()
         writer.writerows(rows)
         return
-    has_instants = any(isinstance(row.get(c), dt.datetime) for row in rows for c in columns)
-    table = _table(columns, zone, caption=has_instants)
+    instants = frozenset(c for c in columns if any(isinstance(row.get(c), dt.datetime) for row in rows))
+    table = _table(columns, zone, caption=bool(instants), instants=instants)
     table.title = title
     for row in rows:
-        table.add_row(*(_cell(row.get(c), zone) for c in columns))
+        cells = []
+        for column in columns:
+            cell = _cell(row.get(column), zone)
+            cells.append(cell[: ABBREVIATED[column]] if column in ABBREVIATED else cell)
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -128,3 +128,31 @@ def test_plan_table_fits_100_columns_in_the_packs_timezone(migrated: sa.Engine, 
     utc = CliRunner().invoke(main, [*args, "--utc"])
     assert " as of 2030-12-31 23:00 UTC: " in utc.output.splitlines()[0]
     assert "times in UTC" in utc.output
+
+
+def test_other_tables_fit_100_columns(migrated: sa.Engine, db_url: str) -> None:
+    """Run summary, ledger, holds and erasure requests: within 100 columns, names and dates whole."""
+    from retention.demo import build_shop
+
+    build_shop(migrated, seed=7, customers=120, end=dt.date(2026, 11, 1))
+    env = {"RETENTION_PSEUDONYM_KEY": "tables-test-key"}
+    runner = CliRunner()
+    reason = "case 2026-17: an order of the commercial court to keep the records of this subject until judgment"
+    commands = [
+        ["run", "--rules", "builtin:marketplace", "--as-of", "2026-11-01", "--allow-mass", "*"],
+        ["hold", "add", "--dataset", "review_access_logs", "--key", "123456", "--reason", reason],
+        ["erasure", "add", "--rules", "builtin:marketplace", "--subject", "7", "--received", "2026-11-01"],
+        ["ledger", "show", "--limit", "5", "--rules", "builtin:marketplace"],
+        ["hold", "list", "--rules", "builtin:marketplace"],
+        ["erasure", "list", "--rules", "builtin:marketplace"],
+    ]
+    outputs = []
+    for args in commands:
+        result = runner.invoke(main, [*args, "--db", db_url], env=env)
+        assert result.exit_code == 0, (args, result.output)
+        outputs.append(result.stdout)  # the logs on stderr are JSON lines, not for 100 columns
+        assert max(len(line) for line in result.stdout.splitlines()) <= 100, result.stdout
+        assert "…" not in result.stdout
+    ledger, holds = outputs[3], outputs[4]
+    assert "│ review_access_logs │" in holds and "judgment" in holds  # the reason wraps, whole
+    assert "│ guard_overridden │" in ledger or "│ active->purged   │" in ledger
