@@ -335,7 +335,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
     logs.configure(level="warning")  # the tables below are the output; batch logs would drown them
-    url = f"sqlite:///{ROOT / 'bench' / 'bench.sqlite'}" if args.db == "sqlite" else args.db
+    # WAL, as a SQLite database a nightly job shares with its application should use (docs/performance.md).
+    url = f"sqlite:///{ROOT / 'bench' / 'bench.sqlite'}?journal_mode=wal" if args.db == "sqlite" else args.db
     if args.db == "sqlite":
         (ROOT / "bench" / "bench.sqlite").unlink(missing_ok=True)
     engine = create_engine(url)

@@ -7,10 +7,12 @@ shows its traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -33,10 +35,95 @@ EXIT_GUARD = 4
 EXIT_LOCKED = 5
 EXIT_LEDGER = 6
 
-# Off a terminal (cron, pipes, tests) tables keep their full width instead of
-# being squeezed to 80 columns.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+# Off a terminal (cron, pipes, tests) tables are laid out for 100 columns, the
+# width every table is designed to fit without cutting a name.
+TABLE_WIDTH = 100
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else TABLE_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else TABLE_WIDTH)
+
+LOG_FORMATS = ["auto", "json", "console"]
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+
+class RetentionCommand(click.Command):
+    """A command whose usage line names its required options, not only ``[OPTIONS]``."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        required = [
+            f"{param.opts[0]} {param.make_metavar(ctx)}" if not param.is_flag else param.opts[0]
+            for param in self.get_params(ctx)
+            if isinstance(param, click.Option) and param.required
+        ]
+        return [*required, *super().collect_usage_pieces(ctx)]
+
+
+class RetentionGroup(click.Group):
+    """Groups whose commands are :class:`RetentionCommand` and whose subgroups are alike."""
+
+    command_class = RetentionCommand
+    group_class = type
+
+
+def _log_settings() -> dict[str, str]:
+    """The log format and level in force: the root options, overridden after the subcommand."""
+    root = click.get_current_context().find_root()
+    settings: dict[str, str] = root.meta.setdefault("retention.logs", {"format": "auto", "level": "info"})
+    return settings
+
+
+def _configure_logs(quiet: frozenset[str] = frozenset()) -> None:
+    settings = _log_settings()
+    fmt = settings["format"]
+    logs.configure(json=None if fmt == "auto" else fmt == "json", level=settings["level"], quiet=quiet)
+
+
+def json_logs() -> bool:
+    """True when logs are JSON lines (asked for, or stderr is not a terminal)."""
+    fmt = _log_settings()["format"]
+    return logs.uses_json(None if fmt == "auto" else fmt == "json")
+
+
+def machine_only() -> bool:
+    """True with ``--log-format json``: the output is then JSON lines and nothing else."""
+    return _log_settings()["format"] == "json"
+
+
+def _set_log_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--log-format``/``--log-level`` given after the subcommand override the ones before it."""
+    if value is None or ctx.resilient_parsing:
+        return
+    _log_settings()["format" if param.name == "log_format" else "level"] = value.lower()
+    _configure_logs()
+
+
+def _log_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--log-format"],
+            type=click.Choice(LOG_FORMATS),
+            default=None,
+            expose_value=False,
+            callback=_set_log_option,
+            help="Log format on stderr (also accepted before the command); auto: JSON unless a terminal.",
+        ),
+        click.Option(
+            ["--log-level"],
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            default=None,
+            expose_value=False,
+            callback=_set_log_option,
+            help="Minimum log level (also accepted before the command).",
+        ),
+    ]
+
+
+def _add_log_options(group: click.Group) -> None:
+    """Every leaf command accepts the log options after its name, as cron lines tend to put them."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _add_log_options(command)
+        else:
+            command.params.extend(_log_options())
 
 
 def db_option(func: F) -> F:
@@ -74,8 +161,36 @@ def format_option(func: F) -> F:
     )(func)
 
 
+def utc_option(func: F) -> F:
+    return click.option(
+        "--utc",
+        is_flag=True,
+        help="Show instants in UTC instead of the pack's timezone.",
+    )(func)
+
+
+def zone_options(func: F) -> F:
+    """``--rules``/``--pack`` only to show instants in the pack's timezone, and ``--utc``."""
+    func = utc_option(func)
+    func = click.option(
+        "--pack", "pack_id", default=None, help="Pack whose timezone to use, when --rules holds several."
+    )(func)
+    return click.option(
+        "--rules",
+        "rules",
+        envvar="RETENTION_RULES",
+        default=None,
+        type=click.Path(path_type=Path),
+        help="Rule pack (or RETENTION_RULES) whose timezone instants are shown in; default UTC.",
+    )(func)
+
+
 def handled(func: F) -> F:
-    """Turn RetentionError into its message and exit code."""
+    """Turn RetentionError into its message and exit code.
+
+    With ``--log-format json`` the error is a log event too, so that a job's
+    output holds nothing but JSON lines.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -85,22 +200,33 @@ def handled(func: F) -> F:
         except RetentionError as exc:
             if ctx.find_root().params.get("traceback"):
                 raise
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            if machine_only():
+                logs.get_logger().error(
+                    "command_failed", error_type=type(exc).__name__, error=str(exc), exit_code=exc.exit_code
+                )
+            else:
+                err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             ctx.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RetentionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--traceback", is_flag=True, help="Show Python tracebacks for bug reports.")
 @click.option(
     "--log-format",
-    type=click.Choice(["auto", "json", "console"]),
+    type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
     help="Log format on stderr; auto means JSON unless stderr is a terminal.",
 )
-@click.option("--log-level", default="info", show_default=True, help="Minimum log level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Minimum log level.",
+)
 @click.version_option(package_name="retention")
 def main(traceback: bool, log_format: str, log_level: str) -> None:
     """Retention enforcement: keep the promises of your privacy policy in your database.
@@ -108,8 +234,12 @@ def main(traceback: bool, log_format: str, log_level: str) -> None:
     Exit codes: 0 success, 1 failure, 2 configuration error (rule pack, settings,
     schema), 3 partial failure (some datasets failed), 4 mass-deletion guard tripped,
     5 another run holds the lock, 6 ledger verification failed.
+
+    --log-format and --log-level are accepted after the command too.
     """
-    logs.configure(json=None if log_format == "auto" else log_format == "json", level=log_level)
+    settings = _log_settings()
+    settings["format"], settings["level"] = log_format, log_level.lower()
+    _configure_logs()
 
 
 @main.command()
@@ -131,7 +261,8 @@ def init(db: str | None, folder: Path) -> None:
     console.print(
         f"export RETENTION_PSEUDONYM_KEY_FILE={folder / 'pseudonym.key'}\n"
         f"export RETENTION_SIGNING_KEY_FILE={folder / 'signing.pem'}\n"
-        f"database {safe_url(database_url(db))} is ready; next: retention check --rules rules/ --db ...",
+        f"database {safe_url(database_url(db))} is ready; next: retention check --rules PACK.yaml --db URL "
+        "(--rules builtin:marketplace tries a reference pack)",
         highlight=False,
     )
 
@@ -181,10 +312,13 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
 
     Errors (exit 2) name the file and line, or the table and column. Warnings
     (missing indexes on clock columns, tables without primary key) do not fail.
+    CSV has one row per finding (a header only when there is none).
     """
     report = commands.check(rules, db)
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), indent=2))
+    elif fmt == "csv":
+        _print_rows(report.as_dict()["findings"], ["level", "dataset", "table", "column", "message"], fmt)
     else:
         for loaded in report.packs:
             console.print(
@@ -228,33 +362,88 @@ PLAN_COLUMNS = [
 ]
 
 
+def _print_plan_table(summary: Any, zone: str) -> None:
+    """The plan for people, fit for 100 columns: one row per dataset and transition.
+
+    Due dates and clock dates are ranges shown as two lines (from, to) in the
+    pack's timezone; what belongs to a dataset rather than a transition
+    (anomalies, records awaiting review) follows the table once per dataset.
+    """
+    columns = ["dataset", "transition", "count", *(["change"] if summary.previous else []), "due", "clocks", "samples"]
+    table = _table(columns, zone, caption=True)
+    for row in _plan_rows(summary):
+        cells = {
+            "dataset": row["dataset"],
+            "transition": row["transition"],
+            "count": str(row["count"]),
+            "change": "" if row.get("change") is None else f"{row['change']:+d}",
+            "due": _range(row.get("due_from"), row.get("due_to"), zone),
+            "clocks": _range(row.get("clock_from"), row.get("clock_to"), zone, dates=True),
+            "samples": row.get("sample_keys") or "",
+        }
+        table.add_row(*(cells[c] for c in columns))
+    console.print(table)
+    noted: set[str] = set()
+    for row in _plan_rows(summary):
+        dataset = row["dataset"]
+        if dataset in noted:
+            continue
+        noted.add(dataset)
+        if row.get("anomalies"):
+            console.print(f"{dataset}: skipped, never moved: {row['anomalies']} clocks", highlight=False)
+        if row.get("awaiting_review"):
+            console.print(
+                f"{dataset}: {row['awaiting_review']} due purges go to review (retention review list)",
+                highlight=False,
+            )
+
+
+def _range(low: dt.datetime | None, high: dt.datetime | None, zone: str, dates: bool = False) -> str:
+    """``from`` and ``to`` on two lines (one when equal); clock ranges as local dates only."""
+    if low is None or high is None:
+        return ""
+    show: Callable[[dt.datetime], str] = (
+        (lambda v: _local(v, zone).strftime("%Y-%m-%d")) if dates else (lambda v: _cell(v, zone))
+    )
+    first, last = show(low), show(high)
+    return first if first == last else f"{first}\n{last}"
+
+
 @main.command()
 @rules_option()
 @db_option
 @as_of_option
 @pack_option
 @format_option
+@utc_option
 @click.option("--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison.")
 @handled
-def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str, no_record: bool) -> None:
-    """Dry run: list every transition `run` would perform, writing nothing.
+def plan(
+    rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str, utc: bool, no_record: bool
+) -> None:
+    """Dry run: list every transition `run` would perform.
 
     For the same database state and --as-of, `run` performs exactly these
     transitions. Anomalies (NULL, zero, invalid or future clocks) are counted,
-    never moved.
+    never moved. Due dates are shown in the pack's timezone (--utc for UTC).
     """
+    # TODO(lead): describe what plan writes (nothing to source tables; its summary in the
+    # engine's runs table unless --no-record) once the read-only plan lands.
     summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record)
     if fmt == "json":
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
-    if fmt == "table":
-        since = f"; change since the plan of {summary.previous['as_of']:%Y-%m-%d %H:%M} UTC" if summary.previous else ""
-        console.print(
-            f"plan for pack {summary.pack_id} ({summary.pack_digest[:12]}) as of "
-            f"{summary.as_of.isoformat()}: {summary.total()} transitions{since}",
-            highlight=False,
-        )
-    _print_rows(_plan_rows(summary), PLAN_COLUMNS + (["previous"] if fmt == "csv" else []), fmt)
+    if fmt == "csv":
+        _print_rows(_plan_rows(summary), [*PLAN_COLUMNS, "previous"], fmt)
+        return
+    zone = display_zone(rules, summary.pack_id, utc)
+    since = f"; change since the plan as of {when(summary.previous['as_of'], zone)}" if summary.previous else ""
+    console.print(
+        f"plan for pack {summary.pack_id} ({summary.pack_digest[:12]}) as of "
+        f"{when(summary.as_of, zone)}: {summary.total()} transitions{since}",
+        highlight=False,
+    )
+    _print_plan_table(summary, zone)
     if fmt == "table":
         for dataset, dropped in summary.partitions.items():
             if dropped:
@@ -299,6 +488,11 @@ def plan(rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fm
     help="Write Prometheus metrics here (a .prom file in node_exporter's textfile folder).",
 )
 @format_option
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bars on a terminal (they need a plan first, to know each dataset's total).",
+)
 @handled
 def run(
     rules: Path,
@@ -309,6 +503,7 @@ def run(
     allow_mass: tuple[str, ...],
     metrics_file: Path | None,
     fmt: str,
+    no_progress: bool,
 ) -> None:
     """Apply every transition due, one transaction per batch, with ledger entries.
 
@@ -316,32 +511,124 @@ def run(
     Exit 0 on success, 3 when some datasets failed (the others were applied),
     4 when a mass-deletion guard refused a dataset, 5 when another run holds the lock.
     SIGTERM stops the run after its current batch (exit 1; the next run continues).
+
+    On a terminal a bar per dataset shows transitions done, rate and time left;
+    with JSON logs a run_progress event every 10 batches says the same. With
+    --log-format json and no --format, the output is JSON log lines only
+    (run_finished carries the counts).
     """
     import signal
     import threading
 
+    ctx = click.get_current_context()
+    quiet_output = machine_only() and ctx.get_parameter_source("fmt") == click.core.ParameterSource.DEFAULT
+    url = database_url(db)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    result = commands.run(
-        rules,
-        database_url(db),
-        as_of,
-        pack_id,
-        archive_url,
-        allow_mass=allow_mass,
-        metrics_file=metrics_file,
-        should_stop=stop.is_set,
-    )
+
+    def apply(on_batch: Callable[[Any], None] | None) -> Any:
+        return commands.run(
+            rules,
+            url,
+            as_of,
+            pack_id,
+            archive_url,
+            on_batch=on_batch,
+            allow_mass=allow_mass,
+            metrics_file=metrics_file,
+            should_stop=stop.is_set,
+        )
+
+    with _run_progress(rules, url, as_of, pack_id, bar=fmt == "table" and not no_progress) as on_batch:
+        result = apply(on_batch)
+        on_batch.finish(result.counts)
+    if quiet_output:
+        _exit_for(result)
+        return
     rows = [{"dataset": d, "transition": t, "count": c} for d, per in result.counts.items() for t, c in per.items()]
-    rows += [{"dataset": d, "transition": "FAILED", "count": 0, "error": e} for d, e in result.failures.items()]
-    rows += [{"dataset": d, "transition": "GUARDED", "count": 0, "error": e} for d, e in result.guarded.items()]
-    if fmt == "table":
-        console.print(f"run {result.run_id}: {result.status}, {result.batches} batches", highlight=False)
-    _print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
+    rows += [{"dataset": d, "transition": "FAILED", "count": None, "error": e} for d, e in result.failures.items()]
+    rows += [{"dataset": d, "transition": "GUARDED", "count": None, "error": e} for d, e in result.guarded.items()]
+    if fmt != "table":
+        _print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
+        _exit_for(result)
+        return
+    console.print(f"run {result.run_id}: {result.status}, {result.batches} batches", highlight=False)
+    _print_rows(rows, ["dataset", "transition", "count"], fmt)
+    for dataset, error in result.failures.items():
+        err_console.print(f"dataset {dataset} failed: {error}", highlight=False)
     for message in result.guarded.values():
         err_console.print(message, highlight=False)
+    _exit_for(result)
+
+
+class _NoProgress:
+    """What a run reports its batches to when nobody watches a bar."""
+
+    def __init__(self, log_progress: Any = None) -> None:
+        self._log_progress = log_progress
+
+    def __call__(self, batch: Any) -> None:
+        if self._log_progress is not None:
+            self._log_progress.on_batch(batch)
+
+    def finish(self, counts: Any) -> None:
+        """Nothing to settle: the run's own summary follows."""
+
+
+class _BarProgress(_NoProgress):
+    def __init__(self, bars: Any) -> None:
+        super().__init__()
+        self._bars = bars
+
+    def __call__(self, batch: Any) -> None:
+        self._bars.on_batch(batch)
+
+    def finish(self, counts: Any) -> None:
+        self._bars.finish(counts)
+
+
+@contextmanager
+def _run_progress(rules: Path, url: str, as_of: str | None, pack_id: str | None, bar: bool) -> Iterator[_NoProgress]:
+    """Bars on a terminal (totals from a plan), run_progress log events with JSON logs, else nothing.
+
+    While the bars show, per-batch log events are not printed (the bars say
+    the same) and other log lines are printed above the bars.
+    """
+    from retention.progress import BarProgress, LogProgress, totals_from_plan
+
+    if json_logs():
+        yield _NoProgress(LogProgress(logs.get_logger()))
+        return
+    if not (bar and err_console.is_terminal):
+        yield _NoProgress()
+        return
+    from retention.ledger import pseudonym_secret
+
+    pseudonym_secret()  # a run without its key fails now, not after a plan
+    with err_console.status("planning, to know how much each dataset has to move…"):
+        summary = commands.plan(rules, url, as_of, pack_id, record=False)
+    totals = totals_from_plan(summary.transitions)
+    from rich.file_proxy import FileProxy
+
+    with BarProgress(err_console, totals) as bars:
+        settings = _log_settings()
+        logs.configure(
+            json=False,
+            level=settings["level"],
+            stream=FileProxy(bars.console, sys.stderr),  # type: ignore[arg-type]
+            quiet=frozenset({"batch_applied"}),
+        )
+        try:
+            yield _BarProgress(bars)
+        finally:
+            _configure_logs()
+
+
+def _exit_for(result: Any) -> None:
+    """The run's exit code: 1 interrupted, 3 partial, 4 guarded, else 0."""
     if result.status == "interrupted":
-        err_console.print("run interrupted after its current batch; the next run continues", highlight=False)
+        if not machine_only():
+            err_console.print("run interrupted after its current batch; the next run continues", highlight=False)
         sys.exit(EXIT_FAILURE)
     if result.failures:
         sys.exit(EXIT_PARTIAL)
@@ -357,6 +644,7 @@ def run(
 @as_of_option
 @pack_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@utc_option
 @handled
 def explain(
     rules: Path,
@@ -366,17 +654,22 @@ def explain(
     as_of: str | None,
     pack_id: str | None,
     fmt: str,
+    utc: bool,
 ) -> None:
-    """Explain one record: its clocks, due dates, state, holds and next transition."""
+    """Explain one record: its clocks, due dates, state, holds and next transition.
+
+    Instants are shown in the pack's timezone (--utc for UTC); JSON has them in UTC.
+    """
     result = commands.explain(rules, database_url(db), dataset, key, as_of, pack_id)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    console.print(f"{dataset} {key} as of {result.as_of.isoformat()}", highlight=False)
+    zone = display_zone(rules, pack_id, utc)
+    console.print(f"{dataset} {key} as of {when(result.as_of, zone)}", highlight=False)
     if not result.exists:
         console.print("  no such record in the source table, and no engine state for it")
         return
-    since = f" since {result.since.isoformat()}" if result.since else ""
+    since = f" since {when(result.since, zone)}" if result.since else ""
     console.print(f"  state: {result.state}{since}", highlight=False)
     for clock in result.clocks:
         console.print(
@@ -387,20 +680,20 @@ def explain(
         )
     if result.anomaly:
         console.print(f"  skipped: {result.anomaly} clock; never moved by a run", highlight=False)
-    for state, when in result.due.items():
-        console.print(f"  due for {state}: {when.isoformat()}", highlight=False)
+    for state, due_at in result.due.items():
+        console.print(f"  due for {state}: {when(due_at, zone)}", highlight=False)
     for hold in result.holds:
         console.print(f"  held by hold {hold['id']} ({hold['scope']}): {hold['reason']}", highlight=False)
     for step in result.due_now:
         held = " (held: will not move)" if step["held"] else ""
         console.print(
-            f"  due now: {step['transition']} (due {step['due_at'].isoformat()}){held} — {step['basis']}",
+            f"  due now: {step['transition']} (due {when(step['due_at'], zone)}){held} — {step['basis']}",
             highlight=False,
         )
     if result.next_transition:
         nxt = result.next_transition
         console.print(
-            f"  next: {nxt['transition']} on {nxt['due_at'].isoformat()} ({nxt['action']}) — {nxt['basis']}",
+            f"  next: {nxt['transition']} on {when(nxt['due_at'], zone)} ({nxt['action']}) — {nxt['basis']}",
             highlight=False,
         )
     elif not result.due_now:
@@ -471,8 +764,11 @@ def hold_release(db: str | None, hold_id: int, reason: str, released_by: str | N
 @db_option
 @click.option("--all", "include_released", is_flag=True, help="Include released holds.")
 @format_option
+@zone_options
 @handled
-def hold_list(db: str | None, include_released: bool, fmt: str) -> None:
+def hold_list(
+    db: str | None, include_released: bool, fmt: str, rules: Path | None, pack_id: str | None, utc: bool
+) -> None:
     """List holds in place (or all with --all)."""
     rows = commands.hold_list(database_url(db), include_released=include_released)
     _print_rows(
@@ -489,6 +785,7 @@ def hold_list(db: str | None, include_released: bool, fmt: str) -> None:
             "released_at",
         ],
         fmt,
+        zone=display_zone(rules, pack_id, utc),
     )
 
 
@@ -513,12 +810,17 @@ def erasure_add(
     received: str,
     note: str | None,
 ) -> None:
-    """Record an erasure request; the next run moves the subject's records."""
-    request_id, deadline = commands.erasure_add(
+    """Record an erasure request; the next run moves the subject's records.
+
+    The deadline is 1 month after receipt, moved to the next working day when
+    it ends on a weekend or a public holiday of the pack's country.
+    """
+    request_id, deadline, moved = commands.erasure_add(
         database_url(db), rules, pack_id, subject_key=subject_key, received=received, note=note
     )
-    console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False)
-    if not commands.subject_known(database_url(db), rules, pack_id, subject_key):
+    why = f" (moved from {moved})" if moved else ""
+    console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}{why}", highlight=False)
+    if commands.subject_known(database_url(db), rules, pack_id, subject_key) is False:
         err_console.print(
             f"warning: no dataset holds a record of this subject; request {request_id} will be processed "
             "with the outcome 'no records found' (check the id)",
@@ -528,17 +830,26 @@ def erasure_add(
 
 @erasure.command("list")
 @db_option
+@rules_option(required=False)
+@pack_option
 @click.option("--all", "include_closed", is_flag=True, help="Include closed requests.")
 @format_option
 @handled
-def erasure_list(db: str | None, include_closed: bool, fmt: str) -> None:
-    """List requests with their deadline; flags those due within 7 days and overdue."""
-    rows = commands.erasure_list(database_url(db), include_closed=include_closed)
-    _print_rows(
-        rows,
-        ["id", "subject_key", "received_on", "deadline", "flag", "status", "outcome", "extended_on", "note"],
-        fmt,
-    )
+def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, include_closed: bool, fmt: str) -> None:
+    """List requests with their deadline; flags those due within 7 days and overdue.
+
+    With --rules (or RETENTION_RULES), the moved column names the weekend days
+    and public holidays of the pack's country that pushed each deadline back.
+    """
+    rows = commands.erasure_list(database_url(db), include_closed=include_closed, rules=rules, pack_id=pack_id)
+    columns = ["id", "subject_key", "received_on", "deadline", "flag", "status", "outcome", "extended_on", "note"]
+    if fmt != "table":
+        _print_rows(rows, columns[:4] + (["moved"] if rules is not None else []) + columns[4:], fmt)
+        return
+    _print_rows(rows, columns, fmt)
+    for row in rows:
+        if row.get("moved"):
+            console.print(f"request {row['id']}: deadline moved from {row['moved']}", highlight=False)
 
 
 @erasure.command("extend")
@@ -549,9 +860,10 @@ def erasure_list(db: str | None, include_closed: bool, fmt: str) -> None:
 @click.option("--reason", required=True, help="Why more time is needed (GDPR art. 12(3)).")
 @handled
 def erasure_extend(db: str | None, rules: Path, pack_id: str | None, request_id: int, reason: str) -> None:
-    """Extend a request's deadline once, by 2 months."""
-    deadline = commands.erasure_extend(database_url(db), rules, pack_id, request_id, reason=reason)
-    console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}", highlight=False)
+    """Extend a request's deadline once, by 2 months (then moved off weekends and public holidays)."""
+    deadline, moved = commands.erasure_extend(database_url(db), rules, pack_id, request_id, reason=reason)
+    why = f" (moved from {moved})" if moved else ""
+    console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}{why}", highlight=False)
 
 
 @erasure.command("close")
@@ -577,7 +889,7 @@ def erasure_close(db: str | None, request_id: int) -> None:
 @click.option(
     "--rules",
     "rules",
-    default=Path("rules/marketplace.yaml"),
+    default=Path("builtin:marketplace"),
     type=click.Path(path_type=Path),
     show_default=True,
     help="The pack to demonstrate.",
@@ -592,8 +904,9 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
     """
     import os
 
-    if click.get_current_context().find_root().params.get("log_level") == "info":
-        logs.configure(level="error")  # the demo prints its own story; keep errors only
+    if _log_settings()["level"] == "info":
+        _log_settings()["level"] = "error"  # the demo prints its own story; keep errors only
+        _configure_logs()
     if not os.environ.get("RETENTION_PSEUDONYM_KEY") and not os.environ.get("RETENTION_PSEUDONYM_KEY_FILE"):
         key_file = commands.demo_key_file(Path(".retention-demo"))
         os.environ["RETENTION_PSEUDONYM_KEY_FILE"] = str(key_file)
@@ -611,7 +924,7 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
     console.print(f"{rules}: {len(report.errors)} errors, {len(report.findings) - len(report.errors)} warnings")
     console.rule("3. plan (dry run): what tonight's run will do")
     plan_summary = commands.plan(rules, db)
-    _print_rows(_plan_rows(plan_summary), PLAN_COLUMNS, "table")
+    _print_plan_table(plan_summary, display_zone(rules, plan_summary.pack_id, utc=False))
     console.print(f"{plan_summary.total()} transitions planned", highlight=False)
     console.rule("4. run (the first run clears years of backlog, so guards are overridden: see the ledger)")
     result = commands.run(rules, db, allow_mass=("*",))
@@ -690,6 +1003,11 @@ def ledger_filters(func: F) -> F:
     return func
 
 
+# For people: what, when and how many; --format csv or json adds the basis,
+# pseudonyms, hashes and full run ids.
+LEDGER_TABLE = ["seq", "recorded_at", "dataset", "transition", "count", "due_at", "run_id"]
+# A lookup lists one row per record (a v2 item, or a v1 entry): the count is always 1.
+LOOKUP_TABLE = ["seq", "item", "recorded_at", "dataset", "transition", "action", "due_at", "run_id"]
 LEDGER_COLUMNS = [
     "seq",
     "recorded_at",
@@ -709,6 +1027,7 @@ LEDGER_COLUMNS = [
 @ledger_filters
 @click.option("--limit", default=100, show_default=True, help="At most this many entries (0: all).")
 @format_option
+@zone_options
 @handled
 def ledger_show(
     db: str | None,
@@ -719,6 +1038,9 @@ def ledger_show(
     run_id: str | None,
     limit: int,
     fmt: str,
+    rules: Path | None,
+    pack_id: str | None,
+    utc: bool,
 ) -> None:
     """Show ledger entries, oldest first, filtered by date range, dataset, transition or run."""
     rows = commands.ledger_entries(
@@ -730,7 +1052,7 @@ def ledger_show(
         run_id=run_id,
         limit=limit,
     )
-    _print_rows(rows, LEDGER_COLUMNS, fmt)
+    _print_rows(rows, LEDGER_TABLE if fmt == "table" else LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @ledger_group.command("export")
@@ -775,13 +1097,26 @@ def ledger_export(
 @click.option("--key", "record_key", default=None, help="The record's key.")
 @click.option("--subject", "subject_key", default=None, help="A subject id: every entry about this person.")
 @format_option
+@zone_options
 @handled
 def ledger_lookup(
-    db: str | None, dataset: str | None, record_key: str | None, subject_key: str | None, fmt: str
+    db: str | None,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    fmt: str,
+    rules: Path | None,
+    pack_id: str | None,
+    utc: bool,
 ) -> None:
     """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
     rows = commands.ledger_lookup(database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key)
-    _print_rows(rows, [*LEDGER_COLUMNS[:1], "item", *LEDGER_COLUMNS[1:]], fmt)
+    _print_rows(
+        rows,
+        LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],
+        fmt,
+        zone=display_zone(rules, pack_id, utc),
+    )
 
 
 @ledger_group.command("checkpoint")
@@ -912,19 +1247,24 @@ def review() -> None:
 @db_option
 @click.option("--all", "include_done", is_flag=True, help="Include rejected and completed batches.")
 @format_option
+@zone_options
 @handled
-def review_list(db: str | None, include_done: bool, fmt: str) -> None:
+def review_list(
+    db: str | None, include_done: bool, fmt: str, rules: Path | None, pack_id: str | None, utc: bool
+) -> None:
     """List review batches awaiting a decision (or all with --all)."""
     rows = commands.review_list(database_url(db), include_done=include_done)
-    _print_rows(rows, ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"], fmt)
+    columns = ["id", "dataset", "status", "items", "created_at", "decided_by", "reason"]
+    _print_rows(rows, columns, fmt, zone=display_zone(rules, pack_id, utc))
 
 
 @review.command("show")
 @db_option
 @click.argument("batch_id", type=int)
 @format_option
+@zone_options
 @handled
-def review_show(db: str | None, batch_id: int, fmt: str) -> None:
+def review_show(db: str | None, batch_id: int, fmt: str, rules: Path | None, pack_id: str | None, utc: bool) -> None:
     """Show the records of review batch BATCH_ID and when each became due."""
     batch, items = commands.review_show(database_url(db), batch_id)
     if fmt == "table":
@@ -932,7 +1272,7 @@ def review_show(db: str | None, batch_id: int, fmt: str) -> None:
             f"review batch {batch['id']} of {batch['dataset']}: {batch['status']}, {len(items)} records",
             highlight=False,
         )
-    _print_rows(items, ["record_key", "transition", "due_at"], fmt)
+    _print_rows(items, ["record_key", "transition", "due_at"], fmt, zone=display_zone(rules, pack_id, utc))
 
 
 def _decision(approve: bool) -> Callable[..., None]:
@@ -1105,8 +1445,72 @@ def serve(
     commands.serve(settings, host, port)
 
 
-def _print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, title: str | None = None) -> None:
-    """Print rows as a rich table, JSON or CSV."""
+# Free text and long identifiers wrap to make a table fit; every other cell (names
+# people copy into --dataset or --transition, dates, counts) stays whole on one line.
+WRAPPING_COLUMNS = frozenset(
+    {
+        "action",
+        "anomalies",
+        "basis",
+        "clocks",
+        "due",
+        "error",
+        "moved",
+        "note",
+        "reason",
+        "record_key",
+        "record_pseudonym",
+        "run_id",
+        "sample_keys",
+        "samples",
+        "subject_key",
+    }
+)
+NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id"})
+# Shorter headers for people (JSON and CSV keep the field names).
+HEADERS = {
+    "decided_by": "by",
+    "extended_on": "extended",
+    "placed_at": "placed",
+    "placed_by": "by",
+    "received_on": "received",
+    "record_key": "record",
+    "released_at": "released",
+    "subject_key": "subject",
+}
+# Identifiers shown by their first characters in tables, as pack digests are.
+ABBREVIATED = {"run_id": 8, "record_pseudonym": 12}
+
+
+def _table(
+    columns: list[str], zone: str | None = None, caption: bool = False, instants: frozenset[str] = frozenset()
+) -> Table:
+    """A table that fits the console: names, dates and counts whole, free text wrapped, nothing cut.
+
+    Columns of instants may break between the date and the time of day.
+    """
+    table = Table(caption=f"times in {zone}" if caption and zone else None, caption_justify="left")
+    for column in columns:
+        header = HEADERS.get(column, column)
+        wraps = column in WRAPPING_COLUMNS or column in instants
+        table.add_column(
+            header,
+            no_wrap=not wraps,
+            min_width=(10 if column in instants else min(len(header), 12)) if wraps else None,
+            overflow="fold",
+            justify="right" if column in NUMBER_COLUMNS else "left",
+        )
+    return table
+
+
+def _print_rows(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    fmt: str,
+    title: str | None = None,
+    zone: str = "UTC",
+) -> None:
+    """Print rows as a rich table (instants in ``zone``), JSON or CSV (instants in UTC, ISO 8601)."""
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=_json_default))
         return
@@ -1117,32 +1521,60 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, title:
         writer.writeheader()
         writer.writerows(rows)
         return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    instants = frozenset(c for c in columns if any(isinstance(row.get(c), dt.datetime) for row in rows))
+    table = _table(columns, zone, caption=bool(instants), instants=instants)
+    table.title = title
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        cells = []
+        for column in columns:
+            cell = _cell(row.get(column), zone)
+            cells.append(cell[: ABBREVIATED[column]] if column in ABBREVIATED else cell)
+        table.add_row(*cells)
     console.print(table)
 
 
 def _json_default(value: Any) -> Any:
-    import datetime as dt
-
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return str(value)
 
 
-def _cell(value: Any) -> str:
-    """Table cells for people: instants to the minute in UTC, nothing for None."""
-    import datetime as dt
+def _local(value: dt.datetime, zone: str) -> dt.datetime:
+    from retention.clock import zone as tz
 
+    if value.tzinfo is None:  # the engine stores UTC; some drivers hand it back naive
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC if zone == "UTC" else tz(zone))
+
+
+def _cell(value: Any, zone: str = "UTC") -> str:
+    """Table cells for people: instants in ``zone`` to the minute (a local midnight as its date)."""
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+        local = _local(value, zone)
+        if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+            return local.strftime("%Y-%m-%d")
+        return local.strftime("%Y-%m-%d %H:%M")
     return str(value)
 
+
+def when(value: dt.datetime, zone: str) -> str:
+    """An instant in a sentence: to the minute, with its zone's abbreviation (CET, CEST, UTC)."""
+    return _local(value, zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
+    """The zone instants are shown in: the pack's, unless --utc or no single pack names one."""
+    if utc or rules is None:
+        return "UTC"
+    from retention.policy import load_catalog
+
+    zones = {p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id}
+    return zones.pop() if len(zones) == 1 else "UTC"
+
+
+_add_log_options(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

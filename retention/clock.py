@@ -6,7 +6,9 @@ one arithmetic. Article 3 of Regulation (EEC, Euratom) No 1182/71 fixes the
 rules: the day of the event does not count, a period in months or years ends
 at the end of the day bearing the same date in the last month or year (or of
 that month's last day when the date does not exist there), and a deadline for
-acting that ends on a Saturday or Sunday moves to the next working day.
+acting that ends on a Saturday, a Sunday or a public holiday moves to the next
+working day (art. 3(4); public holidays of the pack's country, from the
+``holidays`` package).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import pendulum
@@ -200,11 +202,54 @@ def due_instant(due_day: dt.date, tz: str) -> dt.datetime:
     return start_of_day(due_day, tz)
 
 
-def action_deadline(received: dt.date, period: Period) -> dt.date:
-    """Last day to act on a request (art. 3(4): weekends move to Monday)."""
-    last = period.add_to(received)
-    while last.weekday() >= 5:
-        last += dt.timedelta(days=1)
+@dataclass(frozen=True)
+class WorkingDays:
+    """Which days count for a deadline to act: not Saturdays, Sundays or public holidays.
+
+    Regulation 1182/71 art. 2(2) counts as working days all days other than
+    public holidays, Sundays and Saturdays; the public holidays are those of
+    the country (and subdivision) where the act is done, as the pack names it.
+    Without a country only weekends are skipped.
+    """
+
+    country: str | None = None
+    subdivision: str | None = None
+
+    def closed(self, day: dt.date) -> str | None:
+        """Why ``day`` is not a working day (a holiday's name, "Saturday", "Sunday"), else None."""
+        if self.country is not None:
+            name = public_holidays(self.country, self.subdivision).get(day)
+            if name:
+                return str(name)
+        if day.weekday() >= 5:
+            return ("Saturday", "Sunday")[day.weekday() - 5]
+        return None
+
+    def next_working_day(self, day: dt.date) -> tuple[dt.date, list[tuple[dt.date, str]]]:
+        """``day`` or the first working day after it, with every day skipped and why."""
+        skipped: list[tuple[dt.date, str]] = []
+        while (reason := self.closed(day)) is not None:
+            skipped.append((day, reason))
+            day += dt.timedelta(days=1)
+        return day, skipped
+
+
+@lru_cache(maxsize=32)
+def public_holidays(country: str, subdivision: str | None = None) -> Any:
+    """The ``holidays`` calendar of a country (English names where the package has them).
+
+    The calendar fills in years on first lookup; one object per country is kept.
+    """
+    import holidays
+
+    cls = type(holidays.country_holidays(country, subdiv=subdivision))
+    language = "en_US" if "en_US" in getattr(cls, "supported_languages", ()) else None
+    return holidays.country_holidays(country, subdiv=subdivision, language=language)
+
+
+def action_deadline(received: dt.date, period: Period, calendar: WorkingDays | None = None) -> dt.date:
+    """Last day to act on a request (art. 3(4): a weekend or public holiday moves to the next working day)."""
+    last, _ = (calendar or WorkingDays()).next_working_day(period.add_to(received))
     return last
 
 

@@ -19,7 +19,7 @@ from retention import execute, ledger, migrate, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import start_of_day, utcnow
 from retention.config import create_engine
-from retention.errors import ConfigError, RetentionError
+from retention.errors import ConfigError, RetentionError, SchemaError
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.schema import Finding, check_schema
@@ -473,48 +473,68 @@ def erasure_add(
     subject_key: str,
     received: str,
     note: str | None,
-) -> tuple[int, dt.date]:
+) -> tuple[int, dt.date, str]:
+    """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
     day = _parse_day(received, "--received")
     pack = load_catalog(rules).in_force(day, pack_id).pack
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
             request_id = subjects.add_request(conn, subject_key=subject_key, received=day, pack=pack, note=note)
-        return request_id, subjects.deadline_for(day, pack, extended=False)
+        deadline, skipped = subjects.deadline_moves(day, pack, extended=False)
+        return request_id, deadline, subjects.describe_moves(skipped)
     finally:
         engine.dispose()
 
 
-def subject_known(db_url: str, rules: Path, pack_id: str | None, subject_key: str) -> bool:
-    """Whether any dataset of the pack in force today holds a record of the subject (live or archived)."""
-    from retention.clock import utcnow
+def subject_known(db_url: str, rules: Path, pack_id: str | None, subject_key: str) -> bool | None:
+    """Whether any dataset of the pack in force today holds a record of the subject (live or archived).
+
+    None when the database cannot say (the pack's tables are not all there).
+    """
     from retention.plan import PlanContext, build_planners
 
     loaded = load_catalog(rules).in_force(utcnow().date(), pack_id)
     engine = _engine(db_url)
     try:
         with engine.connect() as conn:
-            planners = build_planners(conn, PlanContext(loaded, utcnow()))
+            try:
+                planners = build_planners(conn, PlanContext(loaded, utcnow()))
+            except SchemaError:
+                return None
             return any(p.knows_subject(conn, subject_key) for p in planners.values())
     finally:
         engine.dispose()
 
 
-def erasure_list(db_url: str, *, include_closed: bool = False) -> list[dict[str, Any]]:
+def erasure_list(
+    db_url: str, *, include_closed: bool = False, rules: Path | None = None, pack_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Requests with their deadlines; with ``rules``, why each deadline moved (weekends, holidays)."""
+    today = utcnow().date()
+    pack = load_catalog(rules).in_force(today, pack_id).pack if rules is not None else None
     engine = _engine(db_url)
     try:
         with engine.connect() as conn:
-            return subjects.list_requests(conn, utcnow().date(), include_closed=include_closed)
+            return subjects.list_requests(conn, today, include_closed=include_closed, pack=pack)
     finally:
         engine.dispose()
 
 
-def erasure_extend(db_url: str, rules: Path, pack_id: str | None, request_id: int, *, reason: str) -> dt.date:
+def erasure_extend(
+    db_url: str, rules: Path, pack_id: str | None, request_id: int, *, reason: str
+) -> tuple[dt.date, str]:
+    """Extend a request once; return the new deadline and which days moved it ('' if none)."""
     pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
-            return subjects.extend_request(conn, request_id, reason=reason, pack=pack)
+            deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack)
+            received = conn.execute(
+                sa.select(store.erasure_requests.c.received_on).where(store.erasure_requests.c.id == request_id)
+            ).scalar_one()
+        _, skipped = subjects.deadline_moves(received, pack, extended=True)
+        return deadline, subjects.describe_moves(skipped)
     finally:
         engine.dispose()
 

@@ -3,10 +3,16 @@
 Secrets (the pseudonym key, the signing key) come from an environment
 variable or from a file readable by its owner only. They never appear in
 rule packs, logs or error messages.
+
+The engine never changes a persistent setting of the database it works in:
+session settings only (time zone, SQLite's cache and timeouts). SQLite's
+journal mode is stored in the database file, so the engine changes it only
+when the URL asks: ``sqlite:///shop.sqlite?journal_mode=wal``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from pathlib import Path
@@ -34,24 +40,45 @@ def safe_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+SQLITE_JOURNAL_MODES = ("delete", "truncate", "persist", "wal")
+"""Journal modes a SQLite URL may ask for with ``?journal_mode=``: persistent ones only."""
+
+
+def _on_sqlite_connect(dbapi_conn: Any, _record: Any, journal_mode: str | None = None) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
-    # WAL lets plan and explain read while a run writes; with synchronous=NORMAL a
-    # commit no longer waits for fsync. A power cut may lose the last batches, but
-    # each batch's data change and ledger entries are lost or kept together.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    if journal_mode is not None:
+        # Persistent: the application's own connections see it too. Only on request.
+        cursor.execute(f"PRAGMA journal_mode={journal_mode}")
     # 64 MiB of page cache instead of 2: the ledger's pseudonym indexes take
     # inserts at random places, and a nightly purge writes one per record.
     cursor.execute("PRAGMA cache_size=-65536")
-    # Checkpoint every ~40 MiB of WAL instead of every 4: pages that batch after
-    # batch dirties (index leaves) are then copied back to the database once.
-    cursor.execute("PRAGMA wal_autocheckpoint=10000")
-    # ... and give the disk back once a checkpoint has emptied a WAL that grew.
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        # In WAL mode, synchronous=NORMAL means a commit no longer waits for fsync.
+        # A power cut may lose the last batches, but each batch's data change and
+        # ledger entries are lost or kept together (in rollback-journal modes it
+        # could corrupt the file, so the default FULL stays there).
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoint every ~40 MiB of WAL instead of every 4: pages that batch after
+        # batch dirties (index leaves) are then copied back to the database once.
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
+    # ... and give the disk back once a checkpoint has emptied a journal that grew.
     cursor.execute("PRAGMA journal_size_limit=67108864")
     cursor.close()
+
+
+def _sqlite_journal_mode(url: sa.URL) -> tuple[sa.URL, str | None]:
+    """The ``journal_mode`` a SQLite URL asks for (taken out of the URL), or None."""
+    value = url.query.get("journal_mode")
+    if value is None:
+        return url, None
+    mode = (value if isinstance(value, str) else value[-1]).lower()
+    if mode not in SQLITE_JOURNAL_MODES:
+        raise ConfigError(
+            f"unknown SQLite journal_mode {mode!r} in the database URL; valid: {', '.join(SQLITE_JOURNAL_MODES)}"
+        )
+    return url.difference_update_query(["journal_mode"]), mode
 
 
 def _on_mysql_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -76,7 +103,9 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
     if backend in ("mysql", "mariadb") and "+" not in parsed.drivername:
         parsed = parsed.set(drivername=f"{backend}+pymysql")
+    journal_mode = None
     if backend == "sqlite":
+        parsed, journal_mode = _sqlite_journal_mode(parsed)
         # SQLite does its own transactions badly through pysqlite's defaults;
         # autocommit off and explicit BEGIN gives real transactional batches.
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
@@ -85,7 +114,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     except Exception as exc:
         raise ConfigError(f"cannot use database URL {safe_url(url)!r}: {exc}") from None
     if backend == "sqlite":
-        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "connect", functools.partial(_on_sqlite_connect, journal_mode=journal_mode))
     elif backend in ("mysql", "mariadb"):
         sa.event.listen(engine, "connect", _on_mysql_connect)
     return engine

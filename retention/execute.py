@@ -712,14 +712,23 @@ class GuardTrip:
         return self.count / self.rows if self.rows else 1.0
 
     def __str__(self) -> str:
+        return guard_message(self.dataset, [self])
+
+    def describe(self, guarded: str) -> str:
+        """This trip without the dataset the guard refused (named once by :func:`guard_message`)."""
         limit = f"max {self.max_share:.0%}"
         if self.max_count is not None:
             limit += f" or {self.max_count} records"
-        return (
-            f"guard tripped for dataset {self.dataset}: {self.transition} would move {self.count} of "
-            f"{self.rows} records ({self.share:.1%}; {limit}); rerun with --allow-mass {self.dataset} "
-            "if this is intended"
-        )
+        what = self.transition if self.dataset == guarded else f"{self.dataset} {self.transition}"
+        return f"{what} would move {self.count} of {self.rows} records ({self.share:.1%}; {limit})"
+
+
+def guard_message(dataset: str, trips: Sequence[GuardTrip]) -> str:
+    """One sentence per refused dataset, naming it once however many transitions tripped."""
+    return (
+        f"guard tripped for dataset {dataset}: {', '.join(t.describe(dataset) for t in trips)}; "
+        f"rerun with --allow-mass {dataset} if this is intended"
+    )
 
 
 def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner) -> list[GuardTrip]:
@@ -918,7 +927,7 @@ def _guard_passes(
     if not trips:
         return True
     if "*" not in allow_mass and planner.name not in allow_mass:
-        result.guarded[planner.name] = "; ".join(str(t) for t in trips)
+        result.guarded[planner.name] = guard_message(planner.name, trips)
         for trip in trips:
             log.warning(
                 "guard_tripped",

@@ -59,6 +59,9 @@ SAFE_FIELDS = frozenset(
         "review_id",
         "path",
         "dropped_fields",
+        "total",
+        "rate",
+        "eta_seconds",
     }
 )
 
@@ -73,15 +76,41 @@ def drop_unsafe_fields(_logger: Any, _method: str, event_dict: MutableMapping[st
     return event_dict
 
 
-def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
-    """Configure structlog for this process; JSON unless writing to a terminal."""
+def uses_json(json: bool | None = None, stream: TextIO | None = None) -> bool:
+    """Whether logs are JSON lines: as asked, else when the stream is not a terminal."""
+    return (not (stream or sys.stderr).isatty()) if json is None else json
+
+
+def drop_events(names: frozenset[str]) -> Any:
+    """A processor that drops the events named, e.g. per-batch events while a progress bar shows them."""
+
+    def processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event_dict.get("event") in names:
+            raise structlog.DropEvent
+        return event_dict
+
+    return processor
+
+
+def configure(
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    stream: TextIO | None = None,
+    quiet: frozenset[str] = frozenset(),
+) -> None:
+    """Configure structlog for this process; JSON unless writing to a terminal.
+
+    ``quiet`` names events not to print (the progress bar already shows them).
+    """
     out = stream or sys.stderr
-    use_json = (not out.isatty()) if json is None else json
+    use_json = uses_json(json, out)
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
+            drop_events(quiet),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

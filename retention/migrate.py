@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -11,16 +9,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from retention.errors import ConfigError
-
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+from retention.resources import migrations_folder
 
 
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Config:
     """An Alembic config pointing at the shipped migrations."""
-    if not (MIGRATIONS / "env.py").exists():
-        raise ConfigError(f"migrations not found at {MIGRATIONS}; install retention from a checkout (pip install -e .)")
+    folder = migrations_folder()
+    if not (folder / "env.py").exists():
+        raise ConfigError(f"the migrations in {folder} are incomplete (no env.py); reinstall retention")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(folder))
     if connection is not None:
         config.attributes["connection"] = connection
     if url is not None:

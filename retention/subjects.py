@@ -4,7 +4,9 @@ A hold stops every transition of what it covers (a subject, a dataset or one
 record) until released; placing and releasing are ledger entries. An
 erasure request moves the subject's records, at the next run, to the state
 each dataset declares for erasure; its response deadline follows GDPR art.
-12(3) with the working-day rule of Regulation 1182/71 art. 3(4).
+12(3) with the working-day rule of Regulation 1182/71 art. 3(4): a deadline
+that ends on a Saturday, a Sunday or a public holiday of the pack's country
+moves to the next working day, and ``erasure list`` says which days it skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from retention import ledger, store
-from retention.clock import Period, action_deadline, utcnow
+from retention.clock import utcnow
 from retention.errors import ConfigError
 from retention.policy.model import Pack
 
@@ -168,12 +170,23 @@ def deadline_for(received: dt.date, pack: Pack, extended: bool) -> dt.date:
     """The last day to answer: 1 month from receipt; once extended, 2 more months.
 
     The extension runs from the end of the first period (not from receipt),
-    and only the final day moves off a weekend (Reg. 1182/71 art. 3(4)).
+    and only the final day moves off a weekend or public holiday (Reg. 1182/71
+    art. 3(4)).
     """
+    return deadline_moves(received, pack, extended)[0]
+
+
+def deadline_moves(received: dt.date, pack: Pack, extended: bool) -> tuple[dt.date, list[tuple[dt.date, str]]]:
+    """The deadline, and the days it was moved over with why (weekday or holiday name)."""
     last = pack.erasure.respond_within.add_to(received)
     if extended:
         last = pack.erasure.extension.add_to(last)
-    return action_deadline(last, Period())
+    return pack.working_days.next_working_day(last)
+
+
+def describe_moves(skipped: list[tuple[dt.date, str]]) -> str:
+    """``2025-12-25 Christmas Day; 2025-12-26 Second Day of Christmas``, or '' when not moved."""
+    return "; ".join(f"{day.isoformat()} {reason}" for day, reason in skipped)
 
 
 def flag_for(deadline: dt.date, today: dt.date, status: str) -> Literal["overdue", "due soon", ""]:
@@ -233,7 +246,10 @@ def close_request(conn: sa.Connection, request_id: int) -> None:
     conn.execute(er.update().where(er.c.id == request_id).values(status="closed", closed_at=utcnow()))
 
 
-def list_requests(conn: sa.Connection, today: dt.date, *, include_closed: bool = False) -> list[dict[str, Any]]:
+def list_requests(
+    conn: sa.Connection, today: dt.date, *, include_closed: bool = False, pack: Pack | None = None
+) -> list[dict[str, Any]]:
+    """Requests by deadline; with the pack, ``moved`` says which days pushed each deadline back."""
     er = store.erasure_requests
     query = sa.select(er).order_by(er.c.deadline, er.c.id)
     if not include_closed:
@@ -242,5 +258,9 @@ def list_requests(conn: sa.Connection, today: dt.date, *, include_closed: bool =
     for row in conn.execute(query):
         item = dict(row._mapping)
         item["flag"] = flag_for(row.deadline, today, row.status)
+        if pack is not None:
+            deadline, skipped = deadline_moves(row.received_on, pack, extended=row.extended_on is not None)
+            # A deadline recorded under another calendar is explained only where it agrees.
+            item["moved"] = describe_moves(skipped) if deadline == row.deadline else None
         rows.append(item)
     return rows

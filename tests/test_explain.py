@@ -64,7 +64,8 @@ def test_explain_cli_shows_clocks_dues_and_basis(migrated: sa.Engine, db_url: st
         ],
     )
     assert result.exit_code == 0, result.output
-    assert f"customers {key} as of 2026-10-31T23:00:00+00:00" in result.output
+    assert result.output.startswith(f"customers {key} as of 2026-11-01 00:00 CET\n")  # the pack's timezone
+    assert "  due for inactive: " in result.output and " CE" in result.output.split("due for inactive: ")[1][:21]
     assert "clock last_activity_at = " in result.output
     assert "clock max(orders.created_at) = " in result.output
     assert "Privacy policy — 3 years after the last activity" in result.output
@@ -87,6 +88,9 @@ def test_explain_cli_shows_clocks_dues_and_basis(migrated: sa.Engine, db_url: st
         ).output
     )
     assert data["state"] == "active" and data["clocks"][0]["period"] == "P3Y"
+    args = ["explain", "--rules", str(RULES), "--db", db_url, "--dataset", "customers", "--key", str(key)]
+    utc = runner.invoke(main, [*args, "--as-of", "2026-11-01", "--utc"])
+    assert utc.output.startswith(f"customers {key} as of 2026-10-31 23:00 UTC\n")
     missing = runner.invoke(
         main, ["explain", "--rules", str(RULES), "--db", db_url, "--dataset", "clients", "--key", "1"]
     )

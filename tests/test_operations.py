@@ -305,3 +305,18 @@ def test_every_log_line_is_json_with_the_run_id(migrated: sa.Engine, db_url: str
     for line in lines:
         event = json.loads(line)
         assert event["run_id"] == run_id, line
+
+
+def test_a_guard_message_names_its_dataset_once() -> None:
+    """Several tripped transitions of one dataset (and a follower's) make one sentence naming it once."""
+    trips = [
+        execute.GuardTrip("customers", "active->inactive", 542, 2000, 0.2, None),
+        execute.GuardTrip("customers", "inactive->archived", 542, 2000, 0.2, None),
+        execute.GuardTrip("browsing_events", "active->purged", 900, 4000, 0.2, 500),
+    ]
+    assert execute.guard_message("customers", trips) == (
+        "guard tripped for dataset customers: active->inactive would move 542 of 2000 records (27.1%; max 20%), "
+        "inactive->archived would move 542 of 2000 records (27.1%; max 20%), "
+        "browsing_events active->purged would move 900 of 4000 records (22.5%; max 20% or 500 records); "
+        "rerun with --allow-mass customers if this is intended"
+    )

@@ -105,3 +105,54 @@ def test_plan_json_and_csv(migrated: sa.Engine, db_url: str, tmp_path: Path) -> 
     )
     assert row["anomalies"] == "null 1, future 1"
     assert row["sample_keys"] == "1 2 4"
+
+
+def test_plan_table_fits_100_columns_in_the_packs_timezone(migrated: sa.Engine, db_url: str) -> None:
+    """Off a terminal the table is laid out for 100 columns; names stay whole; due dates are local dates."""
+    from retention.demo import build_shop
+
+    build_shop(migrated, seed=7, customers=120, end=dt.date(2026, 11, 1))
+    args = ["plan", "--rules", "builtin:marketplace", "--db", db_url, "--as-of", "2031-01-01", "--no-record"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("plan for pack marketplace (") and " as of 2031-01-01 00:00 CET: " in lines[0]
+    assert max(len(line) for line in lines) <= 100
+    assert "…" not in result.output
+    rows = {tuple(cell.strip() for cell in line.split("│")[1:3]) for line in lines if line.startswith("│")}
+    for pair in [("review_access_logs", "active->purged"), ("customers", "inactive->archived")]:
+        assert pair in rows, rows
+    assert "times in Europe/Paris" in lines
+    # Due instants are local midnights: shown as dates, never as 23:00 the day before.
+    assert "23:00" not in result.output
+    utc = CliRunner().invoke(main, [*args, "--utc"])
+    assert " as of 2030-12-31 23:00 UTC: " in utc.output.splitlines()[0]
+    assert "times in UTC" in utc.output
+
+
+def test_other_tables_fit_100_columns(migrated: sa.Engine, db_url: str) -> None:
+    """Run summary, ledger, holds and erasure requests: within 100 columns, names and dates whole."""
+    from retention.demo import build_shop
+
+    build_shop(migrated, seed=7, customers=120, end=dt.date(2026, 11, 1))
+    env = {"RETENTION_PSEUDONYM_KEY": "tables-test-key"}
+    runner = CliRunner()
+    reason = "case 2026-17: an order of the commercial court to keep the records of this subject until judgment"
+    commands = [
+        ["run", "--rules", "builtin:marketplace", "--as-of", "2026-11-01", "--allow-mass", "*"],
+        ["hold", "add", "--dataset", "review_access_logs", "--key", "123456", "--reason", reason],
+        ["erasure", "add", "--rules", "builtin:marketplace", "--subject", "7", "--received", "2026-11-01"],
+        ["ledger", "show", "--limit", "5", "--rules", "builtin:marketplace"],
+        ["hold", "list", "--rules", "builtin:marketplace"],
+        ["erasure", "list", "--rules", "builtin:marketplace"],
+    ]
+    outputs = []
+    for args in commands:
+        result = runner.invoke(main, [*args, "--db", db_url], env=env)
+        assert result.exit_code == 0, (args, result.output)
+        outputs.append(result.stdout)  # the logs on stderr are JSON lines, not for 100 columns
+        assert max(len(line) for line in result.stdout.splitlines()) <= 100, result.stdout
+        assert "…" not in result.stdout
+    ledger, holds = outputs[3], outputs[4]
+    assert "│ review_access_logs │" in holds and "judgment" in holds  # the reason wraps, whole
+    assert "│ guard_overridden │" in ledger or "│ active->purged   │" in ledger

@@ -54,6 +54,12 @@ MISTAKES = {
     "empty.yaml": "1: the file is empty",
     "timezone_on_date_clock.yaml": "11: datasets.invoices.keep[0].clock: timezone applies only to "
     "naive 'timestamp' clocks, not to 'date'",
+    "unknown_country.yaml": "5: country: unknown country 'FX'; use an ISO 3166-1 alpha-2 code with public "
+    "holidays in the holidays package, such as FR, NL, BE, LU or DE",
+    "unknown_subdivision.yaml": "6: subdivision: unknown subdivision '67' of FR; valid: 57, 6AE, 971, 972, 973, "
+    "974, 976, BL, MF, NC, PF, PM, TF, WF, Zone A, Zone B, Zone C",
+    "subdivision_without_country.yaml": "5: subdivision: a subdivision needs 'country' (e.g. country: FR, "
+    "subdivision: '57')",
 }
 
 
@@ -122,3 +128,46 @@ def test_digest_ignores_layout_but_not_content(tmp_path: Path) -> None:
     assert load_file(tmp_path / "a.yaml").digest == original
     (tmp_path / "b.yaml").write_text(text.replace("period: P13M", "period: P12M"), encoding="utf-8")
     assert load_file(tmp_path / "b.yaml").digest != original
+
+
+def test_reference_packs_by_name_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`builtin:NAME` finds a shipped pack whatever the current folder; a wrong name lists the valid ones."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["check", "--rules", "builtin:nl-shop"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: ") and ": pack nl-shop 2026.1 " in result.output
+    assert runner.invoke(main, ["check", "--rules", "builtin:"]).output.count("ok: ") == 2
+    wrong = runner.invoke(main, ["check", "--rules", "builtin:marketplac"])
+    assert wrong.exit_code == 2
+    assert wrong.output == (
+        "error: builtin:marketplac: no reference pack 'marketplac'; valid: builtin:marketplace, builtin:nl-shop\n"
+    )
+    missing = runner.invoke(main, ["check", "--rules", "rules/marketplace.yaml"])
+    assert missing.output == (
+        "error: rules/marketplace.yaml: no such file or folder "
+        "(reference packs: builtin:marketplace, builtin:nl-shop)\n"
+    )
+
+
+def test_hidden_folders_are_not_read(tmp_path: Path) -> None:
+    """A ConfigMap volume's hidden copy (..2026_11_26_02_00/) is not a second version of each pack."""
+    text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
+    hidden = tmp_path / "..2026_11_26_02_00_00.123"
+    hidden.mkdir()
+    (hidden / "marketplace.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "..data").symlink_to(hidden.name)
+    (tmp_path / "marketplace.yaml").symlink_to(Path("..data") / "marketplace.yaml")
+    catalog = load_catalog(tmp_path)
+    assert [p.source.name for p in catalog.packs] == ["marketplace.yaml"]
+
+
+def test_a_pack_without_country_keeps_its_digest(tmp_path: Path) -> None:
+    """Adding the optional country key to the model left the digest of packs that omit it unchanged."""
+    text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
+    without = tmp_path / "without.yaml"
+    without.write_text("\n".join(line for line in text.splitlines() if not line.startswith("country:")))
+    # The reference pack's digest before country existed (retention 0.1.0 as of 2026-11-26).
+    before = "6539305447b2f5c755dc72f8c0baa8ec18e9e0ca6ea4ee6719b500cd4ed60900"
+    assert load_file(without).digest == before
+    assert load_file(ROOT / "rules" / "marketplace.yaml").digest != before

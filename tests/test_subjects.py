@@ -569,3 +569,104 @@ def test_cascade_over_foreign_keys_for_twelve_years(migrated: sa.Engine, db_url:
             assert orphans == 0, table
         assert conn.execute(sa.text("SELECT count(*) FROM customers")).scalar_one() < 120
     assert ledger.verify(migrated).ok
+
+
+# --------------------------------------------------------------------------
+# Working days: weekends and the pack's country's public holidays
+# --------------------------------------------------------------------------
+
+
+def _pack_in(country: str | None, subdivision: str | None = None) -> Any:
+    data = MARKETPLACE.pack.model_dump(mode="json", by_alias=True)
+    data.pop("country", None)
+    if country is not None:
+        data["country"] = country
+    if subdivision is not None:
+        data["subdivision"] = subdivision
+    return validate_pack(data, Path(f"<{country}>"), "").pack
+
+
+@pytest.mark.parametrize(
+    ("country", "subdivision", "received", "deadline", "moved"),
+    [
+        # Dutch King's Day, Thursday 27 April 2023: not a holiday in France or Belgium.
+        ("NL", None, dt.date(2023, 3, 27), dt.date(2023, 4, 28), "2023-04-27 King's Day"),
+        ("FR", None, dt.date(2023, 3, 27), dt.date(2023, 4, 27), ""),
+        ("BE", None, dt.date(2023, 3, 27), dt.date(2023, 4, 27), ""),
+        # French National Day, Friday 14 July 2023, then the weekend: Monday 17 July.
+        (
+            "FR",
+            None,
+            dt.date(2023, 6, 14),
+            dt.date(2023, 7, 17),
+            "2023-07-14 National Day; 2023-07-15 Saturday; 2023-07-16 Sunday",
+        ),
+        ("NL", None, dt.date(2023, 6, 14), dt.date(2023, 7, 14), ""),
+        # Belgian National Day, Friday 21 July 2023.
+        (
+            "BE",
+            None,
+            dt.date(2023, 6, 21),
+            dt.date(2023, 7, 24),
+            "2023-07-21 National Day; 2023-07-22 Saturday; 2023-07-23 Sunday",
+        ),
+        ("FR", None, dt.date(2023, 6, 21), dt.date(2023, 7, 21), ""),
+        # Christmas, Thursday 25 December 2025: the Netherlands also rest on the 26th, so does Moselle.
+        ("FR", None, dt.date(2025, 11, 25), dt.date(2025, 12, 26), "2025-12-25 Christmas Day"),
+        ("BE", None, dt.date(2025, 11, 25), dt.date(2025, 12, 26), "2025-12-25 Christmas Day"),
+        (
+            "NL",
+            None,
+            dt.date(2025, 11, 25),
+            dt.date(2025, 12, 29),
+            "2025-12-25 Christmas Day; 2025-12-26 Second Day of Christmas; 2025-12-27 Saturday; 2025-12-28 Sunday",
+        ),
+        (
+            "FR",
+            "57",
+            dt.date(2025, 11, 25),
+            dt.date(2025, 12, 29),
+            "2025-12-25 Christmas Day; 2025-12-26 Saint Stephen's Day; 2025-12-27 Saturday; 2025-12-28 Sunday",
+        ),
+        # Without a country only weekends move a deadline.
+        (None, None, dt.date(2025, 11, 25), dt.date(2025, 12, 25), ""),
+    ],
+)
+def test_erasure_deadlines_skip_public_holidays(
+    country: str | None, subdivision: str | None, received: dt.date, deadline: dt.date, moved: str
+) -> None:
+    """Hand-computed deadlines in NL, BE and FR: a public holiday moves the deadline like a weekend, with why."""
+    pack = _pack_in(country, subdivision)
+    got, skipped = subjects.deadline_moves(received, pack, extended=False)
+    assert (got, subjects.describe_moves(skipped)) == (deadline, moved)
+    assert subjects.deadline_for(received, pack, extended=False) == deadline
+
+
+def test_erasure_list_says_why_a_deadline_moved(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """`erasure add` and `erasure list --rules` name the holiday and weekend days a deadline skipped."""
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    pack = tmp_path / "nl.yaml"
+    pack.write_text(
+        (ROOT / "rules" / "marketplace.yaml")
+        .read_text(encoding="utf-8")
+        .replace("country: FR", "country: NL")
+        .replace("effective_from: 2026-01-01", "effective_from: 2020-01-01"),
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    added = runner.invoke(
+        main,
+        ["erasure", "add", "--db", db_url, "--rules", str(pack), "--subject", "7", "--received", "2023-03-27"],
+    )
+    assert added.exit_code == 0, added.output
+    assert added.output.strip() == "erasure request 1: answer by 2023-04-28 (moved from 2023-04-27 King's Day)"
+    listed = runner.invoke(main, ["erasure", "list", "--db", db_url, "--rules", str(pack), "--format", "csv"])
+    assert listed.exit_code == 0, listed.output
+    header, row = listed.output.splitlines()[:2]
+    assert header == "id,subject_key,received_on,deadline,moved,flag,status,outcome,extended_on,note"
+    assert row == "1,7,2023-03-27,2023-04-28,2023-04-27 King's Day,overdue,open,,,"
+    table = runner.invoke(main, ["erasure", "list", "--db", db_url, "--rules", str(pack)])
+    assert table.output.splitlines()[-1] == "request 1: deadline moved from 2023-04-27 King's Day"

@@ -318,14 +318,26 @@ def load_file(path: Path) -> LoadedPack:
 
 
 def pack_files(path: Path) -> list[Path]:
-    """The YAML files a ``--rules`` path names: one file, or every pack in a folder."""
+    """The YAML files a ``--rules`` value names: one file, every pack in a folder, or ``builtin:NAME``."""
+    from retention.resources import builtin_pack_names, resolve_rules
+
+    path = resolve_rules(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+        # Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file
+        # twice, once under a hidden timestamped folder (..2026_11_26_...), once linked.
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix in {".yaml", ".yml"}
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise PackError([PackProblem(str(path), None, "no .yaml rule packs in this folder")])
         return files
     if not path.exists():
-        raise PackError([PackProblem(str(path), None, "no such file or folder")])
+        builtin = ", ".join(f"builtin:{name}" for name in builtin_pack_names())
+        raise PackError([PackProblem(str(path), None, f"no such file or folder (reference packs: {builtin})")])
     return [path]
 
 

@@ -8,7 +8,7 @@ ignored rule.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pendulum
 from pydantic import (
@@ -17,11 +17,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-from retention.clock import Period, Schedule, YearEnd
+from retention.clock import Period, Schedule, WorkingDays, YearEnd
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
@@ -61,6 +63,19 @@ def _check_timezone(value: str) -> str:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Keys added to the pack language after 0.1.0: left out of the dump (and so
+    # of the pack's digest) while unset, so a pack that does not use them keeps
+    # the digest its ledger entries already name.
+    _added_later: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_unset_new_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in self._added_later:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Clock(_Strict):
@@ -215,6 +230,8 @@ class Follow(_Strict):
     via: str | None = Field(default=None, description="Column of this table holding the leader record's key.")
     on: dict[State, State] = Field(min_length=1)
 
+    _added_later = ("via",)
+
 
 class Guard(_Strict):
     """Mass-deletion guard: refuse a transition moving more than this much."""
@@ -330,6 +347,12 @@ class Erasure(_Strict):
     basis: str = "GDPR art. 12(3), 17"
 
 
+def _supported_countries() -> dict[str, list[str]]:
+    import holidays
+
+    return dict(holidays.list_supported_countries())
+
+
 class Pack(_Strict):
     """One version of a rule pack."""
 
@@ -338,6 +361,12 @@ class Pack(_Strict):
     version: str
     effective_from: dt.date
     timezone: str = "UTC"
+    _added_later = ("country", "subdivision")
+    country: str | None = Field(
+        default=None,
+        description="ISO 3166-1 alpha-2 code whose public holidays deadlines to act skip (with weekends).",
+    )
+    subdivision: str | None = Field(default=None, description="The country's subdivision, e.g. 57 (Moselle) in FR.")
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)
     guard: Guard = Field(default_factory=Guard)
@@ -345,6 +374,43 @@ class Pack(_Strict):
     datasets: dict[str, Dataset] = Field(min_length=1)
 
     _check_tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        countries = _supported_countries()
+        if value.upper() not in countries:
+            raise ValueError(
+                f"unknown country {value!r}; use an ISO 3166-1 alpha-2 code with public holidays "
+                "in the holidays package, such as FR, NL, BE, LU or DE"
+            )
+        return value.upper()
+
+    @field_validator("subdivision", mode="before")
+    @classmethod
+    def _subdivision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _known_subdivision(self) -> Pack:
+        if self.subdivision is None:
+            return self
+        if self.country is None:
+            raise ValueError("@subdivision: a subdivision needs 'country' (e.g. country: FR, subdivision: '57')")
+        valid = _supported_countries()[self.country]
+        if self.subdivision not in valid:
+            names = ", ".join(valid) if valid else "none"
+            raise ValueError(
+                f"@subdivision: unknown subdivision {self.subdivision!r} of {self.country}; valid: {names}"
+            )
+        return self
+
+    @property
+    def working_days(self) -> WorkingDays:
+        """The calendar of deadlines to act: weekends and the country's public holidays."""
+        return WorkingDays(self.country, self.subdivision)
 
     @field_validator("effective_from", mode="before")
     @classmethod
