@@ -286,7 +286,7 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """Evaluate one record in Python, the same way plan does for the whole table."""
-    from retention.evaluate import dataset_sql, evaluate_record
+    from retention.evaluate import dataset_sql, evaluate_readings
     from retention.plan import key_to_native, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
@@ -310,27 +310,29 @@ def explain(
             if state_row is None and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
                 native = key_to_native(sql.key, key)
-                values = [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
-                subject_col = [sql.table.c[ds.subject_key].label("s")] if ds.subject_key else []
-                row = conn.execute(sa.select(*values, *subject_col).where(sql.key == native)).first()
-                if row is None:
+                readings = sql.readings(conn, native, when)
+                if readings is None:
                     exists = False
                 else:
                     if ds.subject_key:
-                        holds = _holds_covering(conn, dataset, key, str(row.s))
-                    raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
-                    evaluation = evaluate_record(pack, ds, raws, when)
+                        subject = conn.execute(
+                            sa.select(sql.table.c[ds.subject_key]).where(sql.key == native)
+                        ).scalar_one_or_none()
+                        holds = _holds_covering(conn, dataset, key, str(subject))
+                    evaluation = evaluate_readings(pack, ds, readings)
                     anomaly = evaluation.anomaly
                     due = evaluation.due
                     for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
+                        invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
                         clocks.append(
                             {
                                 "clock": reading.label,
-                                "value": None if reading.raw is None else str(reading.raw),
+                                "value": None if reading.raw is None or invalid else str(reading.raw),
                                 "local_date": reading.day,
                                 "period": str(rule.period),
                                 "anchor": rule.anchor,
                                 "anomaly": reading.anomaly,
+                                "detail": reading.detail,
                                 "basis": rule.basis or ds.basis,
                             }
                         )

@@ -286,7 +286,7 @@ class DatasetPlanner:
         assert self.sql is not None
         sql = self.sql
         columns: list[ColumnElement[Any]] = [sql.key.label("k")]
-        columns += [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
+        columns += [v.label(f"c{i}") for i, v in enumerate(sql.values())]
         if self.subject is not None:
             columns.append(self.subject.label("s"))
         query = sa.select(*columns).where(self._active_condition())
@@ -633,7 +633,7 @@ class DatasetPlanner:
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
         sql = self.sql
-        value = sql.clocks[0].value
+        value = sql.values()[0]
         targets = _next_states(self.dataset, "active")
         per = summary.transitions.setdefault(self.name, {})
         current = "active"
