@@ -343,13 +343,33 @@ def _records_table(kind: str) -> sa.Table:
     )
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize(
-    ("period", "anchor"),
-    [("P3Y", "event"), ("P13M", "event"), ("P8D", "event"), ("P10Y", "financial_year_end")],
-)
+PERIODS = [("P3Y", "event"), ("P13M", "event"), ("P8D", "event"), ("P10Y", "financial_year_end")]
+# Epochs store instants as numbers: storage is what differs between them, not
+# calendar arithmetic, which the datetime kinds cover with every period.
+COLUMN_CASES = [(k, p, a) for k in KINDS for p, a in PERIODS if not k.startswith("epoch") or p in ("P3Y", "P10Y")]
+
+
+@pytest.mark.parametrize(("kind", "period", "anchor"), COLUMN_CASES)
 def test_column_clock_sql_equals_python(engine: sa.Engine, kind: str, period: str, anchor: str) -> None:
     """For a single column clock of each storage kind and every stored form, SQL and Python agree."""
+    _check_column(engine, kind, period, anchor)
+
+
+@pytest.fixture
+def selected_as_slow(request: pytest.FixtureRequest) -> None:
+    """Long variants run only when asked for (``pytest -m slow``); asked first, before any database."""
+    if "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("300 examples per case; select with -m slow")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_column_clock_sql_equals_python_long(selected_as_slow: None, engine: sa.Engine, kind: str) -> None:
+    """The same with ten times the examples (run with -m slow)."""
+    _check_column(engine, kind, "P13M", "event", settings(SETTINGS, max_examples=300))
+
+
+def _check_column(engine: sa.Engine, kind: str, period: str, anchor: str, settings_: Any = SETTINGS) -> None:
     table = _records_table(kind)
     table.create(engine)
     pack = _pack([KINDS[kind][1]], [(period, anchor)])
@@ -357,7 +377,7 @@ def test_column_clock_sql_equals_python(engine: sa.Engine, kind: str, period: st
     with engine.connect() as conn:
         ds = dataset_sql(conn, pack, "records")
 
-    @SETTINGS
+    @settings_
     @given(values=st.lists(stored_values(dialect, kind), min_size=1, max_size=25), as_of=as_ofs())
     def check(values: list[Any], as_of: dt.datetime) -> None:
         with engine.begin() as conn:
@@ -436,6 +456,13 @@ def _check_latest_of(engine: sa.Engine, kind: str, settings_: Any = SETTINGS) ->
 def test_latest_of_aggregate_and_column_agree(engine: sa.Engine, kind: str) -> None:
     """Latest-of a column clock (P3Y) and max over related rows (P6Y), invalid related rows included."""
     _check_latest_of(engine, kind)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["timestamptz", "timestamp_paris", "epoch_text", "date", "epoch", "epoch_float"])
+def test_latest_of_aggregate_and_column_agree_long(selected_as_slow: None, engine: sa.Engine, kind: str) -> None:
+    """The same over every kind with ten times the examples (run with -m slow)."""
+    _check_latest_of(engine, kind, settings(SETTINGS, max_examples=300))
 
 
 def test_explain_clock_values_reads_an_aggregate_row_by_row(engine: sa.Engine) -> None:
