@@ -393,9 +393,11 @@ class ClockSQL:
 
     ``value`` is the column of a plain clock, or for an aggregate the max
     over the related rows' readable values, already in a form that orders
-    as time does (``invalid`` then says whether any related row is
-    unreadable). On SQLite a plain datetime column holds text in any form of
-    :mod:`retention.datetext`; an aggregate's value is in its normal form.
+    as time does (``invalid_flag`` then says whether any related row is
+    unreadable, and ``related`` holds the related column and join
+    conditions, for ``explain``). On SQLite a plain datetime column holds
+    text in any form of :mod:`retention.datetext`; an aggregate's value is
+    in its normal form.
     """
 
     clock: Clock
