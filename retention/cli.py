@@ -675,7 +675,8 @@ def explain(
         console.print(
             f"  clock {clock['clock']} = {clock['value']} (local date {clock['local_date']}), "
             f"kept {clock['period']}{' from the financial year end' if clock['anchor'] != 'event' else ''}"
-            f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''} — {clock['basis']}",
+            f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''}"
+            f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
             highlight=False,
         )
     if result.anomaly:

@@ -286,7 +286,7 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
-    from retention.evaluate import dataset_sql, evaluate_record
+    from retention.evaluate import dataset_sql, evaluate_readings
     from retention.plan import PlanContext, build_planners, key_to_native, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
@@ -321,22 +321,22 @@ def explain(
             holds = _holds_covering(conn, dataset, key, subject)
             if outcome is not None and outcome.state == "active" and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
-                values = [c.value.label(f"c{i}") for i, c in enumerate(sql.clocks)]
-                row = conn.execute(sa.select(*values).where(sql.key == native)).first()
-                if row is not None:
-                    raws = [row._mapping[f"c{i}"] for i in range(len(sql.clocks))]
-                    evaluation = evaluate_record(pack, ds, raws, when)
+                readings = sql.readings(conn, native, when)
+                if readings is not None:
+                    evaluation = evaluate_readings(pack, ds, readings)
                     anomaly = evaluation.anomaly
                     due = evaluation.due
                     for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
+                        invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
                         clocks.append(
                             {
                                 "clock": reading.label,
-                                "value": None if reading.raw is None else str(reading.raw),
+                                "value": None if reading.raw is None or invalid else str(reading.raw),
                                 "local_date": reading.day,
                                 "period": str(rule.period),
                                 "anchor": rule.anchor,
                                 "anomaly": reading.anomaly,
+                                "detail": reading.detail,
                                 "basis": rule.basis or ds.basis,
                             }
                         )

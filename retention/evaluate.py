@@ -1,21 +1,29 @@
 """Clocks to due dates, twice: as set-based SQL and per record in Python.
 
-The SQL side never applies a date function to a clock column: for each
-(keep rule, target state) the exact cutoff is computed once in Python with
-:class:`retention.clock.Schedule` and the column is compared against it, so
-an index on the column serves the query. The Python side (used by
-``explain``) computes each record's due instants forward from its clock
+The SQL side never puts a function on a clock column as its only condition:
+for each (keep rule, target state) the exact cutoff is computed once in
+Python with :class:`retention.clock.Schedule` and the column is compared
+against it as a range, so an index on the column serves the query; checks
+that need a function (is the stored value readable at all, where exactly in
+a day does a SQLite text value fall) only filter the rows inside that range.
+The Python side computes each record's due instants forward from its clock
 values. A property test holds the two to the same answer on every database.
 
-Anomalies: a NULL clock justifies nothing (a record whose clocks are all
-NULL is skipped); a zero date (before 1900, epoch <= 0), an unparsable epoch
-string or a clock in the future relative to the as-of instant makes the
-record skipped and counted, never moved.
+Every stored value falls in exactly one class, on both sides alike
+(docs/rules.md, "Clocks and periods"): NULL (justifies nothing; a record
+whose clocks are all NULL is skipped), *zero* (the zero date, a date before
+1900, an epoch <= 0), *invalid* (anything that cannot be read as the
+declared kind: garbage text, a day that does not exist, a number in a text
+datetime column, in any related row of an aggregate), *future* (later than
+the as-of instant), or a valid reading. A zero, invalid or future value in
+any clock makes the record skipped and counted, never moved. The Python
+side never raises on a database value.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +32,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import NullType
 
+from retention import datetext
 from retention.clock import Schedule, as_aware, due_instant, local_date, start_of_day, zone
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
@@ -36,6 +46,13 @@ FLOOR_DATE = dt.date(1900, 1, 1)
 FLOOR_NAIVE = dt.datetime(1900, 1, 1)  # noqa: DTZ001 - compared with naive column values
 FLOOR_INSTANT = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 _EPOCH_TEXT = re.compile(r"[1-9][0-9]*")
+# An epoch string this long is past year 9999: no need to read it as a number
+# (and SQL need not cast it, which PostgreSQL would refuse above bigint).
+EPOCH_TEXT_DIGITS = 18
+EPOCH_TEXT_HUGE = 10**EPOCH_TEXT_DIGITS
+_DATETIME_KINDS = ("timestamptz", "timestamp", "date")
+# How far a zone suffix can move a SQLite text value from its wall-clock date.
+_OFFSET_MARGIN = dt.timedelta(hours=datetext.MAX_OFFSET_HOURS + 1)
 
 
 # --------------------------------------------------------------------------
@@ -45,13 +62,18 @@ _EPOCH_TEXT = re.compile(r"[1-9][0-9]*")
 
 @dataclass(slots=True)
 class ClockReading:
-    """One clock of one record, classified."""
+    """One clock of one record, classified.
+
+    ``detail`` says what is wrong with an invalid value (never the value
+    itself), for ``explain``.
+    """
 
     label: str
     raw: Any
     anomaly: Anomaly | None
     day: dt.date | None  # local date in the policy timezone
     instant: dt.datetime | None
+    detail: str | None = None
 
     def moment(self, policy_tz: str) -> dt.datetime | None:
         """When the clock reads: its instant, or the start of its local day for a date."""
@@ -65,79 +87,150 @@ def _effective_type(clock: Clock) -> str:
     return "epoch" if clock.aggregate and clock.type == "epoch_text" else clock.type
 
 
-def _to_datetime(raw: Any) -> dt.datetime | str:
+def read_clock(clock: Clock, raw: Any, as_of: dt.datetime, policy_tz: str) -> ClockReading:
+    """Classify a clock's raw database value and find its local date; never raises."""
+    return read_value(_effective_type(clock), clock.label(), clock.naive_timezone, raw, as_of, policy_tz)
+
+
+def read_value(kind: str, label: str, naive_zone: str, raw: Any, as_of: dt.datetime, policy_tz: str) -> ClockReading:
+    """Classify one stored value of a ``kind`` clock (see the module docstring)."""
+    if raw is None:
+        return ClockReading(label, raw, "null", None, None)
+    if kind in ("timestamptz", "timestamp"):
+        return _read_datetime(kind, label, naive_zone, raw, as_of, policy_tz)
+    if kind == "date":
+        return _read_date(label, raw, as_of, policy_tz)
+    if kind == "epoch_text":
+        text = _epoch_text(raw)
+        if text is None or not _EPOCH_TEXT.fullmatch(text):
+            return ClockReading(label, raw, "invalid", None, None, "not digits without a leading zero")
+        if len(text) > EPOCH_TEXT_DIGITS:
+            return ClockReading(label, raw, "future", None, None)
+        return _read_epoch(label, raw, int(text), as_of, policy_tz)
+    if isinstance(raw, int | float | Decimal):
+        return _read_epoch(label, raw, raw, as_of, policy_tz)
+    return ClockReading(label, raw, "invalid", None, None, "not a number")
+
+
+def _epoch_text(raw: Any) -> str | None:
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            return None
+    return str(raw)
+
+
+def _read_epoch(label: str, raw: Any, value: float | Decimal, as_of: dt.datetime, policy_tz: str) -> ClockReading:
+    # NaN sorts above every number in PostgreSQL, so SQL finds it in the future.
+    if (isinstance(value, float) and math.isnan(value)) or (isinstance(value, Decimal) and value.is_nan()):
+        return ClockReading(label, raw, "future", None, None)
+    if value <= 0:
+        return ClockReading(label, raw, "zero", None, None)
+    # The same integer the SQL compares with: a fraction of a second counts.
+    if value > int(as_of.timestamp()):
+        return ClockReading(label, raw, "future", None, None)
+    instant = dt.datetime.fromtimestamp(int(value), dt.UTC)
+    return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
+
+
+def _stored_datetime(raw: Any, kind: str) -> dt.datetime | tuple[Anomaly, str | None]:
+    """A datetime (naive, or aware when the value carried its zone), or its class."""
     if isinstance(raw, dt.datetime):
         return raw
     if isinstance(raw, dt.date):
         return dt.datetime(raw.year, raw.month, raw.day)  # noqa: DTZ001 - naive by nature
-    text = str(raw)
-    if text.startswith("0000-00-00"):
-        return text
-    return dt.datetime.fromisoformat(text)
+    if not isinstance(raw, str):
+        return ("invalid", "a number, not a datetime" if isinstance(raw, int | float | Decimal) else "not text")
+    if raw.startswith(datetext.ZERO_PREFIX):
+        return ("zero", None)
+    parsed = datetext.parse(raw, "timestamptz" if kind == "timestamptz" else "timestamp")
+    if isinstance(parsed, str):
+        return ("invalid", parsed)
+    naive = parsed.naive()
+    if naive is None:  # year 0
+        return ("zero", None)
+    if parsed.offset is None:
+        return naive
+    try:
+        return naive.replace(tzinfo=dt.timezone(parsed.offset)).astimezone(dt.UTC)
+    except OverflowError:  # the offset carries it past year 1 or 9999
+        return ("zero", None) if parsed.year < 5000 else ("future", None)
 
 
-def read_clock(clock: Clock, raw: Any, as_of: dt.datetime, policy_tz: str) -> ClockReading:
-    """Classify a clock's raw database value and find its local date."""
-    kind = _effective_type(clock)
-    label = clock.label()
-    if raw is None:
-        return ClockReading(label, raw, "null", None, None)
-    if kind in ("timestamptz", "timestamp"):
-        value = _to_datetime(raw)
-        if isinstance(value, str):  # MySQL zero date comes back as text
+def _read_datetime(
+    kind: str, label: str, naive_zone: str, raw: Any, as_of: dt.datetime, policy_tz: str
+) -> ClockReading:
+    value = _stored_datetime(raw, kind)
+    if isinstance(value, tuple):
+        return ClockReading(label, raw, value[0], None, None, value[1])
+    if kind == "timestamptz":
+        instant = as_aware(value, "UTC")
+        if instant < FLOOR_INSTANT:
             return ClockReading(label, raw, "zero", None, None)
-        if kind == "timestamptz":
-            instant = as_aware(value, "UTC")
-            if instant < FLOOR_INSTANT:
-                return ClockReading(label, raw, "zero", None, None)
-            if instant > as_of:
-                return ClockReading(label, raw, "future", None, instant)
-            return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
-        naive = value.replace(tzinfo=None) if value.tzinfo else value
-        naive_zone = clock.naive_timezone
-        if naive < FLOOR_NAIVE:
-            return ClockReading(label, raw, "zero", None, None)
-        # Wall-clock comparison in the column's own zone: a naive reading is in
-        # the future when it is later than the as-of instant's reading there.
-        if naive > _naive_in(as_of, naive_zone):
-            return ClockReading(label, raw, "future", None, None)
-        instant = as_aware(naive, naive_zone)
-        day = naive.date() if naive_zone == policy_tz else local_date(instant, policy_tz)
-        return ClockReading(label, raw, None, day, instant)
-    if kind == "date":
-        if isinstance(raw, dt.datetime):
-            day = raw.date()
-        elif isinstance(raw, dt.date):
-            day = raw
-        else:
-            text = str(raw)
-            if text.startswith("0000-00-00"):
-                return ClockReading(label, raw, "zero", None, None)
-            day = dt.date.fromisoformat(text[:10])
-        if day < FLOOR_DATE:
-            return ClockReading(label, raw, "zero", None, None)
-        if day > local_date(as_of, policy_tz):
-            return ClockReading(label, raw, "future", None, None)
-        return ClockReading(label, raw, None, day, None)
-    # epoch and epoch_text
-    if kind == "epoch_text":
-        text = str(raw)
-        if not _EPOCH_TEXT.fullmatch(text):
-            return ClockReading(label, raw, "invalid", None, None)
-        seconds = int(text)
-    else:
-        seconds = int(raw) if not isinstance(raw, float | Decimal) else int(float(raw))
-    if seconds <= 0:
+        if instant > as_of:
+            return ClockReading(label, raw, "future", None, instant)
+        return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
+    naive = value.replace(tzinfo=None) if value.tzinfo else value
+    if naive < FLOOR_NAIVE:
         return ClockReading(label, raw, "zero", None, None)
-    if seconds > int(as_of.timestamp()):
+    # Wall-clock comparison in the column's own zone: a naive reading is in
+    # the future when it is later than the as-of instant's reading there.
+    if naive > _naive_in(as_of, naive_zone):
         return ClockReading(label, raw, "future", None, None)
-    instant = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
+    instant = as_aware(naive, naive_zone)
+    day = naive.date() if naive_zone == policy_tz else local_date(instant, policy_tz)
+    return ClockReading(label, raw, None, day, instant)
+
+
+def _read_date(label: str, raw: Any, as_of: dt.datetime, policy_tz: str) -> ClockReading:
+    if isinstance(raw, dt.datetime):
+        day = raw.date()
+    elif isinstance(raw, dt.date):
+        day = raw
+    elif not isinstance(raw, str):
+        detail = "a number, not a date" if isinstance(raw, int | float | Decimal) else "not text"
+        return ClockReading(label, raw, "invalid", None, None, detail)
+    elif raw.startswith(datetext.ZERO_PREFIX):
+        return ClockReading(label, raw, "zero", None, None)
+    else:
+        parsed = datetext.parse(raw, "date")
+        if isinstance(parsed, str):
+            return ClockReading(label, raw, "invalid", None, None, parsed)
+        if parsed.year == 0:
+            return ClockReading(label, raw, "zero", None, None)
+        day = dt.date(parsed.year, parsed.month, parsed.day)
+    if day < FLOOR_DATE:
+        return ClockReading(label, raw, "zero", None, None)
+    if day > local_date(as_of, policy_tz):
+        return ClockReading(label, raw, "future", None, None)
+    return ClockReading(label, raw, None, day, None)
 
 
 def _naive_in(instant: dt.datetime, zone_name: str) -> dt.datetime:
     """The wall-clock reading of ``instant`` in ``zone_name``, naive on purpose."""
     return instant.astimezone(zone(zone_name)).replace(tzinfo=None)
+
+
+def combine_related(label: str, rows: Sequence[ClockReading]) -> ClockReading:
+    """An aggregate clock's reading from the readings of its related rows.
+
+    An invalid row makes the clock invalid; otherwise it reads as the latest
+    readable row (future above valid above zero), as ``max`` does in SQL.
+    """
+    invalid = [r for r in rows if r.anomaly == "invalid"]
+    if invalid:
+        detail = f"{len(invalid)} of {len(rows)} related rows invalid: {invalid[0].detail}"
+        return ClockReading(label, invalid[0].raw, "invalid", None, None, detail)
+    for category in ("future", None, "zero"):
+        found = [r for r in rows if r.anomaly == category]
+        if found:
+            if category is None:
+                best = max(found, key=lambda r: (r.instant or dt.datetime.min.replace(tzinfo=dt.UTC), r.day))
+            else:
+                best = found[0]
+            return ClockReading(label, best.raw, best.anomaly, best.day, best.instant, best.detail)
+    return ClockReading(label, None, "null", None, None)
 
 
 @dataclass(slots=True)
@@ -166,30 +259,47 @@ def evaluate_record(
 ) -> RecordEvaluation:
     """Evaluate an active record from its raw clock values (one per keep rule).
 
-    The record is kept while any justification holds, so each state is due
-    at the latest of the per-clock due instants; NULL clocks hold nothing.
-    Due dates depend on the clocks' local dates only, and a batch's records
-    share few dates, so a caller evaluating many records of one dataset
-    passes a ``cache`` (keyed by those dates) that it keeps between calls.
+    ``raws`` are the values of :meth:`DatasetSQL.values` (or of the plain
+    clock columns); see :func:`evaluate_readings`.
     """
     tz = pack.timezone
     keep = dataset.keep
-    if len(keep) == 1:  # the common case, kept lean: a purge evaluates every record it moves
-        if len(raws) != 1:
-            raise ValueError(f"dataset has one clock, got {len(raws)} values")
-        reading = read_clock(keep[0].clock, raws[0], as_of, tz)
-        readings: tuple[ClockReading, ...] = (reading,)
-        if reading.anomaly is not None:
-            return RecordEvaluation(readings, reading.anomaly)
-        days: tuple[dt.date | None, ...] = (reading.day,)
+    if len(raws) != len(keep):
+        raise ValueError(f"dataset has {len(keep)} clocks, got {len(raws)} values")
+    if len(keep) == 1:
+        return evaluate_readings(pack, dataset, (read_clock(keep[0].clock, raws[0], as_of, tz),), cache)
+    readings = tuple(read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(keep, raws, strict=True))
+    return evaluate_readings(pack, dataset, readings, cache)
+
+
+def evaluate_readings(
+    pack: Pack,
+    dataset: Dataset,
+    readings: Sequence[ClockReading],
+    cache: DueCache | None = None,
+) -> RecordEvaluation:
+    """Evaluate an active record from its classified clocks (one per keep rule).
+
+    The record is kept while any justification holds, so each state is due
+    at the latest of the per-clock due instants; NULL clocks hold nothing,
+    and the first zero, invalid or future clock in keep order makes the
+    record an anomaly. Due dates depend on the clocks' local dates only, and
+    a batch's records share few dates, so a caller evaluating many records
+    of one dataset passes a ``cache`` (keyed by those dates) that it keeps
+    between calls.
+    """
+    tz = pack.timezone
+    readings = tuple(readings)
+    if len(readings) == 1:  # the common case, kept lean: a purge evaluates every record it moves
+        if readings[0].anomaly is not None:
+            return RecordEvaluation(readings, readings[0].anomaly)
     else:
-        readings = tuple(read_clock(rule.clock, raw, as_of, tz) for rule, raw in zip(keep, raws, strict=True))
         blocking = [r.anomaly for r in readings if r.anomaly not in (None, "null")]
         if blocking:
             return RecordEvaluation(readings, blocking[0])
         if all(r.anomaly == "null" for r in readings):
             return RecordEvaluation(readings, "null")
-        days = tuple(r.day for r in readings)
+    days = tuple(r.day for r in readings)
     if cache is not None:
         known = cache.get(days)
         if known is not None:
@@ -235,126 +345,319 @@ def column_of(table: sa.Table, name: str, role: str) -> sa.ColumnElement[Any]:
         raise SchemaError([f"table {table.name!r} has no column {name!r} ({role}); columns: {valid}"]) from None
 
 
+def _mysql(dialect: str) -> bool:
+    return dialect in ("mysql", "mariadb")
+
+
+def _typeof_in(value: ColumnElement[Any], *types: str) -> ColumnElement[bool]:
+    """SQLite's storage class of ``value`` is one of ``types`` (no expanding IN list)."""
+    kind = sa.func.typeof(value)
+    return sa.or_(*(kind == sa.literal(t, sa.String) for t in types))
+
+
+def _glob(value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+    return value.op("GLOB", is_comparison=True)(sa.literal(pattern, sa.String))
+
+
+def epoch_text_valid(value: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
+    """Digits without a leading zero (no end anchor: PCRE's ``$`` allows a final newline)."""
+    if dialect == "sqlite":
+        text = sa.cast(value, sa.Text)
+        return sa.and_(
+            _glob(text, "[1-9]*"),
+            sa.not_(_glob(text, "*[^0-9]*")),
+            sa.func.length(sa.cast(value, sa.LargeBinary)) == sa.func.length(text),
+        )
+    op = "~" if dialect == "postgresql" else "REGEXP"
+    return sa.and_(
+        value.op(op, is_comparison=True)(sa.literal("^[1-9]", sa.String)),
+        sa.not_(value.op(op, is_comparison=True)(sa.literal("[^0-9]", sa.String))),
+    )
+
+
+def _mysql_bad_date(v: ColumnElement[Any]) -> ColumnElement[bool]:
+    """A MySQL date that does not exist (2020-00-00, 2020-02-30), the zero date excepted.
+
+    ``LAST_DAY`` takes year 0 as common; the grammar (and SQLite) as leap.
+    """
+    year, month, day = sa.func.year(v), sa.func.month(v), sa.func.dayofmonth(v)
+    zero_date = sa.and_(year == 0, month == 0, day == 0)
+    year0_leap_day = sa.and_(year == 0, month == 2, day == 29)
+    past_month_end = sa.and_(day > sa.func.dayofmonth(sa.func.last_day(v)), sa.not_(year0_leap_day))
+    return sa.and_(sa.not_(zero_date), sa.or_(month == 0, day == 0, past_month_end))
+
+
 @dataclass
 class ClockSQL:
-    """The SQL value of one clock for a row of the dataset's table, and its comparisons."""
+    """The SQL value of one clock for a row of the dataset's table, and its comparisons.
+
+    ``value`` is the column of a plain clock, or for an aggregate the max
+    over the related rows' readable values, already in a form that orders
+    as time does (``invalid_flag`` then says whether any related row is
+    unreadable, and ``related`` holds the related column and join
+    conditions, for ``explain``). On SQLite a plain datetime column holds
+    text in any form of :mod:`retention.datetext`; an aggregate's value is
+    in its normal form.
+    """
 
     clock: Clock
     value: ColumnElement[Any]
     kind: str
     dialect: str
     policy_tz: str
+    invalid_flag: ColumnElement[bool] | None = None
+    aggregate: bool = False
+    related: tuple[ColumnElement[Any], tuple[ColumnElement[bool], ...]] | None = None
+
+    @property
+    def _sqlite_text(self) -> bool:
+        return self.dialect == "sqlite" and self.kind in _DATETIME_KINDS
+
+    @property
+    def _raw_text(self) -> bool:
+        """A plain SQLite column of text datetimes, compared through windows."""
+        return self._sqlite_text and not self.aggregate
+
+    def _text_kind(self) -> datetext.TextKind:
+        assert self.kind in _DATETIME_KINDS
+        return self.kind  # type: ignore[return-value]
+
+    # -- what a caller fetches ---------------------------------------------
+    def select(self) -> ColumnElement[Any]:
+        """The value to fetch for a due row; :func:`read_clock` reads it exactly.
+
+        SQLite text comes back in its normal form (ordered as time, so
+        ``min``/``max`` over it are right), every other value as the driver
+        returns it. For rows that are not due use :func:`explain_clock_values`.
+        """
+        if self._raw_text:
+            return datetext.sql_normal(self.value, self._text_kind())
+        return sa.type_coerce(self.value, NullType())
 
     # -- bounds rendered for this column's storage ------------------------
-    def _instant_bound(self, instant: dt.datetime, *, upper: bool = True) -> ColumnElement[Any]:
-        """Bind an instant the way this column stores it.
-
-        ``upper`` says the column is compared with ``<`` (cutoffs, always whole
-        seconds); otherwise with ``>`` (the as-of instant, any microsecond).
-        """
+    def _moment(self, instant: dt.datetime) -> dt.datetime:
+        """An aware instant as this column stores it (PostgreSQL tz: aware; else naive)."""
         if self.kind == "timestamptz":
             if self.dialect == "postgresql":
-                return sa.literal(instant, sa.DateTime(timezone=True))
-            naive = instant.astimezone(dt.UTC).replace(tzinfo=None)
-        else:  # naive timestamp in its declared zone
-            naive = _naive_in(instant, self.clock.naive_timezone)
-        return self._naive_bound(naive, upper=upper)
+                return instant
+            return instant.astimezone(dt.UTC).replace(tzinfo=None)
+        return _naive_in(instant, self.clock.naive_timezone)
 
-    def _naive_bound(self, naive: dt.datetime, *, upper: bool) -> ColumnElement[Any]:
-        if self.dialect != "sqlite":
-            return sa.literal(naive, sa.DateTime())
-        # SQLite compares text. Below a whole-second cutoff, render it without
-        # a fraction so both '..:00' and '..:00.000000' sort at or above it;
-        # above a bound, render all six fraction digits so a stored '.000000'
-        # equal to it does not sort above it.
-        if upper and naive.microsecond == 0:
-            return sa.literal(naive.strftime("%Y-%m-%d %H:%M:%S"), sa.String)
-        return sa.literal(naive.strftime("%Y-%m-%d %H:%M:%S.%f"), sa.String)
+    def _floor(self) -> dt.datetime | dt.date:
+        if self.kind == "date":
+            return FLOOR_DATE
+        if self.kind == "timestamptz" and self.dialect == "postgresql":
+            return FLOOR_INSTANT
+        return FLOOR_NAIVE
 
-    def _date_bound(self, day: dt.date) -> ColumnElement[Any]:
-        if self.dialect == "sqlite":
-            return sa.literal(day.isoformat(), sa.String)
-        return sa.literal(day, sa.Date())
+    def _literal(self, bound: dt.datetime | dt.date) -> ColumnElement[Any]:
+        if self._sqlite_text:
+            return sa.literal(datetext.normal_text(bound), sa.String)
+        if isinstance(bound, dt.datetime):
+            return sa.literal(bound, sa.DateTime(timezone=bound.tzinfo is not None))
+        return sa.literal(bound, sa.Date())
 
-    def epoch_text_valid(self) -> ColumnElement[bool]:
+    # -- SQLite text: a range on the raw text, exact inside narrow windows --
+    def _window(self, bound: dt.datetime | dt.date, *, exact_at_midnight: bool) -> tuple[str, str]:
+        """Dates (as text) outside of which a valid value's text alone orders it against ``bound``.
+
+        A value whose text sorts below the first is earlier than ``bound``,
+        at or above the second is not earlier; between them the normal form
+        decides. A zone suffix moves a value by less than 15 hours; without
+        one, ``' '`` or ``'T'`` and the fraction only matter within a day,
+        and not at all when ``bound`` is a midnight (for ``<`` and ``>=``).
+        """
+        if not isinstance(bound, dt.datetime):
+            return bound.isoformat(), bound.isoformat()
+        margin = _OFFSET_MARGIN if self.kind == "timestamptz" else dt.timedelta(0)
+        low = (bound - margin).date()
+        if exact_at_midnight and not margin and bound == dt.datetime.combine(low, dt.time()):
+            return low.isoformat(), low.isoformat()
+        return low.isoformat(), ((bound + margin).date() + dt.timedelta(days=1)).isoformat()
+
+    def _normal(self) -> ColumnElement[Any]:
+        return datetext.sql_normal(self.value, self._text_kind())
+
+    def _text_less(self, bound: dt.datetime | dt.date) -> ColumnElement[bool]:
+        """Valid raw text earlier than ``bound`` (exact)."""
         v = self.value
-        if self.dialect == "sqlite":
-            return sa.and_(
-                v.op("GLOB", is_comparison=True)("[1-9]*"),
-                sa.not_(v.op("GLOB", is_comparison=True)("*[^0-9]*")),
-            )
-        if self.dialect == "postgresql":
-            return v.op("~", is_comparison=True)("^[1-9][0-9]*$")
-        return v.op("REGEXP", is_comparison=True)("^[1-9][0-9]*$")
+        low, high = self._window(bound, exact_at_midnight=True)
+        if low == high:
+            return v < sa.literal(low, sa.String)
+        return sa.or_(
+            v < sa.literal(low, sa.String),
+            sa.and_(v < sa.literal(high, sa.String), self._normal() < self._literal(bound)),
+        )
+
+    def _text_greater(self, bound: dt.datetime | dt.date) -> ColumnElement[bool]:
+        """Valid raw text later than ``bound`` (exact)."""
+        v = self.value
+        if not isinstance(bound, dt.datetime):
+            return v > sa.literal(bound.isoformat(), sa.String)
+        low, high = self._window(bound, exact_at_midnight=False)
+        return sa.or_(
+            v >= sa.literal(high, sa.String),
+            sa.and_(v >= sa.literal(low, sa.String), self._normal() > self._literal(bound)),
+        )
+
+    def _text_range(self, lower: dt.datetime | dt.date, upper: dt.datetime | dt.date) -> ColumnElement[bool]:
+        """Valid raw text in ``[lower, upper)``: one range on the column, exact checks at its ends."""
+        v = self.value
+        low_lo, low_hi = self._window(lower, exact_at_midnight=True)
+        up_lo, up_hi = self._window(upper, exact_at_midnight=True)
+        conditions = [
+            v >= sa.literal(low_lo, sa.String),
+            v < sa.literal(up_hi, sa.String),
+            datetext.sql_valid(v, self._text_kind()),
+        ]
+        if low_lo != low_hi:
+            conditions.append(sa.or_(v >= sa.literal(low_hi, sa.String), self._normal() >= self._literal(lower)))
+        if up_lo != up_hi:
+            conditions.append(sa.or_(v < sa.literal(up_lo, sa.String), self._normal() < self._literal(upper)))
+        return sa.and_(*conditions)
+
+    # -- epoch text ----------------------------------------------------------
+    def epoch_text_valid(self) -> ColumnElement[bool]:
+        return epoch_text_valid(self.value, self.dialect)
 
     def _epoch_text_cmp(self, seconds: int, op: str) -> ColumnElement[bool]:
+        value = sa.cast(self.value, sa.Text) if self.dialect == "sqlite" else self.value
         text = str(seconds)
-        length = sa.func.length(self.value)
+        length = sa.func.length(value)
         n = len(text)
         if op == "<":
-            ordered = sa.or_(length < n, sa.and_(length == n, self.value < text))
+            ordered = sa.or_(length < n, sa.and_(length == n, value < text))
         else:
-            ordered = sa.or_(length > n, sa.and_(length == n, self.value > text))
+            ordered = sa.or_(length > n, sa.and_(length == n, value > text))
         return sa.and_(self.epoch_text_valid(), ordered)
+
+    # -- validity ------------------------------------------------------------
+    def _invalid(self) -> ColumnElement[bool]:
+        """Rows whose clock cannot be read as its kind."""
+        v = self.value
+        if self.aggregate:
+            return self.invalid_flag if self.invalid_flag is not None else sa.false()
+        if self.kind == "epoch_text":
+            return sa.and_(v.is_not(None), sa.not_(self.epoch_text_valid()))
+        if self.dialect == "sqlite":
+            if self.kind == "epoch":
+                return sa.not_(_typeof_in(v, "integer", "real", "null"))
+            return sa.and_(
+                v.is_not(None),
+                sa.not_(datetext.sql_valid(v, self._text_kind())),
+                sa.not_(datetext.sql_zero_date(v)),
+            )
+        if _mysql(self.dialect) and self.kind in _DATETIME_KINDS:
+            return _mysql_bad_date(v)
+        return sa.false()
+
+    def _readable(self) -> list[ColumnElement[bool]]:
+        """Residual conditions that make a value in range a valid reading (for ``due``)."""
+        if self.aggregate:
+            return [] if self.invalid_flag is None else [sa.not_(self.invalid_flag)]
+        if _mysql(self.dialect) and self.kind in _DATETIME_KINDS:
+            return [sa.not_(_mysql_bad_date(self.value))]
+        return []
+
+    def _numeric(self) -> list[ColumnElement[bool]]:
+        """On SQLite, an epoch column may hold text, which sorts above every number."""
+        if self.dialect == "sqlite" and self.kind == "epoch" and not self.aggregate:
+            return [_typeof_in(self.value, "integer", "real")]
+        return []
 
     # -- predicates --------------------------------------------------------
     def is_null(self) -> ColumnElement[bool]:
-        if self.dialect in ("mysql", "mariadb") and self.kind in (
-            "timestamp",
-            "timestamptz",
-            "date",
-        ):
+        """The clock reads NULL (for an aggregate: no related row with a readable value)."""
+        if _mysql(self.dialect) and self.kind in _DATETIME_KINDS:
             # MySQL matches zero dates of NOT NULL columns with `IS NULL`;
             # the null-safe comparison does not.
-            return self.value.is_not_distinct_from(None)
-        return self.value.is_(None)
+            null = self.value.is_not_distinct_from(None)
+        else:
+            null = self.value.is_(None)
+        if self.aggregate and self.invalid_flag is not None:
+            return sa.and_(null, sa.not_(self.invalid_flag))
+        return null
 
     def before_day_after(self, last_day: dt.date) -> ColumnElement[bool]:
         """Valid clock whose local date is on or before ``last_day``."""
         next_day = last_day + dt.timedelta(days=1)
+        if self.kind in ("epoch", "epoch_text"):
+            seconds = int(start_of_day(next_day, self.policy_tz).timestamp())
+            if self.kind == "epoch_text":
+                return self._epoch_text_cmp(seconds, "<")
+            return sa.and_(self.value > 0, self.value < seconds, *self._readable())
+        upper: dt.datetime | dt.date
         if self.kind == "date":
-            return sa.and_(self.value >= self._date_bound(FLOOR_DATE), self.value < self._date_bound(next_day))
-        cutoff = start_of_day(next_day, self.policy_tz)
-        if self.kind == "timestamp" and self.clock.naive_timezone == self.policy_tz:
-            naive_cut = dt.datetime(next_day.year, next_day.month, next_day.day)  # noqa: DTZ001
-            bound = self._naive_bound(naive_cut, upper=True)
-            return sa.and_(self.value >= self._instant_floor(), self.value < bound)
-        if self.kind in ("timestamp", "timestamptz"):
-            return sa.and_(self.value >= self._instant_floor(), self.value < self._instant_bound(cutoff))
-        seconds = int(cutoff.timestamp())
-        if self.kind == "epoch_text":
-            return self._epoch_text_cmp(seconds, "<")
-        return sa.and_(self.value > 0, self.value < seconds)
-
-    def _instant_floor(self) -> ColumnElement[Any]:
-        if self.kind == "timestamptz" and self.dialect == "postgresql":
-            return sa.literal(FLOOR_INSTANT, sa.DateTime(timezone=True))
-        if self.dialect == "sqlite":
-            return sa.literal("1900-01-01 00:00:00", sa.String)
-        return sa.literal(FLOOR_NAIVE, sa.DateTime())
+            upper = next_day
+        elif self.kind == "timestamp" and self.clock.naive_timezone == self.policy_tz:
+            upper = dt.datetime(next_day.year, next_day.month, next_day.day)  # noqa: DTZ001
+        else:
+            upper = self._moment(start_of_day(next_day, self.policy_tz))
+        if self._raw_text:
+            return self._text_range(self._floor(), upper)
+        v = self.value
+        return sa.and_(v >= self._literal(self._floor()), v < self._literal(upper), *self._readable())
 
     def anomaly(self, category: Anomaly, as_of: dt.datetime) -> ColumnElement[bool]:
         """Rows whose clock falls in ``category``."""
         v = self.value
         if category == "null":
             return self.is_null()
+        if category == "invalid":
+            return self._invalid()
         if self.kind == "epoch_text":
-            if category == "invalid":
-                return sa.and_(v.is_not(None), sa.not_(self.epoch_text_valid()))
             if category == "future":
                 return self._epoch_text_cmp(int(as_of.timestamp()), ">")
-            return sa.false()
-        if category == "invalid":
-            return sa.false()
+            return sa.false()  # a valid epoch string is at least 1
         if self.kind == "epoch":
-            return v <= 0 if category == "zero" else v > int(as_of.timestamp())
-        if self.kind == "date":
+            compared = v <= 0 if category == "zero" else v > int(as_of.timestamp())
+            return sa.and_(*self._numeric(), compared, *self._readable())
+        bound = local_date(as_of, self.policy_tz) if self.kind == "date" else self._moment(as_of)
+        if self._raw_text:
+            valid = datetext.sql_valid(v, self._text_kind())
             if category == "zero":
-                return v < self._date_bound(FLOOR_DATE)
-            return v > self._date_bound(local_date(as_of, self.policy_tz))
+                return sa.or_(datetext.sql_zero_date(v), sa.and_(valid, self._text_less(self._floor())))
+            return sa.and_(valid, self._text_greater(bound))
         if category == "zero":
-            return v < self._instant_floor()
-        return v > self._instant_bound(as_of, upper=False)
+            return sa.and_(v < self._literal(self._floor()), *self._readable())
+        return sa.and_(v > self._literal(bound), *self._readable())
+
+
+def _measured(rel_col: ColumnElement[Any], clock: Clock, dialect: str) -> tuple[Any, ColumnElement[bool] | None]:
+    """(what max() runs over, which related rows are invalid) for an aggregate clock.
+
+    The measured value is NULL for unreadable rows and orders as time does:
+    SQLite text in its normal form, the zero date below every date, epoch
+    strings as numbers (past bigint: one number in the far future).
+    """
+    kind = clock.type
+    if kind == "epoch_text":
+        valid = epoch_text_valid(rel_col, dialect)
+        text = sa.cast(rel_col, sa.Text) if dialect == "sqlite" else rel_col
+        measured = sa.case(
+            (sa.and_(valid, sa.func.length(text) <= EPOCH_TEXT_DIGITS), sa.cast(text, sa.BigInteger())),
+            (valid, sa.literal(EPOCH_TEXT_HUGE, sa.BigInteger())),
+            else_=None,
+        )
+        return measured, sa.and_(rel_col.is_not(None), sa.not_(valid))
+    if dialect == "sqlite":
+        if kind == "epoch":
+            numeric = _typeof_in(rel_col, "integer", "real")
+            return sa.case((numeric, rel_col), else_=None), sa.not_(_typeof_in(rel_col, "integer", "real", "null"))
+        text_kind: datetext.TextKind = kind
+        valid = datetext.sql_valid(rel_col, text_kind)
+        zero = datetext.sql_zero_date(rel_col)
+        zero_form = datetext.ZERO_PREFIX if kind == "date" else datetext.NORMAL_ZERO
+        measured = sa.case(
+            (valid, datetext.sql_normal(rel_col, text_kind)),
+            (zero, sa.literal(zero_form, sa.String)),
+            else_=None,
+        )
+        return measured, sa.and_(rel_col.is_not(None), sa.not_(valid), sa.not_(zero))
+    if _mysql(dialect) and kind in _DATETIME_KINDS:
+        bad = _mysql_bad_date(rel_col)
+        return sa.case((bad, None), else_=rel_col), bad
+    return rel_col, None
 
 
 def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clock, policy_tz: str) -> ClockSQL:
@@ -371,20 +674,27 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
     conditions = [on_col == ref_col]
     for name, wanted in (clock.where or {}).items():
         conditions.append(column_of(related, name, "aggregate filter") == wanted)
-    measured: ColumnElement[Any] = rel_col
-    if clock.type == "epoch_text":
-        probe = ClockSQL(clock, rel_col, "epoch_text", dialect, policy_tz)
-        # MySQL casts to SIGNED, the others to BIGINT; SQLAlchemy renders both from BigInteger.
-        measured = sa.case((probe.epoch_text_valid(), sa.cast(rel_col, sa.BigInteger())), else_=None)
+    measured, invalid = _measured(rel_col, clock, dialect)
     related_alias = related.alias(f"agg_{clock.table}")
     # Re-point the correlated columns at the alias so the same table can be used twice.
     adapt = sa.sql.util.ClauseAdapter(related_alias)
-    subquery = (
-        sa.select(sa.func.max(adapt.traverse(measured)))
-        .where(*(adapt.traverse(c) for c in conditions))
-        .scalar_subquery()
+    where = [adapt.traverse(c) for c in conditions]
+    subquery = sa.select(sa.func.max(adapt.traverse(measured))).where(*where).scalar_subquery()
+    flag = None
+    if invalid is not None:
+        flag_alias = related.alias(f"bad_{clock.table}")
+        flag_adapt = sa.sql.util.ClauseAdapter(flag_alias)
+        flag = sa.exists().where(*(flag_adapt.traverse(c) for c in conditions), flag_adapt.traverse(invalid))
+    return ClockSQL(
+        clock,
+        subquery,
+        _effective_type(clock),
+        dialect,
+        policy_tz,
+        invalid_flag=flag,
+        aggregate=True,
+        related=(rel_col, tuple(conditions)),
     )
-    return ClockSQL(clock, subquery, _effective_type(clock), dialect, policy_tz)
 
 
 @dataclass
@@ -396,6 +706,17 @@ class DatasetSQL:
     table: sa.Table
     key: ColumnElement[Any]
     clocks: list[ClockSQL]
+
+    def values(self) -> list[ColumnElement[Any]]:
+        """One expression per clock to fetch for rows that ``due`` selects.
+
+        :func:`evaluate_record` reads the fetched values exactly as ``due``
+        saw them (SQLite text in normal form, an aggregate's max over
+        readable values). A row that is not due may hold a value the driver
+        cannot load (PostgreSQL ``infinity``): read such rows with
+        :func:`explain_clock_values`.
+        """
+        return [c.select() for c in self.clocks]
 
     def due(self, state: str, as_of: dt.datetime) -> ColumnElement[bool]:
         """Rows (taken as active) that have reached ``state`` by ``as_of``."""
@@ -428,6 +749,33 @@ class DatasetSQL:
             hits.append(sa.and_(*clear_before, c.anomaly(category, as_of)))
         return sa.or_(*hits)
 
+    def readings(self, conn: sa.Connection, key: Any, as_of: dt.datetime) -> list[ClockReading] | None:
+        """One record's clocks read safely (see :func:`explain_clock_values`)."""
+        dialect = conn.dialect.name
+        tz = self.pack.timezone
+        columns: list[ColumnElement[Any]] = [sa.literal(1)]
+        spans: list[tuple[int, int]] = []
+        for c in self.clocks:
+            safe = [] if c.aggregate else _safe_columns(c.value, c.kind, dialect)
+            spans.append((len(columns), len(columns) + len(safe)))
+            columns.extend(safe)
+        row = conn.execute(sa.select(*columns).where(self.key == key)).first()
+        if row is None:
+            return None
+        readings = []
+        for c, (start, end) in zip(self.clocks, spans, strict=True):
+            label = c.clock.label()
+            if not c.aggregate:
+                readings.append(_safe_reading(row[start:end], c.kind, label, c.clock, as_of, tz))
+                continue
+            assert c.related is not None
+            rel_col, conditions = c.related
+            safe = _safe_columns(rel_col, c.clock.type, dialect)
+            rows = conn.execute(sa.select(*safe).where(*conditions, self.key == key)).all()
+            related = [_safe_reading(tuple(r), c.clock.type, label, c.clock, as_of, tz) for r in rows]
+            readings.append(combine_related(label, related))
+        return readings
+
 
 def dataset_sql(conn: sa.Connection, pack: Pack, name: str) -> DatasetSQL:
     """Reflect a dataset's table and compile its clocks."""
@@ -436,3 +784,48 @@ def dataset_sql(conn: sa.Connection, pack: Pack, name: str) -> DatasetSQL:
     key = column_of(table, dataset.key, "key")
     clocks = [clock_sql(conn, table, dataset, rule.clock, pack.timezone) for rule in dataset.keep]
     return DatasetSQL(pack, dataset, table, key, clocks)
+
+
+# --------------------------------------------------------------------------
+# explain: one record's clocks, read safely on every database
+# --------------------------------------------------------------------------
+
+# PostgreSQL holds values psycopg cannot load (infinity, BC, after year 9999).
+# Clamped into this span they keep their class (zero below 1900, future
+# above any as-of instant), and their text is shown instead.
+_PG_LOW, _PG_HIGH = "1000-01-01", "9999-12-01"
+
+
+def _safe_columns(column: ColumnElement[Any], kind: str, dialect: str) -> list[ColumnElement[Any]]:
+    """Columns that fetch ``column`` without a driver error: the value, and its text when clamped."""
+    raw = sa.type_coerce(column, NullType())
+    if dialect != "postgresql" or kind not in _DATETIME_KINDS:
+        return [raw]
+    low: ColumnElement[Any] = sa.literal_column(f"'{_PG_LOW}'")
+    high: ColumnElement[Any] = sa.literal_column(f"'{_PG_HIGH}'")
+    clamped = sa.type_coerce(sa.case((column < low, low), (column > high, high), else_=column), NullType())
+    outside = sa.case((sa.or_(column < low, column > high), sa.cast(column, sa.Text)), else_=None)
+    return [clamped, outside]
+
+
+def _safe_reading(
+    values: Sequence[Any], kind: str, label: str, clock: Clock, as_of: dt.datetime, policy_tz: str
+) -> ClockReading:
+    reading = read_value(kind, label, clock.naive_timezone, values[0], as_of, policy_tz)
+    if len(values) > 1 and values[1] is not None:
+        reading.raw = values[1]
+    return reading
+
+
+def explain_clock_values(
+    conn: sa.Connection, pack: Pack, dataset_name: str, key: Any, as_of: dt.datetime
+) -> list[ClockReading] | None:
+    """Read one record's clocks, one reading per keep rule; None when no row has ``key``.
+
+    Every stored value reads without error on every database; an aggregate
+    clock reads its related rows one by one (an invalid row shows which kind
+    of problem it has). :func:`evaluate_readings` on the result gives what
+    ``plan`` and ``run`` decide for the record. ``key`` is in the key
+    column's type.
+    """
+    return dataset_sql(conn, pack, dataset_name).readings(conn, key, as_of)

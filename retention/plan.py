@@ -446,8 +446,8 @@ class DatasetPlanner:
         if self.sql is not None and with_clocks:
             reach = reach if reach is not None else self._reach(conn, self.sql)
             columns.append(reach.label("reach"))
-            for i, clock in enumerate(self.sql.clocks):
-                columns.append(sa.case((reach > 0, clock.value), else_=sa.null()).label(f"c{i}"))
+            for i, value in enumerate(self.sql.values()):
+                columns.append(sa.case((reach > 0, value), else_=sa.null()).label(f"c{i}"))
         else:
             columns.append(sa.literal(0).label("reach"))
         return columns
@@ -947,7 +947,7 @@ class DatasetPlanner:
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
         sql = self.sql
-        value = sql.clocks[0].value
+        value = sql.values()[0]
         targets = _next_states(self.dataset, "active")
         per = summary.transitions.setdefault(self.name, {})
         current = "active"

@@ -79,7 +79,10 @@ def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | No
     """None when the column can hold this clock kind, else why not."""
     col_type = column["type"]
     families = _TYPE_FAMILIES[clock_type]
-    # SQLite reflects DATETIME/DATE/INTEGER by declared name; TEXT means strings.
+    # SQLite reflects DATETIME/DATE/INTEGER by declared name; TEXT means strings,
+    # which is how SQLite stores datetimes (read in the forms of retention.datetext).
+    if dialect == "sqlite" and clock_type in ("timestamp", "timestamptz", "date") and isinstance(col_type, sa.String):
+        return None
     if (
         isinstance(col_type, sa.Date)
         and clock_type in ("timestamp", "timestamptz")

@@ -98,11 +98,14 @@ def test_missing_key_column(engine: sa.Engine, db_url: str, tmp_path: Path) -> N
 
 
 def test_text_clock_column(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    """A VARCHAR column declared as a timestamp clock is refused: comparing text is not comparing time."""
+    """A VARCHAR timestamp clock is refused, except on SQLite, where text is how datetimes are stored."""
     md = sa.MetaData()
     customers(md, clock_type=sa.String(30))
     md.create_all(engine)
     code, lines = check(db_url, write_pack(tmp_path))
+    if engine.dialect.name == "sqlite":  # read in the forms of docs/rules.md, "Clocks and periods"
+        assert code == 0 and not [line for line in lines if line.startswith("error")], lines
+        return
     assert code == 2
     assert len(lines) == 1
     assert lines[0].startswith("error: customers.last_seen: clock column is VARCHAR")
