@@ -20,7 +20,18 @@ from zoneinfo import ZoneInfo
 
 import pendulum
 
-_DURATION = re.compile(r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?$")
+_DURATION = re.compile(
+    r"^P(?!$)(?:(?P<years>\d{1,7})Y)?(?:(?P<months>\d{1,7})M)?(?:(?P<weeks>\d{1,7})W)?(?:(?P<days>\d{1,7})D)?$"
+)
+
+EARLIEST_DAY = dt.date(1900, 1, 1)
+"""The earliest as-of date (clocks before 1900 are zero-date anomalies anyway)."""
+LATEST_DAY = dt.date(8998, 12, 31)
+"""The latest as-of date: with schedules of at most :data:`MAX_SPAN_YEARS`, every due date
+computed for a clock on or before it falls within year 9999, where Python's dates end."""
+MAX_SPAN_YEARS = 1000
+"""The longest schedule: a clock on 31 December 1999 must fall due by 1 January 3000."""
+_SPAN_FROM, _SPAN_UNTIL = dt.date(1999, 12, 31), dt.date(3000, 1, 1)
 
 
 def utcnow() -> dt.datetime:
@@ -87,6 +98,10 @@ class Period:
         """An upper bound of the period's length in days, for searches."""
         return self.years * 366 + self.months * 31 + self.days
 
+    def within(self, longest: Period) -> bool:
+        """Whether this period, counted from 31 Dec 1999, ends no later than ``longest`` does."""
+        return Schedule(self).fits(Schedule(longest).due_date(_SPAN_FROM))
+
 
 @dataclass(frozen=True)
 class YearEnd:
@@ -140,6 +155,17 @@ class Schedule:
             # so the new period runs from ``last_kept`` itself.
             last_kept = delay.add_to(last_kept)
         return last_kept + dt.timedelta(days=1)
+
+    def fits(self, until: dt.date | None = None) -> bool:
+        """Whether a clock on 31 Dec 1999 falls due by ``until`` (default 1 Jan 3000).
+
+        The default is the engine's limit (:data:`MAX_SPAN_YEARS`): with as-of
+        dates up to :data:`LATEST_DAY` it keeps every due date within year 9999.
+        """
+        try:
+            return self.due_date(_SPAN_FROM) <= (until or _SPAN_UNTIL)
+        except (ValueError, OverflowError):  # past year 9999
+            return False
 
     def span_days(self) -> int:
         """An upper bound of ``due_date(d) - d`` in days."""
