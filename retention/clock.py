@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -198,6 +199,19 @@ def _add_period(period: Period, day: dt.date) -> dt.date:
     return period._add_uncached(day)
 
 
+@lru_cache(maxsize=1)
+def _iana_names() -> frozenset[str]:
+    # The system's zoneinfo folder also holds files that are not zone names.
+    return frozenset(zoneinfo.available_timezones() - {"localtime", "posixrules"})
+
+
+def iana_zone(name: str) -> str:
+    """``name`` if it is an IANA zone name; ``localtime`` and paths would depend on the machine."""
+    if name not in _iana_names():
+        raise ValueError(f"unknown timezone {name!r}; use an IANA name such as Europe/Paris or UTC")
+    return name
+
+
 @lru_cache(maxsize=64)
 def zone(name: str) -> ZoneInfo:
     """A timezone by IANA name, loaded once."""
@@ -242,3 +256,53 @@ def as_aware(value: dt.datetime, assume_tz: str = "UTC") -> dt.datetime:
         return value.replace(tzinfo=dt.UTC)
     # fold=0: an ambiguous wall time is its first occurrence, a skipped one moves forward.
     return value.replace(tzinfo=zone(assume_tz)).astimezone(dt.UTC)
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """An evaluation moment as an operator gives it: a calendar date or an exact instant.
+
+    A date means its first instant in the pack's timezone, which is only
+    known once the pack is chosen, hence :meth:`resolve`. Dates outside
+    :data:`EARLIEST_DAY` .. :data:`LATEST_DAY` are refused at parse time so
+    that the date arithmetic after them cannot leave Python's calendar.
+    """
+
+    day: dt.date | None = None
+    instant: dt.datetime | None = None  # aware, or naive: a wall-clock time in the pack's timezone
+
+    @classmethod
+    def parse(cls, text: str) -> AsOf:
+        """``YYYY-MM-DD`` or an ISO 8601 date and time (``2026-01-01T02:30``, ``...Z``, ``...+01:00``)."""
+        value = text.strip()
+        if _DAY.fullmatch(value):
+            try:
+                day = dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a date that exists") from None
+            return cls(day=_in_range(day, text))
+        if not _INSTANT.fullmatch(value):
+            raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time")
+        try:
+            instant = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date and time that exists") from None
+        _in_range(instant.date(), text)
+        return cls(instant=instant)
+
+    def resolve(self, timezone: str) -> dt.datetime:
+        """The aware UTC instant, a date or a naive time being read in ``timezone``."""
+        if self.day is not None:
+            return start_of_day(self.day, timezone)
+        assert self.instant is not None
+        return as_aware(self.instant, timezone).astimezone(dt.UTC)
+
+
+def _in_range(day: dt.date, text: str) -> dt.date:
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(f"{text!r} is outside the dates the engine computes ({EARLIEST_DAY} to {LATEST_DAY})")
+    return day

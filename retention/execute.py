@@ -26,7 +26,7 @@ from retention import ledger, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
-from retention.errors import LockHeldError, SchemaError
+from retention.errors import LockHeldError, SchemaError, describe_database_error, describe_failure
 from retention.plan import (
     Batch,
     DatasetPlanner,
@@ -644,8 +644,10 @@ def run(
                 except sa.exc.DBAPIError as exc:
                     if exc.connection_invalidated:
                         raise
-                    result.failures[name] = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
-                    bound.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__)
+                    result.failures[name] = describe_database_error(exc, name)
+                    bound.error(
+                        "dataset_failed", dataset=name, error_type=type(exc.orig).__name__, error=result.failures[name]
+                    )
             _settle_erasure_requests(engine, planners, run_id)
             result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
     except _Interrupted:
@@ -654,7 +656,7 @@ def run(
     except BaseException as exc:
         if result.status == "running":
             result.status = "failed"
-            _finish(engine, result, error=f"{type(exc).__name__}: {exc}", swallow=True)
+            _finish(engine, result, error=describe_failure(exc), swallow=True)
         raise
     _finish(engine, result)
     bound.info("run_finished", status=result.status, counts=result.counts, batches=result.batches)

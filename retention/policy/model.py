@@ -8,8 +8,6 @@ ignored rule.
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import pendulum
@@ -24,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from retention.clock import Period, Schedule, YearEnd
+from retention.clock import Period, Schedule, YearEnd, iana_zone
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
@@ -57,16 +55,9 @@ YearEndField = Annotated[
 ]
 
 
-@lru_cache(maxsize=1)
-def _iana_names() -> frozenset[str]:
-    # The system's zoneinfo folder also holds files that are not zone names.
-    return frozenset(zoneinfo.available_timezones() - {"localtime", "posixrules"})
-
-
 def _check_timezone(value: str) -> str:
-    """An IANA zone name; ``localtime`` and file paths would make results depend on the machine."""
-    if value not in _iana_names():
-        raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Paris or UTC")
+    """An IANA zone name (see retention.clock.iana_zone) that pendulum can load."""
+    iana_zone(value)
     try:
         pendulum.timezone(value)
     except Exception as exc:  # pendulum raises several types for bad names
