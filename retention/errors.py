@@ -163,16 +163,28 @@ def _statement_kind(statement: str | None) -> tuple[str | None, str | None]:
     return kind, table
 
 
-def _code(orig: BaseException) -> str | None:
+def _codes(orig: BaseException) -> list[str]:
+    """The driver's codes: SQLSTATE (PostgreSQL, recent PyMySQL), MySQL's error number, SQLite's result name."""
+    codes = []
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if isinstance(sqlstate, str):
-        return sqlstate
+        codes.append(f"SQLSTATE {sqlstate}")
     name = getattr(orig, "sqlite_errorname", None)
     if isinstance(name, str):
-        return name
+        codes.append(name)
     args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):  # PyMySQL: (errno, message); it gives no SQLSTATE
-        return str(args[0])
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):  # PyMySQL: (errno, message)
+        codes.append(f"error {args[0]}")
+    return codes
+
+
+def _meaning(codes: list[str]) -> str | None:
+    for code in reversed(codes):  # the most specific code last: MySQL's number over its SQLSTATE
+        key = code.split()[-1]
+        if key in _MEANINGS:
+            return _MEANINGS[key]
+        if code.startswith("SQLSTATE 08"):
+            return "the connection was lost"
     return None
 
 
@@ -190,22 +202,18 @@ def describe_database_error(exc: BaseException, dataset: str | None = None) -> s
     orig = getattr(exc, "orig", None) or exc
     kind, table = _statement_kind(getattr(exc, "statement", None))
     diag = getattr(orig, "diag", None)
-    facts: list[str] = []
-    code = _code(orig)
-    if code is not None:
-        label = "SQLSTATE" if getattr(orig, "sqlstate", None) else ("error" if code.isdigit() else "")
-        facts.append(f"{label} {code}".strip())
-        if code in _MEANINGS:
-            facts.append(_MEANINGS[code])
-        elif code[:2] == "08":
-            facts.append("the connection was lost")
+    codes = _codes(orig)
+    facts = [", ".join(codes)] if codes else []
+    meaning = _meaning(codes)
+    if meaning is not None:
+        facts.append(meaning)
     if diag is not None:
         table = table or getattr(diag, "table_name", None)
         for name in ("constraint_name", "column_name"):
             value = getattr(diag, name, None)
             if isinstance(value, str) and _IDENTIFIERS.match(value):
                 facts.append(f"{name.split('_')[0]} {value}")
-    elif code and code.startswith("SQLITE_CONSTRAINT"):
+    elif any(code.startswith("SQLITE_CONSTRAINT") for code in codes):
         found = _SQLITE_CONSTRAINT.match(str(orig).strip())
         if found and _IDENTIFIERS.match(found.group(1)):
             facts.append(f"on {found.group(1)}")
