@@ -239,6 +239,7 @@ def run(
             if metrics_file is not None:
                 _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
             raise
+        ledger.record_run_head(engine, result.run_id)
         if metrics_file is not None:
             _write_metrics(
                 metrics_file,
@@ -562,21 +563,23 @@ def ledger_verify(
     """Verify the chain, and with a checkpoint file that the signed head still stands."""
     import json
 
+    if checkpoint_file is None:
+        engine = _engine(db_url)
+        try:
+            return ledger.verify(engine)
+        finally:
+            engine.dispose()
+    public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
+    try:
+        document = json.loads(checkpoint_file.read_bytes()[:1_000_000].decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {reason}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
     engine = _engine(db_url)
     try:
-        if checkpoint_file is None:
-            return ledger.verify(engine)
-        try:
-            document = json.loads(checkpoint_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {exc}") from None
-        if public_key is not None:
-            pem = public_key.read_bytes()
-        elif "public_key" in document:
-            pem = str(document["public_key"]).encode()
-        else:
-            raise ConfigError("the checkpoint names no public key; pass --public-key")
-        return ledger.verify_checkpoint(engine, document, ledger.load_public_key(pem))
+        return ledger.verify_checkpoint(engine, document, public)
     finally:
         engine.dispose()
 
