@@ -622,7 +622,7 @@ def run(
                     )
                 )
             bound.info("run_started", as_of=as_of.isoformat(), mode="run")
-            store_.sweep(engine)
+            store_.bind(engine)  # a store of another main database is refused before any payload moves
             with engine.connect() as conn:
                 planners = build_planners(conn, PlanContext(loaded, as_of))
                 conn.rollback()
@@ -648,6 +648,7 @@ def run(
                     bound.error(
                         "dataset_failed", dataset=name, error_type=type(exc.orig).__name__, error=result.failures[name]
                     )
+            store_.sweep(engine, secret)  # after the guards; only payloads whose purge the ledger records
             _settle_erasure_requests(engine, planners, run_id)
             result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
     except _Interrupted:
