@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from retention import commands, logs
+from retention import commands, logs, params
+from retention.clock import AsOf, Period
 from retention.config import database_url, safe_url
-from retention.errors import RetentionError
+from retention.errors import RetentionError, describe_database_error, is_database_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +58,7 @@ class RetentionCommand(click.Command):
         return [*required, *super().collect_usage_pieces(ctx)]
 
 
-class RetentionGroup(click.Group):
+class RetentionGroup(params.OneLineGroup):
     """Groups whose commands are :class:`RetentionCommand` and whose subgroups are alike."""
 
     command_class = RetentionCommand
@@ -186,7 +187,13 @@ def zone_options(func: F) -> F:
 
 
 def handled(func: F) -> F:
-    """Turn RetentionError into its message and exit code.
+    """Turn RetentionError into its message and exit code, a database error into one safe line.
+
+    A database error (a lost connection, a full disk, a lock wait that timed
+    out) ends the command with exit 1 and one line from
+    :func:`describe_database_error`: the driver's message, its DETAIL and the
+    statement's parameters can hold personal data, so they are shown only
+    with ``--traceback``. Anything else is a bug and keeps its traceback.
 
     With ``--log-format json`` the error is a log event too, so that a job's
     output holds nothing but JSON lines.
@@ -207,6 +214,19 @@ def handled(func: F) -> F:
             else:
                 err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            if not is_database_error(exc) or ctx.find_root().params.get("traceback"):
+                raise
+            message = describe_database_error(exc)
+            if machine_only():
+                logs.get_logger().error(
+                    "command_failed", error_type=type(exc).__name__, error=message, exit_code=EXIT_FAILURE
+                )
+            else:
+                err_console.print(
+                    f"[red]error:[/red] {escape(message)} (the full error with --traceback)", highlight=False
+                )
+            ctx.exit(EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -222,10 +242,10 @@ def handled(func: F) -> F:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    type=params.LOG_LEVEL,
     default="info",
     show_default=True,
-    help="Minimum log level.",
+    help=f"Minimum log level: {', '.join(params.LOG_LEVELS)}.",
 )
 @click.version_option(package_name="retention")
 def main(traceback: bool, log_format: str, log_level: str) -> None:
@@ -337,8 +357,19 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
 as_of_option = click.option(
     "--as-of",
     "as_of",
+    type=params.AS_OF,
     default=None,
-    help="Evaluate at this instant: YYYY-MM-DD (00:00 in the pack's timezone) or ISO 8601. Default: now.",
+    help="Evaluate at this instant: YYYY-MM-DD (00:00 in the pack's timezone) or ISO 8601, "
+    f"from {params.EARLIEST_DAY} to {params.LATEST_DAY}. Default: now.",
+)
+lock_timeout_option = click.option(
+    "--lock-timeout",
+    "lock_timeout",
+    type=click.IntRange(1, 86_400),
+    envvar="RETENTION_LOCK_TIMEOUT",
+    default=None,
+    help="Seconds a statement waits for a lock another session holds before that dataset fails "
+    "(or RETENTION_LOCK_TIMEOUT; default 300).",
 )
 pack_option = click.option("--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs.")
 
@@ -417,11 +448,19 @@ def _range(low: dt.datetime | None, high: dt.datetime | None, zone: str, dates: 
 @format_option
 @utc_option
 @click.option("--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison.")
+@lock_timeout_option
 @handled
 def plan(
-    rules: Path, db: str | None, as_of: str | None, pack_id: str | None, fmt: str, utc: bool, no_record: bool
+    rules: Path,
+    db: str | None,
+    as_of: AsOf | None,
+    pack_id: str | None,
+    fmt: str,
+    utc: bool,
+    no_record: bool,
+    lock_timeout: int | None,
 ) -> None:
-    """Dry run: list every transition `run` would perform.
+    """Dry run: list every transition `run` would perform, writing nothing.
 
     For the same database state and --as-of, `run` performs exactly these
     transitions. Anomalies (NULL, zero, invalid or future clocks) are counted,
@@ -429,7 +468,7 @@ def plan(
     """
     # TODO(lead): describe what plan writes (nothing to source tables; its summary in the
     # engine's runs table unless --no-record) once the read-only plan lands.
-    summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record)
+    summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record, lock_timeout=lock_timeout)
     if fmt == "json":
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
@@ -482,7 +521,7 @@ def plan(
 )
 @click.option(
     "--metrics-file",
-    type=click.Path(path_type=Path),
+    type=params.METRICS_FILE,
     envvar="RETENTION_METRICS_FILE",
     default=None,
     help="Write Prometheus metrics here (a .prom file in node_exporter's textfile folder).",
@@ -493,17 +532,19 @@ def plan(
     is_flag=True,
     help="No progress bars on a terminal (they need a plan first, to know each dataset's total).",
 )
+@lock_timeout_option
 @handled
 def run(
     rules: Path,
     db: str | None,
-    as_of: str | None,
+    as_of: AsOf | None,
     pack_id: str | None,
     archive_url: str | None,
     allow_mass: tuple[str, ...],
     metrics_file: Path | None,
     fmt: str,
     no_progress: bool,
+    lock_timeout: int | None,
 ) -> None:
     """Apply every transition due, one transaction per batch, with ledger entries.
 
@@ -537,6 +578,7 @@ def run(
             allow_mass=allow_mass,
             metrics_file=metrics_file,
             should_stop=stop.is_set,
+            lock_timeout=lock_timeout,
         )
 
     with _run_progress(rules, url, as_of, pack_id, bar=fmt == "table" and not no_progress) as on_batch:
@@ -588,7 +630,9 @@ class _BarProgress(_NoProgress):
 
 
 @contextmanager
-def _run_progress(rules: Path, url: str, as_of: str | None, pack_id: str | None, bar: bool) -> Iterator[_NoProgress]:
+def _run_progress(
+    rules: Path, url: str, as_of: AsOf | str | None, pack_id: str | None, bar: bool
+) -> Iterator[_NoProgress]:
     """Bars on a terminal (totals from a plan), run_progress log events with JSON logs, else nothing.
 
     While the bars show, per-batch log events are not printed (the bars say
@@ -639,8 +683,8 @@ def _exit_for(result: Any) -> None:
 @main.command()
 @rules_option()
 @db_option
-@click.option("--dataset", required=True, help="Dataset name from the pack.")
-@click.option("--key", required=True, help="The record's key (primary key value).")
+@click.option("--dataset", required=True, type=params.NAME, help="Dataset name from the pack.")
+@click.option("--key", required=True, type=params.RECORD_KEY, help="The record's key (primary key value).")
 @as_of_option
 @pack_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -651,7 +695,7 @@ def explain(
     db: str | None,
     dataset: str,
     key: str,
-    as_of: str | None,
+    as_of: AsOf | None,
     pack_id: str | None,
     fmt: str,
     utc: bool,
@@ -715,11 +759,13 @@ def hold() -> None:
 @hold.command("add")
 @db_option
 @rules_option(required=False)
-@click.option("--subject", "subject_key", default=None, help="Hold every record of this subject id.")
-@click.option("--dataset", default=None, help="Hold a whole dataset, or with --key one record.")
-@click.option("--key", "record_key", default=None, help="Hold one record of --dataset.")
-@click.option("--reason", required=True, help="Why (case number, authority request, ...).")
-@click.option("--by", "placed_by", default=None, help="Who places it (default: the OS user).")
+@click.option(
+    "--subject", "subject_key", type=params.SUBJECT_ID, default=None, help="Hold every record of this subject id."
+)
+@click.option("--dataset", type=params.NAME, default=None, help="Hold a whole dataset, or with --key one record.")
+@click.option("--key", "record_key", type=params.RECORD_KEY, default=None, help="Hold one record of --dataset.")
+@click.option("--reason", type=params.REASON, required=True, help="Why (case number, authority request, ...).")
+@click.option("--by", "placed_by", type=params.NAME, default=None, help="Who places it (default: the OS user).")
 @handled
 def hold_add(
     db: str | None,
@@ -736,6 +782,8 @@ def hold_add(
     )
     if scope == "dataset" and not dataset:
         raise click.UsageError("give --subject, --dataset, or --dataset with --key")
+    if scope == "record" and not dataset:
+        raise click.UsageError("--key needs --dataset")
     hold_id = commands.hold_add(
         database_url(db),
         scope=scope,
@@ -751,9 +799,9 @@ def hold_add(
 
 @hold.command("release")
 @db_option
-@click.argument("hold_id", type=int)
-@click.option("--reason", required=True, help="Why the hold ends.")
-@click.option("--by", "released_by", default=None, help="Who releases it (default: the OS user).")
+@click.argument("hold_id", type=params.ROW_ID)
+@click.option("--reason", type=params.REASON, required=True, help="Why the hold ends.")
+@click.option("--by", "released_by", type=params.NAME, default=None, help="Who releases it (default: the OS user).")
 @handled
 def hold_release(db: str | None, hold_id: int, reason: str, released_by: str | None) -> None:
     """Release hold HOLD_ID; the next run moves what it held back if still due."""
@@ -799,16 +847,18 @@ def erasure() -> None:
 @db_option
 @rules_option()
 @pack_option
-@click.option("--subject", "subject_key", required=True, help="The subject's id (e.g. customer id).")
-@click.option("--received", required=True, help="Date the request was received (YYYY-MM-DD).")
-@click.option("--note", default=None, help="Free text for operators (no personal data, please).")
+@click.option(
+    "--subject", "subject_key", type=params.SUBJECT_ID, required=True, help="The subject's id (e.g. customer id)."
+)
+@click.option("--received", type=params.DAY, required=True, help="Date the request was received (YYYY-MM-DD).")
+@click.option("--note", type=params.REASON, default=None, help="Free text for operators (no personal data, please).")
 @handled
 def erasure_add(
     db: str | None,
     rules: Path,
     pack_id: str | None,
     subject_key: str,
-    received: str,
+    received: dt.date,
     note: str | None,
 ) -> None:
     """Record an erasure request; the next run moves the subject's records.
@@ -857,8 +907,8 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
 @db_option
 @rules_option()
 @pack_option
-@click.argument("request_id", type=int)
-@click.option("--reason", required=True, help="Why more time is needed (GDPR art. 12(3)).")
+@click.argument("request_id", type=params.ROW_ID)
+@click.option("--reason", type=params.REASON, required=True, help="Why more time is needed (GDPR art. 12(3)).")
 @handled
 def erasure_extend(db: str | None, rules: Path, pack_id: str | None, request_id: int, reason: str) -> None:
     """Extend a request's deadline once, by 2 months (then moved off weekends and public holidays)."""
@@ -869,7 +919,7 @@ def erasure_extend(db: str | None, rules: Path, pack_id: str | None, request_id:
 
 @erasure.command("close")
 @db_option
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=params.ROW_ID)
 @handled
 def erasure_close(db: str | None, request_id: int) -> None:
     """Close a request once it has been answered."""
@@ -885,8 +935,20 @@ def erasure_close(db: str | None, request_id: int) -> None:
     show_default=True,
     help="Where to build the sample shop (its tables are dropped and rebuilt).",
 )
-@click.option("--customers", default=2000, show_default=True, help="Number of synthetic customers.")
-@click.option("--seed", default=7, show_default=True, help="Random seed (the shop is reproducible).")
+@click.option(
+    "--customers",
+    type=click.IntRange(1, 100_000),
+    default=2000,
+    show_default=True,
+    help="Number of synthetic customers.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=7,
+    show_default=True,
+    help="Random seed (the shop is reproducible).",
+)
 @click.option(
     "--rules",
     "rules",
@@ -967,16 +1029,17 @@ def ledger_group() -> None:
 @click.option(
     "--checkpoint",
     "checkpoint_file",
-    type=click.Path(path_type=Path, exists=True),
+    type=params.INPUT_FILE,
     default=None,
-    help="Also check against this signed checkpoint (JSON from `ledger checkpoint`).",
+    help="Also check against this signed checkpoint (JSON from `ledger checkpoint`); needs the signer's public key.",
 )
 @click.option(
     "--public-key",
     "public_key",
-    type=click.Path(path_type=Path, exists=True),
+    type=params.INPUT_FILE,
     default=None,
-    help="PEM public key of the checkpoint signer (default: the one inside the checkpoint).",
+    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE); "
+    "the key inside a checkpoint is never trusted.",
 )
 @handled
 def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path | None) -> None:
@@ -993,9 +1056,13 @@ def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path
 def ledger_filters(func: F) -> F:
     for option in reversed(
         [
-            click.option("--since", default=None, help="Entries recorded at or after this date/instant."),
-            click.option("--until", default=None, help="Entries recorded before this date/instant."),
-            click.option("--dataset", default=None, help="Only this dataset."),
+            click.option(
+                "--since", type=params.AS_OF, default=None, help="Entries recorded at or after this date/instant (UTC)."
+            ),
+            click.option(
+                "--until", type=params.AS_OF, default=None, help="Entries recorded before this date/instant (UTC)."
+            ),
+            click.option("--dataset", type=params.NAME, default=None, help="Only this dataset."),
             click.option("--transition", default=None, help="Only this transition, e.g. active->purged."),
             click.option("--run", "run_id", default=None, help="Only entries of this run id."),
         ]
@@ -1026,14 +1093,16 @@ LEDGER_COLUMNS = [
 @ledger_group.command("show")
 @db_option
 @ledger_filters
-@click.option("--limit", default=100, show_default=True, help="At most this many entries (0: all).")
+@click.option(
+    "--limit", type=click.IntRange(0, 10**9), default=100, show_default=True, help="At most this many entries (0: all)."
+)
 @format_option
 @zone_options
 @handled
 def ledger_show(
     db: str | None,
-    since: str | None,
-    until: str | None,
+    since: AsOf | None,
+    until: AsOf | None,
     dataset: str | None,
     transition: str | None,
     run_id: str | None,
@@ -1062,15 +1131,15 @@ def ledger_show(
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
 @click.option(
     "--output",
-    type=click.Path(path_type=Path),
+    type=params.OUTPUT_FILE,
     default=None,
     help="File to write (default stdout).",
 )
 @handled
 def ledger_export(
     db: str | None,
-    since: str | None,
-    until: str | None,
+    since: AsOf | None,
+    until: AsOf | None,
     dataset: str | None,
     transition: str | None,
     run_id: str | None,
@@ -1094,9 +1163,15 @@ def ledger_export(
 
 @ledger_group.command("lookup")
 @db_option
-@click.option("--dataset", default=None, help="Dataset of the record (with --key).")
-@click.option("--key", "record_key", default=None, help="The record's key.")
-@click.option("--subject", "subject_key", default=None, help="A subject id: every entry about this person.")
+@click.option("--dataset", type=params.NAME, default=None, help="Dataset of the record (with --key).")
+@click.option("--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key.")
+@click.option(
+    "--subject",
+    "subject_key",
+    type=params.SUBJECT_ID,
+    default=None,
+    help="A subject id: every entry about this person.",
+)
 @format_option
 @zone_options
 @handled
@@ -1125,13 +1200,13 @@ def ledger_lookup(
 @click.option(
     "--key",
     "key_file",
-    type=click.Path(path_type=Path),
+    type=params.INPUT_FILE,
     default=None,
     help="Ed25519 private key (PEM, mode 0600); default RETENTION_SIGNING_KEY_FILE.",
 )
 @click.option(
     "--output",
-    type=click.Path(path_type=Path),
+    type=params.OUTPUT_FILE,
     default=None,
     help="Write the checkpoint JSON here (keep a copy outside this database).",
 )
@@ -1151,7 +1226,7 @@ def ledger_checkpoint(db: str | None, key_file: Path | None, output: Path | None
 @click.option(
     "--key",
     "key_file",
-    type=click.Path(path_type=Path),
+    type=params.OUTPUT_FILE,
     required=True,
     help="Where to write the new private key (created with mode 0600).",
 )
@@ -1166,25 +1241,35 @@ def ledger_keygen(key_file: Path) -> None:
 @db_option
 @as_of_option
 @pack_option
-@click.option("--horizon", default="P6M", show_default=True, help="How far the weekly forecast looks ahead.")
+@click.option(
+    "--horizon",
+    type=params.PeriodType(Period(years=5)),
+    default="P6M",
+    show_default=True,
+    help="How far the weekly forecast looks ahead (at most P5Y: one plan per week).",
+)
 @click.option(
     "--html",
     "html_file",
-    type=click.Path(path_type=Path),
+    type=params.OUTPUT_FILE,
     required=True,
     help="Write the self-contained HTML report here.",
 )
+@lock_timeout_option
 @handled
 def report(
     rules: Path,
     db: str | None,
-    as_of: str | None,
+    as_of: AsOf | None,
     pack_id: str | None,
-    horizon: str,
+    horizon: Period,
     html_file: Path,
+    lock_timeout: int | None,
 ) -> None:
     """HTML report: what is due now and a chart of upcoming transitions per week."""
-    summary, forecast = commands.report(rules, database_url(db), as_of, horizon, html_file, pack_id)
+    summary, forecast = commands.report(
+        rules, database_url(db), as_of, horizon, html_file, pack_id, lock_timeout=lock_timeout
+    )
     total = sum(sum(v) for v in forecast.series.values())
     console.print(
         f"{html_file}: {summary.total()} transitions due now, {total} more over {len(forecast.starts)} weeks",
@@ -1220,11 +1305,12 @@ def report(
 )
 @click.option(
     "--metrics-file",
-    type=click.Path(path_type=Path),
+    type=params.METRICS_FILE,
     envvar="RETENTION_METRICS_FILE",
     default=None,
     help="Prometheus textfile written after each run.",
 )
+@lock_timeout_option
 @handled
 def scheduler(
     rules: Path,
@@ -1234,9 +1320,12 @@ def scheduler(
     timezone: str,
     archive_url: str | None,
     metrics_file: Path | None,
+    lock_timeout: int | None,
 ) -> None:
     """Run `retention run` on a cron schedule (no overlap, missed runs coalesced) until SIGTERM."""
-    commands.scheduler(rules, database_url(db), cron, timezone, pack_id, archive_url, metrics_file)
+    commands.scheduler(
+        rules, database_url(db), cron, timezone, pack_id, archive_url, metrics_file, lock_timeout=lock_timeout
+    )
 
 
 @main.group()
@@ -1261,7 +1350,7 @@ def review_list(
 
 @review.command("show")
 @db_option
-@click.argument("batch_id", type=int)
+@click.argument("batch_id", type=params.ROW_ID)
 @format_option
 @zone_options
 @handled
@@ -1278,9 +1367,9 @@ def review_show(db: str | None, batch_id: int, fmt: str, rules: Path | None, pac
 
 def _decision(approve: bool) -> Callable[..., None]:
     @db_option
-    @click.argument("batch_id", type=int)
-    @click.option("--by", "by", default=None, help="Who decides (default: the OS user).")
-    @click.option("--reason", required=True, help="Why; goes to the ledger.")
+    @click.argument("batch_id", type=params.ROW_ID)
+    @click.option("--by", "by", type=params.NAME, default=None, help="Who decides (default: the OS user).")
+    @click.option("--reason", type=params.REASON, required=True, help="Why; goes to the ledger.")
     @handled
     def decide(db: str | None, batch_id: int, by: str | None, reason: str) -> None:
         commands.review_decide(database_url(db), batch_id, approve=approve, by=by or _actor(), reason=reason)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -22,7 +23,18 @@ from zoneinfo import ZoneInfo
 
 import pendulum
 
-_DURATION = re.compile(r"^P(?!$)(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?$")
+_DURATION = re.compile(
+    r"^P(?!$)(?:(?P<years>\d{1,7})Y)?(?:(?P<months>\d{1,7})M)?(?:(?P<weeks>\d{1,7})W)?(?:(?P<days>\d{1,7})D)?$"
+)
+
+EARLIEST_DAY = dt.date(1900, 1, 1)
+"""The earliest as-of date (clocks before 1900 are zero-date anomalies anyway)."""
+LATEST_DAY = dt.date(8998, 12, 31)
+"""The latest as-of date: with schedules of at most :data:`MAX_SPAN_YEARS`, every due date
+computed for a clock on or before it falls within year 9999, where Python's dates end."""
+MAX_SPAN_YEARS = 1000
+"""The longest schedule: a clock on 31 December 1999 must fall due by 1 January 3000."""
+_SPAN_FROM, _SPAN_UNTIL = dt.date(1999, 12, 31), dt.date(3000, 1, 1)
 
 
 def utcnow() -> dt.datetime:
@@ -89,6 +101,10 @@ class Period:
         """An upper bound of the period's length in days, for searches."""
         return self.years * 366 + self.months * 31 + self.days
 
+    def within(self, longest: Period) -> bool:
+        """Whether this period, counted from 31 Dec 1999, ends no later than ``longest`` does."""
+        return Schedule(self).fits(Schedule(longest).due_date(_SPAN_FROM))
+
 
 @dataclass(frozen=True)
 class YearEnd:
@@ -143,6 +159,17 @@ class Schedule:
             last_kept = delay.add_to(last_kept)
         return last_kept + dt.timedelta(days=1)
 
+    def fits(self, until: dt.date | None = None) -> bool:
+        """Whether a clock on 31 Dec 1999 falls due by ``until`` (default 1 Jan 3000).
+
+        The default is the engine's limit (:data:`MAX_SPAN_YEARS`): with as-of
+        dates up to :data:`LATEST_DAY` it keeps every due date within year 9999.
+        """
+        try:
+            return self.due_date(_SPAN_FROM) <= (until or _SPAN_UNTIL)
+        except (ValueError, OverflowError):  # past year 9999
+            return False
+
     def span_days(self) -> int:
         """An upper bound of ``due_date(d) - d`` in days."""
         total = self.period.max_days() + sum(d.max_days() for d in self.delays) + 2
@@ -172,6 +199,19 @@ class Schedule:
 def _add_period(period: Period, day: dt.date) -> dt.date:
     # Records cluster on few dates, so caching makes per-record evaluation cheap.
     return period._add_uncached(day)
+
+
+@lru_cache(maxsize=1)
+def _iana_names() -> frozenset[str]:
+    # The system's zoneinfo folder also holds files that are not zone names.
+    return frozenset(zoneinfo.available_timezones() - {"localtime", "posixrules"})
+
+
+def iana_zone(name: str) -> str:
+    """``name`` if it is an IANA zone name; ``localtime`` and paths would depend on the machine."""
+    if name not in _iana_names():
+        raise ValueError(f"unknown timezone {name!r}; use an IANA name such as Europe/Paris or UTC")
+    return name
 
 
 @lru_cache(maxsize=64)
@@ -261,3 +301,53 @@ def as_aware(value: dt.datetime, assume_tz: str = "UTC") -> dt.datetime:
         return value.replace(tzinfo=dt.UTC)
     # fold=0: an ambiguous wall time is its first occurrence, a skipped one moves forward.
     return value.replace(tzinfo=zone(assume_tz)).astimezone(dt.UTC)
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """An evaluation moment as an operator gives it: a calendar date or an exact instant.
+
+    A date means its first instant in the pack's timezone, which is only
+    known once the pack is chosen, hence :meth:`resolve`. Dates outside
+    :data:`EARLIEST_DAY` .. :data:`LATEST_DAY` are refused at parse time so
+    that the date arithmetic after them cannot leave Python's calendar.
+    """
+
+    day: dt.date | None = None
+    instant: dt.datetime | None = None  # aware, or naive: a wall-clock time in the pack's timezone
+
+    @classmethod
+    def parse(cls, text: str) -> AsOf:
+        """``YYYY-MM-DD`` or an ISO 8601 date and time (``2026-01-01T02:30``, ``...Z``, ``...+01:00``)."""
+        value = text.strip()
+        if _DAY.fullmatch(value):
+            try:
+                day = dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a date that exists") from None
+            return cls(day=_in_range(day, text))
+        if not _INSTANT.fullmatch(value):
+            raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time")
+        try:
+            instant = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a date and time that exists") from None
+        _in_range(instant.date(), text)
+        return cls(instant=instant)
+
+    def resolve(self, timezone: str) -> dt.datetime:
+        """The aware UTC instant, a date or a naive time being read in ``timezone``."""
+        if self.day is not None:
+            return start_of_day(self.day, timezone)
+        assert self.instant is not None
+        return as_aware(self.instant, timezone).astimezone(dt.UTC)
+
+
+def _in_range(day: dt.date, text: str) -> dt.date:
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(f"{text!r} is outside the dates the engine computes ({EARLIEST_DAY} to {LATEST_DAY})")
+    return day

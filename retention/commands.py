@@ -7,6 +7,7 @@ prints and exits.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,15 @@ import sqlalchemy as sa
 
 from retention import execute, ledger, migrate, store, subjects
 from retention.archive import SeparateArchive
-from retention.clock import start_of_day, utcnow
+from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
-from retention.errors import ConfigError, RetentionError, SchemaError
+from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.schema import Finding, check_schema
+
+MAX_HORIZON = Period(years=5)
+"""The longest forecast of ``report``: it plans once for every week."""
 
 
 @dataclass
@@ -64,7 +68,8 @@ class CheckReport:
 def _connect_error(url: str, exc: sa.exc.OperationalError) -> ConfigError:
     from retention.config import safe_url
 
-    return ConfigError(f"cannot connect to {safe_url(url)}: {str(exc.orig).strip()}")
+    reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
+    return ConfigError(f"cannot connect to {safe_url(url)}: {reason}")
 
 
 def check(rules: Path, db_url: str | None = None) -> CheckReport:
@@ -85,8 +90,16 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
     return report
 
 
+def _unknown_revision(revision: str) -> ConfigError:
+    return ConfigError(
+        f"unknown revision {revision!r}; valid: head, base or a shipped revision (newest: {migrate.head_revision()})"
+    )
+
+
 def db_upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str | None]:
     """Apply the engine's migrations; return the revisions before and after."""
+    from alembic.util import CommandError
+
     engine = create_engine(db_url)
     try:
         before = migrate.current_revision(engine)
@@ -94,6 +107,8 @@ def db_upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str | N
         return before, migrate.current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise _connect_error(db_url, exc) from None
+    except CommandError:
+        raise _unknown_revision(revision) from None
     finally:
         engine.dispose()
 
@@ -109,11 +124,15 @@ def db_current(db_url: str) -> tuple[str | None, str | None]:
 
 
 def db_downgrade(db_url: str, revision: str) -> None:
+    from alembic.util import CommandError
+
     engine = create_engine(db_url)
     try:
         migrate.downgrade(engine, revision)
     except sa.exc.OperationalError as exc:
         raise _connect_error(db_url, exc) from None
+    except CommandError:
+        raise _unknown_revision(revision) from None
     finally:
         engine.dispose()
 
@@ -123,25 +142,26 @@ def db_downgrade(db_url: str, revision: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def parse_as_of(text: str | None, timezone: str = "UTC") -> dt.datetime:
-    """``--as-of``: now by default; a date means 00:00 that day in the pack's timezone."""
-    if text is None:
-        return utcnow()
+def as_of_value(value: AsOf | str | None, what: str = "as-of") -> AsOf | None:
+    """An :class:`AsOf` from a library caller's text (the CLI's parameter type gives one already)."""
+    if value is None or isinstance(value, AsOf):
+        return value
     try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            return start_of_day(day, timezone)
-        parsed = pendulum.parse(text, tz=timezone)
-    except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:
-        raise ConfigError(f"--as-of {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp: {exc}") from None
-    if not isinstance(parsed, dt.datetime):
-        raise ConfigError(f"--as-of {text!r} is not a date or timestamp")
-    return parsed.astimezone(dt.UTC)
+        return AsOf.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
-def load_pack(rules: Path, as_of_text: str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
+def parse_as_of(value: AsOf | str | None, timezone: str = "UTC") -> dt.datetime:
+    """The as-of instant: now by default; a date means 00:00 that day in ``timezone``."""
+    parsed = as_of_value(value)
+    return utcnow() if parsed is None else parsed.resolve(timezone)
+
+
+def load_pack(rules: Path, as_of_text: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
     """The pack version in force at the as-of instant, and that instant."""
     catalog = load_catalog(rules)
+    as_of_text = as_of_value(as_of_text)
     probe = parse_as_of(as_of_text, "UTC")
     loaded = catalog.in_force(probe.date(), pack_id)
     as_of = parse_as_of(as_of_text, loaded.pack.timezone)
@@ -150,8 +170,8 @@ def load_pack(rules: Path, as_of_text: str | None, pack_id: str | None) -> tuple
     return loaded, as_of
 
 
-def _engine(db_url: str) -> sa.Engine:
-    engine = create_engine(db_url)
+def _engine(db_url: str, lock_timeout: int | None = None) -> sa.Engine:
+    engine = create_engine(db_url, lock_timeout_seconds=lock_timeout)
     try:
         current = migrate.current_revision(engine)
     except sa.exc.OperationalError as exc:
@@ -169,14 +189,15 @@ def _engine(db_url: str) -> sa.Engine:
 def plan(
     rules: Path,
     db_url: str,
-    as_of: str | None = None,
+    as_of: AsOf | str | None = None,
     pack_id: str | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     record: bool = True,
+    lock_timeout: int | None = None,
 ) -> PlanSummary:
     """Dry run: what ``run`` would do at ``as_of``, compared with the previous plan."""
     loaded, when = load_pack(rules, as_of, pack_id)
-    engine = _engine(db_url)
+    engine = _engine(db_url, lock_timeout)
     try:
         return execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
     finally:
@@ -186,19 +207,20 @@ def plan(
 def run(
     rules: Path,
     db_url: str,
-    as_of: str | None = None,
+    as_of: AsOf | str | None = None,
     pack_id: str | None = None,
     archive_url: str | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     allow_mass: tuple[str, ...] = (),
     metrics_file: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
+    lock_timeout: int | None = None,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics."""
     loaded, when = load_pack(rules, as_of, pack_id)
     secret = ledger.pseudonym_secret()
-    engine = _engine(db_url)
-    archive_engine = create_engine(archive_url) if archive_url else None
+    engine = _engine(db_url, lock_timeout)
+    archive_engine = create_engine(archive_url, lock_timeout_seconds=lock_timeout) if archive_url else None
     started = utcnow()
     try:
         store_ = SeparateArchive(archive_engine) if archive_engine else None
@@ -217,6 +239,7 @@ def run(
             if metrics_file is not None:
                 _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
             raise
+        ledger.record_run_head(engine, result.run_id)
         if metrics_file is not None:
             _write_metrics(
                 metrics_file,
@@ -282,12 +305,12 @@ def explain(
     db_url: str,
     dataset: str,
     key: str,
-    as_of: str | None = None,
+    as_of: AsOf | str | None = None,
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
     from retention.evaluate import dataset_sql, evaluate_readings
-    from retention.plan import PlanContext, build_planners, key_to_native, steps_from_active, steps_from_state
+    from retention.plan import PlanContext, build_planners, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
     pack = loaded.pack
@@ -304,9 +327,7 @@ def explain(
         with engine.connect() as conn:
             planners = build_planners(conn, PlanContext(loaded, when))
             planner = planners[dataset]
-            native = key_to_native(planner.key, key)
-            if native is None:
-                raise ConfigError(f"--key {key!r} is not a value of {ds.table}.{ds.key} (an integer column)")
+            native = _native_key(planner.key, key, dataset)
             outcome = planner.outcomes(conn, [key]).get(key)
             subject = None
             if planner.subject is not None:
@@ -386,6 +407,24 @@ def explain(
     )
 
 
+def _native_key(column: Any, key: str, dataset: str) -> Any:
+    """The key as the key column's type: an integer column takes only a 64-bit integer."""
+    from retention.plan import key_to_native
+
+    integer = _typed(column) and column.type.python_type is int
+    if integer and not (re.fullmatch(r"-?[0-9]{1,19}", key) and -(2**63) <= int(key) < 2**63):
+        raise ConfigError(f"{key!r} is not a key of dataset {dataset}: its key column holds integers")
+    return key_to_native(column, key)
+
+
+def _typed(column: Any) -> bool:
+    try:
+        column.type.python_type  # noqa: B018 - some types have none
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _holds_covering(conn: sa.Connection, dataset: str, key: str, subject: str | None) -> list[dict[str, Any]]:
     h = store.holds
     covers = [
@@ -458,11 +497,13 @@ def hold_list(db_url: str, *, include_released: bool = False) -> list[dict[str, 
         engine.dispose()
 
 
-def _parse_day(text: str, option: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+def _parse_day(text: str | dt.date, option: str) -> dt.date:
+    if isinstance(text, dt.date):
+        return text
+    parsed = as_of_value(text, option)
+    if parsed is None or parsed.day is None:
+        raise ConfigError(f"{option} {text!r} is not a date (YYYY-MM-DD)")
+    return parsed.day
 
 
 def erasure_add(
@@ -471,7 +512,7 @@ def erasure_add(
     pack_id: str | None,
     *,
     subject_key: str,
-    received: str,
+    received: str | dt.date,
     note: str | None,
 ) -> tuple[int, dt.date, str]:
     """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
@@ -559,39 +600,37 @@ def ledger_verify(
     """Verify the chain, and with a checkpoint file that the signed head still stands."""
     import json
 
+    if checkpoint_file is None:
+        engine = _engine(db_url)
+        try:
+            return ledger.verify(engine)
+        finally:
+            engine.dispose()
+    public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
+    try:
+        document = json.loads(checkpoint_file.read_bytes()[:1_000_000].decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {reason}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
     engine = _engine(db_url)
     try:
-        if checkpoint_file is None:
-            return ledger.verify(engine)
-        try:
-            document = json.loads(checkpoint_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {exc}") from None
-        if public_key is not None:
-            pem = public_key.read_bytes()
-        elif "public_key" in document:
-            pem = str(document["public_key"]).encode()
-        else:
-            raise ConfigError("the checkpoint names no public key; pass --public-key")
-        return ledger.verify_checkpoint(engine, document, ledger.load_public_key(pem))
+        return ledger.verify_checkpoint(engine, document, public)
     finally:
         engine.dispose()
 
 
-def _instant_option(text: str | None, name: str) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_as_of(text, "UTC")
-    except ConfigError:
-        raise ConfigError(f"{name} {text!r} is not a date (YYYY-MM-DD) or ISO 8601 timestamp") from None
+def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
+    parsed = as_of_value(text, name)
+    return None if parsed is None else parsed.resolve("UTC")
 
 
 def ledger_entries(
     db_url: str,
     *,
-    since: str | None = None,
-    until: str | None = None,
+    since: AsOf | str | None = None,
+    until: AsOf | str | None = None,
     dataset: str | None = None,
     transition: str | None = None,
     run_id: str | None = None,
@@ -695,6 +734,10 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
         migrate.upgrade(engine)
         summary = build_shop(engine, seed=seed, customers=customers, end=utcnow().date())
         return dict(summary.rows)
+    except sa.exc.OperationalError as exc:
+        if exc.statement is None or exc.connection_invalidated:
+            raise _connect_error(db_url, exc) from None
+        raise
     finally:
         engine.dispose()
 
@@ -707,28 +750,34 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
 def report(
     rules: Path,
     db_url: str,
-    as_of: str | None,
-    horizon: str,
+    as_of: AsOf | str | None,
+    horizon: Period | str,
     html_file: Path,
     pack_id: str | None = None,
+    lock_timeout: int | None = None,
 ) -> tuple[PlanSummary, Any]:
     """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
     from retention import report as report_module
-    from retention.clock import Period, PeriodSyntaxError
+    from retention.clock import PeriodSyntaxError
 
     try:
-        period = Period.parse(horizon)
+        period = horizon if isinstance(horizon, Period) else Period.parse(horizon)
     except PeriodSyntaxError as exc:
-        raise ConfigError(f"--horizon: {exc}") from None
+        raise ConfigError(f"horizon: {exc}") from None
+    if not period.within(MAX_HORIZON):
+        raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast (one plan a week)")
     loaded, when = load_pack(rules, as_of, pack_id)
-    engine = _engine(db_url)
+    engine = _engine(db_url, lock_timeout)
     try:
         summary = execute.plan(engine, loaded, when)
         forecast = report_module.forecast(engine, loaded, when, period)
     finally:
         engine.dispose()
     basis = {name: ds.basis or "" for name, ds in loaded.pack.datasets.items()}
-    html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
+    try:
+        html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {html_file}: {exc.strerror}") from None
     return summary, forecast
 
 
@@ -740,6 +789,7 @@ def scheduler(
     pack_id: str | None = None,
     archive_url: str | None = None,
     metrics_file: Path | None = None,
+    lock_timeout: int | None = None,
 ) -> None:
     """Run ``run`` on a cron schedule until SIGTERM (see retention.scheduler)."""
     import threading
@@ -748,8 +798,12 @@ def scheduler(
     from retention.logs import get_logger
 
     load_catalog(rules)  # a broken pack fails now, not at 2 am
+    try:
+        iana_zone(timezone)
+    except ValueError as exc:
+        raise ConfigError(f"--timezone: {exc}") from None
     ledger.pseudonym_secret()
-    _engine(db_url).dispose()
+    _engine(db_url, lock_timeout).dispose()
     log = get_logger()
 
     def job(stop: threading.Event) -> None:
@@ -762,10 +816,13 @@ def scheduler(
                 archive_url,
                 metrics_file=metrics_file,
                 should_stop=stop.is_set,
+                lock_timeout=lock_timeout,
             )
             log.info("scheduled_run_done", run_id=result.run_id, status=result.status)
-        except RetentionError as exc:
-            log.error("scheduled_run_failed", error_type=type(exc).__name__, error=str(exc)[:500])
+        except Exception as exc:  # the next night's run must still happen; the error is logged without data
+            if not (isinstance(exc, RetentionError) or is_database_error(exc)):
+                raise
+            log.error("scheduled_run_failed", error_type=type(exc).__name__, error=describe_failure(exc)[:500])
 
     scheduler_module.serve(job, cron, timezone)
 
@@ -812,13 +869,16 @@ def init(db_url: str, folder: Path) -> list[Path]:
     """Key files for a new installation (never overwritten) and the engine's tables."""
     created = []
     key = folder / "pseudonym.key"
-    if not key.exists():
-        demo_key_file(folder)
-        created.append(key)
     signing = folder / "signing.pem"
-    if not signing.exists():
-        ledger.generate_signing_key(signing)
-        created.append(signing)
+    try:
+        if not key.exists():
+            demo_key_file(folder)
+            created.append(key)
+        if not signing.exists():
+            ledger.generate_signing_key(signing)
+            created.append(signing)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the key files in {folder}: {exc.strerror}") from None
     db_upgrade(db_url)
     return created
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from retention.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///retention.sqlite"
 ENV_DATABASE_URL = "RETENTION_DATABASE_URL"
+DEFAULT_LOCK_TIMEOUT = 300
+"""Seconds a statement may wait for a lock another session holds (then it fails)."""
+MAX_LOCK_TIMEOUT = 86_400
+ENV_LOCK_TIMEOUT = "RETENTION_LOCK_TIMEOUT"
 
 
 def database_url(flag: str | None = None) -> str:
@@ -32,22 +37,51 @@ def database_url(flag: str | None = None) -> str:
     return flag or os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL
 
 
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|credential|auth", re.IGNORECASE)
+
+
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, fit for logs and messages."""
+    """The URL with its password hidden, fit for logs and messages.
+
+    Both places a driver takes a password from are masked: ``user:pw@`` and
+    query parameters named like a secret (``?password=``, ``sslpassword``,
+    ``token``, ``api_key``...).
+    """
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+        parsed = make_url(url)
+    except Exception:  # make_url raises several types; its message would echo the URL
         return "<unparsable database URL>"
+    hidden = {name: "***" for name in parsed.query if _SECRET_PARAMETER.search(name)}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 SQLITE_JOURNAL_MODES = ("delete", "truncate", "persist", "wal")
 """Journal modes a SQLite URL may ask for with ``?journal_mode=``: persistent ones only."""
 
 
-def _on_sqlite_connect(dbapi_conn: Any, _record: Any, journal_mode: str | None = None) -> None:
+def lock_timeout(seconds: int | None = None) -> int:
+    """The per-statement lock timeout: ``seconds``, else ``RETENTION_LOCK_TIMEOUT``, else 5 minutes."""
+    if seconds is None:
+        text = os.environ.get(ENV_LOCK_TIMEOUT, "").strip()
+        if not text:
+            return DEFAULT_LOCK_TIMEOUT
+        if not text.isdigit():
+            raise ConfigError(f"{ENV_LOCK_TIMEOUT} {text!r} is not a whole number of seconds")
+        seconds = int(text)
+    if not 1 <= seconds <= MAX_LOCK_TIMEOUT:
+        raise ConfigError(f"the lock timeout must be between 1 and {MAX_LOCK_TIMEOUT} seconds, not {seconds}")
+    return seconds
+
+
+def _on_sqlite_connect(
+    dbapi_conn: Any, _record: Any, timeout: int = DEFAULT_LOCK_TIMEOUT, journal_mode: str | None = None
+) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    # A writer waits this long for another connection's write transaction, then fails (SQLITE_BUSY).
+    cursor.execute(f"PRAGMA busy_timeout={int(timeout) * 1000}")
     if journal_mode is not None:
         # Persistent: the application's own connections see it too. Only on request.
         cursor.execute(f"PRAGMA journal_mode={journal_mode}")
@@ -81,19 +115,36 @@ def _sqlite_journal_mode(url: sa.URL) -> tuple[sa.URL, str | None]:
     return url.difference_update_query(["journal_mode"]), mode
 
 
-def _on_mysql_connect(dbapi_conn: Any, _record: Any) -> None:
+def _on_mysql_connect(dbapi_conn: Any, _record: Any, timeout: int = DEFAULT_LOCK_TIMEOUT) -> None:
     cursor = dbapi_conn.cursor()
     # The engine computes every instant in UTC; TIMESTAMP columns follow the session zone.
     cursor.execute("SET time_zone = '+00:00'")
+    # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
+    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
     cursor.close()
 
 
-def create_engine(url: str, **kwargs: Any) -> sa.Engine:
-    """An engine with the per-database session settings the engine relies on."""
+def _on_postgresql_connect(dbapi_conn: Any, _record: Any, timeout: int = DEFAULT_LOCK_TIMEOUT) -> None:
+    cursor = dbapi_conn.cursor()
+    # Any statement waiting longer than this for a lock (LOCK TABLE elsewhere) fails with 55P03.
+    cursor.execute(f"SET lock_timeout = {int(timeout) * 1000}")
+    cursor.close()
+    dbapi_conn.commit()  # SET inside a transaction that rolls back would be undone
+
+
+def create_engine(url: str, *, lock_timeout_seconds: int | None = None, **kwargs: Any) -> sa.Engine:
+    """An engine with the per-database session settings the engine relies on.
+
+    Every session gets a lock timeout (see :func:`lock_timeout`): a statement
+    that waits longer for a lock held by another session fails, so a table
+    locked by someone else becomes that dataset's failure instead of a run
+    that waits for ever.
+    """
+    timeout = lock_timeout(lock_timeout_seconds)
     try:
         parsed = make_url(url)
-    except Exception as exc:
-        raise ConfigError(f"invalid database URL {safe_url(url)!r}: {exc}") from None
+    except Exception:  # the parser's message quotes the whole URL, password included
+        raise ConfigError("invalid database URL; expected dialect[+driver]://user:password@host/database") from None
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -108,16 +159,32 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         parsed, journal_mode = _sqlite_journal_mode(parsed)
         # SQLite does its own transactions badly through pysqlite's defaults;
         # autocommit off and explicit BEGIN gives real transactional batches.
-        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", timeout)
     try:
         engine = sa.create_engine(parsed, **kwargs)
-    except Exception as exc:
-        raise ConfigError(f"cannot use database URL {safe_url(url)!r}: {exc}") from None
+    except Exception as exc:  # a driver that is not installed, a bad option
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot use database URL {safe_url(url)}: {reason}") from None
     if backend == "sqlite":
-        sa.event.listen(engine, "connect", functools.partial(_on_sqlite_connect, journal_mode=journal_mode))
+        sa.event.listen(
+            engine, "connect", functools.partial(_on_sqlite_connect, timeout=timeout, journal_mode=journal_mode)
+        )
     elif backend in ("mysql", "mariadb"):
-        sa.event.listen(engine, "connect", _on_mysql_connect)
+        sa.event.listen(engine, "connect", functools.partial(_on_mysql_connect, timeout=timeout))
+    elif backend == "postgresql":
+        sa.event.listen(engine, "connect", functools.partial(_on_postgresql_connect, timeout=timeout))
     return engine
+
+
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def _read_small(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_SECRET_BYTES // 1024} KiB; a key file is not")
+    return data
 
 
 def read_secret(name: str, env_var: str, file_env_var: str) -> bytes:
@@ -137,11 +204,17 @@ def read_secret(name: str, env_var: str, file_env_var: str) -> bytes:
         mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"cannot read the {name} file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"the {name} file {path} is not a regular file; point {file_env_var} at the key file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"the {name} file {path} is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
         )
-    data = path.read_bytes().strip()
+    try:
+        data = _read_small(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {name} file {path}: {exc.strerror}") from None
+    data = data.strip()
     if not data:
         raise ConfigError(f"the {name} file {path} is empty")
     return data

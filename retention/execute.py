@@ -26,7 +26,14 @@ from retention import ledger, ledger_items, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
-from retention.errors import ConcurrentChangeError, LockHeldError, LockLostError, SchemaError
+from retention.errors import (
+    ConcurrentChangeError,
+    LockHeldError,
+    LockLostError,
+    SchemaError,
+    describe_database_error,
+    describe_failure,
+)
 from retention.plan import (
     Batch,
     DatasetPlanner,
@@ -813,7 +820,7 @@ def run(
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
                 with conn.begin():
                     ledger_items.index_runs(conn)  # items of a run killed before its end
-                store_.sweep(engine)
+                store_.bind(engine)  # a store of another main database is refused before any payload moves
                 plan_ctx = PlanContext(loaded, as_of)
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)
@@ -838,12 +845,18 @@ def run(
                         if exc.connection_invalidated:
                             raise
                         plan_ctx.skipped.add(name)
-                        result.failures[name] = f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
-                        bound.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__)
+                        result.failures[name] = describe_database_error(exc, name)
+                        bound.error(
+                            "dataset_failed",
+                            dataset=name,
+                            error_type=type(exc.orig).__name__,
+                            error=result.failures[name],
+                        )
                     except ConcurrentChangeError as exc:
                         plan_ctx.skipped.add(name)
                         result.failures[name] = str(exc)
                         bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
+                store_.sweep(engine, secret)  # after the guards; only payloads whose purge the ledger records
                 _settle_erasure_requests(conn, ctx, planners, result)
                 with conn.begin():
                     ledger_items.index_runs(conn)
@@ -856,7 +869,7 @@ def run(
     except BaseException as exc:
         if result.status == "running":
             result.status = "failed"
-            _finish(engine, result, error=f"{type(exc).__name__}: {exc}", swallow=True)
+            _finish(engine, result, error=describe_failure(exc), swallow=True)
         raise
     _finish(engine, result)
     bound.info("run_finished", status=result.status, counts=result.counts, batches=result.batches)

@@ -621,7 +621,75 @@ def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> 
         prev = row["hash"]
         expected_seq += 1
         count += 1
-    return VerifyResult(True, count, None, "", expected_seq - 1, prev)
+    return _against_runs(connectable, VerifyResult(True, count, None, "", expected_seq - 1, prev))
+
+
+def _scalar_rows(connectable: sa.Engine | sa.Connection, query: sa.Select[Any]) -> list[Any]:
+    if isinstance(connectable, sa.Engine):
+        with connectable.connect() as conn:
+            return list(conn.execute(query).all())
+    return list(connectable.execute(query).all())
+
+
+def _against_runs(connectable: sa.Engine | sa.Connection, verdict: VerifyResult) -> VerifyResult:
+    """A chain that verifies on its own but is shorter than the runs say it was.
+
+    Removing entries from the end (``TRUNCATE``, or a superuser's ``DELETE``
+    with the triggers off) leaves a valid, shorter chain. Two records in
+    ``retention_runs`` expose it: the ledger's last entry when each run
+    finished (``ledger_seq``), and the runs that moved records, each of
+    which wrote entries under its run id.
+    """
+    runs, table = store.runs, store.ledger
+    longer = _scalar_rows(
+        connectable,
+        sa.select(runs.c.id, runs.c.ledger_seq, runs.c.finished_at)
+        .where(runs.c.mode == "run", runs.c.ledger_seq > verdict.head_seq)
+        .order_by(runs.c.ledger_seq.desc())
+        .limit(1),
+    )
+    if longer:
+        run = longer[0]
+        return VerifyResult(
+            False,
+            verdict.entries,
+            verdict.head_seq + 1,
+            f"the ledger ends at entry {verdict.head_seq}, but it had {run.ledger_seq} entries when run {run.id} "
+            f"finished ({run.finished_at:%Y-%m-%d %H:%M} UTC): entries were removed from its end",
+            verdict.head_seq,
+            verdict.head_hash,
+        )
+    has_entries = sa.exists().where(table.c.run_id == runs.c.id)
+    silent = _scalar_rows(
+        connectable,
+        sa.select(runs.c.id, runs.c.counts, runs.c.started_at)
+        .where(runs.c.mode == "run", runs.c.counts.is_not(None), ~has_entries)
+        .order_by(runs.c.started_at),
+    )
+    for run in silent:
+        try:
+            moved = sum(int(n) for per in json.loads(run.counts).values() for n in per.values())
+        except (ValueError, TypeError, AttributeError):
+            return VerifyResult(False, verdict.entries, None, f"run {run.id} has an unreadable record of its counts")
+        if moved:
+            return VerifyResult(
+                False,
+                verdict.entries,
+                None,
+                f"run {run.id} ({run.started_at:%Y-%m-%d %H:%M} UTC) moved {moved} records, but the ledger holds "
+                f"none of its entries ({verdict.entries} entries in all): entries were removed",
+                verdict.head_seq,
+                verdict.head_hash,
+            )
+    return verdict
+
+
+def record_run_head(engine: sa.Engine, run_id: str) -> None:
+    """Note in the run's record how long the ledger was when it finished (see :func:`_against_runs`)."""
+    runs, table = store.runs, store.ledger
+    with engine.begin() as conn:
+        head = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar()
+        conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_seq=head or 0))
 
 
 def _check_entry_items(connectable: sa.Engine | sa.Connection, row: dict[str, Any]) -> str | None:
@@ -695,6 +763,35 @@ def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey:
     return key
 
 
+def configured_public_key(path: Path | None = None) -> Ed25519PublicKey:
+    """The checkpoint signer's public key as the verifier configured it, never as a checkpoint claims it.
+
+    From ``path`` (``--public-key``), else ``RETENTION_CHECKPOINT_PUBLIC_KEY``
+    (the PEM text), else the file named by ``RETENTION_CHECKPOINT_PUBLIC_KEY_FILE``.
+    A checkpoint carries its signer's key for information only: whoever
+    rewrites a chain can sign a checkpoint of it with a key of their own.
+    """
+    import os
+
+    if path is None and os.environ.get("RETENTION_CHECKPOINT_PUBLIC_KEY"):
+        return load_public_key(os.environ["RETENTION_CHECKPOINT_PUBLIC_KEY"].encode())
+    if path is None and os.environ.get("RETENTION_CHECKPOINT_PUBLIC_KEY_FILE"):
+        path = Path(os.environ["RETENTION_CHECKPOINT_PUBLIC_KEY_FILE"])
+    if path is None:
+        raise ConfigError(
+            "a checkpoint is trusted only against its signer's public key: pass --public-key PEM or set "
+            "RETENTION_CHECKPOINT_PUBLIC_KEY or RETENTION_CHECKPOINT_PUBLIC_KEY_FILE (the key inside the "
+            "checkpoint proves nothing)"
+        )
+    try:
+        if not path.is_file():
+            raise ConfigError(f"the public key {path} is not a regular file")
+        data = path.read_bytes()[:65536]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the public key {path}: {exc.strerror}") from None
+    return load_public_key(data)
+
+
 def load_public_key(data: bytes) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
@@ -745,12 +842,16 @@ def verify_checkpoint(
     name = f"checkpoint of entry {checkpoint_doc.get('seq')} signed {checkpoint_doc.get('signed_at')}"
     try:
         public.verify(base64.b64decode(checkpoint_doc["signature"]), _signed_part(checkpoint_doc))
-    except (InvalidSignature, KeyError, ValueError):
-        return VerifyResult(False, 0, None, f"{name}: the signature is not valid for this key")
+        seq = int(checkpoint_doc["seq"])
+    except (InvalidSignature, KeyError, ValueError, TypeError, rfc8785.CanonicalizationError):
+        claimed = checkpoint_doc.get("key_id") if isinstance(checkpoint_doc, dict) else None
+        other = (
+            f" (it names key {claimed}, the configured key is {_key_id(public)})" if claimed != _key_id(public) else ""
+        )
+        return VerifyResult(False, 0, None, f"{name}: the signature is not valid for the configured public key{other}")
     verdict = verify(connectable)
     if not verdict.ok:
         return verdict
-    seq = int(checkpoint_doc["seq"])
     if seq == 0:
         return verdict
     table = store.ledger

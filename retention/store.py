@@ -96,6 +96,11 @@ runs = sa.Table(
     sa.Column("overrides", LONGTEXT, comment="JSON: guard overrides named by the operator"),
     sa.Column("error", LONGTEXT),
     sa.Column("anomalies", LONGTEXT, comment="JSON: dataset -> anomaly kind -> count"),
+    sa.Column(
+        "ledger_seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        comment="the ledger's last entry when the run finished: a shorter ledger was cut",
+    ),
     sa.Index(None, "started_at"),
 )
 
@@ -231,6 +236,27 @@ ledger_lookup = sa.Table(
     sa.Column("entry_seq", SEQ, primary_key=True, autoincrement=False),
     sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
 )
+identity = sa.Table(
+    f"{PREFIX}identity",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True, comment="'database': this database's own id"),
+    sa.Column("value", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""Facts about this database itself; an archive store is bound to its ``database`` id."""
+
+ledger_guard = sa.Table(
+    f"{PREFIX}ledger_guard",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey(f"{PREFIX}ledger.seq"),
+        comment="always empty: a foreign key to the ledger makes MySQL/MariaDB refuse TRUNCATE",
+    ),
+)
+"""Stays empty. MySQL and MariaDB fire no trigger on TRUNCATE but refuse to truncate a table
+that a foreign key references (unless foreign_key_checks is off); PostgreSQL likewise."""
 
 review_batches = sa.Table(
     f"{PREFIX}review_batches",

@@ -1,7 +1,7 @@
 """Ledger v2: per-batch chained entries committing to a Merkle tree of per-record items.
 
 Revision ID: 0006
-Revises: 0005_console
+Revises: 0004_hardening
 Create Date: 2026-11-26 05:00:00
 
 The v1 columns and entries stay as they are (their hashes keep verifying);
@@ -17,7 +17,7 @@ from alembic import op
 import retention.store
 
 revision = "0006"
-down_revision = "0005_console"
+down_revision = "0004_hardening"
 branch_labels = None
 depends_on = None
 

@@ -9,6 +9,7 @@ which YAML parsers silently collapse, are refused here.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import rfc8785
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from retention.clock import MAX_SPAN_YEARS, Period, Schedule
 from retention.errors import PackError, PackProblem
 from retention.policy.model import Dataset, Pack
 
@@ -45,23 +47,139 @@ class _Located:
     problems: list[PackProblem] = field(default_factory=list)
 
 
+MAX_PACK_BYTES = 256 * 1024
+"""A pack file larger than this is refused before it is parsed (the reference pack is 6 KiB)."""
+MAX_NODES = 20_000
+"""YAML nodes a pack may hold, an alias counting as the whole node it repeats (alias bombs)."""
+MAX_DEPTH = 32
+"""Nesting of lists and mappings (a pack needs 8)."""
+MAX_INTEGER = 2**53 - 1
+"""Integers beyond this lose precision in JSON (RFC 8785, the pack digest) and are refused."""
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_BOOL = "tag:yaml.org,2002:bool"
+_DROPPED_RESOLVERS = {_BOOL, "tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"}
+
+
+class _Refused(yaml.MarkedYAMLError):  # type: ignore[misc]  # PyYAML ships no type information
+    """A construct the pack loader does not accept, at its place in the file."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
 class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type information
-    """SafeLoader with YAML 1.2 booleans: only true/false.
+    """SafeLoader with YAML 1.2 booleans and the limits that make hostile files cheap to refuse.
 
     YAML 1.1 reads ``on``, ``off``, ``yes`` and ``no`` as booleans, which
-    would turn the ``on:`` key of ``follows`` and clocks into ``True``.
+    would turn the ``on:`` key of ``follows`` and clocks into ``True``; merge
+    keys (``<<``) and ``=`` are YAML 1.1 oddities too, so both stay strings.
+
+    Composition counts nodes with every alias weighed as the node it repeats,
+    so a billion-laughs file is refused after a few dozen events instead of
+    being expanded; an alias inside its own anchor, nesting beyond
+    :data:`MAX_DEPTH`, tags and ``%TAG`` directives, non-scalar mapping keys
+    and control characters (raw or escaped, surrogates included) are refused
+    where they stand. Numbers must be finite and within :data:`MAX_INTEGER`,
+    dates must exist.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+        self._open: set[str] = set()
+        self._sizes: dict[str, int] = {}
+
+    def _count(self, nodes: int, mark: Any) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_NODES:
+            raise _Refused(
+                f"the pack expands to more than {MAX_NODES} YAML values (aliases count as what they repeat)",
+                mark,
+            )
+
+    def compose_document(self) -> Any:
+        event = self.peek_event()
+        if getattr(event, "tags", None):
+            raise _Refused("%TAG directives are not allowed in a rule pack", event.start_mark)
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise _Refused(
+                    f"alias *{event.anchor} is inside the node it names (a recursive structure)", event.start_mark
+                )
+            self._count(self._sizes.get(event.anchor, 0), event.start_mark)
+            return super().compose_node(parent, index)
+        if event.tag is not None:
+            raise _Refused(
+                f"YAML tag {event.tag!r} is not allowed in a rule pack; write plain values", event.start_mark
+            )
+        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        if collection:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"lists and mappings are nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        before = self._nodes
+        self._count(1, event.start_mark)
+        anchor = event.anchor
+        if anchor is not None:
+            self._open.add(anchor)
+        node = super().compose_node(parent, index)
+        if anchor is not None:
+            self._open.discard(anchor)
+            self._sizes[anchor] = self._nodes - before
+        if collection:
+            self._depth -= 1
+        if isinstance(node, yaml.ScalarNode):
+            bad = _CONTROL.search(node.value)
+            if bad is not None:
+                raise _Refused(
+                    f"character U+{ord(bad.group()):04X} in a value: control characters and lone surrogates "
+                    "are not allowed, raw or escaped",
+                    node.start_mark,
+                )
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise _Refused("a mapping key must be a plain value, not a list or mapping", key_node.start_mark)
+        return node
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = node.value.lstrip("+-").replace("_", "")
+        if len(digits) > 20:
+            raise _Refused(
+                f"integer {node.value[:20]}... has {len(digits)} digits; at most {MAX_INTEGER}", node.start_mark
+            )
+        value = int(super().construct_yaml_int(node))
+        if abs(value) > MAX_INTEGER:
+            raise _Refused(f"integer {node.value} is out of range; at most {MAX_INTEGER} (2^53 - 1)", node.start_mark)
+        return value
+
+    def construct_yaml_float(self, node: Any) -> float:
+        value = float(super().construct_yaml_float(node))
+        if not math.isfinite(value):
+            raise _Refused(f"number {node.value} is not finite", node.start_mark)
+        return value
+
+    def construct_yaml_timestamp(self, node: Any) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            raise _Refused(f"{node.value!r} is not a date that exists", node.start_mark) from None
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED_RESOLVERS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
 def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]) -> None:
@@ -83,19 +201,33 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list
 
 def _read_yaml(source: Path, text: str) -> _Located:
     name = str(source)
+    raw = _CONTROL.search(text)
+    if raw is not None:
+        line = text.count("\n", 0, raw.start()) + 1
+        return _Located(
+            None, problems=[PackProblem(name, line, f"control character U+{ord(raw.group()):04X} in the file")]
+        )
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = loader.get_single_node()
+        if node is None:
+            return _Located(None, problems=[PackProblem(name, 1, "the file is empty")])
+        lines: dict[PathKey, int] = {}
+        dupes: list[tuple[PathKey, int]] = []
+        _walk(node, (), lines, dupes)
+        located = _Located(loader.construct_document(node), lines)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
+        where: int | None = mark.line + 1 if mark is not None else None
         problem = exc.problem or "invalid YAML"
-        return _Located(None, problems=[PackProblem(name, line, f"invalid YAML: {problem}")])
-    if node is None:
-        return _Located(None, problems=[PackProblem(name, 1, "the file is empty")])
-    lines: dict[PathKey, int] = {}
-    dupes: list[tuple[PathKey, int]] = []
-    _walk(node, (), lines, dupes)
-    located = _Located(yaml.load(text, Loader=_Loader), lines)
+        if problem.startswith("but ") and exc.context:  # "expected a single document ..., but found another"
+            problem = f"{exc.context}, {problem}"
+        prefix = "" if isinstance(exc, _Refused) else "invalid YAML: "
+        return _Located(None, problems=[PackProblem(name, where, f"{prefix}{problem}")])
+    except yaml.YAMLError as exc:  # the reader's own checks, which the scan above already covers
+        return _Located(None, problems=[PackProblem(name, None, f"invalid YAML: {str(exc).splitlines()[0]}")])
+    finally:
+        loader.dispose()
     for path, line in dupes:
         what = "dataset" if len(path) == 2 and path[0] == "datasets" else "key"
         located.problems.append(
@@ -177,6 +309,8 @@ def _describe(error: Any, path: PathKey) -> str:
     if kind == "value_error":
         message = str(error.get("ctx", {}).get("error", error["msg"]))
         return f"{where}: {message}" if where else message
+    if kind == "bool_type":
+        return f"{where}: {error['input']!r} is not a boolean; write true or false"
     if kind == "assertion_error":
         return f"{where}: {error['msg']}"
     return f"{where}: {error['msg'][0].lower() + error['msg'][1:]}" if where else error["msg"]
@@ -248,7 +382,29 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                     )
         if ds.on_erasure is not None and ds.subject_key is None:
             add((*where, "on_erasure"), "on_erasure needs a subject_key to find a subject's records")
+        problems.extend(_span_problems(pack, ds_name, name, lines))
+    erasure = Schedule(pack.erasure.respond_within, (pack.erasure.extension,))
+    if not erasure.fits():
+        add(("erasure",), f"respond_within and extension add up to more than {MAX_SPAN_YEARS} years")
     return problems
+
+
+def _span_problems(pack: Pack, ds_name: str, name: str, lines: dict[PathKey, int]) -> list[PackProblem]:
+    """Schedules longer than the date arithmetic supports (see retention.clock.MAX_SPAN_YEARS)."""
+    ds = pack.datasets[ds_name]
+    last = ds.lifecycle[-1].to
+    delays = [str(step.after) for step in ds.lifecycle if step.after != Period()]
+    through = f" with the lifecycle delays ({', '.join(delays)})" if delays else ""
+    too_long = f"spans more than {MAX_SPAN_YEARS} years{through}, the longest schedule the engine supports"
+    schedules = ds.schedules(last, pack.financial_year_end) if ds.keep else []
+    for index, schedule in enumerate(schedules):
+        if not schedule.fits():
+            at: PathKey = ("datasets", ds_name, "keep", index, "period")
+            return [PackProblem(name, _line_for(lines, at), f"{_dotted(at)}: {ds.keep[index].period} {too_long}")]
+    if not ds.keep and not Schedule(Period(), tuple(step.after for step in ds.lifecycle)).fits():
+        at = ("datasets", ds_name, "lifecycle")
+        return [PackProblem(name, _line_for(lines, at), f"{_dotted(at)}: the delays {too_long.split(' with ')[0]}")]
+    return []
 
 
 def validate_pack(data: Any, source: Path, text: str, lines: dict[PathKey, int] | None = None) -> LoadedPack:
@@ -305,12 +461,29 @@ def _unique(problems: list[PackProblem]) -> list[PackProblem]:
     return result
 
 
+def read_pack_text(path: Path) -> str:
+    """The text of a pack file: a regular file of at most :data:`MAX_PACK_BYTES`, in UTF-8."""
+    try:
+        if not path.is_file():
+            raise PackError([PackProblem(str(path), None, "not a regular file")])
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PACK_BYTES + 1)
+    except OSError as exc:
+        raise PackError([PackProblem(str(path), None, f"cannot read the file: {exc.strerror}")]) from None
+    if len(data) > MAX_PACK_BYTES:
+        raise PackError(
+            [PackProblem(str(path), None, f"the file is larger than {MAX_PACK_BYTES // 1024} KiB; a rule pack is not")]
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PackError([PackProblem(str(path), line, "the file is not UTF-8 text")]) from None
+
+
 def load_file(path: Path) -> LoadedPack:
     """Load and validate one pack file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PackError([PackProblem(str(path), None, f"cannot read the file: {exc}")]) from exc
+    text = read_pack_text(path)
     located = _read_yaml(path, text)
     if located.problems:
         raise PackError(located.problems)

@@ -18,18 +18,22 @@ from pydantic import (
     Field,
     PlainSerializer,
     SerializerFunctionWrapHandler,
+    StrictBool,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from retention.clock import Period, Schedule, WorkingDays, YearEnd
+from retention.clock import Period, Schedule, WorkingDays, YearEnd, iana_zone
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
 
 ClockType = Literal["timestamptz", "timestamp", "date", "epoch", "epoch_text"]
 State = Literal["inactive", "archived", "purged"]
+MAX_BATCH_SIZE = 100_000
+"""Records per transaction at most: a batch's keys travel as one statement's parameters."""
+
 ActionName = Literal["deactivate", "archive", "anonymise", "delete", "drop_partition"]
 
 
@@ -54,6 +58,8 @@ YearEndField = Annotated[
 
 
 def _check_timezone(value: str) -> str:
+    """An IANA zone name (see retention.clock.iana_zone) that pendulum can load."""
+    iana_zone(value)
     try:
         pendulum.timezone(value)
     except Exception as exc:  # pendulum raises several types for bad names
@@ -149,7 +155,7 @@ class Mask(_Strict):
     value: str | int | float | bool | None = None
     keep: Literal["domain", "last4", "first"] | None = None
     to: Literal["month", "year"] | None = None
-    chars: int | None = Field(default=None, ge=0)
+    chars: int | None = Field(default=None, ge=0, le=1000, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -236,8 +242,8 @@ class Follow(_Strict):
 class Guard(_Strict):
     """Mass-deletion guard: refuse a transition moving more than this much."""
 
-    max_share: float = Field(default=0.2, gt=0, le=1)
-    max_count: int | None = Field(default=None, gt=0)
+    max_share: float = Field(default=0.2, gt=0, le=1, strict=True)
+    max_count: int | None = Field(default=None, gt=0, strict=True)
 
 
 class Dataset(_Strict):
@@ -254,10 +260,10 @@ class Dataset(_Strict):
     follows: Follow | None = None
     on_erasure: State | None = None
     ledger: Literal["record", "summary"] = "record"
-    review: bool = False
+    review: StrictBool = False
     guard: Guard | None = None
-    partitioned: bool = False
-    batch_size: int | None = Field(default=None, gt=0)
+    partitioned: StrictBool = False
+    batch_size: int | None = Field(default=None, gt=0, le=MAX_BATCH_SIZE, strict=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -356,9 +362,9 @@ def _supported_countries() -> dict[str, list[str]]:
 class Pack(_Strict):
     """One version of a rule pack."""
 
-    pack: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    pack: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)
     title: str | None = None
-    version: str
+    version: str = Field(min_length=1, max_length=100)
     effective_from: dt.date
     timezone: str = "UTC"
     _added_later = ("country", "subdivision")
@@ -370,8 +376,8 @@ class Pack(_Strict):
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)
     guard: Guard = Field(default_factory=Guard)
-    batch_size: int = Field(default=5000, gt=0)
-    datasets: dict[str, Dataset] = Field(min_length=1)
+    batch_size: int = Field(default=5000, gt=0, le=MAX_BATCH_SIZE, strict=True)
+    datasets: dict[Annotated[str, Field(min_length=1, max_length=100)], Dataset] = Field(min_length=1)
 
     _check_tz = field_validator("timezone")(_check_timezone)
 

@@ -1,0 +1,228 @@
+"""A separate archive store: bound to its main database, and nothing leaves it without a ledger entry.
+
+The adversarial review pointed a run with ``--archive-db`` at the wrong main
+database (one never run): its sweep saw every payload as an orphan and
+deleted the whole shared archive before the guard stopped the run. Now the
+store is bound to the main database on first use and refuses another, the
+binding is checked before any payload moves, and the sweep removes only
+payloads whose purge the main database's ledger records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from conftest import SERVER_URLS
+from sqlalchemy.engine import make_url
+
+from retention import execute, migrate, store
+from retention.archive import SeparateArchive, archive_owner
+from retention.cli import main
+from retention.config import create_engine
+from retention.errors import ConfigError
+from retention.policy import load_file
+
+SECRET = "archive-test-key"
+ENV = {"RETENTION_PSEUDONYM_KEY": SECRET}
+PACK = """
+pack: archive
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  customers:
+    table: customers
+    key: id
+    basis: policy
+    keep:
+      - clock: {column: seen, type: timestamp}
+        period: P1Y
+    lifecycle:
+      - to: archived
+        action: archive
+        columns: [id, email]
+        then: delete
+      - to: purged
+        after: P1Y
+"""
+_names = itertools.count()
+
+
+@contextmanager
+def extra_database(dialect: str, tmp_path: Path) -> Iterator[str]:
+    """One more empty database on the same server as the test's (a file on SQLite), dropped afterwards."""
+    name = f"rt_archive_{os.getpid()}_{next(_names)}"
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_path / (name + '.sqlite')}"
+        return
+    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if dialect == "postgresql":
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
+            else:
+                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+                url = make_url(SERVER_URLS[dialect]).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            drop = f'DROP SCHEMA IF EXISTS "{name}" CASCADE' if dialect == "postgresql" else f"DROP DATABASE `{name}`"
+            conn.execute(sa.text(drop))
+        admin.dispose()
+
+
+def build(engine: sa.Engine, customers: int = 10) -> None:
+    """Customers last seen in 2020: archived at 2021-06-01, their payloads purged at 2023-01-01."""
+    migrate.upgrade(engine)
+    md = sa.MetaData()
+    table = sa.Table(
+        "customers",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("email", sa.String(100)),
+        sa.Column("seen", sa.DateTime),
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [{"id": i, "email": f"c{i}@example.com", "seen": dt.datetime(2020, 3, 1)} for i in range(1, customers + 1)],
+        )
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, ["--log-format", "json", *args], env=ENV, prog_name="retention")
+
+
+def payloads(url: str) -> list[tuple[str, str]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sorted((r.dataset, r.record_key) for r in conn.execute(sa.select(store.archive)))
+    finally:
+        engine.dispose()
+
+
+def test_an_archive_store_refuses_another_main_database(
+    migrated: sa.Engine, db_url: str, dialect: str, tmp_path: Path
+) -> None:
+    """The store is bound to the main database that used it first; a run on another (never run) is refused
+    with one line and exit 2, and every payload is still there."""
+    build(migrated)
+    pack = tmp_path / "archive.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+    with extra_database(dialect, tmp_path) as archive_url, extra_database(dialect, tmp_path) as other_url:
+        first = invoke(
+            "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2021-06-01"
+        )
+        assert first.exit_code == 0, first.output
+        kept = payloads(archive_url)
+        assert kept == [("customers", str(i)) for i in sorted(range(1, 11), key=str)]
+
+        other = create_engine(other_url)
+        build(other)
+        with other.connect() as conn:
+            other_id = conn.execute(sa.select(store.identity.c.value)).scalar()
+        assert other_id is None  # never run
+        wrong = invoke(
+            "run", "--rules", str(pack), "--db", other_url, "--archive-db", archive_url, "--as-of", "2023-01-01"
+        )
+        assert wrong.exit_code == 2
+        with migrated.connect() as conn:
+            main_id = conn.execute(sa.select(store.identity.c.value)).scalar_one()
+        with other.connect() as conn:
+            other_id = conn.execute(sa.select(store.identity.c.value)).scalar_one()
+        shown = make_url(archive_url).render_as_string(hide_password=True)
+        # With --log-format json the error is a log event like every other line.
+        failed = [json.loads(line) for line in wrong.stderr.splitlines() if '"command_failed"' in line]
+        assert [(e["error"], e["exit_code"]) for e in failed] == [
+            (
+                f"the archive database {shown} belongs to another main database (id {main_id[:12]}, this one "
+                f"is {other_id[:12]}); refusing to use it",
+                2,
+            )
+        ]
+        assert payloads(archive_url) == kept  # nothing left the archive
+        other.dispose()
+
+        right = invoke(
+            "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2023-01-01"
+        )
+        assert right.exit_code == 0, right.output
+        assert payloads(archive_url) == []
+
+
+class CrashBeforeArchiveCleanup(SeparateArchive):
+    """The process dies after the purge committed and before the payloads were deleted."""
+
+    def after_commit(self) -> None:
+        self._pending.clear()
+
+
+def test_the_sweep_removes_only_payloads_whose_purge_the_ledger_records(
+    migrated: sa.Engine, db_url: str, dialect: str, tmp_path: Path
+) -> None:
+    """Payloads left behind by a purge that committed are swept after the datasets; a payload the ledger
+    never purged stays, run after run, and is counted in the log."""
+    build(migrated, customers=6)
+    loaded = load_file(_pack(tmp_path))
+    with extra_database(dialect, tmp_path) as archive_url:
+        archive_engine = create_engine(archive_url)
+        execute.run(migrated, loaded, dt.datetime(2021, 6, 1, tzinfo=dt.UTC), secret=SECRET.encode(),
+                    archive=SeparateArchive(archive_engine))  # fmt: skip
+        with archive_engine.begin() as conn:  # a payload no purge of this database accounts for
+            conn.execute(
+                store.archive.insert().values(
+                    dataset="customers", record_key="999", payload="{}", archived_at=dt.datetime.now(dt.UTC),
+                    run_id="elsewhere",
+                )
+            )  # fmt: skip
+        crashed = CrashBeforeArchiveCleanup(archive_engine)
+        result = execute.run(
+            migrated, loaded, dt.datetime(2023, 1, 1, tzinfo=dt.UTC), secret=SECRET.encode(), archive=crashed
+        )
+        assert result.counts["customers"]["archived->purged"] == 6
+        # The crash left the six purged payloads; this run's own sweep, after its datasets, removes them.
+        assert payloads(archive_url) == [("customers", "999")]
+        with migrated.connect() as conn:
+            purges = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(store.ledger)
+                .where(store.ledger.c.transition == "archived->purged")
+            ).scalar_one()
+        assert purges == 6
+
+        again = invoke("run", "--rules", str(_pack(tmp_path)), "--db", db_url, "--archive-db", archive_url)
+        assert again.exit_code == 0, again.output
+        assert payloads(archive_url) == [("customers", "999")]
+        kept = [json.loads(line) for line in again.stderr.splitlines() if '"archive_payloads_kept"' in line]
+        assert [(e["event"], e["count"]) for e in kept] == [("archive_payloads_kept", 1)]
+        archive_engine.dispose()
+
+
+def test_an_unbound_store_refuses_to_move_payloads(tmp_path: Path) -> None:
+    """Library callers that skip the binding cannot write or delete payloads."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    separate = SeparateArchive(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(archive_owner)).scalar_one() == 0
+    with pytest.raises(ConfigError, match="before it was bound"):
+        separate.delete(None, "customers", ["1"])  # type: ignore[arg-type]
+    engine.dispose()
+
+
+def _pack(tmp_path: Path) -> Path:
+    path = tmp_path / "archive.yaml"
+    path.write_text(PACK, encoding="utf-8")
+    return path

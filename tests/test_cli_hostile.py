@@ -1,0 +1,301 @@
+"""Hostile command-line arguments: one line and exit 2 on every database, never a traceback.
+
+Each row of the table gives the arguments (``{db}``, ``{rules}``, ``{dir}``
+are filled in) and the exact line a person reads. The values come from an
+adversarial review: out-of-range dates, a key that is not a number for an
+integer key column, periods beyond the date arithmetic, files that are
+folders, folders that do not exist, ids and texts longer than their columns
+(a subject id over 191 characters failed inside PostgreSQL and MariaDB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from retention.cli import main
+from retention.config import safe_url
+
+PACK = """
+pack: shop
+version: "1"
+effective_from: 1900-01-01
+timezone: Europe/Paris
+datasets:
+  customers:
+    table: customers
+    key: id
+    subject_key: id
+    basis: policy
+    keep:
+      - clock: {column: seen, type: date}
+        period: P3Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+LONG = "s" * 192
+
+# (arguments, the line shown after "error: ")
+HOSTILE: list[tuple[list[str], str]] = [
+    (
+        ["explain", "--rules", "{rules}", "--db", "{db}", "--dataset", "customers", "--key", "abc"],
+        "'abc' is not a key of dataset customers: its key column holds integers",
+    ),
+    (
+        ["explain", "--rules", "{rules}", "--db", "{db}", "--dataset", "customers", "--key", "9" * 40],
+        f"'{'9' * 40}' is not a key of dataset customers: its key column holds integers",
+    ),
+    (
+        ["explain", "--rules", "{rules}", "--db", "{db}", "--dataset", "customers", "--key", ""],
+        "Invalid value for '--key': the record key is empty (see 'retention explain --help')",
+    ),
+    (
+        ["plan", "--rules", "{rules}", "--db", "{db}", "--as-of", "9999-12-31"],
+        "Invalid value for '--as-of': '9999-12-31' is outside the dates the engine computes "
+        "(1900-01-01 to 8998-12-31) (see 'retention plan --help')",
+    ),
+    (
+        ["run", "--rules", "{rules}", "--db", "{db}", "--as-of", "0001-01-01"],
+        "Invalid value for '--as-of': '0001-01-01' is outside the dates the engine computes "
+        "(1900-01-01 to 8998-12-31) (see 'retention run --help')",
+    ),
+    (
+        [
+            "explain",
+            "--rules",
+            "{rules}",
+            "--db",
+            "{db}",
+            "--dataset",
+            "customers",
+            "--key",
+            "1",
+            "--as-of",
+            "2026-02-30",
+        ],
+        "Invalid value for '--as-of': '2026-02-30' is not a date that exists (see 'retention explain --help')",
+    ),
+    (
+        ["plan", "--rules", "{rules}", "--db", "{db}", "--as-of", "1970-01-01T00:00:00+99:00"],
+        "Invalid value for '--as-of': '1970-01-01T00:00:00+99:00' is not a date and time that exists "
+        "(see 'retention plan --help')",
+    ),
+    (
+        ["report", "--rules", "{rules}", "--db", "{db}", "--horizon", "P9999Y", "--html", "{dir}/r.html"],
+        "Invalid value for '--horizon': P9999Y is longer than P5Y, the longest this option accepts "
+        "(see 'retention report --help')",
+    ),
+    (
+        ["report", "--rules", "{rules}", "--db", "{db}", "--html", "{dir}/missing/r.html"],
+        "Invalid value for '--html': the folder {dir}/missing does not exist (see 'retention report --help')",
+    ),
+    (
+        ["report", "--rules", "{rules}", "--db", "{db}", "--html", "{dir}"],
+        "Invalid value for '--html': {dir} is a folder; give a file name (see 'retention report --help')",
+    ),
+    (
+        ["--log-level", "garbage", "plan", "--rules", "{rules}", "--db", "{db}"],
+        "Invalid value for '--log-level': 'garbage' is not a log level; valid: debug, info, warning, error, "
+        "critical (see 'retention --help')",
+    ),
+    (
+        ["hold", "add", "--db", "{db}", "--subject", LONG, "--reason", "case 1"],
+        "Invalid value for '--subject': the subject id has 192 characters; at most 191 "
+        "(see 'retention hold add --help')",
+    ),
+    (
+        ["hold", "add", "--db", "{db}", "--dataset", "customers", "--key", LONG, "--reason", "case 1"],
+        "Invalid value for '--key': the record key has 192 characters; at most 191 (see 'retention hold add --help')",
+    ),
+    (
+        ["erasure", "add", "--db", "{db}", "--rules", "{rules}", "--subject", LONG, "--received", "2026-01-05"],
+        "Invalid value for '--subject': the subject id has 192 characters; at most 191 "
+        "(see 'retention erasure add --help')",
+    ),
+    (
+        ["erasure", "add", "--db", "{db}", "--rules", "{rules}", "--subject", "7", "--received", "9999-12-31"],
+        "Invalid value for '--received': '9999-12-31' is outside the dates the engine computes "
+        "(1900-01-01 to 8998-12-31) (see 'retention erasure add --help')",
+    ),
+    (
+        ["erasure", "add", "--db", "{db}", "--rules", "{rules}", "--subject", "7\x00", "--received", "2026-01-05"],
+        "Invalid value for '--subject': the subject id contains the control character U+0000 "
+        "(see 'retention erasure add --help')",
+    ),
+    (
+        ["ledger", "lookup", "--db", "{db}", "--subject", LONG],
+        "Invalid value for '--subject': the subject id has 192 characters; at most 191 "
+        "(see 'retention ledger lookup --help')",
+    ),
+    (
+        ["hold", "release", "--db", "{db}", "99999999999", "--reason", "done"],
+        "Invalid value for 'HOLD_ID': 99999999999 is not in the range 1<=x<=2147483647. "
+        "(see 'retention hold release --help')",
+    ),
+    (
+        ["erasure", "close", "--db", "{db}", "0"],
+        "Invalid value for 'REQUEST_ID': 0 is not in the range 1<=x<=2147483647. "
+        "(see 'retention erasure close --help')",
+    ),
+    (
+        ["review", "show", "--db", "{db}", "2147483648"],
+        "Invalid value for 'BATCH_ID': 2147483648 is not in the range 1<=x<=2147483647. "
+        "(see 'retention review show --help')",
+    ),
+    (
+        ["ledger", "show", "--db", "{db}", "--until", "9999-12-31T23:59:59-14:00"],
+        "Invalid value for '--until': '9999-12-31T23:59:59-14:00' is outside the dates the engine computes "
+        "(1900-01-01 to 8998-12-31) (see 'retention ledger show --help')",
+    ),
+    (
+        ["ledger", "export", "--db", "{db}", "--output", "{dir}"],
+        "Invalid value for '--output': {dir} is a folder; give a file name (see 'retention ledger export --help')",
+    ),
+    (
+        ["ledger", "checkpoint", "--db", "{db}", "--key", "{dir}"],
+        "Invalid value for '--key': {dir} is not a regular file (see 'retention ledger checkpoint --help')",
+    ),
+    (
+        ["ledger", "verify", "--db", "{db}", "--checkpoint", "{dir}"],
+        "Invalid value for '--checkpoint': {dir} is not a regular file (see 'retention ledger verify --help')",
+    ),
+    (
+        ["ledger", "keygen", "--key", "{dir}/missing/signing.pem"],
+        "Invalid value for '--key': the folder {dir}/missing does not exist (see 'retention ledger keygen --help')",
+    ),
+    (
+        ["run", "--rules", "{rules}", "--db", "{db}", "--metrics-file", "{dir}/a-file/run.prom"],
+        "Invalid value for '--metrics-file': {dir}/a-file is a file, not a folder (see 'retention run --help')",
+    ),
+    (
+        ["run", "--rules", "{rules}", "--db", "{db}", "--lock-timeout", "0"],
+        "Invalid value for '--lock-timeout': 0 is not in the range 1<=x<=86400. (see 'retention run --help')",
+    ),
+    (
+        ["db", "upgrade", "--db", "{db}", "--revision", "garbage"],
+        "unknown revision 'garbage'; valid: head, base or a shipped revision (newest: {head})",
+    ),
+    (
+        ["init", "--db", "{db}", "--dir", "{dir}/a-file"],
+        "cannot create the key files in {dir}/a-file: File exists",
+    ),
+    (
+        ["scheduler", "--rules", "{rules}", "--db", "{db}", "--timezone", "localtime"],
+        "--timezone: unknown timezone 'localtime'; use an IANA name such as Europe/Paris or UTC",
+    ),
+]
+
+
+@pytest.fixture
+def shop(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, str]:
+    """A one-table shop with an integer key, its pack, and a folder holding one plain file."""
+    with migrated.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, seen DATE)"))
+        conn.execute(sa.text("INSERT INTO customers (id, seen) VALUES (1, '2020-05-01')"))
+    rules = tmp_path / "shop.yaml"
+    rules.write_text(PACK, encoding="utf-8")
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+    from retention import migrate
+
+    return {"db": db_url, "rules": str(rules), "dir": str(tmp_path), "head": migrate.head_revision() or ""}
+
+
+@pytest.mark.parametrize(
+    ("args", "line"), HOSTILE, ids=[" ".join(a[:2]) + f" #{i}" for i, (a, _) in enumerate(HOSTILE)]
+)
+def test_hostile_argument_gives_one_line_and_exit_2(
+    shop: dict[str, str], args: list[str], line: str, tmp_path: Path
+) -> None:
+    """The argument is refused with the exact line below and exit 2; nothing else is printed."""
+    filled = [a.format(**shop) for a in args]
+    result = CliRunner().invoke(main, filled, env={"RETENTION_PSEUDONYM_KEY": "cli-hostile"}, prog_name="retention")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [f"error: {line.format(**shop)}"]
+
+
+def test_a_key_file_that_is_a_folder_is_refused(shop: dict[str, str], tmp_path: Path) -> None:
+    """RETENTION_PSEUDONYM_KEY_FILE naming a folder: one line, exit 2 (it used to be IsADirectoryError)."""
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o700)
+    result = CliRunner().invoke(
+        main,
+        ["run", "--rules", shop["rules"], "--db", shop["db"], "--as-of", "2026-01-01"],
+        env={"RETENTION_PSEUDONYM_KEY": "", "RETENTION_PSEUDONYM_KEY_FILE": str(folder)},
+    )
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"error: the pseudonym key file {folder} is not a regular file; "
+        "point RETENTION_PSEUDONYM_KEY_FILE at the key file"
+    ]
+
+
+@pytest.mark.parametrize("as_of", ["1900-01-01", "8998-12-31", "8998-12-31T23:59:59-14:00"])
+def test_the_limits_themselves_are_accepted(shop: dict[str, str], as_of: str) -> None:
+    """The first and last accepted as-of dates plan and explain on every database."""
+    runner = CliRunner()
+    result = runner.invoke(main, ["plan", "--rules", shop["rules"], "--db", shop["db"], "--as-of", as_of])
+    assert result.exit_code == 0, result.output
+    expected = "1" if as_of.startswith("8998") else "0"
+    assert f": {expected} transitions" in result.output.splitlines()[0]
+    args = ["explain", "--rules", shop["rules"], "--db", shop["db"], "--dataset", "customers", "--key", "1"]
+    result = runner.invoke(main, [*args, "--as-of", as_of])
+    assert result.exit_code == 0, result.output
+    if as_of.startswith("1900"):
+        assert "  skipped: future clock; never moved by a run" in result.output.splitlines()
+    else:
+        assert "  due for purged: 2023-05-01T22:00:00+00:00" in result.output.splitlines()
+
+
+# --------------------------------------------------------------------------
+# Secrets in database URLs (issue 11, item 12)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:hunter2@db/shop", "postgresql://app:***@db/shop"),
+        ("postgresql://app@db/shop?password=hunter2", "postgresql://app@db/shop?password=***"),
+        (
+            "mysql+pymysql://app@db/shop?passwd=hunter2&charset=utf8mb4",
+            "mysql+pymysql://app@db/shop?charset=utf8mb4&passwd=***",
+        ),
+        (
+            "postgresql://db/shop?sslpassword=hunter2&sslmode=require",
+            "postgresql://db/shop?sslmode=require&sslpassword=***",
+        ),
+        ("postgresql://db/shop?api_token=hunter2", "postgresql://db/shop?api_token=***"),
+        ("postgresql://db/shop?options=-csearch_path%3Dx", "postgresql://db/shop?options=-csearch_path%3Dx"),
+        ("::not a url hunter2::", "<unparsable database URL>"),
+    ],
+)
+def test_safe_url_masks_every_password(url: str, shown: str) -> None:
+    """A password is masked in user:pw@ and in any query parameter named like a secret."""
+    assert safe_url(url) == shown
+
+
+def test_a_password_in_the_query_never_reaches_the_output() -> None:
+    """A connection failure names the URL with ?password= masked; the secret appears nowhere."""
+    url = "postgresql://app@127.0.0.1:1/shop?password=hunter2&sslpassword=tops3cret"
+    result = CliRunner().invoke(main, ["db", "current", "--db", url])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "error: cannot connect to postgresql://app@127.0.0.1:1/shop?password=***&sslpassword=***: connection failed"
+    )
+    assert "hunter2" not in result.output and "tops3cret" not in result.output
+
+
+def test_an_unparsable_url_is_not_echoed() -> None:
+    """A URL that does not parse is refused without quoting it (it may hold a password)."""
+    result = CliRunner().invoke(main, ["db", "current", "--db", "postgresql://app:hunter2@db:notaport/shop"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: invalid database URL; expected dialect[+driver]://user:password@host/database"
+    ]
