@@ -316,6 +316,15 @@ class World:
         return dict(self.pack["datasets"])
 
 
+def key_text(value: Any) -> str:
+    """A key or subject as text, as the engine's tables hold it.
+
+    PostgreSQL pads CHAR(n) values with spaces that its comparisons ignore
+    (WooCommerce's ``session_key CHAR(32)``); they are not part of the key.
+    """
+    return value.rstrip(" ") if isinstance(value, str) else str(value)
+
+
 def lifecycle_states(ds: Mapping[str, Any]) -> list[str]:
     """The dataset's states in order, starting with active."""
     return ["active", *(step["to"] for step in ds["lifecycle"])]
@@ -379,7 +388,7 @@ def clock_readings(world: World, name: str, row: Mapping[str, Any], as_of: dt.da
                 for other in world.tables[clock["table"]].values()
                 if reference is not None
                 and other[clock["on"]] is not None
-                and str(other[clock["on"]]) == str(reference)
+                and key_text(other[clock["on"]]) == key_text(reference)
                 and all(str(other[k]) == str(v) for k, v in where.items())
             ]
             parsed = aggregate(kind, related)
@@ -475,7 +484,7 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
                 subject = before.subject
             elif ds.get("subject_key") is not None and row is not None:
                 raw = row[ds["subject_key"]]
-                subject = None if raw is None else str(raw)
+                subject = None if raw is None else key_text(raw)
             else:
                 subject = None
             current = before.state if before is not None else "active"
@@ -499,7 +508,7 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
                 leader_key: str | None
                 if follows.get("via"):
                     value = row[follows["via"]] if row is not None else None
-                    leader_key = None if value is None else str(value)
+                    leader_key = None if value is None else key_text(value)
                 else:
                     leader_key = subject
                 if leader_key is not None:
@@ -551,7 +560,7 @@ def apply(world: World, outcome: Outcome) -> None:
         if before is not None:
             subject = before.subject
         elif ds.get("subject_key") is not None and table[key][ds["subject_key"]] is not None:
-            subject = str(table[key][ds["subject_key"]])
+            subject = key_text(table[key][ds["subject_key"]])
         else:
             subject = None
         keep_state = True

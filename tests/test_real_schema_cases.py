@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +20,6 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from sqlalchemy.engine import make_url
 
 from retention import execute, migrate, store
 from retention.cli import main
@@ -523,24 +521,6 @@ def test_case5_sqlite_text_datetimes_evaluate_as_explain_does(migrated: sa.Engin
 # --------------------------------------------------------------------------
 # Case 6
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def collated_db_url(dialect: str) -> Iterator[str]:
-    """A MariaDB database created with COLLATE utf8mb4_unicode_520_ci (WordPress's collation)."""
-    from conftest import SERVER_URLS, _require
-
-    _require(dialect)
-    name = f"rt_collated_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"))
-        yield make_url(SERVER_URLS[dialect]).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 @pytest.mark.only_on("mariadb")
