@@ -161,10 +161,9 @@ def parse_value(kind: str, raw: Any, column_tz: str = "UTC") -> Parsed:
             parsed = parse_text(str(raw))
             if isinstance(parsed, str):
                 return Parsed(parsed)
-            wall, offset = parsed
-            if offset is not None or wall.time() != dt.time(0):
+            if parsed[1] is not None or parsed[0].time() != dt.time(0):
                 return Parsed("invalid")  # a date column holds a date, nothing more
-            day = wall.date()
+            day = parsed[0].date()
         return Parsed("zero") if day < FLOOR_DAY else Parsed("value", day)
     # timestamptz and timestamp
     offset: dt.timedelta | None

@@ -49,7 +49,7 @@ UTC = dt.UTC
 Sets = dict[str, dict[str, set[str]]]
 
 
-class _Yaml12(yaml.SafeLoader):
+class _Yaml12(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type information
     """YAML with 1.2 booleans only, so that ``on:`` stays a key (as the engine's loader reads it)."""
 
 
