@@ -997,7 +997,7 @@ NAMED: dict[str, Scenario] = {
         ),
         (_PEOPLE, _ORDERS),
         {
-            "t_people": [_person(1, "2018-05-05"), _person(2, "2018-05-05")],
+            "t_people": [_person(1, "2018-05-05"), _person(2, None)],  # 2: the latest order is its only clock
             "t_orders": [
                 {
                     "id": i,
