@@ -431,7 +431,8 @@ class ClockSQL:
         returns it. For rows that are not due use :func:`explain_clock_values`.
         """
         if self._raw_text:
-            return datetext.sql_normal(self.value, self._text_kind())
+            # A NULL clock of a record that another clock makes due stays NULL.
+            return sa.case((self.value.is_(None), sa.null()), else_=datetext.sql_normal(self.value, self._text_kind()))
         return sa.type_coerce(self.value, NullType())
 
     # -- bounds rendered for this column's storage ------------------------

@@ -109,3 +109,25 @@ def migrated(engine: sa.Engine) -> sa.Engine:
     """The isolated database with the engine's tables at head."""
     migrate.upgrade(engine)
     return engine
+
+
+@pytest.fixture
+def collated_db_url(dialect: str) -> Iterator[str]:
+    """A fresh MariaDB database created with COLLATE utf8mb4_unicode_520_ci (WordPress's default).
+
+    Issue 10 case 6: a non-default collation made plan exit with "Illegal mix
+    of collations"; the suite keeps one such database in every CI run.
+    """
+    if dialect != "mariadb":
+        pytest.skip("a collation fixture for MariaDB only")
+    _require(dialect)
+    name = f"rt_{_RUN}_{os.getpid()}_{next(_counter)}_520"
+    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"))
+        yield make_url(SERVER_URLS[dialect]).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()

@@ -270,7 +270,7 @@ def test_a_misspelled_option_fails_the_docs_test() -> None:
     """The checker itself: a typo in an option, a missing required option and an unknown command are caught."""
     typo = DocLine("x.md", 1, "", ("plan", "--rules", "builtin:marketplace", "--as-off", "2027-01-01"))
     assert _parse_errors(typo.words, template=False) == ["No such option '--as-off'. Did you mean '--as-of'?"]
-    missing = DocLine("x.md", 1, "", ("erasure", "add", "--subject", "ID", "--received", "DATE"))
+    missing = DocLine("x.md", 1, "", ("erasure", "add", "--subject", "ID", "--received", "2024-05-02"))
     assert _parse_errors(missing.words, template=True) == ["Missing option '--rules'."]
     unknown = ("ledger", "verfiy")
     assert _parse_errors(unknown, template=False) == ["No such command 'verfiy'. Did you mean 'verify'?"]

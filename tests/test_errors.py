@@ -212,7 +212,7 @@ def test_a_trigger_message_quoting_the_row_is_not_repeated(
     assert json.loads(result.stdout)[-1] == {
         "dataset": "customers",
         "transition": "FAILED",
-        "count": 0,
+        "count": None,
         "error": TRIGGER_LINE[dialect],
     }
     assert_clean(migrated, result.output)
@@ -248,10 +248,8 @@ def work_session_killed_at(engine: sa.Engine, prefix: str) -> Iterator[list[str]
 
 
 LOST = {
-    "postgresql": "error: DELETE on table events failed: AdminShutdown (SQLSTATE 57P01; the server terminated the "
-    "connection) (the full error with --traceback)",
-    "mariadb": "error: DELETE on table events failed: OperationalError (error 2013; the connection was lost) "
-    "(the full error with --traceback)",
+    "postgresql": "DELETE on table events failed: AdminShutdown (SQLSTATE 57P01; the server terminated the connection)",
+    "mariadb": "DELETE on table events failed: OperationalError (error 2013; the connection was lost)",
 }
 
 
@@ -267,11 +265,10 @@ def test_a_lost_connection_is_one_line_exit_1_and_the_next_run_resumes(
     assert killed == ["DELETE"]
     assert result.exit_code == 1, result.output
     assert result.stdout == ""
-    lines = [line for line in result.stderr.splitlines() if not line.startswith('{"')]
-    assert lines == [LOST[dialect]]
+    assert failures(result.stderr) == [LOST[dialect]]
     record = run_record(migrated)
     assert record.status == "failed"
-    assert record.error == LOST[dialect].removeprefix("error: ").removesuffix(" (the full error with --traceback)")
+    assert record.error == LOST[dialect]
     assert_clean(migrated, result.output)
     assert count(migrated, "events") == 1200  # the batch died with its session: nothing half-applied
 
