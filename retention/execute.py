@@ -856,6 +856,7 @@ def run(
                         plan_ctx.skipped.add(name)
                         result.failures[name] = str(exc)
                         bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
+                    plan_ctx.finished.add(name)
                 store_.sweep(engine, secret)  # after the guards; only payloads whose purge the ledger records
                 _settle_erasure_requests(conn, ctx, planners, result)
                 with conn.begin():

@@ -1,12 +1,14 @@
 """The order datasets run in, and why (docs/rules.md, "Plan and run agree").
 
 ``plan`` evaluates every dataset on the database as it is when it starts;
-``run`` changes data dataset by dataset. Two kinds of constraint keep the
-two in step and the database consistent: a dataset whose evaluation reads
-a table another dataset's batches change runs before it (it then reads
-what plan read), and whatever changes rows that reference, by a live
-foreign key, rows another dataset deletes runs before that dataset.
-``check`` reports a pack whose constraints form a cycle.
+``run`` changes data dataset by dataset. Three kinds of constraint keep the
+two in step and the database consistent: a leader runs before the datasets
+that follow it (its batches carry their records, so once it is done a
+follower's own passes no longer read the leader's clocks); a dataset whose
+evaluation reads a table another dataset's batches change runs before it
+(it then reads what plan read); and whatever changes rows that reference,
+by a live foreign key, rows another dataset deletes runs before that
+dataset. ``check`` reports a pack whose constraints form a cycle.
 """
 
 from __future__ import annotations
@@ -49,14 +51,14 @@ def _leaders(pack: Pack, name: str) -> list[str]:
 
 
 def reads(pack: Pack, name: str) -> set[str]:
-    """Tables a dataset's evaluation reads besides its own: aggregate clocks, and its leaders'."""
-    tables: set[str] = set()
-    for each in [name, *_leaders(pack, name)]:
-        dataset = pack.datasets[each]
-        tables |= {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
-        if each != name:
-            tables.add(dataset.table)
-    return tables
+    """Tables a dataset's own passes read besides its own: its aggregate clocks.
+
+    A follower's passes read its leaders' clocks only while a leader has not
+    run yet, which the leader-first constraint rules out during ``run``
+    (``PlanContext.finished``); in ``plan`` nothing changes, so nothing to order.
+    """
+    dataset = pack.datasets[name]
+    return {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
 
 
 def _same_chain(pack: Pack, a: str, b: str) -> bool:
@@ -76,8 +78,8 @@ class OrderEdge:
 def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
     """Constraints on the order datasets run in (docs/rules.md, "Plan and run agree").
 
-    A dataset whose evaluation reads a table that another dataset's batches
-    change runs first, so it sees what plan saw. Where a table references
+    A leader runs before its followers. A dataset whose evaluation reads a
+    table that another dataset's batches change runs first, so it sees what plan saw. Where a table references
     (by a live foreign key) a table whose rows some dataset deletes, the
     datasets changing the referencing rows run first, so no delete trips
     the constraint.
@@ -86,6 +88,9 @@ def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
     changes = {n: {pack.datasets[c].table for c in _carried(pack, n)} for n in names}
     deletes = {n: {pack.datasets[c].table for c in _carried(pack, n) if deletes_rows(pack.datasets[c])} for n in names}
     edges: list[OrderEdge] = []
+    for name in names:
+        for leader in _leaders(pack, name)[:1]:
+            edges.append(OrderEdge(leader, name, f"{name} follows {leader}, whose batches carry its records"))
     for reader in names:
         for table in sorted(reads(pack, reader) - {pack.datasets[reader].table}):
             for writer in names:

@@ -109,6 +109,9 @@ class PlanContext:
     as_of: dt.datetime
     batch_size: int = 1000
     skipped: set[str] = field(default_factory=set)  # datasets that do not move in this run (guards, failures)
+    # Datasets whose passes are over in this run (``run`` only): their records
+    # that were due have moved, carrying their followers' records with them.
+    finished: set[str] = field(default_factory=set)
 
     @property
     def pack(self) -> Pack:
@@ -664,8 +667,14 @@ class DatasetPlanner:
         return self.leader.outcomes(conn, [c.leader_key for c in candidates if c.leader_key is not None])
 
     def _without_moving_leaders(self, conn: sa.Connection, candidates: list[Candidate]) -> list[Candidate]:
-        """Leave out records whose leader moves them in its own batch (they move there, once)."""
-        if self.leader is None or not candidates:
+        """Leave out records whose leader moves them in its own batch (they move there, once).
+
+        Once the leader's passes are over (``run``), what it moved has carried
+        its followers' records already; its clocks are not read again, so a
+        sibling that changed a table they read cannot make this pass differ
+        from what plan saw.
+        """
+        if self.leader is None or not candidates or self.leader.name in self.ctx.finished:
             return candidates
         outcomes = self.leader.outcomes(conn, [c.leader_key for c in candidates if c.leader_key is not None])
         carried = {k for k, o in outcomes.items() if self.leader.moves_followers(self, o)}
