@@ -465,9 +465,13 @@ def plan(
     For the same database state and --as-of, `run` performs exactly these
     transitions. Anomalies (NULL, zero, invalid or future clocks) are counted,
     never moved. Due dates are shown in the pack's timezone (--utc for UTC).
+
+    Plan never writes to the application's tables. It keeps its counts in
+    the engine's runs table (unless --no-record) to show the change since
+    the last plan. It needs only SELECT: where the engine's tables are
+    missing or unreadable (a read-only role, a database never upgraded) it
+    plans as a first run would, says so, and records nothing.
     """
-    # TODO(lead): describe what plan writes (nothing to source tables; its summary in the
-    # engine's runs table unless --no-record) once the read-only plan lands.
     summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record, lock_timeout=lock_timeout)
     if fmt == "json":
         click.echo(json.dumps(summary.as_dict(), indent=2))
@@ -483,6 +487,8 @@ def plan(
         highlight=False,
     )
     _print_plan_table(summary, zone)
+    for note in summary.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if fmt == "table":
         for dataset, dropped in summary.partitions.items():
             if dropped:

@@ -170,9 +170,17 @@ def load_pack(rules: Path, as_of_text: AsOf | str | None, pack_id: str | None) -
     return loaded, as_of
 
 
-def _engine(db_url: str, lock_timeout: int | None = None) -> sa.Engine:
+def _engine(db_url: str, lock_timeout: int | None = None, engine_tables: bool = True) -> sa.Engine:
+    """An engine on ``db_url``, refused unless the engine's tables are at head.
+
+    ``engine_tables=False`` (plan, a dry run): only the connection is checked;
+    plan then works without those tables (read-only role, never upgraded).
+    """
     engine = create_engine(db_url, lock_timeout_seconds=lock_timeout)
     try:
+        if not engine_tables:
+            with engine.connect():
+                return engine
         current = migrate.current_revision(engine)
     except sa.exc.OperationalError as exc:
         engine.dispose()
@@ -197,7 +205,7 @@ def plan(
 ) -> PlanSummary:
     """Dry run: what ``run`` would do at ``as_of``, compared with the previous plan."""
     loaded, when = load_pack(rules, as_of, pack_id)
-    engine = _engine(db_url, lock_timeout)
+    engine = _engine(db_url, lock_timeout, engine_tables=False)
     try:
         return execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
     finally:

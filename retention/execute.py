@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention import ledger, ledger_items, partitions, store
+from retention import ledger, ledger_items, migrate, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
@@ -37,6 +37,7 @@ from retention.errors import (
 from retention.plan import (
     Batch,
     DatasetPlanner,
+    EngineTables,
     Move,
     PlanContext,
     PlanSummary,
@@ -617,6 +618,33 @@ def _require_schema(conn: sa.Connection, loaded: LoadedPack) -> None:
         raise SchemaError([str(f) for f in errors])
 
 
+def engine_tables_missing(conn: sa.Connection) -> str | None:
+    """Why the engine's tables cannot be read (not created, outdated, no privilege), or None.
+
+    ``plan`` goes on without them (a read-only role, or a database where
+    ``retention db upgrade`` never ran); everything else needs them.
+    """
+    head = migrate.head_revision()
+    try:
+        revision = migrate.revision_on(conn)
+        if revision != head:
+            return f"the engine's tables are at revision {revision or 'none'}, not {head} (retention db upgrade)"
+        for table in (
+            store.holds,
+            store.erasure_requests,
+            store.record_states,
+            store.review_batches,
+            store.review_items,
+        ):
+            conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).all()
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        conn.rollback()  # nothing was written; PostgreSQL needs a fresh transaction after an error
+        return "the engine's tables cannot be read by this database role"
+    return None
+
+
 def plan(
     engine: sa.Engine,
     loaded: LoadedPack,
@@ -631,10 +659,17 @@ def plan(
     It never writes to source tables. With ``record`` it keeps its counts in
     the engine's runs table and compares them with the previous plan.
     """
-    ctx = PlanContext(loaded, as_of)
     summary = PlanSummary(loaded.id, loaded.digest, as_of)
     with engine.connect() as conn:
         _require_schema(conn, loaded)
+        missing = engine_tables_missing(conn)
+        ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
+        if missing is not None:
+            record = False
+            summary.notes.append(
+                f"{missing}: planned as a first run would find them (no holds, no erasure requests, "
+                "no records in later states), and without the change since the last plan"
+            )
         planners = build_planners(conn, ctx)
         for name, planner in planners.items():
             if datasets is not None and name not in datasets:
@@ -650,7 +685,15 @@ def plan(
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()
     if record:
-        _record_plan(engine, summary)
+        try:
+            _record_plan(engine, summary)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            summary.notes.append(
+                "this plan was not recorded: this database role cannot write the engine's runs table "
+                "(--no-record says so explicitly)"
+            )
     return summary
 
 

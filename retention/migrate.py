@@ -39,7 +39,12 @@ def downgrade(engine: sa.Engine, revision: str) -> None:
 
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return revision_on(conn)
+
+
+def revision_on(conn: sa.Connection) -> str | None:
+    """The engine tables' revision as this connection sees it (None: never upgraded)."""
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str | None:

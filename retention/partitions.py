@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention import ledger, store
+from retention import ledger
 from retention.clock import as_aware, start_of_day
 from retention.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
 from retention.plan import DatasetPlanner, _next_states
@@ -170,7 +170,7 @@ def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition:
     value = sql.clocks[0].value
     key_text = planner.text(conn, sql.key)
     subject = planner.text(conn, planner.subject) if planner.subject is not None else None
-    rs = store.record_states
+    rs = planner.ctx.tables.record_states
     stays = [~planner.not_held(key_text, subject), ~planner.no_open_erasure(subject)]
     if planner._states:
         stays.append(sa.exists().where(rs.c.dataset == planner.name, rs.c.record_key == key_text))

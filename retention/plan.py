@@ -101,6 +101,40 @@ class Batch:
             yield from_state, to_state, moves
 
 
+def _empty_like(table: sa.Table) -> sa.Subquery:
+    """A derived table with ``table``'s name and columns and no rows (valid SQL on every dialect)."""
+    columns = [sa.cast(sa.null(), column.type).label(column.name) for column in table.c]
+    return sa.select(*columns).where(sa.false()).subquery(table.name)
+
+
+@dataclass(frozen=True)
+class EngineTables:
+    """The engine's tables evaluation reads: holds, erasure requests, record states, reviews.
+
+    ``plan`` is a dry run that must work with a read-only role on a database
+    where ``retention db upgrade`` never ran: then every one of them reads as
+    empty, which is exactly what a first run would find.
+    """
+
+    holds: sa.FromClause = store.holds
+    erasure_requests: sa.FromClause = store.erasure_requests
+    record_states: sa.FromClause = store.record_states
+    review_batches: sa.FromClause = store.review_batches
+    review_items: sa.FromClause = store.review_items
+    present: bool = True
+
+    @classmethod
+    def absent(cls) -> EngineTables:
+        return cls(
+            holds=_empty_like(store.holds),
+            erasure_requests=_empty_like(store.erasure_requests),
+            record_states=_empty_like(store.record_states),
+            review_batches=_empty_like(store.review_batches),
+            review_items=_empty_like(store.review_items),
+            present=False,
+        )
+
+
 @dataclass
 class PlanContext:
     """What evaluation needs besides the connection."""
@@ -112,6 +146,7 @@ class PlanContext:
     # Datasets whose passes are over in this run (``run`` only): their records
     # that were due have moved, carrying their followers' records with them.
     finished: set[str] = field(default_factory=set)
+    tables: EngineTables = field(default_factory=EngineTables)
 
     @property
     def pack(self) -> Pack:
@@ -326,7 +361,7 @@ class DatasetPlanner:
         the result is the same, and the database skips a correlated subquery
         per row, which on a large table is most of the cost.
         """
-        h, er, rs = store.holds, store.erasure_requests, store.record_states
+        h, er, rs = self.ctx.tables.holds, self.ctx.tables.erasure_requests, self.ctx.tables.record_states
         covers = [h.c.dataset == self.name]
         if self.subject is not None:
             covers.append(h.c.scope == "subject")
@@ -352,7 +387,7 @@ class DatasetPlanner:
         """Not covered by a hold in place (subject, dataset or record)."""
         if not self._holds:
             return sa.true()
-        h = store.holds
+        h = self.ctx.tables.holds
         covers = [
             sa.and_(h.c.scope == "dataset", h.c.dataset == self.name),
             sa.and_(h.c.scope == "record", h.c.dataset == self.name, h.c.record_key == record_key),
@@ -368,14 +403,14 @@ class DatasetPlanner:
         return ~self._open_erasure(subject)
 
     def _open_erasure(self, subject: ColumnElement[Any]) -> ColumnElement[bool]:
-        er = store.erasure_requests
+        er = self.ctx.tables.erasure_requests
         return sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
 
     def not_moved(self, conn: sa.Connection) -> ColumnElement[bool]:
         """Active: the engine has no state row for the record."""
         if not self._states:
             return sa.true()
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         return ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
 
     def reaching(self, conn: sa.Connection, sql: DatasetSQL, count: int) -> ColumnElement[bool]:
@@ -411,7 +446,7 @@ class DatasetPlanner:
         parents = [p for p, target in self.follow_reach().items() if own.index(target) > own.index(state)]
         if not parents:
             return sa.false()
-        lrs = store.record_states.alias("leader_state")
+        lrs = self.ctx.tables.record_states.alias("leader_state")
         return sa.exists().where(
             lrs.c.dataset == self.dataset.follows.dataset, lrs.c.record_key == leader_ref, lrs.c.state.in_(parents)
         )
@@ -438,7 +473,7 @@ class DatasetPlanner:
         ``joined``: the query joins the state rows (:meth:`_joined`); without
         them every row is active.
         """
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         columns: list[Any] = [
             self.key.label("k"),
             (self.text(conn, self.subject) if self.subject is not None else sa.null()).label("s"),
@@ -456,7 +491,7 @@ class DatasetPlanner:
         return columns
 
     def _joined(self, conn: sa.Connection) -> Any:
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         return self.table.outerjoin(
             rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
         )
@@ -482,7 +517,7 @@ class DatasetPlanner:
 
     def _state_rows(self, conn: sa.Connection, *conditions: ColumnElement[bool]) -> sa.Select[Any]:
         """State rows of this dataset as candidates (records whose source row may be gone)."""
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         leader_ref = rs.c.leader_key if self.dataset.follows is not None else sa.null()
         return sa.select(
             rs.c.record_key.label("k"),
@@ -503,7 +538,7 @@ class DatasetPlanner:
         wanted = sorted({s for s in subjects if s is not None})
         if not wanted or not self.dataset.on_erasure:
             return {}
-        er = store.erasure_requests
+        er = self.ctx.tables.erasure_requests
         rows = conn.execute(
             sa.select(er.c.id, er.c.subject_key, er.c.received_on)
             .where(er.c.status == "open", er.c.received_on <= self.today, store.one_of(conn, er.c.subject_key, wanted))
@@ -520,7 +555,7 @@ class DatasetPlanner:
         wanted = sorted({k for k in keys if k is not None})
         if follows is None or not wanted:
             return {}
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         rows = conn.execute(
             sa.select(rs.c.record_key, rs.c.state, rs.c.since).where(
                 rs.c.dataset == follows.dataset, store.one_of(conn, rs.c.record_key, wanted)
@@ -631,7 +666,7 @@ class DatasetPlanner:
         if not wanted:
             return result
         self.probe(conn)
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
         subject = self.text(conn, self.subject) if self.subject is not None else None
         held = sa.case((self.not_held(key_text, subject), sa.literal(0)), else_=sa.literal(1))
@@ -715,7 +750,7 @@ class DatasetPlanner:
         return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
 
     def _state_batch(self, conn: sa.Connection, origin: str, after: str | None) -> tuple[list[Candidate], int, Any]:
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         target = _next_states(self.dataset, origin)[0]
         cutoff = _delay_cutoff(self.ctx.pack, [self.dataset.step_to(target).after], self.ctx.as_of)
         due = rs.c.since < cutoff
@@ -751,7 +786,7 @@ class DatasetPlanner:
         """Erasing subjects' records whose source row is gone (archived, then deleted)."""
         if not self._keeps_orphans():
             return []
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         exists = sa.exists().where(self.text(conn, self.key) == rs.c.record_key)
         query = self._state_rows(
             conn,
@@ -823,7 +858,7 @@ class DatasetPlanner:
         )
         candidates = self._candidates(conn.execute(query).all())
         if self._keeps_orphans():
-            rs = store.record_states
+            rs = self.ctx.tables.record_states
             exists = sa.exists().where(key_text == rs.c.record_key)
             candidates += self._native(
                 self._candidates(
@@ -860,7 +895,7 @@ class DatasetPlanner:
         purging = [m.record_key for m in moves if any(s.to_state == "purged" for s in m.steps)]
         if not purging:
             return moves, []
-        rb, ri = store.review_batches, store.review_items
+        rb, ri = self.ctx.tables.review_batches, self.ctx.tables.review_items
         decided: dict[str, tuple[str, int]] = {}
         rows = conn.execute(
             sa.select(ri.c.record_key, rb.c.status, rb.c.id)
@@ -907,7 +942,7 @@ class DatasetPlanner:
         outcome = self.outcomes(conn, [record_key]).get(record_key)
         if outcome is None:
             return None, [], False
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
         subject = self.text(conn, self.subject) if self.subject is not None else None
         held = (
@@ -1037,10 +1072,10 @@ class DatasetPlanner:
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
         """Per hold in place: how many of this dataset's due records it holds back (by their clocks and delays)."""
-        h = store.holds
+        h = self.ctx.tables.holds
         holds = conn.execute(sa.select(h).where(h.c.released_at.is_(None)).order_by(h.c.id)).all()
         result = []
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         for hold in holds:
             if hold.scope in ("dataset", "record") and hold.dataset != self.name:
                 continue
@@ -1094,7 +1129,7 @@ class DatasetPlanner:
         """The dataset's population: its source rows, plus archived records whose row is gone."""
         total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
         if self._keeps_orphans():
-            rs = store.record_states
+            rs = self.ctx.tables.record_states
             total += int(
                 conn.execute(
                     sa.select(sa.func.count()).where(rs.c.dataset == self.name, rs.c.state == "archived")
@@ -1109,7 +1144,7 @@ class DatasetPlanner:
         live = sa.select(sa.literal(1)).select_from(self.table).where(self.text(conn, self.subject) == subject_key)
         if conn.execute(live.limit(1)).first() is not None:
             return True
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         known = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, rs.c.subject_key == subject_key)
         return conn.execute(known.limit(1)).first() is not None
 
@@ -1118,7 +1153,7 @@ class DatasetPlanner:
         target = self.dataset.on_erasure
         if target is None or self.subject is None:
             return False
-        rs = store.record_states
+        rs = self.ctx.tables.record_states
         before = self.dataset.states[1 : self.dataset.states.index(target)]
         subject = self.text(conn, self.subject)
         key_text = self.text(conn, self.key)
@@ -1165,6 +1200,7 @@ class PlanSummary:
     previous: dict[str, Any] | None = None  # {"run_id", "as_of", "counts"} of the last plan
     awaiting_review: dict[str, int] = field(default_factory=dict)
     partitions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # dropped whole, per dataset
+    notes: list[str] = field(default_factory=list)  # what the reader should know about how this plan was made
 
     def add(self, batch: Batch, sample_size: int = 3) -> None:
         for follower in batch.followers:
@@ -1273,6 +1309,7 @@ class PlanSummary:
             ),
             "datasets": datasets,
             "partitions_to_drop": self.partitions,
+            "notes": self.notes,
         }
 
 
@@ -1297,6 +1334,7 @@ def iter_plan(conn: sa.Connection, ctx: PlanContext) -> Iterator[Batch]:
 __all__ = [
     "Batch",
     "DatasetPlanner",
+    "EngineTables",
     "Move",
     "PlanContext",
     "PlanSummary",

@@ -1109,11 +1109,23 @@ NAMED: dict[str, Scenario] = {
             },
             keep=[
                 {
-                    "clock": {"aggregate": "max", "table": "t_orders", "on": "person_id", "column": "o0", "type": "date"},
+                    "clock": {
+                        "aggregate": "max",
+                        "table": "t_orders",
+                        "on": "person_id",
+                        "column": "o0",
+                        "type": "date",
+                    },
                     "period": "P1Y",
                 },
                 {
-                    "clock": {"aggregate": "max", "table": "t_events", "on": "person_id", "column": "e0", "type": "date"},
+                    "clock": {
+                        "aggregate": "max",
+                        "table": "t_events",
+                        "on": "person_id",
+                        "column": "e0",
+                        "type": "date",
+                    },
                     "period": "P1Y",
                 },
             ],

@@ -63,7 +63,13 @@ def test_leader_runs_before_its_followers_whatever_the_pack_order(engine: sa.Eng
                 "follows": {"dataset": "people", "on": {"purged": "purged"}},
                 "lifecycle": DELETE,
             },
-            "people": {"table": "o_people", "key": "id", "subject_key": "id", "keep": _keep("seen"), "lifecycle": DELETE},
+            "people": {
+                "table": "o_people",
+                "key": "id",
+                "subject_key": "id",
+                "keep": _keep("seen"),
+                "lifecycle": DELETE,
+            },
         }
     )
     with engine.connect() as conn:
@@ -154,7 +160,13 @@ def test_rows_referencing_a_deleted_parent_change_first(engine: sa.Engine) -> No
     _tables(engine, fk=True)
     pack = _pack(
         {
-            "people": {"table": "o_people", "key": "id", "subject_key": "id", "keep": _keep("seen"), "lifecycle": DELETE},
+            "people": {
+                "table": "o_people",
+                "key": "id",
+                "subject_key": "id",
+                "keep": _keep("seen"),
+                "lifecycle": DELETE,
+            },
             "orders": {"table": "o_orders", "key": "id", "keep": _keep("placed"), "lifecycle": DELETE},
         }
     )

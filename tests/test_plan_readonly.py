@@ -1,0 +1,191 @@
+"""``plan`` is a true dry run (issue 13, check 5).
+
+It needs only SELECT on the application's tables: with a read-only role,
+and with or without the engine's tables (never upgraded, or not readable by
+that role), it prints the plan a first run would follow, says why it could
+not use the engine's tables, and leaves the database exactly as it was.
+The expected counts are written out by hand from the rows below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from retention import migrate
+from retention.cli import main
+
+PACK = """\
+pack: readonly
+version: "1"
+effective_from: "2000-01-01"
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  customers:
+    table: ro_customers
+    key: id
+    subject_key: id
+    basis: contract
+    keep:
+      - clock: {column: last_login, type: date}
+        period: P1Y
+    lifecycle:
+      - to: inactive
+        action: deactivate
+        set: {is_active: false}
+      - to: purged
+        after: P2Y
+        action: delete
+"""
+AS_OF = "2026-06-01"
+# Due (last_login + 1 year before 2026-06-01): ids 1, 2 and 3; 3 also reaches purged
+# (inactive 2023-01-10, purged 2 years later); 4 logged in recently; 5 has no clock.
+ROWS = [
+    (1, dt.date(2025, 1, 10)),
+    (2, dt.date(2024, 12, 31)),
+    (3, dt.date(2022, 1, 10)),
+    (4, dt.date(2026, 3, 1)),
+    (5, None),
+]
+EXPECTED = {"active->inactive": 3, "inactive->purged": 1}
+
+
+def _app_tables(url: str) -> None:
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    table = sa.Table(
+        "ro_customers",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("email", sa.String(100)),
+        sa.Column("is_active", sa.Boolean),
+        sa.Column("last_login", sa.Date),
+    )
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        rows = [{"id": k, "email": f"c{k}@example.test", "is_active": True, "last_login": d} for k, d in ROWS]
+        conn.execute(table.insert(), rows)
+    engine.dispose()
+
+
+def _snapshot(url: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = sorted(sa.inspect(conn).get_table_names())
+            rows = [tuple(r) for r in conn.execute(sa.text("SELECT * FROM ro_customers ORDER BY id"))]
+        return tables, rows
+    finally:
+        engine.dispose()
+
+
+def _plan(url: str, tmp_path: Path) -> tuple[int, str]:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK)
+    result = CliRunner().invoke(main, ["plan", "--rules", str(pack), "--db", url, "--as-of", AS_OF, "--format", "json"])
+    return result.exit_code, result.output
+
+
+def _counts(output: str) -> dict[str, int]:
+    doc = json.loads(output)
+    return {name: t["count"] for name, t in doc["datasets"]["customers"]["transitions"].items()}
+
+
+@pytest.fixture
+def app_db(db_url: str) -> str:
+    """The isolated database holding the application table and its rows."""
+    _app_tables(db_url)
+    return db_url
+
+
+@pytest.fixture
+def read_only_url(dialect: str, app_db: str) -> Iterator[str]:
+    """A role that may only SELECT the application table (PostgreSQL, MariaDB)."""
+    if dialect == "sqlite":
+        pytest.skip("SQLite has no roles (the never-upgraded case runs there)")
+    db_url = app_db
+    role = f"rt_ro_{os.getpid()}"
+    url = make_url(db_url)
+    admin = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if dialect == "postgresql":
+            schema = dict(url.query)["options"].split("=", 1)[1]
+            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+            conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+            conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+            conn.execute(sa.text(f'GRANT SELECT ON "{schema}".ro_customers TO "{role}"'))
+        else:
+            for host in ("%", "localhost", "127.0.0.1"):
+                conn.execute(sa.text(f"DROP USER IF EXISTS '{role}'@'{host}'"))
+                conn.execute(sa.text(f"CREATE USER '{role}'@'{host}'"))
+                conn.execute(sa.text(f"GRANT SELECT ON `{url.database}`.ro_customers TO '{role}'@'{host}'"))
+    try:
+        yield url.set(username=role, password=None).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if dialect == "postgresql":
+                conn.execute(sa.text(f'DROP OWNED BY "{role}"'))
+                conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+            else:
+                for host in ("%", "localhost", "127.0.0.1"):
+                    conn.execute(sa.text(f"DROP USER IF EXISTS '{role}'@'{host}'"))
+        admin.dispose()
+
+
+def test_plan_on_a_database_never_upgraded_writes_nothing(app_db: str, tmp_path: Path) -> None:
+    db_url = app_db
+    before = _snapshot(db_url)
+    code, output = _plan(db_url, tmp_path)
+    assert code == 0, output
+    assert _counts(output) == EXPECTED
+    notes = json.loads(output)["notes"]
+    assert len(notes) == 1 and "revision none" in notes[0] and "first run" in notes[0]
+    assert _snapshot(db_url) == before  # no engine table created, no row changed
+
+
+@pytest.mark.parametrize("upgraded", [False, True], ids=["no-engine-tables", "engine-tables-unreadable"])
+def test_plan_with_a_select_only_role(app_db: str, read_only_url: str, tmp_path: Path, upgraded: bool) -> None:
+    db_url = app_db
+    if upgraded:
+        engine = sa.create_engine(db_url)
+        migrate.upgrade(engine)
+        engine.dispose()
+    before = _snapshot(db_url)
+    code, output = _plan(read_only_url, tmp_path)
+    assert code == 0, output
+    assert _counts(output) == EXPECTED
+    assert "first run" in json.loads(output)["notes"][0]
+    assert _snapshot(db_url) == before
+
+    pack = tmp_path / "pack.yaml"
+    table = CliRunner().invoke(main, ["plan", "--rules", str(pack), "--db", read_only_url, "--as-of", AS_OF])
+    assert table.exit_code == 0, table.output
+    assert "3 transitions" not in table.output and "4 transitions" in table.output
+    assert "note: " in table.output
+
+
+def test_what_plan_says_without_engine_tables_is_what_the_first_run_does(
+    app_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_url = app_db
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", "plan-readonly-test-key")
+    code, output = _plan(db_url, tmp_path)
+    assert code == 0, output
+    engine = sa.create_engine(db_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    pack = tmp_path / "pack.yaml"
+    ran = CliRunner().invoke(main, ["run", "--rules", str(pack), "--db", db_url, "--as-of", AS_OF, "--format", "json"])
+    assert ran.exit_code == 0, ran.output
+    rows = json.loads(ran.stdout)
+    counts = {row["transition"]: row["count"] for row in rows if row["dataset"] == "customers"}
+    assert counts == _counts(output) == EXPECTED
