@@ -75,6 +75,21 @@ def _pid_alive(owner: str) -> bool:
     return True
 
 
+def _stale(owner: str, heartbeat_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a lock row's holder is gone.
+
+    On this machine the process table answers: a holder whose process lives
+    keeps its lock however old its heartbeat looks, since a clock jump (or
+    one batch that takes hours) must not let a second run in beside a live
+    one. A holder on another machine cannot be asked, so its heartbeat
+    decides (refreshed by every batch).
+    """
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not _pid_alive(owner)
+    return now - heartbeat_at > STALE_AFTER
+
+
 @contextmanager
 def reading(conn: sa.Connection) -> Iterator[None]:
     """A transaction for reads only: always rolled back (it also ends any open one first)."""
@@ -98,11 +113,12 @@ class RunLock:
     no batch of it can commit after another run took over.
 
     SQLite has no such lock: a row in ``retention_run_lock`` names the
-    holder. Every batch transaction starts by refreshing that row's heartbeat
+    holder. A row is taken over only when its holder is gone (:func:`_stale`:
+    on this machine its process is dead; on another, its heartbeat is hours
+    old). Every batch transaction starts by refreshing that row's heartbeat
     where it still names this run (:meth:`verify`); the write also takes
-    SQLite's single write lock, so a run whose row was taken over as stale
-    (its process looked dead, or its heartbeat was hours old) stops before
-    its next batch instead of working beside the new holder.
+    SQLite's single write lock, so a run whose row was taken over anyway
+    stops before its next batch instead of working beside the new holder.
     """
 
     def __init__(self, conn: sa.Connection, run_id: str) -> None:
@@ -133,8 +149,7 @@ class RunLock:
         with conn.begin():
             holder = conn.execute(sa.select(table).where(table.c.name == LOCK_NAME)).first()
             if holder is not None:
-                stale = not _pid_alive(holder.owner) or now - holder.heartbeat_at > STALE_AFTER
-                if not stale:
+                if not _stale(holder.owner, holder.heartbeat_at, now):
                     raise LockHeldError(
                         f"another retention run holds the lock on this database (run {holder.run_id}, "
                         f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"

@@ -20,7 +20,7 @@ from test_engine import SECRET, UTC, build, loaded_pack
 
 from retention import execute, ledger, store
 from retention.config import create_engine
-from retention.errors import ConcurrentChangeError, LockLostError
+from retention.errors import ConcurrentChangeError, LockHeldError, LockLostError
 from retention.plan import PlanContext, build_planners
 
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=UTC)
@@ -112,7 +112,11 @@ def test_a_run_whose_session_is_killed_stops_and_the_next_run_finishes(db_url: s
 
 @pytest.mark.only_on("sqlite")
 def test_a_run_whose_lock_is_taken_over_as_stale_stops_before_its_next_batch(migrated: sa.Engine) -> None:
-    """Age the lock row (a clock jump), let a second run take it over; the first stops at its next batch."""
+    """A lock row from another machine with an old heartbeat is taken over; the first run stops at its next batch.
+
+    (The row is made to name another host: on this machine a live holder
+    keeps its lock whatever its heartbeat says, see the next test.)
+    """
     build(migrated, 22, n=120)
     before = _visits(migrated)
     second: list[Any] = []
@@ -121,7 +125,11 @@ def test_a_run_whose_lock_is_taken_over_as_stale_stops_before_its_next_batch(mig
         if second or batch.dataset != "visits":
             return
         with migrated.begin() as conn:
-            conn.execute(store.run_lock.update().values(heartbeat_at=dt.datetime.now(UTC) - dt.timedelta(hours=7)))
+            conn.execute(
+                store.run_lock.update().values(
+                    owner="another-host:4242", heartbeat_at=dt.datetime.now(UTC) - dt.timedelta(hours=7)
+                )
+            )
         second.append(execute.run(migrated, _pack(), AS_OF, secret=SECRET, allow_mass=("*",)))
 
     with pytest.raises(LockLostError, match="lost the database lock"):
@@ -232,4 +240,31 @@ def test_concurrent_starts_one_runs_one_exits(db_url: str, migrated: sa.Engine) 
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["LockHeldError", "succeeded"]
+    assert_ledger_matches_deletions(migrated, before)
+
+
+@pytest.mark.only_on("sqlite")
+def test_a_live_holder_keeps_its_lock_however_old_its_heartbeat(migrated: sa.Engine) -> None:
+    """A clock jump ages the lock row while its run (on this machine) is alive: a second run is refused, exit 5.
+
+    (It used to take the lock over as stale after 6 hours of heartbeat, so
+    a live run lost its lock to a clock jump and failed.)
+    """
+    build(migrated, 27, n=60)
+    before = _visits(migrated)
+    refused: list[BaseException] = []
+
+    def second_run_after_a_clock_jump(batch: Any) -> None:
+        if refused or batch.dataset != "visits":
+            return
+        with migrated.begin() as conn:
+            conn.execute(store.run_lock.update().values(heartbeat_at=dt.datetime.now(UTC) - dt.timedelta(days=30)))
+        with pytest.raises(LockHeldError, match="another retention run holds the lock") as caught:
+            execute.run(migrated, _pack(), AS_OF, secret=SECRET, allow_mass=("*",))
+        refused.append(caught.value)
+
+    first = execute.run(
+        migrated, _pack(), AS_OF, secret=SECRET, on_batch=second_run_after_a_clock_jump, allow_mass=("*",)
+    )
+    assert refused and first.status == "succeeded"
     assert_ledger_matches_deletions(migrated, before)
