@@ -1,0 +1,379 @@
+"""Fault injection: whatever happens during a run, the rerun ends exactly where an unfaulted run ends (issue 11).
+
+For each database, a golden run is an unfaulted ``retention run`` of the
+scenario (tests/faults/scenario.py) at a fixed as-of on a fresh copy. Each
+test injects one fault into a run on another fresh copy, reruns with the
+same as-of until a run succeeds, and compares with the golden run: source
+tables, record states, archive payloads, every per-record ledger move, and
+HMAC(deleted keys) == the ledger's pseudonyms. Zero differences allowed; a
+difference fails the test with a table of what differs. The fault points are
+drawn from seeded generators, so a failure replays.
+
+Runs that are faulted go through tests/faults/runner.py in a subprocess (a
+SIGKILL must kill a whole process); reruns go through the CLI in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from conftest import SERVER_URLS, _require
+from sqlalchemy.engine import make_url
+
+from faults import report, scenario
+from retention import migrate
+from retention.cli import main
+from retention.config import create_engine
+
+pytestmark = pytest.mark.faults
+
+RUNNER = Path(__file__).with_name("runner.py")
+ENV = {"RETENTION_PSEUDONYM_KEY": scenario.SECRET}
+
+
+@dataclass
+class Golden:
+    snapshot: dict[str, Any]
+    statements: int  # statements of the golden run
+    begins: int  # transactions it began
+    idle: int  # statements of a run that finds nothing to do (the fixed cost of any run)
+    growth_pages: int  # SQLite: pages the golden run added to the file
+
+
+_golden: dict[str, Golden] = {}
+_names = iter(range(10**6))
+
+
+@contextmanager
+def fresh_database(dialect: str, directory: Path) -> Iterator[str]:
+    """A URL of an empty database of its own (dropped afterwards), as tests/conftest.py makes them."""
+    _require(dialect)
+    name = f"rt_faults_{os.getpid()}_{next(_names)}"
+    if dialect == "sqlite":
+        yield f"sqlite:///{directory / (name + '.sqlite')}"
+        return
+    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if dialect == "postgresql":
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
+            else:
+                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+                url = make_url(SERVER_URLS[dialect]).set(database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if dialect == "postgresql":
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+def prepare(url: str) -> sa.Engine:
+    """The engine's tables and the scenario's rows on a fresh database."""
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    scenario.build(engine)
+    return engine
+
+
+def run_args(url: str, pack: Path, *extra: str) -> list[str]:
+    return ["--log-format", "json", "run", "--rules", str(pack), "--db", url, "--as-of", scenario.AS_OF, *extra]
+
+
+class Zygote:
+    """runner.py --serve: forks each faulted run from one interpreter that imported the CLI once."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(RUNNER), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def run(self, args: list[str], env: dict[str, str], directory: Path) -> subprocess.CompletedProcess[str]:
+        out, err = directory / f"run-{next(_names)}.out", directory / f"run-{next(_names)}.err"
+        request = {"args": args, "env": env, "stdout": str(out), "stderr": str(err)}
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, "the fault runner died"
+        code = json.loads(answer)["exit"]
+        return subprocess.CompletedProcess(args, code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def zygote() -> Iterator[Zygote]:
+    runner = Zygote()
+    yield runner
+    runner.close()
+
+
+def faulted_run(
+    zygote: Zygote, url: str, pack: Path, fault: dict[str, Any], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """A `retention run` in a process of its own with ``fault`` injected (see runner.py)."""
+    env = {**os.environ, **ENV, "RETENTION_FAULT": json.dumps(fault)}
+    return zygote.run(run_args(url, pack, *extra), env, pack.parent)
+
+
+def rerun_until_success(url: str, pack: Path, attempts: int = 3) -> list[int]:
+    """Rerun (in-process CLI, same as-of) until a run exits 0; returns every exit code."""
+    codes = []
+    for _ in range(attempts):
+        result = CliRunner().invoke(main, run_args(url, pack), env=ENV, prog_name="retention")
+        codes.append(result.exit_code)
+        assert "Traceback" not in result.output, result.output
+        if result.exit_code == 0:
+            return codes
+    raise AssertionError(f"no rerun succeeded: exit codes {codes}")
+
+
+def counted_run(url: str, pack: Path) -> dict[str, int]:
+    """An unfaulted run (in-process CLI) that counts its statements and transactions as runner.py does."""
+    counts = {"statements": 0, "begins": 0}
+
+    def statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    def begin(*_: Any) -> None:
+        counts["begins"] += 1
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", statement)
+    sa.event.listen(sa.Engine, "begin", begin)
+    try:
+        result = CliRunner().invoke(main, run_args(url, pack), env=ENV, prog_name="retention")
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", statement)
+        sa.event.remove(sa.Engine, "begin", begin)
+    assert result.exit_code == 0, result.output[-3000:]
+    return counts
+
+
+def one_line_errors(stderr: str) -> list[str]:
+    """The `command_failed` events of a run with JSON logs; a traceback fails the test."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith('{"')]
+    return [e["error"] for e in events if e.get("event") == "command_failed"]
+
+
+def sqlite_pages(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pack(tmp_path: Path) -> Path:
+    return scenario.write_pack(tmp_path)
+
+
+@pytest.fixture
+def golden(dialect: str, tmp_path_factory: pytest.TempPathFactory) -> Golden:
+    """The unfaulted run on this database, made once per session on a database of its own."""
+    if dialect not in _golden:
+        directory = tmp_path_factory.mktemp(f"golden-{dialect}")
+        pack = scenario.write_pack(directory)
+        with fresh_database(dialect, directory) as url:
+            engine = prepare(url)
+            try:
+                before = sqlite_pages(url) if dialect == "sqlite" else 0
+                counts = counted_run(url, pack)
+                growth = sqlite_pages(url) - before if dialect == "sqlite" else 0
+                snap = scenario.snapshot(engine)
+                mismatches = scenario.pseudonym_mismatches(engine)
+                assert not mismatches, scenario.format_differences("golden run", mismatches)
+                idle_statements = counted_run(url, pack)["statements"]
+            finally:
+                engine.dispose()
+        transitions = {(m[0], m[2]) for m in snap["ledger moves"]}
+        # The scenario must exercise every kind of move, or the suite proves less than it says.
+        assert transitions >= {
+            ("customers", "active->inactive"),
+            ("customers", "inactive->archived"),
+            ("customers", "archived->purged"),
+            ("orders", "active->purged"),
+            ("events", "active->purged"),
+        }, transitions
+        assert counts["begins"] > 60, counts  # many batches, so that faults land inside the work
+        _golden[dialect] = Golden(snap, counts["statements"], counts["begins"], idle_statements, growth)
+    return _golden[dialect]
+
+
+def compare(fault: str, dialect: str, engine: sa.Engine, golden: Golden) -> None:
+    """Zero differences from the golden run, and HMAC(deleted keys) == ledger pseudonyms; else a table."""
+    diffs = scenario.differences(golden.snapshot, scenario.snapshot(engine))
+    diffs += scenario.pseudonym_mismatches(engine)
+    report.record(fault, dialect, f"{len(diffs)} differences")
+    assert not diffs, scenario.format_differences(f"{fault} on {dialect}", diffs)
+
+
+def test_sigkill_at_random_statements(
+    zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden, tmp_path: Path
+) -> None:
+    """Three runs in a row SIGKILLed at seeded random statements (mid-batch or between batches), then a rerun."""
+    engine = prepare(db_url)
+    rng = random.Random(f"sigkill-{dialect}")
+    work = golden.statements - golden.idle
+    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(3))
+    done = 0.0
+    for point in points:
+        at = golden.idle + max(1, int(point - done))
+        killed = faulted_run(zygote, db_url, pack, {"kind": "kill", "at": at})
+        assert killed.returncode == -signal.SIGKILL, f"not killed at statement {at}: {killed.stderr[-2000:]}"
+        done = point
+    rerun_until_success(db_url, pack)
+    compare("SIGKILL at random statements", dialect, engine, golden)
+    engine.dispose()
+
+
+@pytest.mark.only_on("postgresql", "mariadb")
+def test_work_session_terminated(zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden) -> None:
+    """Another session terminates the run's session (which also holds its lock) twice, at seeded statements."""
+    engine = prepare(db_url)
+    rng = random.Random(f"terminate-{dialect}")
+    work = golden.statements - golden.idle
+    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(2))
+    done = 0.0
+    for point in points:
+        at = golden.idle + max(1, int(point - done))
+        lost = faulted_run(zygote, db_url, pack, {"kind": "terminate", "at": at, "admin": db_url})
+        assert lost.returncode == 1, lost.stderr[-2000:]
+        assert len(one_line_errors(lost.stderr)) == 1
+        done = point
+    rerun_until_success(db_url, pack)
+    compare("work session terminated", dialect, engine, golden)
+    engine.dispose()
+
+
+@contextmanager
+def small_disk(directory: Path, size: int) -> Iterator[tuple[Path, Any]]:
+    """A tmpfs of ``size`` bytes where the machine lets us mount one, else None (then max_page_count)."""
+    mount = directory / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        yield mount, None
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        yield mount, None
+        return
+
+    def grow(new_size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new_size}", str(mount)], check=True, capture_output=True)
+
+    try:
+        yield mount, grow
+    finally:
+        with suppress(subprocess.CalledProcessError):
+            subprocess.run(["umount", str(mount)], check=True, capture_output=True)
+
+
+@pytest.mark.only_on("sqlite")
+def test_disk_full(zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden, tmp_path: Path) -> None:
+    """The disk fills up mid-run and is still full at the next run (exit 1, one line each); with space, a rerun.
+
+    A small tmpfs holds the database where the machine allows mounting one
+    (it then really runs out of space); elsewhere SQLite's max_page_count
+    caps the file.
+    """
+    built = prepare(db_url)
+    built.dispose()
+    source = Path(make_url(db_url).database or "")
+    pages = sqlite_pages(db_url)
+    page_size = 4096
+    rng = random.Random(f"disk-{dialect}")
+    slack = max(2, int(golden.growth_pages * rng.uniform(0.2, 0.6)))
+    size = (pages + slack) * page_size + source.stat().st_size % page_size
+    with small_disk(tmp_path, size) as (mount, grow):
+        url = f"sqlite:///{mount / 'full.sqlite'}"
+        shutil.copyfile(source, mount / "full.sqlite")
+        fault: dict[str, Any] = {"kind": "none"} if grow else {"kind": "disk_full", "max_pages": pages + slack}
+        for attempt in range(2):
+            full = faulted_run(zygote, url, pack, {**fault, "admin": url})
+            assert full.returncode == 1, f"attempt {attempt}: {full.stderr[-2000:]}"
+            errors = one_line_errors(full.stderr)
+            assert len(errors) == 1 and ("SQLITE_FULL" in errors[0] or "SQLITE_IOERR" in errors[0]), errors
+        if grow:
+            grow(64 * 1024 * 1024)
+        rerun_until_success(url, pack)
+        engine = create_engine(url)
+        try:
+            compare("disk full", dialect, engine, golden)
+        finally:
+            engine.dispose()
+    report.record("disk full", dialect, report.RESULTS[("disk full", dialect)] + (" (tmpfs)" if grow else ""))
+
+
+def test_table_lock_held_until_the_lock_timeout(
+    zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden
+) -> None:
+    """At a seeded transaction, another session locks the source tables; the run gives up after --lock-timeout 1.
+
+    PostgreSQL and MariaDB: the datasets it could not lock fail, the run
+    exits 3; SQLite: one write lock for the whole database, exit 1 with one
+    line. The holder goes away with the run; the rerun finishes the work.
+    """
+    engine = prepare(db_url)
+    rng = random.Random(f"lock-{dialect}")
+    at = rng.randrange(3, golden.begins // 2)
+    locked = faulted_run(
+        zygote, db_url, pack, {"kind": "lock_tables", "at_begin": at, "admin": db_url}, "--lock-timeout", "1"
+    )
+    assert locked.returncode == (1 if dialect == "sqlite" else 3), locked.stderr[-2000:]
+    one_line_errors(locked.stderr)
+    rerun_until_success(db_url, pack)
+    compare("table lock held (lock timeout)", dialect, engine, golden)
+    engine.dispose()
+
+
+def test_a_second_run_is_refused_while_the_first_works(
+    zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden, tmp_path: Path
+) -> None:
+    """Second runs start while the first waits between two of its transactions: each exits 5 and changes nothing.
+
+    On SQLite the second attempt comes after the lock row's heartbeat was
+    moved 7 hours back (a clock jump) while its run is alive: that run's
+    process lives on this machine, so the lock is not taken over either.
+    The first run then finishes as if alone (no rerun needed).
+    """
+    engine = prepare(db_url)
+    rng = random.Random(f"second-{dialect}")
+    early, late = sorted(rng.sample(range(3, golden.begins - 5), 2))
+    points = [[early, 0], [late, 7]] if dialect == "sqlite" else [[early, 0]]
+    out = tmp_path / "second.json"
+    first = faulted_run(
+        zygote, db_url, pack, {"kind": "second_run", "points": points, "out": str(out), "admin": db_url}
+    )
+    seconds = json.loads(out.read_text())
+    assert [s["exit"] for s in seconds] == [5] * len(points), seconds
+    assert first.returncode == 0, first.stderr[-2000:]
+    compare("concurrent second run", dialect, engine, golden)
+    if dialect == "sqlite":
+        report.record("lock clock aged (heartbeat)", dialect, report.RESULTS[("concurrent second run", dialect)])
+    engine.dispose()
