@@ -3,9 +3,9 @@
 Usage: python runner.py RETENTION-ARGS...   with RETENTION_FAULT set to JSON,
 or python runner.py --serve (see :func:`serve`), which the suite uses:
 
-- ``{"kind": "kill", "at": N}``: SIGKILL this process just before its N-th
-  statement (inside a batch transaction, between two of them, or in the
-  run's bookkeeping: wherever N falls).
+- ``{"kind": "kill", "at": N, "out": PATH}``: SIGKILL this process just
+  before its N-th statement (inside a batch transaction, between two of
+  them, or in the run's bookkeeping: wherever N falls); PATH says where.
 - ``{"kind": "terminate", "at": N, "admin": URL}``: just before the N-th
   statement, another session terminates the session about to run it
   (PostgreSQL ``pg_terminate_backend``, MariaDB ``KILL CONNECTION``).
@@ -43,6 +43,7 @@ begins = 0
 done = False
 _own: list[sa.Engine] = []
 _held: list[Any] = []
+_wrote: set[int] = set()
 
 
 def _admin() -> sa.Engine:
@@ -62,8 +63,13 @@ def before_statement(conn: sa.Connection, _cursor: Any, _statement: str, *_: Any
         return
     statements += 1
     if done or statements != FAULT.get("at"):
+        if _statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            _wrote.add(id(conn))
         return
     if FAULT["kind"] == "kill":
+        if "out" in FAULT:  # where it struck, for the test to check that kills land inside batches
+            where = {"in_transaction": conn.in_transaction(), "after_a_write": id(conn) in _wrote}
+            Path(FAULT["out"]).write_text(json.dumps(where))
         os.kill(os.getpid(), signal.SIGKILL)
     if FAULT["kind"] == "terminate":
         driver = conn.connection.dbapi_connection
@@ -81,6 +87,7 @@ def on_begin(conn: sa.Connection) -> None:
     if _ours(conn):
         return
     begins += 1
+    _wrote.discard(id(conn))  # writes since this transaction began
     if FAULT["kind"] == "second_run":
         for at, age_hours in FAULT["points"]:
             if begins == at:

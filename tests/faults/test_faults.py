@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import SERVER_URLS, _require
+from conftest import MARIADB_COLLATION, SERVER_URLS, _require
 from sqlalchemy.engine import make_url
 
 from faults import report, scenario
@@ -73,7 +73,7 @@ def fresh_database(dialect: str, directory: Path) -> Iterator[str]:
                 conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
                 url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
             else:
-                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MARIADB_COLLATION}"))
                 url = make_url(SERVER_URLS[dialect]).set(database=name)
         yield url.render_as_string(hide_password=False)
     finally:
@@ -247,11 +247,16 @@ def test_sigkill_at_random_statements(
     work = golden.statements - golden.idle
     points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(3))
     done = 0.0
+    sites: list[dict[str, Any]] = []
     for point in points:
         at = golden.idle + max(1, int(point - done))
-        killed = faulted_run(zygote, db_url, pack, {"kind": "kill", "at": at})
+        site = tmp_path / f"kill-{at}.json"
+        killed = faulted_run(zygote, db_url, pack, {"kind": "kill", "at": at, "out": str(site)})
         assert killed.returncode == -signal.SIGKILL, f"not killed at statement {at}: {killed.stderr[-2000:]}"
+        sites.append(json.loads(site.read_text()))
         done = point
+    # At least one kill struck inside a transaction that had written already: the rollback matters.
+    assert any(s["in_transaction"] and s["after_a_write"] for s in sites), sites
     assert_stopped_mid_run(engine, golden)
     rerun_until_success(db_url, pack)
     compare("SIGKILL at random statements", dialect, engine, golden)
