@@ -230,6 +230,12 @@ def assert_stopped_mid_run(engine: sa.Engine, golden: Golden) -> None:
     assert 0 < items < sum(golden.snapshot["ledger moves"].values()), items
 
 
+def assert_ledger_matches_rows(engine: sa.Engine, when: str) -> None:
+    """Right after a fault: each row gone has exactly one entry, and no entry names a row still there."""
+    mismatches = scenario.pseudonym_mismatches(engine)
+    assert not mismatches, scenario.format_differences(when, mismatches)
+
+
 def compare(fault: str, dialect: str, engine: sa.Engine, golden: Golden) -> None:
     """Zero differences from the golden run, and HMAC(deleted keys) == ledger pseudonyms; else a table."""
     diffs = scenario.differences(golden.snapshot, scenario.snapshot(engine))
@@ -254,6 +260,7 @@ def test_sigkill_at_random_statements(
         killed = faulted_run(zygote, db_url, pack, {"kind": "kill", "at": at, "out": str(site)})
         assert killed.returncode == -signal.SIGKILL, f"not killed at statement {at}: {killed.stderr[-2000:]}"
         sites.append(json.loads(site.read_text()))
+        assert_ledger_matches_rows(engine, f"after the SIGKILL at statement {at}")
         done = point
     # At least one kill struck inside a transaction that had written already: the rollback matters.
     assert any(s["in_transaction"] and s["after_a_write"] for s in sites), sites
@@ -276,6 +283,7 @@ def test_work_session_terminated(zygote: Zygote, dialect: str, db_url: str, pack
         lost = faulted_run(zygote, db_url, pack, {"kind": "terminate", "at": at, "admin": db_url})
         assert lost.returncode == 1, lost.stderr[-2000:]
         assert len(one_line_errors(lost.stderr)) == 1
+        assert_ledger_matches_rows(engine, f"after the session was terminated at statement {at}")
         done = point
     assert_stopped_mid_run(engine, golden)
     rerun_until_success(db_url, pack)
@@ -336,6 +344,7 @@ def test_disk_full(zygote: Zygote, dialect: str, db_url: str, pack: Path, golden
         engine = create_engine(url)
         try:
             assert_stopped_mid_run(engine, golden)
+            assert_ledger_matches_rows(engine, "after the disk filled up")
             if grow:
                 grow(64 * 1024 * 1024)
             rerun_until_success(url, pack)
@@ -364,6 +373,7 @@ def test_table_lock_held_until_the_lock_timeout(
     errors = one_line_errors(locked.stderr)  # exit 3 is a partial run, not a failed command
     assert len(errors) == (1 if dialect == "sqlite" else 0), errors
     assert_stopped_mid_run(engine, golden)
+    assert_ledger_matches_rows(engine, "after the lock timeout")
     rerun_until_success(db_url, pack)
     compare("table lock held (lock timeout)", dialect, engine, golden)
     engine.dispose()
