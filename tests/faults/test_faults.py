@@ -9,8 +9,12 @@ HMAC(deleted keys) == the ledger's pseudonyms. Zero differences allowed; a
 difference fails the test with a table of what differs. The fault points are
 drawn from seeded generators, so a failure replays.
 
-Runs that are faulted go through tests/faults/runner.py in a subprocess (a
-SIGKILL must kill a whole process); reruns go through the CLI in-process.
+Faulted runs are processes of their own (a SIGKILL must kill a whole
+process), forked by tests/faults/runner.py, which imports the CLI once per
+session instead of once per run; the fault is armed by SQLAlchemy engine
+events in that process, at a statement or transaction number drawn from the
+golden run's own counts. Reruns go through the CLI in-process. Right after
+each fault, before any rerun, the ledger must already match the rows gone.
 """
 
 from __future__ import annotations
