@@ -761,13 +761,22 @@ def ledger_verify_proof(
     record_key: str | None = None,
 ) -> Any:
     """Check a proof file offline: no database, the signer's key as the verifier configured it."""
+    import json
+
     from retention import ledger_proof
 
     public = ledger.configured_public_key(public_key)
     if (dataset is None) != (record_key is None):
         raise ConfigError("give both --dataset and --key to check which record the proof is about")
     secret = ledger.pseudonym_secret() if record_key is not None else None
-    document = _read_json(proof_file, "proof")
+    try:
+        text = proof_file.read_bytes()[:200_000_000]
+    except OSError as exc:
+        raise ConfigError(f"cannot read proof {proof_file}: {exc.strerror}") from None
+    try:
+        document = json.loads(text.decode("utf-8"))
+    except ValueError:  # a damaged proof is a rejected one, not a usage error
+        return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
     return ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
 
 

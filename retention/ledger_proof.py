@@ -142,6 +142,8 @@ def build(
 
 @dataclass(frozen=True)
 class ProofResult:
+    """The verdict on a proof: ok with one line per proved record, or the reason it fails."""
+
     ok: bool
     reason: str = ""
     lines: tuple[str, ...] = ()
@@ -178,8 +180,24 @@ def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
                 f"the checkpoint of entry {checkpoint.get('seq')} signed {checkpoint.get('signed_at')}: "
                 "its signature is not valid for the configured public key"
             )
+    if set(document) != {"format", "records", "chain", "checkpoint"}:
+        return "the proof has fields other than format, records, chain and checkpoint"
+    if not set(checkpoint) <= {*CHECKPOINT_FIELDS, "key_id"}:
+        return "the checkpoint has fields other than those `ledger checkpoint` writes"
     if not all(isinstance(e, dict) and isinstance(e.get("seq"), int) for e in chain):
         return "an entry of the chain has no sequence number"
+    for entry in chain:
+        if set(entry) != set(ENTRY_FIELDS):
+            return f"entry {entry['seq']}: its fields are not those of a ledger entry"
+    for number, record in enumerate(records, start=1):
+        item = record.get("item") if isinstance(record, dict) else None
+        if (
+            not isinstance(record, dict)
+            or set(record) != {"seq", "item", "audit_path"}
+            or not isinstance(record["seq"], int)
+            or not (item is None or (isinstance(item, dict) and set(item) == set(ITEM_FIELDS)))
+        ):
+            return f"record {number}: its fields are not those of a proved record"
     prev: dict[str, Any] | None = None
     for entry in chain:
         seq = entry["seq"]
@@ -282,12 +300,15 @@ def verify(
     record_key: str | None = None,
 ) -> ProofResult:
     """Check a proof offline against the signer's public key (and, with the pseudonym key, that it is that record)."""
-    problem = _check(document, public)
-    if problem is None and secret is not None and dataset is not None and record_key is not None:
-        problem = record_matches(document, secret, dataset, record_key)
-    if problem is not None:
-        return ProofResult(False, problem)
-    return ProofResult(True, "", tuple(_describe(document)))
+    try:
+        problem = _check(document, public)
+        if problem is None and secret is not None and dataset is not None and record_key is not None:
+            problem = record_matches(document, secret, dataset, record_key)
+        if problem is not None:
+            return ProofResult(False, problem)
+        return ProofResult(True, "", tuple(_describe(document)))
+    except (KeyError, TypeError, ValueError, AttributeError, rfc8785.CanonicalizationError):
+        return ProofResult(False, "the proof is malformed (a value of the wrong type)")
 
 
 def proved_seqs(document: dict[str, Any]) -> Sequence[int]:

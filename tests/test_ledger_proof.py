@@ -243,6 +243,7 @@ def test_one_altered_byte_is_rejected_with_its_reason(purged: dict[str, Any]) ->
             "its signature is not valid for the configured public key",
         ),
     }
+    cases["JSON syntax"] = ("[" + text[1:], "the file is not JSON (damaged, or not a proof)")
     if len(document["chain"]) > 1:
         cases["chain link"] = (
             flip(text, value_at(text, "prev_hash", 1)),
@@ -282,3 +283,32 @@ def test_prove_refuses_what_it_cannot_prove(purged: dict[str, Any]) -> None:
     assert newer.exit_code == 2
     assert newer.output.splitlines()[0].startswith("error: entry ")
     assert "is newer than the checkpoint" in newer.output and "example.org" not in newer.output
+
+
+@pytest.mark.only_on("sqlite")  # the proof is a file: the same on every database
+def test_every_single_character_change_is_rejected_or_harmless(purged: dict[str, Any]) -> None:
+    """Each character of a proof changed in turn: rejected, unparseable, or the same document (whitespace, key_id)."""
+    from retention import ledger, ledger_proof
+
+    result, proof = prove(purged, "--dataset", "events", "--key", key_of(5))
+    assert result.exit_code == 0, result.output
+    text = proof.read_text(encoding="utf-8")
+    original = json.loads(text)
+    public = ledger.load_public_key(purged["public"].read_bytes())
+    assert ledger_proof.verify(original, public).ok
+
+    def ignoring_key_id(document: Any) -> Any:
+        if isinstance(document, dict) and isinstance(document.get("checkpoint"), dict):
+            return {**document, "checkpoint": {**document["checkpoint"], "key_id": None}}
+        return document
+
+    accepted = []
+    for i, old in enumerate(text):
+        new = "1" if old == "0" else "0" if old.isdigit() else "b" if old == "a" else "a" if old.isalpha() else "x"
+        try:
+            document = json.loads(text[:i] + new + text[i + 1 :])
+        except ValueError:
+            continue
+        if ledger_proof.verify(document, public).ok and ignoring_key_id(document) != ignoring_key_id(original):
+            accepted.append((i, text[max(0, i - 30) : i + 10]))
+    assert accepted == []
