@@ -224,9 +224,9 @@ def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
             return f"record {number}: its entry is not in the chain"
         entry = by_seq[record["seq"]]
         item = record.get("item")
-        if item is None:
-            if entry.get("format") == ledger_items.FORMAT or entry.get("record_pseudonym") is None:
-                return f"record {number}: entry {entry['seq']} is not a v1 entry of one record"
+        if item is None:  # a v1 entry of one record, or an event about one record (a hold)
+            if entry.get("record_pseudonym") is None or entry.get("items"):
+                return f"record {number}: entry {entry['seq']} is not an entry of one record"
             continue
         where = f"record {number} (entry {entry['seq']} item {item.get('idx') if isinstance(item, dict) else '?'})"
         if entry.get("format") != ledger_items.FORMAT or not isinstance(entry.get("merkle_root"), str):

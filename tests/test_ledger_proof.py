@@ -312,3 +312,30 @@ def test_every_single_character_change_is_rejected_or_harmless(purged: dict[str,
         if ledger_proof.verify(document, public).ok and ignoring_key_id(document) != ignoring_key_id(original):
             accepted.append((i, text[max(0, i - 30) : i + 10]))
     assert accepted == []
+
+
+@pytest.mark.only_on("sqlite", "postgresql")
+def test_a_hold_on_a_record_is_proved_like_a_v1_entry(purged: dict[str, Any]) -> None:
+    """An event about one record (a hold: no items, the record's pseudonym under the pseudonym key) is provable."""
+    held = invoke(
+        "hold", "add", "--db", purged["db_url"], "--rules", str(purged["pack"]),
+        "--dataset", "events", "--key", key_of(25), "--reason", "case 12",
+    )  # fmt: skip
+    assert held.exit_code == 0, held.output
+    assert (
+        invoke(
+            "ledger", "checkpoint", "--db", purged["db_url"], "--key", str(purged["private"]),
+            "--output", str(purged["checkpoint"]),
+        ).exit_code
+        == 0
+    )  # fmt: skip
+    result, proof = prove(purged, "--dataset", "events", "--key", key_of(25))
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(proof.read_text(encoding="utf-8"))["records"]
+    assert record["item"] is None and record["audit_path"] == []
+    checked = verify_proof(purged, proof, "--dataset", "events", "--key", key_of(25))
+    assert checked.exit_code == 0, checked.output
+    v1_style = hmac_hex(SECRET.encode(), f"record\x1fevents\x1f{key_of(25)}")
+    assert checked.output.splitlines()[1].startswith(
+        f"  entry {record['seq']}: record {v1_style} of events: hold_placed"
+    )
