@@ -267,7 +267,8 @@ def check_lookup(conn: sa.Connection) -> str | None:
     last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar()
     if last is None:
         return None
-    rows = conn.execute(sa.select(sa.func.count()).select_from(lookup)).scalar_one()
+    # Both sides up to ``last``: a run indexing meanwhile adds rows only after it.
+    rows = conn.execute(sa.select(sa.func.count()).select_from(lookup).where(lookup.c.entry_seq <= last)).scalar_one()
     expected = conn.execute(
         sa.select(sa.func.count(items.c.record_pseudonym) + sa.func.count(items.c.subject_pseudonym)).where(
             items.c.entry_seq <= last
