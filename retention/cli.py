@@ -1027,7 +1027,7 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
 
 @main.group("ledger")
 def ledger_group() -> None:
-    """The purge ledger: verify, show, export, look up, checkpoint."""
+    """The purge ledger: verify, show, export, look up, checkpoint, prove."""
 
 
 @ledger_group.command("verify")
@@ -1236,10 +1236,85 @@ def ledger_checkpoint(db: str | None, key_file: Path | None, output: Path | None
     required=True,
     help="Where to write the new private key (created with mode 0600).",
 )
+@click.option(
+    "--public",
+    "public_file",
+    type=params.OUTPUT_FILE,
+    default=None,
+    help="Also write the public key (PEM) to this file, for auditors.",
+)
 @handled
-def ledger_keygen(key_file: Path) -> None:
+def ledger_keygen(key_file: Path, public_file: Path | None) -> None:
     """Create an Ed25519 signing key for checkpoints; prints the public key to give auditors."""
-    click.echo(commands.ledger_keygen(key_file).decode("ascii"), nl=False)
+    public = commands.ledger_keygen(key_file)
+    if public_file is not None:
+        public_file.write_bytes(public)
+    click.echo(public.decode("ascii"), nl=False)
+
+
+@ledger_group.command("prove")
+@db_option
+@click.option("--dataset", type=params.NAME, default=None, help="Dataset of the record (with --key).")
+@click.option("--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key.")
+@click.option(
+    "--subject", "subject_key", type=params.SUBJECT_ID, default=None, help="A subject id: every record of this person."
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=params.INPUT_FILE,
+    required=True,
+    help="A signed checkpoint (from `ledger checkpoint`) at or after the record's entries.",
+)
+@click.option("--output", type=params.OUTPUT_FILE, default=None, help="Write the proof here (default stdout).")
+@handled
+def ledger_prove(
+    db: str | None,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    checkpoint_file: Path,
+    output: Path | None,
+) -> None:
+    """Write a self-contained proof that a record (or a subject's records) was moved, checkable offline."""
+    document = commands.ledger_prove(
+        database_url(db), checkpoint_file, dataset=dataset, record_key=record_key, subject_key=subject_key
+    )
+    text = json.dumps(document, indent=1, sort_keys=True)
+    if output is None:
+        click.echo(text)
+        return
+    output.write_text(text + "\n", encoding="utf-8")
+    console.print(
+        f"proof of {len(document['records'])} ledger record(s), chain of {len(document['chain'])} entries to "
+        f"the checkpoint of entry {document['checkpoint']['seq']}, written to {output}",
+        highlight=False,
+    )
+
+
+@ledger_group.command("verify-proof")
+@click.argument("proof_file", type=params.INPUT_FILE)
+@click.option(
+    "--public-key",
+    "public_key",
+    type=params.INPUT_FILE,
+    default=None,
+    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE).",
+)
+@click.option("--dataset", type=params.NAME, default=None, help="With --key: check the proof is about this record.")
+@click.option(
+    "--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key (needs the pseudonym key)."
+)
+@handled
+def ledger_verify_proof(proof_file: Path, public_key: Path | None, dataset: str | None, record_key: str | None) -> None:
+    """Check a proof from `ledger prove` offline, without any database; exit 6 with the reason if it fails."""
+    verdict = commands.ledger_verify_proof(proof_file, public_key, dataset=dataset, record_key=record_key)
+    if not verdict.ok:
+        err_console.print(f"proof rejected: {verdict.reason}", highlight=False)
+        sys.exit(EXIT_LEDGER)
+    console.print("proof ok", highlight=False)
+    for line in verdict.lines:
+        console.print(f"  {line}", highlight=False)
 
 
 @main.command()

@@ -716,6 +716,70 @@ def ledger_keygen(key_file: Path) -> bytes:
     return ledger.generate_signing_key(key_file)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_bytes()[:200_000_000].decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        raise ConfigError(f"cannot read {what} {path}: {reason}") from None
+
+
+def ledger_prove(
+    db_url: str,
+    checkpoint_file: Path,
+    *,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+) -> dict[str, Any]:
+    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger_proof`)."""
+    from retention import ledger_proof
+
+    if subject_key is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, or --dataset and --key")
+    document = _read_json(checkpoint_file, "checkpoint")
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
+    secret = ledger.pseudonym_secret()
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return ledger_proof.build(
+                conn, secret, document, dataset=dataset, record_key=record_key, subject_key=subject_key
+            )
+    finally:
+        engine.dispose()
+
+
+def ledger_verify_proof(
+    proof_file: Path,
+    public_key: Path | None,
+    *,
+    dataset: str | None = None,
+    record_key: str | None = None,
+) -> Any:
+    """Check a proof file offline: no database, the signer's key as the verifier configured it."""
+    import json
+
+    from retention import ledger_proof
+
+    public = ledger.configured_public_key(public_key)
+    if (dataset is None) != (record_key is None):
+        raise ConfigError("give both --dataset and --key to check which record the proof is about")
+    secret = ledger.pseudonym_secret() if record_key is not None else None
+    try:
+        text = proof_file.read_bytes()[:200_000_000]
+    except OSError as exc:
+        raise ConfigError(f"cannot read proof {proof_file}: {exc.strerror}") from None
+    try:
+        document = json.loads(text.decode("utf-8"))
+    except ValueError:  # a damaged proof is a rejected one, not a usage error
+        return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
+    return ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
+
+
 def demo_key_file(folder: Path) -> Path:
     """A random pseudonym key for the demo, in a 0600 file (kept across demos)."""
     import secrets

@@ -621,7 +621,18 @@ def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> 
         prev = row["hash"]
         expected_seq += 1
         count += 1
+    for check in (ledger_items.stray_items, ledger_items.check_lookup):
+        problem = _on_connection(connectable, check)
+        if problem is not None:
+            return VerifyResult(False, count, None, problem, expected_seq - 1, prev)
     return _against_runs(connectable, VerifyResult(True, count, None, "", expected_seq - 1, prev))
+
+
+def _on_connection(connectable: sa.Engine | sa.Connection, check: Any) -> Any:
+    if isinstance(connectable, sa.Engine):
+        with connectable.connect() as conn:
+            return check(conn)
+    return check(connectable)
 
 
 def _scalar_rows(connectable: sa.Engine | sa.Connection, query: sa.Select[Any]) -> list[Any]:

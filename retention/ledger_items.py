@@ -201,8 +201,85 @@ def check_items(conn: sa.Connection, entry: dict[str, Any]) -> str | None:
             return f"entry {seq} item {len(rows)}: {expected - len(rows)} item(s) missing (the entry has {expected})"
         return f"entry {seq} item {expected}: {len(rows) - expected} item(s) more than the entry has ({expected})"
     if merkle.root(stored_leaves(rows)).hex() != entry.get("merkle_root"):
+        moved = _not_as_indexed(conn, entry, rows)
+        if moved is not None:
+            return (
+                f"entry {seq} item {moved}: its pseudonyms are not those the lookup rows hold for it, and the entry's "
+                f"{expected} items do not match its Merkle root (an item was modified or reordered)"
+            )
         return f"entry {seq}: its {expected} items do not match its Merkle root (an item was modified or reordered)"
     return None
+
+
+def _not_as_indexed(conn: sa.Connection, entry: dict[str, Any], rows: Sequence[dict[str, Any]]) -> int | None:
+    """The first item whose pseudonyms differ from the lookup rows written for it, if any.
+
+    The root alone says that some item changed, not which. The lookup rows,
+    written from the items at the end of the run and append-only too, hold
+    each item's record and subject pseudonyms at its position: an item
+    modified or moved since then no longer matches them. A change to an
+    item's due date, request or review (not indexed) leaves only the root
+    to tell.
+    """
+    lookup = store.ledger_lookup
+    indexed: dict[int, set[str]] = {}
+    query = sa.select(lookup.c.idx, lookup.c.pseudonym).where(
+        lookup.c.entry_seq == entry["seq"], lookup.c.run_id == entry.get("run_id")
+    )
+    for idx, pseudonym in conn.execute(query):
+        indexed.setdefault(idx, set()).add(pseudonym)
+    if not indexed:
+        return None
+    for row in rows:
+        wanted = {p for p in (row["record_pseudonym"], row["subject_pseudonym"]) if p is not None}
+        if indexed.get(row["idx"], set()) != wanted:
+            return int(row["idx"])
+    return None
+
+
+def stray_items(conn: sa.Connection) -> str | None:
+    """Items under no entry of format 2 (a v1 entry, or no entry at all): inserted, or their entry removed."""
+    items, entries = store.ledger_items, store.ledger
+    query = (
+        sa.select(items.c.entry_seq, items.c.idx)
+        .select_from(items.outerjoin(entries, sa.and_(entries.c.seq == items.c.entry_seq, entries.c.format == FORMAT)))
+        .where(entries.c.seq.is_(None))
+        .order_by(items.c.entry_seq, items.c.idx)
+        .limit(1)
+    )
+    stray = conn.execute(query).first()
+    if stray is None:
+        return None
+    return (
+        f"entry {stray.entry_seq} item {stray.idx}: an item under no entry of format 2 "
+        "(items inserted, or their entry removed)"
+    )
+
+
+def check_lookup(conn: sa.Connection) -> str | None:
+    """The lookup rows are exactly one per pseudonym of every indexed item, else why not.
+
+    Rows removed would make ``ledger lookup`` miss a person's items without
+    the chain noticing; the counts of both sides, up to the last indexed
+    item, expose it.
+    """
+    lookup, items = store.ledger_lookup, store.ledger_items
+    last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar()
+    if last is None:
+        return None
+    # Both sides up to ``last``: a run indexing meanwhile adds rows only after it.
+    rows = conn.execute(sa.select(sa.func.count()).select_from(lookup).where(lookup.c.entry_seq <= last)).scalar_one()
+    expected = conn.execute(
+        sa.select(sa.func.count(items.c.record_pseudonym) + sa.func.count(items.c.subject_pseudonym)).where(
+            items.c.entry_seq <= last
+        )
+    ).scalar_one()
+    if int(rows) == int(expected):
+        return None
+    return (
+        f"the lookup rows do not match the items up to entry {last} ({rows} rows for {expected} pseudonyms): "
+        "lookup rows were removed or added, and `ledger lookup` could miss entries"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -357,6 +434,7 @@ __all__ = [
     "BatchItems",
     "Item",
     "check_items",
+    "check_lookup",
     "entry_items",
     "find",
     "index_runs",
@@ -368,5 +446,6 @@ __all__ = [
     "record_pseudonym",
     "run_key",
     "stored_leaves",
+    "stray_items",
     "subject_pseudonym",
 ]

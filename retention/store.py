@@ -258,6 +258,34 @@ ledger_guard = sa.Table(
 """Stays empty. MySQL and MariaDB fire no trigger on TRUNCATE but refuse to truncate a table
 that a foreign key references (unless foreign_key_checks is off); PostgreSQL likewise."""
 
+ledger_items_guard = sa.Table(
+    f"{PREFIX}ledger_items_guard",
+    metadata,
+    sa.Column("entry_seq", SEQ, comment="always empty: makes MySQL/MariaDB refuse TRUNCATE"),
+    sa.Column("idx", sa.Integer),
+    sa.ForeignKeyConstraint(["entry_seq", "idx"], [f"{PREFIX}ledger_items.entry_seq", f"{PREFIX}ledger_items.idx"]),
+)
+"""Stays empty, like ``ledger_guard``, for the items (migration 0007)."""
+
+ledger_lookup_guard = sa.Table(
+    f"{PREFIX}ledger_lookup_guard",
+    metadata,
+    sa.Column("run_id", sa.String(36), comment="always empty: makes MySQL/MariaDB refuse TRUNCATE"),
+    sa.Column("pseudonym", HASH),
+    sa.Column("entry_seq", SEQ),
+    sa.Column("idx", sa.Integer),
+    sa.ForeignKeyConstraint(
+        ["run_id", "pseudonym", "entry_seq", "idx"],
+        [
+            f"{PREFIX}ledger_lookup.run_id",
+            f"{PREFIX}ledger_lookup.pseudonym",
+            f"{PREFIX}ledger_lookup.entry_seq",
+            f"{PREFIX}ledger_lookup.idx",
+        ],
+    ),
+)
+"""Stays empty, like ``ledger_guard``, for the lookup rows (migration 0007)."""
+
 review_batches = sa.Table(
     f"{PREFIX}review_batches",
     metadata,
