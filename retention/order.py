@@ -51,14 +51,18 @@ def _leaders(pack: Pack, name: str) -> list[str]:
 
 
 def reads(pack: Pack, name: str) -> set[str]:
-    """Tables a dataset's own passes read besides its own: its aggregate clocks.
+    """Tables a dataset's own passes read besides its own: its aggregate clocks and related ``where`` tables.
 
     A follower's passes read its leaders' clocks only while a leader has not
     run yet, which the leader-first constraint rules out during ``run``
     (``PlanContext.finished``); in ``plan`` nothing changes, so nothing to order.
     """
     dataset = pack.datasets[name]
-    return {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
+    tables = {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
+    row_filter = dataset.row_filter
+    if row_filter is not None:
+        tables |= {related.table for related in row_filter.related}
+    return tables
 
 
 def _same_chain(pack: Pack, a: str, b: str) -> bool:

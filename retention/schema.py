@@ -15,6 +15,8 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from retention.errors import SchemaError
 from retention.order import dataset_order, deletes_rows
 from retention.policy.model import Clock, Dataset, Pack
+from retention.policy.rowfilter import ColumnTest
+from retention.rowfilter import value_problem
 
 Level = Literal["error", "warning"]
 
@@ -147,6 +149,64 @@ def _check_clock(inspect: _Inspector, name: str, ds: Dataset, clock: Clock, find
         )
 
 
+def _check_tests(
+    name: str, table: str, tests: tuple[ColumnTest, ...], columns: dict[str, ReflectedColumn], findings: list[Finding]
+) -> None:
+    for test in tests:
+        column = columns.get(test.column)
+        if column is None:
+            findings.append(Finding("error", name, table, test.column, _missing(test.column, columns, "where")))
+            continue
+        problem = value_problem(column["type"], test)
+        if problem is not None:
+            findings.append(Finding("error", name, table, test.column, f"where: {problem}"))
+
+
+def _check_where(
+    inspect: _Inspector, name: str, ds: Dataset, columns: dict[str, ReflectedColumn], findings: list[Finding]
+) -> None:
+    """The row filter's tables and columns exist and its values fit their columns' types."""
+    row_filter = ds.row_filter
+    if row_filter is None:
+        return
+    _check_tests(name, ds.table, row_filter.tests, columns, findings)
+    written = {c for step in ds.lifecycle for c in [*(step.set or {}), *(step.mask or {})]}
+    for column in sorted(written & {t.column for t in row_filter.tests}):
+        findings.append(
+            Finding(
+                "warning",
+                name,
+                ds.table,
+                column,
+                "a lifecycle step changes this column and 'where' reads it: a record that stops matching "
+                "stays in its state and moves no further",
+            )
+        )
+    for related in row_filter.related:
+        reference = related.references or ds.key
+        if reference not in columns:
+            findings.append(Finding("error", name, ds.table, reference, _missing(reference, columns, "where related")))
+        other = inspect.columns(related.table, ds.schema_)
+        if other is None:
+            findings.append(Finding("error", name, related.table, None, "table does not exist (where related)"))
+            continue
+        if related.on not in other:
+            findings.append(
+                Finding("error", name, related.table, related.on, _missing(related.on, other, "where related on"))
+            )
+        elif not any(ix[0] == related.on for ix in inspect.leading_index_columns(related.table, ds.schema_)):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    related.table,
+                    related.on,
+                    f"no index starts with {related.on}; the related condition will scan {related.table} per row",
+                )
+            )
+        _check_tests(name, related.table, related.tests, other, findings)
+
+
 def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str:
     return f"no such column ({role}); columns: {', '.join(columns)}"
 
@@ -239,6 +299,7 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
             )
         for rule in ds.keep:
             _check_clock(inspect, name, ds, rule.clock, findings)
+        _check_where(inspect, name, ds, columns, findings)
         for step in ds.lifecycle:
             used = {
                 "deactivate column": list((step.set or {}).keys()),

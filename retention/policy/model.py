@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from retention.clock import Period, Schedule, WorkingDays, YearEnd, iana_zone
+from retention.policy.rowfilter import RowFilter, parse_where
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
@@ -264,8 +265,25 @@ class Dataset(_Strict):
     guard: Guard | None = None
     partitioned: StrictBool = False
     batch_size: int | None = Field(default=None, gt=0, le=MAX_BATCH_SIZE, strict=True)
+    where: dict[str, Any] | None = Field(
+        default=None,
+        description="Which rows of the table are records of this dataset (docs/rules.md, 'where').",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _added_later = ("where",)
+
+    @field_validator("where")
+    @classmethod
+    def _where_grammar(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            parse_where(value)
+        return value
+
+    @property
+    def row_filter(self) -> RowFilter | None:
+        """The parsed ``where`` (None: every row of the table is a record)."""
+        return None if self.where is None else parse_where(self.where)
 
     @model_validator(mode="after")
     def _lifecycle_order(self) -> Dataset:
@@ -304,6 +322,10 @@ class Dataset(_Strict):
                 )
             if step.action == "drop_partition" and not self.partitioned:
                 raise ValueError(f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset")
+            if step.action == "drop_partition" and self.where is not None:
+                raise ValueError(
+                    f"{where}.action: 'drop_partition' drops every row of a partition, so it cannot honour 'where'"
+                )
         return self
 
     @property
