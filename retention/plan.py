@@ -50,6 +50,7 @@ from retention.evaluate import (
     evaluate_record,
     reflect_table,
 )
+from retention.joins import subject_expression
 from retention.order import dataset_order
 from retention.policy import LoadedPack
 from retention.policy.model import Dataset, Pack
@@ -322,7 +323,7 @@ class DatasetPlanner:
         )
         self.key = self.table.c[self.dataset.key]
         self.row_filter = compile_filter(conn, self.table, self.dataset)
-        self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
+        self.subject = subject_expression(conn, self.table, self.dataset)
         follows = self.dataset.follows
         self.leader_column: ColumnElement[Any] | None = None
         if follows is not None:

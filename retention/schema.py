@@ -207,6 +207,38 @@ def _check_where(
         _check_tests(name, related.table, related.tests, other, findings)
 
 
+def _check_subject(inspect: _Inspector, name: str, ds: Dataset, findings: list[Finding]) -> None:
+    """Each join of ``subject.through`` names a table, a unique key and a column that exist."""
+    if ds.subject is None:
+        return
+    for hop in ds.subject.through:
+        columns = inspect.columns(hop.table, ds.schema_)
+        if columns is None:
+            findings.append(Finding("error", name, hop.table, None, "table does not exist (subject through)"))
+            continue
+        for role, column in (("subject through key", hop.key), ("subject through column", hop.column)):
+            if column not in columns:
+                findings.append(Finding("error", name, hop.table, column, _missing(column, columns, role)))
+        if hop.key in columns:
+            unique: list[list[Any]] = [inspect.primary_key(hop.table, ds.schema_)]
+            unique += [
+                u["column_names"] for u in inspect.inspector.get_unique_constraints(hop.table, schema=ds.schema_)
+            ]
+            indexes = inspect.inspector.get_indexes(hop.table, schema=ds.schema_)
+            unique += [list(i["column_names"]) for i in indexes if i["unique"]]
+            if [hop.key] not in unique:
+                findings.append(
+                    Finding(
+                        "error",
+                        name,
+                        hop.table,
+                        hop.key,
+                        "subject through key is not unique (primary key or unique index): a record "
+                        "would have several subjects",
+                    )
+                )
+
+
 def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str:
     return f"no such column ({role}); columns: {', '.join(columns)}"
 
@@ -281,7 +313,8 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
         if columns is None:
             findings.append(Finding("error", name, ds.table, None, "table does not exist"))
             continue
-        for role, column in (("key", ds.key), ("subject_key", ds.subject_key)):
+        subject_column = ds.subject.column if ds.subject is not None else None
+        for role, column in (("key", ds.key), ("subject_key", ds.subject_key), ("subject", subject_column)):
             if column is not None and column not in columns:
                 findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
         pk = inspect.primary_key(ds.table, ds.schema_)
@@ -300,6 +333,7 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
         for rule in ds.keep:
             _check_clock(inspect, name, ds, rule.clock, findings)
         _check_where(inspect, name, ds, columns, findings)
+        _check_subject(inspect, name, ds, findings)
         for step in ds.lifecycle:
             used = {
                 "deactivate column": list((step.set or {}).keys()),

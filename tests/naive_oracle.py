@@ -515,8 +515,32 @@ def matches(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> bool
     return True
 
 
+def has_subject(ds: Mapping[str, Any]) -> bool:
+    return ds.get("subject_key") is not None or ds.get("subject") is not None
+
+
+def subject_of(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+    """The person a row belongs to: its subject column, or the end of the ``subject.through`` lookups."""
+    if ds.get("subject_key") is not None:
+        value = row[ds["subject_key"]]
+    elif ds.get("subject") is not None:
+        value = row[ds["subject"]["column"]]
+        for hop in ds["subject"]["through"]:
+            if value is None:
+                break
+            found = [
+                other
+                for other in world.tables[hop["table"]].values()
+                if other[hop["key"]] is not None and key_text(other[hop["key"]]) == key_text(value)
+            ]
+            value = found[0][hop["column"]] if found else None
+    else:
+        return None
+    return None if value is None else key_text(value)
+
+
 def _held(world: World, name: str, key: str, subject: str | None) -> bool:
-    has_subject = world.datasets()[name].get("subject_key") is not None
+    subject_dataset = has_subject(world.datasets()[name])
     for hold in world.holds:
         if not hold.active:
             continue
@@ -524,7 +548,7 @@ def _held(world: World, name: str, key: str, subject: str | None) -> bool:
             return True
         if hold.scope == "record" and hold.dataset == name and hold.record_key == key:
             return True
-        if hold.scope == "subject" and has_subject and subject is not None and hold.subject_key == subject:
+        if hold.scope == "subject" and subject_dataset and subject is not None and hold.subject_key == subject:
             return True
     return False
 
@@ -533,7 +557,7 @@ def _erasure(world: World, name: str, subject: str | None, today: dt.date) -> tu
     """(target state, due instant) when the subject has an open request received by today."""
     ds = world.datasets()[name]
     target = ds.get("on_erasure")
-    if target is None or ds.get("subject_key") is None or subject is None:
+    if target is None or not has_subject(ds) or subject is None:
         return None
     open_requests = [r for r in world.requests if r.subject_key == subject and r.received_on <= today]
     if not open_requests:
@@ -573,9 +597,8 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
             before = world.states.get((name, key))
             if before is not None:
                 subject = before.subject
-            elif ds.get("subject_key") is not None and row is not None:
-                raw = row[ds["subject_key"]]
-                subject = None if raw is None else key_text(raw)
+            elif row is not None:
+                subject = subject_of(world, ds, row)
             else:
                 subject = None
             current = before.state if before is not None else "active"
@@ -650,12 +673,7 @@ def apply(world: World, outcome: Outcome) -> None:
         ds = datasets[name]
         table = world.tables[ds["table"]]
         before = world.states.get((name, key))
-        if before is not None:
-            subject = before.subject
-        elif ds.get("subject_key") is not None and table[key][ds["subject_key"]] is not None:
-            subject = key_text(table[key][ds["subject_key"]])
-        else:
-            subject = None
+        subject = before.subject if before is not None else subject_of(world, ds, table[key])
         keep_state = True
         for step in steps:
             spec = _step(ds, step.to_state)

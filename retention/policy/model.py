@@ -240,6 +240,21 @@ class Follow(_Strict):
     _added_later = ("via",)
 
 
+class Hop(_Strict):
+    """One join on the way from a record to its person: the ``table`` row whose ``key`` holds the value."""
+
+    table: str
+    key: str = Field(description="Column of the table equal to the value so far (a unique key).")
+    column: str = Field(description="Column of that row holding the next value (the person's id at the end).")
+
+
+class Subject(_Strict):
+    """The person a record belongs to, read through joins (orders -> customer lookup -> user)."""
+
+    column: str = Field(description="Column of the dataset's table the chain starts from.")
+    through: list[Hop] = Field(min_length=1, max_length=5)
+
+
 class Guard(_Strict):
     """Mass-deletion guard: refuse a transition moving more than this much."""
 
@@ -254,6 +269,7 @@ class Dataset(_Strict):
     schema_: str | None = Field(default=None, alias="schema")
     key: str
     subject_key: str | None = None
+    subject: Subject | None = None
     description: str | None = None
     basis: str | None = None
     keep: list[Keep] = Field(default_factory=list)
@@ -271,7 +287,12 @@ class Dataset(_Strict):
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    _added_later = ("where",)
+    _added_later = ("where", "subject")
+
+    @property
+    def has_subject(self) -> bool:
+        """Whether records name a person, by a column (``subject_key``) or through joins (``subject``)."""
+        return self.subject_key is not None or self.subject is not None
 
     @field_validator("where")
     @classmethod
@@ -288,6 +309,8 @@ class Dataset(_Strict):
     @model_validator(mode="after")
     def _lifecycle_order(self) -> Dataset:
         # Messages starting "@path: " are located at that sub-path by the loader.
+        if self.subject is not None and self.subject_key is not None:
+            raise ValueError("@subject: give 'subject_key' (a column) or 'subject' (through joins), not both")
         order = [STATES.index(step.to) for step in self.lifecycle]
         for i in range(1, len(order)):
             if order[i] == order[i - 1]:
