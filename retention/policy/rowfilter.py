@@ -50,12 +50,6 @@ class RowFilter:
     tests: tuple[ColumnTest, ...]
     related: tuple[RelatedTest, ...]
 
-    def columns(self) -> list[str]:
-        """The dataset's own columns the filter reads (tests and related references)."""
-        names = [t.column for t in self.tests]
-        names += [r.references for r in self.related if r.references is not None]
-        return names
-
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | dt.date)
