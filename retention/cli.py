@@ -729,6 +729,9 @@ def explain(
             f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
             highlight=False,
         )
+    if result.excluded:
+        stays = "never moves" if result.state == "active" else f"stays {result.state}"
+        console.print(f"  excluded by where: not a record of dataset {dataset}; {stays}", highlight=False)
     if result.anomaly:
         console.print(f"  skipped: {result.anomaly} clock; never moved by a run", highlight=False)
     for state, due_at in result.due.items():
@@ -747,7 +750,7 @@ def explain(
             f"  next: {nxt['transition']} on {when(nxt['due_at'], zone)} ({nxt['action']}) — {nxt['basis']}",
             highlight=False,
         )
-    elif not result.due_now:
+    elif not result.due_now and not result.excluded:
         console.print("  no further transition")
 
 

@@ -287,6 +287,7 @@ class Explanation:
     holds: list[dict[str, Any]]
     next_transition: dict[str, Any] | None
     due_now: list[dict[str, Any]]
+    excluded: bool = False  # the source row fails the dataset's ``where``: it never moves
 
     def as_dict(self) -> dict[str, Any]:
         def enc(v: Any) -> Any:
@@ -305,6 +306,7 @@ class Explanation:
             "holds": [{k: enc(v) for k, v in h.items()} for h in self.holds],
             "next_transition": ({k: enc(v) for k, v in self.next_transition.items()} if self.next_transition else None),
             "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
+            "excluded_by_where": self.excluded,
         }
 
 
@@ -348,6 +350,7 @@ def explain(
             if subject is None and state_row is not None:
                 subject = state_row.subject_key
             holds = _holds_covering(conn, dataset, key, subject)
+            excluded = planner.is_excluded(conn, native)
             if outcome is not None and outcome.state == "active" and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
                 readings = sql.readings(conn, native, when)
@@ -396,7 +399,7 @@ def explain(
             "action": ds.step_to(later[0].to_state).action or "purge archive payload",
             "basis": ds.basis_for(later[0].to_state),
         }
-        if later
+        if later and not excluded
         else None
     )
     return Explanation(
@@ -408,10 +411,11 @@ def explain(
         since=outcome.since if outcome is not None else None,
         clocks=clocks,
         anomaly=anomaly,
-        due=due,
+        due={} if excluded else due,
         holds=holds,
         next_transition=next_transition,
         due_now=due_now,
+        excluded=excluded,
     )
 
 

@@ -310,7 +310,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
 
     A record moved by its clocks alone must still be due by them (new
     activity since the batch was selected wins); every record must still be
-    unheld and in the state it leaves. Follower moves whose leader record
+    unheld, a record of the dataset (its ``where``) and in the state it leaves. Follower moves whose leader record
     dropped out drop out too: they would move for a reason that is gone.
     """
     as_of = ctx.as_of
@@ -326,6 +326,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
             store.one_of(conn, planner.key, [m.key for m in group]),
             planner.not_held(key_text, subject),
             planner.not_moved(conn),
+            planner.included(),
         ]
         if recheck and planner.sql is not None:
             conditions.append(planner.sql.due(planner.dataset.states[1], as_of))
@@ -342,6 +343,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
             rs.c.state == state,
             store.one_of(conn, rs.c.record_key, [m.record_key for m in group]),
             planner.not_held(rs.c.record_key, rs.c.subject_key),
+            planner.state_row_included(conn, rs.c.record_key),
         )
         kept |= set(conn.execute(_for_update(conn, query)).scalars())
     moves = [m for m in batch.moves if m.record_key in kept]

@@ -51,14 +51,55 @@ def _leaders(pack: Pack, name: str) -> list[str]:
 
 
 def reads(pack: Pack, name: str) -> set[str]:
-    """Tables a dataset's own passes read besides its own: its aggregate clocks.
+    """Tables a dataset's own passes read besides its own: aggregate clocks, related ``where``, ``subject`` joins.
 
     A follower's passes read its leaders' clocks only while a leader has not
     run yet, which the leader-first constraint rules out during ``run``
     (``PlanContext.finished``); in ``plan`` nothing changes, so nothing to order.
     """
     dataset = pack.datasets[name]
-    return {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
+    tables = {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
+    row_filter = dataset.row_filter
+    if row_filter is not None:
+        tables |= {related.table for related in row_filter.related}
+    if dataset.subject is not None:
+        tables |= {hop.table for hop in dataset.subject.through}
+    return tables
+
+
+def _read_columns(pack: Pack, name: str) -> dict[str, set[str] | None]:
+    """Per table :func:`reads` names, the columns read (None: any, as an aggregate clock's rows)."""
+    dataset = pack.datasets[name]
+    result: dict[str, set[str] | None] = {}
+
+    def add(table: str, columns: set[str] | None) -> None:
+        known = result.get(table, set())
+        result[table] = None if known is None or columns is None else known | columns
+
+    for rule in dataset.keep:
+        if rule.clock.aggregate and rule.clock.table:
+            add(rule.clock.table, None)
+    row_filter = dataset.row_filter
+    if row_filter is not None:
+        for related in row_filter.related:
+            add(related.table, {related.on, *(t.column for t in related.tests)})
+    if dataset.subject is not None:
+        for hop in dataset.subject.through:
+            add(hop.table, {hop.key, hop.column})
+    return result
+
+
+def _written_columns(pack: Pack, name: str) -> dict[str, set[str] | None]:
+    """Per table that ``name``'s batches change, the columns they write (None: rows go, so any)."""
+    result: dict[str, set[str] | None] = {}
+    for carried in _carried(pack, name):
+        ds = pack.datasets[carried]
+        if deletes_rows(ds) or result.get(ds.table, set()) is None:
+            result[ds.table] = None
+            continue
+        written = {c for step in ds.lifecycle for c in [*(step.set or {}), *(step.mask or {})]}
+        result[ds.table] = (result.get(ds.table) or set()) | written
+    return result
 
 
 def _same_chain(pack: Pack, a: str, b: str) -> bool:
@@ -91,11 +132,17 @@ def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
     for name in names:
         for leader in _leaders(pack, name)[:1]:
             edges.append(OrderEdge(leader, name, f"{name} follows {leader}, whose batches carry its records"))
+    written = {n: _written_columns(pack, n) for n in names}
     for reader in names:
-        for table in sorted(reads(pack, reader) - {pack.datasets[reader].table}):
+        read = _read_columns(pack, reader)
+        for table in sorted(set(read) - {pack.datasets[reader].table}):
             for writer in names:
-                if writer != reader and table in changes[writer] and not _same_chain(pack, reader, writer):
-                    edges.append(OrderEdge(reader, writer, f"{reader} reads {table}, which {writer} changes"))
+                if writer == reader or table not in written[writer] or _same_chain(pack, reader, writer):
+                    continue
+                columns, changed = read[table], written[writer][table]
+                if columns is not None and changed is not None and not columns & changed:
+                    continue  # the writer changes only columns the reader never reads
+                edges.append(OrderEdge(reader, writer, f"{reader} reads {table}, which {writer} changes"))
     inspector = sa.inspect(conn)
     seen_tables: set[tuple[str | None, str]] = set()
     for name in names:

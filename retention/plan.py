@@ -50,9 +50,11 @@ from retention.evaluate import (
     evaluate_record,
     reflect_table,
 )
+from retention.joins import subject_expression
 from retention.order import dataset_order
 from retention.policy import LoadedPack
 from retention.policy.model import Dataset, Pack
+from retention.rowfilter import compile_filter
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,8 @@ class DatasetPlanner:
             self.sql.table if self.sql else reflect_table(conn, self.dataset.table, self.dataset.schema_)
         )
         self.key = self.table.c[self.dataset.key]
-        self.subject = self.table.c[self.dataset.subject_key] if self.dataset.subject_key else None
+        self.row_filter = compile_filter(conn, self.table, self.dataset)
+        self.subject = subject_expression(conn, self.table, self.dataset)
         follows = self.dataset.follows
         self.leader_column: ColumnElement[Any] | None = None
         if follows is not None:
@@ -406,6 +409,25 @@ class DatasetPlanner:
         er = self.ctx.tables.erasure_requests
         return sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
 
+    def included(self) -> ColumnElement[bool]:
+        """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md)."""
+        return self.row_filter if self.row_filter is not None else sa.true()
+
+    def excluded(self) -> ColumnElement[bool]:
+        """The source row fails the dataset's ``where`` (false or unknown)."""
+        return is_false(self.row_filter) if self.row_filter is not None else sa.false()
+
+    def state_row_included(self, conn: sa.Connection, record_key: ColumnElement[Any]) -> ColumnElement[bool]:
+        """A record in a later state may move on: its source row still matches ``where``, or is gone.
+
+        A record whose row stopped matching stays where it is; one whose row
+        is gone (archived, then deleted) was a record when it left and goes
+        on to the end of its lifecycle.
+        """
+        if self.row_filter is None:
+            return sa.true()
+        return ~sa.exists().where(self.text(conn, self.key) == record_key, self.excluded())
+
     def not_moved(self, conn: sa.Connection) -> ColumnElement[bool]:
         """Active: the engine has no state row for the record."""
         if not self._states:
@@ -423,6 +445,7 @@ class DatasetPlanner:
         subject = self.text(conn, self.subject) if self.subject is not None else None
         return sa.and_(
             *(sql.due(state, self.ctx.as_of) for state in targets),
+            self.included(),
             self.not_held(self.text(conn, sql.key), subject),
             self.no_open_erasure(subject),
             self.not_moved(conn),
@@ -669,7 +692,7 @@ class DatasetPlanner:
         rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
         subject = self.text(conn, self.subject) if self.subject is not None else None
-        held = sa.case((self.not_held(key_text, subject), sa.literal(0)), else_=sa.literal(1))
+        held = sa.case((sa.and_(self.not_held(key_text, subject), self.included()), sa.literal(0)), else_=sa.literal(1))
         query = (
             sa.select(*self._columns(conn, True, None), held.label("held"))
             .select_from(self._joined(conn))
@@ -737,6 +760,7 @@ class DatasetPlanner:
         subject = self.text(conn, self.subject) if self.subject is not None else None
         conditions = [
             self._catchup_condition(conn, self.text(conn, self.leader_column), "active"),
+            self.included(),
             self.not_held(key_text, subject),
             self.no_open_erasure(subject),
             self.not_moved(conn),
@@ -761,6 +785,7 @@ class DatasetPlanner:
             due,
             self.not_held(rs.c.record_key, rs.c.subject_key),
             self.no_open_erasure(rs.c.subject_key),
+            self.state_row_included(conn, rs.c.record_key),
         ]
         if after is not None:
             conditions.append(rs.c.record_key > after)
@@ -775,7 +800,7 @@ class DatasetPlanner:
         query = (
             sa.select(*self._columns(conn, True, None))
             .select_from(self._joined(conn))
-            .where(self._open_erasure(subject), self.not_held(key_text, subject))
+            .where(self._open_erasure(subject), self.not_held(key_text, subject), self.included())
         )
         if after is not None:
             query = query.where(self.key > after)
@@ -853,7 +878,7 @@ class DatasetPlanner:
         query = (
             sa.select(*self._columns(conn, True, None))
             .select_from(self._joined(conn))
-            .where(store.one_of(conn, leader_ref, keys), self.not_held(key_text, subject))
+            .where(store.one_of(conn, leader_ref, keys), self.not_held(key_text, subject), self.included())
             .order_by(self.key)
         )
         candidates = self._candidates(conn.execute(query).all())
@@ -965,6 +990,13 @@ class DatasetPlanner:
         move = Move(key_to_native(self.key, record_key), record_key, None, steps) if steps else None
         return outcome, [move] if move else [], held
 
+    def is_excluded(self, conn: sa.Connection, key: Any) -> bool:
+        """Whether the record's source row exists and fails the dataset's ``where``."""
+        if self.row_filter is None or key is None:
+            return False
+        query = sa.select(sa.literal(1)).select_from(self.table).where(self.key == key, self.excluded())
+        return conn.execute(query).first() is not None
+
     # -- counts for plan summaries -----------------------------------------
     def can_aggregate(self) -> bool:
         """Whether the active pass can be summarised by set-based aggregates alone.
@@ -1065,7 +1097,7 @@ class DatasetPlanner:
             query = (
                 sa.select(sa.func.count())
                 .select_from(self.sql.table)
-                .where(self.sql.anomaly(category, self.ctx.as_of), self.not_moved(conn))
+                .where(self.sql.anomaly(category, self.ctx.as_of), self.included(), self.not_moved(conn))
             )
             counts[category] = int(conn.execute(query).scalar_one())
         return counts
@@ -1096,6 +1128,7 @@ class DatasetPlanner:
                     .select_from(self.table)
                     .where(
                         self.sql.due(self.dataset.states[1], self.ctx.as_of),
+                        self.included(),
                         ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text),
                         covered,
                     )
@@ -1110,7 +1143,11 @@ class DatasetPlanner:
                     "subject": rs.c.subject_key == (hold.subject_key or ""),
                 }[hold.scope]
                 query = sa.select(sa.func.count()).where(
-                    rs.c.dataset == self.name, rs.c.state == origin, rs.c.since < cutoff, covered_rs
+                    rs.c.dataset == self.name,
+                    rs.c.state == origin,
+                    rs.c.since < cutoff,
+                    covered_rs,
+                    self.state_row_included(conn, rs.c.record_key),
                 )
                 count += int(conn.execute(query).scalar_one())
             if count:
@@ -1127,7 +1164,9 @@ class DatasetPlanner:
 
     def table_rows(self, conn: sa.Connection) -> int:
         """The dataset's population: its source rows, plus archived records whose row is gone."""
-        total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
+        total = int(
+            conn.execute(sa.select(sa.func.count()).select_from(self.table).where(self.included())).scalar_one()
+        )
         if self._keeps_orphans():
             rs = self.ctx.tables.record_states
             total += int(
@@ -1157,7 +1196,7 @@ class DatasetPlanner:
         before = self.dataset.states[1 : self.dataset.states.index(target)]
         subject = self.text(conn, self.subject)
         key_text = self.text(conn, self.key)
-        conditions = [subject == subject_key, sa.or_(rs.c.state.is_(None), rs.c.state.in_(before))]
+        conditions = [subject == subject_key, sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)), self.included()]
         if not include_held:
             conditions.append(self.not_held(key_text, subject))
         query = sa.select(sa.literal(1)).select_from(self._joined(conn)).where(*conditions).limit(1)

@@ -15,6 +15,8 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from retention.errors import SchemaError
 from retention.order import dataset_order, deletes_rows
 from retention.policy.model import Clock, Dataset, Pack
+from retention.policy.rowfilter import ColumnTest
+from retention.rowfilter import value_problem
 
 Level = Literal["error", "warning"]
 
@@ -147,6 +149,96 @@ def _check_clock(inspect: _Inspector, name: str, ds: Dataset, clock: Clock, find
         )
 
 
+def _check_tests(
+    name: str, table: str, tests: tuple[ColumnTest, ...], columns: dict[str, ReflectedColumn], findings: list[Finding]
+) -> None:
+    for test in tests:
+        column = columns.get(test.column)
+        if column is None:
+            findings.append(Finding("error", name, table, test.column, _missing(test.column, columns, "where")))
+            continue
+        problem = value_problem(column["type"], test)
+        if problem is not None:
+            findings.append(Finding("error", name, table, test.column, f"where: {problem}"))
+
+
+def _check_where(
+    inspect: _Inspector, name: str, ds: Dataset, columns: dict[str, ReflectedColumn], findings: list[Finding]
+) -> None:
+    """The row filter's tables and columns exist and its values fit their columns' types."""
+    row_filter = ds.row_filter
+    if row_filter is None:
+        return
+    _check_tests(name, ds.table, row_filter.tests, columns, findings)
+    written = {c for step in ds.lifecycle for c in [*(step.set or {}), *(step.mask or {})]}
+    for column in sorted(written & {t.column for t in row_filter.tests}):
+        findings.append(
+            Finding(
+                "warning",
+                name,
+                ds.table,
+                column,
+                "a lifecycle step changes this column and 'where' reads it: a record that stops matching "
+                "stays in its state and moves no further",
+            )
+        )
+    for related in row_filter.related:
+        reference = related.references or ds.key
+        if reference not in columns:
+            findings.append(Finding("error", name, ds.table, reference, _missing(reference, columns, "where related")))
+        other = inspect.columns(related.table, ds.schema_)
+        if other is None:
+            findings.append(Finding("error", name, related.table, None, "table does not exist (where related)"))
+            continue
+        if related.on not in other:
+            findings.append(
+                Finding("error", name, related.table, related.on, _missing(related.on, other, "where related on"))
+            )
+        elif not any(ix[0] == related.on for ix in inspect.leading_index_columns(related.table, ds.schema_)):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    related.table,
+                    related.on,
+                    f"no index starts with {related.on}; the related condition will scan {related.table} per row",
+                )
+            )
+        _check_tests(name, related.table, related.tests, other, findings)
+
+
+def _check_subject(inspect: _Inspector, name: str, ds: Dataset, findings: list[Finding]) -> None:
+    """Each join of ``subject.through`` names a table, a unique key and a column that exist."""
+    if ds.subject is None:
+        return
+    for hop in ds.subject.through:
+        columns = inspect.columns(hop.table, ds.schema_)
+        if columns is None:
+            findings.append(Finding("error", name, hop.table, None, "table does not exist (subject through)"))
+            continue
+        for role, column in (("subject through key", hop.key), ("subject through column", hop.column)):
+            if column not in columns:
+                findings.append(Finding("error", name, hop.table, column, _missing(column, columns, role)))
+        if hop.key in columns:
+            unique: list[list[Any]] = [inspect.primary_key(hop.table, ds.schema_)]
+            unique += [
+                u["column_names"] for u in inspect.inspector.get_unique_constraints(hop.table, schema=ds.schema_)
+            ]
+            indexes = inspect.inspector.get_indexes(hop.table, schema=ds.schema_)
+            unique += [list(i["column_names"]) for i in indexes if i["unique"]]
+            if [hop.key] not in unique:
+                findings.append(
+                    Finding(
+                        "error",
+                        name,
+                        hop.table,
+                        hop.key,
+                        "subject through key is not unique (primary key or unique index): a record "
+                        "would have several subjects",
+                    )
+                )
+
+
 def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str:
     return f"no such column ({role}); columns: {', '.join(columns)}"
 
@@ -221,7 +313,8 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
         if columns is None:
             findings.append(Finding("error", name, ds.table, None, "table does not exist"))
             continue
-        for role, column in (("key", ds.key), ("subject_key", ds.subject_key)):
+        subject_column = ds.subject.column if ds.subject is not None else None
+        for role, column in (("key", ds.key), ("subject_key", ds.subject_key), ("subject", subject_column)):
             if column is not None and column not in columns:
                 findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
         pk = inspect.primary_key(ds.table, ds.schema_)
@@ -239,6 +332,8 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
             )
         for rule in ds.keep:
             _check_clock(inspect, name, ds, rule.clock, findings)
+        _check_where(inspect, name, ds, columns, findings)
+        _check_subject(inspect, name, ds, findings)
         for step in ds.lifecycle:
             used = {
                 "deactivate column": list((step.set or {}).keys()),

@@ -431,8 +431,116 @@ def clock_due(world: World, name: str, readings: Sequence[Reading]) -> tuple[dt.
     return latest, None
 
 
+# --------------------------------------------------------------------------
+# Which rows are records: ``where`` (docs/rules.md "Which rows: where")
+# --------------------------------------------------------------------------
+
+
+def _as_day_or_moment(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _comparable(stored: Any, wanted: Any) -> tuple[Any, Any]:
+    """Both values in one Python type: numbers as numbers, dates as dates, else text."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return int(stored), int(wanted)
+    if isinstance(stored, int | float) and isinstance(wanted, int | float):
+        return stored, wanted
+    if hasattr(stored, "as_integer_ratio") and isinstance(wanted, int | float):  # Decimal
+        return float(stored), float(wanted)
+    if isinstance(stored, dt.datetime):
+        moment = _as_day_or_moment(wanted)
+        if isinstance(moment, dt.date) and not isinstance(moment, dt.datetime):
+            moment = dt.datetime(moment.year, moment.month, moment.day)
+        return stored.replace(tzinfo=None), moment
+    if isinstance(stored, dt.date):
+        day = _as_day_or_moment(wanted)
+        return stored, day.date() if isinstance(day, dt.datetime) else day
+    return str(stored), str(wanted)
+
+
+def _passes(stored: Any, spec: Any) -> bool:
+    """One column's condition, read from the YAML as written."""
+    if spec is None:
+        return stored is None
+    if isinstance(spec, list):
+        return stored is not None and any(_passes(stored, v) for v in spec)
+    if not isinstance(spec, dict):
+        if stored is None:
+            return False
+        a, b = _comparable(stored, spec)
+        return bool(a == b)
+    for op, wanted in spec.items():
+        if op == "not":
+            # Every value but the ones named, NULL included; `not: null` is "has a value".
+            ok = stored is not None if wanted is None else stored is None or not _passes(stored, wanted)
+        elif stored is None:
+            ok = False
+        elif op == "contains":
+            ok = str(wanted) in str(stored)
+        else:
+            a, b = _comparable(stored, wanted)
+            ok = {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[op]
+        if not ok:
+            return False
+    return True
+
+
+def matches(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    """Whether a source row is one of the dataset's records."""
+    where = ds.get("where")
+    if not where:
+        return True
+    for column, spec in where.items():
+        if column != "related":
+            if not _passes(row[column], spec):
+                return False
+            continue
+        for related in spec if isinstance(spec, list) else [spec]:
+            reference = row[related.get("references") or ds["key"]]
+            found = any(
+                reference is not None
+                and other[related["on"]] is not None
+                and key_text(other[related["on"]]) == key_text(reference)
+                and all(_passes(other[c], v) for c, v in (related.get("where") or {}).items())
+                for other in world.tables[related["table"]].values()
+            )
+            if found != related.get("exists", True):
+                return False
+    return True
+
+
+def has_subject(ds: Mapping[str, Any]) -> bool:
+    return ds.get("subject_key") is not None or ds.get("subject") is not None
+
+
+def subject_of(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+    """The person a row belongs to: its subject column, or the end of the ``subject.through`` lookups."""
+    if ds.get("subject_key") is not None:
+        value = row[ds["subject_key"]]
+    elif ds.get("subject") is not None:
+        value = row[ds["subject"]["column"]]
+        for hop in ds["subject"]["through"]:
+            if value is None:
+                break
+            found = [
+                other
+                for other in world.tables[hop["table"]].values()
+                if other[hop["key"]] is not None and key_text(other[hop["key"]]) == key_text(value)
+            ]
+            value = found[0][hop["column"]] if found else None
+    else:
+        return None
+    return None if value is None else key_text(value)
+
+
 def _held(world: World, name: str, key: str, subject: str | None) -> bool:
-    has_subject = world.datasets()[name].get("subject_key") is not None
+    subject_dataset = has_subject(world.datasets()[name])
     for hold in world.holds:
         if not hold.active:
             continue
@@ -440,7 +548,7 @@ def _held(world: World, name: str, key: str, subject: str | None) -> bool:
             return True
         if hold.scope == "record" and hold.dataset == name and hold.record_key == key:
             return True
-        if hold.scope == "subject" and has_subject and subject is not None and hold.subject_key == subject:
+        if hold.scope == "subject" and subject_dataset and subject is not None and hold.subject_key == subject:
             return True
     return False
 
@@ -449,7 +557,7 @@ def _erasure(world: World, name: str, subject: str | None, today: dt.date) -> tu
     """(target state, due instant) when the subject has an open request received by today."""
     ds = world.datasets()[name]
     target = ds.get("on_erasure")
-    if target is None or ds.get("subject_key") is None or subject is None:
+    if target is None or not has_subject(ds) or subject is None:
         return None
     open_requests = [r for r in world.requests if r.subject_key == subject and r.received_on <= today]
     if not open_requests:
@@ -489,14 +597,15 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
             before = world.states.get((name, key))
             if before is not None:
                 subject = before.subject
-            elif ds.get("subject_key") is not None and row is not None:
-                raw = row[ds["subject_key"]]
-                subject = None if raw is None else key_text(raw)
+            elif row is not None:
+                subject = subject_of(world, ds, row)
             else:
                 subject = None
             current = before.state if before is not None else "active"
             if current == states[-1]:
                 continue
+            if row is not None and not matches(world, ds, row):
+                continue  # not a record of the dataset: it never moves (a later state: it stays)
             if _held(world, name, key, subject):
                 continue
             # The reasons, as (first state it reaches, last state, instant) or per state.
@@ -564,12 +673,7 @@ def apply(world: World, outcome: Outcome) -> None:
         ds = datasets[name]
         table = world.tables[ds["table"]]
         before = world.states.get((name, key))
-        if before is not None:
-            subject = before.subject
-        elif ds.get("subject_key") is not None and table[key][ds["subject_key"]] is not None:
-            subject = key_text(table[key][ds["subject_key"]])
-        else:
-            subject = None
+        subject = before.subject if before is not None else subject_of(world, ds, table[key])
         keep_state = True
         for step in steps:
             spec = _step(ds, step.to_state)

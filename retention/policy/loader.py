@@ -263,6 +263,8 @@ def _model_at(path: PathKey) -> type[BaseModel] | None:
         (r"datasets\.[^.]+", m.Dataset),
         (r"datasets\.[^.]+\.guard", m.Guard),
         (r"datasets\.[^.]+\.follows", m.Follow),
+        (r"datasets\.[^.]+\.subject", m.Subject),
+        (r"datasets\.[^.]+\.subject\.through\.\d+", m.Hop),
         (r"datasets\.[^.]+\.keep\.\d+", m.Keep),
         (r"datasets\.[^.]+\.keep\.\d+\.clock", m.Clock),
         (r"datasets\.[^.]+\.lifecycle\.\d+", m.Step),
@@ -357,7 +359,7 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                 chain.append(cursor.follows.dataset)
                 cursor = pack.datasets.get(cursor.follows.dataset)
             if ds.follows.via is None:
-                if ds.subject_key is None:
+                if not ds.has_subject:
                     add(
                         (*where, "follows"),
                         f"dataset {ds_name!r} names its leader record by neither subject_key nor follows.via",
@@ -380,8 +382,8 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                         (*where, "follows", "on", parent_state),
                         f"state {own_state!r} is not in the lifecycle of {ds_name!r} ({', '.join(ds.states[1:])})",
                     )
-        if ds.on_erasure is not None and ds.subject_key is None:
-            add((*where, "on_erasure"), "on_erasure needs a subject_key to find a subject's records")
+        if ds.on_erasure is not None and not ds.has_subject:
+            add((*where, "on_erasure"), "on_erasure needs a subject_key or subject to find a subject's records")
         problems.extend(_span_problems(pack, ds_name, name, lines))
     erasure = Schedule(pack.erasure.respond_within, (pack.erasure.extension,))
     if not erasure.fits():

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from retention.clock import Period, Schedule, WorkingDays, YearEnd, iana_zone
+from retention.policy.rowfilter import RowFilter, parse_where
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
@@ -239,6 +240,21 @@ class Follow(_Strict):
     _added_later = ("via",)
 
 
+class Hop(_Strict):
+    """One join on the way from a record to its person: the ``table`` row whose ``key`` holds the value."""
+
+    table: str
+    key: str = Field(description="Column of the table equal to the value so far (a unique key).")
+    column: str = Field(description="Column of that row holding the next value (the person's id at the end).")
+
+
+class Subject(_Strict):
+    """The person a record belongs to, read through joins (orders -> customer lookup -> user)."""
+
+    column: str = Field(description="Column of the dataset's table the chain starts from.")
+    through: list[Hop] = Field(min_length=1, max_length=5)
+
+
 class Guard(_Strict):
     """Mass-deletion guard: refuse a transition moving more than this much."""
 
@@ -253,6 +269,7 @@ class Dataset(_Strict):
     schema_: str | None = Field(default=None, alias="schema")
     key: str
     subject_key: str | None = None
+    subject: Subject | None = None
     description: str | None = None
     basis: str | None = None
     keep: list[Keep] = Field(default_factory=list)
@@ -264,12 +281,36 @@ class Dataset(_Strict):
     guard: Guard | None = None
     partitioned: StrictBool = False
     batch_size: int | None = Field(default=None, gt=0, le=MAX_BATCH_SIZE, strict=True)
+    where: dict[str, Any] | None = Field(
+        default=None,
+        description="Which rows of the table are records of this dataset (docs/rules.md, 'where').",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _added_later = ("where", "subject")
+
+    @property
+    def has_subject(self) -> bool:
+        """Whether records name a person, by a column (``subject_key``) or through joins (``subject``)."""
+        return self.subject_key is not None or self.subject is not None
+
+    @field_validator("where")
+    @classmethod
+    def _where_grammar(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            parse_where(value)
+        return value
+
+    @property
+    def row_filter(self) -> RowFilter | None:
+        """The parsed ``where`` (None: every row of the table is a record)."""
+        return None if self.where is None else parse_where(self.where)
 
     @model_validator(mode="after")
     def _lifecycle_order(self) -> Dataset:
         # Messages starting "@path: " are located at that sub-path by the loader.
+        if self.subject is not None and self.subject_key is not None:
+            raise ValueError("@subject: give 'subject_key' (a column) or 'subject' (through joins), not both")
         order = [STATES.index(step.to) for step in self.lifecycle]
         for i in range(1, len(order)):
             if order[i] == order[i - 1]:
@@ -304,6 +345,10 @@ class Dataset(_Strict):
                 )
             if step.action == "drop_partition" and not self.partitioned:
                 raise ValueError(f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset")
+            if step.action == "drop_partition" and self.where is not None:
+                raise ValueError(
+                    f"{where}.action: 'drop_partition' drops every row of a partition, so it cannot honour 'where'"
+                )
         return self
 
     @property
