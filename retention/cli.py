@@ -724,7 +724,7 @@ def explain(
     for clock in result.clocks:
         console.print(
             f"  clock {clock['clock']} = {clock['value']} (local date {clock['local_date']}), "
-            f"kept {clock['period']}{' from the financial year end' if clock['anchor'] != 'event' else ''}"
+            f"{_kept(clock)}"
             f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''}"
             f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
             highlight=False,
@@ -747,8 +747,16 @@ def explain(
             f"  next: {nxt['transition']} on {when(nxt['due_at'], zone)} ({nxt['action']}) — {nxt['basis']}",
             highlight=False,
         )
+    elif any(clock.get("pending") for clock in result.clocks):
+        console.print("  next: when the expiry clock passes")
     elif not result.due_now:
         console.print("  no further transition")
+
+
+def _kept(clock: dict[str, Any]) -> str:
+    if clock["period"] == "expires":
+        return "due when it passes (expiry clock)" + ("; not yet" if clock.get("pending") else "")
+    return f"kept {clock['period']}{' from the financial year end' if clock['anchor'] != 'event' else ''}"
 
 
 def _actor() -> str:

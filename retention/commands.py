@@ -317,7 +317,7 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
-    from retention.evaluate import dataset_sql, evaluate_readings
+    from retention.evaluate import NOT_YET, dataset_sql, evaluate_readings
     from retention.plan import PlanContext, build_planners, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
@@ -354,23 +354,28 @@ def explain(
                 if readings is not None:
                     evaluation = evaluate_readings(pack, ds, readings)
                     anomaly = evaluation.anomaly
-                    due = evaluation.due
+                    # A state an expiry in the future holds back has no date to show yet.
+                    due = {state: at for state, at in evaluation.due.items() if at != NOT_YET}
+                    far_dues = evaluation.due
                     for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
                         invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
+                        pending = rule.clock.is_expiry and reading.anomaly == "future"
                         clocks.append(
                             {
                                 "clock": reading.label,
                                 "value": None if reading.raw is None or invalid else str(reading.raw),
                                 "local_date": reading.day,
-                                "period": str(rule.period),
+                                "period": "expires" if rule.clock.is_expiry else str(rule.period),
                                 "anchor": rule.anchor,
-                                "anomaly": reading.anomaly,
+                                # A future expiry is a live record, not an anomaly.
+                                "anomaly": None if pending else reading.anomaly,
+                                "pending": pending,
                                 "detail": reading.detail,
                                 "basis": rule.basis or ds.basis,
                             }
                         )
                     if anomaly is None:
-                        upcoming = steps_from_active(ds, due, far)
+                        upcoming = tuple(s for s in steps_from_active(ds, far_dues, far) if s.due_at != NOT_YET)
             elif outcome is not None and outcome.since is not None:
                 upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far)
                 due = {s.to_state: s.due_at for s in upcoming}

@@ -190,7 +190,8 @@ def delay_due(pack: Pack, dataset: Dataset, target: str, entered: dt.datetime) -
     """When ``target`` is due after the previous state was entered at ``entered``."""
     delay = dataset.step_to(target).after
     event_day = local_date(entered, pack.timezone) - dt.timedelta(days=1)
-    return due_instant(Schedule(delay).due_date(event_day), pack.timezone)
+    # A state entered at an expiry clock's instant, not at a midnight: P0D keeps that instant.
+    return max(entered, due_instant(Schedule(delay).due_date(event_day), pack.timezone))
 
 
 def _delay_cutoff(pack: Pack, delays: Sequence[Period], as_of: dt.datetime) -> dt.datetime:

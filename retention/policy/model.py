@@ -98,6 +98,12 @@ class Clock(_Strict):
         description="Column of the dataset the related table points at (default its key).",
     )
     where: dict[str, str | int] | None = None
+    expires: StrictBool | None = Field(
+        default=None,
+        description="The value is when the record stops being needed: due at that instant, no period.",
+    )
+
+    _added_later = ("expires",)
 
     _check_tz = field_validator("timezone")(lambda v: None if v is None else _check_timezone(v))
 
@@ -117,7 +123,17 @@ class Clock(_Strict):
                 raise ValueError(f"{', '.join(extra)} only apply to aggregate clocks; add aggregate: max")
         elif self.table is None or self.on is None:
             raise ValueError("an aggregate clock needs table and on (the related table's key column)")
+        if self.expires and self.type == "timestamp" and self.naive_timezone != "UTC":
+            # A wall-clock reading in a zone with daylight saving time is reached
+            # twice in the autumn and never in the spring: no single instant.
+            raise ValueError(
+                "an expiry clock of type 'timestamp' must be in UTC; use timestamptz for instants in other zones"
+            )
         return self
+
+    @property
+    def is_expiry(self) -> bool:
+        return bool(self.expires)
 
     @property
     def naive_timezone(self) -> str:
@@ -133,9 +149,30 @@ class Keep(_Strict):
     """One justification for keeping a record: a clock and its period."""
 
     clock: Clock
-    period: PeriodField
+    period: PeriodField | None = None
     anchor: Literal["event", "financial_year_end"] = "event"
     basis: str | None = None
+
+    _added_later = ("period",)  # always set before expiry clocks, so always in the digest then
+
+    @model_validator(mode="after")
+    def _period_or_expiry(self) -> Keep:
+        if self.clock.is_expiry:
+            if self.period is not None:
+                raise ValueError(
+                    "an expiry clock (expires: true) takes no period: the record is due at the clock's value; "
+                    "delay the first lifecycle step with 'after' to keep it longer"
+                )
+            if self.anchor != "event":
+                raise ValueError("an expiry clock (expires: true) cannot be anchored to the financial year end")
+        elif self.period is None:
+            raise ValueError("a keep rule needs 'period' (or a clock with expires: true)")
+        return self
+
+    @property
+    def kept(self) -> Period:
+        """The period run from the clock (none for an expiry clock)."""
+        return self.period or Period()
 
 
 MASK_STRATEGIES: tuple[str, ...] = (
@@ -337,7 +374,7 @@ class Dataset(_Strict):
         for rule in self.keep:
             result.append(
                 Schedule(
-                    period=rule.period,
+                    period=rule.kept,
                     delays=tuple(delays),
                     year_end=year_end if rule.anchor == "financial_year_end" else None,
                 )
