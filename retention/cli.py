@@ -741,6 +741,11 @@ def explain(
             f"  due now: {step['transition']} (due {when(step['due_at'], zone)}){held} — {step['basis']}",
             highlight=False,
         )
+        if step["action"] == commands.STATE_ONLY:
+            console.print(
+                f"    {step['transition']} is recorded in the engine's tables only; the source row is not changed",
+                highlight=False,
+            )
     if result.next_transition:
         nxt = result.next_transition
         console.print(

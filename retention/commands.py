@@ -23,6 +23,7 @@ from retention.config import create_engine
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
+from retention.policy.model import Dataset
 from retention.schema import Finding, check_schema
 
 MAX_HORIZON = Period(years=5)
@@ -390,6 +391,7 @@ def explain(
             "due_at": s.due_at,
             "basis": ds.basis_for(s.to_state),
             "held": held,
+            "action": step_action(ds, s.to_state),
         }
         for s in steps
     ]
@@ -398,7 +400,7 @@ def explain(
         {
             "transition": f"{later[0].from_state}->{later[0].to_state}",
             "due_at": later[0].due_at,
-            "action": ds.step_to(later[0].to_state).action or "purge archive payload",
+            "action": step_action(ds, later[0].to_state),
             "basis": ds.basis_for(later[0].to_state),
         }
         if later
@@ -418,6 +420,17 @@ def explain(
         next_transition=next_transition,
         due_now=due_now,
     )
+
+
+STATE_ONLY = "record the state only (source row unchanged)"
+
+
+def step_action(ds: Dataset, state: str) -> str:
+    """What entering ``state`` does, in words for ``explain``."""
+    action = ds.step_to(state).action
+    if action is not None:
+        return action
+    return STATE_ONLY if state == "inactive" else "purge archive payload"
 
 
 def _native_key(column: Any, key: str, dataset: str) -> Any:

@@ -45,6 +45,7 @@ from retention.plan import (
     steps_from_state,
 )
 from retention.policy import LoadedPack
+from retention.policy.model import RECORD_STATE
 from retention.schema import check_schema
 
 log = structlog.get_logger("retention")
@@ -460,7 +461,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         if not moves:
             continue
         step = dataset.step_to(to_state)
-        action = step.action or "purge_archive"
+        action = step.action or (RECORD_STATE if to_state == "inactive" else "purge_archive")
         if action in _NEEDS_ROW and from_state != "active":
             moves, missing = _present(conn, planner, moves)
             if missing:
@@ -472,6 +473,10 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         keys = [m.key for m in moves]
         if action == "deactivate":
             conn.execute(table.update().where(store.one_of(conn, key, keys)).values(**(step.set or {})))
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
+        elif action == RECORD_STATE:
+            # No action: the engine's state row and the ledger say the record is
+            # inactive; the source row (locked by the witness) is not touched.
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]

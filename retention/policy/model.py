@@ -214,6 +214,9 @@ class Mask(_Strict):
         return self
 
 
+RECORD_STATE = "record_state"
+"""The ledger's action for a step without one: the state is recorded in the engine's tables only."""
+
 _ALLOWED_ACTIONS: dict[str, tuple[str, ...]] = {
     "inactive": ("deactivate",),
     "archived": ("archive",),
@@ -332,7 +335,8 @@ class Dataset(_Strict):
         for index, step in enumerate(self.lifecycle):
             previous = self.lifecycle[index - 1].to if index else "active"
             where = f"@lifecycle.{index}"
-            if step.action is None and not (step.to == "purged" and previous == "archived"):
+            # A step into inactive may record the state alone (a table without a flag column).
+            if step.action is None and step.to != "inactive" and not (step.to == "purged" and previous == "archived"):
                 valid = ", ".join(_ALLOWED_ACTIONS[step.to])
                 raise ValueError(f"{where}: state {step.to!r} needs an action; valid: {valid}")
             if step.to == "purged" and previous == "archived" and step.action not in (None, "delete"):
