@@ -378,7 +378,8 @@ def explain(
                     if anomaly is None:
                         upcoming = tuple(s for s in steps_from_active(ds, far_dues, far) if s.due_at != NOT_YET)
             elif outcome is not None and outcome.since is not None:
-                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far)
+                clock_day = state_row.clock_day if state_row is not None else None
+                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
                 due = {s.to_state: s.due_at for s in upcoming}
             conn.rollback()
     finally:

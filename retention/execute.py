@@ -276,6 +276,7 @@ def _set_states(
             "subject_key": m.subject_key,
             "leader_key": m.leader_key,
             "run_id": run_id,
+            "clock_day": m.clock_day,
         }
         for m in moves
     ]
@@ -544,7 +545,7 @@ def _purge_due(ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: st
     result: dict[str, dt.datetime | None] = {}
     for m in moves:
         since = next(s.due_at for s in m.steps if s.to_state == to_state)
-        steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far)
+        steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far, m.clock_day)
         result[m.record_key] = steps[0].due_at if steps else None
     return result
 

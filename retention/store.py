@@ -124,6 +124,7 @@ record_states = sa.Table(
     sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Column("leader_key", KEY, comment="a follower's leader record (its subject or its via column)"),
+    sa.Column("clock_day", sa.Date, comment="the event the record's clock marks, for after_from: clock"),
     sa.Index(None, "dataset", "state", "since"),
     sa.Index(None, "subject_key"),
     sa.Index(None, "dataset", "leader_key"),

@@ -129,7 +129,12 @@ EPOCH_TEXT_ODD = [
 ]
 
 
-def _pack(keep: list[dict[str, Any]], periods_anchor: list[tuple[str, str]], first_after: str = "P0D") -> Pack:
+def _pack(
+    keep: list[dict[str, Any]],
+    periods_anchor: list[tuple[str, str]],
+    first_after: str = "P0D",
+    after_from: tuple[str, str] = ("previous", "previous"),
+) -> Pack:
     data = {
         "pack": "prop",
         "version": "1",
@@ -149,11 +154,12 @@ def _pack(keep: list[dict[str, Any]], periods_anchor: list[tuple[str, str]], fir
                     {
                         "to": "archived",
                         "after": "P1M",
+                        "after_from": after_from[0],
                         "action": "archive",
                         "columns": ["id"],
                         "then": "delete",
                     },
-                    {"to": "purged", "after": "P1Y"},
+                    {"to": "purged", "after": "P1Y", "after_from": after_from[1]},
                 ],
             }
         },
@@ -421,6 +427,17 @@ def test_expiry_and_period_clocks_sql_equals_python(engine: sa.Engine, kind: str
     check()
 
 
+@pytest.mark.parametrize("after_from", [("clock", "entry"), ("entry", "clock")])
+@pytest.mark.parametrize(
+    ("kind", "period", "anchor"), [("date", "P13M", "event"), ("timestamptz", "P10Y", "financial_year_end")]
+)
+def test_after_from_sql_equals_python(
+    engine: sa.Engine, kind: str, period: str, anchor: str, after_from: tuple[str, str]
+) -> None:
+    """Lifecycle delays counted from the clock or from the entry day: SQL and Python agree."""
+    _check_column(engine, kind, period, anchor, after_from=after_from)
+
+
 def _check_column(
     engine: sa.Engine,
     kind: str,
@@ -429,11 +446,12 @@ def _check_column(
     settings_: Any = SETTINGS,
     expires: bool = False,
     first_after: str = "P0D",
+    after_from: tuple[str, str] = ("previous", "previous"),
 ) -> None:
     table = _records_table(kind)
     table.create(engine)
     clock = {**KINDS[kind][1], "expires": True} if expires else KINDS[kind][1]
-    pack = _pack([clock], [(period, anchor)], first_after)
+    pack = _pack([clock], [(period, anchor)], first_after, after_from)
     dialect = engine.dialect.name
     with engine.connect() as conn:
         ds = dataset_sql(conn, pack, "records")

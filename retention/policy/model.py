@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from retention.clock import Period, Schedule, WorkingDays, YearEnd, iana_zone
+from retention.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
@@ -235,6 +235,16 @@ class Step(_Strict):
     then: Literal["delete", "anonymise"] | None = None
     mask: dict[str, Mask] | None = None
     basis: str | None = None
+    after_from: AfterFrom | None = Field(
+        default=None,
+        description="What 'after' counts from: the previous state's end (default), the clock, or the entry day.",
+    )
+
+    _added_later = ("after_from",)
+
+    @property
+    def counted_from(self) -> AfterFrom:
+        return self.after_from or "previous"
 
     @model_validator(mode="after")
     def _action_fits(self) -> Step:
@@ -343,6 +353,15 @@ class Dataset(_Strict):
                 raise ValueError(
                     f"{where}.action: purging an archived record deletes its archive payload; omit 'action'"
                 )
+            if step.after_from is not None and index == 0:
+                raise ValueError(
+                    f"{where}.after_from: the first step's 'after' runs from the end of the keep periods; "
+                    "after_from applies to the steps after it"
+                )
+            if step.after_from == "clock" and len(self.keep) != 1:
+                raise ValueError(
+                    f"{where}.after_from: 'clock' needs exactly one keep rule (its clock is the event counted from)"
+                )
             if step.action == "drop_partition" and not self.partitioned:
                 raise ValueError(f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset")
         return self
@@ -358,6 +377,17 @@ class Dataset(_Strict):
                 return step
         raise KeyError(state)
 
+    def clock_start(self, rule: int, day: dt.date, pack: Pack) -> dt.date:
+        """The event a keep rule's period runs from, for a clock on local ``day``.
+
+        The day itself, the close of its financial year when anchored there, or
+        for an expiry clock the day before its value (see :class:`Schedule`).
+        """
+        keep = self.keep[rule]
+        if keep.clock.is_expiry:
+            return day - dt.timedelta(days=1)
+        return pack.financial_year_end.close_of(day) if keep.anchor == "financial_year_end" else day
+
     def basis_for(self, state: str) -> str:
         step = self.step_to(state)
         return step.basis or self.basis or ""
@@ -365,15 +395,18 @@ class Dataset(_Strict):
     def schedules(self, state: str, year_end: YearEnd) -> list[Schedule]:
         """One schedule per keep rule, from the clock to entering ``state``."""
         delays: list[Period] = []
+        after_from: list[AfterFrom] = []
         for index, step in enumerate(self.lifecycle):
             if index:
                 delays.append(step.after)
+                after_from.append(step.counted_from)
             if step.to == state:
                 break
         else:
             raise KeyError(state)
         # Entering the first state may itself wait after the retention ends.
         delays.insert(0, self.lifecycle[0].after)
+        after_from.insert(0, "previous")
         result = []
         for rule in self.keep:
             result.append(
@@ -381,6 +414,7 @@ class Dataset(_Strict):
                     period=rule.kept,
                     delays=tuple(delays),
                     year_end=year_end if rule.anchor == "financial_year_end" else None,
+                    after_from=tuple(after_from) if any(f != "previous" for f in after_from) else (),
                 )
             )
         return result
