@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pendulum
 import sqlalchemy as sa
 
-from retention import execute, ledger, migrate, store, subjects
+from retention import execute, ledger, migrate, notice, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
@@ -36,6 +36,7 @@ class CheckReport:
 
     packs: list[LoadedPack]
     findings: list[Finding] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # versions taking effect before their notice ran out
 
     @property
     def errors(self) -> list[Finding]:
@@ -63,6 +64,7 @@ class CheckReport:
                 }
                 for f in self.findings
             ],
+            "notices": self.notices,
         }
 
 
@@ -84,11 +86,44 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
         with engine.connect() as conn:
             for loaded in catalog.packs:
                 report.findings.extend(check_schema(conn, loaded.pack))
+        versions = sight_versions(engine, catalog.packs, "check")
     except sa.exc.OperationalError as exc:
         raise _connect_error(db_url, exc) from None
     finally:
         engine.dispose()
+    report.notices = [f"warning: {v.sentence()}" for v in versions or () if v.short]
     return report
+
+
+def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str) -> list[notice.VersionNotice] | None:
+    """Record the first sighting of each version and return every version's notice status.
+
+    None where the engine's tables are missing or cannot be read; a role
+    that can read but not write them (a read-only ``plan``) records nothing.
+    """
+    with engine.connect() as conn:
+        if execute.engine_tables_missing(conn) is not None:
+            return None
+        conn.rollback()
+        try:
+            with conn.begin():
+                notice.record(conn, packs, utcnow(), seen_by)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+        result = notice.statuses(conn, packs)
+        conn.rollback()
+        return result
+
+
+def pack_history(rules: Path, db_url: str) -> list[notice.VersionNotice]:
+    """Every version under ``rules`` with its first sighting and notice status (records sightings)."""
+    catalog = load_catalog(rules)
+    engine = _engine(db_url)
+    try:
+        return sight_versions(engine, catalog.packs, "check") or []
+    finally:
+        engine.dispose()
 
 
 def _unknown_revision(revision: str) -> ConfigError:
@@ -208,7 +243,12 @@ def plan(
     loaded, when = load_pack(rules, as_of, pack_id)
     engine = _engine(db_url, lock_timeout, engine_tables=False)
     try:
-        return execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
+        versions = sight_versions(engine, load_catalog(rules).packs, "plan") if record else None
+        summary = execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
+        for version in versions or ():
+            if version.loaded.digest == loaded.digest and version.refuses(when):
+                summary.notes.append(f"{version.sentence()}: run refuses it without --accept-short-notice")
+        return summary
     finally:
         engine.dispose()
 
@@ -224,11 +264,36 @@ def run(
     metrics_file: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     lock_timeout: int | None = None,
+    accept_short_notice: bool = False,
 ) -> execute.RunResult:
-    """Apply every transition due at ``as_of``; optionally write Prometheus metrics."""
+    """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
+
+    A pack version whose notice has not run out is refused (exit 2) unless
+    ``accept_short_notice``, which the ledger records.
+    """
     loaded, when = load_pack(rules, as_of, pack_id)
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url, lock_timeout)
+    short = None
+    try:
+        for version in sight_versions(engine, load_catalog(rules).packs, "run") or ():
+            if version.loaded.digest == loaded.digest and version.refuses(when):
+                short = version
+    except BaseException:
+        engine.dispose()
+        raise
+    if short is not None and not accept_short_notice:
+        engine.dispose()
+        raise ConfigError(f"{short.sentence()}; to apply it now anyway: --accept-short-notice")
+    accepted = None
+    if short is not None:
+        accepted = {
+            "version": loaded.pack.version,
+            "effective_from": loaded.pack.effective_from.isoformat(),
+            "first_seen": str(short.first_seen_day),
+            "notice": str(loaded.pack.notice),
+            "not_before": str(short.not_before),
+        }
     archive_engine = create_engine(archive_url, lock_timeout_seconds=lock_timeout) if archive_url else None
     started = utcnow()
     try:
@@ -243,6 +308,7 @@ def run(
                 on_batch=on_batch,
                 allow_mass=allow_mass,
                 should_stop=should_stop,
+                short_notice=accepted,
             )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:

@@ -806,6 +806,24 @@ def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
     return trips
 
 
+def _short_notice_entry(ctx: RunContext, detail: dict[str, Any]) -> ledger.EntryDraft:
+    """The operator's acceptance of a version applied before its notice ran out."""
+    return ledger.EntryDraft(
+        run_id=ctx.run_id,
+        pack_id=ctx.loaded.id,
+        pack_digest=ctx.loaded.digest,
+        dataset=None,
+        transition="short_notice_accepted",
+        action=None,
+        basis=None,
+        due_at=None,
+        record_pseudonym=None,
+        subject_pseudonym=None,
+        count=0,
+        detail=detail,
+    )
+
+
 def _record_pack(conn: sa.Connection, loaded: LoadedPack, now: dt.datetime) -> None:
     pv = store.policy_versions
     exists = conn.execute(sa.select(pv.c.digest).where(pv.c.digest == loaded.digest)).first()
@@ -833,12 +851,14 @@ def run(
     datasets: Sequence[str] | None = None,
     allow_mass: Sequence[str] = (),
     should_stop: Callable[[], bool] | None = None,
+    short_notice: dict[str, Any] | None = None,
 ) -> RunResult:
     """Apply every transition due at ``as_of``, one transaction per batch.
 
     ``allow_mass`` names datasets (or ``*``) whose mass-deletion guards the
     operator overrides for this run; each override is recorded in the run
-    and in the ledger.
+    and in the ledger. ``short_notice``: the operator applies a pack version
+    before its notice ran out (the dates, recorded in the ledger).
     """
     run_id = str(uuid.uuid4())
     bound = log.bind(run_id=run_id, pack=loaded.id)
@@ -866,6 +886,8 @@ def run(
                             status="running",
                         )
                     )
+                    if short_notice is not None:
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
                 with conn.begin():
                     ledger_items.index_runs(conn)  # items of a run killed before its end

@@ -76,6 +76,17 @@ policy_versions = sa.Table(
     sa.Column("content", LONGTEXT, nullable=False, comment="the YAML text, for auditors"),
 )
 
+pack_sightings = sa.Table(
+    f"{PREFIX}pack_sightings",
+    metadata,
+    sa.Column("digest", HASH, primary_key=True, comment="sha256 of the pack's RFC 8785 encoding"),
+    sa.Column("pack_id", NAME, nullable=False),
+    sa.Column("version", NAME, nullable=False),
+    sa.Column("effective_from", sa.Date, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("seen_by", sa.String(10), nullable=False, comment="check, plan or run"),
+)
+
 runs = sa.Table(
     f"{PREFIX}runs",
     metadata,

@@ -442,12 +442,16 @@ class Pack(_Strict):
     version: str = Field(min_length=1, max_length=100)
     effective_from: dt.date
     timezone: str = "UTC"
-    _added_later = ("country", "subdivision")
+    _added_later = ("country", "subdivision", "notice")
     country: str | None = Field(
         default=None,
         description="ISO 3166-1 alpha-2 code whose public holidays deadlines to act skip (with weekends).",
     )
     subdivision: str | None = Field(default=None, description="The country's subdivision, e.g. 57 (Moselle) in FR.")
+    notice: PeriodField | None = Field(
+        default=None,
+        description="How long before taking effect a new version must have been seen (e.g. P8D).",
+    )
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)
     guard: Guard = Field(default_factory=Guard)

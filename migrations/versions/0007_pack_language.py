@@ -1,0 +1,52 @@
+"""Pack language of issue 14: the clock event kept with a record's state, and pack sightings.
+
+Revision ID: 0007_pack_language
+Revises: 0006
+Create Date: 2026-11-26 07:20:00
+
+A lifecycle step with ``after_from: clock`` counts its delay from the
+original clock event, which a later run cannot always read again (the row
+was anonymised or deleted by the archive): the run that moves a record out
+of ``active`` by its clock keeps that day. Existing rows have none and
+count from the previous state, as before.
+
+``retention_pack_sightings`` records when ``check``, ``plan`` or ``run``
+first saw each pack version (by digest), for the pack's ``notice`` period.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import retention.store
+
+revision = "0007_pack_language"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column(
+        "retention_record_states",
+        sa.Column(
+            "clock_day", sa.Date(), nullable=True, comment="the event the record's clock marks, for after_from: clock"
+        ),
+    )
+    op.create_table(
+        "retention_pack_sightings",
+        sa.Column("digest", sa.String(length=64), nullable=False, comment="sha256 of the pack's RFC 8785 encoding"),
+        sa.Column("pack_id", sa.String(length=100), nullable=False),
+        sa.Column("version", sa.String(length=100), nullable=False),
+        sa.Column("effective_from", sa.Date(), nullable=False),
+        sa.Column("first_seen_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("seen_by", sa.String(length=10), nullable=False, comment="check, plan or run"),
+        sa.PrimaryKeyConstraint("digest", name=op.f("pk_retention_pack_sightings")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("retention_pack_sightings")
+    with op.batch_alter_table("retention_record_states") as batch:
+        batch.drop_column("clock_day")
