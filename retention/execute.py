@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention import ledger, ledger_items, migrate, partitions, store
+from retention import evidence, ledger, ledger_items, migrate, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
@@ -930,6 +930,12 @@ def run(
                     plan_ctx.finished.add(name)
                 store_.sweep(engine, secret)  # after the guards; only payloads whose purge the ledger records
                 _settle_erasure_requests(conn, ctx, planners, result)
+                with conn.begin():
+                    minimised = evidence.minimise(conn, loaded.pack, as_of, secret, ctx.now())
+                    if minimised is not None:
+                        minimised = replace(minimised, run_id=run_id, pack_digest=loaded.digest)
+                        ledger.append(conn, [minimised], ctx.now())
+                        bound.info("engine_records_minimised", count=minimised.count)
                 with conn.begin():
                     ledger_items.index_runs(conn)
                 result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"

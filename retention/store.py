@@ -167,6 +167,8 @@ holds = sa.Table(
     sa.Column("released_by", NAME),
     sa.Column("released_at", UTCDateTime),
     sa.Column("release_reason", sa.Text),
+    sa.Column("subject_pseudonym", HASH, comment="kept when the subject id is removed (engine_retention)"),
+    sa.Column("minimised_at", UTCDateTime, comment="when the subject id and notes were removed"),
     sa.Index(None, "scope", "released_at"),
 )
 
@@ -174,7 +176,7 @@ erasure_requests = sa.Table(
     f"{PREFIX}erasure_requests",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("subject_key", KEY, nullable=False),
+    sa.Column("subject_key", KEY, comment="NULL once minimised (engine_retention)"),
     sa.Column("received_on", sa.Date, nullable=False),
     sa.Column("deadline", sa.Date, nullable=False),
     sa.Column("extended_on", sa.Date),
@@ -184,6 +186,8 @@ erasure_requests = sa.Table(
     sa.Column("processed_run_id", sa.String(36)),
     sa.Column("closed_at", UTCDateTime),
     sa.Column("outcome", sa.String(40), comment="erased, nothing to move, or no records found"),
+    sa.Column("subject_pseudonym", HASH, comment="kept when the subject id is removed (engine_retention)"),
+    sa.Column("minimised_at", UTCDateTime, comment="when the subject id and notes were removed"),
     sa.Index(None, "status"),
 )
 

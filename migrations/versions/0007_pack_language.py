@@ -4,6 +4,9 @@ Revision ID: 0007_pack_language
 Revises: 0006
 Create Date: 2026-11-26 07:20:00
 
+Settled erasure requests and released holds lose the subject id and notes
+after the pack's ``engine_retention``; they keep a subject pseudonym.
+
 A lifecycle step with ``after_from: clock`` counts its delay from the
 original clock event, which a later run cannot always read again (the row
 was anonymised or deleted by the archive): the run that moves a record out
@@ -45,8 +48,41 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("digest", name=op.f("pk_retention_pack_sightings")),
     )
 
+    for table in ("retention_erasure_requests", "retention_holds"):
+        op.add_column(
+            table,
+            sa.Column(
+                "subject_pseudonym",
+                sa.String(length=64),
+                nullable=True,
+                comment="kept when the subject id is removed (engine_retention)",
+            ),
+        )
+        op.add_column(
+            table,
+            sa.Column(
+                "minimised_at",
+                retention.store.UTCDateTime(),
+                nullable=True,
+                comment="when the subject id and notes were removed",
+            ),
+        )
+    with op.batch_alter_table("retention_erasure_requests") as batch:
+        batch.alter_column(
+            "subject_key",
+            existing_type=sa.String(length=191),
+            nullable=True,
+            comment="NULL once minimised (engine_retention)",
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("retention_erasure_requests") as batch:
+        batch.alter_column("subject_key", existing_type=sa.String(length=191), nullable=False, comment=None)
+    for table in ("retention_erasure_requests", "retention_holds"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("minimised_at")
+            batch.drop_column("subject_pseudonym")
     op.drop_table("retention_pack_sightings")
     with op.batch_alter_table("retention_record_states") as batch:
         batch.drop_column("clock_day")

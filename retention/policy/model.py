@@ -442,7 +442,7 @@ class Pack(_Strict):
     version: str = Field(min_length=1, max_length=100)
     effective_from: dt.date
     timezone: str = "UTC"
-    _added_later = ("country", "subdivision", "notice")
+    _added_later = ("country", "subdivision", "notice", "engine_retention")
     country: str | None = Field(
         default=None,
         description="ISO 3166-1 alpha-2 code whose public holidays deadlines to act skip (with weekends).",
@@ -451,6 +451,10 @@ class Pack(_Strict):
     notice: PeriodField | None = Field(
         default=None,
         description="How long before taking effect a new version must have been seen (e.g. P8D).",
+    )
+    engine_retention: PeriodField | None = Field(
+        default=None,
+        description="How long settled erasure requests and released holds keep the subject id and notes (P3Y).",
     )
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)
