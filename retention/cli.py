@@ -732,7 +732,7 @@ def explain(
     console.print(f"  state: {result.state}{since}", highlight=False)
     for clock in result.clocks:
         console.print(
-            f"  clock {clock['clock']} = {clock['value']} (local date {clock['local_date']}), "
+            f"  clock {clock['clock']} = {clock['value']}{_local_date(clock)}, "
             f"{_kept(clock)}"
             f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''}"
             f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
@@ -765,6 +765,10 @@ def explain(
         console.print("  next: when the expiry clock passes")
     elif not result.due_now:
         console.print("  no further transition")
+
+
+def _local_date(clock: dict[str, Any]) -> str:
+    return "" if clock.get("pending") else f" (local date {clock['local_date']})"
 
 
 def _kept(clock: dict[str, Any]) -> str:
