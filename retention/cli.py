@@ -350,6 +350,8 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
         for finding in report.findings:
             target = err_console if finding.level == "error" else console
             target.print(str(finding), highlight=False)
+        for line in report.notices:
+            console.print(line, highlight=False)
     if report.errors:
         sys.exit(EXIT_CONFIG)
 
@@ -532,6 +534,11 @@ def plan(
     default=None,
     help="Write Prometheus metrics here (a .prom file in node_exporter's textfile folder).",
 )
+@click.option(
+    "--accept-short-notice",
+    is_flag=True,
+    help="Apply a pack version whose notice period has not run out (see pack history); recorded in the ledger.",
+)
 @format_option
 @click.option(
     "--no-progress",
@@ -548,6 +555,7 @@ def run(
     archive_url: str | None,
     allow_mass: tuple[str, ...],
     metrics_file: Path | None,
+    accept_short_notice: bool,
     fmt: str,
     no_progress: bool,
     lock_timeout: int | None,
@@ -585,6 +593,7 @@ def run(
             metrics_file=metrics_file,
             should_stop=stop.is_set,
             lock_timeout=lock_timeout,
+            accept_short_notice=accept_short_notice,
         )
 
     with _run_progress(rules, url, as_of, pack_id, bar=fmt == "table" and not no_progress) as on_batch:
@@ -723,8 +732,8 @@ def explain(
     console.print(f"  state: {result.state}{since}", highlight=False)
     for clock in result.clocks:
         console.print(
-            f"  clock {clock['clock']} = {clock['value']} (local date {clock['local_date']}), "
-            f"kept {clock['period']}{' from the financial year end' if clock['anchor'] != 'event' else ''}"
+            f"  clock {clock['clock']} = {clock['value']}{_local_date(clock)}, "
+            f"{_kept(clock)}"
             f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''}"
             f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
             highlight=False,
@@ -744,20 +753,74 @@ def explain(
             f"  due now: {step['transition']} (due {when(step['due_at'], zone)}){held} — {step['basis']}",
             highlight=False,
         )
+        if step["action"] == commands.STATE_ONLY:
+            console.print(
+                f"    {step['transition']} is recorded in the engine's tables only; the source row is not changed",
+                highlight=False,
+            )
     if result.next_transition:
         nxt = result.next_transition
         console.print(
             f"  next: {nxt['transition']} on {when(nxt['due_at'], zone)} ({nxt['action']}) — {nxt['basis']}",
             highlight=False,
         )
+    elif any(clock.get("pending") for clock in result.clocks) and not result.excluded:
+        console.print("  next: when the expiry clock passes")
     elif not result.due_now and not result.excluded:
         console.print("  no further transition")
+
+
+def _local_date(clock: dict[str, Any]) -> str:
+    return "" if clock.get("pending") else f" (local date {clock['local_date']})"
+
+
+def _kept(clock: dict[str, Any]) -> str:
+    if clock["period"] == "expires":
+        return "due when it passes (expiry clock)" + ("; not yet" if clock.get("pending") else "")
+    return f"kept {clock['period']}{' from the financial year end' if clock['anchor'] != 'event' else ''}"
 
 
 def _actor() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+@main.group()
+def pack() -> None:
+    """Pack versions: when each was first seen, and whether it gave its notice."""
+
+
+@pack.command("history")
+@rules_option()
+@db_option
+@format_option
+@handled
+def pack_history(rules: Path, db: str | None, fmt: str) -> None:
+    """List every version under --rules: digest, first seen, effective from, notice status.
+
+    Seeing a version records its first sighting, as check, plan and run do.
+    Status: ok; short (takes effect less than the pack's notice after it was
+    first seen) or back-dated (takes effect before it was first seen), which
+    run refuses until the notice has run out, unless --accept-short-notice;
+    first version (nothing to give notice of); no notice (the pack sets none).
+    """
+    rows = [
+        {
+            "pack": v.loaded.id,
+            "version": v.loaded.pack.version,
+            "digest": v.loaded.digest if fmt != "table" else v.loaded.digest[:12],
+            "first_seen": v.first_seen_at,
+            "effective_from": v.loaded.pack.effective_from,
+            "notice": str(v.loaded.pack.notice) if v.loaded.pack.notice is not None else None,
+            "status": v.status,
+            "not_before": v.not_before,
+        }
+        for v in commands.pack_history(rules, database_url(db))
+    ]
+    _print_rows(
+        rows, ["pack", "version", "digest", "first_seen", "effective_from", "notice", "status", "not_before"], fmt
+    )
 
 
 @main.group()

@@ -133,6 +133,26 @@ class YearEnd:
 
 
 Anchor = Literal["event", "financial_year_end"]
+AfterFrom = Literal["previous", "clock", "entry"]
+
+
+def chain_delay(delay: Period, after_from: AfterFrom, last_kept: dt.date, start: dt.date | None) -> dt.date:
+    """The last kept day of a state whose previous state's last kept day is ``last_kept``.
+
+    The previous state began at 00:00 the day after ``last_kept``.
+    ``previous``: the delay continues the previous period (art. 3 counts it
+    from that event's day exclusive, so from ``last_kept`` itself).
+    ``entry``: it runs from the day the record entered the previous state,
+    that day not counted (art. 3(1)). ``clock``: it runs from the original
+    event ``start`` (the clock's day, or its financial year's close), and a
+    state never comes before the previous one (without ``start``, as
+    ``previous``).
+    """
+    if after_from == "entry":
+        return delay.add_to(last_kept + dt.timedelta(days=1))
+    if after_from == "clock" and start is not None:
+        return max(last_kept, delay.add_to(start))
+    return delay.add_to(last_kept)
 
 
 @dataclass(frozen=True)
@@ -147,17 +167,18 @@ class Schedule:
     period: Period
     delays: tuple[Period, ...] = ()
     year_end: YearEnd | None = None
+    after_from: tuple[AfterFrom, ...] = ()  # one per delay; missing ones are "previous"
 
     def due_date(self, event: dt.date) -> dt.date:
         """Local date at 00:00 of which the record becomes due."""
         start = self.year_end.close_of(event) if self.year_end else event
         last_kept = self.period.add_to(start)
-        for delay in self.delays:
-            # The previous state began at 00:00 the day after ``last_kept``;
-            # art. 3 counts the new period from that event's day exclusive,
-            # so the new period runs from ``last_kept`` itself.
-            last_kept = delay.add_to(last_kept)
+        for index, delay in enumerate(self.delays):
+            last_kept = chain_delay(delay, self._from(index), last_kept, start)
         return last_kept + dt.timedelta(days=1)
+
+    def _from(self, index: int) -> AfterFrom:
+        return self.after_from[index] if index < len(self.after_from) else "previous"
 
     def fits(self, until: dt.date | None = None) -> bool:
         """Whether a clock on 31 Dec 1999 falls due by ``until`` (default 1 Jan 3000).
@@ -172,7 +193,7 @@ class Schedule:
 
     def span_days(self) -> int:
         """An upper bound of ``due_date(d) - d`` in days."""
-        total = self.period.max_days() + sum(d.max_days() for d in self.delays) + 2
+        total = self.period.max_days() + sum(d.max_days() + 1 for d in self.delays) + 2
         return total + (366 if self.year_end else 0)
 
     def last_event_due_by(self, today: dt.date) -> dt.date:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,14 @@ from typing import Any
 import pendulum
 import sqlalchemy as sa
 
-from retention import execute, ledger, migrate, store, subjects
+from retention import execute, ledger, migrate, notice, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
+from retention.policy.model import Dataset
 from retention.schema import Finding, check_schema
 
 MAX_HORIZON = Period(years=5)
@@ -35,6 +36,7 @@ class CheckReport:
 
     packs: list[LoadedPack]
     findings: list[Finding] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # versions taking effect before their notice ran out
 
     @property
     def errors(self) -> list[Finding]:
@@ -62,6 +64,7 @@ class CheckReport:
                 }
                 for f in self.findings
             ],
+            "notices": self.notices,
         }
 
 
@@ -83,11 +86,44 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
         with engine.connect() as conn:
             for loaded in catalog.packs:
                 report.findings.extend(check_schema(conn, loaded.pack))
+        versions = sight_versions(engine, catalog.packs, "check")
     except sa.exc.OperationalError as exc:
         raise _connect_error(db_url, exc) from None
     finally:
         engine.dispose()
+    report.notices = [f"warning: {v.sentence()}" for v in versions or () if v.short]
     return report
+
+
+def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str) -> list[notice.VersionNotice] | None:
+    """Record the first sighting of each version and return every version's notice status.
+
+    None where the engine's tables are missing or cannot be read; a role
+    that can read but not write them (a read-only ``plan``) records nothing.
+    """
+    with engine.connect() as conn:
+        if execute.engine_tables_missing(conn) is not None:
+            return None
+        conn.rollback()
+        try:
+            with conn.begin():
+                notice.record(conn, packs, utcnow(), seen_by)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+        result = notice.statuses(conn, packs)
+        conn.rollback()
+        return result
+
+
+def pack_history(rules: Path, db_url: str) -> list[notice.VersionNotice]:
+    """Every version under ``rules`` with its first sighting and notice status (records sightings)."""
+    catalog = load_catalog(rules)
+    engine = _engine(db_url)
+    try:
+        return sight_versions(engine, catalog.packs, "check") or []
+    finally:
+        engine.dispose()
 
 
 def _unknown_revision(revision: str) -> ConfigError:
@@ -207,7 +243,12 @@ def plan(
     loaded, when = load_pack(rules, as_of, pack_id)
     engine = _engine(db_url, lock_timeout, engine_tables=False)
     try:
-        return execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
+        versions = sight_versions(engine, load_catalog(rules).packs, "plan") if record else None
+        summary = execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
+        for version in versions or ():
+            if version.loaded.digest == loaded.digest and version.refuses(when):
+                summary.notes.append(f"{version.sentence()}: run refuses it without --accept-short-notice")
+        return summary
     finally:
         engine.dispose()
 
@@ -223,11 +264,36 @@ def run(
     metrics_file: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     lock_timeout: int | None = None,
+    accept_short_notice: bool = False,
 ) -> execute.RunResult:
-    """Apply every transition due at ``as_of``; optionally write Prometheus metrics."""
+    """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
+
+    A pack version whose notice has not run out is refused (exit 2) unless
+    ``accept_short_notice``, which the ledger records.
+    """
     loaded, when = load_pack(rules, as_of, pack_id)
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url, lock_timeout)
+    short = None
+    try:
+        for version in sight_versions(engine, load_catalog(rules).packs, "run") or ():
+            if version.loaded.digest == loaded.digest and version.refuses(when):
+                short = version
+    except BaseException:
+        engine.dispose()
+        raise
+    if short is not None and not accept_short_notice:
+        engine.dispose()
+        raise ConfigError(f"{short.sentence()}; to apply it now anyway: --accept-short-notice")
+    accepted = None
+    if short is not None:
+        accepted = {
+            "version": loaded.pack.version,
+            "effective_from": loaded.pack.effective_from.isoformat(),
+            "first_seen": str(short.first_seen_day),
+            "notice": str(loaded.pack.notice),
+            "not_before": str(short.not_before),
+        }
     archive_engine = create_engine(archive_url, lock_timeout_seconds=lock_timeout) if archive_url else None
     started = utcnow()
     try:
@@ -242,6 +308,7 @@ def run(
                 on_batch=on_batch,
                 allow_mass=allow_mass,
                 should_stop=should_stop,
+                short_notice=accepted,
             )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
@@ -319,7 +386,7 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
-    from retention.evaluate import dataset_sql, evaluate_readings
+    from retention.evaluate import NOT_YET, dataset_sql, evaluate_readings
     from retention.plan import PlanContext, build_planners, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
@@ -357,25 +424,31 @@ def explain(
                 if readings is not None:
                     evaluation = evaluate_readings(pack, ds, readings)
                     anomaly = evaluation.anomaly
-                    due = evaluation.due
+                    # A state an expiry in the future holds back has no date to show yet.
+                    due = {state: at for state, at in evaluation.due.items() if at != NOT_YET}
+                    far_dues = evaluation.due
                     for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
                         invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
+                        pending = rule.clock.is_expiry and reading.anomaly == "future"
                         clocks.append(
                             {
                                 "clock": reading.label,
                                 "value": None if reading.raw is None or invalid else str(reading.raw),
                                 "local_date": reading.day,
-                                "period": str(rule.period),
+                                "period": "expires" if rule.clock.is_expiry else str(rule.period),
                                 "anchor": rule.anchor,
-                                "anomaly": reading.anomaly,
+                                # A future expiry is a live record, not an anomaly.
+                                "anomaly": None if pending else reading.anomaly,
+                                "pending": pending,
                                 "detail": reading.detail,
                                 "basis": rule.basis or ds.basis,
                             }
                         )
                     if anomaly is None:
-                        upcoming = steps_from_active(ds, due, far)
+                        upcoming = tuple(s for s in steps_from_active(ds, far_dues, far) if s.due_at != NOT_YET)
             elif outcome is not None and outcome.since is not None:
-                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far)
+                clock_day = state_row.clock_day if state_row is not None else None
+                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
                 due = {s.to_state: s.due_at for s in upcoming}
             conn.rollback()
     finally:
@@ -388,6 +461,7 @@ def explain(
             "due_at": s.due_at,
             "basis": ds.basis_for(s.to_state),
             "held": held,
+            "action": step_action(ds, s.to_state),
         }
         for s in steps
     ]
@@ -396,7 +470,7 @@ def explain(
         {
             "transition": f"{later[0].from_state}->{later[0].to_state}",
             "due_at": later[0].due_at,
-            "action": ds.step_to(later[0].to_state).action or "purge archive payload",
+            "action": step_action(ds, later[0].to_state),
             "basis": ds.basis_for(later[0].to_state),
         }
         if later and not excluded
@@ -417,6 +491,17 @@ def explain(
         due_now=due_now,
         excluded=excluded,
     )
+
+
+STATE_ONLY = "record the state only (source row unchanged)"
+
+
+def step_action(ds: Dataset, state: str) -> str:
+    """What entering ``state`` does, in words for ``explain``."""
+    action = ds.step_to(state).action
+    if action is not None:
+        return action
+    return STATE_ONLY if state == "inactive" else "purge archive payload"
 
 
 def _native_key(column: Any, key: str, dataset: str) -> Any:

@@ -35,7 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
 from retention import datetext
-from retention.clock import Schedule, as_aware, due_instant, local_date, start_of_day, zone
+from retention.clock import Period, Schedule, as_aware, due_instant, local_date, start_of_day, zone
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 
@@ -290,37 +290,71 @@ def evaluate_readings(
     """
     tz = pack.timezone
     readings = tuple(readings)
-    if len(readings) == 1:  # the common case, kept lean: a purge evaluates every record it moves
+    expiring = any(rule.clock.is_expiry for rule in dataset.keep)
+    if len(readings) == 1 and not expiring:  # the common case, kept lean: a purge evaluates every record it moves
         if readings[0].anomaly is not None:
             return RecordEvaluation(readings, readings[0].anomaly)
     else:
-        blocking = [r.anomaly for r in readings if r.anomaly not in (None, "null")]
+        blocking = [
+            r.anomaly
+            for r, rule in zip(readings, dataset.keep, strict=True)
+            if r.anomaly not in (None, "null") and not (r.anomaly == "future" and rule.clock.is_expiry)
+        ]
         if blocking:
             return RecordEvaluation(readings, blocking[0])
         if all(r.anomaly == "null" for r in readings):
             return RecordEvaluation(readings, "null")
-    days = tuple(r.day for r in readings)
+    key: tuple[Any, ...] = tuple(r.moment(tz) if r.anomaly is None else r.anomaly for r in readings)
+    if not expiring:
+        key = tuple(r.day for r in readings)
     if cache is not None:
-        known = cache.get(days)
+        known = cache.get(key)
         if known is not None:
             return RecordEvaluation(readings, None, known[0], known[1])
     due: dict[str, dt.datetime] = {}
     governing: dict[str, int] = {}
     for step in dataset.lifecycle:
         schedules = dataset.schedules(step.to, pack.financial_year_end)
-        best: tuple[dt.date, int] | None = None
-        for index, (reading, schedule) in enumerate(zip(readings, schedules, strict=True)):
-            if reading.day is None:
+        best: tuple[dt.datetime, int] | None = None
+        for index, (reading, schedule, rule) in enumerate(zip(readings, schedules, dataset.keep, strict=True)):
+            if rule.clock.is_expiry:
+                if reading.anomaly == "future":
+                    when = NOT_YET  # a live session: due at its expiry, after any as-of instant seen so far
+                elif reading.day is None:
+                    continue
+                else:
+                    when = expiry_due(reading, schedule, tz)
+            elif reading.day is None:
                 continue
-            day = schedule.due_date(reading.day)
-            if best is None or day > best[0]:
-                best = (day, index)
+            else:
+                when = due_instant(schedule.due_date(reading.day), tz)
+            if best is None or when > best[0]:
+                best = (when, index)
         assert best is not None
-        due[step.to] = due_instant(best[0], tz)
+        due[step.to] = best[0]
         governing[step.to] = best[1]
     if cache is not None and len(cache) < 100_000:
-        cache[days] = (due, governing)
+        cache[key] = (due, governing)
     return RecordEvaluation(readings, None, due, governing)
+
+
+NOT_YET = dt.datetime.max.replace(tzinfo=dt.UTC)
+"""The due instant of a state an expiry clock in the future holds back: later than any as-of instant."""
+
+
+def expiry_due(reading: ClockReading, schedule: Schedule, tz: str) -> dt.datetime:
+    """When a state falls due by an expiry clock with a valid value.
+
+    At the value itself (a ``date`` at 00:00 local that day); the lifecycle's
+    ``after`` delays run from the value's local date as they run from the
+    day a state is entered, so ``P0D`` keeps the value's instant.
+    """
+    assert reading.day is not None
+    moment = reading.moment(tz)
+    assert moment is not None
+    if not _delayed(schedule):
+        return moment
+    return max(moment, due_instant(schedule.due_date(reading.day - dt.timedelta(days=1)), tz))
 
 
 # --------------------------------------------------------------------------
@@ -599,6 +633,26 @@ class ClockSQL:
         v = self.value
         return sa.and_(v >= self._literal(self._floor()), v < self._literal(upper), *self._readable())
 
+    def expired(self, as_of: dt.datetime) -> ColumnElement[bool]:
+        """Valid clock whose value is on or before ``as_of`` (an expiry clock's own due test).
+
+        Exactly the values that are neither NULL, zero, invalid nor future.
+        """
+        v = self.value
+        if self.kind == "epoch_text":
+            return self._epoch_text_cmp(int(as_of.timestamp()) + 1, "<")
+        if self.kind == "epoch":
+            return sa.and_(*self._numeric(), v > 0, v <= int(as_of.timestamp()), *self._readable())
+        bound = local_date(as_of, self.policy_tz) if self.kind == "date" else self._moment(as_of)
+        if self._raw_text:
+            return sa.and_(
+                v < sa.literal(_text_ceiling(bound), sa.String),
+                datetext.sql_valid(v, self._text_kind()),
+                sa.not_(self._text_less(self._floor())),
+                sa.not_(self._text_greater(bound)),
+            )
+        return sa.and_(v >= self._literal(self._floor()), v <= self._literal(bound), *self._readable())
+
     def anomaly(self, category: Anomaly, as_of: dt.datetime) -> ColumnElement[bool]:
         """Rows whose clock falls in ``category``."""
         v = self.value
@@ -606,6 +660,8 @@ class ClockSQL:
             return self.is_null()
         if category == "invalid":
             return self._invalid()
+        if category == "future" and self.clock.is_expiry:
+            return sa.false()  # a live session: not due yet, nothing wrong with it
         if self.kind == "epoch_text":
             if category == "future":
                 return self._epoch_text_cmp(int(as_of.timestamp()), ">")
@@ -622,6 +678,12 @@ class ClockSQL:
         if category == "zero":
             return sa.and_(v < self._literal(self._floor()), *self._readable())
         return sa.and_(v > self._literal(bound), *self._readable())
+
+
+def _text_ceiling(bound: dt.datetime | dt.date) -> str:
+    """Text above every valid SQLite value not later than ``bound`` (a zone suffix moves it < 15 h)."""
+    day = bound.date() if isinstance(bound, dt.datetime) else bound
+    return (day + dt.timedelta(days=2)).isoformat()
 
 
 def _measured(rel_col: ColumnElement[Any], clock: Clock, dialect: str) -> tuple[Any, ColumnElement[bool] | None]:
@@ -726,10 +788,9 @@ class DatasetSQL:
         if len(self.clocks) == 1:
             # One clock: its range test already excludes NULL (and MySQL zero
             # dates), and a bare range lets an index on the clock serve it.
-            return self.clocks[0].before_day_after(schedules[0].last_event_due_by(today))
+            return _clock_due(self.clocks[0], schedules[0], today, as_of)
         each = [
-            sa.or_(c.is_null(), c.before_day_after(s.last_event_due_by(today)))
-            for c, s in zip(self.clocks, schedules, strict=True)
+            sa.or_(c.is_null(), _clock_due(c, s, today, as_of)) for c, s in zip(self.clocks, schedules, strict=True)
         ]
         some_clock = sa.or_(*(sa.not_(c.is_null()) for c in self.clocks))
         return sa.and_(*each, some_clock)
@@ -776,6 +837,21 @@ class DatasetSQL:
             related = [_safe_reading(tuple(r), c.clock.type, label, c.clock, as_of, tz) for r in rows]
             readings.append(combine_related(label, related))
         return readings
+
+
+def _delayed(schedule: Schedule) -> bool:
+    return any(delay != Period() for delay in schedule.delays)
+
+
+def _clock_due(clock: ClockSQL, schedule: Schedule, today: dt.date, as_of: dt.datetime) -> ColumnElement[bool]:
+    """One clock makes its state due by ``as_of`` (see :func:`expiry_due` for expiry clocks)."""
+    if not clock.clock.is_expiry:
+        return clock.before_day_after(schedule.last_event_due_by(today))
+    expired = clock.expired(as_of)
+    if not _delayed(schedule):
+        return expired  # due at the value itself
+    # The delays run from the value's local date D as from an event on D - 1.
+    return sa.and_(expired, clock.before_day_after(schedule.last_event_due_by(today) + dt.timedelta(days=1)))
 
 
 def dataset_sql(conn: sa.Connection, pack: Pack, name: str) -> DatasetSQL:

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention import ledger, ledger_items, migrate, partitions, store
+from retention import evidence, ledger, ledger_items, migrate, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
@@ -45,6 +45,7 @@ from retention.plan import (
     steps_from_state,
 )
 from retention.policy import LoadedPack
+from retention.policy.model import RECORD_STATE
 from retention.schema import check_schema
 
 log = structlog.get_logger("retention")
@@ -290,6 +291,7 @@ def _set_states(
             "subject_key": m.subject_key,
             "leader_key": m.leader_key,
             "run_id": run_id,
+            "clock_day": m.clock_day,
         }
         for m in moves
     ]
@@ -477,7 +479,7 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         if not moves:
             continue
         step = dataset.step_to(to_state)
-        action = step.action or "purge_archive"
+        action = step.action or (RECORD_STATE if to_state == "inactive" else "purge_archive")
         if action in _NEEDS_ROW and from_state != "active":
             moves, missing = _present(conn, planner, moves)
             if missing:
@@ -489,6 +491,10 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         keys = [m.key for m in moves]
         if action == "deactivate":
             conn.execute(table.update().where(store.one_of(conn, key, keys)).values(**(step.set or {})))
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
+        elif action == RECORD_STATE:
+            # No action: the engine's state row and the ledger say the record is
+            # inactive; the source row (locked by the witness) is not touched.
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]
@@ -556,7 +562,7 @@ def _purge_due(ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: st
     result: dict[str, dt.datetime | None] = {}
     for m in moves:
         since = next(s.due_at for s in m.steps if s.to_state == to_state)
-        steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far)
+        steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far, m.clock_day)
         result[m.record_key] = steps[0].due_at if steps else None
     return result
 
@@ -817,6 +823,24 @@ def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
     return trips
 
 
+def _short_notice_entry(ctx: RunContext, detail: dict[str, Any]) -> ledger.EntryDraft:
+    """The operator's acceptance of a version applied before its notice ran out."""
+    return ledger.EntryDraft(
+        run_id=ctx.run_id,
+        pack_id=ctx.loaded.id,
+        pack_digest=ctx.loaded.digest,
+        dataset=None,
+        transition="short_notice_accepted",
+        action=None,
+        basis=None,
+        due_at=None,
+        record_pseudonym=None,
+        subject_pseudonym=None,
+        count=0,
+        detail=detail,
+    )
+
+
 def _record_pack(conn: sa.Connection, loaded: LoadedPack, now: dt.datetime) -> None:
     pv = store.policy_versions
     exists = conn.execute(sa.select(pv.c.digest).where(pv.c.digest == loaded.digest)).first()
@@ -844,12 +868,14 @@ def run(
     datasets: Sequence[str] | None = None,
     allow_mass: Sequence[str] = (),
     should_stop: Callable[[], bool] | None = None,
+    short_notice: dict[str, Any] | None = None,
 ) -> RunResult:
     """Apply every transition due at ``as_of``, one transaction per batch.
 
     ``allow_mass`` names datasets (or ``*``) whose mass-deletion guards the
     operator overrides for this run; each override is recorded in the run
-    and in the ledger.
+    and in the ledger. ``short_notice``: the operator applies a pack version
+    before its notice ran out (the dates, recorded in the ledger).
     """
     run_id = str(uuid.uuid4())
     bound = log.bind(run_id=run_id, pack=loaded.id)
@@ -877,6 +903,8 @@ def run(
                             status="running",
                         )
                     )
+                    if short_notice is not None:
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
                 with conn.begin():
                     ledger_items.index_runs(conn)  # items of a run killed before its end
@@ -919,6 +947,12 @@ def run(
                     plan_ctx.finished.add(name)
                 store_.sweep(engine, secret)  # after the guards; only payloads whose purge the ledger records
                 _settle_erasure_requests(conn, ctx, planners, result)
+                with conn.begin():
+                    minimised = evidence.minimise(conn, loaded.pack, as_of, secret, ctx.now())
+                    if minimised is not None:
+                        minimised = replace(minimised, run_id=run_id, pack_digest=loaded.digest)
+                        ledger.append(conn, [minimised], ctx.now())
+                        bound.info("engine_records_minimised", count=minimised.count)
                 with conn.begin():
                     ledger_items.index_runs(conn)
                 result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"

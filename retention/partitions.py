@@ -69,6 +69,7 @@ def eligible(planner: DatasetPlanner, dialect: str) -> bool:
         and len(sql.clocks) == 1
         and sql.clocks[0].clock.aggregate is None
         and sql.clocks[0].kind in ("timestamptz", "timestamp", "date")
+        and not sql.clocks[0].clock.is_expiry
         and not dataset.review
         and not planner.followers
     )

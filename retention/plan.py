@@ -40,7 +40,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention import store
-from retention.clock import Period, Schedule, due_instant, local_date, start_of_day
+from retention.clock import Period, Schedule, chain_delay, due_instant, local_date, start_of_day
 from retention.evaluate import (
     ANOMALIES,
     Anomaly,
@@ -80,6 +80,7 @@ class Move:
     leader_key: str | None = None  # a follower's leader record (kept in the state row)
     since: dt.datetime | None = None  # when it entered its state before this run
     recheck: bool = False  # moved by its own clocks alone: the change re-checks them
+    clock_day: dt.date | None = None  # the event its clock marks, for `after_from: clock` (kept in the state row)
 
 
 @dataclass
@@ -188,11 +189,39 @@ def _next_states(dataset: Dataset, origin: str) -> list[str]:
     return states[states.index(origin) + 1 :]
 
 
-def delay_due(pack: Pack, dataset: Dataset, target: str, entered: dt.datetime) -> dt.datetime:
-    """When ``target`` is due after the previous state was entered at ``entered``."""
-    delay = dataset.step_to(target).after
-    event_day = local_date(entered, pack.timezone) - dt.timedelta(days=1)
-    return due_instant(Schedule(delay).due_date(event_day), pack.timezone)
+def delay_due(
+    pack: Pack, dataset: Dataset, target: str, entered: dt.datetime, clock_day: dt.date | None = None
+) -> dt.datetime:
+    """When ``target`` is due after the previous state was entered at ``entered``.
+
+    ``clock_day``: the event the record's clock marks (``after_from: clock``).
+    """
+    step = dataset.step_to(target)
+    last_kept = local_date(entered, pack.timezone) - dt.timedelta(days=1)
+    last_kept = chain_delay(step.after, step.counted_from, last_kept, clock_day)
+    # A state entered at an expiry clock's instant, not at a midnight: P0D keeps that instant.
+    return max(entered, due_instant(last_kept + dt.timedelta(days=1), pack.timezone))
+
+
+def delay_condition(
+    pack: Pack, dataset: Dataset, target: str, since: Any, clock_day: Any, as_of: dt.datetime
+) -> ColumnElement[bool]:
+    """State rows (``since``, ``clock_day`` columns) whose delay to ``target`` has run out by ``as_of``.
+
+    The set-based form of :func:`delay_due`: the cutoffs are computed once.
+    """
+    step = dataset.step_to(target)
+    entered = since <= as_of
+    previous = sa.and_(since < _delay_cutoff(pack, [step.after], as_of), entered)
+    if step.counted_from == "previous":
+        return previous
+    today = local_date(as_of, pack.timezone)
+    last_event = Schedule(step.after).last_event_due_by(today)
+    if step.counted_from == "entry":
+        # Counted from the entry day itself: one day later than ``previous``.
+        return sa.and_(since < start_of_day(last_event + dt.timedelta(days=1), pack.timezone), entered)
+    by_clock = sa.and_(clock_day.is_not(None), clock_day <= sa.literal(last_event, sa.Date()), entered)
+    return sa.or_(by_clock, sa.and_(clock_day.is_(None), previous))
 
 
 def _delay_cutoff(pack: Pack, delays: Sequence[Period], as_of: dt.datetime) -> dt.datetime:
@@ -208,10 +237,15 @@ def _delay_cutoff(pack: Pack, delays: Sequence[Period], as_of: dt.datetime) -> d
 
 
 def steps_from_state(
-    pack: Pack, dataset: Dataset, origin: str, since: dt.datetime, as_of: dt.datetime
+    pack: Pack,
+    dataset: Dataset,
+    origin: str,
+    since: dt.datetime,
+    as_of: dt.datetime,
+    clock_day: dt.date | None = None,
 ) -> tuple[Step, ...]:
     """The chain of transitions due by delays alone for a record that entered ``origin`` at ``since``."""
-    return advance(pack, dataset, origin, since, None, None, {}, as_of)
+    return advance(pack, dataset, origin, since, None, None, {}, as_of, clock_day)
 
 
 def steps_from_active(dataset: Dataset, due: dict[str, dt.datetime], as_of: dt.datetime) -> tuple[Step, ...]:
@@ -236,6 +270,7 @@ def advance(
     erasure: tuple[str, dt.datetime] | None,
     follow: dict[str, dt.datetime],
     as_of: dt.datetime,
+    clock_day: dt.date | None = None,
 ) -> tuple[Step, ...]:
     """Walk a record's lifecycle from ``state``, each state at its earliest due instant (docs/rules.md).
 
@@ -254,7 +289,7 @@ def advance(
             if own_first is not None and index == 1:
                 dues.append(own_first)
         elif entered is not None:
-            dues.append(delay_due(pack, dataset, target, entered))
+            dues.append(delay_due(pack, dataset, target, entered, clock_day))
         if erasure is not None and index <= erasure_reach:
             dues.append(erasure[1])
         if target in follow:
@@ -267,6 +302,15 @@ def advance(
         steps.append(Step(current, target, due))
         current, entered = target, due
     return tuple(steps)
+
+
+def _as_date(value: Any) -> dt.date | None:
+    """A DATE column as read (SQLite may hand back its text)."""
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return dt.date.fromisoformat(str(value)[:10])
 
 
 def is_false(condition: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -299,6 +343,7 @@ class Candidate:
     since: dt.datetime | None
     reach: int  # states its own clocks make due (SQL), active records only
     clocks: tuple[Any, ...]  # clock values, read only when reach > 0
+    clock_day: dt.date | None = None  # from the state row (after_from: clock)
 
 
 @dataclass(frozen=True)
@@ -503,6 +548,7 @@ class DatasetPlanner:
             (self.text(conn, self.leader_column) if self.leader_column is not None else sa.null()).label("lk"),
             (rs.c.state if joined else sa.null()).label("state"),
             (rs.c.since if joined else sa.null()).label("since"),
+            (rs.c.clock_day if joined else sa.null()).label("clock_day"),
         ]
         if self.sql is not None and with_clocks:
             reach = reach if reach is not None else self._reach(conn, self.sql)
@@ -534,6 +580,7 @@ class DatasetPlanner:
                     since=mapping["since"],
                     reach=int(mapping["reach"] or 0) if mapping["state"] is None else 0,
                     clocks=tuple(mapping.get(f"c{i}") for i in range(clocks)),
+                    clock_day=_as_date(mapping.get("clock_day")),
                 )
             )
         return result
@@ -548,6 +595,7 @@ class DatasetPlanner:
             leader_ref.label("lk"),
             rs.c.state.label("state"),
             rs.c.since.label("since"),
+            rs.c.clock_day.label("clock_day"),
             sa.literal(0).label("reach"),
         ).where(rs.c.dataset == self.name, *conditions)
 
@@ -632,6 +680,7 @@ class DatasetPlanner:
         for cand in candidates:
             own_first: dt.datetime | None = None
             clock_at: dt.datetime | None = None
+            clock_day = cand.clock_day
             own_chain: tuple[Step, ...] = ()
             if cand.reach and self.sql is not None:
                 evaluation = evaluate_record(pack, dataset, cand.clocks, as_of, self._due_cache)
@@ -646,6 +695,10 @@ class DatasetPlanner:
                     own_first = own_chain[0].due_at
                     governing = evaluation.readings[evaluation.governing[own_chain[0].to_state]]
                     clock_at = governing.moment(pack.timezone)
+                    if governing.day is not None:
+                        clock_day = dataset.clock_start(
+                            evaluation.governing[own_chain[0].to_state], governing.day, pack
+                        )
             request = requests.get(cand.subject_key) if cand.subject_key is not None else None
             erasure = None
             if request is not None and dataset.on_erasure is not None:
@@ -653,7 +706,7 @@ class DatasetPlanner:
             follow: dict[str, dt.datetime] = {}
             if leaders is not None and cand.leader_key is not None:
                 follow = self.follow_dues(leaders.get(cand.leader_key))
-            steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of)
+            steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of, clock_day)
             if not steps:
                 continue
             by_clock_alone = (
@@ -674,6 +727,7 @@ class DatasetPlanner:
                     leader_key=cand.leader_key,
                     since=cand.since,
                     recheck=by_clock_alone and steps == own_chain[: len(steps)],
+                    clock_day=clock_day,
                 )
             )
         return moves
@@ -776,8 +830,7 @@ class DatasetPlanner:
     def _state_batch(self, conn: sa.Connection, origin: str, after: str | None) -> tuple[list[Candidate], int, Any]:
         rs = self.ctx.tables.record_states
         target = _next_states(self.dataset, origin)[0]
-        cutoff = _delay_cutoff(self.ctx.pack, [self.dataset.step_to(target).after], self.ctx.as_of)
-        due = rs.c.since < cutoff
+        due = delay_condition(self.ctx.pack, self.dataset, target, rs.c.since, rs.c.clock_day, self.ctx.as_of)
         if self.dataset.follows is not None:
             due = sa.or_(due, self._catchup_condition(conn, rs.c.leader_key, origin))
         conditions = [
@@ -1136,7 +1189,7 @@ class DatasetPlanner:
                 count += int(conn.execute(query).scalar_one())
             for origin in self.dataset.states[1:-1]:
                 target = _next_states(self.dataset, origin)[0]
-                cutoff = _delay_cutoff(self.ctx.pack, [self.dataset.step_to(target).after], self.ctx.as_of)
+                due = delay_condition(self.ctx.pack, self.dataset, target, rs.c.since, rs.c.clock_day, self.ctx.as_of)
                 covered_rs = {
                     "dataset": sa.true(),
                     "record": rs.c.record_key == (hold.record_key or ""),
@@ -1145,7 +1198,7 @@ class DatasetPlanner:
                 query = sa.select(sa.func.count()).where(
                     rs.c.dataset == self.name,
                     rs.c.state == origin,
-                    rs.c.since < cutoff,
+                    due,
                     covered_rs,
                     self.state_row_included(conn, rs.c.record_key),
                 )

@@ -76,6 +76,17 @@ policy_versions = sa.Table(
     sa.Column("content", LONGTEXT, nullable=False, comment="the YAML text, for auditors"),
 )
 
+pack_sightings = sa.Table(
+    f"{PREFIX}pack_sightings",
+    metadata,
+    sa.Column("digest", HASH, primary_key=True, comment="sha256 of the pack's RFC 8785 encoding"),
+    sa.Column("pack_id", NAME, nullable=False),
+    sa.Column("version", NAME, nullable=False),
+    sa.Column("effective_from", sa.Date, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("seen_by", sa.String(10), nullable=False, comment="check, plan or run"),
+)
+
 runs = sa.Table(
     f"{PREFIX}runs",
     metadata,
@@ -124,6 +135,7 @@ record_states = sa.Table(
     sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Column("leader_key", KEY, comment="a follower's leader record (its subject or its via column)"),
+    sa.Column("clock_day", sa.Date, comment="the event the record's clock marks, for after_from: clock"),
     sa.Index(None, "dataset", "state", "since"),
     sa.Index(None, "subject_key"),
     sa.Index(None, "dataset", "leader_key"),
@@ -155,6 +167,8 @@ holds = sa.Table(
     sa.Column("released_by", NAME),
     sa.Column("released_at", UTCDateTime),
     sa.Column("release_reason", sa.Text),
+    sa.Column("subject_pseudonym", HASH, comment="kept when the subject id is removed (engine_retention)"),
+    sa.Column("minimised_at", UTCDateTime, comment="when the subject id and notes were removed"),
     sa.Index(None, "scope", "released_at"),
 )
 
@@ -162,7 +176,7 @@ erasure_requests = sa.Table(
     f"{PREFIX}erasure_requests",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("subject_key", KEY, nullable=False),
+    sa.Column("subject_key", KEY, comment="NULL once minimised (engine_retention)"),
     sa.Column("received_on", sa.Date, nullable=False),
     sa.Column("deadline", sa.Date, nullable=False),
     sa.Column("extended_on", sa.Date),
@@ -172,6 +186,8 @@ erasure_requests = sa.Table(
     sa.Column("processed_run_id", sa.String(36)),
     sa.Column("closed_at", UTCDateTime),
     sa.Column("outcome", sa.String(40), comment="erased, nothing to move, or no records found"),
+    sa.Column("subject_pseudonym", HASH, comment="kept when the subject id is removed (engine_retention)"),
+    sa.Column("minimised_at", UTCDateTime, comment="when the subject id and notes were removed"),
     sa.Index(None, "status"),
 )
 

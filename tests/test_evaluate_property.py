@@ -129,7 +129,12 @@ EPOCH_TEXT_ODD = [
 ]
 
 
-def _pack(keep: list[dict[str, Any]], periods_anchor: list[tuple[str, str]]) -> Pack:
+def _pack(
+    keep: list[dict[str, Any]],
+    periods_anchor: list[tuple[str, str]],
+    first_after: str = "P0D",
+    after_from: tuple[str, str] = ("previous", "previous"),
+) -> Pack:
     data = {
         "pack": "prop",
         "version": "1",
@@ -141,19 +146,20 @@ def _pack(keep: list[dict[str, Any]], periods_anchor: list[tuple[str, str]]) -> 
                 "key": "id",
                 "basis": "test",
                 "keep": [
-                    {"clock": clock, "period": period, "anchor": anchor}
+                    {"clock": clock, "anchor": anchor} | ({} if clock.get("expires") else {"period": period})
                     for clock, (period, anchor) in zip(keep, periods_anchor, strict=True)
                 ],
                 "lifecycle": [
-                    {"to": "inactive", "action": "deactivate", "set": {"active": False}},
+                    {"to": "inactive", "action": "deactivate", "set": {"active": False}, "after": first_after},
                     {
                         "to": "archived",
                         "after": "P1M",
+                        "after_from": after_from[0],
                         "action": "archive",
                         "columns": ["id"],
                         "then": "delete",
                     },
-                    {"to": "purged", "after": "P1Y"},
+                    {"to": "purged", "after": "P1Y", "after_from": after_from[1]},
                 ],
             }
         },
@@ -369,10 +375,83 @@ def test_column_clock_sql_equals_python_long(selected_as_slow: None, engine: sa.
     _check_column(engine, kind, "P13M", "event", settings(SETTINGS, max_examples=300))
 
 
-def _check_column(engine: sa.Engine, kind: str, period: str, anchor: str, settings_: Any = SETTINGS) -> None:
+# Expiry clocks (``expires: true``): due at the value itself, future values normal. A
+# naive ``timestamp`` expiry must be in UTC, so timestamp_paris is not among them.
+EXPIRY_KINDS = ["timestamptz", "timestamp_utc", "date", "epoch", "epoch_float", "epoch_text"]
+
+
+@pytest.mark.parametrize("first_after", ["P0D", "P1D"])
+@pytest.mark.parametrize("kind", EXPIRY_KINDS)
+def test_expiry_clock_sql_equals_python(engine: sa.Engine, kind: str, first_after: str) -> None:
+    """An expiry clock alone, due at its value (or a delay after it): SQL and Python agree, future is no anomaly."""
+    _check_column(engine, kind, "", "event", expires=True, first_after=first_after)
+
+
+@pytest.mark.parametrize("kind", ["timestamptz", "epoch", "date"])
+def test_expiry_and_period_clocks_sql_equals_python(engine: sa.Engine, kind: str) -> None:
+    """A period clock and an expiry clock together: due at the later of the two, on both sides."""
+    md = sa.MetaData()
+    table = sa.Table(
+        "records",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("clock", KINDS["timestamp_utc"][0]),
+        sa.Column("expiry", KINDS[kind][0]),
+    )
+    md.create_all(engine)
+    expiry = {**KINDS[kind][1], "column": "expiry", "expires": True}
+    pack = _pack([{"column": "clock", "type": "timestamp"}, expiry], [("P8D", "event"), ("", "event")])
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        ds = dataset_sql(conn, pack, "records")
+
+    @SETTINGS
+    @given(
+        rows=st.lists(
+            st.tuples(stored_values(dialect, "timestamp_utc"), stored_values(dialect, kind)), min_size=1, max_size=20
+        ),
+        as_of=as_ofs(),
+    )
+    def check(rows: list[tuple[Any, Any]], as_of: dt.datetime) -> None:
+        with engine.begin() as conn:
+            conn.execute(table.delete())
+            stored = dict(enumerate(rows, start=1))
+            _insert(
+                conn,
+                "records",
+                {"clock": "timestamp_utc", "expiry": kind},
+                [{"id": k, "clock": c, "expiry": e} for k, (c, e) in stored.items()],
+            )
+            _compare(conn, ds, stored, as_of)
+
+    check()
+
+
+@pytest.mark.parametrize("after_from", [("clock", "entry"), ("entry", "clock")])
+@pytest.mark.parametrize(
+    ("kind", "period", "anchor"), [("date", "P13M", "event"), ("timestamptz", "P10Y", "financial_year_end")]
+)
+def test_after_from_sql_equals_python(
+    engine: sa.Engine, kind: str, period: str, anchor: str, after_from: tuple[str, str]
+) -> None:
+    """Lifecycle delays counted from the clock or from the entry day: SQL and Python agree."""
+    _check_column(engine, kind, period, anchor, after_from=after_from)
+
+
+def _check_column(
+    engine: sa.Engine,
+    kind: str,
+    period: str,
+    anchor: str,
+    settings_: Any = SETTINGS,
+    expires: bool = False,
+    first_after: str = "P0D",
+    after_from: tuple[str, str] = ("previous", "previous"),
+) -> None:
     table = _records_table(kind)
     table.create(engine)
-    pack = _pack([KINDS[kind][1]], [(period, anchor)])
+    clock = {**KINDS[kind][1], "expires": True} if expires else KINDS[kind][1]
+    pack = _pack([clock], [(period, anchor)], first_after, after_from)
     dialect = engine.dialect.name
     with engine.connect() as conn:
         ds = dataset_sql(conn, pack, "records")

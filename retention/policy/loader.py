@@ -402,7 +402,11 @@ def _span_problems(pack: Pack, ds_name: str, name: str, lines: dict[PathKey, int
     for index, schedule in enumerate(schedules):
         if not schedule.fits():
             at: PathKey = ("datasets", ds_name, "keep", index, "period")
-            return [PackProblem(name, _line_for(lines, at), f"{_dotted(at)}: {ds.keep[index].period} {too_long}")]
+            return [
+                PackProblem(
+                    name, _line_for(lines, at), f"{_dotted(at)}: {ds.keep[index].period or 'expiry'} {too_long}"
+                )
+            ]
     if not ds.keep and not Schedule(Period(), tuple(step.after for step in ds.lifecycle)).fits():
         at = ("datasets", ds_name, "lifecycle")
         return [PackProblem(name, _line_for(lines, at), f"{_dotted(at)}: the delays {too_long.split(' with ')[0]}")]

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from retention.clock import Period, Schedule, WorkingDays, YearEnd, iana_zone
+from retention.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 from retention.policy.rowfilter import RowFilter, parse_where
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
@@ -99,6 +99,12 @@ class Clock(_Strict):
         description="Column of the dataset the related table points at (default its key).",
     )
     where: dict[str, str | int] | None = None
+    expires: StrictBool | None = Field(
+        default=None,
+        description="The value is when the record stops being needed: due at that instant, no period.",
+    )
+
+    _added_later = ("expires",)
 
     _check_tz = field_validator("timezone")(lambda v: None if v is None else _check_timezone(v))
 
@@ -118,7 +124,17 @@ class Clock(_Strict):
                 raise ValueError(f"{', '.join(extra)} only apply to aggregate clocks; add aggregate: max")
         elif self.table is None or self.on is None:
             raise ValueError("an aggregate clock needs table and on (the related table's key column)")
+        if self.expires and self.type == "timestamp" and self.naive_timezone != "UTC":
+            # A wall-clock reading in a zone with daylight saving time is reached
+            # twice in the autumn and never in the spring: no single instant.
+            raise ValueError(
+                "an expiry clock of type 'timestamp' must be in UTC; use timestamptz for instants in other zones"
+            )
         return self
+
+    @property
+    def is_expiry(self) -> bool:
+        return bool(self.expires)
 
     @property
     def naive_timezone(self) -> str:
@@ -134,9 +150,30 @@ class Keep(_Strict):
     """One justification for keeping a record: a clock and its period."""
 
     clock: Clock
-    period: PeriodField
+    period: PeriodField | None = None
     anchor: Literal["event", "financial_year_end"] = "event"
     basis: str | None = None
+
+    _added_later = ("period",)  # always set before expiry clocks, so always in the digest then
+
+    @model_validator(mode="after")
+    def _period_or_expiry(self) -> Keep:
+        if self.clock.is_expiry:
+            if self.period is not None:
+                raise ValueError(
+                    "an expiry clock (expires: true) takes no period: the record is due at the clock's value; "
+                    "delay the first lifecycle step with 'after' to keep it longer"
+                )
+            if self.anchor != "event":
+                raise ValueError("an expiry clock (expires: true) cannot be anchored to the financial year end")
+        elif self.period is None:
+            raise ValueError("a keep rule needs 'period' (or a clock with expires: true)")
+        return self
+
+    @property
+    def kept(self) -> Period:
+        """The period run from the clock (none for an expiry clock)."""
+        return self.period or Period()
 
 
 MASK_STRATEGIES: tuple[str, ...] = (
@@ -178,6 +215,9 @@ class Mask(_Strict):
         return self
 
 
+RECORD_STATE = "record_state"
+"""The ledger's action for a step without one: the state is recorded in the engine's tables only."""
+
 _ALLOWED_ACTIONS: dict[str, tuple[str, ...]] = {
     "inactive": ("deactivate",),
     "archived": ("archive",),
@@ -196,6 +236,16 @@ class Step(_Strict):
     then: Literal["delete", "anonymise"] | None = None
     mask: dict[str, Mask] | None = None
     basis: str | None = None
+    after_from: AfterFrom | None = Field(
+        default=None,
+        description="What 'after' counts from: the previous state's end (default), the clock, or the entry day.",
+    )
+
+    _added_later = ("after_from",)
+
+    @property
+    def counted_from(self) -> AfterFrom:
+        return self.after_from or "previous"
 
     @model_validator(mode="after")
     def _action_fits(self) -> Step:
@@ -336,12 +386,22 @@ class Dataset(_Strict):
         for index, step in enumerate(self.lifecycle):
             previous = self.lifecycle[index - 1].to if index else "active"
             where = f"@lifecycle.{index}"
-            if step.action is None and not (step.to == "purged" and previous == "archived"):
+            # A step into inactive may record the state alone (a table without a flag column).
+            if step.action is None and step.to != "inactive" and not (step.to == "purged" and previous == "archived"):
                 valid = ", ".join(_ALLOWED_ACTIONS[step.to])
                 raise ValueError(f"{where}: state {step.to!r} needs an action; valid: {valid}")
             if step.to == "purged" and previous == "archived" and step.action not in (None, "delete"):
                 raise ValueError(
                     f"{where}.action: purging an archived record deletes its archive payload; omit 'action'"
+                )
+            if step.after_from is not None and index == 0:
+                raise ValueError(
+                    f"{where}.after_from: the first step's 'after' runs from the end of the keep periods; "
+                    "after_from applies to the steps after it"
+                )
+            if step.after_from == "clock" and len(self.keep) != 1:
+                raise ValueError(
+                    f"{where}.after_from: 'clock' needs exactly one keep rule (its clock is the event counted from)"
                 )
             if step.action == "drop_partition" and not self.partitioned:
                 raise ValueError(f"{where}.action: action 'drop_partition' needs 'partitioned: true' on the dataset")
@@ -362,6 +422,17 @@ class Dataset(_Strict):
                 return step
         raise KeyError(state)
 
+    def clock_start(self, rule: int, day: dt.date, pack: Pack) -> dt.date:
+        """The event a keep rule's period runs from, for a clock on local ``day``.
+
+        The day itself, the close of its financial year when anchored there, or
+        for an expiry clock the day before its value (see :class:`Schedule`).
+        """
+        keep = self.keep[rule]
+        if keep.clock.is_expiry:
+            return day - dt.timedelta(days=1)
+        return pack.financial_year_end.close_of(day) if keep.anchor == "financial_year_end" else day
+
     def basis_for(self, state: str) -> str:
         step = self.step_to(state)
         return step.basis or self.basis or ""
@@ -369,22 +440,26 @@ class Dataset(_Strict):
     def schedules(self, state: str, year_end: YearEnd) -> list[Schedule]:
         """One schedule per keep rule, from the clock to entering ``state``."""
         delays: list[Period] = []
+        after_from: list[AfterFrom] = []
         for index, step in enumerate(self.lifecycle):
             if index:
                 delays.append(step.after)
+                after_from.append(step.counted_from)
             if step.to == state:
                 break
         else:
             raise KeyError(state)
         # Entering the first state may itself wait after the retention ends.
         delays.insert(0, self.lifecycle[0].after)
+        after_from.insert(0, "previous")
         result = []
         for rule in self.keep:
             result.append(
                 Schedule(
-                    period=rule.period,
+                    period=rule.kept,
                     delays=tuple(delays),
                     year_end=year_end if rule.anchor == "financial_year_end" else None,
+                    after_from=tuple(after_from) if any(f != "previous" for f in after_from) else (),
                 )
             )
         return result
@@ -412,12 +487,20 @@ class Pack(_Strict):
     version: str = Field(min_length=1, max_length=100)
     effective_from: dt.date
     timezone: str = "UTC"
-    _added_later = ("country", "subdivision")
+    _added_later = ("country", "subdivision", "notice", "engine_retention")
     country: str | None = Field(
         default=None,
         description="ISO 3166-1 alpha-2 code whose public holidays deadlines to act skip (with weekends).",
     )
     subdivision: str | None = Field(default=None, description="The country's subdivision, e.g. 57 (Moselle) in FR.")
+    notice: PeriodField | None = Field(
+        default=None,
+        description="How long before taking effect a new version must have been seen (e.g. P8D).",
+    )
+    engine_retention: PeriodField | None = Field(
+        default=None,
+        description="How long settled erasure requests and released holds keep the subject id and notes (P3Y).",
+    )
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)
     guard: Guard = Field(default_factory=Guard)

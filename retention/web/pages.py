@@ -471,8 +471,9 @@ def erasure_page(console: Console, request: Request, viewer: Viewer, form: FormD
     with console.reader.connect() as conn:
         requests = subjects.list_requests(conn, utcnow().date(), include_closed=True)
     for item in requests:
-        subject = str(item.pop("subject_key"))
-        item["subject_pseudonym"] = ledger_query.pseudonym_of_subject(secret, subject) if secret else None
+        subject = item.pop("subject_key")
+        if subject is not None:  # a minimised request keeps only its pseudonym (engine_retention)
+            item["subject_pseudonym"] = ledger_query.pseudonym_of_subject(secret, str(subject)) if secret else None
     return console.render(request, "erasure.html", requests=requests, keyed=secret is not None)
 
 
@@ -482,7 +483,7 @@ def holds_page(console: Console, request: Request, viewer: Viewer, form: FormDat
         holds = subjects.list_holds(conn, include_released=True)
     for hold in holds:
         subject, record = hold.pop("subject_key"), hold.pop("record_key")
-        hold["pseudonym"] = None
+        hold["pseudonym"] = hold.pop("subject_pseudonym", None)  # a minimised hold keeps only this
         if secret and subject is not None:
             hold["pseudonym"] = ledger_query.pseudonym_of_subject(secret, str(subject))
         elif secret and record is not None and hold["dataset"]:
