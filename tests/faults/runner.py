@@ -62,7 +62,12 @@ def before_statement(conn: sa.Connection, _cursor: Any, _statement: str, *_: Any
     if _ours(conn):
         return
     statements += 1
-    if done or statements != FAULT.get("at"):
+    at = FAULT.get("at")
+    due = statements == at
+    if FAULT.get("after_write") and isinstance(at, int) and statements >= at:
+        # The first statement from `at` on that runs inside a transaction which has written.
+        due = conn.in_transaction() and id(conn) in _wrote
+    if done or not due:
         if _statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
             _wrote.add(id(conn))
         return

@@ -258,10 +258,15 @@ def test_sigkill_at_random_statements(
     points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(3))
     done = 0.0
     sites: list[dict[str, Any]] = []
-    for point in points:
+    for number, point in enumerate(points):
         at = golden.idle + max(1, int(point - done))
         site = tmp_path / f"kill-{at}.json"
-        killed = faulted_run(zygote, db_url, pack, {"kind": "kill", "at": at, "out": str(site)})
+        fault: dict[str, Any] = {"kind": "kill", "at": at, "out": str(site)}
+        if number == len(points) - 1:
+            # The last kill waits for a statement inside a transaction that has written, so that
+            # at least one kill tests the rollback whatever the statement mix of this version.
+            fault["after_write"] = True
+        killed = faulted_run(zygote, db_url, pack, fault)
         assert killed.returncode == -signal.SIGKILL, f"not killed at statement {at}: {killed.stderr[-2000:]}"
         sites.append(json.loads(site.read_text()))
         assert_ledger_matches_rows(engine, f"after the SIGKILL at statement {at}")
@@ -395,7 +400,9 @@ def test_a_second_run_is_refused_while_the_first_works(
     """
     engine = prepare(db_url)
     rng = random.Random(f"second-{dialect}")
-    early, late = sorted(rng.sample(range(3, golden.begins - 5), 2))
+    # From the 10th transaction on: the run holds its lock by then (the first few record the
+    # pack version seen and the run itself, before the lock is taken).
+    early, late = sorted(rng.sample(range(10, golden.begins - 5), 2))
     points = [[early, 0], [late, 7]] if dialect == "sqlite" else [[early, 0]]
     out = tmp_path / "second.json"
     first = faulted_run(
