@@ -137,16 +137,17 @@ def test_reference_packs_by_name_from_anywhere(tmp_path: Path, monkeypatch: pyte
     result = runner.invoke(main, ["check", "--rules", "builtin:nl-shop"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok: ") and ": pack nl-shop 2026.1 " in result.output
-    assert runner.invoke(main, ["check", "--rules", "builtin:"]).output.count("ok: ") == 2
+    assert runner.invoke(main, ["check", "--rules", "builtin:"]).output.count("ok: ") == 3
     wrong = runner.invoke(main, ["check", "--rules", "builtin:marketplac"])
     assert wrong.exit_code == 2
     assert wrong.output == (
-        "error: builtin:marketplac: no reference pack 'marketplac'; valid: builtin:marketplace, builtin:nl-shop\n"
+        "error: builtin:marketplac: no reference pack 'marketplac'; valid: builtin:marketplace, builtin:nl-shop, "
+        "builtin:woocommerce-nl\n"
     )
     missing = runner.invoke(main, ["check", "--rules", "rules/marketplace.yaml"])
     assert missing.output == (
         "error: rules/marketplace.yaml: no such file or folder "
-        "(reference packs: builtin:marketplace, builtin:nl-shop)\n"
+        "(reference packs: builtin:marketplace, builtin:nl-shop, builtin:woocommerce-nl)\n"
     )
 
 
