@@ -27,7 +27,7 @@ records already in later states whose rows are still there (deactivated or
 anonymised) when their clocks are due again (so a count path without the
 state anti-join counts them twice).
 
-Examples per database: 30 in the default suite; 80 when ``CI=true`` (the
+Examples per database: 30 in the default suite; 200 when ``CI=true`` (the
 ``.ci/run`` entry point) or when ``RETENTION_DIFFERENTIAL_EXAMPLES`` says
 so. The draws are derandomised (the same examples every time) unless
 ``RETENTION_DIFFERENTIAL_RANDOM=1``.
@@ -59,7 +59,7 @@ CI = os.environ.get("CI", "").lower() == "true"
 # syntax; RETENTION_DIFFERENTIAL_WITHOUT_VIA=1 leaves it out, to run the rest
 # against an engine that does not have it yet.
 WITHOUT_VIA = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_VIA") == "1"
-EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_EXAMPLES", "80" if CI else "30"))
+EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_EXAMPLES", "200" if CI else "30"))
 
 CLOCK_KINDS = ("timestamptz", "timestamp", "date", "epoch", "epoch_text")
 NAIVE_ZONES = ("UTC", "Europe/Paris", "America/New_York")
@@ -916,7 +916,7 @@ DIFFERENTIAL = settings(
 def test_plan_run_and_oracle_agree(migrated: sa.Engine) -> None:
     """For random packs, data, holds, erasures and as-of sequences: oracle == plan == run, and the data too.
 
-    30 examples per database by default, 80 under CI=true (see the module docstring).
+    30 examples per database by default, 200 under CI=true (see the module docstring).
     """
 
     @DIFFERENTIAL
