@@ -11,6 +11,7 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,13 +68,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("dialect", dialects, scope="function")
 
 
-@pytest.fixture
-def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh, empty database on ``dialect``, dropped after the test."""
+@contextmanager
+def isolated_database(dialect: str, directory: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database on ``dialect`` (a schema on PostgreSQL), dropped afterwards."""
     _require(dialect)
     name = f"rt_{_RUN}_{os.getpid()}_{next(_counter)}"
     if dialect == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        yield f"sqlite:///{directory / (name + '.sqlite')}"
         return
     admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
     try:
@@ -94,6 +95,13 @@ def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
             else:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
+
+
+@pytest.fixture
+def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database on ``dialect``, dropped after the test."""
+    with isolated_database(dialect, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

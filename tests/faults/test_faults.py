@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import MARIADB_COLLATION, SERVER_URLS, _require
+from conftest import isolated_database
 from sqlalchemy.engine import make_url
 
 from faults import report, scenario
@@ -60,33 +60,6 @@ class Golden:
 
 _golden: dict[str, Golden] = {}
 _names = iter(range(10**6))
-
-
-@contextmanager
-def fresh_database(dialect: str, directory: Path) -> Iterator[str]:
-    """A URL of an empty database of its own (dropped afterwards), as tests/conftest.py makes them."""
-    _require(dialect)
-    name = f"rt_faults_{os.getpid()}_{next(_names)}"
-    if dialect == "sqlite":
-        yield f"sqlite:///{directory / (name + '.sqlite')}"
-        return
-    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            if dialect == "postgresql":
-                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
-            else:
-                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MARIADB_COLLATION}"))
-                url = make_url(SERVER_URLS[dialect]).set(database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            if dialect == "postgresql":
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 def prepare(url: str) -> sa.Engine:
@@ -201,7 +174,7 @@ def golden(dialect: str, tmp_path_factory: pytest.TempPathFactory) -> Golden:
     if dialect not in _golden:
         directory = tmp_path_factory.mktemp(f"golden-{dialect}")
         pack = scenario.write_pack(directory)
-        with fresh_database(dialect, directory) as url:
+        with isolated_database(dialect, directory) as url:
             engine = prepare(url)
             try:
                 before = sqlite_pages(url) if dialect == "sqlite" else 0
