@@ -134,6 +134,9 @@ def _read_epoch(label: str, raw: Any, value: float | Decimal, as_of: dt.datetime
     return ClockReading(label, raw, None, local_date(instant, policy_tz), instant)
 
 
+_PLAIN_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
+
+
 def _stored_datetime(raw: Any, kind: str) -> dt.datetime | tuple[Anomaly, str | None]:
     """A datetime (naive, or aware when the value carried its zone), or its class."""
     if isinstance(raw, dt.datetime):
@@ -144,6 +147,13 @@ def _stored_datetime(raw: Any, kind: str) -> dt.datetime | tuple[Anomaly, str | 
         return ("invalid", "a number, not a datetime" if isinstance(raw, int | float | Decimal) else "not text")
     if raw.startswith(datetext.ZERO_PREFIX):
         return ("zero", None)
+    if _PLAIN_DATETIME.fullmatch(raw):
+        # SQLite's own form and the normal form (every value a batch fetches):
+        # the C parser, where the grammar's regular expression costs several times more.
+        try:
+            return dt.datetime.fromisoformat(raw)
+        except ValueError:
+            pass  # a field out of range or year 0: the grammar says which
     parsed = datetext.parse(raw, "timestamptz" if kind == "timestamptz" else "timestamp")
     if isinstance(parsed, str):
         return ("invalid", parsed)
@@ -469,6 +479,35 @@ class ClockSQL:
             return sa.case((self.value.is_(None), sa.null()), else_=datetext.sql_normal(self.value, self._text_kind()))
         return sa.type_coerce(self.value, NullType())
 
+    def extreme(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool], *, highest: bool) -> Any:
+        """The least (or greatest) of :meth:`select` over the rows meeting ``condition``.
+
+        On SQLite text, rows in SQLite's own form (nearly all) order as their
+        normal form does, so the clock's index gives their extreme at once;
+        only the other rows are scanned, with a cheap shape test (a valid row
+        of 19 characters with a space at 11 is always in SQLite's own form).
+        """
+        aggregate = sa.func.max if highest else sa.func.min
+        if not self._raw_text or self.kind == "date":
+            return conn.execute(sa.select(aggregate(self.select())).select_from(table).where(condition)).scalar_one()
+        v = self.value
+        own_form = sa.and_(sa.func.length(v) == 19, sa.func.substr(v, 11, 1) == " ")
+        first = conn.execute(
+            sa.select(v)
+            .select_from(table)
+            .where(condition, own_form)
+            .order_by(v.desc() if highest else v.asc())
+            .limit(1)
+        ).scalar()
+        rest = conn.execute(
+            # the shape test first: SQLite checks the terms in this order
+            sa.select(aggregate(self.select())).select_from(table).where(sa.not_(own_form), condition)
+        ).scalar_one()
+        found = [x for x in (None if first is None else f"{first}.000000", rest) if x is not None]
+        if not found:
+            return None
+        return max(found) if highest else min(found)
+
     # -- bounds rendered for this column's storage ------------------------
     def _moment(self, instant: dt.datetime) -> dt.datetime:
         """An aware instant as this column stores it (PostgreSQL tz: aware; else naive)."""
@@ -519,9 +558,10 @@ class ClockSQL:
         low, high = self._window(bound, exact_at_midnight=True)
         if low == high:
             return v < sa.literal(low, sa.String)
-        return sa.or_(
-            v < sa.literal(low, sa.String),
-            sa.and_(v < sa.literal(high, sa.String), self._normal() < self._literal(bound)),
+        # ``v < high`` stands alone (low <= high) so an index can bound the rows.
+        return sa.and_(
+            v < sa.literal(high, sa.String),
+            sa.or_(v < sa.literal(low, sa.String), self._normal() < self._literal(bound)),
         )
 
     def _text_greater(self, bound: dt.datetime | dt.date) -> ColumnElement[bool]:
@@ -769,6 +809,11 @@ class DatasetSQL:
     table: sa.Table
     key: ColumnElement[Any]
     clocks: list[ClockSQL]
+    # Built once per (state, as_of): a run asks in every batch, and building
+    # SQLite's text-datetime expressions costs more than running them.
+    _due: dict[tuple[str, dt.datetime], ColumnElement[bool]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def values(self) -> list[ColumnElement[Any]]:
         """One expression per clock to fetch for rows that ``due`` selects.
@@ -783,6 +828,12 @@ class DatasetSQL:
 
     def due(self, state: str, as_of: dt.datetime) -> ColumnElement[bool]:
         """Rows (taken as active) that have reached ``state`` by ``as_of``."""
+        found = self._due.get((state, as_of))
+        if found is None:
+            found = self._due[(state, as_of)] = self._build_due(state, as_of)
+        return found
+
+    def _build_due(self, state: str, as_of: dt.datetime) -> ColumnElement[bool]:
         today = local_date(as_of, self.pack.timezone)
         schedules: list[Schedule] = self.dataset.schedules(state, self.pack.financial_year_end)
         if len(self.clocks) == 1:

@@ -566,20 +566,21 @@ class DatasetPlanner:
         )
 
     def _candidates(self, rows: Iterable[Any]) -> list[Candidate]:
-        clocks = len(self.sql.clocks) if self.sql is not None else 0
+        clocks = [f"c{i}" for i in range(len(self.sql.clocks) if self.sql is not None else 0)]
         result = []
         for row in rows:
             mapping = row._mapping
+            state = mapping["state"]
             result.append(
                 Candidate(
                     key=mapping["k"],
                     record_key=str(mapping["k"]),
                     subject_key=mapping["s"],
                     leader_key=mapping["lk"],
-                    state=mapping["state"] or "active",
+                    state=state or "active",
                     since=mapping["since"],
-                    reach=int(mapping["reach"] or 0) if mapping["state"] is None else 0,
-                    clocks=tuple(mapping.get(f"c{i}") for i in range(clocks)),
+                    reach=int(mapping["reach"] or 0) if state is None else 0,
+                    clocks=tuple(mapping.get(name) for name in clocks),
                     clock_day=_as_date(mapping.get("clock_day")),
                 )
             )
@@ -1076,7 +1077,6 @@ class DatasetPlanner:
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
         sql = self.sql
-        value = sql.values()[0]
         targets = _next_states(self.dataset, "active")
         per = summary.transitions.setdefault(self.name, {})
         current = "active"
@@ -1087,8 +1087,8 @@ class DatasetPlanner:
                 break
             name = f"{current}->{target}"
             per[name] = per.get(name, 0) + count
-            for extreme in (sa.func.min, sa.func.max):
-                raw = conn.execute(sa.select(extreme(value)).select_from(sql.table).where(condition)).scalar_one()
+            for highest in (False, True):
+                raw = sql.clocks[0].extreme(conn, sql.table, condition, highest=highest)
                 evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
                 if evaluation.anomaly is not None or target not in evaluation.due:
                     raise AssertionError(
