@@ -567,10 +567,15 @@ def _purge_due(ctx: RunContext, dataset: Any, moves: Sequence[Any], to_state: st
         return {m.record_key: None for m in moves}
     far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
     result: dict[str, dt.datetime | None] = {}
+    # A batch's records share few (since, clock day) pairs: walk each pair's lifecycle once.
+    known: dict[tuple[dt.datetime, dt.date | None], dt.datetime | None] = {}
     for m in moves:
         since = next(s.due_at for s in m.steps if s.to_state == to_state)
-        steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far, m.clock_day)
-        result[m.record_key] = steps[0].due_at if steps else None
+        pair = (since, m.clock_day)
+        if pair not in known:
+            steps = steps_from_state(ctx.loaded.pack, dataset, "archived", since, far, m.clock_day)
+            known[pair] = steps[0].due_at if steps else None
+        result[m.record_key] = known[pair]
     return result
 
 

@@ -376,6 +376,9 @@ class DatasetPlanner:
         self.leader: DatasetPlanner | None = None
         self.followers: list[DatasetPlanner] = []
         self._due_cache: DueCache = {}
+        # Memos of pure walks, keyed by what they depend on (a batch repeats few distinct days).
+        self._chains: dict[tuple[dt.datetime, ...], tuple[Step, ...]] = {}
+        self._walks: dict[tuple[str, dt.datetime | None, dt.datetime | None, dt.date | None], tuple[Step, ...]] = {}
         self._dialect = conn.dialect.name
 
     @property
@@ -566,22 +569,35 @@ class DatasetPlanner:
         )
 
     def _candidates(self, rows: Iterable[Any]) -> list[Candidate]:
-        clocks = [f"c{i}" for i in range(len(self.sql.clocks) if self.sql is not None else 0)]
+        """Candidates from rows of :meth:`_columns` or :meth:`_state_rows` (perhaps with more columns after).
+
+        By position, not by name: a batch makes thousands, and a row's
+        mapping view costs more than the rest of the candidate. The first
+        seven columns are the same in every query; clock values follow where
+        the row has them (a row of another length gets its names looked up).
+        """
+        clocks = len(self.sql.clocks) if self.sql is not None else 0
+        names = ("k", "s", "lk", "state", "since", "clock_day", "reach")
+        clock_names = tuple(f"c{i}" for i in range(clocks))
+        layout: tuple[int, tuple[int | None, ...]] | None = None
         result = []
         for row in rows:
-            mapping = row._mapping
-            state = mapping["state"]
+            if layout is None or layout[0] != len(row):
+                fields = row._fields
+                assert fields[: len(names)] == names, fields
+                layout = (len(row), tuple(fields.index(n) if n in fields else None for n in clock_names))
+            k, s, lk, state, since, clock_day, reach = row[:7]
             result.append(
                 Candidate(
-                    key=mapping["k"],
-                    record_key=str(mapping["k"]),
-                    subject_key=mapping["s"],
-                    leader_key=mapping["lk"],
+                    key=k,
+                    record_key=str(k),
+                    subject_key=s,
+                    leader_key=lk,
                     state=state or "active",
-                    since=mapping["since"],
-                    reach=int(mapping["reach"] or 0) if state is None else 0,
-                    clocks=tuple(mapping.get(name) for name in clocks),
-                    clock_day=_as_date(mapping.get("clock_day")),
+                    since=since,
+                    reach=int(reach or 0) if state is None else 0,
+                    clocks=tuple(None if i is None else row[i] for i in layout[1]),
+                    clock_day=_as_date(clock_day),
                 )
             )
         return result
@@ -686,7 +702,11 @@ class DatasetPlanner:
             if cand.reach and self.sql is not None:
                 evaluation = evaluate_record(pack, dataset, cand.clocks, as_of, self._due_cache)
                 if evaluation.anomaly is None:
-                    own_chain = steps_from_active(dataset, evaluation.due, as_of)
+                    chain_key = tuple(evaluation.due.values())
+                    chain = self._chains.get(chain_key)
+                    if chain is None:
+                        chain = self._chains[chain_key] = steps_from_active(dataset, evaluation.due, as_of)
+                    own_chain = chain
                 if check_reach and len(own_chain) != cand.reach:
                     raise AssertionError(
                         f"dataset {self.name}: SQL finds record {cand.record_key!r} due for {cand.reach} state(s), "
@@ -707,7 +727,17 @@ class DatasetPlanner:
             follow: dict[str, dt.datetime] = {}
             if leaders is not None and cand.leader_key is not None:
                 follow = self.follow_dues(leaders.get(cand.leader_key))
-            steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of, clock_day)
+            if erasure is None and not follow:
+                # Pure in these four (pack, dataset and as_of are the planner's): a batch repeats them.
+                walk_key = (cand.state, cand.since, own_first, clock_day)
+                walk = self._walks.get(walk_key)
+                if walk is None:
+                    walk = self._walks[walk_key] = advance(
+                        pack, dataset, cand.state, cand.since, own_first, None, {}, as_of, clock_day
+                    )
+                steps = walk
+            else:
+                steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of, clock_day)
             if not steps:
                 continue
             by_clock_alone = (
