@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention import datetext
-from retention.dialects.base import DATETIME_KINDS, Dialect
+from retention.dialects.base import Dialect
 
 
 def _typeof_in(value: ColumnElement[Any], *types: str) -> ColumnElement[bool]:
@@ -74,7 +74,6 @@ class SQLiteDialect(Dialect):
         if kind == "epoch":
             numeric = _typeof_in(rel_col, "integer", "real")
             return sa.case((numeric, rel_col), else_=None), sa.not_(_typeof_in(rel_col, "integer", "real", "null"))
-        assert kind in DATETIME_KINDS
         text_kind: datetext.TextKind = kind  # type: ignore[assignment]
         valid = datetext.sql_valid(rel_col, text_kind)
         zero = datetext.sql_zero_date(rel_col)
