@@ -8,6 +8,8 @@ instead of branching on ``conn.dialect.name``.
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 
 import sqlalchemy as sa
 
@@ -17,6 +19,11 @@ from retention.dialects.postgresql import PostgreSQLDialect
 from retention.dialects.sqlite import SQLiteDialect
 
 __all__ = ["DATETIME_KINDS", "Dialect", "MySQLDialect", "PostgreSQLDialect", "SQLiteDialect", "dialect_for", "registry"]
+
+
+# A database added as one more module here registers itself on import.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 @functools.cache

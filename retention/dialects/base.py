@@ -12,8 +12,10 @@ one module here; docs/dialects.md lists the hooks it has to consider.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -69,6 +71,34 @@ class Dialect:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+    # -- engine set-up -------------------------------------------------------
+
+    def driver_url(self, url: sa.URL) -> sa.URL:
+        """``url`` with the driver the engine uses when the URL names none (``postgresql://``)."""
+        return url
+
+    def prepare_engine(
+        self, url: sa.URL, kwargs: dict[str, Any], timeout: int
+    ) -> tuple[sa.URL, Callable[[Any, Any], None] | None]:
+        """(URL to connect to, ``connect`` listener) before ``sa.create_engine(url, **kwargs)``.
+
+        May add engine or driver options to ``kwargs`` and take engine-only
+        options out of the URL. Generic: :meth:`on_connect` on every new
+        connection.
+        """
+        return url, functools.partial(self.on_connect, timeout=timeout)
+
+    def on_connect(self, dbapi_conn: Any, record: Any, timeout: int) -> None:
+        """Session settings for each new DBAPI connection: lock waits end after ``timeout`` seconds.
+
+        A run must not wait for ever on a table someone else locked; the
+        engine computes every instant in UTC. Generic: nothing to set.
+        """
+
+    def database_file(self, url: sa.URL) -> Path | None:
+        """The file that holds the whole database of ``url`` (``demo build`` starts afresh by deleting it), or None."""
+        return None
 
     # -- types -----------------------------------------------------------------
 

@@ -29,6 +29,19 @@ class MySQLDialect(Dialect):
     names = ("mysql", "mariadb")
     read_only_session_sql: ClassVar[str | None] = "SET SESSION TRANSACTION READ ONLY"
 
+    def driver_url(self, url: sa.URL) -> sa.URL:
+        if "+" not in url.drivername:
+            return url.set(drivername=f"{url.get_backend_name()}+pymysql")
+        return url
+
+    def on_connect(self, dbapi_conn: Any, record: Any, timeout: int) -> None:
+        cursor = dbapi_conn.cursor()
+        # The engine computes every instant in UTC; TIMESTAMP columns follow the session zone.
+        cursor.execute("SET time_zone = '+00:00'")
+        # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
+        cursor.close()
+
     def instant_type(self) -> sa.types.TypeEngine[Any]:
         # DATETIME alone drops the microseconds.
         return mysql.DATETIME(fsp=6)

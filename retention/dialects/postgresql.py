@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -62,6 +62,27 @@ class PostgreSQLDialect(Dialect):
     aware_timestamptz: ClassVar[bool] = True
     supports_partition_drop: ClassVar[bool] = True
     read_only_session_sql: ClassVar[str | None] = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+
+    def driver_url(self, url: sa.URL) -> sa.URL:
+        if url.drivername == "postgresql":
+            return url.set(drivername="postgresql+psycopg")
+        return url
+
+    def prepare_engine(
+        self, url: sa.URL, kwargs: dict[str, Any], timeout: int
+    ) -> tuple[sa.URL, Callable[[Any, Any], None] | None]:
+        if url.drivername == "postgresql+psycopg":
+            # No server-side prepared statements: their generic plans ignore the
+            # actual keys of each batch's IN list and fall back to scanning.
+            kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
+        return super().prepare_engine(url, kwargs, timeout)
+
+    def on_connect(self, dbapi_conn: Any, record: Any, timeout: int) -> None:
+        cursor = dbapi_conn.cursor()
+        # Any statement waiting longer than this for a lock (LOCK TABLE elsewhere) fails with 55P03.
+        cursor.execute(f"SET lock_timeout = {int(timeout) * 1000}")
+        cursor.close()
+        dbapi_conn.commit()  # SET inside a transaction that rolls back would be undone
 
     def run_lock_statements(self) -> tuple[str, str] | None:
         name = "hashtext('retention:' || current_schema())"
