@@ -20,6 +20,7 @@ from retention import execute, ledger, migrate, notice, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
+from retention.dialects import dialect_for
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
@@ -887,8 +888,9 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
     from retention.demo import build_shop
 
     url = sa.engine.make_url(db_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        Path(url.database).unlink(missing_ok=True)
+    file = dialect_for(url).database_file(url)
+    if file is not None:
+        file.unlink(missing_ok=True)
     engine = create_engine(db_url)
     try:
         migrate.downgrade(engine, "base") if migrate.current_revision(engine) else None

@@ -12,7 +12,6 @@ when the URL asks: ``sqlite:///shop.sqlite?journal_mode=wal``.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import stat
@@ -22,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from retention.dialects import dialect_for
 from retention.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///retention.sqlite"
@@ -57,10 +57,6 @@ def safe_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
-SQLITE_JOURNAL_MODES = ("delete", "truncate", "persist", "wal")
-"""Journal modes a SQLite URL may ask for with ``?journal_mode=``: persistent ones only."""
-
-
 def lock_timeout(seconds: int | None = None) -> int:
     """The per-statement lock timeout: ``seconds``, else ``RETENTION_LOCK_TIMEOUT``, else 5 minutes."""
     if seconds is None:
@@ -73,63 +69,6 @@ def lock_timeout(seconds: int | None = None) -> int:
     if not 1 <= seconds <= MAX_LOCK_TIMEOUT:
         raise ConfigError(f"the lock timeout must be between 1 and {MAX_LOCK_TIMEOUT} seconds, not {seconds}")
     return seconds
-
-
-def _on_sqlite_connect(
-    dbapi_conn: Any, _record: Any, timeout: int = DEFAULT_LOCK_TIMEOUT, journal_mode: str | None = None
-) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # A writer waits this long for another connection's write transaction, then fails (SQLITE_BUSY).
-    cursor.execute(f"PRAGMA busy_timeout={int(timeout) * 1000}")
-    if journal_mode is not None:
-        # Persistent: the application's own connections see it too. Only on request.
-        cursor.execute(f"PRAGMA journal_mode={journal_mode}")
-    # 64 MiB of page cache instead of 2: the ledger's pseudonym indexes take
-    # inserts at random places, and a nightly purge writes one per record.
-    cursor.execute("PRAGMA cache_size=-65536")
-    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-        # In WAL mode, synchronous=NORMAL means a commit no longer waits for fsync.
-        # A power cut may lose the last batches, but each batch's data change and
-        # ledger entries are lost or kept together (in rollback-journal modes it
-        # could corrupt the file, so the default FULL stays there).
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoint every ~40 MiB of WAL instead of every 4: pages that batch after
-        # batch dirties (index leaves) are then copied back to the database once.
-        cursor.execute("PRAGMA wal_autocheckpoint=10000")
-    # ... and give the disk back once a checkpoint has emptied a journal that grew.
-    cursor.execute("PRAGMA journal_size_limit=67108864")
-    cursor.close()
-
-
-def _sqlite_journal_mode(url: sa.URL) -> tuple[sa.URL, str | None]:
-    """The ``journal_mode`` a SQLite URL asks for (taken out of the URL), or None."""
-    value = url.query.get("journal_mode")
-    if value is None:
-        return url, None
-    mode = (value if isinstance(value, str) else value[-1]).lower()
-    if mode not in SQLITE_JOURNAL_MODES:
-        raise ConfigError(
-            f"unknown SQLite journal_mode {mode!r} in the database URL; valid: {', '.join(SQLITE_JOURNAL_MODES)}"
-        )
-    return url.difference_update_query(["journal_mode"]), mode
-
-
-def _on_mysql_connect(dbapi_conn: Any, _record: Any, timeout: int = DEFAULT_LOCK_TIMEOUT) -> None:
-    cursor = dbapi_conn.cursor()
-    # The engine computes every instant in UTC; TIMESTAMP columns follow the session zone.
-    cursor.execute("SET time_zone = '+00:00'")
-    # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
-    cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
-    cursor.close()
-
-
-def _on_postgresql_connect(dbapi_conn: Any, _record: Any, timeout: int = DEFAULT_LOCK_TIMEOUT) -> None:
-    cursor = dbapi_conn.cursor()
-    # Any statement waiting longer than this for a lock (LOCK TABLE elsewhere) fails with 55P03.
-    cursor.execute(f"SET lock_timeout = {int(timeout) * 1000}")
-    cursor.close()
-    dbapi_conn.commit()  # SET inside a transaction that rolls back would be undone
 
 
 def create_engine(url: str, *, lock_timeout_seconds: int | None = None, **kwargs: Any) -> sa.Engine:
@@ -145,34 +84,15 @@ def create_engine(url: str, *, lock_timeout_seconds: int | None = None, **kwargs
         parsed = make_url(url)
     except Exception:  # the parser's message quotes the whole URL, password included
         raise ConfigError("invalid database URL; expected dialect[+driver]://user:password@host/database") from None
-    backend = parsed.get_backend_name()
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.drivername == "postgresql+psycopg":
-        # No server-side prepared statements: their generic plans ignore the
-        # actual keys of each batch's IN list and fall back to scanning.
-        kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
-    if backend in ("mysql", "mariadb") and "+" not in parsed.drivername:
-        parsed = parsed.set(drivername=f"{backend}+pymysql")
-    journal_mode = None
-    if backend == "sqlite":
-        parsed, journal_mode = _sqlite_journal_mode(parsed)
-        # SQLite does its own transactions badly through pysqlite's defaults;
-        # autocommit off and explicit BEGIN gives real transactional batches.
-        kwargs.setdefault("connect_args", {}).setdefault("timeout", timeout)
+    dialect = dialect_for(parsed)
+    parsed, on_connect = dialect.prepare_engine(dialect.driver_url(parsed), kwargs, timeout)
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except Exception as exc:  # a driver that is not installed, a bad option
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot use database URL {safe_url(url)}: {reason}") from None
-    if backend == "sqlite":
-        sa.event.listen(
-            engine, "connect", functools.partial(_on_sqlite_connect, timeout=timeout, journal_mode=journal_mode)
-        )
-    elif backend in ("mysql", "mariadb"):
-        sa.event.listen(engine, "connect", functools.partial(_on_mysql_connect, timeout=timeout))
-    elif backend == "postgresql":
-        sa.event.listen(engine, "connect", functools.partial(_on_postgresql_connect, timeout=timeout))
+    if on_connect is not None:
+        sa.event.listen(engine, "connect", on_connect)
     return engine
 
 

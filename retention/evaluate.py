@@ -36,6 +36,7 @@ from sqlalchemy.types import NullType
 
 from retention import datetext
 from retention.clock import Period, Schedule, as_aware, due_instant, local_date, start_of_day, zone
+from retention.dialects import Dialect, dialect_for
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 
@@ -389,48 +390,6 @@ def column_of(table: sa.Table, name: str, role: str) -> sa.ColumnElement[Any]:
         raise SchemaError([f"table {table.name!r} has no column {name!r} ({role}); columns: {valid}"]) from None
 
 
-def _mysql(dialect: str) -> bool:
-    return dialect in ("mysql", "mariadb")
-
-
-def _typeof_in(value: ColumnElement[Any], *types: str) -> ColumnElement[bool]:
-    """SQLite's storage class of ``value`` is one of ``types`` (no expanding IN list)."""
-    kind = sa.func.typeof(value)
-    return sa.or_(*(kind == sa.literal(t, sa.String) for t in types))
-
-
-def _glob(value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
-    return value.op("GLOB", is_comparison=True)(sa.literal(pattern, sa.String))
-
-
-def epoch_text_valid(value: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
-    """Digits without a leading zero (no end anchor: PCRE's ``$`` allows a final newline)."""
-    if dialect == "sqlite":
-        text = sa.cast(value, sa.Text)
-        return sa.and_(
-            _glob(text, "[1-9]*"),
-            sa.not_(_glob(text, "*[^0-9]*")),
-            sa.func.length(sa.cast(value, sa.LargeBinary)) == sa.func.length(text),
-        )
-    op = "~" if dialect == "postgresql" else "REGEXP"
-    return sa.and_(
-        value.op(op, is_comparison=True)(sa.literal("^[1-9]", sa.String)),
-        sa.not_(value.op(op, is_comparison=True)(sa.literal("[^0-9]", sa.String))),
-    )
-
-
-def _mysql_bad_date(v: ColumnElement[Any]) -> ColumnElement[bool]:
-    """A MySQL date that does not exist (2020-00-00, 2020-02-30), the zero date excepted.
-
-    ``LAST_DAY`` takes year 0 as common; the grammar (and SQLite) as leap.
-    """
-    year, month, day = sa.func.year(v), sa.func.month(v), sa.func.dayofmonth(v)
-    zero_date = sa.and_(year == 0, month == 0, day == 0)
-    year0_leap_day = sa.and_(year == 0, month == 2, day == 29)
-    past_month_end = sa.and_(day > sa.func.dayofmonth(sa.func.last_day(v)), sa.not_(year0_leap_day))
-    return sa.and_(sa.not_(zero_date), sa.or_(month == 0, day == 0, past_month_end))
-
-
 @dataclass
 class ClockSQL:
     """The SQL value of one clock for a row of the dataset's table, and its comparisons.
@@ -447,7 +406,7 @@ class ClockSQL:
     clock: Clock
     value: ColumnElement[Any]
     kind: str
-    dialect: str
+    dialect: Dialect
     policy_tz: str
     invalid_flag: ColumnElement[bool] | None = None
     aggregate: bool = False
@@ -455,7 +414,7 @@ class ClockSQL:
 
     @property
     def _sqlite_text(self) -> bool:
-        return self.dialect == "sqlite" and self.kind in _DATETIME_KINDS
+        return self.dialect.datetimes_as_text and self.kind in _DATETIME_KINDS
 
     @property
     def _raw_text(self) -> bool:
@@ -512,7 +471,7 @@ class ClockSQL:
     def _moment(self, instant: dt.datetime) -> dt.datetime:
         """An aware instant as this column stores it (PostgreSQL tz: aware; else naive)."""
         if self.kind == "timestamptz":
-            if self.dialect == "postgresql":
+            if self.dialect.aware_timestamptz:
                 return instant
             return instant.astimezone(dt.UTC).replace(tzinfo=None)
         return _naive_in(instant, self.clock.naive_timezone)
@@ -520,7 +479,7 @@ class ClockSQL:
     def _floor(self) -> dt.datetime | dt.date:
         if self.kind == "date":
             return FLOOR_DATE
-        if self.kind == "timestamptz" and self.dialect == "postgresql":
+        if self.kind == "timestamptz" and self.dialect.aware_timestamptz:
             return FLOOR_INSTANT
         return FLOOR_NAIVE
 
@@ -593,10 +552,10 @@ class ClockSQL:
 
     # -- epoch text ----------------------------------------------------------
     def epoch_text_valid(self) -> ColumnElement[bool]:
-        return epoch_text_valid(self.value, self.dialect)
+        return self.dialect.epoch_text_valid(self.value)
 
     def _epoch_text_cmp(self, seconds: int, op: str) -> ColumnElement[bool]:
-        value = sa.cast(self.value, sa.Text) if self.dialect == "sqlite" else self.value
+        value = self.dialect.epoch_text_operand(self.value)
         text = str(seconds)
         length = sa.func.length(value)
         n = len(text)
@@ -614,41 +573,22 @@ class ClockSQL:
             return self.invalid_flag if self.invalid_flag is not None else sa.false()
         if self.kind == "epoch_text":
             return sa.and_(v.is_not(None), sa.not_(self.epoch_text_valid()))
-        if self.dialect == "sqlite":
-            if self.kind == "epoch":
-                return sa.not_(_typeof_in(v, "integer", "real", "null"))
-            return sa.and_(
-                v.is_not(None),
-                sa.not_(datetext.sql_valid(v, self._text_kind())),
-                sa.not_(datetext.sql_zero_date(v)),
-            )
-        if _mysql(self.dialect) and self.kind in _DATETIME_KINDS:
-            return _mysql_bad_date(v)
-        return sa.false()
+        return self.dialect.clock_invalid(v, self.kind)
 
     def _readable(self) -> list[ColumnElement[bool]]:
         """Residual conditions that make a value in range a valid reading (for ``due``)."""
         if self.aggregate:
             return [] if self.invalid_flag is None else [sa.not_(self.invalid_flag)]
-        if _mysql(self.dialect) and self.kind in _DATETIME_KINDS:
-            return [sa.not_(_mysql_bad_date(self.value))]
-        return []
+        return self.dialect.clock_readable(self.value, self.kind)
 
     def _numeric(self) -> list[ColumnElement[bool]]:
-        """On SQLite, an epoch column may hold text, which sorts above every number."""
-        if self.dialect == "sqlite" and self.kind == "epoch" and not self.aggregate:
-            return [_typeof_in(self.value, "integer", "real")]
-        return []
+        """Where an epoch column may hold text (SQLite), which sorts above every number."""
+        return [] if self.aggregate else self.dialect.clock_numeric(self.value, self.kind)
 
     # -- predicates --------------------------------------------------------
     def is_null(self) -> ColumnElement[bool]:
         """The clock reads NULL (for an aggregate: no related row with a readable value)."""
-        if _mysql(self.dialect) and self.kind in _DATETIME_KINDS:
-            # MySQL matches zero dates of NOT NULL columns with `IS NULL`;
-            # the null-safe comparison does not.
-            null = self.value.is_not_distinct_from(None)
-        else:
-            null = self.value.is_(None)
+        null = self.dialect.clock_is_null(self.value, self.kind)
         if self.aggregate and self.invalid_flag is not None:
             return sa.and_(null, sa.not_(self.invalid_flag))
         return null
@@ -726,7 +666,7 @@ def _text_ceiling(bound: dt.datetime | dt.date) -> str:
     return (day + dt.timedelta(days=2)).isoformat()
 
 
-def _measured(rel_col: ColumnElement[Any], clock: Clock, dialect: str) -> tuple[Any, ColumnElement[bool] | None]:
+def _measured(rel_col: ColumnElement[Any], clock: Clock, dialect: Dialect) -> tuple[Any, ColumnElement[bool] | None]:
     """(what max() runs over, which related rows are invalid) for an aggregate clock.
 
     The measured value is NULL for unreadable rows and orders as time does:
@@ -735,37 +675,20 @@ def _measured(rel_col: ColumnElement[Any], clock: Clock, dialect: str) -> tuple[
     """
     kind = clock.type
     if kind == "epoch_text":
-        valid = epoch_text_valid(rel_col, dialect)
-        text = sa.cast(rel_col, sa.Text) if dialect == "sqlite" else rel_col
+        valid = dialect.epoch_text_valid(rel_col)
+        text = dialect.epoch_text_operand(rel_col)
         measured = sa.case(
             (sa.and_(valid, sa.func.length(text) <= EPOCH_TEXT_DIGITS), sa.cast(text, sa.BigInteger())),
             (valid, sa.literal(EPOCH_TEXT_HUGE, sa.BigInteger())),
             else_=None,
         )
         return measured, sa.and_(rel_col.is_not(None), sa.not_(valid))
-    if dialect == "sqlite":
-        if kind == "epoch":
-            numeric = _typeof_in(rel_col, "integer", "real")
-            return sa.case((numeric, rel_col), else_=None), sa.not_(_typeof_in(rel_col, "integer", "real", "null"))
-        text_kind: datetext.TextKind = kind
-        valid = datetext.sql_valid(rel_col, text_kind)
-        zero = datetext.sql_zero_date(rel_col)
-        zero_form = datetext.ZERO_PREFIX if kind == "date" else datetext.NORMAL_ZERO
-        measured = sa.case(
-            (valid, datetext.sql_normal(rel_col, text_kind)),
-            (zero, sa.literal(zero_form, sa.String)),
-            else_=None,
-        )
-        return measured, sa.and_(rel_col.is_not(None), sa.not_(valid), sa.not_(zero))
-    if _mysql(dialect) and kind in _DATETIME_KINDS:
-        bad = _mysql_bad_date(rel_col)
-        return sa.case((bad, None), else_=rel_col), bad
-    return rel_col, None
+    return dialect.aggregate_measure(rel_col, kind)
 
 
 def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clock, policy_tz: str) -> ClockSQL:
     """Build the SQL value of ``clock`` for rows of ``table``."""
-    dialect = conn.dialect.name
+    dialect = dialect_for(conn)
     if clock.aggregate is None:
         value: ColumnElement[Any] = column_of(table, clock.column, "clock")
         return ClockSQL(clock, value, clock.type, dialect, policy_tz)
@@ -864,12 +787,12 @@ class DatasetSQL:
 
     def readings(self, conn: sa.Connection, key: Any, as_of: dt.datetime) -> list[ClockReading] | None:
         """One record's clocks read safely (see :func:`explain_clock_values`)."""
-        dialect = conn.dialect.name
+        dialect = dialect_for(conn)
         tz = self.pack.timezone
         columns: list[ColumnElement[Any]] = [sa.literal(1)]
         spans: list[tuple[int, int]] = []
         for c in self.clocks:
-            safe = [] if c.aggregate else _safe_columns(c.value, c.kind, dialect)
+            safe = [] if c.aggregate else dialect.safe_clock_columns(c.value, c.kind)
             spans.append((len(columns), len(columns) + len(safe)))
             columns.extend(safe)
         row = conn.execute(sa.select(*columns).where(self.key == key)).first()
@@ -883,7 +806,7 @@ class DatasetSQL:
                 continue
             assert c.related is not None
             rel_col, conditions = c.related
-            safe = _safe_columns(rel_col, c.clock.type, dialect)
+            safe = dialect.safe_clock_columns(rel_col, c.clock.type)
             rows = conn.execute(sa.select(*safe).where(*conditions, self.key == key)).all()
             related = [_safe_reading(tuple(r), c.clock.type, label, c.clock, as_of, tz) for r in rows]
             readings.append(combine_related(label, related))
@@ -917,23 +840,6 @@ def dataset_sql(conn: sa.Connection, pack: Pack, name: str) -> DatasetSQL:
 # --------------------------------------------------------------------------
 # explain: one record's clocks, read safely on every database
 # --------------------------------------------------------------------------
-
-# PostgreSQL holds values psycopg cannot load (infinity, BC, after year 9999).
-# Clamped into this span they keep their class (zero below 1900, future
-# above any as-of instant), and their text is shown instead.
-_PG_LOW, _PG_HIGH = "1000-01-01", "9999-12-01"
-
-
-def _safe_columns(column: ColumnElement[Any], kind: str, dialect: str) -> list[ColumnElement[Any]]:
-    """Columns that fetch ``column`` without a driver error: the value, and its text when clamped."""
-    raw = sa.type_coerce(column, NullType())
-    if dialect != "postgresql" or kind not in _DATETIME_KINDS:
-        return [raw]
-    low: ColumnElement[Any] = sa.literal_column(f"'{_PG_LOW}'")
-    high: ColumnElement[Any] = sa.literal_column(f"'{_PG_HIGH}'")
-    clamped = sa.type_coerce(sa.case((column < low, low), (column > high, high), else_=column), NullType())
-    outside = sa.case((sa.or_(column < low, column > high), sa.cast(column, sa.Text)), else_=None)
-    return [clamped, outside]
 
 
 def _safe_reading(

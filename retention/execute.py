@@ -26,6 +26,7 @@ from retention import evidence, ledger, ledger_items, migrate, partitions, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
+from retention.dialects import dialect_for
 from retention.errors import (
     ConcurrentChangeError,
     LockHeldError,
@@ -125,21 +126,14 @@ class RunLock:
     def __init__(self, conn: sa.Connection, run_id: str) -> None:
         self.conn = conn
         self.run_id = run_id
-        self.dialect = conn.dialect.name
+        self.statements = dialect_for(conn).run_lock_statements()
         self.held = False
-
-    def _names(self) -> tuple[str, str]:
-        if self.dialect == "postgresql":
-            name = "hashtext('retention:' || current_schema())"
-            return f"SELECT pg_try_advisory_lock({name})", f"SELECT pg_advisory_unlock({name})"
-        name = "CONCAT('retention:', DATABASE())"
-        return f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
 
     def acquire(self) -> None:
         """Take the lock, or raise LockHeldError at once."""
         conn = self.conn
-        if self.dialect in ("postgresql", "mysql", "mariadb"):
-            take, _ = self._names()
+        if self.statements is not None:
+            take, _ = self.statements
             with conn.begin():
                 self.held = bool(conn.execute(sa.text(take)).scalar_one())
             if not self.held:
@@ -169,7 +163,7 @@ class RunLock:
 
     def verify(self) -> None:
         """First statement of every batch transaction: the lock is still this run's (see the class doc)."""
-        if self.dialect in ("postgresql", "mysql", "mariadb"):
+        if self.statements is not None:
             return
         table = store.run_lock
         result = self.conn.execute(
@@ -187,8 +181,8 @@ class RunLock:
         try:
             if conn.in_transaction():
                 conn.rollback()
-            if self.dialect in ("postgresql", "mysql", "mariadb"):
-                _, give = self._names()
+            if self.statements is not None:
+                _, give = self.statements
                 with conn.begin():
                     conn.execute(sa.text(give))
             else:
@@ -300,11 +294,7 @@ def _set_states(
 
 def _for_update(conn: sa.Connection, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
     """Lock the selected rows until commit where the database can (SQLite: the batch holds its write lock)."""
-    if conn.dialect.name == "postgresql":
-        return query.with_for_update(of=table) if table is not None else query.with_for_update()
-    if conn.dialect.name in ("mysql", "mariadb"):
-        return query.with_for_update()
-    return query
+    return dialect_for(conn).for_update(query, table)
 
 
 def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch) -> Batch:
@@ -315,12 +305,12 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
     unheld, a record of the dataset (its ``where``) and in the state it leaves. Follower moves whose leader record
     dropped out drop out too: they would move for a reason that is gone.
 
-    On SQLite there is nothing to witness: the batch transaction's first
-    statement (:meth:`RunLock.verify`) is a write, so the transaction holds
-    the database's only write lock before the batch is selected, and no
-    other connection can change a row between the selection and the change.
+    Where a batch transaction holds the database's only write lock from its
+    first statement (SQLite: :meth:`RunLock.verify` writes the heartbeat
+    before the batch is selected), no other connection can change a row
+    between the selection and the change, and there is nothing to witness.
     """
-    if conn.dialect.name == "sqlite":
+    if dialect_for(conn).batch_holds_write_lock:
         return batch
     as_of = ctx.as_of
     kept: set[str] = set()
@@ -710,7 +700,7 @@ def plan(
             if datasets is not None and name not in datasets:
                 continue
             planner.summarize(conn, summary, on_batch=on_batch)
-            if partitions.eligible(planner, conn.dialect.name):
+            if partitions.eligible(planner, conn):
                 # Counted above with the other records; this says how run will purge them.
                 summary.partitions[name] = [
                     {"partition": part.label, "rows": partitions.row_count(conn, part)}
@@ -994,7 +984,7 @@ def _run_dataset(
 ) -> None:
     """Every pass of one dataset, one transaction per batch on the run's connection."""
     for origin in planner.origins():
-        if origin == "active" and partitions.eligible(planner, conn.dialect.name):
+        if origin == "active" and partitions.eligible(planner, conn):
             dropped = partitions.drop_due_partitions(
                 conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
             )

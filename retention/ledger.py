@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from retention import ledger_items, merkle, store
 from retention.config import read_secret
+from retention.dialects import dialect_for
 from retention.errors import ConfigError, LedgerError
 from retention.ledger_items import BatchItems
 
@@ -256,16 +257,9 @@ def entry_hash(row: dict[str, Any], encoder: _Encoder | None = None) -> str:
 
 def _lock_head(conn: sa.Connection) -> tuple[int, str]:
     """Serialise appenders and read the head (seq, hash) of the chain."""
-    dialect = conn.dialect.name
     table = store.ledger
     query = sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
-    if dialect == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_KEY)))
-    elif dialect in ("mysql", "mariadb"):
-        query = query.with_for_update()
-    # SQLite: a second writer cannot commit the same seq (primary key), and its
-    # transaction is rolled back whole, so no two entries share a predecessor.
-    head = conn.execute(query).first()
+    head = conn.execute(dialect_for(conn).lock_ledger_head(conn, query, _ADVISORY_KEY)).first()
     return (int(head.seq), str(head.hash)) if head else (0, GENESIS)
 
 
@@ -492,65 +486,14 @@ class _Converters:
         return converted
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-def _copy_text(tuples: list[tuple[Any, ...]], chunk: int = 500) -> Iterator[bytes]:
-    """Rows in PostgreSQL's COPY text format, a few hundred at a time.
-
-    Formatting the text here, with each distinct value formatted once, costs
-    far less than adapting every value of every row in the driver; chunks
-    let the server insert while the next ones are formatted.
-    """
-    memo: dict[Any, str] = {None: "\\N"}
-
-    def field(value: Any) -> str:
-        if type(value) is str and value.isalnum():
-            return value
-        try:
-            return memo[value]
-        except KeyError:
-            if isinstance(value, dt.datetime):
-                text = value.isoformat(sep=" ")
-            elif isinstance(value, str):
-                text = value.translate(_COPY_ESCAPES)
-            else:
-                text = str(value)
-            if len(memo) < 10_000:
-                memo[value] = text
-            return text
-
-    for start in range(0, len(tuples), chunk):
-        lines = ["\t".join([field(v) for v in values]) for values in tuples[start : start + chunk]]
-        lines.append("")
-        yield "\n".join(lines).encode("utf-8")
-
-
 def _bulk_insert(conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
     """Insert ledger rows (in ``_INSERT_COLUMNS`` order) through the driver's bulk path.
 
     A purge writes one entry per record, so this is the engine's hottest
-    insert: COPY on PostgreSQL, the driver's ``executemany`` elsewhere
-    (PyMySQL folds it into multi-row INSERTs), in the caller's transaction.
+    insert (see :meth:`retention.dialects.Dialect.bulk_insert`: COPY on
+    PostgreSQL), in the caller's transaction.
     """
-    dialect = conn.dialect
-    preparer = dialect.identifier_preparer
-    table = preparer.format_table(store.ledger)
-    columns = ", ".join(preparer.quote(name) for name in _INSERT_COLUMNS_V2)
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    cursor = driver.cursor()
-    try:
-        if dialect.name == "postgresql":
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for chunk in _copy_text(tuples):
-                    copy.write(chunk)
-        else:
-            marker = "?" if dialect.paramstyle == "qmark" else "%s"
-            placeholders = ", ".join([marker] * len(_INSERT_COLUMNS_V2))
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", tuples)
-    finally:
-        cursor.close()
+    dialect_for(conn).bulk_insert(conn, store.ledger, _INSERT_COLUMNS_V2, tuples)
 
 
 # --------------------------------------------------------------------------

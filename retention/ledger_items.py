@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention import merkle, store
+from retention.dialects import dialect_for
 
 FORMAT = 2
 
@@ -134,8 +135,6 @@ def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> 
     """The items of one entry, by the driver's bulk path (COPY on PostgreSQL), in the caller's transaction."""
     if not items:
         return
-    from retention.ledger import _copy_text
-
     table = store.ledger_items
     process = table.c.due_at.type.bind_processor(conn.dialect)
     memo: dict[dt.datetime, Any] = {}
@@ -151,23 +150,8 @@ def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> 
     rows = [
         (entry_seq, i, it.record, it.subject, due(it.due_at), it.request_id, it.review_id) for i, it in enumerate(items)
     ]
-    preparer = conn.dialect.identifier_preparer
     columns = ("entry_seq", "idx", "record_pseudonym", "subject_pseudonym", "due_at", "request_id", "review_id")
-    names = ", ".join(preparer.quote(c) for c in columns)
-    target = preparer.format_table(table)
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    cursor = driver.cursor()
-    try:
-        if conn.dialect.name == "postgresql":
-            with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
-                for chunk in _copy_text(rows):
-                    copy.write(chunk)
-        else:
-            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({', '.join([marker] * 7)})", rows)
-    finally:
-        cursor.close()
+    dialect_for(conn).bulk_insert(conn, table, columns, rows)
 
 
 def entry_items(conn: sa.Connection, entry_seq: int) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ row by row.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +24,11 @@ import structlog
 
 from retention import ledger
 from retention.clock import as_aware, start_of_day
+from retention.dialects import dialect_for
 from retention.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
 from retention.plan import DatasetPlanner, _next_states
 
 log = structlog.get_logger("retention")
-
-_RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
 
 
 @dataclass(frozen=True)
@@ -51,17 +49,17 @@ class Partition:
         return conn.dialect.identifier_preparer.format_table(sa.Table(self.name, sa.MetaData(), schema=self.schema))
 
 
-def eligible(planner: DatasetPlanner, dialect: str) -> bool:
+def eligible(planner: DatasetPlanner, conn: sa.Connection) -> bool:
     """Whether ``planner``'s dataset may be purged by dropping partitions at all.
 
-    PostgreSQL, a dataset declared ``partitioned`` whose only transition is
+    A database that can drop partitions (PostgreSQL), a dataset declared ``partitioned`` whose only transition is
     ``drop_partition`` to purged, one plain clock, no review (each purge
     needs a decision) and no followers (they move with each subject).
     """
     dataset = planner.dataset
     sql = planner.sql
     return (
-        dialect == "postgresql"
+        dialect_for(conn).supports_partition_drop
         and dataset.partitioned
         and _next_states(dataset, "active") == ["purged"]
         and dataset.step_to("purged").action == "drop_partition"
@@ -92,33 +90,9 @@ def _parse_bound(text: str, kind: str) -> Any:
 def range_partitions(conn: sa.Connection, table: sa.Table, clock: ClockSQL) -> list[Partition]:
     """The table's range partitions on the clock column, or none if it is not partitioned so."""
     parent = conn.dialect.identifier_preparer.format_table(table)
-    key = conn.execute(
-        sa.text(
-            "SELECT pt.partstrat, pt.partnatts, a.attname FROM pg_partitioned_table pt "
-            "JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] "
-            "WHERE pt.partrelid = to_regclass(:parent)"
-        ),
-        {"parent": parent},
-    ).first()
-    if key is None or key.partstrat != "r" or key.partnatts != 1 or key.attname != clock.clock.column:
-        return []
-    rows = conn.execute(
-        sa.text(
-            "SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound "
-            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE i.inhparent = to_regclass(:parent) ORDER BY c.relname"
-        ),
-        {"parent": parent},
-    ).all()
     partitions = []
-    for row in rows:
-        match = _RANGE.match(row.bound or "")
-        if match is None:  # DEFAULT partition: anything may be in it
-            continue
-        lower = _parse_bound(match["lower"], clock.kind)
-        upper = _parse_bound(match["upper"], clock.kind)
-        partitions.append(Partition(row.nspname, row.relname, lower, upper))
+    for schema, name, lower, upper in dialect_for(conn).range_partitions(conn, parent, clock.clock.column):
+        partitions.append(Partition(schema, name, _parse_bound(lower, clock.kind), _parse_bound(upper, clock.kind)))
     return partitions
 
 
@@ -212,7 +186,7 @@ def drop_due_partitions(
             # The drop needs the parent's strongest lock anyway; taking it first
             # (parent before partition, as readers do) cannot deadlock them, and
             # no row can arrive between the count and the drop.
-            conn.execute(sa.text(f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE"))
+            conn.execute(sa.text(dialect_for(conn).lock_for_partition_drop(parent)))
             stats = sa.text(f"SELECT count(*), min({column}), max({column}) FROM {qualified}")
             count, low, high = conn.execute(stats).one()
             clock_min = clock_max = due = None

@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention import store
 from retention.clock import Period, Schedule, chain_delay, due_instant, local_date, start_of_day
+from retention.dialects import Dialect, dialect_for
 from retention.evaluate import (
     ANOMALIES,
     Anomaly,
@@ -173,15 +174,11 @@ def key_to_native(key: ColumnElement[Any], text: str) -> Any:
 def as_text(conn: sa.Connection | None, column: ColumnElement[Any]) -> ColumnElement[Any]:
     """A source column as text comparable with the engine's key columns.
 
-    On MariaDB/MySQL the cast takes an explicit binary collation: the
-    engine's columns and the application's may use different collations
-    (``utf8mb4_unicode_520_ci``, ``utf8mb4_0900_ai_ci``), and comparing two
-    implicit collations is an error there.
+    See :meth:`retention.dialects.Dialect.key_text` (on MariaDB/MySQL the
+    cast takes an explicit binary collation); without a connection, the
+    generic cast.
     """
-    text = sa.cast(column, sa.String(191))
-    if conn is not None and conn.dialect.name in ("mysql", "mariadb"):
-        return text.collate("utf8mb4_bin")
-    return text
+    return (dialect_for(conn) if conn is not None else Dialect()).key_text(column)
 
 
 def _next_states(dataset: Dataset, origin: str) -> list[str]:
@@ -379,7 +376,6 @@ class DatasetPlanner:
         # Memos of pure walks, keyed by what they depend on (a batch repeats few distinct days).
         self._chains: dict[tuple[dt.datetime, ...], tuple[Step, ...]] = {}
         self._walks: dict[tuple[str, dt.datetime | None, dt.datetime | None, dt.date | None], tuple[Step, ...]] = {}
-        self._dialect = conn.dialect.name
 
     @property
     def batch_size(self) -> int:
@@ -1135,7 +1131,7 @@ class DatasetPlanner:
                 # Many due: walking the key order finds the first few at once,
                 # where SQLite would sort every due record found by the clock
                 # index. Few due: that index is the right way in.
-                unindexed = count > 1000 and conn.dialect.name == "sqlite"
+                unindexed = count > 1000 and dialect_for(conn).samples_by_key_order
                 source = _without_clock_index(sql) if unindexed else sql
                 query = (
                     sa.select(sql.key)

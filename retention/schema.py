@@ -12,6 +12,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
+from retention.dialects import DATETIME_KINDS, Dialect, dialect_for
 from retention.errors import SchemaError
 from retention.order import dataset_order, deletes_rows
 from retention.policy.model import Clock, Dataset, Pack
@@ -50,7 +51,7 @@ class _Inspector:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self.inspector = sa.inspect(conn)
-        self.dialect = conn.dialect.name
+        self.dialect = dialect_for(conn)
         self._columns: dict[tuple[str | None, str], dict[str, ReflectedColumn] | None] = {}
 
     def columns(self, table: str, schema: str | None) -> dict[str, ReflectedColumn] | None:
@@ -77,13 +78,13 @@ class _Inspector:
         return [[c for c in r if c is not None] for r in result if r and all(c is not None for c in r)]
 
 
-def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | None:
+def _type_ok(clock_type: str, column: ReflectedColumn, dialect: Dialect) -> str | None:
     """None when the column can hold this clock kind, else why not."""
     col_type = column["type"]
     families = _TYPE_FAMILIES[clock_type]
     # SQLite reflects DATETIME/DATE/INTEGER by declared name; TEXT means strings,
     # which is how SQLite stores datetimes (read in the forms of retention.datetext).
-    if dialect == "sqlite" and clock_type in ("timestamp", "timestamptz", "date") and isinstance(col_type, sa.String):
+    if dialect.datetimes_as_text and clock_type in DATETIME_KINDS and isinstance(col_type, sa.String):
         return None
     if (
         isinstance(col_type, sa.Date)
@@ -93,12 +94,9 @@ def _type_ok(clock_type: str, column: ReflectedColumn, dialect: str) -> str | No
         return f"is {col_type} but the clock is declared {clock_type}; declare it 'date'"
     if not isinstance(col_type, families):
         return f"is {col_type}, which cannot hold a {clock_type} clock"
-    if dialect == "postgresql" and isinstance(col_type, sa.DateTime):
-        aware = bool(getattr(col_type, "timezone", False))
-        if clock_type == "timestamptz" and not aware:
-            return "is TIMESTAMP WITHOUT TIME ZONE; declare the clock 'timestamp' with its timezone"
-        if clock_type == "timestamp" and aware:
-            return "is TIMESTAMP WITH TIME ZONE; declare the clock 'timestamptz'"
+    problem = dialect.datetime_column_problem(clock_type, col_type)
+    if problem is not None:
+        return problem
     if clock_type == "date" and isinstance(col_type, sa.DateTime):
         return f"is {col_type} but the clock is declared 'date'; declare it timestamp or timestamptz"
     return None

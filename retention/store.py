@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
+
+from retention.dialects import dialect_for
 
 PREFIX = "retention_"
 
@@ -30,9 +32,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime())
+        return dialect.type_descriptor(dialect_for(dialect).instant_type())
 
     def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
@@ -383,13 +383,5 @@ console_login_failures = sa.Table(
 
 
 def one_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """Rows whose ``column`` is one of ``values``: an IN list; on PostgreSQL ``= ANY(:array)``.
-
-    A batch names thousands of keys. As an IN list that is thousands of
-    parameters, which psycopg parses out of the SQL text on every execution
-    (most of a batch's driver time); as one array it is a single parameter,
-    and PostgreSQL still looks each key up in the index.
-    """
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
-    return column.in_(list(values))
+    """Rows whose ``column`` is one of ``values`` (see :meth:`retention.dialects.Dialect.one_of`)."""
+    return dialect_for(conn).one_of(column, values)

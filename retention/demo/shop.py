@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from retention.dialects import Dialect, dialect_for
+
 PARIS = dt.timezone(dt.timedelta(hours=1))  # only to place edge cases near local midnight
 
 SHOP_TABLES = (
@@ -165,9 +167,9 @@ class _Gen:
         return (midnight + dt.timedelta(minutes=self.rng.choice([-61, -1, 0, 1, 59, 61]))).astimezone(dt.UTC)
 
 
-def _aware(instant: dt.datetime, dialect: str) -> dt.datetime:
+def _aware(instant: dt.datetime, dialect: Dialect) -> dt.datetime:
     # PostgreSQL stores the instant; MySQL and SQLite store naive UTC.
-    return instant if dialect == "postgresql" else instant.astimezone(dt.UTC).replace(tzinfo=None)
+    return instant if dialect.aware_timestamptz else instant.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _naive_utc(instant: dt.datetime) -> dt.datetime:
@@ -201,7 +203,7 @@ def build_shop(
     md = shop_metadata()
     md.drop_all(engine)
     md.create_all(engine)
-    dialect = engine.dialect.name
+    dialect = dialect_for(engine)
     gen = _Gen(seed, start, end)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in SHOP_TABLES}
     counters = dict.fromkeys(SHOP_TABLES, 0)
@@ -309,7 +311,7 @@ def build_shop(
     return ShopSummary({name: len(rows[name]) for name in SHOP_TABLES})
 
 
-def _analytics(gen: _Gen, row_id: int, customer: int | None, when: dt.datetime, dialect: str) -> dict[str, Any]:
+def _analytics(gen: _Gen, row_id: int, customer: int | None, when: dt.datetime, dialect: Dialect) -> dict[str, Any]:
     return {
         "id": row_id,
         "customer_id": customer,

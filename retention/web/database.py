@@ -18,23 +18,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.config import create_engine
+from retention.dialects import Dialect, dialect_for
 
 
-def _read_only_statement(dialect: str) -> str:
-    if dialect == "postgresql":
-        return "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
-    if dialect in ("mysql", "mariadb"):
-        return "SET SESSION TRANSACTION READ ONLY"
-    if dialect == "sqlite":
-        return "PRAGMA query_only = ON"
-    raise ValueError(f"no read-only session setting known for {dialect}")
+def _read_only_statement(dialect: Dialect) -> str:
+    if dialect.read_only_session_sql is None:
+        raise ValueError(f"no read-only session setting known for {dialect.name}")
+    return dialect.read_only_session_sql
 
 
 def read_only_engine(url: str) -> sa.Engine:
     """An engine whose every connection the database refuses to write with."""
     engine = create_engine(url)
-    statement = _read_only_statement(engine.dialect.name)
-    commit = engine.dialect.name != "sqlite"
+    dialect = dialect_for(engine)
+    statement = _read_only_statement(dialect)
+    commit = dialect.read_only_needs_commit
 
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()

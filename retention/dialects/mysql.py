@@ -1,0 +1,82 @@
+"""MariaDB and MySQL: GET_LOCK, collations, zero and impossible dates."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.sql.elements import ColumnElement
+
+from retention.dialects.base import DATETIME_KINDS, Dialect
+
+
+def bad_date(v: ColumnElement[Any]) -> ColumnElement[bool]:
+    """A MySQL date that does not exist (2020-00-00, 2020-02-30), the zero date excepted.
+
+    ``LAST_DAY`` takes year 0 as common; the grammar (and SQLite) as leap.
+    """
+    year, month, day = sa.func.year(v), sa.func.month(v), sa.func.dayofmonth(v)
+    zero_date = sa.and_(year == 0, month == 0, day == 0)
+    year0_leap_day = sa.and_(year == 0, month == 2, day == 29)
+    past_month_end = sa.and_(day > sa.func.dayofmonth(sa.func.last_day(v)), sa.not_(year0_leap_day))
+    return sa.and_(sa.not_(zero_date), sa.or_(month == 0, day == 0, past_month_end))
+
+
+class MySQLDialect(Dialect):
+    """MariaDB and MySQL (PyMySQL)."""
+
+    names = ("mysql", "mariadb")
+    read_only_session_sql: ClassVar[str | None] = "SET SESSION TRANSACTION READ ONLY"
+
+    def driver_url(self, url: sa.URL) -> sa.URL:
+        if "+" not in url.drivername:
+            return url.set(drivername=f"{url.get_backend_name()}+pymysql")
+        return url
+
+    def on_connect(self, dbapi_conn: Any, record: Any, timeout: int) -> None:
+        cursor = dbapi_conn.cursor()
+        # The engine computes every instant in UTC; TIMESTAMP columns follow the session zone.
+        cursor.execute("SET time_zone = '+00:00'")
+        # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
+        cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
+        cursor.close()
+
+    def instant_type(self) -> sa.types.TypeEngine[Any]:
+        # DATETIME alone drops the microseconds.
+        return mysql.DATETIME(fsp=6)
+
+    def run_lock_statements(self) -> tuple[str, str] | None:
+        name = "CONCAT('retention:', DATABASE())"
+        return f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
+
+    def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # The engine's columns and the application's may use different
+        # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and
+        # comparing two implicit collations is an error: an explicit binary one.
+        return super().key_text(column).collate("utf8mb4_bin")
+
+    def clock_invalid(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
+        if kind in DATETIME_KINDS:
+            return bad_date(value)
+        return sa.false()
+
+    def clock_readable(self, value: ColumnElement[Any], kind: str) -> list[ColumnElement[bool]]:
+        if kind in DATETIME_KINDS:
+            return [sa.not_(bad_date(value))]
+        return []
+
+    def clock_is_null(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
+        if kind in DATETIME_KINDS:
+            # MySQL matches zero dates of NOT NULL columns with `IS NULL`;
+            # the null-safe comparison does not.
+            return value.is_not_distinct_from(None)
+        return value.is_(None)
+
+    def aggregate_measure(
+        self, rel_col: ColumnElement[Any], kind: str
+    ) -> tuple[ColumnElement[Any], ColumnElement[bool] | None]:
+        if kind in DATETIME_KINDS:
+            bad = bad_date(rel_col)
+            return sa.case((bad, None), else_=rel_col), bad
+        return rel_col, None

@@ -1,0 +1,169 @@
+"""PostgreSQL: advisory locks, COPY, ``= ANY(array)``, aware timestamps, range partitions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import NullType
+
+from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor
+
+_RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
+
+# PostgreSQL holds values psycopg cannot load (infinity, BC, after year 9999).
+# Clamped into this span they keep their class (zero below 1900, future
+# above any as-of instant), and their text is shown instead.
+_PG_LOW, _PG_HIGH = "1000-01-01", "9999-12-01"
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def copy_text(tuples: list[tuple[Any, ...]], chunk: int = 500) -> Iterator[bytes]:
+    """Rows in PostgreSQL's COPY text format, a few hundred at a time.
+
+    Formatting the text here, with each distinct value formatted once, costs
+    far less than adapting every value of every row in the driver; chunks
+    let the server insert while the next ones are formatted.
+    """
+    memo: dict[Any, str] = {None: "\\N"}
+
+    def field(value: Any) -> str:
+        if type(value) is str and value.isalnum():
+            return value
+        try:
+            return memo[value]
+        except KeyError:
+            if isinstance(value, dt.datetime):
+                text = value.isoformat(sep=" ")
+            elif isinstance(value, str):
+                text = value.translate(_COPY_ESCAPES)
+            else:
+                text = str(value)
+            if len(memo) < 10_000:
+                memo[value] = text
+            return text
+
+    for start in range(0, len(tuples), chunk):
+        lines = ["\t".join([field(v) for v in values]) for values in tuples[start : start + chunk]]
+        lines.append("")
+        yield "\n".join(lines).encode("utf-8")
+
+
+class PostgreSQLDialect(Dialect):
+    """PostgreSQL (psycopg 3)."""
+
+    names = ("postgresql",)
+    aware_timestamptz: ClassVar[bool] = True
+    supports_partition_drop: ClassVar[bool] = True
+    read_only_session_sql: ClassVar[str | None] = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+
+    def driver_url(self, url: sa.URL) -> sa.URL:
+        if url.drivername == "postgresql":
+            return url.set(drivername="postgresql+psycopg")
+        return url
+
+    def prepare_engine(
+        self, url: sa.URL, kwargs: dict[str, Any], timeout: int
+    ) -> tuple[sa.URL, Callable[[Any, Any], None] | None]:
+        if url.drivername == "postgresql+psycopg":
+            # No server-side prepared statements: their generic plans ignore the
+            # actual keys of each batch's IN list and fall back to scanning.
+            kwargs.setdefault("connect_args", {}).setdefault("prepare_threshold", None)
+        return super().prepare_engine(url, kwargs, timeout)
+
+    def on_connect(self, dbapi_conn: Any, record: Any, timeout: int) -> None:
+        cursor = dbapi_conn.cursor()
+        # Any statement waiting longer than this for a lock (LOCK TABLE elsewhere) fails with 55P03.
+        cursor.execute(f"SET lock_timeout = {int(timeout) * 1000}")
+        cursor.close()
+        dbapi_conn.commit()  # SET inside a transaction that rolls back would be undone
+
+    def run_lock_statements(self) -> tuple[str, str] | None:
+        name = "hashtext('retention:' || current_schema())"
+        return f"SELECT pg_try_advisory_lock({name})", f"SELECT pg_advisory_unlock({name})"
+
+    def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
+        # A transaction-level advisory lock: also serialises appenders to an empty chain.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key)))
+        return query
+
+    def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
+        return query.with_for_update(of=table) if table is not None else query.with_for_update()
+
+    def bulk_insert(
+        self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        # COPY: one statement, no per-value adaptation in the driver.
+        preparer = conn.dialect.identifier_preparer
+        target = preparer.format_table(table)
+        names = ", ".join(preparer.quote(c) for c in columns)
+        with driver_cursor(conn) as cursor, cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+            for chunk in copy_text(rows):
+                copy.write(chunk)
+
+    def one_of(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+        # As an IN list, thousands of parameters that psycopg parses out of the
+        # SQL text on every execution; as one array a single parameter, and
+        # PostgreSQL still looks each key up in the index.
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+
+    def range_partitions(self, conn: sa.Connection, parent: str, column: str) -> list[tuple[str, str, str, str]]:
+        key = conn.execute(
+            sa.text(
+                "SELECT pt.partstrat, pt.partnatts, a.attname FROM pg_partitioned_table pt "
+                "JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] "
+                "WHERE pt.partrelid = to_regclass(:parent)"
+            ),
+            {"parent": parent},
+        ).first()
+        if key is None or key.partstrat != "r" or key.partnatts != 1 or key.attname != column:
+            return []
+        rows = conn.execute(
+            sa.text(
+                "SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound "
+                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE i.inhparent = to_regclass(:parent) ORDER BY c.relname"
+            ),
+            {"parent": parent},
+        ).all()
+        result = []
+        for row in rows:
+            match = _RANGE.match(row.bound or "")
+            if match is None:  # DEFAULT partition: anything may be in it
+                continue
+            result.append((row.nspname, row.relname, match["lower"], match["upper"]))
+        return result
+
+    def lock_for_partition_drop(self, parent: str) -> str:
+        return f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE"
+
+    def datetime_column_problem(self, clock_type: str, col_type: sa.types.TypeEngine[Any]) -> str | None:
+        # Two timestamp types: the clock kind must say which one it reads.
+        if not isinstance(col_type, sa.DateTime):
+            return None
+        aware = bool(getattr(col_type, "timezone", False))
+        if clock_type == "timestamptz" and not aware:
+            return "is TIMESTAMP WITHOUT TIME ZONE; declare the clock 'timestamp' with its timezone"
+        if clock_type == "timestamp" and aware:
+            return "is TIMESTAMP WITH TIME ZONE; declare the clock 'timestamptz'"
+        return None
+
+    def epoch_text_valid(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
+        return self._regex_valid(value, "~")
+
+    def safe_clock_columns(self, column: ColumnElement[Any], kind: str) -> list[ColumnElement[Any]]:
+        raw = sa.type_coerce(column, NullType())
+        if kind not in DATETIME_KINDS:
+            return [raw]
+        low: ColumnElement[Any] = sa.literal_column(f"'{_PG_LOW}'")
+        high: ColumnElement[Any] = sa.literal_column(f"'{_PG_HIGH}'")
+        clamped = sa.type_coerce(sa.case((column < low, low), (column > high, high), else_=column), NullType())
+        outside = sa.case((sa.or_(column < low, column > high), sa.cast(column, sa.Text)), else_=None)
+        return [clamped, outside]
