@@ -39,6 +39,9 @@ log = structlog.get_logger("retention")
 class ArchiveStore(Protocol):
     """Where archived payloads go."""
 
+    #: Payloads live in the main database: a batch copies them by ``INSERT ... SELECT``.
+    in_main_database: bool
+
     def bind(self, engine: sa.Engine) -> None: ...
 
     def put(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None: ...
@@ -90,6 +93,27 @@ def _replace(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
 class SameDatabaseArchive:
     """Payloads in the engine's tables, in the batch's own transaction."""
 
+    in_main_database = True
+
+    def copy(
+        self,
+        conn: sa.Connection,
+        dataset: str,
+        rows: sa.Select[Any],
+        keys: Sequence[str],
+    ) -> int:
+        """Replace the payloads of ``keys`` by ``rows`` (the archive's columns, selected from the source).
+
+        Set-based: the payloads are built by the database (see
+        :meth:`retention.dialects.Dialect.json_text_object`); returns the
+        number of payloads written.
+        """
+        table = store.archive
+        conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(conn, table.c.record_key, keys)))
+        names = ["dataset", "record_key", "payload", "archived_at", "purge_due_at", "run_id"]
+        # Counted from RETURNING: psycopg reports no rowcount for this statement.
+        return len(conn.execute(table.insert().from_select(names, rows).returning(table.c.record_key)).all())
+
     def put(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         _replace(conn, rows)
 
@@ -109,6 +133,8 @@ class SameDatabaseArchive:
 
 class SeparateArchive:
     """Payloads in another database, ordered around the main commit (see module doc)."""
+
+    in_main_database = False
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine

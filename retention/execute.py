@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention import evidence, ledger, ledger_items, migrate, partitions, store
 from retention.actions.masking import mask_rows
@@ -493,6 +494,13 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
             # No action: the engine's state row and the ledger say the record is
             # inactive; the source row (locked by the witness) is not touched.
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
+        elif action == "archive" and isinstance(ctx.archive, SameDatabaseArchive):
+            _archive_in_sql(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
+            if step.then == "delete":
+                _delete_rows(conn, batch.dataset, table, key, keys)
+            else:
+                mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
+            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
             columns = [table.c[c] for c in step.columns or []]
             rows = conn.execute(sa.select(key.label("_key"), *columns).where(store.one_of(conn, key, keys))).all()
@@ -540,6 +548,53 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         drafts.extend(_ledger_drafts(ctx, batch.dataset, from_state, to_state, action, moves))
     ledger.append(conn, drafts, ctx.now())
     return counts
+
+
+def _archive_in_sql(
+    conn: sa.Connection,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    dataset_name: str,
+    columns: Sequence[str],
+    moves: Sequence[Move],
+    to_state: str,
+) -> None:
+    """Copy the moves' payloads into the archive by ``INSERT ... SELECT`` (one statement per purge date).
+
+    The payload is the declared columns as JSON built by the database, each
+    value as it writes it as text. Every row was locked by this batch, so
+    each must be copied.
+    """
+    archive = ctx.archive
+    assert isinstance(archive, SameDatabaseArchive)
+    table, key = planner.table, planner.key
+    payload = dialect_for(conn).json_text_object([(c, table.c[c]) for c in sorted(columns)])
+    by_due: dict[dt.datetime | None, list[Move]] = {}
+    purge_due = _purge_due(ctx, planner.dataset, moves, to_state)
+    for m in moves:
+        by_due.setdefault(purge_due.get(m.record_key), []).append(m)
+    instant = store.archive.c.archived_at.type
+
+    def moment(value: dt.datetime | None) -> ColumnElement[Any]:
+        literal = sa.literal(value, instant)
+        # A typed NULL for PostgreSQL; no CAST on SQLite, where DATETIME has
+        # numeric affinity and a CAST would keep only the year of the text.
+        return sa.type_coerce(literal, instant) if dialect_for(conn).datetimes_as_text else sa.cast(literal, instant)
+
+    for due, group in by_due.items():
+        rows = sa.select(
+            sa.cast(sa.literal(dataset_name, sa.String), sa.String),
+            planner.text(conn, key),
+            payload,
+            moment(ctx.now()),
+            moment(due),
+            sa.cast(sa.literal(ctx.run_id, sa.String), sa.String),
+        ).where(store.one_of(conn, key, [m.key for m in group]))
+        copied = archive.copy(conn, dataset_name, rows, [m.record_key for m in group])
+        if copied != len(group):
+            raise ConcurrentChangeError(
+                f"dataset {dataset_name}: archived {copied} rows where the batch locked {len(group)}; rolled back"
+            )
 
 
 def _delete_rows(conn: sa.Connection, dataset: str, table: sa.Table, key: Any, keys: list[Any]) -> None:

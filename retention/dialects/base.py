@@ -160,6 +160,18 @@ class Dialect:
         with driver_cursor(conn) as cursor:
             cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({placeholders})", rows)
 
+    def json_text_object(self, pairs: Sequence[tuple[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
+        """A JSON object built in SQL, each value as the database writes it as text (NULL as null).
+
+        The archive's payloads are built this way by ``INSERT ... SELECT``,
+        without a Python step per row. Generic: SQL:2016 ``JSON_OBJECT``
+        (SQLite and MariaDB have it with this argument list).
+        """
+        arguments: list[Any] = []
+        for name, value in pairs:
+            arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
+        return sa.func.json_object(*arguments, type_=sa.Text)
+
     def one_of(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """Rows whose ``column`` is one of ``values`` (a batch's thousands of keys): an IN list."""
         return column.in_(list(values))

@@ -107,6 +107,13 @@ class PostgreSQLDialect(Dialect):
             for chunk in copy_text(rows):
                 copy.write(chunk)
 
+    def json_text_object(self, pairs: Sequence[tuple[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
+        # json_build_object keeps the keys in the order given (jsonb would sort them by length).
+        arguments: list[Any] = []
+        for name, value in pairs:
+            arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
+        return sa.cast(sa.func.json_build_object(*arguments), sa.Text)
+
     def one_of(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         # As an IN list, thousands of parameters that psycopg parses out of the
         # SQL text on every execution; as one array a single parameter, and
