@@ -487,9 +487,7 @@ def plan(
         if fmt == "json":
             click.echo(json.dumps(split, indent=2, default=str))
             return
-        rows = [
-            {**row, "counts": ", ".join(f"{t} {n}" for t, n in row["counts"].items()) or "-"} for row in split
-        ]
+        rows = [{**row, "counts": ", ".join(f"{t} {n}" for t, n in row["counts"].items()) or "-"} for row in split]
         _print_rows(rows, ["dataset", "shard", "key_space", "from", "below", "records", "transitions", "counts"], fmt)
         return
     summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record, lock_timeout=lock_timeout)

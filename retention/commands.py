@@ -22,10 +22,10 @@ from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.plan import Batch, PlanSummary
-from retention.shards import ShardSpec
 from retention.policy import LoadedPack, load_catalog
 from retention.policy.model import Dataset
 from retention.schema import Finding, check_schema
+from retention.shards import ShardSpec
 
 MAX_HORIZON = Period(years=5)
 """The longest forecast of ``report``: it plans once for every week."""

@@ -28,8 +28,8 @@ from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
 from retention.errors import (
-    ConfigError,
     ConcurrentChangeError,
+    ConfigError,
     LockHeldError,
     LockLostError,
     SchemaError,
@@ -1475,7 +1475,7 @@ def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str
         if row.error:
             errors[f"shard {row.shard}"] = json.loads(row.error)
     _close_run(conn, engine, ctx, planners, erased)
-    status = min((r.status for r in rows), key=lambda s: _WORST.index(s) if s in _WORST else 0)
+    status: str = min((str(r.status) for r in rows), key=lambda s: _WORST.index(s) if s in _WORST else 0)
     with conn.begin():
         conn.execute(
             runs.update()

@@ -14,8 +14,10 @@ requests, and ``ledger verify``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import isolated_database
 from ledger_view import record_moves
+from test_deploy import sharded_container, sharded_cronjob
 
 from retention import execute, ledger, migrate, store, subjects
 from retention.cli import main
@@ -54,7 +57,7 @@ datasets:
     subject_key: id
     basis: policy
     keep:
-      - clock: {column: last_seen, type: timestamptz}
+      - clock: {column: last_seen, type: epoch}
         period: P1Y
     on_erasure: purged
     lifecycle:
@@ -71,7 +74,7 @@ datasets:
     basis: policy
     follows: {dataset: people, on: {inactive: inactive, purged: purged}}
     keep:
-      - clock: {column: placed, type: timestamptz}
+      - clock: {column: placed, type: epoch}
         period: P2Y
     on_erasure: purged
     lifecycle:
@@ -84,7 +87,7 @@ datasets:
     key: token
     basis: policy
     keep:
-      - clock: {column: issued, type: timestamptz}
+      - clock: {column: issued, type: epoch}
         period: P90D
     lifecycle:
       - to: purged
@@ -92,8 +95,9 @@ datasets:
 """
 
 
-def _instant(rng: random.Random, start: dt.datetime, days: int) -> dt.datetime:
-    return start + dt.timedelta(days=rng.randrange(days), hours=rng.randrange(24))
+def _instant(rng: random.Random, start: dt.datetime, days: int) -> int:
+    """Seconds since 1970 (epoch clocks: cheap to compare on SQLite, which stores datetimes as text)."""
+    return int((start + dt.timedelta(days=rng.randrange(days), hours=rng.randrange(24))).timestamp())
 
 
 def _rows() -> dict[str, list[dict[str, Any]]]:
@@ -116,7 +120,7 @@ def _tables() -> sa.MetaData:
         "people",
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("last_seen", sa.DateTime(timezone=True), index=True),
+        sa.Column("last_seen", sa.BigInteger, index=True),
         sa.Column("disabled", sa.Integer, nullable=False),
     )
     sa.Table(
@@ -124,13 +128,13 @@ def _tables() -> sa.MetaData:
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("person_id", sa.Integer, index=True),
-        sa.Column("placed", sa.DateTime(timezone=True), index=True),
+        sa.Column("placed", sa.BigInteger, index=True),
     )
     sa.Table(
         "tokens",
         md,
         sa.Column("token", sa.String(20), primary_key=True),
-        sa.Column("issued", sa.DateTime(timezone=True), index=True),
+        sa.Column("issued", sa.BigInteger, index=True),
     )
     return md
 
@@ -279,53 +283,55 @@ def test_shards_make_the_single_run(
         assert _group_status(engine, "night-1")[0] == "succeeded"
 
 
+def _expand(arg: str, env: dict[str, str]) -> str:
+    """``$(VAR)`` in a container argument, expanded from the container's environment as the kubelet does."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
+
+
 def test_indexed_job_simulation(
     dialect: str,
     tmp_path: Path,
     reference: tuple[LoadedPack, dict[str, dict[str, int]], dict[str, Any]],
 ) -> None:
-    """N processes started like the Indexed Job's pods (JOB_COMPLETION_INDEX, the shared run group) match check 1."""
+    """The Indexed Job's pods, simulated: N processes with the manifest's own arguments match check 1.
+
+    Each gets JOB_COMPLETION_INDEX and the Job's name as the kubelet gives
+    them, and ``$(VAR)`` in the arguments is expanded the kubelet's way.
+    """
     loaded, planned, expected = reference
-    shards = 3
+    job = sharded_cronjob()["spec"]["jobTemplate"]["spec"]
+    shards = job["completions"]
+    group = "retention-sharded-29012345"  # the Job the CronJob made for one night
+    args = list(sharded_container()["args"])
+    args[args.index("--rules") + 1] = str(tmp_path / "shards.yaml")
+    args += ["--as-of", AS_OF.date().isoformat()]
     with isolated_database(dialect, tmp_path) as url:
         engine = prepare(url, loaded)
         try:
-            rules = tmp_path / "shards.yaml"
-            command = (
-                f'"{sys.executable}" -m retention.cli run --rules "{rules}" --as-of {AS_OF.date()} '
-                f"--format json --shard $JOB_COMPLETION_INDEX/{shards} --run-group $RETENTION_RUN_GROUP"
-            )
-            base = {
-                **os.environ,
-                "RETENTION_DATABASE_URL": url,
-                "RETENTION_PSEUDONYM_KEY": SECRET.decode(),
-                "RETENTION_RUN_GROUP": "retention-shards-29012345",
-                "RETENTION_LOG_FORMAT": "json",
-            }
-            pods = [
-                subprocess.Popen(
-                    ["sh", "-c", command],
-                    env={**base, "JOB_COMPLETION_INDEX": str(index)},
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
+            base = {**os.environ, "RETENTION_DATABASE_URL": url, "RETENTION_PSEUDONYM_KEY": SECRET.decode()}
+            pods = []
+            for index in range(shards):
+                env = {**base, "JOB_COMPLETION_INDEX": str(index), "RETENTION_RUN_GROUP": group}
+                command = [_expand(arg, env) for arg in args]
+                pods.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "retention.cli", *command],
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
                 )
-                for index in range(shards)
-            ]
             finished = [pod.communicate(timeout=300) for pod in pods]
-            for pod, (out, err) in zip(pods, finished, strict=True):
+            for pod, (_, err) in zip(pods, finished, strict=True):
                 assert pod.returncode == 0, err[-2000:]
             assert outcome(engine) == expected
-            assert _group_status(engine, "retention-shards-29012345") == ("succeeded", ["succeeded"] * shards)
+            assert _group_status(engine, group) == ("succeeded", ["succeeded"] * shards)
             assert ledger.verify(engine).ok
             with engine.connect() as conn:
                 counts = conn.execute(
-                    sa.select(store.runs.c.counts).where(
-                        store.runs.c.id == execute.group_run_id("retention-shards-29012345")
-                    )
+                    sa.select(store.runs.c.counts).where(store.runs.c.id == execute.group_run_id(group))
                 ).scalar_one()
-            import json
-
             assert {n: p for n, p in json.loads(counts).items() if p} == planned
         finally:
             engine.dispose()
@@ -361,7 +367,9 @@ def test_plan_shows_the_split(migrated: sa.Engine, db_url: str, tmp_path: Path) 
     cuts = [tokens[len(tokens) // 3], tokens[len(tokens) * 2 // 3]]
     assert [r["below"] for r in split if r["dataset"] == "tokens"][:2] == cuts
 
-    result = CliRunner().invoke(main, ["plan", "--rules", str(path), "--db", db_url, "--shards", "3", "--format", "csv"])
+    result = CliRunner().invoke(
+        main, ["plan", "--rules", str(path), "--db", db_url, "--shards", "3", "--format", "csv"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("dataset,shard,key_space,from,below,records,transitions")

@@ -37,9 +37,13 @@ def upgrade() -> None:
                 comment="a sharded run: the group its shards name (--run-group)",
             )
         )
-        batch.add_column(sa.Column("shards", sa.Integer(), nullable=True, comment="a sharded run: how many shards make it"))
         batch.add_column(
-            sa.Column("shard_bounds", LONGTEXT, nullable=True, comment="JSON: the key ranges every shard of the group uses")
+            sa.Column("shards", sa.Integer(), nullable=True, comment="a sharded run: how many shards make it")
+        )
+        batch.add_column(
+            sa.Column(
+                "shard_bounds", LONGTEXT, nullable=True, comment="JSON: the key ranges every shard of the group uses"
+            )
         )
     op.create_table(
         "retention_run_shards",
