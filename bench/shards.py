@@ -124,7 +124,8 @@ def main() -> None:
     results = [measure(url, args.rows, n, args.batch_size) for n in args.shards]
     base = results[0]["moved"] / results[0]["seconds"]
     print(
-        "| shards | rows | moved | seconds | rows moved/s | ratio to 1 shard | lock hold mean / max (ms) | lock wait mean (ms) |"
+        "| shards | rows | moved | seconds | rows moved/s | ratio to 1 shard "
+        "| lock hold mean / max (ms) | lock wait mean (ms) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
