@@ -226,7 +226,6 @@ def compute_bounds(conn: sa.Connection, planners: dict[str, DatasetPlanner], sha
         key = ordered(conn, source_key(largest), kind, stored_as_text=False)
         cuts: list[Any] = []
         for index in range(1, shards):
-            offset = rows * index // shards
             value = None
             if rows:
                 value = conn.execute(
@@ -235,23 +234,30 @@ def compute_bounds(conn: sa.Connection, planners: dict[str, DatasetPlanner], sha
                     .where(source_key(largest).is_not(None))
                     .order_by(key)
                     .limit(1)
-                    .offset(offset)
+                    .offset(rows * index // shards)
                 ).scalar()
-            if value is None:  # an empty space: every record in shard 0
-                value = cuts[-1] if cuts else None
-            if value is not None:
-                value = int(value) if kind == "int" else str(value)
+            if value is None:  # an empty space (or one emptied meanwhile): the last shard takes what comes
+                value = cuts[-1] if cuts else _least(kind)
+            value = int(value) if kind == "int" else str(value)
+            # Never below the previous cut (rows may change between the statements):
+            # ranges that overlapped would let two shards move the same record.
+            if cuts and _before(value, cuts[-1]):
+                value = cuts[-1]
             cuts.append(value)
-        if any(c is None for c in cuts):
-            cuts = [c for c in cuts if c is not None]
-            cuts += [cuts[-1] if cuts else _least(kind)] * (shards - 1 - len(cuts))
         spaces[space] = Space(kind, tuple(cuts))
     return Bounds(shards, spaces, datasets)
 
 
 def _least(kind: str) -> Any:
-    """A cut below every key: the shards after it get nothing, shard 0 everything."""
+    """A cut below every key."""
     return -(2**62) if kind == "int" else ""
+
+
+def _before(value: Any, other: Any) -> bool:
+    """``value`` sorts before ``other`` as the space compares them (text: binary, as UTF-8)."""
+    if isinstance(value, str):
+        return value.encode() < str(other).encode()
+    return bool(value < other)
 
 
 __all__ = ["Bounds", "ShardFilter", "ShardSpec", "Space", "compute_bounds", "parse_shard", "space_of"]
