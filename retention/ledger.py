@@ -340,19 +340,25 @@ def append(
     """
     if not drafts:
         return []
+    # The items' pseudonyms and Merkle roots need no chain position: computed
+    # before the lock, so that it covers the inserts and the commit only.
+    prepared: dict[int, tuple[list[ledger_items.Item], str]] = {}
+    for index, draft in enumerate(drafts):
+        if isinstance(draft, BatchItems):
+            items = draft.items()
+            prepared[index] = (items, merkle.root(ledger_items.leaves(items)).hex())
     seq, prev = _lock_head(conn)
     first = seq + 1
     encoder = _Encoder()
     convert = _Converters(conn.dialect)
     rows: list[tuple[Any, ...]] = []
-    for draft in drafts:
+    for index, draft in enumerate(drafts):
         if isinstance(draft, RecordEntries):
             seq, prev = _chain_records(draft, seq, prev, now, encoder, convert, rows)
             continue
         seq += 1
-        items: list[ledger_items.Item] = []
         if isinstance(draft, BatchItems):
-            items = draft.items()
+            items, root = prepared[index]
             ledger_items.insert_items(conn, seq, items)
             dues = [m[0] for m in draft.moves]
             row = {
@@ -374,7 +380,7 @@ def append(
                 "detail": None,
                 "prev_hash": prev,
                 "format": ledger_items.FORMAT,
-                "merkle_root": merkle.root(ledger_items.leaves(items)).hex(),
+                "merkle_root": root,
                 "items": len(items),
             }
         else:
