@@ -1097,7 +1097,8 @@ def _run_dataset(
 ) -> None:
     """Every pass of one dataset, one transaction per batch on the run's connection."""
     for origin in planner.origins():
-        if origin == "active" and partitions.eligible(planner, conn.dialect.name):
+        # A shard leaves whole partitions alone: they hold every shard's rows (docs/scaling.md).
+        if origin == "active" and planner.in_shard is None and partitions.eligible(planner, conn.dialect.name):
             dropped = partitions.drop_due_partitions(
                 conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
             )
