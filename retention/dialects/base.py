@@ -114,16 +114,27 @@ class Dialect:
 
     # -- the run lock --------------------------------------------------------
 
-    def run_lock_statements(self) -> tuple[str, str] | None:
-        """(take, give) SQL of a session-level advisory lock, one per database/schema.
+    def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
+        """(take, give) SQL of a session-level advisory lock, one per database/schema (or per shard).
 
         ``take`` returns true when the lock was taken, without waiting. The
         lock must die with the session, so that no batch of a run whose
-        connection is gone can commit after another run took over. None:
-        the database has no such lock, and the run lock is a row in
+        connection is gone can commit after another run took over. With
+        ``shard`` (``I/N``), the lock of that shard of a sharded run; where
+        the database has shared locks, a shard also holds the database's
+        lock in shared mode, so a whole run and shards exclude each other.
+        None: the database has no such lock, and the run lock is a row in
         ``retention_run_lock`` (see :class:`retention.execute.RunLock`).
         """
         return None
+
+    #: Isolation level of a shard's connection (None: the default): shards
+    #: work on neighbouring keys side by side.
+    shard_isolation_level: ClassVar[str | None] = None
+
+    #: Where shards cannot hold the database's lock in shared mode: SQL that
+    #: is true when no whole run holds it (checked after a shard's own lock).
+    whole_run_lock_free_sql: ClassVar[str | None] = None
 
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         """Serialise ledger appenders until commit; returns the query that reads the chain's head.
@@ -171,6 +182,15 @@ class Dialect:
         for name, value in pairs:
             arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
         return sa.func.json_object(*arguments, type_=sa.Text)
+
+    def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Text compared byte by byte, whatever the column's collation (shard ranges of text keys).
+
+        Every worker must cut a key space at the same places and a record
+        must fall in exactly one range. Generic: as it is (SQLite compares
+        text with BINARY unless told otherwise).
+        """
+        return text
 
     def one_of(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """Rows whose ``column`` is one of ``values`` (a batch's thousands of keys): an IN list."""

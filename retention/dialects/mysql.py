@@ -46,9 +46,30 @@ class MySQLDialect(Dialect):
         # DATETIME alone drops the microseconds.
         return mysql.DATETIME(fsp=6)
 
-    def run_lock_statements(self) -> tuple[str, str] | None:
-        name = "CONCAT('retention:', DATABASE())"
+    # Named locks have no shared mode: a shard checks that no whole run holds
+    # the database's lock (a whole run cannot see shards; docs/scaling.md).
+    whole_run_lock_free_sql: ClassVar[str | None] = "SELECT IS_FREE_LOCK(CONCAT('retention:', DATABASE()))"
+
+    # No gap locks between shards working on neighbouring keys.
+    shard_isolation_level: ClassVar[str | None] = "READ COMMITTED"
+
+    def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return text.collate("utf8mb4_bin")
+
+    def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
+        suffix = "" if shard is None else f":shard:{shard}"
+        name = f"CONCAT('retention:', DATABASE(), '{suffix}')"
         return f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
+
+    def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
+        # The first entry's row, locked by its primary key: a record lock
+        # without a gap lock, so concurrent appenders (shards) queue on it
+        # instead of deadlocking on the gap after the head (InnoDB, REPEATABLE
+        # READ); then a locking read, which sees the newest committed head.
+        table = query.get_final_froms()[0]
+        assert isinstance(table, sa.Table)
+        conn.execute(sa.select(table.c.seq).where(table.c.seq == 1).with_for_update()).first()
+        return query.with_for_update()
 
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different

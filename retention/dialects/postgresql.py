@@ -84,9 +84,20 @@ class PostgreSQLDialect(Dialect):
         cursor.close()
         dbapi_conn.commit()  # SET inside a transaction that rolls back would be undone
 
-    def run_lock_statements(self) -> tuple[str, str] | None:
-        name = "hashtext('retention:' || current_schema())"
-        return f"SELECT pg_try_advisory_lock({name})", f"SELECT pg_advisory_unlock({name})"
+    def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return text.collate("C")
+
+    def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
+        database = "hashtext('retention:' || current_schema())"
+        if shard is None:
+            return f"SELECT pg_try_advisory_lock({database})", f"SELECT pg_advisory_unlock({database})"
+        name = f"hashtext('retention:' || current_schema() || ':shard:{shard}')"
+        # A shard shares the database's lock with the other shards (a whole run
+        # cannot start beside them, nor they beside it) and holds its own alone.
+        return (
+            f"SELECT pg_try_advisory_lock_shared({database}) AND pg_try_advisory_lock({name})",
+            f"SELECT pg_advisory_unlock_shared({database}), pg_advisory_unlock({name})",
+        )
 
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         # A transaction-level advisory lock: also serialises appenders to an empty chain.
