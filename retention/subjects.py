@@ -80,7 +80,11 @@ def place_hold(
     hold_id = _new_id(result)
     ledger.append(
         conn,
-        [_hold_entry("hold_placed", hold_id, scope, dataset, record_key, subject_key or email, secret, bool(email))],
+        [
+            _hold_entry(
+                "hold_placed", hold_id, scope, dataset, record_key, subject_key or email, secret, not subject_key
+            )
+        ],
         when,
     )
     return hold_id
