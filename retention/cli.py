@@ -999,7 +999,8 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
         "note",
     ]
     if fmt != "table":
-        _print_rows(rows, columns[:4] + (["moved"] if rules is not None else []) + columns[4:], fmt)
+        after = columns.index("deadline") + 1
+        _print_rows(rows, columns[:after] + (["moved"] if rules is not None else []) + columns[after:], fmt)
         return
     _print_rows(rows, columns, fmt)
     for row in rows:
