@@ -902,21 +902,35 @@ def hold_list(
     rows = commands.hold_list(database_url(db), include_released=include_released)
     _print_rows(
         rows,
-        [
-            "id",
-            "scope",
-            "dataset",
-            "record_key",
-            "subject_key",
-            "email",
-            "reason",
-            "placed_by",
-            "placed_at",
-            "released_at",
-        ],
+        _email_column(
+            rows,
+            fmt,
+            HOLD_COLUMNS,
+        ),
         fmt,
         zone=display_zone(rules, pack_id, utc),
     )
+
+
+HOLD_COLUMNS = [
+    "id",
+    "scope",
+    "dataset",
+    "record_key",
+    "subject_key",
+    "email",
+    "reason",
+    "placed_by",
+    "placed_at",
+    "released_at",
+]
+
+
+def _email_column(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> list[str]:
+    """A table shows the e-mail column only when some row has an address (CSV and JSON always do)."""
+    if fmt == "table" and not any(row.get("email") for row in rows):
+        return [c for c in columns if c != "email"]
+    return columns
 
 
 @main.group()
@@ -998,6 +1012,7 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
         "extended_on",
         "note",
     ]
+    columns = _email_column(rows, fmt, columns)
     if fmt != "table":
         after = columns.index("deadline") + 1
         _print_rows(rows, columns[:after] + (["moved"] if rules is not None else []) + columns[after:], fmt)
