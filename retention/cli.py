@@ -980,8 +980,8 @@ def erasure_add(
     console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}{why}", highlight=False)
     if commands.subject_known(database_url(db), rules, pack_id, subject_key, email) is False:
         err_console.print(
-            f"warning: no dataset holds a record of this person; request {request_id} will be processed "
-            "with the outcome 'no records found' (check the id or address)",
+            f"warning: no dataset holds a record of this {'person' if email else 'subject'}; request {request_id} "
+            f"will be processed with the outcome 'no records found' (check the {'id or address' if email else 'id'})",
             highlight=False,
         )
 
