@@ -870,6 +870,12 @@ def hold() -> None:
 @click.option(
     "--subject", "subject_key", type=params.SUBJECT_ID, default=None, help="Hold every record of this subject id."
 )
+@click.option(
+    "--email",
+    type=params.EMAIL,
+    default=None,
+    help="Hold every record of this e-mail address (trimmed, lower-cased), guest rows too.",
+)
 @click.option("--dataset", type=params.NAME, default=None, help="Hold a whole dataset, or with --key one record.")
 @click.option("--key", "record_key", type=params.RECORD_KEY, default=None, help="Hold one record of --dataset.")
 @click.option("--reason", type=params.REASON, required=True, help="Why (case number, authority request, ...).")
@@ -879,17 +885,18 @@ def hold_add(
     db: str | None,
     rules: Path | None,
     subject_key: str | None,
+    email: str | None,
     dataset: str | None,
     record_key: str | None,
     reason: str,
     placed_by: str | None,
 ) -> None:
-    """Place a hold on a subject, a dataset or one record."""
+    """Place a hold on a subject (by id, e-mail address or both), a dataset or one record."""
     scope: Literal["subject", "dataset", "record"] = (
-        "subject" if subject_key else ("record" if record_key else "dataset")
+        "subject" if subject_key or email else ("record" if record_key else "dataset")
     )
     if scope == "dataset" and not dataset:
-        raise click.UsageError("give --subject, --dataset, or --dataset with --key")
+        raise click.UsageError("give --subject, --email, --dataset, or --dataset with --key")
     if scope == "record" and not dataset:
         raise click.UsageError("--key needs --dataset")
     hold_id = commands.hold_add(
@@ -900,6 +907,7 @@ def hold_add(
         dataset=dataset,
         record_key=record_key,
         subject_key=subject_key,
+        email=email,
         rules=rules,
     )
     console.print(f"hold {hold_id} placed ({scope})", highlight=False)
@@ -930,20 +938,35 @@ def hold_list(
     rows = commands.hold_list(database_url(db), include_released=include_released)
     _print_rows(
         rows,
-        [
-            "id",
-            "scope",
-            "dataset",
-            "record_key",
-            "subject_key",
-            "reason",
-            "placed_by",
-            "placed_at",
-            "released_at",
-        ],
+        _email_column(
+            rows,
+            fmt,
+            HOLD_COLUMNS,
+        ),
         fmt,
         zone=display_zone(rules, pack_id, utc),
     )
+
+
+HOLD_COLUMNS = [
+    "id",
+    "scope",
+    "dataset",
+    "record_key",
+    "subject_key",
+    "email",
+    "reason",
+    "placed_by",
+    "placed_at",
+    "released_at",
+]
+
+
+def _email_column(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> list[str]:
+    """A table shows the e-mail column only when some row has an address (CSV and JSON always do)."""
+    if fmt == "table" and not any(row.get("email") for row in rows):
+        return [c for c in columns if c != "email"]
+    return columns
 
 
 @main.group()
@@ -956,7 +979,13 @@ def erasure() -> None:
 @rules_option()
 @pack_option
 @click.option(
-    "--subject", "subject_key", type=params.SUBJECT_ID, required=True, help="The subject's id (e.g. customer id)."
+    "--subject", "subject_key", type=params.SUBJECT_ID, default=None, help="The subject's id (e.g. customer id)."
+)
+@click.option(
+    "--email",
+    type=params.EMAIL,
+    default=None,
+    help="The person's e-mail address (trimmed, lower-cased): reaches guest rows known only by it.",
 )
 @click.option("--received", type=params.DAY, required=True, help="Date the request was received (YYYY-MM-DD).")
 @click.option("--note", type=params.REASON, default=None, help="Free text for operators (no personal data, please).")
@@ -965,24 +994,30 @@ def erasure_add(
     db: str | None,
     rules: Path,
     pack_id: str | None,
-    subject_key: str,
+    subject_key: str | None,
+    email: str | None,
     received: dt.date,
     note: str | None,
 ) -> None:
-    """Record an erasure request; the next run moves the subject's records.
+    """Record an erasure request; the next run moves the person's records.
 
-    The deadline is 1 month after receipt, moved to the next working day when
-    it ends on a weekend or a public holiday of the pack's country.
+    Name the person by --subject, --email or both: the request reaches every
+    record carrying either (a customer's account records by id, their guest
+    orders by e-mail address). The deadline is 1 month after receipt, moved
+    to the next working day when it ends on a weekend or a public holiday of
+    the pack's country.
     """
+    if not subject_key and not email:
+        raise click.UsageError("give --subject, --email, or both")
     request_id, deadline, moved = commands.erasure_add(
-        database_url(db), rules, pack_id, subject_key=subject_key, received=received, note=note
+        database_url(db), rules, pack_id, subject_key=subject_key, received=received, note=note, email=email
     )
     why = f" (moved from {moved})" if moved else ""
     console.print(f"erasure request {request_id}: answer by {deadline.isoformat()}{why}", highlight=False)
-    if commands.subject_known(database_url(db), rules, pack_id, subject_key) is False:
+    if commands.subject_known(database_url(db), rules, pack_id, subject_key, email) is False:
         err_console.print(
-            f"warning: no dataset holds a record of this subject; request {request_id} will be processed "
-            "with the outcome 'no records found' (check the id)",
+            f"warning: no dataset holds a record of this {'person' if email else 'subject'}; request {request_id} "
+            f"will be processed with the outcome 'no records found' (check the {'id or address' if email else 'id'})",
             highlight=False,
         )
 
@@ -1001,9 +1036,22 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
     and public holidays of the pack's country that pushed each deadline back.
     """
     rows = commands.erasure_list(database_url(db), include_closed=include_closed, rules=rules, pack_id=pack_id)
-    columns = ["id", "subject_key", "received_on", "deadline", "flag", "status", "outcome", "extended_on", "note"]
+    columns = [
+        "id",
+        "subject_key",
+        "email",
+        "received_on",
+        "deadline",
+        "flag",
+        "status",
+        "outcome",
+        "extended_on",
+        "note",
+    ]
+    columns = _email_column(rows, fmt, columns)
     if fmt != "table":
-        _print_rows(rows, columns[:4] + (["moved"] if rules is not None else []) + columns[4:], fmt)
+        after = columns.index("deadline") + 1
+        _print_rows(rows, columns[:after] + (["moved"] if rules is not None else []) + columns[after:], fmt)
         return
     _print_rows(rows, columns, fmt)
     for row in rows:
@@ -1280,6 +1328,12 @@ def ledger_export(
     default=None,
     help="A subject id: every entry about this person.",
 )
+@click.option(
+    "--email",
+    type=params.EMAIL,
+    default=None,
+    help="An e-mail address (trimmed, lower-cased): every entry about records carrying it.",
+)
 @format_option
 @zone_options
 @handled
@@ -1288,13 +1342,16 @@ def ledger_lookup(
     dataset: str | None,
     record_key: str | None,
     subject_key: str | None,
+    email: str | None,
     fmt: str,
     rules: Path | None,
     pack_id: str | None,
     utc: bool,
 ) -> None:
-    """Find the entries of one record or subject by computing its pseudonym (needs the key)."""
-    rows = commands.ledger_lookup(database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key)
+    """Find the entries of one record, subject or e-mail address by computing its pseudonym (needs the key)."""
+    rows = commands.ledger_lookup(
+        database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+    )
     _print_rows(
         rows,
         LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],

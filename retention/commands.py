@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pendulum
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
 from retention.dialects import dialect_for
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
+from retention.joins import normalise_email
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.policy.model import Dataset
@@ -451,7 +452,11 @@ def explain(
             state_row = conn.execute(sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)).first()
             if subject is None and state_row is not None:
                 subject = state_row.subject_key
-            holds = _holds_covering(conn, dataset, key, subject)
+            email = None
+            if planner.email is not None:
+                email = conn.execute(sa.select(planner.email).where(planner.key == native)).scalar_one_or_none()
+            mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
+            holds = _holds_covering(conn, dataset, key, _Named(subject, email, mail_pseudonym))
             excluded = planner.is_excluded(conn, native)
             if outcome is not None and outcome.state == "active" and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
@@ -557,14 +562,23 @@ def _typed(column: Any) -> bool:
     return True
 
 
-def _holds_covering(conn: sa.Connection, dataset: str, key: str, subject: str | None) -> list[dict[str, Any]]:
+class _Named(NamedTuple):
+    """A person as a request names them: subject id, normalised e-mail, the e-mail's pseudonym."""
+
+    subject_key: str | None
+    email: str | None
+    email_pseudonym: str | None
+
+
+def _holds_covering(conn: sa.Connection, dataset: str, key: str, person: _Named) -> list[dict[str, Any]]:
     h = store.holds
     covers = [
         sa.and_(h.c.scope == "dataset", h.c.dataset == dataset),
         sa.and_(h.c.scope == "record", h.c.dataset == dataset, h.c.record_key == key),
     ]
-    if subject is not None:
-        covers.append(sa.and_(h.c.scope == "subject", h.c.subject_key == subject))
+    for column, value in zip((h.c.subject_key, h.c.email, h.c.email_pseudonym), person, strict=True):
+        if value is not None:
+            covers.append(sa.and_(h.c.scope == "subject", column == value))
     rows = conn.execute(
         sa.select(h.c.id, h.c.scope, h.c.reason, h.c.placed_by, h.c.placed_at).where(
             h.c.released_at.is_(None), sa.or_(*covers)
@@ -587,9 +601,10 @@ def hold_add(
     dataset: str | None = None,
     record_key: str | None = None,
     subject_key: str | None = None,
+    email: str | None = None,
     rules: Path | None = None,
 ) -> int:
-    """Place a legal hold (recorded in the ledger)."""
+    """Place a legal hold (recorded in the ledger); a subject hold by id, e-mail address or both."""
     pack = load_catalog(rules).in_force(utcnow().date()).pack if rules else None
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url)
@@ -604,6 +619,7 @@ def hold_add(
                 dataset=dataset,
                 record_key=record_key,
                 subject_key=subject_key,
+                email=email,
                 pack=pack,
             )
     finally:
@@ -643,25 +659,31 @@ def erasure_add(
     rules: Path,
     pack_id: str | None,
     *,
-    subject_key: str,
+    subject_key: str | None,
     received: str | dt.date,
     note: str | None,
+    email: str | None = None,
 ) -> tuple[int, dt.date, str]:
     """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
     day = _parse_day(received, "--received")
     pack = load_catalog(rules).in_force(day, pack_id).pack
+    secret = ledger.pseudonym_secret() if email else None
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
-            request_id = subjects.add_request(conn, subject_key=subject_key, received=day, pack=pack, note=note)
+            request_id = subjects.add_request(
+                conn, subject_key=subject_key, received=day, pack=pack, note=note, email=email, secret=secret
+            )
         deadline, skipped = subjects.deadline_moves(day, pack, extended=False)
         return request_id, deadline, subjects.describe_moves(skipped)
     finally:
         engine.dispose()
 
 
-def subject_known(db_url: str, rules: Path, pack_id: str | None, subject_key: str) -> bool | None:
-    """Whether any dataset of the pack in force today holds a record of the subject (live or archived).
+def subject_known(
+    db_url: str, rules: Path, pack_id: str | None, subject_key: str | None, email: str | None = None
+) -> bool | None:
+    """Whether any dataset of the pack in force today holds a record of the person (live or archived).
 
     None when the database cannot say (the pack's tables are not all there).
     """
@@ -675,7 +697,10 @@ def subject_known(db_url: str, rules: Path, pack_id: str | None, subject_key: st
                 planners = build_planners(conn, PlanContext(loaded, utcnow()))
             except SchemaError:
                 return None
-            return any(p.knows_subject(conn, subject_key) for p in planners.values())
+            named = _Named(subject_key, normalise_email(email) if email else None, None)
+            if email:
+                named = named._replace(email_pseudonym=ledger.email_pseudonym(ledger.pseudonym_secret(), email))
+            return any(p.knows_subject(conn, named) for p in planners.values())
     finally:
         engine.dispose()
 
@@ -811,18 +836,27 @@ def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) ->
 
 
 def ledger_lookup(
-    db_url: str, *, dataset: str | None, record_key: str | None, subject_key: str | None
+    db_url: str,
+    *,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    email: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Entries of one record (dataset and key) or one subject, found by their pseudonym."""
-    if subject_key is None and (dataset is None or record_key is None):
-        raise ConfigError("give --subject ID, or --dataset and --key")
+    """Entries of one record (dataset and key), one subject or one e-mail address, found by their pseudonym."""
+    if subject_key is None and email is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, --email ADDRESS, or --dataset and --key")
+    if subject_key is not None and email is not None:
+        raise ConfigError("give --subject or --email, not both (look each up in turn)")
     secret = ledger.pseudonym_secret()
     from retention import ledger_items
 
     engine = _engine(db_url)
     try:
         with engine.connect() as conn:
-            return ledger_items.lookup(conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key)
+            return ledger_items.lookup(
+                conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+            )
     finally:
         engine.dispose()
 

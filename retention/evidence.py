@@ -6,8 +6,8 @@ text written about it are personal data with no reason to stay. Once an
 erasure request is settled (processed by a run, or closed) or a hold is
 released for longer than the pack's ``engine_retention`` (default ``P3Y``),
 the normal run keeps its dates, outcome, ledger references and a
-pseudonymised subject, and clears the subject id, the record key and the
-notes. Open requests and holds in place are never touched.
+pseudonymised subject (and the pseudonym of an e-mail address), and clears
+the subject id, the e-mail address, the record key and the notes. Open requests and holds in place are never touched.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def minimise(
             .values(
                 subject_pseudonym=ledger.subject_pseudonym(secret, r.subject_key) if r.subject_key else None,
                 subject_key=None,
+                email=None,
                 note=None,
                 extension_reason=None,
                 minimised_at=now,
@@ -94,6 +95,7 @@ def minimise(
             .values(
                 subject_pseudonym=ledger.subject_pseudonym(secret, h.subject_key) if h.subject_key else None,
                 subject_key=None,
+                email=None,
                 record_key=None,
                 reason=REMOVED,
                 release_reason=None,

@@ -313,6 +313,7 @@ def _set_states(
             "leader_key": m.leader_key,
             "run_id": run_id,
             "clock_day": m.clock_day,
+            "email_pseudonym": m.email_pseudonym,
         }
         for m in moves
     ]
@@ -343,14 +344,14 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
     kept: set[str] = set()
     from_active = [m for m in batch.moves if m.steps and m.steps[0].from_state == "active"]
     key_text = planner.text(conn, planner.key)
-    subject = planner.text(conn, planner.subject) if planner.subject is not None else None
+    who = planner.live_who(conn)
     for recheck in (False, True):
         group = [m for m in from_active if m.recheck is recheck]
         if not group:
             continue
         conditions = [
             store.one_of(conn, planner.key, [m.key for m in group]),
-            planner.not_held(key_text, subject),
+            planner.not_held(key_text, who),
             planner.not_moved(conn),
             planner.included(),
         ]
@@ -368,7 +369,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
             rs.c.dataset == planner.name,
             rs.c.state == state,
             store.one_of(conn, rs.c.record_key, [m.record_key for m in group]),
-            planner.not_held(rs.c.record_key, rs.c.subject_key),
+            planner.not_held(rs.c.record_key, planner.state_who()),
             planner.state_row_included(conn, rs.c.record_key),
         )
         kept |= set(conn.execute(_for_update(conn, query)).scalars())
@@ -382,7 +383,19 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
         if dropped:
             follower = replace(follower, moves=[m for m in follower.moves if m.leader_key not in dropped])
         followers.append(witness(conn, ctx, by_name[follower.dataset], follower))
-    return replace(batch, moves=moves, followers=followers)
+    return replace(batch, moves=[_with_email_pseudonym(m, ctx.secret) for m in moves], followers=followers)
+
+
+def _with_email_pseudonym(move: Move, secret: bytes) -> Move:
+    """The move with its e-mail's pseudonym, which its state row keeps (the one it kept already wins).
+
+    Computed here, in Python, from the address read from the source row: the
+    pseudonym key never reaches the database server, and no address is
+    written to the engine's tables.
+    """
+    if move.email_pseudonym is not None or move.email is None:
+        return move
+    return replace(move, email_pseudonym=ledger.email_pseudonym(secret, move.email))
 
 
 def apply_batch(
@@ -710,6 +723,7 @@ def _ledger_drafts(
                 (due, move.record_key, move.subject_key or None, move.request_id, move.review_id)
                 for move, due in zip(moves, dues, strict=True)
             ],
+            emails=[move.email_pseudonym for move in moves],
         )
     ]
 
@@ -1278,23 +1292,25 @@ def _settle_erasure_requests(
     a ledger entry records it.
     """
     er = store.erasure_requests
-    erasing = [p for p in planners.values() if p.dataset.on_erasure and p.subject is not None]
+    erasing = [p for p in planners.values() if p.dataset.on_erasure and p.identified]
     if not planners:
         return
     today = next(iter(planners.values())).today
     pack = ctx.loaded.pack
     with conn.begin():
         requests = conn.execute(
-            sa.select(er.c.id, er.c.subject_key).where(er.c.status == "open", er.c.received_on <= today)
+            sa.select(er.c.id, er.c.subject_key, er.c.email, er.c.email_pseudonym).where(
+                er.c.status == "open", er.c.received_on <= today
+            )
         ).all()
         drafts = []
         for request in requests:
-            if any(p.pending_for_subject(conn, request.subject_key) for p in erasing):
+            if any(p.pending_for_subject(conn, request) for p in erasing):
                 continue
             moved = erased.get(request.id, 0)
             if moved:
                 outcome = "erased"
-            elif any(p.knows_subject(conn, request.subject_key) for p in planners.values()):
+            elif any(p.knows_subject(conn, request) for p in planners.values()):
                 outcome = "nothing to move"
             else:
                 outcome = "no records found"
@@ -1314,7 +1330,11 @@ def _settle_erasure_requests(
                     basis=pack.erasure.basis,
                     due_at=None,
                     record_pseudonym=None,
-                    subject_pseudonym=ledger.subject_pseudonym(ctx.secret, request.subject_key),
+                    subject_pseudonym=(
+                        ledger.subject_pseudonym(ctx.secret, request.subject_key)
+                        if request.subject_key
+                        else request.email_pseudonym
+                    ),
                     count=moved,
                     detail={"erasure_request": request.id, "outcome": outcome},
                 )

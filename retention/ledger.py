@@ -105,6 +105,13 @@ def subject_pseudonym(secret: bytes, subject_key: str) -> str:
     return pseudonym(secret, "subject", str(subject_key))
 
 
+def email_pseudonym(secret: bytes, email: str) -> str:
+    """The pseudonym of an e-mail address, normalised first (trimmed, lower-cased; docs/rules.md, "Identities")."""
+    from retention.joins import normalise_email
+
+    return pseudonym(secret, "email", normalise_email(email))
+
+
 def pseudonym_secret() -> bytes:
     """The operator's pseudonym key (environment or a 0600 file)."""
     return read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")

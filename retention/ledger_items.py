@@ -53,6 +53,18 @@ def subject_pseudonym(key: bytes, subject_key: str) -> str:
     return pseudonym(key, "subject", str(subject_key))
 
 
+def email_pseudonym(key: bytes, email_pseudonym: str) -> str:
+    """An item's e-mail pseudonym under a run's key: of the address's long-lived pseudonym, not of the address.
+
+    A record whose source row is gone (or whose address was masked) is known
+    by the pseudonym its state row kept; ``ledger lookup --email`` derives
+    the same value from the address typed.
+    """
+    from retention.ledger import pseudonym
+
+    return pseudonym(key, "email", email_pseudonym)
+
+
 def _instant(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
@@ -74,11 +86,17 @@ def item_document(
     due_at: dt.datetime | str,
     request_id: int | None,
     review_id: int | None,
+    email: str | None = None,
 ) -> bytes:
-    """The RFC 8785 encoding of an item (every value ASCII: hex, digits, an instant), held to rfc8785 by a test."""
+    """The RFC 8785 encoding of an item (every value ASCII: hex, digits, an instant), held to rfc8785 by a test.
+
+    ``email`` appears only when the item has one, so that items written
+    before e-mail identities keep their encoding (and their Merkle roots).
+    """
     due = due_at if isinstance(due_at, str) else _instant(due_at)
+    mail = "" if email is None else f'"email":"{email}",'
     return (
-        f'{{"due_at":"{due}","idx":{idx},"record":"{record}","request":{_json(request_id)},'
+        f'{{"due_at":"{due}",{mail}"idx":{idx},"record":"{record}","request":{_json(request_id)},'
         f'"review":{_json(review_id)},"subject":{_json(subject)}}}'
     ).encode("ascii")
 
@@ -92,9 +110,10 @@ class Item:
     due_at: dt.datetime
     request_id: int | None = None
     review_id: int | None = None
+    email: str | None = None
 
     def document(self, idx: int) -> bytes:
-        return item_document(idx, self.record, self.subject, self.due_at, self.request_id, self.review_id)
+        return item_document(idx, self.record, self.subject, self.due_at, self.request_id, self.review_id, self.email)
 
 
 @dataclass(frozen=True)
@@ -111,6 +130,8 @@ class BatchItems:
     secret: bytes
     # (due_at, record key, subject key, erasure request id, review id)
     moves: Sequence[tuple[dt.datetime, str, str | None, int | None, int | None]]
+    # per move, the long-lived pseudonym of its e-mail address (None: no address), or None for none at all
+    emails: Sequence[str | None] | None = None
 
     def items(self) -> list[Item]:
         """Pseudonymise the moves under the run's key, in Python (the key never leaves the process)."""
@@ -120,10 +141,12 @@ class BatchItems:
         keyed = _keyed(key)
         prefix = f"record\x1f{self.dataset}\x1f".encode()
         result = []
-        for due_at, record_key, subject_key, request_id, review_id in self.moves:
+        emails = self.emails if self.emails is not None else [None] * len(self.moves)
+        for (due_at, record_key, subject_key, request_id, review_id), mail in zip(self.moves, emails, strict=True):
             record = keyed.hexdigest(prefix + record_key.encode("utf-8"))
             subject = None if subject_key is None else keyed.hexdigest(b"subject\x1f" + subject_key.encode("utf-8"))
-            result.append(Item(record, subject, due_at, request_id, review_id))
+            email = None if mail is None else keyed.hexdigest(b"email\x1f" + mail.encode("ascii"))
+            result.append(Item(record, subject, due_at, request_id, review_id, email))
         return result
 
 
@@ -148,9 +171,19 @@ def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> 
         return converted
 
     rows = [
-        (entry_seq, i, it.record, it.subject, due(it.due_at), it.request_id, it.review_id) for i, it in enumerate(items)
+        (entry_seq, i, it.record, it.subject, due(it.due_at), it.request_id, it.review_id, it.email)
+        for i, it in enumerate(items)
     ]
-    columns = ("entry_seq", "idx", "record_pseudonym", "subject_pseudonym", "due_at", "request_id", "review_id")
+    columns = (
+        "entry_seq",
+        "idx",
+        "record_pseudonym",
+        "subject_pseudonym",
+        "due_at",
+        "request_id",
+        "review_id",
+        "email_pseudonym",
+    )
     dialect_for(conn).bulk_insert(conn, table, columns, rows)
 
 
@@ -164,7 +197,13 @@ def stored_leaves(rows: Sequence[dict[str, Any]]) -> list[bytes]:
     return [
         merkle.leaf_hash(
             item_document(
-                r["idx"], r["record_pseudonym"], r["subject_pseudonym"], r["due_at"], r["request_id"], r["review_id"]
+                r["idx"],
+                r["record_pseudonym"],
+                r["subject_pseudonym"],
+                r["due_at"],
+                r["request_id"],
+                r["review_id"],
+                r.get("email_pseudonym"),
             )
         )
         for r in rows
@@ -215,7 +254,9 @@ def _not_as_indexed(conn: sa.Connection, entry: dict[str, Any], rows: Sequence[d
     if not indexed:
         return None
     for row in rows:
-        wanted = {p for p in (row["record_pseudonym"], row["subject_pseudonym"]) if p is not None}
+        wanted = {
+            p for p in (row["record_pseudonym"], row["subject_pseudonym"], row.get("email_pseudonym")) if p is not None
+        }
         if indexed.get(row["idx"], set()) != wanted:
             return int(row["idx"])
     return None
@@ -254,9 +295,11 @@ def check_lookup(conn: sa.Connection) -> str | None:
     # Both sides up to ``last``: a run indexing meanwhile adds rows only after it.
     rows = conn.execute(sa.select(sa.func.count()).select_from(lookup).where(lookup.c.entry_seq <= last)).scalar_one()
     expected = conn.execute(
-        sa.select(sa.func.count(items.c.record_pseudonym) + sa.func.count(items.c.subject_pseudonym)).where(
-            items.c.entry_seq <= last
-        )
+        sa.select(
+            sa.func.count(items.c.record_pseudonym)
+            + sa.func.count(items.c.subject_pseudonym)
+            + sa.func.count(items.c.email_pseudonym)
+        ).where(items.c.entry_seq <= last)
     ).scalar_one()
     if int(rows) == int(expected):
         return None
@@ -292,7 +335,7 @@ def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
         if runs is None:
             return written
         run_id, low, high = runs
-        for pseudonym in (items.c.record_pseudonym, items.c.subject_pseudonym):
+        for pseudonym in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
             start = low
             while start <= high:
                 stop = start + chunk
@@ -337,7 +380,7 @@ def find(conn: sa.Connection, secret: bytes, pseudonyms_of: Any, run_ids: Iterab
     last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar() or 0
     every = sorted({p for ps in by_run.values() for p in ps})
     if every:
-        for column in (items.c.record_pseudonym, items.c.subject_pseudonym):
+        for column in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
             for start in range(0, len(every), 400):
                 query = sa.select(items.c.entry_seq, items.c.idx).where(
                     items.c.entry_seq > last, column.in_(every[start : start + 400])
@@ -356,8 +399,9 @@ def lookup(
     dataset: str | None = None,
     record_key: str | None = None,
     subject_key: str | None = None,
+    email: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every ledger record of one record (dataset and key) or one subject, v1 entries and v2 items alike.
+    """Every ledger record of one record (dataset and key), one subject or one e-mail address, v1 and v2 alike.
 
     Each row has the entry's columns (seq, run, dataset, transition,
     action, basis...) and, for a v2 item, ``item`` (its position) and the
@@ -367,7 +411,15 @@ def lookup(
     from retention import ledger
 
     entries = store.ledger
-    if subject_key is not None:
+    if email is not None:
+        # Entries about one request or hold (no item) name an e-mail-only person by the e-mail's pseudonym.
+        mail = ledger.email_pseudonym(secret, email)
+        v1 = entries.c.subject_pseudonym == mail
+
+        def wanted(key: bytes) -> list[str]:
+            return [email_pseudonym(key, mail)]
+
+    elif subject_key is not None:
         v1 = entries.c.subject_pseudonym == ledger.subject_pseudonym(secret, subject_key)
 
         def wanted(key: bytes) -> list[str]:
@@ -389,7 +441,9 @@ def lookup(
         rows.append({**dict(row._mapping), "item": None})
     for item in find(conn, secret, wanted, item_runs(conn)):
         entry = conn.execute(sa.select(entries).where(entries.c.seq == item["entry_seq"])).first()
-        if entry is None or (dataset is not None and subject_key is None and entry.dataset != dataset):
+        if entry is None or (
+            dataset is not None and subject_key is None and email is None and entry.dataset != dataset
+        ):
             continue
         rows.append(
             {
@@ -398,6 +452,7 @@ def lookup(
                 "due_at": item["due_at"],
                 "record_pseudonym": item["record_pseudonym"],
                 "subject_pseudonym": item["subject_pseudonym"],
+                "email_pseudonym": item.get("email_pseudonym"),
                 "count": 1,
                 "request_id": item["request_id"],
                 "review_id": item["review_id"],
@@ -419,6 +474,7 @@ __all__ = [
     "Item",
     "check_items",
     "check_lookup",
+    "email_pseudonym",
     "entry_items",
     "find",
     "index_runs",

@@ -31,6 +31,7 @@ from retention.errors import ConfigError, LedgerError
 
 FORMAT = "retention-ledger-proof/1"
 ITEM_FIELDS = ("due_at", "idx", "record", "request", "review", "subject")
+EMAIL_FIELD = "email"  # only in items of a record with an e-mail identity (docs/ledger.md)
 ENTRY_FIELDS = (*ledger.V2_COLUMNS, "hash")
 CHECKPOINT_FIELDS = ("seq", "hash", "signed_at", "signature")
 
@@ -61,6 +62,7 @@ def _plain_item(row: dict[str, Any]) -> dict[str, Any]:
         "request": row["request_id"],
         "review": row["review_id"],
         "subject": row["subject_pseudonym"],
+        **({EMAIL_FIELD: row["email_pseudonym"]} if row.get("email_pseudonym") is not None else {}),
     }
 
 
@@ -72,19 +74,22 @@ def build(
     dataset: str | None = None,
     record_key: str | None = None,
     subject_key: str | None = None,
+    email: str | None = None,
 ) -> dict[str, Any]:
-    """The proof of every ledger record of one record (dataset and key) or subject, up to ``checkpoint``."""
+    """The proof of every ledger record of one record (dataset and key), subject or e-mail, up to ``checkpoint``."""
     try:
         head = int(checkpoint["seq"])
         signed = {k: checkpoint[k] for k in CHECKPOINT_FIELDS}
     except (KeyError, TypeError, ValueError):
         raise ConfigError("the checkpoint is not a checkpoint written by `retention ledger checkpoint`") from None
-    found = ledger_items.lookup(conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key)
+    found = ledger_items.lookup(
+        conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+    )
     found = [r for r in found if r["item"] is not None or r["record_pseudonym"] is not None]
     if not found:
         raise ConfigError(
             "the ledger holds no entry of that record"
-            if subject_key is None
+            if subject_key is None and email is None
             else "the ledger holds no entry of that subject"
         )
     newest = max(r["seq"] for r in found)
@@ -119,6 +124,7 @@ def build(
                 "request_id": row["request_id"],
                 "review_id": row["review_id"],
                 "subject_pseudonym": row["subject_pseudonym"],
+                "email_pseudonym": row.get("email_pseudonym"),
             }
         )
         path = merkle.audit_path(leaves, row["item"])
@@ -156,7 +162,8 @@ def _entry_hash(entry: dict[str, Any]) -> str:
 
 
 def _leaf(item: dict[str, Any]) -> bytes:
-    return merkle.leaf_hash(rfc8785.dumps({name: item.get(name) for name in ITEM_FIELDS}))
+    fields = (*ITEM_FIELDS, EMAIL_FIELD) if EMAIL_FIELD in item else ITEM_FIELDS
+    return merkle.leaf_hash(rfc8785.dumps({name: item.get(name) for name in fields}))
 
 
 def _signed_part(checkpoint: dict[str, Any]) -> bytes:
@@ -195,7 +202,7 @@ def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
             not isinstance(record, dict)
             or set(record) != {"seq", "item", "audit_path"}
             or not isinstance(record["seq"], int)
-            or not (item is None or (isinstance(item, dict) and set(item) == set(ITEM_FIELDS)))
+            or not (item is None or (isinstance(item, dict) and set(item) - {EMAIL_FIELD} == set(ITEM_FIELDS)))
         ):
             return f"record {number}: its fields are not those of a proved record"
     prev: dict[str, Any] | None = None

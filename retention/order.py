@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from retention.errors import SchemaError
-from retention.policy.model import Dataset, Pack
+from retention.policy.model import Dataset, Pack, Subject
 
 
 def deletes_rows(dataset: Dataset) -> bool:
@@ -51,7 +51,7 @@ def _leaders(pack: Pack, name: str) -> list[str]:
 
 
 def reads(pack: Pack, name: str) -> set[str]:
-    """Tables a dataset's own passes read besides its own: aggregate clocks, related ``where``, ``subject`` joins.
+    """Tables a dataset's own passes read besides its own: aggregate clocks, related ``where``, identity joins.
 
     A follower's passes read its leaders' clocks only while a leader has not
     run yet, which the leader-first constraint rules out during ``run``
@@ -62,9 +62,17 @@ def reads(pack: Pack, name: str) -> set[str]:
     row_filter = dataset.row_filter
     if row_filter is not None:
         tables |= {related.table for related in row_filter.related}
-    if dataset.subject is not None:
-        tables |= {hop.table for hop in dataset.subject.through}
+    for chain in _chains(dataset):
+        tables |= {hop.table for hop in chain.through}
     return tables
+
+
+def _chains(dataset: Dataset) -> list[Subject]:
+    """The joins a dataset's identities are read through (``subject`` and ``email``)."""
+    chains = [dataset.subject] if dataset.subject is not None else []
+    if dataset.email is not None and not isinstance(dataset.email, str):
+        chains.append(dataset.email)
+    return chains
 
 
 def _read_columns(pack: Pack, name: str) -> dict[str, set[str] | None]:
@@ -83,8 +91,8 @@ def _read_columns(pack: Pack, name: str) -> dict[str, set[str] | None]:
     if row_filter is not None:
         for related in row_filter.related:
             add(related.table, {related.on, *(t.column for t in related.tests)})
-    if dataset.subject is not None:
-        for hop in dataset.subject.through:
+    for chain in _chains(dataset):
+        for hop in chain.through:
             add(hop.table, {hop.key, hop.column})
     return result
 

@@ -215,6 +215,7 @@ AS_OF = AsOfType()
 SHARD = ShardType()
 DAY = DayType()
 SUBJECT_ID = TextType(191, "subject id")
+EMAIL = TextType(320, "e-mail address")
 RECORD_KEY = TextType(191, "record key")
 NAME = TextType(100, "name")
 REASON = TextType(2000, "text")
@@ -229,6 +230,7 @@ __all__ = [
     "AS_OF",
     "DAY",
     "EARLIEST_DAY",
+    "EMAIL",
     "INPUT_FILE",
     "LATEST_DAY",
     "LOG_LEVEL",

@@ -144,9 +144,9 @@ def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition:
     assert sql is not None
     value = sql.clocks[0].value
     key_text = planner.text(conn, sql.key)
-    subject = planner.text(conn, planner.subject) if planner.subject is not None else None
+    who = planner.live_who(conn)
     rs = planner.ctx.tables.record_states
-    stays = [~planner.not_held(key_text, subject), ~planner.no_open_erasure(subject)]
+    stays = [~planner.not_held(key_text, who), ~planner.no_open_erasure(who)]
     if planner._states:
         stays.append(sa.exists().where(rs.c.dataset == planner.name, rs.c.record_key == key_text))
     query = (

@@ -51,7 +51,7 @@ from retention.evaluate import (
     evaluate_record,
     reflect_table,
 )
-from retention.joins import subject_expression
+from retention.joins import email_expression, subject_expression
 from retention.order import dataset_order
 from retention.policy import LoadedPack
 from retention.policy.model import STATES, Dataset, Pack
@@ -83,6 +83,8 @@ class Move:
     since: dt.datetime | None = None  # when it entered its state before this run
     recheck: bool = False  # moved by its own clocks alone: the change re-checks them
     clock_day: dt.date | None = None  # the event its clock marks, for `after_from: clock` (kept in the state row)
+    email: str | None = None  # the normalised e-mail address read from the source row (memory only)
+    email_pseudonym: str | None = None  # the e-mail's pseudonym its state row kept
 
 
 @dataclass
@@ -183,6 +185,53 @@ def as_text(conn: sa.Connection | None, column: ColumnElement[Any]) -> ColumnEle
     generic cast.
     """
     return (dialect_for(conn) if conn is not None else Dialect()).key_text(column)
+
+
+def email_text(conn: sa.Connection | None, value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A normalised e-mail expression comparable with the engine's ``email`` columns (see :func:`as_text`)."""
+    text = sa.cast(value, store.EMAIL)
+    return dialect_for(conn).engine_comparable(text) if conn is not None else text
+
+
+@dataclass(frozen=True)
+class Who:
+    """The identities of records as SQL: the subject id as text, the normalised e-mail, the e-mail's pseudonym.
+
+    A live row has the first two (and, joined with its state row, the third
+    too: its address may have been masked since); a state row has the
+    subject id and the pseudonym it kept. A hold or an erasure request names
+    a record when any identity it carries equals one of the record's.
+    """
+
+    subject: ColumnElement[Any] | None = None
+    email: ColumnElement[Any] | None = None
+    email_pseudonym: ColumnElement[Any] | None = None
+
+    def named_by(self, table: sa.FromClause) -> ColumnElement[bool]:
+        """``table`` (holds or erasure requests: subject_key, email, email_pseudonym) names the record."""
+        parts = []
+        if self.subject is not None:
+            parts.append(table.c.subject_key == self.subject)
+        if self.email is not None:
+            parts.append(table.c.email == self.email)
+        if self.email_pseudonym is not None:
+            parts.append(table.c.email_pseudonym == self.email_pseudonym)
+        return sa.or_(*parts) if parts else sa.false()
+
+    def is_one_of(self, subject_key: str | None, email: str | None, email_pseudonym: str | None) -> ColumnElement[bool]:
+        """The record has one of these identities (one request's or hold's)."""
+        parts = []
+        if self.subject is not None and subject_key is not None:
+            parts.append(self.subject == subject_key)
+        if self.email is not None and email is not None:
+            parts.append(self.email == email)
+        if self.email_pseudonym is not None and email_pseudonym is not None:
+            parts.append(self.email_pseudonym == email_pseudonym)
+        return sa.or_(*parts) if parts else sa.false()
+
+    @property
+    def known(self) -> bool:
+        return self.subject is not None or self.email is not None or self.email_pseudonym is not None
 
 
 def _next_states(dataset: Dataset, origin: str) -> list[str]:
@@ -345,6 +394,8 @@ class Candidate:
     reach: int  # states its own clocks make due (SQL), active records only
     clocks: tuple[Any, ...]  # clock values, read only when reach > 0
     clock_day: dt.date | None = None  # from the state row (after_from: clock)
+    email: str | None = None  # normalised e-mail address of the live row
+    email_pseudonym: str | None = None  # from the state row
 
 
 @dataclass(frozen=True)
@@ -370,6 +421,8 @@ class DatasetPlanner:
         self.key = self.table.c[self.dataset.key]
         self.row_filter = compile_filter(conn, self.table, self.dataset)
         self.subject = subject_expression(conn, self.table, self.dataset)
+        email = email_expression(conn, self.table, self.dataset)
+        self.email = email_text(conn, email) if email is not None else None
         follows = self.dataset.follows
         self.leader_column: ColumnElement[Any] | None = None
         if follows is not None:
@@ -394,7 +447,7 @@ class DatasetPlanner:
 
     def origins(self) -> list[str]:
         """Passes in execution order: erasure, later states (latest first), active, catch-up."""
-        passes = ["erasure"] if self.dataset.on_erasure and self.subject is not None else []
+        passes = ["erasure"] if self.dataset.on_erasure and self.identified else []
         passes += list(reversed(self.dataset.states[1:-1]))
         if self.sql is not None:
             passes.append("active")
@@ -407,6 +460,33 @@ class DatasetPlanner:
         return self.dataset.follows is None and not self.followers and not self.dataset.review
 
     # -- shared conditions ----------------------------------------------
+    @property
+    def identified(self) -> bool:
+        """Whether records name a person (a subject id, an e-mail address, or both)."""
+        return self.subject is not None or self.email is not None
+
+    def live_who(self, conn: sa.Connection, joined: bool = False) -> Who | None:
+        """The identities of source rows; ``joined``: the query joins their state rows (:meth:`_joined`)."""
+        if not self.identified:
+            return None
+        rs = self.ctx.tables.record_states
+        return Who(
+            self.text(conn, self.subject) if self.subject is not None else None,
+            self.email,
+            rs.c.email_pseudonym if joined and self.email is not None else None,
+        )
+
+    def state_who(self) -> Who | None:
+        """The identities a state row kept."""
+        if not self.identified:
+            return None
+        rs = self.ctx.tables.record_states
+        return Who(
+            rs.c.subject_key if self.subject is not None else None,
+            None,
+            rs.c.email_pseudonym if self.email is not None else None,
+        )
+
     def probe(self, conn: sa.Connection) -> None:
         """Note which engine-side filters can match anything right now.
 
@@ -417,7 +497,7 @@ class DatasetPlanner:
         """
         h, er, rs = self.ctx.tables.holds, self.ctx.tables.erasure_requests, self.ctx.tables.record_states
         covers = [h.c.dataset == self.name]
-        if self.subject is not None:
+        if self.identified:
             covers.append(h.c.scope == "subject")
         self._holds = (
             conn.execute(sa.select(sa.literal(1)).where(h.c.released_at.is_(None), sa.or_(*covers)).limit(1)).first()
@@ -425,7 +505,7 @@ class DatasetPlanner:
         )
         self._erasures = (
             bool(self.dataset.on_erasure)
-            and self.subject is not None
+            and self.identified
             and conn.execute(sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)).first() is not None
         )
         self._states = (
@@ -437,8 +517,8 @@ class DatasetPlanner:
     def text(self, conn: sa.Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return as_text(conn, column)
 
-    def not_held(self, record_key: ColumnElement[Any], subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
-        """Not covered by a hold in place (subject, dataset or record)."""
+    def not_held(self, record_key: ColumnElement[Any], who: Who | None) -> ColumnElement[bool]:
+        """Not covered by a hold in place (subject by id or e-mail, dataset or record)."""
         if not self._holds:
             return sa.true()
         h = self.ctx.tables.holds
@@ -446,19 +526,19 @@ class DatasetPlanner:
             sa.and_(h.c.scope == "dataset", h.c.dataset == self.name),
             sa.and_(h.c.scope == "record", h.c.dataset == self.name, h.c.record_key == record_key),
         ]
-        if subject is not None:
-            covers.append(sa.and_(h.c.scope == "subject", h.c.subject_key == subject))
+        if who is not None and who.known:
+            covers.append(sa.and_(h.c.scope == "subject", who.named_by(h)))
         return ~sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
 
-    def no_open_erasure(self, subject: ColumnElement[Any] | None) -> ColumnElement[bool]:
+    def no_open_erasure(self, who: Who | None) -> ColumnElement[bool]:
         """Records under an open erasure request move in the erasure pass only."""
-        if not self._erasures or subject is None:
+        if not self._erasures or who is None or not who.known:
             return sa.true()
-        return ~self._open_erasure(subject)
+        return ~self._open_erasure(who)
 
-    def _open_erasure(self, subject: ColumnElement[Any]) -> ColumnElement[bool]:
+    def _open_erasure(self, who: Who) -> ColumnElement[bool]:
         er = self.ctx.tables.erasure_requests
-        return sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
+        return sa.exists().where(who.named_by(er), er.c.status == "open", er.c.received_on <= self.today)
 
     def included(self) -> ColumnElement[bool]:
         """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md).
@@ -497,12 +577,12 @@ class DatasetPlanner:
         counts with it.
         """
         targets = _next_states(self.dataset, "active")[:count]
-        subject = self.text(conn, self.subject) if self.subject is not None else None
+        who = self.live_who(conn)
         return sa.and_(
             *(sql.due(state, self.ctx.as_of) for state in targets),
             self.included(),
-            self.not_held(self.text(conn, sql.key), subject),
-            self.no_open_erasure(subject),
+            self.not_held(self.text(conn, sql.key), who),
+            self.no_open_erasure(who),
             self.not_moved(conn),
         )
 
@@ -559,6 +639,8 @@ class DatasetPlanner:
             (rs.c.state if joined else sa.null()).label("state"),
             (rs.c.since if joined else sa.null()).label("since"),
             (rs.c.clock_day if joined else sa.null()).label("clock_day"),
+            (self.email if self.email is not None else sa.null()).label("e"),
+            (rs.c.email_pseudonym if joined and self.email is not None else sa.null()).label("ep"),
         ]
         if self.sql is not None and with_clocks:
             reach = reach if reach is not None else self._reach(conn, self.sql)
@@ -580,11 +662,11 @@ class DatasetPlanner:
 
         By position, not by name: a batch makes thousands, and a row's
         mapping view costs more than the rest of the candidate. The first
-        seven columns are the same in every query; clock values follow where
+        nine columns are the same in every query; clock values follow where
         the row has them (a row of another length gets its names looked up).
         """
         clocks = len(self.sql.clocks) if self.sql is not None else 0
-        names = ("k", "s", "lk", "state", "since", "clock_day", "reach")
+        names = ("k", "s", "lk", "state", "since", "clock_day", "e", "ep", "reach")
         clock_names = tuple(f"c{i}" for i in range(clocks))
         layout: tuple[int, tuple[int | None, ...]] | None = None
         result = []
@@ -593,7 +675,7 @@ class DatasetPlanner:
                 fields = row._fields
                 assert fields[: len(names)] == names, fields
                 layout = (len(row), tuple(fields.index(n) if n in fields else None for n in clock_names))
-            k, s, lk, state, since, clock_day, reach = row[:7]
+            k, s, lk, state, since, clock_day, e, ep, reach = row[:9]
             result.append(
                 Candidate(
                     key=k,
@@ -605,6 +687,8 @@ class DatasetPlanner:
                     reach=int(reach or 0) if state is None else 0,
                     clocks=tuple(None if i is None else row[i] for i in layout[1]),
                     clock_day=_as_date(clock_day),
+                    email=e,
+                    email_pseudonym=ep,
                 )
             )
         return result
@@ -620,6 +704,8 @@ class DatasetPlanner:
             rs.c.state.label("state"),
             rs.c.since.label("since"),
             rs.c.clock_day.label("clock_day"),
+            sa.null().label("e"),
+            (rs.c.email_pseudonym if self.email is not None else sa.null()).label("ep"),
             sa.literal(0).label("reach"),
         ).where(rs.c.dataset == self.name, *conditions)
 
@@ -628,20 +714,50 @@ class DatasetPlanner:
         return [replace(c, key=key_to_native(self.key, c.record_key)) for c in candidates]
 
     # -- reasons -----------------------------------------------------------
-    def _requests(self, conn: sa.Connection, subjects: Iterable[str | None]) -> dict[str, tuple[int, dt.date]]:
-        """The open erasure request (lowest id) per subject, received by today."""
-        wanted = sorted({s for s in subjects if s is not None})
-        if not wanted or not self.dataset.on_erasure:
+    def _requests(self, conn: sa.Connection, candidates: Sequence[Candidate]) -> dict[str, tuple[int, dt.date]]:
+        """Per record key: the open erasure request (lowest id) naming one of its identities, received by today."""
+        if not self.dataset.on_erasure:
             return {}
+        subjects = sorted({c.subject_key for c in candidates if c.subject_key is not None})
+        emails = sorted({c.email for c in candidates if c.email is not None})
+        pseudonyms = sorted({c.email_pseudonym for c in candidates if c.email_pseudonym is not None})
         er = self.ctx.tables.erasure_requests
+        names = []
+        if subjects and self.subject is not None:
+            names.append(store.one_of(conn, er.c.subject_key, subjects))
+        if emails:
+            names.append(store.one_of(conn, er.c.email, emails))
+        if pseudonyms:
+            names.append(store.one_of(conn, er.c.email_pseudonym, pseudonyms))
+        if not names:
+            return {}
         rows = conn.execute(
-            sa.select(er.c.id, er.c.subject_key, er.c.received_on)
-            .where(er.c.status == "open", er.c.received_on <= self.today, store.one_of(conn, er.c.subject_key, wanted))
+            sa.select(er.c.id, er.c.subject_key, er.c.email, er.c.email_pseudonym, er.c.received_on)
+            .where(er.c.status == "open", er.c.received_on <= self.today, sa.or_(*names))
             .order_by(er.c.id)
         ).all()
-        first: dict[str, tuple[int, dt.date]] = {}
+        by_subject: dict[str, tuple[int, dt.date]] = {}
+        by_email: dict[str, tuple[int, dt.date]] = {}
+        by_pseudonym: dict[str, tuple[int, dt.date]] = {}
         for row in rows:
-            first.setdefault(row.subject_key, (row.id, row.received_on))
+            if row.subject_key is not None:
+                by_subject.setdefault(row.subject_key, (row.id, row.received_on))
+            if row.email is not None:
+                by_email.setdefault(row.email, (row.id, row.received_on))
+            if row.email_pseudonym is not None:
+                by_pseudonym.setdefault(row.email_pseudonym, (row.id, row.received_on))
+        first: dict[str, tuple[int, dt.date]] = {}
+        for cand in candidates:
+            found = []
+            if cand.subject_key is not None and self.subject is not None:
+                found.append(by_subject.get(cand.subject_key))
+            if cand.email is not None:
+                found.append(by_email.get(cand.email))
+            if cand.email_pseudonym is not None:
+                found.append(by_pseudonym.get(cand.email_pseudonym))
+            named = [f for f in found if f is not None]
+            if named:
+                first[cand.record_key] = min(named)
         return first
 
     def _leader_states(self, conn: sa.Connection, keys: Iterable[str | None]) -> dict[str, tuple[str, dt.datetime]]:
@@ -696,7 +812,7 @@ class DatasetPlanner:
         without it a follower's leader is read from its state row (catch-up).
         """
         pack, dataset, as_of = self.ctx.pack, self.dataset, self.ctx.as_of
-        requests = self._requests(conn, (c.subject_key for c in candidates))
+        requests = self._requests(conn, candidates)
         if leaders is None and self.dataset.follows is not None:
             known = self._leader_states(conn, (c.leader_key for c in candidates))
             leaders = {k: Outcome(state, since, ()) for k, (state, since) in known.items()}
@@ -727,7 +843,7 @@ class DatasetPlanner:
                         clock_day = dataset.clock_start(
                             evaluation.governing[own_chain[0].to_state], governing.day, pack
                         )
-            request = requests.get(cand.subject_key) if cand.subject_key is not None else None
+            request = requests.get(cand.record_key)
             erasure = None
             if request is not None and dataset.on_erasure is not None:
                 erasure = (dataset.on_erasure, start_of_day(request[1], pack.timezone))
@@ -766,6 +882,8 @@ class DatasetPlanner:
                     since=cand.since,
                     recheck=by_clock_alone and steps == own_chain[: len(steps)],
                     clock_day=clock_day,
+                    email=cand.email,
+                    email_pseudonym=cand.email_pseudonym,
                 )
             )
         return moves
@@ -783,8 +901,10 @@ class DatasetPlanner:
         self.probe(conn)
         rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
-        subject = self.text(conn, self.subject) if self.subject is not None else None
-        held = sa.case((sa.and_(self.not_held(key_text, subject), self.included()), sa.literal(0)), else_=sa.literal(1))
+        held = sa.case(
+            (sa.and_(self.not_held(key_text, self.live_who(conn, joined=True)), self.included()), sa.literal(0)),
+            else_=sa.literal(1),
+        )
         query = (
             sa.select(*self._columns(conn, True, None), held.label("held"))
             .select_from(self._joined(conn))
@@ -794,7 +914,7 @@ class DatasetPlanner:
         found = {str(r.k) for r in rows}
         orphans = [k for k in wanted if k not in found]
         if orphans:
-            held_rs = sa.case((self.not_held(rs.c.record_key, rs.c.subject_key), sa.literal(0)), else_=sa.literal(1))
+            held_rs = sa.case((self.not_held(rs.c.record_key, self.state_who()), sa.literal(0)), else_=sa.literal(1))
             rows += conn.execute(
                 self._state_rows(conn, store.one_of(conn, rs.c.record_key, orphans)).add_columns(held_rs.label("held"))
             ).all()
@@ -849,12 +969,12 @@ class DatasetPlanner:
         """Active records whose leader already sits in a followed state (and not due by their clocks)."""
         assert self.leader_column is not None
         key_text = self.text(conn, self.key)
-        subject = self.text(conn, self.subject) if self.subject is not None else None
+        who = self.live_who(conn)
         conditions = [
             self._catchup_condition(conn, self.text(conn, self.leader_column), "active"),
             self.included(),
-            self.not_held(key_text, subject),
-            self.no_open_erasure(subject),
+            self.not_held(key_text, who),
+            self.no_open_erasure(who),
             self.not_moved(conn),
         ]
         if self.sql is not None:
@@ -874,8 +994,8 @@ class DatasetPlanner:
         conditions = [
             rs.c.state == origin,
             due,
-            self.not_held(rs.c.record_key, rs.c.subject_key),
-            self.no_open_erasure(rs.c.subject_key),
+            self.not_held(rs.c.record_key, self.state_who()),
+            self.no_open_erasure(self.state_who()),
             self.state_row_included(conn, rs.c.record_key),
             self.state_in_shard,
         ]
@@ -886,13 +1006,13 @@ class DatasetPlanner:
 
     def _erasure_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Candidate], int, Any]:
         """Records (live or known only by their state row) of subjects with an open erasure request."""
-        assert self.subject is not None
-        subject = self.text(conn, self.subject)
+        who = self.live_who(conn, joined=True)
+        assert who is not None
         key_text = self.text(conn, self.key)
         query = (
             sa.select(*self._columns(conn, True, None))
             .select_from(self._joined(conn))
-            .where(self._open_erasure(subject), self.not_held(key_text, subject), self.included())
+            .where(self._open_erasure(who), self.not_held(key_text, who), self.included())
         )
         if after is not None:
             query = query.where(self.key > after)
@@ -907,8 +1027,8 @@ class DatasetPlanner:
         exists = sa.exists().where(self.text(conn, self.key) == rs.c.record_key)
         query = self._state_rows(
             conn,
-            self._open_erasure(rs.c.subject_key),
-            self.not_held(rs.c.record_key, rs.c.subject_key),
+            self._open_erasure(self.state_who() or Who()),
+            self.not_held(rs.c.record_key, self.state_who()),
             ~exists,
             self.state_in_shard,
         ).order_by(rs.c.record_key)
@@ -966,12 +1086,12 @@ class DatasetPlanner:
         self.probe(conn)
         keys = sorted(leaders)
         key_text = self.text(conn, self.key)
-        subject = self.text(conn, self.subject) if self.subject is not None else None
         leader_ref = self.text(conn, self.leader_column)
+        who = self.live_who(conn, joined=True)
         query = (
             sa.select(*self._columns(conn, True, None))
             .select_from(self._joined(conn))
-            .where(store.one_of(conn, leader_ref, keys), self.not_held(key_text, subject), self.included())
+            .where(store.one_of(conn, leader_ref, keys), self.not_held(key_text, who), self.included())
             .order_by(self.key)
         )
         candidates = self._candidates(conn.execute(query).all())
@@ -984,7 +1104,7 @@ class DatasetPlanner:
                         self._state_rows(
                             conn,
                             store.one_of(conn, rs.c.leader_key, keys),
-                            self.not_held(rs.c.record_key, rs.c.subject_key),
+                            self.not_held(rs.c.record_key, self.state_who()),
                             ~exists,
                         ).order_by(rs.c.record_key)
                     ).all()
@@ -1062,19 +1182,18 @@ class DatasetPlanner:
             return None, [], False
         rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
-        subject = self.text(conn, self.subject) if self.subject is not None else None
         held = (
             conn.execute(
                 sa.select(sa.literal(1))
                 .select_from(self.table)
-                .where(key_text == record_key, sa.not_(self.not_held(key_text, subject)))
+                .where(key_text == record_key, sa.not_(self.not_held(key_text, self.live_who(conn))))
             ).first()
             is not None
             or conn.execute(
                 sa.select(sa.literal(1)).where(
                     rs.c.dataset == self.name,
                     rs.c.record_key == record_key,
-                    sa.not_(self.not_held(rs.c.record_key, rs.c.subject_key)),
+                    sa.not_(self.not_held(rs.c.record_key, self.state_who())),
                 )
             ).first()
             is not None
@@ -1203,7 +1322,7 @@ class DatasetPlanner:
         for hold in holds:
             if hold.scope in ("dataset", "record") and hold.dataset != self.name:
                 continue
-            if hold.scope == "subject" and self.subject is None:
+            if hold.scope == "subject" and not self.identified:
                 continue
             count = 0
             if self.sql is not None:
@@ -1211,9 +1330,7 @@ class DatasetPlanner:
                 covered = {
                     "dataset": sa.true(),
                     "record": key_text == (hold.record_key or ""),
-                    "subject": self.text(conn, self.subject) == (hold.subject_key or "")
-                    if self.subject is not None
-                    else sa.false(),
+                    "subject": self._names(conn, self.live_who(conn), hold),
                 }[hold.scope]
                 query = (
                     sa.select(sa.func.count())
@@ -1232,7 +1349,7 @@ class DatasetPlanner:
                 covered_rs = {
                     "dataset": sa.true(),
                     "record": rs.c.record_key == (hold.record_key or ""),
-                    "subject": rs.c.subject_key == (hold.subject_key or ""),
+                    "subject": self._names(conn, self.state_who(), hold),
                 }[hold.scope]
                 query = sa.select(sa.func.count()).where(
                     rs.c.dataset == self.name,
@@ -1271,35 +1388,52 @@ class DatasetPlanner:
             )
         return total
 
-    def knows_subject(self, conn: sa.Connection, subject_key: str) -> bool:
-        """Whether any record of this dataset (live, or known by its state row) belongs to the subject."""
-        if self.subject is None:
+    def _names(self, conn: sa.Connection, who: Who | None, named: Any) -> ColumnElement[bool]:
+        """``who`` has one of the identities of ``named`` (a hold's or request's row: subject_key, email, pseudonym)."""
+        if who is None:
+            return sa.false()
+        return who.is_one_of(
+            named.subject_key if self.subject is not None else None,
+            getattr(named, "email", None),
+            getattr(named, "email_pseudonym", None),
+        )
+
+    def knows_subject(self, conn: sa.Connection, named: Any) -> bool:
+        """Whether any record of this dataset (live, or known by its state row) belongs to the person ``named``.
+
+        ``named``: a request's identities (``subject_key``, ``email``, ``email_pseudonym``).
+        """
+        if not self.identified:
             return False
-        live = sa.select(sa.literal(1)).select_from(self.table).where(self.text(conn, self.subject) == subject_key)
+        live = sa.select(sa.literal(1)).select_from(self.table).where(self._names(conn, self.live_who(conn), named))
         if conn.execute(live.limit(1)).first() is not None:
             return True
         rs = self.ctx.tables.record_states
-        known = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, rs.c.subject_key == subject_key)
+        known = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, self._names(conn, self.state_who(), named))
         return conn.execute(known.limit(1)).first() is not None
 
-    def pending_for_subject(self, conn: sa.Connection, subject_key: str, include_held: bool = True) -> bool:
-        """Whether a record of the subject still sits before this dataset's erasure state."""
+    def pending_for_subject(self, conn: sa.Connection, named: Any, include_held: bool = True) -> bool:
+        """Whether a record of the person ``named`` still sits before this dataset's erasure state."""
         target = self.dataset.on_erasure
-        if target is None or self.subject is None:
+        if target is None or not self.identified:
             return False
         rs = self.ctx.tables.record_states
         before = self.dataset.states[1 : self.dataset.states.index(target)]
-        subject = self.text(conn, self.subject)
+        who = self.live_who(conn, joined=True)
         key_text = self.text(conn, self.key)
-        conditions = [subject == subject_key, sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)), self.included()]
+        conditions = [
+            self._names(conn, who, named),
+            sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)),
+            self.included(),
+        ]
         if not include_held:
-            conditions.append(self.not_held(key_text, subject))
+            conditions.append(self.not_held(key_text, who))
         query = sa.select(sa.literal(1)).select_from(self._joined(conn)).where(*conditions).limit(1)
         if conn.execute(query).first() is not None:
             return True
         if self._keeps_orphans() and before:
             orphan = sa.select(sa.literal(1)).where(
-                rs.c.dataset == self.name, rs.c.subject_key == subject_key, rs.c.state.in_(before)
+                rs.c.dataset == self.name, self._names(conn, self.state_who(), named), rs.c.state.in_(before)
             )
             return conn.execute(orphan.limit(1)).first() is not None
         return False

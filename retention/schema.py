@@ -206,15 +206,23 @@ def _check_where(
 
 
 def _check_subject(inspect: _Inspector, name: str, ds: Dataset, findings: list[Finding]) -> None:
-    """Each join of ``subject.through`` names a table, a unique key and a column that exist."""
-    if ds.subject is None:
-        return
-    for hop in ds.subject.through:
+    """Each join of ``subject.through`` (and ``email.through``) names a table, a unique key and a column that exist."""
+    chains = [("subject", ds.subject)] if ds.subject is not None else []
+    if ds.email is not None and not isinstance(ds.email, str):
+        chains.append(("email", ds.email))
+    for identity, chain in chains:
+        _check_chain(inspect, name, ds, identity, chain.through, findings)
+
+
+def _check_chain(
+    inspect: _Inspector, name: str, ds: Dataset, identity: str, through: list[Any], findings: list[Finding]
+) -> None:
+    for hop in through:
         columns = inspect.columns(hop.table, ds.schema_)
         if columns is None:
-            findings.append(Finding("error", name, hop.table, None, "table does not exist (subject through)"))
+            findings.append(Finding("error", name, hop.table, None, f"table does not exist ({identity} through)"))
             continue
-        for role, column in (("subject through key", hop.key), ("subject through column", hop.column)):
+        for role, column in ((f"{identity} through key", hop.key), (f"{identity} through column", hop.column)):
             if column not in columns:
                 findings.append(Finding("error", name, hop.table, column, _missing(column, columns, role)))
         if hop.key in columns:
@@ -231,8 +239,8 @@ def _check_subject(inspect: _Inspector, name: str, ds: Dataset, findings: list[F
                         name,
                         hop.table,
                         hop.key,
-                        "subject through key is not unique (primary key or unique index): a record "
-                        "would have several subjects",
+                        f"{identity} through key is not unique (primary key or unique index): a record "
+                        f"would have several {'subjects' if identity == 'subject' else 'e-mail addresses'}",
                     )
                 )
 
@@ -312,7 +320,13 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
             findings.append(Finding("error", name, ds.table, None, "table does not exist"))
             continue
         subject_column = ds.subject.column if ds.subject is not None else None
-        for role, column in (("key", ds.key), ("subject_key", ds.subject_key), ("subject", subject_column)):
+        email_column = ds.email if isinstance(ds.email, str) or ds.email is None else ds.email.column
+        for role, column in (
+            ("key", ds.key),
+            ("subject_key", ds.subject_key),
+            ("subject", subject_column),
+            ("email", email_column),
+        ):
             if column is not None and column not in columns:
                 findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
         pk = inspect.primary_key(ds.table, ds.schema_)

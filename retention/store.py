@@ -53,6 +53,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 KEY = sa.String(191)  # 191 keeps MySQL utf8mb4 index keys within 767 bytes
 NAME = sa.String(100)
 HASH = sa.String(64)
+EMAIL = sa.String(320)  # RFC 5321 limits an address to 254 octets; 320 is the usual column
 LONGTEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 metadata = sa.MetaData(
@@ -154,8 +155,10 @@ record_states = sa.Table(
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Column("leader_key", KEY, comment="a follower's leader record (its subject or its via column)"),
     sa.Column("clock_day", sa.Date, comment="the event the record's clock marks, for after_from: clock"),
+    sa.Column("email_pseudonym", HASH, comment="HMAC of the record's normalised e-mail address (no address in clear)"),
     sa.Index(None, "dataset", "state", "since"),
     sa.Index(None, "subject_key"),
+    sa.Index(None, "email_pseudonym"),
     sa.Index(None, "dataset", "leader_key"),
 )
 
@@ -187,6 +190,8 @@ holds = sa.Table(
     sa.Column("release_reason", sa.Text),
     sa.Column("subject_pseudonym", HASH, comment="kept when the subject id is removed (engine_retention)"),
     sa.Column("minimised_at", UTCDateTime, comment="when the subject id and notes were removed"),
+    sa.Column("email", EMAIL, comment="normalised e-mail address; NULL once minimised (engine_retention)"),
+    sa.Column("email_pseudonym", HASH, comment="HMAC of the normalised e-mail address"),
     sa.Index(None, "scope", "released_at"),
 )
 
@@ -206,6 +211,8 @@ erasure_requests = sa.Table(
     sa.Column("outcome", sa.String(40), comment="erased, nothing to move, or no records found"),
     sa.Column("subject_pseudonym", HASH, comment="kept when the subject id is removed (engine_retention)"),
     sa.Column("minimised_at", UTCDateTime, comment="when the subject id and notes were removed"),
+    sa.Column("email", EMAIL, comment="normalised e-mail address; NULL once minimised (engine_retention)"),
+    sa.Column("email_pseudonym", HASH, comment="HMAC of the normalised e-mail address"),
     sa.Index(None, "status"),
 )
 
@@ -260,6 +267,7 @@ ledger_items = sa.Table(
     sa.Column("due_at", UTCDateTime, nullable=False),
     sa.Column("request_id", sa.Integer, comment="the erasure request behind the move"),
     sa.Column("review_id", sa.Integer, comment="the approved review batch behind the purge"),
+    sa.Column("email_pseudonym", HASH, comment="HMAC under the run's key of the e-mail address's pseudonym"),
 )
 
 ledger_lookup = sa.Table(

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from retention import ledger, store
 from retention.clock import utcnow
 from retention.errors import ConfigError
+from retention.joins import normalise_email
 from retention.policy.model import Pack
 
 Scope = Literal["subject", "dataset", "record"]
@@ -42,15 +43,21 @@ def place_hold(
     dataset: str | None = None,
     record_key: str | None = None,
     subject_key: str | None = None,
+    email: str | None = None,
     pack: Pack | None = None,
     now: dt.datetime | None = None,
 ) -> int:
-    """Place a hold and write its ledger entry, in the caller's transaction."""
+    """Place a hold and write its ledger entry, in the caller's transaction.
+
+    A subject hold names the person by id, by e-mail address, or both; it
+    covers every record carrying either.
+    """
     when = now or utcnow()
     if not reason.strip():
         raise ConfigError("a hold needs a reason (e.g. the case or request it serves)")
-    if scope == "subject" and not subject_key:
-        raise ConfigError("a subject hold needs --subject")
+    email = _email(email)
+    if scope == "subject" and not subject_key and not email:
+        raise ConfigError("a subject hold needs --subject or --email")
     if scope == "dataset" and not dataset:
         raise ConfigError("a dataset hold needs --dataset")
     if scope == "record" and not (dataset and record_key):
@@ -62,7 +69,9 @@ def place_hold(
             scope=scope,
             dataset=dataset,
             record_key=record_key if scope == "record" else None,
-            subject_key=subject_key if scope == "subject" else None,
+            subject_key=(subject_key or None) if scope == "subject" else None,
+            email=email if scope == "subject" else None,
+            email_pseudonym=ledger.email_pseudonym(secret, email) if scope == "subject" and email else None,
             reason=reason,
             placed_by=placed_by,
             placed_at=when,
@@ -71,7 +80,11 @@ def place_hold(
     hold_id = _new_id(result)
     ledger.append(
         conn,
-        [_hold_entry("hold_placed", hold_id, scope, dataset, record_key, subject_key, secret)],
+        [
+            _hold_entry(
+                "hold_placed", hold_id, scope, dataset, record_key, subject_key or email, secret, not subject_key
+            )
+        ],
         when,
     )
     return hold_id
@@ -106,8 +119,9 @@ def release_hold(
                 row.scope,
                 row.dataset,
                 row.record_key,
-                row.subject_key,
+                row.subject_key or row.email,
                 secret,
+                not row.subject_key and bool(row.email),
             )
         ],
         when,
@@ -122,7 +136,13 @@ def _hold_entry(
     record_key: str | None,
     subject_key: str | None,
     secret: bytes,
+    by_email: bool = False,
 ) -> ledger.EntryDraft:
+    """The hold's ledger entry; a person named by e-mail alone appears as the e-mail's pseudonym."""
+    if subject_key and by_email:
+        person: str | None = ledger.email_pseudonym(secret, subject_key)
+    else:
+        person = ledger.subject_pseudonym(secret, subject_key) if subject_key else None
     return ledger.EntryDraft(
         run_id=None,
         pack_id=None,
@@ -133,9 +153,21 @@ def _hold_entry(
         basis=None,
         due_at=None,
         record_pseudonym=(ledger.record_pseudonym(secret, dataset, record_key) if dataset and record_key else None),
-        subject_pseudonym=ledger.subject_pseudonym(secret, subject_key) if subject_key else None,
+        subject_pseudonym=person,
         detail={"hold_id": hold_id},
     )
+
+
+def _email(address: str | None) -> str | None:
+    """An address as the engine keeps and compares it (trimmed, lower-cased), or None."""
+    if address is None:
+        return None
+    normal = normalise_email(address)
+    if not normal:
+        return None
+    if "@" not in normal or len(normal) > 320:
+        raise ConfigError("--email is not an e-mail address (it needs an @, at most 320 characters)")
+    return normal
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
@@ -200,13 +232,34 @@ def flag_for(deadline: dt.date, today: dt.date, status: str) -> Literal["overdue
 
 
 def add_request(
-    conn: sa.Connection, *, subject_key: str, received: dt.date, pack: Pack, note: str | None = None
+    conn: sa.Connection,
+    *,
+    subject_key: str | None,
+    received: dt.date,
+    pack: Pack,
+    note: str | None = None,
+    email: str | None = None,
+    secret: bytes | None = None,
 ) -> int:
+    """File an erasure request for a person named by id, by e-mail address (normalised), or both.
+
+    The address is kept in clear only while the request needs it (until
+    ``engine_retention`` after it is settled); its pseudonym, computed here
+    under the pseudonym key, stays with the evidence and lets the request
+    reach records known only by their state row.
+    """
     if received > utcnow().date() + dt.timedelta(days=1):
         raise ConfigError(f"--received {received} is in the future")
+    email = _email(email)
+    if not subject_key and not email:
+        raise ConfigError("an erasure request needs --subject or --email")
+    if email and secret is None:  # pragma: no cover - every caller passes the key with an address
+        raise ValueError("an erasure request by e-mail needs the pseudonym key")
     result = conn.execute(
         store.erasure_requests.insert().values(
-            subject_key=subject_key,
+            subject_key=subject_key or None,
+            email=email,
+            email_pseudonym=ledger.email_pseudonym(secret, email) if email and secret is not None else None,
             received_on=received,
             deadline=deadline_for(received, pack, extended=False),
             note=note,

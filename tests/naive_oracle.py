@@ -203,19 +203,20 @@ def parse_value(kind: str, raw: Any, column_tz: str = "UTC") -> Parsed:
 class Reading:
     """One clock of one record at an as-of instant: an anomaly, or its local date."""
 
-    anomaly: str | None  # None, 'null', 'zero', 'invalid' or 'future'
+    anomaly: str | None  # None, 'null', 'zero', 'invalid', 'future', or 'live' (an expiry still ahead: no anomaly)
     day: dt.date | None = None
+    at: dt.datetime | None = None  # the instant, for an expiry clock (``expires: true``)
 
 
-def judge(kind: str, parsed: Parsed, as_of: dt.datetime, tz: str) -> Reading:
-    """Classify a parsed clock at ``as_of``: future values are an anomaly."""
+def judge(kind: str, parsed: Parsed, as_of: dt.datetime, tz: str, expires: bool = False) -> Reading:
+    """Classify a parsed clock at ``as_of``: future values are an anomaly, except an expiry still ahead."""
     if parsed.kind != "value":
         return Reading(parsed.kind)
     at = parsed.at
     if isinstance(at, dt.datetime):
         if at > as_of:
-            return Reading("future")
-        return Reading(None, local_day(at, tz))
+            return Reading("live" if expires else "future")
+        return Reading(None, local_day(at, tz), at)
     assert isinstance(at, dt.date)
     if midnight(at, tz) > as_of:
         return Reading("future")
@@ -266,15 +267,17 @@ class Hold:
     record_key: str | None = None
     subject_key: str | None = None
     active: bool = True
+    email: str | None = None  # normalised
 
 
 @dataclass
 class Request:
-    """An erasure request: the lowest id among a subject's open requests counts."""
+    """An erasure request: the lowest id among the open requests naming one of a record's identities counts."""
 
     id: int
-    subject_key: str
+    subject_key: str | None
     received_on: dt.date
+    email: str | None = None  # normalised
 
 
 @dataclass
@@ -284,6 +287,7 @@ class State:
     state: str
     since: dt.datetime
     subject: str | None
+    email: str | None = None  # the engine keeps its pseudonym; equal addresses, equal pseudonyms
 
 
 @dataclass(frozen=True)
@@ -401,7 +405,7 @@ def clock_readings(world: World, name: str, row: Mapping[str, Any], as_of: dt.da
             parsed = aggregate(kind, related)
         else:
             parsed = parse_value(kind, row[clock["column"]], column_tz)
-        readings.append(judge(kind, parsed, as_of, world.tz))
+        readings.append(judge(kind, parsed, as_of, world.tz, bool(clock.get("expires"))))
     return readings
 
 
@@ -419,10 +423,16 @@ def clock_due(world: World, name: str, readings: Sequence[Reading]) -> tuple[dt.
             return None, reading.anomaly
     if not readings or all(r.anomaly == "null" for r in readings):
         return None, "null" if readings else None
+    if any(r.anomaly == "live" for r in readings):
+        return None, None  # kept until its expiry, which is no anomaly
     first_after = ds["lifecycle"][0].get("after", "P0D")
     latest: dt.datetime | None = None
     for rule, reading in zip(ds["keep"], readings, strict=True):
         if reading.day is None:
+            continue
+        if rule["clock"].get("expires"):  # due at the very instant (the oracle models no delay after it)
+            assert first_after == "P0D" and reading.at is not None, "the oracle models bare expiry clocks only"
+            latest = reading.at if latest is None else max(latest, reading.at)
             continue
         start = year_close(reading.day, world.year_end) if rule.get("anchor") == "financial_year_end" else reading.day
         last_kept = add_period(start, rule["period"])
@@ -519,27 +529,49 @@ def has_subject(ds: Mapping[str, Any]) -> bool:
     return ds.get("subject_key") is not None or ds.get("subject") is not None
 
 
+def _through(world: World, value: Any, hops: Sequence[Mapping[str, str]]) -> Any:
+    for hop in hops:
+        if value is None:
+            break
+        found = [
+            other
+            for other in world.tables[hop["table"]].values()
+            if other[hop["key"]] is not None and key_text(other[hop["key"]]) == key_text(value)
+        ]
+        value = found[0][hop["column"]] if found else None
+    return value
+
+
 def subject_of(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
     """The person a row belongs to: its subject column, or the end of the ``subject.through`` lookups."""
     if ds.get("subject_key") is not None:
         value = row[ds["subject_key"]]
     elif ds.get("subject") is not None:
-        value = row[ds["subject"]["column"]]
-        for hop in ds["subject"]["through"]:
-            if value is None:
-                break
-            found = [
-                other
-                for other in world.tables[hop["table"]].values()
-                if other[hop["key"]] is not None and key_text(other[hop["key"]]) == key_text(value)
-            ]
-            value = found[0][hop["column"]] if found else None
+        value = _through(world, row[ds["subject"]["column"]], ds["subject"]["through"])
     else:
         return None
     return None if value is None else key_text(value)
 
 
-def _held(world: World, name: str, key: str, subject: str | None) -> bool:
+def normal_email(address: str | None) -> str | None:
+    """Spaces around trimmed, lower-cased; an empty address is none (docs/rules.md, "Identities")."""
+    if address is None:
+        return None
+    normal = str(address).strip(" ").lower()
+    return normal or None
+
+
+def email_of(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+    """The row's normalised e-mail address: its ``email`` column, or the end of ``email.through``."""
+    spec = ds.get("email")
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return normal_email(row[spec])
+    return normal_email(_through(world, row[spec["column"]], spec["through"]))
+
+
+def _held(world: World, name: str, key: str, subject: str | None, email: str | None = None) -> bool:
     subject_dataset = has_subject(world.datasets()[name])
     for hold in world.holds:
         if not hold.active:
@@ -550,16 +582,27 @@ def _held(world: World, name: str, key: str, subject: str | None) -> bool:
             return True
         if hold.scope == "subject" and subject_dataset and subject is not None and hold.subject_key == subject:
             return True
+        if hold.scope == "subject" and email is not None and hold.email == email:
+            return True
     return False
 
 
-def _erasure(world: World, name: str, subject: str | None, today: dt.date) -> tuple[str, dt.datetime] | None:
-    """(target state, due instant) when the subject has an open request received by today."""
+def _erasure(
+    world: World, name: str, subject: str | None, today: dt.date, email: str | None = None
+) -> tuple[str, dt.datetime] | None:
+    """(target state, due instant) when an open request received by today names the subject or e-mail."""
     ds = world.datasets()[name]
     target = ds.get("on_erasure")
-    if target is None or not has_subject(ds) or subject is None:
+    if target is None:
         return None
-    open_requests = [r for r in world.requests if r.subject_key == subject and r.received_on <= today]
+    if not has_subject(ds):
+        subject = None
+    open_requests = [
+        r
+        for r in world.requests
+        if r.received_on <= today
+        and ((subject is not None and r.subject_key == subject) or (email is not None and r.email == email))
+    ]
     if not open_requests:
         return None
     first = min(open_requests, key=lambda r: r.id)
@@ -596,17 +639,17 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
             row = table.get(key)
             before = world.states.get((name, key))
             if before is not None:
-                subject = before.subject
+                subject, email = before.subject, before.email
             elif row is not None:
-                subject = subject_of(world, ds, row)
+                subject, email = subject_of(world, ds, row), email_of(world, ds, row)
             else:
-                subject = None
+                subject = email = None
             current = before.state if before is not None else "active"
             if current == states[-1]:
                 continue
             if row is not None and not matches(world, ds, row):
                 continue  # not a record of the dataset: it never moves (a later state: it stays)
-            if _held(world, name, key, subject):
+            if _held(world, name, key, subject, email):
                 continue
             # The reasons, as (first state it reaches, last state, instant) or per state.
             clock_instant: dt.datetime | None = None
@@ -616,7 +659,7 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
                 if anomaly is not None:
                     outcome.anomalies[(name, key)] = anomaly
             upto: list[tuple[str, dt.datetime]] = []  # (furthest state, instant) reached by erasure/follow
-            erasure = _erasure(world, name, subject, today)
+            erasure = _erasure(world, name, subject, today, email)
             if erasure is not None:
                 upto.append(erasure)
             follows = ds.get("follows")
@@ -674,6 +717,7 @@ def apply(world: World, outcome: Outcome) -> None:
         table = world.tables[ds["table"]]
         before = world.states.get((name, key))
         subject = before.subject if before is not None else subject_of(world, ds, table[key])
+        email = before.email if before is not None else email_of(world, ds, table[key])
         keep_state = True
         for step in steps:
             spec = _step(ds, step.to_state)
@@ -696,7 +740,7 @@ def apply(world: World, outcome: Outcome) -> None:
                 assert action == "anonymise", action
                 _mask(table[key], spec["mask"])
         if keep_state:
-            world.states[(name, key)] = State(steps[-1].to_state, steps[-1].at, subject)
+            world.states[(name, key)] = State(steps[-1].to_state, steps[-1].at, subject, email)
         else:
             world.states.pop((name, key), None)
 

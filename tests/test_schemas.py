@@ -196,6 +196,7 @@ def apply_events(engine: sa.Engine, loaded: LoadedPack, events: list[dict[str, A
                     dataset=event.get("dataset"),
                     record_key=event.get("key"),
                     subject_key=event.get("subject"),
+                    email=event.get("email"),
                     pack=loaded.pack,
                 )
             elif "release" in event:
@@ -205,7 +206,14 @@ def apply_events(engine: sa.Engine, loaded: LoadedPack, events: list[dict[str, A
                 )
             else:
                 received = dt.date.fromisoformat(event["received"])
-                subjects.add_request(conn, subject_key=event["erasure"], received=received, pack=loaded.pack)
+                subjects.add_request(
+                    conn,
+                    subject_key=event.get("erasure"),
+                    email=event.get("erasure_email"),
+                    secret=SECRET,
+                    received=received,
+                    pack=loaded.pack,
+                )
 
 
 @pytest.fixture(params=SCHEMAS)
@@ -249,13 +257,26 @@ def test_schema_expected_sets_match_the_oracle(schema: tuple[str, sa.Engine]) ->
         for number, event in enumerate(run.get("before") or []):
             if "hold" in event:
                 world.holds.append(
-                    oracle.Hold(event["hold"], event.get("dataset"), event.get("key"), event.get("subject"))
+                    oracle.Hold(
+                        event["hold"],
+                        event.get("dataset"),
+                        event.get("key"),
+                        event.get("subject"),
+                        email=oracle.normal_email(event.get("email")),
+                    )
                 )
             elif "release" in event:
                 world.holds[event["release"]].active = False
             else:
                 received = dt.date.fromisoformat(event["received"])
-                world.requests.append(oracle.Request(100 * index + number, event["erasure"], received))
+                world.requests.append(
+                    oracle.Request(
+                        100 * index + number,
+                        event.get("erasure"),
+                        received,
+                        email=oracle.normal_email(event.get("erasure_email")),
+                    )
+                )
         prediction = oracle.plan_run(world, as_of)
         predicted: Sets = {}
         for (dataset, key), steps in prediction.steps.items():
@@ -275,8 +296,11 @@ def test_schema_plan_run_and_expected_sets_agree(schema: tuple[str, sa.Engine]) 
         as_of = local_midnight(run["as_of"], loaded.pack.timezone)
         apply_events(engine, loaded, run.get("before") or [])
         expected = _expected(run)
-        planned = nonzero(execute.plan(engine, loaded, as_of).transitions)
+        summary = execute.plan(engine, loaded, as_of)
+        planned = nonzero(summary.transitions)
         assert planned == as_counts(expected), f"{where}: plan counts"
+        for dataset in run.get("no_anomalies") or []:
+            assert not any(summary.anomalies.get(dataset, {}).values()), f"{where}: {dataset} anomalies"
         assert planned_keys(engine, loaded, as_of) == expected, f"{where}: plan's keys"
         before = snapshot(engine, loaded)
         result = execute.run(engine, loaded, as_of, secret=SECRET)

@@ -666,7 +666,7 @@ def test_erasure_list_says_why_a_deadline_moved(migrated: sa.Engine, db_url: str
     listed = runner.invoke(main, ["erasure", "list", "--db", db_url, "--rules", str(pack), "--format", "csv"])
     assert listed.exit_code == 0, listed.output
     header, row = listed.output.splitlines()[:2]
-    assert header == "id,subject_key,received_on,deadline,moved,flag,status,outcome,extended_on,note"
-    assert row == "1,7,2023-03-27,2023-04-28,2023-04-27 King's Day,overdue,open,,,"
+    assert header == "id,subject_key,email,received_on,deadline,moved,flag,status,outcome,extended_on,note"
+    assert row == "1,7,,2023-03-27,2023-04-28,2023-04-27 King's Day,overdue,open,,,"
     table = runner.invoke(main, ["erasure", "list", "--db", db_url, "--rules", str(pack)])
     assert table.output.splitlines()[-1] == "request 1: deadline moved from 2023-04-27 King's Day"

@@ -183,6 +183,14 @@ class Dialect:
             arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
         return sa.func.json_object(*arguments, type_=sa.Text)
 
+    def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Text from the application's tables made comparable with the engine's text columns.
+
+        Two tables may use different collations, and some databases refuse
+        to compare two implicit ones. Generic: as it is.
+        """
+        return text
+
     def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         """Text compared byte by byte, whatever the column's collation (shard ranges of text keys).
 

@@ -56,6 +56,11 @@ class MySQLDialect(Dialect):
     def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return text.collate("utf8mb4_bin")
 
+    def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # utf8mb4_unicode_520_ci beside utf8mb4_general_ci is "Illegal mix of
+        # collations": an explicit binary one wins over both.
+        return text.collate("utf8mb4_bin")
+
     def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
         suffix = "" if shard is None else f":shard:{shard}"
         name = f"CONCAT('retention:', DATABASE(), '{suffix}')"

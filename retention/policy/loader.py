@@ -382,8 +382,11 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                         (*where, "follows", "on", parent_state),
                         f"state {own_state!r} is not in the lifecycle of {ds_name!r} ({', '.join(ds.states[1:])})",
                     )
-        if ds.on_erasure is not None and not ds.has_subject:
-            add((*where, "on_erasure"), "on_erasure needs a subject_key or subject to find a subject's records")
+        if ds.on_erasure is not None and not ds.has_identity:
+            add(
+                (*where, "on_erasure"),
+                "on_erasure needs a subject_key, subject or email to find a person's records",
+            )
         problems.extend(_span_problems(pack, ds_name, name, lines))
     erasure = Schedule(pack.erasure.respond_within, (pack.erasure.extension,))
     if not erasure.fits():

@@ -320,6 +320,10 @@ class Dataset(_Strict):
     key: str
     subject_key: str | None = None
     subject: Subject | None = None
+    email: str | Subject | None = Field(
+        default=None,
+        description="The person's e-mail address: a column, or a chain of joins (docs/rules.md, 'Identities').",
+    )
     description: str | None = None
     basis: str | None = None
     keep: list[Keep] = Field(default_factory=list)
@@ -337,12 +341,17 @@ class Dataset(_Strict):
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    _added_later = ("where", "subject")
+    _added_later = ("where", "subject", "email")
 
     @property
     def has_subject(self) -> bool:
         """Whether records name a person, by a column (``subject_key``) or through joins (``subject``)."""
         return self.subject_key is not None or self.subject is not None
+
+    @property
+    def has_identity(self) -> bool:
+        """Whether records name a person by any identity: the subject id or the e-mail address."""
+        return self.has_subject or self.email is not None
 
     @field_validator("where")
     @classmethod

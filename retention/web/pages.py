@@ -472,8 +472,12 @@ def erasure_page(console: Console, request: Request, viewer: Viewer, form: FormD
         requests = subjects.list_requests(conn, utcnow().date(), include_closed=True)
     for item in requests:
         subject = item.pop("subject_key")
+        item.pop("email", None)  # the console shows pseudonyms only
+        mail = item.pop("email_pseudonym", None)
         if subject is not None:  # a minimised request keeps only its pseudonym (engine_retention)
             item["subject_pseudonym"] = ledger_query.pseudonym_of_subject(secret, str(subject)) if secret else None
+        elif item.get("subject_pseudonym") is None and mail is not None:  # a request by e-mail alone
+            item["subject_pseudonym"] = mail
     return console.render(request, "erasure.html", requests=requests, keyed=secret is not None)
 
 
@@ -483,7 +487,9 @@ def holds_page(console: Console, request: Request, viewer: Viewer, form: FormDat
         holds = subjects.list_holds(conn, include_released=True)
     for hold in holds:
         subject, record = hold.pop("subject_key"), hold.pop("record_key")
-        hold["pseudonym"] = hold.pop("subject_pseudonym", None)  # a minimised hold keeps only this
+        hold.pop("email", None)  # the console shows pseudonyms only
+        mail = hold.pop("email_pseudonym", None)
+        hold["pseudonym"] = hold.pop("subject_pseudonym", None) or mail  # a minimised hold keeps only this
         if secret and subject is not None:
             hold["pseudonym"] = ledger_query.pseudonym_of_subject(secret, str(subject))
         elif secret and record is not None and hold["dataset"]:

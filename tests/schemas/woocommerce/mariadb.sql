@@ -93,3 +93,14 @@ CREATE TABLE wp_comments (
   KEY comment_date_gmt (comment_date_gmt),
   KEY comment_author_email (comment_author_email(10))
 );
+-- WooCommerce 8 order storage (HPOS): the order itself, with the billing e-mail address.
+CREATE TABLE wp_wc_orders (
+  id BIGINT(20) UNSIGNED NOT NULL,
+  status VARCHAR(20) NULL,
+  type VARCHAR(20) NULL,
+  customer_id BIGINT(20) UNSIGNED NULL,
+  billing_email VARCHAR(320) NULL,
+  date_created_gmt DATETIME NULL,
+  PRIMARY KEY (id),
+  KEY billing_email (billing_email(191))
+);

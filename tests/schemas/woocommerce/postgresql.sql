@@ -82,3 +82,12 @@ CREATE TABLE wp_comments (
   user_id bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX wp_comments_comment_date_gmt ON wp_comments (comment_date_gmt);
+-- WooCommerce 8 order storage (HPOS): the order itself, with the billing e-mail address.
+CREATE TABLE wp_wc_orders (
+  id bigint NOT NULL PRIMARY KEY,
+  status varchar(20) DEFAULT NULL,
+  type varchar(20) DEFAULT NULL,
+  customer_id bigint DEFAULT NULL,
+  billing_email varchar(320) DEFAULT NULL,
+  date_created_gmt timestamp DEFAULT NULL
+);

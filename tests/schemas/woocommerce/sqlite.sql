@@ -78,3 +78,12 @@ CREATE TABLE wp_comments (
   user_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX wp_comments_comment_date_gmt ON wp_comments (comment_date_gmt);
+-- WooCommerce 8 order storage (HPOS): the order itself, with the billing e-mail address.
+CREATE TABLE wp_wc_orders (
+  id INTEGER NOT NULL PRIMARY KEY,
+  status VARCHAR(20) DEFAULT NULL,
+  type VARCHAR(20) DEFAULT NULL,
+  customer_id INTEGER DEFAULT NULL,
+  billing_email VARCHAR(320) DEFAULT NULL,
+  date_created_gmt DATETIME DEFAULT NULL
+);
