@@ -73,7 +73,8 @@ class MySQLDialect(Dialect):
         # READ); then a locking read, which sees the newest committed head.
         table = query.get_final_froms()[0]
         assert isinstance(table, sa.Table)
-        conn.execute(sa.select(table.c.seq).where(table.c.seq == 1).with_for_update()).first()
+        first = next(iter(table.primary_key.columns))
+        conn.execute(sa.select(first).order_by(first).limit(1).with_for_update()).first()
         return query.with_for_update()
 
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
