@@ -1475,6 +1475,307 @@ def scheduler(
     )
 
 
+# --------------------------------------------------------------------------
+# fleets of databases and the Celery backend
+# --------------------------------------------------------------------------
+
+
+def _as_of_text(as_of: AsOf | None) -> str | None:
+    """An as-of as the text a subprocess or a task parses back (the same date or instant)."""
+    if as_of is None:
+        return None
+    return as_of.day.isoformat() if as_of.day is not None else as_of.instant.isoformat()  # type: ignore[union-attr]
+
+
+celery_options = [
+    click.option(
+        "--queue",
+        default="retention",
+        show_default=True,
+        type=params.NAME,
+        help="Celery queue the tasks go to (the worker's --queue).",
+    ),
+    click.option(
+        "--broker",
+        envvar="RETENTION_CELERY_BROKER_URL",
+        default=None,
+        help="Celery broker URL (or RETENTION_CELERY_BROKER_URL; default amqp://guest:guest@127.0.0.1:5672//).",
+    ),
+    click.option(
+        "--result-backend",
+        "result_backend",
+        envvar="RETENTION_CELERY_RESULT_BACKEND",
+        default=None,
+        help="Celery result backend URL (or RETENTION_CELERY_RESULT_BACKEND; default redis://127.0.0.1:6379/0).",
+    ),
+]
+
+
+def with_celery_options(func: F) -> F:
+    for option in reversed(celery_options):
+        func = option(func)
+    return func
+
+
+@main.group()
+def fleet() -> None:
+    """Fleets of databases: one run per target database, each with its own lock, ledger and exit status."""
+
+
+@fleet.command("run")
+@click.option(
+    "--targets",
+    "targets",
+    envvar="RETENTION_FLEET_FILE",
+    required=True,
+    type=params.INPUT_FILE,
+    help="Fleet file (YAML) naming the target databases (or RETENTION_FLEET_FILE).",
+)
+@click.option(
+    "--target",
+    "only",
+    multiple=True,
+    type=params.NAME,
+    metavar="NAME",
+    help="Run only this target (repeatable); default every target of the file.",
+)
+@as_of_option
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Targets run at once, each in its own process (local execution).",
+)
+@click.option(
+    "--via",
+    type=click.Choice(["local", "celery"]),
+    default="local",
+    show_default=True,
+    help="Run the targets here (subprocesses) or enqueue them for `retention worker` processes.",
+)
+@with_celery_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 7 * 86_400),
+    default=None,
+    help="With --via celery: stop waiting after this many seconds (unfinished targets exit 1; their tasks go on).",
+)
+@click.option(
+    "--metrics-file",
+    type=params.METRICS_FILE,
+    envvar="RETENTION_METRICS_FILE",
+    default=None,
+    help="Write Prometheus metrics here, every series labelled by target.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output for people (table) or machines (json, csv).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@lock_timeout_option
+@handled
+def fleet_run(
+    targets: Path,
+    only: tuple[str, ...],
+    as_of: AsOf | None,
+    parallel: int,
+    via: str,
+    queue: str,
+    broker: str | None,
+    result_backend: str | None,
+    timeout: float | None,
+    metrics_file: Path | None,
+    fmt: str,
+    as_json: bool,
+    lock_timeout: int | None,
+) -> None:
+    """Run every target of a fleet file: one unit of work per database, then a summary.
+
+    Each target gets its own run (lock, ledger, exit status) as `retention run`
+    would give it; locally each runs in its own process, at most --parallel at
+    once, so one target's crash does not stop the others. With --via celery
+    one task per target goes to the queue and `retention worker` processes run
+    them. Exits with the worst target's code (2 > 6 > 1 > 3 > 5 > 4 > 0); a
+    target whose database cannot be reached counts as 3.
+    """
+    import signal
+    import threading
+
+    from retention import fleet as fleet_module
+
+    loaded = fleet_module.load_fleet(targets)
+    names = list(only) or loaded.names()
+    for name in names:
+        loaded.target(name)  # an unknown --target is refused before anything runs
+    fmt = "json" if as_json else fmt
+    as_of_text = _as_of_text(as_of)
+    log = logs.get_logger()
+    settings = _log_settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with _FleetProgress(names, bar=fmt == "table" and err_console.is_terminal and not json_logs()) as progress:
+        if via == "local":
+            outcomes = fleet_module.run_local(
+                loaded,
+                names,
+                parallel=parallel,
+                as_of=as_of_text,
+                lock_timeout=lock_timeout,
+                log_format="json" if json_logs() else "console",
+                log_level=settings["level"],
+                on_start=lambda name: progress.state(name, "STARTED"),
+                on_done=lambda outcome: progress.state(outcome.target, "SUCCESS"),
+                should_stop=stop.is_set,
+            )
+        else:
+            from retention import workers
+
+            app = workers.make_app(broker, result_backend)
+            workers.check_broker(app)
+            results = workers.enqueue_fleet(
+                app, loaded, names, queue=queue, as_of=as_of_text, lock_timeout=lock_timeout
+            )
+            log.info("fleet_enqueued", targets=len(names), queue=queue)
+            outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
+    if metrics_file is not None:
+        fleet_module.write_fleet_metrics(metrics_file, outcomes)
+    code = fleet_module.worst_exit(outcomes)
+    log.info(
+        "fleet_finished",
+        targets=len(outcomes),
+        failed=[o.target for o in outcomes if o.exit_code != 0],
+        exit_code=code,
+    )
+    _print_fleet(outcomes, fmt, code)
+    sys.exit(code)
+
+
+class _FleetProgress:
+    """A bar of targets done on a terminal (queued, running, done), else nothing."""
+
+    def __init__(self, names: list[str], bar: bool) -> None:
+        self._names = names
+        self._bar = bar
+        self._states: dict[str, str] = {}
+
+    def __enter__(self) -> _FleetProgress:
+        if self._bar:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("targets"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[running]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("targets", total=len(self._names), running="")
+        return self
+
+    def state(self, name: str, state: str) -> None:
+        self._states[name] = state
+        if not self._bar:
+            return
+        done = sum(s in ("SUCCESS", "FAILURE", "REVOKED") for s in self._states.values())
+        running = sorted(n for n, s in self._states.items() if s == "STARTED")
+        shown = ", ".join(running[:3]) + (f" +{len(running) - 3}" if len(running) > 3 else "")
+        self._progress.update(self._task, completed=done, running=f"running: {shown}" if shown else "")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar:
+            self._progress.stop()
+
+
+def _print_fleet(outcomes: list[Any], fmt: str, code: int) -> None:
+    rows = [
+        {
+            "target": o.target,
+            "status": o.status,
+            "exit": o.exit_code,
+            "transitions": o.transitions,
+            "batches": o.batches,
+            "seconds": f"{o.seconds:.1f}",
+            "run_id": o.run_id,
+            "error": o.error or "; ".join(f"{d}: {e}" for d, e in {**o.failures, **o.guarded}.items()) or None,
+        }
+        for o in outcomes
+    ]
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {"exit_code": code, "targets": [o.as_dict() | {"transitions": o.transitions} for o in outcomes]},
+                indent=2,
+            )
+        )
+        return
+    columns = ["target", "status", "exit", "transitions", "batches", "seconds", "run_id", "error"]
+    if fmt == "csv":
+        _print_rows(rows, columns, fmt)
+        return
+    failed = [o.target for o in outcomes if o.exit_code != 0]
+    _print_rows(rows, columns, fmt, title=f"fleet: {len(outcomes)} targets")
+    if failed:
+        err_console.print(
+            f"fleet: {len(failed)} of {len(outcomes)} targets failed: {', '.join(failed)} (exit {code})",
+            highlight=False,
+        )
+    else:
+        console.print(f"fleet: all {len(outcomes)} targets succeeded", highlight=False)
+
+
+@main.command()
+@click.option(
+    "--targets",
+    "targets",
+    envvar="RETENTION_FLEET_FILE",
+    default=None,
+    type=params.INPUT_FILE,
+    help="Fleet file the fleet tasks resolve their targets in (or RETENTION_FLEET_FILE).",
+)
+@with_celery_options
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Tasks this worker runs at once, each in a child process.",
+)
+@handled
+def worker(
+    targets: Path | None,
+    queue: str,
+    broker: str | None,
+    result_backend: str | None,
+    concurrency: int,
+) -> None:
+    """Start a Celery worker that runs the tasks `fleet run --via celery` enqueues (until SIGTERM).
+
+    Tasks are acknowledged when they finish, one at a time per process: if this
+    worker dies mid-task the broker gives the task to another worker, which
+    runs it again from what the database holds (nothing is done twice).
+    Database URLs and keys come from this worker's own fleet file and
+    environment; tasks carry target names only.
+    """
+    from retention import workers
+
+    workers.start_worker(
+        fleet_file=targets,
+        queue=queue,
+        concurrency=concurrency,
+        broker=broker,
+        backend=result_backend,
+        log_level=_log_settings()["level"],
+    )
+
+
 @main.group()
 def review() -> None:
     """Disposition review: approve or reject purges of datasets declared `review: true`."""
