@@ -1651,7 +1651,8 @@ def fleet_run(
         failed=[o.target for o in outcomes if o.exit_code != 0],
         exit_code=code,
     )
-    _print_fleet(outcomes, fmt, code)
+    zones = {t.name: t.timezone for t in loaded.spec.targets}
+    _print_fleet(outcomes, fmt, code, zones)
     sys.exit(code)
 
 
@@ -1694,12 +1695,16 @@ class _FleetProgress:
             self._progress.stop()
 
 
-def _print_fleet(outcomes: list[Any], fmt: str, code: int) -> None:
+def _print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str]) -> None:
+    """The fleet summary: one row per target, its finishing time in the target's timezone."""
     rows = [
         {
             "target": o.target,
             "status": o.status,
             "exit": o.exit_code,
+            "finished": when(dt.datetime.fromisoformat(o.finished_at), zones.get(o.target, "UTC"))
+            if o.finished_at
+            else None,
             "transitions": o.transitions,
             "batches": o.batches,
             "seconds": f"{o.seconds:.1f}",
@@ -1716,9 +1721,9 @@ def _print_fleet(outcomes: list[Any], fmt: str, code: int) -> None:
             )
         )
         return
-    columns = ["target", "status", "exit", "transitions", "batches", "seconds", "run_id", "error"]
+    columns = ["target", "status", "exit", "transitions", "seconds", "finished", "error"]
     if fmt == "csv":
-        _print_rows(rows, columns, fmt)
+        _print_rows(rows, [*columns[:4], "batches", *columns[4:6], "run_id", "error"], fmt)
         return
     failed = [o.target for o in outcomes if o.exit_code != 0]
     _print_rows(rows, columns, fmt, title=f"fleet: {len(outcomes)} targets")
@@ -2004,7 +2009,7 @@ WRAPPING_COLUMNS = frozenset(
         "subject_key",
     }
 )
-NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id"})
+NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds"})
 # Shorter headers for people (JSON and CSV keep the field names).
 HEADERS = {
     "decided_by": "by",

@@ -57,7 +57,9 @@ def build_target(name: str, url: str, seed: int, n: int = 40, slow: float = 0.0)
                     )
                 )
                 conn.execute(
-                    sa.text("CREATE TRIGGER slow AFTER DELETE ON visits FOR EACH STATEMENT EXECUTE FUNCTION slow_down()")
+                    sa.text(
+                        "CREATE TRIGGER slow AFTER DELETE ON visits FOR EACH STATEMENT EXECUTE FUNCTION slow_down()"
+                    )
                 )
     finally:
         engine.dispose()
@@ -78,7 +80,7 @@ def write_fleet(
         if name in secret_files:
             secret = folder / f"{name}.url"
             secret.write_text(url + "\n", encoding="utf-8")
-            os.chmod(secret, 0o600)
+            secret.chmod(0o600)
             database = {"file": secret.name}
         else:
             env[variable] = url
@@ -109,7 +111,9 @@ def tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
     try:
         with engine.connect() as conn:
             return {
-                "accounts": [tuple(r) for r in conn.execute(sa.text("SELECT id, email, active FROM accounts ORDER BY id"))],
+                "accounts": [
+                    tuple(r) for r in conn.execute(sa.text("SELECT id, email, active FROM accounts ORDER BY id"))
+                ],
                 "visits": [r[0] for r in conn.execute(sa.text("SELECT id FROM visits ORDER BY id"))],
                 "logs": [r[0] for r in conn.execute(sa.text("SELECT id FROM logs ORDER BY id"))],
             }
@@ -124,7 +128,9 @@ def runs(url: str) -> list[tuple[str, str]]:
         with engine.connect() as conn:
             return [
                 (r[0], r[1])
-                for r in conn.execute(sa.text("SELECT id, status FROM retention_runs WHERE mode = 'run' ORDER BY started_at"))
+                for r in conn.execute(
+                    sa.text("SELECT id, status FROM retention_runs WHERE mode = 'run' ORDER BY started_at")
+                )
             ]
     finally:
         engine.dispose()
@@ -161,4 +167,3 @@ def golden(world: World, url: str, seed: int, n: int, folder: Path) -> World:
             os.environ["RETENTION_PSEUDONYM_KEY"] = saved
     assert result.status == "succeeded", result
     return copy
-

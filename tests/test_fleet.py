@@ -127,7 +127,8 @@ FLEET_ERRORS = [
     ),
     (
         "targets:\n  - name: a\n    database: {env: A}\n    pack: p.yaml\n    timezone: Mars/Olympus\n",
-        "fleet.yaml:5: targets[0].timezone: unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Paris or UTC",
+        "fleet.yaml:5: targets[0].timezone: unknown timezone 'Mars/Olympus'; "
+        "use an IANA name such as Europe/Paris or UTC",
     ),
     (
         "targets:\n  - name: a\n    database: {env: A}\n    pack: p.yaml\n    packs: q\n",
@@ -179,3 +180,33 @@ def test_an_unknown_target_and_a_missing_variable(tmp_path: Path, monkeypatch: p
     assert (outcome.status, outcome.exit_code) == ("config error", 2)
     assert outcome.error == "target a: the database URL is not configured; set FLEET_UNSET_URL"
 
+
+def test_a_target_whose_process_crashes_does_not_take_the_others_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target's process killed by SIGKILL is that target's failure (exit 1); the other target completes."""
+    pack = write_pack(tmp_path)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(isolated_database("sqlite", tmp_path)) for _ in range(2)]
+        worlds = [build_target("crash-me", urls[0], 41), build_target("fine", urls[1], 42)]
+        fleet_file, env = write_fleet(tmp_path, [(w.name, w.url) for w in worlds], pack)
+        # The interpreter the pool starts, as a shell that SIGKILLs itself for one target.
+        wrapper = tmp_path / "python"
+        wrapper.write_text(
+            f'#!/bin/sh\ncase "$*" in *\'"target": "crash-me"\'*) kill -9 $$;; esac\nexec {sys.executable} "$@"\n',
+            encoding="utf-8",
+        )
+        wrapper.chmod(0o700)
+        monkeypatch.setattr(sys, "executable", str(wrapper))
+        for key, value in {**env, "RETENTION_PSEUDONYM_KEY": SECRET}.items():
+            monkeypatch.setenv(key, value)
+        from retention.fleet import run_local
+
+        outcomes = run_local(load_fleet(fleet_file), ["crash-me", "fine"], parallel=2, as_of=AS_OF)
+        crashed, fine = outcomes
+        assert (crashed.target, crashed.status, crashed.exit_code) == ("crash-me", "crashed", 1)
+        assert crashed.error == "the target's process ended: killed by signal 9"
+        assert (fine.target, fine.status, fine.exit_code) == ("fine", "succeeded", 0)
+        assert fine.transitions == sum(moves(worlds[1]).values()) > 0
+        assert runs(worlds[0].url) == []  # it never got as far as a run
+        assert worst_exit(outcomes) == 1
