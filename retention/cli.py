@@ -1528,7 +1528,7 @@ def fleet() -> None:
     "targets",
     envvar="RETENTION_FLEET_FILE",
     required=True,
-    type=params.INPUT_FILE,
+    type=click.Path(path_type=Path),
     help="Fleet file (YAML) naming the target databases (or RETENTION_FLEET_FILE).",
 )
 @click.option(
@@ -1742,7 +1742,7 @@ def _print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str]
     "targets",
     envvar="RETENTION_FLEET_FILE",
     default=None,
-    type=params.INPUT_FILE,
+    type=click.Path(path_type=Path),
     help="Fleet file the fleet tasks resolve their targets in (or RETENTION_FLEET_FILE).",
 )
 @with_celery_options

@@ -24,12 +24,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import rfc8785
 import sqlalchemy as sa
@@ -421,6 +422,7 @@ class _Child:
     name: str
     process: subprocess.Popen[bytes]
     started: float
+    output: IO[bytes]  # the child's stdout (its outcome), a temporary file: a pipe could fill up
 
 
 def _crashed(name: str, code: int, started: float) -> TargetOutcome:
@@ -475,12 +477,13 @@ def run_local(
                 "log_format": log_format,
                 "log_level": log_level,
             }
+            output = tempfile.TemporaryFile()  # noqa: SIM115 - closed when its child has ended
             process = subprocess.Popen(
                 [sys.executable, "-m", "retention.fleet", json.dumps(spec)],
-                stdout=subprocess.PIPE,
+                stdout=output,
                 stdin=subprocess.DEVNULL,
             )
-            running.append(_Child(name, process, time.monotonic()))
+            running.append(_Child(name, process, time.monotonic(), output))
             if on_start is not None:
                 on_start(name)
         time.sleep(0.05)
@@ -489,8 +492,9 @@ def run_local(
             if code is None:
                 continue
             running.remove(child)
-            assert child.process.stdout is not None
-            out = child.process.stdout.read().decode("utf-8", "replace").strip().splitlines()
+            child.output.seek(0)
+            out = child.output.read().decode("utf-8", "replace").strip().splitlines()
+            child.output.close()
             try:
                 outcome = TargetOutcome.from_dict(json.loads(out[-1]))
             except (IndexError, ValueError, TypeError):

@@ -75,9 +75,13 @@ def _fleet_task(
     task: Any, target: str, digest: str, as_of: str | None = None, lock_timeout: int | None = None
 ) -> dict[str, Any]:
     """Run one fleet target on this worker (its URL and keys from this worker's fleet file)."""
+    from retention.errors import RetentionError
     from retention.fleet import EXIT_LOCKED
 
-    fleet = load_fleet(fleet_path(None))
+    try:
+        fleet = load_fleet(fleet_path(None))
+    except RetentionError as exc:  # no fleet file on this worker, or a broken one: that target's exit 2
+        return TargetOutcome(target, "config error", exc.exit_code, error=str(exc).splitlines()[0][:500]).as_dict()
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         outcome = run_target(fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest)
@@ -173,9 +177,17 @@ def wait(
 
 
 def check_broker(app: Any) -> None:
-    """Fail at once (exit 2) when the broker does not answer, instead of waiting for ever."""
+    """Fail at once (exit 2) when the broker or the result backend does not answer, instead of waiting for ever."""
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
     except Exception as exc:  # kombu raises several types; the URL may hold a password
         raise ConfigError(f"the Celery broker does not answer ({type(exc).__name__}); see {ENV_BROKER}") from None
+    client = getattr(app.backend, "client", None)  # Redis
+    if client is not None:
+        try:
+            client.ping()
+        except Exception as exc:  # redis-py's errors; the message may quote the URL
+            raise ConfigError(
+                f"the Celery result backend does not answer ({type(exc).__name__}); see {ENV_BACKEND}"
+            ) from None
