@@ -543,47 +543,57 @@ def _last_successes(path: Path) -> dict[str, float]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return {}
-    found = re.finditer(r'^retention_last_success_timestamp_seconds\{target="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    found = re.finditer(
+        r'^retention_fleet_last_success_timestamp_seconds\{target="([^"]+)"\} (\S+)$', text, re.MULTILINE
+    )
     return {m.group(1): float(m.group(2)) for m in found}
 
 
 def write_fleet_metrics(path: Path, outcomes: Sequence[TargetOutcome]) -> None:
-    """The fleet's figures as a node_exporter textfile, every series labelled by target."""
+    """The fleet's figures as a node_exporter textfile, every series labelled by target.
+
+    The names start with ``retention_fleet_``: node_exporter refuses one
+    metric name with two label sets or two help texts, as ``run``'s own
+    textfile in the same folder would give it.
+    """
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     registry = CollectorRegistry()
     moved = Gauge(
-        "retention_records_transitioned",
+        "retention_fleet_records_transitioned",
         "Records moved by the last fleet run, per target, dataset and transition.",
         ["target", "dataset", "transition"],
         registry=registry,
     )
     failures = Gauge(
-        "retention_dataset_failures",
+        "retention_fleet_dataset_failures",
         "Datasets that failed at the last fleet run, per target.",
         ["target", "dataset"],
         registry=registry,
     )
     guards = Gauge(
-        "retention_guard_trips",
+        "retention_fleet_guard_trips",
         "Datasets refused by a mass-deletion guard at the last fleet run, per target.",
         ["target", "dataset"],
         registry=registry,
     )
     status = Gauge(
-        "retention_last_run_status",
+        "retention_fleet_target_status",
         "1 for the status of the target's last run.",
         ["target", "status"],
         registry=registry,
     )
     exit_code = Gauge(
-        "retention_target_exit_code", "The target's exit code at the last fleet run.", ["target"], registry=registry
+        "retention_fleet_target_exit_code",
+        "The target's exit code at the last fleet run.",
+        ["target"],
+        registry=registry,
     )
     duration = Gauge(
-        "retention_run_duration_seconds", "Wall time of the target's last run.", ["target"], registry=registry
+        "retention_fleet_run_duration_seconds", "Wall time of the target's last run.", ["target"], registry=registry
     )
     success = Gauge(
-        "retention_last_success_timestamp_seconds",
+        "retention_fleet_last_success_timestamp_seconds",
         "When the target's run last succeeded (unix time).",
         ["target"],
         registry=registry,

@@ -90,9 +90,9 @@ def test_a_fleet_with_an_unreachable_target_runs_the_others_and_exits_3(tmp_path
             assert outcome["run_id"] == runs(world.url)[0][0]
 
         families = {f.name: f for f in text_string_to_metric_families(metrics.read_text(encoding="utf-8"))}
-        codes = {s.labels["target"]: s.value for s in families["retention_target_exit_code"].samples}
+        codes = {s.labels["target"]: s.value for s in families["retention_fleet_target_exit_code"].samples}
         assert codes == {name: (3.0 if name == "tenant-gone" else 0.0) for name, _ in targets}
-        moved = families["retention_records_transitioned"].samples
+        moved = families["retention_fleet_records_transitioned"].samples
         assert sum(s.value for s in moved if s.labels["target"] == "shop-a") == by_name["shop-a"]["transitions"]
 
         second = _fleet_cli("--targets", str(fleet_file), "--as-of", AS_OF, env=env)
