@@ -1745,6 +1745,8 @@ def _print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str]
     type=click.Path(path_type=Path),
     help="Fleet file the fleet tasks resolve their targets in (or RETENTION_FLEET_FILE).",
 )
+@rules_option(required=False)
+@db_option
 @with_celery_options
 @click.option(
     "--concurrency",
@@ -1756,6 +1758,8 @@ def _print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str]
 @handled
 def worker(
     targets: Path | None,
+    rules: Path | None,
+    db: str | None,
     queue: str,
     broker: str | None,
     result_backend: str | None,
@@ -1766,13 +1770,20 @@ def worker(
     Tasks are acknowledged when they finish, one at a time per process: if this
     worker dies mid-task the broker gives the task to another worker, which
     runs it again from what the database holds (nothing is done twice).
-    Database URLs and keys come from this worker's own fleet file and
-    environment; tasks carry target names only.
+    Database URLs and keys come from this worker's own fleet file, --rules,
+    --db and environment; tasks carry target names, shard numbers and run
+    groups only.
     """
     from retention import workers
 
+    if rules is not None:
+        from retention.policy import load_catalog
+
+        load_catalog(rules)  # a broken pack fails now, not at the first task
     workers.start_worker(
         fleet_file=targets,
+        rules=rules,
+        db_url=db,
         queue=queue,
         concurrency=concurrency,
         broker=broker,

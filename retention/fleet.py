@@ -340,19 +340,10 @@ def run_target(
     ``expected_digest`` (from a task): the target must be defined here as it
     was where the task was sent, or it is refused (exit 2).
     """
-    import structlog
-
     from retention import commands
-    from retention.clock import utcnow
-    from retention.errors import describe_failure, is_database_error
     from retention.logs import get_logger
 
-    log = get_logger()
-    started = utcnow()
-    clock = time.monotonic()
-    structlog.contextvars.bind_contextvars(target=name)
-    outcome: TargetOutcome
-    try:
+    def apply() -> Any:
         target = fleet.target(name)
         if expected_digest is not None and target.digest() != expected_digest:
             raise ConfigError(f"target {name} is defined differently in {fleet.path} here than where the task was sent")
@@ -363,19 +354,46 @@ def run_target(
             env["RETENTION_PSEUDONYM_KEY"] = read_source(fleet, target, target.pseudonym_key, "pseudonym key")
         unreachable = _reachable(url, lock_timeout)
         if unreachable is not None:
-            outcome = TargetOutcome(name, "unreachable", EXIT_PARTIAL, error=unreachable)
-            log.error("target_unreachable", error=unreachable)
+            get_logger().error("target_unreachable", error=unreachable)
+            return TargetOutcome(name, "unreachable", EXIT_PARTIAL, error=unreachable)
+        with _environment(env):
+            return commands.run(
+                fleet.resolve(target.pack),
+                url,
+                as_of,
+                target.pack_id,
+                archive,
+                should_stop=should_stop,
+                lock_timeout=lock_timeout,
+            )
+
+    return run_unit(name, apply)
+
+
+def run_unit(name: str, apply: Callable[[], Any]) -> TargetOutcome:
+    """One unit of work (a fleet target, a shard) as a :class:`TargetOutcome`; never raises a RetentionError.
+
+    ``apply`` returns the run's :class:`~retention.execute.RunResult` (or an
+    outcome of its own); an error the engine raises on purpose, and a
+    database error, become the unit's status and exit code, in one line
+    that quotes no data. Log events meanwhile carry ``target``.
+    """
+    import structlog
+
+    from retention.clock import utcnow
+    from retention.errors import LockHeldError, describe_failure, is_database_error
+    from retention.logs import get_logger
+
+    log = get_logger()
+    started = utcnow()
+    clock = time.monotonic()
+    structlog.contextvars.bind_contextvars(target=name)
+    outcome: TargetOutcome
+    try:
+        result = apply()
+        if isinstance(result, TargetOutcome):
+            outcome = result
         else:
-            with _environment(env):
-                result = commands.run(
-                    fleet.resolve(target.pack),
-                    url,
-                    as_of,
-                    target.pack_id,
-                    archive,
-                    should_stop=should_stop,
-                    lock_timeout=lock_timeout,
-                )
             outcome = TargetOutcome(
                 name,
                 result.status,
@@ -389,8 +407,6 @@ def run_target(
                 finished_at=_iso(result.finished_at),
             )
     except RetentionError as exc:
-        from retention.errors import LockHeldError
-
         status = "locked" if isinstance(exc, LockHeldError) else "config error" if exc.exit_code == 2 else "failed"
         outcome = TargetOutcome(name, status, exc.exit_code, error=str(exc).splitlines()[0][:500])
     except Exception as exc:

@@ -35,6 +35,7 @@ DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "retention"
 FLEET_TASK = "retention.fleet_target"
+SHARD_TASK = "retention.run_shard"
 LOCK_WAIT = 60.0
 """Seconds a task waits for the run lock of a process that may still be dying before it reports exit 5."""
 
@@ -68,6 +69,7 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Any:
         task_default_queue=DEFAULT_QUEUE,
     )
     app.task(name=FLEET_TASK, bind=True)(_fleet_task)
+    app.task(name=SHARD_TASK, bind=True)(_shard_task)
     return app
 
 
@@ -76,24 +78,107 @@ def _fleet_task(
 ) -> dict[str, Any]:
     """Run one fleet target on this worker (its URL and keys from this worker's fleet file)."""
     from retention.errors import RetentionError
-    from retention.fleet import EXIT_LOCKED
 
     try:
         fleet = load_fleet(fleet_path(None))
     except RetentionError as exc:  # no fleet file on this worker, or a broken one: that target's exit 2
         return TargetOutcome(target, "config error", exc.exit_code, error=str(exc).splitlines()[0][:500]).as_dict()
+    return _until_unlocked(
+        lambda: run_target(fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest)
+    )
+
+
+def _until_unlocked(run: Callable[[], TargetOutcome]) -> dict[str, Any]:
+    """``run()``, again every 2 s for :data:`LOCK_WAIT` while it finds the lock held (exit 5).
+
+    A redelivered task may start while the killed attempt's session is still
+    being torn down (PostgreSQL notices a dead client at its next read).
+    """
+    from retention.fleet import EXIT_LOCKED
+
     deadline = time.monotonic() + LOCK_WAIT
     while True:
-        outcome = run_target(fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest)
-        # A redelivered task may start while the killed attempt's session is still being torn down.
+        outcome = run()
         if outcome.exit_code != EXIT_LOCKED or time.monotonic() > deadline:
             return outcome.as_dict()
         time.sleep(2.0)
 
 
+def shard_name(index: int, count: int) -> str:
+    return f"shard {index}/{count}"
+
+
+def _shard_task(
+    task: Any,
+    index: int,
+    count: int,
+    run_group: str,
+    as_of: str | None = None,
+    pack_id: str | None = None,
+    lock_timeout: int | None = None,
+) -> dict[str, Any]:
+    """Run shard ``index`` of ``count`` of run group ``run_group`` on this worker's database and rules.
+
+    The worker's own settings name the database, the rules and the archive
+    (``RETENTION_DATABASE_URL``, ``RETENTION_RULES``,
+    ``RETENTION_ARCHIVE_DATABASE_URL``, as ``retention run`` reads them).
+    """
+    from retention import commands
+    from retention.config import database_url
+    from retention.fleet import run_unit
+    from retention.shards import ShardSpec
+
+    def apply() -> Any:
+        rules = os.environ.get("RETENTION_RULES")
+        if not rules:
+            raise ConfigError("this worker has no rule pack; start it with --rules or set RETENTION_RULES")
+        return commands.run(
+            Path(rules),
+            database_url(None),
+            as_of,
+            pack_id,
+            os.environ.get("RETENTION_ARCHIVE_DATABASE_URL") or None,
+            lock_timeout=lock_timeout,
+            shard=ShardSpec(index, count),
+            run_group=run_group,
+        )
+
+    return _until_unlocked(lambda: run_unit(shard_name(index, count), apply))
+
+
+def enqueue_shards(
+    app: Any,
+    count: int,
+    *,
+    run_group: str,
+    queue: str,
+    as_of: str | None,
+    pack_id: str | None,
+    lock_timeout: int | None,
+) -> dict[str, Any]:
+    """Send one task per shard of the run group; returns shard name -> AsyncResult."""
+    return {
+        shard_name(index, count): app.send_task(
+            SHARD_TASK,
+            kwargs={
+                "index": index,
+                "count": count,
+                "run_group": run_group,
+                "as_of": as_of,
+                "pack_id": pack_id,
+                "lock_timeout": lock_timeout,
+            },
+            queue=queue,
+        )
+        for index in range(count)
+    }
+
+
 def start_worker(
     *,
     fleet_file: Path | None,
+    rules: Path | None = None,
+    db_url: str | None = None,
     queue: str,
     concurrency: int,
     broker: str | None = None,
@@ -104,6 +189,11 @@ def start_worker(
     if fleet_file is not None:
         load_fleet(fleet_file)  # a broken fleet file fails now, not at the first task
         os.environ["RETENTION_FLEET_FILE"] = str(fleet_file.resolve())
+    # The pool's children inherit these: shard tasks read them as `retention run` does.
+    if rules is not None:
+        os.environ["RETENTION_RULES"] = str(rules if str(rules).startswith("builtin:") else rules.resolve())
+    if db_url is not None:
+        os.environ["RETENTION_DATABASE_URL"] = db_url
     app = make_app(broker, backend)
     app.worker_main(
         [
