@@ -450,6 +450,13 @@ def _range(low: dt.datetime | None, high: dt.datetime | None, zone: str, dates: 
 @format_option
 @utc_option
 @click.option("--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison.")
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 1024),
+    default=None,
+    metavar="N",
+    help="Show how `run --shard I/N` splits the work: per dataset and shard, key range and counts.",
+)
 @lock_timeout_option
 @handled
 def plan(
@@ -460,6 +467,7 @@ def plan(
     fmt: str,
     utc: bool,
     no_record: bool,
+    shards: int | None,
     lock_timeout: int | None,
 ) -> None:
     """Dry run: list every transition `run` would perform, writing nothing.
@@ -474,6 +482,14 @@ def plan(
     missing or unreadable (a read-only role, a database never upgraded) it
     plans as a first run would, says so, and records nothing.
     """
+    if shards is not None:
+        split = commands.plan_shards(rules, database_url(db), shards, as_of, pack_id)
+        if fmt == "json":
+            click.echo(json.dumps(split, indent=2, default=str))
+            return
+        rows = [{**row, "counts": ", ".join(f"{t} {n}" for t, n in row["counts"].items()) or "-"} for row in split]
+        _print_rows(rows, ["dataset", "shard", "key_space", "from", "below", "records", "transitions", "counts"], fmt)
+        return
     summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record, lock_timeout=lock_timeout)
     if fmt == "json":
         click.echo(json.dumps(summary.as_dict(), indent=2))
@@ -545,6 +561,20 @@ def plan(
     is_flag=True,
     help="No progress bars on a terminal (they need a plan first, to know each dataset's total).",
 )
+@click.option(
+    "--shard",
+    type=params.SHARD,
+    default=None,
+    metavar="I/N",
+    help="Run shard I (0 to N-1) of N: every dataset's records in this shard's key range (docs/scaling.md).",
+)
+@click.option(
+    "--run-group",
+    envvar="RETENTION_RUN_GROUP",
+    default=None,
+    metavar="G",
+    help="The run group the shard belongs to: its N shards make one logical run (default: the as-of day and N).",
+)
 @lock_timeout_option
 @handled
 def run(
@@ -558,6 +588,8 @@ def run(
     accept_short_notice: bool,
     fmt: str,
     no_progress: bool,
+    shard: Any,
+    run_group: str | None,
     lock_timeout: int | None,
 ) -> None:
     """Apply every transition due, one transaction per batch, with ledger entries.
@@ -594,9 +626,12 @@ def run(
             should_stop=stop.is_set,
             lock_timeout=lock_timeout,
             accept_short_notice=accept_short_notice,
+            shard=shard,
+            run_group=run_group,
         )
 
-    with _run_progress(rules, url, as_of, pack_id, bar=fmt == "table" and not no_progress) as on_batch:
+    bar = fmt == "table" and not no_progress and shard is None
+    with _run_progress(rules, url, as_of, pack_id, bar=bar) as on_batch:
         result = apply(on_batch)
         on_batch.finish(result.counts)
     if quiet_output:
@@ -609,7 +644,8 @@ def run(
         _print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
         _exit_for(result)
         return
-    console.print(f"run {result.run_id}: {result.status}, {result.batches} batches", highlight=False)
+    part = f" shard {result.shard}" if result.shard else ""
+    console.print(f"run {result.run_id}{part}: {result.status}, {result.batches} batches", highlight=False)
     _print_rows(rows, ["dataset", "transition", "count"], fmt)
     for dataset, error in result.failures.items():
         err_console.print(f"dataset {dataset} failed: {error}", highlight=False)

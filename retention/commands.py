@@ -25,6 +25,7 @@ from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.policy.model import Dataset
 from retention.schema import Finding, check_schema
+from retention.shards import ShardSpec
 
 MAX_HORIZON = Period(years=5)
 """The longest forecast of ``report``: it plans once for every week."""
@@ -253,6 +254,18 @@ def plan(
         engine.dispose()
 
 
+def plan_shards(
+    rules: Path, db_url: str, shards: int, as_of: AsOf | str | None = None, pack_id: str | None = None
+) -> list[dict[str, Any]]:
+    """How ``run --shard I/N`` splits the work: per dataset and shard, key range and counts."""
+    loaded, when = load_pack(rules, as_of, pack_id)
+    engine = _engine(db_url, engine_tables=False)
+    try:
+        return execute.plan_shards(engine, loaded, when, shards)
+    finally:
+        engine.dispose()
+
+
 def run(
     rules: Path,
     db_url: str,
@@ -265,12 +278,17 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     lock_timeout: int | None = None,
     accept_short_notice: bool = False,
+    shard: ShardSpec | None = None,
+    run_group: str | None = None,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
 
     A pack version whose notice has not run out is refused (exit 2) unless
-    ``accept_short_notice``, which the ledger records.
+    ``accept_short_notice``, which the ledger records. With ``shard``, only
+    that shard of the run group ``run_group`` (docs/scaling.md); without an
+    explicit ``as_of`` it runs as of the instant the group started.
     """
+    as_of_fixed = as_of_value(as_of) is not None
     loaded, when = load_pack(rules, as_of, pack_id)
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url, lock_timeout)
@@ -299,17 +317,33 @@ def run(
     try:
         store_ = SeparateArchive(archive_engine) if archive_engine else None
         try:
-            result = execute.run(
-                engine,
-                loaded,
-                when,
-                secret=secret,
-                archive=store_,
-                on_batch=on_batch,
-                allow_mass=allow_mass,
-                should_stop=should_stop,
-                short_notice=accepted,
-            )
+            if shard is not None:
+                result = execute.run_shard(
+                    engine,
+                    loaded,
+                    when,
+                    secret=secret,
+                    shard=shard,
+                    run_group=run_group,
+                    as_of_fixed=as_of_fixed,
+                    archive=store_,
+                    on_batch=on_batch,
+                    allow_mass=allow_mass,
+                    should_stop=should_stop,
+                    short_notice=accepted,
+                )
+            else:
+                result = execute.run(
+                    engine,
+                    loaded,
+                    when,
+                    secret=secret,
+                    archive=store_,
+                    on_batch=on_batch,
+                    allow_mass=allow_mass,
+                    should_stop=should_stop,
+                    short_notice=accepted,
+                )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
                 _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from retention.archive import ArchiveStore, SameDatabaseArchive
 from retention.clock import utcnow
 from retention.errors import (
     ConcurrentChangeError,
+    ConfigError,
     LockHeldError,
     LockLostError,
     SchemaError,
@@ -47,6 +49,7 @@ from retention.plan import (
 from retention.policy import LoadedPack
 from retention.policy.model import RECORD_STATE
 from retention.schema import check_schema
+from retention.shards import Bounds, ShardFilter, ShardSpec, compute_bounds
 
 log = structlog.get_logger("retention")
 
@@ -122,49 +125,81 @@ class RunLock:
     stops before its next batch instead of working beside the new holder.
     """
 
-    def __init__(self, conn: sa.Connection, run_id: str) -> None:
+    def __init__(self, conn: sa.Connection, run_id: str, shard: ShardSpec | None = None) -> None:
         self.conn = conn
         self.run_id = run_id
         self.dialect = conn.dialect.name
         self.held = False
+        self.shard = shard
+        # SQLite's lock row: one for a whole run, one per shard of a sharded run.
+        self.name = LOCK_NAME if shard is None else f"shard {shard}"
 
     def _names(self) -> tuple[str, str]:
+        """(take, give) statements: a whole run's lock, or a shard's (see :meth:`acquire`)."""
+        suffix = "" if self.shard is None else f":shard:{self.shard}"
         if self.dialect == "postgresql":
-            name = "hashtext('retention:' || current_schema())"
-            return f"SELECT pg_try_advisory_lock({name})", f"SELECT pg_advisory_unlock({name})"
-        name = "CONCAT('retention:', DATABASE())"
+            database = "hashtext('retention:' || current_schema())"
+            if self.shard is None:
+                return f"SELECT pg_try_advisory_lock({database})", f"SELECT pg_advisory_unlock({database})"
+            name = f"hashtext('retention:' || current_schema() || '{suffix}')"
+            # A shard shares the database's lock with the other shards (a whole run
+            # cannot start beside them, nor they beside it) and holds its own alone.
+            return (
+                f"SELECT pg_try_advisory_lock_shared({database}) AND pg_try_advisory_lock({name})",
+                f"SELECT pg_advisory_unlock_shared({database}), pg_advisory_unlock({name})",
+            )
+        name = f"CONCAT('retention:', DATABASE(), '{suffix}')"
         return f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
 
     def acquire(self) -> None:
         """Take the lock, or raise LockHeldError at once."""
         conn = self.conn
+        what = "the lock on this database" if self.shard is None else f"the lock of shard {self.shard}"
         if self.dialect in ("postgresql", "mysql", "mariadb"):
-            take, _ = self._names()
+            take, give = self._names()
             with conn.begin():
                 self.held = bool(conn.execute(sa.text(take)).scalar_one())
             if not self.held:
-                raise LockHeldError("another retention run holds the lock on this database")
+                if self.dialect == "postgresql" and self.shard is not None:
+                    with conn.begin():  # whichever half it got
+                        conn.execute(sa.text(give))
+                raise LockHeldError(f"another retention run holds {what}")
+            if self.dialect != "postgresql" and self.shard is not None:
+                # MariaDB's named locks have no shared mode: a shard does not start
+                # beside a whole run (a whole run cannot see shards; docs/scaling.md).
+                with conn.begin():
+                    free = conn.execute(sa.text("SELECT IS_FREE_LOCK(CONCAT('retention:', DATABASE()))")).scalar()
+                if not free:
+                    self.release()
+                    raise LockHeldError("another retention run holds the lock on this database")
             return
         table = store.run_lock
         now = utcnow()
         with conn.begin():
-            holder = conn.execute(sa.select(table).where(table.c.name == LOCK_NAME)).first()
+            others = table.c.name == LOCK_NAME if self.shard is not None else table.c.name.like("shard %")
+            for other in conn.execute(sa.select(table).where(others)).all():
+                if not _stale(other.owner, other.heartbeat_at, now):
+                    raise LockHeldError(
+                        f"another retention run holds the lock on this database (run {other.run_id}, "
+                        f"{other.name if other.name != LOCK_NAME else 'the whole database'})"
+                    )
+            holder = conn.execute(sa.select(table).where(table.c.name == self.name)).first()
             if holder is not None:
                 if not _stale(holder.owner, holder.heartbeat_at, now):
                     raise LockHeldError(
-                        f"another retention run holds the lock on this database (run {holder.run_id}, "
+                        f"another retention run holds {what} (run {holder.run_id}, "
                         f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
                     )
                 log.warning("stale_lock_taken_over", stale_run=holder.run_id)
-                conn.execute(table.delete().where(table.c.name == LOCK_NAME))
+                conn.execute(table.delete().where(table.c.name == self.name))
             try:
                 conn.execute(
                     table.insert().values(
-                        name=LOCK_NAME, run_id=self.run_id, owner=_owner(), acquired_at=now, heartbeat_at=now
+                        name=self.name, run_id=self.run_id, owner=_owner(), acquired_at=now, heartbeat_at=now
                     )
                 )
             except sa.exc.IntegrityError:
-                raise LockHeldError("another retention run took the lock at the same moment") from None
+                raise LockHeldError(f"another retention run took {what} at the same moment") from None
         self.held = True
 
     def verify(self) -> None:
@@ -173,7 +208,7 @@ class RunLock:
             return
         table = store.run_lock
         result = self.conn.execute(
-            table.update().where(table.c.name == LOCK_NAME, table.c.run_id == self.run_id).values(heartbeat_at=utcnow())
+            table.update().where(table.c.name == self.name, table.c.run_id == self.run_id).values(heartbeat_at=utcnow())
         )
         if result.rowcount != 1:
             raise LockLostError(
@@ -194,7 +229,7 @@ class RunLock:
             else:
                 table = store.run_lock
                 with conn.begin():
-                    conn.execute(table.delete().where(table.c.name == LOCK_NAME, table.c.run_id == self.run_id))
+                    conn.execute(table.delete().where(table.c.name == self.name, table.c.run_id == self.run_id))
         except sa.exc.DBAPIError:
             # A dead session has released its advisory lock already; a pooled
             # connection that outlives close() must not keep one.
@@ -231,6 +266,7 @@ class RunContext:
     now: Callable[[], dt.datetime] = utcnow
     should_stop: Callable[[], bool] | None = None
     review_batches: dict[str, int] = field(default_factory=dict)  # dataset -> this run's review batch
+    retry: bool = False  # run a batch again after a deadlock (shards of one database run side by side)
 
 
 class _Interrupted(Exception):
@@ -367,25 +403,40 @@ def apply_batch(
     """Carry out ``batch`` and its followers inside the caller's transaction.
 
     Followers are the leader records' children, so they change first.
-    Returns counts per dataset and transition.
+    Returns counts per dataset and transition. The ledger entries of the
+    whole batch are appended last, in one go, so the ledger's append lock is
+    held from there to the commit only (concurrent shards queue on it).
     """
+    drafts: list[ledger.EntryDraft | ledger_items.BatchItems] = []
+    counts = _apply_tree(conn, ctx, planner, batch, drafts)
+    ledger.append(conn, drafts, ctx.now())
+    return counts
+
+
+def _apply_tree(
+    conn: sa.Connection,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    batch: Batch,
+    drafts: list[ledger.EntryDraft | ledger_items.BatchItems],
+) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     by_name = {f.name: f for f in planner.followers}
     for follower in batch.followers:
-        for name, per in apply_batch(conn, ctx, by_name[follower.dataset], follower).items():
+        for name, per in _apply_tree(conn, ctx, by_name[follower.dataset], follower, drafts).items():
             mine = counts.setdefault(name, {})
             for transition, n in per.items():
                 mine[transition] = mine.get(transition, 0) + n
     counts.setdefault(batch.dataset, {})
     if batch.review:
-        _request_review(conn, ctx, batch)
-    for transition, n in _apply_own(conn, ctx, planner, batch).items():
+        drafts.append(_request_review(conn, ctx, batch))
+    for transition, n in _apply_own(conn, ctx, planner, batch, drafts).items():
         counts[batch.dataset][transition] = counts[batch.dataset].get(transition, 0) + n
     return counts
 
 
-def _request_review(conn: sa.Connection, ctx: RunContext, batch: Batch) -> None:
-    """Record due purges of a review dataset as items of this run's review batch."""
+def _request_review(conn: sa.Connection, ctx: RunContext, batch: Batch) -> ledger.EntryDraft:
+    """Record due purges of a review dataset as items of this run's review batch; returns its ledger entry."""
     rb, ri = store.review_batches, store.review_items
     batch_id = ctx.review_batches.get(batch.dataset)
     if batch_id is None:
@@ -409,25 +460,19 @@ def _request_review(conn: sa.Connection, ctx: RunContext, batch: Batch) -> None:
         ],
     )
     pack = ctx.loaded.pack
-    ledger.append(
-        conn,
-        [
-            ledger.EntryDraft(
-                run_id=ctx.run_id,
-                pack_id=pack.pack,
-                pack_digest=ctx.loaded.digest,
-                dataset=batch.dataset,
-                transition="review_requested",
-                action=None,
-                basis=pack.datasets[batch.dataset].basis_for("purged"),
-                due_at=max(due for _, _, due in batch.review),
-                record_pseudonym=None,
-                subject_pseudonym=None,
-                count=len(batch.review),
-                detail={"review_id": batch_id},
-            )
-        ],
-        ctx.now(),
+    return ledger.EntryDraft(
+        run_id=ctx.run_id,
+        pack_id=pack.pack,
+        pack_digest=ctx.loaded.digest,
+        dataset=batch.dataset,
+        transition="review_requested",
+        action=None,
+        basis=pack.datasets[batch.dataset].basis_for("purged"),
+        due_at=max(due for _, _, due in batch.review),
+        record_pseudonym=None,
+        subject_pseudonym=None,
+        count=len(batch.review),
+        detail={"review_id": batch_id},
     )
 
 
@@ -460,7 +505,13 @@ def _present(conn: sa.Connection, planner: DatasetPlanner, moves: list[Move]) ->
 _NEEDS_ROW = frozenset({"deactivate", "archive", "delete", "drop_partition", "anonymise"})
 
 
-def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch: Batch) -> dict[str, int]:
+def _apply_own(
+    conn: sa.Connection,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    batch: Batch,
+    drafts: list[ledger.EntryDraft | ledger_items.BatchItems],
+) -> dict[str, int]:
     """Change the data, the state rows and the ledger for the batch's own records.
 
     Ledger entries are written only for what this transaction changed: a
@@ -471,7 +522,6 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
     dataset = planner.dataset
     table = planner.table
     key = planner.key
-    drafts: list[ledger.EntryDraft | ledger_items.BatchItems] = []
     counts: dict[str, int] = {}
     gone: set[str] = set()
     for from_state, to_state, planned in batch.transitions():
@@ -541,7 +591,6 @@ def _apply_own(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, ba
         name = f"{from_state}->{to_state}"
         counts[name] = counts.get(name, 0) + len(moves)
         drafts.extend(_ledger_drafts(ctx, batch.dataset, from_state, to_state, action, moves))
-    ledger.append(conn, drafts, ctx.now())
     return counts
 
 
@@ -765,6 +814,8 @@ class RunResult:
     anomalies: dict[str, dict[str, int]] = field(default_factory=dict)
     erased: dict[int, int] = field(default_factory=dict)  # erasure request -> records it moved in this run
     batches: int = 0
+    ledger_lock: dict[str, Any] = field(default_factory=dict)  # appends, wait_s, hold_s, hold_max_s
+    shard: str | None = None  # "I/N" of a sharded run
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
 
@@ -914,47 +965,8 @@ def run(
                     planners = build_planners(conn, plan_ctx)
                 if datasets is not None:
                     plan_ctx.skipped |= {n for n in planners if n not in datasets}
-                for name, planner in planners.items():
-                    if name in plan_ctx.skipped:
-                        continue
-                    if should_stop is not None and should_stop():
-                        raise _Interrupted
-                    try:
-                        if not _guard_passes(conn, ctx, planner, result, allow_mass):
-                            plan_ctx.skipped.add(name)
-                            continue
-                        _run_dataset(conn, lock, ctx, planner, result, on_batch)
-                        with reading(conn):
-                            counts = planner.anomaly_counts(conn)
-                        if any(counts.values()):
-                            result.anomalies[name] = {str(k): v for k, v in counts.items()}
-                            bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
-                    except sa.exc.DBAPIError as exc:
-                        if exc.connection_invalidated:
-                            raise
-                        plan_ctx.skipped.add(name)
-                        result.failures[name] = describe_database_error(exc, name)
-                        bound.error(
-                            "dataset_failed",
-                            dataset=name,
-                            error_type=type(exc.orig).__name__,
-                            error=result.failures[name],
-                        )
-                    except ConcurrentChangeError as exc:
-                        plan_ctx.skipped.add(name)
-                        result.failures[name] = str(exc)
-                        bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
-                    plan_ctx.finished.add(name)
-                store_.sweep(engine, secret)  # after the guards; only payloads whose purge the ledger records
-                _settle_erasure_requests(conn, ctx, planners, result)
-                with conn.begin():
-                    minimised = evidence.minimise(conn, loaded.pack, as_of, secret, ctx.now())
-                    if minimised is not None:
-                        minimised = replace(minimised, run_id=run_id, pack_digest=loaded.digest)
-                        ledger.append(conn, [minimised], ctx.now())
-                        bound.info("engine_records_minimised", count=minimised.count)
-                with conn.begin():
-                    ledger_items.index_runs(conn)
+                _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
+                _close_run(conn, engine, ctx, planners, result.erased)
                 result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
             finally:
                 lock.release()
@@ -967,9 +979,112 @@ def run(
             _finish(engine, result, error=describe_failure(exc), swallow=True)
         raise
     _finish(engine, result)
-    bound.info("run_finished", status=result.status, counts=result.counts, batches=result.batches)
+    bound.info(
+        "run_finished",
+        status=result.status,
+        counts=result.counts,
+        batches=result.batches,
+        ledger_lock=_rounded(result.ledger_lock),
+    )
     structlog.contextvars.unbind_contextvars("run_id")
     return result
+
+
+def _close_run(
+    conn: sa.Connection,
+    engine: sa.Engine,
+    ctx: RunContext,
+    planners: dict[str, DatasetPlanner],
+    erased: dict[int, int],
+) -> None:
+    """What a run does once every dataset is done: archive sweep, erasure requests, minimising, indexing."""
+    ctx.archive.sweep(engine, ctx.secret)  # after the guards; only payloads whose purge the ledger records
+    _settle_erasure_requests(conn, ctx, planners, erased)
+    with conn.begin():
+        minimised = evidence.minimise(conn, ctx.loaded.pack, ctx.as_of, ctx.secret, ctx.now())
+        if minimised is not None:
+            minimised = replace(minimised, run_id=ctx.run_id, pack_digest=ctx.loaded.digest)
+            ledger.append(conn, [minimised], ctx.now())
+            log.info("engine_records_minimised", count=minimised.count, run_id=ctx.run_id)
+    with conn.begin():
+        ledger_items.index_runs(conn)
+
+
+def _rounded(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in stats.items()}
+
+
+def _run_datasets(
+    conn: sa.Connection,
+    lock: RunLock,
+    ctx: RunContext,
+    plan_ctx: PlanContext,
+    planners: dict[str, DatasetPlanner],
+    result: RunResult,
+    on_batch: Callable[[Batch], None] | None,
+    allow_mass: Sequence[str],
+) -> None:
+    """Every dataset in order: guards, passes, anomalies; a dataset that fails leaves the others running."""
+    bound = log.bind(run_id=ctx.run_id, pack=ctx.loaded.id)
+    for name, planner in planners.items():
+        if name in plan_ctx.skipped:
+            continue
+        if ctx.should_stop is not None and ctx.should_stop():
+            raise _Interrupted
+        try:
+            if not _guard_passes(conn, ctx, planner, result, allow_mass):
+                plan_ctx.skipped.add(name)
+                continue
+            _run_dataset(conn, lock, ctx, planner, result, on_batch)
+            with reading(conn):
+                counts = planner.anomaly_counts(conn)
+            if any(counts.values()):
+                result.anomalies[name] = {str(k): v for k, v in counts.items()}
+                bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            plan_ctx.skipped.add(name)
+            result.failures[name] = describe_database_error(exc, name)
+            bound.error(
+                "dataset_failed",
+                dataset=name,
+                error_type=type(exc.orig).__name__,
+                error=result.failures[name],
+            )
+        except ConcurrentChangeError as exc:
+            plan_ctx.skipped.add(name)
+            result.failures[name] = str(exc)
+            bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
+        plan_ctx.finished.add(name)
+
+
+_RETRIES = 5
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock or lock timeout that rolled the batch back whole: running it again is safe."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("40P01", "40001"):
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in (1213, 1205):  # MariaDB: deadlock found, lock wait timeout
+        return True
+    return "database is locked" in str(orig)
+
+
+def _note_ledger_lock(conn: sa.Connection, result: RunResult) -> None:
+    """Add the append lock's wait and hold of the transaction that just ended to the run's stats."""
+    timing = ledger.lock_timing(conn)
+    if timing is None:
+        return
+    wait, hold = timing
+    stats = result.ledger_lock
+    stats["appends"] = stats.get("appends", 0) + 1
+    stats["wait_s"] = stats.get("wait_s", 0.0) + wait
+    stats["hold_s"] = stats.get("hold_s", 0.0) + hold
+    stats["hold_max_s"] = max(stats.get("hold_max_s", 0.0), hold)
 
 
 def _run_dataset(
@@ -982,7 +1097,8 @@ def _run_dataset(
 ) -> None:
     """Every pass of one dataset, one transaction per batch on the run's connection."""
     for origin in planner.origins():
-        if origin == "active" and partitions.eligible(planner, conn.dialect.name):
+        # A shard leaves whole partitions alone: they hold every shard's rows (docs/scaling.md).
+        if origin == "active" and planner.in_shard is None and partitions.eligible(planner, conn.dialect.name):
             dropped = partitions.drop_due_partitions(
                 conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
             )
@@ -990,14 +1106,29 @@ def _run_dataset(
                 totals = result.counts.setdefault(planner.name, {})
                 totals["active->purged"] = totals.get("active->purged", 0) + dropped
         after: Any = None
+        attempts = 0
         while True:
-            with conn.begin():
-                lock.verify()
-                batch, after = planner.next_batch(conn, origin, after)
-                if batch is None:
-                    break
-                applied = witness(conn, ctx, planner, batch)
-                counts = apply_batch(conn, ctx, planner, applied)
+            try:
+                with conn.begin():
+                    lock.verify()
+                    batch, resume = planner.next_batch(conn, origin, after)
+                    if batch is None:
+                        break
+                    applied = witness(conn, ctx, planner, batch)
+                    counts = apply_batch(conn, ctx, planner, applied)
+            except sa.exc.DBAPIError as exc:
+                ledger.lock_timing(conn)
+                # Concurrent shards on MariaDB or SQLite may deadlock or find the
+                # database locked; the batch was rolled back whole, so run it again.
+                if not ctx.retry or exc.connection_invalidated or not _retryable(exc) or attempts >= _RETRIES:
+                    raise
+                attempts += 1
+                log.warning("batch_retried", dataset=planner.name, attempt=attempts, run_id=ctx.run_id)
+                time.sleep(0.05 * attempts)
+                continue
+            attempts = 0
+            after = resume
+            _note_ledger_lock(conn, result)
             ctx.archive.after_commit()
             result.batches += 1
             for name, per in counts.items():
@@ -1088,7 +1219,7 @@ def _guard_passes(
 
 
 def _settle_erasure_requests(
-    conn: sa.Connection, ctx: RunContext, planners: dict[str, DatasetPlanner], result: RunResult
+    conn: sa.Connection, ctx: RunContext, planners: dict[str, DatasetPlanner], erased: dict[int, int]
 ) -> None:
     """Mark requests processed once none of the subject's records is left to move.
 
@@ -1113,7 +1244,7 @@ def _settle_erasure_requests(
         for request in requests:
             if any(p.pending_for_subject(conn, request.subject_key) for p in erasing):
                 continue
-            moved = result.erased.get(request.id, 0)
+            moved = erased.get(request.id, 0)
             if moved:
                 outcome = "erased"
             elif any(p.knows_subject(conn, request.subject_key) for p in planners.values()):
@@ -1174,3 +1305,313 @@ def _finish(engine: sa.Engine, result: RunResult, error: str | None = None, swal
         if not swallow:
             raise
         log.error("run_record_failed", run_id=result.run_id)
+
+
+# --------------------------------------------------------------------------
+# Sharded runs: one logical run of N shards (docs/scaling.md)
+# --------------------------------------------------------------------------
+
+_GROUPS = uuid.UUID("5d1e4f0a-8f3b-4d6c-9a57-3c2b1e0f9d42")
+_DONE = ("succeeded", "partial", "guarded")  # a shard in any other state runs again
+
+
+def group_run_id(run_group: str) -> str:
+    """The logical run of a run group: the same id in every shard's process."""
+    return str(uuid.uuid5(_GROUPS, run_group))
+
+
+def default_run_group(as_of: dt.datetime, shards: int) -> str:
+    """The group shards join when none is named: the as-of day and the shard count."""
+    return f"{as_of.astimezone(dt.UTC):%Y-%m-%d}-{shards}"
+
+
+def _join_group(
+    conn: sa.Connection,
+    lock: RunLock,
+    ctx: RunContext,
+    run_group: str,
+    shard: ShardSpec,
+    as_of_fixed: bool,
+    short_notice: dict[str, Any] | None,
+) -> Bounds:
+    """Read the group's bounds and as-of, creating the group (bounds from this snapshot) if this shard is first.
+
+    Shards that start together race to create it: the database keeps one
+    (primary key), the others roll back and read it.
+    """
+    runs, loaded = store.runs, ctx.loaded
+    for attempt in range(_RETRIES + 1):
+        try:
+            with conn.begin():
+                lock.verify()  # SQLite: the write lock first, so concurrent shards take turns
+                row = conn.execute(sa.select(runs).where(runs.c.id == ctx.run_id)).first()
+                if row is None:
+                    planners = build_planners(conn, PlanContext(loaded, ctx.as_of))
+                    bounds = compute_bounds(conn, planners, shard.count)
+                    _record_pack(conn, loaded, ctx.now())
+                    conn.execute(
+                        runs.insert().values(
+                            id=ctx.run_id,
+                            mode="run",
+                            pack_id=loaded.id,
+                            pack_digest=loaded.digest,
+                            as_of=ctx.as_of,
+                            started_at=ctx.now(),
+                            status="running",
+                            run_group=run_group,
+                            shards=shard.count,
+                            shard_bounds=bounds.to_json(),
+                        )
+                    )
+                    if short_notice is not None:
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
+                    log.info("run_group_started", run_group=run_group, shards=shard.count, run_id=ctx.run_id)
+                else:
+                    if row.pack_digest != loaded.digest or row.shards != shard.count or row.shard_bounds is None:
+                        raise ConfigError(
+                            f"run group {run_group!r} was started with "
+                            + (
+                                f"{row.shards} shards and pack {row.pack_id} ({row.pack_digest[:12]})"
+                                if row.shard_bounds is not None
+                                else "no shards"
+                            )
+                            + f"; this shard names {shard.count} shards and pack {loaded.id} ({loaded.digest[:12]})"
+                        )
+                    if as_of_fixed and row.as_of != ctx.as_of:
+                        raise ConfigError(
+                            f"run group {run_group!r} runs as of {row.as_of.isoformat()}, not {ctx.as_of.isoformat()}"
+                        )
+                    ctx.as_of = row.as_of
+                    bounds = Bounds.from_json(row.shard_bounds)
+                rs = store.run_shards
+                conn.execute(rs.delete().where(rs.c.run_id == ctx.run_id, rs.c.shard == shard.index))
+                conn.execute(
+                    rs.insert().values(
+                        run_id=ctx.run_id, shard=shard.index, status="running", owner=_owner(), started_at=ctx.now()
+                    )
+                )
+            ledger.lock_timing(conn)
+            return bounds
+        except sa.exc.DBAPIError as exc:
+            ledger.lock_timing(conn)
+            if exc.connection_invalidated or attempt >= _RETRIES:
+                raise
+            if not isinstance(exc, sa.exc.IntegrityError) and not _retryable(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _shard_done(conn: sa.Connection, lock: RunLock, ctx: RunContext, result: RunResult, shard: ShardSpec) -> bool:
+    """Record this shard's outcome; True when it is the last of its group to finish (it then closes the run).
+
+    The group's run row is locked first, so two shards finishing together
+    take turns and exactly one of them sees every shard done.
+    """
+    runs, rs = store.runs, store.run_shards
+    for attempt in range(_RETRIES + 1):
+        try:
+            with conn.begin():
+                lock.verify()
+                if conn.dialect.name != "sqlite":
+                    conn.execute(_for_update(conn, sa.select(runs.c.id).where(runs.c.id == ctx.run_id))).first()
+                conn.execute(
+                    rs.update()
+                    .where(rs.c.run_id == ctx.run_id, rs.c.shard == shard.index)
+                    .values(**_shard_values(result))
+                )
+                statuses = conn.execute(
+                    _for_update(conn, sa.select(rs.c.shard, rs.c.status).where(rs.c.run_id == ctx.run_id))
+                ).all()
+                done = len(statuses) == shard.count and all(r.status in _DONE for r in statuses)
+                if not done:
+                    return False
+                claimed = conn.execute(
+                    runs.update().where(runs.c.id == ctx.run_id, runs.c.status == "running").values(status="closing")
+                ).rowcount
+                return claimed == 1
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or attempt >= _RETRIES or not _retryable(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _shard_values(result: RunResult, error: str | None = None) -> dict[str, Any]:
+    stats = {"batches": result.batches, "ledger_lock": _rounded(result.ledger_lock)}
+    return {
+        "status": result.status,
+        "finished_at": utcnow(),
+        "counts": json.dumps(result.counts, sort_keys=True),
+        "erased": json.dumps({str(k): v for k, v in result.erased.items()}, sort_keys=True),
+        "stats": json.dumps(stats, sort_keys=True),
+        "error": error
+        or (
+            json.dumps({**result.failures, **result.guarded}, sort_keys=True)
+            if result.failures or result.guarded
+            else None
+        ),
+    }
+
+
+_WORST = ("failed", "partial", "guarded", "succeeded")
+
+
+def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str:
+    """The last shard closes the logical run: erasure requests, minimising, indexing, the totals."""
+    rs, runs = store.run_shards, store.runs
+    with reading(conn):
+        rows = conn.execute(sa.select(rs).where(rs.c.run_id == ctx.run_id)).all()
+        planners = build_planners(conn, PlanContext(ctx.loaded, ctx.as_of))
+    erased: dict[int, int] = {}
+    counts: dict[str, dict[str, int]] = {}
+    errors: dict[str, Any] = {}
+    for row in rows:
+        for request, moved in json.loads(row.erased or "{}").items():
+            erased[int(request)] = erased.get(int(request), 0) + int(moved)
+        for name, per in json.loads(row.counts or "{}").items():
+            mine = counts.setdefault(name, {})
+            for transition, n in per.items():
+                mine[transition] = mine.get(transition, 0) + int(n)
+        if row.error:
+            errors[f"shard {row.shard}"] = json.loads(row.error)
+    _close_run(conn, engine, ctx, planners, erased)
+    status: str = min((str(r.status) for r in rows), key=lambda s: _WORST.index(s) if s in _WORST else 0)
+    with conn.begin():
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == ctx.run_id)
+            .values(
+                status=status,
+                finished_at=utcnow(),
+                counts=json.dumps(counts, sort_keys=True),
+                error=json.dumps(errors, sort_keys=True) if errors else None,
+            )
+        )
+    log.info("run_group_finished", run_id=ctx.run_id, status=status, counts=counts)
+    return status
+
+
+def run_shard(
+    engine: sa.Engine,
+    loaded: LoadedPack,
+    as_of: dt.datetime,
+    *,
+    secret: bytes,
+    shard: ShardSpec,
+    run_group: str | None = None,
+    as_of_fixed: bool = True,
+    archive: ArchiveStore | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    allow_mass: Sequence[str] = (),
+    should_stop: Callable[[], bool] | None = None,
+    short_notice: dict[str, Any] | None = None,
+) -> RunResult:
+    """Apply shard ``shard`` of the run group ``run_group``: every pass of every dataset, this shard's keys only.
+
+    The shards of a group make one logical run (one row in ``retention_runs``,
+    its ledger entries under one run id); each holds its own lock, so they
+    run side by side, and the last one to finish closes the run. Without
+    ``as_of_fixed`` a shard takes the as-of the group started with.
+    """
+    group = run_group or default_run_group(as_of, shard.count)
+    run_id = group_run_id(group)
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    store_ = archive or SameDatabaseArchive()
+    ctx = RunContext(loaded, run_id, as_of, secret, store_, should_stop=should_stop, retry=True)
+    result = RunResult(run_id, "running", started_at=ctx.now(), shard=str(shard))
+    joined = False
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name in ("mysql", "mariadb"):
+                # No gap locks between shards working on neighbouring keys.
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            lock = RunLock(conn, run_id, shard)
+            lock.acquire()
+            try:
+                with conn.begin():
+                    _require_schema(conn, loaded)
+                bounds = _join_group(conn, lock, ctx, group, shard, as_of_fixed, short_notice)
+                joined = True
+                log.info("shard_started", shard=str(shard), run_group=group, as_of=ctx.as_of.isoformat())
+                store_.bind(engine)
+                plan_ctx = PlanContext(loaded, ctx.as_of, shard=ShardFilter(shard, bounds))
+                with reading(conn):
+                    planners = build_planners(conn, plan_ctx)
+                _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
+                result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
+                if _shard_done(conn, lock, ctx, result, shard):
+                    _close_group(conn, engine, ctx)
+            finally:
+                lock.release()
+    except _Interrupted:
+        result.status = "interrupted"
+        log.warning("run_interrupted", batches=result.batches, shard=str(shard))
+        _record_shard(engine, ctx, result, shard, None)
+    except BaseException as exc:
+        if joined and result.status == "running":
+            result.status = "failed"
+            _record_shard(engine, ctx, result, shard, describe_failure(exc))
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id")
+    result.finished_at = utcnow()
+    log.info(
+        "shard_finished",
+        run_id=run_id,
+        shard=str(shard),
+        status=result.status,
+        counts=result.counts,
+        batches=result.batches,
+        ledger_lock=_rounded(result.ledger_lock),
+    )
+    return result
+
+
+def _record_shard(engine: sa.Engine, ctx: RunContext, result: RunResult, shard: ShardSpec, error: str | None) -> None:
+    rs = store.run_shards
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                rs.update()
+                .where(rs.c.run_id == ctx.run_id, rs.c.shard == shard.index)
+                .values(**_shard_values(result, error))
+            )
+    except sa.exc.DBAPIError:
+        log.error("run_record_failed", run_id=ctx.run_id, shard=str(shard))
+
+
+def plan_shards(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, shards: int) -> list[dict[str, Any]]:
+    """How ``--shard I/N`` splits the run: per dataset and shard, the key range and what moves.
+
+    The bounds are computed from the database as it is now, as the first
+    shard of a group would compute them.
+    """
+    rows: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        _require_schema(conn, loaded)
+        missing = engine_tables_missing(conn)
+        tables = EngineTables() if missing is None else EngineTables.absent()
+        bounds = compute_bounds(conn, build_planners(conn, PlanContext(loaded, as_of, tables=tables)), shards)
+        for index in range(shards):
+            spec = ShardSpec(index, shards)
+            ctx = PlanContext(loaded, as_of, tables=tables, shard=ShardFilter(spec, bounds))
+            summary = PlanSummary(loaded.id, loaded.digest, as_of)
+            for name, planner in build_planners(conn, ctx).items():
+                planner.summarize(conn, summary, sample_size=0)
+                _, low, high = ctx.shard.range_of(name) if ctx.shard else ("", None, None)
+                per = summary.transitions.get(name, {})
+                rows.append(
+                    {
+                        "dataset": name,
+                        "shard": str(spec),
+                        "key_space": bounds.datasets[name],
+                        "from": low,
+                        "below": high,
+                        "records": planner.table_rows(conn),
+                        "transitions": sum(per.values()),
+                        "counts": dict(per),
+                    }
+                )
+        conn.rollback()
+    return rows

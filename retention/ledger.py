@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -255,18 +256,52 @@ def entry_hash(row: dict[str, Any], encoder: _Encoder | None = None) -> str:
 
 
 def _lock_head(conn: sa.Connection) -> tuple[int, str]:
-    """Serialise appenders and read the head (seq, hash) of the chain."""
+    """Serialise appenders and read the head (seq, hash) of the chain.
+
+    The lock lasts until the caller's transaction ends, so appends come last
+    in a batch's transaction (:func:`retention.execute.apply_batch`) and the
+    lock is held from here to the commit only. How long it took to get and
+    how long it is held are measured (:func:`lock_timing`).
+    """
     dialect = conn.dialect.name
     table = store.ledger
     query = sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+    asked = time.perf_counter()
     if dialect == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_KEY)))
     elif dialect in ("mysql", "mariadb"):
-        query = query.with_for_update()
+        # The first entry's row, locked by its primary key: a record lock
+        # without a gap lock, so concurrent appenders queue on it instead of
+        # deadlocking on the gap after the head (InnoDB, REPEATABLE READ).
+        conn.execute(sa.select(table.c.seq).where(table.c.seq == 1).with_for_update()).first()
+        query = query.with_for_update()  # a locking read sees the newest committed head
     # SQLite: a second writer cannot commit the same seq (primary key), and its
     # transaction is rolled back whole, so no two entries share a predecessor.
     head = conn.execute(query).first()
+    locked = time.perf_counter()
+    transaction = id(conn.get_transaction())
+    timing = conn.info.get(_TIMING)
+    if timing is None or timing["tx"] != transaction:  # left by a transaction nobody measured
+        timing = conn.info[_TIMING] = {"tx": transaction, "waits": 0, "wait_s": 0.0}
+    timing["waits"] += 1
+    timing["wait_s"] += locked - asked
+    timing.setdefault("locked_at", locked)
     return (int(head.seq), str(head.hash)) if head else (0, GENESIS)
+
+
+_TIMING = "retention_ledger_lock"
+
+
+def lock_timing(conn: sa.Connection) -> tuple[float, float] | None:
+    """(seconds waited for the append lock, seconds held until now) in the transaction that ends now.
+
+    None when the transaction appended nothing. Call it right after the
+    commit (or rollback) that released the lock; it resets the measure.
+    """
+    timing = conn.info.pop(_TIMING, None)
+    if timing is None or "locked_at" not in timing:
+        return None
+    return float(timing["wait_s"]), time.perf_counter() - float(timing["locked_at"])
 
 
 @dataclass(frozen=True)
@@ -305,19 +340,25 @@ def append(
     """
     if not drafts:
         return []
+    # The items' pseudonyms and Merkle roots need no chain position: computed
+    # before the lock, so that it covers the inserts and the commit only.
+    prepared: dict[int, tuple[list[ledger_items.Item], str]] = {}
+    for index, draft in enumerate(drafts):
+        if isinstance(draft, BatchItems):
+            items = draft.items()
+            prepared[index] = (items, merkle.root(ledger_items.leaves(items)).hex())
     seq, prev = _lock_head(conn)
     first = seq + 1
     encoder = _Encoder()
     convert = _Converters(conn.dialect)
     rows: list[tuple[Any, ...]] = []
-    for draft in drafts:
+    for index, draft in enumerate(drafts):
         if isinstance(draft, RecordEntries):
             seq, prev = _chain_records(draft, seq, prev, now, encoder, convert, rows)
             continue
         seq += 1
-        items: list[ledger_items.Item] = []
         if isinstance(draft, BatchItems):
-            items = draft.items()
+            items, root = prepared[index]
             ledger_items.insert_items(conn, seq, items)
             dues = [m[0] for m in draft.moves]
             row = {
@@ -339,7 +380,7 @@ def append(
                 "detail": None,
                 "prev_hash": prev,
                 "format": ledger_items.FORMAT,
-                "merkle_root": merkle.root(ledger_items.leaves(items)).hex(),
+                "merkle_root": root,
                 "items": len(items),
             }
         else:

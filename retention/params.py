@@ -194,7 +194,25 @@ class InputFile(_Type):
         return path
 
 
+class ShardType(_Type):
+    """``I/N``: shard I (0 to N - 1) of N."""
+
+    name = "shard"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from retention.errors import ConfigError
+        from retention.shards import ShardSpec, parse_shard
+
+        if isinstance(value, ShardSpec):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix(f"--shard {str(value)!r}: "), param, ctx)
+
+
 AS_OF = AsOfType()
+SHARD = ShardType()
 DAY = DayType()
 SUBJECT_ID = TextType(191, "subject id")
 RECORD_KEY = TextType(191, "record key")

@@ -53,8 +53,9 @@ from retention.evaluate import (
 from retention.joins import subject_expression
 from retention.order import dataset_order
 from retention.policy import LoadedPack
-from retention.policy.model import Dataset, Pack
+from retention.policy.model import STATES, Dataset, Pack
 from retention.rowfilter import compile_filter
+from retention.shards import ShardFilter
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,9 @@ class Batch:
         for move in self.moves:
             for step in move.steps:
                 order.setdefault((step.from_state, step.to_state), []).append(move)
-        for (from_state, to_state), moves in order.items():
+        # Lifecycle order, whichever move came first: a record entering a state
+        # in this batch must be there before another group leaves that state.
+        for (from_state, to_state), moves in sorted(order.items(), key=lambda kv: STATES.index(kv[0][0])):
             yield from_state, to_state, moves
 
 
@@ -150,6 +153,7 @@ class PlanContext:
     # that were due have moved, carrying their followers' records with them.
     finished: set[str] = field(default_factory=set)
     tables: EngineTables = field(default_factory=EngineTables)
+    shard: ShardFilter | None = None  # one shard of a sharded run (retention/shards.py)
 
     @property
     def pack(self) -> Pack:
@@ -377,6 +381,9 @@ class DatasetPlanner:
         self.followers: list[DatasetPlanner] = []
         self._due_cache: DueCache = {}
         self._dialect = conn.dialect.name
+        # A sharded run: this shard's records, by source row and by state row (set by build_planners).
+        self.in_shard: ColumnElement[bool] | None = None
+        self.state_in_shard: ColumnElement[bool] = sa.true()
 
     @property
     def batch_size(self) -> int:
@@ -455,8 +462,12 @@ class DatasetPlanner:
         return sa.exists().where(er.c.subject_key == subject, er.c.status == "open", er.c.received_on <= self.today)
 
     def included(self) -> ColumnElement[bool]:
-        """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md)."""
-        return self.row_filter if self.row_filter is not None else sa.true()
+        """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md).
+
+        In a sharded run, also one of this shard's records (retention/shards.py).
+        """
+        conditions = [c for c in (self.row_filter, self.in_shard) if c is not None]
+        return sa.and_(*conditions) if conditions else sa.true()
 
     def excluded(self) -> ColumnElement[bool]:
         """The source row fails the dataset's ``where`` (false or unknown)."""
@@ -839,6 +850,7 @@ class DatasetPlanner:
             self.not_held(rs.c.record_key, rs.c.subject_key),
             self.no_open_erasure(rs.c.subject_key),
             self.state_row_included(conn, rs.c.record_key),
+            self.state_in_shard,
         ]
         if after is not None:
             conditions.append(rs.c.record_key > after)
@@ -871,6 +883,7 @@ class DatasetPlanner:
             self._open_erasure(rs.c.subject_key),
             self.not_held(rs.c.record_key, rs.c.subject_key),
             ~exists,
+            self.state_in_shard,
         ).order_by(rs.c.record_key)
         return self._native(self._candidates(conn.execute(query).all()))
 
@@ -1201,6 +1214,7 @@ class DatasetPlanner:
                     due,
                     covered_rs,
                     self.state_row_included(conn, rs.c.record_key),
+                    self.state_in_shard,
                 )
                 count += int(conn.execute(query).scalar_one())
             if count:
@@ -1224,7 +1238,9 @@ class DatasetPlanner:
             rs = self.ctx.tables.record_states
             total += int(
                 conn.execute(
-                    sa.select(sa.func.count()).where(rs.c.dataset == self.name, rs.c.state == "archived")
+                    sa.select(sa.func.count()).where(
+                        rs.c.dataset == self.name, rs.c.state == "archived", self.state_in_shard
+                    )
                 ).scalar_one()
             )
         return total
@@ -1272,6 +1288,10 @@ def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPl
             leader = planners[follows.dataset]
             planner.leader = leader
             leader.followers.append(planner)
+    if ctx.shard is not None:
+        for planner in planners.values():
+            planner.in_shard = ctx.shard.source(conn, planner)
+            planner.state_in_shard = ctx.shard.state(conn, planner, ctx.tables.record_states)
     return planners
 
 

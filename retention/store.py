@@ -112,6 +112,9 @@ runs = sa.Table(
         sa.BigInteger().with_variant(sa.Integer, "sqlite"),
         comment="the ledger's last entry when the run finished: a shorter ledger was cut",
     ),
+    sa.Column("run_group", KEY, comment="a sharded run: the group its shards name (--run-group)"),
+    sa.Column("shards", sa.Integer, comment="a sharded run: how many shards make it"),
+    sa.Column("shard_bounds", LONGTEXT, comment="JSON: the key ranges every shard of the group uses"),
     sa.Index(None, "started_at"),
 )
 
@@ -123,6 +126,21 @@ run_lock = sa.Table(
     sa.Column("owner", sa.String(200), nullable=False, comment="host:pid of the holder"),
     sa.Column("acquired_at", UTCDateTime, nullable=False),
     sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+run_shards = sa.Table(
+    f"{PREFIX}run_shards",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True, comment="the group's one logical run"),
+    sa.Column("shard", sa.Integer, primary_key=True, comment="0 to shards - 1"),
+    sa.Column("status", sa.String(20), nullable=False, comment="running, succeeded, failed, partial, guarded..."),
+    sa.Column("owner", sa.String(200), nullable=False, comment="host:pid of the process that ran it last"),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("counts", LONGTEXT, comment="JSON: dataset -> transition -> count"),
+    sa.Column("erased", LONGTEXT, comment="JSON: erasure request -> records it moved in this shard"),
+    sa.Column("stats", LONGTEXT, comment="JSON: batches, ledger lock waits and hold times"),
+    sa.Column("error", LONGTEXT),
 )
 
 record_states = sa.Table(

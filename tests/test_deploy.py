@@ -107,6 +107,56 @@ def test_the_cronjob_command_is_a_valid_retention_command() -> None:
     assert _parse_errors(tuple(engine["args"]), template=False) == []
 
 
+def sharded_cronjob() -> dict[str, Any]:
+    """The Indexed Job's CronJob (deploy/kubernetes/sharded-cronjob.yaml)."""
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "sharded-cronjob.yaml").read_text()) if d]
+    (cronjob,) = docs
+    assert cronjob["kind"] == "CronJob"
+    return cronjob
+
+
+def sharded_container() -> dict[str, Any]:
+    """The engine's container of the Indexed Job's pods."""
+    (engine,) = sharded_cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return engine  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("version", ["1.27", kubernetes_validate.latest_version()])
+def test_the_indexed_job_validates_offline(version: str) -> None:
+    """The sharded CronJob passes strict validation: an Indexed Job of N pods, N shards, one run group per Job."""
+    cronjob = sharded_cronjob()
+    kubernetes_validate.validate(cronjob, version, strict=True)
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["completionMode"] == "Indexed"
+    shards = job["completions"]
+    assert job["parallelism"] == shards and shards > 1
+    engine = sharded_container()
+    args = engine["args"]
+    assert args[args.index("--shard") + 1] == f"$(JOB_COMPLETION_INDEX)/{shards}"
+    assert args[args.index("--run-group") + 1] == "$(RETENTION_RUN_GROUP)"
+    env = {e["name"]: e for e in engine["env"]}
+    # Both come from the pod itself: its completion index and its Job's name (unique per scheduled run).
+    index = env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert env["RETENTION_RUN_GROUP"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
+    # The same pod otherwise: the Secret and ConfigMap of cronjob.yaml, the key copied by the init container.
+    template = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert template["initContainers"] == _pod()["initContainers"]
+    assert template["volumes"] == _pod()["volumes"]
+
+
+def test_the_indexed_job_command_is_a_valid_retention_command() -> None:
+    """The pod's arguments, with the index and group the kubelet puts in, parse as a `retention` command line."""
+    from test_cli_docs import _parse_errors
+
+    args = [
+        a.replace("$(JOB_COMPLETION_INDEX)", "2").replace("$(RETENTION_RUN_GROUP)", "g")
+        for a in sharded_container()["args"]
+    ]
+    assert _parse_errors(tuple(args), template=False) == []
+
+
 # --------------------------------------------------------------------------
 # The environment file, cron and systemd
 # --------------------------------------------------------------------------
