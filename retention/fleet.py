@@ -370,6 +370,49 @@ def run_target(
     return run_unit(name, apply)
 
 
+def shard_name(index: int, count: int) -> str:
+    return f"shard {index}/{count}"
+
+
+def run_shard(
+    index: int,
+    count: int,
+    run_group: str,
+    *,
+    rules: Path | None,
+    db_url: str,
+    archive_url: str | None = None,
+    as_of: str | None = None,
+    pack_id: str | None = None,
+    lock_timeout: int | None = None,
+    allow_mass: Sequence[str] = (),
+    accept_short_notice: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> TargetOutcome:
+    """Shard ``index`` of ``count`` of run group ``run_group``, as ``retention run --shard`` runs it."""
+    from retention import commands
+    from retention.shards import ShardSpec
+
+    def apply() -> Any:
+        if rules is None:
+            raise ConfigError("no rule pack for the shard; give --rules or set RETENTION_RULES")
+        return commands.run(
+            rules,
+            db_url,
+            as_of,
+            pack_id,
+            archive_url,
+            allow_mass=tuple(allow_mass),
+            should_stop=should_stop,
+            lock_timeout=lock_timeout,
+            accept_short_notice=accept_short_notice,
+            shard=ShardSpec(index, count),
+            run_group=run_group,
+        )
+
+    return run_unit(shard_name(index, count), apply)
+
+
 def run_unit(name: str, apply: Callable[[], Any]) -> TargetOutcome:
     """One unit of work (a fleet target, a shard) as a :class:`TargetOutcome`; never raises a RetentionError.
 
@@ -461,43 +504,63 @@ def run_local(
     on_done: Callable[[TargetOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[TargetOutcome]:
-    """Run ``names`` in subprocesses, at most ``parallel`` at a time; outcomes in the order of ``names``.
+    """Run fleet targets ``names`` in subprocesses, at most ``parallel`` at a time (see :func:`run_pool`)."""
+    specs = {
+        name: {
+            "kind": "target",
+            "fleet": str(fleet.path),
+            "target": name,
+            "as_of": as_of,
+            "lock_timeout": lock_timeout,
+            "log_format": log_format,
+            "log_level": log_level,
+        }
+        for name in names
+    }
+    return run_pool(specs, parallel=parallel, on_start=on_start, on_done=on_done, should_stop=should_stop)
 
-    Each target runs in ``python -m retention.fleet`` (its stderr is this
-    process's, so its log lines carry ``target``); a process that dies
-    without a result (a crash, the OOM killer) is that target's failure
-    (exit 1) and the others go on. ``should_stop``: start no more targets
-    and ask the running ones to stop after their current batch (SIGTERM).
+
+def run_pool(
+    specs: dict[str, dict[str, Any]],
+    *,
+    parallel: int = DEFAULT_PARALLEL,
+    env: dict[str, str] | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[TargetOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[TargetOutcome]:
+    """Run units in subprocesses, at most ``parallel`` at a time; outcomes in the order of ``specs``.
+
+    Each unit runs in ``python -m retention.fleet SPEC`` (its stderr is this
+    process's, so its log lines carry ``target``; ``env`` adds settings such
+    as a database URL, kept off the command line); a process that dies
+    without a result (a crash, the OOM killer) is that unit's failure
+    (exit 1) and the others go on. ``should_stop``: start no more units and
+    ask the running ones to stop after their current batch (SIGTERM).
     """
     import signal
 
-    waiting = list(names)
+    waiting = list(specs)
     running: list[_Child] = []
     done: dict[str, TargetOutcome] = {}
     stopping = False
+    child_env = {**os.environ, **(env or {})}
     while waiting or running:
         if should_stop is not None and should_stop() and not stopping:
             stopping = True
             for child in running:
                 child.process.send_signal(signal.SIGTERM)
             for name in waiting:
-                done[name] = TargetOutcome(name, "not started", EXIT_FAILURE, error="the fleet run was stopped")
+                done[name] = TargetOutcome(name, "not started", EXIT_FAILURE, error="the run was stopped")
             waiting.clear()
         while waiting and len(running) < parallel:
             name = waiting.pop(0)
-            spec = {
-                "fleet": str(fleet.path),
-                "target": name,
-                "as_of": as_of,
-                "lock_timeout": lock_timeout,
-                "log_format": log_format,
-                "log_level": log_level,
-            }
             output = tempfile.TemporaryFile()  # noqa: SIM115 - closed when its child has ended
             process = subprocess.Popen(
-                [sys.executable, "-m", "retention.fleet", json.dumps(spec)],
+                [sys.executable, "-m", "retention.fleet", json.dumps(specs[name])],
                 stdout=output,
                 stdin=subprocess.DEVNULL,
+                env=child_env,
             )
             running.append(_Child(name, process, time.monotonic(), output))
             if on_start is not None:
@@ -518,11 +581,11 @@ def run_local(
             done[child.name] = outcome
             if on_done is not None:
                 on_done(outcome)
-    return [done[name] for name in names]
+    return [done[name] for name in specs]
 
 
 def _child_main(argv: list[str]) -> int:
-    """``python -m retention.fleet SPEC``: run one target, print its outcome as JSON, exit with its code."""
+    """``python -m retention.fleet SPEC``: run one target or shard, print its outcome as JSON, exit with its code."""
     import signal
     import threading
 
@@ -530,20 +593,42 @@ def _child_main(argv: list[str]) -> int:
 
     spec = json.loads(argv[0])
     fmt = spec.get("log_format", "json")
-    logs.configure(json=None if fmt == "auto" else fmt == "json", level=spec.get("log_level", "info"))
+    # For people (a terminal): no line per batch, the parent shows a bar of units done.
+    quiet = frozenset({"batch_applied"}) if fmt == "console" else frozenset()
+    logs.configure(json=None if fmt == "auto" else fmt == "json", level=spec.get("log_level", "info"), quiet=quiet)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        fleet = load_fleet(Path(spec["fleet"]))
-        outcome = run_target(
-            fleet,
-            spec["target"],
+    if spec.get("kind") == "shard":
+        from retention.config import database_url
+
+        rules = os.environ.get("RETENTION_RULES")
+        outcome = run_shard(
+            spec["index"],
+            spec["count"],
+            spec["run_group"],
+            rules=Path(rules) if rules else None,
+            db_url=database_url(None),
+            archive_url=os.environ.get("RETENTION_ARCHIVE_DATABASE_URL") or None,
             as_of=spec.get("as_of"),
+            pack_id=spec.get("pack_id"),
             lock_timeout=spec.get("lock_timeout"),
+            allow_mass=spec.get("allow_mass", ()),
+            accept_short_notice=spec.get("accept_short_notice", False),
             should_stop=stop.is_set,
         )
-    except RetentionError as exc:  # the fleet file changed since the parent read it
-        outcome = TargetOutcome(spec["target"], "config error", exc.exit_code, error=str(exc).splitlines()[0][:500])
+    else:
+        try:
+            fleet = load_fleet(Path(spec["fleet"]))
+            outcome = run_target(
+                fleet,
+                spec["target"],
+                as_of=spec.get("as_of"),
+                lock_timeout=spec.get("lock_timeout"),
+                should_stop=stop.is_set,
+            )
+        except RetentionError as exc:  # the fleet file changed since the parent read it
+            name = spec["target"]
+            outcome = TargetOutcome(name, "config error", exc.exit_code, error=str(exc).splitlines()[0][:500])
     sys.stdout.write(json.dumps(outcome.as_dict()) + "\n")
     sys.stdout.flush()
     return outcome.exit_code

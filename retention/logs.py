@@ -66,6 +66,7 @@ SAFE_FIELDS = frozenset(
         "targets",
         "failed",
         "queue",
+        "run_group",
     }
 )
 

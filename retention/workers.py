@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.errors import ConfigError
-from retention.fleet import EXIT_FAILURE, Fleet, TargetOutcome, fleet_path, load_fleet, run_target
+from retention.fleet import EXIT_FAILURE, Fleet, TargetOutcome, fleet_path, load_fleet, run_target, shard_name
 
 ENV_BROKER = "RETENTION_CELERY_BROKER_URL"
 ENV_BACKEND = "RETENTION_CELERY_RESULT_BACKEND"
@@ -104,10 +104,6 @@ def _until_unlocked(run: Callable[[], TargetOutcome]) -> dict[str, Any]:
         time.sleep(2.0)
 
 
-def shard_name(index: int, count: int) -> str:
-    return f"shard {index}/{count}"
-
-
 def _shard_task(
     task: Any,
     index: int,
@@ -116,6 +112,8 @@ def _shard_task(
     as_of: str | None = None,
     pack_id: str | None = None,
     lock_timeout: int | None = None,
+    allow_mass: Sequence[str] = (),
+    accept_short_notice: bool = False,
 ) -> dict[str, Any]:
     """Run shard ``index`` of ``count`` of run group ``run_group`` on this worker's database and rules.
 
@@ -123,27 +121,25 @@ def _shard_task(
     (``RETENTION_DATABASE_URL``, ``RETENTION_RULES``,
     ``RETENTION_ARCHIVE_DATABASE_URL``, as ``retention run`` reads them).
     """
-    from retention import commands
     from retention.config import database_url
-    from retention.fleet import run_unit
-    from retention.shards import ShardSpec
+    from retention.fleet import run_shard
 
-    def apply() -> Any:
-        rules = os.environ.get("RETENTION_RULES")
-        if not rules:
-            raise ConfigError("this worker has no rule pack; start it with --rules or set RETENTION_RULES")
-        return commands.run(
-            Path(rules),
-            database_url(None),
-            as_of,
-            pack_id,
-            os.environ.get("RETENTION_ARCHIVE_DATABASE_URL") or None,
+    rules = os.environ.get("RETENTION_RULES")
+    return _until_unlocked(
+        lambda: run_shard(
+            index,
+            count,
+            run_group,
+            rules=Path(rules) if rules else None,
+            db_url=database_url(None),
+            archive_url=os.environ.get("RETENTION_ARCHIVE_DATABASE_URL") or None,
+            as_of=as_of,
+            pack_id=pack_id,
             lock_timeout=lock_timeout,
-            shard=ShardSpec(index, count),
-            run_group=run_group,
+            allow_mass=allow_mass,
+            accept_short_notice=accept_short_notice,
         )
-
-    return _until_unlocked(lambda: run_unit(shard_name(index, count), apply))
+    )
 
 
 def enqueue_shards(
@@ -155,6 +151,8 @@ def enqueue_shards(
     as_of: str | None,
     pack_id: str | None,
     lock_timeout: int | None,
+    allow_mass: Sequence[str] = (),
+    accept_short_notice: bool = False,
 ) -> dict[str, Any]:
     """Send one task per shard of the run group; returns shard name -> AsyncResult."""
     return {
@@ -167,6 +165,8 @@ def enqueue_shards(
                 "as_of": as_of,
                 "pack_id": pack_id,
                 "lock_timeout": lock_timeout,
+                "allow_mass": list(allow_mass),
+                "accept_short_notice": accept_short_notice,
             },
             queue=queue,
         )

@@ -147,14 +147,14 @@ def test_a_worker_killed_mid_task_is_replaced_and_nothing_happens_twice(
         def fresh(dialect: str) -> str:
             return stack.enter_context(isolated_database(dialect, tmp_path))
 
-        # The PostgreSQL targets are slowed (a trigger sleeps at each DELETE of visits) and queued
-        # first, so the worker is killed inside the first one's run.
-        plan = [("slow-c", "postgresql", 31, 0.12), ("slow-d", "postgresql", 32, 0.12)]
-        plan += [("shop-a", "sqlite", 33, 0.0), ("shop-b", "sqlite", 34, 0.0)]
+        # The first target is slowed (a trigger sleeps at each DELETE of visits) and queued
+        # first, so the worker is killed inside its run.
+        plan = [("slow-c", "postgresql", 31, 60, 0.12), ("slow-d", "postgresql", 32, 30, 0.0)]
+        plan += [("shop-a", "sqlite", 33, 30, 0.0), ("shop-b", "sqlite", 34, 30, 0.0)]
         worlds: dict[str, World] = {
-            name: build_target(name, fresh(d), seed, n=60, slow=slow) for name, d, seed, slow in plan
+            name: build_target(name, fresh(d), seed, n=n, slow=slow) for name, d, seed, n, slow in plan
         }
-        goldens = {name: golden(worlds[name], fresh(d), seed, 60, tmp_path) for name, d, seed, _ in plan}
+        goldens = {name: golden(worlds[name], fresh(d), seed, n, tmp_path) for name, d, seed, n, _ in plan}
         fleet_file, urls = write_fleet(tmp_path, [(n, w.url) for n, w in worlds.items()], pack)
         env = {
             **os.environ,
@@ -209,3 +209,59 @@ def test_a_worker_killed_mid_task_is_replaced_and_nothing_happens_twice(
         # The rerun did only what the killed run had left: together they make the golden run.
         done_by_rerun = next(t for t in report["targets"] if t["target"] == "slow-c")["transitions"]
         assert 0 < done_by_rerun < sum(moves(goldens["slow-c"]).values())
+
+
+def test_shards_on_celery_survive_a_killed_worker(services: None, queue: str, tmp_path: Path) -> None:
+    """`run --shards 4 --via celery`; SIGKILL the worker mid-shard; a second one finishes; as one golden run."""
+    pack = write_pack(tmp_path)
+    with ExitStack() as stack:
+        url = stack.enter_context(isolated_database("postgresql", tmp_path))
+        world = build_target("shop", url, 51, n=80, slow=0.12)
+        expected = golden(world, stack.enter_context(isolated_database("postgresql", tmp_path)), 51, 80, tmp_path)
+        env = {
+            **os.environ,
+            "RETENTION_PSEUDONYM_KEY": SECRET,
+            "RETENTION_CELERY_BROKER_URL": BROKER,
+            "RETENTION_CELERY_RESULT_BACKEND": BACKEND,
+        }
+        worker_env = {**env, "RETENTION_DATABASE_URL": url}  # the worker's own setting; the sender has none
+        args = [
+            sys.executable, "-m", "retention.cli", "--log-format", "json", "worker",
+            "--rules", str(pack), "--queue", queue, "--concurrency", "1",
+        ]  # fmt: skip
+        workers = Workers(tmp_path / "unused.yaml", queue, worker_env, tmp_path)
+        workers.args = args
+        stack.callback(workers.close)
+        first = workers.start()
+        client = subprocess.Popen(
+            [
+                sys.executable, "-m", "retention.cli", "run", "--rules", str(pack), "--shards", "4",
+                "--via", "celery", "--queue", queue, "--as-of", AS_OF, "--format", "json", "--timeout", "240",
+            ],
+            env={k: v for k, v in env.items() if k != "RETENTION_DATABASE_URL"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        stack.callback(lambda: client.poll() is None and client.kill())
+
+        deadline = time.monotonic() + 90
+        while _running_run_with_entries(url) is None:
+            assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text(errors="replace")[-3000:]
+            assert first.poll() is None, (tmp_path / "worker-0.log").read_text(errors="replace")[-3000:]
+            time.sleep(0.05)
+        workers.kill(first)
+        workers.start()
+
+        out, err = client.communicate(timeout=300)
+        assert client.returncode == 0, err.decode(errors="replace")[-3000:]
+        report = json.loads(out)
+        assert [s["target"] for s in report["shards"]] == [f"shard {i}/4" for i in range(4)]
+        assert all(s["status"] == "succeeded" for s in report["shards"]), report
+        assert tables(url) == tables(expected.url)
+        assert moves(world) == moves(expected)
+        assert no_record_moved_twice(world)
+        visits = {key for (dataset, key, _), _ in moves(world).items() if dataset == "visits"}
+        assert visits == deleted_visits(world) and visits
+        assert ledger_ok(url)
+        # The killed shard's committed batches were not redone: the reported shards did less than the whole.
+        assert 0 < sum(s["transitions"] for s in report["shards"]) < sum(moves(expected).values())
