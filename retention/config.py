@@ -119,13 +119,17 @@ def read_secret(name: str, env_var: str, file_env_var: str) -> bytes:
     file_name = os.environ.get(file_env_var)
     if not file_name:
         raise ConfigError(f"the {name} is not configured; set {env_var} or point {file_env_var} at a 0600 file")
-    path = Path(file_name)
+    return read_secret_file(name, Path(file_name), file_env_var)
+
+
+def read_secret_file(name: str, path: Path, hint: str = "the setting") -> bytes:
+    """A secret from a 0600 file (see :func:`read_secret`); ``hint`` names what points at it."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"cannot read the {name} file {path}: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
-        raise ConfigError(f"the {name} file {path} is not a regular file; point {file_env_var} at the key file")
+        raise ConfigError(f"the {name} file {path} is not a regular file; point {hint} at the key file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"the {name} file {path} is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"

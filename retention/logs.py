@@ -62,6 +62,11 @@ SAFE_FIELDS = frozenset(
         "total",
         "rate",
         "eta_seconds",
+        "target",  # a fleet target's name (fleet files name databases, not people)
+        "targets",
+        "failed",
+        "queue",
+        "run_group",
     }
 )
 
