@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 
+from retention.dialects import dialect_for
 from retention.errors import ConfigError, PackError, PackProblem, RetentionError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PARTIAL, EXIT_GUARD, EXIT_LOCKED, EXIT_LEDGER = 0, 1, 2, 3, 4, 5, 6
@@ -281,9 +282,10 @@ def _reachable(url: str, lock_timeout: int | None) -> str | None:
     from retention.errors import describe_database_error
 
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or not Path(database).is_file():
+    dialect = dialect_for(parsed)
+    if dialect.embedded:
+        file = dialect.database_file(parsed)
+        if file is None or str(file) == ":memory:" or not file.is_file():
             return "the SQLite database file does not exist"
     engine = create_engine(url, lock_timeout_seconds=lock_timeout)
     try:

@@ -35,6 +35,10 @@ class Dialect:
 
     # -- capabilities (plain flags) --------------------------------------------
 
+    #: The database is a file on this machine, opened without a server
+    #: (a fleet target whose file is missing is unreachable, never created).
+    embedded: ClassVar[bool] = False
+
     #: Date/time columns may hold text in any form of :mod:`retention.datetext`
     #: (SQLite has no date type): clocks are then compared through the text's
     #: normal form, and a text column passes the schema check for a date clock.

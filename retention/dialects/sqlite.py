@@ -46,6 +46,7 @@ class SQLiteDialect(Dialect):
 
     names = ("sqlite",)
     datetimes_as_text: ClassVar[bool] = True
+    embedded: ClassVar[bool] = True
     samples_by_key_order: ClassVar[bool] = True
     batch_holds_write_lock: ClassVar[bool] = True
     read_only_session_sql: ClassVar[str | None] = "PRAGMA query_only = ON"
