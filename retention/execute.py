@@ -339,7 +339,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
     between the selection and the change, and there is nothing to witness.
     """
     if dialect_for(conn).batch_holds_write_lock:
-        return batch
+        return _with_email_pseudonyms(batch, ctx.secret)
     as_of = ctx.as_of
     kept: set[str] = set()
     from_active = [m for m in batch.moves if m.steps and m.steps[0].from_state == "active"]
@@ -384,6 +384,15 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
             follower = replace(follower, moves=[m for m in follower.moves if m.leader_key not in dropped])
         followers.append(witness(conn, ctx, by_name[follower.dataset], follower))
     return replace(batch, moves=[_with_email_pseudonym(m, ctx.secret) for m in moves], followers=followers)
+
+
+def _with_email_pseudonyms(batch: Batch, secret: bytes) -> Batch:
+    """The batch (followers included) with each move's e-mail pseudonym (see :func:`_with_email_pseudonym`)."""
+    return replace(
+        batch,
+        moves=[_with_email_pseudonym(m, secret) for m in batch.moves],
+        followers=[_with_email_pseudonyms(f, secret) for f in batch.followers],
+    )
 
 
 def _with_email_pseudonym(move: Move, secret: bytes) -> Move:
