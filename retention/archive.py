@@ -39,9 +39,6 @@ log = structlog.get_logger("retention")
 class ArchiveStore(Protocol):
     """Where archived payloads go."""
 
-    #: Payloads live in the main database: a batch copies them by ``INSERT ... SELECT``.
-    in_main_database: bool
-
     def bind(self, engine: sa.Engine) -> None: ...
 
     def put(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None: ...
@@ -93,8 +90,6 @@ def _replace(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
 class SameDatabaseArchive:
     """Payloads in the engine's tables, in the batch's own transaction."""
 
-    in_main_database = True
-
     def copy(
         self,
         conn: sa.Connection,
@@ -133,8 +128,6 @@ class SameDatabaseArchive:
 
 class SeparateArchive:
     """Payloads in another database, ordered around the main commit (see module doc)."""
-
-    in_main_database = False
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine

@@ -556,32 +556,11 @@ def _apply_own(
             # No action: the engine's state row and the ledger say the record is
             # inactive; the source row (locked by the witness) is not touched.
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
-        elif action == "archive" and isinstance(ctx.archive, SameDatabaseArchive):
-            _archive_in_sql(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
-            if step.then == "delete":
-                _delete_rows(conn, batch.dataset, table, key, keys)
-            else:
-                mask_rows(conn, table, dataset.key, keys, step.mask or {}, ctx.secret)
-            _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
-            columns = [table.c[c] for c in step.columns or []]
-            rows = conn.execute(sa.select(key.label("_key"), *columns).where(store.one_of(conn, key, keys))).all()
-            payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in step.columns or []}) for r in rows}
-            purge_due = _purge_due(ctx, dataset, moves, to_state)
-            ctx.archive.put(
-                conn,
-                [
-                    {
-                        "dataset": batch.dataset,
-                        "record_key": m.record_key,
-                        "payload": payloads.get(m.record_key, "{}"),
-                        "archived_at": ctx.now(),
-                        "purge_due_at": purge_due.get(m.record_key),
-                        "run_id": ctx.run_id,
-                    }
-                    for m in moves
-                ],
-            )
+            if isinstance(ctx.archive, SameDatabaseArchive):
+                _archive_in_sql(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
+            else:
+                _archive_in_python(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
             if step.then == "delete":
                 _delete_rows(conn, batch.dataset, table, key, keys)
             else:
@@ -609,6 +588,38 @@ def _apply_own(
         counts[name] = counts.get(name, 0) + len(moves)
         drafts.extend(_ledger_drafts(ctx, batch.dataset, from_state, to_state, action, moves))
     return counts
+
+
+def _archive_in_python(
+    conn: sa.Connection,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    dataset_name: str,
+    columns: Sequence[str],
+    moves: Sequence[Move],
+    to_state: str,
+) -> None:
+    """Hand the moves' payloads to a separate archive store (another database: no ``INSERT ... SELECT``)."""
+    table, key = planner.table, planner.key
+    query = sa.select(key.label("_key"), *(table.c[c] for c in columns)).where(
+        store.one_of(conn, key, [m.key for m in moves])
+    )
+    payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in columns}) for r in conn.execute(query)}
+    purge_due = _purge_due(ctx, planner.dataset, moves, to_state)
+    ctx.archive.put(
+        conn,
+        [
+            {
+                "dataset": dataset_name,
+                "record_key": m.record_key,
+                "payload": payloads.get(m.record_key, "{}"),
+                "archived_at": ctx.now(),
+                "purge_due_at": purge_due.get(m.record_key),
+                "run_id": ctx.run_id,
+            }
+            for m in moves
+        ],
+    )
 
 
 def _archive_in_sql(
