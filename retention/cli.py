@@ -405,6 +405,47 @@ def with_celery_options(func: F) -> F:
     return func
 
 
+def dispatch_options(units: str, when: str = "") -> Callable[[F], F]:
+    """--via, --parallel, the Celery options and --timeout of a command that runs ``units`` (shards, targets)."""
+
+    def sentence(text: str) -> str:
+        return text[:1].upper() + text[1:]
+
+    def decorate(func: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    "--via",
+                    type=click.Choice(["local", "celery"]),
+                    default="local",
+                    show_default=True,
+                    help=sentence(
+                        f"{when}run the {units} here (subprocesses) or enqueue them for `retention worker` processes."
+                    ),
+                ),
+                click.option(
+                    "--parallel",
+                    type=click.IntRange(1, 64),
+                    default=2,
+                    show_default=True,
+                    help=sentence(f"{when}{units} run at once with local execution, each in its own process."),
+                ),
+                *celery_options,
+                click.option(
+                    "--timeout",
+                    type=click.FloatRange(1, 7 * 86_400),
+                    default=None,
+                    help=f"With --via celery: stop waiting after this many seconds (unfinished {units} exit 1; "
+                    "their tasks go on).",
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def _plan_rows(summary: Any) -> list[dict[str, Any]]:
     return list(summary.rows())
 
@@ -611,27 +652,7 @@ def plan(
     metavar="N",
     help="Run all N shards, one unit each: here in --parallel processes, or as Celery tasks with --via celery.",
 )
-@click.option(
-    "--via",
-    type=click.Choice(["local", "celery"]),
-    default="local",
-    show_default=True,
-    help="With --shards: run the shards here (subprocesses) or enqueue them for `retention worker` processes.",
-)
-@click.option(
-    "--parallel",
-    type=click.IntRange(1, 64),
-    default=2,
-    show_default=True,
-    help="With --shards and local execution: shards run at once, each in its own process.",
-)
-@with_celery_options
-@click.option(
-    "--timeout",
-    type=click.FloatRange(1, 7 * 86_400),
-    default=None,
-    help="With --via celery: stop waiting after this many seconds (unfinished shards exit 1; their tasks go on).",
-)
+@dispatch_options("shards", when="With --shards: ")
 @lock_timeout_option
 @handled
 def run(
@@ -1690,27 +1711,7 @@ def fleet() -> None:
     help="Run only this target (repeatable); default every target of the file.",
 )
 @as_of_option
-@click.option(
-    "--parallel",
-    type=click.IntRange(1, 64),
-    default=2,
-    show_default=True,
-    help="Targets run at once, each in its own process (local execution).",
-)
-@click.option(
-    "--via",
-    type=click.Choice(["local", "celery"]),
-    default="local",
-    show_default=True,
-    help="Run the targets here (subprocesses) or enqueue them for `retention worker` processes.",
-)
-@with_celery_options
-@click.option(
-    "--timeout",
-    type=click.FloatRange(1, 7 * 86_400),
-    default=None,
-    help="With --via celery: stop waiting after this many seconds (unfinished targets exit 1; their tasks go on).",
-)
+@dispatch_options("targets")
 @click.option(
     "--metrics-file",
     type=params.METRICS_FILE,
