@@ -16,18 +16,22 @@ from typing import Any, NamedTuple
 import pendulum
 import sqlalchemy as sa
 
-from retention import execute, ledger, migrate, notice, store, subjects
-from retention.archive import SeparateArchive
-from retention.clock import AsOf, Period, iana_zone, utcnow
-from retention.config import create_engine
 from retention.dialects import dialect_for
+from retention.engine import execute, notice
+from retention.engine.archive import SeparateArchive
+from retention.engine.joins import normalise_email
+from retention.engine.plan import Batch, PlanSummary
+from retention.engine.schema import Finding, check_schema
+from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
-from retention.joins import normalise_email
-from retention.plan import Batch, PlanSummary
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_catalog
 from retention.policy.model import Dataset
-from retention.schema import Finding, check_schema
-from retention.shards import ShardSpec
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
+from retention.subjects import events as subjects
+from retention.timing.clock import AsOf, Period, iana_zone, utcnow
 
 MAX_HORIZON = Period(years=5)
 """The longest forecast of ``report``: it plans once for every week."""
@@ -72,7 +76,7 @@ class CheckReport:
 
 
 def _connect_error(url: str, exc: sa.exc.OperationalError) -> ConfigError:
-    from retention.config import safe_url
+    from retention.store.config import safe_url
 
     reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
     return ConfigError(f"cannot connect to {safe_url(url)}: {reason}")
@@ -369,7 +373,7 @@ def run(
 def _write_metrics(
     path: Path, result: execute.RunResult, pack: str, started: dt.datetime, finished: dt.datetime
 ) -> None:
-    from retention.metrics import write_run_metrics
+    from retention.ops.metrics import write_run_metrics
 
     write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
 
@@ -422,8 +426,8 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
-    from retention.evaluate import NOT_YET, dataset_sql, evaluate_readings
-    from retention.plan import PlanContext, build_planners, steps_from_active, steps_from_state
+    from retention.engine.evaluate import NOT_YET, dataset_sql, evaluate_readings
+    from retention.engine.plan import PlanContext, build_planners, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
     pack = loaded.pack
@@ -546,7 +550,7 @@ def step_action(ds: Dataset, state: str) -> str:
 
 def _native_key(column: Any, key: str, dataset: str) -> Any:
     """The key as the key column's type: an integer column takes only a 64-bit integer."""
-    from retention.plan import key_to_native
+    from retention.engine.plan import key_to_native
 
     integer = _typed(column) and column.type.python_type is int
     if integer and not (re.fullmatch(r"-?[0-9]{1,19}", key) and -(2**63) <= int(key) < 2**63):
@@ -687,7 +691,7 @@ def subject_known(
 
     None when the database cannot say (the pack's tables are not all there).
     """
-    from retention.plan import PlanContext, build_planners
+    from retention.engine.plan import PlanContext, build_planners
 
     loaded = load_catalog(rules).in_force(utcnow().date(), pack_id)
     engine = _engine(db_url)
@@ -849,7 +853,7 @@ def ledger_lookup(
     if subject_key is not None and email is not None:
         raise ConfigError("give --subject or --email, not both (look each up in turn)")
     secret = ledger.pseudonym_secret()
-    from retention import ledger_items
+    from retention.ledger import items as ledger_items
 
     engine = _engine(db_url)
     try:
@@ -892,8 +896,8 @@ def ledger_prove(
     record_key: str | None,
     subject_key: str | None,
 ) -> dict[str, Any]:
-    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger_proof`)."""
-    from retention import ledger_proof
+    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger.proof`)."""
+    from retention.ledger import proof as ledger_proof
 
     if subject_key is None and (dataset is None or record_key is None):
         raise ConfigError("give --subject ID, or --dataset and --key")
@@ -921,7 +925,7 @@ def ledger_verify_proof(
     """Check a proof file offline: no database, the signer's key as the verifier configured it."""
     import json
 
-    from retention import ledger_proof
+    from retention.ledger import proof as ledger_proof
 
     public = ledger.configured_public_key(public_key)
     if (dataset is None) != (record_key is None):
@@ -988,8 +992,8 @@ def report(
     lock_timeout: int | None = None,
 ) -> tuple[PlanSummary, Any]:
     """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
-    from retention import report as report_module
-    from retention.clock import PeriodSyntaxError
+    from retention.ops import report as report_module
+    from retention.timing.clock import PeriodSyntaxError
 
     try:
         period = horizon if isinstance(horizon, Period) else Period.parse(horizon)
@@ -1022,11 +1026,11 @@ def scheduler(
     metrics_file: Path | None = None,
     lock_timeout: int | None = None,
 ) -> None:
-    """Run ``run`` on a cron schedule until SIGTERM (see retention.scheduler)."""
+    """Run ``run`` on a cron schedule until SIGTERM (see retention.ops.scheduler)."""
     import threading
 
-    from retention import scheduler as scheduler_module
     from retention.logs import get_logger
+    from retention.ops import scheduler as scheduler_module
 
     load_catalog(rules)  # a broken pack fails now, not at 2 am
     try:
@@ -1064,7 +1068,7 @@ def scheduler(
 
 
 def review_list(db_url: str, *, include_done: bool = False) -> list[dict[str, Any]]:
-    from retention import review
+    from retention.subjects import review
 
     engine = _engine(db_url)
     try:
@@ -1075,7 +1079,7 @@ def review_list(db_url: str, *, include_done: bool = False) -> list[dict[str, An
 
 
 def review_show(db_url: str, batch_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from retention import review
+    from retention.subjects import review
 
     engine = _engine(db_url)
     try:
@@ -1086,7 +1090,7 @@ def review_show(db_url: str, batch_id: int) -> tuple[dict[str, Any], list[dict[s
 
 
 def review_decide(db_url: str, batch_id: int, *, approve: bool, by: str, reason: str) -> None:
-    from retention import review
+    from retention.subjects import review
 
     engine = _engine(db_url)
     try:

@@ -14,7 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from retention import ledger, ledger_items, store
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
+from retention.store import tables as store
 
 
 def record_moves(

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from retention import execute, ledger, store, subjects
+from retention.engine import execute
+from retention.ledger import chain as ledger
 from retention.policy import load_file
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"evidence-test-key"

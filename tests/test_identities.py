@@ -26,9 +26,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, ledger, store
 from retention.cli import main
+from retention.engine import execute
+from retention.ledger import chain as ledger
 from retention.policy import load_file
+from retention.store import tables as store
 
 KEY = "identities-test-key"
 ENV = {"RETENTION_PSEUDONYM_KEY": KEY}

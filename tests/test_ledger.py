@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from retention import ledger, store
-from retention.config import read_secret
 from retention.errors import ConfigError, LedgerError
+from retention.ledger import chain as ledger
+from retention.store import tables as store
+from retention.store.config import read_secret
 
 NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
 SECRET = b"k"

@@ -15,10 +15,15 @@ from hypothesis import strategies as st
 from ledger_view import record_moves
 from sqlalchemy.dialects import mysql
 
-from retention import execute, ledger, ledger_items, migrate, store, subjects
 from retention.demo import build_shop, shop_metadata
+from retention.engine import execute
 from retention.errors import ConfigError
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
 from retention.policy import load_file, validate_pack
+from retention.store import migrate
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKETPLACE = load_file(ROOT / "rules" / "marketplace.yaml")

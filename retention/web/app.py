@@ -31,9 +31,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from retention.config import read_secret
 from retention.errors import ConfigError
 from retention.logs import get_logger
+from retention.store.config import read_secret
 from retention.web import accounts
 from retention.web.database import read_only_engine, writable_engine
 from retention.web.security import (
@@ -318,7 +318,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
 def check_database(console: Console) -> None:
     """Fail at start-up, with a sentence, when the engine's tables are missing or old."""
-    from retention import migrate
+    from retention.store import migrate
 
     try:
         current = migrate.current_revision(console.reader)

@@ -1,9 +1,9 @@
 """The console's pages: one function per route, listed in :data:`ROUTES`.
 
 Handlers read the engine's tables through ``console.reader`` (read-only) and
-the ledger only through :mod:`retention.ledger_query`; they write only the
+the ledger only through :mod:`retention.ledger.query`; they write only the
 console's own tables and, for review decisions, call
-:func:`retention.review.decide` as ``retention review approve`` does. A
+:func:`retention.subjects.review.decide` as ``retention review approve`` does. A
 looked-up id is turned into its pseudonym and dropped: it is not echoed on
 the page, logged or stored.
 """
@@ -23,9 +23,13 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from retention import ledger, ledger_query, review, store, subjects
-from retention.clock import utcnow
 from retention.errors import ConfigError, RetentionError
+from retention.ledger import chain as ledger
+from retention.ledger import query as ledger_query
+from retention.store import tables as store
+from retention.subjects import events as subjects
+from retention.subjects import review
+from retention.timing.clock import utcnow
 from retention.web import accounts
 from retention.web.app import Console, Viewer
 from retention.web.security import SESSION_COOKIE, cookie_options
@@ -147,7 +151,7 @@ def overview(console: Console, request: Request, viewer: Viewer, form: FormData 
 def _next_run(console: Console, now: dt.datetime) -> dt.datetime | None:
     if not console.settings.schedule:
         return None
-    from retention.scheduler import trigger_for
+    from retention.ops.scheduler import trigger_for
 
     trigger = trigger_for(console.settings.schedule, console.settings.schedule_timezone)
     fire = trigger.get_next_fire_time(None, now)
@@ -574,8 +578,8 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
     loaded = _loaded_pack(console)
     if loaded is None:
         return console.render(request, "forecast.html", forecast=None, chart="", legend=[], horizon="")
-    from retention import report
-    from retention.clock import Period
+    from retention.ops import report
+    from retention.timing.clock import Period
 
     horizon = Period.parse(console.settings.forecast_horizon)
 
