@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from retention.ops.progress import LogProgress, batch_counts
+from retention.reporting.progress import LogProgress, batch_counts
 
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 AS_OF = "2026-11-01"

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from retention.demo import build_shop
 from retention.engine import execute
-from retention.ops import report
 from retention.policy import load_file
+from retention.reporting import report
 from retention.timing.clock import Period
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ from retention.store import migrate
 from retention.store import tables as store
 from retention.subjects import review
 from retention.web import create_app
-from retention.web.app import Console, ConsoleSettings
+from retention.web.console import Console, ConsoleSettings
 from retention.web.database import read_only_engine
 
 ROLES = ("anonymous", "auditor", "approver", "admin")

@@ -13,7 +13,7 @@ import click
 
 from retention import commands, logs
 from retention.cli import params
-from retention.cli.ops import run_shards
+from retention.cli.dispatch import run_shards
 from retention.cli.options import (
     EXIT_FAILURE,
     EXIT_GUARD,
@@ -333,7 +333,7 @@ def _run_progress(
     While the bars show, per-batch log events are not printed (the bars say
     the same) and other log lines are printed above the bars.
     """
-    from retention.ops.progress import BarProgress, LogProgress, totals_from_plan
+    from retention.reporting.progress import BarProgress, LogProgress, totals_from_plan
 
     if json_logs():
         yield _NoProgress(LogProgress(logs.get_logger()))
@@ -341,7 +341,7 @@ def _run_progress(
     if not (bar and err_console.is_terminal):
         yield _NoProgress()
         return
-    from retention.ledger.chain import pseudonym_secret
+    from retention.ledger.pseudonyms import pseudonym_secret
 
     pseudonym_secret()  # a run without its key fails now, not after a plan
     with err_console.status("planning, to know how much each dataset has to move…"):

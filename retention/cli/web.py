@@ -8,7 +8,6 @@ from typing import Literal
 
 import click
 
-from retention import commands
 from retention.cli.options import actor, command, db_option, format_option, group, handled, rules_option
 from retention.cli.output import console, print_rows
 from retention.store.config import database_url
@@ -44,7 +43,9 @@ def user_add(db: str | None, name: str, role: str, no_password: bool, password_s
             password = sys.stdin.readline().rstrip("\r\n")
         else:
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    commands.user_add(database_url(db), name, role, password, created_by=actor())
+    from retention.web import users
+
+    users.user_add(database_url(db), name, role, password, created_by=actor())
     how = "signs in through the proxy" if no_password else "signs in with a password"
     console.print(f"account {name} added as {role} ({how})", highlight=False)
 
@@ -55,7 +56,9 @@ def user_add(db: str | None, name: str, role: str, no_password: bool, password_s
 @handled
 def user_list(db: str | None, fmt: str) -> None:
     """List console accounts, their roles and whether they are disabled."""
-    rows = commands.user_list(database_url(db))
+    from retention.web import users
+
+    rows = users.user_list(database_url(db))
     print_rows(rows, ["name", "role", "has_password", "created_at", "created_by", "disabled_at"], fmt)
 
 
@@ -65,7 +68,9 @@ def user_list(db: str | None, fmt: str) -> None:
 @handled
 def user_disable(db: str | None, name: str) -> None:
     """Disable console account NAME; its open sessions stop working at once."""
-    commands.user_disable(database_url(db), name, by=actor())
+    from retention.web import users
+
+    users.user_disable(database_url(db), name, by=actor())
     console.print(f"account {name} disabled", highlight=False)
 
 
@@ -146,7 +151,7 @@ def serve(
     RETENTION_CONSOLE_SECRET or RETENTION_CONSOLE_SECRET_FILE (random otherwise:
     sessions end at restart); lookups need the pseudonym key.
     """
-    from retention.web import ConsoleSettings
+    from retention.web import ConsoleSettings, server
 
     settings = ConsoleSettings(
         db_url=database_url(db),
@@ -162,4 +167,4 @@ def serve(
         forecast_horizon=horizon,
     )
     console.print(f"retention console on http://{host}:{port}/ ({auth} sign-in); Ctrl+C stops it", highlight=False)
-    commands.serve(settings, host, port)
+    server.serve(settings, host, port)

@@ -50,7 +50,7 @@ from retention.errors import (
     describe_failure,
 )
 from retention.ledger import chain as ledger
-from retention.ledger import evidence
+from retention.ledger import evidence, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.policy import LoadedPack
 from retention.policy.model import RECORD_STATE
@@ -409,7 +409,7 @@ def _with_email_pseudonym(move: Move, secret: bytes) -> Move:
     """
     if move.email_pseudonym is not None or move.email is None:
         return move
-    return replace(move, email_pseudonym=ledger.email_pseudonym(secret, move.email))
+    return replace(move, email_pseudonym=pseudonyms.email_pseudonym(secret, move.email))
 
 
 def apply_batch(
@@ -1356,7 +1356,7 @@ def _settle_erasure_requests(
                     due_at=None,
                     record_pseudonym=None,
                     subject_pseudonym=(
-                        ledger.subject_pseudonym(ctx.secret, request.subject_key)
+                        pseudonyms.subject_pseudonym(ctx.secret, request.subject_key)
                         if request.subject_key
                         else request.email_pseudonym
                     ),
@@ -1687,11 +1687,12 @@ def plan_shards(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, shard
         bounds = compute_bounds(conn, build_planners(conn, PlanContext(loaded, as_of, tables=tables)), shards)
         for index in range(shards):
             spec = ShardSpec(index, shards)
-            ctx = PlanContext(loaded, as_of, tables=tables, shard=ShardFilter(spec, bounds))
+            shard = ShardFilter(spec, bounds)
+            ctx = PlanContext(loaded, as_of, tables=tables, shard=shard)
             summary = PlanSummary(loaded.id, loaded.digest, as_of)
             for name, planner in build_planners(conn, ctx).items():
                 planner.summarize(conn, summary, sample_size=0)
-                _, low, high = ctx.shard.range_of(name) if ctx.shard else ("", None, None)
+                _, low, high = shard.range_of(name)
                 per = summary.transitions.get(name, {})
                 rows.append(
                     {

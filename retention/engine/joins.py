@@ -48,11 +48,6 @@ def email_expression(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> 
     return sa.func.nullif(normal, "")
 
 
-def normalise_email(address: str) -> str:
-    """An e-mail address as the engine compares it: surrounding spaces trimmed, lower-cased."""
-    return address.strip(" ").lower()
-
-
 def _chain(conn: sa.Connection, table: sa.Table, dataset: Dataset, chain: Subject, role: str) -> ColumnElement[Any]:
     from retention.engine.evaluate import column_of, reflect_table
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.sql import operators
@@ -52,7 +52,6 @@ from retention.engine.evaluate import (
 from retention.engine.joins import email_expression, subject_expression
 from retention.engine.order import dataset_order
 from retention.engine.rowfilter import compile_filter
-from retention.engine.shards import ShardFilter
 from retention.policy import LoadedPack
 from retention.policy.model import STATES, Dataset, Pack
 from retention.store import tables as store
@@ -144,6 +143,19 @@ class EngineTables:
         )
 
 
+class Scope(Protocol):
+    """Which of a dataset's records a run may touch beyond its ``where``: one shard's, in a sharded run.
+
+    The planner only asks for the two conditions; how a shard is cut is
+    :class:`retention.engine.shards.ShardFilter`'s business, which builds on
+    the planners, so the planner must not import it back.
+    """
+
+    def source(self, conn: sa.Connection, planner: DatasetPlanner) -> ColumnElement[bool]: ...
+
+    def state(self, conn: sa.Connection, planner: DatasetPlanner, rs: Any) -> ColumnElement[bool]: ...
+
+
 @dataclass
 class PlanContext:
     """What evaluation needs besides the connection."""
@@ -156,7 +168,7 @@ class PlanContext:
     # that were due have moved, carrying their followers' records with them.
     finished: set[str] = field(default_factory=set)
     tables: EngineTables = field(default_factory=EngineTables)
-    shard: ShardFilter | None = None  # one shard of a sharded run (retention/engine/shards.py)
+    shard: Scope | None = None  # one shard of a sharded run (a ShardFilter, retention/engine/shards.py)
 
     @property
     def pack(self) -> Pack:

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
+from retention.engine.plan import DatasetPlanner
 from retention.errors import ConfigError
-
-if TYPE_CHECKING:
-    from retention.engine.plan import DatasetPlanner
 
 SUBJECT_SPACE = "subject"
 

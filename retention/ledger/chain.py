@@ -20,7 +20,6 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,10 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from retention.dialects import dialect_for
 from retention.errors import ConfigError, LedgerError
 from retention.ledger import items as ledger_items
-from retention.ledger import merkle
+from retention.ledger import merkle, pseudonyms
 from retention.ledger.items import BatchItems
 from retention.store import tables as store
-from retention.store.config import read_secret
 
 GENESIS = "0" * 64
 _ADVISORY_KEY = 0x7265746E  # "retn": serialises ledger appends on PostgreSQL
@@ -60,63 +58,6 @@ COLUMNS = (
     "detail",
     "prev_hash",
 )
-
-
-# --------------------------------------------------------------------------
-# Pseudonyms
-# --------------------------------------------------------------------------
-
-
-class _Keyed:
-    """HMAC-SHA256 (RFC 2104) under one key, with both padded keys absorbed once.
-
-    A purge takes two pseudonyms per record; copying two pre-keyed SHA-256
-    states costs a fraction of keying a new HMAC object each time. A test
-    holds the result to :func:`hmac.new`.
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
-        key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def hexdigest(self, message: bytes) -> str:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
-
-
-@lru_cache(maxsize=16)
-def _keyed(secret: bytes) -> _Keyed:
-    return _Keyed(secret)
-
-
-def pseudonym(secret: bytes, *parts: str) -> str:
-    """Hex HMAC-SHA256 of the parts; the same input and key always give the same pseudonym."""
-    return _keyed(secret).hexdigest("\x1f".join(parts).encode("utf-8"))
-
-
-def record_pseudonym(secret: bytes, dataset: str, record_key: str) -> str:
-    return pseudonym(secret, "record", dataset, str(record_key))
-
-
-def subject_pseudonym(secret: bytes, subject_key: str) -> str:
-    return pseudonym(secret, "subject", str(subject_key))
-
-
-def email_pseudonym(secret: bytes, email: str) -> str:
-    """The pseudonym of an e-mail address, normalised first (trimmed, lower-cased; docs/rules.md, "Identities")."""
-    from retention.engine.joins import normalise_email
-
-    return pseudonym(secret, "email", normalise_email(email))
-
-
-def pseudonym_secret() -> bytes:
-    """The operator's pseudonym key (environment or a 0600 file)."""
-    return read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +406,7 @@ def _chain_records(
     s0, s1, s2, s3, s4, s5, s6 = encoder._encode_segments(shared)
     head = tuple(convert(name, shared[name]) for name in ("recorded_at", "run_id", "pack_id", "pack_digest"))
     middle = tuple(convert(name, shared[name]) for name in ("dataset", "transition", "action", "basis"))
-    keyed = _keyed(entries.secret)
+    keyed = pseudonyms.keyed(entries.secret)
     record_prefix = f"record\x1f{entries.dataset}\x1f".encode()
     sha256 = hashlib.sha256
     for due_at, record_key, subject_key, detail in entries.items:

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
 from retention.policy import Pack
 from retention.store import tables as store
 from retention.timing.clock import Period, local_date
@@ -79,7 +80,7 @@ def minimise(
             er.update()
             .where(er.c.id == r.id, er.c.minimised_at.is_(None), er.c.status.in_(["processed", "closed"]))
             .values(
-                subject_pseudonym=ledger.subject_pseudonym(secret, r.subject_key) if r.subject_key else None,
+                subject_pseudonym=pseudonyms.subject_pseudonym(secret, r.subject_key) if r.subject_key else None,
                 subject_key=None,
                 email=None,
                 note=None,
@@ -94,7 +95,7 @@ def minimise(
             holds.update()
             .where(holds.c.id == h.id, holds.c.minimised_at.is_(None), holds.c.released_at.is_not(None))
             .values(
-                subject_pseudonym=ledger.subject_pseudonym(secret, h.subject_key) if h.subject_key else None,
+                subject_pseudonym=pseudonyms.subject_pseudonym(secret, h.subject_key) if h.subject_key else None,
                 subject_key=None,
                 email=None,
                 record_key=None,

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
-from retention.ledger import merkle
+from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
 FORMAT = 2
@@ -36,22 +36,19 @@ FORMAT = 2
 @lru_cache(maxsize=4096)
 def run_key(secret: bytes, run_id: str) -> bytes:
     """The run's pseudonym key: HMAC-SHA256(pseudonym key, "run" 0x1f run id)."""
-    from retention.ledger.chain import _keyed
 
-    return bytes.fromhex(_keyed(secret).hexdigest(b"run\x1f" + run_id.encode("utf-8")))
+    return bytes.fromhex(pseudonyms.keyed(secret).hexdigest(b"run\x1f" + run_id.encode("utf-8")))
 
 
 def record_pseudonym(key: bytes, dataset: str, record_key: str) -> str:
     """An item's record pseudonym under a run's key (same message as the v1 pseudonyms)."""
-    from retention.ledger.chain import pseudonym
 
-    return pseudonym(key, "record", dataset, str(record_key))
+    return pseudonyms.pseudonym(key, "record", dataset, str(record_key))
 
 
 def subject_pseudonym(key: bytes, subject_key: str) -> str:
-    from retention.ledger.chain import pseudonym
 
-    return pseudonym(key, "subject", str(subject_key))
+    return pseudonyms.pseudonym(key, "subject", str(subject_key))
 
 
 def email_pseudonym(key: bytes, email_pseudonym: str) -> str:
@@ -61,9 +58,8 @@ def email_pseudonym(key: bytes, email_pseudonym: str) -> str:
     by the pseudonym its state row kept; ``ledger lookup --email`` derives
     the same value from the address typed.
     """
-    from retention.ledger.chain import pseudonym
 
-    return pseudonym(key, "email", email_pseudonym)
+    return pseudonyms.pseudonym(key, "email", email_pseudonym)
 
 
 def _instant(value: dt.datetime) -> str:
@@ -137,9 +133,8 @@ class BatchItems:
     def items(self) -> list[Item]:
         """Pseudonymise the moves under the run's key, in Python (the key never leaves the process)."""
         key = run_key(self.secret, self.run_id)
-        from retention.ledger.chain import _keyed
 
-        keyed = _keyed(key)
+        keyed = pseudonyms.keyed(key)
         prefix = f"record\x1f{self.dataset}\x1f".encode()
         result = []
         emails = self.emails if self.emails is not None else [None] * len(self.moves)
@@ -409,19 +404,17 @@ def lookup(
     item's own due instant, pseudonyms, request and review; v1 entries have
     ``item`` None. Ordered by entry and item.
     """
-    from retention.ledger import chain as ledger
-
     entries = store.ledger
     if email is not None:
         # Entries about one request or hold (no item) name an e-mail-only person by the e-mail's pseudonym.
-        mail = ledger.email_pseudonym(secret, email)
+        mail = pseudonyms.email_pseudonym(secret, email)
         v1 = entries.c.subject_pseudonym == mail
 
         def wanted(key: bytes) -> list[str]:
             return [email_pseudonym(key, mail)]
 
     elif subject_key is not None:
-        v1 = entries.c.subject_pseudonym == ledger.subject_pseudonym(secret, subject_key)
+        v1 = entries.c.subject_pseudonym == pseudonyms.subject_pseudonym(secret, subject_key)
 
         def wanted(key: bytes) -> list[str]:
             return [subject_pseudonym(key, subject_key)]
@@ -431,7 +424,7 @@ def lookup(
             raise ValueError("lookup needs a subject, or a dataset and a record key")
         v1 = sa.and_(
             entries.c.dataset == dataset,
-            entries.c.record_pseudonym == ledger.record_pseudonym(secret, dataset, record_key),
+            entries.c.record_pseudonym == pseudonyms.record_pseudonym(secret, dataset, record_key),
         )
 
         def wanted(key: bytes) -> list[str]:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from retention.errors import ConfigError, LedgerError
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
-from retention.ledger import merkle
+from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
 FORMAT = "retention-ledger-proof/1"
@@ -290,7 +290,7 @@ def record_matches(document: dict[str, Any], secret: bytes, dataset: str, record
         if entry.get("dataset") != dataset:
             return f"record {number} (entry {entry['seq']}) is of another dataset"
         if record["item"] is None:
-            expected = ledger.record_pseudonym(secret, dataset, record_key)
+            expected = pseudonyms.record_pseudonym(secret, dataset, record_key)
             stated = entry.get("record_pseudonym")
         else:
             key = ledger_items.run_key(secret, str(entry.get("run_id")))

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
 from retention.store import tables as store
 
 PAGE_SIZE = 50
@@ -171,12 +172,12 @@ def _with_detail(entry: dict[str, Any]) -> dict[str, Any]:
 
 def pseudonym_of_subject(secret: bytes, subject_key: str) -> str:
     """The pseudonym under which the ledger names a subject (for registers that hold the raw key)."""
-    return ledger.subject_pseudonym(secret, subject_key)
+    return pseudonyms.subject_pseudonym(secret, subject_key)
 
 
 def pseudonym_of_record(secret: bytes, dataset: str, record_key: str) -> str:
     """The pseudonym under which the ledger names one record."""
-    return ledger.record_pseudonym(secret, dataset, record_key)
+    return pseudonyms.record_pseudonym(secret, dataset, record_key)
 
 
 @dataclass(frozen=True)

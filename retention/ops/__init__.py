@@ -1,1 +1,1 @@
-"""Running the engine in production: schedules, fleets of databases, workers, metrics, progress and reports."""
+"""Running the library unattended: on a schedule, over a fleet of databases, on Celery workers."""

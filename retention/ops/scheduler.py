@@ -1,4 +1,4 @@
-"""The built-in nightly scheduler: APScheduler wiring only.
+"""The built-in nightly scheduler: ``run`` on a cron schedule, with APScheduler.
 
 One job, from a cron expression in a timezone; at most one instance at a
 time (a trigger that fires while a run is still going is skipped), missed
@@ -12,13 +12,20 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from retention.errors import ConfigError
+from retention import commands
+from retention.errors import ConfigError, RetentionError, describe_failure, is_database_error
+from retention.ledger import pseudonyms
+from retention.logs import get_logger
+from retention.policy import load_catalog
+from retention.store.connect import open_engine
+from retention.timing.clock import iana_zone
 
 log = structlog.get_logger("retention")
 
@@ -74,3 +81,48 @@ def serve(job: Callable[[threading.Event], Any], cron: str, timezone: str) -> No
         pass
     scheduler.shutdown(wait=True)  # a running job stops after its current batch
     log.info("scheduler_stopped")
+
+
+def scheduled_runs(
+    rules: Path,
+    db_url: str,
+    cron: str,
+    timezone: str,
+    pack_id: str | None = None,
+    archive_url: str | None = None,
+    metrics_file: Path | None = None,
+    lock_timeout: int | None = None,
+) -> None:
+    """Run ``run`` on a cron schedule until SIGTERM: what ``retention scheduler`` does.
+
+    Everything a night would find wrong (the pack, the timezone, the pseudonym
+    key, the database and its tables) is checked now, not at 2 am.
+    """
+    load_catalog(rules)  # a broken pack fails now, not at 2 am
+    try:
+        iana_zone(timezone)
+    except ValueError as exc:
+        raise ConfigError(f"--timezone: {exc}") from None
+    pseudonyms.pseudonym_secret()
+    open_engine(db_url, lock_timeout).dispose()
+    log = get_logger()
+
+    def job(stop: threading.Event) -> None:
+        try:
+            result = commands.run(
+                rules,
+                db_url,
+                None,
+                pack_id,
+                archive_url,
+                metrics_file=metrics_file,
+                should_stop=stop.is_set,
+                lock_timeout=lock_timeout,
+            )
+            log.info("scheduled_run_done", run_id=result.run_id, status=result.status)
+        except Exception as exc:  # the next night's run must still happen; the error is logged without data
+            if not (isinstance(exc, RetentionError) or is_database_error(exc)):
+                raise
+            log.error("scheduled_run_failed", error_type=type(exc).__name__, error=describe_failure(exc)[:500])
+
+    serve(job, cron, timezone)

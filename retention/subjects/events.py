@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from retention.engine.joins import normalise_email
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.ledger.pseudonyms import normalise_email
 from retention.policy.model import Pack
 from retention.store import tables as store
 from retention.timing.clock import utcnow
@@ -72,7 +73,7 @@ def place_hold(
             record_key=record_key if scope == "record" else None,
             subject_key=(subject_key or None) if scope == "subject" else None,
             email=email if scope == "subject" else None,
-            email_pseudonym=ledger.email_pseudonym(secret, email) if scope == "subject" and email else None,
+            email_pseudonym=pseudonyms.email_pseudonym(secret, email) if scope == "subject" and email else None,
             reason=reason,
             placed_by=placed_by,
             placed_at=when,
@@ -141,9 +142,9 @@ def _hold_entry(
 ) -> ledger.EntryDraft:
     """The hold's ledger entry; a person named by e-mail alone appears as the e-mail's pseudonym."""
     if subject_key and by_email:
-        person: str | None = ledger.email_pseudonym(secret, subject_key)
+        person: str | None = pseudonyms.email_pseudonym(secret, subject_key)
     else:
-        person = ledger.subject_pseudonym(secret, subject_key) if subject_key else None
+        person = pseudonyms.subject_pseudonym(secret, subject_key) if subject_key else None
     return ledger.EntryDraft(
         run_id=None,
         pack_id=None,
@@ -153,7 +154,7 @@ def _hold_entry(
         action=scope,
         basis=None,
         due_at=None,
-        record_pseudonym=(ledger.record_pseudonym(secret, dataset, record_key) if dataset and record_key else None),
+        record_pseudonym=(pseudonyms.record_pseudonym(secret, dataset, record_key) if dataset and record_key else None),
         subject_pseudonym=person,
         detail={"hold_id": hold_id},
     )
@@ -260,7 +261,7 @@ def add_request(
         store.erasure_requests.insert().values(
             subject_key=subject_key or None,
             email=email,
-            email_pseudonym=ledger.email_pseudonym(secret, email) if email and secret is not None else None,
+            email_pseudonym=pseudonyms.email_pseudonym(secret, email) if email and secret is not None else None,
             received_on=received,
             deadline=deadline_for(received, pack, extended=False),
             note=note,

@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 
 import pendulum
 
+from retention.errors import ConfigError
+
 _DURATION = re.compile(
     r"^P(?!$)(?:(?P<years>\d{1,7})Y)?(?:(?P<months>\d{1,7})M)?(?:(?P<weeks>\d{1,7})W)?(?:(?P<days>\d{1,7})D)?$"
 )
@@ -360,12 +362,39 @@ class AsOf:
         _in_range(instant.date(), text)
         return cls(instant=instant)
 
+    @classmethod
+    def given(cls, value: AsOf | str | None, what: str = "as-of") -> AsOf | None:
+        """What a library caller passed, as an :class:`AsOf`: the CLI's is parsed already, text is parsed here.
+
+        The one place where a bad as-of from Python becomes a one-line
+        :class:`ConfigError` naming the option (``what``); None stays None (now).
+        """
+        if value is None or isinstance(value, AsOf):
+            return value
+        try:
+            return cls.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+
+    def text(self) -> str:
+        """The as-of as it was given (a date, or an ISO 8601 instant): what a subprocess or a task parses back."""
+        if self.day is not None:
+            return self.day.isoformat()
+        assert self.instant is not None
+        return self.instant.isoformat()
+
     def resolve(self, timezone: str) -> dt.datetime:
         """The aware UTC instant, a date or a naive time being read in ``timezone``."""
         if self.day is not None:
             return start_of_day(self.day, timezone)
         assert self.instant is not None
         return as_aware(self.instant, timezone).astimezone(dt.UTC)
+
+
+def as_of_instant(value: AsOf | str | None, timezone: str = "UTC") -> dt.datetime:
+    """The as-of instant in UTC: now by default; a date means 00:00 that day in ``timezone``."""
+    parsed = AsOf.given(value)
+    return utcnow() if parsed is None else parsed.resolve(timezone)
 
 
 def _in_range(day: dt.date, text: str) -> dt.date:

@@ -25,13 +25,14 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
 from retention.ledger import query as ledger_query
 from retention.store import tables as store
 from retention.subjects import events as subjects
 from retention.subjects import review
-from retention.timing.clock import utcnow
+from retention.timing.clock import as_of_instant, utcnow
 from retention.web import accounts
-from retention.web.app import Console, Viewer
+from retention.web.console import Console, Viewer
 from retention.web.security import SESSION_COOKIE, cookie_options
 
 KNOWN_TRANSITIONS = (
@@ -60,7 +61,7 @@ def _see_other(url: str) -> Response:
 
 def _pseudonym_secret() -> bytes | None:
     try:
-        return ledger.pseudonym_secret()
+        return pseudonyms.pseudonym_secret()
     except ConfigError:
         return None
 
@@ -165,15 +166,13 @@ def _next_run(console: Console, now: dt.datetime) -> dt.datetime | None:
 
 def _filters(request: Request) -> tuple[ledger_query.LedgerFilters, dict[str, str], str | None]:
     """The ledger filters from the query string, the raw values (for the form) and an error."""
-    from retention.commands import parse_as_of
-
     raw = {k: request.query_params.get(k, "").strip() for k in ("since", "until", "dataset", "transition", "run")}
     error = None
     instants: dict[str, dt.datetime | None] = {"since": None, "until": None}
     for name in ("since", "until"):
         if raw[name]:
             try:
-                instants[name] = parse_as_of(raw[name], "UTC")
+                instants[name] = as_of_instant(raw[name], "UTC")
             except ConfigError:
                 error = f"“{name}” must be a date (YYYY-MM-DD) or an ISO 8601 instant"
     filters = ledger_query.LedgerFilters(
@@ -578,7 +577,7 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
     loaded = _loaded_pack(console)
     if loaded is None:
         return console.render(request, "forecast.html", forecast=None, chart="", legend=[], horizon="")
-    from retention.ops import report
+    from retention.reporting import report
     from retention.timing.clock import Period
 
     horizon = Period.parse(console.settings.forecast_horizon)
