@@ -33,7 +33,7 @@ from retention.store import tables as store
 from retention.store.config import create_engine
 from retention.store.connect import connect_error, open_engine
 from retention.subjects import events as subjects
-from retention.timing.clock import AsOf, Period, as_of_instant, utcnow
+from retention.timing.clock import AsOf, Period, utcnow
 
 MAX_HORIZON = Period(years=5)
 """The longest forecast of ``report``: it plans once for every week."""
@@ -180,16 +180,19 @@ def db_downgrade(db_url: str, revision: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def load_pack(rules: Path, as_of_text: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
-    """The pack version in force at the as-of instant, and that instant."""
+def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
+    """The pack version in force at the as-of instant, and that instant in UTC (now when ``as_of`` is None).
+
+    A date means midnight in the pack's timezone, known only once a pack is
+    chosen: the version is chosen at the UTC reading, then again in its zone.
+    """
     catalog = load_catalog(rules)
-    as_of_text = AsOf.given(as_of_text)
-    probe = as_of_instant(as_of_text, "UTC")
-    loaded = catalog.in_force(probe.date(), pack_id)
-    as_of = as_of_instant(as_of_text, loaded.pack.timezone)
+    given = AsOf.given(as_of) or AsOf.now()
+    loaded = catalog.in_force(given.resolve("UTC").date(), pack_id)
+    instant = given.resolve(loaded.pack.timezone)
     # A date near midnight may fall on another day in the pack's zone: re-select.
-    loaded = catalog.in_force(as_of.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id)
-    return loaded, as_of
+    loaded = catalog.in_force(instant.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id)
+    return loaded, instant
 
 
 def plan(
@@ -249,8 +252,8 @@ def run(
     that shard of the run group ``run_group`` (docs/scaling.md); without an
     explicit ``as_of`` it runs as of the instant the group started.
     """
-    as_of_fixed = AsOf.given(as_of) is not None
-    loaded, when = load_pack(rules, as_of, pack_id)
+    given = AsOf.given(as_of)
+    loaded, when = load_pack(rules, given, pack_id)
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
     short = None
@@ -286,7 +289,7 @@ def run(
                     secret=secret,
                     shard=shard,
                     run_group=run_group,
-                    as_of_fixed=as_of_fixed,
+                    as_of_fixed=given is not None,
                     archive=store_,
                     on_batch=on_batch,
                     allow_mass=allow_mass,

@@ -363,6 +363,11 @@ class AsOf:
         return cls(instant=instant)
 
     @classmethod
+    def now(cls) -> AsOf:
+        """The as-of of a run started now: this instant, read once."""
+        return cls(instant=utcnow())
+
+    @classmethod
     def given(cls, value: AsOf | str | None, what: str = "as-of") -> AsOf | None:
         """What a library caller passed, as an :class:`AsOf`: the CLI's is parsed already, text is parsed here.
 
@@ -389,12 +394,6 @@ class AsOf:
             return start_of_day(self.day, timezone)
         assert self.instant is not None
         return as_aware(self.instant, timezone).astimezone(dt.UTC)
-
-
-def as_of_instant(value: AsOf | str | None, timezone: str = "UTC") -> dt.datetime:
-    """The as-of instant in UTC: now by default; a date means 00:00 that day in ``timezone``."""
-    parsed = AsOf.given(value)
-    return utcnow() if parsed is None else parsed.resolve(timezone)
 
 
 def _in_range(day: dt.date, text: str) -> dt.date:

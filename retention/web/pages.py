@@ -30,7 +30,7 @@ from retention.ledger import query as ledger_query
 from retention.store import tables as store
 from retention.subjects import events as subjects
 from retention.subjects import review
-from retention.timing.clock import as_of_instant, utcnow
+from retention.timing.clock import AsOf, utcnow
 from retention.web import accounts
 from retention.web.console import Console, Viewer
 from retention.web.security import SESSION_COOKIE, cookie_options
@@ -172,8 +172,8 @@ def _filters(request: Request) -> tuple[ledger_query.LedgerFilters, dict[str, st
     for name in ("since", "until"):
         if raw[name]:
             try:
-                instants[name] = as_of_instant(raw[name], "UTC")
-            except ConfigError:
+                instants[name] = AsOf.parse(raw[name]).resolve("UTC")
+            except ValueError:
                 error = f"“{name}” must be a date (YYYY-MM-DD) or an ISO 8601 instant"
     filters = ledger_query.LedgerFilters(
         since=instants["since"],
