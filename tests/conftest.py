@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import db_templates
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from retention import migrate
 from retention.config import create_engine
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
@@ -112,11 +112,24 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
+def migrate_isolated(engine: sa.Engine) -> None:
+    """The engine's tables at head in a test's isolated database: a copy of the session's migrated template.
+
+    For tests whose subject is not the migrations (those call ``migrate.upgrade``
+    themselves); see db_templates.py for why and how.
+    """
+    db_templates.upgrade(engine, isolated_database)
+
+
 @pytest.fixture
 def migrated(engine: sa.Engine) -> sa.Engine:
-    """The isolated database with the engine's tables at head."""
-    migrate.upgrade(engine)
+    """The isolated database with the engine's tables at head (a copy of the session's migrated template)."""
+    migrate_isolated(engine)
     return engine
+
+
+def pytest_sessionfinish() -> None:
+    db_templates.close()
 
 
 @pytest.fixture
