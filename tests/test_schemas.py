@@ -36,8 +36,9 @@ import naive_oracle as oracle
 import pytest
 import sqlalchemy as sa
 import yaml
+from conftest import migrate_isolated
 
-from retention import execute, migrate, store, subjects
+from retention import execute, store, subjects
 from retention.config import create_engine
 from retention.plan import Batch
 from retention.policy import LoadedPack, load_file
@@ -223,7 +224,7 @@ def schema(request: pytest.FixtureRequest, dialect: str) -> tuple[str, sa.Engine
     fixture = "collated_db_url" if dialect == "mariadb" and name == "woocommerce" else "db_url"
     engine = create_engine(request.getfixturevalue(fixture))
     request.addfinalizer(engine.dispose)
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     return name, engine
 
 
