@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from retention.config import create_engine
+from retention.store.config import create_engine
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
 SERVER_URLS = {

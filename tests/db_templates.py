@@ -43,8 +43,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from retention import migrate
-from retention.config import create_engine
+from retention.store import migrate
+from retention.store.config import create_engine
 
 IsolatedDatabase = Callable[[str, Path], AbstractContextManager[str]]
 

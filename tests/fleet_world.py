@@ -20,8 +20,8 @@ from conftest import migrate_isolated
 from ledger_view import record_moves
 from test_engine import PACK, build
 
-from retention import ledger
-from retention.config import create_engine
+from retention.ledger import chain as ledger
+from retention.store.config import create_engine
 
 SECRET = "fleet-test-pseudonym-key"
 AS_OF = "2026-06-01"

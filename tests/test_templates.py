@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from conftest import isolated_database, migrate_isolated
 
-from retention import migrate
-from retention.config import create_engine
+from retention.store import migrate
+from retention.store.config import create_engine
 
 
 def _schema(engine: sa.Engine) -> dict[str, Any]:

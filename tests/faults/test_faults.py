@@ -39,9 +39,9 @@ from conftest import isolated_database, migrate_isolated, tiers
 from sqlalchemy.engine import make_url
 
 from faults import report, scenario
-from retention import store
 from retention.cli import main
-from retention.config import create_engine
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 pytestmark = pytest.mark.faults
 
