@@ -1,4 +1,9 @@
-"""Database fixtures: every database test runs on SQLite, PostgreSQL and MariaDB.
+"""Database fixtures and the test tiers: every database test runs on SQLite, PostgreSQL and MariaDB.
+
+Tiers: plain ``pytest`` (README's command) is the fast tier and leaves out
+the tests marked ``slow``; ``pytest -m slow`` runs the slow tier (the long
+differential, the long fuzz, the full fault matrix...), and any ``-m``
+expression is taken as given (``-m "slow or not slow"``: both tiers).
 
 Each test gets its own isolated database (a temporary SQLite file, a fresh
 PostgreSQL schema, a fresh MariaDB database) and it is dropped afterwards.
@@ -13,12 +18,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import db_templates
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from retention.store import migrate
 from retention.store.config import create_engine
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
@@ -61,6 +67,21 @@ def _require(dialect: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``-m``, the slow tier is deselected (reported as deselected, not skipped)."""
+    if config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+def tiers(fast: object, slow: object) -> list[Any]:
+    """Parameters for a test that runs small in the fast tier and at full size in the slow tier."""
+    return [pytest.param(fast, id="fast"), pytest.param(slow, id="slow", marks=pytest.mark.slow)]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "dialect" in metafunc.fixturenames:
         only = metafunc.definition.get_closest_marker("only_on")
@@ -98,8 +119,18 @@ def isolated_database(dialect: str, directory: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def db_url(dialect: str, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh, empty database on ``dialect``, dropped after the test."""
+def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh database on ``dialect``, dropped after the test.
+
+    Empty, unless the test asks for ``migrated``: then on PostgreSQL and
+    MariaDB it already holds a copy of the migrated template, made ahead
+    (see db_templates.py).
+    """
+    if dialect != "sqlite" and "migrated" in request.fixturenames:
+        _require(dialect)
+        with db_templates.migrated_database(dialect, isolated_database) as url:
+            yield url
+        return
     with isolated_database(dialect, tmp_path) as url:
         yield url
 
@@ -112,11 +143,24 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
+def migrate_isolated(engine: sa.Engine) -> None:
+    """The engine's tables at head in a test's isolated database: a copy of the session's migrated template.
+
+    For tests whose subject is not the migrations (those call ``migrate.upgrade``
+    themselves); see db_templates.py for why and how.
+    """
+    db_templates.upgrade(engine, isolated_database)
+
+
 @pytest.fixture
 def migrated(engine: sa.Engine) -> sa.Engine:
-    """The isolated database with the engine's tables at head."""
-    migrate.upgrade(engine)
+    """The isolated database with the engine's tables at head (a copy of the session's migrated template)."""
+    migrate_isolated(engine)
     return engine
+
+
+def pytest_sessionfinish() -> None:
+    db_templates.close()
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
+from conftest import migrate_isolated
 from ledger_view import record_moves
 from test_engine import PACK, build
 
 from retention.ledger import chain as ledger
-from retention.store import migrate
 from retention.store.config import create_engine
 
 SECRET = "fleet-test-pseudonym-key"
@@ -47,8 +47,8 @@ def build_target(name: str, url: str, seed: int, n: int = 40, slow: float = 0.0)
     """The shop of ``seed`` in the database at ``url``; on PostgreSQL ``slow`` seconds per visits DELETE."""
     engine = create_engine(url)
     try:
+        migrate_isolated(engine)
         rows = build(engine, seed, n=n)
-        migrate.upgrade(engine)
         if slow and engine.dialect.name == "postgresql":
             with engine.begin() as conn:
                 conn.execute(

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from conftest import SERVER_URLS
+from conftest import SERVER_URLS, migrate_isolated
 from sqlalchemy.engine import make_url
 
 from retention.cli import main
@@ -29,7 +29,6 @@ from retention.engine import execute
 from retention.engine.archive import SeparateArchive, archive_owner
 from retention.errors import ConfigError
 from retention.policy import load_file
-from retention.store import migrate
 from retention.store import tables as store
 from retention.store.config import create_engine
 
@@ -86,7 +85,7 @@ def extra_database(dialect: str, tmp_path: Path) -> Iterator[str]:
 
 def build(engine: sa.Engine, customers: int = 10) -> None:
     """Customers last seen in 2020: archived at 2021-06-01, their payloads purged at 2023-01-01."""
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     md = sa.MetaData()
     table = sa.Table(
         "customers",

@@ -81,6 +81,8 @@ def recorded_moves(engine: sa.Engine, expected: Counter[tuple[str, str, str]]) -
     return move_counter(record_moves(engine, SECRET.encode(), keys))
 
 
+# Slow tier: four runs of a 1,500-customer shop killed in subprocesses. The fast tier keeps SIGKILL
+# (tests/faults: a killed run, then a rerun equal to an unfaulted run) on every database.
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """After kills and a final rerun, every due record moved exactly once and the chain verifies."""
@@ -118,6 +120,8 @@ def test_sigkill_at_random_moments_loses_nothing(migrated: sa.Engine, db_url: st
     assert verdict.ok, verdict.reason
 
 
+# Slow tier: a 1,500-customer shop run in subprocesses. The fast tier keeps a second run refused
+# while the first works (tests/faults) and the lock's rules (tests/test_locks.py) on every database.
 @pytest.mark.slow
 def test_two_concurrent_runs_one_proceeds(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """While a run is under way, a second one exits at once with the lock exit code 5."""

@@ -27,10 +27,10 @@ records already in later states whose rows are still there (deactivated or
 anonymised) when their clocks are due again (so a count path without the
 state anti-join counts them twice).
 
-Examples per database: 30 in the default suite; 200 when ``CI=true`` (the
-``.ci/run`` entry point) or when ``RETENTION_DIFFERENTIAL_EXAMPLES`` says
-so. The draws are derandomised (the same examples every time) unless
-``RETENTION_DIFFERENTIAL_RANDOM=1``.
+Examples per database: FAST_EXAMPLES in the fast tier (plain ``pytest``),
+200 in the slow tier (``pytest -m slow``, which ``.ci/run`` runs) or what
+``RETENTION_DIFFERENTIAL_EXAMPLES`` says. The draws are derandomised (the
+same examples every time) unless ``RETENTION_DIFFERENTIAL_RANDOM=1``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import naive_oracle as oracle
 import pytest
 import sqlalchemy as sa
 import yaml
+from conftest import tiers
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -56,12 +57,12 @@ from retention.subjects import events as subjects
 
 SECRET = b"differential-test-key"
 UTC = dt.UTC
-CI = os.environ.get("CI", "").lower() == "true"
 # `follows ... via` (lines follow orders through order_id) is issue 10's new
 # syntax; RETENTION_DIFFERENTIAL_WITHOUT_VIA=1 leaves it out, to run the rest
 # against an engine that does not have it yet.
 WITHOUT_VIA = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_VIA") == "1"
-EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_EXAMPLES", "200" if CI else "30"))
+EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_EXAMPLES", "200"))
+FAST_EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_FAST_EXAMPLES", "10"))
 
 CLOCK_KINDS = ("timestamptz", "timestamp", "date", "epoch", "epoch_text")
 NAIVE_ZONES = ("UTC", "Europe/Paris", "America/New_York")
@@ -898,7 +899,6 @@ def _diff(got: dict[Any, Any], want: dict[Any, Any]) -> str:
 
 
 DIFFERENTIAL = settings(
-    max_examples=EXAMPLES,
     deadline=None,
     derandomize=os.environ.get("RETENTION_DIFFERENTIAL_RANDOM") != "1",
     phases=[Phase.explicit, Phase.reuse, Phase.generate]
@@ -915,13 +915,16 @@ DIFFERENTIAL = settings(
 )
 
 
-def test_plan_run_and_oracle_agree(migrated: sa.Engine) -> None:
+# The slow tier runs the long differential: each example compiles large new statements (seconds
+# per example on MariaDB); the fast tier keeps the same draws at a smoke count.
+@pytest.mark.parametrize("examples", tiers(FAST_EXAMPLES, EXAMPLES))
+def test_plan_run_and_oracle_agree(migrated: sa.Engine, examples: int) -> None:
     """For random packs, data, holds, erasures and as-of sequences: oracle == plan == run, and the data too.
 
-    30 examples per database by default, 200 under CI=true (see the module docstring).
+    FAST_EXAMPLES per database in the fast tier, 200 in the slow tier (see the module docstring).
     """
 
-    @DIFFERENTIAL
+    @settings(DIFFERENTIAL, max_examples=examples)
     @given(scenario=scenarios())
     def check(scenario: Scenario) -> None:
         check_scenario(migrated, scenario)

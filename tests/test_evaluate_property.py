@@ -361,16 +361,9 @@ def test_column_clock_sql_equals_python(engine: sa.Engine, kind: str, period: st
     _check_column(engine, kind, period, anchor)
 
 
-@pytest.fixture
-def selected_as_slow(request: pytest.FixtureRequest) -> None:
-    """Long variants run only when asked for (``pytest -m slow``); asked first, before any database."""
-    if "slow" not in (request.config.option.markexpr or ""):
-        pytest.skip("300 examples per case; select with -m slow")
-
-
-@pytest.mark.slow
+@pytest.mark.slow  # the long variant (300 examples per kind); the fast tier runs every case at 30
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_column_clock_sql_equals_python_long(selected_as_slow: None, engine: sa.Engine, kind: str) -> None:
+def test_column_clock_sql_equals_python_long(engine: sa.Engine, kind: str) -> None:
     """The same with ten times the examples (run with -m slow)."""
     _check_column(engine, kind, "P13M", "event", settings(SETTINGS, max_examples=300))
 
@@ -537,9 +530,9 @@ def test_latest_of_aggregate_and_column_agree(engine: sa.Engine, kind: str) -> N
     _check_latest_of(engine, kind)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the long variant (300 examples per kind); the fast tier runs four kinds at 30
 @pytest.mark.parametrize("kind", ["timestamptz", "timestamp_paris", "epoch_text", "date", "epoch", "epoch_float"])
-def test_latest_of_aggregate_and_column_agree_long(selected_as_slow: None, engine: sa.Engine, kind: str) -> None:
+def test_latest_of_aggregate_and_column_agree_long(engine: sa.Engine, kind: str) -> None:
     """The same over every kind with ten times the examples (run with -m slow)."""
     _check_latest_of(engine, kind, settings(SETTINGS, max_examples=300))
 

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 import structlog
+from conftest import tiers
 
 from retention import logs
 from retention.demo import PII_COLUMNS, build_shop, shop_metadata
@@ -166,10 +167,11 @@ def remaining(engine: sa.Engine, table: str) -> set[int]:
         return set(conn.execute(sa.text(f"SELECT id FROM {table}")).scalars())
 
 
-@pytest.mark.slow
-def test_twelve_years_of_a_shop(migrated: sa.Engine) -> None:
+# Fast tier: the same seven dates over a shop of 40 customers; slow tier: 150 (seconds per run per date).
+@pytest.mark.parametrize("customers", tiers(40, 150))
+def test_twelve_years_of_a_shop(migrated: sa.Engine, customers: int) -> None:
     """At each chosen date, every dataset holds exactly the records the policies say."""
-    build_shop(migrated, seed=3, customers=150)
+    build_shop(migrated, seed=3, customers=customers)
     shop = read_shop(migrated)
     customers_by_id = {c["id"]: c for c in shop["customers"]}
     for as_of in AS_OFS:
@@ -196,10 +198,11 @@ def test_twelve_years_of_a_shop(migrated: sa.Engine) -> None:
     assert verdict.ok, verdict.reason
 
 
-@pytest.mark.slow
-def test_no_personal_data_in_ledger_or_logs(migrated: sa.Engine) -> None:
+# Fast tier: a shop of 40 customers; slow tier: 120 (more values that could leak).
+@pytest.mark.parametrize("customers", tiers(40, 120))
+def test_no_personal_data_in_ledger_or_logs(migrated: sa.Engine, customers: int) -> None:
     """No value of any PII column appears in a ledger row, in any other engine table, or in the run's log output."""
-    build_shop(migrated, seed=5, customers=120)
+    build_shop(migrated, seed=5, customers=customers)
     shop = read_shop(migrated)
     values = {
         str(row[column])

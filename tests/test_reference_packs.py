@@ -11,10 +11,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
+from conftest import migrate_isolated
 from test_schemas import create_schema
 
 from retention.cli import main
-from retention.store import migrate
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 
@@ -28,8 +28,8 @@ def test_check_passes_on_every_reference_pack() -> None:
 
 
 def test_woocommerce_nl_fits_the_woocommerce_schema(engine: sa.Engine, db_url: str) -> None:
+    migrate_isolated(engine)
     create_schema(engine, "woocommerce")
-    migrate.upgrade(engine)
     pack = RULES / "woocommerce-nl.yaml"
     result = CliRunner().invoke(main, ["check", "--rules", str(pack), "--db", db_url])
     assert result.exit_code == 0, result.output

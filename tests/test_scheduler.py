@@ -19,6 +19,8 @@ from retention.store import tables as store
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Slow tier: a real scheduler process that needs a run long enough (a 2,500-customer shop) to make a
+# later trigger skip; tens of seconds per database, most of it waiting on the clock.
 @pytest.mark.slow
 def test_scheduler_runs_without_overlap_and_stops_cleanly(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """Every second a trigger fires; a long first run makes later triggers skip; SIGTERM ends it all."""

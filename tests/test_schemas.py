@@ -36,11 +36,11 @@ import naive_oracle as oracle
 import pytest
 import sqlalchemy as sa
 import yaml
+from conftest import migrate_isolated
 
 from retention.engine import execute
 from retention.engine.plan import Batch
 from retention.policy import LoadedPack, load_file
-from retention.store import migrate
 from retention.store import tables as store
 from retention.store.config import create_engine
 from retention.subjects import events as subjects
@@ -226,7 +226,7 @@ def schema(request: pytest.FixtureRequest, dialect: str) -> tuple[str, sa.Engine
     fixture = "collated_db_url" if dialect == "mariadb" and name == "woocommerce" else "db_url"
     engine = create_engine(request.getfixturevalue(fixture))
     request.addfinalizer(engine.dispose)
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     return name, engine
 
 

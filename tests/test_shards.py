@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import isolated_database
+from conftest import isolated_database, migrate_isolated
 from ledger_view import record_moves
 from test_deploy import sharded_container, sharded_cronjob
 
@@ -38,7 +38,6 @@ from retention.engine import execute
 from retention.engine.shards import ShardSpec, parse_shard
 from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_file
-from retention.store import migrate
 from retention.store import tables as store
 from retention.store.config import create_engine
 from retention.subjects import events as subjects
@@ -149,7 +148,7 @@ KEYS = {name: [str(r.get("id", r.get("token"))) for r in rows] for name, rows in
 def prepare(url: str, loaded: LoadedPack) -> sa.Engine:
     """A copy of the shop after a first ordinary run, with an erasure request and a hold in place."""
     engine = create_engine(url)
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     md = _tables()
     md.create_all(engine)
     with engine.begin() as conn:

@@ -35,12 +35,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import isolated_database
+from conftest import isolated_database, migrate_isolated, tiers
 from sqlalchemy.engine import make_url
 
 from faults import report, scenario
 from retention.cli import main
-from retention.store import migrate
 from retention.store import tables as store
 from retention.store.config import create_engine
 
@@ -66,7 +65,7 @@ _names = iter(range(10**6))
 def prepare(url: str) -> sa.Engine:
     """The engine's tables and the scenario's rows on a fresh database."""
     engine = create_engine(url)
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     scenario.build(engine)
     return engine
 
@@ -222,14 +221,17 @@ def compare(fault: str, dialect: str, engine: sa.Engine, golden: Golden) -> None
     assert not diffs, scenario.format_differences(f"{fault} on {dialect}", diffs)
 
 
+# The fast tier kills one run (after a write, inside its transaction); the slow tier kills three in a
+# row, each kill a faulted process and a rerun comparison (the full fault matrix).
+@pytest.mark.parametrize("kills", tiers(1, 3))
 def test_sigkill_at_random_statements(
-    zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden, tmp_path: Path
+    zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden, tmp_path: Path, kills: int
 ) -> None:
-    """Three runs in a row SIGKILLed at seeded random statements (mid-batch or between batches), then a rerun."""
+    """Runs in a row SIGKILLed at seeded random statements (mid-batch or between batches), then a rerun."""
     engine = prepare(db_url)
     rng = random.Random(f"sigkill-{dialect}")
     work = golden.statements - golden.idle
-    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(3))
+    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(kills))
     done = 0.0
     sites: list[dict[str, Any]] = []
     for number, point in enumerate(points):
@@ -254,12 +256,15 @@ def test_sigkill_at_random_statements(
 
 
 @pytest.mark.only_on("postgresql", "mariadb")
-def test_work_session_terminated(zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden) -> None:
-    """Another session terminates the run's session (which also holds its lock) twice, at seeded statements."""
+@pytest.mark.parametrize("terminations", tiers(1, 2))  # fast tier: one; slow tier: two in a row
+def test_work_session_terminated(
+    zygote: Zygote, dialect: str, db_url: str, pack: Path, golden: Golden, terminations: int
+) -> None:
+    """Another session terminates the run's session (which also holds its lock), at seeded statements."""
     engine = prepare(db_url)
     rng = random.Random(f"terminate-{dialect}")
     work = golden.statements - golden.idle
-    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(2))
+    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(terminations))
     done = 0.0
     for point in points:
         at = golden.idle + max(1, int(point - done))
