@@ -625,6 +625,11 @@ def plan(
     is_flag=True,
     help="Apply a pack version whose notice period has not run out (see pack history); recorded in the ledger.",
 )
+@click.option(
+    "--allow-future-as-of",
+    is_flag=True,
+    help="Accept an --as-of later than now (refused otherwise: it applies transitions before they are due).",
+)
 @format_option
 @click.option(
     "--no-progress",
@@ -664,6 +669,7 @@ def run(
     allow_mass: tuple[str, ...],
     metrics_file: Path | None,
     accept_short_notice: bool,
+    allow_future_as_of: bool,
     fmt: str,
     no_progress: bool,
     shard: Any,
@@ -708,6 +714,7 @@ def run(
             celery=(queue, broker, result_backend, timeout),
             allow_mass=allow_mass,
             accept_short_notice=accept_short_notice,
+            allow_future_as_of=allow_future_as_of,
             metrics_file=metrics_file,
             fmt=fmt,
             lock_timeout=lock_timeout,
@@ -736,6 +743,7 @@ def run(
             accept_short_notice=accept_short_notice,
             shard=shard,
             run_group=run_group,
+            allow_future_as_of=allow_future_as_of,
         )
 
     bar = fmt == "table" and not no_progress and shard is None
@@ -1902,6 +1910,7 @@ def _run_shards(
     celery: tuple[str, str | None, str | None, float | None],
     allow_mass: tuple[str, ...],
     accept_short_notice: bool,
+    allow_future_as_of: bool,
     metrics_file: Path | None,
     fmt: str,
     lock_timeout: int | None,
@@ -1912,9 +1921,13 @@ def _run_shards(
     import uuid
 
     from retention import fleet as fleet_module
-    from retention.policy import load_catalog
+    from retention import refusals
+    from retention.clock import utcnow
 
-    load_catalog(rules)  # a broken pack fails here, not in N places
+    # A broken pack, an unknown --allow-mass or a future --as-of fails here, not in N places.
+    loaded, when = commands.load_pack(rules, as_of, pack_id)
+    refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
     # One explicit group for all N shards: each would otherwise derive it on its own (around midnight, two days).
     group = run_group or f"shards-{uuid.uuid4().hex[:12]}"
     as_of_text = _as_of_text(as_of)
@@ -1933,6 +1946,7 @@ def _run_shards(
                 "lock_timeout": lock_timeout,
                 "allow_mass": list(allow_mass),
                 "accept_short_notice": accept_short_notice,
+                "allow_future_as_of": allow_future_as_of,
                 "log_format": "json" if json_logs() else "console",
                 "log_level": _log_settings()["level"],
             }
@@ -1963,6 +1977,7 @@ def _run_shards(
                 lock_timeout=lock_timeout,
                 allow_mass=allow_mass,
                 accept_short_notice=accept_short_notice,
+                allow_future_as_of=allow_future_as_of,
             )
             log.info("shards_enqueued", total=count, queue=queue, run_group=group)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)

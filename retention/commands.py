@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pendulum
 import sqlalchemy as sa
 
-from retention import execute, ledger, migrate, notice, store, subjects
+from retention import execute, ledger, migrate, notice, refusals, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
@@ -282,16 +282,22 @@ def run(
     accept_short_notice: bool = False,
     shard: ShardSpec | None = None,
     run_group: str | None = None,
+    allow_future_as_of: bool = False,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
 
     A pack version whose notice has not run out is refused (exit 2) unless
     ``accept_short_notice``, which the ledger records. With ``shard``, only
     that shard of the run group ``run_group`` (docs/scaling.md); without an
-    explicit ``as_of`` it runs as of the instant the group started.
+    explicit ``as_of`` it runs as of the instant the group started. An as-of
+    still to come is refused unless ``allow_future_as_of``: it would apply
+    transitions before their term; an ``allow_mass`` name that is no dataset
+    is refused as it would override nothing.
     """
     as_of_fixed = as_of_value(as_of) is not None
     loaded, when = load_pack(rules, as_of, pack_id)
+    refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url, lock_timeout)
     short = None
@@ -605,11 +611,21 @@ def hold_add(
     rules: Path | None = None,
 ) -> int:
     """Place a legal hold (recorded in the ledger); a subject hold by id, e-mail address or both."""
+    if rules is None and (email or dataset):
+        # Without the pack nothing can tell whether the address or dataset reaches any record.
+        raise ConfigError(
+            f"{'--email' if email else '--dataset'} needs --rules (or RETENTION_RULES): the pack says "
+            "which records it reaches"
+        )
     pack = load_catalog(rules).in_force(utcnow().date()).pack if rules else None
     secret = ledger.pseudonym_secret()
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
+            if pack is not None and scope == "subject":
+                refusals.refuse_unreachable_identity(
+                    pack, subject_key=subject_key, email=email, erasing=False, conn=conn
+                )
             return subjects.place_hold(
                 conn,
                 scope=scope,
@@ -671,6 +687,7 @@ def erasure_add(
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
+            refusals.refuse_unreachable_identity(pack, subject_key=subject_key, email=email, erasing=True, conn=conn)
             request_id = subjects.add_request(
                 conn, subject_key=subject_key, received=day, pack=pack, note=note, email=email, secret=secret
             )
