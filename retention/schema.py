@@ -388,6 +388,9 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
                 for column in names:
                     if column not in columns:
                         findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
+    from retention.schema_mistakes import check_mistakes
+
+    findings.extend(check_mistakes(conn, inspect, pack))
     if not any(f.level == "error" and f.column is None for f in findings):
         _check_children(inspect, pack, findings)
         _check_follows(inspect, pack, findings)

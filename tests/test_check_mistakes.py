@@ -166,3 +166,95 @@ def test_epoch_clocks_on_floating_point_columns(migrated: sa.Engine, db_url: str
     with migrated.connect() as conn:
         for table in tables:
             assert conn.execute(sa.text(f"SELECT id FROM {table}")).scalars().all() == [3], table
+
+
+# --------------------------------------------------------------------------
+# Mistakes on a WooCommerce-shaped schema (acceptance check 3)
+# --------------------------------------------------------------------------
+
+WOO_PACK = """\
+  users:
+    table: wp_users
+    key: ID
+    subject_key: ID
+    email: user_email
+    basis: account
+    keep:
+      - clock: {aggregate: max, table: wp_usermeta, on: user_id, column: meta_value, type: epoch_text,
+                where: {meta_key: META_KEY}}
+        period: P2Y
+    on_erasure: purged
+    lifecycle:
+      - to: purged
+        action: anonymise
+        mask: {user_login: null, user_email: {strategy: fixed, value: deleted@example.invalid}}
+  reviews:
+    table: wp_comments
+    key: comment_ID
+    subject_key: user_id
+    basis: reviews
+    keep:
+      - clock: {column: comment_date, type: timestamptz}
+        period: P2Y
+    on_erasure: purged
+    lifecycle:
+      - to: purged
+        action: delete
+  customers:
+    table: wp_wc_customer_lookup
+    key: customer_id
+    subject_key: user_id
+    email: email
+    where: {user_id: {not: null}}
+    basis: customers
+    keep:
+      - clock: {column: date_last_active, type: timestamp}
+        period: P2Y
+    on_erasure: purged
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+def test_check_db_names_each_mistake_planted_in_a_woocommerce_schema(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """On main `check --db` printed none of these lines (only index warnings) and exited 0."""
+    from test_schemas import create_schema
+
+    create_schema(engine, "woocommerce")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO wp_usermeta (umeta_id, user_id, meta_key, meta_value) VALUES (1, 1, :key, :value)"),
+            {"key": "wc_last_active", "value": "1600000000"},
+        )
+    code, lines = _check(db_url, _pack(tmp_path, WOO_PACK.replace("META_KEY", "wc_last_activ")))
+    assert code == 2
+    local = (
+        "error: wp_comments.comment_date: clock column is TIMESTAMP WITHOUT TIME ZONE; declare the clock 'timestamp' "
+        "with its timezone (dataset reviews)"
+        if engine.dialect.name == "postgresql"
+        else "warning: wp_comments.comment_date: declared timestamptz but the column has no time zone and "
+        "comment_date_gmt stands beside it: it likely holds local time, read as UTC; use comment_date_gmt, or "
+        "declare the clock 'timestamp' with its timezone (dataset reviews)"
+    )
+    expected = [
+        "error: wp_users.user_login: mask 'null' on a NOT NULL column: the run would fail on it; mask it with "
+        "'fixed', 'hash' or 'redact', or make the column nullable (dataset users)",
+        "warning: wp_usermeta.meta_key: the aggregate clock's where meta_key = 'wc_last_activ' matches none of the "
+        "table's rows: the clock is NULL for every record (a NULL anomaly); check the value's spelling (dataset users)",
+        local,
+        "warning: wp_usermeta.user_id: looks related to wp_users by its name, but no foreign key says so and no "
+        "dataset handles wp_usermeta: its rows stay when a person's users records go; add a dataset for "
+        "wp_usermeta (follows: {dataset: users}), or a foreign key (dataset users)",
+        "warning: wp_wc_customer_lookup.user_id: where user_id is not null: rows where it is NULL are records of "
+        "no dataset, so an erasure request never reaches them; add a dataset for them with on_erasure "
+        "(dataset customers)",
+    ]
+    for line in expected:
+        assert line in lines, "\n".join(lines)
+    assert not any("1600000000" in line for line in lines)  # no value read from the data
+    # The correct spelling matches a row: no such warning.
+    _, lines = _check(db_url, _pack(tmp_path, WOO_PACK.replace("META_KEY", "wc_last_active")))
+    assert not any("matches none" in line for line in lines)

@@ -666,7 +666,10 @@ def test_case9_erasure_for_an_unknown_subject_says_so(migrated: sa.Engine, db_ur
     word: warn when the request is added (with --db), and record 'no records found' on the request and in its
     ledger entry"."""
     build_shop(migrated, lines=False)
-    rules = write_pack(tmp_path, HEADER + INVOICES + CUSTOMERS)
+    # A pack that erases (issue 23: a request no dataset with on_erasure can act on is refused).
+    rules = write_pack(
+        tmp_path, HEADER + INVOICES + CUSTOMERS.replace("    keep:", "    on_erasure: archived\n    keep:", 1)
+    )
     result = invoke(
         "erasure", "add", "--rules", str(rules), "--db", db_url, "--subject", "999", "--received", "2024-05-02"
     )
