@@ -683,7 +683,7 @@ def erasure_add(
     """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
     day = _parse_day(received, "--received")
     pack = load_catalog(rules).in_force(day, pack_id).pack
-    secret = ledger.pseudonym_secret() if email else None
+    secret = ledger.pseudonym_secret() if email else _optional_secret()
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
@@ -695,6 +695,14 @@ def erasure_add(
         return request_id, deadline, subjects.describe_moves(skipped)
     finally:
         engine.dispose()
+
+
+def _optional_secret() -> bytes | None:
+    """The pseudonym key when configured: a request's ledger entry then names its subject's pseudonym."""
+    try:
+        return ledger.pseudonym_secret()
+    except ConfigError:
+        return None
 
 
 def subject_known(
@@ -741,10 +749,11 @@ def erasure_extend(
 ) -> tuple[dt.date, str]:
     """Extend a request once; return the new deadline and which days moved it ('' if none)."""
     pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
+    secret = _optional_secret()
     engine = _engine(db_url)
     try:
         with engine.begin() as conn:
-            deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack)
+            deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack, secret=secret)
             received = conn.execute(
                 sa.select(store.erasure_requests.c.received_on).where(store.erasure_requests.c.id == request_id)
             ).scalar_one()

@@ -241,7 +241,7 @@ def test_erasure_and_holds_by_email_reach_guest_rows_and_the_ledger_finds_them(
         ("subscribers", "active->archived"),
         ("subscribers", "archived->purged"),
     ]
-    assert [e["transition"] for e in found if e["item"] is None] == ["erasure_processed"]
+    assert [e["transition"] for e in found if e["item"] is None] == ["erasure_received", "erasure_processed"]
     by_id = json.loads(cli("ledger", "lookup", "--db", db_url, "--subject", "1", "--format", "json"))
     assert sorted(e["dataset"] for e in by_id) == ["customers", "orders"]  # customer 1 and order 10
     assert json.loads(cli("ledger", "lookup", "--db", db_url, "--email", "dave@example.com", "--format", "json")) == []

@@ -128,3 +128,25 @@ def test_run_as_of_the_future_is_refused_unless_allowed(shop: sa.Engine, db_url:
     allowed = _invoke("run", *base, "--no-progress", "--allow-mass", "*", "--allow-future-as-of")
     assert allowed.exit_code == 0, allowed.output
     assert _rows(shop, store.runs) == 1
+
+
+def test_a_request_s_receipt_extension_and_outcome_are_in_the_ledger(shop: sa.Engine, db_url: str) -> None:
+    """On main only the outcome had an entry; receipt and extension left no evidence in the ledger."""
+    import json
+
+    base = ["--db", db_url, "--rules", MARKETPLACE]
+    assert _invoke("erasure", "add", *base, "--subject", "999", "--received", "2026-10-20").exit_code == 0
+    extended = _invoke("erasure", "extend", *base, "1", "--reason", "many requests this month")
+    assert extended.exit_code == 0, extended.output
+    ran = _invoke("run", *base, "--as-of", "2026-11-02", "--no-progress", "--allow-mass", "*")
+    assert ran.exit_code == 0, ran.output
+    found = _invoke("ledger", "lookup", "--db", db_url, "--subject", "999", "--format", "json")
+    entries = [(e["transition"], json.loads(e["detail"]) if isinstance(e["detail"], str) else e["detail"])
+               for e in json.loads(found.output)]  # fmt: skip
+    assert [t for t, _ in entries] == ["erasure_received", "erasure_extended", "erasure_processed"]
+    assert entries[0][1] == {"erasure_request": 1, "received_on": "2026-10-20", "deadline": "2026-11-20"}
+    assert entries[1][1]["erasure_request"] == 1 and entries[1][1]["deadline"] == "2027-01-20"
+    assert entries[2][1] == {"erasure_request": 1, "outcome": "no records found"}
+    assert "many requests" not in found.output  # the reason stays out of the ledger
+    listed = json.loads(_invoke("erasure", "list", "--db", db_url, "--all", "--format", "json").output)
+    assert [(r["id"], r["status"], r["outcome"]) for r in listed] == [(1, "processed", "no records found")]
