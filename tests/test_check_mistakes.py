@@ -14,12 +14,14 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, store, subjects
 from retention.cli import main
 from retention.dialects import dialect_for
+from retention.engine import execute
+from retention.engine.schema import _type_ok
 from retention.errors import SchemaError
 from retention.policy import load_file
-from retention.schema import _type_ok
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"check-mistakes-key"
@@ -87,7 +89,7 @@ def test_a_dataset_over_an_engine_table_is_an_error(migrated: sa.Engine, db_url:
 
 
 def test_alembic_version_and_any_case_are_engine_tables(tmp_path: Path) -> None:
-    from retention.schema import refuse_engine_tables
+    from retention.engine.schema import refuse_engine_tables
 
     for table in ("alembic_version", "RETENTION_LEDGER", "retention_not_yet_created"):
         loaded = load_file(_pack(tmp_path, OVER_ENGINE.replace("retention_erasure_requests", table)))

@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import store
 from retention.cli import main
-from retention.clock import utcnow
 from retention.demo import build_shop
+from retention.store import tables as store
+from retention.timing.clock import utcnow
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "nothing-silent-key"}
 MARKETPLACE = str(Path(__file__).resolve().parent.parent / "rules" / "marketplace.yaml")
