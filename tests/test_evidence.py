@@ -173,3 +173,43 @@ def test_the_period_is_configurable(migrated: sa.Engine, tmp_path: Path) -> None
             sa.select(sa.func.count()).where(store.erasure_requests.c.minimised_at.is_not(None))
         ).scalar_one()
     assert minimised == 0
+
+
+def test_the_evidence_period_counts_from_the_processing_run_as_of(migrated: sa.Engine, tmp_path: Path) -> None:
+    """Issue 23: on main a request processed by a run as of 2020 kept its subject id until the wall clock
+    (the run's started_at) plus P3Y, so the run as of 2023-06-01 left it in clear."""
+    table = sa.Table(
+        "customers", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("last_seen", sa.DateTime)
+    )
+    table.create(migrated)
+    with migrated.begin() as conn:
+        conn.execute(table.insert(), [{"id": 7, "last_seen": dt.datetime(2019, 1, 1)}])
+    path = tmp_path / "pack.yaml"
+    path.write_text(PACK.format(extra=""))
+    loaded = load_file(path)
+    with migrated.begin() as conn:
+        request = subjects.add_request(
+            conn, subject_key="7", received=dt.date(2019, 12, 1), pack=loaded.pack, note="asked by letter"
+        )
+    er = store.erasure_requests
+
+    def row() -> sa.Row[tuple[str | None, str | None, str]]:
+        with migrated.connect() as conn:
+            return conn.execute(sa.select(er.c.subject_key, er.c.note, er.c.status).where(er.c.id == request)).one()
+
+    assert (
+        execute.run(migrated, loaded, dt.datetime(2020, 1, 1, tzinfo=UTC), secret=SECRET, allow_mass=("*",)).status
+        == "succeeded"
+    )
+    assert tuple(row()) == ("7", "asked by letter", "processed")
+    # Settled 2020-01-01: kept through 2023-01-01 (Reg. 1182/71), minimised by a run as of 2023-01-02.
+    assert (
+        execute.run(migrated, loaded, dt.datetime(2023, 1, 1, 12, tzinfo=UTC), secret=SECRET, allow_mass=("*",)).status
+        == "succeeded"
+    )
+    assert tuple(row()) == ("7", "asked by letter", "processed")
+    assert (
+        execute.run(migrated, loaded, dt.datetime(2023, 6, 1, tzinfo=UTC), secret=SECRET, allow_mass=("*",)).status
+        == "succeeded"
+    )
+    assert tuple(row()) == (None, None, "processed")

@@ -70,7 +70,8 @@ def test_short_notice_is_warned_refused_accepted_and_listed(migrated: sa.Engine,
         f"seen on {today}; its notice is P8D, so not before {not_before}"
     )
     assert f"warning: {line}\n" in check.output
-    base = ["run", "--rules", str(folder), "--db", db_url, "--no-progress", "--as-of"]
+    # Days still to come: the future as-of is intended here (issue 23 refuses it otherwise).
+    base = ["run", "--rules", str(folder), "--db", db_url, "--no-progress", "--allow-future-as-of", "--as-of"]
     refused = runner.invoke(main, [*base, str(effective)], env=ENV)
     assert refused.exit_code == 2
     assert refused.output == f"error: {line}; to apply it now anyway: --accept-short-notice\n"

@@ -41,7 +41,7 @@ def test_migrations_and_reference_packs_are_package_resources() -> None:
     assert sorted(p.name for p in (folder / "versions").glob("0*.py")) == sorted(
         p.name for p in (ROOT / "migrations" / "versions").glob("0*.py")
     )
-    assert builtin_pack_names() == ["marketplace", "nl-shop", "woocommerce-nl"]
+    assert builtin_pack_names() == ["marketplace", "nl-shop", "woocommerce-nl", "woocommerce-nl-posts"]
 
 
 def test_the_public_api() -> None:

@@ -140,7 +140,18 @@ def test_other_tables_fit_100_columns(migrated: sa.Engine, db_url: str) -> None:
     reason = "case 2026-17: an order of the commercial court to keep the records of this subject until judgment"
     commands = [
         ["run", "--rules", "builtin:marketplace", "--as-of", "2026-11-01", "--allow-mass", "*"],
-        ["hold", "add", "--dataset", "review_access_logs", "--key", "123456", "--reason", reason],
+        [
+            "hold",
+            "add",
+            "--rules",
+            "builtin:marketplace",
+            "--dataset",
+            "review_access_logs",
+            "--key",
+            "123456",
+            "--reason",
+            reason,
+        ],
         ["erasure", "add", "--rules", "builtin:marketplace", "--subject", "7", "--received", "2026-11-01"],
         ["ledger", "show", "--limit", "5", "--rules", "builtin:marketplace"],
         ["hold", "list", "--rules", "builtin:marketplace"],

@@ -137,17 +137,18 @@ def test_reference_packs_by_name_from_anywhere(tmp_path: Path, monkeypatch: pyte
     result = runner.invoke(main, ["check", "--rules", "builtin:nl-shop"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok: ") and ": pack nl-shop 2026.1 " in result.output
-    assert runner.invoke(main, ["check", "--rules", "builtin:"]).output.count("ok: ") == 3
+    assert runner.invoke(main, ["check", "--rules", "builtin:"]).output.count("ok: ") == 4
     wrong = runner.invoke(main, ["check", "--rules", "builtin:marketplac"])
     assert wrong.exit_code == 2
     assert wrong.output == (
         "error: builtin:marketplac: no reference pack 'marketplac'; valid: builtin:marketplace, builtin:nl-shop, "
-        "builtin:woocommerce-nl\n"
+        "builtin:woocommerce-nl, builtin:woocommerce-nl-posts\n"
     )
     missing = runner.invoke(main, ["check", "--rules", "rules/marketplace.yaml"])
     assert missing.output == (
         "error: rules/marketplace.yaml: no such file or folder "
-        "(reference packs: builtin:marketplace, builtin:nl-shop, builtin:woocommerce-nl)\n"
+        "(reference packs: builtin:marketplace, builtin:nl-shop, builtin:woocommerce-nl, "
+        "builtin:woocommerce-nl-posts)\n"
     )
 
 

@@ -544,7 +544,9 @@ def test_case6_non_default_collation_plans_and_runs(collated_db_url: str, tmp_pa
             result = invoke("plan", "--rules", str(rules), "--db", collated_db_url, "--as-of", as_of)
             assert result.exit_code == 0, f"plan {as_of}: {result.output[-800:]} {result.exception!r}"
             assert "Illegal mix" not in result.output
-            result = invoke("run", "--rules", str(rules), "--db", collated_db_url, "--as-of", as_of)
+            result = invoke(
+                "run", "--rules", str(rules), "--db", collated_db_url, "--as-of", as_of, "--allow-future-as-of"
+            )
             assert result.exit_code == 0, f"run {as_of}: {result.output[-800:]} {result.exception!r}"
         # 2024-06-01: customers 1 (purged) and 2 (archived); invoices 10 and 11 (2012, 2013).
         # 2031-01-01: customer 2 purged, invoice 20 purged; customer 4 is held.
@@ -666,7 +668,10 @@ def test_case9_erasure_for_an_unknown_subject_says_so(migrated: sa.Engine, db_ur
     word: warn when the request is added (with --db), and record 'no records found' on the request and in its
     ledger entry"."""
     build_shop(migrated, lines=False)
-    rules = write_pack(tmp_path, HEADER + INVOICES + CUSTOMERS)
+    # A pack that erases (issue 23: a request no dataset with on_erasure can act on is refused).
+    rules = write_pack(
+        tmp_path, HEADER + INVOICES + CUSTOMERS.replace("    keep:", "    on_erasure: archived\n    keep:", 1)
+    )
     result = invoke(
         "erasure", "add", "--rules", str(rules), "--db", db_url, "--subject", "999", "--received", "2024-05-02"
     )

@@ -351,3 +351,13 @@ def test_no_personal_data_on_any_page_log_or_access_log(world: World, migrated: 
     assert canary not in haystack
     assert XSS_DATASET not in haystack.replace(html.escape(XSS_DATASET), "")  # escaped wherever it appears
     assert XSS_BASIS not in "\n".join(pages)
+
+
+def test_erasure_page_shows_a_request_s_outcome(world: World, migrated: sa.Engine) -> None:
+    """Issue 23: a request closed as 'no records found' showed as plain 'processed', like one that erased."""
+    er = store.erasure_requests
+    with migrated.begin() as conn:
+        conn.execute(er.update().where(er.c.id == 1).values(status="processed", outcome="no records found"))
+    c = sign_in(create_app(world.settings), "auditor")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c.get("/erasure").text))
+    assert "processed: no records found" in text

@@ -293,9 +293,16 @@ def check(db_url: str, pack: Path) -> tuple[int, list[str]]:
 
 
 def test_check_db_accepts_the_pack(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    """Tables, columns and typed values all fit: no finding."""
+    """Tables, columns and typed values all fit: no finding but the unconstrained meta table (issue 23)."""
     create(engine)
-    assert check(db_url, write(tmp_path)) == (0, [])
+    assert check(db_url, write(tmp_path)) == (
+        0,
+        [
+            "warning: account_meta.account_id: looks related to accounts by its name, but no foreign key says so "
+            "and no dataset handles account_meta: its rows stay when a person's accounts records go; add a dataset "
+            "for account_meta (follows: {dataset: accounts}), or a foreign key (dataset accounts)"
+        ],
+    )
 
 
 @pytest.mark.parametrize(

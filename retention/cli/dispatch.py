@@ -121,16 +121,22 @@ def run_shards(
     metrics_file: Path | None,
     fmt: str,
     lock_timeout: int | None,
+    allow_future_as_of: bool = False,
 ) -> None:
     """`run --shards N`: every shard of one run group, here or on Celery, then a summary per shard."""
     import signal
     import threading
     import uuid
 
+    from retention import commands
     from retention.ops import fleet as fleet_module
-    from retention.policy import load_catalog
+    from retention.policy import refusals
+    from retention.timing.clock import utcnow
 
-    load_catalog(rules)  # a broken pack fails here, not in N places
+    # A broken pack, an unknown --allow-mass or a future --as-of fails here, not in N places.
+    loaded, when = commands.load_pack(rules, as_of, pack_id)
+    refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
     # One explicit group for all N shards: each would otherwise derive it on its own (around midnight, two days).
     group = run_group or f"shards-{uuid.uuid4().hex[:12]}"
     as_of_text = as_of.text() if as_of is not None else None
@@ -149,6 +155,7 @@ def run_shards(
                 "lock_timeout": lock_timeout,
                 "allow_mass": list(allow_mass),
                 "accept_short_notice": accept_short_notice,
+                "allow_future_as_of": allow_future_as_of,
                 "log_format": "json" if json_logs() else "console",
                 "log_level": log_settings()["level"],
             }
@@ -179,6 +186,7 @@ def run_shards(
                 lock_timeout=lock_timeout,
                 allow_mass=allow_mass,
                 accept_short_notice=accept_short_notice,
+                allow_future_as_of=allow_future_as_of,
             )
             log.info("shards_enqueued", total=count, queue=queue, run_group=group)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)

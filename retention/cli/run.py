@@ -161,6 +161,11 @@ def plan(
     is_flag=True,
     help="Apply a pack version whose notice period has not run out (see pack history); recorded in the ledger.",
 )
+@click.option(
+    "--allow-future-as-of",
+    is_flag=True,
+    help="Accept an --as-of later than now (refused otherwise: it applies transitions before they are due).",
+)
 @format_option
 @click.option(
     "--no-progress",
@@ -200,6 +205,7 @@ def run(
     allow_mass: tuple[str, ...],
     metrics_file: Path | None,
     accept_short_notice: bool,
+    allow_future_as_of: bool,
     fmt: str,
     no_progress: bool,
     shard: Any,
@@ -244,6 +250,7 @@ def run(
             celery=(queue, broker, result_backend, timeout),
             allow_mass=allow_mass,
             accept_short_notice=accept_short_notice,
+            allow_future_as_of=allow_future_as_of,
             metrics_file=metrics_file,
             fmt=fmt,
             lock_timeout=lock_timeout,
@@ -272,6 +279,7 @@ def run(
             accept_short_notice=accept_short_notice,
             shard=shard,
             run_group=run_group,
+            allow_future_as_of=allow_future_as_of,
         )
 
     bar = fmt == "table" and not no_progress and shard is None

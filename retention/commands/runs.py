@@ -25,7 +25,7 @@ from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
-from retention.policy import LoadedPack, load_catalog
+from retention.policy import LoadedPack, load_catalog, refusals
 from retention.policy.model import Dataset
 from retention.store import tables as store
 from retention.store.config import create_engine
@@ -100,16 +100,22 @@ def run(
     accept_short_notice: bool = False,
     shard: ShardSpec | None = None,
     run_group: str | None = None,
+    allow_future_as_of: bool = False,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
 
     A pack version whose notice has not run out is refused (exit 2) unless
     ``accept_short_notice``, which the ledger records. With ``shard``, only
     that shard of the run group ``run_group`` (docs/scaling.md); without an
-    explicit ``as_of`` it runs as of the instant the group started.
+    explicit ``as_of`` it runs as of the instant the group started. An as-of
+    still to come is refused unless ``allow_future_as_of``: it would apply
+    transitions before their term; an ``allow_mass`` name that is no dataset
+    is refused as it would override nothing.
     """
     given = AsOf.given(as_of)
     loaded, when = load_pack(rules, given, pack_id)
+    refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
     short = None

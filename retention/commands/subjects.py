@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from retention.errors import ConfigError, SchemaError
 from retention.ledger import pseudonyms
 from retention.ledger.pseudonyms import normalise_email
-from retention.policy import load_catalog
+from retention.policy import load_catalog, refusals
 from retention.store import tables as store
 from retention.store.connect import open_engine
 from retention.subjects import events as subjects
@@ -56,11 +56,21 @@ def hold_add(
     rules: Path | None = None,
 ) -> int:
     """Place a legal hold (recorded in the ledger); a subject hold by id, e-mail address or both."""
+    if rules is None and (email or dataset):
+        # Without the pack nothing can tell whether the address or dataset reaches any record.
+        raise ConfigError(
+            f"{'--email' if email else '--dataset'} needs --rules (or RETENTION_RULES): the pack says "
+            "which records it reaches"
+        )
     pack = load_catalog(rules).in_force(utcnow().date()).pack if rules else None
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
+            if pack is not None and scope == "subject":
+                refusals.refuse_unreachable_identity(
+                    pack, subject_key=subject_key, email=email, erasing=False, conn=conn
+                )
             return subjects.place_hold(
                 conn,
                 scope=scope,
@@ -118,10 +128,11 @@ def erasure_add(
     """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
     day = _parse_day(received, "--received")
     pack = load_catalog(rules).in_force(day, pack_id).pack
-    secret = pseudonyms.pseudonym_secret() if email else None
+    secret = pseudonyms.pseudonym_secret() if email else _optional_secret()
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
+            refusals.refuse_unreachable_identity(pack, subject_key=subject_key, email=email, erasing=True, conn=conn)
             request_id = subjects.add_request(
                 conn, subject_key=subject_key, received=day, pack=pack, note=note, email=email, secret=secret
             )
@@ -129,6 +140,14 @@ def erasure_add(
         return request_id, deadline, subjects.describe_moves(skipped)
     finally:
         engine.dispose()
+
+
+def _optional_secret() -> bytes | None:
+    """The pseudonym key when configured: a request's ledger entry then names its subject's pseudonym."""
+    try:
+        return pseudonyms.pseudonym_secret()
+    except ConfigError:
+        return None
 
 
 def subject_known(
@@ -175,10 +194,11 @@ def erasure_extend(
 ) -> tuple[dt.date, str]:
     """Extend a request once; return the new deadline and which days moved it ('' if none)."""
     pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
+    secret = _optional_secret()
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack)
+            deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack, secret=secret)
             received = conn.execute(
                 sa.select(store.erasure_requests.c.received_on).where(store.erasure_requests.c.id == request_id)
             ).scalar_one()

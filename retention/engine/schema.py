@@ -15,9 +15,11 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from retention.dialects import DATETIME_KINDS, Dialect, dialect_for
 from retention.engine.order import dataset_order, deletes_rows
 from retention.engine.rowfilter import value_problem
+from retention.engine.schema_mistakes import check_mistakes
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 from retention.policy.rowfilter import ColumnTest
+from retention.store.tables import PREFIX
 
 Level = Literal["error", "warning"]
 
@@ -25,7 +27,8 @@ _TYPE_FAMILIES: dict[str, tuple[type[Any], ...]] = {
     "timestamptz": (sa.DateTime,),
     "timestamp": (sa.DateTime,),
     "date": (sa.Date,),
-    "epoch": (sa.Integer, sa.Numeric),
+    # Float is listed for itself: from SQLAlchemy 2.1 it (and REAL, Double) no longer subclasses Numeric.
+    "epoch": (sa.Integer, sa.Numeric, sa.Float),
     "epoch_text": (sa.String,),
 }
 
@@ -310,10 +313,40 @@ def _check_children(inspect: _Inspector, pack: Pack, findings: list[Finding]) ->
                     )
 
 
+ENGINE_TABLES = ("alembic_version",)
+"""Tables of the engine besides its own prefix (retention.store.PREFIX): Alembic's revision."""
+
+
+def refuse_engine_tables(pack: Pack) -> list[Finding]:
+    """A dataset over a table of the engine itself is an error.
+
+    A run would rewrite the evidence it keeps (hash a request's subject,
+    null its note, delete ledger rows) while ``ledger verify`` stays OK: the
+    engine's tables are retained by ``engine_retention``, never by a pack.
+    Matched by name, any schema and any case, so a quoted or upper-cased
+    spelling cannot slip through.
+    """
+    findings = []
+    for name, ds in pack.datasets.items():
+        table = ds.table.lower()
+        if table.startswith(PREFIX) or table in ENGINE_TABLES:
+            findings.append(
+                Finding(
+                    "error",
+                    name,
+                    ds.table,
+                    None,
+                    "is a table of the retention engine itself: a pack cannot retain it "
+                    "(its own records follow engine_retention); remove the dataset",
+                )
+            )
+    return findings
+
+
 def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
     """Every finding of ``pack`` against the database behind ``conn``."""
     inspect = _Inspector(conn)
-    findings: list[Finding] = []
+    findings: list[Finding] = refuse_engine_tables(pack)
     for name, ds in pack.datasets.items():
         columns = inspect.columns(ds.table, ds.schema_)
         if columns is None:
@@ -356,6 +389,7 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
                 for column in names:
                     if column not in columns:
                         findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
+    findings.extend(Finding(*found) for found in check_mistakes(conn, inspect, pack))
     if not any(f.level == "error" and f.column is None for f in findings):
         _check_children(inspect, pack, findings)
         _check_follows(inspect, pack, findings)

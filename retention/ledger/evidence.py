@@ -45,7 +45,9 @@ def due(conn: sa.Connection, pack: Pack, as_of: dt.datetime) -> tuple[list[Any],
     er, holds, runs = store.erasure_requests, store.holds, store.runs
     period, tz = period_of(pack), pack.timezone
     today = local_date(as_of, tz)
-    settled_at = sa.case((er.c.status == "closed", er.c.closed_at), else_=runs.c.started_at)
+    # A processed request was settled as of its run's as-of, the day its records moved: a run with a
+    # chosen --as-of (a catch-up, a replay) must not count the evidence period from the wall clock.
+    settled_at = sa.case((er.c.status == "closed", er.c.closed_at), else_=runs.c.as_of)
     requests = conn.execute(
         sa.select(er.c.id, er.c.subject_key, settled_at.label("settled"))
         .select_from(er.outerjoin(runs, runs.c.id == er.c.processed_run_id))

@@ -390,6 +390,7 @@ def run_shard(
     allow_mass: Sequence[str] = (),
     accept_short_notice: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    allow_future_as_of: bool = False,
 ) -> TargetOutcome:
     """Shard ``index`` of ``count`` of run group ``run_group``, as ``retention run --shard`` runs it."""
     from retention import commands
@@ -410,6 +411,7 @@ def run_shard(
             accept_short_notice=accept_short_notice,
             shard=ShardSpec(index, count),
             run_group=run_group,
+            allow_future_as_of=allow_future_as_of,
         )
 
     return run_unit(shard_name(index, count), apply)
@@ -617,6 +619,7 @@ def _child_main(argv: list[str]) -> int:
             allow_mass=spec.get("allow_mass", ()),
             accept_short_notice=spec.get("accept_short_notice", False),
             should_stop=stop.is_set,
+            allow_future_as_of=spec.get("allow_future_as_of", False),
         )
     else:
         try:

@@ -114,6 +114,7 @@ def _shard_task(
     lock_timeout: int | None = None,
     allow_mass: Sequence[str] = (),
     accept_short_notice: bool = False,
+    allow_future_as_of: bool = False,
 ) -> dict[str, Any]:
     """Run shard ``index`` of ``count`` of run group ``run_group`` on this worker's database and rules.
 
@@ -138,6 +139,7 @@ def _shard_task(
             lock_timeout=lock_timeout,
             allow_mass=allow_mass,
             accept_short_notice=accept_short_notice,
+            allow_future_as_of=allow_future_as_of,
         )
     )
 
@@ -153,6 +155,7 @@ def enqueue_shards(
     lock_timeout: int | None,
     allow_mass: Sequence[str] = (),
     accept_short_notice: bool = False,
+    allow_future_as_of: bool = False,
 ) -> dict[str, Any]:
     """Send one task per shard of the run group; returns shard name -> AsyncResult."""
     return {
@@ -167,6 +170,7 @@ def enqueue_shards(
                 "lock_timeout": lock_timeout,
                 "allow_mass": list(allow_mass),
                 "accept_short_notice": accept_short_notice,
+                "allow_future_as_of": allow_future_as_of,
             },
             queue=queue,
         )

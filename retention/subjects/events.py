@@ -257,22 +257,58 @@ def add_request(
         raise ConfigError("an erasure request needs --subject or --email")
     if email and secret is None:  # pragma: no cover - every caller passes the key with an address
         raise ValueError("an erasure request by e-mail needs the pseudonym key")
+    deadline = deadline_for(received, pack, extended=False)
     result = conn.execute(
         store.erasure_requests.insert().values(
             subject_key=subject_key or None,
             email=email,
             email_pseudonym=pseudonyms.email_pseudonym(secret, email) if email and secret is not None else None,
             received_on=received,
-            deadline=deadline_for(received, pack, extended=False),
+            deadline=deadline,
             note=note,
             status="open",
         )
     )
-    return _new_id(result)
+    request_id = _new_id(result)
+    detail = {"erasure_request": request_id, "received_on": received.isoformat(), "deadline": deadline.isoformat()}
+    person = _request_pseudonym(
+        secret, subject_key, pseudonyms.email_pseudonym(secret, email) if email and secret else None
+    )
+    ledger.append(conn, [_request_entry("erasure_received", pack, person, detail)], utcnow())
+    return request_id
 
 
-def extend_request(conn: sa.Connection, request_id: int, *, reason: str, pack: Pack) -> dt.date:
-    """Extend once by the pack's extension (2 months by default), with a reason."""
+def _request_pseudonym(secret: bytes | None, subject_key: str | None, email_pseudonym: str | None) -> str | None:
+    """Whom a request's ledger entry names: the subject's pseudonym, else the e-mail's (None without the key)."""
+    if secret is None:
+        return None
+    return pseudonyms.subject_pseudonym(secret, subject_key) if subject_key else email_pseudonym
+
+
+def _request_entry(event: str, pack: Pack, person: str | None, detail: dict[str, Any]) -> ledger.EntryDraft:
+    """A request's receipt or extension in the ledger: the evidence a regulator asks for (GDPR art. 5(2), 12(3)).
+
+    The detail holds the request id and its dates, never a note or a reason, which may name the person.
+    """
+    return ledger.EntryDraft(
+        run_id=None,
+        pack_id=pack.pack,
+        pack_digest=None,
+        dataset=None,
+        transition=event,
+        action=None,
+        basis=pack.erasure.basis,
+        due_at=None,
+        record_pseudonym=None,
+        subject_pseudonym=person,
+        detail=detail,
+    )
+
+
+def extend_request(
+    conn: sa.Connection, request_id: int, *, reason: str, pack: Pack, secret: bytes | None = None
+) -> dt.date:
+    """Extend once by the pack's extension (2 months by default), with a reason; a ledger entry says so."""
     er = store.erasure_requests
     row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
     if row is None:
@@ -290,6 +326,9 @@ def extend_request(conn: sa.Connection, request_id: int, *, reason: str, pack: P
         .where(er.c.id == request_id)
         .values(extended_on=utcnow().date(), extension_reason=reason, deadline=deadline)
     )
+    person = _request_pseudonym(secret, row.subject_key, row.email_pseudonym)
+    detail = {"erasure_request": request_id, "deadline": deadline.isoformat()}
+    ledger.append(conn, [_request_entry("erasure_extended", pack, person, detail)], utcnow())
     return deadline
 
 

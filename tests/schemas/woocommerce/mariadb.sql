@@ -104,3 +104,37 @@ CREATE TABLE wp_wc_orders (
   PRIMARY KEY (id),
   KEY billing_email (billing_email(191))
 );
+-- The order's addresses and line items (HPOS and classic storage alike), retained with their order.
+CREATE TABLE wp_wc_order_addresses (
+  id BIGINT(20) UNSIGNED NOT NULL AUTO_INCREMENT,
+  order_id BIGINT(20) UNSIGNED NOT NULL,
+  address_type VARCHAR(20) NULL,
+  first_name TEXT NULL,
+  last_name TEXT NULL,
+  address_1 TEXT NULL,
+  city TEXT NULL,
+  postcode TEXT NULL,
+  email VARCHAR(320) NULL,
+  phone VARCHAR(100) NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY address_type_order_id (address_type, order_id),
+  KEY order_id (order_id),
+  KEY email (email(191))
+);
+CREATE TABLE wp_woocommerce_order_items (
+  order_item_id BIGINT(20) UNSIGNED NOT NULL AUTO_INCREMENT,
+  order_item_name TEXT NOT NULL,
+  order_item_type VARCHAR(200) NOT NULL DEFAULT '',
+  order_id BIGINT(20) UNSIGNED NOT NULL,
+  PRIMARY KEY (order_item_id),
+  KEY order_id (order_id)
+);
+CREATE TABLE wp_woocommerce_order_itemmeta (
+  meta_id BIGINT(20) UNSIGNED NOT NULL AUTO_INCREMENT,
+  order_item_id BIGINT(20) UNSIGNED NOT NULL,
+  meta_key VARCHAR(255) DEFAULT NULL,
+  meta_value LONGTEXT NULL,
+  PRIMARY KEY (meta_id),
+  KEY order_item_id (order_item_id),
+  KEY meta_key (meta_key(32))
+);

@@ -91,3 +91,32 @@ CREATE TABLE wp_wc_orders (
   billing_email varchar(320) DEFAULT NULL,
   date_created_gmt timestamp DEFAULT NULL
 );
+-- The order's addresses and line items (HPOS and classic storage alike), retained with their order.
+CREATE TABLE wp_wc_order_addresses (
+  id bigint NOT NULL PRIMARY KEY,
+  order_id bigint NOT NULL,
+  address_type varchar(20) DEFAULT NULL,
+  first_name text,
+  last_name text,
+  address_1 text,
+  city text,
+  postcode text,
+  email varchar(320) DEFAULT NULL,
+  phone varchar(100) DEFAULT NULL,
+  UNIQUE (address_type, order_id)
+);
+CREATE INDEX wp_wc_order_addresses_order_id ON wp_wc_order_addresses (order_id);
+CREATE TABLE wp_woocommerce_order_items (
+  order_item_id bigint NOT NULL PRIMARY KEY,
+  order_item_name text NOT NULL,
+  order_item_type varchar(200) NOT NULL DEFAULT '',
+  order_id bigint NOT NULL
+);
+CREATE INDEX wp_woocommerce_order_items_order_id ON wp_woocommerce_order_items (order_id);
+CREATE TABLE wp_woocommerce_order_itemmeta (
+  meta_id bigint NOT NULL PRIMARY KEY,
+  order_item_id bigint NOT NULL,
+  meta_key varchar(255) DEFAULT NULL,
+  meta_value text
+);
+CREATE INDEX wp_woocommerce_order_itemmeta_order_item_id ON wp_woocommerce_order_itemmeta (order_item_id);

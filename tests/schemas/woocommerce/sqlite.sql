@@ -87,3 +87,32 @@ CREATE TABLE wp_wc_orders (
   billing_email VARCHAR(320) DEFAULT NULL,
   date_created_gmt DATETIME DEFAULT NULL
 );
+-- The order's addresses and line items (HPOS and classic storage alike), retained with their order.
+CREATE TABLE wp_wc_order_addresses (
+  id INTEGER NOT NULL PRIMARY KEY,
+  order_id INTEGER NOT NULL,
+  address_type VARCHAR(20) DEFAULT NULL,
+  first_name TEXT,
+  last_name TEXT,
+  address_1 TEXT,
+  city TEXT,
+  postcode TEXT,
+  email VARCHAR(320) DEFAULT NULL,
+  phone VARCHAR(100) DEFAULT NULL,
+  UNIQUE (address_type, order_id)
+);
+CREATE INDEX wp_wc_order_addresses_order_id ON wp_wc_order_addresses (order_id);
+CREATE TABLE wp_woocommerce_order_items (
+  order_item_id INTEGER NOT NULL PRIMARY KEY,
+  order_item_name TEXT NOT NULL,
+  order_item_type VARCHAR(200) NOT NULL DEFAULT '',
+  order_id INTEGER NOT NULL
+);
+CREATE INDEX wp_woocommerce_order_items_order_id ON wp_woocommerce_order_items (order_id);
+CREATE TABLE wp_woocommerce_order_itemmeta (
+  meta_id INTEGER NOT NULL PRIMARY KEY,
+  order_item_id INTEGER NOT NULL,
+  meta_key VARCHAR(255) DEFAULT NULL,
+  meta_value TEXT
+);
+CREATE INDEX wp_woocommerce_order_itemmeta_order_item_id ON wp_woocommerce_order_itemmeta (order_item_id);
