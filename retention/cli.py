@@ -1312,6 +1312,7 @@ def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path
     if verdict.ok:
         extra = f", checkpoint {checkpoint_file} holds" if checkpoint_file else ""
         console.print(f"ledger verified: {verdict.entries} entries{extra}", highlight=False)
+        console.print(f"entries: {verdict.authentication()}", highlight=False)
         return
     err_console.print(f"ledger verification failed: {verdict.reason}", highlight=False)
     sys.exit(EXIT_LEDGER)

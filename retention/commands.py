@@ -757,10 +757,13 @@ def ledger_verify(
     """Verify the chain, and with a checkpoint file that the signed head still stands."""
     import json
 
+    from retention.ledger_mac import configured_secret
+
+    secret = configured_secret()
     if checkpoint_file is None:
         engine = _engine(db_url)
         try:
-            return ledger.verify(engine)
+            return ledger.verify(engine, secret=secret)
         finally:
             engine.dispose()
     public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
@@ -773,7 +776,7 @@ def ledger_verify(
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
     engine = _engine(db_url)
     try:
-        return ledger.verify_checkpoint(engine, document, public)
+        return ledger.verify_checkpoint(engine, document, public, secret=secret)
     finally:
         engine.dispose()
 
@@ -862,10 +865,13 @@ def ledger_lookup(
 
 
 def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
+    from retention.ledger_mac import configured_secret
+
     key = ledger.load_signing_key(key_file)
+    secret = configured_secret()
     engine = _engine(db_url)
     try:
-        return ledger.checkpoint(engine, key, utcnow())
+        return ledger.checkpoint(engine, key, utcnow(), secret=secret)
     finally:
         engine.dispose()
 
@@ -926,7 +932,9 @@ def ledger_verify_proof(
     public = ledger.configured_public_key(public_key)
     if (dataset is None) != (record_key is None):
         raise ConfigError("give both --dataset and --key to check which record the proof is about")
-    secret = ledger.pseudonym_secret() if record_key is not None else None
+    from retention.ledger_mac import configured_secret
+
+    secret = ledger.pseudonym_secret() if record_key is not None else configured_secret()
     try:
         text = proof_file.read_bytes()[:200_000_000]
     except OSError as exc:

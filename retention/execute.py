@@ -419,7 +419,7 @@ def apply_batch(
     """
     drafts: list[ledger.EntryDraft | ledger_items.BatchItems] = []
     counts = _apply_tree(conn, ctx, planner, batch, drafts)
-    ledger.append(conn, drafts, ctx.now())
+    ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
     return counts
 
 
@@ -1036,7 +1036,7 @@ def run(
                         )
                     )
                     if short_notice is not None:
-                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
                 with conn.begin():
                     ledger_items.index_runs(conn)  # items of a run killed before its end
@@ -1085,7 +1085,7 @@ def _close_run(
         minimised = evidence.minimise(conn, ctx.loaded.pack, ctx.as_of, ctx.secret, ctx.now())
         if minimised is not None:
             minimised = replace(minimised, run_id=ctx.run_id, pack_digest=ctx.loaded.digest)
-            ledger.append(conn, [minimised], ctx.now())
+            ledger.append(conn, [minimised], ctx.now(), secret=ctx.secret)
             log.info("engine_records_minimised", count=minimised.count, run_id=ctx.run_id)
     with conn.begin():
         ledger_items.index_runs(conn)
@@ -1181,7 +1181,7 @@ def _run_dataset(
         # A shard leaves whole partitions alone: they hold every shard's rows (docs/scaling.md).
         if origin == "active" and planner.in_shard is None and partitions.eligible(planner, conn):
             dropped = partitions.drop_due_partitions(
-                conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
+                conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now, secret=ctx.secret
             )
             if dropped:
                 totals = result.counts.setdefault(planner.name, {})
@@ -1295,7 +1295,7 @@ def _guard_passes(
             run_id=ctx.run_id,
         )
     with conn.begin():
-        ledger.append(conn, drafts, ctx.now())
+        ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
     return True
 
 
@@ -1359,7 +1359,7 @@ def _settle_erasure_requests(
                     detail={"erasure_request": request.id, "outcome": outcome},
                 )
             )
-        ledger.append(conn, drafts, ctx.now())
+        ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
 
 
 def _close_abandoned_runs(conn: sa.Connection) -> None:
@@ -1451,7 +1451,7 @@ def _join_group(
                         )
                     )
                     if short_notice is not None:
-                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                     log.info("run_group_started", run_group=run_group, shards=shard.count, run_id=ctx.run_id)
                 else:
                     if row.pack_digest != loaded.digest or row.shards != shard.count or row.shard_bounds is None:

@@ -86,6 +86,7 @@ def place_hold(
             )
         ],
         when,
+        secret=secret,
     )
     return hold_id
 
@@ -125,6 +126,7 @@ def release_hold(
             )
         ],
         when,
+        secret=secret,
     )
 
 
