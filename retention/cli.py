@@ -1285,7 +1285,7 @@ def demo(db: str, customers: int, seed: int, rules: Path) -> None:
 
 @main.group("ledger")
 def ledger_group() -> None:
-    """The purge ledger: verify, show, export, look up, checkpoint, prove."""
+    """The purge ledger: verify, audit, show, export, look up, checkpoint, prove."""
 
 
 @ledger_group.command("verify")
@@ -1316,6 +1316,40 @@ def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path
         return
     err_console.print(f"ledger verification failed: {verdict.reason}", highlight=False)
     sys.exit(EXIT_LEDGER)
+
+
+@ledger_group.command("audit")
+@rules_option()
+@db_option
+@click.option(
+    "--sample",
+    type=click.IntRange(1, 10**9),
+    default=None,
+    help="Check this many claims, chosen at random (default: every claim).",
+)
+@click.option("--dataset", type=params.NAME, default=None, help="Only the claims of this dataset.")
+@handled
+def ledger_audit(rules: Path, db: str | None, sample: int | None, dataset: str | None) -> None:
+    """Check the ledger's purge and anonymisation claims against the live tables; exit 6 naming each that fails."""
+    result = commands.ledger_audit(rules, database_url(db), sample=sample, dataset=dataset)
+    for line in result.skipped:
+        console.print(f"not checked: {line}", highlight=False)
+    shown = result.problems[:50]
+    for line in shown:
+        err_console.print(f"claim does not hold: {line}", highlight=False)
+    if len(result.problems) > len(shown):
+        err_console.print(f"... and {len(result.problems) - len(shown)} more", highlight=False)
+    of = f" (a sample of {result.checked} of {result.claims})" if sample is not None else ""
+    if result.problems:
+        err_console.print(
+            f"ledger audit failed: {len(result.problems)} of {result.checked} claims checked{of} do not hold",
+            highlight=False,
+        )
+        sys.exit(EXIT_LEDGER)
+    console.print(
+        f"ledger audit ok: {result.checked} claims checked{of} in {result.datasets} dataset(s), each holds",
+        highlight=False,
+    )
 
 
 def ledger_filters(func: F) -> F:

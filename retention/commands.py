@@ -876,6 +876,22 @@ def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
         engine.dispose()
 
 
+def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
+    """The ledger's claims against the live tables (see :mod:`retention.ledger_audit`)."""
+    from retention import ledger_audit
+
+    catalog = load_catalog(rules)
+    packs = {}
+    for loaded in sorted(catalog.packs, key=lambda p: p.pack.effective_from):
+        packs[loaded.id] = loaded  # the newest version of each pack names the tables
+    secret = ledger.pseudonym_secret()
+    engine = _engine(db_url)
+    try:
+        return ledger_audit.audit(engine, packs, secret, sample=sample, dataset=dataset)
+    finally:
+        engine.dispose()
+
+
 def ledger_keygen(key_file: Path) -> bytes:
     return ledger.generate_signing_key(key_file)
 
