@@ -17,7 +17,7 @@ import pendulum
 import sqlalchemy as sa
 
 from retention import execute, ledger, migrate, notice, store, subjects
-from retention.archive import SeparateArchive
+from retention.archive import SeparateArchive, refuse_the_main_database
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
 from retention.dialects import dialect_for
@@ -290,6 +290,8 @@ def run(
     that shard of the run group ``run_group`` (docs/scaling.md); without an
     explicit ``as_of`` it runs as of the instant the group started.
     """
+    if archive_url:
+        refuse_the_main_database(db_url, archive_url)
     as_of_fixed = as_of_value(as_of) is not None
     loaded, when = load_pack(rules, as_of, pack_id)
     secret = ledger.pseudonym_secret()
@@ -1053,6 +1055,8 @@ def scheduler(
     from retention.logs import get_logger
 
     load_catalog(rules)  # a broken pack fails now, not at 2 am
+    if archive_url:
+        refuse_the_main_database(db_url, archive_url)
     try:
         iana_zone(timezone)
     except ValueError as exc:

@@ -1190,13 +1190,17 @@ def _run_dataset(
         attempts = 0
         while True:
             try:
-                with conn.begin():
-                    lock.verify()
-                    batch, resume = planner.next_batch(conn, origin, after)
-                    if batch is None:
-                        break
-                    applied = witness(conn, ctx, planner, batch)
-                    counts = apply_batch(conn, ctx, planner, applied)
+                try:
+                    with conn.begin():
+                        lock.verify()
+                        batch, resume = planner.next_batch(conn, origin, after)
+                        if batch is None:
+                            break
+                        applied = witness(conn, ctx, planner, batch)
+                        counts = apply_batch(conn, ctx, planner, applied)
+                except BaseException:
+                    ctx.archive.after_rollback()  # the batch's payload deletions rolled back with it
+                    raise
             except sa.exc.DBAPIError as exc:
                 ledger.lock_timing(conn)
                 # Concurrent shards on MariaDB or SQLite may deadlock or find the
