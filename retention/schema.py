@@ -18,6 +18,7 @@ from retention.order import dataset_order, deletes_rows
 from retention.policy.model import Clock, Dataset, Pack
 from retention.policy.rowfilter import ColumnTest
 from retention.rowfilter import value_problem
+from retention.schema_guard import refused_table
 
 Level = Literal["error", "warning"]
 
@@ -315,6 +316,10 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
     inspect = _Inspector(conn)
     findings: list[Finding] = []
     for name, ds in pack.datasets.items():
+        refused = refused_table(conn, ds.table, ds.schema_)
+        if refused is not None:
+            findings.append(Finding("error", name, ds.table, None, refused))
+            continue
         columns = inspect.columns(ds.table, ds.schema_)
         if columns is None:
             findings.append(Finding("error", name, ds.table, None, "table does not exist"))
