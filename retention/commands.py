@@ -23,6 +23,7 @@ from retention.config import create_engine
 from retention.dialects import dialect_for
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.joins import normalise_email
+from retention.jsonfile import loads_bounded, read_bounded, read_json
 from retention.plan import Batch, PlanSummary
 from retention.policy import LoadedPack, load_catalog
 from retention.policy.model import Dataset
@@ -757,7 +758,6 @@ def ledger_verify(
     db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
 ) -> ledger.VerifyResult:
     """Verify the chain, and with a checkpoint file that the signed head still stands."""
-    import json
 
     from retention.ledger_mac import configured_secret
 
@@ -769,11 +769,7 @@ def ledger_verify(
         finally:
             engine.dispose()
     public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
-    try:
-        document = json.loads(checkpoint_file.read_bytes()[:1_000_000].decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
-        raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {reason}") from None
+    document = read_json(checkpoint_file, "checkpoint", CHECKPOINT_BYTES)
     if not isinstance(document, dict):
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
     engine = _engine(db_url)
@@ -898,14 +894,12 @@ def ledger_keygen(key_file: Path) -> bytes:
     return ledger.generate_signing_key(key_file)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    import json
+CHECKPOINT_BYTES = 1_000_000
+PROOF_BYTES = 200_000_000
 
-    try:
-        return json.loads(path.read_bytes()[:200_000_000].decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
-        raise ConfigError(f"cannot read {what} {path}: {reason}") from None
+
+def _read_json(path: Path, what: str) -> Any:
+    return read_json(path, what, CHECKPOINT_BYTES if what == "checkpoint" else PROOF_BYTES)
 
 
 def ledger_prove(
@@ -943,7 +937,6 @@ def ledger_verify_proof(
     record_key: str | None = None,
 ) -> Any:
     """Check a proof file offline: no database, the signer's key as the verifier configured it."""
-    import json
 
     from retention import ledger_proof
 
@@ -953,12 +946,9 @@ def ledger_verify_proof(
     from retention.ledger_mac import configured_secret
 
     secret = ledger.pseudonym_secret() if record_key is not None else configured_secret()
+    text = read_bounded(proof_file, "proof", PROOF_BYTES)
     try:
-        text = proof_file.read_bytes()[:200_000_000]
-    except OSError as exc:
-        raise ConfigError(f"cannot read proof {proof_file}: {exc.strerror}") from None
-    try:
-        document = json.loads(text.decode("utf-8"))
+        document = loads_bounded(text, "proof", proof_file)
     except ValueError:  # a damaged proof is a rejected one, not a usage error
         return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
     return ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)

@@ -422,7 +422,7 @@ def _read_checkpoints(console: Console) -> list[dict[str, Any]]:
             document = json.loads(path.read_text(encoding="utf-8"))
             seq = int(document["seq"])
             signed = dt.datetime.fromisoformat(str(document["signed_at"]).replace("Z", "+00:00"))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         documents.append({"document": document, "seq": seq, "signed": signed, "file": path.name})
     return sorted(documents, key=lambda d: (d["seq"], d["signed"]))
