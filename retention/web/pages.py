@@ -28,7 +28,7 @@ from retention.clock import utcnow
 from retention.errors import ConfigError, RetentionError
 from retention.web import accounts
 from retention.web.app import Console, Viewer
-from retention.web.security import SESSION_COOKIE, cookie_options
+from retention.web.security import CSRF_COOKIE, SESSION_COOKIE, cookie_options
 
 KNOWN_TRANSITIONS = (
     "active->inactive",
@@ -79,21 +79,21 @@ def login(console: Console, request: Request, viewer: Viewer | None, form: FormD
     if not name or not isinstance(password, str) or not password:
         return console.render(request, "login.html", status_code=400, error="missing")
     with console.writer.begin() as conn:
-        wait = accounts.throttled_for(conn, console.secret, name)
-        if wait is not None:
+        attempt = accounts.attempt_sign_in(conn, console.secret, name, password)
+        if attempt.outcome == "throttled":
             accounts.log_access(conn, None, "sign_in_throttled")
-            minutes = max(1, int(wait.total_seconds() // 60) + 1)
+            minutes = max(1, int((attempt.wait or dt.timedelta()).total_seconds() // 60) + 1)
             return console.render(request, "login.html", status_code=429, error="throttled", minutes=minutes)
-        role = accounts.authenticate(conn, name, password)
-        if role is None:
-            accounts.record_failure(conn, console.secret, name)
-            known = accounts.active_role(conn, name) is not None
-            accounts.log_access(conn, name if known else None, "sign_in_failed")
+        if attempt.outcome == "wrong" or attempt.account is None:
+            accounts.log_access(conn, attempt.account, "sign_in_failed")
             return console.render(request, "login.html", status_code=401, error="wrong")
-        accounts.clear_failures(conn, console.secret, name)
-        accounts.log_access(conn, name, "sign_in", role)
+        accounts.log_access(conn, attempt.account, "sign_in", attempt.role)
+    # A new session, and with it a new CSRF token bound to it: a token seen before sign-in is worth nothing after.
+    token, csrf_cookie = console.signer.new_csrf()
     response = _see_other("/")
-    response.set_cookie(SESSION_COOKIE, console.signer.session_cookie(name), **cookie_options(console.signer.max_age))
+    options = cookie_options(console.signer.max_age)
+    response.set_cookie(SESSION_COOKIE, console.signer.session_cookie(attempt.account, token), **options)
+    response.set_cookie(CSRF_COOKIE, csrf_cookie, **options)
     return response
 
 
