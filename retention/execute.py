@@ -1038,8 +1038,7 @@ def run(
                     if short_notice is not None:
                         ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
-                with conn.begin():
-                    ledger_items.index_runs(conn)  # items of a run killed before its end
+                _index_lookup(conn, ctx.run_id)  # items of a run killed before its end
                 store_.bind(engine)  # a store of another main database is refused before any payload moves
                 plan_ctx = PlanContext(loaded, as_of)
                 with reading(conn):
@@ -1087,8 +1086,24 @@ def _close_run(
             minimised = replace(minimised, run_id=ctx.run_id, pack_digest=ctx.loaded.digest)
             ledger.append(conn, [minimised], ctx.now(), secret=ctx.secret)
             log.info("engine_records_minimised", count=minimised.count, run_id=ctx.run_id)
-    with conn.begin():
-        ledger_items.index_runs(conn)
+    _index_lookup(conn, ctx.run_id)
+
+
+def _index_lookup(conn: sa.Connection, run_id: str) -> None:
+    """Write the ledger's pending lookup rows, unless the ledger is locked by another session.
+
+    The lookup rows only speed up ``ledger lookup`` (items not yet indexed
+    are read directly) and the next run writes them: a lock on the ledger
+    table must not fail the whole run here, outside any dataset. The
+    datasets that need the ledger fail on their own (exit 3).
+    """
+    try:
+        with conn.begin():
+            ledger_items.index_runs(conn)
+    except sa.exc.OperationalError as exc:
+        if exc.connection_invalidated:
+            raise
+        log.warning("ledger_index_deferred", error=describe_database_error(exc), run_id=run_id)
 
 
 def _rounded(stats: dict[str, Any]) -> dict[str, Any]:

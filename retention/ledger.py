@@ -809,11 +809,24 @@ def _against_runs(connectable: sa.Engine | sa.Connection, verdict: VerifyResult)
 
 
 def record_run_head(engine: sa.Engine, run_id: str) -> None:
-    """Note in the run's record how long the ledger was when it finished (see :func:`_against_runs`)."""
+    """Note in the run's record how long the ledger was when it finished (see :func:`_against_runs`).
+
+    A ledger locked by another session leaves it unnoted (with a warning)
+    rather than failing a run whose datasets are done: each batch already
+    noted the run's last entry (``ledger_last``).
+    """
+    from retention.errors import describe_database_error
+    from retention.logs import get_logger
+
     runs, table = store.runs, store.ledger
-    with engine.begin() as conn:
-        head = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar()
-        conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_seq=head or 0))
+    try:
+        with engine.begin() as conn:
+            head = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar()
+            conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_seq=head or 0))
+    except sa.exc.OperationalError as exc:
+        if exc.connection_invalidated:
+            raise
+        get_logger().warning("ledger_length_not_noted", error=describe_database_error(exc), run_id=run_id)
 
 
 def _check_entry_items(connectable: sa.Engine | sa.Connection, row: dict[str, Any]) -> str | None:
