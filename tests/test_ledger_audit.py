@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import store
 from retention.cli import main
 from retention.demo import build_shop
+from retention.store import tables as store
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "audit-test-key"

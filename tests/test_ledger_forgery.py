@@ -26,8 +26,12 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_ledger_tampering import superuser_empties
 
-from retention import ledger, ledger_items, ledger_proof, merkle, store
 from retention.cli import main
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
+from retention.ledger import merkle
+from retention.ledger import proof as ledger_proof
+from retention.store import tables as store
 
 SECRET = "forgery-test-key"
 ENV = {
@@ -317,7 +321,7 @@ def test_the_cut_tail_of_a_finished_run_is_detected_after_the_next_run(
 KILL_AFTER_APPENDS = """
 import os, signal, sys
 import sqlalchemy as sa
-from retention import ledger
+from retention.ledger import chain as ledger
 from retention.cli import main
 
 appended = []

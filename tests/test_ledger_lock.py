@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
-from retention.config import create_engine
 from retention.errors import describe_database_error
+from retention.store.config import create_engine
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "lock-test-key", "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
 

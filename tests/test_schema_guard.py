@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import store
 from retention.cli import main
+from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "guard-test-key", "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
 

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from retention import store
 from retention.errors import ConfigError
+from retention.store import tables as store
 from retention.web import accounts, create_app
-from retention.web.app import ConsoleSettings
+from retention.web.console import ConsoleSettings
 
 PASSWORD = "a long enough password"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
