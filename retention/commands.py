@@ -896,21 +896,47 @@ def ledger_verify_proof(
     *,
     dataset: str | None = None,
     record_key: str | None = None,
+    db_url: str | None = None,
+    rules: Path | None = None,
 ) -> Any:
-    """Check a proof file offline: no database, the signer's key as the verifier configured it."""
+    """Check a proof file offline: no database, the signer's key as the verifier configured it.
+
+    With ``db_url`` and ``rules`` (a database at hand), its purge and
+    anonymisation claims are also checked against the live tables, as
+    ``ledger audit`` does.
+    """
 
     from retention.ledger import proof as ledger_proof
 
     public = ledger.configured_public_key(public_key)
     if (dataset is None) != (record_key is None):
         raise ConfigError("give both --dataset and --key to check which record the proof is about")
-    secret = pseudonyms.pseudonym_secret() if record_key is not None else configured_secret()
+    if (db_url is None) != (rules is None):
+        raise ConfigError("give both --db and --rules to check the proof's claims against the live tables")
+    needs_key = record_key is not None or db_url is not None
+    secret = pseudonyms.pseudonym_secret() if needs_key else configured_secret()
     text = read_bounded(proof_file, "proof", PROOF_BYTES)
     try:
         document = loads_bounded(text, "proof", proof_file)
     except ValueError:  # a damaged proof is a rejected one, not a usage error
         return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
-    return ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
+    verdict = ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
+    if not verdict.ok or db_url is None or rules is None or secret is None:
+        return verdict
+    from retention.reporting import ledger_audit
+
+    packs = {loaded.id: loaded for loaded in sorted(load_catalog(rules).packs, key=lambda p: p.pack.effective_from)}
+    engine = open_engine(db_url)
+    try:
+        found = ledger_audit.audit_claims(engine, packs, secret, ledger_audit.proof_claims(document))
+    finally:
+        engine.dispose()
+    if found.problems:
+        return ledger_proof.ProofResult(False, f"the live data contradicts it: {found.problems[0]}")
+    checked = f"{found.checked} claim(s) hold in the live tables" + (
+        f"; not checked: {'; '.join(found.skipped)}" if found.skipped else ""
+    )
+    return ledger_proof.ProofResult(True, "", (*verdict.lines, checked))
 
 
 def demo_key_file(folder: Path) -> Path:

@@ -122,3 +122,36 @@ def test_a_sample_is_bounded(shop: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
     [line] = result.output.splitlines()
     assert line.startswith("ledger audit ok: 5 claims checked (a sample of 5 of ")
+
+
+def test_verify_proof_with_a_database_checks_the_claim(
+    migrated: sa.Engine, shop: dict[str, Any], tmp_path: Path
+) -> None:
+    """`verify-proof --db --rules`: a proof of a purge holds while the row is gone, and is rejected once it is back."""
+    db_url = shop["db_url"]
+    events = shop["events"]
+    with migrated.connect() as conn:
+        left = set(conn.execute(sa.select(events.c.id)).scalars())
+    victim = sorted(set(shop["before"]) - left)[0]
+    key, public = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    assert invoke("ledger", "keygen", "--key", str(key), "--public", str(public)).exit_code == 0
+    checkpoint, proof = tmp_path / "cp.json", tmp_path / "proof.json"
+    assert invoke("ledger", "checkpoint", "--db", db_url, "--key", str(key), "--output", str(checkpoint)).exit_code == 0
+    proved = invoke("ledger", "prove", "--db", db_url, "--dataset", "analytics_events", "--key", str(victim),
+                    "--checkpoint", str(checkpoint), "--output", str(proof))  # fmt: skip
+    assert proved.exit_code == 0, proved.output
+    args = ("ledger", "verify-proof", str(proof), "--public-key", str(public), "--db", db_url, "--rules", PACK)
+    holds = invoke(*args)
+    assert holds.exit_code == 0, holds.output
+    assert holds.output.splitlines()[-1] == "  1 claim(s) hold in the live tables"
+    with migrated.begin() as conn:
+        conn.execute(events.insert().values(**shop["before"][victim]))
+    seq, idx, pseudonym = claim_of(migrated, "analytics_events", str(victim))
+    broken = invoke(*args)
+    assert (broken.exit_code, broken.output.splitlines()) == (
+        6,
+        [
+            f"proof rejected: the live data contradicts it: dataset analytics_events: entry {seq} item {idx} "
+            f"(record {pseudonym[:16]}) says active->purged (delete), but the live table still holds that record"
+        ],
+    )

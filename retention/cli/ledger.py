@@ -353,10 +353,27 @@ def ledger_prove(
 @click.option(
     "--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key (needs the pseudonym key)."
 )
+@click.option(
+    "--db",
+    "db",
+    default=None,
+    help="With --rules: also check the proof's purge claims against this database's live tables "
+    "(never read from RETENTION_DATABASE_URL: the check is offline unless asked).",
+)
+@click.option("--rules", "rules", type=click.Path(path_type=Path), default=None, help="The rule packs (with --db).")
 @handled
-def ledger_verify_proof(proof_file: Path, public_key: Path | None, dataset: str | None, record_key: str | None) -> None:
-    """Check a proof from `ledger prove` offline, without any database; exit 6 with the reason if it fails."""
-    verdict = commands.ledger_verify_proof(proof_file, public_key, dataset=dataset, record_key=record_key)
+def ledger_verify_proof(
+    proof_file: Path,
+    public_key: Path | None,
+    dataset: str | None,
+    record_key: str | None,
+    db: str | None,
+    rules: Path | None,
+) -> None:
+    """Check a proof from `ledger prove` offline (or, with --db, against the live data too); exit 6 if it fails."""
+    verdict = commands.ledger_verify_proof(
+        proof_file, public_key, dataset=dataset, record_key=record_key, db_url=db, rules=rules
+    )
     if not verdict.ok:
         err_console.print(f"proof rejected: {verdict.reason}", highlight=False)
         sys.exit(EXIT_LEDGER)

@@ -147,12 +147,47 @@ def audit(
     seed: int | None = None,
 ) -> AuditResult:
     """Check every claim (or ``sample`` of them, chosen at random) against the live tables."""
-    result = AuditResult()
     with engine.connect() as conn:
         claims = list(_claims(conn, dataset))
-    result.claims = len(claims)
+    total = len(claims)
     if sample is not None and sample < len(claims):
         claims = random.Random(seed).sample(claims, sample)
+    result = audit_claims(engine, packs, secret, claims)
+    result.claims = total
+    return result
+
+
+def _wanted(transition: str | None, action: str | None) -> bool:
+    return bool(transition and transition.endswith("->purged")) or action in (*_MASKED, "archive")
+
+
+def proof_claims(document: dict[str, Any]) -> list[Claim]:
+    """The claims of a proof (``ledger prove``) that say a record left its table or was masked there."""
+    by_seq = {entry["seq"]: entry for entry in document["chain"]}
+    claims = []
+    for record in document["records"]:
+        entry = by_seq[record["seq"]]
+        if entry.get("dataset") is None or not _wanted(entry.get("transition"), entry.get("action")):
+            continue
+        item = record["item"]
+        claims.append(
+            Claim(
+                entry["seq"],
+                item["idx"] if item is not None else None,
+                entry.get("run_id"),
+                entry.get("pack_id"),
+                entry["dataset"],
+                entry["transition"],
+                entry.get("action"),
+                item["record"] if item is not None else entry["record_pseudonym"],
+            )
+        )
+    return claims
+
+
+def audit_claims(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, claims: list[Claim]) -> AuditResult:
+    """Check ``claims`` against the live tables, one pass over each dataset's table."""
+    result = AuditResult(claims=len(claims))
     by_dataset: dict[tuple[str | None, str], list[Claim]] = {}
     for claim in claims:
         by_dataset.setdefault((claim.pack_id, claim.dataset), []).append(claim)
@@ -233,4 +268,4 @@ def _unmasked(
     return problems
 
 
-__all__ = ["AuditResult", "Claim", "audit"]
+__all__ = ["AuditResult", "Claim", "audit", "audit_claims", "proof_claims"]
