@@ -1,0 +1,236 @@
+"""Reading and proving the purge ledger: the library behind ``ledger verify``, ``show``, ``lookup``, proofs and keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from retention.errors import ConfigError
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.ledger.jsonfile import loads_bounded, read_bounded, read_json
+from retention.ledger.mac import configured_secret
+from retention.policy import load_catalog
+from retention.store.connect import open_engine
+from retention.timing.clock import AsOf, utcnow
+
+
+def ledger_verify(
+    db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
+) -> ledger.VerifyResult:
+    """Verify the chain, and with a checkpoint file that the signed head still stands."""
+
+    secret = configured_secret()
+    if checkpoint_file is None:
+        engine = open_engine(db_url)
+        try:
+            return ledger.verify(engine, secret=secret)
+        finally:
+            engine.dispose()
+    public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
+    document = read_json(checkpoint_file, "checkpoint", CHECKPOINT_BYTES)
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
+    engine = open_engine(db_url)
+    try:
+        return ledger.verify_checkpoint(engine, document, public, secret=secret)
+    finally:
+        engine.dispose()
+
+
+def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
+    parsed = AsOf.given(text, name)
+    return None if parsed is None else parsed.resolve("UTC")
+
+
+def ledger_entries(
+    db_url: str,
+    *,
+    since: AsOf | str | None = None,
+    until: AsOf | str | None = None,
+    dataset: str | None = None,
+    transition: str | None = None,
+    run_id: str | None = None,
+    limit: int = 0,
+    record_pseudonym: str | None = None,
+    subject_pseudonym: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries matching the filters, oldest first (at most ``limit``; 0 for all)."""
+    engine = open_engine(db_url)
+    try:
+        result = []
+        for row in ledger.entries(
+            engine,
+            since=_instant_option(since, "--since"),
+            until=_instant_option(until, "--until"),
+            dataset=dataset,
+            transition=transition,
+            run_id=run_id,
+            record_pseudonym=record_pseudonym,
+            subject_pseudonym=subject_pseudonym,
+        ):
+            result.append(row)
+            if limit and len(result) >= limit:
+                break
+        return result
+    finally:
+        engine.dispose()
+
+
+def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
+    import sys
+
+    engine = open_engine(db_url)
+    converted = {
+        "since": _instant_option(filters.pop("since", None), "--since"),
+        "until": _instant_option(filters.pop("until", None), "--until"),
+        **filters,
+    }
+    try:
+        if output is None:
+            return ledger.export(engine, fmt, sys.stdout, **converted)
+        with output.open("w", encoding="utf-8", newline="") as out:
+            return ledger.export(engine, fmt, out, **converted)
+    finally:
+        engine.dispose()
+
+
+def ledger_lookup(
+    db_url: str,
+    *,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    email: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries of one record (dataset and key), one subject or one e-mail address, found by their pseudonym."""
+    if subject_key is None and email is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, --email ADDRESS, or --dataset and --key")
+    if subject_key is not None and email is not None:
+        raise ConfigError("give --subject or --email, not both (look each up in turn)")
+    secret = pseudonyms.pseudonym_secret()
+    from retention.ledger import items as ledger_items
+
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return ledger_items.lookup(
+                conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+            )
+    finally:
+        engine.dispose()
+
+
+def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
+    key = ledger.load_signing_key(key_file)
+    secret = configured_secret()
+    engine = open_engine(db_url)
+    try:
+        return ledger.checkpoint(engine, key, utcnow(), secret=secret)
+    finally:
+        engine.dispose()
+
+
+def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
+    """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`)."""
+    from retention.reporting import ledger_audit
+
+    catalog = load_catalog(rules)
+    packs = {}
+    for loaded in sorted(catalog.packs, key=lambda p: p.pack.effective_from):
+        packs[loaded.id] = loaded  # the newest version of each pack names the tables
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
+    try:
+        return ledger_audit.audit(engine, packs, secret, sample=sample, dataset=dataset)
+    finally:
+        engine.dispose()
+
+
+def ledger_keygen(key_file: Path) -> bytes:
+    return ledger.generate_signing_key(key_file)
+
+
+CHECKPOINT_BYTES = 1_000_000
+PROOF_BYTES = 200_000_000
+
+
+def _read_json(path: Path, what: str) -> Any:
+    return read_json(path, what, CHECKPOINT_BYTES if what == "checkpoint" else PROOF_BYTES)
+
+
+def ledger_prove(
+    db_url: str,
+    checkpoint_file: Path,
+    *,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+) -> dict[str, Any]:
+    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger.proof`)."""
+    from retention.ledger import proof as ledger_proof
+
+    if subject_key is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, or --dataset and --key")
+    document = _read_json(checkpoint_file, "checkpoint")
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return ledger_proof.build(
+                conn, secret, document, dataset=dataset, record_key=record_key, subject_key=subject_key
+            )
+    finally:
+        engine.dispose()
+
+
+def ledger_verify_proof(
+    proof_file: Path,
+    public_key: Path | None,
+    *,
+    dataset: str | None = None,
+    record_key: str | None = None,
+    db_url: str | None = None,
+    rules: Path | None = None,
+) -> Any:
+    """Check a proof file offline: no database, the signer's key as the verifier configured it.
+
+    With ``db_url`` and ``rules`` (a database at hand), its purge and
+    anonymisation claims are also checked against the live tables, as
+    ``ledger audit`` does.
+    """
+
+    from retention.ledger import proof as ledger_proof
+
+    public = ledger.configured_public_key(public_key)
+    if (dataset is None) != (record_key is None):
+        raise ConfigError("give both --dataset and --key to check which record the proof is about")
+    if (db_url is None) != (rules is None):
+        raise ConfigError("give both --db and --rules to check the proof's claims against the live tables")
+    needs_key = record_key is not None or db_url is not None
+    secret = pseudonyms.pseudonym_secret() if needs_key else configured_secret()
+    text = read_bounded(proof_file, "proof", PROOF_BYTES)
+    try:
+        document = loads_bounded(text, "proof", proof_file)
+    except ValueError:  # a damaged proof is a rejected one, not a usage error
+        return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
+    verdict = ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
+    if not verdict.ok or db_url is None or rules is None or secret is None:
+        return verdict
+    from retention.reporting import ledger_audit
+
+    packs = {loaded.id: loaded for loaded in sorted(load_catalog(rules).packs, key=lambda p: p.pack.effective_from)}
+    engine = open_engine(db_url)
+    try:
+        found = ledger_audit.audit_claims(engine, packs, secret, ledger_audit.proof_claims(document))
+    finally:
+        engine.dispose()
+    if found.problems:
+        return ledger_proof.ProofResult(False, f"the live data contradicts it: {found.problems[0]}")
+    checked = f"{found.checked} claim(s) hold in the live tables" + (
+        f"; not checked: {'; '.join(found.skipped)}" if found.skipped else ""
+    )
+    return ledger_proof.ProofResult(True, "", (*verdict.lines, checked))
