@@ -217,6 +217,9 @@ def describe_database_error(exc: BaseException, dataset: str | None = None) -> s
     codes = _codes(orig)
     facts = [", ".join(codes)] if codes else []
     meaning = _meaning(codes)
+    if meaning is None and getattr(exc, "connection_invalidated", False):
+        # A connection lost between statements: psycopg reports no SQLSTATE, SQLAlchemy knows it is gone.
+        meaning = "the connection was lost"
     if meaning is not None:
         facts.append(meaning)
     if diag is not None:

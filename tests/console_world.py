@@ -192,7 +192,7 @@ def build_world(engine: sa.Engine, db_url: str, tmp_path: Path, customers: int =
     (tmp_path / "public.pem").write_bytes(public)
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    document = ledger.checkpoint(engine, ledger.load_signing_key(key_file), dt.datetime.now(dt.UTC))
+    document = ledger.checkpoint(engine, ledger.load_signing_key(key_file), dt.datetime.now(dt.UTC), secret=SECRET)
     (folder / "checkpoint-1.json").write_text(json.dumps(document), encoding="utf-8")
     with engine.begin() as conn:
         for role, name in USERS.items():

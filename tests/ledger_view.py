@@ -38,7 +38,7 @@ def record_moves(
         for row in rows:
             if row.run_id is None or row.dataset is None or row.transition in ("guard_overridden", "review_requested"):
                 continue
-            if row.format == ledger_items.FORMAT and row.items:
+            if row.format in ledger_items.ITEM_FORMATS and row.items:
                 cache_key = (row.run_id, row.dataset)
                 if cache_key not in reverse:
                     run_key = ledger_items.run_key(secret, row.run_id)

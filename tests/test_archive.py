@@ -225,3 +225,96 @@ def _pack(tmp_path: Path) -> Path:
     path = tmp_path / "archive.yaml"
     path.write_text(PACK, encoding="utf-8")
     return path
+
+
+TWO_DATASETS = (
+    PACK
+    + """
+  visits:
+    table: visits
+    key: id
+    basis: policy
+    keep:
+      - clock: {column: seen, type: timestamp}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+)
+
+REFUSE_CUSTOMERS_PURGE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_customers_purge BEFORE DELETE ON retention_record_states "
+        "WHEN OLD.dataset = 'customers' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_customers_purge() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF OLD.dataset = 'customers' THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN OLD; END $$",
+        "CREATE TRIGGER refuse_customers_purge BEFORE DELETE ON retention_record_states "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_customers_purge()",
+    ],
+    "mariadb": [
+        "CREATE TRIGGER refuse_customers_purge BEFORE DELETE ON retention_record_states FOR EACH ROW BEGIN "
+        "IF OLD.dataset = 'customers' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test'; "
+        "END IF; END"
+    ],
+}
+
+
+def test_a_rolled_back_purge_keeps_its_payloads_when_a_later_dataset_commits(
+    migrated: sa.Engine, db_url: str, dialect: str, tmp_path: Path
+) -> None:
+    """The customers' purge batch fails (a constraint of the test refuses it) and rolls back; the visits'
+    batch then commits. Before: that commit deleted the rolled-back batch's payloads (SeparateArchive._pending
+    outlived the rollback), leaving 6 customers archived with no payload and no ledger entry."""
+    build(migrated, customers=6)
+    md = sa.MetaData()
+    visits = sa.Table(
+        "visits", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False), sa.Column("seen", sa.DateTime)
+    )
+    md.create_all(migrated)
+    with migrated.begin() as conn:
+        conn.execute(visits.insert(), [{"id": i, "seen": dt.datetime(2021, 6, 1)} for i in range(1, 5)])
+    pack = tmp_path / "two.yaml"
+    pack.write_text(TWO_DATASETS, encoding="utf-8")
+    with extra_database(dialect, tmp_path) as archive_url:
+        first = invoke(
+            "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2021-06-01"
+        )
+        assert first.exit_code == 0, first.output
+        archived = [("customers", str(i)) for i in range(1, 7)]
+        assert payloads(archive_url) == archived
+        with migrated.begin() as conn:
+            for statement in REFUSE_CUSTOMERS_PURGE[dialect]:
+                conn.execute(sa.text(statement))
+        second = invoke(
+            "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2023-01-01"
+        )
+        assert second.exit_code == 3, second.output  # the customers dataset failed, the visits went on
+        with migrated.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(visits)).scalar_one() == 0
+            still = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(store.record_states)
+                .where(store.record_states.c.dataset == "customers", store.record_states.c.state == "archived")
+            ).scalar_one()
+        assert still == 6
+        assert payloads(archive_url) == archived  # every archived record keeps its payload
+
+
+def test_an_archive_database_equal_to_the_main_one_is_refused(db_url: str, migrated: sa.Engine, tmp_path: Path) -> None:
+    """--archive-db naming the main database: one line, exit 2, before anything moves."""
+    build(migrated, customers=2)
+    result = CliRunner().invoke(
+        main,
+        ["run", "--rules", str(_pack(tmp_path)), "--db", db_url, "--archive-db", db_url, "--as-of", "2021-06-01"],
+        env=ENV,
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        ["error: --archive-db names the main database (--db): a separate archive store must be another database"],
+    )
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 0

@@ -41,9 +41,9 @@ def draft(n: int, dataset: str = "invoices") -> ledger.EntryDraft:
 
 def fill(engine: sa.Engine, count: int = 12) -> None:
     with engine.begin() as conn:
-        ledger.append(conn, [draft(n) for n in range(1, count // 2 + 1)], NOW)
+        ledger.append(conn, [draft(n) for n in range(1, count // 2 + 1)], NOW, secret=SECRET)
     with engine.begin() as conn:  # a second transaction continues the chain
-        ledger.append(conn, [draft(n) for n in range(count // 2 + 1, count + 1)], NOW)
+        ledger.append(conn, [draft(n) for n in range(count // 2 + 1, count + 1)], NOW, secret=SECRET)
 
 
 def drop_protection(engine: sa.Engine) -> None:
@@ -125,12 +125,12 @@ def test_deleted_tail_entry_is_detected_by_checkpoint(migrated: sa.Engine, tmp_p
     fill(migrated)
     key = tmp_path / "signing.pem"
     public = ledger.load_public_key(ledger.generate_signing_key(key))
-    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW, secret=SECRET)
     drop_protection(migrated)
     with migrated.begin() as conn:
         conn.execute(store.ledger.delete().where(store.ledger.c.seq >= 11))
     assert ledger.verify(migrated).ok
-    verdict = ledger.verify_checkpoint(migrated, point, public)
+    verdict = ledger.verify_checkpoint(migrated, point, public, secret=SECRET)
     assert not verdict.ok and verdict.first_bad_seq == 12
 
 
@@ -181,14 +181,17 @@ def test_checkpoint_detects_a_consistent_rewrite(migrated: sa.Engine, tmp_path: 
     fill(migrated)
     key = tmp_path / "signing.pem"
     public = ledger.load_public_key(ledger.generate_signing_key(key))
-    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
-    assert ledger.verify_checkpoint(migrated, point, public).ok
+    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW, secret=SECRET)
+    assert ledger.verify_checkpoint(migrated, point, public, secret=SECRET).ok
     drop_protection(migrated)
     rewrite_chain_from(migrated, 4)
-    assert ledger.verify(migrated).ok
+    assert ledger.verify(migrated).ok  # without the pseudonym key, the MACs cannot be checked
     verdict = ledger.verify_checkpoint(migrated, point, public)
     assert not verdict.ok
     assert "ledger rewritten: entry 12 no longer matches the checkpoint of entry 12" in verdict.reason
+    with_key = ledger.verify(migrated, secret=SECRET)  # with it, the first rewritten entry is named
+    assert (with_key.ok, with_key.first_bad_seq) == (False, 4)
+    assert with_key.reason.startswith("entry 4: its MAC is not valid for the configured pseudonym key")
 
 
 def test_checkpoint_with_a_forged_signature_fails(migrated: sa.Engine, tmp_path: Path) -> None:
@@ -196,7 +199,7 @@ def test_checkpoint_with_a_forged_signature_fails(migrated: sa.Engine, tmp_path:
     fill(migrated)
     key = tmp_path / "signing.pem"
     public = ledger.load_public_key(ledger.generate_signing_key(key))
-    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+    point = ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW, secret=SECRET)
     verdict = ledger.verify_checkpoint(migrated, {**point, "seq": 11}, public)
     assert not verdict.ok and "signature is not valid" in verdict.reason
 
@@ -210,7 +213,7 @@ def test_checkpoint_refuses_a_broken_chain(migrated: sa.Engine, tmp_path: Path) 
     key = tmp_path / "signing.pem"
     ledger.generate_signing_key(key)
     with pytest.raises(LedgerError, match="entry 2"):
-        ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW)
+        ledger.checkpoint(migrated, ledger.load_signing_key(key), NOW, secret=SECRET)
 
 
 def test_pseudonyms_are_keyed_and_never_the_key() -> None:
@@ -240,7 +243,7 @@ def test_export_csv_and_jsonl(migrated: sa.Engine) -> None:
     """Exports hold every matching entry, filters apply, and rows round-trip."""
     fill(migrated)
     with migrated.begin() as conn:
-        ledger.append(conn, [draft(1, dataset="customers")], NOW)
+        ledger.append(conn, [draft(1, dataset="customers")], NOW, secret=SECRET)
     out = io.StringIO()
     assert ledger.export(migrated, "jsonl", out, dataset="invoices") == 12
     lines = [json.loads(line) for line in out.getvalue().splitlines()]

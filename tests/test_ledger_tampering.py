@@ -173,7 +173,7 @@ def test_runs_without_a_recorded_length_still_expose_an_empty_ledger(
 ) -> None:
     """Runs from before the length was recorded: a run that moved records but has no entry fails verify."""
     with migrated.begin() as conn:
-        conn.execute(store.runs.update().values(ledger_seq=None))
+        conn.execute(store.runs.update().values(ledger_seq=None, ledger_last=None))
     superuser_empties(migrated)
     result = invoke("ledger", "verify", "--db", db_url)
     assert result.exit_code == 6
@@ -209,19 +209,19 @@ def test_a_checkpoint_needs_a_configured_public_key(db_url: str, two_runs: list[
         "RETENTION_CHECKPOINT_PUBLIC_KEY or RETENTION_CHECKPOINT_PUBLIC_KEY_FILE (the key inside the checkpoint "
         "proves nothing)"
     ]
-    ok = f"ledger verified: 30 entries, checkpoint {checkpoint} holds"
+    ok = [f"ledger verified: 30 entries, checkpoint {checkpoint} holds", "entries: 30 authenticated"]
     flag = invoke("ledger", "verify", "--db", db_url, "--checkpoint", str(checkpoint), "--public-key", str(public))
-    assert (flag.exit_code, flag.output.splitlines()) == (0, [ok])
+    assert (flag.exit_code, flag.output.splitlines()) == (0, ok)
     from_file = invoke(
         "ledger", "verify", "--db", db_url, "--checkpoint", str(checkpoint),
         env={"RETENTION_CHECKPOINT_PUBLIC_KEY_FILE": str(public)},
     )  # fmt: skip
-    assert (from_file.exit_code, from_file.output.splitlines()) == (0, [ok])
+    assert (from_file.exit_code, from_file.output.splitlines()) == (0, ok)
     from_text = invoke(
         "ledger", "verify", "--db", db_url, "--checkpoint", str(checkpoint),
         env={"RETENTION_CHECKPOINT_PUBLIC_KEY": public.read_text(encoding="utf-8")},
     )  # fmt: skip
-    assert (from_text.exit_code, from_text.output.splitlines()) == (0, [ok])
+    assert (from_text.exit_code, from_text.output.splitlines()) == (0, ok)
 
 
 def test_a_rewritten_chain_signed_with_another_key_fails(
@@ -237,12 +237,22 @@ def test_a_rewritten_chain_signed_with_another_key_fails(
             conn,
             [ledger.EntryDraft(None, None, None, "events", "hold_placed", None, "forged", None, None, None)],
             dt.datetime(2026, 6, 2, tzinfo=dt.UTC),
+            secret=b"not the engine's key",
         )
-        conn.execute(store.runs.update().values(ledger_seq=None, counts=None))  # and the runs hidden
+        conn.execute(store.runs.update().values(ledger_seq=None, ledger_last=None, counts=None))  # runs hidden
     forged = tmp_path / "forged.json"
-    document = ledger.checkpoint(migrated, ledger.load_signing_key(attacker_private), dt.datetime.now(dt.UTC))
+    document = ledger.checkpoint(
+        migrated, ledger.load_signing_key(attacker_private), dt.datetime.now(dt.UTC), secret=b"not the engine's key"
+    )
     forged.write_text(json.dumps(document), encoding="utf-8")
-    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0  # the chain alone cannot tell
+    alone = invoke("ledger", "verify", "--db", db_url)  # the chain alone: the entry's MAC is not the engine's
+    assert (alone.exit_code, alone.output.splitlines()) == (
+        6,
+        [
+            "ledger verification failed: entry 1: its MAC is not valid for the configured pseudonym key: it was not "
+            "written by the engine (or the key is not the engine's)"
+        ],
+    )
     result = invoke(
         "ledger", "verify", "--db", db_url, "--checkpoint", str(forged), "--public-key", str(auditor_public)
     )
@@ -266,7 +276,7 @@ def test_a_checkpoint_of_a_longer_chain_exposes_the_cut(
     )
     superuser_empties(migrated, keep_until=25)
     with migrated.begin() as conn:
-        conn.execute(store.runs.update().values(ledger_seq=None))
+        conn.execute(store.runs.update().values(ledger_seq=None, ledger_last=None))
     result = invoke("ledger", "verify", "--db", db_url, "--checkpoint", str(checkpoint), "--public-key", str(public))
     assert result.exit_code == 6
     assert result.output.splitlines()[0].startswith(

@@ -158,7 +158,10 @@ def test_v1_entries_then_upgrade_then_v2_verify_and_lookup(engine: sa.Engine, db
     v1_run = write_v1_run(engine, [1, 2, 3, 4])
 
     migrate.upgrade(engine)
-    assert invoke("ledger", "verify", "--db", db_url).output.splitlines() == ["ledger verified: 4 entries"]
+    assert invoke("ledger", "verify", "--db", db_url).output.splitlines() == [
+        "ledger verified: 4 entries",
+        "entries: 0 authenticated, 4 unauthenticated (format v1)",
+    ]
     pack = tmp_path / "upgrade.yaml"
     pack.write_text(PACK, encoding="utf-8")
     ran = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2021-03-11")
@@ -167,12 +170,18 @@ def test_v1_entries_then_upgrade_then_v2_verify_and_lookup(engine: sa.Engine, db
     with engine.connect() as conn:
         chain = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM retention_ledger ORDER BY seq"))]
     assert [r["format"] for r in chain[:4]] == [None] * 4
-    assert all(r["format"] == 2 for r in chain[4:])
+    assert all(r["format"] == 3 and r["mac"] for r in chain[4:])  # authenticated from the first new entry
     assert chain[4]["prev_hash"] == chain[3]["hash"]  # the v2 chain continues from the v1 head
     # records 5..10 are due by 2021-03-11 (clock 2020-03-i, due 2021-03-(i+1)): two batches of 3
     assert sorted(r["items"] for r in chain[4:] if r["items"]) == [3, 3]
     verified = invoke("ledger", "verify", "--db", db_url)
-    assert (verified.exit_code, verified.output.splitlines()) == (0, [f"ledger verified: {len(chain)} entries"])
+    assert (verified.exit_code, verified.output.splitlines()) == (
+        0,
+        [
+            f"ledger verified: {len(chain)} entries",
+            f"entries: {len(chain) - 4} authenticated, 4 unauthenticated (format v1)",
+        ],
+    )
 
     old = invoke("ledger", "lookup", "--db", db_url, "--dataset", "events", "--key", "3", "--format", "json")
     assert old.exit_code == 0, old.output

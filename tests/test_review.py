@@ -97,7 +97,9 @@ def test_review_flow(migrated: sa.Engine) -> None:
     with migrated.connect() as conn:
         assert len(review.list_batches(conn)) == 1
     with migrated.begin() as conn:
-        review.decide(conn, batch_id, approve=True, by="dpo@example.test", reason="retention period over")
+        review.decide(
+            conn, batch_id, approve=True, by="dpo@example.test", reason="retention period over", secret=SECRET
+        )
     with migrated.begin() as conn:  # placed after approval: still protects record 2
         subjects.place_hold(
             conn,
@@ -145,7 +147,7 @@ def test_rejected_batch_keeps_its_records(migrated: sa.Engine) -> None:
     with migrated.connect() as conn:
         batch_id = review.list_batches(conn)[0]["id"]
     with migrated.begin() as conn:
-        review.decide(conn, batch_id, approve=False, by="dpo", reason="litigation pending")
+        review.decide(conn, batch_id, approve=False, by="dpo", reason="litigation pending", secret=SECRET)
     execute.run(migrated, PACK, when, secret=SECRET)
     assert ids(migrated) == set(range(1, 21))
     with migrated.connect() as conn:

@@ -10,7 +10,16 @@ import click
 
 from retention import commands
 from retention.cli import params
-from retention.cli.options import EXIT_LEDGER, F, db_option, format_option, group, handled, zone_options
+from retention.cli.options import (
+    EXIT_LEDGER,
+    F,
+    db_option,
+    format_option,
+    group,
+    handled,
+    rules_option,
+    zone_options,
+)
 from retention.cli.output import console, display_zone, err_console, print_rows
 from retention.store.config import database_url
 from retention.timing.clock import AsOf
@@ -18,7 +27,7 @@ from retention.timing.clock import AsOf
 
 @group("ledger")
 def ledger_group() -> None:
-    """The purge ledger: verify, show, export, look up, checkpoint, prove."""
+    """The purge ledger: verify, audit, show, export, look up, checkpoint, prove."""
 
 
 @ledger_group.command("verify")
@@ -45,9 +54,44 @@ def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path
     if verdict.ok:
         extra = f", checkpoint {checkpoint_file} holds" if checkpoint_file else ""
         console.print(f"ledger verified: {verdict.entries} entries{extra}", highlight=False)
+        console.print(f"entries: {verdict.authentication()}", highlight=False)
         return
     err_console.print(f"ledger verification failed: {verdict.reason}", highlight=False)
     sys.exit(EXIT_LEDGER)
+
+
+@ledger_group.command("audit")
+@rules_option()
+@db_option
+@click.option(
+    "--sample",
+    type=click.IntRange(1, 10**9),
+    default=None,
+    help="Check this many claims, chosen at random (default: every claim).",
+)
+@click.option("--dataset", type=params.NAME, default=None, help="Only the claims of this dataset.")
+@handled
+def ledger_audit(rules: Path, db: str | None, sample: int | None, dataset: str | None) -> None:
+    """Check the ledger's purge and anonymisation claims against the live tables; exit 6 naming each that fails."""
+    result = commands.ledger_audit(rules, database_url(db), sample=sample, dataset=dataset)
+    for line in result.skipped:
+        console.print(f"not checked: {line}", highlight=False)
+    shown = result.problems[:50]
+    for line in shown:
+        err_console.print(f"claim does not hold: {line}", highlight=False)
+    if len(result.problems) > len(shown):
+        err_console.print(f"... and {len(result.problems) - len(shown)} more", highlight=False)
+    of = f" (a sample of {result.checked} of {result.claims})" if sample is not None else ""
+    if result.problems:
+        err_console.print(
+            f"ledger audit failed: {len(result.problems)} of {result.checked} claims checked{of} do not hold",
+            highlight=False,
+        )
+        sys.exit(EXIT_LEDGER)
+    console.print(
+        f"ledger audit ok: {result.checked} claims checked{of} in {result.datasets} dataset(s), each holds",
+        highlight=False,
+    )
 
 
 def ledger_filters(func: F) -> F:
@@ -307,10 +351,27 @@ def ledger_prove(
 @click.option(
     "--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key (needs the pseudonym key)."
 )
+@click.option(
+    "--db",
+    "db",
+    default=None,
+    help="With --rules: also check the proof's purge claims against this database's live tables "
+    "(never read from RETENTION_DATABASE_URL: the check is offline unless asked).",
+)
+@click.option("--rules", "rules", type=click.Path(path_type=Path), default=None, help="The rule packs (with --db).")
 @handled
-def ledger_verify_proof(proof_file: Path, public_key: Path | None, dataset: str | None, record_key: str | None) -> None:
-    """Check a proof from `ledger prove` offline, without any database; exit 6 with the reason if it fails."""
-    verdict = commands.ledger_verify_proof(proof_file, public_key, dataset=dataset, record_key=record_key)
+def ledger_verify_proof(
+    proof_file: Path,
+    public_key: Path | None,
+    dataset: str | None,
+    record_key: str | None,
+    db: str | None,
+    rules: Path | None,
+) -> None:
+    """Check a proof from `ledger prove` offline (or, with --db, against the live data too); exit 6 if it fails."""
+    verdict = commands.ledger_verify_proof(
+        proof_file, public_key, dataset=dataset, record_key=record_key, db_url=db, rules=rules
+    )
     if not verdict.ok:
         err_console.print(f"proof rejected: {verdict.reason}", highlight=False)
         sys.exit(EXIT_LEDGER)

@@ -45,9 +45,9 @@ def user_add(db: str | None, name: str, role: str, no_password: bool, password_s
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     from retention.web import users
 
-    users.user_add(database_url(db), name, role, password, created_by=actor())
+    stored = users.user_add(database_url(db), name, role, password, created_by=actor())
     how = "signs in through the proxy" if no_password else "signs in with a password"
-    console.print(f"account {name} added as {role} ({how})", highlight=False)
+    console.print(f"account {stored} added as {role} ({how})", highlight=False)
 
 
 @user.command("list")

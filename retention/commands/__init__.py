@@ -22,6 +22,7 @@ from retention.commands.admin import (
     pack_history,
 )
 from retention.commands.ledger import (
+    ledger_audit,
     ledger_checkpoint,
     ledger_entries,
     ledger_export,
@@ -77,6 +78,7 @@ __all__ = [
     "hold_list",
     "hold_release",
     "init",
+    "ledger_audit",
     "ledger_checkpoint",
     "ledger_entries",
     "ledger_export",

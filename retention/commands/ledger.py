@@ -9,6 +9,9 @@ from typing import Any
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
+from retention.ledger.jsonfile import loads_bounded, read_bounded, read_json
+from retention.ledger.mac import configured_secret
+from retention.policy import load_catalog
 from retention.store.connect import open_engine
 from retention.timing.clock import AsOf, utcnow
 
@@ -17,25 +20,21 @@ def ledger_verify(
     db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
 ) -> ledger.VerifyResult:
     """Verify the chain, and with a checkpoint file that the signed head still stands."""
-    import json
 
+    secret = configured_secret()
     if checkpoint_file is None:
         engine = open_engine(db_url)
         try:
-            return ledger.verify(engine)
+            return ledger.verify(engine, secret=secret)
         finally:
             engine.dispose()
     public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
-    try:
-        document = json.loads(checkpoint_file.read_bytes()[:1_000_000].decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
-        raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {reason}") from None
+    document = read_json(checkpoint_file, "checkpoint", CHECKPOINT_BYTES)
     if not isinstance(document, dict):
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
     engine = open_engine(db_url)
     try:
-        return ledger.verify_checkpoint(engine, document, public)
+        return ledger.verify_checkpoint(engine, document, public, secret=secret)
     finally:
         engine.dispose()
 
@@ -125,9 +124,26 @@ def ledger_lookup(
 
 def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
     key = ledger.load_signing_key(key_file)
+    secret = configured_secret()
     engine = open_engine(db_url)
     try:
-        return ledger.checkpoint(engine, key, utcnow())
+        return ledger.checkpoint(engine, key, utcnow(), secret=secret)
+    finally:
+        engine.dispose()
+
+
+def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
+    """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`)."""
+    from retention.reporting import ledger_audit
+
+    catalog = load_catalog(rules)
+    packs = {}
+    for loaded in sorted(catalog.packs, key=lambda p: p.pack.effective_from):
+        packs[loaded.id] = loaded  # the newest version of each pack names the tables
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
+    try:
+        return ledger_audit.audit(engine, packs, secret, sample=sample, dataset=dataset)
     finally:
         engine.dispose()
 
@@ -136,14 +152,12 @@ def ledger_keygen(key_file: Path) -> bytes:
     return ledger.generate_signing_key(key_file)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    import json
+CHECKPOINT_BYTES = 1_000_000
+PROOF_BYTES = 200_000_000
 
-    try:
-        return json.loads(path.read_bytes()[:200_000_000].decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
-        raise ConfigError(f"cannot read {what} {path}: {reason}") from None
+
+def _read_json(path: Path, what: str) -> Any:
+    return read_json(path, what, CHECKPOINT_BYTES if what == "checkpoint" else PROOF_BYTES)
 
 
 def ledger_prove(
@@ -179,22 +193,44 @@ def ledger_verify_proof(
     *,
     dataset: str | None = None,
     record_key: str | None = None,
+    db_url: str | None = None,
+    rules: Path | None = None,
 ) -> Any:
-    """Check a proof file offline: no database, the signer's key as the verifier configured it."""
-    import json
+    """Check a proof file offline: no database, the signer's key as the verifier configured it.
+
+    With ``db_url`` and ``rules`` (a database at hand), its purge and
+    anonymisation claims are also checked against the live tables, as
+    ``ledger audit`` does.
+    """
 
     from retention.ledger import proof as ledger_proof
 
     public = ledger.configured_public_key(public_key)
     if (dataset is None) != (record_key is None):
         raise ConfigError("give both --dataset and --key to check which record the proof is about")
-    secret = pseudonyms.pseudonym_secret() if record_key is not None else None
+    if (db_url is None) != (rules is None):
+        raise ConfigError("give both --db and --rules to check the proof's claims against the live tables")
+    needs_key = record_key is not None or db_url is not None
+    secret = pseudonyms.pseudonym_secret() if needs_key else configured_secret()
+    text = read_bounded(proof_file, "proof", PROOF_BYTES)
     try:
-        text = proof_file.read_bytes()[:200_000_000]
-    except OSError as exc:
-        raise ConfigError(f"cannot read proof {proof_file}: {exc.strerror}") from None
-    try:
-        document = json.loads(text.decode("utf-8"))
+        document = loads_bounded(text, "proof", proof_file)
     except ValueError:  # a damaged proof is a rejected one, not a usage error
         return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
-    return ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
+    verdict = ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
+    if not verdict.ok or db_url is None or rules is None or secret is None:
+        return verdict
+    from retention.reporting import ledger_audit
+
+    packs = {loaded.id: loaded for loaded in sorted(load_catalog(rules).packs, key=lambda p: p.pack.effective_from)}
+    engine = open_engine(db_url)
+    try:
+        found = ledger_audit.audit_claims(engine, packs, secret, ledger_audit.proof_claims(document))
+    finally:
+        engine.dispose()
+    if found.problems:
+        return ledger_proof.ProofResult(False, f"the live data contradicts it: {found.problems[0]}")
+    checked = f"{found.checked} claim(s) hold in the live tables" + (
+        f"; not checked: {'; '.join(found.skipped)}" if found.skipped else ""
+    )
+    return ledger_proof.ProofResult(True, "", (*verdict.lines, checked))

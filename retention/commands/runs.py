@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from retention.commands.subjects import Named, holds_covering
 from retention.engine import execute
-from retention.engine.archive import SeparateArchive
+from retention.engine.archive import SeparateArchive, refuse_the_main_database
 from retention.engine.notice import sight_versions
 from retention.engine.plan import Batch, PlanSummary
 from retention.engine.shards import ShardSpec
@@ -112,6 +112,8 @@ def run(
     transitions before their term; an ``allow_mass`` name that is no dataset
     is refused as it would override nothing.
     """
+    if archive_url:
+        refuse_the_main_database(db_url, archive_url)
     given = AsOf.given(as_of)
     loaded, when = load_pack(rules, given, pack_id)
     refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")

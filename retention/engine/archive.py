@@ -48,6 +48,8 @@ class ArchiveStore(Protocol):
 
     def after_commit(self) -> None: ...
 
+    def after_rollback(self) -> None: ...
+
     def sweep(self, engine: sa.Engine, secret: bytes) -> int: ...
 
 
@@ -65,6 +67,43 @@ def database_id(engine: sa.Engine) -> str:
         except sa.exc.IntegrityError:  # another process created it at the same moment
             pass
         return str(conn.execute(query).scalar_one())
+
+
+def refuse_the_main_database(main_url: str, archive_url: str) -> None:
+    """Refuse (exit 2) an ``--archive-db`` that names the main database.
+
+    Payloads would then sit in the main database under a store that orders
+    its commits around the main one as if they were apart: refused rather
+    than half-working. :meth:`SeparateArchive.bind` also refuses a store
+    whose database holds this main database's identity (another URL for the
+    same database).
+    """
+    if _same_place(main_url, archive_url):
+        raise ConfigError(
+            "--archive-db names the main database (--db): a separate archive store must be another database"
+        )
+
+
+def _same_place(first: str, second: str) -> bool:
+    try:
+        a, b = sa.engine.make_url(first), sa.engine.make_url(second)
+    except sa.exc.ArgumentError:
+        return first == second
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        from pathlib import Path
+
+        if not a.database or not b.database or ":memory:" in (a.database, b.database):
+            return False
+        return Path(a.database).resolve() == Path(b.database).resolve()
+    hosts = {"localhost", "127.0.0.1", "::1"}
+
+    def place(url: sa.engine.URL) -> tuple[Any, ...]:
+        host = (url.host or "localhost").lower()
+        return ("local" if host in hosts else host, url.port, url.database, tuple(sorted(url.query.items())))
+
+    return place(a) == place(b)
 
 
 archive_owner = sa.Table(
@@ -123,6 +162,9 @@ class SameDatabaseArchive:
     def after_commit(self) -> None:
         return None
 
+    def after_rollback(self) -> None:
+        return None
+
     def sweep(self, engine: sa.Engine, secret: bytes) -> int:
         return 0
 
@@ -144,6 +186,15 @@ class SeparateArchive:
         main database must not treat the right one's payloads as orphans.
         """
         mine = database_id(engine)
+        with self.engine.connect() as conn:
+            if sa.inspect(conn).has_table(store.identity.name):
+                same = conn.execute(
+                    sa.select(store.identity.c.value).where(store.identity.c.name == "database")
+                ).scalar()
+                if same == mine:
+                    raise ConfigError(
+                        "--archive-db names the main database (--db): a separate archive store must be another database"
+                    )
         with self.engine.begin() as conn:
             owner = conn.execute(sa.select(archive_owner.c.database_id)).scalar()
             if owner is None:
@@ -183,6 +234,14 @@ class SeparateArchive:
                         table.c.dataset == dataset, store.one_of(archive_conn, table.c.record_key, keys)
                     )
                 )
+        self._pending.clear()
+
+    def after_rollback(self) -> None:
+        """Forget the purges of a batch that rolled back: their records are still archived, their payloads stay.
+
+        Otherwise the next batch to commit, of any dataset, would delete them
+        as its own, leaving records archived with no payload.
+        """
         self._pending.clear()
 
     def sweep(self, engine: sa.Engine, secret: bytes, batch_size: int = 1000) -> int:

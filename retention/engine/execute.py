@@ -424,7 +424,7 @@ def apply_batch(
     """
     drafts: list[ledger.EntryDraft | ledger_items.BatchItems] = []
     counts = _apply_tree(conn, ctx, planner, batch, drafts)
-    ledger.append(conn, drafts, ctx.now())
+    ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
     return counts
 
 
@@ -1041,10 +1041,9 @@ def run(
                         )
                     )
                     if short_notice is not None:
-                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
-                with conn.begin():
-                    ledger_items.index_runs(conn)  # items of a run killed before its end
+                _index_lookup(conn, ctx.run_id)  # items of a run killed before its end
                 store_.bind(engine)  # a store of another main database is refused before any payload moves
                 plan_ctx = PlanContext(loaded, as_of)
                 with reading(conn):
@@ -1090,10 +1089,26 @@ def _close_run(
         minimised = evidence.minimise(conn, ctx.loaded.pack, ctx.as_of, ctx.secret, ctx.now())
         if minimised is not None:
             minimised = replace(minimised, run_id=ctx.run_id, pack_digest=ctx.loaded.digest)
-            ledger.append(conn, [minimised], ctx.now())
+            ledger.append(conn, [minimised], ctx.now(), secret=ctx.secret)
             log.info("engine_records_minimised", count=minimised.count, run_id=ctx.run_id)
-    with conn.begin():
-        ledger_items.index_runs(conn)
+    _index_lookup(conn, ctx.run_id)
+
+
+def _index_lookup(conn: sa.Connection, run_id: str) -> None:
+    """Write the ledger's pending lookup rows, unless the ledger is locked by another session.
+
+    The lookup rows only speed up ``ledger lookup`` (items not yet indexed
+    are read directly) and the next run writes them: a lock on the ledger
+    table must not fail the whole run here, outside any dataset. The
+    datasets that need the ledger fail on their own (exit 3).
+    """
+    try:
+        with conn.begin():
+            ledger_items.index_runs(conn)
+    except sa.exc.OperationalError as exc:
+        if exc.connection_invalidated:
+            raise
+        log.warning("ledger_index_deferred", error=describe_database_error(exc), run_id=run_id)
 
 
 def _rounded(stats: dict[str, Any]) -> dict[str, Any]:
@@ -1186,7 +1201,7 @@ def _run_dataset(
         # A shard leaves whole partitions alone: they hold every shard's rows (docs/scaling.md).
         if origin == "active" and planner.in_shard is None and partitions.eligible(planner, conn):
             dropped = partitions.drop_due_partitions(
-                conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now
+                conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now, secret=ctx.secret
             )
             if dropped:
                 totals = result.counts.setdefault(planner.name, {})
@@ -1195,13 +1210,17 @@ def _run_dataset(
         attempts = 0
         while True:
             try:
-                with conn.begin():
-                    lock.verify()
-                    batch, resume = planner.next_batch(conn, origin, after)
-                    if batch is None:
-                        break
-                    applied = witness(conn, ctx, planner, batch)
-                    counts = apply_batch(conn, ctx, planner, applied)
+                try:
+                    with conn.begin():
+                        lock.verify()
+                        batch, resume = planner.next_batch(conn, origin, after)
+                        if batch is None:
+                            break
+                        applied = witness(conn, ctx, planner, batch)
+                        counts = apply_batch(conn, ctx, planner, applied)
+                except BaseException:
+                    ctx.archive.after_rollback()  # the batch's payload deletions rolled back with it
+                    raise
             except sa.exc.DBAPIError as exc:
                 ledger.lock_timing(conn)
                 # Concurrent shards on MariaDB or SQLite may deadlock or find the
@@ -1300,7 +1319,7 @@ def _guard_passes(
             run_id=ctx.run_id,
         )
     with conn.begin():
-        ledger.append(conn, drafts, ctx.now())
+        ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
     return True
 
 
@@ -1364,7 +1383,7 @@ def _settle_erasure_requests(
                     detail={"erasure_request": request.id, "outcome": outcome},
                 )
             )
-        ledger.append(conn, drafts, ctx.now())
+        ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
 
 
 def _close_abandoned_runs(conn: sa.Connection) -> None:
@@ -1456,7 +1475,7 @@ def _join_group(
                         )
                     )
                     if short_notice is not None:
-                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
+                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                     log.info("run_group_started", run_group=run_group, shards=shard.count, run_id=ctx.run_id)
                 else:
                     if row.pack_digest != loaded.digest or row.shards != shard.count or row.shard_bounds is None:

@@ -165,6 +165,7 @@ def drop_due_partitions(
     run_id: str,
     pack_digest: str,
     now: Callable[[], dt.datetime],
+    secret: bytes | None = None,
 ) -> int:
     """Drop every droppable partition, one transaction each; returns the rows purged.
 
@@ -218,6 +219,7 @@ def drop_due_partitions(
                     )
                 ],
                 now(),
+                secret=secret,
             )
         log.info("partition_dropped", dataset=planner.name, partition=partition.label, count=int(count))
         purged += int(count)

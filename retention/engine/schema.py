@@ -15,6 +15,7 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from retention.dialects import DATETIME_KINDS, Dialect, dialect_for
 from retention.engine.order import dataset_order, deletes_rows
 from retention.engine.rowfilter import value_problem
+from retention.engine.schema_guard import system_table
 from retention.engine.schema_mistakes import check_mistakes
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
@@ -347,7 +348,14 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
     """Every finding of ``pack`` against the database behind ``conn``."""
     inspect = _Inspector(conn)
     findings: list[Finding] = refuse_engine_tables(pack)
+    refused_names = {f.dataset for f in findings}
     for name, ds in pack.datasets.items():
+        if name in refused_names:
+            continue
+        refused = system_table(conn, ds.table, ds.schema_)
+        if refused is not None:
+            findings.append(Finding("error", name, ds.table, None, refused))
+            continue
         columns = inspect.columns(ds.table, ds.schema_)
         if columns is None:
             findings.append(Finding("error", name, ds.table, None, "table does not exist"))

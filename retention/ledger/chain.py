@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from retention.dialects import dialect_for
 from retention.errors import ConfigError, LedgerError
 from retention.ledger import items as ledger_items
+from retention.ledger import mac as ledger_mac
 from retention.ledger import merkle, pseudonyms
 from retention.ledger.items import BatchItems
 from retention.store import tables as store
@@ -268,18 +269,30 @@ class RecordEntries:
 
 
 def append(
-    conn: sa.Connection, drafts: Sequence[EntryDraft | RecordEntries | BatchItems], now: dt.datetime
+    conn: sa.Connection,
+    drafts: Sequence[EntryDraft | RecordEntries | BatchItems],
+    now: dt.datetime,
+    *,
+    secret: bytes | None = None,
 ) -> list[int]:
     """Chain ``drafts`` after the head, in the caller's transaction.
 
     The entries commit (or roll back) with the data change they describe.
-    New entries are of format 2 (:func:`entry_hash_v2`); a ``BatchItems``
-    draft becomes one entry whose Merkle root commits to its items, written
-    in the same transaction. ``RecordEntries`` (one v1 entry per record) is
-    kept for databases and tests that still write the v1 form.
+    New entries are of format 3 (:func:`entry_hash_v2` and a MAC under the
+    ledger key, :mod:`retention.ledger.mac`); a ``BatchItems`` draft becomes
+    one entry whose Merkle root commits to its items, written in the same
+    transaction. ``RecordEntries`` (one v1 entry per record) is kept for
+    databases and tests that still write the v1 form. The pseudonym key is
+    ``secret``, else a draft's, else the configured one: an entry the engine
+    cannot authenticate is not written at all. Each run's last entry is noted
+    in its row in the same transaction (:func:`_against_runs`).
     """
     if not drafts:
         return []
+    if secret is None:
+        secret = next((d.secret for d in drafts if isinstance(d, BatchItems | RecordEntries)), None)
+    if secret is None:
+        secret = pseudonyms.pseudonym_secret()
     # The items' pseudonyms and Merkle roots need no chain position: computed
     # before the lock, so that it covers the inserts and the commit only.
     prepared: dict[int, tuple[list[ledger_items.Item], str]] = {}
@@ -292,9 +305,12 @@ def append(
     encoder = _Encoder()
     convert = _Converters(conn.dialect)
     rows: list[tuple[Any, ...]] = []
+    last_of_run: dict[str, int] = {}
     for index, draft in enumerate(drafts):
         if isinstance(draft, RecordEntries):
             seq, prev = _chain_records(draft, seq, prev, now, encoder, convert, rows)
+            if draft.run_id is not None and draft.items:
+                last_of_run[draft.run_id] = seq
             continue
         seq += 1
         if isinstance(draft, BatchItems):
@@ -347,9 +363,25 @@ def append(
                 "items": None,
             }
         row["hash"] = prev = entry_hash_v2(row)
+        row["mac"] = ledger_mac.entry_mac(secret, prev)
         rows.append(tuple(convert(name, row[name]) for name in _INSERT_COLUMNS_V2))
+        if draft.run_id is not None:
+            last_of_run[draft.run_id] = seq
     _bulk_insert(conn, rows)
+    _note_run_heads(conn, last_of_run)
     return list(range(first, seq + 1))
+
+
+def _note_run_heads(conn: sa.Connection, last_of_run: dict[str, int]) -> None:
+    """Each run's last entry, in its row, in the transaction that wrote the entry.
+
+    A run killed or failed after this batch never reaches the end of the
+    run, where the ledger length used to be noted: this high-water mark lets
+    ``verify`` detect a tail cut from any run (:func:`_against_runs`).
+    """
+    runs = store.runs
+    for run_id, last in last_of_run.items():
+        conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_last=last))
 
 
 V2_COLUMNS = (*COLUMNS, "format", "merkle_root", "items")
@@ -374,7 +406,7 @@ def entry_hash_v2(row: dict[str, Any]) -> str:
 
 def row_hash(row: dict[str, Any], encoder: _Encoder | None = None) -> str:
     """The hash an entry must carry, by its format."""
-    if row.get("format") == ledger_items.FORMAT:
+    if row.get("format") in ledger_items.ITEM_FORMATS:
         return entry_hash_v2(row)
     return entry_hash(row, encoder)
 
@@ -440,6 +472,7 @@ def _chain_records(
                 None,
                 None,
                 None,
+                None,
             )
         )
         prev = digest
@@ -447,7 +480,7 @@ def _chain_records(
 
 
 _INSERT_COLUMNS = (*COLUMNS, "hash")
-_INSERT_COLUMNS_V2 = (*COLUMNS, "hash", "format", "merkle_root", "items")
+_INSERT_COLUMNS_V2 = (*COLUMNS, "hash", "format", "merkle_root", "items", "mac")
 
 
 class _Converters:
@@ -490,7 +523,14 @@ def _bulk_insert(conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The verdict on the chain: ok, or the first entry that breaks it and why."""
+    """The verdict on the chain: ok, or the first entry that breaks it and why.
+
+    ``unauthenticated`` counts the entries written before format 3 (by
+    format: 1, 2), which carry no MAC; ``authenticated`` those whose MAC was
+    checked, or None when no pseudonym key was given to check them with.
+    ``authenticated_from`` is the first entry of format 3, after which the
+    engine writes no other format.
+    """
 
     ok: bool
     entries: int
@@ -498,6 +538,18 @@ class VerifyResult:
     reason: str = ""
     head_seq: int = 0
     head_hash: str = GENESIS
+    authenticated: int | None = None
+    unauthenticated: tuple[tuple[int, int], ...] = ()
+    authenticated_from: int | None = None
+
+    def authentication(self) -> str:
+        """One phrase for people: how many entries were authenticated, and which were not."""
+        old = ", ".join(f"{n} unauthenticated (format v{f})" for f, n in self.unauthenticated if n)
+        if self.authenticated is None:
+            mine = "MACs not checked (no pseudonym key configured)"
+        else:
+            mine = f"{self.authenticated} authenticated"
+        return f"{mine}, {old}" if old else mine
 
 
 def _rows(connectable: sa.Engine | sa.Connection, batch_size: int) -> Iterator[dict[str, Any]]:
@@ -516,10 +568,20 @@ def _rows(connectable: sa.Engine | sa.Connection, batch_size: int) -> Iterator[d
         last = batch[-1]["seq"]
 
 
-def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> VerifyResult:
-    """Recompute the whole chain, streaming it in seq order (memory stays flat)."""
+def verify(
+    connectable: sa.Engine | sa.Connection, batch_size: int = 10_000, *, secret: bytes | None = None
+) -> VerifyResult:
+    """Recompute the whole chain, streaming it in seq order (memory stays flat).
+
+    With ``secret`` (the pseudonym key), each entry of format 3 must carry
+    the engine's MAC of its hash: an entry written by anyone without the key
+    fails. Without it the MACs are not checked (and the verdict says so).
+    Either way no entry of an older format may follow one of format 3: the
+    engine no longer writes them, so one there was written by someone else.
+    """
     expected_seq, prev, count = 1, GENESIS, 0
     encoder = _Encoder()
+    authenticated, older, since = 0, {1: 0, 2: 0}, None
     for row in _rows(connectable, batch_size):
         seq = row["seq"]
         if seq != expected_seq:
@@ -544,7 +606,16 @@ def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> 
                 seq,
                 f"entry {seq}: hash does not match its content (modified after it was written)",
             )
-        if row.get("format") == ledger_items.FORMAT and (row.get("items") or _has_items(connectable, seq)):
+        problem = _authenticity(row, secret, since)
+        if problem is not None:
+            return VerifyResult(False, count, seq, problem)
+        form = row.get("format") or 1
+        if form == ledger_items.FORMAT:
+            authenticated += 1
+            since = seq if since is None else since
+        else:
+            older[form] = older.get(form, 0) + 1
+        if row.get("format") in ledger_items.ITEM_FORMATS and (row.get("items") or _has_items(connectable, seq)):
             problem = _check_entry_items(connectable, row)
             if problem is not None:
                 return VerifyResult(False, count, seq, problem)
@@ -555,7 +626,40 @@ def verify(connectable: sa.Engine | sa.Connection, batch_size: int = 10_000) -> 
         problem = _on_connection(connectable, check)
         if problem is not None:
             return VerifyResult(False, count, None, problem, expected_seq - 1, prev)
-    return _against_runs(connectable, VerifyResult(True, count, None, "", expected_seq - 1, prev))
+    verdict = VerifyResult(
+        True,
+        count,
+        None,
+        "",
+        expected_seq - 1,
+        prev,
+        authenticated if secret is not None else None,
+        tuple(sorted(older.items())),
+        since,
+    )
+    return _against_runs(connectable, verdict)
+
+
+def _authenticity(row: dict[str, Any], secret: bytes | None, since: int | None) -> str | None:
+    """Why an entry cannot be the engine's (format 3 without its MAC, or an old format after it), else None."""
+    seq, form = row["seq"], row.get("format") or 1
+    if form != ledger_items.FORMAT:
+        if since is not None:
+            return (
+                f"entry {seq}: written in format {form}, without a MAC, after entry {since} of format "
+                f"{ledger_items.FORMAT}: the engine writes only authenticated entries since, so it did not write it"
+            )
+        if form not in (1, *ledger_items.ITEM_FORMATS):
+            return f"entry {seq}: format {form} is no ledger format"
+        return None
+    if row.get("mac") is None:
+        return f"entry {seq}: an entry of format {form} without its MAC: it was not written by the engine"
+    if secret is not None and not ledger_mac.mac_valid(secret, row.get("hash"), row.get("mac")):
+        return (
+            f"entry {seq}: its MAC is not valid for the configured pseudonym key: it was not written by the "
+            "engine (or the key is not the engine's)"
+        )
+    return None
 
 
 def _on_connection(connectable: sa.Engine | sa.Connection, check: Any) -> Any:
@@ -600,6 +704,29 @@ def _against_runs(connectable: sa.Engine | sa.Connection, verdict: VerifyResult)
             verdict.head_seq,
             verdict.head_hash,
         )
+    cut = _scalar_rows(
+        connectable,
+        sa.select(runs.c.id, runs.c.ledger_last, runs.c.started_at, table.c.seq)
+        .select_from(runs.outerjoin(table, table.c.seq == runs.c.ledger_last))
+        .where(
+            runs.c.ledger_last.is_not(None),
+            sa.or_(table.c.seq.is_(None), table.c.run_id.is_(None), table.c.run_id != runs.c.id),
+        )
+        .order_by(runs.c.ledger_last)
+        .limit(1),
+    )
+    if cut:
+        run = cut[0]
+        now = "is gone" if run.seq is None else "is now another's"
+        return VerifyResult(
+            False,
+            verdict.entries,
+            int(run.ledger_last),
+            f"run {run.id} ({run.started_at:%Y-%m-%d %H:%M} UTC) wrote entries up to entry {run.ledger_last}, "
+            f"which {now}: entries of that run were removed from the ledger's end",
+            verdict.head_seq,
+            verdict.head_hash,
+        )
     has_entries = sa.exists().where(table.c.run_id == runs.c.id)
     silent = _scalar_rows(
         connectable,
@@ -626,11 +753,24 @@ def _against_runs(connectable: sa.Engine | sa.Connection, verdict: VerifyResult)
 
 
 def record_run_head(engine: sa.Engine, run_id: str) -> None:
-    """Note in the run's record how long the ledger was when it finished (see :func:`_against_runs`)."""
+    """Note in the run's record how long the ledger was when it finished (see :func:`_against_runs`).
+
+    A ledger locked by another session leaves it unnoted (with a warning)
+    rather than failing a run whose datasets are done: each batch already
+    noted the run's last entry (``ledger_last``).
+    """
+    from retention.errors import describe_database_error
+    from retention.logs import get_logger
+
     runs, table = store.runs, store.ledger
-    with engine.begin() as conn:
-        head = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar()
-        conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_seq=head or 0))
+    try:
+        with engine.begin() as conn:
+            head = conn.execute(sa.select(sa.func.max(table.c.seq))).scalar()
+            conn.execute(runs.update().where(runs.c.id == run_id).values(ledger_seq=head or 0))
+    except sa.exc.OperationalError as exc:
+        if exc.connection_invalidated:
+            raise
+        get_logger().warning("ledger_length_not_noted", error=describe_database_error(exc), run_id=run_id)
 
 
 def _check_entry_items(connectable: sa.Engine | sa.Connection, row: dict[str, Any]) -> str | None:
@@ -747,20 +887,40 @@ def _key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(public_pem(public)).hexdigest()[:16]
 
 
+AUTHENTICATED_FROM = "authenticated_from"
+"""Checkpoint field: the first entry of format 3; every entry from it on carries the engine's MAC."""
+
+
 def _signed_part(checkpoint: dict[str, Any]) -> bytes:
-    return rfc8785.dumps({k: checkpoint[k] for k in ("seq", "hash", "signed_at")})
+    names = ("seq", "hash", "signed_at", *((AUTHENTICATED_FROM,) if AUTHENTICATED_FROM in checkpoint else ()))
+    return rfc8785.dumps({k: checkpoint[k] for k in names})
 
 
-def checkpoint(connectable: sa.Engine | sa.Connection, key: Ed25519PrivateKey, now: dt.datetime) -> dict[str, Any]:
-    """Sign the current head after verifying the chain up to it."""
-    verdict = verify(connectable)
+def checkpoint(
+    connectable: sa.Engine | sa.Connection, key: Ed25519PrivateKey, now: dt.datetime, *, secret: bytes | None = None
+) -> dict[str, Any]:
+    """Sign the current head after verifying the chain up to it, the entries' MACs included.
+
+    A checkpoint is what an auditor without the pseudonym key trusts, so a
+    ledger with authenticated entries is signed only when their MACs were
+    checked. The first authenticated entry is signed too: a chain rewritten
+    later into the old, unauthenticated format no longer matches it.
+    """
+    verdict = verify(connectable, secret=secret)
     if not verdict.ok:
         raise LedgerError(f"refusing to sign a broken ledger: {verdict.reason}")
+    if verdict.authenticated_from is not None and verdict.authenticated is None:
+        raise ConfigError(
+            "refusing to sign entries whose MACs were not checked: configure the pseudonym key "
+            "(RETENTION_PSEUDONYM_KEY or RETENTION_PSEUDONYM_KEY_FILE)"
+        )
     document: dict[str, Any] = {
         "seq": verdict.head_seq,
         "hash": verdict.head_hash,
         "signed_at": _instant(now),
     }
+    if verdict.authenticated_from is not None:
+        document[AUTHENTICATED_FROM] = verdict.authenticated_from
     document["signature"] = base64.b64encode(key.sign(_signed_part(document))).decode("ascii")
     document["key_id"] = _key_id(key.public_key())
     document["public_key"] = public_pem(key.public_key()).decode("ascii")
@@ -777,9 +937,13 @@ def signature_valid(checkpoint_doc: dict[str, Any], public: Ed25519PublicKey) ->
 
 
 def verify_checkpoint(
-    connectable: sa.Engine | sa.Connection, checkpoint_doc: dict[str, Any], public: Ed25519PublicKey
+    connectable: sa.Engine | sa.Connection,
+    checkpoint_doc: dict[str, Any],
+    public: Ed25519PublicKey,
+    *,
+    secret: bytes | None = None,
 ) -> VerifyResult:
-    """The chain verifies and still holds the signed head at the checkpoint's seq."""
+    """The chain verifies and still holds the signed head at the checkpoint's seq and its first authenticated entry."""
     name = f"checkpoint of entry {checkpoint_doc.get('seq')} signed {checkpoint_doc.get('signed_at')}"
     try:
         public.verify(base64.b64decode(checkpoint_doc["signature"]), _signed_part(checkpoint_doc))
@@ -790,9 +954,18 @@ def verify_checkpoint(
             f" (it names key {claimed}, the configured key is {_key_id(public)})" if claimed != _key_id(public) else ""
         )
         return VerifyResult(False, 0, None, f"{name}: the signature is not valid for the configured public key{other}")
-    verdict = verify(connectable)
+    verdict = verify(connectable, secret=secret)
     if not verdict.ok:
         return verdict
+    signed_from = checkpoint_doc.get(AUTHENTICATED_FROM)
+    if signed_from is not None and verdict.authenticated_from != signed_from:
+        return VerifyResult(
+            False,
+            verdict.entries,
+            signed_from if isinstance(signed_from, int) else None,
+            f"ledger rewritten: the {name} says every entry from entry {signed_from} on is authenticated, but "
+            + ("none is" if verdict.authenticated_from is None else f"the first is entry {verdict.authenticated_from}"),
+        )
     if seq == 0:
         return verdict
     table = store.ledger

@@ -30,7 +30,10 @@ from retention.dialects import dialect_for
 from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
-FORMAT = 2
+FORMAT = 3
+"""The format new entries are written in: format 2 (items under a Merkle root) plus a MAC (docs/ledger.md)."""
+ITEM_FORMATS = (2, 3)
+"""Formats whose entries may commit to items."""
 
 
 @lru_cache(maxsize=4096)
@@ -263,7 +266,9 @@ def stray_items(conn: sa.Connection) -> str | None:
     items, entries = store.ledger_items, store.ledger
     query = (
         sa.select(items.c.entry_seq, items.c.idx)
-        .select_from(items.outerjoin(entries, sa.and_(entries.c.seq == items.c.entry_seq, entries.c.format == FORMAT)))
+        .select_from(
+            items.outerjoin(entries, sa.and_(entries.c.seq == items.c.entry_seq, entries.c.format.in_(ITEM_FORMATS)))
+        )
         .where(entries.c.seq.is_(None))
         .order_by(items.c.entry_seq, items.c.idx)
         .limit(1)
@@ -464,6 +469,7 @@ def item_runs(conn: sa.Connection) -> list[str]:
 
 __all__ = [
     "FORMAT",
+    "ITEM_FORMATS",
     "BatchItems",
     "Item",
     "check_items",

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from retention.errors import ConfigError, LedgerError
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
+from retention.ledger import mac as ledger_mac
 from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
@@ -37,6 +38,7 @@ ITEM_FIELDS = ("due_at", "idx", "record", "request", "review", "subject")
 EMAIL_FIELD = "email"  # only in items of a record with an e-mail identity (docs/ledger.md)
 ENTRY_FIELDS = (*ledger.V2_COLUMNS, "hash")
 CHECKPOINT_FIELDS = ("seq", "hash", "signed_at", "signature")
+MAC_FIELD = "mac"  # only in entries of format 3 (docs/ledger.md, "Threat model")
 
 
 # --------------------------------------------------------------------------
@@ -54,6 +56,8 @@ def _plain_entry(row: dict[str, Any]) -> dict[str, Any]:
         elif name == "detail":
             value = ledger._canonical_detail(value)
         result[name] = value
+    if row.get("format") == ledger_items.FORMAT:
+        result[MAC_FIELD] = row.get("mac")
     return result
 
 
@@ -83,6 +87,8 @@ def build(
     try:
         head = int(checkpoint["seq"])
         signed = {k: checkpoint[k] for k in CHECKPOINT_FIELDS}
+        if ledger.AUTHENTICATED_FROM in checkpoint:
+            signed[ledger.AUTHENTICATED_FROM] = checkpoint[ledger.AUTHENTICATED_FROM]
     except (KeyError, TypeError, ValueError):
         raise ConfigError("the checkpoint is not a checkpoint written by `retention ledger checkpoint`") from None
     found = ledger_items.lookup(
@@ -138,7 +144,7 @@ def build(
         "chain": chain,
         "checkpoint": {**signed, "key_id": checkpoint.get("key_id")},
     }
-    problem = _check(document, None)
+    problem = _check(document, None, secret)
     if problem is not None:
         raise LedgerError(f"cannot prove from this ledger and checkpoint: {problem}")
     return document
@@ -160,7 +166,7 @@ class ProofResult:
 
 def _entry_hash(entry: dict[str, Any]) -> str:
     """The hash an entry must carry, recomputed from the proof's text values alone (RFC 8785, SHA-256)."""
-    columns = ledger.V2_COLUMNS if entry.get("format") == ledger_items.FORMAT else ledger.COLUMNS
+    columns = ledger.V2_COLUMNS if entry.get("format") in ledger_items.ITEM_FORMATS else ledger.COLUMNS
     return hashlib.sha256(rfc8785.dumps({name: entry.get(name) for name in columns})).hexdigest()
 
 
@@ -170,10 +176,40 @@ def _leaf(item: dict[str, Any]) -> bytes:
 
 
 def _signed_part(checkpoint: dict[str, Any]) -> bytes:
-    return rfc8785.dumps({k: checkpoint[k] for k in ("seq", "hash", "signed_at")})
+    return ledger._signed_part(checkpoint)
 
 
-def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
+def _authentic(chain: list[dict[str, Any]], checkpoint: dict[str, Any], secret: bytes | None) -> str | None:
+    """None when no entry of the chain betrays a writer without the engine's key, else why.
+
+    An entry of format 3 must carry the engine's MAC (checked with the
+    pseudonym key); no older format may follow it, nor come at or after the
+    first authenticated entry the checkpoint signed.
+    """
+    since = checkpoint.get(ledger.AUTHENTICATED_FROM)
+    if since is not None and not isinstance(since, int):
+        return "the checkpoint's first authenticated entry is not a number"
+    for entry in chain:
+        seq, form = entry["seq"], entry.get("format") or 1
+        if form != ledger_items.FORMAT:
+            if since is not None and seq >= since:
+                return (
+                    f"entry {seq}: written in format {form}, without a MAC, after entry {since} of format "
+                    f"{ledger_items.FORMAT}: it was not written by the engine"
+                )
+            continue
+        since = seq if since is None else since
+        if not isinstance(entry.get(MAC_FIELD), str):
+            return f"entry {seq}: an entry of format {form} without its MAC: it was not written by the engine"
+        if secret is not None and not ledger_mac.mac_valid(secret, entry.get("hash"), entry.get(MAC_FIELD)):
+            return (
+                f"entry {seq}: its MAC is not valid for the configured pseudonym key: it was not written by the "
+                "engine (or the key is not the engine's)"
+            )
+    return None
+
+
+def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None = None) -> str | None:
     """None when the proof holds (against ``public``; None skips the signature), else why not."""
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         return f"not a proof (format {FORMAT} expected)"
@@ -192,12 +228,13 @@ def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
             )
     if set(document) != {"format", "records", "chain", "checkpoint"}:
         return "the proof has fields other than format, records, chain and checkpoint"
-    if not set(checkpoint) <= {*CHECKPOINT_FIELDS, "key_id"}:
+    if not set(checkpoint) <= {*CHECKPOINT_FIELDS, "key_id", ledger.AUTHENTICATED_FROM}:
         return "the checkpoint has fields other than those `ledger checkpoint` writes"
     if not all(isinstance(e, dict) and isinstance(e.get("seq"), int) for e in chain):
         return "an entry of the chain has no sequence number"
     for entry in chain:
-        if set(entry) != set(ENTRY_FIELDS):
+        fields = {*ENTRY_FIELDS, MAC_FIELD} if entry.get("format") == ledger_items.FORMAT else set(ENTRY_FIELDS)
+        if set(entry) != fields:
             return f"entry {entry['seq']}: its fields are not those of a ledger entry"
     for number, record in enumerate(records, start=1):
         item = record.get("item") if isinstance(record, dict) else None
@@ -228,6 +265,9 @@ def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
             f"the chain ends at entry {prev['seq']} with a hash other than the one the checkpoint of entry "
             f"{checkpoint['seq']} signed"
         )
+    problem = _authentic(chain, checkpoint, secret)
+    if problem is not None:
+        return problem
     by_seq = {e["seq"]: e for e in chain}
     for number, record in enumerate(records, start=1):
         if not isinstance(record, dict) or record.get("seq") not in by_seq:
@@ -261,7 +301,7 @@ def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
     return None
 
 
-def _describe(document: dict[str, Any]) -> list[str]:
+def _describe(document: dict[str, Any], secret: bytes | None = None) -> list[str]:
     by_seq = {e["seq"]: e for e in document["chain"]}
     checkpoint = document["checkpoint"]
     lines = []
@@ -271,9 +311,15 @@ def _describe(document: dict[str, Any]) -> list[str]:
         due = item["due_at"] if item else entry.get("due_at")
         pseudonym = item["record"] if item else entry.get("record_pseudonym")
         where = f"entry {entry['seq']}" + (f" item {item['idx']}" if item else "")
+        form = entry.get("format") or 1
+        if form != ledger_items.FORMAT:
+            authentic = f"unauthenticated (format v{form})"
+        else:
+            authentic = "authenticated" if secret is not None else "MAC not checked (no pseudonym key configured)"
         lines.append(
             f"{where}: record {pseudonym} of {entry.get('dataset')}: {entry.get('transition')} "
-            f"({entry.get('action')}) recorded {entry.get('recorded_at')}, due {due}, basis {entry.get('basis')!r}"
+            f"({entry.get('action')}) recorded {entry.get('recorded_at')}, due {due}, basis {entry.get('basis')!r}, "
+            f"{authentic}"
         )
     lines.append(
         f"chain of {len(document['chain'])} entries to the checkpoint of entry {checkpoint['seq']} "
@@ -309,14 +355,15 @@ def verify(
     dataset: str | None = None,
     record_key: str | None = None,
 ) -> ProofResult:
-    """Check a proof offline against the signer's public key (and, with the pseudonym key, that it is that record)."""
+    """Check a proof offline against the signer's public key (and, with the pseudonym key, its entries' MACs and
+    that it is that record)."""
     try:
-        problem = _check(document, public)
+        problem = _check(document, public, secret)
         if problem is None and secret is not None and dataset is not None and record_key is not None:
             problem = record_matches(document, secret, dataset, record_key)
         if problem is not None:
             return ProofResult(False, problem)
-        return ProofResult(True, "", tuple(_describe(document)))
+        return ProofResult(True, "", tuple(_describe(document, secret)))
     except (KeyError, TypeError, ValueError, AttributeError, rfc8785.CanonicalizationError):
         return ProofResult(False, "the proof is malformed (a value of the wrong type)")
 

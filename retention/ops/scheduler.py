@@ -99,6 +99,10 @@ def scheduled_runs(
     key, the database and its tables) is checked now, not at 2 am.
     """
     load_catalog(rules)  # a broken pack fails now, not at 2 am
+    if archive_url:
+        from retention.engine.archive import refuse_the_main_database
+
+        refuse_the_main_database(db_url, archive_url)
     try:
         iana_zone(timezone)
     except ValueError as exc:

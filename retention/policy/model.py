@@ -37,6 +37,10 @@ MAX_BATCH_SIZE = 100_000
 
 ActionName = Literal["deactivate", "archive", "anonymise", "delete", "drop_partition"]
 
+MAX_BASIS = 2000
+"""Characters of a legal basis at most: it is copied into every ledger entry of its rule."""
+Basis = Annotated[str, Field(max_length=MAX_BASIS)]
+
 
 def _parse_period(value: Any) -> Period:
     if isinstance(value, Period):
@@ -152,7 +156,7 @@ class Keep(_Strict):
     clock: Clock
     period: PeriodField | None = None
     anchor: Literal["event", "financial_year_end"] = "event"
-    basis: str | None = None
+    basis: Basis | None = None
 
     _added_later = ("period",)  # always set before expiry clocks, so always in the digest then
 
@@ -235,7 +239,7 @@ class Step(_Strict):
     columns: list[str] | None = None
     then: Literal["delete", "anonymise"] | None = None
     mask: dict[str, Mask] | None = None
-    basis: str | None = None
+    basis: Basis | None = None
     after_from: AfterFrom | None = Field(
         default=None,
         description="What 'after' counts from: the previous state's end (default), the clock, or the entry day.",
@@ -325,7 +329,7 @@ class Dataset(_Strict):
         description="The person's e-mail address: a column, or a chain of joins (docs/rules.md, 'Identities').",
     )
     description: str | None = None
-    basis: str | None = None
+    basis: Basis | None = None
     keep: list[Keep] = Field(default_factory=list)
     lifecycle: list[Step] = Field(min_length=1)
     follows: Follow | None = None

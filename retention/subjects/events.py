@@ -88,6 +88,7 @@ def place_hold(
             )
         ],
         when,
+        secret=secret,
     )
     return hold_id
 
@@ -127,6 +128,7 @@ def release_hold(
             )
         ],
         when,
+        secret=secret,
     )
 
 

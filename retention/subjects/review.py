@@ -50,8 +50,13 @@ def decide(
     by: str,
     reason: str,
     now: dt.datetime | None = None,
+    secret: bytes | None = None,
 ) -> None:
-    """Approve or reject a pending batch; the decision and who took it go to the ledger."""
+    """Approve or reject a pending batch; the decision and who took it go to the ledger.
+
+    The entry is authenticated with the pseudonym key: ``secret``, else the
+    configured one (a decision the engine cannot authenticate is refused).
+    """
     when = now or utcnow()
     if not by.strip() or not reason.strip():
         raise ConfigError("a review decision needs --by (who) and --reason (why)")
@@ -82,4 +87,5 @@ def decide(
             )
         ],
         when,
+        secret=secret,
     )

@@ -13,7 +13,9 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from typing import Any
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -41,10 +43,44 @@ def allows(role: str | None, needed: str) -> bool:
     return role is not None and RANK.get(role, 0) >= RANK[needed]
 
 
+def normalise_name(name: str) -> str:
+    """An account name as it is stored and compared: NFKC, trimmed, case-folded.
+
+    Full-width ``ADA`` and ``Ada`` are the account ``ada``. A name that is not then
+    of :data:`NAME_PATTERN` (``äda``) names no account: it is never handed to
+    the database, whose collation might find ``ada`` for it (MariaDB's
+    accent-insensitive default does).
+    """
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 def check_name(name: str) -> str:
+    """The normalised name, or a ConfigError when it is not a valid account name."""
+    name = normalise_name(name)
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError("an account name is 1-100 letters, digits or . _ @ + - and starts with a letter or digit")
     return name
+
+
+def find_account(conn: sa.Connection, name: str, *, lock: bool = False) -> Any:
+    """The account row ``name`` names exactly once normalised (any state), else None.
+
+    The database compares under its collation; the row is kept only when
+    its own normalised name is the one asked for, so a collation that equals
+    ``a`` and ``ä`` or ignores trailing spaces finds nothing more. ``lock``
+    holds the row until the transaction ends (PostgreSQL, MariaDB).
+    """
+    wanted = normalise_name(name)
+    if not NAME_PATTERN.fullmatch(wanted):
+        return None
+    users = store.console_users
+    query = sa.select(users).where(sa.func.lower(users.c.name) == wanted)
+    if lock:
+        query = query.with_for_update()
+    for row in conn.execute(query).all():
+        if normalise_name(row.name) == wanted:
+            return row
+    return None
 
 
 def check_role(role: str) -> str:
@@ -67,12 +103,14 @@ def add_user(
     *,
     created_by: str,
     now: dt.datetime | None = None,
-) -> None:
-    """Create an account; ``password`` None makes an account that signs in through the proxy only."""
-    check_name(name)
+) -> str:
+    """Create an account under its normalised name (returned); ``password`` None: signs in through the proxy only."""
+    name = check_name(name)
     check_role(role)
     users = store.console_users
-    if conn.execute(sa.select(users.c.name).where(users.c.name == name)).first() is not None:
+    # Any row the database finds equal under its collation, or case-insensitively, is the same account.
+    same = sa.or_(users.c.name == name, sa.func.lower(users.c.name) == name)
+    if conn.execute(sa.select(users.c.name).where(same)).first() is not None:
         raise ConfigError(f"account {name} exists; disable it first or choose another name")
     conn.execute(
         users.insert().values(
@@ -83,6 +121,7 @@ def add_user(
             created_by=created_by,
         )
     )
+    return name
 
 
 def list_users(conn: sa.Connection) -> list[dict[str, Any]]:
@@ -105,7 +144,7 @@ def list_users(conn: sa.Connection) -> list[dict[str, Any]]:
 def disable_user(conn: sa.Connection, name: str, *, now: dt.datetime | None = None) -> None:
     """Disable an account at once (its open sessions stop working); the last active admin stays."""
     users = store.console_users
-    row = conn.execute(sa.select(users).where(users.c.name == name)).first()
+    row = find_account(conn, name)
     if row is None:
         raise ConfigError(f"no account {name}; list them with: retention user list")
     if row.disabled_at is not None:
@@ -116,14 +155,13 @@ def disable_user(conn: sa.Connection, name: str, *, now: dt.datetime | None = No
         ).scalar_one()
         if admins <= 1:
             raise ConfigError(f"account {name} is the last active admin; add another admin first")
-    conn.execute(users.update().where(users.c.name == name).values(disabled_at=now or utcnow()))
+    conn.execute(users.update().where(users.c.name == row.name).values(disabled_at=now or utcnow()))
 
 
 def active_role(conn: sa.Connection, name: str) -> str | None:
     """The role of an enabled account, else None."""
-    users = store.console_users
-    row = conn.execute(sa.select(users.c.role).where(users.c.name == name, users.c.disabled_at.is_(None))).first()
-    return None if row is None else str(row.role)
+    row = find_account(conn, name)
+    return None if row is None or row.disabled_at is not None else str(row.role)
 
 
 def authenticate(conn: sa.Connection, name: str, password: str) -> str | None:
@@ -133,9 +171,8 @@ def authenticate(conn: sa.Connection, name: str, password: str) -> str | None:
     tell which names exist.
     """
     users = store.console_users
-    row = conn.execute(
-        sa.select(users.c.role, users.c.password_hash).where(users.c.name == name, users.c.disabled_at.is_(None))
-    ).first()
+    found = find_account(conn, name)
+    row = found if found is not None and found.disabled_at is None else None
     stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
     try:
         _hasher.verify(stored, password)
@@ -144,7 +181,7 @@ def authenticate(conn: sa.Connection, name: str, password: str) -> str | None:
     if row is None or not row.password_hash:
         return None
     if _hasher.check_needs_rehash(stored):
-        conn.execute(users.update().where(users.c.name == name).values(password_hash=_hasher.hash(password)))
+        conn.execute(users.update().where(users.c.name == row.name).values(password_hash=_hasher.hash(password)))
     return str(row.role)
 
 
@@ -154,36 +191,62 @@ def authenticate(conn: sa.Connection, name: str, password: str) -> str | None:
 
 
 def _name_hash(secret: bytes, name: str) -> str:
-    return hmac.new(secret, b"console-login\x1f" + name.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(secret, b"console-login\x1f" + normalise_name(name).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def throttled_for(conn: sa.Connection, secret: bytes, name: str, now: dt.datetime | None = None) -> dt.timedelta | None:
-    """How long sign-in stays refused for ``name`` after too many failures (None: not throttled)."""
+def _account_hash(secret: bytes, account: str) -> str:
+    """The throttle key of an account found: its stored name, however it was typed."""
+    return hmac.new(secret, b"console-account\x1f" + account.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of one sign-in attempt."""
+
+    outcome: Literal["ok", "wrong", "throttled"]
+    account: str | None = None  # the stored name of the account signed in to, or that exists under the name
+    role: str | None = None
+    wait: dt.timedelta | None = None
+
+
+def attempt_sign_in(
+    conn: sa.Connection, secret: bytes, name: str, password: str, now: dt.datetime | None = None
+) -> SignIn:
+    """One sign-in attempt, throttled per account and atomic under concurrency (in the caller's transaction).
+
+    The attempt is recorded *before* the password is checked, under a lock
+    of the account's row (PostgreSQL, MariaDB) or the database's write lock
+    (SQLite, taken by the first statement), so that of any number of
+    parallel attempts at most :data:`THROTTLE_FAILURES` per window reach the
+    password check. The throttle is keyed on the account found, not on the
+    spelling typed. A right password clears the account's failures.
+    """
     when = now or utcnow()
     failures = store.console_login_failures
-    rows = conn.execute(
+    if conn.dialect.name == "sqlite":  # a write first: the database's write lock, held to the commit
+        conn.execute(failures.delete().where(failures.c.failed_at < when - THROTTLE_WINDOW))
+    row = find_account(conn, name, lock=True)
+    key = _account_hash(secret, row.name) if row is not None else _name_hash(secret, name)
+    conn.execute(failures.delete().where(failures.c.name_hash == key, failures.c.failed_at < when - THROTTLE_WINDOW))
+    inserted = conn.execute(failures.insert().values(name_hash=key, failed_at=when)).inserted_primary_key
+    assert inserted is not None
+    mine = inserted[0]
+    earlier = conn.execute(
         sa.select(failures.c.failed_at)
-        .where(failures.c.name_hash == _name_hash(secret, name), failures.c.failed_at > when - THROTTLE_WINDOW)
+        .where(failures.c.name_hash == key, failures.c.failed_at > when - THROTTLE_WINDOW, failures.c.id != mine)
         .order_by(failures.c.failed_at.desc())
         .limit(THROTTLE_FAILURES)
     ).all()
-    if len(rows) < THROTTLE_FAILURES:
-        return None
-    oldest: dt.datetime = rows[-1].failed_at
-    return oldest + THROTTLE_WINDOW - when
-
-
-def record_failure(conn: sa.Connection, secret: bytes, name: str, now: dt.datetime | None = None) -> None:
-    """Count one failed sign-in for ``name`` (kept as an HMAC, and only for the throttling window)."""
-    when = now or utcnow()
-    failures = store.console_login_failures
-    conn.execute(failures.delete().where(failures.c.failed_at < when - THROTTLE_WINDOW))
-    conn.execute(failures.insert().values(name_hash=_name_hash(secret, name), failed_at=when))
-
-
-def clear_failures(conn: sa.Connection, secret: bytes, name: str) -> None:
-    failures = store.console_login_failures
-    conn.execute(failures.delete().where(failures.c.name_hash == _name_hash(secret, name)))
+    account = None if row is None else str(row.name)
+    if len(earlier) >= THROTTLE_FAILURES:
+        conn.execute(failures.delete().where(failures.c.id == mine))  # not checked: not a failure either
+        oldest: dt.datetime = earlier[-1].failed_at
+        return SignIn("throttled", account, wait=oldest + THROTTLE_WINDOW - when)
+    role = authenticate(conn, name, password)
+    if role is None:
+        return SignIn("wrong", account if row is not None and row.disabled_at is None else None)
+    conn.execute(failures.delete().where(failures.c.name_hash == key))
+    return SignIn("ok", account, role)
 
 
 # --------------------------------------------------------------------------

@@ -32,8 +32,10 @@ from retention.web.console import Console, ConsoleSettings, Viewer
 from retention.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
+    SESSION_COOKIE,
     cookie_options,
     csrf_matches,
+    same_origin,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -69,13 +71,20 @@ def guarded(console: Console, needed: str | None, handler: Handler) -> Callable[
     """
 
     async def endpoint(request: Request) -> Response:
-        token = console.signer.read_csrf(request.cookies.get(CSRF_COOKIE))
+        session = console.signer.read_session(request.cookies.get(SESSION_COOKIE))
         fresh_cookie = None
-        if token is None:
-            token, fresh_cookie = console.signer.new_csrf()
+        if session is not None and session.csrf is not None and console.settings.auth != "proxy":
+            token: str | None = session.csrf  # bound to this session at sign-in
+        else:
+            token = console.signer.read_csrf(request.cookies.get(CSRF_COOKIE))
+            if token is None:
+                token, fresh_cookie = console.signer.new_csrf()
         request.state.csrf = token
         form: FormData | None = None
         if request.method == "POST":
+            if not same_origin(request.headers, request.headers.get("host"), request.url.scheme):
+                response = await run_in_threadpool(_refuse, console, request, 403, "csrf")
+                return _with_cookie(response, fresh_cookie, console)
             form = await request.form()
             if fresh_cookie is not None or not csrf_matches(token, form.get(CSRF_FIELD)):
                 response = await run_in_threadpool(_refuse, console, request, 403, "csrf")

@@ -141,8 +141,10 @@ class Console:
                 return None
             name = session.user
         with self.reader.connect() as conn:
-            role = accounts.active_role(conn, name)
-        return Viewer(name, role) if role else None
+            found = accounts.find_account(conn, name)
+        if found is None or found.disabled_at is not None:
+            return None
+        return Viewer(str(found.name), str(found.role))  # the account's own name, however it was typed
 
 
 def _instant(value: Any) -> str:

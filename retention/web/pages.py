@@ -33,7 +33,7 @@ from retention.subjects import review
 from retention.timing.clock import AsOf, utcnow
 from retention.web import accounts
 from retention.web.console import Console, Viewer
-from retention.web.security import SESSION_COOKIE, cookie_options
+from retention.web.security import CSRF_COOKIE, SESSION_COOKIE, cookie_options
 
 KNOWN_TRANSITIONS = (
     "active->inactive",
@@ -87,21 +87,21 @@ def login(console: Console, request: Request, viewer: Viewer | None, form: FormD
     if not name or not isinstance(password, str) or not password:
         return console.render(request, "login.html", status_code=400, error="missing")
     with console.writer.begin() as conn:
-        wait = accounts.throttled_for(conn, console.secret, name)
-        if wait is not None:
+        attempt = accounts.attempt_sign_in(conn, console.secret, name, password)
+        if attempt.outcome == "throttled":
             accounts.log_access(conn, None, "sign_in_throttled")
-            minutes = max(1, int(wait.total_seconds() // 60) + 1)
+            minutes = max(1, int((attempt.wait or dt.timedelta()).total_seconds() // 60) + 1)
             return console.render(request, "login.html", status_code=429, error="throttled", minutes=minutes)
-        role = accounts.authenticate(conn, name, password)
-        if role is None:
-            accounts.record_failure(conn, console.secret, name)
-            known = accounts.active_role(conn, name) is not None
-            accounts.log_access(conn, name if known else None, "sign_in_failed")
+        if attempt.outcome == "wrong" or attempt.account is None:
+            accounts.log_access(conn, attempt.account, "sign_in_failed")
             return console.render(request, "login.html", status_code=401, error="wrong")
-        accounts.clear_failures(conn, console.secret, name)
-        accounts.log_access(conn, name, "sign_in", role)
+        accounts.log_access(conn, attempt.account, "sign_in", attempt.role)
+    # A new session, and with it a new CSRF token bound to it: a token seen before sign-in is worth nothing after.
+    token, csrf_cookie = console.signer.new_csrf()
     response = _see_other("/")
-    response.set_cookie(SESSION_COOKIE, console.signer.session_cookie(name), **cookie_options(console.signer.max_age))
+    options = cookie_options(console.signer.max_age)
+    response.set_cookie(SESSION_COOKIE, console.signer.session_cookie(attempt.account, token), **options)
+    response.set_cookie(CSRF_COOKIE, csrf_cookie, **options)
     return response
 
 
@@ -428,7 +428,7 @@ def _read_checkpoints(console: Console) -> list[dict[str, Any]]:
             document = json.loads(path.read_text(encoding="utf-8"))
             seq = int(document["seq"])
             signed = dt.datetime.fromisoformat(str(document["signed_at"]).replace("Z", "+00:00"))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         documents.append({"document": document, "seq": seq, "signed": signed, "file": path.name})
     return sorted(documents, key=lambda d: (d["seq"], d["signed"]))
@@ -613,10 +613,11 @@ def verify_page(console: Console, request: Request, viewer: Viewer, form: FormDa
 def verify(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
     checkpoint = _latest_checkpoint(console)
     public = _public_key(console)
+    secret = _pseudonym_secret()  # the entries' MACs are checked when the console holds the key
     if checkpoint is not None and public is not None:
-        verdict = ledger.verify_checkpoint(console.reader, checkpoint["document"], public)
+        verdict = ledger.verify_checkpoint(console.reader, checkpoint["document"], public, secret=secret)
     else:
-        verdict = ledger.verify(console.reader)
+        verdict = ledger.verify(console.reader, secret=secret)
     outcome = (
         f"ok: {verdict.entries} entries"
         + (f", checkpoint of entry {checkpoint['seq']} holds" if public and checkpoint else "")

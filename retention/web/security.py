@@ -4,9 +4,11 @@ A session is a signed cookie (itsdangerous, HMAC-SHA256 under the console
 secret) holding the account name and the time it was issued; it is
 ``HttpOnly``, ``Secure`` and ``SameSite=Strict``. The account is looked up on
 every request, so disabling it ends its sessions at once. Every form carries
-a CSRF token that must equal the one in a second signed cookie (a
-double-submit token an attacker can neither read nor forge); a POST without
-it is refused before anything runs.
+a CSRF token: before sign-in, the one in a second signed cookie (a
+double-submit token an attacker can neither read nor forge); once signed in,
+the one inside the session cookie, new at each sign-in, so that a token seen
+in one session is refused in another. A POST without it, or whose Origin (or
+Referer) names another site, is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ CSRF_FIELD = "csrf_token"
 
 @dataclass(frozen=True)
 class Session:
-    """Who a valid session cookie names."""
+    """Who a valid session cookie names, and the CSRF token bound to it (None: a session from before binding)."""
 
     user: str
+    csrf: str | None = None
 
 
 class CookieSigner:
@@ -40,8 +43,9 @@ class CookieSigner:
         self._csrf = URLSafeTimedSerializer(secret, salt="retention-console-csrf")
         self.max_age = max_age_seconds
 
-    def session_cookie(self, user: str) -> str:
-        return self._session.dumps({"u": user, "n": secrets.token_urlsafe(8)})
+    def session_cookie(self, user: str, csrf: str) -> str:
+        """A session of ``user`` with its own CSRF token: forms of one session are refused in another."""
+        return self._session.dumps({"u": user, "n": secrets.token_urlsafe(8), "c": csrf})
 
     def read_session(self, value: str | None) -> Session | None:
         if not value:
@@ -52,7 +56,8 @@ class CookieSigner:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("u"), str):
             return None
-        return Session(data["u"])
+        csrf = data.get("c")
+        return Session(data["u"], csrf if isinstance(csrf, str) else None)
 
     def new_csrf(self) -> tuple[str, str]:
         """A fresh token and the signed cookie that carries it."""
@@ -72,6 +77,24 @@ class CookieSigner:
 def csrf_matches(expected: str | None, given: Any) -> bool:
     """Constant-time comparison of the cookie's token and the form's."""
     return bool(expected) and isinstance(given, str) and hmac.compare_digest(expected or "", given)
+
+
+def same_origin(headers: Any, host: str | None, scheme: str) -> bool:
+    """A state-changing request comes from the console's own pages (Origin, else Referer, names this host).
+
+    Browsers send ``Origin`` with every POST; a request with neither header
+    (a script of the operator's) is let through to the CSRF check, which it
+    cannot pass without a token anyway.
+    """
+    from urllib.parse import urlsplit
+
+    source = headers.get("origin") or headers.get("referer")
+    if not source:
+        return True
+    if source == "null":
+        return False
+    parts = urlsplit(source)
+    return bool(host) and parts.netloc.lower() == (host or "").lower() and parts.scheme == scheme
 
 
 def cookie_options(max_age: int | None) -> dict[str, Any]:

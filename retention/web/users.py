@@ -13,15 +13,16 @@ from retention.store.connect import open_engine
 from retention.web import accounts
 
 
-def user_add(db_url: str, name: str, role: str, password: str | None, *, created_by: str) -> None:
-    """Create a console account (``password`` None: signs in through the proxy only)."""
+def user_add(db_url: str, name: str, role: str, password: str | None, *, created_by: str) -> str:
+    """Create a console account (``password`` None: signs in through the proxy only); returns its stored name."""
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
-            accounts.add_user(conn, name, role, password, created_by=created_by)
-            accounts.log_access(conn, created_by, "account_added", f"{name} ({role}) from the command line")
+            stored = accounts.add_user(conn, name, role, password, created_by=created_by)
+            accounts.log_access(conn, created_by, "account_added", f"{stored} ({role}) from the command line")
     finally:
         engine.dispose()
+    return stored
 
 
 def user_list(db_url: str) -> list[dict[str, Any]]:
