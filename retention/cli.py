@@ -2368,6 +2368,8 @@ def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
     return zones.pop() if len(zones) == 1 else "UTC"
 
 
+import retention.cli_groups  # noqa: E402, F401  (registers `run-groups`; it imports the options above)
+
 _add_log_options(main)
 
 if __name__ == "__main__":  # pragma: no cover
