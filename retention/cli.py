@@ -611,7 +611,9 @@ def plan(
     "allow_mass",
     multiple=True,
     metavar="DATASET",
-    help="Override the mass-deletion guard of DATASET for this run ('*' for all); recorded in the ledger.",
+    envvar="RETENTION_ALLOW_MASS",
+    help="Override the mass-deletion guard of DATASET for this run ('*' for all; or RETENTION_ALLOW_MASS, "
+    "space-separated); recorded in the ledger.",
 )
 @click.option(
     "--metrics-file",
@@ -1728,6 +1730,14 @@ def fleet() -> None:
     help="Output for people (table) or machines (json, csv).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--allow-mass",
+    "allow_mass",
+    multiple=True,
+    metavar="DATASET",
+    help="Override the mass-deletion guard of DATASET on every target ('*' for all), e.g. for a first backlog "
+    "night; recorded in each target's ledger.",
+)
 @lock_timeout_option
 @handled
 def fleet_run(
@@ -1743,6 +1753,7 @@ def fleet_run(
     metrics_file: Path | None,
     fmt: str,
     as_json: bool,
+    allow_mass: tuple[str, ...],
     lock_timeout: int | None,
 ) -> None:
     """Run every target of a fleet file: one unit of work per database, then a summary.
@@ -1777,6 +1788,7 @@ def fleet_run(
                 parallel=parallel,
                 as_of=as_of_text,
                 lock_timeout=lock_timeout,
+                allow_mass=allow_mass,
                 log_format="json" if json_logs() else "console",
                 log_level=settings["level"],
                 on_start=lambda name: progress.state(name, "STARTED"),
@@ -1789,7 +1801,7 @@ def fleet_run(
             app = workers.make_app(broker, result_backend)
             workers.check_broker(app)
             results = workers.enqueue_fleet(
-                app, loaded, names, queue=queue, as_of=as_of_text, lock_timeout=lock_timeout
+                app, loaded, names, queue=queue, as_of=as_of_text, lock_timeout=lock_timeout, allow_mass=allow_mass
             )
             log.info("fleet_enqueued", targets=len(names), queue=queue)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
@@ -1886,6 +1898,14 @@ def _print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str]
         )
     else:
         console.print(f"{head}: all {len(outcomes)} {what} succeeded", highlight=False)
+    again = [o for o in outcomes if o.attempts > 1 or o.redelivered]
+    if again:
+        listed = ", ".join(
+            f"{o.target} ({o.attempts} attempts{', redelivered' if o.redelivered else ''})" for o in again
+        )
+        console.print(
+            f"{head}: {len(again)} {what} ran more than once (reruns or redeliveries): {listed}", highlight=False
+        )
 
 
 def _run_shards(
@@ -1969,7 +1989,14 @@ def _run_shards(
     if metrics_file is not None:
         fleet_module.write_fleet_metrics(metrics_file, outcomes)
     code = fleet_module.worst_exit(outcomes)
-    log.info("shards_finished", total=count, failed=[o.target for o in outcomes if o.exit_code], exit_code=code)
+    log.info(
+        "shards_finished",
+        total=count,
+        failed=[o.target for o in outcomes if o.exit_code],
+        exit_code=code,
+        attempts={o.target: o.attempts for o in outcomes},
+        redeliveries=sum(1 for o in outcomes if o.redelivered),
+    )
     if fmt != "json":
         console.print(f"run group {group}: {count} shards", highlight=False)
     _print_fleet(outcomes, fmt, code, {}, what="shards")

@@ -74,7 +74,12 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Any:
 
 
 def _fleet_task(
-    task: Any, target: str, digest: str, as_of: str | None = None, lock_timeout: int | None = None
+    task: Any,
+    target: str,
+    digest: str,
+    as_of: str | None = None,
+    lock_timeout: int | None = None,
+    allow_mass: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run one fleet target on this worker (its URL and keys from this worker's fleet file)."""
     from retention.errors import RetentionError
@@ -84,7 +89,9 @@ def _fleet_task(
     except RetentionError as exc:  # no fleet file on this worker, or a broken one: that target's exit 2
         return TargetOutcome(target, "config error", exc.exit_code, error=str(exc).splitlines()[0][:500]).as_dict()
     return _until_unlocked(
-        lambda: run_target(fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest)
+        lambda: run_target(
+            fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest, allow_mass=allow_mass
+        )
     )
 
 
@@ -125,7 +132,7 @@ def _shard_task(
     from retention.fleet import run_shard
 
     rules = os.environ.get("RETENTION_RULES")
-    return _until_unlocked(
+    outcome = _until_unlocked(
         lambda: run_shard(
             index,
             count,
@@ -140,6 +147,10 @@ def _shard_task(
             accept_short_notice=accept_short_notice,
         )
     )
+    # The dispatcher reports redeliveries: the broker marks a message it delivers again.
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    outcome["redelivered"] = bool(delivery.get("redelivered"))
+    return outcome
 
 
 def enqueue_shards(
@@ -210,7 +221,14 @@ def start_worker(
 
 
 def enqueue_fleet(
-    app: Any, fleet: Fleet, names: Sequence[str], *, queue: str, as_of: str | None, lock_timeout: int | None
+    app: Any,
+    fleet: Fleet,
+    names: Sequence[str],
+    *,
+    queue: str,
+    as_of: str | None,
+    lock_timeout: int | None,
+    allow_mass: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Send one task per target; returns target name -> AsyncResult."""
     results = {}
@@ -218,7 +236,13 @@ def enqueue_fleet(
         target = fleet.target(name)
         results[name] = app.send_task(
             FLEET_TASK,
-            kwargs={"target": name, "digest": target.digest(), "as_of": as_of, "lock_timeout": lock_timeout},
+            kwargs={
+                "target": name,
+                "digest": target.digest(),
+                "as_of": as_of,
+                "lock_timeout": lock_timeout,
+                "allow_mass": list(allow_mass),
+            },
             queue=queue,
         )
     return results

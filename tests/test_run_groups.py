@@ -63,7 +63,7 @@ def test_whole_run_refused_while_a_group_is_open(db_url: str, tmp_path: Path) ->
             live.acquire()
             try:
                 # (SQLite sees the live shard's lock row first; the others, the open group.)
-                with pytest.raises(LockHeldError, match="run group 'g' is open|another retention run holds"):
+                with pytest.raises(LockHeldError, match=r"run group 'g' is open|another retention run holds"):
                     execute.run(engine, loaded, LATER, secret=SECRET)
                 code, output = _cli_run(path, db_url)
                 assert code == 5 and "Traceback" not in output, output
