@@ -2273,9 +2273,12 @@ WRAPPING_COLUMNS = frozenset(
         "action",
         "anomalies",
         "basis",
+        "below",
         "clocks",
+        "counts",
         "due",
         "error",
+        "from",
         "moved",
         "note",
         "reason",
@@ -2287,7 +2290,9 @@ WRAPPING_COLUMNS = frozenset(
         "subject_key",
     }
 )
-NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds"})
+NUMBER_COLUMNS = frozenset(
+    {"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds", "records"}
+)
 # Shorter headers for people (JSON and CSV keep the field names).
 HEADERS = {
     "decided_by": "by",
