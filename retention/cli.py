@@ -1801,7 +1801,14 @@ def fleet_run(
             app = workers.make_app(broker, result_backend)
             workers.check_broker(app)
             results = workers.enqueue_fleet(
-                app, loaded, names, queue=queue, as_of=as_of_text, lock_timeout=lock_timeout, allow_mass=allow_mass
+                app,
+                loaded,
+                names,
+                queue=queue,
+                as_of=as_of_text,
+                lock_timeout=lock_timeout,
+                allow_mass=allow_mass,
+                timeout=timeout,
             )
             log.info("fleet_enqueued", targets=len(names), queue=queue)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
@@ -1983,6 +1990,7 @@ def _run_shards(
                 lock_timeout=lock_timeout,
                 allow_mass=allow_mass,
                 accept_short_notice=accept_short_notice,
+                timeout=timeout,
             )
             log.info("shards_enqueued", total=count, queue=queue, run_group=group)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
