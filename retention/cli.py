@@ -25,6 +25,7 @@ from retention import commands, logs, params
 from retention.clock import AsOf, Period
 from retention.config import database_url, safe_url
 from retention.errors import ConfigError, RetentionError, describe_database_error, is_database_error
+from retention.shards import MAX_SHARDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -522,7 +523,7 @@ def _range(low: dt.datetime | None, high: dt.datetime | None, zone: str, dates: 
 @click.option("--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison.")
 @click.option(
     "--shards",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(1, MAX_SHARDS),
     default=None,
     metavar="N",
     help="Show how `run --shard I/N` splits the work: per dataset and shard, key range and counts.",
@@ -649,7 +650,7 @@ def plan(
 )
 @click.option(
     "--shards",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(1, MAX_SHARDS),
     default=None,
     metavar="N",
     help="Run all N shards, one unit each: here in --parallel processes, or as Celery tasks with --via celery.",
