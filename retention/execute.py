@@ -1463,17 +1463,19 @@ def _join_group(
     Returns the bounds and this shard's attempt number (1 for its first process).
 
     Shards that start together race to create it: the database keeps one
-    (primary key), the others roll back and read it.
+    row (primary key), the others roll back and read it. The row is created
+    first, without bounds, in a short transaction; its creator then computes
+    them once (:func:`_group_bounds`) while the other shards wait for them.
     """
     runs, loaded = store.runs, ctx.loaded
+    claimed = False
     for attempt in range(_RETRIES + 1):
         try:
             with conn.begin():
                 lock.verify()  # SQLite: the write lock first, so concurrent shards take turns
                 row = conn.execute(sa.select(runs).where(runs.c.id == ctx.run_id)).first()
+                bounds_text: str | None = None
                 if row is None:
-                    planners = build_planners(conn, PlanContext(loaded, ctx.as_of))
-                    bounds = compute_bounds(conn, planners, shard.count)
                     _record_pack(conn, loaded, ctx.now())
                     conn.execute(
                         runs.insert().values(
@@ -1486,19 +1488,20 @@ def _join_group(
                             status="running",
                             run_group=run_group,
                             shards=shard.count,
-                            shard_bounds=bounds.to_json(),
+                            shard_bounds=None,
                         )
                     )
+                    claimed = True
                     if short_notice is not None:
                         ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now())
                     log.info("run_group_started", run_group=run_group, shards=shard.count, run_id=ctx.run_id)
                 else:
-                    if row.pack_digest != loaded.digest or row.shards != shard.count or row.shard_bounds is None:
+                    if row.pack_digest != loaded.digest or row.shards != shard.count or row.shards is None:
                         raise ConfigError(
                             f"run group {run_group!r} was started with "
                             + (
                                 f"{row.shards} shards and pack {row.pack_id} ({row.pack_digest[:12]})"
-                                if row.shard_bounds is not None
+                                if row.shards is not None
                                 else "no shards"
                             )
                             + f"; this shard names {shard.count} shards and pack {loaded.id} ({loaded.digest[:12]})"
@@ -1512,7 +1515,7 @@ def _join_group(
                             f"run group {run_group!r} runs as of {row.as_of.isoformat()}, not {ctx.as_of.isoformat()}"
                         )
                     ctx.as_of = row.as_of
-                    bounds = Bounds.from_json(row.shard_bounds)
+                    bounds_text = row.shard_bounds
                 rs = store.run_shards
                 mine = (rs.c.run_id == ctx.run_id) & (rs.c.shard == shard.index)
                 before = conn.execute(sa.select(rs.c.attempts).where(mine)).first()
@@ -1529,12 +1532,60 @@ def _join_group(
                     )
                 )
             ledger.lock_timing(conn)
-            return bounds, attempts
+            if bounds_text is not None:
+                return Bounds.from_json(bounds_text), attempts
+            return _group_bounds(conn, lock, ctx, shard, claimed), attempts
         except sa.exc.DBAPIError as exc:
             ledger.lock_timing(conn)
             if exc.connection_invalidated or attempt >= _RETRIES:
                 raise
             if not isinstance(exc, sa.exc.IntegrityError) and not _retryable(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+BOUNDS_WAIT = 600.0
+"""Seconds a shard waits for the group's creator to record the bounds before it computes them itself."""
+
+
+def _group_bounds(conn: sa.Connection, lock: RunLock, ctx: RunContext, shard: ShardSpec, claimed: bool) -> Bounds:
+    """The group's bounds: computed here once if this shard created the group, else waited for.
+
+    A shard that waits past :data:`BOUNDS_WAIT` (its creator died before
+    recording them) computes them itself; the first to record them wins
+    (``WHERE shard_bounds IS NULL``) and every shard uses the recorded ones.
+    """
+    runs = store.runs
+    deadline = time.monotonic() + BOUNDS_WAIT
+    pause = 0.05
+    while not claimed and time.monotonic() < deadline:
+        with reading(conn):
+            text = conn.execute(sa.select(runs.c.shard_bounds).where(runs.c.id == ctx.run_id)).scalar()
+        if text is not None:
+            return Bounds.from_json(text)
+        if ctx.should_stop is not None and ctx.should_stop():
+            raise _Interrupted
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    for attempt in range(_RETRIES + 1):
+        try:
+            with conn.begin():
+                lock.verify()
+                planners = build_planners(conn, PlanContext(ctx.loaded, ctx.as_of))
+                bounds = compute_bounds(conn, planners, shard.count)
+                recorded = conn.execute(
+                    runs.update()
+                    .where(runs.c.id == ctx.run_id, runs.c.shard_bounds.is_(None))
+                    .values(shard_bounds=bounds.to_json())
+                ).rowcount
+                if recorded != 1:
+                    text = conn.execute(sa.select(runs.c.shard_bounds).where(runs.c.id == ctx.run_id)).scalar_one()
+                    bounds = Bounds.from_json(text)
+            log.info("shard_bounds_recorded" if recorded == 1 else "shard_bounds_read", run_id=ctx.run_id)
+            return bounds
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or attempt >= _RETRIES or not _retryable(exc):
                 raise
             time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -249,28 +249,8 @@ def compute_bounds(conn: sa.Connection, planners: dict[str, DatasetPlanner], sha
             ).scalar_one()
             sizes.append((int(count), planner.name, planner))
         rows, _, largest = max(sizes, key=lambda s: (s[0], s[1]))
-        key = ordered(conn, source_key(largest), kind, stored_as_text=False)
-        cuts: list[Any] = []
-        for index in range(1, shards):
-            value = None
-            if rows:
-                value = conn.execute(
-                    sa.select(key.label("k"))
-                    .select_from(largest.table)
-                    .where(source_key(largest).is_not(None))
-                    .order_by(key)
-                    .limit(1)
-                    .offset(rows * index // shards)
-                ).scalar()
-            if value is None:  # an empty space (or one emptied meanwhile): the last shard takes what comes
-                value = cuts[-1] if cuts else _least(kind)
-            value = int(value) if kind == "int" else str(value)
-            # Never below the previous cut (rows may change between the statements):
-            # ranges that overlapped would let two shards move the same record.
-            if cuts and _before(value, cuts[-1]):
-                value = cuts[-1]
-            cuts.append(value)
-        spaces[space] = Space(kind, tuple(cuts))
+        cuts = _cuts(conn, largest, source_key(largest), kind, rows, shards, null=False)
+        spaces[space] = Space(kind, cuts)
     nulls: dict[str, Space] = {}
     for name, planner in planners.items():
         if source_key(planner) is planner.key:
@@ -286,21 +266,35 @@ def compute_bounds(conn: sa.Connection, planners: dict[str, DatasetPlanner], sha
 def _cuts(
     conn: sa.Connection, planner: DatasetPlanner, column: Any, kind: str, rows: int, shards: int, null: bool
 ) -> tuple[Any, ...]:
-    """N - 1 cut points at the quantiles of ``column`` among the dataset's rows with a NULL shard key."""
+    """N - 1 cut points: ``column``'s values at row offsets k x rows / N, in key order, in one ordered pass.
+
+    The rows are those whose shard key is set (``null``: those where it is
+    NULL). One statement numbers them in key order (an index walk when the
+    key is indexed) and keeps the N - 1 rows at the cut offsets; the
+    former way, one ``OFFSET`` query per cut, walked the index from its
+    start for each cut, N / 2 times the rows in all.
+    """
     key = ordered(conn, column, kind, stored_as_text=False)
+    wanted = sorted({rows * index // shards + 1 for index in range(1, shards)}) if rows else []
+    found: dict[int, Any] = {}
+    if wanted:
+        where = source_key(planner).is_(None) if null else source_key(planner).is_not(None)
+        numbered = (
+            sa.select(key.label("k"), sa.func.row_number().over(order_by=key).label("rn"))
+            .select_from(planner.table)
+            .where(where)
+            .subquery()
+        )
+        picked = sa.select(numbered.c.k, numbered.c.rn).where(numbered.c.rn.in_(wanted))
+        found = {int(rn): k for k, rn in conn.execute(picked)}
     cuts: list[Any] = []
     for index in range(1, shards):
-        value = conn.execute(
-            sa.select(key.label("k"))
-            .select_from(planner.table)
-            .where(source_key(planner).is_(None) if null else source_key(planner).is_not(None))
-            .order_by(key)
-            .limit(1)
-            .offset(rows * index // shards)
-        ).scalar()
-        if value is None:
+        value = found.get(rows * index // shards + 1)
+        if value is None:  # an empty space (or one emptied meanwhile): the last shard takes what comes
             value = cuts[-1] if cuts else _least(kind)
         value = int(value) if kind == "int" else str(value)
+        # Never below the previous cut (rows may change between the statements):
+        # ranges that overlapped would let two shards move the same record.
         if cuts and _before(value, cuts[-1]):
             value = cuts[-1]
         cuts.append(value)
