@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from test_fleet_celery import BACKEND, BROKER, queue, services  # noqa: F401  (fixtures)
 
-from retention import workers
 from retention.errors import ConfigError
+from retention.ops import workers
 
 
 def _messages(app: object, queue_name: str, count: int) -> list[dict[str, object]]:

@@ -20,9 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from test_shards import AS_OF, PACK, SECRET, _expand, prepare, sharded_cronjob
 
-from retention import execute
+from retention.engine import execute
+from retention.engine.shards import ShardSpec
 from retention.policy import load_file
-from retention.shards import ShardSpec
 
 
 def controller_action(job: dict[str, Any], container: str, exit_code: int) -> str:
@@ -113,7 +113,7 @@ def test_exit_2_is_not_retried_and_exit_5_is(db_url: str, tmp_path: Path) -> Non
 
 
 def store_run_shards(conn: sa.Connection, run_id: str) -> list[tuple[int, str]]:
-    from retention import store
+    from retention.store import tables as store
 
     rs = store.run_shards
     return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retention import cli
+from retention.cli import output as cli
 
 
 def test_piped_shard_table_keeps_every_number_whole(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,7 +21,7 @@ def test_piped_shard_table_keeps_every_number_whole(capsys: pytest.CaptureFixtur
         }
         for i in range(4)
     ]
-    cli._print_rows(
+    cli.print_rows(
         rows, ["dataset", "shard", "key_space", "from", "below", "records", "transitions", "counts"], "table"
     )
     out = capsys.readouterr().out

@@ -18,11 +18,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from test_shards import AS_OF, PACK, SECRET, prepare
 
-from retention import execute, ledger, store
 from retention.cli import main
+from retention.engine import execute
+from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, LockHeldError
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_file
-from retention.shards import ShardSpec
+from retention.store import tables as store
 
 LATER = AS_OF + dt.timedelta(days=1)
 

@@ -10,11 +10,12 @@ import pytest
 import sqlalchemy as sa
 from test_shards import AS_OF, PACK, SECRET, outcome, prepare
 
-from retention import execute, ledger, shards
-from retention.config import create_engine
-from retention.plan import PlanContext, build_planners
+from retention.engine import execute, shards
+from retention.engine.plan import PlanContext, build_planners
+from retention.engine.shards import ShardSpec
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_file
-from retention.shards import ShardSpec
+from retention.store.config import create_engine
 
 
 def _statements(engine: sa.Engine, loaded: LoadedPack, count: int) -> int:

@@ -23,10 +23,12 @@ import sqlalchemy as sa
 from conftest import isolated_database
 from test_shards import AS_OF, PACK, SECRET, outcome, prepare
 
-from retention import execute, ledger, store
+from retention.engine import execute
+from retention.engine.shards import ShardSpec
 from retention.errors import LockHeldError
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_file
-from retention.shards import ShardSpec
+from retention.store import tables as store
 
 SMALL_BATCHES = PACK.replace("timezone: UTC\n", "timezone: UTC\nbatch_size: 3\n")
 GROUP = "night-killed"
@@ -34,10 +36,10 @@ GROUP = "night-killed"
 KILLED_SHARD = """
 import datetime as dt, os, signal, sys
 from pathlib import Path
-from retention import execute
-from retention.config import create_engine
+from retention.engine import execute
+from retention.store.config import create_engine
 from retention.policy import load_file
-from retention.shards import ShardSpec
+from retention.engine.shards import ShardSpec
 
 url, pack, index, count, after, as_of, secret = sys.argv[1:]
 done = [0]

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from retention import timeouts
-from retention.config import create_engine
 from retention.errors import ConfigError
+from retention.store import timeouts
+from retention.store.config import create_engine
 
 
 @pytest.fixture
