@@ -91,6 +91,16 @@ def measure(url: str, rows: int, shards: int, batch_size: int) -> dict[str, Any]
         with engine.connect() as conn:
             run = conn.execute(sa.select(store.runs).where(store.runs.c.id == execute.group_run_id(group))).one()
             stats = [json.loads(s) for s in conn.execute(sa.select(store.run_shards.c.stats)).scalars()]
+            rs = store.run_shards
+            spans = [
+                (f - s).total_seconds()
+                for s, f in conn.execute(sa.select(rs.c.started_at, rs.c.finished_at).where(rs.c.run_id == run.id))
+            ]
+            items = conn.execute(sa.select(sa.func.count()).select_from(store.ledger_items)).scalar_one()
+            sizes = {
+                name: conn.execute(sa.text(f"SELECT pg_total_relation_size('{SCHEMA}.{name}')")).scalar_one()
+                for name in ("retention_ledger_items", "retention_ledger_lookup", "retention_ledger")
+            }
     finally:
         engine.dispose()
     moved = sum(n for per in json.loads(run.counts).values() for n in per.values())
@@ -108,6 +118,9 @@ def measure(url: str, rows: int, shards: int, batch_size: int) -> dict[str, Any]
         "hold_mean_ms": 1000 * held / appends if appends else 0.0,
         "hold_max_ms": 1000 * longest,
         "wait_mean_ms": 1000 * waited / appends if appends else 0.0,
+        "slowest_to_fastest": max(spans) / min(spans) if spans and min(spans) > 0 else 1.0,
+        "items": items,
+        "bytes_per_item": {name: size / items if items else 0.0 for name, size in sizes.items()},
     }
 
 
@@ -135,6 +148,16 @@ def main() -> None:
         print(
             f"| {r['shards']} | {r['rows']:,} | {r['moved']:,} | {r['seconds']:.1f} | {rate:,.0f} | {rate / base:.2f} "
             f"| {r['hold_mean_ms']:.1f} / {r['hold_max_ms']:.1f} | {r['wait_mean_ms']:.1f} |"
+        )
+    print()
+    print("| shards | slowest / fastest shard | items | bytes per item: items, lookup rows, entries |")
+    print("|---|---|---|---|")
+    for r in results:
+        per = r["bytes_per_item"]
+        print(
+            f"| {r['shards']} | {r['slowest_to_fastest']:.2f} | {r['items']:,} | "
+            f"{per['retention_ledger_items']:.0f}, {per['retention_ledger_lookup']:.0f}, "
+            f"{per['retention_ledger']:.1f} |"
         )
     admin = sa.create_engine(args.db, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -121,7 +121,7 @@ def sharded_container() -> dict[str, Any]:
     return engine  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("version", ["1.27", kubernetes_validate.latest_version()])
+@pytest.mark.parametrize("version", ["1.29.0", kubernetes_validate.latest_version()])  # backoffLimitPerIndex
 def test_the_indexed_job_validates_offline(version: str) -> None:
     """The sharded CronJob passes strict validation: an Indexed Job of N pods, N shards, one run group per Job."""
     cronjob = sharded_cronjob()

@@ -237,3 +237,21 @@ def test_run_shards_locally_makes_the_single_run(tmp_path: Path) -> None:
         assert moves(world) == moves(expected)
         assert no_record_moved_twice(world)
         assert ledger_ok(url)
+
+
+def test_fleet_run_passes_allow_mass_to_every_target(tmp_path: Path) -> None:
+    """A first backlog night trips the guards (exit 4) unless `fleet run --allow-mass` overrides them (issue 25)."""
+    import yaml
+    from test_engine import PACK
+
+    pack = tmp_path / "guarded.yaml"
+    pack.write_text(yaml.safe_dump({**PACK, "guard": {"max_share": 0.01}}, sort_keys=False), encoding="utf-8")
+    with ExitStack() as stack:
+        world = build_target("shop-a", stack.enter_context(isolated_database("sqlite", tmp_path)), 21, n=25)
+        fleet_file, env = write_fleet(tmp_path, [("shop-a", world.url)], pack)
+        guarded = _fleet_cli("--targets", str(fleet_file), "--as-of", AS_OF, "--json", env=env)
+        assert guarded.returncode == 4, guarded.stderr[-2000:]
+        assert json.loads(guarded.stdout)["targets"][0]["status"] == "guarded"
+        allowed = _fleet_cli("--targets", str(fleet_file), "--as-of", AS_OF, "--json", "--allow-mass", "*", env=env)
+        assert allowed.returncode == 0, allowed.stderr[-2000:]
+        assert json.loads(allowed.stdout)["targets"][0]["transitions"] > 0

@@ -67,6 +67,7 @@ main.add_command(ledger.ledger_group)
 main.add_command(ops.scheduler)
 main.add_command(ops.fleet)
 main.add_command(ops.worker)
+main.add_command(ops.run_groups)
 main.add_command(web.user)
 main.add_command(web.serve)
 

@@ -102,6 +102,14 @@ def print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str],
         )
     else:
         console.print(f"{head}: all {len(outcomes)} {what} succeeded", highlight=False)
+    again = [o for o in outcomes if o.attempts > 1 or o.redelivered]
+    if again:
+        listed = ", ".join(
+            f"{o.target} ({o.attempts} attempts{', redelivered' if o.redelivered else ''})" for o in again
+        )
+        console.print(
+            f"{head}: {len(again)} {what} ran more than once (reruns or redeliveries): {listed}", highlight=False
+        )
 
 
 def run_shards(
@@ -187,13 +195,21 @@ def run_shards(
                 allow_mass=allow_mass,
                 accept_short_notice=accept_short_notice,
                 allow_future_as_of=allow_future_as_of,
+                timeout=timeout,
             )
             log.info("shards_enqueued", total=count, queue=queue, run_group=group)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
     if metrics_file is not None:
         fleet_module.write_fleet_metrics(metrics_file, outcomes)
     code = fleet_module.worst_exit(outcomes)
-    log.info("shards_finished", total=count, failed=[o.target for o in outcomes if o.exit_code], exit_code=code)
+    log.info(
+        "shards_finished",
+        total=count,
+        failed=[o.target for o in outcomes if o.exit_code],
+        exit_code=code,
+        attempts={o.target: o.attempts for o in outcomes},
+        redeliveries=sum(1 for o in outcomes if o.redelivered),
+    )
     if fmt != "json":
         console.print(f"run group {group}: {count} shards", highlight=False)
     print_fleet(outcomes, fmt, code, {}, what="shards")

@@ -1,7 +1,8 @@
-"""Running in production: the built-in ``scheduler``, ``fleet run`` over many databases, and Celery ``worker``s."""
+"""Running in production: ``scheduler``, ``fleet run`` over many databases, Celery ``worker``s, ``run-groups``."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from retention.cli.options import (
     command,
     db_option,
     dispatch_options,
+    format_option,
     group,
     handled,
     json_logs,
@@ -24,7 +26,7 @@ from retention.cli.options import (
     rules_option,
     with_celery_options,
 )
-from retention.cli.output import err_console
+from retention.cli.output import console, err_console
 from retention.store.config import database_url
 from retention.timing.clock import AsOf
 
@@ -122,6 +124,14 @@ def fleet() -> None:
     help="Output for people (table) or machines (json, csv).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--allow-mass",
+    "allow_mass",
+    multiple=True,
+    metavar="DATASET",
+    help="Override the mass-deletion guard of DATASET on every target ('*' for all), e.g. for a first backlog "
+    "night; recorded in each target's ledger.",
+)
 @lock_timeout_option
 @handled
 def fleet_run(
@@ -137,6 +147,7 @@ def fleet_run(
     metrics_file: Path | None,
     fmt: str,
     as_json: bool,
+    allow_mass: tuple[str, ...],
     lock_timeout: int | None,
 ) -> None:
     """Run every target of a fleet file: one unit of work per database, then a summary.
@@ -171,6 +182,7 @@ def fleet_run(
                 parallel=parallel,
                 as_of=as_of_text,
                 lock_timeout=lock_timeout,
+                allow_mass=allow_mass,
                 log_format="json" if json_logs() else "console",
                 log_level=settings["level"],
                 on_start=lambda name: progress.state(name, "STARTED"),
@@ -183,7 +195,14 @@ def fleet_run(
             app = workers.make_app(broker, result_backend)
             workers.check_broker(app)
             results = workers.enqueue_fleet(
-                app, loaded, names, queue=queue, as_of=as_of_text, lock_timeout=lock_timeout
+                app,
+                loaded,
+                names,
+                queue=queue,
+                as_of=as_of_text,
+                lock_timeout=lock_timeout,
+                allow_mass=allow_mass,
+                timeout=timeout,
             )
             log.info("fleet_enqueued", targets=len(names), queue=queue)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
@@ -255,3 +274,62 @@ def worker(
         backend=result_backend,
         log_level=log_settings()["level"],
     )
+
+
+@command("run-groups")
+@db_option
+@click.option(
+    "--close-stale",
+    is_flag=True,
+    help="Close open groups whose shards no process holds (each shard's lock is taken as the evidence).",
+)
+@click.option("--run-group", "run_group", default=None, help="Only this group.")
+@format_option
+@handled
+def run_groups(db: str | None, close_stale: bool, run_group: str | None, fmt: str) -> None:
+    """Open run groups (shards done, attempts); --close-stale closes those left by dead shards."""
+    from retention.engine import groups
+    from retention.store import run_groups as open_groups
+    from retention.store.connect import open_engine
+
+    engine = open_engine(database_url(db))
+    try:
+        if close_stale:
+            closed = groups.close_stale(engine, run_group)
+            if fmt == "json":
+                console.print_json(json.dumps([c.__dict__ for c in closed]))
+            elif not closed:
+                console.print("no open run group", highlight=False)
+            for item in closed if fmt != "json" else []:
+                console.print(f"{item.run_group}: {item.reason}", highlight=False)
+            return
+        with engine.connect() as conn:
+            found = [g for g in open_groups.open_groups(conn) if run_group is None or g.run_group == run_group]
+        rows = [
+            {
+                "run_group": g.run_group,
+                "shards": g.shards,
+                "done": g.done,
+                "attempts": g.attempts,
+                "started_at": g.started_at.isoformat(),
+            }
+            for g in found
+        ]
+        if fmt == "json":
+            console.print_json(json.dumps(rows))
+        elif fmt == "csv":
+            console.print("run_group,shards,done,attempts,started_at", highlight=False)
+            for r in rows:
+                console.print(",".join(str(v) for v in r.values()), highlight=False, soft_wrap=True)
+        elif not rows:
+            console.print("no open run group", highlight=False)
+        else:
+            for r in rows:
+                console.print(
+                    f"{r['run_group']}: {r['done']} of {r['shards']} shards done, {r['attempts']} attempts, "
+                    f"started {r['started_at']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    finally:
+        engine.dispose()

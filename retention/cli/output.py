@@ -93,9 +93,12 @@ WRAPPING_COLUMNS = frozenset(
         "action",
         "anomalies",
         "basis",
+        "below",
         "clocks",
+        "counts",
         "due",
         "error",
+        "from",
         "moved",
         "note",
         "reason",
@@ -109,7 +112,9 @@ WRAPPING_COLUMNS = frozenset(
 )
 
 
-NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds"})
+NUMBER_COLUMNS = frozenset(
+    {"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds", "records"}
+)
 
 
 # Shorter headers for people (JSON and CSV keep the field names).

@@ -43,6 +43,7 @@ from retention.cli.output import (
     print_rows,
     when,
 )
+from retention.engine.shards import MAX_SHARDS
 from retention.errors import ConfigError
 from retention.store.config import database_url
 from retention.timing.clock import AsOf, Period
@@ -58,7 +59,7 @@ from retention.timing.clock import AsOf, Period
 @click.option("--no-record", is_flag=True, help="Do not keep this plan's counts for the next comparison.")
 @click.option(
     "--shards",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(1, MAX_SHARDS),
     default=None,
     metavar="N",
     help="Show how `run --shard I/N` splits the work: per dataset and shard, key range and counts.",
@@ -147,7 +148,9 @@ def plan(
     "allow_mass",
     multiple=True,
     metavar="DATASET",
-    help="Override the mass-deletion guard of DATASET for this run ('*' for all); recorded in the ledger.",
+    envvar="RETENTION_ALLOW_MASS",
+    help="Override the mass-deletion guard of DATASET for this run ('*' for all; or RETENTION_ALLOW_MASS, "
+    "space-separated); recorded in the ledger.",
 )
 @click.option(
     "--metrics-file",
@@ -188,7 +191,7 @@ def plan(
 )
 @click.option(
     "--shards",
-    type=click.IntRange(1, 1024),
+    type=click.IntRange(1, MAX_SHARDS),
     default=None,
     metavar="N",
     help="Run all N shards, one unit each: here in --parallel processes, or as Celery tasks with --via celery.",

@@ -54,7 +54,7 @@ from retention.ledger import evidence, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.policy import LoadedPack
 from retention.policy.model import RECORD_STATE
-from retention.store import migrate
+from retention.store import migrate, run_groups, tally
 from retention.store import tables as store
 from retention.timing.clock import utcnow
 
@@ -205,6 +205,29 @@ class RunLock:
                 "this run lost the database lock (another run took it over as stale); stopped before the next batch"
             )
 
+    def check_whole_run_free(self) -> None:
+        """A shard, once its group's row is committed: raise LockHeldError if a whole run holds the database.
+
+        PostgreSQL needs no second look (the shard holds the database's lock
+        in shared mode); MariaDB and SQLite look again, so that a whole run
+        that took its lock after the shard's first look sees the group
+        (retention.store.run_groups) and a shard that looks now sees the whole run.
+        """
+        conn = self.conn
+        free_sql = dialect_for(conn).whole_run_lock_free_sql
+        if self.statements is not None:
+            if free_sql is None:
+                return
+            with conn.begin():
+                free = bool(conn.execute(sa.text(free_sql)).scalar())
+        else:
+            table = store.run_lock
+            with conn.begin():
+                holder = conn.execute(sa.select(table).where(table.c.name == LOCK_NAME)).first()
+            free = holder is None or _stale(holder.owner, holder.heartbeat_at, utcnow())
+        if not free:
+            raise LockHeldError("another retention run holds the lock on this database")
+
     def release(self) -> None:
         if not self.held:
             return
@@ -257,6 +280,7 @@ class RunContext:
     should_stop: Callable[[], bool] | None = None
     review_batches: dict[str, int] = field(default_factory=dict)  # dataset -> this run's review batch
     retry: bool = False  # run a batch again after a deadlock (shards of one database run side by side)
+    shard: int = store.WHOLE_RUN  # the shard whose counts each batch adds to (retention.store.tally)
 
 
 class _Interrupted(Exception):
@@ -902,6 +926,7 @@ class RunResult:
     batches: int = 0
     ledger_lock: dict[str, Any] = field(default_factory=dict)  # appends, wait_s, hold_s, hold_max_s
     shard: str | None = None  # "I/N" of a sharded run
+    attempts: int = 1  # a shard: how many processes started it, this one included (reruns, redeliveries)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
 
@@ -1027,6 +1052,7 @@ def run(
             try:
                 with conn.begin():
                     _require_schema(conn, loaded)
+                    run_groups.refuse_beside_open_group(conn)  # one rule on every database (retention.store.run_groups)
                     _record_pack(conn, loaded, ctx.now())
                     _close_abandoned_runs(conn)
                     conn.execute(
@@ -1206,6 +1232,8 @@ def _run_dataset(
             if dropped:
                 totals = result.counts.setdefault(planner.name, {})
                 totals["active->purged"] = totals.get("active->purged", 0) + dropped
+                with conn.begin():  # whole runs only, which are not resumed: no need to share the drop's transaction
+                    tally.add(conn, ctx.run_id, ctx.shard, {planner.name: {"active->purged": dropped}}, {})
         after: Any = None
         attempts = 0
         while True:
@@ -1218,6 +1246,12 @@ def _run_dataset(
                             break
                         applied = witness(conn, ctx, planner, batch)
                         counts = apply_batch(conn, ctx, planner, applied)
+                        erased: dict[int, int] = {}
+                        for move in _all_moves(applied):
+                            if move.request_id is not None:
+                                erased[move.request_id] = erased.get(move.request_id, 0) + 1
+                        # Committed with the batch: a killed attempt's work is counted once (retention.store.tally).
+                        tally.add(conn, ctx.run_id, ctx.shard, counts, erased)
                 except BaseException:
                     ctx.archive.after_rollback()  # the batch's payload deletions rolled back with it
                     raise
@@ -1240,9 +1274,8 @@ def _run_dataset(
                 totals = result.counts.setdefault(name, {})
                 for transition, count in per.items():
                     totals[transition] = totals.get(transition, 0) + count
-            for move in _all_moves(applied):
-                if move.request_id is not None:
-                    result.erased[move.request_id] = result.erased.get(move.request_id, 0) + 1
+            for request, moved in erased.items():
+                result.erased[request] = result.erased.get(request, 0) + moved
             log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
             if on_batch is not None:
                 on_batch(applied)
@@ -1387,10 +1420,14 @@ def _settle_erasure_requests(
 
 
 def _close_abandoned_runs(conn: sa.Connection) -> None:
-    """Runs left 'running' by a killed process: we hold the lock, so they are over."""
+    """Whole runs left 'running' by a killed process: we hold the lock, so they are over.
+
+    Run groups are not touched: a group is closed by its last shard or by
+    :func:`retention.engine.groups.close_stale` (a whole run does not start while one is open).
+    """
     conn.execute(
         store.runs.update()
-        .where(store.runs.c.status == "running", store.runs.c.mode == "run")
+        .where(store.runs.c.status == "running", store.runs.c.mode == "run", store.runs.c.run_group.is_(None))
         .values(status="abandoned", error="the process ended without finishing (killed or lost)")
     )
 
@@ -1444,21 +1481,25 @@ def _join_group(
     shard: ShardSpec,
     as_of_fixed: bool,
     short_notice: dict[str, Any] | None,
-) -> Bounds:
+) -> tuple[Bounds, int]:
     """Read the group's bounds and as-of, creating the group (bounds from this snapshot) if this shard is first.
 
+    Returns the bounds and this shard's attempt number (1 for its first process).
+
     Shards that start together race to create it: the database keeps one
-    (primary key), the others roll back and read it.
+    row (primary key), the others roll back and read it. The row is created
+    first, without bounds, in a short transaction; its creator then computes
+    them once (:func:`_group_bounds`) while the other shards wait for them.
     """
     runs, loaded = store.runs, ctx.loaded
+    claimed = False
     for attempt in range(_RETRIES + 1):
         try:
             with conn.begin():
                 lock.verify()  # SQLite: the write lock first, so concurrent shards take turns
                 row = conn.execute(sa.select(runs).where(runs.c.id == ctx.run_id)).first()
+                bounds_text: str | None = None
                 if row is None:
-                    planners = build_planners(conn, PlanContext(loaded, ctx.as_of))
-                    bounds = compute_bounds(conn, planners, shard.count)
                     _record_pack(conn, loaded, ctx.now())
                     conn.execute(
                         runs.insert().values(
@@ -1471,43 +1512,104 @@ def _join_group(
                             status="running",
                             run_group=run_group,
                             shards=shard.count,
-                            shard_bounds=bounds.to_json(),
+                            shard_bounds=None,
                         )
                     )
+                    claimed = True
                     if short_notice is not None:
                         ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                     log.info("run_group_started", run_group=run_group, shards=shard.count, run_id=ctx.run_id)
                 else:
-                    if row.pack_digest != loaded.digest or row.shards != shard.count or row.shard_bounds is None:
+                    if row.pack_digest != loaded.digest or row.shards != shard.count or row.shards is None:
                         raise ConfigError(
                             f"run group {run_group!r} was started with "
                             + (
                                 f"{row.shards} shards and pack {row.pack_id} ({row.pack_digest[:12]})"
-                                if row.shard_bounds is not None
+                                if row.shards is not None
                                 else "no shards"
                             )
                             + f"; this shard names {shard.count} shards and pack {loaded.id} ({loaded.digest[:12]})"
+                        )
+                    if row.status == "abandoned":
+                        raise ConfigError(
+                            f"run group {run_group!r} was closed as abandoned; start the shards under a new group"
                         )
                     if as_of_fixed and row.as_of != ctx.as_of:
                         raise ConfigError(
                             f"run group {run_group!r} runs as of {row.as_of.isoformat()}, not {ctx.as_of.isoformat()}"
                         )
                     ctx.as_of = row.as_of
-                    bounds = Bounds.from_json(row.shard_bounds)
+                    bounds_text = row.shard_bounds
                 rs = store.run_shards
-                conn.execute(rs.delete().where(rs.c.run_id == ctx.run_id, rs.c.shard == shard.index))
+                mine = (rs.c.run_id == ctx.run_id) & (rs.c.shard == shard.index)
+                before = conn.execute(sa.select(rs.c.attempts).where(mine)).first()
+                attempts = 1 if before is None else int(before.attempts or 1) + 1
+                conn.execute(rs.delete().where(mine))
                 conn.execute(
                     rs.insert().values(
-                        run_id=ctx.run_id, shard=shard.index, status="running", owner=_owner(), started_at=ctx.now()
+                        run_id=ctx.run_id,
+                        shard=shard.index,
+                        status="running",
+                        owner=_owner(),
+                        started_at=ctx.now(),
+                        attempts=attempts,
                     )
                 )
             ledger.lock_timing(conn)
-            return bounds
+            if bounds_text is not None:
+                return Bounds.from_json(bounds_text), attempts
+            return _group_bounds(conn, lock, ctx, shard, claimed), attempts
         except sa.exc.DBAPIError as exc:
             ledger.lock_timing(conn)
             if exc.connection_invalidated or attempt >= _RETRIES:
                 raise
             if not isinstance(exc, sa.exc.IntegrityError) and not _retryable(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+BOUNDS_WAIT = 600.0
+"""Seconds a shard waits for the group's creator to record the bounds before it computes them itself."""
+
+
+def _group_bounds(conn: sa.Connection, lock: RunLock, ctx: RunContext, shard: ShardSpec, claimed: bool) -> Bounds:
+    """The group's bounds: computed here once if this shard created the group, else waited for.
+
+    A shard that waits past :data:`BOUNDS_WAIT` (its creator died before
+    recording them) computes them itself; the first to record them wins
+    (``WHERE shard_bounds IS NULL``) and every shard uses the recorded ones.
+    """
+    runs = store.runs
+    deadline = time.monotonic() + BOUNDS_WAIT
+    pause = 0.05
+    while not claimed and time.monotonic() < deadline:
+        with reading(conn):
+            text = conn.execute(sa.select(runs.c.shard_bounds).where(runs.c.id == ctx.run_id)).scalar()
+        if text is not None:
+            return Bounds.from_json(text)
+        if ctx.should_stop is not None and ctx.should_stop():
+            raise _Interrupted
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    for attempt in range(_RETRIES + 1):
+        try:
+            with conn.begin():
+                lock.verify()
+                planners = build_planners(conn, PlanContext(ctx.loaded, ctx.as_of))
+                bounds = compute_bounds(conn, planners, shard.count)
+                recorded = conn.execute(
+                    runs.update()
+                    .where(runs.c.id == ctx.run_id, runs.c.shard_bounds.is_(None))
+                    .values(shard_bounds=bounds.to_json())
+                ).rowcount
+                if recorded != 1:
+                    text = conn.execute(sa.select(runs.c.shard_bounds).where(runs.c.id == ctx.run_id)).scalar_one()
+                    bounds = Bounds.from_json(text)
+            log.info("shard_bounds_recorded" if recorded == 1 else "shard_bounds_read", run_id=ctx.run_id)
+            return bounds
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or attempt >= _RETRIES or not _retryable(exc):
                 raise
             time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
@@ -1529,7 +1631,7 @@ def _shard_done(conn: sa.Connection, lock: RunLock, ctx: RunContext, result: Run
                 conn.execute(
                     rs.update()
                     .where(rs.c.run_id == ctx.run_id, rs.c.shard == shard.index)
-                    .values(**_shard_values(result))
+                    .values(**_shard_values(result, committed=(conn, ctx.run_id, shard.index)))
                 )
                 statuses = conn.execute(
                     _for_update(conn, sa.select(rs.c.shard, rs.c.status).where(rs.c.run_id == ctx.run_id))
@@ -1548,13 +1650,19 @@ def _shard_done(conn: sa.Connection, lock: RunLock, ctx: RunContext, result: Run
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _shard_values(result: RunResult, error: str | None = None) -> dict[str, Any]:
-    stats = {"batches": result.batches, "ledger_lock": _rounded(result.ledger_lock)}
+def _shard_values(
+    result: RunResult, error: str | None = None, committed: tuple[sa.Connection, str, int] | None = None
+) -> dict[str, Any]:
+    """The shard's row; ``committed`` (connection, run, shard): its counts from every attempt, not this one's only."""
+    stats = {"batches": result.batches, "ledger_lock": _rounded(result.ledger_lock), "attempts": result.attempts}
+    counts, erased = result.counts, result.erased
+    if committed is not None:
+        counts, erased = tally.counts(*committed), tally.erased(*committed)
     return {
         "status": result.status,
         "finished_at": utcnow(),
-        "counts": json.dumps(result.counts, sort_keys=True),
-        "erased": json.dumps({str(k): v for k, v in result.erased.items()}, sort_keys=True),
+        "counts": json.dumps(counts, sort_keys=True),
+        "erased": json.dumps({str(k): v for k, v in erased.items()}, sort_keys=True),
         "stats": json.dumps(stats, sort_keys=True),
         "error": error
         or (
@@ -1574,16 +1682,11 @@ def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str
     with reading(conn):
         rows = conn.execute(sa.select(rs).where(rs.c.run_id == ctx.run_id)).all()
         planners = build_planners(conn, PlanContext(ctx.loaded, ctx.as_of))
-    erased: dict[int, int] = {}
-    counts: dict[str, dict[str, int]] = {}
+        # What every attempt of every shard committed, each record once (retention.store.tally).
+        erased = tally.erased(conn, ctx.run_id)
+        counts = tally.counts(conn, ctx.run_id)
     errors: dict[str, Any] = {}
     for row in rows:
-        for request, moved in json.loads(row.erased or "{}").items():
-            erased[int(request)] = erased.get(int(request), 0) + int(moved)
-        for name, per in json.loads(row.counts or "{}").items():
-            mine = counts.setdefault(name, {})
-            for transition, n in per.items():
-                mine[transition] = mine.get(transition, 0) + int(n)
         if row.error:
             errors[f"shard {row.shard}"] = json.loads(row.error)
     _close_run(conn, engine, ctx, planners, erased)
@@ -1629,7 +1732,7 @@ def run_shard(
     run_id = group_run_id(group)
     structlog.contextvars.bind_contextvars(run_id=run_id)
     store_ = archive or SameDatabaseArchive()
-    ctx = RunContext(loaded, run_id, as_of, secret, store_, should_stop=should_stop, retry=True)
+    ctx = RunContext(loaded, run_id, as_of, secret, store_, should_stop=should_stop, retry=True, shard=shard.index)
     result = RunResult(run_id, "running", started_at=ctx.now(), shard=str(shard))
     joined = False
     try:
@@ -1642,9 +1745,16 @@ def run_shard(
             try:
                 with conn.begin():
                     _require_schema(conn, loaded)
-                bounds = _join_group(conn, lock, ctx, group, shard, as_of_fixed, short_notice)
+                bounds, result.attempts = _join_group(conn, lock, ctx, group, shard, as_of_fixed, short_notice)
                 joined = True
-                log.info("shard_started", shard=str(shard), run_group=group, as_of=ctx.as_of.isoformat())
+                lock.check_whole_run_free()  # again, now that the group is visible (retention.store.run_groups)
+                log.info(
+                    "shard_started",
+                    shard=str(shard),
+                    run_group=group,
+                    as_of=ctx.as_of.isoformat(),
+                    attempt=result.attempts,
+                )
                 store_.bind(engine)
                 plan_ctx = PlanContext(loaded, ctx.as_of, shard=ShardFilter(shard, bounds))
                 with reading(conn):

@@ -21,7 +21,7 @@ passes, so every pass of a shard sees only its records.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +32,8 @@ from retention.engine.plan import DatasetPlanner
 from retention.errors import ConfigError
 
 SUBJECT_SPACE = "subject"
+MAX_SHARDS = 1024
+"""The most shards one run group may have: ``--shard I/N``, ``--shards N`` and ``plan --shards N`` alike."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def parse_shard(text: str) -> ShardSpec:
     spec = ShardSpec(int(index), int(count))
     if spec.count < 1 or spec.index >= spec.count:
         raise ConfigError(f"--shard {text!r}: I must be 0 to N - 1 and N at least 1")
+    if spec.count > MAX_SHARDS:
+        raise ConfigError(f"--shard {text!r}: N must be at most {MAX_SHARDS}, as for --shards")
     return spec
 
 
@@ -72,11 +76,19 @@ class Space:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Every space's cuts and the space of every dataset: what a run group records."""
+    """Every space's cuts and the space of every dataset: what a run group records.
+
+    ``nulls``: per dataset whose shard key can be NULL (a guest order without
+    a customer), cuts of its own record key among those rows, so that they
+    are spread over the shards like the others instead of all landing in
+    shard 0. A group recorded before these existed has none: its NULL-keyed
+    rows stay in shard 0, as they were planned.
+    """
 
     shards: int
     spaces: dict[str, Space]
     datasets: dict[str, str]
+    nulls: dict[str, Space] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -84,6 +96,7 @@ class Bounds:
                 "shards": self.shards,
                 "spaces": {n: {"kind": s.kind, "cuts": list(s.cuts)} for n, s in self.spaces.items()},
                 "datasets": self.datasets,
+                "nulls": {n: {"kind": s.kind, "cuts": list(s.cuts)} for n, s in self.nulls.items()},
             },
             sort_keys=True,
         )
@@ -92,7 +105,8 @@ class Bounds:
     def from_json(cls, text: str) -> Bounds:
         data = json.loads(text)
         spaces = {n: Space(s["kind"], tuple(s["cuts"])) for n, s in data["spaces"].items()}
-        return cls(int(data["shards"]), spaces, dict(data["datasets"]))
+        nulls = {n: Space(s["kind"], tuple(s["cuts"])) for n, s in data.get("nulls", {}).items()}
+        return cls(int(data["shards"]), spaces, dict(data["datasets"]), nulls)
 
 
 # --------------------------------------------------------------------------
@@ -184,12 +198,29 @@ class ShardFilter:
     def source(self, conn: sa.Connection, planner: DatasetPlanner) -> ColumnElement[bool]:
         kind, low, high = self.range_of(planner.name)
         key = ordered(conn, source_key(planner), kind, stored_as_text=False)
-        return _in_range(key, low, high, self.spec.index == 0)
+        return self._with_nulls(conn, planner.name, key, planner.key, False, _in_range(key, low, high, False))
 
     def state(self, conn: sa.Connection, planner: DatasetPlanner, rs: Any) -> ColumnElement[bool]:
         kind, low, high = self.range_of(planner.name)
         key = ordered(conn, state_key(planner, rs), kind, stored_as_text=True)
-        return _in_range(key, low, high, self.spec.index == 0)
+        return self._with_nulls(conn, planner.name, key, rs.c.record_key, True, _in_range(key, low, high, False))
+
+    def _with_nulls(
+        self,
+        conn: sa.Connection,
+        name: str,
+        key: ColumnElement[Any],
+        own: ColumnElement[Any],
+        stored_as_text: bool,
+        inside: ColumnElement[bool],
+    ) -> ColumnElement[bool]:
+        """``inside``, or a NULL shard key whose record key is in this shard's share of the NULL-keyed rows."""
+        space = self.bounds.nulls.get(name)
+        if space is None:  # no NULL-keyed rows when the group started (or an older group): shard 0 takes them
+            return sa.or_(key.is_(None), inside) if self.spec.index == 0 else inside
+        low, high = space.bounds(self.spec.index)
+        mine = _in_range(ordered(conn, own, space.kind, stored_as_text), low, high, False)
+        return sa.or_(sa.and_(key.is_(None), mine), inside)
 
 
 # --------------------------------------------------------------------------
@@ -216,29 +247,56 @@ def compute_bounds(conn: sa.Connection, planners: dict[str, DatasetPlanner], sha
             ).scalar_one()
             sizes.append((int(count), planner.name, planner))
         rows, _, largest = max(sizes, key=lambda s: (s[0], s[1]))
-        key = ordered(conn, source_key(largest), kind, stored_as_text=False)
-        cuts: list[Any] = []
-        for index in range(1, shards):
-            value = None
-            if rows:
-                value = conn.execute(
-                    sa.select(key.label("k"))
-                    .select_from(largest.table)
-                    .where(source_key(largest).is_not(None))
-                    .order_by(key)
-                    .limit(1)
-                    .offset(rows * index // shards)
-                ).scalar()
-            if value is None:  # an empty space (or one emptied meanwhile): the last shard takes what comes
-                value = cuts[-1] if cuts else _least(kind)
-            value = int(value) if kind == "int" else str(value)
-            # Never below the previous cut (rows may change between the statements):
-            # ranges that overlapped would let two shards move the same record.
-            if cuts and _before(value, cuts[-1]):
-                value = cuts[-1]
-            cuts.append(value)
-        spaces[space] = Space(kind, tuple(cuts))
-    return Bounds(shards, spaces, datasets)
+        cuts = _cuts(conn, largest, source_key(largest), kind, rows, shards, null=False)
+        spaces[space] = Space(kind, cuts)
+    nulls: dict[str, Space] = {}
+    for name, planner in planners.items():
+        if source_key(planner) is planner.key:
+            continue  # a record key is never NULL
+        null_rows = sa.select(planner.key).select_from(planner.table).where(source_key(planner).is_(None))
+        nulls_found = conn.execute(sa.select(sa.func.count()).select_from(null_rows.subquery())).scalar_one()
+        if nulls_found:
+            kind = "int" if _is_integer(planner.key) else "text"
+            nulls[name] = Space(kind, _cuts(conn, planner, planner.key, kind, int(nulls_found), shards, null=True))
+    return Bounds(shards, spaces, datasets, nulls)
+
+
+def _cuts(
+    conn: sa.Connection, planner: DatasetPlanner, column: Any, kind: str, rows: int, shards: int, null: bool
+) -> tuple[Any, ...]:
+    """N - 1 cut points: ``column``'s values at row offsets k x rows / N, in key order, in one ordered pass.
+
+    The rows are those whose shard key is set (``null``: those where it is
+    NULL). One statement numbers them in key order (an index walk when the
+    key is indexed) and keeps the N - 1 rows at the cut offsets; the
+    former way, one ``OFFSET`` query per cut, walked the index from its
+    start for each cut, N / 2 times the rows in all.
+    """
+    key = ordered(conn, column, kind, stored_as_text=False)
+    wanted = sorted({rows * index // shards + 1 for index in range(1, shards)}) if rows else []
+    found: dict[int, Any] = {}
+    if wanted:
+        where = source_key(planner).is_(None) if null else source_key(planner).is_not(None)
+        numbered = (
+            sa.select(key.label("k"), sa.func.row_number().over(order_by=key).label("rn"))
+            .select_from(planner.table)
+            .where(where)
+            .subquery()
+        )
+        picked = sa.select(numbered.c.k, numbered.c.rn).where(numbered.c.rn.in_(wanted))
+        found = {int(rn): k for k, rn in conn.execute(picked)}
+    cuts: list[Any] = []
+    for index in range(1, shards):
+        value = found.get(rows * index // shards + 1)
+        if value is None:  # an empty space (or one emptied meanwhile): the last shard takes what comes
+            value = cuts[-1] if cuts else _least(kind)
+        value = int(value) if kind == "int" else str(value)
+        # Never below the previous cut (rows may change between the statements):
+        # ranges that overlapped would let two shards move the same record.
+        if cuts and _before(value, cuts[-1]):
+            value = cuts[-1]
+        cuts.append(value)
+    return tuple(cuts)
 
 
 def _least(kind: str) -> Any:

@@ -258,6 +258,8 @@ class TargetOutcome:
     started_at: str | None = None
     finished_at: str | None = None
     seconds: float = 0.0
+    attempts: int = 1  # a shard: processes that started it, this one included (a rerun, a redelivered task)
+    redelivered: bool = False  # a Celery task the broker delivered again (its first worker died or timed out)
 
     @property
     def transitions(self) -> int:
@@ -336,6 +338,7 @@ def run_target(
     lock_timeout: int | None = None,
     should_stop: Callable[[], bool] | None = None,
     expected_digest: str | None = None,
+    allow_mass: Sequence[str] = (),
 ) -> TargetOutcome:
     """Run one target, as ``retention run`` would on its database; never raises a RetentionError.
 
@@ -367,6 +370,7 @@ def run_target(
                 archive,
                 should_stop=should_stop,
                 lock_timeout=lock_timeout,
+                allow_mass=tuple(allow_mass),
             )
 
     return run_unit(name, apply)
@@ -450,6 +454,7 @@ def run_unit(name: str, apply: Callable[[], Any]) -> TargetOutcome:
                 failures=result.failures,
                 guarded=result.guarded,
                 batches=result.batches,
+                attempts=getattr(result, "attempts", 1),
                 started_at=_iso(result.started_at),
                 finished_at=_iso(result.finished_at),
             )
@@ -502,6 +507,7 @@ def run_local(
     parallel: int = DEFAULT_PARALLEL,
     as_of: str | None = None,
     lock_timeout: int | None = None,
+    allow_mass: Sequence[str] = (),
     log_format: str = "json",
     log_level: str = "info",
     on_start: Callable[[str], None] | None = None,
@@ -516,6 +522,7 @@ def run_local(
             "target": name,
             "as_of": as_of,
             "lock_timeout": lock_timeout,
+            "allow_mass": list(allow_mass),
             "log_format": log_format,
             "log_level": log_level,
         }
@@ -630,6 +637,7 @@ def _child_main(argv: list[str]) -> int:
                 as_of=spec.get("as_of"),
                 lock_timeout=spec.get("lock_timeout"),
                 should_stop=stop.is_set,
+                allow_mass=spec.get("allow_mass", ()),
             )
         except RetentionError as exc:  # the fleet file changed since the parent read it
             name = spec["target"]

@@ -38,6 +38,39 @@ FLEET_TASK = "retention.fleet_target"
 SHARD_TASK = "retention.run_shard"
 LOCK_WAIT = 60.0
 """Seconds a task waits for the run lock of a process that may still be dying before it reports exit 5."""
+ENV_TIME_LIMIT = "RETENTION_CELERY_TIME_LIMIT"
+ENV_EXPIRES = "RETENTION_CELERY_EXPIRES"
+DEFAULT_TIME_LIMIT = 6 * 3600
+"""Seconds a task may run: at this soft limit it stops (its batches are committed or rolled back whole)."""
+HARD_LIMIT_MARGIN = 300
+"""Seconds after the soft limit at which the pool kills the task's process (a task stuck in one statement)."""
+DEFAULT_EXPIRES = 6 * 3600
+"""Seconds a queued task stays runnable: one that no worker started by then is dropped, not run the next day."""
+
+
+def time_limits() -> tuple[int, int]:
+    """(soft, hard) seconds per task: ``RETENTION_CELERY_TIME_LIMIT`` (default 6 h) and 5 minutes more.
+
+    RabbitMQ redelivers a message whose consumer has not acknowledged it
+    within its ``consumer_timeout`` (30 minutes by default) even while the
+    task still runs: set that above the hard limit (docs/scaling.md).
+    """
+    soft = _seconds(ENV_TIME_LIMIT, DEFAULT_TIME_LIMIT)
+    return soft, soft + HARD_LIMIT_MARGIN
+
+
+def expires(timeout: float | None = None) -> float:
+    """Seconds a sent task may wait for a worker: the sender's ``--timeout``, else ``RETENTION_CELERY_EXPIRES``."""
+    return float(timeout) if timeout else float(_seconds(ENV_EXPIRES, DEFAULT_EXPIRES))
+
+
+def _seconds(env: str, default: int) -> int:
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not 1 <= int(text) <= 7 * 86_400:
+        raise ConfigError(f"{env} must be a whole number of seconds from 1 to 604800")
+    return int(text)
 
 
 def broker_url(flag: str | None = None) -> str:
@@ -55,7 +88,10 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Any:
     from celery import Celery
 
     app = Celery("retention", broker=broker_url(broker), backend=backend_url(backend), set_as_current=False)
+    soft, hard = time_limits()
     app.conf.update(
+        task_soft_time_limit=soft,
+        task_time_limit=hard,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -74,7 +110,12 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Any:
 
 
 def _fleet_task(
-    task: Any, target: str, digest: str, as_of: str | None = None, lock_timeout: int | None = None
+    task: Any,
+    target: str,
+    digest: str,
+    as_of: str | None = None,
+    lock_timeout: int | None = None,
+    allow_mass: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run one fleet target on this worker (its URL and keys from this worker's fleet file)."""
     from retention.errors import RetentionError
@@ -84,7 +125,9 @@ def _fleet_task(
     except RetentionError as exc:  # no fleet file on this worker, or a broken one: that target's exit 2
         return TargetOutcome(target, "config error", exc.exit_code, error=str(exc).splitlines()[0][:500]).as_dict()
     return _until_unlocked(
-        lambda: run_target(fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest)
+        lambda: run_target(
+            fleet, target, as_of=as_of, lock_timeout=lock_timeout, expected_digest=digest, allow_mass=allow_mass
+        )
     )
 
 
@@ -126,7 +169,7 @@ def _shard_task(
     from retention.store.config import database_url
 
     rules = os.environ.get("RETENTION_RULES")
-    return _until_unlocked(
+    outcome = _until_unlocked(
         lambda: run_shard(
             index,
             count,
@@ -142,6 +185,10 @@ def _shard_task(
             allow_future_as_of=allow_future_as_of,
         )
     )
+    # The dispatcher reports redeliveries: the broker marks a message it delivers again.
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    outcome["redelivered"] = bool(delivery.get("redelivered"))
+    return outcome
 
 
 def enqueue_shards(
@@ -156,8 +203,15 @@ def enqueue_shards(
     allow_mass: Sequence[str] = (),
     accept_short_notice: bool = False,
     allow_future_as_of: bool = False,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Send one task per shard of the run group; returns shard name -> AsyncResult."""
+    """Send one task per shard of the run group; returns shard name -> AsyncResult.
+
+    Each task carries its time limits and an expiry (:func:`expires`): a
+    shard that no worker started before the sender stops waiting is dropped
+    by the worker that finally receives it, instead of running unwatched.
+    """
+    soft, hard = time_limits()
     return {
         shard_name(index, count): app.send_task(
             SHARD_TASK,
@@ -173,6 +227,9 @@ def enqueue_shards(
                 "allow_future_as_of": allow_future_as_of,
             },
             queue=queue,
+            expires=expires(timeout),
+            soft_time_limit=soft,
+            time_limit=hard,
         )
         for index in range(count)
     }
@@ -214,16 +271,34 @@ def start_worker(
 
 
 def enqueue_fleet(
-    app: Any, fleet: Fleet, names: Sequence[str], *, queue: str, as_of: str | None, lock_timeout: int | None
+    app: Any,
+    fleet: Fleet,
+    names: Sequence[str],
+    *,
+    queue: str,
+    as_of: str | None,
+    lock_timeout: int | None,
+    allow_mass: Sequence[str] = (),
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Send one task per target; returns target name -> AsyncResult."""
+    """Send one task per target (limits and expiry as :func:`enqueue_shards`); returns target name -> AsyncResult."""
+    soft, hard = time_limits()
     results = {}
     for name in names:
         target = fleet.target(name)
         results[name] = app.send_task(
             FLEET_TASK,
-            kwargs={"target": name, "digest": target.digest(), "as_of": as_of, "lock_timeout": lock_timeout},
+            kwargs={
+                "target": name,
+                "digest": target.digest(),
+                "as_of": as_of,
+                "lock_timeout": lock_timeout,
+                "allow_mass": list(allow_mass),
+            },
             queue=queue,
+            expires=expires(timeout),
+            soft_time_limit=soft,
+            time_limit=hard,
         )
     return results
 

@@ -71,21 +71,34 @@ def lock_timeout(seconds: int | None = None) -> int:
     return seconds
 
 
-def create_engine(url: str, *, lock_timeout_seconds: int | None = None, **kwargs: Any) -> sa.Engine:
+def create_engine(
+    url: str,
+    *,
+    lock_timeout_seconds: int | None = None,
+    connect_timeout_seconds: int | None = None,
+    statement_timeout_seconds: int | None = None,
+    **kwargs: Any,
+) -> sa.Engine:
     """An engine with the per-database session settings the engine relies on.
 
     Every session gets a lock timeout (see :func:`lock_timeout`): a statement
     that waits longer for a lock held by another session fails, so a table
     locked by someone else becomes that dataset's failure instead of a run
-    that waits for ever.
+    that waits for ever. Connecting and every statement are bounded too
+    (:mod:`retention.store.timeouts`).
     """
+    from retention.store import timeouts
+
     timeout = lock_timeout(lock_timeout_seconds)
+    connect = timeouts.connect_timeout(connect_timeout_seconds)
+    statement = timeouts.statement_timeout(statement_timeout_seconds)
     try:
         parsed = make_url(url)
     except Exception:  # the parser's message quotes the whole URL, password included
         raise ConfigError("invalid database URL; expected dialect[+driver]://user:password@host/database") from None
     dialect = dialect_for(parsed)
     parsed, on_connect = dialect.prepare_engine(dialect.driver_url(parsed), kwargs, timeout)
+    on_connect_timeouts = timeouts.prepare(parsed, kwargs, connect, statement)
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except Exception as exc:  # a driver that is not installed, a bad option
@@ -93,6 +106,8 @@ def create_engine(url: str, *, lock_timeout_seconds: int | None = None, **kwargs
         raise ConfigError(f"cannot use database URL {safe_url(url)}: {reason}") from None
     if on_connect is not None:
         sa.event.listen(engine, "connect", on_connect)
+    if on_connect_timeouts is not None:
+        sa.event.listen(engine, "connect", on_connect_timeouts)
     return engine
 
 

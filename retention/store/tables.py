@@ -147,7 +147,32 @@ run_shards = sa.Table(
     sa.Column("erased", LONGTEXT, comment="JSON: erasure request -> records it moved in this shard"),
     sa.Column("stats", LONGTEXT, comment="JSON: batches, ledger lock waits and hold times"),
     sa.Column("error", LONGTEXT),
+    sa.Column("attempts", sa.Integer, comment="how many processes started this shard (reruns, redeliveries)"),
 )
+
+WHOLE_RUN = -1
+"""The ``shard`` of a whole run's progress rows."""
+
+run_counts = sa.Table(
+    f"{PREFIX}run_counts",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False, comment="-1 for a whole run"),
+    sa.Column("dataset", NAME, primary_key=True),
+    sa.Column("transition", sa.String(40), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+"""Records moved, per run, shard, dataset and transition: added to in each batch's own transaction."""
+
+run_erasures = sa.Table(
+    f"{PREFIX}run_erasures",
+    metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False, comment="-1 for a whole run"),
+    sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+"""Records each erasure request moved, per run and shard: added to in each batch's own transaction."""
 
 record_states = sa.Table(
     f"{PREFIX}record_states",
