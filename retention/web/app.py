@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from retention import display
 from retention.config import read_secret
 from retention.errors import ConfigError
 from retention.logs import get_logger
@@ -78,6 +79,8 @@ class ConsoleSettings:
     schedule: str | None = None
     schedule_timezone: str = "UTC"
     forecast_horizon: str = "P3M"
+    # The zone dates are shown in (``serve --tz``, RETENTION_TZ, TZ, else the pack's): as in the CLI.
+    display_timezone: str = "UTC"
     secret: bytes | None = field(default=None, repr=False)
 
 
@@ -126,8 +129,10 @@ class Console:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        env.filters["instant"] = _instant
-        env.filters["day"] = _day
+        zone = settings.display_timezone
+        env.filters["instant"] = lambda value: display.when(value, zone)
+        env.filters["day"] = lambda value: display.day(value, zone)
+        env.globals["display_zone"] = zone
         env.filters["short"] = lambda v: "" if v is None else str(v)[:12]
         env.globals["csrf_field"] = CSRF_FIELD
         env.globals["auth_mode"] = settings.auth
@@ -175,23 +180,11 @@ class Console:
             role = accounts.active_role(conn, name)
         return Viewer(name, role) if role else None
 
+    def today(self) -> dt.date:
+        """Today's calendar date in the display zone (what "overdue" is measured against)."""
+        from retention.clock import utcnow
 
-def _instant(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
-
-
-def _day(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+        return display.local(utcnow(), self.settings.display_timezone).date()
 
 
 # --------------------------------------------------------------------------
