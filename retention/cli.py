@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from retention import commands, logs, params
+from retention import commands, display, logs, params
 from retention.clock import AsOf, Period
 from retention.config import database_url, safe_url
 from retention.errors import ConfigError, RetentionError, describe_database_error, is_database_error
@@ -118,13 +118,35 @@ def _log_options() -> list[click.Option]:
     ]
 
 
+def _set_tz_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--tz`` before or after the subcommand: the zone every table and sentence shows instants in."""
+    if value is None or ctx.resilient_parsing:
+        return
+    try:
+        ctx.find_root().meta["retention.tz"] = display.checked(value, "--tz")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--tz: "), ctx=ctx, param=param) from None
+
+
+def _tz_option() -> click.Option:
+    return click.Option(
+        ["--tz"],
+        default=None,
+        metavar="ZONE",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_tz_option,
+        help="Show dates and times in this IANA zone (or RETENTION_TZ, TZ); default the pack's timezone.",
+    )
+
+
 def _add_log_options(group: click.Group) -> None:
     """Every leaf command accepts the log options after its name, as cron lines tend to put them."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             _add_log_options(command)
         else:
-            command.params.extend(_log_options())
+            command.params.extend([*_log_options(), _tz_option()])
 
 
 def db_option(func: F) -> F:
@@ -201,8 +223,13 @@ def handled(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _display_zone_logged(kwargs):
+            return handle(*args, **kwargs)
+
+    def handle(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         try:
+            display.chosen(ctx.find_root().meta.get("retention.tz"))  # a zone that cannot be used: refused first
             return func(*args, **kwargs)
         except RetentionError as exc:
             if ctx.find_root().params.get("traceback"):
@@ -248,6 +275,14 @@ def handled(func: F) -> F:
     help=f"Minimum log level: {', '.join(params.LOG_LEVELS)}.",
 )
 @click.version_option(package_name="retention")
+@click.option(
+    "--tz",
+    default=None,
+    metavar="ZONE",
+    expose_value=False,
+    callback=_set_tz_option,
+    help="Show dates and times in this IANA zone (or RETENTION_TZ, TZ); default the pack's timezone.",
+)
 def main(traceback: bool, log_format: str, log_level: str) -> None:
     """Retention enforcement: keep the promises of your privacy policy in your database.
 
@@ -255,7 +290,7 @@ def main(traceback: bool, log_format: str, log_level: str) -> None:
     schema), 3 partial failure (some datasets failed), 4 mass-deletion guard tripped,
     5 another run holds the lock, 6 ledger verification failed.
 
-    --log-format and --log-level are accepted after the command too.
+    --log-format, --log-level and --tz are accepted after the command too.
     """
     settings = _log_settings()
     settings["format"], settings["level"] = log_format, log_level.lower()
@@ -721,7 +756,7 @@ def run(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    def apply(on_batch: Callable[[Any], None] | None) -> Any:
+    def apply(on_batch: _NoProgress | None) -> Any:
         return commands.run(
             rules,
             url,
@@ -736,6 +771,7 @@ def run(
             accept_short_notice=accept_short_notice,
             shard=shard,
             run_group=run_group,
+            on_locked=on_batch.locked if on_batch is not None else None,
         )
 
     bar = fmt == "table" and not no_progress and shard is None
@@ -772,20 +808,53 @@ class _NoProgress:
         if self._log_progress is not None:
             self._log_progress.on_batch(batch)
 
+    def locked(self) -> None:
+        """The run holds the lock: nothing to prepare."""
+
     def finish(self, counts: Any) -> None:
         """Nothing to settle: the run's own summary follows."""
 
+    def close(self) -> None:
+        """Nothing to put away."""
+
 
 class _BarProgress(_NoProgress):
-    def __init__(self, bars: Any) -> None:
+    """Bars per dataset, set up once the run holds the lock (planning first would waste a refused run's time)."""
+
+    def __init__(self, plan_totals: Callable[[], dict[str, int]]) -> None:
         super().__init__()
-        self._bars = bars
+        self._plan_totals = plan_totals
+        self._bars: Any = None
+
+    def locked(self) -> None:
+        from rich.file_proxy import FileProxy
+
+        from retention.progress import BarProgress, planning_status
+
+        with planning_status(err_console, "planning, to know how much each dataset has to move"):
+            totals = self._plan_totals()
+        self._bars = BarProgress(err_console, totals).__enter__()
+        settings = _log_settings()
+        logs.configure(
+            json=False,
+            level=settings["level"],
+            stream=FileProxy(self._bars.console, sys.stderr),  # type: ignore[arg-type]
+            quiet=frozenset({"batch_applied"}),
+        )
 
     def __call__(self, batch: Any) -> None:
-        self._bars.on_batch(batch)
+        if self._bars is not None:
+            self._bars.on_batch(batch)
 
     def finish(self, counts: Any) -> None:
-        self._bars.finish(counts)
+        if self._bars is not None:
+            self._bars.finish(counts)
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.__exit__(None, None, None)
+            self._bars = None
+            _configure_logs()
 
 
 @contextmanager
@@ -794,10 +863,13 @@ def _run_progress(
 ) -> Iterator[_NoProgress]:
     """Bars on a terminal (totals from a plan), run_progress log events with JSON logs, else nothing.
 
-    While the bars show, per-batch log events are not printed (the bars say
-    the same) and other log lines are printed above the bars.
+    The plan for the bars' totals is made once the run holds the lock
+    (``locked``), with the time it takes shown: a run that another holds the
+    lock against exits 5 at once. While the bars show, per-batch log events
+    are not printed (the bars say the same) and other log lines are printed
+    above the bars.
     """
-    from retention.progress import BarProgress, LogProgress, totals_from_plan
+    from retention.progress import LogProgress, totals_from_plan
 
     if json_logs():
         yield _NoProgress(LogProgress(logs.get_logger()))
@@ -805,26 +877,83 @@ def _run_progress(
     if not (bar and err_console.is_terminal):
         yield _NoProgress()
         return
-    from retention.ledger import pseudonym_secret
 
-    pseudonym_secret()  # a run without its key fails now, not after a plan
-    with err_console.status("planning, to know how much each dataset has to move…"):
-        summary = commands.plan(rules, url, as_of, pack_id, record=False)
-    totals = totals_from_plan(summary.transitions)
-    from rich.file_proxy import FileProxy
+    def plan_totals() -> dict[str, int]:
+        return totals_from_plan(commands.plan(rules, url, as_of, pack_id, record=False).transitions)
 
-    with BarProgress(err_console, totals) as bars:
-        settings = _log_settings()
-        logs.configure(
-            json=False,
-            level=settings["level"],
-            stream=FileProxy(bars.console, sys.stderr),  # type: ignore[arg-type]
-            quiet=frozenset({"batch_applied"}),
+    progress = _BarProgress(plan_totals)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+@main.command()
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@zone_options
+@handled
+def status(db: str | None, fmt: str, rules: Path | None, pack_id: str | None, utc: bool) -> None:
+    """Which run holds the lock: its id, since when, host and pid, and how far it has got.
+
+    How far: the batches and transitions it has committed (from the ledger)
+    and when its last batch committed. A lock row whose holder is gone (a
+    killed run) is shown as such: the next run takes the lock over.
+    """
+    from retention.clock import utcnow
+
+    now = utcnow()
+    states = commands.lock_status(database_url(db), now)
+    if fmt == "json":
+        rows = [
+            {
+                "lock": s.holder.name,
+                "run_id": s.holder.run_id,
+                "since": s.holder.acquired_at,
+                "host": s.holder.host,
+                "pid": s.holder.pid,
+                "holds": s.live,
+                "pack": s.progress.pack_id,
+                "batches": s.progress.batches,
+                "transitions": s.progress.transitions,
+                "last_batch_at": s.progress.last_batch_at,
+            }
+            for s in states
+        ]
+        click.echo(json.dumps(rows, indent=2, default=_json_default))
+        return
+    zone = display_zone(rules, pack_id, utc)
+    if not any(s.live for s in states):
+        console.print("no run holds the lock on this database", highlight=False)
+    for s in states:
+        h, p = s.holder, s.progress
+        what = "the lock on this database" if h.name == "run" else f"the lock of {h.name}"
+        if not s.live:
+            console.print(
+                f"run {h.run_id} left its row for {what} (its process is gone); the next run takes it over",
+                highlight=False,
+            )
+            continue
+        console.print(
+            f"run {h.run_id} holds {what} since {when(h.acquired_at, zone)} ({_ago(now - h.acquired_at)}), "
+            f"on host {h.host}, pid {h.pid}",
+            highlight=False,
         )
-        try:
-            yield _BarProgress(bars)
-        finally:
-            _configure_logs()
+        last = (
+            f"; the last at {when(p.last_batch_at, zone)} ({_ago(now - p.last_batch_at)})"
+            if p.last_batch_at
+            else "; planning or on its first batch"
+        )
+        console.print(
+            f"  pack {p.pack_id or '?'}: {p.batches} batches committed, {p.transitions} transitions{last}",
+            highlight=False,
+        )
+
+
+def _ago(delta: dt.timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min ago" if hours else f"{rest // 60} min {rest % 60} s ago"
 
 
 def _exit_for(result: Any) -> None:
@@ -963,7 +1092,10 @@ def pack_history(rules: Path, db: str | None, fmt: str) -> None:
         for v in commands.pack_history(rules, database_url(db))
     ]
     _print_rows(
-        rows, ["pack", "version", "digest", "first_seen", "effective_from", "notice", "status", "not_before"], fmt
+        rows,
+        ["pack", "version", "digest", "first_seen", "effective_from", "notice", "status", "not_before"],
+        fmt,
+        zone=display_zone(rules, None, utc=False),
     )
 
 
@@ -1143,7 +1275,12 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
     With --rules (or RETENTION_RULES), the moved column names the weekend days
     and public holidays of the pack's country that pushed each deadline back.
     """
-    rows = commands.erasure_list(database_url(db), include_closed=include_closed, rules=rules, pack_id=pack_id)
+    from retention.clock import utcnow
+
+    today = display.local(utcnow(), display_zone(rules, pack_id, utc=False)).date()
+    rows = commands.erasure_list(
+        database_url(db), include_closed=include_closed, rules=rules, pack_id=pack_id, today=today
+    )
     columns = [
         "id",
         "subject_key",
@@ -1616,7 +1753,14 @@ def report(
 ) -> None:
     """HTML report: what is due now and a chart of upcoming transitions per week."""
     summary, forecast = commands.report(
-        rules, database_url(db), as_of, horizon, html_file, pack_id, lock_timeout=lock_timeout
+        rules,
+        database_url(db),
+        as_of,
+        horizon,
+        html_file,
+        pack_id,
+        lock_timeout=lock_timeout,
+        zone=display_zone(rules, pack_id, utc=False),
     )
     total = sum(sum(v) for v in forecast.series.values())
     console.print(
@@ -1640,9 +1784,8 @@ def report(
     "--timezone",
     "timezone",
     envvar="RETENTION_SCHEDULE_TIMEZONE",
-    default="UTC",
-    show_default=True,
-    help="Timezone of the cron expression; or RETENTION_SCHEDULE_TIMEZONE.",
+    default=None,
+    help="Timezone of the cron expression; or RETENTION_SCHEDULE_TIMEZONE; default the pack's timezone.",
 )
 @click.option(
     "--archive-db",
@@ -1665,7 +1808,7 @@ def scheduler(
     db: str | None,
     pack_id: str | None,
     cron: str,
-    timezone: str,
+    timezone: str | None,
     archive_url: str | None,
     metrics_file: Path | None,
     lock_timeout: int | None,
@@ -2234,6 +2377,7 @@ def serve(
         schedule=schedule,
         schedule_timezone=schedule_timezone,
         forecast_horizon=horizon,
+        display_timezone=display_zone(rules, None, utc=False),
     )
     console.print(f"retention console on http://{host}:{port}/ ({auth} sign-in); Ctrl+C stops it", highlight=False)
     commands.serve(settings, host, port)
@@ -2302,9 +2446,12 @@ def _print_rows(
     columns: list[str],
     fmt: str,
     title: str | None = None,
-    zone: str = "UTC",
+    zone: str | None = None,
 ) -> None:
-    """Print rows as a rich table (instants in ``zone``), JSON or CSV (instants in UTC, ISO 8601)."""
+    """Print rows as a rich table (instants in ``zone``), JSON or CSV (instants in UTC, ISO 8601).
+
+    Without ``zone``: the zone asked for (--tz, RETENTION_TZ, TZ), else UTC.
+    """
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=_json_default))
         return
@@ -2315,6 +2462,8 @@ def _print_rows(
         writer.writeheader()
         writer.writerows(rows)
         return
+    if zone is None:
+        zone = display_zone(None, None, utc=False)
     instants = frozenset(c for c in columns if any(isinstance(row.get(c), dt.datetime) for row in rows))
     table = _table(columns, zone, caption=bool(instants), instants=instants)
     table.title = title
@@ -2334,38 +2483,50 @@ def _json_default(value: Any) -> Any:
 
 
 def _local(value: dt.datetime, zone: str) -> dt.datetime:
-    from retention.clock import zone as tz
-
-    if value.tzinfo is None:  # the engine stores UTC; some drivers hand it back naive
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC if zone == "UTC" else tz(zone))
+    return display.local(value, zone)
 
 
 def _cell(value: Any, zone: str = "UTC") -> str:
     """Table cells for people: instants in ``zone`` to the minute (a local midnight as its date)."""
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        local = _local(value, zone)
-        if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
-            return local.strftime("%Y-%m-%d")
-        return local.strftime("%Y-%m-%d %H:%M")
-    return str(value)
+    return display.cell(value, zone)
 
 
 def when(value: dt.datetime, zone: str) -> str:
     """An instant in a sentence: to the minute, with its zone's abbreviation (CET, CEST, UTC)."""
-    return _local(value, zone).strftime("%Y-%m-%d %H:%M %Z")
+    return display.when(value, zone)
 
 
 def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
-    """The zone instants are shown in: the pack's, unless --utc or no single pack names one."""
-    if utc or rules is None:
+    """The zone instants are shown in: --utc; --tz, RETENTION_TZ or TZ; the pack's; else UTC."""
+    if utc:
         return "UTC"
+    asked = display.chosen(click.get_current_context().find_root().meta.get("retention.tz"))
+    if asked is not None or rules is None:
+        return asked or "UTC"
     from retention.policy import load_catalog
 
-    zones = {p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id}
-    return zones.pop() if len(zones) == 1 else "UTC"
+    zones = (p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id)
+    return display.resolve(None, zones, {})
+
+
+@contextmanager
+def _display_zone_logged(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Every log line of the command names the display zone (``display_tz``); timestamps stay UTC.
+
+    A pack or zone that cannot be read is left for the command itself to report.
+    """
+    import structlog
+
+    rules = kwargs.get("rules")
+    try:
+        zone = display_zone(rules if isinstance(rules, Path) else None, kwargs.get("pack_id"), bool(kwargs.get("utc")))
+    except RetentionError:
+        zone = None
+    if zone is None:
+        yield
+        return
+    with structlog.contextvars.bound_contextvars(display_tz=zone):
+        yield
 
 
 _add_log_options(main)

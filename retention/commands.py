@@ -282,8 +282,11 @@ def run(
     accept_short_notice: bool = False,
     shard: ShardSpec | None = None,
     run_group: str | None = None,
+    on_locked: Callable[[], None] | None = None,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
+
+    ``on_locked``: called once the run holds the lock (see :func:`execute.run`).
 
     A pack version whose notice has not run out is refused (exit 2) unless
     ``accept_short_notice``, which the ledger records. With ``shard``, only
@@ -345,6 +348,7 @@ def run(
                     allow_mass=allow_mass,
                     should_stop=should_stop,
                     short_notice=accepted,
+                    on_locked=on_locked,
                 )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
@@ -364,6 +368,18 @@ def run(
         engine.dispose()
         if archive_engine is not None:
             archive_engine.dispose()
+
+
+def lock_status(db_url: str, now: dt.datetime) -> list[Any]:
+    """The lock's holders, whether each still holds it, and how far each run got (``retention status``)."""
+    from retention import run_status
+
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return run_status.lock_states(conn, now)
+    finally:
+        engine.dispose()
 
 
 def _write_metrics(
@@ -706,10 +722,19 @@ def subject_known(
 
 
 def erasure_list(
-    db_url: str, *, include_closed: bool = False, rules: Path | None = None, pack_id: str | None = None
+    db_url: str,
+    *,
+    include_closed: bool = False,
+    rules: Path | None = None,
+    pack_id: str | None = None,
+    today: dt.date | None = None,
 ) -> list[dict[str, Any]]:
-    """Requests with their deadlines; with ``rules``, why each deadline moved (weekends, holidays)."""
-    today = utcnow().date()
+    """Requests with their deadlines; with ``rules``, why each deadline moved (weekends, holidays).
+
+    ``today`` is the calendar date in the display zone (default UTC's): a
+    deadline is overdue from the day after it, where the reader is.
+    """
+    today = today or utcnow().date()
     pack = load_catalog(rules).in_force(today, pack_id).pack if rules is not None else None
     engine = _engine(db_url)
     try:
@@ -986,8 +1011,12 @@ def report(
     html_file: Path,
     pack_id: str | None = None,
     lock_timeout: int | None = None,
+    zone: str | None = None,
 ) -> tuple[PlanSummary, Any]:
-    """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
+    """Write the HTML report (plan now and a weekly forecast); return the plan and forecast.
+
+    Dates are shown in ``zone`` (default the pack's timezone), as the CLI shows them.
+    """
     from retention import report as report_module
     from retention.clock import PeriodSyntaxError
 
@@ -1006,7 +1035,8 @@ def report(
         engine.dispose()
     basis = {name: ds.basis or "" for name, ds in loaded.pack.datasets.items()}
     try:
-        html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
+        page = report_module.render(summary, forecast, period, basis, zone or loaded.pack.timezone)
+        html_file.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {html_file}: {exc.strerror}") from None
     return summary, forecast
@@ -1016,19 +1046,25 @@ def scheduler(
     rules: Path,
     db_url: str,
     cron: str,
-    timezone: str,
+    timezone: str | None,
     pack_id: str | None = None,
     archive_url: str | None = None,
     metrics_file: Path | None = None,
     lock_timeout: int | None = None,
 ) -> None:
-    """Run ``run`` on a cron schedule until SIGTERM (see retention.scheduler)."""
+    """Run ``run`` on a cron schedule until SIGTERM (see retention.scheduler).
+
+    Without ``timezone`` the cron expression is read in the pack's timezone:
+    "30 2 * * *" means 02:30 where the pack's rules apply, as due dates do.
+    """
     import threading
 
     from retention import scheduler as scheduler_module
     from retention.logs import get_logger
 
-    load_catalog(rules)  # a broken pack fails now, not at 2 am
+    catalog = load_catalog(rules)  # a broken pack fails now, not at 2 am
+    if timezone is None:
+        timezone = catalog.in_force(utcnow().date(), pack_id).pack.timezone
     try:
         iana_zone(timezone)
     except ValueError as exc:
