@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -1185,9 +1185,14 @@ def hold_list(
         ),
         fmt,
         zone=display_zone(rules, pack_id, utc),
+        drop_order=HOLD_DROP_ORDER,
     )
 
 
+# What a narrow terminal leaves out first (a line under the table names it).
+HOLD_DROP_ORDER = ["released_at", "placed_by", "scope", "placed_at"]
+ERASURE_DROP_ORDER = ["note", "extended_on", "outcome", "status", "received_on"]
+LOOKUP_DROP_ORDER = ["action", "item", "run_id", "recorded_at"]
 HOLD_COLUMNS = [
     "id",
     "scope",
@@ -1298,10 +1303,10 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
         after = columns.index("deadline") + 1
         _print_rows(rows, columns[:after] + (["moved"] if rules is not None else []) + columns[after:], fmt)
         return
-    _print_rows(rows, columns, fmt)
+    _print_rows(rows, columns, fmt, drop_order=ERASURE_DROP_ORDER)
     for row in rows:
         if row.get("moved"):
-            console.print(f"request {row['id']}: deadline moved from {row['moved']}", highlight=False)
+            console.print(f"request {row['id']}: deadline moved from {row['moved']}", highlight=False, soft_wrap=False)
 
 
 @erasure.command("extend")
@@ -1602,6 +1607,7 @@ def ledger_lookup(
         LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],
         fmt,
         zone=display_zone(rules, pack_id, utc),
+        drop_order=LOOKUP_DROP_ORDER,
     )
 
 
@@ -2395,19 +2401,20 @@ WRAPPING_COLUMNS = frozenset(
         "error",
         "moved",
         "note",
+        "outcome",
         "reason",
-        "record_key",
-        "record_pseudonym",
-        "run_id",
         "sample_keys",
         "samples",
-        "subject_key",
     }
 )
+# Values without spaces that may break anywhere rather than be cut.
+FOLDING_COLUMNS = frozenset({"email"})
 NUMBER_COLUMNS = frozenset({"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds"})
 # Shorter headers for people (JSON and CSV keep the field names).
 HEADERS = {
     "decided_by": "by",
+    "due_at": "due",
+    "recorded_at": "recorded",
     "extended_on": "extended",
     "placed_at": "placed",
     "placed_by": "by",
@@ -2421,20 +2428,27 @@ ABBREVIATED = {"run_id": 8, "record_pseudonym": 12}
 
 
 def _table(
-    columns: list[str], zone: str | None = None, caption: bool = False, instants: frozenset[str] = frozenset()
+    columns: list[str],
+    zone: str | None = None,
+    caption: bool = False,
+    instants: frozenset[str] = frozenset(),
+    widths: dict[str, int] | None = None,
 ) -> Table:
     """A table that fits the console: names, dates and counts whole, free text wrapped, nothing cut.
 
     Columns of instants may break between the date and the time of day.
+    With ``widths`` (from :func:`retention.tables.fit`), every column has its width.
     """
     table = Table(caption=f"times in {zone}" if caption and zone else None, caption_justify="left")
     for column in columns:
         header = HEADERS.get(column, column)
-        wraps = column in WRAPPING_COLUMNS or column in instants
+        wraps = column in WRAPPING_COLUMNS or column in FOLDING_COLUMNS or column in instants
+        fixed = widths.get(column) if widths is not None else None
         table.add_column(
             header,
             no_wrap=not wraps,
-            min_width=(10 if column in instants else min(len(header), 12)) if wraps else None,
+            width=fixed,
+            min_width=None if fixed else (10 if column in instants else min(len(header), 12)) if wraps else None,
             overflow="fold",
             justify="right" if column in NUMBER_COLUMNS else "left",
         )
@@ -2447,11 +2461,17 @@ def _print_rows(
     fmt: str,
     title: str | None = None,
     zone: str | None = None,
+    drop_order: Sequence[str] = (),
 ) -> None:
     """Print rows as a rich table (instants in ``zone``), JSON or CSV (instants in UTC, ISO 8601).
 
     Without ``zone``: the zone asked for (--tz, RETENTION_TZ, TZ), else UTC.
+    The table fits ``COLUMNS`` (else the terminal, else 100 columns) without
+    cutting a value (:mod:`retention.tables`); if it cannot, the columns of
+    ``drop_order`` are left out, first to last, and a line says which.
     """
+    from retention import tables
+
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=_json_default))
         return
@@ -2465,15 +2485,48 @@ def _print_rows(
     if zone is None:
         zone = display_zone(None, None, utc=False)
     instants = frozenset(c for c in columns if any(isinstance(row.get(c), dt.datetime) for row in rows))
-    table = _table(columns, zone, caption=bool(instants), instants=instants)
+    cells = {
+        column: [
+            _cell(row.get(column), zone)[: ABBREVIATED[column]]
+            if column in ABBREVIATED
+            else _cell(row.get(column), zone)
+            for row in rows
+        ]
+        for column in columns
+    }
+    kinds: dict[str, tables.Kind] = {
+        c: "instant"
+        if c in instants
+        else "fold"
+        if c in FOLDING_COLUMNS
+        else "words"
+        if c in WRAPPING_COLUMNS
+        else "whole"
+        for c in columns
+    }
+    width = tables.terminal_width(console.is_terminal)
+    layout = tables.fit(columns, {c: HEADERS.get(c, c) for c in columns}, cells, kinds, width, drop_order)
+    table = _table(layout.columns, zone, caption=bool(instants), instants=instants, widths=layout.widths)
     table.title = title
-    for row in rows:
-        cells = []
-        for column in columns:
-            cell = _cell(row.get(column), zone)
-            cells.append(cell[: ABBREVIATED[column]] if column in ABBREVIATED else cell)
-        table.add_row(*cells)
+    for index in range(len(rows)):
+        table.add_row(*(cells[column][index] for column in layout.columns))
+    console.width = max(width, sum(layout.widths.values()) + 3 * len(layout.columns) + 1)
     console.print(table)
+    if layout.dropped:
+        names = ", ".join(HEADERS.get(c, c) for c in layout.dropped)
+        console.print(
+            f"left out to fit {width} columns: {names} (a wider terminal, or --format json or csv, shows them)",
+            highlight=False,
+            soft_wrap=False,
+        )
+
+
+def _kind(column: str, instants: frozenset[str]) -> Any:
+    if column in instants:
+        return "instant"
+    if column in FOLDING_COLUMNS:
+        return "fold"
+    return "words" if column in WRAPPING_COLUMNS else "whole"
 
 
 def _json_default(value: Any) -> Any:
