@@ -1001,7 +1001,13 @@ def explain(
     if not result.exists:
         console.print("  no such record in the source table, and no engine state for it")
         return
-    since = f" since {when(result.since, zone)}" if result.since else ""
+    since = ""
+    if result.moved_at is not None:
+        since = f" since {when(result.moved_at, zone)} (the run that moved it)"
+        if result.since is not None and result.since != result.moved_at:
+            since += f"; due from {when(result.since, zone)}"
+    elif result.since:
+        since = f", due from {when(result.since, zone)}"
     console.print(f"  state: {result.state}{since}", highlight=False)
     for clock in result.clocks:
         console.print(
@@ -2385,6 +2391,10 @@ def serve(
         forecast_horizon=horizon,
         display_timezone=display_zone(rules, None, utc=False),
     )
+    if rules is not None:
+        from retention.policy import load_catalog
+
+        load_catalog(rules)  # a missing or broken pack fails before the URL is shown as if it served
     console.print(f"retention console on http://{host}:{port}/ ({auth} sign-in); Ctrl+C stops it", highlight=False)
     commands.serve(settings, host, port)
 

@@ -73,9 +73,9 @@ class CheckReport:
 
 def _connect_error(url: str, exc: sa.exc.OperationalError) -> ConfigError:
     from retention.config import safe_url
+    from retention.errors import connection_failure
 
-    reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
-    return ConfigError(f"cannot connect to {safe_url(url)}: {reason}")
+    return ConfigError(f"cannot connect to {safe_url(url)}: {connection_failure(exc.orig)}")
 
 
 def check(rules: Path, db_url: str | None = None) -> CheckReport:
@@ -407,6 +407,9 @@ class Explanation:
     next_transition: dict[str, Any] | None
     due_now: list[dict[str, Any]]
     excluded: bool = False  # the source row fails the dataset's ``where``: it never moves
+    # When the run that moved it there ran (its as-of): ``since`` is the instant that made
+    # the move due, which for an erasure is the request's receipt, not the move.
+    moved_at: dt.datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def enc(v: Any) -> Any:
@@ -426,6 +429,7 @@ class Explanation:
             "next_transition": ({k: enc(v) for k, v in self.next_transition.items()} if self.next_transition else None),
             "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
             "excluded_by_where": self.excluded,
+            "moved_at": enc(self.moved_at),
         }
 
 
@@ -474,6 +478,11 @@ def explain(
             mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
             holds = _holds_covering(conn, dataset, key, _Named(subject, email, mail_pseudonym))
             excluded = planner.is_excluded(conn, native)
+            moved_at = None
+            if state_row is not None:
+                moved_at = conn.execute(
+                    sa.select(store.runs.c.as_of).where(store.runs.c.id == state_row.run_id)
+                ).scalar_one_or_none()
             if outcome is not None and outcome.state == "active" and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
                 readings = sql.readings(conn, native, when)
@@ -539,6 +548,7 @@ def explain(
         exists=outcome is not None,
         state=outcome.state if outcome is not None else "active",
         since=outcome.since if outcome is not None else None,
+        moved_at=moved_at,
         clocks=clocks,
         anomaly=anomaly,
         due={} if excluded else due,
