@@ -61,17 +61,31 @@ def week_starts(as_of: dt.datetime, horizon: Period) -> list[dt.datetime]:
 def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period) -> Forecast:
     """Plan at every week boundary and take differences."""
     boundaries = week_starts(as_of, horizon)
-    plans = [execute.plan(engine, loaded, when) for when in boundaries]
-    names = sorted({f"{d} {t}" for p in plans for d, per in p.transitions.items() for t in per})
+    plans = [_counts(execute.plan(engine, loaded, when)) for when in boundaries]
+    names = sorted({f"{d} {t}" for p in plans for d, per in p.items() for t in per})
     series: dict[str, list[int]] = {name: [] for name in names}
     for before, after in itertools.pairwise(plans):
         for name in names:
             dataset, transition = name.split(" ", 1)
-            series[name].append(
-                after.transitions.get(dataset, {}).get(transition, 0)
-                - before.transitions.get(dataset, {}).get(transition, 0)
-            )
+            series[name].append(after.get(dataset, {}).get(transition, 0) - before.get(dataset, {}).get(transition, 0))
     return Forecast(boundaries[:-1], series)
+
+
+REVIEWED = "purge awaiting review"
+
+
+def _counts(summary: PlanSummary) -> dict[str, dict[str, int]]:
+    """A plan's counts per dataset and transition, a ``review: true`` dataset's held-back purges included.
+
+    Those purges are not transitions of the plan (a run files them for
+    review instead), but they are what that week's runs will put in front
+    of an approver, so the forecast counts them under their own name.
+    """
+    counts = {dataset: dict(per) for dataset, per in summary.transitions.items()}
+    for dataset, waiting in summary.awaiting_review.items():
+        if waiting:
+            counts.setdefault(dataset, {})[REVIEWED] = waiting
+    return counts
 
 
 def chart_svg(data: Forecast, zone: str = display.UTC) -> str:

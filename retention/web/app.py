@@ -133,6 +133,7 @@ class Console:
         env.filters["instant"] = lambda value: display.when(value, zone)
         env.filters["day"] = lambda value: display.day(value, zone)
         env.globals["display_zone"] = zone
+        env.globals["pdf_available"] = pdf_available()
         env.filters["short"] = lambda v: "" if v is None else str(v)[:12]
         env.globals["csrf_field"] = CSRF_FIELD
         env.globals["auth_mode"] = settings.auth
@@ -185,6 +186,15 @@ class Console:
         from retention.clock import utcnow
 
         return display.local(utcnow(), self.settings.display_timezone).date()
+
+
+def pdf_available() -> bool:
+    """Whether WeasyPrint can render here (installed, and its Pango library loads): else no PDF link."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------
