@@ -26,11 +26,12 @@ from click.testing import CliRunner, Result
 from console_world import USERS, sign_in
 from sqlalchemy.dialects import mysql
 
-from retention import commands, display, execute
 from retention.cli import main
+from retention.engine import execute
 from retention.errors import ConfigError
 from retention.policy import load_file
-from retention.web import ConsoleSettings, accounts, create_app
+from retention.timing import display
+from retention.web import ConsoleSettings, accounts, create_app, server
 
 SECRET = "display-zone-pseudonym-key"
 PASSWORD = "correct horse battery staple"
@@ -170,7 +171,7 @@ def test_serve_shows_the_pack_zone_unless_asked(
     """``serve`` hands the console the zone the CLI would use (the server itself is not started)."""
     pack = build(migrated, tmp_path, "Asia/Tokyo")
     started: list[Any] = []
-    monkeypatch.setattr(commands, "serve", lambda settings, host, port: started.append(settings))
+    monkeypatch.setattr(server, "serve", lambda settings, host, port: started.append(settings))
     invoke("serve", "--rules", str(pack), "--db", db_url)
     invoke("serve", "--rules", str(pack), "--db", db_url, env={"TZ": "America/New_York"})
     invoke("serve", "--db", db_url, "--tz", "Europe/Paris")
@@ -190,7 +191,7 @@ def test_scheduler_reads_cron_in_the_pack_zone(
     migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without --timezone, "30 2 * * *" fires at 02:30 in the pack's zone."""
-    from retention import scheduler
+    from retention.ops import scheduler
 
     pack = tmp_path / "zoned.yaml"
     pack.write_text(PACK.format(zone="Asia/Tokyo"), encoding="utf-8")

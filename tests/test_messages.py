@@ -16,9 +16,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from test_engine import SECRET
 
-from retention import commands, execute, subjects
 from retention.cli import main
+from retention.engine import execute
 from retention.policy import load_file
+from retention.subjects import events as subjects
+from retention.web import server
 
 PACK = """
 pack: messages
@@ -116,7 +118,7 @@ def test_serve_with_a_missing_pack_fails_before_showing_its_url(
     migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[Any] = []
-    monkeypatch.setattr(commands, "serve", lambda *args: started.append(args))
+    monkeypatch.setattr(server, "serve", lambda *args: started.append(args))
     result = invoke("serve", "--db", db_url, "--rules", str(tmp_path / "missing.yaml"), "--tz", "UTC")
     assert result.exit_code == 2 and started == []
     assert "http://" not in result.output

@@ -29,10 +29,11 @@ from rich.console import Console
 from rich.progress import Progress, TimeRemainingColumn
 from test_engine import PACK, SECRET, build, loaded_pack
 
-from retention import execute, store
 from retention.cli import main
-from retention.config import create_engine
-from retention.progress import _TimeLeftColumn, planning_status
+from retention.engine import execute
+from retention.reporting.progress import _TimeLeftColumn, planning_status
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 ROOT = Path(__file__).resolve().parent.parent

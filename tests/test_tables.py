@@ -23,10 +23,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from test_engine import SECRET, build, loaded_pack
 
-from retention import execute, ledger_items, subjects
 from retention.cli import main
+from retention.cli.tables import fit
+from retention.engine import execute
+from retention.ledger import items as ledger_items
 from retention.policy import load_catalog
-from retention.tables import fit
+from retention.subjects import events as subjects
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

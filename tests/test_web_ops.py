@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from console_world import SECRET, World, build_world, sign_in
 
-from retention import review
+from retention.subjects import review
 from retention.web import create_app
 
 
