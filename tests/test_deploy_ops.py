@@ -47,3 +47,20 @@ def test_readme_installs_build_before_using_it() -> None:
     for line in (ROOT / "README.md").read_text().splitlines():
         if "python3 -m build" in line:
             assert line.index("pip install -q build") < line.index("python3 -m build"), line
+
+
+def test_version_answers_without_loading_the_engine() -> None:
+    """`retention --version` (the container's health check) prints what click prints, without SQLAlchemy loaded."""
+    import sys
+
+    probe = (
+        "import sys; sys.argv = ['retention', '--version']; from retention.launcher import main; main(); "
+        "print(sorted(m for m in ('sqlalchemy', 'alembic', 'structlog', 'retention.commands') if m in sys.modules))"
+    )
+    fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    line, loaded = fast.stdout.splitlines()
+    assert loaded == "[]"
+    full = subprocess.run(
+        [sys.executable, "-m", "retention.cli", "--version"], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert line == full.stdout.strip().replace("python -m retention.cli", "retention")
