@@ -64,3 +64,29 @@ def test_version_answers_without_loading_the_engine() -> None:
         [sys.executable, "-m", "retention.cli", "--version"], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert line == full.stdout.strip().replace("python -m retention.cli", "retention")
+
+
+def test_init_writes_the_public_key_auditors_verify_with(db_url: str, tmp_path: Path) -> None:
+    """`init` leaves signing.pub.pem (0644) beside the 0600 keys; a checkpoint signed by the key verifies with it."""
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    folder = tmp_path / "keys"
+    result = CliRunner().invoke(main, ["init", "--db", db_url, "--dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    public = folder / "signing.pub.pem"
+    assert public.stat().st_mode & 0o777 == 0o644
+    assert f"created {public} (mode 0644): the public key to give auditors" in result.output
+    checkpoint = tmp_path / "cp.json"
+    signed = CliRunner().invoke(
+        main,
+        ["ledger", "checkpoint", "--db", db_url, "--key", str(folder / "signing.pem"), "--output", str(checkpoint)],
+    )
+    assert signed.exit_code == 0, signed.output
+    verified = CliRunner().invoke(
+        main, ["ledger", "verify", "--db", db_url, "--checkpoint", str(checkpoint), "--public-key", str(public)]
+    )
+    assert verified.exit_code == 0, verified.output
+    again = CliRunner().invoke(main, ["init", "--db", db_url, "--dir", str(folder)])
+    assert again.exit_code == 0 and "created" not in again.output
