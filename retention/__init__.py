@@ -23,23 +23,51 @@ Errors meant for people are :class:`RetentionError` subclasses whose
 from __future__ import annotations
 
 import datetime as dt
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from retention.commands import ledger_verify as verify_ledger
-from retention.commands import plan as plan_run
-from retention.commands import run
-from retention.engine.execute import RunResult
-from retention.engine.plan import PlanSummary
 from retention.errors import ConfigError, LedgerError, LockHeldError, PackError, RetentionError, SchemaError
-from retention.ledger.chain import VerifyResult
-from retention.policy import Catalog, LoadedPack, Pack, load_catalog
+
+if TYPE_CHECKING:
+    from retention.commands import ledger_verify as verify_ledger
+    from retention.commands import plan as plan_run
+    from retention.commands import run
+    from retention.engine.execute import RunResult
+    from retention.engine.plan import PlanSummary
+    from retention.ledger.chain import VerifyResult
+    from retention.policy import Catalog, LoadedPack, Pack, load_catalog
 
 try:
     __version__ = _version("retention")
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout without install
     __version__ = "0+unknown"
+
+# The public names that need the engine, imported on first use (PEP 562): importing
+# the package, as ``retention --version`` does, must not load SQLAlchemy and the rest.
+_LAZY = {
+    "verify_ledger": ("retention.commands", "ledger_verify"),
+    "plan_run": ("retention.commands", "plan"),
+    "run": ("retention.commands", "run"),
+    "RunResult": ("retention.engine.execute", "RunResult"),
+    "PlanSummary": ("retention.engine.plan", "PlanSummary"),
+    "VerifyResult": ("retention.ledger.chain", "VerifyResult"),
+    "Catalog": ("retention.policy", "Catalog"),
+    "LoadedPack": ("retention.policy", "LoadedPack"),
+    "Pack": ("retention.policy", "Pack"),
+    "load_catalog": ("retention.policy", "load_catalog"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'retention' has no attribute {name!r}")
 
 
 def load_pack(rules: Path, as_of: str | None = None, pack_id: str | None = None) -> tuple[LoadedPack, dt.datetime]:

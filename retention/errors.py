@@ -52,8 +52,9 @@ class SchemaError(RetentionError):
     exit_code = 2
 
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        # One line, and no level of its own: the CLI puts "error:" in front once.
+        self.problems = [p.removeprefix("error: ") for p in problems]
+        super().__init__("; ".join(self.problems))
 
 
 class LockHeldError(RetentionError):
@@ -252,3 +253,16 @@ def describe_failure(exc: BaseException, dataset: str | None = None) -> str:
     if is_database_error(exc):
         return describe_database_error(exc, dataset)
     return f"{type(exc).__name__} (an internal error; rerun with --traceback for details)"
+
+
+def connection_failure(orig: BaseException | None) -> str:
+    """Why a connection failed, as one clean clause (drivers write several lines, or a tuple).
+
+    A refused connection, the most common case, gets one sentence of its own;
+    anything else keeps the driver's words, its lines joined by "; ".
+    """
+    text = str(orig)
+    if "connection refused" in text.lower():
+        return "connection refused (is the database server running, and listening on that host and port?)"
+    lines = [line.strip().rstrip(".") for line in text.splitlines() if line.strip()]
+    return "; ".join(lines)[:300] or type(orig).__name__

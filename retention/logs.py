@@ -67,6 +67,7 @@ SAFE_FIELDS = frozenset(
         "failed",
         "queue",
         "run_group",
+        "display_tz",  # the zone people read dates in (timestamps stay UTC)
     }
 )
 

@@ -287,7 +287,7 @@ def test_a_password_in_the_query_never_reaches_the_output() -> None:
     lines = result.output.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(
-        "error: cannot connect to postgresql://app@127.0.0.1:1/shop?password=***&sslpassword=***: connection failed"
+        "error: cannot connect to postgresql://app@127.0.0.1:1/shop?password=***&sslpassword=***: connection refused"
     )
     assert "hunter2" not in result.output and "tops3cret" not in result.output
 

@@ -17,7 +17,15 @@ from __future__ import annotations
 import click
 
 from retention.cli import admin, ledger, ops, params, run, subjects, web
-from retention.cli.options import LOG_FORMATS, RetentionGroup, add_log_options, configure_logs, log_settings
+from retention.cli.options import (
+    LOG_FORMATS,
+    TZ_HELP,
+    RetentionGroup,
+    add_log_options,
+    configure_logs,
+    log_settings,
+    set_tz_option,
+)
 
 
 @click.group(cls=RetentionGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +45,7 @@ from retention.cli.options import LOG_FORMATS, RetentionGroup, add_log_options, 
     help=f"Minimum log level: {', '.join(params.LOG_LEVELS)}.",
 )
 @click.version_option(package_name="retention")
+@click.option("--tz", default=None, metavar="ZONE", expose_value=False, callback=set_tz_option, help=TZ_HELP)
 def main(traceback: bool, log_format: str, log_level: str) -> None:
     """Retention enforcement: keep the promises of your privacy policy in your database.
 
@@ -44,7 +53,7 @@ def main(traceback: bool, log_format: str, log_level: str) -> None:
     schema), 3 partial failure (some datasets failed), 4 mass-deletion guard tripped,
     5 another run holds the lock, 6 ledger verification failed.
 
-    --log-format and --log-level are accepted after the command too.
+    --log-format, --log-level and --tz are accepted after the command too.
     """
     settings = log_settings()
     settings["format"], settings["level"] = log_format, log_level.lower()
@@ -60,6 +69,7 @@ main.add_command(run.plan)
 main.add_command(run.run)
 main.add_command(run.explain)
 main.add_command(run.report)
+main.add_command(run.status)
 main.add_command(subjects.hold)
 main.add_command(subjects.erasure)
 main.add_command(subjects.review)

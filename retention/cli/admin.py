@@ -41,7 +41,10 @@ def init(db: str | None, folder: Path) -> None:
     """Create the pseudonym key and checkpoint signing key, and the engine's tables."""
     created = commands.init(database_url(db), folder)
     for path in created:
-        console.print(f"created {path} (mode 0600)", highlight=False)
+        if path.name == commands.PUBLIC_KEY_FILE:
+            console.print(f"created {path} (mode 0644): the public key to give auditors", highlight=False)
+        else:
+            console.print(f"created {path} (mode 0600)", highlight=False)
     console.print(
         f"export RETENTION_PSEUDONYM_KEY_FILE={folder / 'pseudonym.key'}\n"
         f"export RETENTION_SIGNING_KEY_FILE={folder / 'signing.pem'}\n"
@@ -153,7 +156,10 @@ def pack_history(rules: Path, db: str | None, fmt: str) -> None:
         for v in commands.pack_history(rules, database_url(db))
     ]
     print_rows(
-        rows, ["pack", "version", "digest", "first_seen", "effective_from", "notice", "status", "not_before"], fmt
+        rows,
+        ["pack", "version", "digest", "first_seen", "effective_from", "notice", "status", "not_before"],
+        fmt,
+        zone=display_zone(rules, None, utc=False),
     )
 
 

@@ -244,7 +244,12 @@ def ledger_lookup(
         LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],
         fmt,
         zone=display_zone(rules, pack_id, utc),
+        drop_order=LOOKUP_DROP_ORDER,
     )
+
+
+# What a narrow terminal leaves out of a lookup first (a line under the table names it).
+LOOKUP_DROP_ORDER = ["action", "item", "run_id", "recorded_at"]
 
 
 @ledger_group.command("checkpoint")

@@ -46,9 +46,8 @@ from retention.timing.clock import AsOf
     "--timezone",
     "timezone",
     envvar="RETENTION_SCHEDULE_TIMEZONE",
-    default="UTC",
-    show_default=True,
-    help="Timezone of the cron expression; or RETENTION_SCHEDULE_TIMEZONE.",
+    default=None,
+    help="Timezone of the cron expression; or RETENTION_SCHEDULE_TIMEZONE; default the pack's timezone.",
 )
 @click.option(
     "--archive-db",
@@ -71,7 +70,7 @@ def scheduler(
     db: str | None,
     pack_id: str | None,
     cron: str,
-    timezone: str,
+    timezone: str | None,
     archive_url: str | None,
     metrics_file: Path | None,
     lock_timeout: int | None,

@@ -7,7 +7,8 @@ documented exit code, so that no command callback catches errors on its own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,8 +17,9 @@ from rich.markup import escape
 
 from retention import logs
 from retention.cli import params
-from retention.cli.output import err_console
-from retention.errors import RetentionError, describe_database_error, is_database_error
+from retention.cli.output import display_zone, err_console
+from retention.errors import ConfigError, RetentionError, describe_database_error, is_database_error
+from retention.timing import display
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,13 +107,32 @@ def _log_options() -> list[click.Option]:
     ]
 
 
+def set_tz_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--tz`` before or after the subcommand: the zone every table and sentence shows instants in."""
+    if value is None or ctx.resilient_parsing:
+        return
+    try:
+        ctx.find_root().meta["retention.tz"] = display.checked(value, "--tz")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--tz: "), ctx=ctx, param=param) from None
+
+
+TZ_HELP = "Show dates and times in this IANA zone (or RETENTION_TZ, TZ); default the pack's timezone."
+
+
+def _tz_option() -> click.Option:
+    return click.Option(
+        ["--tz"], default=None, metavar="ZONE", expose_value=False, callback=set_tz_option, help=TZ_HELP
+    )
+
+
 def add_log_options(group: click.Group) -> None:
-    """Every leaf command accepts the log options after its name, as cron lines tend to put them."""
+    """Every leaf command accepts the log options (and --tz) after its name, as cron lines tend to put them."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             add_log_options(command)
         else:
-            command.params.extend(_log_options())
+            command.params.extend([*_log_options(), _tz_option()])
 
 
 def db_option(func: F) -> F:
@@ -188,8 +209,13 @@ def handled(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _display_zone_logged(kwargs):
+            return handle(*args, **kwargs)
+
+    def handle(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         try:
+            display.chosen(ctx.find_root().meta.get("retention.tz"))  # a zone that cannot be used: refused first
             return func(*args, **kwargs)
         except RetentionError as exc:
             if ctx.find_root().params.get("traceback"):
@@ -216,6 +242,26 @@ def handled(func: F) -> F:
             ctx.exit(EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _display_zone_logged(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Every log line of the command names the display zone (``display_tz``); timestamps stay UTC.
+
+    A pack or zone that cannot be read is left for the command itself to report.
+    """
+    import structlog
+
+    rules = kwargs.get("rules")
+    try:
+        zone = display_zone(rules if isinstance(rules, Path) else None, kwargs.get("pack_id"), bool(kwargs.get("utc")))
+    except RetentionError:
+        zone = None
+    if zone is None:
+        yield
+        return
+    with structlog.contextvars.bound_contextvars(display_tz=zone):
+        yield
 
 
 as_of_option = click.option(

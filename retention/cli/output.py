@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+
+from retention.timing import display
 
 # Off a terminal (cron, pipes, tests) tables are laid out for 100 columns, the
 # width every table is designed to fit without cutting a name.
@@ -86,8 +88,8 @@ def _range(low: dt.datetime | None, high: dt.datetime | None, zone: str, dates: 
     return first if first == last else f"{first}\n{last}"
 
 
-# Free text and long identifiers wrap to make a table fit; every other cell (names
-# people copy into --dataset or --transition, dates, counts) stays whole on one line.
+# Free text wraps between words to make a table fit; every other cell (names and
+# ids people copy into --dataset or --key, dates, counts) stays whole on one line.
 WRAPPING_COLUMNS = frozenset(
     {
         "action",
@@ -101,15 +103,16 @@ WRAPPING_COLUMNS = frozenset(
         "from",
         "moved",
         "note",
+        "outcome",
         "reason",
-        "record_key",
-        "record_pseudonym",
-        "run_id",
         "sample_keys",
         "samples",
-        "subject_key",
     }
 )
+
+
+# Values without spaces that may break anywhere rather than be cut.
+FOLDING_COLUMNS = frozenset({"email"})
 
 
 NUMBER_COLUMNS = frozenset(
@@ -120,6 +123,8 @@ NUMBER_COLUMNS = frozenset(
 # Shorter headers for people (JSON and CSV keep the field names).
 HEADERS = {
     "decided_by": "by",
+    "due_at": "due",
+    "recorded_at": "recorded",
     "extended_on": "extended",
     "placed_at": "placed",
     "placed_by": "by",
@@ -135,20 +140,27 @@ ABBREVIATED = {"run_id": 8, "record_pseudonym": 12}
 
 
 def _table(
-    columns: list[str], zone: str | None = None, caption: bool = False, instants: frozenset[str] = frozenset()
+    columns: list[str],
+    zone: str | None = None,
+    caption: bool = False,
+    instants: frozenset[str] = frozenset(),
+    widths: dict[str, int] | None = None,
 ) -> Table:
     """A table that fits the console: names, dates and counts whole, free text wrapped, nothing cut.
 
     Columns of instants may break between the date and the time of day.
+    With ``widths`` (from :func:`retention.tables.fit`), every column has its width.
     """
     table = Table(caption=f"times in {zone}" if caption and zone else None, caption_justify="left")
     for column in columns:
         header = HEADERS.get(column, column)
-        wraps = column in WRAPPING_COLUMNS or column in instants
+        wraps = column in WRAPPING_COLUMNS or column in FOLDING_COLUMNS or column in instants
+        fixed = widths.get(column) if widths is not None else None
         table.add_column(
             header,
             no_wrap=not wraps,
-            min_width=(10 if column in instants else min(len(header), 12)) if wraps else None,
+            width=fixed,
+            min_width=None if fixed else (10 if column in instants else min(len(header), 12)) if wraps else None,
             overflow="fold",
             justify="right" if column in NUMBER_COLUMNS else "left",
         )
@@ -160,11 +172,20 @@ def print_rows(
     columns: list[str],
     fmt: str,
     title: str | None = None,
-    zone: str = "UTC",
+    zone: str | None = None,
+    drop_order: Sequence[str] = (),
 ) -> None:
-    """Print rows as a rich table (instants in ``zone``), JSON or CSV (instants in UTC, ISO 8601)."""
+    """Print rows as a rich table (instants in ``zone``), JSON or CSV (instants in UTC, ISO 8601).
+
+    Without ``zone``: the zone asked for (--tz, RETENTION_TZ, TZ), else UTC.
+    The table fits ``COLUMNS`` (else the terminal, else 100 columns) without
+    cutting a value (:mod:`retention.tables`); if it cannot, the columns of
+    ``drop_order`` are left out, first to last, and a line says which.
+    """
+    from retention.cli import tables
+
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, default=_json_default))
+        click.echo(json.dumps(rows, indent=2, default=json_default))
         return
     if fmt == "csv":
         import csv
@@ -173,54 +194,81 @@ def print_rows(
         writer.writeheader()
         writer.writerows(rows)
         return
+    if zone is None:
+        zone = display_zone(None, None, utc=False)
     instants = frozenset(c for c in columns if any(isinstance(row.get(c), dt.datetime) for row in rows))
-    table = _table(columns, zone, caption=bool(instants), instants=instants)
+    cells = {
+        column: [
+            _cell(row.get(column), zone)[: ABBREVIATED[column]]
+            if column in ABBREVIATED
+            else _cell(row.get(column), zone)
+            for row in rows
+        ]
+        for column in columns
+    }
+    kinds: dict[str, tables.Kind] = {
+        c: "instant"
+        if c in instants
+        else "fold"
+        if c in FOLDING_COLUMNS
+        else "words"
+        if c in WRAPPING_COLUMNS
+        else "whole"
+        for c in columns
+    }
+    width = tables.terminal_width(console.is_terminal)
+    layout = tables.fit(columns, {c: HEADERS.get(c, c) for c in columns}, cells, kinds, width, drop_order)
+    table = _table(layout.columns, zone, caption=bool(instants), instants=instants, widths=layout.widths)
     table.title = title
-    for row in rows:
-        cells = []
-        for column in columns:
-            cell = _cell(row.get(column), zone)
-            cells.append(cell[: ABBREVIATED[column]] if column in ABBREVIATED else cell)
-        table.add_row(*cells)
+    for index in range(len(rows)):
+        table.add_row(*(cells[column][index] for column in layout.columns))
+    console.width = max(width, sum(layout.widths.values()) + 3 * len(layout.columns) + 1)
     console.print(table)
+    if layout.dropped:
+        names = ", ".join(HEADERS.get(c, c) for c in layout.dropped)
+        console.print(
+            f"left out to fit {width} columns: {names} (a wider terminal, or --format json or csv, shows them)",
+            highlight=False,
+            soft_wrap=False,
+        )
 
 
-def _json_default(value: Any) -> Any:
+def _kind(column: str, instants: frozenset[str]) -> Any:
+    if column in instants:
+        return "instant"
+    if column in FOLDING_COLUMNS:
+        return "fold"
+    return "words" if column in WRAPPING_COLUMNS else "whole"
+
+
+def json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return str(value)
 
 
 def _local(value: dt.datetime, zone: str) -> dt.datetime:
-    from retention.timing.clock import zone as tz
-
-    if value.tzinfo is None:  # the engine stores UTC; some drivers hand it back naive
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC if zone == "UTC" else tz(zone))
+    return display.local(value, zone)
 
 
 def _cell(value: Any, zone: str = "UTC") -> str:
     """Table cells for people: instants in ``zone`` to the minute (a local midnight as its date)."""
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        local = _local(value, zone)
-        if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
-            return local.strftime("%Y-%m-%d")
-        return local.strftime("%Y-%m-%d %H:%M")
-    return str(value)
+    return display.cell(value, zone)
 
 
 def when(value: dt.datetime, zone: str) -> str:
     """An instant in a sentence: to the minute, with its zone's abbreviation (CET, CEST, UTC)."""
-    return _local(value, zone).strftime("%Y-%m-%d %H:%M %Z")
+    return display.when(value, zone)
 
 
 def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
-    """The zone instants are shown in: the pack's, unless --utc or no single pack names one."""
-    if utc or rules is None:
+    """The zone instants are shown in: --utc; --tz, RETENTION_TZ or TZ; the pack's; else UTC."""
+    if utc:
         return "UTC"
+    asked = display.chosen(click.get_current_context().find_root().meta.get("retention.tz"))
+    if asked is not None or rules is None:
+        return asked or "UTC"
     from retention.policy import load_catalog
 
-    zones = {p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id}
-    return zones.pop() if len(zones) == 1 else "UTC"
+    zones = (p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id)
+    return display.resolve(None, zones, {})

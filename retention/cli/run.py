@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -32,12 +33,14 @@ from retention.cli.options import (
     pack_option,
     rules_option,
     utc_option,
+    zone_options,
 )
 from retention.cli.output import (
     PLAN_COLUMNS,
     console,
     display_zone,
     err_console,
+    json_default,
     plan_rows,
     print_plan_table,
     print_rows,
@@ -267,7 +270,7 @@ def run(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    def apply(on_batch: Callable[[Any], None] | None) -> Any:
+    def apply(on_batch: _NoProgress | None) -> Any:
         return commands.run(
             rules,
             url,
@@ -283,6 +286,7 @@ def run(
             shard=shard,
             run_group=run_group,
             allow_future_as_of=allow_future_as_of,
+            on_locked=on_batch.locked if on_batch is not None else None,
         )
 
     bar = fmt == "table" and not no_progress and shard is None
@@ -319,20 +323,53 @@ class _NoProgress:
         if self._log_progress is not None:
             self._log_progress.on_batch(batch)
 
+    def locked(self) -> None:
+        """The run holds the lock: nothing to prepare."""
+
     def finish(self, counts: Any) -> None:
         """Nothing to settle: the run's own summary follows."""
 
+    def close(self) -> None:
+        """Nothing to put away."""
+
 
 class _BarProgress(_NoProgress):
-    def __init__(self, bars: Any) -> None:
+    """Bars per dataset, set up once the run holds the lock (planning first would waste a refused run's time)."""
+
+    def __init__(self, plan_totals: Callable[[], dict[str, int]]) -> None:
         super().__init__()
-        self._bars = bars
+        self._plan_totals = plan_totals
+        self._bars: Any = None
+
+    def locked(self) -> None:
+        from rich.file_proxy import FileProxy
+
+        from retention.reporting.progress import BarProgress, planning_status
+
+        with planning_status(err_console, "planning, to know how much each dataset has to move"):
+            totals = self._plan_totals()
+        self._bars = BarProgress(err_console, totals).__enter__()
+        settings = log_settings()
+        logs.configure(
+            json=False,
+            level=settings["level"],
+            stream=FileProxy(self._bars.console, sys.stderr),  # type: ignore[arg-type]
+            quiet=frozenset({"batch_applied"}),
+        )
 
     def __call__(self, batch: Any) -> None:
-        self._bars.on_batch(batch)
+        if self._bars is not None:
+            self._bars.on_batch(batch)
 
     def finish(self, counts: Any) -> None:
-        self._bars.finish(counts)
+        if self._bars is not None:
+            self._bars.finish(counts)
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.__exit__(None, None, None)
+            self._bars = None
+            configure_logs()
 
 
 @contextmanager
@@ -341,10 +378,13 @@ def _run_progress(
 ) -> Iterator[_NoProgress]:
     """Bars on a terminal (totals from a plan), run_progress log events with JSON logs, else nothing.
 
-    While the bars show, per-batch log events are not printed (the bars say
-    the same) and other log lines are printed above the bars.
+    The plan for the bars' totals is made once the run holds the lock
+    (``locked``), with the time it takes shown: a run that another holds the
+    lock against exits 5 at once. While the bars show, per-batch log events
+    are not printed (the bars say the same) and other log lines are printed
+    above the bars.
     """
-    from retention.reporting.progress import BarProgress, LogProgress, totals_from_plan
+    from retention.reporting.progress import LogProgress, totals_from_plan
 
     if json_logs():
         yield _NoProgress(LogProgress(logs.get_logger()))
@@ -352,26 +392,83 @@ def _run_progress(
     if not (bar and err_console.is_terminal):
         yield _NoProgress()
         return
-    from retention.ledger.pseudonyms import pseudonym_secret
 
-    pseudonym_secret()  # a run without its key fails now, not after a plan
-    with err_console.status("planning, to know how much each dataset has to move…"):
-        summary = commands.plan(rules, url, as_of, pack_id, record=False)
-    totals = totals_from_plan(summary.transitions)
-    from rich.file_proxy import FileProxy
+    def plan_totals() -> dict[str, int]:
+        return totals_from_plan(commands.plan(rules, url, as_of, pack_id, record=False).transitions)
 
-    with BarProgress(err_console, totals) as bars:
-        settings = log_settings()
-        logs.configure(
-            json=False,
-            level=settings["level"],
-            stream=FileProxy(bars.console, sys.stderr),  # type: ignore[arg-type]
-            quiet=frozenset({"batch_applied"}),
+    progress = _BarProgress(plan_totals)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+@command()
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@zone_options
+@handled
+def status(db: str | None, fmt: str, rules: Path | None, pack_id: str | None, utc: bool) -> None:
+    """Which run holds the lock: its id, since when, host and pid, and how far it has got.
+
+    How far: the batches and transitions it has committed (from the ledger)
+    and when its last batch committed. A lock row whose holder is gone (a
+    killed run) is shown as such: the next run takes the lock over.
+    """
+    from retention.timing.clock import utcnow
+
+    now = utcnow()
+    states = commands.lock_status(database_url(db), now)
+    if fmt == "json":
+        rows = [
+            {
+                "lock": s.holder.name,
+                "run_id": s.holder.run_id,
+                "since": s.holder.acquired_at,
+                "host": s.holder.host,
+                "pid": s.holder.pid,
+                "holds": s.live,
+                "pack": s.progress.pack_id,
+                "batches": s.progress.batches,
+                "transitions": s.progress.transitions,
+                "last_batch_at": s.progress.last_batch_at,
+            }
+            for s in states
+        ]
+        click.echo(json.dumps(rows, indent=2, default=json_default))
+        return
+    zone = display_zone(rules, pack_id, utc)
+    if not any(s.live for s in states):
+        console.print("no run holds the lock on this database", highlight=False)
+    for s in states:
+        h, p = s.holder, s.progress
+        what = "the lock on this database" if h.name == "run" else f"the lock of {h.name}"
+        if not s.live:
+            console.print(
+                f"run {h.run_id} left its row for {what} (its process is gone); the next run takes it over",
+                highlight=False,
+            )
+            continue
+        console.print(
+            f"run {h.run_id} holds {what} since {when(h.acquired_at, zone)} ({_ago(now - h.acquired_at)}), "
+            f"on host {h.host}, pid {h.pid}",
+            highlight=False,
         )
-        try:
-            yield _BarProgress(bars)
-        finally:
-            configure_logs()
+        last = (
+            f"; the last at {when(p.last_batch_at, zone)} ({_ago(now - p.last_batch_at)})"
+            if p.last_batch_at
+            else "; planning or on its first batch"
+        )
+        console.print(
+            f"  pack {p.pack_id or '?'}: {p.batches} batches committed, {p.transitions} transitions{last}",
+            highlight=False,
+        )
+
+
+def _ago(delta: dt.timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min ago" if hours else f"{rest // 60} min {rest % 60} s ago"
 
 
 def _exit_for(result: Any) -> None:
@@ -419,7 +516,13 @@ def explain(
     if not result.exists:
         console.print("  no such record in the source table, and no engine state for it")
         return
-    since = f" since {when(result.since, zone)}" if result.since else ""
+    since = ""
+    if result.moved_at is not None:
+        since = f" since {when(result.moved_at, zone)} (the run that moved it)"
+        if result.since is not None and result.since != result.moved_at:
+            since += f"; due from {when(result.since, zone)}"
+    elif result.since:
+        since = f", due from {when(result.since, zone)}"
     console.print(f"  state: {result.state}{since}", highlight=False)
     for clock in result.clocks:
         console.print(
@@ -503,7 +606,14 @@ def report(
 ) -> None:
     """HTML report: what is due now and a chart of upcoming transitions per week."""
     summary, forecast = commands.report(
-        rules, database_url(db), as_of, horizon, html_file, pack_id, lock_timeout=lock_timeout
+        rules,
+        database_url(db),
+        as_of,
+        horizon,
+        html_file,
+        pack_id,
+        lock_timeout=lock_timeout,
+        zone=display_zone(rules, pack_id, utc=False),
     )
     total = sum(sum(v) for v in forecast.series.values())
     console.print(

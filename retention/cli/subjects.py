@@ -23,6 +23,7 @@ from retention.cli.options import (
 )
 from retention.cli.output import console, display_zone, err_console, print_rows
 from retention.store.config import database_url
+from retention.timing import display
 
 
 @group()
@@ -111,9 +112,13 @@ def hold_list(
         ),
         fmt,
         zone=display_zone(rules, pack_id, utc),
+        drop_order=HOLD_DROP_ORDER,
     )
 
 
+# What a narrow terminal leaves out first (a line under the table names it).
+HOLD_DROP_ORDER = ["released_at", "placed_by", "scope", "placed_at"]
+ERASURE_DROP_ORDER = ["note", "extended_on", "outcome", "status", "received_on"]
 HOLD_COLUMNS = [
     "id",
     "scope",
@@ -201,7 +206,12 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
     With --rules (or RETENTION_RULES), the moved column names the weekend days
     and public holidays of the pack's country that pushed each deadline back.
     """
-    rows = commands.erasure_list(database_url(db), include_closed=include_closed, rules=rules, pack_id=pack_id)
+    from retention.timing.clock import utcnow
+
+    today = display.local(utcnow(), display_zone(rules, pack_id, utc=False)).date()
+    rows = commands.erasure_list(
+        database_url(db), include_closed=include_closed, rules=rules, pack_id=pack_id, today=today
+    )
     columns = [
         "id",
         "subject_key",
@@ -219,10 +229,10 @@ def erasure_list(db: str | None, rules: Path | None, pack_id: str | None, includ
         after = columns.index("deadline") + 1
         print_rows(rows, columns[:after] + (["moved"] if rules is not None else []) + columns[after:], fmt)
         return
-    print_rows(rows, columns, fmt)
+    print_rows(rows, columns, fmt, drop_order=ERASURE_DROP_ORDER)
     for row in rows:
         if row.get("moved"):
-            console.print(f"request {row['id']}: deadline moved from {row['moved']}", highlight=False)
+            console.print(f"request {row['id']}: deadline moved from {row['moved']}", highlight=False, soft_wrap=False)
 
 
 @erasure.command("extend")

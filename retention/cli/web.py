@@ -9,7 +9,7 @@ from typing import Literal
 import click
 
 from retention.cli.options import actor, command, db_option, format_option, group, handled, rules_option
-from retention.cli.output import console, print_rows
+from retention.cli.output import console, display_zone, print_rows
 from retention.store.config import database_url
 
 
@@ -165,6 +165,11 @@ def serve(
         schedule=schedule,
         schedule_timezone=schedule_timezone,
         forecast_horizon=horizon,
+        display_timezone=display_zone(rules, None, utc=False),
     )
+    if rules is not None:
+        from retention.policy import load_catalog
+
+        load_catalog(rules)  # a missing or broken pack fails before the URL is shown as if it served
     console.print(f"retention console on http://{host}:{port}/ ({auth} sign-in); Ctrl+C stops it", highlight=False)
     server.serve(settings, host, port)

@@ -11,6 +11,7 @@ prints and exits. One module per command group, as in :mod:`retention.cli`:
 from __future__ import annotations
 
 from retention.commands.admin import (
+    PUBLIC_KEY_FILE,
     CheckReport,
     check,
     db_current,
@@ -38,6 +39,7 @@ from retention.commands.runs import (
     Explanation,
     explain,
     load_pack,
+    lock_status,
     plan,
     plan_shards,
     report,
@@ -60,6 +62,7 @@ from retention.commands.subjects import (
 
 __all__ = [
     "MAX_HORIZON",
+    "PUBLIC_KEY_FILE",
     "STATE_ONLY",
     "CheckReport",
     "Explanation",
@@ -88,6 +91,7 @@ __all__ = [
     "ledger_verify",
     "ledger_verify_proof",
     "load_pack",
+    "lock_status",
     "pack_history",
     "plan",
     "plan_shards",

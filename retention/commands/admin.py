@@ -171,11 +171,20 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
         engine.dispose()
 
 
+PUBLIC_KEY_FILE = "signing.pub.pem"
+
+
 def init(db_url: str, folder: Path) -> list[Path]:
-    """Key files for a new installation (never overwritten) and the engine's tables."""
+    """Key files for a new installation (never overwritten) and the engine's tables.
+
+    Besides the two secret keys (mode 0600), the signing key's public half
+    (``signing.pub.pem``, mode 0644): what auditors verify checkpoints and
+    proofs with, so it is there to hand over from the start.
+    """
     created = []
     key = folder / "pseudonym.key"
     signing = folder / "signing.pem"
+    public = folder / PUBLIC_KEY_FILE
     try:
         if not key.exists():
             demo_key_file(folder)
@@ -183,6 +192,10 @@ def init(db_url: str, folder: Path) -> list[Path]:
         if not signing.exists():
             ledger.generate_signing_key(signing)
             created.append(signing)
+        if not public.exists():
+            public.write_bytes(ledger.public_pem(ledger.load_signing_key(signing).public_key()))
+            public.chmod(0o644)
+            created.append(public)
     except OSError as exc:
         raise ConfigError(f"cannot create the key files in {folder}: {exc.strerror}") from None
     db_upgrade(db_url)

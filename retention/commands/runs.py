@@ -101,6 +101,7 @@ def run(
     shard: ShardSpec | None = None,
     run_group: str | None = None,
     allow_future_as_of: bool = False,
+    on_locked: Callable[[], None] | None = None,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
 
@@ -111,6 +112,7 @@ def run(
     still to come is refused unless ``allow_future_as_of``: it would apply
     transitions before their term; an ``allow_mass`` name that is no dataset
     is refused as it would override nothing.
+    ``on_locked``: called once the run holds the lock (see :func:`execute.run`).
     """
     if archive_url:
         refuse_the_main_database(db_url, archive_url)
@@ -171,6 +173,7 @@ def run(
                     allow_mass=allow_mass,
                     should_stop=should_stop,
                     short_notice=accepted,
+                    on_locked=on_locked,
                 )
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
@@ -190,6 +193,18 @@ def run(
         engine.dispose()
         if archive_engine is not None:
             archive_engine.dispose()
+
+
+def lock_status(db_url: str, now: dt.datetime) -> list[Any]:
+    """The lock's holders, whether each still holds it, and how far each run got (``retention status``)."""
+    from retention.engine import run_status
+
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return run_status.lock_states(conn, now, execute.holder_gone)
+    finally:
+        engine.dispose()
 
 
 def _write_metrics(
@@ -217,6 +232,9 @@ class Explanation:
     next_transition: dict[str, Any] | None
     due_now: list[dict[str, Any]]
     excluded: bool = False  # the source row fails the dataset's ``where``: it never moves
+    # When the run that moved it there ran (its as-of): ``since`` is the instant that made
+    # the move due, which for an erasure is the request's receipt, not the move.
+    moved_at: dt.datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def enc(v: Any) -> Any:
@@ -236,6 +254,7 @@ class Explanation:
             "next_transition": ({k: enc(v) for k, v in self.next_transition.items()} if self.next_transition else None),
             "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
             "excluded_by_where": self.excluded,
+            "moved_at": enc(self.moved_at),
         }
 
 
@@ -284,6 +303,11 @@ def explain(
             mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
             holds = holds_covering(conn, dataset, key, Named(subject, email, mail_pseudonym))
             excluded = planner.is_excluded(conn, native)
+            moved_at = None
+            if state_row is not None:
+                moved_at = conn.execute(
+                    sa.select(store.runs.c.as_of).where(store.runs.c.id == state_row.run_id)
+                ).scalar_one_or_none()
             if outcome is not None and outcome.state == "active" and ds.keep:
                 sql = dataset_sql(conn, pack, dataset)
                 readings = sql.readings(conn, native, when)
@@ -349,6 +373,7 @@ def explain(
         exists=outcome is not None,
         state=outcome.state if outcome is not None else "active",
         since=outcome.since if outcome is not None else None,
+        moved_at=moved_at,
         clocks=clocks,
         anomaly=anomaly,
         due={} if excluded else due,
@@ -396,8 +421,12 @@ def report(
     html_file: Path,
     pack_id: str | None = None,
     lock_timeout: int | None = None,
+    zone: str | None = None,
 ) -> tuple[PlanSummary, Any]:
-    """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
+    """Write the HTML report (plan now and a weekly forecast); return the plan and forecast.
+
+    Dates are shown in ``zone`` (default the pack's timezone), as the CLI shows them.
+    """
     from retention.reporting import report as report_module
     from retention.timing.clock import PeriodSyntaxError
 
@@ -416,7 +445,8 @@ def report(
         engine.dispose()
     basis = {name: ds.basis or "" for name, ds in loaded.pack.datasets.items()}
     try:
-        html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
+        page = report_module.render(summary, forecast, period, basis, zone or loaded.pack.timezone)
+        html_file.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {html_file}: {exc.strerror}") from None
     return summary, forecast

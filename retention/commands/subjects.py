@@ -176,10 +176,19 @@ def subject_known(
 
 
 def erasure_list(
-    db_url: str, *, include_closed: bool = False, rules: Path | None = None, pack_id: str | None = None
+    db_url: str,
+    *,
+    include_closed: bool = False,
+    rules: Path | None = None,
+    pack_id: str | None = None,
+    today: dt.date | None = None,
 ) -> list[dict[str, Any]]:
-    """Requests with their deadlines; with ``rules``, why each deadline moved (weekends, holidays)."""
-    today = utcnow().date()
+    """Requests with their deadlines; with ``rules``, why each deadline moved (weekends, holidays).
+
+    ``today`` is the calendar date in the display zone (default UTC's): a
+    deadline is overdue from the day after it, where the reader is.
+    """
+    today = today or utcnow().date()
     pack = load_catalog(rules).in_force(today, pack_id).pack if rules is not None else None
     engine = open_engine(db_url)
     try:

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
-from retention.engine import partitions
+from retention.engine import partitions, run_status
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
 from retention.engine.masking import mask_rows
 from retention.engine.plan import (
@@ -38,6 +38,7 @@ from retention.engine.plan import (
     build_planners,
     steps_from_state,
 )
+from retention.engine.run_status import Holder
 from retention.engine.schema import check_schema
 from retention.engine.shards import Bounds, ShardFilter, ShardSpec, compute_bounds
 from retention.errors import (
@@ -101,6 +102,11 @@ def _stale(owner: str, heartbeat_at: dt.datetime, now: dt.datetime) -> bool:
     return now - heartbeat_at > STALE_AFTER
 
 
+def holder_gone(owner: str, heartbeat_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a SQLite lock row's holder is gone (``retention status`` asks as the lock does)."""
+    return _stale(owner, heartbeat_at, now)
+
+
 @contextmanager
 def reading(conn: sa.Connection) -> Iterator[None]:
     """A transaction for reads only: always rolled back (it also ends any open one first)."""
@@ -153,7 +159,7 @@ class RunLock:
                 if self.shard is not None:
                     with conn.begin():  # whichever half of a shared + own pair it got
                         conn.execute(sa.text(give))
-                raise LockHeldError(f"another retention run holds {what}")
+                raise self._refusal(what)
             free_sql = dialect_for(conn).whole_run_lock_free_sql
             if free_sql is not None and self.shard is not None:
                 # A shard does not start beside a whole run.
@@ -161,7 +167,8 @@ class RunLock:
                     free = conn.execute(sa.text(free_sql)).scalar()
                 if not free:
                     self.release()
-                    raise LockHeldError("another retention run holds the lock on this database")
+                    raise self._refusal("the lock on this database")
+            self._publish()
             return
         table = store.run_lock
         now = utcnow()
@@ -169,17 +176,11 @@ class RunLock:
             others = table.c.name == LOCK_NAME if self.shard is not None else table.c.name.like("shard %")
             for other in conn.execute(sa.select(table).where(others)).all():
                 if not _stale(other.owner, other.heartbeat_at, now):
-                    raise LockHeldError(
-                        f"another retention run holds the lock on this database (run {other.run_id}, "
-                        f"{other.name if other.name != LOCK_NAME else 'the whole database'})"
-                    )
+                    raise LockHeldError(_held_by("the lock on this database", Holder.from_row(other)))
             holder = conn.execute(sa.select(table).where(table.c.name == self.name)).first()
             if holder is not None:
                 if not _stale(holder.owner, holder.heartbeat_at, now):
-                    raise LockHeldError(
-                        f"another retention run holds {what} (run {holder.run_id}, "
-                        f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC)"
-                    )
+                    raise LockHeldError(_held_by(what, Holder.from_row(holder)))
                 log.warning("stale_lock_taken_over", stale_run=holder.run_id)
                 conn.execute(table.delete().where(table.c.name == self.name))
             try:
@@ -191,6 +192,34 @@ class RunLock:
             except sa.exc.IntegrityError:
                 raise LockHeldError(f"another retention run took {what} at the same moment") from None
         self.held = True
+
+    def _publish(self) -> None:
+        """Name this run in the lock table, where ``status`` and a refused run read who holds the lock.
+
+        Only the advisory lock's holder writes its row, so a row left by a
+        holder that died is replaced, never believed over the lock itself.
+        """
+        table = store.run_lock
+        now = utcnow()
+        with self.conn.begin():
+            self.conn.execute(table.delete().where(table.c.name == self.name))
+            self.conn.execute(
+                table.insert().values(
+                    name=self.name, run_id=self.run_id, owner=_owner(), acquired_at=now, heartbeat_at=now
+                )
+            )
+
+    def _refusal(self, what: str) -> LockHeldError:
+        """Exit 5 naming the holder the lock table names (an older engine's run may name none)."""
+        related = {LOCK_NAME, self.name}
+        try:
+            with reading(self.conn):
+                rows = [h for h in run_status.holders(self.conn) if self.shard is None or h.name in related]
+        except sa.exc.DBAPIError:
+            rows = []
+        if not rows:
+            return LockHeldError(f"another retention run holds {what}")
+        return LockHeldError(_held_by(what, rows[0]))
 
     def verify(self) -> None:
         """First statement of every batch transaction: the lock is still this run's (see the class doc)."""
@@ -237,6 +266,9 @@ class RunLock:
                 conn.rollback()
             if self.statements is not None:
                 _, give = self.statements
+                table = store.run_lock
+                with conn.begin():
+                    conn.execute(table.delete().where(table.c.name == self.name, table.c.run_id == self.run_id))
                 with conn.begin():
                     conn.execute(sa.text(give))
             else:
@@ -248,6 +280,10 @@ class RunLock:
             # connection that outlives close() must not keep one.
             conn.invalidate()
         self.held = False
+
+
+def _held_by(what: str, holder: Holder) -> str:
+    return f"another retention run holds {what}: {holder.sentence()} (retention status shows how far it got)"
 
 
 @contextmanager
@@ -1031,6 +1067,7 @@ def run(
     allow_mass: Sequence[str] = (),
     should_stop: Callable[[], bool] | None = None,
     short_notice: dict[str, Any] | None = None,
+    on_locked: Callable[[], None] | None = None,
 ) -> RunResult:
     """Apply every transition due at ``as_of``, one transaction per batch.
 
@@ -1038,6 +1075,9 @@ def run(
     operator overrides for this run; each override is recorded in the run
     and in the ledger. ``short_notice``: the operator applies a pack version
     before its notice ran out (the dates, recorded in the ledger).
+    ``on_locked`` is called once the lock is held and the run recorded,
+    before any planning: what a progress display plans to know its totals
+    then costs nothing to a run that would be refused the lock.
     """
     run_id = str(uuid.uuid4())
     bound = log.bind(run_id=run_id, pack=loaded.id)
@@ -1069,6 +1109,8 @@ def run(
                     if short_notice is not None:
                         ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+                if on_locked is not None:
+                    on_locked()
                 _index_lookup(conn, ctx.run_id)  # items of a run killed before its end
                 store_.bind(engine)  # a store of another main database is refused before any payload moves
                 plan_ctx = PlanContext(loaded, as_of)

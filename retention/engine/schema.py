@@ -97,7 +97,7 @@ def _type_ok(clock_type: str, column: ReflectedColumn, dialect: Dialect) -> str 
     ):
         return f"is {col_type} but the clock is declared {clock_type}; declare it 'date'"
     if not isinstance(col_type, families):
-        return f"is {col_type}, which cannot hold a {clock_type} clock"
+        return f"is {col_type}, which cannot hold {article(clock_type)} {clock_type} clock"
     problem = dialect.datetime_column_problem(clock_type, col_type)
     if problem is not None:
         return problem
@@ -474,3 +474,8 @@ def _check_order(conn: sa.Connection, inspect: _Inspector, pack: Pack, findings:
                     f"{ds.table}{hint}",
                 )
             )
+
+
+def article(word: str) -> str:
+    """'a' or 'an' before ``word`` as it is read aloud here (an epoch, a timestamp)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"

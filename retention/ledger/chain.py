@@ -147,7 +147,7 @@ class _Encoder:
             return self.string(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        raise TypeError(f"ledger column {name} holds a {type(value).__name__}")
+        raise TypeError(f"ledger column {name} holds a value of type {type(value).__name__}")
 
     def document(self, row: dict[str, Any]) -> bytes:
         """The canonical bytes of ``row`` (every column but ``hash``).

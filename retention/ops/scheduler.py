@@ -25,7 +25,7 @@ from retention.ledger import pseudonyms
 from retention.logs import get_logger
 from retention.policy import load_catalog
 from retention.store.connect import open_engine
-from retention.timing.clock import iana_zone
+from retention.timing.clock import iana_zone, utcnow
 
 log = structlog.get_logger("retention")
 
@@ -87,7 +87,7 @@ def scheduled_runs(
     rules: Path,
     db_url: str,
     cron: str,
-    timezone: str,
+    timezone: str | None,
     pack_id: str | None = None,
     archive_url: str | None = None,
     metrics_file: Path | None = None,
@@ -96,9 +96,13 @@ def scheduled_runs(
     """Run ``run`` on a cron schedule until SIGTERM: what ``retention scheduler`` does.
 
     Everything a night would find wrong (the pack, the timezone, the pseudonym
-    key, the database and its tables) is checked now, not at 2 am.
+    key, the database and its tables) is checked now, not at 2 am. Without
+    ``timezone`` the cron expression is read in the pack's timezone: "30 2 * * *"
+    means 02:30 where the pack's rules apply, as due dates do.
     """
-    load_catalog(rules)  # a broken pack fails now, not at 2 am
+    catalog = load_catalog(rules)  # a broken pack fails now, not at 2 am
+    if timezone is None:
+        timezone = catalog.in_force(utcnow().date(), pack_id).pack.timezone
     if archive_url:
         from retention.engine.archive import refuse_the_main_database
 

@@ -14,7 +14,8 @@ remaining seconds).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -24,11 +25,11 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -63,6 +64,38 @@ class _RateColumn(ProgressColumn):
         return Text("-/s" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
+class _TimeLeftColumn(ProgressColumn):
+    """Time left at the dataset's average rate so far, shown from its first batch.
+
+    rich's own column waits for a speed estimate over several samples, which
+    on a run of large batches left "-:--:--" for minutes.
+    """
+
+    def render(self, task: Task) -> Text:
+        if task.finished:
+            return Text("0:00:00", style="progress.remaining")
+        elapsed = task.elapsed
+        if task.total is None or not task.completed or not elapsed:
+            return Text("-:--:--", style="progress.remaining")
+        seconds = int(max(task.total - task.completed, 0) * elapsed / task.completed)
+        hours, rest = divmod(seconds, 3600)
+        return Text(f"{hours}:{rest // 60:02d}:{rest % 60:02d}", style="progress.remaining")
+
+
+@contextmanager
+def planning_status(console: Console, what: str) -> Iterator[None]:
+    """A spinner with the time spent so far, while a long plan runs (it may take minutes)."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(what),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        progress.add_task(what, total=None)
+        yield
+
+
 class BarProgress:
     """One rich progress bar per dataset, on the error console (stdout stays for results)."""
 
@@ -73,7 +106,7 @@ class BarProgress:
             MofNCompleteColumn(),
             TextColumn("transitions"),
             _RateColumn(),
-            TimeRemainingColumn(),
+            _TimeLeftColumn(),
             TimeElapsedColumn(),
             console=console,
             expand=True,

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from retention.engine import execute
 from retention.engine.plan import PlanSummary
 from retention.policy import LoadedPack
+from retention.timing import display
 from retention.timing.clock import Period
 
 PALETTE = [
@@ -61,21 +62,35 @@ def week_starts(as_of: dt.datetime, horizon: Period) -> list[dt.datetime]:
 def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period) -> Forecast:
     """Plan at every week boundary and take differences."""
     boundaries = week_starts(as_of, horizon)
-    plans = [execute.plan(engine, loaded, when) for when in boundaries]
-    names = sorted({f"{d} {t}" for p in plans for d, per in p.transitions.items() for t in per})
+    plans = [_counts(execute.plan(engine, loaded, when)) for when in boundaries]
+    names = sorted({f"{d} {t}" for p in plans for d, per in p.items() for t in per})
     series: dict[str, list[int]] = {name: [] for name in names}
     for before, after in itertools.pairwise(plans):
         for name in names:
             dataset, transition = name.split(" ", 1)
-            series[name].append(
-                after.transitions.get(dataset, {}).get(transition, 0)
-                - before.transitions.get(dataset, {}).get(transition, 0)
-            )
+            series[name].append(after.get(dataset, {}).get(transition, 0) - before.get(dataset, {}).get(transition, 0))
     return Forecast(boundaries[:-1], series)
 
 
-def chart_svg(data: Forecast) -> str:
-    """A stacked bar chart, one bar per week, one colour per dataset and transition."""
+REVIEWED = "purge awaiting review"
+
+
+def _counts(summary: PlanSummary) -> dict[str, dict[str, int]]:
+    """A plan's counts per dataset and transition, a ``review: true`` dataset's held-back purges included.
+
+    Those purges are not transitions of the plan (a run files them for
+    review instead), but they are what that week's runs will put in front
+    of an approver, so the forecast counts them under their own name.
+    """
+    counts = {dataset: dict(per) for dataset, per in summary.transitions.items()}
+    for dataset, waiting in summary.awaiting_review.items():
+        if waiting:
+            counts.setdefault(dataset, {})[REVIEWED] = waiting
+    return counts
+
+
+def chart_svg(data: Forecast, zone: str = display.UTC) -> str:
+    """A stacked bar chart, one bar per week, one colour per dataset and transition (weeks dated in ``zone``)."""
     weeks = len(data.starts)
     totals = [sum(s[i] for s in data.series.values()) for i in range(weeks)]
     top = max([*totals, 1])
@@ -101,19 +116,21 @@ def chart_svg(data: Forecast) -> str:
             parts.append(
                 f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar - 2, 1):.1f}" height="{h:.1f}" '
                 f'fill="{PALETTE[index % len(PALETTE)]}"><title>{html.escape(name)}: {counts[i]} in the '
-                f"week of {data.starts[i]:%Y-%m-%d}</title></rect>"
+                f"week of {display.day(data.starts[i], zone)}</title></rect>"
             )
         if i % max(1, weeks // 8) == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{height + 16}" text-anchor="middle" font-size="11">'
-                f"{data.starts[i]:%d %b}</text>"
+                f"{display.local(data.starts[i], zone):%d %b}</text>"
             )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def render(summary: PlanSummary, data: Forecast, horizon: Period, basis: dict[str, str]) -> str:
-    """The whole page."""
+def render(
+    summary: PlanSummary, data: Forecast, horizon: Period, basis: dict[str, str], zone: str = display.UTC
+) -> str:
+    """The whole page, its dates in ``zone`` (the display zone, as the CLI and the console show them)."""
     legend = "".join(
         f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>{html.escape(name)}</li>'
         for i, name in enumerate(data.series)
@@ -123,7 +140,7 @@ def render(summary: PlanSummary, data: Forecast, horizon: Period, basis: dict[st
         rows.append(
             "<tr>"
             + "".join(
-                f"<td>{html.escape(_text(row.get(c)))}</td>"
+                f"<td>{html.escape(_text(row.get(c), zone))}</td>"
                 for c in (
                     "dataset",
                     "transition",
@@ -139,7 +156,7 @@ def render(summary: PlanSummary, data: Forecast, horizon: Period, basis: dict[st
     payload = json.dumps(data.as_dict(), sort_keys=True).replace("</", "<\\/")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Retention report — {html.escape(summary.pack_id)} — {summary.as_of:%Y-%m-%d}</title>
+<title>Retention report — {html.escape(summary.pack_id)} — {display.day(summary.as_of, zone)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 1000px; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
@@ -149,7 +166,8 @@ ul.legend {{ list-style: none; padding: 0; columns: 2; font-size: 13px; }} .mute
 </style></head><body>
 <h1>Retention report</h1>
 <p class="muted">Pack <b>{html.escape(summary.pack_id)}</b> (digest {summary.pack_digest[:12]}),
-as of {summary.as_of:%Y-%m-%d %H:%M} UTC. Generated by <code>retention report</code>.</p>
+as of {html.escape(display.when(summary.as_of, zone))}; dates in {html.escape(zone)}.
+Generated by <code>retention report</code>.</p>
 <h2>Due now: what the next run will do</h2>
 <p>{summary.total()} transitions. Records with a missing, zero or future date are never moved;
 they are counted under anomalies.</p>
@@ -158,7 +176,7 @@ they are counted under anomalies.</p>
 <tbody>{"".join(rows)}</tbody></table>
 <h2>Coming up: transitions per week over {html.escape(_horizon_text(horizon))}</h2>
 <p>Each bar counts the records that become due during that week, if the data stays as it is now.</p>
-<figure>{chart_svg(data)}</figure>
+<figure>{chart_svg(data, zone)}</figure>
 <ul class="legend">{legend}</ul>
 <p id="forecast-total" class="muted"></p>
 <script type="application/json" id="forecast-data">{payload}</script>
@@ -183,9 +201,6 @@ def _horizon_text(horizon: Period) -> str:
     return f"the next {' '.join(words) or '0 days'} ({horizon})"
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
-    return str(value)
+def _text(value: Any, zone: str) -> str:
+    """A cell: an instant as its calendar date in ``zone``, the date the CLI's plan shows."""
+    return display.day(value, zone)

@@ -96,6 +96,11 @@ def create_engine(
         parsed = make_url(url)
     except Exception:  # the parser's message quotes the whole URL, password included
         raise ConfigError("invalid database URL; expected dialect[+driver]://user:password@host/database") from None
+    if parsed.drivername.split("+")[0] == "postgres":
+        raise ConfigError(
+            "database URL scheme postgres:// is not accepted (SQLAlchemy dropped that name); "
+            "write postgresql:// instead"
+        )
     dialect = dialect_for(parsed)
     parsed, on_connect = dialect.prepare_engine(dialect.driver_url(parsed), kwargs, timeout)
     on_connect_timeouts = timeouts.prepare(parsed, kwargs, connect, statement)

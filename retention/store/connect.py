@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from retention.errors import ConfigError
+from retention.errors import ConfigError, connection_failure
 from retention.store import migrate
 from retention.store.config import create_engine, safe_url
 
 
 def connect_error(url: str, exc: sa.exc.OperationalError) -> ConfigError:
     """One line for a database that cannot be reached: the URL without its password, the driver's reason."""
-    reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
-    return ConfigError(f"cannot connect to {safe_url(url)}: {reason}")
+    return ConfigError(f"cannot connect to {safe_url(url)}: {connection_failure(exc.orig)}")
 
 
 def open_engine(db_url: str, lock_timeout: int | None = None, engine_tables: bool = True) -> sa.Engine:

@@ -192,7 +192,9 @@ def check_database(console: Console) -> None:
     try:
         current = migrate.current_revision(console.reader)
     except sa.exc.OperationalError as exc:
-        raise ConfigError(f"cannot connect to the database: {str(exc.orig).strip()[:200]}") from None
+        from retention.errors import connection_failure
+
+        raise ConfigError(f"cannot connect to the database: {connection_failure(exc.orig)}") from None
     if current != migrate.head_revision():
         raise ConfigError(
             f"the engine's tables are at revision {current or 'none'}, not {migrate.head_revision()}; "

@@ -22,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from retention.errors import ConfigError
 from retention.logs import get_logger
 from retention.store.config import read_secret
+from retention.timing import display
 from retention.web import accounts
 from retention.web.database import read_only_engine, writable_engine
 from retention.web.security import (
@@ -50,6 +51,8 @@ class ConsoleSettings:
     schedule: str | None = None
     schedule_timezone: str = "UTC"
     forecast_horizon: str = "P3M"
+    # The zone dates are shown in (``serve --tz``, RETENTION_TZ, TZ, else the pack's): as in the CLI.
+    display_timezone: str = "UTC"
     secret: bytes | None = field(default=None, repr=False)
 
 
@@ -95,8 +98,11 @@ class Console:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        env.filters["instant"] = _instant
-        env.filters["day"] = _day
+        zone = settings.display_timezone
+        env.filters["instant"] = lambda value: display.when(value, zone)
+        env.filters["day"] = lambda value: display.day(value, zone)
+        env.globals["display_zone"] = zone
+        env.globals["pdf_available"] = pdf_available()
         env.filters["short"] = lambda v: "" if v is None else str(v)[:12]
         env.globals["csrf_field"] = CSRF_FIELD
         env.globals["auth_mode"] = settings.auth
@@ -146,20 +152,17 @@ class Console:
             return None
         return Viewer(str(found.name), str(found.role))  # the account's own name, however it was typed
 
+    def today(self) -> dt.date:
+        """Today's calendar date in the display zone (what "overdue" is measured against)."""
+        from retention.timing.clock import utcnow
 
-def _instant(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
+        return display.local(utcnow(), self.settings.display_timezone).date()
 
 
-def _day(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+def pdf_available() -> bool:
+    """Whether WeasyPrint can render here (installed, and its Pango library loads): else no PDF link."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True

@@ -129,7 +129,7 @@ def overview(console: Console, request: Request, viewer: Viewer, form: FormData 
     with console.reader.connect() as conn:
         runs = _runs(conn, limit=10)
         head_seq, head_hash, head_at = ledger_query.head(conn)
-        requests = subjects.list_requests(conn, now.date())
+        requests = subjects.list_requests(conn, console.today())
         pending_reviews = [b for b in review.list_batches(conn) if b["status"] == "pending"]
     with console.writer.connect() as conn:
         verified = accounts.last_access(conn, "ledger_verified")
@@ -475,7 +475,7 @@ def _covering_checkpoint(console: Console, conn: sa.Connection, last_seq: int) -
 def erasure_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
     secret = _pseudonym_secret()
     with console.reader.connect() as conn:
-        requests = subjects.list_requests(conn, utcnow().date(), include_closed=True)
+        requests = subjects.list_requests(conn, console.today(), include_closed=True)
     for item in requests:
         subject = item.pop("subject_key")
         item.pop("email", None)  # the console shows pseudonyms only
@@ -597,7 +597,7 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
         request,
         "forecast.html",
         forecast=data,
-        chart=report.chart_svg(data),
+        chart=report.chart_svg(data, console.settings.display_timezone),
         legend=legend,
         horizon=console.settings.forecast_horizon,
         pack=loaded,

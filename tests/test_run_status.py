@@ -1,0 +1,170 @@
+"""A run you can watch: ``retention status`` names the holder of the lock and how far it got,
+a second run exits 5 at once naming the first, and the bars' time left shows from the first batch.
+
+The first run is held still inside its first batch callback (lock held, one
+batch committed), so what the second run and ``status`` see is certain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
+from rich.console import Console
+from rich.progress import Progress, TimeRemainingColumn
+from test_engine import PACK, SECRET, build, loaded_pack
+
+from retention.cli import main
+from retention.engine import execute
+from retention.reporting.progress import _TimeLeftColumn, planning_status
+from retention.store import tables as store
+from retention.store.config import create_engine
+
+AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """Run ``retention ARGS`` with stdout and stderr on a terminal (the progress bars' path)."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retention.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=ROOT,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    code = process.wait(timeout=30)
+    os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def running_run_id(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(sa.select(store.runs.c.id).where(store.runs.c.status == "running")).scalar_one())
+
+
+def test_second_run_exits_5_at_once_naming_the_first(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(migrated, 41, n=60)
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(yaml.safe_dump(PACK), encoding="utf-8")
+    paused, resume = threading.Event(), threading.Event()
+    outcome: list[Any] = []
+
+    def hold_still(batch: Any) -> None:
+        if not paused.is_set():
+            paused.set()
+            resume.wait(timeout=300)
+
+    def first_run() -> None:
+        engine = create_engine(db_url)
+        try:
+            outcome.append(
+                execute.run(engine, loaded_pack(), AS_OF, secret=SECRET, on_batch=hold_still, allow_mass=("*",))
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            engine.dispose()
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        assert paused.wait(timeout=120), outcome
+        first = running_run_id(migrated)
+        time.sleep(1)  # the second run starts a second later
+
+        monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+        env = {**os.environ, "RETENTION_PSEUDONYM_KEY": SECRET.decode(), "COLUMNS": "120"}
+        code, output = on_a_pty(["run", "--rules", str(pack), "--db", db_url, "--as-of", "2026-06-01"], env)
+        assert code == 5, output[-3000:]
+        holder = f"run {first}, since "
+        assert holder in output and f"on host {socket.gethostname()}, pid {os.getpid()}" in output, output[-3000:]
+        assert "planning" not in output  # refused before planning for its bars, not after
+
+        status = CliRunner().invoke(main, ["status", "--db", db_url])
+        assert status.exit_code == 0, status.output
+        assert f"run {first} holds the lock on this database since " in status.output
+        assert f"on host {socket.gethostname()}, pid {os.getpid()}" in status.output
+        assert "1 batches committed" in status.output or " batches committed" in status.output
+        rows = json.loads(CliRunner().invoke(main, ["status", "--db", db_url, "--format", "json"]).output)
+        assert [(r["run_id"], r["holds"], r["pid"]) for r in rows] == [(first, True, str(os.getpid()))]
+        assert rows[0]["batches"] >= 1 and rows[0]["transitions"] >= 1
+    finally:
+        resume.set()
+        thread.join(timeout=300)
+    assert isinstance(outcome[0], execute.RunResult) and outcome[0].status == "succeeded", outcome
+    after = CliRunner().invoke(main, ["status", "--db", db_url])
+    assert after.output.strip() == "no run holds the lock on this database", after.output
+
+
+@pytest.mark.only_on("sqlite")
+def test_status_names_a_dead_holders_row(migrated: sa.Engine, db_url: str) -> None:
+    """A row left by a killed run (its pid gone) is shown as left, not as holding the lock."""
+    with migrated.begin() as conn:
+        conn.execute(
+            store.run_lock.insert().values(
+                name="run",
+                run_id="dead-run",
+                owner=f"{socket.gethostname()}:999999999",
+                acquired_at=AS_OF,
+                heartbeat_at=AS_OF,
+            )
+        )
+    result = CliRunner().invoke(main, ["status", "--db", db_url])
+    assert "no run holds the lock on this database" in result.output
+    assert "run dead-run left its row for the lock on this database (its process is gone)" in result.output
+
+
+def test_time_left_shows_from_the_first_batch() -> None:
+    """One batch of 10 of 100 transitions in 5 s: 45 s left (rich's own column waits for more samples)."""
+    clock = [0.0]
+    progress = Progress(get_time=lambda: clock[0])
+    task_id = progress.add_task("visits", total=100)
+    clock[0] = 5.0
+    progress.advance(task_id, 10)
+    task = progress.tasks[0]
+    assert str(_TimeLeftColumn().render(task)) == "0:00:45"
+    assert str(TimeRemainingColumn().render(task)) == "-:--:--"  # what the bars showed before
+
+
+def test_planning_shows_the_time_it_takes() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with planning_status(console, "planning, to know how much each dataset has to move"):
+        time.sleep(1.2)
+    assert "planning, to know how much each dataset has to move" in out.getvalue()
+    assert "0:00:01" in out.getvalue()

@@ -1,0 +1,164 @@
+"""Tables fit 80 and 120 columns, piped and on a terminal, without cutting an id, a name or a date.
+
+``erasure list``, ``hold list`` and ``ledger lookup`` at 80 and 120 columns
+(``COLUMNS``), through a pipe (CliRunner) and on a pseudo-terminal: no line
+is wider than asked, every id, name and date is on one line whole, header
+words are never broken, and a column left out to fit is named under the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from test_engine import SECRET, build, loaded_pack
+
+from retention.cli import main
+from retention.cli.tables import fit
+from retention.engine import execute
+from retention.ledger import items as ledger_items
+from retention.policy import load_catalog
+from retention.subjects import events as subjects
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+LONG_EMAIL = "a.very.long.email.address@example-company.co.uk"
+WHOLE = {
+    "erasure": ["1234567", "2026-10-01", "2026-11-02", "overdue", "2026-11-20", "99", "2026-12-01"],
+    "hold": ["orders", "12345678", "17"],
+    "lookup": ["recorded", "accounts", "active->inactive", "due"],
+}
+
+
+def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retention.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=ROOT,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    assert process.wait(timeout=30) == 0, b"".join(chunks)[-2000:]
+    os.close(master)
+    return ANSI.sub("", b"".join(chunks).decode("utf-8")).replace("\r\n", "\n")
+
+
+@pytest.fixture
+def registers(migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Requests, holds and a run's ledger entries; returns a subject with entries."""
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+    monkeypatch.delenv("TZ", raising=False)
+    monkeypatch.delenv("RETENTION_TZ", raising=False)
+    build(migrated, 51, n=40)
+    pack = load_catalog(Path("builtin:marketplace")).in_force(dt.date(2026, 12, 1)).pack
+    with migrated.begin() as conn:
+        subjects.add_request(conn, subject_key="1234567", received=dt.date(2026, 10, 1), pack=pack, note="by post")
+        subjects.add_request(
+            conn, subject_key=None, email=LONG_EMAIL, received=dt.date(2026, 11, 20), pack=pack, secret=SECRET
+        )
+        subjects.add_request(conn, subject_key="99", received=dt.date(2026, 12, 1), pack=pack)
+        subjects.place_hold(
+            conn,
+            scope="subject",
+            subject_key="17",
+            reason="tax audit 2026-17 requested by the regional authority",
+            placed_by="legal-team",
+            secret=SECRET,
+        )
+        subjects.place_hold(
+            conn,
+            scope="record",
+            dataset="orders",
+            record_key="12345678",
+            reason="police request",
+            placed_by="x",
+            secret=SECRET,
+        )
+    result = execute.run(migrated, loaded_pack(), AS_OF, secret=SECRET, allow_mass=("*",))
+    assert result.status == "succeeded"
+    with migrated.connect() as conn:
+        return next(
+            s
+            for s in range(1, 41)
+            if any(e["transition"] == "active->inactive" for e in ledger_items.lookup(conn, SECRET, subject_key=str(s)))
+        )
+
+
+def commands(db_url: str, subject: int) -> dict[str, list[str]]:
+    return {
+        "erasure": ["erasure", "list", "--db", db_url, "--rules", "builtin:marketplace"],
+        "hold": ["hold", "list", "--db", db_url],
+        "lookup": ["ledger", "lookup", "--db", db_url, "--subject", str(subject)],
+    }
+
+
+def check(output: str, what: str, width: int) -> None:
+    lines = output.splitlines()
+    too_wide = [line for line in lines if len(line) > width]
+    assert too_wide == [], "\n".join(too_wide)
+    for value in WHOLE[what]:
+        assert any(re.search(rf"(?<![\w-]){re.escape(value)}(?![\w-])", line) for line in lines), (value, output)
+    if what == "lookup":
+        assert "recorded_a" not in output  # the header is one word, never broken
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_tables_fit_piped(registers: int, db_url: str, width: int) -> None:
+    for what, args in commands(db_url, registers).items():
+        result = CliRunner().invoke(main, args, env={"COLUMNS": str(width)})
+        assert result.exit_code == 0, result.output
+        check(result.output, what, width)
+        if width == 120:
+            assert "left out" not in result.output
+            assert ("by post" in result.output) if what == "erasure" else True
+            assert ("legal-team" in result.output) if what == "hold" else True
+        if width == 80 and what == "erasure":
+            assert "left out to fit 80 columns: note, extended, outcome" in result.output
+
+
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize("width", [80, 120])
+def test_tables_fit_on_a_terminal(registers: int, db_url: str, width: int) -> None:
+    env = {**os.environ, "COLUMNS": str(width), "RETENTION_PSEUDONYM_KEY": SECRET.decode()}
+    for what, args in commands(db_url, registers).items():
+        check(on_a_pty(args, env), what, width)
+
+
+def test_fit_drops_in_order_and_never_below_a_minimum() -> None:
+    headers = {"id": "id", "name": "name", "note": "note", "email": "email"}
+    cells = {"id": ["12"], "name": ["analytics_events"], "note": ["free text here"], "email": [LONG_EMAIL]}
+    kinds = {"note": "words", "email": "fold"}
+    wide = fit(list(headers), headers, cells, kinds, 200)  # type: ignore[arg-type]
+    assert wide.dropped == [] and wide.widths == {"id": 2, "name": 16, "note": 14, "email": len(LONG_EMAIL)}
+    narrow = fit(list(headers), headers, cells, kinds, 40, drop_order=["note", "id"])  # type: ignore[arg-type]
+    # 3 columns: 10 of borders; id 2 + name 16 + email at least 16 = 34 > 30: note and id go
+    assert narrow.dropped == ["note", "id"] and narrow.widths["name"] == 16
+    assert sum(narrow.widths.values()) + 3 * len(narrow.columns) + 1 <= 40
