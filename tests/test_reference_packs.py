@@ -73,7 +73,7 @@ def test_woocommerce_nl_retains_the_order_tables_with_their_order(engine: sa.Eng
 
     create_schema(engine, "woocommerce")
     load_rows(engine, "woocommerce")
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     with engine.begin() as conn:
         for table, rows in ORDER_ROWS.items():
             reflected = sa.Table(table, sa.MetaData(), autoload_with=conn)
@@ -97,7 +97,7 @@ def test_the_posts_variant_fits_a_schema_without_hpos_tables(engine: sa.Engine, 
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE wp_wc_order_addresses"))
         conn.execute(sa.text("DROP TABLE wp_wc_orders"))
-    migrate.upgrade(engine)
+    migrate_isolated(engine)
     result = CliRunner().invoke(main, ["check", "--rules", "builtin:woocommerce-nl-posts", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert not [line for line in result.output.splitlines() if line.startswith("error")], result.output

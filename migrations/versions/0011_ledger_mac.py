@@ -1,6 +1,6 @@
 """Authenticated ledger entries and per-run high-water marks (issue 28).
 
-Revision ID: 0011_ledger
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-06 09:45:00
 

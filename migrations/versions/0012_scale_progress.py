@@ -1,7 +1,7 @@
 """Progress committed with the data (issue 25): counts per batch, shard attempts.
 
-Revision ID: 0011_scale
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06 09:40:00
 
 Each batch adds the records it moved to ``retention_run_counts`` (per run,
