@@ -169,7 +169,9 @@ def build_world(engine: sa.Engine, db_url: str, tmp_path: Path, customers: int =
             placed_by="legal",
             secret=SECRET,
         )
-        subjects.add_request(conn, subject_key="12", received=dt.date(2026, 9, 1), pack=shop.pack, note="by post")
+        subjects.add_request(
+            conn, subject_key="12", received=dt.date(2026, 9, 1), pack=shop.pack, note="by post", secret=SECRET
+        )
     result = execute.run(engine, shop, AS_OF, secret=SECRET, allow_mass=("*",))
     assert result.status == "succeeded", result
     hostile_result = execute.run(engine, hostile, AS_OF, secret=SECRET, allow_mass=("*",))

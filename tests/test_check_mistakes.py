@@ -71,7 +71,12 @@ def test_a_dataset_over_an_engine_table_is_an_error(migrated: sa.Engine, db_url:
     loaded = load_file(pack)
     with migrated.begin() as conn:
         subjects.add_request(
-            conn, subject_key="7", received=dt.date(2026, 1, 5), pack=loaded.pack, note="called on the phone"
+            conn,
+            subject_key="7",
+            received=dt.date(2026, 1, 5),
+            pack=loaded.pack,
+            note="called on the phone",
+            secret=SECRET,
         )
     code, lines = _check(db_url, pack)
     assert code == 2

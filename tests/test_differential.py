@@ -859,7 +859,7 @@ def apply_events(
             else:
                 assert event.subject is not None and event.received is not None
                 request_id = subjects.add_request(
-                    conn, subject_key=event.subject, received=event.received, pack=loaded.pack
+                    conn, subject_key=event.subject, received=event.received, pack=loaded.pack, secret=SECRET
                 )
                 world.requests.append(oracle.Request(request_id, event.subject, event.received))
 

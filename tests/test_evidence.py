@@ -54,7 +54,12 @@ def _setup(engine: sa.Engine, tmp_path: Path, extra: str = "") -> tuple[dict[str
     with engine.begin() as conn:
         for name, subject in (("old_closed", "41"), ("boundary_kept", "42"), ("open", "43"), ("old_processed", "44")):
             requests[name] = subjects.add_request(
-                conn, subject_key=subject, received=dt.date(2025, 3, 1), pack=pack, note=f"note about {subject}"
+                conn,
+                subject_key=subject,
+                received=dt.date(2025, 3, 1),
+                pack=pack,
+                note=f"note about {subject}",
+                secret=SECRET,
             )
         # Settled on 31 Dec 2026: kept through 31 Dec 2029, minimised on 1 Jan 2030. Settled 1 Jan 2027: not yet.
         conn.execute(
@@ -189,7 +194,12 @@ def test_the_evidence_period_counts_from_the_processing_run_as_of(migrated: sa.E
     loaded = load_file(path)
     with migrated.begin() as conn:
         request = subjects.add_request(
-            conn, subject_key="7", received=dt.date(2019, 12, 1), pack=loaded.pack, note="asked by letter"
+            conn,
+            subject_key="7",
+            received=dt.date(2019, 12, 1),
+            pack=loaded.pack,
+            note="asked by letter",
+            secret=SECRET,
         )
     er = store.erasure_requests
 

@@ -133,7 +133,7 @@ def test_explain_after_an_erasure_gives_the_move_not_the_receipt(
     pack.write_text(PACK.format(clock="created", kind="timestamptz").replace("P13M", "P30Y"), encoding="utf-8")
     loaded = load_file(pack)
     with events.begin() as conn:
-        subjects.add_request(conn, subject_key="7", received=dt.date(2026, 3, 2), pack=loaded.pack)
+        subjects.add_request(conn, subject_key="7", received=dt.date(2026, 3, 2), pack=loaded.pack, secret=SECRET)
     run_at = dt.datetime(2026, 3, 10, 8, tzinfo=dt.UTC)
     assert execute.run(events, loaded, run_at, secret=SECRET).status == "succeeded"
     result = invoke("explain", "--rules", str(pack), "--db", db_url, "--dataset", "events", "--key", "1")

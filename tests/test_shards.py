@@ -156,8 +156,8 @@ def prepare(url: str, loaded: LoadedPack) -> sa.Engine:
             conn.execute(md.tables[name].insert(), rows)
     assert execute.run(engine, loaded, FIRST, secret=SECRET).status == "succeeded"
     with engine.begin() as conn:
-        subjects.add_request(conn, subject_key="5", received=dt.date(2021, 6, 1), pack=loaded.pack)
-        subjects.add_request(conn, subject_key="44", received=dt.date(2021, 6, 1), pack=loaded.pack)
+        subjects.add_request(conn, subject_key="5", received=dt.date(2021, 6, 1), pack=loaded.pack, secret=SECRET)
+        subjects.add_request(conn, subject_key="44", received=dt.date(2021, 6, 1), pack=loaded.pack, secret=SECRET)
         subjects.place_hold(
             conn, scope="subject", reason="dispute", placed_by="test", secret=SECRET, subject_key="7", pack=loaded.pack
         )

@@ -105,7 +105,7 @@ def test_holds_erasure_and_ledger_use_the_persons_id(migrated: sa.Engine, db_url
 
     with migrated.begin() as conn:
         subjects.release_hold(conn, hold, released_by="t", reason="closed", secret=SECRET)
-        subjects.add_request(conn, subject_key="4", received=dt.date(2024, 6, 2), pack=loaded.pack)
+        subjects.add_request(conn, subject_key="4", received=dt.date(2024, 6, 2), pack=loaded.pack, secret=SECRET)
     later = dt.datetime(2024, 6, 3, tzinfo=UTC)
     summary = execute.plan(migrated, loaded, later)
     result = execute.run(migrated, loaded, later, secret=SECRET)

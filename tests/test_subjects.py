@@ -68,7 +68,7 @@ def test_erasure_request_moves_the_subject_at_the_next_run(migrated: sa.Engine) 
         invoices_before = _count(conn, "invoices", chosen)
     with migrated.begin() as conn:
         request_id = subjects.add_request(
-            conn, subject_key=str(chosen), received=dt.date(2026, 10, 30), pack=MARKETPLACE.pack
+            conn, subject_key=str(chosen), received=dt.date(2026, 10, 30), pack=MARKETPLACE.pack, secret=SECRET
         )
     result = execute.run(migrated, MARKETPLACE, as_of, secret=SECRET, allow_mass=("*",))
     assert result.status == "succeeded"
@@ -139,18 +139,24 @@ def test_erasure_deadlines(received: dt.date, extended: bool, deadline: dt.date)
 def test_erasure_list_flags_and_single_extension(migrated: sa.Engine) -> None:
     """`list` flags overdue and due-soon requests; a second extension is refused."""
     with migrated.begin() as conn:
-        late = subjects.add_request(conn, subject_key="1", received=dt.date(2026, 9, 1), pack=MARKETPLACE.pack)
-        soon = subjects.add_request(conn, subject_key="2", received=dt.date(2026, 11, 1), pack=MARKETPLACE.pack)
-        calm = subjects.add_request(conn, subject_key="3", received=dt.date(2026, 11, 20), pack=MARKETPLACE.pack)
+        late = subjects.add_request(
+            conn, subject_key="1", received=dt.date(2026, 9, 1), pack=MARKETPLACE.pack, secret=SECRET
+        )
+        soon = subjects.add_request(
+            conn, subject_key="2", received=dt.date(2026, 11, 1), pack=MARKETPLACE.pack, secret=SECRET
+        )
+        calm = subjects.add_request(
+            conn, subject_key="3", received=dt.date(2026, 11, 20), pack=MARKETPLACE.pack, secret=SECRET
+        )
     with migrated.connect() as conn:
         flags = {r["id"]: r["flag"] for r in subjects.list_requests(conn, dt.date(2026, 11, 24))}
     assert flags == {late: "overdue", soon: "due soon", calm: ""}
     with migrated.begin() as conn:
-        assert subjects.extend_request(conn, late, reason="many requests", pack=MARKETPLACE.pack) == dt.date(
-            2026, 12, 1
-        )
+        assert subjects.extend_request(
+            conn, late, reason="many requests", pack=MARKETPLACE.pack, secret=SECRET
+        ) == dt.date(2026, 12, 1)
     with migrated.begin() as conn, pytest.raises(ConfigError, match="allows one extension"):
-        subjects.extend_request(conn, late, reason="again", pack=MARKETPLACE.pack)
+        subjects.extend_request(conn, late, reason="again", pack=MARKETPLACE.pack, secret=SECRET)
 
 
 # --------------------------------------------------------------------------

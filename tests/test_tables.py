@@ -80,11 +80,13 @@ def registers(migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> int:
     build(migrated, 51, n=40)
     pack = load_catalog(Path("builtin:marketplace")).in_force(dt.date(2026, 12, 1)).pack
     with migrated.begin() as conn:
-        subjects.add_request(conn, subject_key="1234567", received=dt.date(2026, 10, 1), pack=pack, note="by post")
+        subjects.add_request(
+            conn, subject_key="1234567", received=dt.date(2026, 10, 1), pack=pack, note="by post", secret=SECRET
+        )
         subjects.add_request(
             conn, subject_key=None, email=LONG_EMAIL, received=dt.date(2026, 11, 20), pack=pack, secret=SECRET
         )
-        subjects.add_request(conn, subject_key="99", received=dt.date(2026, 12, 1), pack=pack)
+        subjects.add_request(conn, subject_key="99", received=dt.date(2026, 12, 1), pack=pack, secret=SECRET)
         subjects.place_hold(
             conn,
             scope="subject",

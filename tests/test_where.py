@@ -159,7 +159,9 @@ def test_only_matching_rows_move_and_count(migrated: sa.Engine, db_url: str, tmp
     loaded = load_file(write(tmp_path))
     with migrated.begin() as conn:
         for subject in ("12", "13"):
-            subjects.add_request(conn, subject_key=subject, received=dt.date(2024, 1, 1), pack=loaded.pack)
+            subjects.add_request(
+                conn, subject_key=subject, received=dt.date(2024, 1, 1), pack=loaded.pack, secret=SECRET
+            )
     as_of = dt.datetime(2024, 6, 1, tzinfo=UTC)
     records = {str(i) for i, k, s, m, _ in ROWS if is_record(k, s, m)}
     due = {str(i) for i, _, _, _, seen in ROWS if seen is not None and seen + dt.timedelta(days=366) < as_of}

@@ -276,7 +276,7 @@ def add_request(
     person = _request_pseudonym(
         secret, subject_key, pseudonyms.email_pseudonym(secret, email) if email and secret else None
     )
-    ledger.append(conn, [_request_entry("erasure_received", pack, person, detail)], utcnow())
+    ledger.append(conn, [_request_entry("erasure_received", pack, person, detail)], utcnow(), secret=secret)
     return request_id
 
 
@@ -330,7 +330,7 @@ def extend_request(
     )
     person = _request_pseudonym(secret, row.subject_key, row.email_pseudonym)
     detail = {"erasure_request": request_id, "deadline": deadline.isoformat()}
-    ledger.append(conn, [_request_entry("erasure_extended", pack, person, detail)], utcnow())
+    ledger.append(conn, [_request_entry("erasure_extended", pack, person, detail)], utcnow(), secret=secret)
     return deadline
 
 
