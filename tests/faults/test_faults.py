@@ -231,7 +231,8 @@ def test_sigkill_at_random_statements(
     engine = prepare(db_url)
     rng = random.Random(f"sigkill-{dialect}")
     work = golden.statements - golden.idle
-    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(kills))
+    # The same three seeded points in both tiers; one kill takes the latest, so that batches committed before it.
+    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(3))[-kills:]
     done = 0.0
     sites: list[dict[str, Any]] = []
     for number, point in enumerate(points):
@@ -264,7 +265,7 @@ def test_work_session_terminated(
     engine = prepare(db_url)
     rng = random.Random(f"terminate-{dialect}")
     work = golden.statements - golden.idle
-    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(terminations))
+    points = sorted(rng.uniform(0.05, 0.85) * work for _ in range(2))[-terminations:]
     done = 0.0
     for point in points:
         at = golden.idle + max(1, int(point - done))
