@@ -124,6 +124,8 @@ def run(
     engine = open_engine(db_url, lock_timeout)
     short = None
     try:
+        if shard is None:
+            execute.refuse_if_locked(engine)
         for version in sight_versions(engine, load_catalog(rules).packs, "run") or ():
             if version.loaded.digest == loaded.digest and version.refuses(when):
                 short = version

@@ -127,6 +127,20 @@ def _mysql_held(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.text(sql), {"suffix": _suffix(name)}).scalar() is not None
 
 
+def _live(conn: sa.Connection, holder: Holder, now: dt.datetime, gone: Callable[..., bool]) -> bool:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return _postgres_held(conn, holder.name)
+    if dialect in ("mysql", "mariadb"):
+        return _mysql_held(conn, holder.name)
+    return not gone(f"{holder.host}:{holder.pid}", holder.heartbeat_at, now)
+
+
+def live_holders(conn: sa.Connection, now: dt.datetime, gone: Callable[..., bool]) -> list[Holder]:
+    """The lock rows whose holder still holds the lock."""
+    return [h for h in holders(conn) if _live(conn, h, now, gone)]
+
+
 def lock_states(
     conn: sa.Connection, now: dt.datetime, gone: Callable[[str, dt.datetime, dt.datetime], bool]
 ) -> list[LockState]:
@@ -135,14 +149,4 @@ def lock_states(
     ``gone`` says whether a SQLite lock row's holder is gone (owner, heartbeat, now):
     :func:`retention.engine.execute.holder_gone`, the test the lock itself applies.
     """
-    dialect = conn.dialect.name
-    states = []
-    for holder in holders(conn):
-        if dialect == "postgresql":
-            live = _postgres_held(conn, holder.name)
-        elif dialect in ("mysql", "mariadb"):
-            live = _mysql_held(conn, holder.name)
-        else:
-            live = not gone(f"{holder.host}:{holder.pid}", holder.heartbeat_at, now)
-        states.append(LockState(holder, live, progress(conn, holder.run_id)))
-    return states
+    return [LockState(h, _live(conn, h, now, gone), progress(conn, h.run_id)) for h in holders(conn)]

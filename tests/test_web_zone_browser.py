@@ -1,0 +1,99 @@
+"""Acceptance (issue 24, check 1): the console in headless Chromium shows the CLI's dates, east and west of UTC.
+
+The console world's pack is in Europe/Paris, so its due instants are Paris
+midnights: 18:00 the day before in New York, 08:00 the same day in Tokyo.
+For each zone the console is served with that display zone (as ``serve
+--tz`` or TZ set it), and every Due date of the ledger's first page must be
+the date ``retention ledger show --tz ZONE`` prints for the same entry.
+Screenshots of the ledger, reviews, a review batch and the certificate go to
+the browser tests' folder (``test-artifacts/``); the forecast page plans a
+week at a time and is left to test_web_ops.py (it can take minutes on a busy
+machine, beyond the browser driver's patience).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from console_world import SECRET, build_world
+from test_web_browser import CHROMIUM_FLAGS, Server, _executables, shot, sign_in, wait_for
+
+from retention.cli import main
+from retention.store import migrate
+from retention.store.config import create_engine
+from retention.web import create_app
+
+pytestmark = pytest.mark.browser
+
+ZONES = ["America/New_York", "Asia/Tokyo"]
+
+
+def cli_due_dates(db_url: str, zone: str) -> dict[int, str]:
+    """seq -> the date part of the Due cell of `retention ledger show --tz ZONE` (a wide table, one line a row)."""
+    result = CliRunner().invoke(
+        main, ["ledger", "show", "--db", db_url, "--tz", zone, "--limit", "0"], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"times in {zone}" in result.output
+    dues = {}
+    for line in result.output.splitlines():
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if len(cells) == 7 and cells[0].isdigit():
+            dues[int(cells[0])] = cells[5][:10]
+    return dues
+
+
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize("zone", ZONES)
+def test_console_dates_equal_the_cli_dates(tmp_path: Path, zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    binary, driver_path = _executables()
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+    monkeypatch.delenv("TZ", raising=False)
+    monkeypatch.delenv("RETENTION_TZ", raising=False)
+    url = f"sqlite:///{tmp_path / 'console.sqlite'}"
+    engine: sa.Engine = create_engine(url)
+    migrate.upgrade(engine)
+    world = build_world(engine, url, tmp_path)
+    cli = cli_due_dates(url, zone)
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver: Any = webdriver.Chrome(service=Service(driver_path), options=options)
+    name = zone.split("/")[1].lower()
+    try:
+        with Server(create_app(replace(world.settings, display_timezone=zone))) as base:
+            sign_in(driver, base)
+            driver.get(f"{base}/ledger")
+            wait_for(driver, lambda d: d.title.startswith("Ledger"))
+            shot(driver, f"zone-{name}-ledger")
+            console = {}
+            for row in driver.find_elements(By.CSS_SELECTOR, "table.entries tbody tr"):
+                cells = row.find_elements(By.TAG_NAME, "td")
+                if cells[6].text:
+                    console[int(cells[0].text)] = cells[6].text
+            shown = {seq: cli[seq] for seq in console}
+            assert console and console == shown, (console, shown)
+            assert f"Dates and times in {zone}" in driver.find_element(By.TAG_NAME, "footer").text
+            for path, label in [
+                ("/reviews", "reviews"),
+                (f"/reviews/{world.review_id}", "review"),
+                (f"/runs/{world.run_id}/certificate", "certificate"),
+            ]:
+                driver.get(f"{base}{path}")
+                shot(driver, f"zone-{name}-{label}")
+                assert "built-in method" not in driver.page_source
+                assert not re.search(r"\d\d:\d\d UTC", driver.find_element(By.TAG_NAME, "body").text)
+    finally:
+        driver.quit()
+        engine.dispose()
