@@ -32,6 +32,7 @@ from retention import ledger_items, store
 from retention.clock import utcnow
 from retention.config import safe_url
 from retention.errors import ConfigError
+from retention.statistics import note_changed
 
 log = structlog.get_logger("retention")
 
@@ -107,7 +108,9 @@ class SameDatabaseArchive:
         conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(conn, table.c.record_key, keys)))
         names = ["dataset", "record_key", "payload", "archived_at", "purge_due_at", "run_id"]
         # Counted from RETURNING: psycopg reports no rowcount for this statement.
-        return len(conn.execute(table.insert().from_select(names, rows).returning(table.c.record_key)).all())
+        copied = len(conn.execute(table.insert().from_select(names, rows).returning(table.c.record_key)).all())
+        note_changed(conn, table.name, copied)
+        return copied
 
     def put(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         _replace(conn, rows)

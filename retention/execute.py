@@ -52,6 +52,7 @@ from retention.policy import LoadedPack
 from retention.policy.model import RECORD_STATE
 from retention.schema import check_schema
 from retention.shards import Bounds, ShardFilter, ShardSpec, compute_bounds
+from retention.statistics import FreshStatistics, note_changed
 
 log = structlog.get_logger("retention")
 
@@ -252,6 +253,7 @@ class RunContext:
     should_stop: Callable[[], bool] | None = None
     review_batches: dict[str, int] = field(default_factory=dict)  # dataset -> this run's review batch
     retry: bool = False  # run a batch again after a deadlock (shards of one database run side by side)
+    statistics: FreshStatistics = field(default_factory=FreshStatistics)  # engine tables' planner statistics
 
 
 class _Interrupted(Exception):
@@ -290,6 +292,7 @@ def _set_states(
     """
     rs = store.record_states
     keys = [m.record_key for m in moves]
+    removed = 0
     if from_state != "active":
         removed = conn.execute(
             rs.delete().where(
@@ -302,7 +305,9 @@ def _set_states(
                 "while the batch ran; rolled back"
             )
     if state is None:
+        note_changed(conn, rs.name, removed)
         return
+    note_changed(conn, rs.name, removed + len(moves))
     rows = [
         {
             "dataset": dataset,
@@ -352,7 +357,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
         conditions = [
             store.one_of(conn, planner.key, [m.key for m in group]),
             planner.not_held(key_text, who),
-            planner.not_moved(conn),
+            planner.not_moved(conn, per_row=True),
             planner.included(),
         ]
         if recheck and planner.sql is not None:
@@ -1211,6 +1216,7 @@ def _run_dataset(
             after = resume
             _note_ledger_lock(conn, result)
             ctx.archive.after_commit()
+            ctx.statistics.after_commit(conn)
             result.batches += 1
             for name, per in counts.items():
                 totals = result.counts.setdefault(name, {})
