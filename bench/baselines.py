@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from retention import merkle
+from retention.ledger import merkle
 
 RANGE = 50_000
 CONTENTS = ("today", "lean", "lean-nolookup")

@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import AS_OF, SECRET, generate, load, pack, reset_engine_tables  # noqa: E402
-from retention import execute, logs, plan  # noqa: E402
-from retention import statistics as statistics_module  # noqa: E402
-from retention.config import create_engine  # noqa: E402
+from retention import logs  # noqa: E402
+from retention.engine import execute, plan  # noqa: E402
+from retention.engine import statistics as statistics_module  # noqa: E402
+from retention.store.config import create_engine  # noqa: E402
 
 ENGINE_TABLES = ("retention_record_states", "retention_archive", "retention_ledger", "retention_ledger_items")
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from retention import execute, statistics, store
 from retention.dialects import dialect_for
-from retention.plan import PlanContext, build_planners
+from retention.engine import execute, statistics
+from retention.engine.plan import PlanContext, build_planners
 from retention.policy import LoadedPack, validate_pack
+from retention.store import tables as store
 
 AS_OF = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SECRET = b"statistics-test-key"
