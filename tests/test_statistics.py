@@ -137,3 +137,18 @@ def test_a_run_leaves_the_statistics_of_the_tables_it_filled_describing_them(
         for table in (store.record_states.name, store.archive.name):
             believed = dialect_for(conn).statistics_rows(conn, table)
             assert believed is not None and 0.8 * ROWS <= believed <= 1.2 * ROWS, (table, believed)
+
+
+def test_a_refresh_that_fails_does_not_stop_the_run(migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refreshing statistics is an optimisation: a database error there (here: no such table) leaves the run going."""
+    monkeypatch.setattr(statistics, "MINIMUM_ROWS", 100)
+    make_events(migrated, 1200)
+    dialect = type(dialect_for(migrated))
+
+    def refuse(self: Any, conn: sa.Connection, table: str) -> None:
+        conn.execute(sa.text("ANALYZE no_such_table_here"))
+
+    monkeypatch.setattr(dialect, "refresh_statistics", refuse)
+    result = execute.run(migrated, pack(), AS_OF, secret=SECRET)
+    assert result.status == "succeeded"
+    assert result.counts == {"events": {"active->archived": 1200}}

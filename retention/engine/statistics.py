@@ -18,9 +18,12 @@ from the table as it is.
 from __future__ import annotations
 
 import sqlalchemy as sa
+import structlog
 
 from retention.dialects import dialect_for
 from retention.store import tables as store
+
+log = structlog.get_logger("retention")
 
 #: Refresh once this run changed at least this many rows of a table since the last refresh ...
 MINIMUM_ROWS = 1000
@@ -60,8 +63,15 @@ class FreshStatistics:
             before = self.written.get(table, 0)
             if rows < max(MINIMUM_ROWS, GROWTH * before):
                 continue
-            with conn.begin():
-                dialect_for(conn).refresh_statistics(conn, table)
+            try:
+                with conn.begin():
+                    dialect_for(conn).refresh_statistics(conn, table)
+            except sa.exc.DBAPIError as exc:
+                # An optimisation, never a reason to stop: another shard's ANALYZE
+                # holding the table past the lock timeout, a role that may not.
+                if exc.connection_invalidated:
+                    raise
+                log.warning("statistics_not_refreshed", table=table, error_type=type(exc.orig).__name__)
             self.written[table] = before + rows
             changed[table] = 0
             self.refreshed += 1
