@@ -2,6 +2,12 @@
 
     python bench/run.py --db sqlite --rows 1000000
     python bench/run.py --db postgresql://postgres@127.0.0.1/test --rows 1000000
+    python bench/run.py --db mysql://root@127.0.0.1/test --rows 1000000
+
+On MariaDB/MySQL with ``pt-archiver`` on PATH, Percona Toolkit's bulk purge
+of the same rows runs too; on PostgreSQL, the hand-written audited SQL of
+bench/baselines.py (today's ledger content and a leaner one), the practical
+limit of an audited purge.
 
 Each measurement regenerates the table in the database (generation is not
 timed), then times one operation. Baselines run in the same process on the
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -32,6 +39,7 @@ from sqlalchemy import orm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import baselines  # noqa: E402
 from retention import logs  # noqa: E402
 from retention.engine import execute  # noqa: E402
 from retention.policy import validate_pack  # noqa: E402
@@ -406,6 +414,14 @@ def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> fl
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
+def load() -> str:
+    """The time and load average (``uptime``), to say what else was running beside a measurement."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{dt.datetime.now(dt.UTC):%H:%M:%S} UTC, load average {os.getloadavg()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="sqlite", help="'sqlite' (a temporary file) or a database URL")
@@ -425,7 +441,10 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to leave out at large scales: summary, archive, orm, partitions, rowbyrow, split",
+        help=(
+            "comma-separated parts to leave out at large scales: "
+            "summary, archive, orm, partitions, rowbyrow, split, ptarchiver, handwritten"
+        ),
     )
     args = parser.parse_args()
     logs.configure(level="warning")  # the tables below are the output; batch logs would drown them
@@ -459,6 +478,7 @@ def main() -> None:
         f"{args.rows} rows on {engine.dialect.name}, layout {args.layout}, batch size {args.batch_size}, "
         f"median of {args.repeat}"
     )
+    print(f"started: {load()}", flush=True)
     generate(engine, args.rows, args.seed, args.layout)
     reset_engine_tables(engine)
     measure("raw count(*)", lambda: raw_count(engine), fresh=False)
@@ -466,6 +486,19 @@ def main() -> None:
     measure("raw DELETE (no audit)", lambda: raw_delete(engine))
     measure("engine run: purge + ledger", lambda: engine_run(engine, "delete", args.batch_size))
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
+    mysql = engine.dialect.name in ("mysql", "mariadb")
+    if mysql and "ptarchiver" not in skip and baselines.pt_archiver_available():
+        engine.dispose()  # pt-archiver's own connections should not wait on ours
+        measure(
+            "pt-archiver bulk purge (no audit)",
+            lambda: baselines.pt_archiver(url, CUTOFF.strftime("%Y-%m-%d %H:%M:%S")),
+        )
+    if engine.dialect.name == "postgresql" and "handwritten" not in skip:
+        for content in baselines.CONTENTS:
+            measure(
+                f"hand-written audited SQL ({content})",
+                functools.partial(baselines.handwritten_audited, engine, content, CUTOFF, SECRET),
+            )
     if "summary" not in skip:
         measure(
             "engine run: purge + summary ledger",
@@ -511,6 +544,32 @@ def main() -> None:
         lambda: rate("engine run: purge + ledger") / rate("raw DELETE (no audit)"),
         "rows/s ratio",
         ">= 0.2",
+    )
+    ratio(
+        "purge throughput vs pt-archiver bulk purge",
+        lambda: rate("engine run: purge + ledger") / rate("pt-archiver bulk purge (no audit)"),
+        "rows/s ratio",
+        ">= 1.0",
+    )
+    ratio(
+        "pt-archiver throughput vs raw DELETE",
+        lambda: rate("pt-archiver bulk purge (no audit)") / rate("raw DELETE (no audit)"),
+        "rows/s ratio",
+        "(reference)",
+    )
+    for content in baselines.CONTENTS:
+        name = f"hand-written audited SQL ({content})"
+        ratio(
+            f"hand-written ({content}) throughput vs raw DELETE",
+            functools.partial(lambda n: rate(n) / rate("raw DELETE (no audit)"), name),
+            "rows/s ratio",
+            ">= 0.25 (new content)" if content != "today" else "(reference)",
+        )
+    ratio(
+        "purge throughput vs hand-written (today's content)",
+        lambda: rate("engine run: purge + ledger") / rate("hand-written audited SQL (today)"),
+        "rows/s ratio",
+        ">= 0.83 (within 1.2x)",
     )
     ratio(
         "archive throughput vs raw INSERT+DELETE",
@@ -574,6 +633,7 @@ def main() -> None:
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d}"
     )
+    print(f"finished: {load()}")
     if args.json:
         args.json.write_text(
             json.dumps({"results": results, "ratios": rows_table, "rss": rss, "split": results_split}, indent=2)

@@ -155,6 +155,30 @@ class Dialect:
         """
         return query.with_for_update()
 
+    # -- planner statistics and per-row probes ---------------------------------
+
+    def probe_per_row(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        """``query``, a correlated ``EXISTS`` subquery, kept a probe run once per outer row.
+
+        A batch asks of each candidate whether the engine already holds a state
+        row for it; answered by the state table's primary key, that costs the
+        same whatever the table's size. Generic: the database does so already
+        (SQLite, MariaDB run ``NOT EXISTS`` as a dependent subquery by key).
+        """
+        return query
+
+    def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
+        """Bring the planner's statistics of an engine table up to date (:mod:`retention.engine.statistics`).
+
+        Generic: ``ANALYZE table``. Called between batches, in a transaction
+        of its own.
+        """
+        conn.execute(sa.text(f"ANALYZE {table}"))
+
+    def statistics_rows(self, conn: sa.Connection, table: str) -> int | None:
+        """The row count the planner believes ``table`` has, or None when it keeps none."""
+        return None
+
     # -- bulk writes and keys ------------------------------------------------
 
     def bulk_insert(

@@ -77,6 +77,21 @@ class MySQLDialect(Dialect):
         conn.execute(sa.select(first).order_by(first).limit(1).with_for_update()).first()
         return query.with_for_update()
 
+    def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
+        # InnoDB recalculates persistent statistics itself after 10 % of a table
+        # changed, in the background; a table that grows from empty during a run
+        # gets them now. LOCAL: not written to the binary log (replicas plan for themselves).
+        conn.execute(sa.text(f"ANALYZE LOCAL TABLE {table}")).all()
+
+    def statistics_rows(self, conn: sa.Connection, table: str) -> int | None:
+        rows = conn.execute(
+            sa.text(
+                "SELECT table_rows FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = :t"
+            ),
+            {"t": table},
+        ).scalar()
+        return None if rows is None else int(rows)
+
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
         # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and

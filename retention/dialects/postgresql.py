@@ -107,6 +107,18 @@ class PostgreSQLDialect(Dialect):
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         return query.with_for_update(of=table) if table is not None else query.with_for_update()
 
+    def probe_per_row(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        # OFFSET 0 keeps the planner from turning NOT EXISTS into an anti-join,
+        # which it may plan from stale statistics as a scan of every state row
+        # per candidate (docs/performance.md, "Plans that do not decay").
+        return query.offset(0)
+
+    def statistics_rows(self, conn: sa.Connection, table: str) -> int | None:
+        rows = conn.execute(
+            sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}
+        ).scalar()
+        return None if rows is None or rows < 0 else int(rows)
+
     def bulk_insert(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:

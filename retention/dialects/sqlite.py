@@ -97,6 +97,24 @@ class SQLiteDialect(Dialect):
         # No row locks: the batch holds SQLite's single write lock.
         return query
 
+    def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
+        # Without sqlite_stat1 SQLite plans from its own heuristics (an index on
+        # an equality is taken), and creating statistics would change the
+        # application's plans too; only statistics someone keeps are kept fresh.
+        if self._keeps_statistics(conn):
+            conn.execute(sa.text(f"ANALYZE {table}"))
+
+    @staticmethod
+    def _keeps_statistics(conn: sa.Connection) -> bool:
+        query = sa.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'")
+        return conn.execute(query).first() is not None
+
+    def statistics_rows(self, conn: sa.Connection, table: str) -> int | None:
+        if not self._keeps_statistics(conn):
+            return None
+        stat = conn.execute(sa.text("SELECT stat FROM sqlite_stat1 WHERE tbl = :t LIMIT 1"), {"t": table}).scalar()
+        return None if stat is None else int(str(stat).split()[0])
+
     def epoch_text_valid(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
         # No REGEXP without an extension: GLOB, and no embedded NUL (bytes = characters).
         text = sa.cast(value, sa.Text)

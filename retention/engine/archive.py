@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 import structlog
 
+from retention.engine.statistics import note_changed
 from retention.errors import ConfigError
 from retention.ledger import items as ledger_items
 from retention.store import tables as store
@@ -147,7 +148,9 @@ class SameDatabaseArchive:
         conn.execute(table.delete().where(table.c.dataset == dataset, store.one_of(conn, table.c.record_key, keys)))
         names = ["dataset", "record_key", "payload", "archived_at", "purge_due_at", "run_id"]
         # Counted from RETURNING: psycopg reports no rowcount for this statement.
-        return len(conn.execute(table.insert().from_select(names, rows).returning(table.c.record_key)).all())
+        copied = len(conn.execute(table.insert().from_select(names, rows).returning(table.c.record_key)).all())
+        note_changed(conn, table.name, copied)
+        return copied
 
     def put(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         _replace(conn, rows)

@@ -447,6 +447,14 @@ class ClockSQL:
         of 19 characters with a space at 11 is always in SQLite's own form).
         """
         aggregate = sa.func.max if highest else sa.func.min
+        if not self.aggregate and not self.dialect.datetimes_as_text:
+            # The first row of the clock index that meets ``condition``: the
+            # database stops there. ``min()`` would read the whole due range
+            # wherever ``condition`` has a per-row test beside the range
+            # (MariaDB's impossible-date test), 0.24 s at 300k rows.
+            order = self.value.desc() if highest else self.value.asc()
+            query = sa.select(self.select()).select_from(table).where(condition, self.value.is_not(None))
+            return conn.execute(query.order_by(order).limit(1)).scalar()
         if not self._raw_text or self.kind == "date":
             return conn.execute(sa.select(aggregate(self.select())).select_from(table).where(condition)).scalar_one()
         v = self.value

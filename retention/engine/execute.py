@@ -41,6 +41,7 @@ from retention.engine.plan import (
 from retention.engine.run_status import Holder
 from retention.engine.schema import check_schema
 from retention.engine.shards import Bounds, ShardFilter, ShardSpec, compute_bounds
+from retention.engine.statistics import FreshStatistics, note_changed
 from retention.errors import (
     ConcurrentChangeError,
     ConfigError,
@@ -332,6 +333,7 @@ class RunContext:
     review_batches: dict[str, int] = field(default_factory=dict)  # dataset -> this run's review batch
     retry: bool = False  # run a batch again after a deadlock (shards of one database run side by side)
     shard: int = store.WHOLE_RUN  # the shard whose counts each batch adds to (retention.store.tally)
+    statistics: FreshStatistics = field(default_factory=FreshStatistics)  # engine tables' planner statistics
 
 
 class _Interrupted(Exception):
@@ -370,6 +372,7 @@ def _set_states(
     """
     rs = store.record_states
     keys = [m.record_key for m in moves]
+    removed = 0
     if from_state != "active":
         removed = conn.execute(
             rs.delete().where(
@@ -382,7 +385,9 @@ def _set_states(
                 "while the batch ran; rolled back"
             )
     if state is None:
+        note_changed(conn, rs.name, removed)
         return
+    note_changed(conn, rs.name, removed + len(moves))
     rows = [
         {
             "dataset": dataset,
@@ -432,7 +437,7 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
         conditions = [
             store.one_of(conn, planner.key, [m.key for m in group]),
             planner.not_held(key_text, who),
-            planner.not_moved(conn),
+            planner.not_moved(conn, per_row=True),
             planner.included(),
         ]
         if recheck and planner.sql is not None:
@@ -1326,6 +1331,7 @@ def _run_dataset(
             after = resume
             _note_ledger_lock(conn, result)
             ctx.archive.after_commit()
+            ctx.statistics.after_commit(conn)
             result.batches += 1
             for name, per in counts.items():
                 totals = result.counts.setdefault(name, {})

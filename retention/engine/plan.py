@@ -575,18 +575,27 @@ class DatasetPlanner:
             return sa.true()
         return ~sa.exists().where(self.text(conn, self.key) == record_key, self.excluded())
 
-    def not_moved(self, conn: sa.Connection) -> ColumnElement[bool]:
-        """Active: the engine has no state row for the record."""
+    def not_moved(self, conn: sa.Connection, per_row: bool = False) -> ColumnElement[bool]:
+        """Active: the engine has no state row for the record.
+
+        ``per_row``: a probe of the state table's primary key per candidate
+        (a batch's query, which stops at the batch size), never a plan that
+        reads every state row; counts over the whole table leave the database
+        free to join.
+        """
         if not self._states:
             return sa.true()
         rs = self.ctx.tables.record_states
-        return ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
+        probe = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
+        if per_row:
+            probe = dialect_for(conn).probe_per_row(probe)
+        return ~probe.exists()
 
-    def reaching(self, conn: sa.Connection, sql: DatasetSQL, count: int) -> ColumnElement[bool]:
+    def reaching(self, conn: sa.Connection, sql: DatasetSQL, count: int, per_row: bool = False) -> ColumnElement[bool]:
         """Active records whose own clocks make the first ``count`` states due, not held, not erasing.
 
-        The one predicate of the active pass: batches select with it and plan
-        counts with it.
+        The one predicate of the active pass: batches select with it
+        (``per_row``, see :meth:`not_moved`) and plan counts with it.
         """
         targets = _next_states(self.dataset, "active")[:count]
         who = self.live_who(conn)
@@ -595,7 +604,7 @@ class DatasetPlanner:
             self.included(),
             self.not_held(self.text(conn, sql.key), who),
             self.no_open_erasure(who),
-            self.not_moved(conn),
+            self.not_moved(conn, per_row),
         )
 
     def _reach(self, conn: sa.Connection, sql: DatasetSQL) -> ColumnElement[Any]:
@@ -964,18 +973,22 @@ class DatasetPlanner:
 
     # -- the passes ----------------------------------------------------------
     def _active_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Candidate], int, Any]:
-        assert self.sql is not None
         # Active records have no state row (``reaching`` says so), so no join.
+        rows = conn.execute(self.active_batch_query(conn, after)).all()
+        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+
+    def active_batch_query(self, conn: sa.Connection, after: Any) -> sa.Select[Any]:
+        """The active pass's batch after key ``after``: due records in key order, at most a batch."""
+        assert self.sql is not None
         reach = self._reach(conn, self.sql)
         query = (
             sa.select(*self._columns(conn, True, reach, joined=False))
             .select_from(self.table)
-            .where(self.reaching(conn, self.sql, 1))
+            .where(self.reaching(conn, self.sql, 1, per_row=True))
         )
         if after is not None:
             query = query.where(self.sql.key > after)
-        rows = conn.execute(query.order_by(self.sql.key).limit(self.batch_size)).all()
-        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+        return query.order_by(self.sql.key).limit(self.batch_size)
 
     def _catchup_batch(self, conn: sa.Connection, after: Any) -> tuple[list[Candidate], int, Any]:
         """Active records whose leader already sits in a followed state (and not due by their clocks)."""
@@ -987,7 +1000,7 @@ class DatasetPlanner:
             self.included(),
             self.not_held(key_text, who),
             self.no_open_erasure(who),
-            self.not_moved(conn),
+            self.not_moved(conn, per_row=True),
         ]
         if self.sql is not None:
             conditions.append(is_false(self.sql.due(self.dataset.states[1], self.ctx.as_of)))

@@ -1,0 +1,194 @@
+"""Baselines an audited purge is measured against, beside the raw ``DELETE`` of bench/run.py.
+
+- ``pt_archiver``: Percona Toolkit's bulk purge on MySQL/MariaDB, what a DBA
+  runs today for this job (with no audit at all).
+- ``handwritten_audited``: the practical limit of an audited purge on
+  PostgreSQL: one ``WITH d AS (DELETE ... RETURNING) INSERT INTO items
+  SELECT ...`` per 50k key range, each in its own transaction, with the
+  pseudonyms, due instants and Merkle leaves computed by the database and
+  Python touching only the 32-byte leaves to build each range's tree and
+  chained entry. ``content`` picks what it writes: ``today`` is the engine's
+  ledger v2 content (hex HMACs, the RFC 8785 leaf document, chained entries,
+  sorted four-column lookup rows at the end); ``lean`` is binary 32-byte
+  pseudonyms, a binary leaf, chained entries and one sorted lookup table of
+  8-byte pseudonym prefixes; ``lean-nolookup`` the same without lookup rows.
+
+Both are baselines only: nothing here is the engine, and the tables they
+write (``bench_*``) are dropped and made again per measurement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import sqlalchemy as sa
+
+from retention.ledger import merkle
+
+RANGE = 50_000
+CONTENTS = ("today", "lean", "lean-nolookup")
+# The engine's due instant for the bench pack: the day after the clock's local
+# date plus 13 months, at Paris midnight (one expression per row, as the engine would need).
+_DUE = (
+    "((date_trunc('day', d.collected_at AT TIME ZONE 'Europe/Paris') + interval '13 months' + interval '1 day')"
+    " AT TIME ZONE 'Europe/Paris')"
+)
+
+# The item pseudonyms: HMAC-SHA256 under the run's key (pgcrypto), as the engine computes them in Python.
+_RECORD = (
+    "hmac(convert_to('record' || chr(31) || 'events' || chr(31) || d.id::text, 'UTF8'), CAST(:key AS bytea), 'sha256')"
+)
+_SUBJECT = "hmac(convert_to('subject' || chr(31) || d.customer_id::text, 'UTF8'), CAST(:key AS bytea), 'sha256')"
+
+
+def pt_archiver_available() -> bool:
+    return shutil.which("pt-archiver") is not None
+
+
+def pt_archiver(url: str, cutoff: str, table: str = "bench_events") -> int:
+    """Purge the due rows with ``pt-archiver --purge --bulk-delete --limit 1000 --commit-each``; rows deleted.
+
+    The row count comes from its ``--statistics`` report (``DELETE n``).
+    """
+    u = sa.engine.make_url(url)
+    dsn = f"h={u.host or '127.0.0.1'},P={u.port or 3306},u={u.username or 'root'},D={u.database},t={table}"
+    if u.password:
+        dsn += f",p={u.password}"
+    command = [
+        "pt-archiver",
+        "--source",
+        dsn,
+        "--where",
+        f"collected_at < '{cutoff}'",
+        "--purge",
+        "--bulk-delete",
+        "--limit",
+        "1000",
+        "--commit-each",
+        "--primary-key-only",
+        "--statistics",
+        "--no-check-charset",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = re.search(r"^DELETE\s+(\d+)", out.stdout, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"pt-archiver printed no DELETE count: {out.stdout[-500:]}")
+    return int(found.group(1))
+
+
+def _prepare(conn: sa.Connection, content: str) -> None:
+    conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pgcrypto"))
+    for name in ("bench_items", "bench_lookup", "bench_entries"):
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+    # The engine's own column types and indexes (LIKE ... INCLUDING ALL), without its triggers.
+    conn.execute(sa.text("CREATE TABLE bench_entries (LIKE retention_ledger INCLUDING ALL)"))
+    if content == "today":
+        conn.execute(sa.text("CREATE TABLE bench_items (LIKE retention_ledger_items INCLUDING ALL)"))
+        conn.execute(sa.text("CREATE TABLE bench_lookup (LIKE retention_ledger_lookup INCLUDING ALL)"))
+    else:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE bench_items (entry_seq BIGINT, idx INTEGER, record BYTEA NOT NULL, subject BYTEA, "
+                "due_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (entry_seq, idx))"
+            )
+        )
+        conn.execute(sa.text("CREATE TABLE bench_lookup (prefix BIGINT NOT NULL, entry_seq BIGINT, idx INTEGER)"))
+        conn.execute(sa.text("CREATE INDEX ix_bench_lookup ON bench_lookup (prefix)"))
+
+
+def _range_sql(content: str) -> str:
+    """One key range: delete the due rows and write their items, returning each item's leaf."""
+    if content == "today":
+        pseudonyms = f"encode({_RECORD}, 'hex') AS rec, encode({_SUBJECT}, 'hex') AS subj"
+        document = (
+            "convert_to('{\"due_at\":\"' || to_char(i.due_at AT TIME ZONE 'UTC', "
+            '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') || \'","idx":\' || i.idx || \',"record":"\' || '
+            'i.record_pseudonym || \'","request"\\:null,"review"\\:null,"subject":"\' || '
+            "i.subject_pseudonym || '\"}', 'UTF8')"
+        )
+        columns = "entry_seq, idx, record_pseudonym, subject_pseudonym, due_at"
+    else:
+        pseudonyms = f"{_RECORD} AS rec, {_SUBJECT} AS subj"
+        document = (
+            "int4send(i.idx) || i.record || coalesce(i.subject, '') || "
+            "int8send((extract(epoch FROM i.due_at) * 1000000)::bigint)"
+        )
+        columns = "entry_seq, idx, record, subject, due_at"
+    return (
+        "WITH d AS (DELETE FROM bench_events WHERE id >= :lo AND id < :hi AND collected_at < :cutoff "
+        "RETURNING id, customer_id, collected_at), "
+        f"n AS (SELECT row_number() OVER (ORDER BY d.id) - 1 AS idx, {pseudonyms}, {_DUE} AS due FROM d), "
+        f"i AS (INSERT INTO bench_items ({columns}) SELECT :seq, idx, rec, subj, due FROM n RETURNING *) "
+        f"SELECT sha256('\\x00'::bytea || {document}) FROM i ORDER BY i.idx"
+    )
+
+
+def handwritten_audited(engine: sa.Engine, content: str, cutoff: dt.datetime, key: bytes) -> int:
+    """The audited purge a DBA could write by hand on PostgreSQL (module doc); rows deleted."""
+    if content not in CONTENTS:
+        raise ValueError(f"content must be one of {CONTENTS}")
+    with engine.begin() as conn:
+        _prepare(conn, content)
+        high = int(conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM bench_events")).scalar_one())
+    statement = sa.text(_range_sql(content))
+    entries = sa.text(
+        "INSERT INTO bench_entries (seq, recorded_at, run_id, pack_id, pack_digest, dataset, transition, action, "
+        "basis, due_at, count, prev_hash, hash, format, merkle_root, items) VALUES (:seq, now(), 'bench-run', "
+        "'bench', :digest, 'events', 'active->purged', 'delete', 'bench', :due, :n, :prev, :hash, 2, :root, :n)"
+    )
+    prev, seq, deleted = "0" * 64, 0, 0
+    digest = hashlib.sha256(b"bench").hexdigest()
+    for low in range(1, high + 1, RANGE):
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL work_mem = '64MB'"))  # the range's sorts in memory, as a DBA would set
+            leaves = list(
+                conn.execute(
+                    statement, {"lo": low, "hi": low + RANGE, "cutoff": cutoff, "key": key, "seq": seq + 1}
+                ).scalars()
+            )
+            if not leaves:
+                continue
+            seq += 1
+            root = merkle.root([bytes(leaf) for leaf in leaves]).hex()
+            document: dict[str, Any] = {"seq": seq, "prev_hash": prev, "merkle_root": root, "items": len(leaves)}
+            entry_hash = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+            conn.execute(
+                entries,
+                {
+                    "seq": seq,
+                    "digest": digest,
+                    "due": cutoff,
+                    "n": len(leaves),
+                    "prev": prev,
+                    "hash": entry_hash,
+                    "root": root,
+                },
+            )
+            prev = entry_hash
+            deleted += len(leaves)
+    if content == "today":
+        with engine.begin() as conn:
+            for column in ("record_pseudonym", "subject_pseudonym"):
+                conn.execute(
+                    sa.text(
+                        f"INSERT INTO bench_lookup (run_id, pseudonym, entry_seq, idx) SELECT 'bench-run', {column}, "
+                        f"entry_seq, idx FROM bench_items WHERE {column} IS NOT NULL ORDER BY {column}, entry_seq, idx"
+                    )
+                )
+    elif content == "lean":
+        with engine.begin() as conn:
+            for column in ("record", "subject"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO bench_lookup (prefix, entry_seq, idx) SELECT "
+                        f"('x' || encode(substring({column} FROM 1 FOR 8), 'hex'))::bit(64)::bigint AS p, "
+                        f"entry_seq, idx FROM bench_items WHERE {column} IS NOT NULL ORDER BY p"
+                    )
+                )
+    return deleted
