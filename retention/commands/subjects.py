@@ -128,7 +128,7 @@ def erasure_add(
     """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
     day = _parse_day(received, "--received")
     pack = load_catalog(rules).in_force(day, pack_id).pack
-    secret = pseudonyms.pseudonym_secret() if email else _optional_secret()
+    secret = pseudonyms.pseudonym_secret()  # the receipt's ledger entry carries the engine's MAC
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -140,14 +140,6 @@ def erasure_add(
         return request_id, deadline, subjects.describe_moves(skipped)
     finally:
         engine.dispose()
-
-
-def _optional_secret() -> bytes | None:
-    """The pseudonym key when configured: a request's ledger entry then names its subject's pseudonym."""
-    try:
-        return pseudonyms.pseudonym_secret()
-    except ConfigError:
-        return None
 
 
 def subject_known(
@@ -203,7 +195,7 @@ def erasure_extend(
 ) -> tuple[dt.date, str]:
     """Extend a request once; return the new deadline and which days moved it ('' if none)."""
     pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
-    secret = _optional_secret()
+    secret = pseudonyms.pseudonym_secret()  # the extension's ledger entry carries the engine's MAC
     engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
