@@ -375,6 +375,48 @@ lock_timeout_option = click.option(
 )
 pack_option = click.option("--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs.")
 
+
+@main.command()
+@rules_option()
+@db_option
+@pack_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output for people (table) or CI (json).",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 when a personal-looking column is covered by no dataset.")
+@handled
+def coverage(rules: Path, db: str | None, pack_id: str | None, fmt: str, strict: bool) -> None:
+    """List personal-looking columns no dataset of the pack reaches, with the dataset they would belong to.
+
+    Reads table and column names, types, foreign keys and at most 200 values
+    of each short text column (never printed). A column is covered when a
+    dataset deletes its rows, masks it or reads it as a clock; partly covered
+    when those datasets limit their rows with 'where'. With --strict, exit 1
+    while any column is not covered at all (partly covered ones do not fail).
+    """
+    report = commands.coverage(rules, database_url(db), pack_id)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for title, columns in (
+            ("not covered", report.uncovered),
+            ("partly covered", report.partial),
+            ("covered", report.covered),
+        ):
+            if columns:
+                console.print(f"{title}:", highlight=False)
+                for column in columns:
+                    console.print(f"  {escape(column.describe())}", highlight=False)
+        console.print(report.summary(), highlight=False)
+    if strict and report.uncovered:
+        sys.exit(EXIT_FAILURE)
+
+
 celery_options = [
     click.option(
         "--queue",

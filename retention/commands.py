@@ -20,6 +20,8 @@ from retention import execute, ledger, migrate, notice, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
+from retention.coverage import CoverageReport
+from retention.coverage import scan as coverage_scan
 from retention.dialects import dialect_for
 from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
 from retention.joins import normalise_email
@@ -96,6 +98,19 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
         engine.dispose()
     report.notices = [f"warning: {v.sentence()}" for v in versions or () if v.short]
     return report
+
+
+def coverage(rules: Path, db_url: str, pack_id: str | None = None) -> CoverageReport:
+    """The personal-looking columns of the live schema and how the pack in force today covers them."""
+    loaded, _ = load_pack(rules, None, pack_id)
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return coverage_scan(conn, loaded.pack, loaded.id)
+    except sa.exc.OperationalError as exc:
+        raise _connect_error(db_url, exc) from None
+    finally:
+        engine.dispose()
 
 
 def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str) -> list[notice.VersionNotice] | None:
