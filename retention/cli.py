@@ -1502,12 +1502,20 @@ def ledger_lookup(
     rows = commands.ledger_lookup(
         database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
     )
+    horizons = [(row["seq"], row.pop("backups")) for row in rows]
+    if fmt != "table":
+        for row, (_, found) in zip(rows, horizons, strict=True):
+            row["backups"] = None if found is None else found.as_dict()
     _print_rows(
         rows,
         LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],
         fmt,
         zone=display_zone(rules, pack_id, utc),
     )
+    if fmt == "table":
+        for seq, found in dict(horizons).items():  # an entry listed once per item says it once
+            if found is not None:
+                console.print(f"entry {seq}: {found.sentence()}", highlight=False)
 
 
 @ledger_group.command("checkpoint")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pendulum
 import sqlalchemy as sa
 
-from retention import execute, ledger, migrate, notice, store, subjects
+from retention import backups, execute, ledger, migrate, notice, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
@@ -869,9 +869,11 @@ def ledger_lookup(
     engine = _engine(db_url)
     try:
         with engine.connect() as conn:
-            return ledger_items.lookup(
+            rows = ledger_items.lookup(
                 conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
             )
+            backups.annotate(conn, rows)
+            return rows
     finally:
         engine.dispose()
 
