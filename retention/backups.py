@@ -21,17 +21,18 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 import yaml
 
-from retention import store
+from retention import shred, store
 from retention.clock import Period, local_date
 
 REMOVED_FROM_LIVE = "->purged"
+ARCHIVE_PURGED = "archived->purged"
 
 
 @dataclass(frozen=True)
@@ -116,38 +117,82 @@ def horizon(
     return BackupHorizon(removed, policy.kept_for, unreadable)
 
 
-def annotate(
-    conn: sa.Connection, rows: list[dict[str, Any]], shredded: Mapping[int, dt.datetime] | None = None
-) -> None:
-    """Add ``backups`` (a :class:`BackupHorizon` or None) to ledger rows (seq, pack_digest, transition, recorded_at).
+def _destroyed(conn: sa.Connection, run_ids: set[str]) -> dict[tuple[str, str], tuple[dt.datetime, set[dt.date]]]:
+    """Per (run, dataset): when the run destroyed data keys of the dataset, and the purge days of those keys."""
+    if not run_ids:
+        return {}
+    table = store.ledger
+    result: dict[tuple[str, str], tuple[dt.datetime, set[dt.date]]] = {}
+    for row in conn.execute(
+        sa.select(table.c.run_id, table.c.dataset, table.c.recorded_at, table.c.detail).where(
+            table.c.transition == shred.DESTROYED, table.c.run_id.in_(sorted(run_ids))
+        )
+    ):
+        days = {dt.date.fromisoformat(d) for d in json.loads(row.detail or "{}").get("purge_days", [])}
+        known = result.get((row.run_id, row.dataset))
+        result[(row.run_id, row.dataset)] = (row.recorded_at, days | (known[1] if known else set()))
+    return result
 
-    ``shredded`` maps an entry's seq to when the data key of its archive
-    payloads was destroyed.
-    """
+
+def _shredded_at(
+    destroyed: dict[tuple[str, str], tuple[dt.datetime, set[dt.date]]],
+    run_id: str | None,
+    dataset: str | None,
+    due_days: set[dt.date],
+) -> dt.datetime | None:
+    """When the keys of every one of ``due_days`` (purge buckets) were destroyed by the run; None if one was not."""
+    found = destroyed.get((run_id or "", dataset or ""))
+    if found is None or not due_days or not due_days <= found[1]:
+        return None
+    return found[0]
+
+
+def annotate(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Add ``backups`` (a :class:`BackupHorizon` or None) to ledger rows (seq, pack_digest, transition, recorded_at)."""
     policies = Policies(conn)
+    destroyed = _destroyed(
+        conn, {r["run_id"] for r in rows if r.get("transition") == ARCHIVE_PURGED and r.get("run_id")}
+    )
     for row in rows:
+        shredded = None
+        if row.get("transition") == ARCHIVE_PURGED and row.get("due_at") is not None:
+            shredded = _shredded_at(destroyed, row.get("run_id"), row.get("dataset"), {shred.bucket_of(row["due_at"])})
         row["backups"] = horizon(
-            policies.of(row.get("pack_digest")),
-            row.get("transition"),
-            row["recorded_at"],
-            (shredded or {}).get(int(row["seq"])),
+            policies.of(row.get("pack_digest")), row.get("transition"), row["recorded_at"], shredded
         )
 
 
 def run_horizons(conn: sa.Connection, run_id: str, digest: str | None) -> dict[tuple[str | None, str], BackupHorizon]:
-    """Per (dataset, transition) of a run's purges: the horizon of its latest entry (a run may pass midnight)."""
+    """Per (dataset, transition) of a run's purges: the horizon of its latest entry (a run may pass midnight).
+
+    An archive purge's payloads are unreadable in backups when the run
+    destroyed the data keys of every purge day among its records.
+    """
     policy = Policies(conn).of(digest)
     if policy is None or policy.kept_for is None:
         return {}
-    table = store.ledger
+    table, items = store.ledger, store.ledger_items
     rows = conn.execute(
         sa.select(table.c.dataset, table.c.transition, sa.func.max(table.c.recorded_at).label("last"))
         .where(table.c.run_id == run_id, table.c.transition.like(f"%{REMOVED_FROM_LIVE}"))
         .group_by(table.c.dataset, table.c.transition)
     ).all()
+    destroyed = _destroyed(conn, {run_id})
     result: dict[tuple[str | None, str], BackupHorizon] = {}
     for row in rows:
-        found = horizon(policy, row.transition, row.last)
+        shredded = None
+        if row.transition == ARCHIVE_PURGED and (run_id, row.dataset) in destroyed:
+            where = [table.c.run_id == run_id, table.c.dataset == row.dataset, table.c.transition == ARCHIVE_PURGED]
+            dues = conn.execute(
+                sa.select(items.c.due_at).join(table, table.c.seq == items.c.entry_seq).where(*where)
+            ).scalars()
+            days = {shred.bucket_of(d) for d in dues}
+            if not days:  # v1 entries: one per record, the due instant on the entry
+                days = {
+                    shred.bucket_of(d) for d in conn.execute(sa.select(table.c.due_at).where(*where)).scalars() if d
+                }
+            shredded = _shredded_at(destroyed, run_id, row.dataset, days)
+        found = horizon(policy, row.transition, row.last, shredded)
         if found is not None:
             result[(row.dataset, row.transition)] = found
     return result

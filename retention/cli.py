@@ -417,6 +417,56 @@ def coverage(rules: Path, db: str | None, pack_id: str | None, fmt: str, strict:
         sys.exit(EXIT_FAILURE)
 
 
+@main.group()
+def archive() -> None:
+    """The intermediate archive: encrypted payloads and their keys (docs/backups.md)."""
+
+
+@archive.command("keygen")
+@click.option(
+    "--key-file",
+    "key_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to create the key-encryption key (mode 0600, never overwritten).",
+)
+@handled
+def archive_keygen(key_file: Path) -> None:
+    """Create the archive's key-encryption key; point RETENTION_ARCHIVE_KEY_FILE at it to encrypt payloads."""
+    from retention import shred
+
+    created = shred.keygen(key_file)
+    console.print(f"created {key_file} (key id {shred.kek_id(created.current)})", highlight=False)
+
+
+@archive.command("show")
+@db_option
+@click.option("--dataset", required=True, type=params.NAME, help="Dataset of the archived record.")
+@click.option("--key", "record_key", required=True, type=params.RECORD_KEY, help="The record's key.")
+@handled
+def archive_show(db: str | None, dataset: str, record_key: str) -> None:
+    """Print one archived payload (JSON), decrypted under the live keys; a shredded one is an error."""
+    click.echo(commands.archive_show(database_url(db), dataset, record_key))
+
+
+@archive.command("encrypt")
+@db_option
+@handled
+def archive_encrypt(db: str | None) -> None:
+    """Encrypt the payloads archived before RETENTION_ARCHIVE_KEY_FILE was set (plain ones stay readable until then)."""
+    count = commands.archive_encrypt(database_url(db))
+    console.print(f"{count} payloads encrypted", highlight=False)
+
+
+@archive.command("rotate-key")
+@db_option
+@handled
+def archive_rotate_key(db: str | None) -> None:
+    """Replace the key-encryption key: data keys are rewrapped, payloads untouched, the old key erased."""
+    key_id = commands.archive_rotate_key(database_url(db))
+    console.print(f"archive key rotated; new key id {key_id}", highlight=False)
+
+
 celery_options = [
     click.option(
         "--queue",

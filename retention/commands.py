@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pendulum
 import sqlalchemy as sa
 
-from retention import backups, execute, ledger, migrate, notice, store, subjects
+from retention import backups, execute, ledger, migrate, notice, shred, store, subjects
 from retention.archive import SeparateArchive
 from retention.clock import AsOf, Period, iana_zone, utcnow
 from retention.config import create_engine
@@ -111,6 +111,51 @@ def coverage(rules: Path, db_url: str, pack_id: str | None = None) -> CoverageRe
         raise _connect_error(db_url, exc) from None
     finally:
         engine.dispose()
+
+
+def _archive_keys_required() -> shred.ArchiveKeys:
+    key_file = shred.configured_key_file()
+    if key_file is None:
+        raise ConfigError(f"archive encryption is not configured; point {shred.KEK_FILE_ENV} at a key file")
+    return shred.ArchiveKeys(key_file)
+
+
+def archive_show(db_url: str, dataset: str, record_key: str) -> str:
+    """One archived payload, decrypted under the live keys when it is sealed."""
+    key_file = shred.configured_key_file()
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as conn:
+            payload = shred.read_payload(
+                conn, None if key_file is None else shred.ArchiveKeys(key_file), dataset, record_key
+            )
+    finally:
+        engine.dispose()
+    if payload is None:
+        raise ConfigError(f"no archived payload for dataset {dataset} and that key")
+    return payload
+
+
+def archive_encrypt(db_url: str) -> int:
+    """Seal the plain payloads of the main database's archive (written before encryption was configured)."""
+    keys = _archive_keys_required()
+    engine = _engine(db_url)
+    try:
+        keys = shred.ArchiveKeys(shred.finish_rotation(engine, keys.key_file))
+        return shred.seal_plain(engine, keys)
+    finally:
+        engine.dispose()
+
+
+def archive_rotate_key(db_url: str) -> str:
+    """A new key-encryption key: every data key rewrapped under it, the old key erased from the file."""
+    keys = _archive_keys_required()
+    engine = _engine(db_url)
+    try:
+        done = shred.rotate(engine, shred.finish_rotation(engine, keys.key_file))
+    finally:
+        engine.dispose()
+    return shred.kek_id(done.current)
 
 
 def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str) -> list[notice.VersionNotice] | None:

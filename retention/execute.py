@@ -24,10 +24,10 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention import evidence, ledger, ledger_items, migrate, partitions, store
+from retention import evidence, ledger, ledger_items, migrate, partitions, shred, store
 from retention.actions.masking import mask_rows
 from retention.archive import ArchiveStore, SameDatabaseArchive
-from retention.clock import utcnow
+from retention.clock import local_date, utcnow
 from retention.dialects import dialect_for
 from retention.errors import (
     ConcurrentChangeError,
@@ -252,6 +252,7 @@ class RunContext:
     should_stop: Callable[[], bool] | None = None
     review_batches: dict[str, int] = field(default_factory=dict)  # dataset -> this run's review batch
     retry: bool = False  # run a batch again after a deadlock (shards of one database run side by side)
+    archive_keys: shred.ArchiveKeys | None = None  # payloads sealed under per-bucket data keys (retention.shred)
 
 
 class _Interrupted(Exception):
@@ -557,7 +558,8 @@ def _apply_own(
             # inactive; the source row (locked by the witness) is not touched.
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
-            if isinstance(ctx.archive, SameDatabaseArchive):
+            # Sealed payloads are encrypted here, so never built by the database.
+            if isinstance(ctx.archive, SameDatabaseArchive) and ctx.archive_keys is None:
                 _archive_in_sql(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
             else:
                 _archive_in_python(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
@@ -606,13 +608,21 @@ def _archive_in_python(
     )
     payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in columns}) for r in conn.execute(query)}
     purge_due = _purge_due(ctx, planner.dataset, moves, to_state)
+    keys = ctx.archive_keys
+
+    def payload(m: Move) -> str:
+        plain = payloads.get(m.record_key, "{}")
+        if keys is None:
+            return plain
+        return keys.seal(conn, dataset_name, m.record_key, purge_due.get(m.record_key), plain)
+
     ctx.archive.put(
         conn,
         [
             {
                 "dataset": dataset_name,
                 "record_key": m.record_key,
-                "payload": payloads.get(m.record_key, "{}"),
+                "payload": payload(m),
                 "archived_at": ctx.now(),
                 "purge_due_at": purge_due.get(m.record_key),
                 "run_id": ctx.run_id,
@@ -620,6 +630,43 @@ def _archive_in_python(
             for m in moves
         ],
     )
+
+
+def _archive_keys(engine: sa.Engine, finish_rotation: bool = True) -> shred.ArchiveKeys | None:
+    """The data keys when archive encryption is configured, after finishing a rotation a crash interrupted."""
+    key_file = shred.configured_key_file()
+    if key_file is None:
+        return None
+    return shred.ArchiveKeys(shred.finish_rotation(engine, key_file) if finish_rotation else key_file)
+
+
+def _shred_keys(conn: sa.Connection, ctx: RunContext) -> shred.ArchiveKeys:
+    """Destroy the data keys of buckets whose payloads are all purged, one ledger entry per dataset."""
+    assert ctx.archive_keys is not None
+
+    def record(conn: sa.Connection, destroyed: dict[str, list[str]], key_id: str) -> None:
+        drafts = [
+            ledger.EntryDraft(
+                run_id=ctx.run_id,
+                pack_id=ctx.loaded.id,
+                pack_digest=ctx.loaded.digest,
+                dataset=dataset,
+                transition=shred.DESTROYED,
+                action=None,
+                basis="archive payloads purged: their data key is destroyed (crypto-shredding)",
+                due_at=None,
+                record_pseudonym=None,
+                subject_pseudonym=None,
+                count=len(days),
+                detail={"purge_days": days, "archive_key_rotated_to": key_id},
+            )
+            for dataset, days in sorted(destroyed.items())
+        ]
+        ledger.append(conn, drafts, ctx.now())
+        log.info("archive_keys_destroyed", count=sum(len(d) for d in destroyed.values()), run_id=ctx.run_id)
+
+    separate: sa.Engine | None = None if isinstance(ctx.archive, SameDatabaseArchive) else ctx.archive.engine  # type: ignore[attr-defined]
+    return shred.shred(conn, separate, ctx.archive_keys, local_date(ctx.as_of, "UTC"), record)
 
 
 def _archive_in_sql(
@@ -1041,6 +1088,7 @@ def run(
                 with conn.begin():
                     ledger_items.index_runs(conn)  # items of a run killed before its end
                 store_.bind(engine)  # a store of another main database is refused before any payload moves
+                ctx.archive_keys = _archive_keys(engine)
                 plan_ctx = PlanContext(loaded, as_of)
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)
@@ -1080,6 +1128,8 @@ def _close_run(
 ) -> None:
     """What a run does once every dataset is done: archive sweep, erasure requests, minimising, indexing."""
     ctx.archive.sweep(engine, ctx.secret)  # after the guards; only payloads whose purge the ledger records
+    if ctx.archive_keys is not None:
+        ctx.archive_keys = _shred_keys(conn, ctx)
     _settle_erasure_requests(conn, ctx, planners, erased)
     with conn.begin():
         minimised = evidence.minimise(conn, ctx.loaded.pack, ctx.as_of, ctx.secret, ctx.now())
@@ -1622,6 +1672,8 @@ def run_shard(
                 joined = True
                 log.info("shard_started", shard=str(shard), run_group=group, as_of=ctx.as_of.isoformat())
                 store_.bind(engine)
+                # Shards run side by side: only the group's closing shard may rotate the key file.
+                ctx.archive_keys = _archive_keys(engine, finish_rotation=False)
                 plan_ctx = PlanContext(loaded, ctx.as_of, shard=ShardFilter(shard, bounds))
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)
