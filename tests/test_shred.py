@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from collections.abc import Iterator
@@ -219,3 +220,79 @@ def test_keygen_never_overwrites(tmp_path: Path) -> None:
     again = invoke(None, "archive", "keygen", "--key-file", str(key_file))
     assert again.exit_code == 2
     assert f"{key_file} exists; an archive key file is never overwritten" in again.output
+
+
+def test_a_separate_archive_database_gets_sealed_payloads(
+    engine: sa.Engine, db_url: str, dialect: str, tmp_path: Path
+) -> None:
+    """With --archive-db the payloads there are sealed, their keys live in the main database and go at the purge."""
+    build(engine)
+    pack, key_file = _setup(tmp_path)
+    with extra_database(dialect, tmp_path) as archive_url:
+        for as_of in ("2021-06-01", "2023-01-01"):
+            if as_of == "2023-01-01":
+                sealed = _payloads(archive_url)
+                assert len(sealed) == 10 and all(shred.is_sealed(p) for p in sealed.values())
+                with engine.connect() as conn:
+                    assert conn.execute(sa.select(store.archive_keys.c.bucket)).scalars().all() == [dt.date(2022, 3, 2)]
+            result = invoke(
+                key_file, "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", as_of
+            )
+            assert result.exit_code == 0, result.output
+        assert _payloads(archive_url) == {}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.archive_keys)).scalar_one() == 0
+        destroyed = conn.execute(
+            sa.select(store.ledger.c.detail).where(store.ledger.c.transition == "archive_keys_destroyed")
+        ).scalar_one()
+    assert json.loads(destroyed)["purge_days"] == ["2022-03-02"]
+
+
+@pytest.mark.parametrize("crashed_after", ["new key added", "data keys rewrapped"])
+def test_an_interrupted_rotation_is_finished_by_the_next_run(
+    engine: sa.Engine, db_url: str, tmp_path: Path, crashed_after: str
+) -> None:
+    """A key file left with two keys (a crash mid-rotation) still opens everything; the next run ends the rotation."""
+    build(engine)
+    pack, key_file = _setup(tmp_path)
+    _run(key_file, pack, db_url, "2021-06-01")
+    old = shred.KeyFile.read(key_file)
+    fresh = b"\x07" * 32
+    both = old.write([fresh, *old.keys])
+    if crashed_after == "data keys rewrapped":
+        with engine.begin() as conn:
+            shred.rewrap_all(conn, shred.ArchiveKeys(both), shred.KeyFile(key_file, (fresh,)))
+    assert json.loads(_read(db_url, key_file, "5") or "") == {"email": "c5@example.com", "id": 5}
+    _run(key_file, pack, db_url, "2021-07-01")  # nothing due: the run only finishes the rotation
+    assert shred.KeyFile.read(key_file).keys == (fresh,)
+    with engine.connect() as conn:
+        assert set(conn.execute(sa.select(store.archive_keys.c.wrapped_by)).scalars()) == {shred.kek_id(fresh)}
+    assert json.loads(_read(db_url, key_file, "5") or "") == {"email": "c5@example.com", "id": 5}
+
+
+def test_shards_seal_payloads_and_the_closing_shard_destroys_keys(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Each shard of a group seals what it archives; the group's last shard destroys the emptied bucket's key."""
+    build(engine)
+    pack, key_file = _setup(tmp_path)
+    for as_of in ("2021-06-01", "2023-01-01"):
+        for shard in ("0/2", "1/2"):
+            result = invoke(
+                key_file, "run", "--rules", str(pack), "--db", db_url, "--as-of", as_of,
+                "--shard", shard, "--run-group", f"g-{as_of}",
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+        if as_of == "2021-06-01":
+            sealed = _payloads(db_url)
+            assert len(sealed) == 10 and all(shred.is_sealed(p) for p in sealed.values())
+    assert _payloads(db_url) == {}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.archive_keys)).scalar_one() == 0
+        entries = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(store.ledger)
+            .where(store.ledger.c.transition == "archive_keys_destroyed")
+        ).scalar_one()
+    assert entries == 1
+    assert len(shred.KeyFile.read(key_file).keys) == 1
