@@ -26,8 +26,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from retention import ledger, logs, migrate  # noqa: E402
-from retention.config import create_engine  # noqa: E402
+from retention import logs  # noqa: E402
+from retention.ledger import chain as ledger  # noqa: E402
+from retention.store import migrate  # noqa: E402
+from retention.store.config import create_engine  # noqa: E402
 from retention.web import (  # noqa: E402
     ConsoleSettings,
     accounts,

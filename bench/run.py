@@ -32,9 +32,11 @@ from sqlalchemy import orm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from retention import execute, logs, migrate  # noqa: E402
-from retention.config import create_engine  # noqa: E402
+from retention import logs  # noqa: E402
+from retention.engine import execute  # noqa: E402
 from retention.policy import validate_pack  # noqa: E402
+from retention.store import migrate  # noqa: E402
+from retention.store.config import create_engine  # noqa: E402
 
 AS_OF = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 CUTOFF = dt.datetime(2025, 9, 30, 22, tzinfo=dt.UTC)  # P13M before AS_OF, at Paris midnight
@@ -325,9 +327,10 @@ def time_split() -> Iterator[dict[str, float]]:
     ``ledger append`` minus them. Wrapping costs about a microsecond per
     call, and these are called per batch, not per record.
     """
-    from retention import execute as ex
-    from retention import ledger, ledger_items
-    from retention import plan as pl
+    from retention.engine import execute as ex
+    from retention.engine import plan as pl
+    from retention.ledger import chain as ledger
+    from retention.ledger import items as ledger_items
 
     spent: dict[str, float] = {}
     patches: list[tuple[Any, str, Any]] = [
@@ -389,7 +392,7 @@ def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> fl
     engine.dispose()
     code = (
         f"import resource, sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = ['x'];"
-        "import bench.run as b; from retention.config import create_engine;"
+        "import bench.run as b; from retention.store.config import create_engine;"
         f"e = create_engine({url!r}); b.engine_run(e, 'delete', {batch_size});"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )

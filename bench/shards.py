@@ -30,10 +30,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run import AS_OF, SECRET, generate, pack, reset_engine_tables  # noqa: E402
 
-from retention import execute, logs, store  # noqa: E402
-from retention.config import create_engine  # noqa: E402
+from retention import logs  # noqa: E402
+from retention.engine import execute  # noqa: E402
+from retention.engine.shards import ShardSpec  # noqa: E402
 from retention.policy import LoadedPack  # noqa: E402
-from retention.shards import ShardSpec  # noqa: E402
+from retention.store import tables as store  # noqa: E402
+from retention.store.config import create_engine  # noqa: E402
 
 SCHEMA = "bench_shards"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from retention.config import create_engine, database_url
-from retention.store import metadata
+from retention.store.config import create_engine, database_url
+from retention.store.tables import metadata
 
 config = context.config
 

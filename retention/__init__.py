@@ -30,10 +30,10 @@ from pathlib import Path
 from retention.commands import ledger_verify as verify_ledger
 from retention.commands import plan as plan_run
 from retention.commands import run
+from retention.engine.execute import RunResult
+from retention.engine.plan import PlanSummary
 from retention.errors import ConfigError, LedgerError, LockHeldError, PackError, RetentionError, SchemaError
-from retention.execute import RunResult
-from retention.ledger import VerifyResult
-from retention.plan import PlanSummary
+from retention.ledger.chain import VerifyResult
 from retention.policy import Catalog, LoadedPack, Pack, load_catalog
 
 try:

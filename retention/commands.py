@@ -16,20 +16,26 @@ from typing import Any, NamedTuple
 import pendulum
 import sqlalchemy as sa
 
-from retention import backups, execute, ledger, migrate, notice, shred, store, subjects
-from retention.archive import SeparateArchive
-from retention.clock import AsOf, Period, iana_zone, utcnow
-from retention.config import create_engine
-from retention.coverage import CoverageReport
-from retention.coverage import scan as coverage_scan
 from retention.dialects import dialect_for
-from retention.errors import ConfigError, RetentionError, SchemaError, describe_failure, is_database_error
-from retention.joins import normalise_email
-from retention.plan import Batch, PlanSummary
+from retention.engine import backups, execute, notice, shred
+from retention.engine.archive import SeparateArchive
+from retention.engine.coverage import CoverageReport
+from retention.engine.coverage import scan as coverage_scan
+from retention.engine.plan import Batch, PlanSummary
+from retention.engine.schema import Finding, check_schema
+from retention.engine.shards import ShardSpec
+from retention.errors import ConfigError, RetentionError, SchemaError
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.ledger.pseudonyms import normalise_email
 from retention.policy import LoadedPack, load_catalog
 from retention.policy.model import Dataset
-from retention.schema import Finding, check_schema
-from retention.shards import ShardSpec
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
+from retention.store.connect import connect_error, open_engine
+from retention.subjects import events as subjects
+from retention.timing.clock import AsOf, Period, utcnow
 
 MAX_HORIZON = Period(years=5)
 """The longest forecast of ``report``: it plans once for every week."""
@@ -73,13 +79,6 @@ class CheckReport:
         }
 
 
-def _connect_error(url: str, exc: sa.exc.OperationalError) -> ConfigError:
-    from retention.config import safe_url
-
-    reason = " ".join(str(exc.orig).split())  # drivers write several lines; one is enough
-    return ConfigError(f"cannot connect to {safe_url(url)}: {reason}")
-
-
 def check(rules: Path, db_url: str | None = None) -> CheckReport:
     """Validate every pack under ``rules``; with a database, check its schema too."""
     catalog = load_catalog(rules)
@@ -93,7 +92,7 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
                 report.findings.extend(check_schema(conn, loaded.pack))
         versions = sight_versions(engine, catalog.packs, "check")
     except sa.exc.OperationalError as exc:
-        raise _connect_error(db_url, exc) from None
+        raise connect_error(db_url, exc) from None
     finally:
         engine.dispose()
     report.notices = [f"warning: {v.sentence()}" for v in versions or () if v.short]
@@ -108,7 +107,7 @@ def coverage(rules: Path, db_url: str, pack_id: str | None = None) -> CoverageRe
         with engine.connect() as conn:
             return coverage_scan(conn, loaded.pack, loaded.id)
     except sa.exc.OperationalError as exc:
-        raise _connect_error(db_url, exc) from None
+        raise connect_error(db_url, exc) from None
     finally:
         engine.dispose()
 
@@ -120,10 +119,15 @@ def _archive_keys_required() -> shred.ArchiveKeys:
     return shred.ArchiveKeys(key_file)
 
 
+def archive_keygen(key_file: Path) -> str:
+    """Create the archive's key-encryption key file; its public id."""
+    return shred.kek_id(shred.keygen(key_file).current)
+
+
 def archive_show(db_url: str, dataset: str, record_key: str) -> str:
     """One archived payload, decrypted under the live keys when it is sealed."""
     key_file = shred.configured_key_file()
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             payload = shred.read_payload(
@@ -139,7 +143,7 @@ def archive_show(db_url: str, dataset: str, record_key: str) -> str:
 def archive_encrypt(db_url: str) -> int:
     """Seal the plain payloads of the main database's archive (written before encryption was configured)."""
     keys = _archive_keys_required()
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         keys = shred.ArchiveKeys(shred.finish_rotation(engine, keys.key_file))
         return shred.seal_plain(engine, keys)
@@ -150,7 +154,7 @@ def archive_encrypt(db_url: str) -> int:
 def archive_rotate_key(db_url: str) -> str:
     """A new key-encryption key: every data key rewrapped under it, the old key erased from the file."""
     keys = _archive_keys_required()
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         done = shred.rotate(engine, shred.finish_rotation(engine, keys.key_file))
     finally:
@@ -182,7 +186,7 @@ def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str)
 def pack_history(rules: Path, db_url: str) -> list[notice.VersionNotice]:
     """Every version under ``rules`` with its first sighting and notice status (records sightings)."""
     catalog = load_catalog(rules)
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         return sight_versions(engine, catalog.packs, "check") or []
     finally:
@@ -205,7 +209,7 @@ def db_upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str | N
         migrate.upgrade(engine, revision)
         return before, migrate.current_revision(engine)
     except sa.exc.OperationalError as exc:
-        raise _connect_error(db_url, exc) from None
+        raise connect_error(db_url, exc) from None
     except CommandError:
         raise _unknown_revision(revision) from None
     finally:
@@ -217,7 +221,7 @@ def db_current(db_url: str) -> tuple[str | None, str | None]:
     try:
         return migrate.current_revision(engine), migrate.head_revision()
     except sa.exc.OperationalError as exc:
-        raise _connect_error(db_url, exc) from None
+        raise connect_error(db_url, exc) from None
     finally:
         engine.dispose()
 
@@ -229,7 +233,7 @@ def db_downgrade(db_url: str, revision: str) -> None:
     try:
         migrate.downgrade(engine, revision)
     except sa.exc.OperationalError as exc:
-        raise _connect_error(db_url, exc) from None
+        raise connect_error(db_url, exc) from None
     except CommandError:
         raise _unknown_revision(revision) from None
     finally:
@@ -241,56 +245,19 @@ def db_downgrade(db_url: str, revision: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def as_of_value(value: AsOf | str | None, what: str = "as-of") -> AsOf | None:
-    """An :class:`AsOf` from a library caller's text (the CLI's parameter type gives one already)."""
-    if value is None or isinstance(value, AsOf):
-        return value
-    try:
-        return AsOf.parse(value)
-    except ValueError as exc:
-        raise ConfigError(f"{what}: {exc}") from None
+def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
+    """The pack version in force at the as-of instant, and that instant in UTC (now when ``as_of`` is None).
 
-
-def parse_as_of(value: AsOf | str | None, timezone: str = "UTC") -> dt.datetime:
-    """The as-of instant: now by default; a date means 00:00 that day in ``timezone``."""
-    parsed = as_of_value(value)
-    return utcnow() if parsed is None else parsed.resolve(timezone)
-
-
-def load_pack(rules: Path, as_of_text: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
-    """The pack version in force at the as-of instant, and that instant."""
-    catalog = load_catalog(rules)
-    as_of_text = as_of_value(as_of_text)
-    probe = parse_as_of(as_of_text, "UTC")
-    loaded = catalog.in_force(probe.date(), pack_id)
-    as_of = parse_as_of(as_of_text, loaded.pack.timezone)
-    # A date near midnight may fall on another day in the pack's zone: re-select.
-    loaded = catalog.in_force(as_of.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id)
-    return loaded, as_of
-
-
-def _engine(db_url: str, lock_timeout: int | None = None, engine_tables: bool = True) -> sa.Engine:
-    """An engine on ``db_url``, refused unless the engine's tables are at head.
-
-    ``engine_tables=False`` (plan, a dry run): only the connection is checked;
-    plan then works without those tables (read-only role, never upgraded).
+    A date means midnight in the pack's timezone, known only once a pack is
+    chosen: the version is chosen at the UTC reading, then again in its zone.
     """
-    engine = create_engine(db_url, lock_timeout_seconds=lock_timeout)
-    try:
-        if not engine_tables:
-            with engine.connect():
-                return engine
-        current = migrate.current_revision(engine)
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        raise _connect_error(db_url, exc) from None
-    if current != migrate.head_revision():
-        engine.dispose()
-        raise ConfigError(
-            f"the engine's tables are at revision {current or 'none'}, not "
-            f"{migrate.head_revision()}; run: retention db upgrade"
-        )
-    return engine
+    catalog = load_catalog(rules)
+    given = AsOf.given(as_of) or AsOf.now()
+    loaded = catalog.in_force(given.resolve("UTC").date(), pack_id)
+    instant = given.resolve(loaded.pack.timezone)
+    # A date near midnight may fall on another day in the pack's zone: re-select.
+    loaded = catalog.in_force(instant.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id)
+    return loaded, instant
 
 
 def plan(
@@ -304,7 +271,7 @@ def plan(
 ) -> PlanSummary:
     """Dry run: what ``run`` would do at ``as_of``, compared with the previous plan."""
     loaded, when = load_pack(rules, as_of, pack_id)
-    engine = _engine(db_url, lock_timeout, engine_tables=False)
+    engine = open_engine(db_url, lock_timeout, engine_tables=False)
     try:
         versions = sight_versions(engine, load_catalog(rules).packs, "plan") if record else None
         summary = execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
@@ -321,7 +288,7 @@ def plan_shards(
 ) -> list[dict[str, Any]]:
     """How ``run --shard I/N`` splits the work: per dataset and shard, key range and counts."""
     loaded, when = load_pack(rules, as_of, pack_id)
-    engine = _engine(db_url, engine_tables=False)
+    engine = open_engine(db_url, engine_tables=False)
     try:
         return execute.plan_shards(engine, loaded, when, shards)
     finally:
@@ -350,10 +317,10 @@ def run(
     that shard of the run group ``run_group`` (docs/scaling.md); without an
     explicit ``as_of`` it runs as of the instant the group started.
     """
-    as_of_fixed = as_of_value(as_of) is not None
-    loaded, when = load_pack(rules, as_of, pack_id)
-    secret = ledger.pseudonym_secret()
-    engine = _engine(db_url, lock_timeout)
+    given = AsOf.given(as_of)
+    loaded, when = load_pack(rules, given, pack_id)
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url, lock_timeout)
     short = None
     try:
         for version in sight_versions(engine, load_catalog(rules).packs, "run") or ():
@@ -387,7 +354,7 @@ def run(
                     secret=secret,
                     shard=shard,
                     run_group=run_group,
-                    as_of_fixed=as_of_fixed,
+                    as_of_fixed=given is not None,
                     archive=store_,
                     on_batch=on_batch,
                     allow_mass=allow_mass,
@@ -429,7 +396,7 @@ def run(
 def _write_metrics(
     path: Path, result: execute.RunResult, pack: str, started: dt.datetime, finished: dt.datetime
 ) -> None:
-    from retention.metrics import write_run_metrics
+    from retention.reporting.metrics import write_run_metrics
 
     write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
 
@@ -482,15 +449,15 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
-    from retention.evaluate import NOT_YET, dataset_sql, evaluate_readings
-    from retention.plan import PlanContext, build_planners, steps_from_active, steps_from_state
+    from retention.engine.evaluate import NOT_YET, dataset_sql, evaluate_readings
+    from retention.engine.plan import PlanContext, build_planners, steps_from_active, steps_from_state
 
     loaded, when = load_pack(rules, as_of, pack_id)
     pack = loaded.pack
     if dataset not in pack.datasets:
         raise ConfigError(f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}")
     ds = pack.datasets[dataset]
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
     clocks: list[dict[str, Any]] = []
     due: dict[str, dt.datetime] = {}
@@ -606,7 +573,7 @@ def step_action(ds: Dataset, state: str) -> str:
 
 def _native_key(column: Any, key: str, dataset: str) -> Any:
     """The key as the key column's type: an integer column takes only a 64-bit integer."""
-    from retention.plan import key_to_native
+    from retention.engine.plan import key_to_native
 
     integer = _typed(column) and column.type.python_type is int
     if integer and not (re.fullmatch(r"-?[0-9]{1,19}", key) and -(2**63) <= int(key) < 2**63):
@@ -666,8 +633,8 @@ def hold_add(
 ) -> int:
     """Place a legal hold (recorded in the ledger); a subject hold by id, e-mail address or both."""
     pack = load_catalog(rules).in_force(utcnow().date()).pack if rules else None
-    secret = ledger.pseudonym_secret()
-    engine = _engine(db_url)
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
             return subjects.place_hold(
@@ -687,8 +654,8 @@ def hold_add(
 
 
 def hold_release(db_url: str, hold_id: int, *, reason: str, released_by: str) -> None:
-    secret = ledger.pseudonym_secret()
-    engine = _engine(db_url)
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
             subjects.release_hold(conn, hold_id, released_by=released_by, reason=reason, secret=secret)
@@ -697,7 +664,7 @@ def hold_release(db_url: str, hold_id: int, *, reason: str, released_by: str) ->
 
 
 def hold_list(db_url: str, *, include_released: bool = False) -> list[dict[str, Any]]:
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             return subjects.list_holds(conn, include_released=include_released)
@@ -708,7 +675,7 @@ def hold_list(db_url: str, *, include_released: bool = False) -> list[dict[str, 
 def _parse_day(text: str | dt.date, option: str) -> dt.date:
     if isinstance(text, dt.date):
         return text
-    parsed = as_of_value(text, option)
+    parsed = AsOf.given(text, option)
     if parsed is None or parsed.day is None:
         raise ConfigError(f"{option} {text!r} is not a date (YYYY-MM-DD)")
     return parsed.day
@@ -727,8 +694,8 @@ def erasure_add(
     """Record a request; return its id, its deadline, and which days moved the deadline ('' if none)."""
     day = _parse_day(received, "--received")
     pack = load_catalog(rules).in_force(day, pack_id).pack
-    secret = ledger.pseudonym_secret() if email else None
-    engine = _engine(db_url)
+    secret = pseudonyms.pseudonym_secret() if email else None
+    engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
             request_id = subjects.add_request(
@@ -747,10 +714,10 @@ def subject_known(
 
     None when the database cannot say (the pack's tables are not all there).
     """
-    from retention.plan import PlanContext, build_planners
+    from retention.engine.plan import PlanContext, build_planners
 
     loaded = load_catalog(rules).in_force(utcnow().date(), pack_id)
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             try:
@@ -759,7 +726,7 @@ def subject_known(
                 return None
             named = _Named(subject_key, normalise_email(email) if email else None, None)
             if email:
-                named = named._replace(email_pseudonym=ledger.email_pseudonym(ledger.pseudonym_secret(), email))
+                named = named._replace(email_pseudonym=pseudonyms.email_pseudonym(pseudonyms.pseudonym_secret(), email))
             return any(p.knows_subject(conn, named) for p in planners.values())
     finally:
         engine.dispose()
@@ -771,7 +738,7 @@ def erasure_list(
     """Requests with their deadlines; with ``rules``, why each deadline moved (weekends, holidays)."""
     today = utcnow().date()
     pack = load_catalog(rules).in_force(today, pack_id).pack if rules is not None else None
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             return subjects.list_requests(conn, today, include_closed=include_closed, pack=pack)
@@ -784,7 +751,7 @@ def erasure_extend(
 ) -> tuple[dt.date, str]:
     """Extend a request once; return the new deadline and which days moved it ('' if none)."""
     pack = load_catalog(rules).in_force(utcnow().date(), pack_id).pack
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
             deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack)
@@ -798,7 +765,7 @@ def erasure_extend(
 
 
 def erasure_close(db_url: str, request_id: int) -> None:
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
             subjects.close_request(conn, request_id)
@@ -818,7 +785,7 @@ def ledger_verify(
     import json
 
     if checkpoint_file is None:
-        engine = _engine(db_url)
+        engine = open_engine(db_url)
         try:
             return ledger.verify(engine)
         finally:
@@ -831,7 +798,7 @@ def ledger_verify(
         raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {reason}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         return ledger.verify_checkpoint(engine, document, public)
     finally:
@@ -839,7 +806,7 @@ def ledger_verify(
 
 
 def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
-    parsed = as_of_value(text, name)
+    parsed = AsOf.given(text, name)
     return None if parsed is None else parsed.resolve("UTC")
 
 
@@ -856,7 +823,7 @@ def ledger_entries(
     subject_pseudonym: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries matching the filters, oldest first (at most ``limit``; 0 for all)."""
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         result = []
         for row in ledger.entries(
@@ -880,7 +847,7 @@ def ledger_entries(
 def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
     import sys
 
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     converted = {
         "since": _instant_option(filters.pop("since", None), "--since"),
         "until": _instant_option(filters.pop("until", None), "--until"),
@@ -908,10 +875,10 @@ def ledger_lookup(
         raise ConfigError("give --subject ID, --email ADDRESS, or --dataset and --key")
     if subject_key is not None and email is not None:
         raise ConfigError("give --subject or --email, not both (look each up in turn)")
-    secret = ledger.pseudonym_secret()
-    from retention import ledger_items
+    secret = pseudonyms.pseudonym_secret()
+    from retention.ledger import items as ledger_items
 
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             rows = ledger_items.lookup(
@@ -925,7 +892,7 @@ def ledger_lookup(
 
 def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
     key = ledger.load_signing_key(key_file)
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         return ledger.checkpoint(engine, key, utcnow())
     finally:
@@ -954,16 +921,16 @@ def ledger_prove(
     record_key: str | None,
     subject_key: str | None,
 ) -> dict[str, Any]:
-    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger_proof`)."""
-    from retention import ledger_proof
+    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger.proof`)."""
+    from retention.ledger import proof as ledger_proof
 
     if subject_key is None and (dataset is None or record_key is None):
         raise ConfigError("give --subject ID, or --dataset and --key")
     document = _read_json(checkpoint_file, "checkpoint")
     if not isinstance(document, dict):
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
-    secret = ledger.pseudonym_secret()
-    engine = _engine(db_url)
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             return ledger_proof.build(
@@ -983,12 +950,12 @@ def ledger_verify_proof(
     """Check a proof file offline: no database, the signer's key as the verifier configured it."""
     import json
 
-    from retention import ledger_proof
+    from retention.ledger import proof as ledger_proof
 
     public = ledger.configured_public_key(public_key)
     if (dataset is None) != (record_key is None):
         raise ConfigError("give both --dataset and --key to check which record the proof is about")
-    secret = ledger.pseudonym_secret() if record_key is not None else None
+    secret = pseudonyms.pseudonym_secret() if record_key is not None else None
     try:
         text = proof_file.read_bytes()[:200_000_000]
     except OSError as exc:
@@ -1029,7 +996,7 @@ def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
         return dict(summary.rows)
     except sa.exc.OperationalError as exc:
         if exc.statement is None or exc.connection_invalidated:
-            raise _connect_error(db_url, exc) from None
+            raise connect_error(db_url, exc) from None
         raise
     finally:
         engine.dispose()
@@ -1050,8 +1017,8 @@ def report(
     lock_timeout: int | None = None,
 ) -> tuple[PlanSummary, Any]:
     """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
-    from retention import report as report_module
-    from retention.clock import PeriodSyntaxError
+    from retention.reporting import report as report_module
+    from retention.timing.clock import PeriodSyntaxError
 
     try:
         period = horizon if isinstance(horizon, Period) else Period.parse(horizon)
@@ -1060,7 +1027,7 @@ def report(
     if not period.within(MAX_HORIZON):
         raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast (one plan a week)")
     loaded, when = load_pack(rules, as_of, pack_id)
-    engine = _engine(db_url, lock_timeout)
+    engine = open_engine(db_url, lock_timeout)
     try:
         summary = execute.plan(engine, loaded, when)
         forecast = report_module.forecast(engine, loaded, when, period)
@@ -1074,61 +1041,15 @@ def report(
     return summary, forecast
 
 
-def scheduler(
-    rules: Path,
-    db_url: str,
-    cron: str,
-    timezone: str,
-    pack_id: str | None = None,
-    archive_url: str | None = None,
-    metrics_file: Path | None = None,
-    lock_timeout: int | None = None,
-) -> None:
-    """Run ``run`` on a cron schedule until SIGTERM (see retention.scheduler)."""
-    import threading
-
-    from retention import scheduler as scheduler_module
-    from retention.logs import get_logger
-
-    load_catalog(rules)  # a broken pack fails now, not at 2 am
-    try:
-        iana_zone(timezone)
-    except ValueError as exc:
-        raise ConfigError(f"--timezone: {exc}") from None
-    ledger.pseudonym_secret()
-    _engine(db_url, lock_timeout).dispose()
-    log = get_logger()
-
-    def job(stop: threading.Event) -> None:
-        try:
-            result = run(
-                rules,
-                db_url,
-                None,
-                pack_id,
-                archive_url,
-                metrics_file=metrics_file,
-                should_stop=stop.is_set,
-                lock_timeout=lock_timeout,
-            )
-            log.info("scheduled_run_done", run_id=result.run_id, status=result.status)
-        except Exception as exc:  # the next night's run must still happen; the error is logged without data
-            if not (isinstance(exc, RetentionError) or is_database_error(exc)):
-                raise
-            log.error("scheduled_run_failed", error_type=type(exc).__name__, error=describe_failure(exc)[:500])
-
-    scheduler_module.serve(job, cron, timezone)
-
-
 # --------------------------------------------------------------------------
 # disposition review
 # --------------------------------------------------------------------------
 
 
 def review_list(db_url: str, *, include_done: bool = False) -> list[dict[str, Any]]:
-    from retention import review
+    from retention.subjects import review
 
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             return review.list_batches(conn, include_done=include_done)
@@ -1137,9 +1058,9 @@ def review_list(db_url: str, *, include_done: bool = False) -> list[dict[str, An
 
 
 def review_show(db_url: str, batch_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from retention import review
+    from retention.subjects import review
 
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
             return review.show_batch(conn, batch_id)
@@ -1148,9 +1069,9 @@ def review_show(db_url: str, batch_id: int) -> tuple[dict[str, Any], list[dict[s
 
 
 def review_decide(db_url: str, batch_id: int, *, approve: bool, by: str, reason: str) -> None:
-    from retention import review
+    from retention.subjects import review
 
-    engine = _engine(db_url)
+    engine = open_engine(db_url)
     try:
         with engine.begin() as conn:
             review.decide(conn, batch_id, approve=approve, by=by, reason=reason)
@@ -1174,79 +1095,3 @@ def init(db_url: str, folder: Path) -> list[Path]:
         raise ConfigError(f"cannot create the key files in {folder}: {exc.strerror}") from None
     db_upgrade(db_url)
     return created
-
-
-# --------------------------------------------------------------------------
-# auditor console
-# --------------------------------------------------------------------------
-
-
-def user_add(db_url: str, name: str, role: str, password: str | None, *, created_by: str) -> None:
-    """Create a console account (``password`` None: signs in through the proxy only)."""
-    from retention.web import accounts
-
-    engine = _engine(db_url)
-    try:
-        with engine.begin() as conn:
-            accounts.add_user(conn, name, role, password, created_by=created_by)
-            accounts.log_access(conn, created_by, "account_added", f"{name} ({role}) from the command line")
-    finally:
-        engine.dispose()
-
-
-def user_list(db_url: str) -> list[dict[str, Any]]:
-    from retention.web import accounts
-
-    engine = _engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return accounts.list_users(conn)
-    finally:
-        engine.dispose()
-
-
-def user_disable(db_url: str, name: str, *, by: str) -> None:
-    """Disable a console account; its sessions stop working at their next request."""
-    from retention.web import accounts
-
-    engine = _engine(db_url)
-    try:
-        with engine.begin() as conn:
-            accounts.disable_user(conn, name)
-            accounts.log_access(conn, by, "account_disabled", f"{name} from the command line")
-    finally:
-        engine.dispose()
-
-
-def serve(settings: Any, host: str, port: int) -> None:
-    """Run the auditor console (``retention.web``) with uvicorn until interrupted."""
-    import uvicorn
-
-    from retention.logs import get_logger
-    from retention.web.app import Console, check_database, create_app
-
-    if settings.rules is not None:
-        load_catalog(settings.rules)  # a broken pack fails now, not on the forecast page
-    app = create_app(settings)
-    console: Console = app.state.console
-    try:
-        check_database(console)
-    except RetentionError:
-        console.dispose()
-        raise
-    get_logger().info("console_started", mode=settings.auth, path=f"http://{host}:{port}/")
-    try:
-        # proxy_headers=False: the peer address is the real one, which --auth proxy relies on;
-        # no access log: the console logs route templates, never raw paths or client addresses.
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            proxy_headers=False,
-            access_log=False,
-            server_header=False,
-            log_config=None,
-            log_level="warning",
-        )
-    finally:
-        console.dispose()

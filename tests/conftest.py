@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from retention import migrate
-from retention.config import create_engine
+from retention.store import migrate
+from retention.store.config import create_engine
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
 SERVER_URLS = {

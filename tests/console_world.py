@@ -20,9 +20,11 @@ from sqlalchemy.dialects import mysql
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from retention import execute, ledger, subjects
 from retention.demo import PII_COLUMNS, build_shop
+from retention.engine import execute
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_file
+from retention.subjects import events as subjects
 from retention.web import ConsoleSettings, accounts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,12 +176,12 @@ def build_world(engine: sa.Engine, db_url: str, tmp_path: Path, customers: int =
     assert result.status == "succeeded", result
     hostile_result = execute.run(engine, hostile, AS_OF, secret=SECRET, allow_mass=("*",))
     assert hostile_result.status == "succeeded", hostile_result
-    from retention import review
+    from retention.subjects import review
 
     with engine.connect() as conn:
         batches = {b["dataset"]: b["id"] for b in review.list_batches(conn)}
     assert set(batches) == {"payment_tokens", XSS_REVIEWED}, batches
-    from retention import ledger_items
+    from retention.ledger import items as ledger_items
 
     with engine.connect() as conn:
         customer = next(

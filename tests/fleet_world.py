@@ -19,8 +19,9 @@ import yaml
 from ledger_view import record_moves
 from test_engine import PACK, build
 
-from retention import ledger, migrate
-from retention.config import create_engine
+from retention.ledger import chain as ledger
+from retention.store import migrate
+from retention.store.config import create_engine
 
 SECRET = "fleet-test-pseudonym-key"
 AS_OF = "2026-06-01"

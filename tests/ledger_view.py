@@ -14,7 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from retention import ledger, ledger_items, store
+from retention.ledger import items as ledger_items
+from retention.ledger import pseudonyms
+from retention.store import tables as store
 
 
 def record_moves(
@@ -47,7 +49,7 @@ def record_moves(
                     key = reverse[cache_key].get(item.record_pseudonym, f"?{item.record_pseudonym}")
                     result.append((row.dataset, key, row.transition, item.due_at))
             elif row.record_pseudonym is not None:
-                v1 = {ledger.record_pseudonym(secret, row.dataset, k): k for k in wanted.get(row.dataset, [])}
+                v1 = {pseudonyms.record_pseudonym(secret, row.dataset, k): k for k in wanted.get(row.dataset, [])}
                 result.append((row.dataset, v1.get(row.record_pseudonym, "?"), row.transition, row.due_at))
             elif row.count and row.transition.count("->") == 1:
                 result.append((row.dataset, "*", row.transition, row.count))

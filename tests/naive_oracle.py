@@ -1,8 +1,8 @@
 """A deliberately naive model of docs/rules.md, written for the tests.
 
 The differential test and the production-shaped schemas hold the engine to
-this model. It shares no code with ``retention.plan``, ``retention.evaluate``,
-``retention.execute`` or ``retention.clock`` (nor with ``retention.policy``,
+this model. It shares no code with ``retention.engine.plan``, ``retention.engine.evaluate``,
+``retention.engine.execute`` or ``retention.timing.clock`` (nor with ``retention.policy``,
 which builds on the clock module): it reads the rule pack as the plain data
 of its YAML, every row of every table as Python values, and applies the
 section "How a run decides: the semantics" of docs/rules.md record by

@@ -21,9 +21,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import migrate
 from retention.cli import main
-from retention.config import create_engine
+from retention.store import migrate
+from retention.store.config import create_engine
 
 SHOP = """
 CREATE TABLE customers (id INTEGER PRIMARY KEY, seen_at TIMESTAMP, active BOOLEAN NOT NULL DEFAULT 1,

@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from retention import execute, store
+from retention.engine import execute
 from retention.errors import PackError
 from retention.policy import load_file, validate_pack
+from retention.store import tables as store
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 D = dt.date

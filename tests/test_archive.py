@@ -24,12 +24,14 @@ from click.testing import CliRunner, Result
 from conftest import SERVER_URLS
 from sqlalchemy.engine import make_url
 
-from retention import execute, migrate, store
-from retention.archive import SeparateArchive, archive_owner
 from retention.cli import main
-from retention.config import create_engine
+from retention.engine import execute
+from retention.engine.archive import SeparateArchive, archive_owner
 from retention.errors import ConfigError
 from retention.policy import load_file
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 SECRET = "archive-test-key"
 ENV = {"RETENTION_PSEUDONYM_KEY": SECRET}

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from test_archive import PACK, build
 
-from retention import store
 from retention.cli import main
+from retention.store import tables as store
 
 SECRET = "backups-test-key"
 ENV = {"RETENTION_PSEUDONYM_KEY": SECRET}

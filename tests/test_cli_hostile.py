@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
-from retention.config import safe_url
+from retention.store.config import safe_url
 
 PACK = """
 pack: shop
@@ -200,7 +200,7 @@ def shop(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, str]:
     rules = tmp_path / "shop.yaml"
     rules.write_text(PACK, encoding="utf-8")
     (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
-    from retention import migrate
+    from retention.store import migrate
 
     return {"db": db_url, "rules": str(rules), "dir": str(tmp_path), "head": migrate.head_revision() or ""}
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from retention.clock import Period, PeriodSyntaxError, Schedule, YearEnd, action_deadline
-from retention.evaluate import evaluate_record
+from retention.engine.evaluate import evaluate_record
 from retention.policy import validate_pack
+from retention.timing.clock import Period, PeriodSyntaxError, Schedule, YearEnd, action_deadline
 
 UTC = dt.UTC
 

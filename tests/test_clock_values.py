@@ -19,8 +19,8 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy.dialects import mysql
 
-from retention import execute
 from retention.cli import main
+from retention.engine import execute
 from retention.policy import load_file
 
 UTC = dt.UTC

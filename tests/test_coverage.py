@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from test_schemas import create_schema, load_rows
 
 from retention.cli import main
-from retention.coverage import name_kinds, value_kinds
 from retention.demo.shop import build_shop
+from retention.engine.coverage import name_kinds, value_kinds
 
 MARKETPLACE = "builtin:marketplace"
 WOOCOMMERCE = "builtin:woocommerce-nl"

@@ -16,9 +16,11 @@ import pytest
 import sqlalchemy as sa
 from ledger_view import move_counter, record_moves
 
-from retention import execute, ledger, store
 from retention.demo import build_shop
+from retention.engine import execute
+from retention.ledger import chain as ledger
 from retention.policy import load_file
+from retention.store import tables as store
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_OF = "2026-11-01"

@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from retention.config import read_secret
 from retention.errors import ConfigError
+from retention.store.config import read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

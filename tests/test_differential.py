@@ -49,8 +49,10 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from retention import execute, store, subjects
+from retention.engine import execute
 from retention.policy import LoadedPack, validate_pack
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 SECRET = b"differential-test-key"
 UTC = dt.UTC

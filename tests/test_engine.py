@@ -13,11 +13,13 @@ import sqlalchemy as sa
 from ledger_view import record_moves
 from sqlalchemy.dialects import mysql
 
-from retention import execute, ledger, store
-from retention.archive import SeparateArchive
-from retention.config import create_engine
+from retention.engine import execute
+from retention.engine.archive import SeparateArchive
 from retention.errors import LockHeldError
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, validate_pack
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 SECRET = b"test-pseudonym-key"
 UTC = dt.UTC

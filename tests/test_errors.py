@@ -27,8 +27,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import store
 from retention.cli import main
+from retention.store import tables as store
 
 EMAIL = "emma.moreau3@example.com"
 ENV = {"RETENTION_PSEUDONYM_KEY": "errors-test-key"}

@@ -29,8 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql
 
-from retention.config import create_engine
-from retention.evaluate import (
+from retention.engine.evaluate import (
     ANOMALIES,
     DatasetSQL,
     dataset_sql,
@@ -41,6 +40,7 @@ from retention.evaluate import (
 )
 from retention.policy import validate_pack
 from retention.policy.model import Pack
+from retention.store.config import create_engine
 
 UTC = dt.UTC
 PARIS = "Europe/Paris"

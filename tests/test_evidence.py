@@ -8,8 +8,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from retention import execute, ledger, store, subjects
+from retention.engine import execute
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
 from retention.policy import load_file
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"evidence-test-key"
@@ -121,7 +125,7 @@ def test_settled_requests_and_holds_lose_the_person_after_three_years(migrated: 
     for name in ("old_closed", "old_processed"):
         row, old = after[requests[name]], before[requests[name]]
         assert (row.subject_key, row.note, row.extension_reason) == (None, None, None), name
-        assert row.subject_pseudonym == ledger.subject_pseudonym(SECRET, old.subject_key)
+        assert row.subject_pseudonym == pseudonyms.subject_pseudonym(SECRET, old.subject_key)
         assert (row.received_on, row.deadline, row.status, row.outcome, row.closed_at, row.processed_run_id) == (
             old.received_on,
             old.deadline,
@@ -139,7 +143,7 @@ def test_settled_requests_and_holds_lose_the_person_after_three_years(migrated: 
         None,
         "removed after the engine's retention period",
     )
-    assert old.subject_pseudonym == ledger.subject_pseudonym(SECRET, "41")
+    assert old.subject_pseudonym == pseudonyms.subject_pseudonym(SECRET, "41")
     assert old.placed_at is not None and old.released_at is not None and old.released_by == "dpo"
     for name, subject in (("released_recent", "42"), ("in_place", "43")):
         row = hold_rows[holds[name]]

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute
 from retention.cli import main
+from retention.engine import execute
 from retention.errors import PackError
 from retention.policy import load_file, validate_pack
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, store
 from retention.cli import main
 from retention.commands import explain
 from retention.demo import build_shop
+from retention.engine import execute
 from retention.policy import load_file
+from retention.store import tables as store
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "marketplace.yaml"

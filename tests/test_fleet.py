@@ -31,7 +31,7 @@ from fleet_world import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from retention.cli import main
-from retention.fleet import TargetOutcome, load_fleet, worst_exit
+from retention.ops.fleet import TargetOutcome, load_fleet, worst_exit
 
 
 def _fleet_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -174,7 +174,7 @@ def test_an_unknown_target_and_a_missing_variable(tmp_path: Path, monkeypatch: p
     assert unknown.exit_code == 2
     assert unknown.output.splitlines() == ["error: fleet.yaml: no target named 'b'; targets: a"]
     fleet = load_fleet(Path("fleet.yaml"))
-    from retention.fleet import run_target
+    from retention.ops.fleet import run_target
 
     outcome = run_target(fleet, "a")
     assert (outcome.status, outcome.exit_code) == ("config error", 2)
@@ -200,7 +200,7 @@ def test_a_target_whose_process_crashes_does_not_take_the_others_down(
         monkeypatch.setattr(sys, "executable", str(wrapper))
         for key, value in {**env, "RETENTION_PSEUDONYM_KEY": SECRET}.items():
             monkeypatch.setenv(key, value)
-        from retention.fleet import run_local
+        from retention.ops.fleet import run_local
 
         outcomes = run_local(load_fleet(fleet_file), ["crash-me", "fine"], parallel=2, as_of=AS_OF)
         crashed, fine = outcomes

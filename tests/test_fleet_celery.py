@@ -41,8 +41,8 @@ from fleet_world import (
     write_pack,
 )
 
-from retention.config import create_engine
-from retention.workers import DEFAULT_BACKEND, DEFAULT_BROKER
+from retention.ops.workers import DEFAULT_BACKEND, DEFAULT_BROKER
+from retention.store.config import create_engine
 
 BROKER = os.environ.get("RETENTION_TEST_CELERY_BROKER_URL", DEFAULT_BROKER)
 BACKEND = os.environ.get("RETENTION_TEST_CELERY_RESULT_BACKEND", DEFAULT_BACKEND)

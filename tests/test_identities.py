@@ -26,9 +26,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, ledger, store
 from retention.cli import main
+from retention.engine import execute
+from retention.ledger import pseudonyms
 from retention.policy import load_file
+from retention.store import tables as store
 
 KEY = "identities-test-key"
 ENV = {"RETENTION_PSEUDONYM_KEY": KEY}
@@ -230,7 +232,7 @@ def test_erasure_and_holds_by_email_reach_guest_rows_and_the_ledger_finds_them(
     )
     assert (carol.email, carol.status) == ("carol@example.com", "open")  # its records are held
     assert (bob.subject_key, bob.email, bob.status) == ("2", None, "processed")
-    assert alice.email_pseudonym == ledger.email_pseudonym(KEY.encode(), "alice@example.com")
+    assert alice.email_pseudonym == pseudonyms.email_pseudonym(KEY.encode(), "alice@example.com")
 
     found = json.loads(cli("ledger", "lookup", "--db", db_url, "--email", "ALICE@example.com ", "--format", "json"))
     items = sorted((e["dataset"], e["transition"]) for e in found if e["item"] is not None)

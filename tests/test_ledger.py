@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from retention import ledger, store
-from retention.config import read_secret
 from retention.errors import ConfigError, LedgerError
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.store import tables as store
+from retention.store.config import read_secret
 
 NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
 SECRET = b"k"
@@ -31,8 +33,8 @@ def draft(n: int, dataset: str = "invoices") -> ledger.EntryDraft:
         action="delete",
         basis="Code de commerce L123-22",
         due_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=n),
-        record_pseudonym=ledger.record_pseudonym(SECRET, dataset, str(n)),
-        subject_pseudonym=ledger.subject_pseudonym(SECRET, str(n % 3)),
+        record_pseudonym=pseudonyms.record_pseudonym(SECRET, dataset, str(n)),
+        subject_pseudonym=pseudonyms.subject_pseudonym(SECRET, str(n % 3)),
         detail={"n": n} if n % 2 else {},
     )
 
@@ -213,11 +215,11 @@ def test_checkpoint_refuses_a_broken_chain(migrated: sa.Engine, tmp_path: Path) 
 
 def test_pseudonyms_are_keyed_and_never_the_key() -> None:
     """Same input and key give the same pseudonym; datasets, keys and secrets separate them."""
-    a = ledger.record_pseudonym(b"secret", "customers", "42")
-    assert a == ledger.record_pseudonym(b"secret", "customers", "42")
-    assert a != ledger.record_pseudonym(b"secret", "invoices", "42")
-    assert a != ledger.record_pseudonym(b"other", "customers", "42")
-    assert ledger.subject_pseudonym(b"secret", "42") != a
+    a = pseudonyms.record_pseudonym(b"secret", "customers", "42")
+    assert a == pseudonyms.record_pseudonym(b"secret", "customers", "42")
+    assert a != pseudonyms.record_pseudonym(b"secret", "invoices", "42")
+    assert a != pseudonyms.record_pseudonym(b"other", "customers", "42")
+    assert pseudonyms.subject_pseudonym(b"secret", "42") != a
     assert all(c in "0123456789abcdef" for c in a) and len(a) == 64
 
 
@@ -229,7 +231,7 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pyt
     monkeypatch.delenv("RETENTION_PSEUDONYM_KEY", raising=False)
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", str(path))
     with pytest.raises(ConfigError, match=f"run: chmod 600 {path}"):
-        ledger.pseudonym_secret()
+        pseudonyms.pseudonym_secret()
     path.chmod(0o600)
     assert read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE") == b"s3cret"
 
@@ -295,7 +297,7 @@ def test_pseudonym_is_hmac_sha256(secret: bytes, dataset: str, key: str) -> None
     import hmac
 
     message = "\x1f".join(["record", dataset, key]).encode("utf-8")
-    assert ledger.record_pseudonym(secret, dataset, key) == hmac.new(secret, message, hashlib.sha256).hexdigest()
+    assert pseudonyms.record_pseudonym(secret, dataset, key) == hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 BASIS = 'b ä"\t\n\\N\\'  # quotes, COPY's separators and escapes, NULL's spelling
@@ -326,8 +328,8 @@ def test_fast_record_entries_hash_like_the_general_path(migrated: sa.Engine) -> 
             "delete",
             BASIS,
             due,
-            ledger.record_pseudonym(SECRET, "events", key),
-            ledger.subject_pseudonym(SECRET, subject) if subject else None,
+            pseudonyms.record_pseudonym(SECRET, "events", key),
+            pseudonyms.subject_pseudonym(SECRET, subject) if subject else None,
         )
         for due, key, subject, _ in items
     ]

@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import store
 from retention.cli import main
+from retention.store import tables as store
 
 SECRET = "proof-test-key"
 ENV = {
@@ -290,7 +290,8 @@ def test_prove_refuses_what_it_cannot_prove(purged: dict[str, Any]) -> None:
 @pytest.mark.only_on("sqlite")  # the proof is a file: the same on every database
 def test_every_single_character_change_is_rejected_or_harmless(purged: dict[str, Any]) -> None:
     """Each character of a proof changed in turn: rejected, unparseable, or the same document (whitespace, key_id)."""
-    from retention import ledger, ledger_proof
+    from retention.ledger import chain as ledger
+    from retention.ledger import proof as ledger_proof
 
     result, proof = prove(purged, "--dataset", "events", "--key", key_of(5))
     assert result.exit_code == 0, result.output

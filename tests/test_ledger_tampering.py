@@ -20,8 +20,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import ledger, store
 from retention.cli import main
+from retention.ledger import chain as ledger
+from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "tamper-test-key", "RETENTION_SIGNING_KEY_FILE": ""}
 

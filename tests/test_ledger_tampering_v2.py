@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import store
 from retention.cli import main
+from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "tamper-v2-key", "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
 

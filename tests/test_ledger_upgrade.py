@@ -22,8 +22,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import migrate
 from retention.cli import main
+from retention.store import migrate
 
 SECRET = "upgrade-test-key"
 ENV = {

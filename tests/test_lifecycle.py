@@ -20,9 +20,12 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from retention import execute, ledger, logs, store
+from retention import logs
 from retention.demo import PII_COLUMNS, build_shop, shop_metadata
+from retention.engine import execute
+from retention.ledger import chain as ledger
 from retention.policy import load_file
+from retention.store import tables as store
 
 PARIS = ZoneInfo("Europe/Paris")
 UTC = dt.UTC

@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from ledger_view import record_moves
 from test_engine import SECRET, UTC, build, loaded_pack
 
-from retention import execute, ledger, store
-from retention.config import create_engine
+from retention.engine import execute
+from retention.engine.plan import PlanContext, build_planners
 from retention.errors import ConcurrentChangeError, LockHeldError, LockLostError
-from retention.plan import PlanContext, build_planners
+from retention.ledger import chain as ledger
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ import hmac
 import pytest
 import sqlalchemy as sa
 
-from retention.actions import mask_rows, strategy_for
+from retention.engine.masking import mask_rows, strategy_for
 from retention.errors import SchemaError
 from retention.policy.model import Mask
 

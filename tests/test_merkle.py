@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention import merkle
+from retention.ledger import merkle
 
 
 def _mth(leaves: list[bytes]) -> bytes:

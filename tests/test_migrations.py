@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from retention import migrate
-from retention.store import metadata
+from retention.store import migrate
+from retention.store.tables import metadata
 
 
 def test_upgrade_downgrade_upgrade(engine: sa.Engine) -> None:
@@ -22,7 +22,7 @@ def test_upgrade_downgrade_upgrade(engine: sa.Engine) -> None:
 
 
 def test_migrations_match_metadata(migrated: sa.Engine) -> None:
-    """Autogenerate finds nothing to change: the migrations build exactly store.py."""
+    """Autogenerate finds nothing to change: the migrations build exactly store/tables.py."""
     with migrated.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     # MySQL reports comments and LONGTEXT variants in ways autogenerate cannot match.

@@ -10,9 +10,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import migrate, notice, store
 from retention.cli import main
+from retention.engine import notice
 from retention.policy import load_catalog, load_file
+from retention.store import migrate
+from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "notice-test-key"}
 VERSION = """\

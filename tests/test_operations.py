@@ -17,9 +17,10 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.dialects import mysql
 
-from retention import execute, store
 from retention.cli import main
 from retention.demo import build_shop
+from retention.engine import execute
+from retention.store import tables as store
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")

@@ -1,7 +1,7 @@
-"""The order datasets run in (retention/order.py): leaders first, readers before writers, FK children first.
+"""The order datasets run in (retention/engine/order.py): leaders first, readers before writers, FK children first.
 
 Each test builds its own tables and pack; the expected order is written out
-by hand from docs/rules.md ("How a run decides"), not computed by order.py.
+by hand from docs/rules.md ("How a run decides"), not computed by engine/order.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from retention.engine.order import dataset_order
 from retention.errors import SchemaError
-from retention.order import dataset_order
 from retention.policy import validate_pack
 
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 import retention
 from retention.cli import main
-from retention.config import create_engine
 from retention.errors import ConfigError
 from retention.resources import builtin_pack_names, migrations_folder
+from retention.store.config import create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,11 @@ import pytest
 import sqlalchemy as sa
 from ledger_view import record_moves
 
-from retention import execute, ledger, store, subjects
+from retention.engine import execute
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, validate_pack
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"partition-test-key"

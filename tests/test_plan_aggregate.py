@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 from test_engine import PACK, SECRET, UTC, build, loaded_pack
 
-from retention import execute, subjects
-from retention.plan import PlanSummary
+from retention.engine import execute
+from retention.engine.plan import PlanSummary
+from retention.subjects import events as subjects
 
 
 def summaries(engine: sa.Engine, pack: Any, as_of: dt.datetime) -> tuple[PlanSummary, PlanSummary]:

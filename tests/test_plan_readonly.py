@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
-from retention import migrate
 from retention.cli import main
+from retention.store import migrate
 
 PACK = """\
 pack: readonly

@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from retention.progress import LogProgress, batch_counts
+from retention.reporting.progress import LogProgress, batch_counts
 
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 AS_OF = "2026-11-01"
@@ -152,7 +152,7 @@ class _Log:
 
 def test_log_progress_reports_rate_and_time_left() -> None:
     """Every N batches: transitions so far, the rate since the dataset began and, with a total, seconds left."""
-    from retention.plan import Batch, Move, Step
+    from retention.engine.plan import Batch, Move, Step
 
     ticks = iter([0.0, 2.0, 4.0, 6.0, 8.0])
     log = _Log()

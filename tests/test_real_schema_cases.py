@@ -21,13 +21,15 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from retention import execute, migrate, store
 from retention.cli import main
 from retention.commands import check as check_command
 from retention.commands import explain
-from retention.config import create_engine
-from retention.plan import Batch
+from retention.engine import execute
+from retention.engine.plan import Batch
 from retention.policy import load_file
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 SECRET = b"real-schema-cases-key"
 ENV = {"RETENTION_PSEUDONYM_KEY": SECRET.decode()}

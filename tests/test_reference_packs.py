@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from test_schemas import create_schema
 
-from retention import migrate
 from retention.cli import main
+from retention.store import migrate
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention import execute, report
-from retention.clock import Period
 from retention.demo import build_shop
+from retention.engine import execute
 from retention.policy import load_file
+from retention.reporting import report
+from retention.timing.clock import Period
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK = load_file(ROOT / "rules" / "marketplace.yaml")

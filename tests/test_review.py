@@ -9,8 +9,13 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from retention import execute, ledger, ledger_items, review, store, subjects
+from retention.engine import execute
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
 from retention.policy import validate_pack
+from retention.store import tables as store
+from retention.subjects import events as subjects
+from retention.subjects import review
 
 TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 SECRET = b"review-test-key"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention import store
 from retention.demo import build_shop
+from retention.store import tables as store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,10 +37,13 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from retention import execute, migrate, store, subjects
-from retention.config import create_engine
-from retention.plan import Batch
+from retention.engine import execute
+from retention.engine.plan import Batch
 from retention.policy import LoadedPack, load_file
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
+from retention.subjects import events as subjects
 
 HERE = Path(__file__).resolve().parent / "schemas"
 SCHEMAS = ("woocommerce", "shop", "pagila")

@@ -33,11 +33,15 @@ from conftest import isolated_database
 from ledger_view import record_moves
 from test_deploy import sharded_container, sharded_cronjob
 
-from retention import execute, ledger, migrate, store, subjects
 from retention.cli import main
-from retention.config import create_engine
+from retention.engine import execute
+from retention.engine.shards import ShardSpec, parse_shard
+from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_file
-from retention.shards import ShardSpec, parse_shard
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"shards-test-key"

@@ -15,9 +15,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 from test_archive import PACK, build, extra_database
 
-from retention import shred, store
 from retention.cli import main
-from retention.config import create_engine
+from retention.engine import shred
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 SECRET = "shred-test-key"
 WITH_BACKUPS = PACK.replace("guard: {max_share: 1.0}\n", "guard: {max_share: 1.0}\nbackups:\n  kept_for: P35D\n", 1)

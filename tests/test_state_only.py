@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, store
 from retention.cli import main
+from retention.engine import execute
 from retention.errors import PackError
 from retention.policy import load_file, validate_pack
+from retention.store import tables as store
 
 UTC = dt.UTC
 PACK_TEXT = """\

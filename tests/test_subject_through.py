@@ -14,10 +14,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, ledger_items, subjects
 from retention.cli import main
+from retention.engine import execute
 from retention.errors import PackError
+from retention.ledger import items as ledger_items
 from retention.policy import load_file
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"subject-through-key"

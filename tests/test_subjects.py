@@ -15,10 +15,16 @@ from hypothesis import strategies as st
 from ledger_view import record_moves
 from sqlalchemy.dialects import mysql
 
-from retention import execute, ledger, ledger_items, migrate, store, subjects
 from retention.demo import build_shop, shop_metadata
+from retention.engine import execute
 from retention.errors import ConfigError
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
+from retention.ledger import pseudonyms
 from retention.policy import load_file, validate_pack
+from retention.store import migrate
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKETPLACE = load_file(ROOT / "rules" / "marketplace.yaml")
@@ -364,7 +370,7 @@ def test_hold_place_and_release_are_ledger_entries(migrated: sa.Engine) -> None:
         ("hold_placed", "subject"),
         ("hold_released", "subject"),
     ]
-    assert {r.subject_pseudonym for r in rows} == {ledger.subject_pseudonym(SECRET, "42")}
+    assert {r.subject_pseudonym for r in rows} == {pseudonyms.subject_pseudonym(SECRET, "42")}
     with migrated.begin() as conn, pytest.raises(ConfigError, match="already released"):
         subjects.release_hold(conn, hold_id, released_by="dpo", reason="again", secret=SECRET)
 

@@ -22,10 +22,12 @@ from console_world import (
     sign_in,
 )
 
-from retention import migrate, review, store
 from retention.cli import main
+from retention.store import migrate
+from retention.store import tables as store
+from retention.subjects import review
 from retention.web import create_app
-from retention.web.app import Console, ConsoleSettings
+from retention.web.console import Console, ConsoleSettings
 from retention.web.database import read_only_engine
 
 ROLES = ("anonymous", "auditor", "approver", "admin")

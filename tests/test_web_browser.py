@@ -28,8 +28,9 @@ import uvicorn
 from console_world import PASSWORD, SECRET, USERS, XSS_BASIS, XSS_DATASET, XSS_REASON, XSS_REVIEWED, World, build_world
 from test_web_pages import _seqs_of
 
-from retention import migrate, review
-from retention.config import create_engine
+from retention.store import migrate
+from retention.store.config import create_engine
+from retention.subjects import review
 from retention.web import create_app
 
 pytestmark = pytest.mark.browser

@@ -19,9 +19,11 @@ import structlog
 from click.testing import CliRunner
 from console_world import SECRET, USERS, XSS_BASIS, XSS_DATASET, World, build_world, csrf_of, sign_in
 
-from retention import logs, review, store
+from retention import logs
 from retention.cli import main
-from retention.ledger_query import PAGE_SIZE
+from retention.ledger.query import PAGE_SIZE
+from retention.store import tables as store
+from retention.subjects import review
 from retention.web import create_app
 
 SEQ_CELL = re.compile(r'<tr>\s*<td class="num">(\d+)</td>')

@@ -14,11 +14,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from retention import execute, store, subjects
 from retention.cli import main
 from retention.commands import explain
+from retention.engine import execute
 from retention.errors import PackError
 from retention.policy import LoadedPack, load_file
+from retention.store import tables as store
+from retention.subjects import events as subjects
 
 UTC = dt.UTC
 SECRET = b"where-test-key"

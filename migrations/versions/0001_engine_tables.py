@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-import retention.store
+import retention.store.tables
 
 revision = "0001"
 down_revision = None
@@ -31,10 +31,10 @@ def upgrade() -> None:
             nullable=False,
             comment="JSON of the declared columns only",
         ),
-        sa.Column("archived_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("archived_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column(
             "purge_due_at",
-            retention.store.UTCDateTime(),
+            retention.store.tables.UTCDateTime(),
             nullable=True,
             comment="when the payload's own period ends",
         ),
@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False, comment="open, processed, closed"),
         sa.Column("processed_run_id", sa.String(length=36), nullable=True),
-        sa.Column("closed_at", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("closed_at", retention.store.tables.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_erasure_requests")),
     )
     op.create_index(
@@ -76,9 +76,9 @@ def upgrade() -> None:
         sa.Column("subject_key", sa.String(length=191), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("placed_by", sa.String(length=100), nullable=False),
-        sa.Column("placed_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("placed_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column("released_by", sa.String(length=100), nullable=True),
-        sa.Column("released_at", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("released_at", retention.store.tables.UTCDateTime(), nullable=True),
         sa.Column("release_reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_holds")),
     )
@@ -96,7 +96,7 @@ def upgrade() -> None:
             autoincrement=False,
             nullable=False,
         ),
-        sa.Column("recorded_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("recorded_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column("run_id", sa.String(length=36), nullable=True),
         sa.Column("pack_id", sa.String(length=100), nullable=True),
         sa.Column("pack_digest", sa.String(length=64), nullable=True),
@@ -111,7 +111,7 @@ def upgrade() -> None:
         sa.Column("basis", sa.Text(), nullable=True),
         sa.Column(
             "due_at",
-            retention.store.UTCDateTime(),
+            retention.store.tables.UTCDateTime(),
             nullable=True,
             comment="the instant that made the record due",
         ),
@@ -128,8 +128,8 @@ def upgrade() -> None:
             comment="HMAC-SHA256 of the subject key",
         ),
         sa.Column("count", sa.Integer(), server_default="1", nullable=False),
-        sa.Column("clock_min", retention.store.UTCDateTime(), nullable=True),
-        sa.Column("clock_max", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("clock_min", retention.store.tables.UTCDateTime(), nullable=True),
+        sa.Column("clock_max", retention.store.tables.UTCDateTime(), nullable=True),
         sa.Column(
             "detail",
             sa.Text(),
@@ -164,7 +164,7 @@ def upgrade() -> None:
         sa.Column("pack_id", sa.String(length=100), nullable=False),
         sa.Column("version", sa.String(length=100), nullable=False),
         sa.Column("effective_from", sa.Date(), nullable=False),
-        sa.Column("first_seen_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("first_seen_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column(
             "content",
             sa.Text().with_variant(mysql.LONGTEXT(), "mariadb").with_variant(mysql.LONGTEXT(), "mysql"),
@@ -180,7 +180,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column(
             "since",
-            retention.store.UTCDateTime(),
+            retention.store.tables.UTCDateTime(),
             nullable=False,
             comment="the due instant that moved it here",
         ),
@@ -210,8 +210,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=50), nullable=False),
         sa.Column("run_id", sa.String(length=36), nullable=False),
         sa.Column("owner", sa.String(length=200), nullable=False, comment="host:pid of the holder"),
-        sa.Column("acquired_at", retention.store.UTCDateTime(), nullable=False),
-        sa.Column("heartbeat_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("acquired_at", retention.store.tables.UTCDateTime(), nullable=False),
+        sa.Column("heartbeat_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_retention_run_lock")),
     )
     op.create_table(
@@ -220,9 +220,9 @@ def upgrade() -> None:
         sa.Column("mode", sa.String(length=10), nullable=False, comment="plan or run"),
         sa.Column("pack_id", sa.String(length=100), nullable=False),
         sa.Column("pack_digest", sa.String(length=64), nullable=False),
-        sa.Column("as_of", retention.store.UTCDateTime(), nullable=False),
-        sa.Column("started_at", retention.store.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("as_of", retention.store.tables.UTCDateTime(), nullable=False),
+        sa.Column("started_at", retention.store.tables.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", retention.store.tables.UTCDateTime(), nullable=True),
         sa.Column(
             "status",
             sa.String(length=20),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import retention.store
+import retention.store.tables
 
 revision = "0002"
 down_revision = "0001"
@@ -29,7 +29,7 @@ def upgrade() -> None:
             nullable=False,
             comment="the run that found the purges due",
         ),
-        sa.Column("created_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("created_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column(
             "status",
             sa.String(length=20),
@@ -37,7 +37,7 @@ def upgrade() -> None:
             comment="pending, approved, rejected, completed",
         ),
         sa.Column("decided_by", sa.String(length=100), nullable=True),
-        sa.Column("decided_at", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("decided_at", retention.store.tables.UTCDateTime(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_review_batches")),
     )
@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("dataset", sa.String(length=100), nullable=False),
         sa.Column("record_key", sa.String(length=191), nullable=False),
         sa.Column("transition", sa.String(length=40), nullable=False),
-        sa.Column("due_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("due_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["batch_id"],
             ["retention_review_batches.id"],

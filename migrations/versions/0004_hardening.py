@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import retention.store
+import retention.store.tables
 
 revision = "0004_hardening"
 down_revision = "0005_console"
@@ -41,7 +41,7 @@ def upgrade() -> None:
         "retention_identity",
         sa.Column("name", sa.String(length=50), nullable=False, comment="'database': this database's own id"),
         sa.Column("value", sa.String(length=64), nullable=False),
-        sa.Column("created_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("created_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_retention_identity")),
     )
     op.create_table(

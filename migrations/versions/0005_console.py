@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-import retention.store
+import retention.store.tables
 
 revision = "0005_console"
 down_revision = "0003"
@@ -30,15 +30,15 @@ def upgrade() -> None:
             nullable=True,
             comment="argon2id; NULL for accounts that sign in through the proxy only",
         ),
-        sa.Column("created_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("created_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=False),
-        sa.Column("disabled_at", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("disabled_at", retention.store.tables.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_retention_console_users")),
     )
     op.create_table(
         "retention_console_access_log",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column("user_name", sa.String(length=100), nullable=True),
         sa.Column(
             "kind",
@@ -67,7 +67,7 @@ def upgrade() -> None:
             nullable=False,
             comment="HMAC of the name typed, so a password typed as a name is not kept",
         ),
-        sa.Column("failed_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("failed_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_console_login_failures")),
     )
     op.create_index(

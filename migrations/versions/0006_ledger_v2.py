@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import retention.store
+import retention.store.tables
 
 revision = "0006"
 down_revision = "0004_hardening"
@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("idx", sa.Integer(), nullable=False),
         sa.Column("record_pseudonym", sa.String(length=64), nullable=False, comment="HMAC under the run's key"),
         sa.Column("subject_pseudonym", sa.String(length=64), nullable=True, comment="HMAC under the run's key"),
-        sa.Column("due_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("due_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column("request_id", sa.Integer(), nullable=True, comment="the erasure request behind the move"),
         sa.Column("review_id", sa.Integer(), nullable=True, comment="the approved review batch behind the purge"),
         sa.PrimaryKeyConstraint("entry_seq", "idx", name=op.f("pk_retention_ledger_items")),

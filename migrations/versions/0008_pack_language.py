@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import retention.store
+import retention.store.tables
 
 revision = "0008"
 down_revision = "0007"
@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("pack_id", sa.String(length=100), nullable=False),
         sa.Column("version", sa.String(length=100), nullable=False),
         sa.Column("effective_from", sa.Date(), nullable=False),
-        sa.Column("first_seen_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("first_seen_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.Column("seen_by", sa.String(length=10), nullable=False, comment="check, plan or run"),
         sa.PrimaryKeyConstraint("digest", name=op.f("pk_retention_pack_sightings")),
     )
@@ -62,7 +62,7 @@ def upgrade() -> None:
             table,
             sa.Column(
                 "minimised_at",
-                retention.store.UTCDateTime(),
+                retention.store.tables.UTCDateTime(),
                 nullable=True,
                 comment="when the subject id and notes were removed",
             ),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import retention.store
+import retention.store.tables
 
 revision = "0010"
 down_revision = "0009"
@@ -53,8 +53,8 @@ def upgrade() -> None:
             "status", sa.String(length=20), nullable=False, comment="running, succeeded, failed, partial, guarded..."
         ),
         sa.Column("owner", sa.String(length=200), nullable=False, comment="host:pid of the process that ran it last"),
-        sa.Column("started_at", retention.store.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", retention.store.UTCDateTime(), nullable=True),
+        sa.Column("started_at", retention.store.tables.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", retention.store.tables.UTCDateTime(), nullable=True),
         sa.Column("counts", LONGTEXT, nullable=True, comment="JSON: dataset -> transition -> count"),
         sa.Column("erased", LONGTEXT, nullable=True, comment="JSON: erasure request -> records it moved in this shard"),
         sa.Column("stats", LONGTEXT, nullable=True, comment="JSON: batches, ledger lock waits and hold times"),

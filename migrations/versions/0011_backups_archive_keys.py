@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import retention.store
+import retention.store.tables
 
 revision = "0011_backups"
 down_revision = "0010"
@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column(
             "wrapped_key", sa.String(length=200), nullable=False, comment="the data key, AES-256-GCM wrapped, base64"
         ),
-        sa.Column("created_at", retention.store.UTCDateTime(), nullable=False),
+        sa.Column("created_at", retention.store.tables.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("dataset", "bucket", name=op.f("pk_retention_archive_keys")),
     )
 

@@ -39,7 +39,7 @@ class Dialect:
     #: (a fleet target whose file is missing is unreachable, never created).
     embedded: ClassVar[bool] = False
 
-    #: Date/time columns may hold text in any form of :mod:`retention.datetext`
+    #: Date/time columns may hold text in any form of :mod:`retention.timing.datetext`
     #: (SQLite has no date type): clocks are then compared through the text's
     #: normal form, and a text column passes the schema check for a date clock.
     datetimes_as_text: ClassVar[bool] = False
@@ -128,7 +128,7 @@ class Dialect:
         the database has shared locks, a shard also holds the database's
         lock in shared mode, so a whole run and shards exclude each other.
         None: the database has no such lock, and the run lock is a row in
-        ``retention_run_lock`` (see :class:`retention.execute.RunLock`).
+        ``retention_run_lock`` (see :class:`retention.engine.execute.RunLock`).
         """
         return None
 
@@ -236,7 +236,7 @@ class Dialect:
         """
         return None
 
-    # -- clock SQL (retention.evaluate) ---------------------------------------
+    # -- clock SQL (retention.engine.evaluate) ---------------------------------------
 
     def epoch_text_valid(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
         """Digits without a leading zero (no end anchor: PCRE's ``$`` allows a final newline).

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention import datetext
 from retention.dialects.base import Dialect
 from retention.errors import ConfigError
+from retention.timing import datetext
 
 SQLITE_JOURNAL_MODES = ("delete", "truncate", "persist", "wal")
 """Journal modes a SQLite URL may ask for with ``?journal_mode=``: persistent ones only."""

@@ -19,9 +19,9 @@ import rfc8785
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from retention.clock import MAX_SPAN_YEARS, Period, Schedule
 from retention.errors import PackError, PackProblem
 from retention.policy.model import Dataset, Pack
+from retention.timing.clock import MAX_SPAN_YEARS, Period, Schedule
 
 PathKey = tuple[str | int, ...]
 
@@ -396,7 +396,7 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
 
 
 def _span_problems(pack: Pack, ds_name: str, name: str, lines: dict[PathKey, int]) -> list[PackProblem]:
-    """Schedules longer than the date arithmetic supports (see retention.clock.MAX_SPAN_YEARS)."""
+    """Schedules longer than the date arithmetic supports (see retention.timing.clock.MAX_SPAN_YEARS)."""
     ds = pack.datasets[ds_name]
     last = ds.lifecycle[-1].to
     delays = [str(step.after) for step in ds.lifecycle if step.after != Period()]

@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from retention.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 from retention.policy.rowfilter import RowFilter, parse_where
+from retention.timing.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
 """Lifecycle states in their only allowed order."""
@@ -59,7 +59,7 @@ YearEndField = Annotated[
 
 
 def _check_timezone(value: str) -> str:
-    """An IANA zone name (see retention.clock.iana_zone) that pendulum can load."""
+    """An IANA zone name (see retention.timing.clock.iana_zone) that pendulum can load."""
     iana_zone(value)
     try:
         pendulum.timezone(value)
@@ -187,7 +187,7 @@ MASK_STRATEGIES: tuple[str, ...] = (
 
 
 class Mask(_Strict):
-    """How one column is masked (see retention.actions for the strategies)."""
+    """How one column is masked (see retention.engine.masking for the strategies)."""
 
     strategy: Literal["null", "fixed", "hash", "redact", "truncate_date", "generalise"]
     value: str | int | float | bool | None = None

@@ -2,7 +2,7 @@
 
 The pack keeps the mapping exactly as written (its digest is the digest of
 that text); :func:`parse_where` checks it and turns it into tests that
-retention.rowfilter compiles to SQL. docs/rules.md ("Which rows: ``where``")
+retention.engine.rowfilter compiles to SQL. docs/rules.md ("Which rows: ``where``")
 is the reference.
 """
 

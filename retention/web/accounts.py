@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from retention import store
-from retention.clock import utcnow
 from retention.errors import ConfigError
+from retention.store import tables as store
+from retention.timing.clock import utcnow
 
 ROLES = ("auditor", "approver", "admin")
 RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}

@@ -11,15 +11,10 @@ that escaped escaping could not run.
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
-import jinja2
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -28,20 +23,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from retention.config import read_secret
 from retention.errors import ConfigError
 from retention.logs import get_logger
-from retention.web import accounts
-from retention.web.database import read_only_engine, writable_engine
+from retention.web import pages
+from retention.web.console import Console, ConsoleSettings, Viewer
 from retention.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
-    SESSION_COOKIE,
-    CookieSigner,
-    TrustedProxies,
     cookie_options,
     csrf_matches,
 )
@@ -63,135 +53,7 @@ SECURITY_HEADERS = [
 ]
 
 
-@dataclass(frozen=True)
-class ConsoleSettings:
-    """How ``retention serve`` was started."""
-
-    db_url: str
-    rules: Path | None = None
-    auth: Literal["password", "proxy"] = "password"
-    proxy_header: str = "X-Forwarded-User"
-    trusted_proxies: tuple[str, ...] = ()
-    checkpoints: Path | None = None
-    public_key: Path | None = None
-    session_hours: float = 8.0
-    schedule: str | None = None
-    schedule_timezone: str = "UTC"
-    forecast_horizon: str = "P3M"
-    secret: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """The person behind a request, once authenticated."""
-
-    name: str
-    role: str
-
-    def can(self, needed: str) -> bool:
-        return accounts.allows(self.role, needed)
-
-
 Handler = Callable[["Console", Request, Viewer, FormData | None], Response]
-
-
-def console_secret(settings: ConsoleSettings) -> bytes:
-    """The key signing session and CSRF cookies: configured, or random for this process."""
-    if settings.secret is not None:
-        return settings.secret
-    try:
-        return read_secret("console secret", "RETENTION_CONSOLE_SECRET", "RETENTION_CONSOLE_SECRET_FILE")
-    except ConfigError:
-        log.warning("console_secret_generated", status="sessions end when the server restarts")
-        return secrets.token_bytes(32)
-
-
-class Console:
-    """What every handler needs: settings, both engines, templates, the cookie signer."""
-
-    def __init__(self, settings: ConsoleSettings) -> None:
-        if settings.auth == "proxy" and not settings.trusted_proxies:
-            raise ConfigError("--auth proxy needs at least one --trusted-proxy address or network")
-        try:
-            self.proxies = TrustedProxies(settings.trusted_proxies)
-        except ValueError as exc:
-            raise ConfigError(f"--trusted-proxy: {exc}") from None
-        self.settings = settings
-        self.secret = console_secret(settings)
-        self.signer = CookieSigner(self.secret, int(settings.session_hours * 3600))
-        self.reader = read_only_engine(settings.db_url)
-        self.writer = writable_engine(settings.db_url)
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(HERE / "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        env.filters["instant"] = _instant
-        env.filters["day"] = _day
-        env.filters["short"] = lambda v: "" if v is None else str(v)[:12]
-        env.globals["csrf_field"] = CSRF_FIELD
-        env.globals["auth_mode"] = settings.auth
-        self.templates = Jinja2Templates(env=env)
-        self.caches: dict[str, tuple[float, Any]] = {}
-
-    def dispose(self) -> None:
-        self.reader.dispose()
-        self.writer.dispose()
-
-    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
-        context.setdefault("viewer", request.state.viewer if hasattr(request.state, "viewer") else None)
-        context["csrf"] = request.state.csrf
-        context["path"] = request.url.path
-        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
-
-    def log_access(self, viewer: Viewer | None, kind: str, outcome: str | None = None) -> None:
-        with self.writer.begin() as conn:
-            accounts.log_access(conn, viewer.name if viewer else None, kind, outcome)
-
-    def cached(self, key: str, seconds: float, compute: Callable[[], Any]) -> Any:
-        """A value computed at most once per ``seconds`` (the forecast plans many dates)."""
-        hit = self.caches.get(key)
-        if hit is not None and time.monotonic() - hit[0] < seconds:
-            return hit[1]
-        value = compute()
-        self.caches[key] = (time.monotonic(), value)
-        return value
-
-    # -- who is asking ---------------------------------------------------
-
-    def identify(self, request: Request) -> Viewer | None:
-        """The viewer from the session cookie, or from the proxy header of a trusted proxy."""
-        if self.settings.auth == "proxy":
-            peer = request.client.host if request.client else None
-            name = request.headers.get(self.settings.proxy_header)
-            if not name or not self.proxies.trusts(peer):
-                return None
-        else:
-            session = self.signer.read_session(request.cookies.get(SESSION_COOKIE))
-            if session is None:
-                return None
-            name = session.user
-        with self.reader.connect() as conn:
-            role = accounts.active_role(conn, name)
-        return Viewer(name, role) if role else None
-
-
-def _instant(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
-
-
-def _day(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
 
 
 # --------------------------------------------------------------------------
@@ -298,8 +160,6 @@ class Hardening:
 
 def create_app(settings: ConsoleSettings) -> Starlette:
     """The console as an ASGI application (run by ``retention serve`` with uvicorn)."""
-    from retention.web import pages
-
     console = Console(settings)
     routes: list[Route | Mount] = [
         Route(path, guarded(console, needed, handler), methods=[method], name=name)
@@ -318,7 +178,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
 
 def check_database(console: Console) -> None:
     """Fail at start-up, with a sentence, when the engine's tables are missing or old."""
-    from retention import migrate
+    from retention.store import migrate
 
     try:
         current = migrate.current_revision(console.reader)

@@ -6,7 +6,7 @@ TRANSACTION READ ONLY``, MariaDB ``SET SESSION TRANSACTION READ ONLY``,
 SQLite ``PRAGMA query_only``), so a bug in a page cannot change application
 data. A second, writable engine serves the console's own tables (accounts,
 access log, login failures) and review decisions, which go through
-:func:`retention.review.decide` exactly as ``retention review approve`` does.
+:func:`retention.subjects.review.decide` exactly as ``retention review approve`` does.
 For stronger separation, point the console at a database role that may
 only SELECT the engine's tables and write the console's.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from retention.config import create_engine
 from retention.dialects import Dialect, dialect_for
+from retention.store.config import create_engine
 
 
 def _read_only_statement(dialect: Dialect) -> str:

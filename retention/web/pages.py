@@ -1,9 +1,9 @@
 """The console's pages: one function per route, listed in :data:`ROUTES`.
 
 Handlers read the engine's tables through ``console.reader`` (read-only) and
-the ledger only through :mod:`retention.ledger_query`; they write only the
+the ledger only through :mod:`retention.ledger.query`; they write only the
 console's own tables and, for review decisions, call
-:func:`retention.review.decide` as ``retention review approve`` does. A
+:func:`retention.subjects.review.decide` as ``retention review approve`` does. A
 looked-up id is turned into its pseudonym and dropped: it is not echoed on
 the page, logged or stored.
 """
@@ -23,11 +23,17 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from retention import backups, ledger, ledger_query, review, store, subjects
-from retention.clock import utcnow
+from retention.engine import backups
 from retention.errors import ConfigError, RetentionError
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.ledger import query as ledger_query
+from retention.store import tables as store
+from retention.subjects import events as subjects
+from retention.subjects import review
+from retention.timing.clock import AsOf, utcnow
 from retention.web import accounts
-from retention.web.app import Console, Viewer
+from retention.web.console import Console, Viewer
 from retention.web.security import SESSION_COOKIE, cookie_options
 
 KNOWN_TRANSITIONS = (
@@ -56,7 +62,7 @@ def _see_other(url: str) -> Response:
 
 def _pseudonym_secret() -> bytes | None:
     try:
-        return ledger.pseudonym_secret()
+        return pseudonyms.pseudonym_secret()
     except ConfigError:
         return None
 
@@ -147,7 +153,7 @@ def overview(console: Console, request: Request, viewer: Viewer, form: FormData 
 def _next_run(console: Console, now: dt.datetime) -> dt.datetime | None:
     if not console.settings.schedule:
         return None
-    from retention.scheduler import trigger_for
+    from retention.ops.scheduler import trigger_for
 
     trigger = trigger_for(console.settings.schedule, console.settings.schedule_timezone)
     fire = trigger.get_next_fire_time(None, now)
@@ -161,16 +167,14 @@ def _next_run(console: Console, now: dt.datetime) -> dt.datetime | None:
 
 def _filters(request: Request) -> tuple[ledger_query.LedgerFilters, dict[str, str], str | None]:
     """The ledger filters from the query string, the raw values (for the form) and an error."""
-    from retention.commands import parse_as_of
-
     raw = {k: request.query_params.get(k, "").strip() for k in ("since", "until", "dataset", "transition", "run")}
     error = None
     instants: dict[str, dt.datetime | None] = {"since": None, "until": None}
     for name in ("since", "until"):
         if raw[name]:
             try:
-                instants[name] = parse_as_of(raw[name], "UTC")
-            except ConfigError:
+                instants[name] = AsOf.parse(raw[name]).resolve("UTC")
+            except ValueError:
                 error = f"“{name}” must be a date (YYYY-MM-DD) or an ISO 8601 instant"
     filters = ledger_query.LedgerFilters(
         since=instants["since"],
@@ -578,8 +582,8 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
     loaded = _loaded_pack(console)
     if loaded is None:
         return console.render(request, "forecast.html", forecast=None, chart="", legend=[], horizon="")
-    from retention import report
-    from retention.clock import Period
+    from retention.reporting import report
+    from retention.timing.clock import Period
 
     horizon = Period.parse(console.settings.forecast_horizon)
 

@@ -134,7 +134,7 @@ def _lock_tables() -> bool:
 
 def _second_run(age_hours: float) -> None:
     if age_hours:
-        from retention import store
+        from retention.store import tables as store
 
         with _admin().begin() as conn:
             conn.execute(store.run_lock.update().values(heartbeat_at=_aged(conn, age_hours)))
@@ -155,7 +155,7 @@ def _second_run(age_hours: float) -> None:
 def _aged(conn: sa.Connection, age_hours: float) -> Any:
     import datetime as dt
 
-    from retention import store
+    from retention.store import tables as store
 
     beat = conn.execute(sa.select(store.run_lock.c.heartbeat_at)).scalar_one()
     return beat - dt.timedelta(hours=age_hours)

@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from ledger_view import record_moves
 from sqlalchemy.dialects import mysql
 
-from retention import ledger, store
+from retention.ledger import chain as ledger
+from retention.store import tables as store
 
 SECRET = "fault-suite-pseudonym-key"
 AS_OF = "2026-06-01"
@@ -203,7 +204,7 @@ def _hmac_hex(key: bytes, message: str) -> str:
 
 
 def expected_pseudonyms(run_id: str, dataset: str, key: str, subject: str | None) -> tuple[str, str | None]:
-    """The item's pseudonyms as retention/ledger_items.py documents them, written out independently of the engine.
+    """The item's pseudonyms as retention/ledger/items.py documents them, written out independently of the engine.
 
     Run key: HMAC-SHA256(pseudonym key, "run" 0x1f run id); record:
     HMAC-SHA256(run key, "record" 0x1f dataset 0x1f key); subject:

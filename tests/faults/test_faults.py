@@ -39,9 +39,10 @@ from conftest import isolated_database
 from sqlalchemy.engine import make_url
 
 from faults import report, scenario
-from retention import migrate, store
 from retention.cli import main
-from retention.config import create_engine
+from retention.store import migrate
+from retention.store import tables as store
+from retention.store.config import create_engine
 
 pytestmark = pytest.mark.faults
 

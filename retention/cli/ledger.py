@@ -1,0 +1,329 @@
+"""Reading and proving the purge ledger: ``ledger verify``, ``show``, ``export``, ``lookup``, proofs and keys."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from retention import commands
+from retention.cli import params
+from retention.cli.options import EXIT_LEDGER, F, db_option, format_option, group, handled, zone_options
+from retention.cli.output import console, display_zone, err_console, print_rows
+from retention.store.config import database_url
+from retention.timing.clock import AsOf
+
+
+@group("ledger")
+def ledger_group() -> None:
+    """The purge ledger: verify, show, export, look up, checkpoint, prove."""
+
+
+@ledger_group.command("verify")
+@db_option
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=params.INPUT_FILE,
+    default=None,
+    help="Also check against this signed checkpoint (JSON from `ledger checkpoint`); needs the signer's public key.",
+)
+@click.option(
+    "--public-key",
+    "public_key",
+    type=params.INPUT_FILE,
+    default=None,
+    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE); "
+    "the key inside a checkpoint is never trusted.",
+)
+@handled
+def ledger_verify(db: str | None, checkpoint_file: Path | None, public_key: Path | None) -> None:
+    """Recompute the hash chain (and a checkpoint); exit 6 naming the first broken entry."""
+    verdict = commands.ledger_verify(database_url(db), checkpoint_file, public_key)
+    if verdict.ok:
+        extra = f", checkpoint {checkpoint_file} holds" if checkpoint_file else ""
+        console.print(f"ledger verified: {verdict.entries} entries{extra}", highlight=False)
+        return
+    err_console.print(f"ledger verification failed: {verdict.reason}", highlight=False)
+    sys.exit(EXIT_LEDGER)
+
+
+def ledger_filters(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--since", type=params.AS_OF, default=None, help="Entries recorded at or after this date/instant (UTC)."
+            ),
+            click.option(
+                "--until", type=params.AS_OF, default=None, help="Entries recorded before this date/instant (UTC)."
+            ),
+            click.option("--dataset", type=params.NAME, default=None, help="Only this dataset."),
+            click.option("--transition", default=None, help="Only this transition, e.g. active->purged."),
+            click.option("--run", "run_id", default=None, help="Only entries of this run id."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+# For people: what, when and how many; --format csv or json adds the basis,
+# pseudonyms, hashes and full run ids.
+LEDGER_TABLE = ["seq", "recorded_at", "dataset", "transition", "count", "due_at", "run_id"]
+
+
+# A lookup lists one row per record (a v2 item, or a v1 entry): the count is always 1.
+LOOKUP_TABLE = ["seq", "item", "recorded_at", "dataset", "transition", "action", "due_at", "run_id"]
+
+
+LEDGER_COLUMNS = [
+    "seq",
+    "recorded_at",
+    "dataset",
+    "transition",
+    "action",
+    "count",
+    "due_at",
+    "basis",
+    "record_pseudonym",
+    "run_id",
+]
+
+
+@ledger_group.command("show")
+@db_option
+@ledger_filters
+@click.option(
+    "--limit", type=click.IntRange(0, 10**9), default=100, show_default=True, help="At most this many entries (0: all)."
+)
+@format_option
+@zone_options
+@handled
+def ledger_show(
+    db: str | None,
+    since: AsOf | None,
+    until: AsOf | None,
+    dataset: str | None,
+    transition: str | None,
+    run_id: str | None,
+    limit: int,
+    fmt: str,
+    rules: Path | None,
+    pack_id: str | None,
+    utc: bool,
+) -> None:
+    """Show ledger entries, oldest first, filtered by date range, dataset, transition or run."""
+    rows = commands.ledger_entries(
+        database_url(db),
+        since=since,
+        until=until,
+        dataset=dataset,
+        transition=transition,
+        run_id=run_id,
+        limit=limit,
+    )
+    print_rows(rows, LEDGER_TABLE if fmt == "table" else LEDGER_COLUMNS, fmt, zone=display_zone(rules, pack_id, utc))
+
+
+@ledger_group.command("export")
+@db_option
+@ledger_filters
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
+@click.option(
+    "--output",
+    type=params.OUTPUT_FILE,
+    default=None,
+    help="File to write (default stdout).",
+)
+@handled
+def ledger_export(
+    db: str | None,
+    since: AsOf | None,
+    until: AsOf | None,
+    dataset: str | None,
+    transition: str | None,
+    run_id: str | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Export entries (every column, hashes included) for auditors as CSV or JSON lines."""
+    count = commands.ledger_export(
+        database_url(db),
+        fmt,
+        output,
+        since=since,
+        until=until,
+        dataset=dataset,
+        transition=transition,
+        run_id=run_id,
+    )
+    if output is not None:
+        console.print(f"{count} entries written to {output}", highlight=False)
+
+
+@ledger_group.command("lookup")
+@db_option
+@click.option("--dataset", type=params.NAME, default=None, help="Dataset of the record (with --key).")
+@click.option("--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key.")
+@click.option(
+    "--subject",
+    "subject_key",
+    type=params.SUBJECT_ID,
+    default=None,
+    help="A subject id: every entry about this person.",
+)
+@click.option(
+    "--email",
+    type=params.EMAIL,
+    default=None,
+    help="An e-mail address (trimmed, lower-cased): every entry about records carrying it.",
+)
+@format_option
+@zone_options
+@handled
+def ledger_lookup(
+    db: str | None,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    email: str | None,
+    fmt: str,
+    rules: Path | None,
+    pack_id: str | None,
+    utc: bool,
+) -> None:
+    """Find the entries of one record, subject or e-mail address by computing its pseudonym (needs the key)."""
+    rows = commands.ledger_lookup(
+        database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+    )
+    horizons = [(row["seq"], row.pop("backups")) for row in rows]
+    if fmt != "table":
+        for row, (_, found) in zip(rows, horizons, strict=True):
+            row["backups"] = None if found is None else found.as_dict()
+    print_rows(
+        rows,
+        LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],
+        fmt,
+        zone=display_zone(rules, pack_id, utc),
+    )
+    if fmt == "table":
+        for seq, found in dict(horizons).items():  # an entry listed once per item says it once
+            if found is not None:
+                console.print(f"entry {seq}: {found.sentence()}", highlight=False)
+
+
+@ledger_group.command("checkpoint")
+@db_option
+@click.option(
+    "--key",
+    "key_file",
+    type=params.INPUT_FILE,
+    default=None,
+    help="Ed25519 private key (PEM, mode 0600); default RETENTION_SIGNING_KEY_FILE.",
+)
+@click.option(
+    "--output",
+    type=params.OUTPUT_FILE,
+    default=None,
+    help="Write the checkpoint JSON here (keep a copy outside this database).",
+)
+@handled
+def ledger_checkpoint(db: str | None, key_file: Path | None, output: Path | None) -> None:
+    """Sign the current head (sequence, hash, time) so a rewritten chain is detectable later."""
+    document = commands.ledger_checkpoint(database_url(db), key_file)
+    text = json.dumps(document, indent=2, sort_keys=True)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
+        console.print(f"checkpoint of entry {document['seq']} written to {output}", highlight=False)
+    else:
+        click.echo(text)
+
+
+@ledger_group.command("keygen")
+@click.option(
+    "--key",
+    "key_file",
+    type=params.OUTPUT_FILE,
+    required=True,
+    help="Where to write the new private key (created with mode 0600).",
+)
+@click.option(
+    "--public",
+    "public_file",
+    type=params.OUTPUT_FILE,
+    default=None,
+    help="Also write the public key (PEM) to this file, for auditors.",
+)
+@handled
+def ledger_keygen(key_file: Path, public_file: Path | None) -> None:
+    """Create an Ed25519 signing key for checkpoints; prints the public key to give auditors."""
+    public = commands.ledger_keygen(key_file)
+    if public_file is not None:
+        public_file.write_bytes(public)
+    click.echo(public.decode("ascii"), nl=False)
+
+
+@ledger_group.command("prove")
+@db_option
+@click.option("--dataset", type=params.NAME, default=None, help="Dataset of the record (with --key).")
+@click.option("--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key.")
+@click.option(
+    "--subject", "subject_key", type=params.SUBJECT_ID, default=None, help="A subject id: every record of this person."
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=params.INPUT_FILE,
+    required=True,
+    help="A signed checkpoint (from `ledger checkpoint`) at or after the record's entries.",
+)
+@click.option("--output", type=params.OUTPUT_FILE, default=None, help="Write the proof here (default stdout).")
+@handled
+def ledger_prove(
+    db: str | None,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    checkpoint_file: Path,
+    output: Path | None,
+) -> None:
+    """Write a self-contained proof that a record (or a subject's records) was moved, checkable offline."""
+    document = commands.ledger_prove(
+        database_url(db), checkpoint_file, dataset=dataset, record_key=record_key, subject_key=subject_key
+    )
+    text = json.dumps(document, indent=1, sort_keys=True)
+    if output is None:
+        click.echo(text)
+        return
+    output.write_text(text + "\n", encoding="utf-8")
+    console.print(
+        f"proof of {len(document['records'])} ledger record(s), chain of {len(document['chain'])} entries to "
+        f"the checkpoint of entry {document['checkpoint']['seq']}, written to {output}",
+        highlight=False,
+    )
+
+
+@ledger_group.command("verify-proof")
+@click.argument("proof_file", type=params.INPUT_FILE)
+@click.option(
+    "--public-key",
+    "public_key",
+    type=params.INPUT_FILE,
+    default=None,
+    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE).",
+)
+@click.option("--dataset", type=params.NAME, default=None, help="With --key: check the proof is about this record.")
+@click.option(
+    "--key", "record_key", type=params.RECORD_KEY, default=None, help="The record's key (needs the pseudonym key)."
+)
+@handled
+def ledger_verify_proof(proof_file: Path, public_key: Path | None, dataset: str | None, record_key: str | None) -> None:
+    """Check a proof from `ledger prove` offline, without any database; exit 6 with the reason if it fails."""
+    verdict = commands.ledger_verify_proof(proof_file, public_key, dataset=dataset, record_key=record_key)
+    if not verdict.ok:
+        err_console.print(f"proof rejected: {verdict.reason}", highlight=False)
+        sys.exit(EXIT_LEDGER)
+    console.print("proof ok", highlight=False)
+    for line in verdict.lines:
+        console.print(f"  {line}", highlight=False)

@@ -1,0 +1,345 @@
+"""What every command shares: exit codes, log options, the common options, and how errors end a command.
+
+Only the command line exits: :func:`handled` turns a :class:`RetentionError` into its message and
+documented exit code, so that no command callback catches errors on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.markup import escape
+
+from retention import logs
+from retention.cli import params
+from retention.cli.output import err_console
+from retention.errors import RetentionError, describe_database_error, is_database_error
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+EXIT_OK = 0
+
+
+EXIT_FAILURE = 1
+
+
+EXIT_CONFIG = 2
+
+
+EXIT_PARTIAL = 3
+
+
+EXIT_GUARD = 4
+
+
+EXIT_LOCKED = 5
+
+
+EXIT_LEDGER = 6
+
+
+LOG_FORMATS = ["auto", "json", "console"]
+
+
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+
+class RetentionCommand(click.Command):
+    """A command whose usage line names its required options, not only ``[OPTIONS]``."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        required = [
+            f"{param.opts[0]} {param.make_metavar(ctx)}" if not param.is_flag else param.opts[0]
+            for param in self.get_params(ctx)
+            if isinstance(param, click.Option) and param.required
+        ]
+        return [*required, *super().collect_usage_pieces(ctx)]
+
+
+class RetentionGroup(params.OneLineGroup):
+    """Groups whose commands are :class:`RetentionCommand` and whose subgroups are alike."""
+
+    command_class = RetentionCommand
+    group_class = type
+
+
+def log_settings() -> dict[str, str]:
+    """The log format and level in force: the root options, overridden after the subcommand."""
+    root = click.get_current_context().find_root()
+    settings: dict[str, str] = root.meta.setdefault("retention.logs", {"format": "auto", "level": "info"})
+    return settings
+
+
+def configure_logs(quiet: frozenset[str] = frozenset()) -> None:
+    settings = log_settings()
+    fmt = settings["format"]
+    logs.configure(json=None if fmt == "auto" else fmt == "json", level=settings["level"], quiet=quiet)
+
+
+def json_logs() -> bool:
+    """True when logs are JSON lines (asked for, or stderr is not a terminal)."""
+    fmt = log_settings()["format"]
+    return logs.uses_json(None if fmt == "auto" else fmt == "json")
+
+
+def machine_only() -> bool:
+    """True with ``--log-format json``: the output is then JSON lines and nothing else."""
+    return log_settings()["format"] == "json"
+
+
+def _set_log_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--log-format``/``--log-level`` given after the subcommand override the ones before it."""
+    if value is None or ctx.resilient_parsing:
+        return
+    log_settings()["format" if param.name == "log_format" else "level"] = value.lower()
+    configure_logs()
+
+
+def _log_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--log-format"],
+            type=click.Choice(LOG_FORMATS),
+            default=None,
+            expose_value=False,
+            callback=_set_log_option,
+            help="Log format on stderr (also accepted before the command); auto: JSON unless a terminal.",
+        ),
+        click.Option(
+            ["--log-level"],
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            default=None,
+            expose_value=False,
+            callback=_set_log_option,
+            help="Minimum log level (also accepted before the command).",
+        ),
+    ]
+
+
+def add_log_options(group: click.Group) -> None:
+    """Every leaf command accepts the log options after its name, as cron lines tend to put them."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            add_log_options(command)
+        else:
+            command.params.extend(_log_options())
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db",
+        envvar="RETENTION_DATABASE_URL",
+        default=None,
+        help="Database URL (default: RETENTION_DATABASE_URL, else sqlite:///retention.sqlite).",
+    )(func)
+
+
+def rules_option(required: bool = True) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        return click.option(
+            "--rules",
+            "rules",
+            envvar="RETENTION_RULES",
+            required=required,
+            type=click.Path(path_type=Path),
+            help="Rule pack file or folder (or RETENTION_RULES).",
+        )(func)
+
+    return decorate
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json", "csv"]),
+        default="table",
+        show_default=True,
+        help="Output for people (table) or machines (json, csv).",
+    )(func)
+
+
+def utc_option(func: F) -> F:
+    return click.option(
+        "--utc",
+        is_flag=True,
+        help="Show instants in UTC instead of the pack's timezone.",
+    )(func)
+
+
+def zone_options(func: F) -> F:
+    """``--rules``/``--pack`` only to show instants in the pack's timezone, and ``--utc``."""
+    func = utc_option(func)
+    func = click.option(
+        "--pack", "pack_id", default=None, help="Pack whose timezone to use, when --rules holds several."
+    )(func)
+    return click.option(
+        "--rules",
+        "rules",
+        envvar="RETENTION_RULES",
+        default=None,
+        type=click.Path(path_type=Path),
+        help="Rule pack (or RETENTION_RULES) whose timezone instants are shown in; default UTC.",
+    )(func)
+
+
+def handled(func: F) -> F:
+    """Turn RetentionError into its message and exit code, a database error into one safe line.
+
+    A database error (a lost connection, a full disk, a lock wait that timed
+    out) ends the command with exit 1 and one line from
+    :func:`describe_database_error`: the driver's message, its DETAIL and the
+    statement's parameters can hold personal data, so they are shown only
+    with ``--traceback``. Anything else is a bug and keeps its traceback.
+
+    With ``--log-format json`` the error is a log event too, so that a job's
+    output holds nothing but JSON lines.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            return func(*args, **kwargs)
+        except RetentionError as exc:
+            if ctx.find_root().params.get("traceback"):
+                raise
+            if machine_only():
+                logs.get_logger().error(
+                    "command_failed", error_type=type(exc).__name__, error=str(exc), exit_code=exc.exit_code
+                )
+            else:
+                err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            ctx.exit(exc.exit_code)
+        except Exception as exc:
+            if not is_database_error(exc) or ctx.find_root().params.get("traceback"):
+                raise
+            message = describe_database_error(exc)
+            if machine_only():
+                logs.get_logger().error(
+                    "command_failed", error_type=type(exc).__name__, error=message, exit_code=EXIT_FAILURE
+                )
+            else:
+                err_console.print(
+                    f"[red]error:[/red] {escape(message)} (the full error with --traceback)", highlight=False
+                )
+            ctx.exit(EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+as_of_option = click.option(
+    "--as-of",
+    "as_of",
+    type=params.AS_OF,
+    default=None,
+    help="Evaluate at this instant: YYYY-MM-DD (00:00 in the pack's timezone) or ISO 8601, "
+    f"from {params.EARLIEST_DAY} to {params.LATEST_DAY}. Default: now.",
+)
+
+
+lock_timeout_option = click.option(
+    "--lock-timeout",
+    "lock_timeout",
+    type=click.IntRange(1, 86_400),
+    envvar="RETENTION_LOCK_TIMEOUT",
+    default=None,
+    help="Seconds a statement waits for a lock another session holds before that dataset fails "
+    "(or RETENTION_LOCK_TIMEOUT; default 300).",
+)
+
+
+pack_option = click.option("--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs.")
+
+
+celery_options = [
+    click.option(
+        "--queue",
+        default="retention",
+        show_default=True,
+        type=params.NAME,
+        help="Celery queue the tasks go to (the worker's --queue).",
+    ),
+    click.option(
+        "--broker",
+        envvar="RETENTION_CELERY_BROKER_URL",
+        default=None,
+        help="Celery broker URL (or RETENTION_CELERY_BROKER_URL; default amqp://guest:guest@127.0.0.1:5672//).",
+    ),
+    click.option(
+        "--result-backend",
+        "result_backend",
+        envvar="RETENTION_CELERY_RESULT_BACKEND",
+        default=None,
+        help="Celery result backend URL (or RETENTION_CELERY_RESULT_BACKEND; default redis://127.0.0.1:6379/0).",
+    ),
+]
+
+
+def with_celery_options(func: F) -> F:
+    for option in reversed(celery_options):
+        func = option(func)
+    return func
+
+
+def dispatch_options(units: str, when: str = "") -> Callable[[F], F]:
+    """--via, --parallel, the Celery options and --timeout of a command that runs ``units`` (shards, targets)."""
+
+    def sentence(text: str) -> str:
+        return text[:1].upper() + text[1:]
+
+    def decorate(func: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    "--via",
+                    type=click.Choice(["local", "celery"]),
+                    default="local",
+                    show_default=True,
+                    help=sentence(
+                        f"{when}run the {units} here (subprocesses) or enqueue them for `retention worker` processes."
+                    ),
+                ),
+                click.option(
+                    "--parallel",
+                    type=click.IntRange(1, 64),
+                    default=2,
+                    show_default=True,
+                    help=sentence(f"{when}{units} run at once with local execution, each in its own process."),
+                ),
+                *celery_options,
+                click.option(
+                    "--timeout",
+                    type=click.FloatRange(1, 7 * 86_400),
+                    default=None,
+                    help=f"With --via celery: stop waiting after this many seconds (unfinished {units} exit 1; "
+                    "their tasks go on).",
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def actor() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def command(name: str | None = None, **attrs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+    """A command of this CLI: its usage line names its required options (:class:`RetentionCommand`)."""
+    return click.command(name, cls=RetentionCommand, **attrs)
+
+
+def group(name: str | None = None, **attrs: Any) -> Callable[[Callable[..., Any]], click.Group]:
+    """A group of commands whose usage errors are one line and whose commands are :class:`RetentionCommand`."""
+    return click.group(name, cls=RetentionGroup, **attrs)

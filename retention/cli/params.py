@@ -1,0 +1,246 @@
+"""Click parameter types shared by the commands: hostile input stops here with one line and exit 2.
+
+Each type turns command-line text into a checked value (an :class:`AsOf`, a
+:class:`Period`, a bounded identifier, a path that can be written), so the
+library never parses CLI text and a value the engine cannot store or compute
+with is refused before any database is opened. Every failure is one line,
+``error: Invalid value for '--as-of': ...``, like the engine's own errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import click
+
+from retention.timing.clock import EARLIEST_DAY, LATEST_DAY, AsOf, Period, PeriodSyntaxError
+
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one ``error:`` line (no usage block), exit 2."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"error: {self.format_message()}{hint}", file=file or sys.stderr)
+
+
+def one_line(exc: click.UsageError) -> OneLineUsageError:
+    """The same error, shown as one line."""
+    if isinstance(exc, OneLineUsageError):
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+class OneLineGroup(click.Group):
+    """A group whose usage errors, its subcommands' included, are one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+
+class _Type(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
+    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
+        raise click.BadParameter(message, ctx=ctx, param=param)
+
+
+class AsOfType(_Type):
+    """``YYYY-MM-DD`` or ISO 8601 date and time, between 1900-01-01 and 8998-12-31."""
+
+    name = "date"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> AsOf:
+        if isinstance(value, AsOf):
+            return value
+        try:
+            return AsOf.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class DayType(_Type):
+    """A calendar date ``YYYY-MM-DD`` between 1900-01-01 and 8998-12-31."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            parsed = AsOf.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if parsed.day is None:
+            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
+        return parsed.day
+
+
+class PeriodType(_Type):
+    """An ISO 8601 calendar period no longer than ``longest``."""
+
+    name = "period"
+
+    def __init__(self, longest: Period) -> None:
+        self.longest = longest
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Period:
+        if isinstance(value, Period):
+            return value
+        try:
+            period = Period.parse(str(value))
+        except PeriodSyntaxError as exc:
+            self.fail(str(exc), param, ctx)
+        if not period.within(self.longest):
+            self.fail(f"{value} is longer than {self.longest}, the longest this option accepts", param, ctx)
+        return period
+
+
+class TextType(_Type):
+    """Text for a bounded column: non-empty, at most ``max_length`` characters, no control characters.
+
+    Subject ids and record keys live in 191-character columns (the longest
+    MySQL can index in utf8mb4); a longer one would fail inside the database.
+    """
+
+    name = "text"
+
+    def __init__(self, max_length: int, what: str = "text") -> None:
+        self.max_length = max_length
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text.strip():
+            self.fail(f"the {self.what} is empty", param, ctx)
+        if len(text) > self.max_length:
+            self.fail(f"the {self.what} has {len(text)} characters; at most {self.max_length}", param, ctx)
+        bad = _CONTROL.search(text)
+        if bad is not None:
+            self.fail(f"the {self.what} contains the control character U+{ord(bad.group()):04X}", param, ctx)
+        return text
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class LogLevelType(_Type):
+    """One of the standard level names, any case."""
+
+    name = "level"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        level = str(value).lower()
+        if level not in LOG_LEVELS or level.upper() not in logging.getLevelNamesMapping():
+            self.fail(f"{value!r} is not a log level; valid: {', '.join(LOG_LEVELS)}", param, ctx)
+        return level
+
+
+class OutputFile(_Type):
+    """A file to write: not a folder, in a folder that exists (or will be created) and can be written."""
+
+    name = "file"
+
+    def __init__(self, create_folders: bool = False) -> None:
+        self.create_folders = create_folders
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = Path(value)
+        if not str(value).strip():
+            self.fail("no file name given", param, ctx)
+        if path.is_dir():
+            self.fail(f"{path} is a folder; give a file name", param, ctx)
+        folder = path.parent
+        if self.create_folders:
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+        if folder.exists() and not folder.is_dir():
+            self.fail(f"{folder} is a file, not a folder", param, ctx)
+        if not folder.is_dir():
+            self.fail(f"the folder {folder} does not exist", param, ctx)
+        if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            self.fail(f"{path} cannot be written (permission denied)", param, ctx)
+        return path
+
+
+class InputFile(_Type):
+    """A regular file that exists and can be read."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = Path(value)
+        if not path.exists():
+            self.fail(f"{path} does not exist", param, ctx)
+        if not path.is_file():
+            self.fail(f"{path} is not a regular file", param, ctx)
+        if not os.access(path, os.R_OK):
+            self.fail(f"{path} cannot be read (permission denied)", param, ctx)
+        return path
+
+
+class ShardType(_Type):
+    """``I/N``: shard I (0 to N - 1) of N."""
+
+    name = "shard"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from retention.engine.shards import ShardSpec, parse_shard
+        from retention.errors import ConfigError
+
+        if isinstance(value, ShardSpec):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix(f"--shard {str(value)!r}: "), param, ctx)
+
+
+AS_OF = AsOfType()
+SHARD = ShardType()
+DAY = DayType()
+SUBJECT_ID = TextType(191, "subject id")
+EMAIL = TextType(320, "e-mail address")
+RECORD_KEY = TextType(191, "record key")
+NAME = TextType(100, "name")
+REASON = TextType(2000, "text")
+LOG_LEVEL = LogLevelType()
+OUTPUT_FILE = OutputFile()
+METRICS_FILE = OutputFile(create_folders=True)
+INPUT_FILE = InputFile()
+ROW_ID = click.IntRange(1, 2**31 - 1)
+"""Ids of holds, erasure requests and review batches (32-bit integer columns)."""
+
+__all__ = [
+    "AS_OF",
+    "DAY",
+    "EARLIEST_DAY",
+    "EMAIL",
+    "INPUT_FILE",
+    "LATEST_DAY",
+    "LOG_LEVEL",
+    "METRICS_FILE",
+    "NAME",
+    "OUTPUT_FILE",
+    "REASON",
+    "RECORD_KEY",
+    "ROW_ID",
+    "SUBJECT_ID",
+    "OneLineGroup",
+    "PeriodType",
+]

@@ -1,0 +1,129 @@
+"""Policy notice periods: when each pack version was first seen, and whether it gave notice.
+
+A shop that promises to announce policy changes ``notice`` ahead (``notice:
+P8D`` on the pack) must not let a version take effect sooner: ``check``,
+``plan`` and ``run`` record the first time they see each version's digest,
+``check`` warns about a version whose ``effective_from`` comes less than
+``notice`` after that sighting (or before it: back-dated), and ``run``
+refuses to apply such a version before its notice has run out, unless the
+operator accepts it (recorded in the ledger). The first version of a pack
+announces nothing it changes, so it needs no notice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlalchemy as sa
+
+from retention.policy import LoadedPack
+from retention.store import tables as store
+from retention.timing.clock import local_date
+
+Status = Literal["ok", "short", "back-dated", "first version", "no notice", "not seen"]
+
+
+@dataclass(frozen=True)
+class VersionNotice:
+    """One pack version's sighting and notice status."""
+
+    loaded: LoadedPack
+    first_seen_at: dt.datetime | None
+    status: Status
+    not_before: dt.date | None = None  # the first day the version may take effect (first seen + notice)
+
+    @property
+    def short(self) -> bool:
+        return self.status in ("short", "back-dated")
+
+    def refuses(self, as_of: dt.datetime) -> bool:
+        """Whether ``run`` at ``as_of`` must refuse the version (its notice has not run out)."""
+        if not self.short or self.not_before is None:
+            return False
+        return local_date(as_of, self.loaded.pack.timezone) < self.not_before
+
+    def sentence(self) -> str:
+        """One line with the dates (never any data)."""
+        pack = self.loaded.pack
+        head = f"pack {pack.pack} version {pack.version} (digest {self.loaded.digest[:12]})"
+        seen = self.first_seen_day
+        if self.status == "back-dated":
+            return (
+                f"{head} takes effect on {pack.effective_from}, before it was first seen on {seen}; "
+                f"its notice is {pack.notice}, so not before {self.not_before}"
+            )
+        assert seen is not None
+        days = (pack.effective_from - seen).days
+        return (
+            f"{head} takes effect on {pack.effective_from}, {days} days after it was first seen on {seen}; "
+            f"its notice is {pack.notice}, so not before {self.not_before}"
+        )
+
+    @property
+    def first_seen_day(self) -> dt.date | None:
+        if self.first_seen_at is None:
+            return None
+        return local_date(self.first_seen_at, self.loaded.pack.timezone)
+
+
+def record(conn: sa.Connection, packs: Iterable[LoadedPack], now: dt.datetime, seen_by: str) -> None:
+    """Record the first sighting of each version not seen before, in the caller's transaction."""
+    table = store.pack_sightings
+    wanted = {p.digest: p for p in packs}
+    if not wanted:
+        return
+    known = set(conn.execute(sa.select(table.c.digest).where(table.c.digest.in_(sorted(wanted)))).scalars())
+    rows = [
+        {
+            "digest": digest,
+            "pack_id": p.id,
+            "version": p.pack.version,
+            "effective_from": p.pack.effective_from,
+            "first_seen_at": now,
+            "seen_by": seen_by,
+        }
+        for digest, p in sorted(wanted.items())
+        if digest not in known
+    ]
+    if rows:
+        conn.execute(table.insert(), rows)
+
+
+def sightings(conn: sa.Connection, digests: Iterable[str]) -> dict[str, dt.datetime]:
+    """First sighting of each of ``digests`` that has one."""
+    table = store.pack_sightings
+    wanted = sorted(set(digests))
+    if not wanted:
+        return {}
+    query = sa.select(table.c.digest, table.c.first_seen_at).where(table.c.digest.in_(wanted))
+    return {row.digest: row.first_seen_at for row in conn.execute(query)}
+
+
+def status(loaded: LoadedPack, versions: Sequence[LoadedPack], seen: dict[str, dt.datetime]) -> VersionNotice:
+    """The notice status of ``loaded`` among the catalog's ``versions`` (all packs)."""
+    pack = loaded.pack
+    first_seen = seen.get(loaded.digest)
+    earlier = [v for v in versions if v.id == loaded.id and v.pack.effective_from < pack.effective_from]
+    if not earlier:
+        return VersionNotice(loaded, first_seen, "first version")
+    if pack.notice is None:
+        return VersionNotice(loaded, first_seen, "no notice")
+    if first_seen is None:
+        return VersionNotice(loaded, None, "not seen")
+    seen_day = local_date(first_seen, pack.timezone)
+    not_before = pack.notice.add_to(seen_day)
+    if pack.effective_from < seen_day:
+        return VersionNotice(loaded, first_seen, "back-dated", not_before)
+    if pack.effective_from < not_before:
+        return VersionNotice(loaded, first_seen, "short", not_before)
+    return VersionNotice(loaded, first_seen, "ok", not_before)
+
+
+def statuses(conn: sa.Connection | None, versions: Sequence[LoadedPack]) -> list[VersionNotice]:
+    """Every version's status, oldest first per pack (without a connection: none seen)."""
+    seen = sightings(conn, (v.digest for v in versions)) if conn is not None else {}
+    ordered = sorted(versions, key=lambda v: (v.id, v.pack.effective_from, v.digest))
+    return [status(v, versions, seen) for v in ordered]

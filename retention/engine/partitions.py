@@ -1,0 +1,224 @@
+"""Whole-partition purges on PostgreSQL (SPEC section 4, "drop partition").
+
+An append-only table range-partitioned by its clock (access logs,
+analytics) is purged by dropping each partition whose every row is due: its
+lower bound is a valid date and its exclusive upper bound is at or before
+the purge cutoff. Dropping a partition costs the same for a thousand rows or
+a hundred million, where deleting them costs per row. Each drop is one
+transaction holding the drop and its one ledger entry (row count, clock
+range, partition name). The partition that straddles the cutoff, and any
+partition holding a record that must stay (a hold, an erasure request still
+open, a record already in another state), go through the ordinary batches,
+row by row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from retention.dialects import dialect_for
+from retention.engine.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
+from retention.engine.plan import DatasetPlanner, _next_states
+from retention.ledger import chain as ledger
+from retention.timing.clock import as_aware, start_of_day
+
+log = structlog.get_logger("retention")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One range partition of a dataset's table, its bounds read as the clock's Python type."""
+
+    schema: str
+    name: str
+    lower: Any  # None for MINVALUE
+    upper: Any  # None for MAXVALUE; exclusive
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def quoted(self, conn: sa.Connection) -> str:
+        """The schema-qualified name, quoted for SQL text."""
+        return conn.dialect.identifier_preparer.format_table(sa.Table(self.name, sa.MetaData(), schema=self.schema))
+
+
+def eligible(planner: DatasetPlanner, conn: sa.Connection) -> bool:
+    """Whether ``planner``'s dataset may be purged by dropping partitions at all.
+
+    A database that can drop partitions (PostgreSQL), a dataset declared ``partitioned`` whose only transition is
+    ``drop_partition`` to purged, one plain clock, no review (each purge
+    needs a decision) and no followers (they move with each subject).
+    """
+    dataset = planner.dataset
+    sql = planner.sql
+    return (
+        dialect_for(conn).supports_partition_drop
+        and dataset.partitioned
+        and _next_states(dataset, "active") == ["purged"]
+        and dataset.step_to("purged").action == "drop_partition"
+        and sql is not None
+        and len(sql.clocks) == 1
+        and sql.clocks[0].clock.aggregate is None
+        and sql.clocks[0].kind in ("timestamptz", "timestamp", "date")
+        and not sql.clocks[0].clock.is_expiry
+        and not dataset.review
+        and not planner.followers
+    )
+
+
+def _parse_bound(text: str, kind: str) -> Any:
+    text = text.strip()
+    if text in ("MINVALUE", "MAXVALUE"):
+        return None
+    if text.startswith("'") and text.endswith("'"):
+        text = text[1:-1].replace("''", "'")
+    if kind == "date":
+        return dt.date.fromisoformat(text[:10])
+    value = dt.datetime.fromisoformat(text)
+    if kind == "timestamptz":
+        return as_aware(value, "UTC")
+    return value.replace(tzinfo=None)
+
+
+def range_partitions(conn: sa.Connection, table: sa.Table, clock: ClockSQL) -> list[Partition]:
+    """The table's range partitions on the clock column, or none if it is not partitioned so."""
+    parent = conn.dialect.identifier_preparer.format_table(table)
+    partitions = []
+    for schema, name, lower, upper in dialect_for(conn).range_partitions(conn, parent, clock.clock.column):
+        partitions.append(Partition(schema, name, _parse_bound(lower, clock.kind), _parse_bound(upper, clock.kind)))
+    return partitions
+
+
+def _bounds(clock: ClockSQL, last_day: dt.date) -> tuple[Any, Any]:
+    """(floor, cutoff) in the column's Python type: rows in [floor, cutoff) are due.
+
+    The same bounds as :meth:`ClockSQL.before_day_after` uses in SQL.
+    """
+    next_day = last_day + dt.timedelta(days=1)
+    if clock.kind == "date":
+        return FLOOR_DATE, next_day
+    cutoff = start_of_day(next_day, clock.policy_tz)
+    if clock.kind == "timestamptz":
+        return FLOOR_INSTANT, cutoff
+    if clock.clock.naive_timezone == clock.policy_tz:
+        return FLOOR_NAIVE, dt.datetime(next_day.year, next_day.month, next_day.day)  # noqa: DTZ001
+    return FLOOR_NAIVE, _naive_in(cutoff, clock.clock.naive_timezone)
+
+
+def droppable(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
+    """Partitions whose every row is due and none must stay."""
+    sql = planner.sql
+    assert sql is not None
+    clock = sql.clocks[0]
+    schedule = planner.dataset.schedules("purged", planner.ctx.pack.financial_year_end)[0]
+    floor, cutoff = _bounds(clock, schedule.last_event_due_by(planner.today))
+    planner.probe(conn)
+    chosen = []
+    for partition in range_partitions(conn, sql.table, clock):
+        if partition.lower is None or partition.upper is None:
+            continue
+        if partition.lower < floor or partition.upper > cutoff:
+            continue
+        if _has_record_to_keep(conn, planner, partition):
+            log.info("partition_kept", dataset=planner.name, partition=partition.label)
+            continue
+        chosen.append(partition)
+    return chosen
+
+
+def row_count(conn: sa.Connection, partition: Partition) -> int:
+    """Rows in ``partition`` now (for plan; run counts again under the drop's lock)."""
+    return int(conn.execute(sa.text(f"SELECT count(*) FROM {partition.quoted(conn)}")).scalar_one())
+
+
+def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
+    """A held record, one under an open erasure request, or one already in another state."""
+    sql = planner.sql
+    assert sql is not None
+    value = sql.clocks[0].value
+    key_text = planner.text(conn, sql.key)
+    who = planner.live_who(conn)
+    rs = planner.ctx.tables.record_states
+    stays = [~planner.not_held(key_text, who), ~planner.no_open_erasure(who)]
+    if planner._states:
+        stays.append(sa.exists().where(rs.c.dataset == planner.name, rs.c.record_key == key_text))
+    query = (
+        sa.select(sa.literal(1))
+        .select_from(sql.table)
+        .where(value >= partition.lower, value < partition.upper, sa.or_(*stays))
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
+def drop_due_partitions(
+    conn: sa.Connection,
+    planner: DatasetPlanner,
+    *,
+    run_id: str,
+    pack_digest: str,
+    now: Callable[[], dt.datetime],
+) -> int:
+    """Drop every droppable partition, one transaction each; returns the rows purged.
+
+    The partition is locked by the drop itself (ACCESS EXCLUSIVE), and its
+    rows are counted inside the same transaction, so the count in the ledger
+    is exactly what was dropped.
+    """
+    assert planner.sql is not None
+    with conn.begin():
+        partitions = droppable(conn, planner)
+    pack = planner.ctx.pack
+    dataset = planner.dataset
+    column = conn.dialect.identifier_preparer.quote(planner.sql.clocks[0].clock.column)
+    parent = conn.dialect.identifier_preparer.format_table(planner.sql.table)
+    purged = 0
+    for partition in partitions:
+        qualified = partition.quoted(conn)
+        with conn.begin():
+            # The drop needs the parent's strongest lock anyway; taking it first
+            # (parent before partition, as readers do) cannot deadlock them, and
+            # no row can arrive between the count and the drop.
+            conn.execute(sa.text(dialect_for(conn).lock_for_partition_drop(parent)))
+            stats = sa.text(f"SELECT count(*), min({column}), max({column}) FROM {qualified}")
+            count, low, high = conn.execute(stats).one()
+            clock_min = clock_max = due = None
+            if count:
+                first = evaluate_record(pack, dataset, [low], planner.ctx.as_of)
+                last = evaluate_record(pack, dataset, [high], planner.ctx.as_of)
+                due = last.due["purged"]
+                clock_min = first.readings[0].moment(pack.timezone)
+                clock_max = last.readings[0].moment(pack.timezone)
+            conn.execute(sa.text(f"DROP TABLE {qualified}"))
+            ledger.append(
+                conn,
+                [
+                    ledger.EntryDraft(
+                        run_id=run_id,
+                        pack_id=pack.pack,
+                        pack_digest=pack_digest,
+                        dataset=planner.name,
+                        transition="active->purged",
+                        action="drop_partition",
+                        basis=dataset.basis_for("purged"),
+                        due_at=due,
+                        record_pseudonym=None,
+                        subject_pseudonym=None,
+                        count=int(count),
+                        clock_min=clock_min,
+                        clock_max=clock_max,
+                        detail={"partition": partition.label},
+                    )
+                ],
+                now(),
+            )
+        log.info("partition_dropped", dataset=planner.name, partition=partition.label, count=int(count))
+        purged += int(count)
+    return purged

@@ -1,0 +1,160 @@
+"""A dataset's ``where:`` as one SQL condition on its table (docs/rules.md, "Which rows: where").
+
+Every value is a bound parameter of the column's own type; nothing from the
+pack is ever pasted into SQL text. :func:`value_problem` is the one place
+that decides which values a column accepts, for ``check --db`` and for the
+compiler alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import NamedFromClause
+
+from retention.errors import SchemaError
+from retention.policy.model import Dataset
+from retention.policy.rowfilter import ColumnTest, RowFilter
+
+
+def _family(column_type: Any) -> str | None:
+    """The kind of value a column holds, as far as a filter cares."""
+    if isinstance(column_type, sa.Boolean):
+        return "boolean"
+    if isinstance(column_type, sa.DateTime):
+        return "datetime"
+    if isinstance(column_type, sa.Date):
+        return "date"
+    if isinstance(column_type, sa.Integer):
+        return "integer"
+    if isinstance(column_type, sa.Numeric | sa.Float):
+        return "number"
+    if isinstance(column_type, sa.String | sa.Enum):
+        return "text"
+    return None
+
+
+def _convert(family: str, value: Any) -> Any:
+    """``value`` as the column's Python type; ValueError when it is not one."""
+    if family == "text":
+        if isinstance(value, str):
+            return value
+        raise ValueError("quote the value, the column holds text")
+    if family == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ValueError("write true or false")
+    if family == "integer":
+        if isinstance(value, int):  # a boolean is 1 or 0 in an integer flag column
+            return int(value)
+        raise ValueError("write a whole number")
+    if family == "number":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+        raise ValueError("write a number")
+    if family in ("date", "datetime"):
+        if isinstance(value, dt.datetime):
+            if family == "date":
+                raise ValueError("write a date (YYYY-MM-DD)")
+            return value
+        if isinstance(value, dt.date):
+            return value if family == "date" else dt.datetime.combine(value, dt.time())
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("write an ISO date (YYYY-MM-DD)") from None
+            if family == "date":
+                if parsed.time() != dt.time() or parsed.tzinfo is not None:
+                    raise ValueError("write a date (YYYY-MM-DD)")
+                return parsed.date()
+            return parsed
+        raise ValueError("write an ISO date (YYYY-MM-DD)")
+    raise ValueError("the column type cannot be compared")
+
+
+def value_problem(column_type: Any, test: ColumnTest) -> str | None:
+    """Why ``test`` cannot apply to a column of ``column_type`` (None: it can)."""
+    family = _family(column_type)
+    if family is None:
+        return f"is {column_type}, which a 'where' condition cannot compare"
+    if test.op in ("is_null", "not_null"):
+        return None
+    if test.op == "contains" and family != "text":
+        return f"is {column_type}: 'contains' applies to text columns only"
+    if test.op in ("lt", "le", "gt", "ge") and family == "boolean":
+        return f"is {column_type}: a boolean has no order"
+    values = test.value if isinstance(test.value, tuple) else (test.value,)
+    for value in values:
+        try:
+            _convert(family, value)
+        except ValueError as exc:
+            return f"is {column_type}; the value {value!r} does not fit: {exc}"
+    return None
+
+
+def _column(table: NamedFromClause, name: str, role: str) -> ColumnElement[Any]:
+    try:
+        column: ColumnElement[Any] = table.c[name]
+    except KeyError:
+        valid = ", ".join(table.c.keys())
+        raise SchemaError([f"{table.name}.{name}: no such column ({role}); columns: {valid}"]) from None
+    return column
+
+
+def _condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) -> ColumnElement[bool]:
+    problem = value_problem(column.type, test)
+    if problem is not None:
+        raise SchemaError([f"{table_name}.{test.column}: {problem}"])
+    family = _family(column.type)
+    assert family is not None
+
+    def bound(value: Any) -> ColumnElement[Any]:
+        return sa.bindparam(None, _convert(family, value), type_=column.type)
+
+    op = test.op
+    if op == "is_null":
+        return column.is_(None)
+    if op == "not_null":
+        return column.is_not(None)
+    if op == "eq":
+        return column == bound(test.value)
+    if op == "not":
+        return sa.or_(column.is_(None), column != bound(test.value))
+    if op == "in":
+        return column.in_([bound(v) for v in test.value])
+    if op == "not_in":
+        return sa.or_(column.is_(None), column.not_in([bound(v) for v in test.value]))
+    if op == "contains":
+        return column.contains(test.value, autoescape=True)
+    compare = {"lt": column.__lt__, "le": column.__le__, "gt": column.__gt__, "ge": column.__ge__}[op]
+    return compare(bound(test.value))
+
+
+def compile_filter(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> ColumnElement[bool] | None:
+    """The dataset's ``where`` on rows of ``table`` (None: no filter).
+
+    Related tables are read under an alias of their own, so a filter on a
+    table's own rows (a self-reference) stays a correlated EXISTS.
+    """
+    from retention.engine.evaluate import reflect_table
+
+    row_filter: RowFilter | None = dataset.row_filter
+    if row_filter is None:
+        return None
+    conditions: list[ColumnElement[bool]] = []
+    for test in row_filter.tests:
+        conditions.append(_condition(_column(table, test.column, "where"), dataset.table, test))
+    for index, related in enumerate(row_filter.related):
+        other = reflect_table(conn, related.table, dataset.schema_).alias(f"where_{index}")
+        on = _column(other, related.on, "where related on")
+        ref = _column(table, related.references or dataset.key, "where related references")
+        inner = [on == ref]
+        for test in related.tests:
+            inner.append(_condition(_column(other, test.column, "where related"), related.table, test))
+        exists = sa.exists().where(*inner)
+        conditions.append(exists if related.exists else ~exists)
+    return sa.and_(*conditions)

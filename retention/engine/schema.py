@@ -1,0 +1,434 @@
+"""Rule packs against the live schema: tables, columns, types, keys, indexes.
+
+``check`` prints every finding; ``plan`` and ``run`` refuse to start while
+any error remains, so a typo in a column name never reaches a DELETE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import ReflectedColumn
+
+from retention.dialects import DATETIME_KINDS, Dialect, dialect_for
+from retention.engine.order import dataset_order, deletes_rows
+from retention.engine.rowfilter import value_problem
+from retention.errors import SchemaError
+from retention.policy.model import Clock, Dataset, Pack
+from retention.policy.rowfilter import ColumnTest
+
+Level = Literal["error", "warning"]
+
+_TYPE_FAMILIES: dict[str, tuple[type[Any], ...]] = {
+    "timestamptz": (sa.DateTime,),
+    "timestamp": (sa.DateTime,),
+    "date": (sa.Date,),
+    "epoch": (sa.Integer, sa.Numeric),
+    "epoch_text": (sa.String,),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of a pack against the live schema, located by table and column."""
+
+    level: Level
+    dataset: str
+    table: str
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"{self.level}: {where}: {self.message} (dataset {self.dataset})"
+
+
+class _Inspector:
+    """Caches reflection so that a pack with many datasets reflects each table once."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.inspector = sa.inspect(conn)
+        self.dialect = dialect_for(conn)
+        self._columns: dict[tuple[str | None, str], dict[str, ReflectedColumn] | None] = {}
+
+    def columns(self, table: str, schema: str | None) -> dict[str, ReflectedColumn] | None:
+        key = (schema, table)
+        if key not in self._columns:
+            if not self.inspector.has_table(table, schema=schema):
+                self._columns[key] = None
+            else:
+                cols = self.inspector.get_columns(table, schema=schema)
+                self._columns[key] = {c["name"]: c for c in cols}
+        return self._columns[key]
+
+    def primary_key(self, table: str, schema: str | None) -> list[str]:
+        return list(self.inspector.get_pk_constraint(table, schema=schema)["constrained_columns"])
+
+    def leading_index_columns(self, table: str, schema: str | None) -> list[list[str]]:
+        """Column lists of indexes, the primary key and unique constraints (expression parts dropped)."""
+        result: list[list[str | None]] = [
+            list(i["column_names"]) for i in self.inspector.get_indexes(table, schema=schema)
+        ]
+        result.append(list(self.primary_key(table, schema)))
+        uniques = self.inspector.get_unique_constraints(table, schema=schema)
+        result.extend(list(u["column_names"]) for u in uniques)
+        return [[c for c in r if c is not None] for r in result if r and all(c is not None for c in r)]
+
+
+def _type_ok(clock_type: str, column: ReflectedColumn, dialect: Dialect) -> str | None:
+    """None when the column can hold this clock kind, else why not."""
+    col_type = column["type"]
+    families = _TYPE_FAMILIES[clock_type]
+    # SQLite reflects DATETIME/DATE/INTEGER by declared name; TEXT means strings,
+    # which is how SQLite stores datetimes (read in the forms of retention.timing.datetext).
+    if dialect.datetimes_as_text and clock_type in DATETIME_KINDS and isinstance(col_type, sa.String):
+        return None
+    if (
+        isinstance(col_type, sa.Date)
+        and clock_type in ("timestamp", "timestamptz")
+        and not isinstance(col_type, sa.DateTime)
+    ):
+        return f"is {col_type} but the clock is declared {clock_type}; declare it 'date'"
+    if not isinstance(col_type, families):
+        return f"is {col_type}, which cannot hold a {clock_type} clock"
+    problem = dialect.datetime_column_problem(clock_type, col_type)
+    if problem is not None:
+        return problem
+    if clock_type == "date" and isinstance(col_type, sa.DateTime):
+        return f"is {col_type} but the clock is declared 'date'; declare it timestamp or timestamptz"
+    return None
+
+
+def _check_clock(inspect: _Inspector, name: str, ds: Dataset, clock: Clock, findings: list[Finding]) -> None:
+    table = clock.table if clock.aggregate else ds.table
+    assert table is not None
+    columns = inspect.columns(table, ds.schema_)
+    if columns is None:
+        findings.append(Finding("error", name, table, None, "table does not exist (aggregate clock)"))
+        return
+    column = columns.get(clock.column)
+    if column is None:
+        findings.append(Finding("error", name, table, clock.column, _missing(clock.column, columns, "clock")))
+        return
+    problem = _type_ok(clock.type, column, inspect.dialect)
+    if problem:
+        findings.append(Finding("error", name, table, clock.column, f"clock column {problem}"))
+    indexes = inspect.leading_index_columns(table, ds.schema_)
+    if clock.aggregate:
+        assert clock.on is not None
+        if clock.on not in columns:
+            findings.append(Finding("error", name, table, clock.on, _missing(clock.on, columns, "aggregate join")))
+        elif not any(ix[0] == clock.on for ix in indexes):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    table,
+                    clock.on,
+                    f"no index starts with {clock.on}; the max() per record will scan; "
+                    f"create one on ({clock.on}, {clock.column})",
+                )
+            )
+        for col in clock.where or {}:
+            if col not in columns:
+                findings.append(Finding("error", name, table, col, _missing(col, columns, "aggregate filter")))
+    elif not any(ix[0] == clock.column for ix in indexes):
+        findings.append(
+            Finding(
+                "warning",
+                name,
+                table,
+                clock.column,
+                "clock column has no index; evaluation will scan the table",
+            )
+        )
+
+
+def _check_tests(
+    name: str, table: str, tests: tuple[ColumnTest, ...], columns: dict[str, ReflectedColumn], findings: list[Finding]
+) -> None:
+    for test in tests:
+        column = columns.get(test.column)
+        if column is None:
+            findings.append(Finding("error", name, table, test.column, _missing(test.column, columns, "where")))
+            continue
+        problem = value_problem(column["type"], test)
+        if problem is not None:
+            findings.append(Finding("error", name, table, test.column, f"where: {problem}"))
+
+
+def _check_where(
+    inspect: _Inspector, name: str, ds: Dataset, columns: dict[str, ReflectedColumn], findings: list[Finding]
+) -> None:
+    """The row filter's tables and columns exist and its values fit their columns' types."""
+    row_filter = ds.row_filter
+    if row_filter is None:
+        return
+    _check_tests(name, ds.table, row_filter.tests, columns, findings)
+    written = {c for step in ds.lifecycle for c in [*(step.set or {}), *(step.mask or {})]}
+    for column in sorted(written & {t.column for t in row_filter.tests}):
+        findings.append(
+            Finding(
+                "warning",
+                name,
+                ds.table,
+                column,
+                "a lifecycle step changes this column and 'where' reads it: a record that stops matching "
+                "stays in its state and moves no further",
+            )
+        )
+    for related in row_filter.related:
+        reference = related.references or ds.key
+        if reference not in columns:
+            findings.append(Finding("error", name, ds.table, reference, _missing(reference, columns, "where related")))
+        other = inspect.columns(related.table, ds.schema_)
+        if other is None:
+            findings.append(Finding("error", name, related.table, None, "table does not exist (where related)"))
+            continue
+        if related.on not in other:
+            findings.append(
+                Finding("error", name, related.table, related.on, _missing(related.on, other, "where related on"))
+            )
+        elif not any(ix[0] == related.on for ix in inspect.leading_index_columns(related.table, ds.schema_)):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    related.table,
+                    related.on,
+                    f"no index starts with {related.on}; the related condition will scan {related.table} per row",
+                )
+            )
+        _check_tests(name, related.table, related.tests, other, findings)
+
+
+def _check_subject(inspect: _Inspector, name: str, ds: Dataset, findings: list[Finding]) -> None:
+    """Each join of ``subject.through`` (and ``email.through``) names a table, a unique key and a column that exist."""
+    chains = [("subject", ds.subject)] if ds.subject is not None else []
+    if ds.email is not None and not isinstance(ds.email, str):
+        chains.append(("email", ds.email))
+    for identity, chain in chains:
+        _check_chain(inspect, name, ds, identity, chain.through, findings)
+
+
+def _check_chain(
+    inspect: _Inspector, name: str, ds: Dataset, identity: str, through: list[Any], findings: list[Finding]
+) -> None:
+    for hop in through:
+        columns = inspect.columns(hop.table, ds.schema_)
+        if columns is None:
+            findings.append(Finding("error", name, hop.table, None, f"table does not exist ({identity} through)"))
+            continue
+        for role, column in ((f"{identity} through key", hop.key), (f"{identity} through column", hop.column)):
+            if column not in columns:
+                findings.append(Finding("error", name, hop.table, column, _missing(column, columns, role)))
+        if hop.key in columns:
+            unique: list[list[Any]] = [inspect.primary_key(hop.table, ds.schema_)]
+            unique += [
+                u["column_names"] for u in inspect.inspector.get_unique_constraints(hop.table, schema=ds.schema_)
+            ]
+            indexes = inspect.inspector.get_indexes(hop.table, schema=ds.schema_)
+            unique += [list(i["column_names"]) for i in indexes if i["unique"]]
+            if [hop.key] not in unique:
+                findings.append(
+                    Finding(
+                        "error",
+                        name,
+                        hop.table,
+                        hop.key,
+                        f"{identity} through key is not unique (primary key or unique index): a record "
+                        f"would have several {'subjects' if identity == 'subject' else 'e-mail addresses'}",
+                    )
+                )
+
+
+def _missing(column: str, columns: dict[str, ReflectedColumn], role: str) -> str:
+    return f"no such column ({role}); columns: {', '.join(columns)}"
+
+
+def _deletes_rows(ds: Dataset) -> bool:
+    return any(
+        step.action in ("delete", "drop_partition") or (step.action == "archive" and step.then == "delete")
+        for step in ds.lifecycle
+    )
+
+
+def _check_children(inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
+    """A dataset that deletes rows must not leave rows of another table pointing at them.
+
+    A referencing table is fine when the database cascades or nulls the
+    reference, or when a dataset of the pack removes its rows with the parent
+    (it follows the parent, or deletes on its own clock and runs first).
+    """
+    by_table = {ds.table: (name, ds) for name, ds in pack.datasets.items()}
+    # Every table's foreign keys, per schema, in one reflection query where the
+    # database allows it (PostgreSQL would otherwise take one per table).
+    foreign_keys: dict[str | None, dict[str, list[Any]]] = {}
+    for name, ds in pack.datasets.items():
+        if not _deletes_rows(ds):
+            continue
+        if ds.schema_ not in foreign_keys:
+            multi = inspect.inspector.get_multi_foreign_keys(schema=ds.schema_)
+            foreign_keys[ds.schema_] = {table: fks for (_, table), fks in multi.items()}
+        for child, child_fks in sorted(foreign_keys[ds.schema_].items()):
+            for fk in child_fks:
+                if fk["referred_table"] != ds.table or child == ds.table:
+                    continue
+                ondelete = str((fk.get("options") or {}).get("ondelete") or "").upper()
+                if ondelete in ("CASCADE", "SET NULL"):
+                    continue
+                handled = by_table.get(child)
+                columns = ", ".join(fk["constrained_columns"])
+                if handled is None:
+                    findings.append(
+                        Finding(
+                            "error",
+                            name,
+                            child,
+                            columns,
+                            f"references {ds.table}, whose rows this pack deletes, but no dataset "
+                            f"handles {child}: deleting a {ds.table} row would violate the foreign key "
+                            f"(add a dataset for {child}, or ON DELETE CASCADE)",
+                        )
+                    )
+                    continue
+                child_name, child_ds = handled
+                follows = child_ds.follows is not None and child_ds.follows.dataset == name
+                if not follows and not _deletes_rows(child_ds):
+                    findings.append(
+                        Finding(
+                            "error",
+                            name,
+                            child,
+                            columns,
+                            f"references {ds.table}, whose rows this pack deletes, but dataset "
+                            f"{child_name} never deletes its rows: make it follow {name} or purge them",
+                        )
+                    )
+
+
+def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
+    """Every finding of ``pack`` against the database behind ``conn``."""
+    inspect = _Inspector(conn)
+    findings: list[Finding] = []
+    for name, ds in pack.datasets.items():
+        columns = inspect.columns(ds.table, ds.schema_)
+        if columns is None:
+            findings.append(Finding("error", name, ds.table, None, "table does not exist"))
+            continue
+        subject_column = ds.subject.column if ds.subject is not None else None
+        email_column = ds.email if isinstance(ds.email, str) or ds.email is None else ds.email.column
+        for role, column in (
+            ("key", ds.key),
+            ("subject_key", ds.subject_key),
+            ("subject", subject_column),
+            ("email", email_column),
+        ):
+            if column is not None and column not in columns:
+                findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
+        pk = inspect.primary_key(ds.table, ds.schema_)
+        if not pk:
+            findings.append(Finding("warning", name, ds.table, None, "table has no primary key; keys may repeat"))
+        elif pk != [ds.key]:
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    ds.table,
+                    ds.key,
+                    f"key is not the primary key ({', '.join(pk)}); it must be unique",
+                )
+            )
+        for rule in ds.keep:
+            _check_clock(inspect, name, ds, rule.clock, findings)
+        _check_where(inspect, name, ds, columns, findings)
+        _check_subject(inspect, name, ds, findings)
+        for step in ds.lifecycle:
+            used = {
+                "deactivate column": list((step.set or {}).keys()),
+                "archive column": list(step.columns or []),
+                "mask column": list((step.mask or {}).keys()),
+            }
+            for role, names in used.items():
+                for column in names:
+                    if column not in columns:
+                        findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
+    if not any(f.level == "error" and f.column is None for f in findings):
+        _check_children(inspect, pack, findings)
+        _check_follows(inspect, pack, findings)
+        _check_order(conn, inspect, pack, findings)
+    return findings
+
+
+def _check_follows(inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
+    """``follows.via`` names a column that references the leader's table."""
+    for name, ds in pack.datasets.items():
+        follows = ds.follows
+        if follows is None or follows.via is None:
+            continue
+        columns = inspect.columns(ds.table, ds.schema_) or {}
+        if follows.via not in columns:
+            findings.append(
+                Finding("error", name, ds.table, follows.via, _missing(follows.via, columns, "follows.via"))
+            )
+            continue
+        leader = pack.datasets[follows.dataset]
+        fks = inspect.inspector.get_foreign_keys(ds.table, schema=ds.schema_)
+        if not any(
+            fk["referred_table"] == leader.table
+            and fk["constrained_columns"] == [follows.via]
+            and fk["referred_columns"] == [leader.key]
+            for fk in fks
+        ):
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    ds.table,
+                    follows.via,
+                    f"no foreign key from {ds.table}.{follows.via} to {leader.table}.{leader.key}; "
+                    f"follows.via must hold the key of a {follows.dataset} record",
+                )
+            )
+
+
+def _check_order(conn: sa.Connection, inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
+    """The datasets can be ordered (engine.order), and a clock that another dataset purges away has a fallback."""
+    try:
+        dataset_order(conn, pack)
+    except SchemaError as exc:
+        first = next(iter(pack.datasets))
+        for problem in exc.problems:
+            findings.append(Finding("error", first, pack.datasets[first].table, None, problem))
+    deleters: dict[str, list[str]] = {}
+    for name, ds in pack.datasets.items():
+        if deletes_rows(ds):
+            deleters.setdefault(ds.table, []).append(name)
+    for name, ds in pack.datasets.items():
+        for rule in ds.keep:
+            clock = rule.clock
+            if clock.aggregate is None or clock.table not in deleters:
+                continue
+            others = [d for d in deleters[clock.table] if d != name]
+            if not others:
+                continue
+            plain = [r for r in ds.keep if r.clock.aggregate is None]
+            if plain:
+                continue
+            columns = inspect.columns(ds.table, ds.schema_) or {}
+            dated = [c for c, info in columns.items() if isinstance(info["type"], sa.Date | sa.DateTime)]
+            hint = f" such as {', '.join(dated[:3])}" if dated else " (the table has no date column: add one)"
+            findings.append(
+                Finding(
+                    "warning",
+                    name,
+                    clock.table or ds.table,
+                    clock.column,
+                    f"the clock {clock.label()} reads rows that dataset {', '.join(others)} deletes: once they are "
+                    f"purged the clock is NULL and {name} no longer moves by it; add a fallback clock on "
+                    f"{ds.table}{hint}",
+                )
+            )

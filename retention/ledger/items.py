@@ -1,0 +1,485 @@
+"""Ledger v2: per-record items under one chained entry per batch and transition (docs/ledger.md).
+
+An entry of format 2 commits, through an RFC 9162 Merkle root, to the items
+of the records its batch moved: each item holds the record's and subject's
+pseudonyms, the due instant and the erasure request or review behind the
+move, and its position. The chain then costs one hash per batch instead of
+one per record, and an auditor can be handed one item with its audit path
+as proof that the record was disposed of (``ledger prove``).
+
+Pseudonyms of items are keyed per run: the run's key is HMAC(pseudonym key,
+run id), so that a run may compute them inside the database without the
+long-lived key ever reaching the server; ``ledger lookup`` derives every
+run's key again to find a person's items across runs. The per-run lookup
+rows (``retention_ledger_lookup``) are written once per run, sorted, so that
+a purge does not scatter index writes over the whole table batch after
+batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from retention.dialects import dialect_for
+from retention.ledger import merkle, pseudonyms
+from retention.store import tables as store
+
+FORMAT = 2
+
+
+@lru_cache(maxsize=4096)
+def run_key(secret: bytes, run_id: str) -> bytes:
+    """The run's pseudonym key: HMAC-SHA256(pseudonym key, "run" 0x1f run id)."""
+
+    return bytes.fromhex(pseudonyms.keyed(secret).hexdigest(b"run\x1f" + run_id.encode("utf-8")))
+
+
+def record_pseudonym(key: bytes, dataset: str, record_key: str) -> str:
+    """An item's record pseudonym under a run's key (same message as the v1 pseudonyms)."""
+
+    return pseudonyms.pseudonym(key, "record", dataset, str(record_key))
+
+
+def subject_pseudonym(key: bytes, subject_key: str) -> str:
+
+    return pseudonyms.pseudonym(key, "subject", str(subject_key))
+
+
+def email_pseudonym(key: bytes, email_pseudonym: str) -> str:
+    """An item's e-mail pseudonym under a run's key: of the address's long-lived pseudonym, not of the address.
+
+    A record whose source row is gone (or whose address was masked) is known
+    by the pseudonym its state row kept; ``ledger lookup --email`` derives
+    the same value from the address typed.
+    """
+
+    return pseudonyms.pseudonym(key, "email", email_pseudonym)
+
+
+def _instant(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json(value: str | int | None) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    return f'"{value}"'
+
+
+def item_document(
+    idx: int,
+    record: str,
+    subject: str | None,
+    due_at: dt.datetime | str,
+    request_id: int | None,
+    review_id: int | None,
+    email: str | None = None,
+) -> bytes:
+    """The RFC 8785 encoding of an item (every value ASCII: hex, digits, an instant), held to rfc8785 by a test.
+
+    ``email`` appears only when the item has one, so that items written
+    before e-mail identities keep their encoding (and their Merkle roots).
+    """
+    due = due_at if isinstance(due_at, str) else _instant(due_at)
+    mail = "" if email is None else f'"email":"{email}",'
+    return (
+        f'{{"due_at":"{due}",{mail}"idx":{idx},"record":"{record}","request":{_json(request_id)},'
+        f'"review":{_json(review_id)},"subject":{_json(subject)}}}'
+    ).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record moved: what its leaf commits to (pseudonyms already computed)."""
+
+    record: str
+    subject: str | None
+    due_at: dt.datetime
+    request_id: int | None = None
+    review_id: int | None = None
+    email: str | None = None
+
+    def document(self, idx: int) -> bytes:
+        return item_document(idx, self.record, self.subject, self.due_at, self.request_id, self.review_id, self.email)
+
+
+@dataclass(frozen=True)
+class BatchItems:
+    """An entry draft of format 2: one batch's records through one transition."""
+
+    run_id: str
+    pack_id: str
+    pack_digest: str
+    dataset: str
+    transition: str
+    action: str | None
+    basis: str | None
+    secret: bytes
+    # (due_at, record key, subject key, erasure request id, review id)
+    moves: Sequence[tuple[dt.datetime, str, str | None, int | None, int | None]]
+    # per move, the long-lived pseudonym of its e-mail address (None: no address), or None for none at all
+    emails: Sequence[str | None] | None = None
+
+    def items(self) -> list[Item]:
+        """Pseudonymise the moves under the run's key, in Python (the key never leaves the process)."""
+        key = run_key(self.secret, self.run_id)
+
+        keyed = pseudonyms.keyed(key)
+        prefix = f"record\x1f{self.dataset}\x1f".encode()
+        result = []
+        emails = self.emails if self.emails is not None else [None] * len(self.moves)
+        for (due_at, record_key, subject_key, request_id, review_id), mail in zip(self.moves, emails, strict=True):
+            record = keyed.hexdigest(prefix + record_key.encode("utf-8"))
+            subject = None if subject_key is None else keyed.hexdigest(b"subject\x1f" + subject_key.encode("utf-8"))
+            email = None if mail is None else keyed.hexdigest(b"email\x1f" + mail.encode("ascii"))
+            result.append(Item(record, subject, due_at, request_id, review_id, email))
+        return result
+
+
+def leaves(items: Sequence[Item]) -> list[bytes]:
+    return [merkle.leaf_hash(item.document(i)) for i, item in enumerate(items)]
+
+
+def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> None:
+    """The items of one entry, by the driver's bulk path (COPY on PostgreSQL), in the caller's transaction."""
+    if not items:
+        return
+    table = store.ledger_items
+    process = table.c.due_at.type.bind_processor(conn.dialect)
+    memo: dict[dt.datetime, Any] = {}
+
+    def due(value: dt.datetime) -> Any:
+        if process is None:
+            return value
+        converted = memo.get(value)
+        if converted is None:
+            converted = memo[value] = process(value)
+        return converted
+
+    rows = [
+        (entry_seq, i, it.record, it.subject, due(it.due_at), it.request_id, it.review_id, it.email)
+        for i, it in enumerate(items)
+    ]
+    columns = (
+        "entry_seq",
+        "idx",
+        "record_pseudonym",
+        "subject_pseudonym",
+        "due_at",
+        "request_id",
+        "review_id",
+        "email_pseudonym",
+    )
+    dialect_for(conn).bulk_insert(conn, table, columns, rows)
+
+
+def entry_items(conn: sa.Connection, entry_seq: int) -> list[dict[str, Any]]:
+    """The stored items of one entry in position order."""
+    t = store.ledger_items
+    return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.entry_seq == entry_seq).order_by(t.c.idx))]
+
+
+def stored_leaves(rows: Sequence[dict[str, Any]]) -> list[bytes]:
+    return [
+        merkle.leaf_hash(
+            item_document(
+                r["idx"],
+                r["record_pseudonym"],
+                r["subject_pseudonym"],
+                r["due_at"],
+                r["request_id"],
+                r["review_id"],
+                r.get("email_pseudonym"),
+            )
+        )
+        for r in rows
+    ]
+
+
+def check_items(conn: sa.Connection, entry: dict[str, Any]) -> str | None:
+    """None when the entry's stored items are exactly those its Merkle root commits to, else why not."""
+    rows = entry_items(conn, entry["seq"])
+    expected = entry.get("items") or 0
+    seq = entry["seq"]
+    for position, row in enumerate(rows):
+        if row["idx"] != position:
+            missing = position if row["idx"] > position else row["idx"]
+            return f"entry {seq} item {missing}: an item is missing or out of place (items deleted or inserted)"
+    if len(rows) != expected:
+        if len(rows) < expected:
+            return f"entry {seq} item {len(rows)}: {expected - len(rows)} item(s) missing (the entry has {expected})"
+        return f"entry {seq} item {expected}: {len(rows) - expected} item(s) more than the entry has ({expected})"
+    if merkle.root(stored_leaves(rows)).hex() != entry.get("merkle_root"):
+        moved = _not_as_indexed(conn, entry, rows)
+        if moved is not None:
+            return (
+                f"entry {seq} item {moved}: its pseudonyms are not those the lookup rows hold for it, and the entry's "
+                f"{expected} items do not match its Merkle root (an item was modified or reordered)"
+            )
+        return f"entry {seq}: its {expected} items do not match its Merkle root (an item was modified or reordered)"
+    return None
+
+
+def _not_as_indexed(conn: sa.Connection, entry: dict[str, Any], rows: Sequence[dict[str, Any]]) -> int | None:
+    """The first item whose pseudonyms differ from the lookup rows written for it, if any.
+
+    The root alone says that some item changed, not which. The lookup rows,
+    written from the items at the end of the run and append-only too, hold
+    each item's record and subject pseudonyms at its position: an item
+    modified or moved since then no longer matches them. A change to an
+    item's due date, request or review (not indexed) leaves only the root
+    to tell.
+    """
+    lookup = store.ledger_lookup
+    indexed: dict[int, set[str]] = {}
+    query = sa.select(lookup.c.idx, lookup.c.pseudonym).where(
+        lookup.c.entry_seq == entry["seq"], lookup.c.run_id == entry.get("run_id")
+    )
+    for idx, pseudonym in conn.execute(query):
+        indexed.setdefault(idx, set()).add(pseudonym)
+    if not indexed:
+        return None
+    for row in rows:
+        wanted = {
+            p for p in (row["record_pseudonym"], row["subject_pseudonym"], row.get("email_pseudonym")) if p is not None
+        }
+        if indexed.get(row["idx"], set()) != wanted:
+            return int(row["idx"])
+    return None
+
+
+def stray_items(conn: sa.Connection) -> str | None:
+    """Items under no entry of format 2 (a v1 entry, or no entry at all): inserted, or their entry removed."""
+    items, entries = store.ledger_items, store.ledger
+    query = (
+        sa.select(items.c.entry_seq, items.c.idx)
+        .select_from(items.outerjoin(entries, sa.and_(entries.c.seq == items.c.entry_seq, entries.c.format == FORMAT)))
+        .where(entries.c.seq.is_(None))
+        .order_by(items.c.entry_seq, items.c.idx)
+        .limit(1)
+    )
+    stray = conn.execute(query).first()
+    if stray is None:
+        return None
+    return (
+        f"entry {stray.entry_seq} item {stray.idx}: an item under no entry of format 2 "
+        "(items inserted, or their entry removed)"
+    )
+
+
+def check_lookup(conn: sa.Connection) -> str | None:
+    """The lookup rows are exactly one per pseudonym of every indexed item, else why not.
+
+    Rows removed would make ``ledger lookup`` miss a person's items without
+    the chain noticing; the counts of both sides, up to the last indexed
+    item, expose it.
+    """
+    lookup, items = store.ledger_lookup, store.ledger_items
+    last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar()
+    if last is None:
+        return None
+    # Both sides up to ``last``: a run indexing meanwhile adds rows only after it.
+    rows = conn.execute(sa.select(sa.func.count()).select_from(lookup).where(lookup.c.entry_seq <= last)).scalar_one()
+    expected = conn.execute(
+        sa.select(
+            sa.func.count(items.c.record_pseudonym)
+            + sa.func.count(items.c.subject_pseudonym)
+            + sa.func.count(items.c.email_pseudonym)
+        ).where(items.c.entry_seq <= last)
+    ).scalar_one()
+    if int(rows) == int(expected):
+        return None
+    return (
+        f"the lookup rows do not match the items up to entry {last} ({rows} rows for {expected} pseudonyms): "
+        "lookup rows were removed or added, and `ledger lookup` could miss entries"
+    )
+
+
+# --------------------------------------------------------------------------
+# Per-run lookup rows
+# --------------------------------------------------------------------------
+
+
+def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
+    """Write the lookup rows of every item not yet indexed, sorted per run; returns rows written.
+
+    Called at the end of each run (and at the start of the next, for a run
+    that was killed before it got there). Items after the last indexed one
+    are exactly the unindexed ones, because runs append in turn.
+    """
+    lookup, items, entries = store.ledger_lookup, store.ledger_items, store.ledger
+    last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar() or 0
+    written = 0
+    while True:
+        runs = conn.execute(
+            sa.select(entries.c.run_id, sa.func.min(entries.c.seq), sa.func.max(entries.c.seq))
+            .where(entries.c.seq > last, entries.c["items"] > 0)
+            .group_by(entries.c.run_id)
+            .order_by(sa.func.min(entries.c.seq))
+            .limit(1)
+        ).first()
+        if runs is None:
+            return written
+        run_id, low, high = runs
+        for pseudonym in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
+            start = low
+            while start <= high:
+                stop = start + chunk
+                query = (
+                    sa.select(sa.literal(run_id), pseudonym, items.c.entry_seq, items.c.idx)
+                    .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
+                    .where(
+                        entries.c.run_id == run_id,
+                        items.c.entry_seq >= start,
+                        items.c.entry_seq < stop,
+                        items.c.entry_seq <= high,
+                        pseudonym.is_not(None),
+                    )
+                    .order_by(pseudonym, items.c.entry_seq, items.c.idx)
+                )
+                result = conn.execute(lookup.insert().from_select(["run_id", "pseudonym", "entry_seq", "idx"], query))
+                written += max(result.rowcount or 0, 0)
+                start = stop
+        last = high
+
+
+def find(conn: sa.Connection, secret: bytes, pseudonyms_of: Any, run_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Items (with their entry's seq and idx) whose pseudonym, under each run's key, is one of ``pseudonyms_of(key)``.
+
+    Indexed runs are read through the lookup rows; items written after the
+    last indexed one (a run still going, or killed) are read directly.
+    """
+    lookup, items = store.ledger_lookup, store.ledger_items
+    pairs = []
+    by_run: dict[str, list[str]] = {}
+    for run_id in run_ids:
+        wanted = pseudonyms_of(run_key(secret, run_id))
+        by_run[run_id] = wanted
+        pairs += [(run_id, p) for p in wanted]
+    found: set[tuple[int, int]] = set()
+    for start in range(0, len(pairs), 400):
+        chunk = pairs[start : start + 400]
+        query = sa.select(lookup.c.entry_seq, lookup.c.idx).where(
+            sa.tuple_(lookup.c.run_id, lookup.c.pseudonym).in_(chunk)
+        )
+        found |= {(r.entry_seq, r.idx) for r in conn.execute(query)}
+    last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar() or 0
+    every = sorted({p for ps in by_run.values() for p in ps})
+    if every:
+        for column in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
+            for start in range(0, len(every), 400):
+                query = sa.select(items.c.entry_seq, items.c.idx).where(
+                    items.c.entry_seq > last, column.in_(every[start : start + 400])
+                )
+                found |= {(r.entry_seq, r.idx) for r in conn.execute(query)}
+    for entry_seq, idx in sorted(found):
+        row = conn.execute(sa.select(items).where(items.c.entry_seq == entry_seq, items.c.idx == idx)).first()
+        if row is not None:
+            yield dict(row._mapping)
+
+
+def lookup(
+    conn: sa.Connection,
+    secret: bytes,
+    *,
+    dataset: str | None = None,
+    record_key: str | None = None,
+    subject_key: str | None = None,
+    email: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every ledger record of one record (dataset and key), one subject or one e-mail address, v1 and v2 alike.
+
+    Each row has the entry's columns (seq, run, dataset, transition,
+    action, basis...) and, for a v2 item, ``item`` (its position) and the
+    item's own due instant, pseudonyms, request and review; v1 entries have
+    ``item`` None. Ordered by entry and item.
+    """
+    entries = store.ledger
+    if email is not None:
+        # Entries about one request or hold (no item) name an e-mail-only person by the e-mail's pseudonym.
+        mail = pseudonyms.email_pseudonym(secret, email)
+        v1 = entries.c.subject_pseudonym == mail
+
+        def wanted(key: bytes) -> list[str]:
+            return [email_pseudonym(key, mail)]
+
+    elif subject_key is not None:
+        v1 = entries.c.subject_pseudonym == pseudonyms.subject_pseudonym(secret, subject_key)
+
+        def wanted(key: bytes) -> list[str]:
+            return [subject_pseudonym(key, subject_key)]
+
+    else:
+        if dataset is None or record_key is None:
+            raise ValueError("lookup needs a subject, or a dataset and a record key")
+        v1 = sa.and_(
+            entries.c.dataset == dataset,
+            entries.c.record_pseudonym == pseudonyms.record_pseudonym(secret, dataset, record_key),
+        )
+
+        def wanted(key: bytes) -> list[str]:
+            return [record_pseudonym(key, dataset, record_key)]
+
+    rows: list[dict[str, Any]] = []
+    for row in conn.execute(sa.select(entries).where(v1).order_by(entries.c.seq)):
+        rows.append({**dict(row._mapping), "item": None})
+    for item in find(conn, secret, wanted, item_runs(conn)):
+        entry = conn.execute(sa.select(entries).where(entries.c.seq == item["entry_seq"])).first()
+        if entry is None or (
+            dataset is not None and subject_key is None and email is None and entry.dataset != dataset
+        ):
+            continue
+        rows.append(
+            {
+                **dict(entry._mapping),
+                "item": item["idx"],
+                "due_at": item["due_at"],
+                "record_pseudonym": item["record_pseudonym"],
+                "subject_pseudonym": item["subject_pseudonym"],
+                "email_pseudonym": item.get("email_pseudonym"),
+                "count": 1,
+                "request_id": item["request_id"],
+                "review_id": item["review_id"],
+            }
+        )
+    rows.sort(key=lambda r: (r["seq"], -1 if r["item"] is None else r["item"]))
+    return rows
+
+
+def item_runs(conn: sa.Connection) -> list[str]:
+    """Runs that may have written items (every run the engine recorded)."""
+    runs = store.runs
+    return list(conn.execute(sa.select(runs.c.id).where(runs.c.mode == "run").order_by(runs.c.started_at)).scalars())
+
+
+__all__ = [
+    "FORMAT",
+    "BatchItems",
+    "Item",
+    "check_items",
+    "check_lookup",
+    "email_pseudonym",
+    "entry_items",
+    "find",
+    "index_runs",
+    "insert_items",
+    "item_document",
+    "item_runs",
+    "leaves",
+    "lookup",
+    "record_pseudonym",
+    "run_key",
+    "stored_leaves",
+    "stray_items",
+    "subject_pseudonym",
+]

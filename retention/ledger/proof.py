@@ -1,0 +1,328 @@
+"""Inclusion proofs: one file that shows, without the database, that a record was moved (docs/ledger.md).
+
+A proof holds, for each ledger record of one record or subject: the entry
+and, for a v2 entry, the item and its RFC 9162 audit path to the entry's
+Merkle root; then every entry from the first of them to the head of a
+signed checkpoint, so that each hash can be recomputed and each entry seen
+to follow the one before; and the checkpoint itself. ``verify`` needs only
+the file and the signer's public key, configured by the verifier.
+
+The record's key never appears: items name it by its pseudonym under the
+run's key, v1 entries by its pseudonym under the pseudonym key. Whoever
+holds the pseudonym key can recompute either (``verify --dataset --key``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from retention.errors import ConfigError, LedgerError
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
+from retention.ledger import merkle, pseudonyms
+from retention.store import tables as store
+
+FORMAT = "retention-ledger-proof/1"
+ITEM_FIELDS = ("due_at", "idx", "record", "request", "review", "subject")
+EMAIL_FIELD = "email"  # only in items of a record with an e-mail identity (docs/ledger.md)
+ENTRY_FIELDS = (*ledger.V2_COLUMNS, "hash")
+CHECKPOINT_FIELDS = ("seq", "hash", "signed_at", "signature")
+
+
+# --------------------------------------------------------------------------
+# Building (with the database)
+# --------------------------------------------------------------------------
+
+
+def _plain_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """An entry as the values its hash covers: instants as RFC 3339 UTC text, detail as its canonical text."""
+    result: dict[str, Any] = {}
+    for name in ENTRY_FIELDS:
+        value = row.get(name)
+        if isinstance(value, dt.datetime):
+            value = ledger._instant(value)
+        elif name == "detail":
+            value = ledger._canonical_detail(value)
+        result[name] = value
+    return result
+
+
+def _plain_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "due_at": ledger_items._instant(row["due_at"]),
+        "idx": row["idx"],
+        "record": row["record_pseudonym"],
+        "request": row["request_id"],
+        "review": row["review_id"],
+        "subject": row["subject_pseudonym"],
+        **({EMAIL_FIELD: row["email_pseudonym"]} if row.get("email_pseudonym") is not None else {}),
+    }
+
+
+def build(
+    conn: sa.Connection,
+    secret: bytes,
+    checkpoint: dict[str, Any],
+    *,
+    dataset: str | None = None,
+    record_key: str | None = None,
+    subject_key: str | None = None,
+    email: str | None = None,
+) -> dict[str, Any]:
+    """The proof of every ledger record of one record (dataset and key), subject or e-mail, up to ``checkpoint``."""
+    try:
+        head = int(checkpoint["seq"])
+        signed = {k: checkpoint[k] for k in CHECKPOINT_FIELDS}
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("the checkpoint is not a checkpoint written by `retention ledger checkpoint`") from None
+    found = ledger_items.lookup(
+        conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+    )
+    found = [r for r in found if r["item"] is not None or r["record_pseudonym"] is not None]
+    if not found:
+        raise ConfigError(
+            "the ledger holds no entry of that record"
+            if subject_key is None and email is None
+            else "the ledger holds no entry of that subject"
+        )
+    newest = max(r["seq"] for r in found)
+    if newest > head:
+        raise ConfigError(
+            f"entry {newest} of that record is newer than the checkpoint (entry {head}): "
+            "sign a new one with `retention ledger checkpoint` first"
+        )
+    first = min(r["seq"] for r in found)
+    table = store.ledger
+    chain = [
+        _plain_entry(dict(r._mapping))
+        for r in conn.execute(sa.select(table).where(table.c.seq >= first, table.c.seq <= head).order_by(table.c.seq))
+    ]
+    records: list[dict[str, Any]] = []
+    leaves_of: dict[int, list[bytes]] = {}
+    for row in found:
+        seq = row["seq"]
+        if row["item"] is None:
+            records.append({"seq": seq, "item": None, "audit_path": []})
+            continue
+        if seq not in leaves_of:
+            leaves_of[seq] = ledger_items.stored_leaves(ledger_items.entry_items(conn, seq))
+        leaves = leaves_of[seq]
+        if not 0 <= row["item"] < len(leaves):
+            raise LedgerError(f"entry {seq} item {row['item']}: missing from the ledger; run `retention ledger verify`")
+        item = _plain_item(
+            {
+                "due_at": row["due_at"],
+                "idx": row["item"],
+                "record_pseudonym": row["record_pseudonym"],
+                "request_id": row["request_id"],
+                "review_id": row["review_id"],
+                "subject_pseudonym": row["subject_pseudonym"],
+                "email_pseudonym": row.get("email_pseudonym"),
+            }
+        )
+        path = merkle.audit_path(leaves, row["item"])
+        records.append({"seq": seq, "item": item, "audit_path": [p.hex() for p in path]})
+    document = {
+        "format": FORMAT,
+        "records": records,
+        "chain": chain,
+        "checkpoint": {**signed, "key_id": checkpoint.get("key_id")},
+    }
+    problem = _check(document, None)
+    if problem is not None:
+        raise LedgerError(f"cannot prove from this ledger and checkpoint: {problem}")
+    return document
+
+
+# --------------------------------------------------------------------------
+# Verifying (no database)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    """The verdict on a proof: ok with one line per proved record, or the reason it fails."""
+
+    ok: bool
+    reason: str = ""
+    lines: tuple[str, ...] = ()
+
+
+def _entry_hash(entry: dict[str, Any]) -> str:
+    """The hash an entry must carry, recomputed from the proof's text values alone (RFC 8785, SHA-256)."""
+    columns = ledger.V2_COLUMNS if entry.get("format") == ledger_items.FORMAT else ledger.COLUMNS
+    return hashlib.sha256(rfc8785.dumps({name: entry.get(name) for name in columns})).hexdigest()
+
+
+def _leaf(item: dict[str, Any]) -> bytes:
+    fields = (*ITEM_FIELDS, EMAIL_FIELD) if EMAIL_FIELD in item else ITEM_FIELDS
+    return merkle.leaf_hash(rfc8785.dumps({name: item.get(name) for name in fields}))
+
+
+def _signed_part(checkpoint: dict[str, Any]) -> bytes:
+    return rfc8785.dumps({k: checkpoint[k] for k in ("seq", "hash", "signed_at")})
+
+
+def _check(document: Any, public: Ed25519PublicKey | None) -> str | None:
+    """None when the proof holds (against ``public``; None skips the signature), else why not."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return f"not a proof (format {FORMAT} expected)"
+    records, chain, checkpoint = document.get("records"), document.get("chain"), document.get("checkpoint")
+    if not isinstance(records, list) or not records or not isinstance(chain, list) or not chain:
+        return "the proof holds no record or no chain"
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in CHECKPOINT_FIELDS):
+        return "the proof holds no checkpoint"
+    if public is not None:
+        try:
+            public.verify(base64.b64decode(checkpoint["signature"], validate=True), _signed_part(checkpoint))
+        except (InvalidSignature, ValueError, TypeError, rfc8785.CanonicalizationError):
+            return (
+                f"the checkpoint of entry {checkpoint.get('seq')} signed {checkpoint.get('signed_at')}: "
+                "its signature is not valid for the configured public key"
+            )
+    if set(document) != {"format", "records", "chain", "checkpoint"}:
+        return "the proof has fields other than format, records, chain and checkpoint"
+    if not set(checkpoint) <= {*CHECKPOINT_FIELDS, "key_id"}:
+        return "the checkpoint has fields other than those `ledger checkpoint` writes"
+    if not all(isinstance(e, dict) and isinstance(e.get("seq"), int) for e in chain):
+        return "an entry of the chain has no sequence number"
+    for entry in chain:
+        if set(entry) != set(ENTRY_FIELDS):
+            return f"entry {entry['seq']}: its fields are not those of a ledger entry"
+    for number, record in enumerate(records, start=1):
+        item = record.get("item") if isinstance(record, dict) else None
+        if (
+            not isinstance(record, dict)
+            or set(record) != {"seq", "item", "audit_path"}
+            or not isinstance(record["seq"], int)
+            or not (item is None or (isinstance(item, dict) and set(item) - {EMAIL_FIELD} == set(ITEM_FIELDS)))
+        ):
+            return f"record {number}: its fields are not those of a proved record"
+    prev: dict[str, Any] | None = None
+    for entry in chain:
+        seq = entry["seq"]
+        if prev is not None and seq != prev["seq"] + 1:
+            return f"entry {seq} follows entry {prev['seq']} in the chain: entries are missing or out of order"
+        try:
+            computed = _entry_hash(entry)
+        except (rfc8785.CanonicalizationError, TypeError, ValueError):
+            return f"entry {seq}: a value cannot be encoded"
+        if computed != entry.get("hash"):
+            return f"entry {seq}: its hash does not match its content (the entry was altered)"
+        if prev is not None and entry.get("prev_hash") != prev["hash"]:
+            return f"entry {seq} does not follow entry {prev['seq']} (previous hash differs)"
+        prev = entry
+    assert prev is not None
+    if prev["seq"] != checkpoint["seq"] or prev["hash"] != checkpoint["hash"]:
+        return (
+            f"the chain ends at entry {prev['seq']} with a hash other than the one the checkpoint of entry "
+            f"{checkpoint['seq']} signed"
+        )
+    by_seq = {e["seq"]: e for e in chain}
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or record.get("seq") not in by_seq:
+            return f"record {number}: its entry is not in the chain"
+        entry = by_seq[record["seq"]]
+        item = record.get("item")
+        if item is None:  # a v1 entry of one record, or an event about one record (a hold)
+            if entry.get("record_pseudonym") is None or entry.get("items"):
+                return f"record {number}: entry {entry['seq']} is not an entry of one record"
+            continue
+        where = f"record {number} (entry {entry['seq']} item {item.get('idx') if isinstance(item, dict) else '?'})"
+        if entry.get("format") != ledger_items.FORMAT or not isinstance(entry.get("merkle_root"), str):
+            return f"{where}: the entry commits to no items"
+        path = record.get("audit_path")
+        try:
+            if not isinstance(item, dict) or not isinstance(item.get("idx"), int) or not isinstance(path, list):
+                raise ValueError
+            nodes = [bytes.fromhex(p) for p in path]
+            leaf = _leaf(item)
+            size = entry.get("items")
+            holds = isinstance(size, int) and merkle.verify_path(
+                leaf, item["idx"], size, nodes, bytes.fromhex(entry["merkle_root"])
+            )
+        except (ValueError, TypeError, rfc8785.CanonicalizationError):
+            holds = False
+        if not holds:
+            return (
+                f"{where}: the item and its audit path do not lead to the entry's Merkle root "
+                "(the item, its position or a path node was altered)"
+            )
+    return None
+
+
+def _describe(document: dict[str, Any]) -> list[str]:
+    by_seq = {e["seq"]: e for e in document["chain"]}
+    checkpoint = document["checkpoint"]
+    lines = []
+    for record in document["records"]:
+        entry = by_seq[record["seq"]]
+        item = record["item"]
+        due = item["due_at"] if item else entry.get("due_at")
+        pseudonym = item["record"] if item else entry.get("record_pseudonym")
+        where = f"entry {entry['seq']}" + (f" item {item['idx']}" if item else "")
+        lines.append(
+            f"{where}: record {pseudonym} of {entry.get('dataset')}: {entry.get('transition')} "
+            f"({entry.get('action')}) recorded {entry.get('recorded_at')}, due {due}, basis {entry.get('basis')!r}"
+        )
+    lines.append(
+        f"chain of {len(document['chain'])} entries to the checkpoint of entry {checkpoint['seq']} "
+        f"signed {checkpoint['signed_at']}"
+    )
+    return lines
+
+
+def record_matches(document: dict[str, Any], secret: bytes, dataset: str, record_key: str) -> str | None:
+    """None when every record of the proof is ``record_key`` of ``dataset`` (needs the pseudonym key), else why not."""
+    by_seq = {e["seq"]: e for e in document["chain"]}
+    for number, record in enumerate(document["records"], start=1):
+        entry = by_seq[record["seq"]]
+        if entry.get("dataset") != dataset:
+            return f"record {number} (entry {entry['seq']}) is of another dataset"
+        if record["item"] is None:
+            expected = pseudonyms.record_pseudonym(secret, dataset, record_key)
+            stated = entry.get("record_pseudonym")
+        else:
+            key = ledger_items.run_key(secret, str(entry.get("run_id")))
+            expected = ledger_items.record_pseudonym(key, dataset, record_key)
+            stated = record["item"]["record"]
+        if stated != expected:
+            return f"record {number} (entry {entry['seq']}) is not that record (its pseudonym differs)"
+    return None
+
+
+def verify(
+    document: Any,
+    public: Ed25519PublicKey,
+    *,
+    secret: bytes | None = None,
+    dataset: str | None = None,
+    record_key: str | None = None,
+) -> ProofResult:
+    """Check a proof offline against the signer's public key (and, with the pseudonym key, that it is that record)."""
+    try:
+        problem = _check(document, public)
+        if problem is None and secret is not None and dataset is not None and record_key is not None:
+            problem = record_matches(document, secret, dataset, record_key)
+        if problem is not None:
+            return ProofResult(False, problem)
+        return ProofResult(True, "", tuple(_describe(document)))
+    except (KeyError, TypeError, ValueError, AttributeError, rfc8785.CanonicalizationError):
+        return ProofResult(False, "the proof is malformed (a value of the wrong type)")
+
+
+def proved_seqs(document: dict[str, Any]) -> Sequence[int]:
+    return [r["seq"] for r in document["records"]]
+
+
+__all__ = ["FORMAT", "ProofResult", "build", "proved_seqs", "record_matches", "verify"]

@@ -1,0 +1,1 @@
+"""Running the library unattended: on a schedule, over a fleet of databases, on Celery workers."""

@@ -1,0 +1,1 @@
+"""What people ask of the engine about records: legal holds, erasure requests, disposition review."""
