@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -140,13 +142,26 @@ def archive_show(db_url: str, dataset: str, record_key: str) -> str:
     return payload
 
 
+@contextmanager
+def _no_run_beside(engine: sa.Engine) -> Iterator[None]:
+    """Hold the run lock: a run creating data keys under the old key-encryption key must not overlap a rotation."""
+    with engine.connect() as conn:
+        lock = execute.RunLock(conn, f"archive-{uuid.uuid4()}")
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+
 def archive_encrypt(db_url: str) -> int:
     """Seal the plain payloads of the main database's archive (written before encryption was configured)."""
     keys = _archive_keys_required()
     engine = open_engine(db_url)
     try:
-        keys = shred.ArchiveKeys(shred.finish_rotation(engine, keys.key_file))
-        return shred.seal_plain(engine, keys)
+        with _no_run_beside(engine):
+            keys = shred.ArchiveKeys(shred.finish_rotation(engine, keys.key_file))
+            return shred.seal_plain(engine, keys)
     finally:
         engine.dispose()
 
@@ -156,7 +171,8 @@ def archive_rotate_key(db_url: str) -> str:
     keys = _archive_keys_required()
     engine = open_engine(db_url)
     try:
-        done = shred.rotate(engine, shred.finish_rotation(engine, keys.key_file))
+        with _no_run_beside(engine):
+            done = shred.rotate(engine, shred.finish_rotation(engine, keys.key_file))
     finally:
         engine.dispose()
     return shred.kek_id(done.current)

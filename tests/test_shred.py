@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from test_archive import PACK, build, extra_database
 
 from retention.cli import main
-from retention.engine import shred
+from retention.engine import execute, shred
 from retention.store import tables as store
 from retention.store.config import create_engine
 
@@ -302,3 +302,21 @@ def test_shards_seal_payloads_and_the_closing_shard_destroys_keys(
         ).scalar_one()
     assert entries == 1
     assert len(shred.KeyFile.read(key_file).keys) == 1
+
+
+def test_rotation_waits_for_no_run(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """rotate-key is refused while a run holds the lock: a key that run creates would be wrapped by the old KEK."""
+    build(engine)
+    pack, key_file = _setup(tmp_path)
+    _run(key_file, pack, db_url, "2021-06-01")
+    before = key_file.read_bytes()
+    with engine.connect() as conn:
+        lock = execute.RunLock(conn, "a-run-in-progress")
+        lock.acquire()
+        try:
+            refused = invoke(key_file, "archive", "rotate-key", "--db", db_url)
+        finally:
+            lock.release()
+    assert refused.exit_code == 5, refused.output
+    assert "another retention run holds the lock" in refused.output
+    assert key_file.read_bytes() == before
