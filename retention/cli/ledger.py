@@ -75,8 +75,6 @@ LEDGER_TABLE = ["seq", "recorded_at", "dataset", "transition", "count", "due_at"
 
 # A lookup lists one row per record (a v2 item, or a v1 entry): the count is always 1.
 LOOKUP_TABLE = ["seq", "item", "recorded_at", "dataset", "transition", "action", "due_at", "run_id"]
-
-
 LEDGER_COLUMNS = [
     "seq",
     "recorded_at",

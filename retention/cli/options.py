@@ -21,31 +21,15 @@ from retention.errors import RetentionError, describe_database_error, is_databas
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
 EXIT_OK = 0
-
-
 EXIT_FAILURE = 1
-
-
 EXIT_CONFIG = 2
-
-
 EXIT_PARTIAL = 3
-
-
 EXIT_GUARD = 4
-
-
 EXIT_LOCKED = 5
-
-
 EXIT_LEDGER = 6
 
-
 LOG_FORMATS = ["auto", "json", "console"]
-
-
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
@@ -256,8 +240,6 @@ lock_timeout_option = click.option(
 
 
 pack_option = click.option("--pack", "pack_id", default=None, help="Pack id, when --rules holds several packs.")
-
-
 celery_options = [
     click.option(
         "--queue",

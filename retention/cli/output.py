@@ -16,11 +16,7 @@ from rich.table import Table
 # Off a terminal (cron, pipes, tests) tables are laid out for 100 columns, the
 # width every table is designed to fit without cutting a name.
 TABLE_WIDTH = 100
-
-
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else TABLE_WIDTH)
-
-
 err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else TABLE_WIDTH)
 
 

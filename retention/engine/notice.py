@@ -19,9 +19,10 @@ from typing import Literal
 
 import sqlalchemy as sa
 
+from retention.engine.execute import engine_tables_missing
 from retention.policy import LoadedPack
 from retention.store import tables as store
-from retention.timing.clock import local_date
+from retention.timing.clock import local_date, utcnow
 
 Status = Literal["ok", "short", "back-dated", "first version", "no notice", "not seen"]
 
@@ -127,3 +128,24 @@ def statuses(conn: sa.Connection | None, versions: Sequence[LoadedPack]) -> list
     seen = sightings(conn, (v.digest for v in versions)) if conn is not None else {}
     ordered = sorted(versions, key=lambda v: (v.id, v.pack.effective_from, v.digest))
     return [status(v, versions, seen) for v in ordered]
+
+
+def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str) -> list[VersionNotice] | None:
+    """Record the first sighting of each version and return every version's notice status.
+
+    None where the engine's tables are missing or cannot be read; a role
+    that can read but not write them (a read-only ``plan``) records nothing.
+    """
+    with engine.connect() as conn:
+        if engine_tables_missing(conn) is not None:
+            return None
+        conn.rollback()
+        try:
+            with conn.begin():
+                record(conn, packs, utcnow(), seen_by)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+        result = statuses(conn, packs)
+        conn.rollback()
+        return result

@@ -1,0 +1,189 @@
+"""Setting up: the library behind ``init``, ``db``, ``check``, ``pack history`` and ``demo``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from retention.dialects import dialect_for
+from retention.engine import notice
+from retention.engine.notice import sight_versions
+from retention.engine.schema import Finding, check_schema
+from retention.errors import ConfigError
+from retention.ledger import chain as ledger
+from retention.policy import LoadedPack, load_catalog
+from retention.store import migrate
+from retention.store.config import create_engine
+from retention.store.connect import connect_error, open_engine
+from retention.timing.clock import utcnow
+
+
+@dataclass
+class CheckReport:
+    """What ``check`` found: the packs it validated and schema findings."""
+
+    packs: list[LoadedPack]
+    findings: list[Finding] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # versions taking effect before their notice ran out
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "packs": [
+                {
+                    "file": str(p.source),
+                    "pack": p.id,
+                    "version": p.pack.version,
+                    "effective_from": p.pack.effective_from.isoformat(),
+                    "digest": p.digest,
+                }
+                for p in self.packs
+            ],
+            "findings": [
+                {
+                    "level": f.level,
+                    "dataset": f.dataset,
+                    "table": f.table,
+                    "column": f.column,
+                    "message": f.message,
+                }
+                for f in self.findings
+            ],
+            "notices": self.notices,
+        }
+
+
+def check(rules: Path, db_url: str | None = None) -> CheckReport:
+    """Validate every pack under ``rules``; with a database, check its schema too."""
+    catalog = load_catalog(rules)
+    report = CheckReport(list(catalog.packs))
+    if db_url is None:
+        return report
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            for loaded in catalog.packs:
+                report.findings.extend(check_schema(conn, loaded.pack))
+        versions = sight_versions(engine, catalog.packs, "check")
+    except sa.exc.OperationalError as exc:
+        raise connect_error(db_url, exc) from None
+    finally:
+        engine.dispose()
+    report.notices = [f"warning: {v.sentence()}" for v in versions or () if v.short]
+    return report
+
+
+def pack_history(rules: Path, db_url: str) -> list[notice.VersionNotice]:
+    """Every version under ``rules`` with its first sighting and notice status (records sightings)."""
+    catalog = load_catalog(rules)
+    engine = open_engine(db_url)
+    try:
+        return sight_versions(engine, catalog.packs, "check") or []
+    finally:
+        engine.dispose()
+
+
+def _unknown_revision(revision: str) -> ConfigError:
+    return ConfigError(
+        f"unknown revision {revision!r}; valid: head, base or a shipped revision (newest: {migrate.head_revision()})"
+    )
+
+
+def db_upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply the engine's migrations; return the revisions before and after."""
+    from alembic.util import CommandError
+
+    engine = create_engine(db_url)
+    try:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine, revision)
+        return before, migrate.current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise connect_error(db_url, exc) from None
+    except CommandError:
+        raise _unknown_revision(revision) from None
+    finally:
+        engine.dispose()
+
+
+def db_current(db_url: str) -> tuple[str | None, str | None]:
+    engine = create_engine(db_url)
+    try:
+        return migrate.current_revision(engine), migrate.head_revision()
+    except sa.exc.OperationalError as exc:
+        raise connect_error(db_url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def db_downgrade(db_url: str, revision: str) -> None:
+    from alembic.util import CommandError
+
+    engine = create_engine(db_url)
+    try:
+        migrate.downgrade(engine, revision)
+    except sa.exc.OperationalError as exc:
+        raise connect_error(db_url, exc) from None
+    except CommandError:
+        raise _unknown_revision(revision) from None
+    finally:
+        engine.dispose()
+
+
+def demo_key_file(folder: Path) -> Path:
+    """A random pseudonym key for the demo, in a 0600 file (kept across demos)."""
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pseudonym.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
+
+
+def demo_build(db_url: str, *, customers: int, seed: int) -> dict[str, int]:
+    """Rebuild the sample shop and the engine's tables from scratch."""
+    from retention.demo import build_shop
+
+    url = sa.engine.make_url(db_url)
+    file = dialect_for(url).database_file(url)
+    if file is not None:
+        file.unlink(missing_ok=True)
+    engine = create_engine(db_url)
+    try:
+        migrate.downgrade(engine, "base") if migrate.current_revision(engine) else None
+        migrate.upgrade(engine)
+        summary = build_shop(engine, seed=seed, customers=customers, end=utcnow().date())
+        return dict(summary.rows)
+    except sa.exc.OperationalError as exc:
+        if exc.statement is None or exc.connection_invalidated:
+            raise connect_error(db_url, exc) from None
+        raise
+    finally:
+        engine.dispose()
+
+
+def init(db_url: str, folder: Path) -> list[Path]:
+    """Key files for a new installation (never overwritten) and the engine's tables."""
+    created = []
+    key = folder / "pseudonym.key"
+    signing = folder / "signing.pem"
+    try:
+        if not key.exists():
+            demo_key_file(folder)
+            created.append(key)
+        if not signing.exists():
+            ledger.generate_signing_key(signing)
+            created.append(signing)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the key files in {folder}: {exc.strerror}") from None
+    db_upgrade(db_url)
+    return created

@@ -1,0 +1,203 @@
+"""Reading and proving the purge ledger: the library behind ``ledger verify``, ``show``, ``lookup``, proofs and keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from retention.engine import backups
+from retention.errors import ConfigError
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.store.connect import open_engine
+from retention.timing.clock import AsOf, utcnow
+
+
+def ledger_verify(
+    db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
+) -> ledger.VerifyResult:
+    """Verify the chain, and with a checkpoint file that the signed head still stands."""
+    import json
+
+    if checkpoint_file is None:
+        engine = open_engine(db_url)
+        try:
+            return ledger.verify(engine)
+        finally:
+            engine.dispose()
+    public = ledger.configured_public_key(public_key)  # never the key the checkpoint carries
+    try:
+        document = json.loads(checkpoint_file.read_bytes()[:1_000_000].decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        raise ConfigError(f"cannot read checkpoint {checkpoint_file}: {reason}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
+    engine = open_engine(db_url)
+    try:
+        return ledger.verify_checkpoint(engine, document, public)
+    finally:
+        engine.dispose()
+
+
+def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
+    parsed = AsOf.given(text, name)
+    return None if parsed is None else parsed.resolve("UTC")
+
+
+def ledger_entries(
+    db_url: str,
+    *,
+    since: AsOf | str | None = None,
+    until: AsOf | str | None = None,
+    dataset: str | None = None,
+    transition: str | None = None,
+    run_id: str | None = None,
+    limit: int = 0,
+    record_pseudonym: str | None = None,
+    subject_pseudonym: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries matching the filters, oldest first (at most ``limit``; 0 for all)."""
+    engine = open_engine(db_url)
+    try:
+        result = []
+        for row in ledger.entries(
+            engine,
+            since=_instant_option(since, "--since"),
+            until=_instant_option(until, "--until"),
+            dataset=dataset,
+            transition=transition,
+            run_id=run_id,
+            record_pseudonym=record_pseudonym,
+            subject_pseudonym=subject_pseudonym,
+        ):
+            result.append(row)
+            if limit and len(result) >= limit:
+                break
+        return result
+    finally:
+        engine.dispose()
+
+
+def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
+    import sys
+
+    engine = open_engine(db_url)
+    converted = {
+        "since": _instant_option(filters.pop("since", None), "--since"),
+        "until": _instant_option(filters.pop("until", None), "--until"),
+        **filters,
+    }
+    try:
+        if output is None:
+            return ledger.export(engine, fmt, sys.stdout, **converted)
+        with output.open("w", encoding="utf-8", newline="") as out:
+            return ledger.export(engine, fmt, out, **converted)
+    finally:
+        engine.dispose()
+
+
+def ledger_lookup(
+    db_url: str,
+    *,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+    email: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries of one record (dataset and key), one subject or one e-mail address, found by their pseudonym."""
+    if subject_key is None and email is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, --email ADDRESS, or --dataset and --key")
+    if subject_key is not None and email is not None:
+        raise ConfigError("give --subject or --email, not both (look each up in turn)")
+    secret = pseudonyms.pseudonym_secret()
+    from retention.ledger import items as ledger_items
+
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = ledger_items.lookup(
+                conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
+            )
+            backups.annotate(conn, rows)
+            return rows
+    finally:
+        engine.dispose()
+
+
+def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
+    key = ledger.load_signing_key(key_file)
+    engine = open_engine(db_url)
+    try:
+        return ledger.checkpoint(engine, key, utcnow())
+    finally:
+        engine.dispose()
+
+
+def ledger_keygen(key_file: Path) -> bytes:
+    return ledger.generate_signing_key(key_file)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_bytes()[:200_000_000].decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+        raise ConfigError(f"cannot read {what} {path}: {reason}") from None
+
+
+def ledger_prove(
+    db_url: str,
+    checkpoint_file: Path,
+    *,
+    dataset: str | None,
+    record_key: str | None,
+    subject_key: str | None,
+) -> dict[str, Any]:
+    """The inclusion proof of one record or subject up to a signed checkpoint (see :mod:`retention.ledger.proof`)."""
+    from retention.ledger import proof as ledger_proof
+
+    if subject_key is None and (dataset is None or record_key is None):
+        raise ConfigError("give --subject ID, or --dataset and --key")
+    document = _read_json(checkpoint_file, "checkpoint")
+    if not isinstance(document, dict):
+        raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return ledger_proof.build(
+                conn, secret, document, dataset=dataset, record_key=record_key, subject_key=subject_key
+            )
+    finally:
+        engine.dispose()
+
+
+def ledger_verify_proof(
+    proof_file: Path,
+    public_key: Path | None,
+    *,
+    dataset: str | None = None,
+    record_key: str | None = None,
+) -> Any:
+    """Check a proof file offline: no database, the signer's key as the verifier configured it."""
+    import json
+
+    from retention.ledger import proof as ledger_proof
+
+    public = ledger.configured_public_key(public_key)
+    if (dataset is None) != (record_key is None):
+        raise ConfigError("give both --dataset and --key to check which record the proof is about")
+    secret = pseudonyms.pseudonym_secret() if record_key is not None else None
+    try:
+        text = proof_file.read_bytes()[:200_000_000]
+    except OSError as exc:
+        raise ConfigError(f"cannot read proof {proof_file}: {exc.strerror}") from None
+    try:
+        document = json.loads(text.decode("utf-8"))
+    except ValueError:  # a damaged proof is a rejected one, not a usage error
+        return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
+    return ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)

@@ -1,0 +1,414 @@
+"""What is due and doing it: the library behind ``plan``, ``run``, ``explain`` and ``report``.
+
+Everything the CLI does is callable from Python; the CLI only parses,
+prints and exits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import sqlalchemy as sa
+
+from retention.commands.subjects import Named, holds_covering
+from retention.engine import execute
+from retention.engine.archive import SeparateArchive
+from retention.engine.notice import sight_versions
+from retention.engine.plan import Batch, PlanSummary
+from retention.engine.shards import ShardSpec
+from retention.errors import ConfigError, RetentionError
+from retention.ledger import chain as ledger
+from retention.ledger import pseudonyms
+from retention.policy import LoadedPack, load_catalog
+from retention.policy.model import Dataset
+from retention.store import tables as store
+from retention.store.config import create_engine
+from retention.store.connect import open_engine
+from retention.timing.clock import AsOf, Period, utcnow
+
+MAX_HORIZON = Period(years=5)
+"""The longest forecast of ``report``: it plans once for every week."""
+
+
+def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
+    """The pack version in force at the as-of instant, and that instant in UTC (now when ``as_of`` is None).
+
+    A date means midnight in the pack's timezone, known only once a pack is
+    chosen: the version is chosen at the UTC reading, then again in its zone.
+    """
+    catalog = load_catalog(rules)
+    given = AsOf.given(as_of) or AsOf.now()
+    loaded = catalog.in_force(given.resolve("UTC").date(), pack_id)
+    instant = given.resolve(loaded.pack.timezone)
+    # A date near midnight may fall on another day in the pack's zone: re-select.
+    loaded = catalog.in_force(instant.astimezone(pendulum.timezone(loaded.pack.timezone)).date(), pack_id)
+    return loaded, instant
+
+
+def plan(
+    rules: Path,
+    db_url: str,
+    as_of: AsOf | str | None = None,
+    pack_id: str | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    record: bool = True,
+    lock_timeout: int | None = None,
+) -> PlanSummary:
+    """Dry run: what ``run`` would do at ``as_of``, compared with the previous plan."""
+    loaded, when = load_pack(rules, as_of, pack_id)
+    engine = open_engine(db_url, lock_timeout, engine_tables=False)
+    try:
+        versions = sight_versions(engine, load_catalog(rules).packs, "plan") if record else None
+        summary = execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
+        for version in versions or ():
+            if version.loaded.digest == loaded.digest and version.refuses(when):
+                summary.notes.append(f"{version.sentence()}: run refuses it without --accept-short-notice")
+        return summary
+    finally:
+        engine.dispose()
+
+
+def plan_shards(
+    rules: Path, db_url: str, shards: int, as_of: AsOf | str | None = None, pack_id: str | None = None
+) -> list[dict[str, Any]]:
+    """How ``run --shard I/N`` splits the work: per dataset and shard, key range and counts."""
+    loaded, when = load_pack(rules, as_of, pack_id)
+    engine = open_engine(db_url, engine_tables=False)
+    try:
+        return execute.plan_shards(engine, loaded, when, shards)
+    finally:
+        engine.dispose()
+
+
+def run(
+    rules: Path,
+    db_url: str,
+    as_of: AsOf | str | None = None,
+    pack_id: str | None = None,
+    archive_url: str | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    allow_mass: tuple[str, ...] = (),
+    metrics_file: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    lock_timeout: int | None = None,
+    accept_short_notice: bool = False,
+    shard: ShardSpec | None = None,
+    run_group: str | None = None,
+) -> execute.RunResult:
+    """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
+
+    A pack version whose notice has not run out is refused (exit 2) unless
+    ``accept_short_notice``, which the ledger records. With ``shard``, only
+    that shard of the run group ``run_group`` (docs/scaling.md); without an
+    explicit ``as_of`` it runs as of the instant the group started.
+    """
+    given = AsOf.given(as_of)
+    loaded, when = load_pack(rules, given, pack_id)
+    secret = pseudonyms.pseudonym_secret()
+    engine = open_engine(db_url, lock_timeout)
+    short = None
+    try:
+        for version in sight_versions(engine, load_catalog(rules).packs, "run") or ():
+            if version.loaded.digest == loaded.digest and version.refuses(when):
+                short = version
+    except BaseException:
+        engine.dispose()
+        raise
+    if short is not None and not accept_short_notice:
+        engine.dispose()
+        raise ConfigError(f"{short.sentence()}; to apply it now anyway: --accept-short-notice")
+    accepted = None
+    if short is not None:
+        accepted = {
+            "version": loaded.pack.version,
+            "effective_from": loaded.pack.effective_from.isoformat(),
+            "first_seen": str(short.first_seen_day),
+            "notice": str(loaded.pack.notice),
+            "not_before": str(short.not_before),
+        }
+    archive_engine = create_engine(archive_url, lock_timeout_seconds=lock_timeout) if archive_url else None
+    started = utcnow()
+    try:
+        store_ = SeparateArchive(archive_engine) if archive_engine else None
+        try:
+            if shard is not None:
+                result = execute.run_shard(
+                    engine,
+                    loaded,
+                    when,
+                    secret=secret,
+                    shard=shard,
+                    run_group=run_group,
+                    as_of_fixed=given is not None,
+                    archive=store_,
+                    on_batch=on_batch,
+                    allow_mass=allow_mass,
+                    should_stop=should_stop,
+                    short_notice=accepted,
+                )
+            else:
+                result = execute.run(
+                    engine,
+                    loaded,
+                    when,
+                    secret=secret,
+                    archive=store_,
+                    on_batch=on_batch,
+                    allow_mass=allow_mass,
+                    should_stop=should_stop,
+                    short_notice=accepted,
+                )
+        except (RetentionError, sa.exc.SQLAlchemyError):
+            if metrics_file is not None:
+                _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
+            raise
+        ledger.record_run_head(engine, result.run_id)
+        if metrics_file is not None:
+            _write_metrics(
+                metrics_file,
+                result,
+                loaded.id,
+                result.started_at or started,
+                result.finished_at or utcnow(),
+            )
+        return result
+    finally:
+        engine.dispose()
+        if archive_engine is not None:
+            archive_engine.dispose()
+
+
+def _write_metrics(
+    path: Path, result: execute.RunResult, pack: str, started: dt.datetime, finished: dt.datetime
+) -> None:
+    from retention.reporting.metrics import write_run_metrics
+
+    write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
+
+
+@dataclass
+class Explanation:
+    """One record: its clocks, due dates, state, holds, and what happens next."""
+
+    dataset: str
+    key: str
+    as_of: dt.datetime
+    exists: bool
+    state: str
+    since: dt.datetime | None
+    clocks: list[dict[str, Any]]
+    anomaly: str | None
+    due: dict[str, dt.datetime]
+    holds: list[dict[str, Any]]
+    next_transition: dict[str, Any] | None
+    due_now: list[dict[str, Any]]
+    excluded: bool = False  # the source row fails the dataset's ``where``: it never moves
+
+    def as_dict(self) -> dict[str, Any]:
+        def enc(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, dt.datetime | dt.date) else v
+
+        return {
+            "dataset": self.dataset,
+            "key": self.key,
+            "as_of": enc(self.as_of),
+            "exists": self.exists,
+            "state": self.state,
+            "since": enc(self.since),
+            "clocks": [{k: enc(v) for k, v in c.items()} for c in self.clocks],
+            "anomaly": self.anomaly,
+            "due": {k: enc(v) for k, v in self.due.items()},
+            "holds": [{k: enc(v) for k, v in h.items()} for h in self.holds],
+            "next_transition": ({k: enc(v) for k, v in self.next_transition.items()} if self.next_transition else None),
+            "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
+            "excluded_by_where": self.excluded,
+        }
+
+
+def explain(
+    rules: Path,
+    db_url: str,
+    dataset: str,
+    key: str,
+    as_of: AsOf | str | None = None,
+    pack_id: str | None = None,
+) -> Explanation:
+    """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
+    from retention.engine.evaluate import NOT_YET, dataset_sql, evaluate_readings
+    from retention.engine.plan import PlanContext, build_planners, steps_from_active, steps_from_state
+
+    loaded, when = load_pack(rules, as_of, pack_id)
+    pack = loaded.pack
+    if dataset not in pack.datasets:
+        raise ConfigError(f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}")
+    ds = pack.datasets[dataset]
+    engine = open_engine(db_url)
+    far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+    clocks: list[dict[str, Any]] = []
+    due: dict[str, dt.datetime] = {}
+    anomaly = None
+    upcoming: tuple[Any, ...] = ()
+    try:
+        with engine.connect() as conn:
+            planners = build_planners(conn, PlanContext(loaded, when))
+            planner = planners[dataset]
+            native = _native_key(planner.key, key, dataset)
+            outcome = planner.outcomes(conn, [key]).get(key)
+            subject = None
+            if planner.subject is not None:
+                subject_value = conn.execute(
+                    sa.select(planner.subject).where(planner.key == native)
+                ).scalar_one_or_none()
+                subject = None if subject_value is None else str(subject_value)
+            rs = store.record_states
+            state_row = conn.execute(sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)).first()
+            if subject is None and state_row is not None:
+                subject = state_row.subject_key
+            email = None
+            if planner.email is not None:
+                email = conn.execute(sa.select(planner.email).where(planner.key == native)).scalar_one_or_none()
+            mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
+            holds = holds_covering(conn, dataset, key, Named(subject, email, mail_pseudonym))
+            excluded = planner.is_excluded(conn, native)
+            if outcome is not None and outcome.state == "active" and ds.keep:
+                sql = dataset_sql(conn, pack, dataset)
+                readings = sql.readings(conn, native, when)
+                if readings is not None:
+                    evaluation = evaluate_readings(pack, ds, readings)
+                    anomaly = evaluation.anomaly
+                    # A state an expiry in the future holds back has no date to show yet.
+                    due = {state: at for state, at in evaluation.due.items() if at != NOT_YET}
+                    far_dues = evaluation.due
+                    for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
+                        invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
+                        pending = rule.clock.is_expiry and reading.anomaly == "future"
+                        clocks.append(
+                            {
+                                "clock": reading.label,
+                                "value": None if reading.raw is None or invalid else str(reading.raw),
+                                "local_date": reading.day,
+                                "period": "expires" if rule.clock.is_expiry else str(rule.period),
+                                "anchor": rule.anchor,
+                                # A future expiry is a live record, not an anomaly.
+                                "anomaly": None if pending else reading.anomaly,
+                                "pending": pending,
+                                "detail": reading.detail,
+                                "basis": rule.basis or ds.basis,
+                            }
+                        )
+                    if anomaly is None:
+                        upcoming = tuple(s for s in steps_from_active(ds, far_dues, far) if s.due_at != NOT_YET)
+            elif outcome is not None and outcome.since is not None:
+                clock_day = state_row.clock_day if state_row is not None else None
+                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
+                due = {s.to_state: s.due_at for s in upcoming}
+            conn.rollback()
+    finally:
+        engine.dispose()
+    steps = outcome.steps if outcome is not None else ()
+    held = bool(holds)
+    due_now = [
+        {
+            "transition": f"{s.from_state}->{s.to_state}",
+            "due_at": s.due_at,
+            "basis": ds.basis_for(s.to_state),
+            "held": held,
+            "action": step_action(ds, s.to_state),
+        }
+        for s in steps
+    ]
+    later = [s for s in upcoming if s.due_at > when]
+    next_transition = (
+        {
+            "transition": f"{later[0].from_state}->{later[0].to_state}",
+            "due_at": later[0].due_at,
+            "action": step_action(ds, later[0].to_state),
+            "basis": ds.basis_for(later[0].to_state),
+        }
+        if later and not excluded
+        else None
+    )
+    return Explanation(
+        dataset=dataset,
+        key=key,
+        as_of=when,
+        exists=outcome is not None,
+        state=outcome.state if outcome is not None else "active",
+        since=outcome.since if outcome is not None else None,
+        clocks=clocks,
+        anomaly=anomaly,
+        due={} if excluded else due,
+        holds=holds,
+        next_transition=next_transition,
+        due_now=due_now,
+        excluded=excluded,
+    )
+
+
+STATE_ONLY = "record the state only (source row unchanged)"
+
+
+def step_action(ds: Dataset, state: str) -> str:
+    """What entering ``state`` does, in words for ``explain``."""
+    action = ds.step_to(state).action
+    if action is not None:
+        return action
+    return STATE_ONLY if state == "inactive" else "purge archive payload"
+
+
+def _native_key(column: Any, key: str, dataset: str) -> Any:
+    """The key as the key column's type: an integer column takes only a 64-bit integer."""
+    from retention.engine.plan import key_to_native
+
+    integer = _typed(column) and column.type.python_type is int
+    if integer and not (re.fullmatch(r"-?[0-9]{1,19}", key) and -(2**63) <= int(key) < 2**63):
+        raise ConfigError(f"{key!r} is not a key of dataset {dataset}: its key column holds integers")
+    return key_to_native(column, key)
+
+
+def _typed(column: Any) -> bool:
+    try:
+        column.type.python_type  # noqa: B018 - some types have none
+    except NotImplementedError:
+        return False
+    return True
+
+
+def report(
+    rules: Path,
+    db_url: str,
+    as_of: AsOf | str | None,
+    horizon: Period | str,
+    html_file: Path,
+    pack_id: str | None = None,
+    lock_timeout: int | None = None,
+) -> tuple[PlanSummary, Any]:
+    """Write the HTML report (plan now and a weekly forecast); return the plan and forecast."""
+    from retention.reporting import report as report_module
+    from retention.timing.clock import PeriodSyntaxError
+
+    try:
+        period = horizon if isinstance(horizon, Period) else Period.parse(horizon)
+    except PeriodSyntaxError as exc:
+        raise ConfigError(f"horizon: {exc}") from None
+    if not period.within(MAX_HORIZON):
+        raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast (one plan a week)")
+    loaded, when = load_pack(rules, as_of, pack_id)
+    engine = open_engine(db_url, lock_timeout)
+    try:
+        summary = execute.plan(engine, loaded, when)
+        forecast = report_module.forecast(engine, loaded, when, period)
+    finally:
+        engine.dispose()
+    basis = {name: ds.basis or "" for name, ds in loaded.pack.datasets.items()}
+    try:
+        html_file.write_text(report_module.render(summary, forecast, period, basis), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {html_file}: {exc.strerror}") from None
+    return summary, forecast
