@@ -56,11 +56,13 @@ class World:
 
 
 def review_pack(tmp_path: Path) -> LoadedPack:
-    """The marketplace pack with disposition review on payment tokens."""
+    """The marketplace pack with disposition review on payment tokens and backups kept 35 days."""
     text = (ROOT / "rules" / "marketplace.yaml").read_text(encoding="utf-8")
     text = text.replace("  payment_tokens:\n", "  payment_tokens:\n    review: true\n", 1)
     # Small batches: ledger v2 writes one entry per batch, and the ledger pages need many entries.
     text = text.replace("timezone: Europe/Paris\n", "timezone: Europe/Paris\nbatch_size: 3\n", 1)
+    # Backups kept 35 days: certificates and lookups state when purged records leave them.
+    text = text.replace("guard:\n  max_share: 0.2\n", "guard:\n  max_share: 0.2\nbackups:\n  kept_for: P35D\n", 1)
     path = tmp_path / "marketplace-review.yaml"
     path.write_text(text, encoding="utf-8")
     return load_file(path)

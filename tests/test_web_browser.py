@@ -223,6 +223,11 @@ def test_look_up_a_demo_customer(site: Site, browser: Any) -> None:
     cells = browser.find_elements(By.CSS_SELECTOR, "table.entries tbody td:first-child")
     assert [int(c.text) for c in cells] == expected
     shot(browser, "4-lookup")
+    backups = browser.find_element(By.ID, "backups")
+    browser.execute_script("arguments[0].scrollIntoView()", backups)
+    horizons = browser.find_elements(By.CSS_SELECTOR, "ul.horizons li")
+    assert horizons and all("gone from backups by" in h.text for h in horizons)
+    shot(browser, "4b-lookup-backups")
     assert console_errors(browser) == []
 
 
@@ -265,6 +270,11 @@ def test_open_the_certificate_of_disposition(site: Site, browser: Any) -> None:
     assert "valid for the configured public key" in text
     assert "French Code de commerce art. L123-22" in text
     shot(browser, "7-certificate")
+    backups = browser.find_element(By.ID, "backups")
+    browser.execute_script("arguments[0].scrollIntoView()", backups)
+    assert "backups of this database are kept for P35D" in text
+    assert "removed from the live database on" in text and "gone from backups by" in text
+    shot(browser, "7b-certificate-backups")
     pdf = browser.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "console-certificate.pdf").write_bytes(base64.b64decode(pdf["data"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import hmac
 import html
@@ -10,6 +11,7 @@ import io
 import json
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -241,6 +243,59 @@ def test_certificate_states_counts_range_and_checkpoint(world: World, migrated: 
     assert checkpoint["signature"] in text
     assert "valid for the configured public key" in text
     assert "matches the signed hash" in text
+
+
+def _horizon(recorded: dt.datetime) -> str:
+    """The sentence for a purge recorded at ``recorded`` (UTC), counted by hand in Europe/Paris."""
+    day = (recorded if recorded.tzinfo else recorded.replace(tzinfo=dt.UTC)).astimezone(ZoneInfo("Europe/Paris")).date()
+    return f"removed from the live database on {day}; gone from backups by {day + dt.timedelta(days=35)} ({day} + P35D)"
+
+
+def test_certificate_states_the_backup_horizon(world: World, migrated: sa.Engine) -> None:
+    """Each purge of the run says when it left the live database and when it is gone from the backups."""
+    c = sign_in(create_app(world.settings), "auditor")
+    text = re.sub(r"\s+", " ", html.unescape(c.get(f"/runs/{world.run_id}/certificate").text))
+    with migrated.connect() as conn:
+        entries = store.ledger
+        rows = conn.execute(
+            sa.select(entries.c.dataset, entries.c.transition, entries.c.recorded_at).where(
+                entries.c.run_id == world.run_id, entries.c.transition.like("%->purged")
+            )
+        ).all()
+    latest: dict[tuple[str, str], dt.datetime] = {}
+    for dataset, transition, recorded in rows:
+        latest[(dataset, transition)] = max(recorded, latest.get((dataset, transition), recorded))
+    assert rows
+    assert "backups of this database are kept for P35D" in text
+    for (dataset, transition), recorded in latest.items():
+        assert f"{dataset} ({transition}, " in text
+        assert _horizon(recorded) in text
+    other = re.sub(r"\s+", " ", html.unescape(c.get(f"/runs/{world.xss_run_id}/certificate").text))
+    assert "The rule pack declares no backup retention" in other
+    assert "gone from backups" not in other
+
+
+def test_lookup_states_the_backup_horizon(world: World, migrated: sa.Engine) -> None:
+    """The person page lists, for each purge among the person's entries, when it is gone from backups."""
+    c = sign_in(create_app(world.settings), "auditor")
+    customer = str(world.customer_with_entries)
+    page = html.unescape(c.post("/lookup", data={"csrf_token": csrf_of(c), "kind": "subject", "key": customer}).text)
+    text = re.sub(r"\s+", " ", page)
+    shown = seqs(page)
+    with migrated.connect() as conn:
+        purges = conn.execute(
+            sa.select(store.ledger.c.seq, store.ledger.c.recorded_at, store.ledger.c.run_id).where(
+                store.ledger.c.seq.in_(shown), store.ledger.c.transition.like("%->purged")
+            )
+        ).all()
+    mine = [(seq, recorded) for seq, recorded, run_id in purges if run_id == world.run_id]
+    assert mine, "the test customer needs a purge among its entries"
+    for seq, recorded in mine:
+        assert f"Entry {seq}, record " in text
+        assert _horizon(recorded) in text
+    # The hostile pack declares no backups: its purges promise nothing about them.
+    for seq in {seq for seq, _, run_id in purges if run_id != world.run_id}:
+        assert f"Entry {seq}," not in text
 
 
 def test_certificate_as_pdf(world: World) -> None:

@@ -7,7 +7,7 @@ shows its traceback.
 One module per command group, each a thin layer of click over the library
 (:mod:`retention.commands`): ``admin`` (init, db, check, pack, demo), ``run``
 (plan, run, explain, report), ``subjects`` (hold, erasure, review), ``ledger``,
-``ops`` (scheduler, fleet, worker) and ``web`` (user, serve); what they share
+``archive`` (coverage, archive), ``ops`` (scheduler, fleet, worker) and ``web`` (user, serve); what they share
 is in ``options`` and ``output``. This module is the root group and the table
 of contents.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from retention.cli import admin, ledger, ops, params, run, subjects, web
+from retention.cli import admin, archive, ledger, ops, params, run, subjects, web
 from retention.cli.options import (
     LOG_FORMATS,
     TZ_HELP,
@@ -65,6 +65,8 @@ main.add_command(admin.db)
 main.add_command(admin.check)
 main.add_command(admin.pack)
 main.add_command(admin.demo)
+main.add_command(archive.coverage)
+main.add_command(archive.archive)
 main.add_command(run.plan)
 main.add_command(run.run)
 main.add_command(run.explain)

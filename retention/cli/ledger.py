@@ -239,6 +239,10 @@ def ledger_lookup(
     rows = commands.ledger_lookup(
         database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
     )
+    horizons = [(row["seq"], row.pop("backups")) for row in rows]
+    if fmt != "table":
+        for row, (_, found) in zip(rows, horizons, strict=True):
+            row["backups"] = None if found is None else found.as_dict()
     print_rows(
         rows,
         LOOKUP_TABLE if fmt == "table" else ["seq", "item", *LEDGER_COLUMNS[1:], "request_id", "review_id"],
@@ -246,6 +250,10 @@ def ledger_lookup(
         zone=display_zone(rules, pack_id, utc),
         drop_order=LOOKUP_DROP_ORDER,
     )
+    if fmt == "table":
+        for seq, found in dict(horizons).items():  # an entry listed once per item says it once
+            if found is not None:
+                console.print(f"entry {seq}: {found.sentence()}", highlight=False)
 
 
 # What a narrow terminal leaves out of a lookup first (a line under the table names it).

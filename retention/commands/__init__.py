@@ -3,7 +3,7 @@
 Everything the CLI does is callable from Python; the CLI only parses,
 prints and exits. One module per command group, as in :mod:`retention.cli`:
 ``runs`` (plan, run, explain, report), ``subjects`` (hold, erasure, review),
-``ledger`` and ``admin`` (init, db, check, pack history, demo). The
+``ledger``, ``archive`` (coverage, archive) and ``admin`` (init, db, check, pack history, demo). The
 ``retention user`` commands are in :mod:`retention.web.users`, ``serve`` in
 :mod:`retention.web.server` and ``scheduler`` in :mod:`retention.ops.scheduler`.
 """
@@ -21,6 +21,13 @@ from retention.commands.admin import (
     demo_key_file,
     init,
     pack_history,
+)
+from retention.commands.archive import (
+    archive_encrypt,
+    archive_keygen,
+    archive_rotate_key,
+    archive_show,
+    coverage,
 )
 from retention.commands.ledger import (
     ledger_audit,
@@ -66,7 +73,12 @@ __all__ = [
     "STATE_ONLY",
     "CheckReport",
     "Explanation",
+    "archive_encrypt",
+    "archive_keygen",
+    "archive_rotate_key",
+    "archive_show",
     "check",
+    "coverage",
     "db_current",
     "db_downgrade",
     "db_upgrade",

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from retention.engine import backups
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
@@ -115,9 +116,11 @@ def ledger_lookup(
     engine = open_engine(db_url)
     try:
         with engine.connect() as conn:
-            return ledger_items.lookup(
+            rows = ledger_items.lookup(
                 conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
             )
+            backups.annotate(conn, rows)
+            return rows
     finally:
         engine.dispose()
 

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
-from retention.engine import partitions, run_status
+from retention.engine import partitions, run_status, shred
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
 from retention.engine.masking import mask_rows
 from retention.engine.plan import (
@@ -58,7 +58,7 @@ from retention.policy import LoadedPack
 from retention.policy.model import RECORD_STATE
 from retention.store import migrate, run_groups, tally
 from retention.store import tables as store
-from retention.timing.clock import utcnow
+from retention.timing.clock import local_date, utcnow
 
 log = structlog.get_logger("retention")
 
@@ -334,6 +334,7 @@ class RunContext:
     retry: bool = False  # run a batch again after a deadlock (shards of one database run side by side)
     shard: int = store.WHOLE_RUN  # the shard whose counts each batch adds to (retention.store.tally)
     statistics: FreshStatistics = field(default_factory=FreshStatistics)  # engine tables' planner statistics
+    archive_keys: shred.ArchiveKeys | None = None  # payloads sealed under per-bucket data keys (retention.shred)
 
 
 class _Interrupted(Exception):
@@ -642,7 +643,8 @@ def _apply_own(
             # inactive; the source row (locked by the witness) is not touched.
             _set_states(conn, batch.dataset, moves, to_state, ctx.run_id, to_state, from_state)
         elif action == "archive":
-            if isinstance(ctx.archive, SameDatabaseArchive):
+            # Sealed payloads are encrypted here, so never built by the database.
+            if isinstance(ctx.archive, SameDatabaseArchive) and ctx.archive_keys is None:
                 _archive_in_sql(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
             else:
                 _archive_in_python(conn, ctx, planner, batch.dataset, step.columns or [], moves, to_state)
@@ -691,13 +693,21 @@ def _archive_in_python(
     )
     payloads = {str(r._key): _json_payload({c: r._mapping[c] for c in columns}) for r in conn.execute(query)}
     purge_due = _purge_due(ctx, planner.dataset, moves, to_state)
+    keys = ctx.archive_keys
+
+    def payload(m: Move) -> str:
+        plain = payloads.get(m.record_key, "{}")
+        if keys is None:
+            return plain
+        return keys.seal(conn, dataset_name, m.record_key, purge_due.get(m.record_key), plain)
+
     ctx.archive.put(
         conn,
         [
             {
                 "dataset": dataset_name,
                 "record_key": m.record_key,
-                "payload": payloads.get(m.record_key, "{}"),
+                "payload": payload(m),
                 "archived_at": ctx.now(),
                 "purge_due_at": purge_due.get(m.record_key),
                 "run_id": ctx.run_id,
@@ -705,6 +715,43 @@ def _archive_in_python(
             for m in moves
         ],
     )
+
+
+def _archive_keys(engine: sa.Engine, finish_rotation: bool = True) -> shred.ArchiveKeys | None:
+    """The data keys when archive encryption is configured, after finishing a rotation a crash interrupted."""
+    key_file = shred.configured_key_file()
+    if key_file is None:
+        return None
+    return shred.ArchiveKeys(shred.finish_rotation(engine, key_file) if finish_rotation else key_file)
+
+
+def _shred_keys(conn: sa.Connection, ctx: RunContext) -> shred.ArchiveKeys:
+    """Destroy the data keys of buckets whose payloads are all purged, one ledger entry per dataset."""
+    assert ctx.archive_keys is not None
+
+    def record(conn: sa.Connection, destroyed: dict[str, list[str]], key_id: str) -> None:
+        drafts = [
+            ledger.EntryDraft(
+                run_id=ctx.run_id,
+                pack_id=ctx.loaded.id,
+                pack_digest=ctx.loaded.digest,
+                dataset=dataset,
+                transition=shred.DESTROYED,
+                action=None,
+                basis="archive payloads purged: their data key is destroyed (crypto-shredding)",
+                due_at=None,
+                record_pseudonym=None,
+                subject_pseudonym=None,
+                count=len(days),
+                detail={"purge_days": days, "archive_key_rotated_to": key_id},
+            )
+            for dataset, days in sorted(destroyed.items())
+        ]
+        ledger.append(conn, drafts, ctx.now())
+        log.info("archive_keys_destroyed", count=sum(len(d) for d in destroyed.values()), run_id=ctx.run_id)
+
+    separate: sa.Engine | None = None if isinstance(ctx.archive, SameDatabaseArchive) else ctx.archive.engine  # type: ignore[attr-defined]
+    return shred.shred(conn, separate, ctx.archive_keys, local_date(ctx.as_of, "UTC"), record)
 
 
 def _archive_in_sql(
@@ -1133,6 +1180,7 @@ def run(
                     on_locked()
                 _index_lookup(conn, ctx.run_id)  # items of a run killed before its end
                 store_.bind(engine)  # a store of another main database is refused before any payload moves
+                ctx.archive_keys = _archive_keys(engine)
                 plan_ctx = PlanContext(loaded, as_of)
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)
@@ -1172,6 +1220,8 @@ def _close_run(
 ) -> None:
     """What a run does once every dataset is done: archive sweep, erasure requests, minimising, indexing."""
     ctx.archive.sweep(engine, ctx.secret)  # after the guards; only payloads whose purge the ledger records
+    if ctx.archive_keys is not None:
+        ctx.archive_keys = _shred_keys(conn, ctx)
     _settle_erasure_requests(conn, ctx, planners, erased)
     with conn.begin():
         minimised = evidence.minimise(conn, ctx.loaded.pack, ctx.as_of, ctx.secret, ctx.now())
@@ -1819,6 +1869,8 @@ def run_shard(
                     attempt=result.attempts,
                 )
                 store_.bind(engine)
+                # Shards run side by side: only the group's closing shard may rotate the key file.
+                ctx.archive_keys = _archive_keys(engine, finish_rotation=False)
                 plan_ctx = PlanContext(loaded, ctx.as_of, shard=ShardFilter(shard, bounds))
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)

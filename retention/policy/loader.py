@@ -259,6 +259,7 @@ def _model_at(path: PathKey) -> type[BaseModel] | None:
     shapes: list[tuple[str, type[BaseModel]]] = [
         (r"", m.Pack),
         (r"erasure", m.Erasure),
+        (r"backups", m.Backups),
         (r"guard", m.Guard),
         (r"datasets\.[^.]+", m.Dataset),
         (r"datasets\.[^.]+\.guard", m.Guard),

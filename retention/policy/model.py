@@ -478,6 +478,25 @@ class Dataset(_Strict):
         return result
 
 
+MAX_BACKUP_KEPT = Period(years=10)
+"""Longest backup retention a pack may declare: beyond it a certificate's date says nothing useful."""
+
+
+class Backups(_Strict):
+    """How long this database's backups are kept: how long a purged record still exists in them."""
+
+    kept_for: PeriodField = Field(description="Age at which the oldest backup is deleted or overwritten (P35D).")
+
+    @field_validator("kept_for")
+    @classmethod
+    def _positive(cls, value: Period) -> Period:
+        if value.max_days() == 0:
+            raise ValueError("kept_for must be longer than P0D; leave 'backups' out when no backup is kept")
+        if not value.within(MAX_BACKUP_KEPT):
+            raise ValueError(f"kept_for {value} is longer than {MAX_BACKUP_KEPT}; backups are kept for weeks or months")
+        return value
+
+
 class Erasure(_Strict):
     """How fast erasure requests must be answered (GDPR art. 12(3))."""
 
@@ -500,7 +519,7 @@ class Pack(_Strict):
     version: str = Field(min_length=1, max_length=100)
     effective_from: dt.date
     timezone: str = "UTC"
-    _added_later = ("country", "subdivision", "notice", "engine_retention")
+    _added_later = ("country", "subdivision", "notice", "engine_retention", "backups")
     country: str | None = Field(
         default=None,
         description="ISO 3166-1 alpha-2 code whose public holidays deadlines to act skip (with weekends).",
@@ -513,6 +532,10 @@ class Pack(_Strict):
     engine_retention: PeriodField | None = Field(
         default=None,
         description="How long settled erasure requests and released holds keep the subject id and notes (P3Y).",
+    )
+    backups: Backups | None = Field(
+        default=None,
+        description="How long backups of this database are kept (docs/backups.md): the backup horizon of a purge.",
     )
     financial_year_end: YearEndField = Field(default_factory=YearEnd)
     erasure: Erasure = Field(default_factory=Erasure)

@@ -204,6 +204,17 @@ archive = sa.Table(
     sa.Index(None, "dataset", "purge_due_at"),
 )
 
+archive_keys = sa.Table(
+    f"{PREFIX}archive_keys",
+    metadata,
+    sa.Column("dataset", NAME, primary_key=True),
+    sa.Column("bucket", sa.Date, primary_key=True, comment="UTC day the bucket's payloads are due to be purged"),
+    sa.Column("wrapped_by", sa.String(16), nullable=False, comment="id of the key-encryption key (never the key)"),
+    sa.Column("wrapped_key", sa.String(200), nullable=False, comment="the data key, AES-256-GCM wrapped, base64"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+"""One data key per archive bucket; deleted (crypto-shredded) once the bucket's payloads are purged."""
+
 holds = sa.Table(
     f"{PREFIX}holds",
     metadata,

@@ -23,6 +23,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from retention.engine import backups
 from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
@@ -285,6 +286,7 @@ def lookup(console: Console, request: Request, viewer: Viewer, form: FormData | 
             entries = ledger_query.lookup(conn, secret, subject_key=key)
         else:
             entries = ledger_query.lookup(conn, secret, dataset=dataset, record_key=key)
+        backups.annotate(conn, entries)
     console.log_access(viewer, f"lookup_{kind}", f"{len(entries)} entries")
     return console.render(request, "lookup.html", error=None, **{**context, "entries": entries})
 
@@ -366,7 +368,10 @@ def certificate(console: Console, request: Request, viewer: Viewer, form: FormDa
             sa.select(pv.c.pack_id, pv.c.version, pv.c.effective_from).where(pv.c.digest == run["pack_digest"])
         ).first()
         cover = _covering_checkpoint(console, conn, summary.last_seq) if summary.last_seq else None
+        horizons = backups.run_horizons(conn, run["id"], run["pack_digest"])
     disposed = [line for line in summary.lines if "->" in (line["transition"] or "")]
+    for line in disposed:
+        line["backups"] = horizons.get((line["dataset"], line["transition"]))
     console.log_access(viewer, "certificate_viewed", f"{summary.entries} entries")
     return console.render(
         request,
