@@ -156,7 +156,10 @@ def test_a_held_record_keeps_its_buckets_key(engine: sa.Engine, db_url: str, tmp
     build(engine)
     pack, key_file = _setup(tmp_path)
     _run(key_file, pack, db_url, "2021-06-01")
-    held = invoke(key_file, "hold", "add", "--db", db_url, "--dataset", "customers", "--key", "4", "--reason", "case 9")
+    held = invoke(
+        key_file, "hold", "add", "--db", db_url, "--rules", str(pack), "--dataset", "customers", "--key", "4",
+        "--reason", "case 9",
+    )  # fmt: skip
     assert held.exit_code == 0, held.output
     _run(key_file, pack, db_url, "2023-01-01")
     assert list(_payloads(db_url)) == ["4"]

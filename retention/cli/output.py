@@ -115,6 +115,11 @@ WRAPPING_COLUMNS = frozenset(
 FOLDING_COLUMNS = frozenset({"email"})
 
 
+# `plan --shards`: the columns a narrow table leaves out first (counts repeat records and transitions per kind).
+SHARD_COLUMNS = ["dataset", "shard", "key_space", "from", "below", "records", "transitions", "counts"]
+SHARD_DROP_ORDER = ("counts", "key_space")
+
+
 NUMBER_COLUMNS = frozenset(
     {"count", "change", "items", "id", "seq", "hold_id", "exit", "transitions", "seconds", "records"}
 )
@@ -265,7 +270,8 @@ def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
     """The zone instants are shown in: --utc; --tz, RETENTION_TZ or TZ; the pack's; else UTC."""
     if utc:
         return "UTC"
-    asked = display.chosen(click.get_current_context().find_root().meta.get("retention.tz"))
+    ctx = click.get_current_context(silent=True)  # None when the library prints a table outside a command
+    asked = display.chosen(ctx.find_root().meta.get("retention.tz") if ctx is not None else None)
     if asked is not None or rules is None:
         return asked or "UTC"
     from retention.policy import load_catalog

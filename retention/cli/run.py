@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from retention import commands, logs
-from retention.cli import params
+from retention.cli import output, params
 from retention.cli.dispatch import run_shards
 from retention.cli.options import (
     EXIT_FAILURE,
@@ -98,7 +98,7 @@ def plan(
             click.echo(json.dumps(split, indent=2, default=str))
             return
         rows = [{**row, "counts": ", ".join(f"{t} {n}" for t, n in row["counts"].items()) or "-"} for row in split]
-        print_rows(rows, ["dataset", "shard", "key_space", "from", "below", "records", "transitions", "counts"], fmt)
+        print_rows(rows, output.SHARD_COLUMNS, fmt, drop_order=output.SHARD_DROP_ORDER)
         return
     summary = commands.plan(rules, database_url(db), as_of, pack_id, record=not no_record, lock_timeout=lock_timeout)
     if fmt == "json":

@@ -63,7 +63,7 @@ def archive_show(db_url: str, dataset: str, record_key: str) -> str:
 def _no_run_beside(engine: sa.Engine) -> Iterator[None]:
     """Hold the run lock: a run creating data keys under the old key-encryption key must not overlap a rotation."""
     with engine.connect() as conn:
-        lock = execute.RunLock(conn, f"archive-{uuid.uuid4()}")
+        lock = execute.RunLock(conn, str(uuid.uuid4()))  # a run id's length: the lock row records its holder
         lock.acquire()
         try:
             yield

@@ -397,7 +397,11 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
                 for column in names:
                     if column not in columns:
                         findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
-    findings.extend(Finding(*found) for found in check_mistakes(conn, inspect, pack))
+    # Datasets refused outright (an engine table, a system catalog, a missing table) are not read further.
+    refused_datasets = {f.dataset for f in findings if f.level == "error" and f.column is None}
+    kept = {n: d for n, d in pack.datasets.items() if n not in refused_datasets}
+    readable = pack.model_copy(update={"datasets": kept})
+    findings.extend(Finding(*found) for found in check_mistakes(conn, inspect, readable))
     if not any(f.level == "error" and f.column is None for f in findings):
         _check_children(inspect, pack, findings)
         _check_follows(inspect, pack, findings)
