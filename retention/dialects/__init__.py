@@ -18,7 +18,16 @@ from retention.dialects.mysql import MySQLDialect
 from retention.dialects.postgresql import PostgreSQLDialect
 from retention.dialects.sqlite import SQLiteDialect
 
-__all__ = ["DATETIME_KINDS", "Dialect", "MySQLDialect", "PostgreSQLDialect", "SQLiteDialect", "dialect_for", "registry"]
+__all__ = [
+    "DATETIME_KINDS",
+    "Dialect",
+    "MySQLDialect",
+    "PostgreSQLDialect",
+    "SQLiteDialect",
+    "dialect_for",
+    "registry",
+    "same_database",
+]
 
 
 # A database added as one more module here registers itself on import.
@@ -42,3 +51,11 @@ def dialect_for(target: sa.Connection | sa.Engine | sa.Dialect | sa.URL | str) -
     else:
         name = target.name
     return _by_name(name)
+
+
+def same_database(first: sa.URL, second: sa.URL) -> bool:
+    """Whether two URLs name the same database: the same backend, then :meth:`Dialect.same_database`."""
+    mine = dialect_for(first)
+    if mine.name != dialect_for(second).name:
+        return False
+    return mine.same_database(first, second)

@@ -63,6 +63,11 @@ class Dialect:
     #: re-check under lock has nothing to find and is skipped (SQLite).
     batch_holds_write_lock: ClassVar[bool] = False
 
+    #: The database has one write lock, taken by a transaction's first write and
+    #: held to its commit (SQLite): a transaction that must exclude other
+    #: writers before it reads (a sign-in attempt) writes first.
+    write_lock_on_first_write: ClassVar[bool] = False
+
     #: A statement that makes every later transaction of the session read-only
     #: (the web console's read engine); None when the database has none.
     read_only_session_sql: ClassVar[str | None] = None
@@ -106,6 +111,35 @@ class Dialect:
         engine computes every instant in UTC. Generic: nothing to set.
         """
 
+    def prepare_timeouts(
+        self, url: sa.URL, kwargs: dict[str, Any], connect: int, statement: int
+    ) -> Callable[[Any, Any], None] | None:
+        """Put the connect timeout in the driver arguments of ``kwargs``; returns a ``connect`` listener or None.
+
+        The listener sets the statement timeout (``statement`` seconds, 0 for
+        none) on each new connection (:mod:`retention.store.timeouts`). A value
+        in the URL wins over ``connect``. Generic: the driver's
+        ``connect_timeout``, no statement timeout.
+        """
+        args = kwargs.setdefault("connect_args", {})
+        if "connect_timeout" not in url.query:
+            args.setdefault("connect_timeout", connect)
+        return None
+
+    def same_database(self, first: sa.URL, second: sa.URL) -> bool:
+        """Whether two URLs of this database name the same database (an archive store must be another one).
+
+        Generic: the same host (every spelling of this machine alike), port,
+        database and query.
+        """
+        hosts = {"localhost", "127.0.0.1", "::1"}
+
+        def place(url: sa.URL) -> tuple[Any, ...]:
+            host = (url.host or "localhost").lower()
+            return ("local" if host in hosts else host, url.port, url.database, tuple(sorted(url.query.items())))
+
+        return place(first) == place(second)
+
     def database_file(self, url: sa.URL) -> Path | None:
         """The file that holds the whole database of ``url`` (``demo build`` starts afresh by deleting it), or None."""
         return None
@@ -139,6 +173,15 @@ class Dialect:
     #: Where shards cannot hold the database's lock in shared mode: SQL that
     #: is true when no whole run holds it (checked after a shard's own lock).
     whole_run_lock_free_sql: ClassVar[str | None] = None
+
+    def run_lock_held(self, conn: sa.Connection, suffix: str) -> bool | None:
+        """Whether some session holds the run lock of :meth:`run_lock_statements` (``suffix``: '' or ``:shard:I/N``).
+
+        Asked of a lock row, whose holder may have crashed and left it. None:
+        the database has no such lock, and the row's heartbeat decides.
+        Generic: None.
+        """
+        return None
 
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         """Serialise ledger appenders until commit; returns the query that reads the chain's head.
@@ -199,6 +242,17 @@ class Dialect:
         with driver_cursor(conn) as cursor:
             cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({placeholders})", rows)
 
+    def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
+        """Insert ``rows``; a row whose primary key exists already gets ``column`` added to instead.
+
+        A batch's counts commit with the batch (:mod:`retention.store.tally`).
+        Generic: ``ON DUPLICATE KEY UPDATE`` (the engine's fallback before the hook).
+        """
+        from sqlalchemy.dialects.mysql import insert as my_insert
+
+        my = my_insert(table)
+        conn.execute(my.on_duplicate_key_update({column: table.c[column] + my.inserted[column]}), rows)
+
     def json_text_object(self, pairs: Sequence[tuple[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
         """A JSON object built in SQL, each value as the database writes it as text (NULL as null).
 
@@ -252,6 +306,13 @@ class Dialect:
         raise NotImplementedError(f"{self.name}: no partition drop")
 
     # -- the schema check ----------------------------------------------------
+
+    def system_table(self, conn: sa.Connection, table: str, schema: str | None) -> str | None:
+        """Why ``schema.table`` is one of the server's system catalogs, never a dataset's table, else None.
+
+        Generic: None (no catalog known).
+        """
+        return None
 
     def datetime_column_problem(self, clock_type: str, col_type: sa.types.TypeEngine[Any]) -> str | None:
         """Why a reflected date/time column cannot hold this clock kind beyond its type family, or None.

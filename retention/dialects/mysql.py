@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -9,6 +10,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
+
+_MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 
 
 def bad_date(v: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -42,6 +45,36 @@ class MySQLDialect(Dialect):
         cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
         cursor.close()
 
+    def prepare_timeouts(
+        self, url: sa.URL, kwargs: dict[str, Any], connect: int, statement: int
+    ) -> Callable[[Any, Any], None] | None:
+        super().prepare_timeouts(url, kwargs, connect, statement)  # PyMySQL's connect_timeout
+        read_timeout = "read_timeout" not in url.query
+        if read_timeout:
+            # PyMySQL reads the server's greeting under its read timeout: the
+            # connect timeout bounds it, and the listener below widens it for
+            # statements once the session is up.
+            kwargs.setdefault("connect_args", {}).setdefault("read_timeout", connect)
+        if not statement and not read_timeout:
+            return None
+
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            if read_timeout and hasattr(dbapi_conn, "_read_timeout"):
+                # PyMySQL has no public setter; the attribute is read before each packet.
+                dbapi_conn._read_timeout = statement + 60 if statement else None
+            if not statement:
+                return
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+            if "mariadb" in version.lower():
+                cursor.execute(f"SET SESSION max_statement_time = {int(statement)}")
+            else:
+                cursor.execute(f"SET SESSION max_execution_time = {int(statement) * 1000}")
+            cursor.close()
+
+        return on_connect
+
     def instant_type(self) -> sa.types.TypeEngine[Any]:
         # DATETIME alone drops the microseconds.
         return mysql.DATETIME(fsp=6)
@@ -65,6 +98,15 @@ class MySQLDialect(Dialect):
         suffix = "" if shard is None else f":shard:{shard}"
         name = f"CONCAT('retention:', DATABASE(), '{suffix}')"
         return f"SELECT GET_LOCK({name}, 0)", f"SELECT RELEASE_LOCK({name})"
+
+    def run_lock_held(self, conn: sa.Connection, suffix: str) -> bool | None:
+        sql = "SELECT IS_USED_LOCK(CONCAT('retention:', DATABASE(), :suffix))"
+        return conn.execute(sa.text(sql), {"suffix": suffix}).scalar() is not None
+
+    def system_table(self, conn: sa.Connection, table: str, schema: str | None) -> str | None:
+        if schema is not None and schema.lower() in _MYSQL_SYSTEM:
+            return f"schema {schema} is a system schema of the server, never a dataset's"
+        return None
 
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         # The first entry's row, locked by its primary key: a record lock

@@ -21,6 +21,8 @@ _RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
 # above any as-of instant), and their text is shown instead.
 _PG_LOW, _PG_HIGH = "1000-01-01", "9999-12-01"
 
+_POSTGRES_SYSTEM = frozenset({"pg_catalog", "information_schema"})
+
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
@@ -84,6 +86,21 @@ class PostgreSQLDialect(Dialect):
         cursor.close()
         dbapi_conn.commit()  # SET inside a transaction that rolls back would be undone
 
+    def prepare_timeouts(
+        self, url: sa.URL, kwargs: dict[str, Any], connect: int, statement: int
+    ) -> Callable[[Any, Any], None] | None:
+        super().prepare_timeouts(url, kwargs, connect, statement)  # libpq's connect_timeout
+        if not statement:
+            return None
+
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"SET statement_timeout = {int(statement) * 1000}")
+            cursor.close()
+            dbapi_conn.commit()  # a SET in a transaction that rolls back would be undone
+
+        return on_connect
+
     def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return text.collate("C")
 
@@ -98,6 +115,18 @@ class PostgreSQLDialect(Dialect):
             f"SELECT pg_try_advisory_lock_shared({database}) AND pg_try_advisory_lock({name})",
             f"SELECT pg_advisory_unlock_shared({database}), pg_advisory_unlock({name})",
         )
+
+    def run_lock_held(self, conn: sa.Connection, suffix: str) -> bool | None:
+        # pg_advisory_lock(bigint): classid is the key's high 32 bits, objid its low 32 bits, objsubid 1.
+        sql = """
+            WITH k AS (SELECT hashtext('retention:' || current_schema() || :suffix)::bigint AS key)
+            SELECT EXISTS (
+                SELECT 1 FROM pg_locks, k
+                WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND classid = ((k.key >> 32) & 4294967295)::oid AND objid = (k.key & 4294967295)::oid
+            )"""
+        return bool(conn.execute(sa.text(sql), {"suffix": suffix}).scalar())
 
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         # A transaction-level advisory lock: also serialises appenders to an empty chain.
@@ -129,6 +158,15 @@ class PostgreSQLDialect(Dialect):
         with driver_cursor(conn) as cursor, cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
             for chunk in copy_text(rows):
                 copy.write(chunk)
+
+    def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        conn.execute(
+            pg.on_conflict_do_update(index_elements=keys, set_={column: table.c[column] + pg.excluded[column]}), rows
+        )
 
     def json_text_object(self, pairs: Sequence[tuple[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
         # json_build_object keeps the keys in the order given (jsonb would sort them by length).
@@ -173,6 +211,23 @@ class PostgreSQLDialect(Dialect):
 
     def lock_for_partition_drop(self, parent: str) -> str:
         return f"LOCK TABLE {parent} IN ACCESS EXCLUSIVE MODE"
+
+    def system_table(self, conn: sa.Connection, table: str, schema: str | None) -> str | None:
+        if schema is not None and (schema.lower() in _POSTGRES_SYSTEM or schema.lower().startswith("pg_")):
+            return f"schema {schema} is a system schema of the server, never a dataset's"
+        # The search path looks in pg_catalog first: where the name resolves.
+        preparer = conn.dialect.identifier_preparer
+        qualified = preparer.quote(table) if schema is None else f"{preparer.quote(schema)}.{preparer.quote(table)}"
+        found = conn.execute(
+            sa.text(
+                "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass(:name)"
+            ),
+            {"name": qualified},
+        ).scalar()
+        if found is not None and (found in _POSTGRES_SYSTEM or str(found).startswith("pg_")):
+            return f"this table resolves to the system schema {found} (searched first), never a dataset"
+        return None
 
     def datetime_column_problem(self, clock_type: str, col_type: sa.types.TypeEngine[Any]) -> str | None:
         # Two timestamp types: the clock kind must say which one it reads.

@@ -49,6 +49,7 @@ class SQLiteDialect(Dialect):
     embedded: ClassVar[bool] = True
     samples_by_key_order: ClassVar[bool] = True
     batch_holds_write_lock: ClassVar[bool] = True
+    write_lock_on_first_write: ClassVar[bool] = True
     read_only_session_sql: ClassVar[str | None] = "PRAGMA query_only = ON"
     read_only_needs_commit: ClassVar[bool] = False
 
@@ -60,6 +61,18 @@ class SQLiteDialect(Dialect):
         # autocommit off and explicit BEGIN gives real transactional batches.
         kwargs.setdefault("connect_args", {}).setdefault("timeout", timeout)
         return url, functools.partial(self.on_connect, timeout=timeout, journal_mode=journal_mode)
+
+    def prepare_timeouts(
+        self, url: sa.URL, kwargs: dict[str, Any], connect: int, statement: int
+    ) -> Callable[[Any, Any], None] | None:
+        # No server to wait for: lock waits are bounded by busy_timeout alone.
+        return None
+
+    def same_database(self, first: sa.URL, second: sa.URL) -> bool:
+        # The same file, whatever the path's spelling; two in-memory databases never.
+        if not first.database or not second.database or ":memory:" in (first.database, second.database):
+            return False
+        return Path(first.database).resolve() == Path(second.database).resolve()
 
     def database_file(self, url: sa.URL) -> Path | None:
         return Path(url.database) if url.database else None
@@ -96,6 +109,21 @@ class SQLiteDialect(Dialect):
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         # No row locks: the batch holds SQLite's single write lock.
         return query
+
+    def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
+        from sqlalchemy.dialects.sqlite import insert as lite_insert
+
+        lite = lite_insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        conn.execute(
+            lite.on_conflict_do_update(index_elements=keys, set_={column: table.c[column] + lite.excluded[column]}),
+            rows,
+        )
+
+    def system_table(self, conn: sa.Connection, table: str, schema: str | None) -> str | None:
+        if table.lower().startswith("sqlite_") or (schema or "").lower().startswith("sqlite_"):
+            return "this is an SQLite system table, never a dataset"
+        return None
 
     def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
         # Without sqlite_stat1 SQLite plans from its own heuristics (an index on

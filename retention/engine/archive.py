@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 import structlog
 
+from retention.dialects import same_database
 from retention.engine.statistics import note_changed
 from retention.errors import ConfigError
 from retention.ledger import items as ledger_items
@@ -90,21 +91,7 @@ def _same_place(first: str, second: str) -> bool:
         a, b = sa.engine.make_url(first), sa.engine.make_url(second)
     except sa.exc.ArgumentError:
         return first == second
-    if a.get_backend_name() != b.get_backend_name():
-        return False
-    if a.get_backend_name() == "sqlite":
-        from pathlib import Path
-
-        if not a.database or not b.database or ":memory:" in (a.database, b.database):
-            return False
-        return Path(a.database).resolve() == Path(b.database).resolve()
-    hosts = {"localhost", "127.0.0.1", "::1"}
-
-    def place(url: sa.engine.URL) -> tuple[Any, ...]:
-        host = (url.host or "localhost").lower()
-        return ("local" if host in hosts else host, url.port, url.database, tuple(sorted(url.query.items())))
-
-    return place(a) == place(b)
+    return same_database(a, b)
 
 
 archive_owner = sa.Table(

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.store import tables as store
 
 
@@ -109,30 +110,10 @@ def _suffix(name: str) -> str:
     return "" if name == "run" else ":" + name.replace(" ", ":")
 
 
-def _postgres_held(conn: sa.Connection, name: str) -> bool:
-    # pg_advisory_lock(bigint): classid is the key's high 32 bits, objid its low 32 bits, objsubid 1.
-    sql = """
-        WITH k AS (SELECT hashtext('retention:' || current_schema() || :suffix)::bigint AS key)
-        SELECT EXISTS (
-            SELECT 1 FROM pg_locks, k
-            WHERE locktype = 'advisory' AND granted AND objsubid = 1
-              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND classid = ((k.key >> 32) & 4294967295)::oid AND objid = (k.key & 4294967295)::oid
-        )"""
-    return bool(conn.execute(sa.text(sql), {"suffix": _suffix(name)}).scalar())
-
-
-def _mysql_held(conn: sa.Connection, name: str) -> bool:
-    sql = "SELECT IS_USED_LOCK(CONCAT('retention:', DATABASE(), :suffix))"
-    return conn.execute(sa.text(sql), {"suffix": _suffix(name)}).scalar() is not None
-
-
 def _live(conn: sa.Connection, holder: Holder, now: dt.datetime, gone: Callable[..., bool]) -> bool:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return _postgres_held(conn, holder.name)
-    if dialect in ("mysql", "mariadb"):
-        return _mysql_held(conn, holder.name)
+    held = dialect_for(conn).run_lock_held(conn, _suffix(holder.name))
+    if held is not None:
+        return held
     return not gone(f"{holder.host}:{holder.pid}", holder.heartbeat_at, now)
 
 

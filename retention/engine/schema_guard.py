@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.store import tables as store
 
 _ENGINE_TABLES = frozenset(
     {*(name.lower() for name in store.metadata.tables), "retention_archive_owner", "alembic_version"}
 )
-_MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
-_POSTGRES_SYSTEM = frozenset({"pg_catalog", "information_schema"})
 
 
 def engine_table(table: str) -> str | None:
@@ -31,30 +30,7 @@ def engine_table(table: str) -> str | None:
 
 def system_table(conn: sa.Connection, table: str, schema: str | None) -> str | None:
     """Why ``schema.table`` is refused as a system catalog (outside the application's schema), else None."""
-    name = conn.dialect.name
-    if name == "sqlite":
-        if table.lower().startswith("sqlite_") or (schema or "").lower().startswith("sqlite_"):
-            return "this is an SQLite system table, never a dataset"
-        return None
-    if name in ("mysql", "mariadb"):
-        if schema is not None and schema.lower() in _MYSQL_SYSTEM:
-            return f"schema {schema} is a system schema of the server, never a dataset's"
-        return None
-    if name == "postgresql":
-        if schema is not None and (schema.lower() in _POSTGRES_SYSTEM or schema.lower().startswith("pg_")):
-            return f"schema {schema} is a system schema of the server, never a dataset's"
-        preparer = conn.dialect.identifier_preparer
-        qualified = preparer.quote(table) if schema is None else f"{preparer.quote(schema)}.{preparer.quote(table)}"
-        found = conn.execute(
-            sa.text(
-                "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.oid = to_regclass(:name)"
-            ),
-            {"name": qualified},
-        ).scalar()
-        if found is not None and (found in _POSTGRES_SYSTEM or str(found).startswith("pg_")):
-            return f"this table resolves to the system schema {found} (searched first), never a dataset"
-    return None
+    return dialect_for(conn).system_table(conn, table, schema)
 
 
 def refused_table(conn: sa.Connection, table: str, schema: str | None) -> str | None:

@@ -22,34 +22,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.store import tables as store
 
 
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    name = conn.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        pg = pg_insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        conn.execute(
-            pg.on_conflict_do_update(index_elements=keys, set_={"count": table.c.count + pg.excluded.count}), rows
-        )
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as lite_insert
-
-        lite = lite_insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        conn.execute(
-            lite.on_conflict_do_update(index_elements=keys, set_={"count": table.c.count + lite.excluded.count}), rows
-        )
-    else:
-        from sqlalchemy.dialects.mysql import insert as my_insert
-
-        my = my_insert(table)
-        conn.execute(my.on_duplicate_key_update(count=table.c.count + my.inserted.count), rows)
+    dialect_for(conn).upsert_add(conn, table, rows, "count")
 
 
 def add(

@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.errors import ConfigError
 
 ENV_CONNECT = "RETENTION_CONNECT_TIMEOUT"
@@ -65,48 +66,7 @@ def statement_timeout(seconds: int | None = None) -> int:
 
 def prepare(url: sa.URL, kwargs: dict[str, Any], connect: int, statement: int) -> Callable[[Any, Any], None] | None:
     """Put the connect timeout in the driver arguments of ``kwargs``; returns a listener setting the statement one."""
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return None
-    args = kwargs.setdefault("connect_args", {})
-    if "connect_timeout" not in url.query:
-        args.setdefault("connect_timeout", connect)
-    read_timeout = backend in ("mysql", "mariadb") and "read_timeout" not in url.query
-    if read_timeout:
-        # PyMySQL reads the server's greeting under its read timeout: the
-        # connect timeout bounds it, and the listener below widens it for
-        # statements once the session is up.
-        args.setdefault("read_timeout", connect)
-    if not statement and not read_timeout:
-        return None
-    if backend == "postgresql" and statement:
-
-        def on_connect(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute(f"SET statement_timeout = {int(statement) * 1000}")
-            cursor.close()
-            dbapi_conn.commit()  # a SET in a transaction that rolls back would be undone
-
-        return on_connect
-    if backend in ("mysql", "mariadb"):
-
-        def on_connect(dbapi_conn: Any, _record: Any) -> None:
-            if read_timeout and hasattr(dbapi_conn, "_read_timeout"):
-                # PyMySQL has no public setter; the attribute is read before each packet.
-                dbapi_conn._read_timeout = statement + 60 if statement else None
-            if not statement:
-                return
-            cursor = dbapi_conn.cursor()
-            cursor.execute("SELECT VERSION()")
-            version = str(cursor.fetchone()[0])
-            if "mariadb" in version.lower():
-                cursor.execute(f"SET SESSION max_statement_time = {int(statement)}")
-            else:
-                cursor.execute(f"SET SESSION max_execution_time = {int(statement) * 1000}")
-            cursor.close()
-
-        return on_connect
-    return None
+    return dialect_for(url).prepare_timeouts(url, kwargs, connect, statement)
 
 
 __all__ = ["connect_timeout", "prepare", "statement_timeout"]

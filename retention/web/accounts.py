@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from retention.dialects import dialect_for
 from retention.errors import ConfigError
 from retention.store import tables as store
 from retention.timing.clock import utcnow
@@ -223,7 +224,7 @@ def attempt_sign_in(
     """
     when = now or utcnow()
     failures = store.console_login_failures
-    if conn.dialect.name == "sqlite":  # a write first: the database's write lock, held to the commit
+    if dialect_for(conn).write_lock_on_first_write:  # a write first: the database's write lock, held to the commit
         conn.execute(failures.delete().where(failures.c.failed_at < when - THROTTLE_WINDOW))
     row = find_account(conn, name, lock=True)
     key = _account_hash(secret, row.name) if row is not None else _name_hash(secret, name)
