@@ -1244,8 +1244,8 @@ def _index_lookup(conn: sa.Connection, run_id: str) -> None:
         with conn.begin():
             ledger_items.index_runs(conn)
     except sa.exc.OperationalError as exc:
-        if exc.connection_invalidated:
-            raise
+        if exc.connection_invalidated or not _lock_wait(exc):
+            raise  # a full disk or a lost server is the run's failure, not a lock to wait out
         log.warning("ledger_index_deferred", error=describe_database_error(exc), run_id=run_id)
 
 
@@ -1299,6 +1299,12 @@ def _run_datasets(
 
 
 _RETRIES = 5
+
+
+def _lock_wait(exc: sa.exc.DBAPIError) -> bool:
+    """A lock another session holds (a lock wait timeout or a deadlock), as opposed to any other failure."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code == "55P03" or _retryable(exc)
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:
