@@ -138,7 +138,7 @@ def pack_history(rules: Path, db: str | None, fmt: str) -> None:
 
     Seeing a version records its first sighting, as check, plan and run do.
     Status: ok; short (takes effect less than the pack's notice after it was
-    first seen) or back-dated (takes effect before it was first seen), which
+    first seen, or announced when that is later) or back-dated (takes effect before it was first seen), which
     run refuses until the notice has run out, unless --accept-short-notice;
     first version (nothing to give notice of); no notice (the pack sets none).
     """
@@ -149,6 +149,7 @@ def pack_history(rules: Path, db: str | None, fmt: str) -> None:
             "digest": v.loaded.digest if fmt != "table" else v.loaded.digest[:12],
             "first_seen": v.first_seen_at,
             "effective_from": v.loaded.pack.effective_from,
+            "announced": v.loaded.pack.announced,
             "notice": str(v.loaded.pack.notice) if v.loaded.pack.notice is not None else None,
             "status": v.status,
             "not_before": v.not_before,
@@ -157,7 +158,7 @@ def pack_history(rules: Path, db: str | None, fmt: str) -> None:
     ]
     print_rows(
         rows,
-        ["pack", "version", "digest", "first_seen", "effective_from", "notice", "status", "not_before"],
+        ["pack", "version", "digest", "first_seen", "effective_from", "announced", "notice", "status", "not_before"],
         fmt,
         zone=display_zone(rules, None, utc=False),
     )

@@ -299,6 +299,7 @@ def run(
     rows = [{"dataset": d, "transition": t, "count": c} for d, per in result.counts.items() for t, c in per.items()]
     rows += [{"dataset": d, "transition": "FAILED", "count": None, "error": e} for d, e in result.failures.items()]
     rows += [{"dataset": d, "transition": "GUARDED", "count": None, "error": e} for d, e in result.guarded.items()]
+    rows += [{"dataset": d, "transition": "WAITING", "count": None, "error": e} for d, e in result.waiting.items()]
     if fmt != "table":
         print_rows(rows, ["dataset", "transition", "count", "error"], fmt)
         _exit_for(result)
@@ -310,6 +311,8 @@ def run(
         err_console.print(f"dataset {dataset} failed: {error}", highlight=False)
     for message in result.guarded.values():
         err_console.print(message, highlight=False)
+    for message in sorted(set(result.waiting.values())):
+        err_console.print(f"warning: {message}", highlight=False)
     _exit_for(result)
 
 

@@ -17,9 +17,9 @@ import pendulum
 import sqlalchemy as sa
 
 from retention.commands.subjects import Named, holds_covering
-from retention.engine import execute
+from retention.engine import execute, notice
 from retention.engine.archive import SeparateArchive, refuse_the_main_database
-from retention.engine.notice import sight_versions
+from retention.engine.notice import VersionNotice, sight_versions
 from retention.engine.plan import Batch, PlanSummary
 from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, RetentionError
@@ -68,7 +68,15 @@ def plan(
         summary = execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
         for version in versions or ():
             if version.loaded.digest == loaded.digest and version.refuses(when):
-                summary.notes.append(f"{version.sentence()}: run refuses it without --accept-short-notice")
+                waiting = _waiting(version, versions or [], when)
+                if waiting is None:
+                    summary.notes.append(f"{version.sentence()}: run refuses it without --accept-short-notice")
+                else:
+                    summary.notes.append(
+                        f"{version.sentence()}: without --accept-short-notice, run leaves datasets "
+                        f"{', '.join(waiting.names)} waiting and runs the others under version "
+                        f"{waiting.previous.pack.version}"
+                    )
         return summary
     finally:
         engine.dispose()
@@ -123,18 +131,24 @@ def run(
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
     short = None
+    catalog = load_catalog(rules)
     try:
         if shard is None:
             execute.refuse_if_locked(engine)
-        for version in sight_versions(engine, load_catalog(rules).packs, "run") or ():
+        versions = sight_versions(engine, catalog.packs, "run") or []
+        for version in versions:
             if version.loaded.digest == loaded.digest and version.refuses(when):
                 short = version
     except BaseException:
         engine.dispose()
         raise
+    waiting: _Waiting | None = None
     if short is not None and not accept_short_notice:
-        engine.dispose()
-        raise ConfigError(f"{short.sentence()}; to apply it now anyway: --accept-short-notice")
+        waiting = None if shard is not None else _waiting(short, versions, when)
+        if waiting is None:
+            engine.dispose()
+            raise ConfigError(f"{short.sentence()}; to apply it now anyway: --accept-short-notice")
+        loaded, short = waiting.previous, None
     accepted = None
     if short is not None:
         accepted = {
@@ -176,7 +190,11 @@ def run(
                     should_stop=should_stop,
                     short_notice=accepted,
                     on_locked=on_locked,
+                    datasets=None if waiting is None else waiting.running,
+                    notice_waiting=None if waiting is None else waiting.detail,
                 )
+                if waiting is not None:
+                    result.waiting = {name: waiting.message for name in waiting.names}
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
                 _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
@@ -195,6 +213,52 @@ def run(
         engine.dispose()
         if archive_engine is not None:
             archive_engine.dispose()
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A run during a notice refusal: the version in force before, without the datasets that wait."""
+
+    previous: LoadedPack
+    names: tuple[str, ...]  # datasets the refused version changes (or adds): they do not run
+    running: tuple[str, ...]  # the previous version's other datasets
+    message: str
+    detail: dict[str, Any]
+
+
+def _waiting(short: VersionNotice, versions: list[VersionNotice], when: dt.datetime) -> _Waiting | None:
+    """What a run may still do while ``short`` is refused; None when every dataset must wait.
+
+    The datasets whose rules the refused version does not change run under
+    the version in force before it (the same rules for them); the others
+    wait for the notice to run out. Nothing runs when the version changes a
+    pack-wide key, every dataset, or when the version before it is refused
+    as well.
+    """
+    loaded = short.loaded
+    previous = notice.previous_version(loaded, [v.loaded for v in versions])
+    if previous is None or any(v.loaded.digest == previous.digest and v.refuses(when) for v in versions):
+        return None
+    names = notice.waiting_datasets(loaded, previous)
+    if names is None:
+        return None
+    running = tuple(n for n in previous.pack.datasets if n not in names)
+    pack = loaded.pack
+    message = (
+        f"{short.sentence()}; datasets {', '.join(sorted(names))} wait for it, the others ran under "
+        f"version {previous.pack.version}; to apply it now anyway: --accept-short-notice"
+    )
+    detail = {
+        "version": pack.version,
+        "effective_from": pack.effective_from.isoformat(),
+        "first_seen": str(short.first_seen_day),
+        "announced": None if pack.announced is None else pack.announced.isoformat(),
+        "notice": str(pack.notice),
+        "not_before": str(short.not_before),
+        "waiting": sorted(names),
+        "in_force": previous.pack.version,
+    }
+    return _Waiting(previous, tuple(sorted(names)), running, message, detail)
 
 
 def lock_status(db_url: str, now: dt.datetime) -> list[Any]:

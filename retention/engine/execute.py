@@ -1032,6 +1032,7 @@ class RunResult:
     attempts: int = 1  # a shard: how many processes started it, this one included (reruns, redeliveries)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    waiting: dict[str, str] = field(default_factory=dict)  # dataset -> why it waits for a version's notice
 
 
 @dataclass(frozen=True)
@@ -1088,14 +1089,16 @@ def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
     return trips
 
 
-def _short_notice_entry(ctx: RunContext, detail: dict[str, Any]) -> ledger.EntryDraft:
-    """The operator's acceptance of a version applied before its notice ran out."""
+def _short_notice_entry(
+    ctx: RunContext, detail: dict[str, Any], transition: str = "short_notice_accepted"
+) -> ledger.EntryDraft:
+    """The operator's acceptance of a version applied before its notice ran out (or the datasets it holds back)."""
     return ledger.EntryDraft(
         run_id=ctx.run_id,
         pack_id=ctx.loaded.id,
         pack_digest=ctx.loaded.digest,
         dataset=None,
-        transition="short_notice_accepted",
+        transition=transition,
         action=None,
         basis=None,
         due_at=None,
@@ -1135,6 +1138,7 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     short_notice: dict[str, Any] | None = None,
     on_locked: Callable[[], None] | None = None,
+    notice_waiting: dict[str, Any] | None = None,
 ) -> RunResult:
     """Apply every transition due at ``as_of``, one transaction per batch.
 
@@ -1142,6 +1146,9 @@ def run(
     operator overrides for this run; each override is recorded in the run
     and in the ledger. ``short_notice``: the operator applies a pack version
     before its notice ran out (the dates, recorded in the ledger).
+    ``notice_waiting``: a later version is refused for its notice and the
+    datasets it changes wait (``datasets`` names the others; the dates and
+    the waiting datasets are recorded in the ledger).
     ``on_locked`` is called once the lock is held and the run recorded,
     before any planning: what a progress display plans to know its totals
     then costs nothing to a run that would be refused the lock.
@@ -1175,6 +1182,9 @@ def run(
                     )
                     if short_notice is not None:
                         ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
+                    if notice_waiting is not None:
+                        entry = _short_notice_entry(ctx, notice_waiting, "notice_waiting")
+                        ledger.append(conn, [entry], ctx.now(), secret=ctx.secret)
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
                 if on_locked is not None:
                     on_locked()

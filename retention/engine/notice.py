@@ -8,6 +8,16 @@ P8D`` on the pack) must not let a version take effect sooner: ``check``,
 refuses to apply such a version before its notice has run out, unless the
 operator accepts it (recorded in the ledger). The first version of a pack
 announces nothing it changes, so it needs no notice.
+
+A version may say when it was ``announced``: its notice then counts from the
+later of that date and the first sighting. A file deployed before the
+announcement gives notice only from the announcement; an announcement dated
+before the engine ever saw the version cannot be verified, so it never moves
+the count earlier than the first sighting.
+
+While a version is refused, only the datasets whose rules it changes wait
+(:func:`waiting_datasets`); the others run under the version in force
+before it, whose rules for them are the same.
 """
 
 from __future__ import annotations
@@ -57,11 +67,28 @@ class VersionNotice:
                 f"its notice is {pack.notice}, so not before {self.not_before}"
             )
         assert seen is not None
+        start = self.counted_from
+        assert start is not None
+        if start > seen:
+            days = (pack.effective_from - start).days
+            return (
+                f"{head} takes effect on {pack.effective_from}, {days} days after it was announced on {start} "
+                f"(first seen on {seen}); its notice is {pack.notice}, so not before {self.not_before}"
+            )
         days = (pack.effective_from - seen).days
         return (
             f"{head} takes effect on {pack.effective_from}, {days} days after it was first seen on {seen}; "
             f"its notice is {pack.notice}, so not before {self.not_before}"
         )
+
+    @property
+    def counted_from(self) -> dt.date | None:
+        """The day notice counts from: the later of the first sighting and ``announced``."""
+        seen = self.first_seen_day
+        announced = self.loaded.pack.announced
+        if seen is None or announced is None:
+            return seen
+        return max(seen, announced)
 
     @property
     def first_seen_day(self) -> dt.date | None:
@@ -115,7 +142,8 @@ def status(loaded: LoadedPack, versions: Sequence[LoadedPack], seen: dict[str, d
     if first_seen is None:
         return VersionNotice(loaded, None, "not seen")
     seen_day = local_date(first_seen, pack.timezone)
-    not_before = pack.notice.add_to(seen_day)
+    start = seen_day if pack.announced is None else max(seen_day, pack.announced)
+    not_before = pack.notice.add_to(start)
     if pack.effective_from < seen_day:
         return VersionNotice(loaded, first_seen, "back-dated", not_before)
     if pack.effective_from < not_before:
@@ -149,3 +177,43 @@ def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str)
         result = statuses(conn, packs)
         conn.rollback()
         return result
+
+
+_NOT_RULES = ("version", "title", "effective_from", "notice", "announced", "datasets")
+"""Pack keys that describe the version itself: changing them changes no dataset's rules."""
+
+
+def previous_version(loaded: LoadedPack, versions: Sequence[LoadedPack]) -> LoadedPack | None:
+    """The version of the same pack in force just before ``loaded`` takes effect."""
+    earlier = [v for v in versions if v.id == loaded.id and v.pack.effective_from < loaded.pack.effective_from]
+    return max(earlier, key=lambda v: v.pack.effective_from) if earlier else None
+
+
+def waiting_datasets(loaded: LoadedPack, previous: LoadedPack) -> set[str] | None:
+    """The datasets that must wait while ``loaded`` is refused; None: all of them.
+
+    A dataset waits when ``loaded`` changes its rules, adds or removes it. A
+    change to a pack-wide key (timezone, financial year, erasure deadlines,
+    guard, ...) changes every dataset's rules: None. Datasets joined by
+    ``follows`` wait together, since a follower's records move in its
+    leader's transactions: running one under the old rules while the other
+    waits would split what moves together.
+    """
+    new = loaded.pack.model_dump(mode="json", by_alias=True)
+    old = previous.pack.model_dump(mode="json", by_alias=True)
+    if {k: v for k, v in new.items() if k not in _NOT_RULES} != {k: v for k, v in old.items() if k not in _NOT_RULES}:
+        return None
+    waiting = {name for name, rules in old["datasets"].items() if new["datasets"].get(name) != rules}
+    datasets = previous.pack.datasets
+    grown = True
+    while grown:
+        grown = False
+        for name, ds in datasets.items():
+            leader = ds.follows.dataset if ds.follows is not None else None
+            if leader is None or (name in waiting) == (leader in waiting):
+                continue
+            waiting |= {name, leader}
+            grown = True
+    if waiting >= set(datasets):
+        return None
+    return waiting | (set(new["datasets"]) - set(old["datasets"]))  # a dataset it adds waits too

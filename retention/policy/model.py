@@ -19,6 +19,7 @@ from pydantic import (
     PlainSerializer,
     SerializerFunctionWrapHandler,
     StrictBool,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -519,7 +520,7 @@ class Pack(_Strict):
     version: str = Field(min_length=1, max_length=100)
     effective_from: dt.date
     timezone: str = "UTC"
-    _added_later = ("country", "subdivision", "notice", "engine_retention", "backups")
+    _added_later = ("country", "subdivision", "notice", "engine_retention", "backups", "announced")
     country: str | None = Field(
         default=None,
         description="ISO 3166-1 alpha-2 code whose public holidays deadlines to act skip (with weekends).",
@@ -528,6 +529,10 @@ class Pack(_Strict):
     notice: PeriodField | None = Field(
         default=None,
         description="How long before taking effect a new version must have been seen (e.g. P8D).",
+    )
+    announced: dt.date | None = Field(
+        default=None,
+        description="When this version was announced: notice counts from it when the engine saw the version earlier.",
     )
     engine_retention: PeriodField | None = Field(
         default=None,
@@ -564,6 +569,24 @@ class Pack(_Strict):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
+    def _announced_coherent(self) -> Pack:
+        # Notice is counted from the announcement (docs/rules.md, 'Notice periods'):
+        # without a notice the date changes nothing, and a version announced after
+        # it takes effect gave no notice at all; both are refused, not ignored.
+        if self.announced is None:
+            return self
+        if self.notice is None:
+            raise ValueError(
+                "@announced: 'announced' only moves the start of a notice period; add 'notice' (e.g. P8D) or remove it"
+            )
+        if self.announced > self.effective_from:
+            raise ValueError(
+                f"@announced: announced {self.announced} is after effective_from {self.effective_from}: "
+                "a version cannot be announced after it takes effect"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _known_subdivision(self) -> Pack:
         if self.subdivision is None:
             return self
@@ -582,11 +605,11 @@ class Pack(_Strict):
         """The calendar of deadlines to act: weekends and the country's public holidays."""
         return WorkingDays(self.country, self.subdivision)
 
-    @field_validator("effective_from", mode="before")
+    @field_validator("effective_from", "announced", mode="before")
     @classmethod
-    def _date_only(cls, value: Any) -> Any:
+    def _date_only(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, dt.datetime):
-            raise ValueError("effective_from is a date (YYYY-MM-DD), not a timestamp")
+            raise ValueError(f"{info.field_name} is a date (YYYY-MM-DD), not a timestamp")
         if isinstance(value, str):
             try:
                 return dt.date.fromisoformat(value)
