@@ -571,6 +571,20 @@ def email_of(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> str
     return normal_email(_through(world, row[spec["column"]], spec["through"]))
 
 
+def leader_by_email(world: World, leader: str, address: str | None) -> str | None:
+    """``follows: {by: email}`` (issue 26): the leader's record carrying ``address``, the greatest key if several.
+
+    Only rows of the leader's table that are its records (its ``where``), with
+    their address as it is now (a masked address matches no longer).
+    """
+    if address is None:
+        return None
+    ds = world.datasets()[leader]
+    table = world.tables[ds["table"]]
+    found = [key for key, row in table.items() if matches(world, ds, row) and email_of(world, ds, row) == address]
+    return max(found, key=_natural) if found else None
+
+
 def _held(world: World, name: str, key: str, subject: str | None, email: str | None = None) -> bool:
     subject_dataset = has_subject(world.datasets()[name])
     for hold in world.holds:
@@ -668,6 +682,9 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
                 if follows.get("via"):
                     value = row[follows["via"]] if row is not None else None
                     leader_key = None if value is None else key_text(value)
+                elif follows.get("by") == "email":
+                    address = email_of(world, ds, row) if row is not None else None
+                    leader_key = leader_by_email(world, follows["dataset"], address)
                 else:
                     leader_key = subject
                 if leader_key is not None:

@@ -61,6 +61,11 @@ UTC = dt.UTC
 # syntax; RETENTION_DIFFERENTIAL_WITHOUT_VIA=1 leaves it out, to run the rest
 # against an engine that does not have it yet.
 WITHOUT_VIA = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_VIA") == "1"
+# `follows ... by: email` (events follow people or orders by address) is issue
+# 26's; RETENTION_DIFFERENTIAL_WITHOUT_BY_EMAIL=1 leaves it out likewise.
+WITHOUT_BY_EMAIL = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_BY_EMAIL") == "1"
+EMAILS = ("a@x.test", " A@X.test", "b@x.test", "c@x.test ", None)
+"""Addresses of the ``email`` columns: few, so that rows of several tables share them (trimmed, lower-cased)."""
 EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_EXAMPLES", "200"))
 FAST_EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_FAST_EXAMPLES", "10"))
 
@@ -448,14 +453,22 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         tables["t_events"] = Table(
             "t_events",
             "id",
-            plain("id:pk person_id:int name:text is_active:bool", event_clock),
+            plain("id:pk person_id:int name:text email:text is_active:bool", event_clock),
         )
-        life = _lifecycle(draw, masks_plain, may_delete_archived=True)
+        # Events following by address keep their rows when archived, as followers through a column do.
+        by_email = not WITHOUT_BY_EMAIL and draw(st.integers(0, 2)) == 0
+        life = _lifecycle(draw, masks_plain, may_delete_archived=not by_email)
         events: dict[str, Any] = {"table": "t_events", "key": "id", "subject_key": "person_id", "basis": "events"}
-        follow = draw(st.booleans())
+        follow = by_email or draw(st.booleans())
         if not follow or draw(st.booleans()):
             events["keep"] = [_keep(draw, _clock_spec(event_clock))]
-        if follow:
+        if by_email:
+            leader = draw(st.sampled_from(["people", "orders"] if "orders" in datasets else ["people"]))
+            datasets[leader]["email"] = "email"
+            events["email"] = "email"
+            leader_life = datasets[leader]["lifecycle"]
+            events["follows"] = {"dataset": leader, "by": "email", "on": _follow_map(draw, leader_life, life)}
+        elif follow:
             events["follows"] = {"dataset": "people", "on": _follow_map(draw, people_life, life)}
         events["lifecycle"] = life
         if draw(st.integers(0, 2)) == 0:
@@ -542,6 +555,8 @@ def _rows(draw: st.DrawFn, tables: dict[str, Table]) -> dict[str, list[dict[str,
                     row[column.name] = draw(st.sampled_from(["paid", "paid", "void", None]))
                 elif column.name == "meta_key":
                     row[column.name] = draw(st.sampled_from(["last_active", "last_active", "wp_capabilities"]))
+                elif column.name == "email":
+                    row[column.name] = draw(st.sampled_from(EMAILS))
                 elif column.name == "meta_value" and row.get("meta_key") == "wp_capabilities":
                     row[column.name] = Moment("invalid", 'a:1:{s:8:"customer";b:1;}')
                 elif column.kind == "text":

@@ -438,7 +438,10 @@ class DatasetPlanner:
         follows = self.dataset.follows
         self.leader_column: ColumnElement[Any] | None = None
         if follows is not None:
-            self.leader_column = self.table.c[follows.via] if follows.via else self.subject
+            if follows.by == "email":
+                self.leader_column = self._leader_by_email(conn, email)
+            else:
+                self.leader_column = self.table.c[follows.via] if follows.via else self.subject
         self.leader: DatasetPlanner | None = None
         self.followers: list[DatasetPlanner] = []
         self._due_cache: DueCache = {}
@@ -448,6 +451,27 @@ class DatasetPlanner:
         # A sharded run: this shard's records, by source row and by state row (set by build_planners).
         self.in_shard: ColumnElement[bool] | None = None
         self.state_in_shard: ColumnElement[bool] = sa.true()
+
+    def _leader_by_email(self, conn: sa.Connection, email: ColumnElement[Any] | None) -> ColumnElement[Any]:
+        """``follows: {by: email}``: the key of the leader's record carrying this row's address.
+
+        The leader dataset's rows (those its ``where`` admits) whose normalised
+        address equals this row's; the greatest key when several do (a guest's
+        latest order). Read live, as the address is now: a leader record whose
+        address was masked or whose row is gone leads no longer, and a
+        follower that left ``active`` keeps its leader in its state row.
+        """
+        assert self.dataset.follows is not None and email is not None
+        leader = self.ctx.pack.datasets[self.dataset.follows.dataset]
+        other = reflect_table(conn, leader.table, leader.schema_).alias("leader_by_email")
+        other_email = email_expression(conn, other, leader)  # type: ignore[arg-type]
+        assert other_email is not None
+        conditions = [email_text(conn, other_email) == email_text(conn, email)]
+        leader_filter = compile_filter(conn, other, leader)  # type: ignore[arg-type]
+        if leader_filter is not None:
+            conditions.append(leader_filter)
+        query = sa.select(sa.func.max(other.c[leader.key])).where(*conditions).correlate_except(other)
+        return query.scalar_subquery()
 
     @property
     def batch_size(self) -> int:

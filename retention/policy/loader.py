@@ -359,7 +359,20 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                     break
                 chain.append(cursor.follows.dataset)
                 cursor = pack.datasets.get(cursor.follows.dataset)
-            if ds.follows.via is None:
+            if ds.follows.by == "email":
+                # A guest has no id: the address is the only thing both records share.
+                if ds.email is None:
+                    add(
+                        (*where, "follows", "by"),
+                        f"dataset {ds_name!r} follows by email but declares no 'email' identity; add email: COLUMN",
+                    )
+                if parent.email is None:
+                    add(
+                        (*where, "follows", "by"),
+                        f"{ds.follows.dataset!r} declares no 'email' identity, so {ds_name!r} cannot follow it "
+                        "by email; add email: COLUMN to it",
+                    )
+            elif ds.follows.via is None:
                 if not ds.has_subject:
                     add(
                         (*where, "follows"),

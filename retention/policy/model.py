@@ -284,15 +284,27 @@ class Follow(_Strict):
     """Move with a leader record: when it enters a state, this dataset's rows follow.
 
     The leader record is the followed dataset's record whose key equals this
-    row's ``via`` column, or, without ``via``, its subject key (the followed
-    dataset is then the subject dataset).
+    row's ``via`` column; with ``by: email``, the followed dataset's record
+    carrying this row's e-mail address (the greatest key when several do: a
+    guest's reviews follow the guest's latest order); otherwise the record
+    named by its subject key (the followed dataset is then the subject dataset).
     """
 
     dataset: str
     via: str | None = Field(default=None, description="Column of this table holding the leader record's key.")
+    by: Literal["email"] | None = Field(
+        default=None,
+        description="Name the leader record by the e-mail identity both datasets declare (docs/rules.md, 'follows').",
+    )
     on: dict[State, State] = Field(min_length=1)
 
-    _added_later = ("via",)
+    _added_later = ("via", "by")
+
+    @model_validator(mode="after")
+    def _one_link(self) -> Follow:
+        if self.via is not None and self.by is not None:
+            raise ValueError("@by: give 'via' (a column holding the leader's key) or 'by: email', not both")
+        return self
 
 
 class Hop(_Strict):
