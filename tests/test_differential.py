@@ -998,6 +998,24 @@ def _person(key: int, day: str | None, **more: Any) -> dict[str, Any]:
     return {"id": key, "name": f"name {key}", "email": f"p{key}@example.test", "is_active": True, "p0": clock, **more}
 
 
+_EMAIL_EVENTS = Table(
+    "t_events", "id", plain("id:pk person_id:int name:text email:text is_active:bool", Column("e0", "date"))
+)
+
+
+def _order(key: int, email: str | None, day: str) -> dict[str, Any]:
+    clock = Moment("value", dt.date.fromisoformat(day))
+    return {
+        "id": key,
+        "person_id": None,
+        "status": "paid",
+        "name": f"order {key}",
+        "email": email,
+        "is_active": True,
+        "o0": clock,
+    }
+
+
 def _event(key: int, person: int, day: str | None = None) -> dict[str, Any]:
     clock = Moment("value", dt.date.fromisoformat(day)) if day else Moment("null")
     return {"id": key, "person_id": person, "name": f"event {key}", "is_active": True, "e0": clock}
@@ -1097,6 +1115,48 @@ NAMED: dict[str, Scenario] = {
             Run(_paris("2022-06-01")),
             Run(_paris("2023-06-01"), (Event("erasure", subject="1", received=dt.date(2023, 5, 10)),)),
         ),
+    ),
+    # Guest events follow orders by address (issue 26): event 1 (" A@X.test") follows order 2, the
+    # greatest key of its address, not order 1 that goes inactive first; event 2 follows order 3.
+    "follow_by_email_latest_leader": Scenario(
+        _pack(
+            [_DEACTIVATE],
+            {
+                "orders": {
+                    "table": "t_orders",
+                    "key": "id",
+                    "email": "email",
+                    "basis": "invoices",
+                    "keep": [{"clock": {"column": "o0", "type": "date"}, "period": "P1Y"}],
+                    "lifecycle": [_DEACTIVATE, {"to": "purged", "after": "P1Y", "action": "delete"}],
+                },
+                "events": {
+                    "table": "t_events",
+                    "key": "id",
+                    "email": "email",
+                    "basis": "reviews",
+                    "follows": {"dataset": "orders", "by": "email", "on": {"inactive": "purged"}},
+                    "lifecycle": [{"to": "purged", "action": "anonymise", "mask": {"name": None}}],
+                },
+            },
+        ),
+        (_PEOPLE, _EMAIL_EVENTS, _ORDERS),
+        {
+            "t_people": [_person(1, "2020-01-15")],
+            "t_orders": [
+                _order(1, "a@x.test", "2019-01-10"),
+                _order(2, " A@X.test", "2021-06-01"),
+                _order(3, "b@x.test", "2019-03-01"),
+                _order(4, None, "2019-03-01"),
+            ],
+            "t_events": [
+                {**_event(1, 1), "email": "a@x.test "},
+                {**_event(2, 1), "email": "B@x.test"},
+                {**_event(3, 1), "email": None},
+                {**_event(4, 1), "email": "z@x.test"},
+            ],
+        },
+        (Run(_paris("2020-06-01")), Run(_paris("2022-07-01"))),
     ),
     # An event archived with its row deleted follows its person into purged.
     "follow_reaches_archived_payload": Scenario(
