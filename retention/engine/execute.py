@@ -1186,6 +1186,13 @@ def run(
                         entry = _short_notice_entry(ctx, notice_waiting, "notice_waiting")
                         ledger.append(conn, [entry], ctx.now(), secret=ctx.secret)
                 bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+                if notice_waiting is not None:
+                    bound.warning(
+                        "notice_waiting",
+                        version=notice_waiting["version"],
+                        not_before=notice_waiting["not_before"],
+                        waiting=notice_waiting["waiting"],
+                    )
                 if on_locked is not None:
                     on_locked()
                 _index_lookup(conn, ctx.run_id)  # items of a run killed before its end
