@@ -28,9 +28,7 @@ from retention.engine.plan import (
     steps_from_state,
 )
 from retention.engine.statistics import FreshStatistics, note_changed
-from retention.errors import (
-    ConcurrentChangeError,
-)
+from retention.errors import ConcurrentChangeError
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.ledger import pseudonyms

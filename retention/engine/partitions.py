@@ -24,7 +24,8 @@ import structlog
 
 from retention.dialects import dialect_for
 from retention.engine.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
-from retention.engine.plan import DatasetPlanner, _next_states
+from retention.engine.lifecycle import _next_states
+from retention.engine.plan import DatasetPlanner
 from retention.ledger import chain as ledger
 from retention.timing.clock import as_aware, start_of_day
 
