@@ -5,6 +5,12 @@ Each batch is one transaction on one connection: it selects the records due
 new states and appends the ledger entries. Killing the process at any moment
 therefore loses nothing and leaves nothing half done; the next run picks up
 what remains, and a second run for the same as-of finds nothing to do.
+
+This module is :func:`plan` and :func:`run`; the lock is
+:mod:`~retention.engine.run_lock`, one batch's transaction
+:mod:`~retention.engine.apply`, running the datasets batch by batch
+:mod:`~retention.engine.run_datasets`, sharded runs
+:mod:`~retention.engine.shard_run` (their public names re-exported from here).
 """
 
 from __future__ import annotations
