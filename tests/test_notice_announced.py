@@ -232,3 +232,20 @@ def test_bad_announced_is_refused_at_its_line(
     with pytest.raises(PackError) as caught:
         load_file(path)
     assert str(caught.value).startswith(f"{path}:4: {message}"), str(caught.value)
+
+
+def test_without_announced_a_short_version_holds_back_only_what_it_changes(
+    migrated: sa.Engine, db_url: str, folder: Path
+) -> None:
+    """First seen today, effective in 5 days, P8D, no `announced`: logs run under version 1, events wait."""
+    today = _today()
+    effective = today + dt.timedelta(days=5)
+    (folder / "v2.yaml").write_text(_version("2", effective, "P6M"))
+    base = ["run", "--rules", str(folder), "--db", db_url, "--no-progress", "--allow-future-as-of", "--as-of"]
+    held = CliRunner().invoke(main, [*base, str(effective), "--format", "json"], env=ENV)
+    assert held.exit_code == 0, held.output
+    rows = json.loads(held.stdout)  # the log lines (a notice_waiting warning among them) go to stderr
+    assert '"event": "notice_waiting"' in held.stderr
+    assert [(r["dataset"], r["transition"]) for r in rows] == [("logs", "active->purged"), ("events", "WAITING")]
+    assert _keys(migrated, "logs") == {2}
+    assert _keys(migrated, "events") == {1}
