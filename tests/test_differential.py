@@ -1247,6 +1247,22 @@ NAMED: dict[str, Scenario] = {
         },
         (Run(_paris("2020-06-01")), Run(_paris("2021-06-01"))),
     ),
+    # Clocks on the days around each run's due boundary (date + P1Y against the as-of's local
+    # day, in a leap year and mid-year, late in the day): the records due on the very day move,
+    # the next day's stay. A due date one day late (or early) in SQL alone changes plan and run
+    # against the oracle; the random draws seldom land on the boundary day itself.
+    "due_on_the_day": Scenario(
+        _pack([_DEACTIVATE]),
+        (_PEOPLE,),
+        {
+            "t_people": [
+                *(_person(i, f"2023-02-{day:02d}") for i, day in ((1, 26), (2, 27), (3, 28))),
+                *(_person(i, f"2023-03-{day:02d}") for i, day in ((4, 1), (5, 2))),
+                *(_person(i, f"2023-{day}") for i, day in ((6, "05-30"), (7, "05-31"), (8, "06-01"), (9, "06-02"))),
+            ]
+        },
+        (Run(_paris("2024-02-29T23:30")), Run(_paris("2024-06-01T00:30")), Run(_paris("2024-06-02T23:59"))),
+    ),
     # SQLite: an out-of-range date and trailing garbage are invalid anomalies, never moved
     # (elsewhere the column cannot hold them and they are stored as NULL).
     "invalid_text_dates": Scenario(

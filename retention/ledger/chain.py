@@ -176,55 +176,27 @@ def append(
                 last_of_run[draft.run_id] = seq
             continue
         seq += 1
+        row = _base_row(draft, seq, now, prev)
         if isinstance(draft, BatchItems):
             items, root = prepared[index]
             ledger_items.insert_items(conn, seq, items)
             dues = [m[0] for m in draft.moves]
-            row = {
-                "seq": seq,
-                "recorded_at": now,
-                "run_id": draft.run_id,
-                "pack_id": draft.pack_id,
-                "pack_digest": draft.pack_digest,
-                "dataset": draft.dataset,
-                "transition": draft.transition,
-                "action": draft.action,
-                "basis": draft.basis,
-                "due_at": max(dues) if dues else None,
-                "record_pseudonym": None,
-                "subject_pseudonym": None,
-                "count": len(items),
-                "clock_min": None,
-                "clock_max": None,
-                "detail": None,
-                "prev_hash": prev,
-                "format": ledger_items.FORMAT,
-                "merkle_root": root,
-                "items": len(items),
-            }
+            row.update(
+                due_at=max(dues) if dues else None,
+                count=len(items),
+                merkle_root=root,
+                items=len(items),
+            )
         else:
-            row = {
-                "seq": seq,
-                "recorded_at": now,
-                "run_id": draft.run_id,
-                "pack_id": draft.pack_id,
-                "pack_digest": draft.pack_digest,
-                "dataset": draft.dataset,
-                "transition": draft.transition,
-                "action": draft.action,
-                "basis": draft.basis,
-                "due_at": draft.due_at,
-                "record_pseudonym": draft.record_pseudonym,
-                "subject_pseudonym": draft.subject_pseudonym,
-                "count": draft.count,
-                "clock_min": draft.clock_min,
-                "clock_max": draft.clock_max,
-                "detail": _canonical_detail(draft.detail),
-                "prev_hash": prev,
-                "format": ledger_items.FORMAT,
-                "merkle_root": None,
-                "items": None,
-            }
+            row.update(
+                due_at=draft.due_at,
+                record_pseudonym=draft.record_pseudonym,
+                subject_pseudonym=draft.subject_pseudonym,
+                count=draft.count,
+                clock_min=draft.clock_min,
+                clock_max=draft.clock_max,
+                detail=_canonical_detail(draft.detail),
+            )
         row["hash"] = prev = entry_hash_v2(row)
         row["mac"] = ledger_mac.entry_mac(secret, prev)
         rows.append(tuple(convert(name, row[name]) for name in _INSERT_COLUMNS_V2))
@@ -233,6 +205,37 @@ def append(
     _bulk_insert(conn, rows)
     _note_run_heads(conn, last_of_run)
     return list(range(first, seq + 1))
+
+
+def _base_row(draft: EntryDraft | BatchItems, seq: int, now: dt.datetime, prev: str) -> dict[str, Any]:
+    """The columns a format-3 entry takes from its draft alike for a batch and a single entry.
+
+    Every column of the entry is present (in insert order), the ones that
+    depend on the kind of draft as None: the caller fills those in, so the
+    two kinds cannot drift apart in what they share.
+    """
+    return {
+        "seq": seq,
+        "recorded_at": now,
+        "run_id": draft.run_id,
+        "pack_id": draft.pack_id,
+        "pack_digest": draft.pack_digest,
+        "dataset": draft.dataset,
+        "transition": draft.transition,
+        "action": draft.action,
+        "basis": draft.basis,
+        "due_at": None,
+        "record_pseudonym": None,
+        "subject_pseudonym": None,
+        "count": None,
+        "clock_min": None,
+        "clock_max": None,
+        "detail": None,
+        "prev_hash": prev,
+        "format": ledger_items.FORMAT,
+        "merkle_root": None,
+        "items": None,
+    }
 
 
 def _note_run_heads(conn: sa.Connection, last_of_run: dict[str, int]) -> None:

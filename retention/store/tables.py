@@ -153,25 +153,31 @@ run_shards = sa.Table(
 WHOLE_RUN = -1
 """The ``shard`` of a whole run's progress rows."""
 
-run_counts = sa.Table(
-    f"{PREFIX}run_counts",
-    metadata,
-    sa.Column("run_id", sa.String(36), primary_key=True),
-    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False, comment="-1 for a whole run"),
+
+def _count_table(name: str, *key: sa.Column[Any]) -> sa.Table:
+    """A tally per run and shard (``WHOLE_RUN`` for a whole run) and ``key``: one table shape, two tallies.
+
+    Columns in order: ``run_id``, ``shard``, the ``key`` columns, ``count``
+    (the tables migration 0012 created; see :mod:`retention.store.tally`).
+    """
+    return sa.Table(
+        f"{PREFIX}{name}",
+        metadata,
+        sa.Column("run_id", sa.String(36), primary_key=True),
+        sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False, comment="-1 for a whole run"),
+        *key,
+        sa.Column("count", sa.BigInteger, nullable=False),
+    )
+
+
+run_counts = _count_table(
+    "run_counts",
     sa.Column("dataset", NAME, primary_key=True),
     sa.Column("transition", sa.String(40), primary_key=True),
-    sa.Column("count", sa.BigInteger, nullable=False),
 )
 """Records moved, per run, shard, dataset and transition: added to in each batch's own transaction."""
 
-run_erasures = sa.Table(
-    f"{PREFIX}run_erasures",
-    metadata,
-    sa.Column("run_id", sa.String(36), primary_key=True),
-    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False, comment="-1 for a whole run"),
-    sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("count", sa.BigInteger, nullable=False),
-)
+run_erasures = _count_table("run_erasures", sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=False))
 """Records each erasure request moved, per run and shard: added to in each batch's own transaction."""
 
 record_states = sa.Table(
