@@ -131,7 +131,7 @@ def test_a_killed_shard_leaves_every_committed_item_indexed(dialect: str, db_url
 
 
 def test_items_an_older_version_left_unindexed_are_indexed_by_the_next_batch(db_url: str, tmp_path: Path) -> None:
-    """The first run's lookup rows removed (as an older version left a killed run's tail): the next run restores them."""
+    """The first run's lookup rows removed (as an older version left a killed tail): the next run restores them."""
     _, loaded = _small(tmp_path)
     engine = prepare(db_url, loaded)  # its first run, as of FIRST, wrote items
     try:
