@@ -106,8 +106,8 @@ def _shard(url: str, index: int, count: int, group: str, batch_size: int, legacy
         engine.dispose()
 
 
-def _prepare(engine: sa.Engine, autovacuum: bool, null_share: float) -> list[int]:
-    """NULL shard keys and autovacuum as asked; returns the ids of the due rows whose key is NULL."""
+def _prepare(engine: sa.Engine, autovacuum: bool, null_share: float) -> list[tuple[int, bool]]:
+    """NULL shard keys and autovacuum as asked; returns (id, due) of the rows whose key is NULL."""
     with engine.begin() as conn:
         if null_share > 0:
             every = max(1, round(1 / null_share))
@@ -120,12 +120,13 @@ def _prepare(engine: sa.Engine, autovacuum: bool, null_share: float) -> list[int
             ).scalars()
             for name in list(names):
                 conn.execute(sa.text(f'ALTER TABLE "{name}" SET (autovacuum_enabled = false)'))
-        return list(
-            conn.execute(
-                sa.text("SELECT id FROM bench_events WHERE customer_id IS NULL AND collected_at < :c ORDER BY id"),
+        return [
+            (int(key), bool(due))
+            for key, due in conn.execute(
+                sa.text("SELECT id, collected_at < :c FROM bench_events WHERE customer_id IS NULL ORDER BY id"),
                 {"c": CUTOFF},
-            ).scalars()
-        )
+            )
+        ]
 
 
 def measure(
@@ -167,9 +168,12 @@ def measure(
     spans = [(r.finished_at - r.started_at).total_seconds() for r in shard_rows]
     moved_per_shard = [sum(n for per in json.loads(r.counts).values() for n in per.values()) for r in shard_rows]
     nulls = Bounds.from_json(run.shard_bounds).nulls.get("events")
-    null_per_shard = [0] * shards
-    for key in null_ids:
-        null_per_shard[bisect.bisect_right(nulls.cuts, key) if nulls is not None else 0] += 1
+    null_per_shard = [0] * shards  # due rows with a NULL key: what each shard moved of them
+    null_rows_per_shard = [0] * shards  # every row with a NULL key: each shard's share
+    for key, due in null_ids:
+        index = bisect.bisect_right(nulls.cuts, key) if nulls is not None else 0
+        null_rows_per_shard[index] += 1
+        null_per_shard[index] += due
     moved = sum(n for per in json.loads(run.counts).values() for n in per.values())
     appends = sum(s["ledger_lock"].get("appends", 0) for s in stats)
     held = sum(s["ledger_lock"].get("hold_s", 0.0) for s in stats)
@@ -191,6 +195,7 @@ def measure(
         "slowest_to_fastest": max(spans) / min(spans) if spans and min(spans) > 0 else 1.0,
         "moved_per_shard": moved_per_shard,
         "null_per_shard": null_per_shard,
+        "null_rows_per_shard": null_rows_per_shard,
         "items": items,
         "lookup_rows": lookup_rows,
         "bytes_per_item": {name: size / items if items else 0.0 for name, size in sizes.items()},
@@ -252,13 +257,13 @@ def main() -> None:
         )
     print()
     print(f"autovacuum {args.autovacuum}, NULL shard keys: {args.null_share:.0%} of the rows")
-    print("| close | shards | shard | seconds | moved | NULL-key rows moved |")
-    print("|---|---|---|---|---|---|")
+    print("| close | shards | shard | seconds | moved | NULL-key rows in its range | NULL-key rows moved |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        for index, (span, moved, nulls) in enumerate(
-            zip(r["spans"], r["moved_per_shard"], r["null_per_shard"], strict=True)
+        for index, (span, moved, rows_in, nulls) in enumerate(
+            zip(r["spans"], r["moved_per_shard"], r["null_rows_per_shard"], r["null_per_shard"], strict=True)
         ):
-            print(f"| {r['mode']} | {r['shards']} | {index} | {span:.1f} | {moved:,} | {nulls:,} |")
+            print(f"| {r['mode']} | {r['shards']} | {index} | {span:.1f} | {moved:,} | {rows_in:,} | {nulls:,} |")
     admin = sa.create_engine(args.db, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
