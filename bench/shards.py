@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from run import AS_OF, CUTOFF, SECRET, generate, pack, reset_engine_tables  # noqa: E402
 
 from retention import logs  # noqa: E402
-from retention.engine import execute  # noqa: E402
+from retention.engine import execute, run_datasets, shard_run  # noqa: E402
 from retention.engine.shards import Bounds, ShardSpec  # noqa: E402
 from retention.ledger import items as ledger_items  # noqa: E402
 from retention.policy import LoadedPack  # noqa: E402
@@ -71,7 +71,7 @@ def _loaded(batch_size: int) -> LoadedPack:
 
 def _legacy_close() -> None:
     """The baseline: the engine as it was, its lookup rows written by the closing shard in one transaction."""
-    close_run = execute._close_run
+    close_run = run_datasets._close_run
 
     def no_index(*_args: Any, **_kwargs: Any) -> int:
         return 0
@@ -83,7 +83,7 @@ def _legacy_close() -> None:
 
     setattr(ledger_items, "index_items", no_index)  # noqa: B010 (a patch, not an attribute access)
     setattr(ledger_items, "index_pending", no_index)  # noqa: B010
-    setattr(execute, "_close_run", close_and_index)  # noqa: B010
+    setattr(shard_run, "_close_run", close_and_index)  # noqa: B010 (the closing shard calls it from there)
 
 
 def _shard(url: str, index: int, count: int, group: str, batch_size: int, legacy: bool) -> None:
