@@ -330,7 +330,7 @@ def engine_run(
 def time_split() -> Iterator[dict[str, float]]:
     """Seconds spent in each part of a run, by wrapping the engine's functions (this process only).
 
-    The parts nest as the run does: ``ledger append`` includes the three
+    The parts nest as the run does: ``ledger append`` includes the four
     ``items`` parts, so the chain itself (entry hashing and its insert) is
     ``ledger append`` minus them. Wrapping costs about a microsecond per
     call, and these are called per batch, not per record.
@@ -350,7 +350,7 @@ def time_split() -> Iterator[dict[str, float]]:
         (ledger_items, "leaves", "items: leaf hashes"),
         (ledger_items, "insert_items", "items: insert"),
         (ledger, "append", "ledger append"),
-        (ledger_items, "index_runs", "lookup index (end of run)"),
+        (ledger_items, "index_items", "items: lookup rows (per batch, in the append)"),
         (sa.engine.Connection, "_commit_impl", "commit"),
     ]
     originals = []

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from scaffold import events_pack
 
 from retention.cli import main
 from retention.store import tables as store
@@ -34,24 +35,7 @@ EMAIL = "emma.moreau3@example.com"
 ENV = {"RETENTION_PSEUDONYM_KEY": "errors-test-key"}
 AS_OF = "2026-06-01"
 
-PACK = """
-pack: errs
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-batch_size: 500
-datasets:
-  events:
-    table: events
-    key: id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
+CUSTOMERS = """\
   customers:
     table: customers
     key: id
@@ -64,6 +48,7 @@ datasets:
         action: deactivate
         set: {active: ACTIVE}
 """
+PACK = events_pack("errs", batch_size=500, more=CUSTOMERS)
 
 
 def build(engine: sa.Engine, events: int = 30) -> None:

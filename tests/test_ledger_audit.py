@@ -17,8 +17,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from retention import commands
 from retention.cli import main
 from retention.demo import build_shop
+from retention.reporting import ledger_audit
 from retention.store import tables as store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +157,49 @@ def test_verify_proof_with_a_database_checks_the_claim(
             f"(record {pseudonym[:16]}) says active->purged (delete), but the live table still holds that record"
         ],
     )
+
+
+def test_a_complete_audit_matches_in_the_database(
+    migrated: sa.Engine, shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims are counted and matched by the database, a page of live keys at a time; no key reaches the server.
+
+    Pages of 7 live keys, so that the table takes many. No statement reads
+    the items but to count them or to probe given pseudonyms (the former
+    audit read every claim into memory); no statement or parameter holds
+    the pseudonym key or a run key.
+    """
+    events = shop["events"]
+    with migrated.connect() as conn:
+        left = set(conn.execute(sa.select(events.c.id)).scalars())
+        run_ids = list(conn.execute(sa.select(store.runs.c.id)).scalars())
+    victim = sorted(set(shop["before"]) - left)[-1]
+    with migrated.begin() as conn:
+        conn.execute(events.insert().values(**shop["before"][victim]))
+    seq, idx, pseudonym = claim_of(migrated, "analytics_events", str(victim))
+    monkeypatch.setattr(ledger_audit, "_CHUNK", 7)
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET)
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", "")
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append(f"{statement} {parameters!r}")
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", note)
+    try:
+        result = commands.ledger_audit(Path(PACK), shop["db_url"])
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", note)
+    assert result.problems == [
+        f"dataset analytics_events: entry {seq} item {idx} (record {pseudonym[:16]}) says active->purged (delete), "
+        "but the live table still holds that record"
+    ]
+    assert result.checked > 100 and not result.skipped
+    keys = [SECRET.encode()]
+    keys += [hmac.new(SECRET.encode(), f"run\x1f{r}".encode(), hashlib.sha256).digest() for r in run_ids]
+    for text in seen:
+        lowered = text.lower()
+        if "retention_ledger_items" in lowered:
+            assert "count(" in lowered or "pseudonym in" in lowered or "pseudonym) in" in lowered, text[:300]
+        for key in keys:
+            assert key.hex() not in text and repr(key)[2:-1] not in text and SECRET not in text

@@ -24,6 +24,7 @@ import rfc8785
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from scaffold import events_pack, make_events
 from test_ledger_tampering import superuser_empties
 
 from retention.cli import main
@@ -43,49 +44,13 @@ ENV = {
     "RETENTION_DATABASE_URL": "",
 }
 
-PACK = """
-pack: forgery
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-batch_size: 4
-datasets:
-  events:
-    table: events
-    key: id
-    subject_key: user_id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+PACK = events_pack("forgery", batch_size=4, subject=True)
 
 EVENTS = 40  # ids 1..40, collected 2020-03-02 + i days: 10 batches of 4 are due by 2022
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env={**ENV, **(env or {})}, prog_name="retention")
-
-
-def make_events(engine: sa.Engine, ids: range) -> None:
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("user_id", sa.Integer),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            events.insert(),
-            [{"id": i, "user_id": i % 5, "collected": dt.datetime(2020, 3, 1) + dt.timedelta(i)} for i in ids],
-        )
 
 
 def write_pack(tmp_path: Path) -> Path:

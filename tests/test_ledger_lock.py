@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from scaffold import events_pack, make_events
 
 from retention.cli import main
 from retention.errors import describe_database_error
@@ -24,38 +25,12 @@ from retention.store.config import create_engine
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "lock-test-key", "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
 
-PACK = """
-pack: locks
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
-  events:
-    table: events
-    key: id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+PACK = events_pack("locks")
 
 
 @pytest.mark.only_on("postgresql")
 def test_a_locked_ledger_fails_the_dataset_not_the_run(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
-    with migrated.begin() as conn:
-        conn.execute(events.insert(), [{"id": i, "collected": dt.datetime(2020, 3, i)} for i in range(1, 9)])
+    events = make_events(migrated, range(1, 9), subject=False, collected=lambda i: dt.datetime(2020, 3, i))
     pack = tmp_path / "locks.yaml"
     pack.write_text(PACK, encoding="utf-8")
     holder = migrated.connect()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from scaffold import events_pack
 
 from retention.cli import main
 from retention.ledger import chain as ledger
@@ -27,25 +28,7 @@ from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "tamper-test-key", "RETENTION_SIGNING_KEY_FILE": ""}
 
-PACK = """
-pack: tamper
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-batch_size: 1  # one record per batch, so one ledger entry per record
-datasets:
-  events:
-    table: events
-    key: id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+PACK = events_pack("tamper", batch_size=1)  # one record per batch, so one ledger entry per record
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -17,32 +17,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from scaffold import events_pack, make_events
 
 from retention.cli import main
 from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "tamper-v2-key", "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
 
-PACK = """
-pack: tamper2
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-batch_size: 4
-datasets:
-  events:
-    table: events
-    key: id
-    subject_key: user_id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+PACK = events_pack("tamper2", batch_size=4, subject=True)
 
 
 def invoke(*args: str) -> Result:
@@ -52,20 +34,7 @@ def invoke(*args: str) -> Result:
 @pytest.fixture
 def v2(migrated: sa.Engine, db_url: str, tmp_path: Path) -> list[int]:
     """12 records purged in one run; returns the seqs of the three entries with items."""
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("user_id", sa.Integer),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
-    with migrated.begin() as conn:
-        conn.execute(
-            events.insert(),
-            [{"id": i, "user_id": i % 5, "collected": dt.datetime(2020, 3, 1) + dt.timedelta(i)} for i in range(1, 13)],
-        )
+    make_events(migrated, range(1, 13))
     pack = tmp_path / "tamper2.yaml"
     pack.write_text(PACK, encoding="utf-8")
     result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01")

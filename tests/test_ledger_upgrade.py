@@ -21,6 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from scaffold import events_pack
 
 from retention.cli import main
 from retention.store import migrate
@@ -34,26 +35,7 @@ ENV = {
 }
 BEFORE_V2 = "0004_hardening"  # down_revision of 0006
 
-PACK = """
-pack: upgrade
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-batch_size: 3
-datasets:
-  events:
-    table: events
-    key: id
-    subject_key: user_id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+PACK = events_pack("upgrade", batch_size=3, subject=True)
 
 V1_COLUMNS = (
     "seq", "recorded_at", "run_id", "pack_id", "pack_digest", "dataset", "transition", "action", "basis", "due_at",

@@ -11,11 +11,7 @@ import datetime as dt
 import io
 import json
 import os
-import pty
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +23,7 @@ import yaml
 from click.testing import CliRunner
 from rich.console import Console
 from rich.progress import Progress, TimeRemainingColumn
+from scaffold import on_a_pty
 from test_engine import PACK, SECRET, build, loaded_pack
 
 from retention.cli import main
@@ -37,37 +34,6 @@ from retention.store.config import create_engine
 
 AS_OF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
-    """Run ``retention ARGS`` with stdout and stderr on a terminal (the progress bars' path)."""
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retention.cli", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        cwd=ROOT,
-    )
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif process.poll() is not None:
-            break
-    code = process.wait(timeout=30)
-    os.close(master)
-    return code, b"".join(chunks).decode("utf-8", "replace")
 
 
 def running_run_id(engine: sa.Engine) -> str:

@@ -115,3 +115,18 @@ def test_mariadb_system_schemas_are_refused(migrated: sa.Engine, db_url: str, tm
             2,
             [f"error: {table}: schema {schema} is a system schema of the server, never a dataset's (dataset victims)"],
         )
+
+
+def test_one_rule_refuses_every_engine_table(tmp_path: Path) -> None:
+    """check's refusal and schema_guard.engine_table are one rule (by the engine's metadata), with one message."""
+    from retention.engine import schema_guard
+    from retention.engine.schema import refuse_engine_tables
+    from retention.policy import load_file
+
+    names = [*store.metadata.tables, "retention_archive_owner", "alembic_version"]
+    for name in names:
+        assert schema_guard.engine_table(name) == ENGINE, name
+        assert schema_guard.engine_table(name.upper()) == ENGINE, name
+    assert schema_guard.engine_table("retentions") is None and schema_guard.engine_table("orders") is None
+    loaded = load_file(pack(tmp_path, "retention_holds"))
+    assert [(f.table, f.message) for f in refuse_engine_tables(loaded.pack)] == [("retention_holds", ENGINE)]

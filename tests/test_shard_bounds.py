@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_shards import AS_OF, PACK, SECRET, outcome, prepare
+from conftest import isolated_database
+from test_shards import AS_OF, PACK, SECRET, _tables, outcome, prepare
 
 from retention.engine import execute, shard_run, shards
 from retention.engine.plan import PlanContext, build_planners
@@ -90,3 +92,36 @@ def test_shards_starting_together_compute_the_bounds_once(
         assert outcome(engine)["states"]  # the group ran and closed
     finally:
         engine.dispose()
+
+
+def _emptied(url: str, loaded: LoadedPack) -> sa.Engine:
+    """The shop after its first run, with every dataset table emptied (records the engine knows, rows gone)."""
+    engine = prepare(url, loaded)
+    with engine.begin() as conn:
+        for table in reversed(_tables().sorted_tables):
+            conn.execute(sa.delete(sa.table(table.name)))
+    return engine
+
+
+def test_shards_over_emptied_tables_make_the_single_run(dialect: str, tmp_path: Path) -> None:
+    """Empty key spaces cut "below every key" (-2**62): an INTEGER key is compared with that cut, not cast to it.
+
+    On PostgreSQL the cut was bound as the column's INTEGER and every
+    integer-keyed dataset of every shard failed with NumericValueOutOfRange.
+    """
+    path = tmp_path / "shards.yaml"
+    path.write_text(PACK, encoding="utf-8")
+    loaded = load_file(path)
+    with ExitStack() as stack:
+        single = _emptied(stack.enter_context(isolated_database(dialect, tmp_path)), loaded)
+        stack.callback(single.dispose)
+        assert execute.run(single, loaded, AS_OF, secret=SECRET).status == "succeeded"
+        engine = _emptied(stack.enter_context(isolated_database(dialect, tmp_path)), loaded)
+        stack.callback(engine.dispose)
+        results = [
+            execute.run_shard(engine, loaded, AS_OF, secret=SECRET, shard=ShardSpec(index, 4), run_group="emptied")
+            for index in range(4)
+        ]
+        assert [r.status for r in results] == ["succeeded"] * 4, [r.failures for r in results]
+        assert outcome(engine) == outcome(single)
+        assert ledger.verify(engine).ok

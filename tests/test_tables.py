@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import pty
 import re
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+import scaffold
 import sqlalchemy as sa
 from click.testing import CliRunner
 from test_engine import SECRET, build, loaded_pack
@@ -42,33 +38,10 @@ WHOLE = {
 
 
 def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retention.cli", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        cwd=ROOT,
-    )
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif process.poll() is not None:
-            break
-    assert process.wait(timeout=30) == 0, b"".join(chunks)[-2000:]
-    os.close(master)
-    return ANSI.sub("", b"".join(chunks).decode("utf-8")).replace("\r\n", "\n")
+    """The output of ``retention ARGS`` on a terminal, which must succeed."""
+    code, output = scaffold.on_a_pty(args, env, timeout)
+    assert code == 0, output[-2000:]
+    return ANSI.sub("", output).replace("\r\n", "\n")
 
 
 @pytest.fixture

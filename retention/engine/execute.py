@@ -46,7 +46,6 @@ from retention.engine.run_datasets import (
     _close_abandoned_runs,
     _close_run,
     _finish,
-    _index_lookup,
     _record_pack,
     _require_schema,
     _rounded,
@@ -241,7 +240,6 @@ def run(
                     )
                 if on_locked is not None:
                     on_locked()
-                _index_lookup(conn, ctx.run_id)  # items of a run killed before its end
                 store_.bind(engine)  # a store of another main database is refused before any payload moves
                 ctx.archive_keys = _archive_keys(engine)
                 plan_ctx = PlanContext(loaded, as_of)

@@ -35,7 +35,6 @@ from retention.errors import (
 )
 from retention.ledger import chain as ledger
 from retention.ledger import evidence, pseudonyms
-from retention.ledger import items as ledger_items
 from retention.policy import LoadedPack
 from retention.store import migrate, tally
 from retention.store import tables as store
@@ -195,7 +194,12 @@ def _close_run(
     planners: dict[str, DatasetPlanner],
     erased: dict[int, int],
 ) -> None:
-    """What a run does once every dataset is done: archive sweep, erasure requests, minimising, indexing."""
+    """What a run does once every dataset is done: archive sweep, erasure requests, minimising.
+
+    Not the ledger's lookup rows: each batch wrote its own
+    (:func:`retention.ledger.items.index_items`), so closing a run or a
+    shard group costs nothing per item.
+    """
     ctx.archive.sweep(engine, ctx.secret)  # after the guards; only payloads whose purge the ledger records
     if ctx.archive_keys is not None:
         ctx.archive_keys = _shred_keys(conn, ctx)
@@ -206,24 +210,6 @@ def _close_run(
             minimised = replace(minimised, run_id=ctx.run_id, pack_digest=ctx.loaded.digest)
             ledger.append(conn, [minimised], ctx.now(), secret=ctx.secret)
             log.info("engine_records_minimised", count=minimised.count, run_id=ctx.run_id)
-    _index_lookup(conn, ctx.run_id)
-
-
-def _index_lookup(conn: sa.Connection, run_id: str) -> None:
-    """Write the ledger's pending lookup rows, unless the ledger is locked by another session.
-
-    The lookup rows only speed up ``ledger lookup`` (items not yet indexed
-    are read directly) and the next run writes them: a lock on the ledger
-    table must not fail the whole run here, outside any dataset. The
-    datasets that need the ledger fail on their own (exit 3).
-    """
-    try:
-        with conn.begin():
-            ledger_items.index_runs(conn)
-    except sa.exc.OperationalError as exc:
-        if exc.connection_invalidated or not _lock_wait(exc):
-            raise  # a full disk or a lost server is the run's failure, not a lock to wait out
-        log.warning("ledger_index_deferred", error=describe_database_error(exc), run_id=run_id)
 
 
 def _rounded(stats: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +244,7 @@ def _run_datasets(
                 result.anomalies[name] = {str(k): v for k, v in counts.items()}
                 bound.warning("clock_anomalies", dataset=name, anomalies=dict(counts))
         except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
+            if exc.connection_invalidated or _disk_full(exc):
                 raise
             plan_ctx.skipped.add(name)
             result.failures[name] = describe_database_error(exc, name)
@@ -278,10 +264,18 @@ def _run_datasets(
 _RETRIES = 5
 
 
-def _lock_wait(exc: sa.exc.DBAPIError) -> bool:
-    """A lock another session holds (a lock wait timeout or a deadlock), as opposed to any other failure."""
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return code == "55P03" or _retryable(exc)
+def _disk_full(exc: sa.exc.DBAPIError) -> bool:
+    """The database ran out of space: the run's failure (exit 1), not its dataset's (docs/reliability.md).
+
+    Every later batch, of any dataset, needs space too. (The lookup rows
+    written at the close used to surface it there; each batch writes its
+    own now, so the batch that meets the full disk says so.)
+    """
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    args = getattr(orig, "args", ())
+    number = args[0] if args and isinstance(args[0], int) else None
+    return code == "53100" or number in (1021, 1114) or getattr(orig, "sqlite_errorname", None) == "SQLITE_FULL"
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:

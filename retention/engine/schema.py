@@ -15,12 +15,11 @@ from sqlalchemy.engine.interfaces import ReflectedColumn
 from retention.dialects import DATETIME_KINDS, Dialect, dialect_for
 from retention.engine.order import dataset_order, deletes_rows
 from retention.engine.rowfilter import value_problem
-from retention.engine.schema_guard import system_table
+from retention.engine.schema_guard import engine_table, system_table
 from retention.engine.schema_mistakes import check_mistakes
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 from retention.policy.rowfilter import ColumnTest
-from retention.store.tables import PREFIX
 
 Level = Literal["error", "warning"]
 
@@ -314,33 +313,13 @@ def _check_children(inspect: _Inspector, pack: Pack, findings: list[Finding]) ->
                     )
 
 
-ENGINE_TABLES = ("alembic_version",)
-"""Tables of the engine besides its own prefix (retention.store.PREFIX): Alembic's revision."""
-
-
 def refuse_engine_tables(pack: Pack) -> list[Finding]:
-    """A dataset over a table of the engine itself is an error.
-
-    A run would rewrite the evidence it keeps (hash a request's subject,
-    null its note, delete ledger rows) while ``ledger verify`` stays OK: the
-    engine's tables are retained by ``engine_retention``, never by a pack.
-    Matched by name, any schema and any case, so a quoted or upper-cased
-    spelling cannot slip through.
-    """
+    """A dataset over a table of the engine itself is an error (:func:`retention.engine.schema_guard.engine_table`)."""
     findings = []
     for name, ds in pack.datasets.items():
-        table = ds.table.lower()
-        if table.startswith(PREFIX) or table in ENGINE_TABLES:
-            findings.append(
-                Finding(
-                    "error",
-                    name,
-                    ds.table,
-                    None,
-                    "is a table of the retention engine itself: a pack cannot retain it "
-                    "(its own records follow engine_retention); remove the dataset",
-                )
-            )
+        refused = engine_table(ds.table)
+        if refused is not None:
+            findings.append(Finding("error", name, ds.table, None, refused))
     return findings
 
 

@@ -19,12 +19,28 @@ from retention.store import tables as store
 _ENGINE_TABLES = frozenset(
     {*(name.lower() for name in store.metadata.tables), "retention_archive_owner", "alembic_version"}
 )
+ENGINE_TABLE = (
+    "is a table of the retention engine itself: a pack cannot retain it "
+    "(its own records follow engine_retention); remove the dataset"
+)
+"""Why a dataset over an engine table is refused (``check`` prints it after the table's name)."""
 
 
 def engine_table(table: str) -> str | None:
-    """Why ``table`` is refused as one of the engine's own tables, else None."""
-    if table.lower() in _ENGINE_TABLES:
-        return "this is one of the engine's own tables, never a dataset (a run would delete from it)"
+    """Why ``table`` is refused as one of the engine's own tables, else None: the one rule, for ``check`` and ``run``.
+
+    A run would rewrite the evidence the engine keeps (hash a request's
+    subject, null its note, delete ledger rows or legal holds) while
+    ``ledger verify`` stays OK: the engine's tables are retained by
+    ``engine_retention``, never by a pack. Matched by the engine's metadata
+    (every table it creates, Alembic's revision table, the archive store's
+    owner table) in any case and any schema, so a quoted or upper-cased
+    spelling cannot slip through; and by the engine's prefix, for the tables
+    a later version adds that this one's metadata does not list yet.
+    """
+    name = table.lower()
+    if name in _ENGINE_TABLES or name.startswith(store.PREFIX):
+        return ENGINE_TABLE
     return None
 
 
@@ -38,4 +54,4 @@ def refused_table(conn: sa.Connection, table: str, schema: str | None) -> str | 
     return engine_table(table) or system_table(conn, table, schema)
 
 
-__all__ = ["engine_table", "refused_table", "system_table"]
+__all__ = ["ENGINE_TABLE", "engine_table", "refused_table", "system_table"]

@@ -271,7 +271,7 @@ _WORST = ("failed", "partial", "guarded", "succeeded")
 
 
 def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str:
-    """The last shard closes the logical run: erasure requests, minimising, indexing, the totals."""
+    """The last shard closes the logical run: erasure requests, minimising, the totals."""
     rs, runs = store.run_shards, store.runs
     with reading(conn):
         rows = conn.execute(sa.select(rs).where(rs.c.run_id == ctx.run_id)).all()

@@ -173,12 +173,27 @@ def ordered(conn: sa.Connection, value: ColumnElement[Any], kind: str, stored_as
     return dialect_for(conn).binary_order(sa.cast(value, sa.String(191)))
 
 
-def _in_range(key: ColumnElement[Any], low: Any, high: Any, first: bool) -> ColumnElement[bool]:
+def _cut(value: Any, kind: str) -> Any:
+    """A cut point as a bound value of the space's type, not of the column it is compared with.
+
+    An integer cut is bound as BIGINT: PostgreSQL casts a bound value to
+    the column's type, and a cut need not fit a narrower column (the
+    "below every key" cut of an emptied space, -2**62, or a cut taken from
+    a BIGINT column of the same space), which failed the shard's first
+    SELECT with NumericValueOutOfRange. INTEGER against BIGINT is one of
+    PostgreSQL's cross-type btree operators, so the key's index still serves.
+    """
+    if kind == "int":
+        return sa.literal(int(value), sa.BigInteger())
+    return value  # text: bound as the (binary-ordered) key's own type, as before
+
+
+def _in_range(key: ColumnElement[Any], kind: str, low: Any, high: Any, first: bool) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if low is not None:
-        conditions.append(key >= low)
+        conditions.append(key >= _cut(low, kind))
     if high is not None:
-        conditions.append(key < high)
+        conditions.append(key < _cut(high, kind))
     inside = sa.and_(sa.true(), *conditions) if conditions else sa.true()
     return sa.or_(key.is_(None), inside) if first else inside
 
@@ -199,12 +214,12 @@ class ShardFilter:
     def source(self, conn: sa.Connection, planner: PlannerBase) -> ColumnElement[bool]:
         kind, low, high = self.range_of(planner.name)
         key = ordered(conn, source_key(planner), kind, stored_as_text=False)
-        return self._with_nulls(conn, planner.name, key, planner.key, False, _in_range(key, low, high, False))
+        return self._with_nulls(conn, planner.name, key, planner.key, False, _in_range(key, kind, low, high, False))
 
     def state(self, conn: sa.Connection, planner: PlannerBase, rs: Any) -> ColumnElement[bool]:
         kind, low, high = self.range_of(planner.name)
         key = ordered(conn, state_key(planner, rs), kind, stored_as_text=True)
-        return self._with_nulls(conn, planner.name, key, rs.c.record_key, True, _in_range(key, low, high, False))
+        return self._with_nulls(conn, planner.name, key, rs.c.record_key, True, _in_range(key, kind, low, high, False))
 
     def _with_nulls(
         self,
@@ -220,7 +235,7 @@ class ShardFilter:
         if space is None:  # no NULL-keyed rows when the group started (or an older group): shard 0 takes them
             return sa.or_(key.is_(None), inside) if self.spec.index == 0 else inside
         low, high = space.bounds(self.spec.index)
-        mine = _in_range(ordered(conn, own, space.kind, stored_as_text), low, high, False)
+        mine = _in_range(ordered(conn, own, space.kind, stored_as_text), space.kind, low, high, False)
         return sa.or_(sa.and_(key.is_(None), mine), inside)
 
 

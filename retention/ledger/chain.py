@@ -144,7 +144,7 @@ def append(
     New entries are of format 3 (:func:`entry_hash_v2` and a MAC under the
     ledger key, :mod:`retention.ledger.mac`); a ``BatchItems`` draft becomes
     one entry whose Merkle root commits to its items, written in the same
-    transaction. ``RecordEntries`` (one v1 entry per record) is kept for
+    transaction with its lookup rows. ``RecordEntries`` (one v1 entry per record) is kept for
     databases and tests that still write the v1 form. The pseudonym key is
     ``secret``, else a draft's, else the configured one: an entry the engine
     cannot authenticate is not written at all. Each run's last entry is noted
@@ -165,6 +165,8 @@ def append(
             prepared[index] = (items, merkle.root(ledger_items.leaves(items)).hex())
     seq, prev = _lock_head(conn)
     first = seq + 1
+    if prepared:  # items an older version left unindexed, before this batch's (ledger_items.index_pending)
+        ledger_items.index_pending(conn, first)
     encoder = _Encoder()
     convert = _Converters(conn.dialect)
     rows: list[tuple[Any, ...]] = []
@@ -180,6 +182,7 @@ def append(
         if isinstance(draft, BatchItems):
             items, root = prepared[index]
             ledger_items.insert_items(conn, seq, items)
+            ledger_items.index_items(conn, draft.run_id, seq, items)
             dues = [m[0] for m in draft.moves]
             row.update(
                 due_at=max(dues) if dues else None,

@@ -10,10 +10,11 @@ as proof that the record was disposed of (``ledger prove``).
 Pseudonyms of items are keyed per run: the run's key is HMAC(pseudonym key,
 run id), so that a run may compute them inside the database without the
 long-lived key ever reaching the server; ``ledger lookup`` derives every
-run's key again to find a person's items across runs. The per-run lookup
-rows (``retention_ledger_lookup``) are written once per run, sorted, so that
-a purge does not scatter index writes over the whole table batch after
-batch.
+run's key again to find a person's items across runs. The lookup rows
+(``retention_ledger_lookup``) of an entry's items are written with the
+items, in the batch's transaction (:func:`index_items`): no run or shard
+group ends with a serial step that indexes everything it wrote, and a run
+killed at any point leaves every committed item indexed and nothing else.
 """
 
 from __future__ import annotations
@@ -186,6 +187,58 @@ def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> 
     dialect_for(conn).bulk_insert(conn, table, columns, rows)
 
 
+def index_items(conn: sa.Connection, run_id: str, entry_seq: int, items: Sequence[Item]) -> None:
+    """The lookup rows of one entry's items, in the caller's transaction (the batch's, under the append lock).
+
+    One row per pseudonym of each item, sorted as the table's key is, by the
+    driver's bulk path. Written with the items and the entry, they commit
+    or roll back together: the index never lags the items (items above the
+    highest indexed entry are only those of older versions, which wrote the
+    rows at the end of each run; :func:`index_pending`).
+    """
+    rows = sorted(
+        (run_id, pseudonym, entry_seq, idx)
+        for idx, item in enumerate(items)
+        for pseudonym in (item.record, item.subject, item.email)
+        if pseudonym is not None
+    )
+    if rows:
+        dialect_for(conn).bulk_insert(conn, store.ledger_lookup, ("run_id", "pseudonym", "entry_seq", "idx"), rows)
+
+
+def index_pending(conn: sa.Connection, before: int) -> int:
+    """Index items below entry ``before`` that have no lookup rows yet; returns rows written.
+
+    Only an older version left such items (the tail of a run killed before
+    its end, or whose end-of-run indexing was deferred): it indexed each
+    run at its end, and the highest indexed entry told which items came
+    after. Every batch now indexes its own items, so once the last item
+    below ``before`` is indexed, all are: one probe by primary key, and
+    the catch-up (:func:`index_runs`) only when it fails. Called under the
+    append lock, before the batch's own items are written.
+    """
+    items, lookup, entries = store.ledger_items, store.ledger_lookup, store.ledger
+    last = conn.execute(sa.select(sa.func.max(items.c.entry_seq)).where(items.c.entry_seq < before)).scalar()
+    if last is None:
+        return 0
+    indexed = conn.execute(
+        sa.select(sa.literal(1))
+        .select_from(
+            items.join(entries, entries.c.seq == items.c.entry_seq).join(
+                lookup,
+                sa.and_(
+                    lookup.c.run_id == entries.c.run_id,
+                    lookup.c.pseudonym == items.c.record_pseudonym,
+                    lookup.c.entry_seq == items.c.entry_seq,
+                    lookup.c.idx == items.c.idx,
+                ),
+            )
+        )
+        .where(items.c.entry_seq == last, items.c.idx == 0)
+    ).first()
+    return 0 if indexed is not None else index_runs(conn)
+
+
 def entry_items(conn: sa.Connection, entry_seq: int) -> list[dict[str, Any]]:
     """The stored items of one entry in position order."""
     t = store.ledger_items
@@ -237,7 +290,7 @@ def _not_as_indexed(conn: sa.Connection, entry: dict[str, Any], rows: Sequence[d
     """The first item whose pseudonyms differ from the lookup rows written for it, if any.
 
     The root alone says that some item changed, not which. The lookup rows,
-    written from the items at the end of the run and append-only too, hold
+    written with the items and append-only too, hold
     each item's record and subject pseudonyms at its position: an item
     modified or moved since then no longer matches them. A change to an
     item's due date, request or review (not indexed) leaves only the root
@@ -318,9 +371,9 @@ def check_lookup(conn: sa.Connection) -> str | None:
 def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
     """Write the lookup rows of every item not yet indexed, sorted per run; returns rows written.
 
-    Called at the end of each run (and at the start of the next, for a run
-    that was killed before it got there). Items after the last indexed one
-    are exactly the unindexed ones, because runs append in turn.
+    The catch-up for items an older version left unindexed
+    (:func:`index_pending`): it indexed each run at its end, so the items
+    after the highest indexed entry are exactly the unindexed ones.
     """
     lookup, items, entries = store.ledger_lookup, store.ledger_items, store.ledger
     last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar() or 0
@@ -477,6 +530,8 @@ __all__ = [
     "email_pseudonym",
     "entry_items",
     "find",
+    "index_items",
+    "index_pending",
     "index_runs",
     "insert_items",
     "item_document",

@@ -4,16 +4,24 @@ The chain, the Merkle roots and the MACs prove who wrote an entry and that
 it did not change; none of them looks at the data. A row re-inserted after
 its purge (a restore from backup, a superuser), or a claim for a record
 that is in fact still there, passes every one of them. ``ledger audit``
-reads the claims (items of format 2 and 3, record entries of format 1),
-names each record by its pseudonym under the claim's run key, and reads the
-dataset's live table once: every live key is pseudonymised under the runs
-whose claims are checked, in this process (the keys never leave it), and a
-live row that a claim says is gone, or that lacks its constant masks, is
-named by dataset, entry, item and pseudonym, never by a value.
+names each record by its pseudonym under the claim's run key and reads
+the dataset's live table; a live row that a claim says is gone, or that
+lacks its constant masks, is named by dataset, entry, item and pseudonym,
+never by a value.
 
-Cost: one pass over each audited table, one HMAC per live row and per run
-with claims in the sample; ``--sample N`` bounds the runs as well as the
-claims.
+A complete audit (:func:`audit`) matches in the database, page by page:
+the live table is read in key order, a page at a time; this process
+computes the page's pseudonyms under each run with claims on the dataset
+(the keys never leave it: the server receives pseudonyms only) and the
+database finds the claims among them, by the lookup rows' primary key
+(run, pseudonym) for items and by the entries' pseudonym index for format
+1 entries. No claim is read into memory: the claims are counted by one
+aggregate, and memory holds one page whatever the ledger's size.
+``--sample N`` and ``verify-proof --db`` check a given, bounded list of
+claims (:func:`audit_claims`), matched here.
+
+Cost: one pass over each audited table and one HMAC per live row and per
+run with claims on its dataset; one indexed probe per page and run.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from retention.store import tables as store
 _GONE = frozenset({"delete", "drop_partition"})
 _MASKED = frozenset({"anonymise"})
 _CHUNK = 5_000
+_PROBE = 500
+"""(run, pseudonym) pairs per probe of the lookup rows."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +75,19 @@ class AuditResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def _claims(conn: sa.Connection, dataset: str | None) -> Iterator[Claim]:
-    entries, items = store.ledger, store.ledger_items
+def _scope(dataset: str | None) -> list[sa.ColumnElement[bool]]:
+    """Entries that claim a record left its table or was masked there (of ``dataset``, if given)."""
+    entries = store.ledger
     wanted = sa.or_(entries.c.transition.like("%->purged"), entries.c.action.in_([*_MASKED, "archive"]))
     scope = [entries.c.dataset.is_not(None), wanted]
     if dataset is not None:
         scope.append(entries.c.dataset == dataset)
+    return scope
+
+
+def _claims(conn: sa.Connection, dataset: str | None) -> Iterator[Claim]:
+    entries, items = store.ledger, store.ledger_items
+    scope = _scope(dataset)
     query = (
         sa.select(
             entries.c.seq,
@@ -147,14 +164,206 @@ def audit(
     seed: int | None = None,
 ) -> AuditResult:
     """Check every claim (or ``sample`` of them, chosen at random) against the live tables."""
+    if sample is None:
+        return _audit_all(engine, packs, secret, dataset)
+    chosen: list[Claim] = []
+    total = 0
+    pick = random.Random(seed)
     with engine.connect() as conn:
-        claims = list(_claims(conn, dataset))
-    total = len(claims)
-    if sample is not None and sample < len(claims):
-        claims = random.Random(seed).sample(claims, sample)
-    result = audit_claims(engine, packs, secret, claims)
+        for claim in _claims(conn, dataset):  # a reservoir: memory for ``sample`` claims, not all of them
+            total += 1
+            if len(chosen) < sample:
+                chosen.append(claim)
+            else:
+                slot = pick.randrange(total)
+                if slot < sample:
+                    chosen[slot] = claim
+    result = audit_claims(engine, packs, secret, chosen)
     result.claims = total
     return result
+
+
+# --------------------------------------------------------------------------
+# The complete audit: matched in the database, a page of live keys at a time
+# --------------------------------------------------------------------------
+
+
+def _claim_counts(conn: sa.Connection, dataset: str | None) -> dict[tuple[str | None, str], dict[str | None, int]]:
+    """Claims per (pack, dataset) and per run (None: format 1 entries), counted by the database."""
+    entries, items = store.ledger, store.ledger_items
+    scope = _scope(dataset)
+    counts: dict[tuple[str | None, str], dict[str | None, int]] = {}
+    per_item = (
+        sa.select(entries.c.pack_id, entries.c.dataset, entries.c.run_id, sa.func.count())
+        .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
+        .where(entries.c.format.in_(ledger_items.ITEM_FORMATS), *scope)
+        .group_by(entries.c.pack_id, entries.c.dataset, entries.c.run_id)
+    )
+    per_v1 = (
+        sa.select(entries.c.pack_id, entries.c.dataset, sa.literal(None, sa.String), sa.func.count())
+        .where(entries.c.format.is_(None), entries.c.record_pseudonym.is_not(None), *scope)
+        .group_by(entries.c.pack_id, entries.c.dataset)
+    )
+    for query in (per_item, per_v1):
+        for pack_id, name, run_id, count in conn.execute(query):
+            runs = counts.setdefault((pack_id, name), {})
+            runs[run_id] = runs.get(run_id, 0) + int(count)
+    return counts
+
+
+def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, dataset: str | None) -> AuditResult:
+    result = AuditResult()
+    with engine.connect() as conn:
+        counts = _claim_counts(conn, dataset)
+        # Items above the highest indexed entry (left unindexed by an older version) are probed directly.
+        indexed = conn.execute(sa.select(sa.func.max(store.ledger_lookup.c.entry_seq))).scalar() or 0
+    for (pack_id, name), runs in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        found = sum(runs.values())
+        result.claims += found
+        loaded = packs.get(pack_id or "")
+        if loaded is None or name not in loaded.pack.datasets:
+            result.skipped.append(
+                f"dataset {name} of pack {pack_id}: {found} claim(s) not checked (the pack is not under --rules)"
+            )
+            continue
+        result.datasets += 1
+        result.checked += found
+        result.problems += _match_dataset(
+            engine, loaded.pack.datasets[name], name, pack_id, sorted(runs, key=str), secret, int(indexed), found
+        )
+    return result
+
+
+def _match_dataset(
+    engine: sa.Engine,
+    dataset: Dataset,
+    name: str,
+    pack_id: str | None,
+    runs: list[str | None],
+    secret: bytes,
+    indexed: int,
+    claims: int,
+) -> list[str]:
+    """The claims of one dataset that its live table contradicts, found a page of live keys at a time."""
+    keys = [(run_id, pseudonyms.keyed(ledger_items.run_key(secret, run_id))) for run_id in runs if run_id is not None]
+    v1 = pseudonyms.keyed(secret) if None in runs else None
+    prefix = f"record\x1f{name}\x1f".encode()
+    problems: list[str] = []
+    with engine.connect() as conn:
+        try:
+            table = reflect_table(conn, dataset.table, dataset.schema_)
+            key_column = table.c[dataset.key]
+        except (SchemaError, KeyError):
+            return [f"dataset {name}: its table or key column is gone; {claims} claim(s) not checked"]
+        text = as_text(conn, key_column)
+        page = sa.select(key_column, text).order_by(key_column).limit(_CHUNK)
+        last: Any = None
+        while True:
+            rows = conn.execute(page if last is None else page.where(key_column > last)).all()
+            if not rows:
+                return problems
+            last = rows[-1][0]
+            messages = {str(row[1]): prefix + str(row[1]).encode("utf-8") for row in rows}
+            wanted: dict[tuple[str | None, str], str] = {}  # (run, pseudonym) -> live key
+            for run_id, hmac_of in keys:
+                for key_text, message in messages.items():
+                    wanted[(run_id, hmac_of.hexdigest(message))] = key_text
+            if v1 is not None:
+                for key_text, message in messages.items():
+                    wanted[(None, v1.hexdigest(message))] = key_text
+            masked: list[tuple[str, Claim]] = []
+            for claim in _matching(conn, name, pack_id, wanted, indexed):
+                key_text = wanted[(claim.run_id if claim.idx is not None else None, claim.pseudonym)]
+                if _expectation(dataset, claim) == "gone":
+                    problems.append(
+                        f"dataset {name}: {_where(claim)} says {claim.transition} ({claim.action}), but the live "
+                        "table still holds that record"
+                    )
+                else:
+                    masked.append((key_text, claim))
+            problems += _unmasked(conn, dataset, name, table, key_column, masked)
+            if len(rows) < _CHUNK:
+                return problems
+
+
+def _matching(
+    conn: sa.Connection, name: str, pack_id: str | None, wanted: dict[tuple[str | None, str], str], indexed: int
+) -> list[Claim]:
+    """The claims on ``name`` whose (run, record pseudonym) is in ``wanted`` (run None: format 1), in ledger order."""
+    entries, items, lookup = store.ledger, store.ledger_items, store.ledger_lookup
+    pack = entries.c.pack_id.is_(None) if pack_id is None else entries.c.pack_id == pack_id
+    scope = [entries.c.dataset == name, pack, *_scope(None)]
+    columns = (
+        entries.c.seq,
+        items.c.idx,
+        entries.c.run_id,
+        entries.c.transition,
+        entries.c.action,
+        items.c.record_pseudonym,
+    )
+    found: dict[tuple[int, int | None], Claim] = {}
+
+    def add(rows: Any, v1: bool = False) -> None:
+        for seq, idx, run_id, transition, action, pseudonym in rows:
+            if v1 or (run_id, pseudonym) in wanted:
+                found[(int(seq), idx)] = Claim(int(seq), idx, run_id, pack_id, name, transition, action, str(pseudonym))
+
+    pairs = [pair for pair in wanted if pair[0] is not None]
+    by_lookup = items.join(
+        lookup,
+        sa.and_(
+            lookup.c.entry_seq == items.c.entry_seq,
+            lookup.c.idx == items.c.idx,
+            lookup.c.pseudonym == items.c.record_pseudonym,
+        ),
+    ).join(entries, entries.c.seq == items.c.entry_seq)
+    unindexed = items.join(entries, entries.c.seq == items.c.entry_seq)
+    for start in range(0, len(pairs), _PROBE):
+        chunk = pairs[start : start + _PROBE]
+        add(
+            conn.execute(
+                sa.select(*columns)
+                .select_from(by_lookup)
+                .where(
+                    sa.tuple_(lookup.c.run_id, lookup.c.pseudonym).in_(chunk),
+                    entries.c.run_id == lookup.c.run_id,
+                    entries.c.format.in_(ledger_items.ITEM_FORMATS),
+                    *scope,
+                )
+            )
+        )
+        add(
+            conn.execute(
+                sa.select(*columns)
+                .select_from(unindexed)
+                .where(
+                    items.c.entry_seq > indexed,
+                    items.c.record_pseudonym.in_(sorted({p for _, p in chunk})),
+                    entries.c.format.in_(ledger_items.ITEM_FORMATS),
+                    *scope,
+                )
+            )
+        )
+    olds = sorted(p for run_id, p in wanted if run_id is None)
+    for start in range(0, len(olds), _PROBE):
+        add(
+            conn.execute(
+                sa.select(
+                    entries.c.seq,
+                    sa.literal(None, sa.Integer),
+                    entries.c.run_id,
+                    entries.c.transition,
+                    entries.c.action,
+                    entries.c.record_pseudonym,
+                ).where(
+                    entries.c.record_pseudonym.in_(olds[start : start + _PROBE]),
+                    entries.c.format.is_(None),
+                    *scope,
+                )
+            ),
+            v1=True,
+        )
+    return [found[k] for k in sorted(found, key=lambda k: (k[0], -1 if k[1] is None else k[1]))]
 
 
 def _wanted(transition: str | None, action: str | None) -> bool:

@@ -1,0 +1,91 @@
+"""Set-up the ledger and CLI tests share: the events pack, the events table, a terminal for the CLI.
+
+Many tests purge a table ``events`` a year after its ``collected`` column
+and then look at the ledger; they differ in the pack's name, its batch size
+and whether the events name a subject. Written once here, so that a change
+to the pack language or the table is made in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def events_pack(name: str, *, batch_size: int | None = None, subject: bool = False, more: str = "") -> str:
+    """A pack whose dataset ``events`` (key ``id``) is purged a year after ``collected``.
+
+    ``subject``: the events name their person (``subject_key: user_id``);
+    ``more``: further datasets, as YAML lines indented under ``datasets:``.
+    """
+    batch = f"batch_size: {batch_size}\n" if batch_size is not None else ""
+    subject_key = "    subject_key: user_id\n" if subject else ""
+    return (
+        f'\npack: {name}\nversion: "1"\neffective_from: 2020-01-01\ntimezone: UTC\nguard: {{max_share: 1.0}}\n'
+        f"{batch}datasets:\n  events:\n    table: events\n    key: id\n{subject_key}    basis: one year\n"
+        "    keep:\n      - clock: {column: collected, type: timestamp}\n        period: P1Y\n"
+        "    lifecycle:\n      - to: purged\n        action: delete\n" + more
+    )
+
+
+def make_events(
+    engine: sa.Engine,
+    ids: Iterable[int],
+    *,
+    subject: bool = True,
+    collected: Callable[[int], dt.datetime] = lambda i: dt.datetime(2020, 3, 1) + dt.timedelta(i),
+) -> sa.Table:
+    """The table ``events`` (``id``, ``user_id`` = id % 5 when ``subject``, ``collected``) with rows ``ids``."""
+    md = sa.MetaData()
+    columns = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=False)]
+    if subject:
+        columns.append(sa.Column("user_id", sa.Integer))
+    columns.append(sa.Column("collected", sa.DateTime))
+    events = sa.Table("events", md, *columns)
+    md.create_all(engine)
+    rows = [{"id": i, "collected": collected(i), **({"user_id": i % 5} if subject else {})} for i in ids]
+    with engine.begin() as conn:
+        conn.execute(events.insert(), rows)
+    return events
+
+
+def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """Run ``retention ARGS`` with stdout and stderr on a terminal (the progress bars' path): (exit code, output)."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retention.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=ROOT,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    code = process.wait(timeout=30)
+    os.close(master)
+    return code, b"".join(chunks).decode("utf-8", "replace")
