@@ -377,11 +377,19 @@ def test_no_personal_data_on_any_page_log_or_access_log(world: World, migrated: 
         with migrated.connect() as conn:
             batch_ids = [b["id"] for b in review.list_batches(conn, include_done=True)]
         pages += [c.get(f"/reviews/{b}").text for b in batch_ids]
+        with migrated.connect() as conn:
+            email = conn.execute(sa.text("SELECT email FROM customers ORDER BY id")).scalars().first()
         for key in (canary, str(world.customer_with_entries)):
             pages.append(c.post("/lookup", data={"csrf_token": token, "kind": "subject", "key": key}).text)
+            pages.append(c.post("/person", data={"csrf_token": token, "kind": "subject", "key": key}).text)
             pages.append(
                 c.post("/lookup", data={"csrf_token": token, "kind": "record", "dataset": "customers", "key": key}).text
             )
+        person = c.post("/person", data={"csrf_token": token, "kind": "email", "key": email}).text
+        pages.append(person)
+        ticket = re.search(r'name="ticket" value="([^"]+)"', person)
+        if ticket is not None:  # the person has ledger records: their proof too
+            pages.append(c.post("/person/proof", data={"csrf_token": token, "ticket": ticket.group(1)}).text)
         pages.append(
             c.post(
                 f"/reviews/{world.review_id}/decision",
@@ -396,7 +404,7 @@ def test_no_personal_data_on_any_page_log_or_access_log(world: World, migrated: 
     assert '"event": "console_request"' in log_text
     with migrated.connect() as conn:
         access = "\n".join(repr(tuple(r)) for r in conn.execute(sa.select(store.console_access_log)))
-    assert "lookup_subject" in access and "lookup_record" in access
+    assert "lookup_subject" in access and "lookup_record" in access and "person_email" in access
     haystack = "\n".join([*pages, log_text, access])
     tokens = set(re.findall(r"[\w@.+*/?=-]+", haystack))
     leaked = [v for v in world.pii if (v in haystack if len(v) >= 6 else v in tokens)]

@@ -29,6 +29,7 @@ from retention.web.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
     CookieSigner,
+    PersonTicket,
     TrustedProxies,
 )
 
@@ -91,6 +92,7 @@ class Console:
         self.settings = settings
         self.secret = console_secret(settings)
         self.signer = CookieSigner(self.secret, int(settings.session_hours * 3600))
+        self.tickets = PersonTicket(self.secret)
         self.reader = read_only_engine(settings.db_url)
         self.writer = writable_engine(settings.db_url)
         env = jinja2.Environment(

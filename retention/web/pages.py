@@ -292,6 +292,114 @@ def lookup(console: Console, request: Request, viewer: Viewer, form: FormData | 
 
 
 # --------------------------------------------------------------------------
+# Person: every dataset's state, the ledger timeline, a proof and its verdict
+# --------------------------------------------------------------------------
+
+
+def person_form(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    return console.render(
+        request,
+        "person.html",
+        person=None,
+        kind="subject",
+        error=None if _pseudonym_secret() is not None else "nokey",
+    )
+
+
+def person_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """The person as ``explain``, ``ledger lookup`` and ``ledger prove`` + ``verify-proof --db`` see them.
+
+    The proof is built and verified here, on the server (the console runs
+    no script in the browser): against the configured public key, the
+    entries' MACs and the live tables. The page offers the same proof for
+    download; the typed id goes no further than this request and an
+    encrypted ticket for that button.
+    """
+    from retention.commands import person as people
+
+    kind = _text(form, "kind") or "subject"
+    key = _text(form, "key")
+    context: dict[str, Any] = {"kind": kind, "person": None}
+    secret = _pseudonym_secret()
+    if secret is None:
+        return console.render(request, "person.html", status_code=503, error="nokey", **context)
+    loaded = _loaded_pack(console)
+    if loaded is None:
+        return console.render(request, "person.html", status_code=503, error="norules", **context)
+    if kind not in ("subject", "email") or not key or len(key) > 320:
+        return console.render(request, "person.html", status_code=400, error="missing", **context)
+    named = {"subject_key": key} if kind == "subject" else {"email": key}
+    when = utcnow()
+    try:
+        with console.reader.connect() as conn:
+            found = people.person(conn, loaded, when, secret, **named)
+    except ConfigError as exc:
+        return console.render(request, "person.html", status_code=409, error="config", message=str(exc), **context)
+    proof = _person_proof(console, secret, named) if found.entries else None
+    console.log_access(viewer, f"person_{kind}", f"{len(found.entries)} entries")
+    return console.render(
+        request,
+        "person.html",
+        error=None,
+        found=found,
+        proof=proof,
+        ticket=console.tickets.issue(viewer.name, kind, key),
+        **{**context, "person": found},
+    )
+
+
+def _person_proof(console: Console, secret: bytes, named: dict[str, str]) -> dict[str, Any]:
+    """The person's proof up to the latest checkpoint and its verdict, or why there is none."""
+    from retention.commands import check_proof, newest_packs
+    from retention.commands import person as people
+
+    checkpoint = _latest_checkpoint(console)
+    public = _public_key(console)
+    result: dict[str, Any] = {"problem": None, "checkpoint": checkpoint, "document": None, "verdict": None}
+    if checkpoint is None:
+        return {**result, "problem": "no checkpoint is configured (serve --checkpoints)"}
+    try:
+        with console.reader.connect() as conn:
+            document = people.person_proof(conn, secret, checkpoint["document"], **named)
+    except RetentionError as exc:
+        return {**result, "problem": str(exc)}
+    if public is None:
+        return {**result, "document": document}
+    packs = newest_packs(console.settings.rules) if console.settings.rules is not None else None
+    verdict = check_proof(document, public, secret, engine=console.reader, packs=packs)
+    return {**result, "document": document, "verdict": verdict}
+
+
+def person_proof(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """The proof file of the person a ticket names: byte for byte what ``ledger prove --output`` writes."""
+    from retention.commands import person as people
+
+    named = console.tickets.read(viewer.name, _text(form, "ticket"))
+    secret = _pseudonym_secret()
+    checkpoint = _latest_checkpoint(console)
+    if named is None or secret is None or checkpoint is None:
+        return Response(
+            "This proof link has expired or is not yours; look the person up again.\n",
+            status_code=400,
+            media_type="text/plain",
+        )
+    kind, value = named
+    who = {"subject_key": value} if kind == "subject" else {"email": value}
+    try:
+        with console.reader.connect() as conn:
+            document = people.person_proof(conn, secret, checkpoint["document"], **who)
+    except RetentionError as exc:
+        return Response(str(exc) + "\n", status_code=409, media_type="text/plain")
+    console.log_access(viewer, "proof_downloaded", f"{len(document['records'])} records")
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    return Response(
+        text.encode("utf-8"),
+        media_type="application/json",
+        headers={"content-disposition": f'attachment; filename="proof-to-entry-{int(checkpoint["seq"])}.json"'},
+    )
+
+
+# --------------------------------------------------------------------------
 # Runs and certificates
 # --------------------------------------------------------------------------
 
@@ -706,6 +814,9 @@ ROUTES: list[tuple[str, str, str | None, Page, str]] = [
     ("GET", "/ledger/export", "auditor", ledger_export, "ledger_export"),
     ("GET", "/lookup", "auditor", lookup_form, "lookup_form"),
     ("POST", "/lookup", "auditor", lookup, "lookup"),
+    ("GET", "/person", "auditor", person_form, "person_form"),
+    ("POST", "/person", "auditor", person_page, "person"),
+    ("POST", "/person/proof", "auditor", person_proof, "person_proof"),
     ("GET", "/runs", "auditor", runs_page, "runs"),
     ("GET", "/runs/{run_id}", "auditor", run_page, "run"),
     ("GET", "/runs/{run_id}/certificate", "auditor", certificate, "certificate"),
