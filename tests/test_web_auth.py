@@ -111,6 +111,8 @@ def expected_matrix(w: World, other_review: int) -> list[tuple[str, str, str, di
         ("GET", "/forecast", "/forecast", {}, page),
         ("GET", "/verify", "/verify", {}, page),
         ("POST", "/verify", "/verify", {}, post),
+        ("GET", "/audit", "/audit", {}, page),
+        ("POST", "/audit", "/audit", {"sample": "20"}, post),
         ("GET", "/users", "/users", {}, admin_page),
         (
             "POST",

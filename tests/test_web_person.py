@@ -1,4 +1,4 @@
-"""The console's person page on every database: what the CLI says of one person, and their proof.
+"""The console's person and audit pages on every database: what the CLI says of one person, their proof, the claims.
 
 The page must agree with ``ledger lookup``, ``explain`` and ``ledger
 verify-proof`` (the library functions they call are what the page calls),
@@ -117,32 +117,62 @@ def test_person_proof_downloads_what_verify_proof_accepts(world: World, tmp_path
     assert stale.read("ada.auditor", ticket.group(1)) is None
 
 
-def test_person_proof_is_rejected_when_the_live_table_contradicts_it(world: World, migrated: sa.Engine) -> None:
-    """An analytics row of the person that the run deleted, put back (a restore, a superuser): the verdict names it."""
+def _put_back_a_purged_row(world: World, migrated: sa.Engine) -> int:
+    """An analytics row of the world's customer that the run deleted, inserted again (a restore, a superuser).
+
+    Its id is found as the gap in the table whose pseudonym under the run's
+    key is the one the ledger names; the id is returned.
+    """
     customer = world.customer_with_entries
     with migrated.connect() as conn:
         found = ledger_items.lookup(conn, SECRET, subject_key=str(customer))
         claims = [e for e in found if e["dataset"] == "analytics_events"]
         live = set(conn.execute(sa.text("SELECT id FROM analytics_events")).scalars())
-        top = max(live)
     assert claims, "the chosen customer has no purged analytics row"
-    claim = claims[0]
-    key = ledger_items.run_key(SECRET, claim["run_id"])
-    # The deleted row's id: the gap whose pseudonym under the run's key is the one the ledger names.
+    key = ledger_items.run_key(SECRET, claims[0]["run_id"])
     victim = next(
         i
-        for i in range(1, top + 200)
-        if i not in live and ledger_items.record_pseudonym(key, "analytics_events", str(i)) == claim["record_pseudonym"]
+        for i in range(1, max(live) + 200)
+        if i not in live
+        and ledger_items.record_pseudonym(key, "analytics_events", str(i)) == claims[0]["record_pseudonym"]
     )
-    c = sign_in(create_app(world.settings), "auditor")
-    before = c.post("/person", data={"csrf_token": csrf_of(c), "kind": "subject", "key": str(customer)}).text
-    assert "proof ok" in before
     events = shop_metadata().tables["analytics_events"]
     with migrated.begin() as conn:
         conn.execute(events.insert().values(id=victim, customer_id=customer, collected_at=dt.datetime(2020, 1, 1)))
-    after = c.post("/person", data={"csrf_token": csrf_of(c), "kind": "subject", "key": str(customer)}).text
+    return victim
+
+
+def test_person_proof_is_rejected_when_the_live_table_contradicts_it(world: World, migrated: sa.Engine) -> None:
+    """A deleted row of the person put back: the page's verdict on their proof names the claim."""
+    customer = str(world.customer_with_entries)
+    c = sign_in(create_app(world.settings), "auditor")
+    before = c.post("/person", data={"csrf_token": csrf_of(c), "kind": "subject", "key": customer}).text
+    assert "proof ok" in before
+    _put_back_a_purged_row(world, migrated)
+    after = c.post("/person", data={"csrf_token": csrf_of(c), "kind": "subject", "key": customer}).text
     assert "proof rejected:</b> the live data contradicts it: dataset analytics_events" in after
     assert "but the live table still holds that record" in after
+
+
+def test_audit_page_says_what_ledger_audit_says(world: World, migrated: sa.Engine) -> None:
+    """Clean after the run, in the CLI's words; a purged row put back is named as `ledger audit` names it."""
+    rules = str(world.settings.rules)
+    c = sign_in(create_app(world.settings), "auditor")
+    clean = c.post("/audit", data={"csrf_token": csrf_of(c)}).text
+    cli_clean = _cli("ledger", "audit", "--rules", rules, "--db", world.db_url).strip().splitlines()[-1]
+    assert cli_clean.startswith("ledger audit ok: ")
+    assert cli_clean in html.unescape(clean)
+    _put_back_a_purged_row(world, migrated)
+    broken = html.unescape(c.post("/audit", data={"csrf_token": csrf_of(c)}).text)
+    result = CliRunner().invoke(main, ["ledger", "audit", "--rules", rules, "--db", world.db_url])
+    assert result.exit_code == 6
+    named = [line for line in result.output.splitlines() if line.startswith("claim does not hold: ")]
+    assert len(named) == 1 and "analytics_events" in named[0]
+    assert named[0] in broken
+    assert result.output.strip().splitlines()[-1] in broken  # "ledger audit failed: 1 of N claims checked ..."
+    sampled = html.unescape(c.post("/audit", data={"csrf_token": csrf_of(c), "sample": "5"}).text)
+    assert re.search(r"claims checked \(a sample of [1-5] of \d+\)", sampled)  # 5 drawn; other packs' not checked
+    assert c.post("/audit", data={"csrf_token": csrf_of(c), "sample": "five"}).status_code == 400
 
 
 def test_person_by_e_mail_is_not_echoed(world: World, migrated: sa.Engine) -> None:

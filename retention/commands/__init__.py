@@ -30,6 +30,7 @@ from retention.commands.archive import (
     coverage,
 )
 from retention.commands.ledger import (
+    audit_claims_of,
     check_proof,
     ledger_audit,
     ledger_checkpoint,
@@ -79,6 +80,7 @@ __all__ = [
     "archive_keygen",
     "archive_rotate_key",
     "archive_show",
+    "audit_claims_of",
     "check",
     "check_proof",
     "coverage",

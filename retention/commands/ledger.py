@@ -137,18 +137,19 @@ def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
 
 def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
     """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`)."""
-    from retention.reporting import ledger_audit
-
-    catalog = load_catalog(rules)
-    packs = {}
-    for loaded in sorted(catalog.packs, key=lambda p: p.pack.effective_from):
-        packs[loaded.id] = loaded  # the newest version of each pack names the tables
-    secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
-        return ledger_audit.audit(engine, packs, secret, sample=sample, dataset=dataset)
+        return audit_claims_of(engine, rules, sample=sample, dataset=dataset)
     finally:
         engine.dispose()
+
+
+def audit_claims_of(engine: Any, rules: Path, *, sample: int | None = None, dataset: str | None = None) -> Any:
+    """:func:`ledger_audit` on an engine the caller holds (the console's read-only one)."""
+    from retention.reporting import ledger_audit
+
+    secret = pseudonyms.pseudonym_secret()
+    return ledger_audit.audit(engine, newest_packs(rules), secret, sample=sample, dataset=dataset)
 
 
 def ledger_keygen(key_file: Path) -> bytes:

@@ -751,6 +751,65 @@ def verify(console: Console, request: Request, viewer: Viewer, form: FormData | 
 
 
 # --------------------------------------------------------------------------
+# Ledger audit: the ledger's claims checked against the live tables
+# --------------------------------------------------------------------------
+
+AUDIT_SHOWN = 50  # problems listed on the page, as the CLI prints at most 50
+
+
+def audit_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.writer.connect() as conn:
+        last = accounts.last_access(conn, "ledger_audited")
+    return console.render(
+        request,
+        "audit.html",
+        result=None,
+        last=last,
+        sample="",
+        dataset="",
+        error=None,
+        datasets=_pack_datasets(console),
+    )
+
+
+def audit(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """``retention ledger audit`` on the read-only connection: every claim (or a sample), named when it fails."""
+    from retention.commands import audit_claims_of
+
+    sample_text, dataset = _text(form, "sample"), _text(form, "dataset")
+    context: dict[str, Any] = {"sample": sample_text, "dataset": dataset, "datasets": _pack_datasets(console)}
+    sample = int(sample_text) if sample_text.isdigit() and 0 < int(sample_text) <= 10**9 else None
+    rules = console.settings.rules
+    error = None
+    if _pseudonym_secret() is None:
+        error = "nokey"
+    elif rules is None:
+        error = "norules"
+    elif sample_text and sample is None:
+        error = "sample"
+    if error is not None or rules is None:
+        with console.writer.connect() as conn:
+            last = accounts.last_access(conn, "ledger_audited")
+        return console.render(request, "audit.html", status_code=400, result=None, last=last, error=error, **context)
+    result = audit_claims_of(console.reader, rules, sample=sample, dataset=dataset or None)
+    outcome = f"{len(result.problems)} of {result.checked} claims do not hold" if result.problems else "ok"
+    console.log_access(viewer, "ledger_audited", f"{outcome} ({result.checked} checked)")
+    with console.writer.connect() as conn:
+        last = accounts.last_access(conn, "ledger_audited")
+    return console.render(
+        request,
+        "audit.html",
+        status_code=200,
+        result=result,
+        shown=result.problems[:AUDIT_SHOWN],
+        sampled=sample is not None,
+        last=last,
+        error=None,
+        **context,
+    )
+
+
+# --------------------------------------------------------------------------
 # Accounts and the access log (admins)
 # --------------------------------------------------------------------------
 
@@ -829,6 +888,8 @@ ROUTES: list[tuple[str, str, str | None, Page, str]] = [
     ("GET", "/forecast", "auditor", forecast_page, "forecast"),
     ("GET", "/verify", "auditor", verify_page, "verify_form"),
     ("POST", "/verify", "auditor", verify, "verify"),
+    ("GET", "/audit", "auditor", audit_page, "audit_form"),
+    ("POST", "/audit", "auditor", audit, "audit"),
     ("GET", "/users", "admin", users_page, "users"),
     ("POST", "/users", "admin", user_add, "user_add"),
     ("POST", "/users/{name}/disable", "admin", user_disable, "user_disable"),
