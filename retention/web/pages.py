@@ -636,6 +636,7 @@ def _review_context(console: Console, batch_id: int) -> dict[str, Any] | None:
         except ConfigError:
             return None
         decisions = ledger_query.review_decisions(conn, batch["dataset"], batch_id)
+        context = _review_records(console, conn, batch["dataset"], [str(i["record_key"]) for i in items], secret)
     transitions: dict[str, int] = {}
     for item in items:
         transitions[item["transition"]] = transitions.get(item["transition"], 0) + 1
@@ -654,7 +655,18 @@ def _review_context(console: Console, batch_id: int) -> dict[str, Any] | None:
         "due_to": max(dues) if dues else None,
         "decisions": decisions,
         "keyed": secret is not None,
+        "context": context,
     }
+
+
+def _review_records(console: Console, conn: sa.Connection, dataset: str, keys: list[str], secret: bytes | None) -> Any:
+    """Dates, amounts and counts per year of the batch's records (:mod:`retention.reporting.review_context`)."""
+    from retention.reporting.review_context import review_context
+
+    loaded = _loaded_pack(console)
+    if loaded is None or dataset not in loaded.pack.datasets or not keys:
+        return None
+    return review_context(conn, loaded, dataset, keys, utcnow(), secret)
 
 
 def review_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
