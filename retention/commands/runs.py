@@ -119,7 +119,7 @@ def run(
     given = AsOf.given(as_of)
     loaded, when = load_pack(rules, given, pack_id)
     refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
-    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
     short = None
