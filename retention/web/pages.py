@@ -31,6 +31,7 @@ from retention.ledger import query as ledger_query
 from retention.store import tables as store
 from retention.subjects import events as subjects
 from retention.subjects import review
+from retention.timing import display
 from retention.timing.clock import AsOf, utcnow
 from retention.web import accounts
 from retention.web.console import Console, Viewer
@@ -709,11 +710,17 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
     from retention.timing.clock import Period
 
     horizon = Period.parse(console.settings.forecast_horizon)
+    # As of the start of today in the pack's zone, kept per pack digest, day and ledger head: the same
+    # forecast all day (tonight's run starts a new one), and again after a run moves records.
+    today = display.local(utcnow(), loaded.pack.timezone).date()
+    as_of = AsOf(day=today).resolve(loaded.pack.timezone)
+    with console.reader.connect() as conn:
+        head_seq = ledger_query.head(conn)[0]
 
     def compute() -> Any:
-        return report.forecast(console.reader, loaded, utcnow(), horizon)
+        return report.forecast(console.reader, loaded, as_of, horizon)
 
-    data = console.cached(f"forecast:{loaded.digest}", 600, compute)
+    data = console.cached(f"forecast:{loaded.digest}:{today}:{head_seq}", 24 * 3600, compute)
     legend = [
         {"name": name, "colour": report.PALETTE[i % len(report.PALETTE)], "total": sum(counts)}
         for i, (name, counts) in enumerate(data.series.items())
@@ -726,6 +733,7 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
         legend=legend,
         horizon=console.settings.forecast_horizon,
         pack=loaded,
+        as_of=as_of,
     )
 
 
