@@ -733,7 +733,7 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
         legend=legend,
         horizon=console.settings.forecast_horizon,
         pack=loaded,
-        as_of=as_of,
+        as_of=today,  # a date of the pack's zone, as the CLI's --as-of DATE reads it
     )
 
 
