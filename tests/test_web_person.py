@@ -89,7 +89,9 @@ def test_person_proof_downloads_what_verify_proof_accepts(world: World, tmp_path
     page = c.post("/person", data={"csrf_token": csrf_of(c), "kind": "subject", "key": customer}).text
     ticket = TICKET.search(page)
     assert ticket is not None
-    assert customer not in ticket.group(1)
+    assert world.settings.secret is not None  # the ticket opens only under the console's own secret
+    assert PersonTicket(world.settings.secret).read("ada.auditor", ticket.group(1)) == ("subject", customer)
+    assert PersonTicket(b"another console secret").read("ada.auditor", ticket.group(1)) is None
     download = c.post("/person/proof", data={"csrf_token": csrf_of(c), "ticket": ticket.group(1)})
     assert download.status_code == 200, download.text
     assert download.headers["content-disposition"].startswith('attachment; filename="proof-to-entry-')
