@@ -8,6 +8,15 @@ times the whole ledger page over HTTP (routing, session check, query,
 template) with Starlette's test client, for pages at the head, in the
 middle and at the tail of the chain, and for each filter. Each figure is
 the median of ``--repeat`` requests. The target is a median under 0.3 s.
+
+    python bench/console.py --shop 500            # the demo shop (`retention demo` size), SQLite
+
+``--shop N`` instead builds the demo shop with N customers, runs the
+builtin marketplace pack once, and times the forecast (one plan at the
+horizon's end, bucketed by due instant) against its baseline in this same
+process (one plan per week, ``report.forecast_by_plans``), `retention
+report`, and the console's forecast (cold, then cached), person, review and
+audit pages; it prints medians, ratios and the load average.
 """
 
 from __future__ import annotations
@@ -70,13 +79,96 @@ def fill(engine: sa.Engine, entries: int, batch: int = 20_000) -> list[str]:
     return runs
 
 
+def _timed(repeat: int, work: object) -> tuple[float, object]:
+    """Median seconds of ``repeat`` calls of ``work`` and its last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = work()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def shop(customers: int, repeat: int) -> None:
+    """Forecast, report and console pages on the demo shop after one run (see the module doc)."""
+    import os
+
+    from retention import commands
+    from retention.engine import execute
+    from retention.reporting import report
+    from retention.timing.clock import Period
+
+    folder = Path(tempfile.mkdtemp(prefix="retention-shop-bench-"))
+    url = f"sqlite:///{folder / 'shop.sqlite'}"
+    os.environ["RETENTION_PSEUDONYM_KEY"] = SECRET.decode()
+    print(f"building the demo shop with {customers} customers ...", file=sys.stderr)
+    commands.demo_build(url, customers=customers, seed=7)
+    rules = ROOT / "rules" / "marketplace.yaml"
+    loaded, when = commands.load_pack(rules, None, None)
+    engine = create_engine(url)
+    execute.run(engine, loaded, when, secret=SECRET, allow_mass=("*",))
+    with engine.begin() as conn:
+        accounts.add_user(conn, "bench", "auditor", "bench password 123", created_by="bench")
+    horizon = Period.parse("P3M")
+    rows: list[tuple[str, float, float | None]] = []
+    base, reference = _timed(1, lambda: report.forecast_by_plans(engine, loaded, when, horizon))
+    fast, result = _timed(repeat, lambda: report.forecast(engine, loaded, when, horizon))
+    assert result.series == reference.series, "the one-plan forecast differs from the plan-per-week one"  # type: ignore[attr-defined]
+    rows += [("forecast P3M, plan per week (baseline)", base, None), ("forecast P3M, one plan", fast, base / fast)]
+    html_file = folder / "report.html"
+    seconds, _ = _timed(1, lambda: commands.report(rules, url, None, "P3M", html_file))
+    rows.append(("retention report --horizon P3M", seconds, None))
+    from starlette.testclient import TestClient
+
+    settings = ConsoleSettings(db_url=url, rules=rules, forecast_horizon="P3M", secret=b"bench-cookie-secret")
+    app = create_app(settings)
+    client = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+    assert token is not None
+    client.post("/login", data={"csrf_token": token.group(1), "name": "bench", "password": "bench password 123"})
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/ledger").text)
+    assert token is not None
+    csrf = token.group(1)
+
+    def get(path: str) -> object:
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.status_code)
+        return response
+
+    def post(path: str, data: dict[str, str]) -> object:
+        response = client.post(path, data={"csrf_token": csrf, **data})
+        assert response.status_code == 200, (path, response.status_code)
+        return response
+
+    cold, _ = _timed(1, lambda: get("/forecast"))
+    rows.append(("console /forecast, first load", cold, None))
+    rows.append(("console /forecast, cached", _timed(repeat, lambda: get("/forecast"))[0], None))
+    rows.append(("console /reviews", _timed(repeat, lambda: get("/reviews"))[0], None))
+    rows.append(("console /ledger", _timed(repeat, lambda: get("/ledger"))[0], None))
+    rows.append(("console /person (subject 1)", _timed(repeat, lambda: post("/person", {"key": "1"}))[0], None))
+    rows.append(("console /audit (every claim)", _timed(repeat, lambda: post("/audit", {}))[0], None))
+    load = os.getloadavg()
+    print(f"\ndemo shop, {customers} customers, SQLite; median of {repeat} (baseline and cold loads: 1 each)")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (on {os.cpu_count()} cores)\n")
+    print(f"{'what':42} {'median s':>9} {'vs baseline':>12}")
+    for name, seconds, ratio in rows:
+        versus = f"{ratio:.1f}x faster" if ratio else ""
+        print(f"{name:42} {seconds:9.2f} {versus:>12}")
+    app.state.console.dispose()
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="sqlite", help="'sqlite' (a temporary file) or a database URL")
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--shop", type=int, default=None, help="customers of a demo shop: time forecast and pages")
     args = parser.parse_args()
     logs.configure(level="error")
+    if args.shop is not None:
+        shop(args.shop, args.repeat)
+        return
     folder = Path(tempfile.mkdtemp(prefix="retention-console-bench-"))
     url = f"sqlite:///{folder / 'bench.sqlite'}" if args.db == "sqlite" else args.db
     engine = create_engine(url)

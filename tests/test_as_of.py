@@ -52,3 +52,22 @@ def test_now_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clock, "utcnow", lambda: next(ticks))
     _, instant = commands.load_pack(RULES, None, None)
     assert instant == dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def test_a_future_as_of_is_named_as_typed_in_the_pack_zone(tmp_path: Path) -> None:
+    """Issue 24: `--as-of 2027-12-06` for a Paris pack was refused as `2027-12-05 23:00 UTC`, a date nobody typed."""
+    from click.testing import CliRunner
+
+    from retention.cli import main
+    from retention.timing.clock import utcnow
+
+    typed = f"{utcnow().year + 1}-12-06"
+    rules = Path(__file__).resolve().parent.parent / "rules" / "marketplace.yaml"  # timezone: Europe/Paris
+    args = ["run", "--rules", str(rules), "--db", f"sqlite:///{tmp_path / 'never-opened.sqlite'}", "--as-of", typed]
+    result = CliRunner().invoke(main, [*args, "--no-progress"])
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert f"--as-of {typed} (Europe/Paris) is in the future" in line
+    assert "23:00" not in line and "UTC" not in line
+    instant = CliRunner().invoke(main, [*args[:-1], f"{typed}T14:30:00+01:00", "--no-progress"])
+    assert f"--as-of {typed} 14:30 (Europe/Paris) is in the future" in instant.output

@@ -110,13 +110,28 @@ def test_the_csrf_token_is_new_at_sign_in(app: Starlette) -> None:
     assert c.post("/verify", data={"csrf_token": after}).status_code == 200
 
 
+def _replace_cookie(c: TestClient, name: str, value: str) -> None:
+    """Put ``value`` in place of the client's own cookie ``name`` (same domain and path: one cookie, not two)."""
+    own = [cookie for cookie in c.cookies.jar if cookie.name == name]
+    assert len(own) == 1, own
+    c.cookies.set(name, value, domain=own[0].domain, path=own[0].path)
+    assert [cookie.value for cookie in c.cookies.jar if cookie.name == name] == [value]
+
+
 def test_a_csrf_token_of_another_session_is_refused(app: Starlette) -> None:
-    """Session B given session A's token and A's CSRF cookie: refused; the token is bound to A's session."""
+    """Session B holding session A's token and A's CSRF cookie (and no other): refused; the token is A's session's.
+
+    A double-submit token alone (cookie equals form field) would let B in: the
+    pair is consistent. Only a token bound to the session cookie refuses it.
+    An earlier version of this test set A's cookie beside B's own (another
+    cookie domain), so B's own cookie was the one read and the test passed
+    without the binding too.
+    """
     a, b = client(app), client(app)
     assert try_sign_in(a, "appr", PASSWORD) == 303
     assert try_sign_in(b, "other", PASSWORD) == 303
     stolen = token_of(a, "/verify")
-    b.cookies.set("retention_csrf", a.cookies["retention_csrf"], domain="testserver")
+    _replace_cookie(b, "retention_csrf", a.cookies["retention_csrf"])
     assert b.post("/verify", data={"csrf_token": stolen}).status_code == 403
     assert b.post("/verify", data={"csrf_token": token_of(b, "/verify")}).status_code == 200
 

@@ -5,10 +5,11 @@ midnights: 18:00 the day before in New York, 08:00 the same day in Tokyo.
 For each zone the console is served with that display zone (as ``serve
 --tz`` or TZ set it), and every Due date of the ledger's first page must be
 the date ``retention ledger show --tz ZONE`` prints for the same entry.
-Screenshots of the ledger, reviews, a review batch and the certificate go to
-the browser tests' folder (``test-artifacts/``); the forecast page plans a
-week at a time and is left to test_web_ops.py (it can take minutes on a busy
-machine, beyond the browser driver's patience).
+The person page's timeline (typed into its form, as an auditor would) must
+show the dates ``retention ledger lookup --subject ID --tz ZONE`` prints.
+Screenshots of the ledger, the person page, reviews, a review batch, the
+forecast (one plan now, not one per week) and the certificate go to the
+browser tests' folder (``test-artifacts/``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ from retention.web import create_app
 pytestmark = pytest.mark.browser
 
 ZONES = ["America/New_York", "Asia/Tokyo"]
+
+
+def cli_lookup_dates(db_url: str, zone: str, subject: str) -> dict[str, str]:
+    """ "seq.item" -> the date part of the due cell of `retention ledger lookup --subject ID --tz ZONE`."""
+    result = CliRunner().invoke(
+        main, ["ledger", "lookup", "--db", db_url, "--subject", subject, "--tz", zone], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"times in {zone}" in result.output
+    dues = {}
+    for line in result.output.splitlines():
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if len(cells) == 8 and cells[0].isdigit():
+            dues[f"{cells[0]}.{cells[1]}"] = cells[6][:10]
+    return dues
 
 
 def cli_due_dates(db_url: str, zone: str) -> dict[int, str]:
@@ -85,9 +101,22 @@ def test_console_dates_equal_the_cli_dates(tmp_path: Path, zone: str, monkeypatc
             shown = {seq: cli[seq] for seq in console}
             assert console and console == shown, (console, shown)
             assert f"Dates and times in {zone}" in driver.find_element(By.TAG_NAME, "footer").text
+            customer = str(world.customer_with_entries)
+            driver.get(f"{base}/person")
+            driver.find_element(By.NAME, "key").send_keys(customer)
+            driver.find_element(By.CSS_SELECTOR, "form[action='/person'] button[type=submit]").click()
+            wait_for(driver, lambda d: "The person you typed" in d.page_source, timeout=180)  # busy CI machines
+            shot(driver, f"zone-{name}-person")
+            timeline = {}
+            for row in driver.find_elements(By.CSS_SELECTOR, "table.timeline tbody tr"):
+                cells = row.find_elements(By.TAG_NAME, "td")
+                timeline[cells[0].text] = cells[4].text
+            expected = cli_lookup_dates(url, zone, customer)
+            assert timeline and timeline == {k: v for k, v in expected.items() if k in timeline}, (timeline, expected)
             for path, label in [
                 ("/reviews", "reviews"),
                 (f"/reviews/{world.review_id}", "review"),
+                ("/forecast", "forecast"),
                 (f"/runs/{world.run_id}/certificate", "certificate"),
             ]:
                 driver.get(f"{base}{path}")

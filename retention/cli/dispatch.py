@@ -144,7 +144,7 @@ def run_shards(
     # A broken pack, an unknown --allow-mass or a future --as-of fails here, not in N places.
     loaded, when = commands.load_pack(rules, as_of, pack_id)
     refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
-    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
     # One explicit group for all N shards: each would otherwise derive it on its own (around midnight, two days).
     group = run_group or f"shards-{uuid.uuid4().hex[:12]}"
     as_of_text = as_of.text() if as_of is not None else None

@@ -30,6 +30,8 @@ from retention.commands.archive import (
     coverage,
 )
 from retention.commands.ledger import (
+    audit_claims_of,
+    check_proof,
     ledger_audit,
     ledger_checkpoint,
     ledger_entries,
@@ -39,6 +41,7 @@ from retention.commands.ledger import (
     ledger_prove,
     ledger_verify,
     ledger_verify_proof,
+    newest_packs,
 )
 from retention.commands.runs import (
     MAX_HORIZON,
@@ -77,7 +80,9 @@ __all__ = [
     "archive_keygen",
     "archive_rotate_key",
     "archive_show",
+    "audit_claims_of",
     "check",
+    "check_proof",
     "coverage",
     "db_current",
     "db_downgrade",
@@ -104,6 +109,7 @@ __all__ = [
     "ledger_verify_proof",
     "load_pack",
     "lock_status",
+    "newest_packs",
     "pack_history",
     "plan",
     "plan_shards",

@@ -137,18 +137,19 @@ def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
 
 def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
     """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`)."""
-    from retention.reporting import ledger_audit
-
-    catalog = load_catalog(rules)
-    packs = {}
-    for loaded in sorted(catalog.packs, key=lambda p: p.pack.effective_from):
-        packs[loaded.id] = loaded  # the newest version of each pack names the tables
-    secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
-        return ledger_audit.audit(engine, packs, secret, sample=sample, dataset=dataset)
+        return audit_claims_of(engine, rules, sample=sample, dataset=dataset)
     finally:
         engine.dispose()
+
+
+def audit_claims_of(engine: Any, rules: Path, *, sample: int | None = None, dataset: str | None = None) -> Any:
+    """:func:`ledger_audit` on an engine the caller holds (the console's read-only one)."""
+    from retention.reporting import ledger_audit
+
+    secret = pseudonyms.pseudonym_secret()
+    return ledger_audit.audit(engine, newest_packs(rules), secret, sample=sample, dataset=dataset)
 
 
 def ledger_keygen(key_file: Path) -> bytes:
@@ -220,17 +221,44 @@ def ledger_verify_proof(
         document = loads_bounded(text, "proof", proof_file)
     except ValueError:  # a damaged proof is a rejected one, not a usage error
         return ledger_proof.ProofResult(False, "the file is not JSON (damaged, or not a proof)")
+    if db_url is None or rules is None or secret is None:
+        return check_proof(document, public, secret, dataset=dataset, record_key=record_key)
+    engine = open_engine(db_url)
+    try:
+        return check_proof(
+            document, public, secret, dataset=dataset, record_key=record_key, engine=engine, packs=newest_packs(rules)
+        )
+    finally:
+        engine.dispose()
+
+
+def newest_packs(rules: Path) -> dict[str, Any]:
+    """The newest version of each pack under ``rules``: the one that names the tables claims are checked in."""
+    return {loaded.id: loaded for loaded in sorted(load_catalog(rules).packs, key=lambda p: p.pack.effective_from)}
+
+
+def check_proof(
+    document: Any,
+    public: Any,
+    secret: bytes | None,
+    *,
+    dataset: str | None = None,
+    record_key: str | None = None,
+    engine: Any = None,
+    packs: dict[str, Any] | None = None,
+) -> Any:
+    """What ``verify-proof`` decides of a parsed proof; with ``engine`` and ``packs``, its claims against the data.
+
+    Shared by the CLI and the console's person page, so both give one verdict in the same words.
+    """
+    from retention.ledger import proof as ledger_proof
+
     verdict = ledger_proof.verify(document, public, secret=secret, dataset=dataset, record_key=record_key)
-    if not verdict.ok or db_url is None or rules is None or secret is None:
+    if not verdict.ok or engine is None or packs is None or secret is None:
         return verdict
     from retention.reporting import ledger_audit
 
-    packs = {loaded.id: loaded for loaded in sorted(load_catalog(rules).packs, key=lambda p: p.pack.effective_from)}
-    engine = open_engine(db_url)
-    try:
-        found = ledger_audit.audit_claims(engine, packs, secret, ledger_audit.proof_claims(document))
-    finally:
-        engine.dispose()
+    found = ledger_audit.audit_claims(engine, packs, secret, ledger_audit.proof_claims(document))
     if found.problems:
         return ledger_proof.ProofResult(False, f"the live data contradicts it: {found.problems[0]}")
     checked = f"{found.checked} claim(s) hold in the live tables" + (

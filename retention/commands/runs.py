@@ -127,7 +127,7 @@ def run(
     given = AsOf.given(as_of)
     loaded, when = load_pack(rules, given, pack_id)
     refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
-    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of)
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
     short = None
@@ -333,82 +333,100 @@ def explain(
     pack_id: str | None = None,
 ) -> Explanation:
     """One record, evaluated by the planner's own code (the steps ``plan`` and ``run`` take)."""
-    from retention.engine.evaluate import NOT_YET, dataset_sql, evaluate_readings
-    from retention.engine.plan import PlanContext, build_planners, steps_from_active, steps_from_state
-
     loaded, when = load_pack(rules, as_of, pack_id)
     pack = loaded.pack
     if dataset not in pack.datasets:
         raise ConfigError(f"no dataset {dataset!r} in pack {pack.pack}; valid: {', '.join(pack.datasets)}")
-    ds = pack.datasets[dataset]
     engine = open_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return explain_in(conn, loaded, when, dataset, key)
+    finally:
+        engine.dispose()
+
+
+def explain_in(
+    conn: sa.Connection,
+    loaded: LoadedPack,
+    when: dt.datetime,
+    dataset: str,
+    key: str,
+    planners: dict[str, Any] | None = None,
+    outcomes: dict[str, Any] | None = None,
+) -> Explanation:
+    """:func:`explain` on an open connection (the console's read-only one), planners built once per page.
+
+    ``outcomes``: the planner's outcomes of several records of ``dataset``
+    read in one query (``planner.outcomes(conn, keys)``), for a page that
+    explains many. Reads only; the transaction is rolled back before returning.
+    """
+    from retention.engine.evaluate import NOT_YET, dataset_sql, evaluate_readings
+    from retention.engine.plan import PlanContext, build_planners, steps_from_active, steps_from_state
+
+    pack = loaded.pack
+    ds = pack.datasets[dataset]
     far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
     clocks: list[dict[str, Any]] = []
     due: dict[str, dt.datetime] = {}
     anomaly = None
     upcoming: tuple[Any, ...] = ()
-    try:
-        with engine.connect() as conn:
-            planners = build_planners(conn, PlanContext(loaded, when))
-            planner = planners[dataset]
-            native = _native_key(planner.key, key, dataset)
-            outcome = planner.outcomes(conn, [key]).get(key)
-            subject = None
-            if planner.subject is not None:
-                subject_value = conn.execute(
-                    sa.select(planner.subject).where(planner.key == native)
-                ).scalar_one_or_none()
-                subject = None if subject_value is None else str(subject_value)
-            rs = store.record_states
-            state_row = conn.execute(sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)).first()
-            if subject is None and state_row is not None:
-                subject = state_row.subject_key
-            email = None
-            if planner.email is not None:
-                email = conn.execute(sa.select(planner.email).where(planner.key == native)).scalar_one_or_none()
-            mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
-            holds = holds_covering(conn, dataset, key, Named(subject, email, mail_pseudonym))
-            excluded = planner.is_excluded(conn, native)
-            moved_at = None
-            if state_row is not None:
-                moved_at = conn.execute(
-                    sa.select(store.runs.c.as_of).where(store.runs.c.id == state_row.run_id)
-                ).scalar_one_or_none()
-            if outcome is not None and outcome.state == "active" and ds.keep:
-                sql = dataset_sql(conn, pack, dataset)
-                readings = sql.readings(conn, native, when)
-                if readings is not None:
-                    evaluation = evaluate_readings(pack, ds, readings)
-                    anomaly = evaluation.anomaly
-                    # A state an expiry in the future holds back has no date to show yet.
-                    due = {state: at for state, at in evaluation.due.items() if at != NOT_YET}
-                    far_dues = evaluation.due
-                    for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
-                        invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
-                        pending = rule.clock.is_expiry and reading.anomaly == "future"
-                        clocks.append(
-                            {
-                                "clock": reading.label,
-                                "value": None if reading.raw is None or invalid else str(reading.raw),
-                                "local_date": reading.day,
-                                "period": "expires" if rule.clock.is_expiry else str(rule.period),
-                                "anchor": rule.anchor,
-                                # A future expiry is a live record, not an anomaly.
-                                "anomaly": None if pending else reading.anomaly,
-                                "pending": pending,
-                                "detail": reading.detail,
-                                "basis": rule.basis or ds.basis,
-                            }
-                        )
-                    if anomaly is None:
-                        upcoming = tuple(s for s in steps_from_active(ds, far_dues, far) if s.due_at != NOT_YET)
-            elif outcome is not None and outcome.since is not None:
-                clock_day = state_row.clock_day if state_row is not None else None
-                upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
-                due = {s.to_state: s.due_at for s in upcoming}
-            conn.rollback()
-    finally:
-        engine.dispose()
+    if planners is None:
+        planners = build_planners(conn, PlanContext(loaded, when))
+    planner = planners[dataset]
+    native = _native_key(planner.key, key, dataset)
+    outcome = (outcomes if outcomes is not None else planner.outcomes(conn, [key])).get(key)
+    subject = None
+    if planner.subject is not None:
+        subject_value = conn.execute(sa.select(planner.subject).where(planner.key == native)).scalar_one_or_none()
+        subject = None if subject_value is None else str(subject_value)
+    rs = store.record_states
+    state_row = conn.execute(sa.select(rs).where(rs.c.dataset == dataset, rs.c.record_key == key)).first()
+    if subject is None and state_row is not None:
+        subject = state_row.subject_key
+    email = None
+    if planner.email is not None:
+        email = conn.execute(sa.select(planner.email).where(planner.key == native)).scalar_one_or_none()
+    mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
+    holds = holds_covering(conn, dataset, key, Named(subject, email, mail_pseudonym))
+    excluded = planner.is_excluded(conn, native)
+    moved_at = None
+    if state_row is not None:
+        moved_at = conn.execute(
+            sa.select(store.runs.c.as_of).where(store.runs.c.id == state_row.run_id)
+        ).scalar_one_or_none()
+    if outcome is not None and outcome.state == "active" and ds.keep:
+        sql = dataset_sql(conn, pack, dataset)
+        readings = sql.readings(conn, native, when)
+        if readings is not None:
+            evaluation = evaluate_readings(pack, ds, readings)
+            anomaly = evaluation.anomaly
+            # A state an expiry in the future holds back has no date to show yet.
+            due = {state: at for state, at in evaluation.due.items() if at != NOT_YET}
+            far_dues = evaluation.due
+            for rule, reading in zip(ds.keep, evaluation.readings, strict=True):
+                invalid = reading.anomaly == "invalid"  # shown by its kind of problem, not its value
+                pending = rule.clock.is_expiry and reading.anomaly == "future"
+                clocks.append(
+                    {
+                        "clock": reading.label,
+                        "value": None if reading.raw is None or invalid else str(reading.raw),
+                        "local_date": reading.day,
+                        "period": "expires" if rule.clock.is_expiry else str(rule.period),
+                        "anchor": rule.anchor,
+                        # A future expiry is a live record, not an anomaly.
+                        "anomaly": None if pending else reading.anomaly,
+                        "pending": pending,
+                        "detail": reading.detail,
+                        "basis": rule.basis or ds.basis,
+                    }
+                )
+            if anomaly is None:
+                upcoming = tuple(s for s in steps_from_active(ds, far_dues, far) if s.due_at != NOT_YET)
+    elif outcome is not None and outcome.since is not None:
+        clock_day = state_row.clock_day if state_row is not None else None
+        upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
+        due = {s.to_state: s.due_at for s in upcoming}
+    conn.rollback()
     steps = outcome.steps if outcome is not None else ()
     held = bool(holds)
     due_now = [

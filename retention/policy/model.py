@@ -8,6 +8,7 @@ ignored rule.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 import pendulum
@@ -356,9 +357,39 @@ class Dataset(_Strict):
         default=None,
         description="Which rows of the table are records of this dataset (docs/rules.md, 'where').",
     )
+    review_columns: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description="Non-personal columns a reviewer sees beside a batch (dates, amounts, types); review: true only.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    _added_later = ("where", "subject", "email")
+    _added_later = ("where", "subject", "email", "review_columns")
+
+    @model_validator(mode="after")
+    def _review_columns_not_personal(self) -> Dataset:
+        """A reviewer sees these columns' values: never the columns the pack itself says name or mask a person."""
+        if self.review_columns is None:
+            return self
+        if not self.review:
+            raise ValueError("@review_columns: review_columns are shown to reviewers; they need review: true")
+        personal = {self.key, self.subject_key, self.email if isinstance(self.email, str) else None}
+        for identity in (self.subject, self.email):
+            if identity is not None and not isinstance(identity, str):
+                personal.add(identity.column)
+        for step in self.lifecycle:
+            personal.update((step.mask or {}).keys())
+        for index, name in enumerate(self.review_columns):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,63}", name):
+                raise ValueError(f"@review_columns.{index}: not a column name")
+            if name in personal:
+                raise ValueError(
+                    f"@review_columns.{index}: {name} names or identifies the person (the key, an identity or a "
+                    "masked column); a reviewer sees only columns that do not"
+                )
+        if len(set(self.review_columns)) != len(self.review_columns):
+            raise ValueError("@review_columns: a column is named twice")
+        return self
 
     @property
     def has_subject(self) -> bool:

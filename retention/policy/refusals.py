@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from retention.errors import ConfigError
 from retention.policy.model import Pack
+from retention.timing import display
 
 MAIL_HINTS = ("mail",)
 """A column whose name contains one of these may hold an e-mail address (a hint, never a rule)."""
@@ -39,11 +40,16 @@ def refuse_unknown_datasets(pack: Pack, names: Sequence[str], option: str) -> No
             )
 
 
-def refuse_future_as_of(as_of: dt.datetime, now: dt.datetime, allowed: bool) -> None:
-    """A run as of a moment still to come would apply transitions before their term."""
+def refuse_future_as_of(as_of: dt.datetime, now: dt.datetime, allowed: bool, zone: str = "UTC") -> None:
+    """A run as of a moment still to come would apply transitions before their term.
+
+    The as-of is named as the operator typed it: in ``zone``, the pack's
+    timezone a date is read in, a date alone at its midnight (``--as-of
+    2027-12-06`` for Paris is 2027-12-06, not 2027-12-05 23:00 UTC).
+    """
     if as_of > now and not allowed:
         raise ConfigError(
-            f"--as-of {as_of:%Y-%m-%d %H:%M} UTC is in the future: the run would apply transitions before "
+            f"--as-of {display.cell(as_of, zone)} ({zone}) is in the future: the run would apply transitions before "
             "they are due; preview it with retention plan, or add --allow-future-as-of if that is the intent"
         )
 

@@ -9,6 +9,7 @@ few lines of script), so it can be mailed or archived as one file.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import html
 import itertools
@@ -19,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.engine import execute
-from retention.engine.plan import PlanSummary
+from retention.engine.plan import Batch, PlanSummary
 from retention.policy import LoadedPack
 from retention.timing import display
 from retention.timing.clock import Period
@@ -60,7 +61,44 @@ def week_starts(as_of: dt.datetime, horizon: Period) -> list[dt.datetime]:
 
 
 def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period) -> Forecast:
-    """Plan at every week boundary and take differences."""
+    """One plan at the horizon's end, each transition counted in the week its due instant falls in.
+
+    A plan as of an instant takes every step due at or before it, so the
+    difference between the plans at two week boundaries is exactly the
+    steps whose due instant falls between them: the steps of the one plan at
+    the end, bucketed by due instant (:func:`forecast_by_plans`, one plan per
+    week, is kept as the reference a test compares this with). Steps due at
+    or before ``as_of`` are tonight's run, not the forecast. The plan walks
+    its batches (not the aggregate counts), so each step's due instant is
+    seen; one such plan costs a few aggregate plans, not one per week.
+    """
+    boundaries = week_starts(as_of, horizon)
+    weeks = len(boundaries) - 1
+    end = boundaries[-1]
+    counts: dict[str, list[int]] = {}
+
+    def bucket(name: str, due: dt.datetime) -> None:
+        series = counts.setdefault(name, [0] * weeks)  # named even when all due tonight, as every plan names it
+        if due <= as_of or due > end:
+            return
+        week = bisect.bisect_left(boundaries, due) - 1  # boundaries[week] < due <= boundaries[week + 1]
+        series[week] += 1
+
+    def on_batch(batch: Batch) -> None:
+        for follower in batch.followers:
+            on_batch(follower)
+        for move in batch.moves:
+            for step in move.steps:
+                bucket(f"{batch.dataset} {step.from_state}->{step.to_state}", step.due_at)
+        for *_, due in batch.review:
+            bucket(f"{batch.dataset} {REVIEWED}", due)
+
+    execute.plan(engine, loaded, end, on_batch=on_batch)
+    return Forecast(boundaries[:-1], {name: counts[name] for name in sorted(counts)})
+
+
+def forecast_by_plans(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period) -> Forecast:
+    """Plan at every week boundary and take differences (the reference; one plan per week)."""
     boundaries = week_starts(as_of, horizon)
     plans = [_counts(execute.plan(engine, loaded, when)) for when in boundaries]
     names = sorted({f"{d} {t}" for p in plans for d, per in p.items() for t in per})

@@ -29,6 +29,7 @@ from retention.web.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
     CookieSigner,
+    PersonTicket,
     TrustedProxies,
 )
 
@@ -91,6 +92,7 @@ class Console:
         self.settings = settings
         self.secret = console_secret(settings)
         self.signer = CookieSigner(self.secret, int(settings.session_hours * 3600))
+        self.tickets = PersonTicket(self.secret)
         self.reader = read_only_engine(settings.db_url)
         self.writer = writable_engine(settings.db_url)
         env = jinja2.Environment(
@@ -124,11 +126,18 @@ class Console:
             accounts.log_access(conn, viewer.name if viewer else None, kind, outcome)
 
     def cached(self, key: str, seconds: float, compute: Callable[[], Any]) -> Any:
-        """A value computed at most once per ``seconds`` (the forecast plans many dates)."""
+        """A value computed at most once per ``seconds`` and key (the forecast: per pack digest, day and ledger head).
+
+        Entries of other keys (yesterday's, a replaced pack's) are dropped when a new one is stored,
+        so the cache holds what the pages currently ask for, not every day the server has seen.
+        """
         hit = self.caches.get(key)
         if hit is not None and time.monotonic() - hit[0] < seconds:
             return hit[1]
         value = compute()
+        prefix = key.split(":", 1)[0]
+        for old in [k for k in self.caches if k.split(":", 1)[0] == prefix]:
+            del self.caches[old]
         self.caches[key] = (time.monotonic(), value)
         return value
 

@@ -31,6 +31,7 @@ from retention.ledger import query as ledger_query
 from retention.store import tables as store
 from retention.subjects import events as subjects
 from retention.subjects import review
+from retention.timing import display
 from retention.timing.clock import AsOf, utcnow
 from retention.web import accounts
 from retention.web.console import Console, Viewer
@@ -292,6 +293,114 @@ def lookup(console: Console, request: Request, viewer: Viewer, form: FormData | 
 
 
 # --------------------------------------------------------------------------
+# Person: every dataset's state, the ledger timeline, a proof and its verdict
+# --------------------------------------------------------------------------
+
+
+def person_form(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    return console.render(
+        request,
+        "person.html",
+        person=None,
+        kind="subject",
+        error=None if _pseudonym_secret() is not None else "nokey",
+    )
+
+
+def person_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """The person as ``explain``, ``ledger lookup`` and ``ledger prove`` + ``verify-proof --db`` see them.
+
+    The proof is built and verified here, on the server (the console runs
+    no script in the browser): against the configured public key, the
+    entries' MACs and the live tables. The page offers the same proof for
+    download; the typed id goes no further than this request and an
+    encrypted ticket for that button.
+    """
+    from retention.commands import person as people
+
+    kind = _text(form, "kind") or "subject"
+    key = _text(form, "key")
+    context: dict[str, Any] = {"kind": kind, "person": None}
+    secret = _pseudonym_secret()
+    if secret is None:
+        return console.render(request, "person.html", status_code=503, error="nokey", **context)
+    loaded = _loaded_pack(console)
+    if loaded is None:
+        return console.render(request, "person.html", status_code=503, error="norules", **context)
+    if kind not in ("subject", "email") or not key or len(key) > 320:
+        return console.render(request, "person.html", status_code=400, error="missing", **context)
+    named = {"subject_key": key} if kind == "subject" else {"email": key}
+    when = utcnow()
+    try:
+        with console.reader.connect() as conn:
+            found = people.person(conn, loaded, when, secret, **named)
+    except ConfigError as exc:
+        return console.render(request, "person.html", status_code=409, error="config", message=str(exc), **context)
+    proof = _person_proof(console, secret, named) if found.entries else None
+    console.log_access(viewer, f"person_{kind}", f"{len(found.entries)} entries")
+    return console.render(
+        request,
+        "person.html",
+        error=None,
+        found=found,
+        proof=proof,
+        ticket=console.tickets.issue(viewer.name, kind, key),
+        **{**context, "person": found},
+    )
+
+
+def _person_proof(console: Console, secret: bytes, named: dict[str, str]) -> dict[str, Any]:
+    """The person's proof up to the latest checkpoint and its verdict, or why there is none."""
+    from retention.commands import check_proof, newest_packs
+    from retention.commands import person as people
+
+    checkpoint = _latest_checkpoint(console)
+    public = _public_key(console)
+    result: dict[str, Any] = {"problem": None, "checkpoint": checkpoint, "document": None, "verdict": None}
+    if checkpoint is None:
+        return {**result, "problem": "no checkpoint is configured (serve --checkpoints)"}
+    try:
+        with console.reader.connect() as conn:
+            document = people.person_proof(conn, secret, checkpoint["document"], **named)
+    except RetentionError as exc:
+        return {**result, "problem": str(exc)}
+    if public is None:
+        return {**result, "document": document}
+    packs = newest_packs(console.settings.rules) if console.settings.rules is not None else None
+    verdict = check_proof(document, public, secret, engine=console.reader, packs=packs)
+    return {**result, "document": document, "verdict": verdict}
+
+
+def person_proof(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """The proof file of the person a ticket names: byte for byte what ``ledger prove --output`` writes."""
+    from retention.commands import person as people
+
+    named = console.tickets.read(viewer.name, _text(form, "ticket"))
+    secret = _pseudonym_secret()
+    checkpoint = _latest_checkpoint(console)
+    if named is None or secret is None or checkpoint is None:
+        return Response(
+            "This proof link has expired or is not yours; look the person up again.\n",
+            status_code=400,
+            media_type="text/plain",
+        )
+    kind, value = named
+    who = {"subject_key": value} if kind == "subject" else {"email": value}
+    try:
+        with console.reader.connect() as conn:
+            document = people.person_proof(conn, secret, checkpoint["document"], **who)
+    except RetentionError as exc:
+        return Response(str(exc) + "\n", status_code=409, media_type="text/plain")
+    console.log_access(viewer, "proof_downloaded", f"{len(document['records'])} records")
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    return Response(
+        text.encode("utf-8"),
+        media_type="application/json",
+        headers={"content-disposition": f'attachment; filename="proof-to-entry-{int(checkpoint["seq"])}.json"'},
+    )
+
+
+# --------------------------------------------------------------------------
 # Runs and certificates
 # --------------------------------------------------------------------------
 
@@ -528,6 +637,7 @@ def _review_context(console: Console, batch_id: int) -> dict[str, Any] | None:
         except ConfigError:
             return None
         decisions = ledger_query.review_decisions(conn, batch["dataset"], batch_id)
+        context = _review_records(console, conn, batch["dataset"], [str(i["record_key"]) for i in items], secret)
     transitions: dict[str, int] = {}
     for item in items:
         transitions[item["transition"]] = transitions.get(item["transition"], 0) + 1
@@ -546,7 +656,18 @@ def _review_context(console: Console, batch_id: int) -> dict[str, Any] | None:
         "due_to": max(dues) if dues else None,
         "decisions": decisions,
         "keyed": secret is not None,
+        "context": context,
     }
+
+
+def _review_records(console: Console, conn: sa.Connection, dataset: str, keys: list[str], secret: bytes | None) -> Any:
+    """Dates, amounts and counts per year of the batch's records (:mod:`retention.reporting.review_context`)."""
+    from retention.reporting.review_context import review_context
+
+    loaded = _loaded_pack(console)
+    if loaded is None or dataset not in loaded.pack.datasets or not keys:
+        return None
+    return review_context(conn, loaded, dataset, keys, utcnow(), secret)
 
 
 def review_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
@@ -589,11 +710,17 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
     from retention.timing.clock import Period
 
     horizon = Period.parse(console.settings.forecast_horizon)
+    # As of the start of today in the pack's zone, kept per pack digest, day and ledger head: the same
+    # forecast all day (tonight's run starts a new one), and again after a run moves records.
+    today = display.local(utcnow(), loaded.pack.timezone).date()
+    as_of = AsOf(day=today).resolve(loaded.pack.timezone)
+    with console.reader.connect() as conn:
+        head_seq = ledger_query.head(conn)[0]
 
     def compute() -> Any:
-        return report.forecast(console.reader, loaded, utcnow(), horizon)
+        return report.forecast(console.reader, loaded, as_of, horizon)
 
-    data = console.cached(f"forecast:{loaded.digest}", 600, compute)
+    data = console.cached(f"forecast:{loaded.digest}:{today}:{head_seq}", 24 * 3600, compute)
     legend = [
         {"name": name, "colour": report.PALETTE[i % len(report.PALETTE)], "total": sum(counts)}
         for i, (name, counts) in enumerate(data.series.items())
@@ -606,6 +733,7 @@ def forecast_page(console: Console, request: Request, viewer: Viewer, form: Form
         legend=legend,
         horizon=console.settings.forecast_horizon,
         pack=loaded,
+        as_of=today,  # a date of the pack's zone, as the CLI's --as-of DATE reads it
     )
 
 
@@ -639,6 +767,65 @@ def verify(console: Console, request: Request, viewer: Viewer, form: FormData | 
         last=last,
         checkpoint=checkpoint,
         used_checkpoint=checkpoint is not None and public is not None,
+    )
+
+
+# --------------------------------------------------------------------------
+# Ledger audit: the ledger's claims checked against the live tables
+# --------------------------------------------------------------------------
+
+AUDIT_SHOWN = 50  # problems listed on the page, as the CLI prints at most 50
+
+
+def audit_page(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    with console.writer.connect() as conn:
+        last = accounts.last_access(conn, "ledger_audited")
+    return console.render(
+        request,
+        "audit.html",
+        result=None,
+        last=last,
+        sample="",
+        dataset="",
+        error=None,
+        datasets=_pack_datasets(console),
+    )
+
+
+def audit(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
+    """``retention ledger audit`` on the read-only connection: every claim (or a sample), named when it fails."""
+    from retention.commands import audit_claims_of
+
+    sample_text, dataset = _text(form, "sample"), _text(form, "dataset")
+    context: dict[str, Any] = {"sample": sample_text, "dataset": dataset, "datasets": _pack_datasets(console)}
+    sample = int(sample_text) if sample_text.isdigit() and 0 < int(sample_text) <= 10**9 else None
+    rules = console.settings.rules
+    error = None
+    if _pseudonym_secret() is None:
+        error = "nokey"
+    elif rules is None:
+        error = "norules"
+    elif sample_text and sample is None:
+        error = "sample"
+    if error is not None or rules is None:
+        with console.writer.connect() as conn:
+            last = accounts.last_access(conn, "ledger_audited")
+        return console.render(request, "audit.html", status_code=400, result=None, last=last, error=error, **context)
+    result = audit_claims_of(console.reader, rules, sample=sample, dataset=dataset or None)
+    outcome = f"{len(result.problems)} of {result.checked} claims do not hold" if result.problems else "ok"
+    console.log_access(viewer, "ledger_audited", f"{outcome} ({result.checked} checked)")
+    with console.writer.connect() as conn:
+        last = accounts.last_access(conn, "ledger_audited")
+    return console.render(
+        request,
+        "audit.html",
+        status_code=200,
+        result=result,
+        shown=result.problems[:AUDIT_SHOWN],
+        sampled=sample is not None,
+        last=last,
+        error=None,
+        **context,
     )
 
 
@@ -706,6 +893,9 @@ ROUTES: list[tuple[str, str, str | None, Page, str]] = [
     ("GET", "/ledger/export", "auditor", ledger_export, "ledger_export"),
     ("GET", "/lookup", "auditor", lookup_form, "lookup_form"),
     ("POST", "/lookup", "auditor", lookup, "lookup"),
+    ("GET", "/person", "auditor", person_form, "person_form"),
+    ("POST", "/person", "auditor", person_page, "person"),
+    ("POST", "/person/proof", "auditor", person_proof, "person_proof"),
     ("GET", "/runs", "auditor", runs_page, "runs"),
     ("GET", "/runs/{run_id}", "auditor", run_page, "run"),
     ("GET", "/runs/{run_id}/certificate", "auditor", certificate, "certificate"),
@@ -718,6 +908,8 @@ ROUTES: list[tuple[str, str, str | None, Page, str]] = [
     ("GET", "/forecast", "auditor", forecast_page, "forecast"),
     ("GET", "/verify", "auditor", verify_page, "verify_form"),
     ("POST", "/verify", "auditor", verify, "verify"),
+    ("GET", "/audit", "auditor", audit_page, "audit_form"),
+    ("POST", "/audit", "auditor", audit, "audit"),
     ("GET", "/users", "admin", users_page, "users"),
     ("POST", "/users", "admin", user_add, "user_add"),
     ("POST", "/users/{name}/disable", "admin", user_disable, "user_disable"),

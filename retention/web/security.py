@@ -13,13 +13,17 @@ Referer) names another site, is refused before anything runs.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import ipaddress
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 SESSION_COOKIE = "retention_session"
@@ -116,3 +120,36 @@ class TrustedProxies:
         except ValueError:
             return False
         return any(ip in network for network in self.networks)
+
+
+class PersonTicket:
+    """The person a page is about, encrypted for that page's own follow-up form (the proof download).
+
+    The id or e-mail address a viewer typed travels in POST bodies only; the
+    proof button must name the person again without echoing them in the
+    page. The ticket is the identity encrypted and authenticated (Fernet,
+    under a key derived from the console secret), bound to the viewer's
+    account name and good for ``max_age`` seconds; nothing is stored on the
+    server, and the page's HTML holds no readable identity.
+    """
+
+    def __init__(self, secret: bytes, max_age_seconds: int = 900) -> None:
+        key = hashlib.sha256(b"retention-console-person-ticket\x00" + secret).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+        self.max_age = max_age_seconds
+
+    def issue(self, viewer: str, kind: str, value: str) -> str:
+        return self._fernet.encrypt(json.dumps({"u": viewer, "k": kind, "v": value}).encode("utf-8")).decode("ascii")
+
+    def read(self, viewer: str, ticket: str | None) -> tuple[str, str] | None:
+        """(kind, value) of a valid, unexpired ticket issued to ``viewer``; None otherwise."""
+        if not ticket or len(ticket) > 4096:
+            return None
+        try:
+            data: Any = json.loads(self._fernet.decrypt(ticket.encode("ascii"), ttl=self.max_age))
+        except (InvalidToken, ValueError, UnicodeError):
+            return None
+        if not isinstance(data, dict) or data.get("u") != viewer or data.get("k") not in ("subject", "email"):
+            return None
+        value = data.get("v")
+        return (data["k"], value) if isinstance(value, str) and value else None
