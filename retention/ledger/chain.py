@@ -33,7 +33,7 @@ from retention.dialects import dialect_for
 from retention.errors import ConfigError, LedgerError
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
-from retention.ledger import merkle, pseudonyms
+from retention.ledger import bulk, merkle, pseudonyms
 from retention.ledger.items import BatchItems
 from retention.store import tables as store
 
@@ -295,11 +295,7 @@ def append(
         secret = pseudonyms.pseudonym_secret()
     # The items' pseudonyms and Merkle roots need no chain position: computed
     # before the lock, so that it covers the inserts and the commit only.
-    prepared: dict[int, tuple[list[ledger_items.Item], str]] = {}
-    for index, draft in enumerate(drafts):
-        if isinstance(draft, BatchItems):
-            items = draft.items()
-            prepared[index] = (items, merkle.root(ledger_items.leaves(items)).hex())
+    prepared = {index: bulk.prepare(draft) for index, draft in enumerate(drafts) if isinstance(draft, BatchItems)}
     seq, prev = _lock_head(conn)
     first = seq + 1
     encoder = _Encoder()
@@ -314,8 +310,8 @@ def append(
             continue
         seq += 1
         if isinstance(draft, BatchItems):
-            items, root = prepared[index]
-            ledger_items.insert_items(conn, seq, items)
+            items = prepared[index]
+            bulk.insert(conn, seq, items)
             dues = [m[0] for m in draft.moves]
             row = {
                 "seq": seq,
@@ -336,7 +332,7 @@ def append(
                 "detail": None,
                 "prev_hash": prev,
                 "format": ledger_items.FORMAT,
-                "merkle_root": root,
+                "merkle_root": items.root,
                 "items": len(items),
             }
         else:
