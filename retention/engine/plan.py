@@ -40,6 +40,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention.dialects import Dialect, dialect_for
+from retention.engine import quick_evaluate
 from retention.engine.evaluate import (
     ANOMALIES,
     Anomaly,
@@ -838,13 +839,14 @@ class DatasetPlanner:
             known = self._leader_states(conn, (c.leader_key for c in candidates))
             leaders = {k: Outcome(state, since, ()) for k, (state, since) in known.items()}
         moves: list[Move] = []
+        evaluate = quick_evaluate.evaluator(pack, dataset, as_of, self._due_cache)
         for cand in candidates:
             own_first: dt.datetime | None = None
             clock_at: dt.datetime | None = None
             clock_day = cand.clock_day
             own_chain: tuple[Step, ...] = ()
             if cand.reach and self.sql is not None:
-                evaluation = evaluate_record(pack, dataset, cand.clocks, as_of, self._due_cache)
+                evaluation = evaluate(cand.clocks)
                 if evaluation.anomaly is None:
                     chain_key = tuple(evaluation.due.values())
                     chain = self._chains.get(chain_key)

@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from retention.dialects import dialect_for
 from retention.errors import ConfigError, LedgerError
+from retention.ledger import bulk, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
-from retention.ledger import bulk, merkle, pseudonyms
 from retention.ledger.items import BatchItems
 from retention.store import tables as store
 
