@@ -72,8 +72,8 @@ VALUES: list[Any] = [
     "2024-05-17",
     "garbage",
     "",
-    dt.datetime(2024, 5, 17, 21, 59, 59),  # noqa: DTZ001 - naive, as MariaDB returns DATETIME
-    dt.datetime(2024, 5, 17, 22, 0, 0),  # noqa: DTZ001
+    dt.datetime(2024, 5, 17, 21, 59, 59),  # naive, as MariaDB returns DATETIME
+    dt.datetime(2024, 5, 17, 22, 0, 0),
     dt.datetime(2024, 5, 17, 22, 0, 0, tzinfo=dt.UTC),
     dt.datetime(2024, 5, 18, 3, 29, 0, tzinfo=KOLKATA),
     dt.datetime(2026, 11, 1, 12, 0, 1, tzinfo=dt.UTC),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-from typing import Any
 
 from retention.store.config import read_secret
 
@@ -33,7 +32,7 @@ class Keyed:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
-    def pads(self) -> tuple[Any, Any]:
+    def pads(self) -> tuple[hashlib._Hash, hashlib._Hash]:
         """The inner and outer SHA-256 states with the padded key absorbed; copy them, never update them.
 
         For a loop that keys thousands of messages (:mod:`retention.ledger.bulk`)
