@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from retention.ledger import bulk, merkle
@@ -97,3 +99,86 @@ def test_appended_items_verify_against_their_root(migrated: sa.Engine) -> None:
     assert [(r["record_pseudonym"], r["subject_pseudonym"], r["due_at"], r["email_pseudonym"]) for r in stored] == [
         (i.record, i.subject, i.due_at.astimezone(dt.UTC), i.email) for i in items
     ]
+
+
+def per_record_prepare(d: ledger_items.BatchItems) -> bulk.PreparedItems:
+    """The items as the per-record path (the core before retention.ledger.bulk) builds them."""
+    items = d.items()
+    values = [(i.record, i.subject, i.due_at, i.request_id, i.review_id, i.email) for i in items]
+    return bulk.PreparedItems(values, merkle.root(ledger_items.leaves(items)).hex())
+
+
+def per_record_insert(conn: sa.Connection, entry_seq: int, prepared: bulk.PreparedItems) -> None:
+    ledger_items.insert_items(conn, entry_seq, [ledger_items.Item(*v) for v in prepared.values])
+
+
+def test_proofs_of_records_purged_by_the_old_and_the_new_core_both_verify(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run writes its items by the per-record path, the next by the one-pass path; both records prove."""
+    from test_ledger_proof import PACK, invoke, item_pseudonym
+
+    from retention.engine import quick_evaluate
+
+    md = sa.MetaData()
+    events = sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("collected", sa.DateTime),
+    )
+    md.create_all(migrated)
+    pack = tmp_path / "proofs.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+
+    def purge(keys: list[str], as_of: str) -> str:
+        with migrated.begin() as conn:
+            conn.execute(
+                events.insert(), [{"id": k, "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)} for k in keys]
+            )
+        result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of)
+        assert result.exit_code == 0, result.output
+        with migrated.connect() as conn:
+            return str(
+                conn.execute(
+                    sa.select(store.runs.c.id)
+                    .where(store.runs.c.mode == "run")
+                    .order_by(store.runs.c.started_at.desc())
+                )
+                .scalars()
+                .first()
+            )
+
+    with monkeypatch.context() as old:
+        old.setattr(bulk, "prepare", per_record_prepare)
+        old.setattr(bulk, "insert", per_record_insert)
+        old.setattr(
+            quick_evaluate,
+            "evaluator",
+            lambda pack, dataset, as_of, cache: (
+                lambda raws: quick_evaluate.evaluate_record(pack, dataset, raws, as_of, cache)
+            ),
+        )
+        old_run = purge(["old-1", "old-2", "old-3"], "2025-06-01")
+    new_run = purge(["new-1", "new-2"], "2025-06-02")
+    assert old_run != new_run
+    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
+    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
+    checkpoint = tmp_path / "cp.json"
+    signed = invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint))
+    assert signed.exit_code == 0, signed.output
+    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
+    for run_id, key in ((old_run, "old-2"), (new_run, "new-1")):
+        out = tmp_path / f"proof-{key}.json"
+        proved = invoke(
+            "ledger", "prove", "--db", db_url, "--dataset", "events", "--key", key,
+            "--checkpoint", str(checkpoint), "--output", str(out),
+        )  # fmt: skip
+        assert proved.exit_code == 0, proved.output
+        checked = invoke(
+            "ledger", "verify-proof", str(out), "--public-key", str(public), "--dataset", "events", "--key", key
+        )
+        assert checked.exit_code == 0, checked.output
+        assert checked.output.splitlines()[0] == "proof ok"
+        assert f"record {item_pseudonym(run_id, 'events', key)} of events" in checked.output
