@@ -20,14 +20,8 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from retention.engine.evaluate import (
-    _PLAIN_DATETIME,
-    FLOOR_INSTANT,
-    ClockReading,
-    DueCache,
-    RecordEvaluation,
-    evaluate_record,
-)
+from retention.engine.clock_read import _PLAIN_DATETIME, FLOOR_INSTANT, ClockReading
+from retention.engine.evaluate import DueCache, RecordEvaluation, evaluate_record
 from retention.policy.model import Dataset, Pack
 from retention.timing.clock import zone
 
