@@ -119,3 +119,50 @@ def test_other_clock_types_use_the_general_reader() -> None:
         evaluate = quick_evaluate.evaluator(pack, dataset, AS_OF, cache)
         for raw in VALUES:
             assert evaluate([raw]) == evaluate_record(pack, dataset, [raw], AS_OF, {}), (clock, raw)
+
+
+def test_planner_makers_build_the_same_frozen_values() -> None:
+    """new_move / new_candidate give what Move(...) / Candidate(...) give: equal, same hash and repr, frozen."""
+    import dataclasses
+
+    from retention.engine.plan_values import Candidate, Move, Step, new_candidate, new_move
+
+    step = Step("active", "purged", AS_OF)
+    full = {
+        "key": 7,
+        "record_key": "7",
+        "subject_key": "s",
+        "steps": (step,),
+        "clock_at": AS_OF,
+        "request_id": 3,
+        "review_id": None,
+        "leader_key": None,
+        "since": None,
+        "recheck": True,
+        "clock_day": dt.date(2024, 5, 17),
+        "email": None,
+        "email_pseudonym": "ab",
+    }
+    for kwargs in (full, {"key": 7, "record_key": "7", "subject_key": None, "steps": (step,)}):
+        made, reference = new_move(**kwargs), Move(**kwargs)
+        assert type(made) is Move and made == reference and hash(made) == hash(reference)
+        assert repr(made) == repr(reference)
+        assert dataclasses.replace(made, recheck=False) == dataclasses.replace(reference, recheck=False)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.key = 8  # type: ignore[misc]
+    candidate = {
+        "key": 7,
+        "record_key": "7",
+        "subject_key": None,
+        "leader_key": None,
+        "state": "active",
+        "since": None,
+        "reach": 1,
+        "clocks": ("2024-05-17 10:00:00",),
+    }
+    assert new_candidate(**candidate) == Candidate(**candidate)
+    assert new_candidate(**candidate).email_pseudonym is None  # defaults filled
+    with pytest.raises(TypeError):
+        new_move(key=7, record_key="7", subject_key=None)  # steps missing
+    with pytest.raises(TypeError):
+        new_move(**full, colour="red")

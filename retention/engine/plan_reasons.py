@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from retention.engine import quick_evaluate
 from retention.engine.lifecycle import advance, steps_from_active
 from retention.engine.plan_base import PlannerBase
-from retention.engine.plan_values import Candidate, Move, Outcome, Step
+from retention.engine.plan_values import Candidate, Move, Outcome, Step, new_move
 from retention.store import tables as store
 from retention.timing.clock import start_of_day
 
@@ -182,13 +182,14 @@ class PlannerReasons(PlannerBase):
                 and steps[0].to_state not in follow
             )
             moves.append(
-                Move(
+                new_move(
                     key=cand.key,
                     record_key=cand.record_key,
                     subject_key=cand.subject_key,
                     steps=steps,
                     clock_at=clock_at,
                     request_id=request[0] if erasure is not None and request is not None else None,
+                    review_id=None,
                     leader_key=cand.leader_key,
                     since=cand.since,
                     recheck=by_clock_alone and steps == own_chain[: len(steps)],
