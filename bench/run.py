@@ -338,6 +338,7 @@ def time_split() -> Iterator[dict[str, float]]:
     from retention.engine import apply as ap
     from retention.engine import plan as pl
     from retention.engine import run_datasets as rd
+    from retention.ledger import bulk as ledger_bulk
     from retention.ledger import chain as ledger
     from retention.ledger import items as ledger_items
 
@@ -346,9 +347,8 @@ def time_split() -> Iterator[dict[str, float]]:
         (pl.DatasetPlanner, "next_batch", "select + evaluate"),
         (rd, "witness", "witness (re-check under lock)"),
         (ap, "_delete_rows", "delete"),
-        (ledger_items.BatchItems, "items", "items: pseudonyms"),
-        (ledger_items, "leaves", "items: leaf hashes"),
-        (ledger_items, "insert_items", "items: insert"),
+        (ledger_bulk, "prepare", "items: pseudonyms + leaf hashes"),
+        (ledger_bulk, "insert", "items: insert"),
         (ledger, "append", "ledger append"),
         (ledger_items, "index_items", "items: lookup rows (per batch, in the append)"),
         (sa.engine.Connection, "_commit_impl", "commit"),

@@ -141,7 +141,23 @@ def test_dialect_for_finds_the_class() -> None:
 # The hooks on the real databases
 # --------------------------------------------------------------------------
 
-ODD_TEXT = ["plain", "tab\there", "new\nline", "back\\slash", "crlf\r\n", None, "ünïcode €", "\\N", ""]
+ODD_TEXT = [
+    "plain",
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    "crlf\r\n",
+    None,
+    "ünïcode €",
+    "\\N",
+    "",
+    "it's",
+    'say "x"',
+    "%s %(x)s",
+    "'); DROP TABLE hook_rows; --",
+    "abc123",
+    "ÀBC",  # letters, not ASCII: escaped, not written as they are
+]
 WHEN = dt.datetime(2024, 2, 29, 13, 45, 6, 123456)
 
 
@@ -160,7 +176,7 @@ def table(engine: sa.Engine) -> sa.Table:
 
 
 def test_bulk_insert_keeps_every_value(engine: sa.Engine, table: sa.Table) -> None:
-    """COPY (PostgreSQL) or executemany: tabs, newlines, backslashes, NULL and microseconds come back as written."""
+    """COPY (PostgreSQL), multi-row INSERT text (MariaDB) or executemany: every value comes back as written."""
     rows = [(i, ODD_TEXT[i % len(ODD_TEXT)], WHEN + dt.timedelta(seconds=i)) for i in range(1, 1201)]
     with engine.begin() as conn:
         dialect_for(conn).bulk_insert(conn, table, ("id", "label", "at"), rows)

@@ -36,6 +36,7 @@ from retention.engine.plan_values import (
     email_text,
     is_false,
     key_to_native,
+    new_candidate,
 )
 from retention.engine.rowfilter import compile_filter
 from retention.policy import LoadedPack
@@ -378,7 +379,7 @@ class PlannerBase:
                 layout = (len(row), tuple(fields.index(n) if n in fields else None for n in clock_names))
             k, s, lk, state, since, clock_day, e, ep, reach = row[:9]
             result.append(
-                Candidate(
+                new_candidate(
                     key=k,
                     record_key=str(k),
                     subject_key=s,

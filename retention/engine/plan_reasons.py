@@ -12,10 +12,10 @@ from dataclasses import replace
 
 import sqlalchemy as sa
 
-from retention.engine.evaluate import evaluate_record
+from retention.engine import quick_evaluate
 from retention.engine.lifecycle import advance, steps_from_active
 from retention.engine.plan_base import PlannerBase
-from retention.engine.plan_values import Candidate, Move, Outcome, Step
+from retention.engine.plan_values import Candidate, Move, Outcome, Step, new_move
 from retention.store import tables as store
 from retention.timing.clock import start_of_day
 
@@ -127,13 +127,14 @@ class PlannerReasons(PlannerBase):
             known = self._leader_states(conn, (c.leader_key for c in candidates))
             leaders = {k: Outcome(state, since, ()) for k, (state, since) in known.items()}
         moves: list[Move] = []
+        evaluate = quick_evaluate.evaluator(pack, dataset, as_of, self._due_cache)
         for cand in candidates:
             own_first: dt.datetime | None = None
             clock_at: dt.datetime | None = None
             clock_day = cand.clock_day
             own_chain: tuple[Step, ...] = ()
             if cand.reach and self.sql is not None:
-                evaluation = evaluate_record(pack, dataset, cand.clocks, as_of, self._due_cache)
+                evaluation = evaluate(cand.clocks)
                 if evaluation.anomaly is None:
                     chain_key = tuple(evaluation.due.values())
                     chain = self._chains.get(chain_key)
@@ -181,13 +182,14 @@ class PlannerReasons(PlannerBase):
                 and steps[0].to_state not in follow
             )
             moves.append(
-                Move(
+                new_move(
                     key=cand.key,
                     record_key=cand.record_key,
                     subject_key=cand.subject_key,
                     steps=steps,
                     clock_at=clock_at,
                     request_id=request[0] if erasure is not None and request is not None else None,
+                    review_id=None,
                     leader_key=cand.leader_key,
                     since=cand.since,
                     recheck=by_clock_alone and steps == own_chain[: len(steps)],

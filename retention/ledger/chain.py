@@ -26,9 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
+from retention.ledger import bulk, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
-from retention.ledger import merkle, pseudonyms
 from retention.ledger.canonical import (
     _INSTANT_COLUMNS,
     COLUMNS,
@@ -158,11 +158,7 @@ def append(
         secret = pseudonyms.pseudonym_secret()
     # The items' pseudonyms and Merkle roots need no chain position: computed
     # before the lock, so that it covers the inserts and the commit only.
-    prepared: dict[int, tuple[list[ledger_items.Item], str]] = {}
-    for index, draft in enumerate(drafts):
-        if isinstance(draft, BatchItems):
-            items = draft.items()
-            prepared[index] = (items, merkle.root(ledger_items.leaves(items)).hex())
+    prepared = {index: bulk.prepare(draft) for index, draft in enumerate(drafts) if isinstance(draft, BatchItems)}
     seq, prev = _lock_head(conn)
     first = seq + 1
     if prepared:  # items an older version left unindexed, before this batch's (ledger_items.index_pending)
@@ -180,14 +176,14 @@ def append(
         seq += 1
         row = _base_row(draft, seq, now, prev)
         if isinstance(draft, BatchItems):
-            items, root = prepared[index]
-            ledger_items.insert_items(conn, seq, items)
-            ledger_items.index_items(conn, draft.run_id, seq, items)
+            items = prepared[index]
+            bulk.insert(conn, seq, items)
+            bulk.index(conn, draft.run_id, seq, items)
             dues = [m[0] for m in draft.moves]
             row.update(
                 due_at=max(dues) if dues else None,
                 count=len(items),
-                merkle_root=root,
+                merkle_root=items.root,
                 items=len(items),
             )
         else:

@@ -1,0 +1,152 @@
+"""A batch's ledger items in one pass: pseudonyms, Merkle leaves and insert rows, no object per record.
+
+A purge writes one item per record it moves, so what the ledger does per
+record is the engine's hottest Python. :class:`~retention.ledger.items.BatchItems`
+with :class:`~retention.ledger.items.Item`, :func:`~retention.ledger.items.leaves`
+and :func:`~retention.ledger.items.insert_items` build the same values through
+a dataclass per record, a method call per pseudonym and a second pass to
+encode each item. Here one loop keys the three pseudonyms from the run's
+pre-absorbed HMAC pads, formats each due instant once per distinct value (a
+batch's records share few due days), builds the RFC 8785 item document
+inline and hashes its leaf, keeping only strings, tuples and the 32-byte
+leaves. The stored content and every leaf are byte-for-byte those of the
+per-record path (``tests/test_ledger_bulk.py`` holds the two equal), so
+``verify``, ``prove`` and ``lookup`` read old and new items alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from retention.dialects import dialect_for
+from retention.ledger import merkle, pseudonyms
+from retention.ledger.items import BatchItems, item_document, run_key
+from retention.store import tables as store
+
+COLUMNS = (
+    "entry_seq",
+    "idx",
+    "record_pseudonym",
+    "subject_pseudonym",
+    "due_at",
+    "request_id",
+    "review_id",
+    "email_pseudonym",
+)
+"""The item columns, in the order of the rows :func:`rows` returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedItems:
+    """One batch's items, pseudonymised and committed to, before they have an entry position.
+
+    ``values`` per item: (record, subject, due_at, request id, review id,
+    e-mail), pseudonyms as lowercase hex; ``root`` the hex Merkle root.
+    """
+
+    values: list[tuple[str, str | None, dt.datetime, int | None, int | None, str | None]]
+    root: str
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _instant(value: dt.datetime) -> str:
+    """The due instant as the item document writes it (UTC, microseconds, ``Z``)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def prepare(draft: BatchItems) -> PreparedItems:
+    """Pseudonyms, leaves and Merkle root of ``draft``'s items, in one loop (the key stays in this process)."""
+    inner, outer = pseudonyms.keyed(run_key(draft.secret, draft.run_id)).pads()
+    inner_copy, outer_copy = inner.copy, outer.copy
+    sha256 = hashlib.sha256
+    record_prefix = f"record\x1f{draft.dataset}\x1f".encode()
+    moves = draft.moves
+    emails = draft.emails if draft.emails is not None else [None] * len(moves)
+    due_text: dict[dt.datetime, str] = {}
+    values: list[tuple[str, str | None, dt.datetime, int | None, int | None, str | None]] = []
+    leaves: list[bytes] = []
+
+    def hexmac(message: bytes) -> str:
+        h = inner_copy()
+        h.update(message)
+        o = outer_copy()
+        o.update(h.digest())
+        return o.hexdigest()
+
+    for idx, ((due_at, record_key, subject_key, request_id, review_id), mail) in enumerate(
+        zip(moves, emails, strict=True)
+    ):
+        record = hexmac(record_prefix + record_key.encode("utf-8"))
+        subject = None if subject_key is None else hexmac(b"subject\x1f" + subject_key.encode("utf-8"))
+        email = None if mail is None else hexmac(b"email\x1f" + mail.encode("ascii"))
+        due = due_text.get(due_at)
+        if due is None:
+            due = due_text[due_at] = _instant(due_at)
+        if request_id is None and review_id is None and email is None:
+            # The common case (a purge by its clocks), the document written out inline.
+            subject_json = "null" if subject is None else f'"{subject}"'
+            document = (
+                f'\x00{{"due_at":"{due}","idx":{idx},"record":"{record}","request":null,'
+                f'"review":null,"subject":{subject_json}}}'
+            ).encode("ascii")
+        else:
+            document = b"\x00" + item_document(idx, record, subject, due, request_id, review_id, email)
+        leaves.append(sha256(document).digest())
+        values.append((record, subject, due_at, request_id, review_id, email))
+    return PreparedItems(values, merkle.root(leaves).hex())
+
+
+def rows(conn: sa.Connection, entry_seq: int, prepared: PreparedItems) -> list[tuple[Any, ...]]:
+    """The insert rows (in :data:`COLUMNS` order) of ``prepared`` at position ``entry_seq``."""
+    process = store.ledger_items.c.due_at.type.bind_processor(conn.dialect)
+    memo: dict[dt.datetime, Any] = {}
+
+    def due(value: dt.datetime) -> Any:
+        if process is None:
+            return value
+        converted = memo.get(value)
+        if converted is None:
+            converted = memo[value] = process(value)
+        return converted
+
+    return [
+        (entry_seq, idx, record, subject, due(due_at), request_id, review_id, email)
+        for idx, (record, subject, due_at, request_id, review_id, email) in enumerate(prepared.values)
+    ]
+
+
+def insert(conn: sa.Connection, entry_seq: int, prepared: PreparedItems) -> None:
+    """Write ``prepared``'s items under entry ``entry_seq`` by the driver's bulk path, in the caller's transaction."""
+    if prepared.values:
+        dialect_for(conn).bulk_insert(conn, store.ledger_items, COLUMNS, rows(conn, entry_seq, prepared))
+
+
+def index(conn: sa.Connection, run_id: str, entry_seq: int, prepared: PreparedItems) -> None:
+    """The lookup rows of ``prepared``'s items, as :func:`~retention.ledger.items.index_items` writes them.
+
+    Same rows in the same order (the table's key order) from the prepared
+    values, so a batch written by this path is indexed in its own
+    transaction like one written through :class:`~retention.ledger.items.Item`.
+    """
+    lookup_rows = sorted(
+        (run_id, pseudonym, entry_seq, idx)
+        for idx, (record, subject, _due, _request, _review, email) in enumerate(prepared.values)
+        for pseudonym in (record, subject, email)
+        if pseudonym is not None
+    )
+    if lookup_rows:
+        dialect_for(conn).bulk_insert(
+            conn, store.ledger_lookup, ("run_id", "pseudonym", "entry_seq", "idx"), lookup_rows
+        )
+
+
+__all__ = ["COLUMNS", "PreparedItems", "index", "insert", "prepare", "rows"]
