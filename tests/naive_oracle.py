@@ -223,17 +223,21 @@ def judge(kind: str, parsed: Parsed, as_of: dt.datetime, tz: str, expires: bool 
     return Reading(None, at)
 
 
-def aggregate(kind: str, values: Iterable[Parsed]) -> Parsed:
+def aggregate(kind: str, values: Iterable[Parsed], ignore_invalid: bool = False) -> Parsed:
     """``max`` over related rows: NULLs skipped; any invalid value makes the clock invalid.
 
     Issue 10 case 4: an invalid value inside an aggregate clock is not
     dropped; the record becomes an ``invalid`` anomaly. Zero values lose
-    against any real value; with only zeros the clock is zero.
+    against any real value; with only zeros the clock is zero. Issue 26
+    clause 1: with ``invalid_rows: ignore`` an invalid value is skipped like
+    a NULL (the max of the readable rows; none readable: NULL).
     """
     best: Parsed | None = None
     zero = False
     for value in values:
         if value.kind == "invalid":
+            if ignore_invalid:
+                continue
             return value
         if value.kind == "zero":
             zero = True
@@ -400,9 +404,10 @@ def clock_readings(world: World, name: str, row: Mapping[str, Any], as_of: dt.da
                 if reference is not None
                 and other[clock["on"]] is not None
                 and key_text(other[clock["on"]]) == key_text(reference)
-                and all(str(other[k]) == str(v) for k, v in where.items())
+                # The same column conditions as a dataset's where (issue 26 clause 1).
+                and all(_passes(other[k], v) for k, v in where.items())
             ]
-            parsed = aggregate(kind, related)
+            parsed = aggregate(kind, related, clock.get("invalid_rows") == "ignore")
         else:
             parsed = parse_value(kind, row[clock["column"]], column_tz)
         readings.append(judge(kind, parsed, as_of, world.tz, bool(clock.get("expires"))))

@@ -341,7 +341,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         column = order_clocks[0] if motif else draw(st.sampled_from(order_clocks))
         agg: dict[str, Any] = {"aggregate": "max", "table": "t_orders", "on": "person_id"}
         if draw(st.booleans()):
-            agg["where"] = {"status": "paid"}
+            # Equality, and (issue 26 clause 1) the other operators of a dataset's where.
+            agg["where"] = {"status": draw(st.sampled_from(["paid", "paid", {"not": "void"}, ["paid"], {"not": None}]))}
+        if draw(st.integers(0, 2)) == 0:
+            agg["invalid_rows"] = draw(st.sampled_from(["ignore", "strict"]))
         rule = _keep(draw, _clock_spec(column, **agg))
         motif_period = rule["period"]
         keep_people.append(rule)
@@ -355,7 +358,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     "aggregate": "max",
                     "table": "t_meta",
                     "on": "user_id",
-                    "where": {"meta_key": "last_active"},
+                    "where": draw(
+                        st.sampled_from([{"meta_key": "last_active"}, {"meta_key": {"not": "wp_capabilities"}}])
+                    ),
+                    **({"invalid_rows": "ignore"} if draw(st.booleans()) else {}),
                 },
             )
         )

@@ -529,7 +529,9 @@ def explain(
             f"  clock {clock['clock']} = {clock['value']}{_local_date(clock)}, "
             f"{_kept(clock)}"
             f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''}"
-            f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
+            f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''}"
+            f"{'; ignored related rows: ' + str(clock['ignored_rows']) if clock.get('ignored_rows') else ''}"
+            f" — {clock['basis']}",
             highlight=False,
         )
     if result.excluded:

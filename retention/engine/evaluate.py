@@ -35,6 +35,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
 from retention.dialects import Dialect, dialect_for
+from retention.engine.rowfilter import reflect_table as reflect_table  # re-exported: callers import it from here
+from retention.engine.rowfilter import related_condition
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 from retention.timing import datetext
@@ -42,6 +44,8 @@ from retention.timing.clock import Period, Schedule, as_aware, due_instant, loca
 
 Anomaly = Literal["null", "zero", "invalid", "future"]
 ANOMALIES: tuple[Anomaly, ...] = ("null", "zero", "invalid", "future")
+IGNORED_ROWS = "ignored_rows"
+"""The count beside the anomalies: unreadable related rows an ``invalid_rows: ignore`` clock left out."""
 
 FLOOR_DATE = dt.date(1900, 1, 1)
 FLOOR_NAIVE = dt.datetime(1900, 1, 1)  # noqa: DTZ001 - compared with naive column values
@@ -75,6 +79,7 @@ class ClockReading:
     day: dt.date | None  # local date in the policy timezone
     instant: dt.datetime | None
     detail: str | None = None
+    ignored: int = 0  # related rows left out as unreadable (invalid_rows: ignore)
 
     def moment(self, policy_tz: str) -> dt.datetime | None:
         """When the clock reads: its instant, or the start of its local day for a date."""
@@ -223,16 +228,22 @@ def _naive_in(instant: dt.datetime, zone_name: str) -> dt.datetime:
     return instant.astimezone(zone(zone_name)).replace(tzinfo=None)
 
 
-def combine_related(label: str, rows: Sequence[ClockReading]) -> ClockReading:
+def combine_related(label: str, rows: Sequence[ClockReading], *, ignore_invalid: bool = False) -> ClockReading:
     """An aggregate clock's reading from the readings of its related rows.
 
-    An invalid row makes the clock invalid; otherwise it reads as the latest
-    readable row (future above valid above zero), as ``max`` does in SQL.
+    An invalid row makes the clock invalid (with ``ignore_invalid``,
+    ``invalid_rows: ignore``, it is left out and counted in ``ignored``);
+    otherwise it reads as the latest readable row (future above valid above
+    zero), as ``max`` does in SQL.
     """
     invalid = [r for r in rows if r.anomaly == "invalid"]
-    if invalid:
+    if invalid and not ignore_invalid:
         detail = f"{len(invalid)} of {len(rows)} related rows invalid: {invalid[0].detail}"
         return ClockReading(label, invalid[0].raw, "invalid", None, None, detail)
+    note: str | None = None
+    if invalid:
+        note = f"{len(invalid)} of {len(rows)} related rows invalid, ignored (invalid_rows: ignore)"
+        note += f": {invalid[0].detail}"
     for category in ("future", None, "zero"):
         found = [r for r in rows if r.anomaly == category]
         if found:
@@ -240,8 +251,9 @@ def combine_related(label: str, rows: Sequence[ClockReading]) -> ClockReading:
                 best = max(found, key=lambda r: (r.instant or dt.datetime.min.replace(tzinfo=dt.UTC), r.day))
             else:
                 best = found[0]
-            return ClockReading(label, best.raw, best.anomaly, best.day, best.instant, best.detail)
-    return ClockReading(label, None, "null", None, None)
+            shown = best.detail if note is None else note
+            return ClockReading(label, best.raw, best.anomaly, best.day, best.instant, shown, len(invalid))
+    return ClockReading(label, None, "null", None, None, note, len(invalid))
 
 
 @dataclass(slots=True)
@@ -373,15 +385,6 @@ def expiry_due(reading: ClockReading, schedule: Schedule, tz: str) -> dt.datetim
 # --------------------------------------------------------------------------
 
 
-def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:
-    """Reflect a source table, or raise a SchemaError naming it."""
-    try:
-        return sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
-    except sa.exc.NoSuchTableError:
-        where = f"{schema}.{name}" if schema else name
-        raise SchemaError([f"table {where!r} does not exist"]) from None
-
-
 def column_of(table: sa.Table, name: str, role: str) -> sa.ColumnElement[Any]:
     try:
         return table.c[name]
@@ -411,6 +414,7 @@ class ClockSQL:
     invalid_flag: ColumnElement[bool] | None = None
     aggregate: bool = False
     related: tuple[ColumnElement[Any], tuple[ColumnElement[bool], ...]] | None = None
+    ignored_count: ColumnElement[Any] | None = None  # invalid_rows: ignore: unreadable related rows per record
 
     @property
     def _sqlite_text(self) -> bool:
@@ -706,9 +710,15 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
     on_col = column_of(related, clock.on, "aggregate join")
     ref_col = column_of(table, clock.references or dataset.key, "aggregate reference")
     conditions = [on_col == ref_col]
-    for name, wanted in (clock.where or {}).items():
-        conditions.append(column_of(related, name, "aggregate filter") == wanted)
+    for test in clock.related_tests:
+        # The same comparisons (and value checks) as a dataset's where.
+        conditions.append(related_condition(column_of(related, test.column, "aggregate filter"), clock.table, test))
     measured, invalid = _measured(rel_col, clock, dialect)
+    ignored = None
+    if clock.ignores_invalid:
+        # max() already skips unreadable rows (they measure NULL): only the
+        # flag that would invalidate the clock goes; they are counted instead.
+        ignored, invalid = invalid, None
     related_alias = related.alias(f"agg_{clock.table}")
     # Re-point the correlated columns at the alias so the same table can be used twice.
     adapt = sa.sql.util.ClauseAdapter(related_alias)
@@ -719,6 +729,16 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
         flag_alias = related.alias(f"bad_{clock.table}")
         flag_adapt = sa.sql.util.ClauseAdapter(flag_alias)
         flag = sa.exists().where(*(flag_adapt.traverse(c) for c in conditions), flag_adapt.traverse(invalid))
+    ignored_count = None
+    if ignored is not None:
+        count_alias = related.alias(f"ign_{clock.table}")
+        count_adapt = sa.sql.util.ClauseAdapter(count_alias)
+        ignored_count = (
+            sa.select(sa.func.count())
+            .select_from(count_alias)
+            .where(*(count_adapt.traverse(c) for c in conditions), count_adapt.traverse(ignored))
+            .scalar_subquery()
+        )
     return ClockSQL(
         clock,
         subquery,
@@ -728,6 +748,7 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
         invalid_flag=flag,
         aggregate=True,
         related=(rel_col, tuple(conditions)),
+        ignored_count=ignored_count,
     )
 
 
@@ -817,7 +838,7 @@ class DatasetSQL:
             safe = dialect.safe_clock_columns(rel_col, c.clock.type)
             rows = conn.execute(sa.select(*safe).where(*conditions, self.key == key)).all()
             related = [_safe_reading(tuple(r), c.clock.type, label, c.clock, as_of, tz) for r in rows]
-            readings.append(combine_related(label, related))
+            readings.append(combine_related(label, related, ignore_invalid=c.clock.ignores_invalid))
         return readings
 
 

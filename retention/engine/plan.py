@@ -42,7 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 from retention.dialects import Dialect, dialect_for
 from retention.engine.evaluate import (
     ANOMALIES,
-    Anomaly,
+    IGNORED_ROWS,
     DatasetSQL,
     DueCache,
     dataset_sql,
@@ -1323,12 +1323,12 @@ class DatasetPlanner:
                 if on_batch is not None:
                     on_batch(batch)
 
-    def anomaly_counts(self, conn: sa.Connection) -> dict[Anomaly, int]:
-        """Active records skipped because of their clocks, per category."""
+    def anomaly_counts(self, conn: sa.Connection) -> dict[str, int]:
+        """Active records skipped because of their clocks, per category (and related rows ignored)."""
         if self.sql is None:
             return {}
         self.probe(conn)
-        counts: dict[Anomaly, int] = {}
+        counts: dict[str, int] = {}
         for category in ANOMALIES:
             query = (
                 sa.select(sa.func.count())
@@ -1336,6 +1336,17 @@ class DatasetPlanner:
                 .where(self.sql.anomaly(category, self.ctx.as_of), self.included(), self.not_moved(conn))
             )
             counts[category] = int(conn.execute(query).scalar_one())
+        ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
+        if ignoring:
+            # invalid_rows: ignore (issue 26): each unreadable related row an
+            # active record's clock left out is counted, though none blocks it.
+            per_record = sum(ignoring[1:], ignoring[0])
+            query = (
+                sa.select(sa.func.coalesce(sa.func.sum(per_record), 0))
+                .select_from(self.sql.table)
+                .where(self.included(), self.not_moved(conn))
+            )
+            counts[IGNORED_ROWS] = int(conn.execute(query).scalar_one())
         return counts
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:

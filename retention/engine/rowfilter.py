@@ -134,14 +134,26 @@ def _condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) ->
     return compare(bound(test.value))
 
 
+def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:
+    """Reflect a source table, or raise a SchemaError naming it (here, below evaluate, which re-exports it)."""
+    try:
+        return sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
+    except sa.exc.NoSuchTableError:
+        where = f"{schema}.{name}" if schema else name
+        raise SchemaError([f"table {where!r} does not exist"]) from None
+
+
+def related_condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) -> ColumnElement[bool]:
+    """One column condition on another table's column (an aggregate clock's ``where``), as for a dataset's."""
+    return _condition(column, table_name, test)
+
+
 def compile_filter(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> ColumnElement[bool] | None:
     """The dataset's ``where`` on rows of ``table`` (None: no filter).
 
     Related tables are read under an alias of their own, so a filter on a
     table's own rows (a self-reference) stays a correlated EXISTS.
     """
-    from retention.engine.evaluate import reflect_table
-
     row_filter: RowFilter | None = dataset.row_filter
     if row_filter is None:
         return None

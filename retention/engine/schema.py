@@ -136,9 +136,16 @@ def _check_clock(inspect: _Inspector, name: str, ds: Dataset, clock: Clock, find
                     f"create one on ({clock.on}, {clock.column})",
                 )
             )
-        for col in clock.where or {}:
-            if col not in columns:
-                findings.append(Finding("error", name, table, col, _missing(col, columns, "aggregate filter")))
+        for test in clock.related_tests:
+            column = columns.get(test.column)
+            if column is None:
+                findings.append(
+                    Finding("error", name, table, test.column, _missing(test.column, columns, "aggregate filter"))
+                )
+                continue
+            problem = value_problem(column["type"], test)
+            if problem is not None:
+                findings.append(Finding("error", name, table, test.column, f"aggregate where: {problem}"))
     elif not any(ix[0] == clock.column for ix in indexes):
         findings.append(
             Finding(

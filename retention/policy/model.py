@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from retention.policy.rowfilter import RowFilter, parse_where
+from retention.policy.rowfilter import ColumnTest, RowFilter, parse_where
 from retention.timing.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
@@ -102,15 +102,45 @@ class Clock(_Strict):
         default=None,
         description="Column of the dataset the related table points at (default its key).",
     )
-    where: dict[str, str | int] | None = None
+    where: dict[str, Any] | None = Field(
+        default=None,
+        description="Which related rows count: column conditions as in a dataset's where (docs/rules.md).",
+    )
     expires: StrictBool | None = Field(
         default=None,
         description="The value is when the record stops being needed: due at that instant, no period.",
     )
+    # Issue 26 clause 1: what an unreadable related row does to an aggregate clock.
+    invalid_rows: Literal["strict", "ignore"] | None = Field(
+        default=None,
+        description="strict (default): one unreadable related row makes the clock invalid; "
+        "ignore: the max of the readable rows, the others counted as ignored.",
+    )
 
-    _added_later = ("expires",)
+    _added_later = ("expires", "invalid_rows")
 
     _check_tz = field_validator("timezone")(lambda v: None if v is None else _check_timezone(v))
+
+    @field_validator("where")
+    @classmethod
+    def _where_grammar(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The same column conditions as a dataset's where; a related condition
+        # inside an aggregate's filter would be a join inside a join, refused.
+        if value is not None:
+            if "related" in value:
+                raise ValueError("@related: an aggregate clock's where takes column conditions only")
+            parse_where(value)
+        return value
+
+    @property
+    def related_tests(self) -> tuple[ColumnTest, ...]:
+        """The parsed ``where`` of an aggregate clock: conditions on the related rows."""
+        return () if self.where is None else parse_where(self.where).tests
+
+    @property
+    def ignores_invalid(self) -> bool:
+        """Whether unreadable related rows are left out of the max instead of invalidating it."""
+        return self.invalid_rows == "ignore"
 
     @model_validator(mode="after")
     def _coherent(self) -> Clock:
@@ -121,6 +151,7 @@ class Clock(_Strict):
             "on": self.on,
             "references": self.references,
             "where": self.where,
+            "invalid_rows": self.invalid_rows,
         }
         if self.aggregate is None:
             extra = [k for k, v in related.items() if v is not None]
