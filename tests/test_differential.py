@@ -498,6 +498,22 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     if "orders" in datasets and draw(st.integers(0, 2)) == 0:
         status = draw(st.sampled_from(["paid", {"not": "void"}, ["paid", "void"], {"not": None}]))
         datasets["orders"]["where"] = {"status": status}
+        if status in ("paid", {"not": "void"}) and draw(st.booleans()):
+            # Issue 26 clause 3: the void orders are a second dataset on the same
+            # table, with a filter disjoint from the orders' and a policy of its own.
+            life = _lifecycle(draw, masks_people, may_delete_archived=True)
+            void: dict[str, Any] = {
+                "table": "t_orders",
+                "key": "id",
+                "subject_key": "person_id",
+                "basis": "void orders",
+                "where": {"status": "void"},
+                "keep": [_keep(draw, _clock_spec(draw(st.sampled_from(order_clocks))))],
+                "lifecycle": life,
+            }
+            if draw(st.booleans()):
+                void["on_erasure"] = draw(st.sampled_from([s["to"] for s in life]))
+            datasets["void_orders"] = void
     if "events" in datasets and draw(st.integers(0, 3)) == 0:
         datasets["events"]["where"] = {"is_active": True}
     if uses_meta and not meta_dataset and draw(st.integers(0, 2)) == 0:

@@ -326,15 +326,26 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
     def add(path: PathKey, message: str) -> None:
         problems.append(PackProblem(name, _line_for(lines, path), message))
 
-    tables: dict[tuple[str | None, str], str] = {}
+    # Issue 26 clause 3: one table may hold several kinds of records, one
+    # dataset each, when every one of them says which rows are its own
+    # (disjoint filters, which check --db verifies on the data).
+    sharing: dict[tuple[str | None, str], list[str]] = {}
+    for ds_name, ds in pack.datasets.items():
+        sharing.setdefault((ds.schema_, ds.table), []).append(ds_name)
+    for names in sharing.values():
+        if len(names) < 2:
+            continue
+        for ds_name in names:
+            ds = pack.datasets[ds_name]
+            if ds.where is None:
+                others = ", ".join(repr(n) for n in names if n != ds_name)
+                add(
+                    ("datasets", ds_name, "table"),
+                    f"table {ds.table!r} is also the table of dataset {others}: datasets sharing a table each "
+                    "need a 'where' saying which rows are theirs (disjoint: a row belongs to at most one dataset)",
+                )
     for ds_name, ds in pack.datasets.items():
         where = ("datasets", ds_name)
-        previous = tables.setdefault((ds.schema_, ds.table), ds_name)
-        if previous != ds_name:
-            add(
-                (*where, "table"),
-                f"table {ds.table!r} is already the table of dataset {previous!r}",
-            )
         if ds.follows is not None:
             parent = pack.datasets.get(ds.follows.dataset)
             if parent is None:
