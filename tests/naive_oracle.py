@@ -506,9 +506,9 @@ def _passes(stored: Any, spec: Any) -> bool:
     return True
 
 
-def matches(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
-    """Whether a source row is one of the dataset's records."""
-    where = ds.get("where")
+def matches(world: World, ds: Mapping[str, Any], row: Mapping[str, Any], which: str = "where") -> bool:
+    """Whether a source row is one of the dataset's records (``which="erasure_where"``: in erasure's reach)."""
+    where = ds.get(which)
     if not where:
         return True
     for column, spec in where.items():
@@ -652,23 +652,30 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
             current = before.state if before is not None else "active"
             if current == states[-1]:
                 continue
-            if row is not None and not matches(world, ds, row):
+            # Issue 26 clause 6: erasure reaches the rows of erasure_where when the
+            # dataset has one, else its records; where scopes clocks and lifecycle.
+            in_where = row is None or matches(world, ds, row)
+            which = "erasure_where" if ds.get("erasure_where") else "where"
+            in_reach = row is None or matches(world, ds, row, which)
+            erasure = _erasure(world, name, subject, today, email) if in_reach else None
+            target_index = states.index(ds["on_erasure"]) if ds.get("on_erasure") else 0
+            outside = not in_where and erasure is not None and states.index(current) < target_index
+            if not in_where and not outside:
                 continue  # not a record of the dataset: it never moves (a later state: it stays)
             if _held(world, name, key, subject, email):
                 continue
             # The reasons, as (first state it reaches, last state, instant) or per state.
             clock_instant: dt.datetime | None = None
-            if current == "active" and ds.get("keep") and row is not None:
+            if current == "active" and ds.get("keep") and row is not None and not outside:
                 readings = clock_readings(world, name, row, as_of)
                 clock_instant, anomaly = clock_due(world, name, readings)
                 if anomaly is not None:
                     outcome.anomalies[(name, key)] = anomaly
             upto: list[tuple[str, dt.datetime]] = []  # (furthest state, instant) reached by erasure/follow
-            erasure = _erasure(world, name, subject, today, email)
             if erasure is not None:
                 upto.append(erasure)
             follows = ds.get("follows")
-            if follows is not None:
+            if follows is not None and not outside:
                 leader_key: str | None
                 if follows.get("via"):
                     value = row[follows["via"]] if row is not None else None
@@ -703,6 +710,8 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
                 when = min(candidates)
                 if when > as_of:
                     break
+                if outside and states.index(target) > target_index:
+                    break  # outside where: the erasure takes it to on_erasure, no further
                 steps.append(Step(current, target, when))
                 current, entered = target, when
             if steps:

@@ -231,7 +231,11 @@ def test_explain_counts_the_ignored_rows(migrated: sa.Engine, db_url: str, tmp_p
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("invalid_rows: ignore", "invalid_rows: skip", "20: unknown value 'skip' for datasets.customers.keep[0].clock.invalid_rows; valid: strict, ignore"),
+        (
+            "invalid_rows: ignore",
+            "invalid_rows: skip",
+            "20: unknown value 'skip' for datasets.customers.keep[0].clock.invalid_rows; valid: strict, ignore",
+        ),
         (
             "refunded_at: null\n",
             "refunded_at: null\n            related: {table: x, on: y}\n",

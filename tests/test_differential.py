@@ -516,6 +516,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             datasets["void_orders"] = void
     if "events" in datasets and draw(st.integers(0, 3)) == 0:
         datasets["events"]["where"] = {"is_active": True}
+        if "on_erasure" in datasets["events"] and draw(st.booleans()):
+            # Issue 26 clause 6: the erasure also reaches deactivated events, which
+            # the where leaves out of the lifecycle (they stop at on_erasure).
+            datasets["events"]["erasure_where"] = {"person_id": {"not": None}}
     if uses_meta and not meta_dataset and draw(st.integers(0, 2)) == 0:
         datasets["people"]["where"] = {
             "related": {

@@ -408,6 +408,9 @@ class Candidate:
     clock_day: dt.date | None = None  # from the state row (after_from: clock)
     email: str | None = None  # normalised e-mail address of the live row
     email_pseudonym: str | None = None  # from the state row
+    # Erasure pass: a row outside ``where`` that ``erasure_where`` reaches (issue 26
+    # clause 6): the erasure moves it up to ``on_erasure``, no clock, delay or follow.
+    outside: bool = False
 
 
 @dataclass(frozen=True)
@@ -432,6 +435,12 @@ class DatasetPlanner:
         )
         self.key = self.table.c[self.dataset.key]
         self.row_filter = compile_filter(conn, self.table, self.dataset)
+        # Erasure's reach: erasure_where when the dataset has one, else its records (where).
+        self.erasure_filter = (
+            compile_filter(conn, self.table, self.dataset, erasure=True)
+            if self.dataset.erasure_where is not None
+            else self.row_filter
+        )
         self.subject = subject_expression(conn, self.table, self.dataset)
         email = email_expression(conn, self.table, self.dataset)
         self.email = email_text(conn, email) if email is not None else None
@@ -542,11 +551,26 @@ class DatasetPlanner:
             covers.append(sa.and_(h.c.scope == "subject", who.named_by(h)))
         return ~sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
 
-    def no_open_erasure(self, who: Who | None) -> ColumnElement[bool]:
-        """Records under an open erasure request move in the erasure pass only."""
+    def no_open_erasure(
+        self, who: Who | None, record_key: ColumnElement[Any] | None = None, conn: sa.Connection | None = None
+    ) -> ColumnElement[bool]:
+        """Records under an open erasure request move in the erasure pass only.
+
+        With ``erasure_where``, only those within its reach: the others are
+        not the erasure's and move as usual. ``record_key``: the condition is
+        on state rows (the source row is looked up by key; a gone row is
+        within reach, as the erasure pass's orphans are).
+        """
         if not self._erasures or who is None or not who.known:
             return sa.true()
-        return ~self._open_erasure(who)
+        free = ~self._open_erasure(who)
+        if self.dataset.erasure_where is None or self.erasure_filter is None:
+            return free
+        outside = is_false(self.erasure_filter)
+        if record_key is not None:
+            assert conn is not None
+            outside = sa.exists().where(self.text(conn, self.key) == record_key, outside)
+        return sa.or_(free, outside)
 
     def _open_erasure(self, who: Who) -> ColumnElement[bool]:
         er = self.ctx.tables.erasure_requests
@@ -560,20 +584,29 @@ class DatasetPlanner:
         conditions = [c for c in (self.row_filter, self.in_shard) if c is not None]
         return sa.and_(*conditions) if conditions else sa.true()
 
+    def erasure_included(self) -> ColumnElement[bool]:
+        """The source row is within an erasure request's reach (``erasure_where``, default ``where``)."""
+        conditions = [c for c in (self.erasure_filter, self.in_shard) if c is not None]
+        return sa.and_(*conditions) if conditions else sa.true()
+
     def excluded(self) -> ColumnElement[bool]:
         """The source row fails the dataset's ``where`` (false or unknown)."""
         return is_false(self.row_filter) if self.row_filter is not None else sa.false()
 
-    def state_row_included(self, conn: sa.Connection, record_key: ColumnElement[Any]) -> ColumnElement[bool]:
+    def state_row_included(
+        self, conn: sa.Connection, record_key: ColumnElement[Any], *, erasure: bool = False
+    ) -> ColumnElement[bool]:
         """A record in a later state may move on: its source row still matches ``where``, or is gone.
 
         A record whose row stopped matching stays where it is; one whose row
         is gone (archived, then deleted) was a record when it left and goes
-        on to the end of its lifecycle.
+        on to the end of its lifecycle. ``erasure``: within erasure's reach
+        (``erasure_where``) instead, for an erasure's moves.
         """
-        if self.row_filter is None:
+        row_filter = self.erasure_filter if erasure else self.row_filter
+        if row_filter is None:
             return sa.true()
-        return ~sa.exists().where(self.text(conn, self.key) == record_key, self.excluded())
+        return ~sa.exists().where(self.text(conn, self.key) == record_key, is_false(row_filter))
 
     def not_moved(self, conn: sa.Connection, per_row: bool = False) -> ColumnElement[bool]:
         """Active: the engine has no state row for the record.
@@ -843,7 +876,7 @@ class DatasetPlanner:
             clock_at: dt.datetime | None = None
             clock_day = cand.clock_day
             own_chain: tuple[Step, ...] = ()
-            if cand.reach and self.sql is not None:
+            if cand.reach and self.sql is not None and not cand.outside:
                 evaluation = evaluate_record(pack, dataset, cand.clocks, as_of, self._due_cache)
                 if evaluation.anomaly is None:
                     chain_key = tuple(evaluation.due.values())
@@ -869,7 +902,7 @@ class DatasetPlanner:
             if request is not None and dataset.on_erasure is not None:
                 erasure = (dataset.on_erasure, start_of_day(request[1], pack.timezone))
             follow: dict[str, dt.datetime] = {}
-            if leaders is not None and cand.leader_key is not None:
+            if leaders is not None and cand.leader_key is not None and not cand.outside:
                 follow = self.follow_dues(leaders.get(cand.leader_key))
             if erasure is None and not follow:
                 # Pure in these four (pack, dataset and as_of are the planner's): a batch repeats them.
@@ -882,6 +915,10 @@ class DatasetPlanner:
                 steps = walk
             else:
                 steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of, clock_day)
+            if cand.outside:
+                # Not a record of the lifecycle: the erasure takes it to on_erasure, no further.
+                last = dataset.states.index(dataset.on_erasure or "active")
+                steps = tuple(s for s in steps if dataset.states.index(s.to_state) <= last)
             if not steps:
                 continue
             by_clock_alone = (
@@ -1020,7 +1057,7 @@ class DatasetPlanner:
             rs.c.state == origin,
             due,
             self.not_held(rs.c.record_key, self.state_who()),
-            self.no_open_erasure(self.state_who()),
+            self.no_open_erasure(self.state_who(), rs.c.record_key, conn),
             self.state_row_included(conn, rs.c.record_key),
             self.state_in_shard,
         ]
@@ -1034,15 +1071,22 @@ class DatasetPlanner:
         who = self.live_who(conn, joined=True)
         assert who is not None
         key_text = self.text(conn, self.key)
+        columns = self._columns(conn, True, None)
+        separate = self.dataset.erasure_where is not None
+        if separate:
+            columns.append(sa.case((self.included(), sa.literal(0)), else_=sa.literal(1)).label("ow"))
         query = (
-            sa.select(*self._columns(conn, True, None))
+            sa.select(*columns)
             .select_from(self._joined(conn))
-            .where(self._open_erasure(who), self.not_held(key_text, who), self.included())
+            .where(self._open_erasure(who), self.not_held(key_text, who), self.erasure_included())
         )
         if after is not None:
             query = query.where(self.key > after)
         rows = conn.execute(query.order_by(self.key).limit(self.batch_size)).all()
-        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+        candidates = self._candidates(rows)
+        if separate:
+            candidates = [replace(c, outside=bool(r.ow)) for c, r in zip(candidates, rows, strict=True)]
+        return candidates, len(rows), (rows[-1].k if rows else None)
 
     def _erasure_orphans(self, conn: sa.Connection) -> list[Candidate]:
         """Erasing subjects' records whose source row is gone (archived, then deleted)."""
@@ -1409,10 +1453,14 @@ class DatasetPlanner:
         return result
 
     def table_rows(self, conn: sa.Connection) -> int:
-        """The dataset's population: its source rows, plus archived records whose row is gone."""
-        total = int(
-            conn.execute(sa.select(sa.func.count()).select_from(self.table).where(self.included())).scalar_one()
-        )
+        """The dataset's population: its source rows, plus archived records whose row is gone.
+
+        With ``erasure_where`` the rows an erasure reaches count too: they are what it may move.
+        """
+        reach = self.included()
+        if self.dataset.erasure_where is not None:
+            reach = sa.or_(reach, self.erasure_included())
+        total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table).where(reach)).scalar_one())
         if self._keeps_orphans():
             rs = self.ctx.tables.record_states
             total += int(
@@ -1460,7 +1508,7 @@ class DatasetPlanner:
         conditions = [
             self._names(conn, who, named),
             sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)),
-            self.included(),
+            self.erasure_included(),
         ]
         if not include_held:
             conditions.append(self.not_held(key_text, who))

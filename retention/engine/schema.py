@@ -19,7 +19,7 @@ from retention.engine.schema_guard import system_table
 from retention.engine.schema_mistakes import check_mistakes
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
-from retention.policy.rowfilter import ColumnTest
+from retention.policy.rowfilter import ColumnTest, RelatedTest
 from retention.store.tables import PREFIX
 
 Level = Literal["error", "warning"]
@@ -175,6 +175,11 @@ def _check_where(
     inspect: _Inspector, name: str, ds: Dataset, columns: dict[str, ReflectedColumn], findings: list[Finding]
 ) -> None:
     """The row filter's tables and columns exist and its values fit their columns' types."""
+    erasure_filter = ds.erasure_filter
+    if erasure_filter is not None:
+        # erasure_where (issue 26 clause 6): the same checks as where's.
+        _check_tests(name, ds.table, erasure_filter.tests, columns, findings)
+        _check_related(inspect, name, ds, erasure_filter.related, columns, findings)
     row_filter = ds.row_filter
     if row_filter is None:
         return
@@ -191,7 +196,19 @@ def _check_where(
                 "stays in its state and moves no further",
             )
         )
-    for related in row_filter.related:
+    _check_related(inspect, name, ds, row_filter.related, columns, findings)
+
+
+def _check_related(
+    inspect: _Inspector,
+    name: str,
+    ds: Dataset,
+    related_tests: tuple[RelatedTest, ...],
+    columns: dict[str, ReflectedColumn],
+    findings: list[Finding],
+) -> None:
+    """Each related condition's table, columns and values exist and fit."""
+    for related in related_tests:
         reference = related.references or ds.key
         if reference not in columns:
             findings.append(Finding("error", name, ds.table, reference, _missing(reference, columns, "where related")))

@@ -166,8 +166,8 @@ def _aggregate_filters(conn: sa.Connection, inspect: Any, name: str, ds: Dataset
 def _where_hides_from_erasure(pack: Pack, name: str, ds: Dataset, findings: list[Found]) -> None:
     """``where: {col: {not: null}}`` on an erasing dataset leaves the NULL rows outside every erasure."""
     row_filter = ds.row_filter
-    if row_filter is None or ds.on_erasure is None or not ds.has_identity:
-        return
+    if row_filter is None or ds.on_erasure is None or not ds.has_identity or ds.erasure_where is not None:
+        return  # with erasure_where the pack says itself which rows an erasure reaches
     for test in row_filter.tests:
         if test.op != "not_null":
             continue

@@ -375,8 +375,15 @@ class Dataset(_Strict):
         description="Which rows of the table are records of this dataset (docs/rules.md, 'where').",
     )
 
+    # Issue 26 clause 6: `where` scopes the clock and the lifecycle; erasure's
+    # reach is every record of the dataset unless this says otherwise.
+    erasure_where: dict[str, Any] | None = Field(
+        default=None,
+        description="Which rows an erasure request reaches (docs/rules.md, 'erasure_where'); default: the records.",
+    )
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    _added_later = ("where", "subject", "email")
+    _added_later = ("where", "subject", "email", "erasure_where")
 
     @property
     def has_subject(self) -> bool:
@@ -400,6 +407,18 @@ class Dataset(_Strict):
         """The parsed ``where`` (None: every row of the table is a record)."""
         return None if self.where is None else parse_where(self.where)
 
+    @field_validator("erasure_where")
+    @classmethod
+    def _erasure_where_grammar(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            parse_where(value)
+        return value
+
+    @property
+    def erasure_filter(self) -> RowFilter | None:
+        """The parsed ``erasure_where`` (None: an erasure reaches the dataset's records, ``where``)."""
+        return None if self.erasure_where is None else parse_where(self.erasure_where)
+
     @model_validator(mode="after")
     def _lifecycle_order(self) -> Dataset:
         # Messages starting "@path: " are located at that sub-path by the loader.
@@ -419,6 +438,11 @@ class Dataset(_Strict):
             raise ValueError(
                 f"@on_erasure: on_erasure state {self.on_erasure!r} is not in this dataset's "
                 f"lifecycle ({', '.join(states)})"
+            )
+        if self.erasure_where is not None and self.on_erasure is None:
+            raise ValueError(
+                "@erasure_where: erasure_where says which rows an erasure reaches, but the dataset has no "
+                "on_erasure; add on_erasure or remove erasure_where"
             )
         if not self.keep and self.follows is None:
             raise ValueError("a dataset needs 'keep' (clocks and periods) or 'follows'")
