@@ -184,6 +184,6 @@ def test_a_shared_table_needs_where_on_every_dataset(tmp_path: Path) -> None:
     with pytest.raises(PackError) as err:
         load_file(path)
     assert str(err.value) == (
-        f"{path}:20: table 'orders' is also the table of dataset 'invoices': datasets sharing a table each need "
-        "a 'where' saying which rows are theirs (disjoint: a row belongs to at most one dataset)"
+        f"{path}:20: table 'orders' is already the table of dataset 'invoices': datasets sharing a table each "
+        "need a 'where' saying which rows are theirs (a row belongs to at most one dataset); without one: orders"
     )

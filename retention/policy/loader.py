@@ -333,17 +333,16 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
     for ds_name, ds in pack.datasets.items():
         sharing.setdefault((ds.schema_, ds.table), []).append(ds_name)
     for names in sharing.values():
-        if len(names) < 2:
+        lacking = [n for n in names if pack.datasets[n].where is None]
+        if len(names) < 2 or not lacking:
             continue
-        for ds_name in names:
-            ds = pack.datasets[ds_name]
-            if ds.where is None:
-                others = ", ".join(repr(n) for n in names if n != ds_name)
-                add(
-                    ("datasets", ds_name, "table"),
-                    f"table {ds.table!r} is also the table of dataset {others}: datasets sharing a table each "
-                    "need a 'where' saying which rows are theirs (disjoint: a row belongs to at most one dataset)",
-                )
+        # One error per table, where the sharing shows: the second dataset's table line.
+        add(
+            ("datasets", names[1], "table"),
+            f"table {pack.datasets[names[1]].table!r} is already the table of dataset {names[0]!r}: datasets "
+            "sharing a table each need a 'where' saying which rows are theirs (a row belongs to at most one "
+            f"dataset); without one: {', '.join(lacking)}",
+        )
     for ds_name, ds in pack.datasets.items():
         where = ("datasets", ds_name)
         if ds.follows is not None:
