@@ -25,7 +25,10 @@ with ``where``) while orders are purged by their own dataset (so a ``run``
 that visits orders before people would see other clocks than ``plan``), and
 records already in later states whose rows are still there (deactivated or
 anonymised) when their clocks are due again (so a count path without the
-state anti-join counts them twice).
+state anti-join counts them twice). Issue 26 adds aggregate clocks with
+``invalid_rows`` and the full ``where`` grammar, void orders as a second
+dataset on the orders' table (disjoint filters), and ``erasure_where`` on
+events whose ``where`` leaves deactivated rows out.
 
 Examples per database: FAST_EXAMPLES in the fast tier (plain ``pytest``),
 200 in the slow tier (``pytest -m slow``, which ``.ci/run`` runs) or what
