@@ -94,7 +94,7 @@ def states(engine: sa.Engine) -> dict[str, str]:
         return {r.record_key: r.state for r in conn.execute(sa.select(rs.c.record_key, rs.c.state))}
 
 
-def test_erasure_reaches_rows_outside_where(migrated: sa.Engine, tmp_path: Path) -> None:
+def test_erasure_reaches_rows_outside_where(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """bob's still-subscribed row is erased up to on_erasure; his record goes on through its lifecycle."""
     create(migrated)
     loaded = load_file(write(tmp_path))
@@ -108,6 +108,17 @@ def test_erasure_reaches_rows_outside_where(migrated: sa.Engine, tmp_path: Path)
             secret=SECRET,
         )
     as_of = dt.datetime(2024, 6, 1, tzinfo=UTC)
+    out = CliRunner().invoke(
+        main,
+        ["explain", "--rules", str(write(tmp_path)), "--db", db_url, "--dataset", "subscribers", "--key", "2",
+         "--as-of", "2024-06-01"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert (
+        "outside where: not a record of the lifecycle of dataset subscribers; an erasure request reaches" in out.output
+    )
+    assert "due now: active->inactive (due 2024-05-01 00:00 UTC)" in out.output
+    assert "inactive->purged" not in out.output and "skipped" not in out.output
     # 1: by its clock (inactive 2021-01-02, purged P0D later); 5: a record erased, so inactive then
     # purged; 2: outside where, the erasure takes it to inactive (deactivated) and no further.
     expected = {"active->inactive": 3, "inactive->purged": 2}

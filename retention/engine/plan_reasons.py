@@ -171,6 +171,8 @@ class PlannerReasons(PlannerBase):
                 steps = walk
             else:
                 steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of, clock_day)
+            if cand.outside and erasure is None:
+                continue  # outside where, and no erasure reaches it: it does not move
             if cand.outside:
                 # Not a record of the lifecycle: the erasure takes it to on_erasure, no further.
                 last = dataset.states.index(dataset.on_erasure or "active")
@@ -215,12 +217,16 @@ class PlannerReasons(PlannerBase):
         self.probe(conn)
         rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
+        separate = self.dataset.erasure_where is not None
+        # A row outside where that erasure_where reaches may still move, by an erasure alone.
+        reach = sa.or_(self.included(), self.erasure_included()) if separate else self.included()
         held = sa.case(
-            (sa.and_(self.not_held(key_text, self.live_who(conn, joined=True)), self.included()), sa.literal(0)),
+            (sa.and_(self.not_held(key_text, self.live_who(conn, joined=True)), reach), sa.literal(0)),
             else_=sa.literal(1),
         )
+        outside = sa.case((self.included(), sa.literal(0)), else_=sa.literal(1)) if separate else sa.literal(0)
         query = (
-            sa.select(*self._columns(conn, True, None), held.label("held"))
+            sa.select(*self._columns(conn, True, None), held.label("held"), outside.label("ow"))
             .select_from(self._joined(conn))
             .where(store.one_of(conn, key_text, wanted))
         )
@@ -230,9 +236,13 @@ class PlannerReasons(PlannerBase):
         if orphans:
             held_rs = sa.case((self.not_held(rs.c.record_key, self.state_who()), sa.literal(0)), else_=sa.literal(1))
             rows += conn.execute(
-                self._state_rows(conn, store.one_of(conn, rs.c.record_key, orphans)).add_columns(held_rs.label("held"))
+                self._state_rows(conn, store.one_of(conn, rs.c.record_key, orphans)).add_columns(
+                    held_rs.label("held"), sa.literal(0).label("ow")
+                )
             ).all()
         candidates = self._candidates(rows)
+        if separate:
+            candidates = [replace(c, outside=bool(r.ow)) for c, r in zip(candidates, rows, strict=True)]
         is_held = {str(r.k) for r in rows if r.held}
         for cand in candidates:
             result[cand.record_key] = Outcome(cand.state, cand.since, ())
