@@ -223,17 +223,21 @@ def judge(kind: str, parsed: Parsed, as_of: dt.datetime, tz: str, expires: bool 
     return Reading(None, at)
 
 
-def aggregate(kind: str, values: Iterable[Parsed]) -> Parsed:
+def aggregate(kind: str, values: Iterable[Parsed], ignore_invalid: bool = False) -> Parsed:
     """``max`` over related rows: NULLs skipped; any invalid value makes the clock invalid.
 
     Issue 10 case 4: an invalid value inside an aggregate clock is not
     dropped; the record becomes an ``invalid`` anomaly. Zero values lose
-    against any real value; with only zeros the clock is zero.
+    against any real value; with only zeros the clock is zero. Issue 26
+    clause 1: with ``invalid_rows: ignore`` an invalid value is skipped like
+    a NULL (the max of the readable rows; none readable: NULL).
     """
     best: Parsed | None = None
     zero = False
     for value in values:
         if value.kind == "invalid":
+            if ignore_invalid:
+                continue
             return value
         if value.kind == "zero":
             zero = True
@@ -400,9 +404,10 @@ def clock_readings(world: World, name: str, row: Mapping[str, Any], as_of: dt.da
                 if reference is not None
                 and other[clock["on"]] is not None
                 and key_text(other[clock["on"]]) == key_text(reference)
-                and all(str(other[k]) == str(v) for k, v in where.items())
+                # The same column conditions as a dataset's where (issue 26 clause 1).
+                and all(_passes(other[k], v) for k, v in where.items())
             ]
-            parsed = aggregate(kind, related)
+            parsed = aggregate(kind, related, clock.get("invalid_rows") == "ignore")
         else:
             parsed = parse_value(kind, row[clock["column"]], column_tz)
         readings.append(judge(kind, parsed, as_of, world.tz, bool(clock.get("expires"))))
@@ -501,9 +506,9 @@ def _passes(stored: Any, spec: Any) -> bool:
     return True
 
 
-def matches(world: World, ds: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
-    """Whether a source row is one of the dataset's records."""
-    where = ds.get("where")
+def matches(world: World, ds: Mapping[str, Any], row: Mapping[str, Any], which: str = "where") -> bool:
+    """Whether a source row is one of the dataset's records (``which="erasure_where"``: in erasure's reach)."""
+    where = ds.get(which)
     if not where:
         return True
     for column, spec in where.items():
@@ -661,23 +666,30 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
             current = before.state if before is not None else "active"
             if current == states[-1]:
                 continue
-            if row is not None and not matches(world, ds, row):
+            # Issue 26 clause 6: erasure reaches the rows of erasure_where when the
+            # dataset has one, else its records; where scopes clocks and lifecycle.
+            in_where = row is None or matches(world, ds, row)
+            which = "erasure_where" if ds.get("erasure_where") else "where"
+            in_reach = row is None or matches(world, ds, row, which)
+            erasure = _erasure(world, name, subject, today, email) if in_reach else None
+            target_index = states.index(ds["on_erasure"]) if ds.get("on_erasure") else 0
+            outside = not in_where and erasure is not None and states.index(current) < target_index
+            if not in_where and not outside:
                 continue  # not a record of the dataset: it never moves (a later state: it stays)
             if _held(world, name, key, subject, email):
                 continue
             # The reasons, as (first state it reaches, last state, instant) or per state.
             clock_instant: dt.datetime | None = None
-            if current == "active" and ds.get("keep") and row is not None:
+            if current == "active" and ds.get("keep") and row is not None and not outside:
                 readings = clock_readings(world, name, row, as_of)
                 clock_instant, anomaly = clock_due(world, name, readings)
                 if anomaly is not None:
                     outcome.anomalies[(name, key)] = anomaly
             upto: list[tuple[str, dt.datetime]] = []  # (furthest state, instant) reached by erasure/follow
-            erasure = _erasure(world, name, subject, today, email)
             if erasure is not None:
                 upto.append(erasure)
             follows = ds.get("follows")
-            if follows is not None:
+            if follows is not None and not outside:
                 leader_key: str | None
                 if follows.get("via"):
                     value = row[follows["via"]] if row is not None else None
@@ -715,6 +727,8 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
                 when = min(candidates)
                 if when > as_of:
                     break
+                if outside and states.index(target) > target_index:
+                    break  # outside where: the erasure takes it to on_erasure, no further
                 steps.append(Step(current, target, when))
                 current, entered = target, when
             if steps:

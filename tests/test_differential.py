@@ -25,7 +25,10 @@ with ``where``) while orders are purged by their own dataset (so a ``run``
 that visits orders before people would see other clocks than ``plan``), and
 records already in later states whose rows are still there (deactivated or
 anonymised) when their clocks are due again (so a count path without the
-state anti-join counts them twice).
+state anti-join counts them twice). Issue 26 adds aggregate clocks with
+``invalid_rows`` and the full ``where`` grammar, void orders as a second
+dataset on the orders' table (disjoint filters), and ``erasure_where`` on
+events whose ``where`` leaves deactivated rows out.
 
 Examples per database: FAST_EXAMPLES in the fast tier (plain ``pytest``),
 200 in the slow tier (``pytest -m slow``, which ``.ci/run`` runs) or what
@@ -346,7 +349,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         column = order_clocks[0] if motif else draw(st.sampled_from(order_clocks))
         agg: dict[str, Any] = {"aggregate": "max", "table": "t_orders", "on": "person_id"}
         if draw(st.booleans()):
-            agg["where"] = {"status": "paid"}
+            # Equality, and (issue 26 clause 1) the other operators of a dataset's where.
+            agg["where"] = {"status": draw(st.sampled_from(["paid", "paid", {"not": "void"}, ["paid"], {"not": None}]))}
+        if draw(st.integers(0, 2)) == 0:
+            agg["invalid_rows"] = draw(st.sampled_from(["ignore", "strict"]))
         rule = _keep(draw, _clock_spec(column, **agg))
         motif_period = rule["period"]
         keep_people.append(rule)
@@ -360,7 +366,10 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     "aggregate": "max",
                     "table": "t_meta",
                     "on": "user_id",
-                    "where": {"meta_key": "last_active"},
+                    "where": draw(
+                        st.sampled_from([{"meta_key": "last_active"}, {"meta_key": {"not": "wp_capabilities"}}])
+                    ),
+                    **({"invalid_rows": "ignore"} if draw(st.booleans()) else {}),
                 },
             )
         )
@@ -505,8 +514,28 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     if "orders" in datasets and draw(st.integers(0, 2)) == 0:
         status = draw(st.sampled_from(["paid", {"not": "void"}, ["paid", "void"], {"not": None}]))
         datasets["orders"]["where"] = {"status": status}
+        if status in ("paid", {"not": "void"}) and draw(st.booleans()):
+            # Issue 26 clause 3: the void orders are a second dataset on the same
+            # table, with a filter disjoint from the orders' and a policy of its own.
+            life = _lifecycle(draw, masks_people, may_delete_archived=True)
+            void: dict[str, Any] = {
+                "table": "t_orders",
+                "key": "id",
+                "subject_key": "person_id",
+                "basis": "void orders",
+                "where": {"status": "void"},
+                "keep": [_keep(draw, _clock_spec(draw(st.sampled_from(order_clocks))))],
+                "lifecycle": life,
+            }
+            if draw(st.booleans()):
+                void["on_erasure"] = draw(st.sampled_from([s["to"] for s in life]))
+            datasets["void_orders"] = void
     if "events" in datasets and draw(st.integers(0, 3)) == 0:
         datasets["events"]["where"] = {"is_active": True}
+        if "on_erasure" in datasets["events"] and draw(st.booleans()):
+            # Issue 26 clause 6: the erasure also reaches deactivated events, which
+            # the where leaves out of the lifecycle (they stop at on_erasure).
+            datasets["events"]["erasure_where"] = {"person_id": {"not": None}}
     if uses_meta and not meta_dataset and draw(st.integers(0, 2)) == 0:
         datasets["people"]["where"] = {
             "related": {

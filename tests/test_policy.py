@@ -50,7 +50,9 @@ MISTAKES = {
     "'archived' is not in this dataset's lifecycle (purged)",
     "yaml_syntax.yaml": "13: invalid YAML: expected ',' or ']', but got ':'",
     "effective_from_not_a_date.yaml": "3: effective_from: 'next monday' is not a date (YYYY-MM-DD)",
-    "same_table_twice.yaml": "17: table 'invoices' is already the table of dataset 'invoices'",
+    "same_table_twice.yaml": "17: table 'invoices' is already the table of dataset 'invoices': datasets sharing "
+    "a table each need a 'where' saying which rows are theirs (a row belongs to at most one dataset); without "
+    "one: invoices, old_invoices",
     "empty.yaml": "1: the file is empty",
     "timezone_on_date_clock.yaml": "11: datasets.invoices.keep[0].clock: timezone applies only to "
     "naive 'timestamp' clocks, not to 'date'",

@@ -70,7 +70,7 @@ REFUSALS = {
     "not_a_number.yaml": "9: number .nan is not finite",
     "merge_key.yaml": "9: unknown key '<<' in datasets.invoices; valid: table, schema, key, subject_key, "
     "subject, email, description, basis, keep, lifecycle, follows, on_erasure, ledger, review, guard, partitioned, "
-    "batch_size, where",
+    "batch_size, where, review_columns, erasure_where",
     "two_documents.yaml": "16: invalid YAML: expected a single document in the stream, but found another document",
     "not_utf8.yaml": "9: the file is not UTF-8 text",
 }

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from retention.engine.evaluate import IGNORED_ROWS
 from retention.timing import display
 
 # Off a terminal (cron, pipes, tests) tables are laid out for 100 columns, the
@@ -68,8 +69,16 @@ def print_plan_table(summary: Any, zone: str) -> None:
         if dataset in noted:
             continue
         noted.add(dataset)
-        if row.get("anomalies"):
-            console.print(f"{dataset}: skipped, never moved: {row['anomalies']} clocks", highlight=False)
+        skipped = {k: v for k, v in summary.anomalies.get(dataset, {}).items() if v and k != IGNORED_ROWS}
+        if skipped:
+            listed = ", ".join(f"{k} {v}" for k, v in skipped.items())
+            console.print(f"{dataset}: skipped, never moved: {listed} clocks", highlight=False)
+        ignored = summary.anomalies.get(dataset, {}).get(IGNORED_ROWS)
+        if ignored:
+            console.print(
+                f"{dataset}: {ignored} unreadable related rows left out of aggregate clocks (invalid_rows: ignore)",
+                highlight=False,
+            )
         if row.get("awaiting_review"):
             console.print(
                 f"{dataset}: {row['awaiting_review']} due purges go to review (retention review list)",

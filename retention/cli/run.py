@@ -532,13 +532,21 @@ def explain(
             f"  clock {clock['clock']} = {clock['value']}{_local_date(clock)}, "
             f"{_kept(clock)}"
             f"{'; anomaly: ' + clock['anomaly'] if clock['anomaly'] else ''}"
-            f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''} — {clock['basis']}",
+            f"{' (' + clock['detail'] + ')' if clock.get('detail') else ''}"
+            f"{'; ignored related rows: ' + str(clock['ignored_rows']) if clock.get('ignored_rows') else ''}"
+            f" — {clock['basis']}",
             highlight=False,
         )
-    if result.excluded:
+    if result.excluded and result.due_now:
+        console.print(
+            f"  outside where: not a record of the lifecycle of dataset {dataset}; an erasure request reaches "
+            "it (erasure_where) and moves it to on_erasure",
+            highlight=False,
+        )
+    elif result.excluded:
         stays = "never moves" if result.state == "active" else f"stays {result.state}"
         console.print(f"  excluded by where: not a record of dataset {dataset}; {stays}", highlight=False)
-    if result.anomaly:
+    if result.anomaly and not result.excluded:  # a row outside where is no anomaly (docs/rules.md)
         console.print(f"  skipped: {result.anomaly} clock; never moved by a run", highlight=False)
     for state, due_at in result.due.items():
         console.print(f"  due for {state}: {when(due_at, zone)}", highlight=False)

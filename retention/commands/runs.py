@@ -417,6 +417,7 @@ def explain_in(
                         "anomaly": None if pending else reading.anomaly,
                         "pending": pending,
                         "detail": reading.detail,
+                        "ignored_rows": reading.ignored,  # invalid_rows: ignore (issue 26)
                         "basis": rule.basis or ds.basis,
                     }
                 )

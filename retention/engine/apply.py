@@ -152,15 +152,17 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
     from_active = [m for m in batch.moves if m.steps and m.steps[0].from_state == "active"]
     key_text = planner.text(conn, planner.key)
     who = planner.live_who(conn)
-    for recheck in (False, True):
-        group = [m for m in from_active if m.recheck is recheck]
+    # An erasure's moves are rechecked against erasure's reach (erasure_where), the others against where.
+    separate = planner.dataset.erasure_where is not None
+    for recheck, erasing in ((False, False), (True, False), (False, True), (True, True)):
+        group = [m for m in from_active if m.recheck is recheck and (separate and m.request_id is not None) is erasing]
         if not group:
             continue
         conditions = [
             store.one_of(conn, planner.key, [m.key for m in group]),
             planner.not_held(key_text, who),
             planner.not_moved(conn, per_row=True),
-            planner.included(),
+            planner.erasure_included() if erasing else planner.included(),
         ]
         if recheck and planner.sql is not None:
             conditions.append(planner.sql.due(planner.dataset.states[1], as_of))
@@ -171,15 +173,19 @@ def witness(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner, batch
     for m in batch.moves:
         if m.steps and m.steps[0].from_state != "active":
             by_state.setdefault(m.steps[0].from_state, []).append(m)
-    for state, group in by_state.items():
-        query = sa.select(rs.c.record_key).where(
-            rs.c.dataset == planner.name,
-            rs.c.state == state,
-            store.one_of(conn, rs.c.record_key, [m.record_key for m in group]),
-            planner.not_held(rs.c.record_key, planner.state_who()),
-            planner.state_row_included(conn, rs.c.record_key),
-        )
-        kept |= set(conn.execute(_for_update(conn, query)).scalars())
+    for state, moves in by_state.items():
+        for erasing in (False, True):
+            group = [m for m in moves if (separate and m.request_id is not None) is erasing]
+            if not group:
+                continue
+            query = sa.select(rs.c.record_key).where(
+                rs.c.dataset == planner.name,
+                rs.c.state == state,
+                store.one_of(conn, rs.c.record_key, [m.record_key for m in group]),
+                planner.not_held(rs.c.record_key, planner.state_who()),
+                planner.state_row_included(conn, rs.c.record_key, erasure=erasing),
+            )
+            kept |= set(conn.execute(_for_update(conn, query)).scalars())
     moves = [m for m in batch.moves if m.record_key in kept]
     dropped = {m.record_key for m in batch.moves} - kept
     if dropped:

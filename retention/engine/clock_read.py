@@ -21,6 +21,8 @@ from retention.timing.clock import Period, Schedule, as_aware, local_date, start
 
 Anomaly = Literal["null", "zero", "invalid", "future"]
 ANOMALIES: tuple[Anomaly, ...] = ("null", "zero", "invalid", "future")
+IGNORED_ROWS = "ignored_rows"
+"""The count beside the anomalies: unreadable related rows an ``invalid_rows: ignore`` clock left out."""
 
 FLOOR_DATE = dt.date(1900, 1, 1)
 FLOOR_NAIVE = dt.datetime(1900, 1, 1)  # noqa: DTZ001 - compared with naive column values
@@ -49,6 +51,7 @@ class ClockReading:
     day: dt.date | None  # local date in the policy timezone
     instant: dt.datetime | None
     detail: str | None = None
+    ignored: int = 0  # related rows left out as unreadable (invalid_rows: ignore)
 
     def moment(self, policy_tz: str) -> dt.datetime | None:
         """When the clock reads: its instant, or the start of its local day for a date."""
@@ -197,16 +200,22 @@ def _naive_in(instant: dt.datetime, zone_name: str) -> dt.datetime:
     return instant.astimezone(zone(zone_name)).replace(tzinfo=None)
 
 
-def combine_related(label: str, rows: Sequence[ClockReading]) -> ClockReading:
+def combine_related(label: str, rows: Sequence[ClockReading], *, ignore_invalid: bool = False) -> ClockReading:
     """An aggregate clock's reading from the readings of its related rows.
 
-    An invalid row makes the clock invalid; otherwise it reads as the latest
-    readable row (future above valid above zero), as ``max`` does in SQL.
+    An invalid row makes the clock invalid (with ``ignore_invalid``,
+    ``invalid_rows: ignore``, it is left out and counted in ``ignored``);
+    otherwise it reads as the latest readable row (future above valid above
+    zero), as ``max`` does in SQL.
     """
     invalid = [r for r in rows if r.anomaly == "invalid"]
-    if invalid:
+    if invalid and not ignore_invalid:
         detail = f"{len(invalid)} of {len(rows)} related rows invalid: {invalid[0].detail}"
         return ClockReading(label, invalid[0].raw, "invalid", None, None, detail)
+    note: str | None = None
+    if invalid:
+        note = f"{len(invalid)} of {len(rows)} related rows invalid, ignored (invalid_rows: ignore)"
+        note += f": {invalid[0].detail}"
     for category in ("future", None, "zero"):
         found = [r for r in rows if r.anomaly == category]
         if found:
@@ -214,8 +223,9 @@ def combine_related(label: str, rows: Sequence[ClockReading]) -> ClockReading:
                 best = max(found, key=lambda r: (r.instant or dt.datetime.min.replace(tzinfo=dt.UTC), r.day))
             else:
                 best = found[0]
-            return ClockReading(label, best.raw, best.anomaly, best.day, best.instant, best.detail)
-    return ClockReading(label, None, "null", None, None)
+            shown = best.detail if note is None else note
+            return ClockReading(label, best.raw, best.anomaly, best.day, best.instant, shown, len(invalid))
+    return ClockReading(label, None, "null", None, None, note, len(invalid))
 
 
 def _delayed(schedule: Schedule) -> bool:

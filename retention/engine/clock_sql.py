@@ -35,19 +35,12 @@ from retention.engine.clock_read import (
     combine_related,
     read_value,
 )
+from retention.engine.rowfilter import reflect_table as reflect_table  # re-exported: callers import it from here
+from retention.engine.rowfilter import related_condition
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 from retention.timing import datetext
 from retention.timing.clock import Schedule, local_date, start_of_day
-
-
-def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:
-    """Reflect a source table, or raise a SchemaError naming it."""
-    try:
-        return sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
-    except sa.exc.NoSuchTableError:
-        where = f"{schema}.{name}" if schema else name
-        raise SchemaError([f"table {where!r} does not exist"]) from None
 
 
 def column_of(table: sa.Table, name: str, role: str) -> sa.ColumnElement[Any]:
@@ -79,6 +72,7 @@ class ClockSQL:
     invalid_flag: ColumnElement[bool] | None = None
     aggregate: bool = False
     related: tuple[ColumnElement[Any], tuple[ColumnElement[bool], ...]] | None = None
+    ignored_count: ColumnElement[Any] | None = None  # invalid_rows: ignore: unreadable related rows per record
 
     @property
     def _sqlite_text(self) -> bool:
@@ -374,9 +368,15 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
     on_col = column_of(related, clock.on, "aggregate join")
     ref_col = column_of(table, clock.references or dataset.key, "aggregate reference")
     conditions = [on_col == ref_col]
-    for name, wanted in (clock.where or {}).items():
-        conditions.append(column_of(related, name, "aggregate filter") == wanted)
+    for test in clock.related_tests:
+        # The same comparisons (and value checks) as a dataset's where.
+        conditions.append(related_condition(column_of(related, test.column, "aggregate filter"), clock.table, test))
     measured, invalid = _measured(rel_col, clock, dialect)
+    ignored = None
+    if clock.ignores_invalid:
+        # max() already skips unreadable rows (they measure NULL): only the
+        # flag that would invalidate the clock goes; they are counted instead.
+        ignored, invalid = invalid, None
     related_alias = related.alias(f"agg_{clock.table}")
     # Re-point the correlated columns at the alias so the same table can be used twice.
     adapt = sa.sql.util.ClauseAdapter(related_alias)
@@ -387,6 +387,16 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
         flag_alias = related.alias(f"bad_{clock.table}")
         flag_adapt = sa.sql.util.ClauseAdapter(flag_alias)
         flag = sa.exists().where(*(flag_adapt.traverse(c) for c in conditions), flag_adapt.traverse(invalid))
+    ignored_count = None
+    if ignored is not None:
+        count_alias = related.alias(f"ign_{clock.table}")
+        count_adapt = sa.sql.util.ClauseAdapter(count_alias)
+        ignored_count = (
+            sa.select(sa.func.count())
+            .select_from(count_alias)
+            .where(*(count_adapt.traverse(c) for c in conditions), count_adapt.traverse(ignored))
+            .scalar_subquery()
+        )
     return ClockSQL(
         clock,
         subquery,
@@ -396,6 +406,7 @@ def clock_sql(conn: sa.Connection, table: sa.Table, dataset: Dataset, clock: Clo
         invalid_flag=flag,
         aggregate=True,
         related=(rel_col, tuple(conditions)),
+        ignored_count=ignored_count,
     )
 
 
@@ -485,7 +496,7 @@ class DatasetSQL:
             safe = dialect.safe_clock_columns(rel_col, c.clock.type)
             rows = conn.execute(sa.select(*safe).where(*conditions, self.key == key)).all()
             related = [_safe_reading(tuple(r), c.clock.type, label, c.clock, as_of, tz) for r in rows]
-            readings.append(combine_related(label, related))
+            readings.append(combine_related(label, related, ignore_invalid=c.clock.ignores_invalid))
         return readings
 
 

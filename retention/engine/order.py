@@ -59,9 +59,9 @@ def reads(pack: Pack, name: str) -> set[str]:
     """
     dataset = pack.datasets[name]
     tables = {r.clock.table for r in dataset.keep if r.clock.aggregate and r.clock.table}
-    row_filter = dataset.row_filter
-    if row_filter is not None:
-        tables |= {related.table for related in row_filter.related}
+    for row_filter in (dataset.row_filter, dataset.erasure_filter):
+        if row_filter is not None:
+            tables |= {related.table for related in row_filter.related}
     for chain in _chains(dataset):
         tables |= {hop.table for hop in chain.through}
     return tables
@@ -87,10 +87,10 @@ def _read_columns(pack: Pack, name: str) -> dict[str, set[str] | None]:
     for rule in dataset.keep:
         if rule.clock.aggregate and rule.clock.table:
             add(rule.clock.table, None)
-    row_filter = dataset.row_filter
-    if row_filter is not None:
-        for related in row_filter.related:
-            add(related.table, {related.on, *(t.column for t in related.tests)})
+    for row_filter in (dataset.row_filter, dataset.erasure_filter):
+        if row_filter is not None:
+            for related in row_filter.related:
+                add(related.table, {related.on, *(t.column for t in related.tests)})
     for chain in _chains(dataset):
         for hop in chain.through:
             add(hop.table, {hop.key, hop.column})

@@ -89,6 +89,12 @@ class PlannerBase:
         )
         self.key = self.table.c[self.dataset.key]
         self.row_filter = compile_filter(conn, self.table, self.dataset)
+        # Erasure's reach: erasure_where when the dataset has one, else its records (where).
+        self.erasure_filter = (
+            compile_filter(conn, self.table, self.dataset, erasure=True)
+            if self.dataset.erasure_where is not None
+            else self.row_filter
+        )
         self.subject = subject_expression(conn, self.table, self.dataset)
         email = email_expression(conn, self.table, self.dataset)
         self.email = email_text(conn, email) if email is not None else None
@@ -223,11 +229,26 @@ class PlannerBase:
             covers.append(sa.and_(h.c.scope == "subject", who.named_by(h)))
         return ~sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
 
-    def no_open_erasure(self, who: Who | None) -> ColumnElement[bool]:
-        """Records under an open erasure request move in the erasure pass only."""
+    def no_open_erasure(
+        self, who: Who | None, record_key: ColumnElement[Any] | None = None, conn: sa.Connection | None = None
+    ) -> ColumnElement[bool]:
+        """Records under an open erasure request move in the erasure pass only.
+
+        With ``erasure_where``, only those within its reach: the others are
+        not the erasure's and move as usual. ``record_key``: the condition is
+        on state rows (the source row is looked up by key; a gone row is
+        within reach, as the erasure pass's orphans are).
+        """
         if not self._erasures or who is None or not who.known:
             return sa.true()
-        return ~self._open_erasure(who)
+        free = ~self._open_erasure(who)
+        if self.dataset.erasure_where is None or self.erasure_filter is None:
+            return free
+        outside = is_false(self.erasure_filter)
+        if record_key is not None:
+            assert conn is not None
+            outside = sa.exists().where(self.text(conn, self.key) == record_key, outside)
+        return sa.or_(free, outside)
 
     def _open_erasure(self, who: Who) -> ColumnElement[bool]:
         er = self.ctx.tables.erasure_requests
@@ -241,20 +262,29 @@ class PlannerBase:
         conditions = [c for c in (self.row_filter, self.in_shard) if c is not None]
         return sa.and_(*conditions) if conditions else sa.true()
 
+    def erasure_included(self) -> ColumnElement[bool]:
+        """The source row is within an erasure request's reach (``erasure_where``, default ``where``)."""
+        conditions = [c for c in (self.erasure_filter, self.in_shard) if c is not None]
+        return sa.and_(*conditions) if conditions else sa.true()
+
     def excluded(self) -> ColumnElement[bool]:
         """The source row fails the dataset's ``where`` (false or unknown)."""
         return is_false(self.row_filter) if self.row_filter is not None else sa.false()
 
-    def state_row_included(self, conn: sa.Connection, record_key: ColumnElement[Any]) -> ColumnElement[bool]:
+    def state_row_included(
+        self, conn: sa.Connection, record_key: ColumnElement[Any], *, erasure: bool = False
+    ) -> ColumnElement[bool]:
         """A record in a later state may move on: its source row still matches ``where``, or is gone.
 
         A record whose row stopped matching stays where it is; one whose row
         is gone (archived, then deleted) was a record when it left and goes
-        on to the end of its lifecycle.
+        on to the end of its lifecycle. ``erasure``: within erasure's reach
+        (``erasure_where``) instead, for an erasure's moves.
         """
-        if self.row_filter is None:
+        row_filter = self.erasure_filter if erasure else self.row_filter
+        if row_filter is None:
             return sa.true()
-        return ~sa.exists().where(self.text(conn, self.key) == record_key, self.excluded())
+        return ~sa.exists().where(self.text(conn, self.key) == record_key, is_false(row_filter))
 
     def not_moved(self, conn: sa.Connection, per_row: bool = False) -> ColumnElement[bool]:
         """Active: the engine has no state row for the record.

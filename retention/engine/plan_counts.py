@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from retention.dialects import dialect_for
 from retention.engine.evaluate import (
     ANOMALIES,
-    Anomaly,
+    IGNORED_ROWS,
     evaluate_record,
 )
 from retention.engine.lifecycle import _next_states, delay_condition
@@ -114,12 +114,12 @@ class PlannerCounts(PlannerPasses):
                 if on_batch is not None:
                     on_batch(batch)
 
-    def anomaly_counts(self, conn: sa.Connection) -> dict[Anomaly, int]:
-        """Active records skipped because of their clocks, per category."""
+    def anomaly_counts(self, conn: sa.Connection) -> dict[str, int]:
+        """Active records skipped because of their clocks, per category (and related rows ignored)."""
         if self.sql is None:
             return {}
         self.probe(conn)
-        counts: dict[Anomaly, int] = {}
+        counts: dict[str, int] = {}
         for category in ANOMALIES:
             query = (
                 sa.select(sa.func.count())
@@ -127,6 +127,17 @@ class PlannerCounts(PlannerPasses):
                 .where(self.sql.anomaly(category, self.ctx.as_of), self.included(), self.not_moved(conn))
             )
             counts[category] = int(conn.execute(query).scalar_one())
+        ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
+        if ignoring:
+            # invalid_rows: ignore (issue 26): each unreadable related row an
+            # active record's clock left out is counted, though none blocks it.
+            per_record = sum(ignoring[1:], ignoring[0])
+            query = (
+                sa.select(sa.func.coalesce(sa.func.sum(per_record), 0))
+                .select_from(self.sql.table)
+                .where(self.included(), self.not_moved(conn))
+            )
+            counts[IGNORED_ROWS] = int(conn.execute(query).scalar_one())
         return counts
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
@@ -189,10 +200,14 @@ class PlannerCounts(PlannerPasses):
         return result
 
     def table_rows(self, conn: sa.Connection) -> int:
-        """The dataset's population: its source rows, plus archived records whose row is gone."""
-        total = int(
-            conn.execute(sa.select(sa.func.count()).select_from(self.table).where(self.included())).scalar_one()
-        )
+        """The dataset's population: its source rows, plus archived records whose row is gone.
+
+        With ``erasure_where`` the rows an erasure reaches count too: they are what it may move.
+        """
+        reach = self.included()
+        if self.dataset.erasure_where is not None:
+            reach = sa.or_(reach, self.erasure_included())
+        total = int(conn.execute(sa.select(sa.func.count()).select_from(self.table).where(reach)).scalar_one())
         if self._keeps_orphans():
             rs = self.ctx.tables.record_states
             total += int(
@@ -240,7 +255,7 @@ class PlannerCounts(PlannerPasses):
         conditions = [
             self._names(conn, who, named),
             sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)),
-            self.included(),
+            self.erasure_included(),
         ]
         if not include_held:
             conditions.append(self.not_held(key_text, who))

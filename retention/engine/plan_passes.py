@@ -7,6 +7,7 @@ pass (see :mod:`retention.engine.plan`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,7 +70,7 @@ class PlannerPasses(PlannerReasons):
             rs.c.state == origin,
             due,
             self.not_held(rs.c.record_key, self.state_who()),
-            self.no_open_erasure(self.state_who()),
+            self.no_open_erasure(self.state_who(), rs.c.record_key, conn),
             self.state_row_included(conn, rs.c.record_key),
             self.state_in_shard,
         ]
@@ -83,15 +84,22 @@ class PlannerPasses(PlannerReasons):
         who = self.live_who(conn, joined=True)
         assert who is not None
         key_text = self.text(conn, self.key)
+        columns = self._columns(conn, True, None)
+        separate = self.dataset.erasure_where is not None
+        if separate:
+            columns.append(sa.case((self.included(), sa.literal(0)), else_=sa.literal(1)).label("ow"))
         query = (
-            sa.select(*self._columns(conn, True, None))
+            sa.select(*columns)
             .select_from(self._joined(conn))
-            .where(self._open_erasure(who), self.not_held(key_text, who), self.included())
+            .where(self._open_erasure(who), self.not_held(key_text, who), self.erasure_included())
         )
         if after is not None:
             query = query.where(self.key > after)
         rows = conn.execute(query.order_by(self.key).limit(self.batch_size)).all()
-        return self._candidates(rows), len(rows), (rows[-1].k if rows else None)
+        candidates = self._candidates(rows)
+        if separate:
+            candidates = [replace(c, outside=bool(r.ow)) for c, r in zip(candidates, rows, strict=True)]
+        return candidates, len(rows), (rows[-1].k if rows else None)
 
     def _erasure_orphans(self, conn: sa.Connection) -> list[Candidate]:
         """Erasing subjects' records whose source row is gone (archived, then deleted)."""

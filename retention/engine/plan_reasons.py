@@ -133,7 +133,7 @@ class PlannerReasons(PlannerBase):
             clock_at: dt.datetime | None = None
             clock_day = cand.clock_day
             own_chain: tuple[Step, ...] = ()
-            if cand.reach and self.sql is not None:
+            if cand.reach and self.sql is not None and not cand.outside:
                 evaluation = evaluate(cand.clocks)
                 if evaluation.anomaly is None:
                     chain_key = tuple(evaluation.due.values())
@@ -159,7 +159,7 @@ class PlannerReasons(PlannerBase):
             if request is not None and dataset.on_erasure is not None:
                 erasure = (dataset.on_erasure, start_of_day(request[1], pack.timezone))
             follow: dict[str, dt.datetime] = {}
-            if leaders is not None and cand.leader_key is not None:
+            if leaders is not None and cand.leader_key is not None and not cand.outside:
                 follow = self.follow_dues(leaders.get(cand.leader_key))
             if erasure is None and not follow:
                 # Pure in these four (pack, dataset and as_of are the planner's): a batch repeats them.
@@ -172,6 +172,12 @@ class PlannerReasons(PlannerBase):
                 steps = walk
             else:
                 steps = advance(pack, dataset, cand.state, cand.since, own_first, erasure, follow, as_of, clock_day)
+            if cand.outside and erasure is None:
+                continue  # outside where, and no erasure reaches it: it does not move
+            if cand.outside:
+                # Not a record of the lifecycle: the erasure takes it to on_erasure, no further.
+                last = dataset.states.index(dataset.on_erasure or "active")
+                steps = tuple(s for s in steps if dataset.states.index(s.to_state) <= last)
             if not steps:
                 continue
             by_clock_alone = (
@@ -213,12 +219,16 @@ class PlannerReasons(PlannerBase):
         self.probe(conn)
         rs = self.ctx.tables.record_states
         key_text = self.text(conn, self.key)
+        separate = self.dataset.erasure_where is not None
+        # A row outside where that erasure_where reaches may still move, by an erasure alone.
+        reach = sa.or_(self.included(), self.erasure_included()) if separate else self.included()
         held = sa.case(
-            (sa.and_(self.not_held(key_text, self.live_who(conn, joined=True)), self.included()), sa.literal(0)),
+            (sa.and_(self.not_held(key_text, self.live_who(conn, joined=True)), reach), sa.literal(0)),
             else_=sa.literal(1),
         )
+        outside = sa.case((self.included(), sa.literal(0)), else_=sa.literal(1)) if separate else sa.literal(0)
         query = (
-            sa.select(*self._columns(conn, True, None), held.label("held"))
+            sa.select(*self._columns(conn, True, None), held.label("held"), outside.label("ow"))
             .select_from(self._joined(conn))
             .where(store.one_of(conn, key_text, wanted))
         )
@@ -228,9 +238,13 @@ class PlannerReasons(PlannerBase):
         if orphans:
             held_rs = sa.case((self.not_held(rs.c.record_key, self.state_who()), sa.literal(0)), else_=sa.literal(1))
             rows += conn.execute(
-                self._state_rows(conn, store.one_of(conn, rs.c.record_key, orphans)).add_columns(held_rs.label("held"))
+                self._state_rows(conn, store.one_of(conn, rs.c.record_key, orphans)).add_columns(
+                    held_rs.label("held"), sa.literal(0).label("ow")
+                )
             ).all()
         candidates = self._candidates(rows)
+        if separate:
+            candidates = [replace(c, outside=bool(r.ow)) for c, r in zip(candidates, rows, strict=True)]
         is_held = {str(r.k) for r in rows if r.held}
         for cand in candidates:
             result[cand.record_key] = Outcome(cand.state, cand.since, ())

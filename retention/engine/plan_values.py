@@ -219,6 +219,9 @@ class Candidate:
     clock_day: dt.date | None = None  # from the state row (after_from: clock)
     email: str | None = None  # normalised e-mail address of the live row
     email_pseudonym: str | None = None  # from the state row
+    # Erasure pass: a row outside ``where`` that ``erasure_where`` reaches (issue 26
+    # clause 6): the erasure moves it up to ``on_erasure``, no clock, delay or follow.
+    outside: bool = False
 
 
 @dataclass(frozen=True)

@@ -134,22 +134,39 @@ def _condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) ->
     return compare(bound(test.value))
 
 
-def compile_filter(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> ColumnElement[bool] | None:
+def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:
+    """Reflect a source table, or raise a SchemaError naming it (here, below evaluate, which re-exports it)."""
+    try:
+        return sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
+    except sa.exc.NoSuchTableError:
+        where = f"{schema}.{name}" if schema else name
+        raise SchemaError([f"table {where!r} does not exist"]) from None
+
+
+def related_condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) -> ColumnElement[bool]:
+    """One column condition on another table's column (an aggregate clock's ``where``), as for a dataset's."""
+    return _condition(column, table_name, test)
+
+
+def compile_filter(
+    conn: sa.Connection, table: sa.Table, dataset: Dataset, *, erasure: bool = False
+) -> ColumnElement[bool] | None:
     """The dataset's ``where`` on rows of ``table`` (None: no filter).
 
-    Related tables are read under an alias of their own, so a filter on a
-    table's own rows (a self-reference) stays a correlated EXISTS.
+    ``erasure``: its ``erasure_where`` instead, the rows an erasure request
+    reaches (None when it has none: the caller uses ``where``). Related
+    tables are read under an alias of their own, so a filter on a table's
+    own rows (a self-reference) stays a correlated EXISTS.
     """
-    from retention.engine.evaluate import reflect_table
-
-    row_filter: RowFilter | None = dataset.row_filter
+    row_filter: RowFilter | None = dataset.erasure_filter if erasure else dataset.row_filter
     if row_filter is None:
         return None
     conditions: list[ColumnElement[bool]] = []
     for test in row_filter.tests:
         conditions.append(_condition(_column(table, test.column, "where"), dataset.table, test))
     for index, related in enumerate(row_filter.related):
-        other = reflect_table(conn, related.table, dataset.schema_).alias(f"where_{index}")
+        alias = f"erasure_where_{index}" if erasure else f"where_{index}"
+        other = reflect_table(conn, related.table, dataset.schema_).alias(alias)
         on = _column(other, related.on, "where related on")
         ref = _column(table, related.references or dataset.key, "where related references")
         inner = [on == ref]

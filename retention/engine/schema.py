@@ -19,7 +19,7 @@ from retention.engine.schema_guard import engine_table, system_table
 from retention.engine.schema_mistakes import check_mistakes
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
-from retention.policy.rowfilter import ColumnTest
+from retention.policy.rowfilter import ColumnTest, RelatedTest
 
 Level = Literal["error", "warning"]
 
@@ -135,9 +135,16 @@ def _check_clock(inspect: _Inspector, name: str, ds: Dataset, clock: Clock, find
                     f"create one on ({clock.on}, {clock.column})",
                 )
             )
-        for col in clock.where or {}:
-            if col not in columns:
-                findings.append(Finding("error", name, table, col, _missing(col, columns, "aggregate filter")))
+        for test in clock.related_tests:
+            column = columns.get(test.column)
+            if column is None:
+                findings.append(
+                    Finding("error", name, table, test.column, _missing(test.column, columns, "aggregate filter"))
+                )
+                continue
+            problem = value_problem(column["type"], test)
+            if problem is not None:
+                findings.append(Finding("error", name, table, test.column, f"aggregate where: {problem}"))
     elif not any(ix[0] == clock.column for ix in indexes):
         findings.append(
             Finding(
@@ -167,6 +174,11 @@ def _check_where(
     inspect: _Inspector, name: str, ds: Dataset, columns: dict[str, ReflectedColumn], findings: list[Finding]
 ) -> None:
     """The row filter's tables and columns exist and its values fit their columns' types."""
+    erasure_filter = ds.erasure_filter
+    if erasure_filter is not None:
+        # erasure_where (issue 26 clause 6): the same checks as where's.
+        _check_tests(name, ds.table, erasure_filter.tests, columns, findings)
+        _check_related(inspect, name, ds, erasure_filter.related, columns, findings)
     row_filter = ds.row_filter
     if row_filter is None:
         return
@@ -183,7 +195,19 @@ def _check_where(
                 "stays in its state and moves no further",
             )
         )
-    for related in row_filter.related:
+    _check_related(inspect, name, ds, row_filter.related, columns, findings)
+
+
+def _check_related(
+    inspect: _Inspector,
+    name: str,
+    ds: Dataset,
+    related_tests: tuple[RelatedTest, ...],
+    columns: dict[str, ReflectedColumn],
+    findings: list[Finding],
+) -> None:
+    """Each related condition's table, columns and values exist and fit."""
+    for related in related_tests:
         reference = related.references or ds.key
         if reference not in columns:
             findings.append(Finding("error", name, ds.table, reference, _missing(reference, columns, "where related")))

@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import ReflectedColumn
 
 from retention.engine.rowfilter import value_problem
+from retention.engine.sharing import overlap_message, overlap_sample, sharing_tables
+from retention.errors import SchemaError
 from retention.policy.model import Dataset, Pack
-from retention.policy.rowfilter import ColumnTest
 from retention.store.tables import PREFIX
 
 Found = tuple[Literal["error", "warning"], str, str, str | None, str]
@@ -38,7 +39,36 @@ def check_mistakes(conn: sa.Connection, inspect: Any, pack: Pack) -> list[Found]
         _aggregate_filters(conn, inspect, name, ds, findings)
         _where_hides_from_erasure(pack, name, ds, findings)
     _related_by_name_only(inspect, pack, findings)
+    _overlapping_datasets(conn, pack, findings)
     return findings
+
+
+def _overlapping_datasets(conn: sa.Connection, pack: Pack, findings: list[Found]) -> None:
+    """Datasets sharing a table must not both take a row: each row belongs to at most one dataset.
+
+    The finding names a sample key (the least), never a value of the row.
+    """
+    for first, second in sharing_tables(pack):
+        ds = pack.datasets[first]
+        try:
+            key = overlap_sample(conn, pack, first, second)
+        except SchemaError:
+            continue  # a missing table or column: reported on its own
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            conn.rollback()
+            continue
+        if key is not None:
+            findings.append(
+                _finding(
+                    "error",
+                    second,
+                    ds.table,
+                    ds.key,
+                    overlap_message(pack, first, second, key),
+                )
+            )
 
 
 def _finding(level: Literal["error", "warning"], dataset: str, table: str, column: str | None, message: str) -> Found:
@@ -100,11 +130,14 @@ def _aggregate_filters(conn: sa.Connection, inspect: Any, name: str, ds: Dataset
         if clock.aggregate is None or not clock.where or clock.table is None:
             continue
         columns = inspect.columns(clock.table, ds.schema_) or {}
-        for column, value in clock.where.items():
+        for test in clock.related_tests:
+            if test.op != "eq":
+                continue  # only an equality names a value that may be misspelt
+            column, value = test.column, test.value
             info = columns.get(column)
             if info is None:
                 continue  # reported as a missing column
-            if value_problem(info["type"], ColumnTest(column, "eq", value)) is not None:
+            if value_problem(info["type"], test) is not None:
                 continue  # a value that cannot be compared: not this finding
             related = sa.table(clock.table, sa.column(column, info["type"]), schema=ds.schema_)
             probe = sa.select(sa.literal(1)).select_from(related).where(related.c[column] == value).limit(1)
@@ -133,8 +166,8 @@ def _aggregate_filters(conn: sa.Connection, inspect: Any, name: str, ds: Dataset
 def _where_hides_from_erasure(pack: Pack, name: str, ds: Dataset, findings: list[Found]) -> None:
     """``where: {col: {not: null}}`` on an erasing dataset leaves the NULL rows outside every erasure."""
     row_filter = ds.row_filter
-    if row_filter is None or ds.on_erasure is None or not ds.has_identity:
-        return
+    if row_filter is None or ds.on_erasure is None or not ds.has_identity or ds.erasure_where is not None:
+        return  # with erasure_where the pack says itself which rows an erasure reaches
     for test in row_filter.tests:
         if test.op != "not_null":
             continue

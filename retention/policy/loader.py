@@ -326,15 +326,25 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
     def add(path: PathKey, message: str) -> None:
         problems.append(PackProblem(name, _line_for(lines, path), message))
 
-    tables: dict[tuple[str | None, str], str] = {}
+    # Issue 26 clause 3: one table may hold several kinds of records, one
+    # dataset each, when every one of them says which rows are its own
+    # (disjoint filters, which check --db verifies on the data).
+    sharing: dict[tuple[str | None, str], list[str]] = {}
+    for ds_name, ds in pack.datasets.items():
+        sharing.setdefault((ds.schema_, ds.table), []).append(ds_name)
+    for names in sharing.values():
+        lacking = [n for n in names if pack.datasets[n].where is None]
+        if len(names) < 2 or not lacking:
+            continue
+        # One error per table, where the sharing shows: the second dataset's table line.
+        add(
+            ("datasets", names[1], "table"),
+            f"table {pack.datasets[names[1]].table!r} is already the table of dataset {names[0]!r}: datasets "
+            "sharing a table each need a 'where' saying which rows are theirs (a row belongs to at most one "
+            f"dataset); without one: {', '.join(lacking)}",
+        )
     for ds_name, ds in pack.datasets.items():
         where = ("datasets", ds_name)
-        previous = tables.setdefault((ds.schema_, ds.table), ds_name)
-        if previous != ds_name:
-            add(
-                (*where, "table"),
-                f"table {ds.table!r} is already the table of dataset {previous!r}",
-            )
         if ds.follows is not None:
             parent = pack.datasets.get(ds.follows.dataset)
             if parent is None:

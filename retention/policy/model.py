@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from retention.policy.rowfilter import RowFilter, parse_where
+from retention.policy.rowfilter import ColumnTest, RowFilter, parse_where
 from retention.timing.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 
 STATES: tuple[str, ...] = ("active", "inactive", "archived", "purged")
@@ -104,15 +104,45 @@ class Clock(_Strict):
         default=None,
         description="Column of the dataset the related table points at (default its key).",
     )
-    where: dict[str, str | int] | None = None
+    where: dict[str, Any] | None = Field(
+        default=None,
+        description="Which related rows count: column conditions as in a dataset's where (docs/rules.md).",
+    )
     expires: StrictBool | None = Field(
         default=None,
         description="The value is when the record stops being needed: due at that instant, no period.",
     )
+    # Issue 26 clause 1: what an unreadable related row does to an aggregate clock.
+    invalid_rows: Literal["strict", "ignore"] | None = Field(
+        default=None,
+        description="strict (default): one unreadable related row makes the clock invalid; "
+        "ignore: the max of the readable rows, the others counted as ignored.",
+    )
 
-    _added_later = ("expires",)
+    _added_later = ("expires", "invalid_rows")
 
     _check_tz = field_validator("timezone")(lambda v: None if v is None else _check_timezone(v))
+
+    @field_validator("where")
+    @classmethod
+    def _where_grammar(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The same column conditions as a dataset's where; a related condition
+        # inside an aggregate's filter would be a join inside a join, refused.
+        if value is not None:
+            if "related" in value:
+                raise ValueError("@related: an aggregate clock's where takes column conditions only")
+            parse_where(value)
+        return value
+
+    @property
+    def related_tests(self) -> tuple[ColumnTest, ...]:
+        """The parsed ``where`` of an aggregate clock: conditions on the related rows."""
+        return () if self.where is None else parse_where(self.where).tests
+
+    @property
+    def ignores_invalid(self) -> bool:
+        """Whether unreadable related rows are left out of the max instead of invalidating it."""
+        return self.invalid_rows == "ignore"
 
     @model_validator(mode="after")
     def _coherent(self) -> Clock:
@@ -123,6 +153,7 @@ class Clock(_Strict):
             "on": self.on,
             "references": self.references,
             "where": self.where,
+            "invalid_rows": self.invalid_rows,
         }
         if self.aggregate is None:
             extra = [k for k, v in related.items() if v is not None]
@@ -363,8 +394,15 @@ class Dataset(_Strict):
         description="Non-personal columns a reviewer sees beside a batch (dates, amounts, types); review: true only.",
     )
 
+    # Issue 26 clause 6: `where` scopes the clock and the lifecycle; erasure's
+    # reach is every record of the dataset unless this says otherwise.
+    erasure_where: dict[str, Any] | None = Field(
+        default=None,
+        description="Which rows an erasure request reaches (docs/rules.md, 'erasure_where'); default: the records.",
+    )
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    _added_later = ("where", "subject", "email", "review_columns")
+    _added_later = ("where", "subject", "email", "review_columns", "erasure_where")
 
     @model_validator(mode="after")
     def _review_columns_not_personal(self) -> Dataset:
@@ -413,6 +451,18 @@ class Dataset(_Strict):
         """The parsed ``where`` (None: every row of the table is a record)."""
         return None if self.where is None else parse_where(self.where)
 
+    @field_validator("erasure_where")
+    @classmethod
+    def _erasure_where_grammar(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            parse_where(value)
+        return value
+
+    @property
+    def erasure_filter(self) -> RowFilter | None:
+        """The parsed ``erasure_where`` (None: an erasure reaches the dataset's records, ``where``)."""
+        return None if self.erasure_where is None else parse_where(self.erasure_where)
+
     @model_validator(mode="after")
     def _lifecycle_order(self) -> Dataset:
         # Messages starting "@path: " are located at that sub-path by the loader.
@@ -432,6 +482,11 @@ class Dataset(_Strict):
             raise ValueError(
                 f"@on_erasure: on_erasure state {self.on_erasure!r} is not in this dataset's "
                 f"lifecycle ({', '.join(states)})"
+            )
+        if self.erasure_where is not None and self.on_erasure is None:
+            raise ValueError(
+                "@erasure_where: erasure_where says which rows an erasure reaches, but the dataset has no "
+                "on_erasure; add on_erasure or remove erasure_where"
             )
         if not self.keep and self.follows is None:
             raise ValueError("a dataset needs 'keep' (clocks and periods) or 'follows'")
