@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
 from retention.dialects import Dialect, dialect_for
+from retention.engine import reflected
 from retention.errors import SchemaError
 from retention.policy.model import Clock, Dataset, Pack
 from retention.timing import datetext
@@ -376,10 +377,11 @@ def expiry_due(reading: ClockReading, schedule: Schedule, tz: str) -> dt.datetim
 def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:
     """Reflect a source table, or raise a SchemaError naming it."""
     try:
-        return sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
     except sa.exc.NoSuchTableError:
         where = f"{schema}.{name}" if schema else name
         raise SchemaError([f"table {where!r} does not exist"]) from None
+    return reflected.reuse(conn.dialect, table)  # an unchanged table: the statements compiled before serve
 
 
 def column_of(table: sa.Table, name: str, role: str) -> sa.ColumnElement[Any]:
