@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import AS_OF, SECRET, generate, load, pack, reset_engine_tables  # noqa: E402
 from retention import logs  # noqa: E402
-from retention.engine import execute, plan  # noqa: E402
+from retention.engine import apply, execute, plan, run_datasets  # noqa: E402
 from retention.engine import statistics as statistics_module  # noqa: E402
 from retention.store.config import create_engine  # noqa: E402
 
@@ -97,12 +97,12 @@ def main() -> None:
         return original_part
 
     saved = [
-        (execute, "witness", timing(execute, "witness", "witness")),
-        (execute, "apply_batch", timing(execute, "apply_batch", "apply")),
-        (execute, "_archive_in_sql", timing(execute, "_archive_in_sql", "archive copy")),
-        (execute, "_set_states", timing(execute, "_set_states", "states")),
-        (execute, "_delete_rows", timing(execute, "_delete_rows", "delete")),
-        (execute.ledger, "append", timing(execute.ledger, "append", "ledger")),
+        (run_datasets, "witness", timing(run_datasets, "witness", "witness")),
+        (run_datasets, "apply_batch", timing(run_datasets, "apply_batch", "apply")),
+        (apply, "_archive_in_sql", timing(apply, "_archive_in_sql", "archive copy")),
+        (apply, "_set_states", timing(apply, "_set_states", "states")),
+        (apply, "_delete_rows", timing(apply, "_delete_rows", "delete")),
+        (apply.ledger, "append", timing(apply.ledger, "append", "ledger")),
         (
             statistics_module.FreshStatistics,
             "after_commit",

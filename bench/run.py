@@ -335,16 +335,17 @@ def time_split() -> Iterator[dict[str, float]]:
     ``ledger append`` minus them. Wrapping costs about a microsecond per
     call, and these are called per batch, not per record.
     """
-    from retention.engine import execute as ex
+    from retention.engine import apply as ap
     from retention.engine import plan as pl
+    from retention.engine import run_datasets as rd
     from retention.ledger import chain as ledger
     from retention.ledger import items as ledger_items
 
     spent: dict[str, float] = {}
     patches: list[tuple[Any, str, Any]] = [
         (pl.DatasetPlanner, "next_batch", "select + evaluate"),
-        (ex, "witness", "witness (re-check under lock)"),
-        (ex, "_delete_rows", "delete"),
+        (rd, "witness", "witness (re-check under lock)"),
+        (ap, "_delete_rows", "delete"),
         (ledger_items.BatchItems, "items", "items: pseudonyms"),
         (ledger_items, "leaves", "items: leaf hashes"),
         (ledger_items, "insert_items", "items: insert"),

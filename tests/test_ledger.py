@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from retention.errors import ConfigError, LedgerError
+from retention.ledger import canonical, pseudonyms
 from retention.ledger import chain as ledger
-from retention.ledger import pseudonyms
 from retention.store import tables as store
 from retention.store.config import read_secret
 
@@ -360,7 +360,10 @@ def test_fast_record_entries_hash_like_the_general_path(migrated: sa.Engine) -> 
         }
         prev = hashlib.sha256(
             rfc8785.dumps(
-                {**expected, **{k: ledger._instant(v) for k, v in expected.items() if k in ("recorded_at", "due_at")}}
+                {
+                    **expected,
+                    **{k: canonical._instant(v) for k, v in expected.items() if k in ("recorded_at", "due_at")},
+                }
             )
         ).hexdigest()
         hashes.append(prev)

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from retention.cli import main
 from retention.ledger import chain as ledger
+from retention.ledger import signing
 from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "tamper-test-key", "RETENTION_SIGNING_KEY_FILE": ""}
@@ -257,7 +258,7 @@ def test_a_rewritten_chain_signed_with_another_key_fails(
         "ledger", "verify", "--db", db_url, "--checkpoint", str(forged), "--public-key", str(auditor_public)
     )
     assert result.exit_code == 6
-    auditor_id = ledger._key_id(ledger.load_public_key(auditor_public.read_bytes()))
+    auditor_id = signing._key_id(ledger.load_public_key(auditor_public.read_bytes()))
     assert result.output.splitlines() == [
         f"ledger verification failed: checkpoint of entry 1 signed {document['signed_at']}: the signature is not "
         f"valid for the configured public key (it names key {document['key_id']}, the configured key is {auditor_id})"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from test_engine import build, loaded_pack
 
 from retention.engine import execute
-from retention.engine.evaluate import reflect_table
+from retention.engine.clock_sql import reflect_table
 
 UTC = dt.UTC
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from test_shards import AS_OF, PACK, SECRET, outcome, prepare
 
-from retention.engine import execute, shards
+from retention.engine import execute, shard_run, shards
 from retention.engine.plan import PlanContext, build_planners
 from retention.engine.shards import ShardSpec
 from retention.ledger import chain as ledger
@@ -56,13 +56,13 @@ def test_shards_starting_together_compute_the_bounds_once(
     loaded = load_file(path)
     engine = prepare(db_url, loaded)
     calls: list[int] = []
-    real = execute.compute_bounds
+    real = shard_run.compute_bounds
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(execute, "compute_bounds", counted)
+    monkeypatch.setattr(shard_run, "compute_bounds", counted)
     errors: list[BaseException] = []
     results: list[execute.RunResult] = []
 

@@ -23,8 +23,10 @@ import sqlalchemy as sa
 import structlog
 
 from retention.dialects import dialect_for
-from retention.engine.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, _naive_in, evaluate_record
-from retention.engine.plan import DatasetPlanner, _next_states
+from retention.engine.clock_read import _naive_in
+from retention.engine.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, evaluate_record
+from retention.engine.lifecycle import _next_states
+from retention.engine.plan import DatasetPlanner
 from retention.ledger import chain as ledger
 from retention.timing.clock import as_aware, start_of_day
 

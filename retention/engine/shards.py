@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
 from retention.engine.plan import DatasetPlanner
+from retention.engine.plan_base import PlannerBase
 from retention.errors import ConfigError
 
 SUBJECT_SPACE = "subject"
@@ -114,7 +115,7 @@ class Bounds:
 # --------------------------------------------------------------------------
 
 
-def space_of(planner: DatasetPlanner) -> str:
+def space_of(planner: PlannerBase) -> str:
     """The key space of a dataset (see the module doc); refuses what cannot travel together."""
     leader = planner.leader
     if leader is not None:
@@ -134,12 +135,12 @@ def space_of(planner: DatasetPlanner) -> str:
     return f"key:{planner.name}"
 
 
-def _subject_is_key(planner: DatasetPlanner) -> bool:
+def _subject_is_key(planner: PlannerBase) -> bool:
     dataset = planner.dataset
     return dataset.subject_key == dataset.key and dataset.subject is None
 
 
-def source_key(planner: DatasetPlanner) -> ColumnElement[Any]:
+def source_key(planner: PlannerBase) -> ColumnElement[Any]:
     """The shard key of a dataset's source rows."""
     if planner.leader is not None:
         assert planner.leader_column is not None
@@ -149,7 +150,7 @@ def source_key(planner: DatasetPlanner) -> ColumnElement[Any]:
     return planner.key
 
 
-def state_key(planner: DatasetPlanner, rs: Any) -> ColumnElement[Any]:
+def state_key(planner: PlannerBase, rs: Any) -> ColumnElement[Any]:
     """The shard key of a dataset's state rows (text, as the engine stores keys)."""
     if planner.leader is not None:
         return rs.c.leader_key  # type: ignore[no-any-return]
@@ -195,12 +196,12 @@ class ShardFilter:
         low, high = space.bounds(self.spec.index)
         return space.kind, low, high
 
-    def source(self, conn: sa.Connection, planner: DatasetPlanner) -> ColumnElement[bool]:
+    def source(self, conn: sa.Connection, planner: PlannerBase) -> ColumnElement[bool]:
         kind, low, high = self.range_of(planner.name)
         key = ordered(conn, source_key(planner), kind, stored_as_text=False)
         return self._with_nulls(conn, planner.name, key, planner.key, False, _in_range(key, low, high, False))
 
-    def state(self, conn: sa.Connection, planner: DatasetPlanner, rs: Any) -> ColumnElement[bool]:
+    def state(self, conn: sa.Connection, planner: PlannerBase, rs: Any) -> ColumnElement[bool]:
         kind, low, high = self.range_of(planner.name)
         key = ordered(conn, state_key(planner, rs), kind, stored_as_text=True)
         return self._with_nulls(conn, planner.name, key, rs.c.record_key, True, _in_range(key, low, high, False))

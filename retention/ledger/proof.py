@@ -27,10 +27,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from retention.errors import ConfigError, LedgerError
+from retention.ledger import canonical, merkle, pseudonyms, signing
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
-from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
 FORMAT = "retention-ledger-proof/1"
@@ -52,9 +52,9 @@ def _plain_entry(row: dict[str, Any]) -> dict[str, Any]:
     for name in ENTRY_FIELDS:
         value = row.get(name)
         if isinstance(value, dt.datetime):
-            value = ledger._instant(value)
+            value = canonical._instant(value)
         elif name == "detail":
-            value = ledger._canonical_detail(value)
+            value = canonical._canonical_detail(value)
         result[name] = value
     if row.get("format") == ledger_items.FORMAT:
         result[MAC_FIELD] = row.get("mac")
@@ -176,7 +176,7 @@ def _leaf(item: dict[str, Any]) -> bytes:
 
 
 def _signed_part(checkpoint: dict[str, Any]) -> bytes:
-    return ledger._signed_part(checkpoint)
+    return signing._signed_part(checkpoint)
 
 
 def _authentic(chain: list[dict[str, Any]], checkpoint: dict[str, Any], secret: bytes | None) -> str | None:

@@ -1,0 +1,391 @@
+"""The planner's ground: its context, its dataset's table and identities, and the conditions every pass shares.
+
+The conditions are where a record is held (legal holds), asked to be erased
+(open erasure requests), in scope (``where``, a shard), already moved (state
+rows), or reaching a later state by its own clocks or its leader's. The
+planner's other parts build on :class:`PlannerBase`; :class:`retention.engine.plan.DatasetPlanner`
+is all of them together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, Self
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from retention.dialects import dialect_for
+from retention.engine.evaluate import (
+    DatasetSQL,
+    DueCache,
+    dataset_sql,
+    reflect_table,
+)
+from retention.engine.joins import email_expression, subject_expression
+from retention.engine.lifecycle import _next_states
+from retention.engine.plan_values import (
+    Candidate,
+    EngineTables,
+    Step,
+    Who,
+    _as_date,
+    as_text,
+    email_text,
+    is_false,
+    key_to_native,
+)
+from retention.engine.rowfilter import compile_filter
+from retention.policy import LoadedPack
+from retention.policy.model import Pack
+from retention.timing.clock import local_date
+
+
+class Scope(Protocol):
+    """Which of a dataset's records a run may touch beyond its ``where``: one shard's, in a sharded run.
+
+    The planner only asks for the two conditions; how a shard is cut is
+    :class:`retention.engine.shards.ShardFilter`'s business, which builds on
+    the planners, so the planner must not import it back.
+    """
+
+    def source(self, conn: sa.Connection, planner: PlannerBase) -> ColumnElement[bool]: ...
+
+    def state(self, conn: sa.Connection, planner: PlannerBase, rs: Any) -> ColumnElement[bool]: ...
+
+
+@dataclass
+class PlanContext:
+    """What evaluation needs besides the connection."""
+
+    loaded: LoadedPack
+    as_of: dt.datetime
+    batch_size: int = 1000
+    skipped: set[str] = field(default_factory=set)  # datasets that do not move in this run (guards, failures)
+    # Datasets whose passes are over in this run (``run`` only): their records
+    # that were due have moved, carrying their followers' records with them.
+    finished: set[str] = field(default_factory=set)
+    tables: EngineTables = field(default_factory=EngineTables)
+    shard: Scope | None = None  # one shard of a sharded run (a ShardFilter, retention/engine/shards.py)
+
+    @property
+    def pack(self) -> Pack:
+        return self.loaded.pack
+
+
+class PlannerBase:
+    """One dataset at one as-of instant: its table, identities and shared conditions (see the module doc)."""
+
+    def __init__(self, conn: sa.Connection, ctx: PlanContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.dataset = ctx.pack.datasets[name]
+        self.sql = dataset_sql(conn, ctx.pack, name) if self.dataset.keep else None
+        self.table: sa.Table = (
+            self.sql.table if self.sql else reflect_table(conn, self.dataset.table, self.dataset.schema_)
+        )
+        self.key = self.table.c[self.dataset.key]
+        self.row_filter = compile_filter(conn, self.table, self.dataset)
+        self.subject = subject_expression(conn, self.table, self.dataset)
+        email = email_expression(conn, self.table, self.dataset)
+        self.email = email_text(conn, email) if email is not None else None
+        follows = self.dataset.follows
+        self.leader_column: ColumnElement[Any] | None = None
+        if follows is not None:
+            self.leader_column = self.table.c[follows.via] if follows.via else self.subject
+        self.leader: Self | None = None
+        self.followers: list[Self] = []
+        self._due_cache: DueCache = {}
+        # Memos of pure walks, keyed by what they depend on (a batch repeats few distinct days).
+        self._chains: dict[tuple[dt.datetime, ...], tuple[Step, ...]] = {}
+        self._walks: dict[tuple[str, dt.datetime | None, dt.datetime | None, dt.date | None], tuple[Step, ...]] = {}
+        # A sharded run: this shard's records, by source row and by state row (set by build_planners).
+        self.in_shard: ColumnElement[bool] | None = None
+        self.state_in_shard: ColumnElement[bool] = sa.true()
+
+    @property
+    def batch_size(self) -> int:
+        return self.dataset.batch_size or self.ctx.pack.batch_size or self.ctx.batch_size
+
+    @property
+    def today(self) -> dt.date:
+        return local_date(self.ctx.as_of, self.ctx.pack.timezone)
+
+    def origins(self) -> list[str]:
+        """Passes in execution order: erasure, later states (latest first), active, catch-up."""
+        passes = ["erasure"] if self.dataset.on_erasure and self.identified else []
+        passes += list(reversed(self.dataset.states[1:-1]))
+        if self.sql is not None:
+            passes.append("active")
+        if self.dataset.follows is not None:
+            passes.append("catchup")
+        return passes
+
+    def is_simple(self) -> bool:
+        """No reason but its clocks can move an active record, and SQL alone says how far."""
+        return self.dataset.follows is None and not self.followers and not self.dataset.review
+
+    # -- shared conditions ----------------------------------------------
+    @property
+    def identified(self) -> bool:
+        """Whether records name a person (a subject id, an e-mail address, or both)."""
+        return self.subject is not None or self.email is not None
+
+    def live_who(self, conn: sa.Connection, joined: bool = False) -> Who | None:
+        """The identities of source rows; ``joined``: the query joins their state rows (:meth:`_joined`)."""
+        if not self.identified:
+            return None
+        rs = self.ctx.tables.record_states
+        return Who(
+            self.text(conn, self.subject) if self.subject is not None else None,
+            self.email,
+            rs.c.email_pseudonym if joined and self.email is not None else None,
+        )
+
+    def state_who(self) -> Who | None:
+        """The identities a state row kept."""
+        if not self.identified:
+            return None
+        rs = self.ctx.tables.record_states
+        return Who(
+            rs.c.subject_key if self.subject is not None else None,
+            None,
+            rs.c.email_pseudonym if self.email is not None else None,
+        )
+
+    def probe(self, conn: sa.Connection) -> None:
+        """Note which engine-side filters can match anything right now.
+
+        A filter that cannot match (no hold in place, no open erasure request,
+        no record of this dataset in a later state) is left out of the query:
+        the result is the same, and the database skips a correlated subquery
+        per row, which on a large table is most of the cost.
+        """
+        h, er, rs = self.ctx.tables.holds, self.ctx.tables.erasure_requests, self.ctx.tables.record_states
+        covers = [h.c.dataset == self.name]
+        if self.identified:
+            covers.append(h.c.scope == "subject")
+        self._holds = (
+            conn.execute(sa.select(sa.literal(1)).where(h.c.released_at.is_(None), sa.or_(*covers)).limit(1)).first()
+            is not None
+        )
+        self._erasures = (
+            bool(self.dataset.on_erasure)
+            and self.identified
+            and conn.execute(sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)).first() is not None
+        )
+        self._states = (
+            conn.execute(sa.select(sa.literal(1)).where(rs.c.dataset == self.name).limit(1)).first() is not None
+        )
+
+    _holds = _erasures = _states = True  # until probed: every filter on
+
+    def text(self, conn: sa.Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return as_text(conn, column)
+
+    def not_held(self, record_key: ColumnElement[Any], who: Who | None) -> ColumnElement[bool]:
+        """Not covered by a hold in place (subject by id or e-mail, dataset or record)."""
+        if not self._holds:
+            return sa.true()
+        h = self.ctx.tables.holds
+        covers = [
+            sa.and_(h.c.scope == "dataset", h.c.dataset == self.name),
+            sa.and_(h.c.scope == "record", h.c.dataset == self.name, h.c.record_key == record_key),
+        ]
+        if who is not None and who.known:
+            covers.append(sa.and_(h.c.scope == "subject", who.named_by(h)))
+        return ~sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
+
+    def no_open_erasure(self, who: Who | None) -> ColumnElement[bool]:
+        """Records under an open erasure request move in the erasure pass only."""
+        if not self._erasures or who is None or not who.known:
+            return sa.true()
+        return ~self._open_erasure(who)
+
+    def _open_erasure(self, who: Who) -> ColumnElement[bool]:
+        er = self.ctx.tables.erasure_requests
+        return sa.exists().where(who.named_by(er), er.c.status == "open", er.c.received_on <= self.today)
+
+    def included(self) -> ColumnElement[bool]:
+        """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md).
+
+        In a sharded run, also one of this shard's records (retention/engine/shards.py).
+        """
+        conditions = [c for c in (self.row_filter, self.in_shard) if c is not None]
+        return sa.and_(*conditions) if conditions else sa.true()
+
+    def excluded(self) -> ColumnElement[bool]:
+        """The source row fails the dataset's ``where`` (false or unknown)."""
+        return is_false(self.row_filter) if self.row_filter is not None else sa.false()
+
+    def state_row_included(self, conn: sa.Connection, record_key: ColumnElement[Any]) -> ColumnElement[bool]:
+        """A record in a later state may move on: its source row still matches ``where``, or is gone.
+
+        A record whose row stopped matching stays where it is; one whose row
+        is gone (archived, then deleted) was a record when it left and goes
+        on to the end of its lifecycle.
+        """
+        if self.row_filter is None:
+            return sa.true()
+        return ~sa.exists().where(self.text(conn, self.key) == record_key, self.excluded())
+
+    def not_moved(self, conn: sa.Connection, per_row: bool = False) -> ColumnElement[bool]:
+        """Active: the engine has no state row for the record.
+
+        ``per_row``: a probe of the state table's primary key per candidate
+        (a batch's query, which stops at the batch size), never a plan that
+        reads every state row; counts over the whole table leave the database
+        free to join.
+        """
+        if not self._states:
+            return sa.true()
+        rs = self.ctx.tables.record_states
+        probe = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
+        if per_row:
+            probe = dialect_for(conn).probe_per_row(probe)
+        return ~probe.exists()
+
+    def reaching(self, conn: sa.Connection, sql: DatasetSQL, count: int, per_row: bool = False) -> ColumnElement[bool]:
+        """Active records whose own clocks make the first ``count`` states due, not held, not erasing.
+
+        The one predicate of the active pass: batches select with it
+        (``per_row``, see :meth:`not_moved`) and plan counts with it.
+        """
+        targets = _next_states(self.dataset, "active")[:count]
+        who = self.live_who(conn)
+        return sa.and_(
+            *(sql.due(state, self.ctx.as_of) for state in targets),
+            self.included(),
+            self.not_held(self.text(conn, sql.key), who),
+            self.no_open_erasure(who),
+            self.not_moved(conn, per_row),
+        )
+
+    def _reach(self, conn: sa.Connection, sql: DatasetSQL) -> ColumnElement[Any]:
+        """How many states an active record's clocks make due (0 to the lifecycle's length)."""
+        targets = _next_states(self.dataset, "active")
+        whens = []
+        for count in range(len(targets), 0, -1):
+            condition = sa.and_(*(sql.due(state, self.ctx.as_of) for state in targets[:count]))
+            whens.append((condition, sa.literal(count)))
+        return sa.case(*whens, else_=sa.literal(0))
+
+    def _catchup_condition(
+        self, conn: sa.Connection, leader_ref: ColumnElement[Any], state: str
+    ) -> ColumnElement[bool]:
+        """The leader already sits in a state whose follow target lies beyond ``state``."""
+        assert self.dataset.follows is not None
+        own = self.dataset.states
+        parents = [p for p, target in self.follow_reach().items() if own.index(target) > own.index(state)]
+        if not parents:
+            return sa.false()
+        lrs = self.ctx.tables.record_states.alias("leader_state")
+        return sa.exists().where(
+            lrs.c.dataset == self.dataset.follows.dataset, lrs.c.record_key == leader_ref, lrs.c.state.in_(parents)
+        )
+
+    def follow_reach(self) -> dict[str, str]:
+        """Leader state -> the furthest own state it makes due (states it passed through count too)."""
+        follows = self.dataset.follows
+        assert follows is not None
+        parent = self.ctx.pack.datasets[follows.dataset]
+        own = self.dataset.states
+        result: dict[str, str] = {}
+        for index, parent_state in enumerate(parent.states[1:], start=1):
+            reached = [follows.on[p] for p in parent.states[1 : index + 1] if p in follows.on]
+            if reached:
+                result[parent_state] = max(reached, key=own.index)
+        return result
+
+    # -- fetching candidates ---------------------------------------------
+    def _columns(
+        self, conn: sa.Connection, with_clocks: bool, reach: ColumnElement[Any] | None, joined: bool = True
+    ) -> list[Any]:
+        """Key, subject, leader key, state, since, reach and clock values of source rows.
+
+        ``joined``: the query joins the state rows (:meth:`_joined`); without
+        them every row is active.
+        """
+        rs = self.ctx.tables.record_states
+        columns: list[Any] = [
+            self.key.label("k"),
+            (self.text(conn, self.subject) if self.subject is not None else sa.null()).label("s"),
+            (self.text(conn, self.leader_column) if self.leader_column is not None else sa.null()).label("lk"),
+            (rs.c.state if joined else sa.null()).label("state"),
+            (rs.c.since if joined else sa.null()).label("since"),
+            (rs.c.clock_day if joined else sa.null()).label("clock_day"),
+            (self.email if self.email is not None else sa.null()).label("e"),
+            (rs.c.email_pseudonym if joined and self.email is not None else sa.null()).label("ep"),
+        ]
+        if self.sql is not None and with_clocks:
+            reach = reach if reach is not None else self._reach(conn, self.sql)
+            columns.append(reach.label("reach"))
+            for i, value in enumerate(self.sql.values()):
+                columns.append(sa.case((reach > 0, value), else_=sa.null()).label(f"c{i}"))
+        else:
+            columns.append(sa.literal(0).label("reach"))
+        return columns
+
+    def _joined(self, conn: sa.Connection) -> Any:
+        rs = self.ctx.tables.record_states
+        return self.table.outerjoin(
+            rs, sa.and_(rs.c.dataset == self.name, rs.c.record_key == self.text(conn, self.key))
+        )
+
+    def _candidates(self, rows: Iterable[Any]) -> list[Candidate]:
+        """Candidates from rows of :meth:`_columns` or :meth:`_state_rows` (perhaps with more columns after).
+
+        By position, not by name: a batch makes thousands, and a row's
+        mapping view costs more than the rest of the candidate. The first
+        nine columns are the same in every query; clock values follow where
+        the row has them (a row of another length gets its names looked up).
+        """
+        clocks = len(self.sql.clocks) if self.sql is not None else 0
+        names = ("k", "s", "lk", "state", "since", "clock_day", "e", "ep", "reach")
+        clock_names = tuple(f"c{i}" for i in range(clocks))
+        layout: tuple[int, tuple[int | None, ...]] | None = None
+        result = []
+        for row in rows:
+            if layout is None or layout[0] != len(row):
+                fields = row._fields
+                assert fields[: len(names)] == names, fields
+                layout = (len(row), tuple(fields.index(n) if n in fields else None for n in clock_names))
+            k, s, lk, state, since, clock_day, e, ep, reach = row[:9]
+            result.append(
+                Candidate(
+                    key=k,
+                    record_key=str(k),
+                    subject_key=s,
+                    leader_key=lk,
+                    state=state or "active",
+                    since=since,
+                    reach=int(reach or 0) if state is None else 0,
+                    clocks=tuple(None if i is None else row[i] for i in layout[1]),
+                    clock_day=_as_date(clock_day),
+                    email=e,
+                    email_pseudonym=ep,
+                )
+            )
+        return result
+
+    def _state_rows(self, conn: sa.Connection, *conditions: ColumnElement[bool]) -> sa.Select[Any]:
+        """State rows of this dataset as candidates (records whose source row may be gone)."""
+        rs = self.ctx.tables.record_states
+        leader_ref = rs.c.leader_key if self.dataset.follows is not None else sa.null()
+        return sa.select(
+            rs.c.record_key.label("k"),
+            rs.c.subject_key.label("s"),
+            leader_ref.label("lk"),
+            rs.c.state.label("state"),
+            rs.c.since.label("since"),
+            rs.c.clock_day.label("clock_day"),
+            sa.null().label("e"),
+            (rs.c.email_pseudonym if self.email is not None else sa.null()).label("ep"),
+            sa.literal(0).label("reach"),
+        ).where(rs.c.dataset == self.name, *conditions)
+
+    def _native(self, candidates: list[Candidate]) -> list[Candidate]:
+        """State rows carry text keys; give them the source column's type."""
+        return [replace(c, key=key_to_native(self.key, c.record_key)) for c in candidates]

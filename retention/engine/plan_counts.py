@@ -1,0 +1,255 @@
+"""What ``plan`` and the subject commands count without walking batches: aggregates, anomalies,
+holds held back, a subject's pending records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from retention.dialects import dialect_for
+from retention.engine.evaluate import (
+    ANOMALIES,
+    Anomaly,
+    evaluate_record,
+)
+from retention.engine.lifecycle import _next_states, delay_condition
+from retention.engine.plan_passes import PlannerPasses
+from retention.engine.plan_summary import PlanSummary, _widen
+from retention.engine.plan_values import Batch, Who, _without_clock_index
+
+
+class PlannerCounts(PlannerPasses):
+    """Set-based counts over a dataset: the active pass's aggregate, anomalies, holds, subjects."""
+
+    # -- counts for plan summaries -----------------------------------------
+    def can_aggregate(self) -> bool:
+        """Whether the active pass can be summarised by set-based aggregates alone.
+
+        Only its clocks can move an active record (no follows, no followers,
+        no review), and it has one clock that SQL orders like time, so the due
+        dates are monotone in it and its extremes give the due ranges.
+        """
+        return (
+            self.sql is not None
+            and self.is_simple()
+            and len(self.sql.clocks) == 1
+            and self.sql.clocks[0].kind != "epoch_text"
+        )
+
+    def aggregate_active(self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3) -> None:
+        """Add the active pass to ``summary`` from a few set-based queries, no record fetched.
+
+        Counts what ``batches(conn, "active")`` moves, transition by
+        transition, with the batches' own predicate (:meth:`reaching`): a
+        record reaches the k-th state when its clocks make every state up to
+        it due.
+        """
+        assert self.sql is not None and self.can_aggregate()
+        self.probe(conn)
+        sql = self.sql
+        targets = _next_states(self.dataset, "active")
+        per = summary.transitions.setdefault(self.name, {})
+        current = "active"
+        for index, target in enumerate(targets):
+            condition = self.reaching(conn, sql, index + 1)
+            count = int(conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one())
+            if not count:
+                break
+            name = f"{current}->{target}"
+            per[name] = per.get(name, 0) + count
+            for highest in (False, True):
+                raw = sql.clocks[0].extreme(conn, sql.table, condition, highest=highest)
+                evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
+                if evaluation.anomaly is not None or target not in evaluation.due:
+                    raise AssertionError(
+                        f"dataset {self.name}: SQL counts records due for {target} but the evaluator finds "
+                        f"their clock extreme {evaluation.anomaly or 'not due'}; please report this bug"
+                    )
+                due = evaluation.due[target]
+                _widen(summary.due_range.setdefault(self.name, {}), name, due, due)
+                clock_at = evaluation.readings[0].moment(self.ctx.pack.timezone)
+                if clock_at is not None:
+                    _widen(summary.clock_range.setdefault(self.name, {}), name, clock_at, clock_at)
+            samples = summary.samples.setdefault(self.name, {}).setdefault(name, [])
+            if sample_size > len(samples):
+                # Many due: walking the key order finds the first few at once,
+                # where SQLite would sort every due record found by the clock
+                # index. Few due: that index is the right way in.
+                unindexed = count > 1000 and dialect_for(conn).samples_by_key_order
+                source = _without_clock_index(sql) if unindexed else sql
+                query = (
+                    sa.select(sql.key)
+                    .where(self.reaching(conn, source, index + 1))
+                    .order_by(sql.key)
+                    .limit(sample_size - len(samples))
+                )
+                samples.extend(str(k) for k in conn.execute(query).scalars())
+            current = target
+
+    def summarize(
+        self,
+        conn: sa.Connection,
+        summary: PlanSummary,
+        *,
+        on_batch: Callable[[Batch], None] | None = None,
+        sample_size: int = 3,
+    ) -> None:
+        """Add every pass of this dataset to ``summary``.
+
+        The active pass of a simple dataset, usually nearly all of a large
+        table's moves, is counted by aggregates; a caller that wants each
+        batch (``on_batch``) gets the batch path throughout.
+        """
+        summary.transitions.setdefault(self.name, {})
+        for origin in self.origins():
+            if origin == "active" and on_batch is None and self.can_aggregate():
+                self.aggregate_active(conn, summary, sample_size)
+                continue
+            for batch in self.batches(conn, origin):
+                summary.add(batch, sample_size)
+                if on_batch is not None:
+                    on_batch(batch)
+
+    def anomaly_counts(self, conn: sa.Connection) -> dict[Anomaly, int]:
+        """Active records skipped because of their clocks, per category."""
+        if self.sql is None:
+            return {}
+        self.probe(conn)
+        counts: dict[Anomaly, int] = {}
+        for category in ANOMALIES:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(self.sql.table)
+                .where(self.sql.anomaly(category, self.ctx.as_of), self.included(), self.not_moved(conn))
+            )
+            counts[category] = int(conn.execute(query).scalar_one())
+        return counts
+
+    def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
+        """Per hold in place: how many of this dataset's due records it holds back (by their clocks and delays)."""
+        h = self.ctx.tables.holds
+        holds = conn.execute(sa.select(h).where(h.c.released_at.is_(None)).order_by(h.c.id)).all()
+        result = []
+        rs = self.ctx.tables.record_states
+        for hold in holds:
+            if hold.scope in ("dataset", "record") and hold.dataset != self.name:
+                continue
+            if hold.scope == "subject" and not self.identified:
+                continue
+            count = 0
+            if self.sql is not None:
+                key_text = self.text(conn, self.key)
+                covered = {
+                    "dataset": sa.true(),
+                    "record": key_text == (hold.record_key or ""),
+                    "subject": self._names(conn, self.live_who(conn), hold),
+                }[hold.scope]
+                query = (
+                    sa.select(sa.func.count())
+                    .select_from(self.table)
+                    .where(
+                        self.sql.due(self.dataset.states[1], self.ctx.as_of),
+                        self.included(),
+                        ~sa.exists().where(rs.c.dataset == self.name, rs.c.record_key == key_text),
+                        covered,
+                    )
+                )
+                count += int(conn.execute(query).scalar_one())
+            for origin in self.dataset.states[1:-1]:
+                target = _next_states(self.dataset, origin)[0]
+                due = delay_condition(self.ctx.pack, self.dataset, target, rs.c.since, rs.c.clock_day, self.ctx.as_of)
+                covered_rs = {
+                    "dataset": sa.true(),
+                    "record": rs.c.record_key == (hold.record_key or ""),
+                    "subject": self._names(conn, self.state_who(), hold),
+                }[hold.scope]
+                query = sa.select(sa.func.count()).where(
+                    rs.c.dataset == self.name,
+                    rs.c.state == origin,
+                    due,
+                    covered_rs,
+                    self.state_row_included(conn, rs.c.record_key),
+                    self.state_in_shard,
+                )
+                count += int(conn.execute(query).scalar_one())
+            if count:
+                result.append(
+                    {
+                        "hold_id": hold.id,
+                        "scope": hold.scope,
+                        "dataset": self.name,
+                        "count": count,
+                        "reason": hold.reason,
+                    }
+                )
+        return result
+
+    def table_rows(self, conn: sa.Connection) -> int:
+        """The dataset's population: its source rows, plus archived records whose row is gone."""
+        total = int(
+            conn.execute(sa.select(sa.func.count()).select_from(self.table).where(self.included())).scalar_one()
+        )
+        if self._keeps_orphans():
+            rs = self.ctx.tables.record_states
+            total += int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        rs.c.dataset == self.name, rs.c.state == "archived", self.state_in_shard
+                    )
+                ).scalar_one()
+            )
+        return total
+
+    def _names(self, conn: sa.Connection, who: Who | None, named: Any) -> ColumnElement[bool]:
+        """``who`` has one of the identities of ``named`` (a hold's or request's row: subject_key, email, pseudonym)."""
+        if who is None:
+            return sa.false()
+        return who.is_one_of(
+            named.subject_key if self.subject is not None else None,
+            getattr(named, "email", None),
+            getattr(named, "email_pseudonym", None),
+        )
+
+    def knows_subject(self, conn: sa.Connection, named: Any) -> bool:
+        """Whether any record of this dataset (live, or known by its state row) belongs to the person ``named``.
+
+        ``named``: a request's identities (``subject_key``, ``email``, ``email_pseudonym``).
+        """
+        if not self.identified:
+            return False
+        live = sa.select(sa.literal(1)).select_from(self.table).where(self._names(conn, self.live_who(conn), named))
+        if conn.execute(live.limit(1)).first() is not None:
+            return True
+        rs = self.ctx.tables.record_states
+        known = sa.select(sa.literal(1)).where(rs.c.dataset == self.name, self._names(conn, self.state_who(), named))
+        return conn.execute(known.limit(1)).first() is not None
+
+    def pending_for_subject(self, conn: sa.Connection, named: Any, include_held: bool = True) -> bool:
+        """Whether a record of the person ``named`` still sits before this dataset's erasure state."""
+        target = self.dataset.on_erasure
+        if target is None or not self.identified:
+            return False
+        rs = self.ctx.tables.record_states
+        before = self.dataset.states[1 : self.dataset.states.index(target)]
+        who = self.live_who(conn, joined=True)
+        key_text = self.text(conn, self.key)
+        conditions = [
+            self._names(conn, who, named),
+            sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)),
+            self.included(),
+        ]
+        if not include_held:
+            conditions.append(self.not_held(key_text, who))
+        query = sa.select(sa.literal(1)).select_from(self._joined(conn)).where(*conditions).limit(1)
+        if conn.execute(query).first() is not None:
+            return True
+        if self._keeps_orphans() and before:
+            orphan = sa.select(sa.literal(1)).where(
+                rs.c.dataset == self.name, self._names(conn, self.state_who(), named), rs.c.state.in_(before)
+            )
+            return conn.execute(orphan.limit(1)).first() is not None
+        return False
