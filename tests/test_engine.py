@@ -169,7 +169,9 @@ def recorded(engine: sa.Engine, run_id: str, keys: dict[str, Any] | None = None)
     return sorted(record_moves(engine, SECRET, keys, run_id), key=repr)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# Seed 1 in the fast tier; seeds 2 and 3 (the same check on other random shops, about 10 s
+# each per database on the CI machine, among the suite's slowest) in the slow tier.
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_plan_lists_exactly_what_run_does(migrated: sa.Engine, seed: int) -> None:
     """For random shops and as-of dates, plan's transitions equal the ledger entries run wrote."""
     build(migrated, seed)

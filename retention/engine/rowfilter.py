@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import NamedFromClause
 
+from retention.engine import reflected
 from retention.errors import SchemaError
 from retention.policy.model import Dataset
 from retention.policy.rowfilter import ColumnTest, RowFilter
@@ -137,10 +138,11 @@ def _condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) ->
 def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:
     """Reflect a source table, or raise a SchemaError naming it (here, below evaluate, which re-exports it)."""
     try:
-        return sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
+        table = sa.Table(name, sa.MetaData(), autoload_with=conn, schema=schema)
     except sa.exc.NoSuchTableError:
         where = f"{schema}.{name}" if schema else name
         raise SchemaError([f"table {where!r} does not exist"]) from None
+    return reflected.reuse(conn.dialect, table)  # an unchanged table: the statements compiled before serve
 
 
 def related_condition(column: ColumnElement[Any], table_name: str, test: ColumnTest) -> ColumnElement[bool]:
