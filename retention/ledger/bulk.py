@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from retention.dialects import dialect_for
 from retention.ledger import merkle, pseudonyms
-from retention.ledger.items import BatchItems, item_document, run_key
+from retention.ledger.items import BatchItems, item_document, run_key, write_lookup
 from retention.store import tables as store
 
 COLUMNS = (
@@ -137,16 +137,7 @@ def index(conn: sa.Connection, run_id: str, entry_seq: int, prepared: PreparedIt
     values, so a batch written by this path is indexed in its own
     transaction like one written through :class:`~retention.ledger.items.Item`.
     """
-    lookup_rows = sorted(
-        (run_id, pseudonym, entry_seq, idx)
-        for idx, (record, subject, _due, _request, _review, email) in enumerate(prepared.values)
-        for pseudonym in (record, subject, email)
-        if pseudonym is not None
-    )
-    if lookup_rows:
-        dialect_for(conn).bulk_insert(
-            conn, store.ledger_lookup, ("run_id", "pseudonym", "entry_seq", "idx"), lookup_rows
-        )
+    write_lookup(conn, run_id, entry_seq, ((v[0], v[1], v[5]) for v in prepared.values))
 
 
 __all__ = ["COLUMNS", "PreparedItems", "index", "insert", "prepare", "rows"]

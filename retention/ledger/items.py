@@ -196,10 +196,21 @@ def index_items(conn: sa.Connection, run_id: str, entry_seq: int, items: Sequenc
     highest indexed entry are only those of older versions, which wrote the
     rows at the end of each run; :func:`index_pending`).
     """
+    write_lookup(conn, run_id, entry_seq, ((item.record, item.subject, item.email) for item in items))
+
+
+def write_lookup(
+    conn: sa.Connection, run_id: str, entry_seq: int, pseudonyms: Iterable[tuple[str | None, str | None, str | None]]
+) -> None:
+    """Lookup rows for the (record, subject, e-mail) pseudonyms of one entry's items, by index, in key order.
+
+    Shared by :func:`index_items` and :func:`retention.ledger.bulk.index`, so
+    the two ways a batch is written index it alike.
+    """
     rows = sorted(
         (run_id, pseudonym, entry_seq, idx)
-        for idx, item in enumerate(items)
-        for pseudonym in (item.record, item.subject, item.email)
+        for idx, names in enumerate(pseudonyms)
+        for pseudonym in names
         if pseudonym is not None
     )
     if rows:

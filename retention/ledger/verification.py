@@ -5,7 +5,6 @@ and nothing removed from its end (checked against the runs that wrote it).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
 from retention.ledger.canonical import GENESIS, _Encoder, row_hash
+from retention.ledger.export import entries
 from retention.store import tables as store
 
 # --------------------------------------------------------------------------
@@ -52,22 +52,6 @@ class VerifyResult:
         return f"{mine}, {old}" if old else mine
 
 
-def _rows(connectable: sa.Engine | sa.Connection, batch_size: int) -> Iterator[dict[str, Any]]:
-    table = store.ledger
-    last = 0
-    while True:
-        query = sa.select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch_size)
-        if isinstance(connectable, sa.Engine):
-            with connectable.connect() as conn:
-                batch = [dict(r._mapping) for r in conn.execute(query)]
-        else:
-            batch = [dict(r._mapping) for r in connectable.execute(query)]
-        if not batch:
-            return
-        yield from batch
-        last = batch[-1]["seq"]
-
-
 def verify(
     connectable: sa.Engine | sa.Connection, batch_size: int = 10_000, *, secret: bytes | None = None
 ) -> VerifyResult:
@@ -82,7 +66,7 @@ def verify(
     expected_seq, prev, count = 1, GENESIS, 0
     encoder = _Encoder()
     authenticated, older, since = 0, {1: 0, 2: 0}, None
-    for row in _rows(connectable, batch_size):
+    for row in entries(connectable, batch_size=batch_size):
         seq = row["seq"]
         if seq != expected_seq:
             return VerifyResult(
