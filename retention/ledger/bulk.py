@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from retention.dialects import dialect_for
 from retention.ledger import merkle, pseudonyms
-from retention.ledger.items import BatchItems, item_document, run_key, write_lookup
+from retention.ledger.items import BatchItems, due_converter, item_document, run_key, write_lookup
 from retention.store import tables as store
 
 COLUMNS = (
@@ -107,16 +107,7 @@ def prepare(draft: BatchItems) -> PreparedItems:
 
 def rows(conn: sa.Connection, entry_seq: int, prepared: PreparedItems) -> list[tuple[Any, ...]]:
     """The insert rows (in :data:`COLUMNS` order) of ``prepared`` at position ``entry_seq``."""
-    process = store.ledger_items.c.due_at.type.bind_processor(conn.dialect)
-    memo: dict[dt.datetime, Any] = {}
-
-    def due(value: dt.datetime) -> Any:
-        if process is None:
-            return value
-        converted = memo.get(value)
-        if converted is None:
-            converted = memo[value] = process(value)
-        return converted
+    due = due_converter(conn)
 
     return [
         (entry_seq, idx, record, subject, due(due_at), request_id, review_id, email)

@@ -20,7 +20,7 @@ killed at any point leaves every committed item indexed and nothing else.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -154,12 +154,9 @@ def leaves(items: Sequence[Item]) -> list[bytes]:
     return [merkle.leaf_hash(item.document(i)) for i, item in enumerate(items)]
 
 
-def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> None:
-    """The items of one entry, by the driver's bulk path (COPY on PostgreSQL), in the caller's transaction."""
-    if not items:
-        return
-    table = store.ledger_items
-    process = table.c.due_at.type.bind_processor(conn.dialect)
+def due_converter(conn: sa.Connection) -> Callable[[dt.datetime], Any]:
+    """The driver's form of an item's due instant, converted once per distinct value (a batch shares few)."""
+    process = store.ledger_items.c.due_at.type.bind_processor(conn.dialect)
     memo: dict[dt.datetime, Any] = {}
 
     def due(value: dt.datetime) -> Any:
@@ -169,6 +166,16 @@ def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> 
         if converted is None:
             converted = memo[value] = process(value)
         return converted
+
+    return due
+
+
+def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> None:
+    """The items of one entry, by the driver's bulk path (COPY on PostgreSQL), in the caller's transaction."""
+    if not items:
+        return
+    table = store.ledger_items
+    due = due_converter(conn)
 
     rows = [
         (entry_seq, i, it.record, it.subject, due(it.due_at), it.request_id, it.review_id, it.email)
