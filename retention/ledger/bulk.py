@@ -25,19 +25,10 @@ import sqlalchemy as sa
 
 from retention.dialects import dialect_for
 from retention.ledger import merkle, pseudonyms
-from retention.ledger.items import BatchItems, due_converter, item_document, run_key, write_lookup
+from retention.ledger.items import ITEM_COLUMNS, BatchItems, due_converter, item_document, run_key, write_lookup
 from retention.store import tables as store
 
-COLUMNS = (
-    "entry_seq",
-    "idx",
-    "record_pseudonym",
-    "subject_pseudonym",
-    "due_at",
-    "request_id",
-    "review_id",
-    "email_pseudonym",
-)
+COLUMNS = ITEM_COLUMNS
 """The item columns, in the order of the rows :func:`rows` returns."""
 
 

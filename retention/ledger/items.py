@@ -154,6 +154,19 @@ def leaves(items: Sequence[Item]) -> list[bytes]:
     return [merkle.leaf_hash(item.document(i)) for i, item in enumerate(items)]
 
 
+ITEM_COLUMNS = (
+    "entry_seq",
+    "idx",
+    "record_pseudonym",
+    "subject_pseudonym",
+    "due_at",
+    "request_id",
+    "review_id",
+    "email_pseudonym",
+)
+"""The item table's columns in the order both insert paths build their rows (here and ledger/bulk.py)."""
+
+
 def due_converter(conn: sa.Connection) -> Callable[[dt.datetime], Any]:
     """The driver's form of an item's due instant, converted once per distinct value (a batch shares few)."""
     process = store.ledger_items.c.due_at.type.bind_processor(conn.dialect)
@@ -181,17 +194,7 @@ def insert_items(conn: sa.Connection, entry_seq: int, items: Sequence[Item]) -> 
         (entry_seq, i, it.record, it.subject, due(it.due_at), it.request_id, it.review_id, it.email)
         for i, it in enumerate(items)
     ]
-    columns = (
-        "entry_seq",
-        "idx",
-        "record_pseudonym",
-        "subject_pseudonym",
-        "due_at",
-        "request_id",
-        "review_id",
-        "email_pseudonym",
-    )
-    dialect_for(conn).bulk_insert(conn, table, columns, rows)
+    dialect_for(conn).bulk_insert(conn, table, ITEM_COLUMNS, rows)
 
 
 def index_items(conn: sa.Connection, run_id: str, entry_seq: int, items: Sequence[Item]) -> None:
