@@ -40,13 +40,17 @@ class PlannerCounts(PlannerPasses):
             and self.sql.clocks[0].kind != "epoch_text"
         )
 
-    def aggregate_active(self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3) -> None:
+    def aggregate_active(
+        self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3, *, counts_only: bool = False
+    ) -> None:
         """Add the active pass to ``summary`` from a few set-based queries, no record fetched.
 
         Counts what ``batches(conn, "active")`` moves, transition by
         transition, with the batches' own predicate (:meth:`reaching`): a
         record reaches the k-th state when its clocks make every state up to
-        it due.
+        it due; the count, least and greatest clock in one pass per
+        transition (:meth:`ClockSQL.tally`). ``counts_only`` (a guard): the
+        counts alone, a plain ``count(*)`` that an index range can answer.
         """
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
@@ -56,13 +60,20 @@ class PlannerCounts(PlannerPasses):
         current = "active"
         for index, target in enumerate(targets):
             condition = self.reaching(conn, sql, index + 1)
-            count = int(conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one())
+            if not counts_only:
+                count, low, high = sql.clocks[0].tally(conn, sql.table, condition)
+            else:
+                count = int(
+                    conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one()
+                )
             if not count:
                 break
             name = f"{current}->{target}"
             per[name] = per.get(name, 0) + count
-            for highest in (False, True):
-                raw = sql.clocks[0].extreme(conn, sql.table, condition, highest=highest)
+            if counts_only:
+                current = target
+                continue
+            for raw in (low, high):
                 evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
                 if evaluation.anomaly is not None or target not in evaluation.due:
                     raise AssertionError(
@@ -97,17 +108,20 @@ class PlannerCounts(PlannerPasses):
         *,
         on_batch: Callable[[Batch], None] | None = None,
         sample_size: int = 3,
+        counts_only: bool = False,
     ) -> None:
         """Add every pass of this dataset to ``summary``.
 
         The active pass of a simple dataset, usually nearly all of a large
         table's moves, is counted by aggregates; a caller that wants each
-        batch (``on_batch``) gets the batch path throughout.
+        batch (``on_batch``) gets the batch path throughout. ``counts_only``:
+        the transitions' counts are all the caller reads (a guard), not the
+        due and clock ranges.
         """
         summary.transitions.setdefault(self.name, {})
         for origin in self.origins():
             if origin == "active" and on_batch is None and self.can_aggregate():
-                self.aggregate_active(conn, summary, sample_size)
+                self.aggregate_active(conn, summary, sample_size, counts_only=counts_only)
                 continue
             for batch in self.batches(conn, origin):
                 summary.add(batch, sample_size)
