@@ -129,30 +129,37 @@ class PlannerCounts(PlannerPasses):
                     on_batch(batch)
 
     def anomaly_counts(self, conn: sa.Connection) -> dict[str, int]:
-        """Active records skipped because of their clocks, per category (and related rows ignored)."""
+        """Active records skipped because of their clocks, per category (and related rows ignored).
+
+        One statement, a count per category: each is an index range on a
+        typed clock (NULL, zero, future; invalid is impossible there), so one
+        scan classifying every row would read more than they do together
+        (bench/RESULTS.md, "plan in one aggregate pass": tried, not kept).
+        """
         if self.sql is None:
             return {}
         self.probe(conn)
-        counts: dict[str, int] = {}
-        for category in ANOMALIES:
-            query = (
-                sa.select(sa.func.count())
-                .select_from(self.sql.table)
-                .where(self.sql.anomaly(category, self.ctx.as_of), self.included(), self.not_moved(conn))
-            )
-            counts[category] = int(conn.execute(query).scalar_one())
+        active = [self.included(), self.not_moved(conn)]
+        counts: dict[str, Any] = {
+            category: sa.select(sa.func.count())
+            .select_from(self.sql.table)
+            .where(self.sql.anomaly(category, self.ctx.as_of), *active)
+            .scalar_subquery()
+            for category in ANOMALIES
+        }
         ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
         if ignoring:
             # invalid_rows: ignore (issue 26): each unreadable related row an
             # active record's clock left out is counted, though none blocks it.
             per_record = sum(ignoring[1:], ignoring[0])
-            query = (
+            counts[IGNORED_ROWS] = (
                 sa.select(sa.func.coalesce(sa.func.sum(per_record), 0))
                 .select_from(self.sql.table)
-                .where(self.included(), self.not_moved(conn))
+                .where(*active)
+                .scalar_subquery()
             )
-            counts[IGNORED_ROWS] = int(conn.execute(query).scalar_one())
-        return counts
+        row = conn.execute(sa.select(*(value.label(f"c{i}") for i, value in enumerate(counts.values())))).one()
+        return {category: int(found) for category, found in zip(counts, row, strict=True)}
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
         """Per hold in place: how many of this dataset's due records it holds back (by their clocks and delays)."""
