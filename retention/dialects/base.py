@@ -229,6 +229,9 @@ class Dialect:
     #: :mod:`retention.ledger.bulk` does; the other hooks of this section are then used.
     set_based_items: ClassVar[bool] = False
 
+    def prepare_items(self, conn: sa.Connection) -> None:
+        """Make the functions the item hooks call available on ``conn`` (SQLite registers its own)."""
+
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes."""
         raise NotImplementedError

@@ -47,6 +47,7 @@ from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.store import tables as store
 from retention.timing.clock import local_date, start_of_day
+from retention.timing.datetext import normal_text
 
 log = structlog.get_logger("retention")
 
@@ -98,6 +99,7 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetP
     if reason is not None:
         log.info("purge_per_record", dataset=planner.name, reason=reason, run_id=ctx.run_id)
         return None
+    dialect_for(conn).prepare_items(conn)
     with conn.begin():
         days = DueDays.create(conn, ctx, planner)
     log.info("purge_set_based", dataset=planner.name, days=days.count, run_id=ctx.run_id)
@@ -122,9 +124,11 @@ class DueDays:
         assert planner.sql is not None
         clock = planner.sql.clocks[0]
         dialect = dialect_for(conn)
-        moment_type = sa.DateTime(timezone=dialect.aware_timestamptz).with_variant(
+        moment_type: Any = sa.DateTime(timezone=dialect.aware_timestamptz).with_variant(
             sa.dialects.mysql.DATETIME(fsp=6), "mysql", "mariadb"
         )
+        if dialect.datetimes_as_text:
+            moment_type = sa.String(26)  # the clock's normal form (retention.timing.datetext)
         table = sa.Table(
             f"{store.PREFIX}due_days",
             sa.MetaData(),
@@ -138,6 +142,8 @@ class DueDays:
         tz = pack.timezone
         due = planner.sql.due("purged", as_of)
         lowest = clock.extreme(conn, planner.table, due, highest=False)
+        if isinstance(lowest, str):  # SQLite: the normal form, naive UTC
+            lowest = dt.datetime.fromisoformat(lowest)
         rows: list[dict[str, Any]] = []
         if isinstance(lowest, dt.datetime):
             first = lowest if lowest.tzinfo is not None else lowest.replace(tzinfo=dt.UTC)
@@ -147,7 +153,8 @@ class DueDays:
                 begins = start_of_day(day, tz)
                 evaluation = evaluate_record(pack, dataset, [clock._moment(begins)], as_of, cache)
                 if evaluation.anomaly is None:
-                    rows.append({"lo": clock._moment(begins), "due_at": evaluation.due["purged"]})
+                    lo = clock._moment(begins)
+                    rows.append({"lo": normal_text(lo) if dialect.datetimes_as_text else lo, "due_at": evaluation.due["purged"]})
                 day += dt.timedelta(days=1)
         if rows:
             conn.execute(table.insert(), rows)
@@ -232,7 +239,7 @@ class SetPurge:
             sa.func.row_number().over(order_by=planner.key) - 1,
             record,
             subject,
-            self.days.due_at(planner.sql.clocks[0].value),
+            self.days.due_at(planner.sql.clocks[0].select()),
             sa.null(),
             sa.null(),
             sa.null(),
