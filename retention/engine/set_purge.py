@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
 from retention.engine.apply import RunContext
+from retention.engine.clock_sql import ClockSQL
 from retention.engine.evaluate import DueCache, evaluate_record
 from retention.engine.plan import Batch, DatasetPlanner
 from retention.errors import ConcurrentChangeError
@@ -55,6 +56,8 @@ SWITCH = "RETENTION_SET_BASED"
 """Environment variable: ``0`` sends every dataset through the per-record path (before/after measurements)."""
 
 _TRANSITION = "active->purged"
+_DAY_KINDS = ("timestamptz", "timestamp", "date")
+"""Clock kinds whose local day :class:`DueDays` finds by comparing the stored value with the day's first moment."""
 
 
 def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
@@ -78,8 +81,8 @@ def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
     if sql is None or len(sql.clocks) != 1:
         return "it has more than one clock"
     clock = sql.clocks[0]
-    if clock.kind != "timestamptz" or clock.aggregate or clock.clock.is_expiry or planner.ctx.as_of.tzinfo is None:
-        return "its clock is not a plain instant"
+    if clock.kind not in _DAY_KINDS or clock.aggregate or clock.clock.is_expiry or planner.ctx.as_of.tzinfo is None:
+        return "its clock is not a plain date or date-time column"
     for role, column in (("key", planner.key), ("subject", planner.subject)):
         if column is not None and _python_type(column) not in (int, str):
             return f"its {role} is neither an integer nor text"
@@ -127,6 +130,8 @@ class DueDays:
         moment_type: Any = sa.DateTime(timezone=dialect.aware_timestamptz).with_variant(
             sa.dialects.mysql.DATETIME(fsp=6), "mysql", "mariadb"
         )
+        if clock.kind == "date":
+            moment_type = sa.Date()
         if dialect.datetimes_as_text:
             moment_type = sa.String(26)  # the clock's normal form (retention.timing.datetext)
         table = sa.Table(
@@ -140,21 +145,17 @@ class DueDays:
         table.create(conn)
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
-        due = planner.sql.due("purged", as_of)
-        lowest = clock.extreme(conn, planner.table, due, highest=False)
-        if isinstance(lowest, str):  # SQLite: the normal form, naive UTC
-            lowest = dt.datetime.fromisoformat(lowest)
+        lowest = clock.extreme(conn, planner.table, planner.sql.due("purged", as_of), highest=False)
         rows: list[dict[str, Any]] = []
-        if isinstance(lowest, dt.datetime):
-            first = lowest if lowest.tzinfo is not None else lowest.replace(tzinfo=dt.UTC)
-            day, last = local_date(first, tz), local_date(as_of, tz)
+        if lowest is not None:
+            day, last = _first_day(lowest, tz), local_date(as_of, tz)
             cache: DueCache = {}
             while day <= last:
-                begins = start_of_day(day, tz)
-                evaluation = evaluate_record(pack, dataset, [clock._moment(begins)], as_of, cache)
+                begins = _first_moment(clock, day, tz)
+                evaluation = evaluate_record(pack, dataset, [begins], as_of, cache)
                 if evaluation.anomaly is None:
-                    lo = clock._moment(begins)
-                    rows.append({"lo": normal_text(lo) if dialect.datetimes_as_text else lo, "due_at": evaluation.due["purged"]})
+                    lo = normal_text(begins) if dialect.datetimes_as_text else begins
+                    rows.append({"lo": lo, "due_at": evaluation.due["purged"]})
                 day += dt.timedelta(days=1)
         if rows:
             conn.execute(table.insert(), rows)
@@ -169,6 +170,26 @@ class DueDays:
         """Drop the table; a session that is gone took its temporary table with it (nothing to report)."""
         with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
             self.table.drop(conn, checkfirst=True)
+
+
+def _first_day(lowest: Any, tz: str) -> dt.date:
+    """A local day on or before that of the least due clock value (a day early: the table only grows)."""
+    if isinstance(lowest, str):  # SQLite: the normal form
+        lowest = dt.date.fromisoformat(lowest) if len(lowest) == 10 else dt.datetime.fromisoformat(lowest)
+    if isinstance(lowest, dt.datetime):
+        instant = lowest if lowest.tzinfo is not None else lowest.replace(tzinfo=dt.UTC)
+        return local_date(instant, tz) - dt.timedelta(days=1)
+    assert isinstance(lowest, dt.date)
+    return lowest - dt.timedelta(days=1)
+
+
+def _first_moment(clock: ClockSQL, day: dt.date, tz: str) -> dt.datetime | dt.date:
+    """The least stored value whose local day is ``day``, as :meth:`ClockSQL.before_day_after` bounds days."""
+    if clock.kind == "date":
+        return day
+    if clock.kind == "timestamp" and clock.clock.naive_timezone == tz:
+        return dt.datetime(day.year, day.month, day.day)  # noqa: DTZ001 - naive in the policy's own zone
+    return clock._moment(start_of_day(day, tz))
 
 
 @dataclass
