@@ -28,6 +28,7 @@ Every other dataset takes the per-record path, and :func:`why_not` says why
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import os
@@ -121,6 +122,7 @@ class DueDays:
 
     table: sa.Table
     count: int
+    buckets: sa.Table | None = None  # the same days by stored date, where a range probe per row is a scan
 
     @classmethod
     def create(cls, conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> DueDays:
@@ -159,17 +161,78 @@ class DueDays:
                 day += dt.timedelta(days=1)
         if rows:
             conn.execute(table.insert(), rows)
-        return cls(table, len(rows))
+        buckets = None if dialect.correlated_range_probe else _buckets(conn, rows, moment_type)
+        return cls(table, len(rows), buckets)
 
     def due_at(self, clock: ColumnElement[Any]) -> ColumnElement[Any]:
         """The due instant of a row whose clock is ``clock`` (NULL below the first day: the insert then fails)."""
+        b = self.buckets
+        if b is not None:
+            pick = sa.case(
+                (sa.and_(b.c.s2.is_not(None), clock >= b.c.s2), b.c.d2),
+                (sa.and_(b.c.s1.is_not(None), clock >= b.c.s1), b.c.d1),
+                else_=b.c.d0,
+            )
+            return sa.select(pick).where(b.c.u == sa.func.date(clock)).scalar_subquery()
         t = self.table
         return sa.select(t.c.due_at).where(t.c.lo <= clock).order_by(t.c.lo.desc()).limit(1).scalar_subquery()
 
     def drop(self, conn: sa.Connection) -> None:
-        """Drop the table; a session that is gone took its temporary table with it (nothing to report)."""
-        with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
-            self.table.drop(conn, checkfirst=True)
+        """Drop the tables; a session that is gone took its temporary tables with it (nothing to report)."""
+        for table in (self.table, self.buckets):
+            if table is not None:
+                with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
+                    table.drop(conn, checkfirst=True)
+
+
+def _buckets(conn: sa.Connection, rows: list[dict[str, Any]], moment_type: Any) -> sa.Table:
+    """The day table keyed by stored date (``DATE(clock)``): an equality probe per row instead of a range.
+
+    MariaDB probes a correlated range (``lo <= clock ORDER BY lo DESC
+    LIMIT 1``) by walking the index from its end, once per row. A stored
+    date holds at most two local-day starts (days are 23 to 25 hours), so
+    each date row has the due instant at its midnight (``d0``) and at each
+    start inside it (``s1``/``d1``, ``s2``/``d2``).
+    """
+    table = sa.Table(
+        f"{store.PREFIX}due_buckets",
+        sa.MetaData(),
+        sa.Column("u", sa.Date, primary_key=True),
+        sa.Column("d0", store.UTCDateTime),
+        sa.Column("s1", moment_type),
+        sa.Column("d1", store.UTCDateTime),
+        sa.Column("s2", moment_type),
+        sa.Column("d2", store.UTCDateTime),
+        prefixes=["TEMPORARY"],
+    )
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
+    if not rows:
+        return table
+
+    def moment(value: dt.datetime | dt.date) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value.replace(tzinfo=None)
+        return dt.datetime(value.year, value.month, value.day)  # noqa: DTZ001 - a stored date's midnight
+
+    starts = [moment(r["lo"]) for r in rows]
+    out: list[dict[str, Any]] = []
+    day, last = starts[0].date(), starts[-1].date()
+    while day <= last:
+        midnight = dt.datetime(day.year, day.month, day.day)  # noqa: DTZ001 - as stored
+        covering = bisect.bisect_right(starts, midnight) - 1
+        inside = range(covering + 1, bisect.bisect_left(starts, midnight + dt.timedelta(days=1)))
+        if len(inside) > 2:  # pragma: no cover - days are at least 23 hours long
+            raise AssertionError("more than two local days start on one stored date")
+        bucket: dict[str, Any] = {"u": day, "d0": rows[covering]["due_at"] if covering >= 0 else None}
+        for n in (1, 2):
+            k = inside[n - 1] if len(inside) >= n else None
+            bucket[f"s{n}"] = None if k is None else rows[k]["lo"]
+            bucket[f"d{n}"] = None if k is None else rows[k]["due_at"]
+        out.append(bucket)
+        day += dt.timedelta(days=1)
+    conn.execute(table.insert(), out)
+    return table
 
 
 def _first_day(lowest: Any, tz: str) -> dt.date:
