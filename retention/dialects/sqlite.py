@@ -124,8 +124,11 @@ class SQLiteDialect(Dialect):
         return sa.func.retention_leaf(document)
 
     def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
-        # Stored as SQLAlchemy writes a DateTime here: 'YYYY-MM-DD HH:MM:SS.ffffff'.
-        return sa.func.replace(instant, " ", "T").op("||")(sa.literal("Z", sa.String))
+        # 'YYYY-MM-DD HH:MM:SS.ffffff' as SQLAlchemy writes it; the driver's bulk path drops a zero fraction.
+        full = sa.case(
+            (sa.func.length(instant) == 19, instant.op("||")(sa.literal(".000000", sa.String))), else_=instant
+        )
+        return sa.func.replace(full, " ", "T").op("||")(sa.literal("Z", sa.String))
 
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         # No row locks: the batch holds SQLite's single write lock.
