@@ -147,7 +147,7 @@ class DueDays:
         table.create(conn)
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
-        lowest = clock.extreme(conn, planner.table, planner.sql.due("purged", as_of), highest=False)
+        _, lowest, _ = clock.tally(conn, planner.table, planner.sql.due("purged", as_of))
         rows: list[dict[str, Any]] = []
         if lowest is not None:
             day, last = _first_day(lowest, tz), local_date(as_of, tz)
@@ -342,17 +342,22 @@ class SetPurge:
             conn.execute(
                 lookup.insert().from_select(
                     ["run_id", "pseudonym", "entry_seq", "idx"],
-                    sa.select(sa.literal(ctx.run_id, lookup.c.run_id.type), pseudonym, items.c.entry_seq, items.c.idx)
-                    .where(mine, pseudonym.is_not(None)),
+                    sa.select(
+                        sa.literal(ctx.run_id, lookup.c.run_id.type), pseudonym, items.c.entry_seq, items.c.idx
+                    ).where(mine, pseudonym.is_not(None)),
                 )
             )
-        leaves = [bytes(leaf) for leaf in conn.execute(sa.select(_leaf(conn)).where(mine).order_by(items.c.idx)).scalars()]
+        leaves = [
+            bytes(leaf) for leaf in conn.execute(sa.select(_leaf(conn)).where(mine).order_by(items.c.idx)).scalars()
+        ]
         due = conn.execute(sa.select(sa.func.max(items.c.due_at)).where(mine)).scalar()
         return leaves, due
 
 
 def _leaf(conn: sa.Connection) -> ColumnElement[Any]:
-    """A stored item's Merkle leaf, from its columns: the RFC 8785 document of :func:`~retention.ledger.items.item_document`.
+    """A stored item's Merkle leaf, from its columns.
+
+    The leaf hashes the RFC 8785 document of :func:`~retention.ledger.items.item_document`.
 
     Only for items without request, review or e-mail (the set-based purge
     writes no other).
