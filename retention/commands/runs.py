@@ -33,7 +33,7 @@ from retention.store.connect import open_engine
 from retention.timing.clock import AsOf, Period, utcnow
 
 MAX_HORIZON = Period(years=5)
-"""The longest forecast of ``report``: it plans once for every week."""
+"""The longest forecast of ``report``: its SQL tests every week boundary (260 in five years)."""
 
 
 def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
@@ -520,7 +520,7 @@ def report(
     except PeriodSyntaxError as exc:
         raise ConfigError(f"horizon: {exc}") from None
     if not period.within(MAX_HORIZON):
-        raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast (one plan a week)")
+        raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast")
     loaded, when = load_pack(rules, as_of, pack_id)
     engine = open_engine(db_url, lock_timeout)
     try:
