@@ -10,13 +10,17 @@ middle and at the tail of the chain, and for each filter. Each figure is
 the median of ``--repeat`` requests. The target is a median under 0.3 s.
 
     python bench/console.py --shop 500            # the demo shop (`retention demo` size), SQLite
+    python bench/console.py --shop 2000 --ledger 1000000 --no-baseline   # the same pages on a 1M-entry ledger
 
 ``--shop N`` instead builds the demo shop with N customers, runs the
 builtin marketplace pack once, and times the forecast (one plan at the
-horizon's end, bucketed by due instant) against its baseline in this same
-process (one plan per week, ``report.forecast_by_plans``), `retention
-report`, and the console's forecast (cold, then cached), person, review and
-audit pages; it prints medians, ratios and the load average.
+horizon's end, the active pass of simple datasets counted per week in SQL)
+against its baseline in this same process (one plan per week,
+``report.forecast_by_plans``), `retention report`, and the console's
+forecast (cold, then cached), person, review, ledger and audit pages; it
+prints medians, ratios and the load average. ``--ledger N`` first appends
+N synthetic per-record purge entries (a valid chain under the shop's pack,
+of records gone from its tables), so the pages are timed on a large ledger.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,8 +56,22 @@ TRANSITIONS = ("active->purged", "active->inactive", "inactive->archived", "arch
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def fill(engine: sa.Engine, entries: int, batch: int = 20_000) -> list[str]:
-    """Append ``entries`` per-record entries in batches, spread over datasets, transitions, runs and days."""
+def fill(
+    engine: sa.Engine,
+    entries: int,
+    batch: int = 20_000,
+    *,
+    pack: tuple[str, str] = ("bench", "0" * 64),
+    moves: Sequence[tuple[str, str]] | None = None,
+    keys_from: int = 0,
+) -> list[str]:
+    """Append ``entries`` per-record entries in batches, spread over datasets, transitions, runs and days.
+
+    ``pack``: the (id, digest) the entries name; ``moves``: the (dataset,
+    transition) pairs they cycle through (default: DATASETS and TRANSITIONS,
+    each cycled on its own); record keys count up from ``keys_from`` (above
+    a demo shop's keys, the records are gone, as a purge claims).
+    """
     runs = [f"00000000-0000-4000-8000-{i:012d}" for i in range(max(1, entries // 100_000))]
     written = 0
     started = time.monotonic()
@@ -60,16 +79,20 @@ def fill(engine: sa.Engine, entries: int, batch: int = 20_000) -> list[str]:
         n = min(batch, entries - written)
         index = written // batch
         when = START + dt.timedelta(hours=index)
+        if moves is None:
+            dataset, transition = DATASETS[index % len(DATASETS)], TRANSITIONS[index % len(TRANSITIONS)]
+        else:
+            dataset, transition = moves[index % len(moves)]
         draft = ledger.RecordEntries(
             run_id=runs[min(written * len(runs) // entries, len(runs) - 1)],
-            pack_id="bench",
-            pack_digest="0" * 64,
-            dataset=DATASETS[index % len(DATASETS)],
-            transition=TRANSITIONS[index % len(TRANSITIONS)],
+            pack_id=pack[0],
+            pack_digest=pack[1],
+            dataset=dataset,
+            transition=transition,
             action="delete",
             basis="Benchmark basis — kept 13 months",
             secret=SECRET,
-            items=[(when, str(written + i), str((written + i) % 50_000), None) for i in range(n)],
+            items=[(when, str(keys_from + written + i), str((written + i) % 50_000), None) for i in range(n)],
         )
         with engine.begin() as conn:
             ledger.append(conn, [draft], when)
@@ -89,7 +112,16 @@ def _timed(repeat: int, work: object) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def shop(customers: int, repeat: int) -> None:
+SHOP_PURGES = (
+    ("analytics_events", "active->purged"),
+    ("invoices", "active->purged"),
+    ("payment_tokens", "active->purged"),
+    ("customers", "archived->purged"),
+)
+"""The moves of the synthetic ledger added to a shop: purges, so every claim holds (their records are gone)."""
+
+
+def shop(customers: int, repeat: int, ledger_entries: int = 0, baseline: bool = True) -> None:
     """Forecast, report and console pages on the demo shop after one run (see the module doc)."""
     import os
 
@@ -106,18 +138,24 @@ def shop(customers: int, repeat: int) -> None:
     rules = ROOT / "rules" / "marketplace.yaml"
     loaded, when = commands.load_pack(rules, None, None)
     engine = create_engine(url)
+    if ledger_entries:
+        # Before the run: the synthetic history is older than tonight's entries, as a real ledger's is.
+        print(f"appending {ledger_entries} ledger entries ...", file=sys.stderr)
+        fill(engine, ledger_entries, pack=(loaded.id, loaded.digest), moves=SHOP_PURGES, keys_from=10_000_000)
     execute.run(engine, loaded, when, secret=SECRET, allow_mass=("*",))
     with engine.begin() as conn:
         accounts.add_user(conn, "bench", "auditor", "bench password 123", created_by="bench")
+        entries = conn.execute(sa.text("SELECT count(*) FROM retention_ledger")).scalar_one()
     horizon = Period.parse("P3M")
     rows: list[tuple[str, float, float | None]] = []
-    base, reference = _timed(1, lambda: report.forecast_by_plans(engine, loaded, when, horizon))
-    fast, result = _timed(repeat, lambda: report.forecast(engine, loaded, when, horizon))
-    assert result.series == reference.series, "the one-plan forecast differs from the plan-per-week one"  # type: ignore[attr-defined]
-    rows += [("forecast P3M, plan per week (baseline)", base, None), ("forecast P3M, one plan", fast, base / fast)]
+    if baseline:
+        base, reference = _timed(1, lambda: report.forecast_by_plans(engine, loaded, when, horizon))
+        fast, result = _timed(repeat, lambda: report.forecast(engine, loaded, when, horizon))
+        assert result.series == reference.series, "the forecast differs from the plan-per-week one"  # type: ignore[attr-defined]
+        rows += [("forecast P3M, plan per week (baseline)", base, None), ("forecast P3M", fast, base / fast)]
     html_file = folder / "report.html"
     seconds, _ = _timed(1, lambda: commands.report(rules, url, None, "P3M", html_file))
-    rows.append(("retention report --horizon P3M", seconds, None))
+    rows.append(("retention report --horizon P3M (cold process)", seconds, None))
     from starlette.testclient import TestClient
 
     settings = ConsoleSettings(db_url=url, rules=rules, forecast_horizon="P3M", secret=b"bench-cookie-secret")
@@ -145,15 +183,31 @@ def shop(customers: int, repeat: int) -> None:
     rows.append(("console /forecast, cached", _timed(repeat, lambda: get("/forecast"))[0], None))
     rows.append(("console /reviews", _timed(repeat, lambda: get("/reviews"))[0], None))
     rows.append(("console /ledger", _timed(repeat, lambda: get("/ledger"))[0], None))
+    rows.append(
+        ("console /ledger, middle page", _timed(repeat, lambda: get(f"/ledger?before={entries // 2}"))[0], None)
+    )
+    first, _ = _timed(1, lambda: post("/person", {"key": "1"}))
+    rows.append(("console /person (subject 1), first", first, None))
     rows.append(("console /person (subject 1)", _timed(repeat, lambda: post("/person", {"key": "1"}))[0], None))
-    rows.append(("console /audit (every claim)", _timed(repeat, lambda: post("/audit", {}))[0], None))
+    rows.append(("console /person (subject 2)", _timed(repeat, lambda: post("/person", {"key": "2"}))[0], None))
+    rows.append(
+        ("console /audit (sample of 1000)", _timed(repeat, lambda: post("/audit", {"sample": "1000"}))[0], None)
+    )
+    rows.append(
+        (
+            "console /audit (every claim)",
+            _timed(1 if entries > 100_000 else repeat, lambda: post("/audit", {}))[0],
+            None,
+        )
+    )
     load = os.getloadavg()
-    print(f"\ndemo shop, {customers} customers, SQLite; median of {repeat} (baseline and cold loads: 1 each)")
+    print(f"\ndemo shop, {customers} customers, {entries} ledger entries, SQLite; median of {repeat}")
+    print("(baseline, first loads and, above 100k entries, the complete audit: 1 each)")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (on {os.cpu_count()} cores)\n")
-    print(f"{'what':42} {'median s':>9} {'vs baseline':>12}")
+    print(f"{'what':46} {'median s':>9} {'vs baseline':>12}")
     for name, seconds, ratio in rows:
         versus = f"{ratio:.1f}x faster" if ratio else ""
-        print(f"{name:42} {seconds:9.2f} {versus:>12}")
+        print(f"{name:46} {seconds:9.2f} {versus:>12}")
     app.state.console.dispose()
     engine.dispose()
 
@@ -164,10 +218,12 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--shop", type=int, default=None, help="customers of a demo shop: time forecast and pages")
+    parser.add_argument("--ledger", type=int, default=0, help="with --shop: synthetic ledger entries added first")
+    parser.add_argument("--no-baseline", action="store_true", help="with --shop: skip the plan-per-week forecast")
     args = parser.parse_args()
     logs.configure(level="error")
     if args.shop is not None:
-        shop(args.shop, args.repeat)
+        shop(args.shop, args.repeat, args.ledger, baseline=not args.no_baseline)
         return
     folder = Path(tempfile.mkdtemp(prefix="retention-console-bench-"))
     url = f"sqlite:///{folder / 'bench.sqlite'}" if args.db == "sqlite" else args.db

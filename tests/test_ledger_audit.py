@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,24 @@ def test_a_sample_is_bounded(shop: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
     [line] = result.output.splitlines()
     assert line.startswith("ledger audit ok: 5 claims checked (a sample of 5 of ")
+
+
+def test_a_sample_is_drawn_from_every_claim(migrated: sa.Engine, shop: dict[str, Any]) -> None:
+    """The sample is read by key after one pass over the claims' keys: distinct claims, all of them real, seeded."""
+    with migrated.connect() as conn:
+        every = list(ledger_audit._claims(conn, None))
+        assert len(every) > 20
+        drawn = [ledger_audit._sampled(conn, None, 20, random.Random(seed)) for seed in (1, 1, 2)]
+        whole, total = ledger_audit._sampled(conn, None, len(every) + 5, random.Random(3))
+    for chosen, counted in drawn:
+        assert counted == len(every)
+        assert len(chosen) == 20 and len(set(chosen)) == 20
+        assert set(chosen) <= set(every)
+    assert drawn[0][0] == drawn[1][0]  # one seed, one sample
+    assert drawn[0][0] != drawn[2][0]
+    assert total == len(every) and sorted(whole, key=lambda c: (c.seq, c.idx or 0)) == sorted(
+        every, key=lambda c: (c.seq, c.idx or 0)
+    )
 
 
 def test_verify_proof_with_a_database_checks_the_claim(

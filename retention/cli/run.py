@@ -595,7 +595,7 @@ def _kept(clock: dict[str, Any]) -> str:
     type=params.PeriodType(Period(years=5)),
     default="P6M",
     show_default=True,
-    help="How far the weekly forecast looks ahead (at most P5Y: one plan per week).",
+    help="How far the weekly forecast looks ahead (at most P5Y).",
 )
 @click.option(
     "--html",

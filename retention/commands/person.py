@@ -2,7 +2,8 @@
 
 "Was this person's data deleted, and can you prove it?" takes three
 commands in the CLI: ``ledger lookup --subject`` (what the ledger says),
-``explain`` per record (where each record stands now and what comes next)
+``explain`` per record (where each record stands now and what comes next;
+here a dataset's records are explained together, :mod:`~retention.commands.explain_many`)
 and ``ledger prove`` + ``verify-proof --db`` (the proof, and its claims
 checked against the live tables). :func:`person` and :func:`person_proof`
 call the same functions on one connection, so the page shows what those
@@ -22,7 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from retention.commands.runs import Explanation, explain_in
+from retention.commands.explain_many import explain_records
+from retention.commands.runs import Explanation
 from retention.engine import backups
 from retention.errors import ConfigError, SchemaError
 from retention.ledger import items as ledger_items
@@ -163,10 +165,9 @@ def person(
         keys = _record_keys(conn, planners[name], named)
         view.more = len(keys) > RECORDS_PER_DATASET
         shown = keys[:RECORDS_PER_DATASET]
-        outcomes = planners[name].outcomes(conn, shown) if shown else {}  # one query, not one per record
+        explained = explain_records(conn, loaded, when, name, shown, planners)  # a few queries for all
         for key in shown:
-            explanation = explain_in(conn, loaded, when, name, key, planners, outcomes)
-            view.records.append(PersonRecord(pseudonyms.record_pseudonym(secret, name, key), explanation))
+            view.records.append(PersonRecord(pseudonyms.record_pseudonym(secret, name, key), explained[key]))
         datasets.append(view)
     # Records moved under another pack (or a dataset since removed): the ledger's word is all there is.
     for name in sorted({str(e["dataset"]) for e in entries if e.get("dataset")} - set(loaded.pack.datasets)):

@@ -33,7 +33,7 @@ from retention.store.connect import open_engine
 from retention.timing.clock import AsOf, Period, utcnow
 
 MAX_HORIZON = Period(years=5)
-"""The longest forecast of ``report``: it plans once for every week."""
+"""The longest forecast of ``report``: its SQL tests every week boundary (260 in five years)."""
 
 
 def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
@@ -345,6 +345,20 @@ def explain(
         engine.dispose()
 
 
+@dataclass(frozen=True)
+class RecordFacts:
+    """What ``explain`` reads of one record besides its clocks (read per record, or for many in a few queries)."""
+
+    native: Any  # the key in the key column's type
+    outcome: Any  # the planner's Outcome, None when the record is not found
+    subject: str | None
+    email: str | None
+    state_row: Any  # its row in the engine's record states, if any
+    holds: list[dict[str, Any]]
+    excluded: bool
+    moved_at: dt.datetime | None
+
+
 def explain_in(
     conn: sa.Connection,
     loaded: LoadedPack,
@@ -354,26 +368,22 @@ def explain_in(
     planners: dict[str, Any] | None = None,
     outcomes: dict[str, Any] | None = None,
 ) -> Explanation:
-    """:func:`explain` on an open connection (the console's read-only one), planners built once per page.
+    """:func:`explain` on an open connection, one record's facts read one query at a time.
 
     ``outcomes``: the planner's outcomes of several records of ``dataset``
-    read in one query (``planner.outcomes(conn, keys)``), for a page that
-    explains many. Reads only; the transaction is rolled back before returning.
+    read in one query (``planner.outcomes(conn, keys)``). A page that
+    explains many records of a dataset uses
+    :func:`retention.commands.explain_many.explain_records` (a few queries
+    for all of them; a test holds the two equal). Reads only; the
+    transaction is rolled back before returning.
     """
-    from retention.engine.evaluate import NOT_YET, dataset_sql, evaluate_readings
-    from retention.engine.plan import PlanContext, build_planners, steps_from_active, steps_from_state
+    from retention.engine.plan import PlanContext, build_planners
 
     pack = loaded.pack
-    ds = pack.datasets[dataset]
-    far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
-    clocks: list[dict[str, Any]] = []
-    due: dict[str, dt.datetime] = {}
-    anomaly = None
-    upcoming: tuple[Any, ...] = ()
     if planners is None:
         planners = build_planners(conn, PlanContext(loaded, when))
     planner = planners[dataset]
-    native = _native_key(planner.key, key, dataset)
+    native = native_key(planner.key, key, dataset)
     outcome = (outcomes if outcomes is not None else planner.outcomes(conn, [key])).get(key)
     subject = None
     if planner.subject is not None:
@@ -394,9 +404,38 @@ def explain_in(
         moved_at = conn.execute(
             sa.select(store.runs.c.as_of).where(store.runs.c.id == state_row.run_id)
         ).scalar_one_or_none()
-    if outcome is not None and outcome.state == "active" and ds.keep:
+    facts = RecordFacts(native, outcome, subject, email, state_row, holds, excluded, moved_at)
+    sql = None
+    if outcome is not None and outcome.state == "active" and pack.datasets[dataset].keep:
+        from retention.engine.evaluate import dataset_sql
+
         sql = dataset_sql(conn, pack, dataset)
-        readings = sql.readings(conn, native, when)
+    return explanation_of(conn, loaded, when, dataset, key, facts, sql)
+
+
+def explanation_of(
+    conn: sa.Connection,
+    loaded: LoadedPack,
+    when: dt.datetime,
+    dataset: str,
+    key: str,
+    facts: RecordFacts,
+    sql: Any,
+) -> Explanation:
+    """The explanation of one record from its facts; its clocks are read here (``sql``: the dataset's clocks)."""
+    from retention.engine.evaluate import NOT_YET, evaluate_readings
+    from retention.engine.plan import steps_from_active, steps_from_state
+
+    pack = loaded.pack
+    ds = pack.datasets[dataset]
+    far = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+    clocks: list[dict[str, Any]] = []
+    due: dict[str, dt.datetime] = {}
+    anomaly = None
+    upcoming: tuple[Any, ...] = ()
+    outcome, state_row, holds, excluded = facts.outcome, facts.state_row, facts.holds, facts.excluded
+    if outcome is not None and outcome.state == "active" and ds.keep:
+        readings = sql.readings(conn, facts.native, when)
         if readings is not None:
             evaluation = evaluate_readings(pack, ds, readings)
             anomaly = evaluation.anomaly
@@ -458,7 +497,7 @@ def explain_in(
         exists=outcome is not None,
         state=outcome.state if outcome is not None else "active",
         since=outcome.since if outcome is not None else None,
-        moved_at=moved_at,
+        moved_at=facts.moved_at,
         clocks=clocks,
         anomaly=anomaly,
         due={} if excluded else due,
@@ -480,7 +519,7 @@ def step_action(ds: Dataset, state: str) -> str:
     return STATE_ONLY if state == "inactive" else "purge archive payload"
 
 
-def _native_key(column: Any, key: str, dataset: str) -> Any:
+def native_key(column: Any, key: str, dataset: str) -> Any:
     """The key as the key column's type: an integer column takes only a 64-bit integer."""
     from retention.engine.plan import key_to_native
 
@@ -520,7 +559,7 @@ def report(
     except PeriodSyntaxError as exc:
         raise ConfigError(f"horizon: {exc}") from None
     if not period.within(MAX_HORIZON):
-        raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast (one plan a week)")
+        raise ConfigError(f"horizon {period} is longer than {MAX_HORIZON}, the longest forecast")
     loaded, when = load_pack(rules, as_of, pack_id)
     engine = open_engine(db_url, lock_timeout)
     try:

@@ -36,9 +36,9 @@ def holds_covering(conn: sa.Connection, dataset: str, key: str, person: Named) -
         if value is not None:
             covers.append(sa.and_(h.c.scope == "subject", column == value))
     rows = conn.execute(
-        sa.select(h.c.id, h.c.scope, h.c.reason, h.c.placed_by, h.c.placed_at).where(
-            h.c.released_at.is_(None), sa.or_(*covers)
-        )
+        sa.select(h.c.id, h.c.scope, h.c.reason, h.c.placed_by, h.c.placed_at)
+        .where(h.c.released_at.is_(None), sa.or_(*covers))
+        .order_by(h.c.id)
     ).all()
     return [dict(r._mapping) for r in rows]
 

@@ -35,6 +35,7 @@ from retention.engine.apply import (
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
 from retention.engine.plan import (
     Batch,
+    DatasetPlanner,
     EngineTables,
     PlanContext,
     PlanSummary,
@@ -102,16 +103,14 @@ def plan(
     """
     summary = PlanSummary(loaded.id, loaded.digest, as_of)
     with engine.connect() as conn:
-        _require_schema(conn, loaded)
         missing = engine_tables_missing(conn)
-        ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
         if missing is not None:
             record = False
             summary.notes.append(
                 f"{missing}: planned as a first run would find them (no holds, no erasure requests, "
                 "no records in later states), and without the change since the last plan"
             )
-        planners = build_planners(conn, ctx)
+        planners = planners_at(conn, loaded, as_of)
         for name, planner in planners.items():
             if datasets is not None and name not in datasets:
                 continue
@@ -136,6 +135,18 @@ def plan(
                 "(--no-record says so explicitly)"
             )
     return summary
+
+
+def planners_at(conn: sa.Connection, loaded: LoadedPack, as_of: dt.datetime) -> dict[str, DatasetPlanner]:
+    """The planners :func:`plan` walks at ``as_of``, in execution order (for a caller that counts its own way).
+
+    Without the engine's tables they plan as a first run would find them
+    (no holds, no erasure requests, no records in later states).
+    """
+    _require_schema(conn, loaded)
+    missing = engine_tables_missing(conn)
+    ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
+    return build_planners(conn, ctx)
 
 
 def _record_plan(engine: sa.Engine, summary: PlanSummary) -> None:
@@ -292,6 +303,7 @@ __all__ = [
     "holder_gone",
     "plan",
     "plan_shards",
+    "planners_at",
     "reading",
     "refuse_if_locked",
     "run",

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from retention.engine import execute
 from retention.engine.plan import Batch, PlanSummary
 from retention.policy import LoadedPack
+from retention.reporting import forecast_sql
 from retention.timing import display
 from retention.timing.clock import Period
 
@@ -61,16 +62,18 @@ def week_starts(as_of: dt.datetime, horizon: Period) -> list[dt.datetime]:
 
 
 def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon: Period) -> Forecast:
-    """One plan at the horizon's end, each transition counted in the week its due instant falls in.
+    """Planners at the horizon's end, each transition counted in the week its due instant falls in.
 
     A plan as of an instant takes every step due at or before it, so the
     difference between the plans at two week boundaries is exactly the
-    steps whose due instant falls between them: the steps of the one plan at
-    the end, bucketed by due instant (:func:`forecast_by_plans`, one plan per
-    week, is kept as the reference a test compares this with). Steps due at
-    or before ``as_of`` are tonight's run, not the forecast. The plan walks
-    its batches (not the aggregate counts), so each step's due instant is
-    seen; one such plan costs a few aggregate plans, not one per week.
+    steps whose due instant falls between them (:func:`forecast_by_plans`,
+    one plan per week, is kept as the reference a test compares this with).
+    The active pass of a dataset its clocks alone move, nearly every
+    forecast step of a large table, is counted per week by one SQL
+    aggregate (:mod:`~retention.reporting.forecast_sql`); the other passes
+    (erasure, later states, leaders with followers, review) walk the end
+    plan's batches and bucket each step by its due instant. Steps due at or
+    before ``as_of`` are tonight's run, not the forecast.
     """
     boundaries = week_starts(as_of, horizon)
     weeks = len(boundaries) - 1
@@ -93,7 +96,17 @@ def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon:
         for *_, due in batch.review:
             bucket(f"{batch.dataset} {REVIEWED}", due)
 
-    execute.plan(engine, loaded, end, on_batch=on_batch)
+    with engine.connect() as conn:
+        for planner in execute.planners_at(conn, loaded, end).values():
+            for origin in planner.origins():
+                if origin == "active" and forecast_sql.can_count_by_week(planner):
+                    for name, weekly in forecast_sql.active_by_week(conn, planner, boundaries).items():
+                        series = counts.setdefault(name, [0] * weeks)
+                        counts[name] = [a + b for a, b in zip(series, weekly, strict=True)]
+                    continue
+                for batch in planner.batches(conn, origin):
+                    on_batch(batch)
+        conn.rollback()
     return Forecast(boundaries[:-1], {name: counts[name] for name in sorted(counts)})
 
 
