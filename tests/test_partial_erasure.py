@@ -176,6 +176,17 @@ def test_erasure_masks_now_and_the_clock_purges_later(migrated: sa.Engine, db_ur
 
 _LIFECYCLE = "    lifecycle:\n      - to: purged\n        action: delete\n"
 _DEACTIVATE = "    lifecycle:\n      - to: inactive\n        action: deactivate\n        set: {name: x}\n"
+_REVIEWS = """\
+  reviews:
+    table: shop_reviews
+    key: id
+    email: email
+    basis: consent
+    follows: {dataset: orders, by: email, on: {purged: purged}}
+    lifecycle:
+      - to: purged
+        action: delete
+"""
 REFUSED = [
     ([("keep_until: purged", "keep_until: archived")], "on_erasure.keep_until: state 'archived' is not in"),
     ([(_LIFECYCLE, _DEACTIVATE)], "on_erasure.keep_until: state 'purged' is not in this dataset's lifecycle"),
@@ -185,6 +196,10 @@ REFUSED = [
     ),
     ([("mask: {name: null,", "mask: {created_at: null, name: null,")], "on_erasure.mask.created_at: a clock reads"),
     ([("mask: {name: null,", "mask: {id: null, name: null,")], "on_erasure.mask.id: the key reads id"),
+    (
+        [(_LIFECYCLE, _LIFECYCLE + _REVIEWS)],
+        "shop.yaml:14: dataset 'reviews' reads shop_orders.email; masking it on erasure would change",
+    ),
     (
         [("    email: email\n", "    email: email\n    erasure_where: {email: {not: null}}\n")],
         "erasure_where: a partial erasure keeps the record on its own term",
