@@ -798,6 +798,7 @@ def store_scenario(engine: sa.Engine, scenario: Scenario) -> None:
             store.archive,
             store.holds,
             store.erasure_requests,
+            store.erasure_masks,
         ):
             conn.execute(engine_table.delete())
         for table in scenario.tables:

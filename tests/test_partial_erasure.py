@@ -220,3 +220,12 @@ def test_a_partial_erasure_that_cannot_take_effect_is_refused(
         load_file(write(tmp_path, text))
     assert message in str(info.value)
     assert "shop.yaml:" in str(info.value)
+
+
+def test_check_refuses_with_exit_2_and_the_line(tmp_path: Path) -> None:
+    """The CLI says it in one line, exit 2: the mask would erase the clock the tax term runs from."""
+    path = write(tmp_path, PACK.replace("mask: {name: null,", "mask: {created_at: null, name: null,"))
+    out = CliRunner().invoke(main, ["check", "--rules", str(path)])
+    assert out.exit_code == 2, out.output
+    assert "shop.yaml:14: datasets.orders.on_erasure.mask.created_at: a clock reads created_at" in out.output
+    assert "Traceback" not in out.output
