@@ -1326,6 +1326,32 @@ NAMED: dict[str, Scenario] = {
         },
         (Run(_paris("2024-06-01")),),
     ),
+    # Partial erasure (issue 26 clause 4): person 1 is masked at the first run after the request
+    # and kept; its own clock makes it inactive (2021-01-16), then purged a year later. Person 2,
+    # held when the request came, is masked once the hold is released.
+    "partial_erasure_masks_then_purges": Scenario(
+        _pack(
+            [_DEACTIVATE, {"to": "purged", "after": "P1Y", "action": "delete"}],
+            on_erasure={
+                "mask": {"name": None, "email": {"strategy": "fixed", "value": "erased@example.invalid"}},
+                "keep_until": "purged",
+            },
+        ),
+        (_PEOPLE,),
+        {"t_people": [_person(1, "2020-01-15"), _person(2, "2022-03-01"), _person(3, "2020-01-15")]},
+        (
+            Run(
+                _paris("2021-01-10"),
+                (
+                    Event("erasure", subject="1", received=dt.date(2021, 1, 5)),
+                    Event("hold", hold=1, scope="subject", subject="2"),
+                    Event("erasure", subject="2", received=dt.date(2021, 1, 6)),
+                ),
+            ),
+            Run(_paris("2021-06-01"), (Event("release", hold=1),)),
+            Run(_paris("2022-06-01")),
+        ),
+    ),
 }
 
 
