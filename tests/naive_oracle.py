@@ -318,6 +318,7 @@ class World:
     archive: set[tuple[str, str]] = field(default_factory=set)
     holds: list[Hold] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    masked: set[tuple[str, str]] = field(default_factory=set)  # records a partial erasure masked (clause 4)
 
     @property
     def tz(self) -> str:
@@ -376,9 +377,13 @@ class Outcome:
 
     steps: dict[tuple[str, str], list[Step]]
     anomalies: dict[tuple[str, str], str]
+    masks: set[tuple[str, str]] = field(default_factory=set)  # masked by a partial erasure in this run
 
     def counts(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
+        for dataset, _ in sorted(self.masks):
+            per = result.setdefault(dataset, {})
+            per["erasure_mask"] = per.get("erasure_mask", 0) + 1
         for (dataset, _), steps in sorted(self.steps.items()):
             for step in steps:
                 name = f"{step.from_state}->{step.to_state}"
@@ -611,9 +616,23 @@ def _erasure(
 ) -> tuple[str, dt.datetime] | None:
     """(target state, due instant) when an open request received by today names the subject or e-mail."""
     ds = world.datasets()[name]
-    target = ds.get("on_erasure")
+    target = erasure_state(ds)
     if target is None:
         return None
+    request = _request(world, ds, subject, today, email)
+    return None if request is None else (target, midnight(request.received_on, world.tz))
+
+
+def erasure_state(ds: Mapping[str, Any]) -> str | None:
+    """The state ``on_erasure`` names; None without one, or for a partial erasure (a mapping: clause 4)."""
+    target = ds.get("on_erasure")
+    return target if isinstance(target, str) else None
+
+
+def _request(
+    world: World, ds: Mapping[str, Any], subject: str | None, today: dt.date, email: str | None
+) -> Request | None:
+    """The open request (lowest id) received by today naming the subject or the e-mail address."""
     if not has_subject(ds):
         subject = None
     open_requests = [
@@ -622,10 +641,25 @@ def _erasure(
         if r.received_on <= today
         and ((subject is not None and r.subject_key == subject) or (email is not None and r.email == email))
     ]
-    if not open_requests:
-        return None
-    first = min(open_requests, key=lambda r: r.id)
-    return target, midnight(first.received_on, world.tz)
+    return min(open_requests, key=lambda r: r.id) if open_requests else None
+
+
+def _masks_now(world: World, name: str, key: str, row: Mapping[str, Any] | None, today: dt.date) -> bool:
+    """Partial erasure (docs/rules.md "Partial erasure"): a record the mask pass masks in this run.
+
+    Its source row is one of the dataset's records, an open request received
+    by today names the row's identities as they are now (not a state row's),
+    no hold covers it, and it was not masked before.
+    """
+    ds = world.datasets()[name]
+    if not isinstance(ds.get("on_erasure"), Mapping) or row is None or (name, key) in world.masked:
+        return False
+    if not matches(world, ds, row):
+        return False
+    subject, email = subject_of(world, ds, row), email_of(world, ds, row)
+    if _request(world, ds, subject, today, email) is None:
+        return False
+    return not _held(world, name, key, subject, email)
 
 
 def _marks(before: State | None, steps: Sequence[Step], leader_states: Sequence[str]) -> dict[str, dt.datetime]:
@@ -656,6 +690,8 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
         keys = set(table) | {k for (d, k) in world.states if d == name}
         for key in sorted(keys, key=_natural):
             row = table.get(key)
+            if _masks_now(world, name, key, row, today):
+                outcome.masks.add((name, key))
             before = world.states.get((name, key))
             if before is not None:
                 subject, email = before.subject, before.email
@@ -672,7 +708,7 @@ def plan_run(world: World, as_of: dt.datetime) -> Outcome:
             which = "erasure_where" if ds.get("erasure_where") else "where"
             in_reach = row is None or matches(world, ds, row, which)
             erasure = _erasure(world, name, subject, today, email) if in_reach else None
-            target_index = states.index(ds["on_erasure"]) if ds.get("on_erasure") else 0
+            target_index = states.index(erasure_state(ds) or "active")
             outside = not in_where and erasure is not None and states.index(current) < target_index
             if not in_where and not outside:
                 continue  # not a record of the dataset: it never moves (a later state: it stays)
@@ -741,8 +777,15 @@ def _natural(key: str) -> tuple[int, str]:
 
 
 def apply(world: World, outcome: Outcome) -> None:
-    """Carry out ``outcome`` on the oracle's copy of the data and states."""
+    """Carry out ``outcome`` on the oracle's copy of the data and states.
+
+    A run masks (partial erasure) before any lifecycle step, so a record
+    archived or moved in the same run carries masked values and identities.
+    """
     datasets = world.datasets()
+    for name, key in sorted(outcome.masks):
+        _mask(world.tables[datasets[name]["table"]][key], datasets[name]["on_erasure"]["mask"])
+        world.masked.add((name, key))
     for (name, key), steps in outcome.steps.items():
         ds = datasets[name]
         table = world.tables[ds["table"]]
@@ -759,6 +802,7 @@ def apply(world: World, outcome: Outcome) -> None:
                 world.archive.add((name, key))
                 if spec["then"] == "delete":
                     del table[key]
+                    world.masked.discard((name, key))
                 else:
                     _mask(table[key], spec["mask"])
             elif step.from_state == "archived":  # purging an archived record: its payload goes
@@ -766,6 +810,7 @@ def apply(world: World, outcome: Outcome) -> None:
                 keep_state = _step(ds, "archived")["then"] == "anonymise"
             elif action in ("delete", "drop_partition"):
                 del table[key]
+                world.masked.discard((name, key))
                 keep_state = False
             else:
                 assert action == "anonymise", action

@@ -27,8 +27,9 @@ records already in later states whose rows are still there (deactivated or
 anonymised) when their clocks are due again (so a count path without the
 state anti-join counts them twice). Issue 26 adds aggregate clocks with
 ``invalid_rows`` and the full ``where`` grammar, void orders as a second
-dataset on the orders' table (disjoint filters), and ``erasure_where`` on
-events whose ``where`` leaves deactivated rows out.
+dataset on the orders' table (disjoint filters), ``erasure_where`` on
+events whose ``where`` leaves deactivated rows out, and partial erasure
+(``on_erasure: {mask, keep_until: purged}``) on orders or people.
 
 Examples per database: FAST_EXAMPLES in the fast tier (plain ``pytest``),
 200 in the slow tier (``pytest -m slow``, which ``.ci/run`` runs) or what
@@ -67,6 +68,9 @@ WITHOUT_VIA = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_VIA") == "1"
 # `follows ... by: email` (events follow people or orders by address) is issue
 # 26's; RETENTION_DIFFERENTIAL_WITHOUT_BY_EMAIL=1 leaves it out likewise.
 WITHOUT_BY_EMAIL = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_BY_EMAIL") == "1"
+# Partial erasure (`on_erasure: {mask, keep_until}`) is issue 26 clause 4's;
+# RETENTION_DIFFERENTIAL_WITHOUT_PARTIAL_ERASURE=1 leaves it out likewise.
+WITHOUT_PARTIAL_ERASURE = os.environ.get("RETENTION_DIFFERENTIAL_WITHOUT_PARTIAL_ERASURE") == "1"
 EMAILS = ("a@x.test", " A@X.test", "b@x.test", "c@x.test ", None)
 """Addresses of the ``email`` columns: few, so that rows of several tables share them (trimmed, lower-cased)."""
 EXAMPLES = int(os.environ.get("RETENTION_DIFFERENTIAL_EXAMPLES", "200"))
@@ -545,6 +549,21 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 "exists": draw(st.booleans()),
             }
         }
+    # Issue 26 clause 4: a partial erasure on orders or people (kept on their own
+    # term, masked at once); the address only when no dataset follows it by address.
+    if not WITHOUT_PARTIAL_ERASURE:
+        for name in ("orders", "people"):
+            ds = datasets.get(name)
+            if ds is None or not ds.get("keep") or ds["lifecycle"][-1]["to"] != "purged" or "erasure_where" in ds:
+                continue
+            if draw(st.integers(0, 2)):
+                continue
+            followed_by_email = any(
+                d.get("follows", {}).get("dataset") == name and d["follows"].get("by") == "email"
+                for d in datasets.values()
+            )
+            mask = dict(masks_plain if followed_by_email or draw(st.booleans()) else masks_people)
+            ds["on_erasure"] = {"mask": mask, "keep_until": "purged"}
     pack = {
         "pack": "differential",
         "version": "1",
@@ -779,6 +798,7 @@ def store_scenario(engine: sa.Engine, scenario: Scenario) -> None:
             store.archive,
             store.holds,
             store.erasure_requests,
+            store.erasure_masks,
         ):
             conn.execute(engine_table.delete())
         for table in scenario.tables:
@@ -1357,6 +1377,32 @@ NAMED: dict[str, Scenario] = {
             ]
         },
         (Run(_paris("2024-06-01")),),
+    ),
+    # Partial erasure (issue 26 clause 4): person 1 is masked at the first run after the request
+    # and kept; its own clock makes it inactive (2021-01-16), then purged a year later. Person 2,
+    # held when the request came, is masked once the hold is released.
+    "partial_erasure_masks_then_purges": Scenario(
+        _pack(
+            [_DEACTIVATE, {"to": "purged", "after": "P1Y", "action": "delete"}],
+            on_erasure={
+                "mask": {"name": None, "email": {"strategy": "fixed", "value": "erased@example.invalid"}},
+                "keep_until": "purged",
+            },
+        ),
+        (_PEOPLE,),
+        {"t_people": [_person(1, "2020-01-15"), _person(2, "2022-03-01"), _person(3, "2020-01-15")]},
+        (
+            Run(
+                _paris("2021-01-10"),
+                (
+                    Event("erasure", subject="1", received=dt.date(2021, 1, 5)),
+                    Event("hold", hold=1, scope="subject", subject="2"),
+                    Event("erasure", subject="2", received=dt.date(2021, 1, 6)),
+                ),
+            ),
+            Run(_paris("2021-06-01"), (Event("release", hold=1),)),
+            Run(_paris("2022-06-01")),
+        ),
     ),
 }
 

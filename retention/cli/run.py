@@ -563,6 +563,15 @@ def explain(
                 f"    {step['transition']} is recorded in the engine's tables only; the source row is not changed",
                 highlight=False,
             )
+    if result.erasure_mask is not None:
+        mask = result.erasure_mask
+        columns = ", ".join(mask["columns"])
+        kept = f"kept until {mask['keep_until']} by its own clock"
+        if mask["status"] == "masked":
+            at = f" (the run of {when(mask['masked_at'], zone)})" if mask["masked_at"] else ""
+            console.print(f"  masked by erasure request {mask['request']}{at}: {columns}; {kept}", highlight=False)
+        else:
+            console.print(f"  due now: erasure_mask (request {mask['request']}): {columns}; {kept}", highlight=False)
     if result.next_transition:
         nxt = result.next_transition
         console.print(

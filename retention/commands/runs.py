@@ -17,7 +17,7 @@ import pendulum
 import sqlalchemy as sa
 
 from retention.commands.subjects import Named, holds_covering
-from retention.engine import execute, notice
+from retention.engine import erasure_mask, execute, notice
 from retention.engine.archive import SeparateArchive, refuse_the_main_database
 from retention.engine.notice import VersionNotice, sight_versions
 from retention.engine.plan import Batch, PlanSummary
@@ -301,6 +301,8 @@ class Explanation:
     # When the run that moved it there ran (its as-of): ``since`` is the instant that made
     # the move due, which for an erasure is the request's receipt, not the move.
     moved_at: dt.datetime | None = None
+    # Partial erasure (issue 26 clause 4): masked by a request, or due to be, and kept to its term.
+    erasure_mask: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def enc(v: Any) -> Any:
@@ -321,6 +323,7 @@ class Explanation:
             "due_now": [{k: enc(v) for k, v in d.items()} for d in self.due_now],
             "excluded_by_where": self.excluded,
             "moved_at": enc(self.moved_at),
+            "erasure_mask": ({k: enc(v) for k, v in self.erasure_mask.items()} if self.erasure_mask else None),
         }
 
 
@@ -466,6 +469,7 @@ def explanation_of(
         clock_day = state_row.clock_day if state_row is not None else None
         upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
         due = {s.to_state: s.due_at for s in upcoming}
+    masking = erasure_mask.explain(planner, conn, native)
     conn.rollback()
     steps = outcome.steps if outcome is not None else ()
     held = bool(holds)
@@ -505,6 +509,7 @@ def explanation_of(
         next_transition=next_transition,
         due_now=due_now,
         excluded=excluded,
+        erasure_mask=masking,
     )
 
 

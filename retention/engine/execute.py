@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention.engine import partitions
+from retention.engine import erasure_mask, partitions
 from retention.engine.apply import (
     RunContext,
     _archive_keys,
@@ -114,6 +114,9 @@ def plan(
         for name, planner in planners.items():
             if datasets is not None and name not in datasets:
                 continue
+            if erasure_mask.masks(planner) and (masked := erasure_mask.count(planner, conn)):
+                # Run masks these before any lifecycle pass (retention/engine/erasure_mask.py).
+                summary.transitions.setdefault(name, {})[erasure_mask.TRANSITION] = masked
             planner.summarize(conn, summary, on_batch=on_batch)
             if partitions.eligible(planner, conn):
                 # Counted above with the other records; this says how run will purge them.

@@ -141,7 +141,7 @@ class PlannerBase:
 
     def origins(self) -> list[str]:
         """Passes in execution order: erasure, later states (latest first), active, catch-up."""
-        passes = ["erasure"] if self.dataset.on_erasure and self.identified else []
+        passes = ["erasure"] if self.dataset.erasure_state and self.identified else []
         passes += list(reversed(self.dataset.states[1:-1]))
         if self.sql is not None:
             passes.append("active")
@@ -198,7 +198,7 @@ class PlannerBase:
             is not None
         )
         self._erasures = (
-            bool(self.dataset.on_erasure)
+            bool(self.dataset.erasure_state)
             and self.identified
             and conn.execute(sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)).first() is not None
         )

@@ -266,7 +266,7 @@ class PlannerCounts(PlannerPasses):
 
     def pending_for_subject(self, conn: sa.Connection, named: Any, include_held: bool = True) -> bool:
         """Whether a record of the person ``named`` still sits before this dataset's erasure state."""
-        target = self.dataset.on_erasure
+        target = self.dataset.erasure_state
         if target is None or not self.identified:
             return False
         rs = self.ctx.tables.record_states

@@ -26,7 +26,7 @@ class PlannerReasons(PlannerRows):
     # -- reasons -----------------------------------------------------------
     def _requests(self, conn: sa.Connection, candidates: Sequence[Candidate]) -> dict[str, tuple[int, dt.date]]:
         """Per record key: the open erasure request (lowest id) naming one of its identities, received by today."""
-        if not self.dataset.on_erasure:
+        if not self.dataset.erasure_state:
             return {}
         subjects = sorted({c.subject_key for c in candidates if c.subject_key is not None})
         emails = sorted({c.email for c in candidates if c.email is not None})
@@ -156,8 +156,8 @@ class PlannerReasons(PlannerRows):
                         )
             request = requests.get(cand.record_key)
             erasure = None
-            if request is not None and dataset.on_erasure is not None:
-                erasure = (dataset.on_erasure, start_of_day(request[1], pack.timezone))
+            if request is not None and dataset.erasure_state is not None:
+                erasure = (dataset.erasure_state, start_of_day(request[1], pack.timezone))
             follow: dict[str, dt.datetime] = {}
             if leaders is not None and cand.leader_key is not None and not cand.outside:
                 follow = self.follow_dues(leaders.get(cand.leader_key))
@@ -176,7 +176,7 @@ class PlannerReasons(PlannerRows):
                 continue  # outside where, and no erasure reaches it: it does not move
             if cand.outside:
                 # Not a record of the lifecycle: the erasure takes it to on_erasure, no further.
-                last = dataset.states.index(dataset.on_erasure or "active")
+                last = dataset.states.index(dataset.erasure_state or "active")
                 steps = tuple(s for s in steps if dataset.states.index(s.to_state) <= last)
             if not steps:
                 continue

@@ -93,6 +93,7 @@ class EngineTables:
     record_states: sa.FromClause = store.record_states
     review_batches: sa.FromClause = store.review_batches
     review_items: sa.FromClause = store.review_items
+    erasure_masks: sa.FromClause = store.erasure_masks
     present: bool = True
 
     @classmethod
@@ -103,6 +104,7 @@ class EngineTables:
             record_states=_empty_like(store.record_states),
             review_batches=_empty_like(store.review_batches),
             review_items=_empty_like(store.review_items),
+            erasure_masks=_empty_like(store.erasure_masks),
             present=False,
         )
 

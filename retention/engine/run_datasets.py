@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention.engine import partitions, set_purge
+from retention.engine import erasure_mask, partitions, set_purge
 from retention.engine.apply import RunContext, _Interrupted, _shred_keys, apply_batch, witness
 from retention.engine.plan import (
     Batch,
@@ -228,6 +228,7 @@ def _run_datasets(
 ) -> None:
     """Every dataset in order: guards, passes, anomalies; a dataset that fails leaves the others running."""
     bound = log.bind(run_id=ctx.run_id, pack=ctx.loaded.id)
+    _mask_passes(conn, lock, ctx, plan_ctx, planners, result)
     for name, planner in planners.items():
         if name in plan_ctx.skipped:
             continue
@@ -259,6 +260,59 @@ def _run_datasets(
             result.failures[name] = str(exc)
             bound.error("dataset_failed", dataset=name, error_type=type(exc).__name__)
         plan_ctx.finished.add(name)
+
+
+def _mask_passes(
+    conn: sa.Connection,
+    lock: RunLock,
+    ctx: RunContext,
+    plan_ctx: PlanContext,
+    planners: dict[str, DatasetPlanner],
+    result: RunResult,
+) -> None:
+    """Partial erasures first, for every dataset: a record archived later in this run keeps only masked values.
+
+    One transaction per batch holds the UPDATE, the masked marks, the ledger
+    entry and the run's counts (retention/engine/erasure_mask.py).
+    """
+    for name, planner in planners.items():
+        if name in plan_ctx.skipped or not erasure_mask.masks(planner):
+            continue
+        after: Any = None
+        while True:
+            try:
+                with conn.begin():
+                    lock.verify()
+                    per_request, scanned, after, drafts = erasure_mask.next_batch(
+                        planner,
+                        conn,
+                        after,
+                        run_id=ctx.run_id,
+                        now=ctx.now,
+                        secret=ctx.secret,
+                        digest=ctx.loaded.digest,
+                    )
+                    if not scanned:
+                        break
+                    ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
+                    counts = {name: {erasure_mask.TRANSITION: scanned}}
+                    tally.add(conn, ctx.run_id, ctx.shard, counts, per_request)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated or _disk_full(exc):
+                    raise
+                plan_ctx.skipped.add(name)
+                result.failures[name] = describe_database_error(exc, name)
+                log.error("dataset_failed", dataset=name, error_type=type(exc.orig).__name__, run_id=ctx.run_id)
+                break
+            _note_ledger_lock(conn, result)
+            result.batches += 1
+            totals = result.counts.setdefault(name, {})
+            totals[erasure_mask.TRANSITION] = totals.get(erasure_mask.TRANSITION, 0) + scanned
+            for request, masked in per_request.items():
+                result.erased[request] = result.erased.get(request, 0) + masked
+            log.info("erasure_masked", dataset=name, count=scanned, run_id=ctx.run_id)
+            if scanned < planner.batch_size:
+                break
 
 
 _RETRIES = 5
@@ -486,7 +540,8 @@ def _settle_erasure_requests(
     a ledger entry records it.
     """
     er = store.erasure_requests
-    erasing = [p for p in planners.values() if p.dataset.on_erasure and p.identified]
+    erasing = [p for p in planners.values() if p.dataset.erasure_state and p.identified]
+    masking = [p for p in planners.values() if erasure_mask.masks(p)]
     if not planners:
         return
     today = next(iter(planners.values())).today
@@ -500,6 +555,8 @@ def _settle_erasure_requests(
         drafts = []
         for request in requests:
             if any(p.pending_for_subject(conn, request) for p in erasing):
+                continue
+            if any(erasure_mask.pending(p, conn, request) for p in masking):
                 continue
             moved = erased.get(request.id, 0)
             if moved:
@@ -534,6 +591,8 @@ def _settle_erasure_requests(
                 )
             )
         ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
+        for planner in masking:
+            erasure_mask.forget_gone(planner, conn)
 
 
 def _close_abandoned_runs(conn: sa.Connection) -> None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from retention.errors import PackError, PackProblem
 from retention.policy.model import Dataset, Pack
+from retention.policy.rowfilter import parse_where
 from retention.timing.clock import MAX_SPAN_YEARS, Period, Schedule
 
 PathKey = tuple[str | int, ...]
@@ -411,11 +412,51 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                 (*where, "on_erasure"),
                 "on_erasure needs a subject_key, subject or email to find a person's records",
             )
+        for column, reader in _read_elsewhere(pack, ds_name).items():
+            add(
+                (*where, "on_erasure", "mask", column),
+                f"{reader} reads {ds.table}.{column}; masking it on erasure would change that dataset's records, "
+                "clocks or leaders, so plan and run could not agree; keep it out of the mask",
+            )
         problems.extend(_span_problems(pack, ds_name, name, lines))
     erasure = Schedule(pack.erasure.respond_within, (pack.erasure.extension,))
     if not erasure.fits():
         add(("erasure",), f"respond_within and extension add up to more than {MAX_SPAN_YEARS} years")
     return problems
+
+
+def _read_elsewhere(pack: Pack, ds_name: str) -> dict[str, str]:
+    """Columns a partial erasure masks that another dataset reads (its clock, where, identity or leader)."""
+    ds = pack.datasets[ds_name]
+    partial = ds.erasure_masking
+    if partial is None:
+        return {}
+    found: dict[str, str] = {}
+    for other_name, other in pack.datasets.items():
+        if other_name == ds_name:
+            continue
+        read: set[str] = set()
+        for rule in other.keep:
+            if rule.clock.aggregate and rule.clock.table == ds.table:
+                clock_filter = parse_where(rule.clock.where) if rule.clock.where else None
+                read |= {rule.clock.column, rule.clock.on or ""}
+                read |= {t.column for t in clock_filter.tests} if clock_filter else set()
+        for row_filter in (other.row_filter, other.erasure_filter):
+            for related in row_filter.related if row_filter is not None else ():
+                if related.table == ds.table:
+                    read |= {related.on, *(t.column for t in related.tests)}
+        if other.table == ds.table and other.schema_ == ds.schema_ and other.row_filter is not None:
+            read |= {t.column for t in other.row_filter.tests}
+        for chain in (other.subject, other.email):
+            for hop in chain.through if chain is not None and not isinstance(chain, str) else ():
+                if hop.table == ds.table:
+                    read |= {hop.key, hop.column}
+        follows = other.follows
+        if follows is not None and follows.dataset == ds_name and follows.by == "email" and ds.email is not None:
+            read.add(ds.email if isinstance(ds.email, str) else ds.email.column)
+        for column in sorted(read & set(partial.mask)):
+            found.setdefault(column, f"dataset {other_name!r}")
+    return found
 
 
 def _span_problems(pack: Pack, ds_name: str, name: str, lines: dict[PathKey, int]) -> list[PackProblem]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import pendulum
@@ -354,6 +355,19 @@ class Subject(_Strict):
     through: list[Hop] = Field(min_length=1, max_length=5)
 
 
+class ErasureMask(_Strict):
+    """``on_erasure`` as a partial erasure (issue 26 clause 4): mask the personal columns now, keep the rest.
+
+    "On erasure, keep the fields tax law requires and erase the rest": the
+    record is not moved by the request; it keeps its own term (``keep_until``
+    names the lifecycle state that term ends in) and is purged by its clock
+    as usual.
+    """
+
+    mask: dict[str, Mask] = Field(min_length=1)
+    keep_until: State = Field(description="The lifecycle state the record's own term ends in (its last, purged).")
+
+
 class Guard(_Strict):
     """Mass-deletion guard: refuse a transition moving more than this much."""
 
@@ -378,7 +392,7 @@ class Dataset(_Strict):
     keep: list[Keep] = Field(default_factory=list)
     lifecycle: list[Step] = Field(min_length=1)
     follows: Follow | None = None
-    on_erasure: State | None = None
+    on_erasure: State | ErasureMask | None = None
     ledger: Literal["record", "summary"] = "record"
     review: StrictBool = False
     guard: Guard | None = None
@@ -429,6 +443,61 @@ class Dataset(_Strict):
             raise ValueError("@review_columns: a column is named twice")
         return self
 
+    def _partial_erasure_takes_effect(self, partial: ErasureMask, states: Sequence[str]) -> None:
+        """Refuse a partial erasure that could not mask now and purge later (docs/rules.md, 'Partial erasure')."""
+        at = "@on_erasure.keep_until"
+        if partial.keep_until not in states:
+            raise ValueError(
+                f"{at}: state {partial.keep_until!r} is not in this dataset's lifecycle ({', '.join(states)})"
+            )
+        if partial.keep_until != "purged" or states[-1] != "purged":
+            raise ValueError(
+                f"{at}: keep_until names the state the record's own term ends in, the lifecycle's last step "
+                f"to purged; with {partial.keep_until!r} the masked record would not be purged by its clock"
+            )
+        if not self.keep:
+            raise ValueError(
+                f"{at}: the dataset has no keep clock of its own, so the record has no term to be kept for; "
+                "add a keep rule or use on_erasure: purged"
+            )
+        if self.erasure_where is not None:
+            raise ValueError(
+                "@erasure_where: a partial erasure keeps the record on its own term, but rows erasure_where "
+                "reaches outside where have no term and would be kept masked for ever; remove erasure_where"
+            )
+        read = {self.key: "the key"}
+        for rule in self.keep:
+            read[rule.clock.references or self.key if rule.clock.aggregate else rule.clock.column] = "a clock"
+        for row_filter in (self.row_filter,):
+            if row_filter is not None:
+                read.update({t.column: "where" for t in row_filter.tests})
+                read.update({r.references or self.key: "where" for r in row_filter.related})
+        if self.follows is not None:
+            if self.follows.via is not None:
+                read[self.follows.via] = "follows.via"
+            elif self.follows.by == "email" and isinstance(self.email, str):
+                read[self.email] = "follows by email"
+            elif self.follows.by is None:
+                link = self.subject_key or (self.subject.column if self.subject else None)
+                if link is not None:
+                    read[link] = "follows (the subject)"
+        for column in partial.mask:
+            if column in read:
+                raise ValueError(
+                    f"@on_erasure.mask.{column}: {read[column]} reads {column}; masking it would change which "
+                    "records there are or when they are due, so the kept record could not reach its term"
+                )
+
+    @property
+    def erasure_state(self) -> State | None:
+        """The state an erasure request moves the subject's records to (None: none, or a partial erasure)."""
+        return self.on_erasure if isinstance(self.on_erasure, str) else None
+
+    @property
+    def erasure_masking(self) -> ErasureMask | None:
+        """The partial erasure: columns masked at once, the record kept to its term (issue 26 clause 4)."""
+        return self.on_erasure if isinstance(self.on_erasure, ErasureMask) else None
+
     @property
     def has_subject(self) -> bool:
         """Whether records name a person, by a column (``subject_key``) or through joins (``subject``)."""
@@ -478,7 +547,9 @@ class Dataset(_Strict):
                     f"{self.lifecycle[i - 1].to!r}; states go active -> inactive -> archived -> purged"
                 )
         states = [s.to for s in self.lifecycle]
-        if self.on_erasure is not None and self.on_erasure not in states:
+        if isinstance(self.on_erasure, ErasureMask):
+            self._partial_erasure_takes_effect(self.on_erasure, states)
+        elif self.on_erasure is not None and self.on_erasure not in states:
             raise ValueError(
                 f"@on_erasure: on_erasure state {self.on_erasure!r} is not in this dataset's "
                 f"lifecycle ({', '.join(states)})"

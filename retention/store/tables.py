@@ -221,6 +221,17 @@ archive_keys = sa.Table(
 )
 """One data key per archive bucket; deleted (crypto-shredded) once the bucket's payloads are purged."""
 
+erasure_masks = sa.Table(
+    f"{PREFIX}erasure_masks",
+    metadata,
+    sa.Column("dataset", NAME, primary_key=True),
+    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("request_id", sa.Integer, nullable=False, comment="the erasure request whose mask pass masked it"),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("masked_at", UTCDateTime, nullable=False),
+)
+"""Records a partial erasure (``on_erasure: {mask, keep_until}``) masked: kept, on their own term, masked once."""
+
 holds = sa.Table(
     f"{PREFIX}holds",
     metadata,

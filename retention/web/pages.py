@@ -49,6 +49,7 @@ KNOWN_TRANSITIONS = (
     "erasure_received",
     "erasure_extended",
     "erasure_processed",
+    "erasure_mask",
     "review_approved",
     "review_rejected",
     "guard_overridden",
