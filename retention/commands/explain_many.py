@@ -88,7 +88,7 @@ def explain_records(
             excluded=bool(getattr(row, "excluded", 0)) if row is not None else False,
             moved_at=moved.get(state_row.run_id) if state_row is not None else None,
         )
-        found[key] = explanation_of(conn, loaded, when, dataset, key, facts, sql)
+        found[key] = explanation_of(conn, loaded, when, dataset, key, facts, sql, planner)
     return found
 
 

@@ -413,7 +413,7 @@ def explain_in(
         from retention.engine.evaluate import dataset_sql
 
         sql = dataset_sql(conn, pack, dataset)
-    return explanation_of(conn, loaded, when, dataset, key, facts, sql)
+    return explanation_of(conn, loaded, when, dataset, key, facts, sql, planner)
 
 
 def explanation_of(
@@ -424,8 +424,12 @@ def explanation_of(
     key: str,
     facts: RecordFacts,
     sql: Any,
+    planner: Any,
 ) -> Explanation:
-    """The explanation of one record from its facts; its clocks are read here (``sql``: the dataset's clocks)."""
+    """The explanation of one record from its facts; its clocks are read here (``sql``: the dataset's clocks).
+
+    ``planner`` is the dataset's planner, for a partial erasure's mask (issue 26 clause 4).
+    """
     from retention.engine.evaluate import NOT_YET, evaluate_readings
     from retention.engine.plan import steps_from_active, steps_from_state
 
@@ -469,7 +473,7 @@ def explanation_of(
         clock_day = state_row.clock_day if state_row is not None else None
         upcoming = steps_from_state(pack, ds, outcome.state, outcome.since, far, clock_day)
         due = {s.to_state: s.due_at for s in upcoming}
-    masking = erasure_mask.explain(planner, conn, native)
+    masking = erasure_mask.explain(planner, conn, facts.native)
     conn.rollback()
     steps = outcome.steps if outcome is not None else ()
     held = bool(holds)
