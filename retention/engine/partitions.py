@@ -144,6 +144,8 @@ def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition:
     """A held record, one under an open erasure request, or one already in another state."""
     sql = planner.sql
     assert sql is not None
+    if not (planner._holds or planner._erasures or planner._states):
+        return False  # probed: no hold, no open request, no state row; the query below could find nothing
     value = sql.clocks[0].value
     key_text = planner.text(conn, sql.key)
     who = planner.live_who(conn)

@@ -56,6 +56,29 @@ class _Inspector:
         self.inspector = sa.inspect(conn)
         self.dialect = dialect_for(conn)
         self._columns: dict[tuple[str | None, str], dict[str, ReflectedColumn] | None] = {}
+        self._prefetched: set[str | None] = set()
+        self._foreign_keys: dict[tuple[str | None, str], list[Any]] = {}
+
+    def prefetch_columns(self, schema: str | None) -> None:
+        """Reflect the columns of every table in ``schema`` at once, for a check that reads them all.
+
+        One catalog query for the columns and one for the foreign keys,
+        instead of three per table: 48 partitions took a second of every
+        ``plan`` and ``run`` here (PostgreSQL, under load).
+        """
+        if schema in self._prefetched:
+            return
+        self._prefetched.add(schema)
+        for (_, table), cols in self.inspector.get_multi_columns(schema=schema).items():
+            self._columns.setdefault((schema, table), {c["name"]: c for c in cols})
+        for (_, table), fks in self.inspector.get_multi_foreign_keys(schema=schema).items():
+            self._foreign_keys[(schema, table)] = fks
+
+    def foreign_keys(self, table: str, schema: str | None) -> list[Any]:
+        found = self._foreign_keys.get((schema, table))
+        if found is None:
+            found = self._foreign_keys[(schema, table)] = list(self.inspector.get_foreign_keys(table, schema=schema))
+        return found
 
     def columns(self, table: str, schema: str | None) -> dict[str, ReflectedColumn] | None:
         key = (schema, table)

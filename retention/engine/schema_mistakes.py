@@ -223,6 +223,7 @@ def _related_by_name_only(inspect: Any, pack: Pack, findings: list[Found]) -> No
         names = {f"{_stem(ds.table)}_id"}
         if ds.subject_key is not None and ds.subject_key != ds.key:
             names.add(ds.subject_key.lower())
+        inspect.prefetch_columns(ds.schema_)
         for table in sorted(inspect.inspector.get_table_names(schema=ds.schema_)):
             lowered = table.lower()
             if (ds.schema_, lowered) in handled or lowered.startswith(PREFIX) or lowered == "alembic_version":
@@ -231,7 +232,7 @@ def _related_by_name_only(inspect: Any, pack: Pack, findings: list[Found]) -> No
             hits = [c for c in columns if c.lower() in names]
             if not hits:
                 continue
-            fks = inspect.inspector.get_foreign_keys(table, schema=ds.schema_)
+            fks = inspect.foreign_keys(table, ds.schema_)
             constrained = {c for fk in fks for c in fk["constrained_columns"]}
             for column in hits:
                 if column in constrained or (table, column) in seen:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -47,5 +49,12 @@ def revision_on(conn: sa.Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest shipped revision; read once per process.
+
+    Alembic executes every migration file to find it (60 ms, a fifth of a
+    ``plan`` at 300k rows on PostgreSQL), and the files shipped with the
+    package do not change while it runs.
+    """
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
