@@ -39,7 +39,7 @@ def test_database_pseudonyms_are_hmac_sha256_of_the_python_message(migrated: sa.
         dialect = dialect_for(conn)
         dialect.prepare_items(conn)
         for text in TEXTS:
-            for prefix in ("record\x1fevents\x1f".encode(), b"subject\x1f"):
+            for prefix in (b"record\x1fevents\x1f", b"subject\x1f"):
                 expected = hmac.new(KEY, prefix + text.encode("utf-8"), hashlib.sha256).hexdigest()
                 got = _selected(conn, dialect.hmac_hex(KEY, prefix, sa.literal(text, sa.String)))
                 assert got == expected, text
@@ -187,7 +187,9 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
         result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of, env=env)
         assert result.exit_code == 0, result.output
         with migrated.connect() as conn:
-            query = sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
+            query = (
+                sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
+            )
             return str(conn.execute(query).scalars().first())
 
     old_run = purge(["old-1", "old-2", "old-3"], "2025-06-01", {set_purge.SWITCH: "0"})
