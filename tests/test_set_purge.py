@@ -156,17 +156,9 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
 ) -> None:
     """One run purges per record, the next set-based; both records prove against one checkpoint."""
     from test_ledger_proof import PACK as PROOF_PACK
-    from test_ledger_proof import invoke, item_pseudonym
+    from test_ledger_proof import events_table, invoke, prove_each
 
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
+    events = events_table(migrated)
     pack = tmp_path / "proofs.yaml"
     pack.write_text(PROOF_PACK, encoding="utf-8")
     batches: list[int] = []
@@ -196,22 +188,4 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
     assert batches == []
     new_run = purge(["new-1", "new-2"], "2025-06-02", {})
     assert sum(batches) == 2
-    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
-    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
-    checkpoint = tmp_path / "cp.json"
-    signed = invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint))
-    assert signed.exit_code == 0, signed.output
-    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
-    for run_id, key in ((old_run, "old-2"), (new_run, "new-1")):
-        out = tmp_path / f"proof-{key}.json"
-        proved = invoke(
-            "ledger", "prove", "--db", db_url, "--dataset", "events", "--key", key,
-            "--checkpoint", str(checkpoint), "--output", str(out),
-        )  # fmt: skip
-        assert proved.exit_code == 0, proved.output
-        checked = invoke(
-            "ledger", "verify-proof", str(out), "--public-key", str(public), "--dataset", "events", "--key", key
-        )
-        assert checked.exit_code == 0, checked.output
-        assert checked.output.splitlines()[0] == "proof ok"
-        assert f"record {item_pseudonym(run_id, 'events', key)} of events" in checked.output
+    prove_each(db_url, tmp_path, [(old_run, "old-2"), (new_run, "new-1")])
