@@ -189,3 +189,50 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
     new_run = purge(["new-1", "new-2"], "2025-06-02", {})
     assert sum(batches) == 2
     prove_each(db_url, tmp_path, [(old_run, "old-2"), (new_run, "new-1")])
+
+
+def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:
+    """Each item's due instant is the independent oracle's: the day after P1Y from the clock's Paris day.
+
+    Instants either side of Paris midnights, on both 2020 DST days and on a
+    29 February, so that a day table off by a day or by an offset shows.
+    """
+    import naive_oracle as oracle
+
+    from retention.ledger.items import run_key
+
+    events, _ = _tables(migrated)
+    instants = [
+        dt.datetime(2020, 2, 28, 22, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 2, 28, 23, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 28, 22, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 29, 21, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 29, 22, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 24, 21, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 24, 22, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 25, 22, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 25, 23, 0, tzinfo=dt.UTC),
+    ]
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": "u", "collected": at} for i, at in enumerate(instants)])
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(migrated, loaded, dt.datetime(2022, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert any(e["event"] == "purge_set_based" and e["dataset"] == "events" for e in logs)
+    assert result.counts["events"] == {"active->purged": len(instants)}
+    key = run_key(KEY, result.run_id)
+    expected = {
+        hmac.new(key, f"record\x1fevents\x1f{i}".encode(), hashlib.sha256).hexdigest(): oracle.due_after(
+            oracle.local_day(at, "Europe/Paris"), "P1Y", "Europe/Paris"
+        )
+        for i, at in enumerate(instants)
+    }
+    t, entries = store.ledger_items, store.ledger
+    with migrated.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.record_pseudonym, t.c.due_at)
+            .join(entries, entries.c.seq == t.c.entry_seq)
+            .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
+        ).all()
+    assert {r.record_pseudonym: r.due_at for r in rows} == expected
