@@ -156,7 +156,7 @@ class DueDays:
         table.create(conn)
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
-        lowest = clock.extreme(conn, planner.table, planner.sql.due("purged", as_of), highest=False)
+        _, lowest, _ = clock.tally(conn, planner.table, planner.sql.due("purged", as_of))
         starts: list[tuple[Any, dt.datetime]] = []  # (the day's first stored value, its records' due instant)
         if lowest is not None:
             day, last = _first_day(lowest, tz), local_date(as_of, tz)
