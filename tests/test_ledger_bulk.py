@@ -116,19 +116,11 @@ def test_proofs_of_records_purged_by_the_old_and_the_new_core_both_verify(
     migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One run writes its items by the per-record path, the next by the one-pass path; both records prove."""
-    from test_ledger_proof import PACK, invoke, item_pseudonym
+    from test_ledger_proof import PACK, events_table, invoke, prove_each
 
     from retention.engine import quick_evaluate
 
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
+    events = events_table(migrated)
     pack = tmp_path / "proofs.yaml"
     pack.write_text(PACK, encoding="utf-8")
 
@@ -163,22 +155,4 @@ def test_proofs_of_records_purged_by_the_old_and_the_new_core_both_verify(
         old_run = purge(["old-1", "old-2", "old-3"], "2025-06-01")
     new_run = purge(["new-1", "new-2"], "2025-06-02")
     assert old_run != new_run
-    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
-    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
-    checkpoint = tmp_path / "cp.json"
-    signed = invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint))
-    assert signed.exit_code == 0, signed.output
-    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
-    for run_id, key in ((old_run, "old-2"), (new_run, "new-1")):
-        out = tmp_path / f"proof-{key}.json"
-        proved = invoke(
-            "ledger", "prove", "--db", db_url, "--dataset", "events", "--key", key,
-            "--checkpoint", str(checkpoint), "--output", str(out),
-        )  # fmt: skip
-        assert proved.exit_code == 0, proved.output
-        checked = invoke(
-            "ledger", "verify-proof", str(out), "--public-key", str(public), "--dataset", "events", "--key", key
-        )
-        assert checked.exit_code == 0, checked.output
-        assert checked.output.splitlines()[0] == "proof ok"
-        assert f"record {item_pseudonym(run_id, 'events', key)} of events" in checked.output
+    prove_each(db_url, tmp_path, [(old_run, "old-2"), (new_run, "new-1")])

@@ -76,9 +76,8 @@ def item_pseudonym(run_id: str, dataset: str, record_key: str) -> str:
     return hmac_hex(run_key, f"record\x1f{dataset}\x1f{record_key}")
 
 
-@pytest.fixture
-def purged(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, Any]:
-    """20 of 30 records purged in batches of 8 (entries of 8, 8 and 4 items), then a signed checkpoint."""
+def events_table(engine: sa.Engine) -> sa.Table:
+    """The table of :data:`PACK`'s events, created."""
     md = sa.MetaData()
     events = sa.Table(
         "events",
@@ -87,7 +86,37 @@ def purged(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, Any]:
         sa.Column("user_id", sa.String(40)),
         sa.Column("collected", sa.DateTime),
     )
-    md.create_all(migrated)
+    md.create_all(engine)
+    return events
+
+
+def prove_each(db_url: str, tmp_path: Path, records: list[tuple[str, str]]) -> None:
+    """Sign a checkpoint, verify the ledger, and prove and check each (run id, events key) against it."""
+    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
+    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
+    checkpoint = tmp_path / "cp.json"
+    signed = invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint))
+    assert signed.exit_code == 0, signed.output
+    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
+    for run_id, key in records:
+        out = tmp_path / f"proof-{key}.json"
+        proved = invoke(
+            "ledger", "prove", "--db", db_url, "--dataset", "events", "--key", key,
+            "--checkpoint", str(checkpoint), "--output", str(out),
+        )  # fmt: skip
+        assert proved.exit_code == 0, proved.output
+        checked = invoke(
+            "ledger", "verify-proof", str(out), "--public-key", str(public), "--dataset", "events", "--key", key
+        )
+        assert checked.exit_code == 0, checked.output
+        assert checked.output.splitlines()[0] == "proof ok"
+        assert f"record {item_pseudonym(run_id, 'events', key)} of events" in checked.output
+
+
+@pytest.fixture
+def purged(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, Any]:
+    """20 of 30 records purged in batches of 8 (entries of 8, 8 and 4 items), then a signed checkpoint."""
+    events = events_table(migrated)
     with migrated.begin() as conn:
         conn.execute(
             events.insert(),

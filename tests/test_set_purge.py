@@ -156,17 +156,9 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
 ) -> None:
     """One run purges per record, the next set-based; both records prove against one checkpoint."""
     from test_ledger_proof import PACK as PROOF_PACK
-    from test_ledger_proof import invoke, item_pseudonym
+    from test_ledger_proof import events_table, invoke, prove_each
 
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
+    events = events_table(migrated)
     pack = tmp_path / "proofs.yaml"
     pack.write_text(PROOF_PACK, encoding="utf-8")
     batches: list[int] = []
@@ -196,22 +188,51 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
     assert batches == []
     new_run = purge(["new-1", "new-2"], "2025-06-02", {})
     assert sum(batches) == 2
-    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
-    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
-    checkpoint = tmp_path / "cp.json"
-    signed = invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint))
-    assert signed.exit_code == 0, signed.output
-    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
-    for run_id, key in ((old_run, "old-2"), (new_run, "new-1")):
-        out = tmp_path / f"proof-{key}.json"
-        proved = invoke(
-            "ledger", "prove", "--db", db_url, "--dataset", "events", "--key", key,
-            "--checkpoint", str(checkpoint), "--output", str(out),
-        )  # fmt: skip
-        assert proved.exit_code == 0, proved.output
-        checked = invoke(
-            "ledger", "verify-proof", str(out), "--public-key", str(public), "--dataset", "events", "--key", key
+    prove_each(db_url, tmp_path, [(old_run, "old-2"), (new_run, "new-1")])
+
+
+def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:
+    """Each item's due instant is the independent oracle's: the day after P1Y from the clock's Paris day.
+
+    Instants either side of Paris midnights, on both 2020 DST days and on a
+    29 February, so that a day table off by a day or by an offset shows.
+    """
+    import naive_oracle as oracle
+
+    from retention.ledger.items import run_key
+
+    events, _ = _tables(migrated)
+    instants = [
+        dt.datetime(2020, 2, 28, 22, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 2, 28, 23, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 28, 22, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 29, 21, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 3, 29, 22, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 24, 21, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 24, 22, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 25, 22, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 25, 23, 0, tzinfo=dt.UTC),
+    ]
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": "u", "collected": at} for i, at in enumerate(instants)])
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(migrated, loaded, dt.datetime(2022, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert any(e["event"] == "purge_set_based" and e["dataset"] == "events" for e in logs)
+    assert result.counts["events"] == {"active->purged": len(instants)}
+    key = run_key(KEY, result.run_id)
+    expected = {
+        hmac.new(key, f"record\x1fevents\x1f{i}".encode(), hashlib.sha256).hexdigest(): oracle.due_after(
+            oracle.local_day(at, "Europe/Paris"), "P1Y", "Europe/Paris"
         )
-        assert checked.exit_code == 0, checked.output
-        assert checked.output.splitlines()[0] == "proof ok"
-        assert f"record {item_pseudonym(run_id, 'events', key)} of events" in checked.output
+        for i, at in enumerate(instants)
+    }
+    t, entries = store.ledger_items, store.ledger
+    with migrated.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.record_pseudonym, t.c.due_at)
+            .join(entries, entries.c.seq == t.c.entry_seq)
+            .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
+        ).all()
+    assert {r.record_pseudonym: r.due_at for r in rows} == expected

@@ -229,10 +229,9 @@ class Dialect:
     #: :mod:`retention.ledger.bulk` does; the other hooks of this section are then used.
     set_based_items: ClassVar[bool] = False
 
-    #: A correlated ``lo <= value ORDER BY lo DESC LIMIT 1`` probes the index
-    #: (PostgreSQL, SQLite); MariaDB walks it from the end for every row, and the
-    #: set-based purge then looks due days up by ``DATE(value)`` instead.
-    correlated_range_probe: ClassVar[bool] = True
+    def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
+        """The date a clock value is stored on: UTC for instants, as written for naive values and dates."""
+        return sa.cast(value, sa.Date)
 
     def prepare_items(self, conn: sa.Connection) -> None:
         """Make the functions the item hooks call available on ``conn`` (SQLite registers its own)."""

@@ -180,7 +180,9 @@ class MySQLDialect(Dialect):
         return None if rows is None else int(rows)
 
     set_based_items: ClassVar[bool] = True
-    correlated_range_probe: ClassVar[bool] = False
+
+    def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
+        return sa.func.date(value)
 
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes.

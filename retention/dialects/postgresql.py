@@ -135,6 +135,12 @@ class PostgreSQLDialect(Dialect):
 
     set_based_items: ClassVar[bool] = True
 
+    def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
+        if getattr(column_type, "timezone", False):
+            # The UTC date of an instant, whatever the session's zone.
+            return sa.cast(sa.func.timezone("UTC", value), sa.Date)
+        return sa.cast(value, sa.Date)
+
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         # Built-in sha256() (PostgreSQL 11) over the pre-absorbed pads: no pgcrypto needed.
         inner, outer = hmac_pads(key)

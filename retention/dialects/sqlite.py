@@ -110,6 +110,10 @@ class SQLiteDialect(Dialect):
 
     set_based_items: ClassVar[bool] = True
 
+    def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
+        # The normal form (retention.timing.datetext) starts with the UTC date, as a date's text does.
+        return sa.func.substr(value, 1, 10)
+
     def prepare_items(self, conn: sa.Connection) -> None:
         # Deterministic functions of this process: the run key stays in it (SQLite is in-process).
         raw = conn.connection.driver_connection

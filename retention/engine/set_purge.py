@@ -112,17 +112,24 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetP
 
 @dataclass
 class DueDays:
-    """The run's due instant per local day of the clock, as a temporary table keyed by the day's first instant.
+    """The run's due instant per local day of the clock, as a temporary table keyed by stored date.
 
     Due dates depend on the clock's local date only (the per-record path
     caches them by it); each day from the earliest due clock to ``as_of``'s
     is evaluated once by :func:`~retention.engine.evaluate.evaluate_record`,
-    so the database's due instant is the evaluator's by construction.
+    so the database's due instant is the evaluator's by construction. Rows
+    find theirs by an equality join on the date the value is stored on
+    (UTC for instants): no time zone is converted in SQL, and a join on a
+    key is a hash join or a primary-key probe on every database (a
+    correlated ``lo <= value ORDER BY lo DESC LIMIT 1`` cost 11 µs a row on
+    PostgreSQL and a scan of the table per row on MariaDB). A stored date
+    holds at most two local-day starts (days last 23 to 25 hours), so each
+    row has the due instant at the date's midnight (``d0``) and at each
+    start inside it (``s1``/``d1``, ``s2``/``d2``).
     """
 
     table: sa.Table
     count: int
-    buckets: sa.Table | None = None  # the same days by stored date, where a range probe per row is a scan
 
     @classmethod
     def create(cls, conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> DueDays:
@@ -132,15 +139,17 @@ class DueDays:
         moment_type: Any = sa.DateTime(timezone=dialect.aware_timestamptz).with_variant(
             sa.dialects.mysql.DATETIME(fsp=6), "mysql", "mariadb"
         )
-        if clock.kind == "date":
-            moment_type = sa.Date()
         if dialect.datetimes_as_text:
             moment_type = sa.String(26)  # the clock's normal form (retention.timing.datetext)
         table = sa.Table(
             f"{store.PREFIX}due_days",
             sa.MetaData(),
-            sa.Column("lo", moment_type, primary_key=True),
-            sa.Column("due_at", store.UTCDateTime, nullable=False),
+            sa.Column("u", sa.Date, primary_key=True),
+            sa.Column("d0", store.UTCDateTime),
+            sa.Column("s1", moment_type),
+            sa.Column("d1", store.UTCDateTime),
+            sa.Column("s2", moment_type),
+            sa.Column("d2", store.UTCDateTime),
             prefixes=["TEMPORARY"],
         )
         table.drop(conn, checkfirst=True)
@@ -148,7 +157,7 @@ class DueDays:
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
         _, lowest, _ = clock.tally(conn, planner.table, planner.sql.due("purged", as_of))
-        rows: list[dict[str, Any]] = []
+        starts: list[tuple[Any, dt.datetime]] = []  # (the day's first stored value, its records' due instant)
         if lowest is not None:
             day, last = _first_day(lowest, tz), local_date(as_of, tz)
             cache: DueCache = {}
@@ -156,83 +165,61 @@ class DueDays:
                 begins = _first_moment(clock, day, tz)
                 evaluation = evaluate_record(pack, dataset, [begins], as_of, cache)
                 if evaluation.anomaly is None:
-                    lo = normal_text(begins) if dialect.datetimes_as_text else begins
-                    rows.append({"lo": lo, "due_at": evaluation.due["purged"]})
+                    starts.append((begins, evaluation.due["purged"]))
                 day += dt.timedelta(days=1)
+        stored = normal_text if dialect.datetimes_as_text else (lambda value: value)
+        rows = _by_stored_date(starts, stored)
         if rows:
             conn.execute(table.insert(), rows)
-        buckets = None if dialect.correlated_range_probe else _buckets(conn, rows, moment_type)
-        return cls(table, len(rows), buckets)
+        return cls(table, len(starts))
+
+    def joined(self, conn: sa.Connection, source: sa.Table, clock: ClockSQL) -> sa.Join:
+        """``source`` with each row's day (outer: a row below the first day gets no due instant, and fails)."""
+        stored_date = dialect_for(conn).stored_date(clock.select(), clock.kind, clock.value.type)
+        return source.outerjoin(self.table, self.table.c.u == stored_date)
 
     def due_at(self, clock: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The due instant of a row whose clock is ``clock`` (NULL below the first day: the insert then fails)."""
-        b = self.buckets
-        if b is not None:
-            pick = sa.case(
-                (sa.and_(b.c.s2.is_not(None), clock >= b.c.s2), b.c.d2),
-                (sa.and_(b.c.s1.is_not(None), clock >= b.c.s1), b.c.d1),
-                else_=b.c.d0,
-            )
-            return sa.select(pick).where(b.c.u == sa.func.date(clock)).scalar_subquery()
+        """The due instant of a row of :meth:`joined` whose clock is ``clock``."""
         t = self.table
-        return sa.select(t.c.due_at).where(t.c.lo <= clock).order_by(t.c.lo.desc()).limit(1).scalar_subquery()
+        return sa.case(
+            (sa.and_(t.c.s2.is_not(None), clock >= t.c.s2), t.c.d2),
+            (sa.and_(t.c.s1.is_not(None), clock >= t.c.s1), t.c.d1),
+            else_=t.c.d0,
+        )
 
     def drop(self, conn: sa.Connection) -> None:
-        """Drop the tables; a session that is gone took its temporary tables with it (nothing to report)."""
-        for table in (self.table, self.buckets):
-            if table is not None:
-                with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
-                    table.drop(conn, checkfirst=True)
+        """Drop the table; a session that is gone took its temporary table with it (nothing to report)."""
+        with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
+            self.table.drop(conn, checkfirst=True)
 
 
-def _buckets(conn: sa.Connection, rows: list[dict[str, Any]], moment_type: Any) -> sa.Table:
-    """The day table keyed by stored date (``DATE(clock)``): an equality probe per row instead of a range.
-
-    MariaDB probes a correlated range (``lo <= clock ORDER BY lo DESC
-    LIMIT 1``) by walking the index from its end, once per row. A stored
-    date holds at most two local-day starts (days are 23 to 25 hours), so
-    each date row has the due instant at its midnight (``d0``) and at each
-    start inside it (``s1``/``d1``, ``s2``/``d2``).
-    """
-    table = sa.Table(
-        f"{store.PREFIX}due_buckets",
-        sa.MetaData(),
-        sa.Column("u", sa.Date, primary_key=True),
-        sa.Column("d0", store.UTCDateTime),
-        sa.Column("s1", moment_type),
-        sa.Column("d1", store.UTCDateTime),
-        sa.Column("s2", moment_type),
-        sa.Column("d2", store.UTCDateTime),
-        prefixes=["TEMPORARY"],
-    )
-    table.drop(conn, checkfirst=True)
-    table.create(conn)
-    if not rows:
-        return table
+def _by_stored_date(starts: list[tuple[Any, dt.datetime]], stored: Any) -> list[dict[str, Any]]:
+    """One row per stored date from the first day's to the last's (see :class:`DueDays`)."""
+    if not starts:
+        return []
 
     def moment(value: dt.datetime | dt.date) -> dt.datetime:
         if isinstance(value, dt.datetime):
-            return value.replace(tzinfo=None)
+            return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
         return dt.datetime(value.year, value.month, value.day)  # noqa: DTZ001 - a stored date's midnight
 
-    starts = [moment(r["lo"]) for r in rows]
+    points = [moment(value) for value, _ in starts]
     out: list[dict[str, Any]] = []
-    day, last = starts[0].date(), starts[-1].date()
+    day, last = points[0].date(), points[-1].date()
     while day <= last:
         midnight = dt.datetime(day.year, day.month, day.day)  # noqa: DTZ001 - as stored
-        covering = bisect.bisect_right(starts, midnight) - 1
-        inside = range(covering + 1, bisect.bisect_left(starts, midnight + dt.timedelta(days=1)))
+        covering = bisect.bisect_right(points, midnight) - 1
+        inside = range(covering + 1, bisect.bisect_left(points, midnight + dt.timedelta(days=1)))
         if len(inside) > 2:  # pragma: no cover - days are at least 23 hours long
             raise AssertionError("more than two local days start on one stored date")
-        bucket: dict[str, Any] = {"u": day, "d0": rows[covering]["due_at"] if covering >= 0 else None}
+        row: dict[str, Any] = {"u": day, "d0": starts[covering][1] if covering >= 0 else None}
         for n in (1, 2):
             k = inside[n - 1] if len(inside) >= n else None
-            bucket[f"s{n}"] = None if k is None else rows[k]["lo"]
-            bucket[f"d{n}"] = None if k is None else rows[k]["due_at"]
-        out.append(bucket)
+            row[f"s{n}"] = None if k is None else stored(starts[k][0])
+            row[f"d{n}"] = None if k is None else starts[k][1]
+        out.append(row)
         day += dt.timedelta(days=1)
-    conn.execute(table.insert(), out)
-    return table
+    return out
 
 
 def _first_day(lowest: Any, tz: str) -> dt.date:
@@ -318,16 +305,21 @@ class SetPurge:
             subject = sa.case(
                 (subject_text.is_(None), sa.null()), else_=dialect.hmac_hex(key, b"subject\x1f", subject_text)
             )
-        rows = sa.select(
-            sa.literal(seq, store.SEQ),
-            sa.func.row_number().over(order_by=planner.key) - 1,
-            record,
-            subject,
-            self.days.due_at(planner.sql.clocks[0].select()),
-            sa.null(),
-            sa.null(),
-            sa.null(),
-        ).where(*in_range)
+        clock = planner.sql.clocks[0]
+        rows = (
+            sa.select(
+                sa.literal(seq, store.SEQ),
+                sa.func.row_number().over(order_by=planner.key) - 1,
+                record,
+                subject,
+                self.days.due_at(clock.select()),
+                sa.null(),
+                sa.null(),
+                sa.null(),
+            )
+            .select_from(self.days.joined(conn, planner.table, clock))
+            .where(*in_range)
+        )
         insert = items.insert().from_select(ledger_items.ITEM_COLUMNS, rows)
         written = conn.execute(insert.execution_options(preserve_rowcount=True)).rowcount
         deleted = conn.execute(planner.table.delete().where(*in_range)).rowcount
@@ -338,15 +330,21 @@ class SetPurge:
         if not written:
             return [], None
         mine = items.c.entry_seq == seq
-        for pseudonym in (items.c.record_pseudonym, items.c.subject_pseudonym):
-            conn.execute(
-                lookup.insert().from_select(
-                    ["run_id", "pseudonym", "entry_seq", "idx"],
-                    sa.select(
-                        sa.literal(ctx.run_id, lookup.c.run_id.type), pseudonym, items.c.entry_seq, items.c.idx
-                    ).where(mine, pseudonym.is_not(None)),
+        run_id = sa.literal(ctx.run_id, lookup.c.run_id.type)
+        names = sa.union_all(
+            *(
+                sa.select(run_id.label("r"), p.label("p"), items.c.entry_seq.label("s"), items.c.idx.label("i")).where(
+                    mine, p.is_not(None)
                 )
+                for p in (items.c.record_pseudonym, items.c.subject_pseudonym)
             )
+        ).subquery()
+        # In the table's key order, as the per-record path writes them: the index takes them in one sweep.
+        conn.execute(
+            lookup.insert().from_select(
+                ["run_id", "pseudonym", "entry_seq", "idx"], sa.select(names).order_by(names.c.p, names.c.s, names.c.i)
+            )
+        )
         leaves = [
             bytes(leaf) for leaf in conn.execute(sa.select(_leaf(conn)).where(mine).order_by(items.c.idx)).scalars()
         ]
@@ -355,9 +353,7 @@ class SetPurge:
 
 
 def _leaf(conn: sa.Connection) -> ColumnElement[Any]:
-    """A stored item's Merkle leaf, from its columns.
-
-    The leaf hashes the RFC 8785 document of :func:`~retention.ledger.items.item_document`.
+    """A stored item's Merkle leaf from its columns: the RFC 8785 document of ``item_document``.
 
     Only for items without request, review or e-mail (the set-based purge
     writes no other).
