@@ -136,7 +136,7 @@ def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
     """Count what ``planner`` would move (followers included) and compare with its guards."""
     counts: dict[str, dict[str, int]] = {}
     summary = PlanSummary(loaded.id, loaded.digest, planner.ctx.as_of)
-    planner.summarize(conn, summary, sample_size=0)
+    planner.summarize(conn, summary, sample_size=0, counts_only=True)
     counts = {name: per for name, per in summary.transitions.items() if per}
     planners = {planner.name: planner, **{f.name: f for f in planner.followers}}
     trips = []
