@@ -155,7 +155,7 @@ def shop(customers: int, repeat: int, ledger_entries: int = 0, baseline: bool = 
         rows += [("forecast P3M, plan per week (baseline)", base, None), ("forecast P3M", fast, base / fast)]
     html_file = folder / "report.html"
     seconds, _ = _timed(1, lambda: commands.report(rules, url, None, "P3M", html_file))
-    rows.append(("retention report --horizon P3M (cold process)", seconds, None))
+    rows.append(("retention report --horizon P3M (own engine)", seconds, None))
     from starlette.testclient import TestClient
 
     settings = ConsoleSettings(db_url=url, rules=rules, forecast_horizon="P3M", secret=b"bench-cookie-secret")

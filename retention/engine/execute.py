@@ -103,14 +103,13 @@ def plan(
     """
     summary = PlanSummary(loaded.id, loaded.digest, as_of)
     with engine.connect() as conn:
-        missing = engine_tables_missing(conn)
+        planners, missing = planners_at(conn, loaded, as_of)
         if missing is not None:
             record = False
             summary.notes.append(
                 f"{missing}: planned as a first run would find them (no holds, no erasure requests, "
                 "no records in later states), and without the change since the last plan"
             )
-        planners = planners_at(conn, loaded, as_of)
         for name, planner in planners.items():
             if datasets is not None and name not in datasets:
                 continue
@@ -140,16 +139,19 @@ def plan(
     return summary
 
 
-def planners_at(conn: sa.Connection, loaded: LoadedPack, as_of: dt.datetime) -> dict[str, DatasetPlanner]:
+def planners_at(
+    conn: sa.Connection, loaded: LoadedPack, as_of: dt.datetime
+) -> tuple[dict[str, DatasetPlanner], str | None]:
     """The planners :func:`plan` walks at ``as_of``, in execution order (for a caller that counts its own way).
 
-    Without the engine's tables they plan as a first run would find them
-    (no holds, no erasure requests, no records in later states).
+    Also which of the engine's tables are missing, if any: then they plan as
+    a first run would find them (no holds, no erasure requests, no records
+    in later states).
     """
     _require_schema(conn, loaded)
     missing = engine_tables_missing(conn)
     ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
-    return build_planners(conn, ctx)
+    return build_planners(conn, ctx), missing
 
 
 def _record_plan(engine: sa.Engine, summary: PlanSummary) -> None:

@@ -97,7 +97,8 @@ def forecast(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, horizon:
             bucket(f"{batch.dataset} {REVIEWED}", due)
 
     with engine.connect() as conn:
-        for planner in execute.planners_at(conn, loaded, end).values():
+        planners, _ = execute.planners_at(conn, loaded, end)
+        for planner in planners.values():
             for origin in planner.origins():
                 if origin == "active" and forecast_sql.can_count_by_week(planner):
                     for name, weekly in forecast_sql.active_by_week(conn, planner, boundaries).items():
