@@ -10,11 +10,9 @@ same weekly counts, series by series.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
-from console_world import AS_OF, SECRET, build_world
+from console_world import AS_OF, World
 
 from retention.policy import load_file
 from retention.reporting import report
@@ -29,11 +27,7 @@ from retention.timing.clock import Period
         pytest.param("P3M", marks=pytest.mark.slow),
     ],
 )
-def test_one_plan_forecast_equals_the_plan_per_week_forecast(
-    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, horizon: str
-) -> None:
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    world = build_world(migrated, db_url, tmp_path)
+def test_one_plan_forecast_equals_the_plan_per_week_forecast(world: World, migrated: sa.Engine, horizon: str) -> None:
     assert world.settings.rules is not None
     loaded = load_file(world.settings.rules)
     period = Period.parse(horizon)
