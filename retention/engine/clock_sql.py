@@ -100,25 +100,38 @@ class ClockSQL:
             return sa.case((self.value.is_(None), sa.null()), else_=datetext.sql_normal(self.value, self._text_kind()))
         return sa.type_coerce(self.value, NullType())
 
-    def extreme(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool], *, highest: bool) -> Any:
-        """The least (or greatest) of :meth:`select` over the rows meeting ``condition``.
+    def tally(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[int, Any, Any]:
+        """How many rows meet ``condition``, and the least and greatest of :meth:`select` over them.
 
-        On SQLite text, rows in SQLite's own form (nearly all) order as their
-        normal form does, so the clock's index gives their extreme at once;
-        only the other rows are scanned, with a cheap shape test (a valid row
-        of 19 characters with a space at 11 is always in SQLite's own form).
+        Typed clocks: in one pass, since the count reads every such row
+        anyway (the extremes were two more statements, and on MariaDB two
+        more reads of the range). SQLite text: the count, then the extremes by
+        :meth:`_text_extreme`; SQLite pays about 0.5 µs per row for each
+        ``min``/``max`` beside a ``count``, more than that walk costs (300k
+        rows: 0.61 s folded against 0.29 s).
+        """
+        count = sa.func.count()
+        if self._raw_text and self.kind != "date":
+            found = int(conn.execute(sa.select(count).select_from(table).where(condition)).scalar_one())
+            if not found:
+                return 0, None, None
+            low = self._text_extreme(conn, table, condition, highest=False)
+            return found, low, self._text_extreme(conn, table, condition, highest=True)
+        value = self.select()
+        row = conn.execute(
+            sa.select(count, sa.func.min(value), sa.func.max(value)).select_from(table).where(condition)
+        ).one()
+        return int(row[0]), row[1], row[2]
+
+    def _text_extreme(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool], *, highest: bool) -> Any:
+        """The least (or greatest) normal form over SQLite text rows meeting ``condition``.
+
+        Rows in SQLite's own form (nearly all) order as their normal form
+        does, so the clock's index gives their extreme at once; only the
+        other rows are scanned, with a cheap shape test (a valid row of 19
+        characters with a space at 11 is always in SQLite's own form).
         """
         aggregate = sa.func.max if highest else sa.func.min
-        if not self.aggregate and not self.dialect.datetimes_as_text:
-            # The first row of the clock index that meets ``condition``: the
-            # database stops there. ``min()`` would read the whole due range
-            # wherever ``condition`` has a per-row test beside the range
-            # (MariaDB's impossible-date test), 0.24 s at 300k rows.
-            order = self.value.desc() if highest else self.value.asc()
-            query = sa.select(self.select()).select_from(table).where(condition, self.value.is_not(None))
-            return conn.execute(query.order_by(order).limit(1)).scalar()
-        if not self._raw_text or self.kind == "date":
-            return conn.execute(sa.select(aggregate(self.select())).select_from(table).where(condition)).scalar_one()
         v = self.value
         own_form = sa.and_(sa.func.length(v) == 19, sa.func.substr(v, 11, 1) == " ")
         first = conn.execute(

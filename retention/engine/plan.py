@@ -30,7 +30,8 @@ pass counts the very same predicate.
 The planner is built in parts, each a module named for what it holds, each
 class adding to the one below: :mod:`~retention.engine.plan_base` (context,
 identities, the conditions every pass shares: holds, erasure requests, scope,
-reaches), :mod:`~retention.engine.plan_reasons` (reasons and the moves they
+reaches), :mod:`~retention.engine.plan_rows` (the columns a pass selects, read
+as candidates), :mod:`~retention.engine.plan_reasons` (reasons and the moves they
 make), :mod:`~retention.engine.plan_passes` (the passes, batch by batch) and
 :mod:`~retention.engine.plan_counts` (set-based counts for ``plan``);
 :class:`DatasetPlanner` is all of them. The values they pass around are in

@@ -40,13 +40,17 @@ class PlannerCounts(PlannerPasses):
             and self.sql.clocks[0].kind != "epoch_text"
         )
 
-    def aggregate_active(self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3) -> None:
+    def aggregate_active(
+        self, conn: sa.Connection, summary: PlanSummary, sample_size: int = 3, *, counts_only: bool = False
+    ) -> None:
         """Add the active pass to ``summary`` from a few set-based queries, no record fetched.
 
         Counts what ``batches(conn, "active")`` moves, transition by
         transition, with the batches' own predicate (:meth:`reaching`): a
         record reaches the k-th state when its clocks make every state up to
-        it due.
+        it due; the count, least and greatest clock in one pass per
+        transition (:meth:`ClockSQL.tally`). ``counts_only`` (a guard): the
+        counts alone, a plain ``count(*)`` that an index range can answer.
         """
         assert self.sql is not None and self.can_aggregate()
         self.probe(conn)
@@ -56,13 +60,20 @@ class PlannerCounts(PlannerPasses):
         current = "active"
         for index, target in enumerate(targets):
             condition = self.reaching(conn, sql, index + 1)
-            count = int(conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one())
+            if not counts_only:
+                count, low, high = sql.clocks[0].tally(conn, sql.table, condition)
+            else:
+                count = int(
+                    conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one()
+                )
             if not count:
                 break
             name = f"{current}->{target}"
             per[name] = per.get(name, 0) + count
-            for highest in (False, True):
-                raw = sql.clocks[0].extreme(conn, sql.table, condition, highest=highest)
+            if counts_only:
+                current = target
+                continue
+            for raw in (low, high):
                 evaluation = evaluate_record(self.ctx.pack, self.dataset, [raw], self.ctx.as_of, self._due_cache)
                 if evaluation.anomaly is not None or target not in evaluation.due:
                     raise AssertionError(
@@ -97,17 +108,20 @@ class PlannerCounts(PlannerPasses):
         *,
         on_batch: Callable[[Batch], None] | None = None,
         sample_size: int = 3,
+        counts_only: bool = False,
     ) -> None:
         """Add every pass of this dataset to ``summary``.
 
         The active pass of a simple dataset, usually nearly all of a large
         table's moves, is counted by aggregates; a caller that wants each
-        batch (``on_batch``) gets the batch path throughout.
+        batch (``on_batch``) gets the batch path throughout. ``counts_only``:
+        the transitions' counts are all the caller reads (a guard), not the
+        due and clock ranges.
         """
         summary.transitions.setdefault(self.name, {})
         for origin in self.origins():
             if origin == "active" and on_batch is None and self.can_aggregate():
-                self.aggregate_active(conn, summary, sample_size)
+                self.aggregate_active(conn, summary, sample_size, counts_only=counts_only)
                 continue
             for batch in self.batches(conn, origin):
                 summary.add(batch, sample_size)
@@ -115,30 +129,37 @@ class PlannerCounts(PlannerPasses):
                     on_batch(batch)
 
     def anomaly_counts(self, conn: sa.Connection) -> dict[str, int]:
-        """Active records skipped because of their clocks, per category (and related rows ignored)."""
+        """Active records skipped because of their clocks, per category (and related rows ignored).
+
+        One statement, a count per category: each is an index range on a
+        typed clock (NULL, zero, future; invalid is impossible there), so one
+        scan classifying every row would read more than they do together
+        (bench/RESULTS.md, "plan in one aggregate pass": tried, not kept).
+        """
         if self.sql is None:
             return {}
         self.probe(conn)
-        counts: dict[str, int] = {}
-        for category in ANOMALIES:
-            query = (
-                sa.select(sa.func.count())
-                .select_from(self.sql.table)
-                .where(self.sql.anomaly(category, self.ctx.as_of), self.included(), self.not_moved(conn))
-            )
-            counts[category] = int(conn.execute(query).scalar_one())
+        active = [self.included(), self.not_moved(conn)]
+        counts: dict[str, Any] = {
+            category: sa.select(sa.func.count())
+            .select_from(self.sql.table)
+            .where(self.sql.anomaly(category, self.ctx.as_of), *active)
+            .scalar_subquery()
+            for category in ANOMALIES
+        }
         ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
         if ignoring:
             # invalid_rows: ignore (issue 26): each unreadable related row an
             # active record's clock left out is counted, though none blocks it.
             per_record = sum(ignoring[1:], ignoring[0])
-            query = (
+            counts[IGNORED_ROWS] = (
                 sa.select(sa.func.coalesce(sa.func.sum(per_record), 0))
                 .select_from(self.sql.table)
-                .where(self.included(), self.not_moved(conn))
+                .where(*active)
+                .scalar_subquery()
             )
-            counts[IGNORED_ROWS] = int(conn.execute(query).scalar_one())
-        return counts
+        row = conn.execute(sa.select(*(value.label(f"c{i}") for i, value in enumerate(counts.values())))).one()
+        return {category: int(found) for category, found in zip(counts, row, strict=True)}
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
         """Per hold in place: how many of this dataset's due records it holds back (by their clocks and delays)."""

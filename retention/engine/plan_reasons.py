@@ -14,13 +14,13 @@ import sqlalchemy as sa
 
 from retention.engine import quick_evaluate
 from retention.engine.lifecycle import advance, steps_from_active
-from retention.engine.plan_base import PlannerBase
+from retention.engine.plan_rows import PlannerRows
 from retention.engine.plan_values import Candidate, Move, Outcome, Step, new_move
 from retention.store import tables as store
 from retention.timing.clock import start_of_day
 
 
-class PlannerReasons(PlannerBase):
+class PlannerReasons(PlannerRows):
     """Candidates to outcomes: every reason a record has, and the moves that follow from them."""
 
     # -- reasons -----------------------------------------------------------

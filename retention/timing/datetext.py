@@ -36,6 +36,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from retention.timing import sql_fragments
+
 TextKind = Literal["timestamptz", "timestamp", "date"]
 
 ZERO_PREFIX = "0000-00-00"
@@ -213,6 +215,11 @@ def _one_of(value: ColumnElement[Any], options: Sequence[Any]) -> ColumnElement[
 
 
 def sql_valid(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[bool]:
+    """:func:`_valid` over ``v``, compiled once per dialect (:mod:`retention.timing.sql_fragments`)."""
+    return sql_fragments.fragment("datetext.valid", kind, v, sa.Boolean())  # type: ignore[no-any-return]
+
+
+def _valid(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[bool]:
     """``v`` is text in the grammar for a ``kind`` clock (false, never NULL, for a non-NULL ``v``).
 
     The fields are checked by a round trip through ``strftime(..., '+0 days')``,
@@ -262,6 +269,11 @@ def sql_valid(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[bool]:
 
 
 def sql_zero_date(v: ColumnElement[Any]) -> ColumnElement[bool]:
+    """:func:`_zero_date` over ``v``, compiled once per dialect."""
+    return sql_fragments.fragment("datetext.zero_date", "", v, sa.Boolean())  # type: ignore[no-any-return]
+
+
+def _zero_date(v: ColumnElement[Any], _: str) -> ColumnElement[bool]:
     """Text beginning with the MySQL zero date ``0000-00-00``."""
     # The range says the same as the GLOB for text (binary order) and lets the
     # clock's index find these rows instead of a scan of the table.
@@ -278,6 +290,13 @@ NORMAL_ZERO = "0000-00-00 00:00:00.000000"
 
 
 def sql_normal(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[Any]:
+    """:func:`_normal` of ``v``, compiled once per dialect."""
+    if kind == "date":
+        return v
+    return sql_fragments.fragment("datetext.normal", kind, v, sa.String())  # type: ignore[no-any-return]
+
+
+def _normal(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[Any]:
     """The normal form of a valid ``v``: fixed width, UTC for ``timestamptz``.
 
     An offset that carries the instant past year 9999 has no normal form in
@@ -302,6 +321,11 @@ def sql_normal(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[Any]:
         at_least_zero = sa.func.max(_cat(utc, _text("."), _fraction6(v, n)), _text(NORMAL_ZERO), type_=sa.String)
         return sa.func.coalesce(common, at_least_zero, _text(NORMAL_MAX), type_=sa.String)
     return sa.func.coalesce(common, _cat(wall, _text("."), _fraction6(v, n)), type_=sa.String)
+
+
+sql_fragments.register("datetext.valid", _valid)  # type: ignore[arg-type]
+sql_fragments.register("datetext.zero_date", _zero_date)
+sql_fragments.register("datetext.normal", _normal)  # type: ignore[arg-type]
 
 
 def normal_text(value: dt.datetime | dt.date) -> str:
