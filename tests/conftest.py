@@ -23,6 +23,7 @@ from typing import Any
 import db_templates
 import pytest
 import sqlalchemy as sa
+from console_world import SECRET, World, build_world, relocated
 from sqlalchemy.engine import make_url
 
 from retention.store.config import create_engine
@@ -65,6 +66,17 @@ def _require(dialect: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers at most (fewer with fewer cores).
+
+    Measured on the 2-core CI machine (README's Testing section): two
+    workers beat one process, as the tests' own Python is most of the time
+    and a worker's database waits overlap the other's CPU; more workers than
+    that were not measured, and each adds its templates and connections.
+    """
+    return min(2, os.cpu_count() or 1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -122,10 +134,23 @@ def isolated_database(dialect: str, directory: Path) -> Iterator[str]:
 def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of a fresh database on ``dialect``, dropped after the test.
 
-    Empty, unless the test asks for ``migrated``: then on PostgreSQL and
-    MariaDB it already holds a copy of the migrated template, made ahead
-    (see db_templates.py).
+    Empty, unless the test asks for ``world``: then it holds a copy of the
+    session's console world (see the ``world`` fixture); or for ``migrated``:
+    then on PostgreSQL and MariaDB it already holds a copy of the migrated
+    template, made ahead (see db_templates.py).
     """
+    if "world" in request.fixturenames:
+        _require(dialect)
+        template = _world_template(dialect)
+        if dialect == "sqlite":
+            with isolated_database(dialect, tmp_path) as url:
+                if template is not None:
+                    db_templates.copy_sqlite(template, url)
+                yield url
+            return
+        with db_templates.copied_database(dialect, WORLD, template, isolated_database) as url:
+            yield url
+        return
     if dialect != "sqlite" and "migrated" in request.fixturenames:
         _require(dialect)
         with db_templates.migrated_database(dialect, isolated_database) as url:
@@ -157,6 +182,42 @@ def migrated(engine: sa.Engine) -> sa.Engine:
     """The isolated database with the engine's tables at head (a copy of the session's migrated template)."""
     migrate_isolated(engine)
     return engine
+
+
+WORLD = "console-world"
+
+
+def _populate_world(engine: sa.Engine, url: str, folder: Path) -> World:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+        return build_world(engine, url, folder)
+
+
+def _world_template(dialect: str) -> db_templates.Template | None:
+    return db_templates.populated(dialect, WORLD, _populate_world, isolated_database)
+
+
+@pytest.fixture
+def world(db_url: str, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """The console tests' populated database (console_world.py) in the test's own database, with its files.
+
+    Building it takes 5-8 s a test (a shop, two runs, review batches, argon2
+    accounts, a signed checkpoint), so it is built once per session and
+    database and each test gets a copy (db_url; db_templates.populated).
+    Without a template (no pg_dump) it is built in the test's database.
+    """
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+    template = _world_template(dialect)
+    if template is None:
+        engine = create_engine(db_url)
+        try:
+            migrate_isolated(engine)
+            return build_world(engine, db_url, tmp_path)
+        finally:
+            engine.dispose()
+    db_templates.copy_files(template, tmp_path)
+    assert isinstance(template.made, World)
+    return relocated(template.made, db_url, tmp_path)
 
 
 def pytest_sessionfinish() -> None:

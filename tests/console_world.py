@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -221,6 +221,24 @@ def build_world(engine: sa.Engine, db_url: str, tmp_path: Path, customers: int =
         pii=pii,
         signing_key=key_file,
     )
+
+
+def relocated(world: World, db_url: str, folder: Path) -> World:
+    """``world`` as seen from a copy of its database at ``db_url`` with its files copied into ``folder``."""
+
+    home = world.signing_key.parent  # every file of the world is in one folder
+
+    def moved(path: Path | None) -> Path | None:
+        return None if path is None else folder / path.relative_to(home)
+
+    settings = replace(
+        world.settings,
+        db_url=db_url,
+        rules=moved(world.settings.rules),
+        checkpoints=moved(world.settings.checkpoints),
+        public_key=moved(world.settings.public_key),
+    )
+    return replace(world, db_url=db_url, settings=settings, signing_key=folder / world.signing_key.name)
 
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -17,6 +17,11 @@ isolated database:
 
 A copy is exactly what the migrations make (tests/test_templates.py compares
 them); tests/test_migrations.py keeps running the migrations themselves.
+
+A template can also hold data: ``populated`` builds a migrated database once
+per session, fills it with a builder (the console tests' world: a shop, two
+runs, review batches, accounts, a checkpoint; 5-8 s a build) and copies it the
+same way, rows included, with the files the builder wrote next to it.
 A database that already holds tables is migrated the ordinary way, so a
 test never loses what it made before asking for the engine's tables.
 
@@ -47,6 +52,7 @@ from retention.store import migrate
 from retention.store.config import create_engine
 
 IsolatedDatabase = Callable[[str, Path], AbstractContextManager[str]]
+Populate = Callable[[sa.Engine, str, Path], object]  # fills a migrated database; returns what tests need of it
 
 
 @dataclass
@@ -57,6 +63,8 @@ class Template:
     url: str
     statements: list[str]  # PostgreSQL: one script; MariaDB: DDL and row copies in order; SQLite: none
     collation: str | None = None  # MariaDB: the database's default, which the migrated tables take
+    files: Path | None = None  # populated templates: the folder of the files the builder wrote
+    made: object = None  # populated templates: what the builder returned
 
     def copy_into(self, engine: sa.Engine) -> None:
         if self.dialect == "sqlite":
@@ -83,10 +91,10 @@ class Template:
                     conn.exec_driver_sql("SET foreign_key_checks = 1")
 
 
-_templates: dict[str, Template | None] = {}
+_templates: dict[tuple[str, str], Template | None] = {}  # (dialect, "migrated" or a populated template's name)
 _stack = ExitStack()
 READY = 2
-_ready: dict[str, deque[Future[tuple[str, ExitStack]]]] = {}
+_ready: dict[tuple[str, str], deque[Future[tuple[str, ExitStack]]]] = {}
 _worker: ThreadPoolExecutor | None = None
 _head: list[str | None] = []
 
@@ -117,15 +125,26 @@ def upgrade(engine: sa.Engine, isolated_database: IsolatedDatabase) -> None:
 @contextmanager
 def migrated_database(dialect: str, isolated_database: IsolatedDatabase) -> Iterator[str]:
     """PostgreSQL and MariaDB: an isolated database with a copy of the template, made ahead and dropped behind."""
+    with copied_database(dialect, "migrated", _template(dialect, isolated_database), isolated_database) as url:
+        yield url
+
+
+@contextmanager
+def copied_database(
+    dialect: str, name: str, template: Template | None, isolated_database: IsolatedDatabase
+) -> Iterator[str]:
+    """PostgreSQL and MariaDB: an isolated database with a copy of ``template``, made ahead and dropped behind.
+
+    An empty one where there is no template (no pg_dump): the caller then builds what it needs itself.
+    """
     global _worker
-    template = _template(dialect, isolated_database)
     if template is None:
         with isolated_database(dialect, Path(tempfile.gettempdir())) as url:
             yield url
         return
     if _worker is None:
         _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rt-template")
-    queue = _ready.setdefault(dialect, deque())
+    queue = _ready.setdefault((dialect, name), deque())
     while len(queue) <= READY:
         queue.append(_worker.submit(_prepare, template, isolated_database))
     url, stack = queue.popleft().result()
@@ -152,17 +171,57 @@ def _prepare(template: Template, isolated_database: IsolatedDatabase) -> tuple[s
 
 def _template(dialect: str, isolated_database: IsolatedDatabase) -> Template | None:
     """The session's template on ``dialect`` (built on first use), or None where none can be made."""
-    if dialect not in _templates:
+    if (dialect, "migrated") not in _templates:
         directory = Path(_stack.enter_context(tempfile.TemporaryDirectory(prefix="rt-template-")))
         url = _stack.enter_context(isolated_database(dialect, directory))
         engine = create_engine(url)
         try:
             migrate.upgrade(engine)
             assert migrate.current_revision(engine) == migrate.head_revision()
-            _templates[dialect] = _build(dialect, engine)
+            _templates[(dialect, "migrated")] = _build(dialect, engine)
         finally:
             engine.dispose()
-    return _templates[dialect]
+    return _templates[(dialect, "migrated")]
+
+
+def populated(dialect: str, name: str, populate: Populate, isolated_database: IsolatedDatabase) -> Template | None:
+    """The session's template ``name`` on ``dialect``: migrated, then filled by ``populate`` (built on first use).
+
+    ``populate(engine, url, folder)`` writes its files in ``folder``; each copy
+    gets its own copy of them (``copy_files``). None where no template can be
+    made (no pg_dump): the caller then populates each test's database itself.
+    """
+    if (dialect, name) not in _templates:
+        directory = Path(_stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rt-{name}-")))
+        url = _stack.enter_context(isolated_database(dialect, directory))
+        engine = create_engine(url)
+        try:
+            upgrade(engine, isolated_database)
+            files = directory / "files"
+            files.mkdir()
+            made = populate(engine, url, files)
+            template = _build(dialect, engine)
+            if template is not None:
+                template.files, template.made = files, made
+            _templates[(dialect, name)] = template
+        finally:
+            engine.dispose()
+    return _templates[(dialect, name)]
+
+
+def copy_sqlite(template: Template, url: str) -> None:
+    """SQLite: the template into the (empty) database file of ``url``."""
+    engine = create_engine(url)
+    try:
+        template.copy_into(engine)
+    finally:
+        engine.dispose()
+
+
+def copy_files(template: Template, folder: Path) -> None:
+    """The files a populated template's builder wrote, copied into a test's own ``folder``."""
+    assert template.files is not None
+    shutil.copytree(template.files, folder, dirs_exist_ok=True)
 
 
 def _build(dialect: str, engine: sa.Engine) -> Template | None:

@@ -12,11 +12,10 @@ same weekly counts, series by series.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from console_world import AS_OF, SECRET, build_world
+from console_world import AS_OF, World
 
 from retention.engine.plan import Batch, DatasetPlanner
 from retention.policy import load_file
@@ -33,10 +32,8 @@ from retention.timing.clock import Period
     ],
 )
 def test_one_plan_forecast_equals_the_plan_per_week_forecast(
-    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, horizon: str
+    world: World, migrated: sa.Engine, horizon: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    world = build_world(migrated, db_url, tmp_path)
     assert world.settings.rules is not None
     loaded = load_file(world.settings.rules)
     period = Period.parse(horizon)

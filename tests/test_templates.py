@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from conftest import isolated_database, migrate_isolated
+from console_world import World, build_world
 
 from retention.store import migrate
 from retention.store.config import create_engine
@@ -71,3 +73,46 @@ def test_a_copy_of_the_template_is_what_the_migrations_make(engine: sa.Engine, d
             copy.dispose()
     assert copied == _schema(engine)
     assert copied["alembic_version"] == migrate.head_revision()
+
+
+def _rows(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, sorted (as text: a copy must hold the same values, not only as many)."""
+    with engine.connect() as conn:
+        md = sa.MetaData()
+        md.reflect(conn)
+        return {
+            name: sorted(tuple(str(v) for v in row) for row in conn.execute(sa.select(table)))
+            for name, table in sorted(md.tables.items())
+        }
+
+
+def test_a_copy_of_the_console_world_is_the_world_built(
+    world: World, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``world`` fixture's copy holds what ``build_world`` makes: the same schema, and the same rows where
+    a build is deterministic (the shop, the runs' counts); its files are the test's own."""
+    copy = create_engine(world.db_url)
+    (tmp_path / "fresh").mkdir()
+    with isolated_database(dialect, tmp_path / "fresh") as url:
+        fresh = create_engine(url)
+        try:
+            migrate_isolated(fresh)
+            built = build_world(fresh, url, tmp_path / "fresh")
+            assert _schema(copy) == _schema(fresh)
+            copied, made = _rows(copy), _rows(fresh)
+        finally:
+            fresh.dispose()
+            copy.dispose()
+    assert copied.keys() == made.keys()
+    assert {t: len(r) for t, r in copied.items()} == {t: len(r) for t, r in made.items()}
+    for table in ("customers", "orders", "notes", "reviewed_notes"):
+        assert copied[table] == made[table], table
+    assert (world.review_id, world.customer_with_entries, world.pii) == (
+        built.review_id,
+        built.customer_with_entries,
+        built.pii,
+    )
+    for path in (world.settings.rules, world.settings.public_key, world.signing_key):
+        assert path is not None and path.parent == tmp_path and path.is_file()
+    assert world.settings.checkpoints == tmp_path / "checkpoints"
+    assert [p.name for p in world.settings.checkpoints.iterdir()] == ["checkpoint-1.json"]

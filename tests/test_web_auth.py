@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,11 +11,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from console_world import (
     PASSWORD,
-    SECRET,
     USERS,
     XSS_REVIEWED,
     World,
-    build_world,
     client,
     csrf_of,
     sign_in,
@@ -44,12 +41,6 @@ def _pdf_status() -> int:
 
 PDF = _pdf_status()
 A = "/login"  # where anonymous visitors of a page are sent
-
-
-@pytest.fixture
-def world(migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    return build_world(migrated, db_url, tmp_path)
 
 
 def expected_matrix(w: World, other_review: int) -> list[tuple[str, str, str, dict[str, Any], dict[str, int]]]:

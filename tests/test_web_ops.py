@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from console_world import SECRET, World, build_world, sign_in
+from console_world import World, sign_in
 
 from retention.subjects import review
 from retention.web import create_app
-
-
-@pytest.fixture
-def world(migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    return build_world(migrated, db_url, tmp_path)
 
 
 def text_of(page: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 from click.testing import CliRunner
-from console_world import SECRET, USERS, XSS_BASIS, XSS_DATASET, World, build_world, csrf_of, sign_in
+from console_world import SECRET, USERS, XSS_BASIS, XSS_DATASET, World, csrf_of, sign_in
 
 from retention import logs
 from retention.cli import main
@@ -27,12 +27,6 @@ from retention.subjects import review
 from retention.web import create_app
 
 SEQ_CELL = re.compile(r'<tr>\s*<td class="num">(\d+)</td>')
-
-
-@pytest.fixture
-def world(migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    return build_world(migrated, db_url, tmp_path)
 
 
 def seqs(page: str) -> list[int]:

@@ -14,10 +14,9 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from console_world import SECRET, World, build_world, client, csrf_of, sign_in
+from console_world import SECRET, World, client, csrf_of, sign_in
 
 from retention.cli import main
 from retention.demo import shop_metadata
@@ -26,12 +25,6 @@ from retention.web import create_app
 from retention.web.security import PersonTicket
 
 TICKET = re.compile(r'name="ticket" value="([^"]+)"')
-
-
-@pytest.fixture
-def world(migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    return build_world(migrated, db_url, tmp_path)
 
 
 def _cli(*args: str) -> str:

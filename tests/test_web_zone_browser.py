@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
-from console_world import SECRET, build_world
+from console_world import World
 from test_web_browser import CHROMIUM_FLAGS, Server, _executables, shot, sign_in, wait_for
 
 from retention.cli import main
-from retention.store import migrate
-from retention.store.config import create_engine
 from retention.web import create_app
 
 pytestmark = pytest.mark.browser
@@ -67,19 +63,15 @@ def cli_due_dates(db_url: str, zone: str) -> dict[int, str]:
 
 @pytest.mark.only_on("sqlite")
 @pytest.mark.parametrize("zone", ZONES)
-def test_console_dates_equal_the_cli_dates(tmp_path: Path, zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_console_dates_equal_the_cli_dates(world: World, zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     binary, driver_path = _executables()
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
     monkeypatch.delenv("TZ", raising=False)
     monkeypatch.delenv("RETENTION_TZ", raising=False)
-    url = f"sqlite:///{tmp_path / 'console.sqlite'}"
-    engine: sa.Engine = create_engine(url)
-    migrate.upgrade(engine)
-    world = build_world(engine, url, tmp_path)
+    url = world.db_url
     cli = cli_due_dates(url, zone)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
@@ -125,4 +117,3 @@ def test_console_dates_equal_the_cli_dates(tmp_path: Path, zone: str, monkeypatc
                 assert not re.search(r"\d\d:\d\d UTC", driver.find_element(By.TAG_NAME, "body").text)
     finally:
         driver.quit()
-        engine.dispose()
