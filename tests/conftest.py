@@ -37,6 +37,14 @@ MARIADB_COLLATION = os.environ.get("RETENTION_TEST_MARIADB_COLLATION", "utf8mb4_
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:8]
 _reachable: dict[str, str | None] = {}
+_admins: dict[str, sa.Engine] = {}
+
+
+def _admin(dialect: str) -> sa.Engine:
+    """The session's engine that creates and drops the tests' databases (a pool: no connect per test)."""
+    if dialect not in _admins:
+        _admins[dialect] = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    return _admins[dialect]
 
 
 def _selected() -> list[str]:
@@ -109,7 +117,7 @@ def isolated_database(dialect: str, directory: Path) -> Iterator[str]:
     if dialect == "sqlite":
         yield f"sqlite:///{directory / (name + '.sqlite')}"
         return
-    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
+    admin = _admin(dialect)
     try:
         with admin.connect() as conn:
             if dialect == "postgresql":
@@ -127,7 +135,6 @@ def isolated_database(dialect: str, directory: Path) -> Iterator[str]:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
             else:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 @pytest.fixture
@@ -222,6 +229,9 @@ def world(db_url: str, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def pytest_sessionfinish() -> None:
     db_templates.close()
+    for admin in _admins.values():
+        admin.dispose()
+    _admins.clear()
 
 
 @pytest.fixture
@@ -235,7 +245,7 @@ def collated_db_url(dialect: str) -> Iterator[str]:
         pytest.skip("a collation fixture for MariaDB only")
     _require(dialect)
     name = f"rt_{_RUN}_{os.getpid()}_{next(_counter)}_520"
-    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
+    admin = _admin(dialect)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"))
@@ -243,4 +253,3 @@ def collated_db_url(dialect: str) -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
