@@ -127,6 +127,9 @@ def test_erasure_masks_now_and_the_clock_purges_later(migrated: sa.Engine, db_ur
     assert "next: active->purged on 2031-05-02 00:00" in text
     # Masked: 1, 2 and the guest order 4 (by address); 5 is held. 1 is also past its term: purged.
     expected = {"erasure_mask": 3, "active->purged": 1}
+    out = CliRunner().invoke(main, ["plan", "--rules", str(path), "--db", db_url, "--as-of", "2026-06-01"])
+    assert out.exit_code == 0, out.output
+    assert "erasure_mask" in out.output
     assert execute.plan(migrated, loaded, first).transitions["orders"] == expected
     result = execute.run(migrated, loaded, first, secret=SECRET)
     assert result.status == "succeeded", result.failures
