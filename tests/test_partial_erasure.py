@@ -232,3 +232,12 @@ def test_check_refuses_with_exit_2_and_the_line(tmp_path: Path) -> None:
     assert out.exit_code == 2, out.output
     assert "shop.yaml:14: datasets.orders.on_erasure.mask.created_at: a clock reads created_at" in out.output
     assert "Traceback" not in out.output
+
+
+def test_check_db_names_a_mask_column_the_table_lacks(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """A typo in the mask is found by check --db, before a run would fail on it."""
+    create(migrated)
+    path = write(tmp_path, PACK.replace("mask: {name: null,", "mask: {nmae: null,"))
+    out = CliRunner().invoke(main, ["check", "--rules", str(path), "--db", db_url])
+    assert out.exit_code == 2, out.output
+    assert "nmae" in out.output and "on_erasure mask column" in out.output
