@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from retention.cli import main
 from retention.engine import execute
+from retention.engine.shards import ShardSpec
 from retention.errors import PackError
 from retention.policy import load_file
 from retention.store import tables as store
@@ -241,3 +242,32 @@ def test_check_db_names_a_mask_column_the_table_lacks(migrated: sa.Engine, db_ur
     out = CliRunner().invoke(main, ["check", "--rules", str(path), "--db", db_url])
     assert out.exit_code == 2, out.output
     assert "nmae" in out.output and "on_erasure mask column" in out.output
+
+
+def test_two_shards_mask_what_one_run_masks(migrated: sa.Engine, tmp_path: Path) -> None:
+    """A sharded run masks each record once, in the shard that holds it; the group settles the request."""
+    create(migrated)
+    loaded = load_file(write(tmp_path))
+    with migrated.begin() as conn:
+        request = subjects.add_request(
+            conn, subject_key="7", email="ann@x.test", received=dt.date(2026, 5, 20), pack=loaded.pack, secret=SECRET
+        )
+    first = dt.datetime(2026, 6, 1, tzinfo=UTC)
+    results = [
+        execute.run_shard(migrated, loaded, first, secret=SECRET, shard=ShardSpec(index, 2), run_group="g")
+        for index in range(2)
+    ]
+    assert [r.status for r in results] == ["succeeded", "succeeded"]
+    masked = sum(r.counts.get("orders", {}).get("erasure_mask", 0) for r in results)
+    purged = sum(r.counts.get("orders", {}).get("active->purged", 0) for r in results)
+    assert (masked, purged) == (4, 1)  # 1, 2, 4 and 5 (no hold here); 1 is also past its term
+    assert rows(migrated) == {
+        2: (*MASKED, 20),
+        3: (8, "bob@x.test", "Bob", "High St 2", 30),
+        4: (None, None, None, "erased", 40),
+        5: (*MASKED, 50),
+    }
+    with migrated.connect() as conn:
+        er = store.erasure_requests
+        status = conn.execute(sa.select(er.c.status, er.c.outcome).where(er.c.id == request)).one()
+    assert tuple(status) == ("processed", "erased")
