@@ -202,7 +202,7 @@ REFUSED = [
     ([("mask: {name: null,", "mask: {id: null, name: null,")], "on_erasure.mask.id: the key reads id"),
     (
         [(_LIFECYCLE, _LIFECYCLE + _REVIEWS)],
-        "shop.yaml:14: dataset 'reviews' reads shop_orders.email; masking it on erasure would change",
+        "shop.yaml:14: datasets.orders.on_erasure.mask.email: dataset 'reviews' reads shop_orders.email; masking",
     ),
     (
         [("    email: email\n", "    email: email\n    erasure_where: {email: {not: null}}\n")],
