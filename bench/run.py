@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import baselines  # noqa: E402
 from retention import logs  # noqa: E402
-from retention.engine import execute  # noqa: E402
+from retention.engine import execute, set_purge  # noqa: E402
 from retention.policy import validate_pack  # noqa: E402
 from retention.store import migrate  # noqa: E402
 from retention.store.config import create_engine  # noqa: E402
@@ -323,9 +323,25 @@ def engine_plan(engine: sa.Engine, batch_size: int) -> int:
 
 
 def engine_run(
-    engine: sa.Engine, action: str, batch_size: int, ledger: str = "record", table: str = "bench_events"
+    engine: sa.Engine,
+    action: str,
+    batch_size: int,
+    ledger: str = "record",
+    table: str = "bench_events",
+    *,
+    set_based: bool = True,
 ) -> int:
-    result = execute.run(engine, pack(action, batch_size, ledger=ledger, table=table), AS_OF, secret=SECRET)
+    """One run; ``set_based=False`` sends the purge through the per-record path (retention.engine.set_purge)."""
+    saved = os.environ.get(set_purge.SWITCH)
+    if not set_based:
+        os.environ[set_purge.SWITCH] = "0"
+    try:
+        result = execute.run(engine, pack(action, batch_size, ledger=ledger, table=table), AS_OF, secret=SECRET)
+    finally:
+        if saved is None:
+            os.environ.pop(set_purge.SWITCH, None)
+        else:
+            os.environ[set_purge.SWITCH] = saved
     return sum(sum(v.values()) for v in result.counts.values())
 
 
@@ -448,7 +464,7 @@ def main() -> None:
         help=(
             "comma-separated parts to leave out at large scales: purge (raw DELETE and the audited "
             "purge: with every other part left out, only plan against a raw count runs), "
-            "summary, archive, orm, partitions, rowbyrow, split, ptarchiver, handwritten"
+            "summary, archive, orm, partitions, rowbyrow, split, perrecord, ptarchiver, handwritten"
         ),
     )
     args = parser.parse_args()
@@ -492,6 +508,11 @@ def main() -> None:
     if "purge" not in skip:
         measure("raw DELETE (no audit)", lambda: raw_delete(engine))
         measure("engine run: purge + ledger", lambda: engine_run(engine, "delete", args.batch_size))
+    if "purge" not in skip and "perrecord" not in skip:
+        measure(
+            "engine run: purge + ledger, per-record path",
+            lambda: engine_run(engine, "delete", args.batch_size, set_based=False),
+        )
     mysql = engine.dialect.name in ("mysql", "mariadb")
     if mysql and "ptarchiver" not in skip and baselines.pt_archiver_available():
         engine.dispose()  # pt-archiver's own connections should not wait on ours
@@ -550,6 +571,18 @@ def main() -> None:
         lambda: rate("engine run: purge + ledger") / rate("raw DELETE (no audit)"),
         "rows/s ratio",
         ">= 0.2",
+    )
+    ratio(
+        "purge throughput vs the per-record path (same run)",
+        lambda: rate("engine run: purge + ledger") / rate("engine run: purge + ledger, per-record path"),
+        "rows/s ratio",
+        "(before/after)",
+    )
+    ratio(
+        "per-record path vs pt-archiver bulk purge",
+        lambda: rate("engine run: purge + ledger, per-record path") / rate("pt-archiver bulk purge (no audit)"),
+        "rows/s ratio",
+        "(before)",
     )
     ratio(
         "purge throughput vs pt-archiver bulk purge",

@@ -1070,7 +1070,59 @@ def _event(key: int, person: int, day: str | None = None) -> dict[str, Any]:
     return {"id": key, "person_id": person, "name": f"event {key}", "is_active": True, "e0": clock}
 
 
+_PURGE = [{"to": "purged", "action": "delete"}]
+_PEOPLE_AT = Table("t_people", "id", plain("id:pk name:text email:text is_active:bool", Column("p0", "timestamptz")))
+
+
+def _person_at(key: int, instant: str) -> dict[str, Any]:
+    return {**_person(key, None), "p0": Moment("value", dt.datetime.fromisoformat(instant))}
+
+
 NAMED: dict[str, Scenario] = {
+    # A plain purge (the set-based path, retention/engine/set_purge.py): holds by record and by
+    # subject keep their records across runs, released ones go; the others go in key ranges.
+    "set_based_purge_holds": Scenario(
+        _pack(_PURGE, batch_size=2),
+        (_PEOPLE,),
+        {"t_people": [_person(i, f"2019-0{1 + i % 6}-1{i % 9}") for i in range(1, 10)] + [_person(10, None)]},
+        (
+            Run(
+                _paris("2020-04-15"),
+                (
+                    Event("hold", 0, "record", "people", key="2"),
+                    Event("hold", 1, "subject", subject="7"),
+                    Event("hold", 2, "record", "people", key="8"),
+                ),
+            ),
+            Run(_paris("2020-06-20"), (Event("release", 0),)),
+            Run(_paris("2020-08-01"), (Event("release", 1),)),
+        ),
+    ),
+    # The same purge by a timestamptz clock, instants either side of Paris midnights on DST days:
+    # the day each falls on (and so its due instant) is the policy zone's.
+    "set_based_purge_midnights": Scenario(
+        _pack(_PURGE, keep=[{"clock": {"column": "p0", "type": "timestamptz"}, "period": "P1Y"}]),
+        (_PEOPLE_AT,),
+        {
+            "t_people": [
+                _person_at(1, "2020-03-28T22:59:59.999999+00:00"),
+                _person_at(2, "2020-03-28T23:00:00+00:00"),
+                _person_at(3, "2020-03-29T21:59:59+00:00"),
+                _person_at(4, "2020-03-29T22:00:00+00:00"),
+                _person_at(5, "2020-10-24T21:59:59.999999+00:00"),
+                _person_at(6, "2020-10-24T22:00:00+00:00"),
+                _person_at(7, "2020-10-25T22:59:59+00:00"),
+                _person_at(8, "2020-10-25T23:00:00+00:00"),
+            ]
+        },
+        (
+            Run(_paris("2021-03-29")),
+            Run(_paris("2021-03-30")),
+            Run(_paris("2021-10-25")),
+            Run(_paris("2021-10-26")),
+            Run(_paris("2021-10-27")),
+        ),
+    ),
     # People fall due by their latest order (2019-01-10 + P1Y) in the same run that purges
     # those orders (also 2019-01-10 + P1Y): run must move them as plan said.
     "reader_before_writer": Scenario(

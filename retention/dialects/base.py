@@ -222,6 +222,40 @@ class Dialect:
         """The row count the planner believes ``table`` has, or None when it keeps none."""
         return None
 
+    # -- items computed by the database (retention.engine.set_purge) ---------------
+
+    #: The database can compute a batch's ledger items (HMAC-SHA256 pseudonyms,
+    #: RFC 8785 item documents, Merkle leaves) itself, byte for byte as
+    #: :mod:`retention.ledger.bulk` does; the other hooks of this section are then used.
+    set_based_items: ClassVar[bool] = False
+
+    #: A correlated ``lo <= value ORDER BY lo DESC LIMIT 1`` probes the index
+    #: (PostgreSQL, SQLite); MariaDB walks it from the end for every row, and the
+    #: set-based purge then looks due days up by ``DATE(value)`` instead.
+    correlated_range_probe: ClassVar[bool] = True
+
+    def prepare_items(self, conn: sa.Connection) -> None:
+        """Make the functions the item hooks call available on ``conn`` (SQLite registers its own)."""
+
+    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes."""
+        raise NotImplementedError
+
+    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The 32-byte Merkle leaf hash of an ASCII text ``document``: SHA-256 of 0x00 and its bytes."""
+        raise NotImplementedError
+
+    def concat_text(self, *parts: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Text concatenation of non-NULL parts (integers as their decimal text)."""
+        result = parts[0]
+        for part in parts[1:]:
+            result = result.op("||")(part)
+        return result
+
+    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
+        """An engine instant (naive UTC, :meth:`instant_type`) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+        raise NotImplementedError
+
     # -- bulk writes and keys ------------------------------------------------
 
     def bulk_insert(
@@ -392,3 +426,11 @@ def driver_cursor(conn: sa.Connection) -> Iterator[Any]:
 def registry() -> dict[str, type[Dialect]]:
     """Every registered dialect class by SQLAlchemy dialect name."""
     return dict(_registry)
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA256's inner and outer padded keys (RFC 2104) of a key of at most 64 bytes."""
+    if len(key) > 64:
+        raise ValueError("a key longer than the SHA-256 block must be hashed first")
+    padded = key.ljust(64, b"\x00")
+    return bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor
+from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor, hmac_pads
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 
@@ -179,6 +179,26 @@ class MySQLDialect(Dialect):
         ).scalar()
         return None if rows is None else int(rows)
 
+    set_based_items: ClassVar[bool] = True
+    correlated_range_probe: ClassVar[bool] = False
+
+    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes.
+        inner, outer = hmac_pads(key)
+        utf8 = sa.cast(text, mysql.CHAR(charset="utf8mb4"))
+        message = sa.func.concat(_binary(inner + prefix), utf8)
+        inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
+        return sa.func.sha2(sa.func.concat(_binary(outer), inner_digest), 256)
+
+    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.unhex(sa.func.sha2(sa.func.concat(_binary(b"\x00"), document), 256))
+
+    def concat_text(self, *parts: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.concat(*parts)
+
+    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.date_format(instant, sa.literal("%Y-%m-%dT%H:%i:%s.%fZ", sa.String))
+
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
         # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and
@@ -209,3 +229,8 @@ class MySQLDialect(Dialect):
             bad = bad_date(rel_col)
             return sa.case((bad, None), else_=rel_col), bad
         return rel_col, None
+
+
+def _binary(value: bytes) -> ColumnElement[Any]:
+    """A binary string: sent as hex text and unhexed (PyMySQL would send bytes as a utf8mb4 literal)."""
+    return sa.func.unhex(sa.literal(value.hex(), sa.String))

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor
+from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor, hmac_pads
 
 _RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
 
@@ -132,6 +132,21 @@ class PostgreSQLDialect(Dialect):
         # A transaction-level advisory lock: also serialises appenders to an empty chain.
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key)))
         return query
+
+    set_based_items: ClassVar[bool] = True
+
+    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # Built-in sha256() (PostgreSQL 11) over the pre-absorbed pads: no pgcrypto needed.
+        inner, outer = hmac_pads(key)
+        message = sa.literal(inner + prefix, sa.LargeBinary).op("||")(sa.func.convert_to(text, "UTF8"))
+        digest = sa.literal(outer, sa.LargeBinary).op("||")(sa.func.sha256(message))
+        return sa.func.encode(sa.func.sha256(digest), "hex")
+
+    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.sha256(sa.literal(b"\x00", sa.LargeBinary).op("||")(sa.func.convert_to(document, "UTF8")))
+
+    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.to_char(instant, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         return query.with_for_update(of=table) if table is not None else query.with_for_update()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,6 +108,28 @@ class SQLiteDialect(Dialect):
         # transaction is rolled back whole, so no two entries share a predecessor.
         return query
 
+    set_based_items: ClassVar[bool] = True
+
+    def prepare_items(self, conn: sa.Connection) -> None:
+        # Deterministic functions of this process: the run key stays in it (SQLite is in-process).
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.create_function("retention_hmac_hex", 3, _hmac_hex, deterministic=True)
+        raw.create_function("retention_leaf", 1, _leaf, deterministic=True)
+
+    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.retention_hmac_hex(sa.literal(key, sa.LargeBinary), sa.literal(prefix, sa.LargeBinary), text)
+
+    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.retention_leaf(document)
+
+    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
+        # 'YYYY-MM-DD HH:MM:SS.ffffff' as SQLAlchemy writes it; the driver's bulk path drops a zero fraction.
+        full = sa.case(
+            (sa.func.length(instant) == 19, instant.op("||")(sa.literal(".000000", sa.String))), else_=instant
+        )
+        return sa.func.replace(full, " ", "T").op("||")(sa.literal("Z", sa.String))
+
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         # No row locks: the batch holds SQLite's single write lock.
         return query
@@ -188,3 +212,15 @@ class SQLiteDialect(Dialect):
             else_=None,
         )
         return measured, sa.and_(rel_col.is_not(None), sa.not_(valid), sa.not_(zero))
+
+
+def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
+    if text is None:
+        return None
+    return hmac.new(key, prefix + str(text).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _leaf(document: str | None) -> bytes | None:
+    if document is None:
+        return None
+    return hashlib.sha256(b"\x00" + document.encode("utf-8")).digest()

@@ -59,6 +59,7 @@ class Batch:
     followers: list[Batch] = field(default_factory=list)
     scanned: int = 0  # rows the query returned; fewer than the batch size ends the pass
     review: list[tuple[str, str, dt.datetime]] = field(default_factory=list)  # purges awaiting approval
+    moved: int = 0  # records a set-based batch moved (it holds no moves; retention.engine.set_purge)
 
     def transitions(self) -> Iterator[tuple[str, str, list[Move]]]:
         """(from, to, moves) groups in lifecycle order, for execution and counting."""

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention.engine import erasure_mask, partitions
+from retention.engine import erasure_mask, partitions, set_purge
 from retention.engine.apply import RunContext, _Interrupted, _shred_keys, apply_batch, witness
 from retention.engine.plan import (
     Batch,
@@ -377,56 +377,83 @@ def _run_dataset(
                 totals["active->purged"] = totals.get("active->purged", 0) + dropped
                 with conn.begin():  # whole runs only, which are not resumed: no need to share the drop's transaction
                     tally.add(conn, ctx.run_id, ctx.shard, {planner.name: {"active->purged": dropped}}, {})
-        after: Any = None
-        attempts = 0
-        while True:
+        purge = set_purge.start(conn, ctx, planner) if origin == "active" else None
+        try:
+            _run_pass(conn, lock, ctx, planner, origin, purge, result, on_batch)
+        finally:
+            if purge is not None:
+                purge.days.drop(conn)
+
+
+def _run_pass(
+    conn: sa.Connection,
+    lock: RunLock,
+    ctx: RunContext,
+    planner: DatasetPlanner,
+    origin: str,
+    purge: set_purge.SetPurge | None,
+    result: RunResult,
+    on_batch: Callable[[Batch], None] | None,
+) -> None:
+    """One pass, batch by batch: set-based where ``purge`` is given, else record by record."""
+    after: Any = None
+    attempts = 0
+    while True:
+        try:
             try:
-                try:
-                    with conn.begin():
-                        lock.verify()
-                        batch, resume = planner.next_batch(conn, origin, after)
-                        if batch is None:
+                with conn.begin():
+                    lock.verify()
+                    erased: dict[int, int] = {}
+                    if purge is not None:
+                        done = purge.batch(conn, after)
+                        if done is None:
                             break
+                        batch, counts, resume = done
+                        applied = batch
+                    else:
+                        found, resume = planner.next_batch(conn, origin, after)
+                        if found is None:
+                            break
+                        batch = found
                         applied = witness(conn, ctx, planner, batch)
                         counts = apply_batch(conn, ctx, planner, applied)
-                        erased: dict[int, int] = {}
-                        for move in _all_moves(applied):
-                            if move.request_id is not None:
-                                erased[move.request_id] = erased.get(move.request_id, 0) + 1
-                        # Committed with the batch: a killed attempt's work is counted once (retention.store.tally).
-                        tally.add(conn, ctx.run_id, ctx.shard, counts, erased)
-                except BaseException:
-                    ctx.archive.after_rollback()  # the batch's payload deletions rolled back with it
-                    raise
-            except sa.exc.DBAPIError as exc:
-                ledger.lock_timing(conn)
-                # Concurrent shards on MariaDB or SQLite may deadlock or find the
-                # database locked; the batch was rolled back whole, so run it again.
-                if not ctx.retry or exc.connection_invalidated or not _retryable(exc) or attempts >= _RETRIES:
-                    raise
-                attempts += 1
-                log.warning("batch_retried", dataset=planner.name, attempt=attempts, run_id=ctx.run_id)
-                time.sleep(0.05 * attempts)
-                continue
-            attempts = 0
-            after = resume
-            _note_ledger_lock(conn, result)
-            ctx.archive.after_commit()
-            ctx.statistics.after_commit(conn)
-            result.batches += 1
-            for name, per in counts.items():
-                totals = result.counts.setdefault(name, {})
-                for transition, count in per.items():
-                    totals[transition] = totals.get(transition, 0) + count
-            for request, moved in erased.items():
-                result.erased[request] = result.erased.get(request, 0) + moved
-            log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
-            if on_batch is not None:
-                on_batch(applied)
-            if ctx.should_stop is not None and ctx.should_stop():
-                raise _Interrupted
-            if batch.scanned < planner.batch_size:
-                break
+                    for move in _all_moves(applied):
+                        if move.request_id is not None:
+                            erased[move.request_id] = erased.get(move.request_id, 0) + 1
+                    # Committed with the batch: a killed attempt's work is counted once (retention.store.tally).
+                    tally.add(conn, ctx.run_id, ctx.shard, counts, erased)
+            except BaseException:
+                ctx.archive.after_rollback()  # the batch's payload deletions rolled back with it
+                raise
+        except sa.exc.DBAPIError as exc:
+            ledger.lock_timing(conn)
+            # Concurrent shards on MariaDB or SQLite may deadlock or find the
+            # database locked; the batch was rolled back whole, so run it again.
+            if not ctx.retry or exc.connection_invalidated or not _retryable(exc) or attempts >= _RETRIES:
+                raise
+            attempts += 1
+            log.warning("batch_retried", dataset=planner.name, attempt=attempts, run_id=ctx.run_id)
+            time.sleep(0.05 * attempts)
+            continue
+        attempts = 0
+        after = resume
+        _note_ledger_lock(conn, result)
+        ctx.archive.after_commit()
+        ctx.statistics.after_commit(conn)
+        result.batches += 1
+        for name, per in counts.items():
+            totals = result.counts.setdefault(name, {})
+            for transition, count in per.items():
+                totals[transition] = totals.get(transition, 0) + count
+        for request, moved in erased.items():
+            result.erased[request] = result.erased.get(request, 0) + moved
+        log.info("batch_applied", dataset=planner.name, counts=counts, run_id=ctx.run_id)
+        if on_batch is not None:
+            on_batch(applied)
+        if ctx.should_stop is not None and ctx.should_stop():
+            raise _Interrupted
+        if batch.scanned < planner.batch_size:
+            break
 
 
 def _all_moves(batch: Batch) -> Iterator[Move]:

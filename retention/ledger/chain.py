@@ -19,14 +19,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
-from retention.ledger import bulk, pseudonyms
+from retention.ledger import bulk, merkle, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
 from retention.ledger.canonical import (
@@ -204,6 +204,43 @@ def append(
     _bulk_insert(conn, rows)
     _note_run_heads(conn, last_of_run)
     return list(range(first, seq + 1))
+
+
+def append_written(
+    conn: sa.Connection,
+    draft: BatchItems,
+    now: dt.datetime,
+    write: Callable[[int], tuple[list[bytes], dt.datetime | None]],
+    *,
+    secret: bytes,
+) -> int:
+    """Chain one entry whose items the database writes itself; returns how many items it has.
+
+    ``write(seq)`` inserts the entry's items (and their lookup rows) at
+    position ``seq`` by ``INSERT ... SELECT`` and returns their leaves in
+    position order with the latest due instant
+    (:mod:`retention.engine.set_purge`); ``draft`` gives the entry's other
+    columns (its ``moves`` are not read). The entry is format 3 exactly as
+    :func:`append` writes a ``BatchItems`` draft, so ``verify`` and ``prove``
+    cannot tell which way its items were computed. The position is needed
+    before the items exist, so the append lock is taken first and held
+    through the batch's statements to the commit. No item, no entry.
+    """
+    seq, prev = _lock_head(conn)
+    ledger_items.index_pending(conn, seq + 1)
+    seq += 1
+    leaves, due = write(seq)
+    if not leaves:
+        return 0
+    row = _base_row(draft, seq, now, prev)
+    row.update(due_at=due, count=len(leaves), merkle_root=merkle.root(leaves).hex(), items=len(leaves))
+    row["hash"] = entry_hash_v2(row)
+    row["mac"] = ledger_mac.entry_mac(secret, row["hash"])
+    convert = _Converters(conn.dialect)
+    _bulk_insert(conn, [tuple(convert(name, row[name]) for name in _INSERT_COLUMNS_V2)])
+    if draft.run_id is not None:
+        _note_run_heads(conn, {draft.run_id: seq})
+    return len(leaves)
 
 
 def _base_row(draft: EntryDraft | BatchItems, seq: int, now: dt.datetime, prev: str) -> dict[str, Any]:

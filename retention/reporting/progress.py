@@ -45,7 +45,7 @@ def batch_counts(batch: Batch) -> dict[str, int]:
     for follower in batch.followers:
         for name, count in batch_counts(follower).items():
             counts[name] = counts.get(name, 0) + count
-    own = sum(len(move.steps) for move in batch.moves)
+    own = sum(len(move.steps) for move in batch.moves) + batch.moved
     counts[batch.dataset] = counts.get(batch.dataset, 0) + own
     return counts
 

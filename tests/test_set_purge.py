@@ -1,0 +1,217 @@
+"""The set-based purge (retention.engine.set_purge): the database computes what Python computed, byte for byte.
+
+Pseudonyms are held to the standard library's ``hmac`` and leaves to the
+RFC 8785 document of :func:`retention.ledger.items.item_document` through
+``hashlib``, on every database; the choice of path is logged with its
+reason; and a ledger holding items of both paths proves records of each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import structlog
+import yaml
+
+from retention.dialects import dialect_for
+from retention.engine import execute, set_purge
+from retention.ledger import chain as ledger
+from retention.ledger import items as ledger_items
+from retention.policy import validate_pack
+from retention.store import tables as store
+
+KEY = bytes(range(32))
+TEXTS = ["1", "-5", "18446744073709551615", "ünï-4 ✓", "a b ", "x" * 150, "evt-001-alice@example.org"]
+
+
+def _selected(conn: sa.Connection, expression: sa.ColumnElement[str]) -> str:
+    return str(conn.execute(sa.select(expression)).scalar_one())
+
+
+def test_database_pseudonyms_are_hmac_sha256_of_the_python_message(migrated: sa.Engine) -> None:
+    """``record`` 0x1F dataset 0x1F key and ``subject`` 0x1F key, keyed by the run key, as Python keys them."""
+    with migrated.connect() as conn:
+        dialect = dialect_for(conn)
+        dialect.prepare_items(conn)
+        for text in TEXTS:
+            for prefix in (b"record\x1fevents\x1f", b"subject\x1f"):
+                expected = hmac.new(KEY, prefix + text.encode("utf-8"), hashlib.sha256).hexdigest()
+                got = _selected(conn, dialect.hmac_hex(KEY, prefix, sa.literal(text, sa.String)))
+                assert got == expected, text
+        # An integer key goes through its text form, as str(int) renders it in Python.
+        for number in (0, 7, -42, 2**62):
+            expected = hmac.new(KEY, b"subject\x1f" + str(number).encode(), hashlib.sha256).hexdigest()
+            text = sa.cast(sa.literal(number, sa.BigInteger), sa.String)
+            assert _selected(conn, dialect.hmac_hex(KEY, b"subject\x1f", text)) == expected
+
+
+def test_database_leaves_are_the_leaves_of_the_item_documents(migrated: sa.Engine) -> None:
+    """Leaves read back by the set-based path equal the per-record path's, subject or none, any microsecond."""
+    due = dt.datetime(2025, 10, 1, 22, 0, tzinfo=dt.UTC)
+    moves = [
+        (due, "1", "42", None, None),
+        (due.replace(microsecond=123456), "2", None, None, None),
+        (dt.datetime(2025, 10, 2, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=1))), "ünï-3", "sübject", None, None),
+        (dt.datetime(1999, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC), "4", "43", None, None),
+    ]
+    draft = ledger_items.BatchItems("run-1", "p", "d", "events", "active->purged", "delete", "b", KEY, moves)
+    items = draft.items()
+    expected = [hashlib.sha256(b"\x00" + item.document(i)).digest() for i, item in enumerate(items)]
+    with migrated.begin() as conn:
+        dialect_for(conn).prepare_items(conn)
+        (seq,) = ledger.append(conn, [draft], dt.datetime(2026, 1, 1, tzinfo=dt.UTC), secret=KEY)
+        t = store.ledger_items
+        leaves = conn.execute(sa.select(set_purge._leaf(conn)).where(t.c.entry_seq == seq).order_by(t.c.idx))
+        assert [bytes(leaf) for leaf in leaves.scalars()] == expected
+
+
+PACK = """
+pack: choice
+version: "1"
+effective_from: 2020-01-01
+timezone: Europe/Paris
+guard: {max_share: 1.0}
+batch_size: 3
+datasets:
+  events:
+    table: sp_events
+    key: id
+    subject_key: user_id
+    basis: one year
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+  accounts:
+    table: sp_accounts
+    key: id
+    basis: two steps
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: inactive
+      - to: purged
+        after: P1D
+        action: delete
+"""
+
+
+def _tables(engine: sa.Engine) -> tuple[sa.Table, sa.Table]:
+    md = sa.MetaData()
+    events = sa.Table(
+        "sp_events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    accounts = sa.Table(
+        "sp_accounts",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    md.create_all(engine)
+    return events, accounts
+
+
+def test_the_path_is_chosen_explicitly_and_logged(migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eligible datasets run set-based, the others per record with the reason; the switch turns it off."""
+    events, accounts = _tables(migrated)
+    old = dt.datetime(2020, 3, 1, 12, tzinfo=dt.UTC)
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": f"u{i % 2 or ''}", "collected": old} for i in range(7)])
+        conn.execute(accounts.insert(), [{"id": i, "collected": old} for i in range(4)])
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    as_of = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(migrated, loaded, as_of, secret=KEY)
+    assert result.counts["events"] == {"active->purged": 7}
+    choices = {e["dataset"]: e for e in logs if e["event"] in ("purge_set_based", "purge_per_record")}
+    assert choices["events"]["event"] == "purge_set_based"
+    assert choices["accounts"] == {**choices["accounts"], "event": "purge_per_record"}
+    assert choices["accounts"]["reason"] == "its lifecycle is not active -> purged"
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": 100, "user_id": "u", "collected": old}])
+    monkeypatch.setenv(set_purge.SWITCH, "0")
+    with structlog.testing.capture_logs() as logs:
+        execute.run(migrated, loaded, as_of + dt.timedelta(days=1), secret=KEY)
+    reasons = {e["dataset"]: e.get("reason") for e in logs if e["event"] == "purge_per_record"}
+    assert reasons["events"] == f"turned off ({set_purge.SWITCH}=0)"
+    assert not [e for e in logs if e["event"] == "purge_set_based"]
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one() == 0
+
+
+def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run purges per record, the next set-based; both records prove against one checkpoint."""
+    from test_ledger_proof import PACK as PROOF_PACK
+    from test_ledger_proof import invoke, item_pseudonym
+
+    md = sa.MetaData()
+    events = sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("collected", sa.DateTime),
+    )
+    md.create_all(migrated)
+    pack = tmp_path / "proofs.yaml"
+    pack.write_text(PROOF_PACK, encoding="utf-8")
+    batches: list[int] = []
+    original = set_purge.SetPurge.batch
+
+    def counted(self, conn, after):  # type: ignore[no-untyped-def]
+        done = original(self, conn, after)
+        batches.append(0 if done is None else done[0].moved)
+        return done
+
+    monkeypatch.setattr(set_purge.SetPurge, "batch", counted)
+
+    def purge(keys: list[str], as_of: str, env: dict[str, str]) -> str:
+        with migrated.begin() as conn:
+            conn.execute(
+                events.insert(), [{"id": k, "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)} for k in keys]
+            )
+        result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of, env=env)
+        assert result.exit_code == 0, result.output
+        with migrated.connect() as conn:
+            query = (
+                sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
+            )
+            return str(conn.execute(query).scalars().first())
+
+    old_run = purge(["old-1", "old-2", "old-3"], "2025-06-01", {set_purge.SWITCH: "0"})
+    assert batches == []
+    new_run = purge(["new-1", "new-2"], "2025-06-02", {})
+    assert sum(batches) == 2
+    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
+    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
+    checkpoint = tmp_path / "cp.json"
+    signed = invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint))
+    assert signed.exit_code == 0, signed.output
+    assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
+    for run_id, key in ((old_run, "old-2"), (new_run, "new-1")):
+        out = tmp_path / f"proof-{key}.json"
+        proved = invoke(
+            "ledger", "prove", "--db", db_url, "--dataset", "events", "--key", key,
+            "--checkpoint", str(checkpoint), "--output", str(out),
+        )  # fmt: skip
+        assert proved.exit_code == 0, proved.output
+        checked = invoke(
+            "ledger", "verify-proof", str(out), "--public-key", str(public), "--dataset", "events", "--key", key
+        )
+        assert checked.exit_code == 0, checked.output
+        assert checked.output.splitlines()[0] == "proof ok"
+        assert f"record {item_pseudonym(run_id, 'events', key)} of events" in checked.output
