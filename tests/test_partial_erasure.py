@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from retention.cli import main
 from retention.engine import execute
+from retention.engine.shards import ShardSpec
 from retention.errors import PackError
 from retention.policy import load_file
 from retention.store import tables as store
@@ -127,6 +128,9 @@ def test_erasure_masks_now_and_the_clock_purges_later(migrated: sa.Engine, db_ur
     assert "next: active->purged on 2031-05-02 00:00" in text
     # Masked: 1, 2 and the guest order 4 (by address); 5 is held. 1 is also past its term: purged.
     expected = {"erasure_mask": 3, "active->purged": 1}
+    out = CliRunner().invoke(main, ["plan", "--rules", str(path), "--db", db_url, "--as-of", "2026-06-01"])
+    assert out.exit_code == 0, out.output
+    assert "erasure_mask" in out.output
     assert execute.plan(migrated, loaded, first).transitions["orders"] == expected
     result = execute.run(migrated, loaded, first, secret=SECRET)
     assert result.status == "succeeded", result.failures
@@ -198,7 +202,7 @@ REFUSED = [
     ([("mask: {name: null,", "mask: {id: null, name: null,")], "on_erasure.mask.id: the key reads id"),
     (
         [(_LIFECYCLE, _LIFECYCLE + _REVIEWS)],
-        "shop.yaml:14: dataset 'reviews' reads shop_orders.email; masking it on erasure would change",
+        "shop.yaml:14: datasets.orders.on_erasure.mask.email: dataset 'reviews' reads shop_orders.email; masking",
     ),
     (
         [("    email: email\n", "    email: email\n    erasure_where: {email: {not: null}}\n")],
@@ -229,3 +233,41 @@ def test_check_refuses_with_exit_2_and_the_line(tmp_path: Path) -> None:
     assert out.exit_code == 2, out.output
     assert "shop.yaml:14: datasets.orders.on_erasure.mask.created_at: a clock reads created_at" in out.output
     assert "Traceback" not in out.output
+
+
+def test_check_db_names_a_mask_column_the_table_lacks(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """A typo in the mask is found by check --db, before a run would fail on it."""
+    create(migrated)
+    path = write(tmp_path, PACK.replace("mask: {name: null,", "mask: {nmae: null,"))
+    out = CliRunner().invoke(main, ["check", "--rules", str(path), "--db", db_url])
+    assert out.exit_code == 2, out.output
+    assert "nmae" in out.output and "on_erasure mask column" in out.output
+
+
+def test_two_shards_mask_what_one_run_masks(migrated: sa.Engine, tmp_path: Path) -> None:
+    """A sharded run masks each record once, in the shard that holds it; the group settles the request."""
+    create(migrated)
+    loaded = load_file(write(tmp_path))
+    with migrated.begin() as conn:
+        request = subjects.add_request(
+            conn, subject_key="7", email="ann@x.test", received=dt.date(2026, 5, 20), pack=loaded.pack, secret=SECRET
+        )
+    first = dt.datetime(2026, 6, 1, tzinfo=UTC)
+    results = [
+        execute.run_shard(migrated, loaded, first, secret=SECRET, shard=ShardSpec(index, 2), run_group="g")
+        for index in range(2)
+    ]
+    assert [r.status for r in results] == ["succeeded", "succeeded"]
+    masked = sum(r.counts.get("orders", {}).get("erasure_mask", 0) for r in results)
+    purged = sum(r.counts.get("orders", {}).get("active->purged", 0) for r in results)
+    assert (masked, purged) == (4, 1)  # 1, 2, 4 and 5 (no hold here); 1 is also past its term
+    assert rows(migrated) == {
+        2: (*MASKED, 20),
+        3: (8, "bob@x.test", "Bob", "High St 2", 30),
+        4: (None, None, None, "erased", 40),
+        5: (*MASKED, 50),
+    }
+    with migrated.connect() as conn:
+        er = store.erasure_requests
+        status = conn.execute(sa.select(er.c.status, er.c.outcome).where(er.c.id == request)).one()
+    assert tuple(status) == ("processed", "erased")

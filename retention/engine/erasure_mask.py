@@ -71,8 +71,17 @@ def due_query(planner: PlannerBase, conn: sa.Connection) -> sa.Select[Any]:
     )
 
 
+def _any_open(planner: PlannerBase, conn: sa.Connection) -> bool:
+    """Whether any request is open and received: without one the pass reads none of the table's rows."""
+    er = planner.ctx.tables.erasure_requests
+    query = sa.select(sa.literal(1)).where(er.c.status == "open", er.c.received_on <= planner.today).limit(1)
+    return conn.execute(query).first() is not None
+
+
 def count(planner: PlannerBase, conn: sa.Connection) -> int:
     """How many records the mask pass would mask now (``plan``)."""
+    if not _any_open(planner, conn):
+        return 0
     planner.probe(conn)
     query = sa.select(sa.func.count()).select_from(due_query(planner, conn).subquery())
     return int(conn.execute(query).scalar_one())
@@ -97,6 +106,8 @@ def next_batch(
     """Mask one batch inside the caller's transaction: (records per request, scanned, resume key, ledger drafts)."""
     partial = planner.dataset.erasure_masking
     assert partial is not None
+    if not _any_open(planner, conn):
+        return {}, 0, None, []
     planner.probe(conn)
     query = due_query(planner, conn)
     if after is not None:

@@ -423,6 +423,12 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
                 for column in names:
                     if column not in columns:
                         findings.append(Finding("error", name, ds.table, column, _missing(column, columns, role)))
+        # A partial erasure's mask (issue 26 clause 4) writes its columns like a step's mask.
+        for column in ds.erasure_masking.mask if ds.erasure_masking else {}:
+            if column not in columns:
+                findings.append(
+                    Finding("error", name, ds.table, column, _missing(column, columns, "on_erasure mask column"))
+                )
     # Datasets refused outright (an engine table, a system catalog, a missing table) are not read further.
     refused_datasets = {f.dataset for f in findings if f.level == "error" and f.column is None}
     kept = {n: d for n, d in pack.datasets.items() if n not in refused_datasets}

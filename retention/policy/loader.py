@@ -413,10 +413,11 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                 "on_erasure needs a subject_key, subject or email to find a person's records",
             )
         for column, reader in _read_elsewhere(pack, ds_name).items():
+            at: PathKey = (*where, "on_erasure", "mask", column)
             add(
-                (*where, "on_erasure", "mask", column),
-                f"{reader} reads {ds.table}.{column}; masking it on erasure would change that dataset's records, "
-                "clocks or leaders, so plan and run could not agree; keep it out of the mask",
+                at,
+                f"{_dotted(at)}: {reader} reads {ds.table}.{column}; masking it on erasure would change that "
+                "dataset's records, clocks or leaders, so plan and run could not agree; keep it out of the mask",
             )
         problems.extend(_span_problems(pack, ds_name, name, lines))
     erasure = Schedule(pack.erasure.respond_within, (pack.erasure.extension,))
