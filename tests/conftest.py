@@ -87,6 +87,32 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(2, os.cpu_count() or 1)
 
 
+_TERMINAL_SIZE = ("COLUMNS", "LINES")
+
+
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controller: hand each worker the terminal size variables as they are here."""
+    node.workerinput["terminal_size"] = {name: os.environ.get(name) for name in _TERMINAL_SIZE}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist, in a worker: the terminal size variables as the controller had them.
+
+    A worker starts with ``COLUMNS=80`` and ``LINES=24`` set in its
+    environment although nobody asked for them, and the CLI's tables fit
+    ``COLUMNS`` when it is set (retention/cli/tables.py): tests of the
+    default width then failed under ``-n 2`` only.
+    """
+    sizes = getattr(config, "workerinput", {}).get("terminal_size")
+    if sizes is None:
+        return
+    for name, value in sizes.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without ``-m``, the slow tier is deselected (reported as deselected, not skipped)."""
     if config.option.markexpr:

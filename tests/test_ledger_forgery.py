@@ -290,20 +290,23 @@ from retention.ledger import chain as ledger
 from retention.cli import main
 
 appended = []
-original = ledger.append
 
-def append(conn, *args, **kwargs):
-    result = original(conn, *args, **kwargs)
-    if result:
-        appended.append(id(conn))
-    return result
+def counting(original):
+    # both ways a batch chains its entry: items built here (append) or by the database (append_written)
+    def append(conn, *args, **kwargs):
+        result = original(conn, *args, **kwargs)
+        if result:
+            appended.append(id(conn))
+        return result
+    return append
 
 def on_begin(conn):
     # the batch connection's next transaction: its appends of the batch before have committed
     if len(appended) >= int(os.environ["KILL_AFTER"]) and id(conn) in appended:
         os.kill(os.getpid(), signal.SIGKILL)
 
-ledger.append = append
+ledger.append = counting(ledger.append)
+ledger.append_written = counting(ledger.append_written)
 sa.event.listen(sa.Engine, "begin", on_begin)
 main(sys.argv[1:], prog_name="retention")
 """
