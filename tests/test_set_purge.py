@@ -236,3 +236,26 @@ def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:
             .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
         ).all()
     assert {r.record_pseudonym: r.due_at for r in rows} == expected
+
+
+@pytest.mark.parametrize("value", ["false", "off", "2"])
+def test_a_switch_value_that_is_neither_0_nor_1_is_refused_before_anything_moves(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, value: str
+) -> None:
+    """``RETENTION_SET_BASED=false`` once read as "on": the run now exits 2 with one line and moves nothing."""
+    from test_ledger_proof import PACK as PROOF_PACK
+    from test_ledger_proof import events_table, invoke
+
+    events = events_table(migrated)
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": "1", "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)}])
+    pack = tmp_path / "proofs.yaml"
+    pack.write_text(PROOF_PACK, encoding="utf-8")
+    result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-01-01", env={set_purge.SWITCH: value})
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [
+        f"error: {set_purge.SWITCH} must be 0 (every purge record by record) or 1 (the default, set-based where it can)"
+    ]
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.runs)).scalar_one() == 0

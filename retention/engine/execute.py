@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention.engine import erasure_mask, partitions
+from retention.engine import erasure_mask, partitions, set_purge
 from retention.engine.apply import (
     RunContext,
     _archive_keys,
@@ -214,6 +214,7 @@ def run(
     before any planning: what a progress display plans to know its totals
     then costs nothing to a run that would be refused the lock.
     """
+    set_purge.enabled()  # a bad RETENTION_SET_BASED is refused before the lock, not found mid-run
     run_id = str(uuid.uuid4())
     bound = log.bind(run_id=run_id, pack=loaded.id)
     structlog.contextvars.bind_contextvars(run_id=run_id)

@@ -44,7 +44,7 @@ from retention.engine.apply import RunContext
 from retention.engine.clock_sql import ClockSQL
 from retention.engine.evaluate import DueCache, evaluate_record
 from retention.engine.plan import Batch, DatasetPlanner
-from retention.errors import ConcurrentChangeError
+from retention.errors import ConcurrentChangeError, ConfigError
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.store import tables as store
@@ -61,9 +61,23 @@ _DAY_KINDS = ("timestamptz", "timestamp", "date")
 """Clock kinds whose local day :class:`DueDays` finds by comparing the stored value with the day's first moment."""
 
 
+def enabled() -> bool:
+    """Whether ``RETENTION_SET_BASED`` lets a purge run set-based: unset or ``1`` yes, ``0`` no.
+
+    Any other value is refused rather than read as one or the other: an
+    operator who wrote ``false`` to turn the path off must not get it on.
+    """
+    value = os.environ.get(SWITCH, "").strip()
+    if value in ("", "1"):
+        return True
+    if value == "0":
+        return False
+    raise ConfigError(f"{SWITCH} must be 0 (every purge record by record) or 1 (the default, set-based where it can)")
+
+
 def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
     """Why ``planner``'s active pass cannot run as set-based SQL, or None when it can."""
-    if os.environ.get(SWITCH, "1") == "0":
+    if not enabled():
         return f"turned off ({SWITCH}=0)"
     if not dialect_for(conn).set_based_items:
         return "this database does not compute ledger items"
