@@ -17,6 +17,7 @@ record archived in the same run carries masked values into its payload.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -121,14 +122,17 @@ def next_batch(
     conn.execute(
         store.erasure_masks.insert(),
         [
-            {"dataset": planner.name, "record_key": str(r.k), "request_id": int(r.request_id), "run_id": run_id}
-            | {"masked_at": at}
+            {
+                "dataset": planner.name,
+                "record_key": str(r.k),
+                "request_id": int(r.request_id),
+                "run_id": run_id,
+                "masked_at": at,
+            }
             for r in rows
         ],
     )
-    per_request: dict[int, int] = {}
-    for r in rows:
-        per_request[int(r.request_id)] = per_request.get(int(r.request_id), 0) + 1
+    per_request = Counter(int(r.request_id) for r in rows)
     pack = planner.ctx.pack
     draft = ledger.EntryDraft(
         run_id=run_id,
