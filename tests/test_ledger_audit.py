@@ -8,6 +8,7 @@ with hmac, as docs/ledger.md tells an auditor to.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import random
@@ -222,3 +223,97 @@ def test_a_complete_audit_matches_in_the_database(
             assert "count(" in lowered or "pseudonym in" in lowered or "pseudonym) in" in lowered, text[:300]
         for key in keys:
             assert key.hex() not in text and repr(key)[2:-1] not in text and SECRET not in text
+
+
+def _strata_ledger(engine: sa.Engine) -> dict[str, list[tuple[int, int | None]]]:
+    """A ledger of claims in strata of very different sizes, and entries that claim nothing between them.
+
+    Items: an entry of 120 and one of 3; format 1: a dense stretch of 90
+    claims, then 40 claims each followed by two entries that claim nothing
+    (a move to `inactive`), so their blocks of entry numbers are sparse;
+    and an entry of format 3 written directly with item numbers that have
+    gaps (0, 3, 4, 9: no writer does this, the sampler must not assume
+    it). Returns the claims' (entry, item) keys by group.
+    """
+    from retention.ledger import chain as ledger
+    from retention.ledger import items as ledger_items_module
+
+    key = SECRET.encode()
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def batch(run: str, first: int, n: int) -> ledger_items_module.BatchItems:
+        moves = [(when, str(first + i), None, None, None) for i in range(n)]
+        return ledger_items_module.BatchItems(run, "p", "d", "events", "active->purged", "delete", "b", key, moves)
+
+    def records(first: int, n: int, transition: str, action: str | None) -> ledger.RecordEntries:
+        return ledger.RecordEntries(
+            "run-v1",
+            "p",
+            "d",
+            "events",
+            transition,
+            action,
+            "b",
+            key,
+            [(when, str(first + i), None, None) for i in range(n)],
+        )
+
+    with engine.begin() as conn:
+        (big,) = ledger.append(conn, [batch("run-a", 0, 120)], when, secret=key)
+        (small,) = ledger.append(conn, [batch("run-b", 1000, 3)], when, secret=key)
+        dense = ledger.append(conn, [records(2000, 90, "active->purged", "delete")], when, secret=key)
+        sparse: list[int] = []
+        for i in range(40):
+            sparse += ledger.append(conn, [records(3000 + i, 1, "active->purged", "delete")], when, secret=key)
+            ledger.append(conn, [records(4000 + 2 * i, 2, "active->inactive", None)], when, secret=key)
+        head = conn.execute(sa.select(sa.func.max(store.ledger.c.seq))).scalar_one()
+        gappy = head + 1
+        conn.execute(
+            store.ledger.insert().values(
+                seq=gappy, recorded_at=when, run_id="run-c", pack_id="p", pack_digest="d", dataset="events",
+                transition="active->purged", action="delete", count=4, prev_hash="0" * 64, hash="1" * 64,
+                format=3, items=4,
+            )
+        )  # fmt: skip
+        conn.execute(
+            store.ledger_items.insert(),
+            [{"entry_seq": gappy, "idx": i, "record_pseudonym": f"{i:064x}", "due_at": when} for i in (0, 3, 4, 9)],
+        )
+    return {
+        "items of a large entry": [(big, i) for i in range(120)],
+        "items of a small entry": [(small, i) for i in range(3)],
+        "format 1, dense": [(seq, None) for seq in dense],
+        "format 1, sparse": [(seq, None) for seq in sparse],
+        "items with gaps": [(gappy, i) for i in (0, 3, 4, 9)],
+    }
+
+
+def test_a_sample_is_uniform_over_claims(migrated: sa.Engine) -> None:
+    """Every claim is as likely to be drawn, whatever the size of its entry or the density of its block.
+
+    300 samples of 12 with fixed seeds: each group's share of the draws
+    is held to its share of the claims by a chi-square test (5 groups, 4
+    degrees of freedom, critical value 18.47 at p = 0.001); a sampler that
+    chose an entry (or a block) first, then a claim in it, draws the 3
+    items of the small entry about 20 times too often and fails it. Each
+    of the 257 claims is drawn at least once, and nothing else is drawn.
+    """
+    groups = _strata_ledger(migrated)
+    group_of = {claim: name for name, claims in groups.items() for claim in claims}
+    total = len(group_of)
+    drawn: dict[str, int] = dict.fromkeys(groups, 0)
+    seen: set[tuple[int, int | None]] = set()
+    samples, size = 300, 12
+    with migrated.connect() as conn:
+        for seed in range(samples):
+            chosen, counted = ledger_audit._sampled(conn, None, size, random.Random(seed))
+            assert counted == total
+            keys = [(c.seq, c.idx) for c in chosen]
+            assert len(set(keys)) == size
+            for k in keys:
+                drawn[group_of[k]] += 1  # a KeyError: a drawn claim that is none
+            seen.update(keys)
+    assert seen == set(group_of)
+    expected = {name: samples * size * len(claims) / total for name, claims in groups.items()}
+    chi_square = sum((drawn[name] - expected[name]) ** 2 / expected[name] for name in groups)
+    assert chi_square < 18.47, (drawn, expected)
