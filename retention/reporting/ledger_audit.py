@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from retention.engine.evaluate import reflect_table
 from retention.engine.plan import as_text
-from retention.errors import SchemaError
+from retention.errors import LedgerError, SchemaError
 from retention.ledger import items as ledger_items
 from retention.ledger import pseudonyms
 from retention.policy.loader import LoadedPack
@@ -181,7 +181,7 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
     for seq, ranks in ranked_items.items():
         numbers = conn.execute(sa.select(items.c.idx).where(items.c.entry_seq == seq).order_by(items.c.idx))
         idxs = [int(i) for (i,) in numbers]
-        wanted_items += [(seq, idxs[r]) for r in ranks]
+        wanted_items += [(seq, idxs[r]) for r in ranks if r < len(idxs)]
     wanted_v1: list[int] = []
     blocks = sorted(ranked_blocks)
     per_query = _PICK // _BLOCK
@@ -193,7 +193,7 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
             found.setdefault(int(seq) // _BLOCK, []).append(int(seq))
         for b in chunk:
             in_block = sorted(found.get(b, []))
-            wanted_v1 += [in_block[r] for r in ranked_blocks[b]]
+            wanted_v1 += [in_block[r] for r in ranked_blocks[b] if r < len(in_block)]
     [(per_item, item_order), (per_v1, v1_order)] = _claim_queries(dataset)  # read by key: the bound is implied
     chosen: list[Claim] = []
     wanted_items.sort()
@@ -205,6 +205,12 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
     for start in range(0, len(wanted_v1), _PICK):
         found_v1 = per_v1.where(entries.c.seq.in_(wanted_v1[start : start + _PICK])).order_by(*v1_order)
         chosen.extend(Claim(*row) for row in conn.execute(found_v1))
+    if len(chosen) != min(sample, total):
+        # Only a deletion below the head (past the ledger's triggers) makes a counted claim unreadable.
+        raise LedgerError(
+            f"ledger audit: {min(sample, total) - len(chosen)} of the claims counted for the sample could not be "
+            "read back (entries below the head changed meanwhile); run `retention ledger verify`"
+        )
     return chosen, total
 
 
