@@ -19,6 +19,7 @@ from console_world import AS_OF, SECRET, build_world
 from retention.commands.explain_many import explain_records
 from retention.commands.person import _record_keys
 from retention.commands.runs import explain_in
+from retention.engine.clock_sql import DatasetSQL
 from retention.engine.plan import PlanContext, build_planners
 from retention.ledger import pseudonyms
 from retention.policy import load_file
@@ -35,14 +36,25 @@ def test_explain_records_equals_explain_per_record(
         emails = [str(e) for e in conn.execute(sa.text("SELECT email FROM customers ORDER BY id LIMIT 2")).scalars()]
     people: list[tuple[str | None, str | None, str | None]] = [(str(c), None, None) for c in range(1, 21)]
     people += [(None, pseudonyms.normalise_email(e), pseudonyms.email_pseudonym(SECRET, e)) for e in emails]
-    compared = {"held": 0, "moved": 0, "due": 0}
+    compared = {"held": 0, "moved": 0, "due": 0, "clocks read": 0}
+    # The set-based path reads the active records' clocks in one query per dataset: no per-record read.
+    per_record: list[object] = []
+    read_one = DatasetSQL.readings
+
+    def counted(self: DatasetSQL, conn: sa.Connection, key: object, as_of: object) -> object:
+        per_record.append(key)
+        return read_one(self, conn, key, as_of)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DatasetSQL, "readings", counted)
     for when in (AS_OF, AS_OF.replace(year=2027)):
         with migrated.connect() as conn:
             planners = build_planners(conn, PlanContext(loaded, when))
             for named in people:
                 for name in loaded.pack.datasets:
                     keys = _record_keys(conn, planners[name], named)
+                    before = len(per_record)
                     together = explain_records(conn, loaded, when, name, keys, planners)
+                    assert len(per_record) == before, (name, keys)
                     assert list(together) == keys
                     for key in keys:
                         alone = explain_in(conn, loaded, when, name, key, planners)
@@ -50,5 +62,6 @@ def test_explain_records_equals_explain_per_record(
                         compared["held"] += bool(alone.holds)
                         compared["moved"] += alone.moved_at is not None
                         compared["due"] += bool(alone.due_now)
-    # The comparison saw held records, records moved by a run and records due now.
+                        compared["clocks read"] += bool(alone.clocks)
+    # The comparison saw held records, records moved by a run, records due now and records with clocks.
     assert all(compared.values()), compared

@@ -7,9 +7,12 @@ queries; here each of those is one query for all the records of the
 dataset, and the explanation is then built by the very same
 :func:`~retention.commands.runs.explanation_of` (a test holds the two paths
 equal, record by record, on the three databases). The planner's outcomes
-are one query already (``planner.outcomes``); only an active record's
-clocks are still read one record at a time (the safe read of
-:meth:`DatasetSQL.readings`).
+are one query already (``planner.outcomes``), and the active records'
+clocks one query for all (:meth:`DatasetSQL.readings_many`, the safe read
+of :meth:`DatasetSQL.readings`; plus one per aggregate clock). Holds are
+still asked per record, and only when a hold in place may cover the
+dataset: which hold covers which record is the database's comparison of
+identities (a case-insensitive collation on MariaDB), not Python's.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def explain_records(
     if pack.datasets[dataset].keep and any(o.state == "active" for o in outcomes.values()):
         from retention.engine.evaluate import dataset_sql
 
-        sql = dataset_sql(conn, pack, dataset)
+        active = [natives[k] for k in keys if (o := outcomes.get(k)) is not None and o.state == "active"]
+        sql = _Readings(dataset_sql(conn, pack, dataset), conn, active, when)
     found = {}
     for key in keys:
         row, state_row = live.get(str(natives[key])) or live.get(key), states.get(key)
@@ -90,6 +94,25 @@ def explain_records(
         )
         found[key] = explanation_of(conn, loaded, when, dataset, key, facts, sql, planner)
     return found
+
+
+class _Readings:
+    """A dataset's clocks with the active records' readings read at once; any other key is read alone.
+
+    ``explanation_of`` asks ``readings(conn, native, when)`` per record; a
+    record :meth:`DatasetSQL.readings_many` did not answer (its key matched
+    another way, or several rows) gets the per-record read, so the answer is
+    the one ``explain`` gives.
+    """
+
+    def __init__(self, sql: Any, conn: sa.Connection, natives: list[Any], when: dt.datetime) -> None:
+        self._sql = sql
+        self._when = when
+        self._read = sql.readings_many(conn, natives, when) if natives else {}
+
+    def readings(self, conn: sa.Connection, native: Any, when: dt.datetime) -> Any:
+        found = self._read.get(native) if when == self._when else None
+        return found if found is not None else self._sql.readings(conn, native, when)
 
 
 def _holds_may_cover(conn: sa.Connection, dataset: str) -> bool:

@@ -484,6 +484,57 @@ class DatasetSQL:
             hits.append(sa.and_(*clear_before, c.anomaly(category, as_of)))
         return sa.or_(*hits)
 
+    def readings_many(self, conn: sa.Connection, keys: list[Any], as_of: dt.datetime) -> dict[Any, list[ClockReading]]:
+        """The clocks of many records read safely, one query for the rows and one per aggregate clock.
+
+        Only keys whose value comes back equal, from exactly one row, are
+        answered: a key the database matched another way (a case-insensitive
+        collation) or to several rows is left out, and the caller reads it
+        with :meth:`readings`, whose ``first()`` row is then the one it saw.
+        """
+        dialect = dialect_for(conn)
+        tz = self.pack.timezone
+        columns: list[ColumnElement[Any]] = [self.key]
+        spans: list[tuple[int, int]] = []
+        for c in self.clocks:
+            safe = [] if c.aggregate else dialect.safe_clock_columns(c.value, c.kind)
+            spans.append((len(columns), len(columns) + len(safe)))
+            columns.extend(safe)
+        wanted = set(keys)
+        rows: dict[Any, Any] = {}
+        repeated: set[Any] = set()
+        for row in conn.execute(sa.select(*columns).where(self.key.in_(list(dict.fromkeys(keys))))):
+            if row[0] in rows:
+                repeated.add(row[0])
+            rows[row[0]] = row
+        found = {k: r for k, r in rows.items() if k in wanted and k not in repeated}
+        related_rows: list[dict[Any, list[ClockReading]]] = []
+        for c in self.clocks:
+            if not c.aggregate:
+                continue
+            assert c.related is not None
+            rel_col, conditions = c.related
+            label = c.clock.label()
+            safe = dialect.safe_clock_columns(rel_col, c.clock.type)
+            by_key: dict[Any, list[ClockReading]] = {}
+            query = sa.select(self.key, *safe).where(*conditions, self.key.in_(list(found)))
+            for r in conn.execute(query) if found else ():
+                by_key.setdefault(r[0], []).append(_safe_reading(tuple(r[1:]), c.clock.type, label, c.clock, as_of, tz))
+            related_rows.append(by_key)
+        result: dict[Any, list[ClockReading]] = {}
+        for key, row in found.items():
+            readings = []
+            aggregates = iter(related_rows)
+            for c, (start, end) in zip(self.clocks, spans, strict=True):
+                label = c.clock.label()
+                if not c.aggregate:
+                    readings.append(_safe_reading(tuple(row[start:end]), c.kind, label, c.clock, as_of, tz))
+                    continue
+                related = next(aggregates).get(key, [])
+                readings.append(combine_related(label, related, ignore_invalid=c.clock.ignores_invalid))
+            result[key] = readings
+        return result
+
     def readings(self, conn: sa.Connection, key: Any, as_of: dt.datetime) -> list[ClockReading] | None:
         """One record's clocks read safely (see :func:`explain_clock_values`)."""
         dialect = dialect_for(conn)
