@@ -54,6 +54,8 @@ _PICK = 2_000
 """Chosen claims read per query (bound parameters: SQLite takes 32,766)."""
 _BLOCK = 64
 """Consecutive entry numbers per stratum of format 1 claims when drawing a sample."""
+_RANGES = 50
+"""Blocks read per query (ranges of the primary key) when a block holds entries that claim nothing."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
     total = ends[-1] if ends else 0
     wanted_items: list[tuple[int, int]] = []  # (entry, idx)
     ranked_items: dict[int, list[int]] = {}  # entry -> ranks, for entries whose numbers have gaps
-    ranked_blocks: dict[int, list[int]] = {}  # block -> ranks
+    ranked_blocks: dict[int, list[int]] = {}  # block -> ranks, for blocks with entries that claim nothing
+    wanted_v1: list[int] = []
     for position in pick.sample(range(total), min(sample, total)):
         at = bisect_right(ends, position)
         is_item, key, count, low, high = strata[at]
@@ -176,20 +179,20 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
             wanted_items.append((key, low + rank))
         elif is_item:
             ranked_items.setdefault(key, []).append(rank)
+        elif count == min(head, (key + 1) * _BLOCK - 1) - key * _BLOCK + 1:
+            wanted_v1.append(key * _BLOCK + rank)  # every entry number of the block is a claim
         else:
             ranked_blocks.setdefault(key, []).append(rank)
     for seq, ranks in ranked_items.items():
         numbers = conn.execute(sa.select(items.c.idx).where(items.c.entry_seq == seq).order_by(items.c.idx))
         idxs = [int(i) for (i,) in numbers]
         wanted_items += [(seq, idxs[r]) for r in ranks if r < len(idxs)]
-    wanted_v1: list[int] = []
     blocks = sorted(ranked_blocks)
-    per_query = _PICK // _BLOCK
-    for start in range(0, len(blocks), per_query):
-        chunk = blocks[start : start + per_query]
-        seqs = [b * _BLOCK + i for b in chunk for i in range(_BLOCK)]
+    for start in range(0, len(blocks), _RANGES):
+        chunk = blocks[start : start + _RANGES]
+        ranges = [entries.c.seq.between(b * _BLOCK, (b + 1) * _BLOCK - 1) for b in chunk]
         found: dict[int, list[int]] = {}
-        for (seq,) in conn.execute(sa.select(entries.c.seq).where(entries.c.seq.in_(seqs), *v1_where)):
+        for (seq,) in conn.execute(sa.select(entries.c.seq).where(sa.or_(*ranges), *v1_where)):
             found.setdefault(int(seq) // _BLOCK, []).append(int(seq))
         for b in chunk:
             in_block = sorted(found.get(b, []))
