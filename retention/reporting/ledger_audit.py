@@ -202,7 +202,11 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
     wanted_items.sort()
     for start in range(0, len(wanted_items), _PICK):
         keys = wanted_items[start : start + _PICK]
-        found_items = per_item.where(sa.tuple_(*item_order).in_(keys)).order_by(*item_order)
+        # The entries named alone as well: with the pairs only, SQLite scanned every entry (1.2 s at 1M).
+        entry_seqs = sorted({seq for seq, _ in keys})
+        found_items = per_item.where(entries.c.seq.in_(entry_seqs), sa.tuple_(*item_order).in_(keys)).order_by(
+            *item_order
+        )
         chosen.extend(Claim(*row) for row in conn.execute(found_items))
     wanted_v1.sort()
     for start in range(0, len(wanted_v1), _PICK):
