@@ -82,6 +82,8 @@ def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
         return f"turned off ({SWITCH}=0)"
     if not dialect_for(conn).set_based_items:
         return "this database does not compute ledger items"
+    if ledger_items.FORMAT in ledger_items.LOOKUP_FORMATS:
+        return f"the ledger writes format {ledger_items.FORMAT} (the database computes format-4 items only)"
     dataset = planner.dataset
     if list(dataset.states) != ["active", "purged"]:
         return "its lifecycle is not active -> purged"

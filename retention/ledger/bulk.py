@@ -24,8 +24,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
+from retention.ledger import items as ledger_items
 from retention.ledger import merkle, pseudonyms
-from retention.ledger.items import ITEM_COLUMNS, BatchItems, due_converter, item_bytes, run_key, write_lookup
+from retention.ledger.items import (
+    ITEM_COLUMNS,
+    BatchItems,
+    due_converter,
+    item_bytes,
+    item_document,
+    run_key,
+    write_lookup,
+)
 from retention.store import tables as store
 
 COLUMNS = ITEM_COLUMNS
@@ -63,6 +72,8 @@ def prepare(draft: BatchItems) -> PreparedItems:
     moves = draft.moves
     emails = draft.emails if draft.emails is not None else [None] * len(moves)
     due_text: dict[dt.datetime, str] = {}
+    # Read at call time: tests write the previous format (3, the JSON document) by setting it.
+    encode = item_bytes if ledger_items.FORMAT not in ledger_items.LOOKUP_FORMATS else item_document
     values: list[tuple[str, str | None, dt.datetime, int | None, int | None, str | None]] = []
     leaves: list[bytes] = []
 
@@ -82,7 +93,7 @@ def prepare(draft: BatchItems) -> PreparedItems:
         due = due_text.get(due_at)
         if due is None:
             due = due_text[due_at] = _instant(due_at)
-        leaves.append(sha256(b"\x00" + item_bytes(idx, record, subject, due, request_id, review_id, email)).digest())
+        leaves.append(sha256(b"\x00" + encode(idx, record, subject, due, request_id, review_id, email)).digest())
         values.append((record, subject, due_at, request_id, review_id, email))
     return PreparedItems(values, merkle.root(leaves).hex())
 

@@ -178,7 +178,9 @@ def append(
         row = _base_row(draft, seq, now, prev)
         if isinstance(draft, BatchItems):
             items = prepared[index]
-            bulk.insert(conn, seq, items)  # format 4: no lookup rows, the items' indexes find them
+            bulk.insert(conn, seq, items)
+            if ledger_items.FORMAT in ledger_items.LOOKUP_FORMATS:  # format 4 has none: the items' indexes find them
+                bulk.index(conn, draft.run_id, seq, items)
             dues = [m[0] for m in draft.moves]
             row.update(
                 due_at=max(dues) if dues else None,

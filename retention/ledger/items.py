@@ -32,7 +32,10 @@ from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
 FORMAT = 4
-"""The format new entries are written in: format 3 with the item leaf of :func:`item_bytes` and no lookup rows."""
+"""The format new entries are written in: format 3 with the item leaf of :func:`item_bytes` and no lookup rows.
+
+Read at call time by the writers (:mod:`retention.ledger.bulk`, :mod:`retention.ledger.chain`), so that
+tests can write a format-3 ledger (the JSON leaf and lookup rows) to hold older ledgers to account."""
 ITEM_FORMATS = (2, 3, 4)
 """Formats whose entries may commit to items."""
 MAC_FORMATS = (3, 4)
