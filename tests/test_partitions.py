@@ -138,8 +138,13 @@ def test_whole_partitions_past_the_cutoff_are_dropped(migrated: sa.Engine) -> No
 
     entries = ledger_entries(migrated)
     drops = [e for e in entries if e.action == "drop_partition"]
-    assert {json.loads(e.detail)["partition"].rsplit(".", 1)[1]: e.count for e in drops} == in_whole
-    assert all(e.record_pseudonym is None for e in drops)
+    assert len(drops) == 1  # one transaction and one entry for the run's drops, each partition's count in it
+    (drop,) = drops
+    assert {k.rsplit(".", 1)[1]: n for k, n in json.loads(drop.detail)["partitions"].items()} == in_whole
+    assert drop.count == sum(in_whole.values())
+    in_dropped = [r[2] for r in rows if any(low <= r[2] < high for low, high in whole.values())]
+    assert (drop.clock_min, drop.clock_max) == (min(in_dropped), max(in_dropped))
+    assert drop.record_pseudonym is None
     deletes = [m for m in record_moves(migrated, SECRET, {"access": [r[0] for r in rows]}) if m[1] != "*"]
     assert sorted(m[1] for m in deletes) == sorted(str(r[0]) for r in partial)
     assert ledger.verify(migrated).ok
@@ -158,9 +163,10 @@ def test_a_partition_holding_a_held_record_is_purged_row_by_row(migrated: sa.Eng
         left = set(conn.execute(sa.text("SELECT id FROM access_log")).scalars())
     assert left == {r[0] for r in rows if r[2] >= CUTOFF or r[1] == 3}
     dropped = {
-        json.loads(e.detail)["partition"].rsplit(".", 1)[1]
+        name.rsplit(".", 1)[1]
         for e in ledger_entries(migrated)
         if e.action == "drop_partition"
+        for name in json.loads(e.detail)["partitions"]
     }
     assert dropped and dropped.isdisjoint(held_months)
     assert ledger.verify(migrated).ok
@@ -238,3 +244,38 @@ def test_partition_bounds_of_naive_clocks(migrated: sa.Engine, column_type: str,
     assert sum(e.count for e in entries) == len(due)
     with migrated.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM access_log")).scalar_one() == len(values) - len(due)
+
+
+@pytest.mark.only_on("postgresql")
+def test_a_drop_that_fails_before_its_commit_leaves_every_partition_and_no_entry(migrated: sa.Engine) -> None:
+    """The drops, their ledger entry and the run's counts are one transaction: a failure at its end undoes them all."""
+    rows = build_partitioned(migrated, seed=4)
+    before = partition_names(migrated)
+    with migrated.begin() as conn:
+        # The last statement of the drop's transaction (the run's counts) fails, after the DROP and the ledger insert.
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION refuse_counts() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'no space left for counts'; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER refuse_counts BEFORE INSERT ON retention_run_counts "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_counts()"
+            )
+        )
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    assert result.status == "partial" and "access" in result.failures
+    assert partition_names(migrated) == before
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM access_log")).scalar_one() == len(rows)
+    assert not [e for e in ledger_entries(migrated) if e.action == "drop_partition"]
+    assert ledger.verify(migrated).ok
+
+    with migrated.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER refuse_counts ON retention_run_counts"))
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    assert result.status == "succeeded"
+    assert result.counts["access"] == {"active->purged": sum(1 for r in rows if r[2] < CUTOFF)}
+    assert len(partition_names(migrated)) < len(before)
