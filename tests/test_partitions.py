@@ -172,8 +172,8 @@ def test_a_partition_holding_a_held_record_is_purged_row_by_row(migrated: sa.Eng
     assert ledger.verify(migrated).ok
 
 
-def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine) -> None:
-    """Without partitions (SQLite, MariaDB, or an ordinary PostgreSQL table) every due row is deleted and ledgered."""
+def build_plain(migrated: sa.Engine) -> list[tuple[int, int, dt.datetime]]:
+    """An ordinary (unpartitioned) access log on any database; returns the rows (id, user, at)."""
     rng = random.Random(3)
     md = sa.MetaData()
     ts = sa.DateTime(timezone=True) if migrated.dialect.name == "postgresql" else sa.DateTime()
@@ -190,6 +190,12 @@ def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine)
     fix = (lambda v: v) if migrated.dialect.name == "postgresql" else (lambda v: v.replace(tzinfo=None))
     with migrated.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "user_id": u, "at": fix(at)} for i, u, at in rows])
+    return rows
+
+
+def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine) -> None:
+    """Without partitions (SQLite, MariaDB, or an ordinary PostgreSQL table) every due row is deleted and ledgered."""
+    rows = build_plain(migrated)
     result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
     due = [r for r in rows if r[2] < CUTOFF]
     assert due and result.counts["access"] == {"active->purged": len(due)}
@@ -279,3 +285,32 @@ def test_a_drop_that_fails_before_its_commit_leaves_every_partition_and_no_entry
     assert result.status == "succeeded"
     assert result.counts["access"] == {"active->purged": sum(1 for r in rows if r[2] < CUTOFF)}
     assert len(partition_names(migrated)) < len(before)
+
+
+def test_a_guard_that_cannot_trip_counts_nothing_and_one_that_can_counts_exactly(migrated: sa.Engine) -> None:
+    """max_share 1.0 without max_count refuses nothing: no statement; at 0.5 the trip names the exact counts."""
+    rows = build_plain(migrated)
+    due = [r for r in rows if r[2] < CUTOFF]
+    assert len(due) / len(rows) > 0.5  # the data trips a 50 % guard
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    for guard, expected in (
+        ({"max_share": 1.0}, []),
+        ({"max_share": 0.5}, [("access", "active->purged", len(due), len(rows))]),
+        ({"max_share": 1.0, "max_count": len(due) - 1}, [("access", "active->purged", len(due), len(rows))]),
+    ):
+        pack = validate_pack({**PACK, "guard": guard}, Path("<test>"), "")
+        with migrated.connect() as conn:
+            planners, missing = execute.planners_at(conn, pack, AS_OF)
+            assert missing is None
+            statements.clear()
+            sa.event.listen(migrated, "before_cursor_execute", seen)
+            try:
+                trips = execute.guard_trips(conn, pack, planners["access"])
+            finally:
+                sa.event.remove(migrated, "before_cursor_execute", seen)
+        assert [(t.dataset, t.transition, t.count, t.rows) for t in trips] == expected
+        assert bool(statements) == bool(expected), statements
