@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from ledger_view import record_moves
 
-from retention.engine import execute
+from retention.engine import execute, partitions
 from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, validate_pack
 from retention.store import tables as store
@@ -314,3 +314,20 @@ def test_a_guard_that_cannot_trip_counts_nothing_and_one_that_can_counts_exactly
                 sa.event.remove(migrated, "before_cursor_execute", seen)
         assert [(t.dataset, t.transition, t.count, t.rows) for t in trips] == expected
         assert bool(statements) == bool(expected), statements
+
+
+@pytest.mark.only_on("postgresql")
+def test_the_partition_count_leaves_the_transactions_settings_as_it_found_them(migrated: sa.Engine) -> None:
+    """Serial scans for the count alone: plan counts its other datasets in the same transaction afterwards."""
+    rows = build_partitioned(migrated, seed=6)
+    pack = loaded()
+    with migrated.connect() as conn:
+        planners, _ = execute.planners_at(conn, pack, AS_OF)
+        conn.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 3"))
+        found = partitions.droppable(conn, planners["access"])
+        counted = partitions.tally(conn, found, "at")
+        assert conn.execute(sa.text("SHOW max_parallel_workers_per_gather")).scalar_one() == "3"
+    bounds = {f"access_log_{low:%Y_%m}": (low, high) for low, high in itertools.pairwise(months())}
+    expected = {p.label: sum(1 for r in rows if bounds[p.name][0] <= r[2] < bounds[p.name][1]) for p in found}
+    assert len(expected) > 10  # the data fills many whole partitions before the cutoff
+    assert counted.rows == expected and counted.total == sum(expected.values())
