@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from ledger_view import record_moves
 
-from retention.engine import execute
+from retention.engine import execute, partitions
 from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, validate_pack
 from retention.store import tables as store
@@ -138,8 +138,13 @@ def test_whole_partitions_past_the_cutoff_are_dropped(migrated: sa.Engine) -> No
 
     entries = ledger_entries(migrated)
     drops = [e for e in entries if e.action == "drop_partition"]
-    assert {json.loads(e.detail)["partition"].rsplit(".", 1)[1]: e.count for e in drops} == in_whole
-    assert all(e.record_pseudonym is None for e in drops)
+    assert len(drops) == 1  # one transaction and one entry for the run's drops, each partition's count in it
+    (drop,) = drops
+    assert {k.rsplit(".", 1)[1]: n for k, n in json.loads(drop.detail)["partitions"].items()} == in_whole
+    assert drop.count == sum(in_whole.values())
+    in_dropped = [r[2] for r in rows if any(low <= r[2] < high for low, high in whole.values())]
+    assert (drop.clock_min, drop.clock_max) == (min(in_dropped), max(in_dropped))
+    assert drop.record_pseudonym is None
     deletes = [m for m in record_moves(migrated, SECRET, {"access": [r[0] for r in rows]}) if m[1] != "*"]
     assert sorted(m[1] for m in deletes) == sorted(str(r[0]) for r in partial)
     assert ledger.verify(migrated).ok
@@ -158,16 +163,17 @@ def test_a_partition_holding_a_held_record_is_purged_row_by_row(migrated: sa.Eng
         left = set(conn.execute(sa.text("SELECT id FROM access_log")).scalars())
     assert left == {r[0] for r in rows if r[2] >= CUTOFF or r[1] == 3}
     dropped = {
-        json.loads(e.detail)["partition"].rsplit(".", 1)[1]
+        name.rsplit(".", 1)[1]
         for e in ledger_entries(migrated)
         if e.action == "drop_partition"
+        for name in json.loads(e.detail)["partitions"]
     }
     assert dropped and dropped.isdisjoint(held_months)
     assert ledger.verify(migrated).ok
 
 
-def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine) -> None:
-    """Without partitions (SQLite, MariaDB, or an ordinary PostgreSQL table) every due row is deleted and ledgered."""
+def build_plain(migrated: sa.Engine) -> list[tuple[int, int, dt.datetime]]:
+    """An ordinary (unpartitioned) access log on any database; returns the rows (id, user, at)."""
     rng = random.Random(3)
     md = sa.MetaData()
     ts = sa.DateTime(timezone=True) if migrated.dialect.name == "postgresql" else sa.DateTime()
@@ -184,6 +190,12 @@ def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine)
     fix = (lambda v: v) if migrated.dialect.name == "postgresql" else (lambda v: v.replace(tzinfo=None))
     with migrated.begin() as conn:
         conn.execute(table.insert(), [{"id": i, "user_id": u, "at": fix(at)} for i, u, at in rows])
+    return rows
+
+
+def test_drop_partition_on_a_plain_table_deletes_row_by_row(migrated: sa.Engine) -> None:
+    """Without partitions (SQLite, MariaDB, or an ordinary PostgreSQL table) every due row is deleted and ledgered."""
+    rows = build_plain(migrated)
     result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
     due = [r for r in rows if r[2] < CUTOFF]
     assert due and result.counts["access"] == {"active->purged": len(due)}
@@ -238,3 +250,84 @@ def test_partition_bounds_of_naive_clocks(migrated: sa.Engine, column_type: str,
     assert sum(e.count for e in entries) == len(due)
     with migrated.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM access_log")).scalar_one() == len(values) - len(due)
+
+
+@pytest.mark.only_on("postgresql")
+def test_a_drop_that_fails_before_its_commit_leaves_every_partition_and_no_entry(migrated: sa.Engine) -> None:
+    """The drops, their ledger entry and the run's counts are one transaction: a failure at its end undoes them all."""
+    rows = build_partitioned(migrated, seed=4)
+    before = partition_names(migrated)
+    with migrated.begin() as conn:
+        # The last statement of the drop's transaction (the run's counts) fails, after the DROP and the ledger insert.
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION refuse_counts() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'no space left for counts'; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER refuse_counts BEFORE INSERT ON retention_run_counts "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_counts()"
+            )
+        )
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    assert result.status == "partial" and "access" in result.failures
+    assert partition_names(migrated) == before
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM access_log")).scalar_one() == len(rows)
+    assert not [e for e in ledger_entries(migrated) if e.action == "drop_partition"]
+    assert ledger.verify(migrated).ok
+
+    with migrated.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER refuse_counts ON retention_run_counts"))
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    assert result.status == "succeeded"
+    assert result.counts["access"] == {"active->purged": sum(1 for r in rows if r[2] < CUTOFF)}
+    assert len(partition_names(migrated)) < len(before)
+
+
+def test_a_guard_that_cannot_trip_counts_nothing_and_one_that_can_counts_exactly(migrated: sa.Engine) -> None:
+    """max_share 1.0 without max_count refuses nothing: no statement; at 0.5 the trip names the exact counts."""
+    rows = build_plain(migrated)
+    due = [r for r in rows if r[2] < CUTOFF]
+    assert len(due) / len(rows) > 0.5  # the data trips a 50 % guard
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    for guard, expected in (
+        ({"max_share": 1.0}, []),
+        ({"max_share": 0.5}, [("access", "active->purged", len(due), len(rows))]),
+        ({"max_share": 1.0, "max_count": len(due) - 1}, [("access", "active->purged", len(due), len(rows))]),
+    ):
+        pack = validate_pack({**PACK, "guard": guard}, Path("<test>"), "")
+        with migrated.connect() as conn:
+            planners, missing = execute.planners_at(conn, pack, AS_OF)
+            assert missing is None
+            statements.clear()
+            sa.event.listen(migrated, "before_cursor_execute", seen)
+            try:
+                trips = execute.guard_trips(conn, pack, planners["access"])
+            finally:
+                sa.event.remove(migrated, "before_cursor_execute", seen)
+        assert [(t.dataset, t.transition, t.count, t.rows) for t in trips] == expected
+        assert bool(statements) == bool(expected), statements
+
+
+@pytest.mark.only_on("postgresql")
+def test_the_partition_count_leaves_the_transactions_settings_as_it_found_them(migrated: sa.Engine) -> None:
+    """Serial scans for the count alone: plan counts its other datasets in the same transaction afterwards."""
+    rows = build_partitioned(migrated, seed=6)
+    pack = loaded()
+    with migrated.connect() as conn:
+        planners, _ = execute.planners_at(conn, pack, AS_OF)
+        conn.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 3"))
+        found = partitions.droppable(conn, planners["access"])
+        counted = partitions.tally(conn, found, "at")
+        assert conn.execute(sa.text("SHOW max_parallel_workers_per_gather")).scalar_one() == "3"
+    bounds = {f"access_log_{low:%Y_%m}": (low, high) for low, high in itertools.pairwise(months())}
+    expected = {p.label: sum(1 for r in rows if bounds[p.name][0] <= r[2] < bounds[p.name][1]) for p in found}
+    assert len(expected) > 10  # the data fills many whole partitions before the cutoff
+    assert counted.rows == expected and counted.total == sum(expected.values())

@@ -119,10 +119,10 @@ def plan(
             planner.summarize(conn, summary, on_batch=on_batch)
             if partitions.eligible(planner, conn):
                 # Counted above with the other records; this says how run will purge them.
-                summary.partitions[name] = [
-                    {"partition": part.label, "rows": partitions.row_count(conn, part)}
-                    for part in partitions.droppable(conn, planner)
-                ]
+                assert planner.sql is not None
+                dropped = partitions.droppable(conn, planner)
+                counted = partitions.tally(conn, dropped, planner.sql.clocks[0].clock.column)
+                summary.partitions[name] = [{"partition": p.label, "rows": counted.rows[p.label]} for p in dropped]
             summary.anomalies[name] = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()

@@ -4,9 +4,10 @@ An append-only table range-partitioned by its clock (access logs,
 analytics) is purged by dropping each partition whose every row is due: its
 lower bound is a valid date and its exclusive upper bound is at or before
 the purge cutoff. Dropping a partition costs the same for a thousand rows or
-a hundred million, where deleting them costs per row. Each drop is one
-transaction holding the drop and its one ledger entry (row count, clock
-range, partition name). The partition that straddles the cutoff, and any
+a hundred million, where deleting them costs per row. A run drops a
+dataset's partitions in one transaction holding the parent's lock, the
+drops and one ledger entry (total row count, clock range, and each
+partition's name with its exact row count, ``detail.partitions``). The partition that straddles the cutoff, and any
 partition holding a record that must stay (a hold, an erasure request still
 open, a record already in another state), go through the ordinary batches,
 row by row.
@@ -114,20 +115,30 @@ def _bounds(clock: ClockSQL, last_day: dt.date) -> tuple[Any, Any]:
     return FLOOR_NAIVE, _naive_in(cutoff, clock.clock.naive_timezone)
 
 
-def droppable(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
-    """Partitions whose every row is due and none must stay."""
+def candidates(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
+    """Partitions whose bounds put every row they can hold in the due range (the catalog alone, no row read)."""
     sql = planner.sql
     assert sql is not None
     clock = sql.clocks[0]
     schedule = planner.dataset.schedules("purged", planner.ctx.pack.financial_year_end)[0]
     floor, cutoff = _bounds(clock, schedule.last_event_due_by(planner.today))
-    planner.probe(conn)
+    return [
+        partition
+        for partition in range_partitions(conn, sql.table, clock)
+        if partition.lower is not None
+        and partition.upper is not None
+        and partition.lower >= floor
+        and partition.upper <= cutoff
+    ]
+
+
+def droppable(conn: sa.Connection, planner: DatasetPlanner, among: list[Partition] | None = None) -> list[Partition]:
+    """Partitions whose every row is due and none must stay (``among``: candidates already read)."""
     chosen = []
-    for partition in range_partitions(conn, sql.table, clock):
-        if partition.lower is None or partition.upper is None:
-            continue
-        if partition.lower < floor or partition.upper > cutoff:
-            continue
+    found = candidates(conn, planner) if among is None else among
+    if found:
+        planner.probe(conn)
+    for partition in found:
         if _has_record_to_keep(conn, planner, partition):
             log.info("partition_kept", dataset=planner.name, partition=partition.label)
             continue
@@ -135,9 +146,59 @@ def droppable(conn: sa.Connection, planner: DatasetPlanner) -> list[Partition]:
     return chosen
 
 
-def row_count(conn: sa.Connection, partition: Partition) -> int:
-    """Rows in ``partition`` now (for plan; run counts again under the drop's lock)."""
-    return int(conn.execute(sa.text(f"SELECT count(*) FROM {partition.quoted(conn)}")).scalar_one())
+@dataclass(frozen=True)
+class Tally:
+    """Each partition's exact row count, and the least and greatest clock over them all (None when all are empty)."""
+
+    rows: dict[str, int]
+    low: Any
+    high: Any
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tally:
+    """Count every partition and find the clock's extremes in one statement.
+
+    One scalar subquery per partition and measure, so each is planned alone:
+    ``count(*)`` a scan of the partition that skips per-row visibility checks
+    on pages vacuum has marked all-visible (old partitions, the ones dropped,
+    are), ``min`` and ``max`` one probe of the clock's index each (in one
+    scan together they would read every row). One round trip instead of three per partition: the per
+    partition statements were most of a drop run (bench/RESULTS.md).
+    """
+    if not partitions:
+        return Tally({}, None, None)
+    quoted = conn.dialect.identifier_preparer.quote(column)
+    parts = []
+    for index, partition in enumerate(partitions):
+        table = partition.quoted(conn)
+        parts += [
+            f"(SELECT count(*) FROM {table}) AS c{index}",
+            f"(SELECT min({quoted}) FROM {table}) AS l{index}",
+            f"(SELECT max({quoted}) FROM {table}) AS h{index}",
+        ]
+    serial = conn.dialect.name == "postgresql"
+    if serial:
+        # Serial scans: a parallel count starts its workers once per partition, which cost more than they
+        # saved on 200k-row partitions (9 partitions: 0.59-0.85 s parallel, 0.39 s serial, load 8.6).
+        # For this statement only: plan goes on counting other datasets in the same transaction.
+        previous = conn.execute(
+            sa.text("SELECT current_setting('max_parallel_workers_per_gather'), set_config(:name, '0', true)"),
+            {"name": "max_parallel_workers_per_gather"},
+        ).one()[0]
+    row = conn.execute(sa.text("SELECT " + ", ".join(parts))).one()
+    if serial:
+        conn.execute(
+            sa.text("SELECT set_config(:name, :value, true)"),
+            {"name": "max_parallel_workers_per_gather", "value": previous},
+        )
+    counts = {p.label: int(row[3 * i]) for i, p in enumerate(partitions)}
+    lows = [row[3 * i + 1] for i in range(len(partitions)) if row[3 * i + 1] is not None]
+    highs = [row[3 * i + 2] for i in range(len(partitions)) if row[3 * i + 2] is not None]
+    return Tally(counts, min(lows, default=None), max(highs, default=None))
 
 
 def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
@@ -170,66 +231,70 @@ def drop_due_partitions(
     pack_digest: str,
     now: Callable[[], dt.datetime],
     secret: bytes | None = None,
+    record: Callable[[sa.Connection, int], None] | None = None,
 ) -> int:
-    """Drop every droppable partition, one transaction each; returns the rows purged.
+    """Drop every droppable partition of the dataset in one transaction; returns the rows purged.
 
-    The partition is locked by the drop itself (ACCESS EXCLUSIVE), and its
-    rows are counted inside the same transaction, so the count in the ledger
-    is exactly what was dropped.
+    The transaction holds the parent's lock, the keep checks, the counts,
+    the drops, one ledger entry listing each partition with its exact row
+    count, and ``record(conn, rows)`` (the run's counts): a killed run
+    leaves all of it or none of it. The parent is locked first, so no row
+    can arrive or leave between the count and the drop, and the count in the
+    ledger is exactly what was dropped. One transaction and one entry per
+    dataset, not per partition: each cost a lock of the ledger's head, a
+    commit and a run-head update, which made the drop of a month's
+    partitions slower than deleting their rows (bench/RESULTS.md).
     """
     assert planner.sql is not None
     with conn.begin():
-        partitions = droppable(conn, planner)
+        found = candidates(conn, planner)
+    if not found:
+        return 0
     pack = planner.ctx.pack
     dataset = planner.dataset
-    column = conn.dialect.identifier_preparer.quote(planner.sql.clocks[0].clock.column)
     parent = conn.dialect.identifier_preparer.format_table(planner.sql.table)
-    purged = 0
-    for partition in partitions:
-        qualified = partition.quoted(conn)
-        with conn.begin():
-            # The drop needs the parent's strongest lock anyway; taking it first
-            # (parent before partition, as readers do) cannot deadlock them, and
-            # no row can arrive between the count and the drop.
-            conn.execute(sa.text(dialect_for(conn).lock_for_partition_drop(parent)))
-            # Three statements, not one: alone, min() and max() are one probe
-            # each of the clock's index, and count(*) an index-only scan of a
-            # partition that vacuum has marked all-visible (old partitions,
-            # the ones dropped, are); together they would read every row.
-            count = conn.execute(sa.text(f"SELECT count(*) FROM {qualified}")).scalar_one()
-            low = conn.execute(sa.text(f"SELECT min({column}) FROM {qualified}")).scalar_one()
-            high = conn.execute(sa.text(f"SELECT max({column}) FROM {qualified}")).scalar_one()
-            clock_min = clock_max = due = None
-            if count:
-                first = evaluate_record(pack, dataset, [low], planner.ctx.as_of)
-                last = evaluate_record(pack, dataset, [high], planner.ctx.as_of)
-                due = last.due["purged"]
-                clock_min = first.readings[0].moment(pack.timezone)
-                clock_max = last.readings[0].moment(pack.timezone)
-            conn.execute(sa.text(f"DROP TABLE {qualified}"))
-            ledger.append(
-                conn,
-                [
-                    ledger.EntryDraft(
-                        run_id=run_id,
-                        pack_id=pack.pack,
-                        pack_digest=pack_digest,
-                        dataset=planner.name,
-                        transition="active->purged",
-                        action="drop_partition",
-                        basis=dataset.basis_for("purged"),
-                        due_at=due,
-                        record_pseudonym=None,
-                        subject_pseudonym=None,
-                        count=int(count),
-                        clock_min=clock_min,
-                        clock_max=clock_max,
-                        detail={"partition": partition.label},
-                    )
-                ],
-                now(),
-                secret=secret,
-            )
-        log.info("partition_dropped", dataset=planner.name, partition=partition.label, count=int(count))
-        purged += int(count)
-    return purged
+    with conn.begin():
+        # The drop needs the parent's strongest lock anyway; taking it first
+        # (parent before partition, as readers do) cannot deadlock them, and
+        # no row can arrive between the keep checks, the count and the drop.
+        conn.execute(sa.text(dialect_for(conn).lock_for_partition_drop(parent)))
+        partitions = droppable(conn, planner, found)
+        if not partitions:
+            return 0
+        counted = tally(conn, partitions, planner.sql.clocks[0].clock.column)
+        clock_min = clock_max = due = None
+        if counted.total:
+            first = evaluate_record(pack, dataset, [counted.low], planner.ctx.as_of)
+            last = evaluate_record(pack, dataset, [counted.high], planner.ctx.as_of)
+            due = last.due["purged"]
+            clock_min = first.readings[0].moment(pack.timezone)
+            clock_max = last.readings[0].moment(pack.timezone)
+        conn.execute(sa.text("DROP TABLE " + ", ".join(p.quoted(conn) for p in partitions)))
+        ledger.append(
+            conn,
+            [
+                ledger.EntryDraft(
+                    run_id=run_id,
+                    pack_id=pack.pack,
+                    pack_digest=pack_digest,
+                    dataset=planner.name,
+                    transition="active->purged",
+                    action="drop_partition",
+                    basis=dataset.basis_for("purged"),
+                    due_at=due,
+                    record_pseudonym=None,
+                    subject_pseudonym=None,
+                    count=counted.total,
+                    clock_min=clock_min,
+                    clock_max=clock_max,
+                    detail={"partitions": counted.rows},
+                )
+            ],
+            now(),
+            secret=secret,
+        )
+        if record is not None:
+            record(conn, counted.total)
+    for label, count in counted.rows.items():
+        log.info("partition_dropped", dataset=planner.name, partition=label, count=count)
+    return counted.total

@@ -36,6 +36,7 @@ from retention.errors import (
 from retention.ledger import chain as ledger
 from retention.ledger import evidence, pseudonyms
 from retention.policy import LoadedPack
+from retention.policy.model import Guard
 from retention.store import migrate, tally
 from retention.store import tables as store
 from retention.timing.clock import utcnow
@@ -133,7 +134,16 @@ def guard_message(dataset: str, trips: Sequence[GuardTrip]) -> str:
 
 
 def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner) -> list[GuardTrip]:
-    """Count what ``planner`` would move (followers included) and compare with its guards."""
+    """Count what ``planner`` would move (followers included) and compare with its guards.
+
+    Nothing is counted when no guard involved can trip: a share of 100 %
+    and no count limit refuse nothing (a transition never moves more
+    records than the dataset holds), and counting the due rows and the
+    table's rows read every row of both, which on a partition drop was most
+    of the run at 10M rows (bench/RESULTS.md).
+    """
+    if not any(_can_trip(loaded.pack.guard_for(name)) for name in _guarded_names(planner)):
+        return []
     counts: dict[str, dict[str, int]] = {}
     summary = PlanSummary(loaded.id, loaded.digest, planner.ctx.as_of)
     planner.summarize(conn, summary, sample_size=0, counts_only=True)
@@ -149,6 +159,17 @@ def guard_trips(conn: sa.Connection, loaded: LoadedPack, planner: DatasetPlanner
             if over_share or over_count:
                 trips.append(GuardTrip(name, transition, count, rows, guard.max_share, guard.max_count))
     return trips
+
+
+def _guarded_names(planner: DatasetPlanner) -> Iterator[str]:
+    """The datasets whose moves ``planner``'s passes count: itself and its followers, theirs in turn."""
+    yield planner.name
+    for follower in planner.followers:
+        yield from _guarded_names(follower)
+
+
+def _can_trip(guard: Guard) -> bool:
+    return guard.max_share < 1.0 or guard.max_count is not None
 
 
 def _short_notice_entry(
@@ -369,14 +390,23 @@ def _run_dataset(
     for origin in planner.origins():
         # A shard leaves whole partitions alone: they hold every shard's rows (docs/scaling.md).
         if origin == "active" and planner.in_shard is None and partitions.eligible(planner, conn):
+
+            def counted(within: sa.Connection, rows: int, name: str = planner.name) -> None:
+                # Committed with the drops and their ledger entry (retention.store.tally).
+                tally.add(within, ctx.run_id, ctx.shard, {name: {"active->purged": rows}}, {})
+
             dropped = partitions.drop_due_partitions(
-                conn, planner, run_id=ctx.run_id, pack_digest=ctx.loaded.digest, now=ctx.now, secret=ctx.secret
+                conn,
+                planner,
+                run_id=ctx.run_id,
+                pack_digest=ctx.loaded.digest,
+                now=ctx.now,
+                secret=ctx.secret,
+                record=counted,
             )
             if dropped:
                 totals = result.counts.setdefault(planner.name, {})
                 totals["active->purged"] = totals.get("active->purged", 0) + dropped
-                with conn.begin():  # whole runs only, which are not resumed: no need to share the drop's transaction
-                    tally.add(conn, ctx.run_id, ctx.shard, {planner.name: {"active->purged": dropped}}, {})
         purge = set_purge.start(conn, ctx, planner) if origin == "active" else None
         try:
             _run_pass(conn, lock, ctx, planner, origin, purge, result, on_batch)
