@@ -161,11 +161,15 @@ class SetArchive(set_purge.SetPurge):
         name = sa.cast(sa.literal(planner.name, sa.String), sa.String)
         key_text = planner.text(conn, planner.key)
         archive, rs = store.archive, store.record_states
+        # By the batch's keys (selected and locked by the range's predicate, which the items took): a probe of
+        # the source's key per row, not the predicate again; the counts must agree with the items' or the
+        # batch rolls back. Its payloads, state rows and deletions are therefore the same records.
+        mine = store.one_of(conn, planner.key, self.keys)
         # Replaced, as the per-record copy does: a payload left for an active record is never kept beside the new.
         conn.execute(
             archive.delete().where(
                 archive.c.dataset == planner.name,
-                archive.c.record_key.in_(sa.select(key_text).where(*in_range)),
+                store.one_of(conn, archive.c.record_key, [str(k) for k in self.keys]),
             )
         )
         instant = archive.c.archived_at.type
@@ -177,7 +181,7 @@ class SetArchive(set_purge.SetPurge):
         payloads = (
             sa.select(name, key_text, payload, archived_at, self.days.value_at(clock, "p"), run_id)
             .select_from(source)
-            .where(*in_range)
+            .where(mine)
         )
         copied = conn.execute(
             archive.insert()
@@ -198,7 +202,7 @@ class SetArchive(set_purge.SetPurge):
                 sa.null(),
             )
             .select_from(source)
-            .where(*in_range)
+            .where(mine)
         )
         columns = [
             "dataset", "record_key", "state", "since", "subject_key", "run_id", "leader_key", "clock_day",
@@ -207,17 +211,9 @@ class SetArchive(set_purge.SetPurge):
         recorded = conn.execute(
             rs.insert().from_select(columns, states).execution_options(preserve_rowcount=True)
         ).rowcount
-        # The range's predicate no longer holds once its state rows are in (not moved): the rows this
-        # batch archived are those of the range with a state row of this run (earlier batches of the run
-        # committed keys up to the range's start only), found by the state table's primary key.
-        archived = sa.select(sa.literal(1)).where(
-            rs.c.dataset == planner.name,
-            rs.c.record_key == key_text,
-            rs.c.state == "archived",
-            rs.c.run_id == ctx.run_id,
-        )
-        bounds = in_range[1:]  # SetPurge.batch: the predicate first, then the key bounds
-        deleted = conn.execute(planner.table.delete().where(*bounds, dialect.probe_per_row(archived).exists())).rowcount
+        # Not by the range's predicate, which no longer holds once the state rows are in (a probe of the state
+        # rows here was planned from the empty table's statistics in a run's first batch: 15 s for 5,000 rows).
+        deleted = conn.execute(planner.table.delete().where(mine)).rowcount
         if not copied == recorded == deleted:
             raise ConcurrentChangeError(
                 f"dataset {planner.name}: {copied} payloads, {recorded} state rows and {deleted} rows deleted "

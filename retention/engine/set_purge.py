@@ -298,6 +298,7 @@ class SetPurge:
     days: DueDays
     state: str = "purged"
     action: str = "delete"
+    keys: Sequence[Any] = ()  # the batch's keys, selected and locked
 
     @property
     def transition(self) -> str:
@@ -331,6 +332,7 @@ class SetPurge:
         keys = conn.execute(query).scalars().all()
         if not keys:
             return None
+        self.keys = keys
         in_range = [selected, key <= keys[-1]] + ([key > after] if after is not None else [])
         pack = ctx.loaded.pack
         draft = ledger_items.BatchItems(
