@@ -348,7 +348,7 @@ def engine_run(
 class _Archived(_Base):
     __tablename__ = "bench_orm_archive"
     id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
-    payload: orm.Mapped[str]
+    payload: orm.Mapped[str] = orm.mapped_column(sa.Text)
     archived_at: orm.Mapped[dt.datetime]
 
 
