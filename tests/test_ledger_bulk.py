@@ -46,10 +46,12 @@ EMAILS = [None, None, None, "ab" * 32, None, "cd" * 32]
 
 def reference(d: ledger_items.BatchItems) -> tuple[list[ledger_items.Item], list[bytes]]:
     items = d.items()
-    return items, ledger_items.leaves(items)
+    return items, ledger_items.leaves(items, ledger_items.FORMAT)
 
 
-def test_prepare_matches_the_per_record_path() -> None:
+@pytest.mark.parametrize("form", [3, 4])
+def test_prepare_matches_the_per_record_path(form: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_items, "FORMAT", form)
     for emails in (None, EMAILS):
         d = draft(MOVES, emails)
         items, leaves = reference(d)
@@ -67,8 +69,9 @@ def test_prepare_pseudonyms_are_hmac_sha256_under_the_run_key() -> None:
     assert prepared.values[1][1] is None
 
 
-def test_prepare_leaf_of_a_plain_item_is_its_rfc8785_document() -> None:
-    # Written out by hand: the inline document of the common case must be this text.
+def test_prepare_leaf_of_a_plain_item_is_its_rfc8785_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Written out by hand: the inline document of the common case must be this text (format 3).
+    monkeypatch.setattr(ledger_items, "FORMAT", 3)
     prepared = bulk.prepare(draft(MOVES[:1]))
     record, subject = prepared.values[0][0], prepared.values[0][1]
     document = (
@@ -76,6 +79,18 @@ def test_prepare_leaf_of_a_plain_item_is_its_rfc8785_document() -> None:
         f'"review":null,"subject":"{subject}"}}'
     ).encode()
     assert prepared.root == hashlib.sha256(b"\x00" + document).hexdigest()
+
+
+def test_prepare_leaf_of_format_4_is_its_fixed_layout_bytes() -> None:
+    # Written out by hand (docs/ledger.md, "Format 4"): due instant, record, subject, e-mail or 64 '-',
+    # then "idx:request:review" in decimal, empty for none.
+    prepared = bulk.prepare(draft([MOVES[0], MOVES[3]], [None, "cd" * 32]))
+    (record0, subject0, *_), (record1, subject1, *_) = prepared.values
+    email1 = prepared.values[1][5]
+    first = f"2025-10-01T22:00:00.000000Z{record0}{subject0}{'-' * 64}0::".encode()
+    second = f"2025-10-01T22:00:00.123456Z{record1}{subject1}{email1}1:7:".encode()
+    leaves = [hashlib.sha256(b"\x00" + first).digest(), hashlib.sha256(b"\x00" + second).digest()]
+    assert prepared.root == hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).hexdigest()
 
 
 def test_prepare_of_no_moves_is_the_empty_root() -> None:
@@ -105,7 +120,7 @@ def per_record_prepare(d: ledger_items.BatchItems) -> bulk.PreparedItems:
     """The items as the per-record path (the core before retention.ledger.bulk) builds them."""
     items = d.items()
     values = [(i.record, i.subject, i.due_at, i.request_id, i.review_id, i.email) for i in items]
-    return bulk.PreparedItems(values, merkle.root(ledger_items.leaves(items)).hex())
+    return bulk.PreparedItems(values, merkle.root(ledger_items.leaves(items, ledger_items.FORMAT)).hex())
 
 
 def per_record_insert(conn: sa.Connection, entry_seq: int, prepared: bulk.PreparedItems) -> None:

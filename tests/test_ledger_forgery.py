@@ -97,7 +97,7 @@ def forge_entry(engine: sa.Engine, head: dict[str, Any], record_key: str, *, for
         "count": 1,
         "prev_hash": head["hash"],
         "format": form,
-        "merkle_root": merkle.root(ledger_items.leaves([item])).hex(),
+        "merkle_root": merkle.root(ledger_items.leaves([item], form)).hex(),
         "items": 1,
     }
     row["hash"] = ledger.entry_hash_v2(row)
@@ -154,7 +154,7 @@ def test_a_forged_unauthenticated_entry_at_the_head_is_named(
         6,
         [
             f"ledger verification failed: entry {seq}: written in format 2, without a MAC, after entry 1 of format "
-            "3: the engine writes only authenticated entries since, so it did not write it"
+            "4: the engine writes only authenticated entries since, so it did not write it"
         ],
     )
     key = tmp_path / "signing.pem"
@@ -169,18 +169,18 @@ def test_a_forged_unauthenticated_entry_at_the_head_is_named(
         assert (checked.exit_code, checked.output.splitlines()) == (
             6,
             [
-                f"proof rejected: entry {seq}: written in format 2, without a MAC, after entry 1 of format 3: "
+                f"proof rejected: entry {seq}: written in format 2, without a MAC, after entry 1 of format 4: "
                 "it was not written by the engine"
             ],
         )
 
 
 def test_a_forged_entry_with_a_copied_mac_is_named(migrated: sa.Engine, purged: dict[str, Any], tmp_path: Path) -> None:
-    """A format 3 entry with the MAC of the entry before it: verify and verify-proof (with the key) name it."""
+    """A format 4 entry with the MAC of the entry before it: verify and verify-proof (with the key) name it."""
     db_url = purged["db_url"]
     head = purged["head"]
-    assert head["format"] == 3 and len(head["mac"]) == 64
-    seq = forge_entry(migrated, head, "20", form=3, mac=head["mac"])
+    assert head["format"] == 4 and len(head["mac"]) == 64
+    seq = forge_entry(migrated, head, "20", form=4, mac=head["mac"])
     result = invoke("ledger", "verify", "--db", db_url)
     assert (result.exit_code, result.output.splitlines()) == (
         6,

@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from scaffold import events_pack, make_events
 
 from retention.cli import main
+from retention.ledger import items as ledger_items
 from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "tamper-v2-key", "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
@@ -31,25 +32,33 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), env=ENV, prog_name="retention")
 
 
+@pytest.fixture(params=[3, 4], ids=["format3", "format4"])
+def form(request: pytest.FixtureRequest) -> int:
+    """The format the ledger is written in: 3 (JSON leaves, lookup rows) as before, or 4 (the engine's now)."""
+    return int(request.param)
+
+
 @pytest.fixture
-def v2(migrated: sa.Engine, db_url: str, tmp_path: Path) -> list[int]:
-    """12 records purged in one run; returns the seqs of the three entries with items."""
+def v2(migrated: sa.Engine, db_url: str, tmp_path: Path, form: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """12 records purged in one run (in format ``form``); returns the seqs of the three entries with items."""
     make_events(migrated, range(1, 13))
     pack = tmp_path / "tamper2.yaml"
     pack.write_text(PACK, encoding="utf-8")
-    result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01")
+    with monkeypatch.context() as writing:
+        writing.setattr(ledger_items, "FORMAT", form)
+        result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01")
     assert result.exit_code == 0, result.output
     with migrated.connect() as conn:
         batches = list(
             conn.execute(
-                sa.select(store.ledger.c.seq, store.ledger.c["items"])
+                sa.select(store.ledger.c.seq, store.ledger.c["items"], store.ledger.c.format)
                 .where(store.ledger.c["items"] > 0)
                 .order_by(store.ledger.c.seq)
             )
         )
         lookup_rows = conn.execute(sa.select(sa.func.count()).select_from(store.ledger_lookup)).scalar_one()
-    assert [b.items for b in batches] == [4, 4, 4]
-    assert lookup_rows == 24  # a record and a subject pseudonym per item
+    assert [(b.items, b.format) for b in batches] == [(4, form)] * 3
+    assert lookup_rows == (24 if form == 3 else 0)  # format 3: a record and a subject pseudonym per item
     assert invoke("ledger", "verify", "--db", db_url).exit_code == 0
     return [b.seq for b in batches]
 
@@ -90,7 +99,11 @@ def items_of(engine: sa.Engine, seq: int) -> list[dict[str, Any]]:
 TRUNCATE = {"postgresql": "TRUNCATE {}", "mariadb": "TRUNCATE TABLE {}", "sqlite": "DELETE FROM {}"}
 
 
-@pytest.mark.parametrize("table", ["retention_ledger_items", "retention_ledger_lookup"])
+@pytest.mark.parametrize(
+    ("table", "form"),
+    [("retention_ledger_items", 3), ("retention_ledger_items", 4), ("retention_ledger_lookup", 3)],
+    indirect=["form"],
+)
 def test_the_database_refuses_update_delete_and_truncate(
     migrated: sa.Engine, db_url: str, v2: list[int], dialect: str, table: str
 ) -> None:
@@ -109,8 +122,8 @@ def test_the_database_refuses_update_delete_and_truncate(
 # --------------------------------------------------------------------------
 
 
-def test_a_modified_item_pseudonym_is_named(migrated: sa.Engine, db_url: str, v2: list[int]) -> None:
-    """Item 2 of the second batch names another record: the entry and the item are named."""
+def test_a_modified_item_pseudonym_is_named(migrated: sa.Engine, db_url: str, v2: list[int], form: int) -> None:
+    """Item 2 of the second batch names another record: the entry and (format 3, by its lookup rows) the item."""
     unprotect(migrated)
     seq = v2[1]
     t = store.ledger_items
@@ -119,6 +132,8 @@ def test_a_modified_item_pseudonym_is_named(migrated: sa.Engine, db_url: str, v2
     assert verify_says(db_url) == failed(
         f"entry {seq} item 2: its pseudonyms are not those the lookup rows hold for it, and the entry's 4 items "
         "do not match its Merkle root (an item was modified or reordered)"
+        if form == 3
+        else f"entry {seq}: its 4 items do not match its Merkle root (an item was modified or reordered)"
     )
 
 
@@ -136,8 +151,8 @@ def test_a_modified_item_due_date_names_the_entry(migrated: sa.Engine, db_url: s
     )
 
 
-def test_reordered_items_are_named(migrated: sa.Engine, db_url: str, v2: list[int]) -> None:
-    """Items 0 and 1 of the last batch swap places: item 0 is named."""
+def test_reordered_items_are_named(migrated: sa.Engine, db_url: str, v2: list[int], form: int) -> None:
+    """Items 0 and 1 of the last batch swap places: item 0 is named (format 3), the entry (format 4)."""
     unprotect(migrated)
     seq = v2[2]
     first, second = items_of(migrated, seq)[:2]
@@ -148,6 +163,8 @@ def test_reordered_items_are_named(migrated: sa.Engine, db_url: str, v2: list[in
     assert verify_says(db_url) == failed(
         f"entry {seq} item 0: its pseudonyms are not those the lookup rows hold for it, and the entry's 4 items "
         "do not match its Merkle root (an item was modified or reordered)"
+        if form == 3
+        else f"entry {seq}: its 4 items do not match its Merkle root (an item was modified or reordered)"
     )
 
 
@@ -212,6 +229,7 @@ def test_truncated_items_are_detected(migrated: sa.Engine, db_url: str, v2: list
     assert verify_says(db_url) == failed(f"entry {v2[0]} item 0: 4 item(s) missing (the entry has 4)")
 
 
+@pytest.mark.parametrize("form", [3], indirect=True)
 def test_removed_lookup_rows_are_detected_and_lookups_survive_an_empty_table(
     migrated: sa.Engine, db_url: str, v2: list[int], dialect: str
 ) -> None:
@@ -231,6 +249,17 @@ def test_removed_lookup_rows_are_detected_and_lookups_survive_an_empty_table(
     assert found.exit_code == 0, found.output
     # records 1, 6 and 11 belong to subject 1
     assert len(found.output.splitlines()) == 1 + 3
+
+
+@pytest.mark.parametrize("form", [4], indirect=True)
+def test_format_4_items_are_found_without_lookup_rows(migrated: sa.Engine, db_url: str, v2: list[int]) -> None:
+    """Format 4 writes no lookup rows: lookup by subject and by record reads the items' indexes."""
+    found = invoke("ledger", "lookup", "--db", db_url, "--subject", "1", "--format", "csv")
+    assert found.exit_code == 0, found.output
+    assert len(found.output.splitlines()) == 1 + 3  # records 1, 6 and 11 belong to subject 1
+    one = invoke("ledger", "lookup", "--db", db_url, "--dataset", "events", "--key", "6", "--format", "csv")
+    assert one.exit_code == 0, one.output
+    assert len(one.output.splitlines()) == 1 + 1
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,12 @@ each batch, after shards that have not closed their group, and after a
 shard SIGKILLed mid-run), ``ledger verify`` and ``ledger lookup`` behave as
 before, and items an older version left unindexed are indexed by the next
 batch that appends.
+
+Lookup rows belong to formats 2 and 3: format 4 (issue 22) writes none and
+finds items by the items' own indexes. So these tests write format 3, as the
+engine did before (``FORMAT`` set for the module, in the killed shard's
+process too), and the catch-up is checked across the upgrade: format-3 items
+left unindexed, then a format-4 run.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from test_ledger_tampering_v2 import unprotect
 from test_shard_progress import KILLED_SHARD, SMALL_BATCHES
@@ -28,6 +35,11 @@ from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.policy import LoadedPack, load_file
 from retention.store import tables as store
+
+
+@pytest.fixture(autouse=True)
+def format_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_items, "FORMAT", 3)
 
 
 def _small(tmp_path: Path) -> tuple[Path, LoadedPack]:
@@ -47,7 +59,9 @@ def _expected_rows(conn: sa.Connection) -> Counter[tuple[str, str, int, int]]:
         items.c.email_pseudonym,
         items.c.entry_seq,
         items.c.idx,
-    ).select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
+    ).select_from(
+        items.join(entries, sa.and_(entries.c.seq == items.c.entry_seq, entries.c.format.in_((2, 3))))
+    )  # format 4 has no lookup rows
     for run_id, *pseudonyms, seq, idx in conn.execute(query):
         for pseudonym in pseudonyms:
             if pseudonym is not None:
@@ -111,7 +125,18 @@ def test_a_killed_shard_leaves_every_committed_item_indexed(dialect: str, db_url
     try:
         before = _indexed(engine)[0]
         killed = subprocess.run(
-            [sys.executable, "-c", KILLED_SHARD, db_url, str(path), "0", "3", "3", AS_OF.isoformat(), SECRET.decode()],
+            [
+                sys.executable,
+                "-c",
+                WRITING_FORMAT_3 + KILLED_SHARD,
+                db_url,
+                str(path),
+                "0",
+                "3",
+                "3",
+                AS_OF.isoformat(),
+                SECRET.decode(),
+            ],
             capture_output=True,
             text=True,
             timeout=300,
@@ -130,8 +155,10 @@ def test_a_killed_shard_leaves_every_committed_item_indexed(dialect: str, db_url
         engine.dispose()
 
 
-def test_items_an_older_version_left_unindexed_are_indexed_by_the_next_batch(db_url: str, tmp_path: Path) -> None:
-    """The first run's lookup rows removed (as an older version left a killed tail): the next run restores them."""
+def test_items_an_older_version_left_unindexed_are_indexed_by_the_next_batch(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run's lookup rows removed (an older version's killed tail): the next run, format 4, restores them."""
     _, loaded = _small(tmp_path)
     engine = prepare(db_url, loaded)  # its first run, as of FIRST, wrote items
     try:
@@ -139,7 +166,11 @@ def test_items_an_older_version_left_unindexed_are_indexed_by_the_next_batch(db_
         with engine.begin() as conn:
             conn.execute(store.ledger_lookup.delete())
         assert _indexed(engine) > (0, False)
+        monkeypatch.setattr(ledger_items, "FORMAT", 4)
         assert execute.run(engine, loaded, AS_OF, secret=SECRET).status == "succeeded"
+        with engine.connect() as conn:
+            forms = set(conn.execute(sa.select(store.ledger.c.format).where(store.ledger.c["items"] > 0)).scalars())
+        assert forms == {3, 4}
         assert _indexed(engine)[1]
         assert ledger.verify(engine).ok
         first = _first_run(engine)
@@ -148,6 +179,9 @@ def test_items_an_older_version_left_unindexed_are_indexed_by_the_next_batch(db_
         assert any(r["item"] is not None and r["run_id"] == first for r in found)
     finally:
         engine.dispose()
+
+
+WRITING_FORMAT_3 = "import retention.ledger.items as _items\n_items.FORMAT = 3\n"
 
 
 def _first_run(engine: sa.Engine) -> str:

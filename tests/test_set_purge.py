@@ -1,8 +1,8 @@
 """The set-based purge (retention.engine.set_purge): the database computes what Python computed, byte for byte.
 
 Pseudonyms are held to the standard library's ``hmac`` and leaves to the
-RFC 8785 document of :func:`retention.ledger.items.item_document` through
-``hashlib``, on every database; the choice of path is logged with its
+format-4 bytes (docs/ledger.md, "Format 4") through ``hashlib``, on every
+database; the choice of path is logged with its
 reason; and a ledger holding items of both paths proves records of each.
 """
 
@@ -61,7 +61,18 @@ def test_database_leaves_are_the_leaves_of_the_item_documents(migrated: sa.Engin
     ]
     draft = ledger_items.BatchItems("run-1", "p", "d", "events", "active->purged", "delete", "b", KEY, moves)
     items = draft.items()
-    expected = [hashlib.sha256(b"\x00" + item.document(i)).digest() for i, item in enumerate(items)]
+    # Format 4 (docs/ledger.md): due instant, record, subject or 64 '-', e-mail or 64 '-', "idx:request:review".
+    expected = [
+        hashlib.sha256(
+            b"\x00"
+            + item.due_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+            + item.record.encode()
+            + (item.subject or "-" * 64).encode()
+            + b"-" * 64
+            + f"{i}::".encode()
+        ).digest()
+        for i, item in enumerate(items)
+    ]
     with migrated.begin() as conn:
         dialect_for(conn).prepare_items(conn)
         (seq,) = ledger.append(conn, [draft], dt.datetime(2026, 1, 1, tzinfo=dt.UTC), secret=KEY)
@@ -189,6 +200,48 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
     new_run = purge(["new-1", "new-2"], "2025-06-02", {})
     assert sum(batches) == 2
     prove_each(db_url, tmp_path, [(old_run, "old-2"), (new_run, "new-1")])
+
+
+def test_proofs_of_records_of_format_3_and_format_4_runs_verify_against_one_checkpoint(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A format-3 run (JSON leaves, lookup rows), then format 4 per record and set-based: all prove, one checkpoint."""
+    from test_ledger_proof import PACK as PROOF_PACK
+    from test_ledger_proof import events_table, invoke, prove_each
+
+    events = events_table(migrated)
+    pack = tmp_path / "proofs.yaml"
+    pack.write_text(PROOF_PACK, encoding="utf-8")
+
+    def purge(keys: list[str], as_of: str, env: dict[str, str]) -> str:
+        with migrated.begin() as conn:
+            conn.execute(
+                events.insert(), [{"id": k, "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)} for k in keys]
+            )
+        result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of, env=env)
+        assert result.exit_code == 0, result.output
+        with migrated.connect() as conn:
+            query = (
+                sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
+            )
+            return str(conn.execute(query).scalars().first())
+
+    with monkeypatch.context() as previous:
+        previous.setattr(ledger_items, "FORMAT", 3)  # what the engine wrote before format 4
+        v3_run = purge(["v3-1", "v3-2", "v3-3"], "2025-06-01", {})
+    per_record = purge(["rec-1", "rec-2"], "2025-06-02", {set_purge.SWITCH: "0"})
+    set_based = purge(["set-1", "set-2"], "2025-06-03", {})
+    with migrated.connect() as conn:
+        entries = store.ledger
+        rows = conn.execute(
+            sa.select(entries.c.run_id, entries.c.format, entries.c["items"]).where(entries.c["items"] > 0)
+        ).all()
+        lookup_runs = set(conn.execute(sa.select(store.ledger_lookup.c.run_id).distinct()).scalars())
+    assert sorted((run, form, n) for run, form, n in rows) == sorted(
+        [(v3_run, 3, 3), (per_record, 4, 2), (set_based, 4, 2)]
+    )
+    assert lookup_runs == {v3_run}  # format 4 writes no lookup rows
+    prove_each(db_url, tmp_path, [(v3_run, "v3-2"), (per_record, "rec-1"), (set_based, "set-2")])
 
 
 def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:

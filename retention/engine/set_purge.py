@@ -15,12 +15,13 @@ values is a function the database can compute:
   path uses) gives it by an index probe;
 - the items are ``INSERT INTO items SELECT`` with pseudonyms computed by the
   database under the run's key (the dialect's ``hmac_hex``), byte for byte
-  what :mod:`retention.ledger.bulk` computes; their lookup rows likewise;
+  what :mod:`retention.ledger.bulk` computes; format 4 writes no lookup rows;
 - the rows are deleted by the same predicate over the batch's key range, and
   the items must match the deletions one to one, or the batch rolls back;
-- Python reads back only the 32-byte leaves (the dialect's ``leaf`` over the
-  stored item, the RFC 8785 document of format 2) to build the Merkle root
-  and the chained entry (:func:`retention.ledger.chain.append_written`).
+- the insert returns each stored item's 32-byte leaf (``RETURNING`` the
+  dialect's ``leaf`` over the format-4 bytes, :func:`retention.ledger.items.item_bytes`),
+  from which Python builds the Merkle root and the chained entry
+  (:func:`retention.ledger.chain.append_written`).
 
 Every other dataset takes the per-record path, and :func:`why_not` says why
 (logged once per dataset and run): the choice is explicit, never silent.
@@ -81,6 +82,8 @@ def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
         return f"turned off ({SWITCH}=0)"
     if not dialect_for(conn).set_based_items:
         return "this database does not compute ledger items"
+    if ledger_items.FORMAT in ledger_items.LOOKUP_FORMATS:
+        return f"the ledger writes format {ledger_items.FORMAT} (the database computes format-4 items only)"
     dataset = planner.dataset
     if list(dataset.states) != ["active", "purged"]:
         return "its lifecycle is not active -> purged"
@@ -317,8 +320,8 @@ class SetPurge:
         """Purge the next key range after ``after``: (the batch for progress, counts, key to resume from).
 
         None when no due record is left. The range is the keys of the next
-        batch-size due records, locked; items, lookup rows and the delete
-        all take the same predicate over that range.
+        batch-size due records, locked; the items and the delete take the
+        same predicate over that range.
         """
         planner, ctx = self.planner, self.ctx
         assert planner.sql is not None
@@ -355,12 +358,12 @@ class SetPurge:
     def _write(
         self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]
     ) -> tuple[list[bytes], dt.datetime | None]:
-        """Items, deletions and lookup rows of the range at entry ``seq``; its leaves and latest due instant."""
+        """Items and deletions of the range at entry ``seq``; its leaves and latest due instant."""
         planner, ctx = self.planner, self.ctx
         assert planner.sql is not None
         dialect = dialect_for(conn)
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
-        items, lookup = store.ledger_items, store.ledger_lookup
+        items = store.ledger_items
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         record = dialect.hmac_hex(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
         subject: ColumnElement[Any] = sa.null()
@@ -384,60 +387,36 @@ class SetPurge:
             .select_from(self.days.joined(conn, planner.table, clock))
             .where(*in_range)
         )
-        insert = items.insert().from_select(ledger_items.ITEM_COLUMNS, rows)
-        written = conn.execute(insert.execution_options(preserve_rowcount=True)).rowcount
+        # The leaves come back from the insert itself (RETURNING over the stored row): no read per batch.
+        insert = items.insert().from_select(ledger_items.ITEM_COLUMNS, rows).returning(items.c.idx, _leaf(conn))
+        written = sorted((int(idx), bytes(leaf)) for idx, leaf in conn.execute(insert))
         deleted = self.change(conn, in_range)
-        if written != deleted:
+        if len(written) != deleted:
             raise ConcurrentChangeError(
-                f"dataset {planner.name}: {written} items for {deleted} rows deleted in one key range; rolled back"
+                f"dataset {planner.name}: {len(written)} items for {deleted} rows deleted in one key range; rolled back"
             )
         if not written:
             return [], None
-        mine = items.c.entry_seq == seq
-        run_id = sa.literal(ctx.run_id, lookup.c.run_id.type)
-        names = sa.union_all(
-            *(
-                sa.select(run_id.label("r"), p.label("p"), items.c.entry_seq.label("s"), items.c.idx.label("i")).where(
-                    mine, p.is_not(None)
-                )
-                for p in (items.c.record_pseudonym, items.c.subject_pseudonym)
-            )
-        ).subquery()
-        # In the table's key order, as the per-record path writes them: the index takes them in one sweep.
-        conn.execute(
-            lookup.insert().from_select(
-                ["run_id", "pseudonym", "entry_seq", "idx"], sa.select(names).order_by(names.c.p, names.c.s, names.c.i)
-            )
-        )
-        leaves = [
-            bytes(leaf) for leaf in conn.execute(sa.select(_leaf(conn)).where(mine).order_by(items.c.idx)).scalars()
-        ]
-        due = conn.execute(sa.select(sa.func.max(items.c.due_at)).where(mine)).scalar()
-        return leaves, due
+        due = conn.execute(sa.select(sa.func.max(items.c.due_at)).where(items.c.entry_seq == seq)).scalar()
+        return [leaf for _, leaf in written], due
 
 
 def _leaf(conn: sa.Connection) -> ColumnElement[Any]:
-    """A stored item's Merkle leaf from its columns: the RFC 8785 document of ``item_document``.
+    """A stored item's format-4 Merkle leaf from its columns: the bytes of ``ledger_items.item_bytes``.
 
     Only for items without request, review or e-mail (the set-based purge
-    writes no other).
+    writes no other): those fields are constants here.
     """
     dialect = dialect_for(conn)
     t = store.ledger_items
-    subject = sa.case(
-        (t.c.subject_pseudonym.is_(None), sa.literal("null", sa.String)),
-        else_=dialect.concat_text(sa.literal('"', sa.String), t.c.subject_pseudonym, sa.literal('"', sa.String)),
-    )
+    absent = sa.literal(ledger_items.ABSENT, sa.String)
     document = dialect.concat_text(
-        sa.literal('{"due_at":"', sa.String),
         dialect.instant_text(t.c.due_at),
-        sa.literal('","idx":', sa.String),
-        sa.cast(t.c.idx, sa.String),
-        sa.literal(',"record":"', sa.String),
         t.c.record_pseudonym,
-        sa.literal('","request":null,"review":null,"subject":', sa.String),
-        subject,
-        sa.literal("}", sa.String),
+        sa.func.coalesce(t.c.subject_pseudonym, absent),
+        absent,
+        sa.cast(t.c.idx, sa.String),
+        sa.literal("::", sa.String),
     )
     return dialect.leaf(document)
 

@@ -8,8 +8,8 @@ a dataclass per record, a method call per pseudonym and a second pass to
 encode each item. Here one loop keys the three pseudonyms from the run's
 pre-absorbed HMAC pads, formats each due instant once per distinct value (a
 batch's records share few due days), builds the RFC 8785 item document
-inline and hashes its leaf, keeping only strings, tuples and the 32-byte
-leaves. The stored content and every leaf are byte-for-byte those of the
+inline and hashes its leaf (format 4, :func:`~retention.ledger.items.item_bytes`),
+keeping only strings, tuples and the 32-byte leaves. The stored content and every leaf are byte-for-byte those of the
 per-record path (``tests/test_ledger_bulk.py`` holds the two equal), so
 ``verify``, ``prove`` and ``lookup`` read old and new items alike.
 """
@@ -24,8 +24,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
+from retention.ledger import items as ledger_items
 from retention.ledger import merkle, pseudonyms
-from retention.ledger.items import ITEM_COLUMNS, BatchItems, due_converter, item_document, run_key, write_lookup
+from retention.ledger.items import (
+    ITEM_COLUMNS,
+    BatchItems,
+    due_converter,
+    item_bytes,
+    item_document,
+    run_key,
+    write_lookup,
+)
 from retention.store import tables as store
 
 COLUMNS = ITEM_COLUMNS
@@ -63,6 +72,8 @@ def prepare(draft: BatchItems) -> PreparedItems:
     moves = draft.moves
     emails = draft.emails if draft.emails is not None else [None] * len(moves)
     due_text: dict[dt.datetime, str] = {}
+    # Read at call time: tests write the previous format (3, the JSON document) by setting it.
+    encode = item_bytes if ledger_items.FORMAT not in ledger_items.LOOKUP_FORMATS else item_document
     values: list[tuple[str, str | None, dt.datetime, int | None, int | None, str | None]] = []
     leaves: list[bytes] = []
 
@@ -82,16 +93,7 @@ def prepare(draft: BatchItems) -> PreparedItems:
         due = due_text.get(due_at)
         if due is None:
             due = due_text[due_at] = _instant(due_at)
-        if request_id is None and review_id is None and email is None:
-            # The common case (a purge by its clocks), the document written out inline.
-            subject_json = "null" if subject is None else f'"{subject}"'
-            document = (
-                f'\x00{{"due_at":"{due}","idx":{idx},"record":"{record}","request":null,'
-                f'"review":null,"subject":{subject_json}}}'
-            ).encode("ascii")
-        else:
-            document = b"\x00" + item_document(idx, record, subject, due, request_id, review_id, email)
-        leaves.append(sha256(document).digest())
+        leaves.append(sha256(b"\x00" + encode(idx, record, subject, due, request_id, review_id, email)).digest())
         values.append((record, subject, due_at, request_id, review_id, email))
     return PreparedItems(values, merkle.root(leaves).hex())
 
@@ -113,7 +115,7 @@ def insert(conn: sa.Connection, entry_seq: int, prepared: PreparedItems) -> None
 
 
 def index(conn: sa.Connection, run_id: str, entry_seq: int, prepared: PreparedItems) -> None:
-    """The lookup rows of ``prepared``'s items, as :func:`~retention.ledger.items.index_items` writes them.
+    """The lookup rows of ``prepared``'s items (format 3 only; format 4 writes none), as ``index_items`` does.
 
     Same rows in the same order (the table's key order) from the prepared
     values, so a batch written by this path is indexed in its own

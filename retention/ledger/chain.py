@@ -141,10 +141,11 @@ def append(
     """Chain ``drafts`` after the head, in the caller's transaction.
 
     The entries commit (or roll back) with the data change they describe.
-    New entries are of format 3 (:func:`entry_hash_v2` and a MAC under the
-    ledger key, :mod:`retention.ledger.mac`); a ``BatchItems`` draft becomes
-    one entry whose Merkle root commits to its items, written in the same
-    transaction with its lookup rows. ``RecordEntries`` (one v1 entry per record) is kept for
+    New entries are of format 4 (:func:`entry_hash_v2` and a MAC under the
+    ledger key, :mod:`retention.ledger.mac`, as format 3); a ``BatchItems``
+    draft becomes one entry whose Merkle root commits to its items (format-4
+    leaves), written in the same transaction; no lookup rows.
+    ``RecordEntries`` (one v1 entry per record) is kept for
     databases and tests that still write the v1 form. The pseudonym key is
     ``secret``, else a draft's, else the configured one: an entry the engine
     cannot authenticate is not written at all. Each run's last entry is noted
@@ -178,7 +179,8 @@ def append(
         if isinstance(draft, BatchItems):
             items = prepared[index]
             bulk.insert(conn, seq, items)
-            bulk.index(conn, draft.run_id, seq, items)
+            if ledger_items.FORMAT in ledger_items.LOOKUP_FORMATS:  # format 4 has none: the items' indexes find them
+                bulk.index(conn, draft.run_id, seq, items)
             dues = [m[0] for m in draft.moves]
             row.update(
                 due_at=max(dues) if dues else None,
@@ -216,11 +218,11 @@ def append_written(
 ) -> int:
     """Chain one entry whose items the database writes itself; returns how many items it has.
 
-    ``write(seq)`` inserts the entry's items (and their lookup rows) at
+    ``write(seq)`` inserts the entry's items at
     position ``seq`` by ``INSERT ... SELECT`` and returns their leaves in
     position order with the latest due instant
     (:mod:`retention.engine.set_purge`); ``draft`` gives the entry's other
-    columns (its ``moves`` are not read). The entry is format 3 exactly as
+    columns (its ``moves`` are not read). The entry is format 4 exactly as
     :func:`append` writes a ``BatchItems`` draft, so ``verify`` and ``prove``
     cannot tell which way its items were computed. The position is needed
     before the items exist, so the append lock is taken first and held

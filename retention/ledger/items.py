@@ -31,10 +31,19 @@ from retention.dialects import dialect_for
 from retention.ledger import merkle, pseudonyms
 from retention.store import tables as store
 
-FORMAT = 3
-"""The format new entries are written in: format 2 (items under a Merkle root) plus a MAC (docs/ledger.md)."""
-ITEM_FORMATS = (2, 3)
+FORMAT = 4
+"""The format new entries are written in: format 3 with the item leaf of :func:`item_bytes` and no lookup rows.
+
+Read at call time by the writers (:mod:`retention.ledger.bulk`, :mod:`retention.ledger.chain`), so that
+tests can write a format-3 ledger (the JSON leaf and lookup rows) to hold older ledgers to account."""
+ITEM_FORMATS = (2, 3, 4)
 """Formats whose entries may commit to items."""
+MAC_FORMATS = (3, 4)
+"""Formats whose entries carry the engine's MAC (docs/ledger.md, "Threat model")."""
+LOOKUP_FORMATS = (2, 3)
+"""Formats whose items have rows in ``retention_ledger_lookup``; format 4 items are found by the items' own indexes."""
+ABSENT = "-" * 64
+"""An absent pseudonym in a format-4 leaf: as long as a pseudonym, and never one (a pseudonym is hex)."""
 
 
 @lru_cache(maxsize=4096)
@@ -102,6 +111,45 @@ def item_document(
     ).encode("ascii")
 
 
+def item_bytes(
+    idx: int,
+    record: str,
+    subject: str | None,
+    due_at: dt.datetime | str,
+    request_id: int | None,
+    review_id: int | None,
+    email: str | None = None,
+) -> bytes:
+    """The bytes a format-4 leaf hashes: fixed-width fields, then the numbers (docs/ledger.md, "Format 4").
+
+    The due instant (27 ASCII characters), the record, subject and e-mail
+    pseudonyms (64 lowercase hex characters each, :data:`ABSENT` for none),
+    then the position, request and review ids in decimal separated by ``:``
+    (empty for none). No field can run into the next, and the database builds
+    the same bytes with a concatenation of text: no JSON encoder, no quoting.
+    """
+    due = due_at if isinstance(due_at, str) else _instant(due_at)
+    return (
+        f"{due}{record}{subject or ABSENT}{email or ABSENT}{idx}:"
+        f"{'' if request_id is None else request_id}:{'' if review_id is None else review_id}"
+    ).encode("ascii")
+
+
+def leaf_of(
+    form: int,
+    idx: int,
+    record: str,
+    subject: str | None,
+    due_at: dt.datetime | str,
+    request_id: int | None,
+    review_id: int | None,
+    email: str | None = None,
+) -> bytes:
+    """An item's Merkle leaf as an entry of format ``form`` commits to it (4: :func:`item_bytes`, else the JSON)."""
+    encode = item_bytes if form >= 4 else item_document
+    return merkle.leaf_hash(encode(idx, record, subject, due_at, request_id, review_id, email))
+
+
 @dataclass(frozen=True)
 class Item:
     """One record moved: what its leaf commits to (pseudonyms already computed)."""
@@ -150,8 +198,12 @@ class BatchItems:
         return result
 
 
-def leaves(items: Sequence[Item]) -> list[bytes]:
-    return [merkle.leaf_hash(item.document(i)) for i, item in enumerate(items)]
+def leaves(items: Sequence[Item], form: int = 3) -> list[bytes]:
+    """The leaves of ``items`` under an entry of format ``form`` (the JSON document unless 4)."""
+    return [
+        leaf_of(form, i, item.record, item.subject, item.due_at, item.request_id, item.review_id, item.email)
+        for i, item in enumerate(items)
+    ]
 
 
 ITEM_COLUMNS = (
@@ -242,6 +294,10 @@ def index_pending(conn: sa.Connection, before: int) -> int:
     last = conn.execute(sa.select(sa.func.max(items.c.entry_seq)).where(items.c.entry_seq < before)).scalar()
     if last is None:
         return 0
+    form = conn.execute(sa.select(entries.c.format).where(entries.c.seq == last)).scalar()
+    if form not in LOOKUP_FORMATS:
+        # Format 4 has no lookup rows; the first format-4 batch after older ones caught them up.
+        return 0
     indexed = conn.execute(
         sa.select(sa.literal(1))
         .select_from(
@@ -266,18 +322,18 @@ def entry_items(conn: sa.Connection, entry_seq: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.entry_seq == entry_seq).order_by(t.c.idx))]
 
 
-def stored_leaves(rows: Sequence[dict[str, Any]]) -> list[bytes]:
+def stored_leaves(rows: Sequence[dict[str, Any]], form: int = 3) -> list[bytes]:
+    """The leaves of stored items under an entry of format ``form``."""
     return [
-        merkle.leaf_hash(
-            item_document(
-                r["idx"],
-                r["record_pseudonym"],
-                r["subject_pseudonym"],
-                r["due_at"],
-                r["request_id"],
-                r["review_id"],
-                r.get("email_pseudonym"),
-            )
+        leaf_of(
+            form,
+            r["idx"],
+            r["record_pseudonym"],
+            r["subject_pseudonym"],
+            r["due_at"],
+            r["request_id"],
+            r["review_id"],
+            r.get("email_pseudonym"),
         )
         for r in rows
     ]
@@ -296,8 +352,8 @@ def check_items(conn: sa.Connection, entry: dict[str, Any]) -> str | None:
         if len(rows) < expected:
             return f"entry {seq} item {len(rows)}: {expected - len(rows)} item(s) missing (the entry has {expected})"
         return f"entry {seq} item {expected}: {len(rows) - expected} item(s) more than the entry has ({expected})"
-    if merkle.root(stored_leaves(rows)).hex() != entry.get("merkle_root"):
-        moved = _not_as_indexed(conn, entry, rows)
+    if merkle.root(stored_leaves(rows, entry.get("format") or 1)).hex() != entry.get("merkle_root"):
+        moved = _not_as_indexed(conn, entry, rows) if entry.get("format") in LOOKUP_FORMATS else None
         if moved is not None:
             return (
                 f"entry {seq} item {moved}: its pseudonyms are not those the lookup rows hold for it, and the entry's "
@@ -363,7 +419,7 @@ def check_lookup(conn: sa.Connection) -> str | None:
     the chain noticing; the counts of both sides, up to the last indexed
     item, expose it.
     """
-    lookup, items = store.ledger_lookup, store.ledger_items
+    lookup, items, entries = store.ledger_lookup, store.ledger_items, store.ledger
     last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar()
     if last is None:
         return None
@@ -374,7 +430,9 @@ def check_lookup(conn: sa.Connection) -> str | None:
             sa.func.count(items.c.record_pseudonym)
             + sa.func.count(items.c.subject_pseudonym)
             + sa.func.count(items.c.email_pseudonym)
-        ).where(items.c.entry_seq <= last)
+        )
+        .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
+        .where(items.c.entry_seq <= last, entries.c.format.in_(LOOKUP_FORMATS))  # format 4 has no lookup rows
     ).scalar_one()
     if int(rows) == int(expected):
         return None
@@ -402,7 +460,7 @@ def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
     while True:
         runs = conn.execute(
             sa.select(entries.c.run_id, sa.func.min(entries.c.seq), sa.func.max(entries.c.seq))
-            .where(entries.c.seq > last, entries.c["items"] > 0)
+            .where(entries.c.seq > last, entries.c["items"] > 0, entries.c.format.in_(LOOKUP_FORMATS))
             .group_by(entries.c.run_id)
             .order_by(sa.func.min(entries.c.seq))
             .limit(1)
@@ -419,6 +477,7 @@ def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
                     .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
                     .where(
                         entries.c.run_id == run_id,
+                        entries.c.format.in_(LOOKUP_FORMATS),
                         items.c.entry_seq >= start,
                         items.c.entry_seq < stop,
                         items.c.entry_seq <= high,
@@ -433,38 +492,25 @@ def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
 
 
 def find(conn: sa.Connection, secret: bytes, pseudonyms_of: Any, run_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Items (with their entry's seq and idx) whose pseudonym, under each run's key, is one of ``pseudonyms_of(key)``.
+    """Items whose pseudonym, under each run's key, is one of ``pseudonyms_of(key)``, in entry and position order.
 
-    Indexed runs are read through the lookup rows; items written after the
-    last indexed one (a run still going, or killed) are read directly.
+    Every format is read the same way: by the items' indexes on their
+    pseudonym columns (migration 0015), one probe per pseudonym. The lookup
+    rows of formats 2 and 3 are still written by older versions and checked
+    by ``verify``, but no longer needed to find anything; format 4 has none.
+    A pseudonym under one run's key matching another run's item would be an
+    HMAC collision.
     """
-    lookup, items = store.ledger_lookup, store.ledger_items
-    pairs = []
-    by_run: dict[str, list[str]] = {}
-    for run_id in run_ids:
-        wanted = pseudonyms_of(run_key(secret, run_id))
-        by_run[run_id] = wanted
-        pairs += [(run_id, p) for p in wanted]
-    found: set[tuple[int, int]] = set()
-    for start in range(0, len(pairs), 400):
-        chunk = pairs[start : start + 400]
-        query = sa.select(lookup.c.entry_seq, lookup.c.idx).where(
-            sa.tuple_(lookup.c.run_id, lookup.c.pseudonym).in_(chunk)
-        )
-        found |= {(r.entry_seq, r.idx) for r in conn.execute(query)}
-    last = conn.execute(sa.select(sa.func.max(lookup.c.entry_seq))).scalar() or 0
-    every = sorted({p for ps in by_run.values() for p in ps})
-    if every:
-        for column in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
-            for start in range(0, len(every), 400):
-                query = sa.select(items.c.entry_seq, items.c.idx).where(
-                    items.c.entry_seq > last, column.in_(every[start : start + 400])
-                )
-                found |= {(r.entry_seq, r.idx) for r in conn.execute(query)}
-    for entry_seq, idx in sorted(found):
-        row = conn.execute(sa.select(items).where(items.c.entry_seq == entry_seq, items.c.idx == idx)).first()
-        if row is not None:
-            yield dict(row._mapping)
+    items = store.ledger_items
+    every = sorted({p for run_id in run_ids for p in pseudonyms_of(run_key(secret, run_id))})
+    found: dict[tuple[int, int], dict[str, Any]] = {}
+    for column in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
+        for start in range(0, len(every), 400):
+            query = sa.select(items).where(column.in_(every[start : start + 400]))
+            for row in conn.execute(query):
+                found[(row.entry_seq, row.idx)] = dict(row._mapping)
+    for position in sorted(found):
+        yield found[position]
 
 
 def lookup(
@@ -544,6 +590,8 @@ def item_runs(conn: sa.Connection) -> list[str]:
 __all__ = [
     "FORMAT",
     "ITEM_FORMATS",
+    "LOOKUP_FORMATS",
+    "MAC_FORMATS",
     "BatchItems",
     "Item",
     "check_items",
@@ -555,8 +603,10 @@ __all__ = [
     "index_pending",
     "index_runs",
     "insert_items",
+    "item_bytes",
     "item_document",
     "item_runs",
+    "leaf_of",
     "leaves",
     "lookup",
     "record_pseudonym",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,9 @@ ITEM_FIELDS = ("due_at", "idx", "record", "request", "review", "subject")
 EMAIL_FIELD = "email"  # only in items of a record with an e-mail identity (docs/ledger.md)
 ENTRY_FIELDS = (*ledger.V2_COLUMNS, "hash")
 CHECKPOINT_FIELDS = ("seq", "hash", "signed_at", "signature")
-MAC_FIELD = "mac"  # only in entries of format 3 (docs/ledger.md, "Threat model")
+MAC_FIELD = "mac"  # only in entries of format 3 and 4 (docs/ledger.md, "Threat model")
+_HEX64 = re.compile("[0-9a-f]{64}")
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
 
 # --------------------------------------------------------------------------
@@ -56,7 +59,7 @@ def _plain_entry(row: dict[str, Any]) -> dict[str, Any]:
         elif name == "detail":
             value = canonical._canonical_detail(value)
         result[name] = value
-    if row.get("format") == ledger_items.FORMAT:
+    if row.get("format") in ledger_items.MAC_FORMATS:
         result[MAC_FIELD] = row.get("mac")
     return result
 
@@ -121,7 +124,7 @@ def build(
             records.append({"seq": seq, "item": None, "audit_path": []})
             continue
         if seq not in leaves_of:
-            leaves_of[seq] = ledger_items.stored_leaves(ledger_items.entry_items(conn, seq))
+            leaves_of[seq] = ledger_items.stored_leaves(ledger_items.entry_items(conn, seq), row["format"] or 1)
         leaves = leaves_of[seq]
         if not 0 <= row["item"] < len(leaves):
             raise LedgerError(f"entry {seq} item {row['item']}: missing from the ledger; run `retention ledger verify`")
@@ -170,9 +173,26 @@ def _entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps({name: entry.get(name) for name in columns})).hexdigest()
 
 
-def _leaf(item: dict[str, Any]) -> bytes:
-    fields = (*ITEM_FIELDS, EMAIL_FIELD) if EMAIL_FIELD in item else ITEM_FIELDS
-    return merkle.leaf_hash(rfc8785.dumps({name: item.get(name) for name in fields}))
+def _leaf(item: dict[str, Any], form: int = 3) -> bytes:
+    """The leaf of a proof's item as an entry of format ``form`` commits to it (ValueError if it cannot)."""
+    if form in ledger_items.LOOKUP_FORMATS:
+        fields = (*ITEM_FIELDS, EMAIL_FIELD) if EMAIL_FIELD in item else ITEM_FIELDS
+        return merkle.leaf_hash(rfc8785.dumps({name: item.get(name) for name in fields}))
+    # Format 4 hashes fixed-width text: each value must have the one form the engine writes.
+    pseudonyms = [item.get("record"), item.get("subject"), item.get(EMAIL_FIELD)]
+    numbers = [item.get("request"), item.get("review")]
+    if (
+        not all(p is None or (isinstance(p, str) and _HEX64.fullmatch(p)) for p in pseudonyms)
+        or item.get("record") is None
+        or not all(n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 0) for n in numbers)
+        or not isinstance(item.get("due_at"), str)
+        or not _INSTANT.fullmatch(item["due_at"])
+        or isinstance(item.get("idx"), bool)
+    ):
+        raise ValueError("not an item of format 4")
+    return ledger_items.leaf_of(
+        4, item["idx"], item["record"], item.get("subject"), item["due_at"], numbers[0], numbers[1], pseudonyms[2]
+    )
 
 
 def _signed_part(checkpoint: dict[str, Any]) -> bytes:
@@ -189,16 +209,18 @@ def _authentic(chain: list[dict[str, Any]], checkpoint: dict[str, Any], secret: 
     since = checkpoint.get(ledger.AUTHENTICATED_FROM)
     if since is not None and not isinstance(since, int):
         return "the checkpoint's first authenticated entry is not a number"
+    since_form = next((e.get("format") for e in chain if e["seq"] == since), ledger_items.FORMAT)
     for entry in chain:
         seq, form = entry["seq"], entry.get("format") or 1
-        if form != ledger_items.FORMAT:
+        if form not in ledger_items.MAC_FORMATS:
             if since is not None and seq >= since:
                 return (
                     f"entry {seq}: written in format {form}, without a MAC, after entry {since} of format "
-                    f"{ledger_items.FORMAT}: it was not written by the engine"
+                    f"{since_form}: it was not written by the engine"
                 )
             continue
-        since = seq if since is None else since
+        if since is None:
+            since, since_form = seq, form
         if not isinstance(entry.get(MAC_FIELD), str):
             return f"entry {seq}: an entry of format {form} without its MAC: it was not written by the engine"
         if secret is not None and not ledger_mac.mac_valid(secret, entry.get("hash"), entry.get(MAC_FIELD)):
@@ -233,7 +255,7 @@ def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None 
     if not all(isinstance(e, dict) and isinstance(e.get("seq"), int) for e in chain):
         return "an entry of the chain has no sequence number"
     for entry in chain:
-        fields = {*ENTRY_FIELDS, MAC_FIELD} if entry.get("format") == ledger_items.FORMAT else set(ENTRY_FIELDS)
+        fields = {*ENTRY_FIELDS, MAC_FIELD} if entry.get("format") in ledger_items.MAC_FORMATS else set(ENTRY_FIELDS)
         if set(entry) != fields:
             return f"entry {entry['seq']}: its fields are not those of a ledger entry"
     for number, record in enumerate(records, start=1):
@@ -279,14 +301,14 @@ def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None 
                 return f"record {number}: entry {entry['seq']} is not an entry of one record"
             continue
         where = f"record {number} (entry {entry['seq']} item {item.get('idx') if isinstance(item, dict) else '?'})"
-        if entry.get("format") != ledger_items.FORMAT or not isinstance(entry.get("merkle_root"), str):
+        if entry.get("format") not in ledger_items.MAC_FORMATS or not isinstance(entry.get("merkle_root"), str):
             return f"{where}: the entry commits to no items"
         path = record.get("audit_path")
         try:
             if not isinstance(item, dict) or not isinstance(item.get("idx"), int) or not isinstance(path, list):
                 raise ValueError
             nodes = [bytes.fromhex(p) for p in path]
-            leaf = _leaf(item)
+            leaf = _leaf(item, entry["format"])
             size = entry.get("items")
             holds = isinstance(size, int) and merkle.verify_path(
                 leaf, item["idx"], size, nodes, bytes.fromhex(entry["merkle_root"])
@@ -312,7 +334,7 @@ def _describe(document: dict[str, Any], secret: bytes | None = None) -> list[str
         pseudonym = item["record"] if item else entry.get("record_pseudonym")
         where = f"entry {entry['seq']}" + (f" item {item['idx']}" if item else "")
         form = entry.get("format") or 1
-        if form != ledger_items.FORMAT:
+        if form not in ledger_items.MAC_FORMATS:
             authentic = f"unauthenticated (format v{form})"
         else:
             authentic = "authenticated" if secret is not None else "MAC not checked (no pseudonym key configured)"

@@ -57,7 +57,7 @@ def verify(
 ) -> VerifyResult:
     """Recompute the whole chain, streaming it in seq order (memory stays flat).
 
-    With ``secret`` (the pseudonym key), each entry of format 3 must carry
+    With ``secret`` (the pseudonym key), each entry of format 3 or 4 must carry
     the engine's MAC of its hash: an entry written by anyone without the key
     fails. Without it the MACs are not checked (and the verdict says so).
     Either way no entry of an older format may follow one of format 3: the
@@ -65,7 +65,7 @@ def verify(
     """
     expected_seq, prev, count = 1, GENESIS, 0
     encoder = _Encoder()
-    authenticated, older, since = 0, {1: 0, 2: 0}, None
+    authenticated, older, since, since_form = 0, {1: 0, 2: 0}, None, ledger_items.FORMAT
     for row in entries(connectable, batch_size=batch_size):
         seq = row["seq"]
         if seq != expected_seq:
@@ -90,13 +90,14 @@ def verify(
                 seq,
                 f"entry {seq}: hash does not match its content (modified after it was written)",
             )
-        problem = _authenticity(row, secret, since)
+        problem = _authenticity(row, secret, since, since_form)
         if problem is not None:
             return VerifyResult(False, count, seq, problem)
         form = row.get("format") or 1
-        if form == ledger_items.FORMAT:
+        if form in ledger_items.MAC_FORMATS:
             authenticated += 1
-            since = seq if since is None else since
+            if since is None:
+                since, since_form = seq, form
         else:
             older[form] = older.get(form, 0) + 1
         if row.get("format") in ledger_items.ITEM_FORMATS and (row.get("items") or _has_items(connectable, seq)):
@@ -124,14 +125,15 @@ def verify(
     return _against_runs(connectable, verdict)
 
 
-def _authenticity(row: dict[str, Any], secret: bytes | None, since: int | None) -> str | None:
+def _authenticity(row: dict[str, Any], secret: bytes | None, since: int | None, since_form: int) -> str | None:
     """Why an entry cannot be the engine's (format 3 without its MAC, or an old format after it), else None."""
     seq, form = row["seq"], row.get("format") or 1
-    if form != ledger_items.FORMAT:
+    if form not in ledger_items.MAC_FORMATS:
         if since is not None:
             return (
                 f"entry {seq}: written in format {form}, without a MAC, after entry {since} of format "
-                f"{ledger_items.FORMAT}: the engine writes only authenticated entries since, so it did not write it"
+                f"{since_form}: the engine writes only authenticated entries since, "
+                "so it did not write it"
             )
         if form not in (1, *ledger_items.ITEM_FORMATS):
             return f"entry {seq}: format {form} is no ledger format"

@@ -13,9 +13,9 @@ A complete audit (:func:`audit`) matches in the database, page by page:
 the live table is read in key order, a page at a time; this process
 computes the page's pseudonyms under each run with claims on the dataset
 (the keys never leave it: the server receives pseudonyms only) and the
-database finds the claims among them, by the lookup rows' primary key
-(run, pseudonym) for items and by the entries' pseudonym index for format
-1 entries. No claim is read into memory: the claims are counted by one
+database finds the claims among them, by the items' record pseudonym
+index (every item format; format 4 has no lookup rows) and by the entries'
+pseudonym index for format 1 entries. No claim is read into memory: the claims are counted by one
 aggregate, and memory holds one page whatever the ledger's size.
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
 claims (:func:`audit_claims`), matched here.
@@ -50,7 +50,7 @@ _CHUNK = 5_000
 _PROBE = 500
 _PICK = 2_000
 """Chosen claims read per query (bound parameters: SQLite takes 32,766)."""
-"""(run, pseudonym) pairs per probe of the lookup rows."""
+"""(run, pseudonym) pairs per probe of the items' pseudonym index."""
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,6 @@ def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, d
     result = AuditResult()
     with engine.connect() as conn:
         counts = _claim_counts(conn, dataset)
-        # Items above the highest indexed entry (left unindexed by an older version) are probed directly.
-        indexed = conn.execute(sa.select(sa.func.max(store.ledger_lookup.c.entry_seq))).scalar() or 0
     for (pack_id, name), runs in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
         found = sum(runs.values())
         result.claims += found
@@ -256,7 +254,7 @@ def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, d
         result.datasets += 1
         result.checked += found
         result.problems += _match_dataset(
-            engine, loaded.pack.datasets[name], name, pack_id, sorted(runs, key=str), secret, int(indexed), found
+            engine, loaded.pack.datasets[name], name, pack_id, sorted(runs, key=str), secret, found
         )
     return result
 
@@ -268,7 +266,6 @@ def _match_dataset(
     pack_id: str | None,
     runs: list[str | None],
     secret: bytes,
-    indexed: int,
     claims: int,
 ) -> list[str]:
     """The claims of one dataset that its live table contradicts, found a page of live keys at a time."""
@@ -299,7 +296,7 @@ def _match_dataset(
                 for key_text, message in messages.items():
                     wanted[(None, v1.hexdigest(message))] = key_text
             masked: list[tuple[str, Claim]] = []
-            for claim in _matching(conn, name, pack_id, wanted, indexed):
+            for claim in _matching(conn, name, pack_id, wanted):
                 key_text = wanted[(claim.run_id if claim.idx is not None else None, claim.pseudonym)]
                 if _expectation(dataset, claim) == "gone":
                     problems.append(
@@ -314,10 +311,14 @@ def _match_dataset(
 
 
 def _matching(
-    conn: sa.Connection, name: str, pack_id: str | None, wanted: dict[tuple[str | None, str], str], indexed: int
+    conn: sa.Connection, name: str, pack_id: str | None, wanted: dict[tuple[str | None, str], str]
 ) -> list[Claim]:
-    """The claims on ``name`` whose (run, record pseudonym) is in ``wanted`` (run None: format 1), in ledger order."""
-    entries, items, lookup = store.ledger, store.ledger_items, store.ledger_lookup
+    """The claims on ``name`` whose (run, record pseudonym) is in ``wanted`` (run None: format 1), in ledger order.
+
+    Items of every format are probed by the items' record pseudonym index
+    (migration 0015; format 4 has no lookup rows), the run checked here.
+    """
+    entries, items = store.ledger, store.ledger_items
     pack = entries.c.pack_id.is_(None) if pack_id is None else entries.c.pack_id == pack_id
     scope = [entries.c.dataset == name, pack, *_scope(None)]
     columns = (
@@ -336,35 +337,14 @@ def _matching(
                 found[(int(seq), idx)] = Claim(int(seq), idx, run_id, pack_id, name, transition, action, str(pseudonym))
 
     pairs = [pair for pair in wanted if pair[0] is not None]
-    by_lookup = items.join(
-        lookup,
-        sa.and_(
-            lookup.c.entry_seq == items.c.entry_seq,
-            lookup.c.idx == items.c.idx,
-            lookup.c.pseudonym == items.c.record_pseudonym,
-        ),
-    ).join(entries, entries.c.seq == items.c.entry_seq)
-    unindexed = items.join(entries, entries.c.seq == items.c.entry_seq)
+    joined = items.join(entries, entries.c.seq == items.c.entry_seq)
     for start in range(0, len(pairs), _PROBE):
         chunk = pairs[start : start + _PROBE]
         add(
             conn.execute(
                 sa.select(*columns)
-                .select_from(by_lookup)
+                .select_from(joined)
                 .where(
-                    sa.tuple_(lookup.c.run_id, lookup.c.pseudonym).in_(chunk),
-                    entries.c.run_id == lookup.c.run_id,
-                    entries.c.format.in_(ledger_items.ITEM_FORMATS),
-                    *scope,
-                )
-            )
-        )
-        add(
-            conn.execute(
-                sa.select(*columns)
-                .select_from(unindexed)
-                .where(
-                    items.c.entry_seq > indexed,
                     items.c.record_pseudonym.in_(sorted({p for _, p in chunk})),
                     entries.c.format.in_(ledger_items.ITEM_FORMATS),
                     *scope,

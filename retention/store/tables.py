@@ -327,6 +327,10 @@ ledger_items = sa.Table(
     sa.Column("request_id", sa.Integer, comment="the erasure request behind the move"),
     sa.Column("review_id", sa.Integer, comment="the approved review batch behind the purge"),
     sa.Column("email_pseudonym", HASH, comment="HMAC under the run's key of the e-mail address's pseudonym"),
+    # Format 4 (migration 0015): lookup by record, subject or e-mail probes these, not lookup rows.
+    sa.Index(None, "record_pseudonym"),
+    sa.Index(None, "subject_pseudonym"),
+    sa.Index(None, "email_pseudonym"),
 )
 
 ledger_lookup = sa.Table(
