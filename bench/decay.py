@@ -11,11 +11,17 @@ script turns autovacuum off on the engine's tables, archives ``--rows``
 generated rows in batches and prints each batch's time (selection, and the
 whole transaction), then the last batch against the first (target: within
 1.5x).
+
+The archive runs set-based (retention/engine/set_archive.py) unless
+``--per-record`` (``RETENTION_SET_BASED=0``); the columns are that path's
+parts: the key selection, the items with their lookup rows, leaves and
+chained entry, and the change (payloads, state rows and the delete).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -29,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import AS_OF, SECRET, generate, load, pack, reset_engine_tables  # noqa: E402
 from retention import logs  # noqa: E402
-from retention.engine import apply, execute, plan, run_datasets  # noqa: E402
+from retention.engine import apply, execute, plan, run_datasets, set_archive, set_purge  # noqa: E402
 from retention.engine import statistics as statistics_module  # noqa: E402
 from retention.store.config import create_engine  # noqa: E402
 
@@ -43,10 +49,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--every", type=int, default=5, help="print every n-th batch")
+    parser.add_argument("--per-record", action="store_true", help="the per-record path (RETENTION_SET_BASED=0)")
     args = parser.parse_args()
+    if args.per_record:
+        os.environ[set_purge.SWITCH] = "0"
     logs.configure(level="warning")
     engine = create_engine(args.db)
-    print(f"{args.rows} rows on {engine.dialect.name}, archive, batch size {args.batch_size}; started: {load()}")
+    path = "per-record path" if args.per_record else "set-based"
+    print(f"{args.rows} rows on {engine.dialect.name}, archive ({path}), batch size {args.batch_size}")
+    print(f"started: {load()}")
     generate(engine, args.rows, args.seed)
     reset_engine_tables(engine)
     if engine.dialect.name == "postgresql":
@@ -81,6 +92,9 @@ def main() -> None:
         "states": [],
         "delete": [],
         "ledger": [],
+        "keys": [],
+        "items, leaves, entry": [],
+        "change": [],
     }
 
     def timing(owner: Any, name: str, label: str) -> Any:
@@ -103,6 +117,9 @@ def main() -> None:
         (apply, "_set_states", timing(apply, "_set_states", "states")),
         (apply, "_delete_rows", timing(apply, "_delete_rows", "delete")),
         (apply.ledger, "append", timing(apply.ledger, "append", "ledger")),
+        (set_purge.ledger, "append_written", timing(set_purge.ledger, "append_written", "items, leaves, entry")),
+        (set_archive.SetArchive, "change", timing(set_archive.SetArchive, "change", "change")),
+        (set_archive.SetArchive, "batch", timing(set_archive.SetArchive, "batch", "keys")),
         (
             statistics_module.FreshStatistics,
             "after_commit",
@@ -118,10 +135,19 @@ def main() -> None:
         plan.DatasetPlanner.next_batch = original  # type: ignore[method-assign]
         for owner, name, part in saved:
             setattr(owner, name, part)
+    # Set-based: a batch's keys are its time less the append (which holds the items and the change), and
+    # the items' part the append less the change; the last call found nothing and has no append.
+    whole_set = parts["keys"][: len(parts["items, leaves, entry"])]
+    parts["keys"] = [b - a for b, a in zip(whole_set, parts["items, leaves, entry"], strict=True)]
+    parts["items, leaves, entry"] = [a - c for a, c in zip(parts["items, leaves, entry"], parts["change"], strict=True)]
+    if not args.per_record:
+        selects = parts["keys"]
     moved = sum(sum(v.values()) for v in result.counts.values())
     print(f"{moved} records archived in {total:.2f} s, {len(batches)} active batches")
     print()
-    names = ("witness", "apply", "archive copy", "states", "delete", "ledger", "statistics")
+    names: tuple[str, ...] = ("witness", "apply", "archive copy", "states", "delete", "ledger", "statistics")
+    if not args.per_record:
+        names = ("items, leaves, entry", "change", "statistics")
     print("| batch | selection s | " + " | ".join(f"{n} s" for n in names) + " | whole batch s |")
     print("|---:|---:|" + "---:|" * len(names) + "---:|")
     # The archived pass (before the active one) has no batch: the part lists start with the active pass,

@@ -338,7 +338,7 @@ def engine_run(
     set_based: bool = True,
     max_share: float = 1.0,
 ) -> int:
-    """One run; ``set_based=False`` sends the purge through the per-record path (retention.engine.set_purge)."""
+    """One run; ``set_based=False``: the purge or archive record by record (``RETENTION_SET_BASED=0``)."""
     saved = os.environ.get(set_purge.SWITCH)
     if not set_based:
         os.environ[set_purge.SWITCH] = "0"
@@ -351,6 +351,39 @@ def engine_run(
         else:
             os.environ[set_purge.SWITCH] = saved
     return sum(sum(v.values()) for v in result.counts.values())
+
+
+class _Archived(_Base):
+    __tablename__ = "bench_orm_archive"
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    payload: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    archived_at: orm.Mapped[dt.datetime]
+
+
+def naive_orm_archive(engine: sa.Engine, sample: int) -> int:
+    """The hurried script's archive: load each due row, copy it as JSON, delete it, audit it, commit."""
+    for table in (_Audit.__table__, _Archived.__table__):
+        table.drop(engine, checkfirst=True)  # type: ignore[attr-defined]
+        table.create(engine)  # type: ignore[attr-defined]
+    done = 0
+    with orm.Session(engine) as session:
+        ids = session.scalars(
+            sa.select(_Event.id).where(_Event.collected_at < cutoff_param(engine)).limit(sample)
+        ).all()
+        for record_id in ids:
+            event = session.get(_Event, record_id)
+            assert event is not None
+            payload = json.dumps(
+                {"collected_at": str(event.collected_at), "customer_id": event.customer_id, "id": event.id},
+                sort_keys=True,
+            )
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            session.add(_Archived(id=record_id, payload=payload, archived_at=now))
+            session.delete(event)
+            session.add(_Audit(record_id=record_id, deleted_at=now))
+            session.commit()
+            done += 1
+    return done
 
 
 @contextlib.contextmanager
@@ -545,8 +578,15 @@ def main() -> None:
     if "archive" not in skip:
         measure("raw INSERT..SELECT + DELETE", lambda: raw_archive(engine))
         measure("engine run: archive + ledger", lambda: engine_run(engine, "archive", args.batch_size))
+        if "perrecord" not in skip:
+            measure(
+                "engine run: archive + ledger, per-record path",
+                lambda: engine_run(engine, "archive", args.batch_size, set_based=False),
+            )
     if "orm" not in skip:
         measure("naive ORM loop (sample)", lambda: naive_orm(engine, args.orm_sample))
+        if "archive" not in skip:
+            measure("naive ORM archive loop (sample)", lambda: naive_orm_archive(engine, args.orm_sample))
     partitioned = engine.dialect.name == "postgresql" and "partitions" not in skip
     if partitioned:
         measure("partitioned: raw DELETE", lambda: raw_delete_partitioned(engine), partitioned=True)
@@ -632,6 +672,18 @@ def main() -> None:
         lambda: rate("engine run: archive + ledger") / rate("raw INSERT..SELECT + DELETE"),
         "rows/s ratio",
         ">= 0.2",
+    )
+    ratio(
+        "archive throughput vs the per-record path (same run)",
+        lambda: rate("engine run: archive + ledger") / rate("engine run: archive + ledger, per-record path"),
+        "rows/s ratio",
+        "(before/after)",
+    )
+    ratio(
+        "archive throughput vs naive ORM archive loop (extrapolated)",
+        lambda: rate("engine run: archive + ledger") / rate("naive ORM archive loop (sample)"),
+        "rows/s ratio",
+        ">= 100",
     )
     ratio(
         "summary-ledger purge throughput vs raw DELETE",

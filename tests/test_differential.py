@@ -1098,6 +1098,27 @@ NAMED: dict[str, Scenario] = {
             Run(_paris("2020-08-01"), (Event("release", 1),)),
         ),
     ),
+    # The archive set-based (retention/engine/set_archive.py): holds by record and by subject keep
+    # their records across runs, released ones are archived; records due for archive and purge in one
+    # run go per record through both; the payloads' own purge follows by delay.
+    "set_based_archive_holds": Scenario(
+        _pack([_ARCHIVE_DELETE, {"to": "purged", "after": "P2M"}], batch_size=2),
+        (_PEOPLE,),
+        {"t_people": [_person(i, f"2019-0{1 + i % 6}-1{i % 9}") for i in range(1, 10)] + [_person(10, None)]},
+        (
+            Run(
+                _paris("2020-04-15"),
+                (
+                    Event("hold", 0, "record", "people", key="2"),
+                    Event("hold", 1, "subject", subject="7"),
+                    Event("hold", 2, "record", "people", key="8"),
+                ),
+            ),
+            Run(_paris("2020-06-20"), (Event("release", 0),)),
+            Run(_paris("2020-08-01"), (Event("release", 1),)),
+            Run(_paris("2020-10-01"), (Event("release", 2),)),
+        ),
+    ),
     # The same purge by a timestamptz clock, instants either side of Paris midnights on DST days:
     # the day each falls on (and so its due instant) is the policy zone's.
     "set_based_purge_midnights": Scenario(

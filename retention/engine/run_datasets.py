@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from retention.engine import erasure_mask, partitions, set_purge
+from retention.engine import erasure_mask, partitions, set_archive, set_purge
 from retention.engine.apply import RunContext, _Interrupted, _shred_keys, apply_batch, witness
 from retention.engine.plan import (
     Batch,
@@ -407,12 +407,18 @@ def _run_dataset(
             if dropped:
                 totals = result.counts.setdefault(planner.name, {})
                 totals["active->purged"] = totals.get("active->purged", 0) + dropped
-        purge = set_purge.start(conn, ctx, planner) if origin == "active" else None
+        purge: set_purge.SetPurge | None = None
+        if origin == "active":
+            start = set_archive.start if set_archive.applies(planner) else set_purge.start
+            purge = start(conn, ctx, planner)
         try:
             _run_pass(conn, lock, ctx, planner, origin, purge, result, on_batch)
         finally:
             if purge is not None:
                 purge.days.drop(conn)
+        if isinstance(purge, set_archive.SetArchive) and "purged" in planner.dataset.states:
+            # Records due for both archived and purged: moved through both by the per-record pass, as before.
+            _run_pass(conn, lock, ctx, planner, origin, None, result, on_batch)
 
 
 def _run_pass(

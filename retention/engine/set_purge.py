@@ -33,6 +33,7 @@ import bisect
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from retention.dialects import dialect_for
 from retention.engine.apply import RunContext
 from retention.engine.clock_sql import ClockSQL
-from retention.engine.evaluate import DueCache, evaluate_record
+from retention.engine.evaluate import DueCache, RecordEvaluation, evaluate_record
 from retention.engine.plan import Batch, DatasetPlanner
 from retention.errors import ConcurrentChangeError, ConfigError
 from retention.ledger import chain as ledger
@@ -57,7 +58,6 @@ log = structlog.get_logger("retention")
 SWITCH = "RETENTION_SET_BASED"
 """Environment variable: ``0`` sends every dataset through the per-record path (before/after measurements)."""
 
-_TRANSITION = "active->purged"
 _DAY_KINDS = ("timestamptz", "timestamp", "date")
 """Clock kinds whose local day :class:`DueDays` finds by comparing the stored value with the day's first moment."""
 
@@ -89,6 +89,12 @@ def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
         return "its lifecycle is not active -> purged"
     if dataset.step_to("purged").action not in ("delete", "drop_partition"):
         return "its purge does not delete rows"
+    return why_not_records(planner)
+
+
+def why_not_records(planner: DatasetPlanner) -> str | None:
+    """Why ``planner``'s records cannot move by set-based SQL whatever the step (ledger, clock, keys), or None."""
+    dataset = planner.dataset
     if dataset.ledger == "summary":
         return "its ledger is a summary"
     if not planner.is_simple():
@@ -149,7 +155,15 @@ class DueDays:
     count: int
 
     @classmethod
-    def create(cls, conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> DueDays:
+    def create(
+        cls,
+        conn: sa.Connection,
+        ctx: RunContext,
+        planner: DatasetPlanner,
+        state: str = "purged",
+        extra: Sequence[DayValue] = (),
+    ) -> DueDays:
+        """The table of the due instant of ``state`` per day, with each of ``extra``'s values per day start."""
         assert planner.sql is not None
         clock = planner.sql.clocks[0]
         dialect = dialect_for(conn)
@@ -167,14 +181,15 @@ class DueDays:
             sa.Column("d1", store.UTCDateTime),
             sa.Column("s2", moment_type),
             sa.Column("d2", store.UTCDateTime),
+            *(sa.Column(f"{v.name}{n}", v.type) for v in extra for n in range(3)),
             prefixes=["TEMPORARY"],
         )
         table.drop(conn, checkfirst=True)
         table.create(conn)
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
-        _, lowest, _ = clock.tally(conn, planner.table, planner.sql.due("purged", as_of))
-        starts: list[tuple[Any, dt.datetime]] = []  # (the day's first stored value, its records' due instant)
+        _, lowest, _ = clock.tally(conn, planner.table, planner.sql.due(state, as_of))
+        starts: list[tuple[Any, tuple[Any, ...]]] = []  # (the day's first stored value, (due instant, *extra))
         if lowest is not None:
             day, last = _first_day(lowest, tz), local_date(as_of, tz)
             cache: DueCache = {}
@@ -182,10 +197,10 @@ class DueDays:
                 begins = _first_moment(clock, day, tz)
                 evaluation = evaluate_record(pack, dataset, [begins], as_of, cache)
                 if evaluation.anomaly is None:
-                    starts.append((begins, evaluation.due["purged"]))
+                    starts.append((begins, (evaluation.due[state], *(v.of(evaluation) for v in extra))))
                 day += dt.timedelta(days=1)
         stored = normal_text if dialect.datetimes_as_text else (lambda value: value)
-        rows = _by_stored_date(starts, stored)
+        rows = _by_stored_date(starts, stored, ["d", *(v.name for v in extra)])
         if rows:
             conn.execute(table.insert(), rows)
         return cls(table, len(starts))
@@ -197,11 +212,15 @@ class DueDays:
 
     def due_at(self, clock: ColumnElement[Any]) -> ColumnElement[Any]:
         """The due instant of a row of :meth:`joined` whose clock is ``clock``."""
+        return self.value_at(clock, "d")
+
+    def value_at(self, clock: ColumnElement[Any], name: str) -> ColumnElement[Any]:
+        """The day value ``name`` (``d``: the due instant, or a :class:`DayValue`'s) of a row of :meth:`joined`."""
         t = self.table
         return sa.case(
-            (sa.and_(t.c.s2.is_not(None), clock >= t.c.s2), t.c.d2),
-            (sa.and_(t.c.s1.is_not(None), clock >= t.c.s1), t.c.d1),
-            else_=t.c.d0,
+            (sa.and_(t.c.s2.is_not(None), clock >= t.c.s2), t.c[f"{name}2"]),
+            (sa.and_(t.c.s1.is_not(None), clock >= t.c.s1), t.c[f"{name}1"]),
+            else_=t.c[f"{name}0"],
         )
 
     def drop(self, conn: sa.Connection) -> None:
@@ -210,7 +229,18 @@ class DueDays:
             self.table.drop(conn, checkfirst=True)
 
 
-def _by_stored_date(starts: list[tuple[Any, dt.datetime]], stored: Any) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DayValue:
+    """Another value :class:`DueDays` keeps per local day, from the evaluation of the day's first moment."""
+
+    name: str
+    type: Any
+    of: Callable[[RecordEvaluation], Any]
+
+
+def _by_stored_date(
+    starts: list[tuple[Any, tuple[Any, ...]]], stored: Any, names: Sequence[str]
+) -> list[dict[str, Any]]:
     """One row per stored date from the first day's to the last's (see :class:`DueDays`)."""
     if not starts:
         return []
@@ -229,11 +259,14 @@ def _by_stored_date(starts: list[tuple[Any, dt.datetime]], stored: Any) -> list[
         inside = range(covering + 1, bisect.bisect_left(points, midnight + dt.timedelta(days=1)))
         if len(inside) > 2:  # pragma: no cover - days are at least 23 hours long
             raise AssertionError("more than two local days start on one stored date")
-        row: dict[str, Any] = {"u": day, "d0": starts[covering][1] if covering >= 0 else None}
+        row: dict[str, Any] = {"u": day}
+        for i, name in enumerate(names):
+            row[f"{name}0"] = starts[covering][1][i] if covering >= 0 else None
         for n in (1, 2):
             k = inside[n - 1] if len(inside) >= n else None
             row[f"s{n}"] = None if k is None else stored(starts[k][0])
-            row[f"d{n}"] = None if k is None else starts[k][1]
+            for i, name in enumerate(names):
+                row[f"{name}{n}"] = None if k is None else starts[k][1][i]
         out.append(row)
         day += dt.timedelta(days=1)
     return out
@@ -266,6 +299,22 @@ class SetPurge:
     ctx: RunContext
     planner: DatasetPlanner
     days: DueDays
+    state: str = "purged"
+    action: str = "delete"
+    keys: Sequence[Any] = ()  # the batch's keys, selected and locked
+
+    @property
+    def transition(self) -> str:
+        return f"active->{self.state}"
+
+    def selected(self, conn: sa.Connection) -> ColumnElement[bool]:
+        """The active-pass records this pass moves: the planner's own predicate for the first state."""
+        assert self.planner.sql is not None
+        return self.planner.reaching(conn, self.planner.sql, 1, per_row=True)
+
+    def change(self, conn: sa.Connection, in_range: list[ColumnElement[bool]]) -> int:
+        """Carry out the move of the range's records after their items are written; how many moved."""
+        return int(conn.execute(self.planner.table.delete().where(*in_range)).rowcount)
 
     def batch(self, conn: sa.Connection, after: Any) -> tuple[Batch, dict[str, dict[str, int]], Any] | None:
         """Purge the next key range after ``after``: (the batch for progress, counts, key to resume from).
@@ -278,7 +327,7 @@ class SetPurge:
         assert planner.sql is not None
         planner.probe(conn)
         key = planner.key
-        selected = planner.reaching(conn, planner.sql, 1, per_row=True)
+        selected = self.selected(conn)
         query = sa.select(key).where(selected)
         if after is not None:
             query = query.where(key > after)
@@ -286,6 +335,7 @@ class SetPurge:
         keys = conn.execute(query).scalars().all()
         if not keys:
             return None
+        self.keys = keys
         in_range = [selected, key <= keys[-1]] + ([key > after] if after is not None else [])
         pack = ctx.loaded.pack
         draft = ledger_items.BatchItems(
@@ -293,16 +343,16 @@ class SetPurge:
             pack.pack,
             ctx.loaded.digest,
             planner.name,
-            _TRANSITION,
-            "delete",
-            planner.dataset.basis_for("purged"),
+            self.transition,
+            self.action,
+            planner.dataset.basis_for(self.state),
             ctx.secret,
             [],
         )
         moved = ledger.append_written(
             conn, draft, ctx.now(), lambda seq: self._write(conn, seq, in_range), secret=ctx.secret
         )
-        counts = {planner.name: {_TRANSITION: moved} if moved else {}}
+        counts = {planner.name: {self.transition: moved} if moved else {}}
         return Batch(planner.name, "active", [], scanned=len(keys), moved=moved), counts, keys[-1]
 
     def _write(
@@ -340,7 +390,7 @@ class SetPurge:
         # The leaves come back from the insert itself (RETURNING over the stored row): no read per batch.
         insert = items.insert().from_select(ledger_items.ITEM_COLUMNS, rows).returning(items.c.idx, _leaf(conn))
         written = sorted((int(idx), bytes(leaf)) for idx, leaf in conn.execute(insert))
-        deleted = conn.execute(planner.table.delete().where(*in_range)).rowcount
+        deleted = self.change(conn, in_range)
         if len(written) != deleted:
             raise ConcurrentChangeError(
                 f"dataset {planner.name}: {len(written)} items for {deleted} rows deleted in one key range; rolled back"
@@ -371,4 +421,4 @@ def _leaf(conn: sa.Connection) -> ColumnElement[Any]:
     return dialect.leaf(document)
 
 
-__all__ = ["SWITCH", "DueDays", "SetPurge", "start", "why_not"]
+__all__ = ["SWITCH", "DayValue", "DueDays", "SetPurge", "start", "why_not", "why_not_records"]

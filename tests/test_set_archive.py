@@ -1,0 +1,221 @@
+"""The set-based archive (retention.engine.set_archive): what the per-record path wrote, written by the database.
+
+Two datasets with the same rows, the same lifecycle and the same holds are
+run at the same instant, one record by record (``RETENTION_SET_BASED=0``),
+the other set-based: payloads (byte for byte), their purge instants, state
+rows (since, subject, clock day), the rows left, the counts per transition
+and the items' due instants must be equal, and the ledger must verify. The
+values of the per-record path are themselves held to hand-computed ones
+(Paris days, P1Y then P3Y) so that both cannot be wrong together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import structlog
+import yaml
+
+from retention.engine import execute, set_archive, set_purge
+from retention.engine.archive import SeparateArchive
+from retention.ledger import items as ledger_items
+from retention.ledger.verification import verify
+from retention.policy import validate_pack
+from retention.store import tables as store
+from retention.subjects.events import place_hold
+
+KEY = bytes(range(32))
+UTC = dt.UTC
+AS_OF = dt.datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _pack(name: str, then: str = "delete") -> str:
+    return f"""
+pack: archive-{name}
+version: "1"
+effective_from: 2020-01-01
+timezone: Europe/Paris
+guard: {{max_share: 1.0}}
+batch_size: 3
+datasets:
+  {name}:
+    table: sa_{name}
+    key: id
+    subject_key: user_id
+    basis: one year, then the archive
+    keep:
+      - clock: {{column: collected, type: timestamptz}}
+        period: P1Y
+    lifecycle:
+      - to: archived
+        action: archive
+        columns: [id, note, amount, collected]
+        then: {then}
+        {"mask: {note: null}" if then == "anonymise" else ""}
+      - to: purged
+        after: P3Y
+"""
+
+
+# (key, subject, clock): archived only, archived and purged in one run, not due, held.
+ROWS: list[tuple[int, str | None, dt.datetime]] = [
+    (1, "u1", dt.datetime(2023, 3, 1, 12, tzinfo=UTC)),  # archive due 2024-03-02 Paris, purge 2027
+    (2, None, dt.datetime(2023, 3, 25, 22, 59, 59, tzinfo=UTC)),  # Paris 2023-03-25 (before the DST night)
+    (3, "u3", dt.datetime(2023, 3, 25, 23, 0, tzinfo=UTC)),  # Paris 2023-03-26
+    (4, "u1", dt.datetime(2020, 3, 1, 12, tzinfo=UTC)),  # archive 2021-03-02, purge 2024-03-03: both due
+    (5, "u5", dt.datetime(2024, 6, 1, 12, tzinfo=UTC)),  # not due before 2025-06-02
+    (6, "u6", dt.datetime(2023, 10, 28, 22, 0, tzinfo=UTC)),  # Paris 2023-10-29 00:00 (CEST)
+    (7, "held", dt.datetime(2023, 5, 5, 5, tzinfo=UTC)),  # held by subject
+    (8, "u8", dt.datetime(2023, 5, 5, 5, tzinfo=UTC)),  # held by record
+    (9, "u9", dt.datetime(2023, 12, 31, 23, 30, tzinfo=UTC)),  # Paris 2024-01-01: archive due 2025-01-02, not yet
+]
+
+
+def _paris_midnight(day: str) -> dt.datetime:
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.fromisoformat(day).replace(tzinfo=ZoneInfo("Europe/Paris")).astimezone(UTC)
+
+
+# Hand-computed (docs/rules.md): the archive is due at the Paris midnight starting the day after P1Y from
+# the clock's Paris day; the payload's purge P3Y after the last day before the archive (the archive's
+# Paris day three years on).
+EXPECTED_STATES = {
+    "1": ("archived", _paris_midnight("2024-03-02"), dt.date(2023, 3, 1)),
+    "2": ("archived", _paris_midnight("2024-03-26"), dt.date(2023, 3, 25)),
+    "3": ("archived", _paris_midnight("2024-03-27"), dt.date(2023, 3, 26)),
+    "6": ("archived", _paris_midnight("2024-10-30"), dt.date(2023, 10, 29)),
+}
+EXPECTED_PURGE = {
+    "1": _paris_midnight("2027-03-02"),
+    "2": _paris_midnight("2027-03-26"),
+    "3": _paris_midnight("2027-03-27"),
+    "6": _paris_midnight("2027-10-30"),
+}
+
+
+def _table(engine: sa.Engine, name: str) -> sa.Table:
+    md = sa.MetaData()
+    table = sa.Table(
+        f"sa_{name}",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("note", sa.String(60)),
+        sa.Column("amount", sa.Numeric(10, 2)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"id": k, "user_id": s, "note": f'ünï "{k}" ✓' if k % 2 else None, "amount": k * 1.25, "collected": c}
+                for k, s, c in ROWS
+            ],
+        )
+        place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="held")
+        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset=name, record_key="8")
+    return table
+
+
+def _run(engine: sa.Engine, name: str, **kwargs: Any) -> tuple[execute.RunResult, list[dict[str, Any]]]:
+    text = _pack(name, **kwargs)
+    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(engine, loaded, AS_OF, secret=KEY)
+    return result, logs
+
+
+def _world(engine: sa.Engine, name: str, table: sa.Table, run_id: str) -> dict[str, Any]:
+    a, rs, items, entries = store.archive, store.record_states, store.ledger_items, store.ledger
+    with engine.connect() as conn:
+        payloads = {
+            r.record_key: (r.payload, r.purge_due_at)
+            for r in conn.execute(sa.select(a).where(a.c.dataset == name, a.c.run_id == run_id))
+        }
+        states = {
+            r.record_key: (r.state, r.since, r.subject_key, r.clock_day, r.leader_key, r.email_pseudonym)
+            for r in conn.execute(sa.select(rs).where(rs.c.dataset == name))
+        }
+        left = set(conn.execute(sa.select(table.c.id)).scalars())
+        dues = sorted(
+            (r.transition, r.due_at, r.subject_pseudonym is None)
+            for r in conn.execute(
+                sa.select(entries.c.transition, items.c.due_at, items.c.subject_pseudonym)
+                .join(entries, entries.c.seq == items.c.entry_seq)
+                .where(entries.c.run_id == run_id, entries.c.dataset == name)
+            )
+        )
+    return {"payloads": payloads, "states": states, "left": left, "dues": dues}
+
+
+def test_set_based_archive_writes_what_the_per_record_path_writes(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same payloads, purge instants, state rows, rows left, counts and item due instants; the ledger verifies."""
+    slow_table, fast_table = _table(migrated, "slow"), _table(migrated, "fast")
+    monkeypatch.setenv(set_purge.SWITCH, "0")
+    slow, slow_logs = _run(migrated, "slow")
+    monkeypatch.delenv(set_purge.SWITCH)
+    batches: list[int] = []
+    original = set_archive.SetArchive.batch
+
+    def counted(self, conn, after):  # type: ignore[no-untyped-def]
+        done = original(self, conn, after)
+        batches.append(0 if done is None else done[0].moved)
+        return done
+
+    monkeypatch.setattr(set_archive.SetArchive, "batch", counted)
+    fast, fast_logs = _run(migrated, "fast")
+
+    assert [e["reason"] for e in slow_logs if e["event"] == "archive_per_record"] == [
+        f"turned off ({set_purge.SWITCH}=0)"
+    ]
+    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
+    assert sum(batches) == 4, (
+        batches,
+        fast.counts,
+        [e for e in fast_logs if e.get("log_level") != "info"],
+    )  # records 1, 2, 3, 6; record 4 (due for both) goes per record
+    expected_counts = {"active->archived": 5, "archived->purged": 1}
+    assert slow.counts["slow"] == expected_counts
+    assert fast.counts["fast"] == expected_counts
+
+    s, f = _world(migrated, "slow", slow_table, slow.run_id), _world(migrated, "fast", fast_table, fast.run_id)
+    assert f == s
+    assert s["left"] == {5, 7, 8, 9}
+    assert {k: (v[0], v[1], v[3]) for k, v in s["states"].items()} == EXPECTED_STATES
+    assert {k: v[1] for k, v in s["payloads"].items()} == EXPECTED_PURGE
+    assert s["states"]["2"][2] is None and s["states"]["3"][2] == "u3"
+    with migrated.connect() as conn:
+        found = ledger_items.lookup(conn, KEY, dataset="fast", record_key="3")
+        assert [r["transition"] for r in found] == ["active->archived"]
+        assert found[0]["due_at"] == EXPECTED_STATES["3"][1]
+    assert verify(migrated, secret=KEY).ok
+
+
+def test_the_per_record_cases_are_logged_with_their_reason(
+    migrated: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept source row (masks keyed in Python) and a separate archive database keep the per-record path."""
+    _table(migrated, "masked")
+    result, logs = _run(migrated, "masked", then="anonymise")
+    assert result.counts["masked"] == {"active->archived": 5, "archived->purged": 1}
+    assert [e.get("reason") for e in logs if e["event"] in ("archive_per_record", "archive_set_based")] == [
+        "its archive keeps the source row (masks are keyed in Python)"
+    ]
+    _table(migrated, "apart")
+    text = _pack("apart")
+    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    separate = SeparateArchive(sa.create_engine(f"sqlite:///{tmp_path / 'archive.sqlite'}"))
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(migrated, loaded, AS_OF, secret=KEY, archive=separate)
+    assert result.counts["apart"] == {"active->archived": 5, "archived->purged": 1}
+    assert [e.get("reason") for e in logs if e["event"] in ("archive_per_record", "archive_set_based")] == [
+        "the archive is another database (no transaction or INSERT ... SELECT spans both)"
+    ]
