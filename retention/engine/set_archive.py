@@ -16,7 +16,7 @@ per key range, in one transaction:
   of the range's records is replaced, as there;
 - the state rows by ``INSERT ... SELECT`` (state ``archived``, since the due
   instant, the clock's event day for ``after_from: clock``);
-- the items, their lookup rows, the leaves and the chained entry by
+- the items, their leaves and the chained entry by
   :class:`~retention.engine.set_purge.SetPurge` (not copied: called);
 - the ``DELETE`` of the source rows by the same predicate over the range.
 
