@@ -12,7 +12,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor, hmac_pads
+from retention.dialects.base import DATETIME_KINDS, Dialect
+from retention.dialects.bulk_sql import driver_cursor
+from retention.dialects.item_sql import hmac_pads
 
 _RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
 
