@@ -22,7 +22,8 @@ were; :mod:`retention.dialects.clock_values` says why.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -232,6 +233,17 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
     def statistics_rows(self, conn: sa.Connection, table: str) -> int | None:
         """The row count the planner believes ``table`` has, or None when it keeps none."""
         return None
+
+    @contextmanager
+    def serial_scans(self, conn: sa.Connection) -> Iterator[None]:
+        """Within the block, ``conn``'s statements scan without parallel workers; the setting is restored after it.
+
+        A count over many small partitions (``drop_partition``'s plan) would
+        start workers once per partition, which costs more than they save.
+        Only for the block: plan goes on counting other datasets in the same
+        transaction. Generic: nothing to set (no parallel scans).
+        """
+        yield
 
     # -- the schema check ----------------------------------------------------
 
