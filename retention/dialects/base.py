@@ -8,18 +8,30 @@ dialect names they serve (``names``); :func:`retention.dialects.dialect_for`
 finds them. No module outside this package branches on a dialect name
 (``tests/test_dialects.py`` holds that), so adding a database means adding
 one module here; docs/dialects.md lists the hooks it has to consider.
+
+The hooks are split by what they hold (issue 22: no class above ~300 lines):
+this module keeps the capabilities, engine set-up, locks, statistics and the
+schema check; :mod:`~retention.dialects.clock_values` the clock-value SQL,
+:mod:`~retention.dialects.item_sql` the set-based ledger item SQL and
+:mod:`~retention.dialects.bulk_sql` bulk writes, keys and partitions. They are
+base classes of :class:`Dialect`, not objects it holds, so that call sites
+(``dialect_for(conn).hook(...)``) and the one class per database stay as they
+were; :mod:`retention.dialects.clock_values` says why.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
+
+from retention.dialects.bulk_sql import BulkWriteSQL
+from retention.dialects.clock_values import ClockValueSQL
+from retention.dialects.item_sql import ItemSQL
 
 #: Clock kinds held in date/time columns (the others are epoch numbers or text).
 DATETIME_KINDS = ("timestamptz", "timestamp", "date")
@@ -27,7 +39,7 @@ DATETIME_KINDS = ("timestamptz", "timestamp", "date")
 _registry: dict[str, type[Dialect]] = {}
 
 
-class Dialect:
+class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
     """Generic SQL; a database module overrides what its server does differently."""
 
     #: The SQLAlchemy dialect names (``engine.dialect.name``) this class serves.
@@ -222,121 +234,16 @@ class Dialect:
         """The row count the planner believes ``table`` has, or None when it keeps none."""
         return None
 
-    # -- items computed by the database (retention.engine.set_purge) ---------------
+    @contextmanager
+    def serial_scans(self, conn: sa.Connection) -> Iterator[None]:
+        """Within the block, ``conn``'s statements scan without parallel workers; the setting is restored after it.
 
-    #: The database can compute a batch's ledger items (HMAC-SHA256 pseudonyms,
-    #: RFC 8785 item documents, Merkle leaves) itself, byte for byte as
-    #: :mod:`retention.ledger.bulk` does; the other hooks of this section are then used.
-    set_based_items: ClassVar[bool] = False
-
-    def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
-        """The date a clock value is stored on: UTC for instants, as written for naive values and dates."""
-        return sa.cast(value, sa.Date)
-
-    def prepare_items(self, conn: sa.Connection) -> None:
-        """Make the functions the item hooks call available on ``conn`` (SQLite registers its own)."""
-
-    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes."""
-        raise NotImplementedError
-
-    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The 32-byte Merkle leaf hash of an ASCII text ``document``: SHA-256 of 0x00 and its bytes."""
-        raise NotImplementedError
-
-    def concat_text(self, *parts: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Text concatenation of non-NULL parts (integers as their decimal text)."""
-        result = parts[0]
-        for part in parts[1:]:
-            result = result.op("||")(part)
-        return result
-
-    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
-        """An engine instant (naive UTC, :meth:`instant_type`) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
-        raise NotImplementedError
-
-    # -- bulk writes and keys ------------------------------------------------
-
-    def bulk_insert(
-        self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
-    ) -> None:
-        """Insert ``rows`` (values in ``columns`` order) by the driver's fastest path, in the caller's transaction.
-
-        The ledger writes one row per record a purge moves: the hottest insert
-        of the engine. Generic: the driver's ``executemany`` (PyMySQL folds it
-        into multi-row INSERTs).
+        A count over many small partitions (``drop_partition``'s plan) would
+        start workers once per partition, which costs more than they save.
+        Only for the block: plan goes on counting other datasets in the same
+        transaction. Generic: nothing to set (no parallel scans).
         """
-        dialect = conn.dialect
-        preparer = dialect.identifier_preparer
-        target = preparer.format_table(table)
-        names = ", ".join(preparer.quote(c) for c in columns)
-        marker = "?" if dialect.paramstyle == "qmark" else "%s"
-        placeholders = ", ".join([marker] * len(columns))
-        with driver_cursor(conn) as cursor:
-            cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({placeholders})", rows)
-
-    def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
-        """Insert ``rows``; a row whose primary key exists already gets ``column`` added to instead.
-
-        A batch's counts commit with the batch (:mod:`retention.store.tally`).
-        Generic: ``ON DUPLICATE KEY UPDATE`` (the engine's fallback before the hook).
-        """
-        from sqlalchemy.dialects.mysql import insert as my_insert
-
-        my = my_insert(table)
-        conn.execute(my.on_duplicate_key_update({column: table.c[column] + my.inserted[column]}), rows)
-
-    def json_text_object(self, pairs: Sequence[tuple[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
-        """A JSON object built in SQL, each value as the database writes it as text (NULL as null).
-
-        The archive's payloads are built this way by ``INSERT ... SELECT``,
-        without a Python step per row. Generic: SQL:2016 ``JSON_OBJECT``
-        (SQLite and MariaDB have it with this argument list).
-        """
-        arguments: list[Any] = []
-        for name, value in pairs:
-            arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
-        return sa.func.json_object(*arguments, type_=sa.Text)
-
-    def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Text from the application's tables made comparable with the engine's text columns.
-
-        Two tables may use different collations, and some databases refuse
-        to compare two implicit ones. Generic: as it is.
-        """
-        return text
-
-    def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Text compared byte by byte, whatever the column's collation (shard ranges of text keys).
-
-        Every worker must cut a key space at the same places and a record
-        must fall in exactly one range. Generic: as it is (SQLite compares
-        text with BINARY unless told otherwise).
-        """
-        return text
-
-    def one_of(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
-        """Rows whose ``column`` is one of ``values`` (a batch's thousands of keys): an IN list."""
-        return column.in_(list(values))
-
-    def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
-        """A source column as text comparable with the engine's key columns (``VARCHAR(191)``)."""
-        return sa.cast(column, sa.String(191))
-
-    # -- partitions ----------------------------------------------------------
-
-    def range_partitions(self, conn: sa.Connection, parent: str, column: str) -> list[tuple[str, str, str, str]]:
-        """(schema, name, lower, upper) of each range partition of ``parent`` on ``column`` alone.
-
-        ``parent`` is the quoted table name; bounds are SQL literals or
-        ``MINVALUE``/``MAXVALUE``. Empty when the table is not partitioned so
-        (and a DEFAULT partition is left out: anything may be in it).
-        """
-        return []
-
-    def lock_for_partition_drop(self, parent: str) -> str:
-        """SQL taking the strongest lock on the partitioned table ``parent`` before a partition is dropped."""
-        raise NotImplementedError(f"{self.name}: no partition drop")
+        yield
 
     # -- the schema check ----------------------------------------------------
 
@@ -347,89 +254,7 @@ class Dialect:
         """
         return None
 
-    def datetime_column_problem(self, clock_type: str, col_type: sa.types.TypeEngine[Any]) -> str | None:
-        """Why a reflected date/time column cannot hold this clock kind beyond its type family, or None.
-
-        Generic: the type family decides alone.
-        """
-        return None
-
-    # -- clock SQL (retention.engine.evaluate) ---------------------------------------
-
-    def epoch_text_valid(self, value: ColumnElement[Any]) -> ColumnElement[bool]:
-        """Digits without a leading zero (no end anchor: PCRE's ``$`` allows a final newline).
-
-        Generic: the ``REGEXP`` operator.
-        """
-        return self._regex_valid(value, "REGEXP")
-
-    @staticmethod
-    def _regex_valid(value: ColumnElement[Any], op: str) -> ColumnElement[bool]:
-        return sa.and_(
-            value.op(op, is_comparison=True)(sa.literal("^[1-9]", sa.String)),
-            sa.not_(value.op(op, is_comparison=True)(sa.literal("[^0-9]", sa.String))),
-        )
-
-    def epoch_text_operand(self, value: ColumnElement[Any]) -> ColumnElement[Any]:
-        """An epoch-text column as text for ``length()`` and string comparison."""
-        return value
-
-    def clock_invalid(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
-        """Rows whose plain clock column (not epoch text) cannot be read as ``kind``.
-
-        Generic: typed columns hold only valid values.
-        """
-        return sa.false()
-
-    def clock_readable(self, value: ColumnElement[Any], kind: str) -> list[ColumnElement[bool]]:
-        """Residual conditions that make a value in range a valid reading (for ``due``)."""
-        return []
-
-    def clock_numeric(self, value: ColumnElement[Any], kind: str) -> list[ColumnElement[bool]]:
-        """Conditions that a plain clock's value is a number (untyped storage may hold text)."""
-        return []
-
-    def clock_is_null(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
-        """The clock value reads NULL."""
-        return value.is_(None)
-
-    def aggregate_measure(
-        self, rel_col: ColumnElement[Any], kind: str
-    ) -> tuple[ColumnElement[Any], ColumnElement[bool] | None]:
-        """(what ``max()`` runs over, which related rows are invalid) for an aggregate clock (not epoch text).
-
-        The measured value is NULL for unreadable rows and orders as time
-        does. Generic: the column itself, every row readable.
-        """
-        return rel_col, None
-
-    def safe_clock_columns(self, column: ColumnElement[Any], kind: str) -> list[ColumnElement[Any]]:
-        """Columns that fetch ``column`` without a driver error: the value, and its text when clamped."""
-        from sqlalchemy.types import NullType
-
-        return [sa.type_coerce(column, NullType())]
-
-
-@contextmanager
-def driver_cursor(conn: sa.Connection) -> Iterator[Any]:
-    """A raw DBAPI cursor on the connection's driver connection (in its transaction), closed on exit."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    cursor = driver.cursor()
-    try:
-        yield cursor
-    finally:
-        cursor.close()
-
 
 def registry() -> dict[str, type[Dialect]]:
     """Every registered dialect class by SQLAlchemy dialect name."""
     return dict(_registry)
-
-
-def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """HMAC-SHA256's inner and outer padded keys (RFC 2104) of a key of at most 64 bytes."""
-    if len(key) > 64:
-        raise ValueError("a key longer than the SHA-256 block must be hashed first")
-    padded = key.ljust(64, b"\x00")
-    return bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)

@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
-from retention.dialects.base import DATETIME_KINDS, Dialect, driver_cursor, hmac_pads
+from retention.dialects.base import DATETIME_KINDS, Dialect
+from retention.dialects.bulk_sql import driver_cursor
+from retention.dialects.item_sql import hmac_pads
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 

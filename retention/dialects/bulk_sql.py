@@ -1,0 +1,119 @@
+"""Bulk writes, keys and partitions: how a batch moves many rows at once.
+
+One of the three parts :class:`retention.dialects.base.Dialect` is built from
+(issue 22), a base class of ``Dialect`` for the reason given in
+:mod:`retention.dialects.clock_values`: the ledger's bulk insert, the tally's
+upsert, the archive's JSON payloads, key text and comparisons, and the range
+partitions a ``drop_partition`` purge drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+
+class BulkWriteSQL:
+    """Generic bulk writes: the driver's ``executemany``, SQL-standard JSON, no partitions."""
+
+    #: The dialect's name (set by :class:`retention.dialects.base.Dialect`), for messages.
+    name: str
+
+    # -- bulk writes and keys ------------------------------------------------
+
+    def bulk_insert(
+        self, conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert ``rows`` (values in ``columns`` order) by the driver's fastest path, in the caller's transaction.
+
+        The ledger writes one row per record a purge moves: the hottest insert
+        of the engine. Generic: the driver's ``executemany`` (PyMySQL folds it
+        into multi-row INSERTs).
+        """
+        dialect = conn.dialect
+        preparer = dialect.identifier_preparer
+        target = preparer.format_table(table)
+        names = ", ".join(preparer.quote(c) for c in columns)
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        placeholders = ", ".join([marker] * len(columns))
+        with driver_cursor(conn) as cursor:
+            cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({placeholders})", rows)
+
+    def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
+        """Insert ``rows``; a row whose primary key exists already gets ``column`` added to instead.
+
+        A batch's counts commit with the batch (:mod:`retention.store.tally`).
+        Generic: ``ON DUPLICATE KEY UPDATE`` (the engine's fallback before the hook).
+        """
+        from sqlalchemy.dialects.mysql import insert as my_insert
+
+        my = my_insert(table)
+        conn.execute(my.on_duplicate_key_update({column: table.c[column] + my.inserted[column]}), rows)
+
+    def json_text_object(self, pairs: Sequence[tuple[str, ColumnElement[Any]]]) -> ColumnElement[Any]:
+        """A JSON object built in SQL, each value as the database writes it as text (NULL as null).
+
+        The archive's payloads are built this way by ``INSERT ... SELECT``,
+        without a Python step per row. Generic: SQL:2016 ``JSON_OBJECT``
+        (SQLite and MariaDB have it with this argument list).
+        """
+        arguments: list[Any] = []
+        for name, value in pairs:
+            arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
+        return sa.func.json_object(*arguments, type_=sa.Text)
+
+    def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Text from the application's tables made comparable with the engine's text columns.
+
+        Two tables may use different collations, and some databases refuse
+        to compare two implicit ones. Generic: as it is.
+        """
+        return text
+
+    def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Text compared byte by byte, whatever the column's collation (shard ranges of text keys).
+
+        Every worker must cut a key space at the same places and a record
+        must fall in exactly one range. Generic: as it is (SQLite compares
+        text with BINARY unless told otherwise).
+        """
+        return text
+
+    def one_of(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+        """Rows whose ``column`` is one of ``values`` (a batch's thousands of keys): an IN list."""
+        return column.in_(list(values))
+
+    def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A source column as text comparable with the engine's key columns (``VARCHAR(191)``)."""
+        return sa.cast(column, sa.String(191))
+
+    # -- partitions ----------------------------------------------------------
+
+    def range_partitions(self, conn: sa.Connection, parent: str, column: str) -> list[tuple[str, str, str, str]]:
+        """(schema, name, lower, upper) of each range partition of ``parent`` on ``column`` alone.
+
+        ``parent`` is the quoted table name; bounds are SQL literals or
+        ``MINVALUE``/``MAXVALUE``. Empty when the table is not partitioned so
+        (and a DEFAULT partition is left out: anything may be in it).
+        """
+        return []
+
+    def lock_for_partition_drop(self, parent: str) -> str:
+        """SQL taking the strongest lock on the partitioned table ``parent`` before a partition is dropped."""
+        raise NotImplementedError(f"{self.name}: no partition drop")
+
+
+@contextmanager
+def driver_cursor(conn: sa.Connection) -> Iterator[Any]:
+    """A raw DBAPI cursor on the connection's driver connection (in its transaction), closed on exit."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()

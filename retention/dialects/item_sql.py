@@ -1,0 +1,57 @@
+"""Set-based ledger item SQL: the database computes a batch's ledger items itself.
+
+One of the three parts :class:`retention.dialects.base.Dialect` is built from
+(issue 22), a base class of ``Dialect`` for the reason given in
+:mod:`retention.dialects.clock_values`. Used by
+:mod:`retention.engine.set_purge` and the set-based archive: HMAC-SHA256
+pseudonyms, RFC 8785 item documents and Merkle leaves computed in SQL, byte
+for byte as :mod:`retention.ledger.bulk` does in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+
+class ItemSQL:
+    """Generic item SQL: none (``set_based_items`` off); a database that can compute items overrides it."""
+
+    # -- items computed by the database (retention.engine.set_purge) ---------------
+
+    #: The database can compute a batch's ledger items (HMAC-SHA256 pseudonyms,
+    #: RFC 8785 item documents, Merkle leaves) itself, byte for byte as
+    #: :mod:`retention.ledger.bulk` does; the other hooks of this section are then used.
+    set_based_items: ClassVar[bool] = False
+
+    def prepare_items(self, conn: sa.Connection) -> None:
+        """Make the functions the item hooks call available on ``conn`` (SQLite registers its own)."""
+
+    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes."""
+        raise NotImplementedError
+
+    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The 32-byte Merkle leaf hash of an ASCII text ``document``: SHA-256 of 0x00 and its bytes."""
+        raise NotImplementedError
+
+    def concat_text(self, *parts: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Text concatenation of non-NULL parts (integers as their decimal text)."""
+        result = parts[0]
+        for part in parts[1:]:
+            result = result.op("||")(part)
+        return result
+
+    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
+        """An engine instant (naive UTC, :meth:`instant_type`) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+        raise NotImplementedError
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA256's inner and outer padded keys (RFC 2104) of a key of at most 64 bytes."""
+    if len(key) > 64:
+        raise ValueError("a key longer than the SHA-256 block must be hashed first")
+    padded = key.ljust(64, b"\x00")
+    return bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
