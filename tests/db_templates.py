@@ -77,7 +77,7 @@ class Template:
             return
         statements = self.statements
         if self.dialect == "postgresql":
-            schema = str(engine.url.query["options"]).removeprefix("-csearch_path=")
+            schema = pg_schema(engine.url)
             statements = [s.replace("{schema}.", f'"{schema}".') for s in statements]
         with engine.connect() as conn:
             if self.dialect == "mariadb":
@@ -97,6 +97,14 @@ READY = 2
 _ready: dict[tuple[str, str], deque[Future[tuple[str, ExitStack]]]] = {}
 _worker: ThreadPoolExecutor | None = None
 _head: list[str | None] = []
+
+
+def pg_schema(url: sa.URL) -> str:
+    """PostgreSQL: the schema a test's URL names (``-csearch_path=...`` among the ``options``)."""
+    for option in str(url.query["options"]).split():
+        if option.startswith("-csearch_path="):
+            return option.removeprefix("-csearch_path=")
+    raise ValueError("no search_path in the URL's options")
 
 
 def dialect_name(engine: sa.Engine) -> str:
@@ -120,6 +128,36 @@ def upgrade(engine: sa.Engine, isolated_database: IsolatedDatabase) -> None:
         migrate.upgrade(engine)
     else:
         template.copy_into(engine)
+
+
+def empty(engine: sa.Engine) -> None:
+    """Everything in a test's own database dropped (tables, triggers, functions), as if it were just created.
+
+    For a test that needs a fresh migrated database more than once (a Hypothesis
+    example each): ``empty`` then ``upgrade`` copies the template again, where
+    ``migrate.downgrade(engine, "base")`` and ``migrate.upgrade(engine)`` ran
+    every migration twice (1-5 s on PostgreSQL and MariaDB). The engine's pooled
+    connections are closed: a MariaDB session whose database was dropped has
+    none any more.
+    """
+    dialect = dialect_name(engine)
+    engine.dispose()
+    if dialect == "sqlite":
+        path = Path(engine.url.database or "")
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            file.unlink(missing_ok=True)
+        return
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            schema = pg_schema(engine.url)
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        else:
+            name, collation = engine.url.database, _collation(conn)
+            conn.exec_driver_sql(f"DROP DATABASE `{name}`")
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {collation}")
+        conn.commit()
+    engine.dispose()
 
 
 @contextmanager
@@ -247,7 +285,7 @@ def _pg_dump(url: sa.URL) -> str | None:
     """The template schema as one SQL script naming the schema as ``{schema}``; None without pg_dump."""
     if shutil.which("pg_dump") is None:
         return None
-    schema = str(url.query["options"]).removeprefix("-csearch_path=")
+    schema = pg_schema(url)
     env = {**os.environ, "PGPASSWORD": url.password or ""}
     args = ["pg_dump", "--schema", str(schema), "--inserts", "--no-owner", "--no-privileges"]
     args += ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]

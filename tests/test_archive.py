@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from conftest import SERVER_URLS, migrate_isolated
+from conftest import SERVER_URLS, migrate_isolated, pg_options
 from sqlalchemy.engine import make_url
 
 from retention.cli import main
@@ -71,7 +71,7 @@ def extra_database(dialect: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             if dialect == "postgresql":
                 conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": f"-csearch_path={name}"})
+                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": pg_options(name)})
             else:
                 conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
                 url = make_url(SERVER_URLS[dialect]).set(database=name)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import db_templates
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -118,7 +119,7 @@ def read_only_url(dialect: str, app_db: str) -> Iterator[str]:
     admin = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         if dialect == "postgresql":
-            schema = dict(url.query)["options"].split("=", 1)[1]
+            schema = db_templates.pg_schema(url)
             conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
             conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
             conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))

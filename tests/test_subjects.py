@@ -8,9 +8,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import db_templates
 import pytest
 import sqlalchemy as sa
-from conftest import tiers
+from conftest import migrate_isolated, tiers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_view import record_moves
@@ -23,7 +24,6 @@ from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.ledger import pseudonyms
 from retention.policy import load_file, validate_pack
-from retention.store import migrate
 from retention.store import tables as store
 from retention.subjects import events as subjects
 
@@ -257,8 +257,14 @@ def snapshot(engine: sa.Engine) -> dict[str, Any]:
 
 
 def reset(engine: sa.Engine, seed: int) -> None:
-    migrate.downgrade(engine, "base")
-    migrate.upgrade(engine)
+    """A fresh migrated database holding the small world: the test's database emptied, the template copied in.
+
+    (Not ``migrate.downgrade(engine, "base")`` then ``migrate.upgrade``: every
+    migration twice per call, 16 calls a test; tests/test_migrations.py
+    tests the migrations.)
+    """
+    db_templates.empty(engine)
+    migrate_isolated(engine)
     build_small(engine, seed)
 
 
