@@ -285,5 +285,9 @@ def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
         return asked or "UTC"
     from retention.policy import load_catalog
 
-    zones = (p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id)
-    return display.resolve(None, zones, {})
+    return catalog_zone(load_catalog(rules), pack_id)
+
+
+def catalog_zone(catalog: Any, pack_id: str | None) -> str:
+    """The zone of the packs of a catalog already read (``--pack`` picks one), UTC when they differ."""
+    return display.resolve(None, (p.pack.timezone for p in catalog.packs if pack_id is None or p.id == pack_id), {})
