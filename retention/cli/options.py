@@ -132,13 +132,13 @@ def _tz_option() -> click.Option:
     )
 
 
-def add_log_options(group: click.Group) -> None:
+def add_log_options(command: click.Command) -> None:
     """Every leaf command accepts the log options (and --tz) after its name, as cron lines tend to put them."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            add_log_options(command)
-        else:
-            command.params.extend([*_log_options(), _tz_option()])
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_log_options(sub)
+    else:
+        command.params.extend([*_log_options(), _tz_option()])
 
 
 def db_option(func: F) -> F:

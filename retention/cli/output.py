@@ -13,7 +13,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from retention.engine.evaluate import IGNORED_ROWS
 from retention.timing import display
 
 # Off a terminal (cron, pipes, tests) tables are laid out for 100 columns, the
@@ -63,6 +62,8 @@ def print_plan_table(summary: Any, zone: str) -> None:
         }
         table.add_row(*(cells[c] for c in columns))
     console.print(table)
+    from retention.engine.evaluate import IGNORED_ROWS  # the engine only for a plan's table
+
     noted: set[str] = set()
     for row in plan_rows(summary):
         dataset = row["dataset"]
