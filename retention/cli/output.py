@@ -241,11 +241,28 @@ def print_rows(
     console.print(table)
     if layout.dropped:
         names = ", ".join(HEADERS.get(c, c) for c in layout.dropped)
-        console.print(
-            f"left out to fit {width} columns: {names} (a wider terminal, or --format json or csv, shows them)",
-            highlight=False,
-            soft_wrap=False,
-        )
+        for line in left_out_note(names, width):
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+def left_out_note(names: str, width: int) -> list[str]:
+    """The line under a table that names the columns left out, within ``width``.
+
+    The longest wording that fits on one line; when even the shortest does
+    not (many columns left out on a narrow terminal), it is wrapped between
+    words here, so no terminal breaks a column's name.
+    """
+    import textwrap
+
+    wordings = [
+        f"left out to fit {width} columns: {names} (a wider terminal, or --format json or csv, shows them)",
+        f"left out to fit {width} columns: {names} (--format json or csv shows them)",
+        f"left out to fit {width} columns: {names} (--format json shows them)",
+    ]
+    for text in wordings:
+        if len(text) <= width:
+            return [text]
+    return textwrap.wrap(wordings[-1], width, break_long_words=False, break_on_hyphens=False)
 
 
 def _kind(column: str, instants: frozenset[str]) -> Any:
