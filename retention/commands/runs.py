@@ -27,6 +27,7 @@ from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
 from retention.policy import Catalog, LoadedPack, load_catalog, refusals
+from retention.policy.loader import pack_files
 from retention.policy.model import Dataset
 from retention.store import tables as store
 from retention.store.config import create_engine
@@ -130,14 +131,15 @@ def run(
     ``on_pack``: called with the pack files once read (the CLI names their zone in its logs).
 
     The lock comes first, before the pack is read: a run refused it (exit 5)
-    has only checked what needs no pack (the archive database is not the main
-    one, RETENTION_SET_BASED, the pseudonym key, the database and its tables'
+    has only checked what needs no pack (the --rules path names pack files,
+    the archive database is not the main one, RETENTION_SET_BASED, the pseudonym key, the database and its tables'
     revision) and exits at once; everything the pack decides (the pack
     itself, --allow-mass names, a future --as-of, the notice period) is
     checked once the lock is held (README, "A run takes the lock").
     """
     # Before the lock: what the options and the environment say on their own (exit 2 even while another
     # run holds the lock, so a bad cron line is told at once). After it: everything the pack decides.
+    pack_files(rules)  # the --rules path names pack files (not read yet): a typo is exit 2, not exit 5
     if archive_url:
         refuse_the_main_database(db_url, archive_url)
     given = AsOf.given(as_of)
