@@ -133,8 +133,9 @@ def run(
     The lock comes first, before the pack is read: a run refused it (exit 5)
     has only checked what needs no pack (the --rules path names pack files,
     the archive database is not the main one, RETENTION_SET_BASED, the pseudonym key, the database and its tables'
-    revision) and exits at once; everything the pack decides (the pack
-    itself, --allow-mass names, a future --as-of, the notice period) is
+    revision; and an --as-of in the future, for which the pack is read
+    before the lock, once) and exits at once; everything the pack decides (the pack
+    itself, --allow-mass names, the notice period) is
     checked once the lock is held (README, "A run takes the lock").
     """
     # Before the lock: what the options and the environment say on their own (exit 2 even while another
@@ -143,6 +144,13 @@ def run(
     if archive_url:
         refuse_the_main_database(db_url, archive_url)
     given = AsOf.given(as_of)
+    catalog = None
+    if given is not None and not allow_future_as_of:
+        # A future --as-of is a bad option (exit 2 before anything else), but only the pack's zone says
+        # when a date starts: the pack is read here, once, and kept. Without --as-of it waits for the lock.
+        catalog = load_catalog(rules)
+        loaded, when = _in_force(catalog, given, pack_id)
+        refusals.refuse_future_as_of(when, utcnow(), False, loaded.pack.timezone)
     set_purge.enabled()
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
@@ -156,6 +164,7 @@ def run(
         secret,
         allow_mass,
         shard,
+        catalog,
         on_batch=on_batch,
         metrics_file=metrics_file,
         should_stop=should_stop,
@@ -184,6 +193,7 @@ def _run(
     secret: bytes,
     allow_mass: tuple[str, ...],
     shard: ShardSpec | None,
+    catalog: Catalog | None,
     lock: execute.RunLock | None,
     /,
     *,
@@ -198,7 +208,7 @@ def _run(
     on_pack: Callable[[Catalog], None] | None,
 ) -> execute.RunResult:
     """:func:`run` once the lock is held (``lock``; a shard takes its own): the pack, read once, and the run."""
-    catalog = load_catalog(rules)
+    catalog = catalog or load_catalog(rules)
     if on_pack is not None:
         on_pack(catalog)
     loaded, when = _in_force(catalog, given, pack_id)
