@@ -28,6 +28,7 @@ from test_engine import PACK, SECRET, build, loaded_pack
 
 from retention.cli import main
 from retention.engine import execute
+from retention.policy import loader
 from retention.reporting.progress import _TimeLeftColumn, planning_status
 from retention.store import tables as store
 from retention.store.config import create_engine
@@ -95,6 +96,63 @@ def test_second_run_exits_5_at_once_naming_the_first(
     assert isinstance(outcome[0], execute.RunResult) and outcome[0].status == "succeeded", outcome
     after = CliRunner().invoke(main, ["status", "--db", db_url])
     assert after.output.strip() == "no run holds the lock on this database", after.output
+
+
+def test_a_refused_run_reads_no_pack_and_a_run_reads_it_once(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock comes before the pack: refused, ``run`` has read no pack file; run, it read each file once.
+
+    (It used to read the pack three times before it took the lock: for the
+    logs' zone, for the pack in force, and for the versions it had seen.)
+    Pack files read are counted where every read goes (``loader.load_file``).
+    """
+    build(migrated, 43, n=60)
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(yaml.safe_dump(PACK), encoding="utf-8")
+    paused, resume = threading.Event(), threading.Event()
+    outcome: list[Any] = []
+
+    def hold_still(batch: Any) -> None:
+        if not paused.is_set():
+            paused.set()
+            resume.wait(timeout=300)
+
+    def first_run() -> None:
+        engine = create_engine(db_url)
+        try:
+            outcome.append(
+                execute.run(engine, loaded_pack(), AS_OF, secret=SECRET, on_batch=hold_still, allow_mass=("*",))
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            engine.dispose()
+
+    reads: list[Path] = []
+    read_file = loader.load_file
+    monkeypatch.setattr(loader, "load_file", lambda path: reads.append(path) or read_file(path))
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+    # No --as-of: a given one is checked for the future before the lock, which reads the pack (once).
+    argv = ["run", "--rules", str(pack), "--db", db_url, "--allow-mass", "*"]
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        assert paused.wait(timeout=120), outcome
+        refused = CliRunner().invoke(main, [*argv, "--format", "json"])
+        assert refused.exit_code == 5, refused.output
+        assert f"run {running_run_id(migrated)}, since " in refused.output
+        assert reads == []
+        # Bad input is still refused while the lock is held: exit 2, not 5 (checked before the lock).
+        bad = CliRunner().invoke(main, [*argv, "--shard", "0/2", "--shards", "2"])
+        assert bad.exit_code == 2 and bad.output.count("error:") == 1, bad.output
+    finally:
+        resume.set()
+        thread.join(timeout=300)
+    assert isinstance(outcome[0], execute.RunResult) and outcome[0].status == "succeeded", outcome
+    ran = CliRunner().invoke(main, [*argv, "--format", "json"])
+    assert ran.exit_code == 0, ran.output
+    assert reads == [pack]
 
 
 @pytest.mark.only_on("sqlite")

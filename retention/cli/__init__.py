@@ -14,9 +14,13 @@ of contents.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
 import click
 
-from retention.cli import admin, archive, ledger, ops, params, run, subjects, web
+from retention.cli import params
 from retention.cli.options import (
     LOG_FORMATS,
     TZ_HELP,
@@ -26,6 +30,69 @@ from retention.cli.options import (
     log_settings,
     set_tz_option,
 )
+
+# The commands: name -> (module of retention.cli, attribute). Imported when named, not all up front:
+# `retention run` refused the lock (exit 5) spent most of its time importing every other command.
+COMMANDS = {
+    "init": ("admin", "init"),
+    "db": ("admin", "db"),
+    "check": ("admin", "check"),
+    "pack": ("admin", "pack"),
+    "demo": ("admin", "demo"),
+    "coverage": ("archive", "coverage"),
+    "archive": ("archive", "archive"),
+    "plan": ("run", "plan"),
+    "run": ("run", "run"),
+    "explain": ("run", "explain"),
+    "report": ("run", "report"),
+    "status": ("run", "status"),
+    "hold": ("subjects", "hold"),
+    "erasure": ("subjects", "erasure"),
+    "review": ("subjects", "review"),
+    "ledger": ("ledger", "ledger_group"),
+    "scheduler": ("ops", "scheduler"),
+    "fleet": ("ops", "fleet"),
+    "worker": ("ops", "worker"),
+    "run-groups": ("ops", "run_groups"),
+    "user": ("web", "user"),
+    "serve": ("web", "serve"),
+}
+
+
+class _Commands(dict[str, click.Command]):
+    """The root's commands, each imported (and given the log options) the first time it is looked up."""
+
+    def _load(self, name: str) -> click.Command:
+        if not dict.__contains__(self, name):
+            module, attr = COMMANDS[name]
+            command = getattr(importlib.import_module(f"retention.cli.{module}"), attr)
+            add_log_options(command)
+            dict.__setitem__(self, name, command)
+        return dict.__getitem__(self, name)
+
+    def __getitem__(self, name: str) -> click.Command:
+        return self._load(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._load(name) if name in COMMANDS else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+    def keys(self) -> Any:
+        return COMMANDS.keys()
+
+    def values(self) -> Any:
+        return [self._load(name) for name in COMMANDS]
+
+    def items(self) -> Any:
+        return [(name, self._load(name)) for name in COMMANDS]
 
 
 @click.group(cls=RetentionGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,27 +127,4 @@ def main(traceback: bool, log_format: str, log_level: str) -> None:
     configure_logs()
 
 
-main.add_command(admin.init)
-main.add_command(admin.db)
-main.add_command(admin.check)
-main.add_command(admin.pack)
-main.add_command(admin.demo)
-main.add_command(archive.coverage)
-main.add_command(archive.archive)
-main.add_command(run.plan)
-main.add_command(run.run)
-main.add_command(run.explain)
-main.add_command(run.report)
-main.add_command(run.status)
-main.add_command(subjects.hold)
-main.add_command(subjects.erasure)
-main.add_command(subjects.review)
-main.add_command(ledger.ledger_group)
-main.add_command(ops.scheduler)
-main.add_command(ops.fleet)
-main.add_command(ops.worker)
-main.add_command(ops.run_groups)
-main.add_command(web.user)
-main.add_command(web.serve)
-
-add_log_options(main)
+main.commands = _Commands()

@@ -54,6 +54,12 @@ class RetentionGroup(params.OneLineGroup):
     group_class = type
 
 
+def _asked() -> str | None:
+    """``--tz`` as given (before or after the command), or None."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().meta.get("retention.tz") if ctx is not None else None
+
+
 def log_settings() -> dict[str, str]:
     """The log format and level in force: the root options, overridden after the subcommand."""
     root = click.get_current_context().find_root()
@@ -126,13 +132,13 @@ def _tz_option() -> click.Option:
     )
 
 
-def add_log_options(group: click.Group) -> None:
+def add_log_options(command: click.Command) -> None:
     """Every leaf command accepts the log options (and --tz) after its name, as cron lines tend to put them."""
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            add_log_options(command)
-        else:
-            command.params.extend([*_log_options(), _tz_option()])
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_log_options(sub)
+    else:
+        command.params.extend([*_log_options(), _tz_option()])
 
 
 def db_option(func: F) -> F:
@@ -209,7 +215,7 @@ def handled(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _display_zone_logged(kwargs):
+        with _display_zone_logged(kwargs, after_pack=getattr(func, ZONE_AFTER_PACK, False)):
             return handle(*args, **kwargs)
 
     def handle(*args: Any, **kwargs: Any) -> Any:
@@ -244,15 +250,56 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+ZONE_AFTER_PACK = "retention_zone_after_pack"
+
+
+def zone_after_pack(func: F) -> F:
+    """A command that names the display zone in its logs itself, once it has read its pack (:func:`bind_zone`).
+
+    ``run`` reads its pack only once it holds the lock (a refused run reads
+    nothing); reading it here first, for the logs' zone, cost a refused run
+    a pack load and a read run a second one.
+    """
+    setattr(func, ZONE_AFTER_PACK, True)
+    return func
+
+
+def bind_zone(catalog: Any, pack_id: str | None) -> None:
+    """Name the display zone of a :func:`zone_after_pack` command in its logs, from the catalog it has read."""
+    import structlog
+
+    from retention.cli.output import catalog_zone
+
+    if display.chosen(_asked()) is not None:
+        return  # bound already: a zone asked for wins over the pack's
+    structlog.contextvars.bind_contextvars(display_tz=catalog_zone(catalog, pack_id))
+
+
 @contextmanager
-def _display_zone_logged(kwargs: dict[str, Any]) -> Iterator[None]:
+def _display_zone_logged(kwargs: dict[str, Any], after_pack: bool = False) -> Iterator[None]:
     """Every log line of the command names the display zone (``display_tz``); timestamps stay UTC.
 
     A pack or zone that cannot be read is left for the command itself to report.
+    ``after_pack``: only a zone asked for (--tz, --utc, RETENTION_TZ, TZ) is
+    bound here; the pack's is bound by the command once it has read it.
     """
     import structlog
 
     rules = kwargs.get("rules")
+    if after_pack:
+        try:
+            zone = display_zone(None, None, bool(kwargs.get("utc"))) if display.chosen(_asked()) else None
+        except RetentionError:
+            zone = None
+        try:
+            if zone is None:
+                yield
+            else:
+                with structlog.contextvars.bound_contextvars(display_tz=zone):
+                    yield
+        finally:
+            structlog.contextvars.unbind_contextvars("display_tz")
+        return
     try:
         zone = display_zone(rules if isinstance(rules, Path) else None, kwargs.get("pack_id"), bool(kwargs.get("utc")))
     except RetentionError:

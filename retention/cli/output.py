@@ -13,7 +13,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from retention.engine.evaluate import IGNORED_ROWS
 from retention.timing import display
 
 # Off a terminal (cron, pipes, tests) tables are laid out for 100 columns, the
@@ -63,6 +62,8 @@ def print_plan_table(summary: Any, zone: str) -> None:
         }
         table.add_row(*(cells[c] for c in columns))
     console.print(table)
+    from retention.engine.evaluate import IGNORED_ROWS  # the engine only for a plan's table
+
     noted: set[str] = set()
     for row in plan_rows(summary):
         dataset = row["dataset"]
@@ -240,11 +241,28 @@ def print_rows(
     console.print(table)
     if layout.dropped:
         names = ", ".join(HEADERS.get(c, c) for c in layout.dropped)
-        console.print(
-            f"left out to fit {width} columns: {names} (a wider terminal, or --format json or csv, shows them)",
-            highlight=False,
-            soft_wrap=False,
-        )
+        for line in left_out_note(names, width):
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+def left_out_note(names: str, width: int) -> list[str]:
+    """The line under a table that names the columns left out, within ``width``.
+
+    The longest wording that fits on one line; when even the shortest does
+    not (many columns left out on a narrow terminal), it is wrapped between
+    words here, so no terminal breaks a column's name.
+    """
+    import textwrap
+
+    wordings = [
+        f"left out to fit {width} columns: {names} (a wider terminal, or --format json or csv, shows them)",
+        f"left out to fit {width} columns: {names} (--format json or csv shows them)",
+        f"left out to fit {width} columns: {names} (--format json shows them)",
+    ]
+    for text in wordings:
+        if len(text) <= width:
+            return [text]
+    return textwrap.wrap(wordings[-1], width, break_long_words=False, break_on_hyphens=False)
 
 
 def _kind(column: str, instants: frozenset[str]) -> Any:
@@ -285,5 +303,9 @@ def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
         return asked or "UTC"
     from retention.policy import load_catalog
 
-    zones = (p.pack.timezone for p in load_catalog(rules).packs if pack_id is None or p.id == pack_id)
-    return display.resolve(None, zones, {})
+    return catalog_zone(load_catalog(rules), pack_id)
+
+
+def catalog_zone(catalog: Any, pack_id: str | None) -> str:
+    """The zone of the packs of a catalog already read (``--pack`` picks one), UTC when they differ."""
+    return display.resolve(None, (p.pack.timezone for p in catalog.packs if pack_id is None or p.id == pack_id), {})

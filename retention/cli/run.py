@@ -20,6 +20,7 @@ from retention.cli.options import (
     EXIT_GUARD,
     EXIT_PARTIAL,
     as_of_option,
+    bind_zone,
     command,
     configure_logs,
     db_option,
@@ -33,6 +34,7 @@ from retention.cli.options import (
     pack_option,
     rules_option,
     utc_option,
+    zone_after_pack,
     zone_options,
 )
 from retention.cli.output import (
@@ -202,6 +204,7 @@ def plan(
 @dispatch_options("shards", when="With --shards: ")
 @lock_timeout_option
 @handled
+@zone_after_pack
 def run(
     rules: Path,
     db: str | None,
@@ -287,6 +290,7 @@ def run(
             run_group=run_group,
             allow_future_as_of=allow_future_as_of,
             on_locked=on_batch.locked if on_batch is not None else None,
+            on_pack=lambda catalog: bind_zone(catalog, pack_id),
         )
 
     bar = fmt == "table" and not no_progress and shard is None

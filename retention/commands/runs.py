@@ -7,6 +7,7 @@ prints and exits.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pendulum
 import sqlalchemy as sa
 
 from retention.commands.subjects import Named, holds_covering
-from retention.engine import erasure_mask, execute, notice
+from retention.engine import erasure_mask, execute, notice, set_purge
 from retention.engine.archive import SeparateArchive, refuse_the_main_database
 from retention.engine.notice import VersionNotice, sight_versions
 from retention.engine.plan import Batch, PlanSummary
@@ -25,7 +26,8 @@ from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
-from retention.policy import LoadedPack, load_catalog, refusals
+from retention.policy import Catalog, LoadedPack, load_catalog, refusals
+from retention.policy.loader import pack_files
 from retention.policy.model import Dataset
 from retention.store import tables as store
 from retention.store.config import create_engine
@@ -42,7 +44,11 @@ def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tup
     A date means midnight in the pack's timezone, known only once a pack is
     chosen: the version is chosen at the UTC reading, then again in its zone.
     """
-    catalog = load_catalog(rules)
+    return _in_force(load_catalog(rules), as_of, pack_id)
+
+
+def _in_force(catalog: Catalog, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
+    """:func:`load_pack` on a catalog already read (a run reads its pack files once)."""
     given = AsOf.given(as_of) or AsOf.now()
     loaded = catalog.in_force(given.resolve("UTC").date(), pack_id)
     instant = given.resolve(loaded.pack.timezone)
@@ -110,6 +116,7 @@ def run(
     run_group: str | None = None,
     allow_future_as_of: bool = False,
     on_locked: Callable[[], None] | None = None,
+    on_pack: Callable[[Catalog], None] | None = None,
 ) -> execute.RunResult:
     """Apply every transition due at ``as_of``; optionally write Prometheus metrics.
 
@@ -121,32 +128,101 @@ def run(
     transitions before their term; an ``allow_mass`` name that is no dataset
     is refused as it would override nothing.
     ``on_locked``: called once the run holds the lock (see :func:`execute.run`).
+    ``on_pack``: called with the pack files once read (the CLI names their zone in its logs).
+
+    The lock comes first, before the pack is read: a run refused it (exit 5)
+    has only checked what needs no pack (the --rules path names pack files,
+    the archive database is not the main one, RETENTION_SET_BASED, the pseudonym key, the database and its tables'
+    revision; and an --as-of in the future, for which the pack is read
+    before the lock, once) and exits at once; everything the pack decides (the pack
+    itself, --allow-mass names, the notice period) is
+    checked once the lock is held (README, "A run takes the lock").
     """
+    # Before the lock: what the options and the environment say on their own (exit 2 even while another
+    # run holds the lock, so a bad cron line is told at once). After it: everything the pack decides.
+    pack_files(rules)  # the --rules path names pack files (not read yet): a typo is exit 2, not exit 5
     if archive_url:
         refuse_the_main_database(db_url, archive_url)
     given = AsOf.given(as_of)
-    loaded, when = load_pack(rules, given, pack_id)
-    refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
-    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
+    catalog = None
+    if given is not None and not allow_future_as_of:
+        # A future --as-of is a bad option (exit 2 before anything else), but only the pack's zone says
+        # when a date starts: the pack is read here, once, and kept. Without --as-of it waits for the lock.
+        catalog = load_catalog(rules)
+        loaded, when = _in_force(catalog, given, pack_id)
+        refusals.refuse_future_as_of(when, utcnow(), False, loaded.pack.timezone)
+    set_purge.enabled()
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
-    short = None
-    catalog = load_catalog(rules)
+    work = functools.partial(
+        _run,
+        rules,
+        engine,
+        given,
+        pack_id,
+        archive_url,
+        secret,
+        allow_mass,
+        shard,
+        catalog,
+        on_batch=on_batch,
+        metrics_file=metrics_file,
+        should_stop=should_stop,
+        lock_timeout=lock_timeout,
+        accept_short_notice=accept_short_notice,
+        run_group=run_group,
+        allow_future_as_of=allow_future_as_of,
+        on_locked=on_locked,
+        on_pack=on_pack,
+    )
     try:
-        if shard is None:
-            execute.refuse_if_locked(engine)
-        versions = sight_versions(engine, catalog.packs, "run") or []
-        for version in versions:
-            if version.loaded.digest == loaded.digest and version.refuses(when):
-                short = version
-    except BaseException:
+        if shard is not None:
+            return work(None)  # a shard takes its own lock (execute.run_shard)
+        with execute.holding_lock(engine) as lock:
+            return work(lock)
+    finally:
         engine.dispose()
-        raise
+
+
+def _run(
+    rules: Path,
+    engine: sa.Engine,
+    given: AsOf | None,
+    pack_id: str | None,
+    archive_url: str | None,
+    secret: bytes,
+    allow_mass: tuple[str, ...],
+    shard: ShardSpec | None,
+    catalog: Catalog | None,
+    lock: execute.RunLock | None,
+    /,
+    *,
+    on_batch: Callable[[Batch], None] | None,
+    metrics_file: Path | None,
+    should_stop: Callable[[], bool] | None,
+    lock_timeout: int | None,
+    accept_short_notice: bool,
+    run_group: str | None,
+    allow_future_as_of: bool,
+    on_locked: Callable[[], None] | None,
+    on_pack: Callable[[Catalog], None] | None,
+) -> execute.RunResult:
+    """:func:`run` once the lock is held (``lock``; a shard takes its own): the pack, read once, and the run."""
+    catalog = catalog or load_catalog(rules)
+    if on_pack is not None:
+        on_pack(catalog)
+    loaded, when = _in_force(catalog, given, pack_id)
+    refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
+    refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
+    short = None
+    versions = sight_versions(engine, catalog.packs, "run") or []
+    for version in versions:
+        if version.loaded.digest == loaded.digest and version.refuses(when):
+            short = version
     waiting: _Waiting | None = None
     if short is not None and not accept_short_notice:
         waiting = None if shard is not None else _waiting(short, versions, when)
         if waiting is None:
-            engine.dispose()
             raise ConfigError(f"{short.sentence()}; to apply it now anyway: --accept-short-notice")
         loaded, short = waiting.previous, None
     accepted = None
@@ -190,6 +266,7 @@ def run(
                     should_stop=should_stop,
                     short_notice=accepted,
                     on_locked=on_locked,
+                    lock=lock,
                     datasets=None if waiting is None else waiting.running,
                     notice_waiting=None if waiting is None else waiting.detail,
                 )
@@ -210,7 +287,6 @@ def run(
             )
         return result
     finally:
-        engine.dispose()
         if archive_engine is not None:
             archive_engine.dispose()
 

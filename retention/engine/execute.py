@@ -61,6 +61,7 @@ from retention.engine.run_lock import (
     STALE_AFTER,
     RunLock,
     holder_gone,
+    holding_lock,
     reading,
     refuse_if_locked,
     run_lock,
@@ -200,6 +201,7 @@ def run(
     short_notice: dict[str, Any] | None = None,
     on_locked: Callable[[], None] | None = None,
     notice_waiting: dict[str, Any] | None = None,
+    lock: RunLock | None = None,
 ) -> RunResult:
     """Apply every transition due at ``as_of``, one transaction per batch.
 
@@ -213,62 +215,80 @@ def run(
     ``on_locked`` is called once the lock is held and the run recorded,
     before any planning: what a progress display plans to know its totals
     then costs nothing to a run that would be refused the lock.
+    ``lock``: the lock already held (:func:`holding_lock`; the run is then
+    ``lock.run_id``, works on ``lock.conn`` and releases it when done);
+    without it the run takes one of its own.
     """
     set_purge.enabled()  # a bad RETENTION_SET_BASED is refused before the lock, not found mid-run
-    run_id = str(uuid.uuid4())
+    if lock is None:
+        with holding_lock(engine) as own:
+            return run(
+                engine,
+                loaded,
+                as_of,
+                secret=secret,
+                archive=archive,
+                on_batch=on_batch,
+                datasets=datasets,
+                allow_mass=allow_mass,
+                should_stop=should_stop,
+                short_notice=short_notice,
+                on_locked=on_locked,
+                notice_waiting=notice_waiting,
+                lock=own,
+            )
+    run_id = lock.run_id
     bound = log.bind(run_id=run_id, pack=loaded.id)
     structlog.contextvars.bind_contextvars(run_id=run_id)
     store_ = archive or SameDatabaseArchive()
     ctx = RunContext(loaded, run_id, as_of, secret, store_, should_stop=should_stop)
     result = RunResult(run_id, "running", started_at=ctx.now())
+    conn = lock.conn
     try:
-        with engine.connect() as conn:
-            lock = RunLock(conn, run_id)
-            lock.acquire()
-            try:
-                with conn.begin():
-                    _require_schema(conn, loaded)
-                    run_groups.refuse_beside_open_group(conn)  # one rule on every database (retention.store.run_groups)
-                    _record_pack(conn, loaded, ctx.now())
-                    _close_abandoned_runs(conn)
-                    conn.execute(
-                        store.runs.insert().values(
-                            id=run_id,
-                            mode="run",
-                            pack_id=loaded.id,
-                            pack_digest=loaded.digest,
-                            as_of=as_of,
-                            started_at=ctx.now(),
-                            status="running",
-                        )
+        try:
+            with conn.begin():
+                _require_schema(conn, loaded)
+                run_groups.refuse_beside_open_group(conn)  # one rule on every database (retention.store.run_groups)
+                _record_pack(conn, loaded, ctx.now())
+                _close_abandoned_runs(conn)
+                conn.execute(
+                    store.runs.insert().values(
+                        id=run_id,
+                        mode="run",
+                        pack_id=loaded.id,
+                        pack_digest=loaded.digest,
+                        as_of=as_of,
+                        started_at=ctx.now(),
+                        status="running",
                     )
-                    if short_notice is not None:
-                        ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
-                    if notice_waiting is not None:
-                        entry = _short_notice_entry(ctx, notice_waiting, "notice_waiting")
-                        ledger.append(conn, [entry], ctx.now(), secret=ctx.secret)
-                bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+                )
+                if short_notice is not None:
+                    ledger.append(conn, [_short_notice_entry(ctx, short_notice)], ctx.now(), secret=ctx.secret)
                 if notice_waiting is not None:
-                    bound.warning(
-                        "notice_waiting",
-                        version=notice_waiting["version"],
-                        not_before=notice_waiting["not_before"],
-                        waiting=notice_waiting["waiting"],
-                    )
-                if on_locked is not None:
-                    on_locked()
-                store_.bind(engine)  # a store of another main database is refused before any payload moves
-                ctx.archive_keys = _archive_keys(engine)
-                plan_ctx = PlanContext(loaded, as_of)
-                with reading(conn):
-                    planners = build_planners(conn, plan_ctx)
-                if datasets is not None:
-                    plan_ctx.skipped |= {n for n in planners if n not in datasets}
-                _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
-                _close_run(conn, engine, ctx, planners, result.erased)
-                result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
-            finally:
-                lock.release()
+                    entry = _short_notice_entry(ctx, notice_waiting, "notice_waiting")
+                    ledger.append(conn, [entry], ctx.now(), secret=ctx.secret)
+            bound.info("run_started", as_of=as_of.isoformat(), mode="run")
+            if notice_waiting is not None:
+                bound.warning(
+                    "notice_waiting",
+                    version=notice_waiting["version"],
+                    not_before=notice_waiting["not_before"],
+                    waiting=notice_waiting["waiting"],
+                )
+            if on_locked is not None:
+                on_locked()
+            store_.bind(engine)  # a store of another main database is refused before any payload moves
+            ctx.archive_keys = _archive_keys(engine)
+            plan_ctx = PlanContext(loaded, as_of)
+            with reading(conn):
+                planners = build_planners(conn, plan_ctx)
+            if datasets is not None:
+                plan_ctx.skipped |= {n for n in planners if n not in datasets}
+            _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
+            _close_run(conn, engine, ctx, planners, result.erased)
+            result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
+        finally:
+            lock.release()  # before the run is closed, as a lock of its own would be
     except _Interrupted:
         result.status = "interrupted"
         bound.warning("run_interrupted", batches=result.batches)
@@ -307,6 +327,7 @@ __all__ = [
     "guard_message",
     "guard_trips",
     "holder_gone",
+    "holding_lock",
     "plan",
     "plan_shards",
     "planners_at",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -268,6 +269,24 @@ def refuse_if_locked(engine: sa.Engine) -> None:
 
 def _held_by(what: str, holder: Holder) -> str:
     return f"another retention run holds {what}: {holder.sentence()} (retention status shows how far it got)"
+
+
+@contextmanager
+def holding_lock(engine: sa.Engine) -> Iterator[RunLock]:
+    """Hold the run lock for a new run id, on a connection of its own, before anything else of the run.
+
+    ``retention run`` takes it before it reads its pack: a run refused the
+    lock has spent nothing (issue 24), and of two runs started a second
+    apart the first holds the lock. :func:`retention.engine.execute.run`
+    then works on ``lock.conn`` under ``lock.run_id``.
+    """
+    with engine.connect() as conn:
+        lock = RunLock(conn, str(uuid.uuid4()))
+        lock.acquire()
+        try:
+            yield lock
+        finally:
+            lock.release()
 
 
 @contextmanager
