@@ -123,10 +123,17 @@ def test_exit_0_on_success(migrated: sa.Engine, db_url: str, tmp_path: Path) -> 
 
 
 def test_exit_2_on_a_bad_pack(tmp_path: Path) -> None:
-    """A malformed pack exits 2 before touching anything."""
+    """A malformed pack exits 2 before touching anything.
+
+    The database is at head: a run checks its database and takes the lock
+    before it reads the pack (a run refused the lock reads no pack), so on
+    an empty database the missing tables are named first.
+    """
     bad = tmp_path / "bad.yaml"
     bad.write_text("pack: x\n", encoding="utf-8")
-    result = invoke("run", "--rules", str(bad), "--db", f"sqlite:///{tmp_path / 'x.sqlite'}")
+    url = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    assert invoke("db", "upgrade", "--db", url).exit_code == 0
+    result = invoke("run", "--rules", str(bad), "--db", url)
     assert result.exit_code == 2
     assert result.output.startswith(f"error: {bad}:1: the pack is missing required key 'version'")
 
