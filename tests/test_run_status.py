@@ -7,6 +7,7 @@ batch committed), so what the second run and ``status`` see is certain.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -14,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,13 @@ def running_run_id(engine: sa.Engine) -> str:
         return str(conn.execute(sa.select(store.runs.c.id).where(store.runs.c.status == "running")).scalar_one())
 
 
-def test_second_run_exits_5_at_once_naming_the_first(
-    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    build(migrated, 41, n=60)
-    pack = tmp_path / "pack.yaml"
-    pack.write_text(yaml.safe_dump(PACK), encoding="utf-8")
+@contextlib.contextmanager
+def a_first_run_held(db_url: str) -> Iterator[None]:
+    """A first run held still inside its first batch callback (lock held, one batch committed) for the block.
+
+    It is let go when the block ends, and must then succeed: what the block
+    saw of it (a refused second run, ``status``) did not disturb it.
+    """
     paused, resume = threading.Event(), threading.Event()
     outcome: list[Any] = []
 
@@ -71,6 +74,21 @@ def test_second_run_exits_5_at_once_naming_the_first(
     thread.start()
     try:
         assert paused.wait(timeout=120), outcome
+        yield
+    finally:
+        resume.set()
+        thread.join(timeout=300)
+    assert isinstance(outcome[0], execute.RunResult) and outcome[0].status == "succeeded", outcome
+
+
+def test_second_run_exits_5_at_once_naming_the_first(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build(migrated, 41, n=60)
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(yaml.safe_dump(PACK), encoding="utf-8")
+
+    with a_first_run_held(db_url):
         first = running_run_id(migrated)
         time.sleep(1)  # the second run starts a second later
 
@@ -90,10 +108,6 @@ def test_second_run_exits_5_at_once_naming_the_first(
         rows = json.loads(CliRunner().invoke(main, ["status", "--db", db_url, "--format", "json"]).output)
         assert [(r["run_id"], r["holds"], r["pid"]) for r in rows] == [(first, True, str(os.getpid()))]
         assert rows[0]["batches"] >= 1 and rows[0]["transitions"] >= 1
-    finally:
-        resume.set()
-        thread.join(timeout=300)
-    assert isinstance(outcome[0], execute.RunResult) and outcome[0].status == "succeeded", outcome
     after = CliRunner().invoke(main, ["status", "--db", db_url])
     assert after.output.strip() == "no run holds the lock on this database", after.output
 
@@ -110,24 +124,6 @@ def test_a_refused_run_reads_no_pack_and_a_run_reads_it_once(
     build(migrated, 43, n=60)
     pack = tmp_path / "pack.yaml"
     pack.write_text(yaml.safe_dump(PACK), encoding="utf-8")
-    paused, resume = threading.Event(), threading.Event()
-    outcome: list[Any] = []
-
-    def hold_still(batch: Any) -> None:
-        if not paused.is_set():
-            paused.set()
-            resume.wait(timeout=300)
-
-    def first_run() -> None:
-        engine = create_engine(db_url)
-        try:
-            outcome.append(
-                execute.run(engine, loaded_pack(), AS_OF, secret=SECRET, on_batch=hold_still, allow_mass=("*",))
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            engine.dispose()
 
     reads: list[Path] = []
     read_file = loader.load_file
@@ -135,10 +131,7 @@ def test_a_refused_run_reads_no_pack_and_a_run_reads_it_once(
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
     # No --as-of: a given one is checked for the future before the lock, which reads the pack (once).
     argv = ["run", "--rules", str(pack), "--db", db_url, "--allow-mass", "*"]
-    thread = threading.Thread(target=first_run)
-    thread.start()
-    try:
-        assert paused.wait(timeout=120), outcome
+    with a_first_run_held(db_url):
         refused = CliRunner().invoke(main, [*argv, "--format", "json"])
         assert refused.exit_code == 5, refused.output
         assert f"run {running_run_id(migrated)}, since " in refused.output
@@ -146,10 +139,6 @@ def test_a_refused_run_reads_no_pack_and_a_run_reads_it_once(
         # Bad input is still refused while the lock is held: exit 2, not 5 (checked before the lock).
         bad = CliRunner().invoke(main, [*argv, "--shard", "0/2", "--shards", "2"])
         assert bad.exit_code == 2 and bad.output.count("error:") == 1, bad.output
-    finally:
-        resume.set()
-        thread.join(timeout=300)
-    assert isinstance(outcome[0], execute.RunResult) and outcome[0].status == "succeeded", outcome
     ran = CliRunner().invoke(main, [*argv, "--format", "json"])
     assert ran.exit_code == 0, ran.output
     assert reads == [pack]
