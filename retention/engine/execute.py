@@ -63,7 +63,6 @@ from retention.engine.run_lock import (
     holder_gone,
     holding_lock,
     reading,
-    refuse_if_locked,
     run_lock,
 )
 from retention.engine.shard_run import (
@@ -332,7 +331,6 @@ __all__ = [
     "plan_shards",
     "planners_at",
     "reading",
-    "refuse_if_locked",
     "run",
     "run_lock",
     "run_shard",

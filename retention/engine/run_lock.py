@@ -252,21 +252,6 @@ class RunLock:
         self.held = False
 
 
-def refuse_if_locked(engine: sa.Engine) -> None:
-    """Exit 5 at once when a live run holds the lock, before anything that waits for it.
-
-    The run's first writes (recording that it saw the pack) would wait behind
-    the holder's batches on SQLite; this read does not. Only a refusal: the
-    lock itself, taken later, still decides (a run that starts in between is
-    refused then).
-    """
-    with engine.connect() as conn:
-        live = [h for h in run_status.live_holders(conn, utcnow(), holder_gone) if h.name == LOCK_NAME]
-        conn.rollback()
-    if live:
-        raise LockHeldError(_held_by("the lock on this database", live[0]))
-
-
 def _held_by(what: str, holder: Holder) -> str:
     return f"another retention run holds {what}: {holder.sentence()} (retention status shows how far it got)"
 
