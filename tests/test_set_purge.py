@@ -167,7 +167,7 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
 ) -> None:
     """One run purges per record, the next set-based; both records prove against one checkpoint."""
     from test_ledger_proof import PACK as PROOF_PACK
-    from test_ledger_proof import events_table, invoke, prove_each
+    from test_ledger_proof import events_table, prove_each
 
     events = events_table(migrated)
     pack = tmp_path / "proofs.yaml"
@@ -183,17 +183,7 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
     monkeypatch.setattr(set_purge.SetPurge, "batch", counted)
 
     def purge(keys: list[str], as_of: str, env: dict[str, str]) -> str:
-        with migrated.begin() as conn:
-            conn.execute(
-                events.insert(), [{"id": k, "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)} for k in keys]
-            )
-        result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of, env=env)
-        assert result.exit_code == 0, result.output
-        with migrated.connect() as conn:
-            query = (
-                sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
-            )
-            return str(conn.execute(query).scalars().first())
+        return _insert_and_run(migrated, events, pack, db_url, keys, as_of, env)
 
     old_run = purge(["old-1", "old-2", "old-3"], "2025-06-01", {set_purge.SWITCH: "0"})
     assert batches == []
@@ -207,24 +197,14 @@ def test_proofs_of_records_of_format_3_and_format_4_runs_verify_against_one_chec
 ) -> None:
     """A format-3 run (JSON leaves, lookup rows), then format 4 per record and set-based: all prove, one checkpoint."""
     from test_ledger_proof import PACK as PROOF_PACK
-    from test_ledger_proof import events_table, invoke, prove_each
+    from test_ledger_proof import events_table, prove_each
 
     events = events_table(migrated)
     pack = tmp_path / "proofs.yaml"
     pack.write_text(PROOF_PACK, encoding="utf-8")
 
     def purge(keys: list[str], as_of: str, env: dict[str, str]) -> str:
-        with migrated.begin() as conn:
-            conn.execute(
-                events.insert(), [{"id": k, "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)} for k in keys]
-            )
-        result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of, env=env)
-        assert result.exit_code == 0, result.output
-        with migrated.connect() as conn:
-            query = (
-                sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
-            )
-            return str(conn.execute(query).scalars().first())
+        return _insert_and_run(migrated, events, pack, db_url, keys, as_of, env)
 
     with monkeypatch.context() as previous:
         previous.setattr(ledger_items, "FORMAT", 3)  # what the engine wrote before format 4
@@ -312,3 +292,18 @@ def test_a_switch_value_that_is_neither_0_nor_1_is_refused_before_anything_moves
     with migrated.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one() == 1
         assert conn.execute(sa.select(sa.func.count()).select_from(store.runs)).scalar_one() == 0
+
+
+def _insert_and_run(
+    engine: sa.Engine, events: sa.Table, pack: Path, db_url: str, keys: list[str], as_of: str, env: dict[str, str]
+) -> str:
+    """Insert events ``keys`` (collected 2020-03-01), run the pack at ``as_of``; the run's id."""
+    from test_ledger_proof import invoke
+
+    with engine.begin() as conn:
+        conn.execute(events.insert(), [{"id": k, "user_id": "u-1", "collected": dt.datetime(2020, 3, 1)} for k in keys])
+    result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", as_of, env=env)
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        query = sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
+        return str(conn.execute(query).scalars().first())
