@@ -151,7 +151,7 @@ def run(
         catalog = load_catalog(rules)
         loaded, when = _in_force(catalog, given, pack_id)
         refusals.refuse_future_as_of(when, utcnow(), False, loaded.pack.timezone)
-    set_purge.enabled()
+    set_purge.enabled()  # a bad RETENTION_SET_BASED is exit 2 before the lock, not exit 5 or a failure mid-run
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url, lock_timeout)
     work = functools.partial(

@@ -214,7 +214,7 @@ class SetArchive(set_purge.SetPurge):
         # Not by the range's predicate, which no longer holds once the state rows are in (a probe of the state
         # rows here was planned from the empty table's statistics in a run's first batch: 15 s for 5,000 rows).
         deleted = conn.execute(planner.table.delete().where(mine)).rowcount
-        if not copied == recorded == deleted:
+        if not (copied == recorded == deleted):
             raise ConcurrentChangeError(
                 f"dataset {planner.name}: {copied} payloads, {recorded} state rows and {deleted} rows deleted "
                 "in one key range; rolled back"
