@@ -154,8 +154,36 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ[name] = value
 
 
+# The fast tier's longest tests (`pytest --durations=30`, 2026-12-06: 10-30 s each, the browser and table
+# tests 15-20 s), run first: see pytest_collection_modifyitems. A test id starting with one of these.
+LONG_FIRST = (
+    "tests/test_differential.py::test_plan_run_and_oracle_agree",
+    "tests/test_web_browser.py::",
+    "tests/test_web_zone_browser.py::",
+    "tests/test_tables.py::",
+    "tests/test_subjects.py::test_holds_stop_transitions_and_release_restores_the_plan",
+    "tests/test_cli_docs.py::test_every_doc_command_line_runs",
+    "tests/test_fleet.py::test_a_fleet_with_an_unreachable_target_runs_the_others_and_exits_3",
+    "tests/test_fleet_celery.py::",
+)
+
+
+def _long_first_rank(item: pytest.Item) -> int:
+    return next((rank for rank, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without ``-m``, the slow tier is deselected (reported as deselected, not skipped)."""
+    """Without ``-m``, the slow tier is deselected (reported as deselected, not skipped); the longest tests go first.
+
+    Two workers finish together only if no long test starts near the end:
+    in file order the browser tests (test_web_*browser.py, 15-20 s each)
+    came last, and one worker ran them while the other sat idle. Under
+    ``--dist worksteal`` (pyproject.toml) the queue is split in two halves
+    and an idle worker takes the tail of the other's, so the long tests,
+    first in the queue, start early and the short ones fill the end. The
+    order of the rest stays the files' (a stable sort).
+    """
+    items.sort(key=_long_first_rank)
     if config.option.markexpr:
         return
     slow = [item for item in items if item.get_closest_marker("slow") is not None]
