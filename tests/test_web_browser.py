@@ -187,6 +187,10 @@ def test_sign_in_and_filter_the_ledger(site: Site, browser: Any) -> None:
     assert console_errors(browser) == []
 
 
+# slow: the same download over HTTP, byte for byte the CLI's, is test_web_pages.py::test_export_is_the_cli_export
+# (fast tier, three databases); the browser's part (no script error on the page) stays asserted by the
+# sign-in and hostile-names tests here.
+@pytest.mark.slow
 def test_download_the_filtered_view_as_csv(site: Site, browser: Any) -> None:
     """The CSV link downloads the filtered entries, the same rows as the database holds."""
     from selenium.webdriver.common.by import By
@@ -207,6 +211,9 @@ def test_download_the_filtered_view_as_csv(site: Site, browser: Any) -> None:
     assert console_errors(browser) == []
 
 
+# slow: the look-up over HTTP is test_web_pages.py::test_lookup_lists_the_subjects_entries and
+# ::test_lookup_states_the_backup_horizon (fast tier, three databases).
+@pytest.mark.slow
 def test_look_up_a_demo_customer(site: Site, browser: Any) -> None:
     """Typing a demo customer's id lists that customer's ledger entries."""
     from selenium.webdriver.common.by import By
@@ -231,6 +238,9 @@ def test_look_up_a_demo_customer(site: Site, browser: Any) -> None:
     assert console_errors(browser) == []
 
 
+# slow: approving over HTTP and its ledger entry are test_web_pages.py::test_review_decision_writes_what_the_cli_writes
+# (fast tier, three databases).
+@pytest.mark.slow
 def test_approve_a_review_batch_and_see_the_ledger_entry(site: Site, browser: Any) -> None:
     """Approving a batch in the browser records the decision and shows its ledger entry."""
     from selenium.webdriver.common.by import By
@@ -257,6 +267,9 @@ def test_approve_a_review_batch_and_see_the_ledger_entry(site: Site, browser: An
     assert console_errors(browser) == []
 
 
+# slow: the certificate over HTTP is test_web_pages.py::test_certificate_states_counts_range_and_checkpoint,
+# ::test_certificate_states_the_backup_horizon and ::test_certificate_as_pdf (fast tier, three databases).
+@pytest.mark.slow
 def test_open_the_certificate_of_disposition(site: Site, browser: Any) -> None:
     """From the runs page, the certificate opens with the signed checkpoint verified; it prints to PDF."""
     from selenium.webdriver.common.by import By

@@ -61,6 +61,11 @@ def cli_due_dates(db_url: str, zone: str) -> dict[int, str]:
     return dues
 
 
+# slow: Chromium and a console per zone, 15-20 s each. The same dates over HTTP, east and west of UTC: the ledger
+# page against `ledger show` is test_display_zone.py::test_cli_console_and_report_show_the_same_date (fast tier,
+# three databases, each zone); the person page against `ledger lookup` is
+# test_web_person.py::test_person_page_agrees_with_the_cli.
+@pytest.mark.slow
 @pytest.mark.only_on("sqlite")
 @pytest.mark.parametrize("zone", ZONES)
 def test_console_dates_equal_the_cli_dates(world: World, zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
