@@ -322,6 +322,20 @@ def world(db_url: str, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
     return relocated(template.made, db_url, tmp_path)
 
 
+def sqlite_world(folder: Path) -> World:
+    """A copy of the session's SQLite console world in ``folder`` (its database and files), for a module's fixture.
+
+    tests/test_web_browser.py serves one world to Chromium for the whole
+    module; it built its own (5-8 s) although the worker had the template.
+    """
+    template = _world_template("sqlite")
+    assert template is not None and isinstance(template.made, World)  # SQLite always has a template
+    url = f"sqlite:///{folder / 'console.sqlite'}"
+    db_templates.copy_sqlite(template, url)
+    db_templates.copy_files(template, folder)
+    return relocated(template.made, url, folder)
+
+
 def pytest_sessionfinish() -> None:
     db_templates.close()
     for admin in _admins.values():

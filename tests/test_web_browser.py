@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from console_world import PASSWORD, SECRET, USERS, XSS_BASIS, XSS_DATASET, XSS_REASON, XSS_REVIEWED, World, build_world
+from conftest import sqlite_world
+from console_world import PASSWORD, SECRET, USERS, XSS_BASIS, XSS_DATASET, XSS_REASON, XSS_REVIEWED, World
 from test_web_pages import _seqs_of
 
-from retention.store import migrate
 from retention.store.config import create_engine
 from retention.subjects import review
 from retention.web import create_app
@@ -101,12 +101,10 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     _executables()
     tmp = tmp_path_factory.mktemp("console")
-    url = f"sqlite:///{tmp / 'console.sqlite'}"
-    engine = create_engine(url)
+    world = sqlite_world(tmp)
+    engine = create_engine(world.db_url)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-        migrate.upgrade(engine)
-        world = build_world(engine, url, tmp)
         hostile_settings = replace(world.settings, rules=tmp / "hostile.yaml")
         with Server(create_app(world.settings)) as base, Server(create_app(hostile_settings)) as hostile:
             yield Site(world, base, hostile, engine, tmp / "downloads")
