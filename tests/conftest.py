@@ -154,8 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ[name] = value
 
 
-# The fast tier's longest tests (`pytest --durations=30`, 2026-12-06: 10-30 s each, the browser and table
-# tests 15-20 s), run first: see pytest_collection_modifyitems. A test id starting with one of these.
+# The fast tier's longest tests (`pytest --durations`, 2026-12-06: 10-30 s each on a quiet machine, the table
+# tests 15-20 s; the last five 20-40 s each under a load of 10), run first: see pytest_collection_modifyitems.
+# A test id starting with one of these.
 LONG_FIRST = (
     "tests/test_differential.py::test_plan_run_and_oracle_agree",
     "tests/test_web_browser.py::",
@@ -165,6 +166,11 @@ LONG_FIRST = (
     "tests/test_cli_docs.py::test_every_doc_command_line_runs",
     "tests/test_fleet.py::test_a_fleet_with_an_unreachable_target_runs_the_others_and_exits_3",
     "tests/test_fleet_celery.py::",
+    "tests/test_operations.py::test_exit_1_and_clean_stop_on_sigterm",
+    "tests/faults/test_faults.py::test_sigkill_at_random_statements",
+    "tests/test_lifecycle.py::test_twelve_years_of_a_shop",
+    "tests/test_lifecycle.py::test_no_personal_data_in_ledger_or_logs",
+    "tests/test_locks.py::test_a_run_whose_session_is_killed_stops_and_the_next_run_finishes",
 )
 
 
