@@ -19,6 +19,7 @@ time of a real run is the lead's quiet measurement.
     pytest -q --durations=0 > durations.txt
     pytest --collect-only -q -n 0 | grep :: > order-new.txt   # and the same on main: order-base.txt
     python bench/xdist_schedule.py durations.txt order-base.txt order-new.txt
+    python bench/xdist_schedule.py --flat 0.6 known.txt order-base.txt order-new.txt   # a model: see main
 """
 
 from __future__ import annotations
@@ -97,15 +98,19 @@ def simulate_worksteal(times: list[float]) -> list[float]:
     return clock
 
 
-def main(durations_file: str, *orders: str) -> None:
+def main(durations_file: str, *orders: str, flat: float | None = None) -> None:
+    """``flat``: a test of the orders without a measured duration counts ``flat`` seconds (else it is left out)."""
     measured = durations(Path(durations_file))
-    print(f"{len(measured)} tests measured, {sum(measured.values()):.0f} s of worker time in all\n")
+    print(f"{len(measured)} tests measured, {sum(measured.values()):.0f} s of worker time in all", end="")
+    print(f"; each other test {flat} s\n" if flat is not None else "; the other tests left out\n")
     print(f"| order | --dist | wall (s) | idle at the end (s) | ratio to load, {Path(orders[0]).stem} |")
     print("|---|---|---:|---:|---:|")
     baseline = None
     for order_file in orders:
-        ids = [i.strip() for i in Path(order_file).read_text(encoding="utf-8").splitlines() if i.strip() in measured]
-        times = [measured[i] for i in ids]
+        ids = [i.strip() for i in Path(order_file).read_text(encoding="utf-8").splitlines() if i.strip()]
+        if flat is None:
+            ids = [i for i in ids if i in measured]
+        times = [measured.get(i, flat or 0.0) for i in ids]
         for name, simulate in (("load", simulate_load), ("worksteal", simulate_worksteal)):
             clock = simulate(times)
             wall = max(clock)
@@ -115,4 +120,8 @@ def main(durations_file: str, *orders: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    if args[0] == "--flat":
+        main(*args[2:], flat=float(args[1]))
+    else:
+        main(*args)
