@@ -13,10 +13,12 @@ import os
 import re
 from pathlib import Path
 
+import db_templates
 import pytest
 import scaffold
 import sqlalchemy as sa
 from click.testing import CliRunner
+from conftest import isolated_database, migrate_isolated
 from test_engine import SECRET, build, loaded_pack
 
 from retention.cli import main
@@ -45,15 +47,11 @@ def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
     return ANSI.sub("", output).replace("\r\n", "\n")
 
 
-@pytest.fixture
-def registers(migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Requests, holds and a run's ledger entries; returns a subject with entries."""
-    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
-    monkeypatch.delenv("TZ", raising=False)
-    monkeypatch.delenv("RETENTION_TZ", raising=False)
-    build(migrated, 51, n=40)
+def _build_registers(engine: sa.Engine, url: str, folder: Path) -> int:
+    """Requests, holds and a run's ledger entries in a migrated database; returns a subject with entries."""
+    build(engine, 51, n=40)
     pack = load_catalog(Path("builtin:marketplace")).in_force(dt.date(2026, 12, 1)).pack
-    with migrated.begin() as conn:
+    with engine.begin() as conn:
         subjects.add_request(
             conn, subject_key="1234567", received=dt.date(2026, 10, 1), pack=pack, note="by post", secret=SECRET
         )
@@ -78,14 +76,33 @@ def registers(migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> int:
             placed_by="x",
             secret=SECRET,
         )
-    result = execute.run(migrated, loaded_pack(), AS_OF, secret=SECRET, allow_mass=("*",))
+    result = execute.run(engine, loaded_pack(), AS_OF, secret=SECRET, allow_mass=("*",))
     assert result.status == "succeeded"
-    with migrated.connect() as conn:
+    with engine.connect() as conn:
         return next(
             s
             for s in range(1, 41)
             if any(e["transition"] == "active->inactive" for e in ledger_items.lookup(conn, SECRET, subject_key=str(s)))
         )
+
+
+@pytest.fixture
+def registers(engine: sa.Engine, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The registers (``_build_registers``) in the test's database: a copy of the session's, built once per database.
+
+    Building them (a shop and a run of the marketplace pack) was most of
+    each of these tests; the tests only read them through the CLI.
+    """
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET.decode())
+    monkeypatch.delenv("TZ", raising=False)
+    monkeypatch.delenv("RETENTION_TZ", raising=False)
+    template = db_templates.populated(dialect, "table-registers", _build_registers, isolated_database)
+    if template is None:  # no pg_dump: built in the test's own database
+        migrate_isolated(engine)
+        return _build_registers(engine, str(engine.url), tmp_path)
+    template.copy_into(engine)
+    assert isinstance(template.made, int)
+    return template.made
 
 
 def commands(db_url: str, subject: int) -> dict[str, list[str]]:
