@@ -17,6 +17,7 @@ import io
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import run as bench
 from retention import logs
 from retention.store.config import create_engine
+
+
+def time_statements(engine: sa.Engine, name: Callable[[str], str]) -> dict[str, list[Any]]:
+    """[calls, seconds] of ``engine``'s statements by ``name(sql)``, filled as they run (a cursor hook)."""
+    spent: dict[str, list[Any]] = collections.defaultdict(lambda: [0, 0.0])
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: sa.Connection, *_: Any) -> None:
+        conn.info.setdefault("began", []).append(time.perf_counter())
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        entry = spent[name(statement)]
+        entry[0] += 1
+        entry[1] += time.perf_counter() - conn.info["began"].pop()
+
+    return spent
 
 
 def main() -> None:
@@ -43,17 +61,7 @@ def main() -> None:
     bench.generate_partitioned(engine, args.rows, 1)
     bench.reset_engine_tables(engine)
     print(f"generated {args.rows} rows in {time.perf_counter() - began:.1f} s")
-    spent: dict[str, list[Any]] = collections.defaultdict(lambda: [0, 0.0])
-
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def _before(conn: sa.Connection, *_: Any) -> None:
-        conn.info.setdefault("began", []).append(time.perf_counter())
-
-    @sa.event.listens_for(engine, "after_cursor_execute")
-    def _after(conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
-        entry = spent[" ".join(statement.split())[:110]]
-        entry[0] += 1
-        entry[1] += time.perf_counter() - conn.info["began"].pop()
+    spent = time_statements(engine, lambda statement: " ".join(statement.split())[:110])
 
     profile = cProfile.Profile()
     began = time.perf_counter()

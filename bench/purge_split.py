@@ -14,18 +14,15 @@ is the figure to compare with baselines; this one says where its time goes.
 from __future__ import annotations
 
 import argparse
-import collections
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as bench
+from bench.profile_drop import time_statements
 from retention import logs
 from retention.engine import execute
 from retention.engine.plan_values import Batch
@@ -56,17 +53,7 @@ def main() -> None:
     print(f"started: {bench.load()}", flush=True)
     bench.generate(engine, args.rows, 1)
     bench.reset_engine_tables(engine)
-    spent: dict[str, list[Any]] = collections.defaultdict(lambda: [0, 0.0])
-
-    @sa.event.listens_for(engine, "before_cursor_execute")
-    def _before(conn: sa.Connection, *_: Any) -> None:
-        conn.info.setdefault("began", []).append(time.perf_counter())
-
-    @sa.event.listens_for(engine, "after_cursor_execute")
-    def _after(conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
-        entry = spent[kind(statement)]
-        entry[0] += 1
-        entry[1] += time.perf_counter() - conn.info["began"].pop()
+    spent = time_statements(engine, kind)
 
     batches: list[float] = []
     last = [time.perf_counter()]
