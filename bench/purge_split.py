@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import run as bench
 from bench.profile_drop import time_statements
 from retention import logs
+from retention.dialects.postgresql import PostgreSQLDialect
 from retention.engine import execute
 from retention.engine.plan_values import Batch
 from retention.store.config import create_engine
@@ -45,11 +46,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--every", type=int, default=10, help="print every n-th batch")
+    parser.add_argument(
+        "--three-statements",
+        action="store_true",
+        help="PostgreSQL: each batch in three statements (row_address None), as before the one-statement batch",
+    )
     args = parser.parse_args()
+    if args.three_statements:
+        PostgreSQLDialect.row_address = lambda self, conn, table: None  # type: ignore[method-assign]
     logs.configure(level="warning")
     engine = create_engine(args.db)
     bench.migrate.upgrade(engine)
-    print(f"{args.rows} rows on {engine.dialect.name}, purge, batch size {args.batch_size}")
+    form = "three statements" if args.three_statements else "as the dialect does"
+    print(f"{args.rows} rows on {engine.dialect.name}, purge ({form} per batch), batch size {args.batch_size}")
     print(f"started: {bench.load()}", flush=True)
     bench.generate(engine, args.rows, 1)
     bench.reset_engine_tables(engine)
