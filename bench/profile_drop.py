@@ -26,8 +26,6 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as bench
-from retention import logs
-from retention.store.config import create_engine
 
 
 def time_statements(engine: sa.Engine, name: Callable[[str], str]) -> dict[str, list[Any]]:
@@ -53,9 +51,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
-    logs.configure(level="warning")
-    engine = create_engine(args.db)
-    bench.migrate.upgrade(engine)
+    engine = bench.open_engine(args.db)
     print(f"started: {bench.load()}")
     began = time.perf_counter()
     bench.generate_partitioned(engine, args.rows, 1)

@@ -30,9 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import baselines
 from bench import run as bench
-from retention import logs
 from retention.dialects.postgresql import PostgreSQLDialect
-from retention.store.config import create_engine
 
 RAW, ONE, THREE = "raw DELETE (no audit)", "engine, one statement per batch", "engine, three statements per batch"
 FORMAT4, LEAN = "hand-written audited SQL (format4)", "hand-written audited SQL (lean)"
@@ -55,9 +53,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    logs.configure(level="warning")
-    engine = create_engine(args.db)
-    bench.migrate.upgrade(engine)
+    engine = bench.open_engine(args.db)
     parts: dict[str, Callable[[], int]] = {
         RAW: functools.partial(bench.raw_delete, engine),
         THREE: functools.partial(three_statements, engine, args.batch_size),

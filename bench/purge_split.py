@@ -23,11 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as bench
 from bench.profile_drop import time_statements
-from retention import logs
 from retention.dialects.postgresql import PostgreSQLDialect
 from retention.engine import execute
 from retention.engine.plan_values import Batch
-from retention.store.config import create_engine
 
 
 def kind(statement: str) -> str:
@@ -54,9 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.three_statements:
         PostgreSQLDialect.row_address = lambda self, conn, table: None  # type: ignore[method-assign]
-    logs.configure(level="warning")
-    engine = create_engine(args.db)
-    bench.migrate.upgrade(engine)
+    engine = bench.open_engine(args.db)
     form = "three statements" if args.three_statements else "as the dialect does"
     print(f"{args.rows} rows on {engine.dialect.name}, purge ({form} per batch), batch size {args.batch_size}")
     print(f"started: {bench.load()}", flush=True)

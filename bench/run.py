@@ -475,6 +475,14 @@ def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> fl
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
+def open_engine(url: str) -> sa.Engine:
+    """The engine of a bench script's database at the migrations' head, batch logs off (the tables are the output)."""
+    logs.configure(level="warning")
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    return engine
+
+
 def load() -> str:
     """The time and load average (``uptime``), to say what else was running beside a measurement."""
     try:
