@@ -11,7 +11,11 @@
   ledger v2 content (hex HMACs, the RFC 8785 leaf document, chained entries,
   sorted four-column lookup rows at the end); ``lean`` is binary 32-byte
   pseudonyms, a binary leaf, chained entries and one sorted lookup table of
-  8-byte pseudonym prefixes; ``lean-nolookup`` the same without lookup rows.
+  8-byte pseudonym prefixes; ``lean-nolookup`` the same without lookup rows;
+  ``format4`` exactly what the engine writes today (ledger format 4: hex
+  HMACs in the engine's own items table with its pseudonym indexes, the
+  format-4 leaf text, chained entries, no lookup rows), the baseline the
+  engine's "within 1.2x of the same content" target is measured against.
 
 Both are baselines only: nothing here is the engine, and the tables they
 write (``bench_*``) are dropped and made again per measurement.
@@ -32,7 +36,7 @@ import sqlalchemy as sa
 from retention.ledger import merkle
 
 RANGE = 50_000
-CONTENTS = ("today", "lean", "lean-nolookup")
+CONTENTS = ("today", "lean", "lean-nolookup", "format4")
 # The engine's due instant for the bench pack: the day after the clock's local
 # date plus 13 months, at Paris midnight (one expression per row, as the engine would need).
 _DUE = (
@@ -88,7 +92,7 @@ def _prepare(conn: sa.Connection, content: str) -> None:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
     # The engine's own column types and indexes (LIKE ... INCLUDING ALL), without its triggers.
     conn.execute(sa.text("CREATE TABLE bench_entries (LIKE retention_ledger INCLUDING ALL)"))
-    if content == "today":
+    if content in ("today", "format4"):
         conn.execute(sa.text("CREATE TABLE bench_items (LIKE retention_ledger_items INCLUDING ALL)"))
         conn.execute(sa.text("CREATE TABLE bench_lookup (LIKE retention_ledger_lookup INCLUDING ALL)"))
     else:
@@ -111,6 +115,15 @@ def _range_sql(content: str) -> str:
             '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') || \'","idx":\' || i.idx || \',"record":"\' || '
             'i.record_pseudonym || \'","request"\\:null,"review"\\:null,"subject":"\' || '
             "i.subject_pseudonym || '\"}', 'UTF8')"
+        )
+        columns = "entry_seq, idx, record_pseudonym, subject_pseudonym, due_at"
+    elif content == "format4":
+        # retention.ledger.items.item_bytes: due instant, record, subject, e-mail (absent), "idx::".
+        absent = "-" * 64
+        pseudonyms = f"encode({_RECORD}, 'hex') AS rec, encode({_SUBJECT}, 'hex') AS subj"
+        document = (
+            'convert_to(to_char(i.due_at, \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') || i.record_pseudonym || '
+            f"coalesce(i.subject_pseudonym, '{absent}') || '{absent}' || i.idx || '::', 'UTF8')"
         )
         columns = "entry_seq, idx, record_pseudonym, subject_pseudonym, due_at"
     else:

@@ -17,6 +17,7 @@ import io
 import pstats
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +26,10 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as bench
-from retention import logs
-from retention.store.config import create_engine
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", required=True, help="a PostgreSQL URL (partitions are dropped on PostgreSQL only)")
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--top", type=int, default=30)
-    args = parser.parse_args()
-    logs.configure(level="warning")
-    engine = create_engine(args.db)
-    bench.migrate.upgrade(engine)
-    print(f"started: {bench.load()}")
-    began = time.perf_counter()
-    bench.generate_partitioned(engine, args.rows, 1)
-    bench.reset_engine_tables(engine)
-    print(f"generated {args.rows} rows in {time.perf_counter() - began:.1f} s")
+def time_statements(engine: sa.Engine, name: Callable[[str], str]) -> dict[str, list[Any]]:
+    """[calls, seconds] of ``engine``'s statements by ``name(sql)``, filled as they run (a cursor hook)."""
     spent: dict[str, list[Any]] = collections.defaultdict(lambda: [0, 0.0])
 
     @sa.event.listens_for(engine, "before_cursor_execute")
@@ -51,9 +38,26 @@ def main() -> None:
 
     @sa.event.listens_for(engine, "after_cursor_execute")
     def _after(conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
-        entry = spent[" ".join(statement.split())[:110]]
+        entry = spent[name(statement)]
         entry[0] += 1
         entry[1] += time.perf_counter() - conn.info["began"].pop()
+
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", required=True, help="a PostgreSQL URL (partitions are dropped on PostgreSQL only)")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    engine = bench.open_engine(args.db)
+    print(f"started: {bench.load()}")
+    began = time.perf_counter()
+    bench.generate_partitioned(engine, args.rows, 1)
+    bench.reset_engine_tables(engine)
+    print(f"generated {args.rows} rows in {time.perf_counter() - began:.1f} s")
+    spent = time_statements(engine, lambda statement: " ".join(statement.split())[:110])
 
     profile = cProfile.Profile()
     began = time.perf_counter()

@@ -475,6 +475,14 @@ def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> fl
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
+def open_engine(url: str) -> sa.Engine:
+    """The engine of a bench script's database at the migrations' head, batch logs off (the tables are the output)."""
+    logs.configure(level="warning")
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    return engine
+
+
 def load() -> str:
     """The time and load average (``uptime``), to say what else was running beside a measurement."""
     try:
@@ -509,6 +517,11 @@ def main() -> None:
             "guarded (the partition drop with its guard counting), rowbyrow, split, perrecord, ptarchiver, "
             "handwritten"
         ),
+    )
+    parser.add_argument(
+        "--contents",
+        default=",".join(baselines.CONTENTS),
+        help=f"the hand-written baseline's contents to measure (of {', '.join(baselines.CONTENTS)})",
     )
     args = parser.parse_args()
     logs.configure(level="warning")  # the tables below are the output; batch logs would drown them
@@ -565,7 +578,7 @@ def main() -> None:
             lambda: baselines.pt_archiver(url, CUTOFF.strftime("%Y-%m-%d %H:%M:%S")),
         )
     if engine.dialect.name == "postgresql" and "handwritten" not in skip:
-        for content in baselines.CONTENTS:
+        for content in [c for c in baselines.CONTENTS if c in args.contents.split(",")]:
             measure(
                 f"hand-written audited SQL ({content})",
                 functools.partial(baselines.handwritten_audited, engine, content, CUTOFF, SECRET),
@@ -664,6 +677,12 @@ def main() -> None:
     ratio(
         "purge throughput vs hand-written (today's content)",
         lambda: rate("engine run: purge + ledger") / rate("hand-written audited SQL (today)"),
+        "rows/s ratio",
+        "(reference: format 2 content)",
+    )
+    ratio(
+        "purge throughput vs hand-written (format4: the same content)",
+        lambda: rate("engine run: purge + ledger") / rate("hand-written audited SQL (format4)"),
         "rows/s ratio",
         ">= 0.83 (within 1.2x)",
     )

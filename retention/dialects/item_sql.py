@@ -48,6 +48,27 @@ class ItemSQL:
         """An engine instant (naive UTC, :meth:`instant_type`) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
         raise NotImplementedError
 
+    def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The aggregate concatenating a group's binary ``value`` in ``order`` (NULL for no row).
+
+        Used with :meth:`row_address` only: a batch's 32-byte leaves come
+        back as one value, not one row each. Generic: none.
+        """
+        raise NotImplementedError
+
+    def row_address(self, conn: sa.Connection, table: sa.Table) -> ColumnElement[Any] | None:
+        """A column naming a row version of ``table`` within one statement, or None.
+
+        With one, a set-based purge batch is a single statement: the rows
+        chosen by their address, deleted by it and returned to the items'
+        insert (``WITH d AS (DELETE ... RETURNING ...) INSERT ...``), so the
+        predicate is evaluated and the rows are read once; a row changed by
+        another session after the choice is a new version the address does
+        not name, and is neither deleted nor itemised. Generic: None (no
+        data-modifying ``WITH``: the batch takes its three statements).
+        """
+        return None
+
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
     """HMAC-SHA256's inner and outer padded keys (RFC 2104) of a key of at most 64 bytes."""

@@ -157,6 +157,19 @@ class PostgreSQLDialect(Dialect):
     def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.to_char(instant, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 
+    def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
+        empty = sa.literal(b"", sa.LargeBinary)
+        return sa.func.string_agg(value, postgresql.aggregate_order_by(empty, order), type_=sa.LargeBinary)
+
+    def row_address(self, conn: sa.Connection, table: sa.Table) -> ColumnElement[Any] | None:
+        # ctid, on a plain table only: a partitioned or inherited table's children repeat each other's ctids.
+        name = conn.dialect.identifier_preparer.format_table(table)
+        plain = conn.execute(
+            sa.text("SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class WHERE oid = to_regclass(:t)"),
+            {"t": name},
+        ).scalar()
+        return sa.column("ctid", NullType(), _selectable=table) if plain else None
+
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         return query.with_for_update(of=table) if table is not None else query.with_for_update()
 

@@ -193,18 +193,17 @@ class PlannerBase:
         covers = [h.c.dataset == self.name]
         if self.identified:
             covers.append(h.c.scope == "subject")
-        self._holds = (
-            conn.execute(sa.select(sa.literal(1)).where(h.c.released_at.is_(None), sa.or_(*covers)).limit(1)).first()
-            is not None
-        )
-        self._erasures = (
-            bool(self.dataset.erasure_state)
-            and self.identified
-            and conn.execute(sa.select(sa.literal(1)).where(er.c.status == "open").limit(1)).first() is not None
-        )
-        self._states = (
-            conn.execute(sa.select(sa.literal(1)).where(rs.c.dataset == self.name).limit(1)).first() is not None
-        )
+        # One round trip for the two or three questions: a set-based batch asks them every 5,000 rows.
+        asked = [
+            sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers)),
+            sa.exists().where(rs.c.dataset == self.name),
+        ]
+        erasures = bool(self.dataset.erasure_state) and self.identified
+        if erasures:
+            asked.append(sa.exists().where(er.c.status == "open"))
+        answers = conn.execute(sa.select(*asked)).one()
+        self._holds, self._states = bool(answers[0]), bool(answers[1])
+        self._erasures = erasures and bool(answers[2])
 
     _holds = _erasures = _states = True  # until probed: every filter on
 

@@ -126,11 +126,15 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetP
     if reason is not None:
         log.info("purge_per_record", dataset=planner.name, reason=reason, run_id=ctx.run_id)
         return None
-    dialect_for(conn).prepare_items(conn)
+    dialect = dialect_for(conn)
+    dialect.prepare_items(conn)
     with conn.begin():
         days = DueDays.create(conn, ctx, planner)
-    log.info("purge_set_based", dataset=planner.name, days=days.count, run_id=ctx.run_id)
-    return SetPurge(ctx, planner, days)
+        address = dialect.row_address(conn, planner.table)
+    log.info(
+        "purge_set_based", dataset=planner.name, days=days.count, one_statement=address is not None, run_id=ctx.run_id
+    )
+    return SetPurge(ctx, planner, days, address=address)
 
 
 @dataclass
@@ -302,6 +306,8 @@ class SetPurge:
     state: str = "purged"
     action: str = "delete"
     keys: Sequence[Any] = ()  # the batch's keys, selected and locked
+    # The dialect's row address (Dialect.row_address): each batch is then one statement (_in_one_statement).
+    address: ColumnElement[Any] | None = None
 
     @property
     def transition(self) -> str:
@@ -326,6 +332,8 @@ class SetPurge:
         planner, ctx = self.planner, self.ctx
         assert planner.sql is not None
         planner.probe(conn)
+        if self.address is not None:
+            return self._in_one_statement(conn, after)
         key = planner.key
         selected = self.selected(conn)
         query = sa.select(key).where(selected)
@@ -337,10 +345,18 @@ class SetPurge:
             return None
         self.keys = keys
         in_range = [selected, key <= keys[-1]] + ([key > after] if after is not None else [])
-        pack = ctx.loaded.pack
-        draft = ledger_items.BatchItems(
+        moved = ledger.append_written(
+            conn, self._draft(), ctx.now(), lambda seq: self._write(conn, seq, in_range), secret=ctx.secret
+        )
+        counts = {planner.name: {self.transition: moved} if moved else {}}
+        return Batch(planner.name, "active", [], scanned=len(keys), moved=moved), counts, keys[-1]
+
+    def _draft(self) -> ledger_items.BatchItems:
+        """The entry's columns other than its items (which the database writes)."""
+        ctx, planner = self.ctx, self.planner
+        return ledger_items.BatchItems(
             ctx.run_id,
-            pack.pack,
+            ctx.loaded.pack.pack,
             ctx.loaded.digest,
             planner.name,
             self.transition,
@@ -349,21 +365,12 @@ class SetPurge:
             ctx.secret,
             [],
         )
-        moved = ledger.append_written(
-            conn, draft, ctx.now(), lambda seq: self._write(conn, seq, in_range), secret=ctx.secret
-        )
-        counts = {planner.name: {self.transition: moved} if moved else {}}
-        return Batch(planner.name, "active", [], scanned=len(keys), moved=moved), counts, keys[-1]
 
-    def _write(
-        self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]
-    ) -> tuple[list[bytes], dt.datetime | None]:
-        """Items and deletions of the range at entry ``seq``; its leaves and latest due instant."""
+    def _pseudonyms(self, conn: sa.Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+        """The record and subject pseudonyms of a source row under the run's key, computed by the database."""
         planner, ctx = self.planner, self.ctx
-        assert planner.sql is not None
         dialect = dialect_for(conn)
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
-        items = store.ledger_items
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         record = dialect.hmac_hex(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
         subject: ColumnElement[Any] = sa.null()
@@ -372,6 +379,109 @@ class SetPurge:
             subject = sa.case(
                 (subject_text.is_(None), sa.null()), else_=dialect.hmac_hex(key, b"subject\x1f", subject_text)
             )
+        return record, subject
+
+    def _in_one_statement(self, conn: sa.Connection, after: Any) -> tuple[Batch, dict[str, dict[str, int]], Any] | None:
+        """The batch as one statement over the rows' addresses (:meth:`~retention.dialects.base.Dialect.row_address`).
+
+        ``WITH k AS (the next batch-size due rows: address, key), d AS (DELETE
+        ... WHERE address = ANY(k) RETURNING the items' inputs), i AS (INSERT
+        INTO items SELECT ... FROM d RETURNING idx, leaf)``: the predicate is
+        evaluated and the rows read once, where the three-statement batch
+        selects, itemises and deletes by it in turn. Items come from the
+        deleted rows themselves: a row another session changed after the
+        choice is a version the address does not name, skipped by the
+        ``DELETE`` and given no item (it stays for a later run). No row lock
+        is taken before the ``DELETE``, which locks what it deletes.
+        """
+        planner, ctx = self.planner, self.ctx
+        assert planner.sql is not None and self.address is not None
+        key = planner.key
+        chosen = sa.select(self.address.label("a"), key.label("k")).where(self.selected(conn))
+        if after is not None:
+            chosen = chosen.where(key > after)
+        k = chosen.order_by(key).limit(planner.batch_size).cte("k")
+        found: dict[str, Any] = {}
+        moved = ledger.append_written(
+            conn, self._draft(), ctx.now(), lambda seq: self._fold(conn, seq, k, found), secret=ctx.secret
+        )
+        if not found["selected"]:
+            return None
+        counts = {planner.name: {self.transition: moved} if moved else {}}
+        batch = Batch(planner.name, "active", [], scanned=found["selected"], moved=moved)
+        return batch, counts, found["last"]
+
+    def _fold(
+        self, conn: sa.Connection, seq: int, k: sa.CTE, found: dict[str, Any]
+    ) -> tuple[list[bytes], dt.datetime | None]:
+        """Run :meth:`_in_one_statement`'s statement at entry ``seq``; the leaves and latest due instant.
+
+        ``found`` gets how many rows were chosen and the last key chosen
+        (where the next batch starts).
+        """
+        planner = self.planner
+        assert planner.sql is not None and self.address is not None
+        clock = planner.sql.clocks[0]
+        value = clock.select()
+        record, subject = self._pseudonyms(conn)
+        dialect = dialect_for(conn)
+        stored_date = dialect.stored_date(value, clock.kind, clock.value.type)
+        d = (
+            planner.table.delete()
+            .where(self.address == sa.any_(sa.func.array(sa.select(k.c.a).scalar_subquery())))
+            .returning(
+                planner.key.label("k"),
+                record.label("rec"),
+                subject.label("subj"),
+                value.label("clock"),
+                stored_date.label("u"),
+            )
+            .cte("d")
+        )
+        days, items = self.days.table, store.ledger_items
+        rows = sa.select(
+            sa.literal(seq, store.SEQ),
+            sa.func.row_number().over(order_by=d.c.k) - 1,
+            d.c.rec,
+            d.c.subj,
+            self.days.due_at(d.c.clock),
+            sa.null(),
+            sa.null(),
+            sa.null(),
+        ).select_from(d.outerjoin(days, days.c.u == d.c.u))
+        i = (
+            items.insert()
+            .from_select(ledger_items.ITEM_COLUMNS, rows)
+            .returning(items.c.idx, _leaf(conn).label("leaf"), items.c.due_at)
+            .cte("i")
+        )
+        # One row: the leaves in position order as one byte string (no row per item to fetch), and the counts.
+        summary = sa.select(
+            sa.select(dialect.ordered_bytes(i.c.leaf, i.c.idx)).scalar_subquery().label("leaves"),
+            sa.type_coerce(sa.select(sa.func.max(i.c.due_at)).scalar_subquery(), store.UTCDateTime).label("due"),
+            sa.select(sa.func.count()).select_from(i).scalar_subquery().label("items"),
+            sa.select(sa.func.count()).select_from(d).scalar_subquery().label("deleted"),
+            sa.func.count().label("selected"),
+            sa.func.max(k.c.k).label("last"),
+        ).select_from(k)
+        head = conn.execute(summary).one()
+        found.update(selected=int(head.selected), last=head.last)
+        joined = bytes(head.leaves or b"")
+        if head.items != head.deleted or len(joined) != 32 * head.items:
+            raise ConcurrentChangeError(
+                f"dataset {planner.name}: {head.items} items for {head.deleted} rows deleted in one key range; "
+                "rolled back"
+            )
+        return [joined[n : n + 32] for n in range(0, len(joined), 32)], head.due
+
+    def _write(
+        self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]
+    ) -> tuple[list[bytes], dt.datetime | None]:
+        """Items and deletions of the range at entry ``seq``; its leaves and latest due instant."""
+        planner = self.planner
+        assert planner.sql is not None
+        items = store.ledger_items
+        record, subject = self._pseudonyms(conn)
         clock = planner.sql.clocks[0]
         rows = (
             sa.select(
