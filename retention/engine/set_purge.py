@@ -209,7 +209,7 @@ class DueDays:
 
     def joined(self, conn: sa.Connection, source: sa.Table, clock: ClockSQL) -> sa.Join:
         """``source`` with each row's day (outer: a row below the first day gets no due instant, and fails)."""
-        stored_date = dialect_for(conn).stored_date(clock.select(), clock.kind, clock.value.type)
+        stored_date = dialect_for(conn).stored_date(clock.select_due(), clock.kind, clock.value.type)
         return source.outerjoin(self.table, self.table.c.u == stored_date)
 
     def due_at(self, clock: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -400,7 +400,7 @@ class SetPurge:
                 sa.func.row_number().over(order_by=planner.key) - 1,
                 record,
                 subject,
-                self.days.due_at(clock.select()),
+                self.days.due_at(clock.select_due()),
                 sa.null(),
                 sa.null(),
                 sa.null(),
