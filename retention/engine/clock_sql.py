@@ -100,6 +100,24 @@ class ClockSQL:
             return sa.case((self.value.is_(None), sa.null()), else_=datetext.sql_normal(self.value, self._text_kind()))
         return sa.type_coerce(self.value, NullType())
 
+    def select_due(self) -> ColumnElement[Any]:
+        """:meth:`select` for a row the due test has selected, so its value is valid.
+
+        SQLite text in its own form (``YYYY-MM-DD HH:MM:SS``, nearly every
+        stored value) takes its normal form by a concatenation instead of
+        the normal-form expression (a ``datetime()`` call per use, and a
+        batch's items use it three times per row); a valid value of 19
+        characters with a space at the 11th has no zone suffix, so it is in
+        that form (see :meth:`_text_extremes`). Not for rows that may be invalid.
+        """
+        if not self._raw_text or self.kind == "date":
+            return self.select()
+        v = self.value
+        own_form = sa.and_(sa.func.length(v) == 19, sa.func.substr(v, 11, 1) == sa.literal(" ", sa.String))
+        return sa.case(
+            (own_form, v.op("||", return_type=sa.String)(sa.literal(".000000", sa.String))), else_=self.select()
+        )
+
     def tally(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[int, Any, Any]:
         """How many rows meet ``condition``, and the least and greatest of :meth:`select` over them.
 

@@ -156,7 +156,7 @@ class SetArchive(set_purge.SetPurge):
         planner, ctx = self.planner, self.ctx
         assert planner.sql is not None
         dialect = dialect_for(conn)
-        clock = planner.sql.clocks[0].select()
+        clock = planner.sql.clocks[0].select_due()
         source = self.days.joined(conn, planner.table, planner.sql.clocks[0])
         name = sa.cast(sa.literal(planner.name, sa.String), sa.String)
         key_text = planner.text(conn, planner.key)

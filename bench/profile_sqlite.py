@@ -1,0 +1,114 @@
+"""Where a set-based SQLite purge spends its time: statement times summed by kind, per record.
+
+    python bench/profile_sqlite.py --rows 300000 [--cprofile out.prof]
+
+Generates the bench table (bench/run.py's data) in a temporary SQLite file
+(WAL, as bench/run.py), runs one purge + ledger, and sums each statement's
+time by an SQLAlchemy cursor hook, grouped by what the statement does. SQLite
+runs a statement as its rows are fetched (a ``SELECT`` or an ``INSERT ...
+RETURNING`` returns from ``execute`` at its first row), so the fetches are
+timed too and added to the statement that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import cursor as sa_cursor
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import run as bench  # noqa: E402
+from retention import logs  # noqa: E402
+from retention.store import migrate  # noqa: E402
+from retention.store.config import create_engine  # noqa: E402
+
+KINDS = (
+    ("INSERT INTO retention_ledger_items", "items (INSERT ... SELECT ... RETURNING leaf)"),
+    ("DELETE FROM bench_events", "delete"),
+    ("SELECT bench_events.id", "batch keys"),
+    ("SELECT max(retention_ledger_items.due_at)", "latest due instant"),
+    ("INSERT INTO retention_ledger ", "chain entry"),
+)
+
+
+def kind_of(statement: str) -> str:
+    text = " ".join(statement.split())
+    for prefix, name in KINDS:
+        if text.startswith(prefix):
+            return name
+    return "other"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--cprofile", type=Path, default=None)
+    args = parser.parse_args()
+    logs.configure(level="warning")
+    with tempfile.TemporaryDirectory() as folder:
+        engine = create_engine(f"sqlite:///{folder}/profile.sqlite?journal_mode=wal")
+        migrate.upgrade(engine)
+        bench.generate(engine, args.rows, 1)
+        bench.reset_engine_tables(engine)
+        spent: dict[str, list[float]] = {}
+
+        last = ["other"]
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            conn.info.setdefault("began", []).append(time.perf_counter())
+
+        @sa.event.listens_for(engine, "after_cursor_execute")
+        def after(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            seconds = time.perf_counter() - conn.info["began"].pop()
+            last[0] = kind_of(statement)
+            entry = spent.setdefault(last[0], [0.0, 0])
+            entry[0] += seconds
+            entry[1] += 1
+
+        def timed_fetch(original: Any) -> Any:
+            def fetch(*args: Any, **kwargs: Any) -> Any:
+                began = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    spent.setdefault(last[0], [0.0, 0])[0] += time.perf_counter() - began
+
+            return fetch
+
+        strategy = sa_cursor.CursorFetchStrategy
+        for name in ("fetchone", "fetchmany", "fetchall"):
+            setattr(strategy, name, timed_fetch(getattr(strategy, name)))
+
+        profiler = cProfile.Profile() if args.cprofile else None
+        began = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        moved = bench.engine_run(engine, "delete", args.batch_size)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
+        total = time.perf_counter() - began
+        engine.dispose()
+    print(f"{moved} purged of {args.rows} in {total:.3f} s ({total / max(moved, 1) * 1e6:.1f} µs per record)")
+    print()
+    print("| statement | calls | seconds | µs per record |")
+    print("|---|---:|---:|---:|")
+    for name, (seconds, calls) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
+        print(f"| {name} | {calls:.0f} | {seconds:.3f} | {seconds / max(moved, 1) * 1e6:.1f} |")
+    rest = total - sum(seconds for seconds, _ in spent.values())
+    print(f"| Python and commits (rest) | | {rest:.3f} | {rest / max(moved, 1) * 1e6:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
