@@ -50,6 +50,7 @@ from retention.engine.plan_values import _without_clock_index
 from retention.errors import ConcurrentChangeError, ConfigError
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
+from retention.policy.model import Dataset, Pack
 from retention.store import tables as store
 from retention.timing.clock import local_date, start_of_day
 from retention.timing.datetext import normal_text
@@ -143,8 +144,8 @@ class DueDays:
     """The run's due instant per local day of the clock, as a temporary table keyed by stored date.
 
     Due dates depend on the clock's local date only (the per-record path
-    caches them by it); each day from the earliest due clock to ``as_of``'s
-    is evaluated once by :func:`~retention.engine.evaluate.evaluate_record`,
+    caches them by it); each day from the earliest due clock to the latest
+    a row can be due from (:func:`_last_day`) is evaluated once by :func:`~retention.engine.evaluate.evaluate_record`,
     so the database's due instant is the evaluator's by construction. Rows
     find theirs by an equality join on the date the value is stored on
     (UTC for instants): no time zone is converted in SQL, and a join on a
@@ -197,8 +198,8 @@ class DueDays:
         due_rows, lowest, _ = clock.tally(conn, planner.table, planner.sql.due(state, as_of))
         starts: list[tuple[Any, tuple[Any, ...]]] = []  # (the day's first stored value, (due instant, *extra))
         if lowest is not None:
-            day, last = _first_day(lowest, tz), local_date(as_of, tz)
-            cache: DueCache = {}
+            day, last = _first_day(lowest, tz), _last_day(clock, dataset, pack, state, as_of)
+            cache = _due_cache(ctx.loaded.digest, planner.name)
             while day <= last:
                 begins = _first_moment(clock, day, tz)
                 evaluation = evaluate_record(pack, dataset, [begins], as_of, cache)
@@ -287,6 +288,46 @@ def _first_day(lowest: Any, tz: str) -> dt.date:
         return local_date(instant, tz) - dt.timedelta(days=1)
     assert isinstance(lowest, dt.date)
     return lowest - dt.timedelta(days=1)
+
+
+_DUE_CACHES: dict[tuple[str, str], DueCache] = {}
+"""Per (pack digest, dataset): the evaluator's due instants by clock date, kept between runs of one process."""
+
+
+def _due_cache(digest: str, dataset: str) -> DueCache:
+    """The evaluations of ``dataset``'s days under the pack of ``digest``, shared by the process's runs.
+
+    A day's due instants depend on the date and the pack alone (the cache's
+    key in :func:`~retention.engine.evaluate.evaluate_readings`), and the
+    digest covers the whole validated pack, so a scheduler's nightly runs
+    (and the test suite's hundreds) evaluate each day once, not once per run.
+    A few packs are kept; each cache is bounded by the evaluator.
+    """
+    key = (digest, dataset)
+    cache = _DUE_CACHES.pop(key, None)
+    if cache is None:
+        cache = {}
+        while len(_DUE_CACHES) >= 16:
+            del _DUE_CACHES[next(iter(_DUE_CACHES))]
+    _DUE_CACHES[key] = cache  # last in, last out
+    return cache
+
+
+def _last_day(clock: ClockSQL, dataset: Dataset, pack: Pack, state: str, as_of: dt.datetime) -> dt.date:
+    """The last local day worth a row: two days past the latest clock date ``state`` can be due from by ``as_of``.
+
+    The batches select by :meth:`DatasetSQL.due`, which for one plain clock
+    is "local date on or before ``last_event_due_by(today)``" (the same
+    :class:`~retention.timing.clock.Schedule` call), so no row the run moves
+    has a later day: days up to ``as_of`` cost an evaluation each for
+    nothing (a 13-month rule: 400 of them every run). Two days past it cover
+    a stored date on either side of the local one (west or east of UTC).
+    """
+    today = local_date(as_of, pack.timezone)
+    if clock.clock.is_expiry:  # pragma: no cover - why_not keeps expiry clocks on the per-record path
+        return today
+    schedule = dataset.schedules(state, pack.financial_year_end)[0]
+    return min(today, schedule.last_event_due_by(today) + dt.timedelta(days=2))
 
 
 def _first_moment(clock: ClockSQL, day: dt.date, tz: str) -> dt.datetime | dt.date:
