@@ -384,3 +384,66 @@ def _insert_and_run(
     with engine.connect() as conn:
         query = sa.select(store.runs.c.id).where(store.runs.c.mode == "run").order_by(store.runs.c.started_at.desc())
         return str(conn.execute(query).scalars().first())
+
+
+def test_the_day_table_ends_where_the_step_can_be_due_and_no_pack_reuses_anothers_days(migrated: sa.Engine) -> None:
+    """Rows either side of the last due Paris day, under P1Y then P2Y in one process: each item is the oracle's.
+
+    The day table stops two days past the latest clock date the step can be
+    due from (not at the as-of date), and a process keeps the evaluator's
+    due instants per pack digest between runs: a day table cut a day short
+    fails or drops the boundary rows, and days shared across packs give the
+    second run the first pack's due instants.
+    """
+    import naive_oracle as oracle
+
+    from retention.ledger.items import run_key
+
+    events, _ = _tables(migrated)
+    # Paris midnights around the October 2020 change (UTC+2 until 25 Oct 01:00 UTC, then UTC+1).
+    instants = [
+        dt.datetime(2020, 10, 23, 21, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 23, 22, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 24, 21, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 24, 22, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 25, 22, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 25, 23, 0, tzinfo=dt.UTC),
+        dt.datetime(2020, 10, 26, 22, 59, 59, tzinfo=dt.UTC),
+    ]
+    paris = "Europe/Paris"
+    checked = 0
+    for round_, period in enumerate(("P1Y", "P2Y")):
+        ids = {100 * round_ + i: at for i, at in enumerate(instants)}
+        with migrated.begin() as conn:
+            conn.execute(events.insert(), [{"id": i, "user_id": "u", "collected": at} for i, at in ids.items()])
+        text = PACK.replace(
+            "period: P1Y\n    lifecycle:\n      - to: purged",
+            f"period: {period}\n    lifecycle:\n      - to: purged",
+            1,
+        )
+        assert text != PACK or period == "P1Y"
+        loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+        # As of the due instant of Paris day 2020-10-25: that day's rows are due, the next day's are not.
+        as_of = oracle.due_after(dt.date(2020, 10, 25), period, paris)
+        due = {i: oracle.due_after(oracle.local_day(at, paris), period, paris) for i, at in ids.items()}
+        expected_ids = {i for i, when in due.items() if when <= as_of}
+        assert 0 < len(expected_ids) < len(ids)  # the boundary falls inside the rows
+        with structlog.testing.capture_logs() as logs:
+            result = execute.run(migrated, loaded, as_of, secret=KEY)
+        assert any(e["event"] == "purge_set_based" and e["dataset"] == "events" for e in logs)
+        key = run_key(KEY, result.run_id)
+        expected = {
+            hmac.new(key, f"record\x1fevents\x1f{i}".encode(), hashlib.sha256).hexdigest(): due[i] for i in expected_ids
+        }
+        t, entries = store.ledger_items, store.ledger
+        with migrated.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.record_pseudonym, t.c.due_at)
+                .join(entries, entries.c.seq == t.c.entry_seq)
+                .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
+            ).all()
+            left = set(conn.execute(sa.select(events.c.id).where(events.c.id >= 100 * round_)).scalars())
+        assert {r.record_pseudonym: r.due_at for r in rows} == expected
+        assert left == set(ids) - expected_ids
+        checked += len(expected_ids)
+    assert checked >= 4
