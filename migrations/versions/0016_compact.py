@@ -22,6 +22,8 @@ row is rewritten; SQLite's indexes already compare bytes and stay as they are.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import op
 
 revision = "0016_compact"
@@ -41,7 +43,7 @@ def _recreate(compact: bool) -> None:
     for column in _COLUMNS:
         name = op.f(f"ix_{_TABLE}_{column}")
         op.drop_index(name, table_name=_TABLE)
-        options = {}
+        options: dict[str, Any] = {}
         if compact:
             options["mysql_length"] = _PREFIX
             if column == "record_pseudonym":
