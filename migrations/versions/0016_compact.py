@@ -9,7 +9,7 @@ item, the largest part of an audited purge. The values are 64-character hex
 HMACs and lookups only ever ask for equality: an index on the first 16
 characters (64 bits) narrows a lookup to its rows, and the full value is then
 compared on each. Measured (bench/RESULTS.md,
-"cheaper pseudonym indexes"): on MariaDB a 16-character prefix index costs
+"cheaper pseudonym indexes"), in SQL: on MariaDB a 16-character prefix index costs
 about 40 % less per insert than the full key, while ascii/binary collations
 and BINARY(32) columns did not measurably help; on PostgreSQL a hash index
 on the record pseudonym costs about a third of the B-tree's, and C collation
