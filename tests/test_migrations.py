@@ -64,7 +64,8 @@ def _pseudonym_index_kinds(conn: sa.Connection) -> dict[str, str]:
         rows = conn.execute(
             sa.text(
                 "SELECT i.relname, a.amname FROM pg_class i JOIN pg_am a ON a.oid = i.relam "
-                "WHERE i.relname LIKE 'ix_retention_ledger_items_%'"
+                "JOIN pg_namespace n ON n.oid = i.relnamespace "  # this test's schema only: workers run side by side
+                "WHERE i.relname LIKE 'ix_retention_ledger_items_%' AND n.nspname = current_schema()"
             )
         )
         return {name: method for name, method in rows}
