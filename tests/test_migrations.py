@@ -49,3 +49,64 @@ def test_ledger_rows_cannot_be_updated_or_deleted(migrated: sa.Engine) -> None:
             raise AssertionError(f"{statement} was not refused")
     with migrated.connect() as conn:
         assert conn.execute(sa.text("SELECT hash FROM retention_ledger")).scalar_one() == "b"
+
+
+_PSEUDONYM_INDEXES = (
+    "ix_retention_ledger_items_record_pseudonym",
+    "ix_retention_ledger_items_subject_pseudonym",
+    "ix_retention_ledger_items_email_pseudonym",
+)
+
+
+def _pseudonym_index_kinds(conn: sa.Connection) -> dict[str, str]:
+    """Each item pseudonym index's method (PostgreSQL) or key length (MariaDB/MySQL), as the server reports it."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            sa.text(
+                "SELECT i.relname, a.amname FROM pg_class i JOIN pg_am a ON a.oid = i.relam "
+                "JOIN pg_namespace n ON n.oid = i.relnamespace "  # this test's schema only: workers run side by side
+                "WHERE i.relname LIKE 'ix_retention_ledger_items_%' AND n.nspname = current_schema()"
+            )
+        )
+        return {name: method for name, method in rows}
+    if conn.dialect.name in ("mysql", "mariadb"):
+        rows = conn.execute(sa.text("SHOW INDEX FROM retention_ledger_items")).mappings()
+        return {r["Key_name"]: f"prefix {r['Sub_part']}" for r in rows if r["Key_name"] != "PRIMARY"}
+    rows = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_%'"))
+    return {name: "btree" for (name,) in rows}
+
+
+def test_compact_pseudonym_indexes_up_and_down(engine: sa.Engine) -> None:
+    """0016 makes the item pseudonym indexes compact and its downgrade restores 0015's, items kept throughout."""
+    compact = {
+        "postgresql": ["hash", "btree", "btree"],
+        "mysql": ["prefix 16"] * 3,
+        "mariadb": ["prefix 16"] * 3,
+        "sqlite": ["btree"] * 3,
+    }[engine.dialect.name]
+    full = {"postgresql": ["btree"] * 3, "mysql": ["prefix None"] * 3, "mariadb": ["prefix None"] * 3}.get(
+        engine.dialect.name, ["btree"] * 3
+    )
+    record = "ab" * 32
+    migrate.upgrade(engine, "0015_lean")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO retention_ledger_items (entry_seq, idx, record_pseudonym, subject_pseudonym, due_at) "
+                "VALUES (1, 0, :r, :s, '2026-01-01 00:00:00')"
+            ),
+            {"r": record, "s": "cd" * 32},
+        )
+    for revision, expected in (("head", compact), ("0015_lean", full), ("head", compact)):
+        if revision == "head":
+            migrate.upgrade(engine)
+        else:
+            migrate.downgrade(engine, revision)
+        with engine.connect() as conn:
+            kinds = _pseudonym_index_kinds(conn)
+            assert [kinds.get(name) for name in _PSEUDONYM_INDEXES] == expected, revision
+            found = conn.execute(
+                sa.text("SELECT subject_pseudonym FROM retention_ledger_items WHERE record_pseudonym = :r"),
+                {"r": record},
+            ).scalar_one()
+            assert found == "cd" * 32

@@ -447,3 +447,23 @@ def test_the_day_table_ends_where_the_step_can_be_due_and_no_pack_reuses_another
         assert left == set(ids) - expected_ids
         checked += len(expected_ids)
     assert checked >= 4
+
+
+def test_the_batch_range_ends_at_the_last_key_of_each_batch(migrated: sa.Engine) -> None:
+    """The dialect's end of a batch: the size-th key and the size, the shorter last batch, then nothing."""
+    table = sa.Table("set_purge_range", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    with migrated.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{"id": i} for i in (2, 3, 5, 7, 11, 13, 17)])
+    ends = []
+    with migrated.begin() as conn:
+        dialect = dialect_for(conn)
+        after = 0
+        while True:
+            query = dialect.for_update(sa.select(table.c.id).where(table.c.id > after).order_by(table.c.id).limit(3))
+            last, count = dialect.last_of_batch(conn, query, 3)
+            ends.append((last, count))
+            if not count:
+                break
+            after = last
+    assert ends == [(5, 3), (13, 3), (17, 1), (None, 0)]

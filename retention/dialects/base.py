@@ -210,6 +210,14 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return query.with_for_update()
 
+    def last_of_batch(self, conn: sa.Connection, query: sa.Select[Any], size: int) -> tuple[Any, int]:
+        """The last key ``query`` (keys in order, at most ``size``, locked) selects and how many: (None, 0) if none.
+
+        Generic: every key fetched. A set-based batch needs only the range's end.
+        """
+        keys = conn.execute(query).scalars().all()
+        return (keys[-1], len(keys)) if keys else (None, 0)
+
     # -- planner statistics and per-row probes ---------------------------------
 
     def probe_per_row(self, query: sa.Select[Any]) -> sa.Select[Any]:

@@ -142,6 +142,8 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetA
 class SetArchive(set_purge.SetPurge):
     """One dataset's archive pass, batch by batch: payloads, state rows and deletions by ``INSERT ... SELECT``."""
 
+    needs_keys = True  # payloads, state rows and deletions go by the batch's keys
+
     def selected(self, conn: sa.Connection) -> ColumnElement[bool]:
         """Due for ``archived`` and not for ``purged``: exactly the reach-1 records of the plan."""
         planner = self.planner

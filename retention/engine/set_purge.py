@@ -348,7 +348,9 @@ class SetPurge:
     days: DueDays
     state: str = "purged"
     action: str = "delete"
-    keys: Sequence[Any] = ()  # the batch's keys, selected and locked
+    keys: Sequence[Any] = ()  # the batch's keys, selected and locked (only where needs_keys)
+    needs_keys = False
+    """Whether :meth:`change` needs the batch's keys, not just its range (the dialect may skip fetching them)."""
     # The dialect's row address (Dialect.row_address): each batch is then one statement (_in_one_statement).
     address: ColumnElement[Any] | None = None
     _source: DatasetSQL | None = None
@@ -402,16 +404,19 @@ class SetPurge:
         if after is not None:
             query = query.where(key > after)
         query = dialect_for(conn).for_update(query.order_by(key).limit(planner.batch_size), planner.table)
-        keys = conn.execute(query).scalars().all()
-        if not keys:
+        if self.needs_keys:
+            self.keys = conn.execute(query).scalars().all()
+            last, scanned = (self.keys[-1], len(self.keys)) if self.keys else (None, 0)
+        else:
+            last, scanned = dialect_for(conn).last_of_batch(conn, query, planner.batch_size)
+        if not scanned:
             return None
-        self.keys = keys
-        in_range = [selected, key <= keys[-1]] + ([key > after] if after is not None else [])
+        in_range = [selected, key <= last] + ([key > after] if after is not None else [])
         moved = ledger.append_written(
             conn, self._draft(), ctx.now(), lambda seq: self._write(conn, seq, in_range), secret=ctx.secret
         )
         counts = {planner.name: {self.transition: moved} if moved else {}}
-        return Batch(planner.name, "active", [], scanned=len(keys), moved=moved), counts, keys[-1]
+        return Batch(planner.name, "active", [], scanned=scanned, moved=moved), counts, last
 
     def _draft(self) -> ledger_items.BatchItems:
         """The entry's columns other than its items (which the database writes)."""
