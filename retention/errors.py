@@ -112,6 +112,7 @@ _TABLE = {
     "SELECT": re.compile(r"\bFROM\s+([`\"\[]?[\w.$`\"\]]+)", re.IGNORECASE),
     "DDL": re.compile(r"\b(?:TABLE|INDEX|TRIGGER|VIEW)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?([`\"\[]?[\w.$`\"\]]+)", re.I),
 }
+_CHANGE = re.compile(r"[()]\s*(DELETE\s+FROM|UPDATE|INSERT\s+INTO)\s+([`\"\[]?[\w.$`\"\]]+)", re.IGNORECASE)
 # What a code means, for the conditions an operator meets; the codes are the drivers' own.
 _MEANINGS = {
     "23502": "a NOT NULL constraint",
@@ -171,6 +172,11 @@ def _statement_kind(statement: str | None) -> tuple[str | None, str | None]:
     kind = _KIND.get(words[0].upper()) if words else None
     if kind is None:
         return None, None
+    if words[0].upper() == "WITH":
+        # A data-modifying WITH (PostgreSQL's one-statement purge batch): named by its first change, not its SELECT.
+        change = _CHANGE.search(statement)
+        if change is not None:
+            return change.group(1).split()[0].upper(), change.group(2).strip('`"[]')
     match = _TABLE[kind].search(statement)
     table = match.group(1).strip('`"[]') if match else None
     return kind, table

@@ -29,6 +29,7 @@ from click.testing import CliRunner, Result
 from scaffold import events_pack
 
 from retention.cli import main
+from retention.errors import describe_database_error
 from retention.store import tables as store
 
 EMAIL = "emma.moreau3@example.com"
@@ -206,7 +207,7 @@ def test_a_trigger_message_quoting_the_row_is_not_repeated(
 
 @contextmanager
 def work_session_killed_at(engine: sa.Engine, prefix: str) -> Iterator[list[str]]:
-    """Terminate the session that is about to run the first statement starting with ``prefix``.
+    """Terminate the session that is about to run the first statement starting with ``prefix`` (or a WITH holding it).
 
     The listener is on every engine, so it catches the CLI's own; the kill
     comes from the test's engine, as a failover or an administrator would.
@@ -214,7 +215,11 @@ def work_session_killed_at(engine: sa.Engine, prefix: str) -> Iterator[list[str]
     killed: list[str] = []
 
     def kill(conn: sa.Connection, _cursor: Any, statement: str, *_: Any) -> None:
-        if killed or not statement.lstrip().upper().startswith(prefix) or conn.engine is engine:
+        text = statement.lstrip().upper()
+        # PostgreSQL's purge batch is one WITH statement whose DELETE is a CTE (engine/set_purge.py).
+        if killed or not (text.startswith(prefix) or (text.startswith("WITH") and prefix in text)):
+            return
+        if conn.engine is engine:
             return
         driver = conn.connection.dbapi_connection
         assert driver is not None
@@ -223,7 +228,7 @@ def work_session_killed_at(engine: sa.Engine, prefix: str) -> Iterator[list[str]
                 admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": driver.info.backend_pid})
             else:
                 admin.execute(sa.text(f"KILL CONNECTION {int(driver.thread_id())}"))
-        killed.append(statement.split()[0])
+        killed.append(prefix.split()[0])
 
     sa.event.listen(sa.Engine, "before_cursor_execute", kill)
     try:
@@ -386,3 +391,20 @@ def test_a_table_locked_elsewhere_fails_that_dataset_after_the_lock_timeout(
     assert {"dataset": "events", "transition": "active->purged", "count": 30} in rows
     assert {"dataset": "customers", "transition": "FAILED", "count": None, "error": LOCKED[dialect]} in rows
     assert count(migrated, "events") == 0
+
+
+def test_a_data_modifying_with_is_named_by_its_first_change() -> None:
+    """PostgreSQL's purge batch is one ``WITH``: its failure names the DELETE and its table, as the old batch did."""
+    batch = (
+        'WITH k AS (SELECT events.ctid AS a, events.id AS k FROM "events" WHERE events.at < %(x)s LIMIT 5), '
+        "d AS (DELETE FROM \"events\" WHERE events.ctid = ANY (ARRAY(SELECT k.a FROM k)) RETURNING events.id), "
+        "i AS (INSERT INTO retention_ledger_items (entry_seq) SELECT 1 FROM d RETURNING idx) SELECT count(*) FROM k"
+    )
+    locking = "WITH k AS (SELECT id FROM events FOR UPDATE SKIP LOCKED) SELECT id FROM k"
+    lost = OSError("the server said: emma@example.org")
+    assert describe_database_error(sa.exc.OperationalError(batch, {}, lost), "events") == (
+        "dataset events: DELETE on table events failed: OSError"
+    )
+    assert describe_database_error(sa.exc.OperationalError(locking, {}, lost)) == (
+        "SELECT on table events failed: OSError"
+    )
