@@ -397,7 +397,7 @@ def test_a_data_modifying_with_is_named_by_its_first_change() -> None:
     """PostgreSQL's purge batch is one ``WITH``: its failure names the DELETE and its table, as the old batch did."""
     batch = (
         'WITH k AS (SELECT events.ctid AS a, events.id AS k FROM "events" WHERE events.at < %(x)s LIMIT 5), '
-        "d AS (DELETE FROM \"events\" WHERE events.ctid = ANY (ARRAY(SELECT k.a FROM k)) RETURNING events.id), "
+        'd AS (DELETE FROM "events" WHERE events.ctid = ANY (ARRAY(SELECT k.a FROM k)) RETURNING events.id), '
         "i AS (INSERT INTO retention_ledger_items (entry_seq) SELECT 1 FROM d RETURNING idx) SELECT count(*) FROM k"
     )
     locking = "WITH k AS (SELECT id FROM events FOR UPDATE SKIP LOCKED) SELECT id FROM k"
