@@ -338,14 +338,19 @@ def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:
         )
         for i, at in enumerate(instants)
     }
+    assert _item_due_instants(migrated, result.run_id) == expected
+
+
+def _item_due_instants(engine: sa.Engine, run_id: str) -> dict[str, dt.datetime]:
+    """Each item of the run's ``events`` entries: record pseudonym -> due instant, as stored."""
     t, entries = store.ledger_items, store.ledger
-    with migrated.connect() as conn:
+    with engine.connect() as conn:
         rows = conn.execute(
             sa.select(t.c.record_pseudonym, t.c.due_at)
             .join(entries, entries.c.seq == t.c.entry_seq)
-            .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
+            .where(entries.c.run_id == run_id, entries.c.dataset == "events")
         ).all()
-    assert {r.record_pseudonym: r.due_at for r in rows} == expected
+    return {r.record_pseudonym: r.due_at for r in rows}
 
 
 @pytest.mark.parametrize("value", ["false", "off", "2"])
@@ -435,15 +440,9 @@ def test_the_day_table_ends_where_the_step_can_be_due_and_no_pack_reuses_another
         expected = {
             hmac.new(key, f"record\x1fevents\x1f{i}".encode(), hashlib.sha256).hexdigest(): due[i] for i in expected_ids
         }
-        t, entries = store.ledger_items, store.ledger
+        assert _item_due_instants(migrated, result.run_id) == expected
         with migrated.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.record_pseudonym, t.c.due_at)
-                .join(entries, entries.c.seq == t.c.entry_seq)
-                .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
-            ).all()
             left = set(conn.execute(sa.select(events.c.id).where(events.c.id >= 100 * round_)).scalars())
-        assert {r.record_pseudonym: r.due_at for r in rows} == expected
         assert left == set(ids) - expected_ids
         checked += len(expected_ids)
     assert checked >= 4
