@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import Dialect
+from retention.dialects.item_sql import hmac_pads
 from retention.errors import ConfigError
 from retention.timing import datetext
 
@@ -226,14 +227,10 @@ def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
     block is hashed first, as ``hmac`` does). A run asks with its own key and
     two prefixes, so a few entries serve it.
     """
-    block = hashlib.sha256(key).digest() if len(key) > _SHA256_BLOCK else key
-    block = block.ljust(_SHA256_BLOCK, b"\x00")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    inner_pad, outer_pad = hmac_pads(hashlib.sha256(key).digest() if len(key) > 64 else key)
+    inner = hashlib.sha256(inner_pad)
     inner.update(prefix)
-    return inner, hashlib.sha256(bytes(b ^ 0x5C for b in block))
-
-
-_SHA256_BLOCK = 64
+    return inner, hashlib.sha256(outer_pad)
 
 
 def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
