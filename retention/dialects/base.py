@@ -22,7 +22,7 @@ were; :mod:`retention.dialects.clock_values` says why.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -115,6 +115,14 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         connection.
         """
         return url, functools.partial(self.on_connect, timeout=timeout)
+
+    def new_connection(self, driver: str, cargs: Sequence[Any], cparams: dict[str, Any]) -> Any | None:
+        """A new DBAPI connection made here, or None to let SQLAlchemy make it (``do_connect``).
+
+        For a driver whose own connect wastes work the engine can share
+        between connections. Generic: None.
+        """
+        return None
 
     def on_connect(self, dbapi_conn: Any, record: Any, timeout: int) -> None:
         """Session settings for each new DBAPI connection: lock waits end after ``timeout`` seconds.

@@ -12,6 +12,7 @@ when the URL asks: ``sqlite:///shop.sqlite?journal_mode=wal``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -21,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from retention.dialects import dialect_for
+from retention.dialects import Dialect, dialect_for
 from retention.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///retention.sqlite"
@@ -109,11 +110,17 @@ def create_engine(
     except Exception as exc:  # a driver that is not installed, a bad option
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot use database URL {safe_url(url)}: {reason}") from None
+    sa.event.listen(engine, "do_connect", functools.partial(_connect, dialect))
     if on_connect is not None:
         sa.event.listen(engine, "connect", on_connect)
     if on_connect_timeouts is not None:
         sa.event.listen(engine, "connect", on_connect_timeouts)
     return engine
+
+
+def _connect(dialect: Dialect, sa_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+    """``do_connect``: the dialect's own connection, or None for SQLAlchemy's (:meth:`Dialect.new_connection`)."""
+    return dialect.new_connection(sa_dialect.driver, cargs, cparams)
 
 
 MAX_SECRET_BYTES = 64 * 1024
