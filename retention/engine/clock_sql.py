@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement, Grouping
 from sqlalchemy.types import NullType
 
 from retention.dialects import Dialect, dialect_for
@@ -73,6 +74,7 @@ class ClockSQL:
     aggregate: bool = False
     related: tuple[ColumnElement[Any], tuple[ColumnElement[bool], ...]] | None = None
     ignored_count: ColumnElement[Any] | None = None  # invalid_rows: ignore: unreadable related rows per record
+    _readable_terms: list[ColumnElement[bool]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def _sqlite_text(self) -> bool:
@@ -126,7 +128,10 @@ class ClockSQL:
         more reads of the range). SQLite text: the count, then the extremes by
         :meth:`_text_extremes`; SQLite pays about 0.5 µs per row for each
         ``min``/``max`` beside a ``count``, more than that walk costs (300k
-        rows: 0.61 s folded against 0.29 s).
+        rows: 0.61 s folded against 0.29 s). A clock whose readable test can
+        be narrowed to index ranges (MariaDB, :meth:`count`): the count by
+        subtraction, the extremes as the first row of the clock's index each
+        way, where the readable test runs on the rows read until one passes.
         """
         count = sa.func.count()
         if self._raw_text and self.kind != "date":
@@ -135,10 +140,79 @@ class ClockSQL:
                 return 0, None, None
             return found, *self._text_extremes(conn, table, condition)
         value = self.select()
+        split = self._unreadable_split(conn, condition)
+        if split is not None:
+            found = self._count_split(conn, table, *split)
+            if not found:
+                return 0, None, None
+            ends = [
+                conn.execute(sa.select(value).select_from(table).where(condition).order_by(order).limit(1)).scalar()
+                for order in (self.value.asc(), self.value.desc())
+            ]
+            return found, ends[0], ends[1]
         row = conn.execute(
             sa.select(count, sa.func.min(value), sa.func.max(value)).select_from(table).where(condition)
         ).one()
         return int(row[0]), row[1], row[2]
+
+    def count(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> int:
+        """How many rows meet ``condition`` (a batch predicate built from this clock).
+
+        Where the clock's readable test is a top-level term of ``condition``
+        and the dialect can narrow the invalid values to index ranges
+        (:meth:`Dialect.invalid_within`, MariaDB): the rows meeting the rest of
+        ``condition``, less those among them whose readable test is not true,
+        found within those ranges. The same set as the batches select (the
+        test is not true outside the ranges for a non-NULL value, and NULL
+        rows are subtracted too), counted by an index range instead of a
+        per-row date test (MariaDB 1M rows: 0.72 s -> 0.16 s, bench/RESULTS.md).
+        """
+        split = self._unreadable_split(conn, condition)
+        if split is not None:
+            return self._count_split(conn, table, *split)
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(condition)).scalar_one())
+
+    @staticmethod
+    def _count_split(conn: sa.Connection, table: Any, rest: ColumnElement[bool], failing: ColumnElement[bool]) -> int:
+        counts = [sa.select(sa.func.count()).select_from(table).where(c).scalar_subquery() for c in (rest, failing)]
+        row = conn.execute(sa.select(*counts)).one()
+        return int(row[0]) - int(row[1])
+
+    def _unreadable_split(
+        self, conn: sa.Connection, condition: ColumnElement[bool]
+    ) -> tuple[ColumnElement[bool], ColumnElement[bool]] | None:
+        """(``condition`` without the readable test, the same with the test failing), or None.
+
+        None unless the one readable term of this clock occurs in
+        ``condition`` only as a top-level conjunct (then the count of
+        ``condition`` is the first count less the second; anywhere else, as
+        under a NOT or an OR, the subtraction would not hold).
+        """
+        if self.aggregate or self._sqlite_text:
+            return None
+        terms = self._readable()
+        if len(terms) != 1 or not _only_conjunct(condition, terms[0]):
+            return None
+        within = self.dialect.invalid_within(conn, self.value, self.kind)
+        if within is None:
+            return None
+        term = terms[0]
+        # Not true: false, or NULL (a NULL value); outside ``within`` a
+        # non-NULL value is readable, so those two cover every failing row.
+        # Grouped: a replacement is pasted in without the parentheses building the AND would have added.
+        failing = sa.or_(
+            sa.and_(within, sa.not_(sa.func.coalesce(term, sa.false()))),
+            self.dialect.clock_is_null(self.value, self.kind),
+        ).self_group()
+        return _swap(condition, term, sa.true()), _swap(condition, term, failing)
+
+    def invalid_for_count(self, conn: sa.Connection) -> ColumnElement[bool]:
+        """:meth:`anomaly` ``invalid`` for a count: the same rows, within the dialect's index ranges if any."""
+        invalid = self._invalid()
+        if self.aggregate or self.kind == "epoch_text" or self._sqlite_text:
+            return invalid
+        within = self.dialect.invalid_within(conn, self.value, self.kind)
+        return invalid if within is None else sa.and_(within, invalid)
 
     def _text_extremes(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[Any, Any]:
         """The least and greatest normal form over SQLite text rows meeting ``condition``.
@@ -276,10 +350,15 @@ class ClockSQL:
         return self.dialect.clock_invalid(v, self.kind)
 
     def _readable(self) -> list[ColumnElement[bool]]:
-        """Residual conditions that make a value in range a valid reading (for ``due``)."""
+        """Residual conditions that make a value in range a valid reading (for ``due``).
+
+        Built once per clock: :meth:`count` finds the term in a condition by identity.
+        """
         if self.aggregate:
             return [] if self.invalid_flag is None else [sa.not_(self.invalid_flag)]
-        return self.dialect.clock_readable(self.value, self.kind)
+        if self._readable_terms is None:
+            self._readable_terms = self.dialect.clock_readable(self.value, self.kind)
+        return self._readable_terms
 
     def _numeric(self) -> list[ColumnElement[bool]]:
         """Where an epoch column may hold text (SQLite), which sorts above every number."""
@@ -358,6 +437,33 @@ class ClockSQL:
         if category == "zero":
             return sa.and_(v < self._literal(self._floor()), *self._readable())
         return sa.and_(v > self._literal(bound), *self._readable())
+
+
+def _swap(
+    condition: ColumnElement[bool], term: ColumnElement[bool], replacement: ColumnElement[bool]
+) -> ColumnElement[bool]:
+    """``condition`` with ``term`` (by identity) replaced."""
+
+    def replace(element: Any, **kw: Any) -> Any:
+        return replacement if element is term else None
+
+    opts: dict[str, Any] = {}
+    return visitors.replacement_traverse(condition, opts, replace)
+
+
+def _only_conjunct(condition: ColumnElement[bool], term: ColumnElement[bool]) -> bool:
+    """``term`` occurs in ``condition``, and only as a conjunct of its top-level ``AND`` (nested ``AND`` flattened)."""
+    top = 0
+    pending: list[Any] = [condition]
+    while pending:
+        element = pending.pop()
+        if element is term:
+            top += 1
+        elif isinstance(element, BooleanClauseList) and element.operator is operators.and_:
+            pending.extend(element.clauses)
+        elif isinstance(element, Grouping):
+            pending.append(element.element)
+    return top > 0 and top == sum(1 for e in visitors.iterate(condition) if e is term)
 
 
 def _text_ceiling(bound: dt.datetime | dt.date) -> str:
