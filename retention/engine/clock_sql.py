@@ -123,15 +123,16 @@ class ClockSQL:
     def tally(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[int, Any, Any]:
         """How many rows meet ``condition``, and the least and greatest of :meth:`select` over them.
 
-        Typed clocks: in one pass, since the count reads every such row
-        anyway (the extremes were two more statements, and on MariaDB two
-        more reads of the range). SQLite text: the count, then the extremes by
-        :meth:`_text_extremes`; SQLite pays about 0.5 µs per row for each
-        ``min``/``max`` beside a ``count``, more than that walk costs (300k
-        rows: 0.61 s folded against 0.29 s). A clock whose readable test can
-        be narrowed to index ranges (MariaDB, :meth:`count`): the count by
-        subtraction, the extremes as the first row of the clock's index each
-        way, where the readable test runs on the rows read until one passes.
+        A plain typed column: :meth:`count`, then the first row of the
+        clock's index each way, where ``condition`` runs on the rows read
+        until one passes (PostgreSQL 1M rows: 0.18 s for count, min and max
+        in one pass, against a count alone at the raw count's 0.14 s; on
+        MariaDB the count then needs no per-row date test at all). SQLite
+        text: the count, then the extremes by :meth:`_text_extremes`; SQLite
+        pays about 0.5 µs per row for each ``min``/``max`` beside a
+        ``count``, more than that walk costs (300k rows: 0.61 s folded
+        against 0.29 s). An aggregate clock (a subquery per row, no index to
+        walk): count, min and max in one pass.
         """
         count = sa.func.count()
         if self._raw_text and self.kind != "date":
@@ -140,16 +141,15 @@ class ClockSQL:
                 return 0, None, None
             return found, *self._text_extremes(conn, table, condition)
         value = self.select()
-        split = self._unreadable_split(conn, condition)
-        if split is not None:
-            found = self._count_split(conn, table, *split)
+        if not self.aggregate:
+            found = self.count(conn, table, condition)
             if not found:
                 return 0, None, None
-            ends = [
+            low, high = (
                 conn.execute(sa.select(value).select_from(table).where(condition).order_by(order).limit(1)).scalar()
                 for order in (self.value.asc(), self.value.desc())
-            ]
-            return found, ends[0], ends[1]
+            )
+            return found, low, high
         row = conn.execute(
             sa.select(count, sa.func.min(value), sa.func.max(value)).select_from(table).where(condition)
         ).one()
