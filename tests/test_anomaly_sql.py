@@ -3,7 +3,8 @@
 ``plan`` counts the invalid values and the due rows without the per-row test
 where it can (MariaDB: :func:`retention.dialects.mysql.month_gaps`, the index
 ranges that hold every impossible date; the due count by subtraction,
-:meth:`ClockSQL.count`). Those are other SQL expressions than the batches'
+:meth:`ClockSQL.count`; SQLite: one read of the rows not in its own form,
+:meth:`ClockSQL.text_tallies`). Those are other SQL expressions than the batches'
 per-row test, so each is held here to the Python classifier (the reading
 ``explain`` gives) row by row: valid values on both sides of every month end,
 impossible days, day and month 0, the zero date, year 0, NULL, the far ends,
@@ -158,6 +159,17 @@ def _check(engine: sa.Engine, kind: str, count: int, *, narrowed: bool) -> None:
             if due and not clock.dialect.datetimes_as_text:  # SQLite's come back in its normal form
                 raws = [readings[k][0].raw for k in due]
                 assert (low, high) == (min(raws), max(raws)), last_day
+            shared = clock.text_tallies(conn, sql.table, [condition, clock.before_day_after(last_day)], [])
+            if clock.dialect.datetimes_as_text and kind != "date":
+                # SQLite: one read for the tallies and the invalid count, against the row-by-row answers above.
+                assert shared is not None
+                assert shared[1] == len(invalid)
+                for found_here, low_here, high_here in shared[0]:
+                    assert found_here == len(due), last_day
+                    ends = clock._text_extremes(conn, sql.table, condition) if due else (None, None)
+                    assert (low_here, high_here) == ends, last_day
+            else:
+                assert shared is None
             # The subtraction only where the readable test is a top-level term: under a NOT it must not apply.
             assert (clock._unreadable_split(conn, condition) is not None) == narrowed
             negated = sa.not_(clock.before_day_after(last_day))

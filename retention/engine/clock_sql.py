@@ -75,6 +75,7 @@ class ClockSQL:
     related: tuple[ColumnElement[Any], tuple[ColumnElement[bool], ...]] | None = None
     ignored_count: ColumnElement[Any] | None = None  # invalid_rows: ignore: unreadable related rows per record
     _readable_terms: list[ColumnElement[bool]] | None = field(default=None, init=False, repr=False, compare=False)
+    _valid: ColumnElement[bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def _sqlite_text(self) -> bool:
@@ -214,6 +215,65 @@ class ClockSQL:
         within = self.dialect.invalid_within(conn, self.value, self.kind)
         return invalid if within is None else sa.and_(within, invalid)
 
+    def _valid_term(self) -> ColumnElement[bool]:
+        """SQLite text: the grammar's validity test of the due range, built once (:meth:`text_tallies` finds it)."""
+        if self._valid is None:
+            self._valid = datetext.sql_valid(self.value, self._text_kind())
+        return self._valid
+
+    def text_tallies(
+        self, conn: sa.Connection, table: Any, conditions: list[ColumnElement[bool]], active: list[ColumnElement[bool]]
+    ) -> tuple[list[tuple[int, Any, Any]], int] | None:
+        """SQLite text: :meth:`tally` of each condition and the invalid count of ``active`` rows, in one read.
+
+        A validity test per row was paid three times by ``plan`` (the due
+        count over the due range, the invalid count over the table, the
+        extremes' shape test over the range: 1M rows, 0.69 + 0.85 + 0.41 s).
+        Here the table is read once for its odd rows, those not in SQLite's
+        own form (one ``datetime()`` call per row; every row whose validity
+        test is not true is one, so is every valid row the clock index does
+        not order as time): on them alone the failing, invalid and extreme
+        values are worked out. Each due count is then the rows meeting the
+        condition without its validity test (the clock index alone) less the
+        odd ones failing it, the same rows the batches select; the extremes
+        the first own-form row of the index each way and the odd rows'
+        normal forms. One statement, so one snapshot. None where the
+        validity test is not a top-level term of every condition.
+        """
+        if not self._raw_text or self.kind == "date":
+            return None
+        term = self._valid_term()
+        if not all(_only_conjunct(c, term) for c in conditions):
+            return None
+        v = self.value
+        odd = sa.not_(sa.func.coalesce(datetext.sql_canonical(v, self._text_kind()), sa.false()))
+        failing = sa.not_(sa.func.coalesce(term, sa.false()))
+        normal = self._normal()
+        own_form = sa.and_(sa.func.length(v) == 19, sa.func.substr(v, 11, 1) == " ")
+        inner: list[ColumnElement[Any]] = [sa.func.count(sa.case((sa.and_(self._invalid(), *active), 1))).label("n")]
+        outer: list[ColumnElement[Any]] = []
+        for i, c in enumerate(conditions):
+            rest = _swap(c, term, sa.true())
+            inner += [
+                sa.func.count(sa.case((sa.and_(rest, failing), 1))).label(f"f{i}"),
+                sa.func.min(sa.case((c, normal))).label(f"lo{i}"),
+                sa.func.max(sa.case((c, normal))).label(f"hi{i}"),
+            ]
+            outer.append(sa.select(sa.func.count()).select_from(table).where(rest).scalar_subquery())
+            for order in (v.asc(), v.desc()):
+                first = sa.select(v).select_from(table).where(c, own_form).order_by(order).limit(1)
+                outer.append(first.scalar_subquery())
+        scan = sa.select(*inner).select_from(table).where(odd).subquery("odd_rows")
+        row = conn.execute(sa.select(*scan.c, *outer)).one()
+        per = 1 + 3 * len(conditions)
+        tallies = []
+        for i in range(len(conditions)):
+            found = int(row[per + 3 * i]) - int(row[1 + 3 * i])
+            lows = [x for x in (row[2 + 3 * i], _own_normal(row[per + 3 * i + 1])) if x is not None]
+            highs = [x for x in (row[3 + 3 * i], _own_normal(row[per + 3 * i + 2])) if x is not None]
+            tallies.append((found, min(lows, default=None), max(highs, default=None)) if found else (0, None, None))
+        return tallies, int(row[0])
+
     def _text_extremes(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[Any, Any]:
         """The least and greatest normal form over SQLite text rows meeting ``condition``.
 
@@ -316,7 +376,7 @@ class ClockSQL:
         conditions = [
             v >= sa.literal(low_lo, sa.String),
             v < sa.literal(up_hi, sa.String),
-            datetext.sql_valid(v, self._text_kind()),
+            self._valid_term(),
         ]
         if low_lo != low_hi:
             conditions.append(sa.or_(v >= sa.literal(low_hi, sa.String), self._normal() >= self._literal(lower)))
@@ -437,6 +497,11 @@ class ClockSQL:
         if category == "zero":
             return sa.and_(v < self._literal(self._floor()), *self._readable())
         return sa.and_(v > self._literal(bound), *self._readable())
+
+
+def _own_normal(text: str | None) -> str | None:
+    """The normal form of a value in SQLite's own form."""
+    return None if text is None else f"{text}.000000"
 
 
 def _swap(

@@ -26,6 +26,9 @@ from retention.engine.plan_values import Batch, Who, _without_clock_index
 class PlannerCounts(PlannerPasses):
     """Set-based counts over a dataset: the active pass's aggregate, anomalies, holds, subjects."""
 
+    # The invalid count a plan's aggregate read already made (as of, count), for anomaly_counts to take once.
+    _invalid_counted: tuple[Any, int] | None = None
+
     # -- counts for plan summaries -----------------------------------------
     def can_aggregate(self) -> bool:
         """Whether the active pass can be summarised by set-based aggregates alone.
@@ -59,9 +62,18 @@ class PlannerCounts(PlannerPasses):
         targets = _next_states(self.dataset, "active")
         per = summary.transitions.setdefault(self.name, {})
         current = "active"
+        shared = None
+        if not counts_only:
+            # SQLite text: every transition's tally and the invalid count in one read of the table.
+            conditions = [self.reaching(conn, sql, index + 1) for index in range(len(targets))]
+            shared = sql.clocks[0].text_tallies(conn, sql.table, conditions, [self.included(), self.not_moved(conn)])
+            if shared is not None:
+                self._invalid_counted = (self.ctx.as_of, shared[1])
         for index, target in enumerate(targets):
             condition = self.reaching(conn, sql, index + 1)
-            if not counts_only:
+            if shared is not None:
+                count, low, high = shared[0][index]
+            elif not counts_only:
                 count, low, high = sql.clocks[0].tally(conn, sql.table, condition)
             else:
                 count = sql.clocks[0].count(conn, sql.table, condition)
@@ -139,6 +151,7 @@ class PlannerCounts(PlannerPasses):
             return {}
         self.probe(conn)
         active = [self.included(), self.not_moved(conn)]
+        counted, self._invalid_counted = self._invalid_counted, None
         counts: dict[str, Any] = {
             category: sa.select(sa.func.count())
             .select_from(self.sql.table)
@@ -146,6 +159,9 @@ class PlannerCounts(PlannerPasses):
             .scalar_subquery()
             for category in ANOMALIES
         }
+        if counted is not None and counted[0] == self.ctx.as_of:
+            # Counted by this plan's read of the odd rows (ClockSQL.text_tallies), on the same conditions.
+            counts["invalid"] = sa.literal(counted[1], sa.Integer)
         ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
         if ignoring:
             # invalid_rows: ignore (issue 26): each unreadable related row an
