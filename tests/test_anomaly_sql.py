@@ -3,8 +3,8 @@
 ``plan`` counts the invalid values and the due rows without the per-row test
 where it can (MariaDB: :func:`retention.dialects.mysql.month_gaps`, the index
 ranges that hold every impossible date; the due count by subtraction,
-:meth:`ClockSQL.count`; SQLite: one read of the rows not in its own form,
-:meth:`ClockSQL.text_tallies`). Those are other SQL expressions than the batches'
+:func:`clock_counts.count`; SQLite: one read of the rows not in its own form,
+:func:`clock_counts.text_tallies`). Those are other SQL expressions than the batches'
 per-row test, so each is held here to the Python classifier (the reading
 ``explain`` gives) row by row: valid values on both sides of every month end,
 impossible days, day and month 0, the zero date, year 0, NULL, the far ends,
@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from retention.engine import clock_counts
 from retention.engine.clock_sql import ClockSQL, dataset_sql
 from retention.policy import validate_pack
 
@@ -146,35 +147,37 @@ def _check(engine: sa.Engine, kind: str, count: int, *, narrowed: bool) -> None:
         readings = sql.readings_many(conn, list(range(1, count + 1)), AS_OF)
         assert len(readings) == count
         invalid = {k for k, r in readings.items() if r[0].anomaly == "invalid"}
-        assert _keys(conn, clock, clock.invalid_for_count(conn)) == invalid
+        assert _keys(conn, clock, clock_counts.invalid_for_count(clock, conn)) == invalid
         assert _keys(conn, clock, clock.anomaly("invalid", AS_OF)) == invalid
         for last_day in LAST_DAYS:
             due = {k for k, r in readings.items() if r[0].anomaly is None and r[0].day and r[0].day <= last_day}
             condition = sa.and_(clock.before_day_after(last_day), sql.key > 0)
             assert _keys(conn, clock, condition) == due, last_day
-            assert clock.count(conn, sql.table, condition) == len(due), last_day
-            found, low, high = clock.tally(conn, sql.table, condition)
+            assert clock_counts.count(clock, conn, sql.table, condition) == len(due), last_day
+            found, low, high = clock_counts.tally(clock, conn, sql.table, condition)
             assert found == len(due), last_day
             assert (low is None) == (not due)
             if due and not clock.dialect.datetimes_as_text:  # SQLite's come back in its normal form
                 raws = [readings[k][0].raw for k in due]
                 assert (low, high) == (min(raws), max(raws)), last_day
-            shared = clock.text_tallies(conn, sql.table, [condition, clock.before_day_after(last_day)], [])
+            shared = clock_counts.text_tallies(
+                clock, conn, sql.table, [condition, clock.before_day_after(last_day)], []
+            )
             if clock.dialect.datetimes_as_text and kind != "date":
                 # SQLite: one read for the tallies and the invalid count, against the row-by-row answers above.
                 assert shared is not None
                 assert shared[1] == len(invalid)
                 for found_here, low_here, high_here in shared[0]:
                     assert found_here == len(due), last_day
-                    ends = clock._text_extremes(conn, sql.table, condition) if due else (None, None)
+                    ends = clock_counts._text_extremes(clock, conn, sql.table, condition) if due else (None, None)
                     assert (low_here, high_here) == ends, last_day
             else:
                 assert shared is None
             # The subtraction only where the readable test is a top-level term: under a NOT it must not apply.
-            assert (clock._unreadable_split(conn, condition) is not None) == narrowed
+            assert (clock_counts._unreadable_split(clock, conn, condition) is not None) == narrowed
             negated = sa.not_(clock.before_day_after(last_day))
-            assert clock._unreadable_split(conn, negated) is None
-            assert clock.count(conn, sql.table, negated) == len(_keys(conn, clock, negated))
+            assert clock_counts._unreadable_split(clock, conn, negated) is None
+            assert clock_counts.count(clock, conn, sql.table, negated) == len(_keys(conn, clock, negated))
 
 
 @pytest.mark.parametrize("kind", ["timestamptz", "date"])

@@ -111,7 +111,7 @@ class ClockSQL:
         the normal-form expression (a ``datetime()`` call per use, and a
         batch's items use it three times per row); a valid value of 19
         characters with a space at the 11th has no zone suffix, so it is in
-        that form (see :meth:`_text_extremes`). Not for rows that may be invalid.
+        that form (see :func:`retention.engine.clock_counts._text_extremes`). Not for rows that may be invalid.
         """
         if not self._raw_text or self.kind == "date":
             return self.select()
@@ -121,185 +121,11 @@ class ClockSQL:
             (own_form, v.op("||", return_type=sa.String)(sa.literal(".000000", sa.String))), else_=self.select()
         )
 
-    def tally(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[int, Any, Any]:
-        """How many rows meet ``condition``, and the least and greatest of :meth:`select` over them.
-
-        A plain typed column: :meth:`count`, then the first row of the
-        clock's index each way, where ``condition`` runs on the rows read
-        until one passes (PostgreSQL 1M rows: 0.18 s for count, min and max
-        in one pass, against a count alone at the raw count's 0.14 s; on
-        MariaDB the count then needs no per-row date test at all). SQLite
-        text: the count, then the extremes by :meth:`_text_extremes`; SQLite
-        pays about 0.5 µs per row for each ``min``/``max`` beside a
-        ``count``, more than that walk costs (300k rows: 0.61 s folded
-        against 0.29 s). An aggregate clock (a subquery per row, no index to
-        walk): count, min and max in one pass.
-        """
-        count = sa.func.count()
-        if self._raw_text and self.kind != "date":
-            found = int(conn.execute(sa.select(count).select_from(table).where(condition)).scalar_one())
-            if not found:
-                return 0, None, None
-            return found, *self._text_extremes(conn, table, condition)
-        value = self.select()
-        if not self.aggregate:
-            found = self.count(conn, table, condition)
-            if not found:
-                return 0, None, None
-            low, high = (
-                conn.execute(sa.select(value).select_from(table).where(condition).order_by(order).limit(1)).scalar()
-                for order in (self.value.asc(), self.value.desc())
-            )
-            return found, low, high
-        row = conn.execute(
-            sa.select(count, sa.func.min(value), sa.func.max(value)).select_from(table).where(condition)
-        ).one()
-        return int(row[0]), row[1], row[2]
-
-    def count(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> int:
-        """How many rows meet ``condition`` (a batch predicate built from this clock).
-
-        Where the clock's readable test is a top-level term of ``condition``
-        and the dialect can narrow the invalid values to index ranges
-        (:meth:`Dialect.invalid_within`, MariaDB): the rows meeting the rest of
-        ``condition``, less those among them whose readable test is not true,
-        found within those ranges. The same set as the batches select (the
-        test is not true outside the ranges for a non-NULL value, and NULL
-        rows are subtracted too), counted by an index range instead of a
-        per-row date test (MariaDB 1M rows: 0.72 s -> 0.16 s, bench/RESULTS.md).
-        """
-        split = self._unreadable_split(conn, condition)
-        if split is not None:
-            return self._count_split(conn, table, *split)
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(condition)).scalar_one())
-
-    @staticmethod
-    def _count_split(conn: sa.Connection, table: Any, rest: ColumnElement[bool], failing: ColumnElement[bool]) -> int:
-        counts = [sa.select(sa.func.count()).select_from(table).where(c).scalar_subquery() for c in (rest, failing)]
-        row = conn.execute(sa.select(*counts)).one()
-        return int(row[0]) - int(row[1])
-
-    def _unreadable_split(
-        self, conn: sa.Connection, condition: ColumnElement[bool]
-    ) -> tuple[ColumnElement[bool], ColumnElement[bool]] | None:
-        """(``condition`` without the readable test, the same with the test failing), or None.
-
-        None unless the one readable term of this clock occurs in
-        ``condition`` only as a top-level conjunct (then the count of
-        ``condition`` is the first count less the second; anywhere else, as
-        under a NOT or an OR, the subtraction would not hold).
-        """
-        if self.aggregate or self._sqlite_text:
-            return None
-        terms = self._readable()
-        if len(terms) != 1 or not _only_conjunct(condition, terms[0]):
-            return None
-        within = self.dialect.invalid_within(conn, self.value, self.kind)
-        if within is None:
-            return None
-        term = terms[0]
-        # Not true: false, or NULL (a NULL value); outside ``within`` a
-        # non-NULL value is readable, so those two cover every failing row.
-        # Grouped: a replacement is pasted in without the parentheses building the AND would have added.
-        failing = sa.or_(
-            sa.and_(within, sa.not_(sa.func.coalesce(term, sa.false()))),
-            self.dialect.clock_is_null(self.value, self.kind),
-        ).self_group()
-        return _swap(condition, term, sa.true()), _swap(condition, term, failing)
-
-    def invalid_for_count(self, conn: sa.Connection) -> ColumnElement[bool]:
-        """:meth:`anomaly` ``invalid`` for a count: the same rows, within the dialect's index ranges if any."""
-        invalid = self._invalid()
-        if self.aggregate or self.kind == "epoch_text" or self._sqlite_text:
-            return invalid
-        within = self.dialect.invalid_within(conn, self.value, self.kind)
-        return invalid if within is None else sa.and_(within, invalid)
-
     def _valid_term(self) -> ColumnElement[bool]:
-        """SQLite text: the grammar's validity test of the due range, built once (:meth:`text_tallies` finds it)."""
+        """SQLite text: the grammar's validity test of the due range, built once (``clock_counts`` finds it)."""
         if self._valid is None:
             self._valid = datetext.sql_valid(self.value, self._text_kind())
         return self._valid
-
-    def text_tallies(
-        self, conn: sa.Connection, table: Any, conditions: list[ColumnElement[bool]], active: list[ColumnElement[bool]]
-    ) -> tuple[list[tuple[int, Any, Any]], int] | None:
-        """SQLite text: :meth:`tally` of each condition and the invalid count of ``active`` rows, in one read.
-
-        A validity test per row was paid three times by ``plan`` (the due
-        count over the due range, the invalid count over the table, the
-        extremes' shape test over the range: 1M rows, 0.69 + 0.85 + 0.41 s).
-        Here the table is read once for its odd rows, those not in SQLite's
-        own form (one ``datetime()`` call per row; every row whose validity
-        test is not true is one, so is every valid row the clock index does
-        not order as time): on them alone the failing, invalid and extreme
-        values are worked out. Each due count is then the rows meeting the
-        condition without its validity test (the clock index alone) less the
-        odd ones failing it, the same rows the batches select; the extremes
-        the first own-form row of the index each way and the odd rows'
-        normal forms. One statement, so one snapshot. None where the
-        validity test is not a top-level term of every condition.
-        """
-        if not self._raw_text or self.kind == "date":
-            return None
-        term = self._valid_term()
-        if not all(_only_conjunct(c, term) for c in conditions):
-            return None
-        v = self.value
-        odd = sa.not_(sa.func.coalesce(datetext.sql_canonical(v, self._text_kind()), sa.false()))
-        failing = sa.not_(sa.func.coalesce(term, sa.false()))
-        normal = self._normal()
-        own_form = sa.and_(sa.func.length(v) == 19, sa.func.substr(v, 11, 1) == " ")
-        inner: list[ColumnElement[Any]] = [sa.func.count(sa.case((sa.and_(self._invalid(), *active), 1))).label("n")]
-        outer: list[ColumnElement[Any]] = []
-        for i, c in enumerate(conditions):
-            rest = _swap(c, term, sa.true())
-            inner += [
-                sa.func.count(sa.case((sa.and_(rest, failing), 1))).label(f"f{i}"),
-                sa.func.min(sa.case((c, normal))).label(f"lo{i}"),
-                sa.func.max(sa.case((c, normal))).label(f"hi{i}"),
-            ]
-            outer.append(sa.select(sa.func.count()).select_from(table).where(rest).scalar_subquery())
-            for order in (v.asc(), v.desc()):
-                first = sa.select(v).select_from(table).where(c, own_form).order_by(order).limit(1)
-                outer.append(first.scalar_subquery())
-        scan = sa.select(*inner).select_from(table).where(odd).subquery("odd_rows")
-        row = conn.execute(sa.select(*scan.c, *outer)).one()
-        per = 1 + 3 * len(conditions)
-        tallies = []
-        for i in range(len(conditions)):
-            found = int(row[per + 3 * i]) - int(row[1 + 3 * i])
-            lows = [x for x in (row[2 + 3 * i], _own_normal(row[per + 3 * i + 1])) if x is not None]
-            highs = [x for x in (row[3 + 3 * i], _own_normal(row[per + 3 * i + 2])) if x is not None]
-            tallies.append((found, min(lows, default=None), max(highs, default=None)) if found else (0, None, None))
-        return tallies, int(row[0])
-
-    def _text_extremes(self, conn: sa.Connection, table: Any, condition: ColumnElement[bool]) -> tuple[Any, Any]:
-        """The least and greatest normal form over SQLite text rows meeting ``condition``.
-
-        Rows in SQLite's own form (nearly all) order as their normal form
-        does, so the clock's index gives their extremes at once; only the
-        other rows are read, in one scan for both ends, with a cheap shape
-        test (a valid row of 19 characters with a space at 11 is always in
-        SQLite's own form).
-        """
-        v = self.value
-        own_form = sa.and_(sa.func.length(v) == 19, sa.func.substr(v, 11, 1) == " ")
-        own = []
-        for order in (v.asc(), v.desc()):
-            first = conn.execute(
-                sa.select(v).select_from(table).where(condition, own_form).order_by(order).limit(1)
-            ).scalar()
-            own.append(None if first is None else f"{first}.000000")
-        # the shape test first: SQLite checks the terms in this order
-        low, high = conn.execute(
-            sa.select(sa.func.min(self.select()), sa.func.max(self.select()))
-            .select_from(table)
-            .where(sa.not_(own_form), condition)
-        ).one()
-        lows = [x for x in (own[0], low) if x is not None]
-        highs = [x for x in (own[1], high) if x is not None]
-        return min(lows, default=None), max(highs, default=None)
 
     # -- bounds rendered for this column's storage ------------------------
     def _moment(self, instant: dt.datetime) -> dt.datetime:
@@ -412,7 +238,7 @@ class ClockSQL:
     def _readable(self) -> list[ColumnElement[bool]]:
         """Residual conditions that make a value in range a valid reading (for ``due``).
 
-        Built once per clock: :meth:`count` finds the term in a condition by identity.
+        Built once per clock: :func:`retention.engine.clock_counts.count` finds the term by identity.
         """
         if self.aggregate:
             return [] if self.invalid_flag is None else [sa.not_(self.invalid_flag)]

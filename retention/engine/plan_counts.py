@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
+from retention.engine import clock_counts
 from retention.engine.clock_read import Anomaly
 from retention.engine.evaluate import (
     ANOMALIES,
@@ -53,7 +54,7 @@ class PlannerCounts(PlannerPasses):
         transition, with the batches' own predicate (:meth:`reaching`): a
         record reaches the k-th state when its clocks make every state up to
         it due; the count, least and greatest clock in one pass per
-        transition (:meth:`ClockSQL.tally`). ``counts_only`` (a guard): the
+        transition (:func:`clock_counts.tally`). ``counts_only`` (a guard): the
         counts alone, a plain ``count(*)`` that an index range can answer.
         """
         assert self.sql is not None and self.can_aggregate()
@@ -66,7 +67,8 @@ class PlannerCounts(PlannerPasses):
         if not counts_only:
             # SQLite text: every transition's tally and the invalid count in one read of the table.
             conditions = [self.reaching(conn, sql, index + 1) for index in range(len(targets))]
-            shared = sql.clocks[0].text_tallies(conn, sql.table, conditions, [self.included(), self.not_moved(conn)])
+            active = [self.included(), self.not_moved(conn)]
+            shared = clock_counts.text_tallies(sql.clocks[0], conn, sql.table, conditions, active)
             if shared is not None:
                 self._invalid_counted = (self.ctx.as_of, shared[1])
         for index, target in enumerate(targets):
@@ -74,9 +76,9 @@ class PlannerCounts(PlannerPasses):
             if shared is not None:
                 count, low, high = shared[0][index]
             elif not counts_only:
-                count, low, high = sql.clocks[0].tally(conn, sql.table, condition)
+                count, low, high = clock_counts.tally(sql.clocks[0], conn, sql.table, condition)
             else:
-                count = sql.clocks[0].count(conn, sql.table, condition)
+                count = clock_counts.count(sql.clocks[0], conn, sql.table, condition)
             if not count:
                 break
             name = f"{current}->{target}"
@@ -160,7 +162,7 @@ class PlannerCounts(PlannerPasses):
             for category in ANOMALIES
         }
         if counted is not None and counted[0] == self.ctx.as_of:
-            # Counted by this plan's read of the odd rows (ClockSQL.text_tallies), on the same conditions.
+            # Counted by this plan's read of the odd rows (clock_counts.text_tallies), on the same conditions.
             counts["invalid"] = sa.literal(counted[1], sa.Integer)
         ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
         if ignoring:
@@ -180,7 +182,7 @@ class PlannerCounts(PlannerPasses):
         """The rows of ``category``: one clock's invalid values within index ranges (MariaDB), else as batches test."""
         assert self.sql is not None
         if category == "invalid" and len(self.sql.clocks) == 1:
-            return self.sql.clocks[0].invalid_for_count(conn)
+            return clock_counts.invalid_for_count(self.sql.clocks[0], conn)
         return self.sql.anomaly(category, self.ctx.as_of)
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
