@@ -71,6 +71,16 @@ class ClockValueSQL:
         """Residual conditions that make a value in range a valid reading (for ``due``)."""
         return []
 
+    def invalid_within(self, conn: sa.Connection, value: ColumnElement[Any], kind: str) -> ColumnElement[bool] | None:
+        """Index ranges of ``value`` outside which no stored value is :meth:`clock_invalid`, or None.
+
+        For counts only (``plan``, the guard): ``clock_invalid`` tests every
+        row it is given, and a count over a large table pays that test per
+        row; within these ranges the database tests only the few rows they
+        hold. None: no such ranges (generic: nothing is invalid, nothing to narrow).
+        """
+        return None
+
     def clock_numeric(self, value: ColumnElement[Any], kind: str) -> list[ColumnElement[bool]]:
         """Conditions that a plain clock's value is a number (untyped storage may hold text)."""
         return []

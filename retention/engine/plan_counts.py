@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
+from retention.engine import clock_counts
+from retention.engine.clock_read import Anomaly
 from retention.engine.evaluate import (
     ANOMALIES,
     IGNORED_ROWS,
@@ -24,6 +26,9 @@ from retention.engine.plan_values import Batch, Who, _without_clock_index
 
 class PlannerCounts(PlannerPasses):
     """Set-based counts over a dataset: the active pass's aggregate, anomalies, holds, subjects."""
+
+    # The invalid count a plan's aggregate read already made (as of, count), for anomaly_counts to take once.
+    _invalid_counted: tuple[Any, int] | None = None
 
     # -- counts for plan summaries -----------------------------------------
     def can_aggregate(self) -> bool:
@@ -49,7 +54,7 @@ class PlannerCounts(PlannerPasses):
         transition, with the batches' own predicate (:meth:`reaching`): a
         record reaches the k-th state when its clocks make every state up to
         it due; the count, least and greatest clock in one pass per
-        transition (:meth:`ClockSQL.tally`). ``counts_only`` (a guard): the
+        transition (:func:`clock_counts.tally`). ``counts_only`` (a guard): the
         counts alone, a plain ``count(*)`` that an index range can answer.
         """
         assert self.sql is not None and self.can_aggregate()
@@ -58,14 +63,22 @@ class PlannerCounts(PlannerPasses):
         targets = _next_states(self.dataset, "active")
         per = summary.transitions.setdefault(self.name, {})
         current = "active"
+        shared = None
+        if not counts_only:
+            # SQLite text: every transition's tally and the invalid count in one read of the table.
+            conditions = [self.reaching(conn, sql, index + 1) for index in range(len(targets))]
+            active = [self.included(), self.not_moved(conn)]
+            shared = clock_counts.text_tallies(sql.clocks[0], conn, sql.table, conditions, active)
+            if shared is not None:
+                self._invalid_counted = (self.ctx.as_of, shared[1])
         for index, target in enumerate(targets):
             condition = self.reaching(conn, sql, index + 1)
-            if not counts_only:
-                count, low, high = sql.clocks[0].tally(conn, sql.table, condition)
+            if shared is not None:
+                count, low, high = shared[0][index]
+            elif not counts_only:
+                count, low, high = clock_counts.tally(sql.clocks[0], conn, sql.table, condition)
             else:
-                count = int(
-                    conn.execute(sa.select(sa.func.count()).select_from(sql.table).where(condition)).scalar_one()
-                )
+                count = clock_counts.count(sql.clocks[0], conn, sql.table, condition)
             if not count:
                 break
             name = f"{current}->{target}"
@@ -140,13 +153,17 @@ class PlannerCounts(PlannerPasses):
             return {}
         self.probe(conn)
         active = [self.included(), self.not_moved(conn)]
+        counted, self._invalid_counted = self._invalid_counted, None
         counts: dict[str, Any] = {
             category: sa.select(sa.func.count())
             .select_from(self.sql.table)
-            .where(self.sql.anomaly(category, self.ctx.as_of), *active)
+            .where(self._anomaly_for_count(conn, category), *active)
             .scalar_subquery()
             for category in ANOMALIES
         }
+        if counted is not None and counted[0] == self.ctx.as_of:
+            # Counted by this plan's read of the odd rows (clock_counts.text_tallies), on the same conditions.
+            counts["invalid"] = sa.literal(counted[1], sa.Integer)
         ignoring = [c.ignored_count for c in self.sql.clocks if c.ignored_count is not None]
         if ignoring:
             # invalid_rows: ignore (issue 26): each unreadable related row an
@@ -160,6 +177,13 @@ class PlannerCounts(PlannerPasses):
             )
         row = conn.execute(sa.select(*(value.label(f"c{i}") for i, value in enumerate(counts.values())))).one()
         return {category: int(found) for category, found in zip(counts, row, strict=True)}
+
+    def _anomaly_for_count(self, conn: sa.Connection, category: Anomaly) -> ColumnElement[bool]:
+        """The rows of ``category``: one clock's invalid values within index ranges (MariaDB), else as batches test."""
+        assert self.sql is not None
+        if category == "invalid" and len(self.sql.clocks) == 1:
+            return clock_counts.invalid_for_count(self.sql.clocks[0], conn)
+        return self.sql.anomaly(category, self.ctx.as_of)
 
     def held_back(self, conn: sa.Connection) -> list[dict[str, Any]]:
         """Per hold in place: how many of this dataset's due records it holds back (by their clocks and delays)."""

@@ -42,6 +42,7 @@ import structlog
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
+from retention.engine import clock_counts
 from retention.engine.apply import RunContext
 from retention.engine.clock_sql import ClockSQL, DatasetSQL
 from retention.engine.evaluate import DueCache, RecordEvaluation, evaluate_record
@@ -195,7 +196,7 @@ class DueDays:
         table.create(conn)
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
-        due_rows, lowest, _ = clock.tally(conn, planner.table, planner.sql.due(state, as_of))
+        due_rows, lowest, _ = clock_counts.tally(clock, conn, planner.table, planner.sql.due(state, as_of))
         starts: list[tuple[Any, tuple[Any, ...]]] = []  # (the day's first stored value, (due instant, *extra))
         if lowest is not None:
             day, last = _first_day(lowest, tz), _last_day(clock, dataset, pack, state, as_of)

@@ -209,6 +209,11 @@ def _canonical(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[bool]:
     return function(v, _text("+0 days"), type_=sa.String) == v
 
 
+def sql_canonical(v: ColumnElement[Any], kind: TextKind) -> ColumnElement[bool]:
+    """:func:`_canonical`: ``v`` is in SQLite's own form (one ``datetime()`` call; NULL where unreadable)."""
+    return _canonical(v, kind)
+
+
 def _one_of(value: ColumnElement[Any], options: Sequence[Any]) -> ColumnElement[bool]:
     # Not IN (...): a list would become an expanding parameter.
     return sa.or_(*(value == option for option in options))
