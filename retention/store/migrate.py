@@ -75,7 +75,8 @@ def revision_on(conn: sa.Connection) -> str | None:
     """
     if not sa.inspect(conn).has_table(VERSION_TABLE):
         return None
-    rows = conn.execute(sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE))).scalars().all()
+    query = sa.select(sa.column("version_num", sa.String)).select_from(sa.table(VERSION_TABLE))
+    rows: list[str] = list(conn.execute(query).scalars())
     if len(rows) <= 1:
         return rows[0] if rows else None
     from alembic.runtime.migration import MigrationContext
