@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -110,3 +112,40 @@ def test_compact_pseudonym_indexes_up_and_down(engine: sa.Engine) -> None:
                 {"r": record},
             ).scalar_one()
             assert found == "cd" * 32
+
+
+def test_the_revision_check_reads_what_alembic_reads(engine: sa.Engine) -> None:
+    """``revision_on`` and ``head_revision`` (read without Alembic) agree with Alembic on every database.
+
+    Empty database, an intermediate revision and the head; the head read
+    from the files' text is Alembic's ``get_current_head``.
+    """
+    from alembic.script import ScriptDirectory
+
+    alembic_head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+    assert migrate.head_revision() == alembic_head
+    for step in (None, "0015_lean", "head"):
+        if step is not None:
+            migrate.upgrade(engine, step)
+        with engine.connect() as conn:
+            expected = MigrationContext.configure(conn).get_current_revision()
+            assert migrate.revision_on(conn) == expected == (alembic_head if step == "head" else step)
+
+
+def test_the_scanned_head_leaves_branches_and_odd_files_to_alembic(tmp_path: Path) -> None:
+    """A merge (tuple ``down_revision``), two heads or a dangling parent are not guessed: None, Alembic decides."""
+
+    def write(name: str, revision: str, down: str) -> None:
+        (tmp_path / f"{name}.py").write_text(f'"""x"""\n\nrevision = "{revision}"\ndown_revision = {down}\n')
+
+    write("a", "a", "None")
+    write("b", "b", '"a"')
+    assert migrate.scanned_head(tmp_path) == "b"
+    write("c", "c", '"a"')
+    assert migrate.scanned_head(tmp_path) is None  # two heads, b and c
+    write("d", "d", '("b", "c")')
+    assert migrate.scanned_head(tmp_path) is None  # a merge
+    for path in tmp_path.glob("*.py"):
+        path.unlink()
+    write("e", "e", '"missing"')
+    assert migrate.scanned_head(tmp_path) is None  # one head, but its parent is in no file
