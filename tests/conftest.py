@@ -50,30 +50,9 @@ def _temporary_files_in_memory() -> None:
 _temporary_files_in_memory()
 
 DIALECTS = ("sqlite", "postgresql", "mariadb")
-
-
-def without_tls_probe(url: str) -> str:
-    """A MariaDB test URL that tells PyMySQL not to offer TLS, unless it already says something about TLS.
-
-    PyMySQL (1.2) with no ``ssl*`` option builds a TLS context for every
-    connection, loading the system's CA certificates, in case the server
-    offers TLS: 32 ms of CPU a connection against 0.4 ms without, on a test
-    server that has TLS disabled (``have_ssl DISABLED``): 87 s of the fast
-    tier's sampled CPU (5 %), in every test's connections, the template
-    copies and the CLI subprocesses the tests start. The connections are the
-    same plain ones either way; a URL naming any ``ssl`` option is kept.
-    """
-    parsed = make_url(url)
-    if any(key.startswith("ssl") for key in parsed.query):
-        return url
-    return parsed.update_query_dict({"ssl_disabled": "true"}).render_as_string(hide_password=False)
-
-
 SERVER_URLS = {
     "postgresql": os.environ.get("RETENTION_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-    "mariadb": without_tls_probe(
-        os.environ.get("RETENTION_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-    ),
+    "mariadb": os.environ.get("RETENTION_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 MARIADB_COLLATION = os.environ.get("RETENTION_TEST_MARIADB_COLLATION", "utf8mb4_unicode_520_ci")
 _counter = itertools.count()
