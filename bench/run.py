@@ -453,17 +453,19 @@ def split_run(engine: sa.Engine, args: argparse.Namespace) -> dict[str, float]:
     return dict(spent)
 
 
-def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> float:
-    """Peak RSS (MiB) of a separate process that generates nothing and runs the purge."""
-    engine = create_engine(url)
-    generate(engine, rows, seed, layout)
-    reset_engine_tables(engine)
-    engine.dispose()
+def child_purge(url: str, batch_size: int) -> tuple[float, int, float]:
+    """One purge + ledger run in a separate process on the tables as they are: (seconds, rows, peak RSS MiB).
+
+    The seconds are timed inside the child around the run alone (not its start or imports), so they compare
+    with an in-process ``measure``; the peak RSS is the child's, which holds nothing but the run.
+    """
     code = (
-        f"import resource, sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = ['x'];"
-        "import bench.run as b; from retention.store.config import create_engine;"
-        f"e = create_engine({url!r}); b.engine_run(e, 'delete', {batch_size});"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        f"import resource, sys, time; sys.path.insert(0, {str(ROOT)!r}); sys.argv = ['x'];"
+        "import bench.run as b; from retention import logs; from retention.store.config import create_engine;"
+        "logs.configure(level='warning');"
+        f"e = create_engine({url!r}); t = time.perf_counter(); n = b.engine_run(e, 'delete', {batch_size});"
+        "s = time.perf_counter() - t;"
+        "print(s, n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -472,7 +474,17 @@ def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> fl
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    seconds, moved, rss = out.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(moved), int(rss) / 1024
+
+
+def peak_rss(url: str, rows: int, seed: int, batch_size: int, layout: str) -> float:
+    """Peak RSS (MiB) of a separate process that generates nothing and runs the purge."""
+    engine = create_engine(url)
+    generate(engine, rows, seed, layout)
+    reset_engine_tables(engine)
+    engine.dispose()
+    return child_purge(url, batch_size)[2]
 
 
 def open_engine(url: str) -> sa.Engine:
@@ -519,6 +531,14 @@ def main() -> None:
         ),
     )
     parser.add_argument(
+        "--purge-in-child",
+        action="store_true",
+        help=(
+            "time the audited purge in a separate process, whose peak RSS is then the RSS at --rows "
+            "(--rss-scales does not run that scale again): one engine run at 10M instead of two"
+        ),
+    )
+    parser.add_argument(
         "--contents",
         default=",".join(baselines.CONTENTS),
         help=f"the hand-written baseline's contents to measure (of {', '.join(baselines.CONTENTS)})",
@@ -533,16 +553,27 @@ def main() -> None:
     migrate.upgrade(engine)
 
     results: dict[str, dict[str, float]] = {}
+    rss: dict[str, float] = {}
 
-    def measure(name: str, action: Callable[[], Any], *, fresh: bool = True, partitioned: bool = False) -> None:
-        """Median of ``--repeat`` timings, each on freshly generated data unless ``fresh`` is off."""
+    def measure(
+        name: str,
+        action: Callable[[], Any],
+        *,
+        fresh: bool = True,
+        partitioned: bool = False,
+        timed_inside: bool = False,
+    ) -> None:
+        """Median of ``--repeat`` timings, each on freshly generated data unless ``fresh`` is off.
+
+        ``timed_inside``: the action times itself and returns (seconds, rows), as ``child_purge`` does.
+        """
         make = generate_partitioned if partitioned else generate
         times, counts = [], []
         for _ in range(args.repeat):
             if fresh:
                 make(engine, args.rows, args.seed, args.layout)
                 reset_engine_tables(engine)
-            seconds, count = timed(action)
+            seconds, count = action() if timed_inside else timed(action)
             times.append(seconds)
             counts.append(count)
         results[name] = {"seconds": statistics.median(times), "rows": statistics.median(counts)}
@@ -564,7 +595,18 @@ def main() -> None:
         measure("engine plan", lambda: engine_plan(engine, args.batch_size), fresh=False)
     if "purge" not in skip:
         measure("raw DELETE (no audit)", lambda: raw_delete(engine))
-        measure("engine run: purge + ledger", lambda: engine_run(engine, "delete", args.batch_size))
+        if args.purge_in_child:
+            child_rss: list[float] = []
+
+            def in_child() -> tuple[float, int]:
+                seconds, moved, mib = child_purge(url, args.batch_size)
+                child_rss.append(mib)
+                return seconds, moved
+
+            measure("engine run: purge + ledger", in_child, timed_inside=True)
+            rss[str(args.rows)] = max(child_rss)
+        else:
+            measure("engine run: purge + ledger", lambda: engine_run(engine, "delete", args.batch_size))
     if "purge" not in skip and "perrecord" not in skip:
         measure(
             "engine run: purge + ledger, per-record path",
@@ -753,10 +795,11 @@ def main() -> None:
     print("|---|---:|---|---|")
     for name, value, unit, target in rows_table:
         print(f"| {name} | {value:.3f} | {unit} | {target} |")
-    rss: dict[str, float] = {}
     if args.rss_scales:
+        measured = dict(rss)  # the purge's own child at --rows, with --purge-in-child
+        rss.clear()
         for scale in [int(s) for s in args.rss_scales.split(",")]:
-            rss[str(scale)] = peak_rss(url, scale, args.seed, args.batch_size, args.layout)
+            rss[str(scale)] = measured.get(str(scale)) or peak_rss(url, scale, args.seed, args.batch_size, args.layout)
         scales = list(rss)
         print()
         print("| rows | peak RSS (MiB) |")
