@@ -17,6 +17,7 @@ from test_engine import build, loaded_pack
 
 from retention.engine import execute
 from retention.engine.clock_sql import reflect_table
+from retention.engine.rowfilter import one_reflection
 
 UTC = dt.UTC
 
@@ -52,6 +53,45 @@ def test_an_unchanged_table_is_the_same_object_a_changed_one_is_not(migrated: sa
         added = reflect_table(conn, "reflected_t")
         assert added is not wider
         assert [c.name for c in added.columns] == ["id", "name", "extra"]
+
+
+def test_one_reflection_reads_each_table_once_and_a_later_block_sees_a_changed_table(migrated: sa.Engine) -> None:
+    """In one block a table (here also the target of another's foreign key) is read once; the next block reads anew.
+
+    The planners of one build share a block (build_planners); a scheduler
+    runs many builds on the pooled connections of one process, so what one
+    block read must not outlive it: a column added between two builds is in
+    the second build's table.
+    """
+    with migrated.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE reflected_parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE reflected_child (id INTEGER PRIMARY KEY, "
+                "parent_id INTEGER REFERENCES reflected_parent (id))"
+            )
+        )
+    read: list[str] = []
+
+    def column_reflect(inspector: Any, table: sa.Table, info: Any) -> None:
+        read.append(f"{table.name}.{info['name']}")
+
+    sa.event.listen(sa.Table, "column_reflect", column_reflect)
+    try:
+        with migrated.connect() as conn, one_reflection(conn):
+            child = reflect_table(conn, "reflected_child")
+            parent = reflect_table(conn, "reflected_parent")  # reflected with the child, as its key's target
+            assert reflect_table(conn, "reflected_child") is child
+            assert reflect_table(conn, "reflected_parent") is parent
+        assert sorted(read) == ["reflected_child.id", "reflected_child.parent_id", "reflected_parent.id"]
+        with migrated.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE reflected_parent ADD COLUMN extra INTEGER"))
+        with migrated.connect() as conn, one_reflection(conn):
+            again = reflect_table(conn, "reflected_parent")
+    finally:
+        sa.event.remove(sa.Table, "column_reflect", column_reflect)
+    assert [c.name for c in again.columns] == ["id", "extra"]
+    assert again is not parent
 
 
 def test_a_second_plan_and_run_compile_no_statement_again(migrated: sa.Engine) -> None:

@@ -75,6 +75,7 @@ from retention.engine.plan_values import (
     is_false,
     key_to_native,
 )
+from retention.engine.rowfilter import one_reflection
 
 
 class DatasetPlanner(PlannerCounts):
@@ -82,8 +83,13 @@ class DatasetPlanner(PlannerCounts):
 
 
 def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPlanner]:
-    """One planner per dataset, in execution order, followers attached to their leader."""
-    planners = {name: DatasetPlanner(conn, ctx, name) for name in dataset_order(conn, ctx.pack)}
+    """One planner per dataset, in execution order, followers attached to their leader.
+
+    The planners reflect their tables in one :func:`one_reflection` block:
+    a table several of them read is reflected once.
+    """
+    with one_reflection(conn):
+        planners = {name: DatasetPlanner(conn, ctx, name) for name in dataset_order(conn, ctx.pack)}
     for planner in planners.values():
         follows = planner.dataset.follows
         if follows is not None:

@@ -26,6 +26,16 @@ ENGINE_TABLE = (
 """Why a dataset over an engine table is refused (``check`` prints it after the table's name)."""
 
 
+def created_by_engine(table: str) -> bool:
+    """Whether ``table`` is one the engine itself creates (exact names, any case; not the prefix).
+
+    Their foreign keys point only at each other, so a scan for tables that
+    reference a pack's tables can leave them out: a quarter of the tables
+    of a small database, reflected one by one on MariaDB and SQLite.
+    """
+    return table.lower() in _ENGINE_TABLES
+
+
 def engine_table(table: str) -> str | None:
     """Why ``table`` is refused as one of the engine's own tables, else None: the one rule, for ``check`` and ``run``.
 

@@ -223,11 +223,15 @@ def _related_by_name_only(inspect: Any, pack: Pack, findings: list[Found]) -> No
         names = {f"{_stem(ds.table)}_id"}
         if ds.subject_key is not None and ds.subject_key != ds.key:
             names.add(ds.subject_key.lower())
-        inspect.prefetch_columns(ds.schema_)
-        for table in sorted(inspect.inspector.get_table_names(schema=ds.schema_)):
-            lowered = table.lower()
-            if (ds.schema_, lowered) in handled or lowered.startswith(PREFIX) or lowered == "alembic_version":
-                continue
+        tables = [
+            table
+            for table in sorted(inspect.inspector.get_table_names(schema=ds.schema_))
+            if (ds.schema_, table.lower()) not in handled
+            and not table.lower().startswith(PREFIX)
+            and table.lower() != "alembic_version"
+        ]
+        inspect.prefetch_columns(ds.schema_, tables)  # these only: the others are skipped unread
+        for table in tables:
             columns = inspect.columns(table, ds.schema_) or {}
             hits = [c for c in columns if c.lower() in names]
             if not hits:
