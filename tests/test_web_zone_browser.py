@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from console_world import World
-from test_web_browser import CHROMIUM_FLAGS, Server, _executables, shot, sign_in, wait_for
+from test_web_browser import CHROMIUM_FLAGS, Server, _executables, shot, sign_in, start_chromium, wait_for
 
 from retention.cli import main
 from retention.web import create_app
@@ -70,7 +70,6 @@ def cli_due_dates(db_url: str, zone: str) -> dict[int, str]:
 @pytest.mark.parametrize("zone", ZONES)
 def test_console_dates_equal_the_cli_dates(world: World, zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     binary, driver_path = _executables()
@@ -82,7 +81,7 @@ def test_console_dates_equal_the_cli_dates(world: World, zone: str, monkeypatch:
     options.binary_location = binary
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    driver: Any = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver: Any = start_chromium(options, driver_path)
     name = zone.split("/")[1].lower()
     try:
         with Server(create_app(replace(world.settings, display_timezone=zone))) as base:
