@@ -75,8 +75,8 @@ def start_chromium(options: Any, driver_path: str, attempts: int = 3) -> Any:
     from selenium.webdriver.chrome.service import Service
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = ARTIFACTS / f"chromedriver-{os.getpid()}.log"
     for attempt in range(1, attempts + 1):
+        log = ARTIFACTS / f"chromedriver-{os.getpid()}-{attempt}.log"  # one per attempt: a failed start's log stays
         try:
             return Chrome(service=Service(driver_path, log_output=str(log)), options=options)
         except SessionNotCreatedException:
