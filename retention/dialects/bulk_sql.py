@@ -43,6 +43,16 @@ class BulkWriteSQL:
         with driver_cursor(conn) as cursor:
             cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({placeholders})", rows)
 
+    def insert_then_update(self, conn: sa.Connection, insert: sa.Insert, update: sa.Update) -> None:
+        """Run ``insert`` then ``update`` in the caller's transaction, as one statement where the database can.
+
+        A set-based batch's ledger entry and its run's head
+        (:func:`retention.ledger.chain.append_written`): one round trip fewer
+        per batch where data-modifying ``WITH`` exists. Generic: two statements.
+        """
+        conn.execute(insert)
+        conn.execute(update)
+
     def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
         """Insert ``rows``; a row whose primary key exists already gets ``column`` added to instead.
 

@@ -214,6 +214,10 @@ class PostgreSQLDialect(Dialect):
             for chunk in copy_text(rows):
                 copy.write(chunk)
 
+    def insert_then_update(self, conn: sa.Connection, insert: sa.Insert, update: sa.Update) -> None:
+        # WITH w AS (INSERT ...) UPDATE ...: both run, in order of no consequence (they touch different tables).
+        conn.execute(update.add_cte(insert.cte("w")))
+
     def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

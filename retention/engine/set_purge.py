@@ -463,15 +463,15 @@ class SetPurge:
         is taken before the ``DELETE``, which locks what it deletes.
         """
         planner, ctx = self.planner, self.ctx
-        assert planner.sql is not None and self.address is not None
-        key = planner.key
-        chosen = sa.select(self.address.label("a"), key.label("k")).where(self.selected(conn))
-        if after is not None:
-            chosen = chosen.where(key > after)
-        k = chosen.order_by(key).limit(planner.batch_size).cte("k")
+        summary = self._one_statement(conn, first=after is None)
+        parameters = {"batch_after": after} if after is not None else {}
         found: dict[str, Any] = {}
         moved = ledger.append_written(
-            conn, self._draft(), ctx.now(), lambda seq: self._fold(conn, seq, k, found), secret=ctx.secret
+            conn,
+            self._draft(),
+            ctx.now(),
+            lambda seq: self._fold(conn, summary, {**parameters, "batch_seq": seq}, found),
+            secret=ctx.secret,
         )
         if not found["selected"]:
             return None
@@ -479,16 +479,34 @@ class SetPurge:
         batch = Batch(planner.name, "active", [], scanned=found["selected"], moved=moved)
         return batch, counts, found["last"]
 
-    def _fold(
-        self, conn: sa.Connection, seq: int, k: sa.CTE, found: dict[str, Any]
-    ) -> tuple[list[bytes], dt.datetime | None]:
-        """Run :meth:`_in_one_statement`'s statement at entry ``seq``; the leaves and latest due instant.
+    _built: tuple[ColumnElement[bool], bool, sa.Select[Any]] | None = None
 
-        ``found`` gets how many rows were chosen and the last key chosen
-        (where the next batch starts).
+    def _one_statement(self, conn: sa.Connection, first: bool) -> sa.Select[Any]:
+        """:meth:`_in_one_statement`'s statement, built once per run while the batches' predicate stays the same.
+
+        Only the entry's position (``batch_seq``) and where the range starts
+        (``batch_after``, absent for the first batch) change from one batch to
+        the next; they are parameters. The predicate is the planner's for this
+        batch (its probe may add or drop the holds', states' or erasures'
+        conditions between batches): the statement is built again whenever it
+        differs from the one it was built with (``compare``: structure and
+        values). Building it was ~5 ms of Python every 5,000 rows.
         """
+        selected = self.selected(conn)
+        built = self._built
+        if built is None or built[1] != first or not built[0].compare(selected):
+            built = self._built = (selected, first, self._build_one_statement(conn, selected, first))
+        return built[2]
+
+    def _build_one_statement(self, conn: sa.Connection, selected: ColumnElement[bool], first: bool) -> sa.Select[Any]:
+        """Build :meth:`_in_one_statement`'s statement for the rows ``selected`` picks (module doc)."""
         planner = self.planner
         assert planner.sql is not None and self.address is not None
+        key = planner.key
+        chosen = sa.select(self.address.label("a"), key.label("k")).where(selected)
+        if not first:
+            chosen = chosen.where(key > sa.bindparam("batch_after", type_=key.type))
+        k = chosen.order_by(key).limit(planner.batch_size).cte("k")
         clock = planner.sql.clocks[0]
         value = clock.select()
         record, subject = self._pseudonyms(conn)
@@ -508,7 +526,7 @@ class SetPurge:
         )
         days, items = self.days.table, store.ledger_items
         rows = sa.select(
-            sa.literal(seq, store.SEQ),
+            sa.bindparam("batch_seq", type_=store.SEQ),
             sa.func.row_number().over(order_by=d.c.k) - 1,
             d.c.rec,
             d.c.subj,
@@ -524,7 +542,7 @@ class SetPurge:
             .cte("i")
         )
         # One row: the leaves in position order as one byte string (no row per item to fetch), and the counts.
-        summary = sa.select(
+        return sa.select(
             sa.select(dialect.ordered_bytes(i.c.leaf, i.c.idx)).scalar_subquery().label("leaves"),
             sa.type_coerce(sa.select(sa.func.max(i.c.due_at)).scalar_subquery(), store.UTCDateTime).label("due"),
             sa.select(sa.func.count()).select_from(i).scalar_subquery().label("items"),
@@ -532,7 +550,17 @@ class SetPurge:
             sa.func.count().label("selected"),
             sa.func.max(k.c.k).label("last"),
         ).select_from(k)
-        head = conn.execute(summary).one()
+
+    def _fold(
+        self, conn: sa.Connection, summary: sa.Select[Any], parameters: dict[str, Any], found: dict[str, Any]
+    ) -> tuple[list[bytes], dt.datetime | None]:
+        """Run :meth:`_in_one_statement`'s statement with ``parameters``; the leaves and latest due instant.
+
+        ``found`` gets how many rows were chosen and the last key chosen
+        (where the next batch starts).
+        """
+        planner = self.planner
+        head = conn.execute(summary, parameters).one()
         found.update(selected=int(head.selected), last=head.last)
         joined = bytes(head.leaves or b"")
         if head.items != head.deleted or len(joined) != 32 * head.items:

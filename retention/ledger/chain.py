@@ -70,18 +70,32 @@ from retention.store import tables as store
 _ADVISORY_KEY = 0x7265746E  # "retn": serialises ledger appends on PostgreSQL
 
 
-def _lock_head(conn: sa.Connection) -> tuple[int, str]:
-    """Serialise appenders and read the head (seq, hash) of the chain.
+def _lock_head(conn: sa.Connection, *, last_format: bool = False) -> tuple[int, str, Any]:
+    """Serialise appenders and read the head (seq, hash) of the chain, and with ``last_format`` more.
 
     The lock lasts until the caller's transaction ends, so appends come last
     in a batch's transaction (:func:`retention.engine.execute.apply_batch`) and the
     lock is held from here to the commit only. How long it took to get and
     how long it is held are measured (:func:`lock_timing`).
+
+    The third value is :func:`~retention.ledger.items.last_item_format` below
+    the next entry, read by the statement that reads the head when
+    ``last_format`` asks for it and the head is not read by a locking read
+    (a ``FOR UPDATE`` would lock the item row the subquery reads too: InnoDB
+    locks every row a locking read reads); otherwise ``items.UNREAD``, and
+    :func:`~retention.ledger.items.index_pending` reads it itself.
     """
     table = store.ledger
-    query = sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+    query = sa.select(table.c.seq, table.c.hash)
+    if last_format:
+        query = query.add_columns(ledger_items.last_item_format(table.c.seq + 1).label("last_format"))
+    query = query.order_by(table.c.seq.desc()).limit(1)
     asked = time.perf_counter()
-    head = conn.execute(dialect_for(conn).lock_ledger_head(conn, query, _ADVISORY_KEY)).first()
+    locked_query = dialect_for(conn).lock_ledger_head(conn, query, _ADVISORY_KEY)
+    asks = last_format and locked_query is query  # no locking read: the lock was taken by its own statement
+    if last_format and not asks:
+        locked_query = locked_query.with_only_columns(table.c.seq, table.c.hash)
+    head = conn.execute(locked_query).first()
     locked = time.perf_counter()
     transaction = id(conn.get_transaction())
     timing = conn.info.get(_TIMING)
@@ -90,7 +104,8 @@ def _lock_head(conn: sa.Connection) -> tuple[int, str]:
     timing["waits"] += 1
     timing["wait_s"] += locked - asked
     timing.setdefault("locked_at", locked)
-    return (int(head.seq), str(head.hash)) if head else (0, GENESIS)
+    form = (head.last_format if head else None) if asks else ledger_items.UNREAD
+    return (int(head.seq), str(head.hash), form) if head else (0, GENESIS, form)
 
 
 _TIMING = "retention_ledger_lock"
@@ -160,10 +175,10 @@ def append(
     # The items' pseudonyms and Merkle roots need no chain position: computed
     # before the lock, so that it covers the inserts and the commit only.
     prepared = {index: bulk.prepare(draft) for index, draft in enumerate(drafts) if isinstance(draft, BatchItems)}
-    seq, prev = _lock_head(conn)
+    seq, prev, last_format = _lock_head(conn, last_format=bool(prepared))
     first = seq + 1
     if prepared:  # items an older version left unindexed, before this batch's (ledger_items.index_pending)
-        ledger_items.index_pending(conn, first)
+        ledger_items.index_pending(conn, first, last_format)
     encoder = _Encoder()
     convert = _Converters(conn.dialect)
     rows: list[tuple[Any, ...]] = []
@@ -228,8 +243,8 @@ def append_written(
     before the items exist, so the append lock is taken first and held
     through the batch's statements to the commit. No item, no entry.
     """
-    seq, prev = _lock_head(conn)
-    ledger_items.index_pending(conn, seq + 1)
+    seq, prev, last_format = _lock_head(conn, last_format=True)
+    ledger_items.index_pending(conn, seq + 1, last_format)
     seq += 1
     leaves, due = write(seq)
     if not leaves:
@@ -238,10 +253,15 @@ def append_written(
     row.update(due_at=due, count=len(leaves), merkle_root=merkle.root(leaves).hex(), items=len(leaves))
     row["hash"] = entry_hash_v2(row)
     row["mac"] = ledger_mac.entry_mac(secret, row["hash"])
-    convert = _Converters(conn.dialect)
-    _bulk_insert(conn, [tuple(convert(name, row[name]) for name in _INSERT_COLUMNS_V2)])
-    if draft.run_id is not None:
-        _note_run_heads(conn, {draft.run_id: seq})
+    # One entry: an ordinary insert (one statement; COPY is two round trips), and where the
+    # database can, one statement with the run's head (BulkWriteSQL.insert_then_update).
+    entry = store.ledger.insert().values({name: row[name] for name in _INSERT_COLUMNS_V2})
+    if draft.run_id is None:
+        conn.execute(entry)
+    else:
+        runs = store.runs
+        head = runs.update().where(runs.c.id == draft.run_id).values(ledger_last=seq)
+        dialect_for(conn).insert_then_update(conn, entry, head)
     return len(leaves)
 
 

@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
 from retention.ledger import merkle, pseudonyms
@@ -279,7 +280,24 @@ def write_lookup(
         dialect_for(conn).bulk_insert(conn, store.ledger_lookup, ("run_id", "pseudonym", "entry_seq", "idx"), rows)
 
 
-def index_pending(conn: sa.Connection, before: int) -> int:
+UNREAD: Any = object()
+"""``index_pending``'s ``last_format`` when the caller did not read it: the function reads it itself."""
+
+
+def last_item_format(before: ColumnElement[Any]) -> sa.ScalarSelect[Any]:
+    """The format of the entry holding the last item below entry ``before`` (NULL when there is none).
+
+    :func:`index_pending`'s first question as one scalar subquery, so that
+    the statement that reads the chain's head under the append lock can ask
+    it too (:func:`retention.ledger.chain._lock_head`): a set-based batch
+    appends every 5,000 rows, and these were two round trips of each.
+    """
+    items, entries = store.ledger_items, store.ledger.alias("holding")  # not the head's row, when asked beside it
+    last = sa.select(sa.func.max(items.c.entry_seq)).where(items.c.entry_seq < before).correlate_except(items)
+    return sa.select(entries.c.format).where(entries.c.seq == last.scalar_subquery()).scalar_subquery()
+
+
+def index_pending(conn: sa.Connection, before: int, last_format: Any = UNREAD) -> int:
     """Index items below entry ``before`` that have no lookup rows yet; returns rows written.
 
     Only an older version left such items (the tail of a run killed before
@@ -288,16 +306,17 @@ def index_pending(conn: sa.Connection, before: int) -> int:
     after. Every batch now indexes its own items, so once the last item
     below ``before`` is indexed, all are: one probe by primary key, and
     the catch-up (:func:`index_runs`) only when it fails. Called under the
-    append lock, before the batch's own items are written.
+    append lock, before the batch's own items are written. ``last_format``
+    is :func:`last_item_format` read under that lock by the caller, if it
+    read it (None: no item below ``before``, or none in a known entry).
     """
     items, lookup, entries = store.ledger_items, store.ledger_lookup, store.ledger
-    last = conn.execute(sa.select(sa.func.max(items.c.entry_seq)).where(items.c.entry_seq < before)).scalar()
-    if last is None:
-        return 0
-    form = conn.execute(sa.select(entries.c.format).where(entries.c.seq == last)).scalar()
-    if form not in LOOKUP_FORMATS:
+    if last_format is UNREAD:
+        last_format = conn.execute(sa.select(last_item_format(sa.literal(before, store.SEQ)))).scalar()
+    if last_format not in LOOKUP_FORMATS:
         # Format 4 has no lookup rows; the first format-4 batch after older ones caught them up.
         return 0
+    last = conn.execute(sa.select(sa.func.max(items.c.entry_seq)).where(items.c.entry_seq < before)).scalar()
     indexed = conn.execute(
         sa.select(sa.literal(1))
         .select_from(
@@ -592,6 +611,7 @@ __all__ = [
     "ITEM_FORMATS",
     "LOOKUP_FORMATS",
     "MAC_FORMATS",
+    "UNREAD",
     "BatchItems",
     "Item",
     "check_items",
@@ -606,6 +626,7 @@ __all__ = [
     "item_bytes",
     "item_document",
     "item_runs",
+    "last_item_format",
     "leaf_of",
     "leaves",
     "lookup",

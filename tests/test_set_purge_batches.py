@@ -1,0 +1,118 @@
+"""The set-based purge's batches within one run: what changes between them reaches the next batch.
+
+On PostgreSQL the one-statement batch is built once per run and run again
+with the next entry position and range start (``SetPurge._one_statement``);
+the planner's probe before each batch may add a condition (a hold placed,
+state rows written) that the statement must then carry. Every database runs
+these (MariaDB and SQLite build their three statements per batch).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from retention.engine import execute, set_purge
+from retention.engine.plan_values import Batch
+from retention.ledger import chain as ledger
+from retention.policy import validate_pack
+from retention.store import tables as store
+from retention.subjects import events as subjects
+
+KEY = bytes(range(32))
+
+PACK = """
+pack: batches
+version: "1"
+effective_from: 2020-01-01
+timezone: Europe/Paris
+guard: {max_share: 1.0}
+batch_size: 2
+datasets:
+  events:
+    table: spb_events
+    key: id
+    subject_key: user_id
+    basis: one year
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+def _events(engine: sa.Engine, rows: int) -> sa.Table:
+    events = sa.Table(
+        "spb_events",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    events.create(engine)
+    old = dt.datetime(2020, 3, 1, 12, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": f"u{i}", "collected": old} for i in range(rows)])
+    return events
+
+
+def test_a_hold_placed_between_batches_stops_the_next_batches(migrated: sa.Engine) -> None:
+    """Eight due records, two a batch; a dataset hold placed after the second batch keeps the other four.
+
+    After the second: the first batch has a statement of its own (no range
+    start), the second builds the one the later batches reuse.
+    """
+    events = _events(migrated, 8)
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    batches: list[int] = []
+
+    def hold_after_the_second(batch: Batch) -> None:
+        batches.append(batch.moved)
+        if len(batches) == 2:
+            with migrated.begin() as conn:
+                subjects.place_hold(
+                    conn, scope="dataset", dataset="events", reason="case 7", placed_by="test", secret=KEY
+                )
+
+    result = execute.run(
+        migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY, on_batch=hold_after_the_second
+    )
+    assert result.counts["events"] == {"active->purged": 4}
+    assert batches == [2, 2]
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one() == 4
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger_items)).scalar_one() == 4
+        assert ledger.verify(conn, secret=KEY).ok
+
+
+def test_the_batch_statement_is_built_once_while_nothing_changes(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven due records, two a batch: four batches; on PostgreSQL one statement built for the three after the first."""
+    _events(migrated, 7)
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    built: list[bool] = []
+    original = set_purge.SetPurge._build_one_statement
+
+    def counted(
+        self: set_purge.SetPurge, conn: sa.Connection, selected: sa.ColumnElement[bool], first: bool
+    ) -> sa.Select[Any]:
+        built.append(first)
+        return original(self, conn, selected, first)
+
+    monkeypatch.setattr(set_purge.SetPurge, "_build_one_statement", counted)
+    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert result.counts["events"] == {"active->purged": 7}
+    # The first batch has no range start; every later one shares one statement (the range start a parameter).
+    assert built == ([True, False] if migrated.dialect.name == "postgresql" else [])
+    with migrated.connect() as conn:
+        assert ledger.verify(conn, secret=KEY).ok
+        entries = conn.execute(sa.select(store.ledger.c["items"]).where(store.ledger.c["items"] > 0)).scalars().all()
+        assert sorted(entries) == [1, 2, 2, 2]
