@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from retention.engine import reflected
+from retention.engine import order, reflected
 from retention.engine.rowfilter import bulk_reflection, one_reflection, pack_tables, reflect_ahead, reflect_table
 from retention.engine.schema import _Inspector, check_schema
 from retention.errors import SchemaError
@@ -241,3 +241,22 @@ def test_check_schema_finds_the_same_with_and_without_reading_ahead(
     )
     for line in expected:
         assert any(line.split(" (dataset ")[0] in f for f in ahead), (line, ahead)
+
+
+def test_dataset_order_reads_foreign_keys_ahead_with_the_same_edges(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order's foreign-key edges, read for all datasets at once (PostgreSQL), equal those read one by one."""
+    _schema(engine)
+    pack = _pack().pack
+    with engine.connect() as conn:
+        with _statements(conn) as sent:
+            ahead = order.order_edges(conn, pack)
+        with monkeypatch.context() as patch:
+            patch.setattr(order, "_foreign_keys_ahead", lambda *args: {})
+            with _statements(conn) as sent_alone:
+                alone = order.order_edges(conn, pack)
+    assert ahead == alone
+    assert order.OrderEdge("orders", "users", "orders references users, whose rows users deletes") in ahead
+    if bulk_reflection(engine.dialect):
+        assert len(sent) < len(sent_alone)
