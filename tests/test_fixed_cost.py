@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from retention.engine import order, reflected
+from retention.engine import order, reflected, schema
 from retention.engine.rowfilter import bulk_reflection, one_reflection, pack_tables, reflect_ahead, reflect_table
 from retention.engine.schema import _Inspector, check_schema
 from retention.errors import SchemaError
@@ -260,3 +260,31 @@ def test_dataset_order_reads_foreign_keys_ahead_with_the_same_edges(
     assert order.OrderEdge("orders", "users", "orders references users, whose rows users deletes") in ahead
     if bulk_reflection(engine.dialect):
         assert len(sent) < len(sent_alone)
+
+
+def test_the_check_orders_datasets_with_its_own_inspector(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset order's foreign keys come from what the schema check read (MariaDB, SQLite); same findings.
+
+    PostgreSQL reads them in bulk either way (no more statements).
+    """
+    _schema(engine)
+    pack = _pack().pack
+
+    def check() -> tuple[int, list[str]]:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            with _statements(conn) as sent:
+                findings = [str(f) for f in check_schema(conn, pack)]
+            return len(sent), findings
+
+    check()  # the engine's first look at the catalog (PostgreSQL: its types) is not counted
+    shared = check()
+    with monkeypatch.context() as patch:
+        own = order.dataset_order
+        patch.setattr(schema, "dataset_order", lambda conn, pack, inspector=None: own(conn, pack))
+        alone = check()
+    assert shared[1] == alone[1]
+    if bulk_reflection(engine.dialect):
+        assert shared[0] <= alone[0]
+    else:
+        assert shared[0] < alone[0]

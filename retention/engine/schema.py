@@ -524,7 +524,7 @@ def _check_follows(inspect: _Inspector, pack: Pack, findings: list[Finding]) -> 
 def _check_order(conn: sa.Connection, inspect: _Inspector, pack: Pack, findings: list[Finding]) -> None:
     """The datasets can be ordered (engine.order), and a clock that another dataset purges away has a fallback."""
     try:
-        dataset_order(conn, pack)
+        dataset_order(conn, pack, inspect.inspector)
     except SchemaError as exc:
         first = next(iter(pack.datasets))
         for problem in exc.problems:
