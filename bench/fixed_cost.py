@@ -19,7 +19,8 @@ first compilations), then measures ``--calls`` plans and ``--calls`` runs at
 the same as-of (nothing more is due: the run still plans, guards and
 records itself, the fixed cost). The figure is the median process CPU time
 (``time.process_time``) per call, over the rounds' medians. The database
-servers' CPU is not in it.
+servers' CPU is not in it; the statements each call sent them (counted by
+a ``before_cursor_execute`` listener, the same every round) are.
 """
 
 from __future__ import annotations
@@ -165,14 +166,22 @@ def _child(db: str, calls: int, workdir: Path) -> dict[str, float]:
         execute.run(engine, loaded, as_of, secret=SECRET)  # the rows settle: later runs find nothing due
         execute.plan(engine, loaded, as_of)
         execute.run(engine, loaded, as_of, secret=SECRET)
-        figures: dict[str, list[float]] = {"plan": [], "run": []}
+        figures: dict[str, list[float]] = {"plan": [], "run": [], "plan_sql": [], "run_sql": []}
+        sent = [0]
+
+        def count(*_: Any) -> None:
+            sent[0] += 1
+
+        sa.event.listen(engine, "before_cursor_execute", count)
         for _ in range(calls):
-            start = time.process_time()
+            start, sent[0] = time.process_time(), 0
             execute.plan(engine, loaded, as_of)
             figures["plan"].append(time.process_time() - start)
-            start = time.process_time()
+            figures["plan_sql"].append(sent[0])
+            start, sent[0] = time.process_time(), 0
             execute.run(engine, loaded, as_of, secret=SECRET)
             figures["run"].append(time.process_time() - start)
+            figures["run_sql"].append(sent[0])
         engine.dispose()
         return {kind: statistics.median(values) for kind, values in figures.items()}
     finally:
@@ -225,7 +234,10 @@ def main() -> None:
         workdir = Path(tmp)
         base = _baseline_tree(args.baseline, workdir)
         print(f"{args.calls} calls per round, {args.rounds} rounds; ms CPU per call, median of the rounds' medians")
-        print(f"| database | call | {args.baseline} | this checkout | ratio |\n|---|---|---:|---:|---:|")
+        print(
+            f"| database | call | {args.baseline} | this checkout | ratio | statements, {args.baseline} -> this |\n"
+            "|---|---|---:|---:|---:|---:|"
+        )
         for db in args.db:
             rounds: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
             for _ in range(args.rounds):
@@ -234,7 +246,8 @@ def main() -> None:
             for kind in ("plan", "run"):
                 old = statistics.median(r[kind] for r in rounds["base"])
                 new = statistics.median(r[kind] for r in rounds["new"])
-                print(f"| {db} | {kind} | {old * 1000:.1f} | {new * 1000:.1f} | {new / old:.3f} |", flush=True)
+                sql = f"{rounds['base'][0][kind + '_sql']:.0f} -> {rounds['new'][0][kind + '_sql']:.0f}"
+                print(f"| {db} | {kind} | {old * 1000:.1f} | {new * 1000:.1f} | {new / old:.3f} | {sql} |", flush=True)
 
 
 if __name__ == "__main__":
