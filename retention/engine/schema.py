@@ -421,12 +421,15 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
     """Every finding of ``pack`` against the database behind ``conn``."""
     inspect = _Inspector(conn)
     findings: list[Finding] = refuse_engine_tables(pack)
-    inspect.read_ahead({s: [t for t in names if engine_table(t) is None] for s, names in pack_tables(pack).items()})
     refused_names = {f.dataset for f in findings}
+    system = {n: system_table(conn, ds.table, ds.schema_) for n, ds in pack.datasets.items() if n not in refused_names}
+    # Only the datasets that are not refused: a system catalog is never read (its types are not SQLAlchemy's).
+    ahead = pack.model_copy(update={"datasets": {n: pack.datasets[n] for n, why in system.items() if why is None}})
+    inspect.read_ahead({s: [t for t in names if engine_table(t) is None] for s, names in pack_tables(ahead).items()})
     for name, ds in pack.datasets.items():
         if name in refused_names:
             continue
-        refused = system_table(conn, ds.table, ds.schema_)
+        refused = system[name]
         if refused is not None:
             findings.append(Finding("error", name, ds.table, None, refused))
             continue
