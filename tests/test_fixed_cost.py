@@ -96,8 +96,13 @@ def _schema(engine: sa.Engine) -> None:
     )
     # Not unique on user_id, and events.order_id has no index: the check warns/errs, read ahead or not.
     sa.Table("lookups", md, sa.Column("code", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer))
-    sa.Table("events", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("order_id", sa.Integer))
-    sa.Table("events", md).append_column(sa.Column("at", sa.DateTime))
+    sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("order_id", sa.Integer),
+        sa.Column("at", sa.DateTime),
+    )
     md.create_all(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE VIEW users_view AS SELECT id, email FROM users"))
