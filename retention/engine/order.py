@@ -14,9 +14,12 @@ dataset. ``check`` reports a pack whose constraints form a cycle.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine.reflection import Inspector, ObjectKind, ObjectScope
 
+from retention.engine.rowfilter import bulk_reflection
 from retention.errors import SchemaError
 from retention.policy.model import Dataset, Pack, Subject
 
@@ -124,7 +127,7 @@ class OrderEdge:
     why: str
 
 
-def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
+def order_edges(conn: sa.Connection, pack: Pack, inspector: Inspector | None = None) -> list[OrderEdge]:
     """Constraints on the order datasets run in (docs/rules.md, "Plan and run agree").
 
     A leader runs before its followers. A dataset whose evaluation reads a
@@ -132,6 +135,10 @@ def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
     (by a live foreign key) a table whose rows some dataset deletes, the
     datasets changing the referencing rows run first, so no delete trips
     the constraint.
+
+    ``inspector``: one the caller has read the same tables with, in a
+    stretch that changes no table (the schema check's), so that MariaDB and
+    SQLite answer from what it read instead of reading each table again.
     """
     names = list(pack.datasets)
     changes = {n: {pack.datasets[c].table for c in _carried(pack, n)} for n in names}
@@ -151,17 +158,20 @@ def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
                 if columns is not None and changed is not None and not columns & changed:
                     continue  # the writer changes only columns the reader never reads
                 edges.append(OrderEdge(reader, writer, f"{reader} reads {table}, which {writer} changes"))
-    inspector = sa.inspect(conn)
+    inspector = sa.inspect(conn) if inspector is None else inspector
+    known = _foreign_keys_ahead(conn, inspector, pack)
     seen_tables: set[tuple[str | None, str]] = set()
     for name in names:
         ds = pack.datasets[name]
         if (ds.schema_, ds.table) in seen_tables:
             continue
         seen_tables.add((ds.schema_, ds.table))
-        try:
-            fks = inspector.get_foreign_keys(ds.table, schema=ds.schema_)
-        except sa.exc.NoSuchTableError:
-            continue
+        fks = known.get((ds.schema_, ds.table))
+        if fks is None:
+            try:
+                fks = inspector.get_foreign_keys(ds.table, schema=ds.schema_)
+            except sa.exc.NoSuchTableError:
+                continue
         for fk in fks:
             parent_table = fk["referred_table"]
             if parent_table == ds.table:
@@ -177,13 +187,34 @@ def order_edges(conn: sa.Connection, pack: Pack) -> list[OrderEdge]:
     return edges
 
 
-def dataset_order(conn: sa.Connection, pack: Pack) -> list[str]:
+def _foreign_keys_ahead(
+    conn: sa.Connection, inspector: Inspector, pack: Pack
+) -> dict[tuple[str | None, str], list[Any]]:
+    """The datasets' tables' foreign keys in one catalog query per schema, where the database reads them in bulk.
+
+    The same query as one table at a time with all the names at once
+    (PostgreSQL; issue 20), so the same answers; elsewhere, or for a table
+    not found here, :func:`order_edges` asks table by table as before.
+    """
+    if not bulk_reflection(conn.dialect):
+        return {}
+    tables: dict[str | None, set[str]] = {}
+    for ds in pack.datasets.values():
+        tables.setdefault(ds.schema_, set()).add(ds.table)
+    found: dict[tuple[str | None, str], list[Any]] = {}
+    for schema, names in tables.items():
+        every = inspector.get_multi_foreign_keys(schema, sorted(names), ObjectKind.ANY, ObjectScope.ANY)
+        found.update({(schema, table): list(fks) for (_, table), fks in every.items()})
+    return found
+
+
+def dataset_order(conn: sa.Connection, pack: Pack, inspector: Inspector | None = None) -> list[str]:
     """Datasets in execution order: every constraint of :func:`order_edges` kept, pack order otherwise.
 
     Raises SchemaError naming the cycle when the constraints cannot all hold.
     """
     names = list(pack.datasets)
-    edges = order_edges(conn, pack)
+    edges = order_edges(conn, pack, inspector)
     before: dict[str, set[str]] = {n: set() for n in names}
     for edge in edges:
         before[edge.then].add(edge.first)

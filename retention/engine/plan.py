@@ -75,7 +75,7 @@ from retention.engine.plan_values import (
     is_false,
     key_to_native,
 )
-from retention.engine.rowfilter import one_reflection
+from retention.engine.rowfilter import one_reflection, pack_tables, reflect_ahead
 
 
 class DatasetPlanner(PlannerCounts):
@@ -89,6 +89,7 @@ def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPl
     a table several of them read is reflected once.
     """
     with one_reflection(conn):
+        reflect_ahead(conn, pack_tables(ctx.pack))
         planners = {name: DatasetPlanner(conn, ctx, name) for name in dataset_order(conn, ctx.pack)}
     for planner in planners.values():
         follows = planner.dataset.follows

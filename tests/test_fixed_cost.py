@@ -1,0 +1,295 @@
+"""The fixed cost of a plan or run (issue 20): reading a pack's tables ahead, together, changes no answer.
+
+On PostgreSQL the schema check and the planners read the catalog for all
+of a pack's tables at once (``_Inspector.read_ahead``,
+``rowfilter.reflect_ahead``); SQLite and MariaDB read a table at a time as
+before. Each test runs on all three databases: the answers must be those
+of reading one table at a time, everywhere; the number of catalog queries
+is asserted where reading ahead applies. The CPU saved is measured by
+bench/fixed_cost.py, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from retention.engine import order, reflected, schema
+from retention.engine.rowfilter import bulk_reflection, one_reflection, pack_tables, reflect_ahead, reflect_table
+from retention.engine.schema import _Inspector, check_schema
+from retention.errors import SchemaError
+from retention.policy import LoadedPack, validate_pack
+
+PACK = """
+pack: fixed-cost
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  users:
+    table: users
+    key: id
+    subject_key: id
+    basis: test
+    where:
+      related: {table: user_meta, "on": user_id, where: {k: role, v: admin}, exists: false}
+    keep:
+      - clock: {column: created_at, type: timestamp}
+        period: P1Y
+    lifecycle:
+      - {to: purged, action: delete}
+  orders:
+    table: orders
+    key: id
+    subject:
+      column: user_id
+      through: [{table: lookups, key: user_id, column: code}]
+    basis: test
+    keep:
+      - clock: {aggregate: max, table: events, "on": order_id, column: at, type: timestamp}
+        period: P1Y
+    lifecycle:
+      - {to: purged, action: delete}
+"""
+
+TABLES = ["events", "lookups", "orders", "user_meta", "users"]
+
+
+def _pack(extra: dict[str, Any] | None = None) -> LoadedPack:
+    data = yaml.safe_load(PACK)
+    data["datasets"].update(extra or {})
+    return validate_pack(data, Path("<test>"), "test pack")
+
+
+def _schema(engine: sa.Engine) -> None:
+    """Five tables with what reflection reads (keys, a foreign key, indexes, unique and check constraints), a view."""
+    md = sa.MetaData()
+    sa.Table(
+        "users",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("email", sa.String(100), unique=True),
+        sa.Column("created_at", sa.DateTime, index=True, comment="when the account was opened"),
+    )
+    sa.Table(
+        "user_meta",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("user_id", sa.Integer, index=True),
+        sa.Column("k", sa.String(50)),
+        sa.Column("v", sa.String(50)),
+    )
+    sa.Table(
+        "orders",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), index=True),
+        sa.Column("total", sa.Numeric(10, 2)),
+        sa.CheckConstraint("total >= 0", name="orders_total_positive"),
+    )
+    # Not unique on user_id, and events.order_id has no index: the check warns/errs, read ahead or not.
+    sa.Table("lookups", md, sa.Column("code", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer))
+    sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("order_id", sa.Integer),
+        sa.Column("at", sa.DateTime),
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW users_view AS SELECT id, email FROM users"))
+
+
+@contextmanager
+def _statements(conn: sa.Connection) -> Iterator[list[str]]:
+    """The SQL statements ``conn`` sends to the database within the block."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2])
+
+    sa.event.listen(conn, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(conn, "before_cursor_execute", record)
+
+
+def test_pack_tables_names_every_table_the_pack_reads() -> None:
+    """Datasets' tables, an aggregate clock's, a related condition's and a subject join's, once each."""
+    assert pack_tables(_pack().pack) == {None: TABLES}
+
+
+def test_tables_reflected_ahead_are_those_reflected_one_at_a_time(engine: sa.Engine) -> None:
+    """Same structure (fingerprint) and, through ``reflected.reuse``, the very same Table objects."""
+    _schema(engine)
+    with engine.connect() as conn:
+        alone = {name: reflected.fingerprint(sa.Table(name, sa.MetaData(), autoload_with=conn)) for name in TABLES}
+        with one_reflection(conn):
+            reflect_ahead(conn, {None: [*TABLES, "users_view", "nothing_here"]})
+            ahead = {name: reflect_table(conn, name) for name in TABLES}
+            # A view is no table to reading ahead, and a missing table none at all: each is read (or refused) alone.
+            assert list(reflect_table(conn, "users_view").c.keys()) == ["id", "email"]
+            with pytest.raises(SchemaError, match="'nothing_here' does not exist"):
+                reflect_table(conn, "nothing_here")
+        assert {name: reflected.fingerprint(table) for name, table in ahead.items()} == alone
+        assert ahead["orders"].c.user_id.references(ahead["users"].c.id)
+        assert [c.name for c in ahead["users"].primary_key] == ["id"]
+        again = {name: reflect_table(conn, name) for name in TABLES}  # one at a time, outside the block
+        assert all(again[name] is ahead[name] for name in TABLES)
+
+
+def test_reflecting_ahead_takes_no_more_queries_for_five_tables_than_for_one(engine: sa.Engine) -> None:
+    """Where the database reads in bulk; elsewhere nothing is read ahead and each table costs its own queries."""
+    _schema(engine)
+
+    def queries(names: list[str]) -> int:
+        with engine.connect() as conn, one_reflection(conn):
+            conn.execute(sa.text("SELECT 1"))  # the connection's own first statements are not counted
+            with _statements(conn) as sent:
+                reflect_ahead(conn, {None: names})
+                for name in names:
+                    reflect_table(conn, name)
+            return len(sent)
+
+    one, five = queries(["events"]), queries(TABLES)
+    if bulk_reflection(engine.dialect):
+        assert five <= one
+    else:
+        assert five > one
+
+
+def _answers(inspect: _Inspector, name: str) -> list[str]:
+    """Everything the schema check reads of a table, as text (reflected types compare by their repr)."""
+    columns = inspect.columns(name, None)
+    if columns is None:
+        return ["missing"]
+    return [
+        repr(columns),
+        repr(inspect.primary_key(name, None)),
+        repr(inspect.indexes(name, None)),
+        repr(inspect.unique_constraints(name, None)),
+        repr(inspect.foreign_keys(name, None)),
+        repr(inspect.leading_index_columns(name, None)),
+    ]
+
+
+def test_the_check_reading_ahead_answers_as_the_inspector_does_alone(engine: sa.Engine) -> None:
+    """Columns, keys, indexes, uniques and foreign keys of each table: equal, and read ahead where that applies."""
+    _schema(engine)
+    names = [*TABLES, "users_view", "nothing_here"]
+    with engine.connect() as conn:
+        plain = _Inspector(conn)
+        alone = {name: _answers(plain, name) for name in names}
+        ahead = _Inspector(conn)
+        ahead.read_ahead({None: names})
+        with _statements(conn) as sent:
+            together = {name: _answers(ahead, name) for name in TABLES}
+        assert len(sent) == 0 if bulk_reflection(engine.dialect) else len(sent) > 0
+        together.update({name: _answers(ahead, name) for name in ["users_view", "nothing_here"]})
+    assert together == alone
+    assert alone["nothing_here"] == ["missing"]
+    assert "'referred_table': 'users'" in alone["orders"][4]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "viewed": {
+                "table": "users_view",
+                "key": "id",
+                "basis": "test",
+                "keep": [{"clock": {"column": "email", "type": "timestamp"}, "period": "P1Y"}],
+                "lifecycle": [{"to": "purged", "action": "delete"}],
+            },
+            "gone": {
+                "table": "nothing_here",
+                "key": "id",
+                "basis": "test",
+                "keep": [{"clock": {"column": "at", "type": "timestamp"}, "period": "P1Y"}],
+                "lifecycle": [{"to": "purged", "action": "delete"}],
+            },
+        },
+    ],
+    ids=["tables", "with-a-view-and-a-missing-table"],
+)
+def test_check_schema_finds_the_same_with_and_without_reading_ahead(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]
+) -> None:
+    """Every finding, in order, equal to the check's one table at a time (reading ahead switched off)."""
+    _schema(engine)
+    loaded = _pack(extra)
+    with engine.connect() as conn:
+        ahead = [str(f) for f in check_schema(conn, loaded.pack)]
+    with monkeypatch.context() as patch:
+        patch.setattr(_Inspector, "read_ahead", lambda self, tables: None)
+        with engine.connect() as conn:
+            alone = [str(f) for f in check_schema(conn, loaded.pack)]
+    assert ahead == alone
+    expected = (
+        ["nothing_here: table does not exist (dataset gone)"]
+        if extra
+        else [
+            "events.order_id: no index starts with order_id",
+            "lookups.user_id: subject through key is not unique",
+        ]
+    )
+    for line in expected:
+        assert any(line.split(" (dataset ")[0] in f for f in ahead), (line, ahead)
+
+
+def test_dataset_order_reads_foreign_keys_ahead_with_the_same_edges(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order's foreign-key edges, read for all datasets at once (PostgreSQL), equal those read one by one."""
+    _schema(engine)
+    pack = _pack().pack
+    with engine.connect() as conn:
+        with _statements(conn) as sent:
+            ahead = order.order_edges(conn, pack)
+        with monkeypatch.context() as patch:
+            patch.setattr(order, "_foreign_keys_ahead", lambda *args: {})
+            with _statements(conn) as sent_alone:
+                alone = order.order_edges(conn, pack)
+    assert ahead == alone
+    assert order.OrderEdge("orders", "users", "orders references users, whose rows users deletes") in ahead
+    if bulk_reflection(engine.dialect):
+        assert len(sent) < len(sent_alone)
+
+
+def test_the_check_orders_datasets_with_its_own_inspector(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset order's foreign keys come from what the schema check read (MariaDB, SQLite); same findings.
+
+    PostgreSQL reads them in bulk either way (no more statements).
+    """
+    _schema(engine)
+    pack = _pack().pack
+
+    def check() -> tuple[int, list[str]]:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            with _statements(conn) as sent:
+                findings = [str(f) for f in check_schema(conn, pack)]
+            return len(sent), findings
+
+    check()  # the engine's first look at the catalog (PostgreSQL: its types) is not counted
+    shared = check()
+    with monkeypatch.context() as patch:
+        own = order.dataset_order
+        patch.setattr(schema, "dataset_order", lambda conn, pack, inspector=None: own(conn, pack))
+        alone = check()
+    assert shared[1] == alone[1]
+    if bulk_reflection(engine.dialect):
+        assert shared[0] <= alone[0]
+    else:
+        assert shared[0] < alone[0]
