@@ -49,6 +49,30 @@ def _temporary_files_in_memory() -> None:
 
 _temporary_files_in_memory()
 
+
+def _cheap_password_hashes() -> None:
+    """The console's argon2 hasher, in this process, at argon2's lowest cost (t=1, m=8 KiB, p=1).
+
+    The default (t=3, m=64 MiB, p=4) costs ~190 ms of CPU per hash and per
+    verification, by design; every in-process sign-in and every account a test
+    world makes paid it (about 15 CPU-s of the fast tier, 2026-12-07). The
+    code path is the same (argon2id, ``verify``, ``check_needs_rehash``, the
+    dummy hash for unknown names); only the cost parameters differ. Processes
+    the tests start (``retention serve``, ``retention user``) keep the real
+    ones; ``RETENTION_TEST_ARGON2=default`` keeps them here too.
+    """
+    if os.environ.get("RETENTION_TEST_ARGON2", "") == "default":
+        return
+    from argon2 import PasswordHasher
+
+    from retention.web import accounts
+
+    accounts._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    accounts._DUMMY_HASH = accounts._hasher.hash("retention-console-no-such-account")
+
+
+_cheap_password_hashes()
+
 DIALECTS = ("sqlite", "postgresql", "mariadb")
 SERVER_URLS = {
     "postgresql": os.environ.get("RETENTION_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),

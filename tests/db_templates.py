@@ -122,7 +122,7 @@ def upgrade(engine: sa.Engine, isolated_database: IsolatedDatabase) -> None:
         if "alembic_version" in tables and migrate.revision_on(conn) == _head[0]:
             return  # a copy made ahead (migrated_database), or a database migrated already
         empty = not tables
-        collation = _collation(conn)
+        collation = collation_of(conn)
     template = _template(dialect, isolated_database) if empty else None
     if template is None or template.collation != collation:
         migrate.upgrade(engine)
@@ -153,7 +153,7 @@ def empty(engine: sa.Engine) -> None:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         else:
-            name, collation = engine.url.database, _collation(conn)
+            name, collation = engine.url.database, collation_of(conn)
             conn.exec_driver_sql(f"DROP DATABASE `{name}`")
             conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {collation}")
         conn.commit()
@@ -270,11 +270,11 @@ def _build(dialect: str, engine: sa.Engine) -> Template | None:
         script = _pg_dump(engine.url)
         return None if script is None else Template(dialect, url, [script])
     with engine.connect() as conn:
-        collation = _collation(conn)
+        collation = collation_of(conn)
     return Template(dialect, url, list(_mariadb_statements(engine)), collation)
 
 
-def _collation(conn: sa.Connection) -> str | None:
+def collation_of(conn: sa.Connection) -> str | None:
     """MariaDB: the database's default collation (a copy made elsewhere would keep the template's)."""
     if dialect_name(conn.engine) != "mariadb":
         return None

@@ -66,6 +66,34 @@ def test_version_answers_without_loading_the_engine() -> None:
     assert line == full.stdout.strip().replace("python -m retention.cli", "retention")
 
 
+def test_a_command_imports_only_its_own_commands() -> None:
+    """`retention run` loads the run commands, not the ledger, archive and admin ones (their imports were most
+    of a CLI process's start); `from retention.commands import x` still finds every name."""
+    import sys
+
+    probe = (
+        "import sys; sys.argv = ['retention', 'run', '--help']; from retention.launcher import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith('retention.commands.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.splitlines()[-1] == "[]"  # the help needs no command at all
+    probe = (
+        "import sys; from retention import commands; commands.run\n"
+        "print(sorted(m for m in sys.modules if m.startswith('retention.commands.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "['retention.commands.runs', 'retention.commands.subjects']"
+    import retention.commands as commands
+
+    for name in commands.__all__:
+        value = getattr(commands, name)
+        assert name.isupper() or value.__module__ == f"retention.commands.{commands._WHERE[name]}", name
+    assert sorted(commands.__all__) == sorted(commands._WHERE)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        commands.nothing  # noqa: B018
+
+
 def test_init_writes_the_public_key_auditors_verify_with(db_url: str, tmp_path: Path) -> None:
     """`init` leaves signing.pub.pem (0644) beside the 0600 keys; a checkpoint signed by the key verifies with it."""
     from click.testing import CliRunner
