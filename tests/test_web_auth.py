@@ -344,3 +344,16 @@ def test_serve_refuses_bad_settings_with_a_sentence(engine: sa.Engine, db_url: s
     bad = runner.invoke(main, ["serve", "--db", db_url, "--auth", "proxy", "--trusted-proxy", "10.0.0.300"])
     assert bad.exit_code == 2
     assert bad.output.splitlines()[-1].startswith("error: --trusted-proxy: ")
+
+
+def test_passwords_are_hashed_at_argon2id_default_cost_outside_the_test_process() -> None:
+    """The console's own hasher, in a process the tests did not touch: argon2id at argon2-cffi's default cost.
+
+    tests/conftest.py lowers the cost in the test process (RETENTION_TEST_ARGON2); this pins what users get.
+    """
+    import subprocess
+    import sys
+
+    probe = "from retention.web import accounts; print(accounts.hash_password('a long enough password'))"
+    made = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert made.stdout.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
