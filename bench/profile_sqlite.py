@@ -81,23 +81,26 @@ def main() -> None:
 
         @sa.event.listens_for(engine, "before_cursor_execute")
         def before(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-            conn.info.setdefault("began", []).append(time.perf_counter())
+            conn.info.setdefault("began", []).append((time.perf_counter(), time.process_time()))
 
         @sa.event.listens_for(engine, "after_cursor_execute")
         def after(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-            seconds = time.perf_counter() - conn.info["began"].pop()
+            wall, cpu = conn.info["began"].pop()
             last[0] = kind_of(statement)
-            entry = spent.setdefault(last[0], [0.0, 0])
-            entry[0] += seconds
+            entry = spent.setdefault(last[0], [0.0, 0, 0.0])
+            entry[0] += time.perf_counter() - wall
             entry[1] += 1
+            entry[2] += time.process_time() - cpu
 
         def timed_fetch(original: Any) -> Any:
             def fetch(*args: Any, **kwargs: Any) -> Any:
-                began = time.perf_counter()
+                began, cpu = time.perf_counter(), time.process_time()
                 try:
                     return original(*args, **kwargs)
                 finally:
-                    spent.setdefault(last[0], [0.0, 0])[0] += time.perf_counter() - began
+                    entry = spent.setdefault(last[0], [0.0, 0, 0.0])
+                    entry[0] += time.perf_counter() - began
+                    entry[2] += time.process_time() - cpu
 
             return fetch
 
@@ -118,12 +121,14 @@ def main() -> None:
     print(f"pragmas after the engine's: {', '.join(args.pragma) or 'none'}; CPU {cpu:.3f} s")
     print(f"{moved} purged of {args.rows} in {total:.3f} s ({total / max(moved, 1) * 1e6:.1f} µs per record)")
     print()
-    print("| statement | calls | seconds | µs per record |")
-    print("|---|---:|---:|---:|")
-    for name, (seconds, calls) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
-        print(f"| {name} | {calls:.0f} | {seconds:.3f} | {seconds / max(moved, 1) * 1e6:.1f} |")
-    rest = total - sum(seconds for seconds, _ in spent.values())
-    print(f"| Python and commits (rest) | | {rest:.3f} | {rest / max(moved, 1) * 1e6:.1f} |")
+    per = 1e6 / max(moved, 1)
+    print("| statement | calls | seconds | µs per record | CPU µs per record |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (seconds, calls, used) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
+        print(f"| {name} | {calls:.0f} | {seconds:.3f} | {seconds * per:.1f} | {used * per:.1f} |")
+    rest = total - sum(entry[0] for entry in spent.values())
+    rest_cpu = cpu - sum(entry[2] for entry in spent.values())
+    print(f"| Python and commits (rest) | | {rest:.3f} | {rest * per:.1f} | {rest_cpu * per:.1f} |")
 
 
 if __name__ == "__main__":
