@@ -29,6 +29,15 @@ def test_migrations_match_metadata(migrated: sa.Engine) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     # MySQL reports comments and LONGTEXT variants in ways autogenerate cannot match.
     relevant = [d for d in diff if not (isinstance(d, list) or d[0] in {"modify_comment"})]
+    if migrated.dialect.name == "sqlite":
+        # SQLAlchemy does not reflect SQLite's expression indexes (0017 keys the item pseudonym indexes on a
+        # prefix), so autogenerate asks to add them: they are read from sqlite_master instead.
+        with migrated.connect() as conn:
+            indexes = dict(conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'index'")).all())
+        for column in ("record_pseudonym", "subject_pseudonym", "email_pseudonym"):
+            name = f"ix_retention_ledger_items_{column}"
+            assert indexes[name] == f"CREATE INDEX {name} ON retention_ledger_items (substr({column}, 1, 16))"
+            relevant = [d for d in relevant if not (d[0] == "add_index" and d[1].name == name)]
     assert relevant == []
 
 

@@ -37,6 +37,10 @@ def _schema(engine: sa.Engine) -> dict[str, Any]:
                     (u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)
                 ),
             }
+        if conn.dialect.name == "sqlite":  # expression indexes (migration 0017), which the inspector leaves out
+            shape["index definitions"] = sorted(
+                tuple(r) for r in conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+            )
         shape["triggers"] = sorted(_triggers(conn))
         shape["alembic_version"] = migrate.revision_on(conn)
     return shape

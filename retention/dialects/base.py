@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.bulk_sql import BulkWriteSQL
 from retention.dialects.clock_values import ClockValueSQL
@@ -225,6 +226,16 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         keys = conn.execute(query).scalars().all()
         return (keys[-1], len(keys)) if keys else (None, 0)
+
+    # -- ledger item lookups ------------------------------------------------------
+
+    def pseudonym_in(self, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
+        """Items whose pseudonym ``column`` is one of ``values``, asked so that the column's index answers it.
+
+        Generic: ``column IN (values)``. SQLite indexes the pseudonyms' first
+        characters only (migration 0017) and overrides this.
+        """
+        return column.in_(values)
 
     # -- planner statistics and per-row probes ---------------------------------
 

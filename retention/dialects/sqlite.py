@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention.dialects.base import Dialect
 from retention.dialects.item_sql import hmac_pads
 from retention.errors import ConfigError
 from retention.timing import datetext
+
+PSEUDONYM_INDEX_PREFIX = 16
+"""Characters of an item pseudonym SQLite's indexes keep (migration 0017; 64 bits, as MariaDB's prefix)."""
 
 SQLITE_JOURNAL_MODES = ("delete", "truncate", "persist", "wal")
 """Journal modes a SQLite URL may ask for with ``?journal_mode=``: persistent ones only."""
@@ -126,6 +130,16 @@ class SQLiteDialect(Dialect):
 
     def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.retention_leaf(document)
+
+    def pseudonym_in(self, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
+        # The index holds ``substr(column, 1, 16)`` (migration 0017): the query must name that very expression,
+        # its numbers written out (a bound parameter is not the indexed expression), and the full value then
+        # keeps exact matches only. That full comparison goes through a no-op unary plus: with one value,
+        # ``column = 'v'`` lets SQLite propagate the constant into ``substr(column, ...)``, which then no longer
+        # matches the index, and the items are scanned (tests/test_sqlite_item_lookups.py).
+        prefix = sa.func.substr(column, sa.literal_column("1"), sa.literal_column(str(PSEUDONYM_INDEX_PREFIX)))
+        exact = UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+        return sa.and_(prefix.in_(sorted({v[:PSEUDONYM_INDEX_PREFIX] for v in values})), exact.in_(values))
 
     def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
         # 'YYYY-MM-DD HH:MM:SS.ffffff' as SQLAlchemy writes it; the driver's bulk path drops a zero fraction.

@@ -523,9 +523,10 @@ def find(conn: sa.Connection, secret: bytes, pseudonyms_of: Any, run_ids: Iterab
     items = store.ledger_items
     every = sorted({p for run_id in run_ids for p in pseudonyms_of(run_key(secret, run_id))})
     found: dict[tuple[int, int], dict[str, Any]] = {}
+    dialect = dialect_for(conn)
     for column in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
         for start in range(0, len(every), 400):
-            query = sa.select(items).where(column.in_(every[start : start + 400]))
+            query = sa.select(items).where(dialect.pseudonym_in(column, every[start : start + 400]))
             for row in conn.execute(query):
                 found[(row.entry_seq, row.idx)] = dict(row._mapping)
     for position in sorted(found):

@@ -35,6 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.engine.evaluate import reflect_table
 from retention.engine.plan import as_text
 from retention.errors import LedgerError, SchemaError
@@ -407,7 +408,7 @@ def _matching(
                 sa.select(*columns)
                 .select_from(joined)
                 .where(
-                    items.c.record_pseudonym.in_(sorted({p for _, p in chunk})),
+                    dialect_for(conn).pseudonym_in(items.c.record_pseudonym, sorted({p for _, p in chunk})),
                     entries.c.format.in_(ledger_items.ITEM_FORMATS),
                     *scope,
                 )

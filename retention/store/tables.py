@@ -333,7 +333,9 @@ ledger_items = sa.Table(
     # Format 4 (migration 0015): lookup by record, subject or e-mail probes these, not lookup rows.
     # Equality only, so the keys are compact (migration 0016): MariaDB keeps the first PSEUDONYM_PREFIX
     # characters, PostgreSQL hashes the record pseudonym (subjects and e-mails repeat across items:
-    # a hash bucket's overflow chain would be walked on every insert, so they keep a B-tree).
+    # a hash bucket's overflow chain would be walked on every insert, so they keep a B-tree). SQLite keys
+    # them on substr(column, 1, 16) (migration 0017; SQLAlchemy cannot declare or reflect that per dialect):
+    # lookups go through Dialect.pseudonym_in.
     sa.Index(None, "record_pseudonym", mysql_length=PSEUDONYM_PREFIX, postgresql_using="hash"),
     sa.Index(None, "subject_pseudonym", mysql_length=PSEUDONYM_PREFIX),
     sa.Index(None, "email_pseudonym", mysql_length=PSEUDONYM_PREFIX),
