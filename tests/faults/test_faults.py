@@ -319,7 +319,9 @@ def test_disk_full(zygote: Zygote, dialect: str, db_url: str, pack: Path, golden
     pages = sqlite_pages(db_url)
     page_size = 4096
     rng = random.Random(f"disk-{dialect}")
-    slack = max(2, int(golden.growth_pages * rng.uniform(0.2, 0.6)))
+    # At least 30 % of the golden run's growth: with 0017's smaller item indexes the whole run grows the file by
+    # fewer pages (48 against 65) while its first batch changes about as many, and 20 % no longer held one batch.
+    slack = max(2, int(golden.growth_pages * rng.uniform(0.3, 0.6)))
     size = (pages + slack) * page_size + source.stat().st_size % page_size
     # A tmpfs holds the rollback journal too, as large as the pages a batch changes: as much room
     # again for it, since each batch now also writes its lookup rows (the file's growth alone let
