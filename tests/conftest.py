@@ -152,6 +152,48 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(2, os.cpu_count() or 1)
 
 
+# PostgreSQL's catalog tables that every test's schema adds rows to and its drop leaves dead.
+_BLOATED_CATALOGS = (
+    "pg_attribute", "pg_depend", "pg_class", "pg_type", "pg_index", "pg_constraint", "pg_description", "pg_trigger",
+    "pg_attrdef", "pg_proc", "pg_namespace",
+)  # fmt: skip
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Once per run, in the controller: VACUUM the test database's catalogs where dead rows pile up.
+
+    Each test makes and drops a schema (tables, indexes, triggers), so each run
+    leaves some 400,000 dead catalog rows in the PostgreSQL test database. Where
+    autovacuum is off (this machine's CI configuration sets ``autovacuum = off``)
+    nothing removes them, and every catalog read the tests and the engine make
+    (reflection, the schema check, ``pg_dump`` of the template) wades through
+    more of them each run: after a few runs, 1.5M dead ``pg_attribute`` rows,
+    and the same PostgreSQL tests cost the server 9.5 CPU-s against 5.2 s after
+    a VACUUM (3 s). A plain VACUUM takes no lock that blocks a reader.
+    """
+    if hasattr(session.config, "workerinput"):
+        return
+    try:
+        engine = sa.create_engine(SERVER_URLS["postgresql"], isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            dead = (
+                conn.execute(
+                    sa.text(
+                        "SELECT relname FROM pg_stat_sys_tables WHERE schemaname = 'pg_catalog' "
+                        "AND relname = ANY(:names) AND n_dead_tup > 10000"
+                    ),
+                    {"names": list(_BLOATED_CATALOGS)},
+                )
+                .scalars()
+                .all()
+            )
+            if dead:
+                conn.exec_driver_sql("VACUUM " + ", ".join(f"pg_catalog.{name}" for name in sorted(dead)))
+        engine.dispose()
+    except sa.exc.OperationalError:
+        return  # no server: the database fixtures say so (a failure under CI=true)
+
+
 _TERMINAL_SIZE = ("COLUMNS", "LINES")
 
 
