@@ -204,10 +204,14 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return None
 
+    #: :meth:`lock_ledger_head`'s query is a locking read, which locks every row it reads (InnoDB): the
+    #: head's statement then reads nothing more (retention.ledger.chain._lock_head).
+    head_read_locks: ClassVar[bool] = True
+
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         """Serialise ledger appenders until commit; returns the query that reads the chain's head.
 
-        Generic: the head row read ``FOR UPDATE``.
+        Generic: the head row read ``FOR UPDATE`` (:attr:`head_read_locks`).
         """
         return query.with_for_update()
 

@@ -131,6 +131,8 @@ class PostgreSQLDialect(Dialect):
             )"""
         return bool(conn.execute(sa.text(sql), {"suffix": suffix}).scalar())
 
+    head_read_locks: ClassVar[bool] = False  # the lock is its own statement; the head read is plain
+
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         # A transaction-level advisory lock: also serialises appenders to an empty chain.
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_key)))

@@ -107,6 +107,8 @@ class SQLiteDialect(Dialect):
         cursor.execute("PRAGMA journal_size_limit=67108864")
         cursor.close()
 
+    head_read_locks: ClassVar[bool] = False  # the lock is its own statement; the head read is plain
+
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         # A second writer cannot commit the same seq (primary key), and its
         # transaction is rolled back whole, so no two entries share a predecessor.

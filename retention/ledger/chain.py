@@ -85,17 +85,14 @@ def _lock_head(conn: sa.Connection, *, last_format: bool = False) -> tuple[int, 
     locks every row a locking read reads); otherwise ``items.UNREAD``, and
     :func:`~retention.ledger.items.index_pending` reads it itself.
     """
-    table = store.ledger
+    table, dialect = store.ledger, dialect_for(conn)
+    asks = last_format and not dialect.head_read_locks
     query = sa.select(table.c.seq, table.c.hash)
-    if last_format:
+    if asks:
         query = query.add_columns(ledger_items.last_item_format(table.c.seq + 1).label("last_format"))
     query = query.order_by(table.c.seq.desc()).limit(1)
     asked = time.perf_counter()
-    locked_query = dialect_for(conn).lock_ledger_head(conn, query, _ADVISORY_KEY)
-    asks = last_format and locked_query is query  # no locking read: the lock was taken by its own statement
-    if last_format and not asks:
-        locked_query = locked_query.with_only_columns(table.c.seq, table.c.hash)
-    head = conn.execute(locked_query).first()
+    head = conn.execute(dialect.lock_ledger_head(conn, query, _ADVISORY_KEY)).first()
     locked = time.perf_counter()
     transaction = id(conn.get_transaction())
     timing = conn.info.get(_TIMING)
