@@ -125,7 +125,7 @@ def _statements(conn: sa.Connection) -> Iterator[list[str]]:
 
 def test_pack_tables_names_every_table_the_pack_reads() -> None:
     """Datasets' tables, an aggregate clock's, a related condition's and a subject join's, once each."""
-    assert pack_tables(_pack().pack) == {None: TABLES}
+    assert pack_tables(_pack().pack.datasets.values()) == {None: TABLES}
 
 
 def test_tables_reflected_ahead_are_those_reflected_one_at_a_time(engine: sa.Engine) -> None:

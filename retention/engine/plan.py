@@ -89,7 +89,7 @@ def build_planners(conn: sa.Connection, ctx: PlanContext) -> dict[str, DatasetPl
     a table several of them read is reflected once.
     """
     with one_reflection(conn):
-        reflect_ahead(conn, pack_tables(ctx.pack))
+        reflect_ahead(conn, pack_tables(ctx.pack.datasets.values()))
         planners = {name: DatasetPlanner(conn, ctx, name) for name in dataset_order(conn, ctx.pack)}
     for planner in planners.values():
         follows = planner.dataset.follows

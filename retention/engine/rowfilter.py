@@ -9,7 +9,7 @@ compiler alike.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.sql.selectable import NamedFromClause
 
 from retention.engine import reflected
 from retention.errors import SchemaError
-from retention.policy.model import Dataset, Pack
+from retention.policy.model import Dataset
 from retention.policy.rowfilter import ColumnTest, RowFilter
 
 
@@ -164,10 +164,10 @@ def one_reflection(conn: sa.Connection) -> Iterator[None]:
         del conn.info[_ONE_REFLECTION]
 
 
-def pack_tables(pack: Pack) -> dict[str | None, list[str]]:
-    """Every table the pack names, per schema (datasets, aggregate clocks, related conditions, subject joins)."""
+def pack_tables(datasets: Iterable[Dataset]) -> dict[str | None, list[str]]:
+    """Every table ``datasets`` name, per schema (their tables, aggregate clocks, related conditions, subject joins)."""
     found: dict[str | None, set[str]] = {}
-    for ds in pack.datasets.values():
+    for ds in datasets:
         names = found.setdefault(ds.schema_, set())
         names.add(ds.table)
         names.update(rule.clock.table for rule in ds.keep if rule.clock.table is not None)

@@ -424,8 +424,8 @@ def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
     refused_names = {f.dataset for f in findings}
     system = {n: system_table(conn, ds.table, ds.schema_) for n, ds in pack.datasets.items() if n not in refused_names}
     # Only the datasets that are not refused: a system catalog is never read (its types are not SQLAlchemy's).
-    ahead = pack.model_copy(update={"datasets": {n: pack.datasets[n] for n, why in system.items() if why is None}})
-    inspect.read_ahead({s: [t for t in names if engine_table(t) is None] for s, names in pack_tables(ahead).items()})
+    ahead = pack_tables(pack.datasets[n] for n, why in system.items() if why is None)
+    inspect.read_ahead({s: [t for t in names if engine_table(t) is None] for s, names in ahead.items()})
     for name, ds in pack.datasets.items():
         if name in refused_names:
             continue
