@@ -15,6 +15,10 @@ steps from docs/rules.md. The test asserts, on every database:
 
 * ``execute.plan(...).transitions`` taken before the run == the oracle's counts;
 * ``execute.run(...).counts`` == the oracle's counts;
+* the due instants the run's ledger items record, per dataset and
+  transition (datasets without ``ledger: summary``) == the oracle's due
+  instants of the steps (a purge one day late in the ledger alone moves
+  the same rows);
 * the record states (``retention_record_states``: state and since), the
   archive payloads, and the source rows (present or deleted, deactivated,
   masked) == the oracle's.
@@ -945,6 +949,8 @@ def check_scenario(engine: sa.Engine, scenario: Scenario) -> None:
         assert result.status == "succeeded", f"{where}: run {result.status}: {result.failures or result.guarded}"
         ran = _nonzero(result.counts)
         assert ran == expected, f"{where}: run != oracle\n  run:    {ran}\n  oracle: {expected}"
+        recorded, wanted = ledger_due(engine, result.run_id, scenario), oracle_due(predicted, scenario)
+        assert recorded == wanted, f"{where}: ledger due instants differ\n{_diff(recorded, wanted)}"
         oracle.apply(world, predicted)
         states = engine_states(engine)
         want = {k: (s.state, s.since) for k, s in world.states.items()}
@@ -952,6 +958,45 @@ def check_scenario(engine: sa.Engine, scenario: Scenario) -> None:
         assert engine_archive(engine) == world.archive, f"{where}: archive payloads differ"
         got_rows, want_rows = engine_rows(engine, scenario), oracle_rows(world, scenario)
         assert got_rows == want_rows, f"{where}: source rows differ\n{_diff(got_rows, want_rows)}"
+
+
+def _itemised(scenario: Scenario) -> set[str]:
+    """Datasets whose ledger keeps an item (and its due instant) per record: not ``ledger: summary``."""
+    return {name for name, ds in scenario.pack["datasets"].items() if ds.get("ledger") != "summary"}
+
+
+def ledger_due(engine: sa.Engine, run_id: str, scenario: Scenario) -> dict[tuple[str, str], list[dt.datetime]]:
+    """Per (dataset, transition) of the run's ledger: the due instants its items record, sorted.
+
+    The ledger is the evidence of why each record moved when it did; counts
+    and states alone do not see an item whose due instant is wrong.
+    """
+    entries, items = store.ledger, store.ledger_items
+    query = (
+        sa.select(entries.c.dataset, entries.c.transition, items.c.due_at)
+        .join(items, items.c.entry_seq == entries.c.seq)
+        .where(entries.c.run_id == run_id, entries.c.dataset.in_(_itemised(scenario)))
+    )
+    found: dict[tuple[str, str], list[dt.datetime]] = {}
+    with engine.connect() as conn:
+        for dataset, transition, due in conn.execute(query):
+            found.setdefault((dataset, transition), []).append(_utc(due))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def oracle_due(outcome: oracle.Outcome, scenario: Scenario) -> dict[tuple[str, str], list[dt.datetime]]:
+    """Per (dataset, transition): the oracle's due instants of the run's steps, sorted."""
+    itemised = _itemised(scenario)
+    found: dict[tuple[str, str], list[dt.datetime]] = {}
+    for (dataset, _), steps in outcome.steps.items():
+        if dataset in itemised:
+            for step in steps:
+                found.setdefault((dataset, f"{step.from_state}->{step.to_state}"), []).append(_utc(step.at))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def _utc(instant: dt.datetime) -> dt.datetime:
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 def _diff(got: dict[Any, Any], want: dict[Any, Any]) -> str:
