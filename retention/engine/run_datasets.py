@@ -44,8 +44,8 @@ from retention.timing.clock import utcnow
 log = structlog.get_logger("retention")
 
 
-def _require_schema(conn: sa.Connection, loaded: LoadedPack) -> None:
-    errors = [f for f in check_schema(conn, loaded.pack) if f.level == "error"]
+def _require_schema(conn: sa.Connection, loaded: LoadedPack, *, for_reflection: bool = False) -> None:
+    errors = [f for f in check_schema(conn, loaded.pack, for_reflection=for_reflection) if f.level == "error"]
     if errors:
         raise SchemaError([str(f) for f in errors])
 
