@@ -9,6 +9,7 @@ compiler alike.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
@@ -213,6 +214,7 @@ class CatalogRead:
 
 _CATALOG_READS: weakref.WeakKeyDictionary[sa.Connection, list[CatalogRead]] = weakref.WeakKeyDictionary()
 """Per connection: the catalog reads :func:`read_catalog` made in its current transaction, for :func:`reflect_ahead`."""
+_CATALOG_LOCK = threading.Lock()  # connections of several threads (the console, a worker) share the mapping
 
 
 def read_catalog(conn: sa.Connection, inspector: Inspector, schema: str | None, names: list[str]) -> Any:
@@ -229,9 +231,10 @@ def read_catalog(conn: sa.Connection, inspector: Inspector, schema: str | None, 
     info = inspector._get_reflection_info(schema=schema, filter_names=names, kind=ObjectKind.ANY, scope=ObjectScope.ANY)
     transaction = conn.get_transaction()
     if transaction is not None:
-        kept = [k for k in _CATALOG_READS.get(conn, []) if k.transaction() is transaction]
-        kept.append(CatalogRead(weakref.ref(transaction), schema, frozenset(names), inspector, info))
-        _CATALOG_READS[conn] = kept
+        with _CATALOG_LOCK:
+            kept = [k for k in _CATALOG_READS.get(conn, []) if k.transaction() is transaction]
+            kept.append(CatalogRead(weakref.ref(transaction), schema, frozenset(names), inspector, info))
+            _CATALOG_READS[conn] = kept
     return info
 
 
@@ -242,11 +245,12 @@ def kept_read(conn: sa.Connection, schema: str | None, names: set[str]) -> Catal
     may have let a change of structure in.
     """
     transaction = conn.get_transaction()
-    kept = [k for k in _CATALOG_READS.get(conn, []) if transaction is not None and k.transaction() is transaction]
-    if kept:
-        _CATALOG_READS[conn] = kept
-    else:
-        _CATALOG_READS.pop(conn, None)
+    with _CATALOG_LOCK:
+        kept = [k for k in _CATALOG_READS.get(conn, []) if transaction is not None and k.transaction() is transaction]
+        if kept:
+            _CATALOG_READS[conn] = kept
+        else:
+            _CATALOG_READS.pop(conn, None)
     return next((k for k in kept if k.schema == schema and names <= k.names), None)
 
 
