@@ -15,10 +15,9 @@ steps from docs/rules.md. The test asserts, on every database:
 
 * ``execute.plan(...).transitions`` taken before the run == the oracle's counts;
 * ``execute.run(...).counts`` == the oracle's counts;
-* the due instants the run's ledger items record, per dataset and
-  transition (datasets without ``ledger: summary``) == the oracle's due
-  instants of the steps (a purge one day late in the ledger alone moves
-  the same rows);
+* the due instant the run's ledger records for each record's step
+  (datasets without ``ledger: summary``) == the oracle's (a purge one day
+  late in the ledger alone moves the same rows);
 * the record states (``retention_record_states``: state and since), the
   archive payloads, and the source rows (present or deleted, deactivated,
   masked) == the oracle's.
@@ -57,6 +56,7 @@ import yaml
 from conftest import tiers
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from ledger_view import record_moves
 
 from retention.engine import execute
 from retention.policy import LoadedPack, validate_pack
@@ -965,34 +965,37 @@ def _itemised(scenario: Scenario) -> set[str]:
     return {name for name, ds in scenario.pack["datasets"].items() if ds.get("ledger") != "summary"}
 
 
-def ledger_due(engine: sa.Engine, run_id: str, scenario: Scenario) -> dict[tuple[str, str], list[dt.datetime]]:
-    """Per (dataset, transition) of the run's ledger: the due instants its items record, sorted.
+def ledger_due(engine: sa.Engine, run_id: str, scenario: Scenario) -> dict[tuple[str, str, str], dt.datetime]:
+    """Per (dataset, record key, transition) of the run's ledger: the due instant its item records.
 
     The ledger is the evidence of why each record moved when it did; counts
-    and states alone do not see an item whose due instant is wrong.
+    and states alone do not see an item whose due instant is wrong (a
+    purged record leaves no state row). Read through tests/ledger_view.py,
+    which maps each item's pseudonym back to the key it was made from.
     """
-    entries, items = store.ledger, store.ledger_items
-    query = (
-        sa.select(entries.c.dataset, entries.c.transition, items.c.due_at)
-        .join(items, items.c.entry_seq == entries.c.seq)
-        .where(entries.c.run_id == run_id, entries.c.dataset.in_(_itemised(scenario)))
-    )
-    found: dict[tuple[str, str], list[dt.datetime]] = {}
-    with engine.connect() as conn:
-        for dataset, transition, due in conn.execute(query):
-            found.setdefault((dataset, transition), []).append(_utc(due))
-    return {k: sorted(v) for k, v in found.items()}
-
-
-def oracle_due(outcome: oracle.Outcome, scenario: Scenario) -> dict[tuple[str, str], list[dt.datetime]]:
-    """Per (dataset, transition): the oracle's due instants of the run's steps, sorted."""
+    tables = {t.name: t for t in scenario.tables}
+    keys = {
+        name: [row[tables[ds["table"]].key] for row in scenario.rows.get(ds["table"], [])]
+        for name, ds in scenario.pack["datasets"].items()
+    }
     itemised = _itemised(scenario)
-    found: dict[tuple[str, str], list[dt.datetime]] = {}
-    for (dataset, _), steps in outcome.steps.items():
-        if dataset in itemised:
-            for step in steps:
-                found.setdefault((dataset, f"{step.from_state}->{step.to_state}"), []).append(_utc(step.at))
-    return {k: sorted(v) for k, v in found.items()}
+    found: dict[tuple[str, str, str], dt.datetime] = {}
+    for dataset, key, transition, due in record_moves(engine, SECRET, keys, run_id):
+        if dataset in itemised and isinstance(due, dt.datetime):
+            assert (dataset, key, transition) not in found, f"two items for {(dataset, key, transition)}"
+            found[(dataset, key, transition)] = _utc(due)
+    return found
+
+
+def oracle_due(outcome: oracle.Outcome, scenario: Scenario) -> dict[tuple[str, str, str], dt.datetime]:
+    """Per (dataset, record key, transition): the oracle's due instant of the run's step."""
+    itemised = _itemised(scenario)
+    return {
+        (dataset, key, f"{step.from_state}->{step.to_state}"): _utc(step.at)
+        for (dataset, key), steps in outcome.steps.items()
+        if dataset in itemised
+        for step in steps
+    }
 
 
 def _utc(instant: dt.datetime) -> dt.datetime:
