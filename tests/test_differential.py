@@ -981,7 +981,8 @@ def ledger_due(engine: sa.Engine, run_id: str, scenario: Scenario) -> dict[tuple
     itemised = _itemised(scenario)
     found: dict[tuple[str, str, str], dt.datetime] = {}
     for dataset, key, transition, due in record_moves(engine, SECRET, keys, run_id):
-        if dataset in itemised and isinstance(due, dt.datetime):
+        if dataset in itemised:
+            assert isinstance(due, dt.datetime), f"{dataset} {transition}: a summary entry, not an item per record"
             assert (dataset, key, transition) not in found, f"two items for {(dataset, key, transition)}"
             found[(dataset, key, transition)] = _utc(due)
     return found
