@@ -15,6 +15,9 @@ steps from docs/rules.md. The test asserts, on every database:
 
 * ``execute.plan(...).transitions`` taken before the run == the oracle's counts;
 * ``execute.run(...).counts`` == the oracle's counts;
+* the due instant the run's ledger records for each record's step
+  (datasets without ``ledger: summary``) == the oracle's (a purge one day
+  late in the ledger alone moves the same rows);
 * the record states (``retention_record_states``: state and since), the
   archive payloads, and the source rows (present or deleted, deactivated,
   masked) == the oracle's.
@@ -53,6 +56,7 @@ import yaml
 from conftest import tiers
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from ledger_view import record_moves
 
 from retention.engine import execute
 from retention.policy import LoadedPack, validate_pack
@@ -945,6 +949,8 @@ def check_scenario(engine: sa.Engine, scenario: Scenario) -> None:
         assert result.status == "succeeded", f"{where}: run {result.status}: {result.failures or result.guarded}"
         ran = _nonzero(result.counts)
         assert ran == expected, f"{where}: run != oracle\n  run:    {ran}\n  oracle: {expected}"
+        recorded, wanted = ledger_due(engine, result.run_id, scenario), oracle_due(predicted, scenario)
+        assert recorded == wanted, f"{where}: ledger due instants differ\n{_diff(recorded, wanted)}"
         oracle.apply(world, predicted)
         states = engine_states(engine)
         want = {k: (s.state, s.since) for k, s in world.states.items()}
@@ -952,6 +958,49 @@ def check_scenario(engine: sa.Engine, scenario: Scenario) -> None:
         assert engine_archive(engine) == world.archive, f"{where}: archive payloads differ"
         got_rows, want_rows = engine_rows(engine, scenario), oracle_rows(world, scenario)
         assert got_rows == want_rows, f"{where}: source rows differ\n{_diff(got_rows, want_rows)}"
+
+
+def _itemised(scenario: Scenario) -> set[str]:
+    """Datasets whose ledger keeps an item (and its due instant) per record: not ``ledger: summary``."""
+    return {name for name, ds in scenario.pack["datasets"].items() if ds.get("ledger") != "summary"}
+
+
+def ledger_due(engine: sa.Engine, run_id: str, scenario: Scenario) -> dict[tuple[str, str, str], dt.datetime]:
+    """Per (dataset, record key, transition) of the run's ledger: the due instant its item records.
+
+    The ledger is the evidence of why each record moved when it did; counts
+    and states alone do not see an item whose due instant is wrong (a
+    purged record leaves no state row). Read through tests/ledger_view.py,
+    which maps each item's pseudonym back to the key it was made from.
+    """
+    tables = {t.name: t for t in scenario.tables}
+    keys = {
+        name: [row[tables[ds["table"]].key] for row in scenario.rows.get(ds["table"], [])]
+        for name, ds in scenario.pack["datasets"].items()
+    }
+    itemised = _itemised(scenario)
+    found: dict[tuple[str, str, str], dt.datetime] = {}
+    for dataset, key, transition, due in record_moves(engine, SECRET, keys, run_id):
+        if dataset in itemised:
+            assert isinstance(due, dt.datetime), f"{dataset} {transition}: a summary entry, not an item per record"
+            assert (dataset, key, transition) not in found, f"two items for {(dataset, key, transition)}"
+            found[(dataset, key, transition)] = _utc(due)
+    return found
+
+
+def oracle_due(outcome: oracle.Outcome, scenario: Scenario) -> dict[tuple[str, str, str], dt.datetime]:
+    """Per (dataset, record key, transition): the oracle's due instant of the run's step."""
+    itemised = _itemised(scenario)
+    return {
+        (dataset, key, f"{step.from_state}->{step.to_state}"): _utc(step.at)
+        for (dataset, key), steps in outcome.steps.items()
+        if dataset in itemised
+        for step in steps
+    }
+
+
+def _utc(instant: dt.datetime) -> dt.datetime:
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 def _diff(got: dict[Any, Any], want: dict[Any, Any]) -> str:

@@ -232,7 +232,7 @@ def test_check_schema_finds_the_same_with_and_without_reading_ahead(
     with engine.connect() as conn:
         ahead = [str(f) for f in check_schema(conn, loaded.pack)]
     with monkeypatch.context() as patch:
-        patch.setattr(_Inspector, "read_ahead", lambda self, tables: None)
+        patch.setattr(_Inspector, "read_ahead", lambda self, tables, **kw: None)
         with engine.connect() as conn:
             alone = [str(f) for f in check_schema(conn, loaded.pack)]
     assert ahead == alone
@@ -293,3 +293,109 @@ def test_the_check_orders_datasets_with_its_own_inspector(engine: sa.Engine, mon
         assert shared[0] <= alone[0]
     else:
         assert shared[0] < alone[0]
+
+
+def test_the_planners_reflect_what_the_check_read_in_the_same_transaction(engine: sa.Engine) -> None:
+    """Plan's check keeps its catalog read; the planners' tables from it equal those reflected alone, at no query.
+
+    PostgreSQL only reads ahead; elsewhere nothing is kept and reflection reads as before.
+    """
+    _schema(engine)
+    pack = _pack().pack
+    with engine.connect() as conn:
+        alone = {name: reflected.fingerprint(sa.Table(name, sa.MetaData(), autoload_with=conn)) for name in TABLES}
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+        check_schema(conn, pack, for_reflection=True)
+        with one_reflection(conn), _statements(conn) as sent:
+            reflect_ahead(conn, pack_tables(pack.datasets.values()))
+            shared = {name: reflect_table(conn, name) for name in TABLES}
+            edges = order.order_edges(conn, pack)
+    assert {name: reflected.fingerprint(table) for name, table in shared.items()} == alone
+    assert shared["orders"].c.user_id.references(shared["users"].c.id)
+    if engine.dialect.supports_comments:
+        assert shared["users"].c.created_at.comment == "when the account was opened"
+    assert {c.name for c in shared["orders"].constraints if isinstance(c, sa.CheckConstraint)} == {
+        "orders_total_positive"
+    }
+    with engine.connect() as conn:
+        assert edges == order.order_edges(conn, pack)
+    catalog = [s for s in sent if "pg_catalog" in s]
+    if bulk_reflection(engine.dialect):
+        assert catalog == [], catalog
+    else:
+        assert len(sent) > 0
+
+
+def test_a_catalog_read_of_an_ended_transaction_is_not_used(engine: sa.Engine) -> None:
+    """After the check's transaction ends, a change of structure is seen: the planners read the catalog again."""
+    _schema(engine)
+    pack = _pack().pack
+    with engine.connect() as conn:
+        check_schema(conn, pack, for_reflection=True)
+        conn.rollback()
+        conn.execute(sa.text("ALTER TABLE events ADD COLUMN added_later INTEGER"))
+        conn.commit()
+        with one_reflection(conn):
+            reflect_ahead(conn, pack_tables(pack.datasets.values()))
+            events = reflect_table(conn, "events")
+        assert "added_later" in events.c
+        edges = order.order_edges(conn, pack)
+    with engine.connect() as conn:
+        assert edges == order.order_edges(conn, pack)
+
+
+@pytest.mark.parametrize("for_reflection", [False, True])
+def test_check_schema_finds_the_same_whether_it_keeps_its_read(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, for_reflection: bool
+) -> None:
+    """Every finding, in order, equal to the check's one table at a time, whether it keeps the read for reflection."""
+    _schema(engine)
+    loaded = _pack()
+    with engine.connect() as conn:
+        kept = [str(f) for f in check_schema(conn, loaded.pack, for_reflection=for_reflection)]
+    with monkeypatch.context() as patch:
+        patch.setattr(_Inspector, "read_ahead", lambda self, tables, **kw: None)
+        with engine.connect() as conn:
+            alone = [str(f) for f in check_schema(conn, loaded.pack)]
+    assert kept == alone
+    assert any("events.order_id: no index starts with order_id" in f for f in kept)
+
+
+def test_a_plan_from_the_checks_catalog_read_counts_what_a_plan_reading_its_own_does(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transitions, anomalies and holds of ``plan``: equal with the hand-off and without it (each table read again)."""
+    import datetime as dt
+
+    from retention.engine import execute, rowfilter
+
+    _schema(migrated)
+    old, new = dt.datetime(2020, 1, 1), dt.datetime(2024, 6, 1)
+    with migrated.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO users (id, email, created_at) VALUES (1, 'a', :o), (2, 'b', :n), (3, 'c', NULL)"),
+            {"o": old, "n": new},
+        )
+        conn.execute(sa.text("INSERT INTO user_meta (id, user_id, k, v) VALUES (1, 1, 'role', 'user')"))
+        conn.execute(sa.text("INSERT INTO lookups (code, user_id) VALUES (10, 1), (20, 2)"))
+        conn.execute(sa.text("INSERT INTO orders (id, user_id, total) VALUES (5, 1, 3), (6, 2, 4)"))
+        conn.execute(
+            sa.text("INSERT INTO events (id, order_id, at) VALUES (1, 5, :o), (2, 6, :n)"), {"o": old, "n": new}
+        )
+    data = yaml.safe_load(PACK)
+    del data["datasets"]["orders"]["subject"]  # the schema's lookups are not unique on user_id: an error
+    loaded = validate_pack(data, Path("<test>"), "test pack")
+    as_of = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
+
+    def summary() -> tuple[Any, ...]:
+        planned = execute.plan(migrated, loaded, as_of)
+        return planned.transitions, planned.anomalies, planned.held_back
+
+    shared = summary()
+    with monkeypatch.context() as patch:
+        patch.setattr(rowfilter, "kept_read", lambda *args: None)
+        patch.setattr(order, "kept_read", lambda *args: None)
+        alone = summary()
+    assert shared == alone
+    assert shared[0] == {"users": {"active->purged": 1}, "orders": {"active->purged": 1}}

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from retention.cli import main
 from retention.store import migrate
+from retention.store import tables as store
 
 PACK = """\
 pack: readonly
@@ -190,3 +191,31 @@ def test_what_plan_says_without_engine_tables_is_what_the_first_run_does(
     rows = json.loads(ran.stdout)
     counts = {row["transition"]: row["count"] for row in rows if row["dataset"] == "customers"}
     assert counts == _counts(output) == EXPECTED
+
+
+@pytest.mark.parametrize("withheld", ["retention_holds", "retention_review_items", None])
+def test_plan_with_a_role_that_may_not_read_one_engine_table(
+    dialect: str, app_db: str, read_only_url: str, tmp_path: Path, withheld: str | None
+) -> None:
+    """The engine's tables at head and readable but one of those plan reads first: it plans as a first run would.
+
+    With every one readable (``withheld`` None) the plan uses them, and says nothing of the kind.
+    """
+    engine = sa.create_engine(app_db)
+    migrate.upgrade(engine)
+    url = make_url(app_db)
+    role = make_url(read_only_url).username
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables if t.name != withheld)]:
+            if dialect == "postgresql":
+                conn.execute(sa.text(f'GRANT SELECT ON "{db_templates.pg_schema(url)}".{table} TO "{role}"'))
+            else:
+                for host in ("%", "localhost", "127.0.0.1"):
+                    conn.execute(sa.text(f"GRANT SELECT ON `{url.database}`.{table} TO '{role}'@'{host}'"))
+    engine.dispose()
+    code, output = _plan(read_only_url, tmp_path)
+    assert code == 0, output
+    assert _counts(output) == EXPECTED
+    notes = json.loads(output)["notes"]
+    unreadable = [n for n in notes if "cannot be read by this database role" in n]
+    assert len(unreadable) == (0 if withheld is None else 1), notes

@@ -28,8 +28,10 @@ def tally(clock: ClockSQL, conn: sa.Connection, table: Any, condition: ColumnEle
     """How many rows meet ``condition``, and the least and greatest of :meth:`ClockSQL.select` over them.
 
     A plain typed column: :func:`count`, then the first row of the
-    clock's index each way, where ``condition`` runs on the rows read
-    until one passes (PostgreSQL 1M rows: count, min and max in one pass
+    clock's index each way (one statement, two scalar subqueries), where
+    ``condition`` runs on the rows read until one passes; only after a
+    count above zero, since with no row passing each walk would read the
+    whole index (PostgreSQL 1M rows: count, min and max in one pass
     took 0.18 s where the raw count took 0.14 s; on MariaDB the count
     then needs no per-row date test at all). SQLite
     text: the count, then the extremes by :func:`_text_extremes`; SQLite
@@ -49,10 +51,12 @@ def tally(clock: ClockSQL, conn: sa.Connection, table: Any, condition: ColumnEle
         found = count(clock, conn, table, condition)
         if not found:
             return 0, None, None
-        low, high = (
-            conn.execute(sa.select(value).select_from(table).where(condition).order_by(order).limit(1)).scalar()
+        # Both walks in one statement (one round trip fewer per plan; each is still its own index walk).
+        first, last = (
+            sa.select(value).select_from(table).where(condition).order_by(order).limit(1).scalar_subquery()
             for order in (clock.value.asc(), clock.value.desc())
         )
+        low, high = conn.execute(sa.select(first, last)).one()
         return found, low, high
     row = conn.execute(
         sa.select(counting, sa.func.min(value), sa.func.max(value)).select_from(table).where(condition)

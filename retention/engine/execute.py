@@ -148,7 +148,7 @@ def planners_at(
     a first run would find them (no holds, no erasure requests, no records
     in later states).
     """
-    _require_schema(conn, loaded)
+    _require_schema(conn, loaded, for_reflection=True)  # the planners reflect from what it read (same transaction)
     missing = engine_tables_missing(conn)
     ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
     return build_planners(conn, ctx), missing

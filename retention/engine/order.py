@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine.reflection import Inspector, ObjectKind, ObjectScope
 
-from retention.engine.rowfilter import bulk_reflection
+from retention.engine.rowfilter import bulk_reflection, kept_read
 from retention.errors import SchemaError
 from retention.policy.model import Dataset, Pack, Subject
 
@@ -203,7 +203,11 @@ def _foreign_keys_ahead(
         tables.setdefault(ds.schema_, set()).add(ds.table)
     found: dict[tuple[str | None, str], list[Any]] = {}
     for schema, names in tables.items():
-        every = inspector.get_multi_foreign_keys(schema, sorted(names), ObjectKind.ANY, ObjectScope.ANY)
+        read = kept_read(conn, schema, names)  # what the schema check read in this transaction (plan)
+        if read is not None:
+            every = {key: read.info.foreign_keys.get(key, []) for key in read.info.columns if key[1] in names}
+        else:
+            every = inspector.get_multi_foreign_keys(schema, sorted(names), ObjectKind.ANY, ObjectScope.ANY)
         found.update({(schema, table): list(fks) for (_, table), fks in every.items()})
     return found
 

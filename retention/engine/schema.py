@@ -15,7 +15,7 @@ from sqlalchemy.engine.reflection import ObjectKind, ObjectScope
 
 from retention.dialects import DATETIME_KINDS, Dialect, dialect_for
 from retention.engine.order import dataset_order, deletes_rows
-from retention.engine.rowfilter import bulk_reflection, pack_tables, value_problem
+from retention.engine.rowfilter import bulk_reflection, pack_tables, read_catalog, value_problem
 from retention.engine.schema_guard import created_by_engine, engine_table, system_table
 from retention.engine.schema_mistakes import check_mistakes
 from retention.errors import SchemaError
@@ -63,7 +63,7 @@ class _Inspector:
         self._indexes: dict[tuple[str | None, str], list[Any]] = {}
         self._uniques: dict[tuple[str | None, str], list[Any]] = {}
 
-    def read_ahead(self, tables: dict[str | None, list[str]]) -> None:
+    def read_ahead(self, tables: dict[str | None, list[str]], *, for_reflection: bool = False) -> None:
         """Reflect what the check reads of ``tables`` together, where the database does that in bulk.
 
         On PostgreSQL each of columns, primary key, indexes, unique
@@ -73,6 +73,11 @@ class _Inspector:
         table at a time (SQLAlchemy's single-table calls are these with one
         name), so the same answers; a name not found here (not a table, or
         missing) is asked for alone later, as before.
+
+        ``for_reflection``: the planners reflect these tables next, in this
+        transaction (``plan``): read everything reflection needs too
+        (comments, check constraints, options: SQLAlchemy's one reflection
+        read) and keep it for them (:func:`~retention.engine.rowfilter.read_catalog`).
         """
         if not bulk_reflection(self.conn.dialect):
             return
@@ -81,16 +86,26 @@ class _Inspector:
             if not wanted:
                 continue
             insp, every, anywhere = self.inspector, ObjectKind.ANY, ObjectScope.ANY
-            for (_, table), cols in insp.get_multi_columns(schema, wanted, every, anywhere).items():
+            if for_reflection:
+                info = read_catalog(self.conn, insp, schema, wanted)
+                columns, pks, indexes = info.columns, info.pk_constraint, info.indexes
+                uniques, fks = info.unique_constraints, info.foreign_keys
+            else:
+                columns = insp.get_multi_columns(schema, wanted, every, anywhere)
+                pks = insp.get_multi_pk_constraint(schema, wanted, every, anywhere)
+                indexes = insp.get_multi_indexes(schema, wanted, every, anywhere)
+                uniques = insp.get_multi_unique_constraints(schema, wanted, every, anywhere)
+                fks = insp.get_multi_foreign_keys(schema, wanted, every, anywhere)
+            for (_, table), cols in columns.items():
                 self._columns[(schema, table)] = {c["name"]: c for c in cols}
-            for (_, table), pk in insp.get_multi_pk_constraint(schema, wanted, every, anywhere).items():
+            for (_, table), pk in pks.items():
                 self._primary_keys[(schema, table)] = list(pk["constrained_columns"])
-            for (_, table), indexes in insp.get_multi_indexes(schema, wanted, every, anywhere).items():
-                self._indexes[(schema, table)] = list(indexes)
-            for (_, table), uniques in insp.get_multi_unique_constraints(schema, wanted, every, anywhere).items():
-                self._uniques[(schema, table)] = list(uniques)
-            for (_, table), fks in insp.get_multi_foreign_keys(schema, wanted, every, anywhere).items():
-                self._foreign_keys[(schema, table)] = list(fks)
+            for (_, table), found in indexes.items():
+                self._indexes[(schema, table)] = list(found)
+            for (_, table), found in uniques.items():
+                self._uniques[(schema, table)] = list(found)
+            for (_, table), found in fks.items():
+                self._foreign_keys[(schema, table)] = list(found)
 
     def prefetch_columns(self, schema: str | None, tables: list[str]) -> None:
         """Reflect the columns and foreign keys of ``tables`` of ``schema`` at once, for a check that reads them all.
@@ -417,15 +432,21 @@ def refuse_engine_tables(pack: Pack) -> list[Finding]:
     return findings
 
 
-def check_schema(conn: sa.Connection, pack: Pack) -> list[Finding]:
-    """Every finding of ``pack`` against the database behind ``conn``."""
+def check_schema(conn: sa.Connection, pack: Pack, *, for_reflection: bool = False) -> list[Finding]:
+    """Every finding of ``pack`` against the database behind ``conn``.
+
+    ``for_reflection``: the planners reflect the pack's tables next in this
+    transaction, from what the check read (:meth:`_Inspector.read_ahead`).
+    """
     inspect = _Inspector(conn)
     findings: list[Finding] = refuse_engine_tables(pack)
     refused_names = {f.dataset for f in findings}
     system = {n: system_table(conn, ds.table, ds.schema_) for n, ds in pack.datasets.items() if n not in refused_names}
     # Only the datasets that are not refused: a system catalog is never read (its types are not SQLAlchemy's).
     ahead = pack_tables(pack.datasets[n] for n, why in system.items() if why is None)
-    inspect.read_ahead({s: [t for t in names if engine_table(t) is None] for s, names in ahead.items()})
+    inspect.read_ahead(
+        {s: [t for t in names if engine_table(t) is None] for s, names in ahead.items()}, for_reflection=for_reflection
+    )
     for name, ds in pack.datasets.items():
         if name in refused_names:
             continue
