@@ -59,11 +59,11 @@ TRIGGER_PREFIX = "retention_rows_"
 TABLE_FUNCTION = "retention_rows_table"
 PARTITION_FUNCTION = "retention_rows_partition"
 _TABLE_TRIGGERS = {
-    "retention_rows_insert": "INSERT REFERENCING NEW TABLE AS new_rows",
-    "retention_rows_delete": "DELETE REFERENCING OLD TABLE AS old_rows",
-    "retention_rows_update": "UPDATE REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    "retention_rows_insert": ("INSERT", "NEW TABLE AS new_rows"),
+    "retention_rows_delete": ("DELETE", "OLD TABLE AS old_rows"),
+    "retention_rows_update": ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
 }
-_PARTITION_TRIGGERS = {name: events for name, events in _TABLE_TRIGGERS.items() if "UPDATE" not in events}
+_PARTITION_TRIGGERS = {name: events for name, events in _TABLE_TRIGGERS.items() if events[0] != "UPDATE"}
 
 UNSUPPORTED = "partition tracking is supported on PostgreSQL only (the database here is {name})"
 
@@ -276,10 +276,10 @@ def _why_not(row: Any, recorded: Any, buckets: tuple[int, int] | None) -> str | 
         return "a counting trigger is disabled"
     then = recorded.signature.split("; ")
     now = _signature(row).split("; ")
+    if then[1] != now[1]:  # before the class row, which an attach also rewrites
+        return "detached or attached again since it was tracked"
     if then[0] != now[0]:
         return "altered, truncated or rewritten since it was tracked"
-    if then[1] != now[1]:
-        return "detached or attached again since it was tracked"
     if then[2] != now[2]:
         return "a counting trigger was dropped, replaced, or disabled and enabled again since it was tracked"
     return None
@@ -310,7 +310,7 @@ def _ensure_triggers(
         ).all()
     }
     wanted_args = args[1:-1].replace("''", "'") + "\\000" if args else ""
-    for name, events in triggers.items():
+    for name, (event, referencing) in triggers.items():
         found = present.get(name)
         if found is not None and (found.tgenabled, found.proname, found.args) == ("A", function, wanted_args):
             continue
@@ -318,7 +318,8 @@ def _ensure_triggers(
             conn.execute(sa.text(f"DROP TRIGGER {_quote(conn, name)} ON {relation}"))
         conn.execute(
             sa.text(
-                f"CREATE TRIGGER {_quote(conn, name)} AFTER {events} FOR EACH STATEMENT "
+                f"CREATE TRIGGER {_quote(conn, name)} AFTER {event} ON {relation} REFERENCING {referencing} "
+                "FOR EACH STATEMENT "
                 f"EXECUTE FUNCTION {_quote(conn, schema)}.{_quote(conn, function)}({args})"
             )
         )

@@ -1,0 +1,282 @@
+"""Row counts kept as partitions are written (``retention partitions track``): exact, or a scan that says why."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
+from test_partitions import AS_OF, CUTOFF, PACK, SECRET, build_partitioned, ledger_entries, loaded, months
+
+from retention.cli import main
+from retention.engine import execute, partition_counts, partitions
+from retention.ledger import chain as ledger
+from retention.store import migrate
+
+UTC = dt.UTC
+
+
+def write_pack(tmp_path: Path) -> Path:
+    path = tmp_path / "pack.yaml"
+    path.write_text(yaml.safe_dump(PACK), encoding="utf-8")
+    return path
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(main, ["--log-format", "json", *args], prog_name="retention")
+
+
+def track(engine: sa.Engine) -> list[partition_counts.TrackOutcome]:
+    with engine.connect() as conn:
+        planner = execute.planners_at(conn, loaded(), AS_OF)[0]["access"]
+        assert planner.sql is not None
+        found = partitions.range_partitions(conn, planner.sql.table, planner.sql.clocks[0])
+    return partition_counts.track(engine, "access_log", "at", found, dt.datetime.now(UTC))
+
+
+def droppable_tally(engine: sa.Engine) -> partitions.Tally:
+    """What a drop would count now (plan's path: the droppable partitions and their tally)."""
+    with engine.connect() as conn:
+        planner = execute.planners_at(conn, loaded(), AS_OF)[0]["access"]
+        return partitions.tally(conn, partitions.droppable(conn, planner), "at")
+
+
+def truth(engine: sa.Engine, labels: list[str]) -> dict[str, int]:
+    """Each partition's ``count(*)``, read here (not by the code under test)."""
+    with engine.connect() as conn:
+        return {label: conn.execute(sa.text(f"SELECT count(*) FROM {label}")).scalar_one() for label in labels}
+
+
+def short(labels: Any) -> dict[str, Any]:
+    return {label.rsplit(".", 1)[1]: value for label, value in dict(labels).items()}
+
+
+def execute_sql(engine: sa.Engine, *statements: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+@pytest.mark.only_on("postgresql")
+def test_kept_counts_follow_every_kind_of_write_and_the_drop_uses_them(migrated: sa.Engine) -> None:
+    """Inserts, deletes and moves through the table or a partition, COPY, a rollback: the kept count stays exact."""
+    build_partitioned(migrated, seed=11)
+    outcomes = track(migrated)
+    assert {o.outcome for o in outcomes} == {"tracked"}
+    assert all(o.rows is not None for o in outcomes)
+    execute_sql(
+        migrated,
+        # Through the table: rows into three partitions, one statement.
+        "INSERT INTO access_log (id, user_id, at) VALUES (10001, 1, '2024-03-05T10:00Z'), "
+        "(10002, 1, '2024-03-31T23:59:59.999999Z'), (10003, 1, '2024-04-01T00:00Z'), (10004, 1, '2025-06-01T12:00Z')",
+        "DELETE FROM access_log WHERE id % 7 = 0 AND at < '2025-01-01'",
+        # Moves between partitions (a row changes partition), and an update that moves nothing.
+        "UPDATE access_log SET at = at + interval '40 days' WHERE id % 11 = 0 AND at < '2025-01-01'",
+        "UPDATE access_log SET user_id = user_id + 1 WHERE id % 13 = 0",
+        # Naming the partition itself: the table's triggers never see these.
+        "INSERT INTO access_log_2024_05 (id, user_id, at) VALUES (10005, 2, '2024-05-09T00:00Z'), "
+        "(10006, 2, '2024-05-31T23:00Z')",
+        "DELETE FROM access_log_2024_06 WHERE id % 3 = 0",
+        "UPDATE access_log_2024_07 SET user_id = 5",
+    )
+    with migrated.connect() as conn:
+        conn.execute(sa.text("INSERT INTO access_log (id, user_id, at) VALUES (10007, 1, '2024-02-02T00:00Z')"))
+        conn.rollback()  # leaves no row and no delta
+    with migrated.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy("COPY access_log (id, user_id, at) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            copy.write_row((10008, 3, dt.datetime(2024, 8, 8, tzinfo=UTC)))
+            copy.write_row((10009, 3, dt.datetime(2025, 2, 2, tzinfo=UTC)))
+        conn.commit()
+
+    counted = droppable_tally(migrated)
+    assert len(counted.rows) > 10
+    assert set(counted.how.values()) == {"kept"}
+    assert counted.rows == truth(migrated, list(counted.rows))
+
+    expected = dict(counted.rows)
+    result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
+    assert result.status == "succeeded"
+    (drop,) = [e for e in ledger_entries(migrated) if e.action == "drop_partition"]
+    assert json.loads(drop.detail)["partitions"] == expected
+    assert drop.count == sum(expected.values())
+    assert ledger.verify(migrated).ok
+    with migrated.connect() as conn:
+        # The dropped partitions' deltas and tracking rows went with them.
+        left = conn.execute(sa.text("SELECT label FROM retention_partition_tracking")).scalars().all()
+        assert left and not set(left) & set(expected)
+        cut = partition_counts.bucket_of(max(high for high in months() if high <= CUTOFF))
+        parent_deltas = conn.execute(
+            sa.text("SELECT count(*) FROM retention_partition_rows WHERE bucket < :cut"), {"cut": cut}
+        ).scalar_one()
+        assert parent_deltas == 0
+
+
+@pytest.mark.only_on("postgresql")
+def test_a_count_not_known_to_be_whole_is_scanned_and_says_why(migrated: sa.Engine) -> None:
+    """Each way a kept count could miss a write falls back to count(*), exact, with its reason."""
+    build_partitioned(migrated, seed=12)
+    track(migrated)
+    execute_sql(
+        migrated,
+        # Disabled, written, enabled again: the trigger's catalog row is not the one tracked.
+        "ALTER TABLE access_log_2024_02 DISABLE TRIGGER retention_rows_insert",
+        "INSERT INTO access_log_2024_02 (id, user_id, at) VALUES (20001, 1, '2024-02-03T00:00Z')",
+        "ALTER TABLE access_log_2024_02 ENABLE ALWAYS TRIGGER retention_rows_insert",
+        # Disabled now.
+        "ALTER TABLE access_log_2024_03 DISABLE TRIGGER retention_rows_delete",
+        "DELETE FROM access_log_2024_03 WHERE id % 2 = 0",
+        # Truncated.
+        "TRUNCATE access_log_2024_04",
+        "INSERT INTO access_log (id, user_id, at) VALUES (20002, 1, '2024-04-04T00:00Z')",
+        # Detached, written while detached, attached again.
+        "ALTER TABLE access_log DETACH PARTITION access_log_2024_05",
+        "INSERT INTO access_log_2024_05 (id, user_id, at) VALUES (20003, 1, '2024-05-05T00:00Z')",
+        "ALTER TABLE access_log ATTACH PARTITION access_log_2024_05 "
+        "FOR VALUES FROM ('2024-05-01T00:00Z') TO ('2024-06-01T00:00Z')",
+        # Dropped and created again: a new partition, never tracked.
+        "DROP TABLE access_log_2024_06",
+        "CREATE TABLE access_log_2024_06 PARTITION OF access_log "
+        "FOR VALUES FROM ('2024-06-01T00:00Z') TO ('2024-07-01T00:00Z')",
+        "INSERT INTO access_log_2024_06 (id, user_id, at) VALUES (20004, 1, '2024-06-06T00:00Z')",
+        # A partition's own trigger dropped.
+        "DROP TRIGGER retention_rows_insert ON access_log_2025_01",
+        "INSERT INTO access_log_2025_01 (id, user_id, at) VALUES (20005, 1, '2025-01-05T00:00Z')",
+    )
+    counted = droppable_tally(migrated)
+    assert counted.rows == truth(migrated, list(counted.rows))
+    how = short(counted.how)
+    assert how["access_log_2024_02"] == (
+        "scanned: a counting trigger was dropped, replaced, or disabled and enabled again since it was tracked"
+    )
+    assert how["access_log_2024_03"] == "scanned: a counting trigger is disabled"
+    assert how["access_log_2024_04"] == "scanned: altered, truncated or rewritten since it was tracked"
+    assert how["access_log_2024_05"] == "scanned: detached or attached again since it was tracked"
+    assert how["access_log_2024_06"] == "scanned: not tracked (retention partitions track)"
+    assert how["access_log_2025_01"] == (
+        "scanned: a counting trigger was dropped, replaced, or disabled and enabled again since it was tracked"
+    )
+    assert {v for k, v in how.items() if not k.startswith(("access_log_2024_0", "access_log_2025_01"))} == {"kept"}
+    assert how["access_log_2024_01"] == how["access_log_2024_07"] == "kept"
+
+    # track again: the changed ones counted anew, the others left as they are; then every one is kept, exact.
+    outcomes = {o.label.rsplit(".", 1)[1]: o.outcome for o in track(migrated)}
+    changed = {"access_log_2024_02", "access_log_2024_03", "access_log_2024_04", "access_log_2024_05",
+               "access_log_2024_06", "access_log_2025_01"}  # fmt: skip
+    assert {k for k, v in outcomes.items() if v == "tracked"} == changed
+    assert {v for k, v in outcomes.items() if k not in changed} == {"already"}
+    execute_sql(migrated, "INSERT INTO access_log (id, user_id, at) VALUES (20006, 1, '2024-06-07T00:00Z')")
+    counted = droppable_tally(migrated)
+    assert set(counted.how.values()) == {"kept"}
+    assert counted.rows == truth(migrated, list(counted.rows))
+
+
+@pytest.mark.only_on("postgresql")
+def test_vacuum_analyze_and_replica_sessions_keep_the_count(migrated: sa.Engine) -> None:
+    """Maintenance that rewrites no row keeps the count in use; a replica-role session's writes are still counted."""
+    build_partitioned(migrated, seed=13)
+    track(migrated)
+    execute_sql(migrated, "ANALYZE access_log")
+    with migrated.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("VACUUM (FREEZE, ANALYZE) access_log"))
+    with migrated.begin() as conn:
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(sa.text("INSERT INTO access_log (id, user_id, at) VALUES (30001, 1, '2024-09-09T00:00Z')"))
+        conn.execute(sa.text("INSERT INTO access_log_2024_10 (id, user_id, at) VALUES (30002, 1, '2024-10-10T00:00Z')"))
+    counted = droppable_tally(migrated)
+    assert set(counted.how.values()) == {"kept"}
+    assert counted.rows == truth(migrated, list(counted.rows))
+
+
+@pytest.mark.only_on("postgresql")
+def test_bounds_off_quarter_hours_are_not_tracked(migrated: sa.Engine) -> None:
+    """A bucket must not straddle two partitions: such a partition stays counted by a scan."""
+    execute_sql(
+        migrated,
+        "CREATE TABLE access_log (id BIGINT NOT NULL, user_id INTEGER NOT NULL, at TIMESTAMPTZ NOT NULL, "
+        "PRIMARY KEY (id, at)) PARTITION BY RANGE (at)",
+        "CREATE TABLE access_log_a PARTITION OF access_log "
+        "FOR VALUES FROM ('2024-01-01T00:00Z') TO ('2024-02-01T00:10Z')",
+        "CREATE TABLE access_log_b PARTITION OF access_log "
+        "FOR VALUES FROM ('2024-02-01T00:10Z') TO ('2024-03-01T00:00Z')",
+        "INSERT INTO access_log VALUES (1, 1, '2024-02-01T00:05Z'), (2, 1, '2024-02-01T00:12Z')",
+    )
+    outcomes = {o.label.rsplit(".", 1)[1]: (o.outcome, o.reason) for o in track(migrated)}
+    assert outcomes == {
+        "access_log_a": ("skipped", "its bounds are not on quarter hours"),
+        "access_log_b": ("skipped", "its bounds are not on quarter hours"),
+    }
+    assert partition_counts.bucket_of(dt.datetime(2024, 2, 1, 0, 15, tzinfo=UTC)) == 1706746500 // 900
+    assert partition_counts.bucket_of(dt.datetime(2024, 2, 1, 0, 10, tzinfo=UTC)) is None
+    assert partition_counts.bucket_of(dt.date(1970, 1, 2)) == 96
+
+
+@pytest.mark.only_on("postgresql")
+def test_the_commands_and_plan_say_how_each_partition_is_counted(
+    migrated: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    build_partitioned(migrated, seed=14)
+    pack = str(write_pack(tmp_path))
+    before = cli("partitions", "status", "--rules", pack, "--db", db_url, "--format", "json")
+    assert before.exit_code == 0, before.output
+    assert {line["outcome"] for line in json.loads(before.stdout)} == {
+        "scanned: not tracked (retention partitions track)"
+    }
+    tracked = cli("partitions", "track", "--rules", pack, "--db", db_url, "--format", "json")
+    assert tracked.exit_code == 0, tracked.output
+    lines = json.loads(tracked.stdout)
+    assert {line["outcome"] for line in lines} == {"tracked"} and len(lines) == len(months()) - 1
+    again = cli("partitions", "track", "--rules", pack, "--db", db_url, "--format", "json")
+    assert {line["outcome"] for line in json.loads(again.stdout)} == {"already"}
+    planned = cli("plan", "--rules", pack, "--db", db_url, "--as-of", AS_OF.date().isoformat())
+    assert planned.exit_code == 0, planned.output
+    assert "access: rows counted from kept counts: " in planned.output and "by a scan: none" in planned.output
+    removed = cli("partitions", "untrack", "--db", db_url)
+    assert removed.exit_code == 0, removed.output
+    after = cli("partitions", "status", "--rules", pack, "--db", db_url, "--format", "json")
+    assert {line["outcome"] for line in json.loads(after.stdout)} == {
+        "scanned: not tracked (retention partitions track)"
+    }
+    execute_sql(migrated, "INSERT INTO access_log (id, user_id, at) VALUES (40001, 1, '2024-01-05T00:00Z')")
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM retention_partition_rows")).scalar_one() == 0
+
+
+@pytest.mark.only_on("postgresql")
+def test_downgrade_removes_the_triggers_so_the_application_still_writes(migrated: sa.Engine) -> None:
+    build_partitioned(migrated, seed=15)
+    track(migrated)
+    migrate.downgrade(migrated, "0017_sqlitepurge")
+    execute_sql(migrated, "INSERT INTO access_log (id, user_id, at) VALUES (50001, 1, '2024-01-05T00:00Z')")
+    with migrated.connect() as conn:
+        left = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE t.tgname LIKE 'retention_rows%' AND c.relnamespace = current_schema()::regnamespace"
+            )
+        ).scalar()
+        assert left == 0
+    migrate.upgrade(migrated)
+    assert {o.outcome for o in track(migrated)} == {"tracked"}
+
+
+def test_other_databases_refuse_partition_tracking(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    if migrated.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL tracks partitions (the tests above)")
+    for args in (
+        ["partitions", "track", "--rules", str(write_pack(tmp_path)), "--db", db_url],
+        ["partitions", "status", "--rules", str(write_pack(tmp_path)), "--db", db_url],
+        ["partitions", "untrack", "--db", db_url],
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert f"partition tracking is supported on PostgreSQL only (the database here is {migrated.dialect.name})" in (
+            result.output
+        )
+        assert "Traceback" not in result.output
