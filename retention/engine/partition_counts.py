@@ -296,7 +296,13 @@ class TrackOutcome:
 
 
 def _ensure_triggers(
-    conn: sa.Connection, relation: str, relid: int, triggers: dict[str, str], function: str, args: str, schema: str
+    conn: sa.Connection,
+    relation: str,
+    relid: int,
+    triggers: dict[str, tuple[str, str]],
+    function: str,
+    args: str,
+    schema: str,
 ) -> None:
     """Create the counting triggers of ``relation`` missing or not enabled ALWAYS (each change untracks it)."""
     present = {
