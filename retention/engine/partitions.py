@@ -282,12 +282,7 @@ def drop_due_partitions(
         kept = counted.counting
         if kept is not None and kept.installed and kept.parent is not None:
             # Their deltas and tracking rows go with them, in the same transaction.
-            partition_counts.forget_dropped(
-                conn,
-                [kept.relids[p.label] for p in partitions if p.label in kept.relids],
-                kept.parent,
-                [b for p in partitions if (b := buckets(p)) is not None],
-            )
+            partition_counts.forget_dropped(conn, [kept.relids[p.label] for p in partitions if p.label in kept.relids])
         ledger.append(
             conn,
             [
