@@ -100,6 +100,16 @@ def test_kept_counts_follow_every_kind_of_write_and_the_drop_uses_them(migrated:
     assert set(counted.how.values()) == {"kept"}
     assert counted.rows == truth(migrated, list(counted.rows))
 
+    # track again: nothing to count, each partition's deltas folded into one row, the sums unchanged.
+    assert {o.outcome for o in track(migrated)} == {"already"}
+    with migrated.connect() as conn:
+        folded = conn.execute(
+            sa.text("SELECT owner, bucket IS NULL, count(*) FROM retention_partition_rows GROUP BY 1, 2")
+        ).all()
+        tracked = set(conn.execute(sa.text("SELECT relid FROM retention_partition_tracking")).scalars())
+    assert {(owner, own, n) for owner, own, n in folded} == {(relid, True, 1) for relid in tracked}
+    assert droppable_tally(migrated).rows == counted.rows
+
     expected = dict(counted.rows)
     result = execute.run(migrated, loaded(), AS_OF, secret=SECRET)
     assert result.status == "succeeded"
