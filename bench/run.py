@@ -217,7 +217,7 @@ def generate_partitioned(engine: sa.Engine, rows: int, seed: int, layout: str = 
             found = partitions.range_partitions(
                 conn, sa.Table("bench_plog", sa.MetaData()), _collected_clock(conn, "bench_plog")
             )
-        partition_counts.track(engine, "bench_plog", "collected_at", found, dt.datetime.now(dt.UTC))
+        partition_counts.track(engine, "bench_plog", "collected_at", "timestamptz", found, dt.datetime.now(dt.UTC))
     began = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(
@@ -233,7 +233,7 @@ def generate_partitioned(engine: sa.Engine, rows: int, seed: int, layout: str = 
         # The nightly `retention partitions track` (from the job that makes next month's partition): nothing to
         # count, each partition's deltas folded into one row. Not part of the drop's time; printed here.
         began = time.perf_counter()
-        partition_counts.track(engine, "bench_plog", "collected_at", found, dt.datetime.now(dt.UTC))
+        partition_counts.track(engine, "bench_plog", "collected_at", "timestamptz", found, dt.datetime.now(dt.UTC))
         print(f"    partitions track after the insert (folds the deltas): {time.perf_counter() - began:.3f} s")
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE INDEX ix_bench_plog_collected ON bench_plog (collected_at)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from test_partitions import AS_OF, CUTOFF, PACK, SECRET, build_partitioned, ledg
 from retention.cli import main
 from retention.engine import execute, partition_counts, partitions
 from retention.ledger import chain as ledger
+from retention.policy import validate_pack
 from retention.store import migrate
 
 UTC = dt.UTC
@@ -36,7 +38,7 @@ def track(engine: sa.Engine) -> list[partition_counts.TrackOutcome]:
         planner = execute.planners_at(conn, loaded(), AS_OF)[0]["access"]
         assert planner.sql is not None
         found = partitions.range_partitions(conn, planner.sql.table, planner.sql.clocks[0])
-    return partition_counts.track(engine, "access_log", "at", found, dt.datetime.now(UTC))
+    return partition_counts.track(engine, "access_log", "at", "timestamptz", found, dt.datetime.now(UTC))
 
 
 def droppable_tally(engine: sa.Engine) -> partitions.Tally:
@@ -290,3 +292,53 @@ def test_other_databases_refuse_partition_tracking(migrated: sa.Engine, db_url: 
             result.output
         )
         assert "Traceback" not in result.output
+
+
+@pytest.mark.only_on("postgresql")
+@pytest.mark.parametrize(
+    ("column_type", "clock"),
+    [
+        ("DATE", {"column": "at", "type": "date"}),
+        ("TIMESTAMP", {"column": "at", "type": "timestamp", "timezone": "Europe/Paris"}),
+    ],
+)
+def test_naive_clocks_are_bucketed_as_their_bounds(
+    migrated: sa.Engine, column_type: str, clock: dict[str, Any]
+) -> None:
+    """DATE and naive TIMESTAMP partitions: the triggers' buckets and the bounds' agree, the kept counts are exact."""
+    starts = [dt.datetime(2024 + m // 12, m % 12 + 1, 1) for m in range(0, 30)]
+    execute_sql(
+        migrated,
+        f"CREATE TABLE access_log (id BIGINT NOT NULL, user_id INTEGER NOT NULL, at {column_type} NOT NULL, "
+        "PRIMARY KEY (id, at)) PARTITION BY RANGE (at)",
+        *[
+            f"CREATE TABLE access_log_{low:%Y_%m} PARTITION OF access_log "
+            f"FOR VALUES FROM ('{low:%Y-%m-%d}') TO ('{high:%Y-%m-%d}')"
+            for low, high in itertools.pairwise(starts)
+        ],
+    )
+    data = {**PACK, "datasets": {"access": {**PACK["datasets"]["access"], "keep": [{"clock": clock, "period": "P6M"}]}}}
+    pack = validate_pack(data, Path("<test>"), "")
+    with migrated.connect() as conn:
+        planner = execute.planners_at(conn, pack, AS_OF)[0]["access"]
+        assert planner.sql is not None
+        kind = planner.sql.clocks[0].kind
+        found = partitions.range_partitions(conn, planner.sql.table, planner.sql.clocks[0])
+    assert kind == column_type.lower()
+    outcomes = partition_counts.track(migrated, "access_log", "at", kind, found, dt.datetime.now(UTC))
+    assert {o.outcome for o in outcomes} == {"tracked"}
+    # Rows on each side of every bound (the last instant of a month, the first of the next), and between.
+    values = [edge + dt.timedelta(seconds=s) for edge in starts[1:-1] for s in (-1, 0, 3600 * 30)]
+    if column_type == "DATE":
+        values = [v.replace(hour=0, minute=0, second=0) for v in values]
+    execute_sql(
+        migrated,
+        "INSERT INTO access_log (id, user_id, at) VALUES "
+        + ", ".join(f"({i}, 1, '{v.isoformat(sep=' ')}')" for i, v in enumerate(values)),
+        "DELETE FROM access_log WHERE id % 4 = 0",
+        "UPDATE access_log SET at = at + interval '1 day' WHERE id % 5 = 0",
+    )
+    with migrated.connect() as conn:
+        counted = partitions.tally(conn, partitions.droppable(conn, planner), "at")
+    assert len(counted.rows) > 10 and set(counted.how.values()) == {"kept"}
+    assert counted.rows == truth(migrated, list(counted.rows))

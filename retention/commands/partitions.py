@@ -35,8 +35,8 @@ def _refuse_unless_postgresql(engine: sa.Engine) -> None:
 
 def _partitioned(
     engine: sa.Engine, rules: Path, datasets: tuple[str, ...]
-) -> list[tuple[str, str, str, list[partitions.Partition]]]:
-    """(dataset, quoted table, clock column, partitions) of each dataset a run purges by dropping partitions."""
+) -> list[tuple[str, str, str, str, list[partitions.Partition]]]:
+    """(dataset, quoted table, clock column, its kind, partitions) of each drop_partition dataset."""
     loaded, when = load_pack(rules, None, None)
     unknown = sorted(set(datasets) - set(loaded.pack.datasets))
     if unknown:
@@ -54,7 +54,15 @@ def _partitioned(
             assert planner.sql is not None
             clock = planner.sql.clocks[0]
             table = conn.dialect.identifier_preparer.format_table(planner.sql.table)
-            found.append((name, table, clock.clock.column, partitions.range_partitions(conn, planner.sql.table, clock)))
+            found.append(
+                (
+                    name,
+                    table,
+                    clock.clock.column,
+                    clock.kind,
+                    partitions.range_partitions(conn, planner.sql.table, clock),
+                )
+            )
     if not found:
         raise ConfigError(f"pack {loaded.id} purges no dataset by dropping partitions: nothing to track")
     return found
@@ -66,9 +74,9 @@ def partitions_track(rules: Path, db_url: str, datasets: tuple[str, ...] = ()) -
     try:
         _refuse_unless_postgresql(engine)
         lines = []
-        for name, table, column, found in _partitioned(engine, rules, datasets):
+        for name, table, column, kind, found in _partitioned(engine, rules, datasets):
             now = dt.datetime.now(dt.UTC)
-            for outcome in partition_counts.track(engine, table, column, found, now):
+            for outcome in partition_counts.track(engine, table, column, kind, found, now):
                 text = outcome.outcome if outcome.reason is None else f"{outcome.outcome}: {outcome.reason}"
                 lines.append(PartitionLine(name, outcome.label, text, outcome.rows))
         return lines
@@ -82,7 +90,7 @@ def partitions_status(rules: Path, db_url: str, datasets: tuple[str, ...] = ()) 
     try:
         _refuse_unless_postgresql(engine)
         lines = []
-        for name, _table, _column, found in _partitioned(engine, rules, datasets):
+        for name, _table, _column, _kind, found in _partitioned(engine, rules, datasets):
             with engine.connect() as conn:
                 counting = partition_counts.counting(conn, found, [partitions.buckets(p) for p in found])
             lines += [PartitionLine(name, p.label, counting.how(p.label)) for p in found]
