@@ -29,6 +29,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import load
+from retention import logs
 from retention.engine import partition_counts
 from retention.engine.partitions import Partition
 from retention.store import migrate
@@ -62,12 +63,12 @@ def build(engine: sa.Engine, tracked: bool) -> None:
         partition_counts.track(engine, "bench_pw", "at", "timestamptz", found, dt.datetime.now(dt.UTC))
 
 
-def single(engine: sa.Engine, n: int, target: str) -> float:
-    """``n`` one-row INSERT statements, each committed; seconds."""
+def single(engine: sa.Engine, n: int, target: str, commit_each: bool = True) -> float:
+    """``n`` one-row INSERT statements, each committed (else all in one transaction); seconds."""
     with engine.connect() as conn:
         raw = conn.connection.dbapi_connection
         assert raw is not None
-        raw.autocommit = True  # type: ignore[attr-defined]
+        raw.autocommit = commit_each  # type: ignore[attr-defined]
         cursor = raw.cursor()
         began = time.perf_counter()
         for i in range(n):
@@ -75,6 +76,8 @@ def single(engine: sa.Engine, n: int, target: str) -> float:
                 f"INSERT INTO {target} (id, customer_id, at, path) VALUES (%s, %s, %s, '/p')",
                 (i, i % 1000, START + dt.timedelta(days=31 * 2 + i % 20, seconds=i)),
             )
+        if not commit_each:
+            raw.commit()
         seconds = time.perf_counter() - began
         raw.autocommit = False  # type: ignore[attr-defined]
     return seconds
@@ -86,8 +89,9 @@ def bulk(engine: sa.Engine, rows: int) -> tuple[float, float]:
         began = time.perf_counter()
         conn.execute(
             sa.text(
-                "INSERT INTO bench_pw SELECT g, g % 1000, :start + make_interval(secs => (g * 31536000.0 / :rows)), "
-                "'/p' FROM generate_series(1::bigint, :rows) AS g"
+                "INSERT INTO bench_pw SELECT g, g % 1000, "
+                ":start + make_interval(secs => ((g - 1) * 31535999.0 / :rows)), '/p' "
+                "FROM generate_series(1::bigint, :rows) AS g"
             ),
             {"start": START, "rows": rows},
         )
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    logs.configure(level="warning")
     engine = create_engine(args.db)
     migrate.upgrade(engine)
     print(f"started: {load()}", flush=True)
@@ -121,6 +126,12 @@ def main() -> None:
                 f"{args.single} one-row INSERTs through the table, each committed",
                 tracked,
                 single(engine, args.single, "bench_pw"),
+            )
+            build(engine, tracked)
+            note(
+                f"{args.single} one-row INSERTs through the table, one transaction",
+                tracked,
+                single(engine, args.single, "bench_pw", commit_each=False),
             )
             build(engine, tracked)
             note(
