@@ -342,3 +342,14 @@ def test_naive_clocks_are_bucketed_as_their_bounds(
         counted = partitions.tally(conn, partitions.droppable(conn, planner), "at")
     assert len(counted.rows) > 10 and set(counted.how.values()) == {"kept"}
     assert counted.rows == truth(migrated, list(counted.rows))
+
+
+@pytest.mark.only_on("postgresql")
+def test_a_plan_that_cannot_read_the_tracking_tables_counts_by_a_scan(migrated: sa.Engine) -> None:
+    """A read-only role without the engine's tables (or a database where they are missing) still plans, exactly."""
+    build_partitioned(migrated, seed=16)
+    track(migrated)
+    execute_sql(migrated, "ALTER TABLE retention_partition_tracking RENAME TO hidden_tracking")
+    counted = droppable_tally(migrated)
+    assert set(counted.how.values()) == {"scanned: the engine's partition tracking tables are not readable here"}
+    assert counted.rows == truth(migrated, list(counted.rows))

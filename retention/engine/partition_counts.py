@@ -243,6 +243,19 @@ def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[t
         for p in partitions:
             result.scanned[p.label] = "not tracked (retention partitions track)"
         return result
+    readable = conn.execute(
+        sa.text(
+            "SELECT bool_and(coalesce(has_table_privilege(to_regclass(t), 'SELECT'), false)) "
+            "FROM unnest(CAST(:tables AS text[])) AS t"
+        ),
+        {"tables": [store.partition_tracking.name, store.partition_rows.name]},
+    ).scalar()
+    if not readable:
+        # plan against a read-only role, or a database whose engine tables are older: counted as before.
+        for p in partitions:
+            result.scanned[p.label] = "the engine's partition tracking tables are not readable here"
+        result.installed = False
+        return result
     tracking = store.partition_tracking
     relids = [int(row.relid) for row in found.values()]
     tracked = {
