@@ -41,6 +41,7 @@ replica``. So a count that is not known to be whole is never used.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,6 @@ BUCKET_SECONDS = 900
 """A bucket is a quarter hour: every time zone's offset, so every zone's midnight, is a whole number of them."""
 
 TRIGGER_PREFIX = "retention_rows_"
-TABLE_FUNCTION = "retention_rows_table"
 PARTITION_FUNCTION = "retention_rows_partition"
 _TABLE_TRIGGERS = {
     "retention_rows_insert": ("INSERT", "NEW TABLE AS new_rows"),
@@ -76,34 +76,40 @@ def _rows_table(conn: sa.Connection, schema: str) -> str:
     return f"{_quote(conn, schema)}.{_quote(conn, store.partition_rows.name)}"
 
 
-def _function_sources(conn: sa.Connection, schema: str) -> dict[str, str]:
+def table_function(column: str, kind: str) -> str:
+    """The table trigger's function for this clock: one per column name and kind, its SQL static.
+
+    Static, so PL/pgSQL plans it once per session: a dynamic ``EXECUTE
+    format(...)`` of the same statement cost about 250 µs more per one-row
+    ``INSERT`` (bench/RESULTS.md).
+    """
+    return f"retention_rows_table_{hashlib.sha256(f'{kind}:{column}'.encode()).hexdigest()[:16]}"
+
+
+def _function_sources(conn: sa.Connection, schema: str, column: str, kind: str) -> dict[str, str]:
     """The two trigger functions' bodies; the engine's schema is written into them (they run as their owner)."""
     rows = _rows_table(conn, schema)
+    col = _quote(conn, column)
     # date_bin (integer arithmetic) per row and the epoch (numeric) per group: a third of the trigger's cost
     # against floor(extract(epoch ...) / 900) per row (2M rows: 0.62 s against 1.78 s, bench/RESULTS.md).
-    epoch = f"(extract(epoch FROM b) / {BUCKET_SECONDS})::bigint"
+    # A naive timestamp's epoch reads it as UTC, a date is its midnight, as bucket_of computes the bounds'.
+    if kind == "date":
+        binned = f"{col}::timestamp"
+    elif kind == "timestamp":
+        binned = f"date_bin(interval '{BUCKET_SECONDS} seconds', {col}, timestamp '1970-01-01')"
+    else:
+        binned = f"date_bin(interval '{BUCKET_SECONDS} seconds', {col}, timestamptz '1970-01-01 00:00+00')"
+    epoch = f"(extract(epoch FROM g.b) / {BUCKET_SECONDS})::bigint"
+    insert = f"INSERT INTO {rows} (owner, bucket, delta) SELECT TG_RELID::bigint, {epoch}"
     table = f"""
-DECLARE
-  b text;
 BEGIN
-  b := CASE TG_ARGV[1]
-         WHEN 'date' THEN format('%I::timestamp', TG_ARGV[0])
-         WHEN 'timestamp' THEN format('date_bin(interval ''{BUCKET_SECONDS} seconds'', %I, timestamp ''1970-01-01'')',
-                                      TG_ARGV[0])
-         ELSE format('date_bin(interval ''{BUCKET_SECONDS} seconds'', %I, timestamptz ''1970-01-01 00:00+00'')',
-                     TG_ARGV[0])
-       END;
   IF TG_OP = 'INSERT' THEN
-    EXECUTE format('INSERT INTO {rows} (owner, bucket, delta) SELECT $1, {epoch}, n '
-                   'FROM (SELECT %s AS b, count(*) AS n FROM new_rows GROUP BY 1) g', b) USING TG_RELID::bigint;
+    {insert}, g.n FROM (SELECT {binned} AS b, count(*) AS n FROM new_rows GROUP BY 1) g;
   ELSIF TG_OP = 'DELETE' THEN
-    EXECUTE format('INSERT INTO {rows} (owner, bucket, delta) SELECT $1, {epoch}, -n '
-                   'FROM (SELECT %s AS b, count(*) AS n FROM old_rows GROUP BY 1) g', b) USING TG_RELID::bigint;
+    {insert}, -g.n FROM (SELECT {binned} AS b, count(*) AS n FROM old_rows GROUP BY 1) g;
   ELSE
-    EXECUTE format('INSERT INTO {rows} (owner, bucket, delta) SELECT $1, {epoch}, n FROM ('
-                   'SELECT b, sum(d) AS n FROM (SELECT %s AS b, -1 AS d FROM old_rows '
-                   'UNION ALL SELECT %s, 1 FROM new_rows) moved GROUP BY b HAVING sum(d) <> 0) g', b, b)
-      USING TG_RELID::bigint;
+    {insert}, g.n FROM (SELECT m.b, sum(m.d) AS n FROM (SELECT {binned} AS b, -1 AS d FROM old_rows
+                  UNION ALL SELECT {binned}, 1 FROM new_rows) m GROUP BY m.b HAVING sum(m.d) <> 0) g;
   END IF;
   RETURN NULL;
 END
@@ -123,12 +129,12 @@ BEGIN
   RETURN NULL;
 END
 """
-    return {TABLE_FUNCTION: table, PARTITION_FUNCTION: partition}
+    return {table_function(column, kind): table, PARTITION_FUNCTION: partition}
 
 
-def _ensure_functions(conn: sa.Connection, schema: str) -> None:
+def _ensure_functions(conn: sa.Connection, schema: str, column: str, kind: str) -> None:
     """Create the trigger functions, or replace one whose body differs (replacing one untracks every partition)."""
-    for name, source in _function_sources(conn, schema).items():
+    for name, source in _function_sources(conn, schema, column, kind).items():
         found = conn.execute(
             sa.text(
                 "SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
@@ -377,9 +383,9 @@ def track(
     outcomes = []
     with engine.begin() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-        _ensure_functions(conn, schema)
+        _ensure_functions(conn, schema, column, kind)
         parent_oid = int(conn.execute(sa.text("SELECT to_regclass(:p)::oid::bigint"), {"p": parent}).scalar_one())
-        _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, TABLE_FUNCTION, (column, kind), schema)
+        _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, table_function(column, kind), (), schema)
     for partition in partitions:
         buckets = (bucket_of(partition.lower), bucket_of(partition.upper))
         if buckets[0] is None or buckets[1] is None:
@@ -513,17 +519,24 @@ def untrack_all(conn: sa.Connection) -> int:
     application's writes once the table it writes is gone) and ``untrack``.
     """
     schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+    functions = "p.proname LIKE 'retention\\_rows\\_%'"
     dropped = conn.execute(
         sa.text(
             "SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :schema AND p.proname IN (:a, :b)"
+            f"JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :schema AND {functions}"
         ),
-        {"schema": schema, "a": TABLE_FUNCTION, "b": PARTITION_FUNCTION},
+        {"schema": schema},
     ).all()
     for relation, name in dropped:
         conn.execute(sa.text(f"DROP TRIGGER {_quote(conn, name)} ON {relation}"))
-    for name in (TABLE_FUNCTION, PARTITION_FUNCTION):
-        conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {_quote(conn, schema)}.{_quote(conn, name)}()"))
+    for (name,) in conn.execute(
+        sa.text(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            f"WHERE n.nspname = :schema AND {functions}"
+        ),
+        {"schema": schema},
+    ).all():
+        conn.execute(sa.text(f"DROP FUNCTION {_quote(conn, schema)}.{_quote(conn, name)}()"))
     exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": store.partition_tracking.name}).scalar()
     if exists is not None:
         conn.execute(sa.delete(store.partition_tracking))
