@@ -54,12 +54,33 @@ def upgrade() -> None:
     op.create_index(op.f("ix_retention_partition_tracking_parent"), "retention_partition_tracking", ["parent"])
 
 
-def downgrade() -> None:
-    # The triggers and functions `retention partitions track` made write these tables: gone with them.
-    if op.get_bind().dialect.name == "postgresql":
-        from retention.engine.partition_counts import untrack_all
+def _drop_counting_triggers() -> None:
+    """The triggers and functions ``retention partitions track`` made, which write these tables (this schema's).
 
-        untrack_all(op.get_bind())
+    Left behind, a trigger whose table is gone would fail the application's
+    writes. Written out here, not imported, so the migration keeps working
+    whatever the engine's code becomes.
+    """
+    bind = op.get_bind()
+    functions = (
+        "SELECT p.oid, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = current_schema() AND p.proname LIKE 'retention\\_rows\\_%'"
+    )
+    triggers = bind.execute(
+        sa.text(
+            "SELECT t.tgrelid::regclass::text AS relation, quote_ident(t.tgname) AS name FROM pg_trigger t "
+            f"WHERE t.tgfoid IN (SELECT oid FROM ({functions}) f)"
+        )
+    ).all()
+    for relation, name in triggers:
+        op.execute(f"DROP TRIGGER {name} ON {relation}")
+    for _oid, name in bind.execute(sa.text(functions)).all():
+        op.execute(f"DROP FUNCTION {bind.dialect.identifier_preparer.quote(name)}()")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _drop_counting_triggers()
     op.drop_index(op.f("ix_retention_partition_tracking_parent"), table_name="retention_partition_tracking")
     op.drop_table("retention_partition_tracking")
     op.drop_index(op.f("ix_retention_partition_rows_owner_bucket"), table_name="retention_partition_rows")
