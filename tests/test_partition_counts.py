@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from retention.engine import execute, partition_counts, partitions
 from retention.ledger import chain as ledger
 from retention.policy import validate_pack
 from retention.store import migrate
+from retention.store.config import create_engine
 
 UTC = dt.UTC
 
@@ -353,3 +355,58 @@ def test_a_plan_that_cannot_read_the_tracking_tables_counts_by_a_scan(migrated: 
     counted = droppable_tally(migrated)
     assert set(counted.how.values()) == {"scanned: the engine's partition tracking tables are not readable here"}
     assert counted.rows == truth(migrated, list(counted.rows))
+
+
+@pytest.mark.only_on("postgresql")
+def test_a_write_in_flight_when_a_partition_is_tracked_is_counted_once(migrated: sa.Engine, db_url: str) -> None:
+    """track's SHARE lock: a writer in flight commits before the count or after the tracking, never in between.
+
+    The writer's insert (through the table) is open when track starts on its partition; it commits as soon as
+    track waits for it, or else right before track replaces the deltas (so that without the lock it would commit
+    between the count and the replacement, and its row would be in neither).
+    """
+    build_partitioned(migrated, seed=17)
+    track(migrated)
+    execute_sql(migrated, "TRUNCATE access_log_2024_03")  # to be counted again by the next track
+    execute_sql(migrated, "INSERT INTO access_log (id, user_id, at) VALUES (60001, 1, '2024-03-03T00:00Z')")
+    writer_engine, tracker = create_engine(db_url), create_engine(db_url)
+    writer = writer_engine.connect()
+    writer.execute(sa.text("INSERT INTO access_log (id, user_id, at) VALUES (60002, 1, '2024-03-04T00:00Z')"))
+    committed = threading.Event()
+
+    def commit_writer() -> None:
+        if not committed.is_set():
+            writer.commit()
+            committed.set()
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("DELETE FROM retention_partition_rows"):
+            commit_writer()
+
+    sa.event.listen(tracker, "before_cursor_execute", before)
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(track(tracker)))
+    thread.start()
+    waited = False
+    while thread.is_alive() and not committed.is_set():
+        with migrated.connect() as conn:
+            waited = bool(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'access_log_2024_03'::regclass"
+                    )
+                ).scalar()
+            )
+        if waited:
+            commit_writer()
+        thread.join(0.05)
+    thread.join(30)
+    writer.close()
+    writer_engine.dispose()
+    tracker.dispose()
+    assert {o.outcome for o in outcome[0] if o.label.endswith("access_log_2024_03")} == {"tracked"}
+    counted = droppable_tally(migrated)
+    assert set(counted.how.values()) == {"kept"}
+    assert short(counted.rows)["access_log_2024_03"] == 2
+    assert counted.rows == truth(migrated, list(counted.rows))
+    assert waited  # track waited for the writer
