@@ -1,6 +1,6 @@
 """Where a partition-drop run spends its time: cProfile and per-statement timings of one run.
 
-    python bench/profile_drop.py --db postgresql://postgres@127.0.0.1/bench_x --rows 1000000
+    python bench/profile_drop.py --db postgresql://postgres@127.0.0.1/bench_x --rows 1000000 [--tracked]
 
 Generates bench/run.py's monthly partitioned table (vacuumed), runs the engine's
 ``drop_partition`` purge once under cProfile with every statement timed, and prints
@@ -50,12 +50,15 @@ def main() -> None:
     parser.add_argument("--db", required=True, help="a PostgreSQL URL (partitions are dropped on PostgreSQL only)")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--tracked", action="store_true", help="the partitions' counts kept from the first row (partitions track)"
+    )
     args = parser.parse_args()
     engine = bench.open_engine(args.db)
     print(f"started: {bench.load()}")
     began = time.perf_counter()
-    bench.generate_partitioned(engine, args.rows, 1)
     bench.reset_engine_tables(engine)
+    bench.generate_partitioned(engine, args.rows, 1, tracked=args.tracked)
     print(f"generated {args.rows} rows in {time.perf_counter() - began:.1f} s")
     spent = time_statements(engine, lambda statement: " ".join(statement.split())[:110])
 

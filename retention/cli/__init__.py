@@ -7,8 +7,8 @@ shows its traceback.
 One module per command group, each a thin layer of click over the library
 (:mod:`retention.commands`): ``admin`` (init, db, check, pack, demo), ``run``
 (plan, run, explain, report), ``subjects`` (hold, erasure, review), ``ledger``,
-``archive`` (coverage, archive), ``ops`` (scheduler, fleet, worker) and ``web`` (user, serve); what they share
-is in ``options`` and ``output``. This module is the root group and the table
+``archive`` (coverage, archive), ``partitions``, ``ops`` (scheduler, fleet, worker) and ``web`` (user,
+serve); what they share is in ``options`` and ``output``. This module is the root group and the table
 of contents.
 """
 
@@ -54,6 +54,7 @@ COMMANDS = {
     "fleet": ("ops", "fleet"),
     "worker": ("ops", "worker"),
     "run-groups": ("ops", "run_groups"),
+    "partitions": ("partitions", "partitions"),
     "user": ("web", "user"),
     "serve": ("web", "serve"),
 }

@@ -128,6 +128,16 @@ def plan(
                     + ", ".join(d["partition"] for d in dropped),
                     highlight=False,
                 )
+                kept = [d for d in dropped if d.get("counted") == "kept"]
+                scanned: dict[str, list[str]] = {}
+                for d in dropped:
+                    if d.get("counted", "kept") != "kept":
+                        scanned.setdefault(d["counted"].removeprefix("scanned: "), []).append(d["partition"])
+                console.print(
+                    f"{dataset}: rows counted from kept counts: {len(kept)} partitions; by a scan: "
+                    + ("; ".join(f"{', '.join(names)} ({why})" for why, names in scanned.items()) or "none"),
+                    highlight=False,
+                )
         for hold in summary.held_back:
             console.print(
                 f"hold {hold['hold_id']} ({hold['scope']}: {hold['reason']}) holds back {hold['count']} "

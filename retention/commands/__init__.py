@@ -54,6 +54,11 @@ if TYPE_CHECKING:
         ledger_verify_proof,
         newest_packs,
     )
+    from retention.commands.partitions import (
+        partitions_status,
+        partitions_track,
+        partitions_untrack,
+    )
     from retention.commands.runs import (
         MAX_HORIZON,
         STATE_ONLY,
@@ -123,6 +128,9 @@ _WHERE = {
     "lock_status": "runs",
     "newest_packs": "ledger",
     "pack_history": "admin",
+    "partitions_status": "partitions",
+    "partitions_track": "partitions",
+    "partitions_untrack": "partitions",
     "plan": "runs",
     "plan_shards": "runs",
     "report": "runs",
@@ -175,6 +183,9 @@ __all__ = [
     "lock_status",
     "newest_packs",
     "pack_history",
+    "partitions_status",
+    "partitions_track",
+    "partitions_untrack",
     "plan",
     "plan_shards",
     "report",

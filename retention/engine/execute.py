@@ -122,7 +122,10 @@ def plan(
                 assert planner.sql is not None
                 dropped = partitions.droppable(conn, planner)
                 counted = partitions.tally(conn, dropped, planner.sql.clocks[0].clock.column)
-                summary.partitions[name] = [{"partition": p.label, "rows": counted.rows[p.label]} for p in dropped]
+                summary.partitions[name] = [
+                    {"partition": p.label, "rows": counted.rows[p.label], "counted": counted.how[p.label]}
+                    for p in dropped
+                ]
             summary.anomalies[name] = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
 from retention.dialects import dialect_for
+from retention.engine import partition_counts
 from retention.engine.clock_read import _naive_in
 from retention.engine.evaluate import FLOOR_DATE, FLOOR_INSTANT, FLOOR_NAIVE, ClockSQL, evaluate_record
 from retention.engine.lifecycle import _next_states
@@ -148,35 +149,53 @@ def droppable(conn: sa.Connection, planner: DatasetPlanner, among: list[Partitio
 
 @dataclass(frozen=True)
 class Tally:
-    """Each partition's exact row count, and the least and greatest clock over them all (None when all are empty)."""
+    """Each partition's exact row count, and the least and greatest clock over them all (None when all are empty).
+
+    ``how``: for each partition, ``kept`` (its count kept as it was written,
+    :mod:`retention.engine.partition_counts`) or ``scanned: <why not kept>``.
+    """
 
     rows: dict[str, int]
     low: Any
     high: Any
+    how: dict[str, str] = field(default_factory=dict)
+    counting: partition_counts.Counting | None = None
 
     @property
     def total(self) -> int:
         return sum(self.rows.values())
 
 
+def buckets(partition: Partition) -> tuple[int, int] | None:
+    """The partition's bounds as the counting triggers' quarter-hour buckets, or None if not on quarter hours."""
+    low, high = partition_counts.bucket_of(partition.lower), partition_counts.bucket_of(partition.upper)
+    return None if low is None or high is None else (low, high)
+
+
 def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tally:
     """Count every partition and find the clock's extremes in one statement.
 
-    One scalar subquery per partition and measure, so each is planned alone:
-    ``count(*)`` a scan of the partition that skips per-row visibility checks
-    on pages vacuum has marked all-visible (old partitions, the ones dropped,
-    are), ``min`` and ``max`` one probe of the clock's index each (in one
-    scan together they would read every row). One round trip instead of three per partition: the per
-    partition statements were most of a drop run (bench/RESULTS.md).
+    A partition whose count is kept as it is written, whole since it was
+    tracked (:func:`partition_counts.counting`), is the sum of its deltas: a
+    few hundred rows of an index, whatever its size. Any other is counted by
+    ``count(*)``, a scan of the partition that skips per-row visibility
+    checks on pages vacuum has marked all-visible (old partitions, the ones
+    dropped, are). One scalar subquery per partition and measure, so each is
+    planned alone: ``min`` and ``max`` are one probe of the clock's index each
+    (in one scan together they would read every row). One round trip instead
+    of three per partition: the per partition statements were most of a drop
+    run (bench/RESULTS.md).
     """
     if not partitions:
         return Tally({}, None, None)
+    counting = partition_counts.counting(conn, partitions, [buckets(p) for p in partitions])
     quoted = conn.dialect.identifier_preparer.quote(column)
     parts = []
     for index, partition in enumerate(partitions):
         table = partition.quoted(conn)
+        count = counting.kept.get(partition.label) or f"SELECT count(*) FROM {table}"
         parts += [
-            f"(SELECT count(*) FROM {table}) AS c{index}",
+            f"({count}) AS c{index}",
             f"(SELECT min({quoted}) FROM {table}) AS l{index}",
             f"(SELECT max({quoted}) FROM {table}) AS h{index}",
         ]
@@ -187,7 +206,8 @@ def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tall
     counts = {p.label: int(row[3 * i]) for i, p in enumerate(partitions)}
     lows = [row[3 * i + 1] for i in range(len(partitions)) if row[3 * i + 1] is not None]
     highs = [row[3 * i + 2] for i in range(len(partitions)) if row[3 * i + 2] is not None]
-    return Tally(counts, min(lows, default=None), max(highs, default=None))
+    how = {p.label: counting.how(p.label) for p in partitions}
+    return Tally(counts, min(lows, default=None), max(highs, default=None), how, counting)
 
 
 def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
@@ -259,6 +279,10 @@ def drop_due_partitions(
             clock_min = first.readings[0].moment(pack.timezone)
             clock_max = last.readings[0].moment(pack.timezone)
         conn.execute(sa.text("DROP TABLE " + ", ".join(p.quoted(conn) for p in partitions)))
+        kept = counted.counting
+        if kept is not None and kept.installed and kept.parent is not None:
+            # Their deltas and tracking rows go with them, in the same transaction.
+            partition_counts.forget_dropped(conn, [kept.relids[p.label] for p in partitions if p.label in kept.relids])
         ledger.append(
             conn,
             [
@@ -285,5 +309,5 @@ def drop_due_partitions(
         if record is not None:
             record(conn, counted.total)
     for label, count in counted.rows.items():
-        log.info("partition_dropped", dataset=planner.name, partition=label, count=count)
+        log.info("partition_dropped", dataset=planner.name, partition=label, count=count, counted=counted.how[label])
     return counted.total

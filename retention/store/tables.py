@@ -180,6 +180,35 @@ run_counts = _count_table(
 run_erasures = _count_table("run_erasures", sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=False))
 """Records each erasure request moved, per run and shard: added to in each batch's own transaction."""
 
+partition_rows = sa.Table(
+    f"{PREFIX}partition_rows",
+    metadata,
+    sa.Column("owner", sa.BigInteger, nullable=False, comment="the partitioned table's oid, or a partition's"),
+    sa.Column(
+        "bucket",
+        sa.BigInteger,
+        comment="the clock's quarter hour (epoch / 900) under the table; none under a partition",
+    ),
+    sa.Column("delta", sa.BigInteger, nullable=False, comment="rows one statement added (or, negative, removed)"),
+    sa.Index(None, "owner", "bucket"),
+)
+"""Row counts kept as partitions are written (PostgreSQL; retention.engine.partition_counts): appended to by the
+triggers ``retention partitions track`` installs, one row per statement and quarter hour, never updated."""
+
+partition_tracking = sa.Table(
+    f"{PREFIX}partition_tracking",
+    metadata,
+    sa.Column("relid", sa.BigInteger, primary_key=True, autoincrement=False, comment="the partition's oid"),
+    sa.Column("parent", sa.BigInteger, nullable=False, comment="its partitioned table's oid"),
+    sa.Column("label", sa.String(300), nullable=False, comment="schema.name when tracked"),
+    sa.Column("first_bucket", sa.BigInteger, nullable=False),
+    sa.Column("end_bucket", sa.BigInteger, nullable=False, comment="exclusive"),
+    sa.Column("signature", sa.Text, nullable=False, comment="its catalog rows and triggers when tracked"),
+    sa.Column("tracked_at", UTCDateTime, nullable=False),
+    sa.Index(None, "parent"),
+)
+"""Partitions whose row count ``partition_rows`` keeps, since when, and what the catalog said then."""
+
 record_states = sa.Table(
     f"{PREFIX}record_states",
     metadata,
