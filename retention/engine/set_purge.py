@@ -461,7 +461,8 @@ class SetPurge:
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         record = dialect.hmac_bytes(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
-        subject: ColumnElement[Any] = sa.null()
+        # Typed: PostgreSQL gives an untyped NULL returned by a CTE the type text, which bytes do not concatenate.
+        subject: ColumnElement[Any] = sa.cast(sa.null(), sa.LargeBinary)
         if planner.subject is not None:
             subject_text = sa.func.nullif(planner.text(conn, planner.subject), "")
             subject = sa.case(
