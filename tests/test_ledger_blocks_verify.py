@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.errors import LedgerError
 from retention.ledger import blocks
 from retention.ledger import chain as ledger
 from retention.ledger.items import BatchItems
@@ -161,6 +162,16 @@ def test_the_reference_writer_refuses_a_malformed_block_and_writes_nothing(migra
         assert ledger.append_block(conn, _draft(), b"", NOW, secret=SECRET) == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger_blocks)).scalar_one() == 0
+
+
+def test_a_body_the_database_returned_out_of_order_is_refused(migrated: sa.Engine) -> None:
+    """The SQL writers' guard: a database sorting otherwise fails the batch instead of writing a bad entry."""
+    unsorted = SMALL[91:182] + SMALL[:91] + SMALL[182:]
+    refused = pytest.raises(LedgerError, match=r"^the database wrote a block of 3 items out of record pseudonym order")
+    with refused, migrated.begin() as conn:
+        ledger.append_blocks_written(conn, _draft(), NOW, lambda seq: unsorted, secret=SECRET)
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 0
 
 
 def test_the_database_refuses_update_delete_and_truncate(migrated: sa.Engine, written: list[int], dialect: str) -> None:

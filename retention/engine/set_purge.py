@@ -630,8 +630,8 @@ class SetPurge:
         if len(stored) != blocks.ITEM_SIZE * items:
             raise LedgerError(
                 f"dataset {planner.name}: the block of {items} records is {len(stored)} bytes, not "
-                f"{blocks.ITEM_SIZE} per record (a record without a due instant, or a block longer than the "
-                "database returns in one value); rolled back"
+                f"{blocks.ITEM_SIZE * items} (a record without a due instant, or a block longer than the database "
+                "returns in one value); rolled back"
             )
         return stored
 
