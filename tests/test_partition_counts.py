@@ -266,7 +266,7 @@ def test_the_commands_and_plan_say_how_each_partition_is_counted(
 def test_downgrade_removes_the_triggers_so_the_application_still_writes(migrated: sa.Engine) -> None:
     build_partitioned(migrated, seed=15)
     track(migrated)
-    migrate.downgrade(migrated, "0017_sqlitepurge")
+    migrate.downgrade(migrated, "0018_blocks")
     execute_sql(migrated, "INSERT INTO access_log (id, user_id, at) VALUES (50001, 1, '2024-01-05T00:00Z')")
     with migrated.connect() as conn:
         left = conn.execute(

@@ -515,7 +515,7 @@ def forget_dropped(conn: sa.Connection, relids: Sequence[int]) -> None:
 def untrack_all(conn: sa.Connection) -> int:
     """Drop every counting trigger, the functions in this schema and the kept counts; returns the triggers dropped.
 
-    For ``db downgrade`` below 0018 (a trigger left behind would fail the
+    For ``db downgrade`` below 0019 (a trigger left behind would fail the
     application's writes once the table it writes is gone) and ``untrack``.
     """
     schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()

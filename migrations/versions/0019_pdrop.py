@@ -1,7 +1,7 @@
 """Row counts kept as partitions are written (issue 22): ``retention_partition_rows`` and ``_tracking``.
 
-Revision ID: 0018_pdrop
-Revises: 0017_sqlitepurge
+Revision ID: 0019_pdrop
+Revises: 0018_blocks
 Create Date: 2026-12-07 09:10:00
 
 A partition drop's ledger entry holds each dropped partition's exact row
@@ -21,8 +21,8 @@ from alembic import op
 
 from retention.store.tables import UTCDateTime
 
-revision = "0018_pdrop"
-down_revision = "0017_sqlitepurge"
+revision = "0019_pdrop"
+down_revision = "0018_blocks"
 branch_labels = None
 depends_on = None
 
