@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
-from retention.ledger import bulk, merkle, pseudonyms
+from retention.ledger import blocks, bulk, merkle, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
 from retention.ledger.canonical import (
@@ -228,7 +228,7 @@ def append_written(
     *,
     secret: bytes,
 ) -> int:
-    """Chain one entry whose items the database writes itself; returns how many items it has.
+    """Chain one format-4 entry whose items the database writes itself; returns how many items it has.
 
     ``write(seq)`` inserts the entry's items at
     position ``seq`` by ``INSERT ... SELECT`` and returns their leaves in
@@ -240,14 +240,90 @@ def append_written(
     before the items exist, so the append lock is taken first and held
     through the batch's statements to the commit. No item, no entry.
     """
+
+    def items(seq: int) -> tuple[int, bytes, dt.datetime | None]:
+        leaves, due = write(seq)
+        return len(leaves), merkle.root(leaves) if leaves else b"", due
+
+    return _append_one(conn, draft, now, items, ledger_items.FORMAT, secret)
+
+
+def append_blocks_written(
+    conn: sa.Connection,
+    draft: BatchItems,
+    now: dt.datetime,
+    write: Callable[[int], tuple[int, list[bytes], dt.datetime | None]],
+    *,
+    secret: bytes,
+) -> int:
+    """Chain one format-5 entry whose block the database writes itself; returns how many items it has.
+
+    ``write(seq)`` inserts the entry's block row at position ``seq`` and
+    returns (its item count, its chunk leaves in order, the latest due
+    instant): the Merkle root is built here over the chunk leaves
+    (docs/ledger.md, "Format 5"). Otherwise as :func:`append_written`.
+    """
+
+    def items(seq: int) -> tuple[int, bytes, dt.datetime | None]:
+        count, leaves, due = write(seq)
+        return count, merkle.root(leaves) if count else b"", due
+
+    return _append_one(conn, draft, now, items, blocks.FORMAT, secret)
+
+
+def append_block(conn: sa.Connection, draft: BatchItems, block: bytes, now: dt.datetime, *, secret: bytes) -> int:
+    """Chain one format-5 entry over ``block`` computed in Python; returns how many items it holds.
+
+    The reference writer (tests, small batches): the same entry and block
+    row the set-based writers make in SQL. ``draft`` gives the entry's other
+    columns (its ``moves`` are not read: the block is the items). A block
+    that is not well formed (:func:`retention.ledger.blocks.check`) is
+    refused before anything is written; an empty one writes nothing.
+    """
+    problem = blocks.check(block)
+    if problem is not None:
+        raise blocks.BlockError(f"a block that is not well formed: {problem}")
+    count = blocks.count(block)
+    due = (
+        max(block[i + blocks.DUE_AT : i + blocks.ITEM_SIZE] for i in range(0, len(block), blocks.ITEM_SIZE))
+        if count
+        else None
+    )
+
+    def write(seq: int) -> tuple[int, bytes, dt.datetime | None]:
+        if not count:
+            return 0, b"", None
+        conn.execute(store.ledger_blocks.insert().values(entry_seq=seq, items=count, body=block))
+        assert due is not None
+        instant = dt.datetime.strptime(due.decode("ascii"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+        return count, blocks.root(block), instant
+
+    return _append_one(conn, draft, now, write, blocks.FORMAT, secret)
+
+
+def _append_one(
+    conn: sa.Connection,
+    draft: BatchItems,
+    now: dt.datetime,
+    write: Callable[[int], tuple[int, bytes, dt.datetime | None]],
+    form: int,
+    secret: bytes,
+) -> int:
+    """Lock the head, let ``write(seq)`` store the items (count, Merkle root, latest due), chain the entry.
+
+    Shared by the writers of one entry whose items are stored before the
+    entry (:func:`append_written`, :func:`append_blocks_written`,
+    :func:`append_block`), so that the formats differ only in what ``write``
+    stores and how the root is made. No item, no entry.
+    """
     seq, prev, last_format = _lock_head(conn, last_format=True)
     ledger_items.index_pending(conn, seq + 1, last_format)
     seq += 1
-    leaves, due = write(seq)
-    if not leaves:
+    count, root, due = write(seq)
+    if not count:
         return 0
-    row = _base_row(draft, seq, now, prev)
-    row.update(due_at=due, count=len(leaves), merkle_root=merkle.root(leaves).hex(), items=len(leaves))
+    row = _base_row(draft, seq, now, prev, form)
+    row.update(due_at=due, count=count, merkle_root=root.hex(), items=count)
     row["hash"] = entry_hash_v2(row)
     row["mac"] = ledger_mac.entry_mac(secret, row["hash"])
     # One entry: an ordinary insert (one statement; COPY is two round trips), and where the
@@ -259,10 +335,12 @@ def append_written(
         runs = store.runs
         head = runs.update().where(runs.c.id == draft.run_id).values(ledger_last=seq)
         dialect_for(conn).insert_then_update(conn, entry, head)
-    return len(leaves)
+    return count
 
 
-def _base_row(draft: EntryDraft | BatchItems, seq: int, now: dt.datetime, prev: str) -> dict[str, Any]:
+def _base_row(
+    draft: EntryDraft | BatchItems, seq: int, now: dt.datetime, prev: str, form: int | None = None
+) -> dict[str, Any]:
     """The columns a format-3 entry takes from its draft alike for a batch and a single entry.
 
     Every column of the entry is present (in insert order), the ones that
@@ -287,7 +365,7 @@ def _base_row(draft: EntryDraft | BatchItems, seq: int, now: dt.datetime, prev: 
         "clock_max": None,
         "detail": None,
         "prev_hash": prev,
-        "format": ledger_items.FORMAT,
+        "format": ledger_items.FORMAT if form is None else form,
         "merkle_root": None,
         "items": None,
     }
@@ -421,6 +499,9 @@ __all__ = [
     "RecordEntries",
     "VerifyResult",
     "append",
+    "append_block",
+    "append_blocks_written",
+    "append_written",
     "canonical_entry",
     "canonical_entry_v2",
     "checkpoint",

@@ -37,9 +37,11 @@ FORMAT = 4
 
 Read at call time by the writers (:mod:`retention.ledger.bulk`, :mod:`retention.ledger.chain`), so that
 tests can write a format-3 ledger (the JSON leaf and lookup rows) to hold older ledgers to account."""
-ITEM_FORMATS = (2, 3, 4)
-"""Formats whose entries may commit to items."""
-MAC_FORMATS = (3, 4)
+ITEM_FORMATS = (2, 3, 4, 5)
+"""Formats whose entries may commit to items (format 5: in one block row, :mod:`retention.ledger.blocks`)."""
+ROW_FORMATS = (2, 3, 4)
+"""Formats whose items are rows of ``retention_ledger_items`` (format 5 keeps them in its block)."""
+MAC_FORMATS = (3, 4, 5)
 """Formats whose entries carry the engine's MAC (docs/ledger.md, "Threat model")."""
 LOOKUP_FORMATS = (2, 3)
 """Formats whose items have rows in ``retention_ledger_lookup``; format 4 items are found by the items' own indexes."""
@@ -411,20 +413,24 @@ def _not_as_indexed(conn: sa.Connection, entry: dict[str, Any], rows: Sequence[d
 
 
 def stray_items(conn: sa.Connection) -> str | None:
-    """Items under no entry of format 2 (a v1 entry, or no entry at all): inserted, or their entry removed."""
+    """Item rows under no entry of formats 2-4 (a v1 entry, a format-5 entry, or no entry): inserted, or their
+    entry removed. A format-5 entry's items are in its block only: a row beside it was put there by someone else."""
     items, entries = store.ledger_items, store.ledger
     query = (
-        sa.select(items.c.entry_seq, items.c.idx)
-        .select_from(
-            items.outerjoin(entries, sa.and_(entries.c.seq == items.c.entry_seq, entries.c.format.in_(ITEM_FORMATS)))
-        )
-        .where(entries.c.seq.is_(None))
+        sa.select(items.c.entry_seq, items.c.idx, entries.c.format)
+        .select_from(items.outerjoin(entries, entries.c.seq == items.c.entry_seq))
+        .where(sa.or_(entries.c.seq.is_(None), entries.c.format.is_(None), entries.c.format.not_in(ROW_FORMATS)))
         .order_by(items.c.entry_seq, items.c.idx)
         .limit(1)
     )
     stray = conn.execute(query).first()
     if stray is None:
         return None
+    if stray.format in ITEM_FORMATS:  # format 5: not one of ROW_FORMATS
+        return (
+            f"entry {stray.entry_seq} item {stray.idx}: an item row under an entry of format 5, whose items are "
+            "in its block (items inserted)"
+        )
     return (
         f"entry {stray.entry_seq} item {stray.idx}: an item under no entry of format 2 "
         "(items inserted, or their entry removed)"
@@ -633,6 +639,7 @@ __all__ = [
     "ITEM_FORMATS",
     "LOOKUP_FORMATS",
     "MAC_FORMATS",
+    "ROW_FORMATS",
     "UNREAD",
     "BatchItems",
     "Item",

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from retention.ledger import blocks
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
 from retention.ledger.canonical import GENESIS, _Encoder, row_hash
@@ -100,14 +101,16 @@ def verify(
                 since, since_form = seq, form
         else:
             older[form] = older.get(form, 0) + 1
-        if row.get("format") in ledger_items.ITEM_FORMATS and (row.get("items") or _has_items(connectable, seq)):
+        if form == blocks.FORMAT or (
+            form in ledger_items.ITEM_FORMATS and (row.get("items") or _has_items(connectable, seq))
+        ):
             problem = _check_entry_items(connectable, row)
             if problem is not None:
                 return VerifyResult(False, count, seq, problem)
         prev = row["hash"]
         expected_seq += 1
         count += 1
-    for check in (ledger_items.stray_items, ledger_items.check_lookup):
+    for check in (ledger_items.stray_items, stray_blocks, ledger_items.check_lookup):
         problem = _on_connection(connectable, check)
         if problem is not None:
             return VerifyResult(False, count, None, problem, expected_seq - 1, prev)
@@ -260,10 +263,12 @@ def record_run_head(engine: sa.Engine, run_id: str) -> None:
 
 
 def _check_entry_items(connectable: sa.Engine | sa.Connection, row: dict[str, Any]) -> str | None:
+    """The entry's items checked where its format keeps them: its block (format 5) or its item rows."""
+    check = check_block if row.get("format") == blocks.FORMAT else ledger_items.check_items
     if isinstance(connectable, sa.Engine):
         with connectable.connect() as conn:
-            return ledger_items.check_items(conn, row)
-    return ledger_items.check_items(connectable, row)
+            return check(conn, row)
+    return check(connectable, row)
 
 
 def _has_items(connectable: sa.Engine | sa.Connection, seq: int) -> bool:
@@ -274,3 +279,55 @@ def _has_items(connectable: sa.Engine | sa.Connection, seq: int) -> bool:
         with connectable.connect() as conn:
             return conn.execute(query).first() is not None
     return connectable.execute(query).first() is not None
+
+
+def check_block(conn: sa.Connection, entry: dict[str, Any]) -> str | None:
+    """None when a format-5 entry's block is exactly what its Merkle root commits to, else why not.
+
+    The entry has one block (the table's key allows no second); its item
+    count, the block row's and the body's length agree; the root over the
+    body's chunks is the entry's; the body is well formed
+    (:func:`retention.ledger.blocks.check`: a faulty writer's block out of
+    pseudonym order is named even when its root was computed over it).
+    """
+    seq, expected = entry["seq"], entry.get("items") or 0
+    t = store.ledger_blocks
+    found = conn.execute(sa.select(t.c["items"], t.c.body).where(t.c.entry_seq == seq)).first()
+    if found is None:
+        return f"entry {seq}: its block is missing (the entry has {expected} items; the block was removed)"
+    body = bytes(found.body)
+    try:
+        held = blocks.count(body)
+    except blocks.BlockError as error:
+        return f"entry {seq}: its block is malformed ({error}; the block was modified)"
+    if not held == found.items == expected:
+        return (
+            f"entry {seq}: its block holds {held} items and says it has {found.items}, the entry {expected} "
+            "(items removed or added)"
+        )
+    if blocks.root(body).hex() != entry.get("merkle_root"):
+        return f"entry {seq}: its block does not match its Merkle root (the block was modified)"
+    problem = blocks.check(body)
+    if problem is not None:
+        return f"entry {seq}: its block is malformed ({problem}), though its Merkle root matches"
+    return None
+
+
+def stray_blocks(conn: sa.Connection) -> str | None:
+    """A block under no entry of format 5 (another format's, or no entry at all): inserted, or its entry removed."""
+    t, entries = store.ledger_blocks, store.ledger
+    stray = conn.execute(
+        sa.select(t.c.entry_seq, entries.c.seq, entries.c.format)
+        .select_from(t.outerjoin(entries, entries.c.seq == t.c.entry_seq))
+        .where(sa.or_(entries.c.seq.is_(None), entries.c.format.is_(None), entries.c.format != blocks.FORMAT))
+        .order_by(t.c.entry_seq)
+        .limit(1)
+    ).first()
+    if stray is None:
+        return None
+    if stray.seq is None:
+        return f"entry {stray.entry_seq}: a block under no entry (a block inserted, or its entry removed)"
+    return (
+        f"entry {stray.entry_seq}: a block under an entry of format {stray.format or 1}, which has none "
+        "(a block inserted)"
+    )

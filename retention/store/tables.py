@@ -341,6 +341,20 @@ ledger_items = sa.Table(
     sa.Index(None, "email_pseudonym", mysql_length=PSEUDONYM_PREFIX),
 )
 
+BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+"""Binary of any length: bytea, LONGBLOB (MariaDB's BLOB stops at 64 kB), BLOB."""
+
+ledger_blocks = sa.Table(
+    f"{PREFIX}ledger_blocks",
+    metadata,
+    sa.Column("entry_seq", SEQ, primary_key=True, autoincrement=False),
+    sa.Column("items", sa.Integer, nullable=False, comment="how many items the body holds"),
+    sa.Column("body", BLOB, nullable=False, comment="the entry's items, 91 bytes each, in pseudonym order"),
+)
+"""Format 5 (migration 0018): one row per entry, its items as one byte string (:mod:`retention.ledger.blocks`).
+
+No index but the key: a lookup searches the bodies of a run's entries for a pseudonym's bytes."""
+
 ledger_lookup = sa.Table(
     f"{PREFIX}ledger_lookup",
     metadata,
@@ -398,6 +412,18 @@ ledger_lookup_guard = sa.Table(
     ),
 )
 """Stays empty, like ``ledger_guard``, for the lookup rows (migration 0007)."""
+
+ledger_blocks_guard = sa.Table(
+    f"{PREFIX}ledger_blocks_guard",
+    metadata,
+    sa.Column(
+        "entry_seq",
+        SEQ,
+        sa.ForeignKey(f"{PREFIX}ledger_blocks.entry_seq"),
+        comment="always empty: makes MySQL/MariaDB refuse TRUNCATE",
+    ),
+)
+"""Stays empty, like ``ledger_guard``, for the blocks (migration 0018)."""
 
 review_batches = sa.Table(
     f"{PREFIX}review_batches",
