@@ -140,14 +140,22 @@ def ledger5(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, Any]:
                 )
             )
         moves = [
-            (dt.datetime.strptime(due_of(i), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC), key_of(i), user_of(i), None, None)
+            (
+                dt.datetime.strptime(due_of(i), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC),
+                key_of(i),
+                user_of(i),
+                None,
+                None,
+            )
             for i in RUNS["r0"]
         ]
         [seqs["r0"]] = chain.append(conn, [draft("run-0", moves)], NOW, secret=SECRET.encode())
     for batch in ("r1", "r1b", "r2"):
         with migrated.begin() as conn:
             run_id = RUN_OF[batch]
-            assert chain.append_block(conn, draft(run_id), block_of(run_id, RUNS[batch]), NOW, secret=SECRET.encode()) == len(RUNS[batch])
+            assert chain.append_block(
+                conn, draft(run_id), block_of(run_id, RUNS[batch]), NOW, secret=SECRET.encode()
+            ) == len(RUNS[batch])
             seqs[batch] = int(conn.execute(sa.select(sa.func.max(store.ledger.c.seq))).scalar_one())
     pack = tmp_path / "blocks5.yaml"
     pack.write_text(PACK, encoding="utf-8")
@@ -196,7 +204,9 @@ def test_lookup_by_subject_finds_every_item_of_every_run(ledger5: dict[str, Any]
     """user-1: two format-4 items, five in one block, one in another block of the run, four in run-2's block."""
     rows = lookup_rows(ledger5, "--subject", "user-1")
     expected = sorted(
-        (ledger5["seqs"]["r0"], i - 1) if batch_of(i) == "r0" else (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])
+        (ledger5["seqs"]["r0"], i - 1)
+        if batch_of(i) == "r0"
+        else (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])
         for i in range(1, 35)
         if i % 3 == 1
     )
@@ -250,7 +260,15 @@ def signed(ledger5: dict[str, Any]) -> dict[str, Any]:
 def prove(signed: dict[str, Any], name: str, *args: str) -> dict[str, Any]:
     out = signed["tmp"] / f"{name}.json"
     result = invoke(
-        "ledger", "prove", "--db", signed["db_url"], *args, "--checkpoint", str(signed["checkpoint"]), "--output", str(out)
+        "ledger",
+        "prove",
+        "--db",
+        signed["db_url"],
+        *args,
+        "--checkpoint",
+        str(signed["checkpoint"]),
+        "--output",
+        str(out),
     )
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text(encoding="utf-8"))
@@ -281,7 +299,9 @@ def test_a_block_item_proves_and_verifies_offline(signed: dict[str, Any]) -> Non
     assert record["audit_path"] == []
     ok = verify(signed, document, "--dataset", "events", "--key", key_of(9))
     assert ok.exit_code == 0, ok.output
-    assert ok.output.splitlines()[1].startswith(f"  entry {record['seq']} item {idx}: record {record_of('run-1', 9).hex()} of events")
+    assert ok.output.splitlines()[1].startswith(
+        f"  entry {record['seq']} item {idx}: record {record_of('run-1', 9).hex()} of events"
+    )
     other = verify(signed, document, "--dataset", "events", "--key", key_of(10))
     assert other.exit_code == 6 and "is not that record (its pseudonym differs)" in other.output
 
@@ -299,7 +319,9 @@ def test_a_changed_byte_in_chunk_path_or_item_is_rejected_with_its_reason(signed
     other_item = (record["item"]["idx"] + 1) % 16 * 2 * blocks.ITEM_SIZE  # a byte of another item of the chunk
     cases = {
         "another item's byte": (
-            with_record(chunk=chunk[:other_item] + ("0" if chunk[other_item] != "0" else "1") + chunk[other_item + 1 :]),
+            with_record(
+                chunk=chunk[:other_item] + ("0" if chunk[other_item] != "0" else "1") + chunk[other_item + 1 :]
+            ),
             f"{where}the chunk and its audit path do not lead to the entry's Merkle root {altered}",
         ),
         "the item's due instant": (
@@ -328,7 +350,11 @@ def test_a_changed_byte_in_chunk_path_or_item_is_rejected_with_its_reason(signed
             f"{where}the item is not an item of format 5 (its fields or their forms)",
         ),
         "no chunk": (
-            {**document, "format": "retention-ledger-proof/1", "records": [{k: v for k, v in record.items() if k != "chunk"}]},
+            {
+                **document,
+                "format": "retention-ledger-proof/1",
+                "records": [{k: v for k, v in record.items() if k != "chunk"}],
+            },
             f"{where}the record has no chunk (hex) of its format-5 entry",
         ),
         "a chunk in a /1 proof": (
@@ -413,7 +439,11 @@ def test_the_sample_counts_block_claims_and_reads_them_by_position(ledger5: dict
     with ledger5["engine"].connect() as conn:
         every = sorted((c.seq, c.idx, c.pseudonym) for c in ledger_audit._claims(conn, None))
     expected = sorted(
-        (ledger5["seqs"][batch_of(i)], i - 1 if batch_of(i) == "r0" else where_is(batch_of(i), i)[0], record_of(RUN_OF[batch_of(i)], i).hex())
+        (
+            ledger5["seqs"][batch_of(i)],
+            i - 1 if batch_of(i) == "r0" else where_is(batch_of(i), i)[0],
+            record_of(RUN_OF[batch_of(i)], i).hex(),
+        )
         for i in range(1, 35)
     )
     assert every == expected
