@@ -434,8 +434,8 @@ def test_the_sample_counts_block_claims_and_reads_them_by_position(ledger5: dict
     idx = where_is("r2", 27)[0]
     assert lines[0].startswith(f"claim does not hold: dataset events: entry {ledger5['seqs']['r2']} item {idx} ")
     assert lines[-1].startswith("ledger audit failed: 1 of 34 claims checked")
-    small = audit(ledger5, "--sample", "5")
-    assert small.output.splitlines()[-1].endswith("(a sample of 5 of 34 claims)") or "of 34" in small.output
+    small = audit(ledger5, "--sample", "5", "--dataset", "events")
+    assert small.output.splitlines()[-1].startswith("ledger audit ") and "(a sample of 5 of 34)" in small.output
     with ledger5["engine"].connect() as conn:
         every = sorted((c.seq, c.idx, c.pseudonym) for c in ledger_audit._claims(conn, None))
     expected = sorted(
@@ -447,3 +447,36 @@ def test_the_sample_counts_block_claims_and_reads_them_by_position(ledger5: dict
         for i in range(1, 35)
     )
     assert every == expected
+
+
+def test_verify_proof_with_the_database_checks_block_claims(signed: dict[str, Any]) -> None:
+    """``verify-proof --db``: a format-5 claim holds while the row is gone, and is named once it is put back."""
+    document = prove(signed, "p5", "--dataset", "events", "--key", key_of(9))
+    db = ("--db", signed["db_url"], "--rules", str(signed["pack"]))
+    held = verify(signed, document, *db)
+    assert held.exit_code == 0, held.output
+    put_back(signed, 9)
+    broken = verify(signed, document, *db)
+    assert broken.exit_code == 6, broken.output
+    idx = where_is("r1", 9)[0]
+    assert (
+        f"entry {signed['seqs']['r1']} item {idx} (record {record_of('run-1', 9).hex()[:16]}) says active->purged "
+        "(delete), but the live table still holds that record" in broken.output
+    )
+
+
+def test_the_person_page_lists_block_items(ledger5: dict[str, Any]) -> None:
+    """The console's person view (``commands.person``): user-1's twelve items, format 4 and 5, under events."""
+    from retention.commands import person as people
+    from retention.policy.loader import load_file
+
+    loaded = load_file(ledger5["pack"])
+    with ledger5["engine"].connect() as conn:
+        found = people.person(conn, loaded, NOW, SECRET.encode(), subject_key="user-1")
+    [events] = [d for d in found.datasets if d.name == "events"]
+    shown = [(e["seq"], e["item"]) for e in events.entries]
+    assert shown == [(e["seq"], e["item"]) for e in found.entries]
+    assert len(shown) == 12
+    assert {e["format"] for e in found.entries} == {4, 5}
+    in_r2 = sorted(where_is("r2", i)[0] for i in RUNS["r2"] if i % 3 == 1)
+    assert [i for s, i in shown if s == ledger5["seqs"]["r2"]] == in_r2
