@@ -480,3 +480,52 @@ def test_the_person_page_lists_block_items(ledger5: dict[str, Any]) -> None:
     assert {e["format"] for e in found.entries} == {4, 5}
     in_r2 = sorted(where_is("r2", i)[0] for i in RUNS["r2"] if i % 3 == 1)
     assert [i for s, i in shown if s == ledger5["seqs"]["r2"]] == in_r2
+
+
+def test_a_claim_sharing_only_a_prefix_with_a_live_row_is_not_named(ledger5: dict[str, Any]) -> None:
+    """The complete audit matches 8-byte prefixes first: a claim whose pseudonym starts like a live row's
+    (and differs after) must be told apart by the exact comparison on the block's bytes."""
+    live = record_of("run-1", 35)
+    twin = live[:8] + bytes(b ^ 0xFF for b in live[8:])
+    item = twin + subject_of("run-1", 35) + due_of(35).encode()
+    with ledger5["engine"].begin() as conn:
+        assert chain.append_block(conn, draft("run-1"), item, NOW, secret=SECRET.encode()) == 1
+    result = audit(ledger5)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ledger audit ok: 35 claims checked")
+
+
+def test_a_pass_holds_only_the_claims_of_its_prefix_range(ledger5: dict[str, Any]) -> None:
+    """The complete audit's memory bound: a pass loads the claims whose 8-byte prefix is in its ranges, no more."""
+    half = 1 << 63
+    low_half = [i for i in range(5, 25) if int.from_bytes(record_of("run-1", i)[:8], "big") < half]
+    assert 0 < len(low_half) < 20
+    with ledger5["engine"].connect() as conn:
+        first = ledger_audit._load_pass(conn, "events", "blocks5", [("run-1", 0, half)], 10)
+        second = ledger_audit._load_pass(
+            conn, "events", "blocks5", [("run-1", half, 1 << 64), ("run-2", 0, 1 << 64)], 20
+        )
+    assert first.used == len(low_half)
+    assert second.used == 20 - len(low_half) + 10
+    seq, idx = ledger5["seqs"][batch_of(low_half[0])], where_is(batch_of(low_half[0]), low_half[0])[0]
+    assert first.get(int.from_bytes(record_of("run-1", low_half[0])[:8], "big")) == [seq << 24 | idx]
+
+
+def test_an_email_lookup_reads_no_block(ledger5: dict[str, Any]) -> None:
+    """No block holds an e-mail pseudonym: a lookup by address does not scan them (the cost of a subject lookup)."""
+    statements: list[str] = []
+    engine = ledger5["engine"]
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with engine.connect() as conn:
+            assert ledger_items.lookup(conn, SECRET.encode(), email="user-1@example.org") == []
+            by_email = [s for s in statements if "ledger_blocks" in s]
+            ledger_items.lookup(conn, SECRET.encode(), subject_key="user-1")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert by_email == []
+    assert any("ledger_blocks" in s for s in statements)
