@@ -529,3 +529,21 @@ def test_an_email_lookup_reads_no_block(ledger5: dict[str, Any]) -> None:
         sa.event.remove(engine, "before_cursor_execute", seen)
     assert by_email == []
     assert any("ledger_blocks" in s for s in statements)
+
+
+def test_the_console_lookup_and_export_show_block_entries(ledger5: dict[str, Any]) -> None:
+    """The console's lookup (``query.lookup``) lists block items as items; export lists format-5 entries as others."""
+    from retention.ledger import query
+
+    with ledger5["engine"].connect() as conn:
+        found = query.lookup(conn, SECRET.encode(), dataset="events", record_key=key_of(30))
+    [row] = found
+    assert (row["seq"], row["item"], row["format"]) == (ledger5["seqs"]["r2"], where_is("r2", 30)[0], 5)
+    assert row["detail_fields"] == {}
+    exported = invoke("ledger", "export", "--db", ledger5["db_url"], "--format", "jsonl")
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in exported.output.splitlines()]
+    # export lists every entry's v1 columns (not format, root or items, for any format): a block entry's count
+    assert [(e["seq"], e["run_id"], e["count"]) for e in lines] == [
+        (ledger5["seqs"][b], RUN_OF[b], len(RUNS[b])) for b in ("r0", "r1", "r1b", "r2")
+    ]
