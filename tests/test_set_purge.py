@@ -1,9 +1,10 @@
 """The set-based purge (retention.engine.set_purge): the database computes what Python computed, byte for byte.
 
-Pseudonyms are held to the standard library's ``hmac`` and leaves to the
-format-4 bytes (docs/ledger.md, "Format 4") through ``hashlib``, on every
-database; the choice of path is logged with its
-reason; and a ledger holding items of both paths proves records of each.
+Pseudonyms are held to the standard library's ``hmac`` and the blocks the
+database aggregates to :func:`retention.ledger.blocks.encode` of those
+pseudonyms (docs/ledger.md, "Format 5"), on every database; the choice of
+path is logged with its reason; and a ledger holding items of both paths
+proves records of each.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 
 from retention.dialects import dialect_for
 from retention.engine import execute, set_purge
-from retention.ledger import chain as ledger
+from retention.ledger import blocks
 from retention.ledger import items as ledger_items
 from retention.policy import validate_pack
 from retention.store import tables as store
@@ -50,37 +51,74 @@ def test_database_pseudonyms_are_hmac_sha256_of_the_python_message(migrated: sa.
             expected = hmac.new(KEY, b"subject\x1f" + str(number).encode(), hashlib.sha256).hexdigest()
             text = sa.cast(sa.literal(number, sa.BigInteger), sa.String)
             assert _selected(conn, dialect.hmac_hex(KEY, b"subject\x1f", text)) == expected
+        # Format 5 holds the same values as 32 raw bytes.
+        for text in TEXTS:
+            expected_bytes = hmac.new(KEY, b"record\x1fevents\x1f" + text.encode("utf-8"), hashlib.sha256).digest()
+            raw = dialect.hmac_bytes(KEY, b"record\x1fevents\x1f", sa.literal(text, sa.String))
+            assert bytes(conn.execute(sa.select(raw)).scalar_one()) == expected_bytes, text
 
 
-def test_database_leaves_are_the_leaves_of_the_item_documents(migrated: sa.Engine) -> None:
-    """Leaves read back by the set-based path equal the per-record path's, subject or none, any microsecond."""
-    due = dt.datetime(2025, 10, 1, 22, 0, tzinfo=dt.UTC)
-    moves = [
-        (due, "1", "42", None, None),
-        (due.replace(microsecond=123456), "2", None, None, None),
-        (dt.datetime(2025, 10, 2, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=1))), "ünï-3", "sübject", None, None),
-        (dt.datetime(1999, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC), "4", "43", None, None),
+def _block_rows(rows: list[tuple[str, str | None, bytes | None]]) -> sa.Subquery:
+    """``rows`` (record text, subject text or None, due bytes or None) as a subquery of literals."""
+    selects = [
+        sa.select(
+            sa.literal(record, sa.String).label("record"),
+            sa.literal(subject, sa.String).label("subject"),
+            sa.literal(due, sa.LargeBinary).label("due"),
+        )
+        for record, subject, due in rows
     ]
-    draft = ledger_items.BatchItems("run-1", "p", "d", "events", "active->purged", "delete", "b", KEY, moves)
-    items = draft.items()
-    # Format 4 (docs/ledger.md): due instant, record, subject or 64 '-', e-mail or 64 '-', "idx:request:review".
-    expected = [
-        hashlib.sha256(
-            b"\x00"
-            + item.due_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
-            + item.record.encode()
-            + (item.subject or "-" * 64).encode()
-            + b"-" * 64
-            + f"{i}::".encode()
-        ).digest()
-        for i, item in enumerate(items)
+    return sa.union_all(*selects).subquery("r")
+
+
+def _block_in_sql(conn: sa.Connection, rows: list[tuple[str, str | None, bytes | None]]) -> tuple[bytes, int]:
+    """The dialect's block of ``rows`` under KEY, pseudonyms computed by the database; with its row count."""
+    dialect = dialect_for(conn)
+    r = _block_rows(rows)
+    record = dialect.hmac_bytes(KEY, b"record\x1fevents\x1f", r.c.record)
+    subject = sa.case((r.c.subject.is_(None), sa.null()), else_=dialect.hmac_bytes(KEY, b"subject\x1f", r.c.subject))
+    inner = sa.select(record.label("rec"), subject.label("subj"), r.c.due).subquery("i")
+    body, count = conn.execute(
+        sa.select(dialect.block_body(inner.c.rec, inner.c.subj, inner.c.due), sa.func.count()).select_from(inner)
+    ).one()
+    return bytes(body or b""), int(count)
+
+
+def test_database_blocks_are_the_blocks_of_the_python_pseudonyms(migrated: sa.Engine) -> None:
+    """The dialect's block aggregate: the items of ``blocks.encode`` over ``hmac`` pseudonyms, sorted by bytes.
+
+    150 records (three chunks' worth, in an order unrelated to their
+    pseudonyms'), keys and subjects in any script, some without a subject
+    (32 zero bytes), several due instants.
+    """
+    dues = [b"2025-10-01T22:00:00.000000Z", b"1999-01-02T03:04:05.000006Z", b"2026-03-29T01:00:00.123456Z"]
+    rows: list[tuple[str, str | None, bytes | None]] = [
+        (TEXTS[i % len(TEXTS)] + str(i), None if i % 4 == 0 else f"sübject-{i % 9}", dues[i % 3]) for i in range(150)
     ]
-    with migrated.begin() as conn:
+
+    with migrated.connect() as conn:
         dialect_for(conn).prepare_items(conn)
-        (seq,) = ledger.append(conn, [draft], dt.datetime(2026, 1, 1, tzinfo=dt.UTC), secret=KEY)
-        t = store.ledger_items
-        leaves = conn.execute(sa.select(set_purge._leaf(conn)).where(t.c.entry_seq == seq).order_by(t.c.idx))
-        assert [bytes(leaf) for leaf in leaves.scalars()] == expected
+        assert _block_in_sql(conn, rows) == (_block_by_hand(rows), 150)
+        # A row without a due instant is left out of the body (the writer then refuses the batch: its length).
+        assert _block_in_sql(conn, [*rows[:3], ("no-due", None, None)]) == (_block_by_hand(rows[:3]), 4)
+
+
+def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]]) -> bytes:
+    """``blocks.encode`` of the rows' pseudonyms under KEY, computed by the standard library's ``hmac``."""
+
+    def pseudonym(message: bytes) -> bytes:
+        return hmac.new(KEY, message, hashlib.sha256).digest()
+
+    return blocks.encode(
+        [
+            (
+                pseudonym(b"record\x1fevents\x1f" + record.encode()),
+                None if subject is None else pseudonym(b"subject\x1f" + subject.encode()),
+                (due or b"").decode(),
+            )
+            for record, subject, due in rows
+        ]
+    )
 
 
 PACK = """
@@ -233,10 +271,11 @@ def test_a_row_another_session_changes_while_the_batch_waits_gets_no_item(migrat
     assert result.counts["events"] == {"active->purged": 6}
     with migrated.connect() as conn:
         left = conn.execute(sa.select(events.c.id)).scalars().all()
-        items = conn.execute(sa.select(sa.func.count()).select_from(store.ledger_items)).scalar_one()
+        items = conn.execute(sa.select(sa.func.sum(store.ledger_blocks.c["items"]))).scalar_one()
+        bodies = conn.execute(sa.select(store.ledger_blocks.c.body)).scalars().all()
         counted = conn.execute(sa.select(sa.func.sum(store.ledger.c["items"]))).scalar_one()
     assert left == [4]
-    assert items == counted == 6
+    assert items == counted == sum(len(body) for body in bodies) // 91 == 6
 
 
 def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
@@ -272,7 +311,7 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
 def test_proofs_of_records_of_format_3_and_format_4_runs_verify_against_one_checkpoint(
     migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A format-3 run (JSON leaves, lookup rows), then format 4 per record and set-based: all prove, one checkpoint."""
+    """A format-3 run (JSON leaves, lookup rows), format 4 per record, format 5 set-based: all prove, one checkpoint."""
     from test_ledger_proof import PACK as PROOF_PACK
     from test_ledger_proof import events_table, prove_each
 
@@ -295,9 +334,9 @@ def test_proofs_of_records_of_format_3_and_format_4_runs_verify_against_one_chec
         ).all()
         lookup_runs = set(conn.execute(sa.select(store.ledger_lookup.c.run_id).distinct()).scalars())
     assert sorted((run, form, n) for run, form, n in rows) == sorted(
-        [(v3_run, 3, 3), (per_record, 4, 2), (set_based, 4, 2)]
+        [(v3_run, 3, 3), (per_record, 4, 2), (set_based, 5, 2)]
     )
-    assert lookup_runs == {v3_run}  # format 4 writes no lookup rows
+    assert lookup_runs == {v3_run}  # formats 4 and 5 write no lookup rows
     prove_each(db_url, tmp_path, [(v3_run, "v3-2"), (per_record, "rec-1"), (set_based, "set-2")])
 
 
@@ -342,15 +381,33 @@ def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:
 
 
 def _item_due_instants(engine: sa.Engine, run_id: str) -> dict[str, dt.datetime]:
-    """Each item of the run's ``events`` entries: record pseudonym -> due instant, as stored."""
-    t, entries = store.ledger_items, store.ledger
+    """Each item of the run's ``events`` blocks: record pseudonym (hex) -> due instant, read by hand.
+
+    A format-5 item is 91 bytes: the record pseudonym, the subject's, then
+    the due instant's 27 characters (docs/ledger.md). The run writes no
+    item rows.
+    """
+    t, entries = store.ledger_blocks, store.ledger
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(t.c.record_pseudonym, t.c.due_at)
+        bodies = conn.execute(
+            sa.select(t.c.body)
             .join(entries, entries.c.seq == t.c.entry_seq)
-            .where(entries.c.run_id == run_id, entries.c.dataset == "events")
-        ).all()
-    return {r.record_pseudonym: r.due_at for r in rows}
+            .where(entries.c.run_id == run_id, entries.c.dataset == "events", entries.c.format == 5)
+        ).scalars()
+        found = {
+            bytes(body[i : i + 32]).hex(): dt.datetime.strptime(
+                bytes(body[i + 64 : i + 91]).decode(), "%Y-%m-%dT%H:%M:%S.%fZ"
+            ).replace(tzinfo=dt.UTC)
+            for body in bodies
+            for i in range(0, len(body), 91)
+        }
+        rows = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(store.ledger_items.join(entries, entries.c.seq == store.ledger_items.c.entry_seq))
+            .where(entries.c.run_id == run_id)
+        ).scalar_one()
+    assert rows == 0
+    return found
 
 
 @pytest.mark.parametrize("value", ["false", "off", "2"])

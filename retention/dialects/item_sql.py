@@ -33,6 +33,31 @@ class ItemSQL:
         """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes."""
         raise NotImplementedError
 
+    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The 32 raw bytes of HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes.
+
+        The same value as :meth:`hmac_hex`, unencoded: a format-5 item holds
+        its pseudonyms as raw bytes (:mod:`retention.ledger.blocks`).
+        """
+        raise NotImplementedError
+
+    def block_item(
+        self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        """A format-5 item's bytes: ``record`` (32 bytes), ``subject`` or 32 zero bytes when NULL, ``due`` (27)."""
+        raise NotImplementedError
+
+    def block_body(
+        self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        """The aggregate making a group's format-5 block: its :meth:`block_item` bytes in ``record`` order.
+
+        NULL for no row; a row with a NULL ``record`` or ``due`` is left out
+        (the caller compares the body's length with the row count). Generic:
+        :meth:`ordered_bytes` of the items by record pseudonym.
+        """
+        return self.ordered_bytes(self.block_item(record, subject, due), record)
+
     def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
         """The 32-byte Merkle leaf hash of an ASCII text ``document``: SHA-256 of 0x00 and its bytes."""
         raise NotImplementedError
@@ -51,8 +76,9 @@ class ItemSQL:
     def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
         """The aggregate concatenating a group's binary ``value`` in ``order`` (NULL for no row).
 
-        Used with :meth:`row_address` only: a batch's 32-byte leaves come
-        back as one value, not one row each. Generic: none.
+        A batch's 32-byte leaves come back as one value, not one row each
+        (:meth:`row_address`), and a format-5 block is the items in record
+        order (:meth:`block_body`). Generic: none.
         """
         raise NotImplementedError
 

@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
@@ -264,6 +266,29 @@ class MySQLDialect(Dialect):
         inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
         return sa.func.sha2(sa.func.concat(_binary(outer), inner_digest), 256)
 
+    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.unhex(self.hmac_hex(key, prefix, text), type_=sa.LargeBinary)
+
+    def block_item(
+        self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        return sa.func.concat(record, sa.func.coalesce(subject, _binary(bytes(32))), due, type_=sa.LargeBinary)
+
+    def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
+        # GROUP_CONCAT stops at group_concat_max_len, which prepare_items raises for the session (the writer
+        # still compares the body's length with its row count: max_allowed_packet bounds it too).
+        return _OrderedConcat(value, order)
+
+    def prepare_items(self, conn: sa.Connection) -> None:
+        # On the driver's connection: a session setting, outside any transaction the caller begins next.
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.execute(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX}")
+        finally:
+            cursor.close()
+
     def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.unhex(sa.func.sha2(sa.func.concat(_binary(b"\x00"), document), 256))
 
@@ -306,6 +331,33 @@ class MySQLDialect(Dialect):
             bad = bad_date(rel_col)
             return sa.case((bad, None), else_=rel_col), bad
         return rel_col, None
+
+
+GROUP_CONCAT_MAX = 4_294_967_295
+"""group_concat_max_len for the item sessions: its maximum, so that max_allowed_packet alone bounds a block."""
+
+
+class _OrderedConcat(ColumnElement[Any]):
+    """``GROUP_CONCAT(value ORDER BY order SEPARATOR '')``: SQLAlchemy has no construct for the clauses inside."""
+
+    inherit_cache = True
+    type = sa.LargeBinary()
+    _traverse_internals = [  # the statement cache key covers both clauses
+        ("value", InternalTraversal.dp_clauseelement),
+        ("order", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> None:
+        self.value, self.order = value, order
+
+    def get_children(self, **kw: Any) -> tuple[ColumnElement[Any], ...]:
+        return self.value, self.order
+
+
+@compiles(_OrderedConcat)
+def _ordered_concat(element: _OrderedConcat, compiler: Any, **kw: Any) -> str:
+    value, order = compiler.process(element.value, **kw), compiler.process(element.order, **kw)
+    return f"GROUP_CONCAT({value} ORDER BY {order} SEPARATOR '')"
 
 
 def _binary(value: bytes) -> ColumnElement[Any]:

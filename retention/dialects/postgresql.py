@@ -147,11 +147,22 @@ class PostgreSQLDialect(Dialect):
         return sa.cast(value, sa.Date)
 
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.encode(self.hmac_bytes(key, prefix, text), "hex")
+
+    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         # Built-in sha256() (PostgreSQL 11) over the pre-absorbed pads: no pgcrypto needed.
         inner, outer = hmac_pads(key)
         message = sa.literal(inner + prefix, sa.LargeBinary).op("||")(sa.func.convert_to(text, "UTF8"))
         digest = sa.literal(outer, sa.LargeBinary).op("||")(sa.func.sha256(message))
-        return sa.func.encode(sa.func.sha256(digest), "hex")
+        return sa.func.sha256(digest, type_=sa.LargeBinary)
+
+    def block_item(
+        self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        none = sa.literal(bytes(32), sa.LargeBinary)
+        return record.op("||", return_type=sa.LargeBinary)(sa.func.coalesce(subject, none)).op(
+            "||", return_type=sa.LargeBinary
+        )(due)
 
     def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.sha256(sa.literal(b"\x00", sa.LargeBinary).op("||")(sa.func.convert_to(document, "UTF8")))

@@ -126,9 +126,22 @@ class SQLiteDialect(Dialect):
         assert raw is not None
         raw.create_function("retention_hmac_hex", 3, _hmac_hex, deterministic=True)
         raw.create_function("retention_leaf", 1, _leaf, deterministic=True)
+        raw.create_function("retention_hmac_bytes", 3, _hmac_bytes, deterministic=True)
+        raw.create_aggregate("retention_block", 3, _Block)
 
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.retention_hmac_hex(sa.literal(key, sa.LargeBinary), sa.literal(prefix, sa.LargeBinary), text)
+
+    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        key_bytes, prefix_bytes = sa.literal(key, sa.LargeBinary), sa.literal(prefix, sa.LargeBinary)
+        return sa.func.retention_hmac_bytes(key_bytes, prefix_bytes, text, type_=sa.LargeBinary)
+
+    def block_body(
+        self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        # One registered aggregate builds and sorts the items (no ORDER BY inside aggregates before SQLite
+        # 3.44, and || would turn the bytes into text); block_item is then not needed here.
+        return sa.func.retention_block(record, subject, due, type_=sa.LargeBinary)
 
     def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.retention_leaf(document)
@@ -250,6 +263,11 @@ def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
 
 
 def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
+    digest = _hmac_bytes(key, prefix, text)
+    return None if digest is None else digest.hex()
+
+
+def _hmac_bytes(key: bytes, prefix: bytes, text: str | int | None) -> bytes | None:
     if text is None:
         return None
     inner, outer = _hmac_pads(key, prefix)
@@ -257,7 +275,32 @@ def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
     inner.update(str(text).encode("utf-8"))
     outer = outer.copy()
     outer.update(inner.digest())
-    return str(outer.hexdigest())
+    return bytes(outer.digest())
+
+
+class _Block:
+    """``retention_block(record, subject, due)``: the group's format-5 items, sorted (retention.ledger.blocks).
+
+    A row without a record or due is left out, as SQL aggregates leave out
+    NULLs: the writer compares the body's length with its row count.
+    """
+
+    _NONE = bytes(32)
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def step(self, record: bytes | None, subject: bytes | None, due: bytes | str | None) -> None:
+        if record is None or due is None:
+            return
+        text = due.encode("ascii") if isinstance(due, str) else due
+        self.items.append(record + (self._NONE if subject is None else subject) + text)
+
+    def finalize(self) -> bytes | None:
+        if not self.items:
+            return None
+        self.items.sort()
+        return b"".join(self.items)
 
 
 def _leaf(document: str | None) -> bytes | None:

@@ -13,15 +13,17 @@ values is a function the database can compute:
 - the due instant depends only on the clock's local date, so a table of the
   run's days (:class:`DueDays`, filled by the same evaluator the per-record
   path uses) gives it by an index probe;
-- the items are ``INSERT INTO items SELECT`` with pseudonyms computed by the
-  database under the run's key (the dialect's ``hmac_hex``), byte for byte
-  what :mod:`retention.ledger.bulk` computes; format 4 writes no lookup rows;
+- the items are one format-5 block row per batch (:mod:`retention.ledger.blocks`):
+  ``INSERT INTO retention_ledger_blocks SELECT`` of the dialect's
+  ``block_body`` aggregate over the rows, whose raw 32-byte pseudonyms the
+  database computes under the run's key (``hmac_bytes``: the values of
+  format 4, unencoded) and whose due text comes from the day table; no
+  per-record index is written, which is what format 5 is for;
 - the rows are deleted by the same predicate over the batch's key range, and
-  the items must match the deletions one to one, or the batch rolls back;
-- the insert returns each stored item's 32-byte leaf (``RETURNING`` the
-  dialect's ``leaf`` over the format-4 bytes, :func:`retention.ledger.items.item_bytes`),
-  from which Python builds the Merkle root and the chained entry
-  (:func:`retention.ledger.chain.append_written`).
+  the block must hold one item per deleted row, or the batch rolls back;
+- the insert returns the stored body (91 bytes per record), from which
+  Python hashes the chunk leaves, builds the Merkle root and chains the
+  entry (:func:`retention.ledger.chain.append_blocks_written`).
 
 Every other dataset takes the per-record path, and :func:`why_not` says why
 (logged once per dataset and run): the choice is explicit, never silent.
@@ -48,7 +50,8 @@ from retention.engine.clock_sql import ClockSQL, DatasetSQL
 from retention.engine.evaluate import DueCache, RecordEvaluation, evaluate_record
 from retention.engine.plan import Batch, DatasetPlanner
 from retention.engine.plan_values import _without_clock_index
-from retention.errors import ConcurrentChangeError, ConfigError
+from retention.errors import ConcurrentChangeError, ConfigError, LedgerError
+from retention.ledger import blocks
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.policy.model import Dataset, Pack
@@ -86,7 +89,9 @@ def why_not(conn: sa.Connection, planner: DatasetPlanner) -> str | None:
     if not dialect_for(conn).set_based_items:
         return "this database does not compute ledger items"
     if ledger_items.FORMAT in ledger_items.LOOKUP_FORMATS:
-        return f"the ledger writes format {ledger_items.FORMAT} (the database computes format-4 items only)"
+        return (
+            f"the ledger writes format {ledger_items.FORMAT} (the database writes format-5 blocks beside format 4 only)"
+        )
     dataset = planner.dataset
     if list(dataset.states) != ["active", "purged"]:
         return "its lifecycle is not active -> purged"
@@ -155,7 +160,9 @@ class DueDays:
     PostgreSQL and a scan of the table per row on MariaDB). A stored date
     holds at most two local-day starts (days last 23 to 25 hours), so each
     row has the due instant at the date's midnight (``d0``) and at each
-    start inside it (``s1``/``d1``, ``s2``/``d2``).
+    start inside it (``s1``/``d1``, ``s2``/``d2``). Beside each due instant
+    the table keeps its 27-byte text (``t0``-``t2``, as a format-5 item holds
+    it), formatted here once per day rather than by the database per row.
     """
 
     table: sa.Table
@@ -180,6 +187,7 @@ class DueDays:
         )
         if dialect.datetimes_as_text:
             moment_type = sa.String(26)  # the clock's normal form (retention.timing.datetext)
+        extra = (DayValue("t", DUE_TEXT, lambda evaluation: due_text(evaluation.due[state])), *extra)
         table = sa.Table(
             f"{store.PREFIX}due_days",
             sa.MetaData(),
@@ -235,6 +243,17 @@ class DueDays:
         """Drop the table; a session that is gone took its temporary table with it (nothing to report)."""
         with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
             self.table.drop(conn, checkfirst=True)
+
+
+DUE_TEXT = sa.LargeBinary().with_variant(sa.dialects.mysql.VARBINARY(blocks.DUE_SIZE), "mysql", "mariadb")
+"""The day table's due text: bytes, so that the databases concatenate it with the pseudonyms as bytes."""
+
+
+def due_text(instant: dt.datetime | None) -> bytes | None:
+    """A due instant as a format-5 item holds it: ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, ASCII."""
+    if instant is None:
+        return None
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -413,7 +432,7 @@ class SetPurge:
         if not scanned:
             return None
         in_range = [selected, key <= last] + ([key > after] if after is not None else [])
-        moved = ledger.append_written(
+        moved = ledger.append_blocks_written(
             conn, self._draft(), ctx.now(), lambda seq: self._write(conn, seq, in_range), secret=ctx.secret
         )
         counts = {planner.name: {self.transition: moved} if moved else {}}
@@ -435,17 +454,18 @@ class SetPurge:
         )
 
     def _pseudonyms(self, conn: sa.Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
-        """The record and subject pseudonyms of a source row under the run's key, computed by the database."""
+        """The record and subject pseudonyms (raw 32 bytes, NULL for no subject) of a source row under the
+        run's key, computed by the database."""
         planner, ctx = self.planner, self.ctx
         dialect = dialect_for(conn)
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
-        record = dialect.hmac_hex(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
+        record = dialect.hmac_bytes(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
         subject: ColumnElement[Any] = sa.null()
         if planner.subject is not None:
             subject_text = sa.func.nullif(planner.text(conn, planner.subject), "")
             subject = sa.case(
-                (subject_text.is_(None), sa.null()), else_=dialect.hmac_hex(key, b"subject\x1f", subject_text)
+                (subject_text.is_(None), sa.null()), else_=dialect.hmac_bytes(key, b"subject\x1f", subject_text)
             )
         return record, subject
 
@@ -453,8 +473,8 @@ class SetPurge:
         """The batch as one statement over the rows' addresses (:meth:`~retention.dialects.base.Dialect.row_address`).
 
         ``WITH k AS (the next batch-size due rows: address, key), d AS (DELETE
-        ... WHERE address = ANY(k) RETURNING the items' inputs), i AS (INSERT
-        INTO items SELECT ... FROM d RETURNING idx, leaf)``: the predicate is
+        ... WHERE address = ANY(k) RETURNING the items' inputs), b AS (INSERT
+        INTO blocks SELECT count(*), block_body(...) FROM d RETURNING body)``: the predicate is
         evaluated and the rows read once, where the three-statement batch
         selects, itemises and deletes by it in turn. Items come from the
         deleted rows themselves: a row another session changed after the
@@ -466,7 +486,7 @@ class SetPurge:
         summary = self._one_statement(conn, first=after is None)
         parameters = {"batch_after": after} if after is not None else {}
         found: dict[str, Any] = {}
-        moved = ledger.append_written(
+        moved = ledger.append_blocks_written(
             conn,
             self._draft(),
             ctx.now(),
@@ -524,28 +544,22 @@ class SetPurge:
             )
             .cte("d")
         )
-        days, items = self.days.table, store.ledger_items
-        rows = sa.select(
-            sa.bindparam("batch_seq", type_=store.SEQ),
-            sa.func.row_number().over(order_by=d.c.k) - 1,
-            d.c.rec,
-            d.c.subj,
-            self.days.due_at(d.c.clock),
-            sa.null(),
-            sa.null(),
-            sa.null(),
-        ).select_from(d.outerjoin(days, days.c.u == d.c.u))
-        i = (
-            items.insert()
-            .from_select(ledger_items.ITEM_COLUMNS, rows)
-            .returning(items.c.idx, _leaf(conn).label("leaf"), items.c.due_at)
-            .cte("i")
+        days, t = self.days.table, store.ledger_blocks
+        due = self.days.value_at(d.c.clock, "t")
+        block = (
+            sa.select(
+                sa.bindparam("batch_seq", type_=store.SEQ),
+                sa.func.count(),
+                dialect.block_body(d.c.rec, d.c.subj, due),
+            )
+            .select_from(d.outerjoin(days, days.c.u == d.c.u))
+            .having(sa.func.count() > 0)
         )
-        # One row: the leaves in position order as one byte string (no row per item to fetch), and the counts.
+        b = t.insert().from_select(["entry_seq", "items", "body"], block).returning(t.c["items"], t.c.body).cte("b")
+        # One row: the stored body (no row per item to fetch) and the counts.
         return sa.select(
-            sa.select(dialect.ordered_bytes(i.c.leaf, i.c.idx)).scalar_subquery().label("leaves"),
-            sa.type_coerce(sa.select(sa.func.max(i.c.due_at)).scalar_subquery(), store.UTCDateTime).label("due"),
-            sa.select(sa.func.count()).select_from(i).scalar_subquery().label("items"),
+            sa.select(b.c.body).scalar_subquery().label("body"),
+            sa.select(b.c["items"]).scalar_subquery().label("items"),
             sa.select(sa.func.count()).select_from(d).scalar_subquery().label("deleted"),
             sa.func.count().label("selected"),
             sa.func.max(k.c.k).label("last"),
@@ -553,78 +567,72 @@ class SetPurge:
 
     def _fold(
         self, conn: sa.Connection, summary: sa.Select[Any], parameters: dict[str, Any], found: dict[str, Any]
-    ) -> tuple[list[bytes], dt.datetime | None]:
-        """Run :meth:`_in_one_statement`'s statement with ``parameters``; the leaves and latest due instant.
+    ) -> bytes:
+        """Run :meth:`_in_one_statement`'s statement with ``parameters``; the block's body as stored.
 
         ``found`` gets how many rows were chosen and the last key chosen
         (where the next batch starts).
         """
-        planner = self.planner
         head = conn.execute(summary, parameters).one()
         found.update(selected=int(head.selected), last=head.last)
-        joined = bytes(head.leaves or b"")
-        if head.items != head.deleted or len(joined) != 32 * head.items:
-            raise ConcurrentChangeError(
-                f"dataset {planner.name}: {head.items} items for {head.deleted} rows deleted in one key range; "
-                "rolled back"
-            )
-        return [joined[n : n + 32] for n in range(0, len(joined), 32)], head.due
+        return self._checked(head.body, head.items, head.deleted)
 
-    def _write(
-        self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]
-    ) -> tuple[list[bytes], dt.datetime | None]:
-        """Items and deletions of the range at entry ``seq``; its leaves and latest due instant."""
+    def _write(self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]) -> bytes:
+        """The block and deletions of the range at entry ``seq``; the block's body as stored (none: no bytes)."""
         planner = self.planner
         assert planner.sql is not None
-        items = store.ledger_items
+        t = store.ledger_blocks
         record, subject = self._pseudonyms(conn)
         clock = planner.sql.clocks[0]
         rows = (
             sa.select(
-                sa.literal(seq, store.SEQ),
-                sa.func.row_number().over(order_by=planner.key) - 1,
-                record,
-                subject,
-                self.days.due_at(clock.select_due()),
-                sa.null(),
-                sa.null(),
-                sa.null(),
+                record.label("rec"),
+                subject.label("subj"),
+                self.days.value_at(clock.select_due(), "t").label("due"),
             )
             .select_from(self.days.joined(conn, planner.table, clock))
             .where(*in_range)
+            .subquery("r")
         )
-        # The leaves come back from the insert itself (RETURNING over the stored row): no read per batch.
-        insert = items.insert().from_select(ledger_items.ITEM_COLUMNS, rows).returning(items.c.idx, _leaf(conn))
-        written = sorted((int(idx), bytes(leaf)) for idx, leaf in conn.execute(insert))
-        deleted = self.change(conn, in_range)
-        if len(written) != deleted:
-            raise ConcurrentChangeError(
-                f"dataset {planner.name}: {len(written)} items for {deleted} rows deleted in one key range; rolled back"
+        block = (
+            sa.select(
+                sa.literal(seq, store.SEQ),
+                sa.func.count(),
+                dialect_for(conn).block_body(rows.c.rec, rows.c.subj, rows.c.due),
             )
-        if not written:
-            return [], None
-        due = conn.execute(sa.select(sa.func.max(items.c.due_at)).where(items.c.entry_seq == seq)).scalar()
-        return [leaf for _, leaf in written], due
+            .select_from(rows)
+            .having(sa.func.count() > 0)
+        )
+        # The body comes back from the insert itself (RETURNING the stored row): no read per batch.
+        insert = t.insert().from_select(["entry_seq", "items", "body"], block).returning(t.c["items"], t.c.body)
+        written = conn.execute(insert).first()
+        deleted = self.change(conn, in_range)
+        if written is None:
+            return self._checked(None, 0, deleted)
+        return self._checked(written.body, written.items, deleted)
+
+    def _checked(self, body: Any, items: Any, deleted: Any) -> bytes:
+        """The body of a block of ``items`` rows for ``deleted`` rows moved, refused unless all three agree.
+
+        A row the block left out (no due instant, so its bytes were NULL and
+        the aggregate skipped them) or a body cut short (MariaDB's
+        ``GROUP_CONCAT`` by ``max_allowed_packet``) would otherwise be
+        committed as a shorter block: the batch rolls back instead.
+        """
+        planner = self.planner
+        stored = bytes(body or b"")
+        items, deleted = int(items or 0), int(deleted or 0)
+        if items != deleted:
+            raise ConcurrentChangeError(
+                f"dataset {planner.name}: {items} items for {deleted} rows deleted in one key range; rolled back"
+            )
+        if len(stored) != blocks.ITEM_SIZE * items:
+            raise LedgerError(
+                f"dataset {planner.name}: the block of {items} records is {len(stored)} bytes, not "
+                f"{blocks.ITEM_SIZE} per record (a record without a due instant, or a block longer than the "
+                "database returns in one value); rolled back"
+            )
+        return stored
 
 
-def _leaf(conn: sa.Connection) -> ColumnElement[Any]:
-    """A stored item's format-4 Merkle leaf from its columns: the bytes of ``ledger_items.item_bytes``.
-
-    Only for items without request, review or e-mail (the set-based purge
-    writes no other): those fields are constants here.
-    """
-    dialect = dialect_for(conn)
-    t = store.ledger_items
-    absent = sa.literal(ledger_items.ABSENT, sa.String)
-    document = dialect.concat_text(
-        dialect.instant_text(t.c.due_at),
-        t.c.record_pseudonym,
-        sa.func.coalesce(t.c.subject_pseudonym, absent),
-        absent,
-        sa.cast(t.c.idx, sa.String),
-        sa.literal("::", sa.String),
-    )
-    return dialect.leaf(document)
-
-
-__all__ = ["SWITCH", "DayValue", "DueDays", "SetPurge", "start", "why_not", "why_not_records"]
+__all__ = ["DUE_TEXT", "SWITCH", "DayValue", "DueDays", "SetPurge", "due_text", "start", "why_not", "why_not_records"]

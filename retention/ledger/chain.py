@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
+from retention.errors import LedgerError
 from retention.ledger import blocks, bulk, merkle, pseudonyms
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
@@ -249,24 +251,28 @@ def append_written(
 
 
 def append_blocks_written(
-    conn: sa.Connection,
-    draft: BatchItems,
-    now: dt.datetime,
-    write: Callable[[int], tuple[int, list[bytes], dt.datetime | None]],
-    *,
-    secret: bytes,
+    conn: sa.Connection, draft: BatchItems, now: dt.datetime, write: Callable[[int], bytes], *, secret: bytes
 ) -> int:
     """Chain one format-5 entry whose block the database writes itself; returns how many items it has.
 
-    ``write(seq)`` inserts the entry's block row at position ``seq`` and
-    returns (its item count, its chunk leaves in order, the latest due
-    instant): the Merkle root is built here over the chunk leaves
-    (docs/ledger.md, "Format 5"). Otherwise as :func:`append_written`.
+    ``write(seq)`` inserts the entry's block row at position ``seq`` (by
+    ``INSERT ... SELECT``, :mod:`retention.engine.set_purge`) and returns its
+    body as stored, or no bytes for no item. The chunk leaves, the Merkle
+    root and the latest due instant are computed here from the body
+    (SHA-256 over 91 bytes per record: a fraction of a microsecond), and a
+    body not in strict record pseudonym order is refused, so that a database
+    sorting otherwise fails the batch instead of writing an entry ``verify``
+    would reject. Otherwise as :func:`append_written`.
     """
 
     def items(seq: int) -> tuple[int, bytes, dt.datetime | None]:
-        count, leaves, due = write(seq)
-        return count, merkle.root(leaves) if count else b"", due
+        body = write(seq)
+        records = [body[i : i + blocks.PSEUDONYM_SIZE] for i in range(0, len(body), blocks.ITEM_SIZE)]
+        if any(a >= b for a, b in itertools.pairwise(records)):
+            raise LedgerError(
+                f"the database wrote a block of {len(records)} items out of record pseudonym order; rolled back"
+            )
+        return _committed(body)
 
     return _append_one(conn, draft, now, items, blocks.FORMAT, secret)
 
@@ -283,22 +289,24 @@ def append_block(conn: sa.Connection, draft: BatchItems, block: bytes, now: dt.d
     problem = blocks.check(block)
     if problem is not None:
         raise blocks.BlockError(f"a block that is not well formed: {problem}")
-    count = blocks.count(block)
-    due = (
-        max(block[i + blocks.DUE_AT : i + blocks.ITEM_SIZE] for i in range(0, len(block), blocks.ITEM_SIZE))
-        if count
-        else None
-    )
 
     def write(seq: int) -> tuple[int, bytes, dt.datetime | None]:
-        if not count:
-            return 0, b"", None
-        conn.execute(store.ledger_blocks.insert().values(entry_seq=seq, items=count, body=block))
-        assert due is not None
-        instant = dt.datetime.strptime(due.decode("ascii"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-        return count, blocks.root(block), instant
+        if block:
+            conn.execute(store.ledger_blocks.insert().values(entry_seq=seq, items=blocks.count(block), body=block))
+        return _committed(block)
 
     return _append_one(conn, draft, now, write, blocks.FORMAT, secret)
+
+
+def _committed(body: bytes) -> tuple[int, bytes, dt.datetime | None]:
+    """What a format-5 entry takes from its block: item count, Merkle root, latest due instant (none: 0)."""
+    count = blocks.count(body)
+    if not count:
+        return 0, b"", None
+    # Fixed-width UTC text: the greatest text is the latest instant.
+    due = max(body[i + blocks.DUE_AT : i + blocks.ITEM_SIZE] for i in range(0, len(body), blocks.ITEM_SIZE))
+    latest = dt.datetime.strptime(due.decode("ascii"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return count, blocks.root(body), latest
 
 
 def _append_one(

@@ -101,9 +101,7 @@ def verify(
                 since, since_form = seq, form
         else:
             older[form] = older.get(form, 0) + 1
-        if form == blocks.FORMAT or (
-            form in ledger_items.ITEM_FORMATS and (row.get("items") or _has_items(connectable, seq))
-        ):
+        if form in ledger_items.ITEM_FORMATS and (row.get("items") or _has_items(connectable, seq)):
             problem = _check_entry_items(connectable, row)
             if problem is not None:
                 return VerifyResult(False, count, seq, problem)
