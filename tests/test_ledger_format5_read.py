@@ -547,3 +547,79 @@ def test_the_console_lookup_and_export_show_block_entries(ledger5: dict[str, Any
     assert [(e["seq"], e["run_id"], e["count"]) for e in lines] == [
         (ledger5["seqs"][b], RUN_OF[b], len(RUNS[b])) for b in ("r0", "r1", "r1b", "r2")
     ]
+
+
+def test_a_real_set_based_run_is_found_proved_and_audited(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """Old core (per-record, format 4) then new core (set-based, format 5) on one table: lookup, one checkpoint,
+    both proofs verify and name their record, and the audit names a row put back."""
+    md = sa.MetaData()
+    events = sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("collected", sa.DateTime),
+    )
+    md.create_all(migrated)
+    with migrated.begin() as conn:
+        conn.execute(
+            events.insert(),
+            [
+                {"id": key_of(i), "user_id": user_of(i), "collected": dt.datetime(2020 if i <= 10 else 2023, 3, 1)}
+                for i in range(1, 41)
+            ]
+            + [{"id": key_of(99), "user_id": user_of(99), "collected": dt.datetime(2025, 3, 1)}],
+        )
+    pack = tmp_path / "blocks5.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+    old = CliRunner().invoke(
+        main,
+        ["run", "--rules", str(pack), "--db", db_url, "--as-of", "2022-06-01"],
+        env={**ENV, "RETENTION_SET_BASED": "0"},
+    )
+    assert old.exit_code == 0, old.output
+    new = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01")
+    assert new.exit_code == 0, new.output
+    with migrated.connect() as conn:
+        made = conn.execute(
+            sa.select(store.ledger.c.seq, store.ledger.c.run_id, store.ledger.c.format, store.ledger.c["items"])
+            .where(store.ledger.c["items"] > 0)
+            .order_by(store.ledger.c.seq)
+        ).all()
+    assert [m.format for m in made] == [4, 5] and [m.items for m in made] == [10, 30]
+    (seq4, _, _, _), (seq5, run5, _, _) = made
+    ranked = sorted(
+        hmac.new(run_key(run5), f"record\x1fevents\x1f{key_of(i)}".encode(), hashlib.sha256).digest()
+        for i in range(11, 41)
+    )
+    pseudonym = hmac.new(run_key(run5), f"record\x1fevents\x1f{key_of(25)}".encode(), hashlib.sha256).digest()
+    world = {"db_url": db_url}
+    [row] = lookup_rows(world, "--dataset", "events", "--key", key_of(25))
+    assert (row["seq"], row["item"], row["record_pseudonym"]) == (seq5, ranked.index(pseudonym), pseudonym.hex())
+    person = lookup_rows(world, "--subject", user_of(1))
+    assert [r["seq"] for r in person].count(seq4) == len([i for i in range(1, 11) if i % 3 == 1])
+    assert [r["seq"] for r in person].count(seq5) == len([i for i in range(11, 41) if i % 3 == 1])
+    signed_world = {"db_url": db_url, "tmp": tmp_path, "seqs": {}}
+    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
+    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
+    checkpoint = tmp_path / "cp.json"
+    assert (
+        invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint)).exit_code
+        == 0
+    )
+    signed_world.update(public=public, checkpoint=checkpoint)
+    for i, seq in ((5, seq4), (25, seq5)):
+        document = prove(signed_world, f"real-{i}", "--dataset", "events", "--key", key_of(i))
+        assert [r["seq"] for r in document["records"]] == [seq]
+        checked = verify(
+            signed_world, document, "--dataset", "events", "--key", key_of(i), "--db", db_url, "--rules", str(pack)
+        )
+        assert checked.exit_code == 0, checked.output
+    with migrated.begin() as conn:
+        conn.execute(events.insert().values(id=key_of(25), user_id=user_of(25), collected=dt.datetime(2023, 3, 1)))
+    audited = invoke("ledger", "audit", "--rules", str(pack), "--db", db_url)
+    assert audited.exit_code == 6, audited.output
+    assert audited.output.splitlines()[0] == (
+        f"claim does not hold: dataset events: entry {seq5} item {ranked.index(pseudonym)} "
+        f"(record {pseudonym.hex()[:16]}) says active->purged (delete), but the live table still holds that record"
+    )
