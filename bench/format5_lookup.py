@@ -24,14 +24,25 @@ other runs, for the baseline. Then it times, in this process, median of
 
 Ratios are against the scan floor and the format-4 search, run in the same
 process on the same database. The load average is printed before and after.
+
+``--audit L`` then times the complete ``ledger audit`` of the format-5
+claims against a live ``events`` table of L rows (built with ``--build``:
+keys none of the claims names, and 3 that were claimed, put back), in a
+child process per pass cap (``BLOCK_PASS_CLAIMS``: the default, and
+1/8 of the claims), with the child's peak RSS; the baseline is the
+HMACs the audit cannot avoid (one per live row and run), timed in the
+child before the audit.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -158,7 +169,82 @@ def median_of(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
+AUDIT_PACK = """
+pack: bench
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+datasets:
+  events:
+    table: events
+    key: id
+    subject_key: user_id
+    basis: bench
+    keep:
+      - clock: {column: collected, type: timestamp}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+def build_live(engine: sa.Engine, n: int, live: int) -> None:
+    md = sa.MetaData()
+    events = sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("collected", sa.DateTime),
+    )
+    md.drop_all(engine)
+    md.create_all(engine)
+    keys = [f"k{i}" for i in range(n, n + live - 3)] + [f"k{i}" for i in (1, n // 2, n - 1)]
+    collected = dt.datetime(2025, 1, 1, tzinfo=dt.UTC).replace(tzinfo=None)  # the column is naive
+    with engine.begin() as conn:
+        for start in range(0, len(keys), 50_000):
+            conn.execute(
+                events.insert(),
+                [{"id": k, "user_id": "u", "collected": collected} for k in keys[start : start + 50_000]],
+            )
+
+
+def audit_child(url: str, cap: int) -> None:
+    """In a fresh process: the HMAC floor, then the complete audit; prints seconds, problems, peak RSS."""
+    import yaml
+
+    from retention.policy.loader import validate_pack
+    from retention.reporting import ledger_audit
+
+    logs.configure(level="error")
+    engine = create_engine(url)
+    loaded = validate_pack(yaml.safe_load(AUDIT_PACK), Path("bench.yaml"), AUDIT_PACK)
+    with engine.connect() as conn:
+        runs = [r for r in ledger_items.item_runs(conn) if r.startswith("f5-")]
+        keys = [str(k) for k in conn.execute(sa.text("SELECT id FROM events")).scalars()]
+    started = time.perf_counter()
+    for run_id in runs:
+        keyed = pseudonyms.keyed(ledger_items.run_key(SECRET, run_id))
+        for key in keys:
+            keyed.hexdigest(f"record\x1fevents\x1f{key}".encode())
+    floor = time.perf_counter() - started
+    ledger_audit.BLOCK_PASS_CLAIMS = cap
+    started = time.perf_counter()
+    result = ledger_audit.audit(engine, {"bench": loaded}, SECRET)
+    seconds = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {"floor": floor, "audit": seconds, "claims": result.claims, "problems": len(result.problems), "rss_mb": rss}
+        )
+    )
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--audit-child"]:
+        audit_child(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="database URL (its engine tables are rebuilt with --build)")
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -166,6 +252,7 @@ def main() -> None:
     parser.add_argument("--build", action="store_true")
     parser.add_argument("--format4", action="store_true", help="also build (with --build) and time N format-4 items")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--audit", type=int, default=0, help="also time the complete audit against this many live rows")
     args = parser.parse_args()
     logs.configure(level="error")
     engine = create_engine(args.db)
@@ -240,6 +327,25 @@ def main() -> None:
         )
         print(f"| {name} | {seconds:.3f} | {found} | {seconds / floor_s:.2f} | {vs4} |")
     print(f"scan rate: {size / floor_s / 1e6:,.0f} MB/s; blocks key {key_s:.3f} s, blocks subject {subject_s:.3f} s")
+    if args.audit:
+        if args.build:
+            build_live(engine, n, args.audit)
+        print(f"complete audit, {args.audit:,} live rows, load before: {load()}")
+        print("| pass cap (claims) | audit s | HMAC floor s | audit / floor | claims | problems | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|")
+        for cap in (1 << 20, max(1, n // 8)):
+            out = subprocess.run(
+                [sys.executable, __file__, "--audit-child", args.db, str(cap)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            got = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"| {cap:,} | {got['audit']:.1f} | {got['floor']:.1f} | {got['audit'] / got['floor']:.2f} | "
+                f"{got['claims']:,} | {got['problems']} | {got['rss_mb']:.0f} |"
+            )
+        print(f"load after: {load()}")
 
 
 if __name__ == "__main__":

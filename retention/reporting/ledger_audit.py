@@ -636,14 +636,15 @@ def _match_pass(
         wanted: dict[tuple[str | None, str], str] = {}  # (run, pseudonym) -> live key
         hits: list[tuple[int, int, str, bytes, str]] = []  # (entry, idx, run, pseudonym, live key) of format 5
         for run_id, digest in digests.items():
-            spans = block_ranges.get(run_id)
+            spans = block_ranges.get(run_id) if prefixes is not None else None
+            whole, probe = spans == [(0, _SPACE)], run_id in item_runs
             for key_text, message in messages.items():
                 value = digest(message)
-                if run_id in item_runs:
+                if probe:
                     wanted[(run_id, value.hex())] = key_text
                 if spans is not None and prefixes is not None:
                     at = int.from_bytes(value[:8], "big")
-                    if any(low <= at < high for low, high in spans):
+                    if whole or any(low <= at < high for low, high in spans):
                         hits += [
                             (loc >> _IDX_BITS, loc & ((1 << _IDX_BITS) - 1), run_id, value, key_text)
                             for loc in prefixes.get(at)
