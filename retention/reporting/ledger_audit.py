@@ -16,7 +16,11 @@ computes the page's pseudonyms under each run with claims on the dataset
 database finds the claims among them, by the items' record pseudonym
 index (every item format; format 4 has no lookup rows) and by the entries'
 pseudonym index for format 1 entries. No claim is read into memory: the claims are counted by one
-aggregate, and memory holds one page whatever the ledger's size.
+aggregate, and memory holds one page whatever the ledger's size. Format-5
+claims have no index: their record pseudonyms' 8-byte prefixes are read
+from the blocks into a table of at most ``BLOCK_PASS_CLAIMS`` claims (32
+bytes each at most), in as many passes over the live keys as that bound
+needs, and each hit is confirmed on the block's bytes (:func:`_match_pass`).
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
 claims (:func:`audit_claims`), matched here.
 
