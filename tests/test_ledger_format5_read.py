@@ -382,6 +382,18 @@ def test_a_format4_and_a_format5_proof_verify_against_one_checkpoint(signed: dic
         assert result.exit_code == 0, result.output
     assert verify(signed, old, "--dataset", "events", "--key", key_of(3)).exit_code == 0
     assert verify(signed, new, "--dataset", "events", "--key", key_of(30)).exit_code == 0
+    # A chunk carried by a format-4 record (in a /2 proof) is refused, not ignored.
+    [first, *rest] = both["records"]
+    assert first["seq"] == signed["seqs"]["r0"] and "chunk" not in first
+    forged = {**both, "records": [{**first, "chunk": rest[-1]["chunk"]}, *rest]}
+    refused = verify(signed, forged)
+    assert (refused.exit_code, refused.output.splitlines()) == (
+        6,
+        [
+            f"proof rejected: record 1 (entry {first['seq']} item {first['item']['idx']}): a chunk in a record of "
+            "an entry of format 4 (only format 5 has chunks)"
+        ],
+    )
 
 
 # --------------------------------------------------------------------------
