@@ -72,12 +72,12 @@ def load() -> str:
     return os.popen("uptime").read().strip().split("load average:")[-1].strip()
 
 
-def draft(run_id: str, moves: list[Any] | None = None) -> ledger_items.BatchItems:
+def draft(run_id: str, moves: list[Any] | None = None, dataset: str = "events") -> ledger_items.BatchItems:
     return ledger_items.BatchItems(
         run_id=run_id,
         pack_id="bench",
         pack_digest="b" * 64,
-        dataset="events",
+        dataset=dataset,
         transition="active->purged",
         action="delete",
         basis="bench",
@@ -142,7 +142,7 @@ def build_blocks(engine: sa.Engine, n: int, runs: int) -> float:
 
 
 def build_items(engine: sa.Engine, n: int, runs: int) -> float:
-    """N format-4 items (keys f4-k…) over ``runs`` other runs, batches of BLOCK; returns seconds."""
+    """N format-4 items (keys f4-k…, dataset events4: not in the audit's pack) over other runs; returns seconds."""
     started = time.perf_counter()
     names = [f"f4-run-{r}" for r in range(runs)]
     with engine.begin() as conn:
@@ -156,7 +156,7 @@ def build_items(engine: sa.Engine, n: int, runs: int) -> float:
                 moves = [
                     (due, f"f4-k{i}", f"f4-{person(i, n)}", None, None) for i in range(start, min(hi, start + BLOCK))
                 ]
-                chain.append(conn, [draft(run_id, moves)], NOW, secret=SECRET)
+                chain.append(conn, [draft(run_id, moves, "events4")], NOW, secret=SECRET)
     return time.perf_counter() - started
 
 
@@ -282,8 +282,8 @@ def main() -> None:
         rows.append((name, seconds, found))
         return seconds
 
-    def by_key(key: str) -> Callable[[bytes], list[str]]:
-        return lambda k: [ledger_items.record_pseudonym(k, "events", key)]
+    def by_key(key: str, dataset: str = "events") -> Callable[[bytes], list[str]]:
+        return lambda k: [ledger_items.record_pseudonym(k, dataset, key)]
 
     def by_subject(subject: str) -> Callable[[bytes], list[str]]:
         return lambda k: [ledger_items.subject_pseudonym(k, subject)]
@@ -309,7 +309,9 @@ def main() -> None:
     if has4:
         f4["key"] = timed(
             "format-4 key",
-            lambda c: len(list(ledger_items.find(c, SECRET, by_key(f"f4-k{n // 2 + 17}"), runs, with_blocks=False))),
+            lambda c: len(
+                list(ledger_items.find(c, SECRET, by_key(f"f4-k{n // 2 + 17}", "events4"), runs, with_blocks=False))
+            ),
         )
         f4["subject"] = timed(
             "format-4 subject",
