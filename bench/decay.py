@@ -39,7 +39,13 @@ from retention.engine import apply, execute, plan, run_datasets, set_archive, se
 from retention.engine import statistics as statistics_module  # noqa: E402
 from retention.store.config import create_engine  # noqa: E402
 
-ENGINE_TABLES = ("retention_record_states", "retention_archive", "retention_ledger", "retention_ledger_items")
+ENGINE_TABLES = (
+    "retention_record_states",
+    "retention_archive",
+    "retention_ledger",
+    "retention_ledger_items",
+    "retention_ledger_blocks",
+)
 
 
 def main() -> None:

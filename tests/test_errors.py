@@ -294,9 +294,9 @@ def disk_full(engine: sa.Engine) -> Iterator[None]:
 
 
 DISK_FULL = {
-    # The set-based purge (retention/engine/set_purge.py) fails in its item INSERT ... SELECT, which it names;
+    # The set-based purge (retention/engine/set_purge.py) fails in its block INSERT ... SELECT, which it names;
     # the per-record path's failing statement carries no table it can name.
-    "1": "INSERT on table retention_ledger_items failed: OperationalError (SQLITE_FULL; the database or disk is full)",
+    "1": "INSERT on table retention_ledger_blocks failed: OperationalError (SQLITE_FULL; the database or disk is full)",
     "0": "a database operation failed: OperationalError (SQLITE_FULL; the database or disk is full)",
 }
 

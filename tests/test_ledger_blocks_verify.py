@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.errors import LedgerError
 from retention.ledger import blocks
 from retention.ledger import chain as ledger
 from retention.ledger.items import BatchItems
@@ -162,6 +164,16 @@ def test_the_reference_writer_refuses_a_malformed_block_and_writes_nothing(migra
         assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger_blocks)).scalar_one() == 0
 
 
+def test_a_body_the_database_returned_out_of_order_is_refused(migrated: sa.Engine) -> None:
+    """The SQL writers' guard: a database sorting otherwise fails the batch instead of writing a bad entry."""
+    unsorted = SMALL[91:182] + SMALL[:91] + SMALL[182:]
+    refused = pytest.raises(LedgerError, match=r"^the database wrote a block of 3 items out of record pseudonym order")
+    with refused, migrated.begin() as conn:
+        ledger.append_blocks_written(conn, _draft(), NOW, lambda seq: unsorted, secret=SECRET)
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 0
+
+
 def test_the_database_refuses_update_delete_and_truncate(migrated: sa.Engine, written: list[int], dialect: str) -> None:
     """UPDATE and DELETE by triggers on all three; TRUNCATE by a trigger (PostgreSQL) or the guard's foreign key."""
     for statement in (
@@ -277,4 +289,68 @@ def test_the_cli_names_a_tampered_block(migrated: sa.Engine, db_url: str, writte
     assert (result.exit_code, result.output.splitlines()) == (
         6,
         ["ledger verification failed: entry 2: its block does not match its Merkle root (the block was modified)"],
+    )
+
+
+# --------------------------------------------------------------------------
+# The set-based purge's blocks, end to end
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subject", [True, False], ids=["subject", "no-subject"])
+def test_a_set_based_run_writes_blocks_built_by_hand_and_a_tampered_one_is_named(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, subject: bool
+) -> None:
+    """12 events purged set-based in batches of 5: three format-5 entries whose blocks are the hand-built ones.
+
+    Pseudonyms by ``hmac`` under the run key, due instants by the naive
+    oracle (UTC pack: the day after P1Y from the event's day), subjects as
+    32 zero bytes when the dataset names none. Then one body byte flipped.
+    """
+    import naive_oracle as oracle
+    from scaffold import events_pack, make_events
+
+    make_events(migrated, range(1, 13), subject=subject)
+    pack = tmp_path / "blocks.yaml"
+    pack.write_text(events_pack("blocks", batch_size=5, subject=subject), encoding="utf-8")
+    env = {"RETENTION_PSEUDONYM_KEY": SECRET.decode(), "RETENTION_PSEUDONYM_KEY_FILE": "", "RETENTION_DATABASE_URL": ""}
+    runner = CliRunner()
+    ran = runner.invoke(main, ["run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01"], env=env)
+    assert ran.exit_code == 0, ran.output
+    entries, t = store.ledger, store.ledger_blocks
+    with migrated.connect() as conn:
+        run_id = conn.execute(sa.select(store.runs.c.id).where(store.runs.c.mode == "run")).scalar_one()
+        written = conn.execute(
+            sa.select(entries.c.seq, entries.c.format, entries.c["items"], t.c.body)
+            .join(t, t.c.entry_seq == entries.c.seq)
+            .order_by(entries.c.seq)
+        ).all()
+        rows = conn.execute(sa.select(sa.func.count()).select_from(store.ledger_items)).scalar_one()
+    run_key = hmac.new(SECRET, b"run\x1f" + run_id.encode(), hashlib.sha256).digest()
+
+    def block(keys: range) -> bytes:
+        items = []
+        for k in keys:
+            due = oracle.due_after(dt.date(2020, 3, 1) + dt.timedelta(days=k), "P1Y", "UTC")
+            items.append(
+                hmac.new(run_key, f"record\x1fevents\x1f{k}".encode(), hashlib.sha256).digest()
+                + (hmac.new(run_key, f"subject\x1f{k % 5}".encode(), hashlib.sha256).digest() if subject else bytes(32))
+                + due.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+            )
+        return b"".join(sorted(items))
+
+    assert rows == 0
+    assert [(r.format, r.items, bytes(r.body)) for r in written] == [
+        (5, 5, block(range(1, 6))),
+        (5, 5, block(range(6, 11))),
+        (5, 2, block(range(11, 13))),
+    ]
+    assert ledger.verify(migrated, secret=SECRET).ok
+    _unprotect(migrated)
+    body = bytearray(written[1].body)
+    body[64 + 91] ^= 0x20  # item 1's due text: a digit becomes another character
+    _set_body(migrated, written[1].seq, bytes(body))
+    assert _reason(migrated) == (
+        written[1].seq,
+        f"entry {written[1].seq}: its block does not match its Merkle root (the block was modified)",
     )

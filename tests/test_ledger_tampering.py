@@ -109,8 +109,12 @@ def superuser_empties(engine: sa.Engine, keep_until: int = 0) -> None:
         else:
             conn.execute(sa.text("DROP TRIGGER retention_ledger_no_delete"))
             conn.execute(sa.text(f"DELETE FROM retention_ledger WHERE seq > {keep_until}"))
-        # ... and the items of the entries removed (ledger v2), so that nothing is left over.
-        for table, column in (("retention_ledger_items", "entry_seq"), ("retention_ledger_lookup", "entry_seq")):
+        # ... and the items and blocks of the entries removed (ledger v2, format 5), so that nothing is left over.
+        for table, column in (
+            ("retention_ledger_items", "entry_seq"),
+            ("retention_ledger_lookup", "entry_seq"),
+            ("retention_ledger_blocks", "entry_seq"),
+        ):
             if dialect == "postgresql":
                 conn.execute(sa.text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
                 conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} > {keep_until}"))

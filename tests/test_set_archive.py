@@ -133,6 +133,7 @@ def _run(engine: sa.Engine, name: str, **kwargs: Any) -> tuple[execute.RunResult
 
 def _world(engine: sa.Engine, name: str, table: sa.Table, run_id: str) -> dict[str, Any]:
     a, rs, items, entries = store.archive, store.record_states, store.ledger_items, store.ledger
+    blocks_t = store.ledger_blocks
     with engine.connect() as conn:
         payloads = {
             r.record_key: (r.payload, r.purge_due_at)
@@ -143,14 +144,26 @@ def _world(engine: sa.Engine, name: str, table: sa.Table, run_id: str) -> dict[s
             for r in conn.execute(sa.select(rs).where(rs.c.dataset == name))
         }
         left = set(conn.execute(sa.select(table.c.id)).scalars())
-        dues = sorted(
+        mine = sa.and_(entries.c.run_id == run_id, entries.c.dataset == name)
+        dues = [
             (r.transition, r.due_at, r.subject_pseudonym is None)
             for r in conn.execute(
                 sa.select(entries.c.transition, items.c.due_at, items.c.subject_pseudonym)
                 .join(entries, entries.c.seq == items.c.entry_seq)
-                .where(entries.c.run_id == run_id, entries.c.dataset == name)
+                .where(mine)
             )
-        )
+        ]
+        # Format-5 blocks (the set-based path): 91 bytes an item, the subject's 32 zero bytes for none.
+        for transition, body in conn.execute(
+            sa.select(entries.c.transition, blocks_t.c.body)
+            .join(entries, entries.c.seq == blocks_t.c.entry_seq)
+            .where(mine)
+        ):
+            for i in range(0, len(body), 91):
+                text = bytes(body[i + 64 : i + 91]).decode()
+                due = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                dues.append((transition, due, bytes(body[i + 32 : i + 64]) == bytes(32)))
+        dues.sort()
     return {"payloads": payloads, "states": states, "left": left, "dues": dues}
 
 

@@ -23,7 +23,9 @@ import yaml
 
 from retention.dialects import dialect_for
 from retention.engine import execute, set_purge
+from retention.errors import LedgerError
 from retention.ledger import blocks
+from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.policy import validate_pack
 from retention.store import tables as store
@@ -523,3 +525,36 @@ def test_the_batch_range_ends_at_the_last_key_of_each_batch(migrated: sa.Engine)
                 break
             after = last
     assert ends == [(5, 3), (13, 3), (17, 1), (None, 0)]
+
+
+def test_a_record_without_a_due_instant_fails_its_batch_and_leaves_it_whole(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day missing from the day table: its rows' items are NULL, which the block aggregate leaves out.
+
+    The writer compares the body's length with the rows deleted, so the
+    batch rolls back naming the dataset instead of committing a block short
+    of two records. The first batch (3 rows on a day the table has) stays.
+    """
+    events, _ = _tables(migrated)
+    kept_day, missing_day = dt.datetime(2020, 3, 1, 12, tzinfo=dt.UTC), dt.datetime(2020, 3, 5, 12, tzinfo=dt.UTC)
+    when = {0: kept_day, 1: kept_day, 2: kept_day, 3: missing_day, 4: missing_day, 5: kept_day}
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": "u", "collected": at} for i, at in when.items()])
+    original = set_purge._by_stored_date
+
+    def without_the_5th(*args: object) -> list[dict[str, object]]:
+        return [row for row in original(*args) if row["u"] != dt.date(2020, 3, 5)]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(set_purge, "_by_stored_date", without_the_5th)
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    with pytest.raises(LedgerError) as failed:
+        execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert str(failed.value) == (
+        "dataset events: the block of 3 records is 91 bytes, not 273 (a record without a due instant, or a block "
+        "longer than the database returns in one value); rolled back"
+    )
+    with migrated.connect() as conn:
+        assert sorted(conn.execute(sa.select(events.c.id)).scalars()) == [3, 4, 5]
+        assert conn.execute(sa.select(store.ledger_blocks.c["items"])).scalars().all() == [3]
+    assert ledger.verify(migrated, secret=KEY).ok

@@ -461,7 +461,8 @@ class SetPurge:
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         record = dialect.hmac_bytes(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
-        subject: ColumnElement[Any] = sa.null()
+        # Typed: PostgreSQL gives an untyped NULL returned by a CTE the type text, which bytes do not concatenate.
+        subject: ColumnElement[Any] = sa.cast(sa.null(), sa.LargeBinary)
         if planner.subject is not None:
             subject_text = sa.func.nullif(planner.text(conn, planner.subject), "")
             subject = sa.case(
@@ -629,8 +630,8 @@ class SetPurge:
         if len(stored) != blocks.ITEM_SIZE * items:
             raise LedgerError(
                 f"dataset {planner.name}: the block of {items} records is {len(stored)} bytes, not "
-                f"{blocks.ITEM_SIZE} per record (a record without a due instant, or a block longer than the "
-                "database returns in one value); rolled back"
+                f"{blocks.ITEM_SIZE * items} (a record without a due instant, or a block longer than the database "
+                "returns in one value); rolled back"
             )
         return stored
 

@@ -230,11 +230,33 @@ def pseudonym_mismatches(engine: sa.Engine) -> list[tuple[str, str, int, int]]:
         }
         # Rows gone are the deleted keys; the subject of a gone row is the one the data was built with.
         gone = {t: set(originals[t]) - set(subjects[t]) for t in SOURCE_TABLES}
-        rows = conn.execute(
-            sa.select(entries.c.run_id, entries.c.dataset, entries.c.transition, items.c.record_pseudonym)
-            .add_columns(items.c.subject_pseudonym)
-            .select_from(entries.join(items, items.c.entry_seq == entries.c.seq))
-        ).all()
+        rows: list[tuple[Any, ...]] = [
+            tuple(row)
+            for row in conn.execute(
+                sa.select(entries.c.run_id, entries.c.dataset, entries.c.transition, items.c.record_pseudonym)
+                .add_columns(items.c.subject_pseudonym)
+                .select_from(entries.join(items, items.c.entry_seq == entries.c.seq))
+            )
+        ]
+        # Format-5 blocks (the set-based purge): 91-byte items, raw record and subject pseudonyms (32 zero bytes
+        # for none) then the due text, as docs/ledger.md lays them out.
+        blocks = store.ledger_blocks
+        for run_id, dataset, transition, body in conn.execute(
+            sa.select(entries.c.run_id, entries.c.dataset, entries.c.transition, blocks.c.body).select_from(
+                entries.join(blocks, blocks.c.entry_seq == entries.c.seq)
+            )
+        ):
+            for at in range(0, len(body), 91):
+                subject = bytes(body[at + 32 : at + 64])
+                rows.append(
+                    (
+                        run_id,
+                        dataset,
+                        transition,
+                        bytes(body[at : at + 32]).hex(),
+                        subject.hex() if any(subject) else None,
+                    )
+                )
         verdict = ledger.verify(conn)
     built = _built_subjects()
     found: Counter[tuple[str, str]] = Counter()
