@@ -236,14 +236,17 @@ def _authentic(chain: list[dict[str, Any]], checkpoint: dict[str, Any], secret: 
     since = checkpoint.get(ledger.AUTHENTICATED_FROM)
     if since is not None and not isinstance(since, int):
         return "the checkpoint's first authenticated entry is not a number"
-    since_form = next((e.get("format") for e in chain if e["seq"] == since), ledger_items.FORMAT)
+    # The first authenticated entry's format, when the proof's chain holds it (the writer of formats 4 and 5
+    # interleave: the proof cannot tell which a signed entry before its chain was).
+    since_form = next((e.get("format") for e in chain if e["seq"] == since), None)
     for entry in chain:
         seq, form = entry["seq"], entry.get("format") or 1
         if form not in ledger_items.MAC_FORMATS:
             if since is not None and seq >= since:
+                first = f"entry {since} of format {since_form}" if since_form else f"entry {since}, authenticated"
                 return (
-                    f"entry {seq}: written in format {form}, without a MAC, after entry {since} of format "
-                    f"{since_form}: it was not written by the engine"
+                    f"entry {seq}: written in format {form}, without a MAC, after {first}: "
+                    "it was not written by the engine"
                 )
             continue
         if since is None:
