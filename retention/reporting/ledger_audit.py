@@ -626,6 +626,7 @@ def _match_pass(
     for run_id, low, high in ranges:
         block_ranges.setdefault(run_id, []).append((low, high))
     bodies = _Blocks(conn)
+    slots, mask = (prefixes.keys, len(prefixes.keys) - 1) if prefixes is not None else (array("Q"), 0)
     prefix = f"record\x1f{name}\x1f".encode()
     problems: list[str] = []
     text = as_text(conn, key_column)
@@ -648,6 +649,8 @@ def _match_pass(
                     wanted[(run_id, value.hex())] = key_text
                 if spans is not None and prefixes is not None:
                     at = int.from_bytes(value[:8], "big")
+                    if not slots[(at or 1) & mask]:
+                        continue  # the prefix's first slot is empty: no claim has it (linear probing), no call
                     if whole or any(low <= at < high for low, high in spans):
                         hits += [
                             (loc >> _IDX_BITS, loc & ((1 << _IDX_BITS) - 1), run_id, value, key_text)
