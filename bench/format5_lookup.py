@@ -268,7 +268,7 @@ def main() -> None:
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sa.text("VACUUM ANALYZE"))
     with engine.connect() as conn:
-        size = conn.execute(sa.select(sa.func.sum(sa.func.length(store.ledger_blocks.c.body)))).scalar() or 0
+        size = int(conn.execute(sa.select(sa.func.sum(sa.func.length(store.ledger_blocks.c.body)))).scalar() or 0)
         runs = ledger_items.item_runs(conn)
         has4 = conn.execute(sa.select(sa.func.count()).select_from(store.ledger_items)).scalar() or 0
     print(f"blocks: {size / 1e6:,.0f} MB of bodies; format-4 items: {has4:,}; runs: {len(runs)}")
