@@ -4,7 +4,8 @@
 
 In each repeat, on freshly generated data each time: the engine's purge
 (bench/run.py's ``engine_run``) and bench/baselines.py's hand-written audited
-SQL writing the engine's own content (``format4``), each with its statements
+SQL writing the engine's own content (``--content``: ``format5`` since the
+set-based purge writes format 5, ``format4`` before), each with its statements
 timed by a cursor hook (execute and fetch: the server's time plus the round
 trip) and the process's CPU time taken around it (the client's Python:
 building, compiling and running statements, the Merkle tree, the entry).
@@ -34,7 +35,7 @@ from bench import run as bench
 from bench.profile_drop import time_statements
 from bench.purge_split import kind
 
-ENGINE, FORMAT4 = "engine run", "hand-written (format4)"
+ENGINE = "engine run"
 
 
 def main() -> None:
@@ -44,12 +45,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="profile one more engine run (CPU time)")
+    parser.add_argument("--content", default="format5", choices=baselines.CONTENTS, help="the hand-written content")
     args = parser.parse_args()
+    written = f"hand-written ({args.content})"
     engine = bench.open_engine(args.db)
     spent = time_statements(engine, kind)
     parts: dict[str, Callable[[], int]] = {
         ENGINE: lambda: bench.engine_run(engine, "delete", args.batch_size),
-        FORMAT4: lambda: baselines.handwritten_audited(engine, "format4", bench.CUTOFF, bench.SECRET),
+        written: lambda: baselines.handwritten_audited(engine, args.content, bench.CUTOFF, bench.SECRET),
     }
     print(f"{args.rows} rows on postgresql, batch size {args.batch_size}, median of {args.repeat}, interleaved")
     print(f"started: {bench.load()}", flush=True)
@@ -80,7 +83,7 @@ def main() -> None:
         w, c, s = statistics.median(wall[name]), statistics.median(cpu[name]), statistics.median(timed[name])
         runs = ", ".join(f"{t:.2f}" for t in wall[name])
         print(f"| {name} | {w:.3f} | {w / n * 1e6:.1f} | {s / n * 1e6:.1f} | {c / n * 1e6:.1f} | {runs} |")
-    ratio = statistics.median(wall[ENGINE]) / statistics.median(wall[FORMAT4])
+    ratio = statistics.median(wall[ENGINE]) / statistics.median(wall[written])
     print(f"\nengine vs hand-written (time ratio, medians): {ratio:.3f} (target <= 1.2)")
     n = moved[ENGINE]
     print("\nthe engine's last run, statements by kind:\n")

@@ -152,7 +152,8 @@ def test_v1_entries_then_upgrade_then_v2_verify_and_lookup(engine: sa.Engine, db
     with engine.connect() as conn:
         chain = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM retention_ledger ORDER BY seq"))]
     assert [r["format"] for r in chain[:4]] == [None] * 4
-    assert all(r["format"] == 4 and r["mac"] for r in chain[4:])  # authenticated from the first new entry
+    assert all(r["format"] in (4, 5) and r["mac"] for r in chain[4:])  # authenticated from the first new entry
+    assert [r["format"] for r in chain[4:] if r["items"]] == [5, 5]  # the set-based purge's blocks (format 5)
     assert chain[4]["prev_hash"] == chain[3]["hash"]  # the v2 chain continues from the v1 head
     # records 5..10 are due by 2021-03-11 (clock 2020-03-i, due 2021-03-(i+1)): two batches of 3
     assert sorted(r["items"] for r in chain[4:] if r["items"]) == [3, 3]

@@ -558,3 +558,28 @@ def test_a_record_without_a_due_instant_fails_its_batch_and_leaves_it_whole(
         assert sorted(conn.execute(sa.select(events.c.id)).scalars()) == [3, 4, 5]
         assert conn.execute(sa.select(store.ledger_blocks.c["items"])).scalars().all() == [3]
     assert ledger.verify(migrated, secret=KEY).ok
+
+
+@pytest.mark.only_on("mariadb")
+def test_a_block_longer_than_mariadbs_default_group_concat_limit_is_whole(migrated: sa.Engine) -> None:
+    """12,000 items (1,092,000 bytes) against GROUP_CONCAT's default cap of 1 MiB: prepare_items lifts it."""
+    due = b"2025-10-01T22:00:00.000000Z"
+    with migrated.connect() as conn:
+        dialect = dialect_for(conn)
+        dialect.prepare_items(conn)
+        numbers = sa.text("SELECT seq FROM seq_1_to_12000").columns(sa.column("seq", sa.Integer)).subquery("n")
+        record = dialect.hmac_bytes(KEY, b"record\x1fevents\x1f", sa.cast(numbers.c.seq, sa.String))
+        inner = sa.select(record.label("rec")).subquery("i")
+        body = conn.execute(
+            sa.select(
+                dialect.block_body(inner.c.rec, sa.cast(sa.null(), sa.LargeBinary), sa.literal(due, sa.LargeBinary))
+            )
+        ).scalar_one()
+    expected = b"".join(
+        sorted(
+            hmac.new(KEY, b"record\x1fevents\x1f" + str(n).encode(), hashlib.sha256).digest() + bytes(32) + due
+            for n in range(1, 12001)
+        )
+    )
+    assert len(expected) > 1_048_576
+    assert bytes(body) == expected

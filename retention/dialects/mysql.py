@@ -353,6 +353,11 @@ class _OrderedConcat(ColumnElement[Any]):
     def get_children(self, **kw: Any) -> tuple[ColumnElement[Any], ...]:
         return self.value, self.order
 
+    @property
+    def _from_objects(self) -> list[Any]:
+        # What a SELECT of this aggregate reads FROM: its clauses' tables, as for any function.
+        return [*self.value._from_objects, *self.order._from_objects]
+
 
 @compiles(_OrderedConcat)
 def _ordered_concat(element: _OrderedConcat, compiler: Any, **kw: Any) -> str:
