@@ -198,6 +198,13 @@ def test_lookup_by_key_finds_the_block_item(ledger5: dict[str, Any]) -> None:
     assert (old["seq"], old["item"]) == (ledger5["seqs"]["r0"], 1)
     assert lookup_rows(ledger5, "--dataset", "events", "--key", key_of(36)) == []
     assert lookup_rows(ledger5, "--dataset", "other", "--key", key_of(5)) == []
+    # The table a person reads, and `ledger show`, list the block entry as any other.
+    table = invoke("ledger", "lookup", "--db", ledger5["db_url"], "--dataset", "events", "--key", key_of(5), "--utc")
+    assert table.exit_code == 0, table.output
+    assert "active->purged" in table.output and "run-1" in table.output
+    shown = invoke("ledger", "show", "--db", ledger5["db_url"], "--run", "run-2", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    assert [(e["seq"], e["count"]) for e in json.loads(shown.output)] == [(ledger5["seqs"]["r2"], len(RUNS["r2"]))]
 
 
 def test_lookup_by_subject_finds_every_item_of_every_run(ledger5: dict[str, Any]) -> None:
