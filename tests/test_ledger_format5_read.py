@@ -642,3 +642,21 @@ def test_a_real_set_based_run_is_found_proved_and_audited(migrated: sa.Engine, d
         f"claim does not hold: dataset events: entry {seq5} item {ranked.index(pseudonym)} "
         f"(record {pseudonym.hex()[:16]}) says active->purged (delete), but the live table still holds that record"
     )
+
+
+def test_many_runs_and_needles_are_split_over_statements_alike(
+    ledger5: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run per statement, or several needles of one run (one statement per round): the same items."""
+    engine = ledger5["engine"]
+    with engine.connect() as conn:
+        together = ledger_items.lookup(conn, SECRET.encode(), subject_key="user-1")
+        monkeypatch.setattr(block_lookup, "RUNS_PER_STATEMENT", 1)
+        apart = ledger_items.lookup(conn, SECRET.encode(), subject_key="user-1")
+        two = list(block_lookup.find(conn, [("run-1", [record_of("run-1", 9).hex(), record_of("run-1", 22).hex()])]))
+    assert [(r["seq"], r["item"]) for r in apart] == [(r["seq"], r["item"]) for r in together]
+    assert len(together) == 12
+    assert [(r["entry_seq"], r["idx"]) for r in two] == [
+        (ledger5["seqs"]["r1"], where_is("r1", 9)[0]),
+        (ledger5["seqs"]["r1b"], where_is("r1b", 22)[0]),
+    ]
