@@ -48,12 +48,33 @@ def record_moves(
                 for item in conn.execute(sa.select(items).where(items.c.entry_seq == row.seq).order_by(items.c.idx)):
                     key = reverse[cache_key].get(item.record_pseudonym, f"?{item.record_pseudonym}")
                     result.append((row.dataset, key, row.transition, item.due_at))
+                for record, due in _block_items(conn, row.seq):  # format 5: the entry's block instead of item rows
+                    key = reverse[cache_key].get(record, f"?{record}")
+                    result.append((row.dataset, key, row.transition, due))
             elif row.record_pseudonym is not None:
                 v1 = {pseudonyms.record_pseudonym(secret, row.dataset, k): k for k in wanted.get(row.dataset, [])}
                 result.append((row.dataset, v1.get(row.record_pseudonym, "?"), row.transition, row.due_at))
             elif row.count and row.transition.count("->") == 1:
                 result.append((row.dataset, "*", row.transition, row.count))
     return result
+
+
+def _block_items(conn: sa.Connection, seq: int) -> list[tuple[str, dt.datetime]]:
+    """(record pseudonym hex, due) of each item of entry ``seq``'s block, read by hand: 91 bytes an item, the
+    record pseudonym first (32 bytes), the due instant last (27 ASCII characters); none without a block."""
+    body = conn.execute(sa.select(store.ledger_blocks.c.body).where(store.ledger_blocks.c.entry_seq == seq)).scalar()
+    if body is None:
+        return []
+    body = bytes(body)
+    return [
+        (
+            body[at : at + 32].hex(),
+            dt.datetime.strptime(body[at + 64 : at + 91].decode("ascii"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=dt.UTC
+            ),
+        )
+        for at in range(0, len(body), 91)
+    ]
 
 
 def move_counter(moves: Iterable[tuple[str, str, str, Any]]) -> Counter[tuple[str, str, str]]:

@@ -65,6 +65,20 @@ def claim_of(engine: sa.Engine, dataset: str, record_key: str) -> tuple[int, int
     for seq, run_id, idx, pseudonym in rows:
         if pseudonym == item_pseudonym(run_id, dataset, record_key):
             return seq, idx, pseudonym
+    # Format 5 (the set-based path): the block's 91-byte items, each starting with its record pseudonym.
+    blocks = store.ledger_blocks
+    with engine.connect() as conn:
+        bodies = conn.execute(
+            sa.select(entries.c.seq, entries.c.run_id, blocks.c.body)
+            .select_from(blocks.join(entries, entries.c.seq == blocks.c.entry_seq))
+            .where(entries.c.dataset == dataset)
+            .order_by(entries.c.seq.desc())
+        ).all()
+    for seq, run_id, body in bodies:
+        wanted = bytes.fromhex(item_pseudonym(run_id, dataset, record_key))
+        for idx in range(len(body) // 91):
+            if bytes(body[91 * idx : 91 * idx + 32]) == wanted:
+                return seq, idx, wanted.hex()
     raise AssertionError(f"no item of {dataset} {record_key}")
 
 

@@ -170,7 +170,7 @@ def test_a_forged_unauthenticated_entry_at_the_head_is_named(
         assert (checked.exit_code, checked.output.splitlines()) == (
             6,
             [
-                f"proof rejected: entry {seq}: written in format 2, without a MAC, after entry 1 of format 4: "
+                f"proof rejected: entry {seq}: written in format 2, without a MAC, after entry 1, authenticated: "
                 "it was not written by the engine"
             ],
         )

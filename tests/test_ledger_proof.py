@@ -31,6 +31,7 @@ ENV = {
     "RETENTION_CHECKPOINT_PUBLIC_KEY_FILE": "",
     "RETENTION_DATABASE_URL": "",
 }
+PER_RECORD = {"RETENTION_SET_BASED": "0"}
 
 PACK = """
 pack: proofs
@@ -127,7 +128,9 @@ def purged(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, Any]:
         )
     pack = tmp_path / "proofs.yaml"
     pack.write_text(PACK, encoding="utf-8")
-    result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01")
+    # The per-record path, which writes format 4: these tests hold format-4 items and their audit paths; the
+    # set-based path writes format 5, proved in tests/test_ledger_format5_read.py.
+    result = invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2025-06-01", env=PER_RECORD)
     assert result.exit_code == 0, result.output
     private, public = tmp_path / "signer.pem", tmp_path / "signer.pub.pem"
     made = invoke("ledger", "keygen", "--key", str(private), "--public", str(public))
@@ -308,7 +311,9 @@ def test_prove_refuses_what_it_cannot_prove(purged: dict[str, Any]) -> None:
         2,
         ["error: the ledger holds no entry of that record"],
     )
-    later = invoke("run", "--rules", str(purged["pack"]), "--db", purged["db_url"], "--as-of", "2026-06-01")
+    later = invoke(
+        "run", "--rules", str(purged["pack"]), "--db", purged["db_url"], "--as-of", "2026-06-01", env=PER_RECORD
+    )
     assert later.exit_code == 0, later.output
     newer, _ = prove(purged, "--dataset", "events", "--key", key_of(25))
     assert newer.exit_code == 2

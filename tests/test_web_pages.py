@@ -134,6 +134,19 @@ def _seqs_of(conn: sa.Connection, message: bytes) -> list[int]:
                 {"p": hmac.new(run_key, message, hashlib.sha256).hexdigest()},
             ).scalars()
         )
+        # Format 5 (set-based batches): the run's blocks, 91-byte items with the record pseudonym at byte 0 and
+        # the subject pseudonym at byte 32.
+        raw = hmac.new(run_key, message, hashlib.sha256).digest()
+        blocks = conn.execute(
+            sa.text(
+                "SELECT b.entry_seq, b.body FROM retention_ledger_blocks b"
+                " JOIN retention_ledger l ON l.seq = b.entry_seq WHERE l.run_id = :r"
+            ),
+            {"r": run_id},
+        )
+        for seq, body in blocks:
+            body = bytes(body)
+            found += [seq for at in range(0, len(body), 91) if raw in (body[at : at + 32], body[at + 32 : at + 64])]
     return sorted(found)
 
 

@@ -516,18 +516,32 @@ def index_runs(conn: sa.Connection, chunk: int = 500_000) -> int:
         last = high
 
 
-def find(conn: sa.Connection, secret: bytes, pseudonyms_of: Any, run_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+def find(
+    conn: sa.Connection,
+    secret: bytes,
+    pseudonyms_of: Any,
+    run_ids: Iterable[str],
+    *,
+    with_blocks: bool = True,
+    dataset: str | None = None,
+) -> Iterator[dict[str, Any]]:
     """Items whose pseudonym, under each run's key, is one of ``pseudonyms_of(key)``, in entry and position order.
 
-    Every format is read the same way: by the items' indexes on their
+    Formats 2-4 are read the same way: by the items' indexes on their
     pseudonym columns (migration 0015), one probe per pseudonym. The lookup
     rows of formats 2 and 3 are still written by older versions and checked
     by ``verify``, but no longer needed to find anything; format 4 has none.
-    A pseudonym under one run's key matching another run's item would be an
-    HMAC collision.
+    Format 5 has no index: unless ``with_blocks`` is false (an e-mail
+    pseudonym, which no block holds), the blocks of each run are searched
+    for its pseudonyms (:mod:`retention.ledger.block_lookup`), only those of
+    ``dataset`` when given. A pseudonym under one run's key matching another
+    run's item would be an HMAC collision.
     """
+    from retention.ledger import block_lookup
+
     items = store.ledger_items
-    every = sorted({p for run_id in run_ids for p in pseudonyms_of(run_key(secret, run_id))})
+    runs = list(run_ids)
+    every = sorted({p for run_id in runs for p in pseudonyms_of(run_key(secret, run_id))})
     found: dict[tuple[int, int], dict[str, Any]] = {}
     dialect = dialect_for(conn)
     for column in (items.c.record_pseudonym, items.c.subject_pseudonym, items.c.email_pseudonym):
@@ -535,6 +549,10 @@ def find(conn: sa.Connection, secret: bytes, pseudonyms_of: Any, run_ids: Iterab
             query = sa.select(items).where(dialect.pseudonym_in(column, every[start : start + 400]))
             for row in conn.execute(query):
                 found[(row.entry_seq, row.idx)] = dict(row._mapping)
+    if with_blocks:
+        by_run = ((run_id, pseudonyms_of(run_key(secret, run_id))) for run_id in runs)
+        for item in block_lookup.find(conn, by_run, dataset=dataset):
+            found[(item["entry_seq"], item["idx"])] = item
     for position in sorted(found):
         yield found[position]
 
@@ -584,7 +602,10 @@ def lookup(
     rows: list[dict[str, Any]] = []
     for row in conn.execute(sa.select(entries).where(v1).order_by(entries.c.seq)):
         rows.append({**dict(row._mapping), "item": None})
-    for item in find(conn, secret, wanted, item_runs(conn)):
+    by_record = subject_key is None and email is None
+    for item in find(
+        conn, secret, wanted, item_runs(conn), with_blocks=email is None, dataset=dataset if by_record else None
+    ):
         entry = conn.execute(sa.select(entries).where(entries.c.seq == item["entry_seq"])).first()
         if entry is None or (
             dataset is not None and subject_key is None and email is None and entry.dataset != dataset

@@ -28,13 +28,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from retention.errors import ConfigError, LedgerError
-from retention.ledger import canonical, merkle, pseudonyms, signing
+from retention.ledger import block_lookup, blocks, canonical, merkle, pseudonyms, signing
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.ledger import mac as ledger_mac
 from retention.store import tables as store
 
 FORMAT = "retention-ledger-proof/1"
+BLOCK_FORMAT = "retention-ledger-proof/2"
+"""A proof holding a record of a format-5 entry (its ``chunk``); one without any keeps :data:`FORMAT`, byte for byte.
+
+A verifier of ``/1`` refuses ``/2`` as "not a proof" instead of failing on a field
+it does not know (docs/ledger.md, "Proving one record")."""
+FORMATS = (FORMAT, BLOCK_FORMAT)
+CHUNK_FIELD = "chunk"  # only in records of format-5 entries: the item's chunk, hex
+_HEX = re.compile("(?:[0-9a-f]{2})*")
 ITEM_FIELDS = ("due_at", "idx", "record", "request", "review", "subject")
 EMAIL_FIELD = "email"  # only in items of a record with an e-mail identity (docs/ledger.md)
 ENTRY_FIELDS = (*ledger.V2_COLUMNS, "hash")
@@ -118,10 +126,16 @@ def build(
     ]
     records: list[dict[str, Any]] = []
     leaves_of: dict[int, list[bytes]] = {}
+    bodies: dict[int, bytes | None] = {}
     for row in found:
         seq = row["seq"]
         if row["item"] is None:
             records.append({"seq": seq, "item": None, "audit_path": []})
+            continue
+        if row["format"] == blocks.FORMAT:
+            if seq not in bodies:
+                bodies[seq] = block_lookup.body_of(conn, seq)
+            records.append(_block_record(row, bodies[seq]))
             continue
         if seq not in leaves_of:
             leaves_of[seq] = ledger_items.stored_leaves(ledger_items.entry_items(conn, seq), row["format"] or 1)
@@ -142,7 +156,7 @@ def build(
         path = merkle.audit_path(leaves, row["item"])
         records.append({"seq": seq, "item": item, "audit_path": [p.hex() for p in path]})
     document = {
-        "format": FORMAT,
+        "format": BLOCK_FORMAT if any(CHUNK_FIELD in r for r in records) else FORMAT,
         "records": records,
         "chain": chain,
         "checkpoint": {**signed, "key_id": checkpoint.get("key_id")},
@@ -151,6 +165,19 @@ def build(
     if problem is not None:
         raise LedgerError(f"cannot prove from this ledger and checkpoint: {problem}")
     return document
+
+
+def _block_record(row: dict[str, Any], body: bytes | None) -> dict[str, Any]:
+    """The proved record of a format-5 item: its fields, its chunk and the chunk's audit path."""
+    seq, idx = row["seq"], row["item"]
+    try:
+        if body is None or not 0 <= idx < blocks.count(body):
+            raise blocks.BlockError
+    except blocks.BlockError:
+        raise LedgerError(f"entry {seq} item {idx}: missing from its block; run `retention ledger verify`") from None
+    chunk, path = blocks.proof_part(body, idx)
+    item = blocks.item_at(body, idx).as_dict()
+    return {"seq": seq, "item": item, CHUNK_FIELD: chunk.hex(), "audit_path": [p.hex() for p in path]}
 
 
 # --------------------------------------------------------------------------
@@ -209,14 +236,17 @@ def _authentic(chain: list[dict[str, Any]], checkpoint: dict[str, Any], secret: 
     since = checkpoint.get(ledger.AUTHENTICATED_FROM)
     if since is not None and not isinstance(since, int):
         return "the checkpoint's first authenticated entry is not a number"
-    since_form = next((e.get("format") for e in chain if e["seq"] == since), ledger_items.FORMAT)
+    # The first authenticated entry's format, when the proof's chain holds it (the writer of formats 4 and 5
+    # interleave: the proof cannot tell which a signed entry before its chain was).
+    since_form = next((e.get("format") for e in chain if e["seq"] == since), None)
     for entry in chain:
         seq, form = entry["seq"], entry.get("format") or 1
         if form not in ledger_items.MAC_FORMATS:
             if since is not None and seq >= since:
+                first = f"entry {since} of format {since_form}" if since_form else f"entry {since}, authenticated"
                 return (
-                    f"entry {seq}: written in format {form}, without a MAC, after entry {since} of format "
-                    f"{since_form}: it was not written by the engine"
+                    f"entry {seq}: written in format {form}, without a MAC, after {first}: "
+                    "it was not written by the engine"
                 )
             continue
         if since is None:
@@ -233,8 +263,8 @@ def _authentic(chain: list[dict[str, Any]], checkpoint: dict[str, Any], secret: 
 
 def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None = None) -> str | None:
     """None when the proof holds (against ``public``; None skips the signature), else why not."""
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        return f"not a proof (format {FORMAT} expected)"
+    if not isinstance(document, dict) or document.get("format") not in FORMATS:
+        return f"not a proof (format {FORMAT} or {BLOCK_FORMAT} expected)"
     records, chain, checkpoint = document.get("records"), document.get("chain"), document.get("checkpoint")
     if not isinstance(records, list) or not records or not isinstance(chain, list) or not chain:
         return "the proof holds no record or no chain"
@@ -258,11 +288,14 @@ def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None 
         fields = {*ENTRY_FIELDS, MAC_FIELD} if entry.get("format") in ledger_items.MAC_FORMATS else set(ENTRY_FIELDS)
         if set(entry) != fields:
             return f"entry {entry['seq']}: its fields are not those of a ledger entry"
+    shapes = [{"seq", "item", "audit_path"}]
+    if document["format"] == BLOCK_FORMAT:
+        shapes.append({"seq", "item", CHUNK_FIELD, "audit_path"})
     for number, record in enumerate(records, start=1):
         item = record.get("item") if isinstance(record, dict) else None
         if (
             not isinstance(record, dict)
-            or set(record) != {"seq", "item", "audit_path"}
+            or set(record) not in shapes
             or not isinstance(record["seq"], int)
             or not (item is None or (isinstance(item, dict) and set(item) - {EMAIL_FIELD} == set(ITEM_FIELDS)))
         ):
@@ -304,6 +337,11 @@ def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None 
         if entry.get("format") not in ledger_items.MAC_FORMATS or not isinstance(entry.get("merkle_root"), str):
             return f"{where}: the entry commits to no items"
         path = record.get("audit_path")
+        if entry["format"] == blocks.FORMAT or CHUNK_FIELD in record:
+            problem = _block_item(entry, item, record.get(CHUNK_FIELD), path)
+            if problem is not None:
+                return f"{where}: {problem}"
+            continue
         try:
             if not isinstance(item, dict) or not isinstance(item.get("idx"), int) or not isinstance(path, list):
                 raise ValueError
@@ -321,6 +359,44 @@ def _check(document: Any, public: Ed25519PublicKey | None, secret: bytes | None 
                 "(the item, its position or a path node was altered)"
             )
     return None
+
+
+def _block_item(entry: dict[str, Any], item: Any, chunk: Any, path: Any) -> str | None:
+    """Why a record of a format-5 entry does not hold (its item in its chunk, the chunk under the root), or None.
+
+    The item has exactly a format-4 item's six fields in the one text form a
+    block's bytes read back as (lowercase hex, the 27-character instant),
+    never a request, review or e-mail (format 5 has none): otherwise two
+    texts could name one item.
+    """
+    if entry.get("format") != blocks.FORMAT:
+        return f"a chunk in a record of an entry of format {entry.get('format')} (only format 5 has chunks)"
+    if not isinstance(chunk, str) or not _HEX.fullmatch(chunk):
+        return "the record has no chunk (hex) of its format-5 entry"
+    if not isinstance(path, list) or not all(isinstance(p, str) and _HEX64.fullmatch(p) for p in path):
+        return "its audit path is not a list of 64-digit hex nodes"
+    if (
+        not isinstance(item, dict)
+        or set(item) != set(ITEM_FIELDS)
+        or item["request"] is not None
+        or item["review"] is not None
+        or not isinstance(item["idx"], int)
+        or isinstance(item["idx"], bool)
+        or not isinstance(item["record"], str)
+        or not _HEX64.fullmatch(item["record"])
+        or not (item["subject"] is None or (isinstance(item["subject"], str) and _HEX64.fullmatch(item["subject"])))
+        or not isinstance(item["due_at"], str)
+        or not _INSTANT.fullmatch(item["due_at"])
+    ):
+        return "the item is not an item of format 5 (its fields or their forms)"
+    size, root = entry.get("items"), entry.get("merkle_root")
+    if not isinstance(size, int) or isinstance(size, bool) or not isinstance(root, str) or not _HEX64.fullmatch(root):
+        return "the entry commits to no items"
+    found = blocks.BlockItem(item["idx"], item["record"], item["subject"], item["due_at"])
+    reason = blocks.verify_item(
+        found, bytes.fromhex(chunk), [bytes.fromhex(p) for p in path], size, bytes.fromhex(root)
+    )
+    return None if reason is None else f"{reason} (the item, its chunk or a path node was altered)"
 
 
 def _describe(document: dict[str, Any], secret: bytes | None = None) -> list[str]:
@@ -394,4 +470,4 @@ def proved_seqs(document: dict[str, Any]) -> Sequence[int]:
     return [r["seq"] for r in document["records"]]
 
 
-__all__ = ["FORMAT", "ProofResult", "build", "proved_seqs", "record_matches", "verify"]
+__all__ = ["BLOCK_FORMAT", "FORMAT", "FORMATS", "ProofResult", "build", "proved_seqs", "record_matches", "verify"]

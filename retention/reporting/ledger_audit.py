@@ -16,7 +16,11 @@ computes the page's pseudonyms under each run with claims on the dataset
 database finds the claims among them, by the items' record pseudonym
 index (every item format; format 4 has no lookup rows) and by the entries'
 pseudonym index for format 1 entries. No claim is read into memory: the claims are counted by one
-aggregate, and memory holds one page whatever the ledger's size.
+aggregate, and memory holds one page whatever the ledger's size. Format-5
+claims have no index: their record pseudonyms' 8-byte prefixes are read
+from the blocks into a table of at most ``BLOCK_PASS_CLAIMS`` claims (32
+bytes each at most), in as many passes over the live keys as that bound
+needs, and each hit is confirmed on the block's bytes (:func:`_match_pass`).
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
 claims (:func:`audit_claims`), matched here.
 
@@ -27,7 +31,9 @@ run with claims on its dataset; one indexed probe per page and run.
 from __future__ import annotations
 
 import random
+from array import array
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -39,8 +45,8 @@ from retention.dialects import dialect_for
 from retention.engine.evaluate import reflect_table
 from retention.engine.plan import as_text
 from retention.errors import LedgerError, SchemaError
+from retention.ledger import blocks, pseudonyms
 from retention.ledger import items as ledger_items
-from retention.ledger import pseudonyms
 from retention.policy.loader import LoadedPack
 from retention.policy.model import Dataset
 from retention.store import tables as store
@@ -57,6 +63,14 @@ _BLOCK = 64
 """Consecutive entry numbers per stratum of format 1 claims when drawing a sample."""
 _RANGES = 50
 """Blocks read per query (ranges of the primary key) when a block holds entries that claim nothing."""
+_SUBSTR = 200
+"""Chosen format-5 items read per query (one SELECT each in a UNION ALL; SQLite allows 500)."""
+BLOCK_PASS_CLAIMS = 1 << 20
+"""Format-5 claims one pass of the complete audit holds (16 bytes of table each, at most half full: 32 MiB)."""
+_BODIES = 8
+"""Blocks kept in memory while confirming the complete audit's hits (a page's hits are mostly in one or two)."""
+_SPACE = 1 << 64
+"""Record pseudonyms' 8-byte prefixes, as unsigned integers, are below this."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,73 @@ def _claims(conn: sa.Connection, dataset: str | None) -> Iterator[Claim]:
     for query, order in _claim_queries(dataset):
         for row in conn.execution_options(yield_per=_CHUNK).execute(query.order_by(*order)):
             yield Claim(*row)
+    for seq, run_id, pack_id, name, transition, action, body in _block_bodies(conn, _scope(dataset)):
+        for i in range(blocks.count(body)):
+            record = body[i * blocks.ITEM_SIZE : i * blocks.ITEM_SIZE + blocks.PSEUDONYM_SIZE].hex()
+            yield Claim(seq, i, run_id, pack_id, name, transition, action, record)
+
+
+def _block_bodies(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> Iterator[tuple[Any, ...]]:
+    """(seq, run, pack, dataset, transition, action, body) of the format-5 entries ``where`` selects, one at a time.
+
+    Streamed a few rows at a time: a body is 91 bytes per item, and the
+    complete audit reads every claimed block without holding more than
+    these.
+    """
+    entries, table = store.ledger, store.ledger_blocks
+    query = (
+        sa.select(
+            entries.c.seq,
+            entries.c.run_id,
+            entries.c.pack_id,
+            entries.c.dataset,
+            entries.c.transition,
+            entries.c.action,
+            table.c.body,
+        )
+        .select_from(table.join(entries, entries.c.seq == table.c.entry_seq))
+        .where(entries.c.format == blocks.FORMAT, *where)
+        .order_by(entries.c.seq)
+    )
+    for row in conn.execution_options(yield_per=4).execute(query):
+        yield (*row[:6], bytes(row[6]))
+
+
+def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: str | None) -> list[Claim]:
+    """The claims of format-5 items chosen by (entry, position): each item's record pseudonym read as a substring.
+
+    Only the item's 32 bytes travel; a block holding no item at a chosen
+    position (cut short past the triggers) yields nothing, and the caller's
+    count check names it.
+    """
+    entries, table = store.ledger, store.ledger_blocks
+    joined = table.join(entries, entries.c.seq == table.c.entry_seq)
+    scope = [entries.c.format == blocks.FORMAT, *_scope(dataset)]
+    chosen: list[Claim] = []
+    for start in range(0, len(keys), _SUBSTR):
+        parts = [
+            sa.select(
+                entries.c.seq,
+                sa.cast(sa.literal(idx), sa.Integer).label("idx"),
+                entries.c.run_id,
+                entries.c.pack_id,
+                entries.c.dataset,
+                entries.c.transition,
+                entries.c.action,
+                sa.func.substr(
+                    table.c.body,
+                    sa.cast(sa.literal(idx * blocks.ITEM_SIZE + 1), sa.Integer),
+                    sa.cast(sa.literal(blocks.PSEUDONYM_SIZE), sa.Integer),
+                ).label("record"),
+            )
+            .select_from(joined)
+            .where(entries.c.seq == seq, *scope)
+            for seq, idx in keys[start : start + _SUBSTR]
+        ]
+        for seq, idx, run_id, pack_id, name, transition, action, record in conn.execute(sa.union_all(*parts)):
+            if record is not None and len(record) == blocks.PSEUDONYM_SIZE:
+                chosen.append(Claim(int(seq), int(idx), run_id, pack_id, name, transition, action, bytes(record).hex()))
+    return sorted(chosen, key=lambda c: (c.seq, c.idx))
 
 
 def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random.Random) -> tuple[list[Claim], int]:
@@ -161,14 +242,21 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
     v1_where = [entries.c.format.is_(None), entries.c.record_pseudonym.is_not(None), *scope]
     block = entries.c.seq // _BLOCK
     per_block = sa.select(block, sa.func.count()).where(*v1_where).group_by(block)
+    # A format-5 entry's items are its block's positions 0 .. items-1: counted by the entry's own column.
+    per_format5 = sa.select(entries.c.seq, entries.c["items"]).where(
+        entries.c.format == blocks.FORMAT, entries.c["items"] > 0, *scope
+    )
     # (True, entry, count, least idx, greatest idx) for items, (False, block, count, 0, 0) for format 1
     strata: list[tuple[bool, int, int, int, int]] = [
         (True, int(seq), int(n), int(low), int(high)) for seq, n, low, high in conn.execute(per_entry)
     ]
     strata += [(False, int(b), int(n), 0, 0) for b, n in conn.execute(per_block)]
+    format5 = {int(seq): int(n) for seq, n in conn.execute(per_format5)}
+    strata += [(True, seq, n, 0, n - 1) for seq, n in format5.items()]
     ends = list(accumulate(s[2] for s in strata))
     total = ends[-1] if ends else 0
     wanted_items: list[tuple[int, int]] = []  # (entry, idx)
+    wanted_blocks: list[tuple[int, int]] = []  # (format-5 entry, idx)
     ranked_items: dict[int, list[int]] = {}  # entry -> ranks, for entries whose numbers have gaps
     ranked_blocks: dict[int, list[int]] = {}  # block -> ranks, for blocks with entries that claim nothing
     wanted_v1: list[int] = []
@@ -176,7 +264,9 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
         at = bisect_right(ends, position)
         is_item, key, count, low, high = strata[at]
         rank = position - (ends[at] - count)
-        if is_item and high - low + 1 == count:
+        if is_item and key in format5:
+            wanted_blocks.append((key, rank))
+        elif is_item and high - low + 1 == count:
             wanted_items.append((key, low + rank))
         elif is_item:
             ranked_items.setdefault(key, []).append(rank)
@@ -188,9 +278,9 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
         numbers = conn.execute(sa.select(items.c.idx).where(items.c.entry_seq == seq).order_by(items.c.idx))
         idxs = [int(i) for (i,) in numbers]
         wanted_items += [(seq, idxs[r]) for r in ranks if r < len(idxs)]
-    blocks = sorted(ranked_blocks)
-    for start in range(0, len(blocks), _RANGES):
-        chunk = blocks[start : start + _RANGES]
+    v1_blocks = sorted(ranked_blocks)
+    for start in range(0, len(v1_blocks), _RANGES):
+        chunk = v1_blocks[start : start + _RANGES]
         ranges = [entries.c.seq.between(b * _BLOCK, (b + 1) * _BLOCK - 1) for b in chunk]
         found: dict[int, list[int]] = {}
         for (seq,) in conn.execute(sa.select(entries.c.seq).where(sa.or_(*ranges), *v1_where)):
@@ -209,6 +299,7 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
             *item_order
         )
         chosen.extend(Claim(*row) for row in conn.execute(found_items))
+    chosen += _block_claims_at(conn, sorted(wanted_blocks), dataset)
     wanted_v1.sort()
     for start in range(0, len(wanted_v1), _PICK):
         found_v1 = per_v1.where(entries.c.seq.in_(wanted_v1[start : start + _PICK])).order_by(*v1_order)
@@ -278,11 +369,16 @@ def audit(
 # --------------------------------------------------------------------------
 
 
-def _claim_counts(conn: sa.Connection, dataset: str | None) -> dict[tuple[str | None, str], dict[str | None, int]]:
-    """Claims per (pack, dataset) and per run (None: format 1 entries), counted by the database."""
+_Counts = dict[tuple[str | None, str], dict[str | None, int]]
+
+
+def _claim_counts(conn: sa.Connection, dataset: str | None) -> tuple[_Counts, _Counts]:
+    """Claims per (pack, dataset) and per run, counted by the database: of items and format 1 entries (run None),
+    and of format-5 blocks (their entries' ``items``)."""
     entries, items = store.ledger, store.ledger_items
     scope = _scope(dataset)
-    counts: dict[tuple[str | None, str], dict[str | None, int]] = {}
+    counts: _Counts = {}
+    in_blocks: _Counts = {}
     per_item = (
         sa.select(entries.c.pack_id, entries.c.dataset, entries.c.run_id, sa.func.count())
         .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
@@ -294,19 +390,25 @@ def _claim_counts(conn: sa.Connection, dataset: str | None) -> dict[tuple[str | 
         .where(entries.c.format.is_(None), entries.c.record_pseudonym.is_not(None), *scope)
         .group_by(entries.c.pack_id, entries.c.dataset)
     )
-    for query in (per_item, per_v1):
+    per_block = (
+        sa.select(entries.c.pack_id, entries.c.dataset, entries.c.run_id, sa.func.sum(entries.c["items"]))
+        .where(entries.c.format == blocks.FORMAT, entries.c["items"] > 0, *scope)
+        .group_by(entries.c.pack_id, entries.c.dataset, entries.c.run_id)
+    )
+    for query, into in ((per_item, counts), (per_v1, counts), (per_block, in_blocks)):
         for pack_id, name, run_id, count in conn.execute(query):
-            runs = counts.setdefault((pack_id, name), {})
-            runs[run_id] = runs.get(run_id, 0) + int(count)
-    return counts
+            runs = into.setdefault((pack_id, name), {})
+            runs[run_id] = runs.get(run_id, 0) + int(count or 0)
+    return counts, in_blocks
 
 
 def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, dataset: str | None) -> AuditResult:
     result = AuditResult()
     with engine.connect() as conn:
-        counts = _claim_counts(conn, dataset)
-    for (pack_id, name), runs in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
-        found = sum(runs.values())
+        counts, in_blocks = _claim_counts(conn, dataset)
+    for pack_id, name in sorted(set(counts) | set(in_blocks), key=lambda k: (k[0] or "", k[1])):
+        runs, block_runs = counts.get((pack_id, name), {}), in_blocks.get((pack_id, name), {})
+        found = sum(runs.values()) + sum(block_runs.values())
         result.claims += found
         loaded = packs.get(pack_id or "")
         if loaded is None or name not in loaded.pack.datasets:
@@ -317,9 +419,154 @@ def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, d
         result.datasets += 1
         result.checked += found
         result.problems += _match_dataset(
-            engine, loaded.pack.datasets[name], name, pack_id, sorted(runs, key=str), secret, found
+            engine,
+            loaded.pack.datasets[name],
+            name,
+            pack_id,
+            sorted(runs, key=str),
+            secret,
+            found,
+            {str(run): n for run, n in block_runs.items() if run is not None},
         )
     return result
+
+
+def _digest(key: bytes) -> Any:
+    """HMAC-SHA256 under ``key`` as raw bytes (format 5 compares bytes; formats 2-4 take its hex)."""
+    inner, outer = pseudonyms.keyed(key).pads()
+
+    def digest(message: bytes) -> bytes:
+        i = inner.copy()
+        i.update(message)
+        o = outer.copy()
+        o.update(i.digest())
+        return o.digest()
+
+    return digest
+
+
+_Range = tuple[str, int, int]
+"""(run, lowest, highest + 1) of record-pseudonym prefixes (first 8 bytes, big-endian) one pass matches."""
+
+
+def _block_passes(block_runs: dict[str, int], cap: int) -> list[list[_Range]]:
+    """The passes over a dataset's live keys that match its format-5 claims, each holding about ``cap`` at most.
+
+    A run with more claims than ``cap`` is split into equal ranges of its
+    claims' pseudonym prefixes (HMAC outputs: uniform, so each range holds
+    its share of the claims, give or take a square root); the ranges of all
+    runs are packed into passes in order. One pass when everything fits.
+    """
+    passes: list[list[_Range]] = []
+    load = 0
+    for run_id in sorted(block_runs):
+        claims = block_runs[run_id]
+        parts = max(1, -(-claims // cap))
+        for k in range(parts):
+            size = claims // parts + 1
+            if not passes or (load + size > cap and passes[-1]):
+                passes.append([])
+                load = 0
+            passes[-1].append((run_id, k * _SPACE // parts, (k + 1) * _SPACE // parts))
+            load += size
+    return passes
+
+
+_IDX_BITS = 24
+"""Bits of a claim's position in its block in a table slot (the entry's number takes the other 40)."""
+
+
+class _PrefixTable:
+    """One pass's format-5 claims: record-pseudonym prefix -> (entry, position), open addressing in two arrays.
+
+    Sixteen bytes per slot and at most half the slots used: 32 bytes per
+    claim at worst, and no Python object per claim (a set of the same
+    prefixes would take about 100). A prefix is 64 bits of an HMAC: a live
+    row's pseudonym sharing one with a claim it is not is improbable (about
+    live rows x claims / 2^64) and is told apart by the exact comparison
+    that follows every hit.
+    """
+
+    def __init__(self, expected: int) -> None:
+        size = 1 << max(4, (2 * expected + 1).bit_length())
+        self.keys = array("Q", bytes(8 * size))
+        self.locs = array("Q", bytes(8 * size))
+        self.used = 0
+
+    def add(self, prefix: int, loc: int) -> None:
+        if 2 * (self.used + 1) > len(self.keys):
+            self._grow()
+        keys, mask = self.keys, len(self.keys) - 1
+        prefix = prefix or 1  # 0 marks an empty slot; a claim of prefix 0 shares 1's slots, confirmed exactly
+        i = prefix & mask
+        while keys[i]:
+            i = (i + 1) & mask
+        keys[i] = prefix
+        self.locs[i] = loc
+        self.used += 1
+
+    def get(self, prefix: int) -> list[int]:
+        keys, mask = self.keys, len(self.keys) - 1
+        prefix = prefix or 1
+        i = prefix & mask
+        found = []
+        while key := keys[i]:
+            if key == prefix:
+                found.append(self.locs[i])
+            i = (i + 1) & mask
+        return found
+
+    def _grow(self) -> None:
+        old = [(k, v) for k, v in zip(self.keys, self.locs, strict=True) if k]
+        self.keys = array("Q", bytes(16 * len(self.keys)))
+        self.locs = array("Q", bytes(8 * len(self.keys)))
+        self.used = 0
+        for k, v in old:
+            self.add(k, v)
+
+
+def _load_pass(
+    conn: sa.Connection, name: str, pack_id: str | None, ranges: list[_Range], expected: int
+) -> _PrefixTable:
+    """The prefixes of the format-5 claims on ``name`` in ``ranges``, read block by block (a few held at a time)."""
+    entries = store.ledger
+    by_run: dict[str, list[tuple[int, int]]] = {}
+    for run_id, low, high in ranges:
+        by_run.setdefault(run_id, []).append((low, high))
+    pack = entries.c.pack_id.is_(None) if pack_id is None else entries.c.pack_id == pack_id
+    where = [entries.c.dataset == name, pack, entries.c.run_id.in_(sorted(by_run)), *_scope(None)]
+    table = _PrefixTable(expected)
+    size, from_bytes = blocks.ITEM_SIZE, int.from_bytes
+    for seq, run_id, _pack, _name, _transition, _action, body in _block_bodies(conn, where):
+        n = blocks.count(body)
+        if seq >= 1 << (64 - _IDX_BITS) or n > 1 << _IDX_BITS:
+            raise LedgerError(f"ledger audit: entry {seq} is beyond what the complete audit can index")
+        base = int(seq) << _IDX_BITS
+        whole = by_run[run_id] == [(0, _SPACE)]
+        for i in range(n):
+            prefix = from_bytes(body[i * size : i * size + 8], "big")
+            if whole or any(low <= prefix < high for low, high in by_run[run_id]):
+                table.add(prefix, base | i)
+    return table
+
+
+class _Blocks:
+    """Format-5 entries' blocks (with the entry's run, transition and action) for confirming hits, a few at a time."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.kept: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
+
+    def get(self, seq: int) -> tuple[Any, ...] | None:
+        if seq in self.kept:
+            self.kept.move_to_end(seq)
+            return self.kept[seq]
+        for row in _block_bodies(self.conn, [store.ledger.c.seq == seq]):
+            self.kept[seq] = row
+            if len(self.kept) > _BODIES:
+                self.kept.popitem(last=False)
+            return row
+        return None
 
 
 def _match_dataset(
@@ -330,11 +577,17 @@ def _match_dataset(
     runs: list[str | None],
     secret: bytes,
     claims: int,
+    block_runs: dict[str, int] | None = None,
 ) -> list[str]:
-    """The claims of one dataset that its live table contradicts, found a page of live keys at a time."""
-    keys = [(run_id, pseudonyms.keyed(ledger_items.run_key(secret, run_id))) for run_id in runs if run_id is not None]
-    v1 = pseudonyms.keyed(secret) if None in runs else None
-    prefix = f"record\x1f{name}\x1f".encode()
+    """The claims of one dataset that its live table contradicts, found a page of live keys at a time.
+
+    Claims of formats 1-4 are found by the database (indexes) in the first
+    pass; format-5 claims by each pass's table of prefixes
+    (:func:`_block_passes`, :class:`_PrefixTable`), every hit confirmed on
+    the block's bytes.
+    """
+    block_runs = block_runs or {}
+    passes: list[list[_Range]] = _block_passes(block_runs, BLOCK_PASS_CLAIMS) or [[]]
     problems: list[str] = []
     with engine.connect() as conn:
         try:
@@ -342,35 +595,93 @@ def _match_dataset(
             key_column = table.c[dataset.key]
         except (SchemaError, KeyError):
             return [f"dataset {name}: its table or key column is gone; {claims} claim(s) not checked"]
-        text = as_text(conn, key_column)
-        page = sa.select(key_column, text).order_by(key_column).limit(_CHUNK)
-        last: Any = None
-        while True:
-            rows = conn.execute(page if last is None else page.where(key_column > last)).all()
-            if not rows:
-                return problems
-            last = rows[-1][0]
-            messages = {str(row[1]): prefix + str(row[1]).encode("utf-8") for row in rows}
-            wanted: dict[tuple[str | None, str], str] = {}  # (run, pseudonym) -> live key
-            for run_id, hmac_of in keys:
-                for key_text, message in messages.items():
-                    wanted[(run_id, hmac_of.hexdigest(message))] = key_text
-            if v1 is not None:
-                for key_text, message in messages.items():
-                    wanted[(None, v1.hexdigest(message))] = key_text
-            masked: list[tuple[str, Claim]] = []
+        for number, ranges in enumerate(passes):
+            expected = sum(block_runs[r] * (high - low) // _SPACE for r, low, high in ranges)
+            prefixes = _load_pass(conn, name, pack_id, ranges, expected) if ranges else None
+            problems += _match_pass(
+                conn, dataset, name, pack_id, runs if number == 0 else [], secret, table, key_column, prefixes, ranges
+            )
+    return problems
+
+
+def _match_pass(
+    conn: sa.Connection,
+    dataset: Dataset,
+    name: str,
+    pack_id: str | None,
+    runs: list[str | None],
+    secret: bytes,
+    table: sa.Table,
+    key_column: sa.Column[Any],
+    prefixes: _PrefixTable | None,
+    ranges: list[_Range],
+) -> list[str]:
+    """One pass over the live keys: the claims of ``runs`` (formats 1-4) and ``prefixes`` (format 5) it contradicts."""
+    digests = {run_id: _digest(ledger_items.run_key(secret, run_id)) for run_id in runs if run_id is not None}
+    for run_id, _low, _high in ranges:
+        digests.setdefault(run_id, _digest(ledger_items.run_key(secret, run_id)))
+    item_runs = {run_id for run_id in runs if run_id is not None}
+    v1 = _digest(secret) if None in runs else None
+    block_ranges: dict[str, list[tuple[int, int]]] = {}
+    for run_id, low, high in ranges:
+        block_ranges.setdefault(run_id, []).append((low, high))
+    bodies = _Blocks(conn)
+    slots, mask = (prefixes.keys, len(prefixes.keys) - 1) if prefixes is not None else (array("Q"), 0)
+    prefix = f"record\x1f{name}\x1f".encode()
+    problems: list[str] = []
+    text = as_text(conn, key_column)
+    page = sa.select(key_column, text).order_by(key_column).limit(_CHUNK)
+    last: Any = None
+    while True:
+        rows = conn.execute(page if last is None else page.where(key_column > last)).all()
+        if not rows:
+            return problems
+        last = rows[-1][0]
+        messages = {str(row[1]): prefix + str(row[1]).encode("utf-8") for row in rows}
+        wanted: dict[tuple[str | None, str], str] = {}  # (run, pseudonym) -> live key
+        hits: list[tuple[int, int, str, bytes, str]] = []  # (entry, idx, run, pseudonym, live key) of format 5
+        for run_id, digest in digests.items():
+            spans = block_ranges.get(run_id) if prefixes is not None else None
+            whole, probe = spans == [(0, _SPACE)], run_id in item_runs
+            for key_text, message in messages.items():
+                value = digest(message)
+                if probe:
+                    wanted[(run_id, value.hex())] = key_text
+                if spans is not None and prefixes is not None:
+                    at = int.from_bytes(value[:8], "big")
+                    if not slots[(at or 1) & mask]:
+                        continue  # the prefix's first slot is empty: no claim has it (linear probing), no call
+                    if whole or any(low <= at < high for low, high in spans):
+                        hits += [
+                            (loc >> _IDX_BITS, loc & ((1 << _IDX_BITS) - 1), run_id, value, key_text)
+                            for loc in prefixes.get(at)
+                        ]
+        if v1 is not None:
+            for key_text, message in messages.items():
+                wanted[(None, v1(message).hex())] = key_text
+        found: list[tuple[Claim, str]] = []
+        if wanted:
             for claim in _matching(conn, name, pack_id, wanted):
-                key_text = wanted[(claim.run_id if claim.idx is not None else None, claim.pseudonym)]
-                if _expectation(dataset, claim) == "gone":
-                    problems.append(
-                        f"dataset {name}: {_where(claim)} says {claim.transition} ({claim.action}), but the live "
-                        "table still holds that record"
-                    )
-                else:
-                    masked.append((key_text, claim))
-            problems += _unmasked(conn, dataset, name, table, key_column, masked)
-            if len(rows) < _CHUNK:
-                return problems
+                found.append((claim, wanted[(claim.run_id if claim.idx is not None else None, claim.pseudonym)]))
+        for seq, idx, run_id, value, key_text in sorted(hits):
+            row = bodies.get(seq)
+            if row is None or row[1] != run_id:
+                continue
+            start = idx * blocks.ITEM_SIZE
+            if row[6][start : start + blocks.PSEUDONYM_SIZE] == value:
+                found.append((Claim(seq, idx, run_id, pack_id, name, row[4], row[5], value.hex()), key_text))
+        masked: list[tuple[str, Claim]] = []
+        for claim, key_text in sorted(found, key=lambda f: (f[0].seq, -1 if f[0].idx is None else f[0].idx)):
+            if _expectation(dataset, claim) == "gone":
+                problems.append(
+                    f"dataset {name}: {_where(claim)} says {claim.transition} ({claim.action}), but the live "
+                    "table still holds that record"
+                )
+            else:
+                masked.append((key_text, claim))
+        problems += _unmasked(conn, dataset, name, table, key_column, masked)
+        if len(rows) < _CHUNK:
+            return problems
 
 
 def _matching(
