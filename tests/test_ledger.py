@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import io
 import itertools
 import json
@@ -252,6 +253,39 @@ def test_export_csv_and_jsonl(migrated: sa.Engine) -> None:
     out = io.StringIO()
     assert ledger.export(migrated, "csv", out) == 13
     assert out.getvalue().splitlines()[0].startswith("seq,recorded_at,run_id")
+
+
+def test_an_export_holds_what_recomputes_each_entrys_hash_and_mac(migrated: sa.Engine) -> None:
+    """From the JSON-lines export alone, each entry's hash and MAC recompute as docs/ledger.md defines them."""
+    fill(migrated)
+    out = io.StringIO()
+    assert ledger.export(migrated, "jsonl", out) == 12
+    v1 = [
+        "seq",
+        "recorded_at",
+        "run_id",
+        "pack_id",
+        "pack_digest",
+        "dataset",
+        "transition",
+        "action",
+        "basis",
+        "due_at",
+        "record_pseudonym",
+        "subject_pseudonym",
+        "count",
+        "clock_min",
+        "clock_max",
+        "detail",
+        "prev_hash",
+    ]
+    ledger_key = hmac.new(SECRET, b"ledger-mac\x1f", hashlib.sha256).digest()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {line["format"] for line in lines} == {4}
+    for line in lines:
+        fields = v1 if line["format"] is None else [*v1, "format", "merkle_root", "items"]
+        assert hashlib.sha256(rfc8785.dumps({k: line[k] for k in fields})).hexdigest() == line["hash"]
+        assert hmac.new(ledger_key, b"entry\x1f" + line["hash"].encode(), hashlib.sha256).hexdigest() == line["mac"]
 
 
 import rfc8785  # noqa: E402

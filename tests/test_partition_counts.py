@@ -290,9 +290,7 @@ def test_other_databases_refuse_partition_tracking(migrated: sa.Engine, db_url: 
     ):
         result = cli(*args)
         assert result.exit_code == 2, result.output
-        assert f"partition tracking is supported on PostgreSQL only (the database here is {migrated.dialect.name})" in (
-            result.output
-        )
+        assert "partition tracking is supported on PostgreSQL only" in (result.output)
         assert "Traceback" not in result.output
 
 

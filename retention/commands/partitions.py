@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from retention.commands.runs import load_pack
+from retention.dialects import dialect_for
 from retention.engine import execute, partition_counts, partitions
 from retention.errors import ConfigError
 from retention.store.connect import open_engine
@@ -29,8 +30,8 @@ class PartitionLine:
 
 
 def _refuse_unless_postgresql(engine: sa.Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        raise ConfigError(partition_counts.UNSUPPORTED.format(name=engine.dialect.name))
+    if not dialect_for(engine).tracks_partitions:
+        raise ConfigError(partition_counts.UNSUPPORTED)
 
 
 def _partitioned(

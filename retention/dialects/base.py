@@ -204,6 +204,18 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return None
 
+    #: Partition row counts kept by triggers (``retention partitions track``,
+    #: retention.engine.partition_counts): statement-level triggers with transition tables, PostgreSQL's.
+    tracks_partitions: ClassVar[bool] = False
+
+    def byte_position(self, haystack: ColumnElement[Any], needle: Any) -> ColumnElement[Any]:
+        """Where ``needle`` first occurs in the binary ``haystack``, 1-based, 0 when it does not.
+
+        Format-5 lookups search the blocks' bytes for a pseudonym
+        (retention.ledger.block_lookup). Generic: ``instr`` (SQLite, on two blobs).
+        """
+        return sa.func.instr(haystack, needle)
+
     #: :meth:`lock_ledger_head`'s query is a locking read, which locks every row it reads (InnoDB): the
     #: head's statement then reads nothing more (retention.ledger.chain._lock_head).
     head_read_locks: ClassVar[bool] = True

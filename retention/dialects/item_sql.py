@@ -58,21 +58,6 @@ class ItemSQL:
         """
         return self.ordered_bytes(self.block_item(record, subject, due), record)
 
-    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The 32-byte Merkle leaf hash of an ASCII text ``document``: SHA-256 of 0x00 and its bytes."""
-        raise NotImplementedError
-
-    def concat_text(self, *parts: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Text concatenation of non-NULL parts (integers as their decimal text)."""
-        result = parts[0]
-        for part in parts[1:]:
-            result = result.op("||")(part)
-        return result
-
-    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
-        """An engine instant (naive UTC, :meth:`instant_type`) as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
-        raise NotImplementedError
-
     def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
         """The aggregate concatenating a group's binary ``value`` in ``order`` (NULL for no row).
 

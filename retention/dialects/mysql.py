@@ -88,6 +88,10 @@ class MySQLDialect(Dialect):
     names = ("mysql", "mariadb")
     read_only_session_sql: ClassVar[str | None] = "SET SESSION TRANSACTION READ ONLY"
 
+    def byte_position(self, haystack: ColumnElement[Any], needle: Any) -> ColumnElement[Any]:
+        """``LOCATE`` compares bytes on a binary value (the blocks' ``LONGBLOB``)."""
+        return sa.func.locate(needle, haystack)
+
     def driver_url(self, url: sa.URL) -> sa.URL:
         if "+" not in url.drivername:
             return url.set(drivername=f"{url.get_backend_name()}+pymysql")
@@ -288,15 +292,6 @@ class MySQLDialect(Dialect):
             cursor.execute(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX}")
         finally:
             cursor.close()
-
-    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.unhex(sa.func.sha2(sa.func.concat(_binary(b"\x00"), document), 256))
-
-    def concat_text(self, *parts: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.concat(*parts)
-
-    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.date_format(instant, sa.literal("%Y-%m-%dT%H:%i:%s.%fZ", sa.String))
 
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different

@@ -132,6 +132,15 @@ class PostgreSQLDialect(Dialect):
         return bool(conn.execute(sa.text(sql), {"suffix": suffix}).scalar())
 
     head_read_locks: ClassVar[bool] = False  # the lock is its own statement; the head read is plain
+    tracks_partitions: ClassVar[bool] = True
+
+    def byte_position(self, haystack: ColumnElement[Any], needle: Any) -> ColumnElement[Any]:
+        """``position`` on ``bytea``, called by its catalog name.
+
+        ``position(a, b)`` is not valid SQL: only the catalog function takes a
+        comma (``position(b IN a)`` is the keyword form).
+        """
+        return sa.func.pg_catalog.position(haystack, needle)
 
     def lock_ledger_head(self, conn: sa.Connection, query: sa.Select[Any], advisory_key: int) -> sa.Select[Any]:
         # A transaction-level advisory lock: also serialises appenders to an empty chain.
@@ -163,12 +172,6 @@ class PostgreSQLDialect(Dialect):
         return record.op("||", return_type=sa.LargeBinary)(sa.func.coalesce(subject, none)).op(
             "||", return_type=sa.LargeBinary
         )(due)
-
-    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.sha256(sa.literal(b"\x00", sa.LargeBinary).op("||")(sa.func.convert_to(document, "UTF8")))
-
-    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.to_char(instant, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 
     def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
         empty = sa.literal(b"", sa.LargeBinary)

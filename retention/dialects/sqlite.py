@@ -125,7 +125,6 @@ class SQLiteDialect(Dialect):
         raw = conn.connection.driver_connection
         assert raw is not None
         raw.create_function("retention_hmac_hex", 3, _hmac_hex, deterministic=True)
-        raw.create_function("retention_leaf", 1, _leaf, deterministic=True)
         raw.create_function("retention_hmac_bytes", 3, _hmac_bytes, deterministic=True)
         raw.create_aggregate("retention_block", 3, _Block)
 
@@ -143,9 +142,6 @@ class SQLiteDialect(Dialect):
         # 3.44, and || would turn the bytes into text); block_item is then not needed here.
         return sa.func.retention_block(record, subject, due, type_=sa.LargeBinary)
 
-    def leaf(self, document: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.retention_leaf(document)
-
     def pseudonym_in(self, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
         # The index holds ``substr(column, 1, 16)`` (migration 0017): the query must name that very expression,
         # its numbers written out (a bound parameter is not the indexed expression), and the full value then
@@ -155,13 +151,6 @@ class SQLiteDialect(Dialect):
         prefix = sa.func.substr(column, sa.literal_column("1"), sa.literal_column(str(PSEUDONYM_INDEX_PREFIX)))
         exact = UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
         return sa.and_(prefix.in_(sorted({v[:PSEUDONYM_INDEX_PREFIX] for v in values})), exact.in_(values))
-
-    def instant_text(self, instant: ColumnElement[Any]) -> ColumnElement[Any]:
-        # 'YYYY-MM-DD HH:MM:SS.ffffff' as SQLAlchemy writes it; the driver's bulk path drops a zero fraction.
-        full = sa.case(
-            (sa.func.length(instant) == 19, instant.op("||")(sa.literal(".000000", sa.String))), else_=instant
-        )
-        return sa.func.replace(full, " ", "T").op("||")(sa.literal("Z", sa.String))
 
     def for_update(self, query: sa.Select[Any], table: sa.Table | None = None) -> sa.Select[Any]:
         # No row locks: the batch holds SQLite's single write lock.
@@ -301,9 +290,3 @@ class _Block:
             return None
         self.items.sort()
         return b"".join(self.items)
-
-
-def _leaf(document: str | None) -> bytes | None:
-    if document is None:
-        return None
-    return hashlib.sha256(b"\x00" + document.encode("utf-8")).digest()

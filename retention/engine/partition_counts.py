@@ -65,7 +65,7 @@ _TABLE_TRIGGERS = {
 }
 _PARTITION_TRIGGERS = {name: events for name, events in _TABLE_TRIGGERS.items() if events[0] != "UPDATE"}
 
-UNSUPPORTED = "partition tracking is supported on PostgreSQL only (the database here is {name})"
+UNSUPPORTED = "partition tracking is supported on PostgreSQL only (its statement-level triggers with transition tables)"
 
 
 def _quote(conn: sa.Connection, name: str) -> str:

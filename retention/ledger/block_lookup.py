@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.ledger import blocks
 from retention.store import tables as store
 
@@ -42,12 +43,7 @@ def search(conn: sa.Connection, body: Any, needle: Any) -> sa.ColumnElement[Any]
     SQL there, only ``position(b IN a)``), MariaDB's ``LOCATE`` on a
     ``LONGBLOB`` and SQLite's ``instr`` on two blobs.
     """
-    name = conn.dialect.name
-    if name == "postgresql":
-        return sa.func.pg_catalog.position(body, needle)
-    if name in ("mysql", "mariadb"):
-        return sa.func.locate(needle, body)
-    return sa.func.instr(body, needle)
+    return dialect_for(conn).byte_position(body, needle)
 
 
 def due_instant(text: str) -> dt.datetime:

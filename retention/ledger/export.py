@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from retention.errors import ConfigError
-from retention.ledger.canonical import COLUMNS, _instant
+from retention.ledger.canonical import V2_COLUMNS, _instant
 from retention.store import tables as store
 
 # --------------------------------------------------------------------------
@@ -61,7 +61,10 @@ def entries(
         last = batch[-1]["seq"]
 
 
-EXPORT_FIELDS = [*COLUMNS, "hash"]
+EXPORT_FIELDS = [*V2_COLUMNS, "hash", "mac"]
+"""Every column an auditor needs to recompute each entry's hash by its format (docs/ledger.md) and, with the
+pseudonym key, its MAC: an export without ``format``, ``merkle_root`` and ``items`` could not be checked
+against the chain for any entry written since ledger v2."""
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
