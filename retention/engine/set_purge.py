@@ -250,10 +250,8 @@ DUE_TEXT = sa.LargeBinary().with_variant(sa.dialects.mysql.VARBINARY(blocks.DUE_
 
 
 def due_text(instant: dt.datetime | None) -> bytes | None:
-    """A due instant as a format-5 item holds it: ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, ASCII."""
-    if instant is None:
-        return None
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode("ascii")
+    """A due instant as a format-5 item holds it (:func:`retention.ledger.blocks.due_text`), None for none."""
+    return None if instant is None else blocks.due_text(instant)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ bench/RESULTS.md, "format 5, the readers"), whatever the pseudonym.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -46,11 +45,6 @@ def search(conn: sa.Connection, body: Any, needle: Any) -> sa.ColumnElement[Any]
     return dialect_for(conn).byte_position(body, needle)
 
 
-def due_instant(text: str) -> dt.datetime:
-    """An item's due instant (``YYYY-MM-DDTHH:MM:SS.ffffffZ``) as the aware datetime a format-4 row reads back."""
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-
-
 def item_row(entry_seq: int, item: blocks.BlockItem) -> dict[str, Any]:
     """A block's item in the shape of a ``retention_ledger_items`` row, so that every reader takes both alike."""
     return {
@@ -58,7 +52,7 @@ def item_row(entry_seq: int, item: blocks.BlockItem) -> dict[str, Any]:
         "idx": item.idx,
         "record_pseudonym": item.record,
         "subject_pseudonym": item.subject,
-        "due_at": due_instant(item.due_at),
+        "due_at": blocks.due_instant(item.due_at),
         "request_id": None,
         "review_id": None,
         "email_pseudonym": None,
@@ -144,4 +138,4 @@ def body_of(conn: sa.Connection, entry_seq: int) -> bytes | None:
     return None if body is None else bytes(body)
 
 
-__all__ = ["RUNS_PER_STATEMENT", "blocks_holding", "body_of", "due_instant", "find", "item_row", "search"]
+__all__ = ["RUNS_PER_STATEMENT", "blocks_holding", "body_of", "find", "item_row", "search"]

@@ -31,6 +31,7 @@ by the writers, ``verify``, ``lookup``, ``prove`` and ``verify-proof``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,7 @@ NO_SUBJECT = bytes(PSEUDONYM_SIZE)
 SUBJECT_AT = PSEUDONYM_SIZE
 DUE_AT = 2 * PSEUDONYM_SIZE
 _DUE_FORM = re.compile(rb"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_DUE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class BlockError(ValueError):
@@ -72,6 +74,20 @@ class BlockItem:
             "request": None,
             "review": None,
         }
+
+
+def due_text(instant: dt.datetime) -> bytes:
+    """A due instant as an item holds it (UTC; a naive value is taken as UTC, as the ledger's instants are)."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=dt.UTC)
+    return instant.astimezone(dt.UTC).strftime(_DUE_FORMAT).encode("ascii")
+
+
+def due_instant(text: str | bytes) -> dt.datetime:
+    """An item's due text as the aware instant a format-4 item row reads back."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    return dt.datetime.strptime(text, _DUE_FORMAT).replace(tzinfo=dt.UTC)
 
 
 def item_bytes(record: bytes, subject: bytes | None, due_text: str) -> bytes:
@@ -248,6 +264,8 @@ __all__ = [
     "chunk_leaves",
     "chunks",
     "count",
+    "due_instant",
+    "due_text",
     "encode",
     "find_record",
     "find_subject",

@@ -305,8 +305,7 @@ def _committed(body: bytes) -> tuple[int, bytes, dt.datetime | None]:
         return 0, b"", None
     # Fixed-width UTC text: the greatest text is the latest instant.
     due = max(body[i + blocks.DUE_AT : i + blocks.ITEM_SIZE] for i in range(0, len(body), blocks.ITEM_SIZE))
-    latest = dt.datetime.strptime(due.decode("ascii"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-    return count, blocks.root(body), latest
+    return count, blocks.root(body), blocks.due_instant(due)
 
 
 def _append_one(
