@@ -192,6 +192,43 @@ def test_a_count_not_known_to_be_whole_is_scanned_and_says_why(migrated: sa.Engi
 
 
 @pytest.mark.only_on("postgresql")
+def test_a_partition_a_subscription_writes_is_scanned(migrated: sa.Engine) -> None:
+    """Logical replication's apply fires no statement trigger: a subscribed partition's kept count is not used.
+
+    The subscription is made without connecting, and the catalog row an apply worker's table sync would leave is
+    written by hand (no publisher here); the apply itself is not run.
+    """
+    build_partitioned(migrated, seed=13)
+    track(migrated)
+    name = f"retention_test_{abs(hash(migrated.url.render_as_string())) % 10**9}"
+    execute_sql(
+        migrated,
+        f"CREATE SUBSCRIPTION {name} CONNECTION 'host=127.0.0.1 dbname=none' PUBLICATION p "
+        "WITH (connect = false, slot_name = NONE, enabled = false)",
+    )
+    try:
+        execute_sql(
+            migrated,
+            "INSERT INTO pg_subscription_rel (srsubid, srrelid, srsubstate, srsublsn) "
+            f"SELECT oid, 'access_log_2024_02'::regclass, 'r', NULL FROM pg_subscription WHERE subname = '{name}'",
+        )
+        counted = droppable_tally(migrated)
+        assert counted.rows == truth(migrated, list(counted.rows))
+        how = short(counted.how)
+        assert how["access_log_2024_02"] == (
+            "scanned: a subscription writes it (logical replication's apply fires no statement trigger)"
+        )
+        assert {v for k, v in how.items() if k != "access_log_2024_02"} == {"kept"}
+    finally:
+        execute_sql(
+            migrated,
+            "DELETE FROM pg_subscription_rel WHERE srsubid = "
+            f"(SELECT oid FROM pg_subscription WHERE subname = '{name}')",
+            f"DROP SUBSCRIPTION {name}",
+        )
+
+
+@pytest.mark.only_on("postgresql")
 def test_vacuum_analyze_and_replica_sessions_keep_the_count(migrated: sa.Engine) -> None:
     """Maintenance that rewrites no row keeps the count in use; a replica-role session's writes are still counted."""
     build_partitioned(migrated, seed=13)
