@@ -124,7 +124,7 @@ def _claim_queries(dataset: str | None) -> list[tuple[sa.Select[Any], tuple[Any,
             items.c.record_pseudonym,
         )
         .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
-        .where(entries.c.format.in_(ledger_items.ITEM_FORMATS), *scope)
+        .where(entries.c.format.in_(ledger_items.ROW_FORMATS), *scope)
     )
     per_v1 = sa.select(
         entries.c.seq,
@@ -236,7 +236,7 @@ def _sampled(conn: sa.Connection, dataset: str | None, sample: int, pick: random
     per_entry = (
         sa.select(items.c.entry_seq, sa.func.count(), sa.func.min(items.c.idx), sa.func.max(items.c.idx))
         .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
-        .where(entries.c.format.in_(ledger_items.ITEM_FORMATS), *scope)
+        .where(entries.c.format.in_(ledger_items.ROW_FORMATS), *scope)
         .group_by(items.c.entry_seq)
     )
     v1_where = [entries.c.format.is_(None), entries.c.record_pseudonym.is_not(None), *scope]
@@ -382,7 +382,7 @@ def _claim_counts(conn: sa.Connection, dataset: str | None) -> tuple[_Counts, _C
     per_item = (
         sa.select(entries.c.pack_id, entries.c.dataset, entries.c.run_id, sa.func.count())
         .select_from(items.join(entries, entries.c.seq == items.c.entry_seq))
-        .where(entries.c.format.in_(ledger_items.ITEM_FORMATS), *scope)
+        .where(entries.c.format.in_(ledger_items.ROW_FORMATS), *scope)
         .group_by(entries.c.pack_id, entries.c.dataset, entries.c.run_id)
     )
     per_v1 = (
@@ -720,7 +720,7 @@ def _matching(
                 .select_from(joined)
                 .where(
                     dialect_for(conn).pseudonym_in(items.c.record_pseudonym, sorted({p for _, p in chunk})),
-                    entries.c.format.in_(ledger_items.ITEM_FORMATS),
+                    entries.c.format.in_(ledger_items.ROW_FORMATS),
                     *scope,
                 )
             )
