@@ -603,13 +603,15 @@ def lookup(
     for row in conn.execute(sa.select(entries).where(v1).order_by(entries.c.seq)):
         rows.append({**dict(row._mapping), "item": None})
     by_record = subject_key is None and email is None
+    seen: dict[int, Any] = {}  # a person's items share entries (many in one format-5 block): each entry read once
     for item in find(
         conn, secret, wanted, item_runs(conn), with_blocks=email is None, dataset=dataset if by_record else None
     ):
-        entry = conn.execute(sa.select(entries).where(entries.c.seq == item["entry_seq"])).first()
-        if entry is None or (
-            dataset is not None and subject_key is None and email is None and entry.dataset != dataset
-        ):
+        seq = item["entry_seq"]
+        if seq not in seen:
+            seen[seq] = conn.execute(sa.select(entries).where(entries.c.seq == seq)).first()
+        entry = seen[seq]
+        if entry is None or (dataset is not None and by_record and entry.dataset != dataset):
             continue
         rows.append(
             {
