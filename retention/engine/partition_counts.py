@@ -385,7 +385,19 @@ def track(
     unchanged, is left as it is (no count). Idempotent: run it after creating
     partitions (or from the job that creates them).
     """
-    outcomes = []
+    outcomes: list[TrackOutcome] = []
+
+    def note(outcome: TrackOutcome) -> None:
+        # Logged as each partition's transaction ends: a track killed later still leaves what it did in the log.
+        outcomes.append(outcome)
+        log.info(
+            "partition_tracking",
+            partition=outcome.label,
+            outcome=outcome.outcome,
+            rows=outcome.rows,
+            reason=outcome.reason,
+        )
+
     with engine.begin() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
         _ensure_functions(conn, schema, column, kind)
@@ -394,18 +406,18 @@ def track(
     for partition in partitions:
         buckets = (bucket_of(partition.lower), bucket_of(partition.upper))
         if buckets[0] is None or buckets[1] is None:
-            outcomes.append(TrackOutcome(partition.label, "skipped", reason="its bounds are not on quarter hours"))
+            note(TrackOutcome(partition.label, "skipped", reason="its bounds are not on quarter hours"))
             continue
         with engine.begin() as conn:
             quoted = partition.quoted(conn)
             row = _signatures(conn, [quoted]).get(0)
             if row is None or row.relkind != "r":
-                outcomes.append(TrackOutcome(partition.label, "skipped", reason="not a plain table"))
+                note(TrackOutcome(partition.label, "skipped", reason="not a plain table"))
                 continue
             tracking = store.partition_tracking
             recorded = conn.execute(sa.select(tracking).where(tracking.c.relid == int(row.relid))).first()
             if _why_not(row, recorded, (buckets[0], buckets[1])) is None:
-                outcomes.append(TrackOutcome(partition.label, "already"))
+                note(TrackOutcome(partition.label, "already"))
                 continue
             _ensure_triggers(conn, quoted, int(row.relid), _PARTITION_TRIGGERS, PARTITION_FUNCTION, (), schema)
             # Writers to it (through the table or not) hold ROW EXCLUSIVE: SHARE waits for them and holds off
@@ -451,21 +463,13 @@ def track(
                     tracked_at=now,
                 )
             )
-            outcomes.append(TrackOutcome(partition.label, "tracked", rows=rows))
+        note(TrackOutcome(partition.label, "tracked", rows=rows))  # after its commit
     with engine.begin() as conn:
         compact(conn, parent_oid)
     # The folded deltas are dead rows the drop's index scans would still visit, and autovacuum may be off or
     # late (it is on the bench's and the tests' servers): vacuumed here, the engine's own small table.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text(f"VACUUM (ANALYZE) {_rows_sql(conn)}"))
-    for outcome in outcomes:
-        log.info(
-            "partition_tracking",
-            partition=outcome.label,
-            outcome=outcome.outcome,
-            rows=outcome.rows,
-            reason=outcome.reason,
-        )
     return outcomes
 
 
