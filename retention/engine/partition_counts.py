@@ -160,16 +160,6 @@ def _dollar(source: str) -> str:
     return "$retention$" + source + "$retention$"
 
 
-@dataclass(frozen=True)
-class Target:
-    """A partition by oid, with its bounds as buckets (None when its bounds are not on quarter hours)."""
-
-    relid: int
-    parent: int
-    label: str
-    buckets: tuple[int, int] | None
-
-
 def bucket_of(value: Any) -> int | None:
     """``floor(extract(epoch FROM value) / 900)`` as PostgreSQL computes it, or None unless on a quarter hour.
 
