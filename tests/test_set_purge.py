@@ -105,6 +105,48 @@ def test_database_blocks_are_the_blocks_of_the_python_pseudonyms(migrated: sa.En
         assert _block_in_sql(conn, [*rows[:3], ("no-due", None, None)]) == (_block_by_hand(rows[:3]), 4)
 
 
+def test_a_keyed_block_aggregate_is_the_block_of_the_python_pseudonyms(migrated: sa.Engine) -> None:
+    """Where the block aggregate keys the pseudonyms itself (SQLite), its bytes are the composed ones'.
+
+    The same rows as above from their texts: a NULL subject text is no
+    subject, a row without a record or due is left out. Elsewhere the writer
+    composes ``hmac_bytes`` and ``block_body`` (the test above) and the hook
+    is not offered.
+    """
+    dues = [b"2025-10-01T22:00:00.000000Z", b"1999-01-02T03:04:05.000006Z", b"2026-03-29T01:00:00.123456Z"]
+    rows: list[tuple[str, str | None, bytes | None]] = [
+        (TEXTS[i % len(TEXTS)] + str(i), None if i % 4 == 0 else f"sübject-{i % 9}", dues[i % 3]) for i in range(150)
+    ]
+    with migrated.connect() as conn:
+        dialect = dialect_for(conn)
+        assert dialect.keyed_blocks == (conn.dialect.name == "sqlite")
+        if not dialect.keyed_blocks:
+            with pytest.raises(NotImplementedError):
+                dialect.keyed_block_body(KEY, (b"record\x1fevents\x1f", b"subject\x1f"), *(sa.null(),) * 3)
+            return
+        dialect.prepare_items(conn)
+
+        def keyed(rows: list[tuple[str, str | None, bytes | None]]) -> tuple[bytes, int]:
+            r = _block_rows(rows)
+            body = dialect.keyed_block_body(
+                KEY, (b"record\x1fevents\x1f", b"subject\x1f"), r.c.record, r.c.subject, r.c.due
+            )
+            found, count = conn.execute(sa.select(body, sa.func.count()).select_from(r)).one()
+            return bytes(found or b""), int(count)
+
+        assert keyed(rows) == (_block_by_hand(rows), 150)
+        assert keyed([*rows[:3], ("no-due", None, None)]) == (_block_by_hand(rows[:3]), 4)
+        assert keyed([("no-due", "s", None)]) == (b"", 1)
+        # An integer text (a CAST key) is keyed by its text, as str(int) renders it.
+        numbers = sa.select(sa.cast(sa.literal(-42, sa.BigInteger), sa.String).label("record")).subquery("n")
+        body = dialect.keyed_block_body(
+            KEY, (b"record\x1fevents\x1f", b"subject\x1f"), numbers.c.record, sa.null(), sa.literal(dues[0])
+        )
+        assert bytes(conn.execute(sa.select(body).select_from(numbers)).scalar_one()) == _block_by_hand(
+            [("-42", None, dues[0])]
+        )
+
+
 def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]]) -> bytes:
     """``blocks.encode`` of the rows' pseudonyms under KEY, computed by the standard library's ``hmac``."""
 
@@ -380,6 +422,53 @@ def test_item_due_instants_are_the_oracles(migrated: sa.Engine) -> None:
         for i, at in enumerate(instants)
     }
     assert _item_due_instants(migrated, result.run_id) == expected
+
+
+def test_a_runs_block_is_the_block_of_the_python_pseudonyms_of_its_rows(migrated: sa.Engine) -> None:
+    """A run's stored block, subjects included (none, empty, any script), is ``blocks.encode`` of ``hmac``'s values.
+
+    Whichever way the dialect keys the rows (in its block aggregate on
+    SQLite, by ``hmac_bytes`` elsewhere), the bytes are the reference's.
+    """
+    import naive_oracle as oracle
+
+    from retention.ledger.items import run_key
+
+    events, _ = _tables(migrated)
+    # Not " ": MariaDB's PAD SPACE collations make nullif(' ', '') NULL, where the per-record path keys it.
+    subjects = ["u-1", None, "", "ünï ✓", "u-1", "x" * 40, "u-2 "]
+    at = dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC)
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": 10 + i, "user_id": u, "collected": at} for i, u in enumerate(subjects)])
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    result = execute.run(migrated, loaded, dt.datetime(2022, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert result.counts["events"] == {"active->purged": len(subjects)}
+    key = run_key(KEY, result.run_id)
+    due = oracle.due_after(oracle.local_day(at, "Europe/Paris"), "P1Y", "Europe/Paris")
+    expected = blocks.encode(
+        [
+            (
+                hmac.new(key, f"record\x1fevents\x1f{10 + i}".encode(), hashlib.sha256).digest(),
+                hmac.new(key, f"subject\x1f{u}".encode(), hashlib.sha256).digest() if u else None,
+                due.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            )
+            for i, u in enumerate(subjects)
+        ]
+    )
+    t, entries = store.ledger_blocks, store.ledger
+    with migrated.connect() as conn:
+        bodies = conn.execute(
+            sa.select(t.c.body)
+            .join(entries, entries.c.seq == t.c.entry_seq)
+            .where(entries.c.run_id == result.run_id, entries.c.dataset == "events")
+            .order_by(t.c.entry_seq)
+        ).scalars()
+        stored = [bytes(body) for body in bodies]
+    # Batches of 3 (the pack's batch size): each block is its own rows' sorted items.
+    assert sorted(b"".join(stored)[i : i + 91] for i in range(0, 91 * len(subjects), 91)) == sorted(
+        expected[i : i + 91] for i in range(0, len(expected), 91)
+    )
+    assert all(blocks.check(body) is None for body in stored) and len(stored) == 3
 
 
 def _item_due_instants(engine: sa.Engine, run_id: str) -> dict[str, dt.datetime]:

@@ -58,6 +58,26 @@ class ItemSQL:
         """
         return self.ordered_bytes(self.block_item(record, subject, due), record)
 
+    #: :meth:`keyed_block_body` is offered: the block aggregate keys the pseudonyms itself, for a database
+    #: whose functions are calls out of the engine (SQLite: one Python call a row instead of three).
+    keyed_blocks: ClassVar[bool] = False
+
+    def keyed_block_body(
+        self,
+        key: bytes,
+        prefixes: tuple[bytes, bytes],
+        record_text: ColumnElement[Any],
+        subject_text: ColumnElement[Any],
+        due: ColumnElement[Any],
+    ) -> ColumnElement[Any]:
+        """:meth:`block_body` over the pseudonyms of ``record_text`` and ``subject_text``, keyed in the same step.
+
+        The value of ``block_body(hmac_bytes(key, prefixes[0], record_text),
+        hmac_bytes(key, prefixes[1], subject_text) or NULL for a NULL subject,
+        due)``, where :attr:`keyed_blocks` says so. Generic: none.
+        """
+        raise NotImplementedError
+
     def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
         """The aggregate concatenating a group's binary ``value`` in ``order`` (NULL for no row).
 

@@ -127,6 +127,7 @@ class SQLiteDialect(Dialect):
         raw.create_function("retention_hmac_hex", 3, _hmac_hex, deterministic=True)
         raw.create_function("retention_hmac_bytes", 3, _hmac_bytes, deterministic=True)
         raw.create_aggregate("retention_block", 3, _Block)
+        raw.create_aggregate("retention_keyed_block", 6, _KeyedBlock)
 
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.retention_hmac_hex(sa.literal(key, sa.LargeBinary), sa.literal(prefix, sa.LargeBinary), text)
@@ -141,6 +142,20 @@ class SQLiteDialect(Dialect):
         # One registered aggregate builds and sorts the items (no ORDER BY inside aggregates before SQLite
         # 3.44, and || would turn the bytes into text); block_item is then not needed here.
         return sa.func.retention_block(record, subject, due, type_=sa.LargeBinary)
+
+    keyed_blocks: ClassVar[bool] = True
+
+    def keyed_block_body(
+        self,
+        key: bytes,
+        prefixes: tuple[bytes, bytes],
+        record_text: ColumnElement[Any],
+        subject_text: ColumnElement[Any],
+        due: ColumnElement[Any],
+    ) -> ColumnElement[Any]:
+        # Each call out of SQLite into Python costs about as much as the HMAC it makes: one a row, not three.
+        constants = (sa.literal(value, sa.LargeBinary) for value in (key, *prefixes))
+        return sa.func.retention_keyed_block(*constants, record_text, subject_text, due, type_=sa.LargeBinary)
 
     def pseudonym_in(self, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
         # The index holds ``substr(column, 1, 16)`` (migration 0017): the query must name that very expression,
@@ -284,6 +299,58 @@ class _Block:
             return
         text = due.encode("ascii") if isinstance(due, str) else due
         self.items.append(record + (self._NONE if subject is None else subject) + text)
+
+    def finalize(self) -> bytes | None:
+        if not self.items:
+            return None
+        self.items.sort()
+        return b"".join(self.items)
+
+
+class _KeyedBlock:
+    """``retention_keyed_block(key, record prefix, subject prefix, record text, subject text, due)``.
+
+    The bytes of ``retention_block(retention_hmac_bytes(key, record prefix,
+    record text), retention_hmac_bytes(key, subject prefix, subject text),
+    due)`` in one call per row: the HMACs are made here from the pads of the
+    group's first row (the key and prefixes are the statement's constants).
+    A NULL subject text is no subject (32 zero bytes); a row without a record
+    or due is left out, as in :class:`_Block`.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+        self.pads: tuple[Any, Any, Any, Any] | None = None
+
+    def step(
+        self,
+        key: bytes,
+        record_prefix: bytes,
+        subject_prefix: bytes,
+        record: str | int | None,
+        subject: str | int | None,
+        due: bytes | str | None,
+    ) -> None:
+        if record is None or due is None:
+            return
+        pads = self.pads
+        if pads is None:
+            pads = self.pads = (*_hmac_pads(key, record_prefix), *_hmac_pads(key, subject_prefix))
+        record_inner, record_outer, subject_inner, subject_outer = pads
+        inner = record_inner.copy()
+        inner.update(record.encode("utf-8") if type(record) is str else str(record).encode("utf-8"))
+        outer = record_outer.copy()
+        outer.update(inner.digest())
+        item = outer.digest()
+        if subject is None:
+            item += _Block._NONE
+        else:
+            inner = subject_inner.copy()
+            inner.update(subject.encode("utf-8") if type(subject) is str else str(subject).encode("utf-8"))
+            outer = subject_outer.copy()
+            outer.update(inner.digest())
+            item += outer.digest()
+        self.items.append(item + (due.encode("ascii") if type(due) is str else due))
 
     def finalize(self) -> bytes | None:
         if not self.items:

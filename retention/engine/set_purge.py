@@ -451,20 +451,32 @@ class SetPurge:
             [],
         )
 
+    def _pseudonym_texts(
+        self, conn: sa.Connection
+    ) -> tuple[bytes, tuple[bytes, bytes], ColumnElement[Any], ColumnElement[Any] | None]:
+        """The run's key, the record and subject prefixes, and the texts a source row's pseudonyms key.
+
+        The subject text is NULL for an empty subject (no subject), and None when the dataset has none.
+        """
+        planner, ctx = self.planner, self.ctx
+        key = ledger_items.run_key(ctx.secret, ctx.run_id)
+        record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
+        subject_text = None
+        if planner.subject is not None:
+            subject_text = sa.func.nullif(planner.text(conn, planner.subject), "")
+        return key, (f"record\x1f{planner.name}\x1f".encode(), b"subject\x1f"), record_text, subject_text
+
     def _pseudonyms(self, conn: sa.Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
         """The record and subject pseudonyms (raw 32 bytes, NULL for no subject) of a source row under the
         run's key, computed by the database."""
-        planner, ctx = self.planner, self.ctx
         dialect = dialect_for(conn)
-        key = ledger_items.run_key(ctx.secret, ctx.run_id)
-        record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
-        record = dialect.hmac_bytes(key, f"record\x1f{planner.name}\x1f".encode(), record_text)
+        key, (record_prefix, subject_prefix), record_text, subject_text = self._pseudonym_texts(conn)
+        record = dialect.hmac_bytes(key, record_prefix, record_text)
         # Typed: PostgreSQL gives an untyped NULL returned by a CTE the type text, which bytes do not concatenate.
         subject: ColumnElement[Any] = sa.cast(sa.null(), sa.LargeBinary)
-        if planner.subject is not None:
-            subject_text = sa.func.nullif(planner.text(conn, planner.subject), "")
+        if subject_text is not None:
             subject = sa.case(
-                (subject_text.is_(None), sa.null()), else_=dialect.hmac_bytes(key, b"subject\x1f", subject_text)
+                (subject_text.is_(None), sa.null()), else_=dialect.hmac_bytes(key, subject_prefix, subject_text)
             )
         return record, subject
 
@@ -581,7 +593,14 @@ class SetPurge:
         planner = self.planner
         assert planner.sql is not None
         t = store.ledger_blocks
-        record, subject = self._pseudonyms(conn)
+        dialect = dialect_for(conn)
+        key, prefixes, record_text, subject_text = self._pseudonym_texts(conn)
+        # Where the dialect's block aggregate keys the pseudonyms itself, the rows carry their texts.
+        no_subject = sa.cast(sa.null(), sa.String)
+        keyed = dialect.keyed_blocks
+        record, subject = (
+            (record_text, no_subject if subject_text is None else subject_text) if keyed else self._pseudonyms(conn)
+        )
         clock = planner.sql.clocks[0]
         rows = (
             sa.select(
@@ -593,14 +612,10 @@ class SetPurge:
             .where(*in_range)
             .subquery("r")
         )
+        args = (rows.c.rec, rows.c.subj, rows.c.due)
+        body = dialect.keyed_block_body(key, prefixes, *args) if keyed else dialect.block_body(*args)
         block = (
-            sa.select(
-                sa.literal(seq, store.SEQ),
-                sa.func.count(),
-                dialect_for(conn).block_body(rows.c.rec, rows.c.subj, rows.c.due),
-            )
-            .select_from(rows)
-            .having(sa.func.count() > 0)
+            sa.select(sa.literal(seq, store.SEQ), sa.func.count(), body).select_from(rows).having(sa.func.count() > 0)
         )
         # The body comes back from the insert itself (RETURNING the stored row): no read per batch.
         insert = t.insert().from_select(["entry_seq", "items", "body"], block).returning(t.c["items"], t.c.body)
