@@ -416,3 +416,49 @@ def test_a_tables_fingerprint_does_not_depend_on_the_order_its_pack_is_reflected
             for name in order_:
                 sa.Table(name, md, autoload_with=conn)
             assert reflected.fingerprint(md.tables["users"]) == alone, order_
+
+
+def test_plan_shards_reflects_from_the_checks_catalog_read(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plan --shards`` plans as ``plan`` does (execute.planners_at): same rows, fewer catalog queries (PostgreSQL)."""
+    import datetime as dt
+
+    from retention.engine import execute, rowfilter
+
+    _schema(migrated)
+    with migrated.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO users (id, email, created_at) VALUES (1, 'a', :o), (2, 'b', :o)"),
+            {"o": dt.datetime(2020, 1, 1)},
+        )
+    data = yaml.safe_load(PACK)
+    del data["datasets"]["orders"]  # one dataset is enough to split
+    loaded = validate_pack(data, Path("<test>"), "test pack")
+    as_of = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
+
+    def shards() -> tuple[list[dict[str, Any]], int]:
+        sent: list[str] = []
+
+        def record(*args: Any) -> None:
+            sent.append(args[2])
+
+        sa.event.listen(migrated, "before_cursor_execute", record)
+        try:
+            rows = execute.plan_shards(migrated, loaded, as_of, 2)
+        finally:
+            sa.event.remove(migrated, "before_cursor_execute", record)
+        return rows, sum(1 for s in sent if "pg_catalog" in s)
+
+    shards()  # the engine's first look at the catalog (its types) is not counted
+    shared = shards()
+    with monkeypatch.context() as patch:
+        patch.setattr(rowfilter, "kept_read", lambda *args: None)
+        patch.setattr(order, "kept_read", lambda *args: None)
+        alone = shards()
+    assert shared[0] == alone[0]
+    assert sum(row["transitions"] for row in shared[0]) == 2
+    if bulk_reflection(migrated.dialect):
+        assert shared[1] < alone[1], (shared[1], alone[1])
+    else:
+        assert shared[1] == alone[1] == 0
