@@ -223,14 +223,18 @@ def test_the_check_reading_ahead_answers_as_the_inspector_does_alone(engine: sa.
     ],
     ids=["tables", "with-a-view-and-a-missing-table"],
 )
+@pytest.mark.parametrize("for_reflection", [False, True], ids=["check", "plan"])
 def test_check_schema_finds_the_same_with_and_without_reading_ahead(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], for_reflection: bool
 ) -> None:
-    """Every finding, in order, equal to the check's one table at a time (reading ahead switched off)."""
+    """Every finding, in order, equal to the check's one table at a time (reading ahead switched off).
+
+    Whether the check reads for itself (``check``) or also keeps its read for reflection (``plan``).
+    """
     _schema(engine)
     loaded = _pack(extra)
     with engine.connect() as conn:
-        ahead = [str(f) for f in check_schema(conn, loaded.pack)]
+        ahead = [str(f) for f in check_schema(conn, loaded.pack, for_reflection=for_reflection)]
     with monkeypatch.context() as patch:
         patch.setattr(_Inspector, "read_ahead", lambda self, tables, **kw: None)
         with engine.connect() as conn:
@@ -345,23 +349,6 @@ def test_a_catalog_read_of_an_ended_transaction_is_not_used(engine: sa.Engine) -
         assert edges == order.order_edges(conn, pack)
 
 
-@pytest.mark.parametrize("for_reflection", [False, True])
-def test_check_schema_finds_the_same_whether_it_keeps_its_read(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, for_reflection: bool
-) -> None:
-    """Every finding, in order, equal to the check's one table at a time, whether it keeps the read for reflection."""
-    _schema(engine)
-    loaded = _pack()
-    with engine.connect() as conn:
-        kept = [str(f) for f in check_schema(conn, loaded.pack, for_reflection=for_reflection)]
-    with monkeypatch.context() as patch:
-        patch.setattr(_Inspector, "read_ahead", lambda self, tables, **kw: None)
-        with engine.connect() as conn:
-            alone = [str(f) for f in check_schema(conn, loaded.pack)]
-    assert kept == alone
-    assert any("events.order_id: no index starts with order_id" in f for f in kept)
-
-
 def test_a_plan_from_the_checks_catalog_read_counts_what_a_plan_reading_its_own_does(
     migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -399,3 +386,102 @@ def test_a_plan_from_the_checks_catalog_read_counts_what_a_plan_reading_its_own_
         alone = summary()
     assert shared == alone
     assert shared[0] == {"users": {"active->purged": 1}, "orders": {"active->purged": 1}}
+
+
+def test_a_tables_fingerprint_does_not_depend_on_the_order_its_pack_is_reflected_in(engine: sa.Engine) -> None:
+    """``users`` reflected first, or first as the target of ``orders``' foreign key: one fingerprint, one Table.
+
+    PostgreSQL's reflection gives a foreign key's target the option it was
+    read with (``postgresql_ignore_search_path``); a fingerprint holding it
+    depended on the order (a hash seed's set order once made it differ).
+    """
+    _schema(engine)
+    with engine.connect() as conn:
+        alone = reflected.fingerprint(sa.Table("users", sa.MetaData(), autoload_with=conn))
+        for order_ in (["users", "orders"], ["orders", "users"]):
+            md = sa.MetaData()
+            for name in order_:
+                sa.Table(name, md, autoload_with=conn)
+            assert reflected.fingerprint(md.tables["users"]) == alone, order_
+
+
+def test_plan_shards_reflects_from_the_checks_catalog_read(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plan --shards`` plans as ``plan`` does (execute.planners_at): same rows, fewer catalog queries (PostgreSQL)."""
+    import datetime as dt
+
+    from retention.engine import execute, rowfilter
+
+    _schema(migrated)
+    with migrated.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO users (id, email, created_at) VALUES (1, 'a', :o), (2, 'b', :o)"),
+            {"o": dt.datetime(2020, 1, 1)},
+        )
+    data = yaml.safe_load(PACK)
+    del data["datasets"]["orders"]  # one dataset is enough to split
+    loaded = validate_pack(data, Path("<test>"), "test pack")
+    as_of = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
+
+    def shards() -> tuple[list[dict[str, Any]], int]:
+        sent: list[str] = []
+
+        def record(*args: Any) -> None:
+            sent.append(args[2])
+
+        sa.event.listen(migrated, "before_cursor_execute", record)
+        try:
+            rows = execute.plan_shards(migrated, loaded, as_of, 2)
+        finally:
+            sa.event.remove(migrated, "before_cursor_execute", record)
+        return rows, sum(1 for s in sent if "pg_catalog" in s)
+
+    shards()  # the engine's first look at the catalog (its types) is not counted
+    shared = shards()
+    with monkeypatch.context() as patch:
+        patch.setattr(rowfilter, "kept_read", lambda *args: None)
+        patch.setattr(order, "kept_read", lambda *args: None)
+        alone = shards()
+    assert shared[0] == alone[0]
+    assert sum(row["transitions"] for row in shared[0]) == 2
+    if bulk_reflection(migrated.dialect):
+        assert shared[1] < alone[1], (shared[1], alone[1])
+    else:
+        assert shared[1] == alone[1] == 0
+
+
+def test_tables_built_from_a_catalog_read_are_those_metadata_reflect_builds(engine: sa.Engine) -> None:
+    """Pins the SQLAlchemy behaviour ``rowfilter._reflect_from`` relies on: an upgrade that changes it fails here.
+
+    ``_reflect_from`` builds tables from ``Inspector._get_reflection_info``
+    through ``Table``'s private ``_reflect_info``, as ``MetaData.reflect``
+    does inside: the tables (and the foreign keys' targets) must be the
+    ones ``MetaData.reflect`` builds, column, type, key, constraint and
+    index alike. On every database: the read itself is SQLAlchemy's
+    everywhere, only PostgreSQL's is one query per kind.
+    """
+    from retention.engine import rowfilter
+
+    _schema(engine)
+    with engine.connect() as conn:
+        by_sqlalchemy = sa.MetaData()
+        by_sqlalchemy.reflect(bind=conn, only=["orders", "events"])
+        conn.rollback()
+        rowfilter.read_catalog(conn, sa.inspect(conn), None, ["orders", "events", "users_view", "nothing_here"])
+        read = rowfilter.kept_read(conn, None, {"orders", "events"})
+        assert read is not None
+        built = sa.MetaData()
+        rowfilter._reflect_from(conn, built, read, {"orders", "events", "users_view", "nothing_here"})
+    # users: the target of orders' foreign key, not in the read: read by the inspector, as MetaData.reflect does.
+    assert sorted(built.tables) == sorted(by_sqlalchemy.tables) == ["events", "orders", "users"]
+    for name, table in built.tables.items():
+        assert reflected.fingerprint(table) == reflected.fingerprint(by_sqlalchemy.tables[name]), name
+    orders = built.tables["orders"]
+    (fk,) = orders.foreign_keys
+    assert (fk.parent.name, fk.target_fullname, fk.ondelete) == ("user_id", "users.id", "CASCADE")
+    assert fk.column.table is built.tables["users"]
+    assert [c.name for c in orders.primary_key] == ["id"]
+    assert {i.name for i in orders.indexes} == {"ix_orders_user_id"}
+    assert "orders_total_positive" in {c.name for c in orders.constraints if isinstance(c, sa.CheckConstraint)}
+    assert str(orders.c.total.type).startswith(("NUMERIC(10, 2)", "DECIMAL(10, 2)")), orders.c.total.type

@@ -193,7 +193,7 @@ def test_what_plan_says_without_engine_tables_is_what_the_first_run_does(
     assert counts == _counts(output) == EXPECTED
 
 
-@pytest.mark.parametrize("withheld", ["retention_holds", "retention_review_items", None])
+@pytest.mark.parametrize("withheld", ["retention_holds", "retention_review_items", "retention_pack_sightings", None])
 def test_plan_with_a_role_that_may_not_read_one_engine_table(
     dialect: str, app_db: str, read_only_url: str, tmp_path: Path, withheld: str | None
 ) -> None:
@@ -219,3 +219,46 @@ def test_plan_with_a_role_that_may_not_read_one_engine_table(
     notes = json.loads(output)["notes"]
     unreadable = [n for n in notes if "cannot be read by this database role" in n]
     assert len(unreadable) == (0 if withheld is None else 1), notes
+    if withheld == "retention_pack_sightings":
+        # Only the notice check goes without: the versions count as first seen now, as on a first run.
+        assert unreadable[0].startswith("retention_pack_sightings cannot be read"), notes
+        assert "first seen now" in unreadable[0]
+        assert not any("planned as a first run would find them" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("lacking", ["SELECT", "INSERT"])
+def test_run_with_a_role_that_may_not_read_or_write_the_sightings_is_refused(
+    dialect: str, app_db: str, read_only_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lacking: str
+) -> None:
+    """The notice check is never skipped silently: one line naming the table and the privilege, exit 2, no change.
+
+    The role may do everything else a run does; the pack version is new, so
+    the run must both read the sightings and write its first one.
+    """
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", "plan-readonly-test-key")
+    engine = sa.create_engine(app_db)
+    migrate.upgrade(engine)
+    url = make_url(app_db)
+    role = make_url(read_only_url).username
+    other = {"SELECT": "INSERT, UPDATE, DELETE", "INSERT": "SELECT, UPDATE, DELETE"}[lacking]
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ["alembic_version", "ro_customers", *(t.name for t in store.metadata.sorted_tables)]:
+            granted = other if table == "retention_pack_sightings" else "ALL PRIVILEGES"
+            if dialect == "postgresql":
+                schema = db_templates.pg_schema(url)
+                conn.execute(sa.text(f'GRANT {granted} ON "{schema}".{table} TO "{role}"'))
+            else:
+                for host in ("%", "localhost", "127.0.0.1"):
+                    conn.execute(sa.text(f"GRANT {granted} ON `{url.database}`.{table} TO '{role}'@'{host}'"))
+        if dialect == "postgresql":
+            conn.execute(sa.text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
+    engine.dispose()
+    before = _snapshot(app_db)
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK)
+    ran = CliRunner().invoke(main, ["run", "--rules", str(pack), "--db", read_only_url, "--as-of", AS_OF])
+    assert ran.exit_code == 2, ran.output
+    lines = ran.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in ran.output, ran.output
+    assert f"lacks the {lacking} privilege on retention_pack_sightings" in lines[0], ran.output
+    assert _snapshot(app_db) == before

@@ -70,8 +70,10 @@ def plan(
     loaded, when = load_pack(rules, as_of, pack_id)
     engine = open_engine(db_url, lock_timeout, engine_tables=False)
     try:
-        versions = sight_versions(engine, load_catalog(rules).packs, "plan") if record else None
+        notes: list[str] = []
+        versions = sight_versions(engine, load_catalog(rules).packs, "plan", notes=notes) if record else None
         summary = execute.plan(engine, loaded, when, on_batch=on_batch, record=record)
+        summary.notes.extend(notes)
         for version in versions or ():
             if version.loaded.digest == loaded.digest and version.refuses(when):
                 waiting = _waiting(version, versions or [], when)
@@ -215,7 +217,7 @@ def _run(
     refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
     refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
     short = None
-    versions = sight_versions(engine, catalog.packs, "run") or []
+    versions = sight_versions(engine, catalog.packs, "run", must_record=True) or []
     for version in versions:
         if version.loaded.digest == loaded.digest and version.refuses(when):
             short = version

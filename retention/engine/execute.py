@@ -35,8 +35,6 @@ from retention.engine.apply import (
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
 from retention.engine.plan import (
     Batch,
-    DatasetPlanner,
-    EngineTables,
     PlanContext,
     PlanSummary,
     build_planners,
@@ -55,6 +53,7 @@ from retention.engine.run_datasets import (
     engine_tables_missing,
     guard_message,
     guard_trips,
+    planners_at,
 )
 from retention.engine.run_lock import (
     LOCK_NAME,
@@ -140,21 +139,6 @@ def plan(
                 "(--no-record says so explicitly)"
             )
     return summary
-
-
-def planners_at(
-    conn: sa.Connection, loaded: LoadedPack, as_of: dt.datetime
-) -> tuple[dict[str, DatasetPlanner], str | None]:
-    """The planners :func:`plan` walks at ``as_of``, in execution order (for a caller that counts its own way).
-
-    Also which of the engine's tables are missing, if any: then they plan as
-    a first run would find them (no holds, no erasure requests, no records
-    in later states).
-    """
-    _require_schema(conn, loaded, for_reflection=True)  # the planners reflect from what it read (same transaction)
-    missing = engine_tables_missing(conn)
-    ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
-    return build_planners(conn, ctx), missing
 
 
 def _record_plan(engine: sa.Engine, summary: PlanSummary) -> None:

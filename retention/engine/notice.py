@@ -30,6 +30,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from retention.engine.execute import engine_tables_missing
+from retention.errors import ConfigError
 from retention.policy import LoadedPack
 from retention.store import tables as store
 from retention.timing.clock import local_date, utcnow
@@ -97,12 +98,12 @@ class VersionNotice:
         return local_date(self.first_seen_at, self.loaded.pack.timezone)
 
 
-def record(conn: sa.Connection, packs: Iterable[LoadedPack], now: dt.datetime, seen_by: str) -> None:
-    """Record the first sighting of each version not seen before, in the caller's transaction."""
+def record(conn: sa.Connection, packs: Iterable[LoadedPack], now: dt.datetime, seen_by: str) -> bool:
+    """Record the first sighting of each version not seen before, in the caller's transaction (True: any)."""
     table = store.pack_sightings
     wanted = {p.digest: p for p in packs}
     if not wanted:
-        return
+        return False
     known = set(conn.execute(sa.select(table.c.digest).where(table.c.digest.in_(sorted(wanted)))).scalars())
     rows = [
         {
@@ -118,6 +119,7 @@ def record(conn: sa.Connection, packs: Iterable[LoadedPack], now: dt.datetime, s
     ]
     if rows:
         conn.execute(table.insert(), rows)
+    return bool(rows)
 
 
 def sightings(conn: sa.Connection, digests: Iterable[str]) -> dict[str, dt.datetime]:
@@ -151,30 +153,89 @@ def status(loaded: LoadedPack, versions: Sequence[LoadedPack], seen: dict[str, d
     return VersionNotice(loaded, first_seen, "ok", not_before)
 
 
-def statuses(conn: sa.Connection | None, versions: Sequence[LoadedPack]) -> list[VersionNotice]:
-    """Every version's status, oldest first per pack (without a connection: none seen)."""
-    seen = sightings(conn, (v.digest for v in versions)) if conn is not None else {}
+def statuses(
+    conn: sa.Connection | None, versions: Sequence[LoadedPack], *, seen: dict[str, dt.datetime] | None = None
+) -> list[VersionNotice]:
+    """Every version's status, oldest first per pack (without a connection: none seen, or those of ``seen``)."""
+    if seen is None:
+        seen = sightings(conn, (v.digest for v in versions)) if conn is not None else {}
     ordered = sorted(versions, key=lambda v: (v.id, v.pack.effective_from, v.digest))
     return [status(v, versions, seen) for v in ordered]
 
 
-def sight_versions(engine: sa.Engine, packs: Sequence[LoadedPack], seen_by: str) -> list[VersionNotice] | None:
+UNREADABLE_NOTE = (
+    "retention_pack_sightings cannot be read by this database role: every pack version's notice is counted "
+    "as if it were first seen now, as a first run would"
+)
+"""The note of a run-less caller (``plan``) whose role may not read the sightings (never any data)."""
+
+
+_DENIED = {"42501", 1142, 1143}  # PostgreSQL's insufficient_privilege; MariaDB's table and column access denied
+
+
+def _denied(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused the statement for want of a privilege."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    args: tuple[object, ...] = getattr(orig, "args", ())
+    return sqlstate in _DENIED or (len(args) > 0 and args[0] in _DENIED)
+
+
+def _refused(privilege: str) -> ConfigError:
+    return ConfigError(
+        f"this database role lacks the {privilege} privilege on retention_pack_sightings, where each pack "
+        "version's first sighting is recorded and its notice counted from; grant it, or use another role"
+    )
+
+
+def sight_versions(
+    engine: sa.Engine,
+    packs: Sequence[LoadedPack],
+    seen_by: str,
+    *,
+    must_record: bool = False,
+    notes: list[str] | None = None,
+) -> list[VersionNotice] | None:
     """Record the first sighting of each version and return every version's notice status.
 
     None where the engine's tables are missing or cannot be read; a role
     that can read but not write them (a read-only ``plan``) records nothing.
+
+    ``must_record`` (``run``): a role that may not read the sightings, or
+    not write a version's first one, is refused (ConfigError, naming the
+    privilege): the notice check is never skipped silently, and a version
+    whose sighting is not recorded would never be counted as seen.
+    ``notes`` (``plan``): a role that may not read them plans as a first run
+    would, every version taken as first seen now, and a note says so there.
+    Otherwise (``check``) such a role is refused as ``run`` is.
     """
     with engine.connect() as conn:
         if engine_tables_missing(conn) is not None:
             return None
         conn.rollback()
+        now = utcnow()
+        try:
+            seen = sightings(conn, (v.digest for v in packs))
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or not _denied(exc):
+                raise
+            conn.rollback()  # PostgreSQL needs a fresh transaction after an error
+            if notes is None:
+                raise _refused("SELECT") from None
+            notes.append(UNREADABLE_NOTE)
+            return statuses(None, packs, seen={v.digest: now for v in packs})
+        conn.rollback()
         try:
             with conn.begin():
-                record(conn, packs, utcnow(), seen_by)
+                recorded = record(conn, packs, now, seen_by)
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise
-        result = statuses(conn, packs)
+            if must_record and _denied(exc):
+                raise _refused("INSERT") from None
+            recorded = True  # another process's sighting first (a unique key), or a read-only plan's: read again
+        # What the first read found, unless this recorded a sighting: then as stored (the database's precision).
+        result = statuses(conn, packs) if recorded else statuses(None, packs, seen=seen)
         conn.rollback()
         return result
 

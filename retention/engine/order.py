@@ -204,11 +204,13 @@ def _foreign_keys_ahead(
     found: dict[tuple[str | None, str], list[Any]] = {}
     for schema, names in tables.items():
         read = kept_read(conn, schema, names)  # what the schema check read in this transaction (plan)
-        if read is not None:
-            every = {key: read.info.foreign_keys.get(key, []) for key in read.info.columns if key[1] in names}
-        else:
-            every = inspector.get_multi_foreign_keys(schema, sorted(names), ObjectKind.ANY, ObjectScope.ANY)
-        found.update({(schema, table): list(fks) for (_, table), fks in every.items()})
+        # The check's read may hold more tables than these (SQLAlchemy reads them all when asked for most).
+        every = (
+            read.info.foreign_keys
+            if read is not None
+            else inspector.get_multi_foreign_keys(schema, sorted(names), ObjectKind.ANY, ObjectScope.ANY)
+        )
+        found.update({(schema, table): list(fks) for (_, table), fks in every.items() if table in names})
     return found
 
 

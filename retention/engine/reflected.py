@@ -26,6 +26,7 @@ from collections import OrderedDict
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 _MAX = 512
 _tables: OrderedDict[tuple[Any, ...], sa.Table] = OrderedDict()
@@ -33,6 +34,11 @@ _lock = threading.Lock()
 
 
 _DETAILS = ("ondelete", "onupdate", "deferrable", "initially", "sqltext")
+
+# How reflection was asked to read (PostgreSQL: the search path of a foreign key's target), not what it found. A
+# table reflected as another's foreign key target carries it among its options, the same table reflected as
+# itself does not: with it, a table's fingerprint depended on the order its pack's tables were reflected in.
+_HOW_REFLECTED = frozenset(postgresql.dialect.reflection_options)
 
 
 def _type_of(column: sa.Column[Any]) -> tuple[str, str]:
@@ -82,7 +88,7 @@ def fingerprint(table: sa.Table) -> tuple[Any, ...]:
         repr((i.name, i.unique, [str(e) for e in i.expressions], sorted(i.dialect_kwargs.items())))
         for i in table.indexes
     )
-    options = repr(sorted(table.dialect_kwargs.items()))
+    options = repr(sorted((k, v) for k, v in table.dialect_kwargs.items() if k not in _HOW_REFLECTED))
     return (table.schema, table.name, table.comment, columns, *constraints, "|", *foreign, "|", *indexes, options)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -202,18 +201,29 @@ class CatalogRead:
 
     ``info`` is SQLAlchemy's ``_ReflectionInfo`` (columns, keys, indexes,
     constraints, comments, options of each table): the very object
-    ``MetaData.reflect`` builds its tables from.
+    ``MetaData.reflect`` builds its tables from. ``cache`` is the check's
+    inspector's cache (the schema's table names, its types), so that
+    reflection asks none of it again. Plain data only: nothing here refers
+    to the connection or its transaction (see ``_CATALOG_READS``).
     """
 
-    transaction: weakref.ref[sa.RootTransaction]
     schema: str | None
     names: frozenset[str]
-    inspector: Inspector
+    cache: dict[Any, Any]
     info: Any
 
 
-_CATALOG_READS: weakref.WeakKeyDictionary[sa.Connection, list[CatalogRead]] = weakref.WeakKeyDictionary()
-"""Per connection: the catalog reads :func:`read_catalog` made in its current transaction, for :func:`reflect_ahead`."""
+_CATALOG_READS: weakref.WeakKeyDictionary[sa.RootTransaction, list[CatalogRead]] = weakref.WeakKeyDictionary()
+"""Per transaction: the catalog reads :func:`read_catalog` made in it, for :func:`reflect_ahead`.
+
+Keyed by the transaction, weakly, and the reads hold no reference back to
+it or to its connection: a connection refers to its transaction only while
+the transaction lasts, so a commit, rollback or close frees the entry and
+the read with the transaction object. (Keyed by the connection with an
+``Inspector`` in the read, the value held its own key alive: every plan of
+a long-lived process, the console or the scheduler, kept its connection
+and its catalog read for good.)
+"""
 _CATALOG_LOCK = threading.Lock()  # connections of several threads (the console, a worker) share the mapping
 
 
@@ -231,26 +241,24 @@ def read_catalog(conn: sa.Connection, inspector: Inspector, schema: str | None, 
     info = inspector._get_reflection_info(schema=schema, filter_names=names, kind=ObjectKind.ANY, scope=ObjectScope.ANY)
     transaction = conn.get_transaction()
     if transaction is not None:
+        read = CatalogRead(schema, frozenset(names), inspector.info_cache, info)
         with _CATALOG_LOCK:
-            kept = [k for k in _CATALOG_READS.get(conn, []) if k.transaction() is transaction]
-            kept.append(CatalogRead(weakref.ref(transaction), schema, frozenset(names), inspector, info))
-            _CATALOG_READS[conn] = kept
+            _CATALOG_READS.setdefault(transaction, []).append(read)
     return info
 
 
 def kept_read(conn: sa.Connection, schema: str | None, names: set[str]) -> CatalogRead | None:
     """The check's catalog read covering ``names`` of ``schema``, if made in ``conn``'s current transaction.
 
-    Reads of an earlier transaction are dropped here: a commit or rollback
-    may have let a change of structure in.
+    Reads of an earlier transaction are never found here (a commit or
+    rollback may have let a change of structure in): they are keyed by a
+    transaction that is no longer the connection's.
     """
     transaction = conn.get_transaction()
+    if transaction is None:
+        return None
     with _CATALOG_LOCK:
-        kept = [k for k in _CATALOG_READS.get(conn, []) if transaction is not None and k.transaction() is transaction]
-        if kept:
-            _CATALOG_READS[conn] = kept
-        else:
-            _CATALOG_READS.pop(conn, None)
+        kept = list(_CATALOG_READS.get(transaction, ()))
     return next((k for k in kept if k.schema == schema and names <= k.names), None)
 
 
@@ -278,41 +286,32 @@ def reflect_ahead(conn: sa.Connection, tables: dict[str | None, list[str]]) -> N
             # A callable ``only`` leaves out a name that is not a table instead of raising.
             metadata.reflect(bind=conn, schema=schema, only=lambda name, _, wanted=wanted: name in wanted)
         else:
-            _reflect_from(metadata, read, wanted)
+            _reflect_from(conn, metadata, read, wanted)
         for name in sorted(wanted):
             table = metadata.tables.get(f"{schema}.{name}" if schema else name)
             if table is not None:
                 known[(schema, name)] = reflected.reuse(conn.dialect, table)
 
 
-def _reflect_from(metadata: sa.MetaData, read: CatalogRead, wanted: set[str]) -> None:
+def _reflect_from(conn: sa.Connection, metadata: sa.MetaData, read: CatalogRead, wanted: set[str]) -> None:
     """``MetaData.reflect(only=wanted)``'s tables, built from the check's catalog read instead of a second one.
 
-    The same steps as ``MetaData.reflect`` (SQLAlchemy 2.1): the schema's
-    table names (a view or a missing name is left out, as there), then one
-    ``Table`` per name from the read's ``_ReflectionInfo``; a table the
-    read does not hold (a foreign key's target outside the pack) is read
-    by the inspector as ``MetaData.reflect`` would.
+    What this takes of SQLAlchemy beyond its public API (``Table``'s private
+    ``_reflect_info``, the very ``_ReflectionInfo`` ``MetaData.reflect``
+    hands each of its tables) is pinned by
+    tests/test_fixed_cost.py::test_tables_built_from_a_catalog_read_are_those_metadata_reflect_builds.
+    Tables only, in the catalog's order, as there (a view or a missing
+    name is left to :func:`reflect_table`); a foreign key's target the read
+    does not hold is read by the inspector as ``MetaData.reflect`` would.
     """
-    insp, schema = read.inspector, read.schema
-    available = insp.get_table_names(schema)
-    options: dict[str, Any] = {
-        "autoload_with": insp,
-        "extend_existing": False,
-        "autoload_replace": True,
-        "resolve_fks": True,
-        "_extend_on": set(),
-        "_reflect_info": read.info,
-    }
-    if schema is not None:
-        options["schema"] = schema
-    current = set(metadata.tables)
-    for name in available:
-        if name in wanted and (f"{schema}.{name}" if schema is not None else name) not in current:
+    insp = sa.inspect(conn)
+    insp.info_cache = read.cache  # the check's: the table names and types it read are not asked again
+    for name in insp.get_table_names(read.schema):
+        if name in wanted:
             try:
-                sa.Table(name, metadata, **options)
-            except sa.exc.UnreflectableTableError as error:
-                warnings.warn(f"Skipping table {name}: {error}", sa.exc.SAWarning, stacklevel=2)
+                sa.Table(name, metadata, schema=read.schema, autoload_with=conn, _reflect_info=read.info)
+            except sa.exc.UnreflectableTableError:
+                continue  # left to reflect_table, which reads or refuses it alone
 
 
 def reflect_table(conn: sa.Connection, name: str, schema: str | None = None) -> sa.Table:

@@ -22,9 +22,11 @@ from retention.engine.apply import RunContext, _Interrupted, _shred_keys, apply_
 from retention.engine.plan import (
     Batch,
     DatasetPlanner,
+    EngineTables,
     Move,
     PlanContext,
     PlanSummary,
+    build_planners,
 )
 from retention.engine.run_lock import RunLock, reading
 from retention.engine.schema import check_schema
@@ -72,6 +74,23 @@ def engine_tables_missing(conn: sa.Connection) -> str | None:
         conn.rollback()  # nothing was written; PostgreSQL needs a fresh transaction after an error
         return "the engine's tables cannot be read by this database role"
     return None
+
+
+def planners_at(
+    conn: sa.Connection, loaded: LoadedPack, as_of: dt.datetime
+) -> tuple[dict[str, DatasetPlanner], str | None]:
+    """The planners :func:`plan` walks at ``as_of``, in execution order (for a caller that counts its own way).
+
+    Also which of the engine's tables are missing, if any: then they plan as
+    a first run would find them (no holds, no erasure requests, no records
+    in later states).
+    """
+    # The planners reflect from what the check read, in this same transaction (rowfilter.read_catalog). A run
+    # cannot: it checks in a transaction of its own and commits (its lock, its run record) before it plans.
+    _require_schema(conn, loaded, for_reflection=True)
+    missing = engine_tables_missing(conn)
+    ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
+    return build_planners(conn, ctx), missing
 
 
 @dataclass

@@ -36,7 +36,7 @@ from retention.engine.run_datasets import (
     _rounded,
     _run_datasets,
     _short_notice_entry,
-    engine_tables_missing,
+    planners_at,
 )
 from retention.engine.run_lock import RunLock, _owner, reading
 from retention.engine.shards import Bounds, ShardFilter, ShardSpec, compute_bounds
@@ -190,6 +190,7 @@ def _group_bounds(conn: sa.Connection, lock: RunLock, ctx: RunContext, shard: Sh
         try:
             with conn.begin():
                 lock.verify()
+                # A transaction of its own, no schema check in it: no catalog read to reflect from (planners_at).
                 planners = build_planners(conn, PlanContext(ctx.loaded, ctx.as_of))
                 bounds = compute_bounds(conn, planners, shard.count)
                 recorded = conn.execute(
@@ -353,6 +354,8 @@ def run_shard(
                 # Shards run side by side: only the group's closing shard may rotate the key file.
                 ctx.archive_keys = _archive_keys(engine, finish_rotation=False)
                 plan_ctx = PlanContext(loaded, ctx.as_of, shard=ShardFilter(shard, bounds))
+                # Not from the schema check's catalog read (planners_at): the check's transaction committed
+                # above, and the group was joined since, so its read is gone; these planners read their own.
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)
                 _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
@@ -406,10 +409,9 @@ def plan_shards(engine: sa.Engine, loaded: LoadedPack, as_of: dt.datetime, shard
     """
     rows: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        _require_schema(conn, loaded)
-        missing = engine_tables_missing(conn)
+        planners, missing = planners_at(conn, loaded, as_of)  # reflected from the check's catalog read
         tables = EngineTables() if missing is None else EngineTables.absent()
-        bounds = compute_bounds(conn, build_planners(conn, PlanContext(loaded, as_of, tables=tables)), shards)
+        bounds = compute_bounds(conn, planners, shards)
         for index in range(shards):
             spec = ShardSpec(index, shards)
             shard = ShardFilter(spec, bounds)
