@@ -20,7 +20,8 @@ aggregate, and memory holds one page whatever the ledger's size. Format-5
 claims have no index: their record pseudonyms' 8-byte prefixes are read
 from the blocks into a table of at most ``BLOCK_PASS_CLAIMS`` claims (32
 bytes each at most), in as many passes over the live keys as that bound
-needs, and each hit is confirmed on the block's bytes (:func:`_match_pass`).
+needs, and each hit is confirmed on the item's 32 bytes, read by substring
+for a page's hits at once (:func:`_match_pass`, :func:`_confirmed`).
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
 claims (:func:`audit_claims`), matched here.
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import random
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -67,8 +67,6 @@ _SUBSTR = 200
 """Chosen format-5 items read per query (one SELECT each in a UNION ALL; SQLite allows 500)."""
 BLOCK_PASS_CLAIMS = 1 << 20
 """Format-5 claims one pass of the complete audit holds (16 bytes of table each, at most half full: 32 MiB)."""
-_BODIES = 8
-"""Blocks kept in memory while confirming the complete audit's hits (a page's hits are mostly in one or two)."""
 _SPACE = 1 << 64
 """Record pseudonyms' 8-byte prefixes, as unsigned integers, are below this."""
 
@@ -550,25 +548,6 @@ def _load_pass(
     return table
 
 
-class _Blocks:
-    """Format-5 entries' blocks (with the entry's run, transition and action) for confirming hits, a few at a time."""
-
-    def __init__(self, conn: sa.Connection) -> None:
-        self.conn = conn
-        self.kept: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
-
-    def get(self, seq: int) -> tuple[Any, ...] | None:
-        if seq in self.kept:
-            self.kept.move_to_end(seq)
-            return self.kept[seq]
-        for row in _block_bodies(self.conn, [store.ledger.c.seq == seq]):
-            self.kept[seq] = row
-            if len(self.kept) > _BODIES:
-                self.kept.popitem(last=False)
-            return row
-        return None
-
-
 def _match_dataset(
     engine: sa.Engine,
     dataset: Dataset,
@@ -584,7 +563,7 @@ def _match_dataset(
     Claims of formats 1-4 are found by the database (indexes) in the first
     pass; format-5 claims by each pass's table of prefixes
     (:func:`_block_passes`, :class:`_PrefixTable`), every hit confirmed on
-    the block's bytes.
+    its item's bytes (:func:`_confirmed`).
     """
     block_runs = block_runs or {}
     passes: list[list[_Range]] = _block_passes(block_runs, BLOCK_PASS_CLAIMS) or [[]]
@@ -625,7 +604,6 @@ def _match_pass(
     block_ranges: dict[str, list[tuple[int, int]]] = {}
     for run_id, low, high in ranges:
         block_ranges.setdefault(run_id, []).append((low, high))
-    bodies = _Blocks(conn)
     slots, mask = (prefixes.keys, len(prefixes.keys) - 1) if prefixes is not None else (array("Q"), 0)
     prefix = f"record\x1f{name}\x1f".encode()
     problems: list[str] = []
@@ -663,13 +641,7 @@ def _match_pass(
         if wanted:
             for claim in _matching(conn, name, pack_id, wanted):
                 found.append((claim, wanted[(claim.run_id if claim.idx is not None else None, claim.pseudonym)]))
-        for seq, idx, run_id, value, key_text in sorted(hits):
-            row = bodies.get(seq)
-            if row is None or row[1] != run_id:
-                continue
-            start = idx * blocks.ITEM_SIZE
-            if row[6][start : start + blocks.PSEUDONYM_SIZE] == value:
-                found.append((Claim(seq, idx, run_id, pack_id, name, row[4], row[5], value.hex()), key_text))
+        found += _confirmed(conn, name, hits)
         masked: list[tuple[str, Claim]] = []
         for claim, key_text in sorted(found, key=lambda f: (f[0].seq, -1 if f[0].idx is None else f[0].idx)):
             if _expectation(dataset, claim) == "gone":
@@ -682,6 +654,28 @@ def _match_pass(
         problems += _unmasked(conn, dataset, name, table, key_column, masked)
         if len(rows) < _CHUNK:
             return problems
+
+
+def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, bytes, str]]) -> list[tuple[Claim, str]]:
+    """The ``hits`` (entry, position, run, pseudonym, live key) whose item holds that whole pseudonym, with the key.
+
+    A hit matched 8 bytes of a prefix; the item's 32 bytes, read by
+    substring for all of a page's hits at once (:func:`_block_claims_at`),
+    tell it apart. Reading whole blocks instead (91 bytes per item) read a
+    block again for every page with a hit in it, once more than a few
+    blocks were in play (a masked dataset: most live rows are claims).
+    """
+    if not hits:
+        return []
+    by_item: dict[tuple[int, int], list[tuple[str, bytes, str]]] = {}
+    for seq, idx, run_id, value, key_text in hits:
+        by_item.setdefault((seq, idx), []).append((run_id, value, key_text))
+    found = []
+    for claim in _block_claims_at(conn, sorted(by_item), name):
+        for run_id, value, key_text in by_item[(claim.seq, claim.idx or 0)]:
+            if claim.run_id == run_id and claim.pseudonym == value.hex():
+                found.append((claim, key_text))
+    return found
 
 
 def _matching(
