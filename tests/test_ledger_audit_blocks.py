@@ -1,4 +1,4 @@
-"""The complete audit's format-5 matching: hits confirmed on the items' bytes.
+"""The complete audit's format-5 matching: hits confirmed on the items' bytes, and its table of prefixes.
 
 The ledger is the one of tests/test_ledger_format5_read.py (written by the
 reference writers; every pseudonym and position computed there with hmac).
@@ -6,6 +6,7 @@ reference writers; every pseudonym and position computed there with hmac).
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from typing import Any
@@ -70,3 +71,39 @@ def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
     whole = [s for s in statements if WHOLE_BODY.search(s)]
     assert len(whole) == 1, whole  # the one pass's load of the prefixes
     assert any("substr(" in s.lower() and "ledger_blocks" in s for s in statements)
+
+
+def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
+    """Sized for 10 claims and given 5,000 (it grows nine times): every claim is found, and only it.
+
+    Prefixes drawn so that many share their low bits (long probe runs),
+    some repeat (two claims, one prefix) and one is 0 (the empty slot's mark).
+    """
+    pick = random.Random(7)
+    claims: dict[int, list[int]] = {0: [1]}
+    for loc in range(2, 5_001):
+        prefix = pick.choice([pick.getrandbits(64), pick.getrandbits(40) << 24, pick.choice(list(claims))])
+        claims.setdefault(prefix, []).append(loc)
+    table = ledger_audit._PrefixTable(10)
+    first = len(table.keys)
+    for prefix, locs in claims.items():
+        for loc in locs:
+            table.add(prefix, loc)
+    assert len(table.keys) >= 8 * first and table.used == 5_000
+    for prefix, locs in claims.items():
+        found = table.get(prefix)
+        if prefix in (0, 1):  # 0 shares 1's slots: both are told apart by the exact comparison after
+            found = [loc for loc in found if loc in locs]
+        assert sorted(found) == locs
+    assert table.get(pick.getrandbits(64) | 1 << 63) == []
+
+
+def test_a_prefix_table_sized_for_its_claims_never_grows() -> None:
+    """A range's claims are its expected share give or take a few square roots: the table holds them as sized."""
+    for expected in (0, 1, 1_000, (1 << 16) - 1, 1 << 16):
+        table = ledger_audit._PrefixTable(expected)
+        size = len(table.keys)
+        pick = random.Random(expected)
+        for loc in range(expected + 4 * int(expected**0.5)):
+            table.add(pick.getrandbits(64), loc)
+        assert len(table.keys) == size, expected

@@ -37,6 +37,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
+from math import isqrt
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,7 +67,7 @@ _RANGES = 50
 _SUBSTR = 200
 """Chosen format-5 items read per query (one SELECT each in a UNION ALL; SQLite allows 500)."""
 BLOCK_PASS_CLAIMS = 1 << 20
-"""Format-5 claims one pass of the complete audit holds (16 bytes of table each, at most half full: 32 MiB)."""
+"""Format-5 claims one pass of the complete audit holds (a table of 16-byte slots, 2 to 4 per claim: 64 MiB)."""
 _SPACE = 1 << 64
 """Record pseudonyms' 8-byte prefixes, as unsigned integers, are below this."""
 
@@ -477,8 +478,9 @@ _IDX_BITS = 24
 class _PrefixTable:
     """One pass's format-5 claims: record-pseudonym prefix -> (entry, position), open addressing in two arrays.
 
-    Sixteen bytes per slot and at most half the slots used: 32 bytes per
-    claim at worst, and no Python object per claim (a set of the same
+    Sixteen bytes per slot, sized from the expected claims so that at most
+    half the slots are used (2 to 4 slots per claim: 32 to 64 bytes), and no
+    Python object per claim (a set of the same
     prefixes would take about 100). A prefix is 64 bits of an HMAC: a live
     row's pseudonym sharing one with a claim it is not is improbable (about
     live rows x claims / 2^64) and is told apart by the exact comparison
@@ -486,7 +488,10 @@ class _PrefixTable:
     """
 
     def __init__(self, expected: int) -> None:
-        size = 1 << max(4, (2 * expected + 1).bit_length())
+        # ``expected`` is a range's share of its run's claims: the count in the range is off by about its square
+        # root, so room for four of those more keeps the table from growing but in the improbable case.
+        room = expected + 4 * isqrt(expected) + 16
+        size = 1 << (2 * room - 1).bit_length()
         self.keys = array("Q", bytes(8 * size))
         self.locs = array("Q", bytes(8 * size))
         self.used = 0
@@ -515,12 +520,14 @@ class _PrefixTable:
         return found
 
     def _grow(self) -> None:
-        old = [(k, v) for k, v in zip(self.keys, self.locs, strict=True) if k]
-        self.keys = array("Q", bytes(16 * len(self.keys)))
-        self.locs = array("Q", bytes(8 * len(self.keys)))
+        """Twice the slots, the old arrays read straight into the new ones (no Python object per claim)."""
+        keys, locs = self.keys, self.locs
+        self.keys = array("Q", bytes(16 * len(keys)))
+        self.locs = array("Q", bytes(16 * len(keys)))
         self.used = 0
-        for k, v in old:
-            self.add(k, v)
+        for k, v in zip(keys, locs, strict=True):
+            if k:
+                self.add(k, v)
 
 
 def _load_pass(
