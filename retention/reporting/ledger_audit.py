@@ -432,16 +432,7 @@ def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, d
 
 def _digest(key: bytes) -> Any:
     """HMAC-SHA256 under ``key`` as raw bytes (format 5 compares bytes; formats 2-4 take its hex)."""
-    inner, outer = pseudonyms.keyed(key).pads()
-
-    def digest(message: bytes) -> bytes:
-        i = inner.copy()
-        i.update(message)
-        o = outer.copy()
-        o.update(i.digest())
-        return o.digest()
-
-    return digest
+    return pseudonyms.keyed(key).digest
 
 
 _Range = tuple[str, int, int]
