@@ -138,16 +138,6 @@ def _claim_queries(dataset: str | None) -> list[tuple[sa.Select[Any], tuple[Any,
     return [(per_item, (entries.c.seq, items.c.idx)), (per_v1, (entries.c.seq,))]
 
 
-def _claims(conn: sa.Connection, dataset: str | None) -> Iterator[Claim]:
-    for query, order in _claim_queries(dataset):
-        for row in conn.execution_options(yield_per=_CHUNK).execute(query.order_by(*order)):
-            yield Claim(*row)
-    for seq, run_id, pack_id, name, transition, action, body in _block_bodies(conn, _scope(dataset)):
-        for i in range(blocks.count(body)):
-            record = body[i * blocks.ITEM_SIZE : i * blocks.ITEM_SIZE + blocks.PSEUDONYM_SIZE].hex()
-            yield Claim(seq, i, run_id, pack_id, name, transition, action, record)
-
-
 def _block_bodies(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> Iterator[tuple[Any, ...]]:
     """(seq, run, pack, dataset, transition, action, body) of the format-5 entries ``where`` selects, one at a time.
 
