@@ -58,6 +58,10 @@ log = structlog.get_logger("retention")
 BUCKET_SECONDS = 900
 """A bucket is a quarter hour: every time zone's offset, so every zone's midnight, is a whole number of them."""
 
+VACUUM_AFTER = 100_000
+"""Rows ``track``'s fold deletes from which it vacuums the deltas table: about three years of a bulk load's
+quarter hours; fewer dead rows cost the drop's sums well under a millisecond a partition (bench/RESULTS.md)."""
+
 TRIGGER_PREFIX = "retention_rows_"
 PARTITION_FUNCTION = "retention_rows_partition"
 _TABLE_TRIGGERS = {
@@ -212,7 +216,7 @@ class Counting:
     """How each partition is counted at a drop: from its kept count (``kept``: label -> SQL) or by a scan."""
 
     kept: dict[str, str] = field(default_factory=dict)
-    """label -> a scalar subquery summing its deltas."""
+    """label -> an SQL expression summing its deltas (:func:`kept_sum`)."""
     scanned: dict[str, str] = field(default_factory=dict)
     """label -> why its kept count is not used."""
     relids: dict[str, int] = field(default_factory=dict)
@@ -269,13 +273,27 @@ def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[t
             result.scanned[partition.label] = reason
             continue
         assert row is not None and recorded is not None
-        result.kept[partition.label] = (
-            "SELECT coalesce(sum(delta), 0) FROM "
-            + conn.dialect.identifier_preparer.format_table(store.partition_rows)
-            + f" WHERE (owner = {int(row.parent)} AND bucket >= {int(recorded.first_bucket)}"
-            f" AND bucket < {int(recorded.end_bucket)}) OR owner = {int(row.relid)}"
+        result.kept[partition.label] = kept_sum(
+            conn, int(row.parent), int(recorded.first_bucket), int(recorded.end_bucket), int(row.relid)
         )
     return result
+
+
+def kept_sum(conn: sa.Connection, parent: int, first_bucket: int, end_bucket: int, relid: int) -> str:
+    """A partition's kept count as SQL: the table's deltas in its buckets plus its own, two sums of one index each.
+
+    Each sum is an equality on ``owner`` (and a range of ``bucket``): a
+    range scan of the ``(owner, bucket)`` index whatever the planner knows of
+    the table, statistics or none (autovacuum may be off, and nothing
+    analyses it). One ``WHERE ... OR ...`` over both needed the planner to
+    see that each side is selective (a ``BitmapOr``, or a sequential scan
+    of every delta once statistics said most rows are the table's).
+    """
+    rows = _rows_sql(conn)
+    return (
+        f"(SELECT coalesce(sum(delta), 0) FROM {rows} WHERE owner = {parent} AND bucket >= {first_bucket} "
+        f"AND bucket < {end_bucket}) + (SELECT coalesce(sum(delta), 0) FROM {rows} WHERE owner = {relid})"
+    )
 
 
 def _why_not(row: Any, recorded: Any, buckets: tuple[int, int] | None) -> str | None:
@@ -455,15 +473,17 @@ def track(
             )
         note(TrackOutcome(partition.label, "tracked", rows=rows))  # after its commit
     with engine.begin() as conn:
-        compact(conn, parent_oid)
-    # The folded deltas are dead rows the drop's index scans would still visit, and autovacuum may be off or
-    # late (it is on the bench's and the tests' servers): vacuumed here, the engine's own small table.
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"VACUUM (ANALYZE) {_rows_sql(conn)}"))
+        folded = compact(conn, parent_oid)
+    if folded >= VACUUM_AFTER:
+        # The folded deltas are dead rows until a vacuum, and autovacuum may be off or late. The drop's sums do
+        # not need one (index range scans, no statistics: a dead entry costs them well under a microsecond), but
+        # a bulk load's worth of dead rows is space the table would keep; no ANALYZE, nothing reads statistics.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f"VACUUM {_rows_sql(conn)}"))
     return outcomes
 
 
-def compact(conn: sa.Connection, parent: int) -> None:
+def compact(conn: sa.Connection, parent: int) -> int:
     """Fold each tracked partition's deltas into one row, and remove the table's deltas no partition tracks.
 
     A bulk load leaves a delta per quarter hour (~35,000 a year) and an
@@ -471,25 +491,29 @@ def compact(conn: sa.Connection, parent: int) -> None:
     reads every delta of the partitions it drops. Folding keeps each sum:
     the rows deleted are exactly the rows summed (``DELETE ... RETURNING``),
     and a write committing meanwhile adds a delta this statement neither
-    sees nor deletes. So no lock: the application's writes go on.
+    sees nor deletes. So no lock: the application's writes go on. Returns
+    the rows deleted (dead until a vacuum).
     """
     rows, tracking = _rows_sql(conn), conn.dialect.identifier_preparer.format_table(store.partition_tracking)
-    conn.execute(
+    folded = conn.execute(
         sa.text(
             f"WITH gone AS (DELETE FROM {rows} r USING {tracking} t WHERE t.parent = :parent "
             "AND ((r.owner = :parent AND r.bucket >= t.first_bucket AND r.bucket < t.end_bucket) OR r.owner = t.relid) "
-            "RETURNING t.relid, r.delta) "
-            f"INSERT INTO {rows} (owner, bucket, delta) SELECT relid, NULL, sum(delta) FROM gone GROUP BY relid"
+            "RETURNING t.relid, r.delta), "
+            f"kept AS (INSERT INTO {rows} (owner, bucket, delta) SELECT relid, NULL, sum(delta) FROM gone "
+            "GROUP BY relid) "
+            "SELECT count(*) FROM gone"
         ),
         {"parent": parent},
-    )
-    conn.execute(
+    ).scalar_one()
+    stray = conn.execute(
         sa.text(
             f"DELETE FROM {rows} r WHERE r.owner = :parent AND NOT EXISTS (SELECT 1 FROM {tracking} t "
             "WHERE t.parent = :parent AND r.bucket >= t.first_bucket AND r.bucket < t.end_bucket)"
         ),
         {"parent": parent},
-    )
+    ).rowcount
+    return int(folded) + int(stray)
 
 
 def _rows_sql(conn: sa.Connection) -> str:
