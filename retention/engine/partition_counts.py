@@ -345,7 +345,6 @@ def _ensure_triggers(
     relid: int,
     triggers: dict[str, tuple[str, str]],
     function: str,
-    args: tuple[str, ...],
     schema: str,
 ) -> None:
     """Create the counting triggers of ``relation`` missing or not enabled ALWAYS (each change untracks it)."""
@@ -359,10 +358,9 @@ def _ensure_triggers(
             {"relid": relid},
         ).all()
     }
-    wanted_args = "".join(arg + "\\000" for arg in args)
     for name, (event, referencing) in triggers.items():
         found = present.get(name)
-        if found is not None and (found.tgenabled, found.proname, found.args) == ("A", function, wanted_args):
+        if found is not None and (found.tgenabled, found.proname, found.args) == ("A", function, ""):
             continue
         if found is not None:
             conn.execute(sa.text(f"DROP TRIGGER {_quote(conn, name)} ON {relation}"))
@@ -370,9 +368,7 @@ def _ensure_triggers(
             sa.text(
                 f"CREATE TRIGGER {_quote(conn, name)} AFTER {event} ON {relation} REFERENCING {referencing} "
                 "FOR EACH STATEMENT "
-                f"EXECUTE FUNCTION {_quote(conn, schema)}.{_quote(conn, function)}("
-                + ", ".join("'" + arg.replace("'", "''") + "'" for arg in args)
-                + ")"
+                f"EXECUTE FUNCTION {_quote(conn, schema)}.{_quote(conn, function)}()"
             )
         )
         # ALWAYS: also for sessions with session_replication_role = replica, which skip ordinary triggers.
@@ -410,7 +406,7 @@ def track(
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
         _ensure_functions(conn, schema, column, kind)
         parent_oid = int(conn.execute(sa.text("SELECT to_regclass(:p)::oid::bigint"), {"p": parent}).scalar_one())
-        _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, table_function(column, kind), (), schema)
+        _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, table_function(column, kind), schema)
     for partition in partitions:
         buckets = (bucket_of(partition.lower), bucket_of(partition.upper))
         if buckets[0] is None or buckets[1] is None:
@@ -427,7 +423,7 @@ def track(
             if _why_not(row, recorded, (buckets[0], buckets[1])) is None:
                 note(TrackOutcome(partition.label, "already"))
                 continue
-            _ensure_triggers(conn, quoted, int(row.relid), _PARTITION_TRIGGERS, PARTITION_FUNCTION, (), schema)
+            _ensure_triggers(conn, quoted, int(row.relid), _PARTITION_TRIGGERS, PARTITION_FUNCTION, schema)
             # Writers to it (through the table or not) hold ROW EXCLUSIVE: SHARE waits for them and holds off
             # the next ones, so the count below and the deltas it replaces are the same rows.
             conn.execute(sa.text(f"LOCK TABLE {quoted} IN SHARE MODE"))
