@@ -182,6 +182,12 @@ def bucket_of(value: Any) -> int | None:
     return seconds // BUCKET_SECONDS
 
 
+def partition_buckets(partition: Any) -> tuple[int, int] | None:
+    """A partition's bounds as buckets (first, end exclusive), or None unless both are on quarter hours."""
+    low, high = bucket_of(partition.lower), bucket_of(partition.upper)
+    return None if low is None or high is None else (low, high)
+
+
 _SIGNATURE = """
 SELECT n.i AS i, c.oid::bigint AS relid, i.inhparent::bigint AS parent, c.relkind AS relkind,
        c.xmin::text AS class_row, i.xmin::text AS inherits_row,
@@ -220,29 +226,24 @@ class Counting:
     scanned: dict[str, str] = field(default_factory=dict)
     """label -> why its kept count is not used."""
     relids: dict[str, int] = field(default_factory=dict)
-    parent: int | None = None
-    installed: bool = False
-    """Whether the table has counting triggers (so the engine's tracking tables exist and hold its rows)."""
+    """label -> oid of each partition whose deltas and tracking rows the drop removes with it: every one found,
+    when the table has counting triggers and the engine's tracking tables are readable; else none."""
 
     def how(self, label: str) -> str:
         return "kept" if label in self.kept else f"scanned: {self.scanned[label]}"
 
 
-def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[tuple[int, int] | None]) -> Counting:
+def counting(conn: sa.Connection, partitions: Sequence[Any]) -> Counting:
     """Which of ``partitions`` (retention.engine.partitions.Partition) have a kept count that is whole.
 
     Called under the partitioned table's ``ACCESS EXCLUSIVE`` lock, so no
     write is in flight and the sums below are the rows the drop removes.
-    ``buckets``: each partition's bounds as buckets, None when not on quarter hours.
     """
     result = Counting()
     if not partitions:
         return result
     found = _signatures(conn, [p.quoted(conn) for p in partitions])
-    result.relids = {partitions[i].label: int(row.relid) for i, row in found.items()}
-    result.parent = next((int(row.parent) for row in found.values()), None)
-    result.installed = any(row.triggers for row in found.values())
-    if not result.installed:
+    if not any(row.triggers for row in found.values()):
         for p in partitions:
             result.scanned[p.label] = "not tracked (retention partitions track)"
         return result
@@ -257,8 +258,8 @@ def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[t
         # plan against a read-only role, or a database whose engine tables are older: counted as before.
         for p in partitions:
             result.scanned[p.label] = "the engine's partition tracking tables are not readable here"
-        result.installed = False
         return result
+    result.relids = {partitions[i].label: int(row.relid) for i, row in found.items()}
     tracking = store.partition_tracking
     relids = [int(row.relid) for row in found.values()]
     tracked = {
@@ -268,7 +269,7 @@ def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[t
     for index, partition in enumerate(partitions):
         row = found.get(index)
         recorded = tracked.get(int(row.relid)) if row is not None else None
-        reason = _why_not(row, recorded, buckets[index])
+        reason = _why_not(row, recorded, partition_buckets(partition))
         if reason is not None:
             result.scanned[partition.label] = reason
             continue
@@ -408,8 +409,8 @@ def track(
         parent_oid = int(conn.execute(sa.text("SELECT to_regclass(:p)::oid::bigint"), {"p": parent}).scalar_one())
         _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, table_function(column, kind), schema)
     for partition in partitions:
-        buckets = (bucket_of(partition.lower), bucket_of(partition.upper))
-        if buckets[0] is None or buckets[1] is None:
+        buckets = partition_buckets(partition)
+        if buckets is None:
             note(TrackOutcome(partition.label, "skipped", reason="its bounds are not on quarter hours"))
             continue
         with engine.begin() as conn:
@@ -420,7 +421,7 @@ def track(
                 continue
             tracking = store.partition_tracking
             recorded = conn.execute(sa.select(tracking).where(tracking.c.relid == int(row.relid))).first()
-            if _why_not(row, recorded, (buckets[0], buckets[1])) is None:
+            if _why_not(row, recorded, buckets) is None:
                 note(TrackOutcome(partition.label, "already"))
                 continue
             _ensure_triggers(conn, quoted, int(row.relid), _PARTITION_TRIGGERS, PARTITION_FUNCTION, schema)
