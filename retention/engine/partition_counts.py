@@ -24,11 +24,15 @@ rows are written:
   (no write to it in flight): the deltas already in its range are replaced by
   that count, and ``retention_partition_tracking`` keeps what the catalog said
   then (the partition's ``pg_class`` and ``pg_inherits`` rows, each trigger's
-  ``pg_trigger`` row and function, by ``xmin``).
+  ``pg_trigger`` row and function, by ``xmin``);
+- each ``track`` after that counts only partitions not yet tracked, and folds
+  each tracked partition's deltas into one row (:func:`compact`, no lock).
 
 At the drop, under the table's ``ACCESS EXCLUSIVE`` lock (no write in flight),
 a partition whose catalog rows are the same as when it was tracked is counted
-as the sum of its deltas. Any change falls back to ``count(*)``, with the
+as the sum of its deltas: two index range scans (:func:`kept_sum`), a few
+rows whatever the partition's size, with or without statistics on the
+deltas table (nothing analyses it). Any change falls back to ``count(*)``, with the
 reason logged and shown by ``plan``: a partition created or attached since
 (not tracked), one detached and attached again (a new ``pg_inherits`` row),
 truncated or altered (a new ``pg_class`` row), a trigger dropped, disabled, or
@@ -165,7 +169,8 @@ def _dollar(source: str) -> str:
 
 
 def bucket_of(value: Any) -> int | None:
-    """``floor(extract(epoch FROM value) / 900)`` as PostgreSQL computes it, or None unless on a quarter hour.
+    """A bound's bucket as the triggers compute a value's (``date_bin`` to the quarter hour, its epoch / 900),
+    or None unless the bound is on a quarter hour (a bucket would straddle two partitions).
 
     A naive timestamp's epoch reads it as UTC, as PostgreSQL's does; a date is its midnight.
     """
@@ -387,8 +392,10 @@ def track(
     tracked: its triggers, a ``SHARE`` lock (writes to it wait, reads do
     not), its exact ``count(*)`` in place of the deltas in its range, and its
     catalog rows. A partition already tracked, whose catalog rows are
-    unchanged, is left as it is (no count). Idempotent: run it after creating
-    partitions (or from the job that creates them).
+    unchanged, is left as it is (no count). Then each tracked partition's
+    deltas are folded into one row (:func:`compact`), and the deltas table is
+    vacuumed if that left ``VACUUM_AFTER`` dead rows or more. Idempotent: run
+    it after creating partitions (or from the job that creates them).
     """
     outcomes: list[TrackOutcome] = []
 
@@ -535,8 +542,10 @@ def forget_dropped(conn: sa.Connection, relids: Sequence[int]) -> None:
 def untrack_all(conn: sa.Connection) -> int:
     """Drop every counting trigger, the functions in this schema and the kept counts; returns the triggers dropped.
 
-    For ``db downgrade`` below 0019 (a trigger left behind would fail the
-    application's writes once the table it writes is gone) and ``untrack``.
+    For ``retention partitions untrack``. ``db downgrade`` below 0019 drops
+    the same triggers and functions with its own copy of this SQL (a
+    migration does not import the engine): a trigger left behind would fail
+    the application's writes once the table it writes is gone.
     """
     schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
     functions = "p.proname LIKE 'retention\\_rows\\_%'"
