@@ -473,8 +473,8 @@ class _PrefixTable:
         # root, so room for four of those more keeps the table from growing but in the improbable case.
         room = expected + 4 * isqrt(expected) + 16
         size = 1 << (2 * room - 1).bit_length()
-        self.keys = array("Q", bytes(8 * size))
-        self.locs = array("Q", bytes(8 * size))
+        self.keys = array("Q", [0]) * size  # repeated in place: no zeroed bytes object of the same size first
+        self.locs = array("Q", [0]) * size
         self.used = 0
 
     def add(self, prefix: int, loc: int) -> None:
@@ -503,8 +503,8 @@ class _PrefixTable:
     def _grow(self) -> None:
         """Twice the slots, the old arrays read straight into the new ones (no Python object per claim)."""
         keys, locs = self.keys, self.locs
-        self.keys = array("Q", bytes(16 * len(keys)))
-        self.locs = array("Q", bytes(16 * len(keys)))
+        self.keys = array("Q", [0]) * (2 * len(keys))
+        self.locs = array("Q", [0]) * (2 * len(keys))
         self.used = 0
         for k, v in zip(keys, locs, strict=True):
             if k:
