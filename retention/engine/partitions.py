@@ -169,11 +169,12 @@ class Tally:
 
 
 def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tally:
-    """Count every partition and find the clock's extremes in one statement.
+    """Count every partition and find the clock's extremes in one statement (and one for the kept counts).
 
     A partition whose count is kept as it is written, whole since it was
-    tracked (:func:`partition_counts.counting`), is the sum of its deltas: a
-    few hundred rows of an index, whatever its size. Any other is counted by
+    tracked, is the sum of its deltas, summed for all such partitions in one
+    statement first (:func:`partition_counts.counting`): a few hundred rows
+    of an index each, whatever its size. Any other is counted by
     ``count(*)``, a scan of the partition that skips per-row visibility
     checks on pages vacuum has marked all-visible (old partitions, the ones
     dropped, are). One scalar subquery per partition and measure, so each is
@@ -189,7 +190,8 @@ def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tall
     parts = []
     for index, partition in enumerate(partitions):
         table = partition.quoted(conn)
-        count = counting.kept.get(partition.label) or f"SELECT count(*) FROM {table}"
+        kept = counting.kept.get(partition.label)
+        count = f"SELECT count(*) FROM {table}" if kept is None else str(int(kept))
         parts += [
             f"({count}) AS c{index}",
             f"(SELECT min({quoted}) FROM {table}) AS l{index}",
