@@ -26,7 +26,9 @@ for a page's hits at once (:func:`_match_pass`, :func:`_confirmed`).
 claims (:func:`audit_claims`), matched here.
 
 Cost: one pass over each audited table and one HMAC per live row and per
-run with claims on its dataset; one indexed probe per page and run.
+run with claims on its dataset; one indexed probe per page and run; for
+format 5, one read of the claimed blocks per pass and one ``substr`` read
+of the items hit per page with hits.
 """
 
 from __future__ import annotations
@@ -460,7 +462,7 @@ class _PrefixTable:
     """One pass's format-5 claims: record-pseudonym prefix -> (entry, position), open addressing in two arrays.
 
     Sixteen bytes per slot, sized from the expected claims so that at most
-    half the slots are used (2 to 4 slots per claim: 32 to 64 bytes), and no
+    half the slots are used (at scale 2 to 4 slots per claim: 32 to 64 bytes), and no
     Python object per claim (a set of the same
     prefixes would take about 100). A prefix is 64 bits of an HMAC: a live
     row's pseudonym sharing one with a claim it is not is improbable (about
