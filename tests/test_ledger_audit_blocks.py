@@ -37,9 +37,9 @@ def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
 ) -> None:
     """Rows put back whose claims are in two blocks: named, and no block is read whole but by the pass's load.
 
-    Confirming a hit used to read its whole block again (91 bytes per item,
-    50,000 items a block), once per page and block once more than a few
-    blocks were in play.
+    Each page's hits are confirmed on a span of their block read by
+    ``substr`` (one statement a page); the former confirmation read whole
+    blocks again, once per page and block.
     """
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET)
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", "")

@@ -20,15 +20,15 @@ aggregate, and memory holds one page whatever the ledger's size. Format-5
 claims have no index: their record pseudonyms' 8-byte prefixes are read
 from the blocks into a table of at most ``BLOCK_PASS_CLAIMS`` claims (32
 bytes each at most), in as many passes over the live keys as that bound
-needs, and each hit is confirmed on the item's 32 bytes, read by substring
-for a page's hits at once (:func:`_match_pass`, :func:`_confirmed`).
+needs, and each hit is confirmed on the item's 32 bytes, read for a page's
+hits at once as spans of their blocks (:func:`_match_pass`, :func:`_confirmed`).
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
 claims (:func:`audit_claims`), matched here.
 
 Cost: one pass over each audited table and one HMAC per live row and per
 run with claims on its dataset; one indexed probe per page and run; for
-format 5, one read of the claimed blocks per pass and one ``substr`` read
-of the items hit per page with hits.
+format 5, one read of the claimed blocks per pass and, per page with
+hits, one ``substr`` read of each block hit (the span of its hits).
 """
 
 from __future__ import annotations
@@ -649,23 +649,53 @@ def _match_pass(
 def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, bytes, str]]) -> list[tuple[Claim, str]]:
     """The ``hits`` (entry, position, run, pseudonym, live key) whose item holds that whole pseudonym, with the key.
 
-    A hit matched 8 bytes of a prefix; the item's 32 bytes, read by
-    substring for all of a page's hits at once (:func:`_block_claims_at`),
-    tell it apart. Reading whole blocks instead (91 bytes per item) read a
-    block again for every page with a hit in it, once more than a few
-    blocks were in play (a masked dataset: most live rows are claims).
+    A hit matched 8 bytes of a prefix; the item's 32 bytes tell it apart.
+    Each block with hits on the page is read once, in one statement for
+    the page: the span from its first hit's item to its last (``substr``).
+    Not an item at a time: PostgreSQL stores the bodies lz4-compressed, and
+    a ``substr`` decompresses the body up to the offset, so 20,000 hits in
+    200 blocks took 86 s read by item against 23 s by block
+    (bench/RESULTS.md). Not whole blocks kept between pages either: a
+    page's hits are sorted, so a block is read once per page anyway.
     """
     if not hits:
         return []
-    by_item: dict[tuple[int, int], list[tuple[str, bytes, str]]] = {}
+    entries, table = store.ledger, store.ledger_blocks
+    joined = table.join(entries, entries.c.seq == table.c.entry_seq)
+    scope = [entries.c.format == blocks.FORMAT, *_scope(name)]
+    by_block: dict[int, list[tuple[int, str, bytes, str]]] = {}
     for seq, idx, run_id, value, key_text in hits:
-        by_item.setdefault((seq, idx), []).append((run_id, value, key_text))
-    found = []
-    for claim in _block_claims_at(conn, sorted(by_item), name):
-        for run_id, value, key_text in by_item[(claim.seq, claim.idx or 0)]:
-            if claim.run_id == run_id and claim.pseudonym == value.hex():
-                found.append((claim, key_text))
-    return found
+        by_block.setdefault(seq, []).append((idx, run_id, value, key_text))
+    spans = [(seq, min(h[0] for h in found), max(h[0] for h in found)) for seq, found in sorted(by_block.items())]
+    size = blocks.ITEM_SIZE
+    confirmed: list[tuple[Claim, str]] = []
+    for start in range(0, len(spans), _SUBSTR):
+        parts = [
+            sa.select(
+                entries.c.seq,
+                sa.cast(sa.literal(low), sa.Integer).label("low"),
+                entries.c.run_id,
+                entries.c.pack_id,
+                entries.c.transition,
+                entries.c.action,
+                sa.func.substr(
+                    table.c.body,
+                    sa.cast(sa.literal(low * size + 1), sa.Integer),
+                    sa.cast(sa.literal((high - low) * size + blocks.PSEUDONYM_SIZE), sa.Integer),
+                ).label("span"),
+            )
+            .select_from(joined)
+            .where(entries.c.seq == seq, *scope)
+            for seq, low, high in spans[start : start + _SUBSTR]
+        ]
+        for seq, low, run_id, pack_id, transition, action, span in conn.execute(sa.union_all(*parts)):
+            span = bytes(span or b"")
+            for idx, wanted_run, value, key_text in by_block[int(seq)]:
+                at = (idx - int(low)) * size
+                if run_id == wanted_run and span[at : at + blocks.PSEUDONYM_SIZE] == value:
+                    claim = Claim(int(seq), idx, run_id, pack_id, name, transition, action, value.hex())
+                    confirmed.append((claim, key_text))
+    return confirmed
 
 
 def _matching(
