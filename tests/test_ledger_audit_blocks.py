@@ -71,6 +71,9 @@ def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
     whole = [s for s in statements if WHOLE_BODY.search(s)]
     assert len(whole) == 1, whole  # the one pass's load of the prefixes
     assert any("substr(" in s.lower() and "ledger_blocks" in s for s in statements)
+    # One span a statement (the bound on the bytes a statement reads): the same claims named.
+    monkeypatch.setattr(ledger_audit, "_SPAN_BYTES", 1)
+    assert commands.audit_claims_of(engine, ledger5["pack"]).problems == expected
 
 
 def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:

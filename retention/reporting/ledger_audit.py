@@ -68,6 +68,8 @@ _RANGES = 50
 """Blocks read per query (ranges of the primary key) when a block holds entries that claim nothing."""
 _SUBSTR = 200
 """Chosen format-5 items read per query (one SELECT each in a UNION ALL; SQLite allows 500)."""
+_SPAN_BYTES = 32 << 20
+"""Bytes of block spans one statement confirming a page's format-5 hits reads at most (but one span, if longer)."""
 BLOCK_PASS_CLAIMS = 1 << 20
 """Format-5 claims one pass of the complete audit holds (a table of 16-byte slots, 2 to 4 per claim: 64 MiB)."""
 _SPACE = 1 << 64
@@ -651,7 +653,8 @@ def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, b
 
     A hit matched 8 bytes of a prefix; the item's 32 bytes tell it apart.
     Each block with hits on the page is read once, in one statement for
-    the page: the span from its first hit's item to its last (``substr``).
+    the page (or a few of ``_SPAN_BYTES`` each): the span from its first
+    hit's item to its last (``substr``).
     Not an item at a time: PostgreSQL stores the bodies lz4-compressed, and
     a ``substr`` decompresses the body up to the offset, so 20,000 hits in
     200 blocks took 86 s read by item against 23 s by block
@@ -668,8 +671,17 @@ def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, b
         by_block.setdefault(seq, []).append((idx, run_id, value, key_text))
     spans = [(seq, min(h[0] for h in found), max(h[0] for h in found)) for seq, found in sorted(by_block.items())]
     size = blocks.ITEM_SIZE
+    statements: list[list[tuple[int, int, int]]] = [[]]
+    held = 0
+    for seq, low, high in spans:
+        length = (high - low) * size + blocks.PSEUDONYM_SIZE
+        if statements[-1] and (len(statements[-1]) == _SUBSTR or held + length > _SPAN_BYTES):
+            statements.append([])
+            held = 0
+        statements[-1].append((seq, low, high))
+        held += length
     confirmed: list[tuple[Claim, str]] = []
-    for start in range(0, len(spans), _SUBSTR):
+    for chosen in statements:
         parts = [
             sa.select(
                 entries.c.seq,
@@ -686,7 +698,7 @@ def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, b
             )
             .select_from(joined)
             .where(entries.c.seq == seq, *scope)
-            for seq, low, high in spans[start : start + _SUBSTR]
+            for seq, low, high in chosen
         ]
         for seq, low, run_id, pack_id, transition, action, span in conn.execute(sa.union_all(*parts)):
             span = bytes(span or b"")
