@@ -168,22 +168,34 @@ def _block_bodies(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> I
         yield (*row[:6], bytes(row[6]))
 
 
-def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: str | None) -> list[Claim]:
-    """The claims of format-5 items chosen by (entry, position): each item's record pseudonym read as a substring.
+def _item_spans(
+    conn: sa.Connection, spans: list[tuple[int, int, int]], dataset: str | None
+) -> Iterator[tuple[int, int, Any, Any, Any, Any, Any, bytes]]:
+    """(entry, first item, run, pack, dataset, transition, action, bytes) of each (entry, first item, last item)
+    span of format-5 blocks, read by ``substr`` from the first item's start to the last item's record pseudonym.
 
-    Only the item's 32 bytes travel; a block holding no item at a chosen
-    position (cut short past the triggers) yields nothing, and the caller's
-    count check names it.
+    One ``UNION ALL`` of ``_SUBSTR`` spans (or ``_SPAN_BYTES`` of them) a
+    statement; a block without the span (cut short past the triggers) yields
+    what it holds of it, or nothing.
     """
     entries, table = store.ledger, store.ledger_blocks
     joined = table.join(entries, entries.c.seq == table.c.entry_seq)
     scope = [entries.c.format == blocks.FORMAT, *_scope(dataset)]
-    chosen: list[Claim] = []
-    for start in range(0, len(keys), _SUBSTR):
+    size = blocks.ITEM_SIZE
+    statements: list[list[tuple[int, int, int]]] = []
+    held = 0
+    for seq, low, high in spans:
+        length = (high - low) * size + blocks.PSEUDONYM_SIZE
+        if not statements or (statements[-1] and (len(statements[-1]) == _SUBSTR or held + length > _SPAN_BYTES)):
+            statements.append([])
+            held = 0
+        statements[-1].append((seq, low, high))
+        held += length
+    for chosen in statements:
         parts = [
             sa.select(
                 entries.c.seq,
-                sa.cast(sa.literal(idx), sa.Integer).label("idx"),
+                sa.cast(sa.literal(low), sa.Integer).label("low"),
                 entries.c.run_id,
                 entries.c.pack_id,
                 entries.c.dataset,
@@ -191,17 +203,32 @@ def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: 
                 entries.c.action,
                 sa.func.substr(
                     table.c.body,
-                    sa.cast(sa.literal(idx * blocks.ITEM_SIZE + 1), sa.Integer),
-                    sa.cast(sa.literal(blocks.PSEUDONYM_SIZE), sa.Integer),
-                ).label("record"),
+                    sa.cast(sa.literal(low * size + 1), sa.Integer),
+                    sa.cast(sa.literal((high - low) * size + blocks.PSEUDONYM_SIZE), sa.Integer),
+                ).label("span"),
             )
             .select_from(joined)
             .where(entries.c.seq == seq, *scope)
-            for seq, idx in keys[start : start + _SUBSTR]
+            for seq, low, high in chosen
         ]
-        for seq, idx, run_id, pack_id, name, transition, action, record in conn.execute(sa.union_all(*parts)):
-            if record is not None and len(record) == blocks.PSEUDONYM_SIZE:
-                chosen.append(Claim(int(seq), int(idx), run_id, pack_id, name, transition, action, bytes(record).hex()))
+        for seq, low, run_id, pack_id, name, transition, action, span in conn.execute(sa.union_all(*parts)):
+            yield int(seq), int(low), run_id, pack_id, name, transition, action, bytes(span or b"")
+
+
+def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: str | None) -> list[Claim]:
+    """The claims of format-5 items chosen by (entry, position): each item's record pseudonym read as a substring.
+
+    Only the item's 32 bytes travel; a block holding no item at a chosen
+    position (cut short past the triggers) yields nothing, and the caller's
+    count check names it.
+    """
+    chosen = [
+        Claim(seq, idx, run_id, pack_id, name, transition, action, record.hex())
+        for seq, idx, run_id, pack_id, name, transition, action, record in _item_spans(
+            conn, [(seq, idx, idx) for seq, idx in keys], dataset
+        )
+        if len(record) == blocks.PSEUDONYM_SIZE
+    ]
     return sorted(chosen, key=lambda c: (c.seq, c.idx))
 
 
@@ -654,7 +681,7 @@ def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, b
     A hit matched 8 bytes of a prefix; the item's 32 bytes tell it apart.
     Each block with hits on the page is read once, in one statement for
     the page (or a few of ``_SPAN_BYTES`` each): the span from its first
-    hit's item to its last (``substr``).
+    hit's item to its last (:func:`_item_spans`).
     Not an item at a time: PostgreSQL stores the bodies lz4-compressed, and
     a ``substr`` decompresses the body up to the offset, so 20,000 hits in
     200 blocks took 86 s read by item against 23 s by block
@@ -663,50 +690,16 @@ def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, b
     """
     if not hits:
         return []
-    entries, table = store.ledger, store.ledger_blocks
-    joined = table.join(entries, entries.c.seq == table.c.entry_seq)
-    scope = [entries.c.format == blocks.FORMAT, *_scope(name)]
     by_block: dict[int, list[tuple[int, str, bytes, str]]] = {}
     for seq, idx, run_id, value, key_text in hits:
         by_block.setdefault(seq, []).append((idx, run_id, value, key_text))
     spans = [(seq, min(h[0] for h in found), max(h[0] for h in found)) for seq, found in sorted(by_block.items())]
-    size = blocks.ITEM_SIZE
-    statements: list[list[tuple[int, int, int]]] = [[]]
-    held = 0
-    for seq, low, high in spans:
-        length = (high - low) * size + blocks.PSEUDONYM_SIZE
-        if statements[-1] and (len(statements[-1]) == _SUBSTR or held + length > _SPAN_BYTES):
-            statements.append([])
-            held = 0
-        statements[-1].append((seq, low, high))
-        held += length
     confirmed: list[tuple[Claim, str]] = []
-    for chosen in statements:
-        parts = [
-            sa.select(
-                entries.c.seq,
-                sa.cast(sa.literal(low), sa.Integer).label("low"),
-                entries.c.run_id,
-                entries.c.pack_id,
-                entries.c.transition,
-                entries.c.action,
-                sa.func.substr(
-                    table.c.body,
-                    sa.cast(sa.literal(low * size + 1), sa.Integer),
-                    sa.cast(sa.literal((high - low) * size + blocks.PSEUDONYM_SIZE), sa.Integer),
-                ).label("span"),
-            )
-            .select_from(joined)
-            .where(entries.c.seq == seq, *scope)
-            for seq, low, high in chosen
-        ]
-        for seq, low, run_id, pack_id, transition, action, span in conn.execute(sa.union_all(*parts)):
-            span = bytes(span or b"")
-            for idx, wanted_run, value, key_text in by_block[int(seq)]:
-                at = (idx - int(low)) * size
-                if run_id == wanted_run and span[at : at + blocks.PSEUDONYM_SIZE] == value:
-                    claim = Claim(int(seq), idx, run_id, pack_id, name, transition, action, value.hex())
-                    confirmed.append((claim, key_text))
+    for seq, low, run_id, pack_id, _name, transition, action, span in _item_spans(conn, spans, name):
+        for idx, wanted_run, value, key_text in by_block[seq]:
+            at = (idx - low) * blocks.ITEM_SIZE
+            if run_id == wanted_run and span[at : at + blocks.PSEUDONYM_SIZE] == value:
+                confirmed.append((Claim(seq, idx, run_id, pack_id, name, transition, action, value.hex()), key_text))
     return confirmed
 
 
