@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from retention.ledger import items as ledger_items
 from retention.ledger import pseudonyms
+from retention.reporting.ledger_audit import Claim
 from retention.store import tables as store
 
 
@@ -83,3 +84,30 @@ def move_counter(moves: Iterable[tuple[str, str, str, Any]]) -> Counter[tuple[st
     for dataset, key, transition, due in moves:
         counter[(dataset, key, transition)] += due if key == "*" and isinstance(due, int) else 1
     return counter
+
+
+def every_claim(conn: sa.Connection, dataset: str | None = None) -> list[Claim]:
+    """Every claim the ledger makes that a record left its table or was masked there, read entry by entry.
+
+    The audit never reads them all (it counts them and matches in the
+    database); a test does, by hand, to hold the audit's counts and samples
+    to: format 1 entries, the item rows of formats 2-4, and each format-5
+    block's items (the record pseudonym is an item's first 32 bytes).
+    """
+    entries, items = store.ledger, store.ledger_items
+    wanted = sa.or_(entries.c.transition.like("%->purged"), entries.c.action.in_(["anonymise", "archive"]))
+    query = sa.select(entries).where(entries.c.dataset.is_not(None), wanted).order_by(entries.c.seq)
+    if dataset is not None:
+        query = query.where(entries.c.dataset == dataset)
+    claims = []
+    for row in conn.execute(query).all():
+        head = (row.run_id, row.pack_id, row.dataset, row.transition, row.action)
+        if row.format is None:
+            if row.record_pseudonym is not None:
+                claims.append(Claim(row.seq, None, *head, row.record_pseudonym))
+            continue
+        for item in conn.execute(sa.select(items).where(items.c.entry_seq == row.seq).order_by(items.c.idx)):
+            claims.append(Claim(row.seq, item.idx, *head, item.record_pseudonym))
+        for idx, (record, _due) in enumerate(_block_items(conn, row.seq)):
+            claims.append(Claim(row.seq, idx, *head, record))
+    return claims

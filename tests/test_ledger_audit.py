@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from ledger_view import every_claim
 
 from retention import commands
 from retention.cli import main
@@ -146,7 +147,7 @@ def test_a_sample_is_bounded(shop: dict[str, Any]) -> None:
 def test_a_sample_is_drawn_from_every_claim(migrated: sa.Engine, shop: dict[str, Any]) -> None:
     """The sample is read by key after one pass over the claims' keys: distinct claims, all of them real, seeded."""
     with migrated.connect() as conn:
-        every = list(ledger_audit._claims(conn, None))
+        every = every_claim(conn)
         assert len(every) > 20
         drawn = [ledger_audit._sampled(conn, None, 20, random.Random(seed)) for seed in (1, 1, 2)]
         whole, total = ledger_audit._sampled(conn, None, len(every) + 5, random.Random(3))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from ledger_view import every_claim
 
 from retention.cli import main
 from retention.ledger import block_lookup, blocks, chain
@@ -456,7 +457,7 @@ def test_the_sample_counts_block_claims_and_reads_them_by_position(ledger5: dict
     small = audit(ledger5, "--sample", "5", "--dataset", "events")
     assert small.output.splitlines()[-1].startswith("ledger audit ") and "(a sample of 5 of 34)" in small.output
     with ledger5["engine"].connect() as conn:
-        every = sorted((c.seq, c.idx, c.pseudonym) for c in ledger_audit._claims(conn, None))
+        every = sorted((c.seq, c.idx, c.pseudonym) for c in every_claim(conn))
     expected = sorted(
         (
             ledger5["seqs"][batch_of(i)],

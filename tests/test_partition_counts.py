@@ -445,3 +445,78 @@ def test_a_write_in_flight_when_a_partition_is_tracked_is_counted_once(migrated:
     assert short(counted.rows)["access_log_2024_03"] == 2
     assert counted.rows == truth(migrated, list(counted.rows))
     assert waited  # track waited for the writer
+
+
+def _scans(plan: Any) -> list[tuple[str, str | None]]:
+    """(node type, index name) of every node of an ``EXPLAIN (FORMAT JSON)`` plan that reads a relation."""
+    found = []
+    if "Relation Name" in plan or "Index Name" in plan:
+        found.append((plan["Node Type"], plan.get("Index Name")))
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+@pytest.mark.only_on("postgresql")
+def test_the_drops_sums_scan_the_index_without_statistics_and_track_does_not_analyse(migrated: sa.Engine) -> None:
+    """track no longer runs ANALYZE on the deltas table; each kept sum is index range scans, statistics or none.
+
+    With no statistics (nothing analyses the table; autovacuum may be off),
+    then with statistics that say nearly every delta is the table's (a
+    week of one-row statements outside any partition's range).
+    """
+    build_partitioned(migrated, seed=19)
+    track(migrated)
+    track(migrated)  # the nightly track: folds the deltas
+
+    def stats() -> int:
+        with migrated.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text("SELECT count(*) FROM pg_stats WHERE tablename = 'retention_partition_rows'")
+                ).scalar_one()
+            )
+
+    def scans() -> list[tuple[str, str | None]]:
+        """The plan of each statement reading the deltas while a drop would count (plan's path), as it runs."""
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "retention_partition_rows" in statement:
+                statements.append(statement)
+
+        sa.event.listen(migrated, "before_cursor_execute", seen)
+        try:
+            counted = droppable_tally(migrated)
+        finally:
+            sa.event.remove(migrated, "before_cursor_execute", seen)
+        assert counted.counting is not None and len(counted.counting.kept) > 10
+        assert counted.rows == truth(migrated, list(counted.rows))
+        found = []
+        with migrated.connect() as conn:
+            for statement in statements:
+                if statement.lstrip().upper().startswith("SELECT") and "sum(" in statement:
+                    [plan] = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {statement}")).scalar_one()
+                    found += _scans(plan["Plan"])
+        return found
+
+    assert stats() == 0
+    without = scans()
+    with migrated.begin() as conn:
+        parent = conn.execute(sa.text("SELECT 'access_log'::regclass::oid::bigint")).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO retention_partition_rows (owner, bucket, delta) "
+                "SELECT :parent, 10000000 + g / 4, 1 FROM generate_series(1, 40000) AS g"
+            ),
+            {"parent": parent},
+        )
+    execute_sql(migrated, "ANALYZE retention_partition_rows")
+    assert stats() > 0
+    analysed = scans()
+    index = "ix_retention_partition_rows_owner_bucket"
+    for found in (without, analysed):
+        # Each sum an index range scan (a bitmap heap scan reads the pages its bitmap index scan found), never a
+        # sequential scan of every delta.
+        assert {node for node, _ in found} <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Bitmap Index Scan"}
+        assert {name for node, name in found if node != "Bitmap Heap Scan"} == {index}, found

@@ -24,11 +24,15 @@ rows are written:
   (no write to it in flight): the deltas already in its range are replaced by
   that count, and ``retention_partition_tracking`` keeps what the catalog said
   then (the partition's ``pg_class`` and ``pg_inherits`` rows, each trigger's
-  ``pg_trigger`` row and function, by ``xmin``).
+  ``pg_trigger`` row and function, by ``xmin``);
+- each ``track`` after that counts only partitions not yet tracked, and folds
+  each tracked partition's deltas into one row (:func:`compact`, no lock).
 
 At the drop, under the table's ``ACCESS EXCLUSIVE`` lock (no write in flight),
 a partition whose catalog rows are the same as when it was tracked is counted
-as the sum of its deltas. Any change falls back to ``count(*)``, with the
+as the sum of its deltas: two index range scans (:func:`kept_counts`), a few
+rows whatever the partition's size, with or without statistics on the
+deltas table (nothing analyses it). Any change falls back to ``count(*)``, with the
 reason logged and shown by ``plan``: a partition created or attached since
 (not tracked), one detached and attached again (a new ``pg_inherits`` row),
 truncated or altered (a new ``pg_class`` row), a trigger dropped, disabled, or
@@ -57,6 +61,11 @@ log = structlog.get_logger("retention")
 
 BUCKET_SECONDS = 900
 """A bucket is a quarter hour: every time zone's offset, so every zone's midnight, is a whole number of them."""
+
+VACUUM_AFTER = 10_000
+"""Rows ``track``'s fold deletes from which it vacuums the deltas table (about four months of a bulk load's
+quarter hours). A dead row costs the drop's sums about 0.4 µs (140,000 of them, 54 ms for 35 partitions against
+2.8 ms vacuumed; bench/RESULTS.md): fewer than this cost a drop 4 ms at most."""
 
 TRIGGER_PREFIX = "retention_rows_"
 PARTITION_FUNCTION = "retention_rows_partition"
@@ -161,7 +170,8 @@ def _dollar(source: str) -> str:
 
 
 def bucket_of(value: Any) -> int | None:
-    """``floor(extract(epoch FROM value) / 900)`` as PostgreSQL computes it, or None unless on a quarter hour.
+    """A bound's bucket as the triggers compute a value's (``date_bin`` to the quarter hour, its epoch / 900),
+    or None unless the bound is on a quarter hour (a bucket would straddle two partitions).
 
     A naive timestamp's epoch reads it as UTC, as PostgreSQL's does; a date is its midnight.
     """
@@ -176,6 +186,12 @@ def bucket_of(value: Any) -> int | None:
     if delta.microseconds or seconds % BUCKET_SECONDS:
         return None
     return seconds // BUCKET_SECONDS
+
+
+def partition_buckets(partition: Any) -> tuple[int, int] | None:
+    """A partition's bounds as buckets (first, end exclusive), or None unless both are on quarter hours."""
+    low, high = bucket_of(partition.lower), bucket_of(partition.upper)
+    return None if low is None or high is None else (low, high)
 
 
 _SIGNATURE = """
@@ -209,36 +225,32 @@ def _signature(row: Any) -> str:
 
 @dataclass
 class Counting:
-    """How each partition is counted at a drop: from its kept count (``kept``: label -> SQL) or by a scan."""
+    """How each partition is counted at a drop: by its kept count (``kept``) or by a scan (``scanned``)."""
 
-    kept: dict[str, str] = field(default_factory=dict)
-    """label -> a scalar subquery summing its deltas."""
+    kept: dict[str, int] = field(default_factory=dict)
+    """label -> its row count, the sum of its deltas (:func:`kept_counts`)."""
     scanned: dict[str, str] = field(default_factory=dict)
     """label -> why its kept count is not used."""
     relids: dict[str, int] = field(default_factory=dict)
-    parent: int | None = None
-    installed: bool = False
-    """Whether the table has counting triggers (so the engine's tracking tables exist and hold its rows)."""
+    """label -> oid of each partition whose deltas and tracking rows the drop removes with it: every one found,
+    when the table has counting triggers and the engine's tracking tables are readable; else none."""
 
     def how(self, label: str) -> str:
         return "kept" if label in self.kept else f"scanned: {self.scanned[label]}"
 
 
-def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[tuple[int, int] | None]) -> Counting:
+def counting(conn: sa.Connection, partitions: Sequence[Any]) -> Counting:
     """Which of ``partitions`` (retention.engine.partitions.Partition) have a kept count that is whole.
 
     Called under the partitioned table's ``ACCESS EXCLUSIVE`` lock, so no
-    write is in flight and the sums below are the rows the drop removes.
-    ``buckets``: each partition's bounds as buckets, None when not on quarter hours.
+    write is in flight and the kept counts summed here are the rows the drop
+    removes.
     """
     result = Counting()
     if not partitions:
         return result
     found = _signatures(conn, [p.quoted(conn) for p in partitions])
-    result.relids = {partitions[i].label: int(row.relid) for i, row in found.items()}
-    result.parent = next((int(row.parent) for row in found.values()), None)
-    result.installed = any(row.triggers for row in found.values())
-    if not result.installed:
+    if not any(row.triggers for row in found.values()):
         for p in partitions:
             result.scanned[p.label] = "not tracked (retention partitions track)"
         return result
@@ -253,29 +265,56 @@ def counting(conn: sa.Connection, partitions: Sequence[Any], buckets: Sequence[t
         # plan against a read-only role, or a database whose engine tables are older: counted as before.
         for p in partitions:
             result.scanned[p.label] = "the engine's partition tracking tables are not readable here"
-        result.installed = False
         return result
+    result.relids = {partitions[i].label: int(row.relid) for i, row in found.items()}
     tracking = store.partition_tracking
     relids = [int(row.relid) for row in found.values()]
     tracked = {
         int(row.relid): row
         for row in conn.execute(sa.select(tracking).where(tracking.c.relid.in_(relids))).all()  # few dozen oids
     }
+    whole: dict[str, tuple[int, int, int, int]] = {}
     for index, partition in enumerate(partitions):
         row = found.get(index)
         recorded = tracked.get(int(row.relid)) if row is not None else None
-        reason = _why_not(row, recorded, buckets[index])
+        reason = _why_not(row, recorded, partition_buckets(partition))
         if reason is not None:
             result.scanned[partition.label] = reason
             continue
         assert row is not None and recorded is not None
-        result.kept[partition.label] = (
-            "SELECT coalesce(sum(delta), 0) FROM "
-            + conn.dialect.identifier_preparer.format_table(store.partition_rows)
-            + f" WHERE (owner = {int(row.parent)} AND bucket >= {int(recorded.first_bucket)}"
-            f" AND bucket < {int(recorded.end_bucket)}) OR owner = {int(row.relid)}"
-        )
+        whole[partition.label] = (int(row.parent), int(recorded.first_bucket), int(recorded.end_bucket), int(row.relid))
+    result.kept = kept_counts(conn, whole)
     return result
+
+
+def kept_counts(conn: sa.Connection, wanted: dict[str, tuple[int, int, int, int]]) -> dict[str, int]:
+    """Partitions' kept counts, in one statement: label -> (parent, first bucket, end bucket, partition oid).
+
+    Each count is the table's deltas in the partition's buckets plus its
+    own, two sums each an equality on ``owner`` (and a range of ``bucket``):
+    a range scan of the ``(owner, bucket)`` index whatever the planner knows
+    of the table, statistics or none (autovacuum may be off, and nothing
+    analyses it). One plan for every partition (a ``VALUES`` list, the sums
+    correlated to it): a scalar subquery per partition planned each one
+    again, 0.3 ms a partition against 0.05 (bench/RESULTS.md).
+    """
+    if not wanted:
+        return {}
+    labels = sorted(wanted)
+    rows = _rows_sql(conn)
+    values = ", ".join(
+        f"({i}, CAST({int(p)} AS bigint), CAST({int(a)} AS bigint), CAST({int(b)} AS bigint), CAST({int(r)} AS bigint))"
+        for i, (p, a, b, r) in enumerate(wanted[label] for label in labels)
+    )
+    found = conn.execute(
+        sa.text(
+            f"SELECT v.i, (SELECT coalesce(sum(d.delta), 0) FROM {rows} d WHERE d.owner = v.parent "
+            "AND d.bucket >= v.first_bucket AND d.bucket < v.end_bucket) "
+            f"+ (SELECT coalesce(sum(d.delta), 0) FROM {rows} d WHERE d.owner = v.relid) "
+            f"FROM (VALUES {values}) AS v(i, parent, first_bucket, end_bucket, relid)"
+        )
+    ).all()
+    return {labels[int(i)]: int(count) for i, count in found}
 
 
 def _why_not(row: Any, recorded: Any, buckets: tuple[int, int] | None) -> str | None:
@@ -327,7 +366,6 @@ def _ensure_triggers(
     relid: int,
     triggers: dict[str, tuple[str, str]],
     function: str,
-    args: tuple[str, ...],
     schema: str,
 ) -> None:
     """Create the counting triggers of ``relation`` missing or not enabled ALWAYS (each change untracks it)."""
@@ -341,10 +379,9 @@ def _ensure_triggers(
             {"relid": relid},
         ).all()
     }
-    wanted_args = "".join(arg + "\\000" for arg in args)
     for name, (event, referencing) in triggers.items():
         found = present.get(name)
-        if found is not None and (found.tgenabled, found.proname, found.args) == ("A", function, wanted_args):
+        if found is not None and (found.tgenabled, found.proname, found.args) == ("A", function, ""):
             continue
         if found is not None:
             conn.execute(sa.text(f"DROP TRIGGER {_quote(conn, name)} ON {relation}"))
@@ -352,9 +389,7 @@ def _ensure_triggers(
             sa.text(
                 f"CREATE TRIGGER {_quote(conn, name)} AFTER {event} ON {relation} REFERENCING {referencing} "
                 "FOR EACH STATEMENT "
-                f"EXECUTE FUNCTION {_quote(conn, schema)}.{_quote(conn, function)}("
-                + ", ".join("'" + arg.replace("'", "''") + "'" for arg in args)
-                + ")"
+                f"EXECUTE FUNCTION {_quote(conn, schema)}.{_quote(conn, function)}()"
             )
         )
         # ALWAYS: also for sessions with session_replication_role = replica, which skip ordinary triggers.
@@ -372,8 +407,10 @@ def track(
     tracked: its triggers, a ``SHARE`` lock (writes to it wait, reads do
     not), its exact ``count(*)`` in place of the deltas in its range, and its
     catalog rows. A partition already tracked, whose catalog rows are
-    unchanged, is left as it is (no count). Idempotent: run it after creating
-    partitions (or from the job that creates them).
+    unchanged, is left as it is (no count). Then each tracked partition's
+    deltas are folded into one row (:func:`compact`), and the deltas table is
+    vacuumed if that left ``VACUUM_AFTER`` dead rows or more. Idempotent: run
+    it after creating partitions (or from the job that creates them).
     """
     outcomes: list[TrackOutcome] = []
 
@@ -392,10 +429,10 @@ def track(
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
         _ensure_functions(conn, schema, column, kind)
         parent_oid = int(conn.execute(sa.text("SELECT to_regclass(:p)::oid::bigint"), {"p": parent}).scalar_one())
-        _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, table_function(column, kind), (), schema)
+        _ensure_triggers(conn, parent, parent_oid, _TABLE_TRIGGERS, table_function(column, kind), schema)
     for partition in partitions:
-        buckets = (bucket_of(partition.lower), bucket_of(partition.upper))
-        if buckets[0] is None or buckets[1] is None:
+        buckets = partition_buckets(partition)
+        if buckets is None:
             note(TrackOutcome(partition.label, "skipped", reason="its bounds are not on quarter hours"))
             continue
         with engine.begin() as conn:
@@ -406,10 +443,10 @@ def track(
                 continue
             tracking = store.partition_tracking
             recorded = conn.execute(sa.select(tracking).where(tracking.c.relid == int(row.relid))).first()
-            if _why_not(row, recorded, (buckets[0], buckets[1])) is None:
+            if _why_not(row, recorded, buckets) is None:
                 note(TrackOutcome(partition.label, "already"))
                 continue
-            _ensure_triggers(conn, quoted, int(row.relid), _PARTITION_TRIGGERS, PARTITION_FUNCTION, (), schema)
+            _ensure_triggers(conn, quoted, int(row.relid), _PARTITION_TRIGGERS, PARTITION_FUNCTION, schema)
             # Writers to it (through the table or not) hold ROW EXCLUSIVE: SHARE waits for them and holds off
             # the next ones, so the count below and the deltas it replaces are the same rows.
             conn.execute(sa.text(f"LOCK TABLE {quoted} IN SHARE MODE"))
@@ -455,15 +492,17 @@ def track(
             )
         note(TrackOutcome(partition.label, "tracked", rows=rows))  # after its commit
     with engine.begin() as conn:
-        compact(conn, parent_oid)
-    # The folded deltas are dead rows the drop's index scans would still visit, and autovacuum may be off or
-    # late (it is on the bench's and the tests' servers): vacuumed here, the engine's own small table.
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"VACUUM (ANALYZE) {_rows_sql(conn)}"))
+        folded = compact(conn, parent_oid)
+    if folded >= VACUUM_AFTER:
+        # The folded deltas are dead rows until a vacuum, and autovacuum may be off or late: the drop's index
+        # scans would visit them (about 0.4 µs each), and their space would stay taken. No ANALYZE: the drop's
+        # sums are index range scans without statistics (kept_counts), and nothing else reads the table.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f"VACUUM {_rows_sql(conn)}"))
     return outcomes
 
 
-def compact(conn: sa.Connection, parent: int) -> None:
+def compact(conn: sa.Connection, parent: int) -> int:
     """Fold each tracked partition's deltas into one row, and remove the table's deltas no partition tracks.
 
     A bulk load leaves a delta per quarter hour (~35,000 a year) and an
@@ -471,25 +510,29 @@ def compact(conn: sa.Connection, parent: int) -> None:
     reads every delta of the partitions it drops. Folding keeps each sum:
     the rows deleted are exactly the rows summed (``DELETE ... RETURNING``),
     and a write committing meanwhile adds a delta this statement neither
-    sees nor deletes. So no lock: the application's writes go on.
+    sees nor deletes. So no lock: the application's writes go on. Returns
+    the rows deleted (dead until a vacuum).
     """
     rows, tracking = _rows_sql(conn), conn.dialect.identifier_preparer.format_table(store.partition_tracking)
-    conn.execute(
+    folded = conn.execute(
         sa.text(
             f"WITH gone AS (DELETE FROM {rows} r USING {tracking} t WHERE t.parent = :parent "
             "AND ((r.owner = :parent AND r.bucket >= t.first_bucket AND r.bucket < t.end_bucket) OR r.owner = t.relid) "
-            "RETURNING t.relid, r.delta) "
-            f"INSERT INTO {rows} (owner, bucket, delta) SELECT relid, NULL, sum(delta) FROM gone GROUP BY relid"
+            "RETURNING t.relid, r.delta), "
+            f"kept AS (INSERT INTO {rows} (owner, bucket, delta) SELECT relid, NULL, sum(delta) FROM gone "
+            "GROUP BY relid) "
+            "SELECT count(*) FROM gone"
         ),
         {"parent": parent},
-    )
-    conn.execute(
+    ).scalar_one()
+    stray = conn.execute(
         sa.text(
             f"DELETE FROM {rows} r WHERE r.owner = :parent AND NOT EXISTS (SELECT 1 FROM {tracking} t "
             "WHERE t.parent = :parent AND r.bucket >= t.first_bucket AND r.bucket < t.end_bucket)"
         ),
         {"parent": parent},
-    )
+    ).rowcount
+    return int(folded) + int(stray)
 
 
 def _rows_sql(conn: sa.Connection) -> str:
@@ -514,8 +557,10 @@ def forget_dropped(conn: sa.Connection, relids: Sequence[int]) -> None:
 def untrack_all(conn: sa.Connection) -> int:
     """Drop every counting trigger, the functions in this schema and the kept counts; returns the triggers dropped.
 
-    For ``db downgrade`` below 0019 (a trigger left behind would fail the
-    application's writes once the table it writes is gone) and ``untrack``.
+    For ``retention partitions untrack``. ``db downgrade`` below 0019 drops
+    the same triggers and functions with its own copy of this SQL (a
+    migration does not import the engine): a trigger left behind would fail
+    the application's writes once the table it writes is gone.
     """
     schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
     functions = "p.proname LIKE 'retention\\_rows\\_%'"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -149,35 +149,32 @@ def droppable(conn: sa.Connection, planner: DatasetPlanner, among: list[Partitio
 
 @dataclass(frozen=True)
 class Tally:
-    """Each partition's exact row count, and the least and greatest clock over them all (None when all are empty).
-
-    ``how``: for each partition, ``kept`` (its count kept as it was written,
-    :mod:`retention.engine.partition_counts`) or ``scanned: <why not kept>``.
-    """
+    """Each partition's exact row count, and the least and greatest clock over them all (None when all are empty)."""
 
     rows: dict[str, int]
     low: Any
     high: Any
-    how: dict[str, str] = field(default_factory=dict)
     counting: partition_counts.Counting | None = None
 
     @property
     def total(self) -> int:
         return sum(self.rows.values())
 
-
-def buckets(partition: Partition) -> tuple[int, int] | None:
-    """The partition's bounds as the counting triggers' quarter-hour buckets, or None if not on quarter hours."""
-    low, high = partition_counts.bucket_of(partition.lower), partition_counts.bucket_of(partition.upper)
-    return None if low is None or high is None else (low, high)
+    @property
+    def how(self) -> dict[str, str]:
+        """For each partition, ``kept`` (its count kept as it was written,
+        :mod:`retention.engine.partition_counts`) or ``scanned: <why not kept>``."""
+        counting = self.counting
+        return {} if counting is None else {label: counting.how(label) for label in self.rows}
 
 
 def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tally:
-    """Count every partition and find the clock's extremes in one statement.
+    """Count every partition and find the clock's extremes in one statement (and one for the kept counts).
 
     A partition whose count is kept as it is written, whole since it was
-    tracked (:func:`partition_counts.counting`), is the sum of its deltas: a
-    few hundred rows of an index, whatever its size. Any other is counted by
+    tracked, is the sum of its deltas, summed for all such partitions in one
+    statement first (:func:`partition_counts.counting`): a few hundred rows
+    of an index each, whatever its size. Any other is counted by
     ``count(*)``, a scan of the partition that skips per-row visibility
     checks on pages vacuum has marked all-visible (old partitions, the ones
     dropped, are). One scalar subquery per partition and measure, so each is
@@ -188,12 +185,13 @@ def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tall
     """
     if not partitions:
         return Tally({}, None, None)
-    counting = partition_counts.counting(conn, partitions, [buckets(p) for p in partitions])
+    counting = partition_counts.counting(conn, partitions)
     quoted = conn.dialect.identifier_preparer.quote(column)
     parts = []
     for index, partition in enumerate(partitions):
         table = partition.quoted(conn)
-        count = counting.kept.get(partition.label) or f"SELECT count(*) FROM {table}"
+        kept = counting.kept.get(partition.label)
+        count = f"SELECT count(*) FROM {table}" if kept is None else str(int(kept))
         parts += [
             f"({count}) AS c{index}",
             f"(SELECT min({quoted}) FROM {table}) AS l{index}",
@@ -206,8 +204,7 @@ def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tall
     counts = {p.label: int(row[3 * i]) for i, p in enumerate(partitions)}
     lows = [row[3 * i + 1] for i in range(len(partitions)) if row[3 * i + 1] is not None]
     highs = [row[3 * i + 2] for i in range(len(partitions)) if row[3 * i + 2] is not None]
-    how = {p.label: counting.how(p.label) for p in partitions}
-    return Tally(counts, min(lows, default=None), max(highs, default=None), how, counting)
+    return Tally(counts, min(lows, default=None), max(highs, default=None), counting)
 
 
 def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
@@ -280,8 +277,8 @@ def drop_due_partitions(
             clock_max = last.readings[0].moment(pack.timezone)
         conn.execute(sa.text("DROP TABLE " + ", ".join(p.quoted(conn) for p in partitions)))
         kept = counted.counting
-        if kept is not None and kept.installed and kept.parent is not None:
-            # Their deltas and tracking rows go with them, in the same transaction.
+        if kept is not None:
+            # Their deltas and tracking rows go with them, in the same transaction (none when not tracked).
             partition_counts.forget_dropped(conn, [kept.relids[p.label] for p in partitions if p.label in kept.relids])
         ledger.append(
             conn,

@@ -20,12 +20,15 @@ aggregate, and memory holds one page whatever the ledger's size. Format-5
 claims have no index: their record pseudonyms' 8-byte prefixes are read
 from the blocks into a table of at most ``BLOCK_PASS_CLAIMS`` claims (32
 bytes each at most), in as many passes over the live keys as that bound
-needs, and each hit is confirmed on the block's bytes (:func:`_match_pass`).
+needs, and each hit is confirmed on the item's 32 bytes, read for a page's
+hits at once as spans of their blocks (:func:`_match_pass`, :func:`_confirmed`).
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
 claims (:func:`audit_claims`), matched here.
 
 Cost: one pass over each audited table and one HMAC per live row and per
-run with claims on its dataset; one indexed probe per page and run.
+run with claims on its dataset; one indexed probe per page and run; for
+format 5, one read of the claimed blocks per pass and, per page with
+hits, one ``substr`` read of each block hit (the span of its hits).
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from __future__ import annotations
 import random
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
+from math import isqrt
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,10 +68,10 @@ _RANGES = 50
 """Blocks read per query (ranges of the primary key) when a block holds entries that claim nothing."""
 _SUBSTR = 200
 """Chosen format-5 items read per query (one SELECT each in a UNION ALL; SQLite allows 500)."""
+_SPAN_BYTES = 32 << 20
+"""Bytes of block spans one statement confirming a page's format-5 hits reads at most (but one span, if longer)."""
 BLOCK_PASS_CLAIMS = 1 << 20
-"""Format-5 claims one pass of the complete audit holds (16 bytes of table each, at most half full: 32 MiB)."""
-_BODIES = 8
-"""Blocks kept in memory while confirming the complete audit's hits (a page's hits are mostly in one or two)."""
+"""Format-5 claims one pass of the complete audit holds (a table of 16-byte slots, 2 to 4 per claim: 64 MiB)."""
 _SPACE = 1 << 64
 """Record pseudonyms' 8-byte prefixes, as unsigned integers, are below this."""
 
@@ -139,16 +142,6 @@ def _claim_queries(dataset: str | None) -> list[tuple[sa.Select[Any], tuple[Any,
     return [(per_item, (entries.c.seq, items.c.idx)), (per_v1, (entries.c.seq,))]
 
 
-def _claims(conn: sa.Connection, dataset: str | None) -> Iterator[Claim]:
-    for query, order in _claim_queries(dataset):
-        for row in conn.execution_options(yield_per=_CHUNK).execute(query.order_by(*order)):
-            yield Claim(*row)
-    for seq, run_id, pack_id, name, transition, action, body in _block_bodies(conn, _scope(dataset)):
-        for i in range(blocks.count(body)):
-            record = body[i * blocks.ITEM_SIZE : i * blocks.ITEM_SIZE + blocks.PSEUDONYM_SIZE].hex()
-            yield Claim(seq, i, run_id, pack_id, name, transition, action, record)
-
-
 def _block_bodies(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> Iterator[tuple[Any, ...]]:
     """(seq, run, pack, dataset, transition, action, body) of the format-5 entries ``where`` selects, one at a time.
 
@@ -175,22 +168,34 @@ def _block_bodies(conn: sa.Connection, where: list[sa.ColumnElement[bool]]) -> I
         yield (*row[:6], bytes(row[6]))
 
 
-def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: str | None) -> list[Claim]:
-    """The claims of format-5 items chosen by (entry, position): each item's record pseudonym read as a substring.
+def _item_spans(
+    conn: sa.Connection, spans: list[tuple[int, int, int]], dataset: str | None
+) -> Iterator[tuple[int, int, Any, Any, Any, Any, Any, bytes]]:
+    """(entry, first item, run, pack, dataset, transition, action, bytes) of each (entry, first item, last item)
+    span of format-5 blocks, read by ``substr`` from the first item's start to the last item's record pseudonym.
 
-    Only the item's 32 bytes travel; a block holding no item at a chosen
-    position (cut short past the triggers) yields nothing, and the caller's
-    count check names it.
+    One ``UNION ALL`` of ``_SUBSTR`` spans (or ``_SPAN_BYTES`` of them) a
+    statement; a block without the span (cut short past the triggers) yields
+    what it holds of it, or nothing.
     """
     entries, table = store.ledger, store.ledger_blocks
     joined = table.join(entries, entries.c.seq == table.c.entry_seq)
     scope = [entries.c.format == blocks.FORMAT, *_scope(dataset)]
-    chosen: list[Claim] = []
-    for start in range(0, len(keys), _SUBSTR):
+    size = blocks.ITEM_SIZE
+    statements: list[list[tuple[int, int, int]]] = []
+    held = 0
+    for seq, low, high in spans:
+        length = (high - low) * size + blocks.PSEUDONYM_SIZE
+        if not statements or (statements[-1] and (len(statements[-1]) == _SUBSTR or held + length > _SPAN_BYTES)):
+            statements.append([])
+            held = 0
+        statements[-1].append((seq, low, high))
+        held += length
+    for chosen in statements:
         parts = [
             sa.select(
                 entries.c.seq,
-                sa.cast(sa.literal(idx), sa.Integer).label("idx"),
+                sa.cast(sa.literal(low), sa.Integer).label("low"),
                 entries.c.run_id,
                 entries.c.pack_id,
                 entries.c.dataset,
@@ -198,17 +203,32 @@ def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: 
                 entries.c.action,
                 sa.func.substr(
                     table.c.body,
-                    sa.cast(sa.literal(idx * blocks.ITEM_SIZE + 1), sa.Integer),
-                    sa.cast(sa.literal(blocks.PSEUDONYM_SIZE), sa.Integer),
-                ).label("record"),
+                    sa.cast(sa.literal(low * size + 1), sa.Integer),
+                    sa.cast(sa.literal((high - low) * size + blocks.PSEUDONYM_SIZE), sa.Integer),
+                ).label("span"),
             )
             .select_from(joined)
             .where(entries.c.seq == seq, *scope)
-            for seq, idx in keys[start : start + _SUBSTR]
+            for seq, low, high in chosen
         ]
-        for seq, idx, run_id, pack_id, name, transition, action, record in conn.execute(sa.union_all(*parts)):
-            if record is not None and len(record) == blocks.PSEUDONYM_SIZE:
-                chosen.append(Claim(int(seq), int(idx), run_id, pack_id, name, transition, action, bytes(record).hex()))
+        for seq, low, run_id, pack_id, name, transition, action, span in conn.execute(sa.union_all(*parts)):
+            yield int(seq), int(low), run_id, pack_id, name, transition, action, bytes(span or b"")
+
+
+def _block_claims_at(conn: sa.Connection, keys: list[tuple[int, int]], dataset: str | None) -> list[Claim]:
+    """The claims of format-5 items chosen by (entry, position): each item's record pseudonym read as a substring.
+
+    Only the item's 32 bytes travel; a block holding no item at a chosen
+    position (cut short past the triggers) yields nothing, and the caller's
+    count check names it.
+    """
+    chosen = [
+        Claim(seq, idx, run_id, pack_id, name, transition, action, record.hex())
+        for seq, idx, run_id, pack_id, name, transition, action, record in _item_spans(
+            conn, [(seq, idx, idx) for seq, idx in keys], dataset
+        )
+        if len(record) == blocks.PSEUDONYM_SIZE
+    ]
     return sorted(chosen, key=lambda c: (c.seq, c.idx))
 
 
@@ -433,16 +453,7 @@ def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, d
 
 def _digest(key: bytes) -> Any:
     """HMAC-SHA256 under ``key`` as raw bytes (format 5 compares bytes; formats 2-4 take its hex)."""
-    inner, outer = pseudonyms.keyed(key).pads()
-
-    def digest(message: bytes) -> bytes:
-        i = inner.copy()
-        i.update(message)
-        o = outer.copy()
-        o.update(i.digest())
-        return o.digest()
-
-    return digest
+    return pseudonyms.keyed(key).digest
 
 
 _Range = tuple[str, int, int]
@@ -479,8 +490,9 @@ _IDX_BITS = 24
 class _PrefixTable:
     """One pass's format-5 claims: record-pseudonym prefix -> (entry, position), open addressing in two arrays.
 
-    Sixteen bytes per slot and at most half the slots used: 32 bytes per
-    claim at worst, and no Python object per claim (a set of the same
+    Sixteen bytes per slot, sized from the expected claims so that at most
+    half the slots are used (at scale 2 to 4 slots per claim: 32 to 64 bytes), and no
+    Python object per claim (a set of the same
     prefixes would take about 100). A prefix is 64 bits of an HMAC: a live
     row's pseudonym sharing one with a claim it is not is improbable (about
     live rows x claims / 2^64) and is told apart by the exact comparison
@@ -488,9 +500,12 @@ class _PrefixTable:
     """
 
     def __init__(self, expected: int) -> None:
-        size = 1 << max(4, (2 * expected + 1).bit_length())
-        self.keys = array("Q", bytes(8 * size))
-        self.locs = array("Q", bytes(8 * size))
+        # ``expected`` is a range's share of its run's claims: the count in the range is off by about its square
+        # root, so room for four of those more keeps the table from growing but in the improbable case.
+        room = expected + 4 * isqrt(expected) + 16
+        size = 1 << (2 * room - 1).bit_length()
+        self.keys = array("Q", [0]) * size  # repeated in place: no zeroed bytes object of the same size first
+        self.locs = array("Q", [0]) * size
         self.used = 0
 
     def add(self, prefix: int, loc: int) -> None:
@@ -517,12 +532,14 @@ class _PrefixTable:
         return found
 
     def _grow(self) -> None:
-        old = [(k, v) for k, v in zip(self.keys, self.locs, strict=True) if k]
-        self.keys = array("Q", bytes(16 * len(self.keys)))
-        self.locs = array("Q", bytes(8 * len(self.keys)))
+        """Twice the slots, the old arrays read straight into the new ones (no Python object per claim)."""
+        keys, locs = self.keys, self.locs
+        self.keys = array("Q", [0]) * (2 * len(keys))
+        self.locs = array("Q", [0]) * (2 * len(keys))
         self.used = 0
-        for k, v in old:
-            self.add(k, v)
+        for k, v in zip(keys, locs, strict=True):
+            if k:
+                self.add(k, v)
 
 
 def _load_pass(
@@ -550,25 +567,6 @@ def _load_pass(
     return table
 
 
-class _Blocks:
-    """Format-5 entries' blocks (with the entry's run, transition and action) for confirming hits, a few at a time."""
-
-    def __init__(self, conn: sa.Connection) -> None:
-        self.conn = conn
-        self.kept: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
-
-    def get(self, seq: int) -> tuple[Any, ...] | None:
-        if seq in self.kept:
-            self.kept.move_to_end(seq)
-            return self.kept[seq]
-        for row in _block_bodies(self.conn, [store.ledger.c.seq == seq]):
-            self.kept[seq] = row
-            if len(self.kept) > _BODIES:
-                self.kept.popitem(last=False)
-            return row
-        return None
-
-
 def _match_dataset(
     engine: sa.Engine,
     dataset: Dataset,
@@ -584,7 +582,7 @@ def _match_dataset(
     Claims of formats 1-4 are found by the database (indexes) in the first
     pass; format-5 claims by each pass's table of prefixes
     (:func:`_block_passes`, :class:`_PrefixTable`), every hit confirmed on
-    the block's bytes.
+    its item's bytes (:func:`_confirmed`).
     """
     block_runs = block_runs or {}
     passes: list[list[_Range]] = _block_passes(block_runs, BLOCK_PASS_CLAIMS) or [[]]
@@ -625,7 +623,6 @@ def _match_pass(
     block_ranges: dict[str, list[tuple[int, int]]] = {}
     for run_id, low, high in ranges:
         block_ranges.setdefault(run_id, []).append((low, high))
-    bodies = _Blocks(conn)
     slots, mask = (prefixes.keys, len(prefixes.keys) - 1) if prefixes is not None else (array("Q"), 0)
     prefix = f"record\x1f{name}\x1f".encode()
     problems: list[str] = []
@@ -663,13 +660,7 @@ def _match_pass(
         if wanted:
             for claim in _matching(conn, name, pack_id, wanted):
                 found.append((claim, wanted[(claim.run_id if claim.idx is not None else None, claim.pseudonym)]))
-        for seq, idx, run_id, value, key_text in sorted(hits):
-            row = bodies.get(seq)
-            if row is None or row[1] != run_id:
-                continue
-            start = idx * blocks.ITEM_SIZE
-            if row[6][start : start + blocks.PSEUDONYM_SIZE] == value:
-                found.append((Claim(seq, idx, run_id, pack_id, name, row[4], row[5], value.hex()), key_text))
+        found += _confirmed(conn, name, hits)
         masked: list[tuple[str, Claim]] = []
         for claim, key_text in sorted(found, key=lambda f: (f[0].seq, -1 if f[0].idx is None else f[0].idx)):
             if _expectation(dataset, claim) == "gone":
@@ -682,6 +673,34 @@ def _match_pass(
         problems += _unmasked(conn, dataset, name, table, key_column, masked)
         if len(rows) < _CHUNK:
             return problems
+
+
+def _confirmed(conn: sa.Connection, name: str, hits: list[tuple[int, int, str, bytes, str]]) -> list[tuple[Claim, str]]:
+    """The ``hits`` (entry, position, run, pseudonym, live key) whose item holds that whole pseudonym, with the key.
+
+    A hit matched 8 bytes of a prefix; the item's 32 bytes tell it apart.
+    Each block with hits on the page is read once, in one statement for
+    the page (or a few of ``_SPAN_BYTES`` each): the span from its first
+    hit's item to its last (:func:`_item_spans`).
+    Not an item at a time: PostgreSQL stores the bodies lz4-compressed, and
+    a ``substr`` decompresses the body up to the offset, so 20,000 hits in
+    200 blocks took 86 s read by item against 23 s by block
+    (bench/RESULTS.md). Not whole blocks kept between pages either: a
+    page's hits are sorted, so a block is read once per page anyway.
+    """
+    if not hits:
+        return []
+    by_block: dict[int, list[tuple[int, str, bytes, str]]] = {}
+    for seq, idx, run_id, value, key_text in hits:
+        by_block.setdefault(seq, []).append((idx, run_id, value, key_text))
+    spans = [(seq, min(h[0] for h in found), max(h[0] for h in found)) for seq, found in sorted(by_block.items())]
+    confirmed: list[tuple[Claim, str]] = []
+    for seq, low, run_id, pack_id, _name, transition, action, span in _item_spans(conn, spans, name):
+        for idx, wanted_run, value, key_text in by_block[seq]:
+            at = (idx - low) * blocks.ITEM_SIZE
+            if run_id == wanted_run and span[at : at + blocks.PSEUDONYM_SIZE] == value:
+                confirmed.append((Claim(seq, idx, run_id, pack_id, name, transition, action, value.hex()), key_text))
+    return confirmed
 
 
 def _matching(

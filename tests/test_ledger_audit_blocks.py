@@ -1,0 +1,112 @@
+"""The complete audit's format-5 matching: hits confirmed on the items' bytes, and its table of prefixes.
+
+The ledger is the one of tests/test_ledger_format5_read.py (written by the
+reference writers; every pseudonym and position computed there with hmac).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import test_ledger_format5_read as format5
+from test_ledger_format5_read import (
+    RUN_OF,
+    SECRET,
+    batch_of,
+    put_back,
+    record_of,
+    where_is,
+)
+
+from retention import commands
+from retention.reporting import ledger_audit
+
+WHOLE_BODY = re.compile(r"(?<!substr\()[`\"]?retention_ledger_blocks[`\"]?\.[`\"]?body\b", re.IGNORECASE)
+
+
+ledger5 = format5.ledger5  # the fixture, under its own name
+
+
+def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
+    ledger5: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows put back whose claims are in two blocks: named, and no block is read whole but by the pass's load.
+
+    Each page's hits are confirmed on a span of their block read by
+    ``substr`` (one statement a page); the former confirmation read whole
+    blocks again, once per page and block.
+    """
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET)
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", "")
+    monkeypatch.setattr(ledger_audit, "_CHUNK", 3)  # pages of 3 live keys: the hits fall in several pages
+    for i in (12, 27, 9):
+        put_back(ledger5, i)
+    statements: list[str] = []
+    here = threading.get_ident()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == here:
+            statements.append(statement)
+
+    engine = ledger5["engine"]
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        result = commands.audit_claims_of(engine, ledger5["pack"])
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    expected = []
+    for i in sorted((12, 27, 9), key=lambda i: (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])):
+        batch = batch_of(i)
+        expected.append(
+            f"dataset events: entry {ledger5['seqs'][batch]} item {where_is(batch, i)[0]} "
+            f"(record {record_of(RUN_OF[batch], i).hex()[:16]}) says active->purged (delete), but the live table "
+            "still holds that record"
+        )
+    assert result.problems == expected
+    whole = [s for s in statements if WHOLE_BODY.search(s)]
+    assert len(whole) == 1, whole  # the one pass's load of the prefixes
+    assert any("substr(" in s.lower() and "ledger_blocks" in s for s in statements)
+    # One span a statement (the bound on the bytes a statement reads): the same claims named.
+    monkeypatch.setattr(ledger_audit, "_SPAN_BYTES", 1)
+    assert commands.audit_claims_of(engine, ledger5["pack"]).problems == expected
+
+
+def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
+    """Sized for 10 claims and given 5,000 (it grows nine times): every claim is found, and only it.
+
+    Prefixes drawn so that many share their low bits (long probe runs),
+    some repeat (two claims, one prefix) and one is 0 (the empty slot's mark).
+    """
+    pick = random.Random(7)
+    claims: dict[int, list[int]] = {0: [1]}
+    for loc in range(2, 5_001):
+        prefix = pick.choice([pick.getrandbits(64), pick.getrandbits(40) << 24, pick.choice(list(claims))])
+        claims.setdefault(prefix, []).append(loc)
+    table = ledger_audit._PrefixTable(10)
+    first = len(table.keys)
+    for prefix, locs in claims.items():
+        for loc in locs:
+            table.add(prefix, loc)
+    assert len(table.keys) >= 8 * first and table.used == 5_000
+    for prefix, locs in claims.items():
+        found = table.get(prefix)
+        if prefix in (0, 1):  # 0 shares 1's slots: both are told apart by the exact comparison after
+            found = [loc for loc in found if loc in locs]
+        assert sorted(found) == locs
+    assert table.get(pick.getrandbits(64) | 1 << 63) == []
+
+
+def test_a_prefix_table_sized_for_its_claims_never_grows() -> None:
+    """A range's claims are its expected share give or take a few square roots: the table holds them as sized."""
+    for expected in (0, 1, 1_000, (1 << 16) - 1, 1 << 16):
+        table = ledger_audit._PrefixTable(expected)
+        size = len(table.keys)
+        pick = random.Random(expected)
+        for loc in range(expected + 4 * int(expected**0.5)):
+            table.add(pick.getrandbits(64), loc)
+        assert len(table.keys) == size, expected
