@@ -583,7 +583,8 @@ class SetPurge:
         t = store.ledger_blocks
         record, subject = self._pseudonyms(conn)
         clock = planner.sql.clocks[0]
-        rows = (
+        dialect = dialect_for(conn)
+        rows = dialect.block_rows(
             sa.select(
                 record.label("rec"),
                 subject.label("subj"),
@@ -591,13 +592,12 @@ class SetPurge:
             )
             .select_from(self.days.joined(conn, planner.table, clock))
             .where(*in_range)
-            .subquery("r")
-        )
+        ).subquery("r")
         block = (
             sa.select(
                 sa.literal(seq, store.SEQ),
                 sa.func.count(),
-                dialect_for(conn).block_body(rows.c.rec, rows.c.subj, rows.c.due),
+                dialect.block_body(rows.c.rec, rows.c.subj, rows.c.due),
             )
             .select_from(rows)
             .having(sa.func.count() > 0)
