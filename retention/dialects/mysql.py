@@ -301,6 +301,19 @@ class MySQLDialect(Dialect):
         # LIMIT is MySQL's documented "all rows" (2^64 - 1), so it keeps every row.
         return rows.limit(_ALL_ROWS)
 
+    def delete_listed(
+        self,
+        table: sa.Table,
+        where: Sequence[ColumnElement[bool]],
+        column: ColumnElement[Any],
+        listed: ColumnElement[Any],
+    ) -> sa.Delete:
+        # MariaDB before 11.1 runs a single-table DELETE's IN (SELECT ...) as a
+        # subquery per candidate row (every payload of the dataset, for the
+        # archive's); the multi-table form (DELETE FROM t USING t, listed)
+        # joins, a primary-key probe per listed value, and deletes from t alone.
+        return table.delete().where(*where, column == listed)
+
     def prepare_items(self, conn: sa.Connection) -> None:
         # On the driver's connection: a session setting, outside any transaction the caller begins next.
         raw = conn.connection.dbapi_connection
