@@ -98,12 +98,13 @@ EXPECTED_PURGE = {
 }
 
 
-def _table(engine: sa.Engine, name: str) -> sa.Table:
+def _table(engine: sa.Engine, name: str, key_type: Any = None) -> sa.Table:
     md = sa.MetaData()
+    text_keys = key_type is not None
     table = sa.Table(
         f"sa_{name}",
         md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("id", key_type if text_keys else sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("user_id", sa.String(40)),
         sa.Column("note", sa.String(60)),
         sa.Column("amount", sa.Numeric(10, 2)),
@@ -114,7 +115,13 @@ def _table(engine: sa.Engine, name: str) -> sa.Table:
         conn.execute(
             table.insert(),
             [
-                {"id": k, "user_id": s, "note": f'ünï "{k}" ✓' if k % 2 else None, "amount": k * 1.25, "collected": c}
+                {
+                    "id": str(k) if text_keys else k,
+                    "user_id": s,
+                    "note": f'ünï "{k}" ✓' if k % 2 else None,
+                    "amount": k * 1.25,
+                    "collected": c,
+                }
                 for k, s, c in ROWS
             ],
         )
@@ -232,3 +239,55 @@ def test_the_per_record_cases_are_logged_with_their_reason(
     assert [e.get("reason") for e in logs if e["event"] in ("archive_per_record", "archive_set_based")] == [
         "the archive is another database (no transaction or INSERT ... SELECT spans both)"
     ]
+
+
+def _stale_payload(engine: sa.Engine, dataset: str, record_key: str) -> None:
+    """A payload left from an earlier archive of a record that is active again (the copy must replace it)."""
+    with engine.begin() as conn:
+        conn.execute(
+            store.archive.insert().values(
+                dataset=dataset,
+                record_key=record_key,
+                payload='{"stale": true}',
+                archived_at=dt.datetime(2020, 1, 1, tzinfo=UTC),
+                purge_due_at=None,
+                run_id="earlier",
+            )
+        )
+
+
+@pytest.mark.parametrize("key_type", [sa.String(30), sa.Integer()], ids=["text-keys", "integer-keys"])
+def test_set_based_archive_replaces_stale_payloads_by_its_batch_keys(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, key_type: Any
+) -> None:
+    """The batch's keys stay in the database (a temporary table): payloads replaced, rows deleted by them alone.
+
+    A stale payload of a record the batch archives is replaced (one payload,
+    today's), one of a record it does not move (not due) is left alone, and
+    the rows, states and payloads equal the per-record path's, for text keys
+    as for integer ones.
+    """
+    integer = isinstance(key_type, sa.Integer)
+    slow_table = _table(migrated, "slow", None if integer else key_type)
+    fast_table = _table(migrated, "fast", None if integer else key_type)
+    for dataset in ("slow", "fast"):
+        _stale_payload(migrated, dataset, "2")  # archived by the run: replaced
+        _stale_payload(migrated, dataset, "5")  # not due: kept as it is
+    monkeypatch.setenv(set_purge.SWITCH, "0")
+    slow, _ = _run(migrated, "slow")
+    monkeypatch.delenv(set_purge.SWITCH)
+    fast, fast_logs = _run(migrated, "fast")
+    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
+    assert fast.counts["fast"] == slow.counts["slow"] == {"active->archived": 5, "archived->purged": 1}
+    s, f = _world(migrated, "slow", slow_table, slow.run_id), _world(migrated, "fast", fast_table, fast.run_id)
+    assert f == s
+    kept = {(k if integer else int(k)) for k in f["left"]}
+    assert kept == {5, 7, 8, 9}
+    a = store.archive
+    with migrated.connect() as conn:
+        rows = conn.execute(sa.select(a.c.record_key, a.c.payload, a.c.run_id).where(a.c.dataset == "fast")).all()
+    by_key = {r.record_key: r for r in rows}
+    assert len(rows) == len(by_key)  # one payload a record
+    assert by_key["2"].run_id == fast.run_id and "stale" not in by_key["2"].payload
+    assert (by_key["5"].run_id, by_key["5"].payload) == ("earlier", '{"stale": true}')
+    assert verify(migrated, secret=KEY).ok

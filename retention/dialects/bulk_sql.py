@@ -76,6 +76,22 @@ class BulkWriteSQL:
             arguments += [sa.literal(name, sa.String), sa.cast(value, sa.Text)]
         return sa.func.json_object(*arguments, type_=sa.Text)
 
+    def delete_listed(
+        self,
+        table: sa.Table,
+        where: Sequence[ColumnElement[bool]],
+        column: ColumnElement[Any],
+        listed: ColumnElement[Any],
+    ) -> sa.Delete:
+        """``DELETE`` of ``table``'s rows matching ``where`` whose ``column`` is one of ``listed`` (another table's).
+
+        A set-based archive batch deletes its payloads and rows by the keys
+        it wrote into a temporary table, not by a list sent from Python.
+        Generic: ``IN (SELECT ...)``, which PostgreSQL and SQLite run as a
+        lookup of the listed values.
+        """
+        return table.delete().where(*where, column.in_(sa.select(listed)))
+
     def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         """Text from the application's tables made comparable with the engine's text columns.
 

@@ -78,6 +78,15 @@ class ItemSQL:
         """
         raise NotImplementedError
 
+    def block_rows(self, rows: sa.Select[Any]) -> sa.Select[Any]:
+        """The batch's item rows (pseudonyms, due text) as the block aggregate's ``FROM`` subquery reads them.
+
+        :meth:`block_body` names the record pseudonym twice (the item and its
+        order); a database that merges the subquery into the aggregate's query
+        may compute that HMAC once for each. Generic: as it is.
+        """
+        return rows
+
     def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
         """The aggregate concatenating a group's binary ``value`` in ``order`` (NULL for no row).
 

@@ -36,7 +36,7 @@ import contextlib
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,6 +168,7 @@ class DueDays:
     table: sa.Table
     count: int
     due_rows: int = 0  # records due when the table was made (the clock's tally)
+    also: list[sa.Table] = field(default_factory=list)  # the pass's other temporary tables, dropped with it
 
     @classmethod
     def create(
@@ -240,9 +241,10 @@ class DueDays:
         )
 
     def drop(self, conn: sa.Connection) -> None:
-        """Drop the table; a session that is gone took its temporary table with it (nothing to report)."""
+        """Drop the table (and :attr:`also`); a session that is gone took its temporary tables with it."""
         with contextlib.suppress(sa.exc.DBAPIError), conn.begin():
-            self.table.drop(conn, checkfirst=True)
+            for table in (self.table, *self.also):
+                table.drop(conn, checkfirst=True)
 
 
 DUE_TEXT = sa.LargeBinary().with_variant(sa.dialects.mysql.VARBINARY(blocks.DUE_SIZE), "mysql", "mariadb")
@@ -366,9 +368,6 @@ class SetPurge:
     days: DueDays
     state: str = "purged"
     action: str = "delete"
-    keys: Sequence[Any] = ()  # the batch's keys, selected and locked (only where needs_keys)
-    needs_keys = False
-    """Whether :meth:`change` needs the batch's keys, not just its range (the dialect may skip fetching them)."""
     # The dialect's row address (Dialect.row_address): each batch is then one statement (_in_one_statement).
     address: ColumnElement[Any] | None = None
     _source: DatasetSQL | None = None
@@ -422,11 +421,7 @@ class SetPurge:
         if after is not None:
             query = query.where(key > after)
         query = dialect_for(conn).for_update(query.order_by(key).limit(planner.batch_size), planner.table)
-        if self.needs_keys:
-            self.keys = conn.execute(query).scalars().all()
-            last, scanned = (self.keys[-1], len(self.keys)) if self.keys else (None, 0)
-        else:
-            last, scanned = dialect_for(conn).last_of_batch(conn, query, planner.batch_size)
+        last, scanned = self.choose(conn, query, after)
         if not scanned:
             return None
         in_range = [selected, key <= last] + ([key > after] if after is not None else [])
@@ -435,6 +430,10 @@ class SetPurge:
         )
         counts = {planner.name: {self.transition: moved} if moved else {}}
         return Batch(planner.name, "active", [], scanned=scanned, moved=moved), counts, last
+
+    def choose(self, conn: sa.Connection, query: sa.Select[Any], after: Any) -> tuple[Any, int]:
+        """Lock the batch ``query`` selects (its keys in order); its last key and how many (None, 0 for none)."""
+        return dialect_for(conn).last_of_batch(conn, query, self.planner.batch_size)
 
     def _draft(self) -> ledger_items.BatchItems:
         """The entry's columns other than its items (which the database writes)."""
@@ -602,7 +601,7 @@ class SetPurge:
             (record_text, no_subject if subject_text is None else subject_text) if keyed else self._pseudonyms(conn)
         )
         clock = planner.sql.clocks[0]
-        rows = (
+        rows = dialect.block_rows(
             sa.select(
                 record.label("rec"),
                 subject.label("subj"),
@@ -610,8 +609,7 @@ class SetPurge:
             )
             .select_from(self.days.joined(conn, planner.table, clock))
             .where(*in_range)
-            .subquery("r")
-        )
+        ).subquery("r")
         args = (rows.c.rec, rows.c.subj, rows.c.due)
         body = dialect.keyed_block_body(key, prefixes, *args) if keyed else dialect.block_body(*args)
         block = (
