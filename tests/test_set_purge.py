@@ -464,8 +464,9 @@ def test_a_runs_block_is_the_block_of_the_python_pseudonyms_of_its_rows(migrated
     from retention.ledger.items import run_key
 
     events, _ = _tables(migrated)
-    # Not " ": MariaDB's PAD SPACE collations make nullif(' ', '') NULL, where the per-record path keys it.
-    subjects = ["u-1", None, "", "ünï ✓", "u-1", "x" * 40, "u-2 "]
+    # " " and "u-2 ": MariaDB's PAD SPACE collations compare them equal to "" and "u-2", where the per-record
+    # path keys each as it is.
+    subjects = ["u-1", None, "", "ünï ✓", "u-1", "x" * 40, "u-2 ", " "]
     at = dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC)
     with migrated.begin() as conn:
         conn.execute(events.insert(), [{"id": 10 + i, "user_id": u, "collected": at} for i, u in enumerate(subjects)])

@@ -462,7 +462,10 @@ class SetPurge:
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         subject_text = None
         if planner.subject is not None:
-            subject_text = sa.func.nullif(planner.text(conn, planner.subject), "")
+            # Not nullif(text, ''): under MariaDB's PAD SPACE collations ' ' = '', and a subject of spaces (keyed
+            # by the per-record path) would have gone unkeyed. A length is no comparison.
+            text = planner.text(conn, planner.subject)
+            subject_text = sa.case((sa.func.length(text) == 0, sa.null()), else_=text)
         return key, (f"record\x1f{planner.name}\x1f".encode(), b"subject\x1f"), record_text, subject_text
 
     def _pseudonyms(self, conn: sa.Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
