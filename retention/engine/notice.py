@@ -30,7 +30,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from retention.engine.execute import engine_tables_missing
-from retention.errors import ConfigError
+from retention.errors import ConcurrentChangeError, ConfigError
 from retention.policy import LoadedPack
 from retention.store import tables as store
 from retention.timing.clock import local_date, utcnow
@@ -98,13 +98,27 @@ class VersionNotice:
         return local_date(self.first_seen_at, self.loaded.pack.timezone)
 
 
-def record(conn: sa.Connection, packs: Iterable[LoadedPack], now: dt.datetime, seen_by: str) -> bool:
-    """Record the first sighting of each version not seen before, in the caller's transaction (True: any)."""
+def record(
+    conn: sa.Connection,
+    packs: Iterable[LoadedPack],
+    now: dt.datetime,
+    seen_by: str,
+    *,
+    known: Iterable[str] | None = None,
+) -> bool:
+    """Record the first sighting of each version not seen before, in the caller's transaction (True: any).
+
+    ``known``: the digests the caller already read as seen in this same
+    transaction (one SELECT fewer); a read from an earlier transaction would
+    miss a sighting another process committed since.
+    """
     table = store.pack_sightings
     wanted = {p.digest: p for p in packs}
     if not wanted:
         return False
-    known = set(conn.execute(sa.select(table.c.digest).where(table.c.digest.in_(sorted(wanted)))).scalars())
+    if known is None:
+        known = conn.execute(sa.select(table.c.digest).where(table.c.digest.in_(sorted(wanted)))).scalars()
+    known = set(known)
     rows = [
         {
             "digest": digest,
@@ -198,46 +212,73 @@ def sight_versions(
 ) -> list[VersionNotice] | None:
     """Record the first sighting of each version and return every version's notice status.
 
-    None where the engine's tables are missing or cannot be read; a role
-    that can read but not write them (a read-only ``plan``) records nothing.
+    None where the engine's tables are missing or cannot be read. The
+    sightings are read and the new ones written in one transaction, so a
+    sighting another process commits meanwhile is either read or makes the
+    insert fail on its key (then both are done again): a status is never
+    built from a read older than the write.
 
     ``must_record`` (``run``): a role that may not read the sightings, or
     not write a version's first one, is refused (ConfigError, naming the
-    privilege): the notice check is never skipped silently, and a version
-    whose sighting is not recorded would never be counted as seen.
+    privilege); a version still without a sighting afterwards is refused
+    too. The notice check is never skipped silently.
     ``notes`` (``plan``): a role that may not read them plans as a first run
     would, every version taken as first seen now, and a note says so there.
-    Otherwise (``check``) such a role is refused as ``run`` is.
+    Otherwise (``check``) a role that may not read them is refused; one that
+    may not write them records nothing, and a version not seen yet is
+    reported as not seen.
     """
+    digests = sorted({v.digest for v in packs})
     with engine.connect() as conn:
         if engine_tables_missing(conn) is not None:
             return None
         conn.rollback()
         now = utcnow()
-        try:
-            seen = sightings(conn, (v.digest for v in packs))
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated or not _denied(exc):
-                raise
-            conn.rollback()  # PostgreSQL needs a fresh transaction after an error
-            if notes is None:
-                raise _refused("SELECT") from None
-            notes.append(UNREADABLE_NOTE)
-            return statuses(None, packs, seen={v.digest: now for v in packs})
-        conn.rollback()
-        try:
-            with conn.begin():
-                recorded = record(conn, packs, now, seen_by)
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise
-            if must_record and _denied(exc):
-                raise _refused("INSERT") from None
-            recorded = True  # another process's sighting first (a unique key), or a read-only plan's: read again
-        # What the first read found, unless this recorded a sighting: then as stored (the database's precision).
-        result = statuses(conn, packs) if recorded else statuses(None, packs, seen=seen)
-        conn.rollback()
+        recorded: bool | None = None  # None: could not record
+        for _attempt in range(_ATTEMPTS):
+            conn.begin()
+            try:
+                seen = sightings(conn, digests)
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated or not _denied(exc):
+                    raise
+                conn.rollback()  # PostgreSQL needs a fresh transaction after an error
+                if notes is None:
+                    raise _refused("SELECT") from None
+                notes.append(UNREADABLE_NOTE)
+                return statuses(None, packs, seen={v.digest: now for v in packs})
+            try:
+                recorded = record(conn, packs, now, seen_by, known=seen)
+                conn.commit()
+                break
+            except sa.exc.IntegrityError:
+                conn.rollback()  # another process recorded one of them first: read and record again
+                recorded = None
+            except sa.exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+                conn.rollback()
+                if must_record and _denied(exc):
+                    raise _refused("INSERT") from None
+                recorded = None  # a read-only plan's or check's: they go on without
+                break
+        if recorded is None or recorded:
+            seen = sightings(conn, digests)  # as stored (the database's precision), and others' since
+            conn.rollback()
+        result = statuses(None, packs, seen=seen)
+        if must_record:
+            unseen = [v for v in result if v.first_seen_at is None]
+            if unseen:
+                pack = unseen[0].loaded.pack
+                raise ConcurrentChangeError(
+                    f"the first sighting of pack {pack.pack} version {pack.version} could not be recorded, "
+                    "as other processes kept recording sightings meanwhile; its notice cannot be checked: run again"
+                )
         return result
+
+
+_ATTEMPTS = 3
+"""Reads and writes of the sightings, each after another process's sighting of the same digest won."""
 
 
 _NOT_RULES = ("version", "title", "effective_from", "notice", "announced", "datasets")

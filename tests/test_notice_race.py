@@ -1,0 +1,85 @@
+"""A version's first sighting committed by another process while ``run`` records its own (review `plan`, finding 1).
+
+``run`` must then count the version's notice from that other sighting: a
+status built from a read made before the write would call the version "not
+seen", and ``run`` would apply it at once, without its notice check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from retention.engine import notice
+from retention.policy import LoadedPack, load_catalog
+from retention.store import tables as store
+
+VERSION = """\
+pack: race
+version: "{version}"
+effective_from: {effective}
+timezone: UTC
+notice: P8D
+guard: {{max_share: 1.0}}
+datasets:
+  events:
+    table: events
+    key: id
+    basis: Logs kept {period}
+    keep:
+      - clock: {{column: at, type: timestamp}}
+        period: {period}
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+def _versions(tmp_path: Path) -> tuple[LoadedPack, LoadedPack]:
+    """Version 1 (in force since 2020) and version 2, taking effect two days from today."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    effective = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)
+    (rules / "v1.yaml").write_text(VERSION.format(version="1", effective="2020-01-01", period="P1Y"))
+    (rules / "v2.yaml").write_text(VERSION.format(version="2", effective=effective, period="P2Y"))
+    by_version = {p.pack.version: p for p in load_catalog(rules).packs}
+    return by_version["1"], by_version["2"]
+
+
+def test_a_sighting_committed_by_another_process_meanwhile_is_counted(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2 = _versions(tmp_path)
+    other = sa.create_engine(db_url)  # process B: a `check`, a writing `plan`, another shard
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    with other.begin() as conn:
+        notice.record(conn, [v1], long_ago, "run")
+    real = notice.record
+    raced: list[dt.datetime] = []
+
+    def racing(conn: sa.Connection, packs: Any, now: dt.datetime, seen_by: str, **kwargs: Any) -> bool:
+        if not raced:  # B sights version 2 first, after this process read the sightings, before it writes
+            raced.append(now)
+            with other.begin() as b:
+                real(b, [v2], now, "check")
+        return real(conn, packs, now, seen_by, **kwargs)
+
+    monkeypatch.setattr(notice, "record", racing)
+    try:
+        versions = notice.sight_versions(migrated, [v1, v2], "run", must_record=True)
+    finally:
+        other.dispose()
+    assert versions is not None
+    result = {v.loaded.pack.version: v for v in versions}
+    assert raced, "the other process's sighting was not made"
+    assert result["2"].status == "short", result["2"]
+    assert result["2"].first_seen_at is not None
+    assert result["2"].refuses(dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    assert result["1"].status == "first version" and result["1"].first_seen_at is not None
+    with migrated.connect() as conn:
+        rows = conn.execute(sa.select(store.pack_sightings.c.version, store.pack_sightings.c.seen_by)).all()
+    assert sorted(tuple(r) for r in rows) == [("1", "run"), ("2", "check")]  # B's sighting stands, once
