@@ -220,8 +220,9 @@ def sight_versions(
 
     ``must_record`` (``run``): a role that may not read the sightings, or
     not write a version's first one, is refused (ConfigError, naming the
-    privilege); a version still without a sighting afterwards is refused
-    too. The notice check is never skipped silently.
+    privilege), and so is any other failure to write, but another process's
+    sighting of the same digest; a version still without a sighting after
+    that is refused too. The notice check is never skipped silently.
     ``notes`` (``plan``): a role that may not read them plans as a first run
     would, every version taken as first seen now, and a note says so there.
     Otherwise (``check``) a role that may not read them is refused; one that
@@ -258,8 +259,10 @@ def sight_versions(
                 if exc.connection_invalidated:
                     raise
                 conn.rollback()
-                if must_record and _denied(exc):
-                    raise _refused("INSERT") from None
+                if must_record:
+                    if _denied(exc):
+                        raise _refused("INSERT") from None
+                    raise
                 recorded = None  # a read-only plan's or check's: they go on without
                 break
         if recorded is None or recorded:
