@@ -90,9 +90,32 @@ def _snapshot(url: str) -> tuple[list[str], list[tuple[object, ...]]]:
         engine.dispose()
 
 
-def _plan(url: str, tmp_path: Path) -> tuple[int, str]:
+def _engine_rows(url: str) -> dict[str, int]:
+    """The row count of each of the engine's tables (read with the admin URL)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                for t in store.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+
+
+def _grant(conn: sa.Connection, dialect: str, url: sa.URL, role: str | None, table: str, privileges: str) -> None:
+    """GRANT ``privileges`` on ``table`` of the test's database (or schema) to ``role``."""
+    assert role is not None
+    if dialect == "postgresql":
+        conn.execute(sa.text(f'GRANT {privileges} ON "{db_templates.pg_schema(url)}".{table} TO "{role}"'))
+    else:
+        for host in ("%", "localhost", "127.0.0.1"):
+            conn.execute(sa.text(f"GRANT {privileges} ON `{url.database}`.{table} TO '{role}'@'{host}'"))
+
+
+def _plan(url: str, tmp_path: Path, text: str = PACK) -> tuple[int, str]:
     pack = tmp_path / "pack.yaml"
-    pack.write_text(PACK)
+    pack.write_text(text)
     result = CliRunner().invoke(main, ["plan", "--rules", str(pack), "--db", url, "--as-of", AS_OF, "--format", "json"])
     return result.exit_code, result.output
 
@@ -207,11 +230,7 @@ def test_plan_with_a_role_that_may_not_read_one_engine_table(
     role = make_url(read_only_url).username
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables if t.name != withheld)]:
-            if dialect == "postgresql":
-                conn.execute(sa.text(f'GRANT SELECT ON "{db_templates.pg_schema(url)}".{table} TO "{role}"'))
-            else:
-                for host in ("%", "localhost", "127.0.0.1"):
-                    conn.execute(sa.text(f"GRANT SELECT ON `{url.database}`.{table} TO '{role}'@'{host}'"))
+            _grant(conn, dialect, url, role, table, "SELECT")
     engine.dispose()
     code, output = _plan(read_only_url, tmp_path)
     assert code == 0, output
@@ -244,16 +263,12 @@ def test_run_with_a_role_that_may_not_read_or_write_the_sightings_is_refused(
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in ["alembic_version", "ro_customers", *(t.name for t in store.metadata.sorted_tables)]:
             granted = other if table == "retention_pack_sightings" else "ALL PRIVILEGES"
-            if dialect == "postgresql":
-                schema = db_templates.pg_schema(url)
-                conn.execute(sa.text(f'GRANT {granted} ON "{schema}".{table} TO "{role}"'))
-            else:
-                for host in ("%", "localhost", "127.0.0.1"):
-                    conn.execute(sa.text(f"GRANT {granted} ON `{url.database}`.{table} TO '{role}'@'{host}'"))
+            _grant(conn, dialect, url, role, table, granted)
         if dialect == "postgresql":
+            schema = db_templates.pg_schema(url)
             conn.execute(sa.text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
     engine.dispose()
-    before = _snapshot(app_db)
+    before = _snapshot(app_db), _engine_rows(app_db)
     pack = tmp_path / "pack.yaml"
     pack.write_text(PACK)
     ran = CliRunner().invoke(main, ["run", "--rules", str(pack), "--db", read_only_url, "--as-of", AS_OF])
@@ -261,4 +276,67 @@ def test_run_with_a_role_that_may_not_read_or_write_the_sightings_is_refused(
     lines = ran.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in ran.output, ran.output
     assert f"lacks the {lacking} privilege on retention_pack_sightings" in lines[0], ran.output
-    assert _snapshot(app_db) == before
+    after = _snapshot(app_db), _engine_rows(app_db)
+    assert after == before  # no run record, sighting or ledger entry either
+    assert before[1]["retention_pack_sightings"] == 0  # the version is new: the run had a sighting to write
+
+
+# Version 2 changes the customers dataset (its basis) and takes effect a month before AS_OF; never seen before,
+# it counts as first seen today (2026-12 or later), so it is back-dated and its notice not yet run out at AS_OF.
+PACK_V2 = (
+    PACK.replace('version: "1"', 'version: "2"')
+    .replace('effective_from: "2000-01-01"', 'effective_from: "2026-05-01"\nnotice: P8D')
+    .replace("basis: contract", "basis: contract (2026)")
+)
+
+
+@pytest.mark.parametrize(
+    "withheld", ["retention_pack_sightings", None], ids=["sightings-unreadable", "sightings-read-only"]
+)
+def test_a_plan_that_cannot_record_a_new_version_predicts_the_run_refusing_it(
+    dialect: str, app_db: str, read_only_url: str, tmp_path: Path, withheld: str | None
+) -> None:
+    """A role that may not write the sightings (or not even read them) plans as the run will count: from now."""
+    engine = sa.create_engine(app_db)
+    migrate.upgrade(engine)
+    url = make_url(app_db)
+    role = make_url(read_only_url).username
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables if t.name != withheld)]:
+            _grant(conn, dialect, url, role, table, "SELECT")
+    engine.dispose()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "v1.yaml").write_text(PACK)
+    (rules / "v2.yaml").write_text(PACK_V2)
+    before = _snapshot(app_db), _engine_rows(app_db)
+    result = CliRunner().invoke(
+        main, ["plan", "--rules", str(rules), "--db", read_only_url, "--as-of", AS_OF, "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.output)["notes"]
+    refused = [n for n in notes if n.endswith("run refuses it without --accept-short-notice")]
+    assert len(refused) == 1 and "pack readonly version 2 " in refused[0], notes
+    assert (_snapshot(app_db), _engine_rows(app_db)) == before
+
+
+def test_check_with_a_role_that_may_not_read_the_sightings_is_refused(
+    dialect: str, app_db: str, read_only_url: str, tmp_path: Path
+) -> None:
+    """``check`` counts notice from the sightings: without SELECT on them, one line naming it, exit 2."""
+    engine = sa.create_engine(app_db)
+    migrate.upgrade(engine)
+    url = make_url(app_db)
+    role = make_url(read_only_url).username
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables)]:
+            if table != "retention_pack_sightings":
+                _grant(conn, dialect, url, role, table, "SELECT")
+    engine.dispose()
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK)
+    checked = CliRunner().invoke(main, ["check", "--rules", str(pack), "--db", read_only_url])
+    assert checked.exit_code == 2, checked.output
+    lines = checked.output.strip().splitlines()
+    assert "Traceback" not in checked.output, checked.output
+    assert "lacks the SELECT privilege on retention_pack_sightings" in lines[-1], checked.output

@@ -224,7 +224,9 @@ def sight_versions(
     sighting of the same digest; a version still without a sighting after
     that is refused too. The notice check is never skipped silently.
     ``notes`` (``plan``): a role that may not read them plans as a first run
-    would, every version taken as first seen now, and a note says so there.
+    would, every version taken as first seen now, and a note says so there;
+    one that may read but not write them counts each version not seen yet
+    from now, as the run that records it will.
     Otherwise (``check``) a role that may not read them is refused; one that
     may not write them records nothing, and a version not seen yet is
     reported as not seen.
@@ -268,6 +270,8 @@ def sight_versions(
         if recorded is None or recorded:
             seen = sightings(conn, digests)  # as stored (the database's precision), and others' since
             conn.rollback()
+        if recorded is None and notes is not None:
+            seen = {**{d: now for d in digests}, **seen}  # not seen yet: counted from now, as the run will
         result = statuses(None, packs, seen=seen)
         if must_record:
             unseen = [v for v in result if v.first_seen_at is None]
