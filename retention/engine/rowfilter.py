@@ -202,8 +202,9 @@ class CatalogRead:
     ``info`` is SQLAlchemy's ``_ReflectionInfo`` (columns, keys, indexes,
     constraints, comments, options of each table): the very object
     ``MetaData.reflect`` builds its tables from. ``cache`` is the check's
-    inspector's cache (the schema's table names, its types), so that
-    reflection asks none of it again. Plain data only: nothing here refers
+    inspector's cache, so that reflection does not ask the schema's table
+    names again (a table built with ``autoload_with`` takes an inspector
+    of its own, so its types may be asked again). Plain data only: nothing here refers
     to the connection or its transaction (see ``_CATALOG_READS``).
     """
 
@@ -305,7 +306,7 @@ def _reflect_from(conn: sa.Connection, metadata: sa.MetaData, read: CatalogRead,
     does not hold is read by the inspector as ``MetaData.reflect`` would.
     """
     insp = sa.inspect(conn)
-    insp.info_cache = read.cache  # the check's: the table names and types it read are not asked again
+    insp.info_cache = read.cache  # the check's: the schema's table names are not asked again
     for name in insp.get_table_names(read.schema):
         if name in wanted:
             try:

@@ -87,8 +87,10 @@ def planners_at(
     """
     # The planners reflect from what the check read, in this same transaction (rowfilter.read_catalog). A run
     # cannot: it checks in a transaction of its own and commits (its lock, its run record) before it plans.
-    _require_schema(conn, loaded, for_reflection=True)
+    # The engine tables first: where this role may not read them, their check rolls back, which would end the
+    # transaction the schema check's read is kept for.
     missing = engine_tables_missing(conn)
+    _require_schema(conn, loaded, for_reflection=True)
     ctx = PlanContext(loaded, as_of, tables=EngineTables() if missing is None else EngineTables.absent())
     return build_planners(conn, ctx), missing
 

@@ -354,8 +354,8 @@ def run_shard(
                 # Shards run side by side: only the group's closing shard may rotate the key file.
                 ctx.archive_keys = _archive_keys(engine, finish_rotation=False)
                 plan_ctx = PlanContext(loaded, ctx.as_of, shard=ShardFilter(shard, bounds))
-                # Not from the schema check's catalog read (planners_at): the check's transaction committed
-                # above, and the group was joined since, so its read is gone; these planners read their own.
+                # Not from a schema check's catalog read (planners_at): the check above is made without
+                # for_reflection, so it keeps no read to hand over; these planners read their own.
                 with reading(conn):
                     planners = build_planners(conn, plan_ctx)
                 _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
