@@ -11,6 +11,7 @@ bench/fixed_cost.py, not here.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from retention.engine import order, reflected, schema
+from retention.engine import execute, order, reflected, rowfilter, schema
 from retention.engine.rowfilter import bulk_reflection, one_reflection, pack_tables, reflect_ahead, reflect_table
 from retention.engine.schema import _Inspector, check_schema
 from retention.errors import SchemaError
@@ -388,31 +389,10 @@ def test_a_plan_from_the_checks_catalog_read_counts_what_a_plan_reading_its_own_
     assert shared[0] == {"users": {"active->purged": 1}, "orders": {"active->purged": 1}}
 
 
-def test_a_tables_fingerprint_does_not_depend_on_the_order_its_pack_is_reflected_in(engine: sa.Engine) -> None:
-    """``users`` reflected first, or first as the target of ``orders``' foreign key: one fingerprint, one Table.
-
-    PostgreSQL's reflection gives a foreign key's target the option it was
-    read with (``postgresql_ignore_search_path``); a fingerprint holding it
-    depended on the order (a hash seed's set order once made it differ).
-    """
-    _schema(engine)
-    with engine.connect() as conn:
-        alone = reflected.fingerprint(sa.Table("users", sa.MetaData(), autoload_with=conn))
-        for order_ in (["users", "orders"], ["orders", "users"]):
-            md = sa.MetaData()
-            for name in order_:
-                sa.Table(name, md, autoload_with=conn)
-            assert reflected.fingerprint(md.tables["users"]) == alone, order_
-
-
 def test_plan_shards_reflects_from_the_checks_catalog_read(
     migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``plan --shards`` plans as ``plan`` does (execute.planners_at): same rows, fewer catalog queries (PostgreSQL)."""
-    import datetime as dt
-
-    from retention.engine import execute, rowfilter
-
     _schema(migrated)
     with migrated.begin() as conn:
         conn.execute(
@@ -461,8 +441,6 @@ def test_tables_built_from_a_catalog_read_are_those_metadata_reflect_builds(engi
     index alike. On every database: the read itself is SQLAlchemy's
     everywhere, only PostgreSQL's is one query per kind.
     """
-    from retention.engine import rowfilter
-
     _schema(engine)
     with engine.connect() as conn:
         by_sqlalchemy = sa.MetaData()
