@@ -135,8 +135,6 @@ def test_a_keyed_block_aggregate_is_the_block_of_the_python_pseudonyms(migrated:
             return bytes(found or b""), int(count)
 
         assert keyed(rows) == (_block_by_hand(rows), 150)
-        # Again: the subjects' pseudonyms are now the ones kept from the first statement, and must be the same.
-        assert keyed(rows) == (_block_by_hand(rows), 150)
         assert keyed([*rows[:3], ("no-due", None, None)]) == (_block_by_hand(rows[:3]), 4)
         assert keyed([("no-due", "s", None)]) == (b"", 1)
         # An integer text (a CAST key) is keyed by its text, as str(int) renders it.
@@ -149,38 +147,11 @@ def test_a_keyed_block_aggregate_is_the_block_of_the_python_pseudonyms(migrated:
         )
 
 
-def test_kept_subject_pseudonyms_are_per_key_and_a_full_store_starts_again(
-    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The subject pseudonyms the keyed aggregate keeps are its key's only, and right after the store fills."""
-    from retention.dialects import sqlite
-
-    # Subjects seen again (kept), then enough new ones to fill the store of 3, then the first ones again.
-    subjects = ["s-0", "s-1", "s-0", "s-1", "s-2", "s-3", "s-4", "s-0", "s-1", "s-0"]
-    rows: list[tuple[str, str | None, bytes | None]] = [
-        (f"r-{i}", subject, b"2025-10-01T22:00:00.000000Z") for i, subject in enumerate(subjects)
-    ]
-    other_key = bytes(range(1, 33))
-    monkeypatch.setattr(sqlite, "SUBJECT_PSEUDONYMS_KEPT", 3)
-    with migrated.connect() as conn:
-        dialect = dialect_for(conn)
-        if not dialect.keyed_blocks:
-            return  # no keyed aggregate: nothing is kept (the test above)
-        dialect.prepare_items(conn)
-        for key in (KEY, other_key, KEY):
-            r = _block_rows(rows)
-            body = dialect.keyed_block_body(
-                key, (b"record\x1fevents\x1f", b"subject\x1f"), r.c.record, r.c.subject, r.c.due
-            )
-            found = bytes(conn.execute(sa.select(body).select_from(r)).scalar_one())
-            assert found == _block_by_hand(rows, key)
-
-
-def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]], key: bytes = KEY) -> bytes:
-    """``blocks.encode`` of the rows' pseudonyms under ``key``, computed by the standard library's ``hmac``."""
+def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]]) -> bytes:
+    """``blocks.encode`` of the rows' pseudonyms under KEY, computed by the standard library's ``hmac``."""
 
     def pseudonym(message: bytes) -> bytes:
-        return hmac.new(key, message, hashlib.sha256).digest()
+        return hmac.new(KEY, message, hashlib.sha256).digest()
 
     return blocks.encode(
         [

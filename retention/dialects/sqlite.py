@@ -275,23 +275,6 @@ def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
     return inner, hashlib.sha256(outer_pad)
 
 
-SUBJECT_PSEUDONYMS_KEPT = 65_536
-"""Subject pseudonyms :class:`_KeyedBlock` keeps per run key (~8 MiB; emptied when full)."""
-
-
-@functools.lru_cache(maxsize=8)
-def _subject_pseudonyms(key: bytes, prefix: bytes) -> dict[str | int, bytes]:
-    """The subject pseudonyms made under ``key`` so far, by subject text, shared by a run's batches.
-
-    A subject usually has many records (a customer's orders, a user's
-    events), and its pseudonym is the same in each batch of the run: an
-    HMAC is a third of a set-based purge's Python work per row, and the
-    bench's 728,717 due records have 100,000 subjects. Only this process's
-    memory holds them, as it holds the run key.
-    """
-    return {}
-
-
 def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
     digest = _hmac_bytes(key, prefix, text)
     return None if digest is None else digest.hex()
@@ -341,14 +324,12 @@ class _KeyedBlock:
     due)`` in one call per row: the HMACs are made here from the pads of the
     group's first row (the key and prefixes are the statement's constants).
     A NULL subject text is no subject (32 zero bytes); a row without a record
-    or due is left out, as in :class:`_Block`. A subject's pseudonym is kept
-    for the next of its records (:func:`_subject_pseudonyms`).
+    or due is left out, as in :class:`_Block`.
     """
 
     def __init__(self) -> None:
         self.items: list[bytes] = []
         self.pads: tuple[Any, Any, Any, Any] | None = None
-        self.subjects: dict[str | int, bytes] = {}
 
     def step(
         self,
@@ -364,7 +345,6 @@ class _KeyedBlock:
         pads = self.pads
         if pads is None:
             pads = self.pads = (*_hmac_pads(key, record_prefix), *_hmac_pads(key, subject_prefix))
-            self.subjects = _subject_pseudonyms(key, subject_prefix)
         record_inner, record_outer, subject_inner, subject_outer = pads
         inner = record_inner.copy()
         inner.update(record.encode("utf-8") if type(record) is str else str(record).encode("utf-8"))
@@ -373,18 +353,12 @@ class _KeyedBlock:
         item = outer.digest()
         if subject is None:
             item += _Block._NONE
-        elif (known := self.subjects.get(subject)) is not None:
-            item += known
         else:
             inner = subject_inner.copy()
             inner.update(subject.encode("utf-8") if type(subject) is str else str(subject).encode("utf-8"))
             outer = subject_outer.copy()
             outer.update(inner.digest())
-            known = outer.digest()
-            if len(self.subjects) >= SUBJECT_PSEUDONYMS_KEPT:
-                self.subjects.clear()
-            self.subjects[subject] = known
-            item += known
+            item += outer.digest()
         self.items.append(item + (due.encode("ascii") if type(due) is str else due))
 
     def finalize(self) -> bytes | None:
