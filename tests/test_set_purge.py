@@ -10,8 +10,10 @@ proves records of each.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import hmac
+import os
 import threading
 import time
 from pathlib import Path
@@ -147,11 +149,58 @@ def test_a_keyed_block_aggregate_is_the_block_of_the_python_pseudonyms(migrated:
         )
 
 
-def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]]) -> bytes:
-    """``blocks.encode`` of the rows' pseudonyms under KEY, computed by the standard library's ``hmac``."""
+def _hash_states_held() -> set[bytes]:
+    """The digests of every SHA-256 state the process holds (gc's objects and what they refer to, one level down).
+
+    A hash object is not tracked by gc, and neither is a tuple of them once
+    gc has looked at it: they are found through the tracked objects holding them.
+    """
+    kind = type(hashlib.sha256())
+    found: set[bytes] = set()
+    for holder in gc.get_objects():
+        for ref in gc.get_referents(holder):
+            if type(ref) is kind:
+                found.add(ref.digest())
+            elif isinstance(ref, (tuple, list, dict)) and not gc.is_tracked(ref):
+                found.update(inner.digest() for inner in gc.get_referents(ref) if type(inner) is kind)
+    return found
+
+
+def test_no_state_of_a_run_key_is_held_after_its_statements(migrated: sa.Engine) -> None:
+    """The database's HMACs under a run key leave no SHA-256 state of that key in the process once they have run.
+
+    A worker runs many runs in one process; SQLite's functions run in it.
+    The states an HMAC under the key starts from (RFC 2104: the padded key
+    XOR 0x36, then the prefix; the padded key XOR 0x5C) are computed here by
+    hand and looked for among every hash object the process holds.
+    """
+    key = os.urandom(32)
+    prefixes = (b"record\x1fevents\x1f", b"subject\x1f")
+    rows: list[tuple[str, str | None, bytes | None]] = [
+        (f"r-{i}", f"s-{i % 3}", b"2025-10-01T22:00:00.000000Z") for i in range(10)
+    ]
+    padded = key.ljust(64, b"\0")
+    inner, outer = bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
+    states = {hashlib.sha256(inner + prefix).digest() for prefix in (b"", *prefixes)}
+    states.add(hashlib.sha256(outer).digest())
+    with migrated.connect() as conn:
+        dialect = dialect_for(conn)
+        dialect.prepare_items(conn)
+        r = _block_rows(rows)
+        text = conn.execute(sa.select(dialect.hmac_hex(key, prefixes[1], r.c.subject)).select_from(r)).scalars().all()
+        assert text[0] == hmac.new(key, prefixes[1] + b"s-0", hashlib.sha256).hexdigest()
+        if dialect.keyed_blocks:
+            body = dialect.keyed_block_body(key, prefixes, r.c.record, r.c.subject, r.c.due)
+            assert bytes(conn.execute(sa.select(body).select_from(r)).scalar_one()) == _block_by_hand(rows, key)
+        held = states & _hash_states_held()
+        assert not held, f"{len(held)} SHA-256 states of the run key are still held"
+
+
+def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]], key: bytes = KEY) -> bytes:
+    """``blocks.encode`` of the rows' pseudonyms under ``key``, computed by the standard library's ``hmac``."""
 
     def pseudonym(message: bytes) -> bytes:
-        return hmac.new(KEY, message, hashlib.sha256).digest()
+        return hmac.new(key, message, hashlib.sha256).digest()
 
     return blocks.encode(
         [

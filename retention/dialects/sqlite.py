@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -256,14 +257,14 @@ class SQLiteDialect(Dialect):
         return measured, sa.and_(rel_col.is_not(None), sa.not_(valid), sa.not_(zero))
 
 
-@functools.lru_cache(maxsize=8)
 def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
     """HMAC-SHA256 under ``key`` as two hash states: the inner one after ``prefix``, the outer one.
 
-    Called twice per record of a set-based batch: ``hmac.new`` per call cost
-    7.6 µs, copying these two states 2.8 µs (RFC 2104; a key longer than a
-    block is hashed first, as ``hmac`` does). A run asks with its own key and
-    two prefixes, so a few entries serve it.
+    :class:`_KeyedBlock` makes them on a statement's first row and copies
+    them for each row: ``hmac.new`` a row cost 7.6 µs, copying these two
+    states 2.8 µs (RFC 2104; a key longer than a block is hashed first, as
+    ``hmac`` does). Never cached beyond the statement: the key is a run's,
+    and a process (a worker) runs many runs; no state of it may outlive its run.
     """
     inner_pad, outer_pad = hmac_pads(hashlib.sha256(key).digest() if len(key) > 64 else key)
     inner = hashlib.sha256(inner_pad)
@@ -277,14 +278,10 @@ def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
 
 
 def _hmac_bytes(key: bytes, prefix: bytes, text: str | int | None) -> bytes | None:
+    # Not on the set-based writer's path (its block aggregate keys the rows itself): no state kept between calls.
     if text is None:
         return None
-    inner, outer = _hmac_pads(key, prefix)
-    inner = inner.copy()
-    inner.update(str(text).encode("utf-8"))
-    outer = outer.copy()
-    outer.update(inner.digest())
-    return bytes(outer.digest())
+    return hmac.new(key, prefix + str(text).encode("utf-8"), hashlib.sha256).digest()
 
 
 class _Block:
@@ -318,7 +315,8 @@ class _KeyedBlock:
     The bytes of ``retention_block(retention_hmac_bytes(key, record prefix,
     record text), retention_hmac_bytes(key, subject prefix, subject text),
     due)`` in one call per row: the HMACs are made here from the pads of the
-    group's first row (the key and prefixes are the statement's constants).
+    group's first row (the key and prefixes are the statement's constants),
+    which go with the aggregate when the statement ends.
     A NULL subject text is no subject (32 zero bytes); a row without a record
     or due is left out, as in :class:`_Block`.
     """
@@ -358,6 +356,7 @@ class _KeyedBlock:
         self.items.append(item + (due.encode("ascii") if type(due) is str else due))
 
     def finalize(self) -> bytes | None:
+        self.pads = None  # the run key's states: not one moment longer than the statement
         if not self.items:
             return None
         self.items.sort()
