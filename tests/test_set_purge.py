@@ -10,8 +10,10 @@ proves records of each.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import hmac
+import os
 import threading
 import time
 from pathlib import Path
@@ -135,8 +137,6 @@ def test_a_keyed_block_aggregate_is_the_block_of_the_python_pseudonyms(migrated:
             return bytes(found or b""), int(count)
 
         assert keyed(rows) == (_block_by_hand(rows), 150)
-        # Again: the subjects' pseudonyms are now the ones kept from the first statement, and must be the same.
-        assert keyed(rows) == (_block_by_hand(rows), 150)
         assert keyed([*rows[:3], ("no-due", None, None)]) == (_block_by_hand(rows[:3]), 4)
         assert keyed([("no-due", "s", None)]) == (b"", 1)
         # An integer text (a CAST key) is keyed by its text, as str(int) renders it.
@@ -149,31 +149,51 @@ def test_a_keyed_block_aggregate_is_the_block_of_the_python_pseudonyms(migrated:
         )
 
 
-def test_kept_subject_pseudonyms_are_per_key_and_a_full_store_starts_again(
-    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The subject pseudonyms the keyed aggregate keeps are its key's only, and right after the store fills."""
-    from retention.dialects import sqlite
+def _hash_states_held() -> set[bytes]:
+    """The digests of every SHA-256 state the process holds (gc's objects and what they refer to, one level down).
 
-    # Subjects seen again (kept), then enough new ones to fill the store of 3, then the first ones again.
-    subjects = ["s-0", "s-1", "s-0", "s-1", "s-2", "s-3", "s-4", "s-0", "s-1", "s-0"]
+    A hash object is not tracked by gc, and neither is a tuple of them once
+    gc has looked at it: they are found through the tracked objects holding them.
+    """
+    kind = type(hashlib.sha256())
+    found: set[bytes] = set()
+    for holder in gc.get_objects():
+        for ref in gc.get_referents(holder):
+            if type(ref) is kind:
+                found.add(ref.digest())
+            elif isinstance(ref, (tuple, list, dict)) and not gc.is_tracked(ref):
+                found.update(inner.digest() for inner in gc.get_referents(ref) if type(inner) is kind)
+    return found
+
+
+def test_no_state_of_a_run_key_is_held_after_its_statements(migrated: sa.Engine) -> None:
+    """The database's HMACs under a run key leave no SHA-256 state of that key in the process once they have run.
+
+    A worker runs many runs in one process; SQLite's functions run in it.
+    The states an HMAC under the key starts from (RFC 2104: the padded key
+    XOR 0x36, then the prefix; the padded key XOR 0x5C) are computed here by
+    hand and looked for among every hash object the process holds.
+    """
+    key = os.urandom(32)
+    prefixes = (b"record\x1fevents\x1f", b"subject\x1f")
     rows: list[tuple[str, str | None, bytes | None]] = [
-        (f"r-{i}", subject, b"2025-10-01T22:00:00.000000Z") for i, subject in enumerate(subjects)
+        (f"r-{i}", f"s-{i % 3}", b"2025-10-01T22:00:00.000000Z") for i in range(10)
     ]
-    other_key = bytes(range(1, 33))
-    monkeypatch.setattr(sqlite, "SUBJECT_PSEUDONYMS_KEPT", 3)
+    padded = key.ljust(64, b"\0")
+    inner, outer = bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
+    states = {hashlib.sha256(inner + prefix).digest() for prefix in (b"", *prefixes)}
+    states.add(hashlib.sha256(outer).digest())
     with migrated.connect() as conn:
         dialect = dialect_for(conn)
-        if not dialect.keyed_blocks:
-            return  # no keyed aggregate: nothing is kept (the test above)
         dialect.prepare_items(conn)
-        for key in (KEY, other_key, KEY):
-            r = _block_rows(rows)
-            body = dialect.keyed_block_body(
-                key, (b"record\x1fevents\x1f", b"subject\x1f"), r.c.record, r.c.subject, r.c.due
-            )
-            found = bytes(conn.execute(sa.select(body).select_from(r)).scalar_one())
-            assert found == _block_by_hand(rows, key)
+        r = _block_rows(rows)
+        text = conn.execute(sa.select(dialect.hmac_hex(key, prefixes[1], r.c.subject)).select_from(r)).scalars().all()
+        assert text[0] == hmac.new(key, prefixes[1] + b"s-0", hashlib.sha256).hexdigest()
+        if dialect.keyed_blocks:
+            body = dialect.keyed_block_body(key, prefixes, r.c.record, r.c.subject, r.c.due)
+            assert bytes(conn.execute(sa.select(body).select_from(r)).scalar_one()) == _block_by_hand(rows, key)
+        held = states & _hash_states_held()
+        assert not held, f"{len(held)} SHA-256 states of the run key are still held"
 
 
 def _block_by_hand(rows: list[tuple[str, str | None, bytes | None]], key: bytes = KEY) -> bytes:

@@ -235,11 +235,21 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return query.with_for_update()
 
+    #: :meth:`last_of_batch` asks for the size-th key alone (``LIMIT 1 OFFSET size-1``): where fetching a
+    #: batch's keys as rows costs as much as the work on them, and the locking read locks what it passes anyway.
+    last_key_alone: ClassVar[bool] = False
+
     def last_of_batch(self, conn: sa.Connection, query: sa.Select[Any], size: int) -> tuple[Any, int]:
         """The last key ``query`` (keys in order, at most ``size``, locked) selects and how many: (None, 0) if none.
 
-        Generic: every key fetched. A set-based batch needs only the range's end.
+        A set-based batch needs only the range's end. Generic: every key
+        fetched. Where :attr:`last_key_alone`: the size-th key, one row; fewer
+        than ``size`` left (a dataset's last batch), every key as the generic way.
         """
+        if self.last_key_alone:
+            row = conn.execute(query.limit(1).offset(size - 1)).first()
+            if row is not None:
+                return row[0], size
         keys = conn.execute(query).scalars().all()
         return (keys[-1], len(keys)) if keys else (None, 0)
 

@@ -240,16 +240,11 @@ class MySQLDialect(Dialect):
         conn.execute(sa.select(first).order_by(first).limit(1).with_for_update()).first()
         return query.with_for_update()
 
-    def last_of_batch(self, conn: sa.Connection, query: sa.Select[Any], size: int) -> tuple[Any, int]:
-        # PyMySQL decodes rows in Python: fetching a batch's 5,000 keys cost
-        # ~10 µs each, as much as the server's work on them. The size-th key
-        # alone is one row; InnoDB still locks every row the locking read
-        # passes over, so the range is locked as before. Fewer than ``size``
-        # left (a dataset's last batch): every key, as the generic way.
-        row = conn.execute(query.limit(1).offset(size - 1)).first()
-        if row is not None:
-            return row[0], size
-        return super().last_of_batch(conn, query, size)
+    # PyMySQL decodes rows in Python: fetching a batch's 5,000 keys cost
+    # ~10 µs each, as much as the server's work on them. The size-th key
+    # alone is one row; InnoDB still locks every row the locking read
+    # passes over, so the range is locked as before.
+    last_key_alone: ClassVar[bool] = True
 
     def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
         # InnoDB recalculates persistent statistics itself after 10 % of a table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -171,14 +172,10 @@ class SQLiteDialect(Dialect):
         # No row locks: the batch holds SQLite's single write lock.
         return query
 
-    def last_of_batch(self, conn: sa.Connection, query: sa.Select[Any], size: int) -> tuple[Any, int]:
-        # A batch's 5,000 keys fetched as rows cost a fifth of a set-based purge (SQLAlchemy rows and the
-        # collections they set off); the size-th key alone is one row, and without row locks nothing is
-        # lost by not fetching the others. Fewer than ``size`` left (the last batch): every key.
-        row = conn.execute(query.limit(1).offset(size - 1)).first()
-        if row is not None:
-            return row[0], size
-        return super().last_of_batch(conn, query, size)
+    # A batch's 5,000 keys fetched as rows cost a fifth of a set-based purge (SQLAlchemy rows and the
+    # collections they set off); the size-th key alone is one row, and without row locks nothing is
+    # lost by not fetching the others.
+    last_key_alone: ClassVar[bool] = True
 
     def upsert_add(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], column: str) -> None:
         from sqlalchemy.dialects.sqlite import insert as lite_insert
@@ -260,36 +257,19 @@ class SQLiteDialect(Dialect):
         return measured, sa.and_(rel_col.is_not(None), sa.not_(valid), sa.not_(zero))
 
 
-@functools.lru_cache(maxsize=8)
 def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
     """HMAC-SHA256 under ``key`` as two hash states: the inner one after ``prefix``, the outer one.
 
-    Called twice per record of a set-based batch: ``hmac.new`` per call cost
-    7.6 µs, copying these two states 2.8 µs (RFC 2104; a key longer than a
-    block is hashed first, as ``hmac`` does). A run asks with its own key and
-    two prefixes, so a few entries serve it.
+    :class:`_KeyedBlock` makes them on a statement's first row and copies
+    them for each row: ``hmac.new`` a row cost 7.6 µs, copying these two
+    states 2.8 µs (RFC 2104; a key longer than a block is hashed first, as
+    ``hmac`` does). Never cached beyond the statement: the key is a run's,
+    and a process (a worker) runs many runs; no state of it may outlive its run.
     """
     inner_pad, outer_pad = hmac_pads(hashlib.sha256(key).digest() if len(key) > 64 else key)
     inner = hashlib.sha256(inner_pad)
     inner.update(prefix)
     return inner, hashlib.sha256(outer_pad)
-
-
-SUBJECT_PSEUDONYMS_KEPT = 65_536
-"""Subject pseudonyms :class:`_KeyedBlock` keeps per run key (~8 MiB; emptied when full)."""
-
-
-@functools.lru_cache(maxsize=8)
-def _subject_pseudonyms(key: bytes, prefix: bytes) -> dict[str | int, bytes]:
-    """The subject pseudonyms made under ``key`` so far, by subject text, shared by a run's batches.
-
-    A subject usually has many records (a customer's orders, a user's
-    events), and its pseudonym is the same in each batch of the run: an
-    HMAC is a third of a set-based purge's Python work per row, and the
-    bench's 728,717 due records have 100,000 subjects. Only this process's
-    memory holds them, as it holds the run key.
-    """
-    return {}
 
 
 def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
@@ -298,14 +278,10 @@ def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:
 
 
 def _hmac_bytes(key: bytes, prefix: bytes, text: str | int | None) -> bytes | None:
+    # Not on the set-based writer's path (its block aggregate keys the rows itself): no state kept between calls.
     if text is None:
         return None
-    inner, outer = _hmac_pads(key, prefix)
-    inner = inner.copy()
-    inner.update(str(text).encode("utf-8"))
-    outer = outer.copy()
-    outer.update(inner.digest())
-    return bytes(outer.digest())
+    return hmac.new(key, prefix + str(text).encode("utf-8"), hashlib.sha256).digest()
 
 
 class _Block:
@@ -339,16 +315,15 @@ class _KeyedBlock:
     The bytes of ``retention_block(retention_hmac_bytes(key, record prefix,
     record text), retention_hmac_bytes(key, subject prefix, subject text),
     due)`` in one call per row: the HMACs are made here from the pads of the
-    group's first row (the key and prefixes are the statement's constants).
+    group's first row (the key and prefixes are the statement's constants),
+    which go with the aggregate when the statement ends.
     A NULL subject text is no subject (32 zero bytes); a row without a record
-    or due is left out, as in :class:`_Block`. A subject's pseudonym is kept
-    for the next of its records (:func:`_subject_pseudonyms`).
+    or due is left out, as in :class:`_Block`.
     """
 
     def __init__(self) -> None:
         self.items: list[bytes] = []
         self.pads: tuple[Any, Any, Any, Any] | None = None
-        self.subjects: dict[str | int, bytes] = {}
 
     def step(
         self,
@@ -364,8 +339,9 @@ class _KeyedBlock:
         pads = self.pads
         if pads is None:
             pads = self.pads = (*_hmac_pads(key, record_prefix), *_hmac_pads(key, subject_prefix))
-            self.subjects = _subject_pseudonyms(key, subject_prefix)
         record_inner, record_outer, subject_inner, subject_outer = pads
+        # Both HMACs are Keyed.digest (retention.ledger.pseudonyms) copied inline on purpose: no call a row.
+        # tests/test_set_purge.py holds the blocks they make to hmac.new.
         inner = record_inner.copy()
         inner.update(record.encode("utf-8") if type(record) is str else str(record).encode("utf-8"))
         outer = record_outer.copy()
@@ -373,21 +349,16 @@ class _KeyedBlock:
         item = outer.digest()
         if subject is None:
             item += _Block._NONE
-        elif (known := self.subjects.get(subject)) is not None:
-            item += known
         else:
             inner = subject_inner.copy()
             inner.update(subject.encode("utf-8") if type(subject) is str else str(subject).encode("utf-8"))
             outer = subject_outer.copy()
             outer.update(inner.digest())
-            known = outer.digest()
-            if len(self.subjects) >= SUBJECT_PSEUDONYMS_KEPT:
-                self.subjects.clear()
-            self.subjects[subject] = known
-            item += known
+            item += outer.digest()
         self.items.append(item + (due.encode("ascii") if type(due) is str else due))
 
     def finalize(self) -> bytes | None:
+        self.pads = None  # the run key's states: not one moment longer than the statement
         if not self.items:
             return None
         self.items.sort()

@@ -41,7 +41,14 @@ class Keyed:
         return self._inner, self._outer
 
     def digest(self, message: bytes) -> bytes:
-        """The MAC as raw bytes (the ledger audit compares format-5 blocks' bytes); the one HMAC of the engine."""
+        """The MAC as raw bytes (the ledger audit compares format-5 blocks' bytes).
+
+        The one HMAC of the audit and of the pseudonym functions here. Loops
+        that key thousands of messages copy its steps inline instead of
+        calling it (:mod:`retention.ledger.bulk` from :meth:`pads`, SQLite's
+        block aggregate in ``retention.dialects.sqlite``); tests hold those
+        copies to ``hmac.new``.
+        """
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
