@@ -18,7 +18,13 @@ per key range, in one transaction:
   instant, the clock's event day for ``after_from: clock``);
 - the items, their leaves and the chained entry by
   :class:`~retention.engine.set_purge.SetPurge` (not copied: called);
-- the ``DELETE`` of the source rows by the same predicate over the range.
+- the ``DELETE`` of the source rows by the batch's keys.
+
+Payloads, state rows and deletions all go by the batch's keys, which the
+locking read of the range writes into a temporary table (``k`` the source's
+key, of its very type and collation, ``t`` its text as stored; see
+:func:`_batch_keys`): they never leave the database, and the three counts
+must agree with the items' or the batch rolls back.
 
 Selected are the records whose clocks make ``archived`` due and not
 ``purged`` (the planner's reach of exactly one state): a record due for both

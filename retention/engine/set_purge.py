@@ -17,7 +17,9 @@ values is a function the database can compute:
   ``INSERT INTO retention_ledger_blocks SELECT`` of the dialect's
   ``block_body`` aggregate over the rows, whose raw 32-byte pseudonyms the
   database computes under the run's key (``hmac_bytes``: the values of
-  format 4, unencoded) and whose due text comes from the day table; no
+  format 4, unencoded) and whose due text comes from the day table, or, where
+  the dialect has ``keyed_blocks`` (SQLite), of ``keyed_block_body`` over the
+  rows' key and subject texts, which keys them in the aggregate; no
   per-record index is written, which is what format 5 is for;
 - the rows are deleted by the same predicate over the batch's key range, and
   the block must hold one item per deleted row, or the batch rolls back;
