@@ -315,6 +315,25 @@ class MySQLDialect(Dialect):
         # joins, a primary-key probe per listed value, and deletes from t alone.
         return table.delete().where(*where, column == listed)
 
+    def key_table(
+        self, conn: sa.Connection, name: str, key: sa.ColumnElement[Any], text: sa.types.TypeEngine[Any]
+    ) -> None:
+        # One statement: ALTER TABLE and CREATE INDEX commit the transaction, even on a temporary table. The
+        # selected column keeps its type, character set and collation; the declared ones come first (t nullable:
+        # strict mode refuses a NOT NULL column without a default here, even for no rows).
+        target = conn.dialect.identifier_preparer.quote(name)
+        source = sa.select(key.label("k")).where(sa.false())
+        conn.execute(
+            sa.text(
+                f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k)) "
+                f"{source.compile(conn)}"
+            )
+        )
+
+    def listed_last(self, key: ColumnElement[Any], listed: ColumnElement[Any]) -> sa.Select[int, Any]:
+        # k has the source's collation (key_table), so its maximum is the last key in the source's order.
+        return sa.select(sa.func.count(), sa.func.max(listed))
+
     def prepare_items(self, conn: sa.Connection) -> None:
         # On the driver's connection: a session setting, outside any transaction the caller begins next.
         raw = conn.connection.dbapi_connection
