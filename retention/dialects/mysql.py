@@ -325,8 +325,7 @@ class MySQLDialect(Dialect):
         source = sa.select(key.label("k")).where(sa.false())
         conn.execute(
             sa.text(
-                f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k)) "
-                f"{source.compile(conn)}"
+                f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k)) {source.compile(conn)}"
             )
         )
 
