@@ -98,9 +98,12 @@ EXPECTED_PURGE = {
 }
 
 
-def _table(engine: sa.Engine, name: str, key_type: Any = None) -> sa.Table:
+def _table(
+    engine: sa.Engine, name: str, key_type: Any = None, keys: dict[int, str] | None = None, **options: Any
+) -> sa.Table:
     md = sa.MetaData()
     text_keys = key_type is not None
+    keys = keys or {k: str(k) for k, _, _ in ROWS}
     table = sa.Table(
         f"sa_{name}",
         md,
@@ -109,6 +112,7 @@ def _table(engine: sa.Engine, name: str, key_type: Any = None) -> sa.Table:
         sa.Column("note", sa.String(60)),
         sa.Column("amount", sa.Numeric(10, 2)),
         sa.Column("collected", sa.DateTime(timezone=True)),
+        **options,
     )
     md.create_all(engine)
     with engine.begin() as conn:
@@ -116,7 +120,7 @@ def _table(engine: sa.Engine, name: str, key_type: Any = None) -> sa.Table:
             table.insert(),
             [
                 {
-                    "id": str(k) if text_keys else k,
+                    "id": keys[k] if text_keys else k,
                     "user_id": s,
                     "note": f'ünï "{k}" ✓' if k % 2 else None,
                     "amount": k * 1.25,
@@ -126,7 +130,7 @@ def _table(engine: sa.Engine, name: str, key_type: Any = None) -> sa.Table:
             ],
         )
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="held")
-        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset=name, record_key="8")
+        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset=name, record_key=keys[8])
     return table
 
 
@@ -290,4 +294,62 @@ def test_set_based_archive_replaces_stale_payloads_by_its_batch_keys(
     assert len(rows) == len(by_key)  # one payload a record
     assert by_key["2"].run_id == fast.run_id and "stale" not in by_key["2"].payload
     assert (by_key["5"].run_id, by_key["5"].payload) == ("earlier", '{"stale": true}')
+    assert verify(migrated, secret=KEY).ok
+
+
+# Mixed case, so that a case-insensitive order and a byte order differ within the first batch of 3 (Y, Z, b in
+# bytes; b, Y, Z without case); under "bin", record 9 ("z", not due) differs from record 1 ("Z", archived) only in
+# case. Stale payloads for records 2 ("b", archived) and 5 ("e", not due).
+_MIXED = {1: "Z", 2: "b", 3: "c", 4: "d", 5: "e", 6: "Y", 7: "g", 8: "h", 9: "x"}
+
+
+@pytest.mark.parametrize("order", ["ci", "bin"])
+def test_set_based_archive_of_text_keys_in_a_collation_of_their_own(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    """A source whose key collation is not the database's: the batch's key table compares as the source does.
+
+    MariaDB: the source table's own default collation, one that differs
+    from the database's (SHOW CREATE TABLE then prints no collation for the
+    column, and the reflected type had none): a case-insensitive one, and
+    utf8mb4_bin with keys that differ only in case. PostgreSQL: a column
+    collation (an ICU root one, "C"). SQLite: NOCASE, BINARY. The same checks
+    as the stale-payload test: equal to the per-record path, the stale
+    payload of an archived record replaced and another's kept.
+    """
+    keys = {**_MIXED, **({9: "z"} if order == "bin" else {})}
+    options: dict[str, Any] = {}
+    key_type: Any = sa.String(30)
+    name = migrated.dialect.name
+    if name in ("mysql", "mariadb"):
+        with migrated.connect() as conn:
+            default = conn.execute(sa.text("SELECT @@collation_database")).scalar()
+        ci = "utf8mb4_general_ci" if default != "utf8mb4_general_ci" else "utf8mb4_unicode_520_ci"
+        options = {"mysql_charset": "utf8mb4", "mysql_collate": ci if order == "ci" else "utf8mb4_bin"}
+    elif name == "postgresql":
+        key_type = sa.String(30, collation="und-x-icu" if order == "ci" else "C")
+    else:
+        key_type = sa.String(30, collation="NOCASE" if order == "ci" else "BINARY")
+    slow_table = _table(migrated, "slow", key_type, keys, **options)
+    fast_table = _table(migrated, "fast", key_type, keys, **options)
+    for dataset in ("slow", "fast"):
+        _stale_payload(migrated, dataset, keys[2])  # archived by the run: replaced
+        _stale_payload(migrated, dataset, keys[5])  # not due: kept as it is
+    monkeypatch.setenv(set_purge.SWITCH, "0")
+    slow, _ = _run(migrated, "slow")
+    monkeypatch.delenv(set_purge.SWITCH)
+    fast, fast_logs = _run(migrated, "fast")
+    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
+    assert fast.counts["fast"] == slow.counts["slow"] == {"active->archived": 5, "archived->purged": 1}
+    s, f = _world(migrated, "slow", slow_table, slow.run_id), _world(migrated, "fast", fast_table, fast.run_id)
+    assert f == s
+    assert f["left"] == {keys[5], keys[7], keys[8], keys[9]}
+    assert set(f["states"]) == {keys[1], keys[2], keys[3], keys[6]}  # 4 purged in the same run
+    a = store.archive
+    with migrated.connect() as conn:
+        rows = conn.execute(sa.select(a.c.record_key, a.c.payload, a.c.run_id).where(a.c.dataset == "fast")).all()
+    by_key = {r.record_key: r for r in rows}
+    assert len(rows) == len(by_key)  # one payload a record
+    assert by_key[keys[2]].run_id == fast.run_id and "stale" not in by_key[keys[2]].payload
+    assert (by_key[keys[5]].run_id, by_key[keys[5]].payload) == ("earlier", '{"stale": true}')
     assert verify(migrated, secret=KEY).ok

@@ -92,6 +92,41 @@ class BulkWriteSQL:
         """
         return table.delete().where(*where, column.in_(sa.select(listed)))
 
+    def key_table(
+        self, conn: sa.Connection, name: str, key: sa.ColumnElement[Any], text: sa.types.TypeEngine[Any]
+    ) -> None:
+        """Create the temporary table ``name``: ``k`` of ``key``'s own type, ``t`` of ``text``, an index on ``k``.
+
+        A set-based archive batch writes its keys there and compares them with
+        the source's (:mod:`retention.engine.set_archive`). Declared from the
+        reflected type, ``k`` lost a collation that only the table's default
+        gave the source column (MariaDB reflects a column's collation only
+        when it differs from its table's): comparing the two was "Illegal mix
+        of collations", and a unique ``k`` in another collation refused keys
+        the source holds apart. ``CREATE TABLE ... AS SELECT`` of the key
+        itself keeps the type (PostgreSQL: and the collation; SQLite: an
+        affinity, and its comparisons take the source column's collation, the
+        left operand's). Not unique, no ``SERIAL``: every value is the source's.
+        Generic: three statements (run them in a transaction where DDL is one).
+        """
+        dialect = conn.dialect
+        target = dialect.identifier_preparer.quote(name)
+        source = sa.select(key.label("k")).where(sa.false())
+        conn.execute(sa.text(f"CREATE TEMPORARY TABLE {target} AS {source.compile(conn)}"))
+        conn.execute(sa.text(f"ALTER TABLE {target} ADD COLUMN t {text.compile(dialect)}"))
+        index = dialect.identifier_preparer.quote(f"{name}_k")
+        conn.execute(sa.text(f"CREATE INDEX {index} ON {target} (k)"))
+
+    def listed_last(self, key: ColumnElement[Any], listed: ColumnElement[Any]) -> sa.Select[int, Any]:
+        """How many keys ``listed`` (:meth:`key_table`'s ``k``) holds, and the last of them in ``key``'s order.
+
+        The batch's range ends at that key, in the order its locking read
+        took. Generic: the maximum of the source's own column over the listed
+        keys (SQLite's ``k`` keeps no collation, so its maximum may be
+        another key).
+        """
+        return sa.select(sa.func.count(), sa.func.max(key)).where(key.in_(sa.select(listed)))
+
     def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         """Text from the application's tables made comparable with the engine's text columns.
 

@@ -18,7 +18,13 @@ per key range, in one transaction:
   instant, the clock's event day for ``after_from: clock``);
 - the items, their leaves and the chained entry by
   :class:`~retention.engine.set_purge.SetPurge` (not copied: called);
-- the ``DELETE`` of the source rows by the same predicate over the range.
+- the ``DELETE`` of the source rows by the batch's keys.
+
+Payloads, state rows and deletions all go by the batch's keys, which the
+locking read of the range writes into a temporary table (``k`` the source's
+key, of its very type and collation, ``t`` its text as stored; see
+:func:`_batch_keys`): they never leave the database, and the three counts
+must agree with the items' or the batch rolls back.
 
 Selected are the records whose clocks make ``archived`` due and not
 ``purged`` (the planner's reach of exactly one state): a record due for both
@@ -38,6 +44,7 @@ in Python, :mod:`retention.engine.shred`: the database never sees the key);
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,9 +141,7 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetA
             days.also.append(keys)
         if not walk.differs:
             log.info("archive_set_based", dataset=planner.name, days=days.count, run_id=ctx.run_id)
-            archive = SetArchive(ctx, planner, days, "archived", "archive")
-            archive.batch_keys = keys
-            return archive
+            return SetArchive(ctx, planner, days, "archived", "archive", batch_keys=keys)
         days.drop(conn)
         reason = "its lifecycle walk and its clocks' chain differ on some day"
     log.info("archive_per_record", dataset=planner.name, reason=reason, run_id=ctx.run_id)
@@ -150,32 +155,38 @@ def _batch_keys(conn: sa.Connection, planner: DatasetPlanner) -> sa.Table:
     Python and sent back as three lists of 5,000 parameters, they were a
     quarter of a batch on MariaDB (the fetch decoded in Python, each list
     compiled and escaped); written here by ``INSERT ... SELECT`` they never
-    leave the database.
+    leave the database. ``k`` is created from the source's key itself
+    (:meth:`~retention.dialects.base.Dialect.key_table`): its type and
+    collation are the source's, so comparing them is never a mix of two.
     """
+    name = f"{store.PREFIX}batch_keys"
     table = sa.Table(
-        f"{store.PREFIX}batch_keys",
+        name,
         sa.MetaData(),
-        sa.Column("k", planner.key.type, primary_key=True),
-        sa.Column("t", store.archive.c.record_key.type, nullable=False),
+        sa.Column("k", planner.key.type),
+        sa.Column("t", store.archive.c.record_key.type),
         prefixes=["TEMPORARY"],
     )
     table.drop(conn, checkfirst=True)
-    table.create(conn)
+    dialect_for(conn).key_table(conn, name, planner.key, store.archive.c.record_key.type)
     return table
 
 
+@dataclass
 class SetArchive(set_purge.SetPurge):
     """One dataset's archive pass, batch by batch: payloads, state rows and deletions by ``INSERT ... SELECT``."""
 
-    batch_keys: sa.Table  # the batch's keys (:func:`_batch_keys`), set by :func:`start`
-    _bounds: list[ColumnElement[bool]]  # the batch's key range, as :meth:`choose` found it
+    batch_keys: sa.Table | None = None  # the batch's keys (:func:`_batch_keys`), created by :func:`start`
+    _bounds: list[ColumnElement[bool]] = field(default_factory=list, init=False)  # the range :meth:`choose` found
 
     def choose(self, conn: sa.Connection, query: sa.Select[Any], after: Any) -> tuple[Any, int]:
         """The batch's keys (selected and locked by ``query``) written into :attr:`batch_keys`: its last and count."""
         planner, keys = self.planner, self.batch_keys
+        assert keys is not None, "SetArchive needs its batch_keys table (set_archive.start creates it)"
         conn.execute(keys.delete())
         conn.execute(keys.insert().from_select(["k", "t"], query.add_columns(planner.text(conn, planner.key))))
-        scanned, last = conn.execute(sa.select(sa.func.count(), sa.func.max(keys.c.k))).one()
+        # The last in the source's order, as the locking read took them: the range's end for items and deletes.
+        scanned, last = conn.execute(dialect_for(conn).listed_last(planner.key, keys.c.k)).one()
         if not scanned:
             return None, 0
         key = planner.key
@@ -205,6 +216,7 @@ class SetArchive(set_purge.SetPurge):
         # the source's key per row, not the predicate again; the counts must agree with the items' or the
         # batch rolls back. Its payloads, state rows and deletions are therefore the same records.
         keys = self.batch_keys
+        assert keys is not None
         mine = sa.and_(*self._bounds, planner.key.in_(sa.select(keys.c.k)))
         # Replaced, as the per-record copy does: a payload left for an active record is never kept beside the new.
         this_dataset = [archive.c.dataset == planner.name]

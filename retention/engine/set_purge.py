@@ -17,7 +17,9 @@ values is a function the database can compute:
   ``INSERT INTO retention_ledger_blocks SELECT`` of the dialect's
   ``block_body`` aggregate over the rows, whose raw 32-byte pseudonyms the
   database computes under the run's key (``hmac_bytes``: the values of
-  format 4, unencoded) and whose due text comes from the day table; no
+  format 4, unencoded) and whose due text comes from the day table, or, where
+  the dialect has ``keyed_blocks`` (SQLite), of ``keyed_block_body`` over the
+  rows' key and subject texts, which keys them in the aggregate; no
   per-record index is written, which is what format 5 is for;
 - the rows are deleted by the same predicate over the batch's key range, and
   the block must hold one item per deleted row, or the batch rolls back;
@@ -468,11 +470,15 @@ class SetPurge:
             subject_text = sa.case((sa.func.length(text) == 0, sa.null()), else_=text)
         return key, (f"record\x1f{planner.name}\x1f".encode(), b"subject\x1f"), record_text, subject_text
 
-    def _pseudonyms(self, conn: sa.Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    def _pseudonyms(
+        self,
+        conn: sa.Connection,
+        texts: tuple[bytes, tuple[bytes, bytes], ColumnElement[Any], ColumnElement[Any] | None] | None = None,
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
         """The record and subject pseudonyms (raw 32 bytes, NULL for no subject) of a source row under the
-        run's key, computed by the database."""
+        run's key, computed by the database; from ``texts`` (:meth:`_pseudonym_texts`) when the caller has them."""
         dialect = dialect_for(conn)
-        key, (record_prefix, subject_prefix), record_text, subject_text = self._pseudonym_texts(conn)
+        key, (record_prefix, subject_prefix), record_text, subject_text = texts or self._pseudonym_texts(conn)
         record = dialect.hmac_bytes(key, record_prefix, record_text)
         # Typed: PostgreSQL gives an untyped NULL returned by a CTE the type text, which bytes do not concatenate.
         subject: ColumnElement[Any] = sa.cast(sa.null(), sa.LargeBinary)
@@ -596,12 +602,15 @@ class SetPurge:
         assert planner.sql is not None
         t = store.ledger_blocks
         dialect = dialect_for(conn)
-        key, prefixes, record_text, subject_text = self._pseudonym_texts(conn)
+        texts = self._pseudonym_texts(conn)
+        key, prefixes, record_text, subject_text = texts
         # Where the dialect's block aggregate keys the pseudonyms itself, the rows carry their texts.
         no_subject = sa.cast(sa.null(), sa.String)
         keyed = dialect.keyed_blocks
         record, subject = (
-            (record_text, no_subject if subject_text is None else subject_text) if keyed else self._pseudonyms(conn)
+            (record_text, no_subject if subject_text is None else subject_text)
+            if keyed
+            else self._pseudonyms(conn, texts)
         )
         clock = planner.sql.clocks[0]
         rows = dialect.block_rows(
