@@ -32,48 +32,66 @@ WHOLE_BODY = re.compile(r"(?<!substr\()[`\"]?retention_ledger_blocks[`\"]?\.[`\"
 ledger5 = format5.ledger5  # the fixture, under its own name
 
 
+PUT_BACK = (12, 27, 9, 33)
+
+
 def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
     ledger5: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows put back whose claims are in two blocks: named, and no block is read whole but by the pass's load.
 
     Each page's hits are confirmed on a span of their block read by
-    ``substr`` (one statement a page); the former confirmation read whole
-    blocks again, once per page and block.
+    ``substr`` (one statement a page with hits); the former confirmation read
+    whole blocks again, once per page and block. The live keys, in pages of
+    three: evt-009, evt-012, evt-027 (9 and 12 share a block), then evt-033,
+    evt-035, evt-036 (33 is in 27's block, hit again), then pages without
+    hits.
     """
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET)
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", "")
-    monkeypatch.setattr(ledger_audit, "_CHUNK", 3)  # pages of 3 live keys: the hits fall in several pages
-    for i in (12, 27, 9):
+    monkeypatch.setattr(ledger_audit, "_CHUNK", 3)
+    for i in PUT_BACK:
         put_back(ledger5, i)
-    statements: list[str] = []
     here = threading.get_ident()
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == here:
-            statements.append(statement)
-
     engine = ledger5["engine"]
-    sa.event.listen(engine, "before_cursor_execute", seen)
-    try:
-        result = commands.audit_claims_of(engine, ledger5["pack"])
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", seen)
+
+    def audited() -> tuple[list[str], list[str]]:
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if threading.get_ident() == here:
+                statements.append(statement)
+
+        sa.event.listen(engine, "before_cursor_execute", seen)
+        try:
+            result = commands.audit_claims_of(engine, ledger5["pack"])
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", seen)
+        return result.problems, statements
+
+    def spans(statements: list[str]) -> int:
+        return sum(1 for s in statements if "substr(" in s.lower() and "ledger_blocks" in s)
+
     expected = []
-    for i in sorted((12, 27, 9), key=lambda i: (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])):
+    for i in sorted(PUT_BACK, key=lambda i: (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])):
         batch = batch_of(i)
         expected.append(
             f"dataset events: entry {ledger5['seqs'][batch]} item {where_is(batch, i)[0]} "
             f"(record {record_of(RUN_OF[batch], i).hex()[:16]}) says active->purged (delete), but the live table "
             "still holds that record"
         )
-    assert result.problems == expected
+    assert len({batch_of(i) for i in PUT_BACK}) == 2 and batch_of(9) == batch_of(12) and batch_of(27) == batch_of(33)
+    problems, statements = audited()
+    assert problems == expected
     whole = [s for s in statements if WHOLE_BODY.search(s)]
     assert len(whole) == 1, whole  # the one pass's load of the prefixes
-    assert any("substr(" in s.lower() and "ledger_blocks" in s for s in statements)
-    # One span a statement (the bound on the bytes a statement reads): the same claims named.
+    assert spans(statements) == 2  # one a page with hits: 27's block is read again as a span, not whole
+    # One span a statement (the bound on the bytes a statement reads): the same claims named, the first page's two
+    # blocks in two statements.
     monkeypatch.setattr(ledger_audit, "_SPAN_BYTES", 1)
-    assert commands.audit_claims_of(engine, ledger5["pack"]).problems == expected
+    problems, statements = audited()
+    assert problems == expected
+    assert spans(statements) == 3
 
 
 def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
