@@ -95,7 +95,7 @@ def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
 
 
 def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
-    """Sized for 10 claims and given 5,000 (it grows nine times): every claim is found, and only it.
+    """Sized for 10 claims and given 5,000 (it grows seven times): every claim is found, and only it.
 
     Prefixes drawn so that many share their low bits (long probe runs),
     some repeat (two claims, one prefix) and one is 0 (the empty slot's mark).
