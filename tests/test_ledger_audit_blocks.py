@@ -119,12 +119,34 @@ def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
     assert table.get(pick.getrandbits(64) | 1 << 63) == []
 
 
-def test_a_prefix_table_sized_for_its_claims_never_grows() -> None:
-    """A range's claims are its expected share give or take a few square roots: the table holds them as sized."""
-    for expected in (0, 1, 1_000, (1 << 16) - 1, 1 << 16):
-        table = ledger_audit._PrefixTable(expected)
-        size = len(table.keys)
-        pick = random.Random(expected)
-        for loc in range(expected + 4 * int(expected**0.5)):
-            table.add(pick.getrandbits(64), loc)
-        assert len(table.keys) == size, expected
+def test_a_prefix_table_sized_for_a_passs_claims_never_grows() -> None:
+    """A pass's claims are its expected share give or take a few square roots: its table holds them as sized.
+
+    Uniform prefixes (HMAC outputs) of two runs split into passes by
+    :func:`ledger_audit._block_passes` as the audit splits them; each pass's
+    table sized as ``_match_dataset`` sizes it and given the claims in its
+    ranges. The big run's passes expect 4,096 claims each, a power of two:
+    a table with no room beyond ``expected`` would grow in about half of them.
+    """
+    space = 1 << 64
+    for seed in (1, 2, 3):
+        pick = random.Random(seed)
+        runs = {
+            "big": [pick.getrandbits(64) for _ in range(1 << 16)],
+            "small": [pick.getrandbits(64) for _ in range(3_000)],
+        }
+        block_runs = {run: len(prefixes) for run, prefixes in runs.items()}
+        passes = ledger_audit._block_passes(block_runs, 4_096)
+        assert len(passes) == 17
+        seen = 0
+        for ranges in passes:
+            expected = sum(block_runs[r] * (high - low) // space for r, low, high in ranges)
+            table = ledger_audit._PrefixTable(expected)
+            size = len(table.keys)
+            for run, low, high in ranges:
+                for prefix in runs[run]:
+                    if low <= prefix < high:
+                        table.add(prefix, seen)
+                        seen += 1
+                        assert len(table.keys) == size, (seed, ranges)
+        assert seen == (1 << 16) + 3_000  # every claim in one pass
