@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from test_partitions import AS_OF, CUTOFF, PACK, SECRET, build_partitioned, ledger_entries, loaded, months
 
 from retention.cli import main
+from retention.commands import partitions as partition_commands
 from retention.engine import execute, partition_counts, partitions
 from retention.ledger import chain as ledger
 from retention.policy import validate_pack
@@ -658,3 +659,21 @@ def test_compact_returns_the_deltas_it_deletes_and_keeps_each_sum(migrated: sa.E
     assert counted.counting is not None and counted.counting.kept
     assert counted.rows == truth(migrated, list(counted.rows))
 
+
+@pytest.mark.only_on("postgresql")
+def test_status_classifies_without_summing_the_deltas(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """``partitions status`` says how a drop would count each partition; it has no use for the sums."""
+    build_partitioned(migrated, seed=29)
+    track(migrated)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)  # the command opens its own engine
+    try:
+        lines = partition_commands.partitions_status(write_pack(tmp_path), db_url)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    assert [line.outcome for line in lines] == ["kept"] * (len(months()) - 1)
+    assert statements and not [s for s in statements if "sum(" in s and "retention_partition_rows" in s]

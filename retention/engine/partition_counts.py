@@ -230,7 +230,8 @@ class Counting:
     """How each partition is counted at a drop: by its kept count (``kept``) or by a scan (``scanned``)."""
 
     kept: dict[str, int] = field(default_factory=dict)
-    """label -> its row count, the sum of its deltas (:func:`kept_counts`)."""
+    """label -> its row count, the sum of its deltas (:func:`kept_counts`); empty when not summed
+    (``counting(..., sums=False)``): every partition not in ``scanned`` is then counted by its kept count."""
     scanned: dict[str, str] = field(default_factory=dict)
     """label -> why its kept count is not used."""
     relids: dict[str, int] = field(default_factory=dict)
@@ -238,15 +239,16 @@ class Counting:
     when the table has counting triggers and the engine's tracking tables are readable; else none."""
 
     def how(self, label: str) -> str:
-        return "kept" if label in self.kept else f"scanned: {self.scanned[label]}"
+        return f"scanned: {self.scanned[label]}" if label in self.scanned else "kept"
 
 
-def counting(conn: sa.Connection, partitions: Sequence[Any]) -> Counting:
+def counting(conn: sa.Connection, partitions: Sequence[Any], sums: bool = True) -> Counting:
     """Which of ``partitions`` (retention.engine.partitions.Partition) have a kept count that is whole.
 
     Called under the partitioned table's ``ACCESS EXCLUSIVE`` lock, so no
     write is in flight and the kept counts summed here are the rows the drop
-    removes.
+    removes. ``sums=False`` (``partitions status``): which ones only, from
+    the catalog and the tracking rows, without summing their deltas.
     """
     result = Counting()
     if not partitions:
@@ -285,7 +287,8 @@ def counting(conn: sa.Connection, partitions: Sequence[Any]) -> Counting:
             continue
         assert row is not None and recorded is not None
         whole[partition.label] = (int(row.parent), int(recorded.first_bucket), int(recorded.end_bucket), int(row.relid))
-    result.kept = kept_counts(conn, whole)
+    if sums:
+        result.kept = kept_counts(conn, whole)
     return result
 
 
