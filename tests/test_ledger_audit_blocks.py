@@ -32,52 +32,70 @@ WHOLE_BODY = re.compile(r"(?<!substr\()[`\"]?retention_ledger_blocks[`\"]?\.[`\"
 ledger5 = format5.ledger5  # the fixture, under its own name
 
 
+PUT_BACK = (12, 27, 9, 33)
+
+
 def test_hits_are_confirmed_on_the_items_bytes_not_whole_blocks(
     ledger5: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows put back whose claims are in two blocks: named, and no block is read whole but by the pass's load.
 
     Each page's hits are confirmed on a span of their block read by
-    ``substr`` (one statement a page); the former confirmation read whole
-    blocks again, once per page and block.
+    ``substr`` (one statement a page with hits); the former confirmation read
+    whole blocks again, once per page and block. The live keys, in pages of
+    three: evt-009, evt-012, evt-027 (9 and 12 share a block), then evt-033,
+    evt-035, evt-036 (33 is in 27's block, hit again), then pages without
+    hits.
     """
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET)
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", "")
-    monkeypatch.setattr(ledger_audit, "_CHUNK", 3)  # pages of 3 live keys: the hits fall in several pages
-    for i in (12, 27, 9):
+    monkeypatch.setattr(ledger_audit, "_CHUNK", 3)
+    for i in PUT_BACK:
         put_back(ledger5, i)
-    statements: list[str] = []
     here = threading.get_ident()
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == here:
-            statements.append(statement)
-
     engine = ledger5["engine"]
-    sa.event.listen(engine, "before_cursor_execute", seen)
-    try:
-        result = commands.audit_claims_of(engine, ledger5["pack"])
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", seen)
+
+    def audited() -> tuple[list[str], list[str]]:
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if threading.get_ident() == here:
+                statements.append(statement)
+
+        sa.event.listen(engine, "before_cursor_execute", seen)
+        try:
+            result = commands.audit_claims_of(engine, ledger5["pack"])
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", seen)
+        return result.problems, statements
+
+    def spans(statements: list[str]) -> int:
+        return sum(1 for s in statements if "substr(" in s.lower() and "ledger_blocks" in s)
+
     expected = []
-    for i in sorted((12, 27, 9), key=lambda i: (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])):
+    for i in sorted(PUT_BACK, key=lambda i: (ledger5["seqs"][batch_of(i)], where_is(batch_of(i), i)[0])):
         batch = batch_of(i)
         expected.append(
             f"dataset events: entry {ledger5['seqs'][batch]} item {where_is(batch, i)[0]} "
             f"(record {record_of(RUN_OF[batch], i).hex()[:16]}) says active->purged (delete), but the live table "
             "still holds that record"
         )
-    assert result.problems == expected
+    assert len({batch_of(i) for i in PUT_BACK}) == 2 and batch_of(9) == batch_of(12) and batch_of(27) == batch_of(33)
+    problems, statements = audited()
+    assert problems == expected
     whole = [s for s in statements if WHOLE_BODY.search(s)]
     assert len(whole) == 1, whole  # the one pass's load of the prefixes
-    assert any("substr(" in s.lower() and "ledger_blocks" in s for s in statements)
-    # One span a statement (the bound on the bytes a statement reads): the same claims named.
+    assert spans(statements) == 2  # one a page with hits: 27's block is read again as a span, not whole
+    # One span a statement (the bound on the bytes a statement reads): the same claims named, the first page's two
+    # blocks in two statements.
     monkeypatch.setattr(ledger_audit, "_SPAN_BYTES", 1)
-    assert commands.audit_claims_of(engine, ledger5["pack"]).problems == expected
+    problems, statements = audited()
+    assert problems == expected
+    assert spans(statements) == 3
 
 
 def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
-    """Sized for 10 claims and given 5,000 (it grows nine times): every claim is found, and only it.
+    """Sized for 10 claims and given 5,000 (it grows seven times): every claim is found, and only it.
 
     Prefixes drawn so that many share their low bits (long probe runs),
     some repeat (two claims, one prefix) and one is 0 (the empty slot's mark).
@@ -101,12 +119,34 @@ def test_a_prefix_table_that_grows_still_finds_every_claim() -> None:
     assert table.get(pick.getrandbits(64) | 1 << 63) == []
 
 
-def test_a_prefix_table_sized_for_its_claims_never_grows() -> None:
-    """A range's claims are its expected share give or take a few square roots: the table holds them as sized."""
-    for expected in (0, 1, 1_000, (1 << 16) - 1, 1 << 16):
-        table = ledger_audit._PrefixTable(expected)
-        size = len(table.keys)
-        pick = random.Random(expected)
-        for loc in range(expected + 4 * int(expected**0.5)):
-            table.add(pick.getrandbits(64), loc)
-        assert len(table.keys) == size, expected
+def test_a_prefix_table_sized_for_a_passs_claims_never_grows() -> None:
+    """A pass's claims are its expected share give or take a few square roots: its table holds them as sized.
+
+    Uniform prefixes (HMAC outputs) of two runs split into passes by
+    :func:`ledger_audit._block_passes` as the audit splits them; each pass's
+    table sized as ``_match_dataset`` sizes it and given the claims in its
+    ranges. The big run's passes expect 4,096 claims each, a power of two:
+    a table with no room beyond ``expected`` would grow in about half of them.
+    """
+    space = 1 << 64
+    for seed in (1, 2, 3):
+        pick = random.Random(seed)
+        runs = {
+            "big": [pick.getrandbits(64) for _ in range(1 << 16)],
+            "small": [pick.getrandbits(64) for _ in range(3_000)],
+        }
+        block_runs = {run: len(prefixes) for run, prefixes in runs.items()}
+        passes = ledger_audit._block_passes(block_runs, 4_096)
+        assert len(passes) == 17
+        seen = 0
+        for ranges in passes:
+            expected = sum(block_runs[r] * (high - low) // space for r, low, high in ranges)
+            table = ledger_audit._PrefixTable(expected)
+            size = len(table.keys)
+            for run, low, high in ranges:
+                for prefix in runs[run]:
+                    if low <= prefix < high:
+                        table.add(prefix, seen)
+                        seen += 1
+                        assert len(table.keys) == size, (seed, ranges)
+        assert seen == (1 << 16) + 3_000  # every claim in one pass

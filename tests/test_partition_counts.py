@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from test_partitions import AS_OF, CUTOFF, PACK, SECRET, build_partitioned, ledger_entries, loaded, months
 
 from retention.cli import main
+from retention.commands import partitions as partition_commands
 from retention.engine import execute, partition_counts, partitions
 from retention.ledger import chain as ledger
 from retention.policy import validate_pack
@@ -470,10 +471,26 @@ def test_the_drops_sums_scan_the_index_without_statistics_and_track_does_not_ana
     track(migrated)  # the nightly track: folds the deltas
 
     def stats() -> int:
+        """This schema's statistics of the table (another test's schema, or autovacuum's autoanalyze, aside)."""
         with migrated.connect() as conn:
             return int(
                 conn.execute(
-                    sa.text("SELECT count(*) FROM pg_stats WHERE tablename = 'retention_partition_rows'")
+                    sa.text(
+                        "SELECT count(*) FROM pg_stats "
+                        "WHERE tablename = 'retention_partition_rows' AND schemaname = current_schema()"
+                    )
+                ).scalar_one()
+            )
+
+    def analyses() -> int:
+        """Manual ANALYZEs of the table (``autoanalyze_count`` apart: autovacuum may be on elsewhere)."""
+        with migrated.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT analyze_count FROM pg_stat_user_tables "
+                        "WHERE relid = to_regclass('retention_partition_rows')"
+                    )
                 ).scalar_one()
             )
 
@@ -500,7 +517,8 @@ def test_the_drops_sums_scan_the_index_without_statistics_and_track_does_not_ana
                     found += _scans(plan["Plan"])
         return found
 
-    assert stats() == 0
+    assert analyses() == 0  # track did not ANALYZE
+    assert stats() == 0  # so the first plans are made without statistics
     without = scans()
     with migrated.begin() as conn:
         parent = conn.execute(sa.text("SELECT 'access_log'::regclass::oid::bigint")).scalar_one()
@@ -520,3 +538,142 @@ def test_the_drops_sums_scan_the_index_without_statistics_and_track_does_not_ana
         # sequential scan of every delta.
         assert {node for node, _ in found} <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Bitmap Index Scan"}
         assert {name for node, name in found if node != "Bitmap Heap Scan"} == {index}, found
+
+
+def _vacuums(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, after: int) -> list[str]:
+    """The VACUUM statements one ``track`` runs with the threshold at ``after`` dead rows."""
+    monkeypatch.setattr(partition_counts, "VACUUM_AFTER", after)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        track(engine)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    return [s for s in statements if s.lstrip().upper().startswith("VACUUM")]
+
+
+@pytest.mark.only_on("postgresql")
+def test_track_vacuums_from_the_tables_dead_rows_not_only_its_own_fold(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newly tracked partition's deltas deleted count; so do the dead rows other transactions left.
+
+    A month loaded through the table before its partition is tracked leaves
+    a delta per quarter hour (600 here), which that partition's ``track``
+    deletes; the fold then deletes one row a partition (37). The table's
+    dead rows (``n_dead_tup``) from another transaction count at a later
+    track, whose own deletes are again 37. (Whether a VACUUM removes dead
+    rows depends on other sessions' snapshots: not relied on here.)
+    """
+    build_partitioned(migrated, seed=19)
+
+    def vacuumed() -> int:
+        with migrated.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT vacuum_count FROM pg_stat_user_tables "
+                        "WHERE relid = to_regclass('retention_partition_rows')"
+                    )
+                ).scalar_one()
+            )
+
+    assert _vacuums(migrated, monkeypatch, 10**9) == []
+    execute_sql(
+        migrated,
+        "CREATE TABLE access_log_2027_01 PARTITION OF access_log "
+        "FOR VALUES FROM ('2027-01-01T00:00Z') TO ('2027-02-01T00:00Z')",
+        "INSERT INTO access_log (id, user_id, at, path) "
+        "SELECT 100000 + g, 3, timestamptz '2027-01-01 00:00Z' + g * interval '15 minutes', '/' "
+        "FROM generate_series(0, 599) AS g",
+    )
+    with migrated.connect() as conn:
+        loaded_deltas = conn.execute(
+            sa.text("SELECT count(*) FROM retention_partition_rows WHERE bucket IS NOT NULL")
+        ).scalar_one()
+    assert loaded_deltas == 600
+    before = vacuumed()
+    vacuums = _vacuums(migrated, monkeypatch, 500)
+    assert [v.split() for v in vacuums] == [["VACUUM", "retention_partition_rows"]], vacuums  # no ANALYZE
+    assert vacuumed() == before + 1
+    assert _vacuums(migrated, monkeypatch, 10**9) == []  # the next track: below the threshold, no VACUUM
+    with migrated.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO retention_partition_rows (owner, bucket, delta) "
+                "SELECT 0, g, 1 FROM generate_series(1, 1000) AS g"
+            )
+        )
+        conn.execute(sa.text("DELETE FROM retention_partition_rows WHERE owner = 0"))
+        conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))  # in the statistics as this transaction ends
+    assert len(_vacuums(migrated, monkeypatch, 1_000)) == 1  # its own deletes 37, the table's dead rows 1,000+
+    assert vacuumed() == before + 2
+    assert droppable_tally(migrated).rows == truth(migrated, list(droppable_tally(migrated).rows))
+
+
+@pytest.mark.only_on("postgresql")
+def test_compact_returns_the_deltas_it_deletes_and_keeps_each_sum(migrated: sa.Engine) -> None:
+    """Counted by hand before the call: every delta of a tracked partition, in a tracked range, or in none."""
+    build_partitioned(migrated, seed=23)
+    track(migrated)
+    execute_sql(
+        migrated,
+        # New deltas through the parent (statement triggers) and one straight into a partition.
+        "INSERT INTO access_log (id, user_id, at, path) "
+        "SELECT 5000 + g, 1, timestamptz '2025-03-01 00:00Z' + g * interval '7 hours', '/' "
+        "FROM generate_series(1, 300) AS g",
+        "DELETE FROM access_log WHERE id % 17 = 0",
+        "INSERT INTO access_log_2025_06 (id, user_id, at, path) VALUES (9001, 2, '2025-06-03 10:00Z', '/')",
+    )
+    with migrated.begin() as conn:
+        parent = conn.execute(sa.text("SELECT 'access_log'::regclass::oid::bigint")).scalar_one()
+        # Deltas of the table in a range no partition tracks (a detached partition's, say).
+        conn.execute(
+            sa.text(
+                "INSERT INTO retention_partition_rows (owner, bucket, delta) "
+                "SELECT :parent, -1000 - g, 1 FROM generate_series(1, 7) AS g"
+            ),
+            {"parent": parent},
+        )
+        by_hand = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM retention_partition_rows WHERE owner = :parent "
+                "OR owner IN (SELECT relid FROM retention_partition_tracking WHERE parent = :parent)"
+            ),
+            {"parent": parent},
+        ).scalar_one()
+        partitions_tracked = conn.execute(
+            sa.text("SELECT count(*) FROM retention_partition_tracking WHERE parent = :parent"), {"parent": parent}
+        ).scalar_one()
+    assert by_hand > 2 * partitions_tracked + 7  # more than one folded row a partition, and the strays
+    with migrated.begin() as conn:
+        assert partition_counts.compact(conn, parent) == by_hand
+    with migrated.connect() as conn:
+        left = conn.execute(sa.text("SELECT count(*), count(bucket) FROM retention_partition_rows")).one()
+    assert tuple(left) == (partitions_tracked, 0)  # one folded row a partition
+    counted = droppable_tally(migrated)
+    assert counted.counting is not None and counted.counting.kept
+    assert counted.rows == truth(migrated, list(counted.rows))
+
+
+@pytest.mark.only_on("postgresql")
+def test_status_classifies_without_summing_the_deltas(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """``partitions status`` says how a drop would count each partition; it has no use for the sums."""
+    build_partitioned(migrated, seed=29)
+    track(migrated)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)  # the command opens its own engine
+    try:
+        lines = partition_commands.partitions_status(write_pack(tmp_path), db_url)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    assert [line.outcome for line in lines] == ["kept"] * (len(months()) - 1)
+    assert statements and not [s for s in statements if "sum(" in s and "retention_partition_rows" in s]

@@ -93,7 +93,7 @@ def partitions_status(rules: Path, db_url: str, datasets: tuple[str, ...] = ()) 
         lines = []
         for name, _table, _column, _kind, found in _partitioned(engine, rules, datasets):
             with engine.connect() as conn:
-                counting = partition_counts.counting(conn, found)
+                counting = partition_counts.counting(conn, found, sums=False)
             lines += [PartitionLine(name, p.label, counting.how(p.label)) for p in found]
         return lines
     finally:

@@ -63,9 +63,11 @@ BUCKET_SECONDS = 900
 """A bucket is a quarter hour: every time zone's offset, so every zone's midnight, is a whole number of them."""
 
 VACUUM_AFTER = 10_000
-"""Rows ``track``'s fold deletes from which it vacuums the deltas table (about four months of a bulk load's
-quarter hours). A dead row costs the drop's sums about 0.4 µs (140,000 of them, 54 ms for 35 partitions against
-2.8 ms vacuumed; bench/RESULTS.md): fewer than this cost a drop 4 ms at most."""
+"""Dead rows in the deltas table from which ``track`` vacuums it (about four months of a bulk load's quarter
+hours). A dead row costs the drop's sums about 0.4 µs (140,000 of them, 54 ms for 35 partitions against 2.8 ms
+vacuumed; bench/RESULTS.md): fewer than this cost a drop 4 ms at most. Counted across calls and whatever deleted
+them (``pg_stat_user_tables.n_dead_tup``, kept with autovacuum off), or this call's deletes if more (the
+statistics may not have them yet)."""
 
 TRIGGER_PREFIX = "retention_rows_"
 PARTITION_FUNCTION = "retention_rows_partition"
@@ -228,7 +230,8 @@ class Counting:
     """How each partition is counted at a drop: by its kept count (``kept``) or by a scan (``scanned``)."""
 
     kept: dict[str, int] = field(default_factory=dict)
-    """label -> its row count, the sum of its deltas (:func:`kept_counts`)."""
+    """label -> its row count, the sum of its deltas (:func:`kept_counts`); empty when not summed
+    (``counting(..., sums=False)``): every partition not in ``scanned`` is then counted by its kept count."""
     scanned: dict[str, str] = field(default_factory=dict)
     """label -> why its kept count is not used."""
     relids: dict[str, int] = field(default_factory=dict)
@@ -236,15 +239,16 @@ class Counting:
     when the table has counting triggers and the engine's tracking tables are readable; else none."""
 
     def how(self, label: str) -> str:
-        return "kept" if label in self.kept else f"scanned: {self.scanned[label]}"
+        return f"scanned: {self.scanned[label]}" if label in self.scanned else "kept"
 
 
-def counting(conn: sa.Connection, partitions: Sequence[Any]) -> Counting:
+def counting(conn: sa.Connection, partitions: Sequence[Any], sums: bool = True) -> Counting:
     """Which of ``partitions`` (retention.engine.partitions.Partition) have a kept count that is whole.
 
     Called under the partitioned table's ``ACCESS EXCLUSIVE`` lock, so no
     write is in flight and the kept counts summed here are the rows the drop
-    removes.
+    removes. ``sums=False`` (``partitions status``): which ones only, from
+    the catalog and the tracking rows, without summing their deltas.
     """
     result = Counting()
     if not partitions:
@@ -283,7 +287,8 @@ def counting(conn: sa.Connection, partitions: Sequence[Any]) -> Counting:
             continue
         assert row is not None and recorded is not None
         whole[partition.label] = (int(row.parent), int(recorded.first_bucket), int(recorded.end_bucket), int(row.relid))
-    result.kept = kept_counts(conn, whole)
+    if sums:
+        result.kept = kept_counts(conn, whole)
     return result
 
 
@@ -296,7 +301,9 @@ def kept_counts(conn: sa.Connection, wanted: dict[str, tuple[int, int, int, int]
     of the table, statistics or none (autovacuum may be off, and nothing
     analyses it). One plan for every partition (a ``VALUES`` list, the sums
     correlated to it): a scalar subquery per partition planned each one
-    again, 0.3 ms a partition against 0.05 (bench/RESULTS.md).
+    again. For 35 partitions: 2.8 ms, against 7.1 ms for d003a03's ``OR``
+    form and 14.7 ms for two scalar subqueries a partition
+    (bench/RESULTS.md).
     """
     if not wanted:
         return {}
@@ -409,10 +416,12 @@ def track(
     catalog rows. A partition already tracked, whose catalog rows are
     unchanged, is left as it is (no count). Then each tracked partition's
     deltas are folded into one row (:func:`compact`), and the deltas table is
-    vacuumed if that left ``VACUUM_AFTER`` dead rows or more. Idempotent: run
-    it after creating partitions (or from the job that creates them).
+    vacuumed if it holds ``VACUUM_AFTER`` dead rows or more (from this call
+    or earlier ones). Idempotent: run it after creating partitions (or from
+    the job that creates them).
     """
     outcomes: list[TrackOutcome] = []
+    deleted = 0  # deltas this call deletes: dead rows the statistics may not count yet
 
     def note(outcome: TrackOutcome) -> None:
         # Logged as each partition's transaction ends: a track killed later still leaves what it did in the log.
@@ -452,7 +461,7 @@ def track(
             conn.execute(sa.text(f"LOCK TABLE {quoted} IN SHARE MODE"))
             rows = int(conn.execute(sa.text(f"SELECT count(*) FROM {quoted}")).scalar_one())
             deltas = store.partition_rows
-            conn.execute(
+            deleted += conn.execute(
                 sa.delete(deltas).where(
                     sa.or_(
                         sa.and_(
@@ -463,7 +472,7 @@ def track(
                         deltas.c.owner == int(row.relid),
                     )
                 )
-            )
+            ).rowcount
             # Another partition once tracked in this range (detached since) no longer owns these buckets.
             conn.execute(
                 sa.delete(tracking).where(
@@ -492,11 +501,17 @@ def track(
             )
         note(TrackOutcome(partition.label, "tracked", rows=rows))  # after its commit
     with engine.begin() as conn:
-        folded = compact(conn, parent_oid)
-    if folded >= VACUUM_AFTER:
-        # The folded deltas are dead rows until a vacuum, and autovacuum may be off or late: the drop's index
-        # scans would visit them (about 0.4 µs each), and their space would stay taken. No ANALYZE: the drop's
-        # sums are index range scans without statistics (kept_counts), and nothing else reads the table.
+        deleted += compact(conn, parent_oid)
+        dead = conn.execute(
+            sa.text("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = to_regclass(:rows)"),
+            {"rows": _rows_sql(conn)},
+        ).scalar()
+    if max(int(dead or 0), deleted) >= VACUUM_AFTER:
+        # Deleted deltas are dead rows until a vacuum, and autovacuum may be off or late: the drop's index scans
+        # would visit them (about 0.4 µs each), and their space would stay taken. They pile up across calls (each
+        # nightly fold leaves a few, forget_dropped more), so the table's count decides, not this call's. No
+        # ANALYZE: the drop's sums are index range scans without statistics (kept_counts), and nothing else
+        # reads the table.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text(f"VACUUM {_rows_sql(conn)}"))
     return outcomes

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -160,10 +161,12 @@ class Tally:
     def total(self) -> int:
         return sum(self.rows.values())
 
-    @property
+    @cached_property
     def how(self) -> dict[str, str]:
         """For each partition, ``kept`` (its count kept as it was written,
-        :mod:`retention.engine.partition_counts`) or ``scanned: <why not kept>``."""
+        :mod:`retention.engine.partition_counts`) or ``scanned: <why not kept>``.
+
+        Built once (callers index it in loops over the partitions)."""
         counting = self.counting
         return {} if counting is None else {label: counting.how(label) for label in self.rows}
 

@@ -19,7 +19,7 @@ pseudonym index for format 1 entries. No claim is read into memory: the claims a
 aggregate, and memory holds one page whatever the ledger's size. Format-5
 claims have no index: their record pseudonyms' 8-byte prefixes are read
 from the blocks into a table of at most ``BLOCK_PASS_CLAIMS`` claims (32
-bytes each at most), in as many passes over the live keys as that bound
+to 64 bytes each), in as many passes over the live keys as that bound
 needs, and each hit is confirmed on the item's 32 bytes, read for a page's
 hits at once as spans of their blocks (:func:`_match_pass`, :func:`_confirmed`).
 ``--sample N`` and ``verify-proof --db`` check a given, bounded list of
@@ -36,7 +36,7 @@ from __future__ import annotations
 import random
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 from math import isqrt
@@ -67,7 +67,8 @@ _BLOCK = 64
 _RANGES = 50
 """Blocks read per query (ranges of the primary key) when a block holds entries that claim nothing."""
 _SUBSTR = 200
-"""Chosen format-5 items read per query (one SELECT each in a UNION ALL; SQLite allows 500)."""
+"""Format-5 spans read per statement, for the sample's items and the complete audit's blocks (one SELECT each in a
+UNION ALL; SQLite allows 500)."""
 _SPAN_BYTES = 32 << 20
 """Bytes of block spans one statement confirming a page's format-5 hits reads at most (but one span, if longer)."""
 BLOCK_PASS_CLAIMS = 1 << 20
@@ -451,7 +452,7 @@ def _audit_all(engine: sa.Engine, packs: dict[str, LoadedPack], secret: bytes, d
     return result
 
 
-def _digest(key: bytes) -> Any:
+def _digest(key: bytes) -> Callable[[bytes], bytes]:
     """HMAC-SHA256 under ``key`` as raw bytes (format 5 compares bytes; formats 2-4 take its hex)."""
     return pseudonyms.keyed(key).digest
 
