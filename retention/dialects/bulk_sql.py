@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -125,7 +125,14 @@ class BulkWriteSQL:
         keys (SQLite's ``k`` keeps no collation, so its maximum may be
         another key).
         """
+        if self.listed_collates:
+            return sa.select(sa.func.count(), sa.func.max(listed))
         return sa.select(sa.func.count(), sa.func.max(key)).where(key.in_(sa.select(listed)))
+
+    #: :meth:`key_table`'s ``k`` keeps the source key's collation (MariaDB, PostgreSQL), so its own maximum is the
+    #: batch's last key: no probe of the source table per batch, whose plan would rest on the estimate PostgreSQL
+    #: makes for a temporary table nothing analyses.
+    listed_collates: ClassVar[bool] = False
 
     def engine_comparable(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         """Text from the application's tables made comparable with the engine's text columns.

@@ -246,6 +246,7 @@ class MySQLDialect(Dialect):
     # alone is one row; InnoDB still locks every row the locking read
     # passes over, so the range is locked as before.
     last_key_alone: ClassVar[bool] = True
+    listed_collates: ClassVar[bool] = True
 
     def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
         # InnoDB recalculates persistent statistics itself after 10 % of a table
@@ -323,10 +324,6 @@ class MySQLDialect(Dialect):
                 f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k)) {source.compile(conn)}"
             )
         )
-
-    def listed_last(self, key: ColumnElement[Any], listed: ColumnElement[Any]) -> sa.Select[int, Any]:
-        # k has the source's collation (key_table), so its maximum is the last key in the source's order.
-        return sa.select(sa.func.count(), sa.func.max(listed))
 
     def prepare_items(self, conn: sa.Connection) -> None:
         # On the driver's connection: a session setting, outside any transaction the caller begins next.

@@ -66,6 +66,7 @@ class PostgreSQLDialect(Dialect):
     names = ("postgresql",)
     aware_timestamptz: ClassVar[bool] = True
     supports_partition_drop: ClassVar[bool] = True
+    listed_collates: ClassVar[bool] = True
     read_only_session_sql: ClassVar[str | None] = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
 
     def driver_url(self, url: sa.URL) -> sa.URL:
