@@ -722,3 +722,45 @@ def test_a_block_longer_than_mariadbs_default_group_concat_limit_is_whole(migrat
     )
     assert len(expected) > 1_048_576
     assert bytes(body) == expected
+
+
+def test_a_hold_placed_between_batches_holds_in_the_next_batch(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch statements are built once per run, yet a predicate that changes between batches is obeyed.
+
+    After the first batch (ids 0-2) a hold on subject ``u1`` (the odd ids) is
+    placed in the batch's own transaction: the next batches' probe adds the
+    hold condition, so statements kept from the first batch would delete the
+    held records. They must stay, and the ledger must hold exactly the rows
+    deleted. On every database (one-statement and three-statement batches).
+    """
+    events, _ = _tables(migrated)
+    old = dt.datetime(2020, 3, 1, 12, tzinfo=dt.UTC)
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": f"u{i % 2}", "collected": old} for i in range(12)])
+    original = set_purge.SetPurge.batch
+    calls = []
+
+    def batch_then_hold(self: set_purge.SetPurge, conn: sa.Connection, after: object) -> object:
+        done = original(self, conn, after)
+        calls.append(after)
+        if len(calls) == 1:
+            conn.execute(
+                store.holds.insert().values(
+                    scope="subject", subject_key="u1", reason="test", placed_by="test", placed_at=old
+                )
+            )
+        return done
+
+    monkeypatch.setattr(set_purge.SetPurge, "batch", batch_then_hold)
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    held = [i for i in range(3, 12) if i % 2]
+    with migrated.connect() as conn:
+        assert sorted(conn.execute(sa.select(events.c.id)).scalars()) == held
+        items = conn.execute(sa.select(sa.func.sum(store.ledger_blocks.c["items"]))).scalar_one()
+    assert result.counts["events"] == {"active->purged": 12 - len(held)}
+    assert items == 12 - len(held)
+    assert len(calls) >= 3
+    assert ledger.verify(migrated, secret=KEY).ok

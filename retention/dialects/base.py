@@ -22,7 +22,7 @@ were; :mod:`retention.dialects.clock_values` says why.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -239,18 +239,21 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
     #: batch's keys as rows costs as much as the work on them, and the locking read locks what it passes anyway.
     last_key_alone: ClassVar[bool] = False
 
-    def last_of_batch(self, conn: sa.Connection, query: sa.Select[Any], size: int) -> tuple[Any, int]:
+    def last_of_batch(
+        self, conn: sa.Connection, query: sa.Select[Any], size: int, parameters: Mapping[str, Any] | None = None
+    ) -> tuple[Any, int]:
         """The last key ``query`` (keys in order, at most ``size``, locked) selects and how many: (None, 0) if none.
 
         A set-based batch needs only the range's end. Generic: every key
         fetched. Where :attr:`last_key_alone`: the size-th key, one row; fewer
         than ``size`` left (a dataset's last batch), every key as the generic way.
+        ``parameters``: values of ``query``'s bound parameters (a statement built once per run).
         """
         if self.last_key_alone:
-            row = conn.execute(query.limit(1).offset(size - 1)).first()
+            row = conn.execute(query.limit(1).offset(size - 1), parameters).first()
             if row is not None:
                 return row[0], size
-        keys = conn.execute(query).scalars().all()
+        keys = conn.execute(query, parameters).scalars().all()
         return (keys[-1], len(keys)) if keys else (None, 0)
 
     # -- ledger item lookups ------------------------------------------------------

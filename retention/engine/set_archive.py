@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 import structlog
@@ -175,6 +175,8 @@ def _batch_keys(conn: sa.Connection, planner: DatasetPlanner) -> sa.Table:
 @dataclass
 class SetArchive(set_purge.SetPurge):
     """One dataset's archive pass, batch by batch: payloads, state rows and deletions by ``INSERT ... SELECT``."""
+
+    cached_batches: ClassVar[bool] = False  # its choose and change take the range's ends as values
 
     batch_keys: sa.Table | None = None  # the batch's keys (:func:`_batch_keys`), created by :func:`start`
     _bounds: list[ColumnElement[bool]] = field(default_factory=list, init=False)  # the range :meth:`choose` found
