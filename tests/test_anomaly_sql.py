@@ -66,6 +66,13 @@ VALUES: dict[str, list[Any]] = {
         "2020-03-01 00:00:00.123456",
         20200101,
         None,
+        # shaped as SQLite's own form (the cheap validity test, datetext._plainly_valid): invalid, then valid
+        "2021-02-29 10:00:00",
+        "2020-13-05 10:00:00",
+        "2020-02-27 24:00:00",
+        "2020-02-27 10:00:00\x00x",
+        b"2020-02-27 10:00:00",
+        "2020-02-27 10:00:00",
     ],
     "postgresql": [
         "2020-02-29 08:00:00+00",
