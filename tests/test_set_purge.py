@@ -729,10 +729,11 @@ def test_a_hold_placed_between_batches_holds_in_the_next_batch(
 ) -> None:
     """The batch statements are built once per run, yet a predicate that changes between batches is obeyed.
 
-    After the first batch (ids 0-2) a hold on subject ``u1`` (the odd ids) is
-    placed in the batch's own transaction: the next batches' probe adds the
-    hold condition, so statements kept from the first batch would delete the
-    held records. They must stay, and the ledger must hold exactly the rows
+    After the second batch (ids 3-5; the first has no start, the second
+    builds the statements every later batch runs) a hold on subject ``u1``
+    (the odd ids) is placed in the batch's own transaction: the next batches'
+    probe adds the hold condition, so statements kept from the second batch
+    would delete the held records. They must stay, and the ledger must hold exactly the rows
     deleted. On every database (one-statement and three-statement batches).
     """
     events, _ = _tables(migrated)
@@ -745,7 +746,7 @@ def test_a_hold_placed_between_batches_holds_in_the_next_batch(
     def batch_then_hold(self: set_purge.SetPurge, conn: sa.Connection, after: object) -> object:
         done = original(self, conn, after)
         calls.append(after)
-        if len(calls) == 1:
+        if len(calls) == 2:
             conn.execute(
                 store.holds.insert().values(
                     scope="subject", subject_key="u1", reason="test", placed_by="test", placed_at=old
@@ -756,7 +757,7 @@ def test_a_hold_placed_between_batches_holds_in_the_next_batch(
     monkeypatch.setattr(set_purge.SetPurge, "batch", batch_then_hold)
     loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
     result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
-    held = [i for i in range(3, 12) if i % 2]
+    held = [i for i in range(6, 12) if i % 2]
     with migrated.connect() as conn:
         assert sorted(conn.execute(sa.select(events.c.id)).scalars()) == held
         items = conn.execute(sa.select(sa.func.sum(store.ledger_blocks.c["items"]))).scalar_one()
