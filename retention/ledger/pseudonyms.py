@@ -8,7 +8,7 @@ to find a person again: one definition, below everything that uses it.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+import hmac
 
 from retention.store.config import read_secret
 
@@ -59,14 +59,21 @@ class Keyed:
         return self.digest(message).hex()
 
 
-@lru_cache(maxsize=16)
 def keyed(secret: bytes) -> Keyed:
+    """HMAC-SHA256 under ``secret``, keyed once: callers that key many messages keep it for their loop.
+
+    Not cached across calls: a process-wide cache keyed by the secret kept
+    every pseudonym key and run key a long-lived process ever used (and their
+    padded states) until the process ended; the caller's loop holds it only
+    as long as it needs it.
+    """
     return Keyed(secret)
 
 
 def pseudonym(secret: bytes, *parts: str) -> str:
     """Hex HMAC-SHA256 of the parts; the same input and key always give the same pseudonym."""
-    return keyed(secret).hexdigest("\x1f".join(parts).encode("utf-8"))
+    # hmac.new, not a Keyed: one pseudonym keys one message, and keying a Keyed would cost more than it saves.
+    return hmac.new(secret, "\x1f".join(parts).encode("utf-8"), "sha256").hexdigest()
 
 
 def record_pseudonym(secret: bytes, dataset: str, record_key: str) -> str:
