@@ -42,7 +42,8 @@ class Secrets:
     def __init__(self, keys: list[bytes]) -> None:
         self.raw: list[bytes] = []
         self.states: set[bytes] = set()
-        for key in keys:
+        for given in keys:
+            key = bytes(bytearray(given))  # a copy: the caller's object may be the one a cache holds
             padded = key.ljust(64, b"\0")
             inner, outer = bytes(b ^ 0x36 for b in padded), bytes(b ^ 0x5C for b in padded)
             self.raw += [key, inner, outer]
