@@ -175,3 +175,81 @@ def test_block_bodies_are_compressed_by_lz4_on_postgresql(migrated: sa.Engine) -
             )
         ).one()
     assert (compression, storage) == (("l", "x") if lz4 else ("", "e"))
+
+
+_SOURCE_KEYS = {
+    "retention_record_states": ("record_key", "subject_key", "leader_key"),
+    "retention_archive": ("record_key",),
+    "retention_erasure_masks": ("record_key",),
+    "retention_review_items": ("record_key",),
+    "retention_holds": ("record_key", "subject_key"),
+    "retention_erasure_requests": ("subject_key",),
+}
+"""The engine's columns holding a source's record or subject key (migration 0020_keycase), written out here."""
+
+
+def _columns(conn: sa.Connection) -> dict[tuple[str, str], tuple[str | None, str, str]]:
+    """(table, column) -> (collation, nullable, comment) of the engine's text columns (MariaDB/MySQL)."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT table_name, column_name, collation_name, is_nullable, column_comment "
+            "FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name LIKE 'retention%' "
+            "AND collation_name IS NOT NULL"
+        )
+    ).all()
+    return {(t, c): (collation, nullable, comment) for t, c, collation, nullable, comment in rows}
+
+
+def _state(conn: sa.Connection, key: str) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO retention_record_states (dataset, record_key, state, since, run_id) "
+            "VALUES ('d', :k, 'archived', '2026-01-01 00:00:00', 'r')"
+        ),
+        {"k": key},
+    )
+
+
+def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.Engine) -> None:
+    """0020 gives the key columns utf8mb4_bin on MariaDB, nothing else changed; its downgrade restores the default.
+
+    At 0019 MariaDB's case-insensitive default refuses a state for 'a' beside
+    one for 'A' (a duplicate key); at head every database keeps both.
+    PostgreSQL and SQLite keep both before and after (their default
+    comparisons are byte-wise): 0020 changes nothing there.
+    """
+    maria = engine.dialect.name in ("mysql", "mariadb")
+    migrate.upgrade(engine, "0019_pdrop")
+    with engine.begin() as conn:
+        _state(conn, "A")
+        before = _columns(conn) if maria else {}
+    if maria:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            _state(conn, "a")
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        _state(conn, "a")
+        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states ORDER BY record_key")).scalars()
+        assert sorted(keys) == ["A", "a"]
+        if maria:
+            after = _columns(conn)
+            wanted = {(t, c) for t, columns in _SOURCE_KEYS.items() for c in columns}
+            assert {k for k, v in after.items() if v[0] == "utf8mb4_bin"} == wanted
+            assert {k: v[1:] for k, v in after.items()} == {k: v[1:] for k, v in before.items()}  # null, comment
+            assert {k: v for k, v in after.items() if k not in wanted} == {
+                k: v for k, v in before.items() if k not in wanted
+            }
+        conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' AND subject_key IS NULL"))
+    if maria:
+        with engine.connect() as conn:
+            _state(conn, "a")
+            conn.commit()
+        with pytest.raises(sa.exc.IntegrityError):
+            migrate.downgrade(engine, "0019_pdrop")  # two keys the old collation cannot keep apart: refused
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' COLLATE utf8mb4_bin"))
+    migrate.downgrade(engine, "0019_pdrop")
+    with engine.connect() as conn:
+        if maria:
+            assert _columns(conn) == before
+    migrate.upgrade(engine)

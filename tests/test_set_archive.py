@@ -298,8 +298,9 @@ def test_set_based_archive_replaces_stale_payloads_by_its_batch_keys(
 
 
 # Mixed case, so that a case-insensitive order and a byte order differ within the first batch of 3 (Y, Z, b in
-# bytes; b, Y, Z without case); under "bin", record 9 ("z", not due) differs from record 1 ("Z", archived) only in
-# case. Stale payloads for records 2 ("b", archived) and 5 ("e", not due).
+# bytes; b, Y, Z without case); under "bin", record 3 ("z", archived) differs from record 1 ("Z", archived) only in
+# case, both moving (two states, two payloads: migration 0020_keycase), and record 9 ("y", not due) from record 6
+# ("Y", archived). Stale payloads for records 2 ("b", archived) and 5 ("e", not due).
 _MIXED = {1: "Z", 2: "b", 3: "c", 4: "d", 5: "e", 6: "Y", 7: "g", 8: "h", 9: "x"}
 
 
@@ -317,7 +318,7 @@ def test_set_based_archive_of_text_keys_in_a_collation_of_their_own(
     as the stale-payload test: equal to the per-record path, the stale
     payload of an archived record replaced and another's kept.
     """
-    keys = {**_MIXED, **({9: "z"} if order == "bin" else {})}
+    keys = {**_MIXED, **({3: "z", 9: "y"} if order == "bin" else {})}
     options: dict[str, Any] = {}
     key_type: Any = sa.String(30)
     name = migrated.dialect.name

@@ -10,10 +10,33 @@ for byte as :mod:`retention.ledger.bulk` does in Python.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+
+
+@dataclass(frozen=True)
+class BoundKey:
+    """An HMAC key a statement names as parameters, whose values each execution supplies (``key_parameters``).
+
+    A value written into a statement stays with it: SQLAlchemy's compiled
+    statement cache keeps the first statement of each shape, values and all,
+    for the life of the engine, so a run key written in as a literal outlived
+    its run in a long-lived process (a worker, the scheduler). Bound per
+    execution, the cached statement holds only the parameters' names.
+    """
+
+    name: str
+
+    def param(self, part: str, type_: Any) -> BindParameter[Any]:
+        """The parameter ``name_part`` (no value: the execution gives it)."""
+        return sa.bindparam(f"{self.name}_{part}", type_=type_)
+
+
+Key = bytes | BoundKey
+"""An HMAC key for the item hooks: its bytes (written into the statement), or a :class:`BoundKey`."""
 
 
 class ItemSQL:
@@ -29,11 +52,22 @@ class ItemSQL:
     def prepare_items(self, conn: sa.Connection) -> None:
         """Make the functions the item hooks call available on ``conn`` (SQLite registers its own)."""
 
-    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes."""
+    def key_parameters(self, bound: BoundKey, key: bytes) -> dict[str, Any]:
+        """The execution parameters that give ``bound`` (named in statements by the hooks below) the value ``key``.
+
+        Generic: none (no item hooks).
+        """
+        return {}
+
+    def hmac_hex(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Lowercase hex HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes.
+
+        ``key``: its bytes, or a :class:`BoundKey` whose values the execution
+        gives (:meth:`key_parameters`), as for every hook here that takes a key.
+        """
         raise NotImplementedError
 
-    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def hmac_bytes(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         """The 32 raw bytes of HMAC-SHA256 under ``key`` of ``prefix`` followed by ``text``'s UTF-8 bytes.
 
         The same value as :meth:`hmac_hex`, unencoded: a format-5 item holds
@@ -64,7 +98,7 @@ class ItemSQL:
 
     def keyed_block_body(
         self,
-        key: bytes,
+        key: Key,
         prefixes: tuple[bytes, bytes],
         record_text: ColumnElement[Any],
         subject_text: ColumnElement[Any],

@@ -17,7 +17,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
-from retention.dialects.item_sql import hmac_pads
+from retention.dialects.item_sql import BoundKey, Key, hmac_pads
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 
@@ -268,15 +268,26 @@ class MySQLDialect(Dialect):
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
         return sa.func.date(value)
 
-    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes.
+    def key_parameters(self, bound: BoundKey, key: bytes) -> dict[str, Any]:
+        # Hex text, unhexed in the statement (PyMySQL would send bytes as a utf8mb4 literal).
         inner, outer = hmac_pads(key)
-        utf8 = sa.cast(text, mysql.CHAR(charset="utf8mb4"))
-        message = sa.func.concat(_binary(inner + prefix), utf8)
-        inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
-        return sa.func.sha2(sa.func.concat(_binary(outer), inner_digest), 256)
+        return {f"{bound.name}_inner": inner.hex(), f"{bound.name}_outer": outer.hex()}
 
-    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def hmac_hex(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes.
+        utf8 = sa.cast(text, mysql.CHAR(charset="utf8mb4"))
+        message: ColumnElement[Any]
+        outer: ColumnElement[Any]
+        if isinstance(key, BoundKey):
+            message = sa.func.concat(sa.func.unhex(key.param("inner", sa.String)), _binary(prefix), utf8)
+            outer = sa.func.unhex(key.param("outer", sa.String))
+        else:
+            inner_pad, outer_pad = hmac_pads(key)
+            message, outer = sa.func.concat(_binary(inner_pad + prefix), utf8), _binary(outer_pad)
+        inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
+        return sa.func.sha2(sa.func.concat(outer, inner_digest), 256)
+
+    def hmac_bytes(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.unhex(self.hmac_hex(key, prefix, text), type_=sa.LargeBinary)
 
     def block_item(

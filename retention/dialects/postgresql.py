@@ -15,7 +15,7 @@ from sqlalchemy.types import NullType
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
-from retention.dialects.item_sql import hmac_pads
+from retention.dialects.item_sql import BoundKey, Key, hmac_pads
 
 _RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
 
@@ -156,14 +156,25 @@ class PostgreSQLDialect(Dialect):
             return sa.cast(sa.func.timezone("UTC", value), sa.Date)
         return sa.cast(value, sa.Date)
 
-    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def key_parameters(self, bound: BoundKey, key: bytes) -> dict[str, Any]:
+        inner, outer = hmac_pads(key)
+        return {f"{bound.name}_inner": inner, f"{bound.name}_outer": outer}
+
+    def hmac_hex(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return sa.func.encode(self.hmac_bytes(key, prefix, text), "hex")
 
-    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def hmac_bytes(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
         # Built-in sha256() (PostgreSQL 11) over the pre-absorbed pads: no pgcrypto needed.
-        inner, outer = hmac_pads(key)
-        message = sa.literal(inner + prefix, sa.LargeBinary).op("||")(sa.func.convert_to(text, "UTF8"))
-        digest = sa.literal(outer, sa.LargeBinary).op("||")(sa.func.sha256(message))
+        start: ColumnElement[Any]
+        end: ColumnElement[Any]
+        if isinstance(key, BoundKey):
+            start = key.param("inner", sa.LargeBinary).op("||")(sa.literal(prefix, sa.LargeBinary))
+            end = key.param("outer", sa.LargeBinary)
+        else:
+            inner, outer = hmac_pads(key)
+            start, end = sa.literal(inner + prefix, sa.LargeBinary), sa.literal(outer, sa.LargeBinary)
+        message = start.op("||")(sa.func.convert_to(text, "UTF8"))
+        digest = end.op("||")(sa.func.sha256(message))
         return sa.func.sha256(digest, type_=sa.LargeBinary)
 
     def block_item(

@@ -14,7 +14,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention.dialects.base import Dialect
-from retention.dialects.item_sql import hmac_pads
+from retention.dialects.item_sql import BoundKey, Key, hmac_pads
 from retention.errors import ConfigError
 from retention.timing import datetext
 
@@ -130,12 +130,15 @@ class SQLiteDialect(Dialect):
         raw.create_aggregate("retention_block", 3, _Block)
         raw.create_aggregate("retention_keyed_block", 6, _KeyedBlock)
 
-    def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.retention_hmac_hex(sa.literal(key, sa.LargeBinary), sa.literal(prefix, sa.LargeBinary), text)
+    def key_parameters(self, bound: BoundKey, key: bytes) -> dict[str, Any]:
+        return {f"{bound.name}_key": key}
 
-    def hmac_bytes(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        key_bytes, prefix_bytes = sa.literal(key, sa.LargeBinary), sa.literal(prefix, sa.LargeBinary)
-        return sa.func.retention_hmac_bytes(key_bytes, prefix_bytes, text, type_=sa.LargeBinary)
+    def hmac_hex(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.func.retention_hmac_hex(_key_value(key), sa.literal(prefix, sa.LargeBinary), text)
+
+    def hmac_bytes(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        prefix_bytes = sa.literal(prefix, sa.LargeBinary)
+        return sa.func.retention_hmac_bytes(_key_value(key), prefix_bytes, text, type_=sa.LargeBinary)
 
     def block_body(
         self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
@@ -148,15 +151,17 @@ class SQLiteDialect(Dialect):
 
     def keyed_block_body(
         self,
-        key: bytes,
+        key: Key,
         prefixes: tuple[bytes, bytes],
         record_text: ColumnElement[Any],
         subject_text: ColumnElement[Any],
         due: ColumnElement[Any],
     ) -> ColumnElement[Any]:
         # Each call out of SQLite into Python costs about as much as the HMAC it makes: one a row, not three.
-        constants = (sa.literal(value, sa.LargeBinary) for value in (key, *prefixes))
-        return sa.func.retention_keyed_block(*constants, record_text, subject_text, due, type_=sa.LargeBinary)
+        constants = (sa.literal(value, sa.LargeBinary) for value in prefixes)
+        return sa.func.retention_keyed_block(
+            _key_value(key), *constants, record_text, subject_text, due, type_=sa.LargeBinary
+        )
 
     def pseudonym_in(self, column: ColumnElement[Any], values: Sequence[str]) -> ColumnElement[bool]:
         # The index holds ``substr(column, 1, 16)`` (migration 0017): the query must name that very expression,
@@ -255,6 +260,11 @@ class SQLiteDialect(Dialect):
             else_=None,
         )
         return measured, sa.and_(rel_col.is_not(None), sa.not_(valid), sa.not_(zero))
+
+
+def _key_value(key: Key) -> ColumnElement[Any]:
+    """The key as the functions below take it: its bytes written in, or the :class:`BoundKey`'s parameter."""
+    return key.param("key", sa.LargeBinary) if isinstance(key, BoundKey) else sa.literal(key, sa.LargeBinary)
 
 
 def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:

@@ -46,6 +46,7 @@ import structlog
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
+from retention.dialects.item_sql import BoundKey
 from retention.engine import clock_counts
 from retention.engine.apply import RunContext
 from retention.engine.clock_sql import ClockSQL, DatasetSQL
@@ -65,6 +66,9 @@ log = structlog.get_logger("retention")
 
 SWITCH = "RETENTION_SET_BASED"
 """Environment variable: ``0`` sends every dataset through the per-record path (before/after measurements)."""
+
+RUN_KEY = BoundKey("retention_run_key")
+"""The run's key in the batch statements: parameters each execution gives, so no cached statement keeps it."""
 
 _DAY_KINDS = ("timestamptz", "timestamp", "date")
 """Clock kinds whose local day :class:`DueDays` finds by comparing the stored value with the day's first moment."""
@@ -457,7 +461,7 @@ class SetPurge:
         in_range = {**parameters, "batch_last": last}
 
         def write(seq: int) -> bytes:
-            written = conn.execute(built.items, {**in_range, "batch_seq": seq}).first()
+            written = conn.execute(built.items, {**in_range, "batch_seq": seq, **self._key_parameters(conn)}).first()
             deleted = int(conn.execute(built.delete, in_range).rowcount)
             if written is None:
                 return self._checked(None, 0, deleted)
@@ -519,15 +523,19 @@ class SetPurge:
             [],
         )
 
+    def _key_parameters(self, conn: sa.Connection) -> dict[str, Any]:
+        """The execution parameters that give :data:`RUN_KEY` the run's key (never written into a statement)."""
+        return dialect_for(conn).key_parameters(RUN_KEY, ledger_items.run_key(self.ctx.secret, self.ctx.run_id))
+
     def _pseudonym_texts(
         self, conn: sa.Connection
-    ) -> tuple[bytes, tuple[bytes, bytes], ColumnElement[Any], ColumnElement[Any] | None]:
-        """The run's key, the record and subject prefixes, and the texts a source row's pseudonyms key.
+    ) -> tuple[BoundKey, tuple[bytes, bytes], ColumnElement[Any], ColumnElement[Any] | None]:
+        """The run's key (:data:`RUN_KEY`), the record and subject prefixes, and the texts a row's pseudonyms key.
 
         The subject text is NULL for an empty subject (no subject), and None when the dataset has none.
         """
-        planner, ctx = self.planner, self.ctx
-        key = ledger_items.run_key(ctx.secret, ctx.run_id)
+        planner = self.planner
+        key = RUN_KEY
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         subject_text = None
         if planner.subject is not None:
@@ -540,7 +548,7 @@ class SetPurge:
     def _pseudonyms(
         self,
         conn: sa.Connection,
-        texts: tuple[bytes, tuple[bytes, bytes], ColumnElement[Any], ColumnElement[Any] | None] | None = None,
+        texts: tuple[BoundKey, tuple[bytes, bytes], ColumnElement[Any], ColumnElement[Any] | None] | None = None,
     ) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
         """The record and subject pseudonyms (raw 32 bytes, NULL for no subject) of a source row under the
         run's key, computed by the database; from ``texts`` (:meth:`_pseudonym_texts`) when the caller has them."""
@@ -570,7 +578,7 @@ class SetPurge:
         """
         planner, ctx = self.planner, self.ctx
         summary = self._one_statement(conn, first=after is None)
-        parameters = {"batch_after": after} if after is not None else {}
+        parameters = {**self._key_parameters(conn), **({"batch_after": after} if after is not None else {})}
         found: dict[str, Any] = {}
         moved = ledger.append_blocks_written(
             conn,
@@ -666,7 +674,7 @@ class SetPurge:
     def _write(self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]) -> bytes:
         """The block and deletions of the range at entry ``seq``; the block's body as stored (none: no bytes)."""
         insert = self._block_insert(conn, sa.literal(seq, store.SEQ), in_range)
-        written = conn.execute(insert).first()
+        written = conn.execute(insert, self._key_parameters(conn)).first()
         deleted = self.change(conn, in_range)
         if written is None:
             return self._checked(None, 0, deleted)

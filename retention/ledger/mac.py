@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import os
-from functools import lru_cache
 
 from retention.store.config import read_secret
 
@@ -24,9 +23,14 @@ from retention.store.config import read_secret
 _LEDGER_KEY_MESSAGE = b"ledger-mac\x1f"
 
 
-@lru_cache(maxsize=16)
 def ledger_key(secret: bytes) -> bytes:
-    """The ledger key: HMAC-SHA256(pseudonym key, "ledger-mac" 0x1f)."""
+    """The ledger key: HMAC-SHA256(pseudonym key, "ledger-mac" 0x1f).
+
+    Not cached: a cache keyed by the secret kept every pseudonym key a
+    long-lived process (the console, the scheduler, a worker) ever used, an
+    old one after a rotation too, for the life of the process; the HMAC costs
+    about a microsecond, once per entry written or verified.
+    """
     return hmac.new(secret, _LEDGER_KEY_MESSAGE, "sha256").digest()
 
 

@@ -8,7 +8,7 @@ to find a person again: one definition, below everything that uses it.
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+import hmac
 
 from retention.store.config import read_secret
 
@@ -16,6 +16,11 @@ from retention.store.config import read_secret
 def normalise_email(address: str) -> str:
     """An e-mail address as the engine compares it: surrounding spaces trimmed, lower-cased."""
     return address.strip(" ").lower()
+
+
+_XOR_36 = bytes(b ^ 0x36 for b in range(256))
+_XOR_5C = bytes(b ^ 0x5C for b in range(256))
+"""RFC 2104's pads as translation tables (as :mod:`hmac` makes them): keying no longer costs a loop in Python."""
 
 
 class Keyed:
@@ -29,8 +34,8 @@ class Keyed:
     def __init__(self, secret: bytes) -> None:
         key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
         key = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        self._inner = hashlib.sha256(key.translate(_XOR_36))
+        self._outer = hashlib.sha256(key.translate(_XOR_5C))
 
     def pads(self) -> tuple[hashlib._Hash, hashlib._Hash]:
         """The inner and outer SHA-256 states with the padded key absorbed; copy them, never update them.
@@ -59,14 +64,21 @@ class Keyed:
         return self.digest(message).hex()
 
 
-@lru_cache(maxsize=16)
 def keyed(secret: bytes) -> Keyed:
+    """HMAC-SHA256 under ``secret``, keyed once: callers that key many messages keep it for their loop.
+
+    Not cached across calls: a process-wide cache keyed by the secret kept
+    every pseudonym key and run key a long-lived process ever used (and their
+    padded states) until the process ended; the caller's loop holds it only
+    as long as it needs it.
+    """
     return Keyed(secret)
 
 
 def pseudonym(secret: bytes, *parts: str) -> str:
     """Hex HMAC-SHA256 of the parts; the same input and key always give the same pseudonym."""
-    return keyed(secret).hexdigest("\x1f".join(parts).encode("utf-8"))
+    # hmac.new, not a Keyed: one pseudonym keys one message, and keying a Keyed would cost more than it saves.
+    return hmac.new(secret, "\x1f".join(parts).encode("utf-8"), "sha256").hexdigest()
 
 
 def record_pseudonym(secret: bytes, dataset: str, record_key: str) -> str:

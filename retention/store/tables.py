@@ -51,6 +51,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 KEY = sa.String(191)  # 191 keeps MySQL utf8mb4 index keys within 767 bytes
+SOURCE_KEY = sa.String(191).with_variant(
+    mysql.VARCHAR(191, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+"""A source's record or subject key, kept as the source holds it: byte by byte (migration 0020_keycase).
+
+A key column may compare byte by byte (utf8mb4_bin) and hold 'A' and 'a' as two records; in the database's
+default collation (on MariaDB usually case-insensitive) they collided in the engine's primary keys. PostgreSQL's
+default collations are deterministic and SQLite's is BINARY: as they are."""
 NAME = sa.String(100)
 HASH = sa.String(64)
 EMAIL = sa.String(320)  # RFC 5321 limits an address to 254 octets; 320 is the usual column
@@ -213,12 +221,12 @@ record_states = sa.Table(
     f"{PREFIX}record_states",
     metadata,
     sa.Column("dataset", NAME, primary_key=True),
-    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("record_key", SOURCE_KEY, primary_key=True),
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("since", UTCDateTime, nullable=False, comment="the due instant that moved it here"),
-    sa.Column("subject_key", KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
+    sa.Column("subject_key", SOURCE_KEY, comment="for holds and erasure; engine-internal, never in the ledger"),
     sa.Column("run_id", sa.String(36), nullable=False),
-    sa.Column("leader_key", KEY, comment="a follower's leader record (its subject or its via column)"),
+    sa.Column("leader_key", SOURCE_KEY, comment="a follower's leader record (its subject or its via column)"),
     sa.Column("clock_day", sa.Date, comment="the event the record's clock marks, for after_from: clock"),
     sa.Column("email_pseudonym", HASH, comment="HMAC of the record's normalised e-mail address (no address in clear)"),
     sa.Index(None, "dataset", "state", "since"),
@@ -231,7 +239,7 @@ archive = sa.Table(
     f"{PREFIX}archive",
     metadata,
     sa.Column("dataset", NAME, primary_key=True),
-    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("record_key", SOURCE_KEY, primary_key=True),
     sa.Column("payload", LONGTEXT, nullable=False, comment="JSON of the declared columns only"),
     sa.Column("archived_at", UTCDateTime, nullable=False),
     sa.Column("purge_due_at", UTCDateTime, comment="when the payload's own period ends"),
@@ -254,7 +262,7 @@ erasure_masks = sa.Table(
     f"{PREFIX}erasure_masks",
     metadata,
     sa.Column("dataset", NAME, primary_key=True),
-    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("record_key", SOURCE_KEY, primary_key=True),
     sa.Column("request_id", sa.Integer, nullable=False, comment="the erasure request whose mask pass masked it"),
     sa.Column("run_id", sa.String(36), nullable=False),
     sa.Column("masked_at", UTCDateTime, nullable=False),
@@ -267,8 +275,8 @@ holds = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("scope", sa.String(10), nullable=False, comment="subject, dataset or record"),
     sa.Column("dataset", NAME),
-    sa.Column("record_key", KEY),
-    sa.Column("subject_key", KEY),
+    sa.Column("record_key", SOURCE_KEY),
+    sa.Column("subject_key", SOURCE_KEY),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("placed_by", NAME, nullable=False),
     sa.Column("placed_at", UTCDateTime, nullable=False),
@@ -286,7 +294,7 @@ erasure_requests = sa.Table(
     f"{PREFIX}erasure_requests",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("subject_key", KEY, comment="NULL once minimised (engine_retention)"),
+    sa.Column("subject_key", SOURCE_KEY, comment="NULL once minimised (engine_retention)"),
     sa.Column("received_on", sa.Date, nullable=False),
     sa.Column("deadline", sa.Date, nullable=False),
     sa.Column("extended_on", sa.Date),
@@ -473,7 +481,7 @@ review_items = sa.Table(
     metadata,
     sa.Column("batch_id", sa.Integer, sa.ForeignKey(f"{PREFIX}review_batches.id"), primary_key=True),
     sa.Column("dataset", NAME, primary_key=True),
-    sa.Column("record_key", KEY, primary_key=True),
+    sa.Column("record_key", SOURCE_KEY, primary_key=True),
     sa.Column("transition", sa.String(40), nullable=False),
     sa.Column("due_at", UTCDateTime, nullable=False),
     sa.Index(None, "dataset", "record_key"),
