@@ -83,3 +83,33 @@ def test_a_sighting_committed_by_another_process_meanwhile_is_counted(
     with migrated.connect() as conn:
         rows = conn.execute(sa.select(store.pack_sightings.c.version, store.pack_sightings.c.seen_by)).all()
     assert sorted(tuple(r) for r in rows) == [("1", "run"), ("2", "check")]  # B's sighting stands, once
+
+
+def _refuse_new_sightings(engine: sa.Engine) -> None:
+    """An operator's rule on the sightings table that fails every insert: a trigger (SQLite) or a CHECK."""
+    table = store.pack_sightings.name
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                sa.text(
+                    f"CREATE TRIGGER refuse_sightings BEFORE INSERT ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+        else:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT refuse_sightings CHECK (seen_by = 'nobody')"))
+
+
+def test_an_insert_refused_by_a_constraint_is_not_taken_for_a_race(migrated: sa.Engine, tmp_path: Path) -> None:
+    """A failed first sighting that no other process recorded is that error, at once, not three retries and a
+    ConcurrentChangeError blaming other processes (review `keys`; before, SQLite and PostgreSQL, whose trigger and
+    CHECK failures are integrity errors, ended in ConcurrentChangeError)."""
+    v1, v2 = _versions(tmp_path)
+    _refuse_new_sightings(migrated)
+    with pytest.raises(sa.exc.DBAPIError) as refused:
+        notice.sight_versions(migrated, [v1, v2], "run", must_record=True)
+    assert "refuse" in str(refused.value.orig).lower() or "constraint" in str(refused.value.orig).lower()
+    # A check (no must_record) goes on without recording, the versions reported as not seen.
+    versions = notice.sight_versions(migrated, [v1, v2], "check")
+    assert versions is not None
+    assert {v.loaded.pack.version: v.first_seen_at for v in versions} == {"1": None, "2": None}

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
+import structlog
 
 from retention.engine.execute import engine_tables_missing
 from retention.errors import ConcurrentChangeError, ConfigError
@@ -36,6 +37,8 @@ from retention.store import tables as store
 from retention.timing.clock import local_date, utcnow
 
 Status = Literal["ok", "short", "back-dated", "first version", "no notice", "not seen"]
+
+log = structlog.get_logger("retention")
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,19 @@ def sightings(conn: sa.Connection, digests: Iterable[str]) -> dict[str, dt.datet
     return {row.digest: row.first_seen_at for row in conn.execute(query)}
 
 
+def _raced(conn: sa.Connection, digests: Iterable[str], seen: dict[str, dt.datetime]) -> bool:
+    """Whether another process recorded a sighting of one of ``digests`` since ``seen`` was read.
+
+    A failed insert of first sightings is a lost race only then; any other
+    integrity error (a constraint or trigger the operator added) would fail
+    every retry the same way.
+    """
+    try:
+        return bool(set(sightings(conn, digests)) - set(seen))
+    finally:
+        conn.rollback()
+
+
 def status(loaded: LoadedPack, versions: Sequence[LoadedPack], seen: dict[str, dt.datetime]) -> VersionNotice:
     """The notice status of ``loaded`` among the catalog's ``versions`` (all packs)."""
     pack = loaded.pack
@@ -254,9 +270,17 @@ def sight_versions(
                 recorded = record(conn, packs, now, seen_by, known=seen)
                 conn.commit()
                 break
-            except sa.exc.IntegrityError:
-                conn.rollback()  # another process recorded one of them first: read and record again
-                recorded = None
+            except sa.exc.IntegrityError as exc:
+                conn.rollback()
+                if not _raced(conn, digests, seen):
+                    # Not another process's sighting (a CHECK or trigger of the operator's, say): no retry
+                    # would record it, and blaming other processes would send the operator the wrong way.
+                    if must_record:
+                        raise
+                    log.warning("sighting_not_recorded", error=type(exc.orig).__name__)
+                    recorded = None
+                    break
+                recorded = None  # another process recorded one of them first: read and record again
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated:
                     raise
