@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import Cast, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
@@ -269,10 +269,10 @@ class MySQLDialect(Dialect):
         return sa.func.date(value)
 
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes.
+        # SHA2() over the padded keys (hex literals: constants, where UNHEX('...') ran for every row); CONCAT
+        # with a binary argument takes the text's utf8mb4 bytes, an integer's decimal digits as they are.
         inner, outer = hmac_pads(key)
-        utf8 = sa.cast(text, mysql.CHAR(charset="utf8mb4"))
-        message = sa.func.concat(_binary(inner + prefix), utf8)
+        message = sa.func.concat(_binary(inner + prefix), _utf8(text))
         inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
         return sa.func.sha2(sa.func.concat(_binary(outer), inner_digest), 256)
 
@@ -403,8 +403,32 @@ def _ordered_concat(element: _OrderedConcat, compiler: Any, **kw: Any) -> str:
 
 
 def _binary(value: bytes) -> ColumnElement[Any]:
-    """A binary string: sent as hex text and unhexed (PyMySQL would send bytes as a utf8mb4 literal)."""
-    return sa.func.unhex(sa.literal(value.hex(), sa.String))
+    """A binary string constant, written as a hexadecimal literal (``X'...'``) in the statement's text.
+
+    PyMySQL would send bytes as a utf8mb4 string literal. These were sent as
+    hex text and ``UNHEX``ed, a function call MariaDB made for every row in
+    which it appears (four a record in a block's pseudonyms: it caches
+    constant expressions in conditions only); a hexadecimal literal is a
+    binary string of the same bytes, parsed once. The hex digits are the
+    value's own (no quoting to escape), so the literal cannot carry anything
+    but bytes.
+    """
+    return sa.literal_column(f"X'{value.hex()}'", sa.LargeBinary)
+
+
+def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
+    """What ``CONCAT`` with a binary argument takes as ``text``'s UTF-8 bytes.
+
+    A text is converted to utf8mb4 (its column may hold another character
+    set). An integer cast to text (the record key of an integer key, see
+    :meth:`retention.engine.set_purge.SetPurge._pseudonym_texts`) is given to
+    ``CONCAT`` as the integer: it takes its decimal digits, ASCII, which are
+    the same bytes in utf8mb4, without the two conversions per row.
+    """
+    inner = text.clause if isinstance(text, Cast) else text
+    if isinstance(inner.type, sa.Integer):
+        return inner
+    return sa.cast(text, mysql.CHAR(charset="utf8mb4"))
 
 
 @functools.cache
