@@ -373,6 +373,10 @@ class SetPurge:
     # The dialect's row address (Dialect.row_address): each batch is then one statement (_in_one_statement).
     address: ColumnElement[Any] | None = None
     _source: DatasetSQL | None = None
+    # The batch's key range alone, when every row in it was selected and locked (:meth:`choose`): the items and
+    # the delete take it instead of the predicate, and must then be as many as the keys selected.
+    _whole_range: list[ColumnElement[bool]] | None = field(default=None, init=False)
+    _whole_count: int = field(default=0, init=False)
 
     @property
     def transition(self) -> str:
@@ -427,6 +431,8 @@ class SetPurge:
         if not scanned:
             return None
         in_range = [selected, key <= last] + ([key > after] if after is not None else [])
+        if self._whole_range is not None:  # every row of the range selected and locked (choose)
+            in_range = self._whole_range
         moved = ledger.append_blocks_written(
             conn, self._draft(), ctx.now(), lambda seq: self._write(conn, seq, in_range), secret=ctx.secret
         )
@@ -434,8 +440,34 @@ class SetPurge:
         return Batch(planner.name, "active", [], scanned=scanned, moved=moved), counts, last
 
     def choose(self, conn: sa.Connection, query: sa.Select[Any], after: Any) -> tuple[Any, int]:
-        """Lock the batch ``query`` selects (its keys in order); its last key and how many (None, 0 for none)."""
-        return dialect_for(conn).last_of_batch(conn, query, self.planner.batch_size)
+        """Lock the batch ``query`` selects (its keys in order); its last key and how many (None, 0 for none).
+
+        Where the dialect has ``whole_range_delete``, also count every row of
+        the key range, locking it (``FOR UPDATE``: the newest versions, and
+        InnoDB locks what it counts). When that count is the number selected,
+        the range holds no row the predicate left out and every row of it is
+        locked by this batch (no other session can change or delete one until
+        it commits): the items and the delete then take the range alone, and
+        the predicate (the impossible-date test, the state probe, the holds'
+        and erasures' anti-joins) is evaluated once a batch, not three times.
+        The batch's decision is this read's, as the per-record path's is its
+        fetch. What it writes is still exactly what it locked: the items and
+        the rows deleted must each be as many as the keys selected
+        (:meth:`_write`), and a row that entered the range after the count
+        (no gap locks under READ COMMITTED) makes one of them more, which
+        rolls the batch back.
+        """
+        planner = self.planner
+        dialect = dialect_for(conn)
+        last, scanned = dialect.last_of_batch(conn, query, planner.batch_size)
+        self._whole_range = None
+        if scanned and dialect.whole_range_delete:
+            key = planner.key
+            bounds = [key <= last] + ([key > after] if after is not None else [])
+            count = sa.select(sa.func.count()).select_from(planner.table).where(*bounds)
+            if conn.execute(dialect.for_update(count, planner.table)).scalar_one() == scanned:
+                self._whole_range, self._whole_count = bounds, scanned
+        return last, scanned
 
     def _draft(self) -> ledger_items.BatchItems:
         """The entry's columns other than its items (which the database writes)."""
@@ -631,6 +663,11 @@ class SetPurge:
         insert = t.insert().from_select(["entry_seq", "items", "body"], block).returning(t.c["items"], t.c.body)
         written = conn.execute(insert).first()
         deleted = self.change(conn, in_range)
+        if self._whole_range is not None and deleted != self._whole_count:
+            raise ConcurrentChangeError(
+                f"dataset {planner.name}: {deleted} rows deleted in a key range of {self._whole_count} locked due "
+                "records (a row entered the range); rolled back"
+            )
         if written is None:
             return self._checked(None, 0, deleted)
         return self._checked(written.body, written.items, deleted)
