@@ -495,7 +495,11 @@ class SetPurge:
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
         subject_text = None
-        if planner.subject is not None:
+        if planner.subject is not None and _python_type(planner.subject) is int and not dialect_for(conn).keyed_blocks:
+            # An integer's text is never empty: no test per row (and MariaDB hashes the integer's digits as they
+            # are). SQLite's keyed aggregate keeps the test: an INTEGER column there may hold any text, '' too.
+            subject_text = sa.cast(planner.subject, sa.String)
+        elif planner.subject is not None:
             # Not nullif(text, ''): under MariaDB's PAD SPACE collations ' ' = '', and a subject of spaces (keyed
             # by the per-record path) would have gone unkeyed. A length is no comparison.
             text = planner.text(conn, planner.subject)
