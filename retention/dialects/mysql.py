@@ -273,8 +273,8 @@ class MySQLDialect(Dialect):
         return sa.func.date(value)
 
     def hmac_hex(self, key: bytes, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SHA2() over the padded keys (hex literals: constants, where UNHEX('...') ran for every row); CONCAT
-        # with a binary argument takes the text's utf8mb4 bytes, an integer's decimal digits as they are.
+        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes, an
+        # integer's decimal digits as they are.
         inner, outer = hmac_pads(key)
         message = sa.func.concat(_binary(inner + prefix), _utf8(text))
         inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
@@ -407,17 +407,16 @@ def _ordered_concat(element: _OrderedConcat, compiler: Any, **kw: Any) -> str:
 
 
 def _binary(value: bytes) -> ColumnElement[Any]:
-    """A binary string constant, written as a hexadecimal literal (``X'...'``) in the statement's text.
+    """A binary string: sent as hex text and unhexed.
 
-    PyMySQL would send bytes as a utf8mb4 string literal. These were sent as
-    hex text and ``UNHEX``ed, a function call MariaDB made for every row in
-    which it appears (four a record in a block's pseudonyms: it caches
-    constant expressions in conditions only); a hexadecimal literal is a
-    binary string of the same bytes, parsed once. The hex digits are the
-    value's own (no quoting to escape), so the literal cannot carry anything
-    but bytes.
+    PyMySQL would send bytes as a utf8mb4 literal; a hexadecimal literal
+    (``X'...'``) is no better: MariaDB converts a literal to the character
+    set of the text it is concatenated with (error 1300, "Invalid utf8mb4
+    character string"), where ``UNHEX``'s binary result makes ``CONCAT``'s
+    binary. ``CAST(X'...' AS BINARY)`` measured the same as ``UNHEX``
+    (``BENCHMARK``, bench/RESULTS.md, the MariaDB purge at pt-archiver's pace).
     """
-    return sa.literal_column(f"X'{value.hex()}'", sa.LargeBinary)
+    return sa.func.unhex(sa.literal(value.hex(), sa.String))
 
 
 def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
