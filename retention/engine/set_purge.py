@@ -494,7 +494,7 @@ class SetPurge:
         planner, ctx = self.planner, self.ctx
         key = ledger_items.run_key(ctx.secret, ctx.run_id)
         record_text = planner.key if _python_type(planner.key) is str else sa.cast(planner.key, sa.String)
-        subject_text = None
+        subject_text: ColumnElement[Any] | None = None
         if planner.subject is not None and _python_type(planner.subject) is int and not dialect_for(conn).keyed_blocks:
             # An integer's text is never empty: no test per row (and MariaDB hashes the integer's digits as they
             # are). SQLite's keyed aggregate keeps the test: an INTEGER column there may hold any text, '' too.
