@@ -521,6 +521,60 @@ def test_a_runs_block_is_the_block_of_the_python_pseudonyms_of_its_rows(migrated
     assert all(blocks.check(body) is None for body in stored) and len(stored) == 3
 
 
+def test_integer_keys_and_subjects_are_keyed_by_their_decimal_digits(migrated: sa.Engine) -> None:
+    """A BIGINT key and an INTEGER subject (none, zero, negative, the largest): the items of ``str(int)``'s ``hmac``.
+
+    MariaDB gives ``CONCAT`` the integers themselves (no cast to text, no
+    empty-subject test per row): the bytes must be the digits Python keys.
+    """
+    import naive_oracle as oracle
+
+    from retention.ledger.items import run_key
+
+    md = sa.MetaData()
+    events = sa.Table(
+        "sp_events",
+        md,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.Integer),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    sa.Table(
+        "sp_accounts",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    md.create_all(migrated)
+    rows = {-(2**40): 7, 3: None, 4: 0, 2**62: -3, 9: 2**31 - 1, 10: 7}
+    at = dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC)
+    with migrated.begin() as conn:
+        conn.execute(events.insert(), [{"id": i, "user_id": u, "collected": at} for i, u in rows.items()])
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(migrated, loaded, dt.datetime(2022, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert any(e["event"] == "purge_set_based" and e["dataset"] == "events" for e in logs)
+    assert result.counts["events"] == {"active->purged": len(rows)}
+    key = run_key(KEY, result.run_id)
+    due = oracle.due_after(oracle.local_day(at, "Europe/Paris"), "P1Y", "Europe/Paris")
+    expected = blocks.encode(
+        [
+            (
+                hmac.new(key, f"record\x1fevents\x1f{i}".encode(), hashlib.sha256).digest(),
+                None if u is None else hmac.new(key, f"subject\x1f{u}".encode(), hashlib.sha256).digest(),
+                due.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            )
+            for i, u in rows.items()
+        ]
+    )
+    with migrated.connect() as conn:
+        stored = b"".join(bytes(b) for b in conn.execute(sa.select(store.ledger_blocks.c.body)).scalars())
+    assert sorted(stored[i : i + 91] for i in range(0, len(stored), 91)) == sorted(
+        expected[i : i + 91] for i in range(0, len(expected), 91)
+    )
+    assert ledger.verify(migrated, secret=KEY).ok
+
+
 def _item_due_instants(engine: sa.Engine, run_id: str) -> dict[str, dt.datetime]:
     """Each item of the run's ``events`` blocks: record pseudonym (hex) -> due instant, read by hand.
 

@@ -117,3 +117,39 @@ def test_the_batch_statement_is_built_once_while_nothing_changes(
         assert ledger.verify(conn, secret=KEY).ok
         entries = conn.execute(sa.select(store.ledger.c["items"]).where(store.ledger.c["items"] > 0)).scalars().all()
         assert sorted(entries) == [1, 2, 2, 2]
+
+
+def test_a_range_holding_a_record_not_due_is_deleted_by_the_predicate(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten records, 3 and 6 not due, two due a batch: the ranges 2..4 and 5..7 hold a record the run keeps.
+
+    Where the dialect has ``whole_range_delete`` (MariaDB), a batch whose
+    range is all due deletes by the range alone (0..1, 8..9) and the two
+    others by the predicate again: records 3 and 6 stay, and the ledger
+    holds one item per record deleted. Deleting every range by its bounds
+    would delete them (and the batch would roll back: 2 items, 3 rows).
+    SQLite deletes every range by the predicate; PostgreSQL's batch is one
+    statement that deletes by row address.
+    """
+    events = _events(migrated, 10)
+    recent = dt.datetime(2024, 12, 1, 12, tzinfo=dt.UTC)
+    with migrated.begin() as conn:
+        conn.execute(events.update().where(events.c.id.in_([3, 6])).values(collected=recent))
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    by_range: list[bool] = []
+    original = set_purge.SetPurge.change
+
+    def change(self: set_purge.SetPurge, conn: sa.Connection, in_range: list[sa.ColumnElement[bool]]) -> int:
+        by_range.append(self._whole_range is not None)
+        return original(self, conn, in_range)
+
+    monkeypatch.setattr(set_purge.SetPurge, "change", change)
+    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert result.counts["events"] == {"active->purged": 8}
+    expected = {"mysql": [True, False, False, True], "sqlite": [False] * 4, "postgresql": []}
+    assert by_range == expected[migrated.dialect.name]
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(events.c.id).order_by(events.c.id)).scalars().all() == [3, 6]
+        assert conn.execute(sa.select(sa.func.sum(store.ledger_blocks.c["items"]))).scalar_one() == 8
+        assert ledger.verify(conn, secret=KEY).ok

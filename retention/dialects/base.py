@@ -235,6 +235,11 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return query.with_for_update()
 
+    #: A three-statement set-based purge batch whose range holds no row its locking read passed over (a
+    #: locking count of the range equals the keys it selected) deletes by the range alone, not the predicate
+    #: again: where the predicate costs the database more than a locking count (MariaDB's per-row tests).
+    whole_range_delete: ClassVar[bool] = False
+
     #: :meth:`last_of_batch` asks for the size-th key alone (``LIMIT 1 OFFSET size-1``): where fetching a
     #: batch's keys as rows costs as much as the work on them, and the locking read locks what it passes anyway.
     last_key_alone: ClassVar[bool] = False

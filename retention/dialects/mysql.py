@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import Cast, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
@@ -247,6 +247,10 @@ class MySQLDialect(Dialect):
     # passes over, so the range is locked as before.
     last_key_alone: ClassVar[bool] = True
     listed_collates: ClassVar[bool] = True
+    # The predicate is a batch's costliest per-row work after the hashes (the impossible-date test, the
+    # state probe, the holds' anti-join): a range that is all due needs it for its locking read and its
+    # items, not a third time for its delete (retention.engine.set_purge.SetPurge.choose).
+    whole_range_delete: ClassVar[bool] = True
 
     def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
         # InnoDB recalculates persistent statistics itself after 10 % of a table
@@ -274,8 +278,9 @@ class MySQLDialect(Dialect):
         return {f"{bound.name}_inner": inner.hex(), f"{bound.name}_outer": outer.hex()}
 
     def hmac_hex(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes.
-        utf8 = sa.cast(text, mysql.CHAR(charset="utf8mb4"))
+        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes, an
+        # integer's decimal digits as they are.
+        utf8 = _utf8(text)
         message: ColumnElement[Any]
         outer: ColumnElement[Any]
         if isinstance(key, BoundKey):
@@ -414,8 +419,31 @@ def _ordered_concat(element: _OrderedConcat, compiler: Any, **kw: Any) -> str:
 
 
 def _binary(value: bytes) -> ColumnElement[Any]:
-    """A binary string: sent as hex text and unhexed (PyMySQL would send bytes as a utf8mb4 literal)."""
+    """A binary string: sent as hex text and unhexed.
+
+    PyMySQL would send bytes as a utf8mb4 literal; a hexadecimal literal
+    (``X'...'``) is no better: MariaDB converts a literal to the character
+    set of the text it is concatenated with (error 1300, "Invalid utf8mb4
+    character string"), where ``UNHEX``'s binary result makes ``CONCAT``'s
+    binary. ``CAST(X'...' AS BINARY)`` measured the same as ``UNHEX``
+    (``BENCHMARK``, bench/RESULTS.md, the MariaDB purge at pt-archiver's pace).
+    """
     return sa.func.unhex(sa.literal(value.hex(), sa.String))
+
+
+def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
+    """What ``CONCAT`` with a binary argument takes as ``text``'s UTF-8 bytes.
+
+    A text is converted to utf8mb4 (its column may hold another character
+    set). An integer cast to text (the record key of an integer key, see
+    :meth:`retention.engine.set_purge.SetPurge._pseudonym_texts`) is given to
+    ``CONCAT`` as the integer: it takes its decimal digits, ASCII, which are
+    the same bytes in utf8mb4, without the two conversions per row.
+    """
+    inner = text.clause if isinstance(text, Cast) else text
+    if isinstance(inner.type, sa.Integer):
+        return inner
+    return sa.cast(text, mysql.CHAR(charset="utf8mb4"))
 
 
 @functools.cache
