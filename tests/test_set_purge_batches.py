@@ -3,8 +3,9 @@
 On PostgreSQL the one-statement batch is built once per run and run again
 with the next entry position and range start (``SetPurge._one_statement``);
 the planner's probe before each batch may add a condition (a hold placed,
-state rows written) that the statement must then carry. Every database runs
-these (MariaDB and SQLite build their three statements per batch).
+state rows written) that the statement must then carry. MariaDB and SQLite
+build their three statements once per run the same way
+(``SetPurge._three_statements``). Every database runs these.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from retention.dialects import dialect_for
 from retention.engine import execute, set_purge
 from retention.engine.plan_values import Batch
 from retention.ledger import chain as ledger
@@ -173,4 +175,43 @@ def test_a_range_holding_a_record_not_due_is_deleted_by_the_predicate(
     with migrated.connect() as conn:
         assert conn.execute(sa.select(events.c.id).order_by(events.c.id)).scalars().all() == [3, 6]
         assert conn.execute(sa.select(sa.func.sum(store.ledger_blocks.c["items"]))).scalar_one() == 8
+        assert ledger.verify(conn, secret=KEY).ok
+
+
+@pytest.mark.only_on("mariadb")  # the one dialect with whole_range_delete; PostgreSQL's batch is one statement
+@pytest.mark.parametrize("isolation", [None, "READ COMMITTED"])
+def test_a_hold_committed_after_the_locking_read_stops_the_batch(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, isolation: str | None
+) -> None:
+    """A hold on record 1's subject committed by another session after the first batch's locking read keeps it.
+
+    A hold already placed (on another subject) keeps the holds' anti-join
+    in the predicate; the block and the delete must evaluate it again, as
+    they do by the predicate. Before, the range's locking count (every row
+    of 0..1 selected) sent the batch down the range alone and record 1 was
+    purged (review `engine`, finding 1), under REPEATABLE READ and READ
+    COMMITTED (shards) alike.
+    """
+    events = _events(migrated, 4)
+    with migrated.begin() as conn:
+        subjects.place_hold(conn, scope="subject", subject_key="nobody", reason="x", placed_by="test", secret=KEY)
+    dialect = type(dialect_for(migrated))
+    original = dialect.last_of_batch
+    reads: list[Any] = []
+
+    def then_hold(self: Any, conn: sa.Connection, query: Any, size: int, parameters: Any = None) -> tuple[Any, int]:
+        found = original(self, conn, query, size, parameters)
+        reads.append(found)
+        if len(reads) == 1:
+            with migrated.begin() as other:
+                subjects.place_hold(other, scope="subject", subject_key="u1", reason="y", placed_by="test", secret=KEY)
+        return found
+
+    monkeypatch.setattr(dialect, "last_of_batch", then_hold)
+    engine = migrated.execution_options(isolation_level=isolation) if isolation else migrated
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    result = execute.run(engine, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert result.counts["events"] == {"active->purged": 3}
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(events.c.id)).scalars().all() == [1]
         assert ledger.verify(conn, secret=KEY).ok

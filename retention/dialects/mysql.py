@@ -247,9 +247,10 @@ class MySQLDialect(Dialect):
     # passes over, so the range is locked as before.
     last_key_alone: ClassVar[bool] = True
     listed_collates: ClassVar[bool] = True
-    # The predicate is a batch's costliest per-row work after the hashes (the impossible-date test, the
-    # state probe, the holds' anti-join): a range that is all due needs it for its locking read and its
-    # items, not a third time for its delete (retention.engine.set_purge.SetPurge.choose).
+    # The predicate is a batch's costliest per-row work after the hashes (the impossible-date test, the day
+    # join): a range that is all due needs it for its locking read only, not for its items and delete again,
+    # while no hold, state or open erasure request is in place
+    # (retention.engine.set_purge.SetPurge._in_three_statements).
     whole_range_delete: ClassVar[bool] = True
 
     def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
@@ -442,7 +443,9 @@ def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
     """
     inner = text.clause if isinstance(text, Cast) else text
     if isinstance(inner.type, sa.Integer):
-        return inner
+        # + 0: a ZEROFILL column's value without its padding (Python's str(42) is "42", not "000042"); exact for
+        # BIGINT UNSIGNED's maximum too (review `engine`, finding 3).
+        return inner + sa.literal_column("0")
     return sa.cast(text, mysql.CHAR(charset="utf8mb4"))
 
 

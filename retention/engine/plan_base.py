@@ -207,6 +207,18 @@ class PlannerBase:
 
     _holds = _erasures = _states = True  # until probed: every filter on
 
+    @property
+    def unfiltered(self) -> bool:
+        """The last probe found no hold, no record in a later state and no open erasure request.
+
+        The predicate then leaves out their anti-joins, and a range whose
+        every row it selected needs no other test (MariaDB's whole-range
+        batch): with any of them, a hold committed after a batch's locking
+        read must still stop the batch's delete, which only the predicate
+        evaluated again there does.
+        """
+        return not (self._holds or self._erasures or self._states)
+
     def text(self, conn: sa.Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
         return as_text(conn, column)
 
