@@ -312,7 +312,9 @@ def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     Empty, unless the test asks for ``world``: then it holds a copy of the
     session's console world (see the ``world`` fixture); or for ``migrated``:
     then on PostgreSQL and MariaDB it already holds a copy of the migrated
-    template, made ahead (see db_templates.py).
+    template, made ahead (see db_templates.py). On PostgreSQL and MariaDB
+    every one is created ahead and dropped behind the test, in the templates'
+    background thread (db_templates.empty_database).
     """
     if "world" in request.fixturenames:
         _require(dialect)
@@ -329,6 +331,11 @@ def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     if dialect != "sqlite" and "migrated" in request.fixturenames:
         _require(dialect)
         with db_templates.migrated_database(dialect, isolated_database) as url:
+            yield url
+        return
+    if dialect != "sqlite":
+        _require(dialect)
+        with db_templates.empty_database(dialect, isolated_database) as url:
             yield url
         return
     with isolated_database(dialect, tmp_path) as url:
