@@ -119,14 +119,9 @@ class Workers:
                 self.kill(process)
 
 
-def _running_run_with_entries(engine: sa.Engine) -> str | None:
-    """The id of a run still 'running' that has committed ledger entries, if any.
-
-    The caller polls every 50 ms with one engine for the whole wait (its
-    pooled connection): a new engine and connection at each poll cost the
-    test process a connection's set-up 20 times a second, CPU taken from the
-    worker being waited for on a two-core machine.
-    """
+def _running_run_with_entries(url: str) -> str | None:
+    """The id of a run still 'running' that has committed ledger entries, if any."""
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             row = conn.execute(
@@ -138,6 +133,8 @@ def _running_run_with_entries(engine: sa.Engine) -> str | None:
             return None if row is None else str(row[0])
     except sa.exc.DBAPIError:
         return None  # tables being created, or a lock on SQLite
+    finally:
+        engine.dispose()
 
 
 def test_a_worker_killed_mid_task_is_replaced_and_nothing_happens_twice(
@@ -182,12 +179,10 @@ def test_a_worker_killed_mid_task_is_replaced_and_nothing_happens_twice(
 
         deadline = time.monotonic() + 90
         killed_run = None
-        poll = create_engine(worlds["slow-c"].url)
-        stack.callback(poll.dispose)
         while killed_run is None:
             assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text(errors="replace")[-3000:]
             assert first.poll() is None, (tmp_path / "worker-0.log").read_text(errors="replace")[-3000:]
-            killed_run = _running_run_with_entries(poll)
+            killed_run = _running_run_with_entries(worlds["slow-c"].url)
             time.sleep(0.05)
         workers.kill(first)
         workers.start()
@@ -250,9 +245,7 @@ def test_shards_on_celery_survive_a_killed_worker(services: None, queue: str, tm
         stack.callback(lambda: client.poll() is None and client.kill())
 
         deadline = time.monotonic() + 90
-        poll = create_engine(url)
-        stack.callback(poll.dispose)
-        while _running_run_with_entries(poll) is None:
+        while _running_run_with_entries(url) is None:
             assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text(errors="replace")[-3000:]
             assert first.poll() is None, (tmp_path / "worker-0.log").read_text(errors="replace")[-3000:]
             time.sleep(0.05)
