@@ -199,8 +199,8 @@ def empty_database(dialect: str, isolated_database: IsolatedDatabase) -> Iterato
     every table the test made: on MariaDB a file per table to unlink) were
     server round trips on the test's own time, before and after each
     PostgreSQL and MariaDB test that does not ask for the engine's tables
-    (0.02-0.09 s a test under load, bench/RESULTS.md); here they overlap
-    with the tests' Python instead.
+    (5-9 ms a test at a load of 3, 20-90 ms at a load of 10; bench/RESULTS.md);
+    here they overlap with the tests' Python instead.
     """
     with copied_database(dialect, "empty", None, isolated_database) as url:
         yield url
