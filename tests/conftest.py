@@ -238,6 +238,23 @@ LONG_FIRST = (
     "tests/test_lifecycle.py::test_twelve_years_of_a_shop",
     "tests/test_lifecycle.py::test_no_personal_data_in_ledger_or_logs",
     "tests/test_locks.py::test_a_run_whose_session_is_killed_stops_and_the_next_run_finishes",
+    # Added from a full fast tier's `--durations=0` under a load of 5-10 (2026-12-07, 15:41-16:20 UTC, 18-45 s each
+    # there; /work/notes/fasttier-durations-before.txt): long tests that were queued in file order, some of them late.
+    "tests/test_shard_progress.py::test_a_killed_shard_rerun_counts_each_record_once",
+    "tests/test_plan_aggregate.py::test_aggregate_summary_equals_the_record_walk",
+    "tests/test_schemas.py::test_schema_plan_run_and_expected_sets_agree",
+    "tests/test_report.py::test_chart_data_equal_plans_at_each_week",
+    "tests/test_forecast_one_plan.py::test_one_plan_forecast_equals_the_plan_per_week_forecast",
+    "tests/test_deploy.py::test_the_cron_line_starts_the_engine_with_the_environment_file",
+    "tests/test_explain_many.py::test_explain_records_equals_explain_per_record",
+    "tests/faults/test_faults.py::test_work_session_terminated",
+    "tests/faults/test_faults.py::test_table_lock_held_until_the_lock_timeout",
+    "tests/faults/test_faults.py::test_a_second_run_is_refused_while_the_first_works",
+    "tests/test_demo.py::test_demo_runs_end_to_end",
+    "tests/test_catalog_read_lifetime.py::test_plans_in_one_long_lived_process_keep_no_more_connections_or_reads",
+    "tests/test_real_schema_cases.py::test_case6_non_default_collation_plans_and_runs",
+    "tests/test_run_status.py::test_a_refused_run_reads_no_pack_and_a_run_reads_it_once",
+    "tests/test_run_groups.py::test_whole_run_refused_while_a_group_is_open",
 )
 
 
@@ -312,7 +329,9 @@ def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     Empty, unless the test asks for ``world``: then it holds a copy of the
     session's console world (see the ``world`` fixture); or for ``migrated``:
     then on PostgreSQL and MariaDB it already holds a copy of the migrated
-    template, made ahead (see db_templates.py).
+    template, made ahead (see db_templates.py). On PostgreSQL and MariaDB
+    every one is created ahead and dropped behind the test, in the templates'
+    background thread (db_templates.empty_database).
     """
     if "world" in request.fixturenames:
         _require(dialect)
@@ -329,6 +348,11 @@ def db_url(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     if dialect != "sqlite" and "migrated" in request.fixturenames:
         _require(dialect)
         with db_templates.migrated_database(dialect, isolated_database) as url:
+            yield url
+        return
+    if dialect != "sqlite":
+        _require(dialect)
+        with db_templates.empty_database(dialect, isolated_database) as url:
             yield url
         return
     with isolated_database(dialect, tmp_path) as url:
