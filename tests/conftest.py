@@ -262,8 +262,29 @@ def _long_first_rank(item: pytest.Item) -> int:
     return next((rank for rank, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
 
 
+def _slow_tier_ids() -> dict[str, bool]:
+    """tests/slow_tier_ids.txt: each id, and whether it is a ``tiers`` ``fast`` variant (its ``slow`` sibling runs)."""
+    ids = {}
+    for line in (Path(__file__).parent / "slow_tier_ids.txt").read_text(encoding="utf-8").splitlines():
+        nodeid = line.split("#", 1)[0].strip()
+        if nodeid:
+            params = nodeid.partition("[")[2].rstrip("]").split("-")
+            ids[nodeid] = "fast" in params
+    return ids
+
+
+SLOW_TIER_IDS = _slow_tier_ids()
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without ``-m``, the slow tier is deselected (reported as deselected, not skipped); the longest tests go first.
+
+    The ids in tests/slow_tier_ids.txt (the fast tier's longest, by measured
+    time) are marked ``slow`` here, before ``-m`` selects: README's command
+    stays under 10 minutes, and CI's slow tier runs them. One that is the
+    ``fast`` variant of a test with a ``slow`` sibling (:func:`tiers`) runs
+    in neither tier: the sibling is the same test at full size.
 
     Two workers finish together only if no long test starts near the end:
     in file order the browser tests (test_web_*browser.py, 15-20 s each)
@@ -274,7 +295,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     order of the rest stays the files' (a stable sort).
     """
     items.sort(key=_long_first_rank)
+    for item in items:
+        if item.nodeid in SLOW_TIER_IDS:
+            item.add_marker(pytest.mark.slow)
     if config.option.markexpr:
+        sized_down = [item for item in items if SLOW_TIER_IDS.get(item.nodeid)]
+        if sized_down:
+            config.hook.pytest_deselected(items=sized_down)
+            items[:] = [item for item in items if not SLOW_TIER_IDS.get(item.nodeid)]
         return
     slow = [item for item in items if item.get_closest_marker("slow") is not None]
     if slow:

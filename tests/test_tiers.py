@@ -1,0 +1,39 @@
+"""tests/slow_tier_ids.txt names tests that exist: an id left behind by a rename would silently return its test
+to the fast tier (or, for a ``fast`` variant, to no tier at all), so every id's file and function are checked."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import SLOW_TIER_IDS
+
+ROOT = Path(__file__).parent.parent
+
+
+def _functions(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+def test_every_slow_tier_id_names_a_test_function_that_exists() -> None:
+    assert len(SLOW_TIER_IDS) > 100
+    missing = []
+    for nodeid in SLOW_TIER_IDS:
+        file, _, name = nodeid.partition("::")
+        path = ROOT / file
+        if not path.is_file() or name.partition("[")[0] not in _functions(path):
+            missing.append(nodeid)
+    assert missing == []
+
+
+def test_a_fast_variant_left_out_has_a_slow_sibling() -> None:
+    """A ``fast`` variant runs in neither tier only because its ``tiers`` sibling ``slow`` runs in the slow tier."""
+    without = []
+    for nodeid, fast_variant in SLOW_TIER_IDS.items():
+        if fast_variant:
+            file = nodeid.partition("::")[0]
+            source = (ROOT / file).read_text(encoding="utf-8")
+            if "tiers(" not in source:
+                without.append(nodeid)
+    assert without == []
