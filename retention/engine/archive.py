@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 import structlog
 
-from retention.dialects import same_database
+from retention.dialects import dialect_for, same_database
 from retention.engine.statistics import note_changed
 from retention.errors import ConfigError
 from retention.ledger import items as ledger_items
@@ -221,25 +221,16 @@ class SeparateArchive:
         run. Nothing has moved when this refuses; the message gives the
         statement to run on the store.
         """
-        if self.engine.dialect.name not in ("mysql", "mariadb"):
-            return
         table = store.archive
         with self.engine.connect() as conn:
-            found = conn.execute(
-                sa.text(
-                    "SELECT collation_name, column_type, is_nullable FROM information_schema.columns "
-                    "WHERE table_schema = DATABASE() AND table_name = :t AND column_name = 'record_key'"
-                ),
-                {"t": table.name},
-            ).one_or_none()
-        if found is None or found.collation_name == "utf8mb4_bin":
+            found = dialect_for(conn).case_blind_key(conn, table.name, "record_key")
+        if found is None:
             return
-        null = "NULL" if found.is_nullable == "YES" else "NOT NULL"
+        collation, statement = found
         raise ConfigError(
             f"the archive database {safe_url(self.engine.url.render_as_string(hide_password=False))} keeps "
-            f"{table.name}.record_key in collation {found.collation_name}, where keys that differ only in case "
-            f"collide (a store made before migration 0020_keycase); run there: ALTER TABLE {table.name} MODIFY "
-            f"record_key {found.column_type} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin {null}"
+            f"{table.name}.record_key in collation {collation}, where keys that differ only in case "
+            f"collide (a store made before migration 0020_keycase); run there: {statement}"
         )
 
     def _require_bound(self) -> None:
