@@ -318,3 +318,127 @@ def test_an_archive_database_equal_to_the_main_one_is_refused(db_url: str, migra
     )
     with migrated.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 0
+
+
+TWINS_PACK = """
+pack: archive-twins
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+batch_size: 1
+datasets:
+  twins:
+    table: twins
+    key: id
+    basis: policy
+    keep:
+      - clock: {column: seen, type: timestamp}
+        period: P1Y
+    lifecycle:
+      - to: archived
+        action: archive
+        columns: [id, note]
+        then: delete
+      - to: purged
+        after: P1Y
+"""
+
+
+def _twins(engine: sa.Engine) -> sa.Table:
+    """'A' and 'a' (and 'B'), the key column compared byte by byte (MariaDB: utf8mb4_bin whatever the default).
+
+    'A' and 'B' are archived at 2021-03-01 and purged at 2022-03-01; 'a' is archived at 2021-09-01 and purged at
+    2022-09-01.
+    """
+    maria = engine.dialect.name in ("mysql", "mariadb")
+    options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"} if maria else {}
+    md = sa.MetaData()
+    table = sa.Table(
+        "twins",
+        md,
+        sa.Column("id", sa.String(30), primary_key=True),
+        sa.Column("note", sa.String(60)),
+        sa.Column("seen", sa.DateTime),
+        **options,
+    )
+    md.create_all(engine)
+    seen = {"A": dt.datetime(2020, 3, 1), "B": dt.datetime(2020, 3, 1), "a": dt.datetime(2020, 9, 1)}
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": k, "note": f"note of {k}", "seen": s} for k, s in seen.items()])
+    return table
+
+
+def _stored(url: str) -> dict[str, str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {r.record_key: json.loads(r.payload)["note"] for r in conn.execute(sa.select(store.archive))}
+    finally:
+        engine.dispose()
+
+
+def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_store(
+    migrated: sa.Engine, db_url: str, dialect: str, tmp_path: Path
+) -> None:
+    """'A' and 'a' are two records with two payloads in an --archive-db store; purging 'A' leaves 'a''s payload.
+
+    On MariaDB a store made before migration 0020_keycase keeps ``record_key`` in the database's
+    case-insensitive default: there, one batch a record, writing 'a''s payload deleted 'A''s and the run
+    succeeded. Such a store is refused (one line, exit 2) before anything moves; after the statement the
+    message names, run on the store, the run keeps both.
+    """
+    source = _twins(migrated)
+    pack = tmp_path / "twins.yaml"
+    pack.write_text(TWINS_PACK, encoding="utf-8")
+    with extra_database(dialect, tmp_path) as archive_url:
+        if dialect == "mariadb":
+            archive_engine = create_engine(archive_url)
+            old = store.archive.to_metadata(sa.MetaData())
+            old.c.record_key.type = sa.String(191)  # the definition before 0020: the database's default collation
+            old.create(archive_engine)
+            refused = CliRunner().invoke(
+                main,
+                ["run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2021-12-01"],
+                env=ENV,
+                prog_name="retention",
+            )
+            shown = make_url(archive_url).render_as_string(hide_password=True)
+            statement = (
+                "ALTER TABLE retention_archive MODIFY record_key varchar(191) CHARACTER SET utf8mb4 "
+                "COLLATE utf8mb4_bin NOT NULL"
+            )
+            errors = [line for line in refused.output.splitlines() if not line.startswith("{")]  # no log events
+            assert (refused.exit_code, errors) == (
+                2,
+                [
+                    f"error: the archive database {shown} keeps retention_archive.record_key in collation "
+                    "utf8mb4_general_ci, where keys that differ only in case collide (a store made before migration "
+                    f"0020_keycase); run there: {statement}"
+                ],
+            )
+            assert _stored(archive_url) == {}
+            with migrated.connect() as conn:
+                assert set(conn.execute(sa.select(source.c.id)).scalars()) == {"A", "B", "a"}
+                assert conn.execute(sa.select(sa.func.count()).select_from(store.record_states)).scalar_one() == 0
+            with archive_engine.begin() as conn:
+                conn.execute(sa.text(statement))
+            archive_engine.dispose()
+
+        first = invoke(
+            "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2021-12-01"
+        )
+        assert first.exit_code == 0, first.output
+        assert _stored(archive_url) == {"A": "note of A", "B": "note of B", "a": "note of a"}
+
+        second = invoke(
+            "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2022-06-01"
+        )
+        assert second.exit_code == 0, second.output
+        assert _stored(archive_url) == {"a": "note of a"}
+        with migrated.connect() as conn:
+            states = {
+                r.record_key: r.state
+                for r in conn.execute(sa.select(store.record_states).where(store.record_states.c.dataset == "twins"))
+            }
+        assert states == {"a": "archived"}

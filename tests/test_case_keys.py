@@ -33,7 +33,7 @@ from retention.ledger import items as ledger_items
 from retention.ledger.verification import verify
 from retention.policy import validate_pack
 from retention.store import tables as store
-from retention.subjects.events import place_hold
+from retention.subjects.events import add_request, place_hold
 
 KEY = bytes(range(32))
 UTC = dt.UTC
@@ -165,4 +165,85 @@ def test_keys_that_differ_only_in_case_are_two_records(
         }.items():
             found = ledger_items.lookup(conn, KEY, dataset="cased", record_key=key)
             assert [f["transition"] for f in found] == transitions, key
+    assert verify(migrated, secret=KEY).ok
+
+
+ERASURE_PACK = """
+pack: case-erasure
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  erased:
+    table: ck_erased
+    key: id
+    subject_key: user_id
+    basis: ten years, erased on request
+    on_erasure: purged
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P10Y
+    lifecycle:
+      - to: purged
+        action: delete
+  masked:
+    table: ck_masked
+    key: id
+    subject_key: user_id
+    basis: ten years, masked on request
+    on_erasure:
+      mask: {note: null}
+      keep_until: purged
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P10Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) -> sa.Table:
+    """(id, user_id) rows collected in 2023, both columns compared byte by byte (MariaDB: utf8mb4_bin)."""
+    options: dict[str, Any] = {}
+    if engine.dialect.name in ("mysql", "mariadb"):
+        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+    md = sa.MetaData()
+    table = sa.Table(
+        name,
+        md,
+        sa.Column("id", sa.String(30), primary_key=True),
+        sa.Column("user_id", sa.String(30)),
+        sa.Column("note", sa.String(60)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+        **options,
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": MID} for k, s in rows]
+        )
+    return table
+
+
+def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine) -> None:
+    """A request for subject 'E' purges and masks the records of 'E' only, not those of 'e'; twin record keys
+    ('M', 'm', both of 'E') are masked each, two rows in the erasure masks. Outcome computed by hand."""
+    erased = _subject_table(migrated, "ck_erased", [("K", "E"), ("k", "e")])
+    masked = _subject_table(migrated, "ck_masked", [("M", "E"), ("m", "E"), ("N", "e")])
+    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
+    with migrated.begin() as conn:
+        add_request(conn, subject_key="E", received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
+    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
+    assert (result.status, result.failures) == ("succeeded", {})
+    with migrated.connect() as conn:
+        assert set(conn.execute(sa.select(erased.c.id, erased.c.user_id))) == {("k", "e")}
+        assert set(conn.execute(sa.select(masked.c.id, masked.c.note))) == {
+            ("M", None),
+            ("m", None),
+            ("N", "note of N"),
+        }
+        masks = store.erasure_masks
+        assert set(conn.execute(sa.select(masks.c.dataset, masks.c.record_key))) == {("masked", "M"), ("masked", "m")}
     assert verify(migrated, secret=KEY).ok

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from retention.errors import ConfigError
 from retention.store import migrate
 from retention.store.tables import metadata
 
@@ -188,7 +189,10 @@ _SOURCE_KEYS = {
 """The engine's columns holding a source's record or subject key (migration 0020_keycase), written out here."""
 
 
-def _columns(conn: sa.Connection) -> dict[tuple[str, str], tuple[str | None, str, str]]:
+Columns = dict[tuple[str, str], tuple[str | None, str, str]]
+
+
+def _columns(conn: sa.Connection) -> Columns:
     """(table, column) -> (collation, nullable, comment) of the engine's text columns (MariaDB/MySQL)."""
     rows = conn.execute(
         sa.text(
@@ -210,13 +214,31 @@ def _state(conn: sa.Connection, key: str) -> None:
     )
 
 
+def _refused(engine: sa.Engine, table: str, column: str, before: Columns, columns: Columns) -> None:
+    """The downgrade below 0020 is refused naming the column and the collation it had at 0019 (``before``);
+    nothing changed (collations as in ``columns``, the revision)."""
+    with pytest.raises(ConfigError) as refused:
+        migrate.downgrade(engine, "0019_pdrop")
+    old = before[(table, column)][0]
+    assert str(refused.value) == (
+        f"refusing to downgrade below 0020_keycase: {table}.{column} holds keys that {old} takes for one "
+        "(differing only in case or accents); nothing was changed"
+    )
+    with engine.connect() as conn:
+        assert _columns(conn) == columns
+    assert migrate.current_revision(engine) == "0020_keycase"
+
+
 def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.Engine) -> None:
     """0020 gives the key columns utf8mb4_bin on MariaDB, nothing else changed; its downgrade restores the default.
 
     At 0019 MariaDB's case-insensitive default refuses a state for 'a' beside
     one for 'A' (a duplicate key); at head every database keeps both.
     PostgreSQL and SQLite keep both before and after (their default
-    comparisons are byte-wise): 0020 changes nothing there.
+    comparisons are byte-wise): 0020 changes nothing there. On MariaDB the
+    downgrade is refused before its first ALTER while any listed column holds
+    such twins (in the first table converted or only in a later one), and
+    goes ahead when one subject merely appears on two records.
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
     migrate.upgrade(engine, "0019_pdrop")
@@ -241,13 +263,28 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
             }
         conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' AND subject_key IS NULL"))
     if maria:
-        with engine.connect() as conn:
+        # Two keys the old collation cannot keep apart, first in the first table converted, then only in a later
+        # one: refused before the first ALTER, every table still utf8mb4_bin and the revision still 0020.
+        with engine.begin() as conn:
             _state(conn, "a")
-            conn.commit()
-        with pytest.raises(sa.exc.IntegrityError):
-            migrate.downgrade(engine, "0019_pdrop")  # two keys the old collation cannot keep apart: refused
+        _refused(engine, "retention_record_states", "record_key", before, after)
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' COLLATE utf8mb4_bin"))
+            for key in ("M", "m"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO retention_erasure_masks (dataset, record_key, request_id, run_id, masked_at) "
+                        "VALUES ('d', :k, 1, 'r', '2026-01-01 00:00:00')"
+                    ),
+                    {"k": key},
+                )
+        _refused(engine, "retention_erasure_masks", "record_key", before, after)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM retention_erasure_masks WHERE record_key = 'm' COLLATE utf8mb4_bin"))
+            # One subject on two records is no twin: the downgrade goes ahead.
+            for key in ("S1", "S2"):
+                _state(conn, key)
+            conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's' WHERE record_key LIKE 'S%'"))
     migrate.downgrade(engine, "0019_pdrop")
     with engine.connect() as conn:
         if maria:

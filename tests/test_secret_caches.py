@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import structlog
 import yaml
 from scaffold import events_pack, make_events
 
@@ -50,13 +51,19 @@ class Secrets:
             self.states |= {hashlib.sha256(inner + prefix).digest() for prefix in PREFIXES}
             self.states.add(hashlib.sha256(outer).digest())
         self.hex = [value.hex() for value in self.raw] + [value.hex().upper() for value in self.raw]
-        self.mine = {id(self), id(self.raw), id(self.hex), id(self.states), *map(id, self.raw), *map(id, self.hex)}
+        self.hex_bytes = [text.encode() for text in self.hex]  # a dumped bytea b"\\x3636...", an encoded UNHEX('...')
+        self.mine = {
+            id(self), id(self.raw), id(self.hex), id(self.hex_bytes), id(self.states),
+            *map(id, self.raw), *map(id, self.hex), *map(id, self.hex_bytes),
+        }  # fmt: skip
 
     def found(self, value: object) -> bool:
         if id(value) in self.mine:
             return False
         if isinstance(value, (bytes, bytearray)) and len(value) >= 32:
-            return any(secret in value for secret in self.raw)
+            return any(secret in value for secret in self.raw) or (
+                len(value) >= 64 and any(text in value for text in self.hex_bytes)
+            )
         if isinstance(value, str) and len(value) >= 64:
             return any(text in value for text in self.hex)
         if type(value) is type(hashlib.sha256()):
@@ -91,18 +98,24 @@ def _referents(holder: object) -> Iterator[object]:
             pending.extend(gc.get_referents(ref))
 
 
-def _run_under_fresh_key(engine: sa.Engine) -> Secrets:
-    """A purge, a verification and a lookup under a new key; the key and what derives from it, as :class:`Secrets`."""
+def _run_under_fresh_key(engine: sa.Engine) -> tuple[Secrets, set[str]]:
+    """A purge, a verification and a lookup under a new key.
+
+    Returns the key and what derives from it, as :class:`Secrets`, and the run's log events.
+    """
     secret = os.urandom(32)
     text = events_pack("secrets", batch_size=4, subject=True)
     loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
-    result = execute.run(engine, loaded, AS_OF, secret=secret)
+    with structlog.testing.capture_logs() as logs:
+        result = execute.run(engine, loaded, AS_OF, secret=secret)
     assert result.counts["events"] == {"active->purged": 10}
     assert verify(engine, secret=secret).ok
     with engine.connect() as conn:
         found = ledger_items.lookup(conn, secret, dataset="events", record_key="3")
     assert [f["transition"] for f in found] == ["active->purged"]
-    return Secrets([secret, mac.ledger_key(secret), ledger_items.run_key(secret, result.run_id)])
+    return Secrets([secret, mac.ledger_key(secret), ledger_items.run_key(secret, result.run_id)]), {
+        e["event"] for e in logs
+    }
 
 
 @pytest.mark.parametrize("path", ["per-record", "set-based"])
@@ -113,13 +126,16 @@ def test_nothing_of_the_run_key_is_held_after_the_run(
     make_events(migrated, range(10))
     if path == "per-record":
         monkeypatch.setenv(set_purge.SWITCH, "0")
-    secrets = _run_under_fresh_key(migrated)
+    secrets, events = _run_under_fresh_key(migrated)
+    # The set-based case exercises the compiled-statement cache only if the set-based path ran.
+    assert ("purge_set_based" in events) == (path == "set-based"), events
     held = _held(secrets)
     assert held == [], held
 
 
 def test_the_secret_scan_finds_a_cached_key(migrated: sa.Engine) -> None:
-    """The scan itself: a key kept in a module-level cache, as ``functools.lru_cache`` kept it, is found."""
+    """The scan itself: a key kept in a module-level cache, as ``functools.lru_cache`` kept it, is found; so is a
+    key kept as hex text inside bytes."""
     import functools
 
     secret = os.urandom(32)
@@ -130,7 +146,10 @@ def test_the_secret_scan_finds_a_cached_key(migrated: sa.Engine) -> None:
         return len(key)
 
     cached(secret[:16] + secret[16:])  # a copy: found by value, not by identity
+    kept = [b"UNHEX('" + secret.hex().upper().encode() + b"')"]  # as hex in bytes: an encoded query, a dumped bytea
     del secret
     assert _held(secrets), "the scan missed a key an lru_cache holds"
     cached.cache_clear()
+    assert _held(secrets), "the scan missed a key kept as hex in bytes"
+    kept.clear()
     assert _held(secrets) == []

@@ -21,21 +21,27 @@ review items (record), holds (record, subject), erasure requests
 catalog, as the earlier migrations left them); its indexes are rebuilt by
 the same statement. One ``ALTER TABLE`` per table: MariaDB copies the
 table to change a collation in a key (ALGORITHM=COPY, the table locked
-for writes meanwhile); docs/operations.md says so.
+for writes meanwhile, and free disk about the table's size, the archive's
+LONGTEXT payloads included); docs/dialects.md (``key_text``) says so.
 
 PostgreSQL and SQLite are left as they are: a PostgreSQL database's
 default collation is deterministic (two strings are equal only when their
 bytes are), and SQLite compares with BINARY.
 
-Downgrade restores the table's default collation; it fails with a
-duplicate key if the tables by then hold two keys that differ only in
-case (which the old collation cannot keep apart), rather than merging them.
+Downgrade restores the table's default collation (and character set: a
+character outside it stored since fails the ALTER in strict mode, or turns
+into '?'). It is refused before its first ALTER, nothing changed, if any
+listed column by then holds two keys that collation takes for one (keys
+that differ only in case), rather than merging them or leaving some tables
+converted and others not.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+from retention.errors import ConfigError
 
 revision = "0020_keycase"
 down_revision = "0019_pdrop"
@@ -90,6 +96,49 @@ def upgrade() -> None:
     _modify(BINARY)
 
 
+def _refuse_twins() -> None:
+    """Refuse the downgrade, before its first ``ALTER``, if any listed column holds keys the old collation merges.
+
+    MariaDB changes one table per non-transactional ``ALTER``: a downgrade that
+    failed on the third table (a duplicate key) would leave the first two back
+    in their case-insensitive default while the database still says 0020, so
+    they would collide again with no sign of it, and a later upgrade would be
+    a no-op. Every column is checked first, under the collation (and
+    character set) its table restores: two values that are distinct byte by
+    byte but equal there, in one column, refuse it (a subject's too: the old
+    collation would take two subjects for one, a hold or erasure request on
+    one reaching the other's records). The message names the table and
+    column, never the keys.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name not in ("mysql", "mariadb"):
+        return
+    quote = bind.dialect.identifier_preparer.quote
+    for table, columns in COLUMNS.items():
+        collation, charset = bind.execute(
+            sa.text(
+                "SELECT t.table_collation, c.character_set_name FROM information_schema.tables t "
+                "JOIN information_schema.collations c ON c.collation_name = t.table_collation "
+                "WHERE t.table_schema = DATABASE() AND t.table_name = :t"
+            ),
+            {"t": table},
+        ).one()
+        for column in columns:
+            restored = f"CONVERT({quote(column)} USING {charset}) COLLATE {collation}"
+            twins = bind.execute(
+                sa.text(
+                    f"SELECT 1 FROM {quote(table)} WHERE {quote(column)} IS NOT NULL "
+                    f"GROUP BY {restored} HAVING COUNT(DISTINCT {quote(column)}) > 1 LIMIT 1"
+                )
+            ).first()
+            if twins is not None:
+                raise ConfigError(
+                    f"refusing to downgrade below 0020_keycase: {table}.{column} holds keys that {collation} takes "
+                    "for one (differing only in case or accents); nothing was changed"
+                )
+
+
 def downgrade() -> None:
+    _refuse_twins()
     # No character set or collation: the table's default, which the columns had before.
     _modify("")

@@ -268,6 +268,22 @@ class MySQLDialect(Dialect):
         ).scalar()
         return None if rows is None else int(rows)
 
+    def case_blind_key(self, conn: sa.Connection, table: str, column: str) -> tuple[str, str] | None:
+        found = conn.execute(
+            sa.text(
+                "SELECT collation_name, column_type, is_nullable FROM information_schema.columns "
+                "WHERE table_schema = DATABASE() AND table_name = :t AND column_name = :c"
+            ),
+            {"t": table, "c": column},
+        ).one_or_none()
+        if found is None or found.collation_name == "utf8mb4_bin":
+            return None
+        null = "NULL" if found.is_nullable == "YES" else "NOT NULL"
+        return (
+            found.collation_name,
+            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin {null}",
+        )
+
     set_based_items: ClassVar[bool] = True
 
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 import structlog
 
-from retention.dialects import same_database
+from retention.dialects import dialect_for, same_database
 from retention.engine.statistics import note_changed
 from retention.errors import ConfigError
 from retention.ledger import items as ledger_items
@@ -170,11 +170,12 @@ class SeparateArchive:
         archive_owner.create(engine, checkfirst=True)
 
     def bind(self, engine: sa.Engine) -> None:
-        """Refuse (exit 2) a store that belongs to another main database; claim an unclaimed one.
+        """Refuse (exit 2) a store that belongs to another main database, or whose keys collide; claim an unclaimed one.
 
         Called before the run touches any payload: a run pointed at the wrong
         main database must not treat the right one's payloads as orphans.
         """
+        self._refuse_case_blind_keys()
         mine = database_id(engine)
         with self.engine.connect() as conn:
             if sa.inspect(conn).has_table(store.identity.name):
@@ -200,6 +201,37 @@ class SeparateArchive:
                 f"to another main database (id {owner[:12]}, this one is {mine[:12]}); refusing to use it"
             )
         self._bound_to = mine
+
+    def _refuse_case_blind_keys(self) -> None:
+        """Refuse (exit 2) a MariaDB/MySQL store whose ``record_key`` is not ``utf8mb4_bin``.
+
+        Migration 0020_keycase gives the main database's key columns
+        ``utf8mb4_bin``, so it keeps 'A' and 'a' (a source key column of a
+        ``_bin``/``_cs`` collation) as two records. A store created before it
+        kept ``record_key`` in the database's default collation, on MariaDB
+        usually case-insensitive, and ``create(checkfirst=True)`` never alters
+        an existing table: there, writing the payload of 'a' deletes that of
+        'A', and the main database, which now keeps both, records no error, so
+        a retained payload would be lost silently.
+
+        Refused rather than altered: the store is another database with its
+        own access rights (its role need not hold ``ALTER``), and the change
+        rebuilds the whole payload table (``ALGORITHM=COPY``, writes waiting,
+        free disk about the table's size), which an operator schedules, not a
+        run. Nothing has moved when this refuses; the message gives the
+        statement to run on the store.
+        """
+        table = store.archive
+        with self.engine.connect() as conn:
+            found = dialect_for(conn).case_blind_key(conn, table.name, "record_key")
+        if found is None:
+            return
+        collation, statement = found
+        raise ConfigError(
+            f"the archive database {safe_url(self.engine.url.render_as_string(hide_password=False))} keeps "
+            f"{table.name}.record_key in collation {collation}, where keys that differ only in case "
+            f"collide (a store made before migration 0020_keycase); run there: {statement}"
+        )
 
     def _require_bound(self) -> None:
         if self._bound_to is None:
