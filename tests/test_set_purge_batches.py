@@ -1,11 +1,12 @@
 """The set-based purge's batches within one run: what changes between them reaches the next batch.
 
 On PostgreSQL the one-statement batch is built once per run and run again
-with the next entry position and range start (``SetPurge._one_statement``);
+with the next entry position and range start (``BatchStatements._one_statement``,
+:mod:`retention.engine.set_batches`);
 the planner's probe before each batch may add a condition (a hold placed,
 state rows written) that the statement must then carry. MariaDB and SQLite
 build their three statements once per run the same way
-(``SetPurge._three_statements``). Every database runs these.
+(``BatchStatements._three_statements``). Every database runs these.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 import yaml
 
 from retention.dialects import dialect_for
-from retention.engine import execute, set_purge
+from retention.engine import execute, set_batches
 from retention.engine.plan_values import Batch
 from retention.ledger import chain as ledger
 from retention.policy import validate_pack
@@ -103,15 +104,15 @@ def test_the_batch_statement_is_built_once_while_nothing_changes(
     _events(migrated, 7)
     loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
     built: list[bool] = []
-    original = set_purge.SetPurge._build_one_statement
+    original = set_batches.BatchStatements._build_one_statement
 
     def counted(
-        self: set_purge.SetPurge, conn: sa.Connection, selected: sa.ColumnElement[bool], first: bool
+        self: set_batches.BatchStatements, conn: sa.Connection, selected: sa.ColumnElement[bool], first: bool
     ) -> sa.Select[Any]:
         built.append(first)
         return original(self, conn, selected, first)
 
-    monkeypatch.setattr(set_purge.SetPurge, "_build_one_statement", counted)
+    monkeypatch.setattr(set_batches.BatchStatements, "_build_one_statement", counted)
     result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
     assert result.counts["events"] == {"active->purged": 7}
     # The first batch has no range start; every later one shares one statement (the range start a parameter).
@@ -125,7 +126,7 @@ def test_the_batch_statement_is_built_once_while_nothing_changes(
 def _whole_range_choices(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Per batch that counts its range (``whole_range_delete``): whether it took the range alone."""
     by_range: list[bool] = []  # per batch with a locking count: whether it took the range alone
-    original = set_purge.SetPurge._build_three_statements
+    original = set_batches.BatchStatements._build_three_statements
 
     class Recording:
         """The built whole-range statements, noting which a batch reads (its count always, the rest if chosen)."""
@@ -147,11 +148,11 @@ def _whole_range_choices(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         def delete(self) -> Any:
             return self._whole.delete
 
-    def build(self: set_purge.SetPurge, conn: sa.Connection, selected: Any, first: bool) -> Any:
+    def build(self: set_batches.BatchStatements, conn: sa.Connection, selected: Any, first: bool) -> Any:
         built = original(self, conn, selected, first)
         return built if built.whole is None else dataclasses.replace(built, whole=Recording(built.whole))
 
-    monkeypatch.setattr(set_purge.SetPurge, "_build_three_statements", build)
+    monkeypatch.setattr(set_batches.BatchStatements, "_build_three_statements", build)
     return by_range
 
 

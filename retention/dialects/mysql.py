@@ -250,7 +250,7 @@ class MySQLDialect(Dialect):
     # The predicate is a batch's costliest per-row work after the hashes (the impossible-date test, the day
     # join): a range that is all due needs it for its locking read only, not for its items and delete again,
     # while no hold, state or open erasure request is in place
-    # (retention.engine.set_purge.SetPurge._in_three_statements).
+    # (retention.engine.set_batches.BatchStatements.in_three_statements).
     whole_range_delete: ClassVar[bool] = True
 
     def refresh_statistics(self, conn: sa.Connection, table: str) -> None:
