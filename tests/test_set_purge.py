@@ -32,6 +32,7 @@ from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.policy import validate_pack
 from retention.store import tables as store
+from retention.subjects import events as subjects
 
 KEY = bytes(range(32))
 TEXTS = ["1", "-5", "18446744073709551615", "ünï-4 ✓", "a b ", "x" * 150, "evt-001-alice@example.org"]
@@ -832,3 +833,47 @@ def test_a_hold_placed_between_batches_holds_in_the_next_batch(
     assert items == 12 - len(held)
     assert len(calls) >= 3
     assert ledger.verify(migrated, secret=KEY).ok
+
+
+@pytest.mark.only_on("mariadb")  # ZEROFILL is MariaDB's/MySQL's
+@pytest.mark.parametrize("set_based", ["1", "0"])
+def test_holds_on_zerofill_keys_and_subjects_hold(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, set_based: str
+) -> None:
+    """A record hold on key 42 and a subject hold on subject 7, both ZEROFILL columns: both records stay.
+
+    A hold names the key as Python writes it ("42"); the column's text is
+    padded ("000042"). Before, the holds' anti-join compared the padded text
+    and purged both held records, on both paths (review `final`, finding 1).
+    """
+    monkeypatch.setenv(set_purge.SWITCH, set_based)
+    md = sa.MetaData()
+    events = sa.Table(
+        "sp_events",
+        md,
+        sa.Column("id", mysql.BIGINT(display_width=20, zerofill=True), primary_key=True, autoincrement=False),
+        sa.Column("user_id", mysql.INTEGER(display_width=6, zerofill=True)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    sa.Table(
+        "sp_accounts",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    md.create_all(migrated)
+    at = dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC)
+    with migrated.begin() as conn:
+        conn.execute(
+            events.insert(), [{"id": i, "user_id": u, "collected": at} for i, u in {42: 5, 43: 7, 44: 9}.items()]
+        )
+        subjects.place_hold(
+            conn, scope="record", dataset="events", record_key="42", reason="r", placed_by="t", secret=KEY
+        )
+        subjects.place_hold(conn, scope="subject", subject_key="7", reason="s", placed_by="t", secret=KEY)
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    result = execute.run(migrated, loaded, dt.datetime(2022, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert result.counts["events"] == {"active->purged": 1}
+    with migrated.connect() as conn:
+        assert sorted(conn.execute(sa.select(events.c.id)).scalars()) == [42, 43]
+        assert ledger.verify(conn, secret=KEY).ok

@@ -372,7 +372,8 @@ class MySQLDialect(Dialect):
         # The engine's columns and the application's may use different
         # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and
         # comparing two implicit collations is an error: an explicit binary one.
-        return super().key_text(column).collate("utf8mb4_bin")
+        # An integer + 0: a ZEROFILL column's text is padded ("000042"), the key a hold or state names is not.
+        return super().key_text(_unpadded(column)).collate("utf8mb4_bin")
 
     def clock_invalid(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
         if kind in DATETIME_KINDS:
@@ -448,6 +449,11 @@ def _binary(value: bytes) -> ColumnElement[Any]:
     return sa.func.unhex(sa.literal(value.hex(), sa.String))
 
 
+def _unpadded(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """An integer column + 0: its value without a ZEROFILL column's padding, as Python's ``str(int)`` writes it."""
+    return column + sa.literal_column("0") if isinstance(column.type, sa.Integer) else column
+
+
 def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
     """What ``CONCAT`` with a binary argument takes as ``text``'s UTF-8 bytes.
 
@@ -461,7 +467,7 @@ def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
     if isinstance(inner.type, sa.Integer):
         # + 0: a ZEROFILL column's value without its padding (Python's str(42) is "42", not "000042"); exact for
         # BIGINT UNSIGNED's maximum too (review `engine`, finding 3).
-        return inner + sa.literal_column("0")
+        return _unpadded(inner)
     return sa.cast(text, mysql.CHAR(charset="utf8mb4"))
 
 
