@@ -270,27 +270,22 @@ def sight_versions(
                 recorded = record(conn, packs, now, seen_by, known=seen)
                 conn.commit()
                 break
-            except sa.exc.IntegrityError as exc:
-                conn.rollback()
-                if not _raced(conn, digests, seen):
-                    # Not another process's sighting (a CHECK or trigger of the operator's, say): no retry
-                    # would record it, and blaming other processes would send the operator the wrong way.
-                    if must_record:
-                        raise
-                    log.warning("sighting_not_recorded", error=type(exc.orig).__name__)
-                    recorded = None
-                    break
-                recorded = None  # another process recorded one of them first: read and record again
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated:
                     raise
                 conn.rollback()
+                recorded = None
+                if isinstance(exc, sa.exc.IntegrityError) and _raced(conn, digests, seen):
+                    continue  # another process recorded one of them first: read and record again
+                # Any other failure, an operator's CHECK or trigger included: no retry would record it, and
+                # blaming other processes would send the operator the wrong way.
                 if must_record:
                     if _denied(exc):
                         raise _refused("INSERT") from None
                     raise
-                recorded = None  # a read-only plan's or check's: they go on without
-                break
+                if isinstance(exc, sa.exc.IntegrityError):
+                    log.warning("sighting_not_recorded", error=type(exc.orig).__name__)
+                break  # a read-only plan's or check's: they go on without
         if recorded is None or recorded:
             seen = sightings(conn, digests)  # as stored (the database's precision), and others' since
             conn.rollback()
