@@ -13,30 +13,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from test_notice import VERSION
 
 from retention.engine import notice
 from retention.policy import LoadedPack, load_catalog
 from retention.store import tables as store
-
-VERSION = """\
-pack: race
-version: "{version}"
-effective_from: {effective}
-timezone: UTC
-notice: P8D
-guard: {{max_share: 1.0}}
-datasets:
-  events:
-    table: events
-    key: id
-    basis: Logs kept {period}
-    keep:
-      - clock: {{column: at, type: timestamp}}
-        period: {period}
-    lifecycle:
-      - to: purged
-        action: delete
-"""
 
 
 def _versions(tmp_path: Path) -> tuple[LoadedPack, LoadedPack]:
