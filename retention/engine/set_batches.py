@@ -16,8 +16,9 @@ engine's modules import each other without cycles).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -29,6 +30,8 @@ from retention.errors import ConcurrentChangeError
 from retention.ledger import chain as ledger
 from retention.ledger import items as ledger_items
 from retention.store import tables as store
+
+T = TypeVar("T")
 
 
 class DayTable(Protocol):
@@ -83,8 +86,8 @@ class BatchStatements:
     """
 
     purge: PurgePass
-    _built: tuple[ColumnElement[bool], bool, sa.Select[Any]] | None = None
-    _built_three: tuple[ColumnElement[bool], bool, _ThreeStatements] | None = None
+    # (the predicate, whether for the first batch, the statements): a pass runs one of the two forms.
+    _built: tuple[ColumnElement[bool], bool, Any] | None = None
     _whole_misses: int = 0  # ranges in a row whose locking count found a row the predicate left out
 
     def in_one_statement(self, conn: sa.Connection, after: Any) -> tuple[Batch, dict[str, dict[str, int]], Any] | None:
@@ -128,11 +131,18 @@ class BatchStatements:
         differs from the one it was built with (``compare``: structure and
         values). Building it was ~5 ms of Python every 5,000 rows.
         """
+        return self._reuse(conn, first, self._build_one_statement)
+
+    def _reuse(
+        self, conn: sa.Connection, first: bool, build: Callable[[sa.Connection, ColumnElement[bool], bool], T]
+    ) -> T:
+        """What ``build`` made for this batch's predicate, kept while the predicate and ``first`` stay the same."""
         selected = self.purge.selected(conn)
         built = self._built
         if built is None or built[1] != first or not built[0].compare(selected):
-            built = self._built = (selected, first, self._build_one_statement(conn, selected, first))
-        return built[2]
+            built = self._built = (selected, first, build(conn, selected, first))
+        statements: T = built[2]
+        return statements
 
     def _build_one_statement(self, conn: sa.Connection, selected: ColumnElement[bool], first: bool) -> sa.Select[Any]:
         """Build :meth:`in_one_statement`'s statement for the rows ``selected`` picks (set_purge's doc)."""
@@ -263,13 +273,10 @@ class BatchStatements:
         are built again whenever the planner's predicate differs from the
         one they were built with (its probe may add or drop the holds',
         states' or erasures' conditions between batches). Rebuilt every
-        batch, they were ~15 % of an SQLite purge's CPU.
+        batch, they were ~3 % of an SQLite purge's Python calls (2,900 a
+        batch; bench/RESULTS.md, branch sqlitedate).
         """
-        selected = self.purge.selected(conn)
-        built = self._built_three
-        if built is None or built[1] != first or not built[0].compare(selected):
-            built = self._built_three = (selected, first, self._build_three_statements(conn, selected, first))
-        return built[2]
+        return self._reuse(conn, first, self._build_three_statements)
 
     def _build_three_statements(
         self, conn: sa.Connection, selected: ColumnElement[bool], first: bool
