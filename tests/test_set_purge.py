@@ -523,21 +523,8 @@ def test_a_runs_block_is_the_block_of_the_python_pseudonyms_of_its_rows(migrated
     assert all(blocks.check(body) is None for body in stored) and len(stored) == 3
 
 
-@pytest.mark.parametrize("zerofill", [False, True])
-def test_integer_keys_and_subjects_are_keyed_by_their_decimal_digits(migrated: sa.Engine, zerofill: bool) -> None:
-    """A BIGINT key and an INTEGER subject (none, zero, negative, the largest): the items of ``str(int)``'s ``hmac``.
-
-    MariaDB gives ``CONCAT`` the integers themselves (no cast to text, no
-    empty-subject test per row): the bytes must be the digits Python keys.
-    ``zerofill``: MariaDB's ZEROFILL columns (unsigned), whose text is
-    padded ("000042") where Python's is "42" (review `engine`, finding 3).
-    """
-    if zerofill and migrated.dialect.name != "mysql":
-        pytest.skip("ZEROFILL is MariaDB's/MySQL's")
-    import naive_oracle as oracle
-
-    from retention.ledger.items import run_key
-
+def _integer_events(engine: sa.Engine, zerofill: bool) -> sa.Table:
+    """PACK's tables with a BIGINT key and an INTEGER subject (MariaDB's ZEROFILL ones where ``zerofill``)."""
     md = sa.MetaData()
     events = sa.Table(
         "sp_events",
@@ -557,7 +544,26 @@ def test_integer_keys_and_subjects_are_keyed_by_their_decimal_digits(migrated: s
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("collected", sa.DateTime(timezone=True)),
     )
-    md.create_all(migrated)
+    md.create_all(engine)
+    return events
+
+
+@pytest.mark.parametrize("zerofill", [False, True])
+def test_integer_keys_and_subjects_are_keyed_by_their_decimal_digits(migrated: sa.Engine, zerofill: bool) -> None:
+    """A BIGINT key and an INTEGER subject (none, zero, negative, the largest): the items of ``str(int)``'s ``hmac``.
+
+    MariaDB gives ``CONCAT`` the integers themselves (no cast to text, no
+    empty-subject test per row): the bytes must be the digits Python keys.
+    ``zerofill``: MariaDB's ZEROFILL columns (unsigned), whose text is
+    padded ("000042") where Python's is "42" (review `engine`, finding 3).
+    """
+    if zerofill and migrated.dialect.name != "mysql":
+        pytest.skip("ZEROFILL is MariaDB's/MySQL's")
+    import naive_oracle as oracle
+
+    from retention.ledger.items import run_key
+
+    events = _integer_events(migrated, zerofill)
     rows = {-(2**40): 7, 3: None, 4: 0, 2**62: -3, 9: 2**31 - 1, 10: 7}
     if zerofill:
         rows = {3: None, 4: 0, 42: 42, 2**62: 2**31 - 1, 10: 7}
@@ -847,21 +853,7 @@ def test_holds_on_zerofill_keys_and_subjects_hold(
     and purged both held records, on both paths (review `final`, finding 1).
     """
     monkeypatch.setenv(set_purge.SWITCH, set_based)
-    md = sa.MetaData()
-    events = sa.Table(
-        "sp_events",
-        md,
-        sa.Column("id", mysql.BIGINT(display_width=20, zerofill=True), primary_key=True, autoincrement=False),
-        sa.Column("user_id", mysql.INTEGER(display_width=6, zerofill=True)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
-    sa.Table(
-        "sp_accounts",
-        md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
-    md.create_all(migrated)
+    events = _integer_events(migrated, zerofill=True)
     at = dt.datetime(2020, 3, 28, 23, 0, tzinfo=dt.UTC)
     with migrated.begin() as conn:
         conn.execute(
