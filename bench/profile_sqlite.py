@@ -33,6 +33,7 @@ from retention.store.config import create_engine  # noqa: E402
 
 KINDS = (
     ("INSERT INTO retention_ledger_items", "items (INSERT ... SELECT ... RETURNING leaf)"),
+    ("INSERT INTO retention_ledger_blocks", "block (INSERT ... SELECT ... RETURNING body)"),
     ("DELETE FROM bench_events", "delete"),
     ("SELECT bench_events.id", "batch keys"),
     ("SELECT max(retention_ledger_items.due_at)", "latest due instant"),

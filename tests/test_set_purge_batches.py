@@ -161,12 +161,11 @@ def test_a_range_holding_a_record_not_due_is_deleted_by_the_predicate(
 ) -> None:
     """Ten records, 3 and 6 not due, two due a batch: the ranges 2..4 and 5..7 hold a record the run keeps.
 
-    Where the dialect has ``whole_range_delete`` (MariaDB), a batch whose
-    range is all due deletes by the range alone (0..1, 8..9) and the two
-    others by the predicate again: records 3 and 6 stay, and the ledger
+    Where the dialect has ``whole_range_delete`` (MariaDB, SQLite), a batch
+    whose range is all due deletes by the range alone (0..1, 8..9) and the
+    two others by the predicate again: records 3 and 6 stay, and the ledger
     holds one item per record deleted. Deleting every range by its bounds
     would delete them (and the batch would roll back: 2 items, 3 rows).
-    SQLite counts no range (it deletes every range by the predicate);
     PostgreSQL's batch is one statement that deletes by row address.
     """
     events = _events(migrated, 10)
@@ -177,7 +176,7 @@ def test_a_range_holding_a_record_not_due_is_deleted_by_the_predicate(
     by_range = _whole_range_choices(monkeypatch)
     result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
     assert result.counts["events"] == {"active->purged": 8}
-    expected = {"mysql": [True, False, False, True], "sqlite": [], "postgresql": []}
+    expected = {"mysql": [True, False, False, True], "sqlite": [True, False, False, True], "postgresql": []}
     assert by_range == expected[migrated.dialect.name]
     with migrated.connect() as conn:
         assert conn.execute(sa.select(events.c.id).order_by(events.c.id)).scalars().all() == [3, 6]
@@ -227,11 +226,11 @@ def test_a_hold_committed_after_the_locking_read_stops_the_batch(
 def test_ranges_holding_records_not_due_three_times_in_a_row_stop_the_counting(
     migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Twelve records, every third not due (keys that do not follow time): MariaDB counts three ranges, then none.
+    """Twelve records, every third not due (keys that do not follow time): three ranges counted, then none.
 
-    Each count under READ COMMITTED keeps the range's rows that are not due
-    locked until the batch commits; a run whose ranges keep holding one stops
-    paying for counts that never succeed. The run still purges exactly the
+    On MariaDB each count under READ COMMITTED keeps the range's rows that are
+    not due locked until the batch commits; there and on SQLite a run whose
+    ranges keep holding one stops paying for counts that never succeed. The run still purges exactly the
     due records, by the predicate.
     """
     events = _events(migrated, 12)
@@ -242,7 +241,7 @@ def test_ranges_holding_records_not_due_three_times_in_a_row_stop_the_counting(
     loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
     result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
     assert result.counts["events"] == {"active->purged": 8}
-    assert by_range == ([False, False, False] if migrated.dialect.name == "mysql" else [])
+    assert by_range == ([] if migrated.dialect.name == "postgresql" else [False, False, False])
     with migrated.connect() as conn:
         assert conn.execute(sa.select(events.c.id).order_by(events.c.id)).scalars().all() == [1, 4, 7, 10]
         assert ledger.verify(conn, secret=KEY).ok

@@ -237,7 +237,8 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
 
     #: A three-statement set-based purge batch whose range holds no row its locking read passed over (a
     #: locking count of the range equals the keys it selected) deletes by the range alone, not the predicate
-    #: again: where the predicate costs the database more than a locking count (MariaDB's per-row tests).
+    #: again: where the predicate costs the database more than a locking count (MariaDB's and SQLite's
+    #: per-row date tests).
     whole_range_delete: ClassVar[bool] = False
 
     #: :meth:`last_of_batch` asks for the size-th key alone (``LIMIT 1 OFFSET size-1``): where fetching a

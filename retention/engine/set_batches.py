@@ -210,7 +210,9 @@ class BatchStatements:
 
         Where the dialect has ``whole_range_delete``, every row of the key
         range is also counted, locking it (``FOR UPDATE``: the newest
-        versions, and InnoDB locks what it counts). When that count is the
+        versions, and InnoDB locks what it counts; SQLite's batch holds the
+        database's one write lock from its first statement, so nothing
+        changes the range before the batch commits). When that count is the
         number selected, the range holds no row the predicate left out and
         every row of it is locked by this batch (no other session can change
         or delete one until it commits): the items and the delete then take
