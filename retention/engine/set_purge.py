@@ -174,7 +174,7 @@ class DueDays:
 
     table: sa.Table
     count: int
-    due_rows: int = 0  # records due when the table was made (the clock's tally)
+    due_rows: int = 0  # records due when the table was made (the clock's tally), counted up to a batch and one
     also: list[sa.Table] = field(default_factory=list)  # the pass's other temporary tables, dropped with it
 
     @classmethod
@@ -212,7 +212,10 @@ class DueDays:
         table.create(conn)
         pack, dataset, as_of = ctx.loaded.pack, planner.dataset, ctx.as_of
         tz = pack.timezone
-        due_rows, lowest, _ = clock_counts.tally(clock, conn, planner.table, planner.sql.due(state, as_of))
+        # Counted only as far as SetPurge.source compares it: a batch and one row more.
+        due_rows, lowest, _ = clock_counts.tally(
+            clock, conn, planner.table, planner.sql.due(state, as_of), at_most=planner.batch_size + 1
+        )
         starts: list[tuple[Any, tuple[Any, ...]]] = []  # (the day's first stored value, (due instant, *extra))
         if lowest is not None:
             day, last = _first_day(lowest, tz), _last_day(clock, dataset, pack, state, as_of)
