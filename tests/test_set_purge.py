@@ -740,6 +740,29 @@ def test_the_batch_range_ends_at_the_last_key_of_each_batch(migrated: sa.Engine)
     assert ends == [(5, 3), (13, 3), (17, 1), (None, 0)]
 
 
+@pytest.mark.only_on("sqlite")  # the dialect whose batch end is an aggregate over the locking read
+def test_the_batch_range_ends_at_the_last_key_in_the_keys_collation(migrated: sa.Engine) -> None:
+    """Text keys under NOCASE: a batch of two ends at 'B' (a, B), not at 'a', the greater byte string."""
+    table = sa.Table(
+        "set_purge_range_text", sa.MetaData(), sa.Column("id", sa.String(5, collation="NOCASE"), primary_key=True)
+    )
+    with migrated.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{"id": k} for k in ("D", "a", "c", "B", "e")])
+    ends = []
+    with migrated.begin() as conn:
+        dialect = dialect_for(conn)
+        after = ""
+        while True:
+            query = sa.select(table.c.id).where(table.c.id > after).order_by(table.c.id).limit(2)
+            last, count = dialect.last_of_batch(conn, query, 2)
+            ends.append((last, count))
+            if not count:
+                break
+            after = last
+    assert ends == [("B", 2), ("D", 2), ("e", 1), (None, 0)]
+
+
 def test_a_record_without_a_due_instant_fails_its_batch_and_leaves_it_whole(
     migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
