@@ -36,6 +36,8 @@ KINDS = (
     ("INSERT INTO retention_ledger_blocks", "block (INSERT ... SELECT ... RETURNING body)"),
     ("DELETE FROM bench_events", "delete"),
     ("SELECT bench_events.id", "batch keys"),
+    ("SELECT count(*) AS count_1, max(chosen.id)", "batch keys"),
+    ("SELECT count(*) AS count_1 FROM bench_events WHERE bench_events.id", "range count (whole-range batches)"),
     ("SELECT max(retention_ledger_items.due_at)", "latest due instant"),
     ("INSERT INTO retention_ledger ", "chain entry"),
 )
