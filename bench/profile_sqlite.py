@@ -30,6 +30,7 @@ from bench import run as bench  # noqa: E402
 from retention import logs  # noqa: E402
 from retention.store import migrate  # noqa: E402
 from retention.store.config import create_engine  # noqa: E402
+from retention.subjects.events import place_hold  # noqa: E402
 
 KINDS = (
     ("INSERT INTO retention_ledger_items", "items (INSERT ... SELECT ... RETURNING leaf)"),
@@ -67,6 +68,11 @@ def main() -> None:
         action="store_true",
         help="drop the ledger items' three pseudonym indexes before the run: what they cost the engine (no lookups)",
     )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="place a hold on a subject with no rows first: the batches' predicate then carries the holds' anti-join",
+    )
     args = parser.parse_args()
     logs.configure(level="warning")
     with tempfile.TemporaryDirectory() as folder:
@@ -87,6 +93,11 @@ def main() -> None:
             with engine.begin() as conn:
                 for column in ("record_pseudonym", "subject_pseudonym", "email_pseudonym"):
                     conn.exec_driver_sql(f"DROP INDEX ix_retention_ledger_items_{column}")
+        if args.hold:
+            with engine.begin() as conn:
+                place_hold(
+                    conn, scope="subject", subject_key="nobody", reason="bench", placed_by="bench", secret=bench.SECRET
+                )
         spent: dict[str, list[float]] = {}
 
         last = ["other"]
@@ -131,7 +142,8 @@ def main() -> None:
         total, cpu = time.perf_counter() - began, time.process_time() - cpu_began
         engine.dispose()
     dropped = "; item pseudonym indexes dropped" if args.drop_item_indexes else ""
-    print(f"pragmas after the engine's: {', '.join(args.pragma) or 'none'}{dropped}; CPU {cpu:.3f} s")
+    held = "; a hold in place" if args.hold else ""
+    print(f"pragmas after the engine's: {', '.join(args.pragma) or 'none'}{dropped}{held}; CPU {cpu:.3f} s")
     print(f"{moved} purged of {args.rows} in {total:.3f} s ({total / max(moved, 1) * 1e6:.1f} µs per record)")
     print()
     per = 1e6 / max(moved, 1)

@@ -184,6 +184,31 @@ def test_a_range_holding_a_record_not_due_is_deleted_by_the_predicate(
         assert ledger.verify(conn, secret=KEY).ok
 
 
+def test_with_holds_in_place_sqlite_still_takes_whole_ranges_and_the_held_record_stays(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six due records, two a batch, record 3's subject held: the range 2..4 holds it and is not whole.
+
+    SQLite's batch holds the write lock, so no hold can arrive between its
+    count and its delete: it takes the ranges 0..1 and 5..5 by the range
+    alone, a hold in place or not. MariaDB, whose holds can be committed by
+    another session meanwhile, counts no range while a hold is in place.
+    Either way record 3 stays and gets no item.
+    """
+    events = _events(migrated, 6)
+    with migrated.begin() as conn:
+        subjects.place_hold(conn, scope="subject", subject_key="u3", reason="x", placed_by="test", secret=KEY)
+    by_range = _whole_range_choices(monkeypatch)
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)
+    assert result.counts["events"] == {"active->purged": 5}
+    assert by_range == ([True, False, True] if migrated.dialect.name == "sqlite" else [])
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(events.c.id)).scalars().all() == [3]
+        assert conn.execute(sa.select(sa.func.sum(store.ledger_blocks.c["items"]))).scalar_one() == 5
+        assert ledger.verify(conn, secret=KEY).ok
+
+
 @pytest.mark.only_on("mariadb")  # the one dialect with whole_range_delete; PostgreSQL's batch is one statement
 @pytest.mark.parametrize("isolation", [None, "READ COMMITTED"])
 def test_a_hold_committed_after_the_locking_read_stops_the_batch(

@@ -227,7 +227,10 @@ class BatchStatements:
         erasure request (:attr:`PlannerBase.unfiltered`): otherwise a hold
         committed after the locking read must still stop the delete, which
         only the predicate's anti-joins evaluated again there do (review
-        `engine`, finding 1). The count is a locking read, not a snapshot
+        `engine`, finding 1). Where the batch holds the database's one write
+        lock (SQLite, ``batch_holds_write_lock``), no hold can be committed
+        before the batch commits, and a range whose count matches takes the
+        range alone with holds in place too. The count is a locking read, not a snapshot
         one: a snapshot taken at the batch's probe could miss a row
         committed since and count one deleted since, and the range would
         then take a row that is not due. Under READ COMMITTED it keeps the
@@ -243,7 +246,10 @@ class BatchStatements:
             return None
         in_range = {**parameters, "batch_last": last}
         items, delete = built.items, built.delete
-        if built.whole is not None and planner.unfiltered and self._whole_misses < _WHOLE_MISSES:
+        # A hold, state or erasure request committed after the locking read needs the predicate again, unless
+        # no session can commit one before this batch does (SQLite: the batch holds the write lock).
+        settled = planner.unfiltered or dialect_for(conn).batch_holds_write_lock
+        if built.whole is not None and settled and self._whole_misses < _WHOLE_MISSES:
             if conn.execute(built.whole.count, in_range).scalar_one() == scanned:
                 items, delete = built.whole.items, built.whole.delete
                 self._whole_misses = 0
