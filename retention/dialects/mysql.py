@@ -11,18 +11,13 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import Cast, ColumnElement
-from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
-from retention.dialects.item_sql import BoundKey, Key, hmac_pads
+from retention.dialects.mysql_items import MySQLItemSQL, unpadded
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
-
-_ALL_ROWS = 18_446_744_073_709_551_615
-"""A LIMIT that keeps every row (MySQL's documented idiom: the greatest unsigned 64-bit value)."""
 
 _INSERT_CHUNK = 1000
 """Rows per multi-row INSERT: a statement of a few hundred kilobytes, well within max_allowed_packet."""
@@ -92,7 +87,7 @@ def month_gaps(conn: sa.Connection, value: ColumnElement[Any]) -> ColumnElement[
     return sa.or_(*ranges)
 
 
-class MySQLDialect(Dialect):
+class MySQLDialect(MySQLItemSQL, Dialect):
     """MariaDB and MySQL (PyMySQL)."""
 
     names = ("mysql", "mariadb")
@@ -284,52 +279,8 @@ class MySQLDialect(Dialect):
             f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin {null}",
         )
 
-    set_based_items: ClassVar[bool] = True
-
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
         return sa.func.date(value)
-
-    def key_parameters(self, bound: BoundKey, key: bytes) -> dict[str, Any]:
-        # Hex text, unhexed in the statement (PyMySQL would send bytes as a utf8mb4 literal).
-        inner, outer = hmac_pads(key)
-        return {f"{bound.name}_inner": inner.hex(), f"{bound.name}_outer": outer.hex()}
-
-    def hmac_hex(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        # SHA2() over the pre-absorbed pads; CONCAT with a binary argument takes the text's utf8mb4 bytes, an
-        # integer's decimal digits as they are.
-        utf8 = _utf8(text)
-        message: ColumnElement[Any]
-        outer: ColumnElement[Any]
-        if isinstance(key, BoundKey):
-            message = sa.func.concat(sa.func.unhex(key.param("inner", sa.String)), _binary(prefix), utf8)
-            outer = sa.func.unhex(key.param("outer", sa.String))
-        else:
-            inner_pad, outer_pad = hmac_pads(key)
-            message, outer = sa.func.concat(_binary(inner_pad + prefix), utf8), _binary(outer_pad)
-        inner_digest = sa.func.unhex(sa.func.sha2(message, 256))
-        return sa.func.sha2(sa.func.concat(outer, inner_digest), 256)
-
-    def hmac_bytes(self, key: Key, prefix: bytes, text: ColumnElement[Any]) -> ColumnElement[Any]:
-        return sa.func.unhex(self.hmac_hex(key, prefix, text), type_=sa.LargeBinary)
-
-    def block_item(
-        self, record: ColumnElement[Any], subject: ColumnElement[Any], due: ColumnElement[Any]
-    ) -> ColumnElement[Any]:
-        return sa.func.concat(record, sa.func.coalesce(subject, _binary(bytes(32))), due, type_=sa.LargeBinary)
-
-    def ordered_bytes(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> ColumnElement[Any]:
-        # GROUP_CONCAT stops at group_concat_max_len, which prepare_items raises for the session (the writer
-        # still compares the body's length with its row count: max_allowed_packet bounds it too).
-        return _OrderedConcat(value, order)
-
-    def block_rows(self, rows: sa.Select[Any]) -> sa.Select[Any]:
-        # MariaDB merges a derived table into the query that reads it, and its
-        # GROUP_CONCAT then evaluates the item and the ORDER BY pseudonym each
-        # from the row: the record's HMAC (two SHA2() calls) twice a row, a
-        # fifth of the block's statement. A derived table with a LIMIT is not
-        # merged but filled once (the optimizer's EXPLAIN shows <derived>); this
-        # LIMIT is MySQL's documented "all rows" (2^64 - 1), so it keeps every row.
-        return rows.limit(_ALL_ROWS)
 
     def delete_listed(
         self,
@@ -358,22 +309,12 @@ class MySQLDialect(Dialect):
             )
         )
 
-    def prepare_items(self, conn: sa.Connection) -> None:
-        # On the driver's connection: a session setting, outside any transaction the caller begins next.
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        try:
-            cursor.execute(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX}")
-        finally:
-            cursor.close()
-
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
         # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and
         # comparing two implicit collations is an error: an explicit binary one.
         # An integer + 0: a ZEROFILL column's text is padded ("000042"), the key a hold or state names is not.
-        return super().key_text(_unpadded(column)).collate("utf8mb4_bin")
+        return super().key_text(unpadded(column)).collate("utf8mb4_bin")
 
     def clock_invalid(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
         if kind in DATETIME_KINDS:
@@ -402,73 +343,6 @@ class MySQLDialect(Dialect):
             bad = bad_date(rel_col)
             return sa.case((bad, None), else_=rel_col), bad
         return rel_col, None
-
-
-GROUP_CONCAT_MAX = 4_294_967_295
-"""group_concat_max_len for the item sessions: its maximum, so that max_allowed_packet alone bounds a block."""
-
-
-class _OrderedConcat(ColumnElement[Any]):
-    """``GROUP_CONCAT(value ORDER BY order SEPARATOR '')``: SQLAlchemy has no construct for the clauses inside."""
-
-    inherit_cache = True
-    type = sa.LargeBinary()
-    _traverse_internals = [  # the statement cache key covers both clauses
-        ("value", InternalTraversal.dp_clauseelement),
-        ("order", InternalTraversal.dp_clauseelement),
-    ]
-
-    def __init__(self, value: ColumnElement[Any], order: ColumnElement[Any]) -> None:
-        self.value, self.order = value, order
-
-    def get_children(self, **kw: Any) -> tuple[ColumnElement[Any], ...]:
-        return self.value, self.order
-
-    @property
-    def _from_objects(self) -> list[Any]:
-        # What a SELECT of this aggregate reads FROM: its clauses' tables, as for any function.
-        return [*self.value._from_objects, *self.order._from_objects]
-
-
-@compiles(_OrderedConcat)
-def _ordered_concat(element: _OrderedConcat, compiler: Any, **kw: Any) -> str:
-    value, order = compiler.process(element.value, **kw), compiler.process(element.order, **kw)
-    return f"GROUP_CONCAT({value} ORDER BY {order} SEPARATOR '')"
-
-
-def _binary(value: bytes) -> ColumnElement[Any]:
-    """A binary string: sent as hex text and unhexed.
-
-    PyMySQL would send bytes as a utf8mb4 literal; a hexadecimal literal
-    (``X'...'``) is no better: MariaDB converts a literal to the character
-    set of the text it is concatenated with (error 1300, "Invalid utf8mb4
-    character string"), where ``UNHEX``'s binary result makes ``CONCAT``'s
-    binary. ``CAST(X'...' AS BINARY)`` measured the same as ``UNHEX``
-    (``BENCHMARK``, bench/RESULTS.md, the MariaDB purge at pt-archiver's pace).
-    """
-    return sa.func.unhex(sa.literal(value.hex(), sa.String))
-
-
-def _unpadded(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    """An integer column + 0: its value without a ZEROFILL column's padding, as Python's ``str(int)`` writes it."""
-    return column + sa.literal_column("0") if isinstance(column.type, sa.Integer) else column
-
-
-def _utf8(text: ColumnElement[Any]) -> ColumnElement[Any]:
-    """What ``CONCAT`` with a binary argument takes as ``text``'s UTF-8 bytes.
-
-    A text is converted to utf8mb4 (its column may hold another character
-    set). An integer cast to text (the record key of an integer key, see
-    :meth:`retention.engine.set_purge.SetPurge._pseudonym_texts`) is given to
-    ``CONCAT`` as the integer: it takes its decimal digits, ASCII, which are
-    the same bytes in utf8mb4, without the two conversions per row.
-    """
-    inner = text.clause if isinstance(text, Cast) else text
-    if isinstance(inner.type, sa.Integer):
-        # + 0: a ZEROFILL column's value without its padding (Python's str(42) is "42", not "000042"); exact for
-        # BIGINT UNSIGNED's maximum too (review `engine`, finding 3).
-        return _unpadded(inner)
-    return sa.cast(text, mysql.CHAR(charset="utf8mb4"))
 
 
 @functools.cache
