@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 import structlog
 import yaml
 
-from retention.engine import execute, set_purge
+from retention.engine import execute, set_purge, shred
 from retention.ledger import items as ledger_items
 from retention.ledger.verification import verify
 from retention.policy import validate_pack
@@ -67,24 +68,38 @@ datasets:
         after: P3Y
 """
 
-# Every key has a twin that differs only in case, and each twin has its own fate.
-ROWS: list[tuple[str, str, dt.datetime]] = [
-    ("P", "s1", OLD),  # archived and purged in the first run
-    ("p", "s2", OLD),  # the same, on its own
-    ("A", "s1", MID),  # archived in the first run, purged in the second
-    ("a", "s3", MID),  # the same, its own payload and state
-    ("R", "s4", MID),  # held by a record hold on "R"
-    ("r", "s4", MID),  # not held: "R"'s hold is not its
-    ("H1", "H", MID),  # held by a subject hold on "H"
-    ("h1", "h", MID),  # subject "h": not held
-]
+TWINS: dict[str, tuple[str, Callable[[str], str]]] = {
+    # A key's twin differs only in case: a _bin source (MariaDB utf8mb4_bin) keeps them apart.
+    "case": ("utf8mb4_bin", str.lower),
+    # Only by trailing spaces: a NO PAD source (MariaDB utf8mb4_nopad_bin) keeps them apart, where PAD SPACE
+    # collations (utf8mb4_bin, the _ci defaults) take 'A' and 'A ' for one key.
+    "spaces": ("utf8mb4_nopad_bin", lambda key: key + " "),
+}
 
 
-def _source(engine: sa.Engine) -> sa.Table:
-    """The source table, its key compared byte by byte (MariaDB: utf8mb4_bin whatever the database's default)."""
+def _rows(twin: Callable[[str], str]) -> list[tuple[str, str, dt.datetime]]:
+    """Every key has a twin, and each twin has its own fate."""
+    return [
+        ("P", "s1", OLD),  # archived and purged in the first run
+        (twin("P"), "s2", OLD),  # the same, on its own
+        ("A", "s1", MID),  # archived in the first run, purged in the second
+        (twin("A"), "s3", MID),  # the same, its own payload and state
+        ("R", "s4", MID),  # held by a record hold on "R"
+        (twin("R"), "s4", MID),  # not held: "R"'s hold is not its
+        ("H1", "H", MID),  # held by a subject hold on "H"
+        (twin("H1"), twin("H"), MID),  # subject "h" (or "H "): not held
+    ]
+
+
+ROWS = _rows(str.lower)
+
+
+def _source(engine: sa.Engine, twins: str = "case") -> sa.Table:
+    """The source table, its key compared byte by byte (MariaDB: the collation of ``TWINS[twins]``)."""
+    collation, twin = TWINS[twins]
     options: dict[str, Any] = {}
     if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+        options = {"mysql_charset": "utf8mb4", "mysql_collate": collation}
     md = sa.MetaData()
     table = sa.Table(
         "ck_cased",
@@ -98,7 +113,8 @@ def _source(engine: sa.Engine) -> sa.Table:
     md.create_all(engine)
     with engine.begin() as conn:
         conn.execute(
-            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in ROWS]
+            table.insert(),
+            [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in _rows(twin)],
         )
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="cased", record_key="R")
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="H")
@@ -125,14 +141,22 @@ def _world(engine: sa.Engine, table: sa.Table) -> dict[str, Any]:
     return {"payloads": payloads, "states": states, "left": left}
 
 
+@pytest.mark.parametrize("twins", sorted(TWINS))
 @pytest.mark.parametrize("path", ["per-record", "set-based"])
 def test_keys_that_differ_only_in_case_are_two_records(
-    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str, twins: str
 ) -> None:
-    """Archive then purge, a hold on one twin only, a state and a payload each: the outcome computed by hand."""
-    table = _source(migrated)
+    """Archive then purge, a hold on one twin only, a state and a payload each: the outcome computed by hand.
+
+    Twins differ only in case, or only by trailing spaces (see ``TWINS``). Plan
+    counts what run does; each archived payload is read back by its own key.
+    """
+    table = _source(migrated, twins)
+    twin = TWINS[twins][1]
     if path == "per-record":
         monkeypatch.setenv(set_purge.SWITCH, "0")
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    assert execute.plan(migrated, loaded, FIRST).transitions["cased"] == {"active->archived": 6, "archived->purged": 2}
     first, logs = _run(migrated, FIRST)
     assert (first.status, first.failures) == ("succeeded", {})
     events = {e["event"] for e in logs}
@@ -142,14 +166,18 @@ def test_keys_that_differ_only_in_case_are_two_records(
     assert world["left"] == {"R", "H1"}
     assert world["states"] == {
         "A": ("archived", "s1"),
-        "a": ("archived", "s3"),
-        "r": ("archived", "s4"),
-        "h1": ("archived", "h"),
+        twin("A"): ("archived", "s3"),
+        twin("R"): ("archived", "s4"),
+        twin("H1"): ("archived", twin("H")),
     }
-    assert {k: (p["id"], p["note"]) for k, p in world["payloads"].items()} == {
-        k: (k, f"note of {k}") for k in ("A", "a", "r", "h1")
-    }
+    archived = ("A", twin("A"), twin("R"), twin("H1"))
+    assert {k: (p["id"], p["note"]) for k, p in world["payloads"].items()} == {k: (k, f"note of {k}") for k in archived}
+    with migrated.connect() as conn:
+        for key in archived:
+            shown = shred.read_payload(conn, None, "cased", key)
+            assert shown is not None and json.loads(shown)["id"] == key, key
 
+    assert execute.plan(migrated, loaded, SECOND).transitions["cased"] == {"archived->purged": 4}
     second, _ = _run(migrated, SECOND)
     assert (second.status, second.failures) == ("succeeded", {})
     assert second.counts["cased"] == {"archived->purged": 4}
@@ -158,14 +186,76 @@ def test_keys_that_differ_only_in_case_are_two_records(
     with migrated.connect() as conn:
         for key, transitions in {
             "A": ["active->archived", "archived->purged"],
-            "a": ["active->archived", "archived->purged"],
+            twin("A"): ["active->archived", "archived->purged"],
             "P": ["active->archived", "archived->purged"],
-            "R": ["hold_placed"],  # its hold only; "r" has none
-            "r": ["active->archived", "archived->purged"],
+            "R": ["hold_placed"],  # its hold only; its twin has none
+            twin("R"): ["active->archived", "archived->purged"],
         }.items():
             found = ledger_items.lookup(conn, KEY, dataset="cased", record_key=key)
             assert [f["transition"] for f in found] == transitions, key
     assert verify(migrated, secret=KEY).ok
+
+
+PAD_PACK = """
+pack: pad-source
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  padded:
+    table: ck_padded
+    key: id
+    subject_key: user_id
+    basis: one year
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+@pytest.mark.parametrize("path", ["per-record", "set-based"])
+def test_a_hold_typed_without_the_keys_trailing_space_is_not_its(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A PAD SPACE source (MariaDB utf8mb4_bin) holds 'c ' and subject 'd ': holds typed 'c' and 'd ' hold neither.
+
+    The per-record evaluator compares keys as Python does ('c' != 'c '); the
+    set-based statements compared them in a PAD SPACE collation, which took
+    them for one. Both paths: 'c ' and 'd' purged, 'e' held by its own hold.
+    """
+    options: dict[str, Any] = {}
+    if migrated.dialect.name in ("mysql", "mariadb"):
+        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+    if path == "per-record":
+        monkeypatch.setenv(set_purge.SWITCH, "0")
+    md = sa.MetaData()
+    table = sa.Table(
+        "ck_padded",
+        md,
+        sa.Column("id", sa.String(30), primary_key=True),
+        sa.Column("user_id", sa.String(30)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+        **options,
+    )
+    md.create_all(migrated)
+    with migrated.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [{"id": k, "user_id": s, "collected": MID} for k, s in (("c ", "s1"), ("d", "d"), ("e", "s2"))],
+        )
+        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="c")
+        place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="d ")
+        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="e")
+    loaded = validate_pack(yaml.safe_load(PAD_PACK), Path("<test>"), PAD_PACK)
+    assert execute.plan(migrated, loaded, FIRST).transitions["padded"] == {"active->purged": 2}
+    result = execute.run(migrated, loaded, FIRST, secret=KEY)
+    assert (result.status, result.failures, result.counts["padded"]) == ("succeeded", {}, {"active->purged": 2})
+    with migrated.connect() as conn:
+        assert set(conn.execute(sa.select(table.c.id)).scalars()) == {"e"}
 
 
 ERASURE_PACK = """
