@@ -18,6 +18,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
 from retention.dialects.item_sql import BoundKey, Key, hmac_pads
+from retention.dialects.mysql_keys import KeyCollated, keeps_keys_apart, server_key_collation
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 
@@ -276,12 +277,13 @@ class MySQLDialect(Dialect):
             ),
             {"t": table, "c": column},
         ).one_or_none()
-        if found is None or found.collation_name == "utf8mb4_bin":
+        wanted = server_key_collation(conn.dialect)
+        if found is None or keeps_keys_apart(found.collation_name, wanted):
             return None
         null = "NULL" if found.is_nullable == "YES" else "NOT NULL"
         return (
             found.collation_name,
-            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin {null}",
+            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE {wanted} {null}",
         )
 
     set_based_items: ClassVar[bool] = True
@@ -371,9 +373,9 @@ class MySQLDialect(Dialect):
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
         # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and
-        # comparing two implicit collations is an error: an explicit binary one.
+        # comparing two implicit collations is an error: an explicit one, the engine's NO PAD binary key collation.
         # An integer + 0: a ZEROFILL column's text is padded ("000042"), the key a hold or state names is not.
-        return super().key_text(_unpadded(column)).collate("utf8mb4_bin")
+        return KeyCollated(super().key_text(_unpadded(column)))
 
     def clock_invalid(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
         if kind in DATETIME_KINDS:
