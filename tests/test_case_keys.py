@@ -34,6 +34,7 @@ from retention.ledger import items as ledger_items
 from retention.ledger.verification import verify
 from retention.policy import validate_pack
 from retention.store import tables as store
+from retention.subjects import review
 from retention.subjects.events import add_request, place_hold
 
 KEY = bytes(range(32))
@@ -337,3 +338,173 @@ def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine)
         masks = store.erasure_masks
         assert set(conn.execute(sa.select(masks.c.dataset, masks.c.record_key))) == {("masked", "M"), ("masked", "m")}
     assert verify(migrated, secret=KEY).ok
+
+
+FOLLOW_PACK = """
+pack: case-followers
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  accounts:
+    table: ck_accounts
+    key: id
+    subject_key: id
+    basis: one year after closing, then ten more inactive
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: inactive
+        action: deactivate
+        set: {note: closed}
+      - to: purged
+        after: P10Y
+        action: delete
+  visits:
+    table: ck_visits
+    key: id
+    basis: with their account, through its key
+    follows: {dataset: accounts, via: user_id, "on": {inactive: purged}}
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P10Y
+    lifecycle:
+      - to: purged
+        action: delete
+  profiles:
+    table: ck_profiles
+    key: id
+    subject_key: user_id
+    basis: with their account, through the subject
+    follows: {dataset: accounts, "on": {inactive: purged}}
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P10Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+LATE = dt.datetime(2024, 6, 1, 12, tzinfo=UTC)  # inactive due 2025-06-02: not yet on FIRST
+
+
+@pytest.mark.parametrize("twins", sorted(TWINS))
+@pytest.mark.parametrize("path", ["per-record", "set-based"])
+def test_followers_follow_their_own_leader_not_its_twin(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str, twins: str
+) -> None:
+    """Account 'A' goes inactive, its twin does not yet: the visits (through ``via``) and the profiles (through
+    the subject) of 'A' are purged, those of its twin stay. Outcome computed by hand."""
+    collation, twin = TWINS[twins]
+    if path == "per-record":
+        monkeypatch.setenv(set_purge.SWITCH, "0")
+    accounts = _keyed_table(migrated, "ck_accounts", collation, [("A", "A", MID), (twin("A"), twin("A"), LATE)])
+    visits = _keyed_table(migrated, "ck_visits", collation, [("V1", "A", MID), ("V2", twin("A"), MID)])
+    profiles = _keyed_table(migrated, "ck_profiles", collation, [("P1", "A", MID), ("P2", twin("A"), MID)])
+    loaded = validate_pack(yaml.safe_load(FOLLOW_PACK), Path("<test>"), FOLLOW_PACK)
+    wanted = {
+        "accounts": {"active->inactive": 1},
+        "visits": {"active->purged": 1},
+        "profiles": {"active->purged": 1},
+    }
+    assert _nonzero(execute.plan(migrated, loaded, FIRST).transitions) == wanted
+    result = execute.run(migrated, loaded, FIRST, secret=KEY)
+    assert (result.status, result.failures, _nonzero(result.counts)) == ("succeeded", {}, wanted)
+    rs = store.record_states
+    with migrated.connect() as conn:
+        assert set(conn.execute(sa.select(accounts.c.id, accounts.c.note))) == {("A", "closed"), (twin("A"), None)}
+        assert set(conn.execute(sa.select(visits.c.id)).scalars()) == {"V2"}
+        assert set(conn.execute(sa.select(profiles.c.id)).scalars()) == {"P2"}
+        states = set(conn.execute(sa.select(rs.c.dataset, rs.c.record_key, rs.c.state)))
+    assert states == {("accounts", "A", "inactive")}
+    assert verify(migrated, secret=KEY).ok
+
+
+REVIEW_PACK = """
+pack: case-review
+version: "1"
+effective_from: 2020-01-01
+timezone: UTC
+guard: {max_share: 1.0}
+datasets:
+  reviewed:
+    table: ck_reviewed
+    key: id
+    subject_key: user_id
+    basis: one year, purged once reviewed
+    review: true
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+"""
+
+
+@pytest.mark.parametrize("twins", sorted(TWINS))
+def test_an_approved_review_item_purges_its_record_not_its_twin(migrated: sa.Engine, twins: str) -> None:
+    """'K' and 'L' are filed for review, approved, purged; their twins, due later, are filed as items of their own
+    (a duplicate review item if taken for the approved ones), and stay when that batch is rejected."""
+    collation, twin = TWINS[twins]
+    table = _keyed_table(
+        migrated,
+        "ck_reviewed",
+        collation,
+        [("K", "s1", MID), (twin("K"), "s2", LATE), ("L", "s3", MID), (twin("L"), "s4", LATE), ("M", "s5", SECOND)],
+    )
+    loaded = validate_pack(yaml.safe_load(REVIEW_PACK), Path("<test>"), REVIEW_PACK)
+    assert execute.plan(migrated, loaded, FIRST).awaiting_review == {"reviewed": 2}
+    first = execute.run(migrated, loaded, FIRST, secret=KEY)
+    assert (first.status, _nonzero(first.counts)) == ("succeeded", {})
+    with migrated.begin() as conn:
+        (batch,) = review.list_batches(conn)
+        assert {i["record_key"] for i in review.show_batch(conn, batch["id"])[1]} == {"K", "L"}
+        review.decide(conn, batch["id"], approve=True, by="dpo", reason="due", secret=KEY)
+    later = dt.datetime(2025, 7, 1, tzinfo=UTC)  # the twins' purge due 2025-06-02
+    plan = execute.plan(migrated, loaded, later)
+    assert (_nonzero(plan.transitions), plan.awaiting_review) == ({"reviewed": {"active->purged": 2}}, {"reviewed": 2})
+    second = execute.run(migrated, loaded, later, secret=KEY)
+    assert (second.status, second.failures, _nonzero(second.counts)) == (
+        "succeeded",
+        {},
+        {"reviewed": {"active->purged": 2}},
+    )
+    with migrated.begin() as conn:
+        assert set(conn.execute(sa.select(table.c.id)).scalars()) == {twin("K"), twin("L"), "M"}
+        pending = [b for b in review.list_batches(conn) if b["status"] == "pending"]
+        assert len(pending) == 1
+        assert {i["record_key"] for i in review.show_batch(conn, pending[0]["id"])[1]} == {twin("K"), twin("L")}
+        review.decide(conn, pending[0]["id"], approve=False, by="dpo", reason="kept", secret=KEY)
+    third = execute.run(migrated, loaded, later, secret=KEY)
+    assert (third.status, _nonzero(third.counts)) == ("succeeded", {})
+    with migrated.connect() as conn:
+        assert set(conn.execute(sa.select(table.c.id)).scalars()) == {twin("K"), twin("L"), "M"}
+    assert verify(migrated, secret=KEY).ok
+
+
+def _keyed_table(engine: sa.Engine, name: str, collation: str, rows: list[tuple[str, str, dt.datetime]]) -> sa.Table:
+    """(id, user_id, collected) rows, a ``note`` column left NULL; text columns in ``collation`` on MariaDB."""
+    options: dict[str, Any] = {}
+    if engine.dialect.name in ("mysql", "mariadb"):
+        options = {"mysql_charset": "utf8mb4", "mysql_collate": collation}
+    md = sa.MetaData()
+    table = sa.Table(
+        name,
+        md,
+        sa.Column("id", sa.String(30), primary_key=True),
+        sa.Column("user_id", sa.String(30)),
+        sa.Column("note", sa.String(60)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+        **options,
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": k, "user_id": s, "collected": c} for k, s, c in rows])
+    return table
+
+
+def _nonzero(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {d: {t: n for t, n in per.items() if n} for d, per in counts.items() if any(per.values())}
