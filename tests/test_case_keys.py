@@ -96,27 +96,10 @@ ROWS = _rows(str.lower)
 
 
 def _source(engine: sa.Engine, twins: str = "case") -> sa.Table:
-    """The source table, its key compared byte by byte (MariaDB: the collation of ``TWINS[twins]``)."""
+    """The source table, its key compared byte by byte (MariaDB: the collation of ``TWINS[twins]``), and holds."""
     collation, twin = TWINS[twins]
-    options: dict[str, Any] = {}
-    if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": collation}
-    md = sa.MetaData()
-    table = sa.Table(
-        "ck_cased",
-        md,
-        sa.Column("id", sa.String(30), primary_key=True),
-        sa.Column("user_id", sa.String(30)),
-        sa.Column("note", sa.String(60)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-        **options,
-    )
-    md.create_all(engine)
+    table = _keyed_table(engine, "ck_cased", collation, _rows(twin))
     with engine.begin() as conn:
-        conn.execute(
-            table.insert(),
-            [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in _rows(twin)],
-        )
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="cased", record_key="R")
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="H")
     return table
@@ -228,26 +211,11 @@ def test_a_hold_typed_without_the_keys_trailing_space_is_not_its(
     set-based statements compared them in a PAD SPACE collation, which took
     them for one. Both paths: 'c ' and 'd' purged, 'e' held by its own hold.
     """
-    options: dict[str, Any] = {}
-    if migrated.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
     if path == "per-record":
         monkeypatch.setenv(set_purge.SWITCH, "0")
-    md = sa.MetaData()
-    table = sa.Table(
-        "ck_padded",
-        md,
-        sa.Column("id", sa.String(30), primary_key=True),
-        sa.Column("user_id", sa.String(30)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-        **options,
-    )
-    md.create_all(migrated)
+    rows = [("c ", "s1", MID), ("d", "d", MID), ("e", "s2", MID)]
+    table = _keyed_table(migrated, "ck_padded", "utf8mb4_bin", rows)
     with migrated.begin() as conn:
-        conn.execute(
-            table.insert(),
-            [{"id": k, "user_id": s, "collected": MID} for k, s in (("c ", "s1"), ("d", "d"), ("e", "s2"))],
-        )
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="c")
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="d ")
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="e")
@@ -297,25 +265,7 @@ datasets:
 
 def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) -> sa.Table:
     """(id, user_id) rows collected in 2023, both columns compared byte by byte (MariaDB: utf8mb4_bin)."""
-    options: dict[str, Any] = {}
-    if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-    md = sa.MetaData()
-    table = sa.Table(
-        name,
-        md,
-        sa.Column("id", sa.String(30), primary_key=True),
-        sa.Column("user_id", sa.String(30)),
-        sa.Column("note", sa.String(60)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-        **options,
-    )
-    md.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": MID} for k, s in rows]
-        )
-    return table
+    return _keyed_table(engine, name, "utf8mb4_bin", [(k, s, MID) for k, s in rows])
 
 
 def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine) -> None:
@@ -414,7 +364,8 @@ def test_followers_follow_their_own_leader_not_its_twin(
     assert (result.status, result.failures, _nonzero(result.counts)) == ("succeeded", {}, wanted)
     rs = store.record_states
     with migrated.connect() as conn:
-        assert set(conn.execute(sa.select(accounts.c.id, accounts.c.note))) == {("A", "closed"), (twin("A"), None)}
+        notes = set(conn.execute(sa.select(accounts.c.id, accounts.c.note)))
+        assert notes == {("A", "closed"), (twin("A"), f"note of {twin('A')}")}
         assert set(conn.execute(sa.select(visits.c.id)).scalars()) == {"V2"}
         assert set(conn.execute(sa.select(profiles.c.id)).scalars()) == {"P2"}
         states = set(conn.execute(sa.select(rs.c.dataset, rs.c.record_key, rs.c.state)))
@@ -486,7 +437,7 @@ def test_an_approved_review_item_purges_its_record_not_its_twin(migrated: sa.Eng
 
 
 def _keyed_table(engine: sa.Engine, name: str, collation: str, rows: list[tuple[str, str, dt.datetime]]) -> sa.Table:
-    """(id, user_id, collected) rows, a ``note`` column left NULL; text columns in ``collation`` on MariaDB."""
+    """(id, user_id, collected) rows, each noted "note of <id>"; text columns in ``collation`` on MariaDB."""
     options: dict[str, Any] = {}
     if engine.dialect.name in ("mysql", "mariadb"):
         options = {"mysql_charset": "utf8mb4", "mysql_collate": collation}
@@ -502,7 +453,9 @@ def _keyed_table(engine: sa.Engine, name: str, collation: str, rows: list[tuple[
     )
     md.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(table.insert(), [{"id": k, "user_id": s, "collected": c} for k, s, c in rows])
+        conn.execute(
+            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in rows]
+        )
     return table
 
 

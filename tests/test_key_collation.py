@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from retention.dialects.mysql_keys import key_collation, keeps_keys_apart
+from retention.dialects.mysql_keys import keeps_keys_apart, key_collation
 
 
 @pytest.mark.parametrize(

@@ -237,6 +237,36 @@ def _refused(
     assert migrate.current_revision(engine) == revisions[0]
 
 
+def _upgrade_keeps_twins(engine: sa.Engine, old: str, new: str, key: str, twin: str) -> tuple[Columns, Columns]:
+    """At ``old`` MariaDB refuses a state for ``twin`` beside one for ``key`` (a duplicate key); at ``new`` every
+    database keeps both. The engine's text columns at ``old`` and at ``new`` (MariaDB; empty elsewhere)."""
+    maria = engine.dialect.name in ("mysql", "mariadb")
+    migrate.upgrade(engine, old)
+    with engine.begin() as conn:
+        _state(conn, key)
+        before = _columns(conn) if maria else {}
+    if maria:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            _state(conn, twin)
+    migrate.upgrade(engine, new)
+    with engine.begin() as conn:
+        _state(conn, twin)
+        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states")).scalars()
+        assert sorted(keys) == sorted([key, twin])
+        return before, _columns(conn) if maria else {}
+
+
+def _only_key_columns_in(collation: str, before: Columns, after: Columns) -> None:
+    """The listed key columns, and only they, are in ``collation``; what ``before`` lists is otherwise unchanged
+    (nullability, comments, every other column)."""
+    wanted = {(t, c) for t, columns in _SOURCE_KEYS.items() for c in columns}
+    assert {k for k, v in after.items() if v[0] == collation} == wanted
+    assert {k: v[1:] for k, v in after.items() if k in before} == {k: v[1:] for k, v in before.items()}
+    assert {k: v for k, v in after.items() if k in before and k not in wanted} == {
+        k: v for k, v in before.items() if k not in wanted
+    }
+
+
 def _mask(conn: sa.Connection, key: str) -> None:
     conn.execute(
         sa.text(
@@ -259,26 +289,10 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
     goes ahead when one subject merely appears on two records.
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
-    migrate.upgrade(engine, "0019_pdrop")
-    with engine.begin() as conn:
-        _state(conn, "A")
-        before = _columns(conn) if maria else {}
+    before, after = _upgrade_keeps_twins(engine, "0019_pdrop", "0020_keycase", "A", "a")
     if maria:
-        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-            _state(conn, "a")
-    migrate.upgrade(engine, "0020_keycase")
+        _only_key_columns_in("utf8mb4_bin", before, after)
     with engine.begin() as conn:
-        _state(conn, "a")
-        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states ORDER BY record_key")).scalars()
-        assert sorted(keys) == ["A", "a"]
-        if maria:
-            after = _columns(conn)
-            wanted = {(t, c) for t, columns in _SOURCE_KEYS.items() for c in columns}
-            assert {k for k, v in after.items() if v[0] == "utf8mb4_bin"} == wanted
-            assert {k: v[1:] for k, v in after.items()} == {k: v[1:] for k, v in before.items()}  # null, comment
-            assert {k: v for k, v in after.items() if k not in wanted} == {
-                k: v for k, v in before.items() if k not in wanted
-            }
         conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' AND subject_key IS NULL"))
     if maria:
         # Two keys the old collation cannot keep apart, first in the first table converted, then only in a later
@@ -315,28 +329,10 @@ def test_key_columns_keep_keys_that_differ_only_by_trailing_spaces_up_and_down(e
     a later table, a subject key), and goes ahead when none is left.
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
-    migrate.upgrade(engine, "0020_keycase")
-    with engine.begin() as conn:
-        _state(conn, "a")
-        before = _columns(conn) if maria else {}
+    before, after = _upgrade_keeps_twins(engine, "0020_keycase", "head", "a", "a ")
     if maria:
-        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-            _state(conn, "a ")
-    migrate.upgrade(engine)
-    with engine.begin() as conn:
-        _state(conn, "a ")
-        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states ORDER BY record_key")).scalars()
-        assert sorted(keys) == ["a", "a "]
-        if maria:
-            after = _columns(conn)
-            wanted = {(t, c) for t, columns in _SOURCE_KEYS.items() for c in columns}
-            assert {k for k, v in before.items() if v[0] == "utf8mb4_bin"} == wanted
-            assert {k for k, v in after.items() if v[0] == "utf8mb4_nopad_bin"} == wanted
-            assert {k: v[1:] for k, v in after.items()} == {k: v[1:] for k, v in before.items()}  # null, comment
-            assert {k: v for k, v in after.items() if k not in wanted} == {
-                k: v for k, v in before.items() if k not in wanted
-            }
-    if maria:
+        _only_key_columns_in("utf8mb4_bin", {}, before)
+        _only_key_columns_in("utf8mb4_nopad_bin", before, after)
         down = ("0021_keypad", "0020_keycase")
         spaces = "differing only by trailing spaces"
         _refused(engine, "retention_record_states", "record_key", before, after, down, spaces)
