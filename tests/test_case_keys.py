@@ -207,9 +207,9 @@ def test_a_hold_typed_without_the_keys_trailing_space_is_not_its(
 ) -> None:
     """A PAD SPACE source (MariaDB utf8mb4_bin) holds 'c ' and subject 'd ': holds typed 'c' and 'd ' hold neither.
 
-    The per-record evaluator compares keys as Python does ('c' != 'c '); the
-    set-based statements compared them in a PAD SPACE collation, which took
-    them for one. Both paths: 'c ' and 'd' purged, 'e' held by its own hold.
+    Python compares keys apart ('c' != 'c '); the SQL (plan, the set-based
+    statements) compared them in a PAD SPACE collation, which took them for
+    one. Both paths: 'c ' and 'd' purged, 'e' held by its own hold.
     """
     if path == "per-record":
         monkeypatch.setenv(set_purge.SWITCH, "0")
