@@ -180,13 +180,16 @@ def test_keys_that_differ_only_in_case_are_two_records(
     assert verify(migrated, secret=KEY).ok
 
 
-PAD_PACK = """
-pack: pad-source
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
+def _utc_pack(name: str, datasets: str) -> str:
+    """A pack's text: ``datasets`` (YAML, indented by two) under the header these tests share (UTC, no guard)."""
+    return f'pack: {name}\nversion: "1"\neffective_from: 2020-01-01\ntimezone: UTC\nguard: {{max_share: 1.0}}\n' + (
+        f"datasets:\n{datasets}"
+    )
+
+
+PAD_PACK = _utc_pack(
+    "pad-source",
+    """
   padded:
     table: ck_padded
     key: id
@@ -198,7 +201,8 @@ datasets:
     lifecycle:
       - to: purged
         action: delete
-"""
+""",
+)
 
 
 @pytest.mark.parametrize("path", ["per-record", "set-based"])
@@ -290,13 +294,9 @@ def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine)
     assert verify(migrated, secret=KEY).ok
 
 
-FOLLOW_PACK = """
-pack: case-followers
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
+FOLLOW_PACK = _utc_pack(
+    "case-followers",
+    """
   accounts:
     table: ck_accounts
     key: id
@@ -335,7 +335,8 @@ datasets:
     lifecycle:
       - to: purged
         action: delete
-"""
+""",
+)
 
 LATE = dt.datetime(2024, 6, 1, 12, tzinfo=UTC)  # inactive due 2025-06-02: not yet on FIRST
 
@@ -373,13 +374,9 @@ def test_followers_follow_their_own_leader_not_its_twin(
     assert verify(migrated, secret=KEY).ok
 
 
-REVIEW_PACK = """
-pack: case-review
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
+REVIEW_PACK = _utc_pack(
+    "case-review",
+    """
   reviewed:
     table: ck_reviewed
     key: id
@@ -392,7 +389,8 @@ datasets:
     lifecycle:
       - to: purged
         action: delete
-"""
+""",
+)
 
 
 @pytest.mark.parametrize("twins", sorted(TWINS))
