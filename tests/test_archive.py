@@ -383,7 +383,7 @@ def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_sto
 ) -> None:
     """'A' and 'a' are two records with two payloads in an --archive-db store; purging 'A' leaves 'a''s payload.
 
-    On MariaDB a store made before migration 0020_keycase keeps ``record_key`` in the database's
+    On MariaDB a store made before migrations 0020_keycase and 0021_keypad keeps ``record_key`` in the database's
     case-insensitive default: there, one batch a record, writing 'a''s payload deleted 'A''s and the run
     succeeded. Such a store is refused (one line, exit 2) before anything moves; after the statement the
     message names, run on the store, the run keeps both.
@@ -406,15 +406,15 @@ def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_sto
             shown = make_url(archive_url).render_as_string(hide_password=True)
             statement = (
                 "ALTER TABLE retention_archive MODIFY record_key varchar(191) CHARACTER SET utf8mb4 "
-                "COLLATE utf8mb4_bin NOT NULL"
+                "COLLATE utf8mb4_nopad_bin NOT NULL"
             )
             errors = [line for line in refused.output.splitlines() if not line.startswith("{")]  # no log events
             assert (refused.exit_code, errors) == (
                 2,
                 [
                     f"error: the archive database {shown} keeps retention_archive.record_key in collation "
-                    "utf8mb4_general_ci, where keys that differ only in case collide (a store made before migration "
-                    f"0020_keycase); run there: {statement}"
+                    "utf8mb4_general_ci, where keys that differ only in case or by trailing spaces collide (a store "
+                    f"made before migration 0021_keypad); run there: {statement}"
                 ],
             )
             assert _stored(archive_url) == {}

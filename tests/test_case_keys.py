@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,12 @@ import sqlalchemy as sa
 import structlog
 import yaml
 
-from retention.engine import execute, set_purge
+from retention.engine import execute, set_purge, shred
 from retention.ledger import items as ledger_items
 from retention.ledger.verification import verify
 from retention.policy import validate_pack
 from retention.store import tables as store
+from retention.subjects import review
 from retention.subjects.events import add_request, place_hold
 
 KEY = bytes(range(32))
@@ -67,39 +69,37 @@ datasets:
         after: P3Y
 """
 
-# Every key has a twin that differs only in case, and each twin has its own fate.
-ROWS: list[tuple[str, str, dt.datetime]] = [
-    ("P", "s1", OLD),  # archived and purged in the first run
-    ("p", "s2", OLD),  # the same, on its own
-    ("A", "s1", MID),  # archived in the first run, purged in the second
-    ("a", "s3", MID),  # the same, its own payload and state
-    ("R", "s4", MID),  # held by a record hold on "R"
-    ("r", "s4", MID),  # not held: "R"'s hold is not its
-    ("H1", "H", MID),  # held by a subject hold on "H"
-    ("h1", "h", MID),  # subject "h": not held
-]
+TWINS: dict[str, tuple[str, Callable[[str], str]]] = {
+    # A key's twin differs only in case: a _bin source (MariaDB utf8mb4_bin) keeps them apart.
+    "case": ("utf8mb4_bin", str.lower),
+    # Only by trailing spaces: a NO PAD source (MariaDB utf8mb4_nopad_bin) keeps them apart, where PAD SPACE
+    # collations (utf8mb4_bin, the _ci defaults) take 'A' and 'A ' for one key.
+    "spaces": ("utf8mb4_nopad_bin", lambda key: key + " "),
+}
 
 
-def _source(engine: sa.Engine) -> sa.Table:
-    """The source table, its key compared byte by byte (MariaDB: utf8mb4_bin whatever the database's default)."""
-    options: dict[str, Any] = {}
-    if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-    md = sa.MetaData()
-    table = sa.Table(
-        "ck_cased",
-        md,
-        sa.Column("id", sa.String(30), primary_key=True),
-        sa.Column("user_id", sa.String(30)),
-        sa.Column("note", sa.String(60)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-        **options,
-    )
-    md.create_all(engine)
+def _rows(twin: Callable[[str], str]) -> list[tuple[str, str, dt.datetime]]:
+    """Every key has a twin, and each twin has its own fate."""
+    return [
+        ("P", "s1", OLD),  # archived and purged in the first run
+        (twin("P"), "s2", OLD),  # the same, on its own
+        ("A", "s1", MID),  # archived in the first run, purged in the second
+        (twin("A"), "s3", MID),  # the same, its own payload and state
+        ("R", "s4", MID),  # held by a record hold on "R"
+        (twin("R"), "s4", MID),  # not held: "R"'s hold is not its
+        ("H1", "H", MID),  # held by a subject hold on "H"
+        (twin("H1"), twin("H"), MID),  # subject "h" (or "H "): not held
+    ]
+
+
+ROWS = _rows(str.lower)
+
+
+def _source(engine: sa.Engine, twins: str = "case") -> sa.Table:
+    """The source table, its key compared byte by byte (MariaDB: the collation of ``TWINS[twins]``), and holds."""
+    collation, twin = TWINS[twins]
+    table = _keyed_table(engine, "ck_cased", collation, _rows(twin))
     with engine.begin() as conn:
-        conn.execute(
-            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in ROWS]
-        )
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="cased", record_key="R")
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="H")
     return table
@@ -125,14 +125,22 @@ def _world(engine: sa.Engine, table: sa.Table) -> dict[str, Any]:
     return {"payloads": payloads, "states": states, "left": left}
 
 
+@pytest.mark.parametrize("twins", sorted(TWINS))
 @pytest.mark.parametrize("path", ["per-record", "set-based"])
 def test_keys_that_differ_only_in_case_are_two_records(
-    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str, twins: str
 ) -> None:
-    """Archive then purge, a hold on one twin only, a state and a payload each: the outcome computed by hand."""
-    table = _source(migrated)
+    """Archive then purge, a hold on one twin only, a state and a payload each: the outcome computed by hand.
+
+    Twins differ only in case, or only by trailing spaces (see ``TWINS``). Plan
+    counts what run does; each archived payload is read back by its own key.
+    """
+    table = _source(migrated, twins)
+    twin = TWINS[twins][1]
     if path == "per-record":
         monkeypatch.setenv(set_purge.SWITCH, "0")
+    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    assert execute.plan(migrated, loaded, FIRST).transitions["cased"] == {"active->archived": 6, "archived->purged": 2}
     first, logs = _run(migrated, FIRST)
     assert (first.status, first.failures) == ("succeeded", {})
     events = {e["event"] for e in logs}
@@ -142,14 +150,18 @@ def test_keys_that_differ_only_in_case_are_two_records(
     assert world["left"] == {"R", "H1"}
     assert world["states"] == {
         "A": ("archived", "s1"),
-        "a": ("archived", "s3"),
-        "r": ("archived", "s4"),
-        "h1": ("archived", "h"),
+        twin("A"): ("archived", "s3"),
+        twin("R"): ("archived", "s4"),
+        twin("H1"): ("archived", twin("H")),
     }
-    assert {k: (p["id"], p["note"]) for k, p in world["payloads"].items()} == {
-        k: (k, f"note of {k}") for k in ("A", "a", "r", "h1")
-    }
+    archived = ("A", twin("A"), twin("R"), twin("H1"))
+    assert {k: (p["id"], p["note"]) for k, p in world["payloads"].items()} == {k: (k, f"note of {k}") for k in archived}
+    with migrated.connect() as conn:
+        for key in archived:
+            shown = shred.read_payload(conn, None, "cased", key)
+            assert shown is not None and json.loads(shown)["id"] == key, key
 
+    assert execute.plan(migrated, loaded, SECOND).transitions["cased"] == {"archived->purged": 4}
     second, _ = _run(migrated, SECOND)
     assert (second.status, second.failures) == ("succeeded", {})
     assert second.counts["cased"] == {"archived->purged": 4}
@@ -158,14 +170,65 @@ def test_keys_that_differ_only_in_case_are_two_records(
     with migrated.connect() as conn:
         for key, transitions in {
             "A": ["active->archived", "archived->purged"],
-            "a": ["active->archived", "archived->purged"],
+            twin("A"): ["active->archived", "archived->purged"],
             "P": ["active->archived", "archived->purged"],
-            "R": ["hold_placed"],  # its hold only; "r" has none
-            "r": ["active->archived", "archived->purged"],
+            "R": ["hold_placed"],  # its hold only; its twin has none
+            twin("R"): ["active->archived", "archived->purged"],
         }.items():
             found = ledger_items.lookup(conn, KEY, dataset="cased", record_key=key)
             assert [f["transition"] for f in found] == transitions, key
     assert verify(migrated, secret=KEY).ok
+
+
+def _utc_pack(name: str, datasets: str) -> str:
+    """A pack's text: ``datasets`` (YAML, indented by two) under the header these tests share (UTC, no guard)."""
+    return f'pack: {name}\nversion: "1"\neffective_from: 2020-01-01\ntimezone: UTC\nguard: {{max_share: 1.0}}\n' + (
+        f"datasets:\n{datasets}"
+    )
+
+
+PAD_PACK = _utc_pack(
+    "pad-source",
+    """
+  padded:
+    table: ck_padded
+    key: id
+    subject_key: user_id
+    basis: one year
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+""",
+)
+
+
+@pytest.mark.parametrize("path", ["per-record", "set-based"])
+def test_a_hold_typed_without_the_keys_trailing_space_is_not_its(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A PAD SPACE source (MariaDB utf8mb4_bin) holds 'c ' and subject 'd ': holds typed 'c' and 'd ' hold neither.
+
+    Python compares keys apart ('c' != 'c '); the SQL (plan, the set-based
+    statements) compared them in a PAD SPACE collation, which took them for
+    one. Both paths: 'c ' and 'd' purged, 'e' held by its own hold.
+    """
+    if path == "per-record":
+        monkeypatch.setenv(set_purge.SWITCH, "0")
+    rows = [("c ", "s1", MID), ("d", "d", MID), ("e", "s2", MID)]
+    table = _keyed_table(migrated, "ck_padded", "utf8mb4_bin", rows)
+    with migrated.begin() as conn:
+        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="c")
+        place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="d ")
+        place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="e")
+    loaded = validate_pack(yaml.safe_load(PAD_PACK), Path("<test>"), PAD_PACK)
+    assert execute.plan(migrated, loaded, FIRST).transitions["padded"] == {"active->purged": 2}
+    result = execute.run(migrated, loaded, FIRST, secret=KEY)
+    assert (result.status, result.failures, result.counts["padded"]) == ("succeeded", {}, {"active->purged": 2})
+    with migrated.connect() as conn:
+        assert set(conn.execute(sa.select(table.c.id)).scalars()) == {"e"}
 
 
 ERASURE_PACK = """
@@ -206,25 +269,7 @@ datasets:
 
 def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) -> sa.Table:
     """(id, user_id) rows collected in 2023, both columns compared byte by byte (MariaDB: utf8mb4_bin)."""
-    options: dict[str, Any] = {}
-    if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-    md = sa.MetaData()
-    table = sa.Table(
-        name,
-        md,
-        sa.Column("id", sa.String(30), primary_key=True),
-        sa.Column("user_id", sa.String(30)),
-        sa.Column("note", sa.String(60)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-        **options,
-    )
-    md.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": MID} for k, s in rows]
-        )
-    return table
+    return _keyed_table(engine, name, "utf8mb4_bin", [(k, s, MID) for k, s in rows])
 
 
 def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine) -> None:
@@ -247,3 +292,170 @@ def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine)
         masks = store.erasure_masks
         assert set(conn.execute(sa.select(masks.c.dataset, masks.c.record_key))) == {("masked", "M"), ("masked", "m")}
     assert verify(migrated, secret=KEY).ok
+
+
+FOLLOW_PACK = _utc_pack(
+    "case-followers",
+    """
+  accounts:
+    table: ck_accounts
+    key: id
+    subject_key: id
+    basis: one year after closing, then ten more inactive
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: inactive
+        action: deactivate
+        set: {note: closed}
+      - to: purged
+        after: P10Y
+        action: delete
+  visits:
+    table: ck_visits
+    key: id
+    basis: with their account, through its key
+    follows: {dataset: accounts, via: user_id, "on": {inactive: purged}}
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P10Y
+    lifecycle:
+      - to: purged
+        action: delete
+  profiles:
+    table: ck_profiles
+    key: id
+    subject_key: user_id
+    basis: with their account, through the subject
+    follows: {dataset: accounts, "on": {inactive: purged}}
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P10Y
+    lifecycle:
+      - to: purged
+        action: delete
+""",
+)
+
+LATE = dt.datetime(2024, 6, 1, 12, tzinfo=UTC)  # inactive due 2025-06-02: not yet on FIRST
+
+
+@pytest.mark.parametrize("twins", sorted(TWINS))
+@pytest.mark.parametrize("path", ["per-record", "set-based"])
+def test_followers_follow_their_own_leader_not_its_twin(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, path: str, twins: str
+) -> None:
+    """Account 'A' goes inactive, its twin does not yet: the visits (through ``via``) and the profiles (through
+    the subject) of 'A' are purged, those of its twin stay. Outcome computed by hand."""
+    collation, twin = TWINS[twins]
+    if path == "per-record":
+        monkeypatch.setenv(set_purge.SWITCH, "0")
+    accounts = _keyed_table(migrated, "ck_accounts", collation, [("A", "A", MID), (twin("A"), twin("A"), LATE)])
+    visits = _keyed_table(migrated, "ck_visits", collation, [("V1", "A", MID), ("V2", twin("A"), MID)])
+    profiles = _keyed_table(migrated, "ck_profiles", collation, [("P1", "A", MID), ("P2", twin("A"), MID)])
+    loaded = validate_pack(yaml.safe_load(FOLLOW_PACK), Path("<test>"), FOLLOW_PACK)
+    wanted = {
+        "accounts": {"active->inactive": 1},
+        "visits": {"active->purged": 1},
+        "profiles": {"active->purged": 1},
+    }
+    assert _nonzero(execute.plan(migrated, loaded, FIRST).transitions) == wanted
+    result = execute.run(migrated, loaded, FIRST, secret=KEY)
+    assert (result.status, result.failures, _nonzero(result.counts)) == ("succeeded", {}, wanted)
+    rs = store.record_states
+    with migrated.connect() as conn:
+        notes = set(conn.execute(sa.select(accounts.c.id, accounts.c.note)))
+        assert notes == {("A", "closed"), (twin("A"), f"note of {twin('A')}")}
+        assert set(conn.execute(sa.select(visits.c.id)).scalars()) == {"V2"}
+        assert set(conn.execute(sa.select(profiles.c.id)).scalars()) == {"P2"}
+        states = set(conn.execute(sa.select(rs.c.dataset, rs.c.record_key, rs.c.state)))
+    assert states == {("accounts", "A", "inactive")}
+    assert verify(migrated, secret=KEY).ok
+
+
+REVIEW_PACK = _utc_pack(
+    "case-review",
+    """
+  reviewed:
+    table: ck_reviewed
+    key: id
+    subject_key: user_id
+    basis: one year, purged once reviewed
+    review: true
+    keep:
+      - clock: {column: collected, type: timestamptz}
+        period: P1Y
+    lifecycle:
+      - to: purged
+        action: delete
+""",
+)
+
+
+@pytest.mark.parametrize("twins", sorted(TWINS))
+def test_an_approved_review_item_purges_its_record_not_its_twin(migrated: sa.Engine, twins: str) -> None:
+    """'K' and 'L' are filed for review, approved, purged; their twins, due later, are filed as items of their own
+    (a duplicate review item if taken for the approved ones), and stay when that batch is rejected."""
+    collation, twin = TWINS[twins]
+    table = _keyed_table(
+        migrated,
+        "ck_reviewed",
+        collation,
+        [("K", "s1", MID), (twin("K"), "s2", LATE), ("L", "s3", MID), (twin("L"), "s4", LATE), ("M", "s5", SECOND)],
+    )
+    loaded = validate_pack(yaml.safe_load(REVIEW_PACK), Path("<test>"), REVIEW_PACK)
+    assert execute.plan(migrated, loaded, FIRST).awaiting_review == {"reviewed": 2}
+    first = execute.run(migrated, loaded, FIRST, secret=KEY)
+    assert (first.status, _nonzero(first.counts)) == ("succeeded", {})
+    with migrated.begin() as conn:
+        (batch,) = review.list_batches(conn)
+        assert {i["record_key"] for i in review.show_batch(conn, batch["id"])[1]} == {"K", "L"}
+        review.decide(conn, batch["id"], approve=True, by="dpo", reason="due", secret=KEY)
+    later = dt.datetime(2025, 7, 1, tzinfo=UTC)  # the twins' purge due 2025-06-02
+    plan = execute.plan(migrated, loaded, later)
+    assert (_nonzero(plan.transitions), plan.awaiting_review) == ({"reviewed": {"active->purged": 2}}, {"reviewed": 2})
+    second = execute.run(migrated, loaded, later, secret=KEY)
+    assert (second.status, second.failures, _nonzero(second.counts)) == (
+        "succeeded",
+        {},
+        {"reviewed": {"active->purged": 2}},
+    )
+    with migrated.begin() as conn:
+        assert set(conn.execute(sa.select(table.c.id)).scalars()) == {twin("K"), twin("L"), "M"}
+        pending = [b for b in review.list_batches(conn) if b["status"] == "pending"]
+        assert len(pending) == 1
+        assert {i["record_key"] for i in review.show_batch(conn, pending[0]["id"])[1]} == {twin("K"), twin("L")}
+        review.decide(conn, pending[0]["id"], approve=False, by="dpo", reason="kept", secret=KEY)
+    third = execute.run(migrated, loaded, later, secret=KEY)
+    assert (third.status, _nonzero(third.counts)) == ("succeeded", {})
+    with migrated.connect() as conn:
+        assert set(conn.execute(sa.select(table.c.id)).scalars()) == {twin("K"), twin("L"), "M"}
+    assert verify(migrated, secret=KEY).ok
+
+
+def _keyed_table(engine: sa.Engine, name: str, collation: str, rows: list[tuple[str, str, dt.datetime]]) -> sa.Table:
+    """(id, user_id, collected) rows, each noted "note of <id>"; text columns in ``collation`` on MariaDB."""
+    options: dict[str, Any] = {}
+    if engine.dialect.name in ("mysql", "mariadb"):
+        options = {"mysql_charset": "utf8mb4", "mysql_collate": collation}
+    md = sa.MetaData()
+    table = sa.Table(
+        name,
+        md,
+        sa.Column("id", sa.String(30), primary_key=True),
+        sa.Column("user_id", sa.String(30)),
+        sa.Column("note", sa.String(60)),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+        **options,
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in rows]
+        )
+    return table
+
+
+def _nonzero(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {d: {t: n for t, n in per.items() if n} for d, per in counts.items() if any(per.values())}

@@ -693,6 +693,8 @@ def _runs(draw: st.DrawFn, datasets: dict[str, Any], rows: dict[str, list[dict[s
 SQL_TYPES: dict[str, dict[str, str]] = {
     "sqlite": {
         "pk": "INTEGER NOT NULL PRIMARY KEY",
+        "key_no_pad": "VARCHAR(30) NOT NULL PRIMARY KEY",
+        "key_pad": "VARCHAR(30) NOT NULL PRIMARY KEY",
         "int": "INTEGER",
         "text": "VARCHAR(200)",
         "bool": "BOOLEAN NOT NULL",
@@ -704,6 +706,8 @@ SQL_TYPES: dict[str, dict[str, str]] = {
     },
     "postgresql": {
         "pk": "INTEGER NOT NULL PRIMARY KEY",
+        "key_no_pad": "VARCHAR(30) NOT NULL PRIMARY KEY",
+        "key_pad": "VARCHAR(30) NOT NULL PRIMARY KEY",
         "int": "INTEGER",
         "text": "VARCHAR(200)",
         "bool": "BOOLEAN NOT NULL",
@@ -715,6 +719,9 @@ SQL_TYPES: dict[str, dict[str, str]] = {
     },
     "mariadb": {
         "pk": "INTEGER NOT NULL PRIMARY KEY",
+        # Text keys compared byte by byte: NO PAD keeps 'a' and 'a ' apart, PAD SPACE takes them for one.
+        "key_no_pad": "VARCHAR(30) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL PRIMARY KEY",
+        "key_pad": "VARCHAR(30) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY",
         "int": "INTEGER",
         "text": "VARCHAR(200)",
         "bool": "BOOLEAN NOT NULL",
@@ -1127,7 +1134,57 @@ def _person_at(key: int, instant: str) -> dict[str, Any]:
     return {**_person(key, None), "p0": Moment("value", dt.datetime.fromisoformat(instant))}
 
 
+def _people_keyed(kind: str) -> Table:
+    """``t_people`` with a text key of ``kind`` (``key_no_pad``, ``key_pad``: see SQL_TYPES)."""
+    return Table("t_people", "id", plain(f"id:{kind} name:text email:text is_active:bool", Column("p0", "date")))
+
+
+def _spaced(keys: dict[str, str]) -> list[dict[str, Any]]:
+    """People with text keys (key -> day of their clock), each its own subject."""
+    return [{**_person(i, day), "id": key, "name": f"name {key!r}"} for i, (key, day) in enumerate(keys.items())]
+
+
+# Keys that differ only by trailing spaces (or case), on a source that keeps them apart (MariaDB: NO PAD).
+# The subject is the e-mail column (p0@ ... p4@, one each): the oracle takes a subject's trailing spaces
+# for a PostgreSQL CHAR(n)'s padding (naive_oracle.key_text); subjects that differ by trailing spaces are
+# tests/test_case_keys.py's.
+_SPACED = {"a": "2019-01-10", "a ": "2019-01-11", "A": "2019-01-12", "b": "2019-02-10", "b  ": "2019-02-11"}
+_SPACED_HOLDS = (Event("hold", 0, "record", "people", key="a"), Event("hold", 1, "subject", subject="p3@example.test"))
+
+
 NAMED: dict[str, Scenario] = {
+    # Keys that differ only by trailing spaces are two records on a source that compares them apart
+    # (MariaDB NO PAD): two states, two payloads, and a hold on 'a' (record) or 'b' (subject) holds
+    # neither 'a ' nor 'b  ' (MariaDB's PAD SPACE utf8mb4_bin took them for one).
+    "trailing_space_keys_purge": Scenario(
+        _pack(_PURGE, batch_size=2, subject_key="email"),
+        (_people_keyed("key_no_pad"),),
+        {"t_people": _spaced(_SPACED)},
+        (Run(_paris("2020-04-15"), _SPACED_HOLDS), Run(_paris("2020-06-20"), (Event("release", 0),))),
+    ),
+    "trailing_space_keys_archive": Scenario(
+        _pack([_ARCHIVE_DELETE, {"to": "purged", "after": "P2M"}], batch_size=2, subject_key="email"),
+        (_people_keyed("key_no_pad"),),
+        {"t_people": _spaced(_SPACED)},
+        (
+            Run(_paris("2020-04-15"), _SPACED_HOLDS),
+            Run(_paris("2020-06-20"), (Event("release", 0), Event("release", 1))),
+            Run(_paris("2020-09-01")),
+        ),
+    ),
+    # A PAD SPACE source (MariaDB utf8mb4_bin) holds 'c ' alone: a hold typed as 'c' is not its (the
+    # oracle compares keys as Python does).
+    "trailing_space_keys_pad_source": Scenario(
+        _pack(_PURGE, batch_size=2, subject_key="email"),
+        (_people_keyed("key_pad"),),
+        {"t_people": _spaced({"c ": "2019-01-10", "d": "2019-01-11", "e": "2019-01-12"})},
+        (
+            Run(
+                _paris("2020-04-15"),
+                (Event("hold", 0, "record", "people", key="c"), Event("hold", 1, "record", "people", key="d ")),
+            ),
+        ),
+    ),
     # A plain purge (the set-based path, retention/engine/set_purge.py): holds by record and by
     # subject keep their records across runs, released ones go; the others go in key ranges.
     "set_based_purge_holds": Scenario(

@@ -214,19 +214,67 @@ def _state(conn: sa.Connection, key: str) -> None:
     )
 
 
-def _refused(engine: sa.Engine, table: str, column: str, before: Columns, columns: Columns) -> None:
-    """The downgrade below 0020 is refused naming the column and the collation it had at 0019 (``before``);
-    nothing changed (collations as in ``columns``, the revision)."""
+def _refused(
+    engine: sa.Engine,
+    table: str,
+    column: str,
+    before: Columns,
+    columns: Columns,
+    revisions: tuple[str, str] = ("0020_keycase", "0019_pdrop"),
+    differing: str = "differing only in case or accents",
+) -> None:
+    """The downgrade from ``revisions[0]`` to ``revisions[1]`` is refused naming the column and the collation it
+    had there (``before``); nothing changed (collations as in ``columns``, the revision)."""
     with pytest.raises(ConfigError) as refused:
-        migrate.downgrade(engine, "0019_pdrop")
+        migrate.downgrade(engine, revisions[1])
     old = before[(table, column)][0]
     assert str(refused.value) == (
-        f"refusing to downgrade below 0020_keycase: {table}.{column} holds keys that {old} takes for one "
-        "(differing only in case or accents); nothing was changed"
+        f"refusing to downgrade below {revisions[0]}: {table}.{column} holds keys that {old} takes for one "
+        f"({differing}); nothing was changed"
     )
     with engine.connect() as conn:
         assert _columns(conn) == columns
-    assert migrate.current_revision(engine) == "0020_keycase"
+    assert migrate.current_revision(engine) == revisions[0]
+
+
+def _upgrade_keeps_twins(engine: sa.Engine, old: str, new: str, key: str, twin: str) -> tuple[Columns, Columns]:
+    """At ``old`` MariaDB refuses a state for ``twin`` beside one for ``key`` (a duplicate key); at ``new`` every
+    database keeps both. The engine's text columns at ``old`` and at ``new`` (MariaDB; empty elsewhere)."""
+    maria = engine.dialect.name in ("mysql", "mariadb")
+    migrate.upgrade(engine, old)
+    with engine.begin() as conn:
+        _state(conn, key)
+        before = _columns(conn) if maria else {}
+    if maria:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            _state(conn, twin)
+    migrate.upgrade(engine, new)
+    with engine.begin() as conn:
+        _state(conn, twin)
+        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states")).scalars()
+        assert sorted(keys) == sorted([key, twin])
+        return before, _columns(conn) if maria else {}
+
+
+def _only_key_columns_in(collation: str, before: Columns, after: Columns) -> None:
+    """The listed key columns, and only they, are in ``collation``; what ``before`` lists is otherwise unchanged
+    (nullability, comments, every other column)."""
+    wanted = {(t, c) for t, columns in _SOURCE_KEYS.items() for c in columns}
+    assert {k for k, v in after.items() if v[0] == collation} == wanted
+    assert {k: v[1:] for k, v in after.items() if k in before} == {k: v[1:] for k, v in before.items()}
+    assert {k: v for k, v in after.items() if k in before and k not in wanted} == {
+        k: v for k, v in before.items() if k not in wanted
+    }
+
+
+def _mask(conn: sa.Connection, key: str) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO retention_erasure_masks (dataset, record_key, request_id, run_id, masked_at) "
+            "VALUES ('d', :k, 1, 'r', '2026-01-01 00:00:00')"
+        ),
+        {"k": key},
+    )
 
 
 def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.Engine) -> None:
@@ -241,26 +289,10 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
     goes ahead when one subject merely appears on two records.
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
-    migrate.upgrade(engine, "0019_pdrop")
-    with engine.begin() as conn:
-        _state(conn, "A")
-        before = _columns(conn) if maria else {}
+    before, after = _upgrade_keeps_twins(engine, "0019_pdrop", "0020_keycase", "A", "a")
     if maria:
-        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-            _state(conn, "a")
-    migrate.upgrade(engine)
+        _only_key_columns_in("utf8mb4_bin", before, after)
     with engine.begin() as conn:
-        _state(conn, "a")
-        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states ORDER BY record_key")).scalars()
-        assert sorted(keys) == ["A", "a"]
-        if maria:
-            after = _columns(conn)
-            wanted = {(t, c) for t, columns in _SOURCE_KEYS.items() for c in columns}
-            assert {k for k, v in after.items() if v[0] == "utf8mb4_bin"} == wanted
-            assert {k: v[1:] for k, v in after.items()} == {k: v[1:] for k, v in before.items()}  # null, comment
-            assert {k: v for k, v in after.items() if k not in wanted} == {
-                k: v for k, v in before.items() if k not in wanted
-            }
         conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' AND subject_key IS NULL"))
     if maria:
         # Two keys the old collation cannot keep apart, first in the first table converted, then only in a later
@@ -271,13 +303,7 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a' COLLATE utf8mb4_bin"))
             for key in ("M", "m"):
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO retention_erasure_masks (dataset, record_key, request_id, run_id, masked_at) "
-                        "VALUES ('d', :k, 1, 'r', '2026-01-01 00:00:00')"
-                    ),
-                    {"k": key},
-                )
+                _mask(conn, key)
         _refused(engine, "retention_erasure_masks", "record_key", before, after)
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM retention_erasure_masks WHERE record_key = 'm' COLLATE utf8mb4_bin"))
@@ -289,4 +315,45 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
     with engine.connect() as conn:
         if maria:
             assert _columns(conn) == before
+    migrate.upgrade(engine)
+
+
+def test_key_columns_keep_keys_that_differ_only_by_trailing_spaces_up_and_down(engine: sa.Engine) -> None:
+    """0021 gives the key columns MariaDB's NO PAD binary collation, nothing else changed; its downgrade restores
+    utf8mb4_bin.
+
+    At 0020 MariaDB's utf8mb4_bin (PAD SPACE) refuses a state for 'a ' beside
+    one for 'a' (a duplicate key); at head every database keeps both. The
+    downgrade is refused before its first ALTER while any listed column
+    holds such twins (a record key in the first table converted, one only in
+    a later table, a subject key), and goes ahead when none is left.
+    """
+    maria = engine.dialect.name in ("mysql", "mariadb")
+    before, after = _upgrade_keeps_twins(engine, "0020_keycase", "head", "a", "a ")
+    if maria:
+        _only_key_columns_in("utf8mb4_bin", {}, before)
+        _only_key_columns_in("utf8mb4_nopad_bin", before, after)
+        down = ("0021_keypad", "0020_keycase")
+        spaces = "differing only by trailing spaces"
+        _refused(engine, "retention_record_states", "record_key", before, after, down, spaces)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM retention_record_states WHERE record_key = 'a '"))
+            for key in ("M", "M  "):
+                _mask(conn, key)
+        _refused(engine, "retention_erasure_masks", "record_key", before, after, down, spaces)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM retention_erasure_masks WHERE record_key = 'M  '"))
+            for key in ("S1", "S2"):
+                _state(conn, key)
+            conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's' WHERE record_key = 'S1'"))
+            conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's ' WHERE record_key = 'S2'"))
+        _refused(engine, "retention_record_states", "subject_key", before, after, down, spaces)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's' WHERE record_key = 'S2'"))
+    migrate.downgrade(engine, "0020_keycase")
+    with engine.connect() as conn:
+        if maria:
+            assert _columns(conn) == before
+        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states")).scalars()
+        assert sorted(keys) == (["S1", "S2", "a"] if maria else ["a", "a "])
     migrate.upgrade(engine)

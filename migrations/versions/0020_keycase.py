@@ -41,22 +41,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from retention.errors import ConfigError
+from retention.store.key_columns import alter_statements, refuse_merged
 
 revision = "0020_keycase"
 down_revision = "0019_pdrop"
 branch_labels = None
 depends_on = None
-
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "retention_record_states": ("record_key", "subject_key", "leader_key"),
-    "retention_archive": ("record_key",),
-    "retention_erasure_masks": ("record_key",),
-    "retention_review_items": ("record_key",),
-    "retention_holds": ("record_key", "subject_key"),
-    "retention_erasure_requests": ("subject_key",),
-}
-"""The engine's columns that hold a source's record or subject key, by table."""
 
 BINARY = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 
@@ -65,31 +55,8 @@ def _modify(collation: str) -> None:
     bind = op.get_bind()
     if bind.dialect.name not in ("mysql", "mariadb"):
         return
-    quote = bind.dialect.identifier_preparer.quote
-    for table, columns in COLUMNS.items():
-        found = bind.execute(
-            sa.text(
-                "SELECT column_name, column_type, is_nullable, column_comment FROM information_schema.columns "
-                "WHERE table_schema = DATABASE() AND table_name = :t"
-            ),
-            {"t": table},
-        ).all()
-        current = {name.lower(): (kind, nullable, comment) for name, kind, nullable, comment in found}
-        parts = []
-        for column in columns:
-            kind, nullable, comment = current[column]
-            null = "NULL" if nullable == "YES" else "NOT NULL"
-            said = f" COMMENT {_literal(comment)}" if comment else ""
-            parts.append(f"MODIFY {quote(column)} {kind} {collation} {null}{said}")
-        op.execute(sa.text(f"ALTER TABLE {quote(table)} {', '.join(parts)}"))
-
-
-def _literal(text: str) -> str:
-    """A string literal for DDL (no bind parameters there): quotes and backslashes doubled, colons escaped.
-
-    The statement goes through ``sa.text``, which would take ``:word`` for a bind parameter.
-    """
-    return "'" + text.replace("\\", "\\\\").replace("'", "''").replace(":", "\\:") + "'"
+    for statement in alter_statements(bind, collation):
+        op.execute(sa.text(statement))
 
 
 def upgrade() -> None:
@@ -99,22 +66,14 @@ def upgrade() -> None:
 def _refuse_twins() -> None:
     """Refuse the downgrade, before its first ``ALTER``, if any listed column holds keys the old collation merges.
 
-    MariaDB changes one table per non-transactional ``ALTER``: a downgrade that
-    failed on the third table (a duplicate key) would leave the first two back
-    in their case-insensitive default while the database still says 0020, so
-    they would collide again with no sign of it, and a later upgrade would be
-    a no-op. Every column is checked first, under the collation (and
-    character set) its table restores: two values that are distinct byte by
-    byte but equal there, in one column, refuse it (a subject's too: the old
-    collation would take two subjects for one, a hold or erasure request on
-    one reaching the other's records). The message names the table and
-    column, never the keys.
+    Every column is checked under the collation (and character set) its
+    table restores (see :func:`retention.store.key_columns.refuse_merged`).
     """
     bind = op.get_bind()
     if bind.dialect.name not in ("mysql", "mariadb"):
         return
-    quote = bind.dialect.identifier_preparer.quote
-    for table, columns in COLUMNS.items():
+
+    def restored(table: str) -> tuple[str, str]:
         collation, charset = bind.execute(
             sa.text(
                 "SELECT t.table_collation, c.character_set_name FROM information_schema.tables t "
@@ -123,19 +82,9 @@ def _refuse_twins() -> None:
             ),
             {"t": table},
         ).one()
-        for column in columns:
-            restored = f"CONVERT({quote(column)} USING {charset}) COLLATE {collation}"
-            twins = bind.execute(
-                sa.text(
-                    f"SELECT 1 FROM {quote(table)} WHERE {quote(column)} IS NOT NULL "
-                    f"GROUP BY {restored} HAVING COUNT(DISTINCT {quote(column)}) > 1 LIMIT 1"
-                )
-            ).first()
-            if twins is not None:
-                raise ConfigError(
-                    f"refusing to downgrade below 0020_keycase: {table}.{column} holds keys that {collation} takes "
-                    "for one (differing only in case or accents); nothing was changed"
-                )
+        return collation, f"CONVERT({{column}} USING {charset}) COLLATE {collation}"
+
+    refuse_merged(bind, revision, restored, "differing only in case or accents")
 
 
 def downgrade() -> None:

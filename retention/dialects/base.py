@@ -317,11 +317,12 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         return None
 
     def case_blind_key(self, conn: sa.Connection, table: str, column: str) -> tuple[str, str] | None:
-        """``table.column``'s collation and the statement to run, if it takes keys that differ only in case for one.
+        """``table.column``'s collation and the statement to run, if it takes two keys for one.
 
-        The engine's key columns keep 'A' and 'a' apart (migration
-        0020_keycase on MariaDB/MySQL); a table the migrations do not manage
-        (a separate archive store's) may predate that. None when the column
+        The engine's key columns keep 'A' and 'a', and 'a' and 'a ', apart
+        (migrations 0020_keycase and 0021_keypad on MariaDB/MySQL); a table
+        the migrations do not manage (a separate archive store's) may predate
+        that. None when the column
         keeps them apart or does not exist. Generic: None (PostgreSQL's
         default collations are deterministic, SQLite's is BINARY).
         """

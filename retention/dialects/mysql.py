@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
 from retention.dialects.mysql_items import MySQLItemSQL, unpadded
+from retention.dialects.mysql_keys import KeyCollated, keeps_keys_apart, server_key_collation
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 
@@ -271,12 +272,13 @@ class MySQLDialect(MySQLItemSQL, Dialect):
             ),
             {"t": table, "c": column},
         ).one_or_none()
-        if found is None or found.collation_name == "utf8mb4_bin":
+        wanted = server_key_collation(conn.dialect)
+        if found is None or keeps_keys_apart(found.collation_name, wanted):
             return None
         null = "NULL" if found.is_nullable == "YES" else "NOT NULL"
         return (
             found.collation_name,
-            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin {null}",
+            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE {wanted} {null}",
         )
 
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
@@ -312,9 +314,9 @@ class MySQLDialect(MySQLItemSQL, Dialect):
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
         # collations (utf8mb4_unicode_520_ci, utf8mb4_0900_ai_ci), and
-        # comparing two implicit collations is an error: an explicit binary one.
+        # comparing two implicit collations is an error: an explicit one, the engine's NO PAD binary key collation.
         # An integer + 0: a ZEROFILL column's text is padded ("000042"), the key a hold or state names is not.
-        return super().key_text(unpadded(column)).collate("utf8mb4_bin")
+        return KeyCollated(super().key_text(unpadded(column)))
 
     def clock_invalid(self, value: ColumnElement[Any], kind: str) -> ColumnElement[bool]:
         if kind in DATETIME_KINDS:

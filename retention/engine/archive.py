@@ -203,16 +203,18 @@ class SeparateArchive:
         self._bound_to = mine
 
     def _refuse_case_blind_keys(self) -> None:
-        """Refuse (exit 2) a MariaDB/MySQL store whose ``record_key`` is not ``utf8mb4_bin``.
+        """Refuse (exit 2) a MariaDB/MySQL store whose ``record_key`` takes two keys for one.
 
-        Migration 0020_keycase gives the main database's key columns
-        ``utf8mb4_bin``, so it keeps 'A' and 'a' (a source key column of a
-        ``_bin``/``_cs`` collation) as two records. A store created before it
-        kept ``record_key`` in the database's default collation, on MariaDB
-        usually case-insensitive, and ``create(checkfirst=True)`` never alters
-        an existing table: there, writing the payload of 'a' deletes that of
-        'A', and the main database, which now keeps both, records no error, so
-        a retained payload would be lost silently.
+        Migrations 0020_keycase and 0021_keypad give the main database's key
+        columns the server's NO PAD binary collation, so it keeps 'A' and 'a'
+        (a ``_bin``/``_cs`` source key column), and 'a' and 'a ' (a NO PAD
+        one), as two records. A store created before them kept
+        ``record_key`` in the database's default collation (on MariaDB
+        usually case-insensitive), or in ``utf8mb4_bin`` (PAD SPACE), and
+        ``create(checkfirst=True)`` never alters an existing table: there,
+        writing the payload of 'a' deletes that of 'A' (or 'a '), and the
+        main database, which keeps both, records no error, so a retained
+        payload would be lost silently.
 
         Refused rather than altered: the store is another database with its
         own access rights (its role need not hold ``ALTER``), and the change
@@ -229,8 +231,8 @@ class SeparateArchive:
         collation, statement = found
         raise ConfigError(
             f"the archive database {safe_url(self.engine.url.render_as_string(hide_password=False))} keeps "
-            f"{table.name}.record_key in collation {collation}, where keys that differ only in case "
-            f"collide (a store made before migration 0020_keycase); run there: {statement}"
+            f"{table.name}.record_key in collation {collation}, where keys that differ only in case or by "
+            f"trailing spaces collide (a store made before migration 0021_keypad); run there: {statement}"
         )
 
     def _require_bound(self) -> None:

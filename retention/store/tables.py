@@ -17,6 +17,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 from retention.dialects import dialect_for
+from retention.dialects.mysql_keys import KeyVarchar
 
 PREFIX = "retention_"
 
@@ -51,14 +52,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 KEY = sa.String(191)  # 191 keeps MySQL utf8mb4 index keys within 767 bytes
-SOURCE_KEY = sa.String(191).with_variant(
-    mysql.VARCHAR(191, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-)
-"""A source's record or subject key, kept as the source holds it: byte by byte (migration 0020_keycase).
+SOURCE_KEY = sa.String(191).with_variant(KeyVarchar(191), "mysql", "mariadb")
+"""A source's record or subject key, kept as the source holds it: two keys wherever Python sees two.
 
-A key column may compare byte by byte (utf8mb4_bin) and hold 'A' and 'a' as two records; in the database's
-default collation (on MariaDB usually case-insensitive) they collided in the engine's primary keys. PostgreSQL's
-default collations are deterministic and SQLite's is BINARY: as they are."""
+A key column may hold 'A' and 'a' (a _bin source), or 'a' and 'a ' (a NO PAD one), as two records; in
+the database's default collation (on MariaDB usually case-insensitive, and PAD SPACE) they collided in the
+engine's primary keys. MariaDB/MySQL: the server's NO PAD binary collation (migrations 0020_keycase,
+0021_keypad; retention.dialects.mysql_keys). PostgreSQL's default collations are deterministic and SQLite's
+is BINARY: as they are."""
 NAME = sa.String(100)
 HASH = sa.String(64)
 EMAIL = sa.String(320)  # RFC 5321 limits an address to 254 octets; 320 is the usual column
