@@ -80,14 +80,14 @@ ROWS: list[tuple[str, str, dt.datetime]] = [
 ]
 
 
-def _source(engine: sa.Engine) -> sa.Table:
-    """The source table, its key compared byte by byte (MariaDB: utf8mb4_bin whatever the database's default)."""
+def _cased_table(engine: sa.Engine, name: str, rows: list[tuple[str, str, dt.datetime]]) -> sa.Table:
+    """(id, user_id, collected) rows, both keys compared byte by byte (MariaDB: utf8mb4_bin whatever the default)."""
     options: dict[str, Any] = {}
     if engine.dialect.name in ("mysql", "mariadb"):
         options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
     md = sa.MetaData()
     table = sa.Table(
-        "ck_cased",
+        name,
         md,
         sa.Column("id", sa.String(30), primary_key=True),
         sa.Column("user_id", sa.String(30)),
@@ -98,8 +98,15 @@ def _source(engine: sa.Engine) -> sa.Table:
     md.create_all(engine)
     with engine.begin() as conn:
         conn.execute(
-            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in ROWS]
+            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": c} for k, s, c in rows]
         )
+    return table
+
+
+def _source(engine: sa.Engine) -> sa.Table:
+    """The source table (ROWS), and a record hold on "R" and a subject hold on "H"."""
+    table = _cased_table(engine, "ck_cased", ROWS)
+    with engine.begin() as conn:
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="cased", record_key="R")
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="H")
     return table
@@ -205,26 +212,8 @@ datasets:
 
 
 def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) -> sa.Table:
-    """(id, user_id) rows collected in 2023, both columns compared byte by byte (MariaDB: utf8mb4_bin)."""
-    options: dict[str, Any] = {}
-    if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
-    md = sa.MetaData()
-    table = sa.Table(
-        name,
-        md,
-        sa.Column("id", sa.String(30), primary_key=True),
-        sa.Column("user_id", sa.String(30)),
-        sa.Column("note", sa.String(60)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-        **options,
-    )
-    md.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            table.insert(), [{"id": k, "user_id": s, "note": f"note of {k}", "collected": MID} for k, s in rows]
-        )
-    return table
+    """(id, user_id) rows collected in 2023 (MID)."""
+    return _cased_table(engine, name, [(k, s, MID) for k, s in rows])
 
 
 def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine) -> None:
