@@ -11,7 +11,7 @@
 
 Uses the suite's own database fixtures (tests/conftest.py) and servers::
 
-    .venv/bin/python -m bench.test_setup_costs [--migrations 5] [--examples 60]
+    .venv/bin/python -m bench.suite_setup_costs [--migrations 5] [--examples 60]
 
 Prints the median of each variant and their ratio.
 """
