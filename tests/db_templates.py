@@ -125,8 +125,9 @@ def upgrade(engine: sa.Engine, isolated_database: IsolatedDatabase) -> None:
 
     On PostgreSQL and MariaDB the copy adds tables beside the application's
     (replayed DDL and rows), so a database that holds only an application's
-    tables gets one too: the real migrations there cost 1.5 s (PostgreSQL) and
-    5 s (MariaDB) a test. On SQLite the copy replaces the whole file (the
+    tables gets one too: the migrations took 0.9 s (PostgreSQL) and 3.5 s
+    (MariaDB) there against 0.3 and 1.0 s for the copy (bench/suite_setup_costs.py,
+    load 8-10, 2026-12-07). On SQLite the copy replaces the whole file (the
     backup API), so only an empty file gets one. A database with any of the
     engine's tables (a test's own older revision) is migrated the ordinary way.
     """
