@@ -125,11 +125,12 @@ def upgrade(engine: sa.Engine, isolated_database: IsolatedDatabase) -> None:
 
     On PostgreSQL and MariaDB the copy adds tables beside the application's
     (replayed DDL and rows), so a database that holds only an application's
-    tables gets one too: the migrations took 0.9 s (PostgreSQL) and 3.5 s
-    (MariaDB) there against 0.3 and 1.0 s for the copy (bench/suite_setup_costs.py,
-    load 8-10, 2026-12-07). On SQLite the copy replaces the whole file (the
-    backup API), so only an empty file gets one. A database with any of the
-    engine's tables (a test's own older revision) is migrated the ordinary way.
+    tables gets one too: the migrations took 0.8-0.9 s (PostgreSQL) and
+    0.7-3.5 s (MariaDB, with its server's load) there, the copy 0.2-0.3 and
+    0.4-1.0 s (bench/suite_setup_costs.py, 2026-12-07). On SQLite the copy
+    replaces the whole file (the backup API), so only an empty file gets one.
+    A database with any of the engine's tables (a test's own older revision)
+    is migrated the ordinary way.
     """
     dialect = dialect_name(engine)
     if not _head:

@@ -333,8 +333,8 @@ def _compare(conn: sa.Connection, ds: DatasetSQL, stored: dict[int, Any], as_of:
     ``ds`` is compiled once per test: its reflected tables keep SQLAlchemy's
     statement cache warm across examples. The records are read in one query
     (``readings_many``, explain's many-record read) rather than one query a
-    key (``readings``): 25 records an example took 4-10 ms on SQLite and
-    13-35 ms on PostgreSQL and MariaDB that way, against 0.4-5 ms
+    key (``readings``): 25 records an example took 2-10 ms on SQLite and
+    4-35 ms on PostgreSQL and MariaDB that way, against 0.3-5 ms
     (bench/suite_setup_costs.py, 2026-12-07). ``readings`` still reads one
     key an example and must read it the same (tests/test_explain_many.py
     compares the two reads record by record).

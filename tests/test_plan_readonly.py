@@ -117,8 +117,8 @@ def _upgrade(db_url: str) -> None:
     """The engine's tables at head beside the application's: a copy of the session's migrated template.
 
     Not the migrations themselves (tests/test_migrations.py runs those): on
-    MariaDB they took 3.5 s a call against 1 s for the copy
-    (conftest.migrate_isolated; bench/suite_setup_costs.py).
+    MariaDB they took 0.7-3.5 s a call (with the server's load) against
+    0.4-1.0 s for the copy (conftest.migrate_isolated; bench/suite_setup_costs.py).
     """
     engine = sa.create_engine(db_url)
     try:
