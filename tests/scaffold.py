@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +91,22 @@ def on_a_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> tupl
     code = process.wait(timeout=30)
     os.close(master)
     return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def count_batches(monkeypatch: pytest.MonkeyPatch, set_based: Any) -> list[int]:
+    """The rows each set-based batch of ``set_based`` (SetPurge, SetArchive) moved, 0 for the last, empty one.
+
+    The set-based paths fall back to the per-record one silently (a log
+    line, the same outcome), so a test that means the set-based path counts
+    its batches to know it ran.
+    """
+    batches: list[int] = []
+    original = set_based.batch
+
+    def counted(self: Any, conn: sa.Connection, after: Any) -> Any:
+        done = original(self, conn, after)
+        batches.append(0 if done is None else done[0].moved)
+        return done
+
+    monkeypatch.setattr(set_based, "batch", counted)
+    return batches

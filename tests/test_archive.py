@@ -11,17 +11,13 @@ payloads whose purge the main database's ledger records.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from conftest import SERVER_URLS, migrate_isolated, pg_options
+from conftest import MARIADB_COLLATION, isolated_database, migrate_isolated
 from sqlalchemy.engine import make_url
 
 from retention.cli import main
@@ -34,53 +30,37 @@ from retention.store.config import create_engine
 
 SECRET = "archive-test-key"
 ENV = {"RETENTION_PSEUDONYM_KEY": SECRET}
-PACK = """
-pack: archive
+
+
+def archive_pack(name: str, dataset: str, columns: str, head: str = "") -> str:
+    """A pack whose one dataset (its table of the same name, key ``id``) is archived a year after ``seen``, the
+    ``columns`` kept and the row deleted, and its payload purged a year after that; ``head``: more top-level lines.
+    """
+    return f"""
+pack: {name}
 version: "1"
 effective_from: 2020-01-01
 timezone: UTC
-guard: {max_share: 1.0}
-datasets:
-  customers:
-    table: customers
+guard: {{max_share: 1.0}}
+{head}datasets:
+  {dataset}:
+    table: {dataset}
     key: id
     basis: policy
     keep:
-      - clock: {column: seen, type: timestamp}
+      - clock: {{column: seen, type: timestamp}}
         period: P1Y
     lifecycle:
       - to: archived
         action: archive
-        columns: [id, email]
+        columns: [{columns}]
         then: delete
       - to: purged
         after: P1Y
 """
-_names = itertools.count()
 
 
-@contextmanager
-def extra_database(dialect: str, tmp_path: Path) -> Iterator[str]:
-    """One more empty database on the same server as the test's (a file on SQLite), dropped afterwards."""
-    name = f"rt_archive_{os.getpid()}_{next(_names)}"
-    if dialect == "sqlite":
-        yield f"sqlite:///{tmp_path / (name + '.sqlite')}"
-        return
-    admin = sa.create_engine(SERVER_URLS[dialect], isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            if dialect == "postgresql":
-                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": pg_options(name)})
-            else:
-                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-                url = make_url(SERVER_URLS[dialect]).set(database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            drop = f'DROP SCHEMA IF EXISTS "{name}" CASCADE' if dialect == "postgresql" else f"DROP DATABASE `{name}`"
-            conn.execute(sa.text(drop))
-        admin.dispose()
+PACK = archive_pack("archive", "customers", "id, email")
 
 
 def build(engine: sa.Engine, customers: int = 10) -> None:
@@ -123,7 +103,7 @@ def test_an_archive_store_refuses_another_main_database(
     build(migrated)
     pack = tmp_path / "archive.yaml"
     pack.write_text(PACK, encoding="utf-8")
-    with extra_database(dialect, tmp_path) as archive_url, extra_database(dialect, tmp_path) as other_url:
+    with isolated_database(dialect, tmp_path) as archive_url, isolated_database(dialect, tmp_path) as other_url:
         first = invoke(
             "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2021-06-01"
         )
@@ -178,7 +158,7 @@ def test_the_sweep_removes_only_payloads_whose_purge_the_ledger_records(
     never purged stays, run after run, and is counted in the log."""
     build(migrated, customers=6)
     loaded = load_file(_pack(tmp_path))
-    with extra_database(dialect, tmp_path) as archive_url:
+    with isolated_database(dialect, tmp_path) as archive_url:
         archive_engine = create_engine(archive_url)
         execute.run(migrated, loaded, dt.datetime(2021, 6, 1, tzinfo=dt.UTC), secret=SECRET.encode(),
                     archive=SeparateArchive(archive_engine))  # fmt: skip
@@ -278,7 +258,7 @@ def test_a_rolled_back_purge_keeps_its_payloads_when_a_later_dataset_commits(
         conn.execute(visits.insert(), [{"id": i, "seen": dt.datetime(2021, 6, 1)} for i in range(1, 5)])
     pack = tmp_path / "two.yaml"
     pack.write_text(TWO_DATASETS, encoding="utf-8")
-    with extra_database(dialect, tmp_path) as archive_url:
+    with isolated_database(dialect, tmp_path) as archive_url:
         first = invoke(
             "run", "--rules", str(pack), "--db", db_url, "--archive-db", archive_url, "--as-of", "2021-06-01"
         )
@@ -320,29 +300,7 @@ def test_an_archive_database_equal_to_the_main_one_is_refused(db_url: str, migra
         assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 0
 
 
-TWINS_PACK = """
-pack: archive-twins
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-batch_size: 1
-datasets:
-  twins:
-    table: twins
-    key: id
-    basis: policy
-    keep:
-      - clock: {column: seen, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: archived
-        action: archive
-        columns: [id, note]
-        then: delete
-      - to: purged
-        after: P1Y
-"""
+TWINS_PACK = archive_pack("archive-twins", "twins", "id, note", head="batch_size: 1\n")
 
 
 def _twins(engine: sa.Engine) -> sa.Table:
@@ -391,7 +349,7 @@ def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_sto
     source = _twins(migrated)
     pack = tmp_path / "twins.yaml"
     pack.write_text(TWINS_PACK, encoding="utf-8")
-    with extra_database(dialect, tmp_path) as archive_url:
+    with isolated_database(dialect, tmp_path) as archive_url:
         if dialect == "mariadb":
             archive_engine = create_engine(archive_url)
             old = store.archive.to_metadata(sa.MetaData())
@@ -413,7 +371,7 @@ def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_sto
                 2,
                 [
                     f"error: the archive database {shown} keeps retention_archive.record_key in collation "
-                    "utf8mb4_general_ci, where keys that differ only in case or by trailing spaces collide (a store "
+                    f"{MARIADB_COLLATION}, where keys that differ only in case or by trailing spaces collide (a store "
                     f"made before migration 0021_keypad); run there: {statement}"
                 ],
             )

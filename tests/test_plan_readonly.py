@@ -12,17 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import db_templates
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from conftest import migrate_isolated
 from sqlalchemy.engine import make_url
 
 from retention.cli import main
-from retention.store import migrate
 from retention.store import tables as store
 
 PACK = """\
@@ -113,6 +113,49 @@ def _grant(conn: sa.Connection, dialect: str, url: sa.URL, role: str | None, tab
             conn.execute(sa.text(f"GRANT {privileges} ON `{url.database}`.{table} TO '{role}'@'{host}'"))
 
 
+def _upgrade(db_url: str) -> None:
+    """The engine's tables at head beside the application's: a copy of the session's migrated template.
+
+    Not the migrations themselves (tests/test_migrations.py runs those): on
+    MariaDB they took 0.7-3.5 s a call (with the server's load) against
+    0.4-1.0 s for the copy (conftest.migrate_isolated; bench/suite_setup_costs.py).
+    """
+    engine = sa.create_engine(db_url)
+    try:
+        migrate_isolated(engine)
+    finally:
+        engine.dispose()
+
+
+def _upgrade_and_grant(
+    dialect: str, app_db: str, read_only_url: str, privileges: Callable[[str], str | None], sequences: bool = False
+) -> None:
+    """The engine's tables at head, and the read-only role granted ``privileges(table)`` on each (None: nothing).
+
+    With ``sequences``, PostgreSQL's sequences of the schema too (what a run's inserts need).
+    """
+    _upgrade(app_db)
+    url = make_url(app_db)
+    role = make_url(read_only_url).username
+    engine = sa.create_engine(app_db)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in ["alembic_version", "ro_customers", *(t.name for t in store.metadata.sorted_tables)]:
+                granted = privileges(table)
+                if granted is not None:
+                    _grant(conn, dialect, url, role, table, granted)
+            if sequences and dialect == "postgresql":
+                schema = db_templates.pg_schema(url)
+                conn.execute(sa.text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
+    finally:
+        engine.dispose()
+
+
+def _select_all_but(withheld: str | None) -> Callable[[str], str | None]:
+    """SELECT on every table but ``withheld``."""
+    return lambda table: None if table == withheld else "SELECT"
+
+
 def _plan(url: str, tmp_path: Path, text: str = PACK) -> tuple[int, str]:
     pack = tmp_path / "pack.yaml"
     pack.write_text(text)
@@ -181,9 +224,7 @@ def test_plan_on_a_database_never_upgraded_writes_nothing(app_db: str, tmp_path:
 def test_plan_with_a_select_only_role(app_db: str, read_only_url: str, tmp_path: Path, upgraded: bool) -> None:
     db_url = app_db
     if upgraded:
-        engine = sa.create_engine(db_url)
-        migrate.upgrade(engine)
-        engine.dispose()
+        _upgrade(db_url)
     before = _snapshot(db_url)
     code, output = _plan(read_only_url, tmp_path)
     assert code == 0, output
@@ -205,9 +246,7 @@ def test_what_plan_says_without_engine_tables_is_what_the_first_run_does(
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", "plan-readonly-test-key")
     code, output = _plan(db_url, tmp_path)
     assert code == 0, output
-    engine = sa.create_engine(db_url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    _upgrade(db_url)
     pack = tmp_path / "pack.yaml"
     ran = CliRunner().invoke(main, ["run", "--rules", str(pack), "--db", db_url, "--as-of", AS_OF, "--format", "json"])
     assert ran.exit_code == 0, ran.output
@@ -224,14 +263,7 @@ def test_plan_with_a_role_that_may_not_read_one_engine_table(
 
     With every one readable (``withheld`` None) the plan uses them, and says nothing of the kind.
     """
-    engine = sa.create_engine(app_db)
-    migrate.upgrade(engine)
-    url = make_url(app_db)
-    role = make_url(read_only_url).username
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables if t.name != withheld)]:
-            _grant(conn, dialect, url, role, table, "SELECT")
-    engine.dispose()
+    _upgrade_and_grant(dialect, app_db, read_only_url, _select_all_but(withheld))
     code, output = _plan(read_only_url, tmp_path)
     assert code == 0, output
     assert _counts(output) == EXPECTED
@@ -255,19 +287,14 @@ def test_run_with_a_role_that_may_not_read_or_write_the_sightings_is_refused(
     the run must both read the sightings and write its first one.
     """
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", "plan-readonly-test-key")
-    engine = sa.create_engine(app_db)
-    migrate.upgrade(engine)
-    url = make_url(app_db)
-    role = make_url(read_only_url).username
     other = {"SELECT": "INSERT, UPDATE, DELETE", "INSERT": "SELECT, UPDATE, DELETE"}[lacking]
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ["alembic_version", "ro_customers", *(t.name for t in store.metadata.sorted_tables)]:
-            granted = other if table == "retention_pack_sightings" else "ALL PRIVILEGES"
-            _grant(conn, dialect, url, role, table, granted)
-        if dialect == "postgresql":
-            schema = db_templates.pg_schema(url)
-            conn.execute(sa.text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
-    engine.dispose()
+    _upgrade_and_grant(
+        dialect,
+        app_db,
+        read_only_url,
+        lambda table: other if table == "retention_pack_sightings" else "ALL PRIVILEGES",
+        sequences=True,
+    )
     before = _snapshot(app_db), _engine_rows(app_db)
     pack = tmp_path / "pack.yaml"
     pack.write_text(PACK)
@@ -297,14 +324,7 @@ def test_a_plan_that_cannot_record_a_new_version_predicts_the_run_refusing_it(
     dialect: str, app_db: str, read_only_url: str, tmp_path: Path, withheld: str | None
 ) -> None:
     """A role that may not write the sightings (or not even read them) plans as the run will count: from now."""
-    engine = sa.create_engine(app_db)
-    migrate.upgrade(engine)
-    url = make_url(app_db)
-    role = make_url(read_only_url).username
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables if t.name != withheld)]:
-            _grant(conn, dialect, url, role, table, "SELECT")
-    engine.dispose()
+    _upgrade_and_grant(dialect, app_db, read_only_url, _select_all_but(withheld))
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "v1.yaml").write_text(PACK)
@@ -324,15 +344,7 @@ def test_check_with_a_role_that_may_not_read_the_sightings_is_refused(
     dialect: str, app_db: str, read_only_url: str, tmp_path: Path
 ) -> None:
     """``check`` counts notice from the sightings: without SELECT on them, one line naming it, exit 2."""
-    engine = sa.create_engine(app_db)
-    migrate.upgrade(engine)
-    url = make_url(app_db)
-    role = make_url(read_only_url).username
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ["alembic_version", *(t.name for t in store.metadata.sorted_tables)]:
-            if table != "retention_pack_sightings":
-                _grant(conn, dialect, url, role, table, "SELECT")
-    engine.dispose()
+    _upgrade_and_grant(dialect, app_db, read_only_url, _select_all_but("retention_pack_sightings"))
     pack = tmp_path / "pack.yaml"
     pack.write_text(PACK)
     checked = CliRunner().invoke(main, ["check", "--rules", str(pack), "--db", read_only_url])

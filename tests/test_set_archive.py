@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 import yaml
+from scaffold import count_batches
 
 from retention.engine import execute, set_archive, set_purge
 from retention.engine.archive import SeparateArchive
@@ -186,15 +187,7 @@ def test_set_based_archive_writes_what_the_per_record_path_writes(
     monkeypatch.setenv(set_purge.SWITCH, "0")
     slow, slow_logs = _run(migrated, "slow")
     monkeypatch.delenv(set_purge.SWITCH)
-    batches: list[int] = []
-    original = set_archive.SetArchive.batch
-
-    def counted(self, conn, after):  # type: ignore[no-untyped-def]
-        done = original(self, conn, after)
-        batches.append(0 if done is None else done[0].moved)
-        return done
-
-    monkeypatch.setattr(set_archive.SetArchive, "batch", counted)
+    batches = count_batches(monkeypatch, set_archive.SetArchive)
     fast, fast_logs = _run(migrated, "fast")
 
     assert [e["reason"] for e in slow_logs if e["event"] == "archive_per_record"] == [
@@ -260,6 +253,36 @@ def _stale_payload(engine: sa.Engine, dataset: str, record_key: str) -> None:
         )
 
 
+def _both_paths_over_stale_payloads(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, tables: tuple[sa.Table, sa.Table], replaced: str, kept: str
+) -> dict[str, Any]:
+    """The per-record run of "slow" and the set-based run of "fast" over a stale payload each of ``replaced`` (a
+    record the run archives) and ``kept`` (one not due): the same world, the first payload replaced, the other
+    kept, the ledger verified. The fast dataset's world, for the caller's own checks.
+    """
+    slow_table, fast_table = tables
+    for dataset in ("slow", "fast"):
+        _stale_payload(engine, dataset, replaced)
+        _stale_payload(engine, dataset, kept)
+    monkeypatch.setenv(set_purge.SWITCH, "0")
+    slow, _ = _run(engine, "slow")
+    monkeypatch.delenv(set_purge.SWITCH)
+    fast, fast_logs = _run(engine, "fast")
+    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
+    assert fast.counts["fast"] == slow.counts["slow"] == {"active->archived": 5, "archived->purged": 1}
+    s, f = _world(engine, "slow", slow_table, slow.run_id), _world(engine, "fast", fast_table, fast.run_id)
+    assert f == s
+    a = store.archive
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(a.c.record_key, a.c.payload, a.c.run_id).where(a.c.dataset == "fast")).all()
+    by_key = {r.record_key: r for r in rows}
+    assert len(rows) == len(by_key)  # one payload a record
+    assert by_key[replaced].run_id == fast.run_id and "stale" not in by_key[replaced].payload
+    assert (by_key[kept].run_id, by_key[kept].payload) == ("earlier", '{"stale": true}')
+    assert verify(engine, secret=KEY).ok
+    return f
+
+
 @pytest.mark.parametrize("key_type", [sa.String(30), sa.Integer()], ids=["text-keys", "integer-keys"])
 def test_set_based_archive_replaces_stale_payloads_by_its_batch_keys(
     migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, key_type: Any
@@ -274,27 +297,9 @@ def test_set_based_archive_replaces_stale_payloads_by_its_batch_keys(
     integer = isinstance(key_type, sa.Integer)
     slow_table = _table(migrated, "slow", None if integer else key_type)
     fast_table = _table(migrated, "fast", None if integer else key_type)
-    for dataset in ("slow", "fast"):
-        _stale_payload(migrated, dataset, "2")  # archived by the run: replaced
-        _stale_payload(migrated, dataset, "5")  # not due: kept as it is
-    monkeypatch.setenv(set_purge.SWITCH, "0")
-    slow, _ = _run(migrated, "slow")
-    monkeypatch.delenv(set_purge.SWITCH)
-    fast, fast_logs = _run(migrated, "fast")
-    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
-    assert fast.counts["fast"] == slow.counts["slow"] == {"active->archived": 5, "archived->purged": 1}
-    s, f = _world(migrated, "slow", slow_table, slow.run_id), _world(migrated, "fast", fast_table, fast.run_id)
-    assert f == s
+    f = _both_paths_over_stale_payloads(migrated, monkeypatch, (slow_table, fast_table), "2", "5")
     kept = {(k if integer else int(k)) for k in f["left"]}
     assert kept == {5, 7, 8, 9}
-    a = store.archive
-    with migrated.connect() as conn:
-        rows = conn.execute(sa.select(a.c.record_key, a.c.payload, a.c.run_id).where(a.c.dataset == "fast")).all()
-    by_key = {r.record_key: r for r in rows}
-    assert len(rows) == len(by_key)  # one payload a record
-    assert by_key["2"].run_id == fast.run_id and "stale" not in by_key["2"].payload
-    assert (by_key["5"].run_id, by_key["5"].payload) == ("earlier", '{"stale": true}')
-    assert verify(migrated, secret=KEY).ok
 
 
 # Mixed case, so that a case-insensitive order and a byte order differ within the first batch of 3 (Y, Z, b in
@@ -333,24 +338,6 @@ def test_set_based_archive_of_text_keys_in_a_collation_of_their_own(
         key_type = sa.String(30, collation="NOCASE" if order == "ci" else "BINARY")
     slow_table = _table(migrated, "slow", key_type, keys, **options)
     fast_table = _table(migrated, "fast", key_type, keys, **options)
-    for dataset in ("slow", "fast"):
-        _stale_payload(migrated, dataset, keys[2])  # archived by the run: replaced
-        _stale_payload(migrated, dataset, keys[5])  # not due: kept as it is
-    monkeypatch.setenv(set_purge.SWITCH, "0")
-    slow, _ = _run(migrated, "slow")
-    monkeypatch.delenv(set_purge.SWITCH)
-    fast, fast_logs = _run(migrated, "fast")
-    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
-    assert fast.counts["fast"] == slow.counts["slow"] == {"active->archived": 5, "archived->purged": 1}
-    s, f = _world(migrated, "slow", slow_table, slow.run_id), _world(migrated, "fast", fast_table, fast.run_id)
-    assert f == s
+    f = _both_paths_over_stale_payloads(migrated, monkeypatch, (slow_table, fast_table), keys[2], keys[5])
     assert f["left"] == {keys[5], keys[7], keys[8], keys[9]}
     assert set(f["states"]) == {keys[1], keys[2], keys[3], keys[6]}  # 4 purged in the same run
-    a = store.archive
-    with migrated.connect() as conn:
-        rows = conn.execute(sa.select(a.c.record_key, a.c.payload, a.c.run_id).where(a.c.dataset == "fast")).all()
-    by_key = {r.record_key: r for r in rows}
-    assert len(rows) == len(by_key)  # one payload a record
-    assert by_key[keys[2]].run_id == fast.run_id and "stale" not in by_key[keys[2]].payload
-    assert (by_key[keys[5]].run_id, by_key[keys[5]].payload) == ("earlier", '{"stale": true}')
-    assert verify(migrated, secret=KEY).ok

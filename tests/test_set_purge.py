@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 import yaml
+from scaffold import count_batches
 from sqlalchemy.dialects import mysql
 
 from retention.dialects import dialect_for
@@ -383,15 +384,7 @@ def test_proofs_of_records_purged_per_record_and_set_based_both_verify(
     events = events_table(migrated)
     pack = tmp_path / "proofs.yaml"
     pack.write_text(PROOF_PACK, encoding="utf-8")
-    batches: list[int] = []
-    original = set_purge.SetPurge.batch
-
-    def counted(self, conn, after):  # type: ignore[no-untyped-def]
-        done = original(self, conn, after)
-        batches.append(0 if done is None else done[0].moved)
-        return done
-
-    monkeypatch.setattr(set_purge.SetPurge, "batch", counted)
+    batches = count_batches(monkeypatch, set_purge.SetPurge)
 
     def purge(keys: list[str], as_of: str, env: dict[str, str]) -> str:
         return _insert_and_run(migrated, events, pack, db_url, keys, as_of, env)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from conftest import isolated_database
 from sqlalchemy.engine import make_url
-from test_archive import PACK, build, extra_database
+from test_archive import PACK, build
 
 from retention.cli import main
 from retention.engine import execute, shred
@@ -71,7 +72,7 @@ def backup_of(db_url: str, dialect: str, tmp_path: Path) -> Iterator[str]:
             t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))] for t in (store.archive, store.archive_keys)
         }
     live.dispose()
-    with extra_database(dialect, tmp_path) as url:
+    with isolated_database(dialect, tmp_path) as url:
         backup = create_engine(url)
         with backup.begin() as conn:
             for table in (store.archive, store.archive_keys):
@@ -232,7 +233,7 @@ def test_a_separate_archive_database_gets_sealed_payloads(
     """With --archive-db the payloads there are sealed, their keys live in the main database and go at the purge."""
     build(engine)
     pack, key_file = _setup(tmp_path)
-    with extra_database(dialect, tmp_path) as archive_url:
+    with isolated_database(dialect, tmp_path) as archive_url:
         for as_of in ("2021-06-01", "2023-01-01"):
             if as_of == "2023-01-01":
                 sealed = _payloads(archive_url)
