@@ -1,20 +1,16 @@
-"""Where a set-based archive run's time goes per record, and its batch in one statement or three, alternated.
+"""Where a set-based archive run's time goes per record, by statement.
 
     python bench/archive_profile.py --db postgresql://postgres@127.0.0.1/bench_x --rows 1000000
-    python bench/archive_profile.py --db postgresql://postgres@127.0.0.1/bench_x --rows 300000 --rounds 4
 
-Without ``--rounds``: bench/run.py's raw ``INSERT ... SELECT`` + ``DELETE``, then one engine archive run (the
-bench's pack) with its statements timed by a cursor hook (execute and fetch), printed by kind in µs a record,
-and the client's CPU. With ``--rounds``: per round, the raw baseline, then the engine run with the batch as one
-statement (PostgreSQL's ``WITH gone AS (DELETE ... RETURNING ...)``) and as three (payloads, state rows, delete:
-what SQLite and MariaDB run), in alternating order, each on freshly generated rows (bench/RESULTS.md, branch
-``pdrop2``).
+bench/run.py's raw ``INSERT ... SELECT`` + ``DELETE``, then one engine archive run (the bench's pack) with its
+statements timed by a cursor hook (execute and fetch), printed by kind in µs a record, and the client's CPU
+(bench/RESULTS.md, branch ``pdrop2``: at its commit 31c4c31, ``--rounds`` alternated the PostgreSQL batch as
+one statement, since reverted, against three).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import run as bench
 from bench.profile_drop import time_statements
 from bench.purge_split import kind
-from retention.dialects.postgresql import PostgreSQLDialect
 
 
 def _kind(statement: str) -> str:
@@ -63,30 +58,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=0, help="alternate one statement and three (PostgreSQL)")
     args = parser.parse_args()
     engine = bench.open_engine(args.db)
     print(f"started: {bench.load()}", flush=True)
-    if not args.rounds:
-        baseline = raw(engine, args.rows)
-        spent = time_statements(engine, _kind)
-        wall, cpu, moved = archive(engine, args.rows, spent)
-        print(f"raw INSERT ... SELECT + DELETE {baseline:.3f} s; engine archive {wall:.3f} s for {moved} records")
-        print(f"{wall / moved * 1e6:.1f} µs a record, client CPU {cpu / moved * 1e6:.1f}; vs raw {baseline / wall:.4f}")
-        for text, (count, seconds) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:14]:
-            print(f"{seconds / moved * 1e6:7.2f} µs a record {seconds:8.3f} s {count:5d}x {text[:90]}")
-    else:
-        times: dict[str, list[float]] = {"one statement": [], "three statements": []}
-        for round_ in range(args.rounds):
-            baseline = raw(engine, args.rows)
-            order = list(times) if round_ % 2 == 0 else list(reversed(times))
-            for form in order:
-                PostgreSQLDialect.modifying_with = form == "one statement"
-                wall, _, moved = archive(engine, args.rows)
-                times[form].append(wall)
-                print(f"round {round_}: {form} {wall:.3f} s, vs raw {baseline / wall:.4f} ({bench.load()})", flush=True)
-        for form, walls in times.items():
-            print(f"{form}: median {statistics.median(walls):.3f} s of {', '.join(f'{w:.1f}' for w in walls)}")
+    baseline = raw(engine, args.rows)
+    spent = time_statements(engine, _kind)
+    wall, cpu, moved = archive(engine, args.rows, spent)
+    print(f"raw INSERT ... SELECT + DELETE {baseline:.3f} s; engine archive {wall:.3f} s for {moved} records")
+    print(f"{wall / moved * 1e6:.1f} µs a record, client CPU {cpu / moved * 1e6:.1f}; vs raw {baseline / wall:.4f}")
+    for text, (count, seconds) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:14]:
+        print(f"{seconds / moved * 1e6:7.2f} µs a record {seconds:8.3f} s {count:5d}x {text[:90]}")
     print(f"finished: {bench.load()}")
 
 

@@ -43,11 +43,6 @@ class BulkWriteSQL:
         with driver_cursor(conn) as cursor:
             cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({placeholders})", rows)
 
-    #: ``WITH d AS (DELETE ... RETURNING ...) INSERT ...`` exists (PostgreSQL): a set-based archive batch deletes
-    #: its rows and writes their payloads and state rows from what the delete returned, in one statement
-    #: (:meth:`retention.engine.set_archive.SetArchive.change`), not three that each read the rows by key.
-    modifying_with: ClassVar[bool] = False
-
     def insert_then_update(self, conn: sa.Connection, insert: sa.Insert, update: sa.Update) -> None:
         """Run ``insert`` then ``update`` in the caller's transaction, as one statement where the database can.
 

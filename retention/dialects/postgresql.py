@@ -149,7 +149,6 @@ class PostgreSQLDialect(Dialect):
         return query
 
     set_based_items: ClassVar[bool] = True
-    modifying_with: ClassVar[bool] = True
 
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
         if getattr(column_type, "timezone", False):

@@ -49,7 +49,6 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
@@ -207,35 +206,65 @@ class SetArchive(set_purge.SetPurge):
 
     def change(self, conn: sa.Connection, in_range: list[ColumnElement[bool]]) -> int:
         """Payloads and state rows of the range, then its rows deleted: all three counts must agree."""
-        planner = self.planner
+        planner, ctx = self.planner, self.ctx
+        assert planner.sql is not None
         dialect = dialect_for(conn)
+        clock = planner.sql.clocks[0].select_due()
+        source = self.days.joined(conn, planner.table, planner.sql.clocks[0])
+        name = sa.cast(sa.literal(planner.name, sa.String), sa.String)
+        key_text = planner.text(conn, planner.key)
         archive, rs = store.archive, store.record_states
         # By the batch's keys (selected and locked by the range's predicate, which the items took): a probe of
         # the source's key per row, not the predicate again; the counts must agree with the items' or the
         # batch rolls back. Its payloads, state rows and deletions are therefore the same records.
         keys = self.batch_keys
         assert keys is not None
+        mine = sa.and_(*self._bounds, planner.key.in_(sa.select(keys.c.k)))
         # Replaced, as the per-record copy does: a payload left for an active record is never kept beside the new.
         this_dataset = [archive.c.dataset == planner.name]
         conn.execute(dialect.delete_listed(archive, this_dataset, archive.c.record_key, keys.c.t))
-        payloads, states = self._rows(conn)
+        instant = archive.c.archived_at.type
+        now = sa.literal(ctx.now(), instant)
+        # No CAST on SQLite, where DATETIME has numeric affinity (see apply._archive_in_sql).
+        archived_at = sa.type_coerce(now, instant) if dialect.datetimes_as_text else sa.cast(now, instant)
+        run_id = sa.cast(sa.literal(ctx.run_id, sa.String), sa.String)
+        payload = dialect.json_text_object([(c, planner.table.c[c]) for c in sorted(self._columns())])
+        payloads = (
+            sa.select(name, key_text, payload, archived_at, self.days.value_at(clock, "p"), run_id)
+            .select_from(source)
+            .where(mine)
+        )
+        copied = conn.execute(
+            archive.insert()
+            .from_select(["dataset", "record_key", "payload", "archived_at", "purge_due_at", "run_id"], payloads)
+            .execution_options(preserve_rowcount=True)
+        ).rowcount
+        subject: ColumnElement[Any] = planner.text(conn, planner.subject) if planner.subject is not None else sa.null()
+        states = (
+            sa.select(
+                name,
+                key_text,
+                sa.literal("archived", sa.String),
+                self.days.due_at(clock),
+                subject,
+                run_id,
+                sa.null(),
+                self.days.value_at(clock, "c"),
+                sa.null(),
+            )
+            .select_from(source)
+            .where(mine)
+        )
+        columns = [
+            "dataset", "record_key", "state", "since", "subject_key", "run_id", "leader_key", "clock_day",
+            "email_pseudonym",
+        ]  # fmt: skip
+        recorded = conn.execute(
+            rs.insert().from_select(columns, states).execution_options(preserve_rowcount=True)
+        ).rowcount
         # Not by the range's predicate, which no longer holds once the state rows are in (a probe of the state
         # rows here was planned from the empty table's statistics in a run's first batch: 15 s for 5,000 rows).
-        deleting = dialect.delete_listed(planner.table, self._bounds, planner.key, keys.c.k)
-        counts = _in_one(conn, planner.table, deleting, payloads, states) if dialect.modifying_with else None
-        if counts is None:
-            mine = sa.and_(*self._bounds, planner.key.in_(sa.select(keys.c.k)))
-            copied = conn.execute(
-                archive.insert().from_select(_PAYLOAD_COLUMNS, payloads.where(mine)),
-                execution_options={"preserve_rowcount": True},
-            ).rowcount
-            recorded = conn.execute(
-                rs.insert().from_select(_STATE_COLUMNS, states.where(mine)),
-                execution_options={"preserve_rowcount": True},
-            ).rowcount
-            deleted = conn.execute(deleting).rowcount
-        else:
-            copied, recorded, deleted = counts
+        deleted = conn.execute(dialect.delete_listed(planner.table, self._bounds, planner.key, keys.c.k)).rowcount
         if not (copied == recorded == deleted):
             raise ConcurrentChangeError(
                 f"dataset {planner.name}: {copied} payloads, {recorded} state rows and {deleted} rows deleted "
@@ -245,84 +274,8 @@ class SetArchive(set_purge.SetPurge):
         note_changed(conn, rs.name, recorded)
         return int(deleted)
 
-    def _rows(self, conn: sa.Connection) -> tuple[sa.Select[Any], sa.Select[Any]]:
-        """The payloads' and the state rows' values of the source's rows (with their days), for any row."""
-        planner, ctx = self.planner, self.ctx
-        assert planner.sql is not None
-        dialect = dialect_for(conn)
-        clock = planner.sql.clocks[0].select_due()
-        source = self.days.joined(conn, planner.table, planner.sql.clocks[0])
-        name = sa.cast(sa.literal(planner.name, sa.String), sa.String)
-        key_text = planner.text(conn, planner.key)
-        instant = store.archive.c.archived_at.type
-        now = sa.literal(ctx.now(), instant)
-        # No CAST on SQLite, where DATETIME has numeric affinity (see apply._archive_in_sql).
-        archived_at = sa.type_coerce(now, instant) if dialect.datetimes_as_text else sa.cast(now, instant)
-        run_id = sa.cast(sa.literal(ctx.run_id, sa.String), sa.String)
-        payload = dialect.json_text_object([(c, planner.table.c[c]) for c in sorted(self._columns())])
-        payloads = sa.select(name, key_text, payload, archived_at, self.days.value_at(clock, "p"), run_id)
-        subject: ColumnElement[Any] = planner.text(conn, planner.subject) if planner.subject is not None else sa.null()
-        due, clock_day = self.days.due_at(clock), self.days.value_at(clock, "c")
-        null = sa.null()
-        states = sa.select(
-            name, key_text, sa.literal("archived", sa.String), due, subject, run_id, null, clock_day, null
-        )
-        return payloads.select_from(source), states.select_from(source)
-
     def _columns(self) -> list[str]:
         return list(self.planner.dataset.step_to("archived").columns or [])
-
-
-_PAYLOAD_COLUMNS = ["dataset", "record_key", "payload", "archived_at", "purge_due_at", "run_id"]
-_STATE_COLUMNS = [
-    "dataset", "record_key", "state", "since", "subject_key", "run_id", "leader_key", "clock_day", "email_pseudonym",
-]  # fmt: skip
-
-
-def _in_one(
-    conn: sa.Connection, table: sa.Table, deleting: sa.Delete, payloads: sa.Select[Any], states: sa.Select[Any]
-) -> tuple[int, int, int] | None:
-    """The batch as one statement: ``WITH gone AS (DELETE ... RETURNING ...)``, payloads and state rows from it.
-
-    Written by three statements, the source's rows were found by key three
-    times (payloads, state rows, the delete), each a probe of the source's
-    key and a join with the day table per row; here the delete returns the
-    columns the two inserts read, so the rows are found once and the
-    payloads are the very rows deleted. Returns the three counts, or None
-    when a value reads ``table`` other than through its columns (the
-    caller then takes three statements).
-    """
-    used: dict[str, sa.Column[Any]] = {}
-    for select in (payloads, states):
-        for element in visitors.iterate(select):
-            if isinstance(element, sa.Column) and element.table is table:
-                used[element.name] = element
-    gone = deleting.returning(*used.values()).cte("gone")
-
-    def swap(element: Any) -> Any:
-        if element is table:
-            return gone
-        if isinstance(element, sa.Column) and element.table is table:
-            return gone.c[element.name]
-        return None
-
-    moved: list[sa.Select[Any]] = [visitors.replacement_traverse(select, {}, swap) for select in (payloads, states)]  # type: ignore[call-overload]
-    inside = {id(element) for element in visitors.iterate(gone)}  # the delete itself names the table
-    for select in moved:
-        for element in visitors.iterate(select):
-            if id(element) not in inside and (element is table or getattr(element, "table", None) is table):
-                return None
-    copied = store.archive.insert().from_select(_PAYLOAD_COLUMNS, moved[0]).returning(store.archive.c.dataset)
-    recorded = (
-        store.record_states.insert().from_select(_STATE_COLUMNS, moved[1]).returning(store.record_states.c.dataset)
-    )
-
-    def count(rows: Any) -> Any:
-        return sa.select(sa.func.count()).select_from(rows).scalar_subquery()
-
-    written = [copied.cte("copied"), recorded.cte("recorded"), gone]
-    row = conn.execute(sa.select(*(count(rows) for rows in written))).one()
-    return int(row[0]), int(row[1]), int(row[2])
 
 
 __all__ = ["SetArchive", "applies", "start", "why_not"]
