@@ -341,3 +341,46 @@ def test_set_based_archive_of_text_keys_in_a_collation_of_their_own(
     f = _both_paths_over_stale_payloads(migrated, monkeypatch, (slow_table, fast_table), keys[2], keys[5])
     assert f["left"] == {keys[5], keys[7], keys[8], keys[9]}
     assert set(f["states"]) == {keys[1], keys[2], keys[3], keys[6]}  # 4 purged in the same run
+
+
+def _skip_state_row(engine: sa.Engine, record_key: str) -> None:
+    """A trigger that drops the state row of ``record_key`` unseen (the insert succeeds, one row short)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(
+                sa.text(
+                    "CREATE FUNCTION sa_skip_state() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    f"IF NEW.record_key = '{record_key}' THEN RETURN NULL; END IF; RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER sa_skip_state BEFORE INSERT ON retention_record_states "
+                    "FOR EACH ROW EXECUTE FUNCTION sa_skip_state()"
+                )
+            )
+        else:
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER sa_skip_state BEFORE INSERT ON retention_record_states "
+                    f"WHEN NEW.record_key = '{record_key}' BEGIN SELECT RAISE(IGNORE); END"
+                )
+            )
+
+
+def test_a_batch_whose_counts_disagree_rolls_back(migrated: sa.Engine) -> None:
+    """The payloads', state rows' and deletions' counts are what the database wrote: one short rolls the batch back.
+
+    A trigger that drops record 2's state row (MariaDB's cannot: skipped there) leaves the first batch
+    (records 1, 2, 3) one state row short: nothing of it stays, and the dataset stops with the reason.
+    """
+    if migrated.dialect.name not in ("postgresql", "sqlite"):
+        pytest.skip("no trigger here can drop a row from an insert")
+    table = _table(migrated, "short")
+    _skip_state_row(migrated, "2")
+    result, _ = _run(migrated, "short")
+    assert "3 payloads, 2 state rows and 3 rows deleted in one key range; rolled back" in result.failures["short"]
+    world = _world(migrated, "short", table, result.run_id)
+    assert world["payloads"] == {} and world["states"] == {}
+    assert world["left"] >= {1, 2, 3, 6}
+    assert verify(migrated, secret=KEY).ok
