@@ -62,7 +62,7 @@ def print_plan_table(summary: Any, zone: str) -> None:
         }
         table.add_row(*(cells[c] for c in columns))
     console.print(table)
-    from retention.engine.evaluate import IGNORED_ROWS  # the engine only for a plan's table
+    from retention.engine.evaluate import IGNORED_ROWS, NULL_KEYS  # the engine only for a plan's table
 
     noted: set[str] = set()
     for row in plan_rows(summary):
@@ -70,11 +70,14 @@ def print_plan_table(summary: Any, zone: str) -> None:
         if dataset in noted:
             continue
         noted.add(dataset)
-        skipped = {k: v for k, v in summary.anomalies.get(dataset, {}).items() if v and k != IGNORED_ROWS}
+        found = summary.anomalies.get(dataset, {})
+        skipped = {k: v for k, v in found.items() if v and k not in (IGNORED_ROWS, NULL_KEYS)}
         if skipped:
             listed = ", ".join(f"{k} {v}" for k, v in skipped.items())
             console.print(f"{dataset}: skipped, never moved: {listed} clocks", highlight=False)
-        ignored = summary.anomalies.get(dataset, {}).get(IGNORED_ROWS)
+        if found.get(NULL_KEYS):
+            console.print(f"{dataset}: skipped, never moved: key is NULL ({found[NULL_KEYS]} rows)", highlight=False)
+        ignored = found.get(IGNORED_ROWS)
         if ignored:
             console.print(
                 f"{dataset}: {ignored} unreadable related rows left out of aggregate clocks (invalid_rows: ignore)",

@@ -23,6 +23,9 @@ Anomaly = Literal["null", "zero", "invalid", "future"]
 ANOMALIES: tuple[Anomaly, ...] = ("null", "zero", "invalid", "future")
 IGNORED_ROWS = "ignored_rows"
 """The count beside the anomalies: unreadable related rows an ``invalid_rows: ignore`` clock left out."""
+NULL_KEYS = "null_key"
+"""The count beside the anomalies: rows whose key is NULL. A record is known by its key (ledger items, state rows,
+batches resuming after the last key), so such a row is never a record and never moves; counted so it is not silent."""
 
 FLOOR_DATE = dt.date(1900, 1, 1)
 FLOOR_NAIVE = dt.datetime(1900, 1, 1)  # noqa: DTZ001 - compared with naive column values

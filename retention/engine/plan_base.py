@@ -264,14 +264,17 @@ class PlannerBase:
         """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md).
 
         In a sharded run, also one of this shard's records (retention/engine/shards.py).
+        A row whose key is NULL is no record (see ``clock_read.NULL_KEYS``):
+        plan, run and the per-record passes all leave it out here, and
+        :meth:`anomaly_counts` counts it.
         """
         conditions = [c for c in (self.row_filter, self.in_shard) if c is not None]
-        return sa.and_(*conditions) if conditions else sa.true()
+        return sa.and_(self.key.is_not(None), *conditions)
 
     def erasure_included(self) -> ColumnElement[bool]:
         """The source row is within an erasure request's reach (``erasure_where``, default ``where``)."""
         conditions = [c for c in (self.erasure_filter, self.in_shard) if c is not None]
-        return sa.and_(*conditions) if conditions else sa.true()
+        return sa.and_(self.key.is_not(None), *conditions)
 
     def excluded(self) -> ColumnElement[bool]:
         """The source row fails the dataset's ``where`` (false or unknown)."""

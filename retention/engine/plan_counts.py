@@ -16,6 +16,7 @@ from retention.engine.clock_read import Anomaly
 from retention.engine.evaluate import (
     ANOMALIES,
     IGNORED_ROWS,
+    NULL_KEYS,
     evaluate_record,
 )
 from retention.engine.lifecycle import _next_states, delay_condition
@@ -175,8 +176,20 @@ class PlannerCounts(PlannerPasses):
                 .where(*active)
                 .scalar_subquery()
             )
+        if self.key.nullable:
+            # Rows the dataset's where selects but whose key is NULL: no record (included() leaves them out).
+            outside = [c for c in (self.row_filter, self.in_shard) if c is not None]
+            counts[NULL_KEYS] = (
+                sa.select(sa.func.count())
+                .select_from(self.sql.table)
+                .where(self.key.is_(None), *outside)
+                .scalar_subquery()
+            )
         row = conn.execute(sa.select(*(value.label(f"c{i}") for i, value in enumerate(counts.values())))).one()
-        return {category: int(found) for category, found in zip(counts, row, strict=True)}
+        found = {category: int(value) for category, value in zip(counts, row, strict=True)}
+        if not found.get(NULL_KEYS):
+            found.pop(NULL_KEYS, None)  # listed only when some row has one (a NOT NULL key never does)
+        return found
 
     def _anomaly_for_count(self, conn: sa.Connection, category: Anomaly) -> ColumnElement[bool]:
         """The rows of ``category``: one clock's invalid values within index ranges (MariaDB), else as batches test."""
