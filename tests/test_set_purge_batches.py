@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,22 @@ def _events(engine: sa.Engine, rows: int) -> sa.Table:
     with engine.begin() as conn:
         conn.execute(events.insert(), [{"id": i, "user_id": f"u{i}", "collected": old} for i in range(rows)])
     return events
+
+
+def after_the_first_locking_read(monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, then: Callable[[], None]) -> None:
+    """Run ``then`` once, right after a run's first batch has read (and locked) its keys, inside that batch."""
+    dialect = type(dialect_for(engine))
+    original = dialect.last_of_batch
+    done: list[bool] = []
+
+    def read_then(self: Any, conn: sa.Connection, query: Any, size: int, parameters: Any = None) -> tuple[Any, int]:
+        found = original(self, conn, query, size, parameters)
+        if not done:
+            done.append(True)
+            then()
+        return found
+
+    monkeypatch.setattr(dialect, "last_of_batch", read_then)
 
 
 def test_a_hold_placed_between_batches_stops_the_next_batches(migrated: sa.Engine) -> None:
@@ -236,19 +253,12 @@ def test_a_hold_committed_after_the_locking_read_stops_the_batch(
     events = _events(migrated, 4)
     with migrated.begin() as conn:
         subjects.place_hold(conn, scope="subject", subject_key="nobody", reason="x", placed_by="test", secret=KEY)
-    dialect = type(dialect_for(migrated))
-    original = dialect.last_of_batch
-    reads: list[Any] = []
 
-    def then_hold(self: Any, conn: sa.Connection, query: Any, size: int, parameters: Any = None) -> tuple[Any, int]:
-        found = original(self, conn, query, size, parameters)
-        reads.append(found)
-        if len(reads) == 1:
-            with migrated.begin() as other:
-                subjects.place_hold(other, scope="subject", subject_key="u1", reason="y", placed_by="test", secret=KEY)
-        return found
+    def hold() -> None:
+        with migrated.begin() as other:
+            subjects.place_hold(other, scope="subject", subject_key="u1", reason="y", placed_by="test", secret=KEY)
 
-    monkeypatch.setattr(dialect, "last_of_batch", then_hold)
+    after_the_first_locking_read(monkeypatch, migrated, hold)
     engine = migrated.execution_options(isolation_level=isolation) if isolation else migrated
     loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
     result = execute.run(engine, loaded, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), secret=KEY)

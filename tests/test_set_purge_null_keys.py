@@ -22,10 +22,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
-from test_set_purge_batches import KEY, PACK, _events
+from test_set_purge_batches import KEY, PACK, _events, after_the_first_locking_read
 
 from retention.cli import main
-from retention.dialects import dialect_for
 from retention.engine import execute, set_purge
 from retention.engine.plan_values import Batch
 from retention.ledger import chain as ledger
@@ -38,22 +37,20 @@ NEW = dt.datetime(2024, 12, 1, 12, tzinfo=dt.UTC)
 THREE = PACK.replace("batch_size: 2", "batch_size: 3")
 
 
-def _keyed(engine: sa.Engine, rows: list[tuple[str | None, dt.datetime]]) -> sa.Table:
-    """``spb_events`` keyed by a nullable unique text column ``id`` (the row's own primary key is ``n``)."""
-    events = sa.Table(
-        "spb_events",
-        sa.MetaData(),
-        sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("id", sa.String(10), nullable=True, unique=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
+def _keyed(engine: sa.Engine, rows: list[tuple[str | None, dt.datetime]], *, text_primary: bool = False) -> sa.Table:
+    """``spb_events`` keyed by a nullable unique text column ``id`` (the row's own primary key is ``n``).
+
+    ``text_primary``: ``id`` is the primary key itself, declared without
+    NOT NULL (SQLite's legacy quirk lets it hold NULL; no ``n``).
+    """
+    own = [] if text_primary else [sa.Column("n", sa.Integer, primary_key=True, autoincrement=False)]
+    key = sa.Column("id", sa.String(10), primary_key=text_primary, nullable=True, unique=not text_primary)
+    columns = [*own, key, sa.Column("user_id", sa.String(40)), sa.Column("collected", sa.DateTime(timezone=True))]
+    events = sa.Table("spb_events", sa.MetaData(), *columns)
     events.create(engine)
+    values = [{"id": key, "user_id": f"u{key}", "collected": at} for key, at in rows]
     with engine.begin() as conn:
-        conn.execute(
-            events.insert(),
-            [{"n": n, "id": key, "user_id": f"u{key}", "collected": at} for n, (key, at) in enumerate(rows)],
-        )
+        conn.execute(events.insert(), [{**v, "n": n} for n, v in enumerate(values)] if own else values)
     return events
 
 
@@ -121,18 +118,8 @@ def test_a_first_batch_of_null_keys_alone_ends(
 @pytest.mark.only_on("sqlite")
 def test_sqlite_a_text_primary_key_holding_null(migrated: sa.Engine) -> None:
     """SQLite's legacy quirk: a text primary key declared without NOT NULL holds NULL; counted, never moved."""
-    events = sa.Table(
-        "spb_events",
-        sa.MetaData(),
-        sa.Column("id", sa.String(10), primary_key=True, nullable=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
-    events.create(migrated)
+    events = _keyed(migrated, [(key, OLD) for key in (None, "a", "b", "c")], text_primary=True)
     with migrated.begin() as conn:
-        conn.execute(
-            events.insert(), [{"id": key, "user_id": f"u{key}", "collected": OLD} for key in (None, "a", "b", "c")]
-        )
         subjects.place_hold(conn, scope="subject", subject_key="ub", reason="x", placed_by="t", secret=KEY)
     loaded = validate_pack(yaml.safe_load(THREE), Path("<test>"), THREE)
     result = execute.run(migrated, loaded, AS_OF, secret=KEY)
@@ -204,25 +191,18 @@ def test_sqlite_a_hold_from_another_connection_waits_for_the_batch(
     events = _events(migrated, 4)
     with migrated.begin() as conn:
         subjects.place_hold(conn, scope="subject", subject_key="nobody", reason="x", placed_by="test", secret=KEY)
-    dialect = type(dialect_for(migrated))
-    original = dialect.last_of_batch
     outcome: list[str] = []
     other = sa.create_engine(migrated.url, connect_args={"timeout": 0.3})
 
-    def then_hold(self: Any, conn: sa.Connection, query: Any, size: int, parameters: Any = None) -> tuple[Any, int]:
-        found = original(self, conn, query, size, parameters)
-        if not outcome:
-            try:
-                with other.begin() as second:
-                    subjects.place_hold(
-                        second, scope="subject", subject_key="u1", reason="y", placed_by="t", secret=KEY
-                    )
-                outcome.append("committed")
-            except sa.exc.OperationalError as exc:
-                outcome.append(f"refused: {exc.orig}")
-        return found
+    def hold() -> None:
+        try:
+            with other.begin() as second:
+                subjects.place_hold(second, scope="subject", subject_key="u1", reason="y", placed_by="t", secret=KEY)
+            outcome.append("committed")
+        except sa.exc.OperationalError as exc:
+            outcome.append(f"refused: {exc.orig}")
 
-    monkeypatch.setattr(dialect, "last_of_batch", then_hold)
+    after_the_first_locking_read(monkeypatch, migrated, hold)
     loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
     try:
         result = execute.run(migrated, loaded, AS_OF, secret=KEY)
