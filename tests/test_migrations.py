@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 
 from retention.errors import ConfigError
 from retention.store import migrate
+from retention.store.config import create_engine
 from retention.store.tables import metadata
 
 
@@ -368,3 +369,23 @@ def test_key_columns_keep_keys_that_differ_only_by_trailing_spaces_up_and_down(e
             [("d", "S1"), ("d", "a"), ("d2", "S2"), ("d2", "a ")] if maria else [("d", "a"), ("d", "a ")]
         )
     migrate.upgrade(engine)
+
+
+@pytest.mark.only_on("mariadb")
+def test_a_mariadb_url_gets_the_compact_pseudonym_indexes(db_url: str) -> None:
+    """Through a ``mariadb://`` URL (a dialect named "mariadb", which reads only ``mariadb_`` options) the ledger
+    items' pseudonym indexes keep their first 16 characters, as through ``mysql://`` (migration 0016)."""
+    engine = create_engine(sa.make_url(db_url).set(drivername="mariadb").render_as_string(hide_password=False))
+    try:
+        assert engine.dialect.name == "mariadb"
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            parts = conn.execute(
+                sa.text(
+                    "SELECT column_name, sub_part FROM information_schema.statistics WHERE table_schema = DATABASE() "
+                    "AND table_name = 'retention_ledger_items' AND column_name LIKE '%pseudonym'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert sorted(parts) == [("email_pseudonym", 16), ("record_pseudonym", 16), ("subject_pseudonym", 16)]
