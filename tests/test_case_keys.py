@@ -273,16 +273,21 @@ def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) ->
     return _keyed_table(engine, name, "utf8mb4_bin", [(k, s, MID) for k, s in rows])
 
 
+def _erase(engine: sa.Engine, subject: str) -> None:
+    """An erasure request for ``subject`` received 2024-12-20, and a run of ERASURE_PACK that succeeds."""
+    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
+    with engine.begin() as conn:
+        add_request(conn, subject_key=subject, received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
+    result = execute.run(engine, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
+    assert (result.status, result.failures) == ("succeeded", {})
+
+
 def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine) -> None:
     """A request for subject 'E' purges and masks the records of 'E' only, not those of 'e'; twin record keys
     ('M', 'm', both of 'E') are masked each, two rows in the erasure masks. Outcome computed by hand."""
     erased = _subject_table(migrated, "ck_erased", [("K", "E"), ("k", "e")])
     masked = _subject_table(migrated, "ck_masked", [("M", "E"), ("m", "E"), ("N", "e")])
-    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
-    with migrated.begin() as conn:
-        add_request(conn, subject_key="E", received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
-    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
-    assert (result.status, result.failures) == ("succeeded", {})
+    _erase(migrated, "E")
     with migrated.connect() as conn:
         assert set(conn.execute(sa.select(erased.c.id, erased.c.user_id))) == {("k", "e")}
         assert set(conn.execute(sa.select(masked.c.id, masked.c.note))) == {
@@ -481,11 +486,7 @@ def test_a_mariadb_url_request_for_an_unknown_subject_finds_no_records(mariadb_u
     """
     _subject_table(mariadb_url, "ck_erased", [("K", "X")])
     _subject_table(mariadb_url, "ck_masked", [("M", "X")])
-    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
-    with mariadb_url.begin() as conn:
-        add_request(conn, subject_key="x", received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
-    result = execute.run(mariadb_url, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
-    assert (result.status, result.failures) == ("succeeded", {})
+    _erase(mariadb_url, "x")
     with mariadb_url.connect() as conn:
         er = store.erasure_requests
         assert conn.execute(sa.select(er.c.status, er.c.outcome)).all() == [("processed", "no records found")]
