@@ -310,7 +310,8 @@ def _twins(engine: sa.Engine) -> sa.Table:
     2022-09-01.
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
-    options = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"} if maria else {}
+    name = engine.dialect.name  # a "mariadb" dialect reads only "mariadb_" options
+    options = {f"{name}_charset": "utf8mb4", f"{name}_collate": "utf8mb4_bin"} if maria else {}
     md = sa.MetaData()
     table = sa.Table(
         "twins",

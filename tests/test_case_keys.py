@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from retention.ledger import items as ledger_items
 from retention.ledger.verification import verify
 from retention.policy import validate_pack
 from retention.store import tables as store
+from retention.store.config import create_engine
 from retention.subjects import review
 from retention.subjects.events import add_request, place_hold
 
@@ -272,16 +273,21 @@ def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) ->
     return _keyed_table(engine, name, "utf8mb4_bin", [(k, s, MID) for k, s in rows])
 
 
+def _erase(engine: sa.Engine, subject: str) -> None:
+    """An erasure request for ``subject`` received 2024-12-20, and a run of ERASURE_PACK that succeeds."""
+    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
+    with engine.begin() as conn:
+        add_request(conn, subject_key=subject, received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
+    result = execute.run(engine, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
+    assert (result.status, result.failures) == ("succeeded", {})
+
+
 def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine) -> None:
     """A request for subject 'E' purges and masks the records of 'E' only, not those of 'e'; twin record keys
     ('M', 'm', both of 'E') are masked each, two rows in the erasure masks. Outcome computed by hand."""
     erased = _subject_table(migrated, "ck_erased", [("K", "E"), ("k", "e")])
     masked = _subject_table(migrated, "ck_masked", [("M", "E"), ("m", "E"), ("N", "e")])
-    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
-    with migrated.begin() as conn:
-        add_request(conn, subject_key="E", received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
-    result = execute.run(migrated, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
-    assert (result.status, result.failures) == ("succeeded", {})
+    _erase(migrated, "E")
     with migrated.connect() as conn:
         assert set(conn.execute(sa.select(erased.c.id, erased.c.user_id))) == {("k", "e")}
         assert set(conn.execute(sa.select(masked.c.id, masked.c.note))) == {
@@ -437,8 +443,8 @@ def test_an_approved_review_item_purges_its_record_not_its_twin(migrated: sa.Eng
 def _keyed_table(engine: sa.Engine, name: str, collation: str, rows: list[tuple[str, str, dt.datetime]]) -> sa.Table:
     """(id, user_id, collected) rows, each noted "note of <id>"; text columns in ``collation`` on MariaDB."""
     options: dict[str, Any] = {}
-    if engine.dialect.name in ("mysql", "mariadb"):
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": collation}
+    if engine.dialect.name in ("mysql", "mariadb"):  # a "mariadb" dialect reads only "mariadb_" options
+        options = {f"{engine.dialect.name}_charset": "utf8mb4", f"{engine.dialect.name}_collate": collation}
     md = sa.MetaData()
     table = sa.Table(
         name,
@@ -459,3 +465,29 @@ def _keyed_table(engine: sa.Engine, name: str, collation: str, rows: list[tuple[
 
 def _nonzero(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return {d: {t: n for t, n in per.items() if n} for d, per in counts.items() if any(per.values())}
+
+
+@pytest.fixture
+def mariadb_url(migrated: sa.Engine, db_url: str) -> Iterator[sa.Engine]:
+    """The migrated test database through a ``mariadb://`` URL, which the product accepts (driver_url): a dialect
+    named "mariadb", not "mysql"."""
+    engine = create_engine(sa.make_url(db_url).set(drivername="mariadb").render_as_string(hide_password=False))
+    assert engine.dialect.name == "mariadb"
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.only_on("mariadb")
+def test_a_mariadb_url_request_for_an_unknown_subject_finds_no_records(mariadb_url: sa.Engine) -> None:
+    """A request for subject 'x' where only 'X' has records: "no records found", as Python compares.
+
+    Through a ``mariadb://`` URL the key comparison once lost its collation
+    and took 'X' for 'x': the request stayed open (review-maria 1).
+    """
+    _subject_table(mariadb_url, "ck_erased", [("K", "X")])
+    _subject_table(mariadb_url, "ck_masked", [("M", "X")])
+    _erase(mariadb_url, "x")
+    with mariadb_url.connect() as conn:
+        er = store.erasure_requests
+        assert conn.execute(sa.select(er.c.status, er.c.outcome)).all() == [("processed", "no records found")]
+        assert set(conn.execute(sa.select(sa.table("ck_erased", sa.column("id"))))) == {("K",)}

@@ -9,8 +9,11 @@ collations, written out by hand.
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
+from retention.dialects.mysql import MySQLDialect
 from retention.dialects.mysql_keys import keeps_keys_apart, key_collation
+from retention.store.tables import SOURCE_KEY
 
 
 @pytest.mark.parametrize(
@@ -56,3 +59,19 @@ def test_a_separate_store_keeps_keys_apart_only_in_a_binary_no_pad_collation(
     collation: str | None, wanted: str, apart: bool
 ) -> None:
     assert keeps_keys_apart(collation, wanted) is apart
+
+
+@pytest.mark.parametrize("name", ["mysql", "mariadb"])
+def test_both_dialect_names_compile_keys_in_the_servers_collation(name: str) -> None:
+    """A ``mariadb://`` URL makes a dialect named "mariadb": its key comparisons and key columns name the collation too.
+
+    Compiled against a dialect set as a MariaDB 10.11 connection leaves it;
+    without the collation a key compared case- and pad-blind (review-maria 1).
+    """
+    dialect = sa.make_url(f"{name}+pymysql://").get_dialect()()
+    dialect.server_version_info, dialect.is_mariadb = (10, 11, 19), True
+    assert dialect.name == name
+    source = sa.table("src", sa.column("k", sa.String(20)))
+    where = str(MySQLDialect().key_text(source.c.k).in_(["a"]).compile(dialect=dialect))
+    assert where.endswith("AS CHAR(191)) COLLATE utf8mb4_nopad_bin IN (__[POSTCOMPILE_param_1])"), where
+    assert SOURCE_KEY.compile(dialect=dialect) == "VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"

@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 
 from retention.errors import ConfigError
 from retention.store import migrate
+from retention.store.config import create_engine
 from retention.store.tables import metadata
 
 
@@ -204,13 +205,13 @@ def _columns(conn: sa.Connection) -> Columns:
     return {(t, c): (collation, nullable, comment) for t, c, collation, nullable, comment in rows}
 
 
-def _state(conn: sa.Connection, key: str) -> None:
+def _state(conn: sa.Connection, key: str, dataset: str = "d") -> None:
     conn.execute(
         sa.text(
             "INSERT INTO retention_record_states (dataset, record_key, state, since, run_id) "
-            "VALUES ('d', :k, 'archived', '2026-01-01 00:00:00', 'r')"
+            "VALUES (:d, :k, 'archived', '2026-01-01 00:00:00', 'r')"
         ),
-        {"k": key},
+        {"d": dataset, "k": key},
     )
 
 
@@ -267,13 +268,13 @@ def _only_key_columns_in(collation: str, before: Columns, after: Columns) -> Non
     }
 
 
-def _mask(conn: sa.Connection, key: str) -> None:
+def _mask(conn: sa.Connection, key: str, dataset: str = "d") -> None:
     conn.execute(
         sa.text(
             "INSERT INTO retention_erasure_masks (dataset, record_key, request_id, run_id, masked_at) "
-            "VALUES ('d', :k, 1, 'r', '2026-01-01 00:00:00')"
+            "VALUES (:d, :k, 1, 'r', '2026-01-01 00:00:00')"
         ),
-        {"k": key},
+        {"d": dataset, "k": key},
     )
 
 
@@ -286,7 +287,8 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
     comparisons are byte-wise): 0020 changes nothing there. On MariaDB the
     downgrade is refused before its first ALTER while any listed column holds
     such twins (in the first table converted or only in a later one), and
-    goes ahead when one subject merely appears on two records.
+    goes ahead when one subject merely appears on two records, or twin record
+    keys are in two datasets (never compared with each other).
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
     before, after = _upgrade_keeps_twins(engine, "0019_pdrop", "0020_keycase", "A", "a")
@@ -307,14 +309,18 @@ def test_key_columns_keep_keys_that_differ_only_in_case_up_and_down(engine: sa.E
         _refused(engine, "retention_erasure_masks", "record_key", before, after)
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM retention_erasure_masks WHERE record_key = 'm' COLLATE utf8mb4_bin"))
-            # One subject on two records is no twin: the downgrade goes ahead.
+            # One subject on two records is no twin, nor are record keys in two datasets: the downgrade goes ahead.
             for key in ("S1", "S2"):
                 _state(conn, key)
             conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's' WHERE record_key LIKE 'S%'"))
+            _mask(conn, "m", "d2")
+            _state(conn, "a", "d2")
     migrate.downgrade(engine, "0019_pdrop")
     with engine.connect() as conn:
         if maria:
             assert _columns(conn) == before
+        masks = conn.execute(sa.text("SELECT dataset, record_key FROM retention_erasure_masks"))
+        assert sorted(masks) == ([("d", "M"), ("d2", "m")] if maria else [])
     migrate.upgrade(engine)
 
 
@@ -326,7 +332,8 @@ def test_key_columns_keep_keys_that_differ_only_by_trailing_spaces_up_and_down(e
     one for 'a' (a duplicate key); at head every database keeps both. The
     downgrade is refused before its first ALTER while any listed column
     holds such twins (a record key in the first table converted, one only in
-    a later table, a subject key), and goes ahead when none is left.
+    a later table, a subject key, even on records of two datasets), and goes
+    ahead when none is left but record keys in two datasets.
     """
     maria = engine.dialect.name in ("mysql", "mariadb")
     before, after = _upgrade_keeps_twins(engine, "0020_keycase", "head", "a", "a ")
@@ -343,17 +350,42 @@ def test_key_columns_keep_keys_that_differ_only_by_trailing_spaces_up_and_down(e
         _refused(engine, "retention_erasure_masks", "record_key", before, after, down, spaces)
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM retention_erasure_masks WHERE record_key = 'M  '"))
-            for key in ("S1", "S2"):
-                _state(conn, key)
+            _state(conn, "S1")
+            _state(conn, "S2", "d2")  # a subject's twin in another dataset is one still
             conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's' WHERE record_key = 'S1'"))
             conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's ' WHERE record_key = 'S2'"))
         _refused(engine, "retention_record_states", "subject_key", before, after, down, spaces)
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE retention_record_states SET subject_key = 's' WHERE record_key = 'S2'"))
+            # Record keys in two datasets are no twins (a subject's are, above): the downgrade goes ahead.
+            _state(conn, "a ", "d2")
+            _mask(conn, "M  ", "d2")
     migrate.downgrade(engine, "0020_keycase")
     with engine.connect() as conn:
         if maria:
             assert _columns(conn) == before
-        keys = conn.execute(sa.text("SELECT record_key FROM retention_record_states")).scalars()
-        assert sorted(keys) == (["S1", "S2", "a"] if maria else ["a", "a "])
+        keys = conn.execute(sa.text("SELECT dataset, record_key FROM retention_record_states")).all()
+        assert sorted(keys) == (
+            [("d", "S1"), ("d", "a"), ("d2", "S2"), ("d2", "a ")] if maria else [("d", "a"), ("d", "a ")]
+        )
     migrate.upgrade(engine)
+
+
+@pytest.mark.only_on("mariadb")
+def test_a_mariadb_url_gets_the_compact_pseudonym_indexes(db_url: str) -> None:
+    """Through a ``mariadb://`` URL (a dialect named "mariadb", which reads only ``mariadb_`` options) the ledger
+    items' pseudonym indexes keep their first 16 characters, as through ``mysql://`` (migration 0016)."""
+    engine = create_engine(sa.make_url(db_url).set(drivername="mariadb").render_as_string(hide_password=False))
+    try:
+        assert engine.dialect.name == "mariadb"
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            parts = conn.execute(
+                sa.text(
+                    "SELECT column_name, sub_part FROM information_schema.statistics WHERE table_schema = DATABASE() "
+                    "AND table_name = 'retention_ledger_items' AND column_name LIKE '%pseudonym'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert sorted(parts) == [("email_pseudonym", 16), ("record_pseudonym", 16), ("subject_pseudonym", 16)]

@@ -331,7 +331,8 @@ def test_set_based_archive_of_text_keys_in_a_collation_of_their_own(
         with migrated.connect() as conn:
             default = conn.execute(sa.text("SELECT @@collation_database")).scalar()
         ci = "utf8mb4_general_ci" if default != "utf8mb4_general_ci" else "utf8mb4_unicode_520_ci"
-        options = {"mysql_charset": "utf8mb4", "mysql_collate": ci if order == "ci" else "utf8mb4_bin"}
+        # By dialect name: a "mariadb" dialect (a mariadb:// URL) reads only "mariadb_" options.
+        options = {f"{name}_charset": "utf8mb4", f"{name}_collate": ci if order == "ci" else "utf8mb4_bin"}
     elif name == "postgresql":
         key_type = sa.String(30, collation="und-x-icu" if order == "ci" else "C")
     else:

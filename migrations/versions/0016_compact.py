@@ -45,7 +45,8 @@ def _recreate(compact: bool) -> None:
         op.drop_index(name, table_name=_TABLE)
         options: dict[str, Any] = {}
         if compact:
-            options["mysql_length"] = _PREFIX
+            # By dialect name: a mariadb:// URL's dialect reads "mariadb_" options only.
+            options["mysql_length"] = options["mariadb_length"] = _PREFIX
             if column == "record_pseudonym":
                 options["postgresql_using"] = "hash"
         op.create_index(name, _TABLE, [column], **options)

@@ -32,7 +32,8 @@ Downgrade restores the table's default collation (and character set: a
 character outside it stored since fails the ALTER in strict mode, or turns
 into '?'). It is refused before its first ALTER, nothing changed, if any
 listed column by then holds two keys that collation takes for one (keys
-that differ only in case), rather than merging them or leaving some tables
+that differ only in case; record keys within one dataset, subject keys
+anywhere), rather than merging them or leaving some tables
 converted and others not.
 """
 
@@ -41,7 +42,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from retention.store.key_columns import alter_statements, refuse_merged
+from retention.store.key_columns import KeyColumns, alter_statements, refuse_merged
 
 revision = "0020_keycase"
 down_revision = "0019_pdrop"
@@ -50,12 +51,24 @@ depends_on = None
 
 BINARY = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 
+# This revision's key columns, written out: a later table added to the engine must not change what this
+# revision does on an older database. Record keys are unique within their dataset, subject keys globally
+# (retention.store.key_columns.KeyColumns); the helpers there are frozen with this revision.
+KEYS: KeyColumns = {
+    "retention_record_states": {"record_key": "dataset", "subject_key": None, "leader_key": "dataset"},
+    "retention_archive": {"record_key": "dataset"},
+    "retention_erasure_masks": {"record_key": "dataset"},
+    "retention_review_items": {"record_key": "dataset"},
+    "retention_holds": {"record_key": "dataset", "subject_key": None},
+    "retention_erasure_requests": {"subject_key": None},
+}
+
 
 def _modify(collation: str) -> None:
     bind = op.get_bind()
     if bind.dialect.name not in ("mysql", "mariadb"):
         return
-    for statement in alter_statements(bind, collation):
+    for statement in alter_statements(bind, KEYS, collation):
         op.execute(sa.text(statement))
 
 
@@ -84,7 +97,7 @@ def _refuse_twins() -> None:
         ).one()
         return collation, f"CONVERT({{column}} USING {charset}) COLLATE {collation}"
 
-    refuse_merged(bind, revision, restored, "differing only in case or accents")
+    refuse_merged(bind, KEYS, revision, restored, "differing only in case or accents")
 
 
 def downgrade() -> None:

@@ -11,7 +11,7 @@ MySQL 8's ``utf8mb4_0900_*`` defaults) holds them as two records: they
 collided in the engine's primary keys (a duplicate key that failed the
 batch), and a hold typed 'a' held the record 'a ' of any source in the
 set-based statements while the per-record evaluator, comparing as Python
-does, did not. The columns listed in :mod:`retention.store.key_columns`
+does, did not. The columns 0020 changed (``KEYS`` below)
 now take the server's NO PAD binary collation
 (:func:`retention.dialects.mysql_keys.key_collation`: MariaDB >= 10.2
 ``utf8mb4_nopad_bin``, MySQL >= 8.0.17 ``utf8mb4_0900_bin``; an older server
@@ -24,7 +24,7 @@ PostgreSQL and SQLite: nothing (their comparisons never pad).
 
 Downgrade restores ``utf8mb4_bin``; it is refused before its first
 ``ALTER``, nothing changed, while a listed column holds two keys that differ
-only by trailing spaces.
+only by trailing spaces (record keys within one dataset, subject keys anywhere).
 """
 
 from __future__ import annotations
@@ -33,19 +33,31 @@ import sqlalchemy as sa
 from alembic import op
 
 from retention.dialects.mysql_keys import PAD_BINARY, server_key_collation
-from retention.store.key_columns import alter_statements, refuse_merged
+from retention.store.key_columns import KeyColumns, alter_statements, refuse_merged
 
 revision = "0021_keypad"
 down_revision = "0020_keycase"
 branch_labels = None
 depends_on = None
 
+# This revision's key columns, written out: a later table added to the engine must not change what this
+# revision does on an older database. Record keys are unique within their dataset, subject keys globally
+# (retention.store.key_columns.KeyColumns); the helpers there are frozen with this revision.
+KEYS: KeyColumns = {
+    "retention_record_states": {"record_key": "dataset", "subject_key": None, "leader_key": "dataset"},
+    "retention_archive": {"record_key": "dataset"},
+    "retention_erasure_masks": {"record_key": "dataset"},
+    "retention_review_items": {"record_key": "dataset"},
+    "retention_holds": {"record_key": "dataset", "subject_key": None},
+    "retention_erasure_requests": {"subject_key": None},
+}
+
 
 def _modify(collation: str) -> None:
     bind = op.get_bind()
     if bind.dialect.name not in ("mysql", "mariadb") or server_key_collation(bind.dialect) == PAD_BINARY:
         return
-    for statement in alter_statements(bind, f"CHARACTER SET utf8mb4 COLLATE {collation}"):
+    for statement in alter_statements(bind, KEYS, f"CHARACTER SET utf8mb4 COLLATE {collation}"):
         op.execute(sa.text(statement))
 
 
@@ -58,6 +70,7 @@ def downgrade() -> None:
     if bind.dialect.name in ("mysql", "mariadb"):
         refuse_merged(
             bind,
+            KEYS,
             revision,
             lambda table: (PAD_BINARY, f"{{column}} COLLATE {PAD_BINARY}"),
             "differing only by trailing spaces",

@@ -96,7 +96,10 @@ def _key_collated(element: KeyCollated, compiler: Any, **kw: Any) -> str:
     return str(compiler.process(element.text, **kw))
 
 
+# By dialect *name*, which is "mariadb" for a ``mariadb://`` URL (MySQLDialect.names, driver_url):
+# a name left out here falls back to the generic compiler, no COLLATE, and the key compares case-blind.
 @compiles(KeyCollated, "mysql")
+@compiles(KeyCollated, "mariadb")
 def _key_collated_mysql(element: KeyCollated, compiler: Any, **kw: Any) -> str:
     return f"{compiler.process(element.text, **kw)} COLLATE {server_key_collation(compiler.dialect)}"
 
@@ -112,5 +115,6 @@ class KeyVarchar(mysql.VARCHAR):
 
 
 @compiles(KeyVarchar, "mysql")
+@compiles(KeyVarchar, "mariadb")
 def _key_varchar(type_: KeyVarchar, compiler: Any, **kw: Any) -> str:
     return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {server_key_collation(compiler.dialect)}"

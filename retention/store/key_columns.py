@@ -1,4 +1,4 @@
-"""The engine's columns that hold a source's record or subject key, and the DDL that changes their collation.
+"""The DDL that changes the collation of the engine's columns holding a source's record or subject key.
 
 For the migrations that set it on MariaDB/MySQL (0020_keycase: byte order,
 0021_keypad: no trailing-space padding either) and their downgrades, which
@@ -7,28 +7,34 @@ apart. MariaDB changes one table per non-transactional ``ALTER`` (rebuilding
 it, ``ALGORITHM=COPY``): a downgrade that failed on the third table (a
 duplicate key) would leave the first two changed while the database still
 names the newer revision, so every column is checked first.
+
+Each migration passes its own literal list of columns (:data:`KeyColumns`):
+a table added later must not change what an old revision does on an older
+database (nor fail it on a column that does not exist there yet). The
+functions' behaviour is frozen with those revisions: a later one that needs
+other DDL gets a function of its own, not a change here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
 from retention.errors import ConfigError
 
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "retention_record_states": ("record_key", "subject_key", "leader_key"),
-    "retention_archive": ("record_key",),
-    "retention_erasure_masks": ("record_key",),
-    "retention_review_items": ("record_key",),
-    "retention_holds": ("record_key", "subject_key"),
-    "retention_erasure_requests": ("subject_key",),
-}
-"""The engine's columns that hold a source's record or subject key, by table."""
+KeyColumns = Mapping[str, Mapping[str, str | None]]
+"""table -> key column -> the column its keys are unique within (a record key's ``dataset``), or None (global).
+
+Record keys name a record of one dataset (the states', archive's, masks'
+and review items' primary keys include the dataset; a record hold names
+its dataset): 'a' in one dataset and 'a ' in another never meet. A subject
+key is one person's across every dataset (a subject hold or erasure request
+reaches them all), so subject keys are compared globally.
+"""
 
 
-def alter_statements(bind: sa.Connection, collation: str) -> list[str]:
+def alter_statements(bind: sa.Connection, columns: KeyColumns, collation: str) -> list[str]:
     """One ``ALTER TABLE`` per table giving its key columns ``collation`` (a clause; "" for the table's default).
 
     Each column keeps its type, nullability and comment, read from the
@@ -37,7 +43,7 @@ def alter_statements(bind: sa.Connection, collation: str) -> list[str]:
     """
     quote = bind.dialect.identifier_preparer.quote
     statements = []
-    for table, columns in COLUMNS.items():
+    for table, keys in columns.items():
         found = bind.execute(
             sa.text(
                 "SELECT column_name, column_type, is_nullable, column_comment FROM information_schema.columns "
@@ -47,7 +53,7 @@ def alter_statements(bind: sa.Connection, collation: str) -> list[str]:
         ).all()
         current = {name.lower(): (kind, nullable, comment) for name, kind, nullable, comment in found}
         parts = []
-        for column in columns:
+        for column in keys:
             kind, nullable, comment = current[column]
             null = "NULL" if nullable == "YES" else "NOT NULL"
             said = f" COMMENT {_literal(comment)}" if comment else ""
@@ -65,22 +71,30 @@ def _literal(text: str) -> str:
 
 
 def refuse_merged(
-    bind: sa.Connection, revision: str, restored: Callable[[str], tuple[str, str]], differing: str
+    bind: sa.Connection,
+    columns: KeyColumns,
+    revision: str,
+    restored: Callable[[str], tuple[str, str]],
+    differing: str,
 ) -> None:
     """Refuse a downgrade below ``revision`` if any listed column holds two keys its restored collation merges.
 
     ``restored(table)`` gives the collation the downgrade restores there and
     an expression of ``{column}`` in it. Two values that are distinct in the
-    column now but equal there, in one column, refuse it (a subject's too: a
-    hold or erasure request on one would reach the other's records). The
+    column now but equal there, in one column and one scope (a record key's
+    dataset; every row for a subject key), refuse it: a subject's too, as a
+    hold or erasure request on one would reach the other's records. Twins in
+    two datasets are left alone; the old collation never compares them. The
     message names the table and column and how such keys differ
     (``differing``), never the keys.
     """
     quote = bind.dialect.identifier_preparer.quote
-    for table, columns in COLUMNS.items():
+    for table, keys in columns.items():
         collation, expression = restored(table)
-        for column in columns:
+        for column, scope in keys.items():
             merged = expression.format(column=quote(column))
+            if scope is not None:
+                merged = f"{quote(scope)}, {merged}"
             twins = bind.execute(
                 sa.text(
                     f"SELECT 1 FROM {quote(table)} WHERE {quote(column)} IS NOT NULL "

@@ -373,10 +373,16 @@ ledger_items = sa.Table(
     # characters, PostgreSQL hashes the record pseudonym (subjects and e-mails repeat across items:
     # a hash bucket's overflow chain would be walked on every insert, so they keep a B-tree). SQLite keys
     # them on substr(column, 1, 16) (migration 0017; SQLAlchemy cannot declare or reflect that per dialect):
-    # lookups go through Dialect.pseudonym_in.
-    sa.Index(None, "record_pseudonym", mysql_length=PSEUDONYM_PREFIX, postgresql_using="hash"),
-    sa.Index(None, "subject_pseudonym", mysql_length=PSEUDONYM_PREFIX),
-    sa.Index(None, "email_pseudonym", mysql_length=PSEUDONYM_PREFIX),
+    # lookups go through Dialect.pseudonym_in. Options go by dialect name: "mariadb" for a mariadb:// URL.
+    sa.Index(
+        None,
+        "record_pseudonym",
+        mysql_length=PSEUDONYM_PREFIX,
+        mariadb_length=PSEUDONYM_PREFIX,
+        postgresql_using="hash",
+    ),
+    sa.Index(None, "subject_pseudonym", mysql_length=PSEUDONYM_PREFIX, mariadb_length=PSEUDONYM_PREFIX),
+    sa.Index(None, "email_pseudonym", mysql_length=PSEUDONYM_PREFIX, mariadb_length=PSEUDONYM_PREFIX),
 )
 
 BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
