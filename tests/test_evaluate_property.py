@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql
 
-from retention.engine.clock_read import ClockReading
 from retention.engine.evaluate import (
     ANOMALIES,
     DatasetSQL,
@@ -322,35 +321,22 @@ def as_ofs(draw: st.DrawFn) -> dt.datetime:
     return base + draw(_SHIFTS)
 
 
-def _shown(readings: list[ClockReading]) -> list[tuple[Any, ...]]:
-    """A record's readings as comparable tuples (``repr`` of the raw value: NaN is not equal to itself)."""
-    return [(r.label, repr(r.raw), r.anomaly, r.day, r.instant, r.detail, r.ignored) for r in readings]
-
-
 def _compare(conn: sa.Connection, ds: DatasetSQL, stored: dict[int, Any], as_of: dt.datetime) -> None:
     """SQL's due keys and anomalies == the Python evaluation of each record read as explain does.
 
     ``ds`` is compiled once per test: its reflected tables keep SQLAlchemy's
-    statement cache warm across examples. The records are read in one query
-    (``readings_many``, explain's many-record read) rather than one query a
-    key (``readings``): 25 records an example took 2-10 ms on SQLite and
-    4-35 ms on PostgreSQL and MariaDB that way, against 0.3-5 ms
-    (bench/suite_setup_costs.py, 2026-12-07). ``readings`` still reads one
-    key an example and must read it the same (tests/test_explain_many.py
-    compares the two reads record by record).
+    statement cache warm across examples.
     """
     pack, dataset = ds.pack, ds.dataset
     if conn.dialect.name == "postgresql":
         # A tiny table never analysed looks costly enough to JIT-compile each
         # query (~80 ms); the answer is the same without.
         conn.exec_driver_sql("SET LOCAL jit = off")
-    keys = list(stored)
-    read = ds.readings_many(conn, keys, as_of)
-    assert set(read) == set(keys), set(keys) - set(read)
-    sample = keys[len(keys) // 2]  # explain's own one-record read, for one key an example
-    alone = ds.readings(conn, sample, as_of)
-    assert alone is not None and _shown(alone) == _shown(read[sample]), stored[sample]
-    evaluations = {key: evaluate_readings(pack, dataset, readings) for key, readings in read.items()}
+    evaluations = {}
+    for key in stored:
+        readings = ds.readings(conn, key, as_of)
+        assert readings is not None, key
+        evaluations[key] = evaluate_readings(pack, dataset, readings)
     for state in ("inactive", "archived", "purged"):
         sql_keys = set(conn.execute(sa.select(ds.key).where(ds.due(state, as_of))).scalars())
         py_keys = {k for k, e in evaluations.items() if e.anomaly is None and e.due[state] <= as_of}
