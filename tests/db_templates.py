@@ -15,8 +15,9 @@ isolated database:
   and its rows (``alembic_version``), replayed in the test's database
   (``CREATE TABLE ... LIKE`` would miss the foreign keys and the triggers).
 
-A copy is exactly what the migrations make (tests/test_templates.py compares
-them); tests/test_migrations.py keeps running the migrations themselves.
+A copy is exactly what the migrations make, in an empty database and beside
+an application's table (tests/test_templates.py compares them from the
+catalogs); tests/test_migrations.py keeps running the migrations themselves.
 
 A template can also hold data: ``populated`` builds a migrated database once
 per session, fills it with a builder (the console tests' world: a shop, two

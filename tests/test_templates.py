@@ -36,7 +36,9 @@ def _schema(engine: sa.Engine) -> dict[str, Any]:
                 "unique": sorted(
                     (u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)
                 ),
+                "checks": sorted((c["name"], c["sqltext"]) for c in inspector.get_check_constraints(table)),
             }
+        shape["collations"] = sorted(_collations(conn))
         if conn.dialect.name == "sqlite":  # expression indexes (migration 0017), which the inspector leaves out
             shape["index definitions"] = sorted(
                 tuple(r) for r in conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
@@ -44,6 +46,26 @@ def _schema(engine: sa.Engine) -> dict[str, Any]:
         shape["triggers"] = sorted(_triggers(conn))
         shape["alembic_version"] = migrate.revision_on(conn)
     return shape
+
+
+def _collations(conn: sa.Connection) -> list[tuple[str, ...]]:
+    """Each table's and text column's collation from the catalog (the inspector's types leave them out)."""
+    name = conn.dialect.name
+    if name == "sqlite":  # collations live only in the CREATE TABLE text
+        return [tuple(r) for r in conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'")]
+    if name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT table_name, column_name, coalesce(collation_name, '') FROM information_schema.columns "
+            "WHERE table_schema = current_schema()"
+        )
+        return [tuple(r) for r in rows]
+    rows = conn.exec_driver_sql(
+        "SELECT t.table_name, coalesce(c.column_name, ''), coalesce(c.collation_name, t.table_collation) "
+        "FROM information_schema.tables t LEFT JOIN information_schema.columns c "
+        "ON c.table_schema = t.table_schema AND c.table_name = t.table_name AND c.collation_name IS NOT NULL "
+        "WHERE t.table_schema = database()"
+    )
+    return [tuple(r) for r in rows]
 
 
 def _triggers(conn: sa.Connection) -> list[tuple[str, ...]]:
@@ -75,6 +97,54 @@ def test_a_copy_of_the_template_is_what_the_migrations_make(engine: sa.Engine, d
             copied = _schema(copy)
         finally:
             copy.dispose()
+    assert copied == _schema(engine)
+    assert copied["alembic_version"] == migrate.head_revision()
+
+
+def _application_table(engine: sa.Engine) -> None:
+    """An application's table, with an index and a text column, made before the engine's tables (as on every
+    real first ``retention db upgrade``)."""
+    meta = sa.MetaData()
+    sa.Table(
+        "app_customers",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("email", sa.String(100), nullable=False),
+        sa.Column("last_login", sa.Date),
+        sa.Index("ix_app_customers_email", "email"),
+    )
+    meta.create_all(engine)
+
+
+def test_a_copy_beside_an_application_table_is_what_the_migrations_make(
+    engine: sa.Engine, dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL and MariaDB copy the template into a database that already holds an application's tables
+    (db_templates.upgrade): that copy must add what the migrations add and keep the application's table.
+
+    On SQLite such a database is migrated (the backup API would replace the
+    file and lose the application's table); the comparison then checks that.
+    """
+    _application_table(engine)
+    migrate.upgrade(engine)
+    with isolated_database(dialect, tmp_path) as url:
+        copy = create_engine(url)
+        try:
+            _application_table(copy)
+            if dialect != "sqlite":
+                real_upgrade = migrate.upgrade
+
+                def not_on_the_copy(target: sa.Engine, revision: str = "head") -> None:
+                    assert target is not copy, "migrated, not copied: this test would not compare the copy"
+                    real_upgrade(target, revision)  # the session's template, if this test builds it
+
+                monkeypatch.setattr(migrate, "upgrade", not_on_the_copy)
+            migrate_isolated(copy)
+            monkeypatch.undo()
+            copied = _schema(copy)
+        finally:
+            copy.dispose()
+    assert "app_customers" in copied
     assert copied == _schema(engine)
     assert copied["alembic_version"] == migrate.head_revision()
 
