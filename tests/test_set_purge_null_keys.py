@@ -141,12 +141,20 @@ def test_plan_says_how_many_rows_are_not_purged_for_a_null_key(
 
 
 def test_a_key_without_null_lists_no_null_key_count(migrated: sa.Engine) -> None:
-    """The count is listed only when a row has a NULL key: the run's stored anomalies stay as they were."""
-    _keyed(migrated, [("a", OLD), ("b", NEW)])
+    """The count is listed only when a row has a NULL key: plan's and the run's stored anomalies stay as they were.
+
+    A NULL clock makes the run store its anomalies (it stores none when all are zero).
+    """
+    events = _keyed(migrated, [("a", OLD), ("b", NEW), ("c", OLD)])
+    with migrated.begin() as conn:
+        conn.execute(events.update().where(events.c.id == "c").values(collected=None))
     loaded = validate_pack(yaml.safe_load(THREE), Path("<test>"), THREE)
+    planned = execute.plan(migrated, loaded, AS_OF)
     result = execute.run(migrated, loaded, AS_OF, secret=KEY)
     assert result.counts["events"] == {"active->purged": 1}
-    assert "null_key" not in result.anomalies.get("events", {})
+    expected = {"null": 1, "zero": 0, "invalid": 0, "future": 0}
+    assert planned.anomalies["events"] == expected
+    assert result.anomalies["events"] == expected
 
 
 @pytest.mark.only_on("sqlite")  # the one dialect that walks the key order (samples_by_key_order)

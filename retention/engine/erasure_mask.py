@@ -95,7 +95,7 @@ def pending(planner: PlannerBase, conn: sa.Connection, named: Any) -> bool:
     query = (
         sa.select(sa.literal(1))
         .select_from(planner.table)
-        .where(planner.included(), planner._names(conn, who, named), _unmasked(planner, conn))
+        .where(planner.reach(), planner._names(conn, who, named), _unmasked(planner, conn))  # NULL keys too
         .limit(1)
     )
     return conn.execute(query).first() is not None

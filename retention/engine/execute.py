@@ -33,6 +33,7 @@ from retention.engine.apply import (
     witness,
 )
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
+from retention.engine.clock_read import NULL_KEYS
 from retention.engine.plan import (
     Batch,
     PlanContext,
@@ -125,7 +126,15 @@ def plan(
                     {"partition": p.label, "rows": counted.rows[p.label], "counted": counted.how[p.label]}
                     for p in dropped
                 ]
-            summary.anomalies[name] = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
+            anomalies = {str(k): v for k, v in planner.anomaly_counts(conn).items()}
+            if name in summary.partitions and (nulls := partitions.null_keys(conn, planner, dropped)):
+                # The drop takes the NULL-key rows with the rest, and run and the ledger count them purged.
+                moves = summary.transitions.setdefault(name, {})
+                moves["active->purged"] = moves.get("active->purged", 0) + nulls
+                anomalies[NULL_KEYS] -= nulls
+                if not anomalies[NULL_KEYS]:
+                    del anomalies[NULL_KEYS]
+            summary.anomalies[name] = anomalies
             summary.held_back.extend(planner.held_back(conn))
         conn.rollback()
     if record:

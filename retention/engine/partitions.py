@@ -210,6 +210,23 @@ def tally(conn: sa.Connection, partitions: list[Partition], column: str) -> Tall
     return Tally(counts, min(lows, default=None), max(highs, default=None), counting)
 
 
+def null_keys(conn: sa.Connection, planner: DatasetPlanner, dropped: list[Partition]) -> int:
+    """The rows with a NULL key that dropping ``dropped`` removes, within ``where``.
+
+    Such a row is no record, so plan's passes leave it out and count it as
+    ``null_key``; but a drop takes every row of the partition, and run and
+    the ledger count it among the purged (run counts its anomalies after the
+    drop). Plan moves it from one count to the other so that it says what run does.
+    """
+    sql = planner.sql
+    if not dropped or sql is None or not planner.key.nullable:
+        return 0
+    value = sql.clocks[0].value
+    within = sa.or_(*[sa.and_(value >= p.lower, value < p.upper) for p in dropped])
+    query = sa.select(sa.func.count()).select_from(sql.table).where(planner.key.is_(None), planner.reach(), within)
+    return int(conn.execute(query).scalar_one())
+
+
 def _has_record_to_keep(conn: sa.Connection, planner: DatasetPlanner, partition: Partition) -> bool:
     """A held record, one under an open erasure request, or one already in another state."""
     sql = planner.sql

@@ -268,13 +268,22 @@ class PlannerBase:
         plan, run and the per-record passes all leave it out here, and
         :meth:`anomaly_counts` counts it.
         """
-        conditions = [c for c in (self.row_filter, self.in_shard) if c is not None]
-        return sa.and_(self.key.is_not(None), *conditions)
+        return sa.and_(self.key.is_not(None), self.reach())
 
     def erasure_included(self) -> ColumnElement[bool]:
         """The source row is within an erasure request's reach (``erasure_where``, default ``where``)."""
-        conditions = [c for c in (self.erasure_filter, self.in_shard) if c is not None]
-        return sa.and_(self.key.is_not(None), *conditions)
+        return sa.and_(self.key.is_not(None), self.reach(erasure=True))
+
+    def reach(self, *, erasure: bool = False) -> ColumnElement[bool]:
+        """``where`` (or ``erasure_where``) and the shard, NULL keys included.
+
+        A row with a NULL key is no record, yet it may still hold a person's
+        data: an erasure request's checks use this, so such a row keeps the
+        request open (as it did before NULL keys were left out) rather than
+        letting it close as erased with the row intact.
+        """
+        selected = self.erasure_filter if erasure else self.row_filter
+        return sa.and_(sa.true(), *[c for c in (selected, self.in_shard) if c is not None])
 
     def excluded(self) -> ColumnElement[bool]:
         """The source row fails the dataset's ``where`` (false or unknown)."""

@@ -151,7 +151,8 @@ class PlannerCounts(PlannerPasses):
         (bench/RESULTS.md, "plan in one aggregate pass": tried, not kept).
         """
         if self.sql is None:
-            return {}
+            nulls = _null_key_count(self)
+            return {} if nulls is None else _listed(conn, {NULL_KEYS: nulls})
         self.probe(conn)
         active = [self.included(), self.not_moved(conn)]
         counted, self._invalid_counted = self._invalid_counted, None
@@ -176,20 +177,9 @@ class PlannerCounts(PlannerPasses):
                 .where(*active)
                 .scalar_subquery()
             )
-        if self.key.nullable:
-            # Rows the dataset's where selects but whose key is NULL: no record (included() leaves them out).
-            outside = [c for c in (self.row_filter, self.in_shard) if c is not None]
-            counts[NULL_KEYS] = (
-                sa.select(sa.func.count())
-                .select_from(self.sql.table)
-                .where(self.key.is_(None), *outside)
-                .scalar_subquery()
-            )
-        row = conn.execute(sa.select(*(value.label(f"c{i}") for i, value in enumerate(counts.values())))).one()
-        found = {category: int(value) for category, value in zip(counts, row, strict=True)}
-        if not found.get(NULL_KEYS):
-            found.pop(NULL_KEYS, None)  # listed only when some row has one (a NOT NULL key never does)
-        return found
+        if (nulls := _null_key_count(self)) is not None:
+            counts[NULL_KEYS] = nulls
+        return _listed(conn, counts)
 
     def _anomaly_for_count(self, conn: sa.Connection, category: Anomaly) -> ColumnElement[bool]:
         """The rows of ``category``: one clock's invalid values within index ranges (MariaDB), else as batches test."""
@@ -313,7 +303,7 @@ class PlannerCounts(PlannerPasses):
         conditions = [
             self._names(conn, who, named),
             sa.or_(rs.c.state.is_(None), rs.c.state.in_(before)),
-            self.erasure_included(),
+            self.reach(erasure=True),  # NULL keys too: such a row keeps the request open (reach())
         ]
         if not include_held:
             conditions.append(self.not_held(key_text, who))
@@ -326,3 +316,29 @@ class PlannerCounts(PlannerPasses):
             )
             return conn.execute(orphan.limit(1)).first() is not None
         return False
+
+
+def _listed(conn: sa.Connection, counts: dict[str, Any]) -> dict[str, int]:
+    """Every count in one statement; ``null_key`` listed only when some row has one.
+
+    Stored anomalies of datasets with no NULL key stay as they were.
+    """
+    row = conn.execute(sa.select(*(value.label(f"c{i}") for i, value in enumerate(counts.values())))).one()
+    found = {category: int(value) for category, value in zip(counts, row, strict=True)}
+    if not found.get(NULL_KEYS):
+        found.pop(NULL_KEYS, None)
+    return found
+
+
+def _null_key_count(planner: PlannerCounts) -> ColumnElement[int] | None:
+    """Rows ``where`` or ``erasure_where`` selects whose key is NULL: no record (included() leaves them out).
+
+    None when the key column cannot hold NULL. Counted for every dataset,
+    followers too: their NULL-key rows stay behind when the leader goes.
+    """
+    if not planner.key.nullable:
+        return None
+    reach = planner.reach()
+    if planner.dataset.erasure_where is not None:
+        reach = sa.or_(reach, planner.reach(erasure=True))
+    return sa.select(sa.func.count()).select_from(planner.table).where(planner.key.is_(None), reach).scalar_subquery()
