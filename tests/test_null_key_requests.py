@@ -94,12 +94,19 @@ def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
     loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
     with migrated.begin() as conn:
         subjects.add_request(conn, subject_key="u1", received=dt.date(2024, 12, 15), pack=loaded.pack, secret=KEY)
+        request = conn.execute(sa.select(store.erasure_requests.c.id)).scalar_one()
+    why = (
+        f"erasure request {request}: 1 rows of this subject in events have no key (NULL); "
+        "the engine cannot erase them, so the request stays open"
+    )
     planned = execute.plan(migrated, loaded, AS_OF)
     assert planned.anomalies["events"].get("null_key") == 1
+    assert why in planned.notes
     for _ in (1, 2):
         result = execute.run(migrated, loaded, AS_OF, secret=KEY)
         assert result.failures == {}
         assert result.anomalies["events"].get("null_key") == 1
+        assert result.notes == [why]
     er = store.erasure_requests
     with migrated.connect() as conn:
         left = conn.execute(sa.select(events.c.name).where(events.c.id.is_(None))).scalars().all()

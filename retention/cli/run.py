@@ -327,6 +327,8 @@ def run(
         err_console.print(message, highlight=False)
     for message in sorted(set(result.waiting.values())):
         err_console.print(f"warning: {message}", highlight=False)
+    for note in result.notes:
+        err_console.print(f"note: {note}", highlight=False)
     _exit_for(result)
 
 

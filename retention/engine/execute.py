@@ -40,6 +40,7 @@ from retention.engine.plan import (
     PlanSummary,
     build_planners,
 )
+from retention.engine.plan_counts import null_key_notes
 from retention.engine.run_datasets import (
     GuardTrip,
     RunResult,
@@ -136,6 +137,8 @@ def plan(
                     del anomalies[NULL_KEYS]
             summary.anomalies[name] = anomalies
             summary.held_back.extend(planner.held_back(conn))
+        selected = [p for name, p in planners.items() if datasets is None or name in datasets]
+        summary.notes += null_key_notes(conn, selected)
         conn.rollback()
     if record:
         try:
@@ -280,7 +283,7 @@ def run(
             if datasets is not None:
                 plan_ctx.skipped |= {n for n in planners if n not in datasets}
             _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
-            _close_run(conn, engine, ctx, planners, result.erased)
+            result.notes += _close_run(conn, engine, ctx, planners, result.erased)
             result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
         finally:
             lock.release()  # before the run is closed, as a lock of its own would be

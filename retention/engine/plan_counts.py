@@ -4,7 +4,7 @@ holds held back, a subject's pending records.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -342,3 +342,37 @@ def _null_key_count(planner: PlannerCounts) -> ColumnElement[int] | None:
     if planner.dataset.erasure_where is not None:
         reach = sa.or_(reach, planner.reach(erasure=True))
     return sa.select(sa.func.count()).select_from(planner.table).where(planner.key.is_(None), reach).scalar_subquery()
+
+
+def null_key_notes(conn: sa.Connection, planners: Iterable[PlannerCounts]) -> list[str]:
+    """Why an open erasure request cannot close: its subject's rows whose key is NULL (counts only, no data).
+
+    The engine addresses every row by its key, so it can neither erase nor
+    mask such a row; the row keeps the request open (:meth:`reach`), and
+    plan and run say so rather than leave the operator to guess.
+    """
+    reaching = [
+        p
+        for p in planners
+        if p.identified and p.key.nullable and (p.dataset.erasure_state or p.dataset.erasure_masking is not None)
+    ]
+    if not reaching:
+        return []
+    er = reaching[0].ctx.tables.erasure_requests
+    requests = conn.execute(
+        sa.select(er.c.id, er.c.subject_key, er.c.email, er.c.email_pseudonym)
+        .where(er.c.status == "open", er.c.received_on <= reaching[0].today)
+        .order_by(er.c.id)
+    ).all()
+    notes = []
+    for request in requests:
+        for p in reaching:
+            reach = p.reach(erasure=p.dataset.erasure_state is not None)
+            named = p._names(conn, p.live_who(conn), request)
+            query = sa.select(sa.func.count()).select_from(p.table).where(p.key.is_(None), reach, named)
+            if rows := int(conn.execute(query).scalar_one()):
+                notes.append(
+                    f"erasure request {request.id}: {rows} rows of this subject in {p.name} have no key (NULL); "
+                    "the engine cannot erase them, so the request stays open"
+                )
+    return notes

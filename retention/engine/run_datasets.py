@@ -28,6 +28,7 @@ from retention.engine.plan import (
     PlanSummary,
     build_planners,
 )
+from retention.engine.plan_counts import null_key_notes
 from retention.engine.run_lock import RunLock, reading
 from retention.engine.schema import check_schema
 from retention.errors import (
@@ -114,6 +115,7 @@ class RunResult:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     waiting: dict[str, str] = field(default_factory=dict)  # dataset -> why it waits for a version's notice
+    notes: list[str] = field(default_factory=list)  # what an operator must act on (counts only, no data)
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,10 @@ def _close_run(
     ctx: RunContext,
     planners: dict[str, DatasetPlanner],
     erased: dict[int, int],
-) -> None:
+) -> list[str]:
     """What a run does once every dataset is done: archive sweep, erasure requests, minimising.
+
+    Returns notes for the operator (why an erasure request stays open).
 
     Not the ledger's lookup rows: each batch wrote its own
     (:func:`retention.ledger.items.index_items`), so closing a run or a
@@ -242,13 +246,14 @@ def _close_run(
     ctx.archive.sweep(engine, ctx.secret)  # after the guards; only payloads whose purge the ledger records
     if ctx.archive_keys is not None:
         ctx.archive_keys = _shred_keys(conn, ctx)
-    _settle_erasure_requests(conn, ctx, planners, erased)
+    notes = _settle_erasure_requests(conn, ctx, planners, erased)
     with conn.begin():
         minimised = evidence.minimise(conn, ctx.loaded.pack, ctx.as_of, ctx.secret, ctx.now())
         if minimised is not None:
             minimised = replace(minimised, run_id=ctx.run_id, pack_digest=ctx.loaded.digest)
             ledger.append(conn, [minimised], ctx.now(), secret=ctx.secret)
             log.info("engine_records_minimised", count=minimised.count, run_id=ctx.run_id)
+    return notes
 
 
 def _rounded(stats: dict[str, Any]) -> dict[str, Any]:
@@ -583,8 +588,8 @@ def _guard_passes(
 
 def _settle_erasure_requests(
     conn: sa.Connection, ctx: RunContext, planners: dict[str, DatasetPlanner], erased: dict[int, int]
-) -> None:
-    """Mark requests processed once none of the subject's records is left to move.
+) -> list[str]:
+    """Mark requests processed once none of the subject's records is left to move; say why others stay open.
 
     A request whose subject still has records under a legal hold stays open,
     so that releasing the hold lets the next run finish the erasure. The
@@ -597,7 +602,7 @@ def _settle_erasure_requests(
     erasing = [p for p in planners.values() if p.dataset.erasure_state and p.identified]
     masking = [p for p in planners.values() if erasure_mask.masks(p)]
     if not planners:
-        return
+        return []
     today = next(iter(planners.values())).today
     pack = ctx.loaded.pack
     with conn.begin():
@@ -647,6 +652,10 @@ def _settle_erasure_requests(
         ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
         for planner in masking:
             erasure_mask.forget_gone(planner, conn)
+        notes = null_key_notes(conn, planners.values())
+    for note in notes:
+        log.warning("erasure_request_open", run_id=ctx.run_id, reason=note)  # ids and counts only
+    return notes
 
 
 def _close_abandoned_runs(conn: sa.Connection) -> None:
