@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import yaml
+from test_partitions import PACK as PARTITIONED
 from test_set_purge_batches import KEY
 
 from retention.engine import execute, set_purge
@@ -118,27 +118,6 @@ def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
     assert left == ["name-u1"]  # the engine cannot address it: it stays, and so does the request
     assert requests == [("open", None)]
     assert closed == 0
-
-
-PARTITIONED: dict[str, Any] = {
-    "pack": "partition-null",
-    "version": "1",
-    "effective_from": dt.date(2000, 1, 1),
-    "timezone": "UTC",
-    "batch_size": 50,
-    "guard": {"max_share": 1.0},
-    "datasets": {
-        "access": {
-            "table": "access_log",
-            "key": "id",
-            "subject_key": "user_id",
-            "basis": "six months",
-            "partitioned": True,
-            "keep": [{"clock": {"column": "at", "type": "timestamptz"}, "period": "P6M"}],
-            "lifecycle": [{"to": "purged", "action": "drop_partition"}],
-        }
-    },
-}
 
 
 @pytest.mark.only_on("postgresql")
