@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
+from click.testing import CliRunner
 from test_partitions import PACK as PARTITIONED
 from test_set_purge_batches import KEY
 
+from retention.cli import main
 from retention.engine import execute, set_purge
 from retention.ledger import chain as ledger
 from retention.policy import validate_pack
@@ -62,13 +64,11 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("set_based", ["1", "0"])
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
-    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, variant: str, set_based: str
-) -> None:
-    """u1 asks for erasure and has row 'a' and a NULL-key row; the engine cannot reach the second, so no close."""
-    monkeypatch.setenv(set_purge.SWITCH, set_based)
+def _subject_with_a_null_key(engine: sa.Engine, variant: str) -> tuple[sa.Table, str, int]:
+    """u1 asks for erasure and has row 'a' and a NULL-key row, neither due; u2's 'b' is due.
+
+    Returns the table, the pack's text and the request's id.
+    """
     events = sa.Table(
         "ne_events",
         sa.MetaData(),
@@ -79,9 +79,9 @@ def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
         sa.Column("active", sa.Integer),
         sa.Column("collected", sa.DateTime(timezone=True)),
     )
-    events.create(migrated)
+    events.create(engine)
     rows = [("a", "u1", NEW), (None, "u1", NEW), ("b", "u2", OLD)]
-    with migrated.begin() as conn:
+    with engine.begin() as conn:
         conn.execute(
             events.insert(),
             [
@@ -92,13 +92,29 @@ def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
     erasure, lifecycle = VARIANTS[variant]
     text = ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
     loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
-    with migrated.begin() as conn:
+    with engine.begin() as conn:
         subjects.add_request(conn, subject_key="u1", received=dt.date(2024, 12, 15), pack=loaded.pack, secret=KEY)
         request = conn.execute(sa.select(store.erasure_requests.c.id)).scalar_one()
-    why = (
+    return events, text, request
+
+
+def _why(request: int) -> str:
+    return (
         f"erasure request {request}: 1 rows of this subject in events have no key (NULL); "
         "the engine cannot erase them, so the request stays open"
     )
+
+
+@pytest.mark.parametrize("set_based", ["1", "0"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, variant: str, set_based: str
+) -> None:
+    """The engine cannot reach the NULL-key row, so the request does not close as erased; plan and run say why."""
+    monkeypatch.setenv(set_purge.SWITCH, set_based)
+    events, text, request = _subject_with_a_null_key(migrated, variant)
+    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    why = _why(request)
     planned = execute.plan(migrated, loaded, AS_OF)
     assert planned.anomalies["events"].get("null_key") == 1
     assert why in planned.notes
@@ -220,3 +236,18 @@ def test_a_followers_null_key_rows_are_counted(migrated: sa.Engine) -> None:
     assert result.failures == {}
     assert result.anomalies["lines"] == {"null_key": 1}
     assert left == [(2, None)]
+
+
+def test_the_run_command_prints_why_the_request_stays_open(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """One note line, ids and counts only (no key, subject or name)."""
+    _, text, request = _subject_with_a_null_key(migrated, "delete")
+    path = tmp_path / "pack.yaml"
+    path.write_text(text)
+    out = CliRunner().invoke(
+        main,
+        ["run", "--rules", str(path), "--db", db_url, "--as-of", "2025-01-01"],
+        env={"RETENTION_PSEUDONYM_KEY": "null-key-requests-secret"},
+    )
+    assert out.exit_code == 0, out.output
+    assert f"note: {_why(request)}" in out.output
+    assert "u1" not in out.output and "name-" not in out.output
