@@ -251,3 +251,21 @@ def test_the_run_command_prints_why_the_request_stays_open(migrated: sa.Engine, 
     assert out.exit_code == 0, out.output
     assert f"note: {_why(request)}" in out.output
     assert "u1" not in out.output and "name-" not in out.output
+
+
+def test_a_null_key_row_only_erasure_where_reaches_is_counted(migrated: sa.Engine) -> None:
+    """``where`` leaves the NULL-key row out, ``erasure_where`` takes it in: counted, and the request stays open."""
+    events, text, request = _subject_with_a_null_key(migrated, "delete")
+    with migrated.begin() as conn:
+        conn.execute(events.update().where(events.c.id.is_(None)).values(active=0))
+    reach = "    on_erasure: purged\n    where: {active: 1}\n    erasure_where: {name: {not: null}}"
+    text = text.replace("    on_erasure: purged", reach)
+    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    planned = execute.plan(migrated, loaded, AS_OF)
+    result = execute.run(migrated, loaded, AS_OF, secret=KEY)
+    with migrated.connect() as conn:
+        status = conn.execute(sa.select(store.erasure_requests.c.status)).scalar_one()
+    assert planned.anomalies["events"].get("null_key") == 1
+    assert result.anomalies["events"].get("null_key") == 1
+    assert result.notes == [_why(request)]
+    assert status == "open"
