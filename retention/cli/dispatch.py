@@ -110,6 +110,10 @@ def print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str],
         console.print(
             f"{head}: {len(again)} {what} ran more than once (reruns or redeliveries): {listed}", highlight=False
         )
+    for o in outcomes:
+        for note in o.notes:
+            # As `retention run` prints them; a shard group's come from its closing shard only.
+            err_console.print(f"note: {note}" if what == "shards" else f"note: {o.target}: {note}", highlight=False)
 
 
 def run_shards(

@@ -271,8 +271,12 @@ def _shard_values(
 _WORST = ("failed", "partial", "guarded", "succeeded")
 
 
-def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str:
-    """The last shard closes the logical run: erasure requests, minimising, the totals."""
+def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> list[str]:
+    """The last shard closes the logical run: erasure requests, minimising, the totals.
+
+    Returns the run's notes (why an erasure request stays open), which the
+    closing shard reports as an unsharded run would: only it settles the requests.
+    """
     rs, runs = store.run_shards, store.runs
     with reading(conn):
         rows = conn.execute(sa.select(rs).where(rs.c.run_id == ctx.run_id)).all()
@@ -284,7 +288,7 @@ def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str
     for row in rows:
         if row.error:
             errors[f"shard {row.shard}"] = json.loads(row.error)
-    _close_run(conn, engine, ctx, planners, erased)
+    notes = _close_run(conn, engine, ctx, planners, erased)
     status: str = min((str(r.status) for r in rows), key=lambda s: _WORST.index(s) if s in _WORST else 0)
     with conn.begin():
         conn.execute(
@@ -298,7 +302,7 @@ def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> str
             )
         )
     log.info("run_group_finished", run_id=ctx.run_id, status=status, counts=counts)
-    return status
+    return notes
 
 
 def run_shard(
@@ -361,7 +365,7 @@ def run_shard(
                 _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
                 result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
                 if _shard_done(conn, lock, ctx, result, shard):
-                    _close_group(conn, engine, ctx)
+                    result.notes += _close_group(conn, engine, ctx)
             finally:
                 lock.release()
     except _Interrupted:

@@ -260,6 +260,7 @@ class TargetOutcome:
     seconds: float = 0.0
     attempts: int = 1  # a shard: processes that started it, this one included (a rerun, a redelivered task)
     redelivered: bool = False  # a Celery task the broker delivered again (its first worker died or timed out)
+    notes: list[str] = field(default_factory=list)  # the run's, as `retention run` prints them (counts only)
 
     @property
     def transitions(self) -> int:
@@ -455,6 +456,7 @@ def run_unit(name: str, apply: Callable[[], Any]) -> TargetOutcome:
                 guarded=result.guarded,
                 batches=result.batches,
                 attempts=getattr(result, "attempts", 1),
+                notes=list(getattr(result, "notes", [])),
                 started_at=_iso(result.started_at),
                 finished_at=_iso(result.finished_at),
             )
