@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
-from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _subject_with_a_null_key, _why
+from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _events, _subject_with_a_null_key, _why
 from test_set_purge_batches import KEY
 
 from retention.cli import main
@@ -59,17 +59,7 @@ def _statements(engine: sa.Engine, loaded: LoadedPack) -> int:
 
 def test_plan_asks_nothing_per_request_of_a_dataset_without_null_keys(migrated: sa.Engine) -> None:
     """A nullable key with no NULL row: 30 more open requests add no statement to plan (before: one each)."""
-    events = sa.Table(
-        "ne_events",
-        sa.MetaData(),
-        sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("id", sa.String(10), nullable=True, unique=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("name", sa.String(40)),
-        sa.Column("active", sa.Integer),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
-    events.create(migrated)
+    events = _events(migrated)
     with migrated.begin() as conn:
         conn.execute(
             events.insert(),

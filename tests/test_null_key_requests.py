@@ -64,11 +64,8 @@ VARIANTS = {
 }
 
 
-def _subject_with_a_null_key(engine: sa.Engine, variant: str) -> tuple[sa.Table, str, int]:
-    """u1 asks for erasure and has row 'a' and a NULL-key row, neither due; u2's 'b' is due.
-
-    Returns the table, the pack's text and the request's id.
-    """
+def _events(engine: sa.Engine) -> sa.Table:
+    """The ERASING pack's table, created: its key ``id`` may hold NULL."""
     events = sa.Table(
         "ne_events",
         sa.MetaData(),
@@ -80,6 +77,15 @@ def _subject_with_a_null_key(engine: sa.Engine, variant: str) -> tuple[sa.Table,
         sa.Column("collected", sa.DateTime(timezone=True)),
     )
     events.create(engine)
+    return events
+
+
+def _subject_with_a_null_key(engine: sa.Engine, variant: str) -> tuple[sa.Table, str, int]:
+    """u1 asks for erasure and has row 'a' and a NULL-key row, neither due; u2's 'b' is due.
+
+    Returns the table, the pack's text and the request's id.
+    """
+    events = _events(engine)
     rows = [("a", "u1", NEW), (None, "u1", NEW), ("b", "u2", OLD)]
     with engine.begin() as conn:
         conn.execute(
