@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention.dialects.mysql import MySQLDialect
-from retention.dialects.mysql_keys import keeps_keys_apart, key_collation
+from retention.dialects.mysql_keys import key_collation, store_key_refusal
 from retention.store.tables import SOURCE_KEY
 
 
@@ -36,29 +36,62 @@ def test_the_engine_keeps_keys_in_the_servers_no_pad_binary_collation(
     assert key_collation(mariadb, version) == wanted
 
 
+NEW_MARIADB = key_collation(True, (10, 11, 19))
+OLD_MARIADB = key_collation(True, (10, 1, 48))
+NEW_MYSQL = key_collation(False, (8, 4, 3))
+OLD_MYSQL = key_collation(False, (5, 7, 44))
+
+
 @pytest.mark.parametrize(
-    ("collation", "wanted", "apart"),
+    ("main", "found", "store_best", "alter_to"),
     [
-        ("utf8mb4_nopad_bin", "utf8mb4_nopad_bin", True),
-        ("utf8mb4_0900_bin", "utf8mb4_0900_bin", True),  # MySQL 8: its binary NO PAD collation
-        ("utf8mb4_0900_bin", "utf8mb4_nopad_bin", True),  # a MySQL 8 store beside a MariaDB main database
-        ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", True),
-        ("utf8mb4_bin", "utf8mb4_nopad_bin", False),  # PAD SPACE: 'a' and 'a ' collide
-        ("utf8mb4_bin", "utf8mb4_0900_bin", False),
-        ("utf8mb4_bin", "utf8mb4_bin", True),  # the best an older server has, and the engine's own there
-        ("utf8mb4_0900_ai_ci", "utf8mb4_0900_bin", False),  # MySQL 8's default: NO PAD but case-blind
-        ("utf8mb4_0900_as_cs", "utf8mb4_0900_bin", False),  # case-exact, yet not byte-exact (equal canonical forms)
-        ("utf8mb4_general_nopad_ci", "utf8mb4_nopad_bin", False),
-        ("utf8mb4_general_ci", "utf8mb4_nopad_bin", False),
-        ("utf8mb4_unicode_520_ci", "utf8mb4_nopad_bin", False),
-        ("utf8mb3_bin", "utf8mb4_nopad_bin", False),  # a 3-byte character set drops what it cannot hold
-        (None, "utf8mb4_nopad_bin", False),  # not a text column
+        # Accepted: the store keeps apart every two keys the main database keeps apart.
+        ("utf8mb4_nopad_bin", "utf8mb4_nopad_bin", NEW_MARIADB, "accepted"),
+        ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", NEW_MYSQL, "accepted"),  # a MySQL 8 store beside MariaDB
+        ("utf8mb4_0900_bin", "utf8mb4_nopad_bin", NEW_MARIADB, "accepted"),
+        (None, "utf8mb4_nopad_bin", NEW_MARIADB, "accepted"),  # a PostgreSQL or SQLite main database
+        ("utf8mb4_bin", "utf8mb4_bin", OLD_MARIADB, "accepted"),  # both old: the main one merges 'a ' itself
+        ("utf8mb4_bin", "utf8mb4_bin", NEW_MARIADB, "accepted"),  # an old main database, a newer store server
+        ("utf8mb4_bin", "utf8mb4_nopad_bin", NEW_MARIADB, "accepted"),
+        # Refused, fixed by a statement: the store's server has a collation that keeps them apart.
+        ("utf8mb4_nopad_bin", "utf8mb4_bin", NEW_MARIADB, "utf8mb4_nopad_bin"),  # a store made before 0021
+        ("utf8mb4_nopad_bin", "utf8mb4_unicode_520_ci", NEW_MARIADB, "utf8mb4_nopad_bin"),  # before 0020
+        ("utf8mb4_nopad_bin", "utf8mb4_0900_ai_ci", NEW_MYSQL, "utf8mb4_0900_bin"),  # MySQL 8's default: case-blind
+        ("utf8mb4_nopad_bin", "utf8mb4_0900_as_cs", NEW_MYSQL, "utf8mb4_0900_bin"),  # not byte-exact
+        ("utf8mb4_nopad_bin", "utf8mb4_general_nopad_ci", NEW_MARIADB, "utf8mb4_nopad_bin"),
+        ("utf8mb4_nopad_bin", "utf8mb3_bin", NEW_MARIADB, "utf8mb4_nopad_bin"),  # drops 4-byte characters
+        ("utf8mb4_nopad_bin", None, NEW_MARIADB, "utf8mb4_nopad_bin"),  # not a text column
+        (None, "utf8mb4_bin", NEW_MYSQL, "utf8mb4_0900_bin"),
+        ("utf8mb4_bin", "utf8mb4_general_ci", OLD_MARIADB, "utf8mb4_bin"),  # both old: case is still kept apart
+        ("utf8mb4_bin", "latin1_swedish_ci", OLD_MYSQL, "utf8mb4_bin"),
+        # Refused, no statement fixes it: a store server without NO PAD beside a main database that keeps 'a ' apart.
+        ("utf8mb4_nopad_bin", "utf8mb4_bin", OLD_MARIADB, None),  # review-maria should-fix 4
+        ("utf8mb4_0900_bin", "utf8mb4_bin", OLD_MYSQL, None),
+        ("utf8mb4_nopad_bin", "utf8mb4_general_ci", OLD_MYSQL, None),
+        (None, "utf8mb4_bin", OLD_MARIADB, None),  # a PostgreSQL or SQLite main database
     ],
 )
-def test_a_separate_store_keeps_keys_apart_only_in_a_binary_no_pad_collation(
-    collation: str | None, wanted: str, apart: bool
+def test_a_separate_store_must_keep_apart_the_keys_the_main_database_keeps_apart(
+    main: str | None, found: str | None, store_best: str, alter_to: str | None
 ) -> None:
-    assert keeps_keys_apart(collation, wanted) is apart
+    """Decided from the main database's key collation, the store column's, and the store server's best (its version).
+
+    Before, the store was compared with its own server's best only, so an
+    older server's ``utf8mb4_bin`` passed beside a NO PAD main database and
+    writing the payload of 'a ' replaced that of 'a' (review-maria 4).
+    """
+    refusal = store_key_refusal(main, found, store_best)
+    assert ("accepted" if refusal is None else refusal.alter_to) == alter_to
+
+
+def test_a_store_no_statement_can_fix_is_refused_with_the_reason() -> None:
+    refusal = store_key_refusal("utf8mb4_nopad_bin", "utf8mb4_bin", "utf8mb4_bin")
+    assert refusal is not None
+    assert refusal.why == (
+        "keys that differ only in case or by trailing spaces collide, and the store's server has no NO PAD binary "
+        "collation (MariaDB 10.2+, MySQL 8.0.17+) to keep them apart as the main database does "
+        "(key collation utf8mb4_nopad_bin)"
+    )
 
 
 @pytest.mark.parametrize("name", ["mysql", "mariadb"])

@@ -316,13 +316,23 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return None
 
-    def case_blind_key(self, conn: sa.Connection, table: str, column: str) -> tuple[str, str] | None:
-        """``table.column``'s collation and the statement to run, if it takes two keys for one.
+    def key_column_collation(self, conn: sa.Connection, table: str, column: str) -> str | None:
+        """The collation ``table.column`` compares keys in, for a separate store to match; None when byte-wise.
 
-        The engine's key columns keep 'A' and 'a', and 'a' and 'a ', apart
-        (migrations 0020_keycase and 0021_keypad on MariaDB/MySQL); a table
-        the migrations do not manage (a separate archive store's) may predate
-        that. None when the column
+        Generic: None (PostgreSQL's default collations are deterministic,
+        SQLite's is BINARY: 'a' and 'a ' are two keys, as in Python).
+        """
+        return None
+
+    def case_blind_key(self, conn: sa.Connection, table: str, column: str, main: str | None) -> tuple[str, str] | None:
+        """``table.column``'s collation and why it is refused with what to do, if it takes two keys for one.
+
+        Two keys the main database (key collation ``main``, see
+        :meth:`key_column_collation`) keeps apart: its key columns keep 'A'
+        and 'a', and 'a' and 'a ', apart (migrations 0020_keycase and
+        0021_keypad on MariaDB/MySQL; PostgreSQL and SQLite compare byte-wise);
+        a table the migrations do not manage (a separate archive store's) may
+        predate that, or live on a server that cannot. None when the column
         keeps them apart or does not exist. Generic: None (PostgreSQL's
         default collations are deterministic, SQLite's is BINARY).
         """

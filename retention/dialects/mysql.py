@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from retention.dialects.base import DATETIME_KINDS, Dialect
 from retention.dialects.bulk_sql import driver_cursor
 from retention.dialects.mysql_items import MySQLItemSQL, unpadded
-from retention.dialects.mysql_keys import KeyCollated, keeps_keys_apart, server_key_collation
+from retention.dialects.mysql_keys import KeyCollated, server_key_collation, store_key_refusal
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
 
@@ -264,22 +264,35 @@ class MySQLDialect(MySQLItemSQL, Dialect):
         ).scalar()
         return None if rows is None else int(rows)
 
-    def case_blind_key(self, conn: sa.Connection, table: str, column: str) -> tuple[str, str] | None:
-        found = conn.execute(
+    def _column(self, conn: sa.Connection, table: str, column: str) -> sa.Row[Any] | None:
+        return conn.execute(
             sa.text(
                 "SELECT collation_name, column_type, is_nullable FROM information_schema.columns "
                 "WHERE table_schema = DATABASE() AND table_name = :t AND column_name = :c"
             ),
             {"t": table, "c": column},
         ).one_or_none()
-        wanted = server_key_collation(conn.dialect)
-        if found is None or keeps_keys_apart(found.collation_name, wanted):
+
+    def key_column_collation(self, conn: sa.Connection, table: str, column: str) -> str | None:
+        found = self._column(conn, table, column)
+        return None if found is None else found.collation_name
+
+    def case_blind_key(self, conn: sa.Connection, table: str, column: str, main: str | None) -> tuple[str, str] | None:
+        found = self._column(conn, table, column)
+        if found is None:
             return None
+        refusal = store_key_refusal(main, found.collation_name, server_key_collation(conn.dialect))
+        if refusal is None:
+            return None
+        if refusal.alter_to is None:
+            return found.collation_name, f"{refusal.why}; move the store to a server that has one"
         null = "NULL" if found.is_nullable == "YES" else "NOT NULL"
-        return (
-            found.collation_name,
-            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 COLLATE {wanted} {null}",
+        statement = (
+            f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 "
+            f"COLLATE {refusal.alter_to} {null}"
         )
+        made = "a store made before migration 0021_keypad"
+        return found.collation_name, f"{refusal.why} ({made}); run there: {statement}"
 
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
         return sa.func.date(value)

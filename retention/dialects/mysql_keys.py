@@ -19,7 +19,7 @@ names (neither server knows the other's on the versions supported here).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -54,15 +54,48 @@ def server_key_collation(dialect: sa.Dialect) -> str:
     return key_collation(bool(getattr(dialect, "is_mariadb", False)), getattr(dialect, "server_version_info", None))
 
 
-def keeps_keys_apart(collation: str | None, wanted: str) -> bool:
-    """Whether a key column in ``collation`` keeps apart every two keys the engine's own (``wanted``) keeps apart.
+def keeps_keys_apart(collation: str | None, main: str | None) -> bool:
+    """Whether a key column in ``collation`` keeps apart every two keys the main database's (``main``) keeps apart.
 
-    The engine's collation itself, or any NO PAD binary one: a separate
-    archive store may live on another server (MySQL 8's ``utf8mb4_0900_bin``
-    beside a MariaDB main database). ``utf8mb4_bin`` only where it is the
-    server's best (``wanted``): elsewhere it takes 'a' and 'a ' for one.
+    The main database's collation itself, or any NO PAD binary one: a
+    separate archive store may live on another server (MySQL 8's
+    ``utf8mb4_0900_bin`` beside a MariaDB main database). ``utf8mb4_bin``
+    only where the main database's key columns are ``utf8mb4_bin`` too (an
+    older server, which takes 'a' and 'a ' for one key itself); beside a NO
+    PAD main database, or a PostgreSQL/SQLite one (``main`` None: byte-wise
+    comparison), it takes the two records 'a' and 'a ' for one.
     """
-    return collation == wanted or collation in NO_PAD_BINARY
+    return collation == main or collation in NO_PAD_BINARY
+
+
+class StoreKeyRefusal(NamedTuple):
+    """Why a separate store's key column is refused, and the collation that would fix it (None: none on that server)."""
+
+    why: str
+    alter_to: str | None
+
+
+def store_key_refusal(main: str | None, found: str | None, store_best: str) -> StoreKeyRefusal | None:
+    """Refuse a separate store's ``record_key`` in ``found`` that would merge keys the main database keeps apart.
+
+    ``main`` is the main database's key collation (None: not MariaDB/MySQL,
+    keys compared byte-wise), ``store_best`` the store server's own
+    :func:`key_collation`. The payload write deletes by key before it
+    inserts, so a store that takes two of the main database's keys for one
+    silently replaces a retained payload. A store on a server without NO PAD
+    (MariaDB < 10.2, MySQL < 8.0.17) cannot be altered into keeping 'a' and
+    'a ' apart: the fix is another server, not a statement.
+    """
+    if keeps_keys_apart(found, main):
+        return None
+    if keeps_keys_apart(store_best, main):
+        return StoreKeyRefusal("keys that differ only in case or by trailing spaces collide", store_best)
+    return StoreKeyRefusal(
+        f"keys that differ only in case or by trailing spaces collide, and the store's server has no NO PAD binary "
+        f"collation (MariaDB 10.2+, MySQL 8.0.17+) to keep them apart as the main database does "
+        f"({'key collation ' + main if main else 'keys compared byte for byte'})",
+        None,
+    )
 
 
 class KeyCollated(ColumnElement[Any]):

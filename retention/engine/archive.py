@@ -175,7 +175,7 @@ class SeparateArchive:
         Called before the run touches any payload: a run pointed at the wrong
         main database must not treat the right one's payloads as orphans.
         """
-        self._refuse_case_blind_keys()
+        self._refuse_case_blind_keys(engine)
         mine = database_id(engine)
         with self.engine.connect() as conn:
             if sa.inspect(conn).has_table(store.identity.name):
@@ -202,7 +202,7 @@ class SeparateArchive:
             )
         self._bound_to = mine
 
-    def _refuse_case_blind_keys(self) -> None:
+    def _refuse_case_blind_keys(self, main_engine: sa.Engine) -> None:
         """Refuse (exit 2) a MariaDB/MySQL store whose ``record_key`` takes two keys for one.
 
         Migrations 0020_keycase and 0021_keypad give the main database's key
@@ -214,7 +214,12 @@ class SeparateArchive:
         ``create(checkfirst=True)`` never alters an existing table: there,
         writing the payload of 'a' deletes that of 'A' (or 'a '), and the
         main database, which keeps both, records no error, so a retained
-        payload would be lost silently.
+        payload would be lost silently. Compared with the *main* database's
+        key collation, not the store server's best: a store on a server
+        without NO PAD (MariaDB < 10.2, MySQL < 8.0.17) keeps ``utf8mb4_bin``
+        at best, which merges 'a' and 'a ' that a newer main database (or a
+        PostgreSQL/SQLite one) keeps apart; no statement fixes that, the
+        message says to move the store.
 
         Refused rather than altered: the store is another database with its
         own access rights (its role need not hold ``ALTER``), and the change
@@ -224,15 +229,16 @@ class SeparateArchive:
         statement to run on the store.
         """
         table = store.archive
+        with main_engine.connect() as conn:
+            main = dialect_for(conn).key_column_collation(conn, store.record_states.name, "record_key")
         with self.engine.connect() as conn:
-            found = dialect_for(conn).case_blind_key(conn, table.name, "record_key")
+            found = dialect_for(conn).case_blind_key(conn, table.name, "record_key", main)
         if found is None:
             return
-        collation, statement = found
+        collation, why = found
         raise ConfigError(
             f"the archive database {safe_url(self.engine.url.render_as_string(hide_password=False))} keeps "
-            f"{table.name}.record_key in collation {collation}, where keys that differ only in case or by "
-            f"trailing spaces collide (a store made before migration 0021_keypad); run there: {statement}"
+            f"{table.name}.record_key in collation {collation}, where {why}"
         )
 
     def _require_bound(self) -> None:
