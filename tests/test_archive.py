@@ -401,3 +401,35 @@ def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_sto
                 for r in conn.execute(sa.select(store.record_states).where(store.record_states.c.dataset == "twins"))
             }
         assert states == {"a": "archived"}
+
+
+@pytest.mark.only_on("mariadb")
+def test_a_pad_store_is_judged_against_the_main_databases_key_collation(
+    migrated: sa.Engine, dialect: str, tmp_path: Path
+) -> None:
+    """A ``utf8mb4_bin`` store is refused beside a NO PAD main database and accepted beside a ``utf8mb4_bin`` one.
+
+    The main database's ``utf8mb4_bin`` stands in for one on an older server
+    (MariaDB < 10.2), which takes 'a' and 'a ' for one key itself: the store
+    loses nothing it keeps apart. Before, the store was judged against its
+    own server's best collation only, whatever the main database kept apart.
+    """
+    modify = (
+        "ALTER TABLE retention_record_states MODIFY record_key varchar(191) CHARACTER SET utf8mb4 COLLATE {} NOT NULL"
+    )
+    with isolated_database(dialect, tmp_path) as archive_url:
+        archive_engine = create_engine(archive_url)
+        old = store.archive.to_metadata(sa.MetaData())
+        old.c.record_key.type = sa.String(191, collation="utf8mb4_bin")  # PAD SPACE
+        old.create(archive_engine)
+        separate = SeparateArchive(archive_engine)
+        with pytest.raises(ConfigError, match=r"retention_archive\.record_key in collation utf8mb4_bin, where keys"):
+            separate.bind(migrated)
+        with migrated.begin() as conn:
+            conn.execute(sa.text(modify.format("utf8mb4_bin")))
+        try:
+            separate.bind(migrated)
+        finally:
+            with migrated.begin() as conn:
+                conn.execute(sa.text(modify.format("utf8mb4_nopad_bin")))
+            archive_engine.dispose()
