@@ -373,7 +373,7 @@ def test_keys_that_differ_only_in_case_keep_their_own_payloads_in_a_separate_sto
                 [
                     f"error: the archive database {shown} keeps retention_archive.record_key in collation "
                     f"{MARIADB_COLLATION}, where keys that differ only in case or by trailing spaces collide (a store "
-                    f"made before migration 0021_keypad); run there: {statement}"
+                    f"made before migration 0021_keypad or outside the migrations); run there: {statement}"
                 ],
             )
             assert _stored(archive_url) == {}

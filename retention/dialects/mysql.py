@@ -291,7 +291,7 @@ class MySQLDialect(MySQLItemSQL, Dialect):
             f"ALTER TABLE {table} MODIFY {column} {found.column_type} CHARACTER SET utf8mb4 "
             f"COLLATE {refusal.alter_to} {null}"
         )
-        made = "a store made before migration 0021_keypad"
+        made = "a store made before migration 0021_keypad or outside the migrations"
         return found.collation_name, f"{refusal.why} ({made}); run there: {statement}"
 
     def stored_date(self, value: ColumnElement[Any], kind: str, column_type: Any) -> ColumnElement[Any]:
