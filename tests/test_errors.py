@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -279,12 +280,23 @@ def test_a_lost_connection_is_one_line_exit_1_and_the_next_run_resumes(
 
 @contextmanager
 def disk_full(engine: sa.Engine) -> Iterator[None]:
-    """Every new SQLite connection may not grow the file past its current size (a full disk)."""
+    """Every new connection to ``engine``'s SQLite file may not grow it past its current size (a full disk).
+
+    The listener is on every engine (the CLI makes its own), so it limits only
+    connections to this file: the suite prepares the next tests' databases
+    in a background thread meanwhile, and a PRAGMA sent to those (PostgreSQL,
+    MariaDB, another SQLite file) broke them.
+    """
     with engine.connect() as conn:
         pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+    path = str(Path(str(engine.url.database)).resolve())
 
     def limit(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        files = {row[2] for row in dbapi_connection.execute("PRAGMA database_list")}
+        if path in files:
+            dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
 
     sa.event.listen(sa.Engine, "connect", limit)
     try:
