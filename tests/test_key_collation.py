@@ -61,6 +61,7 @@ OLD_MYSQL = key_collation(False, (5, 7, 44))
         ("utf8mb4_nopad_bin", "utf8mb4_general_nopad_ci", NEW_MARIADB, "utf8mb4_nopad_bin"),
         ("utf8mb4_nopad_bin", "utf8mb3_bin", NEW_MARIADB, "utf8mb4_nopad_bin"),  # drops 4-byte characters
         ("utf8mb4_nopad_bin", None, NEW_MARIADB, "utf8mb4_nopad_bin"),  # not a text column
+        (None, None, NEW_MARIADB, "utf8mb4_nopad_bin"),  # not a text column beside a PostgreSQL/SQLite main database
         (None, "utf8mb4_bin", NEW_MYSQL, "utf8mb4_0900_bin"),
         ("utf8mb4_bin", "utf8mb4_general_ci", OLD_MARIADB, "utf8mb4_bin"),  # both old: case is still kept apart
         ("utf8mb4_bin", "latin1_swedish_ci", OLD_MYSQL, "utf8mb4_bin"),

@@ -63,9 +63,12 @@ def keeps_keys_apart(collation: str | None, main: str | None) -> bool:
     only where the main database's key columns are ``utf8mb4_bin`` too (an
     older server, which takes 'a' and 'a ' for one key itself); beside a NO
     PAD main database, or a PostgreSQL/SQLite one (``main`` None: byte-wise
-    comparison), it takes the two records 'a' and 'a ' for one.
+    comparison), it takes the two records 'a' and 'a ' for one. A column
+    with no collation (an integer, a ``VARBINARY``) never: beside a
+    byte-wise main database ``None == None`` would pass it, and a
+    non-strict server turns every text key into 0 there (review storeref).
     """
-    return collation == main or collation in NO_PAD_BINARY
+    return collation is not None and (collation == main or collation in NO_PAD_BINARY)
 
 
 class StoreKeyRefusal(NamedTuple):

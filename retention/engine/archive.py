@@ -236,9 +236,10 @@ class SeparateArchive:
         if found is None:
             return
         collation, why = found
+        kept = f"in collation {collation}" if collation else "outside any collation (not a text column)"
         raise ConfigError(
             f"the archive database {safe_url(self.engine.url.render_as_string(hide_password=False))} keeps "
-            f"{table.name}.record_key in collation {collation}, where {why}"
+            f"{table.name}.record_key {kept}, where {why}"
         )
 
     def _require_bound(self) -> None:
