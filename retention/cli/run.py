@@ -588,6 +588,10 @@ def explain(
             console.print(f"  masked by erasure request {mask['request']}{at}: {columns}; {kept}", highlight=False)
         else:
             console.print(f"  due now: erasure_mask (request {mask['request']}): {columns}; {kept}", highlight=False)
+    if result.subject_null_keys:
+        console.print(
+            f"  this person in {dataset}: {result.subject_null_keys} {commands.NULL_KEY_ROWS}", highlight=False
+        )
     if result.next_transition:
         nxt = result.next_transition
         console.print(

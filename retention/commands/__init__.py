@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     )
     from retention.commands.runs import (
         MAX_HORIZON,
+        NULL_KEY_ROWS,
         STATE_ONLY,
         Explanation,
         explain,
@@ -91,6 +92,7 @@ _WHERE = {
     "CheckReport": "admin",
     "Explanation": "runs",
     "MAX_HORIZON": "runs",
+    "NULL_KEY_ROWS": "runs",
     "PUBLIC_KEY_FILE": "admin",
     "STATE_ONLY": "runs",
     "archive_encrypt": "archive",
@@ -144,6 +146,7 @@ _WHERE = {
 
 __all__ = [
     "MAX_HORIZON",
+    "NULL_KEY_ROWS",
     "PUBLIC_KEY_FILE",
     "STATE_ONLY",
     "CheckReport",

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from retention.commands.runs import Explanation, RecordFacts, explanation_of, native_key
 from retention.commands.subjects import Named, holds_covering
+from retention.engine.null_keys import subject_null_keys
 from retention.policy import LoadedPack
 from retention.store import tables as store
 
@@ -75,13 +76,21 @@ def explain_records(
 
         active = [natives[k] for k in keys if (o := outcomes.get(k)) is not None and o.state == "active"]
         sql = _Readings(dataset_sql(conn, pack, dataset), conn, active, when)
-    found = {}
+    identities = {}
     for key in keys:
         row, state_row = live.get(str(natives[key])) or live.get(key), states.get(key)
         subject = getattr(row, "subject", None) if row is not None else None
         subject = str(subject) if subject is not None else (state_row.subject_key if state_row is not None else None)
         email = getattr(row, "email", None) if row is not None else None
         mail_pseudonym = state_row.email_pseudonym if state_row is not None else None
+        identities[key] = (subject, email, mail_pseudonym)
+    # Each person's rows with no key, one statement for every person named (a person page names one).
+    people = list(dict.fromkeys(i for i in identities.values() if any(i)))
+    null_keys = dict(zip(people, subject_null_keys(conn, planner, people), strict=True))
+    found = {}
+    for key in keys:
+        row, state_row = live.get(str(natives[key])) or live.get(key), states.get(key)
+        subject, email, mail_pseudonym = identities[key]
         facts = RecordFacts(
             native=natives[key],
             outcome=outcomes.get(key),
@@ -91,6 +100,7 @@ def explain_records(
             holds=holds_covering(conn, dataset, key, Named(subject, email, mail_pseudonym)) if any_hold else [],
             excluded=bool(getattr(row, "excluded", 0)) if row is not None else False,
             moved_at=moved.get(state_row.run_id) if state_row is not None else None,
+            null_keys=null_keys.get(identities[key], 0),
         )
         found[key] = explanation_of(conn, loaded, when, dataset, key, facts, sql, planner)
     return found

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from retention.commands.explain_many import explain_records
 from retention.commands.runs import Explanation
 from retention.engine import backups
+from retention.engine.null_keys import subject_null_keys
 from retention.errors import ConfigError, SchemaError
 from retention.ledger import items as ledger_items
 from retention.ledger import proof as ledger_proof
@@ -61,6 +62,8 @@ class PersonDataset:
     records: list[PersonRecord] = field(default_factory=list)
     more: bool = False  # more records than RECORDS_PER_DATASET
     entries: list[dict[str, Any]] = field(default_factory=list)  # the ledger's records of this dataset, oldest first
+    # Their rows whose key is NULL: no record, so neither listed nor explained, but counted (null_keys.NO_KEY).
+    null_keys: int = 0
 
     @property
     def states(self) -> dict[str, int]:
@@ -84,7 +87,7 @@ class Person:
 
     @property
     def found(self) -> bool:
-        return bool(self.entries) or any(d.records for d in self.datasets)
+        return bool(self.entries) or any(d.records or d.null_keys for d in self.datasets)
 
 
 def _rules(loaded: LoadedPack, name: str) -> list[str]:
@@ -110,7 +113,9 @@ def _record_keys(conn: sa.Connection, planner: Any, named: tuple[str | None, str
 
     The same identities erasure matches on (subject id as text, normalised
     e-mail, the e-mail's pseudonym a state row kept); at most
-    RECORDS_PER_DATASET + 1, so the caller can say there are more.
+    RECORDS_PER_DATASET + 1, so the caller can say there are more. A row
+    whose key is NULL is no record (it read as the key "None"): the caller
+    counts those apart.
     """
     if not planner.identified:
         return []
@@ -120,7 +125,11 @@ def _record_keys(conn: sa.Connection, planner: Any, named: tuple[str | None, str
     keys = [
         str(k)
         for k in conn.execute(
-            sa.select(key_text).select_from(planner.table).where(live.is_one_of(*named)).order_by(key_text).limit(limit)
+            sa.select(key_text)
+            .select_from(planner.table)
+            .where(live.is_one_of(*named), planner.key.is_not(None))
+            .order_by(key_text)
+            .limit(limit)
         ).scalars()
     ]
     rs = store.record_states
@@ -163,6 +172,8 @@ def person(
         view = PersonDataset(name, ds.basis, _rules(loaded, name), planners[name].identified)
         view.entries = [e for e in entries if e.get("dataset") == name]
         keys = _record_keys(conn, planners[name], named)
+        if view.identified:
+            (view.null_keys,) = subject_null_keys(conn, planners[name], [named])
         view.more = len(keys) > RECORDS_PER_DATASET
         shown = keys[:RECORDS_PER_DATASET]
         explained = explain_records(conn, loaded, when, name, shown, planners)  # a few queries for all

@@ -21,6 +21,7 @@ from retention.commands.subjects import Named, holds_covering
 from retention.engine import erasure_mask, execute, notice, set_purge
 from retention.engine.archive import SeparateArchive, refuse_the_main_database
 from retention.engine.notice import VersionNotice, sight_versions
+from retention.engine.null_keys import NO_KEY, subject_null_keys
 from retention.engine.plan import Batch, PlanSummary
 from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, RetentionError
@@ -381,6 +382,9 @@ class Explanation:
     moved_at: dt.datetime | None = None
     # Partial erasure (issue 26 clause 4): masked by a request, or due to be, and kept to its term.
     erasure_mask: dict[str, Any] | None = None
+    # The record's person's rows in this dataset whose key is NULL: no records, so no explain of
+    # their own, yet they hold that person's data and keep an erasure request open (null_keys.NO_KEY).
+    subject_null_keys: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         def enc(v: Any) -> Any:
@@ -402,6 +406,7 @@ class Explanation:
             "excluded_by_where": self.excluded,
             "moved_at": enc(self.moved_at),
             "erasure_mask": ({k: enc(v) for k, v in self.erasure_mask.items()} if self.erasure_mask else None),
+            "subject_null_keys": self.subject_null_keys,
         }
 
 
@@ -438,6 +443,7 @@ class RecordFacts:
     holds: list[dict[str, Any]]
     excluded: bool
     moved_at: dt.datetime | None
+    null_keys: int = 0  # the person's rows in the dataset whose key is NULL (null_keys.subject_null_keys)
 
 
 def explain_in(
@@ -485,7 +491,9 @@ def explain_in(
         moved_at = conn.execute(
             sa.select(store.runs.c.as_of).where(store.runs.c.id == state_row.run_id)
         ).scalar_one_or_none()
-    facts = RecordFacts(native, outcome, subject, email, state_row, holds, excluded, moved_at)
+    identity = (subject, email, mail_pseudonym)
+    (null_keys,) = subject_null_keys(conn, planner, [identity]) if any(identity) else (0,)
+    facts = RecordFacts(native, outcome, subject, email, state_row, holds, excluded, moved_at, null_keys)
     sql = None
     if outcome is not None and outcome.state == "active" and pack.datasets[dataset].keep:
         from retention.engine.evaluate import dataset_sql
@@ -592,10 +600,14 @@ def explanation_of(
         due_now=due_now,
         excluded=excluded,
         erasure_mask=masking,
+        subject_null_keys=facts.null_keys,
     )
 
 
 STATE_ONLY = "record the state only (source row unchanged)"
+
+NULL_KEY_ROWS = NO_KEY
+"""What ``explain`` prints after the count of its record's person's rows with no key (the person page says the same)."""
 
 
 def step_action(ds: Dataset, state: str) -> str:

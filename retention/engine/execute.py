@@ -34,13 +34,13 @@ from retention.engine.apply import (
 )
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
 from retention.engine.clock_read import NULL_KEYS
+from retention.engine.null_keys import null_key_notes
 from retention.engine.plan import (
     Batch,
     PlanContext,
     PlanSummary,
     build_planners,
 )
-from retention.engine.plan_counts import null_key_notes
 from retention.engine.run_datasets import (
     GuardTrip,
     RunResult,
@@ -283,7 +283,8 @@ def run(
             if datasets is not None:
                 plan_ctx.skipped |= {n for n in planners if n not in datasets}
             _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
-            result.notes += _close_run(conn, engine, ctx, planners, result.erased)
+            result.open_requests = _close_run(conn, engine, ctx, planners, result.erased)
+            result.notes += [note.sentence for note in result.open_requests]
             result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
         finally:
             lock.release()  # before the run is closed, as a lock of its own would be

@@ -4,7 +4,7 @@ holds held back, a subject's pending records.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -342,53 +342,3 @@ def _null_key_count(planner: PlannerCounts) -> ColumnElement[int] | None:
     if planner.dataset.erasure_where is not None:
         reach = sa.or_(reach, planner.reach(erasure=True))
     return sa.select(sa.func.count()).select_from(planner.table).where(planner.key.is_(None), reach).scalar_subquery()
-
-
-def null_key_notes(
-    conn: sa.Connection, planners: Iterable[PlannerCounts], counted: Mapping[str, Mapping[str, int]] | None = None
-) -> list[str]:
-    """Why an open erasure request cannot close: its subject's rows whose key is NULL (counts only, no data).
-
-    The engine addresses every row by its key, so it can neither erase nor
-    mask such a row; the row keeps the request open (:meth:`reach`), and
-    plan and run say so rather than leave the operator to guess.
-
-    Every dataset is looked at, whatever ``--dataset`` selects: a request's
-    outcome depends on all of them. Only a dataset that holds a NULL-key row
-    at all is asked per request, so the common case costs one probe per
-    dataset, or nothing where ``counted`` (plan's anomalies, whose
-    ``null_key`` covers this reach) already says so.
-    """
-    counted = counted or {}
-    reaching = []
-    for p in planners:
-        if not (p.identified and p.key.nullable and (p.dataset.erasure_state or p.dataset.erasure_masking is not None)):
-            continue
-        reach = p.reach(erasure=p.dataset.erasure_state is not None)
-        if p.name in counted:
-            if counted[p.name].get(NULL_KEYS):
-                reaching.append((p, reach))
-            continue
-        probe = sa.select(sa.literal(1)).select_from(p.table).where(p.key.is_(None), reach).limit(1)
-        if conn.execute(probe).first() is not None:
-            reaching.append((p, reach))
-    if not reaching:
-        return []
-    first = reaching[0][0]
-    er = first.ctx.tables.erasure_requests
-    requests = conn.execute(
-        sa.select(er.c.id, er.c.subject_key, er.c.email, er.c.email_pseudonym)
-        .where(er.c.status == "open", er.c.received_on <= first.today)
-        .order_by(er.c.id)
-    ).all()
-    notes = []
-    for request in requests:
-        for p, reach in reaching:
-            named = p._names(conn, p.live_who(conn), request)
-            query = sa.select(sa.func.count()).select_from(p.table).where(p.key.is_(None), reach, named)
-            if rows := int(conn.execute(query).scalar_one()):
-                notes.append(
-                    f"erasure request {request.id}: {rows} rows of this subject in {p.name} have no key (NULL); "
-                    "the engine cannot erase them, so the request stays open"
-                )
-    return notes

@@ -19,6 +19,7 @@ import structlog
 
 from retention.engine import erasure_mask, partitions, set_archive, set_purge
 from retention.engine.apply import RunContext, _Interrupted, _shred_keys, apply_batch, witness
+from retention.engine.null_keys import NullKeyNote, null_key_requests, stored_anomalies
 from retention.engine.plan import (
     Batch,
     DatasetPlanner,
@@ -28,7 +29,6 @@ from retention.engine.plan import (
     PlanSummary,
     build_planners,
 )
-from retention.engine.plan_counts import null_key_notes
 from retention.engine.run_lock import RunLock, reading
 from retention.engine.schema import check_schema
 from retention.errors import (
@@ -116,6 +116,8 @@ class RunResult:
     finished_at: dt.datetime | None = None
     waiting: dict[str, str] = field(default_factory=dict)  # dataset -> why it waits for a version's notice
     notes: list[str] = field(default_factory=list)  # what an operator must act on (counts only, no data)
+    # Erasure requests that rows with no key hold open: the run record keeps them (ids and counts only).
+    open_requests: list[NullKeyNote] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -234,10 +236,10 @@ def _close_run(
     ctx: RunContext,
     planners: dict[str, DatasetPlanner],
     erased: dict[int, int],
-) -> list[str]:
+) -> list[NullKeyNote]:
     """What a run does once every dataset is done: archive sweep, erasure requests, minimising.
 
-    Returns notes for the operator (why an erasure request stays open).
+    Returns why erasure requests stay open (rows with no key), for the operator and the run record.
 
     Not the ledger's lookup rows: each batch wrote its own
     (:func:`retention.ledger.items.index_items`), so closing a run or a
@@ -588,7 +590,7 @@ def _guard_passes(
 
 def _settle_erasure_requests(
     conn: sa.Connection, ctx: RunContext, planners: dict[str, DatasetPlanner], erased: dict[int, int]
-) -> list[str]:
+) -> list[NullKeyNote]:
     """Mark requests processed once none of the subject's records is left to move; say why others stay open.
 
     A request whose subject still has records under a legal hold stays open,
@@ -652,9 +654,9 @@ def _settle_erasure_requests(
         ledger.append(conn, drafts, ctx.now(), secret=ctx.secret)
         for planner in masking:
             erasure_mask.forget_gone(planner, conn)
-        notes = null_key_notes(conn, planners.values())
+        notes = null_key_requests(conn, planners.values())
     for note in notes:
-        log.warning("erasure_request_open", run_id=ctx.run_id, reason=note)  # ids and counts only
+        log.warning("erasure_request_open", run_id=ctx.run_id, reason=note.sentence)  # ids and counts only
     return notes
 
 
@@ -671,6 +673,12 @@ def _close_abandoned_runs(conn: sa.Connection) -> None:
     )
 
 
+def _anomalies_json(anomalies: dict[str, dict[str, int]], notes: list[NullKeyNote]) -> str | None:
+    """The run record's ``anomalies``: the anomalies and why requests stay open (:func:`stored_anomalies`)."""
+    merged = stored_anomalies(anomalies, notes)
+    return json.dumps(merged, sort_keys=True) if merged else None
+
+
 def _finish(engine: sa.Engine, result: RunResult, error: str | None = None, swallow: bool = False) -> None:
     values: dict[str, Any] = {
         "finished_at": utcnow(),
@@ -683,7 +691,7 @@ def _finish(engine: sa.Engine, result: RunResult, error: str | None = None, swal
             else None
         ),
         "overrides": json.dumps(result.overrides, sort_keys=True) if result.overrides else None,
-        "anomalies": json.dumps(result.anomalies, sort_keys=True) if result.anomalies else None,
+        "anomalies": _anomalies_json(result.anomalies, result.open_requests),
     }
     try:
         with engine.begin() as conn:

@@ -19,6 +19,7 @@ import structlog
 from retention.dialects import dialect_for
 from retention.engine.apply import RunContext, _archive_keys, _for_update, _Interrupted
 from retention.engine.archive import ArchiveStore, SameDatabaseArchive
+from retention.engine.null_keys import NullKeyNote
 from retention.engine.plan import (
     Batch,
     EngineTables,
@@ -29,6 +30,7 @@ from retention.engine.plan import (
 from retention.engine.run_datasets import (
     _RETRIES,
     RunResult,
+    _anomalies_json,
     _close_run,
     _record_pack,
     _require_schema,
@@ -271,11 +273,12 @@ def _shard_values(
 _WORST = ("failed", "partial", "guarded", "succeeded")
 
 
-def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> list[str]:
+def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> list[NullKeyNote]:
     """The last shard closes the logical run: erasure requests, minimising, the totals.
 
-    Returns the run's notes (why an erasure request stays open), which the
-    closing shard reports as an unsharded run would: only it settles the requests.
+    Returns why erasure requests stay open, which the closing shard reports
+    as an unsharded run would (only it settles the requests); the group's
+    record keeps them as a whole run's does (its anomalies stay per shard).
     """
     rs, runs = store.run_shards, store.runs
     with reading(conn):
@@ -299,6 +302,7 @@ def _close_group(conn: sa.Connection, engine: sa.Engine, ctx: RunContext) -> lis
                 finished_at=utcnow(),
                 counts=json.dumps(counts, sort_keys=True),
                 error=json.dumps(errors, sort_keys=True) if errors else None,
+                anomalies=_anomalies_json({}, notes),
             )
         )
     log.info("run_group_finished", run_id=ctx.run_id, status=status, counts=counts)
@@ -365,7 +369,8 @@ def run_shard(
                 _run_datasets(conn, lock, ctx, plan_ctx, planners, result, on_batch, allow_mass)
                 result.status = "partial" if result.failures else "guarded" if result.guarded else "succeeded"
                 if _shard_done(conn, lock, ctx, result, shard):
-                    result.notes += _close_group(conn, engine, ctx)
+                    result.open_requests = _close_group(conn, engine, ctx)
+                    result.notes += [note.sentence for note in result.open_requests]
             finally:
                 lock.release()
     except _Interrupted:

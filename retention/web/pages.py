@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from retention.engine import backups
+from retention.engine.null_keys import NO_KEY, split_anomalies
 from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
 from retention.ledger import query as ledger_query
@@ -317,6 +318,7 @@ def person_page(console: Console, request: Request, viewer: Viewer, form: FormDa
         found=found,
         proof=proof,
         ticket=console.tickets.issue(viewer.name, kind, key),
+        no_key=NO_KEY,
         **{**context, "person": found},
     )
 
@@ -404,7 +406,10 @@ def _run_view(run: dict[str, Any]) -> dict[str, Any]:
     problems = _json(run.get("error"))
     run["counts_by_dataset"] = counts
     run["moved"] = sum(sum(per.values()) for per in counts.values())
-    run["anomaly_counts"] = _json(run.get("anomalies")) or {}
+    stored = _json(run.get("anomalies"))
+    # Why erasure requests stayed open (rows with no key) is kept beside the anomalies: shown apart, as sentences.
+    run["anomaly_counts"], open_requests = split_anomalies(stored if isinstance(stored, dict) else {})
+    run["open_requests"] = [note.sentence for note in open_requests]
     run["override_list"] = _json(run.get("overrides")) or []
     if isinstance(problems, dict):
         run["problems"] = {str(k): _first_line(str(v)) for k, v in problems.items()}

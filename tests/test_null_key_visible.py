@@ -1,0 +1,161 @@
+"""A person's rows whose key is NULL, seen everywhere (review of ``nullvis``'s brief).
+
+1. Plan and run asked each open request about each dataset with NULL keys,
+   one statement per request: a backlog made plan slower by a statement a
+   request. Now one statement per dataset, grouped by request.
+2. The run record kept no word of why a request stayed open, so the
+   console's run page could not say it later.
+3. The person page and ``explain`` said nothing of a person's NULL-key rows
+   (and the person page listed one as a record whose key reads "None").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
+from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _events, _subject_with_a_null_key, _why
+from test_set_purge_batches import KEY
+
+from retention.cli import main
+from retention.commands.explain_many import explain_records
+from retention.commands.person import person
+from retention.commands.runs import explain_in
+from retention.engine import execute
+from retention.engine.plan import PlanContext, build_planners
+from retention.engine.shards import ShardSpec
+from retention.policy import LoadedPack, validate_pack
+from retention.store import tables as store
+from retention.subjects import events as subjects
+from retention.web import pages
+
+NO_KEY = "rows have no key (NULL): the engine cannot move or erase them"
+
+
+def _pack(text: str) -> LoadedPack:
+    return validate_pack(yaml.safe_load(text), Path("<test>"), text)
+
+
+def _loaded() -> LoadedPack:
+    erasure, lifecycle = VARIANTS["delete"]
+    return _pack(ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle))
+
+
+def _many_subjects_with_null_keys(engine: sa.Engine, loaded: LoadedPack, subjects_: range) -> list[int]:
+    """Per subject ``i``: ``i % 3 + 1`` NULL-key rows and an open request. Returns the requests' ids.
+
+    No keyed row: plan's erasure pass would walk those in batches, which this test does not count.
+    """
+    events = sa.Table("ne_events", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.n), 0))).scalar_one() + 1
+        rows: list[dict[str, Any]] = []
+        for i in subjects_:
+            for _ in range(i % 3 + 1):
+                rows.append({"n": first + len(rows), "id": None, "user_id": f"u{i}", "name": "x", "collected": NEW})
+        conn.execute(events.insert(), [{**r, "active": 1} for r in rows])
+        for i in subjects_:
+            received = dt.date(2024, 12, 15)
+            subjects.add_request(conn, subject_key=f"u{i}", received=received, pack=loaded.pack, secret=KEY)
+        er = store.erasure_requests
+        return list(conn.execute(sa.select(er.c.id).order_by(er.c.id)).scalars())[-len(subjects_) :]
+
+
+def _statements(engine: sa.Engine, loaded: LoadedPack) -> tuple[int, list[str]]:
+    """How many statements one plan sends, and its notes."""
+    sent = [0]
+
+    def count(*_: Any) -> None:
+        sent[0] += 1
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        notes = execute.plan(engine, loaded, AS_OF, record=False).notes
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    return sent[0], notes
+
+
+def _sentence(request: int, rows: int) -> str:
+    return _why(request).replace(": 1 rows", f": {rows} rows")
+
+
+def test_plan_asks_once_per_dataset_however_many_requests_a_null_key_holds_open(migrated: sa.Engine) -> None:
+    """1 request, then 31: the same statements (before: one more per request), and a note for each, in id order."""
+    _events(migrated)
+    loaded = _loaded()
+    ids = _many_subjects_with_null_keys(migrated, loaded, range(1))
+    execute.plan(migrated, loaded, AS_OF, record=False)  # first reads (reflection) out of the way
+    one, notes = _statements(migrated, loaded)
+    assert notes == [_sentence(ids[0], 1)]
+    ids += _many_subjects_with_null_keys(migrated, loaded, range(1, 31))
+    many, notes = _statements(migrated, loaded)
+    assert notes == [_sentence(request, i % 3 + 1) for i, request in enumerate(ids)]
+    assert many == one
+
+
+def test_the_run_record_keeps_why_a_request_stays_open(migrated: sa.Engine) -> None:
+    """The run page says it from the record (ids and counts only); the anomalies table shows only anomalies."""
+    _, text, request = _subject_with_a_null_key(migrated, "delete")
+    result = execute.run(migrated, _pack(text), AS_OF, secret=KEY)
+    assert result.notes == [_why(request)]
+    with migrated.connect() as conn:
+        stored = json.loads(conn.execute(sa.select(store.runs.c.anomalies)).scalar_one())
+        run = pages._run(conn, result.run_id)
+    assert "u1" not in json.dumps(stored) and "name-" not in json.dumps(stored)
+    assert run is not None
+    assert run["open_requests"] == [_why(request)]
+    assert run["anomaly_counts"]["events"]["null_key"] == 1
+    assert not any(kind.startswith("null_key_request") for kind in run["anomaly_counts"]["events"])
+
+
+def test_a_sharded_run_record_keeps_it_too(migrated: sa.Engine) -> None:
+    """The group's record, written by the closing shard, keeps the note its shard printed."""
+    _, text, request = _subject_with_a_null_key(migrated, "delete")
+    loaded = _pack(text)
+    for i in range(2):
+        result = execute.run_shard(migrated, loaded, AS_OF, secret=KEY, shard=ShardSpec(i, 2), run_group="g")
+    with migrated.connect() as conn:
+        run = pages._run(conn, result.run_id)
+    assert run is not None
+    assert run["open_requests"] == [_why(request)]
+
+
+def test_person_page_counts_the_persons_null_key_rows(migrated: sa.Engine) -> None:
+    """u1 has record 'a' and a NULL-key row: one record explained, and the NULL-key row counted, not listed."""
+    _, text, _request = _subject_with_a_null_key(migrated, "delete")
+    loaded = _pack(text)
+    with migrated.connect() as conn:
+        seen = person(conn, loaded, AS_OF, KEY, subject_key="u1")
+        other = person(conn, loaded, AS_OF, KEY, subject_key="u2")
+    (events,) = seen.datasets
+    assert [r.explanation.key for r in events.records] == ["a"]
+    assert events.null_keys == 1
+    assert other.datasets[0].null_keys == 0
+
+
+def test_explain_says_the_subjects_null_key_rows(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """`explain --key a` (u1's record) counts u1's NULL-key rows; explain-many agrees; 'b' (u2) has none."""
+    _, text, _request = _subject_with_a_null_key(migrated, "delete")
+    loaded = _pack(text)
+    with migrated.connect() as conn:
+        planners = build_planners(conn, PlanContext(loaded, AS_OF))
+        alone = {key: explain_in(conn, loaded, AS_OF, "events", key, planners) for key in ("a", "b")}
+        many = explain_records(conn, loaded, AS_OF, "events", ["a", "b"], planners)
+    assert alone["a"].subject_null_keys == many["a"].subject_null_keys == 1
+    assert alone["b"].subject_null_keys == many["b"].subject_null_keys == 0
+    path = tmp_path / "pack.yaml"
+    path.write_text(text)
+    args = ["explain", "--rules", str(path), "--db", db_url, "--dataset", "events", "--as-of", "2025-01-01"]
+    out = CliRunner().invoke(main, [*args, "--key", "a"])
+    assert out.exit_code == 0, out.output
+    assert f"1 {NO_KEY}" in out.output
+    assert "u1" not in out.output
+    shown = json.loads(CliRunner().invoke(main, [*args, "--key", "a", "--format", "json"]).output)
+    assert shown["subject_null_keys"] == 1
+    assert NO_KEY not in CliRunner().invoke(main, [*args, "--key", "b"]).output
