@@ -12,27 +12,33 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
+from console_world import World, csrf_of, sign_in
 from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _events, _subject_with_a_null_key, _why
 from test_set_purge_batches import KEY
 
 from retention.cli import main
+from retention.commands import person as people
 from retention.commands.explain_many import explain_records
 from retention.commands.person import person
 from retention.commands.runs import explain_in
 from retention.engine import execute
+from retention.engine.null_keys import NullKeyNote, stored_anomalies
 from retention.engine.plan import PlanContext, build_planners
 from retention.engine.shards import ShardSpec
 from retention.policy import LoadedPack, validate_pack
 from retention.store import tables as store
 from retention.subjects import events as subjects
-from retention.web import pages
+from retention.web import create_app, pages
 
 NO_KEY = "rows have no key (NULL): the engine cannot move or erase them"
 
@@ -159,3 +165,36 @@ def test_explain_says_the_subjects_null_key_rows(migrated: sa.Engine, db_url: st
     shown = json.loads(CliRunner().invoke(main, [*args, "--key", "a", "--format", "json"]).output)
     assert shown["subject_null_keys"] == 1
     assert NO_KEY not in CliRunner().invoke(main, [*args, "--key", "b"]).output
+
+
+def test_run_page_shows_the_open_requests_apart_from_the_anomalies(world: World, migrated: sa.Engine) -> None:
+    """The console's run page: the note as `run` printed it, not a row "null_key_request:7" among the anomalies."""
+    runs = store.runs
+    stored = stored_anomalies({"customers": {"null": 2}}, [NullKeyNote(7, "customers", 3)])
+    with migrated.begin() as conn:
+        conn.execute(runs.update().where(runs.c.id == world.run_id).values(anomalies=json.dumps(stored)))
+    c = sign_in(create_app(world.settings), "auditor")
+    page = html.unescape(c.get(f"/runs/{world.run_id}").text)
+    assert "Erasure requests left open" in page
+    assert NullKeyNote(7, "customers", 3).sentence in page
+    assert "null_key_request" not in page
+    assert re.search(r"<td>customers</td><td>null</td><td class=\"num\">2</td>", page)
+
+
+def test_person_page_says_the_rows_with_no_key(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset where the person has only NULL-key rows: the summary and a section say so, not "none" alone."""
+    real = people.person
+
+    def with_null_keys(*args: Any, **kwargs: Any) -> people.Person:
+        found = real(*args, **kwargs)
+        found.datasets[0].null_keys = 2
+        return found
+
+    monkeypatch.setattr(people, "person", with_null_keys)
+    c = sign_in(create_app(world.settings), "auditor")
+    response = c.post("/person", data={"csrf_token": csrf_of(c), "kind": "subject", "key": "no-such-person"})
+    assert response.status_code == 200, response.text
+    page = html.unescape(response.text)
+    assert "2 with no key" in page
+    assert f"2 {NO_KEY}." in page
+    assert "No dataset holds a record of this person" not in page
