@@ -198,3 +198,41 @@ def test_person_page_says_the_rows_with_no_key(world: World, monkeypatch: pytest
     assert "2 with no key" in page
     assert f"2 {NO_KEY}." in page
     assert "No dataset holds a record of this person" not in page
+
+
+def test_requests_by_subject_and_by_email_are_grouped_alike(migrated: sa.Engine) -> None:
+    """Rows named by id, by address or both: a request counts each of its rows once, whichever identity matched."""
+    table = sa.Table(
+        "ne_events",
+        sa.MetaData(),
+        sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("id", sa.String(10), nullable=True, unique=True),
+        sa.Column("user_id", sa.String(40)),
+        sa.Column("mail", sa.String(80)),
+        sa.Column("name", sa.String(40)),
+        sa.Column("active", sa.Integer),
+        sa.Column("collected", sa.DateTime(timezone=True)),
+    )
+    table.create(migrated)
+    rows = [(None, "u1", "x@example.com"), (None, "u9", "X@Example.com "), (None, "u1", None), ("k", "u1", None)]
+    with migrated.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"n": n, "id": k, "user_id": u, "mail": m, "name": "x", "active": 1, "collected": NEW}
+                for n, (k, u, m) in enumerate(rows)
+            ],
+        )
+    erasure, lifecycle = VARIANTS["delete"]
+    text = ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
+    loaded = _pack(text.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n"))
+    received = dt.date(2024, 12, 15)
+    with migrated.begin() as conn:
+        ids = [
+            subjects.add_request(conn, subject_key="u1", received=received, pack=loaded.pack, secret=KEY),
+            subjects.add_request(
+                conn, subject_key=None, email="x@example.com", received=received, pack=loaded.pack, secret=KEY
+            ),
+        ]
+    notes = execute.plan(migrated, loaded, AS_OF).notes
+    assert notes == [_sentence(ids[0], 2), _sentence(ids[1], 2)]
