@@ -341,6 +341,13 @@ class _KeyedBlock:
     which go with the aggregate when the statement ends.
     A NULL subject text is no subject (32 zero bytes); a row without a record
     or due is left out, as in :class:`_Block`.
+
+    The cheapest way found to make these bytes on Python's own sqlite3
+    (bench/sqlite_parts.py, bench/RESULTS.md branch sqlhash, same process):
+    ``hmac.digest`` (OpenSSL's one-shot) costs 1.5x, as it hashes the key's
+    pads again for every pseudonym; values kept in ``step`` and hashed in
+    ``finalize`` 1.1x; copies of a C HMAC object 1.2x; sqlean.py's C
+    ``sha256()`` making the items in SQL 1.1x (no saved pad states).
     """
 
     def __init__(self) -> None:
