@@ -12,7 +12,7 @@ limit of an audited purge.
 Each measurement regenerates the table in the database (generation is not
 timed), then times one operation. Baselines run in the same process on the
 same data, so the ratios hold on a noisy shared machine even when the
-absolute times do not. Each figure is the median of ``--repeat`` runs.
+absolute times do not. Each figure is the median of ``--repeat`` runs, printed with every run's seconds.
 """
 
 from __future__ import annotations
