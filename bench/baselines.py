@@ -74,11 +74,17 @@ def pt_archiver(url: str, cutoff: str, table: str = "bench_events") -> int:
 
     The row count comes from its ``--statistics`` report (``DELETE n``).
     """
+    out = subprocess.run(pt_archiver_command(url, cutoff, table), capture_output=True, text=True, check=True)
+    return pt_archiver_deleted(out.stdout)
+
+
+def pt_archiver_command(url: str, cutoff: str, table: str = "bench_events") -> list[str]:
+    """The pt-archiver bulk purge's command line, ``--statistics`` on (its time split by action)."""
     u = sa.engine.make_url(url)
     dsn = f"h={u.host or '127.0.0.1'},P={u.port or 3306},u={u.username or 'root'},D={u.database},t={table}"
     if u.password:
         dsn += f",p={u.password}"
-    command = [
+    return [
         "pt-archiver",
         "--source",
         dsn,
@@ -93,10 +99,13 @@ def pt_archiver(url: str, cutoff: str, table: str = "bench_events") -> int:
         "--statistics",
         "--no-check-charset",
     ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
-    found = re.search(r"^DELETE\s+(\d+)", out.stdout, re.MULTILINE)
+
+
+def pt_archiver_deleted(stdout: str) -> int:
+    """The rows deleted, from pt-archiver's ``--statistics`` report (``DELETE n``)."""
+    found = re.search(r"^DELETE\s+(\d+)", stdout, re.MULTILINE)
     if found is None:
-        raise RuntimeError(f"pt-archiver printed no DELETE count: {out.stdout[-500:]}")
+        raise RuntimeError(f"pt-archiver printed no DELETE count: {stdout[-500:]}")
     return int(found.group(1))
 
 

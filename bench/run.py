@@ -12,7 +12,7 @@ limit of an audited purge.
 Each measurement regenerates the table in the database (generation is not
 timed), then times one operation. Baselines run in the same process on the
 same data, so the ratios hold on a noisy shared machine even when the
-absolute times do not. Each figure is the median of ``--repeat`` runs.
+absolute times do not. Each figure is the median of ``--repeat`` runs, printed with every run's seconds.
 """
 
 from __future__ import annotations
@@ -578,7 +578,7 @@ def main() -> None:
     engine = create_engine(url)
     migrate.upgrade(engine)
 
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     rss: dict[str, float] = {}
 
     def measure(
@@ -607,9 +607,12 @@ def main() -> None:
             seconds, count = action() if timed_inside else timed(action)
             times.append(seconds)
             counts.append(count)
-        results[name] = {"seconds": statistics.median(times), "rows": statistics.median(counts)}
+        results[name] = {"seconds": statistics.median(times), "rows": statistics.median(counts), "runs": times}
+        # Every run's seconds beside the median: a median is one of them (odd --repeat), so a table's figure
+        # can be checked against the runs it came from (bench/RESULTS.md, section mariaclk).
+        runs = ", ".join(f"{seconds:.3f}" for seconds in times)
         print(
-            f"  {name}: {results[name]['seconds']:.3f} s for {results[name]['rows']:.0f} rows",
+            f"  {name}: {results[name]['seconds']:.3f} s for {results[name]['rows']:.0f} rows (runs: {runs} s)",
             flush=True,
         )
 
