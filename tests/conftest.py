@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,9 +200,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 _TERMINAL_SIZE = ("COLUMNS", "LINES")
 
 
+_shared_templates: list[Path] = []  # xdist, in the controller: the folder of the templates the workers share
+
+
 def pytest_configure_node(node: Any) -> None:
-    """xdist, in the controller: hand each worker the terminal size variables as they are here."""
+    """xdist, in the controller: hand each worker the terminal size variables as they are here, and the folder
+    of the templates the workers share (db_templates.share; dropped in pytest_sessionfinish)."""
     node.workerinput["terminal_size"] = {name: os.environ.get(name) for name in _TERMINAL_SIZE}
+    if not _shared_templates:
+        root = os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir()
+        _shared_templates.append(Path(tempfile.mkdtemp(prefix=f"rt-{_RUN}-templates-", dir=root)))
+    node.workerinput["shared_templates"] = str(_shared_templates[0])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -211,6 +221,9 @@ def pytest_configure(config: pytest.Config) -> None:
     ``COLUMNS`` when it is set (retention/cli/tables.py): tests of the
     default width then failed under ``-n 2`` only.
     """
+    shared = getattr(config, "workerinput", {}).get("shared_templates")
+    if shared is not None:
+        db_templates.share(Path(shared), _create_database)
     sizes = getattr(config, "workerinput", {}).get("terminal_size")
     if sizes is None:
         return
@@ -325,29 +338,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @contextmanager
 def isolated_database(dialect: str, directory: Path) -> Iterator[str]:
     """The URL of a fresh, empty database on ``dialect`` (a schema on PostgreSQL), dropped afterwards."""
+    url = _create_database(dialect, directory)
+    try:
+        yield url
+    finally:
+        _drop_database(dialect, url)
+
+
+def _create_database(dialect: str, directory: Path) -> str:
+    """The URL of a new, empty database on ``dialect`` (a schema on PostgreSQL; a file in ``directory`` on SQLite)."""
     _require(dialect)
     name = f"rt_{_RUN}_{os.getpid()}_{next(_counter)}"
     if dialect == "sqlite":
-        yield f"sqlite:///{directory / (name + '.sqlite')}"
+        return f"sqlite:///{directory / (name + '.sqlite')}"
+    with _admin(dialect).connect() as conn:
+        if dialect == "postgresql":
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+            url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": pg_options(name)})
+        else:
+            # Not the server's default collation: the engine's key columns and an
+            # application's tables often differ there, and mixing them must work.
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MARIADB_COLLATION}"))
+            url = make_url(SERVER_URLS[dialect]).set(database=name)
+    return url.render_as_string(hide_password=False)
+
+
+def _drop_database(dialect: str, url: str) -> None:
+    """Drops what ``_create_database`` made (a SQLite file stays: it lives in a temporary folder)."""
+    if dialect == "sqlite":
         return
-    admin = _admin(dialect)
-    try:
-        with admin.connect() as conn:
-            if dialect == "postgresql":
-                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-                url = make_url(SERVER_URLS[dialect]).update_query_dict({"options": pg_options(name)})
-            else:
-                # Not the server's default collation: the engine's key columns and an
-                # application's tables often differ there, and mixing them must work.
-                conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MARIADB_COLLATION}"))
-                url = make_url(SERVER_URLS[dialect]).set(database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            if dialect == "postgresql":
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    with _admin(dialect).connect() as conn:
+        if dialect == "postgresql":
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{db_templates.pg_schema(make_url(url))}" CASCADE'))
+        else:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
 
 
 @pytest.fixture
@@ -463,6 +487,10 @@ def sqlite_world(folder: Path) -> World:
 
 def pytest_sessionfinish() -> None:
     db_templates.close()
+    for folder in _shared_templates:  # the controller: every worker is done with the templates they shared
+        db_templates.drop_shared(folder, _drop_database)
+        shutil.rmtree(folder, ignore_errors=True)
+    _shared_templates.clear()
     for admin in _admins.values():
         admin.dispose()
     _admins.clear()

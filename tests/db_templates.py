@@ -27,6 +27,14 @@ A database that already holds some of the engine's tables (or, on SQLite,
 any table) is migrated the ordinary way, so a test never loses what it
 made before asking for the engine's tables (``upgrade``).
 
+Under xdist the workers share the templates (``share``): the first worker to
+need one builds it under a file lock in a folder the controller made, and
+the others load it from there (the console world took 8-17 s a worker and
+database to build under ``-n 2``, each worker building its own). A shared
+template's database outlives the worker that made it (another may copy it
+later), so the controller drops it when every worker is done
+(``drop_shared``).
+
 On PostgreSQL and MariaDB a test that asks for ``migrated`` gets a database
 that a background thread created and filled a little ahead (READY of them),
 and its database is dropped in that thread too: the server's DDL then
@@ -37,7 +45,10 @@ database made and dropped the same way (``empty_database``).
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pickle
 import shutil
 import sqlite3
 import subprocess
@@ -97,6 +108,8 @@ class Template:
 
 
 _templates: dict[tuple[str, str], Template | None] = {}  # (dialect, "migrated" or a populated template's name)
+CreateDatabase = Callable[[str, Path], str]  # a database on the dialect, not dropped by this process: its URL
+_shared: list[tuple[Path, CreateDatabase]] = []  # xdist: the controller's folder of templates, and how to make one
 _stack = ExitStack()
 READY = 2
 _ready: dict[tuple[str, str], deque[Future[tuple[str, ExitStack]]]] = {}
@@ -242,17 +255,17 @@ def _prepare(dialect: str, template: Template | None, isolated_database: Isolate
 
 def _template(dialect: str, isolated_database: IsolatedDatabase) -> Template | None:
     """The session's template on ``dialect`` (built on first use), or None where none can be made."""
-    if (dialect, "migrated") not in _templates:
-        directory = Path(_stack.enter_context(tempfile.TemporaryDirectory(prefix="rt-template-")))
-        url = _stack.enter_context(isolated_database(dialect, directory))
+
+    def build(url: str, _directory: Path) -> Template | None:
         engine = create_engine(url)
         try:
             migrate.upgrade(engine)
             assert migrate.current_revision(engine) == migrate.head_revision()
-            _templates[(dialect, "migrated")] = _build(dialect, engine)
+            return _build(dialect, engine)
         finally:
             engine.dispose()
-    return _templates[(dialect, "migrated")]
+
+    return _session_template(dialect, "migrated", build, isolated_database)
 
 
 def populated(dialect: str, name: str, populate: Populate, isolated_database: IsolatedDatabase) -> Template | None:
@@ -262,9 +275,8 @@ def populated(dialect: str, name: str, populate: Populate, isolated_database: Is
     gets its own copy of them (``copy_files``). None where no template can be
     made (no pg_dump): the caller then populates each test's database itself.
     """
-    if (dialect, name) not in _templates:
-        directory = Path(_stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rt-{name}-")))
-        url = _stack.enter_context(isolated_database(dialect, directory))
+
+    def build(url: str, directory: Path) -> Template | None:
         engine = create_engine(url)
         try:
             upgrade(engine, isolated_database)
@@ -274,10 +286,75 @@ def populated(dialect: str, name: str, populate: Populate, isolated_database: Is
             template = _build(dialect, engine)
             if template is not None:
                 template.files, template.made = files, made
-            _templates[(dialect, name)] = template
+            return template
         finally:
             engine.dispose()
-    return _templates[(dialect, name)]
+
+    return _session_template(dialect, name, build, isolated_database)
+
+
+def _session_template(
+    dialect: str, name: str, build: Callable[[str, Path], Template | None], isolated_database: IsolatedDatabase
+) -> Template | None:
+    """Template ``name`` on ``dialect``: this process's, else the workers' shared one, else built now.
+
+    ``build(url, folder)`` fills the empty database at ``url``, writing any
+    files in ``folder``, and returns the template.
+    """
+    key = (dialect, name)
+    if key not in _templates:
+        if _shared:
+            _templates[key] = _shared_template(dialect, name, build)
+        else:
+            directory = Path(_stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rt-{name}-")))
+            _templates[key] = build(_stack.enter_context(isolated_database(dialect, directory)), directory)
+    return _templates[key]
+
+
+def share(folder: Path, create: CreateDatabase) -> None:
+    """xdist, in a worker: templates are shared with the other workers through ``folder`` (the controller's).
+
+    ``create(dialect, directory)`` makes a database that this worker does not
+    drop: another worker may copy the template after this one has finished.
+    """
+    _shared[:] = [(folder, create)]
+
+
+def _shared_template(dialect: str, name: str, build: Callable[[str, Path], Template | None]) -> Template | None:
+    """The template the first worker built (under an exclusive file lock), or built here and saved for the others.
+
+    The others wait on the lock while it is built: each would otherwise build
+    its own, on the same two cores. A template that cannot be saved (what
+    its builder returned does not pickle) is this worker's alone; it is
+    built again by each worker that needs it.
+    """
+    folder, create = _shared[0]
+    stem = f"{dialect}-{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}"
+    saved = folder / f"{stem}.pickle"
+    with (folder / f"{stem}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also if this worker dies
+        if saved.exists():
+            return pickle.loads(saved.read_bytes())  # written by this run's workers, in the controller's folder
+        directory = Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=folder))
+        url = create(dialect, directory)
+        # Recorded before it is filled, so that a build that fails still has its database dropped.
+        (directory / "database.json").write_text(json.dumps({"dialect": dialect, "url": url}), encoding="utf-8")
+        template = build(url, directory)
+        try:
+            data = pickle.dumps(template)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return template
+        partial = saved.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(saved)
+        return template
+
+
+def drop_shared(folder: Path, drop: Callable[[str, str], None]) -> None:
+    """In the controller, every worker done: drops the shared templates' databases (``drop(dialect, url)``)."""
+    for record in sorted(folder.glob("*/database.json")):
+        made = json.loads(record.read_text(encoding="utf-8"))
+        drop(made["dialect"], made["url"])
 
 
 def copy_sqlite(template: Template, url: str) -> None:

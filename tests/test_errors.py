@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from engine_events import on_database
 from scaffold import events_pack
 
 from retention.cli import main
@@ -231,11 +232,10 @@ def work_session_killed_at(engine: sa.Engine, prefix: str) -> Iterator[list[str]
                 admin.execute(sa.text(f"KILL CONNECTION {int(driver.thread_id())}"))
         killed.append(prefix.split()[0])
 
-    sa.event.listen(sa.Engine, "before_cursor_execute", kill)
-    try:
+    # Only connections to the test's database: the background thread preparing the next tests' databases
+    # (db_templates.py) must never see its session killed.
+    with on_database(engine.url, "before_cursor_execute", kill):
         yield killed
-    finally:
-        sa.event.remove(sa.Engine, "before_cursor_execute", kill)
 
 
 LOST = {

@@ -12,13 +12,13 @@ import datetime as dt
 import hashlib
 import hmac
 import random
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from engine_events import on_database
 from ledger_view import every_claim
 
 from retention import commands
@@ -217,19 +217,14 @@ def test_a_complete_audit_matches_in_the_database(
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", SECRET)
     monkeypatch.setenv("RETENTION_PSEUDONYM_KEY_FILE", "")
     seen: list[str] = []
-    here = threading.get_ident()
 
     def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        # The listener is process-wide: only this thread's statements are the audit's (a template or server
-        # thread of another test in this worker may be migrating another database meanwhile).
-        if threading.get_ident() == here:
-            seen.append(f"{statement} {parameters!r}")
+        seen.append(f"{statement} {parameters!r}")
 
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", note)
-    try:
+    # The audit opens its own engine; only its statements to the shop's database are the audit's (the background
+    # thread preparing the next tests' databases runs meanwhile: engine_events.py).
+    with on_database(shop["db_url"], "before_cursor_execute", note):
         result = commands.ledger_audit(Path(PACK), shop["db_url"])
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", note)
     assert result.problems == [
         f"dataset analytics_events: entry {seq} item {idx} (record {pseudonym[:16]}) says active->purged (delete), "
         "but the live table still holds that record"

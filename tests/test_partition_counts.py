@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
+from engine_events import on_database
 from test_partitions import AS_OF, CUTOFF, PACK, SECRET, build_partitioned, ledger_entries, loaded, months
 
 from retention.cli import main
@@ -670,10 +671,9 @@ def test_status_classifies_without_summing_the_deltas(migrated: sa.Engine, db_ur
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)  # the command opens its own engine
-    try:
+    # The command opens its own engine; only its statements to this database count (the background thread that
+    # prepares the next tests' databases could otherwise satisfy `statements` on its own: engine_events.py).
+    with on_database(db_url, "before_cursor_execute", seen):
         lines = partition_commands.partitions_status(write_pack(tmp_path), db_url)
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
     assert [line.outcome for line in lines] == ["kept"] * (len(months()) - 1)
     assert statements and not [s for s in statements if "sum(" in s and "retention_partition_rows" in s]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import db_templates
 import pytest
 import sqlalchemy as sa
 from conftest import isolated_database, migrate_isolated
@@ -190,3 +193,36 @@ def test_a_copy_of_the_console_world_is_the_world_built(
         assert path is not None and path.parent == tmp_path and path.is_file()
     assert world.settings.checkpoints == tmp_path / "checkpoints"
     assert [p.name for p in world.settings.checkpoints.iterdir()] == ["checkpoint-1.json"]
+
+
+def test_workers_share_a_template_built_once_and_its_database_is_dropped_after(tmp_path: Path) -> None:
+    """Two workers asking at once (two threads here: an fcntl lock excludes each open of the lock file alike):
+    one builds, the other waits and loads what it saved; the controller then drops the database it made."""
+    made: list[str] = []
+    dropped: list[tuple[str, str]] = []
+
+    def create(dialect: str, directory: Path) -> str:
+        url = f"sqlite:///{directory / f'db-{len(made)}.sqlite'}"
+        made.append(url)
+        return url
+
+    def build(url: str, directory: Path) -> db_templates.Template:
+        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        return db_templates.Template("sqlite", url, [], files=directory, made={"built in": url})
+
+    got: list[db_templates.Template | None] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(db_templates, "_shared", [])
+        db_templates.share(tmp_path, create)
+        workers = [
+            threading.Thread(target=lambda: got.append(db_templates._shared_template("sqlite", "a world", build)))
+            for _ in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+    assert len(made) == 1
+    assert [template.made if template else None for template in got] == [{"built in": made[0]}] * 2
+    db_templates.drop_shared(tmp_path, lambda dialect, url: dropped.append((dialect, url)))
+    assert dropped == [("sqlite", made[0])]

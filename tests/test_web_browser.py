@@ -90,17 +90,22 @@ def start_chromium(options: Any, driver_path: str, attempts: int = 3) -> Any:
 
 
 class Server:
-    """uvicorn serving an app on a free loopback port, in a thread, for the module's tests."""
+    """uvicorn serving an app on a free loopback port, in a thread, for the module's tests.
+
+    The socket is bound here and handed to uvicorn: a port found free by a
+    probe socket and bound again later by uvicorn could be taken in between
+    (by the other xdist worker's server, or any process).
+    """
 
     def __init__(self, app: Any) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, proxy_headers=False
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -114,6 +119,7 @@ class Server:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        self.socket.close()
 
 
 @dataclass
