@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +206,25 @@ def test_workers_share_a_template_built_once_and_its_database_is_dropped_after(t
         made.append(url)
         return url
 
+    builder: list[int] = []
+    other_tried = threading.Event()
+    flock = fcntl.flock
+
+    def watched_flock(file: Any, operation: int) -> None:
+        if builder and threading.get_ident() != builder[0]:
+            other_tried.set()  # the other worker reached the lock while the first one builds
+        flock(file, operation)
+
     def build(url: str, directory: Path) -> db_templates.Template:
-        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        builder.append(threading.get_ident())
+        # Returns only once the other thread has tried the lock: the overlap is certain, not left to a sleep.
+        assert other_tried.wait(30), "the other thread never reached the lock during the build"
         return db_templates.Template("sqlite", url, [], files=directory, made={"built in": url})
 
     got: list[db_templates.Template | None] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(db_templates, "_shared", [])
+        patch.setattr(db_templates.fcntl, "flock", watched_flock)
         db_templates.share(tmp_path, create)
         workers = [
             threading.Thread(target=lambda: got.append(db_templates._shared_template("sqlite", "a world", build)))
