@@ -52,7 +52,7 @@ import structlog
 from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
-from retention.engine import set_batches, set_purge
+from retention.engine import set_purge
 from retention.engine.apply import RunContext
 from retention.engine.archive import SameDatabaseArchive
 from retention.engine.evaluate import RecordEvaluation
@@ -180,8 +180,6 @@ class SetArchive(set_purge.SetPurge):
 
     batch_keys: sa.Table | None = None  # the batch's keys (:func:`_batch_keys`), created by :func:`start`
     _bounds: list[ColumnElement[bool]] = field(default_factory=list, init=False)  # the range :meth:`choose` found
-    _whole: int = field(default=0, init=False)  # the range's row count when every row of it is a chosen key, else 0
-    _misses: int = field(default=0, init=False)  # ranges in a row that held a row not chosen (see :meth:`choose`)
 
     def choose(self, conn: sa.Connection, query: sa.Select[Any], after: Any) -> tuple[Any, int]:
         """The batch's keys (selected and locked by ``query``) written into :attr:`batch_keys`: its last and count."""
@@ -195,38 +193,7 @@ class SetArchive(set_purge.SetPurge):
             return None, 0
         key = planner.key
         self._bounds = [key <= last] + ([key > after] if after is not None else [])
-        self._whole = self._whole_range(conn, int(scanned))
         return last, int(scanned)
-
-    def _whole_range(self, conn: sa.Connection, scanned: int) -> int:
-        """``scanned`` when the range holds no row but the keys chosen (then taken by the range alone), else 0.
-
-        As the purge's three statements do (:meth:`~retention.engine.set_batches.BatchStatements.in_three_statements`,
-        whose docstring has the reasoning): where the dialect has ``whole_range_delete`` and no hold or state
-        can be committed between the locking read and the batch's commit (SQLite's one write lock, or a probe
-        that found none), a locking count of the range equal to the keys chosen means the range's rows are
-        exactly those keys. The block and the delete then take the range alone: on SQLite a rowid range
-        instead of the predicate evaluated again (the block, 7-21 % less) and a probe of the keys' table per
-        row (the delete, 30-43 % less). The payloads and state rows stay by the keys: by the range they were
-        slower on SQLite (bench/RESULTS.md, archcost). After
-        ``WHOLE_MISSES`` ranges in a row that held another row (keys that do not follow time) it stops asking.
-        """
-        planner, dialect = self.planner, dialect_for(conn)
-        settled = planner.unfiltered or dialect.batch_holds_write_lock
-        if not (dialect.whole_range_delete and settled and self._misses < set_batches.WHOLE_MISSES):
-            return 0
-        count = dialect.for_update(
-            sa.select(sa.func.count()).select_from(planner.table).where(*self._bounds), planner.table
-        )
-        if conn.execute(count).scalar_one() == scanned:
-            self._misses = 0
-            return scanned
-        self._misses += 1
-        return 0
-
-    def _write(self, conn: sa.Connection, seq: int, in_range: list[ColumnElement[bool]]) -> bytes:
-        """The block (by the range alone when it is whole, else by the predicate again) and the change."""
-        return super()._write(conn, seq, self._bounds if self._whole else in_range)
 
     def selected(self, conn: sa.Connection) -> ColumnElement[bool]:
         """Due for ``archived`` and not for ``purged``: exactly the reach-1 records of the plan."""
@@ -297,15 +264,7 @@ class SetArchive(set_purge.SetPurge):
         ).rowcount
         # Not by the range's predicate, which no longer holds once the state rows are in (a probe of the state
         # rows here was planned from the empty table's statistics in a run's first batch: 15 s for 5,000 rows).
-        if self._whole:
-            deleted = conn.execute(planner.table.delete().where(*self._bounds)).rowcount
-            if deleted != self._whole:
-                raise ConcurrentChangeError(
-                    f"dataset {planner.name}: {deleted} rows deleted in a key range of {self._whole} locked due "
-                    "records (a row entered the range); rolled back"
-                )
-        else:
-            deleted = conn.execute(dialect.delete_listed(planner.table, self._bounds, planner.key, keys.c.k)).rowcount
+        deleted = conn.execute(dialect.delete_listed(planner.table, self._bounds, planner.key, keys.c.k)).rowcount
         if not (copied == recorded == deleted):
             raise ConcurrentChangeError(
                 f"dataset {planner.name}: {copied} payloads, {recorded} state rows and {deleted} rows deleted "

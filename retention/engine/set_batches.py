@@ -240,7 +240,7 @@ class BatchStatements:
         committed since and count one deleted since, and the range would
         then take a row that is not due. Under READ COMMITTED it keeps the
         range's rows that are not due locked until the batch commits, so
-        after :data:`WHOLE_MISSES` ranges in a row that hold one (keys that
+        after :data:`_WHOLE_MISSES` ranges in a row that hold one (keys that
         do not follow time) the run stops counting; on SQLite too, where a
         count that keeps missing (holds or records not due spread over the
         ranges) only costs time.
@@ -256,7 +256,7 @@ class BatchStatements:
         # A hold, state or erasure request committed after the locking read needs the predicate again, unless
         # no session can commit one before this batch does (SQLite: the batch holds the write lock).
         settled = planner.unfiltered or dialect_for(conn).batch_holds_write_lock
-        if built.whole is not None and settled and self._whole_misses < WHOLE_MISSES:
+        if built.whole is not None and settled and self._whole_misses < _WHOLE_MISSES:
             if conn.execute(built.whole.count, in_range).scalar_one() == scanned:
                 items, delete = built.whole.items, built.whole.delete
                 self._whole_misses = 0
@@ -320,7 +320,7 @@ class BatchStatements:
         return _ThreeStatements(keys, items, planner.table.delete().where(*in_range), whole)
 
 
-WHOLE_MISSES = 3
+_WHOLE_MISSES = 3
 """Ranges in a row holding a row not due after which a run stops counting them (see ``in_three_statements``)."""
 
 
