@@ -21,6 +21,7 @@ import structlog
 import yaml
 from scaffold import count_batches
 
+from retention.dialects import dialect_for
 from retention.engine import execute, set_archive, set_purge
 from retention.engine.archive import SeparateArchive
 from retention.ledger import items as ledger_items
@@ -283,7 +284,11 @@ def _both_paths_over_stale_payloads(
     return f
 
 
-@pytest.mark.parametrize("key_type", [sa.String(30), sa.Integer()], ids=["text-keys", "integer-keys"])
+# 300 characters: on MariaDB/MySQL longer (1,200 bytes in utf8mb4) than a MyISAM index takes, so the batch's key
+# table falls back to the default engine there (retention.dialects.mysql.MySQLDialect.key_table).
+@pytest.mark.parametrize(
+    "key_type", [sa.String(30), sa.Integer(), sa.String(300)], ids=["text-keys", "integer-keys", "long-text-keys"]
+)
 def test_set_based_archive_replaces_stale_payloads_by_its_batch_keys(
     migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, key_type: Any
 ) -> None:
@@ -385,3 +390,30 @@ def test_a_batch_whose_counts_disagree_rolls_back(migrated: sa.Engine) -> None:
     assert world["payloads"] == {} and world["states"] == {}
     assert world["left"] >= {1, 2, 3, 6}
     assert verify(migrated, secret=KEY).ok
+
+
+@pytest.mark.parametrize("key_type", [sa.BigInteger(), sa.String(40), sa.String(300)], ids=["bigint", "text", "long"])
+def test_the_batch_key_table_is_myisam_where_its_index_fits(migrated: sa.Engine, key_type: Any) -> None:
+    """MariaDB/MySQL: the batch's key table, emptied and filled every batch, is MyISAM (no undo, no rollback needed).
+
+    A key longer than MyISAM's 1,000-byte index (300 characters of utf8mb4) makes the server refuse it there or
+    shorten the index: either way the table is created, in the default engine or with a prefix index, and takes
+    the keys as the source holds them.
+    """
+    if migrated.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("the key table's engine is MariaDB's/MySQL's")
+    md = sa.MetaData()
+    source = sa.Table("sa_keysrc", md, sa.Column("id", key_type, primary_key=True, autoincrement=False))
+    md.create_all(migrated)
+    name = f"{store.PREFIX}batch_keys"
+    with migrated.begin() as conn:
+        dialect_for(conn).key_table(conn, name, source.c.id, store.archive.c.record_key.type)
+        created = conn.execute(sa.text(f"SHOW CREATE TABLE {name}")).one()[1]
+        keys = sa.table(name, sa.column("k"), sa.column("t"))
+        value = 42 if isinstance(key_type, sa.Integer) else "k" * (key_type.length or 1)
+        conn.execute(sa.insert(keys).values(k=value, t=str(value)[:100]))  # t: as stored (191 at most)
+        assert conn.execute(sa.select(keys.c.k).where(keys.c.k == value)).scalar_one() == value
+        conn.execute(sa.text(f"DROP TEMPORARY TABLE {name}"))
+    if isinstance(key_type, sa.String) and key_type.length == 300:
+        return
+    assert "ENGINE=MyISAM" in created, created

@@ -316,13 +316,22 @@ class MySQLDialect(MySQLItemSQL, Dialect):
         # One statement: ALTER TABLE and CREATE INDEX commit the transaction, even on a temporary table. The
         # selected column keeps its type, character set and collation; the declared ones come first (t nullable:
         # strict mode refuses a NOT NULL column without a default here, even for no rows).
+        # MyISAM where the server lets it: the table is rewritten every batch (its 5,000 keys deleted, the next
+        # inserted), which InnoDB does with undo records and index maintenance, MyISAM with neither (a quarter
+        # of the batch's key writes on MariaDB; bench/RESULTS.md, archcost). Its rows need no rollback: every
+        # batch empties it before writing its own. A server that refuses MyISAM (disabled_storage_engines, a
+        # cluster) or its shorter index (1,000 bytes) gets the default engine, as before.
         target = conn.dialect.identifier_preparer.quote(name)
         source = sa.select(key.label("k")).where(sa.false())
-        conn.execute(
-            sa.text(
-                f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k)) {source.compile(conn)}"
-            )
-        )
+        create = f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k))"
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.text(f"{create} ENGINE=MyISAM {source.compile(conn)}"))
+            return
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+        conn.execute(sa.text(f"{create} {source.compile(conn)}"))
 
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
