@@ -200,22 +200,26 @@ def test_person_page_says_the_rows_with_no_key(world: World, monkeypatch: pytest
     assert "No dataset holds a record of this person" not in page
 
 
-def test_requests_by_subject_and_by_email_are_grouped_alike(migrated: sa.Engine) -> None:
-    """Rows named by id, by address or both: a request counts each of its rows once, whichever identity matched."""
+def _identified_events(engine: sa.Engine, rows: list[tuple[str | None, str, str | None]], **options: Any) -> LoadedPack:
+    """``ne_events`` with an e-mail column, holding ``rows`` (key, subject, address), and the pack reading it.
+
+    ``options``: the subject column's type (``user_id``) and table options, for a collation of its own.
+    """
+    user_id = options.pop("user_id", sa.String(40))
     table = sa.Table(
         "ne_events",
         sa.MetaData(),
         sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("id", sa.String(10), nullable=True, unique=True),
-        sa.Column("user_id", sa.String(40)),
+        sa.Column("user_id", user_id),
         sa.Column("mail", sa.String(80)),
         sa.Column("name", sa.String(40)),
         sa.Column("active", sa.Integer),
         sa.Column("collected", sa.DateTime(timezone=True)),
+        **options,
     )
-    table.create(migrated)
-    rows = [(None, "u1", "x@example.com"), (None, "u9", "X@Example.com "), (None, "u1", None), ("k", "u1", None)]
-    with migrated.begin() as conn:
+    table.create(engine)
+    with engine.begin() as conn:
         conn.execute(
             table.insert(),
             [
@@ -225,14 +229,75 @@ def test_requests_by_subject_and_by_email_are_grouped_alike(migrated: sa.Engine)
         )
     erasure, lifecycle = VARIANTS["delete"]
     text = ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
-    loaded = _pack(text.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n"))
+    return _pack(text.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n"))
+
+
+def _requests(engine: sa.Engine, loaded: LoadedPack, named: list[tuple[str | None, str | None]]) -> list[int]:
+    """Open requests by (subject id, address), received before AS_OF; their ids in that order."""
     received = dt.date(2024, 12, 15)
-    with migrated.begin() as conn:
-        ids = [
-            subjects.add_request(conn, subject_key="u1", received=received, pack=loaded.pack, secret=KEY),
-            subjects.add_request(
-                conn, subject_key=None, email="x@example.com", received=received, pack=loaded.pack, secret=KEY
-            ),
+    with engine.begin() as conn:
+        return [
+            subjects.add_request(conn, subject_key=s, email=e, received=received, pack=loaded.pack, secret=KEY)
+            for s, e in named
         ]
+
+
+def test_requests_by_subject_and_by_email_are_grouped_alike(migrated: sa.Engine) -> None:
+    """Rows named by id, by address or both: a request counts each of its rows once, whichever identity matched.
+
+    The third request carries both identities: row 0 matches it by id and by
+    address and counts once (3 rows: 0, 1, 2), as main's per-request count did.
+    """
+    rows = [(None, "u1", "x@example.com"), (None, "u9", "X@Example.com "), (None, "u1", None), ("k", "u1", None)]
+    loaded = _identified_events(migrated, rows)
+    ids = _requests(migrated, loaded, [("u1", None), (None, "x@example.com"), ("u1", "x@example.com")])
     notes = execute.plan(migrated, loaded, AS_OF).notes
-    assert notes == [_sentence(ids[0], 2), _sentence(ids[1], 2)]
+    assert notes == [_sentence(ids[0], 2), _sentence(ids[1], 2), _sentence(ids[2], 3)]
+
+
+def _case_insensitive(engine: sa.Engine) -> dict[str, Any]:
+    """A subject column that ignores case: SQLite NOCASE, MariaDB general_ci, PostgreSQL a nondeterministic ICU one."""
+    name = engine.dialect.name
+    if name == "sqlite":
+        return {"user_id": sa.String(40, collation="NOCASE")}
+    if name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("CREATE COLLATION ne_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+            )
+        return {"user_id": sa.String(40, collation="ne_ci")}
+    return {"user_id": sa.String(40, collation="utf8mb4_general_ci")}
+
+
+# What main's per-request count gave (CAST(user_id) = 'literal', one statement per request): SQLite and
+# PostgreSQL compare through the column's collation; MariaDB casts the subject to the engine's binary key
+# collation (dialects/mysql.py key_text), so 'U1' and 'u1' stay two people there.
+_CI_ROWS = {"sqlite": (2, 2), "postgresql": (2, 2), "mariadb": (1, 1), "mysql": (1, 1)}
+
+
+def test_a_case_insensitive_subject_column_counts_as_per_request(migrated: sa.Engine) -> None:
+    """NULL-key rows 'U1' and 'u1' under a case-insensitive collation, requests 'u1' and 'U1': main's counts.
+
+    Before: on SQLite the grouped rows were joined with the request's column
+    on the left (BINARY wins there), so the group of 'U1' and 'u1' counted
+    for one spelling only: one request got 2 rows and the other none, or
+    with one row, the request stayed open with no note at all.
+    """
+    loaded = _identified_events(migrated, [(None, "U1", None), (None, "u1", None)], **_case_insensitive(migrated))
+    ids = _requests(migrated, loaded, [("u1", None), ("U1", None)])
+    expected = _CI_ROWS[migrated.dialect.name]
+    notes = execute.plan(migrated, loaded, AS_OF).notes
+    assert notes == [_sentence(request, rows) for request, rows in zip(ids, expected, strict=True)]
+
+
+def test_a_case_insensitive_subject_alone_still_gets_its_note(migrated: sa.Engine) -> None:
+    """One NULL-key row 'U1', a request for 'u1' (the review's repro): the run says why it stays open, as main did."""
+    loaded = _identified_events(migrated, [(None, "U1", None)], **_case_insensitive(migrated))
+    (request,) = _requests(migrated, loaded, [("u1", None)])
+    result = execute.run(migrated, loaded, AS_OF, secret=KEY)
+    with migrated.connect() as conn:
+        status = conn.execute(sa.select(store.erasure_requests.c.status)).scalar_one()
+    if _CI_ROWS[migrated.dialect.name] == (2, 2):  # 'U1' is the subject 'u1'
+        assert (result.notes, status) == ([_sentence(request, 1)], "open")
+    else:  # MariaDB: 'U1' is someone else, 'u1' has nothing left to erase
+        assert (result.notes, status) == ([], "processed")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
 
 from retention.engine.clock_read import NULL_KEYS
-from retention.engine.plan_values import Who
 
 if TYPE_CHECKING:  # the console reads run records with this module; it need not load the planner for that
     from retention.engine.plan_counts import PlannerCounts
@@ -98,12 +98,11 @@ def null_key_requests(
             .group_by(*(column for _, column in identities))
             .subquery()
         )
-        named = Who(grouped.c.s if who.subject is not None else None, grouped.c.e if who.email is not None else None)
         er = p.ctx.tables.erasure_requests
         query = (
             sa.select(er.c.id, sa.func.sum(grouped.c.n))
             .select_from(grouped)
-            .join(er, named.named_by(er))
+            .join(er, _naming(grouped, er))
             .where(er.c.status == "open", er.c.received_on <= p.today)
             .group_by(er.c.id)
         )
@@ -112,6 +111,26 @@ def null_key_requests(
             order.append(position)
     ranked = sorted(zip(notes, order, strict=True), key=lambda pair: (pair[0].request_id, pair[1]))
     return [note for note, _ in ranked]
+
+
+def _naming(grouped: sa.Subquery, er: sa.FromClause) -> ColumnElement[bool]:
+    """The requests naming a group of rows, the group's identity on the left of each comparison.
+
+    SQLite compares with the left operand's collation, and a source column's
+    own one (NOCASE, RTRIM) survives the cast to text: written this way the
+    join compares as the per-request check ``pending_for_subject`` (column
+    against a literal) does, so 'U1' and 'u1' are one person in a NOCASE
+    column here as there. ``Who.named_by`` puts the request's column on the
+    left (SQLAlchemy does, whichever way ``==`` is written: a ``Column`` on
+    the right takes the comparison over), and so BINARY. ``op("=")`` keeps
+    the order as written. MariaDB and PostgreSQL do not depend on the order.
+    """
+    parts = [
+        grouped.c[name].op("=", is_comparison=True)(er.c[column])
+        for name, column in (("s", "subject_key"), ("e", "email"))
+        if name in grouped.c
+    ]
+    return sa.or_(*parts)
 
 
 def null_key_notes(
