@@ -27,6 +27,7 @@ from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _events, _subj
 from test_set_purge_batches import KEY
 
 from retention.cli import main
+from retention.commands import explain_many
 from retention.commands import person as people
 from retention.commands.explain_many import explain_records
 from retention.commands.person import person
@@ -114,6 +115,8 @@ def test_the_run_record_keeps_why_a_request_stays_open(migrated: sa.Engine) -> N
         stored = json.loads(conn.execute(sa.select(store.runs.c.anomalies)).scalar_one())
         run = pages._run(conn, result.run_id)
     assert "u1" not in json.dumps(stored) and "name-" not in json.dumps(stored)
+    assert stored["events"] == {**result.anomalies["events"], f"null_key_request:{request}": 1}
+    assert result.anomalies["events"]["null_key"] == 1
     assert run is not None
     assert run["open_requests"] == [_why(request)]
     assert run["anomaly_counts"]["events"]["null_key"] == 1
@@ -145,6 +148,32 @@ def test_person_page_counts_the_persons_null_key_rows(migrated: sa.Engine) -> No
     assert other.datasets[0].null_keys == 0
 
 
+def test_person_page_counts_null_key_rows_once_per_dataset(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """person() counts the person's NULL-key rows once per dataset; its records' explanations do not count again.
+
+    The page shows only the dataset's count; a count per record was a
+    statement (a scan of the NULL-key rows) whose result nothing showed.
+    """
+    _, text, _request = _subject_with_a_null_key(migrated, "delete")
+    asked: list[Any] = []
+    real = explain_many.subject_null_keys
+
+    def counting(conn: sa.Connection, planner: Any, identities: Any) -> list[int]:
+        asked.append(identities)
+        return real(conn, planner, identities)
+
+    monkeypatch.setattr(explain_many, "subject_null_keys", counting)
+    with migrated.connect() as conn:
+        seen = person(conn, _pack(text), AS_OF, KEY, subject_key="u1")
+    (events,) = seen.datasets
+    assert events.null_keys == 1
+    assert [r.explanation.key for r in events.records] == ["a"]
+    assert asked == []
+    assert "subject_null_keys" not in events.records[0].as_dict()
+
+
 def test_explain_says_the_subjects_null_key_rows(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """`explain --key a` (u1's record) counts u1's NULL-key rows; explain-many agrees; 'b' (u2) has none."""
     _, text, _request = _subject_with_a_null_key(migrated, "delete")
@@ -171,6 +200,7 @@ def test_run_page_shows_the_open_requests_apart_from_the_anomalies(world: World,
     """The console's run page: the note as `run` printed it, not a row "null_key_request:7" among the anomalies."""
     runs = store.runs
     stored = stored_anomalies({"customers": {"null": 2}}, [NullKeyNote(7, "customers", 3)])
+    assert stored == {"customers": {"null": 2, "null_key_request:7": 3}}  # the stored format, as old records hold it
     with migrated.begin() as conn:
         conn.execute(runs.update().where(runs.c.id == world.run_id).values(anomalies=json.dumps(stored)))
     c = sign_in(create_app(world.settings), "auditor")

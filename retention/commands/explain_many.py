@@ -37,8 +37,17 @@ def explain_records(
     dataset: str,
     keys: Sequence[str],
     planners: dict[str, Any],
+    *,
+    null_keys: bool = True,
 ) -> dict[str, Explanation]:
-    """Each record of ``dataset`` named in ``keys`` (as ``explain`` shows it), from a few queries for all."""
+    """Each record of ``dataset`` named in ``keys`` (as ``explain`` shows it), from a few queries for all.
+
+    ``null_keys=False``: each explanation's ``subject_null_keys`` is left at 0
+    instead of counted. The person page passes it: it shows the person's count
+    per dataset (``PersonDataset.null_keys``), never the per-record one, and
+    the count is a scan of the dataset's NULL-key rows (on SQLite every key
+    reflects as nullable, so every dataset, every lookup).
+    """
     if not keys:
         return {}
     planner = planners[dataset]
@@ -86,7 +95,7 @@ def explain_records(
         identities[key] = (subject, email, mail_pseudonym)
     # Each person's rows with no key, one statement for every person named (a person page names one).
     people = list(dict.fromkeys(i for i in identities.values() if any(i)))
-    null_keys = dict(zip(people, subject_null_keys(conn, planner, people), strict=True))
+    counted = dict(zip(people, subject_null_keys(conn, planner, people), strict=True)) if null_keys else {}
     found = {}
     for key in keys:
         row, state_row = live.get(str(natives[key])) or live.get(key), states.get(key)
@@ -100,7 +109,7 @@ def explain_records(
             holds=holds_covering(conn, dataset, key, Named(subject, email, mail_pseudonym)) if any_hold else [],
             excluded=bool(getattr(row, "excluded", 0)) if row is not None else False,
             moved_at=moved.get(state_row.run_id) if state_row is not None else None,
-            null_keys=null_keys.get(identities[key], 0),
+            null_keys=counted.get(identities[key], 0),
         )
         found[key] = explanation_of(conn, loaded, when, dataset, key, facts, sql, planner)
     return found

@@ -48,6 +48,7 @@ class PersonRecord:
     def as_dict(self) -> dict[str, Any]:
         found = self.explanation.as_dict()
         found.pop("key")
+        found.pop("subject_null_keys")  # not counted per record here (explain_records' null_keys=False)
         return {"pseudonym": self.pseudonym, **found}
 
 
@@ -176,7 +177,8 @@ def person(
             (view.null_keys,) = subject_null_keys(conn, planners[name], [named])
         view.more = len(keys) > RECORDS_PER_DATASET
         shown = keys[:RECORDS_PER_DATASET]
-        explained = explain_records(conn, loaded, when, name, shown, planners)  # a few queries for all
+        # A few queries for all; the person's NULL-key rows are counted above, once per dataset (not per record).
+        explained = explain_records(conn, loaded, when, name, shown, planners, null_keys=False)
         for key in shown:
             view.records.append(PersonRecord(pseudonyms.record_pseudonym(secret, name, key), explained[key]))
         datasets.append(view)
