@@ -159,6 +159,20 @@ class BulkWriteSQL:
         """A source column as text comparable with the engine's key columns (``VARCHAR(191)``)."""
         return sa.cast(column, sa.String(191))
 
+    def exact_text(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A source's identity as text (``key_text``, ``email_text``) equal only to the same characters.
+
+        A subject or an address names one person wherever Python sees one
+        (``store.SOURCE_KEY``): the planner matches a record to its request
+        in Python, so the SQL beside it must not merge 'U1' and 'u1' because
+        the source column's collation does (SQLite NOCASE/RTRIM, a
+        PostgreSQL nondeterministic collation); the column's collation
+        survives the cast on both. An explicit collation wins over the
+        implicit ones on either side of a comparison, in either order.
+        Generic: as it is.
+        """
+        return text
+
     # -- partitions ----------------------------------------------------------
 
     def range_partitions(self, conn: sa.Connection, parent: str, column: str) -> list[tuple[str, str, str, str]]:

@@ -108,6 +108,11 @@ class PostgreSQLDialect(Dialect):
     def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return text.collate("C")
 
+    def exact_text(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # The database's default collation: deterministic (equal only when byte-equal; a nondeterministic one
+        # cannot be a database's default), and the engine's columns' own, so their indexes still serve.
+        return text.collate("default")
+
     def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
         database = "hashtext('retention:' || current_schema())"
         if shard is None:

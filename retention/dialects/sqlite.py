@@ -75,6 +75,10 @@ class SQLiteDialect(Dialect):
         # No server to wait for: lock waits are bounded by busy_timeout alone.
         return None
 
+    def exact_text(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # A column's NOCASE or RTRIM survives CAST, and decides a comparison when the column is on the left.
+        return text.collate("BINARY")
+
     def same_database(self, first: sa.URL, second: sa.URL) -> bool:
         # The same file, whatever the path's spelling; two in-memory databases never.
         if not first.database or not second.database or ":memory:" in (first.database, second.database):

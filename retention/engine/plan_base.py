@@ -32,6 +32,7 @@ from retention.engine.plan_values import (
     as_text,
     email_text,
     is_false,
+    subject_text,
 )
 from retention.engine.rowfilter import compile_filter
 from retention.policy import LoadedPack
@@ -165,7 +166,7 @@ class PlannerBase:
             return None
         rs = self.ctx.tables.record_states
         return Who(
-            self.text(conn, self.subject) if self.subject is not None else None,
+            subject_text(conn, self.subject) if self.subject is not None else None,
             self.email,
             rs.c.email_pseudonym if joined and self.email is not None else None,
         )

@@ -133,10 +133,26 @@ def as_text(conn: sa.Connection | None, column: ColumnElement[Any]) -> ColumnEle
     return (dialect_for(conn) if conn is not None else Dialect()).key_text(column)
 
 
+def subject_text(conn: sa.Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A source subject as text (:func:`as_text`) that equals only the same characters, as Python compares.
+
+    What names a person in the SQL beside the planner's Python matching
+    (holds, erasure requests): see :meth:`retention.dialects.Dialect.exact_text`.
+    """
+    dialect = dialect_for(conn)
+    return dialect.exact_text(dialect.key_text(column))
+
+
 def email_text(conn: sa.Connection | None, value: ColumnElement[Any]) -> ColumnElement[Any]:
-    """A normalised e-mail expression comparable with the engine's ``email`` columns (see :func:`as_text`)."""
+    """A normalised e-mail expression comparable with the engine's ``email`` columns (see :func:`as_text`).
+
+    Equal only to the same characters (:func:`subject_text`), whatever the source column's collation.
+    """
     text = sa.cast(value, store.EMAIL)
-    return dialect_for(conn).engine_comparable(text) if conn is not None else text
+    if conn is None:
+        return text
+    dialect = dialect_for(conn)
+    return dialect.exact_text(dialect.engine_comparable(text))
 
 
 @dataclass(frozen=True)
