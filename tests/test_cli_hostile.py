@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.store import tables as store
 from retention.store.config import safe_url
 
 PACK = """
@@ -299,3 +300,49 @@ def test_an_unparsable_url_is_not_echoed() -> None:
     assert result.output.splitlines() == [
         "error: invalid database URL; expected dialect[+driver]://user:password@host/database"
     ]
+
+
+WRONG_KEY_LINE = (
+    "error: the pseudonym key is not the one this database's ledger was written with (entry 1's MAC does not "
+    "verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key (if it is, retention ledger "
+    "verify with it checks whether that entry was forged)"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--rules", "{rules}", "--db", "{db}", "--no-progress"],
+        ["hold", "add", "--db", "{db}", "--subject", "1", "--reason", "r"],
+        ["hold", "release", "1", "--db", "{db}", "--reason", "r"],
+        ["ledger", "lookup", "--db", "{db}", "--subject", "1"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_pseudonym_key_the_ledger_was_not_written_with_is_refused(
+    shop: dict[str, str], migrated: sa.Engine, args: list[str]
+) -> None:
+    """Another key (another environment's key file): one line, exit 2, nothing written.
+
+    Any non-empty key used to be accepted: a run and a hold appended entries no key verifies afterwards, the
+    hold's and the request's pseudonyms matched no record, and a lookup found nothing, all with exit 0.
+    """
+    runner = CliRunner()
+    placed = runner.invoke(
+        main,
+        ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"],
+        env={"RETENTION_PSEUDONYM_KEY": "k1"},
+    )
+    assert placed.exit_code == 0, placed.output
+    count = sa.select(sa.func.count()).select_from(store.ledger)
+    with migrated.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    result = runner.invoke(
+        main, [a.format(**shop) for a in args], env={"RETENTION_PSEUDONYM_KEY": "k2"}, prog_name="retention"
+    )
+    with migrated.connect() as conn:
+        after = conn.execute(count).scalar_one()
+    assert (result.exit_code, result.output.splitlines()) == (2, [WRONG_KEY_LINE])
+    assert after == before == 1
+    again = runner.invoke(main, [a.format(**shop) for a in args], env={"RETENTION_PSEUDONYM_KEY": "k1"})
+    assert again.exit_code == 0, again.output

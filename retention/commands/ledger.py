@@ -9,6 +9,7 @@ from typing import Any
 from retention.engine import backups
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
+from retention.ledger import mac as ledger_mac
 from retention.ledger import pseudonyms
 from retention.ledger.jsonfile import loads_bounded, read_bounded, read_json
 from retention.ledger.mac import configured_secret
@@ -115,6 +116,7 @@ def ledger_lookup(
 
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.connect() as conn:
             rows = ledger_items.lookup(
                 conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
@@ -183,6 +185,7 @@ def ledger_prove(
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.connect() as conn:
             return ledger_proof.build(
                 conn, secret, document, dataset=dataset, record_key=record_key, subject_key=subject_key

@@ -16,6 +16,10 @@ from __future__ import annotations
 import hmac
 import os
 
+import sqlalchemy as sa
+
+from retention.errors import ConfigError
+from retention.store import tables as store
 from retention.store.config import read_secret
 
 # Domain separation: the ledger key is no run key (those are HMAC(pseudonym key, "run" 0x1f run id),
@@ -58,4 +62,30 @@ def configured_secret() -> bytes | None:
     return read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
 
 
-__all__ = ["configured_secret", "entry_mac", "ledger_key", "mac_valid"]
+def refuse_other_key(engine: sa.Engine, secret: bytes) -> None:
+    """Refuse a pseudonym key the ledger's newest authenticated entry does not verify under (exit 2).
+
+    Why: any non-empty key is a valid HMAC key, so a wrong key file (another
+    environment's, a test one) was accepted silently. Under it a run or a
+    hold appended entries no key can verify afterwards, a hold or an erasure
+    request matched no record, and a lookup found nothing. One indexed read
+    of the newest entry carrying a MAC, before anything is written. A ledger
+    with no such entry (new, or from before format 3) accepts any key; a
+    database without the engine's tables is left to the checks that follow.
+    """
+    ledger = store.ledger
+    query = sa.select(ledger.c.seq, ledger.c.hash, ledger.c.mac).where(ledger.c.mac.is_not(None))
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(query.order_by(ledger.c.seq.desc()).limit(1)).first()
+    except sa.exc.DBAPIError:  # no ledger table (db upgrade not run, a read-only role): said where it matters
+        return
+    if newest is not None and not mac_valid(secret, newest.hash, newest.mac):
+        raise ConfigError(
+            f"the pseudonym key is not the one this database's ledger was written with (entry {newest.seq}'s MAC "
+            "does not verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key "
+            "(if it is, retention ledger verify with it checks whether that entry was forged)"
+        )
+
+
+__all__ = ["configured_secret", "entry_mac", "ledger_key", "mac_valid", "refuse_other_key"]
