@@ -304,8 +304,7 @@ def test_an_unparsable_url_is_not_echoed() -> None:
 
 WRONG_KEY_LINE = (
     "error: the pseudonym key is not the one this database's ledger was written with (entry 1's MAC does not "
-    "verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key (if it is, retention ledger "
-    "verify with it checks whether that entry was forged)"
+    "verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key"
 )
 
 

@@ -63,28 +63,36 @@ def configured_secret() -> bytes | None:
 
 
 def refuse_other_key(engine: sa.Engine, secret: bytes) -> None:
-    """Refuse a pseudonym key the ledger's newest authenticated entry does not verify under (exit 2).
+    """Refuse a pseudonym key neither the ledger's newest nor its oldest authenticated entry verifies under (exit 2).
 
     Why: any non-empty key is a valid HMAC key, so a wrong key file (another
     environment's, a test one) was accepted silently. Under it a run or a
     hold appended entries no key can verify afterwards, a hold or an erasure
-    request matched no record, and a lookup found nothing. One indexed read
-    of the newest entry carrying a MAC, before anything is written. A ledger
-    with no such entry (new, or from before format 3) accepts any key; a
+    request matched no record, and a lookup found nothing. Two indexed reads
+    before anything is written. Both entries must fail: one forged entry at
+    the head is not a wrong key, and ``ledger verify`` or ``prove`` names it.
+    A ledger with no MAC (new, or from before format 3) accepts any key; a
     database without the engine's tables is left to the checks that follow.
     """
     ledger = store.ledger
-    query = sa.select(ledger.c.seq, ledger.c.hash, ledger.c.mac).where(ledger.c.mac.is_not(None))
+    query = sa.select(ledger.c.seq, ledger.c.hash, ledger.c.mac).where(ledger.c.mac.is_not(None)).limit(1)
     try:
         with engine.connect() as conn:
-            newest = conn.execute(query.order_by(ledger.c.seq.desc()).limit(1)).first()
+            newest = conn.execute(query.order_by(ledger.c.seq.desc())).first()
+            if newest is None or mac_valid(secret, newest.hash, newest.mac):
+                return
+            oldest = conn.execute(query.order_by(ledger.c.seq)).one()
     except sa.exc.DBAPIError:  # no ledger table (db upgrade not run, a read-only role): said where it matters
         return
-    if newest is not None and not mac_valid(secret, newest.hash, newest.mac):
+    if not mac_valid(secret, oldest.hash, oldest.mac):
+        which = (
+            f"entry {newest.seq}'s MAC does"
+            if oldest.seq == newest.seq
+            else (f"the MACs of entries {oldest.seq} and {newest.seq} do")
+        )
         raise ConfigError(
-            f"the pseudonym key is not the one this database's ledger was written with (entry {newest.seq}'s MAC "
-            "does not verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key "
-            "(if it is, retention ledger verify with it checks whether that entry was forged)"
+            f"the pseudonym key is not the one this database's ledger was written with ({which} not verify under "
+            "it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key"
         )
 
 
