@@ -345,3 +345,43 @@ def test_a_pseudonym_key_the_ledger_was_not_written_with_is_refused(
     assert after == before == 1
     again = runner.invoke(main, [a.format(**shop) for a in args], env={"RETENTION_PSEUDONYM_KEY": "k1"})
     assert again.exit_code == 0, again.output
+
+
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--rules", "{rules}"],
+        ["explain", "--rules", "{rules}", "--dataset", "customers", "--key", "1"],
+        ["status"],
+        ["ledger", "verify"],
+        ["hold", "list"],
+        ["db", "current"],
+        ["db", "downgrade", "base"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_sqlite_path_naming_no_file_is_refused_and_not_created(
+    shop: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    """A mistyped SQLite path: one line, exit 2, and no empty file left there.
+
+    It used to create the file, then say "run: retention db upgrade", which would have put the engine's
+    tables into that new empty file.
+    """
+    typo = tmp_path / "shpo.sqlite"
+    url = f"sqlite:///{typo}"
+    result = CliRunner().invoke(
+        main,
+        [*(a.format(**shop) for a in args), "--db", url],
+        env={"RETENTION_PSEUDONYM_KEY": "cli-hostile"},
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        [
+            f"error: {url}: no such SQLite database file (nothing was created); check the path, "
+            "or create the engine's tables there with retention db upgrade"
+        ],
+    )
+    assert not typo.exists()
