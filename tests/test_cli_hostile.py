@@ -385,3 +385,26 @@ def test_a_sqlite_path_naming_no_file_is_refused_and_not_created(
         ],
     )
     assert not typo.exists()
+
+
+@pytest.mark.only_on("sqlite")
+def test_serve_on_an_address_it_cannot_listen_on_is_one_line_and_exit_2(shop: dict[str, str]) -> None:
+    """A port in use or out of range: one line, exit 2, before the console says it serves.
+
+    A port in use made uvicorn exit 3 (partial failure here) after "retention console on ..."; 99999 was a
+    traceback from asyncio and exit 1.
+    """
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = CliRunner().invoke(main, ["serve", "--db", shop["db"], "--port", str(port)], prog_name="retention")
+    assert (busy.exit_code, busy.output.splitlines()) == (
+        2,
+        [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"],
+    )
+    wide = CliRunner().invoke(main, ["serve", "--db", shop["db"], "--port", "99999"], prog_name="retention")
+    assert (wide.exit_code, wide.output.splitlines()) == (
+        2,
+        ["error: Invalid value for '--port': 99999 is not in the range 1<=x<=65535. (see 'retention serve --help')"],
+    )
