@@ -408,3 +408,20 @@ def test_serve_on_an_address_it_cannot_listen_on_is_one_line_and_exit_2(shop: di
         2,
         ["error: Invalid value for '--port': 99999 is not in the range 1<=x<=65535. (see 'retention serve --help')"],
     )
+
+
+@pytest.mark.parametrize("command", [["ledger", "show"], ["ledger", "export", "--format", "csv"]], ids=" ".join)
+def test_a_ledger_range_no_entry_can_fall_in_is_refused(shop: dict[str, str], command: list[str]) -> None:
+    """--since at or after --until: one line, exit 2 (it printed an empty table and exit 0)."""
+    result = CliRunner().invoke(
+        main,
+        [*command, "--db", shop["db"], "--since", "2027-01-01", "--until", "2026-01-01"],
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        [
+            "error: --since 2027-01-01T00:00:00+00:00 is not before --until 2026-01-01T00:00:00+00:00: no entry is "
+            "recorded in that range (--since is inclusive, --until exclusive)"
+        ],
+    )

@@ -46,6 +46,21 @@ def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
     return None if parsed is None else parsed.resolve("UTC")
 
 
+def _range(since: AsOf | str | None, until: AsOf | str | None) -> dict[str, dt.datetime | None]:
+    """``--since`` and ``--until`` as UTC instants; a range no entry can fall in is refused (exit 2).
+
+    Why: ``--since`` at or after ``--until`` (swapped by hand) printed an
+    empty table and exit 0, as if nothing had been recorded then.
+    """
+    start, end = _instant_option(since, "--since"), _instant_option(until, "--until")
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(
+            f"--since {start.isoformat()} is not before --until {end.isoformat()}: no entry is recorded in that "
+            "range (--since is inclusive, --until exclusive)"
+        )
+    return {"since": start, "until": end}
+
+
 def ledger_entries(
     db_url: str,
     *,
@@ -64,8 +79,7 @@ def ledger_entries(
         result = []
         for row in ledger.entries(
             engine,
-            since=_instant_option(since, "--since"),
-            until=_instant_option(until, "--until"),
+            **_range(since, until),
             dataset=dataset,
             transition=transition,
             run_id=run_id,
@@ -83,12 +97,8 @@ def ledger_entries(
 def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
     import sys
 
+    converted = {**_range(filters.pop("since", None), filters.pop("until", None)), **filters}
     engine = open_engine(db_url)
-    converted = {
-        "since": _instant_option(filters.pop("since", None), "--since"),
-        "until": _instant_option(filters.pop("until", None), "--until"),
-        **filters,
-    }
     try:
         if output is None:
             return ledger.export(engine, fmt, sys.stdout, **converted)
