@@ -46,7 +46,7 @@ def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
     return None if parsed is None else parsed.resolve("UTC")
 
 
-def _range(since: AsOf | str | None, until: AsOf | str | None) -> dict[str, dt.datetime | None]:
+def _range(since: AsOf | str | None, until: AsOf | str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
     """``--since`` and ``--until`` as UTC instants; a range no entry can fall in is refused (exit 2).
 
     Why: ``--since`` at or after ``--until`` (swapped by hand) printed an
@@ -58,7 +58,7 @@ def _range(since: AsOf | str | None, until: AsOf | str | None) -> dict[str, dt.d
             f"--since {start.isoformat()} is not before --until {end.isoformat()}: no entry is recorded in that "
             "range (--since is inclusive, --until exclusive)"
         )
-    return {"since": start, "until": end}
+    return start, end
 
 
 def ledger_entries(
@@ -74,12 +74,14 @@ def ledger_entries(
     subject_pseudonym: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries matching the filters, oldest first (at most ``limit``; 0 for all)."""
+    start, end = _range(since, until)
     engine = open_engine(db_url)
     try:
         result = []
         for row in ledger.entries(
             engine,
-            **_range(since, until),
+            since=start,
+            until=end,
             dataset=dataset,
             transition=transition,
             run_id=run_id,
@@ -97,7 +99,8 @@ def ledger_entries(
 def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
     import sys
 
-    converted = {**_range(filters.pop("since", None), filters.pop("until", None)), **filters}
+    start, end = _range(filters.pop("since", None), filters.pop("until", None))
+    converted = {"since": start, "until": end, **filters}
     engine = open_engine(db_url)
     try:
         if output is None:
