@@ -425,3 +425,52 @@ def test_a_ledger_range_no_entry_can_fall_in_is_refused(shop: dict[str, str], co
             "recorded in that range (--since is inclusive, --until exclusive)"
         ],
     )
+
+
+IGNORED_OPTIONS: list[tuple[list[str], str]] = [
+    (["--parallel", "4"], "--parallel applies only with --shards N; a whole run or one --shard runs here, alone"),
+    (
+        ["--shard", "0/2", "--queue", "q"],
+        "--queue applies only with --shards N; a whole run or one --shard runs here, alone",
+    ),
+    (["--run-group", "g"], "--run-group names the group of a sharded run: give --shard I/N or --shards N with it"),
+    (["--shards", "2", "--timeout", "60"], "--timeout applies only with --via celery"),
+    (["--shards", "2", "--broker", "amqp://x"], "--broker applies only with --via celery"),
+    (
+        ["--shards", "2", "--via", "celery", "--parallel", "4"],
+        "--parallel applies only with --via local (Celery workers run as many as their --concurrency)",
+    ),
+]
+
+
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize(("extra", "line"), IGNORED_OPTIONS, ids=[" ".join(e) for e, _ in IGNORED_OPTIONS])
+def test_a_run_option_the_mode_ignores_is_refused(shop: dict[str, str], extra: list[str], line: str) -> None:
+    """A dispatch option typed for a mode that ignores it: one line, exit 2, nothing run (it was ignored, exit 0)."""
+    result = CliRunner().invoke(
+        main,
+        ["run", "--rules", shop["rules"], "--db", shop["db"], "--no-progress", *extra],
+        env={"RETENTION_PSEUDONYM_KEY": "cli-hostile"},
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (2, [f"error: {line}"])
+
+
+@pytest.mark.only_on("sqlite")
+def test_fleet_run_refuses_a_celery_option_without_celery(tmp_path: Path) -> None:
+    """``fleet run --timeout`` without ``--via celery``: one line, exit 2 (the timeout bounded nothing)."""
+    result = CliRunner().invoke(
+        main, ["fleet", "run", "--targets", str(tmp_path / "fleet.yaml"), "--timeout", "60"], prog_name="retention"
+    )
+    assert (result.exit_code, result.output.splitlines()) == (2, ["error: --timeout applies only with --via celery"])
+
+
+@pytest.mark.only_on("sqlite")
+def test_a_run_group_from_the_environment_does_not_stop_a_whole_run(shop: dict[str, str]) -> None:
+    """RETENTION_RUN_GROUP set for every job of a deployment: a whole run still runs."""
+    result = CliRunner().invoke(
+        main,
+        ["run", "--rules", shop["rules"], "--db", shop["db"], "--no-progress", "--as-of", "2021-01-01"],
+        env={"RETENTION_PSEUDONYM_KEY": "cli-hostile", "RETENTION_RUN_GROUP": "g"},
+    )
+    assert result.exit_code == 0, result.output
