@@ -34,6 +34,20 @@ def test_every_command_has_help_text() -> None:
     assert missing == []
 
 
+def test_every_command_list_entry_is_a_whole_sentence() -> None:
+    """The line `retention --help` lists for a command is its first sentence, not cut at an abbreviation.
+
+    Click ends the listed line at the first word ending in a full stop: `erasure` was listed as
+    "Erasure requests (GDPR art." (an unclosed parenthesis marks the cut).
+    """
+    cut = []
+    for path, command in _commands(main):
+        line = command.get_short_help_str(limit=10_000)
+        if line.count("(") != line.count(")") or line.count("`") % 2:
+            cut.append(f"{path}: {line}")
+    assert cut == []
+
+
 def test_every_command_is_in_the_readme() -> None:
     """Each top-level command and group is documented in README.md."""
     undocumented = [path for path, _ in _commands(main) if " " not in path and f"retention {path}" not in README]

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.store import tables as store
 from retention.store.config import safe_url
 
 PACK = """
@@ -299,3 +300,177 @@ def test_an_unparsable_url_is_not_echoed() -> None:
     assert result.output.splitlines() == [
         "error: invalid database URL; expected dialect[+driver]://user:password@host/database"
     ]
+
+
+WRONG_KEY_LINE = (
+    "error: the pseudonym key is not the one this database's ledger was written with (entry 1's MAC does not "
+    "verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--rules", "{rules}", "--db", "{db}", "--no-progress"],
+        ["hold", "add", "--db", "{db}", "--subject", "1", "--reason", "r"],
+        ["hold", "release", "1", "--db", "{db}", "--reason", "r"],
+        ["ledger", "lookup", "--db", "{db}", "--subject", "1"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_pseudonym_key_the_ledger_was_not_written_with_is_refused(
+    shop: dict[str, str], migrated: sa.Engine, args: list[str]
+) -> None:
+    """Another key (another environment's key file): one line, exit 2, nothing written.
+
+    Any non-empty key used to be accepted: a run and a hold appended entries no key verifies afterwards, the
+    hold's and the request's pseudonyms matched no record, and a lookup found nothing, all with exit 0.
+    """
+    runner = CliRunner()
+    placed = runner.invoke(
+        main,
+        ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"],
+        env={"RETENTION_PSEUDONYM_KEY": "k1"},
+    )
+    assert placed.exit_code == 0, placed.output
+    count = sa.select(sa.func.count()).select_from(store.ledger)
+    with migrated.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    result = runner.invoke(
+        main, [a.format(**shop) for a in args], env={"RETENTION_PSEUDONYM_KEY": "k2"}, prog_name="retention"
+    )
+    with migrated.connect() as conn:
+        after = conn.execute(count).scalar_one()
+    assert (result.exit_code, result.output.splitlines()) == (2, [WRONG_KEY_LINE])
+    assert after == before == 1
+    again = runner.invoke(main, [a.format(**shop) for a in args], env={"RETENTION_PSEUDONYM_KEY": "k1"})
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--rules", "{rules}"],
+        ["explain", "--rules", "{rules}", "--dataset", "customers", "--key", "1"],
+        ["status"],
+        ["ledger", "verify"],
+        ["hold", "list"],
+        ["db", "current"],
+        ["db", "downgrade", "base"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_sqlite_path_naming_no_file_is_refused_and_not_created(
+    shop: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    """A mistyped SQLite path: one line, exit 2, and no empty file left there.
+
+    It used to create the file, then say "run: retention db upgrade", which would have put the engine's
+    tables into that new empty file.
+    """
+    typo = tmp_path / "shpo.sqlite"
+    url = f"sqlite:///{typo}"
+    result = CliRunner().invoke(
+        main,
+        [*(a.format(**shop) for a in args), "--db", url],
+        env={"RETENTION_PSEUDONYM_KEY": "cli-hostile"},
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        [
+            f"error: {url}: no such SQLite database file (nothing was created); check the path, "
+            "or create the engine's tables there with retention db upgrade"
+        ],
+    )
+    assert not typo.exists()
+
+
+@pytest.mark.only_on("sqlite")
+def test_serve_on_an_address_it_cannot_listen_on_is_one_line_and_exit_2(shop: dict[str, str]) -> None:
+    """A port in use or out of range: one line, exit 2, before the console says it serves.
+
+    A port in use made uvicorn exit 3 (partial failure here) after "retention console on ..."; 99999 was a
+    traceback from asyncio and exit 1.
+    """
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = CliRunner().invoke(main, ["serve", "--db", shop["db"], "--port", str(port)], prog_name="retention")
+    assert (busy.exit_code, busy.output.splitlines()) == (
+        2,
+        [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"],
+    )
+    wide = CliRunner().invoke(main, ["serve", "--db", shop["db"], "--port", "99999"], prog_name="retention")
+    assert (wide.exit_code, wide.output.splitlines()) == (
+        2,
+        ["error: Invalid value for '--port': 99999 is not in the range 1<=x<=65535. (see 'retention serve --help')"],
+    )
+
+
+@pytest.mark.parametrize("command", [["ledger", "show"], ["ledger", "export", "--format", "csv"]], ids=" ".join)
+def test_a_ledger_range_no_entry_can_fall_in_is_refused(shop: dict[str, str], command: list[str]) -> None:
+    """--since at or after --until: one line, exit 2 (it printed an empty table and exit 0)."""
+    result = CliRunner().invoke(
+        main,
+        [*command, "--db", shop["db"], "--since", "2027-01-01", "--until", "2026-01-01"],
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        [
+            "error: --since 2027-01-01T00:00:00+00:00 is not before --until 2026-01-01T00:00:00+00:00: no entry is "
+            "recorded in that range (--since is inclusive, --until exclusive)"
+        ],
+    )
+
+
+IGNORED_OPTIONS: list[tuple[list[str], str]] = [
+    (["--parallel", "4"], "--parallel applies only with --shards N; a whole run or one --shard runs here, alone"),
+    (
+        ["--shard", "0/2", "--queue", "q"],
+        "--queue applies only with --shards N; a whole run or one --shard runs here, alone",
+    ),
+    (["--run-group", "g"], "--run-group names the group of a sharded run: give --shard I/N or --shards N with it"),
+    (["--shards", "2", "--timeout", "60"], "--timeout applies only with --via celery"),
+    (["--shards", "2", "--broker", "amqp://x"], "--broker applies only with --via celery"),
+    (
+        ["--shards", "2", "--via", "celery", "--parallel", "4"],
+        "--parallel applies only with --via local (Celery workers run as many as their --concurrency)",
+    ),
+]
+
+
+@pytest.mark.only_on("sqlite")
+@pytest.mark.parametrize(("extra", "line"), IGNORED_OPTIONS, ids=[" ".join(e) for e, _ in IGNORED_OPTIONS])
+def test_a_run_option_the_mode_ignores_is_refused(shop: dict[str, str], extra: list[str], line: str) -> None:
+    """A dispatch option typed for a mode that ignores it: one line, exit 2, nothing run (it was ignored, exit 0)."""
+    result = CliRunner().invoke(
+        main,
+        ["run", "--rules", shop["rules"], "--db", shop["db"], "--no-progress", *extra],
+        env={"RETENTION_PSEUDONYM_KEY": "cli-hostile"},
+        prog_name="retention",
+    )
+    assert (result.exit_code, result.output.splitlines()) == (2, [f"error: {line}"])
+
+
+@pytest.mark.only_on("sqlite")
+def test_fleet_run_refuses_a_celery_option_without_celery(tmp_path: Path) -> None:
+    """``fleet run --timeout`` without ``--via celery``: one line, exit 2 (the timeout bounded nothing)."""
+    result = CliRunner().invoke(
+        main, ["fleet", "run", "--targets", str(tmp_path / "fleet.yaml"), "--timeout", "60"], prog_name="retention"
+    )
+    assert (result.exit_code, result.output.splitlines()) == (2, ["error: --timeout applies only with --via celery"])
+
+
+@pytest.mark.only_on("sqlite")
+def test_a_run_group_from_the_environment_does_not_stop_a_whole_run(shop: dict[str, str]) -> None:
+    """RETENTION_RUN_GROUP set for every job of a deployment: a whole run still runs."""
+    result = CliRunner().invoke(
+        main,
+        ["run", "--rules", shop["rules"], "--db", shop["db"], "--no-progress", "--as-of", "2021-01-01"],
+        env={"RETENTION_PSEUDONYM_KEY": "cli-hostile", "RETENTION_RUN_GROUP": "g"},
+    )
+    assert result.exit_code == 0, result.output

@@ -172,6 +172,7 @@ def test_serve_shows_the_pack_zone_unless_asked(
     pack = build(migrated, tmp_path, "Asia/Tokyo")
     started: list[Any] = []
     monkeypatch.setattr(server, "serve", lambda settings, host, port: started.append(settings))
+    monkeypatch.setattr(server, "check_listen", lambda host, port: None)  # port 8080 may be taken on this machine
     invoke("serve", "--rules", str(pack), "--db", db_url)
     invoke("serve", "--rules", str(pack), "--db", db_url, env={"TZ": "America/New_York"})
     invoke("serve", "--db", db_url, "--tz", "Europe/Paris")

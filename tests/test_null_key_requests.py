@@ -249,10 +249,13 @@ def test_the_run_command_prints_why_the_request_stays_open(migrated: sa.Engine, 
     _, text, request = _subject_with_a_null_key(migrated, "delete")
     path = tmp_path / "pack.yaml"
     path.write_text(text)
+    key_file = tmp_path / "pseudonym.key"  # the key the request was filed under: another one is refused
+    key_file.write_bytes(KEY)
+    key_file.chmod(0o600)
     out = CliRunner().invoke(
         main,
         ["run", "--rules", str(path), "--db", db_url, "--as-of", "2025-01-01"],
-        env={"RETENTION_PSEUDONYM_KEY": "null-key-requests-secret"},
+        env={"RETENTION_PSEUDONYM_KEY": "", "RETENTION_PSEUDONYM_KEY_FILE": str(key_file)},
     )
     assert out.exit_code == 0, out.output
     assert f"note: {_why(request)}" in out.output

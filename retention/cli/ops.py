@@ -23,6 +23,7 @@ from retention.cli.options import (
     lock_timeout_option,
     log_settings,
     pack_option,
+    refuse_ignored_dispatch,
     rules_option,
     with_celery_options,
 )
@@ -163,6 +164,7 @@ def fleet_run(
 
     from retention.ops import fleet as fleet_module
 
+    refuse_ignored_dispatch(via, "--targets")
     loaded = fleet_module.load_fleet(targets)
     names = list(only) or loaded.names()
     for name in names:

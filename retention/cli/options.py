@@ -404,6 +404,42 @@ def dispatch_options(units: str, when: str = "") -> Callable[[F], F]:
     return decorate
 
 
+_CELERY_ONLY = ("queue", "broker", "result_backend", "timeout")
+
+
+def refuse_ignored_dispatch(via: str, units: str | None) -> None:
+    """Refuse a dispatch option typed on the command line that the chosen mode ignores (exit 2).
+
+    Why: ``run --parallel 8`` without ``--shards``, ``--queue`` or
+    ``--timeout`` without ``--via celery``, ``--parallel`` with it, were
+    accepted and did nothing, so an operator believed a setting was in force
+    that was not. ``units`` is the option that makes units (``--shards N``),
+    None when the command runs one. Values from the environment (a broker
+    URL set for every job) are left alone.
+    """
+    ctx = click.get_current_context()
+
+    def typed(name: str) -> str | None:
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            return None
+        return next(p.opts[0] for p in ctx.command.params if p.name == name)
+
+    if units is None:
+        for name in ("parallel", *_CELERY_ONLY):
+            if flag := typed(name):
+                raise ConfigError(f"{flag} applies only with --shards N; a whole run or one --shard runs here, alone")
+        return
+    ignored = ("parallel",) if via == "celery" else _CELERY_ONLY
+    for name in ignored:
+        if flag := typed(name):
+            mode = (
+                "--via local (Celery workers run as many as their --concurrency)"
+                if via == "celery"
+                else ("--via celery")
+            )
+            raise ConfigError(f"{flag} applies only with {mode}")
+
+
 def actor() -> str:
     import getpass
 

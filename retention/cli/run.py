@@ -32,6 +32,7 @@ from retention.cli.options import (
     log_settings,
     machine_only,
     pack_option,
+    refuse_ignored_dispatch,
     rules_option,
     utc_option,
     zone_after_pack,
@@ -256,6 +257,7 @@ def run(
     if shards is not None:
         if shard is not None:
             raise ConfigError("--shards N runs every shard; --shard I/N runs one: give one of them")
+        refuse_ignored_dispatch(via, "--shards")
         run_shards(
             rules,
             database_url(db),
@@ -277,7 +279,11 @@ def run(
         return
     if via != "local":
         raise ConfigError("--via celery runs shards: give --shards N (a fleet: retention fleet run --via celery)")
+    refuse_ignored_dispatch(via, None)
     ctx = click.get_current_context()
+    if shard is None and ctx.get_parameter_source("run_group") == click.core.ParameterSource.COMMANDLINE:
+        # From RETENTION_RUN_GROUP it is left alone: a deployment may set it for every job.
+        raise ConfigError("--run-group names the group of a sharded run: give --shard I/N or --shards N with it")
     quiet_output = machine_only() and ctx.get_parameter_source("fmt") == click.core.ParameterSource.DEFAULT
     url = database_url(db)
     stop = threading.Event()

@@ -142,7 +142,7 @@ def _email_column(rows: list[dict[str, Any]], fmt: str, columns: list[str]) -> l
 
 @group()
 def erasure() -> None:
-    """Erasure requests (GDPR art. 17): applied at the next run, with response deadlines."""
+    """Erasure requests (GDPR article 17): applied at the next run, with response deadlines."""
 
 
 @erasure.command("add")

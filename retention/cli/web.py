@@ -78,7 +78,7 @@ def user_disable(db: str | None, name: str) -> None:
 @db_option
 @rules_option(required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option(
     "--auth",
     type=click.Choice(["password", "proxy"]),
@@ -171,5 +171,6 @@ def serve(
         from retention.policy import load_catalog
 
         load_catalog(rules)  # a missing or broken pack fails before the URL is shown as if it served
+    server.check_listen(host, port)  # so does an address in use or not this machine's
     console.print(f"retention console on http://{host}:{port}/ ({auth} sign-in); Ctrl+C stops it", highlight=False)
     server.serve(settings, host, port)

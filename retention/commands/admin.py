@@ -17,7 +17,7 @@ from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_catalog
 from retention.store import migrate
 from retention.store.config import create_engine
-from retention.store.connect import connect_error, open_engine
+from retention.store.connect import connect_error, open_engine, refuse_missing_sqlite_file
 from retention.timing.clock import utcnow
 
 
@@ -114,6 +114,7 @@ def db_upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str | N
 
 def db_current(db_url: str) -> tuple[str | None, str | None]:
     engine = create_engine(db_url)
+    refuse_missing_sqlite_file(engine, db_url)  # reading or removing tables creates no file
     try:
         return migrate.current_revision(engine), migrate.head_revision()
     except sa.exc.OperationalError as exc:
@@ -126,6 +127,7 @@ def db_downgrade(db_url: str, revision: str) -> None:
     from alembic.util import CommandError
 
     engine = create_engine(db_url)
+    refuse_missing_sqlite_file(engine, db_url)  # reading or removing tables creates no file
     try:
         migrate.downgrade(engine, revision)
     except sa.exc.OperationalError as exc:

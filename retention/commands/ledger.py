@@ -9,6 +9,7 @@ from typing import Any
 from retention.engine import backups
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
+from retention.ledger import mac as ledger_mac
 from retention.ledger import pseudonyms
 from retention.ledger.jsonfile import loads_bounded, read_bounded, read_json
 from retention.ledger.mac import configured_secret
@@ -45,6 +46,21 @@ def _instant_option(text: AsOf | str | None, name: str) -> dt.datetime | None:
     return None if parsed is None else parsed.resolve("UTC")
 
 
+def _range(since: AsOf | str | None, until: AsOf | str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """``--since`` and ``--until`` as UTC instants; a range no entry can fall in is refused (exit 2).
+
+    Why: ``--since`` at or after ``--until`` (swapped by hand) printed an
+    empty table and exit 0, as if nothing had been recorded then.
+    """
+    start, end = _instant_option(since, "--since"), _instant_option(until, "--until")
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(
+            f"--since {start.isoformat()} is not before --until {end.isoformat()}: no entry is recorded in that "
+            "range (--since is inclusive, --until exclusive)"
+        )
+    return start, end
+
+
 def ledger_entries(
     db_url: str,
     *,
@@ -58,13 +74,14 @@ def ledger_entries(
     subject_pseudonym: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries matching the filters, oldest first (at most ``limit``; 0 for all)."""
+    start, end = _range(since, until)
     engine = open_engine(db_url)
     try:
         result = []
         for row in ledger.entries(
             engine,
-            since=_instant_option(since, "--since"),
-            until=_instant_option(until, "--until"),
+            since=start,
+            until=end,
             dataset=dataset,
             transition=transition,
             run_id=run_id,
@@ -82,12 +99,9 @@ def ledger_entries(
 def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) -> int:
     import sys
 
+    start, end = _range(filters.pop("since", None), filters.pop("until", None))
+    converted = {"since": start, "until": end, **filters}
     engine = open_engine(db_url)
-    converted = {
-        "since": _instant_option(filters.pop("since", None), "--since"),
-        "until": _instant_option(filters.pop("until", None), "--until"),
-        **filters,
-    }
     try:
         if output is None:
             return ledger.export(engine, fmt, sys.stdout, **converted)
@@ -115,6 +129,7 @@ def ledger_lookup(
 
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.connect() as conn:
             rows = ledger_items.lookup(
                 conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
@@ -183,6 +198,7 @@ def ledger_prove(
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.connect() as conn:
             return ledger_proof.build(
                 conn, secret, document, dataset=dataset, record_key=record_key, subject_key=subject_key

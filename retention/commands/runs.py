@@ -26,6 +26,7 @@ from retention.engine.plan import Batch, PlanSummary
 from retention.engine.shards import ShardSpec
 from retention.errors import ConfigError, RetentionError
 from retention.ledger import chain as ledger
+from retention.ledger import mac as ledger_mac
 from retention.ledger import pseudonyms
 from retention.policy import Catalog, LoadedPack, load_catalog, refusals
 from retention.policy.loader import pack_files
@@ -179,6 +180,7 @@ def run(
         on_pack=on_pack,
     )
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         if shard is not None:
             return work(None)  # a shard takes its own lock (execute.run_shard)
         with execute.holding_lock(engine) as lock:

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from retention.errors import ConfigError, SchemaError
+from retention.ledger import mac as ledger_mac
 from retention.ledger import pseudonyms
 from retention.ledger.pseudonyms import normalise_email
 from retention.policy import load_catalog, refusals
@@ -66,6 +67,7 @@ def hold_add(
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.begin() as conn:
             if pack is not None and scope == "subject":
                 refusals.refuse_unreachable_identity(
@@ -91,6 +93,7 @@ def hold_release(db_url: str, hold_id: int, *, reason: str, released_by: str) ->
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.begin() as conn:
             subjects.release_hold(conn, hold_id, released_by=released_by, reason=reason, secret=secret)
     finally:
@@ -131,6 +134,7 @@ def erasure_add(
     secret = pseudonyms.pseudonym_secret()  # the receipt's ledger entry carries the engine's MAC
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.begin() as conn:
             refusals.refuse_unreachable_identity(pack, subject_key=subject_key, email=email, erasing=True, conn=conn)
             request_id = subjects.add_request(
@@ -198,6 +202,7 @@ def erasure_extend(
     secret = pseudonyms.pseudonym_secret()  # the extension's ledger entry carries the engine's MAC
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.begin() as conn:
             deadline = subjects.extend_request(conn, request_id, reason=reason, pack=pack, secret=secret)
             received = conn.execute(

@@ -16,6 +16,10 @@ from __future__ import annotations
 import hmac
 import os
 
+import sqlalchemy as sa
+
+from retention.errors import ConfigError
+from retention.store import tables as store
 from retention.store.config import read_secret
 
 # Domain separation: the ledger key is no run key (those are HMAC(pseudonym key, "run" 0x1f run id),
@@ -58,4 +62,38 @@ def configured_secret() -> bytes | None:
     return read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
 
 
-__all__ = ["configured_secret", "entry_mac", "ledger_key", "mac_valid"]
+def refuse_other_key(engine: sa.Engine, secret: bytes) -> None:
+    """Refuse a pseudonym key neither the ledger's newest nor its oldest authenticated entry verifies under (exit 2).
+
+    Why: any non-empty key is a valid HMAC key, so a wrong key file (another
+    environment's, a test one) was accepted silently. Under it a run or a
+    hold appended entries no key can verify afterwards, a hold or an erasure
+    request matched no record, and a lookup found nothing. Two indexed reads
+    before anything is written. Both entries must fail: one forged entry at
+    the head is not a wrong key, and ``ledger verify`` or ``prove`` names it.
+    A ledger with no MAC (new, or from before format 3) accepts any key; a
+    database without the engine's tables is left to the checks that follow.
+    """
+    ledger = store.ledger
+    query = sa.select(ledger.c.seq, ledger.c.hash, ledger.c.mac).where(ledger.c.mac.is_not(None)).limit(1)
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(query.order_by(ledger.c.seq.desc())).first()
+            if newest is None or mac_valid(secret, newest.hash, newest.mac):
+                return
+            oldest = conn.execute(query.order_by(ledger.c.seq)).one()
+    except sa.exc.DBAPIError:  # no ledger table (db upgrade not run, a read-only role): said where it matters
+        return
+    if not mac_valid(secret, oldest.hash, oldest.mac):
+        which = (
+            f"entry {newest.seq}'s MAC does"
+            if oldest.seq == newest.seq
+            else (f"the MACs of entries {oldest.seq} and {newest.seq} do")
+        )
+        raise ConfigError(
+            f"the pseudonym key is not the one this database's ledger was written with ({which} not verify under "
+            "it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key"
+        )
+
+
+__all__ = ["configured_secret", "entry_mac", "ledger_key", "mac_valid", "refuse_other_key"]

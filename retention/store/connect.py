@@ -6,6 +6,8 @@ that "cannot connect" and "run: retention db upgrade" read the same everywhere.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from retention.errors import ConfigError, connection_failure
@@ -25,6 +27,7 @@ def open_engine(db_url: str, lock_timeout: int | None = None, engine_tables: boo
     plan then works without those tables (read-only role, never upgraded).
     """
     engine = create_engine(db_url, lock_timeout_seconds=lock_timeout)
+    refuse_missing_sqlite_file(engine, db_url)
     try:
         if not engine_tables:
             with engine.connect():
@@ -40,3 +43,26 @@ def open_engine(db_url: str, lock_timeout: int | None = None, engine_tables: boo
             f"{migrate.head_revision()}; run: retention db upgrade"
         )
     return engine
+
+
+def refuse_missing_sqlite_file(engine: sa.Engine, db_url: str) -> None:
+    """A SQLite URL naming no file is a typo: refused before SQLite creates an empty file there.
+
+    Why: connecting creates the file, so a mistyped path left an empty
+    database behind and the error said "run: retention db upgrade", which
+    would have put the engine's tables into that new file. Every command
+    opening its database here needs one that exists; ``db upgrade``,
+    ``init`` and ``demo`` create theirs through :func:`create_engine`.
+    In-memory databases and ``file:`` URIs are left to SQLite.
+    """
+    url = engine.url
+    name = url.database or ""
+    if url.get_backend_name() != "sqlite" or name in ("", ":memory:") or name.startswith("file:"):
+        return
+    if "uri" in url.query or Path(name).exists():
+        return
+    engine.dispose()
+    raise ConfigError(
+        f"{safe_url(db_url)}: no such SQLite database file (nothing was created); check the path, "
+        "or create the engine's tables there with retention db upgrade"
+    )

@@ -7,13 +7,31 @@ on the terminal, not an error page at the first request.
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
-from retention.errors import RetentionError
+from retention.errors import ConfigError, RetentionError
 from retention.logs import get_logger
 from retention.policy import load_catalog
 from retention.web.app import check_database, create_app
 from retention.web.console import Console, ConsoleSettings
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse an address the console cannot listen on (in use, not this machine's, not a host) with one line.
+
+    Why: uvicorn found out only after the console said it was serving, then
+    exited 3 (which means "partial failure" here) with the socket error on a
+    line of its own. A bind and close now; a port taken in the instant
+    between them still fails in uvicorn.
+    """
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).split(" (while attempting")[0]
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def serve(settings: ConsoleSettings, host: str, port: int) -> None:
