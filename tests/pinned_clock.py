@@ -17,6 +17,11 @@ The drivers' connect deadlines are ``time.monotonic`` readings, and the
 templates' background thread (db_templates.py) may be in the middle of a
 connection when the clock is pinned or released: a deadline read on one
 clock and checked on the other would expire at once or never.
+
+psycopg is imported before the clock is pinned. Its C extension keeps the
+``datetime`` types it finds at import for the whole process: imported first
+while pinned, it would keep freezegun's (Python warns "datetime.date size
+changed").
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg  # noqa: F401  (imported before any pin: see the module's docstring)
 from freezegun import freeze_time
 
 PINNED = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
