@@ -12,6 +12,7 @@ Under ``CI=true`` an unreachable server fails the run instead of skipping.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import shutil
@@ -26,6 +27,7 @@ import db_templates
 import pytest
 import sqlalchemy as sa
 from console_world import SECRET, World, build_world, relocated
+from pinned_clock import pinned_clock
 from sqlalchemy.engine import make_url
 
 from retention.store.config import create_engine
@@ -426,6 +428,18 @@ def migrate_isolated(engine: sa.Engine) -> None:
     themselves); see db_templates.py for why and how.
     """
     db_templates.upgrade(engine, isolated_database)
+
+
+@pytest.fixture
+def pinned_today() -> Iterator[dt.date]:
+    """The clock pinned at noon UTC on a fixed day, ticking, until the test's teardown (pinned_clock.py).
+
+    For a test that computes dates from today and compares them with what the engine writes later: read
+    unpinned, the test and the engine see different days when a run crosses midnight between them. Ask for it
+    after the database fixtures (``migrated``), so their setup and teardown run on the real clock.
+    """
+    with pinned_clock() as day:
+        yield day
 
 
 @pytest.fixture

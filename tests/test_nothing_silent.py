@@ -116,8 +116,10 @@ def test_run_with_an_unknown_allow_mass_name_is_refused(shop: sa.Engine, db_url:
 
 def test_run_as_of_the_future_is_refused_unless_allowed(shop: sa.Engine, db_url: str) -> None:
     """On main: `run --as-of <next year>` purged records before their term, with no confirmation."""
-    next_year = str(utcnow().year + 1) + "-01-01"
-    base = ["--db", db_url, "--rules", MARKETPLACE, "--as-of", next_year]
+    # 1 January the year after next: a year ahead or more, in every zone. Next year's 1 January is already past
+    # in Paris (MARKETPLACE's zone) from 23:00 UTC on 31 December, and a run crossing midnight then saw it go by.
+    future = str(utcnow().year + 2) + "-01-01"
+    base = ["--db", db_url, "--rules", MARKETPLACE, "--as-of", future]
     line = _refused(_invoke("run", *base, "--no-progress", "--allow-mass", "*"))
     assert line.startswith("Error: --as-of ") or "--as-of " in line
     assert "is in the future" in line and "--allow-future-as-of" in line

@@ -38,8 +38,12 @@ datasets:
 
 
 @pytest.fixture
-def folder(tmp_path: Path, migrated: sa.Engine) -> Path:
-    """Version 1 (in force since 2020) and version 2 taking effect five days from today."""
+def folder(tmp_path: Path, migrated: sa.Engine, pinned_today: dt.date) -> Path:
+    """Version 1 (in force since 2020) and version 2 taking effect five days from today.
+
+    Today is pinned (conftest ``pinned_today``) until the test ends: the warning's dates are counted from the
+    day ``check`` first sees version 2, and a run crossing midnight after this fixture saw another day.
+    """
     table = sa.Table(
         "events", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("at", sa.DateTime)
     )
@@ -48,18 +52,16 @@ def folder(tmp_path: Path, migrated: sa.Engine) -> Path:
         conn.execute(table.insert(), [{"id": 1, "at": dt.datetime(2019, 1, 1)}])
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "v1.yaml").write_text(VERSION.format(version="1", effective="2020-01-01", period="P1Y"))
-    effective = _today() + dt.timedelta(days=5)
+    effective = pinned_today + dt.timedelta(days=5)
     (tmp_path / "rules" / "v2.yaml").write_text(VERSION.format(version="2", effective=effective, period="P6M"))
     return tmp_path / "rules"
 
 
-def _today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
-
-
-def test_short_notice_is_warned_refused_accepted_and_listed(migrated: sa.Engine, db_url: str, folder: Path) -> None:
+def test_short_notice_is_warned_refused_accepted_and_listed(
+    migrated: sa.Engine, db_url: str, folder: Path, pinned_today: dt.date
+) -> None:
     """First seen today, effective in 5 days, notice P8D: check warns, run refuses, the operator may accept."""
-    today = _today()
+    today = pinned_today
     effective, not_before = today + dt.timedelta(days=5), today + dt.timedelta(days=8)
     runner = CliRunner()
     check = runner.invoke(main, ["check", "--rules", str(folder), "--db", db_url])

@@ -58,39 +58,39 @@ def _version(version: str, effective: object, period: str, announced: object = N
     return VERSION.format(version=version, effective=effective, period=period, announced=line)
 
 
-def _today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
-
-
 def _keys(engine: sa.Engine, table: str) -> set[int]:
     with engine.connect() as conn:
         return set(conn.execute(sa.text(f"SELECT id FROM {table}")).scalars())
 
 
 @pytest.fixture
-def folder(tmp_path: Path, migrated: sa.Engine) -> Path:
+def folder(tmp_path: Path, migrated: sa.Engine, pinned_today: dt.date) -> Path:
     """Version 1 in force since 2020; version 2 (events kept P6M instead of P1Y) effective in 10 days,
-    announced in 5 days: first seen today, its P8D notice runs from the announcement, so not before day 13."""
+    announced in 5 days: first seen today, its P8D notice runs from the announcement, so not before day 13.
+
+    Today is pinned (conftest ``pinned_today``) until the test ends: the expected dates are counted from the
+    day ``check`` or ``run`` first sees version 2, and a run crossing midnight after this fixture saw another day.
+    """
     meta = sa.MetaData()
     for name in ("events", "logs"):
         sa.Table(name, meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("at", sa.DateTime))
     meta.create_all(migrated)
-    recent = dt.datetime.combine(_today(), dt.time()) - dt.timedelta(days=30)
+    recent = dt.datetime.combine(pinned_today, dt.time()) - dt.timedelta(days=30)
     with migrated.begin() as conn:
         conn.execute(meta.tables["events"].insert(), [{"id": 1, "at": dt.datetime(2019, 1, 1)}])
         conn.execute(meta.tables["logs"].insert(), [{"id": 1, "at": dt.datetime(2019, 1, 1)}, {"id": 2, "at": recent}])
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "v1.yaml").write_text(_version("1", "2020-01-01", "P1Y"))
-    today = _today()
+    today = pinned_today
     (rules / "v2.yaml").write_text(_version("2", today + dt.timedelta(days=10), "P6M", today + dt.timedelta(days=5)))
     return rules
 
 
 def test_notice_runs_from_the_announcement_and_only_changed_datasets_wait(
-    migrated: sa.Engine, db_url: str, folder: Path
+    migrated: sa.Engine, db_url: str, folder: Path, pinned_today: dt.date
 ) -> None:
-    today = _today()
+    today = pinned_today
     effective, announced = today + dt.timedelta(days=10), today + dt.timedelta(days=5)
     not_before = today + dt.timedelta(days=13)  # announced + P8D; from the first sighting it would be day 8: ok
     catalog = load_catalog(folder)
@@ -149,8 +149,8 @@ def test_notice_runs_from_the_announcement_and_only_changed_datasets_wait(
     ]
 
 
-def test_plan_says_which_datasets_wait(migrated: sa.Engine, db_url: str, folder: Path) -> None:
-    effective = _today() + dt.timedelta(days=10)
+def test_plan_says_which_datasets_wait(migrated: sa.Engine, db_url: str, folder: Path, pinned_today: dt.date) -> None:
+    effective = pinned_today + dt.timedelta(days=10)
     planned = CliRunner().invoke(
         main, ["plan", "--rules", str(folder), "--db", db_url, "--as-of", str(effective), "--format", "json"]
     )
@@ -235,10 +235,10 @@ def test_bad_announced_is_refused_at_its_line(
 
 
 def test_without_announced_a_short_version_holds_back_only_what_it_changes(
-    migrated: sa.Engine, db_url: str, folder: Path
+    migrated: sa.Engine, db_url: str, folder: Path, pinned_today: dt.date
 ) -> None:
     """First seen today, effective in 5 days, P8D, no `announced`: logs run under version 1, events wait."""
-    today = _today()
+    today = pinned_today
     effective = today + dt.timedelta(days=5)
     (folder / "v2.yaml").write_text(_version("2", effective, "P6M"))
     base = ["run", "--rules", str(folder), "--db", db_url, "--no-progress", "--allow-future-as-of", "--as-of"]
