@@ -183,11 +183,12 @@ HOSTILE: list[tuple[list[str], str]] = [
     ),
     (
         ["init", "--db", "{db}", "--dir", "{dir}/a-file"],
-        "cannot create the key files in {dir}/a-file: File exists",
+        "cannot create the key files in {dir}/a-file: it is a file, not a folder",
     ),
     (
         ["scheduler", "--rules", "{rules}", "--db", "{db}", "--timezone", "localtime"],
-        "--timezone: unknown timezone 'localtime'; use an IANA name such as Europe/Paris or UTC",
+        "Invalid value for '--timezone': unknown timezone 'localtime'; use an IANA name such as Europe/Paris or UTC "
+        "(see 'retention scheduler --help')",
     ),
 ]
 

@@ -147,13 +147,21 @@ def test_tz_overrides_the_pack_everywhere(migrated: sa.Engine, db_url: str, tmp_
     env = {"TZ": "America/New_York"}
     ledger = invoke("ledger", "show", "--rules", str(pack), "--db", db_url, env=env).output
     assert "times in America/New_York" in ledger and "2025-02-11 10:00" in ledger, ledger
-    # --tz wins over TZ, RETENTION_TZ over TZ, --utc over everything
+    # --tz wins over TZ, RETENTION_TZ over TZ, --utc over both variables; --utc with --tz is refused
     tokyo = invoke("ledger", "show", "--rules", str(pack), "--db", db_url, "--tz", "Asia/Tokyo", env=env).output
     assert "times in Asia/Tokyo" in tokyo and "2025-02-12" in tokyo
     paris = invoke("ledger", "show", "--rules", str(pack), "--db", db_url, env={**env, "RETENTION_TZ": "Europe/Paris"})
     assert "times in Europe/Paris" in paris.output and "2025-02-11 16:00" in paris.output
-    utc = invoke("--tz", "Asia/Tokyo", "ledger", "show", "--rules", str(pack), "--db", db_url, "--utc").output
-    assert "times in UTC" in utc and "2025-02-11 15:00" in utc
+    utc = invoke(
+        "ledger", "show", "--rules", str(pack), "--db", db_url, "--utc", env={**env, "RETENTION_TZ": "Asia/Tokyo"}
+    )
+    assert "times in UTC" in utc.output and "2025-02-11 15:00" in utc.output
+    both = CliRunner().invoke(
+        main,
+        ["--tz", "Asia/Tokyo", "ledger", "show", "--rules", str(pack), "--db", db_url, "--utc"],
+        env={"RETENTION_PSEUDONYM_KEY": SECRET},
+    )
+    assert (both.exit_code, both.output.splitlines()) == (2, ["error: --utc and --tz name two zones: give one"])
 
     report_file = tmp_path / "report.html"
     invoke("report", "--rules", str(pack), "--db", db_url, "--as-of", "2025-03-01", "--html", str(report_file), env=env)

@@ -39,6 +39,7 @@ from retention.timing.clock import AsOf
 @click.option(
     "--cron",
     envvar="RETENTION_SCHEDULE",
+    type=params.CRON,
     default="30 2 * * *",
     show_default=True,
     help="When to run: 5 crontab fields (or 6 with seconds first); or RETENTION_SCHEDULE.",
@@ -47,6 +48,7 @@ from retention.timing.clock import AsOf
     "--timezone",
     "timezone",
     envvar="RETENTION_SCHEDULE_TIMEZONE",
+    type=params.ZONE,
     default=None,
     help="Timezone of the cron expression; or RETENTION_SCHEDULE_TIMEZONE; default the pack's timezone.",
 )

@@ -222,6 +222,7 @@ def handled(func: F) -> F:
         ctx = click.get_current_context()
         try:
             display.chosen(ctx.find_root().meta.get("retention.tz"))  # a zone that cannot be used: refused first
+            refuse_two_zones(ctx, kwargs)
             return func(*args, **kwargs)
         except RetentionError as exc:
             if ctx.find_root().params.get("traceback"):
@@ -248,6 +249,18 @@ def handled(func: F) -> F:
             ctx.exit(EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def refuse_two_zones(ctx: click.Context, kwargs: dict[str, Any]) -> None:
+    """Refuse ``--utc`` together with ``--tz`` (before or after the command): exit 2, before anything is read.
+
+    Why: ``--utc`` used to win silently, so ``plan --tz Europe/Paris --utc``
+    printed UTC times to someone who had asked for Paris ones; nothing is
+    accepted that cannot take effect. ``RETENTION_TZ`` and ``TZ`` are set
+    for every job of a host: ``--utc`` typed on one command still overrides them.
+    """
+    if kwargs.get("utc") and ctx.find_root().meta.get("retention.tz") is not None:
+        raise ConfigError("--utc and --tz name two zones: give one")
 
 
 ZONE_AFTER_PACK = "retention_zone_after_pack"

@@ -19,7 +19,8 @@ from typing import IO, Any, NoReturn
 
 import click
 
-from retention.timing.clock import EARLIEST_DAY, LATEST_DAY, AsOf, Period, PeriodSyntaxError
+from retention.errors import ConfigError
+from retention.timing.clock import EARLIEST_DAY, LATEST_DAY, AsOf, Period, PeriodSyntaxError, iana_zone
 
 _CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
 
@@ -36,7 +37,28 @@ def one_line(exc: click.UsageError) -> OneLineUsageError:
     """The same error, shown as one line."""
     if isinstance(exc, OneLineUsageError):
         return exc
-    return OneLineUsageError(exc.format_message(), exc.ctx)
+    return OneLineUsageError(_from_environment(exc) or exc.format_message(), exc.ctx)
+
+
+def _from_environment(exc: click.UsageError) -> str | None:
+    """A bad value read from a ``RETENTION_*`` variable, said as that variable's (None when it was typed).
+
+    Why: ``RETENTION_LOCK_TIMEOUT=junk`` was refused as "Invalid value for
+    '--lock-timeout'", naming a flag the operator never typed; the variable
+    is set in a unit file or a crontab, which is where they must look.
+    """
+    if not isinstance(exc, click.BadParameter) or exc.param_hint is not None or exc.ctx is None:
+        return None
+    param = exc.param
+    if param is None or param.name is None:
+        return None
+    if exc.ctx.get_parameter_source(param.name) is not click.core.ParameterSource.ENVIRONMENT:
+        return None
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    name = next((n for n in names if os.environ.get(n)), None)  # the one click read: the first one set
+    if name is None:
+        return None
+    return f"Invalid value for {name} (from the environment): {exc.message}"
 
 
 class OneLineGroup(click.Group):
@@ -136,6 +158,37 @@ class TextType(_Type):
         return text
 
 
+class ZoneType(_Type):
+    """An IANA zone name (``localtime`` and paths would depend on the machine), for a schedule."""
+
+    name = "zone"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return iana_zone(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class CronType(_Type):
+    """A cron expression: 5 crontab fields, or 6 with seconds first.
+
+    Checked when the command starts: ``serve --schedule junk`` (or
+    RETENTION_SCHEDULE=junk) started and its home page failed later.
+    """
+
+    name = "cron"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from retention.ops.scheduler import trigger_for  # APScheduler: loaded by the two commands that take one
+
+        try:
+            trigger_for(str(value), "UTC")  # the fields do not depend on the zone
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -223,11 +276,14 @@ LOG_LEVEL = LogLevelType()
 OUTPUT_FILE = OutputFile()
 METRICS_FILE = OutputFile(create_folders=True)
 INPUT_FILE = InputFile()
+ZONE = ZoneType()
+CRON = CronType()
 ROW_ID = click.IntRange(1, 2**31 - 1)
 """Ids of holds, erasure requests and review batches (32-bit integer columns)."""
 
 __all__ = [
     "AS_OF",
+    "CRON",
     "DAY",
     "EARLIEST_DAY",
     "EMAIL",
@@ -241,6 +297,7 @@ __all__ = [
     "RECORD_KEY",
     "ROW_ID",
     "SUBJECT_ID",
+    "ZONE",
     "OneLineGroup",
     "PeriodType",
 ]

@@ -8,6 +8,7 @@ from typing import Literal
 
 import click
 
+from retention.cli import params
 from retention.cli.options import actor, command, db_option, format_option, group, handled, rules_option
 from retention.cli.output import console, display_zone, print_rows
 from retention.store.config import database_url
@@ -117,12 +118,14 @@ def user_disable(db: str | None, name: str) -> None:
 @click.option(
     "--schedule",
     envvar="RETENTION_SCHEDULE",
+    type=params.CRON,
     default=None,
     help="The scheduler's cron expression, to show the next run; or RETENTION_SCHEDULE.",
 )
 @click.option(
     "--schedule-timezone",
     envvar="RETENTION_SCHEDULE_TIMEZONE",
+    type=params.ZONE,
     default="UTC",
     show_default=True,
     help="Timezone of --schedule; or RETENTION_SCHEDULE_TIMEZONE.",

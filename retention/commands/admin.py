@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def init(db_url: str, folder: Path) -> list[Path]:
     (``signing.pub.pem``, mode 0644): what auditors verify checkpoints and
     proofs with, so it is there to hand over from the start.
     """
+    refuse_key_folder(folder)
     created = []
     key = folder / "pseudonym.key"
     signing = folder / "signing.pem"
@@ -199,6 +201,31 @@ def init(db_url: str, folder: Path) -> list[Path]:
             public.chmod(0o644)
             created.append(public)
     except OSError as exc:
-        raise ConfigError(f"cannot create the key files in {folder}: {exc.strerror}") from None
+        raise ConfigError(f"cannot create the key files in {folder}: {_reason(exc)}") from None
     db_upgrade(db_url)
     return created
+
+
+def refuse_key_folder(folder: Path) -> None:
+    """Refuse a key folder that names a file, or lies under one, with that reason (exit 2).
+
+    Why: ``init --dir /proc/keys`` said "cannot create the key files in
+    /proc/keys: File exists", the error of the folder's creation, which
+    reads as if key files were there already. A missing folder is created.
+    """
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            where = "it is" if path == folder else f"{path} is"
+            what = "a file" if path.exists() else "a link to nothing"
+            raise ConfigError(f"cannot create the key files in {folder}: {where} {what}, not a folder")
+
+
+def _reason(exc: OSError) -> str:
+    """The reason a key file could not be written, as an operator acts on it."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (give --dir a folder this user can write)"
+    if exc.errno == errno.EROFS:
+        return "read-only file system (give --dir a writable folder)"
+    return (exc.strerror or type(exc).__name__).lower()
