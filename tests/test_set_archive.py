@@ -512,6 +512,7 @@ def test_a_server_that_refuses_myisam_gets_the_default_engine_and_keeps_the_tran
         if conn.execute(sa.text("SHOW VARIABLES LIKE 'enforce_storage_engine'")).first() is None:
             pytest.skip("enforce_storage_engine is MariaDB's")
         mode = "STRICT_ALL_TABLES" + ("" if substitution else ",NO_ENGINE_SUBSTITUTION")
+        was = conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar_one()
         conn.execute(sa.text(f"SET SESSION sql_mode='{mode}', enforce_storage_engine=InnoDB"))
         try:
             conn.execute(sa.text("CREATE TEMPORARY TABLE sa_before (u INT PRIMARY KEY)"))
@@ -524,7 +525,7 @@ def test_a_server_that_refuses_myisam_gets_the_default_engine_and_keeps_the_tran
             assert said == {"key_table_engine": "InnoDB", **refused}
             conn.execute(sa.text(f"DROP TEMPORARY TABLE {name}, sa_before"))
         finally:
-            conn.execute(sa.text("SET SESSION enforce_storage_engine=NULL"))
+            conn.execute(sa.text("SET SESSION enforce_storage_engine=NULL, sql_mode=:was"), {"was": was})
 
 
 def test_an_error_other_than_a_refused_engine_is_not_taken_for_one(migrated: sa.Engine) -> None:
