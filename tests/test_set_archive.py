@@ -559,3 +559,39 @@ def test_an_error_other_than_a_refused_engine_is_not_taken_for_one(migrated: sa.
             holder.execute(sa.text("UNLOCK TABLES"))
     assert raised.value.orig.args[0] == 1205
     assert len(creates) == 1, creates
+
+
+def test_a_transaction_rolled_back_under_the_refused_create_is_not_carried_on(migrated: sa.Engine) -> None:
+    """MyISAM refused (1290) after the whole transaction was rolled back: the lost savepoint (1305) propagates.
+
+    Before, it was caught as a refusal too and the default-engine ``CREATE``
+    ran in a fresh server transaction: a row written earlier in the
+    transaction was gone, and the caller's commit went on without it.
+    """
+    if migrated.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("the key table's engine is MariaDB's/MySQL's")
+    md = sa.MetaData()
+    source = sa.Table("sa_spsrc", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False))
+    md.create_all(migrated)
+
+    def rolled_back(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "ENGINE=MyISAM" in statement:
+            cursor.execute("ROLLBACK")  # stands for an error that rolls the whole transaction back (1213, 1205)
+
+    with migrated.connect() as conn:
+        if conn.execute(sa.text("SHOW VARIABLES LIKE 'enforce_storage_engine'")).first() is None:
+            pytest.skip("enforce_storage_engine is MariaDB's")
+        was = conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar_one()
+        conn.execute(sa.text("SET SESSION sql_mode='NO_ENGINE_SUBSTITUTION', enforce_storage_engine=InnoDB"))
+        conn.commit()
+        sa.event.listen(conn, "before_cursor_execute", rolled_back)
+        try:
+            with pytest.raises(sa.exc.OperationalError) as raised, conn.begin():
+                conn.execute(sa.text("CREATE TEMPORARY TABLE sa_before (u INT PRIMARY KEY)"))
+                conn.execute(sa.text("INSERT INTO sa_before VALUES (1)"))
+                dialect_for(conn).key_table(conn, f"{store.PREFIX}batch_keys", source.c.id, sa.String(191))
+        finally:
+            sa.event.remove(conn, "before_cursor_execute", rolled_back)
+            conn.execute(sa.text("SET SESSION enforce_storage_engine=NULL, sql_mode=:was"), {"was": was})
+            conn.commit()
+    assert raised.value.orig.args[0] == 1305
