@@ -12,6 +12,7 @@ values of the per-record path are themselves held to hand-computed ones
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,12 @@ def test_set_based_archive_writes_what_the_per_record_path_writes(
     assert [e["reason"] for e in slow_logs if e["event"] == "archive_per_record"] == [
         f"turned off ({set_purge.SWITCH}=0)"
     ]
-    assert [e["dataset"] for e in fast_logs if e["event"] == "archive_set_based"] == ["fast"]
+    set_based = [e for e in fast_logs if e["event"] == "archive_set_based"]
+    assert [e["dataset"] for e in set_based] == ["fast"]
+    # Once a pass, the engine the batch's key table got (MariaDB/MySQL); nothing to say elsewhere.
+    mysql = migrated.dialect.name in ("mysql", "mariadb")
+    engine = {k: v for k, v in set_based[0].items() if k in ("key_table_engine", "myisam_refused")}
+    assert engine == ({"key_table_engine": "MyISAM"} if mysql else {})
     assert sum(batches) == 4, (
         batches,
         fast.counts,
@@ -284,8 +290,8 @@ def _both_paths_over_stale_payloads(
     return f
 
 
-# 300 characters: on MariaDB/MySQL longer (1,200 bytes in utf8mb4) than a MyISAM index takes, so the batch's key
-# table falls back to the default engine there (retention.dialects.mysql.MySQLDialect.key_table).
+# 300 characters: on MariaDB/MySQL longer (1,200 bytes in utf8mb4) than a MyISAM index takes; MariaDB keeps the
+# batch's key table MyISAM with a prefix index on it (k(250)), and the keys must still be found by it whole.
 @pytest.mark.parametrize(
     "key_type", [sa.String(30), sa.Integer(), sa.String(300)], ids=["text-keys", "integer-keys", "long-text-keys"]
 )
@@ -392,13 +398,73 @@ def test_a_batch_whose_counts_disagree_rolls_back(migrated: sa.Engine) -> None:
     assert verify(migrated, secret=KEY).ok
 
 
+class _InjectedDeadlock(Exception):
+    """A driver error numbered as MariaDB's deadlock (1213): the run rolls its batch back and runs it again."""
+
+
+@pytest.mark.parametrize("after", ["choose", "change"])
+def test_a_failed_batchs_keys_never_reach_its_retry(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
+    """A deadlock in the first batch (1, 2, 3) once its keys are written (after ``choose``, or after ``change``), then
+    a hold on record 1 before the retry: the retry leaves it alone and archives the rest, each once.
+
+    On MariaDB/MySQL the key table is MyISAM, which the rollback does not
+    restore: the failed batch's keys are still there when the retry starts,
+    and only ``choose`` emptying the table first keeps them out of it. A
+    table emptied after the batch instead would archive the held record by
+    its stale key (it lies within the retry's range). PostgreSQL and SQLite
+    roll the table back with the batch.
+    """
+    table = _table(migrated, "fast")
+    choose_keys, change = set_archive.SetArchive.choose, set_archive.SetArchive.change
+    failed: list[str] = []  # the first batch's keys
+    held: list[str] = []
+    deadlock = sa.exc.OperationalError("injected", {}, _InjectedDeadlock(1213, "Deadlock found (injected)"))
+
+    def choose(self: set_archive.SetArchive, conn: sa.Connection, query: sa.Select[Any], last: Any) -> Any:
+        if failed and not held:  # the retry, in its own transaction: the hold commits with its batch
+            held.append(failed[0])
+            place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="fast", record_key=held[0])
+        done = choose_keys(self, conn, query, last)
+        if not failed:
+            assert self.batch_keys is not None
+            failed.extend(sorted(conn.execute(sa.select(self.batch_keys.c.t)).scalars(), key=int))
+            if after == "choose":
+                raise deadlock
+        return done
+
+    def changed(self: set_archive.SetArchive, conn: sa.Connection, in_range: Any) -> int:
+        done = change(self, conn, in_range)
+        if not held:
+            raise deadlock
+        return done
+
+    monkeypatch.setattr(set_archive.SetArchive, "choose", choose)
+    if after == "change":
+        monkeypatch.setattr(set_archive.SetArchive, "change", changed)
+    monkeypatch.setattr(execute, "RunContext", functools.partial(execute.RunContext, retry=True))
+    result, logs = _run(migrated, "fast")
+
+    assert [e["attempt"] for e in logs if e["event"] == "batch_retried"] == [1]
+    assert len(failed) >= 2 and held == failed[:1], failed
+    assert not result.failures, result.failures
+    world = _world(migrated, "fast", table, result.run_id)
+    assert int(held[0]) in world["left"]
+    assert held[0] not in world["payloads"] and held[0] not in world["states"]
+    assert set(world["payloads"]) == {"1", "2", "3", "6"} - set(held)
+    assert result.counts["fast"] == {"active->archived": 4, "archived->purged": 1}
+    assert verify(migrated, secret=KEY).ok
+
+
 @pytest.mark.parametrize("key_type", [sa.BigInteger(), sa.String(40), sa.String(300)], ids=["bigint", "text", "long"])
 def test_the_batch_key_table_is_myisam_where_its_index_fits(migrated: sa.Engine, key_type: Any) -> None:
     """MariaDB/MySQL: the batch's key table, emptied and filled every batch, is MyISAM (no undo, no rollback needed).
 
-    A key longer than MyISAM's 1,000-byte index (300 characters of utf8mb4) makes the server refuse it there or
-    shorten the index: either way the table is created, in the default engine or with a prefix index, and takes
-    the keys as the source holds them.
+    A key longer than MyISAM's 1,000-byte index (300 characters of utf8mb4)
+    does not make MariaDB refuse MyISAM: Note 1071 and a prefix index
+    (``k(250)``), which must still find a key whole. Only a server that
+    refuses the engine gets the default one (the next test).
     """
     if migrated.dialect.name not in ("mysql", "mariadb"):
         pytest.skip("the key table's engine is MariaDB's/MySQL's")
@@ -406,14 +472,126 @@ def test_the_batch_key_table_is_myisam_where_its_index_fits(migrated: sa.Engine,
     source = sa.Table("sa_keysrc", md, sa.Column("id", key_type, primary_key=True, autoincrement=False))
     md.create_all(migrated)
     name = f"{store.PREFIX}batch_keys"
+    long = isinstance(key_type, sa.String) and key_type.length == 300
     with migrated.begin() as conn:
-        dialect_for(conn).key_table(conn, name, source.c.id, store.archive.c.record_key.type)
+        said = dialect_for(conn).key_table(conn, name, source.c.id, store.archive.c.record_key.type)
         created = conn.execute(sa.text(f"SHOW CREATE TABLE {name}")).one()[1]
         keys = sa.table(name, sa.column("k"), sa.column("t"))
         value = 42 if isinstance(key_type, sa.Integer) else "k" * (key_type.length or 1)
+        twin = "k" * 299 + "j"  # the same first 250 characters: the prefix index alone cannot tell them apart
         conn.execute(sa.insert(keys).values(k=value, t=str(value)[:100]))  # t: as stored (191 at most)
+        if long:
+            conn.execute(sa.insert(keys).values(k=twin, t=twin[:100]))
         assert conn.execute(sa.select(keys.c.k).where(keys.c.k == value)).scalar_one() == value
         conn.execute(sa.text(f"DROP TEMPORARY TABLE {name}"))
-    if isinstance(key_type, sa.String) and key_type.length == 300:
+    if long and not getattr(migrated.dialect, "is_mariadb", False):  # MySQL may refuse it in strict mode (1071)
+        assert said in ({"key_table_engine": "MyISAM"}, {"key_table_engine": "InnoDB", "myisam_refused": 1071})
         return
     assert "ENGINE=MyISAM" in created, created
+    assert said == {"key_table_engine": "MyISAM"}
+
+
+@pytest.mark.parametrize("substitution", [False, True], ids=["refused", "substituted"])
+def test_a_server_that_refuses_myisam_gets_the_default_engine_and_keeps_the_transaction(
+    migrated: sa.Engine, substitution: bool
+) -> None:
+    """MariaDB: ``enforce_storage_engine=InnoDB`` refuses MyISAM (1290, with NO_ENGINE_SUBSTITUTION) or gives InnoDB.
+
+    Refused, the key table's ``CREATE`` runs again in the default engine;
+    the failed one is undone by its savepoint alone, so a row the same
+    transaction wrote before it (the archive's day table, in a run) stays.
+    Either way the table is InnoDB and the log fields say so.
+    """
+    if migrated.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("the key table's engine is MariaDB's/MySQL's")
+    md = sa.MetaData()
+    source = sa.Table("sa_fbsrc", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False))
+    md.create_all(migrated)
+    name = f"{store.PREFIX}batch_keys"
+    with migrated.begin() as conn:
+        if conn.execute(sa.text("SHOW VARIABLES LIKE 'enforce_storage_engine'")).first() is None:
+            pytest.skip("enforce_storage_engine is MariaDB's")
+        mode = "STRICT_ALL_TABLES" + ("" if substitution else ",NO_ENGINE_SUBSTITUTION")
+        was = conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar_one()
+        conn.execute(sa.text(f"SET SESSION sql_mode='{mode}', enforce_storage_engine=InnoDB"))
+        try:
+            conn.execute(sa.text("CREATE TEMPORARY TABLE sa_before (u INT PRIMARY KEY)"))
+            conn.execute(sa.text("INSERT INTO sa_before VALUES (1)"))  # written before, in the same transaction
+            said = dialect_for(conn).key_table(conn, name, source.c.id, store.archive.c.record_key.type)
+            created = conn.execute(sa.text(f"SHOW CREATE TABLE {name}")).one()[1]
+            assert "ENGINE=InnoDB" in created, created
+            assert conn.execute(sa.text("SELECT count(*) FROM sa_before")).scalar() == 1
+            refused = {} if substitution else {"myisam_refused": 1290}
+            assert said == {"key_table_engine": "InnoDB", **refused}
+            conn.execute(sa.text(f"DROP TEMPORARY TABLE {name}, sa_before"))
+        finally:
+            conn.execute(sa.text("SET SESSION enforce_storage_engine=NULL, sql_mode=:was"), {"was": was})
+
+
+def test_an_error_other_than_a_refused_engine_is_not_taken_for_one(migrated: sa.Engine) -> None:
+    """A lock wait on the source (1205) while the key table is created propagates at once: no second ``CREATE``.
+
+    Only the errors of a server refusing MyISAM send the key table to the
+    default engine; a lock wait, a deadlock or a lost savepoint belong to
+    the transaction (before, any error was caught and the lock waited for
+    twice, or the fallback ran in a transaction the server had rolled back).
+    """
+    if migrated.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("the key table's engine is MariaDB's/MySQL's")
+    md = sa.MetaData()
+    source = sa.Table("sa_locksrc", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False))
+    md.create_all(migrated)
+    creates: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("CREATE TEMPORARY TABLE"):
+            creates.append(statement)
+
+    with migrated.connect() as holder, migrated.connect() as conn:
+        holder.execute(sa.text("LOCK TABLES sa_locksrc WRITE"))
+        try:
+            conn.execute(sa.text("SET SESSION lock_wait_timeout=1"))
+            conn.commit()
+            sa.event.listen(conn, "before_cursor_execute", seen)
+            with pytest.raises(sa.exc.OperationalError) as raised, conn.begin():
+                dialect_for(conn).key_table(conn, f"{store.PREFIX}batch_keys", source.c.id, sa.String(191))
+        finally:
+            holder.execute(sa.text("UNLOCK TABLES"))
+    assert raised.value.orig.args[0] == 1205
+    assert len(creates) == 1, creates
+
+
+def test_a_transaction_rolled_back_under_the_refused_create_is_not_carried_on(migrated: sa.Engine) -> None:
+    """MyISAM refused (1290) after the whole transaction was rolled back: the lost savepoint (1305) propagates.
+
+    Before, it was caught as a refusal too and the default-engine ``CREATE``
+    ran in a fresh server transaction: a row written earlier in the
+    transaction was gone, and the caller's commit went on without it.
+    """
+    if migrated.dialect.name not in ("mysql", "mariadb"):
+        pytest.skip("the key table's engine is MariaDB's/MySQL's")
+    md = sa.MetaData()
+    source = sa.Table("sa_spsrc", md, sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False))
+    md.create_all(migrated)
+
+    def rolled_back(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "ENGINE=MyISAM" in statement:
+            cursor.execute("ROLLBACK")  # stands for an error that rolls the whole transaction back (1213, 1205)
+
+    with migrated.connect() as conn:
+        if conn.execute(sa.text("SHOW VARIABLES LIKE 'enforce_storage_engine'")).first() is None:
+            pytest.skip("enforce_storage_engine is MariaDB's")
+        was = conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar_one()
+        conn.execute(sa.text("SET SESSION sql_mode='NO_ENGINE_SUBSTITUTION', enforce_storage_engine=InnoDB"))
+        conn.commit()
+        sa.event.listen(conn, "before_cursor_execute", rolled_back)
+        try:
+            with pytest.raises(sa.exc.OperationalError) as raised, conn.begin():
+                conn.execute(sa.text("CREATE TEMPORARY TABLE sa_before (u INT PRIMARY KEY)"))
+                conn.execute(sa.text("INSERT INTO sa_before VALUES (1)"))
+                dialect_for(conn).key_table(conn, f"{store.PREFIX}batch_keys", source.c.id, sa.String(191))
+        finally:
+            sa.event.remove(conn, "before_cursor_execute", rolled_back)
+            conn.execute(sa.text("SET SESSION enforce_storage_engine=NULL, sql_mode=:was"), {"was": was})
+            conn.commit()
+    assert raised.value.orig.args[0] == 1305

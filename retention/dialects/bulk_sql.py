@@ -94,7 +94,7 @@ class BulkWriteSQL:
 
     def key_table(
         self, conn: sa.Connection, name: str, key: sa.ColumnElement[Any], text: sa.types.TypeEngine[Any]
-    ) -> None:
+    ) -> dict[str, Any]:
         """Create the temporary table ``name``: ``k`` of ``key``'s own type, ``t`` of ``text``, an index on ``k``.
 
         A set-based archive batch writes its keys there and compares them with
@@ -108,6 +108,8 @@ class BulkWriteSQL:
         affinity, and its comparisons take the source column's collation, the
         left operand's). Not unique, no ``SERIAL``: every value is the source's.
         Generic: three statements (run them in a transaction where DDL is one).
+        Returns what the run's log says about the table (``archive_set_based``):
+        nothing here; MariaDB/MySQL, the engine it got.
         """
         dialect = conn.dialect
         target = dialect.identifier_preparer.quote(name)
@@ -116,6 +118,7 @@ class BulkWriteSQL:
         conn.execute(sa.text(f"ALTER TABLE {target} ADD COLUMN t {text.compile(dialect)}"))
         index = dialect.identifier_preparer.quote(f"{name}_k")
         conn.execute(sa.text(f"CREATE INDEX {index} ON {target} (k)"))
+        return {}
 
     def listed_last(self, key: ColumnElement[Any], listed: ColumnElement[Any]) -> sa.Select[int, Any]:
         """How many keys ``listed`` (:meth:`key_table`'s ``k``) holds, and the last of them in ``key``'s order.

@@ -6,6 +6,7 @@ import calendar
 import contextlib
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -19,6 +20,15 @@ from retention.dialects.mysql_items import MySQLItemSQL, unpadded
 from retention.dialects.mysql_keys import KeyCollated, server_key_collation, store_key_refusal
 
 _MYSQL_SYSTEM = frozenset({"mysql", "performance_schema", "sys", "information_schema"})
+
+_MYISAM_REFUSED = frozenset({1071, 1286, 1290, 1478, 3161})
+"""The errors of a server that will not create the batch's key table in MyISAM, which then gets the default engine.
+
+1286 unknown storage engine (built without it); 1290 NO_ENGINE_SUBSTITUTION with enforce_storage_engine
+(MariaDB) or an option that prevents the statement; 3161 disabled_storage_engines (MySQL); 1478 the engine
+refuses a temporary table; 1071 the key's index too long, where a server makes it an error instead of MariaDB's
+Note and prefix index. Any other error is not about the engine and propagates.
+"""
 
 _INSERT_CHUNK = 1000
 """Rows per multi-row INSERT: a statement of a few hundred kilobytes, well within max_allowed_packet."""
@@ -312,26 +322,35 @@ class MySQLDialect(MySQLItemSQL, Dialect):
 
     def key_table(
         self, conn: sa.Connection, name: str, key: sa.ColumnElement[Any], text: sa.types.TypeEngine[Any]
-    ) -> None:
+    ) -> dict[str, Any]:
         # One statement: ALTER TABLE and CREATE INDEX commit the transaction, even on a temporary table. The
         # selected column keeps its type, character set and collation; the declared ones come first (t nullable:
         # strict mode refuses a NOT NULL column without a default here, even for no rows).
         # MyISAM where the server lets it: the table is rewritten every batch (its 5,000 keys deleted, the next
         # inserted), which InnoDB does with undo records and index maintenance, MyISAM with neither (a quarter
         # of the batch's key writes on MariaDB; bench/RESULTS.md, archcost). Its rows need no rollback: every
-        # batch empties it before writing its own. A server that refuses MyISAM (disabled_storage_engines, a
-        # cluster) or its shorter index (1,000 bytes) gets the default engine, as before.
+        # batch empties it before writing its own (set_archive.SetArchive.choose). A key longer than MyISAM's
+        # 1,000-byte index does not refuse it on MariaDB: Note 1071 and a prefix index (k(250) in utf8mb4).
+        # Only a server that refuses MyISAM (_MYISAM_REFUSED) gets the default engine; any other error (a lock
+        # wait, a deadlock, a savepoint the server no longer has) is the transaction's and propagates. A server
+        # that substitutes (enforce_storage_engine without NO_ENGINE_SUBSTITUTION) gives its engine silently:
+        # the log says which engine the table got, read back from the server.
         target = conn.dialect.identifier_preparer.quote(name)
         source = sa.select(key.label("k")).where(sa.false())
         create = f"CREATE TEMPORARY TABLE {target} (t {text.compile(conn.dialect)}, INDEX (k))"
+        refused: int | None = None
         try:
             with conn.begin_nested():
                 conn.execute(sa.text(f"{create} ENGINE=MyISAM {source.compile(conn)}"))
-            return
         except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
+            refused = _error_number(exc)
+            if exc.connection_invalidated or refused not in _MYISAM_REFUSED:
                 raise
-        conn.execute(sa.text(f"{create} {source.compile(conn)}"))
+            conn.execute(sa.text(f"{create} {source.compile(conn)}"))
+        shown = str(conn.execute(sa.text(f"SHOW CREATE TABLE {target}")).one()[1])
+        found = re.search(r"ENGINE=(\w+)", shown)
+        engine = {"key_table_engine": found.group(1) if found else "unknown"}
+        return engine if refused is None else {**engine, "myisam_refused": refused}
 
     def key_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # The engine's columns and the application's may use different
@@ -393,3 +412,12 @@ def _shared_context_connection() -> type:
             return cls._preferred
 
     return SharedContextConnection
+
+
+def _error_number(exc: sa.exc.DBAPIError) -> int | None:
+    """The server's error number of a driver error (PyMySQL, mysqlclient, mysql-connector: its first argument)."""
+    number = getattr(exc.orig, "errno", None)
+    if isinstance(number, int):
+        return number
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None

@@ -137,10 +137,11 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetA
         )
         with conn.begin():
             days = set_purge.DueDays.create(conn, ctx, planner, "archived", extra)
-            keys = _batch_keys(conn, planner)
+            keys, key_table = _batch_keys(conn, planner)
             days.also.append(keys)
         if not walk.differs:
-            log.info("archive_set_based", dataset=planner.name, days=days.count, run_id=ctx.run_id)
+            # key_table: MariaDB/MySQL's engine for the batch's keys (MyISAM, or the default where refused).
+            log.info("archive_set_based", dataset=planner.name, days=days.count, run_id=ctx.run_id, **key_table)
             return SetArchive(ctx, planner, days, "archived", "archive", batch_keys=keys)
         days.drop(conn)
         reason = "its lifecycle walk and its clocks' chain differ on some day"
@@ -148,7 +149,7 @@ def start(conn: sa.Connection, ctx: RunContext, planner: DatasetPlanner) -> SetA
     return None
 
 
-def _batch_keys(conn: sa.Connection, planner: DatasetPlanner) -> sa.Table:
+def _batch_keys(conn: sa.Connection, planner: DatasetPlanner) -> tuple[sa.Table, dict[str, Any]]:
     """The temporary table of a batch's keys (``k``, as the source holds them) and their text (``t``, as stored).
 
     Payloads, state rows and deletions go by the batch's keys: fetched into
@@ -158,6 +159,8 @@ def _batch_keys(conn: sa.Connection, planner: DatasetPlanner) -> sa.Table:
     leave the database. ``k`` is created from the source's key itself
     (:meth:`~retention.dialects.base.Dialect.key_table`): its type and
     collation are the source's, so comparing them is never a mix of two.
+    Also what the log says about the table (MariaDB/MySQL: its engine), so
+    that an operator can tell which engine a run's key table got.
     """
     name = f"{store.PREFIX}batch_keys"
     table = sa.Table(
@@ -168,8 +171,7 @@ def _batch_keys(conn: sa.Connection, planner: DatasetPlanner) -> sa.Table:
         prefixes=["TEMPORARY"],
     )
     table.drop(conn, checkfirst=True)
-    dialect_for(conn).key_table(conn, name, planner.key, store.archive.c.record_key.type)
-    return table
+    return table, dialect_for(conn).key_table(conn, name, planner.key, store.archive.c.record_key.type)
 
 
 @dataclass
@@ -185,6 +187,9 @@ class SetArchive(set_purge.SetPurge):
         """The batch's keys (selected and locked by ``query``) written into :attr:`batch_keys`: its last and count."""
         planner, keys = self.planner, self.batch_keys
         assert keys is not None, "SetArchive needs its batch_keys table (set_archive.start creates it)"
+        # Emptied here, first thing in the batch's transaction: MariaDB/MySQL's key table is MyISAM, which a
+        # rollback does not restore, so a failed batch's keys would otherwise reach its retry (emptied after a
+        # commit, say). tests/test_set_archive.py injects a deadlock to pin it.
         conn.execute(keys.delete())
         conn.execute(keys.insert().from_select(["k", "t"], query.add_columns(planner.text(conn, planner.key))))
         # The last in the source's order, as the locking read took them: the range's end for items and deletes.
