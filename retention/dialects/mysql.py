@@ -161,6 +161,16 @@ class MySQLDialect(MySQLItemSQL, Dialect):
         cursor.execute("SET time_zone = '+00:00'")
         # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
         cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
+        if "mariadb" in str(getattr(dbapi_conn, "server_version", "") or _server_version(cursor)).lower():
+            # MariaDB's subquery cache keys a correlated subquery by its outer
+            # columns compared in their own collation: in a case-insensitive
+            # (or PAD SPACE) subject column 'U1' and 'u1' share one entry, so
+            # the open-erasure, hold and mask-request checks answered for one
+            # and reused it for the other (a record erased or kept as its
+            # twin's). The engine's correlated subqueries are keyed per record
+            # or already decorrelated, so the cache saves little here
+            # (bench/RESULTS.md, subqcache). MySQL has no such cache.
+            cursor.execute("SET SESSION optimizer_switch = 'subquery_cache=off'")
         cursor.close()
 
     def prepare_timeouts(
@@ -370,6 +380,11 @@ class MySQLDialect(MySQLItemSQL, Dialect):
 
 
 @functools.cache
+def _server_version(cursor: Any) -> str:
+    cursor.execute("SELECT VERSION()")
+    return str(cursor.fetchone()[0])
+
+
 def _shared_context_connection() -> type:
     """PyMySQL's connection class, with the one SSL context of its "preferred TLS" mode built once per process.
 
