@@ -59,7 +59,8 @@ AS_OF = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 def _fresh(url: str) -> None:
     target = sa.make_url(url)
-    admin = create_engine(target.set(database="mysql").render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+    server = target.set(database="mysql").render_as_string(hide_password=False)
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{target.database}`"))
         conn.execute(sa.text(f"CREATE DATABASE `{target.database}`"))
