@@ -379,12 +379,13 @@ class MySQLDialect(MySQLItemSQL, Dialect):
         return rel_col, None
 
 
-@functools.cache
 def _server_version(cursor: Any) -> str:
+    """The server's version string, for drivers whose connection does not keep the greeting's."""
     cursor.execute("SELECT VERSION()")
     return str(cursor.fetchone()[0])
 
 
+@functools.cache
 def _shared_context_connection() -> type:
     """PyMySQL's connection class, with the one SSL context of its "preferred TLS" mode built once per process.
 
