@@ -233,10 +233,12 @@ def test_person_page_says_the_rows_with_no_key(world: World, monkeypatch: pytest
 def _identified_events(engine: sa.Engine, rows: list[tuple[str | None, str, str | None]], **options: Any) -> LoadedPack:
     """``ne_events`` with an e-mail column, holding ``rows`` (key, subject, address), and the pack reading it.
 
-    ``options``: the subject column's type (``user_id``), and ``email=False`` for a pack that reads no address.
+    ``options``: the subject column's type (``user_id``), ``email=False`` for a pack that reads no address,
+    and ``variant`` (a key of ``VARIANTS``) for what an erasure does.
     """
     user_id = options.pop("user_id", sa.String(40))
     email = options.pop("email", True)
+    variant = options.pop("variant", "delete")
     table = sa.Table(
         "ne_events",
         sa.MetaData(),
@@ -258,7 +260,7 @@ def _identified_events(engine: sa.Engine, rows: list[tuple[str | None, str, str 
                 for n, (k, u, m) in enumerate(rows)
             ],
         )
-    erasure, lifecycle = VARIANTS["delete"]
+    erasure, lifecycle = VARIANTS[variant]
     text = ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
     return _pack(
         text.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n") if email else text

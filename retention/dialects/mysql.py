@@ -171,6 +171,16 @@ class MySQLDialect(MySQLItemSQL, Dialect):
         cursor.execute("SET time_zone = '+00:00'")
         # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
         cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
+        if "mariadb" in str(getattr(dbapi_conn, "server_version", "") or _server_version(cursor)).lower():
+            # MariaDB's subquery cache keys a correlated subquery by its outer
+            # columns compared in their own collation: in a case-insensitive
+            # (or PAD SPACE) subject column 'U1' and 'u1' share one entry, so
+            # the open-erasure, hold and mask-request checks answered for one
+            # and reused it for the other (a record erased or kept as its
+            # twin's). The engine's correlated subqueries are keyed per record
+            # or already decorrelated, so the cache saves little here
+            # (bench/RESULTS.md, subqcache). MySQL has no such cache.
+            cursor.execute("SET SESSION optimizer_switch = 'subquery_cache=off'")
         cursor.close()
 
     def prepare_timeouts(
@@ -386,6 +396,12 @@ class MySQLDialect(MySQLItemSQL, Dialect):
             bad = bad_date(rel_col)
             return sa.case((bad, None), else_=rel_col), bad
         return rel_col, None
+
+
+def _server_version(cursor: Any) -> str:
+    """The server's version string, for drivers whose connection does not keep the greeting's."""
+    cursor.execute("SELECT VERSION()")
+    return str(cursor.fetchone()[0])
 
 
 @functools.cache
