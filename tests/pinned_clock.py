@@ -33,6 +33,8 @@ from contextlib import contextmanager
 import psycopg  # noqa: F401  (imported before any pin: see the module's docstring)
 from freezegun import freeze_time
 
+from retention.timing import clock
+
 PINNED = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
 """Noon UTC (14:00 in Paris): half a day from midnight on either side, in UTC and in Europe/Paris."""
 
@@ -43,5 +45,16 @@ REAL_TIME_IN = ["_pytest", "pluggy", "xdist", "execnet", "concurrent", "psycopg"
 @contextmanager
 def pinned_clock(at: dt.datetime = PINNED) -> Iterator[dt.date]:
     """The clock at ``at`` and ticking, inside the block; yields the UTC date the engine sees there."""
-    with freeze_time(at, tick=True, ignore=REAL_TIME_IN):
-        yield at.astimezone(dt.UTC).date()
+    try:
+        with freeze_time(at, tick=True, ignore=REAL_TIME_IN):
+            yield at.astimezone(dt.UTC).date()
+    finally:
+        _forget_pinned_dates()
+
+
+def _forget_pinned_dates() -> None:
+    """The clock module's caches emptied: dates made while pinned (freezegun's FakeDate) must not come back to the
+    worker's later tests as cached answers (review trio)."""
+    for value in vars(clock).values():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()

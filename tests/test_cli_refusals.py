@@ -171,6 +171,28 @@ def test_init_into_a_folder_it_cannot_create_says_why(tmp_path: Path, folder: st
     assert not db.exists()
 
 
+def test_init_under_a_folder_it_cannot_enter_says_permission_denied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parent this user cannot enter makes ``is_dir()`` raise, not answer: one line, exit 2 (was a traceback, exit
+    1; review trio). The suite runs as root, whom no mode stops, so the refusal is the operating system's, played."""
+    locked = tmp_path / "locked"
+
+    def is_dir(self: Path) -> bool:
+        if self == locked or locked in self.parents:
+            raise PermissionError(13, "Permission denied")
+        return real_is_dir(self)
+
+    real_is_dir = Path.is_dir
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    target = locked / "keys"
+    db = tmp_path / "new.sqlite"
+    code, lines = invoke(["init", "--db", f"sqlite:///{db}", "--dir", str(target)])
+    reason = "permission denied (give --dir a folder this user can write)"
+    assert (code, lines) == (2, [f"error: cannot create the key files in {target}: {reason}"])
+    assert not db.exists()
+
+
 def test_init_creates_a_missing_folder(tmp_path: Path) -> None:
     """A missing folder is not an error: ``init`` creates it (the default ``retention-keys`` is new too)."""
     target = tmp_path / "new" / "keys"

@@ -213,13 +213,16 @@ def refuse_key_folder(folder: Path) -> None:
     /proc/keys: File exists", the error of the folder's creation, which
     reads as if key files were there already. A missing folder is created.
     """
-    for path in (folder, *folder.parents):
-        if path.is_dir():
-            return
-        if path.exists() or path.is_symlink():
-            where = "it is" if path == folder else f"{path} is"
-            what = "a file" if path.exists() else "a link to nothing"
-            raise ConfigError(f"cannot create the key files in {folder}: {where} {what}, not a folder")
+    try:
+        for path in (folder, *folder.parents):
+            if path.is_dir():
+                return
+            if path.exists() or path.is_symlink():
+                where = "it is" if path == folder else f"{path} is"
+                what = "a file" if path.exists() else "a link to nothing"
+                raise ConfigError(f"cannot create the key files in {folder}: {where} {what}, not a folder")
+    except OSError as exc:  # a parent this user cannot enter: is_dir() and exists() raise, not answer
+        raise ConfigError(f"cannot create the key files in {folder}: {_reason(exc)}") from None
 
 
 def _reason(exc: OSError) -> str:

@@ -171,7 +171,10 @@ class MySQLDialect(MySQLItemSQL, Dialect):
         cursor.execute("SET time_zone = '+00:00'")
         # Row locks (InnoDB) and table locks (LOCK TABLES, DDL: metadata locks) wait this long.
         cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {int(timeout)}, lock_wait_timeout = {int(timeout)}")
-        if "mariadb" in str(getattr(dbapi_conn, "server_version", "") or _server_version(cursor)).lower():
+        # PyMySQL keeps the greeting's version text; other drivers keep a tuple of numbers (no "MariaDB" in it).
+        greeting = getattr(dbapi_conn, "server_version", None)
+        version = greeting if isinstance(greeting, str) and greeting else _server_version(cursor)
+        if "mariadb" in version.lower():
             # MariaDB's subquery cache keys a correlated subquery by its outer
             # columns compared in their own collation: in a case-insensitive
             # (or PAD SPACE) subject column 'U1' and 'u1' share one entry, so

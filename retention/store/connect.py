@@ -6,10 +6,10 @@ that "cannot connect" and "run: retention db upgrade" read the same everywhere.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.errors import ConfigError, connection_failure
 from retention.store import migrate
 from retention.store.config import create_engine, safe_url
@@ -56,10 +56,10 @@ def refuse_missing_sqlite_file(engine: sa.Engine, db_url: str) -> None:
     In-memory databases and ``file:`` URIs are left to SQLite.
     """
     url = engine.url
-    name = url.database or ""
-    if url.get_backend_name() != "sqlite" or name in ("", ":memory:") or name.startswith("file:"):
+    path = dialect_for(url).database_file(url)  # None: a server database, or an embedded one with no file name
+    if path is None or str(path) == ":memory:" or str(path).startswith("file:") or "uri" in url.query:
         return
-    if "uri" in url.query or Path(name).exists():
+    if path.exists():
         return
     engine.dispose()
     raise ConfigError(
