@@ -6,7 +6,6 @@ that "cannot connect" and "run: retention db upgrade" read the same everywhere.
 
 from __future__ import annotations
 
-
 import sqlalchemy as sa
 
 from retention.dialects import dialect_for
