@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from test_null_key_requests import AS_OF
+from test_null_key_requests import AS_OF, OLD
 from test_null_key_visible import _case_insensitive, _identified_events, _requests
 from test_set_purge_batches import KEY
 
 from retention.commands.person import person
 from retention.engine import execute, set_purge
+from retention.engine.plan_values import subject_text
 from retention.engine.run_datasets import planners_at
+from retention.engine.schema import Finding, identity_collations
 from retention.store import tables as store
+from retention.subjects.events import place_hold
 
 ROWS = [("a", "U1", None), ("b", "u1", None), ("c", "u2", None)]  # 'a' first: the key order the passes read
 
@@ -97,3 +100,75 @@ def test_a_partial_erasure_for_u1_masks_u1_only(migrated: sa.Engine, email: bool
     with migrated.connect() as conn:
         names = conn.execute(sa.select(events.c.id, events.c.name).order_by(events.c.n)).all()
     assert [tuple(r) for r in names] == [("a", "x"), ("b", None), ("c", "x")]
+
+
+@pytest.mark.parametrize("set_based", ["1", "0"])
+@pytest.mark.parametrize("email", [False, True], ids=["subject", "subject+email"])
+def test_a_hold_on_u1_keeps_u1s_record_only(
+    migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch, set_based: str, email: bool
+) -> None:
+    """A subject hold on 'u1' beside 'U1', all rows due: plan and run hold b alone, and purge a and c.
+
+    From the review of fixnullvis. Before: SQLite's plan said the hold kept
+    2 records where the run kept 1 (b); PostgreSQL kept a and b. The hold is
+    narrower than before on those two (CHANGELOG, docs/dialects.md).
+    """
+    monkeypatch.setenv(set_purge.SWITCH, set_based)
+    loaded = _identified_events(migrated, ROWS, email=email, **_case_insensitive(migrated))
+    events = sa.Table("ne_events", sa.MetaData(), autoload_with=migrated)
+    with migrated.begin() as conn:
+        conn.execute(events.update().values(collected=OLD))
+        place_hold(conn, scope="subject", reason="r", placed_by="t", secret=KEY, subject_key="u1", pack=loaded.pack)
+    plan = execute.plan(migrated, loaded, AS_OF)
+    held = [(h["hold_id"], h["count"]) for h in plan.held_back]
+    result = execute.run(migrated, loaded, AS_OF, secret=KEY)
+    assert result.failures == {}
+    with migrated.connect() as conn:
+        left = conn.execute(sa.select(events.c.id).order_by(events.c.n)).scalars().all()
+    assert (held, left) == ([(1, 1)], ["b"])
+
+
+def test_check_warns_of_a_case_insensitive_subject_column(migrated: sa.Engine) -> None:
+    """``check`` names the table, the column and its collation (never a value) where the engine's exact
+    matching differs from the column's: SQLite NOCASE, PostgreSQL nondeterministic. Not on MariaDB (binary
+    keys there always), nor for an exact column."""
+    loaded = _identified_events(migrated, ROWS, **_case_insensitive(migrated))
+    with migrated.connect() as conn:
+        found = identity_collations(conn, loaded.pack)
+        sa.Table("ne_events", sa.MetaData()).drop(conn)  # the same pack over an exact column: nothing to say
+        conn.commit()
+    _identified_events(migrated, ROWS)
+    with migrated.connect() as conn:
+        exact = identity_collations(conn, loaded.pack)
+    collation = {"sqlite": "NOCASE", "postgresql": "ne_ci"}.get(migrated.dialect.name)
+    message = (
+        f"subject column compares case-insensitively (collation {collation}); holds and erasure requests name "
+        "only the exact characters, so a hold on one spelling keeps no record of another"
+    )
+    expected = [] if collation is None else [Finding("warning", "events", "ne_events", "user_id", message)]
+    assert (found, exact) == (expected, [])
+
+
+def test_a_subject_column_in_C_keeps_its_index(migrated: sa.Engine) -> None:
+    """PostgreSQL: the exact comparison leaves a deterministic column's collation alone, so its index serves.
+
+    ``COLLATE "default"`` on a "C" column (review of fixnullvis, should-fix 2)
+    turned ``subject = 'u1'`` (pending_for_subject, holds, the person page)
+    into a Seq Scan; "C" is exact already.
+    """
+    if migrated.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's collations")
+    table = sa.Table(
+        "ne_c",
+        sa.MetaData(),
+        sa.Column("n", sa.Integer, primary_key=True),
+        sa.Column("user_id", sa.String(64, collation="C"), index=True),
+    )
+    table.create(migrated)
+    with migrated.begin() as conn:
+        conn.execute(table.insert(), [{"n": n, "user_id": f"u{n}"} for n in range(20_000)])
+        conn.execute(sa.text("ANALYZE ne_c"))
+        query = sa.select(sa.func.count()).where(subject_text(conn, table.c.user_id) == "nomatch")
+        compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars())
+    assert "Index" in plan and "Seq Scan" not in plan, plan

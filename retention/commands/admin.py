@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from retention.dialects import dialect_for
 from retention.engine import notice
 from retention.engine.notice import sight_versions
-from retention.engine.schema import Finding, check_schema
+from retention.engine.schema import Finding, check_schema, identity_collations
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
 from retention.policy import LoadedPack, load_catalog
@@ -71,6 +71,7 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
         with engine.connect() as conn:
             for loaded in catalog.packs:
                 report.findings.extend(check_schema(conn, loaded.pack))
+                report.findings.extend(identity_collations(conn, loaded.pack))
         versions = sight_versions(engine, catalog.packs, "check")
     except sa.exc.OperationalError as exc:
         raise connect_error(db_url, exc) from None

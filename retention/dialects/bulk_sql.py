@@ -162,19 +162,34 @@ class BulkWriteSQL:
         """A source column as text comparable with the engine's key columns (``VARCHAR(191)``)."""
         return sa.cast(column, sa.String(191))
 
-    def exact_text(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def exact_text(self, text: ColumnElement[Any], merging: bool = True) -> ColumnElement[Any]:
         """A source's identity as text (``key_text``, ``email_text``) equal only to the same characters.
 
         A subject or an address names one person wherever Python sees one
         (``store.SOURCE_KEY``): the planner matches a record to its request
         in Python, so the SQL beside it must not merge 'U1' and 'u1' because
         the source column's collation does (SQLite NOCASE/RTRIM, a
-        PostgreSQL nondeterministic collation); the column's collation
-        survives the cast on both. An explicit collation wins over the
-        implicit ones on either side of a comparison, in either order.
-        Generic: as it is.
+        PostgreSQL nondeterministic collation); on SQLite the column's
+        collation survives the cast, on PostgreSQL too for a varchar/text
+        source. An explicit collation wins over the implicit ones on either
+        side of a comparison, in either order. ``merging``: whether the
+        source's collation may merge strings (:meth:`merging_collation`);
+        where it does not, a dialect may leave the text as it is, so that an
+        index on the column still serves. Generic: as it is.
         """
         return text
+
+    def merging_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+        """The collation of a source column in ``source`` that takes different strings for equal, or None.
+
+        Read from the catalog where that is cheap: whether :meth:`exact_text`
+        must override the column's collation (PostgreSQL: only then, as the
+        override costs the column's index) and what ``check`` warns about
+        (holds and requests name the exact characters there, where the
+        column alone would merge them). Generic: None (MariaDB/MySQL's
+        ``key_text`` names a binary collation, nothing to warn about).
+        """
+        return None
 
     # -- partitions ----------------------------------------------------------
 
@@ -202,3 +217,13 @@ def driver_cursor(conn: sa.Connection) -> Iterator[Any]:
         yield cursor
     finally:
         cursor.close()
+
+
+def source_columns(source: ColumnElement[Any]) -> Iterator[tuple[sa.Table, str]]:
+    """The table columns ``source`` reads (through aliases and scalar subqueries), for catalog look-ups."""
+    for element in sa.sql.visitors.iterate(source):
+        table = getattr(element, "table", None)
+        if isinstance(table, sa.sql.Alias):
+            table = table.element
+        if isinstance(element, sa.Column) and isinstance(table, sa.Table):
+            yield table, element.name

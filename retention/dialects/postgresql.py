@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
 from retention.dialects.base import DATETIME_KINDS, Dialect
-from retention.dialects.bulk_sql import driver_cursor
+from retention.dialects.bulk_sql import driver_cursor, source_columns
 from retention.dialects.item_sql import BoundKey, Key, hmac_pads
 
 _RANGE = re.compile(r"^FOR VALUES FROM \((?P<lower>.+)\) TO \((?P<upper>.+)\)$")
@@ -108,10 +108,14 @@ class PostgreSQLDialect(Dialect):
     def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return text.collate("C")
 
-    def exact_text(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def exact_text(self, text: ColumnElement[Any], merging: bool = True) -> ColumnElement[Any]:
         # The database's default collation: deterministic (equal only when byte-equal; a nondeterministic one
-        # cannot be a database's default), and the engine's columns' own, so their indexes still serve.
-        return text.collate("default")
+        # cannot be a database's default). Only over a nondeterministic column: any deterministic collation is
+        # exact already, and the COLLATE would cost an index on a column of another one ("C").
+        return text.collate("default") if merging else text
+
+    def merging_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+        return nondeterministic_collation(conn, source)
 
     def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
         database = "hashtext('retention:' || current_schema())"
@@ -344,3 +348,26 @@ class PostgreSQLDialect(Dialect):
         clamped = sa.type_coerce(sa.case((column < low, low), (column > high, high), else_=column), NullType())
         outside = sa.case((sa.or_(column < low, column > high), sa.cast(column, sa.Text)), else_=None)
         return [clamped, outside]
+
+
+_NONDETERMINISTIC = sa.text(
+    """
+    SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+    WHERE a.attrelid = to_regclass(:relation) AND a.attname = :column AND NOT c.collisdeterministic
+    """
+)
+
+
+def nondeterministic_collation(conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+    """The nondeterministic collation of a table column in ``source`` (lookups through other tables too), or None.
+
+    One catalog read per column; the planner asks once per dataset and run.
+    A column of a domain carries the domain's collation in ``attcollation``.
+    """
+    preparer = conn.dialect.identifier_preparer
+    for table, column in source_columns(source):
+        found = conn.execute(_NONDETERMINISTIC, {"relation": preparer.format_table(table), "column": column})
+        name = found.scalar()
+        if name is not None:
+            return str(name)
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
 from retention.dialects.base import Dialect
+from retention.dialects.bulk_sql import source_columns
 from retention.dialects.item_sql import BoundKey, Key, hmac_pads
 from retention.errors import ConfigError
 from retention.timing import datetext
@@ -75,9 +77,28 @@ class SQLiteDialect(Dialect):
         # No server to wait for: lock waits are bounded by busy_timeout alone.
         return None
 
-    def exact_text(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    def exact_text(self, text: ColumnElement[Any], merging: bool = True) -> ColumnElement[Any]:
         # A column's NOCASE or RTRIM survives CAST, and decides a comparison when the column is on the left.
+        # Always: the CAST already keeps an index on the column from serving, so BINARY costs nothing.
         return text.collate("BINARY")
+
+    def merging_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+        # NOCASE or RTRIM as the column's declaration names it (SQLite keeps nothing but the CREATE statement).
+        # For check's warning: exact_text is BINARY whatever this says.
+        preparer = conn.dialect.identifier_preparer
+        for table, column in source_columns(source):
+            master = f"{preparer.quote_schema(table.schema)}.sqlite_master" if table.schema else "sqlite_master"
+            query = sa.text(f"SELECT sql FROM {master} WHERE type = 'table' AND name = :name")
+            created = conn.execute(query, {"name": table.name}).scalar()
+            name = re.escape(column)
+            declared = (
+                rf"(?:^|[(,])\s*(?:\"{name}\"|`{name}`|\[{name}\]|{name})\s[^,]*?"
+                r"\bCOLLATE\s+[\"'`\[]?(NOCASE|RTRIM)\b"
+            )
+            found = re.search(declared, created or "", re.IGNORECASE | re.DOTALL)
+            if found:
+                return found.group(1).upper()
+        return None
 
     def same_database(self, first: sa.URL, second: sa.URL) -> bool:
         # The same file, whatever the path's spelling; two in-memory databases never.

@@ -92,6 +92,8 @@ class PlannerBase:
             else self.row_filter
         )
         self.subject = subject_expression(conn, self.table, self.dataset)
+        # Exact (subject_text): built once per dataset and run, as PostgreSQL reads the column's collation for it.
+        self._subject_text = subject_text(conn, self.subject) if self.subject is not None else None
         email = email_expression(conn, self.table, self.dataset)
         self.email = email_text(conn, email) if email is not None else None
         follows = self.dataset.follows
@@ -125,7 +127,7 @@ class PlannerBase:
         other = reflect_table(conn, leader.table, leader.schema_).alias("leader_by_email")
         other_email = email_expression(conn, other, leader)  # type: ignore[arg-type]
         assert other_email is not None
-        conditions = [email_text(conn, other_email) == email_text(conn, email)]
+        conditions = [email_text(conn, other_email, beside_source=True) == email_text(conn, email, beside_source=True)]
         leader_filter = compile_filter(conn, other, leader)  # type: ignore[arg-type]
         if leader_filter is not None:
             conditions.append(leader_filter)
@@ -166,7 +168,7 @@ class PlannerBase:
             return None
         rs = self.ctx.tables.record_states
         return Who(
-            subject_text(conn, self.subject) if self.subject is not None else None,
+            self._subject_text,
             self.email,
             rs.c.email_pseudonym if joined and self.email is not None else None,
         )

@@ -140,19 +140,25 @@ def subject_text(conn: sa.Connection, column: ColumnElement[Any]) -> ColumnEleme
     (holds, erasure requests): see :meth:`retention.dialects.Dialect.exact_text`.
     """
     dialect = dialect_for(conn)
-    return dialect.exact_text(dialect.key_text(column))
+    return dialect.exact_text(dialect.key_text(column), dialect.merging_collation(conn, column) is not None)
 
 
-def email_text(conn: sa.Connection | None, value: ColumnElement[Any]) -> ColumnElement[Any]:
+def email_text(
+    conn: sa.Connection | None, value: ColumnElement[Any], beside_source: bool = False
+) -> ColumnElement[Any]:
     """A normalised e-mail expression comparable with the engine's ``email`` columns (see :func:`as_text`).
 
     Equal only to the same characters (:func:`subject_text`), whatever the source column's collation.
+    ``beside_source``: compared with another source's address, so always
+    with the explicit collation (PostgreSQL: two columns' implicit
+    collations, "C" and "POSIX", would conflict).
     """
     text = sa.cast(value, store.EMAIL)
     if conn is None:
         return text
     dialect = dialect_for(conn)
-    return dialect.exact_text(dialect.engine_comparable(text))
+    merging = beside_source or dialect.merging_collation(conn, value) is not None
+    return dialect.exact_text(dialect.engine_comparable(text), merging)
 
 
 @dataclass(frozen=True)

@@ -587,3 +587,39 @@ def _check_order(conn: sa.Connection, inspect: _Inspector, pack: Pack, findings:
 def article(word: str) -> str:
     """'a' or 'an' before ``word`` as it is read aloud here (an epoch, a timestamp)."""
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def identity_collations(conn: sa.Connection, pack: Pack) -> list[Finding]:
+    """A warning per subject or e-mail column whose collation takes different strings for equal ('U1', 'u1').
+
+    The engine names a person by the exact characters (``Dialect.exact_text``):
+    a hold or an erasure request for 'u1' does not reach the records of
+    'U1', though the column alone would call them equal. Since fixnullvis
+    that holds on SQLite (NOCASE, RTRIM) and PostgreSQL (nondeterministic)
+    too, so a hold placed before may keep fewer records than it did
+    (docs/dialects.md, "Subjects compare exactly"). Names the table, the
+    column and the collation, never a value. For ``check`` alone: a run
+    does not read the catalog for it.
+    """
+    dialect = dialect_for(conn)
+    findings: list[Finding] = []
+    for name, ds in pack.datasets.items():
+        places: list[tuple[str, str, str]] = []
+        if ds.subject_key is not None:
+            places.append(("subject", ds.table, ds.subject_key))
+        for identity, chain in (("subject", ds.subject), ("e-mail", ds.email)):
+            if isinstance(chain, str):
+                places.append((identity, ds.table, chain))
+            elif chain is not None:
+                hop = chain.through[-1] if chain.through else None
+                places.append((identity, hop.table, hop.column) if hop else (identity, ds.table, chain.column))
+        for identity, table, column in places:
+            source = sa.Table(table, sa.MetaData(), sa.Column(column), schema=ds.schema_).c[column]
+            collation = dialect.merging_collation(conn, source)
+            if collation is not None:
+                message = (
+                    f"{identity} column compares case-insensitively (collation {collation}); holds and erasure "
+                    "requests name only the exact characters, so a hold on one spelling keeps no record of another"
+                )
+                findings.append(Finding("warning", name, table, column, message))
+    return findings
