@@ -19,6 +19,7 @@ from retention.cli.options import (
     EXIT_PARTIAL,
     json_logs,
     log_settings,
+    machine_only,
 )
 from retention.cli.output import console, err_console, print_rows, when
 from retention.timing.clock import AsOf
@@ -85,7 +86,7 @@ def exit_after_metrics(code: int, unwritten: str | None) -> int:
     """``code``, or 3 (partial: the work stands, an output is missing) when it was 0 and the metrics failed."""
     if unwritten is None:
         return code
-    if not json_logs():  # JSON logs carry metrics_not_written
+    if not machine_only():  # with --log-format json the output is JSON lines only: metrics_not_written says it
         err_console.print(f"error: {unwritten}", highlight=False)
     return code or EXIT_PARTIAL
 
