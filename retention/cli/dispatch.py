@@ -16,8 +16,10 @@ import click
 
 from retention import logs
 from retention.cli.options import (
+    EXIT_PARTIAL,
     json_logs,
     log_settings,
+    machine_only,
 )
 from retention.cli.output import console, err_console, print_rows, when
 from retention.timing.clock import AsOf
@@ -60,6 +62,33 @@ class FleetProgress:
     def __exit__(self, *exc: object) -> None:
         if self._bar:
             self._progress.stop()
+
+
+def write_fleet_metrics(path: Path | None, outcomes: list[Any]) -> str | None:
+    """Write the fleet's (or shards') metrics file; the one-line reason when it could not be written.
+
+    Every target's run has committed by now, so a failure here must not end
+    in a traceback that reads as if the work had failed.
+    """
+    if path is None:
+        return None
+    from retention.ops import fleet as fleet_module
+    from retention.reporting.metrics import not_written
+
+    try:
+        fleet_module.write_fleet_metrics(path, outcomes)
+    except OSError as exc:
+        return not_written(path, exc)
+    return None
+
+
+def exit_after_metrics(code: int, unwritten: str | None) -> int:
+    """``code``, or 3 (partial: the work stands, an output is missing) when it was 0 and the metrics failed."""
+    if unwritten is None:
+        return code
+    if not machine_only():  # with --log-format json the output is JSON lines only: metrics_not_written says it
+        err_console.print(f"error: {unwritten}", highlight=False)
+    return code or EXIT_PARTIAL
 
 
 def print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str], what: str = "targets") -> None:
@@ -203,8 +232,7 @@ def run_shards(
             )
             log.info("shards_enqueued", total=count, queue=queue, run_group=group)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
-    if metrics_file is not None:
-        fleet_module.write_fleet_metrics(metrics_file, outcomes)
+    unwritten = write_fleet_metrics(metrics_file, outcomes)
     code = fleet_module.worst_exit(outcomes)
     log.info(
         "shards_finished",
@@ -217,4 +245,4 @@ def run_shards(
     if fmt != "json":
         console.print(f"run group {group}: {count} shards", highlight=False)
     print_fleet(outcomes, fmt, code, {}, what="shards")
-    sys.exit(code)
+    sys.exit(exit_after_metrics(code, unwritten))

@@ -209,8 +209,9 @@ class OutputFile(_Type):
 
     name = "file"
 
-    def __init__(self, create_folders: bool = False) -> None:
+    def __init__(self, create_folders: bool = False, probe: bool = False) -> None:
         self.create_folders = create_folders
+        self.probe = probe
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         path = Path(value)
@@ -228,7 +229,25 @@ class OutputFile(_Type):
             self.fail(f"the folder {folder} does not exist", param, ctx)
         if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
             self.fail(f"{path} cannot be written (permission denied)", param, ctx)
+        if self.probe:
+            self._try_writing(folder, path, param, ctx)
         return path
+
+    def _try_writing(self, folder: Path, path: Path, param: click.Parameter | None, ctx: click.Context | None) -> None:
+        """Create and remove a file beside ``path``, as the writer will, before any work is done.
+
+        ``os.access`` asks the permission bits, which root passes everywhere: a
+        folder of ``/proc`` or a read-only mount answers yes and then refuses
+        the file once the run has committed. A real file is the only honest
+        test; it is written where the metrics' own temporary file will be.
+        """
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".retention-probe-", delete=True):
+                pass
+        except OSError as exc:
+            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
 
 
 class InputFile(_Type):
@@ -245,6 +264,38 @@ class InputFile(_Type):
         if not os.access(path, os.R_OK):
             self.fail(f"{path} cannot be read (permission denied)", param, ctx)
         return path
+
+
+class RunGroupType(_Type):
+    """A run group's name: 1 to 100 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit.
+
+    The name is stored (``retention_runs.run_group``), hashed into the group's
+    run id, matched by ``run-groups --run-group``, shown in logs, the console
+    and the summary, and a Kubernetes Job name (the sharded CronJob's
+    ``RETENTION_RUN_GROUP``) or ``night-2026-11-26`` fits it. Anything else
+    (spaces, quotes, slashes, ``!``) would be a second spelling of a group or
+    break a label or a shell line, so it is refused before the run starts.
+    """
+
+    name = "run group"
+    _FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if self._FORM.fullmatch(text) is None:
+            self.fail(
+                f"{_shown(text)} is not a run group name: 1 to 100 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit",
+                param,
+                ctx,
+            )
+        return text
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for an error line: control characters escaped, at most 40 characters."""
+    short = text if len(text) <= 40 else text[:40] + "…"
+    return repr(short)
 
 
 class ShardType(_Type):
@@ -274,7 +325,8 @@ NAME = TextType(100, "name")
 REASON = TextType(2000, "text")
 LOG_LEVEL = LogLevelType()
 OUTPUT_FILE = OutputFile()
-METRICS_FILE = OutputFile(create_folders=True)
+METRICS_FILE = OutputFile(create_folders=True, probe=True)
+RUN_GROUP = RunGroupType()
 INPUT_FILE = InputFile()
 ZONE = ZoneType()
 CRON = CronType()
@@ -296,6 +348,7 @@ __all__ = [
     "REASON",
     "RECORD_KEY",
     "ROW_ID",
+    "RUN_GROUP",
     "SUBJECT_ID",
     "ZONE",
     "OneLineGroup",

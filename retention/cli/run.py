@@ -201,9 +201,11 @@ def plan(
 @click.option(
     "--run-group",
     envvar="RETENTION_RUN_GROUP",
+    type=params.RUN_GROUP,
     default=None,
     metavar="G",
-    help="The run group the shard belongs to: its N shards make one logical run (default: the as-of day and N).",
+    help="The run group the shard belongs to: its N shards make one logical run (default: the as-of day and N); "
+    "letters, digits, '.', '_' and '-'.",
 )
 @click.option(
     "--shards",
@@ -242,8 +244,9 @@ def run(
     """Apply every transition due, one transaction per batch, with ledger entries.
 
     Needs the pseudonym key (RETENTION_PSEUDONYM_KEY or RETENTION_PSEUDONYM_KEY_FILE).
-    Exit 0 on success, 3 when some datasets failed (the others were applied),
-    4 when a mass-deletion guard refused a dataset, 5 when another run holds the lock.
+    Exit 0 on success, 3 when some datasets failed (the others were applied) or
+    the metrics file could not be written after the run, 4 when a mass-deletion
+    guard refused a dataset, 5 when another run holds the lock.
     SIGTERM stops the run after its current batch (exit 1; the next run continues).
 
     On a terminal a bar per dataset shows transitions done, rate and time left;
@@ -497,7 +500,14 @@ def _ago(delta: dt.timedelta) -> str:
 
 
 def _exit_for(result: Any) -> None:
-    """The run's exit code: 1 interrupted, 3 partial, 4 guarded, else 0."""
+    """The run's exit code: 1 interrupted, 3 partial, 4 guarded, else 0; 3 also for a metrics file not written.
+
+    A metrics file that fails after the run committed is exit 3, "partial":
+    the data work and its ledger entries were applied and stand, one of the
+    run's outputs was not. A worse code the run earned is kept.
+    """
+    if result.metrics_error is not None and not machine_only():  # JSON logs have metrics_not_written
+        err_console.print(f"error: {result.metrics_error}", highlight=False)
     if result.status == "interrupted":
         if not machine_only():
             err_console.print("run interrupted after its current batch; the next run continues", highlight=False)
@@ -506,6 +516,8 @@ def _exit_for(result: Any) -> None:
         sys.exit(EXIT_PARTIAL)
     if result.guarded:
         sys.exit(EXIT_GUARD)
+    if result.metrics_error is not None:
+        sys.exit(EXIT_PARTIAL)
 
 
 @command()

@@ -109,10 +109,10 @@ def user_disable(db: str | None, name: str) -> None:
 )
 @click.option(
     "--public-key",
-    type=click.Path(path_type=Path, exists=True),
-    envvar="RETENTION_CHECKPOINT_PUBLIC_KEY",
+    type=params.INPUT_FILE,
     default=None,
-    help="PEM public key that checkpoints must verify against; or RETENTION_CHECKPOINT_PUBLIC_KEY.",
+    help="PEM public key file that checkpoints must verify against; or RETENTION_CHECKPOINT_PUBLIC_KEY "
+    "(the PEM text, or a file's path) or RETENTION_CHECKPOINT_PUBLIC_KEY_FILE, as for `ledger verify`.",
 )
 @click.option("--session-hours", default=8.0, show_default=True, type=float, help="How long a sign-in lasts.")
 @click.option(
@@ -154,8 +154,12 @@ def serve(
     RETENTION_CONSOLE_SECRET or RETENTION_CONSOLE_SECRET_FILE (random otherwise:
     sessions end at restart); lookups need the pseudonym key.
     """
+    from retention.ledger import chain as ledger
     from retention.web import ConsoleSettings, server
 
+    key = ledger.public_key_source(public_key)
+    if key is not None:
+        ledger.public_key_from(key)  # a key that is no key fails now, not as "not trusted" on every page
     settings = ConsoleSettings(
         db_url=database_url(db),
         rules=rules,
@@ -163,7 +167,7 @@ def serve(
         proxy_header=proxy_header,
         trusted_proxies=trusted_proxies,
         checkpoints=checkpoints,
-        public_key=public_key,
+        public_key=key,
         session_hours=session_hours,
         schedule=schedule,
         schedule_timezone=schedule_timezone,

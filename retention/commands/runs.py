@@ -279,17 +279,23 @@ def _run(
                     result.waiting = {name: waiting.message for name in waiting.names}
         except (RetentionError, sa.exc.SQLAlchemyError):
             if metrics_file is not None:
-                _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
+                try:
+                    _write_metrics(metrics_file, execute.RunResult("-", "failed"), loaded.id, started, utcnow())
+                except OSError as exc:  # the run's own error is the one to report
+                    _not_written(metrics_file, exc)
             raise
         ledger.record_run_head(engine, result.run_id)
         if metrics_file is not None:
-            _write_metrics(
-                metrics_file,
-                result,
-                loaded.id,
-                result.started_at or started,
-                result.finished_at or utcnow(),
-            )
+            try:
+                _write_metrics(
+                    metrics_file,
+                    result,
+                    loaded.id,
+                    result.started_at or started,
+                    result.finished_at or utcnow(),
+                )
+            except OSError as exc:  # committed work stands; the caller says so and exits non-zero
+                result.metrics_error = _not_written(metrics_file, exc)
         return result
     finally:
         if archive_engine is not None:
@@ -360,6 +366,12 @@ def _write_metrics(
     from retention.reporting.metrics import write_run_metrics
 
     write_run_metrics(path, result, pack=pack, started=started, finished=finished, anomalies=result.anomalies)
+
+
+def _not_written(path: Path, exc: OSError) -> str:
+    from retention.reporting.metrics import not_written
+
+    return not_written(path, exc)
 
 
 @dataclass

@@ -118,6 +118,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)  # what an operator must act on (counts only, no data)
     # Erasure requests that rows with no key hold open: the run record keeps them (ids and counts only).
     open_requests: list[NullKeyNote] = field(default_factory=list)
+    metrics_error: str | None = None  # the run committed but its --metrics-file could not be written (one line)
 
 
 @dataclass(frozen=True)

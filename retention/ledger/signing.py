@@ -76,33 +76,76 @@ def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey:
     return key
 
 
+PUBLIC_KEY_VARIABLE = "RETENTION_CHECKPOINT_PUBLIC_KEY"
+PUBLIC_KEY_FILE_VARIABLE = "RETENTION_CHECKPOINT_PUBLIC_KEY_FILE"
+
+
 def configured_public_key(path: Path | None = None) -> Ed25519PublicKey:
     """The checkpoint signer's public key as the verifier configured it, never as a checkpoint claims it.
 
-    From ``path`` (``--public-key``), else ``RETENTION_CHECKPOINT_PUBLIC_KEY``
-    (the PEM text), else the file named by ``RETENTION_CHECKPOINT_PUBLIC_KEY_FILE``.
-    A checkpoint carries its signer's key for information only: whoever
-    rewrites a chain can sign a checkpoint of it with a key of their own.
+    Where it comes from is :func:`public_key_source`. A checkpoint carries its
+    signer's key for information only: whoever rewrites a chain can sign a
+    checkpoint of it with a key of their own.
     """
-    import os
-
-    if path is None and os.environ.get("RETENTION_CHECKPOINT_PUBLIC_KEY"):
-        return load_public_key(os.environ["RETENTION_CHECKPOINT_PUBLIC_KEY"].encode())
-    if path is None and os.environ.get("RETENTION_CHECKPOINT_PUBLIC_KEY_FILE"):
-        path = Path(os.environ["RETENTION_CHECKPOINT_PUBLIC_KEY_FILE"])
-    if path is None:
+    source = public_key_source(path)
+    if source is None:
         raise ConfigError(
             "a checkpoint is trusted only against its signer's public key: pass --public-key PEM or set "
             "RETENTION_CHECKPOINT_PUBLIC_KEY or RETENTION_CHECKPOINT_PUBLIC_KEY_FILE (the key inside the "
             "checkpoint proves nothing)"
         )
+    return public_key_from(source)
+
+
+def public_key_source(path: Path | None = None) -> Path | bytes | None:
+    """Where the configured public key is: a file (a ``Path``), PEM text (``bytes``), or nowhere (None).
+
+    ``path`` (``--public-key FILE``) first; else ``RETENTION_CHECKPOINT_PUBLIC_KEY``,
+    which holds the PEM text as documented, or the path of a PEM file: ``serve``
+    used to read it as a path and deployments may still set it so; PEM text
+    always starts ``-----BEGIN``, a path never does, so the two cannot be
+    confused. Else the file named by ``RETENTION_CHECKPOINT_PUBLIC_KEY_FILE``.
+    The variable's value is never repeated in an error: it may be key text.
+    """
+    import os
+
+    if path is not None:
+        return path
+    value = os.environ.get(PUBLIC_KEY_VARIABLE, "")
+    if value.strip():
+        if value.lstrip().startswith("-----BEGIN"):
+            return value.encode()
+        named = Path(value.strip())
+        try:
+            if named.is_file():
+                return named
+        except (OSError, ValueError):
+            pass
+        raise ConfigError(
+            f"{PUBLIC_KEY_VARIABLE} holds neither PEM text (-----BEGIN PUBLIC KEY-----) nor the path of a readable file"
+        )
+    if os.environ.get(PUBLIC_KEY_FILE_VARIABLE, "").strip():
+        return Path(os.environ[PUBLIC_KEY_FILE_VARIABLE].strip())
+    return None
+
+
+def public_key_from(source: Path | bytes) -> Ed25519PublicKey:
+    """The key in ``source`` (from :func:`public_key_source`); one line naming the file, never the text, if not."""
+    if isinstance(source, bytes):
+        try:
+            return load_public_key(source)
+        except ConfigError as exc:
+            raise ConfigError(f"{PUBLIC_KEY_VARIABLE}: {exc}") from None
     try:
-        if not path.is_file():
-            raise ConfigError(f"the public key {path} is not a regular file")
-        data = path.read_bytes()[:65536]
+        if not source.is_file():
+            raise ConfigError(f"the public key {source} is not a regular file")
+        data = source.read_bytes()[:65536]
     except OSError as exc:
-        raise ConfigError(f"cannot read the public key {path}: {exc.strerror}") from None
-    return load_public_key(data)
+        raise ConfigError(f"cannot read the public key {source}: {exc.strerror}") from None
+    try:
+        return load_public_key(data)
+    except ConfigError as exc:
+        raise ConfigError(f"the public key {source}: {exc}") from None
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:

@@ -14,6 +14,20 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from retention.engine.execute import RunResult
+from retention.logs import get_logger
+
+
+def not_written(path: Path, exc: OSError) -> str:
+    """One line for a metrics file that failed after the work committed; also logged, for the journal.
+
+    The CLI checks the file can be written before a run starts, so this is a
+    disk filled or a folder removed during the night. The run's work and
+    ledger are committed by then and stand: only the side file is missing,
+    which ``RetentionRunMissing`` alerts on from node_exporter's side.
+    """
+    reason = exc.strerror or type(exc).__name__
+    get_logger().error("metrics_not_written", path=str(path), error=reason)
+    return f"the metrics file {path} could not be written ({reason}); the run's work stands"
 
 
 def _last_success(path: Path) -> float | None:

@@ -47,7 +47,8 @@ class ConsoleSettings:
     proxy_header: str = "X-Forwarded-User"
     trusted_proxies: tuple[str, ...] = ()
     checkpoints: Path | None = None
-    public_key: Path | None = None
+    # The checkpoint signer's key: a PEM file (read at each use, so a replaced file counts) or PEM text.
+    public_key: Path | bytes | None = field(default=None, repr=False)
     session_hours: float = 8.0
     schedule: str | None = None
     schedule_timezone: str = "UTC"

@@ -529,8 +529,8 @@ def _public_key(console: Console) -> Any:
     if console.settings.public_key is None:
         return None
     try:
-        return ledger.load_public_key(console.settings.public_key.read_bytes())
-    except (OSError, ConfigError):
+        return ledger.public_key_from(console.settings.public_key)
+    except ConfigError:  # checked when serve started; a file broken since shows checkpoints as not trusted
         return None
 
 
