@@ -474,6 +474,8 @@ def test_a_ledger_without_macs_accepts_any_key(shop: dict[str, str], migrated: s
         ["hold", "list"],
         ["db", "current"],
         ["db", "downgrade", "base"],
+        ["check", "--rules", "{rules}"],
+        ["serve", "--port", "1"],  # refused before it would listen
     ],
     ids=lambda a: " ".join(a[:2]),
 )
