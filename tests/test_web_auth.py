@@ -332,6 +332,8 @@ def test_access_log_names_kind_never_the_id(world: World, migrated: sa.Engine) -
 
 def test_serve_refuses_bad_settings_with_a_sentence(engine: sa.Engine, db_url: str) -> None:
     """`retention serve` on a database without the engine's tables, or proxy mode without a proxy, exits 2."""
+    with engine.connect():  # an empty database; a SQLite path naming no file is refused before (test_cli_hostile)
+        pass
     runner = CliRunner()
     empty = runner.invoke(main, ["serve", "--db", db_url])
     assert empty.exit_code == 2
