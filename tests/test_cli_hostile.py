@@ -10,6 +10,7 @@ folders, folders that do not exist, ids and texts longer than their columns
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -304,8 +305,8 @@ def test_an_unparsable_url_is_not_echoed() -> None:
 
 
 WRONG_KEY_LINE = (
-    "error: the pseudonym key is not the one this database's ledger was written with (entry 1's MAC does not "
-    "verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key"
+    "error: the pseudonym key is not the one this database's ledger was written with (the MACs of entries 1 to 2 do "
+    "not verify under it); point RETENTION_PSEUDONYM_KEY at the engine's key, or run: retention ledger verify"
 )
 
 
@@ -315,25 +316,31 @@ WRONG_KEY_LINE = (
         ["run", "--rules", "{rules}", "--db", "{db}", "--no-progress"],
         ["hold", "add", "--db", "{db}", "--subject", "1", "--reason", "r"],
         ["hold", "release", "1", "--db", "{db}", "--reason", "r"],
+        ["erasure", "add", "--rules", "{rules}", "--db", "{db}", "--subject", "1", "--received", "2026-12-01"],
+        ["erasure", "extend", "1", "--rules", "{rules}", "--db", "{db}", "--reason", "r"],
         ["ledger", "lookup", "--db", "{db}", "--subject", "1"],
+        ["ledger", "prove", "--db", "{db}", "--subject", "1", "--checkpoint", "{dir}/checkpoint.json"],
     ],
     ids=lambda a: " ".join(a[:2]),
 )
 def test_a_pseudonym_key_the_ledger_was_not_written_with_is_refused(
     shop: dict[str, str], migrated: sa.Engine, args: list[str]
 ) -> None:
-    """Another key (another environment's key file): one line, exit 2, nothing written.
+    """Another key (another environment's key file): one line naming the setting in force, exit 2, nothing written.
 
     Any non-empty key used to be accepted: a run and a hold appended entries no key verifies afterwards, the
     hold's and the request's pseudonyms matched no record, and a lookup found nothing, all with exit 0.
     """
+    # Erasure requests need a dataset saying what an erasure does to it.
+    Path(shop["rules"]).write_text(PACK + "    on_erasure: purged\n", encoding="utf-8")
     runner = CliRunner()
-    placed = runner.invoke(
-        main,
+    for setup in (
         ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"],
-        env={"RETENTION_PSEUDONYM_KEY": "k1"},
-    )
-    assert placed.exit_code == 0, placed.output
+        ["erasure", "add", "--rules", shop["rules"], "--db", shop["db"], "--subject", "1", "--received", "2026-12-01"],
+    ):
+        done = runner.invoke(main, setup, env={"RETENTION_PSEUDONYM_KEY": "k1"})
+        assert done.exit_code == 0, done.output
+    Path(shop["dir"], "checkpoint.json").write_text("{}", encoding="utf-8")  # read before the key; refused first
     count = sa.select(sa.func.count()).select_from(store.ledger)
     with migrated.connect() as conn:
         before = conn.execute(count).scalar_one()
@@ -343,9 +350,128 @@ def test_a_pseudonym_key_the_ledger_was_not_written_with_is_refused(
     with migrated.connect() as conn:
         after = conn.execute(count).scalar_one()
     assert (result.exit_code, result.output.splitlines()) == (2, [WRONG_KEY_LINE])
-    assert after == before == 1
+    assert after == before == 2
     again = runner.invoke(main, [a.format(**shop) for a in args], env={"RETENTION_PSEUDONYM_KEY": "k1"})
-    assert again.exit_code == 0, again.output
+    assert "pseudonym key" not in again.output
+    assert again.exit_code == (2 if args[1] == "prove" else 0), again.output  # prove: "{}" is no checkpoint
+
+
+def test_the_wrong_key_error_names_the_key_file_when_the_file_is_in_force(shop: dict[str, str], tmp_path: Path) -> None:
+    """The key came from RETENTION_PSEUDONYM_KEY_FILE: the error names that setting (the variable wins over it)."""
+    runner = CliRunner()
+    placed = runner.invoke(
+        main,
+        ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"],
+        env={"RETENTION_PSEUDONYM_KEY": "k1"},
+    )
+    assert placed.exit_code == 0, placed.output
+    key = tmp_path / "other.key"
+    key.write_text("k2", encoding="utf-8")
+    key.chmod(0o600)
+    result = runner.invoke(
+        main,
+        ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"],
+        env={"RETENTION_PSEUDONYM_KEY": "", "RETENTION_PSEUDONYM_KEY_FILE": str(key)},
+    )
+    assert (result.exit_code, result.output.splitlines()) == (
+        2,
+        [
+            "error: the pseudonym key is not the one this database's ledger was written with (entry 1's MAC does "
+            "not verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key, or run: retention ledger "
+            "verify"
+        ],
+    )
+
+
+def test_a_review_decision_under_another_key_is_refused(migrated: sa.Engine, db_url: str) -> None:
+    """`review approve` under another key: exit 2, the batch stays pending, no entry; then the right key decides.
+
+    It used to write the approval under the wrong key (exit 0). Its entry became the ledger's head, so the check
+    accepted the wrong key for every command from then on, and `ledger verify` failed at the approval.
+    """
+    from test_review import PACK as REVIEW_PACK
+    from test_review import SECRET as REVIEW_SECRET
+    from test_review import build
+
+    from retention.engine import execute
+    from retention.subjects import review
+
+    build(migrated)
+    execute.run(migrated, REVIEW_PACK, dt.datetime(2021, 6, 20, tzinfo=dt.UTC), secret=REVIEW_SECRET)
+    with migrated.connect() as conn:
+        (batch,) = review.list_batches(conn)
+    count = sa.select(sa.func.count()).select_from(store.ledger)
+    with migrated.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    runner = CliRunner()
+    decide = ["review", "approve", str(batch["id"]), "--db", db_url, "--by", "me", "--reason", "period over"]
+    refused = runner.invoke(main, decide, env={"RETENTION_PSEUDONYM_KEY": "another-key"})
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.startswith("error: the pseudonym key is not the one this database's ledger was written")
+    with migrated.connect() as conn:
+        assert conn.execute(count).scalar_one() == before
+        assert review.show_batch(conn, batch["id"])[0]["status"] == "pending"
+    hold = ["hold", "add", "--db", db_url, "--subject", "1", "--reason", "r"]
+    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "another-key"}).exit_code == 2
+    approved = runner.invoke(main, decide, env={"RETENTION_PSEUDONYM_KEY": REVIEW_SECRET.decode()})
+    assert approved.exit_code == 0, approved.output
+    verified = runner.invoke(
+        main, ["ledger", "verify", "--db", db_url], env={"RETENTION_PSEUDONYM_KEY": REVIEW_SECRET.decode()}
+    )
+    assert verified.exit_code == 0, verified.output
+
+
+def test_a_ledger_holding_entries_under_two_keys_lets_writers_through_only_under_the_heads_key(
+    shop: dict[str, str], migrated: sa.Engine
+) -> None:
+    """Entry 1 under k1, entry 2 under k2 (as the unchecked review path or pre-check code wrote them).
+
+    Both keys used to pass (the newest or the oldest entry verified). Now a command that writes needs the newest
+    MAC'd entry to verify: k1 is refused (it would append behind an entry it cannot verify), k2 passes; a reader
+    under k1 still finds its own entries (a forged head looks the same to it); k3 is refused everywhere.
+    """
+    from retention.subjects import events as subjects
+
+    runner = CliRunner()
+    hold = ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"]
+    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"}).exit_code == 0
+    with migrated.begin() as conn:
+        subjects.place_hold(conn, scope="subject", subject_key="1", reason="r", placed_by="old", secret=b"k2")
+    refused = runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"})
+    assert (refused.exit_code, refused.output.splitlines()) == (
+        2,
+        [
+            "error: the ledger's newest authenticated entry 2 does not verify under the pseudonym key from "
+            "RETENTION_PSEUDONYM_KEY (entry 1 does): another key wrote it, or it is forged; nothing is written until "
+            "it is resolved; run: retention ledger verify"
+        ],
+    )
+    lookup = ["ledger", "lookup", "--db", shop["db"], "--subject", "1"]
+    assert runner.invoke(main, lookup, env={"RETENTION_PSEUDONYM_KEY": "k1"}).exit_code == 0
+    for args in (hold, lookup):
+        assert runner.invoke(main, args, env={"RETENTION_PSEUDONYM_KEY": "k3"}).exit_code == 2
+    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k2"}).exit_code == 0
+    with migrated.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 3
+
+
+def test_a_ledger_without_macs_accepts_any_key(shop: dict[str, str], migrated: sa.Engine) -> None:
+    """A ledger from before format 3 (no entry carries a MAC) cannot tell keys apart: any key, as documented."""
+    with migrated.begin() as conn:
+        conn.execute(
+            store.ledger.insert().values(
+                seq=1,
+                recorded_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                transition="active->purged",
+                prev_hash="0" * 64,
+                hash="a" * 64,
+                format=1,
+                count=1,
+            )
+        )
+    hold = ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"]
+    accepted = CliRunner().invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "any-key"})
+    assert accepted.exit_code == 0, accepted.output
 
 
 @pytest.mark.only_on("sqlite")
@@ -359,6 +485,8 @@ def test_a_pseudonym_key_the_ledger_was_not_written_with_is_refused(
         ["hold", "list"],
         ["db", "current"],
         ["db", "downgrade", "base"],
+        ["check", "--rules", "{rules}"],
+        ["serve", "--port", "1"],  # refused before it would listen
     ],
     ids=lambda a: " ".join(a[:2]),
 )

@@ -332,6 +332,8 @@ def test_access_log_names_kind_never_the_id(world: World, migrated: sa.Engine) -
 
 def test_serve_refuses_bad_settings_with_a_sentence(engine: sa.Engine, db_url: str) -> None:
     """`retention serve` on a database without the engine's tables, or proxy mode without a proxy, exits 2."""
+    with engine.connect():  # an empty database; a SQLite path naming no file is refused before (test_cli_hostile)
+        pass
     runner = CliRunner()
     empty = runner.invoke(main, ["serve", "--db", db_url])
     assert empty.exit_code == 2
@@ -357,3 +359,28 @@ def test_passwords_are_hashed_at_argon2id_default_cost_outside_the_test_process(
     probe = "from retention.web import accounts; print(accounts.hash_password('a long enough password'))"
     made = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert made.stdout.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
+def test_a_review_decision_under_another_key_is_a_page_message(
+    world: World, migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console holding another key than the ledger's: the decision is refused on the page (409), not written.
+
+    It used to write the approval under that key; the check then accepted the wrong key for every command.
+    """
+    app = create_app(world.settings)
+    c = sign_in(app, "approver")
+    token = csrf_of(c)
+    count = sa.select(sa.func.count()).select_from(store.ledger)
+    with migrated.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    monkeypatch.setenv("RETENTION_PSEUDONYM_KEY", "another-environments-key")
+    page = c.post(
+        f"/reviews/{world.review_id}/decision",
+        data={"csrf_token": token, "decision": "approve", "reason": "period over"},
+    )
+    assert page.status_code == 409
+    assert "the pseudonym key is not the one this database&#39;s ledger was written with" in page.text
+    with migrated.connect() as conn:
+        assert conn.execute(count).scalar_one() == before
+        assert review.show_batch(conn, world.review_id)[0]["status"] == "pending"

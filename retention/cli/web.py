@@ -178,6 +178,9 @@ def serve(
         from retention.policy import load_catalog
 
         load_catalog(rules)  # a missing or broken pack fails before the URL is shown as if it served
+    from retention.web.database import writable_engine
+
+    writable_engine(settings.db_url).dispose()  # a SQLite path naming no file: refused, and not created
     server.check_listen(host, port)  # so does an address in use or not this machine's
     console.print(f"retention console on http://{host}:{port}/ ({auth} sign-in); Ctrl+C stops it", highlight=False)
     server.serve(settings, host, port)

@@ -67,6 +67,7 @@ def check(rules: Path, db_url: str | None = None) -> CheckReport:
     if db_url is None:
         return report
     engine = create_engine(db_url)
+    refuse_missing_sqlite_file(engine, db_url)  # a typo'd path: no empty file listing every table as missing
     try:
         with engine.connect() as conn:
             for loaded in catalog.packs:

@@ -248,9 +248,11 @@ def review_show(db_url: str, batch_id: int) -> tuple[dict[str, Any], list[dict[s
 def review_decide(db_url: str, batch_id: int, *, approve: bool, by: str, reason: str) -> None:
     from retention.subjects import review
 
+    secret = pseudonyms.pseudonym_secret()  # the decision's ledger entry carries the engine's MAC
     engine = open_engine(db_url)
     try:
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.begin() as conn:
-            review.decide(conn, batch_id, approve=approve, by=by, reason=reason)
+            review.decide(conn, batch_id, approve=approve, by=by, reason=reason, secret=secret)
     finally:
         engine.dispose()

@@ -62,38 +62,80 @@ def configured_secret() -> bytes | None:
     return read_secret("pseudonym key", "RETENTION_PSEUDONYM_KEY", "RETENTION_PSEUDONYM_KEY_FILE")
 
 
-def refuse_other_key(engine: sa.Engine, secret: bytes) -> None:
-    """Refuse a pseudonym key neither the ledger's newest nor its oldest authenticated entry verifies under (exit 2).
+# How far back the check looks: the newest entries by primary-key range, so that a ledger of any size
+# (a MAC-less legacy one too) costs one bounded read.
+CHECK_WINDOW = 64
+
+
+def key_source() -> str:
+    """The setting the pseudonym key is read from, as :func:`read_secret` picks it (the variable wins)."""
+    return "RETENTION_PSEUDONYM_KEY" if os.environ.get("RETENTION_PSEUDONYM_KEY") else "RETENTION_PSEUDONYM_KEY_FILE"
+
+
+def refuse_other_key(engine: sa.Engine, secret: bytes, *, writes: bool = True) -> None:
+    """Refuse a pseudonym key the ledger's newest authenticated entries do not verify under (exit 2).
 
     Why: any non-empty key is a valid HMAC key, so a wrong key file (another
     environment's, a test one) was accepted silently. Under it a run or a
     hold appended entries no key can verify afterwards, a hold or an erasure
-    request matched no record, and a lookup found nothing. Two indexed reads
-    before anything is written. Both entries must fail: one forged entry at
-    the head is not a wrong key, and ``ledger verify`` or ``prove`` names it.
-    A ledger with no MAC (new, or from before format 3) accepts any key; a
-    database without the engine's tables is left to the checks that follow.
+    request matched no record, and a lookup found nothing.
+
+    The rule (docs/ledger.md, "Which key a command accepts"), over the MAC'd
+    entries among the newest :data:`CHECK_WINDOW` entries:
+
+    - none there (a new ledger, one from before format 3): any key;
+    - the newest MAC'd entry verifies: accepted;
+    - otherwise a command that writes (``writes``) is refused, whatever
+      else verifies: appending under a key the head does not verify under
+      is how a ledger comes to mix keys, and from then on it would accept
+      both. A reader (lookup, prove) is accepted when an older entry there
+      verifies (every MAC'd entry after it then fails: a forged head, which
+      ``ledger verify`` and ``prove`` name with exit 6), and refused when
+      none does.
+
+    A refusal says which entries and which setting, and points to ``ledger
+    verify``; no key bytes, no entry content. One read by primary-key range
+    before anything is written. A database without the engine's tables, or
+    a read that fails (a read-only role, a statement timeout), is left to
+    the checks that follow: this check accepts rather than blocks on it.
     """
     ledger = store.ledger
-    query = sa.select(ledger.c.seq, ledger.c.hash, ledger.c.mac).where(ledger.c.mac.is_not(None)).limit(1)
     try:
         with engine.connect() as conn:
-            newest = conn.execute(query.order_by(ledger.c.seq.desc())).first()
-            if newest is None or mac_valid(secret, newest.hash, newest.mac):
+            head = conn.execute(sa.select(sa.func.max(ledger.c.seq))).scalar()
+            if head is None:
                 return
-            oldest = conn.execute(query.order_by(ledger.c.seq)).one()
+            rows = conn.execute(
+                sa.select(ledger.c.seq, ledger.c.hash, ledger.c.mac)
+                .where(ledger.c.seq > head - CHECK_WINDOW, ledger.c.mac.is_not(None))
+                .order_by(ledger.c.seq.desc())
+            ).all()
     except sa.exc.DBAPIError:  # no ledger table (db upgrade not run, a read-only role): said where it matters
         return
-    if not mac_valid(secret, oldest.hash, oldest.mac):
-        which = (
-            f"entry {newest.seq}'s MAC does"
-            if oldest.seq == newest.seq
-            else (f"the MACs of entries {oldest.seq} and {newest.seq} do")
-        )
+    if not rows or mac_valid(secret, rows[0].hash, rows[0].mac):
+        return
+    newest = rows[0].seq
+    verified = next((row.seq for row in rows if mac_valid(secret, row.hash, row.mac)), None)
+    if verified is None:
+        which = f"entry {newest}'s MAC does" if len(rows) == 1 else f"the MACs of entries {rows[-1].seq} to {newest} do"
         raise ConfigError(
             f"the pseudonym key is not the one this database's ledger was written with ({which} not verify under "
-            "it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key"
+            f"it); point {key_source()} at the engine's key, or run: retention ledger verify"
+        )
+    if writes:
+        raise ConfigError(
+            f"the ledger's newest authenticated entry {newest} does not verify under the pseudonym key from "
+            f"{key_source()} (entry {verified} does): another key wrote it, or it is forged; nothing is written "
+            "until it is resolved; run: retention ledger verify"
         )
 
 
-__all__ = ["configured_secret", "entry_mac", "ledger_key", "mac_valid", "refuse_other_key"]
+__all__ = [
+    "CHECK_WINDOW",
+    "configured_secret",
+    "entry_mac",
+    "key_source",
+    "ledger_key",
+    "mac_valid",
+    "refuse_other_key",
+]

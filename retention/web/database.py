@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from retention.dialects import Dialect, dialect_for
 from retention.store.config import create_engine
+from retention.store.connect import refuse_missing_sqlite_file
 
 
 def _read_only_statement(dialect: Dialect) -> str:
@@ -30,6 +31,7 @@ def _read_only_statement(dialect: Dialect) -> str:
 def read_only_engine(url: str) -> sa.Engine:
     """An engine whose every connection the database refuses to write with."""
     engine = create_engine(url)
+    refuse_missing_sqlite_file(engine, url)  # serve: a typo'd path would leave an empty database behind
     dialect = dialect_for(engine)
     statement = _read_only_statement(dialect)
     commit = dialect.read_only_needs_commit
@@ -46,5 +48,7 @@ def read_only_engine(url: str) -> sa.Engine:
 
 
 def writable_engine(url: str) -> sa.Engine:
-    """The engine for the console's own tables and review decisions."""
-    return create_engine(url)
+    """The engine for the console's own tables and review decisions (never creates a SQLite file)."""
+    engine = create_engine(url)
+    refuse_missing_sqlite_file(engine, url)
+    return engine

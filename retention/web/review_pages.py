@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from retention.errors import ConfigError, RetentionError
+from retention.ledger import mac as ledger_mac
+from retention.ledger import pseudonyms
 from retention.ledger import query as ledger_query
 from retention.subjects import review
 from retention.timing import display
@@ -91,8 +93,12 @@ def review_decision(console: Console, request: Request, viewer: Viewer, form: Fo
         return console.render(request, "review.html", status_code=400, error="a decision and a reason", **context)
     approve = decision == "approve"
     try:
+        # The decision's entry carries the engine's MAC: under a key the ledger's head does not verify under it
+        # would be an approval no key verifies, and the check would accept that key from then on.
+        secret = pseudonyms.pseudonym_secret()
+        ledger_mac.refuse_other_key(console.writer, secret)
         with console.writer.begin() as conn:
-            review.decide(conn, batch_id, approve=approve, by=viewer.name, reason=reason)
+            review.decide(conn, batch_id, approve=approve, by=viewer.name, reason=reason, secret=secret)
             accounts.log_access(
                 conn, viewer.name, "review_approved" if approve else "review_rejected", f"batch {batch_id}"
             )
