@@ -305,8 +305,9 @@ def test_an_unparsable_url_is_not_echoed() -> None:
 
 
 WRONG_KEY_LINE = (
-    "error: the pseudonym key is not the one this database's ledger was written with (the MACs of entries 1 to 2 do "
-    "not verify under it); point RETENTION_PSEUDONYM_KEY at the engine's key, or run: retention ledger verify"
+    "error: the pseudonym key from RETENTION_PSEUDONYM_KEY is not the one this database's ledger was begun with (its "
+    "first authenticated entry, 1, does not verify under it); point it at the engine's key, or run: retention "
+    "ledger verify"
 )
 
 
@@ -376,9 +377,9 @@ def test_the_wrong_key_error_names_the_key_file_when_the_file_is_in_force(shop: 
     assert (result.exit_code, result.output.splitlines()) == (
         2,
         [
-            "error: the pseudonym key is not the one this database's ledger was written with (entry 1's MAC does "
-            "not verify under it); point RETENTION_PSEUDONYM_KEY_FILE at the engine's key, or run: retention ledger "
-            "verify"
+            "error: the pseudonym key from RETENTION_PSEUDONYM_KEY_FILE is not the one this database's ledger was "
+            "begun with (its first authenticated entry, 1, does not verify under it); point it at the engine's key, "
+            "or run: retention ledger verify"
         ],
     )
 
@@ -407,7 +408,7 @@ def test_a_review_decision_under_another_key_is_refused(migrated: sa.Engine, db_
     decide = ["review", "approve", str(batch["id"]), "--db", db_url, "--by", "me", "--reason", "period over"]
     refused = runner.invoke(main, decide, env={"RETENTION_PSEUDONYM_KEY": "another-key"})
     assert refused.exit_code == 2, refused.output
-    assert refused.output.startswith("error: the pseudonym key is not the one this database's ledger was written")
+    assert refused.output.startswith("error: the pseudonym key from RETENTION_PSEUDONYM_KEY is not the one this")
     with migrated.connect() as conn:
         assert conn.execute(count).scalar_one() == before
         assert review.show_batch(conn, batch["id"])[0]["status"] == "pending"
@@ -421,14 +422,14 @@ def test_a_review_decision_under_another_key_is_refused(migrated: sa.Engine, db_
     assert verified.exit_code == 0, verified.output
 
 
-def test_a_ledger_holding_entries_under_two_keys_lets_writers_through_only_under_the_heads_key(
+def test_a_ledger_holding_entries_under_two_keys_accepts_only_the_key_it_was_begun_with(
     shop: dict[str, str], migrated: sa.Engine
 ) -> None:
     """Entry 1 under k1, entry 2 under k2 (as the unchecked review path or pre-check code wrote them).
 
-    Both keys used to pass (the newest or the oldest entry verified). Now a command that writes needs the newest
-    MAC'd entry to verify: k1 is refused (it would append behind an entry it cannot verify), k2 passes; a reader
-    under k1 still finds its own entries (a forged head looks the same to it); k3 is refused everywhere.
+    Both keys used to pass (the newest or the oldest entry verified); judged by the newest, k2 (the foreign one)
+    would go on writing and k1 (the ledger's) be locked out. Judged by the first authenticated entry: k1 reads and
+    writes, k2 and k3 are refused everywhere.
     """
     from retention.subjects import events as subjects
 
@@ -437,20 +438,21 @@ def test_a_ledger_holding_entries_under_two_keys_lets_writers_through_only_under
     assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"}).exit_code == 0
     with migrated.begin() as conn:
         subjects.place_hold(conn, scope="subject", subject_key="1", reason="r", placed_by="old", secret=b"k2")
-    refused = runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"})
+    lookup = ["ledger", "lookup", "--db", shop["db"], "--subject", "1"]
+    refused = runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k2"})
     assert (refused.exit_code, refused.output.splitlines()) == (
         2,
         [
-            "error: the ledger's newest authenticated entry 2 does not verify under the pseudonym key from "
-            "RETENTION_PSEUDONYM_KEY (entry 1 does): another key wrote it, or it is forged; nothing is written until "
-            "it is resolved; run: retention ledger verify"
+            "error: the pseudonym key from RETENTION_PSEUDONYM_KEY is not the one this database's ledger was begun "
+            "with (its first authenticated entry, 1, does not verify under it); point it at the engine's key, or "
+            "run: retention ledger verify"
         ],
     )
-    lookup = ["ledger", "lookup", "--db", shop["db"], "--subject", "1"]
+    for key in ("k2", "k3"):
+        for args in (hold, lookup):
+            assert runner.invoke(main, args, env={"RETENTION_PSEUDONYM_KEY": key}).exit_code == 2, (key, args)
     assert runner.invoke(main, lookup, env={"RETENTION_PSEUDONYM_KEY": "k1"}).exit_code == 0
-    for args in (hold, lookup):
-        assert runner.invoke(main, args, env={"RETENTION_PSEUDONYM_KEY": "k3"}).exit_code == 2
-    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k2"}).exit_code == 0
+    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"}).exit_code == 0
     with migrated.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store.ledger)).scalar_one() == 3
 

@@ -380,7 +380,7 @@ def test_a_review_decision_under_another_key_is_a_page_message(
         data={"csrf_token": token, "decision": "approve", "reason": "period over"},
     )
     assert page.status_code == 409
-    assert "the pseudonym key is not the one this database&#39;s ledger was written with" in page.text
+    assert "is not the one this database&#39;s ledger was begun with" in page.text
     with migrated.connect() as conn:
         assert conn.execute(count).scalar_one() == before
         assert review.show_batch(conn, world.review_id)[0]["status"] == "pending"

@@ -129,7 +129,7 @@ def ledger_lookup(
 
     engine = open_engine(db_url)
     try:
-        ledger_mac.refuse_other_key(engine, secret, writes=False)
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.connect() as conn:
             rows = ledger_items.lookup(
                 conn, secret, dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
@@ -198,7 +198,7 @@ def ledger_prove(
     secret = pseudonyms.pseudonym_secret()
     engine = open_engine(db_url)
     try:
-        ledger_mac.refuse_other_key(engine, secret, writes=False)
+        ledger_mac.refuse_other_key(engine, secret)
         with engine.connect() as conn:
             return ledger_proof.build(
                 conn, secret, document, dataset=dataset, record_key=record_key, subject_key=subject_key
