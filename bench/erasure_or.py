@@ -7,7 +7,7 @@
 Why: the erasure check asked ``EXISTS (... WHERE subject_key = s OR email = e
 ...)`` per row, which MariaDB cannot decorrelate: it scanned the open requests
 for every row (rows x requests; ~4 s for 20,000 rows and 100 requests). The
-engine now asks one IN per identity (``PlannerBase._open_erasure``). This
+engine now asks one IN per identity (``PlannerBase.open_erasure``). This
 bench times :func:`retention.engine.execute.plan` both ways in one process,
 alternated: the engine's own shape, and the old one patched back in. Both must
 give the same transitions. ``--rows`` rows, all due, 10 per subject (u0..), each
@@ -137,7 +137,7 @@ def main() -> None:
         )
         conn.execute(sa.text(analyse))
     loaded = validate_pack(yaml.safe_load(PACK), Path("<bench>"), PACK)
-    own = PlannerBase._open_erasure
+    own = PlannerBase.open_erasure
     shapes: dict[str, Any] = {"one IN per identity (this branch)": own}
     if not args.skip_before:
         shapes = {"one EXISTS, OR inside (before)": _one_or, **shapes}
@@ -146,13 +146,13 @@ def main() -> None:
     try:
         for _ in range(args.repeat):
             for name, shape in shapes.items():
-                PlannerBase._open_erasure = shape  # type: ignore[method-assign]
+                PlannerBase.open_erasure = shape  # type: ignore[method-assign]
                 started = time.perf_counter()
                 result = execute.plan(engine, loaded, AS_OF)
                 times[name].append(time.perf_counter() - started)
                 said[name] = result.transitions
     finally:
-        PlannerBase._open_erasure = own  # type: ignore[method-assign]
+        PlannerBase.open_erasure = own  # type: ignore[method-assign]
     assert len({repr(v) for v in said.values()}) == 1, f"the shapes disagree: {said}"
     print(
         f"{engine.dialect.name}: {args.rows:,} rows (all due), {subjects:,} subjects, {args.requests:,} open requests"

@@ -3,7 +3,7 @@
 One correlated ``EXISTS (... subject_key = s OR email = e ...)`` made MariaDB
 and SQLite scan every open request for every row, and PostgreSQL run a plain
 SubPlan per row: plan took ~10 s for 20,000 rows and 100 requests
-(bench/erasure_or.py). ``PlannerBase._open_erasure`` now asks one uncorrelated
+(bench/erasure_or.py). ``PlannerBase.open_erasure`` now asks one uncorrelated
 ``IN`` per identity. The first test reads each database's plan of the
 statements plan runs; the second checks the answers of the new shape, NULL
 identities included (a ``NOT IN`` must not turn a record without an address

@@ -249,7 +249,7 @@ class PlannerBase:
         """
         if not self._erasures or who is None or not who.known:
             return sa.true()
-        free = ~self._open_erasure(who)
+        free = ~self.open_erasure(who)
         if self.dataset.erasure_where is None or self.erasure_filter is None:
             return free
         outside = is_false(self.erasure_filter)
@@ -258,7 +258,7 @@ class PlannerBase:
             outside = sa.exists().where(self.text(conn, self.key) == record_key, outside)
         return sa.or_(free, outside)
 
-    def _open_erasure(self, who: Who) -> ColumnElement[bool]:
+    def open_erasure(self, who: Who | None) -> ColumnElement[bool]:
         """An open erasure request names the record: one ``IN`` per identity the record has, OR-ed.
 
         One correlated ``EXISTS (... subject_key = s OR email = e ...)`` was a
@@ -273,6 +273,8 @@ class PlannerBase:
         (``Dialect.exact_text``): on MariaDB a set of another collation than
         the left operand's is probed per row again.
         """
+        if who is None:
+            return sa.false()
         er = self.ctx.tables.erasure_requests
         probes = []
         for mine, theirs in who.pairs(er):

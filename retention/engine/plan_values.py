@@ -178,7 +178,7 @@ class Who:
         """(the record's identity, ``table``'s column for it), for each identity the record has.
 
         Separate, so that a caller can probe ``table`` once per identity
-        (``PlannerBase._open_erasure``): a database looks one column up in a
+        (``PlannerBase.open_erasure``): a database looks one column up in a
         set it builds once, never an OR of several.
         """
         parts: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = []
