@@ -91,7 +91,7 @@ class PlannerPasses(PlannerReasons):
         query = (
             sa.select(*columns)
             .select_from(self._joined(conn))
-            .where(self._open_erasure(who), self.not_held(key_text, who), self.erasure_included())
+            .where(self.open_erasure(who), self.not_held(key_text, who), self.erasure_included())
         )
         if after is not None:
             query = query.where(self.key > after)
@@ -109,7 +109,7 @@ class PlannerPasses(PlannerReasons):
         exists = sa.exists().where(self.text(conn, self.key) == rs.c.record_key)
         query = self._state_rows(
             conn,
-            self._open_erasure(self.state_who() or Who()),
+            self.open_erasure(self.state_who() or Who()),
             self.not_held(rs.c.record_key, self.state_who()),
             ~exists,
             self.state_in_shard,

@@ -177,14 +177,24 @@ class Who:
 
     def named_by(self, table: sa.FromClause) -> ColumnElement[bool]:
         """``table`` (holds or erasure requests: subject_key, email, email_pseudonym) names the record."""
-        parts = []
-        if self.subject is not None:
-            parts.append(table.c.subject_key == self.subject)
-        if self.email is not None:
-            parts.append(table.c.email == self.email)
-        if self.email_pseudonym is not None:
-            parts.append(table.c.email_pseudonym == self.email_pseudonym)
+        parts = [theirs == mine for mine, theirs in self.pairs(table)]
         return sa.or_(*parts) if parts else sa.false()
+
+    def pairs(self, table: sa.FromClause) -> list[tuple[ColumnElement[Any], ColumnElement[Any]]]:
+        """(the record's identity, ``table``'s column for it), for each identity the record has.
+
+        Separate, so that a caller can probe ``table`` once per identity
+        (``PlannerBase.open_erasure``): a database looks one column up in a
+        set it builds once, never an OR of several.
+        """
+        parts: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = []
+        if self.subject is not None:
+            parts.append((self.subject, table.c.subject_key))
+        if self.email is not None:
+            parts.append((self.email, table.c.email))
+        if self.email_pseudonym is not None:
+            parts.append((self.email_pseudonym, table.c.email_pseudonym))
+        return parts
 
     def is_one_of(self, subject_key: str | None, email: str | None, email_pseudonym: str | None) -> ColumnElement[bool]:
         """The record has one of these identities (one request's or hold's)."""
