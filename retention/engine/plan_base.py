@@ -25,6 +25,7 @@ from retention.engine.evaluate import (
 )
 from retention.engine.joins import email_expression, subject_expression
 from retention.engine.lifecycle import _next_states
+from retention.engine.plan_follow import leader_by_email
 from retention.engine.plan_values import (
     EngineTables,
     Step,
@@ -101,7 +102,7 @@ class PlannerBase:
         self.leader_column: ColumnElement[Any] | None = None
         if follows is not None:
             if follows.by == "email":
-                self.leader_column = self._leader_by_email(conn, email)
+                self.leader_column = leader_by_email(conn, self.ctx.pack, self.dataset, email)
             else:
                 self.leader_column = self.table.c[follows.via] if follows.via else self.subject
         self.leader: Self | None = None
@@ -113,27 +114,6 @@ class PlannerBase:
         # A sharded run: this shard's records, by source row and by state row (set by build_planners).
         self.in_shard: ColumnElement[bool] | None = None
         self.state_in_shard: ColumnElement[bool] = sa.true()
-
-    def _leader_by_email(self, conn: sa.Connection, email: ColumnElement[Any] | None) -> ColumnElement[Any]:
-        """``follows: {by: email}``: the key of the leader's record carrying this row's address.
-
-        The leader dataset's rows (those its ``where`` admits) whose normalised
-        address equals this row's; the greatest key when several do (a guest's
-        latest order). Read live, as the address is now: a leader record whose
-        address was masked or whose row is gone leads no longer, and a
-        follower that left ``active`` keeps its leader in its state row.
-        """
-        assert self.dataset.follows is not None and email is not None
-        leader = self.ctx.pack.datasets[self.dataset.follows.dataset]
-        other = reflect_table(conn, leader.table, leader.schema_).alias("leader_by_email")
-        other_email = email_expression(conn, other, leader)  # type: ignore[arg-type]
-        assert other_email is not None
-        conditions = [email_text(conn, other_email, beside_source=True) == email_text(conn, email, beside_source=True)]
-        leader_filter = compile_filter(conn, other, leader)  # type: ignore[arg-type]
-        if leader_filter is not None:
-            conditions.append(leader_filter)
-        query = sa.select(sa.func.max(other.c[leader.key])).where(*conditions).correlate_except(other)
-        return query.scalar_subquery()
 
     @property
     def batch_size(self) -> int:
@@ -377,30 +357,3 @@ class PlannerBase:
             condition = sa.and_(*(sql.due(state, self.ctx.as_of) for state in targets[:count]))
             whens.append((condition, sa.literal(count)))
         return sa.case(*whens, else_=sa.literal(0))
-
-    def _catchup_condition(
-        self, conn: sa.Connection, leader_ref: ColumnElement[Any], state: str
-    ) -> ColumnElement[bool]:
-        """The leader already sits in a state whose follow target lies beyond ``state``."""
-        assert self.dataset.follows is not None
-        own = self.dataset.states
-        parents = [p for p, target in self.follow_reach().items() if own.index(target) > own.index(state)]
-        if not parents:
-            return sa.false()
-        lrs = self.ctx.tables.record_states.alias("leader_state")
-        return sa.exists().where(
-            lrs.c.dataset == self.dataset.follows.dataset, lrs.c.record_key == leader_ref, lrs.c.state.in_(parents)
-        )
-
-    def follow_reach(self) -> dict[str, str]:
-        """Leader state -> the furthest own state it makes due (states it passed through count too)."""
-        follows = self.dataset.follows
-        assert follows is not None
-        parent = self.ctx.pack.datasets[follows.dataset]
-        own = self.dataset.states
-        result: dict[str, str] = {}
-        for index, parent_state in enumerate(parent.states[1:], start=1):
-            reached = [follows.on[p] for p in parent.states[1 : index + 1] if p in follows.on]
-            if reached:
-                result[parent_state] = max(reached, key=own.index)
-        return result

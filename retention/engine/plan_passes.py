@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from retention.engine.lifecycle import _next_states, delay_condition
+from retention.engine.plan_follow import catchup_condition
 from retention.engine.plan_reasons import PlannerReasons
 from retention.engine.plan_values import Batch, Candidate, Move, Outcome, Who, is_false, key_to_native
 from retention.store import tables as store
@@ -46,7 +47,9 @@ class PlannerPasses(PlannerReasons):
         key_text = self.text(conn, self.key)
         who = self.live_who(conn)
         conditions = [
-            self._catchup_condition(conn, self.text(conn, self.leader_column), "active"),
+            catchup_condition(
+                self.ctx.pack, self.dataset, self.ctx.tables, self.text(conn, self.leader_column), "active"
+            ),
             self.included(),
             self.not_held(key_text, who),
             self.no_open_erasure(who),
@@ -65,7 +68,7 @@ class PlannerPasses(PlannerReasons):
         target = _next_states(self.dataset, origin)[0]
         due = delay_condition(self.ctx.pack, self.dataset, target, rs.c.since, rs.c.clock_day, self.ctx.as_of)
         if self.dataset.follows is not None:
-            due = sa.or_(due, self._catchup_condition(conn, rs.c.leader_key, origin))
+            due = sa.or_(due, catchup_condition(self.ctx.pack, self.dataset, self.ctx.tables, rs.c.leader_key, origin))
         conditions = [
             rs.c.state == origin,
             due,
