@@ -605,3 +605,31 @@ def test_a_run_group_from_the_environment_does_not_stop_a_whole_run(shop: dict[s
         env={"RETENTION_PSEUDONYM_KEY": "cli-hostile", "RETENTION_RUN_GROUP": "g"},
     )
     assert result.exit_code == 0, result.output
+
+
+def test_a_row_numbered_below_one_decides_no_key(shop: dict[str, str], migrated: sa.Engine) -> None:
+    """A row inserted at seq 0 or -1 (the append-only triggers stop updates and deletes, not inserts) with a MAC no
+    key makes: verify reads from 1 and finds nothing wrong, so the key check must not read it either; it refused
+    every key, the engine's too, while verify said the ledger was fine (review keyrule)."""
+    hold = ["hold", "add", "--db", shop["db"], "--subject", "1", "--reason", "r"]
+    runner = CliRunner()
+    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"}).exit_code == 0
+    with migrated.begin() as conn:
+        for seq in (0, -1):
+            conn.execute(
+                store.ledger.insert().values(
+                    seq=seq,
+                    recorded_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                    transition="active->purged",
+                    prev_hash="0" * 64,
+                    hash="b" * 64,
+                    format=3,
+                    count=1,
+                    mac="c" * 64,
+                )
+            )
+    again = runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k1"})
+    assert again.exit_code == 0, again.output
+    assert runner.invoke(main, hold, env={"RETENTION_PSEUDONYM_KEY": "k2"}).exit_code == 2
+    verify = runner.invoke(main, ["ledger", "verify", "--db", shop["db"]], env={"RETENTION_PSEUDONYM_KEY": "k1"})
+    assert verify.exit_code == 0, verify.output

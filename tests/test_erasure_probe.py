@@ -17,11 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 import yaml
 
 from retention.engine import execute
 from retention.policy import validate_pack
+from retention.store import migrate
 from retention.store import tables as store
 
 PACK = """
@@ -181,3 +183,38 @@ def test_requests_by_subject_or_address_and_records_without_either(migrated: sa.
     moves = _plan(migrated)
     erased = {key: "erased" for key in ("1", "2", "3", "11")}
     assert moves == erased | {"6": "due", "7": "due", "8": "due"}
+
+
+@pytest.mark.only_on("mariadb")
+@pytest.mark.parametrize("charset", ["latin1", "utf8mb3"])
+def test_engine_tables_in_a_latin1_or_utf8mb3_database_take_an_address_request(db_url: str, charset: str) -> None:
+    """MariaDB before 11.6 creates databases in latin1 by default: the engine's ``email`` columns then are latin1,
+    and ``COLLATE utf8mb4_bin`` on them as they are was error 1253, every plan and run with an open request by
+    address failing (review emailidx). The schema here is the test's own database, converted before migrating."""
+    database = sa.make_url(db_url).database
+    admin = sa.create_engine(db_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE `{database}` CHARACTER SET {charset}"))
+    admin.dispose()
+    engine = sa.create_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            email_charset = conn.execute(
+                sa.text(
+                    "SELECT character_set_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+                    "AND table_name = 'retention_erasure_requests' AND column_name = 'email'"
+                )
+            ).scalar()
+        assert email_charset == charset  # the case this test is for
+        _events(
+            engine,
+            [
+                {"id": 1, "user_id": "u1", "mail": "a@example.com", "collected": RECENT},
+                {"id": 2, "user_id": "u2", "mail": "b@example.com", "collected": DUE},
+            ],
+        )
+        _requests(engine, [(None, "a@example.com")])
+        assert _plan(engine) == {"1": "erased", "2": "due"}
+    finally:
+        engine.dispose()

@@ -38,6 +38,7 @@ from retention.engine.plan_values import (
 from retention.engine.rowfilter import compile_filter
 from retention.policy import LoadedPack
 from retention.policy.model import Pack
+from retention.store import tables as store
 from retention.timing.clock import local_date
 
 
@@ -271,7 +272,9 @@ class PlannerBase:
 
     def _exact_email(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         """An engine ``email`` column in the collation :func:`email_text` gives a record's address."""
-        return self._dialect.exact_text(self._dialect.engine_comparable(column))
+        # Cast first, as email_text casts the record's: an engine column in a latin1/utf8mb3 MariaDB database
+        # takes no utf8mb4 collation as it is (error 1253; review emailidx).
+        return self._dialect.exact_text(self._dialect.engine_comparable(sa.cast(column, store.EMAIL)))
 
     def included(self) -> ColumnElement[bool]:
         """The source row is one of the dataset's records (its ``where`` holds; docs/rules.md).
