@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import json
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,35 @@ def test_fleet_metrics_that_cannot_be_written_are_one_line_and_exit_3(tmp_path: 
         assert exit_after_metrics(0, message) == 3
         assert exit_after_metrics(4, message) == 4
         assert exit_after_metrics(0, None) == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_shards_whose_metrics_fail_say_the_exit_they_end_with(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """``run --shards``: the JSON summary, the shards_finished event and the table line said 0 while it exited 3."""
+    from retention.ops import fleet
+
+    rules = _shop(migrated, tmp_path)
+    monkeypatch.setattr(fleet, "write_fleet_metrics", _disk_full)
+    prom = tmp_path / "m" / "shards.prom"
+    args = ["run", "--rules", str(rules), "--db", db_url, "--as-of", "2026-01-01", "--shards", "2"]
+    args += ["--parallel", "1", "--format", fmt, "--metrics-file", str(prom)]
+    result = CliRunner().invoke(main, args, env={**KEY, "RETENTION_LOG_FORMAT": "json"}, prog_name="retention")
+    lines = result.output.splitlines()
+    assert result.exit_code == 3, lines
+    if fmt == "json":
+        assert json.loads(result.stdout)["exit_code"] == 3, result.stdout
+    else:
+        assert not any("succeeded" in line and "all 2 shards" in line for line in lines), lines
+        assert "run: all 2 shards ran; exit 3" in lines, lines
+    finished = [json.loads(line) for line in lines if '"shards_finished"' in line]
+    assert [event["exit_code"] for event in finished] == [3], lines
+    assert lines[-1] == (
+        f"error: the metrics file {prom} could not be written (No space left on device); the run's work stands"
+    )
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar_one() == 0
 
 
 # --------------------------------------------------------------------------
