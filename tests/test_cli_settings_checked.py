@@ -329,15 +329,14 @@ def test_run_group_names_in_use_are_accepted(name: str) -> None:
 GROUP_COMMANDS = {
     "shard": ["run", "--rules", "builtin:marketplace", "--shard", "0/2"],
     "shards": ["run", "--rules", "builtin:marketplace", "--shards", "2"],
-    "run-groups": ["run-groups"],
 }
-# run-groups --run-group reads no variable; an empty variable is no value at all.
+# An empty variable is no value at all.
 GROUP_CASES = [
     (where, i, from_env)
     for where in GROUP_COMMANDS
     for i, name in enumerate(BAD_GROUPS)
     for from_env in (False, True)
-    if not (from_env and (where == "run-groups" or not name))
+    if not (from_env and not name)
 ]
 
 
@@ -345,7 +344,11 @@ GROUP_CASES = [
     ("where", "index", "from_env"), GROUP_CASES, ids=[f"{w}-{i}-{'env' if e else 'flag'}" for w, i, e in GROUP_CASES]
 )
 def test_a_run_group_name_of_another_form_is_refused(tmp_path: Path, where: str, index: int, from_env: bool) -> None:
-    """It used to be stored as given ('bad name!' too); now one line, exit 2, before any database is opened."""
+    """It used to be stored as given ('bad name!' too); now one line, exit 2, before any run starts.
+
+    The database is only read, to see whether the name is a stored group's
+    (an absent SQLite file may be left empty by that look).
+    """
     command, name = GROUP_COMMANDS[where], BAD_GROUPS[index]
     db = tmp_path / "absent.sqlite"
     args = [*command, "--db", f"sqlite:///{db}"]
@@ -357,4 +360,52 @@ def test_a_run_group_name_of_another_form_is_refused(tmp_path: Path, where: str,
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: Invalid value for {named}: "), lines
     assert "is not a run group name: 1 to 100 letters, digits, '.', '_' or '-'" in lines[0]
+    assert not db.exists() or db.stat().st_size == 0
+
+
+@pytest.mark.parametrize(("name", "why"), [("", "is empty"), ("a\nb", "control character U+000A"), ("x" * 192, "192")])
+def test_run_groups_filter_refuses_only_what_no_group_can_be_named(tmp_path: Path, name: str, why: str) -> None:
+    """``run-groups --run-group`` selects: any stored name passes, text no column holds is one line, exit 2."""
+    db = tmp_path / "absent.sqlite"
+    code, lines = invoke(["run-groups", "--db", f"sqlite:///{db}", "--run-group", name])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: Invalid value for '--run-group': ") and why in lines[0], lines
     assert not db.exists()
+
+
+@pytest.mark.parametrize("name", ["nightly job", "x" * 300, "a\nb"])
+def test_a_whole_run_ignores_a_run_group_variable_of_any_form(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, name: str
+) -> None:
+    """A host may set RETENTION_RUN_GROUP for every job; a whole run does not use it, so it must not refuse it."""
+    rules = _shop(migrated, tmp_path)
+    args = ["run", "--rules", str(rules), "--db", db_url, "--no-progress", "--as-of", "2026-01-01"]
+    code, lines = invoke(args, env={"RETENTION_RUN_GROUP": name})
+    assert code == 0, lines
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT run_group FROM retention_runs")).scalars().all() == [None]
+
+
+def test_a_group_stored_before_the_form_can_still_be_finished(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group named ``night 2026-12-07`` before the form was checked: listed, closed, finished by its shards."""
+    import re
+
+    rules = _shop(migrated, tmp_path)
+    old = "night 2026-12-07"
+    base = ["run", "--rules", str(rules), "--db", db_url, "--no-progress", "--as-of", "2026-01-01"]
+    with monkeypatch.context() as before:  # the code before the form: any name was stored
+        before.setattr(params.RunGroupType, "_FORM", re.compile(r".+"))
+        code, lines = invoke([*base, "--shard", "0/2", "--run-group", old])
+        assert code == 0, lines
+    code, lines = invoke(["run-groups", "--db", db_url, "--run-group", old, "--format", "csv"])
+    assert code == 0 and len(lines) == 2 and lines[1].startswith(f"{old},2,1,"), lines
+    code, lines = invoke([*base, "--shard", "1/2", "--run-group", old])
+    assert code == 0, lines
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT run_group, status FROM retention_runs")).all() == [(old, "succeeded")]
+    code, lines = invoke(["run-groups", "--db", db_url, "--run-group", old, "--close-stale"])
+    assert code == 0, lines  # the filter is taken (exit 2 before); the group is closed, nothing to do
+    code, lines = invoke([*base, "--shard", "0/2", "--run-group", "new night"])
+    assert code == 2 and "'new night' is not a run group name" in lines[0], lines  # a new group: the form

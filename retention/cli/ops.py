@@ -286,7 +286,7 @@ def worker(
     is_flag=True,
     help="Close open groups whose shards no process holds (each shard's lock is taken as the evidence).",
 )
-@click.option("--run-group", "run_group", type=params.RUN_GROUP, default=None, help="Only this group.")
+@click.option("--run-group", "run_group", type=params.RUN_GROUP_FILTER, default=None, help="Only this group.")
 @format_option
 @handled
 def run_groups(db: str | None, close_stale: bool, run_group: str | None, fmt: str) -> None:

@@ -327,6 +327,8 @@ LOG_LEVEL = LogLevelType()
 OUTPUT_FILE = OutputFile()
 METRICS_FILE = OutputFile(create_folders=True, probe=True)
 RUN_GROUP = RunGroupType()
+RUN_GROUP_FILTER = TextType(191, "run group")
+"""A group name to select (``run-groups --run-group``): any stored name, new-form or not; bounded, one line."""
 INPUT_FILE = InputFile()
 ZONE = ZoneType()
 CRON = CronType()
@@ -349,6 +351,7 @@ __all__ = [
     "RECORD_KEY",
     "ROW_ID",
     "RUN_GROUP",
+    "RUN_GROUP_FILTER",
     "SUBJECT_ID",
     "ZONE",
     "OneLineGroup",
