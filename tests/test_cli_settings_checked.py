@@ -312,6 +312,30 @@ def test_shards_whose_metrics_fail_say_the_exit_they_end_with(
         assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar_one() == 0
 
 
+def test_a_fleet_whose_metrics_fail_says_the_exit_it_ends_with(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fleet run``: the same as ``run --shards``, the JSON exit_code and fleet_finished said 0 while it exited 3."""
+    from retention.ops import fleet
+
+    rules = _shop(migrated, tmp_path)
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(
+        f"targets:\n  - name: shop\n    database: {{env: CLI3_FLEET_URL}}\n    pack: {rules}\n", encoding="utf-8"
+    )
+    monkeypatch.setattr(fleet, "write_fleet_metrics", _disk_full)
+    args = ["fleet", "run", "--targets", str(fleet_file), "--as-of", "2026-01-01", "--json"]
+    args += ["--metrics-file", str(tmp_path / "fleet.prom")]
+    env = {**KEY, "RETENTION_LOG_FORMAT": "json", "CLI3_FLEET_URL": db_url}
+    result = CliRunner().invoke(main, args, env=env, prog_name="retention")
+    lines = result.output.splitlines()
+    assert result.exit_code == 3, lines
+    assert json.loads(result.stdout)["exit_code"] == 3, result.stdout
+    assert [json.loads(line)["exit_code"] for line in lines if '"fleet_finished"' in line] == [3], lines
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar_one() == 0
+
+
 # --------------------------------------------------------------------------
 # 3. Run group names
 # --------------------------------------------------------------------------
