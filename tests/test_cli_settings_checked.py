@@ -194,6 +194,16 @@ def test_a_metrics_file_that_cannot_be_written_is_refused_before_the_run(
     assert not db.exists()
 
 
+def test_the_probe_says_proc_takes_no_new_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe, not os.access, refuses /proc (as non-root too), and not as "No such file or directory"."""
+    import os
+
+    monkeypatch.setattr(os, "access", lambda *_: True)
+    with pytest.raises(click.BadParameter) as refused:
+        params.METRICS_FILE.convert(UNWRITABLE, None, None)
+    assert refused.value.message == f"{UNWRITABLE} cannot be written (/proc takes no new files)"
+
+
 def test_a_writable_metrics_folder_keeps_no_probe_file(tmp_path: Path) -> None:
     folder = tmp_path / "textfile"
     folder.mkdir()

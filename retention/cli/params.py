@@ -10,6 +10,7 @@ with is refused before any database is opened. Every failure is one line,
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -247,7 +248,9 @@ class OutputFile(_Type):
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".retention-probe-", delete=True):
                 pass
         except OSError as exc:
-            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
+            # ENOENT for an existing folder (/proc): the folder takes no new files, which is what to say
+            reason = f"{folder} takes no new files" if exc.errno == errno.ENOENT else exc.strerror
+            self.fail(f"{path} cannot be written ({reason or type(exc).__name__})", param, ctx)
 
 
 class InputFile(_Type):
