@@ -99,7 +99,9 @@ def test_serve_takes_the_public_key_as_documented_and_as_deployed(tmp_path: Path
     pem = _public_pem()
     path = tmp_path / "public.pem"
     path.write_bytes(pem)
-    args = ["serve", "--db", f"sqlite:///{tmp_path / 'absent.sqlite'}"]
+    db = tmp_path / "empty.sqlite"
+    db.touch()  # integ refuses an absent SQLite file (nothing is created); serve never opens it here
+    args = ["serve", "--db", f"sqlite:///{db}"]
     env = {
         "text": {"RETENTION_CHECKPOINT_PUBLIC_KEY": pem.decode()},
         "path-in-variable": {"RETENTION_CHECKPOINT_PUBLIC_KEY": str(path)},
