@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import json
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,9 @@ def test_serve_takes_the_public_key_as_documented_and_as_deployed(tmp_path: Path
     pem = _public_pem()
     path = tmp_path / "public.pem"
     path.write_bytes(pem)
-    args = ["serve", "--db", f"sqlite:///{tmp_path / 'absent.sqlite'}"]
+    db = tmp_path / "empty.sqlite"
+    db.touch()  # integ refuses an absent SQLite file (nothing is created); serve never opens it here
+    args = ["serve", "--db", f"sqlite:///{db}"]
     env = {
         "text": {"RETENTION_CHECKPOINT_PUBLIC_KEY": pem.decode()},
         "path-in-variable": {"RETENTION_CHECKPOINT_PUBLIC_KEY": str(path)},
@@ -193,6 +196,16 @@ def test_a_metrics_file_that_cannot_be_written_is_refused_before_the_run(
     assert not db.exists()
 
 
+def test_the_probe_says_proc_takes_no_new_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe, not os.access, refuses /proc (as non-root too), and not as "No such file or directory"."""
+    import os
+
+    monkeypatch.setattr(os, "access", lambda *_: True)
+    with pytest.raises(click.BadParameter) as refused:
+        params.METRICS_FILE.convert(UNWRITABLE, None, None)
+    assert refused.value.message == f"{UNWRITABLE} cannot be written (/proc takes no new files)"
+
+
 def test_a_writable_metrics_folder_keeps_no_probe_file(tmp_path: Path) -> None:
     folder = tmp_path / "textfile"
     folder.mkdir()
@@ -282,6 +295,59 @@ def test_fleet_metrics_that_cannot_be_written_are_one_line_and_exit_3(tmp_path: 
         assert exit_after_metrics(0, None) == 0
 
 
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_shards_whose_metrics_fail_say_the_exit_they_end_with(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """``run --shards``: the JSON summary, the shards_finished event and the table line said 0 while it exited 3."""
+    from retention.ops import fleet
+
+    rules = _shop(migrated, tmp_path)
+    monkeypatch.setattr(fleet, "write_fleet_metrics", _disk_full)
+    prom = tmp_path / "m" / "shards.prom"
+    args = ["run", "--rules", str(rules), "--db", db_url, "--as-of", "2026-01-01", "--shards", "2"]
+    args += ["--parallel", "1", "--format", fmt, "--metrics-file", str(prom)]
+    result = CliRunner().invoke(main, args, env={**KEY, "RETENTION_LOG_FORMAT": "json"}, prog_name="retention")
+    lines = result.output.splitlines()
+    assert result.exit_code == 3, lines
+    if fmt == "json":
+        assert json.loads(result.stdout)["exit_code"] == 3, result.stdout
+    else:
+        assert not any("succeeded" in line and "all 2 shards" in line for line in lines), lines
+        assert "run: all 2 shards ran; exit 3" in lines, lines
+    finished = [json.loads(line) for line in lines if '"shards_finished"' in line]
+    assert [event["exit_code"] for event in finished] == [3], lines
+    assert lines[-1] == (
+        f"error: the metrics file {prom} could not be written (No space left on device); the run's work stands"
+    )
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar_one() == 0
+
+
+def test_a_fleet_whose_metrics_fail_says_the_exit_it_ends_with(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fleet run``: the same as ``run --shards``, the JSON exit_code and fleet_finished said 0 while it exited 3."""
+    from retention.ops import fleet
+
+    rules = _shop(migrated, tmp_path)
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(
+        f"targets:\n  - name: shop\n    database: {{env: CLI3_FLEET_URL}}\n    pack: {rules}\n", encoding="utf-8"
+    )
+    monkeypatch.setattr(fleet, "write_fleet_metrics", _disk_full)
+    args = ["fleet", "run", "--targets", str(fleet_file), "--as-of", "2026-01-01", "--json"]
+    args += ["--metrics-file", str(tmp_path / "fleet.prom")]
+    env = {**KEY, "RETENTION_LOG_FORMAT": "json", "CLI3_FLEET_URL": db_url}
+    result = CliRunner().invoke(main, args, env=env, prog_name="retention")
+    lines = result.output.splitlines()
+    assert result.exit_code == 3, lines
+    assert json.loads(result.stdout)["exit_code"] == 3, result.stdout
+    assert [json.loads(line)["exit_code"] for line in lines if '"fleet_finished"' in line] == [3], lines
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar_one() == 0
+
+
 # --------------------------------------------------------------------------
 # 3. Run group names
 # --------------------------------------------------------------------------
@@ -299,15 +365,14 @@ def test_run_group_names_in_use_are_accepted(name: str) -> None:
 GROUP_COMMANDS = {
     "shard": ["run", "--rules", "builtin:marketplace", "--shard", "0/2"],
     "shards": ["run", "--rules", "builtin:marketplace", "--shards", "2"],
-    "run-groups": ["run-groups"],
 }
-# run-groups --run-group reads no variable; an empty variable is no value at all.
+# An empty variable is no value at all.
 GROUP_CASES = [
     (where, i, from_env)
     for where in GROUP_COMMANDS
     for i, name in enumerate(BAD_GROUPS)
     for from_env in (False, True)
-    if not (from_env and (where == "run-groups" or not name))
+    if not (from_env and not name)
 ]
 
 
@@ -315,7 +380,11 @@ GROUP_CASES = [
     ("where", "index", "from_env"), GROUP_CASES, ids=[f"{w}-{i}-{'env' if e else 'flag'}" for w, i, e in GROUP_CASES]
 )
 def test_a_run_group_name_of_another_form_is_refused(tmp_path: Path, where: str, index: int, from_env: bool) -> None:
-    """It used to be stored as given ('bad name!' too); now one line, exit 2, before any database is opened."""
+    """It used to be stored as given ('bad name!' too); now one line, exit 2, before any run starts.
+
+    The database is only read, to see whether the name is a stored group's
+    (an absent SQLite file may be left empty by that look).
+    """
     command, name = GROUP_COMMANDS[where], BAD_GROUPS[index]
     db = tmp_path / "absent.sqlite"
     args = [*command, "--db", f"sqlite:///{db}"]
@@ -327,4 +396,52 @@ def test_a_run_group_name_of_another_form_is_refused(tmp_path: Path, where: str,
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: Invalid value for {named}: "), lines
     assert "is not a run group name: 1 to 100 letters, digits, '.', '_' or '-'" in lines[0]
+    assert not db.exists() or db.stat().st_size == 0
+
+
+@pytest.mark.parametrize(("name", "why"), [("", "is empty"), ("a\nb", "control character U+000A"), ("x" * 192, "192")])
+def test_run_groups_filter_refuses_only_what_no_group_can_be_named(tmp_path: Path, name: str, why: str) -> None:
+    """``run-groups --run-group`` selects: any stored name passes, text no column holds is one line, exit 2."""
+    db = tmp_path / "absent.sqlite"
+    code, lines = invoke(["run-groups", "--db", f"sqlite:///{db}", "--run-group", name])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: Invalid value for '--run-group': ") and why in lines[0], lines
     assert not db.exists()
+
+
+@pytest.mark.parametrize("name", ["nightly job", "x" * 300, "a\nb"])
+def test_a_whole_run_ignores_a_run_group_variable_of_any_form(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, name: str
+) -> None:
+    """A host may set RETENTION_RUN_GROUP for every job; a whole run does not use it, so it must not refuse it."""
+    rules = _shop(migrated, tmp_path)
+    args = ["run", "--rules", str(rules), "--db", db_url, "--no-progress", "--as-of", "2026-01-01"]
+    code, lines = invoke(args, env={"RETENTION_RUN_GROUP": name})
+    assert code == 0, lines
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT run_group FROM retention_runs")).scalars().all() == [None]
+
+
+def test_a_group_stored_before_the_form_can_still_be_finished(
+    migrated: sa.Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group named ``night 2026-12-07`` before the form was checked: listed, closed, finished by its shards."""
+    import re
+
+    rules = _shop(migrated, tmp_path)
+    old = "night 2026-12-07"
+    base = ["run", "--rules", str(rules), "--db", db_url, "--no-progress", "--as-of", "2026-01-01"]
+    with monkeypatch.context() as before:  # the code before the form: any name was stored
+        before.setattr(params.RunGroupType, "_FORM", re.compile(r".+"))
+        code, lines = invoke([*base, "--shard", "0/2", "--run-group", old])
+        assert code == 0, lines
+    code, lines = invoke(["run-groups", "--db", db_url, "--run-group", old, "--format", "csv"])
+    assert code == 0 and len(lines) == 2 and lines[1].startswith(f"{old},2,1,"), lines
+    code, lines = invoke([*base, "--shard", "1/2", "--run-group", old])
+    assert code == 0, lines
+    with migrated.connect() as conn:
+        assert conn.execute(sa.text("SELECT run_group, status FROM retention_runs")).all() == [(old, "succeeded")]
+    code, lines = invoke(["run-groups", "--db", db_url, "--run-group", old, "--close-stale"])
+    assert code == 0, lines  # the filter is taken (exit 2 before); the group is closed, nothing to do
+    code, lines = invoke([*base, "--shard", "0/2", "--run-group", "new night"])
+    assert code == 2 and "'new night' is not a run group name" in lines[0], lines  # a new group: the form

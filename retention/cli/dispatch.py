@@ -83,12 +83,18 @@ def write_fleet_metrics(path: Path | None, outcomes: list[Any]) -> str | None:
 
 
 def exit_after_metrics(code: int, unwritten: str | None) -> int:
-    """``code``, or 3 (partial: the work stands, an output is missing) when it was 0 and the metrics failed."""
-    if unwritten is None:
-        return code
-    if not machine_only():  # with --log-format json the output is JSON lines only: metrics_not_written says it
+    """``code``, or 3 (partial: the work stands, an output is missing) when it was 0 and the metrics failed.
+
+    Computed before the summary and the finishing log event, so that the
+    ``exit_code`` they carry is the process's own.
+    """
+    return code if unwritten is None else code or EXIT_PARTIAL
+
+
+def say_unwritten(unwritten: str | None) -> None:
+    """The one error line for a metrics file that could not be written (nothing when it was)."""
+    if unwritten is not None and not machine_only():  # with --log-format json: metrics_not_written says it
         err_console.print(f"error: {unwritten}", highlight=False)
-    return code or EXIT_PARTIAL
 
 
 def print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str], what: str = "targets") -> None:
@@ -129,6 +135,8 @@ def print_fleet(outcomes: list[Any], fmt: str, code: int, zones: dict[str, str],
             f"{head}: {len(failed)} of {len(outcomes)} {what} failed: {', '.join(failed)} (exit {code})",
             highlight=False,
         )
+    elif code:  # every target ran; an output (the metrics file) is missing
+        err_console.print(f"{head}: all {len(outcomes)} {what} ran; exit {code}", highlight=False)
     else:
         console.print(f"{head}: all {len(outcomes)} {what} succeeded", highlight=False)
     again = [o for o in outcomes if o.attempts > 1 or o.redelivered]
@@ -233,7 +241,7 @@ def run_shards(
             log.info("shards_enqueued", total=count, queue=queue, run_group=group)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
     unwritten = write_fleet_metrics(metrics_file, outcomes)
-    code = fleet_module.worst_exit(outcomes)
+    code = exit_after_metrics(fleet_module.worst_exit(outcomes), unwritten)
     log.info(
         "shards_finished",
         total=count,
@@ -245,4 +253,5 @@ def run_shards(
     if fmt != "json":
         console.print(f"run group {group}: {count} shards", highlight=False)
     print_fleet(outcomes, fmt, code, {}, what="shards")
-    sys.exit(exit_after_metrics(code, unwritten))
+    say_unwritten(unwritten)
+    sys.exit(code)

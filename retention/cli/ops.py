@@ -10,7 +10,7 @@ import click
 
 from retention import logs
 from retention.cli import params
-from retention.cli.dispatch import FleetProgress, exit_after_metrics, print_fleet, write_fleet_metrics
+from retention.cli.dispatch import FleetProgress, exit_after_metrics, print_fleet, say_unwritten, write_fleet_metrics
 from retention.cli.options import (
     as_of_option,
     command,
@@ -210,7 +210,7 @@ def fleet_run(
             log.info("fleet_enqueued", targets=len(names), queue=queue)
             outcomes = workers.wait(results, timeout=timeout, on_state=progress.state)
     unwritten = write_fleet_metrics(metrics_file, outcomes)
-    code = fleet_module.worst_exit(outcomes)
+    code = exit_after_metrics(fleet_module.worst_exit(outcomes), unwritten)
     log.info(
         "fleet_finished",
         targets=len(outcomes),
@@ -219,7 +219,8 @@ def fleet_run(
     )
     zones = {t.name: t.timezone for t in loaded.spec.targets}
     print_fleet(outcomes, fmt, code, zones)
-    sys.exit(exit_after_metrics(code, unwritten))
+    say_unwritten(unwritten)
+    sys.exit(code)
 
 
 @command()
@@ -285,7 +286,7 @@ def worker(
     is_flag=True,
     help="Close open groups whose shards no process holds (each shard's lock is taken as the evidence).",
 )
-@click.option("--run-group", "run_group", type=params.RUN_GROUP, default=None, help="Only this group.")
+@click.option("--run-group", "run_group", type=params.RUN_GROUP_FILTER, default=None, help="Only this group.")
 @format_option
 @handled
 def run_groups(db: str | None, close_stale: bool, run_group: str | None, fmt: str) -> None:

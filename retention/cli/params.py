@@ -10,6 +10,7 @@ with is refused before any database is opened. Every failure is one line,
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -247,7 +248,9 @@ class OutputFile(_Type):
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".retention-probe-", delete=True):
                 pass
         except OSError as exc:
-            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
+            # ENOENT for an existing folder (/proc): the folder takes no new files, which is what to say
+            reason = f"{folder} takes no new files" if exc.errno == errno.ENOENT else exc.strerror
+            self.fail(f"{path} cannot be written ({reason or type(exc).__name__})", param, ctx)
 
 
 class InputFile(_Type):
@@ -327,6 +330,8 @@ LOG_LEVEL = LogLevelType()
 OUTPUT_FILE = OutputFile()
 METRICS_FILE = OutputFile(create_folders=True, probe=True)
 RUN_GROUP = RunGroupType()
+RUN_GROUP_FILTER = TextType(191, "run group")
+"""A group name to select (``run-groups --run-group``): any stored name, new-form or not; bounded, one line."""
 INPUT_FILE = InputFile()
 ZONE = ZoneType()
 CRON = CronType()
@@ -349,6 +354,7 @@ __all__ = [
     "RECORD_KEY",
     "ROW_ID",
     "RUN_GROUP",
+    "RUN_GROUP_FILTER",
     "SUBJECT_ID",
     "ZONE",
     "OneLineGroup",

@@ -201,11 +201,10 @@ def plan(
 @click.option(
     "--run-group",
     envvar="RETENTION_RUN_GROUP",
-    type=params.RUN_GROUP,
     default=None,
     metavar="G",
     help="The run group the shard belongs to: its N shards make one logical run (default: the as-of day and N); "
-    "letters, digits, '.', '_' and '-'.",
+    "a new group's name: letters, digits, '.', '_' and '-'.",
 )
 @click.option(
     "--shards",
@@ -257,6 +256,8 @@ def run(
     import signal
     import threading
 
+    if run_group is not None and (shard is not None or shards is not None):
+        run_group = _group_name(run_group, db)
     if shards is not None:
         if shard is not None:
             raise ConfigError("--shards N runs every shard; --shard I/N runs one: give one of them")
@@ -285,7 +286,7 @@ def run(
     refuse_ignored_dispatch(via, None)
     ctx = click.get_current_context()
     if shard is None and ctx.get_parameter_source("run_group") == click.core.ParameterSource.COMMANDLINE:
-        # From RETENTION_RUN_GROUP it is left alone: a deployment may set it for every job.
+        # From RETENTION_RUN_GROUP it is left alone, unchecked: a deployment may set it for every job.
         raise ConfigError("--run-group names the group of a sharded run: give --shard I/N or --shards N with it")
     quiet_output = machine_only() and ctx.get_parameter_source("fmt") == click.core.ParameterSource.DEFAULT
     url = database_url(db)
@@ -497,6 +498,48 @@ def _ago(delta: dt.timedelta) -> str:
     seconds = max(int(delta.total_seconds()), 0)
     hours, rest = divmod(seconds, 3600)
     return f"{hours} h {rest // 60} min ago" if hours else f"{rest // 60} min {rest % 60} s ago"
+
+
+def _group_name(name: str, db: str | None) -> str:
+    """The group a shard (or ``--shards``) runs under: a new name must have the run-group form, a stored one not.
+
+    Why here and not on the option: a whole run ignores ``RETENTION_RUN_GROUP``,
+    so a value of another form must not refuse it; and a group recorded before
+    the form was checked (``night 2026-12-07``) must still take its failed
+    shards again under its own name, which is how such a group is finished.
+    The database is read only when the name does not have the form.
+    """
+    ctx = click.get_current_context()
+    param = next(p for p in ctx.command.params if p.name == "run_group")
+    try:
+        return str(params.RUN_GROUP.convert(name, param, ctx))
+    except click.BadParameter:
+        if _group_stored(name, db):
+            return name
+        raise
+
+
+def _group_stored(name: str, db: str | None) -> bool:
+    """Whether ``name`` is a recorded group; False when the database cannot say (no tables yet, unreachable)."""
+    import sqlalchemy as sa
+
+    from retention.errors import RetentionError
+    from retention.store import run_groups
+    from retention.store.connect import open_engine
+
+    if len(name) > 191 or not name.strip():  # longer than the column, or blank: never stored
+        return False
+    try:
+        engine = open_engine(database_url(db))
+    except (RetentionError, sa.exc.SQLAlchemyError):
+        return False
+    try:
+        with engine.connect() as conn:
+            return run_groups.stored(conn, name)
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def _exit_for(result: Any) -> None:

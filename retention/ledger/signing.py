@@ -122,7 +122,7 @@ def public_key_source(path: Path | None = None) -> Path | bytes | None:
         except (OSError, ValueError):
             pass
         raise ConfigError(
-            f"{PUBLIC_KEY_VARIABLE} holds neither PEM text (-----BEGIN PUBLIC KEY-----) nor the path of a readable file"
+            f"{PUBLIC_KEY_VARIABLE} holds neither PEM text (-----BEGIN PUBLIC KEY-----) nor the path of a file"
         )
     if os.environ.get(PUBLIC_KEY_FILE_VARIABLE, "").strip():
         return Path(os.environ[PUBLIC_KEY_FILE_VARIABLE].strip())

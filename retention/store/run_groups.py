@@ -65,6 +65,17 @@ def open_groups(conn: sa.Connection) -> list[Group]:
     return groups
 
 
+def stored(conn: sa.Connection, name: str) -> bool:
+    """Whether a run group of this name was ever recorded (open or closed).
+
+    Why: names stored before the run-group form was checked (a space, a
+    slash) must still select their group, so that its failed shards can be
+    rerun under the same name and the group finished.
+    """
+    runs = store.runs
+    return conn.execute(sa.select(runs.c.id).where(runs.c.run_group == name).limit(1)).first() is not None
+
+
 def refuse_beside_open_group(conn: sa.Connection) -> None:
     """Raise LockHeldError (exit 5) when a run group is open: a whole run must not start beside it."""
     groups = open_groups(conn)
