@@ -66,7 +66,13 @@ def test_clean_schema_has_no_findings(engine: sa.Engine, db_url: str, tmp_path: 
 
 
 def test_missing_table(engine: sa.Engine, db_url: str, tmp_path: Path) -> None:
-    """A dataset whose table does not exist is an error naming the table."""
+    """A dataset whose table does not exist is an error naming the table.
+
+    The database exists (an application's does): on SQLite a file is made by the first connection, and ``check``
+    refuses a path naming no file (a typo) before it would create an empty one.
+    """
+    with engine.connect():
+        pass
     code, lines = check(db_url, write_pack(tmp_path))
     assert code == 2
     assert lines == ["error: customers: table does not exist (dataset customers)"]
