@@ -70,8 +70,7 @@ def null_key_requests(
     statements than one.
     """
     counted = counted or {}
-    notes: list[NullKeyNote] = []
-    order = []
+    found: list[tuple[int, int, NullKeyNote]] = []  # (request, the dataset's place in the pack, note)
     for position, p in enumerate(planners):
         if not _erasing(p):
             continue
@@ -103,10 +102,8 @@ def null_key_requests(
         matched = _matches(grouped, er, er.c.status == "open", er.c.received_on <= p.today).subquery()
         query = sa.select(matched.c.r, sa.func.sum(matched.c.n)).group_by(matched.c.r)
         for request_id, count in conn.execute(query).all():
-            notes.append(NullKeyNote(int(request_id), p.name, int(count)))
-            order.append(position)
-    ranked = sorted(zip(notes, order, strict=True), key=lambda pair: (pair[0].request_id, pair[1]))
-    return [note for note, _ in ranked]
+            found.append((int(request_id), position, NullKeyNote(int(request_id), p.name, int(count))))
+    return [note for _, _, note in sorted(found, key=lambda item: item[:2])]
 
 
 def _matches(
