@@ -321,6 +321,7 @@ WRONG_KEY_LINE = (
         ["erasure", "extend", "1", "--rules", "{rules}", "--db", "{db}", "--reason", "r"],
         ["ledger", "lookup", "--db", "{db}", "--subject", "1"],
         ["ledger", "prove", "--db", "{db}", "--subject", "1", "--checkpoint", "{dir}/checkpoint.json"],
+        ["ledger", "audit", "--rules", "{rules}", "--db", "{db}"],
     ],
     ids=lambda a: " ".join(a[:2]),
 )

@@ -364,9 +364,10 @@ def test_passwords_are_hashed_at_argon2id_default_cost_outside_the_test_process(
 def test_a_review_decision_under_another_key_is_a_page_message(
     world: World, migrated: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The console holding another key than the ledger's: the decision is refused on the page (409), not written.
+    """The console holding another key than the ledger's: the decision is refused on the page (503), not written.
 
     It used to write the approval under that key; the check then accepted the wrong key for every command.
+    503 since keycheck3: the review page itself needs the key (its pseudonyms), so it refuses before the decision.
     """
     app = create_app(world.settings)
     c = sign_in(app, "approver")
@@ -379,7 +380,7 @@ def test_a_review_decision_under_another_key_is_a_page_message(
         f"/reviews/{world.review_id}/decision",
         data={"csrf_token": token, "decision": "approve", "reason": "period over"},
     )
-    assert page.status_code == 409
+    assert page.status_code == 503
     assert "is not the one this database&#39;s ledger was begun with" in page.text
     with migrated.connect() as conn:
         assert conn.execute(count).scalar_one() == before

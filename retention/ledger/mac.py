@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -96,6 +97,27 @@ def refuse_other_key(engine: sa.Engine, secret: bytes) -> None:
     timeout), is left to the checks that follow: this check accepts rather
     than blocks on it.
     """
+    refusal = key_verdict(engine, secret).refusal
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+@dataclass(frozen=True)
+class KeyVerdict:
+    """What :func:`key_verdict` found: the refusal's sentence, and whether an authenticated entry decided it.
+
+    ``settled``: the verdict came from the ledger's first authenticated
+    entry, which nothing but tampering changes, so a long-lived reader (the
+    console) may keep it for the same key; a ledger without one (or a read
+    that failed) decides nothing yet, and the next engine write may begin it.
+    """
+
+    refusal: str | None
+    settled: bool
+
+
+def key_verdict(engine: sa.Engine, secret: bytes) -> KeyVerdict:
+    """:func:`refuse_other_key`'s check, returned rather than raised (the console shows it as a page)."""
     ledger = store.ledger
     try:
         with engine.connect() as conn:
@@ -106,20 +128,25 @@ def refuse_other_key(engine: sa.Engine, secret: bytes) -> None:
                 .limit(1)
             ).first()
     except sa.exc.DBAPIError:  # no ledger table (db upgrade not run, a read-only role): said where it matters
-        return
-    if first is None or mac_valid(secret, first.hash, first.mac):
-        return
-    raise ConfigError(
+        return KeyVerdict(None, False)
+    if first is None:
+        return KeyVerdict(None, False)
+    if mac_valid(secret, first.hash, first.mac):
+        return KeyVerdict(None, True)
+    return KeyVerdict(
         f"the pseudonym key from {key_source()} is not the one this database's ledger was begun with (its first "
         f"authenticated entry, {first.seq}, does not verify under it); point it at the engine's key, or run: "
-        "retention ledger verify"
+        "retention ledger verify",
+        True,
     )
 
 
 __all__ = [
+    "KeyVerdict",
     "configured_secret",
     "entry_mac",
     "key_source",
+    "key_verdict",
     "ledger_key",
     "mac_valid",
     "refuse_other_key",

@@ -29,6 +29,7 @@ from retention.errors import ConfigError
 from retention.logs import get_logger
 from retention.web import pages
 from retention.web.console import Console, ConsoleSettings, Viewer
+from retention.web.key_check import KeyRefused
 from retention.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -105,7 +106,10 @@ def guarded(console: Console, needed: str | None, handler: Handler) -> Callable[
             if not viewer.can(needed):
                 response = await run_in_threadpool(_refuse, console, request, 403, "role", needed)
                 return _with_cookie(response, fresh_cookie, console)
-        response = await run_in_threadpool(handler, console, request, viewer, form)  # type: ignore[arg-type]
+        try:
+            response = await run_in_threadpool(handler, console, request, viewer, form)  # type: ignore[arg-type]
+        except KeyRefused as refused:  # a wrong key only ever found nothing: said, never shown as "no records"
+            response = await run_in_threadpool(_wrong_key, console, request, refused)
         return _with_cookie(response, fresh_cookie, console)
 
     return endpoint
@@ -113,6 +117,11 @@ def guarded(console: Console, needed: str | None, handler: Handler) -> Callable[
 
 def _refuse(console: Console, request: Request, status: int, why: str, needed: str = "") -> Response:
     return console.render(request, "refused.html", status_code=status, why=why, needed=needed)
+
+
+def _wrong_key(console: Console, request: Request, refused: KeyRefused) -> Response:
+    """503: the page cannot be answered until the server holds the ledger's key (key_check.py)."""
+    return console.render(request, "wrongkey.html", status_code=503, reason=refused.reason)
 
 
 def _with_cookie(response: Response, cookie: str | None, console: Console) -> Response:

@@ -25,6 +25,7 @@ from retention.store.config import read_secret
 from retention.timing import display
 from retention.web import accounts
 from retention.web.database import read_only_engine, writable_engine
+from retention.web.key_check import KeyCheck
 from retention.web.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -111,6 +112,11 @@ class Console:
         env.globals["auth_mode"] = settings.auth
         self.templates = Jinja2Templates(env=env)
         self.caches: dict[str, tuple[float, Any]] = {}
+        self.key_check = KeyCheck()
+
+    def pseudonym_secret(self) -> bytes | None:
+        """The pseudonym key (None when none is configured); KeyRefused when it is not the ledger's key."""
+        return self.key_check.secret(self.reader)
 
     def dispose(self) -> None:
         self.reader.dispose()

@@ -22,7 +22,18 @@ def _see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _pseudonym_secret() -> bytes | None:
+def _pseudonym_secret(console: Console) -> bytes | None:
+    """The key a page turns ids into pseudonyms with: None when none is configured.
+
+    Raises :class:`~retention.web.key_check.KeyRefused` when it is not the
+    key the ledger was begun with, which the route wrapper shows as a 503
+    page: a wrong key only ever gave "no records" (key_check.py).
+    """
+    return console.pseudonym_secret()
+
+
+def _unchecked_secret() -> bytes | None:
+    """The configured key without the ledger check: for the verify page, whose verdict names a key that fails."""
     try:
         return pseudonyms.pseudonym_secret()
     except ConfigError:

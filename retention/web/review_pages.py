@@ -36,7 +36,7 @@ def reviews_page(console: Console, request: Request, viewer: Viewer, form: FormD
 
 
 def _review_context(console: Console, batch_id: int) -> dict[str, Any] | None:
-    secret = _pseudonym_secret()
+    secret = _pseudonym_secret(console)
     with console.reader.connect() as conn:
         try:
             batch, items = review.show_batch(conn, batch_id)
