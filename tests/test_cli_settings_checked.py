@@ -213,6 +213,53 @@ def test_a_writable_metrics_folder_keeps_no_probe_file(tmp_path: Path) -> None:
     assert list(folder.iterdir()) == []
 
 
+KILLED_PROBE = """
+import os, signal, sys, tempfile
+from retention.cli import params
+made = tempfile.NamedTemporaryFile
+def killed(*args, **kwargs):
+    held = made(*args, **kwargs)  # held: not closed (and so not removed) before the kill
+    os.kill(os.getpid(), signal.SIGKILL)  # between creating the probe and removing it
+tempfile.NamedTemporaryFile = killed
+params.METRICS_FILE.convert(sys.argv[1], None, None)
+"""
+
+
+def test_a_probe_left_by_a_killed_command_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A command killed mid-probe leaves an empty .retention-probe-* file; the next probe removes it once stale.
+
+    They used to stay for good, one more per killed command. Kept: a probe
+    younger than a minute (another command's, running), a non-empty file and
+    a symlink under the prefix (not the probe's).
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    killed = subprocess.run([sys.executable, "-c", KILLED_PROBE, str(folder / "r.prom")], check=False, timeout=60)
+    assert killed.returncode == -9
+    (left,) = folder.iterdir()
+    assert left.name.startswith(".retention-probe-") and left.stat().st_size == 0
+    fresh = folder / ".retention-probe-running"
+    fresh.touch()
+    written = folder / ".retention-probe-written"
+    written.write_text("x", encoding="utf-8")
+    target = tmp_path / "elsewhere"
+    target.touch()
+    link = folder / ".retention-probe-link"
+    link.symlink_to(target)
+    old = time.time() - 120
+    for path in (left, written, target):
+        os.utime(path, (old, old))
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert params.METRICS_FILE.convert(str(folder / "r.prom"), None, None) == folder / "r.prom"
+    assert sorted(p.name for p in folder.iterdir()) == [link.name, fresh.name, written.name]
+    assert target.exists()
+
+
 def _shop(migrated: sa.Engine, tmp_path: Path) -> Path:
     with migrated.begin() as conn:
         conn.execute(sa.text("CREATE TABLE subscribers (id INTEGER PRIMARY KEY, subscribed_at TIMESTAMP)"))

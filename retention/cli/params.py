@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -244,13 +245,52 @@ class OutputFile(_Type):
         """
         import tempfile
 
+        _sweep_probes(folder)
         try:
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".retention-probe-", delete=True):
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=PROBE_PREFIX, delete=True):
                 pass
         except OSError as exc:
             # ENOENT for an existing folder (/proc): the folder takes no new files, which is what to say
             reason = f"{folder} takes no new files" if exc.errno == errno.ENOENT else exc.strerror
             self.fail(f"{path} cannot be written ({reason or type(exc).__name__})", param, ctx)
+
+
+PROBE_PREFIX = ".retention-probe-"
+PROBE_STALE_SECONDS = 60.0
+
+
+def _sweep_probes(folder: Path) -> None:
+    """Remove probe files a killed command left behind: empty, named as a probe, older than a minute.
+
+    Why: a command killed (SIGKILL, OOM, power) between creating its probe
+    and removing it leaves an empty ``.retention-probe-*`` file for good, one
+    more each time; in a metrics folder read by node_exporter they pile up
+    unseen. A probe lives for microseconds and is never written to, so an
+    empty one older than a minute is no running command's: removing it
+    cannot race another probe. A file that is not empty, not a regular file
+    (a symlink) or not ours to remove is left as it is, silently: the sweep
+    is housekeeping, the probe that follows is the check.
+    """
+    import time
+
+    cutoff = time.time() - PROBE_STALE_SECONDS
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(PROBE_PREFIX):
+                    _remove_stale_probe(entry, cutoff)
+    except OSError:  # a folder that cannot be listed: the probe that follows says what matters
+        return
+
+
+def _remove_stale_probe(entry: os.DirEntry[str], cutoff: float) -> None:
+    """Remove one probe file when it is a stale one (see :func:`_sweep_probes`)."""
+    try:
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_mtime < cutoff:
+            Path(entry.path).unlink()
+    except OSError:  # gone meanwhile (another command's sweep), or not ours to remove
+        return
 
 
 class InputFile(_Type):
