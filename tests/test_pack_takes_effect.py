@@ -9,6 +9,7 @@ written so that it does something passes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -59,8 +60,8 @@ FOLLOWER = """\
         action: delete
 """
 
-# (id, text replaced in BASE, replacement, line of the error, what the sentence says)
-REFUSED = [
+# (id, text replaced in BASE, replacement, line of the error, what the sentence says[, more text, replacement])
+REFUSED: list[tuple[Any, ...]] = [
     ("octal_in_where", "    follows:", "    where: {postcode: 0777}\n    follows:", 31, "0777 is a number in YAML 1.1"),
     ("base_60_in_where", "    follows:", "    where: {slot: 12:30}\n    follows:", 31, "12:30 is a number in YAML 1.1"),
     ("binary_in_where", "    follows:", "    where: {flags: 0b101}\n    follows:", 31, "0b101 is a number in YAML 1.1"),
@@ -159,6 +160,24 @@ REFUSED = [
         "financial_year_end: no keep rule has anchor: financial_year_end",
     ),
     (
+        "country_without_on_erasure",
+        "    on_erasure: archived\n",
+        "",
+        5,
+        "country: country applies to erasure requests, and no dataset has on_erasure",
+        "timezone: Europe/Paris\n",
+        "timezone: Europe/Paris\ncountry: FR\n",
+    ),
+    (
+        "erasure_without_on_erasure",
+        "    on_erasure: archived\n",
+        "",
+        5,
+        "erasure: erasure applies to erasure requests, and no dataset has on_erasure",
+        "timezone: Europe/Paris\n",
+        "timezone: Europe/Paris\nerasure: {respond_within: P1M}\n",
+    ),
+    (
         "where_bounds_cross",
         "    follows:",
         "    where: {total: {gt: 10, lt: 5}}\n    follows:",
@@ -216,20 +235,26 @@ ACCEPTED = [
 ]
 
 
-def _check(tmp_path: Path, old: str, new: str) -> tuple[int, list[str], Path]:
-    assert old in BASE, old
+def _check(tmp_path: Path, old: str, new: str, *more: str) -> tuple[int, list[str], Path]:
+    text = BASE
+    replacements = (old, new, *more)
+    for at in range(0, len(replacements), 2):
+        assert replacements[at] in text, replacements[at]
+        text = text.replace(replacements[at], replacements[at + 1], 1)
     path = tmp_path / "pack.yaml"
-    path.write_text(BASE.replace(old, new, 1), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     result = CliRunner().invoke(main, ["check", "--rules", str(path)])
     return result.exit_code, result.output.splitlines(), path
 
 
-@pytest.mark.parametrize(("old", "new", "line", "sentence"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+@pytest.mark.parametrize(
+    ("old", "new", "line", "sentence", "more"), [(*c[1:5], c[5:]) for c in REFUSED], ids=[c[0] for c in REFUSED]
+)
 def test_a_clause_that_cannot_take_effect_is_refused_at_its_line(
-    tmp_path: Path, old: str, new: str, line: int, sentence: str
+    tmp_path: Path, old: str, new: str, line: int, sentence: str, more: tuple[str, ...]
 ) -> None:
-    """One line naming the file and the clause's line; exit 2."""
-    code, output, path = _check(tmp_path, old, new)
+    """One line naming the file and the clause's line; exit 2. ``more``: further replacements."""
+    code, output, path = _check(tmp_path, old, new, *more)
     assert code == 2, output
     assert len(output) == 1, output
     assert output[0].startswith(f"error: {path}:{line}: "), output

@@ -843,6 +843,20 @@ class Pack(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _erasure_settings_used(self) -> Pack:
+        # Deadlines, their holidays and the erasure basis belong to erasure requests,
+        # which are refused when no dataset has on_erasure (retention.policy.refusals).
+        if any(ds.on_erasure is not None for ds in self.datasets.values()):
+            return self
+        for key in ("erasure", "country", "subdivision"):
+            if key in self.model_fields_set:
+                raise ValueError(
+                    f"@{key}: {key} applies to erasure requests, and no dataset has on_erasure, so no request "
+                    "can be filed; add on_erasure to the datasets a request erases, or remove it"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _known_subdivision(self) -> Pack:
         if self.subdivision is None:
             return self
