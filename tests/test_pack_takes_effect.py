@@ -8,6 +8,7 @@ written so that it does something passes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,43 @@ def test_the_same_clause_taking_effect_is_accepted(tmp_path: Path, old: str, new
 
 def test_the_base_pack_is_accepted(tmp_path: Path) -> None:
     assert _check(tmp_path, "pack: effect", "pack: effect")[0] == 0
+
+
+# Clauses that take effect, though likely not the one meant: check warns and passes.
+WARNED = [
+    (
+        "archive_purged_the_same_day",
+        "        after: P5Y\n",
+        "        after: P0D\n",
+        24,
+        "datasets.customers.lifecycle[2]: the archive payload is purged the day it is written",
+    ),
+    (
+        "erasure_into_a_recorded_state",
+        "    on_erasure: archived\n    lifecycle:\n      - to: inactive\n        action: deactivate\n"
+        "        set: {is_active: false}\n",
+        "    on_erasure: inactive\n    lifecycle:\n      - to: inactive\n",
+        14,
+        "datasets.customers.on_erasure: an erasure request takes records to 'inactive', whose step has no action",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "sentence"), [c[1:] for c in WARNED], ids=[c[0] for c in WARNED])
+def test_a_likely_mistake_is_a_warning_that_passes(
+    tmp_path: Path, old: str, new: str, line: int, sentence: str
+) -> None:
+    """Exit 0 with the warning located; json and csv carry it too."""
+    code, output, path = _check(tmp_path, old, new)
+    assert code == 0, output
+    assert output[1:] == [f"warning: {path}:{line}: {output[1].split(': ', 2)[2]}"], output
+    assert sentence in output[1]
+    as_json = CliRunner().invoke(main, ["check", "--rules", str(path), "--format", "json"])
+    assert json.loads(as_json.output)["warnings"] == output[1:]
+    as_csv = CliRunner().invoke(main, ["check", "--rules", str(path), "--format", "csv"])
+    assert as_csv.output.splitlines()[1].startswith(f'warning,,,,"{path}:{line}: ')
+
+
+def test_the_base_pack_has_no_warning(tmp_path: Path) -> None:
+    code, output, _ = _check(tmp_path, "pack: effect", "pack: effect")
+    assert (code, len(output)) == (0, 1), output

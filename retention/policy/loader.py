@@ -36,6 +36,8 @@ class LoadedPack:
     source: Path
     digest: str
     text: str
+    warnings: tuple[PackProblem, ...] = ()
+    """Clauses that take effect but likely not the one meant; ``check`` prints them (docs/rules.md)."""
 
     @property
     def id(self) -> str:
@@ -540,7 +542,38 @@ def validate_pack(data: Any, source: Path, text: str, lines: dict[PathKey, int] 
     if problems:
         raise PackError(problems)
     digest = hashlib.sha256(rfc8785.dumps(pack.model_dump(mode="json", by_alias=True))).hexdigest()
-    return LoadedPack(pack=pack, source=source, digest=digest, text=text)
+    return LoadedPack(pack=pack, source=source, digest=digest, text=text, warnings=_warnings(pack, name, lines))
+
+
+def _warnings(pack: Pack, name: str, lines: dict[PathKey, int]) -> tuple[PackProblem, ...]:
+    """Clauses that do something, though likely not what a reader of the pack expects."""
+    found: list[PackProblem] = []
+    for ds_name, ds in pack.datasets.items():
+        for index, step in enumerate(ds.lifecycle[1:], start=1):
+            previous = ds.lifecycle[index - 1]
+            same_day = step.after == Period() and step.counted_from != "clock"
+            if previous.action == "archive" and step.to == "purged" and same_day:
+                at: PathKey = ("datasets", ds_name, "lifecycle", index)
+                found.append(
+                    PackProblem(
+                        name,
+                        _line_for(lines, at),
+                        f"{_dotted(at)}: the archive payload is purged the day it is written (no 'after', or "
+                        "P0D), so the intermediate archive keeps nothing; give the step the archive's term",
+                    )
+                )
+        state = ds.erasure_state
+        if state is not None and ds.step_to(state).action is None:
+            at = ("datasets", ds_name, "on_erasure")
+            found.append(
+                PackProblem(
+                    name,
+                    _line_for(lines, at),
+                    f"{_dotted(at)}: an erasure request takes records to {state!r}, whose step has no action, so "
+                    "it changes no data (the state is recorded only); name a later state if the data must go",
+                )
+            )
+    return tuple(found)
 
 
 def _problems(exc: ValidationError, name: str, lines: dict[PathKey, int]) -> list[PackProblem]:
