@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.policy import load_file, validate_pack
 
 BASE = """\
 pack: effect
@@ -176,7 +177,7 @@ REFUSED: list[tuple[Any, ...]] = [
         5,
         "erasure: erasure applies to erasure requests, and no dataset has on_erasure",
         "timezone: Europe/Paris\n",
-        "timezone: Europe/Paris\nerasure: {respond_within: P1M}\n",
+        "timezone: Europe/Paris\nerasure: {respond_within: P2M}\n",
     ),
     (
         "where_bounds_cross",
@@ -231,6 +232,11 @@ ACCEPTED = [
         "        period: P1M\n      - clock: {column: last_activity_at, type: timestamp}\n        period: P30D\n",
     ),
     ("year_end_default_written", "timezone: Europe/Paris\n", 'timezone: Europe/Paris\nfinancial_year_end: "12-31"\n'),
+    (
+        "no_on_erasure_dumped",  # its dump carries the erasure defaults, which are accepted
+        "    on_erasure: archived\n",
+        "    on_erasure: null\n",
+    ),
     ("where_bounds_equal", "    follows:", "    where: {total: {ge: 5, le: 5}}\n    follows:"),
     ("where_text_bounds", "    follows:", "    where: {code: {gt: b, lt: a}}\n    follows:"),  # the collation decides
 ]
@@ -264,8 +270,11 @@ def test_a_clause_that_cannot_take_effect_is_refused_at_its_line(
 
 @pytest.mark.parametrize(("old", "new"), [c[1:] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
 def test_the_same_clause_taking_effect_is_accepted(tmp_path: Path, old: str, new: str) -> None:
-    code, output, _ = _check(tmp_path, old, new)
+    """Accepted, and so is its dump (which writes every key, defaults and nulls included)."""
+    code, output, path = _check(tmp_path, old, new)
     assert code == 0, output
+    dumped = load_file(path).pack.model_dump(mode="json", by_alias=True)
+    assert validate_pack(dumped, path, "").pack == load_file(path).pack
 
 
 def test_the_base_pack_is_accepted(tmp_path: Path) -> None:

@@ -266,7 +266,10 @@ class Mask(_Strict):
         uses = _MASK_OPTIONS[self.strategy] | (
             {"chars"} if (self.strategy, self.keep) == ("redact", "first") else set()
         )
-        unused = [name for name in ("value", "keep", "to", "chars") if name in self.model_fields_set - uses]
+        # An unset option and one written as null read alike (a dumped pack carries every key).
+        given = {name for name in ("keep", "to", "chars") if getattr(self, name) is not None}
+        given |= {"value"} if self.value is not None else set()
+        unused = [name for name in ("value", "keep", "to", "chars") if name in given - uses]
         if unused:
             valid = ", ".join(sorted(uses)) or "none"
             raise ValueError(
@@ -843,20 +846,6 @@ class Pack(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _erasure_settings_used(self) -> Pack:
-        # Deadlines, their holidays and the erasure basis belong to erasure requests,
-        # which are refused when no dataset has on_erasure (retention.policy.refusals).
-        if any(ds.on_erasure is not None for ds in self.datasets.values()):
-            return self
-        for key in ("erasure", "country", "subdivision"):
-            if key in self.model_fields_set:
-                raise ValueError(
-                    f"@{key}: {key} applies to erasure requests, and no dataset has on_erasure, so no request "
-                    "can be filed; add on_erasure to the datasets a request erases, or remove it"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _known_subdivision(self) -> Pack:
         if self.subdivision is None:
             return self
@@ -868,6 +857,23 @@ class Pack(_Strict):
             raise ValueError(
                 f"@subdivision: unknown subdivision {self.subdivision!r} of {self.country}; valid: {names}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _erasure_settings_used(self) -> Pack:
+        # Deadlines, their holidays and the erasure basis belong to erasure requests,
+        # which are refused when no dataset has on_erasure (retention.policy.refusals).
+        if any(ds.on_erasure is not None for ds in self.datasets.values()):
+            return self
+        # By value, not by presence: a dumped pack carries every key with its default
+        # (a subdivision needs a country, refused above without one).
+        given = {"erasure": self.erasure != Erasure(), "country": self.country is not None}
+        for key, set_here in given.items():
+            if set_here:
+                raise ValueError(
+                    f"@{key}: {key} applies to erasure requests, and no dataset has on_erasure, so no request "
+                    "can be filed; add on_erasure to the datasets a request erases, or remove it"
+                )
         return self
 
     @property
