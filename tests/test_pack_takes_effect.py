@@ -100,6 +100,13 @@ REFUSED: list[tuple[Any, ...]] = [
         "option 'to' does not apply",
     ),
     (
+        "mask_null_value",
+        "name: null}",
+        "name: {strategy: null, value: x}}",
+        23,
+        "option 'value' does not apply to strategy 'null' (its options: none)",
+    ),
+    (
         "mask_truncate_value",
         "name: null}",
         "name: {strategy: truncate_date, to: year, value: x}}",
@@ -206,6 +213,7 @@ ACCEPTED = [
     ("hex_in_where", "    follows:", "    where: {flags: 0x1F}\n    follows:"),
     ("quoted_octal", "{is_active: false}", "{is_active: false, zip: '0123'}"),
     ("redact_first_chars", "email: hash,", "email: {strategy: redact, keep: first, chars: 3},"),
+    ("null_written_long", "name: null}", "name: {strategy: null}}"),
     ("fixed_null_value", "name: null}", "name: {strategy: fixed, value: null}}"),
     ("review_with_purge", "    follows:", "    review: true\n    follows:"),
     ("first_after_with_keep", "      - to: inactive\n", "      - to: inactive\n        after: P1M\n"),

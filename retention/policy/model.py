@@ -251,6 +251,9 @@ class Mask(_Strict):
             return {"strategy": "null"}
         if isinstance(data, str):
             return {"strategy": data}
+        if isinstance(data, dict) and "strategy" in data and data["strategy"] is None:
+            # `strategy: null` is YAML's null, which names the null strategy as the short form does.
+            return {**data, "strategy": "null"}
         return data
 
     @model_validator(mode="after")
