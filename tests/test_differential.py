@@ -324,7 +324,16 @@ def _follow_map(draw: st.DrawFn, leader: list[dict[str, Any]], own: list[dict[st
     leader_states = [s["to"] for s in leader]
     own_states = [s["to"] for s in own]
     chosen = draw(st.lists(st.sampled_from(leader_states), min_size=1, max_size=len(leader_states), unique=True))
-    return {state: draw(st.sampled_from(own_states)) for state in chosen}
+    drawn = {state: draw(st.sampled_from(own_states)) for state in chosen}
+    # A later leader state mapped no further than an earlier one never moves a record, and
+    # the loader refuses it (docs/rules.md, 'Clauses that take effect'): keep the ones that do.
+    result: dict[str, str] = {}
+    furthest = -1
+    for state in leader_states:
+        if state in drawn and own_states.index(drawn[state]) > furthest:
+            result[state] = drawn[state]
+            furthest = own_states.index(drawn[state])
+    return result
 
 
 @st.composite
@@ -568,12 +577,16 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             )
             mask = dict(masks_plain if followed_by_email or draw(st.booleans()) else masks_people)
             ds["on_erasure"] = {"mask": mask, "keep_until": "purged"}
+    for ds in datasets.values():
+        if not ds.get("keep"):
+            ds["lifecycle"][0].pop("after", None)  # delays nothing without keep periods: refused
+    anchored = any(rule.get("anchor") for ds in datasets.values() for rule in ds.get("keep", ()))
     pack = {
         "pack": "differential",
         "version": "1",
         "effective_from": "2000-01-01",
         "timezone": tz,
-        "financial_year_end": year_end,
+        "financial_year_end": year_end if anchored else "12-31",
         "guard": {"max_share": 1.0},
         "batch_size": draw(st.sampled_from([3, 7, 1000, 1000])),  # small ones cross batch boundaries
         "datasets": datasets,

@@ -106,7 +106,10 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), indent=2))
     elif fmt == "csv":
-        print_rows(report.as_dict()["findings"], ["level", "dataset", "table", "column", "message"], fmt)
+        rows = report.as_dict()["findings"]
+        empty = {"dataset": None, "table": None, "column": None}
+        rows += [{"level": "warning", **empty, "message": w.removeprefix("warning: ")} for w in report.pack_warnings]
+        print_rows(rows, ["level", "dataset", "table", "column", "message"], fmt)
     else:
         for loaded in report.packs:
             console.print(
@@ -115,6 +118,8 @@ def check(rules: Path, db: str | None, fmt: str) -> None:
                 f"digest {loaded.digest[:12]})",
                 highlight=False,
             )
+        for line in report.pack_warnings:
+            console.print(line, highlight=False)
         for finding in report.findings:
             target = err_console if finding.level == "error" else console
             target.print(str(finding), highlight=False)

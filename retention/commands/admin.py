@@ -31,6 +31,11 @@ class CheckReport:
     notices: list[str] = field(default_factory=list)  # versions taking effect before their notice ran out
 
     @property
+    def pack_warnings(self) -> list[str]:
+        """Clauses of the packs that are likely mistakes (file:line: sentence), found without a database."""
+        return [f"warning: {problem}" for loaded in self.packs for problem in loaded.warnings]
+
+    @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.level == "error"]
 
@@ -57,6 +62,7 @@ class CheckReport:
                 for f in self.findings
             ],
             "notices": self.notices,
+            "warnings": self.pack_warnings,
         }
 
 

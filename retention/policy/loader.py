@@ -9,6 +9,7 @@ which YAML parsers silently collapse, are refused here.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class LoadedPack:
     source: Path
     digest: str
     text: str
+    warnings: tuple[PackProblem, ...] = ()
+    """Clauses that take effect but likely not the one meant; ``check`` prints them (docs/rules.md)."""
 
     @property
     def id(self) -> str:
@@ -59,6 +62,8 @@ MAX_INTEGER = 2**53 - 1
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _BOOL = "tag:yaml.org,2002:bool"
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*|0x[0-9a-fA-F]+)")
+"""Integers YAML 1.1 and 1.2 read alike: decimal without leading zeros, and hexadecimal."""
 _DROPPED_RESOLVERS = {_BOOL, "tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"}
 
 
@@ -150,6 +155,14 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type in
         return node
 
     def construct_yaml_int(self, node: Any) -> int:
+        if not _PLAIN_INT.fullmatch(node.value):
+            # YAML 1.1 reads 0777 as 511, 12:30 as 750, 0b101 as 5 and 1_000 as 1000;
+            # YAML 1.2 (and so any other tool reading the pack) reads 777 or text.
+            raise _Refused(
+                f"{node.value} is a number in YAML 1.1 and something else in YAML 1.2 (octal, base 60, binary "
+                f"or with '_'); quote it if it is text ('{node.value}'), or write the number in decimal",
+                node.start_mark,
+            )
         digits = node.value.lstrip("+-").replace("_", "")
         if len(digits) > 20:
             raise _Refused(
@@ -161,6 +174,12 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type in
         return value
 
     def construct_yaml_float(self, node: Any) -> float:
+        if "_" in node.value or ":" in node.value:
+            raise _Refused(
+                f"{node.value} is a number in YAML 1.1 and text in YAML 1.2 (base 60 or with '_'); quote it if "
+                "it is text, or write the number without them",
+                node.start_mark,
+            )
         value = float(super().construct_yaml_float(node))
         if not math.isfinite(value):
             raise _Refused(f"number {node.value} is not finite", node.start_mark)
@@ -395,6 +414,7 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
                         f"{ds.follows.dataset!r} is not a subject dataset (its subject_key is not its key), so "
                         f"{ds_name!r} cannot follow it by subject; name the column holding its key with 'via'",
                     )
+            problems.extend(_follows_in_vain(ds_name, ds, parent, name, lines))
             for parent_state, own_state in ds.follows.on.items():
                 if parent_state not in parent.states:
                     add(
@@ -424,6 +444,34 @@ def _cross_check(pack: Pack, name: str, lines: dict[PathKey, int]) -> list[PackP
     if not erasure.fits():
         add(("erasure",), f"respond_within and extension add up to more than {MAX_SPAN_YEARS} years")
     return problems
+
+
+def _follows_in_vain(
+    ds_name: str, ds: Dataset, parent: Dataset, name: str, lines: dict[PathKey, int]
+) -> list[PackProblem]:
+    """A ``follows.on`` entry that an earlier leader state's entry always outruns.
+
+    A leader passes through its states in order, and the furthest mapped
+    state wins, so ``{inactive: purged, archived: inactive}`` maps
+    ``archived`` to a state the follower has already reached.
+    """
+    assert ds.follows is not None
+    mapped = sorted(
+        (parent.states.index(p), p, own) for p, own in ds.follows.on.items() if p in parent.states and own in ds.states
+    )
+    for (_, early, early_own), (_, late, late_own) in itertools.pairwise(mapped):
+        if ds.states.index(late_own) <= ds.states.index(early_own):
+            at: PathKey = ("datasets", ds_name, "follows", "on", late)
+            return [
+                PackProblem(
+                    name,
+                    _line_for(lines, at),
+                    f"{_dotted(at)}: the leader enters {early!r} before {late!r}, and {early!r} already takes "
+                    f"{ds_name!r} to {early_own!r}, so mapping {late!r} to {late_own!r} never moves a record; "
+                    "remove it or map it to a later state",
+                )
+            ]
+    return []
 
 
 def _read_elsewhere(pack: Pack, ds_name: str) -> dict[str, str]:
@@ -494,7 +542,38 @@ def validate_pack(data: Any, source: Path, text: str, lines: dict[PathKey, int] 
     if problems:
         raise PackError(problems)
     digest = hashlib.sha256(rfc8785.dumps(pack.model_dump(mode="json", by_alias=True))).hexdigest()
-    return LoadedPack(pack=pack, source=source, digest=digest, text=text)
+    return LoadedPack(pack=pack, source=source, digest=digest, text=text, warnings=_warnings(pack, name, lines))
+
+
+def _warnings(pack: Pack, name: str, lines: dict[PathKey, int]) -> tuple[PackProblem, ...]:
+    """Clauses that do something, though likely not what a reader of the pack expects."""
+    found: list[PackProblem] = []
+    for ds_name, ds in pack.datasets.items():
+        for index, step in enumerate(ds.lifecycle[1:], start=1):
+            previous = ds.lifecycle[index - 1]
+            same_day = step.after == Period() and step.counted_from != "clock"
+            if previous.action == "archive" and step.to == "purged" and same_day:
+                at: PathKey = ("datasets", ds_name, "lifecycle", index)
+                found.append(
+                    PackProblem(
+                        name,
+                        _line_for(lines, at),
+                        f"{_dotted(at)}: the archive payload is purged the day it is written (no 'after', or "
+                        "P0D), so the intermediate archive keeps nothing; give the step the archive's term",
+                    )
+                )
+        state = ds.erasure_state
+        if state is not None and ds.step_to(state).action is None:
+            at = ("datasets", ds_name, "on_erasure")
+            found.append(
+                PackProblem(
+                    name,
+                    _line_for(lines, at),
+                    f"{_dotted(at)}: an erasure request takes records to {state!r}, whose step has no action, so "
+                    "it changes no data (the state is recorded only); name a later state if the data must go",
+                )
+            )
+    return tuple(found)
 
 
 def _problems(exc: ValidationError, name: str, lines: dict[PathKey, int]) -> list[PackProblem]:

@@ -224,6 +224,17 @@ MASK_STRATEGIES: tuple[str, ...] = (
 )
 
 
+_MASK_OPTIONS: dict[str, set[str]] = {
+    "null": set(),
+    "fixed": {"value"},
+    "hash": set(),
+    "redact": {"keep"},
+    "truncate_date": {"to"},
+    "generalise": {"chars"},
+}
+"""The options each strategy reads (redact reads ``chars`` too, with ``keep: first``)."""
+
+
 class Mask(_Strict):
     """How one column is masked (see retention.engine.masking for the strategies)."""
 
@@ -240,6 +251,9 @@ class Mask(_Strict):
             return {"strategy": "null"}
         if isinstance(data, str):
             return {"strategy": data}
+        if isinstance(data, dict) and "strategy" in data and data["strategy"] is None:
+            # `strategy: null` is YAML's null, which names the null strategy as the short form does.
+            return {**data, "strategy": "null"}
         return data
 
     @model_validator(mode="after")
@@ -250,6 +264,20 @@ class Mask(_Strict):
             raise ValueError(f"strategy {self.strategy!r} needs option {option!r}")
         if self.strategy == "fixed" and "value" not in self.model_fields_set:
             raise ValueError("strategy 'fixed' needs option 'value'")
+        # An option the strategy never reads would be a promise the mask does not keep
+        # (`{strategy: hash, chars: 4}` hashes the whole value).
+        uses = _MASK_OPTIONS[self.strategy] | (
+            {"chars"} if (self.strategy, self.keep) == ("redact", "first") else set()
+        )
+        # An unset option and one written as null read alike (a dumped pack carries every key).
+        given = {name for name in ("keep", "to", "chars") if getattr(self, name) is not None}
+        given |= {"value"} if self.value is not None else set()
+        unused = [name for name in ("value", "keep", "to", "chars") if name in given - uses]
+        if unused:
+            valid = ", ".join(sorted(uses)) or "none"
+            raise ValueError(
+                f"option {unused[0]!r} does not apply to strategy {self.strategy!r} (its options: {valid}); remove it"
+            )
         return self
 
 
@@ -373,6 +401,17 @@ class Guard(_Strict):
 
     max_share: float = Field(default=0.2, gt=0, le=1, strict=True)
     max_count: int | None = Field(default=None, gt=0, strict=True)
+
+
+def _never_longer(period: Period, other: Period) -> bool:
+    """Whether ``period`` ends on or before ``other`` from every date.
+
+    Months (years being twelve of them) are added first, clamped at month
+    ends, then days: both additions are monotonic, so a period with no more
+    months and no more days never ends later.
+    """
+    months = period.years * 12 + period.months
+    return months <= other.years * 12 + other.months and period.days <= other.days
 
 
 class Dataset(_Strict):
@@ -594,6 +633,46 @@ class Dataset(_Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _every_clause_takes_effect(self) -> Dataset:
+        """Refuse clauses the engine would accept and never act on (docs/rules.md, 'Clauses that take effect')."""
+        for index, step in enumerate(self.lifecycle):
+            written = [*(step.set or {}), *(step.mask or {})]
+            if self.key in written:
+                what = "set" if self.key in (step.set or {}) else "mask"
+                raise ValueError(
+                    f"@lifecycle.{index}.{what}.{self.key}: {self.key} is the dataset's key, which names the record "
+                    "in the engine's tables; changing it would make the row a new record, not move this one"
+                )
+            if step.columns is not None and len(set(step.columns)) != len(step.columns):
+                raise ValueError(f"@lifecycle.{index}.columns: a column is named twice")
+        if self.lifecycle[0].after != Period() and not self.keep:
+            raise ValueError(
+                "@lifecycle.0.after: the first step's 'after' runs from the end of the keep periods, and the "
+                "dataset has none, so it would delay nothing; a leader or an erasure moves it at once"
+            )
+        if self.review and "purged" not in self.states:
+            raise ValueError(
+                "@review: review holds back purges for approval, and the lifecycle has no step to purged; "
+                "remove review or add the purge"
+            )
+        if self.partitioned and not any(step.action == "drop_partition" for step in self.lifecycle):
+            raise ValueError(
+                "@partitioned: partitioned only lets 'drop_partition' drop whole partitions, and no step has "
+                "that action; remove partitioned or use action: drop_partition"
+            )
+        for index, rule in enumerate(self.keep):
+            for other_index, other in enumerate(self.keep):
+                if other_index == index or (other.clock, other.anchor) != (rule.clock, rule.anchor):
+                    continue
+                shorter = _never_longer(rule.kept, other.kept)
+                if shorter and (rule.kept != other.kept or other_index < index):
+                    raise ValueError(
+                        f"@keep.{index}: keep[{other_index}] runs from the same clock for {other.kept}, so this "
+                        f"rule's {rule.kept} never decides when a record is due; remove it or give it its own clock"
+                    )
+        return self
+
     @property
     def states(self) -> list[str]:
         """Used states in order, starting with active."""
@@ -756,6 +835,20 @@ class Pack(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _year_end_used(self) -> Pack:
+        # The year end only moves the clocks of keep rules anchored to it; a year end
+        # of its own without one reads as if invoices ran from the close of that year,
+        # and they do not. The default written out (12-31, as the reference packs do)
+        # states the calendar year every pack already has.
+        anchored = any(rule.anchor == "financial_year_end" for ds in self.datasets.values() for rule in ds.keep)
+        if self.financial_year_end != YearEnd() and not anchored:
+            raise ValueError(
+                "@financial_year_end: no keep rule has anchor: financial_year_end, so the year end moves no "
+                "clock; add the anchor to the rules counted from the close of the year, or remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _known_subdivision(self) -> Pack:
         if self.subdivision is None:
             return self
@@ -767,6 +860,23 @@ class Pack(_Strict):
             raise ValueError(
                 f"@subdivision: unknown subdivision {self.subdivision!r} of {self.country}; valid: {names}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _erasure_settings_used(self) -> Pack:
+        # Deadlines, their holidays and the erasure basis belong to erasure requests,
+        # which are refused when no dataset has on_erasure (retention.policy.refusals).
+        if any(ds.on_erasure is not None for ds in self.datasets.values()):
+            return self
+        # By value, not by presence: a dumped pack carries every key with its default
+        # (a subdivision needs a country, refused above without one).
+        given = {"erasure": self.erasure != Erasure(), "country": self.country is not None}
+        for key, set_here in given.items():
+            if set_here:
+                raise ValueError(
+                    f"@{key}: {key} applies to erasure requests, and no dataset has on_erasure, so no request "
+                    "can be filed; add on_erasure to the datasets a request erases, or remove it"
+                )
         return self
 
     @property

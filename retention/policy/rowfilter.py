@@ -101,7 +101,28 @@ def _column_tests(column: str, spec: Any, where: str) -> list[ColumnTest]:
             tests.append(ColumnTest(column, "contains", value))
         else:
             raise ValueError(f"@{at}: unknown operator {op!r}; valid: {', '.join(OPERATORS)}")
+    _refuse_empty_range(column, tests, where)
     return tests
+
+
+def _refuse_empty_range(column: str, tests: list[ColumnTest], where: str) -> None:
+    """Bounds that no value lies between (``{gt: 10, lt: 5}``) would make the condition match no row.
+
+    Only numbers and dates are judged: text orders by the column's collation,
+    which the pack cannot know.
+    """
+    lower = [t for t in tests if t.op in ("gt", "ge")]
+    upper = [t for t in tests if t.op in ("lt", "le")]
+    for low in lower:
+        for high in upper:
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low.value, high.value))
+            if not numbers and not type(low.value) is type(high.value) is dt.date:
+                continue
+            if low.value > high.value or (low.value == high.value and (low.op, high.op) != ("ge", "le")):
+                raise ValueError(
+                    f"@{where}: no value of {column} is {low.op} {low.value} and {high.op} {high.value}, so the "
+                    "condition matches no row; correct the bounds"
+                )
 
 
 def _name(value: Any, where: str) -> str:
