@@ -1668,6 +1668,39 @@ NAMED: dict[str, Scenario] = {
             ),
         ),
     ),
+    # A partial erasure masks person 1's address (and person 3's) in the run that also deactivates
+    # them: the masked address no longer names the person (docs/rules.md, "Partial erasure"), so a
+    # later hold by a@x.test keeps person 2 (" A@x.test") active but not person 1, which is purged
+    # on its own term; a request by b@x.test after person 3 was masked changes nothing.
+    "masked_address_names_nobody": Scenario(
+        _pack(
+            [_DEACTIVATE, {"to": "purged", "after": "P1Y", "action": "delete"}],
+            email="email",
+            on_erasure={
+                "mask": {"name": None, "email": {"strategy": "fixed", "value": "erased@example.invalid"}},
+                "keep_until": "purged",
+            },
+        ),
+        (_PEOPLE,),
+        {
+            "t_people": [
+                {**_person(1, "2020-01-15"), "email": "a@x.test"},
+                {**_person(2, "2020-03-01"), "email": " A@x.test"},
+                {**_person(3, "2020-01-15"), "email": "b@x.test"},
+            ]
+        },
+        (
+            Run(
+                _paris("2021-01-20"),
+                (
+                    Event("erasure", subject="1", received=dt.date(2021, 1, 5)),
+                    Event("erasure", subject="3", received=dt.date(2021, 1, 5)),
+                ),
+            ),
+            Run(_paris("2021-06-01"), (Event("hold", hold=0, scope="subject", email="a@x.test"),)),
+            Run(_paris("2022-06-01"), (Event("erasure", received=dt.date(2022, 5, 1), email="B@x.test"),)),
+        ),
+    ),
     # An address with a non-ASCII capital, typed as stored but for ASCII case and spaces, reaches
     # its guest order (SQLite's LOWER folds ASCII letters only: the typed address was folded by
     # Python's and matched nothing there), and a hold by it keeps order 2; person 1, archived with
