@@ -33,6 +33,7 @@ from retention.ledger import proof as ledger_proof
 from retention.ledger import pseudonyms
 from retention.policy import LoadedPack
 from retention.store import tables as store
+from retention.subjects import events as subjects
 
 RECORDS_PER_DATASET = 25
 """At most this many records of one person are explained per dataset (a page, not an export)."""
@@ -160,7 +161,8 @@ def person(
 
     if (subject_key is None) == (email is None):
         raise ConfigError("give a subject id or an e-mail address")
-    mail = pseudonyms.normalise_email(email) if email is not None else None
+    # Folded by the database, as the rows it is compared with are (subjects.database_email).
+    mail = subjects.database_email(conn, email) if email is not None else None
     named = (subject_key, mail, pseudonyms.email_pseudonym(secret, email) if email is not None else None)
     entries = ledger_items.lookup(conn, secret, subject_key=subject_key, email=email)
     backups.annotate(conn, entries)

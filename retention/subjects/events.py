@@ -57,7 +57,7 @@ def place_hold(
     when = now or utcnow()
     if not reason.strip():
         raise ConfigError("a hold needs a reason (e.g. the case or request it serves)")
-    email = _email(email)
+    email = _email(conn, email)
     if scope == "subject" and not subject_key and not email:
         raise ConfigError("a subject hold needs --subject or --email")
     if scope == "dataset" and not dataset:
@@ -162,7 +162,7 @@ def _hold_entry(
     )
 
 
-def _email(address: str | None) -> str | None:
+def _email(conn: sa.Connection, address: str | None) -> str | None:
     """An address as the engine keeps and compares it (trimmed, lower-cased), or None."""
     if address is None:
         return None
@@ -171,7 +171,21 @@ def _email(address: str | None) -> str | None:
         return None
     if "@" not in normal or len(normal) > 320:
         raise ConfigError("--email is not an e-mail address (it needs an @, at most 320 characters)")
-    return normal
+    return database_email(conn, address)
+
+
+def database_email(conn: sa.Connection, address: str) -> str:
+    """``address`` trimmed and lower-cased by the database's own ``LOWER``, as the stored addresses are.
+
+    The engine compares a hold's or a request's address with ``LOWER(TRIM(column))``
+    (:func:`retention.engine.joins.email_expression`). Python's ``str.lower``
+    folds every capital; SQLite's ``LOWER`` (and PostgreSQL's under a ``C``
+    ctype) only ASCII ones, so an address typed exactly as stored, with a
+    capital such as ``É``, would reach no row there. Pseudonyms are still
+    computed in Python from this text, as they are from the stored value.
+    """
+    trimmed = address.strip(" ")
+    return str(conn.execute(sa.select(sa.func.lower(sa.literal(trimmed, sa.String())))).scalar_one())
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
@@ -254,7 +268,7 @@ def add_request(
     """
     if received > utcnow().date() + dt.timedelta(days=1):
         raise ConfigError(f"--received {received} is in the future")
-    email = _email(email)
+    email = _email(conn, email)
     if not subject_key and not email:
         raise ConfigError("an erasure request needs --subject or --email")
     if email and secret is None:  # pragma: no cover - every caller passes the key with an address
