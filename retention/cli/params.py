@@ -327,7 +327,10 @@ RECORD_KEY = TextType(191, "record key")
 NAME = TextType(100, "name")
 REASON = TextType(2000, "text")
 LOG_LEVEL = LogLevelType()
-OUTPUT_FILE = OutputFile()
+OUTPUT_FILE = OutputFile(probe=True)
+"""Every file a command writes (an export, a checkpoint, a proof, a key, a report) is probed before the work: a
+folder that takes no new files (``/proc``, a read-only mount, which ``os.access`` passes for root) was a traceback
+once the checkpoint had been signed or the export read."""
 METRICS_FILE = OutputFile(create_folders=True, probe=True)
 RUN_GROUP = RunGroupType()
 RUN_GROUP_FILTER = TextType(191, "run group")
