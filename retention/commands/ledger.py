@@ -124,6 +124,7 @@ def ledger_lookup(
         raise ConfigError("give --subject ID, --email ADDRESS, or --dataset and --key")
     if subject_key is not None and email is not None:
         raise ConfigError("give --subject or --email, not both (look each up in turn)")
+    _one_selection("--subject" if subject_key is not None else "--email", subject_key or email, dataset, record_key)
     secret = pseudonyms.pseudonym_secret()
     from retention.ledger import items as ledger_items
 
@@ -151,7 +152,17 @@ def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
 
 
 def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
-    """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`)."""
+    """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`).
+
+    ``--dataset`` must name a dataset of a pack under ``rules``: a typo selected no claim and the audit said
+    "ok: 0 claims checked" with exit 0, an all-clear for a dataset it never looked at.
+    """
+    if dataset is not None:
+        known = sorted({name for loaded in load_catalog(rules).packs for name in loaded.pack.datasets})  # any version
+        if dataset not in known:
+            raise ConfigError(
+                f"--dataset: no dataset {dataset!r} in the packs under --rules; valid: {', '.join(known)}"
+            )
     engine = open_engine(db_url)
     try:
         return audit_claims_of(engine, rules, sample=sample, dataset=dataset)
@@ -179,6 +190,17 @@ def _read_json(path: Path, what: str) -> Any:
     return read_json(path, what, CHECKPOINT_BYTES if what == "checkpoint" else PROOF_BYTES)
 
 
+def _one_selection(person: str, value: str | None, dataset: str | None, record_key: str | None) -> None:
+    """A person and a record together are refused: the person won and ``--dataset``/``--key`` were ignored.
+
+    Why: ``ledger lookup --subject 7 --dataset orders --key 42`` listed subject 7's entries with exit 0, and a
+    proof written for "order 42" proved something else; the reader could not tell which selection was used.
+    """
+    if value is not None and (dataset is not None or record_key is not None):
+        given = " and ".join(n for n, v in (("--dataset", dataset), ("--key", record_key)) if v is not None)
+        raise ConfigError(f"give {person} or --dataset with --key, not both: {given} would be ignored")
+
+
 def ledger_prove(
     db_url: str,
     checkpoint_file: Path,
@@ -192,6 +214,7 @@ def ledger_prove(
 
     if subject_key is None and (dataset is None or record_key is None):
         raise ConfigError("give --subject ID, or --dataset and --key")
+    _one_selection("--subject", subject_key, dataset, record_key)
     document = _read_json(checkpoint_file, "checkpoint")
     if not isinstance(document, dict):
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")
