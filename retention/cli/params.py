@@ -115,7 +115,7 @@ class DayType(_Type):
 
 
 class PeriodType(_Type):
-    """An ISO 8601 calendar period no longer than ``longest``."""
+    """An ISO 8601 calendar period, not empty, no longer than ``longest``."""
 
     name = "period"
 
@@ -129,6 +129,9 @@ class PeriodType(_Type):
             period = Period.parse(str(value))
         except PeriodSyntaxError as exc:
             self.fail(str(exc), param, ctx)
+        if period == Period():
+            # A zero horizon forecast nothing ("0 more over 0 weeks") and looked like a quiet half year.
+            self.fail(f"{value} is empty; give at least P1D", param, ctx)
         if not period.within(self.longest):
             self.fail(f"{value} is longer than {self.longest}, the longest this option accepts", param, ctx)
         return period
