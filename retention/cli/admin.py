@@ -65,7 +65,10 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 @handled
 def db_upgrade(db: str | None, revision: str) -> None:
-    """Create or upgrade the engine's tables in the database."""
+    """Create or upgrade the engine's tables in the database.
+
+    A --revision older than the tables' is refused (use db downgrade); at the revision asked for, it says so.
+    """
     url = database_url(db)
     before, after = commands.db_upgrade(url, revision)
     if before == after:
@@ -88,7 +91,10 @@ def db_current(db: str | None) -> None:
 @click.argument("revision")
 @handled
 def db_downgrade(db: str | None, revision: str) -> None:
-    """Downgrade the engine's tables to REVISION ('base' removes them, ledger included)."""
+    """Downgrade the engine's tables to REVISION ('base' removes them, ledger included).
+
+    A REVISION later than the tables' is refused (use db upgrade); at REVISION already, it says so.
+    """
     url = database_url(db)
     before, after = commands.db_downgrade(url, revision)
     if before == after:

@@ -176,7 +176,7 @@ def ledger_show(
     "--output",
     type=params.OUTPUT_FILE,
     default=None,
-    help="File to write (default stdout).",
+    help="File to write (default stdout); written beside it and renamed once complete.",
 )
 @handled
 def ledger_export(
@@ -235,7 +235,10 @@ def ledger_lookup(
     pack_id: str | None,
     utc: bool,
 ) -> None:
-    """Find the entries of one record, subject or e-mail address by computing its pseudonym (needs the key)."""
+    """Find the entries of one record, subject or e-mail address by computing its pseudonym (needs the key).
+
+    Give one of: --subject, --email, or --dataset with --key.
+    """
     rows = commands.ledger_lookup(
         database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
     )
@@ -335,7 +338,10 @@ def ledger_prove(
     checkpoint_file: Path,
     output: Path | None,
 ) -> None:
-    """Write a self-contained proof that a record (or a subject's records) was moved, checkable offline."""
+    """Write a self-contained proof that a record (or a subject's records) was moved, checkable offline.
+
+    Give --subject, or --dataset with --key, not both.
+    """
     document = commands.ledger_prove(
         database_url(db), checkpoint_file, dataset=dataset, record_key=record_key, subject_key=subject_key
     )

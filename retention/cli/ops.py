@@ -127,7 +127,7 @@ def fleet() -> None:
     show_default=True,
     help="Output for people (table) or machines (json, csv).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json (refused with another --format).")
 @click.option(
     "--allow-mass",
     "allow_mass",

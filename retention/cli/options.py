@@ -188,7 +188,10 @@ def zone_options(func: F) -> F:
     """``--rules``/``--pack`` only to show instants in the pack's timezone, and ``--utc``."""
     func = utc_option(func)
     func = click.option(
-        "--pack", "pack_id", default=None, help="Pack whose timezone to use, when --rules holds several."
+        "--pack",
+        "pack_id",
+        default=None,
+        help="Pack whose timezone to use, when --rules holds several (needs --rules).",
     )(func)
     return click.option(
         "--rules",
