@@ -35,6 +35,7 @@ pack: shop
 version: "1"
 effective_from: 2020-01-01
 timezone: Europe/Paris
+guard: {max_share: 1.0}
 datasets:
   customers:
     table: customers
@@ -303,3 +304,47 @@ def test_an_export_stopped_midway_leaves_no_truncated_file(
     done = invoke(["ledger", "export", "--db", shop["db"], "--output", str(target)])
     assert done.exit_code == 0, done.output
     assert '"transition": "hold_placed"' in target.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------
+# ledger show/export --run: the id as tables show it; filters no entry can match
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["ledger", "show", "--format", "csv"], ["ledger", "export", "--format", "csv"]])
+def test_run_filter_takes_the_start_of_an_id_as_tables_show_it(
+    shop: dict[str, str], migrated: sa.Engine, command: list[str]
+) -> None:
+    """Tables print a run id's first 8 characters; ``--run`` with them matched nothing (empty, exit 0)."""
+    done = invoke(["run", "--rules", shop["rules"], "--db", shop["db"], "--no-progress", "--as-of", "2026-01-01"])
+    assert done.exit_code == 0, done.output
+    with migrated.connect() as conn:
+        run_id = conn.execute(sa.select(store.runs.c.id)).scalar_one()
+    base = [*command, "--db", shop["db"]]
+    shown = invoke([*base, "--run", run_id[:8]])
+    assert shown.exit_code == 0, shown.output
+    whole = invoke([*base, "--run", run_id])
+    assert shown.output == whole.output and run_id in whole.output and "active->purged" in whole.output
+    other = "f" * 8 if not run_id.startswith("f") else "0" * 8
+    assert refused(invoke([*base, "--run", other])) == (
+        f"error: --run: no run id starts with '{other}'; give a whole run id or the start of one"
+    )
+
+
+FILTERS = [
+    (["--run", ""], "Invalid value for '--run': the run id is empty"),
+    (["--run", "a\nb"], "Invalid value for '--run': the run id contains the control character U+000A"),
+    (["--run", "r" * 37], "Invalid value for '--run': the run id has 37 characters; at most 36"),
+    (["--transition", "t" * 41], "Invalid value for '--transition': the transition has 41 characters; at most 40"),
+    (["--transition", " "], "Invalid value for '--transition': the transition is empty"),
+]
+
+
+@pytest.mark.parametrize("command", [["ledger", "show"], ["ledger", "export"]], ids=" ".join)
+@pytest.mark.parametrize(("extra", "line"), FILTERS, ids=[f"{e[0]} #{i}" for i, (e, _) in enumerate(FILTERS)])
+def test_a_ledger_filter_no_entry_can_match_is_refused(
+    tmp_path: Path, command: list[str], extra: list[str], line: str
+) -> None:
+    """An empty, multi-line or over-long --run or --transition printed an empty result with exit 0."""
+    db = ["--db", f"sqlite:///{tmp_path / 'absent.sqlite'}"]
+    assert refused(invoke([*command, *db, *extra])) == f"error: {line} (see 'retention {' '.join(command)} --help')"

@@ -104,8 +104,16 @@ def ledger_filters(func: F) -> F:
                 "--until", type=params.AS_OF, default=None, help="Entries recorded before this date/instant (UTC)."
             ),
             click.option("--dataset", type=params.NAME, default=None, help="Only this dataset."),
-            click.option("--transition", default=None, help="Only this transition, e.g. active->purged."),
-            click.option("--run", "run_id", default=None, help="Only entries of this run id."),
+            click.option(
+                "--transition", type=params.TRANSITION, default=None, help="Only this transition, e.g. active->purged."
+            ),
+            click.option(
+                "--run",
+                "run_id",
+                type=params.RUN_ID,
+                default=None,
+                help="Only entries of this run: its id, or the start of it as tables show it (8 characters).",
+            ),
         ]
     ):
         func = option(func)

@@ -329,6 +329,10 @@ EMAIL = TextType(320, "e-mail address")
 RECORD_KEY = TextType(191, "record key")
 NAME = TextType(100, "name")
 REASON = TextType(2000, "text")
+TRANSITION = TextType(40, "transition")
+"""A ledger transition filter: ``retention_ledger.transition`` holds 40 characters; a longer one matches nothing."""
+RUN_ID = TextType(36, "run id")
+"""A run id (a UUID) or the start of one."""
 LOG_LEVEL = LogLevelType()
 OUTPUT_FILE = OutputFile(probe=True)
 """Every file a command writes (an export, a checkpoint, a proof, a key, a report) is probed before the work: a
@@ -361,7 +365,9 @@ __all__ = [
     "ROW_ID",
     "RUN_GROUP",
     "RUN_GROUP_FILTER",
+    "RUN_ID",
     "SUBJECT_ID",
+    "TRANSITION",
     "ZONE",
     "OneLineGroup",
     "PeriodType",

@@ -61,6 +61,34 @@ def _range(since: AsOf | str | None, until: AsOf | str | None) -> tuple[dt.datet
     return start, end
 
 
+RUN_ID_LENGTH = 36
+
+
+def run_of(engine: Any, run_id: str | None) -> str | None:
+    """A ``--run`` filter as a whole run id: a shorter one is the start of a run's id, as tables show it.
+
+    Why: tables print a run id's first 8 characters, and ``ledger show --run`` with them matched nothing (an
+    empty table, exit 0). A start that names no run, or several, is refused; a whole id is taken as given (the
+    run's own row may have been removed after the engine's retention while its entries stay).
+    """
+    if run_id is None or len(run_id) >= RUN_ID_LENGTH:
+        return run_id
+    import sqlalchemy as sa
+
+    from retention.store import tables as store
+
+    runs = store.runs
+    with engine.connect() as conn:
+        found = list(
+            conn.execute(sa.select(runs.c.id).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)).scalars()
+        )
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        raise ConfigError(f"--run: no run id starts with {run_id!r}; give a whole run id or the start of one")
+    raise ConfigError(f"--run: several run ids start with {run_id!r}; give more of it")
+
+
 def ledger_entries(
     db_url: str,
     *,
@@ -84,7 +112,7 @@ def ledger_entries(
             until=end,
             dataset=dataset,
             transition=transition,
-            run_id=run_id,
+            run_id=run_of(engine, run_id),
             record_pseudonym=record_pseudonym,
             subject_pseudonym=subject_pseudonym,
         ):
@@ -103,6 +131,7 @@ def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) ->
     converted = {"since": start, "until": end, **filters}
     engine = open_engine(db_url)
     try:
+        converted["run_id"] = run_of(engine, converted.get("run_id"))
         if output is None:
             return ledger.export(engine, fmt, sys.stdout, **converted)
         return _export_whole(output, lambda out: ledger.export(engine, fmt, out, **converted))
