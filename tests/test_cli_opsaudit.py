@@ -348,3 +348,14 @@ def test_a_ledger_filter_no_entry_can_match_is_refused(
     """An empty, multi-line or over-long --run or --transition printed an empty result with exit 0."""
     db = ["--db", f"sqlite:///{tmp_path / 'absent.sqlite'}"]
     assert refused(invoke([*command, *db, *extra])) == f"error: {line} (see 'retention {' '.join(command)} --help')"
+
+
+def test_ledger_verify_with_a_public_key_and_no_checkpoint_is_refused(shop: dict[str, str], tmp_path: Path) -> None:
+    """The typed key checked nothing and "ledger verified" read as if a signed head had been checked with it."""
+    public = tmp_path / "public.pem"
+    made = invoke(["ledger", "keygen", "--key", str(tmp_path / "signing.pem"), "--public", str(public)])
+    assert made.exit_code == 0, made.output
+    line = refused(invoke(["ledger", "verify", "--db", shop["db"], "--public-key", str(public)]))
+    assert line == "error: --public-key checks a signed checkpoint: give --checkpoint FILE with it"
+    plain = invoke(["ledger", "verify", "--db", shop["db"]])
+    assert plain.exit_code == 0, plain.output

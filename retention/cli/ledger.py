@@ -44,7 +44,7 @@ def ledger_group() -> None:
     "public_key",
     type=params.INPUT_FILE,
     default=None,
-    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE); "
+    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE), with --checkpoint; "
     "the key inside a checkpoint is never trusted.",
 )
 @handled

@@ -21,8 +21,13 @@ from retention.timing.clock import AsOf, utcnow
 def ledger_verify(
     db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
 ) -> ledger.VerifyResult:
-    """Verify the chain, and with a checkpoint file that the signed head still stands."""
+    """Verify the chain, and with a checkpoint file that the signed head still stands.
 
+    A ``public_key`` without a checkpoint is refused: it checks nothing else, and "ledger verified" read as if the
+    signed head had been checked with it. (RETENTION_CHECKPOINT_PUBLIC_KEY, set for every job, is no such case.)
+    """
+    if public_key is not None and checkpoint_file is None:
+        raise ConfigError("--public-key checks a signed checkpoint: give --checkpoint FILE with it")
     secret = configured_secret()
     if checkpoint_file is None:
         engine = open_engine(db_url)
