@@ -65,10 +65,16 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 @handled
 def db_upgrade(db: str | None, revision: str) -> None:
-    """Create or upgrade the engine's tables in the database."""
+    """Create or upgrade the engine's tables in the database.
+
+    A --revision older than the tables' is refused (use db downgrade); at the revision asked for, it says so.
+    """
     url = database_url(db)
     before, after = commands.db_upgrade(url, revision)
-    console.print(f"database {safe_url(url)}: {before or 'empty'} -> {after}", highlight=False)
+    if before == after:
+        console.print(f"database {safe_url(url)}: already at {after}; nothing to upgrade", highlight=False)
+    else:
+        console.print(f"database {safe_url(url)}: {before or 'empty'} -> {after}", highlight=False)
 
 
 @db.command("current")
@@ -85,9 +91,16 @@ def db_current(db: str | None) -> None:
 @click.argument("revision")
 @handled
 def db_downgrade(db: str | None, revision: str) -> None:
-    """Downgrade the engine's tables to REVISION ('base' removes them, ledger included)."""
-    commands.db_downgrade(database_url(db), revision)
-    console.print(f"downgraded to {revision}")
+    """Downgrade the engine's tables to REVISION ('base' removes them, ledger included).
+
+    A REVISION later than the tables' is refused (use db upgrade); at REVISION already, it says so.
+    """
+    url = database_url(db)
+    before, after = commands.db_downgrade(url, revision)
+    if before == after:
+        console.print(f"database {safe_url(url)}: already at {after or 'base'}; nothing to downgrade", highlight=False)
+    else:
+        console.print(f"database {safe_url(url)}: {before} -> {after or 'base (no engine tables)'}", highlight=False)
 
 
 @command()

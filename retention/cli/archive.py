@@ -67,7 +67,7 @@ def archive() -> None:
     "--key-file",
     "key_file",
     required=True,
-    type=click.Path(path_type=Path),
+    type=params.OUTPUT_FILE,
     help="Where to create the key-encryption key (mode 0600, never overwritten).",
 )
 @handled

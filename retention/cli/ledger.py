@@ -44,7 +44,7 @@ def ledger_group() -> None:
     "public_key",
     type=params.INPUT_FILE,
     default=None,
-    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE); "
+    help="PEM public key of the checkpoint signer (or RETENTION_CHECKPOINT_PUBLIC_KEY / _FILE), with --checkpoint; "
     "the key inside a checkpoint is never trusted.",
 )
 @handled
@@ -104,8 +104,16 @@ def ledger_filters(func: F) -> F:
                 "--until", type=params.AS_OF, default=None, help="Entries recorded before this date/instant (UTC)."
             ),
             click.option("--dataset", type=params.NAME, default=None, help="Only this dataset."),
-            click.option("--transition", default=None, help="Only this transition, e.g. active->purged."),
-            click.option("--run", "run_id", default=None, help="Only entries of this run id."),
+            click.option(
+                "--transition", type=params.TRANSITION, default=None, help="Only this transition, e.g. active->purged."
+            ),
+            click.option(
+                "--run",
+                "run_id",
+                type=params.RUN_ID,
+                default=None,
+                help="Only entries of this run: its id, or the start of it as tables show it (8 characters).",
+            ),
         ]
     ):
         func = option(func)
@@ -176,7 +184,7 @@ def ledger_show(
     "--output",
     type=params.OUTPUT_FILE,
     default=None,
-    help="File to write (default stdout).",
+    help="File to write (default stdout); written beside it and renamed once complete.",
 )
 @handled
 def ledger_export(
@@ -235,7 +243,10 @@ def ledger_lookup(
     pack_id: str | None,
     utc: bool,
 ) -> None:
-    """Find the entries of one record, subject or e-mail address by computing its pseudonym (needs the key)."""
+    """Find the entries of one record, subject or e-mail address by computing its pseudonym (needs the key).
+
+    Give one of: --subject, --email, or --dataset with --key.
+    """
     rows = commands.ledger_lookup(
         database_url(db), dataset=dataset, record_key=record_key, subject_key=subject_key, email=email
     )
@@ -335,7 +346,10 @@ def ledger_prove(
     checkpoint_file: Path,
     output: Path | None,
 ) -> None:
-    """Write a self-contained proof that a record (or a subject's records) was moved, checkable offline."""
+    """Write a self-contained proof that a record (or a subject's records) was moved, checkable offline.
+
+    Give --subject, or --dataset with --key, not both.
+    """
     document = commands.ledger_prove(
         database_url(db), checkpoint_file, dataset=dataset, record_key=record_key, subject_key=subject_key
     )

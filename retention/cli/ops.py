@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from retention import logs
 from retention.cli import params
@@ -28,6 +29,7 @@ from retention.cli.options import (
     with_celery_options,
 )
 from retention.cli.output import console, err_console
+from retention.errors import ConfigError
 from retention.store.config import database_url
 from retention.timing.clock import AsOf
 
@@ -125,7 +127,7 @@ def fleet() -> None:
     show_default=True,
     help="Output for people (table) or machines (json, csv).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json (refused with another --format).")
 @click.option(
     "--allow-mass",
     "allow_mass",
@@ -167,6 +169,13 @@ def fleet_run(
     from retention.ops import fleet as fleet_module
 
     refuse_ignored_dispatch(via, "--targets")
+    if (
+        as_json
+        and fmt != "json"
+        and click.get_current_context().get_parameter_source("fmt") is not ParameterSource.DEFAULT
+    ):
+        # --json won silently over the --format typed beside it: the summary came out in a format not asked for
+        raise ConfigError(f"--json and --format {fmt} name two formats: give one")
     loaded = fleet_module.load_fleet(targets)
     names = list(only) or loaded.names()
     for name in names:

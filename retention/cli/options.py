@@ -188,7 +188,10 @@ def zone_options(func: F) -> F:
     """``--rules``/``--pack`` only to show instants in the pack's timezone, and ``--utc``."""
     func = utc_option(func)
     func = click.option(
-        "--pack", "pack_id", default=None, help="Pack whose timezone to use, when --rules holds several."
+        "--pack",
+        "pack_id",
+        default=None,
+        help="Pack whose timezone to use, when --rules holds several (needs --rules).",
     )(func)
     return click.option(
         "--rules",
@@ -223,6 +226,7 @@ def handled(func: F) -> F:
         try:
             display.chosen(ctx.find_root().meta.get("retention.tz"))  # a zone that cannot be used: refused first
             refuse_two_zones(ctx, kwargs)
+            refuse_pack_without_rules(kwargs)
             return func(*args, **kwargs)
         except RetentionError as exc:
             if ctx.find_root().params.get("traceback"):
@@ -261,6 +265,16 @@ def refuse_two_zones(ctx: click.Context, kwargs: dict[str, Any]) -> None:
     """
     if kwargs.get("utc") and ctx.find_root().meta.get("retention.tz") is not None:
         raise ConfigError("--utc and --tz name two zones: give one")
+
+
+def refuse_pack_without_rules(kwargs: dict[str, Any]) -> None:
+    """Refuse ``--pack`` on a command whose ``--rules`` is optional and was not given (nor RETENTION_RULES).
+
+    Why: ``hold list --pack shop`` (or ``status``, ``ledger show``, ``erasure list``) showed UTC with exit 0:
+    the pack was never read, so the timezone or calendar it was typed for did not apply.
+    """
+    if kwargs.get("pack_id") is not None and "rules" in kwargs and kwargs["rules"] is None:
+        raise ConfigError("--pack needs --rules (or RETENTION_RULES): it picks one of the packs found there")
 
 
 ZONE_AFTER_PACK = "retention_zone_after_pack"

@@ -310,5 +310,12 @@ def display_zone(rules: Path | None, pack_id: str | None, utc: bool) -> str:
 
 
 def catalog_zone(catalog: Any, pack_id: str | None) -> str:
-    """The zone of the packs of a catalog already read (``--pack`` picks one), UTC when they differ."""
+    """The zone of the packs of a catalog already read (``--pack`` picks one), UTC when they differ.
+
+    A ``--pack`` naming none of them is refused: it used to match nothing and the instants came out in UTC.
+    """
+    if pack_id is not None and pack_id not in catalog.ids():
+        from retention.errors import PackError, PackProblem
+
+        raise PackError([PackProblem("--pack", None, f"no pack {pack_id!r}; valid: {', '.join(catalog.ids())}")])
     return display.resolve(None, (p.pack.timezone for p in catalog.packs if pack_id is None or p.id == pack_id), {})

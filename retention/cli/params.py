@@ -116,7 +116,7 @@ class DayType(_Type):
 
 
 class PeriodType(_Type):
-    """An ISO 8601 calendar period no longer than ``longest``."""
+    """An ISO 8601 calendar period, not empty, no longer than ``longest``."""
 
     name = "period"
 
@@ -130,6 +130,9 @@ class PeriodType(_Type):
             period = Period.parse(str(value))
         except PeriodSyntaxError as exc:
             self.fail(str(exc), param, ctx)
+        if period == Period():
+            # A zero horizon forecast nothing ("0 more over 0 weeks") and looked like a quiet half year.
+            self.fail(f"{value} is empty; give at least P1D", param, ctx)
         if not period.within(self.longest):
             self.fail(f"{value} is longer than {self.longest}, the longest this option accepts", param, ctx)
         return period
@@ -366,8 +369,15 @@ EMAIL = TextType(320, "e-mail address")
 RECORD_KEY = TextType(191, "record key")
 NAME = TextType(100, "name")
 REASON = TextType(2000, "text")
+TRANSITION = TextType(40, "transition")
+"""A ledger transition filter: ``retention_ledger.transition`` holds 40 characters; a longer one matches nothing."""
+RUN_ID = TextType(36, "run id")
+"""A run id (a UUID) or the start of one."""
 LOG_LEVEL = LogLevelType()
-OUTPUT_FILE = OutputFile()
+OUTPUT_FILE = OutputFile(probe=True)
+"""Every file a command writes (an export, a checkpoint, a proof, a key, a report) is probed before the work: a
+folder that takes no new files (``/proc``, a read-only mount, which ``os.access`` passes for root) was a traceback
+once the checkpoint had been signed or the export read."""
 METRICS_FILE = OutputFile(create_folders=True, probe=True)
 RUN_GROUP = RunGroupType()
 RUN_GROUP_FILTER = TextType(191, "run group")
@@ -395,7 +405,9 @@ __all__ = [
     "ROW_ID",
     "RUN_GROUP",
     "RUN_GROUP_FILTER",
+    "RUN_ID",
     "SUBJECT_ID",
+    "TRANSITION",
     "ZONE",
     "OneLineGroup",
     "PeriodType",

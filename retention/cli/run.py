@@ -685,7 +685,7 @@ def _kept(clock: dict[str, Any]) -> str:
     type=params.PeriodType(Period(years=5)),
     default="P6M",
     show_default=True,
-    help="How far the weekly forecast looks ahead (at most P5Y).",
+    help="How far the weekly forecast looks ahead (P1D to P5Y).",
 )
 @click.option(
     "--html",

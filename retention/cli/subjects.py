@@ -254,7 +254,7 @@ def erasure_extend(db: str | None, rules: Path, pack_id: str | None, request_id:
 @click.argument("request_id", type=params.ROW_ID)
 @handled
 def erasure_close(db: str | None, request_id: int) -> None:
-    """Close a request once it has been answered."""
+    """Close an open request once it has been answered (a closed one is refused, its date kept)."""
     commands.erasure_close(database_url(db), request_id)
     console.print(f"erasure request {request_id} closed", highlight=False)
 

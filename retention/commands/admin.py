@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,13 +105,49 @@ def _unknown_revision(revision: str) -> ConfigError:
     )
 
 
+def _place(revision: str | None, stored: bool = False) -> int | None:
+    """Where ``revision`` (a shipped id, a unique prefix of one, head or base) sits from base (0); None when not
+    a plain revision (``+1``, ``-1``, ``heads``...), which is left to Alembic, or a ``stored`` one not shipped
+    (tables of a newer release: Alembic says so itself)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision is None or revision == "base":
+        return 0
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    order = [r.revision for r in reversed(list(script.walk_revisions()))]
+    if revision == "head":
+        return len(order)
+    if not re.fullmatch(r"[0-9A-Za-z_]+", revision):
+        return None
+    try:
+        found = script.get_revision(revision)
+    except CommandError:
+        if stored:
+            return None
+        raise _unknown_revision(revision) from None
+    if found is None or found.revision not in order:
+        return None
+    return order.index(found.revision) + 1
+
+
 def db_upgrade(db_url: str, revision: str = "head") -> tuple[str | None, str | None]:
-    """Apply the engine's migrations; return the revisions before and after."""
+    """Apply the engine's migrations; return the revisions before and after.
+
+    A revision older than the tables' is refused: Alembic did nothing and the command said "X -> X" with exit 0,
+    so an operator who meant to go back believed the tables had been moved.
+    """
     from alembic.util import CommandError
 
     engine = create_engine(db_url)
     try:
         before = migrate.current_revision(engine)
+        target, now = _place(revision), _place(before, stored=True)
+        if target is not None and now is not None and target < now:
+            raise ConfigError(
+                f"the engine's tables are at {before}, after {revision}: upgrade never goes back; "
+                f"to remove the later migrations run: retention db downgrade {revision}"
+            )
         migrate.upgrade(engine, revision)
         return before, migrate.current_revision(engine)
     except sa.exc.OperationalError as exc:
@@ -132,13 +169,26 @@ def db_current(db_url: str) -> tuple[str | None, str | None]:
         engine.dispose()
 
 
-def db_downgrade(db_url: str, revision: str) -> None:
+def db_downgrade(db_url: str, revision: str) -> tuple[str | None, str | None]:
+    """Remove migrations down to ``revision``; return the revisions before and after.
+
+    A revision later than the tables' is refused, and one equal to it is said to change nothing: either used
+    to print "downgraded to REVISION" with exit 0 (``downgrade head`` too) while no table had changed.
+    """
     from alembic.util import CommandError
 
     engine = create_engine(db_url)
     refuse_missing_sqlite_file(engine, db_url)  # reading or removing tables creates no file
     try:
+        before = migrate.current_revision(engine)
+        target, now = _place(revision), _place(before, stored=True)
+        if target is not None and now is not None and target > now:
+            raise ConfigError(
+                f"the engine's tables are at {before or 'none'}, before {revision}: downgrade never goes forward; "
+                f"run: retention db upgrade --revision {revision}"
+            )
         migrate.downgrade(engine, revision)
+        return before, migrate.current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise connect_error(db_url, exc) from None
     except CommandError:

@@ -21,8 +21,13 @@ from retention.timing.clock import AsOf, utcnow
 def ledger_verify(
     db_url: str, checkpoint_file: Path | None = None, public_key: Path | None = None
 ) -> ledger.VerifyResult:
-    """Verify the chain, and with a checkpoint file that the signed head still stands."""
+    """Verify the chain, and with a checkpoint file that the signed head still stands.
 
+    A ``public_key`` without a checkpoint is refused: it checks nothing else, and "ledger verified" read as if the
+    signed head had been checked with it. (RETENTION_CHECKPOINT_PUBLIC_KEY, set for every job, is no such case.)
+    """
+    if public_key is not None and checkpoint_file is None:
+        raise ConfigError("--public-key checks a signed checkpoint: give --checkpoint FILE with it")
     secret = configured_secret()
     if checkpoint_file is None:
         engine = open_engine(db_url)
@@ -61,6 +66,34 @@ def _range(since: AsOf | str | None, until: AsOf | str | None) -> tuple[dt.datet
     return start, end
 
 
+RUN_ID_LENGTH = 36
+
+
+def run_of(engine: Any, run_id: str | None) -> str | None:
+    """A ``--run`` filter as a whole run id: a shorter one is the start of a run's id, as tables show it.
+
+    Why: tables print a run id's first 8 characters, and ``ledger show --run`` with them matched nothing (an
+    empty table, exit 0). A start that names no run, or several, is refused; a whole id is taken as given (the
+    run's own row may have been removed after the engine's retention while its entries stay).
+    """
+    if run_id is None or len(run_id) >= RUN_ID_LENGTH:
+        return run_id
+    import sqlalchemy as sa
+
+    from retention.store import tables as store
+
+    runs = store.runs
+    with engine.connect() as conn:
+        found = list(
+            conn.execute(sa.select(runs.c.id).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)).scalars()
+        )
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        raise ConfigError(f"--run: no run id starts with {run_id!r}; give a whole run id or the start of one")
+    raise ConfigError(f"--run: several run ids start with {run_id!r}; give more of it")
+
+
 def ledger_entries(
     db_url: str,
     *,
@@ -84,7 +117,7 @@ def ledger_entries(
             until=end,
             dataset=dataset,
             transition=transition,
-            run_id=run_id,
+            run_id=run_of(engine, run_id),
             record_pseudonym=record_pseudonym,
             subject_pseudonym=subject_pseudonym,
         ):
@@ -103,12 +136,33 @@ def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) ->
     converted = {"since": start, "until": end, **filters}
     engine = open_engine(db_url)
     try:
+        converted["run_id"] = run_of(engine, converted.get("run_id"))
         if output is None:
             return ledger.export(engine, fmt, sys.stdout, **converted)
-        with output.open("w", encoding="utf-8", newline="") as out:
-            return ledger.export(engine, fmt, out, **converted)
+        return _export_whole(output, lambda out: ledger.export(engine, fmt, out, **converted))
     finally:
         engine.dispose()
+
+
+def _export_whole(output: Path, write: Any) -> int:
+    """Write through a temporary file beside ``output``, renamed over it only once the export is complete.
+
+    Why: an export stopped midway (Ctrl-C, a lost connection) left a truncated file under the name the auditor
+    asked for, and truncated any earlier complete export there; a file by that name now holds a whole export.
+    """
+    import os
+    import secrets
+
+    temporary = output.parent / f".{output.name}.{secrets.token_hex(4)}.part"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to open("w")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            count: int = write(out)
+        temporary.replace(output)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return count
 
 
 def ledger_lookup(
@@ -124,6 +178,7 @@ def ledger_lookup(
         raise ConfigError("give --subject ID, --email ADDRESS, or --dataset and --key")
     if subject_key is not None and email is not None:
         raise ConfigError("give --subject or --email, not both (look each up in turn)")
+    _one_selection("--subject" if subject_key is not None else "--email", subject_key or email, dataset, record_key)
     secret = pseudonyms.pseudonym_secret()
     from retention.ledger import items as ledger_items
 
@@ -151,7 +206,17 @@ def ledger_checkpoint(db_url: str, key_file: Path | None) -> dict[str, Any]:
 
 
 def ledger_audit(rules: Path, db_url: str, *, sample: int | None = None, dataset: str | None = None) -> Any:
-    """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`)."""
+    """The ledger's claims against the live tables (see :mod:`retention.reporting.ledger_audit`).
+
+    ``--dataset`` must name a dataset of a pack under ``rules``: a typo selected no claim and the audit said
+    "ok: 0 claims checked" with exit 0, an all-clear for a dataset it never looked at.
+    """
+    if dataset is not None:
+        known = sorted({name for loaded in load_catalog(rules).packs for name in loaded.pack.datasets})  # any version
+        if dataset not in known:
+            raise ConfigError(
+                f"--dataset: no dataset {dataset!r} in the packs under --rules; valid: {', '.join(known)}"
+            )
     engine = open_engine(db_url)
     try:
         # Claims are found by pseudonym: under another key none is found, and each would read as a problem.
@@ -181,6 +246,17 @@ def _read_json(path: Path, what: str) -> Any:
     return read_json(path, what, CHECKPOINT_BYTES if what == "checkpoint" else PROOF_BYTES)
 
 
+def _one_selection(person: str, value: str | None, dataset: str | None, record_key: str | None) -> None:
+    """A person and a record together are refused: the person won and ``--dataset``/``--key`` were ignored.
+
+    Why: ``ledger lookup --subject 7 --dataset orders --key 42`` listed subject 7's entries with exit 0, and a
+    proof written for "order 42" proved something else; the reader could not tell which selection was used.
+    """
+    if value is not None and (dataset is not None or record_key is not None):
+        given = " and ".join(n for n, v in (("--dataset", dataset), ("--key", record_key)) if v is not None)
+        raise ConfigError(f"give {person} or --dataset with --key, not both: {given} would be ignored")
+
+
 def ledger_prove(
     db_url: str,
     checkpoint_file: Path,
@@ -194,6 +270,7 @@ def ledger_prove(
 
     if subject_key is None and (dataset is None or record_key is None):
         raise ConfigError("give --subject ID, or --dataset and --key")
+    _one_selection("--subject", subject_key, dataset, record_key)
     document = _read_json(checkpoint_file, "checkpoint")
     if not isinstance(document, dict):
         raise ConfigError(f"checkpoint {checkpoint_file} is not a checkpoint (a JSON object)")

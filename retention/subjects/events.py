@@ -329,6 +329,10 @@ def extend_request(
     row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
     if row is None:
         raise ConfigError(f"no erasure request {request_id}; list them with: retention erasure list")
+    if row.status == "closed":
+        raise ConfigError(
+            f"erasure request {request_id} was closed{_on(row.closed_at)}; a closed request has no deadline"
+        )
     if row.extended_on is not None:
         raise ConfigError(
             f"erasure request {request_id} was already extended on {row.extended_on}; "
@@ -349,11 +353,25 @@ def extend_request(
 
 
 def close_request(conn: sa.Connection, request_id: int) -> None:
+    """Close an open request; closing one already closed is refused, not repeated.
+
+    Why: a second close said "closed" with exit 0 and moved ``closed_at`` to now, so the record of when the
+    request was answered changed, and a mistyped id that named an old request looked like success.
+    """
     er = store.erasure_requests
     row = conn.execute(sa.select(er).where(er.c.id == request_id)).first()
     if row is None:
         raise ConfigError(f"no erasure request {request_id}; list them with: retention erasure list")
-    conn.execute(er.update().where(er.c.id == request_id).values(status="closed", closed_at=utcnow()))
+    done = conn.execute(
+        er.update().where(er.c.id == request_id, er.c.status != "closed").values(status="closed", closed_at=utcnow())
+    )
+    if row.status == "closed" or done.rowcount == 0:
+        closed_at = conn.execute(sa.select(er.c.closed_at).where(er.c.id == request_id)).scalar_one()
+        raise ConfigError(f"erasure request {request_id} was already closed{_on(closed_at)}")
+
+
+def _on(when: dt.datetime | None) -> str:
+    return f" on {when:%Y-%m-%d}" if when is not None else ""
 
 
 def list_requests(
