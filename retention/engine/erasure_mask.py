@@ -39,16 +39,35 @@ def masks(planner: PlannerBase) -> bool:
     return planner.dataset.erasure_masking is not None and planner.identified
 
 
-def _request(planner: PlannerBase, conn: sa.Connection) -> ColumnElement[Any]:
-    """The lowest-id open request, received by today, naming one of the row's identities (NULL: none)."""
+def _requests(planner: PlannerBase, conn: sa.Connection, keys: list[Any]) -> dict[Any, int]:
+    """The lowest-id open request, received by today, naming one of each of these rows' identities (by key).
+
+    One equi-join of the batch's rows with the requests per identity
+    (``UNION ALL``), the lowest id taken here: a scalar ``min(id)`` with an
+    OR of the identities scanned every open request for every row masked
+    (bench/held_or.py). Each arm compares as :meth:`PlannerBase.open_erasure`
+    does, which selected these rows. A row named by no request is absent.
+    """
     who = planner.live_who(conn)
     assert who is not None
     er = planner.ctx.tables.erasure_requests
-    return (
-        sa.select(sa.func.min(er.c.id))
-        .where(who.named_by(er), er.c.status == "open", er.c.received_on <= planner.today)
-        .scalar_subquery()
-    )
+    arms = [
+        sa.select(planner.key.label("k"), er.c.id.label("r"))
+        .select_from(planner.table)
+        .join(er, mine == (planner._exact_email(theirs) if theirs is er.c.email else theirs))
+        .where(
+            store.one_of(conn, planner.key, keys),
+            theirs.is_not(None),
+            er.c.status == "open",
+            er.c.received_on <= planner.today,
+        )
+        for mine, theirs in who.pairs(er)
+    ]
+    lowest: dict[Any, int] = {}
+    for key, request in conn.execute(sa.union_all(*arms)):
+        if key not in lowest or request < lowest[key]:
+            lowest[key] = int(request)
+    return lowest
 
 
 def _unmasked(planner: PlannerBase, conn: sa.Connection) -> ColumnElement[bool]:
@@ -58,15 +77,13 @@ def _unmasked(planner: PlannerBase, conn: sa.Connection) -> ColumnElement[bool]:
 
 def due_query(planner: PlannerBase, conn: sa.Connection) -> sa.Select[Any]:
     """Rows to mask now: records (``where``, a shard) an open request reaches, not held, not masked before."""
-    request = _request(planner, conn)
     key_text = planner.text(conn, planner.key)
     return (
-        sa.select(planner.key.label("k"), request.label("request_id"))
+        sa.select(planner.key.label("k"))
         .select_from(planner.table)
         .where(
             planner.included(),
-            # Not ``request IS NOT NULL``: the same rows, but that scalar lookup (an OR of the identities) ran
-            # against every open request for every row; this set-based test leaves it to the rows it selects.
+            # Which request names each row is asked per batch of the rows selected (_requests).
             planner.open_erasure(planner.live_who(conn)),
             planner.not_held(key_text, planner.live_who(conn)),
             _unmasked(planner, conn),
@@ -112,12 +129,19 @@ def next_batch(
     if not _any_open(planner, conn):
         return {}, 0, None, []
     planner.probe(conn)
-    query = due_query(planner, conn)
-    if after is not None:
-        query = query.where(planner.key > after)
-    rows = conn.execute(query.order_by(planner.key).limit(planner.batch_size)).all()
-    if not rows:
-        return {}, 0, None, []
+    while True:
+        query = due_query(planner, conn)
+        if after is not None:
+            query = query.where(planner.key > after)
+        found = conn.execute(query.order_by(planner.key).limit(planner.batch_size)).all()
+        if not found:
+            return {}, 0, None, []
+        requests = _requests(planner, conn, [r.k for r in found])
+        # A request closed between the two statements leaves its rows to a later run, as if it had closed before.
+        rows = [r for r in found if r.k in requests]
+        if rows:
+            break
+        after = found[-1].k
     keys = [r.k for r in rows]
     mask_rows(conn, planner.table, planner.dataset.key, keys, partial.mask, secret)
     at = now()
@@ -127,14 +151,14 @@ def next_batch(
             {
                 "dataset": planner.name,
                 "record_key": str(r.k),
-                "request_id": int(r.request_id),
+                "request_id": requests[r.k],
                 "run_id": run_id,
                 "masked_at": at,
             }
             for r in rows
         ],
     )
-    per_request = Counter(int(r.request_id) for r in rows)
+    per_request = Counter(requests[r.k] for r in rows)
     pack = planner.ctx.pack
     draft = ledger.EntryDraft(
         run_id=run_id,
@@ -154,7 +178,7 @@ def next_batch(
             "keep_until": partial.keep_until,
         },
     )
-    return per_request, len(rows), rows[-1].k, [draft]
+    return per_request, len(rows), found[-1].k, [draft]
 
 
 def explain(planner: PlannerBase, conn: sa.Connection, key: Any) -> dict[str, Any] | None:
@@ -174,7 +198,9 @@ def explain(planner: PlannerBase, conn: sa.Connection, key: Any) -> dict[str, An
     planner.probe(conn)
     due = conn.execute(due_query(planner, conn).where(planner.key == key)).first()
     if due is not None:
-        return {**base, "status": "due now", "request": int(due.request_id), "masked_at": None}
+        request = _requests(planner, conn, [due.k]).get(due.k)
+        if request is not None:
+            return {**base, "status": "due now", "request": request, "masked_at": None}
     return None
 
 

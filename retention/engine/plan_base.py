@@ -208,17 +208,42 @@ class PlannerBase:
         return as_text(conn, column)
 
     def not_held(self, record_key: ColumnElement[Any], who: Who | None) -> ColumnElement[bool]:
-        """Not covered by a hold in place (subject by id or e-mail, dataset or record)."""
+        """Not covered by a hold in place (subject by id or e-mail, dataset or record): see :meth:`held`."""
         if not self._holds:
             return sa.true()
+        return ~self.held(record_key, who)
+
+    def held(self, record_key: ColumnElement[Any], who: Who | None) -> ColumnElement[bool]:
+        """A hold in place covers the record: one uncorrelated test per kind of hold, OR-ed.
+
+        One correlated ``EXISTS`` over the holds with an OR of the covers
+        (dataset, record key, each identity) was a scan of the holds in place
+        for every row: no database decorrelates an OR, and with thousands of
+        subject holds that was rows x holds (bench/held_or.py). Here the
+        dataset-wide hold names no outer column (asked once per statement),
+        and the record key and each identity are looked up in a set the
+        database builds once, as :meth:`open_erasure` does for requests, with
+        the same guards (no NULL in a set, a record without the identity not
+        in it: two-valued under ``NOT``, as the ``EXISTS`` was). The record
+        key keeps the comparison's old collation: on SQLite the left operand's
+        column decides, which was the holds' BINARY ``record_key`` and is now
+        the source key's cast (a NOCASE key would merge 'A' and 'a'), so it
+        takes an explicit BINARY there (``exact_text`` with ``merging=False``
+        leaves it as it is elsewhere, where the rules do not depend on order).
+        """
         h = self.ctx.tables.holds
-        covers = [
-            sa.and_(h.c.scope == "dataset", h.c.dataset == self.name),
-            sa.and_(h.c.scope == "record", h.c.dataset == self.name, h.c.record_key == record_key),
-        ]
-        if who is not None and who.known:
-            covers.append(sa.and_(h.c.scope == "subject", who.named_by(h)))
-        return ~sa.exists().where(h.c.released_at.is_(None), sa.or_(*covers))
+        in_place = h.c.released_at.is_(None)
+        dataset_wide = sa.exists().where(in_place, h.c.scope == "dataset", h.c.dataset == self.name).correlate(None)
+        held_keys = (
+            sa.select(h.c.record_key)
+            .where(in_place, h.c.scope == "record", h.c.dataset == self.name, h.c.record_key.is_not(None))
+            .correlate(None)
+        )
+        exact_key = self._dialect.exact_text(record_key, merging=False)
+        covers = [dataset_wide, sa.and_(record_key.is_not(None), exact_key.in_(held_keys))]
+        if who is not None:
+            covers += self._named_in(who, h, in_place, h.c.scope == "subject")
+        return sa.or_(*covers)
 
     def no_open_erasure(
         self, who: Who | None, record_key: ColumnElement[Any] | None = None, conn: sa.Connection | None = None
@@ -259,16 +284,21 @@ class PlannerBase:
         if who is None:
             return sa.false()
         er = self.ctx.tables.erasure_requests
-        probes = []
-        for mine, theirs in who.pairs(er):
-            value = self._exact_email(theirs) if theirs is er.c.email else theirs
-            requested = (
-                sa.select(value)
-                .where(theirs.is_not(None), er.c.status == "open", er.c.received_on <= self.today)
-                .correlate(None)
-            )
-            probes.append(sa.and_(mine.is_not(None), mine.in_(requested)))
+        probes = self._named_in(who, er, er.c.status == "open", er.c.received_on <= self.today)
         return sa.or_(*probes) if probes else sa.false()
+
+    def _named_in(self, who: Who, table: sa.FromClause, *where: ColumnElement[bool]) -> list[ColumnElement[bool]]:
+        """For each identity the record has, whether one of ``table``'s rows meeting ``where`` names it.
+
+        One uncorrelated ``IN`` per identity (:meth:`open_erasure` says why),
+        shared by requests and holds so that both name a person alike.
+        """
+        probes = []
+        for mine, theirs in who.pairs(table):
+            value = self._exact_email(theirs) if theirs is table.c.email else theirs
+            named = sa.select(value).where(theirs.is_not(None), *where).correlate(None)
+            probes.append(sa.and_(mine.is_not(None), mine.in_(named)))
+        return probes
 
     def _exact_email(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         """An engine ``email`` column in the collation :func:`email_text` gives a record's address."""
