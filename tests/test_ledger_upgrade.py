@@ -197,3 +197,55 @@ def test_v1_entries_then_upgrade_then_v2_verify_and_lookup(engine: sa.Engine, db
     assert checked.exit_code == 0, checked.output
     record_2 = hmac_hex("record\x1fevents\x1f2")
     assert checked.output.splitlines()[1].startswith(f"  entry 2: record {record_2} of events")
+
+
+def test_verify_proof_with_a_database_refuses_another_key_for_a_proof_of_v1_entries(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """A proof of v1 entries only (no MAC), checked with --db under another key: refused (exit 2), never "holds".
+
+    The proof check lets entries from before the ledger's first MAC
+    through without one, so the live-table check ran under whatever key was
+    configured: under another key the record put back into the table was
+    not found, and the proof's claim "held" (review keycheck3, SHOULD 3).
+    """
+    migrate.upgrade(engine, BEFORE_V2)
+    md = sa.MetaData()
+    events = sa.Table(
+        "events",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_id", sa.Integer),
+        sa.Column("collected", sa.DateTime),
+    )
+    md.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            events.insert(), [{"id": i, "user_id": i % 5, "collected": dt.datetime(2020, 3, i)} for i in range(1, 13)]
+        )
+    write_v1_run(engine, [1, 2, 3, 4])
+    migrate.upgrade(engine)
+    pack = tmp_path / "upgrade.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+    private, public = tmp_path / "s.pem", tmp_path / "s.pub"
+    assert invoke("ledger", "keygen", "--key", str(private), "--public", str(public)).exit_code == 0
+    checkpoint, proof = tmp_path / "cp.json", tmp_path / "proof.json"
+    assert (
+        invoke("ledger", "checkpoint", "--db", db_url, "--key", str(private), "--output", str(checkpoint)).exit_code
+        == 0
+    )
+    proved = invoke("ledger", "prove", "--db", db_url, "--dataset", "events", "--key", "3",
+                    "--checkpoint", str(checkpoint), "--output", str(proof))  # fmt: skip
+    assert proved.exit_code == 0, proved.output
+    assert '"mac"' not in proof.read_text(encoding="utf-8")  # a checkpoint of the v1 head: no entry of it has a MAC
+    assert invoke("run", "--rules", str(pack), "--db", db_url, "--as-of", "2021-03-11").exit_code == 0  # MACs begin
+    args = ["ledger", "verify-proof", str(proof), "--public-key", str(public), "--db", db_url, "--rules", str(pack)]
+    holds = invoke(*args)
+    assert (holds.exit_code, holds.output.splitlines()[-1]) == (0, "  1 claim(s) hold in the live tables"), holds.output
+    with engine.begin() as conn:
+        conn.execute(events.insert().values(id=3, user_id=3, collected=dt.datetime(2020, 3, 3)))  # the record is back
+    assert invoke(*args).exit_code == 6  # the engine's key finds it
+    wrong = CliRunner().invoke(main, args, env={**ENV, "RETENTION_PSEUDONYM_KEY": "another-key"}, prog_name="retention")
+    assert wrong.exit_code == 2, wrong.output
+    assert wrong.output.startswith("error: the pseudonym key from RETENTION_PSEUDONYM_KEY is not the one"), wrong.output
+    assert "another-key" not in wrong.output and "claim(s) hold" not in wrong.output

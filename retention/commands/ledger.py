@@ -320,6 +320,9 @@ def ledger_verify_proof(
         return check_proof(document, public, secret, dataset=dataset, record_key=record_key)
     engine = open_engine(db_url)
     try:
+        # Entries from before a ledger's first MAC (formats 1-2) pass the proof check without one, so the live
+        # tables would be searched under whatever key is configured, and another key finds nothing and says "ok".
+        ledger_mac.refuse_other_key(engine, secret)
         return check_proof(
             document, public, secret, dataset=dataset, record_key=record_key, engine=engine, packs=newest_packs(rules)
         )

@@ -121,7 +121,9 @@ def _refuse(console: Console, request: Request, status: int, why: str, needed: s
 
 def _wrong_key(console: Console, request: Request, refused: KeyRefused) -> Response:
     """503: the page cannot be answered until the server holds the ledger's key (key_check.py)."""
-    return console.render(request, "wrongkey.html", status_code=503, reason=refused.reason)
+    return console.render(
+        request, "wrongkey.html", status_code=503, reason=refused.reason, unreadable=refused.unreadable
+    )
 
 
 def _with_cookie(response: Response, cookie: str | None, console: Console) -> Response:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from typing import NoReturn
 
 import sqlalchemy as sa
 
 from retention.errors import ConfigError
 from retention.ledger import mac as ledger_mac
-from retention.ledger import pseudonyms
 from retention.logs import get_logger
 
 log = get_logger()
@@ -36,9 +36,10 @@ class KeyRefused(Exception):
     to show its own message must not turn this into "no records".
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, unreadable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.unreadable = unreadable
 
 
 class KeyCheck:
@@ -62,26 +63,68 @@ class KeyCheck:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._kept: tuple[bytes, ledger_mac.KeyVerdict, float] | None = None
+        self._unreadable_logged: str | None = None
 
     def secret(self, engine: sa.Engine) -> bytes | None:
-        """The pseudonym key, None when none is configured; :class:`KeyRefused` when it is not the ledger's."""
+        """The pseudonym key, None when none is configured; :class:`KeyRefused` when it cannot serve the ledger.
+
+        None only when neither setting is set, as the CLI decides
+        (:func:`~retention.ledger.mac.configured_secret`): a key file that
+        is set but missing, too open or empty used to read as "not
+        configured", so the registers dropped their pseudonyms and lookups
+        said "not configured" without a word in the log.
+
+        One lock is held across the ledger read and the log call: requests
+        arriving together (at start, or when the kept verdict expires) wait
+        for one read and leave one log line, instead of each walking an
+        upgraded ledger (up to half a second) and each logging.
+        """
         try:
-            secret = pseudonyms.pseudonym_secret()
-        except ConfigError:
+            secret = ledger_mac.configured_secret()
+        except ConfigError as exc:
+            return self._unreadable(str(exc))
+        if secret is None:
             return None
         fingerprint = hashlib.sha256(_FINGERPRINT + secret).digest()
-        now = time.monotonic()
         with self._lock:
+            self._unreadable_logged = None  # readable again: a later breakage is logged anew
+            now = time.monotonic()
             kept = self._kept
-        if kept is not None and kept[0] == fingerprint and now - kept[2] < RECHECK_SECONDS:
-            verdict = kept[1]
-        else:
-            verdict = ledger_mac.key_verdict(engine, secret)
-            already = kept is not None and kept[0] == fingerprint and kept[1].refusal is not None
-            with self._lock:
+            if kept is not None and kept[0] == fingerprint and now - kept[2] < RECHECK_SECONDS:
+                verdict = kept[1]
+            else:
+                verdict = ledger_mac.key_verdict(engine, secret)
+                already = kept is not None and kept[0] == fingerprint and kept[1].refusal is not None
                 self._kept = (fingerprint, verdict, now) if verdict.settled else None
-            if verdict.refusal is not None and not already:  # once per key, not once per request
-                log.error("console_pseudonym_key_refused", setting=ledger_mac.key_source(), status=verdict.refusal)
+                if verdict.refusal is not None and not already:  # once per key, not once per request
+                    log.error("console_pseudonym_key_refused", setting=ledger_mac.key_source(), status=verdict.refusal)
         if verdict.refusal is not None:
             raise KeyRefused(verdict.refusal)
         return secret
+
+    def unchecked(self) -> bytes | None:
+        """The configured key without the ledger check (the verify page names a failing MAC itself).
+
+        A setting that is set but cannot be read is refused as in
+        :meth:`secret`: ``ledger verify`` exits 2 on it, and the page used
+        to verify the chain without MACs and say "ok".
+        """
+        try:
+            return ledger_mac.configured_secret()
+        except ConfigError as exc:
+            return self._unreadable(str(exc))
+
+    def _unreadable(self, problem: str) -> NoReturn:
+        """Refuse a key setting that is set but cannot be read: the page names the setting, the log says why.
+
+        The page shows the setting only (an auditor need not see server
+        paths); the log line carries read_secret's sentence, which names the
+        file and the fix but never the key. Logged once per problem, not
+        per request; a setting put right clears it.
+        """
+        setting = ledger_mac.key_source()
+        with self._lock:
+            if self._unreadable_logged != problem:
+                self._unreadable_logged = problem
+                log.error("console_pseudonym_key_unreadable", setting=setting, status=problem)
+        raise KeyRefused(f"the pseudonym key from {setting} cannot be read (the server log says why)", unreadable=True)

@@ -7,8 +7,6 @@ from typing import Any
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
-from retention.errors import ConfigError
-from retention.ledger import pseudonyms
 from retention.timing.clock import utcnow
 from retention.web.console import Console
 
@@ -32,12 +30,12 @@ def _pseudonym_secret(console: Console) -> bytes | None:
     return console.pseudonym_secret()
 
 
-def _unchecked_secret() -> bytes | None:
-    """The configured key without the ledger check: for the verify page, whose verdict names a key that fails."""
-    try:
-        return pseudonyms.pseudonym_secret()
-    except ConfigError:
-        return None
+def _unchecked_secret(console: Console) -> bytes | None:
+    """The configured key without the ledger check: for the verify page, whose verdict names a key that fails.
+
+    A key setting that is set but unreadable raises KeyRefused, as ``ledger verify`` exits 2 on it.
+    """
+    return console.key_check.unchecked()
 
 
 def _pack_datasets(console: Console) -> list[str]:

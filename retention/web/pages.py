@@ -615,7 +615,9 @@ def verify_page(console: Console, request: Request, viewer: Viewer, form: FormDa
 def verify(console: Console, request: Request, viewer: Viewer, form: FormData | None) -> Response:
     checkpoint = _latest_checkpoint(console)
     public = _public_key(console)
-    secret = _unchecked_secret()  # the MACs are checked under the key held; a failing one is named, as by the CLI
+    secret = _unchecked_secret(
+        console
+    )  # the MACs are checked under the key held; a failing one is named, as by the CLI
     if checkpoint is not None and public is not None:
         verdict = ledger.verify_checkpoint(console.reader, checkpoint["document"], public, secret=secret)
     else:
