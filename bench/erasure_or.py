@@ -19,7 +19,6 @@ file is removed).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
@@ -42,11 +41,7 @@ def _one_or(self: PlannerBase, who: Who) -> sa.ColumnElement[bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = scratch.arguments(__doc__, rows=20_000, requests=100)
     parser.add_argument("--skip-before", action="store_true", help="time only the engine's shape (large runs)")
     args = parser.parse_args()
     scratch.fresh_database(args.db)

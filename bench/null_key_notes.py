@@ -16,7 +16,6 @@ the ratio is then far smaller).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
@@ -63,12 +62,8 @@ def _per_request(conn: sa.Connection, planners: Any) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser = scratch.arguments(__doc__, rows=200_000, requests=1_000)
     parser.add_argument("--null-rows", type=int, default=2_000)
-    parser.add_argument("--requests", type=int, default=1_000)
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--email", action="store_true", help="the dataset reads an address column too")
     args = parser.parse_args()
     scratch.fresh_database(args.db)

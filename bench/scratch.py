@@ -9,6 +9,7 @@ what they time, so that is all each of them now says.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ datasets:
       - to: purged
         action: delete
 """
+
+
+def arguments(doc: str, *, rows: int, requests: int) -> argparse.ArgumentParser:
+    """The options every erasure bench takes: the database, its size, how many open requests, how many rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--requests", type=int, default=requests)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser
 
 
 def fresh_database(url: str) -> None:

@@ -19,7 +19,6 @@ is dropped and created.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
@@ -40,11 +39,7 @@ def _cache_on(dbapi_conn: Any, _record: Any) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--requests", type=int, default=1_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = scratch.arguments(__doc__, rows=300_000, requests=1_000)
     parser.add_argument("--email", action="store_true", help="the dataset reads an address column too")
     args = parser.parse_args()
     scratch.fresh_database(args.db)
