@@ -19,60 +19,19 @@ file is removed).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 
+from bench import scratch
 from retention.engine import execute
 from retention.engine.plan_base import PlannerBase
 from retention.engine.plan_values import Who
-from retention.policy import validate_pack
 from retention.store import migrate
-from retention.store import tables as store
 from retention.store.config import create_engine
-
-PACK = """
-pack: eorbench
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-datasets:
-  events:
-    table: eor_events
-    key: id
-    subject_key: user_id
-    email: mail
-    basis: bench
-    on_erasure: purged
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
-AS_OF = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-
-
-def _fresh(url: str) -> None:
-    target = sa.make_url(url)
-    if target.get_backend_name() == "sqlite":
-        Path(target.database or "").unlink(missing_ok=True)
-        return
-    admin_db = "mysql" if target.get_backend_name() in ("mysql", "mariadb") else "postgres"
-    server = target.set(database=admin_db).render_as_string(hide_password=False)
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    q = "`" if admin_db == "mysql" else '"'
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {q}{target.database}{q}"))
-        conn.execute(sa.text(f"CREATE DATABASE {q}{target.database}{q}"))
-    admin.dispose()
 
 
 def _one_or(self: PlannerBase, who: Who) -> sa.ColumnElement[bool]:
@@ -82,61 +41,32 @@ def _one_or(self: PlannerBase, who: Who) -> sa.ColumnElement[bool]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = scratch.arguments(__doc__, rows=20_000, requests=100)
     parser.add_argument("--skip-before", action="store_true", help="time only the engine's shape (large runs)")
     args = parser.parse_args()
-    _fresh(args.db)
+    scratch.fresh_database(args.db)
     engine = create_engine(args.db)
     migrate.upgrade(engine)
     mariadb = engine.dialect.name in ("mysql", "mariadb")
-    events = sa.Table(
-        "eor_events",
-        sa.MetaData(),
-        sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("id", sa.String(12), unique=True),
-        sa.Column("user_id", sa.String(20, collation="utf8mb4_general_ci" if mariadb else None), index=True),
-        sa.Column("mail", sa.String(80), index=True),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
+    events = scratch.events_table("eor_events", email=True, collation="utf8mb4_general_ci" if mariadb else None)
     events.create(engine)
     subjects = args.rows // 10
     step = max(subjects // args.requests, 1)
     at = dt.datetime(2023, 6, 1, tzinfo=dt.UTC)  # due: kept one year
     with engine.begin() as conn:
-        rows = [
-            {
-                "n": n,
-                "id": f"k{n}",
-                "user_id": f"u{n % subjects}",
-                "collected": at,
-                "mail": f" U{n % subjects}@Example.com",
-            }
-            for n in range(args.rows)
-        ]
-        for start in range(0, len(rows), 10_000):
-            conn.execute(events.insert(), rows[start : start + 10_000])
-        conn.execute(
-            store.erasure_requests.insert(),
+        scratch.insert(conn, events, scratch.event_rows(args.rows, at, mail=" U{s}@Example.com"))
+        scratch.open_requests(
+            conn,
             [
                 {
                     "subject_key": f"u{i * step}" if i % 2 == 0 else None,
                     "email": f"u{i * step}@example.com" if i % 2 else None,
-                    "received_on": dt.date(2024, 12, 15),
-                    "deadline": dt.date(2025, 1, 15),
-                    "status": "open",
                 }
                 for i in range(args.requests)
             ],
         )
-        analyse = {"sqlite": "ANALYZE", "postgresql": "ANALYZE"}.get(
-            engine.dialect.name, "ANALYZE TABLE eor_events, retention_erasure_requests"
-        )
-        conn.execute(sa.text(analyse))
-    loaded = validate_pack(yaml.safe_load(PACK), Path("<bench>"), PACK)
+        scratch.analyse(conn, "eor_events", "retention_erasure_requests")
+    loaded = scratch.erasure_pack("eorbench", "eor_events", email=True)
     own = PlannerBase.open_erasure
     shapes: dict[str, Any] = {"one IN per identity (this branch)": own}
     if not args.skip_before:
@@ -148,7 +78,7 @@ def main() -> None:
             for name, shape in shapes.items():
                 PlannerBase.open_erasure = shape  # type: ignore[method-assign]
                 started = time.perf_counter()
-                result = execute.plan(engine, loaded, AS_OF)
+                result = execute.plan(engine, loaded, scratch.AS_OF)
                 times[name].append(time.perf_counter() - started)
                 said[name] = result.transitions
     finally:

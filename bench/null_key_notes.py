@@ -16,42 +16,18 @@ the ratio is then far smaller).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 
+from bench import scratch
 from retention.engine.null_keys import null_key_notes
 from retention.engine.plan import PlanContext, build_planners
-from retention.policy import validate_pack
 from retention.store import migrate
 from retention.store import tables as store
-
-PACK = """
-pack: nkbench
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-datasets:
-  events:
-    table: nk_events
-    key: id
-    subject_key: user_id
-    basis: bench
-    on_erasure: purged
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
-AS_OF = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
 def _per_request(conn: sa.Connection, planners: Any) -> list[str]:
@@ -85,81 +61,33 @@ def _per_request(conn: sa.Connection, planners: Any) -> list[str]:
     return notes
 
 
-def _fresh(url: str) -> sa.Engine:
-    target = sa.make_url(url)
-    if target.get_backend_name() == "sqlite":
-        Path(str(target.database)).unlink(missing_ok=True)
-    else:
-        postgres = target.get_backend_name() == "postgresql"
-        admin = sa.create_engine(target.set(database="postgres" if postgres else "mysql"), isolation_level="AUTOCOMMIT")
-        quote = '"' if postgres else "`"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{target.database}{quote}"))
-            conn.execute(sa.text(f"CREATE DATABASE {quote}{target.database}{quote}"))
-        admin.dispose()
-    engine = sa.create_engine(url)
-    migrate.upgrade(engine)
-    return engine
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser = scratch.arguments(__doc__, rows=200_000, requests=1_000)
     parser.add_argument("--null-rows", type=int, default=2_000)
-    parser.add_argument("--requests", type=int, default=1_000)
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--email", action="store_true", help="the dataset reads an address column too")
     args = parser.parse_args()
-    engine = _fresh(args.db)
-    events = sa.Table(
-        "nk_events",
-        sa.MetaData(),
-        sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("id", sa.String(12), nullable=True, unique=True),
-        sa.Column("user_id", sa.String(20), index=True),
-        *([sa.Column("mail", sa.String(80), index=True)] if args.email else []),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
+    scratch.fresh_database(args.db)
+    engine = sa.create_engine(args.db)
+    migrate.upgrade(engine)
+    events = scratch.events_table("nk_events", email=args.email)
     events.create(engine)
     subjects = args.rows // 10
     at = dt.datetime(2024, 12, 1, tzinfo=dt.UTC)
     with engine.begin() as conn:
-        rows = [
-            {"n": n, "id": None if n < args.null_rows else f"k{n}", "user_id": f"u{n % subjects}", "collected": at}
-            | ({"mail": f"u{n % subjects}@example.com"} if args.email else {})
-            for n in range(args.rows)
-        ]
-        for start in range(0, len(rows), 10_000):
-            conn.execute(events.insert(), rows[start : start + 10_000])
+        mail = "u{s}@example.com" if args.email else None
+        scratch.insert(conn, events, scratch.event_rows(args.rows, at, mail=mail, null_keys=args.null_rows))
         # Half the requests name a subject with NULL-key rows (u0..), half one without.
         named = [f"u{i}" for i in range(args.requests // 2)] + [
             f"u{subjects - 1 - i}" for i in range(args.requests - args.requests // 2)
         ]
-        conn.execute(
-            store.erasure_requests.insert(),
-            [
-                {
-                    "subject_key": s,
-                    "received_on": dt.date(2024, 12, 15),
-                    "deadline": dt.date(2025, 1, 15),
-                    "status": "open",
-                }
-                for s in named
-            ],
-        )
-    with engine.begin() as conn:  # statistics, as autovacuum (off on the bench machine) would have them
-        if engine.dialect.name in ("postgresql", "sqlite"):
-            conn.execute(sa.text("ANALYZE"))
-        else:
-            conn.execute(sa.text("ANALYZE TABLE nk_events, retention_erasure_requests"))
-    text = PACK.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n")
-    text = text if args.email else PACK
-    loaded = validate_pack(yaml.safe_load(text), Path("<bench>"), text)
+        scratch.open_requests(conn, [{"subject_key": s} for s in named])
+    with engine.begin() as conn:
+        scratch.analyse(conn, "nk_events", "retention_erasure_requests")
+    loaded = scratch.erasure_pack("nkbench", "nk_events", email=args.email)
     times: dict[str, list[float]] = {"per request (main)": [], "grouped (nullvis)": []}
     said = {}
     with engine.connect() as conn:
-        planners = list(build_planners(conn, PlanContext(loaded, AS_OF)).values())
+        planners = list(build_planners(conn, PlanContext(loaded, scratch.AS_OF)).values())
         for _ in range(args.repeat):
             for name, how in (("per request (main)", _per_request), ("grouped (nullvis)", null_key_notes)):
                 started = time.perf_counter()

@@ -19,52 +19,17 @@ is dropped and created.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 
+from bench import scratch
 from retention.engine import execute
-from retention.policy import validate_pack
 from retention.store import migrate
-from retention.store import tables as store
 from retention.store.config import create_engine
-
-PACK = """
-pack: sqcbench
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-datasets:
-  events:
-    table: sqc_events
-    key: id
-    subject_key: user_id
-    basis: bench
-    on_erasure: purged
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
-AS_OF = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-
-
-def _fresh(url: str) -> None:
-    target = sa.make_url(url)
-    server = target.set(database="mysql").render_as_string(hide_password=False)
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{target.database}`"))
-        conn.execute(sa.text(f"CREATE DATABASE `{target.database}`"))
-    admin.dispose()
 
 
 def _cache_on(dbapi_conn: Any, _record: Any) -> None:
@@ -74,60 +39,31 @@ def _cache_on(dbapi_conn: Any, _record: Any) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--requests", type=int, default=1_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = scratch.arguments(__doc__, rows=300_000, requests=1_000)
     parser.add_argument("--email", action="store_true", help="the dataset reads an address column too")
     args = parser.parse_args()
-    _fresh(args.db)
+    scratch.fresh_database(args.db)
     engines = {"cache off (this branch)": create_engine(args.db), "cache on (before)": create_engine(args.db)}
     sa.event.listen(engines["cache on (before)"], "connect", _cache_on)
     engine = engines["cache off (this branch)"]
     migrate.upgrade(engine)
-    events = sa.Table(
-        "sqc_events",
-        sa.MetaData(),
-        sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("id", sa.String(12), unique=True),
-        sa.Column("user_id", sa.String(20, collation="utf8mb4_general_ci"), index=True),
-        *([sa.Column("mail", sa.String(80), index=True)] if args.email else []),
-        sa.Column("collected", sa.DateTime(timezone=True)),
-    )
+    events = scratch.events_table("sqc_events", email=args.email, collation="utf8mb4_general_ci")
     events.create(engine)
     subjects = args.rows // 10
     at = dt.datetime(2023, 6, 1, tzinfo=dt.UTC)  # due: kept one year
     with engine.begin() as conn:
-        rows = [
-            {"n": n, "id": f"k{n}", "user_id": f"u{n % subjects}", "collected": at}
-            | ({"mail": f"u{n % subjects}@example.com"} if args.email else {})
-            for n in range(args.rows)
-        ]
-        for start in range(0, len(rows), 10_000):
-            conn.execute(events.insert(), rows[start : start + 10_000])
-        conn.execute(
-            store.erasure_requests.insert(),
-            [
-                {
-                    "subject_key": f"u{i * (subjects // args.requests)}",
-                    "received_on": dt.date(2024, 12, 15),
-                    "deadline": dt.date(2025, 1, 15),
-                    "status": "open",
-                }
-                for i in range(args.requests)
-            ],
+        scratch.insert(conn, events, scratch.event_rows(args.rows, at, mail="u{s}@example.com" if args.email else None))
+        scratch.open_requests(
+            conn, [{"subject_key": f"u{i * (subjects // args.requests)}"} for i in range(args.requests)]
         )
-        conn.execute(sa.text("ANALYZE TABLE sqc_events, retention_erasure_requests"))
-    text = PACK.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n")
-    text = text if args.email else PACK
-    loaded = validate_pack(yaml.safe_load(text), Path("<bench>"), text)
+        scratch.analyse(conn, "sqc_events", "retention_erasure_requests")
+    loaded = scratch.erasure_pack("sqcbench", "sqc_events", email=args.email)
     times: dict[str, list[float]] = {name: [] for name in engines}
     said: dict[str, Any] = {}
     for _ in range(args.repeat):
         for name, each in engines.items():
             started = time.perf_counter()
-            result = execute.plan(each, loaded, AS_OF)
+            result = execute.plan(each, loaded, scratch.AS_OF)
             times[name].append(time.perf_counter() - started)
             said[name] = result.transitions
     assert said["cache off (this branch)"] == said["cache on (before)"], "the two disagree"

@@ -1,4 +1,4 @@
-"""Set-up the ledger and CLI tests share: the events pack, the events table, a terminal for the CLI.
+"""Set-up the tests share: the events pack, the events table, packs from YAML, a terminal for the CLI.
 
 Many tests purge a table ``events`` a year after its ``collected`` column
 and then look at the ledger; they differ in the pack's name, its batch size
@@ -21,6 +21,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
+
+from retention.policy import LoadedPack, validate_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +41,47 @@ def events_pack(name: str, *, batch_size: int | None = None, subject: bool = Fal
         f"{batch}datasets:\n  events:\n    table: events\n    key: id\n{subject_key}    basis: one year\n"
         "    keep:\n      - clock: {column: collected, type: timestamp}\n        period: P1Y\n"
         "    lifecycle:\n      - to: purged\n        action: delete\n" + more
+    )
+
+
+def ledger_env(secret: str) -> dict[str, str]:
+    """The CLI's environment for the ledger tests: this pseudonym key, and no other key, checkpoint or database
+    from the machine's own environment, which would change what the commands sign, check or open."""
+    return {
+        "RETENTION_PSEUDONYM_KEY": secret,
+        "RETENTION_PSEUDONYM_KEY_FILE": "",
+        "RETENTION_SIGNING_KEY_FILE": "",
+        "RETENTION_CHECKPOINT_PUBLIC_KEY": "",
+        "RETENTION_CHECKPOINT_PUBLIC_KEY_FILE": "",
+        "RETENTION_DATABASE_URL": "",
+    }
+
+
+def loaded_pack(text: str) -> LoadedPack:
+    """A pack from its YAML text, validated as the CLI would (the text is the one its digest is taken of)."""
+    return validate_pack(yaml.safe_load(text), Path("<test>"), text)
+
+
+def utc_pack(name: str, datasets: str) -> str:
+    """A pack's text: ``datasets`` (YAML, indented by two) under the header most tests share (UTC, no guard)."""
+    return f'pack: {name}\nversion: "1"\neffective_from: 2020-01-01\ntimezone: UTC\nguard: {{max_share: 1.0}}\n' + (
+        f"datasets:\n{datasets}"
+    )
+
+
+def yearly_dataset(
+    name: str, table: str, basis: str, *, subject_key: str | None = None, period: str = "P1Y", more: str = ""
+) -> str:
+    """A dataset's YAML, indented under ``datasets:``: keyed by ``id``, purged ``period`` after ``collected``.
+
+    ``more``: lines between ``basis`` and ``keep`` (``follows``, ``on_erasure``, ``review``), each indented by
+    four and ending in a newline.
+    """
+    subject = f"    subject_key: {subject_key}\n" if subject_key else ""
+    return (
+        f"  {name}:\n    table: {table}\n    key: id\n{subject}    basis: {basis}\n{more}"
+        f"    keep:\n      - clock: {{column: collected, type: timestamptz}}\n        period: {period}\n"
+        "    lifecycle:\n      - to: purged\n        action: delete\n"
     )
 
 

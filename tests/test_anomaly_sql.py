@@ -1,7 +1,7 @@
 """The counts' SQL for invalid and due clocks against the Python classifier, over values of every class.
 
 ``plan`` counts the invalid values and the due rows without the per-row test
-where it can (MariaDB: :func:`retention.dialects.mysql.month_gaps`, the index
+where it can (MariaDB: :func:`retention.dialects.mysql_clocks.month_gaps`, the index
 ranges that hold every impossible date; the due count by subtraction,
 :func:`clock_counts.count`; SQLite: one read of the rows not in its own form,
 :func:`clock_counts.text_tallies`). Those are other SQL expressions than the batches'

@@ -21,18 +21,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import structlog
-import yaml
+from scaffold import loaded_pack, utc_pack, yearly_dataset
 
 from retention.engine import execute, set_purge, shred
 from retention.ledger import items as ledger_items
 from retention.ledger.verification import verify
-from retention.policy import validate_pack
 from retention.store import tables as store
 from retention.store.config import create_engine
 from retention.subjects import review
@@ -107,7 +105,7 @@ def _source(engine: sa.Engine, twins: str = "case") -> sa.Table:
 
 
 def _run(engine: sa.Engine, as_of: dt.datetime) -> tuple[execute.RunResult, list[dict[str, Any]]]:
-    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    loaded = loaded_pack(PACK)
     with structlog.testing.capture_logs() as logs:
         result = execute.run(engine, loaded, as_of, secret=KEY)
     return result, logs
@@ -140,7 +138,7 @@ def test_keys_that_differ_only_in_case_are_two_records(
     twin = TWINS[twins][1]
     if path == "per-record":
         monkeypatch.setenv(set_purge.SWITCH, "0")
-    loaded = validate_pack(yaml.safe_load(PACK), Path("<test>"), PACK)
+    loaded = loaded_pack(PACK)
     assert execute.plan(migrated, loaded, FIRST).transitions["cased"] == {"active->archived": 6, "archived->purged": 2}
     first, logs = _run(migrated, FIRST)
     assert (first.status, first.failures) == ("succeeded", {})
@@ -181,29 +179,7 @@ def test_keys_that_differ_only_in_case_are_two_records(
     assert verify(migrated, secret=KEY).ok
 
 
-def _utc_pack(name: str, datasets: str) -> str:
-    """A pack's text: ``datasets`` (YAML, indented by two) under the header these tests share (UTC, no guard)."""
-    return f'pack: {name}\nversion: "1"\neffective_from: 2020-01-01\ntimezone: UTC\nguard: {{max_share: 1.0}}\n' + (
-        f"datasets:\n{datasets}"
-    )
-
-
-PAD_PACK = _utc_pack(
-    "pad-source",
-    """
-  padded:
-    table: ck_padded
-    key: id
-    subject_key: user_id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-""",
-)
+PAD_PACK = utc_pack("pad-source", "\n" + yearly_dataset("padded", "ck_padded", "one year", subject_key="user_id"))
 
 
 @pytest.mark.parametrize("path", ["per-record", "set-based"])
@@ -224,7 +200,7 @@ def test_a_hold_typed_without_the_keys_trailing_space_is_not_its(
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="c")
         place_hold(conn, scope="subject", reason="t", placed_by="t", secret=KEY, subject_key="d ")
         place_hold(conn, scope="record", reason="t", placed_by="t", secret=KEY, dataset="padded", record_key="e")
-    loaded = validate_pack(yaml.safe_load(PAD_PACK), Path("<test>"), PAD_PACK)
+    loaded = loaded_pack(PAD_PACK)
     assert execute.plan(migrated, loaded, FIRST).transitions["padded"] == {"active->purged": 2}
     result = execute.run(migrated, loaded, FIRST, secret=KEY)
     assert (result.status, result.failures, result.counts["padded"]) == ("succeeded", {}, {"active->purged": 2})
@@ -232,40 +208,25 @@ def test_a_hold_typed_without_the_keys_trailing_space_is_not_its(
         assert set(conn.execute(sa.select(table.c.id)).scalars()) == {"e"}
 
 
-ERASURE_PACK = """
-pack: case-erasure
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
-  erased:
-    table: ck_erased
-    key: id
-    subject_key: user_id
-    basis: ten years, erased on request
-    on_erasure: purged
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P10Y
-    lifecycle:
-      - to: purged
-        action: delete
-  masked:
-    table: ck_masked
-    key: id
-    subject_key: user_id
-    basis: ten years, masked on request
-    on_erasure:
-      mask: {note: null}
-      keep_until: purged
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P10Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+ERASURE_PACK = utc_pack(
+    "case-erasure",
+    yearly_dataset(
+        "erased",
+        "ck_erased",
+        "ten years, erased on request",
+        subject_key="user_id",
+        period="P10Y",
+        more="    on_erasure: purged\n",
+    )
+    + yearly_dataset(
+        "masked",
+        "ck_masked",
+        "ten years, masked on request",
+        subject_key="user_id",
+        period="P10Y",
+        more="    on_erasure:\n      mask: {note: null}\n      keep_until: purged\n",
+    ),
+)
 
 
 def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) -> sa.Table:
@@ -275,7 +236,7 @@ def _subject_table(engine: sa.Engine, name: str, rows: list[tuple[str, str]]) ->
 
 def _erase(engine: sa.Engine, subject: str) -> None:
     """An erasure request for ``subject`` received 2024-12-20, and a run of ERASURE_PACK that succeeds."""
-    loaded = validate_pack(yaml.safe_load(ERASURE_PACK), Path("<test>"), ERASURE_PACK)
+    loaded = loaded_pack(ERASURE_PACK)
     with engine.begin() as conn:
         add_request(conn, subject_key=subject, received=dt.date(2024, 12, 20), pack=loaded.pack, secret=KEY)
     result = execute.run(engine, loaded, dt.datetime(2025, 1, 1, tzinfo=UTC), secret=KEY)
@@ -300,7 +261,7 @@ def test_an_erasure_request_for_one_subject_leaves_its_twin(migrated: sa.Engine)
     assert verify(migrated, secret=KEY).ok
 
 
-FOLLOW_PACK = _utc_pack(
+FOLLOW_PACK = utc_pack(
     "case-followers",
     """
   accounts:
@@ -318,30 +279,22 @@ FOLLOW_PACK = _utc_pack(
       - to: purged
         after: P10Y
         action: delete
-  visits:
-    table: ck_visits
-    key: id
-    basis: with their account, through its key
-    follows: {dataset: accounts, via: user_id, "on": {inactive: purged}}
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P10Y
-    lifecycle:
-      - to: purged
-        action: delete
-  profiles:
-    table: ck_profiles
-    key: id
-    subject_key: user_id
-    basis: with their account, through the subject
-    follows: {dataset: accounts, "on": {inactive: purged}}
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P10Y
-    lifecycle:
-      - to: purged
-        action: delete
-""",
+"""
+    + yearly_dataset(
+        "visits",
+        "ck_visits",
+        "with their account, through its key",
+        period="P10Y",
+        more='    follows: {dataset: accounts, via: user_id, "on": {inactive: purged}}\n',
+    )
+    + yearly_dataset(
+        "profiles",
+        "ck_profiles",
+        "with their account, through the subject",
+        subject_key="user_id",
+        period="P10Y",
+        more='    follows: {dataset: accounts, "on": {inactive: purged}}\n',
+    ),
 )
 
 LATE = dt.datetime(2024, 6, 1, 12, tzinfo=UTC)  # inactive due 2025-06-02: not yet on FIRST
@@ -360,7 +313,7 @@ def test_followers_follow_their_own_leader_not_its_twin(
     accounts = _keyed_table(migrated, "ck_accounts", collation, [("A", "A", MID), (twin("A"), twin("A"), LATE)])
     visits = _keyed_table(migrated, "ck_visits", collation, [("V1", "A", MID), ("V2", twin("A"), MID)])
     profiles = _keyed_table(migrated, "ck_profiles", collation, [("P1", "A", MID), ("P2", twin("A"), MID)])
-    loaded = validate_pack(yaml.safe_load(FOLLOW_PACK), Path("<test>"), FOLLOW_PACK)
+    loaded = loaded_pack(FOLLOW_PACK)
     wanted = {
         "accounts": {"active->inactive": 1},
         "visits": {"active->purged": 1},
@@ -380,22 +333,12 @@ def test_followers_follow_their_own_leader_not_its_twin(
     assert verify(migrated, secret=KEY).ok
 
 
-REVIEW_PACK = _utc_pack(
+REVIEW_PACK = utc_pack(
     "case-review",
-    """
-  reviewed:
-    table: ck_reviewed
-    key: id
-    subject_key: user_id
-    basis: one year, purged once reviewed
-    review: true
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-""",
+    "\n"
+    + yearly_dataset(
+        "reviewed", "ck_reviewed", "one year, purged once reviewed", subject_key="user_id", more="    review: true\n"
+    ),
 )
 
 
@@ -410,7 +353,7 @@ def test_an_approved_review_item_purges_its_record_not_its_twin(migrated: sa.Eng
         collation,
         [("K", "s1", MID), (twin("K"), "s2", LATE), ("L", "s3", MID), (twin("L"), "s4", LATE), ("M", "s5", SECOND)],
     )
-    loaded = validate_pack(yaml.safe_load(REVIEW_PACK), Path("<test>"), REVIEW_PACK)
+    loaded = loaded_pack(REVIEW_PACK)
     assert execute.plan(migrated, loaded, FIRST).awaiting_review == {"reviewed": 2}
     first = execute.run(migrated, loaded, FIRST, secret=KEY)
     assert (first.status, _nonzero(first.counts)) == ("succeeded", {})

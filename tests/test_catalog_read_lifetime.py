@@ -19,19 +19,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
+from scaffold import utc_pack
 
 from retention.engine import execute, rowfilter
 from retention.engine.rowfilter import CatalogRead, bulk_reflection, kept_read
 from retention.policy import LoadedPack, validate_pack
 
-PACK = """
-pack: lifetime
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
-  users:
+PACK = utc_pack(
+    "lifetime",
+    """  users:
     table: users
     key: id
     subject_key: id
@@ -50,7 +46,8 @@ datasets:
         period: P1Y
     lifecycle:
       - {to: purged, action: delete}
-"""
+""",
+)
 
 AS_OF = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
 

@@ -1211,6 +1211,52 @@ def _person_at(key: int, instant: str) -> dict[str, Any]:
     return {**_person(key, None), "p0": Moment("value", dt.datetime.fromisoformat(instant))}
 
 
+def _ten_people() -> dict[str, list[dict[str, Any]]]:
+    """Nine people with clocks spread over 2019's first half, and one without: the set-based paths' rows."""
+    return {"t_people": [_person(i, f"2019-0{1 + i % 6}-1{i % 9}") for i in range(1, 10)] + [_person(10, None)]}
+
+
+# Three holds before the first run (person 2's record, subject 7, person 8's record), released one by one later.
+_THREE_HOLDS = (
+    Event("hold", 0, "record", "people", key="2"),
+    Event("hold", 1, "subject", subject="7"),
+    Event("hold", 2, "record", "people", key="8"),
+)
+
+
+def _latest(table: str, column: str) -> dict[str, Any]:
+    """A person's clock read from their latest row of ``table`` (by person_id), kept a year."""
+    return {
+        "clock": {"aggregate": "max", "table": table, "on": "person_id", "column": column, "type": "date"},
+        "period": "P1Y",
+    }
+
+
+def _person_orders(**more: Any) -> dict[str, Any]:
+    """Orders by person_id, each kept a year from its own date and then deleted."""
+    return {
+        "table": "t_orders",
+        "key": "id",
+        "subject_key": "person_id",
+        "basis": "orders",
+        "keep": [{"clock": {"column": "o0", "type": "date"}, "period": "P1Y"}],
+        **more,
+        "lifecycle": [{"to": "purged", "action": "delete"}],
+    }
+
+
+def _paid(key: int, person: int, day: dt.date) -> dict[str, Any]:
+    return {
+        "id": key,
+        "person_id": person,
+        "status": "paid",
+        "name": "o",
+        "email": "o",
+        "is_active": True,
+        "o0": Moment("value", day),
+    }
+
+
 def _people_keyed(kind: str) -> Table:
     """``t_people`` with a text key of ``kind`` (``key_no_pad``, ``key_pad``: see SQL_TYPES)."""
     return Table("t_people", "id", plain(f"id:{kind} name:text email:text is_active:bool", Column("p0", "date")))
@@ -1267,16 +1313,9 @@ NAMED: dict[str, Scenario] = {
     "set_based_purge_holds": Scenario(
         _pack(_PURGE, batch_size=2),
         (_PEOPLE,),
-        {"t_people": [_person(i, f"2019-0{1 + i % 6}-1{i % 9}") for i in range(1, 10)] + [_person(10, None)]},
+        _ten_people(),
         (
-            Run(
-                _paris("2020-04-15"),
-                (
-                    Event("hold", 0, "record", "people", key="2"),
-                    Event("hold", 1, "subject", subject="7"),
-                    Event("hold", 2, "record", "people", key="8"),
-                ),
-            ),
+            Run(_paris("2020-04-15"), _THREE_HOLDS),
             Run(_paris("2020-06-20"), (Event("release", 0),)),
             Run(_paris("2020-08-01"), (Event("release", 1),)),
         ),
@@ -1287,16 +1326,9 @@ NAMED: dict[str, Scenario] = {
     "set_based_archive_holds": Scenario(
         _pack([_ARCHIVE_DELETE, {"to": "purged", "after": "P2M"}], batch_size=2),
         (_PEOPLE,),
-        {"t_people": [_person(i, f"2019-0{1 + i % 6}-1{i % 9}") for i in range(1, 10)] + [_person(10, None)]},
+        _ten_people(),
         (
-            Run(
-                _paris("2020-04-15"),
-                (
-                    Event("hold", 0, "record", "people", key="2"),
-                    Event("hold", 1, "subject", subject="7"),
-                    Event("hold", 2, "record", "people", key="8"),
-                ),
-            ),
+            Run(_paris("2020-04-15"), _THREE_HOLDS),
             Run(_paris("2020-06-20"), (Event("release", 0),)),
             Run(_paris("2020-08-01"), (Event("release", 1),)),
             Run(_paris("2020-10-01"), (Event("release", 2),)),
@@ -1332,45 +1364,16 @@ NAMED: dict[str, Scenario] = {
     "reader_before_writer": Scenario(
         _pack(
             [_DEACTIVATE],
-            {
-                "orders": {
-                    "table": "t_orders",
-                    "key": "id",
-                    "subject_key": "person_id",
-                    "basis": "orders",
-                    "keep": [{"clock": {"column": "o0", "type": "date"}, "period": "P1Y"}],
-                    "lifecycle": [{"to": "purged", "action": "delete"}],
-                }
-            },
+            {"orders": _person_orders()},
             keep=[
-                {
-                    "clock": {
-                        "aggregate": "max",
-                        "table": "t_orders",
-                        "on": "person_id",
-                        "column": "o0",
-                        "type": "date",
-                    },
-                    "period": "P1Y",
-                },
+                _latest("t_orders", "o0"),
                 {"clock": {"column": "p0", "type": "date"}, "period": "P1Y"},
             ],
         ),
         (_PEOPLE, _ORDERS),
         {
             "t_people": [_person(1, "2018-05-05"), _person(2, None)],  # 2: the latest order is its only clock
-            "t_orders": [
-                {
-                    "id": i,
-                    "person_id": p,
-                    "status": "paid",
-                    "name": "o",
-                    "email": "o",
-                    "is_active": True,
-                    "o0": Moment("value", dt.date(2019, 1, 10)),
-                }
-                for i, p in ((1, 1), (2, 1), (3, 2))
-            ],
+            "t_orders": [_paid(i, p, dt.date(2019, 1, 10)) for i, p in ((1, 1), (2, 1), (3, 2))],
         },
         (Run(_paris("2024-06-01")),),
     ),
@@ -1491,15 +1494,7 @@ NAMED: dict[str, Scenario] = {
         _pack(
             [_DEACTIVATE],
             {
-                "orders": {
-                    "table": "t_orders",
-                    "key": "id",
-                    "subject_key": "person_id",
-                    "basis": "orders",
-                    "keep": [{"clock": {"column": "o0", "type": "date"}, "period": "P1Y"}],
-                    "follows": {"dataset": "people", "on": {"inactive": "purged"}},
-                    "lifecycle": [{"to": "purged", "action": "delete"}],
-                },
+                "orders": _person_orders(follows={"dataset": "people", "on": {"inactive": "purged"}}),
                 "events": {
                     "table": "t_events",
                     "key": "id",
@@ -1511,41 +1506,15 @@ NAMED: dict[str, Scenario] = {
                 },
             },
             keep=[
-                {
-                    "clock": {
-                        "aggregate": "max",
-                        "table": "t_orders",
-                        "on": "person_id",
-                        "column": "o0",
-                        "type": "date",
-                    },
-                    "period": "P1Y",
-                },
-                {
-                    "clock": {
-                        "aggregate": "max",
-                        "table": "t_events",
-                        "on": "person_id",
-                        "column": "e0",
-                        "type": "date",
-                    },
-                    "period": "P1Y",
-                },
+                _latest("t_orders", "o0"),
+                _latest("t_events", "e0"),
             ],
         ),
         (_PEOPLE, _ORDERS, _EVENTS),
         {
             "t_people": [_person(1, None), _person(2, None), _person(3, None)],
             "t_orders": [
-                {
-                    "id": i,
-                    "person_id": p,
-                    "status": "paid",
-                    "name": "o",
-                    "email": "o",
-                    "is_active": True,
-                    "o0": Moment("value", dt.date.fromisoformat(day)),
-                }
+                _paid(i, p, dt.date.fromisoformat(day))
                 for i, p, day in ((1, 1, "2019-01-10"), (2, 2, "2020-05-01"), (3, 3, "2019-02-01"))
             ],
             "t_events": [_event(1, 1, "2018-06-01"), _event(2, 2, "2018-01-01"), _event(3, 3, "2020-04-01")],

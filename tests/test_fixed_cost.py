@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
+from scaffold import utc_pack
 
 from retention.engine import execute, order, reflected, rowfilter, schema
 from retention.engine.rowfilter import bulk_reflection, one_reflection, pack_tables, reflect_ahead, reflect_table
@@ -27,14 +28,9 @@ from retention.engine.schema import _Inspector, check_schema
 from retention.errors import SchemaError
 from retention.policy import LoadedPack, validate_pack
 
-PACK = """
-pack: fixed-cost
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
-  users:
+PACK = utc_pack(
+    "fixed-cost",
+    """  users:
     table: users
     key: id
     subject_key: id
@@ -58,7 +54,8 @@ datasets:
         period: P1Y
     lifecycle:
       - {to: purged, action: delete}
-"""
+""",
+)
 
 TABLES = ["events", "lookups", "orders", "user_meta", "users"]
 

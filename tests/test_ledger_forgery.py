@@ -24,7 +24,7 @@ import rfc8785
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from scaffold import events_pack, make_events
+from scaffold import events_pack, ledger_env, make_events
 from test_ledger_tampering import superuser_empties
 
 from retention.cli import main
@@ -35,14 +35,7 @@ from retention.ledger import proof as ledger_proof
 from retention.store import tables as store
 
 SECRET = "forgery-test-key"
-ENV = {
-    "RETENTION_PSEUDONYM_KEY": SECRET,
-    "RETENTION_PSEUDONYM_KEY_FILE": "",
-    "RETENTION_SIGNING_KEY_FILE": "",
-    "RETENTION_CHECKPOINT_PUBLIC_KEY": "",
-    "RETENTION_CHECKPOINT_PUBLIC_KEY_FILE": "",
-    "RETENTION_DATABASE_URL": "",
-}
+ENV = ledger_env(SECRET)
 
 PACK = events_pack("forgery", batch_size=4, subject=True)
 

@@ -19,6 +19,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from ledger_view import every_claim
+from scaffold import events_pack, ledger_env
+from test_ledger_proof import events_table
 
 from retention.cli import main
 from retention.ledger import block_lookup, blocks, chain
@@ -27,33 +29,8 @@ from retention.reporting import ledger_audit
 from retention.store import tables as store
 
 SECRET = "format5-read-key"
-ENV = {
-    "RETENTION_PSEUDONYM_KEY": SECRET,
-    "RETENTION_PSEUDONYM_KEY_FILE": "",
-    "RETENTION_SIGNING_KEY_FILE": "",
-    "RETENTION_CHECKPOINT_PUBLIC_KEY": "",
-    "RETENTION_CHECKPOINT_PUBLIC_KEY_FILE": "",
-    "RETENTION_DATABASE_URL": "",
-}
-PACK = """
-pack: blocks5
-version: "1"
-effective_from: 2020-01-01
-timezone: UTC
-guard: {max_share: 1.0}
-datasets:
-  events:
-    table: events
-    key: id
-    subject_key: user_id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamp}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
+ENV = ledger_env(SECRET)
+PACK = events_pack("blocks5", subject=True)
 NOW = dt.datetime(2025, 6, 1, 3, tzinfo=dt.UTC)
 RUNS = {"r0": range(1, 5), "r1": range(5, 21), "r1b": range(21, 25), "r2": range(25, 35)}
 """Batches: r0 a format-4 batch of run-0; r1 and r1b two blocks of run-1; r2 a block of run-2. 35-40 stay live."""
@@ -112,15 +89,7 @@ def draft(run_id: str, moves: list[Any] | None = None) -> ledger_items.BatchItem
 @pytest.fixture
 def ledger5(migrated: sa.Engine, db_url: str, tmp_path: Path) -> dict[str, Any]:
     """A format-4 entry (run-0), two format-5 blocks of run-1 and one of run-2; events 35-40 live, 1-34 purged."""
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
+    events = events_table(migrated)
     seqs: dict[str, int] = {}
     with migrated.begin() as conn:
         conn.execute(
@@ -572,15 +541,7 @@ def test_the_console_lookup_and_export_show_block_entries(ledger5: dict[str, Any
 def test_a_real_set_based_run_is_found_proved_and_audited(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """Old core (per-record, format 4) then new core (set-based, format 5) on one table: lookup, one checkpoint,
     both proofs verify and name their record, and the audit names a row put back."""
-    md = sa.MetaData()
-    events = sa.Table(
-        "events",
-        md,
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("user_id", sa.String(40)),
-        sa.Column("collected", sa.DateTime),
-    )
-    md.create_all(migrated)
+    events = events_table(migrated)
     with migrated.begin() as conn:
         conn.execute(
             events.insert(),

@@ -18,19 +18,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from scaffold import ledger_env
 
 from retention.cli import main
 from retention.store import tables as store
 
 SECRET = "proof-test-key"
-ENV = {
-    "RETENTION_PSEUDONYM_KEY": SECRET,
-    "RETENTION_PSEUDONYM_KEY_FILE": "",
-    "RETENTION_SIGNING_KEY_FILE": "",
-    "RETENTION_CHECKPOINT_PUBLIC_KEY": "",
-    "RETENTION_CHECKPOINT_PUBLIC_KEY_FILE": "",
-    "RETENTION_DATABASE_URL": "",
-}
+ENV = ledger_env(SECRET)
 PER_RECORD = {"RETENTION_SET_BASED": "0"}
 
 PACK = """

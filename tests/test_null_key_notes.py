@@ -13,33 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
-from click.testing import CliRunner
-from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _events, _subject_with_a_null_key, _why
+from scaffold import loaded_pack, yearly_dataset
+from test_null_key_requests import AS_OF, NEW, _events, _subject_with_a_null_key, _why, erasing, run_command
 from test_set_purge_batches import KEY
 
-from retention.cli import main
 from retention.engine import execute
 from retention.engine.shards import ShardSpec
-from retention.policy import LoadedPack, validate_pack
+from retention.policy import LoadedPack
 from retention.store import tables as store
 from retention.subjects import events as subjects
 
-OTHER = """  other:
-    table: nn_other
-    key: id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-"""
-
-
-def _pack(text: str) -> LoadedPack:
-    return validate_pack(yaml.safe_load(text), Path("<test>"), text)
+OTHER = yearly_dataset("other", "nn_other", "one year")
 
 
 def _statements(engine: sa.Engine, loaded: LoadedPack) -> int:
@@ -65,8 +49,7 @@ def test_plan_asks_nothing_per_request_of_a_dataset_without_null_keys(migrated: 
             events.insert(),
             [{"n": n, "id": f"k{n}", "user_id": f"u{n}", "name": "x", "active": 1, "collected": NEW} for n in range(5)],
         )
-    erasure, lifecycle = VARIANTS["delete"]
-    loaded = _pack(ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle))
+    loaded = loaded_pack(erasing("delete"))
 
     def ask(subjects_: range) -> None:
         with migrated.begin() as conn:
@@ -87,7 +70,7 @@ def test_plan_asks_nothing_per_request_of_a_dataset_without_null_keys(migrated: 
 def test_a_sharded_run_keeps_the_note(migrated: sa.Engine) -> None:
     """The shard that closes the group settles the requests, so it carries the note; the other has none."""
     _, text, request = _subject_with_a_null_key(migrated, "delete")
-    loaded = _pack(text)
+    loaded = loaded_pack(text)
     results = [
         execute.run_shard(migrated, loaded, AS_OF, secret=KEY, shard=ShardSpec(i, 2), run_group="g") for i in range(2)
     ]
@@ -100,16 +83,7 @@ def test_a_sharded_run_keeps_the_note(migrated: sa.Engine) -> None:
 def test_run_with_shards_prints_the_note(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """`run --shards 2` prints the note line `run` prints, once, with no subject or name."""
     _, text, request = _subject_with_a_null_key(migrated, "delete")
-    path = tmp_path / "pack.yaml"
-    path.write_text(text)
-    key_file = tmp_path / "pseudonym.key"  # the key the request was filed under: another one is refused
-    key_file.write_bytes(KEY)
-    key_file.chmod(0o600)
-    out = CliRunner().invoke(
-        main,
-        ["run", "--rules", str(path), "--db", db_url, "--as-of", "2025-01-01", "--shards", "2", "--parallel", "1"],
-        env={"RETENTION_PSEUDONYM_KEY": "", "RETENTION_PSEUDONYM_KEY_FILE": str(key_file)},
-    )
+    out = run_command(db_url, tmp_path, text, "--shards", "2", "--parallel", "1")
     assert out.exit_code == 0, out.output
     assert out.output.count(f"note: {_why(request)}") == 1, out.output
     assert "u1" not in out.output and "name-" not in out.output
@@ -125,7 +99,7 @@ def test_plan_and_run_note_the_same_datasets_under_dataset(migrated: sa.Engine) 
         sa.Column("collected", sa.DateTime(timezone=True)),
     )
     other.create(migrated)
-    loaded = _pack(text + OTHER)
+    loaded = loaded_pack(text + OTHER)
     planned = execute.plan(migrated, loaded, AS_OF, datasets=["other"])
     ran = execute.run(migrated, loaded, AS_OF, secret=KEY, datasets=["other"])
     assert planned.notes == ran.notes == [_why(request)]

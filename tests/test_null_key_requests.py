@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+from scaffold import loaded_pack, yearly_dataset
 from test_partitions import PACK as PARTITIONED
 from test_set_purge_batches import KEY
 
@@ -64,6 +64,26 @@ VARIANTS = {
 }
 
 
+def erasing(variant: str) -> str:
+    """The ERASING pack's text, its erasure and lifecycle those of ``VARIANTS[variant]``."""
+    erasure, lifecycle = VARIANTS[variant]
+    return ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
+
+
+def run_command(db_url: str, tmp_path: Path, text: str, *more: str) -> Result:
+    """``retention run`` of the pack ``text`` as of 2025-01-01, under the key the requests were filed with."""
+    path = tmp_path / "pack.yaml"
+    path.write_text(text)
+    key_file = tmp_path / "pseudonym.key"  # the key the request was filed under: another one is refused
+    key_file.write_bytes(KEY)
+    key_file.chmod(0o600)
+    return CliRunner().invoke(
+        main,
+        ["run", "--rules", str(path), "--db", db_url, "--as-of", "2025-01-01", *more],
+        env={"RETENTION_PSEUDONYM_KEY": "", "RETENTION_PSEUDONYM_KEY_FILE": str(key_file)},
+    )
+
+
 def _events(engine: sa.Engine) -> sa.Table:
     """The ERASING pack's table, created: its key ``id`` may hold NULL."""
     events = sa.Table(
@@ -95,9 +115,8 @@ def _subject_with_a_null_key(engine: sa.Engine, variant: str) -> tuple[sa.Table,
                 for n, (k, u, at) in enumerate(rows)
             ],
         )
-    erasure, lifecycle = VARIANTS[variant]
-    text = ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
-    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    text = erasing(variant)
+    loaded = loaded_pack(text)
     with engine.begin() as conn:
         subjects.add_request(conn, subject_key="u1", received=dt.date(2024, 12, 15), pack=loaded.pack, secret=KEY)
         request = conn.execute(sa.select(store.erasure_requests.c.id)).scalar_one()
@@ -119,7 +138,7 @@ def test_an_erasure_request_stays_open_while_a_null_key_row_holds_the_subject(
     """The engine cannot reach the NULL-key row, so the request does not close as erased; plan and run say why."""
     monkeypatch.setenv(set_purge.SWITCH, set_based)
     events, text, request = _subject_with_a_null_key(migrated, variant)
-    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    loaded = loaded_pack(text)
     why = _why(request)
     planned = execute.plan(migrated, loaded, AS_OF)
     assert planned.anomalies["events"].get("null_key") == 1
@@ -184,24 +203,17 @@ def test_a_dropped_partition_takes_its_null_key_rows_and_plan_says_so(migrated: 
     assert left == [(4, 3)]
 
 
-FOLLOWING = """
+FOLLOWING = (
+    """
 pack: follow
 version: "1"
 effective_from: 2020-01-01
 timezone: UTC
 guard: {max_share: 1.0}
 datasets:
-  orders:
-    table: fo_orders
-    key: id
-    basis: one year
-    keep:
-      - clock: {column: collected, type: timestamptz}
-        period: P1Y
-    lifecycle:
-      - to: purged
-        action: delete
-  lines:
+"""
+    + yearly_dataset("orders", "fo_orders", "one year")
+    + """  lines:
     table: fo_lines
     key: line_id
     basis: with its order
@@ -210,6 +222,7 @@ datasets:
       - to: purged
         action: delete
 """
+)
 
 
 def test_a_followers_null_key_rows_are_counted(migrated: sa.Engine) -> None:
@@ -233,7 +246,7 @@ def test_a_followers_null_key_rows_are_counted(migrated: sa.Engine) -> None:
         conn.execute(orders.insert(), [{"id": 1, "collected": OLD}])
         rows = [{"n": 1, "line_id": "x", "order_id": 1}, {"n": 2, "line_id": None, "order_id": 1}]
         conn.execute(lines.insert(), rows)
-    loaded = validate_pack(yaml.safe_load(FOLLOWING), Path("<test>"), FOLLOWING)
+    loaded = loaded_pack(FOLLOWING)
     planned = execute.plan(migrated, loaded, AS_OF)
     result = execute.run(migrated, loaded, AS_OF, secret=KEY)
     with migrated.connect() as conn:
@@ -247,16 +260,7 @@ def test_a_followers_null_key_rows_are_counted(migrated: sa.Engine) -> None:
 def test_the_run_command_prints_why_the_request_stays_open(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """One note line, ids and counts only (no key, subject or name)."""
     _, text, request = _subject_with_a_null_key(migrated, "delete")
-    path = tmp_path / "pack.yaml"
-    path.write_text(text)
-    key_file = tmp_path / "pseudonym.key"  # the key the request was filed under: another one is refused
-    key_file.write_bytes(KEY)
-    key_file.chmod(0o600)
-    out = CliRunner().invoke(
-        main,
-        ["run", "--rules", str(path), "--db", db_url, "--as-of", "2025-01-01"],
-        env={"RETENTION_PSEUDONYM_KEY": "", "RETENTION_PSEUDONYM_KEY_FILE": str(key_file)},
-    )
+    out = run_command(db_url, tmp_path, text)
     assert out.exit_code == 0, out.output
     assert f"note: {_why(request)}" in out.output
     assert "u1" not in out.output and "name-" not in out.output
@@ -269,7 +273,7 @@ def test_a_null_key_row_only_erasure_where_reaches_is_counted(migrated: sa.Engin
         conn.execute(events.update().where(events.c.id.is_(None)).values(active=0))
     reach = "    on_erasure: purged\n    where: {active: 1}\n    erasure_where: {name: {not: null}}"
     text = text.replace("    on_erasure: purged", reach)
-    loaded = validate_pack(yaml.safe_load(text), Path("<test>"), text)
+    loaded = loaded_pack(text)
     planned = execute.plan(migrated, loaded, AS_OF)
     result = execute.run(migrated, loaded, AS_OF, secret=KEY)
     with migrated.connect() as conn:

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from click.testing import CliRunner
 from console_world import World, csrf_of, sign_in
-from test_null_key_requests import AS_OF, ERASING, NEW, VARIANTS, _events, _subject_with_a_null_key, _why
+from scaffold import loaded_pack
+from test_null_key_requests import AS_OF, NEW, _events, _subject_with_a_null_key, _why, erasing
 from test_set_purge_batches import KEY
 
 from retention.cli import main
@@ -36,7 +36,7 @@ from retention.engine import execute
 from retention.engine.null_keys import NullKeyNote, stored_anomalies
 from retention.engine.plan import PlanContext, build_planners
 from retention.engine.shards import ShardSpec
-from retention.policy import LoadedPack, validate_pack
+from retention.policy import LoadedPack
 from retention.store import tables as store
 from retention.subjects import events as subjects
 from retention.web import create_app, pages
@@ -44,13 +44,8 @@ from retention.web import create_app, pages
 NO_KEY = "rows have no key (NULL): the engine cannot move or erase them"
 
 
-def _pack(text: str) -> LoadedPack:
-    return validate_pack(yaml.safe_load(text), Path("<test>"), text)
-
-
 def _loaded() -> LoadedPack:
-    erasure, lifecycle = VARIANTS["delete"]
-    return _pack(ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle))
+    return loaded_pack(erasing("delete"))
 
 
 def _many_subjects_with_null_keys(engine: sa.Engine, loaded: LoadedPack, subjects_: range) -> list[int]:
@@ -109,7 +104,7 @@ def test_plan_asks_once_per_dataset_however_many_requests_a_null_key_holds_open(
 def test_the_run_record_keeps_why_a_request_stays_open(migrated: sa.Engine) -> None:
     """The run page says it from the record (ids and counts only); the anomalies table shows only anomalies."""
     _, text, request = _subject_with_a_null_key(migrated, "delete")
-    result = execute.run(migrated, _pack(text), AS_OF, secret=KEY)
+    result = execute.run(migrated, loaded_pack(text), AS_OF, secret=KEY)
     assert result.notes == [_why(request)]
     with migrated.connect() as conn:
         stored = json.loads(conn.execute(sa.select(store.runs.c.anomalies)).scalar_one())
@@ -129,7 +124,7 @@ def test_the_run_record_keeps_why_a_request_stays_open(migrated: sa.Engine) -> N
 def test_a_sharded_run_record_keeps_it_too(migrated: sa.Engine) -> None:
     """The group's record, written by the closing shard, keeps the note its shard printed."""
     _, text, request = _subject_with_a_null_key(migrated, "delete")
-    loaded = _pack(text)
+    loaded = loaded_pack(text)
     for i in range(2):
         result = execute.run_shard(migrated, loaded, AS_OF, secret=KEY, shard=ShardSpec(i, 2), run_group="g")
     with migrated.connect() as conn:
@@ -141,7 +136,7 @@ def test_a_sharded_run_record_keeps_it_too(migrated: sa.Engine) -> None:
 def test_person_page_counts_the_persons_null_key_rows(migrated: sa.Engine) -> None:
     """u1 has record 'a' and a NULL-key row: one record explained, and the NULL-key row counted, not listed."""
     _, text, _request = _subject_with_a_null_key(migrated, "delete")
-    loaded = _pack(text)
+    loaded = loaded_pack(text)
     with migrated.connect() as conn:
         seen = person(conn, loaded, AS_OF, KEY, subject_key="u1")
         other = person(conn, loaded, AS_OF, KEY, subject_key="u2")
@@ -169,7 +164,7 @@ def test_person_page_counts_null_key_rows_once_per_dataset(
 
     monkeypatch.setattr(explain_many, "subject_null_keys", counting)
     with migrated.connect() as conn:
-        seen = person(conn, _pack(text), AS_OF, KEY, subject_key="u1")
+        seen = person(conn, loaded_pack(text), AS_OF, KEY, subject_key="u1")
     (events,) = seen.datasets
     assert events.null_keys == 1
     assert [r.explanation.key for r in events.records] == ["a"]
@@ -180,7 +175,7 @@ def test_person_page_counts_null_key_rows_once_per_dataset(
 def test_explain_says_the_subjects_null_key_rows(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
     """`explain --key a` (u1's record) counts u1's NULL-key rows; explain-many agrees; 'b' (u2) has none."""
     _, text, _request = _subject_with_a_null_key(migrated, "delete")
-    loaded = _pack(text)
+    loaded = loaded_pack(text)
     with migrated.connect() as conn:
         planners = build_planners(conn, PlanContext(loaded, AS_OF))
         alone = {key: explain_in(conn, loaded, AS_OF, "events", key, planners) for key in ("a", "b")}
@@ -263,9 +258,8 @@ def _identified_events(engine: sa.Engine, rows: list[tuple[str | None, str, str 
                 for n, (k, u, m) in enumerate(rows)
             ],
         )
-    erasure, lifecycle = VARIANTS[variant]
-    text = ERASING.replace("ERASURE", erasure).replace("LIFECYCLE", lifecycle)
-    return _pack(
+    text = erasing(variant)
+    return loaded_pack(
         text.replace("    subject_key: user_id\n", "    subject_key: user_id\n    email: mail\n") if email else text
     )
 

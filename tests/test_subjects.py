@@ -397,6 +397,34 @@ def _all_entries(engine: sa.Engine) -> list[Any]:
 # Cascades over real foreign keys
 # --------------------------------------------------------------------------
 
+
+def _accounts(table: str) -> dict[str, Any]:
+    """A customer's books: kept ten years from the financial year's end, purged with the archived customer."""
+    return {
+        "table": table,
+        "key": "id",
+        "subject_key": "customer_id",
+        "basis": "accounting",
+        "keep": [
+            {"clock": {"column": "created_at", "type": "timestamptz"}, "period": "P10Y", "anchor": "financial_year_end"}
+        ],
+        "follows": {"dataset": "customers", "on": {"archived": "purged"}},
+        "lifecycle": [{"to": "purged", "action": "delete"}],
+    }
+
+
+def _gone_with_customer(table: str, basis: str) -> dict[str, Any]:
+    """Rows with no clock of their own: purged as soon as their customer goes inactive."""
+    return {
+        "table": table,
+        "key": "id",
+        "subject_key": "customer_id",
+        "basis": basis,
+        "follows": {"dataset": "customers", "on": {"inactive": "purged"}},
+        "lifecycle": [{"to": "purged", "action": "delete"}],
+    }
+
+
 CASCADE_PACK = validate_pack(
     {
         "pack": "cascade",
@@ -435,52 +463,10 @@ CASCADE_PACK = validate_pack(
                     {"to": "purged", "after": "P5Y"},
                 ],
             },
-            "orders": {
-                "table": "orders",
-                "key": "id",
-                "subject_key": "customer_id",
-                "basis": "accounting",
-                "keep": [
-                    {
-                        "clock": {"column": "created_at", "type": "timestamptz"},
-                        "period": "P10Y",
-                        "anchor": "financial_year_end",
-                    }
-                ],
-                "follows": {"dataset": "customers", "on": {"archived": "purged"}},
-                "lifecycle": [{"to": "purged", "action": "delete"}],
-            },
-            "order_lines": {
-                "table": "order_lines",
-                "key": "id",
-                "subject_key": "customer_id",
-                "basis": "accounting",
-                "keep": [
-                    {
-                        "clock": {"column": "created_at", "type": "timestamptz"},
-                        "period": "P10Y",
-                        "anchor": "financial_year_end",
-                    }
-                ],
-                "follows": {"dataset": "customers", "on": {"archived": "purged"}},
-                "lifecycle": [{"to": "purged", "action": "delete"}],
-            },
-            "addresses": {
-                "table": "addresses",
-                "key": "id",
-                "subject_key": "customer_id",
-                "basis": "policy",
-                "follows": {"dataset": "customers", "on": {"inactive": "purged"}},
-                "lifecycle": [{"to": "purged", "action": "delete"}],
-            },
-            "newsletter": {
-                "table": "newsletter",
-                "key": "id",
-                "subject_key": "customer_id",
-                "basis": "consent",
-                "follows": {"dataset": "customers", "on": {"inactive": "purged"}},
-                "lifecycle": [{"to": "purged", "action": "delete"}],
-            },
+            "orders": _accounts("orders"),
+            "order_lines": _accounts("order_lines"),
+            "addresses": _gone_with_customer("addresses", "policy"),
+            "newsletter": _gone_with_customer("newsletter", "consent"),
         },
     },
     Path("<cascade>"),

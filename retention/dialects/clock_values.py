@@ -7,8 +7,9 @@ parts are base classes of ``Dialect`` rather than objects it holds
 some thirty places as ``dialect_for(conn).hook(...)``, and each database
 module overrides hooks of every part in its one class; base classes keep
 both unchanged, so the split is a pure refactor. Each database's overrides
-of these hooks stay in its own module (``sqlite.py``, ``postgresql.py``,
-``mysql.py``), in their clock section.
+of these hooks stay in its own module (``sqlite.py``, ``postgresql.py``), in
+their clock section; MariaDB/MySQL's in ``mysql_clocks.py``, a base class of
+``MySQLDialect`` as ``mysql_items.py`` is, since its class had reached the bar.
 
 Used by :mod:`retention.engine.evaluate` and its clock SQL, and by the schema
 check (:meth:`ClockValueSQL.datetime_column_problem`).
