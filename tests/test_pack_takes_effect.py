@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from retention.cli import main
@@ -67,8 +68,20 @@ REFUSED: list[tuple[Any, ...]] = [
     ("octal_in_where", "    follows:", "    where: {postcode: 0777}\n    follows:", 31, "0777 is a number in YAML 1.1"),
     ("base_60_in_where", "    follows:", "    where: {slot: 12:30}\n    follows:", 31, "12:30 is a number in YAML 1.1"),
     ("binary_in_where", "    follows:", "    where: {flags: 0b101}\n    follows:", 31, "0b101 is a number in YAML 1.1"),
-    ("underscore_in_where", "    follows:", "    where: {code: 1_000}\n    follows:", 31, "1_000 is a number"),
-    ("underscore_float", "    follows:", "    where: {total: 1_000.5}\n    follows:", 31, "1_000.5 is a number"),
+    (
+        "octal_with_underscore",
+        "    follows:",
+        "    where: {code: 0_777}\n    follows:",
+        31,
+        "0_777 is a number in YAML 1.1",
+    ),
+    (
+        "base_60_float",
+        "    follows:",
+        "    where: {slot: 12:30.5}\n    follows:",
+        31,
+        "12:30.5 is a number in YAML 1.1",
+    ),
     ("octal_in_set", "{is_active: false}", "{is_active: false, zip: 0123}", 18, "quote it if it is text ('0123')"),
     (
         "octal_subdivision",
@@ -148,18 +161,11 @@ REFUSED: list[tuple[Any, ...]] = [
         "mapping 'archived' to 'inactive' never moves a record",
     ),
     (
-        "keep_shorter_on_same_clock",
-        "        period: P3Y\n",
-        "        period: P3Y\n      - clock: {column: last_activity_at, type: timestamp}\n        period: P1Y\n",
-        14,
-        "keep[1]: keep[0] runs from the same clock for P3Y, so this rule's P1Y never decides",
-    ),
-    (
         "keep_twice",
         "        period: P3Y\n",
         "        period: P3Y\n      - clock: {column: last_activity_at, type: timestamp}\n        period: P3Y\n",
         14,
-        "keep[1]: keep[0] runs from the same clock for P3Y",
+        "keep[1]: keep[0] is the same rule (clock, period, anchor and basis)",
     ),
     (
         "year_end_without_anchor",
@@ -167,24 +173,6 @@ REFUSED: list[tuple[Any, ...]] = [
         'timezone: Europe/Paris\nfinancial_year_end: "03-31"\n',
         5,
         "financial_year_end: no keep rule has anchor: financial_year_end",
-    ),
-    (
-        "country_without_on_erasure",
-        "    on_erasure: archived\n",
-        "",
-        5,
-        "country: country applies to erasure requests, and no dataset has on_erasure",
-        "timezone: Europe/Paris\n",
-        "timezone: Europe/Paris\ncountry: FR\n",
-    ),
-    (
-        "erasure_without_on_erasure",
-        "    on_erasure: archived\n",
-        "",
-        5,
-        "erasure: erasure applies to erasure requests, and no dataset has on_erasure",
-        "timezone: Europe/Paris\n",
-        "timezone: Europe/Paris\nerasure: {respond_within: P2M}\n",
     ),
     (
         "where_bounds_cross",
@@ -210,6 +198,8 @@ REFUSED: list[tuple[Any, ...]] = [
 ]
 
 ACCEPTED = [
+    ("underscore_in_where", "    follows:", "    where: {code: 1_000}\n    follows:"),  # read as the 1000 written
+    ("underscore_float", "    follows:", "    where: {total: 1_000.5}\n    follows:"),
     ("hex_in_where", "    follows:", "    where: {flags: 0x1F}\n    follows:"),
     ("quoted_octal", "{is_active: false}", "{is_active: false, zip: '0123'}"),
     ("redact_first_chars", "email: hash,", "email: {strategy: redact, keep: first, chars: 3},"),
@@ -306,15 +296,51 @@ WARNED = [
         14,
         "datasets.customers.on_erasure: an erasure request takes records to 'inactive', whose step has no action",
     ),
+    (
+        "keep_shorter_on_same_clock",  # each rule documents its own basis, which explain reports
+        "        period: P3Y\n",
+        "        period: P3Y\n        basis: accounting\n      - clock: {column: last_activity_at, type: timestamp}\n"
+        "        period: P1Y\n        basis: tax\n",
+        15,
+        "keep[1]: keep[0] runs from the same clock for P3Y, so this rule's P1Y never decides",
+    ),
+    (
+        "keep_same_period_other_basis",
+        "        period: P3Y\n",
+        "        period: P3Y\n      - clock: {column: last_activity_at, type: timestamp}\n        period: P3Y\n"
+        "        basis: tax\n",
+        14,
+        "keep[1]: keep[0] runs from the same clock for P3Y, so this rule's P3Y never decides",
+    ),
+    (
+        "country_without_on_erasure",  # open requests filed under an earlier version still read it
+        "    on_erasure: archived\n    lifecycle:",
+        "    lifecycle:",
+        5,
+        "country: no dataset has on_erasure, so no new erasure request can be filed under this version",
+        "timezone: Europe/Paris\n",
+        "timezone: Europe/Paris\ncountry: FR\n",
+    ),
+    (
+        "erasure_without_on_erasure",
+        "    on_erasure: archived\n    lifecycle:",
+        "    lifecycle:",
+        5,
+        "erasure: no dataset has on_erasure, so no new erasure request can be filed under this version",
+        "timezone: Europe/Paris\n",
+        "timezone: Europe/Paris\nerasure: {respond_within: P2M}\n",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "line", "sentence"), [c[1:] for c in WARNED], ids=[c[0] for c in WARNED])
+@pytest.mark.parametrize(
+    ("old", "new", "line", "sentence", "more"), [(*c[1:5], c[5:]) for c in WARNED], ids=[c[0] for c in WARNED]
+)
 def test_a_likely_mistake_is_a_warning_that_passes(
-    tmp_path: Path, old: str, new: str, line: int, sentence: str
+    tmp_path: Path, old: str, new: str, line: int, sentence: str, more: tuple[str, ...]
 ) -> None:
     """Exit 0 with the warning located; json and csv carry it too."""
-    code, output, path = _check(tmp_path, old, new)
+    code, output, path = _check(tmp_path, old, new, *more)
     assert code == 0, output
     assert output[1:] == [f"warning: {path}:{line}: {output[1].split(': ', 2)[2]}"], output
     assert sentence in output[1]
@@ -327,3 +353,28 @@ def test_a_likely_mistake_is_a_warning_that_passes(
 def test_the_base_pack_has_no_warning(tmp_path: Path) -> None:
     code, output, _ = _check(tmp_path, "pack: effect", "pack: effect")
     assert (code, len(output)) == (0, 1), output
+
+
+def test_a_version_without_on_erasure_keeps_the_erasure_terms_of_open_requests(tmp_path: Path) -> None:
+    """v2 stops new requests, but the requests filed under v1 read v2's extension and holidays: a warning only."""
+    header = "timezone: Europe/Paris\ncountry: FR\nerasure: {extension: P1M}\n"
+    folder = tmp_path / "versions"
+    folder.mkdir()
+    (folder / "v1.yaml").write_text(BASE.replace("timezone: Europe/Paris\n", header), encoding="utf-8")
+    v2 = BASE.replace('version: "1"\neffective_from: 2026-01-01', 'version: "2"\neffective_from: 2026-06-01')
+    v2 = v2.replace("timezone: Europe/Paris\n", header).replace("    on_erasure: archived\n", "")
+    (folder / "v2.yaml").write_text(v2, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", "--rules", str(folder)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    v2_at = f"{folder / 'v2.yaml'}"
+    expected = [[f"{v2_at}:5", "country"], [f"{v2_at}:6", "erasure"]]
+    assert [w.split(": ", 3)[1:3] for w in warnings] == expected, result.output
+
+
+def test_the_readme_short_example_loads() -> None:
+    """The pack README.md shows as 'A short example' is whole, so it must pass check as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("A short example:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    loaded = validate_pack(yaml.safe_load(block), Path("README.md"), block)
+    assert loaded.pack.pack == "marketplace"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pendulum
 import sqlalchemy as sa
+import structlog
 
 from retention.commands.subjects import Named, holds_covering
 from retention.engine import erasure_mask, execute, notice, set_purge
@@ -36,6 +37,8 @@ from retention.store.config import create_engine
 from retention.store.connect import open_engine
 from retention.timing.clock import AsOf, Period, utcnow
 
+log = structlog.get_logger("retention")
+
 MAX_HORIZON = Period(years=5)
 """The longest forecast of ``report``: its SQL tests every week boundary (260 in five years)."""
 
@@ -47,6 +50,21 @@ def load_pack(rules: Path, as_of: AsOf | str | None, pack_id: str | None) -> tup
     chosen: the version is chosen at the UTC reading, then again in its zone.
     """
     return _in_force(load_catalog(rules), as_of, pack_id)
+
+
+def _log_pack_warnings(loaded: LoadedPack, command: str) -> None:
+    """The version's check warnings, so a user who upgrades and never runs ``check`` still sees them.
+
+    Each names a file, a line and a clause of the pack, never a value from the database.
+    """
+    for problem in loaded.warnings:
+        log.warning(
+            "pack_warning",
+            command=command,
+            pack=loaded.pack.pack,
+            version=loaded.pack.version,
+            warning=str(problem),
+        )
 
 
 def _in_force(catalog: Catalog, as_of: AsOf | str | None, pack_id: str | None) -> tuple[LoadedPack, dt.datetime]:
@@ -70,6 +88,7 @@ def plan(
 ) -> PlanSummary:
     """Dry run: what ``run`` would do at ``as_of``, compared with the previous plan."""
     loaded, when = load_pack(rules, as_of, pack_id)
+    _log_pack_warnings(loaded, "plan")
     engine = open_engine(db_url, lock_timeout, engine_tables=False)
     try:
         notes: list[str] = []
@@ -217,6 +236,7 @@ def _run(
     if on_pack is not None:
         on_pack(catalog)
     loaded, when = _in_force(catalog, given, pack_id)
+    _log_pack_warnings(loaded, "run")
     refusals.refuse_unknown_datasets(loaded.pack, allow_mass, "--allow-mass")
     refusals.refuse_future_as_of(when, utcnow(), allow_future_as_of, loaded.pack.timezone)
     short = None

@@ -155,12 +155,13 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type in
         return node
 
     def construct_yaml_int(self, node: Any) -> int:
-        if not _PLAIN_INT.fullmatch(node.value):
-            # YAML 1.1 reads 0777 as 511, 12:30 as 750, 0b101 as 5 and 1_000 as 1000;
-            # YAML 1.2 (and so any other tool reading the pack) reads 777 or text.
+        if not _PLAIN_INT.fullmatch(node.value.replace("_", "")):
+            # YAML 1.1 reads 0777 as 511, 12:30 as 750 and 0b101 as 5; YAML 1.2 (and so
+            # any other tool reading the pack) reads 777 or text. 1_000 is accepted: the
+            # value read (1000) is the number the user wrote.
             raise _Refused(
-                f"{node.value} is a number in YAML 1.1 and something else in YAML 1.2 (octal, base 60, binary "
-                f"or with '_'); quote it if it is text ('{node.value}'), or write the number in decimal",
+                f"{node.value} is a number in YAML 1.1 and something else in YAML 1.2 (octal, base 60 or "
+                f"binary); quote it if it is text ('{node.value}'), or write the number in decimal",
                 node.start_mark,
             )
         digits = node.value.lstrip("+-").replace("_", "")
@@ -174,10 +175,10 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type in
         return value
 
     def construct_yaml_float(self, node: Any) -> float:
-        if "_" in node.value or ":" in node.value:
+        if ":" in node.value:
             raise _Refused(
-                f"{node.value} is a number in YAML 1.1 and text in YAML 1.2 (base 60 or with '_'); quote it if "
-                "it is text, or write the number without them",
+                f"{node.value} is a number in YAML 1.1 and text in YAML 1.2 (base 60); quote it if it is text, "
+                "or write the number in decimal",
                 node.start_mark,
             )
         value = float(super().construct_yaml_float(node))
@@ -548,12 +549,33 @@ def validate_pack(data: Any, source: Path, text: str, lines: dict[PathKey, int] 
 def _warnings(pack: Pack, name: str, lines: dict[PathKey, int]) -> tuple[PackProblem, ...]:
     """Clauses that do something, though likely not what a reader of the pack expects."""
     found: list[PackProblem] = []
+    for key in pack.unused_erasure_settings():
+        found.append(
+            PackProblem(
+                name,
+                _line_for(lines, (key,)),
+                f"{key}: no dataset has on_erasure, so no new erasure request can be filed under this version; "
+                f"{key} still sets the deadlines and basis of requests filed under an earlier version and still "
+                "open, so keep it while any is open, else remove it",
+            )
+        )
     for ds_name, ds in pack.datasets.items():
+        for index, longer in ds.dominated_keeps():
+            at: PathKey = ("datasets", ds_name, "keep", index)
+            found.append(
+                PackProblem(
+                    name,
+                    _line_for(lines, at),
+                    f"{_dotted(at)}: keep[{longer}] runs from the same clock for {ds.keep[longer].kept}, so this "
+                    f"rule's {ds.keep[index].kept} never decides when a record is due (its basis is still "
+                    "reported); give it its own clock if it should decide",
+                )
+            )
         for index, step in enumerate(ds.lifecycle[1:], start=1):
             previous = ds.lifecycle[index - 1]
             same_day = step.after == Period() and step.counted_from != "clock"
             if previous.action == "archive" and step.to == "purged" and same_day:
-                at: PathKey = ("datasets", ds_name, "lifecycle", index)
+                at = ("datasets", ds_name, "lifecycle", index)
                 found.append(
                     PackProblem(
                         name,

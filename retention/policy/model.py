@@ -662,16 +662,34 @@ class Dataset(_Strict):
                 "that action; remove partitioned or use action: drop_partition"
             )
         for index, rule in enumerate(self.keep):
+            if rule in self.keep[:index]:
+                # Everything equal, basis included: the copy documents nothing the first does not.
+                # A shorter rule on the same clock is only a warning (dominated_keeps): its basis
+                # is an obligation of its own, listed by explain.
+                raise ValueError(
+                    f"@keep.{index}: keep[{self.keep.index(rule)}] is the same rule (clock, period, anchor and "
+                    "basis), so this copy never decides when a record is due; remove it"
+                )
+        return self
+
+    def dominated_keeps(self) -> list[tuple[int, int]]:
+        """(rule, longer rule) pairs on the same clock and anchor where the first never decides when a record is due.
+
+        Not refused: each rule carries its own basis (a 10-year accounting and a
+        6-year tax obligation on the same clock), which explain reports; check
+        warns so the reader knows which one decides.
+        """
+        pairs = []
+        for index, rule in enumerate(self.keep):
             for other_index, other in enumerate(self.keep):
                 if other_index == index or (other.clock, other.anchor) != (rule.clock, rule.anchor):
                     continue
-                shorter = _never_longer(rule.kept, other.kept)
-                if shorter and (rule.kept != other.kept or other_index < index):
-                    raise ValueError(
-                        f"@keep.{index}: keep[{other_index}] runs from the same clock for {other.kept}, so this "
-                        f"rule's {rule.kept} never decides when a record is due; remove it or give it its own clock"
-                    )
-        return self
+                if rule in self.keep[:index]:
+                    continue
+                if _never_longer(rule.kept, other.kept) and (rule.kept != other.kept or other_index < index):
+                    pairs.append((index, other_index))
+                    break
+        return pairs
 
     @property
     def states(self) -> list[str]:
@@ -862,22 +880,18 @@ class Pack(_Strict):
             )
         return self
 
-    @model_validator(mode="after")
-    def _erasure_settings_used(self) -> Pack:
-        # Deadlines, their holidays and the erasure basis belong to erasure requests,
-        # which are refused when no dataset has on_erasure (retention.policy.refusals).
+    def unused_erasure_settings(self) -> list[str]:
+        """``erasure`` and ``country`` set in a version no erasure request can be filed under.
+
+        Not refused: requests filed under an earlier version stay open, and the
+        run, ``erasure list`` and ``erasure extend`` read the version in force
+        today for their extension, holidays and basis. By value, not by
+        presence: a dumped pack carries every key with its default.
+        """
         if any(ds.on_erasure is not None for ds in self.datasets.values()):
-            return self
-        # By value, not by presence: a dumped pack carries every key with its default
-        # (a subdivision needs a country, refused above without one).
-        given = {"erasure": self.erasure != Erasure(), "country": self.country is not None}
-        for key, set_here in given.items():
-            if set_here:
-                raise ValueError(
-                    f"@{key}: {key} applies to erasure requests, and no dataset has on_erasure, so no request "
-                    "can be filed; add on_erasure to the datasets a request erases, or remove it"
-                )
-        return self
+            return []
+        given = {"country": self.country is not None, "erasure": self.erasure != Erasure()}
+        return [key for key, set_here in given.items() if set_here]
 
     @property
     def working_days(self) -> WorkingDays:
