@@ -184,7 +184,8 @@ def ledger_show(
     "--output",
     type=params.OUTPUT_FILE,
     default=None,
-    help="File to write (default stdout); written beside it and renamed once complete.",
+    help="File to write (default stdout); a new or regular file is written beside it and renamed once complete, "
+    "a FIFO, symlink or device is written through.",
 )
 @handled
 def ledger_export(

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from retention.commands import files
 from retention.engine import backups
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
@@ -139,30 +140,9 @@ def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) ->
         converted["run_id"] = run_of(engine, converted.get("run_id"))
         if output is None:
             return ledger.export(engine, fmt, sys.stdout, **converted)
-        return _export_whole(output, lambda out: ledger.export(engine, fmt, out, **converted))
+        return files.write_whole(output, lambda out: ledger.export(engine, fmt, out, **converted))
     finally:
         engine.dispose()
-
-
-def _export_whole(output: Path, write: Any) -> int:
-    """Write through a temporary file beside ``output``, renamed over it only once the export is complete.
-
-    Why: an export stopped midway (Ctrl-C, a lost connection) left a truncated file under the name the auditor
-    asked for, and truncated any earlier complete export there; a file by that name now holds a whole export.
-    """
-    import os
-    import secrets
-
-    temporary = output.parent / f".{output.name}.{secrets.token_hex(4)}.part"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to open("w")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            count: int = write(out)
-        temporary.replace(output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return count
 
 
 def ledger_lookup(

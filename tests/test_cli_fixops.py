@@ -1,0 +1,114 @@
+"""Output files written where the operator pointed them (branch fixops, after the review of opsaudit).
+
+* ``ledger export --output`` renamed a temporary file over the path: a FIFO a
+  reader waited on, a symlink or ``/dev/stdout`` became a regular file and the
+  consumer never got the data. Only a new path or a regular file is replaced.
+* The pre-write probe created a file in the path's folder: ``--output
+  /dev/fd/63`` (a process substitution) was refused, as ``/dev/fd`` takes no new
+  files. An existing path that is not a regular file is now checked as itself.
+* The temporary name added 15 characters to the file's: a long valid name was a
+  traceback; any error of the file system on an output is one line, exit 2.
+
+Files only: no database difference is involved, so these run on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from retention.cli import main
+from retention.commands import files
+
+ENV = {"RETENTION_PSEUDONYM_KEY": "fixops-key"}
+
+
+def invoke(args: list[str]) -> Result:
+    return CliRunner().invoke(main, args, env=ENV, prog_name="retention")
+
+
+def refused(result: Result) -> str:
+    """The one line of a refusal: exit 2, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def ledger_db(tmp_path: Path) -> str:
+    """A SQLite database whose ledger holds one entry (a hold placed)."""
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    for args in (["db", "upgrade", "--db", url], ["hold", "add", "--db", url, "--subject", "1", "--reason", "r"]):
+        done = invoke(args)
+        assert done.exit_code == 0, done.output
+    return url
+
+
+class Reader:
+    """Reads a FIFO or a pipe to its end in a thread, as ``cat f.fifo | wc -l`` would."""
+
+    def __init__(self, open_: object) -> None:
+        self.data = b""
+        self._open = open_
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with self._open() as stream:  # type: ignore[operator]
+            self.data = stream.read()
+
+    def wait(self, unblock: Path | None = None) -> bytes:
+        self._thread.join(timeout=20)
+        if self._thread.is_alive() and unblock is not None:
+            os.close(os.open(unblock, os.O_WRONLY | os.O_NONBLOCK))  # no writer ever came: end the reader
+            self._thread.join(timeout=5)
+        assert not self._thread.is_alive()
+        return self.data
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[tuple[Path, Reader]]:
+    path = tmp_path / "ledger.fifo"
+    os.mkfifo(path)
+    yield path, Reader(lambda: path.open("rb"))
+
+
+def test_export_to_a_fifo_writes_through_to_its_reader(ledger_db: str, fifo: tuple[Path, Reader]) -> None:
+    """The FIFO was renamed over (a regular file), its reader waited forever, and the export said it was written."""
+    path, reader = fifo
+    done = invoke(["ledger", "export", "--db", ledger_db, "--format", "csv", "--output", str(path)])
+    assert done.exit_code == 0, done.output
+    data = reader.wait(unblock=path)
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    assert b"hold_placed" in data and len(data.splitlines()) == 2  # header and the one entry
+
+
+def test_export_through_a_symlink_writes_its_target(ledger_db: str, tmp_path: Path) -> None:
+    """The link became a regular file and its target kept the old content."""
+    target = tmp_path / "real.csv"
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    done = invoke(["ledger", "export", "--db", ledger_db, "--format", "csv", "--output", str(link)])
+    assert done.exit_code == 0, done.output
+    assert link.is_symlink() and link.readlink() == target
+    assert "hold_placed" in target.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
+
+
+def test_only_a_new_path_or_a_regular_file_is_replaced(tmp_path: Path) -> None:
+    regular = tmp_path / "r.csv"
+    regular.write_text("", encoding="utf-8")
+    (tmp_path / "link").symlink_to(regular)
+    assert files.replaceable(tmp_path / "new.csv")
+    assert files.replaceable(regular)
+    assert not files.replaceable(tmp_path / "link")
+    assert not files.replaceable(Path("/dev/null"))
