@@ -112,3 +112,46 @@ def test_only_a_new_path_or_a_regular_file_is_replaced(tmp_path: Path) -> None:
     assert files.replaceable(regular)
     assert not files.replaceable(tmp_path / "link")
     assert not files.replaceable(Path("/dev/null"))
+
+
+@pytest.mark.parametrize("command", [["ledger", "export", "--format", "csv"], ["ledger", "checkpoint"]], ids=" ".join)
+def test_a_process_substitution_is_written_to(ledger_db: str, tmp_path: Path, command: list[str]) -> None:
+    """``--output >(wc -l)`` (``/dev/fd/63``) was refused: the probe created a file in ``/dev/fd``, which takes none."""
+    key = tmp_path / "signing.pem"
+    assert invoke(["ledger", "keygen", "--key", str(key)]).exit_code == 0
+    read_end, write_end = os.pipe()
+    reader = Reader(lambda: os.fdopen(read_end, "rb"))
+    try:
+        extra = ["--key", str(key)] if command[1] == "checkpoint" else []
+        done = invoke([*command, "--db", ledger_db, *extra, "--output", f"/dev/fd/{write_end}"])
+    finally:
+        os.close(write_end)
+    assert done.exit_code == 0, done.output
+    data = reader.wait()
+    assert (b"hold_placed" if command[1] == "export" else b'"seq": 1') in data
+
+
+def test_a_fifo_is_checked_without_ending_its_readers_stream(ledger_db: str, fifo: tuple[Path, Reader]) -> None:
+    """A probe that opened and closed the FIFO would hand its reader an empty stream before the real write."""
+    path, reader = fifo
+    key = path.parent / "signing.pem"
+    assert invoke(["ledger", "keygen", "--key", str(key)]).exit_code == 0
+    done = invoke(["ledger", "checkpoint", "--db", ledger_db, "--key", str(key), "--output", str(path)])
+    assert done.exit_code == 0, done.output
+    assert b'"seq": 1' in reader.wait(unblock=path)
+
+
+def test_a_path_that_cannot_be_opened_for_writing_is_refused_before_the_work(tmp_path: Path) -> None:
+    """An existing path that is not a regular file is opened for writing (no truncation) to check it: a socket
+    passed the folder probe, the private key was written, then the public half was a traceback."""
+    import socket
+
+    sock_path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        line = refused(invoke(["ledger", "keygen", "--key", str(tmp_path / "k.pem"), "--public", str(sock_path)]))
+    assert line == (
+        f"error: Invalid value for '--public': {sock_path} cannot be written (No such device or address) "
+        "(see 'retention ledger keygen --help')"
+    )
+    assert not (tmp_path / "k.pem").exists()

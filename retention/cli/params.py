@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -221,8 +222,16 @@ class OutputFile(_Type):
         path = Path(value)
         if not str(value).strip():
             self.fail("no file name given", param, ctx)
-        if path.is_dir():
+        try:
+            existing = path.stat().st_mode if path.exists() else None
+        except OSError as exc:  # a name too long, a loop of links
+            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
+        if existing is not None and stat.S_ISDIR(existing):
             self.fail(f"{path} is a folder; give a file name", param, ctx)
+        if existing is not None and not stat.S_ISREG(existing):
+            # A FIFO, a device, /dev/fd/N (a process substitution): written through, never created in its folder
+            self._try_opening(path, existing, param, ctx)
+            return path
         folder = path.parent
         if self.create_folders:
             while not folder.exists() and folder != folder.parent:
@@ -236,6 +245,26 @@ class OutputFile(_Type):
         if self.probe:
             self._try_writing(folder, path, param, ctx)
         return path
+
+    def _try_opening(self, path: Path, mode: int, param: click.Parameter | None, ctx: click.Context | None) -> None:
+        """Check an existing path that is not a regular file by opening it for writing, as the writer will.
+
+        Its folder is not asked: ``/dev/fd`` takes no new file, yet ``--output
+        >(gzip > f.gz)`` (``/dev/fd/63``) is how a file-only option is piped.
+        A FIFO is not opened: a probe that opened and closed it would end the
+        stream of a reader already waiting (it would read an empty file), and
+        one without a reader yet cannot be opened without blocking (ENXIO)
+        though the writer's own open will wait for it. Its permission bits are
+        all that can be asked without touching the stream.
+        """
+        if stat.S_ISFIFO(mode):
+            if not os.access(path, os.W_OK):
+                self.fail(f"{path} cannot be written (permission denied)", param, ctx)
+            return
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY))  # no O_TRUNC, no O_CREAT
+        except OSError as exc:
+            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
 
     def _try_writing(self, folder: Path, path: Path, param: click.Parameter | None, ctx: click.Context | None) -> None:
         """Create and remove a file beside ``path``, as the writer will, before any work is done.
