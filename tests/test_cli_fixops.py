@@ -155,3 +155,47 @@ def test_a_path_that_cannot_be_opened_for_writing_is_refused_before_the_work(tmp
         "(see 'retention ledger keygen --help')"
     )
     assert not (tmp_path / "k.pem").exists()
+
+
+LONG_NAME = "x" * 245 + ".csv"  # 249 characters: a valid name, but not with 15 more around it
+
+
+def test_export_to_a_long_valid_name_is_written(ledger_db: str, tmp_path: Path) -> None:
+    """The temporary name added 15 characters: a traceback (File name too long), exit 1."""
+    target = tmp_path / LONG_NAME
+    done = invoke(["ledger", "export", "--db", ledger_db, "--format", "csv", "--output", str(target)])
+    assert done.exit_code == 0, done.output
+    assert "hold_placed" in target.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == []
+
+
+def test_archive_key_file_with_a_long_valid_name_is_one_line(tmp_path: Path) -> None:
+    """Its temporary ``NAME.tmp`` was too long: a traceback, exit 1."""
+    target = tmp_path / ("k" * 253)
+    line = refused(invoke(["archive", "keygen", "--key-file", str(target)]))
+    assert line == f"error: cannot write {target}: File name too long"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+FULL = "/dev/full"  # a character device whose every write fails: ENOSPC, as on a full disk
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ledger", "export", "--format", "csv", "--db", "{db}", "--output", FULL],
+        ["ledger", "checkpoint", "--db", "{db}", "--key", "{key}", "--output", FULL],
+        ["ledger", "keygen", "--key", "{dir}/new.pem", "--public", FULL],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_write_that_fails_is_one_line(ledger_db: str, tmp_path: Path, command: list[str]) -> None:
+    """A full disk (or any error of the file system) on the output was a traceback after the work, exit 1."""
+    if not Path(FULL).exists():
+        pytest.skip("no /dev/full here")
+    key = tmp_path / "signing.pem"
+    assert invoke(["ledger", "keygen", "--key", str(key)]).exit_code == 0
+    args = [a.format(db=ledger_db, key=key, dir=tmp_path) for a in command]
+    assert refused(invoke(args)) == f"error: cannot write {FULL}: No space left on device"
+    assert Path(FULL).is_char_device()
+    assert not (tmp_path / "new.pem").exists()  # no private key without its public half

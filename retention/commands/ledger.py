@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,17 @@ def audit_claims_of(engine: Any, rules: Path, *, sample: int | None = None, data
 
 
 def ledger_keygen(key_file: Path) -> bytes:
-    return ledger.generate_signing_key(key_file)
+    """A new signing key at ``key_file``; a file-system error is one line and leaves no empty key behind.
+
+    Why: a key file created and then not written (a full disk) was a traceback, and the empty file then blocked
+    the retry ("exists; refusing to overwrite").
+    """
+    try:
+        return ledger.generate_signing_key(key_file)  # an existing key is refused (ConfigError), never touched
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            key_file.unlink(missing_ok=True)  # it did not exist before: this call created it
+        raise files.cannot_write(key_file, exc) from None
 
 
 CHECKPOINT_BYTES = 1_000_000
