@@ -199,3 +199,47 @@ def test_a_write_that_fails_is_one_line(ledger_db: str, tmp_path: Path, command:
     assert refused(invoke(args)) == f"error: cannot write {FULL}: No space left on device"
     assert Path(FULL).is_char_device()
     assert not (tmp_path / "new.pem").exists()  # no private key without its public half
+
+
+# --------------------------------------------------------------------------
+# An option that takes one value, given twice: the last one won silently
+# --------------------------------------------------------------------------
+
+REPEATED = [
+    (
+        [
+            "erasure",
+            "add",
+            "--rules",
+            "builtin:marketplace",
+            "--subject",
+            "1",
+            "--subject",
+            "2",
+            "--received",
+            "2026-01-01",
+        ],
+        "--subject",
+        "retention erasure add",
+    ),
+    (["ledger", "export", "--format", "csv", "--format", "jsonl"], "--format", "retention ledger export"),
+    (["--tz", "UTC", "--tz", "Europe/Paris", "status"], "--tz", "retention"),
+    (["fleet", "run", "f.yaml", "--json", "--json"], "--json", "retention fleet run"),
+]
+
+
+@pytest.mark.parametrize(("args", "option", "where"), REPEATED, ids=[r[1] for r in REPEATED])
+def test_an_option_taking_one_value_given_twice_is_refused(
+    tmp_path: Path, args: list[str], option: str, where: str
+) -> None:
+    """``erasure add --subject 1 --subject 2`` filed a request for subject 2 alone, exit 0."""
+    db = ["--db", f"sqlite:///{tmp_path / 'absent.sqlite'}"] if args[0] != "fleet" else []
+    line = refused(invoke([*args, *db]))
+    assert line == f"error: {option} is given more than once; it takes one value (give it once) (see '{where} --help')"
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_an_option_that_collects_may_repeat(tmp_path: Path) -> None:
+    args = ["partitions", "status", "--rules", "builtin:marketplace", "--dataset", "orders", "--dataset", "customers"]
+    result = invoke([*args, "--db", f"sqlite:///{tmp_path / 'absent.sqlite'}"])
+    assert "more than once" not in result.output

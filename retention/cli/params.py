@@ -63,8 +63,36 @@ def _from_environment(exc: click.UsageError) -> str | None:
     return f"Invalid value for {name} (from the environment): {exc.message}"
 
 
+def refuse_repeated(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    """Refuse an option that takes one value given twice (``erasure add --subject 1 --subject 2``).
+
+    Why: click kept the last one silently, so a request was filed for subject 2 while the line also named
+    subject 1, and ``--json --no-json`` was whichever came last. Options that collect (``multiple``, counts)
+    and eager ones (``--help``) may repeat. The values are not repeated in the message: they can be
+    personal data. Parsing errors are left to click's own parse, which follows.
+    """
+    if ctx.resilient_parsing or not args:
+        return
+    try:
+        _, _, order = command.make_parser(ctx).parse_args(args=list(args))  # a copy: the parser consumes it
+    except click.UsageError:
+        return
+    seen: set[click.Parameter] = set()
+    for param in order:
+        if not isinstance(param, click.Option) or param.multiple or param.count or param.is_eager:
+            continue
+        if param in seen:
+            names = "/".join(param.opts + param.secondary_opts)
+            raise OneLineUsageError(f"{names} is given more than once; it takes one value (give it once)", ctx)
+        seen.add(param)
+
+
 class OneLineGroup(click.Group):
     """A group whose usage errors, its subcommands' included, are one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        refuse_repeated(self, ctx, args)
+        return super().parse_args(ctx, args)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
@@ -400,4 +428,5 @@ __all__ = [
     "ZONE",
     "OneLineGroup",
     "PeriodType",
+    "refuse_repeated",
 ]
