@@ -256,8 +256,9 @@ class OutputFile(_Type):
             self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
         if existing is not None and stat.S_ISDIR(existing):
             self.fail(f"{path} is a folder; give a file name", param, ctx)
-        if existing is not None and not stat.S_ISREG(existing):
-            # A FIFO, a device, /dev/fd/N (a process substitution): written through, never created in its folder
+        if existing is not None and (not stat.S_ISREG(existing) or path.is_symlink()):
+            # A FIFO, a device, /dev/fd/N (a process substitution), a link (/dev/stdout): written through, never
+            # created in its folder
             self._try_opening(path, existing, param, ctx)
             return path
         folder = path.parent
