@@ -21,6 +21,8 @@ from retention.cli.options import (
     zone_options,
 )
 from retention.cli.output import console, display_zone, err_console, print_rows
+from retention.commands import files
+from retention.errors import ConfigError
 from retention.store.config import database_url
 from retention.timing.clock import AsOf
 
@@ -184,7 +186,8 @@ def ledger_show(
     "--output",
     type=params.OUTPUT_FILE,
     default=None,
-    help="File to write (default stdout); written beside it and renamed once complete.",
+    help="File to write (default stdout); a new or regular file is written beside it and renamed once complete, "
+    "a FIFO, symlink or device is written through.",
 )
 @handled
 def ledger_export(
@@ -292,7 +295,7 @@ def ledger_checkpoint(db: str | None, key_file: Path | None, output: Path | None
     document = commands.ledger_checkpoint(database_url(db), key_file)
     text = json.dumps(document, indent=2, sort_keys=True)
     if output is not None:
-        output.write_text(text + "\n", encoding="utf-8")
+        files.write_text(output, text + "\n")
         console.print(f"checkpoint of entry {document['seq']} written to {output}", highlight=False)
     else:
         click.echo(text)
@@ -318,7 +321,11 @@ def ledger_keygen(key_file: Path, public_file: Path | None) -> None:
     """Create an Ed25519 signing key for checkpoints; prints the public key to give auditors."""
     public = commands.ledger_keygen(key_file)
     if public_file is not None:
-        public_file.write_bytes(public)
+        try:
+            files.write_bytes(public_file, public)
+        except ConfigError:
+            key_file.unlink(missing_ok=True)  # a private key whose public half was not delivered: keygen again
+            raise
     click.echo(public.decode("ascii"), nl=False)
 
 
@@ -357,7 +364,7 @@ def ledger_prove(
     if output is None:
         click.echo(text)
         return
-    output.write_text(text + "\n", encoding="utf-8")
+    files.write_text(output, text + "\n")
     console.print(
         f"proof of {len(document['records'])} ledger record(s), chain of {len(document['chain'])} entries to "
         f"the checkpoint of entry {document['checkpoint']['seq']}, written to {output}",

@@ -46,6 +46,10 @@ class RetentionCommand(click.Command):
         ]
         return [*required, *super().collect_usage_pieces(ctx)]
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        params.refuse_repeated(self, ctx, args)
+        return super().parse_args(ctx, args)
+
 
 class RetentionGroup(params.OneLineGroup):
     """Groups whose commands are :class:`RetentionCommand` and whose subgroups are alike."""

@@ -63,8 +63,36 @@ def _from_environment(exc: click.UsageError) -> str | None:
     return f"Invalid value for {name} (from the environment): {exc.message}"
 
 
+def refuse_repeated(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    """Refuse an option that takes one value given twice (``erasure add --subject 1 --subject 2``).
+
+    Why: click kept the last one silently, so a request was filed for subject 2 while the line also named
+    subject 1, and ``--json --no-json`` was whichever came last. Options that collect (``multiple``, counts)
+    and eager ones (``--help``) may repeat. The values are not repeated in the message: they can be
+    personal data. Parsing errors are left to click's own parse, which follows.
+    """
+    if ctx.resilient_parsing or not args:
+        return
+    try:
+        _, _, order = command.make_parser(ctx).parse_args(args=list(args))  # a copy: the parser consumes it
+    except click.UsageError:
+        return
+    seen: set[click.Parameter] = set()
+    for param in order:
+        if not isinstance(param, click.Option) or param.multiple or param.count or param.is_eager:
+            continue
+        if param in seen:
+            names = "/".join(param.opts + param.secondary_opts)
+            raise OneLineUsageError(f"{names} is given more than once; it takes one value (give it once)", ctx)
+        seen.add(param)
+
+
 class OneLineGroup(click.Group):
     """A group whose usage errors, its subcommands' included, are one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        refuse_repeated(self, ctx, args)
+        return super().parse_args(ctx, args)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
@@ -222,8 +250,17 @@ class OutputFile(_Type):
         path = Path(value)
         if not str(value).strip():
             self.fail("no file name given", param, ctx)
-        if path.is_dir():
+        try:
+            existing = path.stat().st_mode if path.exists() else None
+        except OSError as exc:  # a name too long, a loop of links
+            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
+        if existing is not None and stat.S_ISDIR(existing):
             self.fail(f"{path} is a folder; give a file name", param, ctx)
+        if existing is not None and (not stat.S_ISREG(existing) or path.is_symlink()):
+            # A FIFO, a device, /dev/fd/N (a process substitution), a link (/dev/stdout): written through, never
+            # created in its folder
+            self._try_opening(path, existing, param, ctx)
+            return path
         folder = path.parent
         if self.create_folders:
             while not folder.exists() and folder != folder.parent:
@@ -237,6 +274,26 @@ class OutputFile(_Type):
         if self.probe:
             self._try_writing(folder, path, param, ctx)
         return path
+
+    def _try_opening(self, path: Path, mode: int, param: click.Parameter | None, ctx: click.Context | None) -> None:
+        """Check an existing path that is not a regular file by opening it for writing, as the writer will.
+
+        Its folder is not asked: ``/dev/fd`` takes no new file, yet ``--output
+        >(gzip > f.gz)`` (``/dev/fd/63``) is how a file-only option is piped.
+        A FIFO is not opened: a probe that opened and closed it would end the
+        stream of a reader already waiting (it would read an empty file), and
+        one without a reader yet cannot be opened without blocking (ENXIO)
+        though the writer's own open will wait for it. Its permission bits are
+        all that can be asked without touching the stream.
+        """
+        if stat.S_ISFIFO(mode):
+            if not os.access(path, os.W_OK):
+                self.fail(f"{path} cannot be written (permission denied)", param, ctx)
+            return
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY))  # no O_TRUNC, no O_CREAT
+        except OSError as exc:
+            self.fail(f"{path} cannot be written ({exc.strerror or type(exc).__name__})", param, ctx)
 
     def _try_writing(self, folder: Path, path: Path, param: click.Parameter | None, ctx: click.Context | None) -> None:
         """Create and remove a file beside ``path``, as the writer will, before any work is done.
@@ -411,4 +468,5 @@ __all__ = [
     "ZONE",
     "OneLineGroup",
     "PeriodType",
+    "refuse_repeated",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from retention.commands import files
 from retention.commands.runs import load_pack
 from retention.engine import execute, shred
 from retention.engine.coverage import CoverageReport
@@ -39,8 +41,16 @@ def _archive_keys_required() -> shred.ArchiveKeys:
 
 
 def archive_keygen(key_file: Path) -> str:
-    """Create the archive's key-encryption key file; its public id."""
-    return shred.kek_id(shred.keygen(key_file).current)
+    """Create the archive's key-encryption key file; its public id.
+
+    A file-system error (a full disk, a name too long for its temporary ``.tmp``) is one line, not a traceback.
+    """
+    try:
+        return shred.kek_id(shred.keygen(key_file).current)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            key_file.with_name(key_file.name + ".tmp").unlink(missing_ok=True)
+        raise files.cannot_write(key_file, exc) from None
 
 
 def archive_show(db_url: str, dataset: str, record_key: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from retention.commands import files
 from retention.engine import backups
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
@@ -139,30 +141,9 @@ def ledger_export(db_url: str, fmt: str, output: Path | None, **filters: Any) ->
         converted["run_id"] = run_of(engine, converted.get("run_id"))
         if output is None:
             return ledger.export(engine, fmt, sys.stdout, **converted)
-        return _export_whole(output, lambda out: ledger.export(engine, fmt, out, **converted))
+        return files.write_whole(output, lambda out: ledger.export(engine, fmt, out, **converted))
     finally:
         engine.dispose()
-
-
-def _export_whole(output: Path, write: Any) -> int:
-    """Write through a temporary file beside ``output``, renamed over it only once the export is complete.
-
-    Why: an export stopped midway (Ctrl-C, a lost connection) left a truncated file under the name the auditor
-    asked for, and truncated any earlier complete export there; a file by that name now holds a whole export.
-    """
-    import os
-    import secrets
-
-    temporary = output.parent / f".{output.name}.{secrets.token_hex(4)}.part"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to open("w")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            count: int = write(out)
-        temporary.replace(output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return count
 
 
 def ledger_lookup(
@@ -235,7 +216,17 @@ def audit_claims_of(engine: Any, rules: Path, *, sample: int | None = None, data
 
 
 def ledger_keygen(key_file: Path) -> bytes:
-    return ledger.generate_signing_key(key_file)
+    """A new signing key at ``key_file``; a file-system error is one line and leaves no empty key behind.
+
+    Why: a key file created and then not written (a full disk) was a traceback, and the empty file then blocked
+    the retry ("exists; refusing to overwrite").
+    """
+    try:
+        return ledger.generate_signing_key(key_file)  # an existing key is refused (ConfigError), never touched
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            key_file.unlink(missing_ok=True)  # it did not exist before: this call created it
+        raise files.cannot_write(key_file, exc) from None
 
 
 CHECKPOINT_BYTES = 1_000_000

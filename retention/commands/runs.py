@@ -18,6 +18,7 @@ import pendulum
 import sqlalchemy as sa
 import structlog
 
+from retention.commands import files
 from retention.commands.subjects import Named, holds_covering
 from retention.engine import erasure_mask, execute, notice, set_purge
 from retention.engine.archive import SeparateArchive, refuse_the_main_database
@@ -705,5 +706,5 @@ def report(
         page = report_module.render(summary, forecast, period, basis, zone or loaded.pack.timezone)
         html_file.write_text(page, encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot write {html_file}: {exc.strerror}") from None
+        raise files.cannot_write(html_file, exc) from None
     return summary, forecast
