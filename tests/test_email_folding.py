@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "email-folding-test-key"}
 PACK = """\
@@ -84,3 +85,24 @@ def test_request_probe_finds_a_row_typed_with_its_non_ascii_capital(
     assert "warning" not in out
     _cli("run", *base, "--no-progress", "--as-of", "2024-06-01")
     assert _left(migrated) == []
+
+
+def test_an_address_reaches_live_rows_and_state_rows_alike(migrated: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """Typed in lower case, the address reaches the inactive record (state row) and the active one (live row)."""
+    rows = {1: ("Élodie@x.test", dt.date(2020, 1, 1)), 2: (" ÉLODIE@X.test", dt.date(2024, 1, 1))}
+    base = _setup(migrated, tmp_path, db_url, rows)
+    _cli("run", *base, "--no-progress", "--as-of", "2023-06-01")  # record 1 leaves active
+    out = _cli("erasure", "add", *base, "--email", "élodie@x.test", "--received", "2024-05-02")
+    assert "warning" not in out
+    out = _cli("hold", "add", *base, "--email", "ÉLODIE@x.test ", "--reason", "case 7")
+    assert "warning" not in out
+    plan = _cli("plan", *base, "--as-of", "2024-06-01")
+    _cli("run", *base, "--no-progress", "--as-of", "2024-06-01")
+    assert _left(migrated) == [1, 2], plan  # the hold keeps both
+    _cli("hold", "release", "1", "--db", db_url, "--reason", "case closed")
+    _cli("run", *base, "--no-progress", "--as-of", "2024-06-02")
+    assert _left(migrated) == []
+    with migrated.connect() as conn:
+        er = store.erasure_requests
+        request = conn.execute(sa.select(er.c.email, er.c.status, er.c.outcome)).one()
+    assert tuple(request) == ("élodie@x.test", "processed", "erased")

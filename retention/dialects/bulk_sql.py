@@ -162,6 +162,15 @@ class BulkWriteSQL:
         """A source column as text comparable with the engine's key columns (``VARCHAR(191)``)."""
         return sa.cast(column, sa.String(191))
 
+    def fold_case(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """``text`` lower-cased as e-mail addresses are compared (stored, typed, and in pseudonyms).
+
+        Pseudonyms fold with Python's ``str.lower`` (every capital); a
+        database whose ``LOWER`` agrees with it for the addresses it holds
+        keeps its own. Generic: ``LOWER``.
+        """
+        return sa.func.lower(text)
+
     def exact_text(self, text: ColumnElement[Any], merging: bool = True) -> ColumnElement[Any]:
         """A source's identity as text (``key_text``, ``email_text``) equal only to the same characters.
 
