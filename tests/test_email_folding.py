@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from retention.cli import main
+from retention.engine.schema import Finding, identity_collations
+from retention.policy import load_file
 from retention.store import tables as store
 
 ENV = {"RETENTION_PSEUDONYM_KEY": "email-folding-test-key"}
@@ -106,3 +108,38 @@ def test_an_address_reaches_live_rows_and_state_rows_alike(migrated: sa.Engine, 
         er = store.erasure_requests
         request = conn.execute(sa.select(er.c.email, er.c.status, er.c.outcome)).one()
     assert tuple(request) == ("élodie@x.test", "processed", "erased")
+
+
+def test_check_warns_of_an_email_column_that_lower_cases_otherwise(migrated: sa.Engine, tmp_path: Path) -> None:
+    """PostgreSQL: a ``C`` column's ``LOWER`` leaves ``É``, the database's default folds it. Named by table and
+    column; an e-mail column of the default collation, and every column on SQLite and MariaDB, get nothing."""
+    c_collation = migrated.dialect.name == "postgresql"
+    metadata = sa.MetaData()
+    email_type = sa.String(320, collation="C") if c_collation else sa.String(320)
+    sa.Table(
+        "customers",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("email", email_type),
+        sa.Column("seen", sa.Date),
+        sa.Column("active", sa.Integer),
+    )
+    metadata.create_all(migrated)
+    rules = tmp_path / "pack.yaml"
+    rules.write_text(PACK)
+    loaded = load_file(rules)
+    with migrated.connect() as conn:
+        found = identity_collations(conn, loaded.pack)
+        metadata.drop_all(conn)
+        conn.commit()
+    metadata = sa.MetaData()
+    sa.Table("customers", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("email", sa.String(320)))
+    metadata.create_all(migrated)
+    with migrated.connect() as conn:
+        plain = identity_collations(conn, loaded.pack)
+    message = (
+        "e-mail column lower-cases otherwise than the database's default collation; an address with a non-ASCII "
+        "capital typed for a hold or an erasure request may reach none of its live rows"
+    )
+    expected = [Finding("warning", "customers", "customers", "email", message)] if c_collation else []
+    assert (found, plain) == (expected, [])

@@ -171,6 +171,17 @@ class BulkWriteSQL:
         """
         return sa.func.lower(text)
 
+    def folding_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+        """A collation of a column in ``source`` whose ``LOWER`` folds otherwise than the database's default, or None.
+
+        A typed address is lower-cased under the database's default collation,
+        the stored one under its column's: where they fold differently, an
+        address with a non-ASCII capital reaches no live row. For ``check``'s
+        warning. Generic: None (MariaDB's ``LOWER`` folds alike under every
+        collation; SQLite's connections fold with their own function).
+        """
+        return None
+
     def exact_text(self, text: ColumnElement[Any], merging: bool = True) -> ColumnElement[Any]:
         """A source's identity as text (``key_text``, ``email_text``) equal only to the same characters.
 
