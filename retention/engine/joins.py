@@ -32,9 +32,10 @@ def subject_expression(conn: sa.Connection, table: sa.Table, dataset: Dataset) -
 def email_expression(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> ColumnElement[Any] | None:
     """The normalised e-mail address of rows of ``table`` (``lower(trim(...))``, see ``fold_case``), or None.
 
-    Normalisation is trimming surrounding spaces and lower-casing, the same
-    as :func:`normalise_email` does to an address an operator types; nothing
-    provider-specific (dots or ``+tags`` of one mail provider) is removed.
+    Normalisation is trimming surrounding spaces and lower-casing in the
+    database, as :func:`retention.subjects.events.database_email` does to an
+    address an operator types; nothing provider-specific (dots or ``+tags``
+    of one mail provider) is removed.
     An empty address is no identity (NULL).
     """
     from retention.engine.evaluate import column_of
