@@ -1683,6 +1683,30 @@ NAMED: dict[str, Scenario] = {
             Run(_paris("2022-06-01"), (Event("erasure", received=dt.date(2022, 5, 1), email="B@x.test"),)),
         ),
     ),
+    # The other half of "Partial erasure": person 1 leaves active (run 1) before a request by its id
+    # masks its address (run 2); its state row keeps the pseudonym of a@x.test, so a later hold by
+    # that address still reaches it and keeps it from its purge (runs 3, 4); person 3, of another
+    # address, is purged on its term.
+    "masked_after_leaving_active": Scenario(
+        _pack(
+            [_DEACTIVATE, {"to": "purged", "after": "P1Y", "action": "delete"}],
+            email="email",
+            on_erasure={"mask": {"name": None, "email": None}, "keep_until": "purged"},
+        ),
+        (_PEOPLE,),
+        {
+            "t_people": [
+                {**_person(1, "2020-01-15"), "email": "a@x.test"},
+                {**_person(3, "2020-01-15"), "email": "b@x.test"},
+            ]
+        },
+        (
+            Run(_paris("2021-01-20"), ()),
+            Run(_paris("2021-02-01"), (Event("erasure", subject="1", received=dt.date(2021, 1, 25)),)),
+            Run(_paris("2021-06-01"), (Event("hold", hold=0, scope="subject", email="A@x.test "),)),
+            Run(_paris("2022-06-01"), ()),
+        ),
+    ),
     # An address with a non-ASCII capital, typed as stored but for ASCII case and spaces, reaches
     # its guest order (SQLite's LOWER folds ASCII letters only: the typed address was folded by
     # Python's and matched nothing there), and a hold by it keeps order 2; person 1, archived with

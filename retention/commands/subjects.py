@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from retention.errors import ConfigError, SchemaError
 from retention.ledger import mac as ledger_mac
 from retention.ledger import pseudonyms
-from retention.ledger.pseudonyms import normalise_email
 from retention.policy import load_catalog, refusals
 from retention.store import tables as store
 from retention.store.connect import open_engine
@@ -163,7 +162,7 @@ def subject_known(
                 planners = build_planners(conn, PlanContext(loaded, utcnow()))
             except SchemaError:
                 return None
-            named = Named(subject_key, normalise_email(email) if email else None, None)
+            named = Named(subject_key, subjects.database_email(conn, email) if email else None, None)
             if email:
                 named = named._replace(email_pseudonym=pseudonyms.email_pseudonym(pseudonyms.pseudonym_secret(), email))
             return any(p.knows_subject(conn, named) for p in planners.values())

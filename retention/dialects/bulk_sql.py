@@ -162,6 +162,26 @@ class BulkWriteSQL:
         """A source column as text comparable with the engine's key columns (``VARCHAR(191)``)."""
         return sa.cast(column, sa.String(191))
 
+    def fold_case(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """``text`` lower-cased as e-mail addresses are compared (stored, typed, and in pseudonyms).
+
+        Pseudonyms fold with Python's ``str.lower`` (every capital); a
+        database whose ``LOWER`` agrees with it for the addresses it holds
+        keeps its own. Generic: ``LOWER``.
+        """
+        return sa.func.lower(text)
+
+    def folding_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+        """A collation of a column in ``source`` whose ``LOWER`` folds otherwise than the database's default, or None.
+
+        A typed address is lower-cased under the database's default collation,
+        the stored one under its column's: where they fold differently, an
+        address with a non-ASCII capital reaches no live row. For ``check``'s
+        warning. Generic: None (MariaDB's ``LOWER`` folds alike under every
+        collation; SQLite's connections fold with their own function).
+        """
+        return None
+
     def exact_text(self, text: ColumnElement[Any], merging: bool = True) -> ColumnElement[Any]:
         """A source's identity as text (``key_text``, ``email_text``) equal only to the same characters.
 

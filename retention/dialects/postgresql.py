@@ -117,6 +117,20 @@ class PostgreSQLDialect(Dialect):
     def merging_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
         return nondeterministic_collation(conn, source)
 
+    def folding_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+        # Asked of the server rather than guessed from names: "C", "POSIX", or a libc/ICU collation of another
+        # ctype. The probe holds capitals that a C ctype leaves and others fold.
+        preparer = conn.dialect.identifier_preparer
+        for table, column in source_columns(source):
+            found = conn.execute(_COLLATION, {"relation": preparer.format_table(table), "column": column}).first()
+            if found is None:
+                continue
+            collation = f"{preparer.quote(found.nspname)}.{preparer.quote(found.collname)}"
+            probe = sa.text(f"SELECT lower(:probe COLLATE {collation}) = lower(:probe)")
+            if not conn.execute(probe, {"probe": _FOLD_PROBE}).scalar():
+                return str(found.collname)
+        return None
+
     def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
         database = "hashtext('retention:' || current_schema())"
         if shard is None:
@@ -356,6 +370,17 @@ _NONDETERMINISTIC = sa.text(
     WHERE a.attrelid = to_regclass(:relation) AND a.attname = :column AND NOT c.collisdeterministic
     """
 )
+
+
+_COLLATION = sa.text(
+    """
+    SELECT n.nspname, c.collname FROM pg_attribute a
+    JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_namespace n ON n.oid = c.collnamespace
+    WHERE a.attrelid = to_regclass(:relation) AND a.attname = :column AND c.collname <> 'default'
+    """
+)
+_FOLD_PROBE = "ÀÉÎÕÜÇÑÆØÅŒΣДЖ"
+"""Non-ASCII capitals of Latin, Greek and Cyrillic addresses; a ``C`` ctype folds none of them."""
 
 
 def nondeterministic_collation(conn: sa.Connection, source: ColumnElement[Any]) -> str | None:

@@ -82,6 +82,12 @@ class SQLiteDialect(Dialect):
         # Always: the CAST already keeps an index on the column from serving, so BINARY costs nothing.
         return text.collate("BINARY")
 
+    def fold_case(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # SQLite's LOWER folds ASCII only, the pseudonyms every capital: a record's live row and its state
+        # row would answer to different typings. Not the built-in replaced: an index on lower(...) in the
+        # application's schema would then disagree with its rows, and a delete through it fail as corrupt.
+        return sa.func.retention_lower(text, type_=sa.String)
+
     def merging_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
         # NOCASE or RTRIM as the column's declaration names it (SQLite keeps nothing but the CREATE statement).
         # For check's warning: exact_text is BINARY whatever this says.
@@ -110,6 +116,8 @@ class SQLiteDialect(Dialect):
         return Path(url.database) if url.database else None
 
     def on_connect(self, dbapi_conn: Any, record: Any, timeout: int, journal_mode: str | None = None) -> None:
+        # Every connection, not only a run's (prepare_items): plan, check, person, the console fold addresses too.
+        dbapi_conn.create_function("retention_lower", 1, _lower, deterministic=True)
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         # A writer waits this long for another connection's write transaction, then fails (SQLITE_BUSY).
@@ -317,6 +325,15 @@ def _hmac_pads(key: bytes, prefix: bytes) -> tuple[Any, Any]:
     inner = hashlib.sha256(inner_pad)
     inner.update(prefix)
     return inner, hashlib.sha256(outer_pad)
+
+
+def _lower(value: str | int | float | bytes | None) -> str | None:
+    """Python's ``str.lower``, as :func:`retention.ledger.pseudonyms.normalise_email` folds; text as LOWER casts it."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").lower()
+    return str(value).lower()
 
 
 def _hmac_hex(key: bytes, prefix: bytes, text: str | int | None) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from retention.dialects import dialect_for
 from retention.policy.model import Dataset, Subject
 
 
@@ -29,11 +30,12 @@ def subject_expression(conn: sa.Connection, table: sa.Table, dataset: Dataset) -
 
 
 def email_expression(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> ColumnElement[Any] | None:
-    """The normalised e-mail address of rows of ``table`` (``lower(trim(...))``), or None.
+    """The normalised e-mail address of rows of ``table`` (``lower(trim(...))``, see ``fold_case``), or None.
 
-    Normalisation is trimming surrounding spaces and lower-casing, the same
-    as :func:`normalise_email` does to an address an operator types; nothing
-    provider-specific (dots or ``+tags`` of one mail provider) is removed.
+    Normalisation is trimming surrounding spaces and lower-casing in the
+    database, as :func:`retention.subjects.events.database_email` does to an
+    address an operator types; nothing provider-specific (dots or ``+tags``
+    of one mail provider) is removed.
     An empty address is no identity (NULL).
     """
     from retention.engine.evaluate import column_of
@@ -44,7 +46,7 @@ def email_expression(conn: sa.Connection, table: sa.Table, dataset: Dataset) -> 
         value = column_of(table, dataset.email, "email")
     else:
         value = _chain(conn, table, dataset, dataset.email, "email")
-    normal = sa.func.lower(sa.func.trim(value))
+    normal = dialect_for(conn).fold_case(sa.func.trim(value))
     return sa.func.nullif(normal, "")
 
 

@@ -592,6 +592,10 @@ def article(word: str) -> str:
 def identity_collations(conn: sa.Connection, pack: Pack) -> list[Finding]:
     """A warning per subject or e-mail column whose collation takes different strings for equal ('U1', 'u1').
 
+    And one per e-mail column whose collation lower-cases otherwise than the
+    database's default (PostgreSQL ``C``): typed addresses fold under the
+    default (docs/rules.md, "Identities: Normalisation").
+
     The engine names a person by the exact characters (``Dialect.exact_text``):
     a hold or an erasure request for 'u1' does not reach the records of
     'U1', though the column alone would call them equal. Since fixnullvis
@@ -620,6 +624,12 @@ def identity_collations(conn: sa.Connection, pack: Pack) -> list[Finding]:
                 message = (
                     f"{identity} column compares case-insensitively (collation {collation}); holds and erasure "
                     "requests name only the exact characters, so a hold on one spelling keeps no record of another"
+                )
+                findings.append(Finding("warning", name, table, column, message))
+            if identity == "e-mail" and dialect.folding_collation(conn, source) is not None:
+                message = (
+                    "e-mail column lower-cases otherwise than the database's default collation; an address with "
+                    "a non-ASCII capital typed for a hold or an erasure request may reach none of its live rows"
                 )
                 findings.append(Finding("warning", name, table, column, message))
     return findings

@@ -14,7 +14,16 @@ from retention.store.config import read_secret
 
 
 def normalise_email(address: str) -> str:
-    """An e-mail address as the engine compares it: surrounding spaces trimmed, lower-cased."""
+    """An e-mail address as its pseudonym is taken of: surrounding spaces trimmed, lower-cased by Python.
+
+    The pseudonym's input only (state rows, ledger, holds and requests), so
+    that a record and a request agree whatever database computed them. The
+    engine compares clear addresses in the database instead
+    (:func:`retention.subjects.events.database_email` for the typed one,
+    :func:`retention.engine.joins.email_expression` for rows), whose
+    lower-casing matches this one on SQLite (``retention_lower``) and MariaDB
+    and on PostgreSQL only under a full ctype (docs/rules.md, "Identities").
+    """
     return address.strip(" ").lower()
 
 

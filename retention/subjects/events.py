@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from retention.dialects import dialect_for
 from retention.errors import ConfigError
 from retention.ledger import chain as ledger
 from retention.ledger import pseudonyms
@@ -175,17 +176,20 @@ def _email(conn: sa.Connection, address: str | None) -> str | None:
 
 
 def database_email(conn: sa.Connection, address: str) -> str:
-    """``address`` trimmed and lower-cased by the database's own ``LOWER``, as the stored addresses are.
+    """``address`` trimmed and lower-cased by the database, as the stored addresses are.
 
-    The engine compares a hold's or a request's address with ``LOWER(TRIM(column))``
-    (:func:`retention.engine.joins.email_expression`). Python's ``str.lower``
-    folds every capital; SQLite's ``LOWER`` (and PostgreSQL's under a ``C``
-    ctype) only ASCII ones, so an address typed exactly as stored, with a
-    capital such as ``É``, would reach no row there. Pseudonyms are still
-    computed in Python from this text, as they are from the stored value.
+    The engine compares a hold's or a request's address with the rows'
+    ``fold_case(TRIM(column))`` (:func:`retention.engine.joins.email_expression`).
+    PostgreSQL's ``LOWER`` under a ``C`` ctype folds ASCII capitals only,
+    where Python's ``str.lower`` folds every one, so an address typed exactly
+    as stored, with a capital such as ``É``, would reach no row there if
+    Python folded it. (SQLite's connections fold with Python's ``lower``,
+    as the pseudonyms do.) Pseudonyms are still computed in Python from this
+    text, as they are from the stored value.
     """
     trimmed = address.strip(" ")
-    return str(conn.execute(sa.select(sa.func.lower(sa.literal(trimmed, sa.String())))).scalar_one())
+    folded = dialect_for(conn).fold_case(sa.literal(trimmed, sa.String()))
+    return str(conn.execute(sa.select(folded)).scalar_one())
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
