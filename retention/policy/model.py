@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from retention.policy import takes_effect
 from retention.policy.rowfilter import ColumnTest, RowFilter, parse_where
 from retention.timing.clock import AfterFrom, Period, Schedule, WorkingDays, YearEnd, iana_zone
 
@@ -403,17 +404,6 @@ class Guard(_Strict):
     max_count: int | None = Field(default=None, gt=0, strict=True)
 
 
-def _never_longer(period: Period, other: Period) -> bool:
-    """Whether ``period`` ends on or before ``other`` from every date.
-
-    Months (years being twelve of them) are added first, clamped at month
-    ends, then days: both additions are monotonic, so a period with no more
-    months and no more days never ends later.
-    """
-    months = period.years * 12 + period.months
-    return months <= other.years * 12 + other.months and period.days <= other.days
-
-
 class Dataset(_Strict):
     """One table of records of one kind and its lifecycle."""
 
@@ -636,60 +626,12 @@ class Dataset(_Strict):
     @model_validator(mode="after")
     def _every_clause_takes_effect(self) -> Dataset:
         """Refuse clauses the engine would accept and never act on (docs/rules.md, 'Clauses that take effect')."""
-        for index, step in enumerate(self.lifecycle):
-            written = [*(step.set or {}), *(step.mask or {})]
-            if self.key in written:
-                what = "set" if self.key in (step.set or {}) else "mask"
-                raise ValueError(
-                    f"@lifecycle.{index}.{what}.{self.key}: {self.key} is the dataset's key, which names the record "
-                    "in the engine's tables; changing it would make the row a new record, not move this one"
-                )
-            if step.columns is not None and len(set(step.columns)) != len(step.columns):
-                raise ValueError(f"@lifecycle.{index}.columns: a column is named twice")
-        if self.lifecycle[0].after != Period() and not self.keep:
-            raise ValueError(
-                "@lifecycle.0.after: the first step's 'after' runs from the end of the keep periods, and the "
-                "dataset has none, so it would delay nothing; a leader or an erasure moves it at once"
-            )
-        if self.review and "purged" not in self.states:
-            raise ValueError(
-                "@review: review holds back purges for approval, and the lifecycle has no step to purged; "
-                "remove review or add the purge"
-            )
-        if self.partitioned and not any(step.action == "drop_partition" for step in self.lifecycle):
-            raise ValueError(
-                "@partitioned: partitioned only lets 'drop_partition' drop whole partitions, and no step has "
-                "that action; remove partitioned or use action: drop_partition"
-            )
-        for index, rule in enumerate(self.keep):
-            if rule in self.keep[:index]:
-                # Everything equal, basis included: the copy documents nothing the first does not.
-                # A shorter rule on the same clock is only a warning (dominated_keeps): its basis
-                # is an obligation of its own, listed by explain.
-                raise ValueError(
-                    f"@keep.{index}: keep[{self.keep.index(rule)}] is the same rule (clock, period, anchor and "
-                    "basis), so this copy never decides when a record is due; remove it"
-                )
+        takes_effect.refuse_idle_clauses(self)
         return self
 
     def dominated_keeps(self) -> list[tuple[int, int]]:
-        """(rule, longer rule) pairs on the same clock and anchor where the first never decides when a record is due.
-
-        Not refused: each rule carries its own basis (a 10-year accounting and a
-        6-year tax obligation on the same clock), which explain reports; check
-        warns so the reader knows which one decides.
-        """
-        pairs = []
-        for index, rule in enumerate(self.keep):
-            for other_index, other in enumerate(self.keep):
-                if other_index == index or (other.clock, other.anchor) != (rule.clock, rule.anchor):
-                    continue
-                if rule in self.keep[:index]:
-                    continue
-                if _never_longer(rule.kept, other.kept) and (rule.kept != other.kept or other_index < index):
-                    pairs.append((index, other_index))
-                    break
-        return pairs
+        """(rule, longer rule) pairs on the same clock and anchor: a check warning (policy/takes_effect.py)."""
+        return takes_effect.dominated_keeps(self)
 
     @property
     def states(self) -> list[str]:
