@@ -118,18 +118,7 @@ class PostgreSQLDialect(Dialect):
         return nondeterministic_collation(conn, source)
 
     def folding_collation(self, conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
-        # Asked of the server rather than guessed from names: "C", "POSIX", or a libc/ICU collation of another
-        # ctype. The probe holds capitals that a C ctype leaves and others fold.
-        preparer = conn.dialect.identifier_preparer
-        for table, column in source_columns(source):
-            found = conn.execute(_COLLATION, {"relation": preparer.format_table(table), "column": column}).first()
-            if found is None:
-                continue
-            collation = f"{preparer.quote(found.nspname)}.{preparer.quote(found.collname)}"
-            probe = sa.text(f"SELECT lower(:probe COLLATE {collation}) = lower(:probe)")
-            if not conn.execute(probe, {"probe": _FOLD_PROBE}).scalar():
-                return str(found.collname)
-        return None
+        return folding_collation(conn, source)
 
     def run_lock_statements(self, shard: str | None = None) -> tuple[str, str] | None:
         database = "hashtext('retention:' || current_schema())"
@@ -381,6 +370,22 @@ _COLLATION = sa.text(
 )
 _FOLD_PROBE = "ÀÉÎÕÜÇÑÆØÅŒΣДЖ"
 """Non-ASCII capitals of Latin, Greek and Cyrillic addresses; a ``C`` ctype folds none of them."""
+
+
+def folding_collation(conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
+    """The collation of a table column in ``source`` whose lower() folds differently from the default, or None."""
+    # Asked of the server rather than guessed from names: "C", "POSIX", or a libc/ICU collation of another
+    # ctype. The probe holds capitals that a C ctype leaves and others fold.
+    preparer = conn.dialect.identifier_preparer
+    for table, column in source_columns(source):
+        found = conn.execute(_COLLATION, {"relation": preparer.format_table(table), "column": column}).first()
+        if found is None:
+            continue
+        collation = f"{preparer.quote(found.nspname)}.{preparer.quote(found.collname)}"
+        probe = sa.text(f"SELECT lower(:probe COLLATE {collation}) = lower(:probe)")
+        if not conn.execute(probe, {"probe": _FOLD_PROBE}).scalar():
+            return str(found.collname)
+    return None
 
 
 def nondeterministic_collation(conn: sa.Connection, source: ColumnElement[Any]) -> str | None:
