@@ -208,3 +208,25 @@ def test_case_blind_columns_hold_only_the_exact_names(migrated: sa.Engine, tmp_p
     assert "k6" not in left and left >= HELD, left
     if migrated.dialect.name != "postgresql":
         assert left == HELD
+
+
+def test_plan_counts_what_the_run_holds_on_case_blind_columns(migrated: sa.Engine, tmp_path: Path) -> None:
+    """Plan's held-back count compares a record key as the run's hold test does: plan agrees with the run.
+
+    Before (review of heldperf, should 2) on SQLite the count compared the
+    NOCASE key on the left, so the hold on 'K9' was reported as holding 'k9',
+    which the run moved (the run's test is BINARY there).
+    """
+    create(migrated, case_blind(migrated))
+    path = tmp_path / "held.yaml"
+    path.write_text(PACK)
+    ids = place(migrated, path)
+    loaded = load_file(path)
+    summary = execute.plan(migrated, loaded, AS_OF)
+    held = {h["hold_id"]: h["count"] for h in summary.held_back}
+    assert execute.run(migrated, loaded, AS_OF, secret=SECRET).status == "succeeded"
+    left = remaining(migrated)
+    assert summary.transitions["events"] == {"active->purged": len(ROWS) - len(left)}
+    assert (ids["K9"] in held) == ("k9" in left), (held, left)
+    if migrated.dialect.name != "postgresql":
+        assert held == {ids["by address"]: 2, ids["by id"]: 1, ids["both"]: 2, ids["k8"]: 1}
