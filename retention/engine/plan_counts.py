@@ -255,9 +255,10 @@ class PlannerCounts(PlannerPasses):
         name grouped by identity first (few groups), one equi-join per
         identity as in ``null_keys._matches``, a later identity's arm leaving
         out the pairs an earlier one matched, so that a hold naming a record
-        both ways counts it once. Every comparison keeps the one the count
-        per hold made: the record's side on the left (SQLite takes the left
-        operand's collation), the address in ``open_erasure``'s exact
+        both ways counts it once. Every comparison is the run's own (:meth:`held`),
+        so that plan and run agree: the record key in ``exact_text`` with
+        ``merging=False`` (BINARY on SQLite, where a NOCASE key on the left
+        would merge 'K9' and 'k9'), the address in ``open_erasure``'s exact
         collation.
         """
         h = self.ctx.tables.holds
@@ -270,19 +271,20 @@ class PlannerCounts(PlannerPasses):
         if "record" in kinds:
             of_dataset = [in_place, h.c.scope == "record", h.c.dataset == self.name]
             named = sa.select(h.c.record_key).where(*of_dataset, h.c.record_key.is_not(None)).correlate(None)
-            # Grouped by key, in the comparison's own collation (a hold names the rows it would name one by one);
-            # an aggregate also keeps SQLite from flattening it into a scan of the table per record hold.
+            # Grouped by key, compared as ``held`` compares it (a hold counts the records the run keeps); an
+            # aggregate also keeps SQLite from flattening it into a scan of the table per record hold.
+            exact = self._dialect.exact_text(key, merging=False)
             rows = (
-                sa.select(key.label("k"), sa.func.count().label("n"))
+                sa.select(exact.label("k"), sa.func.count().label("n"))
                 .select_from(source)
-                .where(*due, key.in_(named))
-                .group_by(key)
+                .where(*due, exact.in_(named))
+                .group_by(exact)
                 .subquery()
             )
             query = (
                 sa.select(h.c.id, sa.func.sum(rows.c.n))
                 .select_from(rows)
-                .join(h, rows.c.k.op("=", is_comparison=True)(h.c.record_key))
+                .join(h, self._dialect.exact_text(rows.c.k, merging=False) == h.c.record_key)
                 .where(*of_dataset)
                 .group_by(h.c.id)
             )
