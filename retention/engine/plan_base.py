@@ -18,13 +18,11 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from retention.dialects import dialect_for
 from retention.engine.evaluate import (
-    DatasetSQL,
     DueCache,
     dataset_sql,
     reflect_table,
 )
 from retention.engine.joins import email_expression, subject_expression
-from retention.engine.lifecycle import _next_states
 from retention.engine.plan_follow import leader_by_email
 from retention.engine.plan_values import (
     EngineTables,
@@ -365,28 +363,3 @@ class PlannerBase:
         if per_row:
             probe = dialect_for(conn).probe_per_row(probe)
         return ~probe.exists()
-
-    def reaching(self, conn: sa.Connection, sql: DatasetSQL, count: int, per_row: bool = False) -> ColumnElement[bool]:
-        """Active records whose own clocks make the first ``count`` states due, not held, not erasing.
-
-        The one predicate of the active pass: batches select with it
-        (``per_row``, see :meth:`not_moved`) and plan counts with it.
-        """
-        targets = _next_states(self.dataset, "active")[:count]
-        who = self.live_who(conn)
-        return sa.and_(
-            *(sql.due(state, self.ctx.as_of) for state in targets),
-            self.included(),
-            self.not_held(self.text(conn, sql.key), who),
-            self.no_open_erasure(who),
-            self.not_moved(conn, per_row),
-        )
-
-    def _reach(self, conn: sa.Connection, sql: DatasetSQL) -> ColumnElement[Any]:
-        """How many states an active record's clocks make due (0 to the lifecycle's length)."""
-        targets = _next_states(self.dataset, "active")
-        whens = []
-        for count in range(len(targets), 0, -1):
-            condition = sa.and_(*(sql.due(state, self.ctx.as_of) for state in targets[:count]))
-            whens.append((condition, sa.literal(count)))
-        return sa.case(*whens, else_=sa.literal(0))
