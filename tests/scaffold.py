@@ -154,3 +154,12 @@ def count_batches(monkeypatch: pytest.MonkeyPatch, set_based: Any) -> list[int]:
 
     monkeypatch.setattr(set_based, "batch", counted)
     return batches
+
+
+def one_line_refusal(result: Any) -> str:
+    """The one line of a CLI refusal (a click ``Result``): exit 2, no traceback, nothing else printed."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from scaffold import one_line_refusal
 
 from retention.cli import main
 from retention.commands import files
@@ -33,13 +34,7 @@ def invoke(args: list[str]) -> Result:
     return CliRunner().invoke(main, args, env=ENV, prog_name="retention")
 
 
-def refused(result: Result) -> str:
-    """The one line of a refusal: exit 2, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.output.splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
+refused = one_line_refusal
 
 
 @pytest.fixture
