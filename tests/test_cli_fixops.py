@@ -219,7 +219,6 @@ REPEATED = [
     ),
     (["ledger", "export", "--format", "csv", "--format", "jsonl"], "--format", "retention ledger export"),
     (["--tz", "UTC", "--tz", "Europe/Paris", "status"], "--tz", "retention"),
-    (["fleet", "run", "f.yaml", "--json", "--json"], "--json", "retention fleet run"),
 ]
 
 
@@ -232,6 +231,27 @@ def test_an_option_taking_one_value_given_twice_is_refused(
     line = refused(invoke([*args, *db]))
     assert line == f"error: {option} is given more than once; it takes one value (give it once) (see '{where} --help')"
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "--help", "--tz", "UTC", "--tz", "UTC"],
+        ["--version", "--tz", "UTC", "--tz", "UTC"],
+        ["--traceback", "--traceback", "--version"],
+    ],
+    ids=["help", "version", "plain-flag"],
+)
+def test_help_version_and_a_plain_flag_twice_are_not_refused(args: list[str]) -> None:
+    """--help and --version answer whatever else the line holds; a flag with no 'off' twice says one thing."""
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "more than once" not in result.output
+
+
+def test_a_plain_flag_twice_runs_the_command(tmp_path: Path) -> None:
+    result = invoke(["fleet", "run", str(tmp_path / "absent.yaml"), "--json", "--json"])
+    assert "more than once" not in result.output
 
 
 def test_an_option_that_collects_may_repeat(tmp_path: Path) -> None:

@@ -77,13 +77,18 @@ def refuse_repeated(command: click.Command, ctx: click.Context, args: list[str])
         _, _, order = command.make_parser(ctx).parse_args(args=list(args))  # a copy: the parser consumes it
     except click.UsageError:
         return
+    if any(isinstance(param, click.Option) and param.is_eager for param in order):
+        return  # --help and --version answer whatever else the line holds
     seen: set[click.Parameter] = set()
     for param in order:
-        if not isinstance(param, click.Option) or param.multiple or param.count or param.is_eager:
+        if not isinstance(param, click.Option) or param.multiple or param.count:
             continue
         if param in seen:
+            if param.is_flag and not param.secondary_opts:
+                continue  # a plain flag twice says the same thing twice
             names = "/".join(param.opts + param.secondary_opts)
-            raise OneLineUsageError(f"{names} is given more than once; it takes one value (give it once)", ctx)
+            what = "it is on or off" if param.is_flag else "it takes one value"
+            raise OneLineUsageError(f"{names} is given more than once; {what} (give it once)", ctx)
         seen.add(param)
 
 
