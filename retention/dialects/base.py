@@ -187,10 +187,9 @@ class Dialect(ClockValueSQL, ItemSQL, BulkWriteSQL):
         """
         return None
 
-    #: Isolation level of a run's or shard's connection (None: the default):
-    #: shards work on neighbouring keys side by side, and a batch's witness
-    #: must read the holds, states and requests committed since its selection.
-    run_isolation_level: ClassVar[str | None] = None
+    #: Isolation level of a shard's connection (None: the default): shards
+    #: work on neighbouring keys side by side.
+    shard_isolation_level: ClassVar[str | None] = None
 
     #: Where shards cannot hold the database's lock in shared mode: SQL that
     #: is true when no whole run holds it (checked after a shard's own lock).

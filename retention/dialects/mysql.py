@@ -159,10 +159,8 @@ class MySQLDialect(MySQLClockSQL, MySQLItemSQL, Dialect):
     # the database's lock (a whole run cannot see shards; docs/scaling.md).
     whole_run_lock_free_sql: ClassVar[str | None] = "SELECT IS_FREE_LOCK(CONCAT('retention:', DATABASE()))"
 
-    # No gap locks between shards working on neighbouring keys; and under REPEATABLE READ the witness's holds,
-    # states and requests subqueries are consistent reads from the snapshot the batch's selection took, which
-    # misses a hold committed since (only the outer table's rows are locking reads).
-    run_isolation_level: ClassVar[str | None] = "READ COMMITTED"
+    # No gap locks between shards working on neighbouring keys.
+    shard_isolation_level: ClassVar[str | None] = "READ COMMITTED"
 
     def binary_order(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
         return text.collate("utf8mb4_bin")

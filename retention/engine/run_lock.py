@@ -263,14 +263,9 @@ def holding_lock(engine: sa.Engine) -> Iterator[RunLock]:
     ``retention run`` takes it before it reads its pack: a run refused the
     lock has spent nothing (issue 24), and of two runs started a second
     apart the first holds the lock. :func:`retention.engine.execute.run`
-    then works on ``lock.conn`` under ``lock.run_id``. The connection is at
-    the database's run isolation (MariaDB: READ COMMITTED), as a shard's is:
-    a batch's witness must see a hold committed after its selection.
+    then works on ``lock.conn`` under ``lock.run_id``.
     """
     with engine.connect() as conn:
-        isolation = dialect_for(conn).run_isolation_level
-        if isolation is not None:
-            conn = conn.execution_options(isolation_level=isolation)
         lock = RunLock(conn, str(uuid.uuid4()))
         lock.acquire()
         try:

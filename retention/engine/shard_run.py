@@ -340,7 +340,7 @@ def run_shard(
     joined = False
     try:
         with engine.connect() as conn:
-            isolation = dialect_for(conn).run_isolation_level
+            isolation = dialect_for(conn).shard_isolation_level
             if isolation is not None:
                 conn = conn.execution_options(isolation_level=isolation)
             lock = RunLock(conn, run_id, shard)
